@@ -1,0 +1,218 @@
+"""One connection, sans-IO: bytes in, events out; messages in, bytes out.
+
+In the style of ``h2``: :meth:`Connection.receive_data` returns events and
+queues any replies, :meth:`Connection.data_to_send` hands over the queued
+bytes.  It owns the framer, the codec and the handshake, and it is the one
+place that enforces "nothing but the handshake before ``Verified``".
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Union
+
+import attrs
+
+from . import wire
+from .errors import (
+    ErrorCode,
+    HandshakeFailed,
+    ProtocolError,
+    WireError,
+)
+from .handshake import Handshake, HandshakeState
+from .identity import Identity, PeerId
+
+#: Failures that show a peer to be broken or hostile, as opposed to merely
+#: slow, incompatible or refused by policy.  The ban registry scores these.
+MISBEHAVIOUR = frozenset(
+    {
+        ErrorCode.UNKNOWN_MESSAGE_TYPE,
+        ErrorCode.TRUNCATED,
+        ErrorCode.TRAILING_BYTES,
+        ErrorCode.INVALID_UTF8,
+        ErrorCode.OUT_OF_RANGE,
+        ErrorCode.FRAME_TOO_LARGE,
+        ErrorCode.UNEXPECTED_MESSAGE,
+        ErrorCode.BAD_SIGNATURE,
+        ErrorCode.WRONG_KEY,
+        ErrorCode.SELF_CONNECTION,
+    }
+)
+
+
+@attrs.define
+class PeerVerified:
+    """The handshake completed: ``peer_id`` proved it holds its key."""
+
+    peer_id: PeerId
+
+
+@attrs.define
+class ConnectionFailed:
+    """The connection must close, for the reason ``error`` gives."""
+
+    error: ProtocolError
+
+    @property
+    def misbehaviour(self) -> bool:
+        """Whether the peer broke the protocol (for the ban registry)."""
+        return not self.error.remote and self.error.code in MISBEHAVIOUR
+
+
+Event = Union[PeerVerified, ConnectionFailed, wire.Message]
+
+_APPLICATION = (
+    wire.Request,
+    wire.SuccessResponse,
+    wire.ProtocolResponse,
+    wire.ErrorResponse,
+    wire.Pong,
+)
+
+
+class Connection:
+    """The protocol state of one connection, from either end."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        initiator: bool,
+        expected_peer: Optional[PeerId] = None,
+        max_frame: int = wire.DEFAULT_MAX_FRAME,
+        authorize: Optional[Callable[[PeerId], None]] = None,
+        binding: Optional[Callable[[], bytes]] = None,
+        nonce: Optional[bytes] = None,
+    ) -> None:
+        self.handshake = Handshake(
+            identity,
+            initiator=initiator,
+            expected_peer=expected_peer,
+            authorize=authorize,
+            binding=binding,
+            nonce=nonce,
+        )
+        self.max_frame = max_frame
+        self._framer = wire.FrameDecoder(min(wire.HANDSHAKE_MAX_FRAME, max_frame))
+        self._outgoing: list[bytes] = []
+        self.closed = False
+
+    @property
+    def state(self) -> HandshakeState:
+        return self.handshake.state
+
+    @property
+    def peer_id(self) -> Optional[PeerId]:
+        return self.handshake.peer_id
+
+    @property
+    def verified(self) -> bool:
+        return self.handshake.state is HandshakeState.VERIFIED
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of a partial frame held by the framer."""
+        return self._framer.buffered
+
+    # -- output -------------------------------------------------------------
+
+    def _queue(self, message: wire.Message) -> None:
+        self._outgoing.append(wire.frame(message))
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the peer since the last call."""
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        return data
+
+    def initiate(self) -> None:
+        """The transport is up: queue our ``Hello``."""
+        for message in self.handshake.start():
+            self._queue(message)
+
+    def send(self, message: wire.Message) -> None:
+        """Queue an application message; only once ``Verified``."""
+        if not self.verified or self.closed:
+            raise RuntimeError("cannot send before the handshake completes")
+        self._queue(message)
+
+    def fail(self, error: ProtocolError) -> ConnectionFailed:
+        """Fail locally (a timeout, a policy decision): tell the peer, close."""
+        if self.state is not HandshakeState.VERIFIED and isinstance(
+            error, HandshakeFailed
+        ):
+            self.handshake._fail(error.code, error.message)
+        return self._close(ConnectionFailed(error))
+
+    def timed_out(self) -> ConnectionFailed:
+        return self._close(ConnectionFailed(self.handshake.timed_out()))
+
+    def _close(self, event: ConnectionFailed) -> ConnectionFailed:
+        if not self.closed:
+            self.closed = True
+            if not event.error.remote:
+                self._queue(wire.Error(event.error.code, event.error.message))
+        return event
+
+    # -- input --------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the peer; returns what happened, in order.
+
+        A :class:`ConnectionFailed` event is always last: the caller sends
+        :meth:`data_to_send` (the ``Error`` for the peer) and closes.
+        """
+        if self.closed:
+            return []
+        try:
+            bodies = self._framer.feed(data)
+        except WireError as error:
+            return [self._close(ConnectionFailed(error))]
+        events: list[Event] = []
+        if self.verified:
+            self._receive_verified(bodies, events)
+            return events
+        for index, body in enumerate(bodies):
+            try:
+                for reply in self.handshake.receive(wire.decode(body)):
+                    self._queue(reply)
+            except ProtocolError as error:
+                events.append(self._close(ConnectionFailed(error)))
+                return events
+            if self.verified:
+                assert self.handshake.peer_id is not None
+                self._framer.max_length = self.max_frame
+                events.append(PeerVerified(self.handshake.peer_id))
+                self._receive_verified(bodies[index + 1 :], events)
+                return events
+        return events
+
+    def _receive_verified(self, bodies: list[bytes], events: list[Event]) -> None:
+        decode = wire.decode
+        for body in bodies:
+            try:
+                message = decode(body)
+            except WireError as error:
+                events.append(self._close(ConnectionFailed(error)))
+                return
+            if isinstance(message, _APPLICATION):
+                events.append(message)
+            elif isinstance(message, wire.Ping):
+                self._queue(wire.Pong(message.opaque))
+            elif isinstance(message, wire.Error):
+                failure = ProtocolError.from_peer(message.code, message.message)
+                events.append(self._close(ConnectionFailed(failure)))
+                return
+            else:
+                events.append(
+                    self._close(
+                        ConnectionFailed(
+                            ProtocolError(
+                                ErrorCode.UNEXPECTED_MESSAGE,
+                                f"{type(message).__name__} after the handshake",
+                            )
+                        )
+                    )
+                )
+                return
+

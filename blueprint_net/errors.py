@@ -1,0 +1,89 @@
+"""The error-code table and the exceptions that carry those codes.
+
+Every code here travels on the wire as a big-endian ``u16`` in an ``Error``
+message; ``docs/protocol.md`` reproduces this table and a test keeps the two
+in step.  Codes are grouped by range so a peer can tell at a glance whose
+fault an error was:
+
+* ``1xx`` -- the frame or message could not be decoded (the sender is broken
+  or hostile; the connection is closed);
+* ``2xx`` -- the handshake or connection policy refused the peer (closed);
+* ``3xx`` -- a request could not be served (the connection stays up).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.IntEnum):
+    # 1xx: decoding
+    UNKNOWN_MESSAGE_TYPE = 100
+    TRUNCATED = 101
+    TRAILING_BYTES = 102
+    INVALID_UTF8 = 103
+    OUT_OF_RANGE = 104
+    FRAME_TOO_LARGE = 105
+
+    # 2xx: handshake and connection policy
+    UNEXPECTED_MESSAGE = 200
+    INCOMPATIBLE_VERSION = 201
+    BAD_SIGNATURE = 202
+    WRONG_KEY = 203
+    UNEXPECTED_PEER = 204
+    SELF_CONNECTION = 205
+    HANDSHAKE_TIMEOUT = 206
+    DUPLICATE_CONNECTION = 207
+    BANNED = 208
+    NOT_ALLOWED = 209
+    CONNECTION_LIMIT = 210
+    IDLE_TIMEOUT = 211
+    GOING_AWAY = 212
+
+    # 3xx: requests
+    UNKNOWN_PROTOCOL = 300
+    HANDLER_ERROR = 301
+    PAYLOAD_TOO_LARGE = 302
+    RATE_LIMITED = 303
+    DUPLICATE_REQUEST_ID = 304
+    SHUTTING_DOWN = 305
+
+
+#: Codes for which the connection is closed after the ``Error`` is sent.
+CLOSES_CONNECTION = frozenset(code for code in ErrorCode if code < 300)
+
+
+class ProtocolError(Exception):
+    """A fault that the peer is told about with an ``Error`` message.
+
+    One exception type for every such fault, so a caller needs one ``except``
+    and gets the wire code with it.
+    """
+
+    def __init__(self, code: ErrorCode, message: str, *, remote: bool = False) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+        #: True when the peer reported this error to us in an ``Error``.
+        self.remote = remote
+
+    @classmethod
+    def from_peer(cls, code: int, message: str) -> ProtocolError:
+        """The error a peer's ``Error`` message reports (codes we do not know
+        become ``UNEXPECTED_MESSAGE``; the message keeps the number)."""
+        try:
+            known = ErrorCode(code)
+        except ValueError:
+            known, message = ErrorCode.UNEXPECTED_MESSAGE, f"[{code}] {message}"
+        return cls(known, f"peer said: {message}", remote=True)
+
+    def __str__(self) -> str:
+        return f"{self.code.name} ({int(self.code)}): {self.message}"
+
+
+class WireError(ProtocolError):
+    """Bytes that are not a valid frame or message (codes ``1xx``)."""
+
+
+class HandshakeFailed(ProtocolError):
+    """The peer did not prove who it is, or the policy refused it (``2xx``)."""
