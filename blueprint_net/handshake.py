@@ -132,6 +132,17 @@ class Handshake:
         self.failure: Optional[HandshakeFailed] = None
         self._sent_request = False
 
+    @property
+    def claimed_peer(self) -> Optional[PeerId]:
+        """The id the peer claims in its ``Hello`` (proved only once verified)."""
+        return self.peer_hello.peer_id if self.peer_hello is not None else None
+
+    @property
+    def session_key(self) -> bytes:
+        """Both nonces, smaller first: the same bytes at both ends."""
+        assert self.peer_hello is not None
+        return b"".join(sorted((self.nonce, self.peer_hello.nonce)))
+
     # -- transitions --------------------------------------------------------
 
     def _move(self, new: HandshakeState) -> None:
@@ -251,4 +262,3 @@ class Handshake:
                 raise self._fail(refusal.code, refusal.message) from None
         self.peer_id = hello.peer_id
         self.peer_public_key = proof.public_key
-

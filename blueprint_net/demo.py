@@ -1,0 +1,41 @@
+"""Two nodes on loopback: they handshake and print each other's verified id.
+
+Run with ``python -m blueprint_net.demo``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address
+
+from .identity import Identity
+from .node import Node, Peer
+
+
+async def demo(reactor: Any) -> None:
+    alice = Node(Identity.generate(), reactor=reactor)
+    bob = Node(Identity.generate(), reactor=reactor)
+    try:
+        port = await bob.listen("tcp:0:interface=127.0.0.1")
+        address = port.getHost()
+        assert isinstance(address, IPv4Address)
+        print(f"bob   {bob.peer_id} listening on 127.0.0.1:{address.port}")
+        bob_saw: defer.Deferred[Peer] = defer.Deferred()
+        bob.on_peer_verified(bob_saw.callback)
+        peer = await alice.connect(f"tcp:127.0.0.1:{address.port}", peer_id=bob.peer_id)
+        print(f"alice {alice.peer_id} verified {peer.peer_id} ({peer.direction})")
+        seen = await bob_saw
+        print(f"bob   {bob.peer_id} verified {seen.peer_id} ({seen.direction})")
+    finally:
+        await alice.stop()
+        await bob.stop()
+
+
+def main() -> None:
+    task.react(lambda reactor: defer.ensureDeferred(demo(reactor)))
+
+
+if __name__ == "__main__":
+    main()
