@@ -1,0 +1,44 @@
+"""Shared fixtures.  pytest-twisted runs one global reactor for the session,
+so every test that touches it must leave it as it found it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from twisted.internet import reactor
+
+from blueprint_net.identity import Identity
+
+
+@pytest.fixture
+def clean_reactor() -> Iterator[None]:
+    """Fail a test that leaves a delayed call, a port or a connection behind."""
+    before_calls = set(reactor.getDelayedCalls())  # type: ignore[attr-defined]
+    before_selectables = set(reactor.getReaders()) | set(reactor.getWriters())  # type: ignore[attr-defined]
+    yield
+    left_calls = [
+        call
+        for call in reactor.getDelayedCalls()  # type: ignore[attr-defined]
+        if call not in before_calls and call.active()
+    ]
+    left_selectables = (
+        set(reactor.getReaders()) | set(reactor.getWriters())  # type: ignore[attr-defined]
+    ) - before_selectables
+    assert not left_calls, f"delayed calls left behind: {left_calls}"
+    assert not left_selectables, f"ports or connections left open: {left_selectables}"
+
+
+@pytest.fixture
+def alice() -> Identity:
+    return Identity(bytes(range(32)))
+
+
+@pytest.fixture
+def bob() -> Identity:
+    return Identity(bytes(range(32, 64)))
+
+
+@pytest.fixture
+def carol() -> Identity:
+    return Identity(bytes(range(64, 96)))
