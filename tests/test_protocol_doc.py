@@ -1,0 +1,108 @@
+"""docs/protocol.md is the specification: its vectors and tables must match."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from blueprint_net import wire
+from blueprint_net.connection import MISBEHAVIOUR
+from blueprint_net.errors import ErrorCode
+from blueprint_net.handshake import transcript
+from blueprint_net.identity import Identity
+from blueprint_net.signatures import verify
+
+DOC = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+VECTORS = {
+    name: bytes.fromhex("".join(body.split()))
+    for name, body in re.findall(r"Vector `([\w-]+)`.*?```hex\n(.*?)```", DOC, re.S)
+}
+
+ALICE = Identity(bytes(range(32)))
+BOB = Identity(bytes(range(32, 64)))
+NONCE_A = b"\xaa" * 32
+NONCE_B = b"\xbb" * 32
+TRANSCRIPT_REQUEST = transcript(
+    wire.T_HANDSHAKE_REQUEST, 1, ALICE.peer_id, NONCE_A, BOB.peer_id, NONCE_B, b""
+)
+TRANSCRIPT_RESPONSE = transcript(
+    wire.T_HANDSHAKE_RESPONSE, 1, BOB.peer_id, NONCE_B, ALICE.peer_id, NONCE_A, b""
+)
+
+MESSAGES: dict[str, wire.Message] = {
+    "hello": wire.Hello(1, NONCE_A, ALICE.peer_id),
+    "handshake-request": wire.HandshakeRequest(
+        ALICE.public_key, ALICE.sign(TRANSCRIPT_REQUEST)
+    ),
+    "handshake-response": wire.HandshakeResponse(
+        BOB.public_key, BOB.sign(TRANSCRIPT_RESPONSE)
+    ),
+    "error": wire.Error(201, "version 2 not supported"),
+    "ping": wire.Ping(0x0102030405060708),
+    "pong": wire.Pong(0x0102030405060708),
+    "request": wire.Request(7, "echo", b"hi", b"route"),
+    "request-no-metadata": wire.Request(0, "echo", b"", None),
+    "success": wire.SuccessResponse(7, b"ok"),
+    "success-empty": wire.SuccessResponse(7, None),
+    "protocol-response": wire.ProtocolResponse(7, b"hi"),
+    "error-response": wire.ErrorResponse(7, 300, "no handler for 'x'"),
+}
+
+
+def test_every_message_type_has_a_vector() -> None:
+    assert set(MESSAGES) <= set(VECTORS)
+    documented_types = {type(m) for m in MESSAGES.values()}
+    assert documented_types == set(wire.Message.__args__)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", sorted(MESSAGES))
+def test_vector_decodes_and_reencodes(name: str) -> None:
+    frame = VECTORS[name]
+    [body] = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME).feed(frame)
+    assert wire.decode(body) == MESSAGES[name]
+    assert wire.frame(MESSAGES[name]) == frame
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("transcript-request", TRANSCRIPT_REQUEST), ("transcript-response", TRANSCRIPT_RESPONSE)],
+)
+def test_transcript_vectors(name: str, expected: bytes) -> None:
+    assert VECTORS[name] == expected
+
+
+def test_vector_signatures_verify() -> None:
+    request = wire.decode(VECTORS["handshake-request"][4:])
+    response = wire.decode(VECTORS["handshake-response"][4:])
+    assert isinstance(request, wire.HandshakeRequest)
+    assert isinstance(response, wire.HandshakeResponse)
+    assert verify(request.public_key, TRANSCRIPT_REQUEST, request.signature)
+    assert verify(response.public_key, TRANSCRIPT_RESPONSE, response.signature)
+    assert not verify(request.public_key, TRANSCRIPT_RESPONSE, request.signature)
+
+
+def test_documented_peer_ids() -> None:
+    assert str(ALICE.peer_id) in DOC
+    assert str(BOB.peer_id) in DOC
+    assert ALICE.public_key.hex() in DOC
+
+
+def _error_table() -> list[tuple[int, str, str]]:
+    section = DOC.split("## 7. Error codes", 1)[1]
+    return [
+        (int(code), name, blame)
+        for code, name, blame in re.findall(
+            r"^\| (\d+) \| (\w+) \| [^|]+ \| ([^|]+) \|$", section, re.M
+        )
+    ]
+
+
+def test_error_table_matches_the_code() -> None:
+    table = _error_table()
+    assert {(code, name) for code, name, _ in table} == {
+        (int(code), code.name) for code in ErrorCode
+    }
+    misbehaviour = {code for code, _, blame in table if blame.strip() == "yes"}
+    assert misbehaviour == {int(code) for code in MISBEHAVIOUR}
