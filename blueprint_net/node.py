@@ -90,7 +90,7 @@ class Node(Service):
         self._ports: list[IListeningPort] = []
         self._on_verified: list[PeerCallback] = []
         self._on_lost: list[PeerCallback] = []
-        self._server_factory = PeerFactory(self, self.settings, initiator=False)
+        self.server_factory = PeerFactory(self, self.settings, initiator=False)
 
     @property
     def peer_id(self) -> PeerId:
@@ -123,9 +123,7 @@ class Node(Service):
         if isinstance(endpoint, str):
             endpoint = serverFromString(self.reactor, endpoint)  # type: ignore[no-untyped-call]
         assert not isinstance(endpoint, str)
-        listening: defer.Deferred[IListeningPort] = endpoint.listen(
-            self._server_factory
-        )
+        listening: defer.Deferred[IListeningPort] = endpoint.listen(self.server_factory)
         return listening.addCallback(self._listening)
 
     def _listening(self, port: IListeningPort) -> IListeningPort:

@@ -14,19 +14,23 @@ from blueprint_net.identity import Identity
 @pytest.fixture
 def clean_reactor() -> Iterator[None]:
     """Fail a test that leaves a delayed call, a port or a connection behind."""
-    before_calls = set(reactor.getDelayedCalls())  # type: ignore[attr-defined]
-    before_selectables = set(reactor.getReaders()) | set(reactor.getWriters())  # type: ignore[attr-defined]
+    before_calls = set(reactor.getDelayedCalls())
+    before_sockets = _sockets()
     yield
     left_calls = [
         call
-        for call in reactor.getDelayedCalls()  # type: ignore[attr-defined]
+        for call in reactor.getDelayedCalls()
         if call not in before_calls and call.active()
     ]
-    left_selectables = (
-        set(reactor.getReaders()) | set(reactor.getWriters())  # type: ignore[attr-defined]
-    ) - before_selectables
+    left_selectables = _sockets() - before_sockets
     assert not left_calls, f"delayed calls left behind: {left_calls}"
     assert not left_selectables, f"ports or connections left open: {left_selectables}"
+
+
+def _sockets() -> set[object]:
+    """Ports and connections the reactor watches (not its own wakers)."""
+    selectables = set(reactor.getReaders()) | set(reactor.getWriters())
+    return {s for s in selectables if hasattr(s, "getHost")}
 
 
 @pytest.fixture

@@ -52,20 +52,34 @@ def test_valid_handshake(alice: Identity, bob: Identity) -> None:
     assert a.state is b.state is S.VERIFIED
     assert a.peer_id == bob.peer_id and b.peer_id == alice.peer_id
     assert [type(m).__name__ for _, m in log] == [
-        "Hello", "Hello", "HandshakeRequest", "HandshakeResponse"
+        "Hello",
+        "Hello",
+        "HandshakeRequest",
+        "HandshakeResponse",
     ]
-    assert a.history == [(S.CONNECTED, S.OUTBOUND_PENDING), (S.OUTBOUND_PENDING, S.VERIFIED)]
-    assert b.history == [(S.CONNECTED, S.INBOUND_PENDING), (S.INBOUND_PENDING, S.VERIFIED)]
+    assert a.history == [
+        (S.CONNECTED, S.OUTBOUND_PENDING),
+        (S.OUTBOUND_PENDING, S.VERIFIED),
+    ]
+    assert b.history == [
+        (S.CONNECTED, S.INBOUND_PENDING),
+        (S.INBOUND_PENDING, S.VERIFIED),
+    ]
 
 
-def test_simultaneous_initiation_on_one_connection(alice: Identity, bob: Identity) -> None:
+def test_simultaneous_initiation_on_one_connection(
+    alice: Identity, bob: Identity
+) -> None:
     a = Handshake(alice, initiator=True)
     b = Handshake(bob, initiator=True)
     log = run(a, b)
     assert a.state is b.state is S.VERIFIED
     assert a.peer_id == bob.peer_id and b.peer_id == alice.peer_id
     assert sorted(type(m).__name__ for _, m in log) == [
-        "HandshakeRequest", "HandshakeRequest", "Hello", "Hello"
+        "HandshakeRequest",
+        "HandshakeRequest",
+        "Hello",
+        "Hello",
     ]
 
 
@@ -94,7 +108,9 @@ def test_bad_signature(alice: Identity, bob: Identity) -> None:
     assert failure(b, forged) is ErrorCode.BAD_SIGNATURE
 
 
-def test_wrong_key_for_claimed_id(alice: Identity, bob: Identity, carol: Identity) -> None:
+def test_wrong_key_for_claimed_id(
+    alice: Identity, bob: Identity, carol: Identity
+) -> None:
     a, b = pair(alice, bob)
     request = _request_from(a, b)
     # A valid-looking proof, but under Carol's key while the Hello claimed Alice.
@@ -195,7 +211,9 @@ class CountingIdentity(Identity):
 
 
 @pytest.mark.parametrize("initiator", [True, False])
-def test_wrong_version_fails_before_signature_work(bob: Identity, initiator: bool) -> None:
+def test_wrong_version_fails_before_signature_work(
+    bob: Identity, initiator: bool
+) -> None:
     me = CountingIdentity(bytes(range(100, 132)))
     handshake = Handshake(me, initiator=initiator)
     handshake.start()
@@ -215,8 +233,10 @@ def test_wrong_version_fails_before_signature_work(bob: Identity, initiator: boo
         wire.HandshakeResponse(bytes(32), bytes(64)),
     ],
 )
-def test_message_before_verified(alice: Identity, bob: Identity, message: wire.Message) -> None:
-    a, b = pair(alice, bob)
+def test_message_before_verified(
+    alice: Identity, bob: Identity, message: wire.Message
+) -> None:
+    _a, b = pair(alice, bob)
     b.start()
     assert failure(b, message) is ErrorCode.UNEXPECTED_MESSAGE
     assert b.history == [(S.CONNECTED, S.FAILED)]

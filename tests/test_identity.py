@@ -36,7 +36,7 @@ def test_peer_id_matches_libp2p() -> None:
     identity = Identity(LIBP2P_SEED)
     assert identity.public_key == LIBP2P_PUBLIC
     assert str(identity.peer_id) == LIBP2P_PEER_ID
-    assert identity.peer_id.binary.hex() == "0024080112" "20" + LIBP2P_PUBLIC.hex()
+    assert identity.peer_id.binary.hex() == "002408011220" + LIBP2P_PUBLIC.hex()
     assert PeerId.from_string(LIBP2P_PEER_ID) == identity.peer_id
     assert PeerId.from_string(LIBP2P_PEER_ID).public_key == LIBP2P_PUBLIC
 
@@ -139,12 +139,10 @@ def test_wrong_key_type(tmp_path: Path) -> None:
 
 
 def test_encrypted_key_file(tmp_path: Path) -> None:
-    pem = (
-        ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"secret"),
-        )
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
     )
     with pytest.raises(KeyFileError, match="encrypted"):
         load_identity(_write(tmp_path / "node.key", pem))

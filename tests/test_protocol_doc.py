@@ -67,7 +67,10 @@ def test_vector_decodes_and_reencodes(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("transcript-request", TRANSCRIPT_REQUEST), ("transcript-response", TRANSCRIPT_RESPONSE)],
+    [
+        ("transcript-request", TRANSCRIPT_REQUEST),
+        ("transcript-response", TRANSCRIPT_RESPONSE),
+    ],
 )
 def test_transcript_vectors(name: str, expected: bytes) -> None:
     assert VECTORS[name] == expected

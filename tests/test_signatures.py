@@ -131,7 +131,10 @@ def test_backends_sign_identically() -> None:
     names = signatures.available_backends()
     seed = bytes(range(1, 33))
     results = {
-        (signatures.get_backend(n).public_key(seed), signatures.get_backend(n).sign(seed, b"m"))
+        (
+            signatures.get_backend(n).public_key(seed),
+            signatures.get_backend(n).sign(seed, b"m"),
+        )
         for n in names
     }
     assert len(results) == 1

@@ -122,15 +122,13 @@ def test_long_error_text_is_cut_on_a_character_boundary() -> None:
 
 # -- framing ----------------------------------------------------------------
 
-STREAM = b"".join(
-    wire.frame(m)
-    for m in [
-        wire.Ping(1),
-        wire.Request(1, "echo", b"x" * 1000, b"m"),
-        wire.SuccessResponse(1, None),
-        wire.Pong(2),
-    ]
-)
+STREAM_MESSAGES: list[wire.Message] = [
+    wire.Ping(1),
+    wire.Request(1, "echo", b"x" * 1000, b"m"),
+    wire.SuccessResponse(1, None),
+    wire.Pong(2),
+]
+STREAM = b"".join(wire.frame(m) for m in STREAM_MESSAGES)
 
 
 def _bodies() -> list[bytes]:

@@ -1,0 +1,54 @@
+"""Test doubles shared by the protocol and node tests."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from blueprint_net import wire
+from blueprint_net.connection import ConnectionFailed
+from blueprint_net.errors import HandshakeFailed
+from blueprint_net.identity import PeerId
+from blueprint_net.interfaces import IConnectionHost
+from blueprint_net.protocol import PeerProtocol
+
+
+@implementer(IConnectionHost)
+class RecordingHost:
+    """An IConnectionHost that writes down what it is told."""
+
+    def __init__(self, refuse: Optional[HandshakeFailed] = None) -> None:
+        self.refuse = refuse
+        self.opened: list[PeerProtocol] = []
+        self.verified: list[PeerProtocol] = []
+        self.failed: list[ConnectionFailed] = []
+        self.closed: list[Failure] = []
+        self.messages: list[wire.Message] = []
+
+    def authorize(self, peer_id: PeerId) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+
+    def connection_opened(self, protocol: PeerProtocol) -> None:
+        self.opened.append(protocol)
+
+    def peer_verified(self, protocol: PeerProtocol) -> None:
+        self.verified.append(protocol)
+
+    def connection_failed(
+        self, protocol: PeerProtocol, event: ConnectionFailed
+    ) -> None:
+        self.failed.append(event)
+
+    def connection_closed(self, protocol: PeerProtocol, reason: Failure) -> None:
+        self.closed.append(reason)
+
+    def message_received(self, protocol: PeerProtocol, message: wire.Message) -> None:
+        self.messages.append(message)
+
+
+def decode_frames(data: bytes) -> list[wire.Message]:
+    framer = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME)
+    return [wire.decode(body) for body in framer.feed(data)]

@@ -1,0 +1,21 @@
+"""README's first command: the two-node demo, as a real process."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+
+def test_demo_prints_both_verified_ids() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "blueprint_net.demo"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    ids = re.findall(r"(12D3KooW\w+) verified (12D3KooW\w+)", result.stdout)
+    assert len(ids) == 2, result.stdout
+    (alice, bob_seen), (bob, alice_seen) = ids
+    assert (alice, bob) == (alice_seen, bob_seen)
