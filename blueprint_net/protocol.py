@@ -138,7 +138,7 @@ class PeerProtocol(Protocol):
         self.verified_at = self.settings.clock.seconds()
         self._log.info(
             "peer {peer_id} verified at {address}",
-            peer_id=str(peer_id),
+            peer_id=peer_id,
             address=self.address,
             direction="outbound" if self.initiator else "inbound",
         )
@@ -153,7 +153,7 @@ class PeerProtocol(Protocol):
         self._log.warn(
             "connection to {address} failed: {code_name} ({code}): {reason}",
             address=self.address,
-            peer_id=str(self.connection.handshake.claimed_peer),
+            peer_id=self.connection.handshake.claimed_peer,
             code=int(error.code),
             code_name=error.code.name,
             reason=error.message,

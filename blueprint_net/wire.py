@@ -392,10 +392,12 @@ class FrameDecoder:
     ``max_length`` as soon as its four bytes are in, before the body is kept.
     """
 
-    __slots__ = ("_buffer", "max_length")
+    __slots__ = ("_buffer", "_needed", "max_length")
 
     def __init__(self, max_length: int = HANDSHAKE_MAX_FRAME) -> None:
         self._buffer = bytearray()
+        #: Bytes the buffer must hold before the frame in it is complete.
+        self._needed = 0
         self.max_length = max_length
 
     @property
@@ -412,12 +414,15 @@ class FrameDecoder:
         buffer = self._buffer
         if buffer:
             buffer += data
+            if len(buffer) < self._needed:
+                return []  # a large frame still arriving: O(1) per read
             source: Union[bytes, bytearray] = buffer
         else:
             # Fast path: parse straight out of the read; copy only leftovers.
             source = data
         frames = []
         pos = 0
+        self._needed = 0
         size = len(source)
         unpack = _HEADER.unpack_from
         limit = self.max_length
@@ -431,6 +436,7 @@ class FrameDecoder:
                 )
             end = pos + 4 + length
             if end > size:
+                self._needed = end - pos
                 break
             frames.append(bytes(source[pos + 4 : end]))
             pos = end

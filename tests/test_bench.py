@@ -1,0 +1,23 @@
+"""The benchmark suite runs in quick mode and prints every row (a smoke test:
+it asserts completion, never timings)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_bench_quick_prints_every_row() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    rows = result.stdout.splitlines()
+    assert rows[0].startswith("benchmark")
+    assert any(row.startswith("handshakes/s over TCP") for row in rows)
+    assert sum(row.startswith("framer ") for row in rows) == 3
