@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from zope.interface import Interface
 
@@ -41,12 +41,3 @@ class IConnectionHost(Interface):
 
     def message_received(protocol: PeerProtocol, message: Message) -> None:
         """An application message arrived on a verified connection."""
-
-
-class IRequestHandler(Interface):
-    """Serves one named protocol's requests."""
-
-    def handle(peer_id: PeerId, payload: bytes, metadata: bytes | None) -> Any:
-        """Return ``bytes`` (a ``Protocol`` response), ``None`` (``Success``
-        without data), a :class:`~blueprint_net.messaging.Reply`, or a
-        Deferred or coroutine of one of these."""

@@ -11,7 +11,6 @@ from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
-    IReactorTime,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
@@ -95,11 +94,6 @@ class Node(Service):
     @property
     def peer_id(self) -> PeerId:
         return self.identity.peer_id
-
-    @property
-    def clock(self) -> IReactorTime:
-        clock: IReactorTime = self.reactor
-        return clock
 
     # -- the application's side -------------------------------------------
 

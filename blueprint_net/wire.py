@@ -26,8 +26,6 @@ from .identity import PeerId
 HANDSHAKE_MAX_FRAME = 4 * 1024
 #: Default largest frame body after the handshake (the original system's cap).
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
-#: Hard ceiling: the length prefix is a u32.
-ABSOLUTE_MAX_FRAME = 2**32 - 1
 
 PROTOCOL_VERSION = 1
 NONCE_SIZE = 32

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -12,7 +14,7 @@ from twisted.test.iosim import IOPump, connectedServerAndClient
 from blueprint_net import wire
 from blueprint_net.errors import ErrorCode, HandshakeFailed
 from blueprint_net.handshake import HandshakeState
-from blueprint_net.identity import Identity
+from blueprint_net.identity import Identity, PeerId
 from blueprint_net.protocol import HandshakeError, PeerFactory, PeerProtocol, Settings
 
 from .helpers import RecordingHost, decode_frames
@@ -100,7 +102,9 @@ def _pair(
     host_a: RecordingHost,
     host_b: RecordingHost,
     clock: Clock,
+    expected: Optional[PeerId] = None,
 ) -> tuple[PeerProtocol, PeerProtocol, IOPump]:
+    """Alice dials Bob (expecting ``expected``, by default Bob) in memory."""
     server = PeerFactory(
         host_b, Settings(identity=bob, clock=clock), initiator=False
     ).buildProtocol(ADDRESS)
@@ -108,7 +112,7 @@ def _pair(
         host_a,
         Settings(identity=alice, clock=clock),
         initiator=True,
-        expected_peer=bob.peer_id,
+        expected_peer=expected or bob.peer_id,
     ).buildProtocol(ADDRESS)
     return connectedServerAndClient(lambda: server, lambda: client)
 
@@ -144,19 +148,12 @@ def test_authorize_refusal_reaches_the_peer(alice: Identity, bob: Identity) -> N
 def test_unexpected_peer_over_iosim(
     alice: Identity, bob: Identity, carol: Identity
 ) -> None:
-    clock = Clock()
-    server = PeerFactory(
-        RecordingHost(), Settings(identity=carol, clock=clock), initiator=False
-    ).buildProtocol(ADDRESS)
-    host_a = RecordingHost()
-    client = PeerFactory(
-        host_a,
-        Settings(identity=alice, clock=clock),
-        initiator=True,
-        expected_peer=bob.peer_id,
-    ).buildProtocol(ADDRESS)
+    clock, host_a = Clock(), RecordingHost()
+    # Alice dials expecting Bob, but Carol answers.
+    client, _, pump = _pair(
+        alice, carol, host_a, RecordingHost(), clock, expected=bob.peer_id
+    )
     errors = _errors(client)
-    _, _, pump = connectedServerAndClient(lambda: server, lambda: client)
     pump.flush()
     assert [e.error.code for e in host_a.failed] == [ErrorCode.UNEXPECTED_PEER]
     assert isinstance(errors[0], HandshakeError)
