@@ -127,7 +127,7 @@ class Identity:
             raise ValueError("an Ed25519 seed is 32 bytes")
         self._seed = bytes(seed)
         self.backend = backend or signatures.get_backend()
-        self.public_key = self.backend.public_key(self._seed)
+        self.public_key, self._signing_key = self.backend.load(self._seed)
         self.peer_id = PeerId.from_public_key(self.public_key)
 
     @classmethod
@@ -135,7 +135,7 @@ class Identity:
         return cls(os.urandom(signatures.SEED_SIZE), backend)
 
     def sign(self, message: bytes) -> bytes:
-        return self.backend.sign(self._seed, message)
+        return self.backend.sign(self._signing_key, message)
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
         """Verify another peer's signature with this identity's backend."""

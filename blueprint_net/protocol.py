@@ -191,6 +191,10 @@ class PeerFactory(Factory):
     connection gets its own, carrying the id it expects to reach.
     """
 
+    #: One factory per dial: Twisted's "Starting factory" lines would be
+    #: noise, one pair per outbound connection.
+    noisy = False
+
     def __init__(
         self,
         host: IConnectionHost,

@@ -12,7 +12,7 @@ those checks every backend accepts exactly the set PyNaCl accepts.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from zope.interface import Attribute, Interface, implementer
 
@@ -54,10 +54,11 @@ class ISignatureBackend(Interface):
 
     name: str = Attribute("A short name for logs and benchmarks.")
 
-    def public_key(seed: bytes) -> bytes:
-        """Return the 32-byte public key of a 32-byte seed."""
+    def load(seed: bytes) -> tuple[bytes, Any]:
+        """Return the 32-byte public key of a 32-byte seed, and the backend's
+        own signing key for it (derived once, kept by the identity)."""
 
-    def sign(seed: bytes, message: bytes) -> bytes:
+    def sign(signing_key: Any, message: bytes) -> bytes:
         """Return the 64-byte signature of ``message``."""
 
     def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
@@ -75,23 +76,14 @@ class NaClBackend:
 
         self._bindings = bindings
         self._bad = exceptions.BadSignatureError
-        # Signing needs libsodium's 64-byte secret key; derive it once per seed.
-        self._secret_keys: dict[bytes, bytes] = {}
 
-    def _secret_key(self, seed: bytes) -> bytes:
-        secret = self._secret_keys.get(seed)
-        if secret is None:
-            _, secret = self._bindings.crypto_sign_seed_keypair(seed)
-            if len(self._secret_keys) < 64:
-                self._secret_keys[seed] = secret
-        return secret
+    def load(self, seed: bytes) -> tuple[bytes, bytes]:
+        # libsodium signs with a 64-byte secret key (seed || public key).
+        public, secret = self._bindings.crypto_sign_seed_keypair(seed)
+        return bytes(public), bytes(secret)
 
-    def public_key(self, seed: bytes) -> bytes:
-        public, _ = self._bindings.crypto_sign_seed_keypair(seed)
-        return bytes(public)
-
-    def sign(self, seed: bytes, message: bytes) -> bytes:
-        signed = self._bindings.crypto_sign(message, self._secret_key(seed))
+    def sign(self, signing_key: bytes, message: bytes) -> bytes:
+        signed = self._bindings.crypto_sign(message, signing_key)
         return bytes(signed[:SIGNATURE_SIZE])
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
@@ -117,12 +109,12 @@ class Ed25519Backend:
 
         self._module = ed25519
 
-    def public_key(self, seed: bytes) -> bytes:
+    def load(self, seed: bytes) -> tuple[bytes, Any]:
         key = self._module.SigningKey(seed)
-        return bytes(key.get_verifying_key().to_bytes())
+        return bytes(key.get_verifying_key().to_bytes()), key
 
-    def sign(self, seed: bytes, message: bytes) -> bytes:
-        return bytes(self._module.SigningKey(seed).sign(message))
+    def sign(self, signing_key: Any, message: bytes) -> bytes:
+        return bytes(signing_key.sign(message))
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
         try:
