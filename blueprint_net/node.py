@@ -206,7 +206,7 @@ class Node(Service):
             )
             self._verified[peer_id] = keep
             self._log.info(
-                "duplicate connection to {peer_id}; keeping one", peer_id=str(peer_id)
+                "duplicate connection to {peer_id}; keeping one", peer_id=peer_id
             )
             drop.close(
                 HandshakeFailed(
@@ -215,9 +215,10 @@ class Node(Service):
             )
             return
         self._verified[peer_id] = protocol
-        peer = _describe(protocol)
-        for callback in self._on_verified:
-            self._call(callback, peer)
+        if self._on_verified:
+            peer = _describe(protocol)
+            for callback in self._on_verified:
+                self._call(callback, peer)
 
     def connection_failed(
         self, protocol: PeerProtocol, event: ConnectionFailed
@@ -231,13 +232,12 @@ class Node(Service):
             return
         del self._verified[peer_id]
         self._log.info(
-            "peer {peer_id} lost: {reason}",
-            peer_id=str(peer_id),
-            reason=reason.getErrorMessage(),
+            "peer {peer_id} lost: {reason.value}", peer_id=peer_id, reason=reason
         )
-        peer = _describe(protocol)
-        for callback in self._on_lost:
-            self._call(callback, peer)
+        if self._on_lost:
+            peer = _describe(protocol)
+            for callback in self._on_lost:
+                self._call(callback, peer)
 
     def message_received(self, protocol: PeerProtocol, message: wire.Message) -> None:
         self._log.debug("ignoring {message!r}", message=message)
