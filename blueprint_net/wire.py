@@ -36,6 +36,10 @@ _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _U64 = struct.Struct("!Q")
 _HEADER = _U32
+#: See :meth:`FrameDecoder.feed`: reads under this size are merged into the
+#: previous piece of a pending frame while that piece is under _MERGE_BELOW.
+_SMALL_READ = 1024
+_MERGE_BELOW = 16 * 1024
 
 
 @attrs.define
@@ -384,24 +388,28 @@ def decode(body: bytes) -> Message:
 class FrameDecoder:
     """Splits a byte stream into frame bodies in time linear in its length.
 
-    Unlike ``IntNStringReceiver`` (twisted#6358), a frame that arrives in many
-    small reads is appended to one ``bytearray`` -- amortised O(1) per byte --
-    and never re-copied while it grows.  Each length prefix is checked against
+    Unlike ``IntNStringReceiver`` (twisted#6358), which re-copies its whole
+    buffer on every read, a frame that arrives in many reads is kept as a list
+    of those reads -- O(1) per read -- and joined once, when complete, into
+    the body: each byte is copied once.  Each length prefix is checked against
     ``max_length`` as soon as its four bytes are in, before the body is kept.
     """
 
-    __slots__ = ("_buffer", "_needed", "max_length")
+    __slots__ = ("_have", "_needed", "_partial", "max_length")
 
     def __init__(self, max_length: int = HANDSHAKE_MAX_FRAME) -> None:
-        self._buffer = bytearray()
-        #: Bytes the buffer must hold before the frame in it is complete.
+        #: Reads held back: a partial length prefix, or the start of a body
+        #: (the prefix already parsed and dropped).
+        self._partial: list[bytes] = []
+        self._have = 0
+        #: Body bytes the current frame needs; 0 while the prefix is partial.
         self._needed = 0
         self.max_length = max_length
 
     @property
     def buffered(self) -> int:
         """Bytes held waiting for the rest of a frame."""
-        return len(self._buffer)
+        return self._have
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return every frame body now complete.
@@ -409,38 +417,49 @@ class FrameDecoder:
         Raises :class:`WireError` (``FRAME_TOO_LARGE``) for a length over the
         limit; the stream is then unusable, since its framing is lost.
         """
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            if len(buffer) < self._needed:
-                return []  # a large frame still arriving: O(1) per read
-            source: Union[bytes, bytearray] = buffer
-        else:
-            # Fast path: parse straight out of the read; copy only leftovers.
-            source = data
         frames = []
+        if self._needed:
+            partial = self._partial
+            if len(data) < _SMALL_READ and len(partial[-1]) < _MERGE_BELOW:
+                # Bound the per-piece overhead a peer dribbling tiny reads
+                # could cost: every piece kept is >= 1 KiB or precedes one.
+                partial[-1] += data
+            else:
+                partial.append(data)
+            self._have += len(data)
+            over = self._have - self._needed
+            if over < 0:
+                return frames  # a large frame still arriving: O(1) per read
+            data = b""
+            if over:  # the last piece runs into the next frame: split it
+                last = partial[-1]
+                partial[-1], data = last[: len(last) - over], last[len(last) - over :]
+            frames.append(b"".join(partial))
+            self._partial, self._have, self._needed = [], 0, 0
+        elif self._partial:
+            data = b"".join(self._partial) + data
+            self._partial, self._have = [], 0
         pos = 0
-        self._needed = 0
-        size = len(source)
+        size = len(data)
         unpack = _HEADER.unpack_from
         limit = self.max_length
         while size - pos >= 4:
-            (length,) = unpack(source, pos)
+            (length,) = unpack(data, pos)
             if length > limit:
-                buffer.clear()
                 raise WireError(
                     ErrorCode.FRAME_TOO_LARGE,
                     f"frame of {length} bytes exceeds the limit of {limit}",
                 )
-            end = pos + 4 + length
+            start = pos + 4
+            end = start + length
             if end > size:
-                self._needed = end - pos
-                break
-            frames.append(bytes(source[pos + 4 : end]))
+                self._partial = [data[start:]]
+                self._have = size - start
+                self._needed = length
+                return frames
+            frames.append(data[start:end])
             pos = end
-        if source is buffer:
-            if pos:
-                del buffer[:pos]
-        elif pos < size:
-            buffer += data[pos:] if pos else data
+        if pos < size:
+            self._partial = [data[pos:] if pos else data]
+            self._have = size - pos
         return frames

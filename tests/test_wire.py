@@ -188,3 +188,34 @@ def test_large_frame_in_small_pieces() -> None:
     for offset in range(0, len(data), 1460):
         got += framer.feed(data[offset : offset + 1460])
     assert got == [body]
+
+
+BIG_STREAM_MESSAGES: list[wire.Message] = [
+    wire.Request(1, "echo", bytes(range(256)) * 160, None),  # 40 KiB
+    wire.Ping(3),
+    wire.ProtocolResponse(1, b"y" * 5000),
+]
+BIG_STREAM = b"".join(wire.frame(m) for m in BIG_STREAM_MESSAGES)
+
+
+@given(st.lists(st.integers(0, len(BIG_STREAM)), max_size=60))
+def test_large_frames_split_anywhere(cuts: list[int]) -> None:
+    """Pieces of every size: tiny reads merged, a read ending past a frame."""
+    framer = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME)
+    points = [0, *sorted(cuts), len(BIG_STREAM)]
+    got = [b for a, z in zip(points, points[1:]) for b in framer.feed(BIG_STREAM[a:z])]
+    assert [wire.decode(body) for body in got] == BIG_STREAM_MESSAGES
+    assert framer.buffered == 0
+
+
+def test_tiny_reads_keep_few_pieces() -> None:
+    """A peer dribbling one byte per read must not cost an object per byte."""
+    body = bytes(200_000)
+    data = len(body).to_bytes(4, "big") + body
+    framer = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME)
+    for offset in range(len(data) - 1):
+        assert framer.feed(data[offset : offset + 1]) == []
+    assert framer.buffered == len(body) - 1
+    # One piece per 16 KiB, not one per byte.
+    assert len(framer._partial) <= len(body) // (16 * 1024) + 2
+    assert framer.feed(data[-1:]) == [body]
