@@ -8,7 +8,7 @@ place that enforces "nothing but the handshake before ``Verified``".
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import attrs
 
@@ -21,6 +21,7 @@ from .errors import (
 )
 from .handshake import Handshake, HandshakeState
 from .identity import Identity, PeerId
+from .messaging import Requests, RequestState
 
 #: Failures that show a peer to be broken or hostile, as opposed to merely
 #: slow, incompatible or refused by policy.  The ban registry scores these.
@@ -59,15 +60,18 @@ class ConnectionFailed:
         return not self.error.remote and self.error.code in MISBEHAVIOUR
 
 
-Event = Union[PeerVerified, ConnectionFailed, wire.Message]
+@attrs.define
+class ResponseReceived:
+    """The response to one of our requests; ``token`` is the one it was
+    sent with."""
 
-_APPLICATION = (
-    wire.Request,
-    wire.SuccessResponse,
-    wire.ProtocolResponse,
-    wire.ErrorResponse,
-    wire.Pong,
-)
+    response: wire.Response
+    token: Any
+
+
+Event = Union[PeerVerified, ConnectionFailed, wire.Request, ResponseReceived]
+
+_RESPONSES = (wire.SuccessResponse, wire.ProtocolResponse, wire.ErrorResponse)
 
 
 class Connection:
@@ -95,6 +99,7 @@ class Connection:
         self.max_frame = max_frame
         self._framer = wire.FrameDecoder(min(wire.HANDSHAKE_MAX_FRAME, max_frame))
         self._outgoing: list[bytes] = []
+        self.requests: Requests[Any] = Requests()
         self.closed = False
 
     @property
@@ -135,6 +140,43 @@ class Connection:
         if not self.verified or self.closed:
             raise RuntimeError("cannot send before the handshake completes")
         self._queue(message)
+
+    def request(
+        self,
+        protocol: str,
+        payload: bytes,
+        metadata: Optional[bytes] = None,
+        token: Any = None,
+    ) -> int:
+        """Queue a request; its id (0, asking for no response, without a
+        ``token``).  ``ValueError`` if it could not travel."""
+        request = self.requests.request(protocol, payload, metadata, token)
+        try:
+            frame = wire.frame(request)
+            if len(frame) - 4 > self.max_frame:
+                raise ValueError(
+                    f"a request of {len(frame) - 4} bytes exceeds the frame limit"
+                    f" of {self.max_frame}"
+                )
+        except ValueError:
+            self.requests.abandon(request.request_id)
+            raise
+        self.send_frame(frame)
+        return request.request_id
+
+    def respond(self, response: wire.Response) -> Optional[RequestState]:
+        """Answer a request the peer sent; nothing is sent for one that
+        wanted no response or whose connection has closed."""
+        state = self.requests.respond(response)
+        if state is not None and not self.closed:
+            self._queue(response)
+        return state
+
+    def send_frame(self, frame: bytes) -> None:
+        """Queue an already-encoded frame (one encoding, many peers)."""
+        if not self.verified or self.closed:
+            raise RuntimeError("cannot send before the handshake completes")
+        self._outgoing.append(frame)
 
     def fail(self, error: ProtocolError) -> ConnectionFailed:
         """Fail locally (a timeout, a policy decision): tell the peer, close."""
@@ -195,10 +237,20 @@ class Connection:
             except WireError as error:
                 events.append(self._close(ConnectionFailed(error)))
                 return
-            if isinstance(message, _APPLICATION):
-                events.append(message)
+            if isinstance(message, wire.Request):
+                refusal = self.requests.request_received(message)
+                if refusal is None:
+                    events.append(message)
+                else:
+                    self._queue(refusal)
+            elif isinstance(message, _RESPONSES):
+                token = self.requests.response_received(message)
+                if token is not None:  # else: late, after its timeout
+                    events.append(ResponseReceived(message, token))
             elif isinstance(message, wire.Ping):
                 self._queue(wire.Pong(message.opaque))
+            elif isinstance(message, wire.Pong):
+                pass  # any frame proves the peer alive; see PeerProtocol
             elif isinstance(message, wire.Error):
                 failure = ProtocolError.from_peer(message.code, message.message)
                 events.append(self._close(ConnectionFailed(failure)))

@@ -87,3 +87,42 @@ class WireError(ProtocolError):
 
 class HandshakeFailed(ProtocolError):
     """The peer did not prove who it is, or the policy refused it (``2xx``)."""
+
+
+class RequestFailed(Exception):
+    """A request ended without a response the application can use.
+
+    The Deferred of :meth:`Node.request` fails with one of the subclasses.
+    """
+
+
+class RemoteError(RequestFailed):
+    """The peer answered with ``InstanceMessageResponse::Error``."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        try:
+            name = ErrorCode(self.code).name
+        except ValueError:
+            name = "application error"
+        return f"{name} ({self.code}): {self.message}"
+
+
+class RequestTimeout(RequestFailed):
+    """No response arrived within the request timeout."""
+
+
+class PeerLost(RequestFailed):
+    """The connection closed before the response arrived."""
+
+
+class NotConnected(RequestFailed):
+    """There is no verified connection to that peer."""
+
+
+class SendQueueFull(RequestFailed):
+    """The peer is not reading and the bounded send queue is full."""

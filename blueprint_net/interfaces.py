@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
     from twisted.python.failure import Failure
 
     from .connection import ConnectionFailed
     from .identity import PeerId
+    from .messaging import IncomingRequest
     from .protocol import PeerProtocol
-    from .wire import Message
+    from .wire import Request
 
 
 class IConnectionHost(Interface):
@@ -39,5 +40,31 @@ class IConnectionHost(Interface):
         """A connection failed with a protocol error (before or after the
         handshake); ``event.misbehaviour`` says whether the peer is to blame."""
 
-    def message_received(protocol: PeerProtocol, message: Message) -> None:
-        """An application message arrived on a verified connection."""
+    def request_received(protocol: PeerProtocol, request: Request) -> None:
+        """A request arrived on a verified connection; answer it with
+        ``protocol.respond`` (unless its id is 0: no response wanted)."""
+
+
+class IRequestHandler(Interface):
+    """Serves the requests of one protocol name.
+
+    Plain callables taking an :class:`~blueprint_net.messaging.IncomingRequest`
+    are adapted to this interface when registered.
+    """
+
+    max_payload = Attribute(
+        "Largest payload accepted, in bytes; None for the frame limit. A larger"
+        " request is answered with PAYLOAD_TOO_LARGE without calling handle."
+    )
+
+    def handle(request: IncomingRequest) -> object:
+        """Serve one request.
+
+        Return ``None`` (``Success`` without data), ``bytes`` (``Protocol``
+        with that data), a :class:`~blueprint_net.messaging.Success` or
+        :class:`~blueprint_net.messaging.ProtocolData`, or a Deferred or
+        coroutine of one of those.  Raise
+        :class:`~blueprint_net.errors.RemoteError` to answer with an
+        ``Error`` of your own code; any other exception answers
+        ``HANDLER_ERROR`` without the traceback, which is logged here.
+        """

@@ -1,7 +1,10 @@
-"""The embeddable node: listens, dials, and keeps one connection per peer."""
+"""The embeddable node: listens, dials, keeps one connection per peer, and
+serves and sends requests."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional, Union
 
 import attrs
@@ -20,14 +23,32 @@ from zope.interface import implementer
 
 from . import wire
 from .connection import ConnectionFailed
-from .errors import ErrorCode, HandshakeFailed, ProtocolError
+from .errors import (
+    ErrorCode,
+    HandshakeFailed,
+    NotConnected,
+    ProtocolError,
+    RemoteError,
+    SendQueueFull,
+)
 from .identity import Identity, PeerId
-from .interfaces import IConnectionHost
-from .protocol import DEFAULT_HANDSHAKE_TIMEOUT, PeerFactory, PeerProtocol, Settings
+from .interfaces import IConnectionHost, IRequestHandler
+from .messaging import IncomingRequest, ProtocolData, Success
+from .protocol import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_MAX_SEND_QUEUE,
+    DEFAULT_REQUEST_TIMEOUT,
+    PeerFactory,
+    PeerProtocol,
+    Settings,
+)
 
 ServerEndpoint = Union[str, IStreamServerEndpoint]
 ClientEndpoint = Union[str, IStreamClientEndpoint]
 PeerCallback = Callable[["Peer"], Any]
+Handler = Union[IRequestHandler, Callable[[IncomingRequest], Any]]
 
 #: How long :meth:`Node.stop` lets a connection flush its goodbye before
 #: aborting it (a peer that stopped reading would otherwise hold it open).
@@ -42,6 +63,34 @@ class Peer:
     address: IAddress
     since: float
     direction: str  # "inbound" or "outbound"
+
+
+@attrs.frozen
+class Outcome:
+    """One peer's result in a broadcast: a response, or why there is none."""
+
+    peer_id: PeerId
+    response: Optional[wire.Response] = None
+    error: Optional[Exception] = None
+
+    @property
+    def ok(self) -> bool:
+        """A Success or Protocol response (not an Error, timeout or loss)."""
+        return self.error is None
+
+
+@implementer(IRequestHandler)
+class FunctionHandler:
+    """Adapts a plain callable to :class:`IRequestHandler`."""
+
+    def __init__(
+        self, function: Callable[[IncomingRequest], Any], max_payload: Optional[int]
+    ) -> None:
+        self.function = function
+        self.max_payload = max_payload
+
+    def handle(self, request: IncomingRequest) -> Any:
+        return self.function(request)
 
 
 def _prefer(a: PeerProtocol, b: PeerProtocol) -> bool:
@@ -69,8 +118,13 @@ class Node(Service):
         identity: Identity,
         *,
         reactor: Optional[Any] = None,
+        handlers: Optional[Mapping[str, Handler]] = None,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         max_frame: int = wire.DEFAULT_MAX_FRAME,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL,
+        max_send_queue: int = DEFAULT_MAX_SEND_QUEUE,
+        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -83,7 +137,15 @@ class Node(Service):
             clock=reactor,
             handshake_timeout=handshake_timeout,
             max_frame=max_frame,
+            request_timeout=request_timeout,
+            keepalive_interval=keepalive_interval,
+            max_send_queue=max_send_queue,
+            max_concurrent_requests=max_concurrent_requests,
         )
+        self._handlers: dict[str, IRequestHandler] = {}
+        for name, handler in (handlers or {}).items():
+            self.register(name, handler)
+        self._stopping = False
         self._verified: dict[PeerId, PeerProtocol] = {}
         self._open: set[PeerProtocol] = set()
         self._ports: list[IListeningPort] = []
@@ -111,6 +173,108 @@ class Node(Service):
 
     def on_peer_lost(self, callback: PeerCallback) -> None:
         self._on_lost.append(callback)
+
+    def register(
+        self, protocol: str, handler: Handler, *, max_payload: Optional[int] = None
+    ) -> None:
+        """Serve requests for ``protocol`` with an :class:`IRequestHandler`
+        or a plain callable (``max_payload`` applies to callables)."""
+        if not 1 <= len(protocol.encode("utf-8")) <= 255:
+            raise ValueError("a protocol name is 1 to 255 bytes of UTF-8")
+        if not IRequestHandler.providedBy(handler):
+            if not callable(handler):
+                raise TypeError(f"{handler!r} is not a request handler")
+            handler = FunctionHandler(handler, max_payload)
+        self._handlers[protocol] = handler
+
+    def unregister(self, protocol: str) -> None:
+        self._handlers.pop(protocol, None)
+
+    def request(
+        self,
+        peer_id: PeerId,
+        protocol: str,
+        payload: bytes,
+        metadata: Optional[bytes] = None,
+        *,
+        timeout: Optional[float] = None,
+    ) -> defer.Deferred[wire.Response]:
+        """Ask one verified peer; fires once with its Success or Protocol
+        response, or fails with RemoteError (its Error response),
+        RequestTimeout, PeerLost, NotConnected or SendQueueFull."""
+        connection = self._verified.get(peer_id)
+        if connection is None:
+            return defer.fail(NotConnected(f"no verified connection to {peer_id}"))
+        return connection.request(protocol, payload, metadata, timeout).addCallback(
+            _raise_error_response
+        )
+
+    def notify(
+        self,
+        peer_id: PeerId,
+        protocol: str,
+        payload: bytes,
+        metadata: Optional[bytes] = None,
+    ) -> None:
+        """Send a request that wants no response (fire and forget); raises
+        NotConnected or SendQueueFull."""
+        connection = self._verified.get(peer_id)
+        if connection is None:
+            raise NotConnected(f"no verified connection to {peer_id}")
+        connection.notify(protocol, payload, metadata)
+
+    def broadcast(
+        self,
+        protocol: str,
+        payload: bytes,
+        metadata: Optional[bytes] = None,
+        *,
+        peers: Optional[Iterable[PeerId]] = None,
+        timeout: Optional[float] = None,
+    ) -> defer.Deferred[dict[PeerId, Outcome]]:
+        """Ask every verified peer (or ``peers``); fires with each one's
+        outcome once all have answered, failed or timed out."""
+        targets = list(self._verified if peers is None else peers)
+        asked = [
+            self.request(
+                peer_id, protocol, payload, metadata, timeout=timeout
+            ).addCallbacks(
+                lambda response, peer_id=peer_id: Outcome(peer_id, response=response),
+                lambda failure, peer_id=peer_id: Outcome(peer_id, error=failure.value),
+            )
+            for peer_id in targets
+        ]
+        gathered = defer.gatherResults(asked)
+        return gathered.addCallback(
+            lambda outcomes: {outcome.peer_id: outcome for outcome in outcomes}
+        )
+
+    def notify_all(
+        self,
+        protocol: str,
+        payload: bytes,
+        metadata: Optional[bytes] = None,
+        *,
+        peers: Optional[Iterable[PeerId]] = None,
+    ) -> list[PeerId]:
+        """Fire and forget to every verified peer (or ``peers``), encoding
+        the request once; returns the peers it was sent to (a peer not
+        connected, or not reading, is skipped)."""
+        frame = wire.frame(wire.Request(wire.NO_RESPONSE, protocol, payload, metadata))
+        sent = []
+        for peer_id in list(self._verified if peers is None else peers):
+            connection = self._verified.get(peer_id)
+            if connection is None:
+                continue
+            try:
+                connection.send_frame(frame)
+            except SendQueueFull as error:
+                self._log.warn(
+                    "not sent to {peer_id}: {error}", peer_id=peer_id, error=error
+                )
+                continue
+            sent.append(peer_id)
+        return sent
 
     def listen(self, endpoint: ServerEndpoint) -> defer.Deferred[IListeningPort]:
         """Accept peers on an endpoint object or strports description."""
@@ -162,6 +326,7 @@ class Node(Service):
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
+        self._stopping = True
         ports, self._ports = self._ports, []
         await defer.gatherResults(
             [defer.maybeDeferred(port.stopListening) for port in ports]
@@ -239,8 +404,96 @@ class Node(Service):
             for callback in self._on_lost:
                 self._call(callback, peer)
 
-    def message_received(self, protocol: PeerProtocol, message: wire.Message) -> None:
-        self._log.debug("ignoring {message!r}", message=message)
+    def request_received(self, protocol: PeerProtocol, request: wire.Request) -> None:
+        """Run the handler; answer with what it returns, or an Error."""
+        handler = self._handlers.get(request.protocol)
+        if self._stopping:
+            error = (ErrorCode.SHUTTING_DOWN, "the node is stopping")
+        elif handler is None:
+            error = (ErrorCode.UNKNOWN_PROTOCOL, f"no handler for {request.protocol!r}")
+        elif handler.max_payload is not None and len(request.payload) > int(
+            handler.max_payload
+        ):
+            error = (
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"{request.protocol!r} accepts at most {handler.max_payload} bytes",
+            )
+        else:
+            peer_id = protocol.peer_id
+            assert peer_id is not None
+            incoming = IncomingRequest(
+                peer_id,
+                request.protocol,
+                request.payload,
+                request.metadata,
+                request.request_id,
+            )
+            try:
+                result = handler.handle(incoming)
+            except Exception as failed:
+                protocol.respond(self._handler_failed(incoming, failed))
+                return
+            if inspect.isawaitable(result):  # a Deferred or a coroutine
+                defer.ensureDeferred(self._answer_later(protocol, incoming, result))
+            else:
+                protocol.respond(self._answer(result, incoming))
+            return
+        protocol.respond(wire.ErrorResponse(request.request_id, *error))
+
+    async def _answer_later(
+        self, protocol: PeerProtocol, request: IncomingRequest, result: Any
+    ) -> None:
+        try:
+            value = await result
+        except Exception as failed:
+            protocol.respond(self._handler_failed(request, failed))
+        else:
+            protocol.respond(self._answer(value, request))
+
+    def _answer(self, result: Any, request: IncomingRequest) -> wire.Response:
+        """Turn what a handler returned into the response to send."""
+        request_id = request.request_id
+        response: Union[wire.SuccessResponse, wire.ProtocolResponse]
+        if result is None:
+            return wire.SuccessResponse(request_id)
+        if isinstance(result, bytes):
+            response = wire.ProtocolResponse(request_id, result)
+        elif isinstance(result, ProtocolData):
+            response = wire.ProtocolResponse(request_id, result.data)
+        elif isinstance(result, Success):
+            response = wire.SuccessResponse(request_id, result.data)
+        else:
+            self._log.error(
+                "handler for {protocol!r} returned {kind}, not bytes or None",
+                protocol=request.protocol,
+                kind=type(result).__name__,
+                peer_id=request.peer_id,
+            )
+            return wire.ErrorResponse(
+                request_id, ErrorCode.HANDLER_ERROR, "the handler failed"
+            )
+        data = response.data
+        if data is not None and len(data) > self.settings.max_frame - 16:
+            return wire.ErrorResponse(
+                request_id, ErrorCode.HANDLER_ERROR, "the response is too large"
+            )
+        return response
+
+    def _handler_failed(
+        self, request: IncomingRequest, error: Exception
+    ) -> wire.ErrorResponse:
+        """The Error for a handler that raised (call it in the except block)."""
+        if isinstance(error, RemoteError) and 0 <= error.code <= 0xFFFF:
+            return wire.ErrorResponse(request.request_id, error.code, error.message)
+        self._log.failure(
+            "handler for {protocol!r} failed on a request from {peer_id}",
+            protocol=request.protocol,
+            peer_id=request.peer_id,
+        )
+        # The peer learns that it failed, never how: no traceback leaks.
+        return wire.ErrorResponse(
+            request.request_id, ErrorCode.HANDLER_ERROR, "the handler failed"
+        )
 
     def _call(self, callback: PeerCallback, peer: Peer) -> None:
         try:
@@ -257,3 +510,9 @@ def _describe(protocol: PeerProtocol) -> Peer:
         since=protocol.verified_at,
         direction="outbound" if protocol.initiator else "inbound",
     )
+
+
+def _raise_error_response(response: wire.Response) -> wire.Response:
+    if isinstance(response, wire.ErrorResponse):
+        raise RemoteError(response.code, response.message)
+    return response

@@ -5,26 +5,39 @@ from __future__ import annotations
 from typing import Optional
 
 import attrs
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
+    IPushProducer,
     IReactorTime,
     ISSLTransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from . import wire
-from .connection import Connection, ConnectionFailed, PeerVerified
-from .errors import ProtocolError
+from .connection import Connection, ConnectionFailed, PeerVerified, ResponseReceived
+from .errors import (
+    ErrorCode,
+    PeerLost,
+    ProtocolError,
+    RequestTimeout,
+    SendQueueFull,
+)
 from .identity import Identity, PeerId
 from .interfaces import IConnectionHost
 
 #: RFC 9266: the label of the TLS 1.3 exporter used for channel binding.
 TLS_EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
 DEFAULT_HANDSHAKE_TIMEOUT = 30.0
+DEFAULT_REQUEST_TIMEOUT = 30.0
+#: The original system pinged every 30 s.
+DEFAULT_KEEPALIVE_INTERVAL = 30.0
+DEFAULT_MAX_SEND_QUEUE = 4 * 1024 * 1024
+DEFAULT_MAX_CONCURRENT_REQUESTS = 256
 
 
 @attrs.define
@@ -35,6 +48,14 @@ class Settings:
     clock: IReactorTime
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     max_frame: int = wire.DEFAULT_MAX_FRAME
+    #: Seconds a request waits for its response by default.
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    #: A verified peer is pinged after this long; silent for another, dropped.
+    keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
+    #: Bytes held for a peer that is not reading before sends are refused.
+    max_send_queue: int = DEFAULT_MAX_SEND_QUEUE
+    #: The peer's requests processed at once; past it, we stop reading.
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
 
 
 class HandshakeError(Exception):
@@ -45,11 +66,18 @@ class HandshakeError(Exception):
         self.reason = reason
 
 
+@implementer(IPushProducer)
 class PeerProtocol(Protocol):
     """Feeds bytes to a :class:`Connection` and acts on what comes out.
 
     ``verified`` fires with the peer id once the handshake completes, or
     fails with :class:`HandshakeError` if the connection closes first.
+
+    It is also the transport's push producer: when the transport's write
+    buffer fills (the peer is not reading), Twisted calls
+    :meth:`pauseProducing`; frames then wait in a queue bounded by
+    ``max_send_queue``, new requests are refused with :class:`SendQueueFull`,
+    and we stop reading the peer's requests until it drains.
     """
 
     _log = Logger()
@@ -74,10 +102,24 @@ class PeerProtocol(Protocol):
             binding=self._channel_binding,
         )
         self.verified: defer.Deferred[PeerId] = defer.Deferred()
+        if not initiator:
+            # Only a dialer waits on this; an inbound failure is reported to
+            # the host, and would otherwise be an "Unhandled error" for every
+            # port scanner that connects and leaves.
+            self.verified.addErrback(lambda failure: None)
         self.closed: defer.Deferred[None] = defer.Deferred()
         self.verified_at: Optional[float] = None
         self._timeout: Optional[IDelayedCall] = None
         self._failure: Optional[ProtocolError] = None
+        #: Request id -> its timeout, for requests awaiting a response.
+        self._deadlines: dict[int, IDelayedCall] = {}
+        self._keepalive: Optional[task.LoopingCall] = None
+        self._heard = False  # any bytes since the last keepalive tick
+        self._pinged = False  # a Ping went unanswered for one tick
+        self._writing_paused = False
+        self._reading_paused = False
+        self._queued: list[bytes] = []
+        self._queued_size = 0
 
     @property
     def peer_id(self) -> Optional[PeerId]:
@@ -87,9 +129,15 @@ class PeerProtocol(Protocol):
     def address(self) -> IAddress:
         return self.transport.getPeer()  # type: ignore[union-attr]
 
+    @property
+    def queued(self) -> int:
+        """Bytes waiting for a peer that is not reading."""
+        return self._queued_size
+
     # -- Protocol -----------------------------------------------------------
 
     def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self.host.connection_opened(self)
         self._timeout = self.settings.clock.callLater(
             self.settings.handshake_timeout, self._handshake_timed_out
@@ -98,22 +146,93 @@ class PeerProtocol(Protocol):
         self._flush()
 
     def dataReceived(self, data: bytes) -> None:
+        self._heard = True
         events = self.connection.receive_data(data)
         self._flush()
         for event in events:
-            if isinstance(event, PeerVerified):
+            if isinstance(event, wire.Request):
+                self.host.request_received(self, event)
+            elif isinstance(event, ResponseReceived):
+                self._response_received(event)
+            elif isinstance(event, PeerVerified):
                 self._on_verified(event.peer_id)
-            elif isinstance(event, ConnectionFailed):
-                self._on_failed(event)
             else:
-                self.host.message_received(self, event)
+                self._on_failed(event)
+        self._update_reading()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timeout()
+        if self._keepalive is not None and self._keepalive.running:
+            self._keepalive.stop()
+        self._queued.clear()
+        self._queued_size = 0
+        lost = PeerLost(f"connection lost: {reason.getErrorMessage()}")
+        for deadline in self._deadlines.values():
+            deadline.cancel()
+        self._deadlines.clear()
+        for waiting in self.connection.requests.close():
+            waiting.errback(lost)
         self.host.connection_closed(self, reason)
         if not self.verified.called:
             self.verified.errback(HandshakeError(self._failure or reason))
         self.closed.callback(None)
+
+    # -- requests -----------------------------------------------------------
+
+    def request(
+        self,
+        protocol: str,
+        payload: bytes,
+        metadata: Optional[bytes] = None,
+        timeout: Optional[float] = None,
+    ) -> defer.Deferred[wire.Response]:
+        """Send a request; the Deferred fires once, with the response, or
+        fails with RequestTimeout, PeerLost or SendQueueFull."""
+        waiting: defer.Deferred[wire.Response] = defer.Deferred()
+        try:
+            self._check_queue()
+            request_id = self.connection.request(protocol, payload, metadata, waiting)
+        except (SendQueueFull, ValueError, RuntimeError) as error:
+            return defer.fail(error)
+        self._deadlines[request_id] = self.settings.clock.callLater(
+            self.settings.request_timeout if timeout is None else timeout,
+            self._request_timed_out,
+            request_id,
+        )
+        self._flush()
+        return waiting
+
+    def notify(
+        self, protocol: str, payload: bytes, metadata: Optional[bytes] = None
+    ) -> None:
+        """Send a request that wants no response (fire and forget)."""
+        self._check_queue()
+        self.connection.request(protocol, payload, metadata)
+        self._flush()
+
+    def send_frame(self, frame: bytes) -> None:
+        """Send an encoded fire-and-forget request (broadcast encodes once)."""
+        self._check_queue()
+        self.connection.send_frame(frame)
+        self._flush()
+
+    def respond(self, response: wire.Response) -> None:
+        """Answer one of the peer's requests (a no-op once closed)."""
+        if self.connection.respond(response) is not None:
+            self._flush()
+            self._update_reading()  # one fewer being processed
+
+    def _response_received(self, event: ResponseReceived) -> None:
+        deadline = self._deadlines.pop(event.response.request_id, None)
+        if deadline is not None:
+            deadline.cancel()
+        event.token.callback(event.response)
+
+    def _request_timed_out(self, request_id: int) -> None:
+        del self._deadlines[request_id]
+        waiting = self.connection.requests.abandon(request_id)
+        if waiting is not None:
+            waiting.errback(RequestTimeout(f"no response to request {request_id}"))
 
     # -- outbound -----------------------------------------------------------
 
@@ -126,25 +245,87 @@ class PeerProtocol(Protocol):
         """Tell the peer why, then close."""
         self._on_failed(self.connection.fail(error))
 
-    # -- internals ----------------------------------------------------------
+    def _check_queue(self) -> None:
+        if self._queued_size > self.settings.max_send_queue:
+            raise SendQueueFull(
+                f"{self._queued_size} bytes wait for a peer that is not reading"
+                f" (limit {self.settings.max_send_queue})"
+            )
 
     def _flush(self) -> None:
         data = self.connection.data_to_send()
-        if data:
+        if not data:
+            return
+        if self._writing_paused:
+            self._queued.append(data)
+            self._queued_size += len(data)
+            self._update_reading()
+        else:
             self.transport.write(data)  # type: ignore[union-attr]
+
+    # -- IPushProducer: the transport tells us when the peer stops reading ---
+
+    def pauseProducing(self) -> None:
+        self._writing_paused = True
+
+    def resumeProducing(self) -> None:
+        self._writing_paused = False
+        queued, self._queued, self._queued_size = self._queued, [], 0
+        if queued:
+            self.transport.writeSequence(queued)  # type: ignore[union-attr]
+            self._update_reading()
+
+    def stopProducing(self) -> None:
+        """The transport is closing; connectionLost follows."""
+
+    def _update_reading(self) -> None:
+        """Stop reading a peer that has ``max_concurrent_requests`` being
+        processed, or whose unread responses fill the send queue.
+
+        Not merely because writing is paused: two peers sending each other
+        large payloads would then each wait for the other to read.
+        """
+        pause = (
+            len(self.connection.requests.processing)
+            >= self.settings.max_concurrent_requests
+            or self._queued_size > self.settings.max_send_queue
+        )
+        if pause is not self._reading_paused and not self.connection.closed:
+            self._reading_paused = pause
+            if pause:
+                self.transport.pauseProducing()  # type: ignore[union-attr]
+            else:
+                self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    # -- internals ----------------------------------------------------------
 
     def _on_verified(self, peer_id: PeerId) -> None:
         self._cancel_timeout()
-        self.verified_at = self.settings.clock.seconds()
+        clock = self.settings.clock
+        self.verified_at = clock.seconds()
         self._log.info(
             "peer {peer_id} verified at {address}",
             peer_id=peer_id,
             address=self.address,
             direction="outbound" if self.initiator else "inbound",
         )
+        if self.settings.keepalive_interval > 0:
+            self._keepalive = task.LoopingCall(self._keepalive_tick)
+            self._keepalive.clock = clock
+            self._keepalive.start(self.settings.keepalive_interval, now=False)
         self.host.peer_verified(self)
         if not self.verified.called:
             self.verified.callback(peer_id)
+
+    def _keepalive_tick(self) -> None:
+        """Ping a quiet peer; drop one that stays silent a further interval."""
+        if self._heard:
+            self._heard = self._pinged = False
+        elif self._pinged:
+            self.close(ProtocolError(ErrorCode.IDLE_TIMEOUT, "no keepalive answer"))
+        else:
+            self._pinged = True
+            self.send(wire.Ping(int(self.settings.clock.seconds() * 1000)))
 
     def _on_failed(self, event: ConnectionFailed) -> None:
         self._flush()

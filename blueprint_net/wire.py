@@ -417,7 +417,7 @@ class FrameDecoder:
         Raises :class:`WireError` (``FRAME_TOO_LARGE``) for a length over the
         limit; the stream is then unusable, since its framing is lost.
         """
-        frames = []
+        frames: list[bytes] = []
         if self._needed:
             partial = self._partial
             if len(data) < _SMALL_READ and len(partial[-1]) < _MERGE_BELOW:

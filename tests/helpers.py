@@ -25,7 +25,7 @@ class RecordingHost:
         self.verified: list[PeerProtocol] = []
         self.failed: list[ConnectionFailed] = []
         self.closed: list[Failure] = []
-        self.messages: list[wire.Message] = []
+        self.requests: list[wire.Request] = []
 
     def authorize(self, peer_id: PeerId) -> None:
         if self.refuse is not None:
@@ -45,8 +45,8 @@ class RecordingHost:
     def connection_closed(self, protocol: PeerProtocol, reason: Failure) -> None:
         self.closed.append(reason)
 
-    def message_received(self, protocol: PeerProtocol, message: wire.Message) -> None:
-        self.messages.append(message)
+    def request_received(self, protocol: PeerProtocol, request: wire.Request) -> None:
+        self.requests.append(request)
 
 
 def decode_frames(data: bytes) -> list[wire.Message]:

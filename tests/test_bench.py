@@ -20,4 +20,4 @@ def test_bench_quick_prints_every_row() -> None:
     rows = result.stdout.splitlines()
     assert rows[0].startswith("benchmark")
     assert any(row.startswith("handshakes/s over TCP") for row in rows)
-    assert sum(row.startswith("framer ") for row in rows) == 3
+    assert sum(row.startswith("framer ") for row in rows) == 4

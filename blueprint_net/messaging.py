@@ -1,0 +1,158 @@
+"""Request/response bookkeeping for one connection, sans-IO.
+
+The specification draws one request at a time (Handshaked -> RequestPending
+-> Processing -> ResponseSent/ErrorSent -> Handshaked).  Here that diagram is
+the lifecycle of *each* request: every request carries an id, so many are in
+flight at once and each response names the request it answers, in whatever
+order the handlers finish.  This module allocates the ids, matches responses
+to requests and keeps the per-request states; it holds no Deferreds and no
+timers, so it is tested without a reactor.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Generic, Optional, TypeVar
+
+import attrs
+
+from . import wire
+from .errors import ErrorCode
+from .identity import PeerId
+
+Token = TypeVar("Token")
+
+#: Request ids run 1 .. 2**32 - 1 and wrap; 0 means "no response wanted".
+_MAX_ID = 2**32 - 1
+
+
+@attrs.frozen
+class IncomingRequest:
+    """What a handler is given.  ``peer_id`` is the connection's verified id,
+    never something the peer declares in the request."""
+
+    peer_id: PeerId
+    protocol: str
+    payload: bytes
+    metadata: Optional[bytes]
+    request_id: int
+
+    @property
+    def wants_response(self) -> bool:
+        return self.request_id != wire.NO_RESPONSE
+
+
+@attrs.frozen
+class Success:
+    """A handler's answer: ``InstanceMessageResponse::Success {data?}``."""
+
+    data: Optional[bytes] = None
+
+
+@attrs.frozen
+class ProtocolData:
+    """A handler's answer: ``InstanceMessageResponse::Protocol {data}``."""
+
+    data: bytes
+
+
+class RequestState(enum.Enum):
+    """Where one request is in the specification's message-flow diagram."""
+
+    PENDING = "RequestPending"  # sent, awaiting its response (requester)
+    PROCESSING = "Processing"  # received, its handler running (responder)
+    RESPONSE_SENT = "ResponseSent"
+    ERROR_SENT = "ErrorSent"
+
+
+class Requests(Generic[Token]):
+    """Both directions of one connection's requests.
+
+    ``Token`` is whatever the caller needs back when a response arrives (the
+    Twisted adapter uses the Deferred it handed out).
+    """
+
+    def __init__(self) -> None:
+        self._next_id = 1
+        #: Our requests awaiting a response, by id.
+        self.pending: dict[int, Token] = {}
+        #: The peer's requests whose handlers are running, by id.
+        self.processing: set[int] = set()
+
+    # -- requester ----------------------------------------------------------
+
+    def request(
+        self,
+        protocol: str,
+        payload: bytes,
+        metadata: Optional[bytes],
+        token: Optional[Token],
+    ) -> wire.Request:
+        """A new request; with ``token`` None it asks for no response."""
+        if token is None:
+            return wire.Request(wire.NO_RESPONSE, protocol, payload, metadata)
+        request_id = self._allocate()
+        self.pending[request_id] = token
+        return wire.Request(request_id, protocol, payload, metadata)
+
+    def _allocate(self) -> int:
+        if len(self.pending) >= _MAX_ID:
+            raise RuntimeError("every request id is in flight")
+        request_id = self._next_id
+        while request_id in self.pending:
+            request_id = request_id % _MAX_ID + 1
+        self._next_id = request_id % _MAX_ID + 1
+        return request_id
+
+    def response_received(self, response: wire.Response) -> Optional[Token]:
+        """The token of the request answered; None for an id not pending
+        (a response that arrived after its request timed out)."""
+        return self.pending.pop(response.request_id, None)
+
+    def abandon(self, request_id: int) -> Optional[Token]:
+        """Stop waiting (a timeout); a late response is then ignored."""
+        return self.pending.pop(request_id, None)
+
+    # -- responder ----------------------------------------------------------
+
+    def request_received(self, request: wire.Request) -> Optional[wire.ErrorResponse]:
+        """Admit a request to ``Processing``; an error to send if it cannot be."""
+        request_id = request.request_id
+        if request_id == wire.NO_RESPONSE:
+            return None
+        if request_id in self.processing:
+            return wire.ErrorResponse(
+                request_id,
+                ErrorCode.DUPLICATE_REQUEST_ID,
+                f"request {request_id} is already in flight",
+            )
+        self.processing.add(request_id)
+        return None
+
+    def respond(self, response: wire.Response) -> Optional[RequestState]:
+        """Finish a request; the state it ends in, or None if it needs no
+        response (fire and forget) or is not being processed."""
+        request_id = response.request_id
+        if request_id not in self.processing:
+            return None
+        self.processing.discard(request_id)
+        if isinstance(response, wire.ErrorResponse):
+            return RequestState.ERROR_SENT
+        return RequestState.RESPONSE_SENT
+
+    def state(self, request_id: int) -> Optional[RequestState]:
+        """The state of a request in flight in either direction."""
+        if request_id in self.pending:
+            return RequestState.PENDING
+        if request_id in self.processing:
+            return RequestState.PROCESSING
+        return None
+
+    # -- the end ------------------------------------------------------------
+
+    def close(self) -> list[Token]:
+        """The connection closed: every pending token, to be failed."""
+        tokens = list(self.pending.values())
+        self.pending.clear()
+        self.processing.clear()
+        return tokens
