@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 
 from blueprint_net import wire
-from blueprint_net.errors import ErrorCode, HandshakeFailed
+from blueprint_net.errors import (
+    ErrorCode,
+    HandshakeFailed,
+    PeerLost,
+    RequestTimeout,
+    SendQueueFull,
+)
 from blueprint_net.handshake import HandshakeState
 from blueprint_net.identity import Identity, PeerId
 from blueprint_net.protocol import HandshakeError, PeerFactory, PeerProtocol, Settings
@@ -128,7 +135,8 @@ def test_handshake_in_memory_then_messages(alice: Identity, bob: Identity) -> No
     assert host_a.verified == [client] and host_b.verified == [server]
     # The handshake timeouts were cancelled; only the keepalives remain.
     keepalives = {client._keepalive, server._keepalive}
-    assert {call.func for call in clock.getDelayedCalls()} == keepalives
+    scheduled = {call.func for call in clock.getDelayedCalls()}  # type: ignore[attr-defined]
+    assert scheduled == keepalives
     client.notify("echo", b"hi")
     pump.flush()
     assert host_b.requests == [wire.Request(0, "echo", b"hi")]
@@ -160,3 +168,203 @@ def test_unexpected_peer_over_iosim(
     assert [e.error.code for e in host_a.failed] == [ErrorCode.UNEXPECTED_PEER]
     assert isinstance(errors[0], HandshakeError)
     assert clock.getDelayedCalls() == []
+
+
+# -- requests, keepalive and backpressure on the adapter ------------------
+
+
+def _verified_pair(
+    alice: Identity, bob: Identity, clock: Clock, **settings: Any
+) -> tuple[PeerProtocol, PeerProtocol, IOPump, RecordingHost]:
+    """Alice dialed Bob and both are verified; Bob's host records requests."""
+    host_b = RecordingHost()
+    server = PeerFactory(
+        host_b, Settings(identity=bob, clock=clock, **settings), initiator=False
+    ).buildProtocol(ADDRESS)
+    client = PeerFactory(
+        RecordingHost(),
+        Settings(identity=alice, clock=clock, **settings),
+        initiator=True,
+        expected_peer=bob.peer_id,
+    ).buildProtocol(ADDRESS)
+    _, _, pump = connectedServerAndClient(lambda: server, lambda: client)
+    pump.flush()
+    assert client.connection.verified and server.connection.verified
+    return client, server, pump, host_b
+
+
+def _outcome(deferred: Deferred[wire.Response]) -> object:
+    results: list[object] = []
+    deferred.addBoth(results.append)
+    assert len(results) == 1, "the Deferred has not fired"
+    result = results[0]
+    return result.value if isinstance(result, Failure) else result
+
+
+def test_responses_reach_their_requests_in_any_order(
+    alice: Identity, bob: Identity
+) -> None:
+    clock = Clock()
+    client, server, pump, host_b = _verified_pair(alice, bob, clock)
+    first = client.request("slow", b"1")
+    second = client.request("fast", b"2", b"meta")
+    pump.flush()
+    one, two = host_b.requests
+    assert (two.protocol, two.payload, two.metadata) == ("fast", b"2", b"meta")
+    server.respond(wire.ProtocolResponse(two.request_id, b"fast done"))
+    pump.flush()
+    assert _outcome(second) == wire.ProtocolResponse(two.request_id, b"fast done")
+    assert not first.called  # the slow one does not hold up the fast one
+    server.respond(wire.SuccessResponse(one.request_id))
+    pump.flush()
+    assert _outcome(first) == wire.SuccessResponse(one.request_id)
+    # Answered once only: a second response for the same id is not sent.
+    server.respond(wire.SuccessResponse(one.request_id))
+    assert not server.transport.getOutBuffer()  # type: ignore[union-attr]
+
+
+def test_request_timeout_on_a_fake_clock_and_late_response(
+    alice: Identity, bob: Identity
+) -> None:
+    clock = Clock()
+    client, server, pump, host_b = _verified_pair(
+        alice, bob, clock, request_timeout=5.0
+    )
+    waiting = client.request("echo", b"x")
+    pump.flush()
+    clock.advance(4.9)
+    assert not waiting.called
+    clock.advance(0.1)
+    assert isinstance(_outcome(waiting), RequestTimeout)
+    # The response that arrives after the timeout is dropped quietly.
+    server.respond(wire.SuccessResponse(host_b.requests[0].request_id))
+    pump.flush()
+    assert client.connection.requests.pending == {}
+    assert client.connection.verified and not client.connection.closed
+
+
+def test_connection_lost_fails_pending_requests_and_leaves_nothing(
+    alice: Identity, bob: Identity
+) -> None:
+    clock = Clock()
+    client, _server, pump, _ = _verified_pair(alice, bob, clock)
+    pending = [client.request("echo", b"x") for _ in range(3)]
+    pump.flush()
+    client.transport.loseConnection()  # type: ignore[union-attr]
+    pump.flush()
+    assert all(isinstance(_outcome(d), PeerLost) for d in pending)
+    assert client.connection.requests.pending == {}
+    assert client._deadlines == {}
+    assert clock.getDelayedCalls() == []  # timeouts and keepalives gone
+
+
+def test_oversized_request_fails_without_sending(
+    alice: Identity, bob: Identity
+) -> None:
+    clock = Clock()
+    client, _server, _pump, _ = _verified_pair(alice, bob, clock, max_frame=1000)
+    outcome = _outcome(client.request("echo", bytes(2000)))
+    assert isinstance(outcome, ValueError)
+    assert client.connection.requests.pending == {}
+    assert client._deadlines == {}
+
+
+def test_keepalive_pings_a_quiet_peer_and_keeps_a_live_one(
+    alice: Identity, bob: Identity
+) -> None:
+    clock = Clock()
+    client, _server, pump, _ = _verified_pair(
+        alice, bob, clock, keepalive_interval=10.0
+    )
+    for _ in range(5):  # both answer each other's pings
+        clock.advance(10)
+        pump.flush()
+    assert client.connection.verified and not client.connection.closed
+
+
+def test_keepalive_drops_a_silent_peer(alice: Identity, bob: Identity) -> None:
+    clock, host = Clock(), RecordingHost()
+    client, server, pump, _ = _verified_pair(
+        alice, bob, clock, keepalive_interval=10.0, request_timeout=100.0
+    )
+    pending = client.request("echo", b"x")
+    pump.flush()
+    # The server goes silent: nothing it writes reaches the client any more.
+    server.transport.write = lambda data: None  # type: ignore[method-assign,union-attr]
+    client.host = host
+    clock.advance(10)  # heard recently: nothing to do
+    clock.advance(10)  # quiet: ping
+    pump.flush()
+    assert not client.connection.closed
+    clock.advance(10)  # no answer for a whole interval: drop
+    assert client.connection.closed
+    [failed] = host.failed
+    assert failed.error.code is ErrorCode.IDLE_TIMEOUT and not failed.misbehaviour
+    pump.flush()
+    assert isinstance(_outcome(pending), PeerLost)
+
+
+def _verified_on_string_transport(
+    alice: Identity, bob: Identity, clock: Clock, **settings: Any
+) -> tuple[PeerProtocol, StringTransport]:
+    """Bob's side, verified with Alice, on a StringTransport."""
+    _client, protocol, _pump, _ = _verified_pair(alice, bob, clock, **settings)
+    transport = StringTransport(peerAddress=ADDRESS)
+    protocol.transport = transport
+    transport.registerProducer(protocol, True)
+    return protocol, transport
+
+
+def test_backpressure_queues_then_refuses_then_drains(
+    alice: Identity, bob: Identity
+) -> None:
+    clock = Clock()
+    protocol, transport = _verified_on_string_transport(
+        alice, bob, clock, max_send_queue=10_000
+    )
+    protocol.pauseProducing()  # the transport's buffer is full
+    sent = [protocol.request("echo", bytes(3000)) for _ in range(4)]
+    assert transport.value() == b""  # nothing more goes to the transport
+    assert protocol.queued > 10_000
+    refused = protocol.request("echo", bytes(3000))
+    assert isinstance(_outcome(refused), SendQueueFull)
+    with pytest.raises(SendQueueFull):
+        protocol.notify("echo", b"x")
+    assert not any(d.called for d in sent)
+    protocol.resumeProducing()  # the peer read again
+    assert protocol.queued == 0
+    assert len(decode_frames(transport.value())) == 4
+    protocol.request("echo", b"ok")  # accepted again
+    for deferred in sent:
+        deferred.addErrback(lambda failure: None)
+
+
+def test_reading_stops_while_unread_responses_fill_the_queue(
+    alice: Identity, bob: Identity
+) -> None:
+    clock = Clock()
+    protocol, transport = _verified_on_string_transport(
+        alice, bob, clock, max_send_queue=1000
+    )
+    protocol.pauseProducing()
+    for request_id in (1, 2):
+        protocol.dataReceived(wire.frame(wire.Request(request_id, "echo", b"")))
+        protocol.respond(wire.ProtocolResponse(request_id, bytes(600)))
+    assert transport.producerState == "paused"  # we stopped reading the peer
+    protocol.resumeProducing()
+    assert transport.producerState == "producing"
+
+
+def test_reading_stops_at_the_concurrent_request_limit(
+    alice: Identity, bob: Identity
+) -> None:
+    clock = Clock()
+    protocol, transport = _verified_on_string_transport(
+        alice, bob, clock, max_concurrent_requests=3
+    )
+    protocol.dataReceived(
+        b"".join(wire.frame(wire.Request(i, "slow", b"")) for i in (1, 2, 3))
+    )
+    assert transport.producerState == "paused"
+    protocol.respond(wire.SuccessResponse(2))
+    assert transport.producerState == "producing"

@@ -1,0 +1,87 @@
+"""The sans-IO request bookkeeping: ids, matching, the per-request states."""
+
+from __future__ import annotations
+
+from blueprint_net import wire
+from blueprint_net.errors import ErrorCode
+from blueprint_net.messaging import Requests, RequestState
+
+
+def test_ids_are_unique_nonzero_and_matched_to_responses() -> None:
+    requests: Requests[str] = Requests()
+    first = requests.request("echo", b"a", None, "first")
+    second = requests.request("echo", b"b", b"meta", "second")
+    assert first.request_id not in (0, second.request_id)
+    assert requests.state(first.request_id) is RequestState.PENDING
+    # Answered out of order, each reaches its own requester.
+    assert requests.response_received(wire.SuccessResponse(second.request_id)) == (
+        "second"
+    )
+    assert requests.response_received(wire.ProtocolResponse(first.request_id, b"")) == (
+        "first"
+    )
+    assert requests.pending == {}
+
+
+def test_fire_and_forget_takes_no_id() -> None:
+    requests: Requests[str] = Requests()
+    request = requests.request("echo", b"a", None, None)
+    assert request.request_id == wire.NO_RESPONSE
+    assert requests.pending == {}
+
+
+def test_late_and_unknown_responses_are_dropped() -> None:
+    requests: Requests[str] = Requests()
+    request = requests.request("echo", b"a", None, "token")
+    assert requests.abandon(request.request_id) == "token"  # timed out
+    assert requests.response_received(wire.SuccessResponse(request.request_id)) is None
+    assert requests.response_received(wire.SuccessResponse(12345)) is None
+
+
+def test_ids_wrap_and_skip_those_in_flight() -> None:
+    requests: Requests[int] = Requests()
+    requests._next_id = 2**32 - 1
+    last = requests.request("p", b"", None, 1)
+    assert last.request_id == 2**32 - 1
+    assert requests.request("p", b"", None, 2).request_id == 1  # never 0
+    requests._next_id = 1
+    assert requests.request("p", b"", None, 3).request_id == 2  # 1 is in flight
+
+
+def test_responder_lifecycle() -> None:
+    requests: Requests[str] = Requests()
+    request = wire.Request(7, "echo", b"hi")
+    assert requests.request_received(request) is None
+    assert requests.state(7) is RequestState.PROCESSING
+    assert (
+        requests.respond(wire.ProtocolResponse(7, b"hi")) is RequestState.RESPONSE_SENT
+    )
+    assert requests.state(7) is None
+    assert requests.request_received(request) is None  # an id may be reused after
+    error = wire.ErrorResponse(7, ErrorCode.HANDLER_ERROR, "x")
+    assert requests.respond(error) is RequestState.ERROR_SENT
+    assert requests.respond(error) is None  # answered once only
+
+
+def test_duplicate_request_id_in_flight_is_refused() -> None:
+    requests: Requests[str] = Requests()
+    assert requests.request_received(wire.Request(7, "echo", b"")) is None
+    refusal = requests.request_received(wire.Request(7, "echo", b""))
+    assert refusal is not None and refusal.code == ErrorCode.DUPLICATE_REQUEST_ID
+    assert requests.processing == {7}
+
+
+def test_fire_and_forget_requests_are_never_answered() -> None:
+    requests: Requests[str] = Requests()
+    assert requests.request_received(wire.Request(0, "echo", b"")) is None
+    assert requests.respond(wire.SuccessResponse(0)) is None
+    assert requests.processing == set()
+
+
+def test_close_returns_every_pending_token() -> None:
+    requests: Requests[str] = Requests()
+    requests.request("p", b"", None, "a")
+    requests.request("p", b"", None, "b")
+    requests.request_received(wire.Request(9, "p", b""))
+    assert sorted(requests.close()) == ["a", "b"]
+    assert requests.pending == {} and requests.processing == set()
