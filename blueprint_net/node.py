@@ -14,6 +14,7 @@ from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
+    IReactorTime,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
@@ -70,7 +71,7 @@ class Outcome:
     """One peer's result in a broadcast: a response, or why there is none."""
 
     peer_id: PeerId
-    response: Optional[wire.Response] = None
+    response: Optional[wire.Reply] = None
     error: Optional[Exception] = None
 
     @property
@@ -108,7 +109,9 @@ class Node(Service):
     """A blueprint-net peer that an application creates and drives.
 
     An ``IService``: give it to a ``MultiService`` (or ``twistd``) and its
-    connections close when the service stops.
+    connections close when the service stops.  ``reactor`` does the I/O;
+    ``clock`` (the reactor by default) runs every timeout, so tests can
+    drive timeouts with ``task.Clock`` over real sockets.
     """
 
     _log = Logger()
@@ -118,6 +121,7 @@ class Node(Service):
         identity: Identity,
         *,
         reactor: Optional[Any] = None,
+        clock: Optional[IReactorTime] = None,
         handlers: Optional[Mapping[str, Handler]] = None,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         max_frame: int = wire.DEFAULT_MAX_FRAME,
@@ -134,7 +138,7 @@ class Node(Service):
         self.identity = identity
         self.settings = Settings(
             identity=identity,
-            clock=reactor,
+            clock=reactor if clock is None else clock,
             handshake_timeout=handshake_timeout,
             max_frame=max_frame,
             request_timeout=request_timeout,
@@ -198,7 +202,7 @@ class Node(Service):
         metadata: Optional[bytes] = None,
         *,
         timeout: Optional[float] = None,
-    ) -> defer.Deferred[wire.Response]:
+    ) -> defer.Deferred[wire.Reply]:
         """Ask one verified peer; fires once with its Success or Protocol
         response, or fails with RemoteError (its Error response),
         RequestTimeout, PeerLost, NotConnected or SendQueueFull."""
@@ -512,7 +516,7 @@ def _describe(protocol: PeerProtocol) -> Peer:
     )
 
 
-def _raise_error_response(response: wire.Response) -> wire.Response:
+def _raise_error_response(response: wire.Response) -> wire.Reply:
     if isinstance(response, wire.ErrorResponse):
         raise RemoteError(response.code, response.message)
     return response

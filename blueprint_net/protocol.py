@@ -166,13 +166,15 @@ class PeerProtocol(Protocol):
             self._keepalive.stop()
         self._queued.clear()
         self._queued_size = 0
-        lost = PeerLost(f"connection lost: {reason.getErrorMessage()}")
         for deadline in self._deadlines.values():
             deadline.cancel()
         self._deadlines.clear()
+        # The host first: a requester's errback that retries must not find
+        # this connection still listed among the verified peers.
+        self.host.connection_closed(self, reason)
+        lost = PeerLost(f"connection lost: {reason.getErrorMessage()}")
         for waiting in self.connection.requests.close():
             waiting.errback(lost)
-        self.host.connection_closed(self, reason)
         if not self.verified.called:
             self.verified.errback(HandshakeError(self._failure or reason))
         self.closed.callback(None)

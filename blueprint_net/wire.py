@@ -133,6 +133,8 @@ Message = Union[
     ErrorResponse,
 ]
 Response = Union[SuccessResponse, ProtocolResponse, ErrorResponse]
+#: What a successful request yields (an ErrorResponse is raised instead).
+Reply = Union[SuccessResponse, ProtocolResponse]
 
 # Message type bytes.  Handshake and connection control below 0x10, requests
 # and responses from 0x10.

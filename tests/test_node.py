@@ -2,23 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import cast
+
 import pytest
 import pytest_twisted
 from twisted.application.service import MultiService
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
+from twisted.logger import ILogObserver, globalLogPublisher
+from zope.interface import implementer
 
 from blueprint_net import wire
-from blueprint_net.errors import ErrorCode
+from blueprint_net.errors import (
+    ErrorCode,
+    NotConnected,
+    PeerLost,
+    RemoteError,
+    RequestTimeout,
+    SendQueueFull,
+)
 from blueprint_net.identity import Identity
+from blueprint_net.interfaces import IRequestHandler
+from blueprint_net.messaging import IncomingRequest, ProtocolData, Success
 from blueprint_net.node import Node, Peer
 from blueprint_net.protocol import HandshakeError
 
 from .helpers import decode_frames
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
+
+
+@pytest.fixture
+def logged() -> Iterator[list[dict[str, object]]]:
+    """Every log event emitted during the test."""
+    events: list[dict[str, object]] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    yield events
+    globalLogPublisher.removeObserver(observer)
 
 
 async def _listening(node: Node) -> int:
@@ -165,3 +189,235 @@ async def test_node_is_a_service(alice: Identity, bob: Identity) -> None:
         await parent.stopService()
         await b.stop()
     assert a.peers == []
+
+
+# -- requests between nodes over loopback TCP -------------------------------
+
+
+async def _connected(client: Node, *servers: Node) -> None:
+    for server in servers:
+        port = await _listening(server)
+        await client.connect(f"tcp:127.0.0.1:{port}", peer_id=server.peer_id)
+
+
+def _echo(request: IncomingRequest) -> bytes:
+    return request.payload
+
+
+@pytest_twisted.ensureDeferred
+async def test_handlers_of_every_kind_answer(alice: Identity, bob: Identity) -> None:
+    seen: list[IncomingRequest] = []
+
+    def who(request: IncomingRequest) -> Success:
+        seen.append(request)
+        return Success(str(request.peer_id).encode())
+
+    async def later(request: IncomingRequest) -> ProtocolData:
+        await _sleep(0)
+        return ProtocolData(request.metadata or b"")
+
+    @implementer(IRequestHandler)
+    class Nothing:
+        max_payload = None
+
+        def handle(self, request: IncomingRequest) -> defer.Deferred[None]:
+            return defer.succeed(None)
+
+    a = Node(alice)
+    b = Node(bob, handlers={"echo": _echo, "who": who, "later": later})
+    b.register("nothing", Nothing())
+    try:
+        await _connected(a, b)
+        echo = await a.request(bob.peer_id, "echo", b"hi", metadata=b"route")
+        assert echo == wire.ProtocolResponse(echo.request_id, b"hi")
+        answer = await a.request(
+            bob.peer_id, "who", b"", metadata=b"claims to be carol"
+        )
+        # The handler learns the asker from the verified connection.
+        assert answer.data == str(alice.peer_id).encode()
+        assert seen[0].peer_id == alice.peer_id and seen[0].metadata is not None
+        assert (await a.request(bob.peer_id, "later", b"", b"m")).data == b"m"
+        nothing = await a.request(bob.peer_id, "nothing", b"")
+        assert isinstance(nothing, wire.SuccessResponse) and nothing.data is None
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_requests_complete_out_of_order(
+    alice: Identity, bob: Identity
+) -> None:
+    slow: defer.Deferred[bytes] = defer.Deferred()
+    a = Node(alice)
+    b = Node(bob, handlers={"slow": lambda request: slow, "fast": _echo})
+    try:
+        await _connected(a, b)
+        first = a.request(bob.peer_id, "slow", b"1")
+        fast = [await a.request(bob.peer_id, "fast", bytes([i])) for i in range(5)]
+        assert [r.data for r in fast] == [bytes([i]) for i in range(5)]
+        assert not first.called  # the slow handler held up nothing
+        slow.callback(b"slow done")
+        assert (await first).data == b"slow done"
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_error_paths_answer_with_codes_and_keep_the_connection(
+    alice: Identity, bob: Identity, logged: list[dict[str, object]]
+) -> None:
+    def broken(request: IncomingRequest) -> bytes:
+        raise KeyError("secret internal detail")
+
+    def refuses(request: IncomingRequest) -> bytes:
+        raise RemoteError(4001, "not today")
+
+    a = Node(alice)
+    b = Node(
+        bob,
+        handlers={"broken": broken, "refuses": refuses, "garbage": lambda r: 42},
+    )
+    b.register("small", _echo, max_payload=4)
+    cases = [
+        ("nope", b"", ErrorCode.UNKNOWN_PROTOCOL),
+        ("broken", b"", ErrorCode.HANDLER_ERROR),
+        ("garbage", b"", ErrorCode.HANDLER_ERROR),
+        ("small", b"12345", ErrorCode.PAYLOAD_TOO_LARGE),
+        ("refuses", b"", 4001),
+    ]
+    try:
+        await _connected(a, b)
+        for protocol_name, payload, code in cases:
+            with pytest.raises(RemoteError) as caught:
+                await a.request(bob.peer_id, protocol_name, payload)
+            assert caught.value.code == code, protocol_name
+            assert "secret" not in caught.value.message  # no traceback leaks
+        # The handler's faults did not cost the connection.
+        assert (await a.request(bob.peer_id, "small", b"1234")).data == b"1234"
+        assert [p.peer_id for p in a.peers] == [bob.peer_id]
+    finally:
+        await a.stop()
+        await b.stop()
+    failures = [e["log_failure"] for e in logged if "log_failure" in e]
+    assert [f.type for f in failures] == [KeyError]  # type: ignore[attr-defined]  # logged here, traceback and all
+
+
+@pytest_twisted.ensureDeferred
+async def test_not_connected_and_connection_lost(
+    alice: Identity, bob: Identity
+) -> None:
+    never: defer.Deferred[bytes] = defer.Deferred()
+    a = Node(alice)
+    b = Node(bob, handlers={"hang": lambda request: never})
+    try:
+        with pytest.raises(NotConnected):
+            await a.request(bob.peer_id, "hang", b"")
+        await _connected(a, b)
+        pending = [a.request(bob.peer_id, "hang", b"") for _ in range(3)]
+        await _sleep(0.05)  # let the requests reach Bob
+        await b.stop()
+        for deferred in pending:
+            with pytest.raises(PeerLost):
+                await deferred
+        assert a._verified == {}
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_timeout_over_tcp_on_a_fake_clock(
+    alice: Identity, bob: Identity
+) -> None:
+    clock = Clock()
+    never: defer.Deferred[bytes] = defer.Deferred()
+    a = Node(alice, clock=clock, request_timeout=10.0)
+    b = Node(bob, handlers={"hang": lambda request: never})
+    try:
+        await _connected(a, b)
+        pending = a.request(bob.peer_id, "hang", b"")
+        clock.advance(9.9)
+        assert not pending.called
+        clock.advance(0.1)
+        with pytest.raises(RequestTimeout):
+            await pending
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_broadcast_collects_every_outcome(
+    alice: Identity, bob: Identity, carol: Identity
+) -> None:
+    dave = Identity(bytes(range(96, 128)))
+    clock = Clock()
+    never: defer.Deferred[bytes] = defer.Deferred()
+    a = Node(alice, clock=clock)
+    b = Node(bob, handlers={"x": _echo})
+    c = Node(carol, handlers={"x": lambda request: 1 / 0})
+    d = Node(dave, handlers={"x": lambda request: never})
+    nodes = (a, b, c, d)
+    try:
+        await _connected(a, b, c, d)
+        gathered = a.broadcast("x", b"hello", timeout=5.0)
+        for _ in range(100):  # Bob and Carol answer at once; Dave never does
+            if not any(
+                a._verified[p].connection.requests.pending
+                for p in (bob.peer_id, carol.peer_id)
+            ):
+                break
+            await _sleep(0.01)
+        assert not gathered.called
+        clock.advance(5.0)
+        outcomes = await gathered
+        assert set(outcomes) == {bob.peer_id, carol.peer_id, dave.peer_id}
+        assert outcomes[bob.peer_id].ok
+        assert outcomes[bob.peer_id].response.data == b"hello"  # type: ignore[union-attr]
+        carol_error = outcomes[carol.peer_id].error
+        assert isinstance(carol_error, RemoteError)
+        assert carol_error.code == ErrorCode.HANDLER_ERROR
+        assert isinstance(outcomes[dave.peer_id].error, RequestTimeout)
+        # Fire and forget, to everyone: handlers run, nothing is answered.
+        assert sorted(a.notify_all("x", b"bye")) == sorted(
+            [bob.peer_id, carol.peer_id, dave.peer_id]
+        )
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_that_stops_reading_costs_bounded_memory(
+    alice: Identity, bob: Identity
+) -> None:
+    limit = 256 * 1024
+    a = Node(alice, max_send_queue=limit)
+    b = Node(bob, handlers={"sink": lambda request: None})
+    try:
+        await _connected(a, b)
+        b._verified[alice.peer_id].transport.pauseProducing()  # type: ignore[union-attr]
+        protocol = a._verified[bob.peer_id]
+        payload = bytes(64 * 1024)
+        sent = refused = 0
+        for _ in range(200):  # 12.5 MiB offered
+            try:
+                a.notify(bob.peer_id, "sink", payload)
+                sent += 1
+            except SendQueueFull:
+                refused += 1
+            await _sleep(0)  # let the reactor write what the kernel takes
+        assert refused > 0
+        transport = protocol.transport
+        # What Twisted's TCP transport holds unsent (it has no public API).
+        in_transport = (
+            len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[union-attr]
+        )
+        held = protocol.queued + in_transport
+        # Bounded by the queue limit, one frame past it, and the transport's buffer.
+        assert held <= limit + 2 * len(payload) + 64 * 1024 + 1024
+    finally:
+        await a.stop()
+        await b.stop()
