@@ -1,0 +1,28 @@
+"""The examples that docs/embedding.md walks through run as they are."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def test_embedding_example_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "embedding.py")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    out = result.stdout
+    [alice] = re.findall(r"^alice is (12D3KooW\w+)$", out, re.MULTILINE)
+    assert "alice verified 2 peers" in out
+    assert "bob echoed b'hi'" in out
+    assert f"carol says alice is {alice}" in out  # the verified id, not a claim
+    assert "bob refused: UNKNOWN_PROTOCOL (300)" in out
+    assert "broadcast answered by 2 of 2" in out
+    assert result.stderr == ""
