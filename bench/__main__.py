@@ -7,11 +7,15 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from . import framing, handshake
+from . import framing, handshake, messaging
 
 
 async def main(reactor: Any, quick: bool) -> None:
-    rows = framing.run(quick) + await handshake.run(reactor, quick)
+    rows = (
+        framing.run(quick)
+        + await handshake.run(reactor, quick)
+        + await messaging.run(reactor, quick)
+    )
     width = max(len(name) for name, *_ in rows)
     print(
         f"{'benchmark':<{width}}  {'blueprint-net':>14}  {'reference':>12}"

@@ -231,6 +231,7 @@ class Connection:
 
     def _receive_verified(self, bodies: list[bytes], events: list[Event]) -> None:
         decode = wire.decode
+        requests = self.requests
         for body in bodies:
             try:
                 message = decode(body)
@@ -238,13 +239,13 @@ class Connection:
                 events.append(self._close(ConnectionFailed(error)))
                 return
             if isinstance(message, wire.Request):
-                refusal = self.requests.request_received(message)
+                refusal = requests.request_received(message)
                 if refusal is None:
                     events.append(message)
                 else:
                     self._queue(refusal)
             elif isinstance(message, _RESPONSES):
-                token = self.requests.response_received(message)
+                token = requests.response_received(message)
                 if token is not None:  # else: late, after its timeout
                     events.append(ResponseReceived(message, token))
             elif isinstance(message, wire.Ping):

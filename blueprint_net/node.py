@@ -209,9 +209,7 @@ class Node(Service):
         connection = self._verified.get(peer_id)
         if connection is None:
             return defer.fail(NotConnected(f"no verified connection to {peer_id}"))
-        return connection.request(protocol, payload, metadata, timeout).addCallback(
-            _raise_error_response
-        )
+        return connection.request(protocol, payload, metadata, timeout)
 
     def notify(
         self,
@@ -437,7 +435,9 @@ class Node(Service):
             except Exception as failed:
                 protocol.respond(self._handler_failed(incoming, failed))
                 return
-            if inspect.isawaitable(result):  # a Deferred or a coroutine
+            if result is None or type(result) is bytes:  # the common case, first
+                protocol.respond(self._answer(result, incoming))
+            elif inspect.isawaitable(result):  # a Deferred or a coroutine
                 defer.ensureDeferred(self._answer_later(protocol, incoming, result))
             else:
                 protocol.respond(self._answer(result, incoming))
@@ -514,9 +514,3 @@ def _describe(protocol: PeerProtocol) -> Peer:
         since=protocol.verified_at,
         direction="outbound" if protocol.initiator else "inbound",
     )
-
-
-def _raise_error_response(response: wire.Response) -> wire.Reply:
-    if isinstance(response, wire.ErrorResponse):
-        raise RemoteError(response.code, response.message)
-    return response

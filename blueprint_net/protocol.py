@@ -24,6 +24,7 @@ from .errors import (
     ErrorCode,
     PeerLost,
     ProtocolError,
+    RemoteError,
     RequestTimeout,
     SendQueueFull,
 )
@@ -120,6 +121,7 @@ class PeerProtocol(Protocol):
         self._reading_paused = False
         self._queued: list[bytes] = []
         self._queued_size = 0
+        self._receiving = False  # in dataReceived: flush once, at its end
 
     @property
     def peer_id(self) -> Optional[PeerId]:
@@ -148,16 +150,21 @@ class PeerProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self._heard = True
         events = self.connection.receive_data(data)
+        # Answers given while these events are handled go out in one write.
+        self._receiving = True
+        try:
+            for event in events:
+                if isinstance(event, wire.Request):
+                    self.host.request_received(self, event)
+                elif isinstance(event, ResponseReceived):
+                    self._response_received(event)
+                elif isinstance(event, PeerVerified):
+                    self._on_verified(event.peer_id)
+                else:
+                    self._on_failed(event)
+        finally:
+            self._receiving = False
         self._flush()
-        for event in events:
-            if isinstance(event, wire.Request):
-                self.host.request_received(self, event)
-            elif isinstance(event, ResponseReceived):
-                self._response_received(event)
-            elif isinstance(event, PeerVerified):
-                self._on_verified(event.peer_id)
-            else:
-                self._on_failed(event)
         self._update_reading()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -187,10 +194,11 @@ class PeerProtocol(Protocol):
         payload: bytes,
         metadata: Optional[bytes] = None,
         timeout: Optional[float] = None,
-    ) -> defer.Deferred[wire.Response]:
-        """Send a request; the Deferred fires once, with the response, or
-        fails with RequestTimeout, PeerLost or SendQueueFull."""
-        waiting: defer.Deferred[wire.Response] = defer.Deferred()
+    ) -> defer.Deferred[wire.Reply]:
+        """Send a request; the Deferred fires once, with the Success or
+        Protocol response, or fails with RemoteError (an Error response),
+        RequestTimeout, PeerLost or SendQueueFull."""
+        waiting: defer.Deferred[wire.Reply] = defer.Deferred()
         try:
             self._check_queue()
             request_id = self.connection.request(protocol, payload, metadata, waiting)
@@ -220,15 +228,19 @@ class PeerProtocol(Protocol):
 
     def respond(self, response: wire.Response) -> None:
         """Answer one of the peer's requests (a no-op once closed)."""
-        if self.connection.respond(response) is not None:
+        if self.connection.respond(response) is not None and not self._receiving:
             self._flush()
             self._update_reading()  # one fewer being processed
 
     def _response_received(self, event: ResponseReceived) -> None:
-        deadline = self._deadlines.pop(event.response.request_id, None)
+        response = event.response
+        deadline = self._deadlines.pop(response.request_id, None)
         if deadline is not None:
             deadline.cancel()
-        event.token.callback(event.response)
+        if isinstance(response, wire.ErrorResponse):
+            event.token.errback(RemoteError(response.code, response.message))
+        else:
+            event.token.callback(response)
 
     def _request_timed_out(self, request_id: int) -> None:
         del self._deadlines[request_id]

@@ -13,7 +13,7 @@ escapes to the caller.
 from __future__ import annotations
 
 import struct
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import attrs
 
@@ -36,6 +36,12 @@ _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _U64 = struct.Struct("!Q")
 _HEADER = _U32
+# Fixed leading fields of the hot messages, packed and unpacked in one call.
+_TYPE_ID = struct.Struct("!BI")
+_TYPE_ID_U8 = struct.Struct("!BIB")
+_TYPE_ID_U16 = struct.Struct("!BIH")
+_TYPE_ID_U32 = struct.Struct("!BII")
+_FLAG_LENGTH = struct.Struct("!BI")
 #: See :meth:`FrameDecoder.feed`: reads under this size are merged into the
 #: previous piece of a pending frame while that piece is under _MERGE_BELOW.
 _SMALL_READ = 1024
@@ -153,11 +159,11 @@ T_ERROR_RESPONSE = 0x13
 # -- encoding ---------------------------------------------------------------
 
 
-def _str8(text: str) -> bytes:
+def _name(text: str) -> bytes:
     data = text.encode("utf-8")
     if not 1 <= len(data) <= 255:
         raise ValueError("a protocol name is 1 to 255 bytes of UTF-8")
-    return bytes((len(data),)) + data
+    return data
 
 
 def _str16(text: str) -> bytes:
@@ -167,73 +173,103 @@ def _str16(text: str) -> bytes:
     return _U16.pack(len(data)) + data
 
 
-def _bytes32(data: bytes) -> bytes:
-    return _U32.pack(len(data)) + data
+def _optional(data: Optional[bytes]) -> list[bytes]:
+    return [b"\x00"] if data is None else [_FLAG_LENGTH.pack(1, len(data)), data]
 
 
-def _optional(data: Optional[bytes]) -> bytes:
-    return b"\x00" if data is None else b"\x01" + _bytes32(data)
+def _request_parts(message: Request) -> list[bytes]:
+    name = _name(message.protocol)
+    payload = message.payload
+    return [
+        _TYPE_ID_U8.pack(T_REQUEST, message.request_id, len(name)),
+        name,
+        _U32.pack(len(payload)),
+        payload,
+        *_optional(message.metadata),
+    ]
+
+
+def _success_parts(message: SuccessResponse) -> list[bytes]:
+    return [_TYPE_ID.pack(T_SUCCESS, message.request_id), *_optional(message.data)]
+
+
+def _protocol_parts(message: ProtocolResponse) -> list[bytes]:
+    data = message.data
+    return [_TYPE_ID_U32.pack(T_PROTOCOL, message.request_id, len(data)), data]
+
+
+def _error_response_parts(message: ErrorResponse) -> list[bytes]:
+    return [
+        _TYPE_ID_U16.pack(T_ERROR_RESPONSE, message.request_id, message.code),
+        _str16(message.message),
+    ]
+
+
+def _hello_parts(message: Hello) -> list[bytes]:
+    if len(message.nonce) != NONCE_SIZE:
+        raise ValueError("a nonce is 32 bytes")
+    binary = message.peer_id.binary
+    return [
+        b"\x01",
+        _U16.pack(message.version),
+        message.nonce,
+        bytes((len(binary),)),
+        binary,
+    ]
+
+
+def _proof_parts(
+    tag: bytes,
+) -> Callable[[Union[HandshakeRequest, HandshakeResponse]], list[bytes]]:
+    def parts(message: Union[HandshakeRequest, HandshakeResponse]) -> list[bytes]:
+        if len(message.public_key) != 32 or len(message.signature) != 64:
+            raise ValueError("a public key is 32 bytes and a signature 64")
+        return [tag, message.public_key, message.signature]
+
+    return parts
+
+
+def _error_parts(message: Error) -> list[bytes]:
+    return [b"\x04", _U16.pack(message.code), _str16(message.message)]
+
+
+def _opaque_parts(tag: bytes) -> Callable[[Union[Ping, Pong]], list[bytes]]:
+    return lambda message: [tag, _U64.pack(message.opaque)]
+
+
+_ENCODERS: dict[type, Callable[[Any], list[bytes]]] = {
+    Request: _request_parts,
+    SuccessResponse: _success_parts,
+    ProtocolResponse: _protocol_parts,
+    ErrorResponse: _error_response_parts,
+    Hello: _hello_parts,
+    HandshakeRequest: _proof_parts(b"\x02"),
+    HandshakeResponse: _proof_parts(b"\x03"),
+    Error: _error_parts,
+    Ping: _opaque_parts(b"\x05"),
+    Pong: _opaque_parts(b"\x06"),
+}
+
+
+def _parts(message: Message) -> list[bytes]:
+    """The body of a frame as a list of byte strings: a payload is never
+    copied before the one join that makes the frame."""
+    encoder = _ENCODERS.get(type(message))
+    if encoder is None:
+        raise TypeError(f"not a message: {message!r}")
+    return encoder(message)
 
 
 def encode(message: Message) -> bytes:
     """The body of a frame (no length prefix); ``ValueError`` if unencodable."""
-    kind = type(message)
-    if kind is Request:
-        assert isinstance(message, Request)
-        return b"".join(
-            (
-                b"\x10",
-                _U32.pack(message.request_id),
-                _str8(message.protocol),
-                _bytes32(message.payload),
-                _optional(message.metadata),
-            )
-        )
-    if kind is SuccessResponse:
-        assert isinstance(message, SuccessResponse)
-        return b"\x11" + _U32.pack(message.request_id) + _optional(message.data)
-    if kind is ProtocolResponse:
-        assert isinstance(message, ProtocolResponse)
-        return b"\x12" + _U32.pack(message.request_id) + _bytes32(message.data)
-    if kind is ErrorResponse:
-        assert isinstance(message, ErrorResponse)
-        return (
-            b"\x13"
-            + _U32.pack(message.request_id)
-            + _U16.pack(message.code)
-            + _str16(message.message)
-        )
-    if kind is Hello:
-        assert isinstance(message, Hello)
-        if len(message.nonce) != NONCE_SIZE:
-            raise ValueError("a nonce is 32 bytes")
-        binary = message.peer_id.binary
-        return (
-            b"\x01"
-            + _U16.pack(message.version)
-            + message.nonce
-            + bytes((len(binary),))
-            + binary
-        )
-    if kind is HandshakeRequest or kind is HandshakeResponse:
-        assert isinstance(message, (HandshakeRequest, HandshakeResponse))
-        if len(message.public_key) != 32 or len(message.signature) != 64:
-            raise ValueError("a public key is 32 bytes and a signature 64")
-        tag = b"\x02" if kind is HandshakeRequest else b"\x03"
-        return tag + message.public_key + message.signature
-    if kind is Error:
-        assert isinstance(message, Error)
-        return b"\x04" + _U16.pack(message.code) + _str16(message.message)
-    if kind is Ping or kind is Pong:
-        assert isinstance(message, (Ping, Pong))
-        return (b"\x05" if kind is Ping else b"\x06") + _U64.pack(message.opaque)
-    raise TypeError(f"not a message: {message!r}")
+    return b"".join(_parts(message))
 
 
 def frame(message: Message) -> bytes:
     """The message as it travels: a u32 big-endian length, then the body."""
-    body = encode(message)
-    return _HEADER.pack(len(body)) + body
+    parts = _parts(message)
+    parts.insert(0, _HEADER.pack(sum(map(len, parts))))
+    return b"".join(parts)
 
 
 # -- decoding ---------------------------------------------------------------
@@ -369,10 +405,76 @@ _DECODERS: dict[int, Callable[[_Reader], Message]] = {
 }
 
 
+# The fast paths below parse only well-formed bodies, in few calls; on any
+# irregularity they return None and the strict reader decides the error.
+
+
+def _fast_request(body: bytes) -> Optional[Request]:
+    try:
+        _, request_id, size = _TYPE_ID_U8.unpack_from(body)
+        end = 6 + size
+        (length,) = _U32.unpack_from(body, end)
+        start = end + 4
+        stop = start + length
+        if size == 0:
+            return None
+        metadata = _fast_optional(body, stop)
+        return Request(request_id, body[6:end].decode(), body[start:stop], metadata)
+    except (struct.error, IndexError, ValueError):  # incl. UnicodeDecodeError
+        return None
+
+
+def _fast_optional(body: bytes, at: int) -> Optional[bytes]:
+    """The opt_bytes32 that must end ``body`` at ``at``; ValueError if not."""
+    flag = body[at]
+    if flag == 0 and at + 1 == len(body):
+        return None
+    if flag == 1:
+        (length,) = _U32.unpack_from(body, at + 1)
+        if at + 5 + length == len(body):
+            return body[at + 5 :]
+    raise ValueError("not a well-formed trailing opt_bytes32")
+
+
+def _fast_success(body: bytes) -> Optional[SuccessResponse]:
+    try:
+        _, request_id = _TYPE_ID.unpack_from(body)
+        return SuccessResponse(request_id, _fast_optional(body, 5))
+    except (struct.error, IndexError, ValueError):
+        return None
+
+
+def _fast_protocol(body: bytes) -> Optional[ProtocolResponse]:
+    try:
+        _, request_id, length = _TYPE_ID_U32.unpack_from(body)
+    except struct.error:
+        return None
+    if 9 + length != len(body):
+        return None
+    return ProtocolResponse(request_id, body[9:])
+
+
+_FAST: dict[int, Callable[[bytes], Optional[Message]]] = {
+    T_REQUEST: _fast_request,
+    T_SUCCESS: _fast_success,
+    T_PROTOCOL: _fast_protocol,
+}
+
+
 def decode(body: bytes) -> Message:
-    """Decode one frame body; :class:`WireError` for anything malformed."""
+    """Decode one frame body; :class:`WireError` for anything malformed.
+
+    The messages that carry traffic have a fast path for well-formed input;
+    anything it does not accept goes through the field-by-field reader,
+    which alone decides what error a malformed body gets.
+    """
     if not body:
         raise WireError(ErrorCode.TRUNCATED, "empty frame")
+    fast = _FAST.get(body[0])
+    if fast is not None:
+        message = fast(body)
+        if message is not None:
+            return message
     decoder = _DECODERS.get(body[0])
     if decoder is None:
         raise WireError(

@@ -193,7 +193,7 @@ def _verified_pair(
     return client, server, pump, host_b
 
 
-def _outcome(deferred: Deferred[wire.Response]) -> object:
+def _outcome(deferred: Deferred[Any]) -> object:
     results: list[object] = []
     deferred.addBoth(results.append)
     assert len(results) == 1, "the Deferred has not fired"

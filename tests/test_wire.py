@@ -219,3 +219,49 @@ def test_tiny_reads_keep_few_pieces() -> None:
     # One piece per 16 KiB, not one per byte.
     assert len(framer._partial) <= len(body) // (16 * 1024) + 2
     assert framer.feed(data[-1:]) == [body]
+
+
+def _strict(body: bytes) -> object:
+    """What the field-by-field reader alone makes of a body."""
+    try:
+        reader = wire._Reader(body)
+        message = wire._DECODERS[body[0]](reader)
+        reader.end()
+    except WireError as error:
+        return error.code
+    return message
+
+
+HOT = st.one_of(
+    st.builds(wire.Request, _u32, _name, _blob, st.none() | _blob),
+    st.builds(wire.SuccessResponse, _u32, st.none() | _blob),
+    st.builds(wire.ProtocolResponse, _u32, _blob),
+)
+
+
+@given(HOT, st.data())
+@settings(max_examples=2000)
+def test_fast_paths_agree_with_the_strict_reader(
+    message: wire.Message, data: st.DataObject
+) -> None:
+    """On valid and mutated bodies a fast path either declines or returns
+    exactly what the reader returns; errors always come from the reader."""
+    body = bytearray(wire.encode(message))
+    for _ in range(data.draw(st.integers(0, 3))):
+        kind = data.draw(st.sampled_from(["flip", "cut", "extend"]))
+        if kind == "flip" and len(body) > 1:
+            body[data.draw(st.integers(1, len(body) - 1))] ^= data.draw(
+                st.integers(1, 255)
+            )
+        elif kind == "cut":
+            del body[data.draw(st.integers(1, len(body))) :]
+        else:
+            body += data.draw(st.binary(min_size=1, max_size=8))
+    raw = bytes(body)
+    fast = wire._FAST[raw[0]](raw)
+    assert fast is None or fast == _strict(raw)
+    try:
+        decoded: object = wire.decode(raw)
+    except WireError as error:
+        decoded = error.code
+    assert decoded == _strict(raw)
