@@ -12,6 +12,7 @@ timers, so it is tested without a reactor.
 from __future__ import annotations
 
 import enum
+import heapq
 from typing import Generic, Optional, TypeVar
 
 import attrs
@@ -156,3 +157,53 @@ class Requests(Generic[Token]):
         self.pending.clear()
         self.processing.clear()
         return tokens
+
+
+class Deadlines:
+    """When each pending request times out, for one timer per connection.
+
+    A ``callLater`` per request would keep a ``DelayedCall`` (and its
+    arguments, all tracked by the garbage collector) alive for every request
+    in flight.  Instead deadlines sit in a heap; a request answered in time is
+    only forgotten (lazy deletion), and the heap is rebuilt whenever dead
+    entries outnumber live ones, so it never holds more than about twice the
+    requests in flight.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int]] = []
+        #: request id -> its deadline, for the requests still waiting.
+        self._live: dict[int, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def add(self, request_id: int, deadline: float) -> None:
+        self._live[request_id] = deadline
+        heapq.heappush(self._heap, (deadline, request_id))
+        if len(self._heap) > 2 * len(self._live) + 64:
+            self._heap = [(when, rid) for rid, when in self._live.items()]
+            heapq.heapify(self._heap)
+
+    def discard(self, request_id: int) -> None:
+        self._live.pop(request_id, None)
+
+    def earliest(self) -> Optional[float]:
+        """The next deadline of a request still waiting, if any."""
+        heap, live = self._heap, self._live
+        while heap and live.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # answered, or its id reused since
+        return heap[0][0] if heap else None
+
+    def expire(self, now: float) -> list[int]:
+        """Forget and return the requests whose deadline is ``now`` or past."""
+        expired = []
+        while (when := self.earliest()) is not None and when <= now:
+            _, request_id = heapq.heappop(self._heap)
+            del self._live[request_id]
+            expired.append(request_id)
+        return expired
+
+    def clear(self) -> None:
+        self._heap.clear()
+        self._live.clear()

@@ -30,6 +30,7 @@ from .errors import (
 )
 from .identity import Identity, PeerId
 from .interfaces import IConnectionHost
+from .messaging import Deadlines
 
 #: RFC 9266: the label of the TLS 1.3 exporter used for channel binding.
 TLS_EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
@@ -112,8 +113,9 @@ class PeerProtocol(Protocol):
         self.verified_at: Optional[float] = None
         self._timeout: Optional[IDelayedCall] = None
         self._failure: Optional[ProtocolError] = None
-        #: Request id -> its timeout, for requests awaiting a response.
-        self._deadlines: dict[int, IDelayedCall] = {}
+        #: When our pending requests time out; one timer for them all.
+        self._deadlines = Deadlines()
+        self._expiry: Optional[IDelayedCall] = None
         self._keepalive: Optional[task.LoopingCall] = None
         self._heard = False  # any bytes since the last keepalive tick
         self._pinged = False  # a Ping went unanswered for one tick
@@ -173,9 +175,10 @@ class PeerProtocol(Protocol):
             self._keepalive.stop()
         self._queued.clear()
         self._queued_size = 0
-        for deadline in self._deadlines.values():
-            deadline.cancel()
         self._deadlines.clear()
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = None
         # The host first: a requester's errback that retries must not find
         # this connection still listed among the verified peers.
         self.host.connection_closed(self, reason)
@@ -204,11 +207,16 @@ class PeerProtocol(Protocol):
             request_id = self.connection.request(protocol, payload, metadata, waiting)
         except (SendQueueFull, ValueError, RuntimeError) as error:
             return defer.fail(error)
-        self._deadlines[request_id] = self.settings.clock.callLater(
-            self.settings.request_timeout if timeout is None else timeout,
-            self._request_timed_out,
-            request_id,
+        clock = self.settings.clock
+        deadline = clock.seconds() + (
+            self.settings.request_timeout if timeout is None else timeout
         )
+        self._deadlines.add(request_id, deadline)
+        expiry = self._expiry
+        if expiry is None:
+            self._expiry = clock.callLater(deadline - clock.seconds(), self._expire)
+        elif deadline < expiry.getTime():  # a shorter timeout than those before
+            expiry.reset(deadline - clock.seconds())
         self._flush()
         return waiting
 
@@ -234,19 +242,25 @@ class PeerProtocol(Protocol):
 
     def _response_received(self, event: ResponseReceived) -> None:
         response = event.response
-        deadline = self._deadlines.pop(response.request_id, None)
-        if deadline is not None:
-            deadline.cancel()
+        self._deadlines.discard(response.request_id)
         if isinstance(response, wire.ErrorResponse):
             event.token.errback(RemoteError(response.code, response.message))
         else:
             event.token.callback(response)
 
-    def _request_timed_out(self, request_id: int) -> None:
-        del self._deadlines[request_id]
-        waiting = self.connection.requests.abandon(request_id)
-        if waiting is not None:
-            waiting.errback(RequestTimeout(f"no response to request {request_id}"))
+    def _expire(self) -> None:
+        """Fail every request past its deadline; wake again for the next."""
+        clock = self.settings.clock
+        self._expiry = None
+        for request_id in self._deadlines.expire(clock.seconds()):
+            waiting = self.connection.requests.abandon(request_id)
+            if waiting is not None:
+                waiting.errback(RequestTimeout(f"no response to request {request_id}"))
+        earliest = self._deadlines.earliest()
+        if earliest is not None and not self.connection.closed:
+            self._expiry = clock.callLater(
+                max(0.0, earliest - clock.seconds()), self._expire
+            )
 
     # -- outbound -----------------------------------------------------------
 

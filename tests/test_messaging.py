@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from blueprint_net import wire
 from blueprint_net.errors import ErrorCode
-from blueprint_net.messaging import Requests, RequestState
+from blueprint_net.messaging import Deadlines, Requests, RequestState
 
 
 def test_ids_are_unique_nonzero_and_matched_to_responses() -> None:
@@ -85,3 +85,35 @@ def test_close_returns_every_pending_token() -> None:
     requests.request_received(wire.Request(9, "p", b""))
     assert sorted(requests.close()) == ["a", "b"]
     assert requests.pending == {} and requests.processing == set()
+
+
+def test_deadlines_expire_in_order_and_forget_answered_requests() -> None:
+    deadlines = Deadlines()
+    deadlines.add(1, 30.0)
+    deadlines.add(2, 10.0)  # a shorter timeout, sent later
+    deadlines.add(3, 20.0)
+    assert deadlines.earliest() == 10.0
+    deadlines.discard(2)  # answered in time
+    assert deadlines.earliest() == 20.0
+    assert deadlines.expire(19.9) == []
+    assert deadlines.expire(25.0) == [3]
+    assert deadlines.expire(100.0) == [1]
+    assert len(deadlines) == 0 and deadlines.earliest() is None
+
+
+def test_a_reused_id_keeps_only_its_new_deadline() -> None:
+    deadlines = Deadlines()
+    deadlines.add(7, 5.0)
+    deadlines.discard(7)
+    deadlines.add(7, 50.0)  # the id came round again
+    assert deadlines.expire(10.0) == []
+    assert deadlines.earliest() == 50.0
+
+
+def test_deadlines_stay_within_twice_the_live_entries() -> None:
+    deadlines = Deadlines()
+    for request_id in range(10_000):
+        deadlines.add(request_id, 30.0 + request_id)
+        deadlines.discard(request_id)  # every request answered at once
+    assert len(deadlines) == 0
+    assert len(deadlines._heap) <= 64 + 1

@@ -254,7 +254,7 @@ def test_connection_lost_fails_pending_requests_and_leaves_nothing(
     pump.flush()
     assert all(isinstance(_outcome(d), PeerLost) for d in pending)
     assert client.connection.requests.pending == {}
-    assert client._deadlines == {}
+    assert len(client._deadlines) == 0
     assert clock.getDelayedCalls() == []  # timeouts and keepalives gone
 
 
@@ -266,7 +266,7 @@ def test_oversized_request_fails_without_sending(
     outcome = _outcome(client.request("echo", bytes(2000)))
     assert isinstance(outcome, ValueError)
     assert client.connection.requests.pending == {}
-    assert client._deadlines == {}
+    assert len(client._deadlines) == 0
 
 
 def test_keepalive_pings_a_quiet_peer_and_keeps_a_live_one(
@@ -368,3 +368,18 @@ def test_reading_stops_at_the_concurrent_request_limit(
     assert transport.producerState == "paused"
     protocol.respond(wire.SuccessResponse(2))
     assert transport.producerState == "producing"
+
+
+def test_one_timer_serves_every_timeout(alice: Identity, bob: Identity) -> None:
+    clock = Clock()
+    client, _server, pump, _ = _verified_pair(alice, bob, clock, keepalive_interval=0)
+    long = client.request("hang", b"", timeout=20.0)
+    short = client.request("hang", b"", timeout=5.0)  # moves the timer earlier
+    pump.flush()
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(5.0)
+    assert isinstance(_outcome(short), RequestTimeout)
+    assert not long.called
+    clock.advance(15.0)
+    assert isinstance(_outcome(long), RequestTimeout)
+    assert clock.getDelayedCalls() == []
