@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional, Union
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import (
     IAddress,
@@ -150,6 +150,9 @@ class Node(Service):
         for name, handler in (handlers or {}).items():
             self.register(name, handler)
         self._stopping = False
+        #: One timer pings every quiet peer, not one per connection.
+        self._keepalive = task.LoopingCall(self._keepalive_sweep)
+        self._keepalive.clock = self.settings.clock
         self._verified: dict[PeerId, PeerProtocol] = {}
         self._open: set[PeerProtocol] = set()
         self._ports: list[IListeningPort] = []
@@ -329,6 +332,8 @@ class Node(Service):
 
     async def _stop(self) -> None:
         self._stopping = True
+        if self._keepalive.running:
+            self._keepalive.stop()
         ports, self._ports = self._ports, []
         await defer.gatherResults(
             [defer.maybeDeferred(port.stopListening) for port in ports]
@@ -342,6 +347,12 @@ class Node(Service):
             await defer.gatherResults(closing)
             if abort.active():
                 abort.cancel()
+
+    def _keepalive_sweep(self) -> None:
+        for protocol in list(self._verified.values()):
+            protocol.keepalive_tick()
+        if not self._verified:
+            self._keepalive.stop()  # restarted by the next verified peer
 
     def _abort_open(self) -> None:
         for protocol in list(self._open):
@@ -382,6 +393,9 @@ class Node(Service):
             )
             return
         self._verified[peer_id] = protocol
+        interval = self.settings.keepalive_interval
+        if interval > 0 and not self._keepalive.running and not self._stopping:
+            self._keepalive.start(interval, now=False)
         if self._on_verified:
             peer = _describe(protocol)
             for callback in self._on_verified:
@@ -487,7 +501,8 @@ class Node(Service):
         self, request: IncomingRequest, error: Exception
     ) -> wire.ErrorResponse:
         """The Error for a handler that raised (call it in the except block)."""
-        if isinstance(error, RemoteError) and 0 <= error.code <= 0xFFFF:
+        # Codes below 300 are the connection's, never a request's answer.
+        if isinstance(error, RemoteError) and 300 <= error.code <= 0xFFFF:
             return wire.ErrorResponse(request.request_id, error.code, error.message)
         self._log.failure(
             "handler for {protocol!r} failed on a request from {peer_id}",

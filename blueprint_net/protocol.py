@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import attrs
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -52,7 +52,8 @@ class Settings:
     max_frame: int = wire.DEFAULT_MAX_FRAME
     #: Seconds a request waits for its response by default.
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
-    #: A verified peer is pinged after this long; silent for another, dropped.
+    #: A verified peer quiet this long is pinged; silent for another, dropped
+    #: (the node sweeps its connections once per interval; 0 turns it off).
     keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
     #: Bytes held for a peer that is not reading before sends are refused.
     max_send_queue: int = DEFAULT_MAX_SEND_QUEUE
@@ -116,7 +117,6 @@ class PeerProtocol(Protocol):
         #: When our pending requests time out; one timer for them all.
         self._deadlines = Deadlines()
         self._expiry: Optional[IDelayedCall] = None
-        self._keepalive: Optional[task.LoopingCall] = None
         self._heard = False  # any bytes since the last keepalive tick
         self._pinged = False  # a Ping went unanswered for one tick
         self._writing_paused = False
@@ -171,8 +171,6 @@ class PeerProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timeout()
-        if self._keepalive is not None and self._keepalive.running:
-            self._keepalive.stop()
         self._queued.clear()
         self._queued_size = 0
         self._deadlines.clear()
@@ -337,16 +335,14 @@ class PeerProtocol(Protocol):
             address=self.address,
             direction="outbound" if self.initiator else "inbound",
         )
-        if self.settings.keepalive_interval > 0:
-            self._keepalive = task.LoopingCall(self._keepalive_tick)
-            self._keepalive.clock = clock
-            self._keepalive.start(self.settings.keepalive_interval, now=False)
         self.host.peer_verified(self)
         if not self.verified.called:
             self.verified.callback(peer_id)
 
-    def _keepalive_tick(self) -> None:
-        """Ping a quiet peer; drop one that stays silent a further interval."""
+    def keepalive_tick(self) -> None:
+        """Called once per keepalive interval (the node sweeps all its
+        connections with one timer): ping a peer that has been quiet since
+        the last tick; drop one that stayed silent since the ping."""
         if self._heard:
             self._heard = self._pinged = False
         elif self._pinged:
@@ -371,7 +367,22 @@ class PeerProtocol(Protocol):
         )
         self.host.connection_failed(self, event)
         self._cancel_timeout()
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.disconnect()
+
+    def disconnect(self) -> None:
+        """Close after writing what is queued.
+
+        The producer is unregistered first: a transport whose registered
+        producer is paused (a peer that stopped reading) resumes it when its
+        buffer drains instead of closing, and would never close.
+        """
+        transport = self.transport
+        assert transport is not None
+        queued, self._queued, self._queued_size = self._queued, [], 0
+        if queued:
+            transport.writeSequence(queued)
+        transport.unregisterProducer()  # type: ignore[attr-defined]
+        transport.loseConnection()
 
     def _handshake_timed_out(self) -> None:
         self._timeout = None

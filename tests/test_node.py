@@ -274,10 +274,18 @@ async def test_error_paths_answer_with_codes_and_keep_the_connection(
     def refuses(request: IncomingRequest) -> bytes:
         raise RemoteError(4001, "not today")
 
+    def impersonates(request: IncomingRequest) -> bytes:
+        raise RemoteError(ErrorCode.BANNED, "a connection-level code")
+
     a = Node(alice)
     b = Node(
         bob,
-        handlers={"broken": broken, "refuses": refuses, "garbage": lambda r: 42},
+        handlers={
+            "broken": broken,
+            "refuses": refuses,
+            "impersonates": impersonates,
+            "garbage": lambda r: 42,
+        },
     )
     b.register("small", _echo, max_payload=4)
     cases = [
@@ -286,6 +294,7 @@ async def test_error_paths_answer_with_codes_and_keep_the_connection(
         ("garbage", b"", ErrorCode.HANDLER_ERROR),
         ("small", b"12345", ErrorCode.PAYLOAD_TOO_LARGE),
         ("refuses", b"", 4001),
+        ("impersonates", b"", ErrorCode.HANDLER_ERROR),
     ]
     try:
         await _connected(a, b)
@@ -301,7 +310,7 @@ async def test_error_paths_answer_with_codes_and_keep_the_connection(
         await a.stop()
         await b.stop()
     failures = [e["log_failure"] for e in logged if "log_failure" in e]
-    assert [f.type for f in failures] == [KeyError]  # type: ignore[attr-defined]  # logged here, traceback and all
+    assert [f.type for f in failures] == [KeyError, RemoteError]  # type: ignore[attr-defined]  # logged here, traceback and all
 
 
 @pytest_twisted.ensureDeferred
@@ -421,3 +430,30 @@ async def test_a_peer_that_stops_reading_costs_bounded_memory(
     finally:
         await a.stop()
         await b.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_keepalive_sweep_drops_a_silent_peer(
+    alice: Identity, bob: Identity, carol: Identity
+) -> None:
+    clock = Clock()
+    lost: list[Peer] = []
+    a = Node(alice, clock=clock, keepalive_interval=10.0)
+    a.on_peer_lost(lost.append)
+    b, c = Node(bob), Node(carol)
+    try:
+        await _connected(a, b, c)
+        assert len(clock.getDelayedCalls()) == 1  # one timer for every peer
+        # Carol stops reading and writing: her socket stays open but silent.
+        silent = c._verified[alice.peer_id].transport
+        silent.stopReading()  # type: ignore[union-attr]
+        silent.write = lambda data: None  # type: ignore[method-assign,union-attr]
+        for _ in range(3):  # Bob answers pings; Carol never does
+            clock.advance(10.0)
+            await _sleep(0.05)  # let pings and pongs cross the sockets
+        assert [peer.peer_id for peer in lost] == [carol.peer_id]
+        assert [peer.peer_id for peer in a.peers] == [bob.peer_id]
+    finally:
+        for node in (a, b, c):
+            await node.stop()
+    assert clock.getDelayedCalls() == []

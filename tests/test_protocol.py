@@ -17,6 +17,7 @@ from blueprint_net.errors import (
     ErrorCode,
     HandshakeFailed,
     PeerLost,
+    ProtocolError,
     RequestTimeout,
     SendQueueFull,
 )
@@ -133,10 +134,7 @@ def test_handshake_in_memory_then_messages(alice: Identity, bob: Identity) -> No
     assert client.peer_id == bob.peer_id and server.peer_id == alice.peer_id
     assert client.verified.result == bob.peer_id
     assert host_a.verified == [client] and host_b.verified == [server]
-    # The handshake timeouts were cancelled; only the keepalives remain.
-    keepalives = {client._keepalive, server._keepalive}
-    scheduled = {call.func for call in clock.getDelayedCalls()}  # type: ignore[attr-defined]
-    assert scheduled == keepalives
+    assert clock.getDelayedCalls() == []  # the handshake timeouts were cancelled
     client.notify("echo", b"hi")
     pump.flush()
     assert host_b.requests == [wire.Request(0, "echo", b"hi")]
@@ -273,30 +271,32 @@ def test_keepalive_pings_a_quiet_peer_and_keeps_a_live_one(
     alice: Identity, bob: Identity
 ) -> None:
     clock = Clock()
-    client, _server, pump, _ = _verified_pair(
-        alice, bob, clock, keepalive_interval=10.0
-    )
-    for _ in range(5):  # both answer each other's pings
-        clock.advance(10)
-        pump.flush()
+    client, server, pump, _ = _verified_pair(alice, bob, clock)
+    client.keepalive_tick()  # heard the handshake since: nothing to do
+    assert not client._pinged
+    for _ in range(5):
+        client.keepalive_tick()  # quiet since the last tick: ping
+        assert client._pinged
+        pump.flush()  # the Pong comes back
+        client.keepalive_tick()  # heard: the ping is settled
+        assert not client._pinged
     assert client.connection.verified and not client.connection.closed
+    assert server.connection.verified and not server.connection.closed
 
 
 def test_keepalive_drops_a_silent_peer(alice: Identity, bob: Identity) -> None:
     clock, host = Clock(), RecordingHost()
-    client, server, pump, _ = _verified_pair(
-        alice, bob, clock, keepalive_interval=10.0, request_timeout=100.0
-    )
+    client, server, pump, _ = _verified_pair(alice, bob, clock)
     pending = client.request("echo", b"x")
     pump.flush()
     # The server goes silent: nothing it writes reaches the client any more.
     server.transport.write = lambda data: None  # type: ignore[method-assign,union-attr]
     client.host = host
-    clock.advance(10)  # heard recently: nothing to do
-    clock.advance(10)  # quiet: ping
+    client.keepalive_tick()  # heard recently: nothing to do
+    client.keepalive_tick()  # quiet: ping
     pump.flush()
     assert not client.connection.closed
-    clock.advance(10)  # no answer for a whole interval: drop
+    client.keepalive_tick()  # no answer for a whole interval: drop
     assert client.connection.closed
     [failed] = host.failed
     assert failed.error.code is ErrorCode.IDLE_TIMEOUT and not failed.misbehaviour
@@ -372,7 +372,7 @@ def test_reading_stops_at_the_concurrent_request_limit(
 
 def test_one_timer_serves_every_timeout(alice: Identity, bob: Identity) -> None:
     clock = Clock()
-    client, _server, pump, _ = _verified_pair(alice, bob, clock, keepalive_interval=0)
+    client, _server, pump, _ = _verified_pair(alice, bob, clock)
     long = client.request("hang", b"", timeout=20.0)
     short = client.request("hang", b"", timeout=5.0)  # moves the timer earlier
     pump.flush()
@@ -383,3 +383,18 @@ def test_one_timer_serves_every_timeout(alice: Identity, bob: Identity) -> None:
     clock.advance(15.0)
     assert isinstance(_outcome(long), RequestTimeout)
     assert clock.getDelayedCalls() == []
+
+
+def test_closing_while_paused_unregisters_the_producer_first(
+    alice: Identity, bob: Identity
+) -> None:
+    """Else the transport would wait on the paused producer and never close."""
+    clock = Clock()
+    protocol, transport = _verified_on_string_transport(alice, bob, clock)
+    protocol.pauseProducing()
+    protocol.notify("echo", b"queued while paused")
+    assert transport.value() == b""
+    protocol.close(ProtocolError(ErrorCode.GOING_AWAY, "bye"))
+    assert transport.producer is None and transport.disconnecting
+    request, goodbye = decode_frames(transport.value())  # nothing was lost
+    assert isinstance(request, wire.Request) and isinstance(goodbye, wire.Error)

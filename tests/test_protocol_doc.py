@@ -93,7 +93,7 @@ def test_documented_peer_ids() -> None:
 
 
 def _error_table() -> list[tuple[int, str, str]]:
-    section = DOC.split("## 7. Error codes", 1)[1]
+    section = DOC.split("## 8. Error codes", 1)[1]
     return [
         (int(code), name, blame)
         for code, name, blame in re.findall(
