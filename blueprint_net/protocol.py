@@ -130,10 +130,6 @@ class PeerProtocol(Protocol):
         return self.connection.peer_id
 
     @property
-    def address(self) -> IAddress:
-        return self.transport.getPeer()  # type: ignore[union-attr]
-
-    @property
     def queued(self) -> int:
         """Bytes waiting for a peer that is not reading."""
         return self._queued_size
@@ -141,6 +137,8 @@ class PeerProtocol(Protocol):
     # -- Protocol -----------------------------------------------------------
 
     def connectionMade(self) -> None:
+        #: The peer's address, read once: it cannot change.
+        self.address: IAddress = self.transport.getPeer()  # type: ignore[union-attr]
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self.host.connection_opened(self)
         self._timeout = self.settings.clock.callLater(
@@ -180,9 +178,11 @@ class PeerProtocol(Protocol):
         # The host first: a requester's errback that retries must not find
         # this connection still listed among the verified peers.
         self.host.connection_closed(self, reason)
-        lost = PeerLost(f"connection lost: {reason.getErrorMessage()}")
-        for waiting in self.connection.requests.close():
-            waiting.errback(lost)
+        waiting = self.connection.requests.close()
+        if waiting:
+            lost = PeerLost(f"connection lost: {reason.getErrorMessage()}")
+            for deferred in waiting:
+                deferred.errback(lost)
         if not self.verified.called:
             self.verified.errback(HandshakeError(self._failure or reason))
         self.closed.callback(None)
