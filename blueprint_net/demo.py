@@ -1,4 +1,5 @@
-"""Two nodes on loopback: they handshake and print each other's verified id.
+"""Two nodes on loopback: they handshake, print each other's verified id,
+and exchange a request.
 
 Run with ``python -m blueprint_net.demo``.
 """
@@ -11,12 +12,17 @@ from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 
 from .identity import Identity
+from .messaging import IncomingRequest
 from .node import Node, Peer
+
+
+def echo(request: IncomingRequest) -> bytes:
+    return request.payload
 
 
 async def demo(reactor: Any) -> None:
     alice = Node(Identity.generate(), reactor=reactor)
-    bob = Node(Identity.generate(), reactor=reactor)
+    bob = Node(Identity.generate(), reactor=reactor, handlers={"echo": echo})
     try:
         port = await bob.listen("tcp:0:interface=127.0.0.1")
         address = port.getHost()
@@ -28,6 +34,8 @@ async def demo(reactor: Any) -> None:
         print(f"alice {alice.peer_id} verified {peer.peer_id} ({peer.direction})")
         seen = await bob_saw
         print(f"bob   {bob.peer_id} verified {seen.peer_id} ({seen.direction})")
+        reply = await alice.request(bob.peer_id, "echo", b"hello, bob")
+        print(f"alice asked bob to echo b'hello, bob' and got {reply.data!r}")
     finally:
         await alice.stop()
         await bob.stop()

@@ -19,3 +19,4 @@ def test_demo_prints_both_verified_ids() -> None:
     assert len(ids) == 2, result.stdout
     (alice, bob_seen), (bob, alice_seen) = ids
     assert (alice, bob) == (alice_seen, bob_seen)
+    assert "got b'hello, bob'" in result.stdout
