@@ -1,0 +1,214 @@
+"""The ban registry: lookups, expiry, the bound on automatic bans, and a real
+SQLite file across restarts, kills and damage."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+
+from blueprint_net.bans import (
+    Ban,
+    BanDatabaseError,
+    BanRegistry,
+    Origin,
+    parse_target,
+)
+from blueprint_net.identity import Identity
+
+PEER = Identity(bytes(range(32))).peer_id
+OTHER = Identity(bytes(range(32, 64))).peer_id
+
+
+def test_peer_ban_applies_to_that_id_only() -> None:
+    registry = BanRegistry(Clock())
+    registry.ban(PEER, "spam")
+    ban = registry.peer_ban(PEER)
+    assert ban is not None and ban.reason == "spam" and ban.origin is Origin.MANUAL
+    assert registry.peer_ban(OTHER) is None
+
+
+@pytest.mark.parametrize(
+    ("banned", "inside", "outside"),
+    [
+        ("192.0.2.7", ["192.0.2.7", "::ffff:192.0.2.7"], ["192.0.2.8", "10.0.0.1"]),
+        ("198.51.100.0/24", ["198.51.100.0", "198.51.100.255"], ["198.51.101.0"]),
+        ("10.0.0.0/8", ["10.255.0.1"], ["11.0.0.1", "::1"]),
+        ("2001:db8::1", ["2001:db8::1"], ["2001:db8::2"]),
+        ("2001:db8:aa00::/40", ["2001:db8:aaff::1"], ["2001:db8:ab00::1"]),
+        ("::ffff:203.0.113.9", ["203.0.113.9"], ["203.0.113.10"]),
+    ],
+)
+def test_address_and_network_bans(
+    banned: str, inside: list[str], outside: list[str]
+) -> None:
+    registry = BanRegistry(Clock())
+    registry.ban(banned, "abuse")
+    for host in inside:
+        assert registry.address_ban(host) is not None, host
+    for host in outside:
+        assert registry.address_ban(host) is None, host
+
+
+def test_non_ip_hosts_are_never_banned() -> None:
+    registry = BanRegistry(Clock())
+    registry.ban("0.0.0.0/0", "everyone")
+    assert registry.address_ban("/run/node.sock") is None
+
+
+def test_targets_are_parsed_with_clear_errors() -> None:
+    assert parse_target(str(PEER)) == PEER
+    with pytest.raises(ValueError, match="neither a peer id nor"):
+        parse_target("not-a-host")
+    with pytest.raises(ValueError, match="invalid peer id"):
+        parse_target("12D3KooWnope")
+
+
+def test_expiry_on_a_fake_clock() -> None:
+    clock = Clock()
+    registry = BanRegistry(clock)
+    registry.ban(PEER, "cool off", duration=60)
+    registry.ban("192.0.2.0/24", "cool off", duration=30)
+    clock.advance(29.999)
+    assert registry.address_ban("192.0.2.1") is not None
+    clock.advance(0.001)  # the moment it expires, with nothing to purge first
+    assert registry.address_ban("192.0.2.1") is None
+    assert registry.peer_ban(PEER) is not None
+    clock.advance(30)
+    assert registry.peer_ban(PEER) is None
+    assert registry.bans() == []
+    assert registry.purge() == 2
+
+
+def test_unban_and_replace() -> None:
+    registry = BanRegistry(Clock())
+    registry.ban(PEER, "first")
+    registry.ban(PEER, "second", duration=10)
+    assert [b.reason for b in registry.bans()] == ["second"]
+    assert registry.unban(str(PEER)) is True
+    assert registry.unban(PEER) is False
+    assert registry.peer_ban(PEER) is None
+
+
+def test_automatic_bans_are_bounded_oldest_first_never_manual() -> None:
+    clock = Clock()
+    registry = BanRegistry(clock, max_automatic=3)
+    registry.ban("192.0.2.1", "operator", origin=Origin.MANUAL)
+    for i in range(5):
+        clock.advance(1)
+        registry.ban(f"198.51.100.{i}", "score", origin=Origin.AUTOMATIC)
+    hosts = [str(b.target) for b in registry.bans()]
+    assert hosts == ["192.0.2.1/32", *[f"198.51.100.{i}/32" for i in (2, 3, 4)]]
+
+
+def test_new_bans_are_announced() -> None:
+    registry = BanRegistry(Clock())
+    heard: list[Ban] = []
+    registry.on_ban(heard.append)
+    registry.ban(PEER, "x")
+    assert [b.target for b in heard] == [PEER]
+
+
+# -- a real SQLite file ---------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_bans_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "bans.sqlite"
+    first = BanRegistry(reactor, path)
+    first.ban(PEER, "spam")
+    first.ban("2001:db8::/48", "abuse", duration=3600, origin=Origin.AUTOMATIC)
+    first.ban("192.0.2.1", "lifted")
+    first.unban("192.0.2.1")
+    await first.close()
+    second = BanRegistry(reactor, path)
+    try:
+        bans = {str(b.target): b for b in second.bans()}
+        assert set(bans) == {str(PEER), "2001:db8::/48"}
+        assert bans["2001:db8::/48"].origin is Origin.AUTOMATIC
+        assert bans["2001:db8::/48"].expires is not None
+        assert second.address_ban("2001:db8:0:1::1") is not None
+        assert second.address_ban("192.0.2.1") is None
+    finally:
+        await second.close()
+
+
+def test_a_damaged_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bans.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(BanDatabaseError, match="not a usable ban database"):
+        BanRegistry(Clock(), path)
+
+
+def test_a_database_of_another_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bans.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA user_version = 7")
+    with pytest.raises(BanDatabaseError, match="schema version 7"):
+        BanRegistry(Clock(), path)
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BanDatabaseError, match="not a regular file"):
+        BanRegistry(Clock(), tmp_path)
+
+
+def test_a_bad_row_is_refused_not_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "bans.sqlite"
+    BanRegistry(Clock(), path)._pool.close()  # type: ignore[union-attr]
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "INSERT INTO bans VALUES ('network', 'nonsense', 'r', 0, 'manual', NULL)"
+        )
+    with pytest.raises(BanDatabaseError, match="bad ban row 'nonsense'"):
+        BanRegistry(Clock(), path)
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from twisted.internet import defer, task
+    from blueprint_net.bans import BanRegistry
+
+    async def main(reactor):
+        registry = BanRegistry(reactor, sys.argv[1])
+        for i in range(100_000):
+            registry.ban(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", "load")
+            await registry.flush()
+            print(i + 1, flush=True)  # committed: it must survive a kill
+
+    task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+    """
+)
+
+
+def test_a_writer_killed_mid_stream_loses_no_committed_ban(tmp_path: Path) -> None:
+    path = tmp_path / "bans.sqlite"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout is not None
+    committed = 0
+    for line in writer.stdout:
+        committed = int(line)
+        if committed >= 200:
+            break
+    writer.send_signal(signal.SIGKILL)  # in the middle of further writes
+    writer.wait(timeout=10)
+    writer.stdout.close()
+    registry = BanRegistry(Clock(), path)  # opens cleanly: no damage
+    registry._pool.close()  # type: ignore[union-attr]
+    stored = registry._every()
+    assert len(stored) >= committed
+    for i in range(committed):
+        assert registry.address_ban(f"10.0.{i // 256}.{i % 256}") is not None
