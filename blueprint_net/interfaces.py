@@ -45,6 +45,15 @@ class IConnectionHost(Interface):
         ``protocol.respond`` (unless its id is 0: no response wanted)."""
 
 
+class IHandshaking(Interface):
+    """A protocol that must complete a handshake before it is of use; the
+    connection limiter counts those still in it."""
+
+    verified = Attribute(
+        "A Deferred that fires (or fails) once, when the handshake ends."
+    )
+
+
 class IRequestHandler(Interface):
     """Serves the requests of one protocol name.
 

@@ -29,7 +29,7 @@ from .errors import (
     SendQueueFull,
 )
 from .identity import Identity, PeerId
-from .interfaces import IConnectionHost
+from .interfaces import IConnectionHost, IHandshaking
 from .messaging import Deadlines
 
 #: RFC 9266: the label of the TLS 1.3 exporter used for channel binding.
@@ -69,7 +69,7 @@ class HandshakeError(Exception):
         self.reason = reason
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHandshaking)
 class PeerProtocol(Protocol):
     """Feeds bytes to a :class:`Connection` and acts on what comes out.
 

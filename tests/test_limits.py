@@ -1,0 +1,161 @@
+"""The connection-limiting wrapper: every limit at its bound and one past it,
+on in-memory transports and a fake clock."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from blueprint_net.interfaces import IHandshaking
+from blueprint_net.limits import (
+    ConnectionLimiter,
+    ConnectionLimits,
+    LimitedProtocol,
+    LimitingFactory,
+    TokenBucket,
+)
+
+
+@implementer(IHandshaking)
+class Handshaking(Protocol):
+    def __init__(self) -> None:
+        self.verified: defer.Deferred[None] = defer.Deferred()
+
+
+def _factory(
+    clock: Clock, banned: Optional[str] = None, **limits: object
+) -> LimitingFactory:
+    limiter = ConnectionLimiter(
+        ConnectionLimits(**limits),  # type: ignore[arg-type]
+        clock,
+        refuse_address=lambda host: "ban" if host == banned else None,
+    )
+    return LimitingFactory(Factory.forProtocol(Handshaking), limiter, inbound=True)
+
+
+def _connect(factory: LimitingFactory, host: str) -> Optional[LimitedProtocol]:
+    kind = IPv6Address if ":" in host else IPv4Address
+    protocol = factory.buildProtocol(kind("TCP", host, 4000))
+    if protocol is not None:
+        assert isinstance(protocol, LimitedProtocol)
+        protocol.makeConnection(StringTransport())
+    return protocol
+
+
+def _close(protocol: LimitedProtocol) -> None:
+    protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def test_total_connections() -> None:
+    factory = _factory(Clock(), max_connections=3, exempt_loopback=True)
+    opened = [_connect(factory, "127.0.0.1") for _ in range(3)]
+    assert all(opened)
+    assert _connect(factory, "127.0.0.1") is None
+    assert factory.refused == "connections"
+    assert opened[0] is not None
+    _close(opened[0])
+    assert _connect(factory, "127.0.0.1") is not None
+
+
+def test_per_address_ipv4() -> None:
+    factory = _factory(Clock(), max_per_subnet=2, exempt_loopback=False)
+    assert _connect(factory, "192.0.2.1") and _connect(factory, "192.0.2.1")
+    assert _connect(factory, "192.0.2.1") is None
+    assert factory.refused == "subnet"
+    assert _connect(factory, "192.0.2.2") is not None  # /32: another address
+
+
+def test_per_subnet_ipv6_56() -> None:
+    factory = _factory(Clock(), max_per_subnet=2)
+    assert _connect(factory, "2001:db8:0:1::1")
+    assert _connect(factory, "2001:db8:0:ff::2")  # same /56
+    assert _connect(factory, "2001:db8:0:2::3") is None
+    assert _connect(factory, "2001:db8:0:100::1") is not None  # the next /56
+
+
+def test_loopback_is_exemptible() -> None:
+    exempt = _factory(Clock(), max_per_subnet=1, exempt_loopback=True)
+    assert _connect(exempt, "127.0.0.1") and _connect(exempt, "::1")
+    assert _connect(exempt, "127.0.0.1") is not None
+    counted = _factory(Clock(), max_per_subnet=1, exempt_loopback=False)
+    assert _connect(counted, "127.0.0.1") is not None
+    assert _connect(counted, "127.0.0.1") is None
+
+
+def test_new_connections_per_second_per_subnet() -> None:
+    clock = Clock()
+    factory = _factory(clock, connect_rate=1.0, connect_burst=3, max_per_subnet=100)
+    for _ in range(3):
+        protocol = _connect(factory, "192.0.2.1")
+        assert protocol is not None
+        _close(protocol)  # short-lived: only the rate limit applies
+    assert _connect(factory, "192.0.2.1") is None
+    assert factory.refused == "rate"
+    assert _connect(factory, "192.0.2.2") is not None  # another subnet's bucket
+    clock.advance(1.0)
+    assert _connect(factory, "192.0.2.1") is not None
+    assert _connect(factory, "192.0.2.1") is None
+
+
+def test_connections_still_in_their_handshake() -> None:
+    factory = _factory(Clock(), max_handshaking=2)
+    first = _connect(factory, "127.0.0.1")
+    assert first is not None and _connect(factory, "127.0.0.1") is not None
+    assert _connect(factory, "127.0.0.1") is None
+    assert factory.refused == "handshaking"
+    inner = first.wrappedProtocol
+    assert isinstance(inner, Handshaking)
+    inner.verified.callback(None)  # verified: it no longer holds a place
+    assert factory.limiter.handshaking == 1
+    assert _connect(factory, "127.0.0.1") is not None
+
+
+def test_a_handshake_that_fails_releases_its_place_once() -> None:
+    factory = _factory(Clock(), max_handshaking=1)
+    protocol = _connect(factory, "127.0.0.1")
+    assert protocol is not None
+    inner = protocol.wrappedProtocol
+    assert isinstance(inner, Handshaking)
+    inner.verified.errback(Exception("bad signature"))
+    inner.verified.addErrback(lambda failure: None)
+    _close(protocol)
+    assert factory.limiter.handshaking == 0 and factory.limiter.open == 0
+
+
+def test_banned_addresses_are_refused_and_counted() -> None:
+    factory = _factory(Clock(), banned="192.0.2.66")
+    assert _connect(factory, "192.0.2.66") is None
+    assert _connect(factory, "192.0.2.67") is not None
+    assert factory.limiter.counters["refused.banned"] == 1
+
+
+def test_closed_connections_are_forgotten() -> None:
+    factory = _factory(Clock(), exempt_loopback=False, max_per_subnet=5)
+    for i in range(1000):
+        protocol = _connect(factory, f"10.0.{i // 256}.{i % 256}")
+        assert protocol is not None
+        inner = protocol.wrappedProtocol
+        assert isinstance(inner, Handshaking)
+        inner.verified.callback(None)
+        _close(protocol)
+    limiter = factory.limiter
+    assert (limiter.open, limiter.handshaking) == (0, 0)
+    assert not limiter._per_subnet and not factory.protocols
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "allowed"), [(0.0, 0), (0.5, 0), (1.0, 1), (9.0, 3)]
+)
+def test_token_bucket(elapsed: float, allowed: int) -> None:
+    bucket = TokenBucket(rate=1.0, burst=3, now=0.0)
+    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert sum(bucket.take(elapsed) for _ in range(5)) == allowed
