@@ -25,6 +25,7 @@ from twisted.protocols import amp
 from twisted.protocols.basic import Int32StringReceiver
 
 from blueprint_net.identity import Identity
+from blueprint_net.limits import ConnectionLimits
 from blueprint_net.messaging import IncomingRequest
 from blueprint_net.node import Node
 
@@ -131,7 +132,14 @@ async def _blueprint(reactor: Any) -> tuple[Run, Callable[[], Any]]:
     def echo(request: IncomingRequest) -> bytes:
         return request.payload
 
-    server = Node(Identity.generate(), reactor=reactor, handlers={"echo": echo})
+    # Capacity, not policy: the default request rate limit (100 per 10 s per
+    # peer) would refuse nearly all of a pipelined burst.
+    server = Node(
+        Identity.generate(),
+        reactor=reactor,
+        handlers={"echo": echo},
+        limits=ConnectionLimits(request_rate=0),
+    )
     client = Node(Identity.generate(), reactor=reactor)
     port = await server.listen(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"))
     address = port.getHost()

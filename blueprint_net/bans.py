@@ -163,6 +163,8 @@ class BanRegistry:
 
     def address_ban(self, host: str) -> Optional[Ban]:
         """The ban covering this address, if one applies now."""
+        if not self._networks:
+            return None  # the common case: no address bans to parse for
         try:
             address = parse_address(host)
         except ValueError:
@@ -267,8 +269,12 @@ class BanRegistry:
         if isinstance(target, PeerId):
             return self._peers.pop(target, None)
         target = parse_network(str(target))
-        bans = self._networks.get((target.version, target.prefixlen), {})
-        return bans.pop(int(target.network_address), None)
+        key = (target.version, target.prefixlen)
+        bans = self._networks.get(key, {})
+        ban = bans.pop(int(target.network_address), None)
+        if not bans:
+            self._networks.pop(key, None)
+        return ban
 
     # -- persistence --------------------------------------------------------
 

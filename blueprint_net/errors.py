@@ -89,6 +89,10 @@ class HandshakeFailed(ProtocolError):
     """The peer did not prove who it is, or the policy refused it (``2xx``)."""
 
 
+class Refused(Exception):
+    """The node's own policy refused to open a connection (a ban, a limit)."""
+
+
 class RequestFailed(Exception):
     """A request ended without a response the application can use.
 

@@ -14,6 +14,7 @@ around it, so outbound connections count against the same limits.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import Counter
 from typing import Any, Callable, Optional
@@ -105,18 +106,16 @@ class ConnectionLimiter:
 
     def subnet(self, host: str) -> Optional[Any]:
         """The subnet a host counts against; None where none applies."""
-        try:
-            address = parse_address(host)
-        except ValueError:
-            return None
-        if address.is_loopback and self.limits.exempt_loopback:
-            return None
         limits = self.limits
-        prefix = limits.ipv4_prefix if address.version == 4 else limits.ipv6_prefix
-        return ipaddress.ip_network((address, prefix), strict=False)
+        return _subnet(
+            host, limits.ipv4_prefix, limits.ipv6_prefix, limits.exempt_loopback
+        )
 
-    def refusal(self, addr: Optional[IAddress], inbound: bool) -> Optional[str]:
-        """Why a connection from (or to) ``addr`` may not open, or None."""
+    def refusal(
+        self, addr: Optional[IAddress], inbound: bool, subnet: Optional[Any]
+    ) -> Optional[str]:
+        """Why a connection from (or to) ``addr``, in ``subnet`` (see
+        :meth:`subnet`), may not open; None if it may."""
         limits = self.limits
         host = getattr(addr, "host", None)
         reason = None
@@ -126,13 +125,11 @@ class ConnectionLimiter:
             reason = "connections"
         elif self.handshaking >= limits.max_handshaking:
             reason = "handshaking"
-        else:
-            subnet = None if host is None else self.subnet(host)
-            if subnet is not None:
-                if self._per_subnet[subnet] >= limits.max_per_subnet:
-                    reason = "subnet"
-                elif inbound and not self._bucket(subnet).take(self.clock.seconds()):
-                    reason = "rate"
+        elif subnet is not None:
+            if self._per_subnet[subnet] >= limits.max_per_subnet:
+                reason = "subnet"
+            elif inbound and not self._bucket(subnet).take(self.clock.seconds()):
+                reason = "rate"
         if reason is not None:
             self.counters[f"refused.{reason}"] += 1
             self._log.debug(
@@ -180,6 +177,22 @@ class ConnectionLimiter:
         self._handshake_over(None, protocol)
 
 
+@functools.lru_cache(maxsize=4096)
+def _subnet(
+    host: str, ipv4_prefix: int, ipv6_prefix: int, exempt_loopback: bool
+) -> Optional[Any]:
+    # Cached: parsing an address costs more than the rest of admission, and
+    # peers come back from the same hosts.
+    try:
+        address = parse_address(host)
+    except ValueError:
+        return None
+    if address.is_loopback and exempt_loopback:
+        return None
+    prefix = ipv4_prefix if address.version == 4 else ipv6_prefix
+    return ipaddress.ip_network((address, prefix), strict=False)
+
+
 class LimitedProtocol(ProtocolWrapper):
     """Remembers what its connection counts against."""
 
@@ -203,13 +216,14 @@ class LimitingFactory(WrappingFactory):
         self.refused: Optional[str] = None
 
     def buildProtocol(self, addr: Optional[IAddress]) -> Optional[Protocol]:  # type: ignore[override]
-        self.refused = self.limiter.refusal(addr, self.inbound)
+        host = getattr(addr, "host", None)
+        subnet = None if host is None else self.limiter.subnet(host)
+        self.refused = self.limiter.refusal(addr, self.inbound, subnet)
         if self.refused is not None:
             return None  # Twisted closes the socket without reading from it
         protocol = super().buildProtocol(addr)
         assert isinstance(protocol, LimitedProtocol)
-        host = getattr(addr, "host", None)
-        protocol.subnet = None if host is None else self.limiter.subnet(host)
+        protocol.subnet = subnet
         return protocol
 
     def registerProtocol(self, protocol: LimitedProtocol) -> None:

@@ -4,6 +4,7 @@ serves and sends requests."""
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional, Union
 
@@ -11,6 +12,7 @@ import attrs
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.error import NoProtocol
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
@@ -23,18 +25,22 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import wire
+from .bans import Ban, BanRegistry, Target
 from .connection import ConnectionFailed
 from .errors import (
     ErrorCode,
     HandshakeFailed,
     NotConnected,
     ProtocolError,
+    Refused,
     RemoteError,
     SendQueueFull,
 )
 from .identity import Identity, PeerId
 from .interfaces import IConnectionHost, IRequestHandler
+from .limits import ConnectionLimiter, ConnectionLimits, LimitingFactory, TokenBucket
 from .messaging import IncomingRequest, ProtocolData, Success
+from .policy import Policy
 from .protocol import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_KEEPALIVE_INTERVAL,
@@ -129,6 +135,8 @@ class Node(Service):
         keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL,
         max_send_queue: int = DEFAULT_MAX_SEND_QUEUE,
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
+        policy: Optional[Policy] = None,
+        limits: Optional[ConnectionLimits] = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -159,10 +167,32 @@ class Node(Service):
         self._on_verified: list[PeerCallback] = []
         self._on_lost: list[PeerCallback] = []
         self.server_factory = PeerFactory(self, self.settings, initiator=False)
+        #: Refusals, bans, handshakes and requests, by name (for the status page).
+        self.counters: Counter[str] = Counter()
+        self.policy = policy or Policy(BanRegistry(self.settings.clock))
+        self.policy.bans.on_ban(self._banned)
+        self.limits = limits or ConnectionLimits()
+        self.limiter = ConnectionLimiter(
+            self.limits,
+            self.settings.clock,
+            refuse_address=self.policy.refuse_address,
+            counters=self.counters,
+        )
 
     @property
     def peer_id(self) -> PeerId:
         return self.identity.peer_id
+
+    @property
+    def bans(self) -> BanRegistry:
+        return self.policy.bans
+
+    def ban(
+        self, target: Union[Target, str], reason: str, duration: Optional[float] = None
+    ) -> Ban:
+        """Ban a peer id or network for ``duration`` seconds (or for good);
+        connections it covers are closed at once."""
+        return self.bans.ban(target, reason, duration=duration)
 
     # -- the application's side -------------------------------------------
 
@@ -286,7 +316,8 @@ class Node(Service):
         if isinstance(endpoint, str):
             endpoint = serverFromString(self.reactor, endpoint)  # type: ignore[no-untyped-call]
         assert not isinstance(endpoint, str)
-        listening: defer.Deferred[IListeningPort] = endpoint.listen(self.server_factory)
+        factory = LimitingFactory(self.server_factory, self.limiter, inbound=True)
+        listening: defer.Deferred[IListeningPort] = endpoint.listen(factory)
         return listening.addCallback(self._listening)
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
@@ -312,13 +343,22 @@ class Node(Service):
             existing = self.peer(peer_id)
             if existing is not None:
                 return existing
+            if self.bans.peer_ban(peer_id) is not None:
+                self.counters["refused.banned"] += 1
+                raise Refused(f"{peer_id} is banned")
         if isinstance(endpoint, str):
             endpoint = clientFromString(self.reactor, endpoint)  # type: ignore[no-untyped-call]
         assert not isinstance(endpoint, str)
-        factory = PeerFactory(
-            self, self.settings, initiator=True, expected_peer=peer_id
+        factory = LimitingFactory(
+            PeerFactory(self, self.settings, initiator=True, expected_peer=peer_id),
+            self.limiter,
+            inbound=False,
         )
-        protocol = await endpoint.connect(factory)
+        try:
+            wrapper = await endpoint.connect(factory)
+        except NoProtocol:  # the limiter refused (a banned address, a limit)
+            raise Refused(f"connection refused by policy: {factory.refused}") from None
+        protocol = wrapper.wrappedProtocol  # type: ignore[attr-defined]
         assert isinstance(protocol, PeerProtocol)
         verified_id = await protocol.verified
         peer = self.peer(verified_id)
@@ -367,7 +407,15 @@ class Node(Service):
     # -- IConnectionHost ----------------------------------------------------
 
     def authorize(self, peer_id: PeerId) -> None:
-        """Every proven peer is welcome (bans and allow-lists come later)."""
+        """A peer proved its id: the policy (bans, permissioned mode) and the
+        per-peer limit may still refuse it."""
+        self.policy.authorize(peer_id)
+        proven = sum(1 for p in self._open if p.peer_id == peer_id)
+        if proven >= self.limits.max_per_peer:
+            self.counters["refused.peer"] += 1
+            raise HandshakeFailed(
+                ErrorCode.CONNECTION_LIMIT, "too many connections from this peer"
+            )
 
     def connection_opened(self, protocol: PeerProtocol) -> None:
         self._open.add(protocol)
@@ -393,6 +441,12 @@ class Node(Service):
             )
             return
         self._verified[peer_id] = protocol
+        self.counters["handshakes.ok"] += 1
+        limits = self.limits
+        if limits.request_rate > 0:
+            protocol.request_budget = TokenBucket(
+                limits.request_rate, limits.request_burst, self.settings.clock.seconds()
+            )
         interval = self.settings.keepalive_interval
         if interval > 0 and not self._keepalive.running and not self._stopping:
             self._keepalive.start(interval, now=False)
@@ -404,7 +458,28 @@ class Node(Service):
     def connection_failed(
         self, protocol: PeerProtocol, event: ConnectionFailed
     ) -> None:
-        """Protocol errors are logged by the protocol; policy comes later."""
+        """Count the failure; score it if the peer misbehaved."""
+        code = event.error.code
+        stage = "closed" if protocol.connection.verified else "handshakes.failed"
+        self.counters[f"{stage}.{code.name}"] += 1
+        if event.misbehaviour:
+            self.counters["misbehaviour"] += 1
+            host = getattr(protocol.address, "host", None)
+            # Only a proven id is scored: a claimed one may be anyone's.
+            self.policy.misbehaved(host, protocol.peer_id, code)
+
+    def _banned(self, ban: Ban) -> None:
+        """A new ban: close every connection it covers, now."""
+        self.counters[f"bans.{ban.origin.value}"] += 1
+        target = ban.target
+        for protocol in list(self._open):
+            if isinstance(target, PeerId):
+                covered = protocol.peer_id == target
+            else:
+                host = getattr(protocol.address, "host", None)
+                covered = host is not None and self.bans.address_ban(host) is ban
+            if covered and not protocol.connection.closed:
+                protocol.close(HandshakeFailed(ErrorCode.BANNED, "banned"))
 
     def connection_closed(self, protocol: PeerProtocol, reason: Failure) -> None:
         self._open.discard(protocol)
@@ -423,8 +498,12 @@ class Node(Service):
     def request_received(self, protocol: PeerProtocol, request: wire.Request) -> None:
         """Run the handler; answer with what it returns, or an Error."""
         handler = self._handlers.get(request.protocol)
+        budget = protocol.request_budget
         if self._stopping:
             error = (ErrorCode.SHUTTING_DOWN, "the node is stopping")
+        elif budget is not None and not budget.take(self.settings.clock.seconds()):
+            self.counters["requests.rate_limited"] += 1
+            error = (ErrorCode.RATE_LIMITED, "too many requests; slow down")
         elif handler is None:
             error = (ErrorCode.UNKNOWN_PROTOCOL, f"no handler for {request.protocol!r}")
         elif handler.max_payload is not None and len(request.payload) > int(

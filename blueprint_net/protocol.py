@@ -30,6 +30,7 @@ from .errors import (
 )
 from .identity import Identity, PeerId
 from .interfaces import IConnectionHost, IHandshaking
+from .limits import TokenBucket
 from .messaging import Deadlines
 
 #: RFC 9266: the label of the TLS 1.3 exporter used for channel binding.
@@ -124,6 +125,8 @@ class PeerProtocol(Protocol):
         self._queued: list[bytes] = []
         self._queued_size = 0
         self._receiving = False  # in dataReceived: flush once, at its end
+        #: The peer's request rate limit, set by the node once verified.
+        self.request_budget: Optional[TokenBucket] = None
 
     @property
     def peer_id(self) -> Optional[PeerId]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from blueprint_net.bans import BanRegistry, Origin
+from blueprint_net.bans import Ban, BanRegistry, Origin
 from blueprint_net.errors import ErrorCode, HandshakeFailed
 from blueprint_net.identity import Identity
 from blueprint_net.policy import Policy, PolicySettings
@@ -63,7 +63,7 @@ def test_repeat_offenders_are_banned_longer_up_to_a_cap() -> None:
     policy = _policy(clock, ban_duration=100.0, max_ban_duration=350.0)
     durations = []
     for _ in range(4):
-        bans = []
+        bans: list[Ban] = []
         while not bans:
             bans = policy.misbehaved(HOST, None, ErrorCode.BAD_SIGNATURE)
         [ban] = bans
