@@ -1,0 +1,325 @@
+"""Bans, limits and misbehaviour, enforced by nodes over real loopback TCP.
+
+Hostile clients connect from 127.0.0.2 (all of 127.0.0.0/8 is loopback), so
+the node can tell them from honest peers on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, protocol, reactor, tcp
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.task import Clock, deferLater
+from twisted.python.failure import Failure
+
+from blueprint_net import wire
+from blueprint_net.bans import BanRegistry
+from blueprint_net.errors import ErrorCode, Refused, RemoteError
+from blueprint_net.identity import Identity
+from blueprint_net.limits import ConnectionLimits
+from blueprint_net.messaging import IncomingRequest
+from blueprint_net.node import Node, Peer
+from blueprint_net.policy import Policy, PolicySettings
+from blueprint_net.protocol import HandshakeError
+
+from .helpers import decode_frames
+
+pytestmark = pytest.mark.usefixtures("clean_reactor")
+
+HOSTILE = "127.0.0.2"
+
+
+async def _port(node: Node) -> int:
+    port = await node.listen("tcp:0:interface=127.0.0.1")
+    number: int = port.getHost().port  # type: ignore[attr-defined]
+    return number
+
+
+def _sleep(seconds: float) -> defer.Deferred[None]:
+    return deferLater(reactor, seconds)
+
+
+async def _until(condition: object, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if callable(condition) and condition():
+            return
+        await _sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+def _clients() -> list[object]:
+    selectables = reactor.getReaders() + reactor.getWriters()
+    return [s for s in selectables if isinstance(s, tcp.Client)]
+
+
+class Raw(protocol.Protocol):
+    """A client that speaks bytes, not the protocol."""
+
+    def __init__(self, send: bytes = b"") -> None:
+        self.send = send
+        self.received = b""
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        if self.send:
+            self.transport.write(self.send)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.closed.callback(None)
+
+
+async def _raw(port: int, send: bytes = b"", source: str = HOSTILE) -> Raw:
+    raw = Raw(send)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=(source, 0))
+    await connectProtocol(endpoint, raw)
+    return raw
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_banned_address_is_refused_before_a_byte_is_read(
+    bob: Identity,
+) -> None:
+    b = Node(bob)
+    try:
+        port = await _port(b)
+        b.ban(HOSTILE, "known attacker")
+        raw = await _raw(port, send=wire.frame(wire.Ping(1)))
+        await raw.closed
+        assert raw.received == b""  # not even a Hello
+        assert b.counters["refused.banned"] == 1
+        honest = await _raw(port, source="127.0.0.1")
+        await _until(lambda: honest.received)  # the Hello: served as usual
+        honest.transport.loseConnection()  # type: ignore[union-attr]
+        await honest.closed
+    finally:
+        await b.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_banned_id_is_refused_once_proven(
+    alice: Identity, bob: Identity
+) -> None:
+    a, b = Node(alice), Node(bob)
+    b.ban(alice.peer_id, "spam")
+    try:
+        port = await _port(b)
+        with pytest.raises(HandshakeError) as refused:
+            await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
+        assert refused.value.reason.code is ErrorCode.BANNED  # type: ignore[union-attr]
+        assert b.peers == []
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_banning_a_connected_peer_disconnects_it(
+    alice: Identity, bob: Identity, carol: Identity
+) -> None:
+    a, b, c = Node(alice), Node(bob), Node(carol)
+    lost: list[Peer] = []
+    b.on_peer_lost(lost.append)
+    try:
+        port = await _port(b)
+        await a.connect(f"tcp:127.0.0.1:{port}")
+        await c.connect(f"tcp:127.0.0.1:{port}")
+        await _until(lambda: len(b.peers) == 2)
+        b.ban(alice.peer_id, "enough")
+        await _until(lambda: [p.peer_id for p in lost] == [alice.peer_id])
+        assert [p.peer_id for p in b.peers] == [carol.peer_id]
+        b.ban("127.0.0.0/8", "the whole neighbourhood", duration=60)
+        await _until(lambda: b.peers == [])
+        assert b.counters["bans.manual"] == 2
+    finally:
+        for node in (a, b, c):
+            await node.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_never_dials_a_banned_peer_or_address(
+    alice: Identity, bob: Identity
+) -> None:
+    a, b = Node(alice), Node(bob)
+    try:
+        port = await _port(b)
+        a.ban(bob.peer_id, "no")
+        with pytest.raises(Refused, match="banned"):
+            await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
+        a.bans.unban(bob.peer_id)
+        a.ban("127.0.0.1", "no")
+        with pytest.raises(Refused, match="banned"):
+            await a.connect(f"tcp:127.0.0.1:{port}")
+        # The address is known only once connected: Twisted closes that
+        # socket (before a byte is read or written) once this turn is over.
+        await _sleep(0)
+        await _until(lambda: not _clients())
+        assert b.counters["handshakes.ok"] == 0  # nothing reached Bob
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_repeated_garbage_earns_an_automatic_ban(bob: Identity) -> None:
+    clock = Clock()
+    b = Node(bob, clock=clock, policy=Policy(BanRegistry(clock)))
+    try:
+        port = await _port(b)
+        garbage = [
+            b"\x00\x00\x00\x01\xee",  # unknown type: 20 points each
+            wire.frame(wire.Request(1, "echo", b"")),  # before Verified
+            b"\xff\xff\xff\xff",  # absurd length
+            b"\x00\x00\x00\x01\xee",
+            b"\x00\x00\x00\x01\xee",
+        ]
+        for data in garbage:
+            raw = await _raw(port, send=data)
+            await raw.closed
+            *_, error = decode_frames(raw.received)
+            assert isinstance(error, wire.Error) and error.code < 300
+        assert b.counters["bans.automatic"] == 1
+        assert b.bans.address_ban(HOSTILE) is not None
+        refused = await _raw(port)
+        await refused.closed
+        assert refused.received == b""
+        clock.advance(3600)  # the ban expires by itself
+        served = await _raw(port)
+        await _until(lambda: served.received)
+        served.transport.loseConnection()  # type: ignore[union-attr]
+        await served.closed
+    finally:
+        await b.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_timeout_is_not_misbehaviour(bob: Identity) -> None:
+    clock = Clock()
+    b = Node(bob, clock=clock, handshake_timeout=5.0)
+    try:
+        port = await _port(b)
+        for _ in range(10):
+            raw = await _raw(port)  # connects, never speaks
+            await _until(lambda raw=raw: raw.received)
+            clock.advance(5.0)
+            await raw.closed
+        assert b.counters["handshakes.failed.HANDSHAKE_TIMEOUT"] == 10
+        assert b.bans.bans() == [] and b.counters["misbehaviour"] == 0
+    finally:
+        await b.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_permissioned_mode(
+    alice: Identity, bob: Identity, carol: Identity
+) -> None:
+    policy = Policy(BanRegistry(reactor), permitted_peers=[carol.peer_id])
+    a, b = Node(alice), Node(bob, policy=policy)
+    try:
+        port = await _port(b)
+        with pytest.raises(HandshakeError) as refused:
+            await a.connect(f"tcp:127.0.0.1:{port}")
+        assert refused.value.reason.code is ErrorCode.NOT_ALLOWED  # type: ignore[union-attr]
+        policy.set_permitted([alice.peer_id, carol.peer_id])  # while running
+        peer = await a.connect(f"tcp:127.0.0.1:{port}")
+        assert peer.peer_id == bob.peer_id
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_requests_past_the_rate_limit_are_refused_not_disconnected(
+    alice: Identity, bob: Identity
+) -> None:
+    def echo(request: IncomingRequest) -> bytes:
+        return request.payload
+
+    a = Node(alice)
+    b = Node(
+        bob,
+        handlers={"echo": echo},
+        limits=ConnectionLimits(request_rate=1.0, request_burst=5),
+    )
+    try:
+        port = await _port(b)
+        await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
+        results = await defer.DeferredList(
+            [a.request(bob.peer_id, "echo", b"x") for _ in range(8)],
+            consumeErrors=True,
+        )
+        ok = [r for success, r in results if success]
+        refused = [cast(Failure, r).value for success, r in results if not success]
+        assert len(ok) == 5
+        assert all(
+            isinstance(e, RemoteError) and e.code == ErrorCode.RATE_LIMITED
+            for e in refused
+        )
+        assert len(refused) == 3
+        assert [p.peer_id for p in a.peers] == [bob.peer_id]  # still connected
+        assert b.counters["requests.rate_limited"] == 3
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_outbound_connections_count_against_the_limits(
+    alice: Identity, bob: Identity, carol: Identity
+) -> None:
+    a = Node(alice, limits=ConnectionLimits(max_connections=1))
+    b, c = Node(bob), Node(carol)
+    try:
+        port_b, port_c = await _port(b), await _port(c)
+        await a.connect(f"tcp:127.0.0.1:{port_b}")
+        with pytest.raises(Refused, match="connections"):
+            await a.connect(f"tcp:127.0.0.1:{port_c}")
+        assert a.counters["refused.connections"] == 1
+    finally:
+        for node in (a, b, c):
+            await node.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_sockets_cannot_starve_verified_peers(
+    alice: Identity, bob: Identity
+) -> None:
+    b = Node(bob, limits=ConnectionLimits(max_handshaking=5, exempt_loopback=True))
+    a = Node(alice)
+    idle = []
+    try:
+        port = await _port(b)
+        a_peer = await a.connect(f"tcp:127.0.0.1:{port}")  # verified first
+        for _ in range(8):
+            idle.append(await _raw(port))  # never speak
+        await _until(lambda: b.counters["refused.handshaking"] == 3)
+        assert b.limiter.handshaking == 5
+        assert [p.peer_id for p in b.peers] == [alice.peer_id]
+        assert a_peer.peer_id == bob.peer_id
+    finally:
+        for raw in idle:
+            if raw.transport is not None and raw.transport.connected:  # type: ignore[attr-defined]
+                raw.transport.loseConnection()
+        await a.stop()
+        await b.stop()
+        for raw in idle:
+            await raw.closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_automatic_ban_settings_reach_the_node(bob: Identity) -> None:
+    """A single violation bans when the threshold is that low."""
+    policy = Policy(BanRegistry(reactor), PolicySettings(ban_threshold=10))
+    b = Node(bob, policy=policy)
+    try:
+        port = await _port(b)
+        raw = await _raw(port, send=b"\x00\x00\x00\x01\xee")
+        await raw.closed
+        assert b.bans.address_ban(HOSTILE) is not None
+    finally:
+        await b.stop()
