@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from . import framing, handshake, messaging
+from . import bans, framing, handshake, messaging
 
 
 async def main(reactor: Any, quick: bool) -> None:
@@ -15,6 +15,7 @@ async def main(reactor: Any, quick: bool) -> None:
         framing.run(quick)
         + await handshake.run(reactor, quick)
         + await messaging.run(reactor, quick)
+        + await bans.run(reactor, quick)
     )
     width = max(len(name) for name, *_ in rows)
     print(

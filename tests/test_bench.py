@@ -21,3 +21,6 @@ def test_bench_quick_prints_every_row() -> None:
     assert rows[0].startswith("benchmark")
     assert any(row.startswith("handshakes/s over TCP") for row in rows)
     assert sum(row.startswith("framer ") for row in rows) == 4
+    assert sum(row.startswith("pipelined requests/s") for row in rows) == 2
+    assert sum(row.startswith("ping-pong round trips/s") for row in rows) == 2
+    assert sum(row.startswith("reactor lateness") for row in rows) == 3
