@@ -15,10 +15,11 @@ at most that write, never an earlier ban.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import ipaddress
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -141,6 +142,8 @@ class BanRegistry:
         self._queued: list[tuple[Callable[[Any, Ban], None], Ban]] = []
         self._writing: Optional[defer.Deferred[Any]] = None
         self._flushed: list[defer.Deferred[None]] = []
+        self._data_version: Optional[int] = None
+        self._changes = 0  # local changes, so a reload never undoes one
         self._pool: Optional[adbapi.ConnectionPool] = None
         self._purged = float("-inf")
         self.path = None if path is None or path == ":memory:" else Path(path)
@@ -283,6 +286,7 @@ class BanRegistry:
     def _write(self, operation: Callable[[Any, Ban], None], ban: Ban) -> None:
         if self._pool is None:
             return
+        self._changes += 1
         self._queued.append((operation, ban))
         if self._writing is None:
             self._commit_queued()
@@ -318,6 +322,52 @@ class BanRegistry:
             path=str(self.path),
         )
 
+    def refresh(self) -> defer.Deferred[int]:
+        """Take in changes another process (the ``blueprint-net ban``
+        command) committed to the file; fires with how many bans changed.
+
+        SQLite's ``data_version`` changes only for other connections'
+        commits; both it and the reload run on the writer thread.
+        """
+        if self._pool is None or self._writing is not None or self._queued:
+            return defer.succeed(0)  # our own changes first; next time
+        read: defer.Deferred[tuple[int, Optional[list[Ban]]]]
+        read = self._pool.runInteraction(_read_if_changed, self._data_version)  # type: ignore[no-untyped-call]
+        return read.addCallback(self._apply_reload, self._changes)
+
+    def _apply_reload(
+        self, read: tuple[int, Optional[list[Ban]]], changes_then: int
+    ) -> int:
+        if self._changes != changes_then:
+            # A ban changed here while the file was read: the rows may not
+            # hold it yet.  Read again next time.
+            self._data_version = None
+            return 0
+        self._data_version, stored = read
+        if stored is None:
+            return 0
+        wanted = {(ban.kind, str(ban.target)): ban for ban in stored}
+        have = {(ban.kind, str(ban.target)): ban for ban in self._every()}
+        changed = 0
+        for key, ban in have.items():
+            if key not in wanted:
+                self._unindex(ban.target)
+                changed += 1
+        for key, ban in wanted.items():
+            if have.get(key) != ban:
+                self._index(ban)
+                changed += 1
+                if ban.active(self.clock.seconds()):
+                    for callback in self._callbacks:
+                        callback(ban)
+        if changed:
+            self._log.info(
+                "{changed} ban changes taken from {path}",
+                changed=changed,
+                path=str(self.path),
+            )
+        return changed
+
     def flush(self) -> defer.Deferred[None]:
         """Fires once every change so far has been committed (or failed)."""
         if self._writing is None and not self._queued:
@@ -344,6 +394,18 @@ def _configure(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA busy_timeout=5000")
+
+
+def _read_if_changed(
+    cursor: Any, known: Optional[int]
+) -> tuple[int, Optional[list[Ban]]]:
+    version: int = cursor.execute("PRAGMA data_version").fetchone()[0]
+    if version == known:
+        return version, None
+    rows = cursor.execute(
+        "SELECT kind, target, reason, created, origin, expires FROM bans"
+    ).fetchall()
+    return version, [_row(*row) for row in rows]
 
 
 def _apply(cursor: Any, batch: list[tuple[Callable[[Any, Ban], None], Ban]]) -> None:
@@ -403,12 +465,57 @@ def _load(path: Path) -> Iterable[Ban]:
     finally:
         connection.close()
     bans = []
-    for kind, target, reason, created, origin, expires in rows:
+    for row in rows:
         try:
-            parsed: Target = (
-                PeerId.from_string(target) if kind == "peer" else parse_network(target)
-            )
-            bans.append(Ban(parsed, reason, created, Origin(origin), expires))
+            bans.append(_row(*row))
         except ValueError as error:
-            raise BanDatabaseError(f"{path}: bad ban row {target!r}: {error}") from None
+            raise BanDatabaseError(f"{path}: bad ban row {row[1]!r}: {error}") from None
     return bans
+
+
+def _row(
+    kind: str, target: str, reason: str, created: float, origin: str, expires: Any
+) -> Ban:
+    parsed: Target = (
+        PeerId.from_string(target) if kind == "peer" else parse_network(target)
+    )
+    return Ban(parsed, reason, created, Origin(origin), expires)
+
+
+# -- for another process (the command line), synchronously ---------------------
+
+
+@contextlib.contextmanager
+def edit(path: Union[str, Path]) -> Iterator[sqlite3.Connection]:
+    """One transaction on an existing ban database (committed at the end of
+    the ``with`` block, then closed); safe while a node has it open (WAL)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BanDatabaseError(f"{path}: no such ban database")
+    list(_load(path))  # the same checks as at a node's start-up
+    connection = sqlite3.connect(str(path))
+    try:
+        _configure(connection)
+        with connection:
+            yield connection
+    finally:
+        connection.close()
+
+
+def store(connection: sqlite3.Connection, ban: Ban) -> None:
+    _put(connection.cursor(), ban)
+
+
+def remove(connection: sqlite3.Connection, target: Target) -> bool:
+    kind = "peer" if isinstance(target, PeerId) else "network"
+    cursor = connection.execute(
+        "DELETE FROM bans WHERE kind = ? AND target = ?", (kind, str(target))
+    )
+    return bool(cursor.rowcount)
+
+
+def stored(connection: sqlite3.Connection) -> list[Ban]:
+    rows = connection.execute(
+        "SELECT kind, target, reason, created, origin, expires FROM bans"
+    ).fetchall()
+    return sorted((_row(*row) for row in rows), key=lambda ban: ban.created)

@@ -20,7 +20,10 @@ from blueprint_net.bans import (
     BanDatabaseError,
     BanRegistry,
     Origin,
+    edit,
     parse_target,
+    remove,
+    store,
 )
 from blueprint_net.identity import Identity
 
@@ -212,3 +215,53 @@ def test_a_writer_killed_mid_stream_loses_no_committed_ban(tmp_path: Path) -> No
     assert len(stored) >= committed
     for i in range(committed):
         assert registry.address_ban(f"10.0.{i // 256}.{i % 256}") is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_changes_by_another_process_are_taken_in(tmp_path: Path) -> None:
+    path = tmp_path / "bans.sqlite"
+    registry = BanRegistry(reactor, path)
+    heard: list[Ban] = []
+    registry.on_ban(heard.append)
+    try:
+        assert await registry.refresh() == 0  # first read: nothing stored
+        with edit(path) as other:  # what `blueprint-net ban` does
+            store(other, Ban(PEER, "from the CLI", 0.0, Origin.MANUAL))
+        assert await registry.refresh() == 1
+        assert registry.peer_ban(PEER) is not None
+        assert [b.reason for b in heard] == ["from the CLI"]
+        assert await registry.refresh() == 0  # nothing new
+        with edit(path) as other:
+            assert remove(other, PEER)
+        assert await registry.refresh() == 1
+        assert registry.peer_ban(PEER) is None
+    finally:
+        await registry.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refresh_never_undoes_a_local_ban(tmp_path: Path) -> None:
+    path = tmp_path / "bans.sqlite"
+    registry = BanRegistry(reactor, path)
+    try:
+        await registry.refresh()
+        with edit(path) as other:  # another process changes the file...
+            store(other, Ban(OTHER, "cli", 0.0, Origin.MANUAL))
+        refreshing = registry.refresh()
+        registry.ban(PEER, "local, while the file is being read")
+        await refreshing
+        await registry.flush()
+        await registry.refresh()  # ...and is taken in on a later round
+        assert registry.peer_ban(PEER) is not None
+        assert registry.peer_ban(OTHER) is not None
+    finally:
+        await registry.close()
+
+
+def test_editing_a_missing_or_damaged_database_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BanDatabaseError, match="no such ban database"):
+        edit(tmp_path / "nope.sqlite")
+    damaged = tmp_path / "bad.sqlite"
+    damaged.write_bytes(b"garbage" * 1000)
+    with pytest.raises(BanDatabaseError, match="not a usable ban database"):
+        edit(damaged)
