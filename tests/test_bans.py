@@ -259,9 +259,15 @@ async def test_a_refresh_never_undoes_a_local_ban(tmp_path: Path) -> None:
 
 
 def test_editing_a_missing_or_damaged_database_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(BanDatabaseError, match="no such ban database"):
-        edit(tmp_path / "nope.sqlite")
+    with (
+        pytest.raises(BanDatabaseError, match="no such ban database"),
+        edit(tmp_path / "nope.sqlite"),
+    ):
+        pass
     damaged = tmp_path / "bad.sqlite"
     damaged.write_bytes(b"garbage" * 1000)
-    with pytest.raises(BanDatabaseError, match="not a usable ban database"):
-        edit(damaged)
+    with (
+        pytest.raises(BanDatabaseError, match="not a usable ban database"),
+        edit(damaged),
+    ):
+        pass
