@@ -242,6 +242,7 @@ class Node(Service):
         connection = self._verified.get(peer_id)
         if connection is None:
             return defer.fail(NotConnected(f"no verified connection to {peer_id}"))
+        self.counters[f"requests.out.{protocol}"] += 1
         return connection.request(protocol, payload, metadata, timeout)
 
     def notify(
@@ -316,9 +317,33 @@ class Node(Service):
         if isinstance(endpoint, str):
             endpoint = serverFromString(self.reactor, endpoint)  # type: ignore[no-untyped-call]
         assert not isinstance(endpoint, str)
-        factory = LimitingFactory(self.server_factory, self.limiter, inbound=True)
-        listening: defer.Deferred[IListeningPort] = endpoint.listen(factory)
+        listening: defer.Deferred[IListeningPort]
+        listening = endpoint.listen(self.listening_factory())
         return listening.addCallback(self._listening)
+
+    def listening_factory(self) -> LimitingFactory:
+        """The factory to listen with: the node's, behind its limits (for a
+        ``StreamServerEndpointService`` of your own)."""
+        return LimitingFactory(self.server_factory, self.limiter, inbound=True)
+
+    def dial_factory(self, peer_id: PeerId) -> LimitingFactory:
+        """A factory that dials ``peer_id`` and nobody else, for a
+        ``ClientService`` that keeps the peer connected.
+
+        It builds nothing (the attempt ends before any handshake) while the
+        node already has that peer, which it may have by the peer's own dial:
+        a second connection would only be closed as a duplicate.
+        """
+        node = self
+
+        class _Dial(PeerFactory):
+            def buildProtocol(self, addr: Optional[IAddress]) -> Any:
+                if node._stopping or peer_id in node._verified:
+                    return None
+                return super().buildProtocol(addr)
+
+        dial = _Dial(self, self.settings, initiator=True, expected_peer=peer_id)
+        return LimitingFactory(dial, self.limiter, inbound=False)
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self._ports.append(port)
@@ -523,6 +548,7 @@ class Node(Service):
                 request.metadata,
                 request.request_id,
             )
+            self.counters[f"requests.in.{request.protocol}"] += 1
             try:
                 result = handler.handle(incoming)
             except Exception as failed:
@@ -535,6 +561,8 @@ class Node(Service):
             else:
                 protocol.respond(self._answer(result, incoming))
             return
+        name = request.protocol if handler is not None else "unknown"
+        self.counters[f"requests.refused.{name}.{error[0].name}"] += 1
         protocol.respond(wire.ErrorResponse(request.request_id, *error))
 
     async def _answer_later(

@@ -1,69 +1,205 @@
 """``twistd blueprint``: run a node.
 
-This is the first slice of the operator interface: where to listen and which
-key to use.  Peers to keep connected, limits, TLS and the status page come
-with the plugin issue.
+Every option has a working default, so ``twistd -n blueprint`` alone runs a
+node on loopback with its key and ban database in ``./blueprint-data``.  The
+options are made from :data:`blueprint_net.config.SETTINGS`; ``--config``
+reads the same settings from an INI file, which the command line overrides.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
 
-from twisted.application import strports
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.python import usage
 
-from .identity import KeyFileError, load_or_create_identity
+from . import config
+from .bans import BanDatabaseError, BanRegistry, parse_network
+from .handlers import BUILTINS, HandlerError, load
+from .identity import KeyFileError, PeerId, load_or_create_identity
+from .limits import ConnectionLimits
 from .node import Node
-from .protocol import DEFAULT_HANDSHAKE_TIMEOUT
-
-DEFAULT_LISTEN = "tcp:7010:interface=127.0.0.1"
+from .policy import Policy, PolicySettings
+from .service import NodeService
 
 
 class Options(usage.Options):
     synopsis = "[options]"
-    longdesc = "Run a blueprint-net node. Every option has a working default."
+    longdesc = (
+        "Run a blueprint-net node. Every option has a working default; "
+        "--config FILE reads any of them from an INI file's [blueprint] "
+        "section, and the command line overrides the file. "
+        "See docs/operations.md."
+    )
 
-    optParameters = [  # noqa: RUF012 (Twisted's declarative API)
+    optParameters = [
+        ["config", "c", None, "INI file of settings (a [blueprint] section)."],
+        ["data-dir", "d", "blueprint-data", "Directory for the key and ban database."],
         [
             "key-file",
             "k",
-            "blueprint.key",
-            "Ed25519 key (PKCS#8 PEM), created on first run.",
+            None,
+            "Ed25519 key (PKCS#8 PEM) [default: DATA-DIR/node.key].",
         ],
         [
-            "handshake-timeout",
+            "status",
             None,
-            DEFAULT_HANDSHAKE_TIMEOUT,
-            "Seconds a peer has to complete the handshake.",
-            float,
+            config.DEFAULT_STATUS,
+            "Status endpoint (strports), or 'none'.",
         ],
+    ] + [
+        [s.name, None, s.default, s.help, config.coercer(s.name)]
+        for s in config.SETTINGS
+    ]
+    optFlags = [  # noqa: RUF012 (Twisted's declarative API)
+        ["no-builtins", None, "Do not serve the built-in echo and ping protocols."],
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self["listen"] = []
+        for name in config.LISTS:
+            self[name] = []
+        self._from_file: dict[str, list[str]] = {}
 
     def opt_listen(self, description: str) -> None:
         """Endpoint to accept peers on (strports; repeatable).
         [default: tcp:7010:interface=127.0.0.1]"""
         self["listen"].append(description)
 
+    def opt_peer(self, spec: str) -> None:
+        """A peer to keep connected: PEERID@ENDPOINT (repeatable)."""
+        self["peer"].append(spec)
+
+    def opt_handler(self, spec: str) -> None:
+        """A request handler: NAME=package.module.attribute (repeatable)."""
+        self["handler"].append(spec)
+
+    def opt_allow_peer(self, peer_id: str) -> None:
+        """A peer id never banned automatically (repeatable)."""
+        self["allow-peer"].append(peer_id)
+
+    def opt_allow_network(self, network: str) -> None:
+        """An address or network never banned automatically (repeatable)."""
+        self["allow-network"].append(network)
+
+    def opt_permit_peer(self, peer_id: str) -> None:
+        """Permissioned mode: only these peer ids may connect (repeatable)."""
+        self["permit-peer"].append(peer_id)
+
+    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        """Read ``--config`` first, so the command line overrides it."""
+        path = _config_path(list(options) if options is not None else [])
+        if path is not None:
+            try:
+                values = config.read_file(path)
+            except config.ConfigError as error:
+                raise usage.UsageError(str(error)) from None
+            for name, value in values.items():
+                if name in config.LISTS:
+                    self._from_file[name] = value
+                elif name == "no-builtins":
+                    self["no-builtins"] = int(value)
+                else:
+                    self[name] = value
+        super().parseOptions(options)
+
     def postOptions(self) -> None:
+        for name in config.LISTS:
+            if not self[name]:
+                self[name] = list(self._from_file.get(name, []))
         if not self["listen"]:
-            self["listen"] = [DEFAULT_LISTEN]
-        if self["handshake-timeout"] <= 0:
-            raise usage.UsageError("--handshake-timeout must be positive")
+            self["listen"] = [config.DEFAULT_LISTEN]
+        self["peers"] = [_peer(spec) for spec in self["peer"]]
+        for name in ("allow-peer", "permit-peer"):
+            self[name] = [_peer_id(f"--{name}", text) for text in self[name]]
+        for text in self["allow-network"]:
+            try:
+                parse_network(text)
+            except ValueError:
+                raise usage.UsageError(
+                    f"--allow-network {text!r} is not an address or network"
+                ) from None
+        handlers: dict[str, Any] = {} if self["no-builtins"] else dict(BUILTINS)
+        for spec in self["handler"]:
+            try:
+                name, handler = load(spec)
+            except HandlerError as error:
+                raise usage.UsageError(str(error)) from None
+            handlers[name] = handler
+        self["handlers"] = handlers
+        if self["status"] in ("none", ""):
+            self["status"] = None
+
+
+def _config_path(arguments: list[str]) -> Optional[str]:
+    for index, argument in enumerate(arguments):
+        if argument in ("--config", "-c") and index + 1 < len(arguments):
+            return arguments[index + 1]
+        if argument.startswith("--config="):
+            return argument.split("=", 1)[1]
+        if argument.startswith("-c") and len(argument) > 2:
+            return argument[2:]
+    return None
+
+
+def _peer_id(option: str, text: str) -> PeerId:
+    try:
+        return PeerId.from_string(text)
+    except ValueError as error:
+        raise usage.UsageError(f"{option} {error}") from None
+
+
+def _peer(spec: str) -> tuple[PeerId, str]:
+    peer_id, sep, endpoint = spec.partition("@")
+    if not sep or not endpoint:
+        raise usage.UsageError(f"--peer {spec!r}: want PEERID@ENDPOINT")
+    return _peer_id("--peer", peer_id), endpoint
 
 
 def makeService(options: dict[str, Any]) -> IService:
+    from twisted.internet import reactor  # installed by twistd by now
+
+    values = {s.name: options[s.name] for s in config.SETTINGS}
+    parts = config.split(values)
+    data_dir = Path(options["data-dir"])
     try:
-        identity = load_or_create_identity(options["key-file"])
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise SystemExit(
+            f"blueprint: --data-dir {data_dir}: {error.strerror}"
+        ) from None
+    key_file = (
+        Path(options["key-file"]) if options["key-file"] else data_dir / "node.key"
+    )
+    try:
+        identity = load_or_create_identity(key_file)
     except KeyFileError as error:
         raise SystemExit(f"blueprint: --key-file: {error}") from None
-    node = Node(identity, handshake_timeout=options["handshake-timeout"])
-    top = MultiService()
-    node.setServiceParent(top)
-    for description in options["listen"]:
-        strports.service(description, node.server_factory).setServiceParent(top)
-    return top
+    try:
+        registry = BanRegistry(reactor, data_dir / "bans.sqlite", **parts["registry"])
+    except BanDatabaseError as error:
+        raise SystemExit(f"blueprint: ban database: {error}") from None
+    policy = Policy(
+        registry,
+        PolicySettings(**parts["policy"]),
+        allowed_peers=options["allow-peer"],
+        allowed_networks=options["allow-network"],
+        permitted_peers=options["permit-peer"] or None,
+    )
+    node = Node(
+        identity,
+        reactor=reactor,
+        handlers=options["handlers"],
+        policy=policy,
+        limits=ConnectionLimits(**parts["limits"]),
+        **parts["node"],
+    )
+    return NodeService(
+        node,
+        registry,
+        listen=options["listen"],
+        peers=options["peers"],
+        status=options["status"],
+    )

@@ -15,7 +15,8 @@ from twisted.python import usage
 
 from blueprint_net.identity import load_identity
 from blueprint_net.node import Node
-from blueprint_net.tap import DEFAULT_LISTEN, Options
+from blueprint_net.config import DEFAULT_LISTEN
+from blueprint_net.tap import Options
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 

@@ -1,0 +1,396 @@
+"""``blueprint-net``: keys, requests, a node's status, and its ban database.
+
+Exit status: 0 success; 1 the operation failed (the peer answered with an
+Error, a request timed out, nothing to unban); 2 bad usage; 3 the node could
+not be reached or the handshake failed; 4 a local file (key, ban database)
+could not be used.  ``--json`` prints one JSON document instead of text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Optional
+
+from twisted.internet import defer, task
+
+from . import bans as banlist
+from . import wire
+from .errors import RemoteError, RequestFailed
+from .identity import (
+    Identity,
+    KeyFileError,
+    PeerId,
+    load_identity,
+    load_or_create_identity,
+)
+from .node import Node
+
+OK, FAILED, USAGE, UNREACHABLE, BAD_FILE = 0, 1, 2, 3, 4
+DEFAULT_STATUS_URL = "http://127.0.0.1:7080"
+DEFAULT_DATA_DIR = "blueprint-data"
+
+
+class Failure(Exception):
+    """Ends the command with a message and an exit status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2) if args.json else text)
+
+
+# -- keys --------------------------------------------------------------------
+
+
+def keygen(args: argparse.Namespace) -> int:
+    path = Path(args.key_file)
+    if path.exists():
+        raise Failure(BAD_FILE, f"{path}: already exists; not overwriting a key")
+    try:
+        identity = load_or_create_identity(path)
+    except KeyFileError as error:
+        raise Failure(BAD_FILE, str(error)) from None
+    _emit(
+        args,
+        {"key_file": str(path), "peer_id": str(identity.peer_id)},
+        f"{identity.peer_id}  (new key in {path}, mode 0600)",
+    )
+    return OK
+
+
+def show_id(args: argparse.Namespace) -> int:
+    try:
+        identity = load_identity(args.key_file)
+    except KeyFileError as error:
+        raise Failure(BAD_FILE, str(error)) from None
+    _emit(args, {"peer_id": str(identity.peer_id)}, str(identity.peer_id))
+    return OK
+
+
+# -- talking to a node --------------------------------------------------------
+
+
+def _identity(args: argparse.Namespace) -> Identity:
+    if args.key_file is None:
+        return Identity.generate()  # a throwaway identity is enough to ask
+    try:
+        return load_identity(args.key_file)
+    except KeyFileError as error:
+        raise Failure(BAD_FILE, str(error)) from None
+
+
+def _peer_id(text: Optional[str]) -> Optional[PeerId]:
+    if text is None:
+        return None
+    try:
+        return PeerId.from_string(text)
+    except ValueError as error:
+        raise Failure(USAGE, str(error)) from None
+
+
+def _run(work: Callable[[Any], Any]) -> Any:
+    """Run a coroutine on the reactor and hand back its result or error."""
+    outcome: list[Any] = []
+
+    async def main(reactor: Any) -> None:
+        try:
+            outcome.append(await work(reactor))
+        except BaseException as error:  # re-raised below, off the reactor
+            outcome.append(error)
+
+    try:
+        task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+    except SystemExit as done:
+        if done.code not in (0, None):
+            raise
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+async def _connected(reactor: Any, args: argparse.Namespace) -> tuple[Node, PeerId]:
+    node = Node(_identity(args), reactor=reactor, request_timeout=args.timeout)
+    try:
+        peer = await node.connect(args.endpoint, peer_id=_peer_id(args.peer_id))
+    except Exception as error:
+        await node.stop()
+        raise Failure(UNREACHABLE, f"{args.endpoint}: {error}") from None
+    return node, peer.peer_id
+
+
+def request(args: argparse.Namespace) -> int:
+    async def work(reactor: Any) -> tuple[str, Optional[bytes], int, str]:
+        node, peer_id = await _connected(reactor, args)
+        try:
+            reply = await node.request(
+                peer_id,
+                args.protocol,
+                args.payload.encode(),
+                args.metadata.encode() if args.metadata is not None else None,
+            )
+            kind = "success" if isinstance(reply, wire.SuccessResponse) else "protocol"
+            return kind, reply.data, 0, ""
+        except RemoteError as error:
+            return "error", None, error.code, str(error)
+        except RequestFailed as error:
+            return "failed", None, 0, str(error)
+        finally:
+            await node.stop()
+
+    kind, data, code, message = _run(work)
+    text = data.decode("utf-8", "replace") if data is not None else ""
+    if kind in ("success", "protocol"):
+        _emit(
+            args,
+            {"response": kind, "data": text},
+            text if data is not None else "(no data)",
+        )
+        return OK
+    _emit(args, {"response": kind, "code": code, "message": message}, message)
+    return FAILED
+
+
+def ping(args: argparse.Namespace) -> int:
+    async def work(reactor: Any) -> list[float]:
+        node, peer_id = await _connected(reactor, args)
+        times = []
+        try:
+            for _ in range(args.count):
+                start = time.perf_counter()
+                await node.request(peer_id, "ping", b"")
+                times.append((time.perf_counter() - start) * 1e3)
+        except RequestFailed as error:
+            raise Failure(FAILED, f"ping failed: {error}") from None
+        finally:
+            await node.stop()
+        return times
+
+    times = _run(work)
+    summary = {
+        "count": len(times),
+        "min_ms": min(times),
+        "median_ms": statistics.median(times),
+        "max_ms": max(times),
+        "times_ms": times,
+    }
+    _emit(
+        args,
+        summary,
+        "\n".join(f"{t:.3f} ms" for t in times)
+        + f"\n{len(times)} pings: min {min(times):.3f}, median"
+        f" {statistics.median(times):.3f}, max {max(times):.3f} ms",
+    )
+    return OK
+
+
+# -- a running node's status --------------------------------------------------
+
+
+def _status(url: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(
+            url.rstrip("/") + "/status.json", timeout=5
+        ) as page:
+            status: dict[str, Any] = json.load(page)
+            return status
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise Failure(
+            UNREACHABLE, f"{url}: {getattr(error, 'reason', error)}"
+        ) from None
+
+
+def status(args: argparse.Namespace) -> int:
+    data = _status(args.url)
+    lines = [
+        f"peer id   {data['peer_id']}",
+        f"listening {', '.join(data['listening'])}",
+        f"peers     {len(data['peers'])}",
+        f"bans      {data['bans']}",
+        *(f"  {name:<40} {value}" for name, value in data["counters"].items()),
+    ]
+    _emit(args, data, "\n".join(lines))
+    return OK
+
+
+def peers(args: argparse.Namespace) -> int:
+    data = _status(args.url)["peers"]
+    lines = [f"{p['peer_id']}  {p['address']:<22} {p['direction']}" for p in data]
+    _emit(args, data, "\n".join(lines) or "(no verified peers)")
+    return OK
+
+
+# -- a node's ban database ----------------------------------------------------
+
+
+def _database(args: argparse.Namespace) -> Path:
+    return Path(args.database) if args.database else Path(args.data_dir) / "bans.sqlite"
+
+
+def _describe(ban: banlist.Ban) -> dict[str, Any]:
+    return {
+        "target": str(ban.target),
+        "kind": ban.kind,
+        "reason": ban.reason,
+        "origin": ban.origin.value,
+        "created": ban.created,
+        "expires": ban.expires,
+    }
+
+
+def ban(args: argparse.Namespace) -> int:
+    try:
+        target = banlist.parse_target(args.target)
+    except ValueError as error:
+        raise Failure(USAGE, str(error)) from None
+    now = time.time()
+    entry = banlist.Ban(
+        target,
+        args.reason,
+        now,
+        banlist.Origin.MANUAL,
+        None if args.duration is None else now + args.duration,
+    )
+    with _editing(args) as connection:
+        banlist.store(connection, entry)
+    _emit(args, _describe(entry), f"banned {target}: {args.reason}")
+    return OK
+
+
+def unban(args: argparse.Namespace) -> int:
+    try:
+        target = banlist.parse_target(args.target)
+    except ValueError as error:
+        raise Failure(USAGE, str(error)) from None
+    with _editing(args) as connection:
+        removed = banlist.remove(connection, target)
+    _emit(
+        args,
+        {"target": str(target), "removed": removed},
+        f"unbanned {target}" if removed else f"{target} was not banned",
+    )
+    return OK if removed else FAILED
+
+
+def list_bans(args: argparse.Namespace) -> int:
+    with _editing(args) as connection:
+        stored = banlist.stored(connection)
+    now = time.time()
+    active = [b for b in stored if b.active(now)]
+    lines = [
+        f"{b.target!s:<54} {b.origin.value:<9} "
+        + ("forever" if b.expires is None else f"{int(b.expires - now)} s left")
+        + f"  {b.reason}"
+        for b in active
+    ]
+    _emit(args, [_describe(b) for b in active], "\n".join(lines) or "(no bans)")
+    return OK
+
+
+class _editing:
+    """The ban database as one transaction, its errors as exit status 4."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.editor = banlist.edit(_database(args))
+
+    def __enter__(self) -> Any:
+        try:
+            return self.editor.__enter__()
+        except banlist.BanDatabaseError as error:
+            raise Failure(BAD_FILE, str(error)) from None
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self.editor.__exit__(*exc)
+
+
+# -- the parser --------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="blueprint-net",
+        description="Keys, requests, status and bans for blueprint-net nodes.",
+        epilog="Exit status: 0 ok, 1 the operation failed, 2 usage, "
+        "3 node unreachable or handshake failed, 4 bad local file.",
+    )
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], help: str
+    ) -> Any:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument("--json", action="store_true", help="print JSON")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    sub = command("keygen", keygen, "Create a new key file (PKCS#8 PEM, mode 0600).")
+    sub.add_argument("key_file", nargs="?", default=f"{DEFAULT_DATA_DIR}/node.key")
+    sub = command("id", show_id, "Print the peer id of a key file.")
+    sub.add_argument("key_file", nargs="?", default=f"{DEFAULT_DATA_DIR}/node.key")
+
+    for name, handler, help in (
+        ("request", request, "Connect, handshake, send one request, print the answer."),
+        ("ping", ping, "Round-trip times of the built-in ping protocol."),
+    ):
+        sub = command(name, handler, help)
+        sub.add_argument("endpoint", help="client endpoint, e.g. tcp:127.0.0.1:7010")
+        sub.add_argument("--peer-id", help="refuse any other identity at the endpoint")
+        sub.add_argument(
+            "--key-file", help="identity to connect as [default: a new one]"
+        )
+        sub.add_argument("--timeout", type=float, default=10.0, help="seconds [10]")
+        if name == "request":
+            sub.add_argument("protocol")
+            sub.add_argument("payload", nargs="?", default="")
+            sub.add_argument("--metadata")
+        else:
+            sub.add_argument("--count", type=int, default=5, help="pings [5]")
+
+    for name, handler, help in (
+        ("status", status, "A running node's status (from its status endpoint)."),
+        ("peers", peers, "A running node's verified peers."),
+    ):
+        sub = command(name, handler, help)
+        sub.add_argument(
+            "--url", default=DEFAULT_STATUS_URL, help=f"[{DEFAULT_STATUS_URL}]"
+        )
+
+    for name, handler, help in (
+        ("ban", ban, "Ban a peer id, address or network (a running node applies it)."),
+        ("unban", unban, "Lift a ban."),
+        ("bans", list_bans, "List the bans in force."),
+    ):
+        sub = command(name, handler, help)
+        sub.add_argument(
+            "--data-dir", default=DEFAULT_DATA_DIR, help=f"[{DEFAULT_DATA_DIR}]"
+        )
+        sub.add_argument("--database", help="the ban database [DATA-DIR/bans.sqlite]")
+        if name != "bans":
+            sub.add_argument("target", help="a peer id, an address or a CIDR network")
+        if name == "ban":
+            sub.add_argument("--reason", default="banned by the operator")
+            sub.add_argument("--duration", type=float, help="seconds [forever]")
+    return top
+
+
+def main(argv: Optional[list[str]] = None) -> NoReturn:
+    args = parser().parse_args(argv)
+    try:
+        status_code = args.handler(args)
+    except Failure as failure:
+        print(f"blueprint-net {args.command}: {failure}", file=sys.stderr)
+        status_code = failure.status
+    sys.exit(status_code)
+
+
+if __name__ == "__main__":
+    main()

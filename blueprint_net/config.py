@@ -1,0 +1,311 @@
+"""Every operator setting, once: the twistd options, the config file and
+``docs/operations.md`` are all made from the table below.
+
+A config file is INI with one ``[blueprint]`` section whose keys are the long
+option names; a repeatable option takes one value per line.  The command line
+overrides the file: a plain option replaces the file's value, and a repeatable
+option given on the command line replaces the file's whole list.
+"""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import attrs
+from twisted.python import usage
+
+from . import wire
+from .limits import ConnectionLimits
+from .policy import PolicySettings
+from .protocol import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_MAX_SEND_QUEUE,
+    DEFAULT_REQUEST_TIMEOUT,
+)
+
+DEFAULT_LISTEN = "tcp:7010:interface=127.0.0.1"
+DEFAULT_STATUS = "tcp:7080:interface=127.0.0.1"
+SECTION = "blueprint"
+
+_LIMITS = ConnectionLimits()
+_POLICY = PolicySettings()
+
+
+@attrs.frozen
+class Setting:
+    """One option: its name, how to parse it, its default, where it goes."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    #: ``node``, ``limits``, ``policy`` or ``registry``, and the attribute.
+    target: tuple[str, str]
+
+
+def _number(kind: type, minimum: float, strict: bool) -> Callable[[str], Any]:
+    """A parser that names what it wanted; the option name is added later."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            noun = "an integer" if kind is int else "a number"
+            raise ValueError(f"wants {noun}, not {text!r}") from None
+        if value < minimum or (strict and value == minimum):
+            bound = "more than" if strict else "at least"
+            raise ValueError(f"must be {bound} {minimum:g}, not {text}")
+        return value
+
+    return parse
+
+
+def _flag(text: str) -> bool:
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "yes", "true", "on"):
+        return True
+    if lowered in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(f"wants yes or no, not {text!r}")
+
+
+positive = _number(float, 0, strict=True)
+non_negative = _number(float, 0, strict=False)
+count = _number(int, 1, strict=False)
+
+SETTINGS = [
+    Setting(
+        "handshake-timeout",
+        positive,
+        DEFAULT_HANDSHAKE_TIMEOUT,
+        "Seconds a peer has to complete the handshake.",
+        ("node", "handshake_timeout"),
+    ),
+    Setting(
+        "request-timeout",
+        positive,
+        DEFAULT_REQUEST_TIMEOUT,
+        "Seconds a request waits for its response.",
+        ("node", "request_timeout"),
+    ),
+    Setting(
+        "keepalive-interval",
+        non_negative,
+        DEFAULT_KEEPALIVE_INTERVAL,
+        "Ping a peer quiet this long; drop it after another (0: off).",
+        ("node", "keepalive_interval"),
+    ),
+    Setting(
+        "max-frame",
+        _number(int, 4096, strict=False),
+        wire.DEFAULT_MAX_FRAME,
+        "Largest frame accepted after the handshake, in bytes.",
+        ("node", "max_frame"),
+    ),
+    Setting(
+        "max-send-queue",
+        count,
+        DEFAULT_MAX_SEND_QUEUE,
+        "Bytes held for a peer that is not reading.",
+        ("node", "max_send_queue"),
+    ),
+    Setting(
+        "max-concurrent-requests",
+        count,
+        DEFAULT_MAX_CONCURRENT_REQUESTS,
+        "One peer's requests processed at once.",
+        ("node", "max_concurrent_requests"),
+    ),
+    Setting(
+        "max-connections",
+        count,
+        _LIMITS.max_connections,
+        "Open connections at once, both directions.",
+        ("limits", "max_connections"),
+    ),
+    Setting(
+        "max-per-subnet",
+        count,
+        _LIMITS.max_per_subnet,
+        "Connections from one subnet at once.",
+        ("limits", "max_per_subnet"),
+    ),
+    Setting(
+        "ipv4-prefix",
+        _number(int, 8, strict=False),
+        _LIMITS.ipv4_prefix,
+        "IPv4 prefix length of a subnet, for the limits.",
+        ("limits", "ipv4_prefix"),
+    ),
+    Setting(
+        "ipv6-prefix",
+        _number(int, 16, strict=False),
+        _LIMITS.ipv6_prefix,
+        "IPv6 prefix length of a subnet, for the limits.",
+        ("limits", "ipv6_prefix"),
+    ),
+    Setting(
+        "exempt-loopback",
+        _flag,
+        _LIMITS.exempt_loopback,
+        "Exempt loopback from the per-subnet limits (yes/no).",
+        ("limits", "exempt_loopback"),
+    ),
+    Setting(
+        "connect-rate",
+        positive,
+        _LIMITS.connect_rate,
+        "New inbound connections per second from one subnet.",
+        ("limits", "connect_rate"),
+    ),
+    Setting(
+        "connect-burst",
+        count,
+        _LIMITS.connect_burst,
+        "Burst allowed above connect-rate.",
+        ("limits", "connect_burst"),
+    ),
+    Setting(
+        "max-handshaking",
+        count,
+        _LIMITS.max_handshaking,
+        "Connections still in their handshake at once.",
+        ("limits", "max_handshaking"),
+    ),
+    Setting(
+        "max-per-peer",
+        count,
+        _LIMITS.max_per_peer,
+        "Connections to one peer id.",
+        ("limits", "max_per_peer"),
+    ),
+    Setting(
+        "request-rate",
+        non_negative,
+        _LIMITS.request_rate,
+        "Requests per second from one peer (0: unlimited).",
+        ("limits", "request_rate"),
+    ),
+    Setting(
+        "request-burst",
+        count,
+        _LIMITS.request_burst,
+        "Burst allowed above request-rate.",
+        ("limits", "request_burst"),
+    ),
+    Setting(
+        "ban-threshold",
+        positive,
+        _POLICY.ban_threshold,
+        "Misbehaviour points that earn an automatic ban.",
+        ("policy", "ban_threshold"),
+    ),
+    Setting(
+        "score-half-life",
+        positive,
+        _POLICY.score_half_life,
+        "Seconds for a misbehaviour score to halve.",
+        ("policy", "score_half_life"),
+    ),
+    Setting(
+        "ban-duration",
+        positive,
+        _POLICY.ban_duration,
+        "Seconds of a first automatic ban (doubled for repeats).",
+        ("policy", "ban_duration"),
+    ),
+    Setting(
+        "max-ban-duration",
+        positive,
+        _POLICY.max_ban_duration,
+        "Longest automatic ban, in seconds.",
+        ("policy", "max_ban_duration"),
+    ),
+    Setting(
+        "max-automatic-bans",
+        count,
+        10_000,
+        "Automatic bans kept (the oldest go first).",
+        ("registry", "max_automatic"),
+    ),
+]
+
+#: Repeatable options (their help is the docstring of ``Options.opt_<name>``).
+LISTS = ("listen", "peer", "handler", "allow-peer", "allow-network", "permit-peer")
+
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+class ConfigError(Exception):
+    """A bad value in a config file or option: one line, naming the option."""
+
+
+def read_file(path: str) -> dict[str, Any]:
+    """The settings in a config file, parsed and checked."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as error:
+        raise ConfigError(f"--config {path}: {error.strerror}") from None
+    except configparser.Error as error:
+        first = str(error).splitlines()[0]
+        raise ConfigError(f"--config {path}: {first}") from None
+    if not parser.has_section(SECTION):
+        raise ConfigError(f"--config {path}: no [{SECTION}] section")
+    values: dict[str, Any] = {}
+    plain = {"key-file", "data-dir", "status", "no-builtins"}
+    for key, text in parser.items(SECTION):
+        if key in LISTS:
+            values[key] = [line.strip() for line in text.splitlines() if line.strip()]
+        elif key in BY_NAME:
+            values[key] = parse(key, text)
+        elif key in plain:
+            values[key] = _flag(text) if key == "no-builtins" else text.strip()
+        else:
+            raise ConfigError(f"--config {path}: unknown setting {key!r}")
+    return values
+
+
+def parse(name: str, text: str) -> Any:
+    try:
+        return BY_NAME[name].parse(text)
+    except ValueError as error:
+        raise ConfigError(f"--{name} {error}") from None
+
+
+def coercer(name: str) -> Callable[[str], Any]:
+    """For ``usage.Options``: a parse whose error names the option."""
+
+    def coerce(text: str) -> Any:
+        try:
+            return BY_NAME[name].parse(text)
+        except ValueError as error:
+            raise ValueError(f"--{name} {error}") from None
+
+    coerce.coerceDoc = ""  # type: ignore[attr-defined]
+    return coerce
+
+
+def split(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Settings by where they go: ``node``, ``limits``, ``policy``, ``registry``."""
+    parts: dict[str, dict[str, Any]] = {
+        where: {} for where in ("node", "limits", "policy", "registry")
+    }
+    for setting in SETTINGS:
+        where, attribute = setting.target
+        parts[where][attribute] = values[setting.name]
+    return parts
+
+
+def data_dir_default(values: dict[str, Any], name: str, default: str) -> Path:
+    chosen: Optional[str] = values.get(name)
+    return Path(chosen) if chosen else Path(values["data-dir"]) / default
+
+
+def as_usage_error(error: ConfigError) -> usage.UsageError:
+    return usage.UsageError(str(error))

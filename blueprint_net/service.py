@@ -1,0 +1,136 @@
+"""A node as a service: listeners, kept peers, status page and ban database.
+
+``twistd -n blueprint`` builds one of these (``tap.py``); an application may
+build one too.  Its parts stop in the order that keeps every peer informed and
+every ban on disk: stop accepting, say goodbye to each peer, stop redialing,
+then close the ban database once its writes are committed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.application.internet import (
+    ClientService,
+    StreamServerEndpointService,
+    TimerService,
+    backoffPolicy,
+)
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from .bans import BanRegistry
+from .identity import PeerId
+from .node import Node
+from .status import StatusPage
+
+#: How often the ban database is checked for another process's changes (s).
+BAN_REFRESH_INTERVAL = 2.0
+
+
+class ListenService(Service):
+    """Listens on one endpoint description with the node's limited factory;
+    a port that cannot be bound fails start-up (as ``strports.service``)."""
+
+    _log = Logger()
+
+    def __init__(self, node: Node, description: str) -> None:
+        self.node, self.description = node, description
+        self.port: Optional[Any] = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        endpoint = serverFromString(self.node.reactor, self.description)  # type: ignore[no-untyped-call]
+        failed: list[Any] = []
+        listening = endpoint.listen(self.node.listening_factory())
+        listening.addCallbacks(self._listening, failed.append)
+        if failed:
+            failed[0].raiseException()
+
+    def _listening(self, port: Any) -> None:
+        self.port = port
+        self._log.info("listening on {address}", address=port.getHost())
+
+    def startService(self) -> None:
+        if self.port is None:
+            self.privilegedStartService()
+        super().startService()  # type: ignore[no-untyped-call]
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        port, self.port = self.port, None
+        return defer.maybeDeferred(port.stopListening) if port else defer.succeed(None)
+
+
+class NodeService(MultiService):
+    """A node, listening, keeping peers connected, reporting its status."""
+
+    def __init__(
+        self,
+        node: Node,
+        registry: BanRegistry,
+        *,
+        listen: list[str],
+        peers: list[tuple[PeerId, str]],
+        status: Optional[str],
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.node, self.registry = node, registry
+        self.listeners = [ListenService(node, description) for description in listen]
+        self.keepers = [
+            ClientService(
+                clientFromString(node.reactor, endpoint),  # type: ignore[no-untyped-call]
+                node.dial_factory(peer_id),
+                retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=30.0),
+                clock=node.reactor,
+            )
+            for peer_id, endpoint in peers
+        ]
+        self.status: Optional[StreamServerEndpointService] = None
+        if status is not None:
+            self.status = StreamServerEndpointService(
+                serverFromString(node.reactor, status),  # type: ignore[no-untyped-call]
+                Site(StatusPage(node, self.listening)),  # type: ignore[no-untyped-call]
+            )
+            self.status._raiseSynchronously = True
+        self.refresher = TimerService(BAN_REFRESH_INTERVAL, self._refresh_bans)  # type: ignore[no-untyped-call]
+        self.refresher.clock = node.reactor
+        for child in (
+            *self.listeners,
+            *([self.status] if self.status else []),
+            *self.keepers,
+            self.refresher,
+        ):
+            child.setServiceParent(self)  # type: ignore[no-untyped-call]
+
+    def listening(self) -> list[str]:
+        """Where the node accepts peers, for the status page."""
+        return [
+            f"{listener.port.getHost().host}:{listener.port.getHost().port}"
+            for listener in self.listeners
+            if listener.port is not None
+        ]
+
+    def _refresh_bans(self) -> defer.Deferred[int]:
+        return self.registry.refresh().addErrback(self._refresh_failed)
+
+    def _refresh_failed(self, failure: Any) -> int:
+        Logger().failure("could not read the ban database", failure)
+        return 0
+
+    def stopService(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        Service.stopService(self)  # type: ignore[no-untyped-call]
+        accepting = [*self.listeners, *([self.status] if self.status else [])]
+        await defer.gatherResults(
+            [defer.maybeDeferred(s.stopService) for s in accepting]
+        )
+        await self.refresher.stopService()  # type: ignore[no-untyped-call]
+        await self.node.stop()  # a goodbye to every peer; pending requests fail
+        await defer.gatherResults([k.stopService() for k in self.keepers])
+        await self.registry.close()
