@@ -200,7 +200,7 @@ class LimitedProtocol(ProtocolWrapper):
     handshaking = False
 
 
-class LimitingFactory(WrappingFactory):
+class LimitingFactory(WrappingFactory[LimitedProtocol]):
     """Wraps any factory; refuses what the shared limiter refuses."""
 
     protocol = LimitedProtocol
@@ -221,8 +221,10 @@ class LimitingFactory(WrappingFactory):
         self.refused = self.limiter.refusal(addr, self.inbound, subnet)
         if self.refused is not None:
             return None  # Twisted closes the socket without reading from it
-        protocol = super().buildProtocol(addr)
-        assert isinstance(protocol, LimitedProtocol)
+        inner = self.wrappedFactory.buildProtocol(addr)
+        if inner is None:  # the wrapped factory declined: so do we
+            return None
+        protocol = LimitedProtocol(self, inner)
         protocol.subnet = subnet
         return protocol
 

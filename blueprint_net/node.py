@@ -342,7 +342,9 @@ class Node(Service):
                     return None
                 return super().buildProtocol(addr)
 
-        dial = _Dial(self, self.settings, initiator=True, expected_peer=peer_id)
+        dial = _Dial(
+            self, self.settings, initiator=True, expected_peer=peer_id, waited_on=False
+        )
         return LimitingFactory(dial, self.limiter, inbound=False)
 
     def _listening(self, port: IListeningPort) -> IListeningPort:

@@ -93,10 +93,13 @@ class PeerProtocol(Protocol):
         *,
         initiator: bool,
         expected_peer: Optional[PeerId] = None,
+        waited_on: Optional[bool] = None,
     ) -> None:
         self.host = host
         self.settings = settings
         self.initiator = initiator
+        if waited_on is None:
+            waited_on = initiator  # a dialer usually awaits the handshake
         self.connection = Connection(
             settings.identity,
             initiator=initiator,
@@ -106,10 +109,10 @@ class PeerProtocol(Protocol):
             binding=self._channel_binding,
         )
         self.verified: defer.Deferred[PeerId] = defer.Deferred()
-        if not initiator:
-            # Only a dialer waits on this; an inbound failure is reported to
-            # the host, and would otherwise be an "Unhandled error" for every
-            # port scanner that connects and leaves.
+        if not waited_on:
+            # Nobody awaits this handshake (an inbound connection, a redial by
+            # a ClientService): its failure is reported to the host, and would
+            # otherwise be an "Unhandled error" for every port scanner too.
             self.verified.addErrback(lambda failure: None)
         self.closed: defer.Deferred[None] = defer.Deferred()
         self.verified_at: Optional[float] = None
@@ -425,11 +428,15 @@ class PeerFactory(Factory):
         *,
         initiator: bool,
         expected_peer: Optional[PeerId] = None,
+        waited_on: Optional[bool] = None,
     ) -> None:
         self.host = host
         self.settings = settings
         self.initiator = initiator
         self.expected_peer = expected_peer
+        #: Whether someone awaits each protocol's ``verified`` (by default,
+        #: for a dialer); if not, its failure is consumed once reported.
+        self.waited_on = waited_on
 
     def buildProtocol(self, addr: Optional[IAddress]) -> PeerProtocol:
         protocol = PeerProtocol(
@@ -437,6 +444,7 @@ class PeerFactory(Factory):
             self.settings,
             initiator=self.initiator,
             expected_peer=self.expected_peer,
+            waited_on=self.waited_on,
         )
         protocol.factory = self
         return protocol

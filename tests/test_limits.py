@@ -159,3 +159,16 @@ def test_token_bucket(elapsed: float, allowed: int) -> None:
     bucket = TokenBucket(rate=1.0, burst=3, now=0.0)
     assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
     assert sum(bucket.take(elapsed) for _ in range(5)) == allowed
+
+
+def test_a_wrapped_factory_that_declines_is_passed_through() -> None:
+    """Twisted's WrappingFactory would wrap the None and fail later."""
+    limiter = ConnectionLimiter(ConnectionLimits(), Clock())
+
+    class Declining(Factory):
+        def buildProtocol(self, addr: object) -> None:
+            return None
+
+    factory = LimitingFactory(Declining(), limiter, inbound=False)
+    assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)) is None
+    assert limiter.open == 0

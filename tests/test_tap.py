@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -13,9 +15,10 @@ import pytest
 import pytest_twisted
 from twisted.python import usage
 
+from blueprint_net import config, handlers
+from blueprint_net.config import DEFAULT_LISTEN
 from blueprint_net.identity import load_identity
 from blueprint_net.node import Node
-from blueprint_net.config import DEFAULT_LISTEN
 from blueprint_net.tap import Options
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
@@ -42,21 +45,119 @@ def test_twistd_lists_the_plugin(tmp_path: Path) -> None:
     assert "blueprint" in result.stdout, result.stdout + result.stderr
 
 
-def test_plugin_help_documents_options(tmp_path: Path) -> None:
+def test_plugin_help_documents_every_option(tmp_path: Path) -> None:
     result = _twistd("blueprint", "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    for option in ("--listen", "--key-file", "--handshake-timeout"):
-        assert option in result.stdout
+    names = [s.name for s in config.SETTINGS] + list(config.LISTS)
+    names += ["config", "data-dir", "key-file", "status", "no-builtins"]
+    for name in names:
+        assert f"--{name}" in result.stdout, name
 
 
-def test_options_defaults_and_errors() -> None:
+def test_a_bad_value_is_one_line_naming_the_option(tmp_path: Path) -> None:
+    result = _twistd("blueprint", "--max-connections", "0", cwd=tmp_path)
+    assert result.returncode != 0
+    assert (
+        "--max-connections must be at least 1, not 0" in result.stdout + result.stderr
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_options_defaults() -> None:
     options = Options()
     options.parseOptions([])
     assert options["listen"] == [DEFAULT_LISTEN]
-    with pytest.raises(usage.UsageError, match="handshake-timeout"):
-        Options().parseOptions(["--handshake-timeout", "0"])
-    with pytest.raises(usage.UsageError):
-        Options().parseOptions(["--handshake-timeout", "soon"])
+    assert options["status"] == config.DEFAULT_STATUS
+    assert sorted(options["handlers"]) == ["echo", "ping"]
+    assert options["peers"] == [] and options["permit-peer"] == []
+    assert options["max-frame"] == 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--handshake-timeout", "0"], "--handshake-timeout must be more than 0"),
+        (["--handshake-timeout", "soon"], "--handshake-timeout wants a number"),
+        (["--max-connections", "1.5"], "--max-connections wants an integer"),
+        (["--exempt-loopback", "maybe"], "--exempt-loopback wants yes or no"),
+        (["--peer", "tcp:127.0.0.1:7011"], "--peer 'tcp:127.0.0.1:7011': want PEERID@"),
+        (["--peer", "12D3KooWnope@tcp:127.0.0.1:1"], "--peer invalid peer id"),
+        (["--permit-peer", "x"], "--permit-peer invalid peer id"),
+        (["--allow-network", "10.0.0.0/33"], "--allow-network '10.0.0.0/33'"),
+        (["--handler", "echo"], "want NAME=package.module.attribute"),
+        (["--handler", "x=no.such.module"], "cannot import no.such"),
+        (["--handler", "x=blueprint_net.handlers.nope"], "has no 'nope'"),
+    ],
+)
+def test_bad_values_name_their_option(arguments: list[str], message: str) -> None:
+    with pytest.raises(usage.UsageError) as caught:
+        Options().parseOptions(arguments)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_handler_by_dotted_name() -> None:
+    options = Options()
+    options.parseOptions(
+        ["--no-builtins", "--handler", "shout=blueprint_net.handlers.echo"]
+    )
+    assert options["handlers"] == {"shout": handlers.echo}
+
+
+def _ini(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "node.ini"
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def test_a_config_file_and_the_command_line_over_it(tmp_path: Path) -> None:
+    path = _ini(
+        tmp_path,
+        """
+        [blueprint]
+        max-connections = 50
+        request-rate = 2.5
+        exempt-loopback = no
+        status = none
+        listen =
+            tcp:7101:interface=127.0.0.1
+            tcp:7102:interface=127.0.0.1
+        allow-network = 10.0.0.0/8
+        """,
+    )
+    options = Options()
+    options.parseOptions(["--config", path, "--request-rate", "7"])
+    assert options["max-connections"] == 50  # from the file
+    assert options["request-rate"] == 7.0  # the command line wins
+    assert options["exempt-loopback"] is False
+    assert options["status"] is None
+    assert options["listen"] == [
+        "tcp:7101:interface=127.0.0.1",
+        "tcp:7102:interface=127.0.0.1",
+    ]
+    assert options["allow-network"] == ["10.0.0.0/8"]
+    overridden = Options()
+    overridden.parseOptions([f"--config={path}", "--listen", "tcp:7200"])
+    assert overridden["listen"] == ["tcp:7200"]  # a list given replaces the file's
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[other]\nx = 1\n", "no [blueprint] section"),
+        ("[blueprint]\nmax-conections = 5\n", "unknown setting 'max-conections'"),
+        ("[blueprint]\nmax-connections = lots\n", "--max-connections wants an integer"),
+        ("not ini at all", "File contains no section headers"),
+    ],
+)
+def test_config_file_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(usage.UsageError, match=re.escape(message)):
+        Options().parseOptions(["-c", _ini(tmp_path, text)])
+
+
+def test_a_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(usage.UsageError, match="No such file"):
+        Options().parseOptions(["--config", str(tmp_path / "none.ini")])
 
 
 def _free_port() -> int:
@@ -95,6 +196,10 @@ async def test_real_twistd_node_handshakes(tmp_path: Path, alice) -> None:  # ty
             f"tcp:{port}:interface=127.0.0.1",
             "--key-file",
             str(key),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--status",
+            "none",
         ],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,

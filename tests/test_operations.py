@@ -1,0 +1,190 @@
+"""End to end: real ``twistd`` nodes on loopback, driven by the real
+``blueprint-net`` command.
+
+Two nodes find each other through ``--peer``; the command line sends a
+request, bans a peer (the running node applies it and disconnects it), the
+ban survives a restart, and SIGTERM ends each node with a goodbye to its
+peers.  Waits poll for a condition (the processes are separate); nothing
+here asserts how long anything took: shutdown times are recorded with
+``record_property`` for the closing note.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import attrs
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+from twisted.internet.utils import getProcessOutputAndValue
+
+pytestmark = [pytest.mark.usefixtures("clean_reactor"), pytest.mark.timeout(120)]
+
+BIN = Path(sys.executable).parent
+TWISTD, CLI = str(BIN / "twistd"), str(BIN / "blueprint-net")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@attrs.define
+class TwistdNode:
+    directory: Path
+    peer_id: str
+    port: int = attrs.Factory(_free_port)
+    status_port: int = attrs.Factory(_free_port)
+    process: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.status_port}"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "twistd.log"
+
+    def start(self, *peers: TwistdNode) -> None:
+        arguments = [
+            TWISTD, "-n", "--pidfile=", f"--logfile={self.log}", "blueprint",
+            "--data-dir", str(self.directory),
+            "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+            "--status", f"tcp:{self.status_port}:interface=127.0.0.1",
+            *(f"--peer={p.peer_id}@tcp:127.0.0.1:{p.port}" for p in peers),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            arguments,
+            cwd=self.directory,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def terminate(self) -> float:
+        """SIGTERM; the seconds until the process exited."""
+        start = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=30)
+        elapsed = time.monotonic() - start
+        # twistd re-raises the signal it stopped for, so its status shows it.
+        assert code in (0, -signal.SIGTERM), self.process.stderr.read()
+        self.process.stderr.close()
+        return elapsed
+
+
+async def _cli(*arguments: str, cwd: Path) -> tuple[int, str, str]:
+    out, err, code = await getProcessOutputAndValue(
+        CLI, arguments, env={"PATH": str(BIN)}, path=str(cwd)
+    )
+    return code, out.decode(), err.decode()
+
+
+async def _status(node: TwistdNode) -> dict[str, Any]:
+    code, out, _ = await _cli("status", "--json", "--url", node.url, cwd=node.directory)
+    return json.loads(out) if code == 0 else {}
+
+
+async def _until(check: Callable[[], Any], what: str, limit: float = 60.0) -> Any:
+    """Poll an async check until it returns something true."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        result = await check()
+        if result:
+            return result
+        await task.deferLater(reactor, 0.1)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def _keygen(directory: Path) -> str:
+    directory.mkdir()
+    code, out, err = await _cli(
+        "keygen", "--json", str(directory / "node.key"), cwd=directory
+    )
+    assert code == 0, err
+    peer_id: str = json.loads(out)["peer_id"]
+    return peer_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_twistd_nodes_cli_request_ban_restart_and_sigterm(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    a = TwistdNode(tmp_path / "a", await _keygen(tmp_path / "a"))
+    b = TwistdNode(tmp_path / "b", await _keygen(tmp_path / "b"))
+    a.start(b)
+    b.start(a)
+    try:
+        # They find each other through their configured peers.
+        async def connected() -> bool:
+            sa, sb = await _status(a), await _status(b)
+            return bool(sa and sb) and (
+                [p["peer_id"] for p in sa["peers"]] == [b.peer_id]
+                and [p["peer_id"] for p in sb["peers"]] == [a.peer_id]
+            )
+
+        await _until(connected, "the two nodes verify each other")
+
+        # A request from the command line, to a node that must be A.
+        code, out, err = await _cli(
+            "request", f"tcp:127.0.0.1:{a.port}", "echo", "over the wire",
+            "--peer-id", a.peer_id, cwd=tmp_path,
+        )  # fmt: skip
+        assert (code, out.strip()) == (0, "over the wire"), err
+
+        # A ban written by the command line into B's database while B runs.
+        code, out, err = await _cli(
+            "ban", a.peer_id, "--data-dir", str(b.directory), "--reason", "test",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert code == 0, err
+
+        async def a_dropped() -> bool:
+            sb = await _status(b)
+            return bool(sb) and sb["peers"] == [] and sb["bans"] == 1
+
+        await _until(a_dropped, "B applies the ban and drops A")
+
+        # B restarts: the ban is still in force, so A's redials are refused.
+        record_property("sigterm_seconds_b_first", b.terminate())
+        b.start(a)
+
+        async def still_banned() -> bool:
+            sb = await _status(b)
+            refused = sb.get("counters", {}).get("handshakes.failed.BANNED", 0)
+            return bool(sb) and sb["bans"] == 1 and refused >= 1 and sb["peers"] == []
+
+        await _until(still_banned, "the ban survives B's restart")
+        code, out, err = await _cli(
+            "bans", "--json", "--data-dir", str(b.directory), cwd=tmp_path
+        )
+        assert [entry["target"] for entry in json.loads(out)] == [a.peer_id]
+
+        # Lift it: A's ClientService reconnects by itself.
+        code, out, err = await _cli(
+            "unban", a.peer_id, "--data-dir", str(b.directory), cwd=tmp_path
+        )
+        assert code == 0, err
+        await _until(connected, "A reconnects once unbanned")
+    finally:
+        times = {}
+        for name, node in (("b", b), ("a", a)):
+            if node.process is not None and node.process.poll() is None:
+                times[name] = node.terminate()
+    record_property("sigterm_seconds", times)
+    for node in (a, b):
+        logged = node.log.read_text()
+        assert "Received SIGTERM, shutting down." in logged
+        assert "Server Shut Down." in logged
+        assert "Traceback" not in logged, logged
+    # B said goodbye to A before going (A was still connected to it).
+    assert "GOING_AWAY" in a.log.read_text()
