@@ -100,6 +100,22 @@ class FunctionHandler:
         return self.function(request)
 
 
+class _KeepFactory(PeerFactory):
+    """Dials one peer for a ``ClientService``; see :meth:`Node.dial_factory`."""
+
+    def __init__(self, node: Node, peer_id: PeerId) -> None:
+        super().__init__(
+            node, node.settings, initiator=True, expected_peer=peer_id, waited_on=False
+        )
+        self.node = node
+
+    def buildProtocol(self, addr: Optional[IAddress]) -> Any:
+        node, peer_id = self.node, self.expected_peer
+        if node._stopping or peer_id in node._verified:
+            return None
+        return super().buildProtocol(addr)
+
+
 def _prefer(a: PeerProtocol, b: PeerProtocol) -> bool:
     """Whether to keep ``a`` over ``b``, two verified connections to one peer.
 
@@ -334,17 +350,7 @@ class Node(Service):
         node already has that peer, which it may have by the peer's own dial:
         a second connection would only be closed as a duplicate.
         """
-        node = self
-
-        class _Dial(PeerFactory):
-            def buildProtocol(self, addr: Optional[IAddress]) -> Any:
-                if node._stopping or peer_id in node._verified:
-                    return None
-                return super().buildProtocol(addr)
-
-        dial = _Dial(
-            self, self.settings, initiator=True, expected_peer=peer_id, waited_on=False
-        )
+        dial = _KeepFactory(self, peer_id)
         return LimitingFactory(dial, self.limiter, inbound=False)
 
     def _listening(self, port: IListeningPort) -> IListeningPort:

@@ -10,12 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from twisted.application.internet import (
-    ClientService,
-    StreamServerEndpointService,
-    TimerService,
-    backoffPolicy,
-)
+from twisted.application.internet import ClientService, TimerService, backoffPolicy
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString, serverFromString
@@ -32,21 +27,21 @@ BAN_REFRESH_INTERVAL = 2.0
 
 
 class ListenService(Service):
-    """Listens on one endpoint description with the node's limited factory;
-    a port that cannot be bound fails start-up (as ``strports.service``)."""
+    """Listens on one endpoint description with one factory; a port that
+    cannot be bound fails start-up (as ``strports.service`` does), and the
+    bound port is public, for the status page and tests."""
 
     _log = Logger()
 
-    def __init__(self, node: Node, description: str) -> None:
-        self.node, self.description = node, description
+    def __init__(self, reactor: Any, description: str, factory: Any) -> None:
+        self.reactor, self.description, self.factory = reactor, description, factory
         self.port: Optional[Any] = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()  # type: ignore[no-untyped-call]
-        endpoint = serverFromString(self.node.reactor, self.description)  # type: ignore[no-untyped-call]
+        endpoint = serverFromString(self.reactor, self.description)  # type: ignore[no-untyped-call]
         failed: list[Any] = []
-        listening = endpoint.listen(self.node.listening_factory())
-        listening.addCallbacks(self._listening, failed.append)
+        endpoint.listen(self.factory).addCallbacks(self._listening, failed.append)
         if failed:
             failed[0].raiseException()
 
@@ -68,6 +63,8 @@ class ListenService(Service):
 class NodeService(MultiService):
     """A node, listening, keeping peers connected, reporting its status."""
 
+    _log = Logger()
+
     def __init__(
         self,
         node: Node,
@@ -79,7 +76,10 @@ class NodeService(MultiService):
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.node, self.registry = node, registry
-        self.listeners = [ListenService(node, description) for description in listen]
+        self.listeners = [
+            ListenService(node.reactor, description, node.listening_factory())
+            for description in listen
+        ]
         self.keepers = [
             ClientService(
                 clientFromString(node.reactor, endpoint),  # type: ignore[no-untyped-call]
@@ -89,13 +89,11 @@ class NodeService(MultiService):
             )
             for peer_id, endpoint in peers
         ]
-        self.status: Optional[StreamServerEndpointService] = None
+        self.status: Optional[ListenService] = None
         if status is not None:
-            self.status = StreamServerEndpointService(
-                serverFromString(node.reactor, status),  # type: ignore[no-untyped-call]
-                Site(StatusPage(node, self.listening)),  # type: ignore[no-untyped-call]
-            )
-            self.status._raiseSynchronously = True
+            page = Site(StatusPage(node, self.listening))  # type: ignore[no-untyped-call]
+            page.noisy = False  # no "Starting factory" lines for each request
+            self.status = ListenService(node.reactor, status, page)
         self.refresher = TimerService(BAN_REFRESH_INTERVAL, self._refresh_bans)  # type: ignore[no-untyped-call]
         self.refresher.clock = node.reactor
         for child in (
@@ -118,7 +116,7 @@ class NodeService(MultiService):
         return self.registry.refresh().addErrback(self._refresh_failed)
 
     def _refresh_failed(self, failure: Any) -> int:
-        Logger().failure("could not read the ban database", failure)
+        self._log.failure("could not read the ban database", failure)
         return 0
 
     def stopService(self) -> defer.Deferred[None]:

@@ -50,7 +50,8 @@ async def test_status_json_metrics_and_page(alice: Identity, bob: Identity) -> N
         port = service.listeners[0].port.getHost().port  # type: ignore[union-attr]
         await client.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
         node.ban("192.0.2.0/24", "test")
-        status_port = service.status._waitingForPort.result.getHost().port
+        assert service.status is not None and service.status.port is not None
+        status_port = service.status.port.getHost().port
 
         code, body, kind = await _get(status_port, "/status.json")
         status = json.loads(body)
@@ -86,6 +87,6 @@ def test_prometheus_labels_are_escaped() -> None:
         "bans": 0,
         "counters": Counter({'requests.in.odd"name\\\n': 3, "refused.rate": 2}),
     }
-    text = prometheus(status)  # type: ignore[arg-type]
+    text = prometheus(status)
     assert 'blueprint_requests_total{what="in.odd\\"name\\\\\\n"} 3' in text
     assert 'blueprint_refused_total{what="rate"} 2' in text
