@@ -4,8 +4,8 @@
 an attrs ``IPv4Address``, twisted#12183) and never forgets a protocol;
 ``LimitTotalConnectionsFactory`` is not a wrapper; ``ThrottlingFactory``
 throttles a whole factory.  So this module keys everything on ``addr.host``
-and refuses in ``buildProtocol`` by returning ``None``: Twisted then closes
-the socket at once, before reading from it.
+and refuses in ``buildProtocol`` with a :class:`Refusal`, which aborts the
+connection as it is made, before reading from it.
 
 One :class:`ConnectionLimiter` holds the counts of a node; its listening
 factory and every outbound dial are wrapped with :class:`LimitingFactory`
@@ -157,6 +157,8 @@ class ConnectionLimiter:
         if protocol.subnet is not None:
             self._per_subnet[protocol.subnet] += 1
         inner = protocol.wrappedProtocol
+        while not IHandshaking.providedBy(inner) and hasattr(inner, "wrappedProtocol"):
+            inner = inner.wrappedProtocol  # through a TLS layer, say
         if IHandshaking.providedBy(inner):
             self.handshaking += 1
             protocol.handshaking = True
@@ -193,6 +195,18 @@ def _subnet(
     return ipaddress.ip_network((address, prefix), strict=False)
 
 
+class Refusal(Protocol):
+    """A refused connection: aborted as it is made, before a byte is read.
+
+    Returning ``None`` from ``buildProtocol`` says the same for a bare TCP
+    port, but a factory wrapped from outside (TLS, a client endpoint) would
+    wrap the ``None`` and fail; this works under any wrapper.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+
 class LimitedProtocol(ProtocolWrapper):
     """Remembers what its connection counts against."""
 
@@ -215,15 +229,16 @@ class LimitingFactory(WrappingFactory[LimitedProtocol]):
         #: Why the last connection was refused (what a dialer reports).
         self.refused: Optional[str] = None
 
-    def buildProtocol(self, addr: Optional[IAddress]) -> Optional[Protocol]:  # type: ignore[override]
+    def buildProtocol(self, addr: Optional[IAddress]) -> Protocol:  # type: ignore[override]
         host = getattr(addr, "host", None)
         subnet = None if host is None else self.limiter.subnet(host)
         self.refused = self.limiter.refusal(addr, self.inbound, subnet)
         if self.refused is not None:
-            return None  # Twisted closes the socket without reading from it
+            return Refusal()
         inner = self.wrappedFactory.buildProtocol(addr)
         if inner is None:  # the wrapped factory declined: so do we
-            return None
+            self.refused = "declined"
+            return Refusal()
         protocol = LimitedProtocol(self, inner)
         protocol.subnet = subnet
         return protocol

@@ -12,7 +12,6 @@ import attrs
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.endpoints import clientFromString, serverFromString
-from twisted.internet.error import NoProtocol
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
@@ -114,6 +113,13 @@ class _KeepFactory(PeerFactory):
         if node._stopping or peer_id in node._verified:
             return None
         return super().buildProtocol(addr)
+
+
+def _innermost(protocol: Any) -> PeerProtocol:
+    """The PeerProtocol inside the wrappers (limits, TLS) an endpoint gave."""
+    while not isinstance(protocol, PeerProtocol):
+        protocol = protocol.wrappedProtocol
+    return protocol
 
 
 def _prefer(a: PeerProtocol, b: PeerProtocol) -> bool:
@@ -387,12 +393,10 @@ class Node(Service):
             self.limiter,
             inbound=False,
         )
-        try:
-            wrapper = await endpoint.connect(factory)
-        except NoProtocol:  # the limiter refused (a banned address, a limit)
-            raise Refused(f"connection refused by policy: {factory.refused}") from None
-        protocol = wrapper.wrappedProtocol  # type: ignore[attr-defined]
-        assert isinstance(protocol, PeerProtocol)
+        connected = await endpoint.connect(factory)
+        if factory.refused is not None:  # a banned address, a limit
+            raise Refused(f"connection refused by policy: {factory.refused}")
+        protocol = _innermost(connected)
         verified_id = await protocol.verified
         peer = self.peer(verified_id)
         if peer is None:  # verified, then lost before we got here

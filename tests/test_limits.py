@@ -21,6 +21,7 @@ from blueprint_net.limits import (
     ConnectionLimits,
     LimitedProtocol,
     LimitingFactory,
+    Refusal,
     TokenBucket,
 )
 
@@ -45,9 +46,12 @@ def _factory(
 def _connect(factory: LimitingFactory, host: str) -> Optional[LimitedProtocol]:
     kind = IPv6Address if ":" in host else IPv4Address
     protocol = factory.buildProtocol(kind("TCP", host, 4000))
-    if protocol is not None:
-        assert isinstance(protocol, LimitedProtocol)
-        protocol.makeConnection(StringTransport())
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    if isinstance(protocol, Refusal):
+        assert transport.disconnecting  # aborted as it was made
+        return None
+    assert isinstance(protocol, LimitedProtocol)
     return protocol
 
 
@@ -170,5 +174,6 @@ def test_a_wrapped_factory_that_declines_is_passed_through() -> None:
             return None
 
     factory = LimitingFactory(Declining(), limiter, inbound=False)
-    assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)) is None
+    refusal = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    assert isinstance(refusal, Refusal) and factory.refused == "declined"
     assert limiter.open == 0
