@@ -141,10 +141,14 @@ class Identity:
         """Verify another peer's signature with this identity's backend."""
         return signatures.verify(public_key, message, signature, self.backend)
 
+    def private_key(self) -> Ed25519PrivateKey:
+        """The secret key as ``cryptography`` holds it (for key files and TLS
+        certificates; signing goes through the backend)."""
+        return Ed25519PrivateKey.from_private_bytes(self._seed)
+
     def to_pem(self) -> bytes:
         """The secret key as unencrypted PKCS#8 PEM, the format OpenSSL reads."""
-        key = Ed25519PrivateKey.from_private_bytes(self._seed)
-        return key.private_bytes(
+        return self.private_key().private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),

@@ -11,7 +11,6 @@ from typing import Any, Callable, Optional, Union
 import attrs
 from twisted.application.service import Service
 from twisted.internet import defer, task
-from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
@@ -23,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import wire
+from . import tls, wire
 from .bans import Ban, BanRegistry, Target
 from .connection import ConnectionFailed
 from .errors import (
@@ -335,10 +334,10 @@ class Node(Service):
         return sent
 
     def listen(self, endpoint: ServerEndpoint) -> defer.Deferred[IListeningPort]:
-        """Accept peers on an endpoint object or strports description."""
+        """Accept peers on an endpoint object or strports description
+        (``p2ptls:`` for TLS with the node's own key; see ``tls``)."""
         if isinstance(endpoint, str):
-            endpoint = serverFromString(self.reactor, endpoint)  # type: ignore[no-untyped-call]
-        assert not isinstance(endpoint, str)
+            endpoint = tls.server_endpoint(self.reactor, endpoint, self.identity)
         listening: defer.Deferred[IListeningPort]
         listening = endpoint.listen(self.listening_factory())
         return listening.addCallback(self._listening)
@@ -386,8 +385,9 @@ class Node(Service):
                 self.counters["refused.banned"] += 1
                 raise Refused(f"{peer_id} is banned")
         if isinstance(endpoint, str):
-            endpoint = clientFromString(self.reactor, endpoint)  # type: ignore[no-untyped-call]
-        assert not isinstance(endpoint, str)
+            endpoint = tls.client_endpoint(
+                self.reactor, endpoint, self.identity, peer_id
+            )
         factory = LimitingFactory(
             PeerFactory(self, self.settings, initiator=True, expected_peer=peer_id),
             self.limiter,

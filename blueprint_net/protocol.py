@@ -22,6 +22,7 @@ from . import wire
 from .connection import Connection, ConnectionFailed, PeerVerified, ResponseReceived
 from .errors import (
     ErrorCode,
+    HandshakeFailed,
     PeerLost,
     ProtocolError,
     RemoteError,
@@ -32,6 +33,7 @@ from .identity import Identity, PeerId
 from .interfaces import IConnectionHost, IHandshaking
 from .limits import TokenBucket
 from .messaging import Deadlines
+from .tls import certificate_key
 
 #: RFC 9266: the label of the TLS 1.3 exporter used for channel binding.
 TLS_EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
@@ -105,7 +107,7 @@ class PeerProtocol(Protocol):
             initiator=initiator,
             expected_peer=expected_peer,
             max_frame=settings.max_frame,
-            authorize=host.authorize,
+            authorize=self._authorize,
             binding=self._channel_binding,
         )
         self.verified: defer.Deferred[PeerId] = defer.Deferred()
@@ -399,6 +401,22 @@ class PeerProtocol(Protocol):
             if self._timeout.active():
                 self._timeout.cancel()
             self._timeout = None
+
+    def _authorize(self, peer_id: PeerId) -> None:
+        """The peer proved ``peer_id``: over TLS with an Ed25519 certificate
+        (``p2ptls``), that certificate must be the same key; then the host's
+        policy decides."""
+        transport = self.transport
+        if transport is not None and ISSLTransport.providedBy(transport):
+            peer_certificate = transport.getHandle().get_peer_certificate()  # type: ignore[attr-defined]
+            key = (
+                None if peer_certificate is None else certificate_key(peer_certificate)
+            )
+            if key is not None and key != peer_id.public_key:
+                raise HandshakeFailed(
+                    ErrorCode.WRONG_KEY, "the TLS certificate is not the proven key"
+                )
+        self.host.authorize(peer_id)
 
     def _channel_binding(self) -> bytes:
         """RFC 9266 ``tls-exporter`` when the transport is TLS, else empty."""

@@ -13,10 +13,12 @@ from typing import Any, Optional
 from twisted.application.internet import ClientService, TimerService, backoffPolicy
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
-from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.web.server import Site
 
+from . import tls
 from .bans import BanRegistry
 from .identity import PeerId
 from .node import Node
@@ -33,15 +35,15 @@ class ListenService(Service):
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, description: str, factory: Any) -> None:
-        self.reactor, self.description, self.factory = reactor, description, factory
+    def __init__(self, endpoint: IStreamServerEndpoint, factory: Any) -> None:
+        self.endpoint, self.factory = endpoint, factory
         self.port: Optional[Any] = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()  # type: ignore[no-untyped-call]
-        endpoint = serverFromString(self.reactor, self.description)  # type: ignore[no-untyped-call]
         failed: list[Any] = []
-        endpoint.listen(self.factory).addCallbacks(self._listening, failed.append)
+        listening = self.endpoint.listen(self.factory)
+        listening.addCallbacks(self._listening, failed.append)
         if failed:
             failed[0].raiseException()
 
@@ -77,12 +79,15 @@ class NodeService(MultiService):
         super().__init__()  # type: ignore[no-untyped-call]
         self.node, self.registry = node, registry
         self.listeners = [
-            ListenService(node.reactor, description, node.listening_factory())
+            ListenService(
+                tls.server_endpoint(node.reactor, description, node.identity),
+                node.listening_factory(),
+            )
             for description in listen
         ]
         self.keepers = [
             ClientService(
-                clientFromString(node.reactor, endpoint),  # type: ignore[no-untyped-call]
+                tls.client_endpoint(node.reactor, endpoint, node.identity, peer_id),
                 node.dial_factory(peer_id),
                 retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=30.0),
                 clock=node.reactor,
@@ -93,7 +98,8 @@ class NodeService(MultiService):
         if status is not None:
             page = Site(StatusPage(node, self.listening))  # type: ignore[no-untyped-call]
             page.noisy = False  # no "Starting factory" lines for each request
-            self.status = ListenService(node.reactor, status, page)
+            endpoint = serverFromString(node.reactor, status)  # type: ignore[no-untyped-call]
+            self.status = ListenService(endpoint, page)
         self.refresher = TimerService(BAN_REFRESH_INTERVAL, self._refresh_bans)  # type: ignore[no-untyped-call]
         self.refresher.clock = node.reactor
         for child in (

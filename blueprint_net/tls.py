@@ -1,0 +1,149 @@
+"""TLS between peers, with the node's own Ed25519 key as its certificate.
+
+Two ways to use TLS:
+
+* **Peer to peer** (``p2ptls:`` descriptions, this module): each node makes a
+  self-signed certificate from its own Ed25519 key at start-up, so the TLS
+  certificate and the blueprint handshake name the same identity.  TLS 1.3
+  only; both sides present a certificate.  A certificate is trusted by its
+  key: the dialer checks it against the peer id it expects, and after the
+  handshake each side checks it against the id the peer proved (see
+  ``PeerProtocol``).  The handshake also binds to the session through the
+  RFC 9266 exporter, so a relay between two TLS sessions fails.
+* **Operator certificates**: Twisted's own ``ssl:`` (server) and ``tls:``
+  (client) descriptions, with a CA bundle and hostname verification by
+  ``service_identity`` in ``optionsForClientTLS``.  Nothing here is needed.
+
+``p2ptls:`` takes the rest of a ``tcp:`` description:
+``p2ptls:7443:interface=127.0.0.1`` to listen, ``p2ptls:127.0.0.1:7443`` (or
+``p2ptls:host=...:port=...``) to dial.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Optional
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
+from twisted.internet.endpoints import (
+    clientFromString,
+    serverFromString,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+from .identity import Identity, PeerId
+
+PREFIX = "p2ptls:"
+#: A certificate is made at each start; it outlives any connection.
+VALIDITY = datetime.timedelta(days=365)
+
+
+def certificate(identity: Identity) -> x509.Certificate:
+    """A self-signed X.509 certificate of the identity's own Ed25519 key."""
+    key = identity.private_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(identity.peer_id))])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + VALIDITY)
+        .sign(key, None)  # Ed25519 signs without a separate digest
+    )
+
+
+def certificate_key(x509_certificate: Any) -> Optional[bytes]:
+    """The raw Ed25519 key of a pyOpenSSL certificate; None for other keys."""
+    key = x509_certificate.get_pubkey().to_cryptography_key()
+    if not isinstance(key, Ed25519PublicKey):
+        return None
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+@implementer(IOpenSSLServerConnectionCreator, IOpenSSLClientConnectionCreator)
+class PeerTLS:
+    """TLS 1.3 with the node's key as its certificate, both directions.
+
+    ``expected`` (dialing) refuses any certificate but that peer id's key
+    during the TLS handshake, before a byte of the protocol moves.
+    """
+
+    def __init__(self, identity: Identity, expected: Optional[PeerId] = None) -> None:
+        self.expected = expected
+        context = SSL.Context(SSL.TLS_METHOD)
+        context.set_min_proto_version(SSL.TLS1_3_VERSION)
+        # pyOpenSSL takes cryptography's objects (its own are deprecated);
+        # the types-pyOpenSSL stubs have not caught up.
+        context.use_privatekey(identity.private_key())  # type: ignore[arg-type]
+        context.use_certificate(certificate(identity))  # type: ignore[arg-type]
+        context.set_verify(
+            SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify
+        )
+        self._context = context
+
+    def _verify(
+        self, connection: Any, cert: Any, errno: int, depth: int, ok: int
+    ) -> bool:
+        # Self-signed by design: the key is the identity, and OpenSSL's own
+        # verdict (no trusted issuer) does not apply.  One certificate only.
+        key = certificate_key(cert)
+        if depth != 0 or key is None:
+            return False
+        return self.expected is None or key == self.expected.public_key
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        return SSL.Connection(self._context, None)
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        connection = SSL.Connection(self._context, None)
+        connection.set_connect_state()
+        return connection
+
+
+@implementer(IStreamServerEndpoint)
+class _TLSServerEndpoint:
+    def __init__(self, wrapped: IStreamServerEndpoint, creator: PeerTLS) -> None:
+        self.wrapped, self.creator = wrapped, creator
+
+    def listen(self, factory: Any) -> Any:
+        listening: Any = self.wrapped.listen(
+            TLSMemoryBIOFactory(self.creator, False, factory)
+        )
+        return listening
+
+
+def server_endpoint(
+    reactor: Any, description: str, identity: Identity
+) -> IStreamServerEndpoint:
+    """``p2ptls:...`` with the node's certificate, or any strports description."""
+    if description.startswith(PREFIX):
+        tcp = serverFromString(reactor, "tcp:" + description[len(PREFIX) :])  # type: ignore[no-untyped-call]
+        return _TLSServerEndpoint(tcp, PeerTLS(identity))
+    endpoint: IStreamServerEndpoint = serverFromString(reactor, description)  # type: ignore[no-untyped-call]
+    return endpoint
+
+
+def client_endpoint(
+    reactor: Any, description: str, identity: Identity, expected: Optional[PeerId]
+) -> IStreamClientEndpoint:
+    """``p2ptls:...`` checking the expected peer's key, or any description."""
+    if description.startswith(PREFIX):
+        tcp = clientFromString(reactor, "tcp:" + description[len(PREFIX) :])  # type: ignore[no-untyped-call]
+        return wrapClientTLS(PeerTLS(identity, expected), tcp)
+    endpoint: IStreamClientEndpoint = clientFromString(reactor, description)  # type: ignore[no-untyped-call]
+    return endpoint
