@@ -7,13 +7,14 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from . import bans, framing, handshake, messaging
+from . import bans, framing, handshake, messaging, tls
 
 
 async def main(reactor: Any, quick: bool) -> None:
     rows = (
         framing.run(quick)
         + await handshake.run(reactor, quick)
+        + await tls.run(reactor, quick)
         + await messaging.run(reactor, quick)
         + await bans.run(reactor, quick)
     )

@@ -162,7 +162,7 @@ async def _blueprint(reactor: Any, count: int, a: Identity, b: Identity) -> floa
         client = next(clients)
         await client.connect(endpoint, peer_id=b.peer_id)
         protocol = client._verified[b.peer_id]
-        protocol.transport.loseConnection()  # type: ignore[union-attr]
+        protocol.disconnect()  # a plain close, without the node's goodbye
         await protocol.closed
 
     elapsed = await _in_flight(one, count)

@@ -403,6 +403,17 @@ class Node(Service):
             raise HandshakeFailed(ErrorCode.GOING_AWAY, "peer left at once")
         return peer
 
+    def disconnect(self, peer_id: PeerId) -> defer.Deferred[None]:
+        """Say goodbye to one peer (``Error{GOING_AWAY}``) and close; fires
+        once closed.  Close through this (or :meth:`stop`), not the
+        transport: a connection is its transport's producer, and TLS will not
+        close a transport whose producer is still registered."""
+        protocol = self._verified.get(peer_id)
+        if protocol is None:
+            return defer.succeed(None)
+        protocol.close(ProtocolError(ErrorCode.GOING_AWAY, "closed by the application"))
+        return protocol.closed
+
     def stop(self) -> defer.Deferred[None]:
         """Stop listening, say goodbye to every peer, wait for them to close."""
         return defer.ensureDeferred(self._stop())

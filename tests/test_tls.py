@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.task import deferLater
 
 from blueprint_net.errors import ErrorCode
 from blueprint_net.identity import Identity
@@ -228,6 +229,29 @@ async def test_operator_certificates_that_must_fail(
         with pytest.raises(HandshakeError):
             await a.connect(f"tls:localhost:{port}:trustRoots={operator.trust}")
         assert a.peers == [] and b.peers == [], kind
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_disconnecting_a_tls_peer_closes_both_ends(
+    alice: Identity, bob: Identity
+) -> None:
+    """A connection is its transport's producer, and TLS waits for the
+    producer to go before it closes: ``disconnect`` unregisters it first."""
+    a, b = Node(alice), Node(bob)
+    try:
+        port = await _tls_port(b)
+        await a.connect(f"p2ptls:127.0.0.1:{port}", peer_id=bob.peer_id)
+        await a.disconnect(bob.peer_id)
+        assert a.peers == []
+        for _ in range(100):
+            if not b._open:
+                break
+            await deferLater(reactor, 0.01)
+        assert not b._open and b.peers == []
+        await a.disconnect(bob.peer_id)  # no longer connected: nothing to do
     finally:
         await a.stop()
         await b.stop()
