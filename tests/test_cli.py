@@ -82,9 +82,20 @@ async def test_request_and_ping_as_a_process(alice: Identity, tmp_path: Path) ->
     endpoint = f"tcp:127.0.0.1:{port}"
     try:
         out, err, code = await getProcessOutputAndValue(
-            CLI, ["request", endpoint, "echo", "hi", "--metadata", "m", "--json",
-                  "--peer-id", str(alice.peer_id)], path=str(tmp_path)
-        )  # fmt: skip
+            CLI,
+            [
+                "request",
+                endpoint,
+                "echo",
+                "hi",
+                "--metadata",
+                "m",
+                "--json",
+                "--peer-id",
+                str(alice.peer_id),
+            ],
+            path=str(tmp_path),
+        )
         assert code == OK, err
         assert json.loads(out) == {"response": "protocol", "data": "hi"}
         out, err, code = await getProcessOutputAndValue(

@@ -57,12 +57,19 @@ class TwistdNode:
 
     def start(self, *peers: TwistdNode) -> None:
         arguments = [
-            TWISTD, "-n", "--pidfile=", f"--logfile={self.log}", "blueprint",
-            "--data-dir", str(self.directory),
-            "--listen", f"tcp:{self.port}:interface=127.0.0.1",
-            "--status", f"tcp:{self.status_port}:interface=127.0.0.1",
+            TWISTD,
+            "-n",
+            "--pidfile=",
+            f"--logfile={self.log}",
+            "blueprint",
+            "--data-dir",
+            str(self.directory),
+            "--listen",
+            f"tcp:{self.port}:interface=127.0.0.1",
+            "--status",
+            f"tcp:{self.status_port}:interface=127.0.0.1",
             *(f"--peer={p.peer_id}@tcp:127.0.0.1:{p.port}" for p in peers),
-        ]  # fmt: skip
+        ]
         self.process = subprocess.Popen(
             arguments,
             cwd=self.directory,
@@ -136,16 +143,26 @@ async def test_two_twistd_nodes_cli_request_ban_restart_and_sigterm(
 
         # A request from the command line, to a node that must be A.
         code, out, err = await _cli(
-            "request", f"tcp:127.0.0.1:{a.port}", "echo", "over the wire",
-            "--peer-id", a.peer_id, cwd=tmp_path,
-        )  # fmt: skip
+            "request",
+            f"tcp:127.0.0.1:{a.port}",
+            "echo",
+            "over the wire",
+            "--peer-id",
+            a.peer_id,
+            cwd=tmp_path,
+        )
         assert (code, out.strip()) == (0, "over the wire"), err
 
         # A ban written by the command line into B's database while B runs.
         code, out, err = await _cli(
-            "ban", a.peer_id, "--data-dir", str(b.directory), "--reason", "test",
+            "ban",
+            a.peer_id,
+            "--data-dir",
+            str(b.directory),
+            "--reason",
+            "test",
             cwd=tmp_path,
-        )  # fmt: skip
+        )
         assert code == 0, err
 
         async def a_dropped() -> bool:
@@ -188,3 +205,46 @@ async def test_two_twistd_nodes_cli_request_ban_restart_and_sigterm(
         assert "Traceback" not in logged, logged
     # B said goodbye to A before going (A was still connected to it).
     assert "GOING_AWAY" in a.log.read_text()
+
+
+def _taken(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_readme_command_alone_runs_a_working_node(tmp_path: Path) -> None:
+    """``twistd -n blueprint`` with every default, as README.md's first line."""
+    if _taken(7010) or _taken(7080):
+        pytest.skip("the default ports 7010 and 7080 are in use on this machine")
+    process = subprocess.Popen(
+        [TWISTD, "-n", "blueprint"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    node = TwistdNode(tmp_path, "", port=7010, status_port=7080, process=process)
+    try:
+        status = await _until(lambda: _status(node), "the node serves its status")
+        assert status["listening"] == ["127.0.0.1:7010"]
+        code, out, err = await _cli(
+            "request",
+            "tcp:127.0.0.1:7010",
+            "echo",
+            "hello",
+            "--peer-id",
+            status["peer_id"],
+            cwd=tmp_path,
+        )
+        assert (code, out.strip()) == (0, "hello"), err
+        assert (
+            tmp_path / "blueprint-data" / "node.key"
+        ).stat().st_mode & 0o777 == 0o600
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0].decode()
+    assert "Server Shut Down." in output and "Traceback" not in output, output
