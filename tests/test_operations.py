@@ -208,7 +208,10 @@ async def test_two_twistd_nodes_cli_request_ban_restart_and_sigterm(
 
 
 def _taken(port: int) -> bool:
+    """Whether twistd could not listen there (it sets SO_REUSEADDR, so a
+    TIME_WAIT left by an earlier run does not count)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
