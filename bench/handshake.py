@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.interfaces import IProtocolFactory
 
 from blueprint_net.identity import Identity
 from blueprint_net.node import Node
@@ -67,19 +68,34 @@ class _CryptoClient(_CryptoServer):
         self.closed.callback(None)
 
 
-async def _reference(reactor: Any, count: int, a: Identity, b: Identity) -> float:
-    server = protocol.Factory.forProtocol(lambda: _CryptoServer(b, a))
+async def connections_per_second(
+    reactor: Any,
+    count: int,
+    server: IProtocolFactory,
+    client: Callable[[], Any],
+    wrap: Callable[[Any], Any] = lambda endpoint: endpoint,
+) -> float:
+    """Dial ``server`` ``count`` times over loopback, ``IN_FLIGHT`` at once,
+    each with a new ``client()`` (which has a ``closed`` Deferred); the rate.
+    ``wrap`` wraps the client endpoint (in TLS, say)."""
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server)
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+    endpoint = wrap(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port))
 
     async def one() -> None:
-        client = _CryptoClient(a, b)
-        await endpoint.connect(protocol.Factory.forProtocol(lambda: client))
-        await client.closed
+        made = client()
+        await endpoint.connect(protocol.Factory.forProtocol(lambda: made))
+        await made.closed
 
     elapsed = await _in_flight(one, count)
     await port.stopListening()
     return count / elapsed
+
+
+async def _reference(reactor: Any, count: int, a: Identity, b: Identity) -> float:
+    server = protocol.Factory.forProtocol(lambda: _CryptoServer(b, a))
+    return await connections_per_second(
+        reactor, count, server, lambda: _CryptoClient(a, b)
+    )
 
 
 class _FramesServer(protocol.Protocol):
@@ -135,17 +151,9 @@ async def _frames_reference(
 ) -> float:
     a_signature, b_signature = a.sign(TRANSCRIPT), b.sign(TRANSCRIPT)
     server = protocol.Factory.forProtocol(lambda: _FramesServer(b, a, a_signature))
-    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server)
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
-
-    async def one() -> None:
-        client = _FramesClient(a, b, b_signature)
-        await endpoint.connect(protocol.Factory.forProtocol(lambda: client))
-        await client.closed
-
-    elapsed = await _in_flight(one, count)
-    await port.stopListening()
-    return count / elapsed
+    return await connections_per_second(
+        reactor, count, server, lambda: _FramesClient(a, b, b_signature)
+    )
 
 
 async def _blueprint(reactor: Any, count: int, a: Identity, b: Identity) -> float:

@@ -14,18 +14,14 @@ import statistics
 from typing import Any
 
 from twisted.internet import defer, protocol
-from twisted.internet.endpoints import (
-    TCP4ClientEndpoint,
-    TCP4ServerEndpoint,
-    wrapClientTLS,
-)
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from blueprint_net.identity import Identity
 from blueprint_net.node import Node
 from blueprint_net.tls import PeerTLS
 
-from .handshake import _in_flight
+from .handshake import _in_flight, connections_per_second
 
 
 class _Echo(protocol.Protocol):
@@ -49,18 +45,10 @@ class _Once(protocol.Protocol):
 
 async def _bare(reactor: Any, count: int, a: Identity, b: Identity) -> float:
     server = TLSMemoryBIOFactory(PeerTLS(b), False, protocol.Factory.forProtocol(_Echo))
-    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server)
-    tcp = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
-    endpoint = wrapClientTLS(PeerTLS(a, expected=b.peer_id), tcp)
-
-    async def one() -> None:
-        client = _Once()
-        await endpoint.connect(protocol.Factory.forProtocol(lambda: client))
-        await client.closed
-
-    elapsed = await _in_flight(one, count)
-    await port.stopListening()
-    return count / elapsed
+    creator = PeerTLS(a, expected=b.peer_id)
+    return await connections_per_second(
+        reactor, count, server, _Once, lambda tcp: wrapClientTLS(creator, tcp)
+    )
 
 
 async def _blueprint(reactor: Any, count: int, a: Identity, b: Identity) -> float:
