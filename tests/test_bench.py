@@ -20,6 +20,7 @@ def test_bench_quick_prints_every_row() -> None:
     rows = result.stdout.splitlines()
     assert rows[0].startswith("benchmark")
     assert any(row.startswith("handshakes/s over TCP") for row in rows)
+    assert any(row.startswith("handshakes/s over TLS") for row in rows)
     assert sum(row.startswith("framer ") for row in rows) == 4
     assert sum(row.startswith("pipelined requests/s") for row in rows) == 2
     assert sum(row.startswith("ping-pong round trips/s") for row in rows) == 2
