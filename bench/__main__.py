@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from . import bans, framing, handshake, messaging, tls
+from . import bans, framing, handshake, memory, messaging, tls
 
 
 async def main(reactor: Any, quick: bool) -> None:
@@ -17,6 +17,7 @@ async def main(reactor: Any, quick: bool) -> None:
         + await tls.run(reactor, quick)
         + await messaging.run(reactor, quick)
         + await bans.run(reactor, quick)
+        + await memory.run(reactor, quick)  # last: tracemalloc slows all
     )
     width = max(len(name) for name, *_ in rows)
     print(

@@ -25,3 +25,4 @@ def test_bench_quick_prints_every_row() -> None:
     assert sum(row.startswith("pipelined requests/s") for row in rows) == 2
     assert sum(row.startswith("ping-pong round trips/s") for row in rows) == 2
     assert sum(row.startswith("reactor lateness") for row in rows) == 3
+    assert any(row.startswith("memory per idle verified connection") for row in rows)
