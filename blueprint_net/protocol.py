@@ -12,6 +12,7 @@ from twisted.internet.interfaces import (
     IPushProducer,
     IReactorTime,
     ISSLTransport,
+    ITCPTransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -145,8 +146,15 @@ class PeerProtocol(Protocol):
     # -- Protocol -----------------------------------------------------------
 
     def connectionMade(self) -> None:
+        transport = self.transport
         #: The peer's address, read once: it cannot change.
-        self.address: IAddress = self.transport.getPeer()  # type: ignore[union-attr]
+        self.address: IAddress = transport.getPeer()  # type: ignore[union-attr]
+        if ITCPTransport.providedBy(transport):
+            # Requests and responses are small and answered at once: with
+            # Nagle's algorithm, a second write before the peer's delayed ACK
+            # (a response, then a request) would wait ~40 ms.  Writes are
+            # already batched, one per read.
+            transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self.host.connection_opened(self)
         self._timeout = self.settings.clock.callLater(
