@@ -73,7 +73,10 @@ async def run(reactor: Any, minutes: float, peers: int) -> dict[str, Any]:
     seconds = minutes * 60
     hub = Node(Identity.generate(), reactor=reactor, handlers=BUILTINS)
     port = (await hub.listen("tcp:0:interface=127.0.0.1")).getHost().port  # type: ignore[attr-defined]
-    tracemalloc.start()
+    tracemalloc.start(12 if os.environ.get("SOAK_TRACE") else 1)
+    first: list[Any] = []
+    if os.environ.get("SOAK_TRACE"):  # where the heap grew, from 30 s on
+        reactor.callLater(30, lambda: first.append(tracemalloc.take_snapshot()))
     samples: list[tuple[float, float, float, int]] = []
     started = time.monotonic()
 
@@ -103,7 +106,7 @@ async def run(reactor: Any, minutes: float, peers: int) -> dict[str, Any]:
     while len(hub.peers) < peers:
         await task.deferLater(reactor, 0.1)
     deadline = time.monotonic() + seconds - 5
-    pending: list[defer.Deferred[Any]] = []
+    pending: set[defer.Deferred[Any]] = set()  # only those still running
     while time.monotonic() < deadline:
         asked = hub.broadcast("echo", b"from the hub", timeout=10.0)
         broadcast["broadcasts"] += 1
@@ -117,12 +120,18 @@ async def run(reactor: Any, minutes: float, peers: int) -> dict[str, Any]:
                     else f"failed.{type(outcome.error).__name__}"
                 ] += 1
 
-        pending.append(asked.addCallback(count))
+        asked.addCallback(count)
+        pending.add(asked)
+        asked.addBoth(_forget, pending, asked)
         await task.deferLater(reactor, 1.0)
-    await defer.gatherResults(pending)
+    await defer.gatherResults(list(pending))
     out, err, code = await flood
     sampler.stop()
     sample()
+    if first:
+        for stat in tracemalloc.take_snapshot().compare_to(first[0], "traceback")[:5]:
+            print(f"{stat.size_diff / 1024:+.1f} KiB in {stat.count_diff:+} blocks")
+            print("    " + "\n    ".join(stat.traceback.format()[-10:]))
     if code != 0:
         raise RuntimeError(err.decode())
     await hub.stop()
@@ -134,6 +143,11 @@ async def run(reactor: Any, minutes: float, peers: int) -> dict[str, Any]:
         "samples": samples,
         "counters": dict(hub.counters),
     }
+
+
+def _forget(result: object, pending: set[Any], done: Any) -> object:
+    pending.discard(done)
+    return result
 
 
 def report(result: dict[str, Any]) -> None:

@@ -114,6 +114,13 @@ class _KeepFactory(PeerFactory):
         return super().buildProtocol(addr)
 
 
+async def _outcomes(asked: list[defer.Deferred[Outcome]]) -> dict[PeerId, Outcome]:
+    # The caller holds only this coroutine's Deferred and the dict: a
+    # DeferredList keeps its whole result list alive as long as it is held.
+    outcomes = await defer.gatherResults(asked)
+    return {outcome.peer_id: outcome for outcome in outcomes}
+
+
 def _innermost(protocol: Any) -> PeerProtocol:
     """The PeerProtocol inside the wrappers (limits, TLS) an endpoint gave."""
     while not isinstance(protocol, PeerProtocol):
@@ -301,10 +308,7 @@ class Node(Service):
             )
             for peer_id in targets
         ]
-        gathered = defer.gatherResults(asked)
-        return gathered.addCallback(
-            lambda outcomes: {outcome.peer_id: outcome for outcome in outcomes}
-        )
+        return defer.ensureDeferred(_outcomes(asked))
 
     def notify_all(
         self,
