@@ -10,11 +10,9 @@ option given on the command line replaces the file's whole list.
 from __future__ import annotations
 
 import configparser
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import attrs
-from twisted.python import usage
 
 from . import wire
 from .limits import ConnectionLimits
@@ -300,12 +298,3 @@ def split(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
         where, attribute = setting.target
         parts[where][attribute] = values[setting.name]
     return parts
-
-
-def data_dir_default(values: dict[str, Any], name: str, default: str) -> Path:
-    chosen: Optional[str] = values.get(name)
-    return Path(chosen) if chosen else Path(values["data-dir"]) / default
-
-
-def as_usage_error(error: ConfigError) -> usage.UsageError:
-    return usage.UsageError(str(error))
