@@ -137,9 +137,7 @@ class Connection:
 
     def send(self, message: wire.Message) -> None:
         """Queue an application message; only once ``Verified``."""
-        if not self.verified or self.closed:
-            raise RuntimeError("cannot send before the handshake completes")
-        self._queue(message)
+        self.send_frame(wire.frame(message))
 
     def request(
         self,

@@ -155,7 +155,7 @@ class PeerProtocol(Protocol):
             # (a response, then a request) would wait ~40 ms.  Writes are
             # already batched, one per read.
             transport.setTcpNoDelay(True)
-        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        transport.registerProducer(self, True)  # type: ignore[union-attr]
         self.host.connection_opened(self)
         self._timeout = self.settings.clock.callLater(
             self.settings.handshake_timeout, self._handshake_timed_out
@@ -222,15 +222,14 @@ class PeerProtocol(Protocol):
         except (SendQueueFull, ValueError, RuntimeError) as error:
             return defer.fail(error)
         clock = self.settings.clock
-        deadline = clock.seconds() + (
-            self.settings.request_timeout if timeout is None else timeout
-        )
+        delay = self.settings.request_timeout if timeout is None else timeout
+        deadline = clock.seconds() + delay
         self._deadlines.add(request_id, deadline)
         expiry = self._expiry
         if expiry is None:
-            self._expiry = clock.callLater(deadline - clock.seconds(), self._expire)
+            self._expiry = clock.callLater(delay, self._expire)
         elif deadline < expiry.getTime():  # a shorter timeout than those before
-            expiry.reset(deadline - clock.seconds())
+            expiry.reset(delay)
         self._flush()
         return waiting
 
