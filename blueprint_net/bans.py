@@ -141,6 +141,7 @@ class BanRegistry:
         self._callbacks: list[Callable[[Ban], Any]] = []
         self._queued: list[tuple[Callable[[Any, Ban], None], Ban]] = []
         self._writing: Optional[defer.Deferred[Any]] = None
+        self._failing = False  # the last write failed: retry on refresh()
         self._flushed: list[defer.Deferred[None]] = []
         self._data_version: Optional[int] = None
         self._changes = 0  # local changes, so a reload never undoes one
@@ -288,7 +289,7 @@ class BanRegistry:
             return
         self._changes += 1
         self._queued.append((operation, ban))
-        if self._writing is None:
+        if self._writing is None and not self._failing:
             self._commit_queued()
 
     def _commit_queued(self) -> None:
@@ -299,28 +300,50 @@ class BanRegistry:
         batch, self._queued = self._queued, []
         writing = self._pool.runInteraction(_apply, batch)  # type: ignore[no-untyped-call]
         self._writing = writing
-        writing.addErrback(self._write_failed, batch)
-        writing.addBoth(self._committed)
+        writing.addCallbacks(self._saved, self._save_failed, errbackArgs=(batch,))
+        writing.addBoth(self._written)
 
-    def _committed(self, result: object) -> None:
+    def _saved(self, _: object) -> bool:
+        if self._failing:
+            self._failing = False
+            self._log.info(
+                "ban database {path} is writable again; unsaved changes saved",
+                path=str(self.path),
+            )
+        return True
+
+    def _save_failed(
+        self, failure: Any, batch: list[tuple[Callable[[Any, Ban], None], Ban]]
+    ) -> bool:
+        """The transaction rolled back: the bans still apply in memory, and
+        the batch goes back to the head of the queue, to be retried at the
+        next :meth:`refresh` (the service calls it every few seconds).  One
+        error per outage, not one per retry."""
+        self._queued[:0] = batch
+        if not self._failing:
+            self._failing = True
+            self._log.error(
+                "cannot save bans to {path}: {error}; they apply in memory and"
+                " saving is retried until the file is writable",
+                path=str(self.path),
+                error=str(failure.value),
+                unsaved=len(self._queued),
+            )
+        return False
+
+    def _written(self, saved: bool) -> None:
         self._writing = None
-        if self._queued:
+        if saved and self._queued:
             self._commit_queued()
         else:
             waiting, self._flushed = self._flushed, []
             for deferred in waiting:
                 deferred.callback(None)
 
-    def _write_failed(
-        self, failure: Any, batch: list[tuple[Callable[[Any, Ban], None], Ban]]
-    ) -> None:
-        # The bans still apply in memory; only their persistence failed.
-        self._log.failure(
-            "could not save {count} ban changes to {path}",
-            failure,
-            count=len(batch),
-            path=str(self.path),
-        )
+    @property
+    def unsaved(self) -> int:
+        """Changes not yet in the file (queued, or waiting for a retry)."""
+        return len(self._queued) + (self._writing is not None)
 
     def refresh(self) -> defer.Deferred[int]:
         """Take in changes another process (the ``blueprint-net ban``
@@ -329,8 +352,11 @@ class BanRegistry:
         SQLite's ``data_version`` changes only for other connections'
         commits; both it and the reload run on the writer thread.
         """
-        if self._pool is None or self._writing is not None or self._queued:
-            return defer.succeed(0)  # our own changes first; next time
+        if self._pool is None or self._writing is not None:
+            return defer.succeed(0)
+        if self._queued:  # our own changes first (a retry); read next time
+            self._commit_queued()
+            return defer.succeed(0)
         read: defer.Deferred[tuple[int, Optional[list[Ban]]]]
         read = self._pool.runInteraction(_read_if_changed, self._data_version)  # type: ignore[no-untyped-call]
         return read.addCallback(self._apply_reload, self._changes)
@@ -369,17 +395,27 @@ class BanRegistry:
         return changed
 
     def flush(self) -> defer.Deferred[None]:
-        """Fires once every change so far has been committed (or failed)."""
-        if self._writing is None and not self._queued:
+        """Fires once the write in progress, if any, has been committed or
+        has failed (what failed stays queued: see :attr:`unsaved`)."""
+        if self._writing is None:
             return defer.succeed(None)
         flushed: defer.Deferred[None] = defer.Deferred()
         self._flushed.append(flushed)
         return flushed
 
     def close(self) -> defer.Deferred[None]:
-        """Wait for pending writes, then close the database."""
+        """Wait for pending writes (one last try for any that failed), then
+        close the database; what still could not be saved is logged."""
+        if self._pool is not None and self._writing is None and self._queued:
+            self._commit_queued()
 
         def closed(_: object) -> None:
+            if self._queued:
+                self._log.error(
+                    "{unsaved} ban changes were never saved to {path}",
+                    unsaved=len(self._queued),
+                    path=str(self.path),
+                )
             if self._pool is not None:
                 self._pool.close()  # type: ignore[no-untyped-call]
                 self._pool = None

@@ -35,6 +35,7 @@ def snapshot(node: Node, listening: Callable[[], list[str]]) -> dict[str, Any]:
             for peer in node.peers
         ],
         "bans": len(node.bans.bans()),
+        "bans_unsaved": node.bans.unsaved,
         "counters": dict(sorted(node.counters.items())),
     }
 
@@ -53,6 +54,9 @@ def prometheus(status: dict[str, Any]) -> str:
         "# HELP blueprint_bans Bans in force now.",
         "# TYPE blueprint_bans gauge",
         f"blueprint_bans {status['bans']}",
+        "# HELP blueprint_bans_unsaved Ban changes not yet in the ban database.",
+        "# TYPE blueprint_bans_unsaved gauge",
+        f"blueprint_bans_unsaved {status['bans_unsaved']}",
     ]
     families: dict[str, list[tuple[str, int]]] = {}
     for key, value in status["counters"].items():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -52,3 +54,13 @@ class RecordingHost:
 def decode_frames(data: bytes) -> list[wire.Message]:
     framer = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME)
     return [wire.decode(body) for body in framer.feed(data)]
+
+
+async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll the real reactor until ``condition()`` holds (for events a test
+    on loopback TCP cannot await directly, such as the far end's close)."""
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await deferLater(reactor, 0.01)
+    raise AssertionError("condition not met in time")

@@ -3,17 +3,21 @@ SQLite file across restarts, kills and damage."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 
 from blueprint_net.bans import (
     Ban,
@@ -24,8 +28,13 @@ from blueprint_net.bans import (
     parse_target,
     remove,
     store,
+    stored,
 )
 from blueprint_net.identity import Identity
+from blueprint_net.node import Node
+from blueprint_net.policy import Policy
+
+from .helpers import until
 
 PEER = Identity(bytes(range(32))).peer_id
 OTHER = Identity(bytes(range(32, 64))).peer_id
@@ -266,3 +275,116 @@ def test_editing_a_missing_or_damaged_database_is_a_clear_error(tmp_path: Path) 
     damaged.write_bytes(b"garbage" * 1000)
     with pytest.raises(BanDatabaseError, match="not a usable ban"), edit(damaged):
         pass
+
+
+# -- the file made read-only while the node runs --------------------------------
+
+
+def _immutable(paths: list[Path], on: bool) -> bool:
+    """``chattr +i``: unlike ``chmod`` it stops writes through descriptors
+    already open (SQLite then fails with an I/O error), and root too."""
+    flag = "+i" if on else "-i"
+    results = [
+        subprocess.run(["chattr", flag, str(p)], capture_output=True, check=False)
+        for p in paths
+    ]
+    return all(r.returncode == 0 for r in results)
+
+
+@pytest.fixture
+def errors() -> Iterator[list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+
+    def record(event: dict[str, Any]) -> None:
+        if event.get("log_namespace") == "blueprint_net.bans.BanRegistry":
+            events.append(event)
+
+    observer = cast(ILogObserver, record)
+    globalLogPublisher.addObserver(observer)
+    yield events
+    globalLogPublisher.removeObserver(observer)
+
+
+@pytest.mark.usefixtures("clean_reactor")
+@pytest_twisted.ensureDeferred
+async def test_a_database_made_read_only_while_running(
+    tmp_path: Path,
+    alice: Identity,
+    bob: Identity,
+    carol: Identity,
+    errors: list[dict[str, Any]],
+) -> None:
+    if shutil.which("chattr") is None:
+        pytest.skip("needs chattr")
+    path = tmp_path / "bans.sqlite"
+    registry = BanRegistry(reactor, path)
+    registry.ban("192.0.2.1", "before")
+    await registry.flush()  # the file and its write-ahead log now exist
+    files = [path, path.with_name(path.name + "-wal")]
+    if not _immutable(files, True):
+        _immutable(files, False)
+        await registry.close()
+        pytest.skip("needs chattr +i: root, on a filesystem with the flag")
+
+    node = Node(bob, handlers={"echo": lambda r: r.payload}, policy=Policy(registry))
+    honest, banned = Node(alice), Node(carol)
+    try:
+        listening = await node.listen("tcp:0:interface=127.0.0.1")
+        port = listening.getHost().port  # type: ignore[attr-defined]
+        for client in (honest, banned):
+            await client.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
+
+        node.ban(carol.peer_id, "while read-only")
+        await registry.flush()
+        assert registry.peer_ban(carol.peer_id) is not None  # applies in memory
+        await until(lambda: [p.peer_id for p in node.peers] == [alice.peer_id])
+        assert registry.unsaved == 1
+        failed = [e for e in errors if e["log_level"] == LogLevel.error]
+        assert len(failed) == 1 and "cannot save bans" in failed[0]["log_format"]
+        assert failed[0]["error"]  # SQLite's own words, no traceback
+        answer = await honest.request(bob.peer_id, "echo", b"still served")
+        assert answer.data == b"still served"
+
+        await registry.refresh()  # a retry while still read-only...
+        await registry.flush()
+        assert registry.unsaved == 1
+        assert len([e for e in errors if e["log_level"] == LogLevel.error]) == 1
+
+        assert _immutable(files, False)
+        await registry.refresh()  # ...and one once writable again
+        await registry.flush()
+        assert registry.unsaved == 0
+        assert any("writable again" in e["log_format"] for e in errors)
+        with edit(path) as connection:
+            assert {str(b.target) for b in stored(connection)} == {
+                "192.0.2.1/32",
+                str(carol.peer_id),
+            }
+    finally:
+        _immutable(files, False)
+        for each in (honest, banned, node):
+            await each.stop()
+        await registry.close()
+
+
+@pytest.mark.usefixtures("clean_reactor")
+@pytest_twisted.ensureDeferred
+async def test_what_could_never_be_saved_is_logged_at_close(
+    tmp_path: Path, errors: list[dict[str, Any]]
+) -> None:
+    if shutil.which("chattr") is None:
+        pytest.skip("needs chattr")
+    path = tmp_path / "bans.sqlite"
+    registry = BanRegistry(reactor, path)
+    registry.ban("192.0.2.1", "before")
+    await registry.flush()
+    files = [path, path.with_name(path.name + "-wal")]
+    try:
+        if not _immutable(files, True):
+            pytest.skip("needs chattr +i: root, on a filesystem with the flag")
+        registry.ban("192.0.2.2", "lost")
+        await registry.close()  # one last try, then a clear record of the loss
+    finally:
+        _immutable(files, False)
+    lost = [e for e in errors if "never saved" in e["log_format"]]
+    assert len(lost) == 1 and lost[0]["unsaved"] == 1

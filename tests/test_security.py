@@ -25,7 +25,7 @@ from blueprint_net.node import Node, Peer
 from blueprint_net.policy import Policy, PolicySettings
 from blueprint_net.protocol import HandshakeError
 
-from .helpers import decode_frames
+from .helpers import decode_frames, until
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 
@@ -40,14 +40,6 @@ async def _port(node: Node) -> int:
 
 def _sleep(seconds: float) -> defer.Deferred[None]:
     return deferLater(reactor, seconds)
-
-
-async def _until(condition: object, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.01)):
-        if callable(condition) and condition():
-            return
-        await _sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 def _clients() -> list[object]:
@@ -94,7 +86,7 @@ async def test_a_banned_address_is_refused_before_a_byte_is_read(
         assert raw.received == b""  # not even a Hello
         assert b.counters["refused.banned"] == 1
         honest = await _raw(port, source="127.0.0.1")
-        await _until(lambda: honest.received)  # the Hello: served as usual
+        await until(lambda: honest.received)  # the Hello: served as usual
         honest.transport.loseConnection()  # type: ignore[union-attr]
         await honest.closed
     finally:
@@ -129,12 +121,12 @@ async def test_banning_a_connected_peer_disconnects_it(
         port = await _port(b)
         await a.connect(f"tcp:127.0.0.1:{port}")
         await c.connect(f"tcp:127.0.0.1:{port}")
-        await _until(lambda: len(b.peers) == 2)
+        await until(lambda: len(b.peers) == 2)
         b.ban(alice.peer_id, "enough")
-        await _until(lambda: [p.peer_id for p in lost] == [alice.peer_id])
+        await until(lambda: [p.peer_id for p in lost] == [alice.peer_id])
         assert [p.peer_id for p in b.peers] == [carol.peer_id]
         b.ban("127.0.0.0/8", "the whole neighbourhood", duration=60)
-        await _until(lambda: b.peers == [])
+        await until(lambda: b.peers == [])
         assert b.counters["bans.manual"] == 2
     finally:
         for node in (a, b, c):
@@ -158,7 +150,7 @@ async def test_never_dials_a_banned_peer_or_address(
         # The address is known only once connected: Twisted closes that
         # socket (before a byte is read or written) once this turn is over.
         await _sleep(0)
-        await _until(lambda: not _clients())
+        await until(lambda: not _clients())
         assert b.counters["handshakes.ok"] == 0  # nothing reached Bob
     finally:
         await a.stop()
@@ -190,7 +182,7 @@ async def test_repeated_garbage_earns_an_automatic_ban(bob: Identity) -> None:
         assert refused.received == b""
         clock.advance(3600)  # the ban expires by itself
         served = await _raw(port)
-        await _until(lambda: served.received)
+        await until(lambda: served.received)
         served.transport.loseConnection()  # type: ignore[union-attr]
         await served.closed
     finally:
@@ -205,7 +197,7 @@ async def test_a_timeout_is_not_misbehaviour(bob: Identity) -> None:
         port = await _port(b)
         for _ in range(10):
             raw = await _raw(port)  # connects, never speaks
-            await _until(lambda raw=raw: raw.received)
+            await until(lambda: raw.received)  # noqa: B023 (awaited at once)
             clock.advance(5.0)
             await raw.closed
         assert b.counters["handshakes.failed.HANDSHAKE_TIMEOUT"] == 10
@@ -297,7 +289,7 @@ async def test_idle_sockets_cannot_starve_verified_peers(
         a_peer = await a.connect(f"tcp:127.0.0.1:{port}")  # verified first
         for _ in range(8):
             idle.append(await _raw(port))  # never speak
-        await _until(lambda: b.counters["refused.handshaking"] == 3)
+        await until(lambda: b.counters["refused.handshaking"] == 3)
         assert b.limiter.handshaking == 5
         assert [p.peer_id for p in b.peers] == [alice.peer_id]
         assert a_peer.peer_id == bob.peer_id

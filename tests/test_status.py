@@ -61,12 +61,14 @@ async def test_status_json_metrics_and_page(alice: Identity, bob: Identity) -> N
         assert [p["peer_id"] for p in status["peers"]] == [str(alice.peer_id)]
         assert status["peers"][0]["direction"] == "inbound"
         assert status["bans"] == 1
+        assert status["bans_unsaved"] == 0
         assert status["counters"]["handshakes.ok"] == 1
 
         code, body, kind = await _get(status_port, "/metrics")
         assert code == 200 and kind.startswith("text/plain")
         text = body.decode()
         assert "blueprint_peers 1" in text
+        assert "blueprint_bans_unsaved 0" in text
         assert 'blueprint_handshakes_total{what="ok"} 1' in text
         assert 'blueprint_bans_total{what="manual"} 1' in text
 
@@ -85,6 +87,7 @@ def test_prometheus_labels_are_escaped() -> None:
     status = {
         "peers": [],
         "bans": 0,
+        "bans_unsaved": 0,
         "counters": Counter({'requests.in.odd"name\\\n': 3, "refused.rate": 2}),
     }
     text = prometheus(status)
