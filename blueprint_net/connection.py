@@ -122,13 +122,17 @@ class Connection:
     # -- output -------------------------------------------------------------
 
     def _queue(self, message: wire.Message) -> None:
-        self._outgoing.append(wire.frame(message))
+        self._outgoing.extend(wire.frame_chunks(message))
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call."""
-        data = b"".join(self._outgoing)
-        self._outgoing.clear()
-        return data
+        return b"".join(self.chunks_to_send())
+
+    def chunks_to_send(self) -> list[bytes]:
+        """The same, unjoined: for ``writeSequence``, so a large payload is
+        copied once, by the transport (see :func:`wire.frame_chunks`)."""
+        chunks, self._outgoing = self._outgoing, []
+        return chunks
 
     def initiate(self) -> None:
         """The transport is up: queue our ``Hello``."""
@@ -137,7 +141,8 @@ class Connection:
 
     def send(self, message: wire.Message) -> None:
         """Queue an application message; only once ``Verified``."""
-        self.send_frame(wire.frame(message))
+        self._check_sendable()
+        self._outgoing.extend(wire.frame_chunks(message))
 
     def request(
         self,
@@ -150,16 +155,18 @@ class Connection:
         ``token``).  ``ValueError`` if it could not travel."""
         request = self.requests.request(protocol, payload, metadata, token)
         try:
-            frame = wire.frame(request)
-            if len(frame) - 4 > self.max_frame:
+            chunks = wire.frame_chunks(request)
+            size = sum(map(len, chunks)) - 4
+            if size > self.max_frame:
                 raise ValueError(
-                    f"a request of {len(frame) - 4} bytes exceeds the frame limit"
+                    f"a request of {size} bytes exceeds the frame limit"
                     f" of {self.max_frame}"
                 )
         except ValueError:
             self.requests.abandon(request.request_id)
             raise
-        self.send_frame(frame)
+        self._check_sendable()
+        self._outgoing.extend(chunks)
         return request.request_id
 
     def respond(self, response: wire.Response) -> Optional[RequestState]:
@@ -172,9 +179,12 @@ class Connection:
 
     def send_frame(self, frame: bytes) -> None:
         """Queue an already-encoded frame (one encoding, many peers)."""
+        self._check_sendable()
+        self._outgoing.append(frame)
+
+    def _check_sendable(self) -> None:
         if not self.verified or self.closed:
             raise RuntimeError("cannot send before the handshake completes")
-        self._outgoing.append(frame)
 
     def fail(self, error: ProtocolError) -> ConnectionFailed:
         """Fail locally (a timeout, a policy decision): tell the peer, close."""

@@ -294,15 +294,17 @@ class PeerProtocol(Protocol):
             )
 
     def _flush(self) -> None:
-        data = self.connection.data_to_send()
-        if not data:
+        chunks = self.connection.chunks_to_send()
+        if not chunks:
             return
         if self._writing_paused:
-            self._queued.append(data)
-            self._queued_size += len(data)
+            self._queued.extend(chunks)
+            self._queued_size += sum(map(len, chunks))
             self._update_reading()
+        elif len(chunks) == 1:
+            self.transport.write(chunks[0])  # type: ignore[union-attr]
         else:
-            self.transport.write(data)  # type: ignore[union-attr]
+            self.transport.writeSequence(chunks)  # type: ignore[union-attr]
 
     # -- IPushProducer: the transport tells us when the peer stops reading ---
 

@@ -46,6 +46,8 @@ _FLAG_LENGTH = struct.Struct("!BI")
 #: previous piece of a pending frame while that piece is under _MERGE_BELOW.
 _SMALL_READ = 1024
 _MERGE_BELOW = 16 * 1024
+#: See :func:`frame_chunks`.
+LARGE_PART = 16 * 1024
 
 
 @attrs.define
@@ -270,6 +272,33 @@ def frame(message: Message) -> bytes:
     parts = _parts(message)
     parts.insert(0, _HEADER.pack(sum(map(len, parts))))
     return b"".join(parts)
+
+
+def frame_chunks(message: Message) -> list[bytes]:
+    """The same bytes as :func:`frame`, as a list for ``writeSequence``.
+
+    A payload of :data:`LARGE_PART` bytes or more stays a chunk of its own:
+    the transport copies it once, into its send buffer, instead of once more
+    into the frame first.  Smaller frames are one chunk.
+    """
+    parts = _parts(message)
+    size = sum(map(len, parts))
+    header = _HEADER.pack(size)
+    if size < LARGE_PART:
+        parts.insert(0, header)
+        return [b"".join(parts)]
+    chunks: list[bytes] = []
+    small = [header]
+    for part in parts:
+        if len(part) >= LARGE_PART:
+            chunks.append(b"".join(small))
+            chunks.append(part)
+            small = []
+        else:
+            small.append(part)
+    if small:
+        chunks.append(b"".join(small))
+    return chunks
 
 
 # -- decoding ---------------------------------------------------------------
@@ -504,7 +533,7 @@ class FrameDecoder:
     def __init__(self, max_length: int = HANDSHAKE_MAX_FRAME) -> None:
         #: Reads held back: a partial length prefix, or the start of a body
         #: (the prefix already parsed and dropped).
-        self._partial: list[bytes] = []
+        self._partial: list[Union[bytes, memoryview]] = []
         self._have = 0
         #: Body bytes the current frame needs; 0 while the prefix is partial.
         self._needed = 0
@@ -527,7 +556,7 @@ class FrameDecoder:
             if len(data) < _SMALL_READ and len(partial[-1]) < _MERGE_BELOW:
                 # Bound the per-piece overhead a peer dribbling tiny reads
                 # could cost: every piece kept is >= 1 KiB or precedes one.
-                partial[-1] += data
+                partial[-1] = b"".join((partial[-1], data))
             else:
                 partial.append(data)
             self._have += len(data)
@@ -536,8 +565,8 @@ class FrameDecoder:
                 return frames  # a large frame still arriving: O(1) per read
             data = b""
             if over:  # the last piece runs into the next frame: split it
-                last = partial[-1]
-                partial[-1], data = last[: len(last) - over], last[len(last) - over :]
+                last = memoryview(partial[-1])
+                partial[-1], data = last[: len(last) - over], bytes(last[-over:])
             frames.append(b"".join(partial))
             self._partial, self._have, self._needed = [], 0, 0
         elif self._partial:
@@ -557,7 +586,8 @@ class FrameDecoder:
             start = pos + 4
             end = start + length
             if end > size:
-                self._partial = [data[start:]]
+                # A view, not a copy: the body is copied once, by the join.
+                self._partial = [memoryview(data)[start:]]
                 self._have = size - start
                 self._needed = length
                 return frames

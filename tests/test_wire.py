@@ -205,7 +205,22 @@ def test_large_frames_split_anywhere(cuts: list[int]) -> None:
     points = [0, *sorted(cuts), len(BIG_STREAM)]
     got = [b for a, z in zip(points, points[1:]) for b in framer.feed(BIG_STREAM[a:z])]
     assert [wire.decode(body) for body in got] == BIG_STREAM_MESSAGES
+    assert all(type(body) is bytes for body in got)  # never a view of a read
     assert framer.buffered == 0
+
+
+@given(MESSAGES)
+def test_frame_chunks_are_the_frame(message: wire.Message) -> None:
+    assert b"".join(wire.frame_chunks(message)) == wire.frame(message)
+
+
+def test_a_large_payload_is_its_own_chunk_not_a_copy() -> None:
+    payload = bytes(range(256)) * 256  # 64 KiB
+    request = wire.Request(7, "put", payload, b"meta")
+    chunks = wire.frame_chunks(request)
+    assert len(chunks) == 3 and chunks[1] is payload
+    assert b"".join(chunks) == wire.frame(request)
+    assert wire.frame_chunks(wire.Ping(1)) == [wire.frame(wire.Ping(1))]
 
 
 def test_tiny_reads_keep_few_pieces() -> None:
