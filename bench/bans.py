@@ -20,6 +20,8 @@ from twisted.internet import task
 
 from blueprint_net.bans import _SCHEMA, BanRegistry, _configure
 
+from .report import Row
+
 TICK = 0.001
 
 
@@ -87,7 +89,7 @@ def _summary(late: list[float]) -> tuple[float, float]:
     return ordered[int(0.99 * (len(ordered) - 1))] * 1e3, ordered[-1] * 1e3
 
 
-async def run(reactor: Any, quick: bool = False) -> list[tuple[str, float, float, str]]:
+async def run(reactor: Any, quick: bool = False) -> list[Row]:
     count = 100 if quick else 1000
     with tempfile.TemporaryDirectory() as directory:
         ours = await _through_registry(reactor, Path(directory) / "a.sqlite", count)
@@ -95,9 +97,9 @@ async def run(reactor: Any, quick: bool = False) -> list[tuple[str, float, float
     (our_p99, our_worst), (ref_p99, ref_worst) = _summary(ours), _summary(reference)
     note = f"{count} bans; ref: the same commits on the reactor thread"
     return [
-        ("reactor lateness p99 while banning (ms)", our_p99, ref_p99, note),
-        ("reactor lateness worst while banning (ms)", our_worst, ref_worst, note),
-        (
+        Row("reactor lateness p99 while banning (ms)", our_p99, ref_p99, note),
+        Row("reactor lateness worst while banning (ms)", our_worst, ref_worst, note),
+        Row(
             "reactor lateness median while banning (ms)",
             statistics.median(ours) * 1e3,
             statistics.median(reference) * 1e3,

@@ -22,6 +22,8 @@ from twisted.internet.interfaces import IProtocolFactory
 from blueprint_net.identity import Identity
 from blueprint_net.node import Node
 
+from .report import Row
+
 TRANSCRIPT = bytes(200)
 #: Frame sizes on the wire, length prefix included: Hello, then a proof.
 HELLO, PROOF = 78, 101
@@ -180,7 +182,7 @@ async def _blueprint(reactor: Any, count: int, a: Identity, b: Identity) -> floa
     return count / elapsed
 
 
-async def run(reactor: Any, quick: bool = False) -> list[tuple[str, float, float, str]]:
+async def run(reactor: Any, quick: bool = False) -> list[Row]:
     a, b = Identity.generate(), Identity.generate()
     count, rounds = (100, 3) if quick else (1000, 5)
     ours, reference, frames = [], [], []
@@ -190,13 +192,13 @@ async def run(reactor: Any, quick: bool = False) -> list[tuple[str, float, float
         ours.append(await _blueprint(reactor, count, a, b))
     name = "handshakes/s over TCP (connect+handshake+close)"
     return [
-        (
+        Row(
             name,
             statistics.median(ours),
             statistics.median(reference),
             "ref: TCP connect/close + sign/verify; target >= 0.80",
         ),
-        (
+        Row(
             name,
             statistics.median(ours),
             statistics.median(frames),

@@ -26,6 +26,8 @@ from blueprint_net.identity import Identity, PeerId
 from blueprint_net.limits import ConnectionLimits
 from blueprint_net.node import Node
 
+from .report import Point, Row, table
+
 HOLD = 30.0  # seconds the client process keeps its connections open, at most
 
 
@@ -90,17 +92,18 @@ async def _measure(reactor: Any, count: int) -> tuple[float, float]:
     return heap, rss
 
 
-async def run(reactor: Any, quick: bool = False) -> list[tuple[str, float, float, str]]:
+async def run(reactor: Any, quick: bool = False) -> list[Row]:
     tracemalloc.start()
     rows = []
-    for count in (100,) if quick else (100, 1000, 5000):
+    for count in (100, 1000, 5000):
         heap, rss = await _measure(reactor, count)
         rows.append(
-            (
+            Row(
                 f"memory per idle verified connection, {count} (KiB)",
                 heap / 1024,
                 8.0,
                 f"ref: the 8 KiB heap target; RSS {rss / 1024:.1f} KiB",
+                Point("memory", count, heap / 1024, rss / 1024),
             )
         )
     tracemalloc.stop()
@@ -118,8 +121,7 @@ def main() -> None:
         return
 
     async def go(reactor: Any) -> None:
-        for name, ours, reference, note in await run(reactor):
-            print(f"{name:<52} {ours:>8.2f} {reference:>6.1f}  {note}")
+        print(table(await run(reactor)))
 
     task.react(lambda reactor: defer.ensureDeferred(go(reactor)))
 

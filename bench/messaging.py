@@ -1,15 +1,17 @@
 """Requests per second over loopback TCP: blueprint-net, AMP, and a bare echo.
 
-Each system runs the same echo of a 64-byte payload, client and server in this
-process on one reactor, in the same run:
+Each system runs the same echo, client and server in this process on one
+reactor, in the same run, at payloads of 64 B, 4 KiB, 64 KiB and 1 MiB:
 
-* **pipelined** -- ``COUNT`` requests sent at once, timed until every response
-  is in;
+* **pipelined** -- ``count`` requests, up to a window of 1 MiB of
+  payload in flight (all 10,000 at once at 64 B), timed until every
+  response is in;
 * **ping-pong** -- one request at a time, each sent when the last answered.
 
 The bare ``Int32StringReceiver`` echo is the limit: length-prefixed frames with
 no request ids, no codec and no Deferreds.  AMP is what Twisted itself offers
-for request/response.
+for request/response; its values stop at 65,535 bytes, so it runs at 64 B and
+4 KiB only.
 """
 
 from __future__ import annotations
@@ -29,45 +31,70 @@ from blueprint_net.limits import ConnectionLimits
 from blueprint_net.messaging import IncomingRequest
 from blueprint_net.node import Node
 
-PAYLOAD = bytes(64)
+from .report import Point, Row
 
-Run = Callable[[int, bool], "defer.Deferred[Any]"]
+KiB, MiB = 1024, 1024 * 1024
+SIZES = (64, 4 * KiB, 64 * KiB, MiB)
+WINDOW = MiB  # payload bytes in flight when pipelining (see docs/performance.md)
+AMP_LIMIT = 0xFFFF
+
+#: (pipelined count, ping-pong count) per payload size, full run
+COUNTS = {
+    64: (10_000, 2_000),
+    4 * KiB: (5_000, 1_000),
+    64 * KiB: (1_000, 300),
+    MiB: (100, 40),
+}
+
+Run = Callable[[int, int], "defer.Deferred[Any]"]
+
+
+def label(size: int) -> str:
+    return (
+        f"{size // MiB} MiB"
+        if size >= MiB
+        else f"{size // KiB} KiB"
+        if size >= KiB
+        else f"{size} B"
+    )
+
+
+def window(size: int, count: int) -> int:
+    return max(1, min(count, WINDOW // size))
 
 
 # -- the bare echo ----------------------------------------------------------
 
 
 class _EchoServer(Int32StringReceiver):
-    MAX_LENGTH = 16 * 1024 * 1024
+    MAX_LENGTH = 16 * MiB
 
     def stringReceived(self, string: bytes) -> None:
         self.sendString(string)
 
 
 class _EchoClient(Int32StringReceiver):
-    MAX_LENGTH = 16 * 1024 * 1024
+    MAX_LENGTH = 16 * MiB
 
-    def __init__(self) -> None:
-        self.remaining = 0
-        self.pipelined = False
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.unsent = self.unanswered = 0
         self.done: defer.Deferred[None] = defer.Deferred()
 
-    def run(self, count: int, pipelined: bool) -> defer.Deferred[None]:
-        self.remaining, self.pipelined = count, pipelined
+    def run(self, count: int, in_flight: int) -> defer.Deferred[None]:
+        self.unsent, self.unanswered = count - in_flight, count
         self.done = defer.Deferred()
-        if pipelined:
-            for _ in range(count):
-                self.sendString(PAYLOAD)
-        else:
-            self.sendString(PAYLOAD)
+        for _ in range(in_flight):
+            self.sendString(self.payload)
         return self.done
 
     def stringReceived(self, string: bytes) -> None:
-        self.remaining -= 1
-        if self.remaining == 0:
+        self.unanswered -= 1
+        if self.unanswered == 0:
             self.done.callback(None)
-        elif not self.pipelined:
-            self.sendString(PAYLOAD)
+        elif self.unsent:
+            self.unsent -= 1
+            self.sendString(self.payload)
 
 
 # -- AMP ----------------------------------------------------------------------
@@ -87,17 +114,17 @@ class _AMPServer(amp.AMP):
 # -- the harness --------------------------------------------------------------
 
 
-async def _timed(run: Run, count: int, pipelined: bool) -> float:
+async def _timed(run: Run, count: int, in_flight: int) -> float:
     gc.collect()  # start each measurement from the same heap
     start = time.perf_counter()
-    await run(count, pipelined)
+    await run(count, in_flight)
     return count / (time.perf_counter() - start)
 
 
-async def _bare(reactor: Any) -> tuple[Run, Callable[[], Any]]:
+async def _bare(reactor: Any, payload: bytes) -> tuple[Run, Callable[[], Any]]:
     server = protocol.Factory.forProtocol(_EchoServer)
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server)
-    client = _EchoClient()
+    client = _EchoClient(payload)
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
     await endpoint.connect(protocol.Factory.forProtocol(lambda: client))
 
@@ -108,27 +135,24 @@ async def _bare(reactor: Any) -> tuple[Run, Callable[[], Any]]:
     return client.run, close
 
 
-async def _amp(reactor: Any) -> tuple[Run, Callable[[], Any]]:
+async def _amp(reactor: Any, payload: bytes) -> tuple[Run, Callable[[], Any]]:
     server = protocol.Factory.forProtocol(_AMPServer)
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server)
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
     client = await endpoint.connect(protocol.Factory.forProtocol(amp.AMP))
     assert isinstance(client, amp.AMP)
 
-    def run(count: int, pipelined: bool) -> defer.Deferred[float]:
-        return defer.ensureDeferred(_each(count, pipelined, _call))
-
-    def _call() -> defer.Deferred[Any]:
-        return client.callRemote(Echo, payload=PAYLOAD)  # type: ignore[no-any-return]
+    def call() -> defer.Deferred[Any]:
+        return client.callRemote(Echo, payload=payload)  # type: ignore[no-any-return]
 
     async def close() -> None:
         client.transport.loseConnection()  # type: ignore[union-attr]
         await port.stopListening()
 
-    return run, close
+    return _windowed(call), close
 
 
-async def _blueprint(reactor: Any) -> tuple[Run, Callable[[], Any]]:
+async def _blueprint(reactor: Any, payload: bytes) -> tuple[Run, Callable[[], Any]]:
     def echo(request: IncomingRequest) -> bytes:
         return request.payload
 
@@ -149,66 +173,106 @@ async def _blueprint(reactor: Any) -> tuple[Run, Callable[[], Any]]:
     )
     peer_id = server.peer_id
 
-    def run(count: int, pipelined: bool) -> defer.Deferred[float]:
-        return defer.ensureDeferred(_each(count, pipelined, _call))
-
-    def _call() -> defer.Deferred[Any]:
-        return client.request(peer_id, "echo", PAYLOAD)
+    def call() -> defer.Deferred[Any]:
+        return client.request(peer_id, "echo", payload)
 
     async def close() -> None:
         await client.stop()
         await server.stop()
 
-    return run, close
+    return _windowed(call), close
 
 
-async def _each(
-    count: int, pipelined: bool, call: Callable[[], defer.Deferred[Any]]
-) -> float:
-    if pipelined:
-        await defer.gatherResults([call() for _ in range(count)])
-    else:
-        for _ in range(count):
-            await call()
-    return float(count)
+def _windowed(call: Callable[[], defer.Deferred[Any]]) -> Run:
+    """``count`` calls, ``in_flight`` at a time: each answer sends the next."""
+
+    def run(count: int, in_flight: int) -> defer.Deferred[None]:
+        done: defer.Deferred[None] = defer.Deferred()
+        unsent, unanswered = count - in_flight, count
+
+        def answered(_: object) -> None:
+            nonlocal unsent, unanswered
+            unanswered -= 1
+            if unanswered == 0:
+                done.callback(None)
+            elif unsent:
+                unsent -= 1
+                call().addCallbacks(answered, failed)
+
+        def failed(failure: Any) -> None:
+            if not done.called:  # the first failure ends the run
+                done.errback(failure)
+
+        for _ in range(in_flight):
+            call().addCallbacks(answered, failed)
+        return done
+
+    return run
 
 
-async def run(reactor: Any, quick: bool = False) -> list[tuple[str, float, float, str]]:
-    count, rounds = (500, 2) if quick else (10_000, 5)
+async def measure(reactor: Any, quick: bool) -> dict[tuple[str, int, bool], float]:
+    """Median rate per (system, payload size, pipelined)."""
+    rounds = 2 if quick else 5
     systems = {"bare": _bare, "amp": _amp, "blueprint": _blueprint}
-    results: dict[tuple[str, bool], list[float]] = {}
+    results: dict[tuple[str, int, bool], list[float]] = {}
     for _ in range(rounds):  # interleaved, so drift hits every system alike
-        for name, make in systems.items():
-            call, close = await make(reactor)
-            for pipelined in (True, False):
-                n = count if pipelined else count // 5
-                rate = await _timed(call, n, pipelined)
-                results.setdefault((name, pipelined), []).append(rate)
-            await close()
-    median = {key: statistics.median(values) for key, values in results.items()}
-    return [
-        (
-            "pipelined requests/s (64 B echo)",
-            median["blueprint", True],
-            median["amp", True],
-            "ref: AMP; target >= 5",
-        ),
-        (
-            "pipelined requests/s (64 B echo)",
-            median["blueprint", True],
-            median["bare", True],
-            "ref: Int32StringReceiver echo; target >= 0.60",
-        ),
-        (
-            "ping-pong round trips/s (64 B echo)",
-            median["blueprint", False],
-            median["bare", False],
-            "ref: Int32StringReceiver echo; target >= 0.80",
-        ),
-        (
-            "ping-pong round trips/s (64 B echo)",
-            median["blueprint", False],
-            median["amp", False],
-            "ref: AMP",
-        ),
-    ]
+        for size in SIZES:
+            payload = bytes(size)
+            pipelined, ping_pong = COUNTS[size]
+            if quick:
+                pipelined, ping_pong = max(4, pipelined // 20), max(4, ping_pong // 20)
+            for name, make in systems.items():
+                if name == "amp" and size > AMP_LIMIT:
+                    continue
+                call, close = await make(reactor, payload)
+                rate = await _timed(call, pipelined, window(size, pipelined))
+                results.setdefault((name, size, True), []).append(rate)
+                rate = await _timed(call, ping_pong, 1)
+                results.setdefault((name, size, False), []).append(rate)
+                await close()
+    return {key: statistics.median(values) for key, values in results.items()}
+
+
+async def run(reactor: Any, quick: bool = False) -> list[Row]:
+    median = await measure(reactor, quick)
+    rows = []
+    for size in SIZES:
+        shown = label(size)
+        mb = 2 * size / 1e6  # payload bytes per echo, both directions, in MB
+        ours, bare = median["blueprint", size, True], median["bare", size, True]
+        rows.append(
+            Row(
+                f"pipelined requests/s, {shown} echo",
+                ours,
+                bare,
+                f"ref: Int32StringReceiver echo; target >= 0.60; {ours * mb:.0f} MB/s",
+                Point("throughput", size, ours * mb, bare * mb),
+            )
+        )
+        if size <= AMP_LIMIT:
+            rows.append(
+                Row(
+                    f"pipelined requests/s, {shown} echo",
+                    ours,
+                    median["amp", size, True],
+                    "ref: AMP; target >= 5",
+                )
+            )
+        rows.append(
+            Row(
+                f"ping-pong round trips/s, {shown} echo",
+                median["blueprint", size, False],
+                median["bare", size, False],
+                "ref: Int32StringReceiver echo; target >= 0.80",
+            )
+        )
+        if size <= AMP_LIMIT:
+            rows.append(
+                Row(
+                    f"ping-pong round trips/s, {shown} echo",
+                    median["blueprint", size, False],
+                    median["amp", size, False],
+                    "ref: AMP",
+                )
+            )
+    return rows

@@ -22,6 +22,7 @@ from blueprint_net.node import Node
 from blueprint_net.tls import PeerTLS
 
 from .handshake import _in_flight, connections_per_second
+from .report import Row
 
 
 class _Echo(protocol.Protocol):
@@ -77,7 +78,7 @@ async def _blueprint(reactor: Any, count: int, a: Identity, b: Identity) -> floa
     return count / elapsed
 
 
-async def run(reactor: Any, quick: bool = False) -> list[tuple[str, float, float, str]]:
+async def run(reactor: Any, quick: bool = False) -> list[Row]:
     a, b = Identity.generate(), Identity.generate()
     count, rounds = (50, 2) if quick else (500, 5)
     ours, reference = [], []
@@ -85,7 +86,7 @@ async def run(reactor: Any, quick: bool = False) -> list[tuple[str, float, float
         reference.append(await _bare(reactor, count, a, b))
         ours.append(await _blueprint(reactor, count, a, b))
     return [
-        (
+        Row(
             "handshakes/s over TLS (TLS + blueprint, close)",
             statistics.median(ours),
             statistics.median(reference),
