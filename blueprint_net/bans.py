@@ -142,6 +142,7 @@ class BanRegistry:
         self._queued: list[tuple[Callable[[Any, Ban], None], Ban]] = []
         self._writing: Optional[defer.Deferred[Any]] = None
         self._failing = False  # the last write failed: retry on refresh()
+        self._in_flight = 0  # changes in the transaction being written
         self._flushed: list[defer.Deferred[None]] = []
         self._data_version: Optional[int] = None
         self._changes = 0  # local changes, so a reload never undoes one
@@ -298,6 +299,7 @@ class BanRegistry:
         thread and fewer ``fsync`` calls than a transaction per ban."""
         assert self._pool is not None
         batch, self._queued = self._queued, []
+        self._in_flight = len(batch)
         writing = self._pool.runInteraction(_apply, batch)  # type: ignore[no-untyped-call]
         self._writing = writing
         writing.addCallbacks(self._saved, self._save_failed, errbackArgs=(batch,))
@@ -318,8 +320,13 @@ class BanRegistry:
         """The transaction rolled back: the bans still apply in memory, and
         the batch goes back to the head of the queue, to be retried at the
         next :meth:`refresh` (the service calls it every few seconds).  One
-        error per outage, not one per retry."""
-        self._queued[:0] = batch
+        error per outage, not one per retry.  Only the last change to each
+        target is kept (each is a whole-row put or delete), so the queue of
+        an outage is bounded by the bans there are, not by how long it lasts."""
+        latest = {
+            (ban.kind, str(ban.target)): (op, ban) for op, ban in batch + self._queued
+        }
+        self._queued = list(latest.values())
         if not self._failing:
             self._failing = True
             self._log.error(
@@ -332,7 +339,7 @@ class BanRegistry:
         return False
 
     def _written(self, saved: bool) -> None:
-        self._writing = None
+        self._writing, self._in_flight = None, 0
         if saved and self._queued:
             self._commit_queued()
         else:
@@ -343,7 +350,7 @@ class BanRegistry:
     @property
     def unsaved(self) -> int:
         """Changes not yet in the file (queued, or waiting for a retry)."""
-        return len(self._queued) + (self._writing is not None)
+        return len(self._queued) + self._in_flight
 
     def refresh(self) -> defer.Deferred[int]:
         """Take in changes another process (the ``blueprint-net ban``

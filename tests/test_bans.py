@@ -345,9 +345,10 @@ async def test_a_database_made_read_only_while_running(
         answer = await honest.request(bob.peer_id, "echo", b"still served")
         assert answer.data == b"still served"
 
+        node.ban(carol.peer_id, "replaced while read-only")
         await registry.refresh()  # a retry while still read-only...
         await registry.flush()
-        assert registry.unsaved == 1
+        assert registry.unsaved == 1  # the last change to each target only
         assert len([e for e in errors if e["log_level"] == LogLevel.error]) == 1
 
         assert _immutable(files, False)
@@ -356,10 +357,11 @@ async def test_a_database_made_read_only_while_running(
         assert registry.unsaved == 0
         assert any("writable again" in e["log_format"] for e in errors)
         with edit(path) as connection:
-            assert {str(b.target) for b in stored(connection)} == {
-                "192.0.2.1/32",
-                str(carol.peer_id),
-            }
+            saved = {str(b.target): b.reason for b in stored(connection)}
+        assert saved == {
+            "192.0.2.1/32": "before",
+            str(carol.peer_id): "replaced while read-only",
+        }
     finally:
         _immutable(files, False)
         for each in (honest, banned, node):
