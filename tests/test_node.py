@@ -311,6 +311,8 @@ async def test_error_paths_answer_with_codes_and_keep_the_connection(
         await b.stop()
     failures = [e["log_failure"] for e in logged if "log_failure" in e]
     assert [f.type for f in failures] == [KeyError, RemoteError]  # type: ignore[attr-defined]  # logged here, traceback and all
+    garbage = [e for e in logged if e.get("kind") == "int"]
+    assert len(garbage) == 1 and garbage[0]["protocol"] == "garbage"
 
 
 @pytest_twisted.ensureDeferred
