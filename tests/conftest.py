@@ -3,12 +3,17 @@ so every test that touches it must leave it as it found it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
+import pytest_twisted
 from twisted.internet import reactor
 
 from blueprint_net.identity import Identity
+from blueprint_net.node import Node
+
+from .helpers import MakeNode
 
 
 @pytest.fixture
@@ -46,3 +51,18 @@ def bob() -> Identity:
 @pytest.fixture
 def carol() -> Identity:
     return Identity(bytes(range(64, 96)))
+
+
+@pytest_twisted.async_yield_fixture
+async def make_node() -> AsyncIterator[MakeNode]:
+    """Nodes stopped at the end of the test, pass or fail: the teardown
+    every node test needs, once (stopping twice is harmless)."""
+    made: list[Node] = []
+
+    def make(identity: Identity, **options: Any) -> Node:
+        made.append(Node(identity, **options))
+        return made[-1]
+
+    yield make
+    for node in made:
+        await node.stop()

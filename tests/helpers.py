@@ -14,7 +14,12 @@ from blueprint_net.connection import ConnectionFailed
 from blueprint_net.errors import HandshakeFailed
 from blueprint_net.identity import PeerId
 from blueprint_net.interfaces import IConnectionHost
+from blueprint_net.node import Node
 from blueprint_net.protocol import PeerProtocol
+
+#: The ``make_node`` fixture: ``make_node(identity, **options)`` is a
+#: :class:`Node` that is stopped when the test ends, whether it passed or not.
+MakeNode = Callable[..., Node]
 
 
 @implementer(IConnectionHost)

@@ -30,7 +30,7 @@ from blueprint_net.messaging import IncomingRequest, ProtocolData, Success
 from blueprint_net.node import Node, Peer
 from blueprint_net.protocol import HandshakeError
 
-from .helpers import decode_frames
+from .helpers import MakeNode, decode_frames
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 
@@ -53,58 +53,52 @@ async def _listening(node: Node) -> int:
 
 
 @pytest_twisted.ensureDeferred
-async def test_connect_verifies_both_sides(alice: Identity, bob: Identity) -> None:
-    a, b = Node(alice), Node(bob)
+async def test_connect_verifies_both_sides(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    a, b = make_node(alice), make_node(bob)
     seen: defer.Deferred[Peer] = defer.Deferred()
     b.on_peer_verified(seen.callback)
-    try:
-        port = await _listening(b)
-        peer = await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
-        assert peer.peer_id == bob.peer_id and peer.direction == "outbound"
-        inbound = await seen
-        assert inbound.peer_id == alice.peer_id and inbound.direction == "inbound"
-        assert [p.peer_id for p in b.peers] == [alice.peer_id]
-        again = await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
-        assert again == peer  # reused, not dialed twice
-    finally:
-        await a.stop()
-        await b.stop()
+    port = await _listening(b)
+    peer = await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
+    assert peer.peer_id == bob.peer_id and peer.direction == "outbound"
+    inbound = await seen
+    assert inbound.peer_id == alice.peer_id and inbound.direction == "inbound"
+    assert [p.peer_id for p in b.peers] == [alice.peer_id]
+    again = await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
+    assert again == peer  # reused, not dialed twice
+    await a.stop()
+    await b.stop()
     assert a.peers == [] and b.peers == []
 
 
 @pytest_twisted.ensureDeferred
-async def test_endpoint_objects_are_accepted(alice: Identity, bob: Identity) -> None:
-    a, b = Node(alice), Node(bob)
-    try:
-        port = await _listening(b)
-        peer = await a.connect(TCP4ClientEndpoint(reactor, "127.0.0.1", port))
-        assert peer.peer_id == bob.peer_id
-    finally:
-        await a.stop()
-        await b.stop()
+async def test_endpoint_objects_are_accepted(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    a, b = make_node(alice), make_node(bob)
+    port = await _listening(b)
+    peer = await a.connect(TCP4ClientEndpoint(reactor, "127.0.0.1", port))
+    assert peer.peer_id == bob.peer_id
 
 
 @pytest_twisted.ensureDeferred
 async def test_wrong_peer_fails_the_connect(
-    alice: Identity, bob: Identity, carol: Identity
+    alice: Identity, bob: Identity, carol: Identity, make_node: MakeNode
 ) -> None:
-    a, b = Node(alice), Node(bob)
-    try:
-        port = await _listening(b)
-        with pytest.raises(HandshakeError) as caught:
-            await a.connect(f"tcp:127.0.0.1:{port}", peer_id=carol.peer_id)
-        assert caught.value.reason.code is ErrorCode.UNEXPECTED_PEER  # type: ignore[union-attr]
-        assert a.peers == []
-    finally:
-        await a.stop()
-        await b.stop()
+    a, b = make_node(alice), make_node(bob)
+    port = await _listening(b)
+    with pytest.raises(HandshakeError) as caught:
+        await a.connect(f"tcp:127.0.0.1:{port}", peer_id=carol.peer_id)
+    assert caught.value.reason.code is ErrorCode.UNEXPECTED_PEER  # type: ignore[union-attr]
+    assert a.peers == []
 
 
 @pytest_twisted.ensureDeferred
 async def test_simultaneous_dials_keep_exactly_one_connection(
-    alice: Identity, bob: Identity
+    alice: Identity, bob: Identity, make_node: MakeNode
 ) -> None:
-    a, b = Node(alice), Node(bob)
+    a, b = make_node(alice), make_node(bob)
     lost: list[Peer] = []
     a.on_peer_lost(lost.append)
     codes: list[ErrorCode] = []
@@ -112,32 +106,28 @@ async def test_simultaneous_dials_keep_exactly_one_connection(
         node.connection_failed = (  # type: ignore[method-assign]
             lambda protocol, event: codes.append(event.error.code)
         )
-    try:
-        port_a, port_b = await _listening(a), await _listening(b)
-        results = await defer.DeferredList(
-            [
-                a.connect(f"tcp:127.0.0.1:{port_b}"),
-                b.connect(f"tcp:127.0.0.1:{port_a}"),
-            ],
-            consumeErrors=True,
-        )
-        assert all(ok for ok, _ in results), results
-        # Let the losing connection's Error and close travel.
-        for _ in range(50):
-            if len(a._open) == len(b._open) == 1:
-                break
-            await _sleep(0.01)
-        assert len(a._open) == len(b._open) == 1
-        [kept_a] = a._verified.values()
-        [kept_b] = b._verified.values()
-        assert kept_a.connection.handshake.session_key == (
-            kept_b.connection.handshake.session_key
-        )
-        assert lost == []  # the peer stayed connected throughout
-        assert ErrorCode.DUPLICATE_CONNECTION in codes  # there really were two
-    finally:
-        await a.stop()
-        await b.stop()
+    port_a, port_b = await _listening(a), await _listening(b)
+    results = await defer.DeferredList(
+        [
+            a.connect(f"tcp:127.0.0.1:{port_b}"),
+            b.connect(f"tcp:127.0.0.1:{port_a}"),
+        ],
+        consumeErrors=True,
+    )
+    assert all(ok for ok, _ in results), results
+    # Let the losing connection's Error and close travel.
+    for _ in range(50):
+        if len(a._open) == len(b._open) == 1:
+            break
+        await _sleep(0.01)
+    assert len(a._open) == len(b._open) == 1
+    [kept_a] = a._verified.values()
+    [kept_b] = b._verified.values()
+    assert kept_a.connection.handshake.session_key == (
+        kept_b.connection.handshake.session_key
+    )
+    assert lost == []  # the peer stayed connected throughout
+    assert ErrorCode.DUPLICATE_CONNECTION in codes  # there really were two
 
 
 def _sleep(seconds: float) -> defer.Deferred[None]:
@@ -159,20 +149,19 @@ class Raw(protocol.Protocol):
 
 
 @pytest_twisted.ensureDeferred
-async def test_request_before_handshake_gets_error_and_close(bob: Identity) -> None:
-    b = Node(bob)
-    try:
-        port = await _listening(b)
-        raw = Raw()
-        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
-        raw.transport.write(wire.frame(wire.Request(1, "echo", b"hi")))  # type: ignore[union-attr]
-        await raw.closed
-        hello, error = decode_frames(raw.received)
-        assert isinstance(hello, wire.Hello)
-        assert isinstance(error, wire.Error)
-        assert error.code == ErrorCode.UNEXPECTED_MESSAGE
-    finally:
-        await b.stop()
+async def test_request_before_handshake_gets_error_and_close(
+    bob: Identity, make_node: MakeNode
+) -> None:
+    b = make_node(bob)
+    port = await _listening(b)
+    raw = Raw()
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
+    raw.transport.write(wire.frame(wire.Request(1, "echo", b"hi")))  # type: ignore[union-attr]
+    await raw.closed
+    hello, error = decode_frames(raw.received)
+    assert isinstance(hello, wire.Hello)
+    assert isinstance(error, wire.Error)
+    assert error.code == ErrorCode.UNEXPECTED_MESSAGE
 
 
 @pytest_twisted.ensureDeferred
@@ -205,7 +194,9 @@ def _echo(request: IncomingRequest) -> bytes:
 
 
 @pytest_twisted.ensureDeferred
-async def test_handlers_of_every_kind_answer(alice: Identity, bob: Identity) -> None:
+async def test_handlers_of_every_kind_answer(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
     seen: list[IncomingRequest] = []
 
     def who(request: IncomingRequest) -> Success:
@@ -223,50 +214,40 @@ async def test_handlers_of_every_kind_answer(alice: Identity, bob: Identity) -> 
         def handle(self, request: IncomingRequest) -> defer.Deferred[None]:
             return defer.succeed(None)
 
-    a = Node(alice)
-    b = Node(bob, handlers={"echo": _echo, "who": who, "later": later})
+    a = make_node(alice)
+    b = make_node(bob, handlers={"echo": _echo, "who": who, "later": later})
     b.register("nothing", Nothing())
-    try:
-        await _connected(a, b)
-        echo = await a.request(bob.peer_id, "echo", b"hi", metadata=b"route")
-        assert echo == wire.ProtocolResponse(echo.request_id, b"hi")
-        answer = await a.request(
-            bob.peer_id, "who", b"", metadata=b"claims to be carol"
-        )
-        # The handler learns the asker from the verified connection.
-        assert answer.data == str(alice.peer_id).encode()
-        assert seen[0].peer_id == alice.peer_id and seen[0].metadata is not None
-        assert (await a.request(bob.peer_id, "later", b"", b"m")).data == b"m"
-        nothing = await a.request(bob.peer_id, "nothing", b"")
-        assert isinstance(nothing, wire.SuccessResponse) and nothing.data is None
-    finally:
-        await a.stop()
-        await b.stop()
+    await _connected(a, b)
+    echo = await a.request(bob.peer_id, "echo", b"hi", metadata=b"route")
+    assert echo == wire.ProtocolResponse(echo.request_id, b"hi")
+    answer = await a.request(bob.peer_id, "who", b"", metadata=b"claims to be carol")
+    # The handler learns the asker from the verified connection.
+    assert answer.data == str(alice.peer_id).encode()
+    assert seen[0].peer_id == alice.peer_id and seen[0].metadata is not None
+    assert (await a.request(bob.peer_id, "later", b"", b"m")).data == b"m"
+    nothing = await a.request(bob.peer_id, "nothing", b"")
+    assert isinstance(nothing, wire.SuccessResponse) and nothing.data is None
 
 
 @pytest_twisted.ensureDeferred
 async def test_concurrent_requests_complete_out_of_order(
-    alice: Identity, bob: Identity
+    alice: Identity, bob: Identity, make_node: MakeNode
 ) -> None:
     slow: defer.Deferred[bytes] = defer.Deferred()
-    a = Node(alice)
-    b = Node(bob, handlers={"slow": lambda request: slow, "fast": _echo})
-    try:
-        await _connected(a, b)
-        first = a.request(bob.peer_id, "slow", b"1")
-        fast = [await a.request(bob.peer_id, "fast", bytes([i])) for i in range(5)]
-        assert [r.data for r in fast] == [bytes([i]) for i in range(5)]
-        assert not first.called  # the slow handler held up nothing
-        slow.callback(b"slow done")
-        assert (await first).data == b"slow done"
-    finally:
-        await a.stop()
-        await b.stop()
+    a = make_node(alice)
+    b = make_node(bob, handlers={"slow": lambda request: slow, "fast": _echo})
+    await _connected(a, b)
+    first = a.request(bob.peer_id, "slow", b"1")
+    fast = [await a.request(bob.peer_id, "fast", bytes([i])) for i in range(5)]
+    assert [r.data for r in fast] == [bytes([i]) for i in range(5)]
+    assert not first.called  # the slow handler held up nothing
+    slow.callback(b"slow done")
+    assert (await first).data == b"slow done"
 
 
 @pytest_twisted.ensureDeferred
 async def test_error_paths_answer_with_codes_and_keep_the_connection(
-    alice: Identity, bob: Identity, logged: list[dict[str, object]]
+    alice: Identity, bob: Identity, logged: list[dict[str, object]], make_node: MakeNode
 ) -> None:
     def broken(request: IncomingRequest) -> bytes:
         raise KeyError("secret internal detail")
@@ -277,8 +258,8 @@ async def test_error_paths_answer_with_codes_and_keep_the_connection(
     def impersonates(request: IncomingRequest) -> bytes:
         raise RemoteError(ErrorCode.BANNED, "a connection-level code")
 
-    a = Node(alice)
-    b = Node(
+    a = make_node(alice)
+    b = make_node(
         bob,
         handlers={
             "broken": broken,
@@ -296,19 +277,17 @@ async def test_error_paths_answer_with_codes_and_keep_the_connection(
         ("refuses", b"", 4001),
         ("impersonates", b"", ErrorCode.HANDLER_ERROR),
     ]
-    try:
-        await _connected(a, b)
-        for protocol_name, payload, code in cases:
-            with pytest.raises(RemoteError) as caught:
-                await a.request(bob.peer_id, protocol_name, payload)
-            assert caught.value.code == code, protocol_name
-            assert "secret" not in caught.value.message  # no traceback leaks
-        # The handler's faults did not cost the connection.
-        assert (await a.request(bob.peer_id, "small", b"1234")).data == b"1234"
-        assert [p.peer_id for p in a.peers] == [bob.peer_id]
-    finally:
-        await a.stop()
-        await b.stop()
+    await _connected(a, b)
+    for protocol_name, payload, code in cases:
+        with pytest.raises(RemoteError) as caught:
+            await a.request(bob.peer_id, protocol_name, payload)
+        assert caught.value.code == code, protocol_name
+        assert "secret" not in caught.value.message  # no traceback leaks
+    # The handler's faults did not cost the connection.
+    assert (await a.request(bob.peer_id, "small", b"1234")).data == b"1234"
+    assert [p.peer_id for p in a.peers] == [bob.peer_id]
+    await a.stop()
+    await b.stop()
     failures = [e["log_failure"] for e in logged if "log_failure" in e]
     assert [f.type for f in failures] == [KeyError, RemoteError]  # type: ignore[attr-defined]  # logged here, traceback and all
     garbage = [e for e in logged if e.get("kind") == "int"]
@@ -317,161 +296,140 @@ async def test_error_paths_answer_with_codes_and_keep_the_connection(
 
 @pytest_twisted.ensureDeferred
 async def test_not_connected_and_connection_lost(
-    alice: Identity, bob: Identity
+    alice: Identity, bob: Identity, make_node: MakeNode
 ) -> None:
     never: defer.Deferred[bytes] = defer.Deferred()
-    a = Node(alice)
-    b = Node(bob, handlers={"hang": lambda request: never})
-    try:
-        with pytest.raises(NotConnected):
-            await a.request(bob.peer_id, "hang", b"")
-        await _connected(a, b)
-        pending = [a.request(bob.peer_id, "hang", b"") for _ in range(3)]
-        await _sleep(0.05)  # let the requests reach Bob
-        await b.stop()
-        for deferred in pending:
-            with pytest.raises(PeerLost):
-                await deferred
-        assert a._verified == {}
-    finally:
-        await a.stop()
-        await b.stop()
+    a = make_node(alice)
+    b = make_node(bob, handlers={"hang": lambda request: never})
+    with pytest.raises(NotConnected):
+        await a.request(bob.peer_id, "hang", b"")
+    await _connected(a, b)
+    pending = [a.request(bob.peer_id, "hang", b"") for _ in range(3)]
+    await _sleep(0.05)  # let the requests reach Bob
+    await b.stop()
+    for deferred in pending:
+        with pytest.raises(PeerLost):
+            await deferred
+    assert a._verified == {}
 
 
 @pytest_twisted.ensureDeferred
 async def test_request_timeout_over_tcp_on_a_fake_clock(
-    alice: Identity, bob: Identity
+    alice: Identity, bob: Identity, make_node: MakeNode
 ) -> None:
     clock = Clock()
     never: defer.Deferred[bytes] = defer.Deferred()
-    a = Node(alice, clock=clock, request_timeout=10.0)
-    b = Node(bob, handlers={"hang": lambda request: never})
-    try:
-        await _connected(a, b)
-        pending = a.request(bob.peer_id, "hang", b"")
-        clock.advance(9.9)
-        assert not pending.called
-        clock.advance(0.1)
-        with pytest.raises(RequestTimeout):
-            await pending
-    finally:
-        await a.stop()
-        await b.stop()
+    a = make_node(alice, clock=clock, request_timeout=10.0)
+    b = make_node(bob, handlers={"hang": lambda request: never})
+    await _connected(a, b)
+    pending = a.request(bob.peer_id, "hang", b"")
+    clock.advance(9.9)
+    assert not pending.called
+    clock.advance(0.1)
+    with pytest.raises(RequestTimeout):
+        await pending
 
 
 @pytest_twisted.ensureDeferred
 async def test_broadcast_collects_every_outcome(
-    alice: Identity, bob: Identity, carol: Identity
+    alice: Identity, bob: Identity, carol: Identity, make_node: MakeNode
 ) -> None:
     dave = Identity(bytes(range(96, 128)))
     clock = Clock()
     never: defer.Deferred[bytes] = defer.Deferred()
-    a = Node(alice, clock=clock)
-    b = Node(bob, handlers={"x": _echo})
-    c = Node(carol, handlers={"x": lambda request: 1 / 0})
-    d = Node(dave, handlers={"x": lambda request: never})
-    nodes = (a, b, c, d)
-    try:
-        await _connected(a, b, c, d)
-        gathered = a.broadcast("x", b"hello", timeout=5.0)
-        for _ in range(100):  # Bob and Carol answer at once; Dave never does
-            if not any(
-                a._verified[p].connection.requests.pending
-                for p in (bob.peer_id, carol.peer_id)
-            ):
-                break
-            await _sleep(0.01)
-        assert not gathered.called
-        clock.advance(5.0)
-        outcomes = await gathered
-        assert set(outcomes) == {bob.peer_id, carol.peer_id, dave.peer_id}
-        assert outcomes[bob.peer_id].ok
-        assert outcomes[bob.peer_id].response.data == b"hello"  # type: ignore[union-attr]
-        carol_error = outcomes[carol.peer_id].error
-        assert isinstance(carol_error, RemoteError)
-        assert carol_error.code == ErrorCode.HANDLER_ERROR
-        assert isinstance(outcomes[dave.peer_id].error, RequestTimeout)
-        # Fire and forget, to everyone: handlers run, nothing is answered.
-        assert sorted(a.notify_all("x", b"bye")) == sorted(
-            [bob.peer_id, carol.peer_id, dave.peer_id]
-        )
-    finally:
-        for node in nodes:
-            await node.stop()
+    a = make_node(alice, clock=clock)
+    b = make_node(bob, handlers={"x": _echo})
+    c = make_node(carol, handlers={"x": lambda request: 1 / 0})
+    d = make_node(dave, handlers={"x": lambda request: never})
+    await _connected(a, b, c, d)
+    gathered = a.broadcast("x", b"hello", timeout=5.0)
+    for _ in range(100):  # Bob and Carol answer at once; Dave never does
+        if not any(
+            a._verified[p].connection.requests.pending
+            for p in (bob.peer_id, carol.peer_id)
+        ):
+            break
+        await _sleep(0.01)
+    assert not gathered.called
+    clock.advance(5.0)
+    outcomes = await gathered
+    assert set(outcomes) == {bob.peer_id, carol.peer_id, dave.peer_id}
+    assert outcomes[bob.peer_id].ok
+    assert outcomes[bob.peer_id].response.data == b"hello"  # type: ignore[union-attr]
+    carol_error = outcomes[carol.peer_id].error
+    assert isinstance(carol_error, RemoteError)
+    assert carol_error.code == ErrorCode.HANDLER_ERROR
+    assert isinstance(outcomes[dave.peer_id].error, RequestTimeout)
+    # Fire and forget, to everyone: handlers run, nothing is answered.
+    assert sorted(a.notify_all("x", b"bye")) == sorted(
+        [bob.peer_id, carol.peer_id, dave.peer_id]
+    )
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_peer_that_stops_reading_costs_bounded_memory(
-    alice: Identity, bob: Identity
+    alice: Identity, bob: Identity, make_node: MakeNode
 ) -> None:
     limit = 256 * 1024
-    a = Node(alice, max_send_queue=limit)
-    b = Node(bob, handlers={"sink": lambda request: None})
-    try:
-        await _connected(a, b)
-        b._verified[alice.peer_id].transport.pauseProducing()  # type: ignore[union-attr]
-        protocol = a._verified[bob.peer_id]
-        payload = bytes(64 * 1024)
-        sent = refused = 0
-        for _ in range(200):  # 12.5 MiB offered
-            try:
-                a.notify(bob.peer_id, "sink", payload)
-                sent += 1
-            except SendQueueFull:
-                refused += 1
-            await _sleep(0)  # let the reactor write what the kernel takes
-        assert refused > 0
-        transport = protocol.transport
-        # What Twisted's TCP transport holds unsent (it has no public API).
-        in_transport = (
-            len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[union-attr]
-        )
-        held = protocol.queued + in_transport
-        # Bounded by the queue limit, one frame past it, and the transport's buffer.
-        assert held <= limit + 2 * len(payload) + 64 * 1024 + 1024
-    finally:
-        await a.stop()
-        await b.stop()
+    a = make_node(alice, max_send_queue=limit)
+    b = make_node(bob, handlers={"sink": lambda request: None})
+    await _connected(a, b)
+    b._verified[alice.peer_id].transport.pauseProducing()  # type: ignore[union-attr]
+    protocol = a._verified[bob.peer_id]
+    payload = bytes(64 * 1024)
+    sent = refused = 0
+    for _ in range(200):  # 12.5 MiB offered
+        try:
+            a.notify(bob.peer_id, "sink", payload)
+            sent += 1
+        except SendQueueFull:
+            refused += 1
+        await _sleep(0)  # let the reactor write what the kernel takes
+    assert refused > 0
+    transport = protocol.transport
+    # What Twisted's TCP transport holds unsent (it has no public API).
+    in_transport = (
+        len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[union-attr]
+    )
+    held = protocol.queued + in_transport
+    # Bounded by the queue limit, one frame past it, and the transport's buffer.
+    assert held <= limit + 2 * len(payload) + 64 * 1024 + 1024
 
 
 @pytest_twisted.ensureDeferred
 async def test_one_keepalive_sweep_drops_a_silent_peer(
-    alice: Identity, bob: Identity, carol: Identity
+    alice: Identity, bob: Identity, carol: Identity, make_node: MakeNode
 ) -> None:
     clock = Clock()
     lost: list[Peer] = []
-    a = Node(alice, clock=clock, keepalive_interval=10.0)
+    a = make_node(alice, clock=clock, keepalive_interval=10.0)
     a.on_peer_lost(lost.append)
-    b, c = Node(bob), Node(carol)
-    try:
-        await _connected(a, b, c)
-        assert len(clock.getDelayedCalls()) == 1  # one timer for every peer
-        # Carol stops reading and writing: her socket stays open but silent.
-        silent = c._verified[alice.peer_id].transport
-        silent.stopReading()  # type: ignore[union-attr]
-        silent.write = lambda data: None  # type: ignore[method-assign,union-attr]
-        for _ in range(3):  # Bob answers pings; Carol never does
-            clock.advance(10.0)
-            await _sleep(0.05)  # let pings and pongs cross the sockets
-        assert [peer.peer_id for peer in lost] == [carol.peer_id]
-        assert [peer.peer_id for peer in a.peers] == [bob.peer_id]
-    finally:
-        for node in (a, b, c):
-            await node.stop()
+    b, c = make_node(bob), make_node(carol)
+    await _connected(a, b, c)
+    assert len(clock.getDelayedCalls()) == 1  # one timer for every peer
+    # Carol stops reading and writing: her socket stays open but silent.
+    silent = c._verified[alice.peer_id].transport
+    silent.stopReading()  # type: ignore[union-attr]
+    silent.write = lambda data: None  # type: ignore[method-assign,union-attr]
+    for _ in range(3):  # Bob answers pings; Carol never does
+        clock.advance(10.0)
+        await _sleep(0.05)  # let pings and pongs cross the sockets
+    assert [peer.peer_id for peer in lost] == [carol.peer_id]
+    assert [peer.peer_id for peer in a.peers] == [bob.peer_id]
+    for node in (a, b, c):
+        await node.stop()
     assert clock.getDelayedCalls() == []
 
 
 @pytest_twisted.ensureDeferred
-async def test_nagle_is_off_on_both_ends(alice: Identity, bob: Identity) -> None:
+async def test_nagle_is_off_on_both_ends(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
     """A response then a request on one connection, with Nagle's algorithm
     on, waited ~40 ms each time for the peer's delayed ACK (measured: 88 ms a
     round of requests and a broadcast, 0.1-0.5 ms with TCP_NODELAY)."""
-    a, b = Node(alice), Node(bob)
-    try:
-        await _connected(a, b)
-        await _sleep(0.01)  # Bob's side has verified too
-        for node, other in ((a, bob), (b, alice)):
-            assert node._verified[other.peer_id].transport.getTcpNoDelay()  # type: ignore[union-attr]
-    finally:
-        await a.stop()
-        await b.stop()
+    a, b = make_node(alice), make_node(bob)
+    await _connected(a, b)
+    await _sleep(0.01)  # Bob's side has verified too
+    for node, other in ((a, bob), (b, alice)):
+        assert node._verified[other.peer_id].transport.getTcpNoDelay()  # type: ignore[union-attr]

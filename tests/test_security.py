@@ -25,7 +25,7 @@ from blueprint_net.node import Node, Peer
 from blueprint_net.policy import Policy, PolicySettings
 from blueprint_net.protocol import HandshakeError
 
-from .helpers import decode_frames, until
+from .helpers import MakeNode, decode_frames, until
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 
@@ -75,206 +75,176 @@ async def _raw(port: int, send: bytes = b"", source: str = HOSTILE) -> Raw:
 
 @pytest_twisted.ensureDeferred
 async def test_a_banned_address_is_refused_before_a_byte_is_read(
-    bob: Identity,
+    bob: Identity, make_node: MakeNode
 ) -> None:
-    b = Node(bob)
-    try:
-        port = await _port(b)
-        b.ban(HOSTILE, "known attacker")
-        raw = await _raw(port, send=wire.frame(wire.Ping(1)))
-        await raw.closed
-        assert raw.received == b""  # not even a Hello
-        assert b.counters["refused.banned"] == 1
-        honest = await _raw(port, source="127.0.0.1")
-        await until(lambda: honest.received)  # the Hello: served as usual
-        honest.transport.loseConnection()  # type: ignore[union-attr]
-        await honest.closed
-    finally:
-        await b.stop()
+    b = make_node(bob)
+    port = await _port(b)
+    b.ban(HOSTILE, "known attacker")
+    raw = await _raw(port, send=wire.frame(wire.Ping(1)))
+    await raw.closed
+    assert raw.received == b""  # not even a Hello
+    assert b.counters["refused.banned"] == 1
+    honest = await _raw(port, source="127.0.0.1")
+    await until(lambda: honest.received)  # the Hello: served as usual
+    honest.transport.loseConnection()  # type: ignore[union-attr]
+    await honest.closed
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_banned_id_is_refused_once_proven(
-    alice: Identity, bob: Identity
+    alice: Identity, bob: Identity, make_node: MakeNode
 ) -> None:
-    a, b = Node(alice), Node(bob)
+    a, b = make_node(alice), make_node(bob)
     b.ban(alice.peer_id, "spam")
-    try:
-        port = await _port(b)
-        with pytest.raises(HandshakeError) as refused:
-            await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
-        assert refused.value.reason.code is ErrorCode.BANNED  # type: ignore[union-attr]
-        assert b.peers == []
-    finally:
-        await a.stop()
-        await b.stop()
+    port = await _port(b)
+    with pytest.raises(HandshakeError) as refused:
+        await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
+    assert refused.value.reason.code is ErrorCode.BANNED  # type: ignore[union-attr]
+    assert b.peers == []
 
 
 @pytest_twisted.ensureDeferred
 async def test_banning_a_connected_peer_disconnects_it(
-    alice: Identity, bob: Identity, carol: Identity
+    alice: Identity, bob: Identity, carol: Identity, make_node: MakeNode
 ) -> None:
-    a, b, c = Node(alice), Node(bob), Node(carol)
+    a, b, c = make_node(alice), make_node(bob), make_node(carol)
     lost: list[Peer] = []
     b.on_peer_lost(lost.append)
-    try:
-        port = await _port(b)
-        await a.connect(f"tcp:127.0.0.1:{port}")
-        await c.connect(f"tcp:127.0.0.1:{port}")
-        await until(lambda: len(b.peers) == 2)
-        b.ban(alice.peer_id, "enough")
-        await until(lambda: [p.peer_id for p in lost] == [alice.peer_id])
-        assert [p.peer_id for p in b.peers] == [carol.peer_id]
-        b.ban("127.0.0.0/8", "the whole neighbourhood", duration=60)
-        await until(lambda: b.peers == [])
-        assert b.counters["bans.manual"] == 2
-    finally:
-        for node in (a, b, c):
-            await node.stop()
+    port = await _port(b)
+    await a.connect(f"tcp:127.0.0.1:{port}")
+    await c.connect(f"tcp:127.0.0.1:{port}")
+    await until(lambda: len(b.peers) == 2)
+    b.ban(alice.peer_id, "enough")
+    await until(lambda: [p.peer_id for p in lost] == [alice.peer_id])
+    assert [p.peer_id for p in b.peers] == [carol.peer_id]
+    b.ban("127.0.0.0/8", "the whole neighbourhood", duration=60)
+    await until(lambda: b.peers == [])
+    assert b.counters["bans.manual"] == 2
 
 
 @pytest_twisted.ensureDeferred
 async def test_never_dials_a_banned_peer_or_address(
-    alice: Identity, bob: Identity
+    alice: Identity, bob: Identity, make_node: MakeNode
 ) -> None:
-    a, b = Node(alice), Node(bob)
-    try:
-        port = await _port(b)
-        a.ban(bob.peer_id, "no")
-        with pytest.raises(Refused, match="banned"):
-            await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
-        a.bans.unban(bob.peer_id)
-        a.ban("127.0.0.1", "no")
-        with pytest.raises(Refused, match="banned"):
-            await a.connect(f"tcp:127.0.0.1:{port}")
-        # The address is known only once connected: Twisted closes that
-        # socket (before a byte is read or written) once this turn is over.
-        await _sleep(0)
-        await until(lambda: not _clients())
-        assert b.counters["handshakes.ok"] == 0  # nothing reached Bob
-    finally:
-        await a.stop()
-        await b.stop()
+    a, b = make_node(alice), make_node(bob)
+    port = await _port(b)
+    a.ban(bob.peer_id, "no")
+    with pytest.raises(Refused, match="banned"):
+        await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
+    a.bans.unban(bob.peer_id)
+    a.ban("127.0.0.1", "no")
+    with pytest.raises(Refused, match="banned"):
+        await a.connect(f"tcp:127.0.0.1:{port}")
+    # The address is known only once connected: Twisted closes that
+    # socket (before a byte is read or written) once this turn is over.
+    await _sleep(0)
+    await until(lambda: not _clients())
+    assert b.counters["handshakes.ok"] == 0  # nothing reached Bob
 
 
 @pytest_twisted.ensureDeferred
-async def test_repeated_garbage_earns_an_automatic_ban(bob: Identity) -> None:
+async def test_repeated_garbage_earns_an_automatic_ban(
+    bob: Identity, make_node: MakeNode
+) -> None:
     clock = Clock()
-    b = Node(bob, clock=clock, policy=Policy(BanRegistry(clock)))
-    try:
-        port = await _port(b)
-        garbage = [
-            b"\x00\x00\x00\x01\xee",  # unknown type: 20 points each
-            wire.frame(wire.Request(1, "echo", b"")),  # before Verified
-            b"\xff\xff\xff\xff",  # absurd length
-            b"\x00\x00\x00\x01\xee",
-            b"\x00\x00\x00\x01\xee",
-        ]
-        for data in garbage:
-            raw = await _raw(port, send=data)
-            await raw.closed
-            *_, error = decode_frames(raw.received)
-            assert isinstance(error, wire.Error) and error.code < 300
-        assert b.counters["bans.automatic"] == 1
-        assert b.bans.address_ban(HOSTILE) is not None
-        refused = await _raw(port)
-        await refused.closed
-        assert refused.received == b""
-        clock.advance(3600)  # the ban expires by itself
-        served = await _raw(port)
-        await until(lambda: served.received)
-        served.transport.loseConnection()  # type: ignore[union-attr]
-        await served.closed
-    finally:
-        await b.stop()
+    b = make_node(bob, clock=clock, policy=Policy(BanRegistry(clock)))
+    port = await _port(b)
+    garbage = [
+        b"\x00\x00\x00\x01\xee",  # unknown type: 20 points each
+        wire.frame(wire.Request(1, "echo", b"")),  # before Verified
+        b"\xff\xff\xff\xff",  # absurd length
+        b"\x00\x00\x00\x01\xee",
+        b"\x00\x00\x00\x01\xee",
+    ]
+    for data in garbage:
+        raw = await _raw(port, send=data)
+        await raw.closed
+        *_, error = decode_frames(raw.received)
+        assert isinstance(error, wire.Error) and error.code < 300
+    assert b.counters["bans.automatic"] == 1
+    assert b.bans.address_ban(HOSTILE) is not None
+    refused = await _raw(port)
+    await refused.closed
+    assert refused.received == b""
+    clock.advance(3600)  # the ban expires by itself
+    served = await _raw(port)
+    await until(lambda: served.received)
+    served.transport.loseConnection()  # type: ignore[union-attr]
+    await served.closed
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_timeout_is_not_misbehaviour(bob: Identity) -> None:
+async def test_a_timeout_is_not_misbehaviour(
+    bob: Identity, make_node: MakeNode
+) -> None:
     clock = Clock()
-    b = Node(bob, clock=clock, handshake_timeout=5.0)
-    try:
-        port = await _port(b)
-        for _ in range(10):
-            raw = await _raw(port)  # connects, never speaks
-            await until(lambda: raw.received)  # noqa: B023 (awaited at once)
-            clock.advance(5.0)
-            await raw.closed
-        assert b.counters["handshakes.failed.HANDSHAKE_TIMEOUT"] == 10
-        assert b.bans.bans() == [] and b.counters["misbehaviour"] == 0
-    finally:
-        await b.stop()
+    b = make_node(bob, clock=clock, handshake_timeout=5.0)
+    port = await _port(b)
+    for _ in range(10):
+        raw = await _raw(port)  # connects, never speaks
+        await until(lambda: raw.received)  # noqa: B023 (awaited at once)
+        clock.advance(5.0)
+        await raw.closed
+    assert b.counters["handshakes.failed.HANDSHAKE_TIMEOUT"] == 10
+    assert b.bans.bans() == [] and b.counters["misbehaviour"] == 0
 
 
 @pytest_twisted.ensureDeferred
 async def test_permissioned_mode(
-    alice: Identity, bob: Identity, carol: Identity
+    alice: Identity, bob: Identity, carol: Identity, make_node: MakeNode
 ) -> None:
     policy = Policy(BanRegistry(reactor), permitted_peers=[carol.peer_id])
-    a, b = Node(alice), Node(bob, policy=policy)
-    try:
-        port = await _port(b)
-        with pytest.raises(HandshakeError) as refused:
-            await a.connect(f"tcp:127.0.0.1:{port}")
-        assert refused.value.reason.code is ErrorCode.NOT_ALLOWED  # type: ignore[union-attr]
-        policy.set_permitted([alice.peer_id, carol.peer_id])  # while running
-        peer = await a.connect(f"tcp:127.0.0.1:{port}")
-        assert peer.peer_id == bob.peer_id
-    finally:
-        await a.stop()
-        await b.stop()
+    a, b = make_node(alice), make_node(bob, policy=policy)
+    port = await _port(b)
+    with pytest.raises(HandshakeError) as refused:
+        await a.connect(f"tcp:127.0.0.1:{port}")
+    assert refused.value.reason.code is ErrorCode.NOT_ALLOWED  # type: ignore[union-attr]
+    policy.set_permitted([alice.peer_id, carol.peer_id])  # while running
+    peer = await a.connect(f"tcp:127.0.0.1:{port}")
+    assert peer.peer_id == bob.peer_id
 
 
 @pytest_twisted.ensureDeferred
 async def test_requests_past_the_rate_limit_are_refused_not_disconnected(
-    alice: Identity, bob: Identity
+    alice: Identity, bob: Identity, make_node: MakeNode
 ) -> None:
     def echo(request: IncomingRequest) -> bytes:
         return request.payload
 
-    a = Node(alice)
-    b = Node(
+    a = make_node(alice)
+    b = make_node(
         bob,
         handlers={"echo": echo},
         limits=ConnectionLimits(request_rate=1.0, request_burst=5),
     )
-    try:
-        port = await _port(b)
-        await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
-        results = await defer.DeferredList(
-            [a.request(bob.peer_id, "echo", b"x") for _ in range(8)],
-            consumeErrors=True,
-        )
-        ok = [r for success, r in results if success]
-        refused = [cast(Failure, r).value for success, r in results if not success]
-        assert len(ok) == 5
-        assert all(
-            isinstance(e, RemoteError) and e.code == ErrorCode.RATE_LIMITED
-            for e in refused
-        )
-        assert len(refused) == 3
-        assert [p.peer_id for p in a.peers] == [bob.peer_id]  # still connected
-        assert b.counters["requests.rate_limited"] == 3
-    finally:
-        await a.stop()
-        await b.stop()
+    port = await _port(b)
+    await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
+    results = await defer.DeferredList(
+        [a.request(bob.peer_id, "echo", b"x") for _ in range(8)],
+        consumeErrors=True,
+    )
+    ok = [r for success, r in results if success]
+    refused = [cast(Failure, r).value for success, r in results if not success]
+    assert len(ok) == 5
+    assert all(
+        isinstance(e, RemoteError) and e.code == ErrorCode.RATE_LIMITED for e in refused
+    )
+    assert len(refused) == 3
+    assert [p.peer_id for p in a.peers] == [bob.peer_id]  # still connected
+    assert b.counters["requests.rate_limited"] == 3
 
 
 @pytest_twisted.ensureDeferred
 async def test_outbound_connections_count_against_the_limits(
-    alice: Identity, bob: Identity, carol: Identity
+    alice: Identity, bob: Identity, carol: Identity, make_node: MakeNode
 ) -> None:
-    a = Node(alice, limits=ConnectionLimits(max_connections=1))
-    b, c = Node(bob), Node(carol)
-    try:
-        port_b, port_c = await _port(b), await _port(c)
-        await a.connect(f"tcp:127.0.0.1:{port_b}")
-        with pytest.raises(Refused, match="connections"):
-            await a.connect(f"tcp:127.0.0.1:{port_c}")
-        assert a.counters["refused.connections"] == 1
-    finally:
-        for node in (a, b, c):
-            await node.stop()
+    a = make_node(alice, limits=ConnectionLimits(max_connections=1))
+    b, c = make_node(bob), make_node(carol)
+    port_b, port_c = await _port(b), await _port(c)
+    await a.connect(f"tcp:127.0.0.1:{port_b}")
+    with pytest.raises(Refused, match="connections"):
+        await a.connect(f"tcp:127.0.0.1:{port_c}")
+    assert a.counters["refused.connections"] == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -304,14 +274,13 @@ async def test_idle_sockets_cannot_starve_verified_peers(
 
 
 @pytest_twisted.ensureDeferred
-async def test_automatic_ban_settings_reach_the_node(bob: Identity) -> None:
+async def test_automatic_ban_settings_reach_the_node(
+    bob: Identity, make_node: MakeNode
+) -> None:
     """A single violation bans when the threshold is that low."""
     policy = Policy(BanRegistry(reactor), PolicySettings(ban_threshold=10))
-    b = Node(bob, policy=policy)
-    try:
-        port = await _port(b)
-        raw = await _raw(port, send=b"\x00\x00\x00\x01\xee")
-        await raw.closed
-        assert b.bans.address_ban(HOSTILE) is not None
-    finally:
-        await b.stop()
+    b = make_node(bob, policy=policy)
+    port = await _port(b)
+    raw = await _raw(port, send=b"\x00\x00\x00\x01\xee")
+    await raw.closed
+    assert b.bans.address_ban(HOSTILE) is not None

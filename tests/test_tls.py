@@ -23,6 +23,8 @@ from blueprint_net.node import Node
 from blueprint_net.protocol import HandshakeError
 from blueprint_net.tls import PeerTLS
 
+from .helpers import MakeNode
+
 pytestmark = [
     pytest.mark.usefixtures("clean_reactor"),
     # Twisted's ssl: strports (the operator mode) still hands pyOpenSSL its
@@ -43,72 +45,60 @@ async def _tls_port(
 
 
 @pytest_twisted.ensureDeferred
-async def test_peer_to_peer_tls(alice: Identity, bob: Identity) -> None:
-    a, b = Node(alice), Node(bob, handlers={"echo": lambda r: r.payload})
-    try:
-        port = await _tls_port(b)
-        peer = await a.connect(f"p2ptls:127.0.0.1:{port}", peer_id=bob.peer_id)
-        assert peer.peer_id == bob.peer_id
-        reply = await a.request(bob.peer_id, "echo", b"over TLS")
-        assert reply.data == b"over TLS"
-        for node, other in ((a, bob), (b, alice)):
-            protocol = node._verified[other.peer_id]
-            handle = protocol.transport.getHandle()  # type: ignore[union-attr]
-            assert handle.get_protocol_version_name() == "TLSv1.3"
-            assert len(protocol._channel_binding()) == 32  # the handshake is bound
-    finally:
-        await a.stop()
-        await b.stop()
+async def test_peer_to_peer_tls(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    a, b = make_node(alice), make_node(bob, handlers={"echo": lambda r: r.payload})
+    port = await _tls_port(b)
+    peer = await a.connect(f"p2ptls:127.0.0.1:{port}", peer_id=bob.peer_id)
+    assert peer.peer_id == bob.peer_id
+    reply = await a.request(bob.peer_id, "echo", b"over TLS")
+    assert reply.data == b"over TLS"
+    for node, other in ((a, bob), (b, alice)):
+        protocol = node._verified[other.peer_id]
+        handle = protocol.transport.getHandle()  # type: ignore[union-attr]
+        assert handle.get_protocol_version_name() == "TLSv1.3"
+        assert len(protocol._channel_binding()) == 32  # the handshake is bound
 
 
 @pytest_twisted.ensureDeferred
 async def test_the_wrong_peer_id_fails_during_tls(
-    alice: Identity, bob: Identity, carol: Identity
+    alice: Identity, bob: Identity, carol: Identity, make_node: MakeNode
 ) -> None:
-    a, b = Node(alice), Node(bob)
-    try:
-        port = await _tls_port(b)
-        with pytest.raises(HandshakeError):
-            await a.connect(f"p2ptls:127.0.0.1:{port}", peer_id=carol.peer_id)
-        assert b.peers == [] and b.counters["handshakes.ok"] == 0
-    finally:
-        await a.stop()
-        await b.stop()
+    a, b = make_node(alice), make_node(bob)
+    port = await _tls_port(b)
+    with pytest.raises(HandshakeError):
+        await a.connect(f"p2ptls:127.0.0.1:{port}", peer_id=carol.peer_id)
+    assert b.peers == [] and b.counters["handshakes.ok"] == 0
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_certificate_that_is_not_the_proven_key_is_refused(
-    alice: Identity, bob: Identity, carol: Identity
+    alice: Identity, bob: Identity, carol: Identity, make_node: MakeNode
 ) -> None:
     """Alice proves her id in the handshake, but her TLS certificate is
     Carol's key: the two must name the same identity."""
-    a, b = Node(alice), Node(bob)
-    try:
-        port = await _tls_port(b)
-        mismatched = wrapClientTLS(
-            PeerTLS(carol, expected=bob.peer_id),
-            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
-        )
-        with pytest.raises(HandshakeError) as refused:
-            await a.connect(mismatched, peer_id=bob.peer_id)
-        assert refused.value.reason.code is ErrorCode.WRONG_KEY  # type: ignore[union-attr]
-        assert b.counters["handshakes.failed.WRONG_KEY"] == 1
-    finally:
-        await a.stop()
-        await b.stop()
+    a, b = make_node(alice), make_node(bob)
+    port = await _tls_port(b)
+    mismatched = wrapClientTLS(
+        PeerTLS(carol, expected=bob.peer_id),
+        TCP4ClientEndpoint(reactor, "127.0.0.1", port),
+    )
+    with pytest.raises(HandshakeError) as refused:
+        await a.connect(mismatched, peer_id=bob.peer_id)
+    assert refused.value.reason.code is ErrorCode.WRONG_KEY  # type: ignore[union-attr]
+    assert b.counters["handshakes.failed.WRONG_KEY"] == 1
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_plain_tcp_client_at_a_tls_port(alice: Identity, bob: Identity) -> None:
-    a, b = Node(alice, handshake_timeout=5), Node(bob)
-    try:
-        port = await _tls_port(b)
-        with pytest.raises(HandshakeError):
-            await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
-        assert b.peers == []
-    finally:
-        await a.stop()
-        await b.stop()
+async def test_a_plain_tcp_client_at_a_tls_port(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    a, b = make_node(alice, handshake_timeout=5), make_node(bob)
+    port = await _tls_port(b)
+    with pytest.raises(HandshakeError):
+        await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
+    assert b.peers == []
 
 
 # -- operator certificates: a CA, hostname verification --------------------------
@@ -193,21 +183,17 @@ class Operator:
 
 @pytest_twisted.ensureDeferred
 async def test_operator_certificates(
-    tmp_path: Path, alice: Identity, bob: Identity
+    tmp_path: Path, alice: Identity, bob: Identity, make_node: MakeNode
 ) -> None:
     operator = Operator(tmp_path)
-    a = Node(alice)
-    b = Node(bob)
-    try:
-        port = await _tls_port(b, operator.server("localhost"))
-        client = f"tls:localhost:{port}:trustRoots={operator.trust}"
-        peer = await a.connect(client, peer_id=bob.peer_id)
-        assert peer.peer_id == bob.peer_id
-        protocol = a._verified[bob.peer_id]
-        assert len(protocol._channel_binding()) == 32
-    finally:
-        await a.stop()
-        await b.stop()
+    a = make_node(alice)
+    b = make_node(bob)
+    port = await _tls_port(b, operator.server("localhost"))
+    client = f"tls:localhost:{port}:trustRoots={operator.trust}"
+    peer = await a.connect(client, peer_id=bob.peer_id)
+    assert peer.peer_id == bob.peer_id
+    protocol = a._verified[bob.peer_id]
+    assert len(protocol._channel_binding()) == 32
 
 
 @pytest.mark.parametrize(
@@ -220,38 +206,35 @@ async def test_operator_certificates(
 )
 @pytest_twisted.ensureDeferred
 async def test_operator_certificates_that_must_fail(
-    tmp_path: Path, alice: Identity, bob: Identity, server: dict[str, object], kind: str
+    tmp_path: Path,
+    alice: Identity,
+    bob: Identity,
+    server: dict[str, object],
+    kind: str,
+    make_node: MakeNode,
 ) -> None:
     operator = Operator(tmp_path)
-    a, b = Node(alice), Node(bob)
-    try:
-        port = await _tls_port(b, operator.server(**server))  # type: ignore[arg-type]
-        with pytest.raises(HandshakeError):
-            await a.connect(f"tls:localhost:{port}:trustRoots={operator.trust}")
-        assert a.peers == [] and b.peers == [], kind
-    finally:
-        await a.stop()
-        await b.stop()
+    a, b = make_node(alice), make_node(bob)
+    port = await _tls_port(b, operator.server(**server))  # type: ignore[arg-type]
+    with pytest.raises(HandshakeError):
+        await a.connect(f"tls:localhost:{port}:trustRoots={operator.trust}")
+    assert a.peers == [] and b.peers == [], kind
 
 
 @pytest_twisted.ensureDeferred
 async def test_disconnecting_a_tls_peer_closes_both_ends(
-    alice: Identity, bob: Identity
+    alice: Identity, bob: Identity, make_node: MakeNode
 ) -> None:
     """A connection is its transport's producer, and TLS waits for the
     producer to go before it closes: ``disconnect`` unregisters it first."""
-    a, b = Node(alice), Node(bob)
-    try:
-        port = await _tls_port(b)
-        await a.connect(f"p2ptls:127.0.0.1:{port}", peer_id=bob.peer_id)
-        await a.disconnect(bob.peer_id)
-        assert a.peers == []
-        for _ in range(100):
-            if not b._open:
-                break
-            await deferLater(reactor, 0.01)
-        assert not b._open and b.peers == []
-        await a.disconnect(bob.peer_id)  # no longer connected: nothing to do
-    finally:
-        await a.stop()
-        await b.stop()
+    a, b = make_node(alice), make_node(bob)
+    port = await _tls_port(b)
+    await a.connect(f"p2ptls:127.0.0.1:{port}", peer_id=bob.peer_id)
+    await a.disconnect(bob.peer_id)
+    assert a.peers == []
+    for _ in range(100):
+        if not b._open:
+            break
+        await deferLater(reactor, 0.01)
+    assert not b._open and b.peers == []
+    await a.disconnect(bob.peer_id)  # no longer connected: nothing to do
