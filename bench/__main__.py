@@ -1,36 +1,50 @@
-"""``python -m bench [--quick] [--plots DIR]``: every benchmark, one table,
-each figure beside its reference from the same run.
+"""``python -m bench [--quick] [--only NAME ...] [--plots DIR]``: every
+benchmark, one table, each figure beside its reference from the same run.
 
 ``--quick`` runs every row with fewer repetitions and smaller counts (CI's
-smoke test); the rows are the same.  ``--plots DIR`` also writes the PNG plots of
+smoke test); the rows are the same.  ``--only`` runs the named benchmarks
+alone, in a fresh process.  ``--plots DIR`` also writes the PNG plots of
 ``docs/performance.md`` (needs the ``plots`` extra: matplotlib).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet import defer, task
 
 from . import bans, broadcast, framing, handshake, memory, messaging, throughput, tls
-from .report import plot, table
+from .report import Row, plot, table
 
 
-async def main(reactor: Any, quick: bool, plots: Optional[Path]) -> None:
-    # Memory first: its RSS figures need a process whose heap the other
-    # benchmarks have not already grown (tracemalloc stops when it is done).
-    rows = (
-        await memory.run(reactor, quick)
-        + framing.run(quick)
-        + await handshake.run(reactor, quick)
-        + await tls.run(reactor, quick)
-        + await messaging.run(reactor, quick)
-        + await throughput.run(reactor, quick)
-        + await broadcast.run(reactor, quick)
-        + await bans.run(reactor, quick)
-    )
+async def _framing(reactor: Any, quick: bool) -> list[Row]:
+    return framing.run(quick)
+
+
+#: In the order they run.  Memory first: its RSS figures need a process whose
+#: heap the others have not grown (tracemalloc stops when it is done).
+BENCHMARKS: dict[str, Callable[[Any, bool], Awaitable[list[Row]]]] = {
+    "memory": memory.run,
+    "framing": _framing,
+    "handshake": handshake.run,
+    "tls": tls.run,
+    "messaging": messaging.run,
+    "throughput": throughput.run,
+    "broadcast": broadcast.run,
+    "bans": bans.run,
+}
+
+
+async def main(
+    reactor: Any, quick: bool, only: Sequence[str], plots: Optional[Path]
+) -> None:
+    rows: list[Row] = []
+    for name, run in BENCHMARKS.items():
+        if not only or name in only:
+            rows += await run(reactor, quick)
     print(table(rows), flush=True)
     if plots is not None:
         for path in plot(rows, plots):
@@ -40,10 +54,10 @@ async def main(reactor: Any, quick: bool, plots: Optional[Path]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument(
+        "--only", nargs="+", default=[], choices=BENCHMARKS, metavar="NAME"
+    )
     parser.add_argument("--plots", type=Path, metavar="DIR", help="write PNG plots")
     options = parser.parse_args()
-    task.react(
-        lambda reactor: defer.ensureDeferred(
-            main(reactor, options.quick, options.plots)
-        )
-    )
+    quick, only, plots = options.quick, options.only, options.plots
+    task.react(lambda reactor: defer.ensureDeferred(main(reactor, quick, only, plots)))
