@@ -587,6 +587,8 @@ class FrameDecoder:
             end = start + length
             if end > size:
                 # A view, not a copy: the body is copied once, by the join.
+                # It keeps this whole read alive: at most one read (64 KiB
+                # from Twisted's TCP transport) beyond ``buffered``.
                 self._partial = [memoryview(data)[start:]]
                 self._have = size - start
                 self._needed = length
