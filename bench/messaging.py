@@ -233,46 +233,31 @@ async def measure(reactor: Any, quick: bool) -> dict[tuple[str, int, bool], floa
     return {key: statistics.median(values) for key, values in results.items()}
 
 
+#: (pipelined?, row name, target against the bare echo, target against AMP)
+_KINDS = (
+    (True, "pipelined requests/s", ">= 0.60", "; target >= 5"),
+    (False, "ping-pong round trips/s", ">= 0.80", ""),
+)
+
+
 async def run(reactor: Any, quick: bool = False) -> list[Row]:
     median = await measure(reactor, quick)
     rows = []
     for size in SIZES:
-        shown = label(size)
         mb = 2 * size / 1e6  # payload bytes per echo, both directions, in MB
-        ours, bare = median["blueprint", size, True], median["bare", size, True]
-        rows.append(
-            Row(
-                f"pipelined requests/s, {shown} echo",
-                ours,
-                bare,
-                f"ref: Int32StringReceiver echo; target >= 0.60; {ours * mb:.0f} MB/s",
-                Point("throughput", size, ours * mb, bare * mb),
+        for pipelined, kind, bare_target, amp_target in _KINDS:
+            name = f"{kind}, {label(size)} echo"
+            ours, bare = (
+                median["blueprint", size, pipelined],
+                median["bare", size, pipelined],
             )
-        )
-        if size <= AMP_LIMIT:
-            rows.append(
-                Row(
-                    f"pipelined requests/s, {shown} echo",
-                    ours,
-                    median["amp", size, True],
-                    "ref: AMP; target >= 5",
-                )
-            )
-        rows.append(
-            Row(
-                f"ping-pong round trips/s, {shown} echo",
-                median["blueprint", size, False],
-                median["bare", size, False],
-                "ref: Int32StringReceiver echo; target >= 0.80",
-            )
-        )
-        if size <= AMP_LIMIT:
-            rows.append(
-                Row(
-                    f"ping-pong round trips/s, {shown} echo",
-                    median["blueprint", size, False],
-                    median["amp", size, False],
-                    "ref: AMP",
-                )
-            )
+            note = f"ref: Int32StringReceiver echo; target {bare_target}"
+            point = None
+            if pipelined:
+                note += f"; {ours * mb:.0f} MB/s"
+                point = Point("throughput", size, ours * mb, bare * mb)
+            rows.append(Row(name, ours, bare, note, point))
+            if size <= AMP_LIMIT:
+                amp = median["amp", size, pipelined]
+                rows.append(Row(name, ours, amp, f"ref: AMP{amp_target}"))
     return rows

@@ -21,7 +21,7 @@ from blueprint_net.identity import Identity
 from blueprint_net.node import Node
 from blueprint_net.tls import PeerTLS
 
-from .handshake import _in_flight, connections_per_second
+from .handshake import connections_per_second, dials_per_second
 from .report import Row
 
 
@@ -62,20 +62,7 @@ async def _blueprint(reactor: Any, count: int, a: Identity, b: Identity) -> floa
         tcp = TCP4ClientEndpoint(reactor, "127.0.0.1", number)
         endpoint = wrapClientTLS(PeerTLS(identity, expected=b.peer_id), tcp)
         dials.append((Node(identity, reactor=reactor), endpoint))
-    remaining = iter(dials)
-
-    async def one() -> None:
-        client, endpoint = next(remaining)
-        await client.connect(endpoint, peer_id=b.peer_id)
-        connection = client._verified[b.peer_id]
-        connection.disconnect()  # a plain close, without the node's goodbye
-        await connection.closed
-
-    elapsed = await _in_flight(one, count)
-    await server.stop()
-    for client, _ in dials:
-        await client.stop()
-    return count / elapsed
+    return await dials_per_second(server, dials)
 
 
 async def run(reactor: Any, quick: bool = False) -> list[Row]:

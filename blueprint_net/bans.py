@@ -412,8 +412,11 @@ class BanRegistry:
 
     def close(self) -> defer.Deferred[None]:
         """Wait for pending writes (one last try for any that failed), then
-        close the database; what still could not be saved is logged."""
-        if self._pool is not None and self._writing is None and self._queued:
+        close the database; what still could not be saved is logged.  Once
+        closed, closing again does nothing."""
+        if self._pool is None:
+            return defer.succeed(None)
+        if self._writing is None and self._queued:
             self._commit_queued()
 
         def closed(_: object) -> None:
@@ -423,7 +426,7 @@ class BanRegistry:
                     unsaved=len(self._queued),
                     path=str(self.path),
                 )
-            if self._pool is not None:
+            if self._pool is not None:  # not closed meanwhile by another call
                 self._pool.close()  # type: ignore[no-untyped-call]
                 self._pool = None
 

@@ -155,13 +155,7 @@ class Connection:
         ``token``).  ``ValueError`` if it could not travel."""
         request = self.requests.request(protocol, payload, metadata, token)
         try:
-            chunks = wire.frame_chunks(request)
-            size = sum(map(len, chunks)) - 4
-            if size > self.max_frame:
-                raise ValueError(
-                    f"a request of {size} bytes exceeds the frame limit"
-                    f" of {self.max_frame}"
-                )
+            chunks = wire.frame_chunks(request, self.max_frame)
         except ValueError:
             self.requests.abandon(request.request_id)
             raise

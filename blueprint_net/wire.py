@@ -274,8 +274,9 @@ def frame(message: Message) -> bytes:
     return b"".join(parts)
 
 
-def frame_chunks(message: Message) -> list[bytes]:
-    """The same bytes as :func:`frame`, as a list for ``writeSequence``.
+def frame_chunks(message: Message, max_body: Optional[int] = None) -> list[bytes]:
+    """The same bytes as :func:`frame`, as a list for ``writeSequence``;
+    ``ValueError`` for a body over ``max_body``.
 
     A payload of :data:`LARGE_PART` bytes or more stays a chunk of its own:
     the transport copies it once, into its send buffer, instead of once more
@@ -283,6 +284,11 @@ def frame_chunks(message: Message) -> list[bytes]:
     """
     parts = _parts(message)
     size = sum(map(len, parts))
+    if max_body is not None and size > max_body:
+        kind = type(message).__name__.lower()
+        raise ValueError(
+            f"a {kind} of {size} bytes exceeds the frame limit of {max_body}"
+        )
     header = _HEADER.pack(size)
     if size < LARGE_PART:
         parts.insert(0, header)

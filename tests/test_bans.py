@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,10 +31,9 @@ from blueprint_net.bans import (
     stored,
 )
 from blueprint_net.identity import Identity
-from blueprint_net.node import Node
 from blueprint_net.policy import Policy
 
-from .helpers import until
+from .helpers import MakeNode, until
 
 PEER = Identity(bytes(range(32))).peer_id
 OTHER = Identity(bytes(range(32, 64))).peer_id
@@ -305,15 +304,10 @@ def errors() -> Iterator[list[dict[str, Any]]]:
     globalLogPublisher.removeObserver(observer)
 
 
-@pytest.mark.usefixtures("clean_reactor")
-@pytest_twisted.ensureDeferred
-async def test_a_database_made_read_only_while_running(
-    tmp_path: Path,
-    alice: Identity,
-    bob: Identity,
-    carol: Identity,
-    errors: list[dict[str, Any]],
-) -> None:
+@pytest_twisted.async_yield_fixture
+async def read_only(tmp_path: Path) -> AsyncIterator[BanRegistry]:
+    """A registry whose file took one ban, then was made immutable under it
+    (writable again, and the registry closed, at teardown)."""
     if shutil.which("chattr") is None:
         pytest.skip("needs chattr")
     path = tmp_path / "bans.sqlite"
@@ -321,72 +315,78 @@ async def test_a_database_made_read_only_while_running(
     registry.ban("192.0.2.1", "before")
     await registry.flush()  # the file and its write-ahead log now exist
     files = [path, path.with_name(path.name + "-wal")]
-    if not _immutable(files, True):
-        _immutable(files, False)
-        await registry.close()
-        pytest.skip("needs chattr +i: root, on a filesystem with the flag")
-
-    node = Node(bob, handlers={"echo": lambda r: r.payload}, policy=Policy(registry))
-    honest, banned = Node(alice), Node(carol)
     try:
-        listening = await node.listen("tcp:0:interface=127.0.0.1")
-        port = listening.getHost().port  # type: ignore[attr-defined]
-        for client in (honest, banned):
-            await client.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
-
-        node.ban(carol.peer_id, "while read-only")
-        await registry.flush()
-        assert registry.peer_ban(carol.peer_id) is not None  # applies in memory
-        await until(lambda: [p.peer_id for p in node.peers] == [alice.peer_id])
-        assert registry.unsaved == 1
-        failed = [e for e in errors if e["log_level"] == LogLevel.error]
-        assert len(failed) == 1 and "cannot save bans" in failed[0]["log_format"]
-        assert failed[0]["error"]  # SQLite's own words, no traceback
-        answer = await honest.request(bob.peer_id, "echo", b"still served")
-        assert answer.data == b"still served"
-
-        node.ban(carol.peer_id, "replaced while read-only")
-        await registry.refresh()  # a retry while still read-only...
-        await registry.flush()
-        assert registry.unsaved == 1  # the last change to each target only
-        assert len([e for e in errors if e["log_level"] == LogLevel.error]) == 1
-
-        assert _immutable(files, False)
-        await registry.refresh()  # ...and one once writable again
-        await registry.flush()
-        assert registry.unsaved == 0
-        assert any("writable again" in e["log_format"] for e in errors)
-        with edit(path) as connection:
-            saved = {str(b.target): b.reason for b in stored(connection)}
-        assert saved == {
-            "192.0.2.1/32": "before",
-            str(carol.peer_id): "replaced while read-only",
-        }
+        if not _immutable(files, True):
+            pytest.skip("needs chattr +i: root, on a filesystem with the flag")
+        yield registry
     finally:
         _immutable(files, False)
-        for each in (honest, banned, node):
-            await each.stop()
         await registry.close()
+
+
+def _writable(registry: BanRegistry) -> bool:
+    assert registry.path is not None
+    path = registry.path
+    return _immutable([path, path.with_name(path.name + "-wal")], False)
+
+
+@pytest.mark.usefixtures("clean_reactor")
+@pytest_twisted.ensureDeferred
+async def test_a_database_made_read_only_while_running(
+    read_only: BanRegistry,
+    make_node: MakeNode,
+    alice: Identity,
+    bob: Identity,
+    carol: Identity,
+    errors: list[dict[str, Any]],
+) -> None:
+    registry = read_only
+    node = make_node(
+        bob, handlers={"echo": lambda r: r.payload}, policy=Policy(registry)
+    )
+    honest, banned = make_node(alice), make_node(carol)
+    listening = await node.listen("tcp:0:interface=127.0.0.1")
+    port = listening.getHost().port  # type: ignore[attr-defined]
+    for client in (honest, banned):
+        await client.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
+
+    node.ban(carol.peer_id, "while read-only")
+    await registry.flush()
+    assert registry.peer_ban(carol.peer_id) is not None  # applies in memory
+    await until(lambda: [p.peer_id for p in node.peers] == [alice.peer_id])
+    assert registry.unsaved == 1
+    failed = [e for e in errors if e["log_level"] == LogLevel.error]
+    assert len(failed) == 1 and "cannot save bans" in failed[0]["log_format"]
+    assert failed[0]["error"]  # SQLite's own words, no traceback
+    answer = await honest.request(bob.peer_id, "echo", b"still served")
+    assert answer.data == b"still served"
+
+    node.ban(carol.peer_id, "replaced while read-only")
+    await registry.refresh()  # a retry while still read-only...
+    await registry.flush()
+    assert registry.unsaved == 1  # the last change to each target only
+    assert len([e for e in errors if e["log_level"] == LogLevel.error]) == 1
+
+    assert _writable(registry)
+    await registry.refresh()  # ...and one once writable again
+    await registry.flush()
+    assert registry.unsaved == 0
+    assert any("writable again" in e["log_format"] for e in errors)
+    assert registry.path is not None
+    with edit(registry.path) as connection:
+        saved = {str(b.target): b.reason for b in stored(connection)}
+    assert saved == {
+        "192.0.2.1/32": "before",
+        str(carol.peer_id): "replaced while read-only",
+    }
 
 
 @pytest.mark.usefixtures("clean_reactor")
 @pytest_twisted.ensureDeferred
 async def test_what_could_never_be_saved_is_logged_at_close(
-    tmp_path: Path, errors: list[dict[str, Any]]
+    read_only: BanRegistry, errors: list[dict[str, Any]]
 ) -> None:
-    if shutil.which("chattr") is None:
-        pytest.skip("needs chattr")
-    path = tmp_path / "bans.sqlite"
-    registry = BanRegistry(reactor, path)
-    registry.ban("192.0.2.1", "before")
-    await registry.flush()
-    files = [path, path.with_name(path.name + "-wal")]
-    try:
-        if not _immutable(files, True):
-            pytest.skip("needs chattr +i: root, on a filesystem with the flag")
-        registry.ban("192.0.2.2", "lost")
-        await registry.close()  # one last try, then a clear record of the loss
-    finally:
-        _immutable(files, False)
+    read_only.ban("192.0.2.2", "lost")
+    await read_only.close()  # one last try, then a clear record of the loss
     lost = [e for e in errors if "never saved" in e["log_format"]]
     assert len(lost) == 1 and lost[0]["unsaved"] == 1
