@@ -24,10 +24,10 @@ import attrs
 from twisted.internet import defer, task
 from twisted.internet.utils import getProcessOutputAndValue
 
-from blueprint_net.identity import Identity
-from blueprint_net.limits import ConnectionLimits
-from blueprint_net.messaging import IncomingRequest
-from blueprint_net.node import Node
+from blueprint_net._adapters.node import Node
+from blueprint_net._core.identity import Identity
+from blueprint_net._core.messaging import IncomingRequest
+from blueprint_net._policy.limits import ConnectionLimits
 
 #: The honest peer's pace, and the node's rate limit (raised from the default
 #: 10/s so that what is measured is the flood, not the honest peer's excess).

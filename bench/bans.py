@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from twisted.internet import task
 
-from blueprint_net.bans import _SCHEMA, BanRegistry, _configure
+from blueprint_net._policy.bans import _SCHEMA, BanRegistry, _configure
 
 from .report import Row
 

@@ -19,10 +19,10 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 
-from blueprint_net.identity import Identity
-from blueprint_net.limits import ConnectionLimits
-from blueprint_net.messaging import IncomingRequest
-from blueprint_net.node import Node
+from blueprint_net._adapters.node import Node
+from blueprint_net._core.identity import Identity
+from blueprint_net._core.messaging import IncomingRequest
+from blueprint_net._policy.limits import ConnectionLimits
 
 from .report import Point, Row
 

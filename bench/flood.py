@@ -26,10 +26,10 @@ from typing import Any, Callable
 from twisted.internet import defer, protocol, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-from blueprint_net import wire
-from blueprint_net.connection import Connection
-from blueprint_net.errors import WireError
-from blueprint_net.identity import Identity
+from blueprint_net._core import wire
+from blueprint_net._core.connection import Connection
+from blueprint_net._core.errors import WireError
+from blueprint_net._core.identity import Identity
 
 #: Source addresses per kind: 127.0.<k>.1 .. 127.0.<k>.<ADDRESSES>.
 ADDRESSES = 20

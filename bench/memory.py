@@ -21,10 +21,10 @@ from twisted.internet import defer, protocol, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 
-from blueprint_net.connection import Connection
-from blueprint_net.identity import Identity, PeerId
-from blueprint_net.limits import ConnectionLimits
-from blueprint_net.node import Node
+from blueprint_net._adapters.node import Node
+from blueprint_net._core.connection import Connection
+from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._policy.limits import ConnectionLimits
 
 from .report import Point, Row, table
 

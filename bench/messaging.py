@@ -26,10 +26,10 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.protocols import amp
 from twisted.protocols.basic import Int32StringReceiver
 
-from blueprint_net.identity import Identity
-from blueprint_net.limits import ConnectionLimits
-from blueprint_net.messaging import IncomingRequest
-from blueprint_net.node import Node
+from blueprint_net._adapters.node import Node
+from blueprint_net._core.identity import Identity
+from blueprint_net._core.messaging import IncomingRequest
+from blueprint_net._policy.limits import ConnectionLimits
 
 from .report import Point, Row
 

@@ -25,9 +25,9 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.internet.utils import getProcessOutputAndValue
 
-from blueprint_net.handlers import BUILTINS
-from blueprint_net.identity import Identity, PeerId
-from blueprint_net.node import Node
+from blueprint_net._adapters.node import Node
+from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._ops.handlers import BUILTINS
 
 PACE = 0.2  # seconds between one peer's requests
 

@@ -22,10 +22,10 @@ from twisted.internet import defer, interfaces, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from zope.interface import implementer
 
-from blueprint_net.identity import Identity
-from blueprint_net.limits import ConnectionLimits
-from blueprint_net.messaging import IncomingRequest
-from blueprint_net.node import Node
+from blueprint_net._adapters.node import Node
+from blueprint_net._core.identity import Identity
+from blueprint_net._core.messaging import IncomingRequest
+from blueprint_net._policy.limits import ConnectionLimits
 
 from .messaging import KiB, MiB, _windowed, label, window
 from .report import Row

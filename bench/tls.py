@@ -17,9 +17,9 @@ from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from blueprint_net.identity import Identity
-from blueprint_net.node import Node
-from blueprint_net.tls import PeerTLS
+from blueprint_net._adapters.node import Node
+from blueprint_net._adapters.tls import PeerTLS
+from blueprint_net._core.identity import Identity
 
 from .handshake import connections_per_second, dials_per_second
 from .report import Row

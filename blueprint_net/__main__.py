@@ -1,5 +1,5 @@
 """``python -m blueprint_net``: the ``blueprint-net`` command."""
 
-from .cli import main
+from blueprint_net._ops.cli import main
 
 main()

@@ -11,9 +11,9 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 
-from .identity import Identity
-from .messaging import IncomingRequest
-from .node import Node, Peer
+from blueprint_net._adapters.node import Node, Peer
+from blueprint_net._core.identity import Identity
+from blueprint_net._core.messaging import IncomingRequest
 
 
 def echo(request: IncomingRequest) -> bytes:

@@ -15,8 +15,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from blueprint_net import wire
-    from blueprint_net.errors import WireError
+    from blueprint_net._core import wire
+    from blueprint_net._core.errors import WireError
 
 
 def one_input(data: bytes) -> None:

@@ -10,8 +10,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from blueprint_net.identity import Identity
-from blueprint_net.node import Node
+from blueprint_net._adapters.node import Node
+from blueprint_net._core.identity import Identity
 
 from .helpers import MakeNode
 

@@ -9,13 +9,13 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from blueprint_net import wire
-from blueprint_net.connection import ConnectionFailed
-from blueprint_net.errors import HandshakeFailed
-from blueprint_net.identity import PeerId
-from blueprint_net.interfaces import IConnectionHost
-from blueprint_net.node import Node
-from blueprint_net.protocol import PeerProtocol
+from blueprint_net._adapters.interfaces import IConnectionHost
+from blueprint_net._adapters.node import Node
+from blueprint_net._adapters.protocol import PeerProtocol
+from blueprint_net._core import wire
+from blueprint_net._core.connection import ConnectionFailed
+from blueprint_net._core.errors import HandshakeFailed
+from blueprint_net._core.identity import PeerId
 
 #: The ``make_node`` fixture: ``make_node(identity, **options)`` is a
 #: :class:`Node` that is stopped when the test ends, whether it passed or not.

@@ -19,7 +19,8 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 
-from blueprint_net.bans import (
+from blueprint_net._core.identity import Identity
+from blueprint_net._policy.bans import (
     Ban,
     BanDatabaseError,
     BanRegistry,
@@ -30,8 +31,7 @@ from blueprint_net.bans import (
     store,
     stored,
 )
-from blueprint_net.identity import Identity
-from blueprint_net.policy import Policy
+from blueprint_net._policy.scores import Policy
 
 from .helpers import MakeNode, until
 
@@ -187,7 +187,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from twisted.internet import defer, task
-    from blueprint_net.bans import BanRegistry
+    from blueprint_net._policy.bans import BanRegistry
 
     async def main(reactor):
         registry = BanRegistry(reactor, sys.argv[1])
@@ -295,7 +295,7 @@ def errors() -> Iterator[list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []
 
     def record(event: dict[str, Any]) -> None:
-        if event.get("log_namespace") == "blueprint_net.bans.BanRegistry":
+        if event.get("log_namespace") == "blueprint_net._policy.bans.BanRegistry":
             events.append(event)
 
     observer = cast(ILogObserver, record)

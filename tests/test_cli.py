@@ -12,10 +12,10 @@ import pytest_twisted
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 
-from blueprint_net.bans import BanRegistry
-from blueprint_net.cli import BAD_FILE, FAILED, OK, UNREACHABLE, USAGE, main
-from blueprint_net.identity import Identity, load_identity
-from blueprint_net.node import Node
+from blueprint_net._adapters.node import Node
+from blueprint_net._core.identity import Identity, load_identity
+from blueprint_net._ops.cli import BAD_FILE, FAILED, OK, UNREACHABLE, USAGE, main
+from blueprint_net._policy.bans import BanRegistry
 
 CLI = str(Path(sys.executable).with_name("blueprint-net"))
 
@@ -75,7 +75,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_request_and_ping_as_a_process(alice: Identity, tmp_path: Path) -> None:
-    from blueprint_net.handlers import BUILTINS
+    from blueprint_net._ops.handlers import BUILTINS
 
     node = Node(alice, handlers=BUILTINS)
     port = (await node.listen("tcp:0:interface=127.0.0.1")).getHost().port  # type: ignore[attr-defined]

@@ -14,10 +14,10 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 
-from blueprint_net import wire
-from blueprint_net.errors import PeerLost
-from blueprint_net.identity import Identity
-from blueprint_net.protocol import PeerFactory, PeerProtocol, Settings
+from blueprint_net._adapters.protocol import PeerFactory, PeerProtocol, Settings
+from blueprint_net._core import wire
+from blueprint_net._core.errors import PeerLost
+from blueprint_net._core.identity import Identity
 
 from .helpers import RecordingHost
 

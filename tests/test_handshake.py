@@ -6,10 +6,15 @@ from typing import Optional
 
 import pytest
 
-from blueprint_net import wire
-from blueprint_net.errors import ErrorCode, HandshakeFailed
-from blueprint_net.handshake import TRANSITIONS, Handshake, HandshakeState, transcript
-from blueprint_net.identity import Identity, PeerId
+from blueprint_net._core import wire
+from blueprint_net._core.errors import ErrorCode, HandshakeFailed
+from blueprint_net._core.handshake import (
+    TRANSITIONS,
+    Handshake,
+    HandshakeState,
+    transcript,
+)
+from blueprint_net._core.identity import Identity, PeerId
 
 S = HandshakeState
 

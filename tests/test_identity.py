@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blueprint_net.identity import (
+from blueprint_net._core.identity import (
     Identity,
     KeyFileError,
     PeerId,

@@ -15,8 +15,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from blueprint_net.interfaces import IHandshaking
-from blueprint_net.limits import (
+from blueprint_net._adapters.interfaces import IHandshaking
+from blueprint_net._policy.limits import (
     ConnectionLimiter,
     ConnectionLimits,
     LimitedProtocol,

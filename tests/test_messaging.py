@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from blueprint_net import wire
-from blueprint_net.errors import ErrorCode
-from blueprint_net.messaging import Deadlines, Requests, RequestState
+from blueprint_net._core import wire
+from blueprint_net._core.errors import ErrorCode
+from blueprint_net._core.messaging import Deadlines, Requests, RequestState
 
 
 def test_ids_are_unique_nonzero_and_matched_to_responses() -> None:

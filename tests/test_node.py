@@ -15,8 +15,11 @@ from twisted.internet.task import Clock, deferLater
 from twisted.logger import ILogObserver, globalLogPublisher
 from zope.interface import implementer
 
-from blueprint_net import wire
-from blueprint_net.errors import (
+from blueprint_net._adapters.interfaces import IRequestHandler
+from blueprint_net._adapters.node import Node, Peer
+from blueprint_net._adapters.protocol import HandshakeError
+from blueprint_net._core import wire
+from blueprint_net._core.errors import (
     ErrorCode,
     NotConnected,
     PeerLost,
@@ -24,11 +27,8 @@ from blueprint_net.errors import (
     RequestTimeout,
     SendQueueFull,
 )
-from blueprint_net.identity import Identity
-from blueprint_net.interfaces import IRequestHandler
-from blueprint_net.messaging import IncomingRequest, ProtocolData, Success
-from blueprint_net.node import Node, Peer
-from blueprint_net.protocol import HandshakeError
+from blueprint_net._core.identity import Identity
+from blueprint_net._core.messaging import IncomingRequest, ProtocolData, Success
 
 from .helpers import MakeNode, decode_frames
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from blueprint_net.bans import Ban, BanRegistry, Origin
-from blueprint_net.errors import ErrorCode, HandshakeFailed
-from blueprint_net.identity import Identity
-from blueprint_net.policy import Policy, PolicySettings
+from blueprint_net._core.errors import ErrorCode, HandshakeFailed
+from blueprint_net._core.identity import Identity
+from blueprint_net._policy.bans import Ban, BanRegistry, Origin
+from blueprint_net._policy.scores import Policy, PolicySettings
 
 PEER = Identity(bytes(range(32))).peer_id
 OTHER = Identity(bytes(range(32, 64))).peer_id

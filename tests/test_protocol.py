@@ -12,8 +12,14 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 
-from blueprint_net import wire
-from blueprint_net.errors import (
+from blueprint_net._adapters.protocol import (
+    HandshakeError,
+    PeerFactory,
+    PeerProtocol,
+    Settings,
+)
+from blueprint_net._core import wire
+from blueprint_net._core.errors import (
     ErrorCode,
     HandshakeFailed,
     PeerLost,
@@ -21,9 +27,8 @@ from blueprint_net.errors import (
     RequestTimeout,
     SendQueueFull,
 )
-from blueprint_net.handshake import HandshakeState
-from blueprint_net.identity import Identity, PeerId
-from blueprint_net.protocol import HandshakeError, PeerFactory, PeerProtocol, Settings
+from blueprint_net._core.handshake import HandshakeState
+from blueprint_net._core.identity import Identity, PeerId
 
 from .helpers import RecordingHost, decode_frames
 

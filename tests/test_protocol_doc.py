@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from blueprint_net import wire
-from blueprint_net.connection import MISBEHAVIOUR
-from blueprint_net.errors import ErrorCode
-from blueprint_net.handshake import transcript
-from blueprint_net.identity import Identity
-from blueprint_net.signatures import verify
+from blueprint_net._core import wire
+from blueprint_net._core.connection import MISBEHAVIOUR
+from blueprint_net._core.errors import ErrorCode
+from blueprint_net._core.handshake import transcript
+from blueprint_net._core.identity import Identity
+from blueprint_net._core.signatures import verify
 
 DOC = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
 VECTORS = {

@@ -15,15 +15,15 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 
-from blueprint_net import wire
-from blueprint_net.bans import BanRegistry
-from blueprint_net.errors import ErrorCode, Refused, RemoteError
-from blueprint_net.identity import Identity
-from blueprint_net.limits import ConnectionLimits
-from blueprint_net.messaging import IncomingRequest
-from blueprint_net.node import Node, Peer
-from blueprint_net.policy import Policy, PolicySettings
-from blueprint_net.protocol import HandshakeError
+from blueprint_net._adapters.node import Node, Peer
+from blueprint_net._adapters.protocol import HandshakeError
+from blueprint_net._core import wire
+from blueprint_net._core.errors import ErrorCode, Refused, RemoteError
+from blueprint_net._core.identity import Identity
+from blueprint_net._core.messaging import IncomingRequest
+from blueprint_net._policy.bans import BanRegistry
+from blueprint_net._policy.limits import ConnectionLimits
+from blueprint_net._policy.scores import Policy, PolicySettings
 
 from .helpers import MakeNode, decode_frames, until
 

@@ -10,7 +10,7 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from blueprint_net import signatures
+from blueprint_net._core import signatures
 
 VECTORS = Path(__file__).parent / "vectors"
 BACKENDS = ["pynacl", "ed25519"]

@@ -10,12 +10,12 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.web.client import Agent, readBody
 
-from blueprint_net.bans import BanRegistry
-from blueprint_net.identity import Identity
-from blueprint_net.node import Node
-from blueprint_net.policy import Policy
-from blueprint_net.service import NodeService
-from blueprint_net.status import prometheus
+from blueprint_net._adapters.node import Node
+from blueprint_net._core.identity import Identity
+from blueprint_net._ops.service import NodeService
+from blueprint_net._ops.status import prometheus
+from blueprint_net._policy.bans import BanRegistry
+from blueprint_net._policy.scores import Policy
 
 pytestmark = [
     pytest.mark.usefixtures("clean_reactor"),

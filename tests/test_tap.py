@@ -15,11 +15,11 @@ import pytest
 import pytest_twisted
 from twisted.python import usage
 
-from blueprint_net import config, handlers
-from blueprint_net.config import DEFAULT_LISTEN
-from blueprint_net.identity import load_identity
-from blueprint_net.node import Node
-from blueprint_net.tap import Options
+from blueprint_net._adapters.node import Node
+from blueprint_net._core.identity import load_identity
+from blueprint_net._ops import config, handlers
+from blueprint_net._ops.config import DEFAULT_LISTEN
+from blueprint_net._ops.tap import Options
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 
@@ -86,7 +86,7 @@ def test_options_defaults() -> None:
         (["--allow-network", "10.0.0.0/33"], "--allow-network '10.0.0.0/33'"),
         (["--handler", "echo"], "want NAME=package.module.attribute"),
         (["--handler", "x=no.such.module"], "cannot import no.such"),
-        (["--handler", "x=blueprint_net.handlers.nope"], "has no 'nope'"),
+        (["--handler", "x=blueprint_net._ops.handlers.nope"], "has no 'nope'"),
     ],
 )
 def test_bad_values_name_their_option(arguments: list[str], message: str) -> None:
@@ -99,7 +99,7 @@ def test_bad_values_name_their_option(arguments: list[str], message: str) -> Non
 def test_a_handler_by_dotted_name() -> None:
     options = Options()
     options.parseOptions(
-        ["--no-builtins", "--handler", "shout=blueprint_net.handlers.echo"]
+        ["--no-builtins", "--handler", "shout=blueprint_net._ops.handlers.echo"]
     )
     assert options["handlers"] == {"shout": handlers.echo}
 

@@ -17,11 +17,11 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.task import deferLater
 
-from blueprint_net.errors import ErrorCode
-from blueprint_net.identity import Identity
-from blueprint_net.node import Node
-from blueprint_net.protocol import HandshakeError
-from blueprint_net.tls import PeerTLS
+from blueprint_net._adapters.node import Node
+from blueprint_net._adapters.protocol import HandshakeError
+from blueprint_net._adapters.tls import PeerTLS
+from blueprint_net._core.errors import ErrorCode
+from blueprint_net._core.identity import Identity
 
 from .helpers import MakeNode
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blueprint_net import wire
-from blueprint_net.errors import ErrorCode, WireError
-from blueprint_net.identity import Identity, PeerId
+from blueprint_net._core import wire
+from blueprint_net._core.errors import ErrorCode, WireError
+from blueprint_net._core.identity import Identity, PeerId
 
 PEER = Identity(bytes(range(32))).peer_id
 _u16 = st.integers(0, 2**16 - 1)

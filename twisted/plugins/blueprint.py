@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 blueprint = ServiceMaker(
     "blueprint-net node",
-    "blueprint_net.tap",
+    "blueprint_net._ops.tap",
     "An authenticated peer-to-peer messaging node.",
     "blueprint",
 )

@@ -24,10 +24,10 @@ import os
 import struct
 from typing import Callable, Optional
 
-from .errors import ErrorCode, HandshakeFailed
-from .identity import Identity, PeerId
-from .signatures import is_acceptable_public_key
-from .wire import (
+from blueprint_net._core.errors import ErrorCode, HandshakeFailed
+from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.signatures import is_acceptable_public_key
+from blueprint_net._core.wire import (
     NONCE_SIZE,
     PROTOCOL_VERSION,
     T_HANDSHAKE_REQUEST,

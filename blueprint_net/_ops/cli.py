@@ -20,17 +20,17 @@ from typing import Any, Callable, NoReturn, Optional
 
 from twisted.internet import defer, task
 
-from . import bans as banlist
-from . import wire
-from .errors import RemoteError, RequestFailed
-from .identity import (
+from blueprint_net._adapters.node import Node
+from blueprint_net._core import wire
+from blueprint_net._core.errors import RemoteError, RequestFailed
+from blueprint_net._core.identity import (
     Identity,
     KeyFileError,
     PeerId,
     load_identity,
     load_or_create_identity,
 )
-from .node import Node
+from blueprint_net._policy import bans as banlist
 
 OK, FAILED, USAGE, UNREACHABLE, BAD_FILE = 0, 1, 2, 3, 4
 DEFAULT_STATUS_URL = "http://127.0.0.1:7080"

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from .node import Node
+from blueprint_net._adapters.node import Node
 
 _NAME = re.compile(r"[^a-zA-Z0-9_]")
 

@@ -12,16 +12,16 @@ from typing import Any, Callable, Optional, Union
 
 import attrs
 
-from . import wire
-from .errors import (
+from blueprint_net._core import wire
+from blueprint_net._core.errors import (
     ErrorCode,
     HandshakeFailed,
     ProtocolError,
     WireError,
 )
-from .handshake import Handshake, HandshakeState
-from .identity import Identity, PeerId
-from .messaging import Requests, RequestState
+from blueprint_net._core.handshake import Handshake, HandshakeState
+from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.messaging import Requests, RequestState
 
 #: Failures that show a peer to be broken or hostile, as opposed to merely
 #: slow, incompatible or refused by policy.  The ban registry scores these.

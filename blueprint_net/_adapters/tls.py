@@ -43,7 +43,7 @@ from twisted.internet.interfaces import (
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from .identity import Identity, PeerId
+from blueprint_net._core.identity import Identity, PeerId
 
 PREFIX = "p2ptls:"
 #: A certificate is made at each start; it outlives any connection.

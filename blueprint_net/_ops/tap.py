@@ -15,14 +15,14 @@ from typing import Any, Optional
 from twisted.application.service import IService
 from twisted.python import usage
 
-from . import config
-from .bans import BanDatabaseError, BanRegistry, parse_network
-from .handlers import BUILTINS, HandlerError, load
-from .identity import KeyFileError, PeerId, load_or_create_identity
-from .limits import ConnectionLimits
-from .node import Node
-from .policy import Policy, PolicySettings
-from .service import NodeService
+from blueprint_net._adapters.node import Node
+from blueprint_net._core.identity import KeyFileError, PeerId, load_or_create_identity
+from blueprint_net._ops import config
+from blueprint_net._ops.handlers import BUILTINS, HandlerError, load
+from blueprint_net._ops.service import NodeService
+from blueprint_net._policy.bans import BanDatabaseError, BanRegistry, parse_network
+from blueprint_net._policy.limits import ConnectionLimits
+from blueprint_net._policy.scores import Policy, PolicySettings
 
 
 class Options(usage.Options):

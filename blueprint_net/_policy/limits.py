@@ -25,8 +25,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
-from .bans import parse_address
-from .interfaces import IHandshaking
+from blueprint_net._adapters.interfaces import IHandshaking
+from blueprint_net._policy.bans import parse_address
 
 
 @attrs.define

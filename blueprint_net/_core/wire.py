@@ -17,8 +17,8 @@ from typing import Any, Callable, Optional, Union
 
 import attrs
 
-from .errors import ErrorCode, WireError
-from .identity import PeerId
+from blueprint_net._core.errors import ErrorCode, WireError
+from blueprint_net._core.identity import PeerId
 
 #: Largest frame body accepted before the handshake completes.  The largest
 #: handshake message is under 200 bytes; a small cap keeps an unauthenticated

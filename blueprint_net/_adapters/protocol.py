@@ -19,9 +19,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import wire
-from .connection import Connection, ConnectionFailed, PeerVerified, ResponseReceived
-from .errors import (
+from blueprint_net._adapters.interfaces import IConnectionHost, IHandshaking
+from blueprint_net._adapters.tls import certificate_key
+from blueprint_net._core import wire
+from blueprint_net._core.connection import (
+    Connection,
+    ConnectionFailed,
+    PeerVerified,
+    ResponseReceived,
+)
+from blueprint_net._core.errors import (
     ErrorCode,
     HandshakeFailed,
     PeerLost,
@@ -30,11 +37,9 @@ from .errors import (
     RequestTimeout,
     SendQueueFull,
 )
-from .identity import Identity, PeerId
-from .interfaces import IConnectionHost, IHandshaking
-from .limits import TokenBucket
-from .messaging import Deadlines
-from .tls import certificate_key
+from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.messaging import Deadlines
+from blueprint_net._policy.limits import TokenBucket
 
 #: RFC 9266: the label of the TLS 1.3 exporter used for channel binding.
 TLS_EXPORTER_LABEL = b"EXPORTER-Channel-Binding"

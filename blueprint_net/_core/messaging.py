@@ -17,9 +17,9 @@ from typing import Generic, Optional, TypeVar
 
 import attrs
 
-from . import wire
-from .errors import ErrorCode
-from .identity import PeerId
+from blueprint_net._core import wire
+from blueprint_net._core.errors import ErrorCode
+from blueprint_net._core.identity import PeerId
 
 Token = TypeVar("Token")
 

@@ -14,16 +14,16 @@ from typing import Any, Callable
 
 import attrs
 
-from . import wire
-from .limits import ConnectionLimits
-from .policy import PolicySettings
-from .protocol import (
+from blueprint_net._adapters.protocol import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_MAX_SEND_QUEUE,
     DEFAULT_REQUEST_TIMEOUT,
 )
+from blueprint_net._core import wire
+from blueprint_net._policy.limits import ConnectionLimits
+from blueprint_net._policy.scores import PolicySettings
 
 DEFAULT_LISTEN = "tcp:7010:interface=127.0.0.1"
 DEFAULT_STATUS = "tcp:7080:interface=127.0.0.1"

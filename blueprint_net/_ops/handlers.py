@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .messaging import IncomingRequest, Success
+from blueprint_net._core.messaging import IncomingRequest, Success
 
 
 def echo(request: IncomingRequest) -> bytes:

@@ -22,24 +22,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import tls, wire
-from .bans import Ban, BanRegistry, Target
-from .connection import ConnectionFailed
-from .errors import (
-    ErrorCode,
-    HandshakeFailed,
-    NotConnected,
-    ProtocolError,
-    Refused,
-    RemoteError,
-    SendQueueFull,
-)
-from .identity import Identity, PeerId
-from .interfaces import IConnectionHost, IRequestHandler
-from .limits import ConnectionLimiter, ConnectionLimits, LimitingFactory, TokenBucket
-from .messaging import IncomingRequest, ProtocolData, Success
-from .policy import Policy
-from .protocol import (
+from blueprint_net._adapters import tls
+from blueprint_net._adapters.interfaces import IConnectionHost, IRequestHandler
+from blueprint_net._adapters.protocol import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_MAX_CONCURRENT_REQUESTS,
@@ -49,6 +34,27 @@ from .protocol import (
     PeerProtocol,
     Settings,
 )
+from blueprint_net._core import wire
+from blueprint_net._core.connection import ConnectionFailed
+from blueprint_net._core.errors import (
+    ErrorCode,
+    HandshakeFailed,
+    NotConnected,
+    ProtocolError,
+    Refused,
+    RemoteError,
+    SendQueueFull,
+)
+from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.messaging import IncomingRequest, ProtocolData, Success
+from blueprint_net._policy.bans import Ban, BanRegistry, Target
+from blueprint_net._policy.limits import (
+    ConnectionLimiter,
+    ConnectionLimits,
+    LimitingFactory,
+    TokenBucket,
+)
+from blueprint_net._policy.scores import Policy
 
 ServerEndpoint = Union[str, IStreamServerEndpoint]
 ClientEndpoint = Union[str, IStreamClientEndpoint]

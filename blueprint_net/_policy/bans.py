@@ -29,7 +29,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from .identity import PeerId
+from blueprint_net._core.identity import PeerId
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Target = Union[PeerId, Network]

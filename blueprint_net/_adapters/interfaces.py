@@ -9,11 +9,11 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from twisted.python.failure import Failure
 
-    from .connection import ConnectionFailed
-    from .identity import PeerId
-    from .messaging import IncomingRequest
-    from .protocol import PeerProtocol
-    from .wire import Request
+    from blueprint_net._adapters.protocol import PeerProtocol
+    from blueprint_net._core.connection import ConnectionFailed
+    from blueprint_net._core.identity import PeerId
+    from blueprint_net._core.messaging import IncomingRequest
+    from blueprint_net._core.wire import Request
 
 
 class IConnectionHost(Interface):

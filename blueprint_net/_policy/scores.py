@@ -26,7 +26,9 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from .bans import (
+from blueprint_net._core.errors import ErrorCode, HandshakeFailed
+from blueprint_net._core.identity import PeerId
+from blueprint_net._policy.bans import (
     Ban,
     BanRegistry,
     Network,
@@ -35,8 +37,6 @@ from .bans import (
     parse_address,
     parse_network,
 )
-from .errors import ErrorCode, HandshakeFailed
-from .identity import PeerId
 
 #: Points per misbehaviour: a failed proof is worse than a garbled frame.
 POINTS = {

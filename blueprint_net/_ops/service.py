@@ -18,11 +18,11 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.web.server import Site
 
-from . import tls
-from .bans import BanRegistry
-from .identity import PeerId
-from .node import Node
-from .status import StatusPage
+from blueprint_net._adapters import tls
+from blueprint_net._adapters.node import Node
+from blueprint_net._core.identity import PeerId
+from blueprint_net._ops.status import StatusPage
+from blueprint_net._policy.bans import BanRegistry
 
 #: How often the ban database is checked for another process's changes (s).
 BAN_REFRESH_INTERVAL = 2.0
