@@ -17,10 +17,10 @@ from zope.interface import implementer
 
 from blueprint_net._adapters.interfaces import IRequestHandler
 from blueprint_net._adapters.node import Node, Peer
-from blueprint_net._adapters.protocol import HandshakeError
 from blueprint_net._core import wire
 from blueprint_net._core.errors import (
     ErrorCode,
+    HandshakeError,
     NotConnected,
     PeerLost,
     RemoteError,

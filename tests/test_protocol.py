@@ -13,7 +13,6 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 
 from blueprint_net._adapters.protocol import (
-    HandshakeError,
     PeerFactory,
     PeerProtocol,
     Settings,
@@ -21,6 +20,7 @@ from blueprint_net._adapters.protocol import (
 from blueprint_net._core import wire
 from blueprint_net._core.errors import (
     ErrorCode,
+    HandshakeError,
     HandshakeFailed,
     PeerLost,
     ProtocolError,

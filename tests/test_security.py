@@ -16,9 +16,8 @@ from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 
 from blueprint_net._adapters.node import Node, Peer
-from blueprint_net._adapters.protocol import HandshakeError
 from blueprint_net._core import wire
-from blueprint_net._core.errors import ErrorCode, Refused, RemoteError
+from blueprint_net._core.errors import ErrorCode, HandshakeError, Refused, RemoteError
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
 from blueprint_net._policy.bans import BanRegistry

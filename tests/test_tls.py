@@ -18,9 +18,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.task import deferLater
 
 from blueprint_net._adapters.node import Node
-from blueprint_net._adapters.protocol import HandshakeError
 from blueprint_net._adapters.tls import PeerTLS
-from blueprint_net._core.errors import ErrorCode
+from blueprint_net._core.errors import ErrorCode, HandshakeError
 from blueprint_net._core.identity import Identity
 
 from .helpers import MakeNode

@@ -6,6 +6,7 @@ from typing import Optional
 
 import attrs
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -30,6 +31,7 @@ from blueprint_net._core.connection import (
 )
 from blueprint_net._core.errors import (
     ErrorCode,
+    HandshakeError,
     HandshakeFailed,
     PeerLost,
     ProtocolError,
@@ -68,14 +70,6 @@ class Settings:
     max_send_queue: int = DEFAULT_MAX_SEND_QUEUE
     #: The peer's requests processed at once; past it, we stop reading.
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
-
-
-class HandshakeError(Exception):
-    """The connection closed before its handshake completed."""
-
-    def __init__(self, reason: ProtocolError | Failure) -> None:
-        super().__init__(str(reason.value if isinstance(reason, Failure) else reason))
-        self.reason = reason
 
 
 @implementer(IPushProducer, IHandshaking)
@@ -205,7 +199,9 @@ class PeerProtocol(Protocol):
             for deferred in waiting:
                 deferred.errback(lost)
         if not self.verified.called:
-            self.verified.errback(HandshakeError(self._failure or reason))
+            self.verified.errback(
+                HandshakeError(self._failure or reason.value or ConnectionDone())
+            )
         self.closed.callback(None)
 
     # -- requests -----------------------------------------------------------

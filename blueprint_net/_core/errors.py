@@ -1,4 +1,18 @@
-"""The error-code table and the exceptions that carry those codes.
+"""The error-code table, and every exception this package raises on purpose.
+
+Layer: core (sans-IO; imports nothing from Twisted).
+
+One hierarchy with one base, :class:`BlueprintError`, so an application can
+catch everything of ours with one ``except``.  Its families:
+
+* :class:`ProtocolError` -- a fault that travels on the wire as an ``Error``;
+* :class:`ConnectFailed` -- :meth:`Node.connect` got no verified peer
+  (:class:`Refused` by our own policy, :class:`HandshakeError` when the
+  connection closed before the handshake completed, or the transport's own
+  failure to connect, kept as ``__cause__``);
+* :class:`RequestFailed` -- a request got no usable response;
+* :class:`ConfigurationError` -- a key file, ban database, option or handler
+  that cannot be used (one line, naming what is wrong).
 
 Every code here travels on the wire as a big-endian ``u16`` in an ``Error``
 message; ``docs/protocol.md`` reproduces this table and a test keeps the two
@@ -14,6 +28,7 @@ fault an error was:
 from __future__ import annotations
 
 import enum
+from typing import Union
 
 
 class ErrorCode(enum.IntEnum):
@@ -53,7 +68,11 @@ class ErrorCode(enum.IntEnum):
 CLOSES_CONNECTION = frozenset(code for code in ErrorCode if code < 300)
 
 
-class ProtocolError(Exception):
+class BlueprintError(Exception):
+    """The base of every error blueprint-net raises on purpose."""
+
+
+class ProtocolError(BlueprintError):
     """A fault that the peer is told about with an ``Error`` message.
 
     One exception type for every such fault, so a caller needs one ``except``
@@ -89,11 +108,36 @@ class HandshakeFailed(ProtocolError):
     """The peer did not prove who it is, or the policy refused it (``2xx``)."""
 
 
-class Refused(Exception):
+class ConnectFailed(BlueprintError):
+    """A dial did not end with a verified peer.
+
+    Raised as is (with the transport's error as ``__cause__``) when no
+    connection could be made at all; see the subclasses for the rest.
+    """
+
+
+class Refused(ConnectFailed):
     """The node's own policy refused to open a connection (a ban, a limit)."""
 
 
-class RequestFailed(Exception):
+class HandshakeError(ConnectFailed):
+    """The connection closed before its handshake completed.
+
+    ``reason`` is the :class:`ProtocolError` that ended it when there was one
+    (its ``code`` says why), else the transport's error.
+    """
+
+    def __init__(self, reason: Union[ProtocolError, BaseException]) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+class ConfigurationError(BlueprintError):
+    """Something the operator supplied cannot be used; the message says what,
+    in one line."""
+
+
+class RequestFailed(BlueprintError):
     """A request ended without a response the application can use.
 
     The Deferred of :meth:`Node.request` fails with one of the subclasses.

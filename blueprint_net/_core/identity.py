@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from blueprint_net._core import signatures
+from blueprint_net._core.errors import ConfigurationError
 from blueprint_net._core.signatures import ISignatureBackend
 
 _B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
@@ -177,7 +178,7 @@ class Identity:
         return cls(seed, backend)
 
 
-class KeyFileError(Exception):
+class KeyFileError(ConfigurationError):
     """A key file that cannot be used; the message says why in one line."""
 
 

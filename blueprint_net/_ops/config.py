@@ -22,6 +22,7 @@ from blueprint_net._adapters.protocol import (
     DEFAULT_REQUEST_TIMEOUT,
 )
 from blueprint_net._core import wire
+from blueprint_net._core.errors import ConfigurationError
 from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.scores import PolicySettings
 
@@ -238,7 +239,7 @@ LISTS = ("listen", "peer", "handler", "allow-peer", "allow-network", "permit-pee
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
-class ConfigError(Exception):
+class ConfigError(ConfigurationError):
     """A bad value in a config file or option: one line, naming the option."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from blueprint_net._core.errors import ConfigurationError
 from blueprint_net._core.messaging import IncomingRequest, Success
 
 
@@ -21,7 +22,7 @@ def ping(request: IncomingRequest) -> Success:
 BUILTINS = {"echo": echo, "ping": ping}
 
 
-class HandlerError(Exception):
+class HandlerError(ConfigurationError):
     """A ``--handler`` that cannot be loaded; one line, naming it."""
 
 

@@ -29,6 +29,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from blueprint_net._core.errors import ConfigurationError
 from blueprint_net._core.identity import PeerId
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -59,7 +60,7 @@ class Origin(enum.Enum):
     AUTOMATIC = "automatic"
 
 
-class BanDatabaseError(Exception):
+class BanDatabaseError(ConfigurationError):
     """The ban database cannot be used; the message says why in one line."""
 
 
