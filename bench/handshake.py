@@ -179,7 +179,7 @@ async def dials_per_second(server: Node, dials: list[tuple[Node, Any]]) -> float
     async def one() -> None:
         client, endpoint = next(remaining)
         await client.connect(endpoint, peer_id=server.peer_id)
-        connection = client._verified[server.peer_id]
+        connection = client._peers[server.peer_id]
         connection.disconnect()  # a plain close, without the node's goodbye
         await connection.closed
 

@@ -1,3 +1,87 @@
-"""blueprint-net: authenticated peer-to-peer messaging for Twisted."""
+"""blueprint-net: authenticated peer-to-peer messaging for Twisted.
+
+Everything an application needs is importable from here; the packages whose
+names start with an underscore are private and may change between releases.
+``docs/embedding.md`` documents each name; ``docs/architecture.md`` shows the
+layers behind them.  Importing this package installs no reactor.
+"""
+
+from blueprint_net._adapters.dispatch import Handler
+from blueprint_net._adapters.interfaces import IRequestHandler
+from blueprint_net._adapters.node import Node, Outcome
+from blueprint_net._adapters.peers import Peer
+from blueprint_net._core.errors import (
+    BlueprintError,
+    ConfigurationError,
+    ConnectFailed,
+    ErrorCode,
+    HandshakeError,
+    HandshakeFailed,
+    NotConnected,
+    PeerLost,
+    ProtocolError,
+    Refused,
+    RemoteError,
+    RequestFailed,
+    RequestTimeout,
+    SendQueueFull,
+    WireError,
+)
+from blueprint_net._core.identity import (
+    Identity,
+    KeyFileError,
+    PeerId,
+    load_identity,
+    load_or_create_identity,
+)
+from blueprint_net._core.messaging import IncomingRequest, ProtocolData, Success
+from blueprint_net._core.wire import ProtocolResponse, Reply, SuccessResponse
+from blueprint_net._policy.bans import Ban, BanDatabaseError, BanRegistry, Origin
+from blueprint_net._policy.limits import ConnectionLimits
+from blueprint_net._policy.scores import Policy, PolicySettings
+from blueprint_net._policy.settings import Settings
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Ban",
+    "BanDatabaseError",
+    "BanRegistry",
+    "BlueprintError",
+    "ConfigurationError",
+    "ConnectFailed",
+    "ConnectionLimits",
+    "ErrorCode",
+    "Handler",
+    "HandshakeError",
+    "HandshakeFailed",
+    "IRequestHandler",
+    "Identity",
+    "IncomingRequest",
+    "KeyFileError",
+    "Node",
+    "NotConnected",
+    "Origin",
+    "Outcome",
+    "Peer",
+    "PeerId",
+    "PeerLost",
+    "Policy",
+    "PolicySettings",
+    "ProtocolData",
+    "ProtocolError",
+    "ProtocolResponse",
+    "Refused",
+    "RemoteError",
+    "Reply",
+    "RequestFailed",
+    "RequestTimeout",
+    "SendQueueFull",
+    "Settings",
+    "Success",
+    "SuccessResponse",
+    "WireError",
+    "__version__",
+    "load_identity",
+    "load_or_create_identity",
+]

@@ -1,7 +1,8 @@
 """Two nodes on loopback: they handshake, print each other's verified id,
 and exchange a request.
 
-Run with ``python -m blueprint_net.demo``.
+Run with ``python -m blueprint_net.demo``.  It uses only the public API
+(``blueprint_net``), as an application would.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 
-from blueprint_net._adapters.node import Node, Peer
-from blueprint_net._core.identity import Identity
-from blueprint_net._core.messaging import IncomingRequest
+from blueprint_net import Identity, IncomingRequest, Node, Peer
 
 
 def echo(request: IncomingRequest) -> bytes:

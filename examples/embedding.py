@@ -12,10 +12,7 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IListeningPort
 
-from blueprint_net._adapters.node import Node
-from blueprint_net._core.errors import RemoteError
-from blueprint_net._core.identity import Identity
-from blueprint_net._core.messaging import IncomingRequest, Success
+from blueprint_net import Identity, IncomingRequest, Node, RemoteError, Success
 
 
 def echo(request: IncomingRequest) -> bytes:

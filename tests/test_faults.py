@@ -14,7 +14,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 
-from blueprint_net._adapters.protocol import PeerFactory, PeerProtocol, Settings
+from blueprint_net._adapters.protocol import PeerFactory, PeerProtocol
 from blueprint_net._core import wire
 from blueprint_net._core.errors import PeerLost
 from blueprint_net._core.identity import Identity
@@ -37,13 +37,12 @@ def _exchange(alice: Identity, bob: Identity, cut: int) -> tuple[int, list[Any],
     clock = Clock()
     client = PeerFactory(
         RecordingHost(),
-        Settings(identity=alice, clock=clock),
+        alice,
+        clock,
         initiator=True,
         waited_on=False,  # nobody awaits this handshake but the asserts below
     ).buildProtocol(ADDRESS)
-    server = PeerFactory(
-        Echo(), Settings(identity=bob, clock=clock), initiator=False
-    ).buildProtocol(ADDRESS)
+    server = PeerFactory(Echo(), bob, clock, initiator=False).buildProtocol(ADDRESS)
     ends = [(client, StringTransport(peerAddress=ADDRESS)), (server, StringTransport())]
     for protocol, transport in ends:
         protocol.makeConnection(transport)

@@ -29,10 +29,11 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from blueprint_net._adapters.protocol import PeerFactory, PeerProtocol, Settings
+from blueprint_net._adapters.protocol import PeerFactory, PeerProtocol
 from blueprint_net._core import wire
 from blueprint_net._core.errors import RequestFailed
 from blueprint_net._core.identity import Identity
+from blueprint_net._policy.settings import Settings
 
 from .helpers import RecordingHost
 
@@ -53,9 +54,13 @@ class Host(RecordingHost):
 class Side:
     def __init__(self, identity: Identity, clock: Clock, *, initiator: bool) -> None:
         self.host = Host()
-        settings_ = Settings(identity=identity, clock=clock, request_timeout=5.0)
         factory = PeerFactory(
-            self.host, settings_, initiator=initiator, waited_on=False
+            self.host,
+            identity,
+            clock,
+            Settings(request_timeout=5.0),
+            initiator=initiator,
+            waited_on=False,
         )
         self.protocol = factory.buildProtocol(ADDRESS)
         self.transport = StringTransport(peerAddress=ADDRESS)

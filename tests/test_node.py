@@ -15,8 +15,8 @@ from twisted.internet.task import Clock, deferLater
 from twisted.logger import ILogObserver, globalLogPublisher
 from zope.interface import implementer
 
+from blueprint_net import Node, Peer
 from blueprint_net._adapters.interfaces import IRequestHandler
-from blueprint_net._adapters.node import Node, Peer
 from blueprint_net._core import wire
 from blueprint_net._core.errors import (
     ErrorCode,
@@ -29,6 +29,7 @@ from blueprint_net._core.errors import (
 )
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest, ProtocolData, Success
+from blueprint_net._policy.settings import Settings
 
 from .helpers import MakeNode, decode_frames
 
@@ -117,12 +118,12 @@ async def test_simultaneous_dials_keep_exactly_one_connection(
     assert all(ok for ok, _ in results), results
     # Let the losing connection's Error and close travel.
     for _ in range(50):
-        if len(a._open) == len(b._open) == 1:
+        if len(a._peers.open) == len(b._peers.open) == 1:
             break
         await _sleep(0.01)
-    assert len(a._open) == len(b._open) == 1
-    [kept_a] = a._verified.values()
-    [kept_b] = b._verified.values()
+    assert len(a._peers.open) == len(b._peers.open) == 1
+    [kept_a] = a._peers.protocols()
+    [kept_b] = b._peers.protocols()
     assert kept_a.connection.handshake.session_key == (
         kept_b.connection.handshake.session_key
     )
@@ -310,7 +311,7 @@ async def test_not_connected_and_connection_lost(
     for deferred in pending:
         with pytest.raises(PeerLost):
             await deferred
-    assert a._verified == {}
+    assert len(a._peers) == 0
 
 
 @pytest_twisted.ensureDeferred
@@ -319,7 +320,7 @@ async def test_request_timeout_over_tcp_on_a_fake_clock(
 ) -> None:
     clock = Clock()
     never: defer.Deferred[bytes] = defer.Deferred()
-    a = make_node(alice, clock=clock, request_timeout=10.0)
+    a = make_node(alice, clock=clock, settings=Settings(request_timeout=10.0))
     b = make_node(bob, handlers={"hang": lambda request: never})
     await _connected(a, b)
     pending = a.request(bob.peer_id, "hang", b"")
@@ -345,7 +346,7 @@ async def test_broadcast_collects_every_outcome(
     gathered = a.broadcast("x", b"hello", timeout=5.0)
     for _ in range(100):  # Bob and Carol answer at once; Dave never does
         if not any(
-            a._verified[p].connection.requests.pending
+            a._peers[p].connection.requests.pending
             for p in (bob.peer_id, carol.peer_id)
         ):
             break
@@ -371,11 +372,11 @@ async def test_a_peer_that_stops_reading_costs_bounded_memory(
     alice: Identity, bob: Identity, make_node: MakeNode
 ) -> None:
     limit = 256 * 1024
-    a = make_node(alice, max_send_queue=limit)
+    a = make_node(alice, settings=Settings(max_send_queue=limit))
     b = make_node(bob, handlers={"sink": lambda request: None})
     await _connected(a, b)
-    b._verified[alice.peer_id].transport.pauseProducing()  # type: ignore[union-attr]
-    protocol = a._verified[bob.peer_id]
+    b._peers[alice.peer_id].transport.pauseProducing()  # type: ignore[union-attr]
+    protocol = a._peers[bob.peer_id]
     payload = bytes(64 * 1024)
     sent = refused = 0
     for _ in range(200):  # 12.5 MiB offered
@@ -402,13 +403,13 @@ async def test_one_keepalive_sweep_drops_a_silent_peer(
 ) -> None:
     clock = Clock()
     lost: list[Peer] = []
-    a = make_node(alice, clock=clock, keepalive_interval=10.0)
+    a = make_node(alice, clock=clock, settings=Settings(keepalive_interval=10.0))
     a.on_peer_lost(lost.append)
     b, c = make_node(bob), make_node(carol)
     await _connected(a, b, c)
     assert len(clock.getDelayedCalls()) == 1  # one timer for every peer
     # Carol stops reading and writing: her socket stays open but silent.
-    silent = c._verified[alice.peer_id].transport
+    silent = c._peers[alice.peer_id].transport
     silent.stopReading()  # type: ignore[union-attr]
     silent.write = lambda data: None  # type: ignore[method-assign,union-attr]
     for _ in range(3):  # Bob answers pings; Carol never does
@@ -432,4 +433,4 @@ async def test_nagle_is_off_on_both_ends(
     await _connected(a, b)
     await _sleep(0.01)  # Bob's side has verified too
     for node, other in ((a, bob), (b, alice)):
-        assert node._verified[other.peer_id].transport.getTcpNoDelay()  # type: ignore[union-attr]
+        assert node._peers[other.peer_id].transport.getTcpNoDelay()  # type: ignore[union-attr]

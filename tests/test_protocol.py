@@ -12,11 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 
-from blueprint_net._adapters.protocol import (
-    PeerFactory,
-    PeerProtocol,
-    Settings,
-)
+from blueprint_net._adapters.protocol import PeerFactory, PeerProtocol
 from blueprint_net._core import wire
 from blueprint_net._core.errors import (
     ErrorCode,
@@ -29,6 +25,7 @@ from blueprint_net._core.errors import (
 )
 from blueprint_net._core.handshake import HandshakeState
 from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._policy.settings import Settings
 
 from .helpers import RecordingHost, decode_frames
 
@@ -38,8 +35,9 @@ ADDRESS = IPv4Address("TCP", "127.0.0.1", 4000)
 def started(
     identity: Identity, host: RecordingHost, clock: Clock, *, initiator: bool = False
 ) -> tuple[PeerProtocol, StringTransport]:
-    settings = Settings(identity=identity, clock=clock, handshake_timeout=30)
-    protocol = PeerFactory(host, settings, initiator=initiator).buildProtocol(ADDRESS)
+    settings = Settings(handshake_timeout=30)
+    factory = PeerFactory(host, identity, clock, settings, initiator=initiator)
+    protocol = factory.buildProtocol(ADDRESS)
     transport = StringTransport(peerAddress=ADDRESS)
     protocol.makeConnection(transport)
     return protocol, transport
@@ -120,12 +118,11 @@ def _pair(
     expected: Optional[PeerId] = None,
 ) -> tuple[PeerProtocol, PeerProtocol, IOPump]:
     """Alice dials Bob (expecting ``expected``, by default Bob) in memory."""
-    server = PeerFactory(
-        host_b, Settings(identity=bob, clock=clock), initiator=False
-    ).buildProtocol(ADDRESS)
+    server = PeerFactory(host_b, bob, clock, initiator=False).buildProtocol(ADDRESS)
     client = PeerFactory(
         host_a,
-        Settings(identity=alice, clock=clock),
+        alice,
+        clock,
         initiator=True,
         expected_peer=expected or bob.peer_id,
     ).buildProtocol(ADDRESS)
@@ -182,11 +179,13 @@ def _verified_pair(
     """Alice dialed Bob and both are verified; Bob's host records requests."""
     host_b = RecordingHost()
     server = PeerFactory(
-        host_b, Settings(identity=bob, clock=clock, **settings), initiator=False
+        host_b, bob, clock, Settings(**settings), initiator=False
     ).buildProtocol(ADDRESS)
     client = PeerFactory(
         RecordingHost(),
-        Settings(identity=alice, clock=clock, **settings),
+        alice,
+        clock,
+        Settings(**settings),
         initiator=True,
         expected_peer=bob.peer_id,
     ).buildProtocol(ADDRESS)

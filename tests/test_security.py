@@ -15,7 +15,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 
-from blueprint_net._adapters.node import Node, Peer
+from blueprint_net import Node, Peer
 from blueprint_net._core import wire
 from blueprint_net._core.errors import ErrorCode, HandshakeError, Refused, RemoteError
 from blueprint_net._core.identity import Identity
@@ -23,6 +23,7 @@ from blueprint_net._core.messaging import IncomingRequest
 from blueprint_net._policy.bans import BanRegistry
 from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.scores import Policy, PolicySettings
+from blueprint_net._policy.settings import Settings
 
 from .helpers import MakeNode, decode_frames, until
 
@@ -177,7 +178,7 @@ async def test_a_timeout_is_not_misbehaviour(
     bob: Identity, make_node: MakeNode
 ) -> None:
     clock = Clock()
-    b = make_node(bob, clock=clock, handshake_timeout=5.0)
+    b = make_node(bob, clock=clock, settings=Settings(handshake_timeout=5.0))
     port = await _port(b)
     for _ in range(10):
         raw = await _raw(port)  # connects, never speaks

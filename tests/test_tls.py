@@ -21,6 +21,7 @@ from blueprint_net._adapters.node import Node
 from blueprint_net._adapters.tls import PeerTLS
 from blueprint_net._core.errors import ErrorCode, HandshakeError
 from blueprint_net._core.identity import Identity
+from blueprint_net._policy.settings import Settings
 
 from .helpers import MakeNode
 
@@ -54,7 +55,7 @@ async def test_peer_to_peer_tls(
     reply = await a.request(bob.peer_id, "echo", b"over TLS")
     assert reply.data == b"over TLS"
     for node, other in ((a, bob), (b, alice)):
-        protocol = node._verified[other.peer_id]
+        protocol = node._peers[other.peer_id]
         handle = protocol.transport.getHandle()  # type: ignore[union-attr]
         assert handle.get_protocol_version_name() == "TLSv1.3"
         assert len(protocol._channel_binding()) == 32  # the handshake is bound
@@ -93,7 +94,7 @@ async def test_a_certificate_that_is_not_the_proven_key_is_refused(
 async def test_a_plain_tcp_client_at_a_tls_port(
     alice: Identity, bob: Identity, make_node: MakeNode
 ) -> None:
-    a, b = make_node(alice, handshake_timeout=5), make_node(bob)
+    a, b = make_node(alice, settings=Settings(handshake_timeout=5)), make_node(bob)
     port = await _tls_port(b)
     with pytest.raises(HandshakeError):
         await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
@@ -191,7 +192,7 @@ async def test_operator_certificates(
     client = f"tls:localhost:{port}:trustRoots={operator.trust}"
     peer = await a.connect(client, peer_id=bob.peer_id)
     assert peer.peer_id == bob.peer_id
-    protocol = a._verified[bob.peer_id]
+    protocol = a._peers[bob.peer_id]
     assert len(protocol._channel_binding()) == 32
 
 
@@ -232,8 +233,8 @@ async def test_disconnecting_a_tls_peer_closes_both_ends(
     await a.disconnect(bob.peer_id)
     assert a.peers == []
     for _ in range(100):
-        if not b._open:
+        if not b._peers.open:
             break
         await deferLater(reactor, 0.01)
-    assert not b._open and b.peers == []
+    assert not b._peers.open and b.peers == []
     await a.disconnect(bob.peer_id)  # no longer connected: nothing to do

@@ -1,9 +1,15 @@
-"""The embeddable node: listens, dials, keeps one connection per peer, and
-serves and sends requests."""
+"""The embeddable node: a thin facade that wires the peer table, request
+dispatch, the connection limiter and the policy to Twisted endpoints.
+
+Layer: adapters.  What a node *decides* lives below it (``_policy``); what it
+*holds* per peer lives in :mod:`~blueprint_net._adapters.peers`; how it
+serves requests, in :mod:`~blueprint_net._adapters.dispatch`.  This module
+is lifecycle (listen, connect, stop), keepalive, ban enforcement and the
+application's calls.
+"""
 
 from __future__ import annotations
 
-import inspect
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional, Union
@@ -23,30 +29,23 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from blueprint_net._adapters import tls
-from blueprint_net._adapters.interfaces import IConnectionHost, IRequestHandler
-from blueprint_net._adapters.protocol import (
-    DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_KEEPALIVE_INTERVAL,
-    DEFAULT_MAX_CONCURRENT_REQUESTS,
-    DEFAULT_MAX_SEND_QUEUE,
-    DEFAULT_REQUEST_TIMEOUT,
-    PeerFactory,
-    PeerProtocol,
-    Settings,
-)
+from blueprint_net._adapters.dispatch import Dispatcher, Handler
+from blueprint_net._adapters.interfaces import IConnectionHost
+from blueprint_net._adapters.peers import Peer, PeerTable, describe
+from blueprint_net._adapters.protocol import PeerFactory, PeerProtocol
 from blueprint_net._core import wire
 from blueprint_net._core.connection import ConnectionFailed
 from blueprint_net._core.errors import (
+    ConnectFailed,
     ErrorCode,
+    HandshakeError,
     HandshakeFailed,
     NotConnected,
     ProtocolError,
     Refused,
-    RemoteError,
     SendQueueFull,
 )
 from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.messaging import IncomingRequest, ProtocolData, Success
 from blueprint_net._policy.bans import Ban, BanRegistry, Target
 from blueprint_net._policy.limits import (
     ConnectionLimiter,
@@ -55,25 +54,15 @@ from blueprint_net._policy.limits import (
     TokenBucket,
 )
 from blueprint_net._policy.scores import Policy
+from blueprint_net._policy.settings import DEFAULTS, Settings
 
 ServerEndpoint = Union[str, IStreamServerEndpoint]
 ClientEndpoint = Union[str, IStreamClientEndpoint]
-PeerCallback = Callable[["Peer"], Any]
-Handler = Union[IRequestHandler, Callable[[IncomingRequest], Any]]
+PeerCallback = Callable[[Peer], Any]
 
 #: How long :meth:`Node.stop` lets a connection flush its goodbye before
 #: aborting it (a peer that stopped reading would otherwise hold it open).
 CLOSE_GRACE = 2.0
-
-
-@attrs.frozen
-class Peer:
-    """A verified peer as the application sees it."""
-
-    peer_id: PeerId
-    address: IAddress
-    since: float
-    direction: str  # "inbound" or "outbound"
 
 
 @attrs.frozen
@@ -90,32 +79,24 @@ class Outcome:
         return self.error is None
 
 
-@implementer(IRequestHandler)
-class FunctionHandler:
-    """Adapts a plain callable to :class:`IRequestHandler`."""
-
-    def __init__(
-        self, function: Callable[[IncomingRequest], Any], max_payload: Optional[int]
-    ) -> None:
-        self.function = function
-        self.max_payload = max_payload
-
-    def handle(self, request: IncomingRequest) -> Any:
-        return self.function(request)
-
-
 class _KeepFactory(PeerFactory):
     """Dials one peer for a ``ClientService``; see :meth:`Node.dial_factory`."""
 
     def __init__(self, node: Node, peer_id: PeerId) -> None:
         super().__init__(
-            node, node.settings, initiator=True, expected_peer=peer_id, waited_on=False
+            node,
+            node.identity,
+            node.clock,
+            node.settings,
+            initiator=True,
+            expected_peer=peer_id,
+            waited_on=False,
         )
-        self.node = node
+        self.node, self.peer_id = node, peer_id
 
     def buildProtocol(self, addr: Optional[IAddress]) -> Any:
-        node, peer_id = self.node, self.expected_peer
-        if node._stopping or peer_id in node._verified:
+        node, peer_id = self.node, self.peer_id
+        if node._stopping or node._peers.get(peer_id) is not None:
             return None
         return super().buildProtocol(addr)
 
@@ -134,16 +115,6 @@ def _innermost(protocol: Any) -> PeerProtocol:
     return protocol
 
 
-def _prefer(a: PeerProtocol, b: PeerProtocol) -> bool:
-    """Whether to keep ``a`` over ``b``, two verified connections to one peer.
-
-    Both ends see the same two nonces on each connection, so comparing them
-    picks the same survivor on both sides, whichever end dialed and in
-    whatever order the handshakes completed.
-    """
-    return a.connection.handshake.session_key < b.connection.handshake.session_key
-
-
 @implementer(IConnectionHost)
 class Node(Service):
     """A blueprint-net peer that an application creates and drives.
@@ -151,7 +122,8 @@ class Node(Service):
     An ``IService``: give it to a ``MultiService`` (or ``twistd``) and its
     connections close when the service stops.  ``reactor`` does the I/O;
     ``clock`` (the reactor by default) runs every timeout, so tests can
-    drive timeouts with ``task.Clock`` over real sockets.
+    drive timeouts with ``task.Clock`` over real sockets.  ``settings``,
+    ``limits`` and ``policy`` hold every tunable, with safe defaults.
     """
 
     _log = Logger()
@@ -163,12 +135,7 @@ class Node(Service):
         reactor: Optional[Any] = None,
         clock: Optional[IReactorTime] = None,
         handlers: Optional[Mapping[str, Handler]] = None,
-        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-        max_frame: int = wire.DEFAULT_MAX_FRAME,
-        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-        keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL,
-        max_send_queue: int = DEFAULT_MAX_SEND_QUEUE,
-        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
+        settings: Settings = DEFAULTS,
         policy: Optional[Policy] = None,
         limits: Optional[ConnectionLimits] = None,
     ) -> None:
@@ -178,37 +145,30 @@ class Node(Service):
             reactor = default_reactor
         self.reactor = reactor
         self.identity = identity
-        self.settings = Settings(
-            identity=identity,
-            clock=reactor if clock is None else clock,
-            handshake_timeout=handshake_timeout,
-            max_frame=max_frame,
-            request_timeout=request_timeout,
-            keepalive_interval=keepalive_interval,
-            max_send_queue=max_send_queue,
-            max_concurrent_requests=max_concurrent_requests,
+        self.clock: IReactorTime = reactor if clock is None else clock
+        self.settings = settings
+        #: Refusals, bans, handshakes and requests, by name (for the status page).
+        self.counters: Counter[str] = Counter()
+        self._peers = PeerTable()
+        self._dispatch = Dispatcher(
+            self.clock, self.counters, max_frame=settings.max_frame, handlers=handlers
         )
-        self._handlers: dict[str, IRequestHandler] = {}
-        for name, handler in (handlers or {}).items():
-            self.register(name, handler)
         self._stopping = False
         #: One timer pings every quiet peer, not one per connection.
         self._keepalive = task.LoopingCall(self._keepalive_sweep)
-        self._keepalive.clock = self.settings.clock
-        self._verified: dict[PeerId, PeerProtocol] = {}
-        self._open: set[PeerProtocol] = set()
+        self._keepalive.clock = self.clock
         self._ports: list[IListeningPort] = []
         self._on_verified: list[PeerCallback] = []
         self._on_lost: list[PeerCallback] = []
-        self.server_factory = PeerFactory(self, self.settings, initiator=False)
-        #: Refusals, bans, handshakes and requests, by name (for the status page).
-        self.counters: Counter[str] = Counter()
-        self.policy = policy or Policy(BanRegistry(self.settings.clock))
+        self.server_factory = PeerFactory(
+            self, identity, self.clock, settings, initiator=False
+        )
+        self.policy = policy or Policy(BanRegistry(self.clock))
         self.policy.bans.on_ban(self._banned)
         self.limits = limits or ConnectionLimits()
         self.limiter = ConnectionLimiter(
             self.limits,
-            self.settings.clock,
+            self.clock,
             refuse_address=self.policy.refuse_address,
             counters=self.counters,
         )
@@ -233,11 +193,11 @@ class Node(Service):
     @property
     def peers(self) -> list[Peer]:
         """Verified peers, one entry per peer id."""
-        return [_describe(protocol) for protocol in self._verified.values()]
+        return [describe(protocol) for protocol in self._peers.protocols()]
 
     def peer(self, peer_id: PeerId) -> Optional[Peer]:
-        protocol = self._verified.get(peer_id)
-        return None if protocol is None else _describe(protocol)
+        protocol = self._peers.get(peer_id)
+        return None if protocol is None else describe(protocol)
 
     def on_peer_verified(self, callback: PeerCallback) -> None:
         self._on_verified.append(callback)
@@ -250,16 +210,10 @@ class Node(Service):
     ) -> None:
         """Serve requests for ``protocol`` with an :class:`IRequestHandler`
         or a plain callable (``max_payload`` applies to callables)."""
-        if not 1 <= len(protocol.encode("utf-8")) <= 255:
-            raise ValueError("a protocol name is 1 to 255 bytes of UTF-8")
-        if not IRequestHandler.providedBy(handler):
-            if not callable(handler):
-                raise TypeError(f"{handler!r} is not a request handler")
-            handler = FunctionHandler(handler, max_payload)
-        self._handlers[protocol] = handler
+        self._dispatch.register(protocol, handler, max_payload=max_payload)
 
     def unregister(self, protocol: str) -> None:
-        self._handlers.pop(protocol, None)
+        self._dispatch.unregister(protocol)
 
     def request(
         self,
@@ -273,7 +227,7 @@ class Node(Service):
         """Ask one verified peer; fires once with its Success or Protocol
         response, or fails with RemoteError (its Error response),
         RequestTimeout, PeerLost, NotConnected or SendQueueFull."""
-        connection = self._verified.get(peer_id)
+        connection = self._peers.get(peer_id)
         if connection is None:
             return defer.fail(NotConnected(f"no verified connection to {peer_id}"))
         self.counters[f"requests.out.{protocol}"] += 1
@@ -288,7 +242,7 @@ class Node(Service):
     ) -> None:
         """Send a request that wants no response (fire and forget); raises
         NotConnected or SendQueueFull."""
-        connection = self._verified.get(peer_id)
+        connection = self._peers.get(peer_id)
         if connection is None:
             raise NotConnected(f"no verified connection to {peer_id}")
         connection.notify(protocol, payload, metadata)
@@ -304,7 +258,7 @@ class Node(Service):
     ) -> defer.Deferred[dict[PeerId, Outcome]]:
         """Ask every verified peer (or ``peers``); fires with each one's
         outcome once all have answered, failed or timed out."""
-        targets = list(self._verified if peers is None else peers)
+        targets = list(self._peers if peers is None else peers)
         asked = [
             self.request(
                 peer_id, protocol, payload, metadata, timeout=timeout
@@ -329,8 +283,8 @@ class Node(Service):
         connected, or not reading, is skipped)."""
         frame = wire.frame(wire.Request(wire.NO_RESPONSE, protocol, payload, metadata))
         sent = []
-        for peer_id in list(self._verified if peers is None else peers):
-            connection = self._verified.get(peer_id)
+        for peer_id in list(self._peers if peers is None else peers):
+            connection = self._peers.get(peer_id)
             if connection is None:
                 continue
             try:
@@ -376,7 +330,11 @@ class Node(Service):
     def connect(
         self, endpoint: ClientEndpoint, peer_id: Optional[PeerId] = None
     ) -> defer.Deferred[Peer]:
-        """Dial a peer; fires with it once verified.
+        """Dial a peer; fires with it once verified, or fails with a
+        :class:`~blueprint_net.ConnectFailed`: :class:`~blueprint_net.Refused`
+        (our own policy), :class:`~blueprint_net.HandshakeError` (closed
+        before the handshake completed; its ``reason`` says why), or
+        ``ConnectFailed`` itself with the transport's error as its cause.
 
         With ``peer_id``, any other identity at the far end fails the
         handshake (``UNEXPECTED_PEER``), and an existing connection to that
@@ -399,18 +357,32 @@ class Node(Service):
                 self.reactor, endpoint, self.identity, peer_id
             )
         factory = LimitingFactory(
-            PeerFactory(self, self.settings, initiator=True, expected_peer=peer_id),
+            PeerFactory(
+                self,
+                self.identity,
+                self.clock,
+                self.settings,
+                initiator=True,
+                expected_peer=peer_id,
+            ),
             self.limiter,
             inbound=False,
         )
-        connected = await endpoint.connect(factory)
+        try:
+            connected = await endpoint.connect(factory)
+        except defer.CancelledError:
+            raise
+        except Exception as error:
+            raise ConnectFailed(f"cannot connect: {error}") from error
         if factory.refused is not None:  # a banned address, a limit
             raise Refused(f"connection refused by policy: {factory.refused}")
         protocol = _innermost(connected)
         verified_id = await protocol.verified
         peer = self.peer(verified_id)
         if peer is None:  # verified, then lost before we got here
-            raise HandshakeFailed(ErrorCode.GOING_AWAY, "peer left at once")
+            raise HandshakeError(
+                ProtocolError(ErrorCode.GOING_AWAY, "peer left at once")
+            )
         return peer
 
     def disconnect(self, peer_id: PeerId) -> defer.Deferred[None]:
@@ -418,7 +390,7 @@ class Node(Service):
         once closed.  Close through this (or :meth:`stop`), not the
         transport: a connection is its transport's producer, and TLS will not
         close a transport whose producer is still registered."""
-        protocol = self._verified.get(peer_id)
+        protocol = self._peers.get(peer_id)
         if protocol is None:
             return defer.succeed(None)
         protocol.close(ProtocolError(ErrorCode.GOING_AWAY, "closed by the application"))
@@ -437,7 +409,7 @@ class Node(Service):
             [defer.maybeDeferred(port.stopListening) for port in ports]
         )
         closing = []
-        for protocol in list(self._open):
+        for protocol in list(self._peers.open):
             protocol.close(ProtocolError(ErrorCode.GOING_AWAY, "node stopping"))
             closing.append(protocol.closed)
         if closing:
@@ -447,13 +419,13 @@ class Node(Service):
                 abort.cancel()
 
     def _keepalive_sweep(self) -> None:
-        for protocol in list(self._verified.values()):
+        for protocol in self._peers.protocols():
             protocol.keepalive_tick()
-        if not self._verified:
+        if not self._peers:
             self._keepalive.stop()  # restarted by the next verified peer
 
     def _abort_open(self) -> None:
-        for protocol in list(self._open):
+        for protocol in list(self._peers.open):
             protocol.transport.abortConnection()  # type: ignore[union-attr]
 
     # -- IService -----------------------------------------------------------
@@ -468,48 +440,41 @@ class Node(Service):
         """A peer proved its id: the policy (bans, permissioned mode) and the
         per-peer limit may still refuse it."""
         self.policy.authorize(peer_id)
-        proven = sum(1 for p in self._open if p.peer_id == peer_id)
-        if proven >= self.limits.max_per_peer:
+        if self._peers.connections_of(peer_id) >= self.limits.max_per_peer:
             self.counters["refused.peer"] += 1
             raise HandshakeFailed(
                 ErrorCode.CONNECTION_LIMIT, "too many connections from this peer"
             )
 
     def connection_opened(self, protocol: PeerProtocol) -> None:
-        self._open.add(protocol)
+        self._peers.opened(protocol)
 
     def peer_verified(self, protocol: PeerProtocol) -> None:
-        peer_id = protocol.peer_id
-        assert peer_id is not None
-        existing = self._verified.get(peer_id)
-        if existing is not None:
-            keep, drop = (
-                (existing, protocol)
-                if _prefer(existing, protocol)
-                else (protocol, existing)
+        limits = self.limits
+        budget = None
+        if limits.request_rate > 0:
+            budget = TokenBucket(
+                limits.request_rate, limits.request_burst, self.clock.seconds()
             )
-            self._verified[peer_id] = keep
+        outcome = self._peers.verified(protocol, budget)
+        if outcome.dropped is not None:
             self._log.info(
-                "duplicate connection to {peer_id}; keeping one", peer_id=peer_id
+                "duplicate connection to {peer_id}; keeping one",
+                peer_id=protocol.peer_id,
             )
-            drop.close(
+            outcome.dropped.close(
                 HandshakeFailed(
                     ErrorCode.DUPLICATE_CONNECTION, "already connected to this peer"
                 )
             )
+        if not outcome.new:
             return
-        self._verified[peer_id] = protocol
         self.counters["handshakes.ok"] += 1
-        limits = self.limits
-        if limits.request_rate > 0:
-            protocol.request_budget = TokenBucket(
-                limits.request_rate, limits.request_burst, self.settings.clock.seconds()
-            )
         interval = self.settings.keepalive_interval
         if interval > 0 and not self._keepalive.running and not self._stopping:
             self._keepalive.start(interval, now=False)
         if self._on_verified:
-            peer = _describe(protocol)
+            peer = describe(protocol)
             for callback in self._on_verified:
                 self._call(callback, peer)
 
@@ -530,7 +495,7 @@ class Node(Service):
         """A new ban: close every connection it covers, now."""
         self.counters[f"bans.{ban.origin.value}"] += 1
         target = ban.target
-        for protocol in list(self._open):
+        for protocol in list(self._peers.open):
             if isinstance(target, PeerId):
                 covered = protocol.peer_id == target
             else:
@@ -540,118 +505,26 @@ class Node(Service):
                 protocol.close(HandshakeFailed(ErrorCode.BANNED, "banned"))
 
     def connection_closed(self, protocol: PeerProtocol, reason: Failure) -> None:
-        self._open.discard(protocol)
-        peer_id = protocol.peer_id
-        if peer_id is None or self._verified.get(peer_id) is not protocol:
+        if not self._peers.closed(protocol):
             return
-        del self._verified[peer_id]
         self._log.info(
-            "peer {peer_id} lost: {reason.value}", peer_id=peer_id, reason=reason
+            "peer {peer_id} lost: {reason.value}",
+            peer_id=protocol.peer_id,
+            reason=reason,
         )
         if self._on_lost:
-            peer = _describe(protocol)
+            peer = describe(protocol)
             for callback in self._on_lost:
                 self._call(callback, peer)
 
     def request_received(self, protocol: PeerProtocol, request: wire.Request) -> None:
-        """Run the handler; answer with what it returns, or an Error."""
-        handler = self._handlers.get(request.protocol)
-        budget = protocol.request_budget
-        if self._stopping:
-            error = (ErrorCode.SHUTTING_DOWN, "the node is stopping")
-        elif budget is not None and not budget.take(self.settings.clock.seconds()):
-            self.counters["requests.rate_limited"] += 1
-            error = (ErrorCode.RATE_LIMITED, "too many requests; slow down")
-        elif handler is None:
-            error = (ErrorCode.UNKNOWN_PROTOCOL, f"no handler for {request.protocol!r}")
-        elif handler.max_payload is not None and len(request.payload) > int(
-            handler.max_payload
-        ):
-            error = (
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"{request.protocol!r} accepts at most {handler.max_payload} bytes",
-            )
-        else:
-            peer_id = protocol.peer_id
-            assert peer_id is not None
-            incoming = IncomingRequest(
-                peer_id,
-                request.protocol,
-                request.payload,
-                request.metadata,
-                request.request_id,
-            )
-            self.counters[f"requests.in.{request.protocol}"] += 1
-            try:
-                result = handler.handle(incoming)
-            except Exception as failed:
-                protocol.respond(self._handler_failed(incoming, failed))
-                return
-            if result is None or type(result) is bytes:  # the common case, first
-                protocol.respond(self._answer(result, incoming))
-            elif inspect.isawaitable(result):  # a Deferred or a coroutine
-                defer.ensureDeferred(self._answer_later(protocol, incoming, result))
-            else:
-                protocol.respond(self._answer(result, incoming))
-            return
-        name = request.protocol if handler is not None else "unknown"
-        self.counters[f"requests.refused.{name}.{error[0].name}"] += 1
-        protocol.respond(wire.ErrorResponse(request.request_id, *error))
-
-    async def _answer_later(
-        self, protocol: PeerProtocol, request: IncomingRequest, result: Any
-    ) -> None:
-        try:
-            value = await result
-        except Exception as failed:
-            protocol.respond(self._handler_failed(request, failed))
-        else:
-            protocol.respond(self._answer(value, request))
-
-    def _answer(self, result: Any, request: IncomingRequest) -> wire.Response:
-        """Turn what a handler returned into the response to send."""
-        request_id = request.request_id
-        response: Union[wire.SuccessResponse, wire.ProtocolResponse]
-        if result is None:
-            return wire.SuccessResponse(request_id)
-        if isinstance(result, bytes):
-            response = wire.ProtocolResponse(request_id, result)
-        elif isinstance(result, ProtocolData):
-            response = wire.ProtocolResponse(request_id, result.data)
-        elif isinstance(result, Success):
-            response = wire.SuccessResponse(request_id, result.data)
-        else:
-            self._log.error(
-                "handler for {protocol!r} returned {kind}, not bytes or None",
-                protocol=request.protocol,
-                kind=type(result).__name__,
-                peer_id=request.peer_id,
-            )
-            return wire.ErrorResponse(
-                request_id, ErrorCode.HANDLER_ERROR, "the handler failed"
-            )
-        data = response.data
-        if data is not None and len(data) > self.settings.max_frame - 16:
-            return wire.ErrorResponse(
-                request_id, ErrorCode.HANDLER_ERROR, "the response is too large"
-            )
-        return response
-
-    def _handler_failed(
-        self, request: IncomingRequest, error: Exception
-    ) -> wire.ErrorResponse:
-        """The Error for a handler that raised (call it in the except block)."""
-        # Codes below 300 are the connection's, never a request's answer.
-        if isinstance(error, RemoteError) and 300 <= error.code <= 0xFFFF:
-            return wire.ErrorResponse(request.request_id, error.code, error.message)
-        self._log.failure(
-            "handler for {protocol!r} failed on a request from {peer_id}",
-            protocol=request.protocol,
-            peer_id=request.peer_id,
-        )
-        # The peer learns that it failed, never how: no traceback leaks.
-        return wire.ErrorResponse(
-            request.request_id, ErrorCode.HANDLER_ERROR, "the handler failed"
+        peer_id = protocol.peer_id
+        assert peer_id is not None
+        self._dispatch.serve(
+            protocol,
+            request,
+            budget=self._peers.budget(peer_id),
+            stopping=self._stopping,
         )
 
     def _call(self, callback: PeerCallback, peer: Peer) -> None:
@@ -659,13 +532,3 @@ class Node(Service):
             callback(peer)
         except Exception:
             self._log.failure("peer callback {callback!r} raised", callback=callback)
-
-
-def _describe(protocol: PeerProtocol) -> Peer:
-    assert protocol.peer_id is not None and protocol.verified_at is not None
-    return Peer(
-        peer_id=protocol.peer_id,
-        address=protocol.address,
-        since=protocol.verified_at,
-        direction="outbound" if protocol.initiator else "inbound",
-    )

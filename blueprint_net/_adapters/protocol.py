@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import attrs
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
@@ -41,35 +40,10 @@ from blueprint_net._core.errors import (
 )
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.messaging import Deadlines
-from blueprint_net._policy.limits import TokenBucket
+from blueprint_net._policy.settings import DEFAULTS, Settings
 
 #: RFC 9266: the label of the TLS 1.3 exporter used for channel binding.
 TLS_EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
-DEFAULT_HANDSHAKE_TIMEOUT = 30.0
-DEFAULT_REQUEST_TIMEOUT = 30.0
-#: The original system pinged every 30 s.
-DEFAULT_KEEPALIVE_INTERVAL = 30.0
-DEFAULT_MAX_SEND_QUEUE = 4 * 1024 * 1024
-DEFAULT_MAX_CONCURRENT_REQUESTS = 256
-
-
-@attrs.define
-class Settings:
-    """What every connection of one node shares."""
-
-    identity: Identity
-    clock: IReactorTime
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
-    max_frame: int = wire.DEFAULT_MAX_FRAME
-    #: Seconds a request waits for its response by default.
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
-    #: A verified peer quiet this long is pinged; silent for another, dropped
-    #: (the node sweeps its connections once per interval; 0 turns it off).
-    keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
-    #: Bytes held for a peer that is not reading before sends are refused.
-    max_send_queue: int = DEFAULT_MAX_SEND_QUEUE
-    #: The peer's requests processed at once; past it, we stop reading.
-    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
 
 
 @implementer(IPushProducer, IHandshaking)
@@ -91,19 +65,22 @@ class PeerProtocol(Protocol):
     def __init__(
         self,
         host: IConnectionHost,
-        settings: Settings,
+        identity: Identity,
+        clock: IReactorTime,
+        settings: Settings = DEFAULTS,
         *,
         initiator: bool,
         expected_peer: Optional[PeerId] = None,
         waited_on: Optional[bool] = None,
     ) -> None:
         self.host = host
+        self.clock = clock
         self.settings = settings
         self.initiator = initiator
         if waited_on is None:
             waited_on = initiator  # a dialer usually awaits the handshake
         self.connection = Connection(
-            settings.identity,
+            identity,
             initiator=initiator,
             expected_peer=expected_peer,
             max_frame=settings.max_frame,
@@ -130,12 +107,16 @@ class PeerProtocol(Protocol):
         self._queued: list[bytes] = []
         self._queued_size = 0
         self._receiving = False  # in dataReceived: flush once, at its end
-        #: The peer's request rate limit, set by the node once verified.
-        self.request_budget: Optional[TokenBucket] = None
 
     @property
     def peer_id(self) -> Optional[PeerId]:
         return self.connection.peer_id
+
+    @property
+    def session_key(self) -> bytes:
+        """Both handshake nonces, smaller first: the same bytes at both ends,
+        so both ends pick the same survivor of two connections."""
+        return self.connection.handshake.session_key
 
     @property
     def queued(self) -> int:
@@ -156,7 +137,7 @@ class PeerProtocol(Protocol):
             transport.setTcpNoDelay(True)
         transport.registerProducer(self, True)  # type: ignore[union-attr]
         self.host.connection_opened(self)
-        self._timeout = self.settings.clock.callLater(
+        self._timeout = self.clock.callLater(
             self.settings.handshake_timeout, self._handshake_timed_out
         )
         self.connection.initiate()
@@ -222,7 +203,7 @@ class PeerProtocol(Protocol):
             request_id = self.connection.request(protocol, payload, metadata, waiting)
         except (SendQueueFull, ValueError, RuntimeError) as error:
             return defer.fail(error)
-        clock = self.settings.clock
+        clock = self.clock
         delay = self.settings.request_timeout if timeout is None else timeout
         deadline = clock.seconds() + delay
         self._deadlines.add(request_id, deadline)
@@ -264,7 +245,7 @@ class PeerProtocol(Protocol):
 
     def _expire(self) -> None:
         """Fail every request past its deadline; wake again for the next."""
-        clock = self.settings.clock
+        clock = self.clock
         self._expiry = None
         for request_id in self._deadlines.expire(clock.seconds()):
             waiting = self.connection.requests.abandon(request_id)
@@ -345,7 +326,7 @@ class PeerProtocol(Protocol):
 
     def _on_verified(self, peer_id: PeerId) -> None:
         self._cancel_timeout()
-        clock = self.settings.clock
+        clock = self.clock
         self.verified_at = clock.seconds()
         self._log.info(
             "peer {peer_id} verified at {address}",
@@ -367,7 +348,7 @@ class PeerProtocol(Protocol):
             self.close(ProtocolError(ErrorCode.IDLE_TIMEOUT, "no keepalive answer"))
         else:
             self._pinged = True
-            self.send(wire.Ping(int(self.settings.clock.seconds() * 1000)))
+            self.send(wire.Ping(int(self.clock.seconds() * 1000)))
 
     def _on_failed(self, event: ConnectionFailed) -> None:
         self._flush()
@@ -452,13 +433,17 @@ class PeerFactory(Factory):
     def __init__(
         self,
         host: IConnectionHost,
-        settings: Settings,
+        identity: Identity,
+        clock: IReactorTime,
+        settings: Settings = DEFAULTS,
         *,
         initiator: bool,
         expected_peer: Optional[PeerId] = None,
         waited_on: Optional[bool] = None,
     ) -> None:
         self.host = host
+        self.identity = identity
+        self.clock = clock
         self.settings = settings
         self.initiator = initiator
         self.expected_peer = expected_peer
@@ -469,6 +454,8 @@ class PeerFactory(Factory):
     def buildProtocol(self, addr: Optional[IAddress]) -> PeerProtocol:
         protocol = PeerProtocol(
             self.host,
+            self.identity,
+            self.clock,
             self.settings,
             initiator=self.initiator,
             expected_peer=self.expected_peer,

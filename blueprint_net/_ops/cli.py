@@ -31,6 +31,7 @@ from blueprint_net._core.identity import (
     load_or_create_identity,
 )
 from blueprint_net._policy import bans as banlist
+from blueprint_net._policy.settings import Settings
 
 OK, FAILED, USAGE, UNREACHABLE, BAD_FILE = 0, 1, 2, 3, 4
 DEFAULT_STATUS_URL = "http://127.0.0.1:7080"
@@ -119,7 +120,11 @@ def _run(work: Callable[[Any], Any]) -> Any:
 
 
 async def _connected(reactor: Any, args: argparse.Namespace) -> tuple[Node, PeerId]:
-    node = Node(_identity(args), reactor=reactor, request_timeout=args.timeout)
+    node = Node(
+        _identity(args),
+        reactor=reactor,
+        settings=Settings(request_timeout=args.timeout),
+    )
     try:
         peer = await node.connect(args.endpoint, peer_id=_peer_id(args.peer_id))
     except Exception as error:

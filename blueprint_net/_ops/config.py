@@ -14,17 +14,10 @@ from typing import Any, Callable
 
 import attrs
 
-from blueprint_net._adapters.protocol import (
-    DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_KEEPALIVE_INTERVAL,
-    DEFAULT_MAX_CONCURRENT_REQUESTS,
-    DEFAULT_MAX_SEND_QUEUE,
-    DEFAULT_REQUEST_TIMEOUT,
-)
-from blueprint_net._core import wire
 from blueprint_net._core.errors import ConfigurationError
 from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.scores import PolicySettings
+from blueprint_net._policy.settings import DEFAULTS
 
 DEFAULT_LISTEN = "tcp:7010:interface=127.0.0.1"
 DEFAULT_STATUS = "tcp:7080:interface=127.0.0.1"
@@ -42,7 +35,7 @@ class Setting:
     parse: Callable[[str], Any]
     default: Any
     help: str
-    #: ``node``, ``limits``, ``policy`` or ``registry``, and the attribute.
+    #: ``settings``, ``limits``, ``policy`` or ``registry``, and the attribute.
     target: tuple[str, str]
 
 
@@ -80,44 +73,44 @@ SETTINGS = [
     Setting(
         "handshake-timeout",
         positive,
-        DEFAULT_HANDSHAKE_TIMEOUT,
+        DEFAULTS.handshake_timeout,
         "Seconds a peer has to complete the handshake.",
-        ("node", "handshake_timeout"),
+        ("settings", "handshake_timeout"),
     ),
     Setting(
         "request-timeout",
         positive,
-        DEFAULT_REQUEST_TIMEOUT,
+        DEFAULTS.request_timeout,
         "Seconds a request waits for its response.",
-        ("node", "request_timeout"),
+        ("settings", "request_timeout"),
     ),
     Setting(
         "keepalive-interval",
         non_negative,
-        DEFAULT_KEEPALIVE_INTERVAL,
+        DEFAULTS.keepalive_interval,
         "Ping a peer quiet this long; drop it after another (0: off).",
-        ("node", "keepalive_interval"),
+        ("settings", "keepalive_interval"),
     ),
     Setting(
         "max-frame",
         _number(int, 4096, strict=False),
-        wire.DEFAULT_MAX_FRAME,
+        DEFAULTS.max_frame,
         "Largest frame accepted after the handshake, in bytes.",
-        ("node", "max_frame"),
+        ("settings", "max_frame"),
     ),
     Setting(
         "max-send-queue",
         count,
-        DEFAULT_MAX_SEND_QUEUE,
+        DEFAULTS.max_send_queue,
         "Bytes held for a peer that is not reading.",
-        ("node", "max_send_queue"),
+        ("settings", "max_send_queue"),
     ),
     Setting(
         "max-concurrent-requests",
         count,
-        DEFAULT_MAX_CONCURRENT_REQUESTS,
+        DEFAULTS.max_concurrent_requests,
         "One peer's requests processed at once.",
-        ("node", "max_concurrent_requests"),
+        ("settings", "max_concurrent_requests"),
     ),
     Setting(
         "max-connections",
@@ -291,9 +284,9 @@ def coercer(name: str) -> Callable[[str], Any]:
 
 
 def split(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Settings by where they go: ``node``, ``limits``, ``policy``, ``registry``."""
+    """Settings by where they go: ``settings``, ``limits``, ``policy``, ``registry``."""
     parts: dict[str, dict[str, Any]] = {
-        where: {} for where in ("node", "limits", "policy", "registry")
+        where: {} for where in ("settings", "limits", "policy", "registry")
     }
     for setting in SETTINGS:
         where, attribute = setting.target

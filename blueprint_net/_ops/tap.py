@@ -23,6 +23,7 @@ from blueprint_net._ops.service import NodeService
 from blueprint_net._policy.bans import BanDatabaseError, BanRegistry, parse_network
 from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.scores import Policy, PolicySettings
+from blueprint_net._policy.settings import Settings
 
 
 class Options(usage.Options):
@@ -194,7 +195,7 @@ def makeService(options: dict[str, Any]) -> IService:
         handlers=options["handlers"],
         policy=policy,
         limits=ConnectionLimits(**parts["limits"]),
-        **parts["node"],
+        settings=Settings(**parts["settings"]),
     )
     return NodeService(
         node,

@@ -1,0 +1,195 @@
+"""Request dispatch: the handlers, the admission of each request, and turning
+what a handler returns into the response.
+
+Layer: adapters (handlers may return Deferreds; answers go to a protocol).
+
+Admission happens in one place, in a fixed order: a stopping node refuses
+everything, then the peer's rate budget, then the protocol name, then the
+handler's payload limit.  A handler's exception never reaches the peer: it
+gets a code and a fixed text, and the traceback goes to the log.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, Callable, Optional, Union
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from blueprint_net._adapters.interfaces import IRequestHandler
+from blueprint_net._adapters.protocol import PeerProtocol
+from blueprint_net._core import wire
+from blueprint_net._core.errors import ErrorCode, RemoteError
+from blueprint_net._core.messaging import IncomingRequest, ProtocolData, Success
+from blueprint_net._policy.limits import TokenBucket
+
+Handler = Union[IRequestHandler, Callable[[IncomingRequest], Any]]
+
+
+@implementer(IRequestHandler)
+class FunctionHandler:
+    """Adapts a plain callable to :class:`IRequestHandler`."""
+
+    def __init__(
+        self, function: Callable[[IncomingRequest], Any], max_payload: Optional[int]
+    ) -> None:
+        self.function = function
+        self.max_payload = max_payload
+
+    def handle(self, request: IncomingRequest) -> Any:
+        return self.function(request)
+
+
+class Dispatcher:
+    """Serves a node's incoming requests with its registered handlers."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        counters: Counter[str],
+        *,
+        max_frame: int,
+        handlers: Optional[Mapping[str, Handler]] = None,
+    ) -> None:
+        self.clock = clock
+        self.counters = counters
+        self.max_frame = max_frame
+        self._handlers: dict[str, IRequestHandler] = {}
+        for name, handler in (handlers or {}).items():
+            self.register(name, handler)
+
+    def register(
+        self, protocol: str, handler: Handler, *, max_payload: Optional[int] = None
+    ) -> None:
+        """Serve requests for ``protocol`` with an :class:`IRequestHandler`
+        or a plain callable (``max_payload`` applies to callables)."""
+        if not 1 <= len(protocol.encode("utf-8")) <= 255:
+            raise ValueError("a protocol name is 1 to 255 bytes of UTF-8")
+        if not IRequestHandler.providedBy(handler):
+            if not callable(handler):
+                raise TypeError(f"{handler!r} is not a request handler")
+            handler = FunctionHandler(handler, max_payload)
+        self._handlers[protocol] = handler
+
+    def unregister(self, protocol: str) -> None:
+        self._handlers.pop(protocol, None)
+
+    def serve(
+        self,
+        protocol: PeerProtocol,
+        request: wire.Request,
+        *,
+        budget: Optional[TokenBucket],
+        stopping: bool,
+    ) -> None:
+        """Admit one request and run its handler; answer with what it
+        returns, or an Error."""
+        handler = self._handlers.get(request.protocol)
+        if stopping:
+            error = (ErrorCode.SHUTTING_DOWN, "the node is stopping")
+        elif budget is not None and not budget.take(self.clock.seconds()):
+            self.counters["requests.rate_limited"] += 1
+            error = (ErrorCode.RATE_LIMITED, "too many requests; slow down")
+        elif handler is None:
+            error = (ErrorCode.UNKNOWN_PROTOCOL, f"no handler for {request.protocol!r}")
+        elif handler.max_payload is not None and len(request.payload) > int(
+            handler.max_payload
+        ):
+            error = (
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"{request.protocol!r} accepts at most {handler.max_payload} bytes",
+            )
+        else:
+            self._run(protocol, handler, request)
+            return
+        name = request.protocol if handler is not None else "unknown"
+        self.counters[f"requests.refused.{name}.{error[0].name}"] += 1
+        protocol.respond(wire.ErrorResponse(request.request_id, *error))
+
+    def _run(
+        self, protocol: PeerProtocol, handler: IRequestHandler, request: wire.Request
+    ) -> None:
+        peer_id = protocol.peer_id
+        assert peer_id is not None
+        incoming = IncomingRequest(
+            peer_id,
+            request.protocol,
+            request.payload,
+            request.metadata,
+            request.request_id,
+        )
+        self.counters[f"requests.in.{request.protocol}"] += 1
+        try:
+            result = handler.handle(incoming)
+        except Exception as failed:
+            protocol.respond(self._handler_failed(incoming, failed))
+            return
+        if result is None or type(result) is bytes:  # the common case, first
+            protocol.respond(self._answer(result, incoming))
+        elif inspect.isawaitable(result):  # a Deferred or a coroutine
+            defer.ensureDeferred(self._answer_later(protocol, incoming, result))
+        else:
+            protocol.respond(self._answer(result, incoming))
+
+    async def _answer_later(
+        self, protocol: PeerProtocol, request: IncomingRequest, result: Any
+    ) -> None:
+        try:
+            value = await result
+        except Exception as failed:
+            protocol.respond(self._handler_failed(request, failed))
+        else:
+            protocol.respond(self._answer(value, request))
+
+    def _answer(self, result: Any, request: IncomingRequest) -> wire.Response:
+        """Turn what a handler returned into the response to send."""
+        request_id = request.request_id
+        response: Union[wire.SuccessResponse, wire.ProtocolResponse]
+        if result is None:
+            return wire.SuccessResponse(request_id)
+        if isinstance(result, bytes):
+            response = wire.ProtocolResponse(request_id, result)
+        elif isinstance(result, ProtocolData):
+            response = wire.ProtocolResponse(request_id, result.data)
+        elif isinstance(result, Success):
+            response = wire.SuccessResponse(request_id, result.data)
+        else:
+            self._log.error(
+                "handler for {protocol!r} returned {kind}, not bytes or None",
+                protocol=request.protocol,
+                kind=type(result).__name__,
+                peer_id=request.peer_id,
+            )
+            return wire.ErrorResponse(
+                request_id, ErrorCode.HANDLER_ERROR, "the handler failed"
+            )
+        data = response.data
+        if data is not None and len(data) > self.max_frame - 16:
+            return wire.ErrorResponse(
+                request_id, ErrorCode.HANDLER_ERROR, "the response is too large"
+            )
+        return response
+
+    def _handler_failed(
+        self, request: IncomingRequest, error: Exception
+    ) -> wire.ErrorResponse:
+        """The Error for a handler that raised (call it in the except block)."""
+        # Codes below 300 are the connection's, never a request's answer.
+        if isinstance(error, RemoteError) and 300 <= error.code <= 0xFFFF:
+            return wire.ErrorResponse(request.request_id, error.code, error.message)
+        self._log.failure(
+            "handler for {protocol!r} failed on a request from {peer_id}",
+            protocol=request.protocol,
+            peer_id=request.peer_id,
+        )
+        # The peer learns that it failed, never how: no traceback leaks.
+        return wire.ErrorResponse(
+            request.request_id, ErrorCode.HANDLER_ERROR, "the handler failed"
+        )

@@ -1,0 +1,136 @@
+"""The peer table: every open connection, one kept per verified peer id, and
+what belongs to a peer rather than to any one of its connections.
+
+Layer: adapters (holds the Twisted protocols; decides nothing about I/O).
+
+Two connections to the same peer (both dialed at once, or a reconnect before
+the old socket noticed it was dead) are resolved here by one rule that both
+ends apply to the same bytes, so both keep the same one.  A peer's request
+budget lives in its entry, not on a connection: the connection kept by the
+duplicate rule spends the same budget as the one it replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Optional
+
+import attrs
+from twisted.internet.interfaces import IAddress
+
+from blueprint_net._adapters.protocol import PeerProtocol
+from blueprint_net._core.identity import PeerId
+from blueprint_net._policy.limits import TokenBucket
+
+
+@attrs.frozen
+class Peer:
+    """A verified peer as the application sees it."""
+
+    peer_id: PeerId
+    address: IAddress
+    since: float
+    direction: str  # "inbound" or "outbound"
+
+
+@attrs.define
+class _Entry:
+    protocol: PeerProtocol
+    #: The peer's request rate limit; None when requests are not limited.
+    budget: Optional[TokenBucket]
+
+
+@attrs.frozen
+class Verified:
+    """What :meth:`PeerTable.verified` decided for a newly verified
+    connection: ``new`` when the peer id was not connected before (announce
+    it), and ``dropped``, the connection the duplicate rule closes, if any."""
+
+    new: bool
+    dropped: Optional[PeerProtocol] = None
+
+
+def prefer(a: PeerProtocol, b: PeerProtocol) -> bool:
+    """Whether to keep ``a`` over ``b``, two verified connections to one peer.
+
+    Both ends see the same two nonces on each connection, so comparing them
+    picks the same survivor on both sides, whichever end dialed and in
+    whatever order the handshakes completed.
+    """
+    return a.session_key < b.session_key
+
+
+class PeerTable:
+    """Open connections, and the verified one kept for each peer id."""
+
+    def __init__(self) -> None:
+        #: Every connection past ``connectionMade`` and not yet lost.
+        self.open: set[PeerProtocol] = set()
+        self._verified: dict[PeerId, _Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self._verified)
+
+    def __iter__(self) -> Iterator[PeerId]:
+        return iter(self._verified)
+
+    def __getitem__(self, peer_id: PeerId) -> PeerProtocol:
+        return self._verified[peer_id].protocol
+
+    def get(self, peer_id: PeerId) -> Optional[PeerProtocol]:
+        """The connection kept for ``peer_id``, if it is connected."""
+        entry = self._verified.get(peer_id)
+        return None if entry is None else entry.protocol
+
+    def protocols(self) -> list[PeerProtocol]:
+        """The kept connection of every verified peer."""
+        return [entry.protocol for entry in self._verified.values()]
+
+    def budget(self, peer_id: PeerId) -> Optional[TokenBucket]:
+        entry = self._verified.get(peer_id)
+        return None if entry is None else entry.budget
+
+    def connections_of(self, peer_id: PeerId) -> int:
+        """Open connections whose peer has proved ``peer_id`` (kept or not)."""
+        return sum(1 for protocol in self.open if protocol.peer_id == peer_id)
+
+    def opened(self, protocol: PeerProtocol) -> None:
+        self.open.add(protocol)
+
+    def verified(
+        self, protocol: PeerProtocol, budget: Optional[TokenBucket]
+    ) -> Verified:
+        """Record a connection that completed its handshake; ``budget`` is
+        used only if the peer was not already connected."""
+        peer_id = protocol.peer_id
+        assert peer_id is not None
+        entry = self._verified.get(peer_id)
+        if entry is None:
+            self._verified[peer_id] = _Entry(protocol, budget)
+            return Verified(new=True)
+        if prefer(entry.protocol, protocol):
+            return Verified(new=False, dropped=protocol)
+        dropped, entry.protocol = entry.protocol, protocol
+        return Verified(new=False, dropped=dropped)
+
+    def closed(self, protocol: PeerProtocol) -> bool:
+        """Forget a lost connection; whether its peer is now gone (it was the
+        connection kept for a verified peer)."""
+        self.open.discard(protocol)
+        peer_id = protocol.peer_id
+        entry = None if peer_id is None else self._verified.get(peer_id)
+        if entry is None or entry.protocol is not protocol:
+            return False
+        del self._verified[peer_id]  # type: ignore[arg-type]
+        return True
+
+
+def describe(protocol: PeerProtocol) -> Peer:
+    """The application's view of a verified connection."""
+    assert protocol.peer_id is not None and protocol.verified_at is not None
+    return Peer(
+        peer_id=protocol.peer_id,
+        address=protocol.address,
+        since=protocol.verified_at,
+        direction="outbound" if protocol.initiator else "inbound",
+    )

@@ -1,0 +1,40 @@
+"""The one object that holds a node's connection settings, with their defaults.
+
+Layer: policy (pure values; no Twisted).
+
+``Node``, ``PeerProtocol`` and the operator's options (``_ops/config.py``) all
+take their defaults from here, so a default is written once.  Admission limits
+and misbehaviour scoring have their own objects beside this one
+(:class:`~blueprint_net._policy.limits.ConnectionLimits`,
+:class:`~blueprint_net._policy.scores.PolicySettings`).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from blueprint_net._core import wire
+
+
+@attrs.frozen
+class Settings:
+    """What every connection of one node shares."""
+
+    #: Seconds a peer has to complete the handshake.
+    handshake_timeout: float = 30.0
+    #: Largest frame accepted after the handshake, in bytes.
+    max_frame: int = wire.DEFAULT_MAX_FRAME
+    #: Seconds a request waits for its response by default.
+    request_timeout: float = 30.0
+    #: A verified peer quiet this long is pinged; silent for another, dropped
+    #: (the node sweeps its connections once per interval; 0 turns it off).
+    #: The original system pinged every 30 s.
+    keepalive_interval: float = 30.0
+    #: Bytes held for a peer that is not reading before sends are refused.
+    max_send_queue: int = 4 * 1024 * 1024
+    #: The peer's requests processed at once; past it, we stop reading.
+    max_concurrent_requests: int = 256
+
+
+#: Every default: what a ``Node`` built without ``settings`` uses.
+DEFAULTS = Settings()
