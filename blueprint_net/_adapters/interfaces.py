@@ -1,4 +1,7 @@
-"""The extension points, gathered in one place."""
+"""The extension points, gathered in one place.
+
+Layer: adapters (Twisted).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """TLS between peers, with the node's own Ed25519 key as its certificate.
 
+Layer: adapters (Twisted).
+
 Two ways to use TLS:
 
 * **Peer to peer** (``p2ptls:`` descriptions, this module): each node makes a

@@ -1,5 +1,7 @@
 """Who a peer is: Ed25519 keys, libp2p-compatible peer ids, and key files.
 
+Layer: core (sans-IO; imports nothing from Twisted).
+
 A peer id is libp2p's for Ed25519 keys -- the identity multihash of the
 protobuf-encoded public key, written in base58btc (``12D3KooW...``) -- so a
 key already used on a libp2p network keeps its name here.

@@ -1,5 +1,7 @@
 """Request/response bookkeeping for one connection, sans-IO.
 
+Layer: core (sans-IO; imports nothing from Twisted).
+
 The specification draws one request at a time (Handshaked -> RequestPending
 -> Processing -> ResponseSent/ErrorSent -> Handshaked).  Here that diagram is
 the lifecycle of *each* request: every request carries an id, so many are in

@@ -1,5 +1,7 @@
 """Ed25519 signing backends behind one small interface, with one acceptance rule.
 
+Layer: core (sans-IO; imports nothing from Twisted).
+
 Ed25519 libraries disagree about which signatures are valid (see "Taming the
 many EdDSAs", IACR ePrint 2020/1244): ``cryptography`` and the ``ed25519``
 package accept small-order keys and nonces, and ``ed25519`` also accepts

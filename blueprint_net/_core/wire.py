@@ -1,5 +1,7 @@
 """The wire format: length-prefixed frames, one message each, and their codec.
 
+Layer: core (sans-IO; imports nothing from Twisted).
+
 Sans-IO: nothing here touches a socket or a reactor.  ``docs/protocol.md`` is
 the byte-level specification of every layout below, with golden vectors that
 ``tests/test_wire.py`` decodes and re-encodes.

@@ -1,6 +1,8 @@
 """Every operator setting, once: the twistd options, the config file and
 ``docs/operations.md`` are all made from the table below.
 
+Layer: ops (the operator surface).
+
 A config file is INI with one ``[blueprint]`` section whose keys are the long
 option names; a repeatable option takes one value per line.  The command line
 overrides the file: a plain option replaces the file's value, and a repeatable

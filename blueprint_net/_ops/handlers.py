@@ -1,4 +1,7 @@
-"""The built-in request handlers, and loading others by dotted name."""
+"""The built-in request handlers, and loading others by dotted name.
+
+Layer: ops (the operator surface).
+"""
 
 from __future__ import annotations
 

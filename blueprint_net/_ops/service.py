@@ -1,5 +1,7 @@
 """A node as a service: listeners, kept peers, status page and ban database.
 
+Layer: ops (the operator surface).
+
 ``twistd -n blueprint`` builds one of these (``tap.py``); an application may
 build one too.  Its parts stop in the order that keeps every peer informed and
 every ban on disk: stop accepting, say goodbye to each peer, stop redialing,

@@ -1,5 +1,7 @@
 """The status endpoint: JSON, Prometheus text and a small page, on loopback.
 
+Layer: ops (the operator surface).
+
 ``/status.json`` -- identity, listening addresses, verified peers, bans, counters.
 ``/metrics`` -- the same counters in the Prometheus text format.
 ``/`` -- a page for people.

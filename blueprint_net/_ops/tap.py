@@ -1,5 +1,7 @@
 """``twistd blueprint``: run a node.
 
+Layer: ops (the operator surface).
+
 Every option has a working default, so ``twistd -n blueprint`` alone runs a
 node on loopback with its key and ban database in ``./blueprint-data``.  The
 options are made from :data:`blueprint_net.config.SETTINGS`; ``--config``
