@@ -12,7 +12,8 @@ option given on the command line replaces the file's whole list.
 from __future__ import annotations
 
 import configparser
-from typing import Any, Callable
+import math
+from typing import Any, Callable, Optional
 
 import attrs
 
@@ -41,8 +42,16 @@ class Setting:
     target: tuple[str, str]
 
 
-def _number(kind: type, minimum: float, strict: bool) -> Callable[[str], Any]:
-    """A parser that names what it wanted; the option name is added later."""
+def _number(
+    kind: type, minimum: float, strict: bool, maximum: Optional[float] = None
+) -> Callable[[str], Any]:
+    """A parser that names what it wanted; the option name is added later.
+
+    ``float()`` accepts ``nan`` and ``inf``: a NaN compares false with every
+    bound and so slips past them, and an infinite timeout or duration
+    overflows later, far from the option that caused it.  Both are refused
+    here, with the range.
+    """
 
     def parse(text: str) -> Any:
         try:
@@ -50,9 +59,13 @@ def _number(kind: type, minimum: float, strict: bool) -> Callable[[str], Any]:
         except ValueError:
             noun = "an integer" if kind is int else "a number"
             raise ValueError(f"wants {noun}, not {text!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"wants a finite number, not {text!r}")
         if value < minimum or (strict and value == minimum):
             bound = "more than" if strict else "at least"
             raise ValueError(f"must be {bound} {minimum:g}, not {text}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be at most {maximum:g}, not {text}")
         return value
 
     return parse
@@ -130,14 +143,14 @@ SETTINGS = [
     ),
     Setting(
         "ipv4-prefix",
-        _number(int, 8, strict=False),
+        _number(int, 8, strict=False, maximum=32),
         _LIMITS.ipv4_prefix,
         "IPv4 prefix length of a subnet, for the limits.",
         ("limits", "ipv4_prefix"),
     ),
     Setting(
         "ipv6-prefix",
-        _number(int, 16, strict=False),
+        _number(int, 16, strict=False, maximum=128),
         _LIMITS.ipv6_prefix,
         "IPv6 prefix length of a subnet, for the limits.",
         ("limits", "ipv6_prefix"),
