@@ -7,8 +7,6 @@ was given work).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from twisted.internet import defer
 from twisted.internet.error import ConnectionRefusedError
@@ -30,12 +28,6 @@ from blueprint_net._core.messaging import IncomingRequest, Success
 from blueprint_net.testing import LINK_PORT, MemoryNetwork, NoResult
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
-
-
-@pytest.fixture
-def net() -> Iterator[MemoryNetwork]:
-    with MemoryNetwork() as network:
-        yield network
 
 
 def _echo(request: IncomingRequest) -> bytes:
