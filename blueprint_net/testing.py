@@ -84,8 +84,8 @@ class _Link:
     dialer: FakeTransport
     listener: FakeTransport
     pump: IOPump
-    #: The two ends' IP addresses (what :meth:`MemoryNetwork.cut` matches).
-    hosts: frozenset[str]
+    #: The nodes at the two ends (a stranger's end is None).
+    ends: frozenset[Optional[Node]]
 
     @property
     def closed(self) -> bool:
@@ -97,11 +97,16 @@ class _Port:
     """A node's listening place in the network, closed by ``stopListening``."""
 
     def __init__(
-        self, network: MemoryNetwork, address: IPv4Address, factory: IProtocolFactory
+        self,
+        network: MemoryNetwork,
+        address: IPv4Address,
+        factory: IProtocolFactory,
+        node: Optional[Node],
     ) -> None:
         self.network = network
         self.address = address
         self.factory = factory
+        self.node = node
 
     def startListening(self) -> None:
         self.network._ports[self.address.host, self.address.port] = self
@@ -117,8 +122,11 @@ class _Port:
 
 @implementer(IStreamServerEndpoint)
 class _ServerEndpoint:
-    def __init__(self, network: MemoryNetwork, host: str, port: int) -> None:
+    def __init__(
+        self, network: MemoryNetwork, host: str, port: int, node: Optional[Node]
+    ) -> None:
         self.network, self.host, self.port = network, host, port
+        self.node = node
 
     def listen(
         self, protocolFactory: IProtocolFactory
@@ -126,7 +134,8 @@ class _ServerEndpoint:
         key = (self.host, self.port)
         if key in self.network._ports:
             return defer.fail(ValueError(f"{self.host}:{self.port} is taken"))
-        port = _Port(self.network, IPv4Address("TCP", *key), protocolFactory)
+        address = IPv4Address("TCP", *key)
+        port = _Port(self.network, address, protocolFactory, self.node)
         port.startListening()
         return defer.succeed(port)
 
@@ -141,17 +150,21 @@ class _Closed(Protocol):
 @implementer(IStreamClientEndpoint)
 class _ClientEndpoint:
     def __init__(
-        self, network: MemoryNetwork, host: str, port: int, source: str
+        self,
+        network: MemoryNetwork,
+        address: tuple[str, int],
+        source: str,
+        node: Optional[Node],
     ) -> None:
-        self.network, self.host, self.port = network, host, port
-        self.source = source
+        self.network, self.address = network, address
+        self.source, self.node = source, node
 
     def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
-        port = self.network._ports.get((self.host, self.port))
+        port = self.network._ports.get(self.address)
         if port is None:
-            refused = ConnectionRefusedError(self.host, self.port)  # type: ignore[no-untyped-call]
+            refused = ConnectionRefusedError(*self.address)  # type: ignore[no-untyped-call]
             return defer.fail(refused)
-        return self.network._open_link(port, protocolFactory, self.source)
+        return self.network._open_link(port, protocolFactory, self.source, self.node)
 
 
 class MemoryNetwork:
@@ -170,10 +183,10 @@ class MemoryNetwork:
         self.clock = Clock()
         #: Every node made here, in the order made.
         self.nodes: list[Node] = []
-        self._hosts: dict[Node, str] = {}
+        self._addresses: dict[Node, tuple[str, int]] = {}
         self._ports: dict[tuple[str, int], _Port] = {}
         self._links: list[_Link] = []
-        self._addresses = (
+        self._hosts = (
             str(ipaddress.IPv4Address("10.0.0.0") + n) for n in itertools.count(1)
         )
         self._strangers = (
@@ -193,7 +206,8 @@ class MemoryNetwork:
         **options: Any,
     ) -> Node:
         """A new node on this network, listening on ``host`` (by default the
-        next free address) at :data:`LINK_PORT` unless ``listen`` is false.
+        next free address) at :data:`LINK_PORT` (or the next port free there)
+        unless ``listen`` is false.
 
         ``identity`` defaults to one derived from the node's position, so
         peer ids (and whatever depends on their order) are the same on every
@@ -207,19 +221,22 @@ class MemoryNetwork:
             seed = f"blueprint_net.testing node {len(self.nodes) + 1}"
             identity = Identity(hashlib.sha256(seed.encode()).digest())
         if host is None:
-            host = next(self._addresses)
+            host = next(self._hosts)
+        port = LINK_PORT
+        while (host, port) in self._ports:
+            port += 1
         node = Node(
             identity, reactor=self.clock, clock=self.clock, handlers=handlers, **options
         )
         self.nodes.append(node)
-        self._hosts[node] = host
+        self._addresses[node] = (host, port)
         if listen:
-            self.result(node.listen(_ServerEndpoint(self, host, LINK_PORT)))
+            self.result(node.listen(_ServerEndpoint(self, host, port, node)))
         return node
 
     def host(self, node: Node) -> str:
         """The IP address ``node`` has on this network (what its peers see)."""
-        return self._hosts[node]
+        return self._addresses[node][0]
 
     def endpoint(
         self, target: Node, *, source: Union[Node, str, None] = None
@@ -231,11 +248,12 @@ class MemoryNetwork:
         comes from ``source``'s address (a node of this network, or an IP
         address), by default from an address no node has.
         """
-        if source is None:
-            source = next(self._strangers)
-        elif isinstance(source, Node):
-            source = self._hosts[source]
-        return _ClientEndpoint(self, self._hosts[target], LINK_PORT, source)
+        if isinstance(source, Node):
+            node: Optional[Node] = source
+            host = self.host(source)
+        else:
+            node, host = None, next(self._strangers) if source is None else source
+        return _ClientEndpoint(self, self._addresses[target], host, node)
 
     def connect(self, dialer: Node, listener: Node) -> Peer:
         """``dialer`` dials ``listener`` expecting its peer id, and the
@@ -247,7 +265,11 @@ class MemoryNetwork:
         return self.result(dialing)
 
     def _open_link(
-        self, port: _Port, factory: IProtocolFactory, source: str
+        self,
+        port: _Port,
+        factory: IProtocolFactory,
+        source: str,
+        node: Optional[Node],
     ) -> defer.Deferred[IProtocol]:
         server_address = port.getHost()
         client_address = IPv4Address("TCP", source, next(self._ephemeral))
@@ -266,8 +288,7 @@ class MemoryNetwork:
         pump = IOPump(  # type: ignore[no-untyped-call]
             client, server, dialer, listener, False, clock=self.clock
         )
-        hosts = frozenset({source, server_address.host})
-        self._links.append(_Link(dialer, listener, pump, hosts))
+        self._links.append(_Link(dialer, listener, pump, frozenset({node, port.node})))
         return defer.succeed(client)
 
     # -- driving it -------------------------------------------------------
@@ -338,9 +359,8 @@ class MemoryNetwork:
         """The network between ``a`` and ``b`` fails: every connection
         between them is lost at once, with no goodbye and nothing more
         delivered (unlike ``Node.disconnect``, which says why first)."""
-        hosts = frozenset({self._hosts[a], self._hosts[b]})
         for link in self._links:
-            if link.hosts == hosts:
+            if link.ends == {a, b}:
                 for transport in (link.dialer, link.listener):
                     transport.stream = []
                     transport.disconnectReason = ConnectionLost("network cut")  # type: ignore[assignment]

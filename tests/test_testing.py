@@ -8,7 +8,9 @@ was given work).
 from __future__ import annotations
 
 import pytest
-from twisted.internet import defer
+from twisted.application.internet import ClientService
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import deferLater
 
@@ -26,6 +28,8 @@ from blueprint_net._core.errors import (
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest, Success
 from blueprint_net.testing import LINK_PORT, MemoryNetwork, NoResult
+
+from .helpers import decode_frames
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 
@@ -235,6 +239,67 @@ def test_connect_failures_are_raised(net: MemoryNetwork) -> None:
     a.ban(net.host(b), "testing address bans")
     with pytest.raises(Refused):
         net.connect(a, b)
+
+
+def test_a_listener_refuses_a_banned_address(net: MemoryNetwork) -> None:
+    a, b = net.add_node(), net.add_node()
+    b.ban(net.host(a), "testing inbound refusals")
+    with pytest.raises(HandshakeError):
+        net.connect(a, b)
+    assert b.counters["refused.banned"] == 1 and b.peers == []
+
+
+class Raw(protocol.Protocol):
+    """A client that speaks bytes, not the protocol."""
+
+    received = b""
+    lost = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.lost = True
+
+
+def test_an_endpoint_takes_any_protocol(net: MemoryNetwork) -> None:
+    b = net.add_node(handshake_timeout=5.0)
+    rude, silent = Raw(), Raw()
+    for raw in (rude, silent):
+        net.result(connectProtocol(net.endpoint(b), raw))
+    assert rude.transport.getHost().host.startswith("10.255.")  # type: ignore[union-attr]
+    rude.transport.write(wire.frame(wire.Request(1, "echo", b"hi")))  # type: ignore[union-attr]
+    net.pump()
+    hello, error = decode_frames(rude.received)
+    assert isinstance(hello, wire.Hello) and hello.peer_id == b.peer_id
+    assert isinstance(error, wire.Error)
+    assert error.code == ErrorCode.UNEXPECTED_MESSAGE
+    assert rude.lost and not silent.lost
+    net.advance(5.0)
+    [_, timed_out] = decode_frames(silent.received)
+    assert timed_out == wire.Error(ErrorCode.HANDSHAKE_TIMEOUT, "handshake timed out")
+    assert silent.lost
+
+
+def test_a_client_service_redials_after_a_cut(net: MemoryNetwork) -> None:
+    a = net.add_node()
+    b = net.add_node(host=net.host(a))  # one host, two ports
+    assert net.host(b) == net.host(a)
+    keeper = ClientService(
+        net.endpoint(b, source=a),
+        a.dial_factory(b.peer_id),
+        retryPolicy=lambda attempt: 2.0,  # the default one is random
+        clock=net.clock,
+    )
+    keeper.startService()
+    net.pump()
+    assert [peer.peer_id for peer in a.peers] == [b.peer_id]
+    net.cut(a, b)
+    assert a.peers == []
+    net.advance(2.0)
+    [peer] = a.peers
+    assert (peer.peer_id, peer.since) == (b.peer_id, 2.0)
+    net.result(keeper.stopService())
 
 
 def test_no_result_yet_is_an_assertion(net: MemoryNetwork) -> None:
