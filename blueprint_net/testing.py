@@ -58,7 +58,8 @@ __all__ = ["LINK_PORT", "MemoryNetwork", "NoResult"]
 
 _T = TypeVar("_T")
 
-#: The port every node of a network listens on (each has its own address).
+#: The port a node listens on (each has its own address; nodes given one
+#: host listen on the ports after it).
 LINK_PORT = 7010
 #: Rounds of :meth:`MemoryNetwork.pump` before it gives up: enough for any
 #: exchange that ends, so reaching it means handlers that answer each other
@@ -162,8 +163,9 @@ class _ClientEndpoint:
     def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
         port = self.network._ports.get(self.address)
         if port is None:
-            refused = ConnectionRefusedError(*self.address)  # type: ignore[no-untyped-call]
-            return defer.fail(refused)
+            host, number = self.address
+            nobody = ConnectionRefusedError(string=f"nobody listens at {host}:{number}")  # type: ignore[no-untyped-call]
+            return defer.fail(nobody)
         return self.network._open_link(port, protocolFactory, self.source, self.node)
 
 

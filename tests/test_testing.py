@@ -231,7 +231,7 @@ def test_advance_stops_at_each_timer_and_pumps(net: MemoryNetwork) -> None:
 def test_connect_failures_are_raised(net: MemoryNetwork) -> None:
     a, b = net.add_node(), net.add_node()
     quiet = net.add_node(listen=False)
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(ConnectionRefusedError, match=r"nobody listens at 10\.0\.0\.3:"):
         net.connect(a, quiet)
     with pytest.raises(HandshakeError) as caught:
         net.result(a.connect(net.endpoint(b, source=a), peer_id=quiet.peer_id))
