@@ -12,6 +12,7 @@ from twisted.internet import reactor
 
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity
+from blueprint_net.testing import MemoryNetwork
 
 from .helpers import MakeNode
 
@@ -66,3 +67,11 @@ async def make_node() -> AsyncIterator[MakeNode]:
     yield make
     for node in made:
         await node.stop()
+
+
+@pytest.fixture
+def net() -> Iterator[MemoryNetwork]:
+    """Nodes connected in memory on one fake clock (``blueprint_net.testing``),
+    stopped at the end; for node tests that need no sockets."""
+    with MemoryNetwork() as network:
+        yield network

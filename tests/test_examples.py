@@ -26,3 +26,25 @@ def test_embedding_example_runs() -> None:
     assert "bob refused: UNKNOWN_PROTOCOL (300)" in out
     assert "broadcast answered by 2 of 2" in out
     assert result.stderr == ""
+
+
+def test_handler_test_example_passes() -> None:
+    """The example test file of "Testing your handlers", run as a user would."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(EXAMPLES / "test_handlers_example.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=EXAMPLES.parent,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout

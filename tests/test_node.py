@@ -1,4 +1,5 @@
-"""Nodes over real loopback TCP."""
+"""Nodes over real loopback TCP; requests between nodes in memory
+(``blueprint_net.testing``), where no socket is needed to show them."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from blueprint_net._core.errors import (
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest, ProtocolData, Success
 from blueprint_net._policy.settings import Settings
+from blueprint_net.testing import MemoryNetwork
 
 from .helpers import MakeNode, decode_frames
 
@@ -181,7 +183,7 @@ async def test_node_is_a_service(alice: Identity, bob: Identity) -> None:
     assert a.peers == []
 
 
-# -- requests between nodes over loopback TCP -------------------------------
+# -- requests between nodes (in memory where no socket is needed) -----------
 
 
 async def _connected(client: Node, *servers: Node) -> None:
@@ -194,9 +196,8 @@ def _echo(request: IncomingRequest) -> bytes:
     return request.payload
 
 
-@pytest_twisted.ensureDeferred
-async def test_handlers_of_every_kind_answer(
-    alice: Identity, bob: Identity, make_node: MakeNode
+def test_handlers_of_every_kind_answer(
+    alice: Identity, bob: Identity, net: MemoryNetwork
 ) -> None:
     seen: list[IncomingRequest] = []
 
@@ -205,7 +206,7 @@ async def test_handlers_of_every_kind_answer(
         return Success(str(request.peer_id).encode())
 
     async def later(request: IncomingRequest) -> ProtocolData:
-        await _sleep(0)
+        await deferLater(net.clock, 0)
         return ProtocolData(request.metadata or b"")
 
     @implementer(IRequestHandler)
@@ -215,40 +216,40 @@ async def test_handlers_of_every_kind_answer(
         def handle(self, request: IncomingRequest) -> defer.Deferred[None]:
             return defer.succeed(None)
 
-    a = make_node(alice)
-    b = make_node(bob, handlers={"echo": _echo, "who": who, "later": later})
+    a = net.add_node(alice)
+    b = net.add_node(bob, handlers={"echo": _echo, "who": who, "later": later})
     b.register("nothing", Nothing())
-    await _connected(a, b)
-    echo = await a.request(bob.peer_id, "echo", b"hi", metadata=b"route")
+    net.connect(a, b)
+    echo = net.result(a.request(bob.peer_id, "echo", b"hi", metadata=b"route"))
     assert echo == wire.ProtocolResponse(echo.request_id, b"hi")
-    answer = await a.request(bob.peer_id, "who", b"", metadata=b"claims to be carol")
+    answer = net.result(
+        a.request(bob.peer_id, "who", b"", metadata=b"claims to be carol")
+    )
     # The handler learns the asker from the verified connection.
     assert answer.data == str(alice.peer_id).encode()
     assert seen[0].peer_id == alice.peer_id and seen[0].metadata is not None
-    assert (await a.request(bob.peer_id, "later", b"", b"m")).data == b"m"
-    nothing = await a.request(bob.peer_id, "nothing", b"")
+    assert net.result(a.request(bob.peer_id, "later", b"", b"m")).data == b"m"
+    nothing = net.result(a.request(bob.peer_id, "nothing", b""))
     assert isinstance(nothing, wire.SuccessResponse) and nothing.data is None
 
 
-@pytest_twisted.ensureDeferred
-async def test_concurrent_requests_complete_out_of_order(
-    alice: Identity, bob: Identity, make_node: MakeNode
+def test_concurrent_requests_complete_out_of_order(
+    alice: Identity, bob: Identity, net: MemoryNetwork
 ) -> None:
     slow: defer.Deferred[bytes] = defer.Deferred()
-    a = make_node(alice)
-    b = make_node(bob, handlers={"slow": lambda request: slow, "fast": _echo})
-    await _connected(a, b)
+    a = net.add_node(alice)
+    b = net.add_node(bob, handlers={"slow": lambda request: slow, "fast": _echo})
+    net.connect(a, b)
     first = a.request(bob.peer_id, "slow", b"1")
-    fast = [await a.request(bob.peer_id, "fast", bytes([i])) for i in range(5)]
+    fast = [net.result(a.request(bob.peer_id, "fast", bytes([i]))) for i in range(5)]
     assert [r.data for r in fast] == [bytes([i]) for i in range(5)]
     assert not first.called  # the slow handler held up nothing
     slow.callback(b"slow done")
-    assert (await first).data == b"slow done"
+    assert net.result(first).data == b"slow done"
 
 
-@pytest_twisted.ensureDeferred
-async def test_error_paths_answer_with_codes_and_keep_the_connection(
-    alice: Identity, bob: Identity, logged: list[dict[str, object]], make_node: MakeNode
+def test_error_paths_answer_with_codes_and_keep_the_connection(
+    alice: Identity, bob: Identity, logged: list[dict[str, object]], net: MemoryNetwork
 ) -> None:
     def broken(request: IncomingRequest) -> bytes:
         raise KeyError("secret internal detail")
@@ -259,8 +260,8 @@ async def test_error_paths_answer_with_codes_and_keep_the_connection(
     def impersonates(request: IncomingRequest) -> bytes:
         raise RemoteError(ErrorCode.BANNED, "a connection-level code")
 
-    a = make_node(alice)
-    b = make_node(
+    a = net.add_node(alice)
+    b = net.add_node(
         bob,
         handlers={
             "broken": broken,
@@ -278,39 +279,37 @@ async def test_error_paths_answer_with_codes_and_keep_the_connection(
         ("refuses", b"", 4001),
         ("impersonates", b"", ErrorCode.HANDLER_ERROR),
     ]
-    await _connected(a, b)
+    net.connect(a, b)
     for protocol_name, payload, code in cases:
         with pytest.raises(RemoteError) as caught:
-            await a.request(bob.peer_id, protocol_name, payload)
+            net.result(a.request(bob.peer_id, protocol_name, payload))
         assert caught.value.code == code, protocol_name
         assert "secret" not in caught.value.message  # no traceback leaks
     # The handler's faults did not cost the connection.
-    assert (await a.request(bob.peer_id, "small", b"1234")).data == b"1234"
+    assert net.result(a.request(bob.peer_id, "small", b"1234")).data == b"1234"
     assert [p.peer_id for p in a.peers] == [bob.peer_id]
-    await a.stop()
-    await b.stop()
+    net.stop()
     failures = [e["log_failure"] for e in logged if "log_failure" in e]
     assert [f.type for f in failures] == [KeyError, RemoteError]  # type: ignore[attr-defined]  # logged here, traceback and all
     garbage = [e for e in logged if e.get("kind") == "int"]
     assert len(garbage) == 1 and garbage[0]["protocol"] == "garbage"
 
 
-@pytest_twisted.ensureDeferred
-async def test_not_connected_and_connection_lost(
-    alice: Identity, bob: Identity, make_node: MakeNode
+def test_not_connected_and_connection_lost(
+    alice: Identity, bob: Identity, net: MemoryNetwork
 ) -> None:
     never: defer.Deferred[bytes] = defer.Deferred()
-    a = make_node(alice)
-    b = make_node(bob, handlers={"hang": lambda request: never})
+    a = net.add_node(alice)
+    b = net.add_node(bob, handlers={"hang": lambda request: never})
     with pytest.raises(NotConnected):
-        await a.request(bob.peer_id, "hang", b"")
-    await _connected(a, b)
+        net.result(a.request(bob.peer_id, "hang", b""))
+    net.connect(a, b)
     pending = [a.request(bob.peer_id, "hang", b"") for _ in range(3)]
-    await _sleep(0.05)  # let the requests reach Bob
-    await b.stop()
+    net.pump()  # the requests reach Bob
+    net.result(b.stop())
     for deferred in pending:
         with pytest.raises(PeerLost):
-            await deferred
+            net.result(deferred)
     assert len(a._peers) == 0
 
 
@@ -331,29 +330,25 @@ async def test_request_timeout_over_tcp_on_a_fake_clock(
         await pending
 
 
-@pytest_twisted.ensureDeferred
-async def test_broadcast_collects_every_outcome(
-    alice: Identity, bob: Identity, carol: Identity, make_node: MakeNode
+def test_broadcast_collects_every_outcome(
+    alice: Identity, bob: Identity, carol: Identity, net: MemoryNetwork
 ) -> None:
     dave = Identity(bytes(range(96, 128)))
-    clock = Clock()
     never: defer.Deferred[bytes] = defer.Deferred()
-    a = make_node(alice, clock=clock)
-    b = make_node(bob, handlers={"x": _echo})
-    c = make_node(carol, handlers={"x": lambda request: 1 / 0})
-    d = make_node(dave, handlers={"x": lambda request: never})
-    await _connected(a, b, c, d)
+    a = net.add_node(alice)
+    b = net.add_node(bob, handlers={"x": _echo})
+    c = net.add_node(carol, handlers={"x": lambda request: 1 / 0})
+    d = net.add_node(dave, handlers={"x": lambda request: never})
+    for server in (b, c, d):
+        net.connect(a, server)
     gathered = a.broadcast("x", b"hello", timeout=5.0)
-    for _ in range(100):  # Bob and Carol answer at once; Dave never does
-        if not any(
-            a._peers[p].connection.requests.pending
-            for p in (bob.peer_id, carol.peer_id)
-        ):
-            break
-        await _sleep(0.01)
+    net.pump()  # Bob and Carol answer at once; Dave never does
+    assert not any(
+        a._peers[p].connection.requests.pending for p in (bob.peer_id, carol.peer_id)
+    )
     assert not gathered.called
-    clock.advance(5.0)
-    outcomes = await gathered
+    net.advance(5.0)
+    outcomes = net.result(gathered)
     assert set(outcomes) == {bob.peer_id, carol.peer_id, dave.peer_id}
     assert outcomes[bob.peer_id].ok
     assert outcomes[bob.peer_id].response.data == b"hello"  # type: ignore[union-attr]
