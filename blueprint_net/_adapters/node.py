@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from blueprint_net._adapters import tls
+from blueprint_net._adapters.banstore import log_change
 from blueprint_net._adapters.interfaces import IConnectionHost, IRequestHandler
 from blueprint_net._adapters.protocol import (
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -47,7 +48,8 @@ from blueprint_net._core.errors import (
 )
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.messaging import IncomingRequest, ProtocolData, Success
-from blueprint_net._policy.bans import Ban, BanRegistry, Target
+from blueprint_net._policy.addresses import Target
+from blueprint_net._policy.bans import Ban, BanRegistry
 from blueprint_net._policy.limits import (
     ConnectionLimiter,
     ConnectionLimits,
@@ -205,6 +207,7 @@ class Node(Service):
         self.counters: Counter[str] = Counter()
         self.policy = policy or Policy(BanRegistry(self.settings.clock))
         self.policy.bans.on_ban(self._banned)
+        self.policy.bans.on_change(log_change)
         self.limits = limits or ConnectionLimits()
         self.limiter = ConnectionLimiter(
             self.limits,

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
 from blueprint_net._adapters.interfaces import IHandshaking
-from blueprint_net._policy.bans import parse_address
+from blueprint_net._policy.addresses import parse_address
 
 
 @attrs.define
