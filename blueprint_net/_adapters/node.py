@@ -25,6 +25,7 @@ from zope.interface import implementer
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import log_change
 from blueprint_net._adapters.interfaces import IConnectionHost, IRequestHandler
+from blueprint_net._adapters.limiter import LimitingFactory
 from blueprint_net._adapters.protocol import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_KEEPALIVE_INTERVAL,
@@ -53,7 +54,6 @@ from blueprint_net._policy.bans import Ban, BanRegistry
 from blueprint_net._policy.limits import (
     ConnectionLimiter,
     ConnectionLimits,
-    LimitingFactory,
     TokenBucket,
 )
 from blueprint_net._policy.scores import Policy
