@@ -1,10 +1,10 @@
 """Does persisting bans stall the reactor?
 
 A 1 ms ``LoopingCall`` records how late each tick runs while bans are written
-to a real SQLite file (WAL, ``synchronous=FULL``): through ``BanRegistry``
-(commits on adbapi's writer thread), and, as the reference, the same commits
-made synchronously on the reactor thread.  The figure is the reactor's worst
-and 99th-percentile lateness.
+to a real SQLite file (WAL, ``synchronous=FULL``): through ``BanRegistry`` and
+its ``SqliteBanStore`` (commits on adbapi's writer thread), and, as the
+reference, the same commits made synchronously on the reactor thread.  The
+figure is the reactor's worst and 99th-percentile lateness.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 from twisted.internet import task
 
-from blueprint_net._policy.bans import _SCHEMA, BanRegistry, _configure
+from blueprint_net._adapters.banstore import _SCHEMA, SqliteBanStore, _configure
+from blueprint_net._policy.bans import BanRegistry
 
 from .report import Row
 
@@ -47,17 +48,18 @@ async def _lateness(reactor: Any, work: Callable[[], Any]) -> list[float]:
 
 
 async def _through_registry(reactor: Any, path: Path, count: int) -> list[float]:
-    registry = BanRegistry(reactor, path)
+    store = SqliteBanStore(path)
+    registry = BanRegistry(reactor, store)
 
     async def work() -> None:
         for i in range(count):
             registry.ban(f"10.1.{i // 256}.{i % 256}", "bench")
             if i % 10 == 0:
                 await task.deferLater(reactor, 0)  # let the reactor run between
-        await registry.flush()
+        await store.flush()
 
     late = await _lateness(reactor, work)
-    await registry.close()
+    await store.close()
     return late
 
 

@@ -6,6 +6,7 @@ names start with an underscore are private and may change between releases.
 layers behind them.  Importing this package installs no reactor.
 """
 
+from blueprint_net._adapters.banstore import BanDatabaseError, SqliteBanStore
 from blueprint_net._adapters.dispatch import Handler
 from blueprint_net._adapters.interfaces import IRequestHandler
 from blueprint_net._adapters.node import Node, Outcome
@@ -36,7 +37,7 @@ from blueprint_net._core.identity import (
 )
 from blueprint_net._core.messaging import IncomingRequest, ProtocolData, Success
 from blueprint_net._core.wire import ProtocolResponse, Reply, SuccessResponse
-from blueprint_net._policy.bans import Ban, BanDatabaseError, BanRegistry, Origin
+from blueprint_net._policy.bans import Ban, BanRegistry, IBanStore, Origin
 from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.scores import Policy, PolicySettings
 from blueprint_net._policy.settings import Settings
@@ -55,6 +56,7 @@ __all__ = [
     "Handler",
     "HandshakeError",
     "HandshakeFailed",
+    "IBanStore",
     "IRequestHandler",
     "Identity",
     "IncomingRequest",
@@ -78,6 +80,7 @@ __all__ = [
     "RequestTimeout",
     "SendQueueFull",
     "Settings",
+    "SqliteBanStore",
     "Success",
     "SuccessResponse",
     "WireError",

@@ -19,18 +19,17 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 
-from blueprint_net._core.identity import Identity
-from blueprint_net._policy.bans import (
-    Ban,
+from blueprint_net._adapters.banstore import (
     BanDatabaseError,
-    BanRegistry,
-    Origin,
+    SqliteBanStore,
     edit,
-    parse_target,
     remove,
     store,
     stored,
 )
+from blueprint_net._core.identity import Identity
+from blueprint_net._policy.addresses import parse_target
+from blueprint_net._policy.bans import Ban, BanRegistry, Origin
 from blueprint_net._policy.scores import Policy
 
 from .helpers import MakeNode, until
@@ -131,16 +130,22 @@ def test_new_bans_are_announced() -> None:
 # -- a real SQLite file ---------------------------------------------------------
 
 
+def _persistent(path: Path, clock: Any = reactor) -> tuple[BanRegistry, SqliteBanStore]:
+    """A registry whose bans live in the SQLite file at ``path``."""
+    database = SqliteBanStore(path)
+    return BanRegistry(clock, database), database
+
+
 @pytest_twisted.ensureDeferred
 async def test_bans_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "bans.sqlite"
-    first = BanRegistry(reactor, path)
+    first, first_database = _persistent(path)
     first.ban(PEER, "spam")
     first.ban("2001:db8::/48", "abuse", duration=3600, origin=Origin.AUTOMATIC)
     first.ban("192.0.2.1", "lifted")
     first.unban("192.0.2.1")
-    await first.close()
-    second = BanRegistry(reactor, path)
+    await first_database.close()
+    second, second_database = _persistent(path)
     try:
         bans = {str(b.target): b for b in second.bans()}
         assert set(bans) == {str(PEER), "2001:db8::/48"}
@@ -149,14 +154,14 @@ async def test_bans_survive_a_restart(tmp_path: Path) -> None:
         assert second.address_ban("2001:db8:0:1::1") is not None
         assert second.address_ban("192.0.2.1") is None
     finally:
-        await second.close()
+        await second_database.close()
 
 
 def test_a_damaged_database_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "bans.sqlite"
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(BanDatabaseError, match="not a usable ban database"):
-        BanRegistry(Clock(), path)
+        SqliteBanStore(path)
 
 
 def test_a_database_of_another_schema_is_refused(tmp_path: Path) -> None:
@@ -164,36 +169,38 @@ def test_a_database_of_another_schema_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(path) as connection:
         connection.execute("PRAGMA user_version = 7")
     with pytest.raises(BanDatabaseError, match="schema version 7"):
-        BanRegistry(Clock(), path)
+        SqliteBanStore(path)
 
 
 def test_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BanDatabaseError, match="not a regular file"):
-        BanRegistry(Clock(), tmp_path)
+        SqliteBanStore(tmp_path)
 
 
 def test_a_bad_row_is_refused_not_skipped(tmp_path: Path) -> None:
     path = tmp_path / "bans.sqlite"
-    BanRegistry(Clock(), path)._pool.close()  # type: ignore[union-attr]
+    SqliteBanStore(path)._pool.close()  # type: ignore[union-attr]
     with sqlite3.connect(path) as connection:
         connection.execute(
             "INSERT INTO bans VALUES ('network', 'nonsense', 'r', 0, 'manual', NULL)"
         )
     with pytest.raises(BanDatabaseError, match="bad ban row 'nonsense'"):
-        BanRegistry(Clock(), path)
+        SqliteBanStore(path)
 
 
 WRITER = textwrap.dedent(
     """
     import sys
     from twisted.internet import defer, task
+    from blueprint_net._adapters.banstore import SqliteBanStore
     from blueprint_net._policy.bans import BanRegistry
 
     async def main(reactor):
-        registry = BanRegistry(reactor, sys.argv[1])
+        database = SqliteBanStore(sys.argv[1])
+        registry = BanRegistry(reactor, database)
         for i in range(100_000):
             registry.ban(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", "load")
-            await registry.flush()
+            await database.flush()
             print(i + 1, flush=True)  # committed: it must survive a kill
 
     task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
@@ -217,8 +224,8 @@ def test_a_writer_killed_mid_stream_loses_no_committed_ban(tmp_path: Path) -> No
     writer.send_signal(signal.SIGKILL)  # in the middle of further writes
     writer.wait(timeout=10)
     writer.stdout.close()
-    registry = BanRegistry(Clock(), path)  # opens cleanly: no damage
-    registry._pool.close()  # type: ignore[union-attr]
+    registry, database = _persistent(path, Clock())  # opens cleanly: no damage
+    database._pool.close()  # type: ignore[union-attr]
     stored = registry._every()
     assert len(stored) >= committed
     for i in range(committed):
@@ -228,42 +235,42 @@ def test_a_writer_killed_mid_stream_loses_no_committed_ban(tmp_path: Path) -> No
 @pytest_twisted.ensureDeferred
 async def test_changes_by_another_process_are_taken_in(tmp_path: Path) -> None:
     path = tmp_path / "bans.sqlite"
-    registry = BanRegistry(reactor, path)
+    registry, database = _persistent(path)
     heard: list[Ban] = []
     registry.on_ban(heard.append)
     try:
-        assert await registry.refresh() == 0  # first read: nothing stored
+        assert await database.refresh() == 0  # first read: nothing stored
         with edit(path) as other:  # what `blueprint-net ban` does
             store(other, Ban(PEER, "from the CLI", 0.0, Origin.MANUAL))
-        assert await registry.refresh() == 1
+        assert await database.refresh() == 1
         assert registry.peer_ban(PEER) is not None
         assert [b.reason for b in heard] == ["from the CLI"]
-        assert await registry.refresh() == 0  # nothing new
+        assert await database.refresh() == 0  # nothing new
         with edit(path) as other:
             assert remove(other, PEER)
-        assert await registry.refresh() == 1
+        assert await database.refresh() == 1
         assert registry.peer_ban(PEER) is None
     finally:
-        await registry.close()
+        await database.close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_refresh_never_undoes_a_local_ban(tmp_path: Path) -> None:
     path = tmp_path / "bans.sqlite"
-    registry = BanRegistry(reactor, path)
+    registry, database = _persistent(path)
     try:
-        await registry.refresh()
+        await database.refresh()
         with edit(path) as other:  # another process changes the file...
             store(other, Ban(OTHER, "cli", 0.0, Origin.MANUAL))
-        refreshing = registry.refresh()
+        refreshing = database.refresh()
         registry.ban(PEER, "local, while the file is being read")
         await refreshing
-        await registry.flush()
-        await registry.refresh()  # ...and is taken in on a later round
+        await database.flush()
+        await database.refresh()  # ...and is taken in on a later round
         assert registry.peer_ban(PEER) is not None
         assert registry.peer_ban(OTHER) is not None
     finally:
-        await registry.close()
+        await database.close()
 
 
 def test_editing_a_missing_or_damaged_database_is_a_clear_error(tmp_path: Path) -> None:
@@ -295,7 +302,10 @@ def errors() -> Iterator[list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []
 
     def record(event: dict[str, Any]) -> None:
-        if event.get("log_namespace") == "blueprint_net._policy.bans.BanRegistry":
+        if (
+            event.get("log_namespace")
+            == "blueprint_net._adapters.banstore.SqliteBanStore"
+        ):
             events.append(event)
 
     observer = cast(ILogObserver, record)
@@ -305,42 +315,44 @@ def errors() -> Iterator[list[dict[str, Any]]]:
 
 
 @pytest_twisted.async_yield_fixture
-async def read_only(tmp_path: Path) -> AsyncIterator[BanRegistry]:
+async def read_only(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[BanRegistry, SqliteBanStore]]:
     """A registry whose file took one ban, then was made immutable under it
-    (writable again, and the registry closed, at teardown)."""
+    (writable again, and the file closed, at teardown)."""
     if shutil.which("chattr") is None:
         pytest.skip("needs chattr")
     path = tmp_path / "bans.sqlite"
-    registry = BanRegistry(reactor, path)
+    registry, database = _persistent(path)
     registry.ban("192.0.2.1", "before")
-    await registry.flush()  # the file and its write-ahead log now exist
+    await database.flush()  # the file and its write-ahead log now exist
     files = [path, path.with_name(path.name + "-wal")]
     try:
         if not _immutable(files, True):
             pytest.skip("needs chattr +i: root, on a filesystem with the flag")
-        yield registry
+        yield registry, database
     finally:
         _immutable(files, False)
-        await registry.close()
+        await database.close()
 
 
-def _writable(registry: BanRegistry) -> bool:
-    assert registry.path is not None
-    path = registry.path
+def _writable(database: SqliteBanStore) -> bool:
+    assert database.path is not None
+    path = database.path
     return _immutable([path, path.with_name(path.name + "-wal")], False)
 
 
 @pytest.mark.usefixtures("clean_reactor")
 @pytest_twisted.ensureDeferred
 async def test_a_database_made_read_only_while_running(
-    read_only: BanRegistry,
+    read_only: tuple[BanRegistry, SqliteBanStore],
     make_node: MakeNode,
     alice: Identity,
     bob: Identity,
     carol: Identity,
     errors: list[dict[str, Any]],
 ) -> None:
-    registry = read_only
+    registry, database = read_only
     node = make_node(
         bob, handlers={"echo": lambda r: r.payload}, policy=Policy(registry)
     )
@@ -351,7 +363,7 @@ async def test_a_database_made_read_only_while_running(
         await client.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
 
     node.ban(carol.peer_id, "while read-only")
-    await registry.flush()
+    await database.flush()
     assert registry.peer_ban(carol.peer_id) is not None  # applies in memory
     await until(lambda: [p.peer_id for p in node.peers] == [alice.peer_id])
     assert registry.unsaved == 1
@@ -362,18 +374,18 @@ async def test_a_database_made_read_only_while_running(
     assert answer.data == b"still served"
 
     node.ban(carol.peer_id, "replaced while read-only")
-    await registry.refresh()  # a retry while still read-only...
-    await registry.flush()
+    await database.refresh()  # a retry while still read-only...
+    await database.flush()
     assert registry.unsaved == 1  # the last change to each target only
     assert len([e for e in errors if e["log_level"] == LogLevel.error]) == 1
 
-    assert _writable(registry)
-    await registry.refresh()  # ...and one once writable again
-    await registry.flush()
+    assert _writable(database)
+    await database.refresh()  # ...and one once writable again
+    await database.flush()
     assert registry.unsaved == 0
     assert any("writable again" in e["log_format"] for e in errors)
-    assert registry.path is not None
-    with edit(registry.path) as connection:
+    assert database.path is not None
+    with edit(database.path) as connection:
         saved = {str(b.target): b.reason for b in stored(connection)}
     assert saved == {
         "192.0.2.1/32": "before",
@@ -384,9 +396,10 @@ async def test_a_database_made_read_only_while_running(
 @pytest.mark.usefixtures("clean_reactor")
 @pytest_twisted.ensureDeferred
 async def test_what_could_never_be_saved_is_logged_at_close(
-    read_only: BanRegistry, errors: list[dict[str, Any]]
+    read_only: tuple[BanRegistry, SqliteBanStore], errors: list[dict[str, Any]]
 ) -> None:
-    read_only.ban("192.0.2.2", "lost")
-    await read_only.close()  # one last try, then a clear record of the loss
+    registry, database = read_only
+    registry.ban("192.0.2.2", "lost")
+    await database.close()  # one last try, then a clear record of the loss
     lost = [e for e in errors if "never saved" in e["log_format"]]
     assert len(lost) == 1 and lost[0]["unsaved"] == 1

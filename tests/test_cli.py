@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 
+from blueprint_net._adapters.banstore import SqliteBanStore
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity, load_identity
 from blueprint_net._ops.cli import BAD_FILE, FAILED, OK, UNREACHABLE, USAGE, main
-from blueprint_net._policy.bans import BanRegistry
 
 CLI = str(Path(sys.executable).with_name("blueprint-net"))
 
@@ -44,7 +43,7 @@ def test_keygen_then_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 def test_ban_unban_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     database = tmp_path / "bans.sqlite"
-    BanRegistry(Clock(), database)._pool.close()  # type: ignore[union-attr]
+    SqliteBanStore(database)._pool.close()  # type: ignore[union-attr]
     db = ["--database", str(database)]
     assert _run(capsys, "ban", "192.0.2.0/24", "--reason", "abuse", *db)[0] == OK
     peer = str(Identity(bytes(range(32))).peer_id)

@@ -16,12 +16,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from blueprint_net._adapters.interfaces import IHandshaking
+from blueprint_net._adapters.limiter import LimitedProtocol, LimitingFactory, Refusal
 from blueprint_net._policy.limits import (
     ConnectionLimiter,
     ConnectionLimits,
-    LimitedProtocol,
-    LimitingFactory,
-    Refusal,
     TokenBucket,
 )
 

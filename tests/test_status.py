@@ -39,7 +39,7 @@ async def test_status_json_metrics_and_page(alice: Identity, bob: Identity) -> N
     node = Node(bob, policy=Policy(registry))
     service = NodeService(
         node,
-        registry,
+        None,
         listen=["tcp:0:interface=127.0.0.1"],
         peers=[],
         status="tcp:0:interface=127.0.0.1",

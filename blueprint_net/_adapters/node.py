@@ -29,8 +29,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from blueprint_net._adapters import tls
+from blueprint_net._adapters.banstore import log_change
 from blueprint_net._adapters.dispatch import Dispatcher, Handler
 from blueprint_net._adapters.interfaces import IConnectionHost
+from blueprint_net._adapters.limiter import LimitingFactory
 from blueprint_net._adapters.peers import Peer, PeerTable, describe
 from blueprint_net._adapters.protocol import PeerFactory, PeerProtocol
 from blueprint_net._core import wire
@@ -46,11 +48,11 @@ from blueprint_net._core.errors import (
     SendQueueFull,
 )
 from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._policy.bans import Ban, BanRegistry, Target
+from blueprint_net._policy.addresses import Target
+from blueprint_net._policy.bans import Ban, BanRegistry
 from blueprint_net._policy.limits import (
     ConnectionLimiter,
     ConnectionLimits,
-    LimitingFactory,
     TokenBucket,
 )
 from blueprint_net._policy.scores import Policy
@@ -165,6 +167,7 @@ class Node(Service):
         )
         self.policy = policy or Policy(BanRegistry(self.clock))
         self.policy.bans.on_ban(self._banned)
+        self.policy.bans.on_change(log_change)
         self.limits = limits or ConnectionLimits()
         self.limiter = ConnectionLimiter(
             self.limits,

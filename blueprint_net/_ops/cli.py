@@ -22,6 +22,7 @@ from typing import Any, Callable, NoReturn, Optional
 
 from twisted.internet import defer, task
 
+from blueprint_net._adapters import banstore
 from blueprint_net._adapters.node import Node
 from blueprint_net._core import wire
 from blueprint_net._core.errors import RemoteError, RequestFailed
@@ -32,7 +33,8 @@ from blueprint_net._core.identity import (
     load_identity,
     load_or_create_identity,
 )
-from blueprint_net._policy import bans as banlist
+from blueprint_net._policy.addresses import parse_target
+from blueprint_net._policy.bans import Ban, Origin
 from blueprint_net._policy.settings import Settings
 
 OK, FAILED, USAGE, UNREACHABLE, BAD_FILE = 0, 1, 2, 3, 4
@@ -243,7 +245,7 @@ def _database(args: argparse.Namespace) -> Path:
     return Path(args.database) if args.database else Path(args.data_dir) / "bans.sqlite"
 
 
-def _describe(ban: banlist.Ban) -> dict[str, Any]:
+def _describe(ban: Ban) -> dict[str, Any]:
     return {
         "target": str(ban.target),
         "kind": ban.kind,
@@ -256,30 +258,30 @@ def _describe(ban: banlist.Ban) -> dict[str, Any]:
 
 def ban(args: argparse.Namespace) -> int:
     try:
-        target = banlist.parse_target(args.target)
+        target = parse_target(args.target)
     except ValueError as error:
         raise Failure(USAGE, str(error)) from None
     now = time.time()
-    entry = banlist.Ban(
+    entry = Ban(
         target,
         args.reason,
         now,
-        banlist.Origin.MANUAL,
+        Origin.MANUAL,
         None if args.duration is None else now + args.duration,
     )
     with _editing(args) as connection:
-        banlist.store(connection, entry)
+        banstore.store(connection, entry)
     _emit(args, _describe(entry), f"banned {target}: {args.reason}")
     return OK
 
 
 def unban(args: argparse.Namespace) -> int:
     try:
-        target = banlist.parse_target(args.target)
+        target = parse_target(args.target)
     except ValueError as error:
         raise Failure(USAGE, str(error)) from None
     with _editing(args) as connection:
-        removed = banlist.remove(connection, target)
+        removed = banstore.remove(connection, target)
     _emit(
         args,
         {"target": str(target), "removed": removed},
@@ -290,7 +292,7 @@ def unban(args: argparse.Namespace) -> int:
 
 def list_bans(args: argparse.Namespace) -> int:
     with _editing(args) as connection:
-        stored = banlist.stored(connection)
+        stored = banstore.stored(connection)
     now = time.time()
     active = [b for b in stored if b.active(now)]
     lines = [
@@ -307,12 +309,12 @@ class _editing:
     """The ban database as one transaction, its errors as exit status 4."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.editor = banlist.edit(_database(args))
+        self.editor = banstore.edit(_database(args))
 
     def __enter__(self) -> Any:
         try:
             return self.editor.__enter__()
-        except banlist.BanDatabaseError as error:
+        except banstore.BanDatabaseError as error:
             raise Failure(BAD_FILE, str(error)) from None
 
     def __exit__(self, *exc: Any) -> Any:

@@ -21,10 +21,10 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from blueprint_net._adapters import tls
+from blueprint_net._adapters.banstore import SqliteBanStore
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import PeerId
 from blueprint_net._ops.status import StatusPage
-from blueprint_net._policy.bans import BanRegistry
 
 #: How often the ban database is checked for another process's changes (s).
 BAN_REFRESH_INTERVAL = 2.0
@@ -65,21 +65,25 @@ class ListenService(Service):
 
 
 class NodeService(MultiService):
-    """A node, listening, keeping peers connected, reporting its status."""
+    """A node, listening, keeping peers connected, reporting its status.
+
+    ``store`` is the ban database of the node's registry (None when its bans
+    are kept in memory only): refreshed every few seconds, closed last.
+    """
 
     _log = Logger()
 
     def __init__(
         self,
         node: Node,
-        registry: BanRegistry,
+        store: Optional[SqliteBanStore],
         *,
         listen: list[str],
         peers: list[tuple[PeerId, str]],
         status: Optional[str],
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self.node, self.registry = node, registry
+        self.node, self.store = node, store
         self.listeners = [
             ListenService(
                 tls.server_endpoint(node.reactor, description, node.identity),
@@ -121,7 +125,9 @@ class NodeService(MultiService):
         ]
 
     def _refresh_bans(self) -> defer.Deferred[int]:
-        return self.registry.refresh().addErrback(self._refresh_failed)
+        if self.store is None:
+            return defer.succeed(0)
+        return self.store.refresh().addErrback(self._refresh_failed)
 
     def _refresh_failed(self, failure: Any) -> int:
         self._log.failure("could not read the ban database", failure)
@@ -139,4 +145,5 @@ class NodeService(MultiService):
         await self.refresher.stopService()  # type: ignore[no-untyped-call]
         await self.node.stop()  # a goodbye to every peer; pending requests fail
         await defer.gatherResults([k.stopService() for k in self.keepers])
-        await self.registry.close()
+        if self.store is not None:
+            await self.store.close()

@@ -17,12 +17,14 @@ from typing import Any, Optional
 from twisted.application.service import IService
 from twisted.python import usage
 
+from blueprint_net._adapters.banstore import BanDatabaseError, SqliteBanStore
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import KeyFileError, PeerId, load_or_create_identity
 from blueprint_net._ops import config
 from blueprint_net._ops.handlers import BUILTINS, HandlerError, load
 from blueprint_net._ops.service import NodeService
-from blueprint_net._policy.bans import BanDatabaseError, BanRegistry, parse_network
+from blueprint_net._policy.addresses import parse_network
+from blueprint_net._policy.bans import BanRegistry
 from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.scores import Policy, PolicySettings
 from blueprint_net._policy.settings import Settings
@@ -181,9 +183,10 @@ def makeService(options: dict[str, Any]) -> IService:
     except KeyFileError as error:
         raise SystemExit(f"blueprint: --key-file: {error}") from None
     try:
-        registry = BanRegistry(reactor, data_dir / "bans.sqlite", **parts["registry"])
+        store = SqliteBanStore(data_dir / "bans.sqlite")
     except BanDatabaseError as error:
         raise SystemExit(f"blueprint: ban database: {error}") from None
+    registry = BanRegistry(reactor, store, **parts["registry"])
     policy = Policy(
         registry,
         PolicySettings(**parts["policy"]),
@@ -201,7 +204,7 @@ def makeService(options: dict[str, Any]) -> IService:
     )
     return NodeService(
         node,
-        registry,
+        store,
         listen=options["listen"],
         peers=options["peers"],
         status=options["status"],

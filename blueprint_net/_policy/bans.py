@@ -1,67 +1,47 @@
-"""Banned peers and networks: checked in memory, persisted in SQLite.
+"""Banned peers and networks, checked in memory against the clock.
+
+Layer: policy (pure decisions; no Twisted).
 
 The original system kept a ban list it never enforced on connections and whose
 check ignored expiry.  Here every check is against the clock (a ban stops
-applying the moment it expires, with nothing to purge first), bans by address
-cover single hosts and CIDR networks of either family, and the list survives
-a restart.
+applying the moment it expires, with nothing to purge first), and bans by
+address cover single hosts and CIDR networks of either family.
 
-Checks never touch the disk: the registry holds every ban in memory and
-writes through to SQLite on a worker thread (``twisted.enterprise.adbapi``),
-so a commit's ``fsync`` never stalls the reactor.  The database runs in WAL
-mode with ``synchronous=FULL``: a process killed in the middle of a write loses
-at most that write, never an earlier ban.
+Checks never touch storage: :class:`BanRegistry` holds every ban in memory and
+tells an :class:`IBanStore`, if it has one, of each change.  Storing is the
+adapters' business (``_adapters/banstore.py`` keeps an SQLite file); another
+store, one shared by a fleet say, is another module providing the interface,
+with no change here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import ipaddress
-import sqlite3
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, Callable, Optional, Union
 
 import attrs
-from twisted.enterprise import adbapi
-from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from zope.interface import Attribute, Interface
 
-from blueprint_net._core.errors import ConfigurationError
+from blueprint_net._core.clock import TimeSource
 from blueprint_net._core.identity import PeerId
-
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-Target = Union[PeerId, Network]
+from blueprint_net._policy.addresses import (
+    Target,
+    parse_address,
+    parse_network,
+    parse_target,
+)
 
 #: Automatic bans kept at most; past it the oldest automatic ban goes first
 #: (never a manual one).  Bitcoin Core's unbounded list was a DoS bug.
 DEFAULT_MAX_AUTOMATIC = 10_000
-#: Expired bans are dropped from memory and disk at most this often (s).
+#: Expired bans are dropped from memory and storage at most this often (s).
 PURGE_INTERVAL = 60.0
-
-_SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS bans (
-    kind TEXT NOT NULL CHECK (kind IN ('peer', 'network')),
-    target TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    created REAL NOT NULL,
-    origin TEXT NOT NULL CHECK (origin IN ('manual', 'automatic')),
-    expires REAL,
-    PRIMARY KEY (kind, target)
-)
-"""
 
 
 class Origin(enum.Enum):
     MANUAL = "manual"
     AUTOMATIC = "automatic"
-
-
-class BanDatabaseError(ConfigurationError):
-    """The ban database cannot be used; the message says why in one line."""
 
 
 @attrs.frozen
@@ -81,86 +61,61 @@ class Ban:
         return "peer" if isinstance(self.target, PeerId) else "network"
 
 
-def parse_network(text: str) -> Network:
-    """An address or CIDR network; a bare address is a /32 or /128.
+#: Hands a store's whole list of bans to the registry; how many changed.
+Reconcile = Callable[[Iterable[Ban]], int]
 
-    IPv4-mapped IPv6 addresses are taken as the IPv4 address they carry, so
-    ``::ffff:192.0.2.1`` cannot slip past a ban on ``192.0.2.1``.
+
+class IBanStore(Interface):
+    """Where a :class:`BanRegistry` keeps its bans beyond the process.
+
+    The registry answers every check from memory; a store only hears of
+    changes, so it may be as slow (a disk, a network) as it likes.
     """
-    network = ipaddress.ip_network(text.strip(), strict=False)
-    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
-        mapped = network.network_address.ipv4_mapped
-        if mapped is not None:
-            return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
-    return network
 
+    unsaved = Attribute("Changes heard of but not yet stored (an int).")
 
-def parse_address(host: str) -> Union[ipaddress.IPv4Address, ipaddress.IPv6Address]:
-    """A connection's host; IPv4-mapped IPv6 becomes IPv4, a scope is dropped."""
-    address = ipaddress.ip_address(host.split("%", 1)[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped
-    return address
+    def attach(reconcile: Reconcile) -> Iterable[Ban]:
+        """Called once, by the registry this store serves: every ban stored
+        now.  Whenever the stored bans change under the store (another
+        process, another node of a fleet), it calls ``reconcile`` with all
+        of them; that returns how many bans it changed in memory."""
 
+    def put(ban: Ban) -> None:
+        """A ban was made or replaced (one per target and kind)."""
 
-def parse_target(text: str) -> Target:
-    """A peer id (``12D3KooW...``) or an address/network; ``ValueError``."""
-    text = text.strip()
-    if text.startswith("12D3KooW"):
-        return PeerId.from_string(text)
-    try:
-        return parse_network(text)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is neither a peer id nor an IP address or network"
-        ) from None
+    def delete(ban: Ban) -> None:
+        """The ban on ``ban.target`` was lifted (or expired and purged)."""
 
 
 class BanRegistry:
     """Every ban, with lookups by peer id and by address.
 
-    ``path`` None (or ``":memory:"``) keeps bans in memory only; otherwise
-    they are loaded from that SQLite file now, and every change is written
-    to it.  ``on_ban`` callbacks hear of each new ban (the node disconnects
-    whoever it covers).
+    With a ``store`` the bans it holds are loaded now and every change is
+    handed to it; without one they are kept in memory only.  ``on_ban``
+    callbacks hear of each new ban (the node disconnects whoever it covers);
+    ``on_change`` callbacks hear of each ban made or lifted here (the node
+    logs them).
     """
-
-    _log = Logger()
 
     def __init__(
         self,
-        clock: IReactorTime,
-        path: Union[str, Path, None] = None,
+        clock: TimeSource,
+        store: Optional[IBanStore] = None,
         *,
         max_automatic: int = DEFAULT_MAX_AUTOMATIC,
     ) -> None:
         self.clock = clock
+        self.store = store
         self.max_automatic = max_automatic
         self._peers: dict[PeerId, Ban] = {}
         #: (version, prefix length) -> network address -> ban.
         self._networks: dict[tuple[int, int], dict[int, Ban]] = {}
         self._callbacks: list[Callable[[Ban], Any]] = []
-        self._queued: list[tuple[Callable[[Any, Ban], None], Ban]] = []
-        self._writing: Optional[defer.Deferred[Any]] = None
-        self._failing = False  # the last write failed: retry on refresh()
-        self._in_flight = 0  # changes in the transaction being written
-        self._flushed: list[defer.Deferred[None]] = []
-        self._data_version: Optional[int] = None
-        self._changes = 0  # local changes, so a reload never undoes one
-        self._pool: Optional[adbapi.ConnectionPool] = None
+        self._changed: list[Callable[[Ban, bool], Any]] = []
         self._purged = float("-inf")
-        self.path = None if path is None or path == ":memory:" else Path(path)
-        if self.path is not None:
-            for ban in _load(self.path):
+        if store is not None:
+            for ban in store.attach(self.reconcile):
                 self._index(ban)
-            self._pool = adbapi.ConnectionPool(  # type: ignore[no-untyped-call]
-                "sqlite3",
-                str(self.path),
-                check_same_thread=False,
-                cp_min=1,
-                cp_max=1,  # one writer thread: writes land in order
-                cp_openfun=_configure,
-            )
 
     # -- queries ------------------------------------------------------------
 
@@ -193,8 +148,20 @@ class BanRegistry:
         active = (ban for ban in self._every() if ban.active(now))
         return sorted(active, key=lambda ban: ban.created)
 
+    @property
+    def unsaved(self) -> int:
+        """Changes the store has not stored yet (0 without a store)."""
+        return 0 if self.store is None else int(self.store.unsaved)
+
     def on_ban(self, callback: Callable[[Ban], Any]) -> None:
         self._callbacks.append(callback)
+
+    def on_change(self, callback: Callable[[Ban, bool], Any]) -> None:
+        """``callback(ban, lifted)`` for each ban made (``lifted`` False) or
+        lifted here; not for changes taken from the store.  A callback
+        registered twice is called once (two nodes may share a registry)."""
+        if callback not in self._changed:
+            self._changed.append(callback)
 
     # -- changes ------------------------------------------------------------
 
@@ -221,15 +188,10 @@ class BanRegistry:
         if origin is Origin.AUTOMATIC:
             self._bound_automatic()
         self._index(ban)
-        self._write(_put, ban)
-        self._log.info(
-            "banned {kind} {target} ({origin}): {reason}",
-            kind=ban.kind,
-            target=str(target),
-            origin=origin.value,
-            reason=reason,
-            expires=ban.expires,
-        )
+        if self.store is not None:
+            self.store.put(ban)
+        for changed in self._changed:
+            changed(ban, False)
         for callback in self._callbacks:
             callback(ban)
         return ban
@@ -241,18 +203,41 @@ class BanRegistry:
         ban = self._unindex(target)
         if ban is None:
             return False
-        self._write(_delete, ban)
-        self._log.info("unbanned {target}", target=str(target))
+        if self.store is not None:
+            self.store.delete(ban)
+        for changed in self._changed:
+            changed(ban, True)
         return True
 
     def purge(self) -> int:
-        """Forget expired bans, here and on disk; how many.  (They stopped
-        applying when they expired; this only reclaims their space.)"""
+        """Forget expired bans, here and in the store; how many.  (They
+        stopped applying when they expired; this only reclaims their space.)"""
         self._purged = now = self.clock.seconds()
         expired = [ban for ban in self._every() if not ban.active(now)]
         for ban in expired:
             self.unban(ban.target)
         return len(expired)
+
+    def reconcile(self, stored: Iterable[Ban]) -> int:
+        """Make memory hold exactly ``stored`` (the store's every ban, after
+        another writer changed them); how many bans changed.  New bans that
+        apply now are announced like any other; nothing is handed back to the
+        store, which has them already."""
+        wanted = {(ban.kind, str(ban.target)): ban for ban in stored}
+        have = {(ban.kind, str(ban.target)): ban for ban in self._every()}
+        changed = 0
+        for key, ban in have.items():
+            if key not in wanted:
+                self._unindex(ban.target)
+                changed += 1
+        for key, ban in wanted.items():
+            if have.get(key) != ban:
+                self._index(ban)
+                changed += 1
+                if ban.active(self.clock.seconds()):
+                    for callback in self._callbacks:
+                        callback(ban)
+        return changed
 
     def _bound_automatic(self) -> None:
         automatic = [b for b in self.bans() if b.origin is Origin.AUTOMATIC]
@@ -283,286 +268,3 @@ class BanRegistry:
         if not bans:
             self._networks.pop(key, None)
         return ban
-
-    # -- persistence --------------------------------------------------------
-
-    def _write(self, operation: Callable[[Any, Ban], None], ban: Ban) -> None:
-        if self._pool is None:
-            return
-        self._changes += 1
-        self._queued.append((operation, ban))
-        if self._writing is None and not self._failing:
-            self._commit_queued()
-
-    def _commit_queued(self) -> None:
-        """Group commit: everything queued goes in one transaction; what
-        arrives meanwhile waits for the next.  Fewer hand-offs to the writer
-        thread and fewer ``fsync`` calls than a transaction per ban."""
-        assert self._pool is not None
-        batch, self._queued = self._queued, []
-        self._in_flight = len(batch)
-        writing = self._pool.runInteraction(_apply, batch)  # type: ignore[no-untyped-call]
-        self._writing = writing
-        writing.addCallbacks(self._saved, self._save_failed, errbackArgs=(batch,))
-        writing.addBoth(self._written)
-
-    def _saved(self, _: object) -> bool:
-        if self._failing:
-            self._failing = False
-            self._log.info(
-                "ban database {path} is writable again; unsaved changes saved",
-                path=str(self.path),
-            )
-        return True
-
-    def _save_failed(
-        self, failure: Any, batch: list[tuple[Callable[[Any, Ban], None], Ban]]
-    ) -> bool:
-        """The transaction rolled back: the bans still apply in memory, and
-        the batch goes back to the head of the queue, to be retried at the
-        next :meth:`refresh` (the service calls it every few seconds).  One
-        error per outage, not one per retry.  Only the last change to each
-        target is kept (each is a whole-row put or delete), so the queue of
-        an outage is bounded by the bans there are, not by how long it lasts."""
-        latest = {
-            (ban.kind, str(ban.target)): (op, ban) for op, ban in batch + self._queued
-        }
-        self._queued = list(latest.values())
-        if not self._failing:
-            self._failing = True
-            self._log.error(
-                "cannot save bans to {path}: {error}; they apply in memory and"
-                " saving is retried until the file is writable",
-                path=str(self.path),
-                error=str(failure.value),
-                unsaved=len(self._queued),
-            )
-        return False
-
-    def _written(self, saved: bool) -> None:
-        self._writing, self._in_flight = None, 0
-        if saved and self._queued:
-            self._commit_queued()
-        else:
-            waiting, self._flushed = self._flushed, []
-            for deferred in waiting:
-                deferred.callback(None)
-
-    @property
-    def unsaved(self) -> int:
-        """Changes not yet in the file (queued, or waiting for a retry)."""
-        return len(self._queued) + self._in_flight
-
-    def refresh(self) -> defer.Deferred[int]:
-        """Take in changes another process (the ``blueprint-net ban``
-        command) committed to the file; fires with how many bans changed.
-
-        SQLite's ``data_version`` changes only for other connections'
-        commits; both it and the reload run on the writer thread.
-        """
-        if self._pool is None or self._writing is not None:
-            return defer.succeed(0)
-        if self._queued:  # our own changes first (a retry); read next time
-            self._commit_queued()
-            return defer.succeed(0)
-        read: defer.Deferred[tuple[int, Optional[list[Ban]]]]
-        read = self._pool.runInteraction(_read_if_changed, self._data_version)  # type: ignore[no-untyped-call]
-        return read.addCallback(self._apply_reload, self._changes)
-
-    def _apply_reload(
-        self, read: tuple[int, Optional[list[Ban]]], changes_then: int
-    ) -> int:
-        if self._changes != changes_then:
-            # A ban changed here while the file was read: the rows may not
-            # hold it yet.  Read again next time.
-            self._data_version = None
-            return 0
-        self._data_version, stored = read
-        if stored is None:
-            return 0
-        wanted = {(ban.kind, str(ban.target)): ban for ban in stored}
-        have = {(ban.kind, str(ban.target)): ban for ban in self._every()}
-        changed = 0
-        for key, ban in have.items():
-            if key not in wanted:
-                self._unindex(ban.target)
-                changed += 1
-        for key, ban in wanted.items():
-            if have.get(key) != ban:
-                self._index(ban)
-                changed += 1
-                if ban.active(self.clock.seconds()):
-                    for callback in self._callbacks:
-                        callback(ban)
-        if changed:
-            self._log.info(
-                "{changed} ban changes taken from {path}",
-                changed=changed,
-                path=str(self.path),
-            )
-        return changed
-
-    def flush(self) -> defer.Deferred[None]:
-        """Fires once the write in progress, if any, has been committed or
-        has failed (what failed stays queued: see :attr:`unsaved`)."""
-        if self._writing is None:
-            return defer.succeed(None)
-        flushed: defer.Deferred[None] = defer.Deferred()
-        self._flushed.append(flushed)
-        return flushed
-
-    def close(self) -> defer.Deferred[None]:
-        """Wait for pending writes (one last try for any that failed), then
-        close the database; what still could not be saved is logged.  Once
-        closed, closing again does nothing."""
-        if self._pool is None:
-            return defer.succeed(None)
-        if self._writing is None and self._queued:
-            self._commit_queued()
-
-        def closed(_: object) -> None:
-            if self._queued:
-                self._log.error(
-                    "{unsaved} ban changes were never saved to {path}",
-                    unsaved=len(self._queued),
-                    path=str(self.path),
-                )
-            if self._pool is not None:  # not closed meanwhile by another call
-                self._pool.close()  # type: ignore[no-untyped-call]
-                self._pool = None
-
-        return self.flush().addCallback(closed)
-
-
-# -- SQLite, on the writer thread (and once at start-up) ----------------------
-
-
-def _configure(connection: sqlite3.Connection) -> None:
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=FULL")
-    connection.execute("PRAGMA busy_timeout=5000")
-
-
-def _read_if_changed(
-    cursor: Any, known: Optional[int]
-) -> tuple[int, Optional[list[Ban]]]:
-    version: int = cursor.execute("PRAGMA data_version").fetchone()[0]
-    if version == known:
-        return version, None
-    rows = cursor.execute(
-        "SELECT kind, target, reason, created, origin, expires FROM bans"
-    ).fetchall()
-    return version, [_row(*row) for row in rows]
-
-
-def _apply(cursor: Any, batch: list[tuple[Callable[[Any, Ban], None], Ban]]) -> None:
-    """One transaction (adbapi commits it when this returns)."""
-    for operation, ban in batch:
-        operation(cursor, ban)
-
-
-def _put(cursor: Any, ban: Ban) -> None:
-    cursor.execute(
-        "INSERT OR REPLACE INTO bans VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            ban.kind,
-            str(ban.target),
-            ban.reason,
-            ban.created,
-            ban.origin.value,
-            ban.expires,
-        ),
-    )
-
-
-def _delete(cursor: Any, ban: Ban) -> None:
-    cursor.execute(
-        "DELETE FROM bans WHERE kind = ? AND target = ?", (ban.kind, str(ban.target))
-    )
-
-
-def _load(path: Path) -> Iterable[Ban]:
-    """Open (creating if need be) and read the database; any fault is a
-    :class:`BanDatabaseError`, never an empty list."""
-    if path.exists() and not path.is_file():
-        raise BanDatabaseError(f"{path}: not a regular file")
-    try:
-        connection = sqlite3.connect(str(path))
-    except sqlite3.Error as error:
-        raise BanDatabaseError(f"{path}: cannot open: {error}") from None
-    try:
-        _configure(connection)
-        check = connection.execute("PRAGMA quick_check").fetchone()
-        if check != ("ok",):
-            raise BanDatabaseError(f"{path}: the database is damaged ({check[0]})")
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, _SCHEMA_VERSION):
-            raise BanDatabaseError(
-                f"{path}: schema version {version}; this version reads"
-                f" {_SCHEMA_VERSION}"
-            )
-        with connection:
-            connection.execute(_SCHEMA)
-            connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-        rows = connection.execute(
-            "SELECT kind, target, reason, created, origin, expires FROM bans"
-        ).fetchall()
-    except sqlite3.DatabaseError as error:
-        raise BanDatabaseError(f"{path}: not a usable ban database ({error})") from None
-    finally:
-        connection.close()
-    bans = []
-    for row in rows:
-        try:
-            bans.append(_row(*row))
-        except ValueError as error:
-            raise BanDatabaseError(f"{path}: bad ban row {row[1]!r}: {error}") from None
-    return bans
-
-
-def _row(
-    kind: str, target: str, reason: str, created: float, origin: str, expires: Any
-) -> Ban:
-    parsed: Target = (
-        PeerId.from_string(target) if kind == "peer" else parse_network(target)
-    )
-    return Ban(parsed, reason, created, Origin(origin), expires)
-
-
-# -- for another process (the command line), synchronously ---------------------
-
-
-@contextlib.contextmanager
-def edit(path: Union[str, Path]) -> Iterator[sqlite3.Connection]:
-    """One transaction on an existing ban database (committed at the end of
-    the ``with`` block, then closed); safe while a node has it open (WAL)."""
-    path = Path(path)
-    if not path.is_file():
-        raise BanDatabaseError(f"{path}: no such ban database")
-    list(_load(path))  # the same checks as at a node's start-up
-    connection = sqlite3.connect(str(path))
-    try:
-        _configure(connection)
-        with connection:
-            yield connection
-    finally:
-        connection.close()
-
-
-def store(connection: sqlite3.Connection, ban: Ban) -> None:
-    _put(connection.cursor(), ban)
-
-
-def remove(connection: sqlite3.Connection, target: Target) -> bool:
-    kind = "peer" if isinstance(target, PeerId) else "network"
-    cursor = connection.execute(
-        "DELETE FROM bans WHERE kind = ? AND target = ?", (kind, str(target))
-    )
-    return bool(cursor.rowcount)
-
-
-def stored(connection: sqlite3.Connection) -> list[Ban]:
-    rows = connection.execute(
-        "SELECT kind, target, reason, created, origin, expires FROM bans"
-    ).fetchall()
-    return sorted((_row(*row) for row in rows), key=lambda ban: ban.created)

@@ -1,32 +1,23 @@
-"""Connection limits: a ``WrappingFactory`` that refuses before a byte is read.
+"""Connection limits: the counts, and the decision to refuse a connection.
 
-``policies.LimitConnectionsByPeer`` is broken on current Twisted (it indexes
-an attrs ``IPv4Address``, twisted#12183) and never forgets a protocol;
-``LimitTotalConnectionsFactory`` is not a wrapper; ``ThrottlingFactory``
-throttles a whole factory.  So this module keys everything on ``addr.host``
-and refuses in ``buildProtocol`` with a :class:`Refusal`, which aborts the
-connection as it is made, before reading from it.
+Layer: policy (pure decisions; no Twisted).
 
-One :class:`ConnectionLimiter` holds the counts of a node; its listening
-factory and every outbound dial are wrapped with :class:`LimitingFactory`
-around it, so outbound connections count against the same limits.
+One :class:`ConnectionLimiter` holds the counts of a node.  It decides; the
+adapter (``_adapters/limiter.py``, a ``WrappingFactory``) asks it before
+building a protocol, and tells it when a connection opens, ends its
+handshake and closes.
 """
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 from collections import Counter
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import attrs
-from twisted.internet.interfaces import IAddress, IReactorTime
-from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
-from blueprint_net._adapters.interfaces import IHandshaking
-from blueprint_net._policy.bans import parse_address
+from blueprint_net._core.clock import TimeSource
+from blueprint_net._policy import addresses
+from blueprint_net._policy.addresses import Network
 
 
 @attrs.define
@@ -76,6 +67,14 @@ class TokenBucket:
         return self.tokens + (now - self.stamp) * self.rate >= self.burst
 
 
+@attrs.define
+class Slot:
+    """What one open connection holds in a limiter's counts."""
+
+    subnet: Optional[Network]
+    handshaking: bool
+
+
 class ConnectionLimiter:
     """The counts that every limited factory of one node shares.
 
@@ -83,14 +82,13 @@ class ConnectionLimiter:
     Every refusal adds to ``counters`` under ``refused.<reason>``.
     """
 
-    _log = Logger()
     #: Idle per-subnet buckets are dropped once there are this many.
     _MAX_BUCKETS = 4096
 
     def __init__(
         self,
         limits: ConnectionLimits,
-        clock: IReactorTime,
+        clock: TimeSource,
         *,
         refuse_address: Callable[[str], Optional[object]] = lambda host: None,
         counters: Optional[Counter[str]] = None,
@@ -101,23 +99,22 @@ class ConnectionLimiter:
         self.counters: Counter[str] = Counter() if counters is None else counters
         self.open = 0
         self.handshaking = 0
-        self._per_subnet: Counter[Any] = Counter()
-        self._buckets: dict[Any, TokenBucket] = {}
+        self._per_subnet: Counter[Network] = Counter()
+        self._buckets: dict[Network, TokenBucket] = {}
 
-    def subnet(self, host: str) -> Optional[Any]:
+    def subnet(self, host: str) -> Optional[Network]:
         """The subnet a host counts against; None where none applies."""
         limits = self.limits
-        return _subnet(
+        return addresses.subnet(
             host, limits.ipv4_prefix, limits.ipv6_prefix, limits.exempt_loopback
         )
 
     def refusal(
-        self, addr: Optional[IAddress], inbound: bool, subnet: Optional[Any]
+        self, host: Optional[str], inbound: bool, subnet: Optional[Network]
     ) -> Optional[str]:
-        """Why a connection from (or to) ``addr``, in ``subnet`` (see
+        """Why a connection from (or to) ``host``, in ``subnet`` (see
         :meth:`subnet`), may not open; None if it may."""
         limits = self.limits
-        host = getattr(addr, "host", None)
         reason = None
         if host is not None and self.refuse_address(host) is not None:
             reason = "banned"
@@ -132,15 +129,9 @@ class ConnectionLimiter:
                 reason = "rate"
         if reason is not None:
             self.counters[f"refused.{reason}"] += 1
-            self._log.debug(
-                "refused {direction} connection {host}: {reason}",
-                direction="inbound" if inbound else "outbound",
-                host=host,
-                reason=reason,
-            )
         return reason
 
-    def _bucket(self, subnet: Any) -> TokenBucket:
+    def _bucket(self, subnet: Network) -> TokenBucket:
         bucket = self._buckets.get(subnet)
         if bucket is None:
             now = self.clock.seconds()
@@ -152,101 +143,27 @@ class ConnectionLimiter:
             self._buckets[subnet] = bucket
         return bucket
 
-    def opened(self, protocol: LimitedProtocol) -> None:
+    def opened(self, subnet: Optional[Network], *, handshaking: bool) -> Slot:
+        """A connection in ``subnet`` opened (still in its handshake, if
+        ``handshaking``); what it holds, to hand back as it ends."""
         self.open += 1
-        if protocol.subnet is not None:
-            self._per_subnet[protocol.subnet] += 1
-        inner = protocol.wrappedProtocol
-        while not IHandshaking.providedBy(inner) and hasattr(inner, "wrappedProtocol"):
-            inner = inner.wrappedProtocol  # through a TLS layer, say
-        if IHandshaking.providedBy(inner):
+        if subnet is not None:
+            self._per_subnet[subnet] += 1
+        if handshaking:
             self.handshaking += 1
-            protocol.handshaking = True
-            inner.verified.addBoth(self._handshake_over, protocol)
+        return Slot(subnet, handshaking)
 
-    def _handshake_over(self, result: object, protocol: LimitedProtocol) -> object:
-        if protocol.handshaking:
-            protocol.handshaking = False
+    def handshake_over(self, slot: Slot) -> None:
+        """The connection's handshake ended (either way); only the first
+        call for a slot counts."""
+        if slot.handshaking:
+            slot.handshaking = False
             self.handshaking -= 1
-        return result
 
-    def closed(self, protocol: LimitedProtocol) -> None:
+    def closed(self, slot: Slot) -> None:
         self.open -= 1
-        if protocol.subnet is not None:
-            self._per_subnet[protocol.subnet] -= 1
-            if not self._per_subnet[protocol.subnet]:
-                del self._per_subnet[protocol.subnet]
-        self._handshake_over(None, protocol)
-
-
-@functools.lru_cache(maxsize=4096)
-def _subnet(
-    host: str, ipv4_prefix: int, ipv6_prefix: int, exempt_loopback: bool
-) -> Optional[Any]:
-    # Cached: parsing an address costs more than the rest of admission, and
-    # peers come back from the same hosts.
-    try:
-        address = parse_address(host)
-    except ValueError:
-        return None
-    if address.is_loopback and exempt_loopback:
-        return None
-    prefix = ipv4_prefix if address.version == 4 else ipv6_prefix
-    return ipaddress.ip_network((address, prefix), strict=False)
-
-
-class Refusal(Protocol):
-    """A refused connection: aborted as it is made, before a byte is read.
-
-    Returning ``None`` from ``buildProtocol`` says the same for a bare TCP
-    port, but a factory wrapped from outside (TLS, a client endpoint) would
-    wrap the ``None`` and fail; this works under any wrapper.
-    """
-
-    def connectionMade(self) -> None:
-        self.transport.abortConnection()  # type: ignore[union-attr]
-
-
-class LimitedProtocol(ProtocolWrapper):
-    """Remembers what its connection counts against."""
-
-    subnet: Optional[Any] = None
-    handshaking = False
-
-
-class LimitingFactory(WrappingFactory[LimitedProtocol]):
-    """Wraps any factory; refuses what the shared limiter refuses."""
-
-    protocol = LimitedProtocol
-    noisy = False  # one per outbound dial
-
-    def __init__(
-        self, wrapped: Factory, limiter: ConnectionLimiter, *, inbound: bool
-    ) -> None:
-        super().__init__(wrapped)  # type: ignore[no-untyped-call]
-        self.limiter = limiter
-        self.inbound = inbound
-        #: Why the last connection was refused (what a dialer reports).
-        self.refused: Optional[str] = None
-
-    def buildProtocol(self, addr: Optional[IAddress]) -> Protocol:  # type: ignore[override]
-        host = getattr(addr, "host", None)
-        subnet = None if host is None else self.limiter.subnet(host)
-        self.refused = self.limiter.refusal(addr, self.inbound, subnet)
-        if self.refused is not None:
-            return Refusal()
-        inner = self.wrappedFactory.buildProtocol(addr)
-        if inner is None:  # the wrapped factory declined: so do we
-            self.refused = "declined"
-            return Refusal()
-        protocol = LimitedProtocol(self, inner)
-        protocol.subnet = subnet
-        return protocol
-
-    def registerProtocol(self, protocol: LimitedProtocol) -> None:
-        super().registerProtocol(protocol)  # type: ignore[no-untyped-call]
-        self.limiter.opened(protocol)
-
-    def unregisterProtocol(self, protocol: LimitedProtocol) -> None:
-        super().unregisterProtocol(protocol)  # type: ignore[no-untyped-call]
-        self.limiter.closed(protocol)
+        if slot.subnet is not None:
+            self._per_subnet[slot.subnet] -= 1
+            if not self._per_subnet[slot.subnet]:
+                del self._per_subnet[slot.subnet]
+        self.handshake_over(slot)

@@ -1,6 +1,8 @@
 """Who may connect: bans, allow-lists, permissioned mode, and automatic bans
 earned by misbehaviour.
 
+Layer: policy (pure decisions; no Twisted).
+
 Misbehaviour -- a malformed frame, a message before ``Verified``, a bad or
 replayed signature, a reflected handshake -- adds points to a score that
 halves every ``score_half_life`` seconds.  A score past ``ban_threshold`` bans
@@ -17,26 +19,23 @@ its owner banned by sending garbage in its name.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections.abc import Iterable
 from typing import Optional, TypeVar, Union
 
 import attrs
-from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
+from blueprint_net._core.clock import TimeSource
 from blueprint_net._core.errors import ErrorCode, HandshakeFailed
 from blueprint_net._core.identity import PeerId
-from blueprint_net._policy.bans import (
-    Ban,
-    BanRegistry,
+from blueprint_net._policy.addresses import (
     Network,
-    Origin,
     Target,
     parse_address,
     parse_network,
+    subnet,
 )
+from blueprint_net._policy.bans import Ban, BanRegistry, Origin
 
 #: Points per misbehaviour: a failed proof is worse than a garbled frame.
 POINTS = {
@@ -70,8 +69,6 @@ class _Score:
 class Policy:
     """The node's admission rules, all replaceable while it runs."""
 
-    _log = Logger()
-
     def __init__(
         self,
         bans: BanRegistry,
@@ -83,7 +80,7 @@ class Policy:
     ) -> None:
         self.bans = bans
         self.settings = settings or PolicySettings()
-        self.clock: IReactorTime = bans.clock
+        self.clock: TimeSource = bans.clock
         self._scores: dict[Target, _Score] = {}
         self._offences: dict[Target, int] = {}
         self.set_allow_list(allowed_peers, allowed_networks)
@@ -159,12 +156,8 @@ class Policy:
         return 0.0 if current is None else self._decayed(current)
 
     def _offender_network(self, host: str) -> Optional[Network]:
-        try:
-            address = parse_address(host)
-        except ValueError:
-            return None
-        prefix = 32 if address.version == 4 else self.settings.ipv6_prefix
-        return ipaddress.ip_network((address, prefix), strict=False)
+        """An IPv4 host scores alone; IPv6 by its ``ipv6_prefix`` network."""
+        return subnet(host, 32, self.settings.ipv6_prefix)
 
     def _decayed(self, score: _Score) -> float:
         elapsed = self.clock.seconds() - score.at

@@ -1,0 +1,107 @@
+"""Connection limits applied: a ``WrappingFactory`` that refuses before a
+byte is read.
+
+Layer: adapters (Twisted).
+
+``policies.LimitConnectionsByPeer`` is broken on current Twisted (it indexes
+an attrs ``IPv4Address``, twisted#12183) and never forgets a protocol;
+``LimitTotalConnectionsFactory`` is not a wrapper; ``ThrottlingFactory``
+throttles a whole factory.  So this module keys everything on ``addr.host``
+and refuses in ``buildProtocol`` with a :class:`Refusal`, which aborts the
+connection as it is made, before reading from it.
+
+The decisions and counts are the pure
+:class:`~blueprint_net._policy.limits.ConnectionLimiter` of a node; its
+listening factory and every outbound dial are wrapped with
+:class:`LimitingFactory` around it, so outbound connections count against the
+same limits.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+
+from blueprint_net._adapters.interfaces import IHandshaking
+from blueprint_net._policy.addresses import Network
+from blueprint_net._policy.limits import ConnectionLimiter, Slot
+
+
+class Refusal(Protocol):
+    """A refused connection: aborted as it is made, before a byte is read.
+
+    Returning ``None`` from ``buildProtocol`` says the same for a bare TCP
+    port, but a factory wrapped from outside (TLS, a client endpoint) would
+    wrap the ``None`` and fail; this works under any wrapper.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+
+class LimitedProtocol(ProtocolWrapper):
+    """Remembers what its connection counts against."""
+
+    subnet: Optional[Network] = None
+    slot: Optional[Slot] = None
+
+
+class LimitingFactory(WrappingFactory[LimitedProtocol]):
+    """Wraps any factory; refuses what the shared limiter refuses."""
+
+    protocol = LimitedProtocol
+    noisy = False  # one per outbound dial
+    _log = Logger()
+
+    def __init__(
+        self, wrapped: Factory, limiter: ConnectionLimiter, *, inbound: bool
+    ) -> None:
+        super().__init__(wrapped)  # type: ignore[no-untyped-call]
+        self.limiter = limiter
+        self.inbound = inbound
+        #: Why the last connection was refused (what a dialer reports).
+        self.refused: Optional[str] = None
+
+    def buildProtocol(self, addr: Optional[IAddress]) -> Protocol:  # type: ignore[override]
+        host: Optional[str] = getattr(addr, "host", None)
+        subnet = None if host is None else self.limiter.subnet(host)
+        self.refused = self.limiter.refusal(host, self.inbound, subnet)
+        if self.refused is not None:
+            self._log.debug(
+                "refused {direction} connection {host}: {reason}",
+                direction="inbound" if self.inbound else "outbound",
+                host=host,
+                reason=self.refused,
+            )
+            return Refusal()
+        inner = self.wrappedFactory.buildProtocol(addr)
+        if inner is None:  # the wrapped factory declined: so do we
+            self.refused = "declined"
+            return Refusal()
+        protocol = LimitedProtocol(self, inner)
+        protocol.subnet = subnet
+        return protocol
+
+    def registerProtocol(self, protocol: LimitedProtocol) -> None:
+        super().registerProtocol(protocol)  # type: ignore[no-untyped-call]
+        inner = protocol.wrappedProtocol
+        while not IHandshaking.providedBy(inner) and hasattr(inner, "wrappedProtocol"):
+            inner = inner.wrappedProtocol  # through a TLS layer, say
+        if IHandshaking.providedBy(inner):
+            protocol.slot = self.limiter.opened(protocol.subnet, handshaking=True)
+            inner.verified.addBoth(self._handshake_over, protocol.slot)
+        else:
+            protocol.slot = self.limiter.opened(protocol.subnet, handshaking=False)
+
+    def _handshake_over(self, result: object, slot: Slot) -> object:
+        self.limiter.handshake_over(slot)
+        return result
+
+    def unregisterProtocol(self, protocol: LimitedProtocol) -> None:
+        super().unregisterProtocol(protocol)  # type: ignore[no-untyped-call]
+        if protocol.slot is not None:
+            self.limiter.closed(protocol.slot)
