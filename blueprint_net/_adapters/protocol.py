@@ -1,4 +1,7 @@
-"""The Twisted adapter: a thin ``Protocol`` around the sans-IO Connection."""
+"""The Twisted adapter: a thin ``Protocol`` around the sans-IO Connection.
+
+Layer: adapters (Twisted; imports from _policy and _core only).
+"""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from blueprint_net._core import wire
 from blueprint_net._core.connection import (
     Connection,
     ConnectionFailed,
+    Event,
     PeerVerified,
     ResponseReceived,
 )
@@ -39,6 +43,7 @@ from blueprint_net._core.errors import (
     RequestTimeout,
     SendQueueFull,
 )
+from blueprint_net._core.handshake import PeerProven
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.messaging import Deadlines
 from blueprint_net._policy.limits import TokenBucket
@@ -107,8 +112,6 @@ class PeerProtocol(Protocol):
             initiator=initiator,
             expected_peer=expected_peer,
             max_frame=settings.max_frame,
-            authorize=self._authorize,
-            binding=self._channel_binding,
         )
         self.verified: defer.Deferred[PeerId] = defer.Deferred()
         if not waited_on:
@@ -130,6 +133,8 @@ class PeerProtocol(Protocol):
         self._queued: list[bytes] = []
         self._queued_size = 0
         self._receiving = False  # in dataReceived: flush once, at its end
+        #: No read yet: the channel binding is still to be given.
+        self._unbound = True
         #: The peer's request rate limit, set by the node once verified.
         self.request_budget: Optional[TokenBucket] = None
 
@@ -164,6 +169,13 @@ class PeerProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._heard = True
+        if self._unbound:
+            # TLS completes its handshake before it delivers any data, and
+            # no signature is made or checked before this first read.
+            # (IHandshakeListener would not reach us through the limiter's
+            # ProtocolWrapper.)
+            self._unbound = False
+            self.connection.set_channel_binding(self._channel_binding())
         events = self.connection.receive_data(data)
         # Answers given while these events are handled go out in one write.
         self._receiving = True
@@ -175,6 +187,10 @@ class PeerProtocol(Protocol):
                     self._response_received(event)
                 elif isinstance(event, PeerVerified):
                     self._on_verified(event.peer_id)
+                elif isinstance(event, PeerProven):
+                    # Always the last event: the decision's events (the held
+                    # frames') join this loop, in order.
+                    events += self._decide(event.peer_id)
                 else:
                     self._on_failed(event)
         finally:
@@ -411,6 +427,15 @@ class PeerProtocol(Protocol):
             if self._timeout.active():
                 self._timeout.cancel()
             self._timeout = None
+
+    def _decide(self, peer_id: PeerId) -> list[Event]:
+        """The peer proved ``peer_id``: admit it, or refuse it with the code
+        the certificate check or the host's policy gives."""
+        try:
+            self._authorize(peer_id)
+        except HandshakeFailed as refusal:
+            return [self.connection.refuse(refusal.code, refusal.message)]
+        return self.connection.accept()
 
     def _authorize(self, peer_id: PeerId) -> None:
         """The peer proved ``peer_id``: over TLS with an Ed25519 certificate
