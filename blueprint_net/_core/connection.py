@@ -256,7 +256,9 @@ class Connection:
         """Feed bytes from the peer; returns what happened, in order.
 
         A :class:`ConnectionFailed` event is always last: the caller sends
-        :meth:`data_to_send` (the ``Error`` for the peer) and closes.
+        :meth:`data_to_send` (the ``Error`` for the peer) and closes.  So is
+        a :class:`PeerProven`: nothing more is read until :meth:`accept` or
+        :meth:`refuse`.
         """
         if self._halted:
             if self._held is not None:  # the decision comes first
