@@ -29,6 +29,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from blueprint_net._core import wire
 from blueprint_net._core.connection import Connection
 from blueprint_net._core.errors import WireError
+from blueprint_net._core.handshake import PeerProven
 from blueprint_net._core.identity import Identity
 
 #: Source addresses per kind: 127.0.<k>.1 .. 127.0.<k>.<ADDRESSES>.
@@ -67,7 +68,9 @@ async def record_handshake(reactor: Any, port: int) -> bytes:
             self._send()
 
         def dataReceived(self, data: bytes) -> None:
-            connection.receive_data(data)
+            for event in connection.receive_data(data):
+                if isinstance(event, PeerProven):
+                    connection.accept()  # no policy here: admit the prover
             self._send()
             if connection.verified:
                 self.transport.loseConnection()  # type: ignore[union-attr]

@@ -23,6 +23,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.connection import Connection
+from blueprint_net._core.handshake import PeerProven
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._policy.limits import ConnectionLimits
 
@@ -51,7 +52,9 @@ class _Idle(protocol.Protocol):
         self.transport.write(self.connection.data_to_send())  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
-        self.connection.receive_data(data)
+        for event in self.connection.receive_data(data):
+            if isinstance(event, PeerProven):
+                self.connection.accept()  # no policy here: admit the prover
         out = self.connection.data_to_send()
         if out:
             self.transport.write(out)  # type: ignore[union-attr]

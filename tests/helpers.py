@@ -9,9 +9,8 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from blueprint_net._adapters.interfaces import IConnectionHost
 from blueprint_net._adapters.node import Node
-from blueprint_net._adapters.protocol import PeerProtocol
+from blueprint_net._adapters.protocol import IConnectionHost, PeerProtocol
 from blueprint_net._core import wire
 from blueprint_net._core.connection import ConnectionFailed
 from blueprint_net._core.errors import HandshakeFailed

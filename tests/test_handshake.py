@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import re
+from pathlib import Path
+from typing import Optional, get_args
 
 import pytest
 
 from blueprint_net._core import wire
+from blueprint_net._core.connection import (
+    Connection,
+    ConnectionFailed,
+    PeerVerified,
+)
 from blueprint_net._core.errors import ErrorCode, HandshakeFailed
 from blueprint_net._core.handshake import (
+    SPEC_STATE,
+    TABLE,
     TRANSITIONS,
     Handshake,
     HandshakeState,
+    Local,
+    PeerProven,
+    Phase,
     transcript,
 )
 from blueprint_net._core.identity import Identity, PeerId
 
+from .helpers import decode_frames
+
 S = HandshakeState
+P = Phase
 
 
 def pair(
@@ -27,35 +42,53 @@ def pair(
     binding_i: bytes = b"",
     binding_r: bytes = b"",
 ) -> tuple[Handshake, Handshake]:
-    return (
-        Handshake(
-            initiator, initiator=True, expected_peer=expected, binding=lambda: binding_i
-        ),
-        Handshake(responder, initiator=False, binding=lambda: binding_r),
-    )
+    a = Handshake(initiator, initiator=True, expected_peer=expected)
+    b = Handshake(responder, initiator=False)
+    a.set_channel_binding(binding_i)
+    b.set_channel_binding(binding_r)
+    return a, b
 
 
-def run(a: Handshake, b: Handshake) -> list[tuple[str, wire.Message]]:
-    """Exchange messages until both sides are quiet; returns the transcript."""
+def answer(
+    handshake: Handshake, message: wire.Message, proven: list[PeerId]
+) -> list[wire.Message]:
+    """Feed ``message``; a proven peer is accepted (and noted in ``proven``)."""
+    outputs = handshake.receive(message)
+    if outputs and isinstance(outputs[-1], PeerProven):
+        assert len(outputs) == 1 and handshake.peer_id is None  # not yet
+        proven.append(outputs[-1].peer_id)
+        return handshake.accept()
+    return [m for m in outputs if not isinstance(m, PeerProven)]
+
+
+def run(
+    a: Handshake, b: Handshake, proven: Optional[list[PeerId]] = None
+) -> list[tuple[str, wire.Message]]:
+    """Exchange messages until both sides are quiet, accepting every proven
+    peer; returns the transcript."""
+    proven = [] if proven is None else proven
     log: list[tuple[str, wire.Message]] = []
     to_b, to_a = a.start(), b.start()
     while to_a or to_b:
-        next_a, next_b = [], []
+        next_a: list[wire.Message] = []
+        next_b: list[wire.Message] = []
         for message in to_b:
             log.append(("a->b", message))
-            next_a += b.receive(message)
+            next_a += answer(b, message, proven)
         for message in to_a:
             log.append(("b->a", message))
-            next_b += a.receive(message)
+            next_b += answer(a, message, proven)
         to_a, to_b = next_a, next_b
     return log
 
 
 def test_valid_handshake(alice: Identity, bob: Identity) -> None:
     a, b = pair(alice, bob, expected=bob.peer_id)
-    log = run(a, b)
+    proven: list[PeerId] = []
+    log = run(a, b, proven)
     assert a.state is b.state is S.VERIFIED
     assert a.peer_id == bob.peer_id and b.peer_id == alice.peer_id
+    assert proven == [alice.peer_id, bob.peer_id]  # each side decided once
     assert [type(m).__name__ for _, m in log] == [
         "Hello",
         "Hello",
@@ -208,11 +241,32 @@ def test_unexpected_peer_fails_before_signatures(
 
 
 class CountingIdentity(Identity):
-    signatures_checked = 0
+    """Counts its own signature work (per instance: no count leaks between
+    tests or parametrized cases)."""
+
+    def __init__(self, seed: bytes) -> None:
+        super().__init__(seed)
+        self.signatures_made = 0
+        self.signatures_checked = 0
+
+    def sign(self, message: bytes) -> bytes:
+        self.signatures_made += 1
+        return super().sign(message)
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
-        type(self).signatures_checked += 1
+        self.signatures_checked += 1
         return super().verify(public_key, message, signature)
+
+
+def test_counting_identity_counts(bob: Identity) -> None:
+    """The control for the test below: a handshake that gets that far signs
+    once and checks once on each side."""
+    me = CountingIdentity(bytes(range(100, 132)))
+    peer = CountingIdentity(bytes(range(32, 64)))
+    a, b = pair(me, peer)
+    run(a, b)
+    assert (me.signatures_made, me.signatures_checked) == (1, 1)
+    assert (peer.signatures_made, peer.signatures_checked) == (1, 1)
 
 
 @pytest.mark.parametrize("initiator", [True, False])
@@ -224,7 +278,7 @@ def test_wrong_version_fails_before_signature_work(
     handshake.start()
     code = failure(handshake, wire.Hello(2, bytes(32), bob.peer_id))
     assert code is ErrorCode.INCOMPATIBLE_VERSION
-    assert CountingIdentity.signatures_checked == 0
+    assert me.signatures_checked == me.signatures_made == 0
     expected_edge = (S.OUTBOUND_PENDING if initiator else S.INBOUND_PENDING, S.FAILED)
     assert handshake.history[-1] == expected_edge
 
@@ -278,7 +332,7 @@ def test_peer_error_fails_the_handshake(alice: Identity, bob: Identity) -> None:
     with pytest.raises(HandshakeFailed) as caught:
         a.receive(wire.Error(int(ErrorCode.BANNED), "go away"))
     assert caught.value.code is ErrorCode.BANNED and caught.value.remote
-    assert a.state is S.FAILED
+    assert a.state is S.FAILED and a.failure is caught.value
 
 
 @pytest.mark.parametrize("initiator", [True, False])
@@ -295,20 +349,202 @@ def test_timeout_from_every_pending_state(
     assert handshake.history[-1] == (before, S.FAILED)
 
 
-def test_authorize_refuses_after_proof(alice: Identity, bob: Identity) -> None:
-    refused: list[PeerId] = []
+# -- the decision: the machine stops at the proof; the caller decides --------
 
-    def authorize(peer_id: PeerId) -> None:
-        refused.append(peer_id)
-        raise HandshakeFailed(ErrorCode.BANNED, "banned")
 
-    a = Handshake(alice, initiator=True)
-    b = Handshake(bob, initiator=False, authorize=authorize)
-    with pytest.raises(HandshakeFailed) as caught:
-        run(a, b)
-    assert caught.value.code is ErrorCode.BANNED
-    assert refused == [alice.peer_id]  # only once Alice had proved her id
-    assert b.state is S.FAILED and b.peer_id is None
+@pytest.mark.parametrize("initiator", [True, False])
+def test_a_refused_peer_fails_with_the_refusals_code(
+    alice: Identity, bob: Identity, initiator: bool
+) -> None:
+    """Whichever side decides, it decides only once the peer has proved its
+    id, and a refusal ends the handshake with the refusal's own code."""
+    me, peer = (alice, bob) if initiator else (bob, alice)
+    handshake = reach(P.OUTBOUND_PROVEN if initiator else P.INBOUND_PROVEN, me, peer)
+    assert handshake.peer_id is None and handshake.peer_public_key is None
+    pending = handshake.state
+    refusal = handshake.refuse(ErrorCode.CONNECTION_LIMIT, "too many")
+    assert (refusal.code, refusal.message) == (ErrorCode.CONNECTION_LIMIT, "too many")
+    assert not refusal.remote
+    assert handshake.state is S.FAILED and handshake.failure is refusal
+    assert handshake.history[-1] == (pending, S.FAILED)
+    assert handshake.peer_id is None  # refused: never the proven peer
+
+
+def test_the_response_is_made_only_on_accept(alice: Identity, bob: Identity) -> None:
+    a, b = pair(alice, bob)
+    request = _request_from(a, b)
+    assert b.receive(request) == [PeerProven(alice.peer_id)]
+    # Proven, not yet Verified:
+    assert (b.phase, b.state) == (P.INBOUND_PROVEN, S.INBOUND_PENDING)
+    [response] = b.accept()
+    assert isinstance(response, wire.HandshakeResponse)
+    assert b.state is S.VERIFIED and b.peer_id == alice.peer_id
+    assert b.peer_public_key == alice.public_key
+    assert a.receive(response) == [PeerProven(bob.peer_id)]
+    assert a.accept() == [] and a.state is S.VERIFIED
+
+
+def test_deciding_twice_or_before_the_proof_is_a_caller_bug(
+    alice: Identity, bob: Identity
+) -> None:
+    """Local inputs the table does not list raise (and change nothing):
+    no policy can admit a peer that has not proved its id."""
+    for phase in (P.CONNECTED, P.INBOUND_AWAITING_REQUEST, P.VERIFIED, P.FAILED):
+        handshake = reach(phase, bob, alice)
+        with pytest.raises(AssertionError):
+            handshake.accept()
+        with pytest.raises(AssertionError):
+            handshake.refuse(ErrorCode.BANNED, "banned")
+        assert handshake.phase is phase
+    started = reach(P.OUTBOUND_AWAITING_HELLO, alice, bob)
+    with pytest.raises(AssertionError):
+        started.start()
+
+
+# -- the table is the machine -------------------------------------------------
+
+#: The specification's diagram (docs/protocol.md, "States") ...
+DIAGRAM = {
+    (S.CONNECTED, S.OUTBOUND_PENDING),
+    (S.CONNECTED, S.INBOUND_PENDING),
+    (S.OUTBOUND_PENDING, S.VERIFIED),
+    (S.OUTBOUND_PENDING, S.FAILED),
+    (S.INBOUND_PENDING, S.VERIFIED),
+    (S.INBOUND_PENDING, S.FAILED),
+}
+#: ... plus the documented way out of Connected for a silent peer.
+DOCUMENTED_EXTRA = {(S.CONNECTED, S.FAILED)}
+MESSAGE_KINDS = set(get_args(wire.Message))
+
+
+def test_the_table_is_the_specifications_diagram() -> None:
+    edges = {
+        (SPEC_STATE[phase], SPEC_STATE[target])
+        for (phase, _kind), (target, _action) in TABLE.items()
+        if SPEC_STATE[phase] is not SPEC_STATE[target]
+    }
+    assert edges == DIAGRAM | DOCUMENTED_EXTRA
+    assert edges == TRANSITIONS
+    # Every phase is one of the specification's states, and each state has
+    # a phase; the table speaks only of messages and local inputs.
+    assert set(SPEC_STATE) == set(Phase)
+    assert set(SPEC_STATE.values()) == set(HandshakeState)
+    assert {kind for _, kind in TABLE} <= MESSAGE_KINDS | set(Local)
+    # Failing is possible from every phase not over, and only to FAILED.
+    for phase in Phase:
+        if phase not in (P.VERIFIED, P.FAILED):
+            assert TABLE[phase, Local.FAIL][0] is P.FAILED
+
+
+def test_the_documented_table_is_the_diagram() -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    section = doc.split("### States", 1)[1].split("\n\n**Timeout.**", 1)[0]
+    rows = re.findall(r"^\| (\w+) \| (\w+) \| .+ \|$", section, re.MULTILINE)
+    documented = {(S(a), S(b)) for a, b in rows if a != "from"}
+    assert documented == DIAGRAM | DOCUMENTED_EXTRA
+
+
+def reach(phase: Phase, me: Identity, peer: Identity) -> Handshake:
+    """A handshake of ``me`` (with ``peer``) driven by real messages into
+    ``phase``."""
+    outbound = phase in (
+        P.OUTBOUND_AWAITING_HELLO,
+        P.OUTBOUND_AWAITING_PROOF,
+        P.OUTBOUND_PROVEN,
+        P.VERIFIED,
+    )
+    mine = Handshake(me, initiator=outbound)
+    theirs = Handshake(peer, initiator=not outbound)
+    if phase is P.FAILED:
+        mine.start()
+        mine.timed_out()
+        return mine
+    hello_mine, hello_theirs = mine.start()[0], theirs.start()[0]
+    steps = {
+        P.OUTBOUND_AWAITING_PROOF: 1,
+        P.INBOUND_AWAITING_REQUEST: 1,
+        P.INBOUND_PROVEN: 2,
+        P.OUTBOUND_PROVEN: 3,
+        P.VERIFIED: 4,
+    }.get(phase, 0)
+    if steps >= 1:
+        to_theirs = mine.receive(hello_theirs)
+        to_mine = theirs.receive(hello_mine)
+    if steps >= 2:
+        [proof] = to_mine or to_theirs
+        assert isinstance(proof, wire.HandshakeRequest)
+        (mine if to_mine else theirs).receive(proof)
+    if steps >= 3:
+        [response] = theirs.accept()
+        mine.receive(response)
+    if steps >= 4:
+        mine.accept()
+    assert mine.phase is phase
+    return mine
+
+
+def samples(peer: Identity) -> list[wire.Message]:
+    """One message of every kind the wire has."""
+    made: list[wire.Message] = [
+        wire.Hello(wire.PROTOCOL_VERSION, bytes(32), peer.peer_id),
+        wire.HandshakeRequest(peer.public_key, bytes(64)),
+        wire.HandshakeResponse(peer.public_key, bytes(64)),
+        wire.Error(int(ErrorCode.GOING_AWAY), "bye"),
+        wire.Ping(1),
+        wire.Pong(1),
+        wire.Request(1, "echo", b""),
+        wire.SuccessResponse(1),
+        wire.ProtocolResponse(1, b""),
+        wire.ErrorResponse(1, 300, "no"),
+    ]
+    assert {type(m) for m in made} == MESSAGE_KINDS
+    return made
+
+
+PENDING = [phase for phase in Phase if phase not in (P.VERIFIED, P.FAILED)]
+
+
+@pytest.mark.parametrize("phase", PENDING, ids=lambda p: p.name)
+def test_every_message_the_table_does_not_list_is_unexpected(
+    alice: Identity, bob: Identity, phase: Phase
+) -> None:
+    unlisted = [m for m in samples(bob) if (phase, type(m)) not in TABLE]
+    assert unlisted  # every phase refuses something
+    for message in unlisted:
+        handshake = reach(phase, alice, bob)
+        with pytest.raises(HandshakeFailed) as caught:
+            handshake.receive(message)
+        assert caught.value.code is ErrorCode.UNEXPECTED_MESSAGE, message
+        assert caught.value.message == (
+            f"{type(message).__name__} is not allowed in state"
+            f" {SPEC_STATE[phase].value}"
+        )
+        assert handshake.phase is P.FAILED and handshake.failure is caught.value
+        assert handshake.history[-1] == (SPEC_STATE[phase], S.FAILED)
+
+
+@pytest.mark.parametrize("phase", [P.VERIFIED, P.FAILED], ids=lambda p: p.name)
+def test_no_message_is_an_input_once_over(
+    alice: Identity, bob: Identity, phase: Phase
+) -> None:
+    """After the end, the connection routes messages itself: feeding one to
+    the machine is a bug, and changes nothing."""
+    for message in samples(bob):
+        handshake = reach(phase, alice, bob)
+        history = list(handshake.history)
+        with pytest.raises(AssertionError):
+            handshake.receive(message)
+        assert handshake.phase is phase and handshake.history == history
+
+
+def test_failing_once_over_changes_nothing(alice: Identity, bob: Identity) -> None:
+    verified = reach(P.VERIFIED, alice, bob)
+    verified.timed_out()
+    assert verified.phase is P.VERIFIED and verified.failure is None
+    failed = reach(P.FAILED, alice, bob)
+    first = failed.failure
+    failed.fail(ErrorCode.GOING_AWAY, "again")
+    assert failed.phase is P.FAILED and failed.failure is first
 
 
 def test_every_transition_is_reached_and_no_other() -> None:
@@ -328,20 +564,79 @@ def test_every_transition_is_reached_and_no_other() -> None:
     h.start()
     h.timed_out()
     seen |= set(h.history)
-    assert seen == TRANSITIONS
+    assert seen == TRANSITIONS == DIAGRAM | DOCUMENTED_EXTRA
 
 
-def test_illegal_transitions_are_impossible(alice: Identity, bob: Identity) -> None:
-    a, b = pair(alice, bob)
-    run(a, b)
-    with pytest.raises(AssertionError):
-        a.receive(wire.Ping(1))
-    with pytest.raises(AssertionError):
-        a._move(S.CONNECTED)
-    all_edges = {(x, y) for x in S for y in S}
-    assert all_edges - TRANSITIONS  # the rest really are forbidden
-    for edge in all_edges - TRANSITIONS:
-        h = Handshake(alice, initiator=False)
-        h.state = edge[0]
-        with pytest.raises(AssertionError):
-            h._move(edge[1])
+# -- the Connection holds what follows the proof until the decision ----------
+
+
+def _connections(
+    alice: Identity, bob: Identity
+) -> tuple[Connection, Connection, bytes]:
+    """Alice dials Bob; Bob is verified; returns Alice's Connection waiting
+    for Bob's response, Bob's, and the response's bytes."""
+    a = Connection(alice, initiator=True, expected_peer=bob.peer_id)
+    b = Connection(bob, initiator=False)
+    a.initiate()
+    b.initiate()
+    assert b.receive_data(a.data_to_send()) == []
+    assert a.receive_data(b.data_to_send()) == []
+    assert b.receive_data(a.data_to_send()) == [PeerProven(alice.peer_id)]
+    assert b.data_to_send() == b""  # no response before the decision
+    assert not b.verified and b.peer_id is None
+    assert b.accept() == [PeerVerified(alice.peer_id)]
+    response = b.data_to_send()
+    assert [type(m) for m in decode_frames(response)] == [wire.HandshakeResponse]
+    return a, b, response
+
+
+def test_frames_after_the_proof_wait_for_the_decision(
+    alice: Identity, bob: Identity
+) -> None:
+    a, b, response = _connections(alice, bob)
+    # Bob, verified, pings and asks at once: one read carries it all.
+    b.send(wire.Ping(7))
+    b.request("echo", b"hi")
+    assert a.receive_data(response + b.data_to_send()) == [PeerProven(bob.peer_id)]
+    assert a.data_to_send() == b""  # the Ping is not answered yet
+    assert not a.verified and a.peer_id is None
+    # A read while the decision is pending waits too, unframed: its frame is
+    # larger than the handshake allows, but it is read after the decision.
+    big = bytes(2 * wire.HANDSHAKE_MAX_FRAME)
+    b.request("echo", big)
+    assert a.receive_data(b.data_to_send()) == []
+    assert a.accept() == [
+        PeerVerified(bob.peer_id),
+        wire.Request(0, "echo", b"hi"),  # no token: no response wanted
+        wire.Request(0, "echo", big),
+    ]
+    assert decode_frames(a.data_to_send()) == [wire.Pong(7)]
+    assert a.verified and a.peer_id == bob.peer_id
+
+
+def test_a_refused_peer_gets_the_refusals_code(alice: Identity, bob: Identity) -> None:
+    a, b, response = _connections(alice, bob)
+    b.send(wire.Ping(7))
+    assert a.receive_data(response + b.data_to_send()) == [PeerProven(bob.peer_id)]
+    failed = a.refuse(ErrorCode.CONNECTION_LIMIT, "too many")
+    assert isinstance(failed, ConnectionFailed)
+    assert failed.error.code is ErrorCode.CONNECTION_LIMIT and not failed.misbehaviour
+    assert a.closed and a.state is S.FAILED and a.peer_id is None
+    # The peer is told, and nothing else: the held Ping goes unanswered.
+    told = a.data_to_send()
+    assert decode_frames(told) == [wire.Error(ErrorCode.CONNECTION_LIMIT, "too many")]
+    assert a.receive_data(wire.frame(wire.Ping(8))) == []
+    [event] = b.receive_data(told)
+    assert isinstance(event, ConnectionFailed) and event.error.remote
+    assert event.error.code is ErrorCode.CONNECTION_LIMIT
+
+
+def test_a_timeout_while_deciding_fails_the_handshake(
+    alice: Identity, bob: Identity
+) -> None:
+    a, _b, response = _connections(alice, bob)
+    assert a.receive_data(response) == [PeerProven(bob.peer_id)]
+    failed = a.timed_out()
+    assert failed.error.code is ErrorCode.HANDSHAKE_TIMEOUT
+    assert a.state is S.FAILED
+    assert a.handshake.history[-1] == (S.OUTBOUND_PENDING, S.FAILED)

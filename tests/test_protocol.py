@@ -14,6 +14,7 @@ from twisted.test.iosim import IOPump, connectedServerAndClient
 
 from blueprint_net._adapters.protocol import PeerFactory, PeerProtocol
 from blueprint_net._core import wire
+from blueprint_net._core.connection import Connection
 from blueprint_net._core.errors import (
     ErrorCode,
     HandshakeError,
@@ -153,6 +154,80 @@ def test_authorize_refusal_reaches_the_peer(alice: Identity, bob: Identity) -> N
     assert [e.error.code for e in host_a.failed] == [ErrorCode.BANNED]
     assert host_a.failed[0].error.remote
     assert isinstance(errors[0], HandshakeError)
+
+
+def test_a_refused_peer_gets_the_refusals_code(alice: Identity, bob: Identity) -> None:
+    clock, host_a = Clock(), RecordingHost()
+    refusal = HandshakeFailed(ErrorCode.CONNECTION_LIMIT, "too many")
+    client, server, pump = _pair(alice, bob, host_a, RecordingHost(refusal), clock)
+    errors = _errors(client)
+    pump.flush()
+    [failed] = host_a.failed
+    assert failed.error.code is ErrorCode.CONNECTION_LIMIT and failed.error.remote
+    assert failed.error.message == "peer said: too many"
+    assert server.connection.state is HandshakeState.FAILED
+    assert isinstance(errors[0], HandshakeError)
+    assert clock.getDelayedCalls() == []
+
+
+class _OrderHost(RecordingHost):
+    """Writes down, in one list, when it decides and what it is told."""
+
+    def __init__(self, refuse: Optional[HandshakeFailed] = None) -> None:
+        super().__init__(refuse)
+        self.log: list[str] = []
+
+    def authorize(self, peer_id: PeerId) -> None:
+        self.log.append("authorize")
+        super().authorize(peer_id)
+
+    def peer_verified(self, protocol: PeerProtocol) -> None:
+        self.log.append("verified")
+        super().peer_verified(protocol)
+
+    def request_received(self, protocol: PeerProtocol, request: wire.Request) -> None:
+        self.log.append(request.protocol)
+        super().request_received(protocol, request)
+
+
+def _proof_with_frames_after(
+    alice: Identity, bob: Identity, host: _OrderHost
+) -> StringTransport:
+    """Alice dials a sans-IO Bob whose response arrives in one read with a
+    Ping and a request; returns Alice's transport, holding what she sent
+    after the read."""
+    protocol, transport = started(alice, host, Clock(), initiator=True)
+    server = Connection(bob, initiator=False)
+    server.initiate()
+    assert server.receive_data(transport.value()) == []  # Alice's Hello
+    transport.clear()
+    protocol.dataReceived(server.data_to_send())  # Bob's Hello: she proves
+    assert len(server.receive_data(transport.value())) == 1  # PeerProven
+    transport.clear()
+    server.accept()
+    server.send(wire.Ping(5))
+    server.request("first", b"")
+    protocol.dataReceived(server.data_to_send())
+    return transport
+
+
+def test_frames_after_the_proof_are_handled_after_the_decision(
+    alice: Identity, bob: Identity
+) -> None:
+    host = _OrderHost()
+    transport = _proof_with_frames_after(alice, bob, host)
+    assert host.log == ["authorize", "verified", "first"]
+    assert decode_frames(transport.value()) == [wire.Pong(5)]
+
+
+def test_frames_after_a_refused_proof_are_dropped(
+    alice: Identity, bob: Identity
+) -> None:
+    host = _OrderHost(refuse=HandshakeFailed(ErrorCode.BANNED, "banned"))
+    transport = _proof_with_frames_after(alice, bob, host)
+    assert host.log == ["authorize"]
+    assert decode_frames(transport.value()) == [wire.Error(ErrorCode.BANNED, "banned")]
+    assert transport.disconnecting
 
 
 def test_unexpected_peer_over_iosim(

@@ -59,6 +59,8 @@ async def test_peer_to_peer_tls(
         handle = protocol.transport.getHandle()  # type: ignore[union-attr]
         assert handle.get_protocol_version_name() == "TLSv1.3"
         assert len(protocol._channel_binding()) == 32  # the handshake is bound
+        binding = protocol.connection.handshake.channel_binding
+        assert binding == protocol._channel_binding()  # ... to this session
 
 
 @pytest_twisted.ensureDeferred
@@ -194,6 +196,7 @@ async def test_operator_certificates(
     assert peer.peer_id == bob.peer_id
     protocol = a._peers[bob.peer_id]
     assert len(protocol._channel_binding()) == 32
+    assert protocol.connection.handshake.channel_binding == protocol._channel_binding()
 
 
 @pytest.mark.parametrize(

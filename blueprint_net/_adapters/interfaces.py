@@ -1,6 +1,12 @@
-"""The extension points, gathered in one place.
+"""The extension points, gathered in one place: request handlers, and what
+the connection limiter needs of a protocol.
 
 Layer: adapters (Twisted).
+
+``IConnectionHost``, the contract between a ``PeerProtocol`` and its owner,
+lives beside ``PeerProtocol`` in ``protocol.py``: it names that class in its
+signatures, and declaring it here would make the two modules import each
+other.
 """
 
 from __future__ import annotations
@@ -10,42 +16,7 @@ from typing import TYPE_CHECKING
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
-    from twisted.python.failure import Failure
-
-    from blueprint_net._adapters.protocol import PeerProtocol
-    from blueprint_net._core.connection import ConnectionFailed
-    from blueprint_net._core.identity import PeerId
     from blueprint_net._core.messaging import IncomingRequest
-    from blueprint_net._core.wire import Request
-
-
-class IConnectionHost(Interface):
-    """What owns connections: told of each one's life, asked about peers.
-
-    :class:`~blueprint_net.node.Node` is the implementation; tests supply
-    small fakes.
-    """
-
-    def authorize(peer_id: PeerId) -> None:
-        """Called once a peer has proved its id; raise ``HandshakeFailed`` to
-        refuse it (bans, allow-lists)."""
-
-    def connection_opened(protocol: PeerProtocol) -> None:
-        """A transport connected; the handshake is starting."""
-
-    def peer_verified(protocol: PeerProtocol) -> None:
-        """A connection completed its handshake."""
-
-    def connection_closed(protocol: PeerProtocol, reason: Failure) -> None:
-        """A connection closed, verified or not."""
-
-    def connection_failed(protocol: PeerProtocol, event: ConnectionFailed) -> None:
-        """A connection failed with a protocol error (before or after the
-        handshake); ``event.misbehaviour`` says whether the peer is to blame."""
-
-    def request_received(protocol: PeerProtocol, request: Request) -> None:
-        """A request arrived on a verified connection; answer it with
-        ``protocol.respond`` (unless its id is 0: no response wanted)."""
 
 
 class IHandshaking(Interface):

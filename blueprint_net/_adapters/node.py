@@ -31,10 +31,9 @@ from zope.interface import implementer
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import log_change
 from blueprint_net._adapters.dispatch import Dispatcher, Handler
-from blueprint_net._adapters.interfaces import IConnectionHost
 from blueprint_net._adapters.limiter import LimitingFactory
 from blueprint_net._adapters.peers import Peer, PeerTable, describe
-from blueprint_net._adapters.protocol import PeerFactory, PeerProtocol
+from blueprint_net._adapters.protocol import IConnectionHost, PeerFactory, PeerProtocol
 from blueprint_net._core import wire
 from blueprint_net._core.connection import ConnectionFailed
 from blueprint_net._core.errors import (

@@ -1,4 +1,7 @@
-"""The Twisted adapter: a thin ``Protocol`` around the sans-IO Connection."""
+"""The Twisted adapter: a thin ``Protocol`` around the sans-IO Connection.
+
+Layer: adapters (Twisted; imports from _policy and _core only).
+"""
 
 from __future__ import annotations
 
@@ -17,14 +20,15 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
-from blueprint_net._adapters.interfaces import IConnectionHost, IHandshaking
+from blueprint_net._adapters.interfaces import IHandshaking
 from blueprint_net._adapters.tls import certificate_key
 from blueprint_net._core import wire
 from blueprint_net._core.connection import (
     Connection,
     ConnectionFailed,
+    Event,
     PeerVerified,
     ResponseReceived,
 )
@@ -38,12 +42,42 @@ from blueprint_net._core.errors import (
     RequestTimeout,
     SendQueueFull,
 )
+from blueprint_net._core.handshake import PeerProven
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.messaging import Deadlines
 from blueprint_net._policy.settings import DEFAULTS, Settings
 
 #: RFC 9266: the label of the TLS 1.3 exporter used for channel binding.
 TLS_EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
+
+
+class IConnectionHost(Interface):
+    """What owns connections: told of each one's life, asked about peers.
+
+    :class:`~blueprint_net.node.Node` is the implementation; tests supply
+    small fakes.
+    """
+
+    def authorize(peer_id: PeerId) -> None:
+        """Called once a peer has proved its id; raise ``HandshakeFailed`` to
+        refuse it (bans, allow-lists)."""
+
+    def connection_opened(protocol: PeerProtocol) -> None:
+        """A transport connected; the handshake is starting."""
+
+    def peer_verified(protocol: PeerProtocol) -> None:
+        """A connection completed its handshake."""
+
+    def connection_closed(protocol: PeerProtocol, reason: Failure) -> None:
+        """A connection closed, verified or not."""
+
+    def connection_failed(protocol: PeerProtocol, event: ConnectionFailed) -> None:
+        """A connection failed with a protocol error (before or after the
+        handshake); ``event.misbehaviour`` says whether the peer is to blame."""
+
+    def request_received(protocol: PeerProtocol, request: wire.Request) -> None:
+        """A request arrived on a verified connection; answer it with
+        ``protocol.respond`` (unless its id is 0: no response wanted)."""
 
 
 @implementer(IPushProducer, IHandshaking)
@@ -84,8 +118,6 @@ class PeerProtocol(Protocol):
             initiator=initiator,
             expected_peer=expected_peer,
             max_frame=settings.max_frame,
-            authorize=self._authorize,
-            binding=self._channel_binding,
         )
         self.verified: defer.Deferred[PeerId] = defer.Deferred()
         if not waited_on:
@@ -107,6 +139,8 @@ class PeerProtocol(Protocol):
         self._queued: list[bytes] = []
         self._queued_size = 0
         self._receiving = False  # in dataReceived: flush once, at its end
+        #: No read yet: the channel binding is still to be given.
+        self._unbound = True
 
     @property
     def peer_id(self) -> Optional[PeerId]:
@@ -145,6 +179,13 @@ class PeerProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._heard = True
+        if self._unbound:
+            # TLS completes its handshake before it delivers any data, and
+            # no signature is made or checked before this first read.
+            # (IHandshakeListener would not reach us through the limiter's
+            # ProtocolWrapper.)
+            self._unbound = False
+            self.connection.set_channel_binding(self._channel_binding())
         events = self.connection.receive_data(data)
         # Answers given while these events are handled go out in one write.
         self._receiving = True
@@ -156,6 +197,10 @@ class PeerProtocol(Protocol):
                     self._response_received(event)
                 elif isinstance(event, PeerVerified):
                     self._on_verified(event.peer_id)
+                elif isinstance(event, PeerProven):
+                    # Always the last event: the decision's events (the held
+                    # frames') join this loop, in order.
+                    events += self._decide(event.peer_id)
                 else:
                     self._on_failed(event)
         finally:
@@ -392,6 +437,15 @@ class PeerProtocol(Protocol):
             if self._timeout.active():
                 self._timeout.cancel()
             self._timeout = None
+
+    def _decide(self, peer_id: PeerId) -> list[Event]:
+        """The peer proved ``peer_id``: admit it, or refuse it with the code
+        the certificate check or the host's policy gives."""
+        try:
+            self._authorize(peer_id)
+        except HandshakeFailed as refusal:
+            return [self.connection.refuse(refusal.code, refusal.message)]
+        return self.connection.accept()
 
     def _authorize(self, peer_id: PeerId) -> None:
         """The peer proved ``peer_id``: over TLS with an Ed25519 certificate

@@ -1,14 +1,21 @@
 """One connection, sans-IO: bytes in, events out; messages in, bytes out.
 
+Layer: core (sans-IO; imports nothing from Twisted).
+
 In the style of ``h2``: :meth:`Connection.receive_data` returns events and
 queues any replies, :meth:`Connection.data_to_send` hands over the queued
 bytes.  It owns the framer, the codec and the handshake, and it is the one
 place that enforces "nothing but the handshake before ``Verified``".
+
+When the peer's proof verifies, :meth:`Connection.receive_data` returns
+:class:`PeerProven` last and holds whatever the peer sent after the proof;
+the caller's policy answers with :meth:`Connection.accept` (which returns the
+held frames' events) or :meth:`Connection.refuse`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import attrs
 
@@ -19,7 +26,12 @@ from blueprint_net._core.errors import (
     ProtocolError,
     WireError,
 )
-from blueprint_net._core.handshake import Handshake, HandshakeState
+from blueprint_net._core.handshake import (
+    Handshake,
+    HandshakeState,
+    PeerProven,
+    Phase,
+)
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.messaging import Requests, RequestState
 
@@ -69,9 +81,22 @@ class ResponseReceived:
     token: Any
 
 
-Event = Union[PeerVerified, ConnectionFailed, wire.Request, ResponseReceived]
+Event = Union[
+    PeerProven, PeerVerified, ConnectionFailed, wire.Request, ResponseReceived
+]
 
 _RESPONSES = (wire.SuccessResponse, wire.ProtocolResponse, wire.ErrorResponse)
+_VERIFIED = Phase.VERIFIED
+
+
+@attrs.define
+class _Held:
+    """What the peer sent after its proof, kept until the decision: frame
+    bodies of the proving read, then later reads whole (framed only once the
+    decision has set the frame limit)."""
+
+    bodies: list[bytes]
+    reads: list[bytes] = attrs.Factory(list)
 
 
 class Connection:
@@ -84,16 +109,12 @@ class Connection:
         initiator: bool,
         expected_peer: Optional[PeerId] = None,
         max_frame: int = wire.DEFAULT_MAX_FRAME,
-        authorize: Optional[Callable[[PeerId], None]] = None,
-        binding: Optional[Callable[[], bytes]] = None,
         nonce: Optional[bytes] = None,
     ) -> None:
         self.handshake = Handshake(
             identity,
             initiator=initiator,
             expected_peer=expected_peer,
-            authorize=authorize,
-            binding=binding,
             nonce=nonce,
         )
         self.max_frame = max_frame
@@ -101,6 +122,10 @@ class Connection:
         self._outgoing: list[bytes] = []
         self.requests: Requests[Any] = Requests()
         self.closed = False
+        #: Closed, or a proven peer awaits the decision: no read is processed
+        #: now (one test on the hot path covers both).
+        self._halted = False
+        self._held: Optional[_Held] = None
 
     @property
     def state(self) -> HandshakeState:
@@ -112,7 +137,7 @@ class Connection:
 
     @property
     def verified(self) -> bool:
-        return self.handshake.state is HandshakeState.VERIFIED
+        return self.handshake.phase is _VERIFIED
 
     @property
     def buffered(self) -> int:
@@ -138,6 +163,11 @@ class Connection:
         """The transport is up: queue our ``Hello``."""
         for message in self.handshake.start():
             self._queue(message)
+
+    def set_channel_binding(self, value: bytes) -> None:
+        """The TLS exporter value, once the TLS handshake is complete (before
+        any application data, so before the first signature)."""
+        self.handshake.set_channel_binding(value)
 
     def send(self, message: wire.Message) -> None:
         """Queue an application message; only once ``Verified``."""
@@ -182,18 +212,40 @@ class Connection:
 
     def fail(self, error: ProtocolError) -> ConnectionFailed:
         """Fail locally (a timeout, a policy decision): tell the peer, close."""
-        if self.state is not HandshakeState.VERIFIED and isinstance(
-            error, HandshakeFailed
-        ):
-            self.handshake._fail(error.code, error.message)
+        if not self.verified and isinstance(error, HandshakeFailed):
+            self.handshake.fail(error.code, error.message)
         return self._close(ConnectionFailed(error))
 
     def timed_out(self) -> ConnectionFailed:
         return self._close(ConnectionFailed(self.handshake.timed_out()))
 
+    def accept(self) -> list[Event]:
+        """Admit the peer of the last :class:`PeerProven`: ``Verified``.
+
+        Returns :class:`PeerVerified`, then the events of what the peer sent
+        after its proof, exactly as if they had arrived now.
+        """
+        for message in self.handshake.accept():
+            self._queue(message)
+        held, self._held = self._held, None
+        assert held is not None and self.handshake.peer_id is not None
+        self._halted = False
+        self._framer.max_length = self.max_frame
+        events: list[Event] = [PeerVerified(self.handshake.peer_id)]
+        self._receive_verified(held.bodies, events)
+        for data in held.reads:
+            events += self.receive_data(data)
+        return events
+
+    def refuse(self, code: ErrorCode, reason: str) -> ConnectionFailed:
+        """Refuse the peer of the last :class:`PeerProven` (a ban, a limit):
+        the peer is told ``code``; what it sent after its proof is dropped."""
+        return self._close(ConnectionFailed(self.handshake.refuse(code, reason)))
+
     def _close(self, event: ConnectionFailed) -> ConnectionFailed:
         if not self.closed:
-            self.closed = True
+            self.closed = self._halted = True
+            self._held = None
             if not event.error.remote:
                 self._queue(wire.Error(event.error.code, event.error.message))
         return event
@@ -204,9 +256,13 @@ class Connection:
         """Feed bytes from the peer; returns what happened, in order.
 
         A :class:`ConnectionFailed` event is always last: the caller sends
-        :meth:`data_to_send` (the ``Error`` for the peer) and closes.
+        :meth:`data_to_send` (the ``Error`` for the peer) and closes.  So is
+        a :class:`PeerProven`: nothing more is read until :meth:`accept` or
+        :meth:`refuse`.
         """
-        if self.closed:
+        if self._halted:
+            if self._held is not None:  # the decision comes first
+                self._held.reads.append(data)
             return []
         try:
             bodies = self._framer.feed(data)
@@ -218,17 +274,18 @@ class Connection:
             return events
         for index, body in enumerate(bodies):
             try:
-                for reply in self.handshake.receive(wire.decode(body)):
-                    self._queue(reply)
+                outputs = self.handshake.receive(wire.decode(body))
             except ProtocolError as error:
                 events.append(self._close(ConnectionFailed(error)))
                 return events
-            if self.verified:
-                assert self.handshake.peer_id is not None
-                self._framer.max_length = self.max_frame
-                events.append(PeerVerified(self.handshake.peer_id))
-                self._receive_verified(bodies[index + 1 :], events)
-                return events
+            for output in outputs:
+                if isinstance(output, PeerProven):
+                    # The rest waits for accept() or refuse().
+                    self._halted = True
+                    self._held = _Held(bodies[index + 1 :])
+                    events.append(output)
+                    return events
+                self._queue(output)
         return events
 
     def _receive_verified(self, bodies: list[bytes], events: list[Event]) -> None:

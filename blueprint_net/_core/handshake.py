@@ -1,5 +1,7 @@
 """The handshake state machine: mutual Ed25519 authentication, sans-IO.
 
+Layer: core (sans-IO; imports nothing from Twisted).
+
 The specification has each peer sign the other's peer id.  Such a signature
 is the same on every connection between the same two peers, so whoever sees
 it once can replay it forever.  Here each side signs a *transcript*::
@@ -13,8 +15,14 @@ signature, and the channel binding is the TLS exporter value when the
 transport is TLS (empty otherwise).  ``docs/protocol.md`` explains what each
 part defends against.
 
-The machine consumes decoded messages and returns messages to send; a failure
-moves it to ``FAILED`` and raises :class:`HandshakeFailed`.
+The machine is one table, :data:`TABLE`: (phase, input kind) -> (next phase,
+action).  Every phase is a sub-state of one of the specification's states
+(:data:`SPEC_STATE`), and nothing outside the phase records where the machine
+is.  It never calls out: once the peer's proof verifies it stops and returns
+:class:`PeerProven`; the caller's policy answers with :meth:`Handshake.accept`
+or :meth:`Handshake.refuse`.  A failure moves it to ``FAILED``: one the peer
+caused is raised as :class:`HandshakeFailed`, a local one (timeout, refusal)
+is returned.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ from __future__ import annotations
 import enum
 import os
 import struct
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Union, cast
+
+import attrs
 
 from blueprint_net._core.errors import ErrorCode, HandshakeFailed
 from blueprint_net._core.identity import Identity, PeerId
@@ -43,6 +53,8 @@ DOMAIN = b"blueprint-net/handshake/v1\x00"
 
 
 class HandshakeState(enum.Enum):
+    """The specification's states (``docs/protocol.md``, "States")."""
+
     CONNECTED = "Connected"
     OUTBOUND_PENDING = "OutboundPending"
     INBOUND_PENDING = "InboundPending"
@@ -52,21 +64,74 @@ class HandshakeState(enum.Enum):
 
 S = HandshakeState
 
-#: Every transition the machine can make.  The specification's diagram, plus
-#: ``Connected -> Failed`` for a responder whose peer never opens (timeout) or
-#: opens with something other than ``Hello``: without it an idle socket could
-#: be held forever.
-TRANSITIONS = frozenset(
-    {
-        (S.CONNECTED, S.OUTBOUND_PENDING),
-        (S.CONNECTED, S.INBOUND_PENDING),
-        (S.OUTBOUND_PENDING, S.VERIFIED),
-        (S.OUTBOUND_PENDING, S.FAILED),
-        (S.INBOUND_PENDING, S.VERIFIED),
-        (S.INBOUND_PENDING, S.FAILED),
-        (S.CONNECTED, S.FAILED),
-    }
-)
+
+class Phase(enum.Enum):
+    """Where the machine is: the specification's states, split where the
+    next allowed input differs (see :data:`SPEC_STATE`)."""
+
+    CONNECTED = enum.auto()
+    #: Initiator: our Hello is out; the peer's is awaited.
+    OUTBOUND_AWAITING_HELLO = enum.auto()
+    #: Initiator: our HandshakeRequest is out; the peer's proof is awaited
+    #: (its response, or its own request when both sides initiated).
+    OUTBOUND_AWAITING_PROOF = enum.auto()
+    #: Initiator: the peer proved its id; the caller's decision is awaited.
+    OUTBOUND_PROVEN = enum.auto()
+    #: Responder: the peer's Hello is in; its HandshakeRequest is awaited.
+    INBOUND_AWAITING_REQUEST = enum.auto()
+    #: Responder: the peer proved its id; the caller's decision is awaited
+    #: (our response is sent only on accept).
+    INBOUND_PROVEN = enum.auto()
+    VERIFIED = enum.auto()
+    FAILED = enum.auto()
+
+
+P = Phase
+
+#: The specification's state of each phase.
+SPEC_STATE: dict[Phase, HandshakeState] = {
+    P.CONNECTED: S.CONNECTED,
+    P.OUTBOUND_AWAITING_HELLO: S.OUTBOUND_PENDING,
+    P.OUTBOUND_AWAITING_PROOF: S.OUTBOUND_PENDING,
+    P.OUTBOUND_PROVEN: S.OUTBOUND_PENDING,
+    P.INBOUND_AWAITING_REQUEST: S.INBOUND_PENDING,
+    P.INBOUND_PROVEN: S.INBOUND_PENDING,
+    P.VERIFIED: S.VERIFIED,
+    P.FAILED: S.FAILED,
+}
+
+
+class Local(enum.Enum):
+    """Inputs that come from this side rather than from the peer."""
+
+    #: The connection is open and we dialed: send Hello, expect one back.
+    START_INITIATOR = enum.auto()
+    #: The connection is open and we accepted it: send Hello.
+    START_RESPONDER = enum.auto()
+    #: The caller's policy admits the proven peer.
+    ACCEPT = enum.auto()
+    #: The caller's policy refuses the proven peer.
+    REFUSE = enum.auto()
+    #: Anything else that ends the handshake: a timeout, a local close, or
+    #: an action that found the peer's input invalid.
+    FAIL = enum.auto()
+
+
+@attrs.define
+class PeerProven:
+    """The peer proved it holds ``peer_id``'s key; the machine waits for
+    :meth:`Handshake.accept` or :meth:`Handshake.refuse`."""
+
+    peer_id: PeerId
+
+
+#: What an input yields: messages for the peer, or :class:`PeerProven`.
+Output = Union[Message, PeerProven]
+#: An input's kind, the table's second key: a message class, or a local input.
+InputKind = Union[type[object], Local]
+Action = Callable[["Handshake", Any], list[Output]]
+
+_OVER = frozenset({P.VERIFIED, P.FAILED})
 
 
 def transcript(
@@ -101,9 +166,8 @@ class Handshake:
 
     ``initiator`` is the side that opens the handshake (normally the dialer);
     when both sides of a connection initiate at once, both end ``VERIFIED``.
-    ``authorize`` runs once the peer has proved its id and may refuse it by
-    raising :class:`HandshakeFailed` (bans, allow-lists).  ``binding`` is
-    called when a signature is made or checked, after the TLS handshake.
+    The channel binding is supplied with :meth:`set_channel_binding` once the
+    transport knows it, before the first signature is made or checked.
     """
 
     def __init__(
@@ -112,25 +176,30 @@ class Handshake:
         *,
         initiator: bool,
         expected_peer: Optional[PeerId] = None,
-        authorize: Optional[Callable[[PeerId], None]] = None,
-        binding: Optional[Callable[[], bytes]] = None,
         version: int = PROTOCOL_VERSION,
         nonce: Optional[bytes] = None,
     ) -> None:
         self.identity = identity
         self.initiator = initiator
         self.expected_peer = expected_peer
-        self._authorize = authorize
-        self._binding = binding
         self.version = version
         self.nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
-        self.state = S.CONNECTED
+        self.channel_binding = b""
+        self.phase = P.CONNECTED
+        #: The specification-level edges taken, in order (moves between
+        #: phases of one state are not edges).
         self.history: list[tuple[HandshakeState, HandshakeState]] = []
         self.peer_hello: Optional[Hello] = None
+        #: Set on accept: the proven peer, and the key it proved.
         self.peer_id: Optional[PeerId] = None
         self.peer_public_key: Optional[bytes] = None
         self.failure: Optional[HandshakeFailed] = None
-        self._sent_request = False
+        self._proven_key = b""
+
+    @property
+    def state(self) -> HandshakeState:
+        """The specification's name for where the machine is."""
+        return SPEC_STATE[self.phase]
 
     @property
     def claimed_peer(self) -> Optional[PeerId]:
@@ -143,90 +212,139 @@ class Handshake:
         assert self.peer_hello is not None
         return b"".join(sorted((self.nonce, self.peer_hello.nonce)))
 
-    # -- transitions --------------------------------------------------------
-
-    def _move(self, new: HandshakeState) -> None:
-        edge = (self.state, new)
-        if edge not in TRANSITIONS:
-            raise AssertionError(f"illegal transition {edge}")
-        self.history.append(edge)
-        self.state = new
-
-    def _fail(self, code: ErrorCode, reason: str) -> HandshakeFailed:
-        failure = HandshakeFailed(code, reason)
-        if self.state not in (S.VERIFIED, S.FAILED):
-            self._move(S.FAILED)
-            self.failure = failure
-        return failure
+    def set_channel_binding(self, value: bytes) -> None:
+        """The TLS exporter value; signatures made or checked afterwards
+        cover it (a relay between two TLS sessions then fails)."""
+        self.channel_binding = value
 
     # -- inputs -------------------------------------------------------------
 
     def start(self) -> list[Message]:
         """The connection is open: say hello; an initiator is now pending."""
-        if self.initiator:
-            self._move(S.OUTBOUND_PENDING)
-        return [Hello(self.version, self.nonce, self.identity.peer_id)]
+        kind = Local.START_INITIATOR if self.initiator else Local.START_RESPONDER
+        return cast("list[Message]", self._input(kind, None))
+
+    def receive(self, message: Message) -> list[Output]:
+        """Feed one message from the peer; returns what to send back, or
+        ``[PeerProven(...)]`` when the peer's proof verified.
+
+        Raises :class:`HandshakeFailed` when the message fails the handshake.
+        """
+        return self._input(type(message), message)
+
+    def accept(self) -> list[Message]:
+        """Admit the proven peer: ``VERIFIED``; returns what to send (the
+        responder's HandshakeResponse)."""
+        return cast("list[Message]", self._input(Local.ACCEPT, None))
+
+    def refuse(self, code: ErrorCode, reason: str) -> HandshakeFailed:
+        """Refuse the proven peer (a ban, an allow-list, a limit): ``FAILED``
+        with the failure to report, which the peer is told."""
+        failure = HandshakeFailed(code, reason)
+        self._input(Local.REFUSE, failure)
+        return failure
+
+    def fail(self, code: ErrorCode, reason: str) -> HandshakeFailed:
+        """End the handshake from this side: ``FAILED`` unless it is already
+        over; returns the failure to report."""
+        failure = HandshakeFailed(code, reason)
+        self._input(Local.FAIL, failure)
+        return failure
 
     def timed_out(self) -> HandshakeFailed:
         """The deadline passed; returns the failure to report."""
-        return self._fail(ErrorCode.HANDSHAKE_TIMEOUT, "handshake timed out")
+        return self.fail(ErrorCode.HANDSHAKE_TIMEOUT, "handshake timed out")
 
-    def receive(self, message: Message) -> list[Message]:
-        """Feed one message from the peer; returns what to send back."""
-        if self.state in (S.VERIFIED, S.FAILED):
-            raise AssertionError("the handshake is over")
-        kind = type(message)
-        if kind is Hello and self.peer_hello is None:
-            assert isinstance(message, Hello)
-            return self._on_hello(message)
-        if kind is HandshakeRequest and self.peer_hello is not None:
-            assert isinstance(message, HandshakeRequest)
-            return self._on_request(message)
-        if kind is HandshakeResponse and self._sent_request:
-            assert isinstance(message, HandshakeResponse)
-            self._verify(T_HANDSHAKE_RESPONSE, message)
-            self._move(S.VERIFIED)
-            return []
-        if kind is Error:
-            assert isinstance(message, Error)
-            failure = HandshakeFailed.from_peer(message.code, message.message)
-            self._fail(failure.code, failure.message)
-            raise failure
-        raise self._fail(
-            ErrorCode.UNEXPECTED_MESSAGE,
-            f"{kind.__name__} is not allowed in state {self.state.value}",
-        )
+    # -- the machine --------------------------------------------------------
 
-    def _on_hello(self, hello: Hello) -> list[Message]:
-        if self.state is S.CONNECTED:
-            self._move(S.INBOUND_PENDING)
+    def _input(self, kind: InputKind, value: Any) -> list[Output]:
+        """Look ``kind`` up in :data:`TABLE` for the current phase, move, and
+        run the action in the new phase.  A peer's message the table does
+        not list fails the handshake; a local input it does not list is a
+        bug in the caller."""
+        step = TABLE.get((self.phase, kind))
+        if step is None:
+            if self.phase in _OVER or isinstance(kind, Local):
+                raise AssertionError(f"{kind} is not an input in {self.phase}")
+            assert isinstance(kind, type)
+            raise self._rejected(
+                HandshakeFailed(
+                    ErrorCode.UNEXPECTED_MESSAGE,
+                    f"{kind.__name__} is not allowed in state {self.state.value}",
+                )
+            )
+        target, action = step
+        before = SPEC_STATE[self.phase]
+        after = SPEC_STATE[target]
+        if after is not before:
+            self.history.append((before, after))
+        self.phase = target
+        try:
+            return action(self, value)
+        except HandshakeFailed as failure:
+            self._rejected(failure)
+            raise
+
+    def _rejected(self, failure: HandshakeFailed) -> HandshakeFailed:
+        """The peer's input was invalid: fail, and give back the exception
+        for the caller to raise."""
+        self._input(Local.FAIL, failure)
+        return failure
+
+    # -- actions: run on arriving in the table's next phase -----------------
+
+    def _send_hello(self, _: None) -> list[Output]:
+        return [Hello(self.version, self.nonce, self.identity.peer_id)]
+
+    def _check_hello(self, hello: Hello) -> list[Output]:
+        """Checks that need no signature work come first (``docs/protocol.md``)."""
         if hello.version != self.version:
-            raise self._fail(
+            raise HandshakeFailed(
                 ErrorCode.INCOMPATIBLE_VERSION,
                 f"peer speaks version {hello.version}, we speak {self.version}",
             )
         if hello.peer_id == self.identity.peer_id:
-            raise self._fail(ErrorCode.SELF_CONNECTION, "peer claims our own id")
+            raise HandshakeFailed(ErrorCode.SELF_CONNECTION, "peer claims our own id")
         if self.expected_peer is not None and hello.peer_id != self.expected_peer:
-            raise self._fail(
+            raise HandshakeFailed(
                 ErrorCode.UNEXPECTED_PEER,
                 f"expected {self.expected_peer}, peer claims {hello.peer_id}",
             )
         self.peer_hello = hello
-        if self.state is S.OUTBOUND_PENDING:
-            self._sent_request = True
-            return [HandshakeRequest(*self._proof(T_HANDSHAKE_REQUEST))]
         return []
 
-    def _on_request(self, request: HandshakeRequest) -> list[Message]:
-        self._verify(T_HANDSHAKE_REQUEST, request)
-        if self.state is S.OUTBOUND_PENDING:
-            # Both sides initiated: each has the other's proof already.
-            self._move(S.VERIFIED)
-            return []
-        response = HandshakeResponse(*self._proof(T_HANDSHAKE_RESPONSE))
-        self._move(S.VERIFIED)
-        return [response]
+    def _check_hello_then_prove(self, hello: Hello) -> list[Output]:
+        self._check_hello(hello)
+        return [HandshakeRequest(*self._proof(T_HANDSHAKE_REQUEST))]
+
+    def _check_request(self, request: HandshakeRequest) -> list[Output]:
+        return self._check_proof(T_HANDSHAKE_REQUEST, request)
+
+    def _check_response(self, response: HandshakeResponse) -> list[Output]:
+        return self._check_proof(T_HANDSHAKE_RESPONSE, response)
+
+    def _admit(self, _: None) -> list[Output]:
+        assert self.peer_hello is not None
+        self.peer_id = self.peer_hello.peer_id
+        self.peer_public_key = self._proven_key
+        return []
+
+    def _admit_and_respond(self, _: None) -> list[Output]:
+        self._admit(None)
+        return [HandshakeResponse(*self._proof(T_HANDSHAKE_RESPONSE))]
+
+    def _peer_failed(self, error: Error) -> list[Output]:
+        failure = HandshakeFailed.from_peer(error.code, error.message)
+        assert isinstance(failure, HandshakeFailed)
+        self.failure = failure
+        raise failure
+
+    def _failed(self, failure: HandshakeFailed) -> list[Output]:
+        self.failure = failure
+        return []
+
+    def _ignore(self, _: object) -> list[Output]:
+        return []
 
     # -- signatures ---------------------------------------------------------
 
@@ -236,29 +354,80 @@ class Handshake:
         me = (self.identity.peer_id, self.nonce)
         peer = (hello.peer_id, hello.nonce)
         signer, verifier = (me, peer) if signer_is_me else (peer, me)
-        binding = self._binding() if self._binding is not None else b""
-        return transcript(role, self.version, *signer, *verifier, binding)
+        return transcript(role, self.version, *signer, *verifier, self.channel_binding)
 
     def _proof(self, role: int) -> tuple[bytes, bytes]:
         signature = self.identity.sign(self._transcript(role, signer_is_me=True))
         return self.identity.public_key, signature
 
-    def _verify(self, role: int, proof: HandshakeRequest | HandshakeResponse) -> None:
+    def _check_proof(
+        self, role: int, proof: HandshakeRequest | HandshakeResponse
+    ) -> list[Output]:
         hello = self.peer_hello
         assert hello is not None
         if not is_acceptable_public_key(proof.public_key) or (
             PeerId.from_public_key(proof.public_key) != hello.peer_id
         ):
-            raise self._fail(
+            raise HandshakeFailed(
                 ErrorCode.WRONG_KEY, f"the key presented is not {hello.peer_id}'s"
             )
         message = self._transcript(role, signer_is_me=False)
         if not self.identity.verify(proof.public_key, message, proof.signature):
-            raise self._fail(ErrorCode.BAD_SIGNATURE, "handshake signature invalid")
-        if self._authorize is not None:
-            try:
-                self._authorize(hello.peer_id)
-            except HandshakeFailed as refusal:
-                raise self._fail(refusal.code, refusal.message) from None
-        self.peer_id = hello.peer_id
-        self.peer_public_key = proof.public_key
+            raise HandshakeFailed(
+                ErrorCode.BAD_SIGNATURE, "handshake signature invalid"
+            )
+        self._proven_key = proof.public_key
+        return [PeerProven(hello.peer_id)]
+
+
+H = Handshake
+
+#: The machine: (phase, input kind) -> (next phase, action).  The action runs
+#: in the next phase; if it finds the input invalid, the machine goes on from
+#: there to ``FAILED``.  A message the table does not list is
+#: ``UNEXPECTED_MESSAGE``.
+TABLE: dict[tuple[Phase, InputKind], tuple[Phase, Action]] = {
+    (P.CONNECTED, Local.START_INITIATOR): (P.OUTBOUND_AWAITING_HELLO, H._send_hello),
+    (P.CONNECTED, Local.START_RESPONDER): (P.CONNECTED, H._send_hello),
+    (P.CONNECTED, Hello): (P.INBOUND_AWAITING_REQUEST, H._check_hello),
+    (P.OUTBOUND_AWAITING_HELLO, Hello): (
+        P.OUTBOUND_AWAITING_PROOF,
+        H._check_hello_then_prove,
+    ),
+    (P.OUTBOUND_AWAITING_PROOF, HandshakeResponse): (
+        P.OUTBOUND_PROVEN,
+        H._check_response,
+    ),
+    # Both sides initiated: the peer's request proves it as well.
+    (P.OUTBOUND_AWAITING_PROOF, HandshakeRequest): (
+        P.OUTBOUND_PROVEN,
+        H._check_request,
+    ),
+    (P.INBOUND_AWAITING_REQUEST, HandshakeRequest): (
+        P.INBOUND_PROVEN,
+        H._check_request,
+    ),
+    (P.OUTBOUND_PROVEN, Local.ACCEPT): (P.VERIFIED, H._admit),
+    (P.INBOUND_PROVEN, Local.ACCEPT): (P.VERIFIED, H._admit_and_respond),
+    (P.OUTBOUND_PROVEN, Local.REFUSE): (P.FAILED, H._failed),
+    (P.INBOUND_PROVEN, Local.REFUSE): (P.FAILED, H._failed),
+    # After the end a failure changes nothing: the outcome stands.
+    (P.VERIFIED, Local.FAIL): (P.VERIFIED, H._ignore),
+    (P.FAILED, Local.FAIL): (P.FAILED, H._ignore),
+}
+for _phase in Phase:
+    if _phase in _OVER:
+        continue
+    TABLE[_phase, Local.FAIL] = (P.FAILED, H._failed)
+    if _phase not in (P.OUTBOUND_PROVEN, P.INBOUND_PROVEN):
+        # While the caller decides, the connection holds the peer's messages.
+        TABLE[_phase, Error] = (P.FAILED, H._peer_failed)
+del _phase
+
+#: The specification's edges, as the table implies them (for the docs and
+#: the tests; the machine itself reads only :data:`TABLE`).
+TRANSITIONS = frozenset(
+    (SPEC_STATE[phase], SPEC_STATE[target])
+    for (phase, _kind), (target, _action) in TABLE.items()
+    if SPEC_STATE[phase] is not SPEC_STATE[target]
+)

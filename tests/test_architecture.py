@@ -1,0 +1,324 @@
+"""The layering rules of ``docs/architecture.md``, read from the import graph.
+
+The graph comes from the source with :mod:`ast` (every ``import`` and
+``from ... import``, including those under ``TYPE_CHECKING`` and inside
+functions: a lazy import is still a dependency), so the rules hold without
+importing anything.  ``rule_violations`` is exercised on small made-up
+graphs too, so a rule that could never fire would be noticed.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+import blueprint_net
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "blueprint_net"
+
+#: Floors, lowest first: a module may import from its own floor and below.
+LAYERS = ("_core", "_policy", "_adapters", "_ops")
+#: Third-party packages each floor may not import (a prefix match).
+FORBIDDEN = {
+    "_core": ("twisted", "OpenSSL"),
+    "_policy": ("twisted", "OpenSSL", "sqlite3"),
+}
+#: The public modules at the top sit above every floor.
+SURFACE = "surface"
+
+
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def layer_of(module: str) -> str:
+    """``_core`` … ``_ops`` for a private module; ``surface`` for the rest."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else SURFACE
+
+
+def imports_of(source: str, module: str, is_package: bool) -> Iterator[str]:
+    """Every module ``source`` imports, absolute (relative imports resolved)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = module.split(".")
+                drop = node.level - 1 if is_package else node.level
+                anchor = anchor[: len(anchor) - drop] if drop else anchor
+                base = ".".join([*anchor, base] if base else anchor)
+            yield base
+            for alias in node.names:  # ``from pkg import module``
+                yield f"{base}.{alias.name}"
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Our modules -> the modules they import (ours resolved to modules)."""
+    sources = {module_name(path, package): path for path in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for module, path in sources.items():
+        found = imports_of(path.read_text(), module, path.name == "__init__.py")
+        graph[module] = {
+            name
+            for name in found
+            if not name.startswith("blueprint_net") or name in sources
+        }
+    return graph
+
+
+def rule_violations(graph: Mapping[str, set[str]]) -> list[str]:
+    """Every broken rule, one line each; empty when the layering holds."""
+    problems = []
+    ours = set(graph)
+    for module, imported in sorted(graph.items()):
+        floor = layer_of(module)
+        for name in sorted(imported):
+            if name in ours:
+                target = layer_of(name)
+                if floor != SURFACE and (
+                    target == SURFACE or LAYERS.index(target) > LAYERS.index(floor)
+                ):
+                    problems.append(f"{module} imports upward: {name}")
+            elif name.rpartition(".")[0] not in imported:  # once per statement
+                for prefix in FORBIDDEN.get(floor, ()):
+                    if name == prefix or name.startswith(prefix + "."):
+                        problems.append(f"{module} ({floor}) imports {name}")
+    problems.extend(f"import cycle: {' -> '.join(c)}" for c in cycles(graph))
+    return problems
+
+
+def cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
+    """One cycle through each strongly connected part of our modules (a
+    package's ``__init__`` importing its own modules is not one)."""
+    edges = {
+        module: {
+            name
+            for name in imported
+            if name in graph and not module_contains(module, name)
+        }
+        for module, imported in graph.items()
+    }
+    found: list[list[str]] = []
+    done: set[str] = set()
+    for start in sorted(edges):
+        stack, path = [(start, iter(sorted(edges[start])))], [start]
+        on_path = {start}
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                on_path.discard(path.pop())
+                done.add(node)
+            elif child in on_path:
+                cycle = [*path[path.index(child) :], child]
+                if not any(set(cycle) == set(c) for c in found):
+                    found.append(cycle)
+            elif child not in done:
+                stack.append((child, iter(sorted(edges[child]))))
+                path.append(child)
+                on_path.add(child)
+    return found
+
+
+def module_contains(package: str, module: str) -> bool:
+    return module.startswith(package + ".")
+
+
+# -- the rules, on the real package --------------------------------------------
+
+
+def test_the_package_keeps_its_layering() -> None:
+    assert rule_violations(import_graph()) == []
+
+
+def test_every_private_module_says_its_layer() -> None:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = module_name(path)
+        floor = layer_of(module)
+        if floor == SURFACE or path.name == "__init__.py":
+            continue
+        docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
+        word = floor.lstrip("_")
+        assert f"Layer: {word}" in docstring, f"{module}: no 'Layer: {word}' line"
+
+
+def test_the_layers_are_the_folders() -> None:
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name[0] == "_"}
+    assert folders - {"__pycache__"} == set(LAYERS)
+
+
+# -- the rules can fail ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("graph", "expected"),
+    [
+        (
+            {"blueprint_net._core.wire": {"twisted.internet.defer"}},
+            "blueprint_net._core.wire (_core) imports twisted.internet.defer",
+        ),
+        (
+            {"blueprint_net._policy.bans": {"twisted.enterprise.adbapi"}},
+            "blueprint_net._policy.bans (_policy) imports twisted.enterprise.adbapi",
+        ),
+        (
+            {
+                "blueprint_net._policy.limits": {"blueprint_net._adapters.protocol"},
+                "blueprint_net._adapters.protocol": set(),
+            },
+            "blueprint_net._policy.limits imports upward:"
+            " blueprint_net._adapters.protocol",
+        ),
+        (
+            {
+                "blueprint_net._core.wire": {"blueprint_net._policy.bans"},
+                "blueprint_net._policy.bans": set(),
+            },
+            "blueprint_net._core.wire imports upward: blueprint_net._policy.bans",
+        ),
+        (
+            {
+                "blueprint_net._adapters.node": {"blueprint_net._ops.status"},
+                "blueprint_net._ops.status": set(),
+            },
+            "blueprint_net._adapters.node imports upward: blueprint_net._ops.status",
+        ),
+        (
+            {
+                "blueprint_net._ops.cli": {"blueprint_net.testing"},
+                "blueprint_net.testing": set(),
+            },
+            "blueprint_net._ops.cli imports upward: blueprint_net.testing",
+        ),
+        (
+            {
+                "blueprint_net._adapters.a": {"blueprint_net._adapters.b"},
+                "blueprint_net._adapters.b": {"blueprint_net._adapters.c"},
+                "blueprint_net._adapters.c": {"blueprint_net._adapters.a"},
+            },
+            "import cycle: blueprint_net._adapters.a -> blueprint_net._adapters.b"
+            " -> blueprint_net._adapters.c -> blueprint_net._adapters.a",
+        ),
+    ],
+    ids=[
+        "core-twisted",
+        "policy-twisted",
+        "policy-up",
+        "core-up",
+        "adapters-up",
+        "ops-surface",
+        "cycle",
+    ],
+)
+def test_each_rule_fires(graph: dict[str, set[str]], expected: str) -> None:
+    assert rule_violations(graph) == [expected]
+
+
+def test_downward_imports_are_allowed() -> None:
+    graph = {
+        "blueprint_net": {"blueprint_net._adapters.node"},
+        "blueprint_net._ops.cli": {"blueprint_net._adapters.node", "twisted"},
+        "blueprint_net._adapters.node": {"blueprint_net._policy.bans", "twisted"},
+        "blueprint_net._policy.bans": {"blueprint_net._core.identity", "attrs"},
+        "blueprint_net._core.identity": {"cryptography"},
+    }
+    assert rule_violations(graph) == []
+
+
+def test_a_bad_import_in_a_real_file_is_caught(tmp_path: Path) -> None:
+    """The whole pipeline, from files on disk: a deliberately bad import."""
+    package = tmp_path / "blueprint_net"
+    (package / "_core").mkdir(parents=True)
+    (package / "_adapters").mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "_core" / "__init__.py").write_text("")
+    (package / "_adapters" / "__init__.py").write_text("")
+    (package / "_adapters" / "node.py").write_text("import attrs\n")
+    (package / "_core" / "wire.py").write_text(
+        textwrap.dedent(
+            """
+            from typing import TYPE_CHECKING
+            if TYPE_CHECKING:
+                from .. import _adapters
+            def later():
+                from twisted.internet import reactor
+            from blueprint_net._adapters.node import Node
+            """
+        )
+    )
+    graph = import_graph(package)
+    assert rule_violations(graph) == [
+        "blueprint_net._core.wire imports upward: blueprint_net",
+        "blueprint_net._core.wire imports upward: blueprint_net._adapters",
+        "blueprint_net._core.wire imports upward: blueprint_net._adapters.node",
+        "blueprint_net._core.wire (_core) imports twisted.internet",
+    ]
+
+
+# -- the public surface ---------------------------------------------------------
+
+
+def test_importing_the_package_installs_no_reactor() -> None:
+    """Like treq's ``test_import``: an application chooses its reactor after
+    importing us (``twistd --reactor``, asyncio), so we must not pick one."""
+    code = (
+        "import sys, blueprint_net, blueprint_net.testing;"
+        " assert 'twisted.internet.reactor' not in sys.modules, 'reactor installed'"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_public_name_is_importable_and_documented() -> None:
+    embedding = (ROOT / "docs" / "embedding.md").read_text()
+    for name in blueprint_net.__all__:
+        assert hasattr(blueprint_net, name), name
+        if name != "__version__":
+            assert f"`{name}`" in embedding, f"{name} is not in docs/embedding.md"
+
+
+def test_the_public_names_are_all_the_package_exports() -> None:
+    public = {
+        name
+        for name in vars(blueprint_net)
+        if not name.startswith("_") and name not in ("annotations", "testing")
+    }
+    assert public == set(blueprint_net.__all__) - {"__version__"}
+
+
+def test_private_modules_are_private() -> None:
+    for path in PACKAGE.iterdir():
+        if path.suffix == ".py" and not path.name.startswith("_"):
+            assert path.stem in {"testing", "demo"}, f"unexpected public {path.name}"
+
+
+def test_docs_and_examples_use_only_the_public_surface() -> None:
+    readers = [
+        ROOT / "README.md",
+        ROOT / "docs" / "embedding.md",
+        *sorted((ROOT / "examples").glob("*.py")),
+        PACKAGE / "demo.py",
+    ]
+    for path in readers:
+        text = path.read_text()
+        assert "blueprint_net._" not in text, f"{path.name} imports a private module"
