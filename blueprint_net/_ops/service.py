@@ -10,6 +10,7 @@ then close the ban database once its writes are committed.
 
 from __future__ import annotations
 
+import gc
 from typing import Any, Optional
 
 from twisted.application.internet import ClientService, TimerService, backoffPolicy
@@ -132,6 +133,16 @@ class NodeService(MultiService):
     def _refresh_failed(self, failure: Any) -> int:
         self._log.failure("could not read the ban database", failure)
         return 0
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        # What exists now (modules, classes, the node and its settings) lives
+        # as long as the process: frozen, it leaves the collector's
+        # generations, so a full pass no longer walks it.  Measured with
+        # ``python -m bench.gc``: the longest pause in the pipelined request
+        # run fell from ~12-40 ms to under 5 ms; throughput within noise.
+        gc.collect()
+        gc.freeze()
 
     def stopService(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._stop())
