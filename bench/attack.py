@@ -24,6 +24,7 @@ import attrs
 from twisted.internet import defer, task
 from twisted.internet.utils import getProcessOutputAndValue
 
+from bench import PLAINTEXT
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
@@ -76,8 +77,10 @@ async def run(reactor: Any, seconds: float, concurrency: int) -> dict[str, Any]:
     def echo(request: IncomingRequest) -> bytes:
         return request.payload
 
-    server = Node(Identity.generate(), handlers={"echo": echo}, limits=LIMITS)
-    client = Node(Identity.generate())
+    server = Node(
+        Identity.generate(), handlers={"echo": echo}, limits=LIMITS, settings=PLAINTEXT
+    )
+    client = Node(Identity.generate(), settings=PLAINTEXT)
     port = (await server.listen("tcp:0:interface=127.0.0.1")).getHost().port  # type: ignore[attr-defined]
     await client.connect(f"tcp:127.0.0.1:{port}", peer_id=server.peer_id)
 

@@ -19,6 +19,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 
+from bench import PLAINTEXT
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
@@ -40,7 +41,9 @@ async def _star(reactor: Any, count: int) -> tuple[Node, list[Node]]:
     capacity = ConnectionLimits(
         max_connections=count + 10, max_handshaking=count + 10, request_rate=0
     )
-    hub = Node(Identity.generate(), reactor=reactor, limits=capacity)
+    hub = Node(
+        Identity.generate(), reactor=reactor, limits=capacity, settings=PLAINTEXT
+    )
     port = await hub.listen(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"))
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
     peers = [
@@ -49,6 +52,7 @@ async def _star(reactor: Any, count: int) -> tuple[Node, list[Node]]:
             reactor=reactor,
             handlers={"echo": _echo},
             limits=ConnectionLimits(request_rate=0),
+            settings=PLAINTEXT,
         )
         for _ in range(count)
     ]

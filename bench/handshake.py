@@ -19,6 +19,7 @@ from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IProtocolFactory
 
+from bench import PLAINTEXT
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity
 
@@ -162,11 +163,12 @@ async def _blueprint(reactor: Any, count: int, a: Identity, b: Identity) -> floa
     """``Node.connect`` from a distinct client identity per dial, as real
     peers would be: one identity dialing the same node over and over would
     measure the duplicate-connection rule instead of the handshake."""
-    server = Node(b, reactor=reactor)
+    server = Node(b, reactor=reactor, settings=PLAINTEXT)
     port = await server.listen(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"))
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
     dials = [
-        (Node(Identity.generate(), reactor=reactor), endpoint) for _ in range(count)
+        (Node(Identity.generate(), reactor=reactor, settings=PLAINTEXT), endpoint)
+        for _ in range(count)
     ]
     return await dials_per_second(server, dials)
 

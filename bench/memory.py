@@ -21,6 +21,7 @@ from twisted.internet import defer, protocol, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 
+from bench import PLAINTEXT
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.connection import Connection
 from blueprint_net._core.handshake import PeerProven
@@ -74,7 +75,7 @@ async def _clients(reactor: Any, port: int, peer: PeerId, count: int) -> None:
 
 async def _measure(reactor: Any, count: int) -> tuple[float, float]:
     limits = ConnectionLimits(max_connections=count + 100, max_handshaking=1024)
-    node = Node(Identity.generate(), reactor=reactor, limits=limits)
+    node = Node(Identity.generate(), reactor=reactor, limits=limits, settings=PLAINTEXT)
     port = (await node.listen("tcp:0:interface=127.0.0.1")).getHost().port  # type: ignore[attr-defined]
     gc.collect()
     heap_before, rss_before = tracemalloc.get_traced_memory()[0], _rss()

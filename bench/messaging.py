@@ -26,6 +26,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.protocols import amp
 from twisted.protocols.basic import Int32StringReceiver
 
+from bench import PLAINTEXT
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
@@ -163,8 +164,9 @@ async def _blueprint(reactor: Any, payload: bytes) -> tuple[Run, Callable[[], An
         reactor=reactor,
         handlers={"echo": echo},
         limits=ConnectionLimits(request_rate=0),
+        settings=PLAINTEXT,
     )
-    client = Node(Identity.generate(), reactor=reactor)
+    client = Node(Identity.generate(), reactor=reactor, settings=PLAINTEXT)
     port = await server.listen(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"))
     address = port.getHost()
     await client.connect(

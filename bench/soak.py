@@ -25,6 +25,7 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.internet.utils import getProcessOutputAndValue
 
+from bench import PLAINTEXT
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._ops.handlers import BUILTINS
@@ -42,7 +43,9 @@ async def _peers(
 ) -> None:
     """The second process: ``count`` peers asking the hub until time is up."""
     nodes = [
-        Node(Identity.generate(), reactor=reactor, handlers=BUILTINS)
+        Node(
+            Identity.generate(), reactor=reactor, handlers=BUILTINS, settings=PLAINTEXT
+        )
         for _ in range(count)
     ]
     for node in nodes:
@@ -71,7 +74,9 @@ async def _peers(
 
 async def run(reactor: Any, minutes: float, peers: int) -> dict[str, Any]:
     seconds = minutes * 60
-    hub = Node(Identity.generate(), reactor=reactor, handlers=BUILTINS)
+    hub = Node(
+        Identity.generate(), reactor=reactor, handlers=BUILTINS, settings=PLAINTEXT
+    )
     port = (await hub.listen("tcp:0:interface=127.0.0.1")).getHost().port  # type: ignore[attr-defined]
     tracemalloc.start(12 if os.environ.get("SOAK_TRACE") else 1)
     first: list[Any] = []

@@ -22,6 +22,7 @@ from twisted.internet import defer, interfaces, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from zope.interface import implementer
 
+from bench import PLAINTEXT
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
@@ -96,8 +97,9 @@ async def _blueprint(reactor: Any, size: int, count: int) -> float:
         reactor=reactor,
         handlers={"put": accept},
         limits=ConnectionLimits(request_rate=0),  # capacity, not policy
+        settings=PLAINTEXT,
     )
-    client = Node(Identity.generate(), reactor=reactor)
+    client = Node(Identity.generate(), reactor=reactor, settings=PLAINTEXT)
     port = await server.listen(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"))
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
     await client.connect(endpoint, peer_id=server.peer_id)

@@ -1,5 +1,5 @@
-"""Two nodes on loopback: they handshake, print each other's verified id,
-and exchange a request.
+"""Two nodes on loopback, over TLS (the default): they handshake, print each
+other's verified id, and exchange a request.
 
 Run with ``python -m blueprint_net.demo``.  It uses only the public API
 (``blueprint_net``), as an application would.
@@ -23,13 +23,14 @@ async def demo(reactor: Any) -> None:
     alice = Node(Identity.generate(), reactor=reactor)
     bob = Node(Identity.generate(), reactor=reactor, handlers={"echo": echo})
     try:
-        port = await bob.listen("tcp:0:interface=127.0.0.1")
+        port = await bob.listen("p2ptls:0:interface=127.0.0.1")
         address = port.getHost()
         assert isinstance(address, IPv4Address)
         print(f"bob   {bob.peer_id} listening on 127.0.0.1:{address.port}")
         bob_saw: defer.Deferred[Peer] = defer.Deferred()
         bob.on_peer_verified(bob_saw.callback)
-        peer = await alice.connect(f"tcp:127.0.0.1:{address.port}", peer_id=bob.peer_id)
+        where = f"p2ptls:127.0.0.1:{address.port}"
+        peer = await alice.connect(where, peer_id=bob.peer_id)
         print(f"alice {alice.peer_id} verified {peer.peer_id} ({peer.direction})")
         seen = await bob_saw
         print(f"bob   {bob.peer_id} verified {seen.peer_id} ({seen.direction})")

@@ -21,8 +21,11 @@ calls :meth:`~MemoryNetwork.pump`, and time only when it calls
             assert reply.data == b"hi"
 
 What is not simulated: TLS (the in-memory transport is plain, so there is no
-channel binding), and backpressure (the transport never pauses a writer, so
-``SendQueueFull`` cannot happen here).  Test those over loopback sockets.
+channel binding, and every node here opts in to plaintext links with
+``Settings(allow_plaintext=True)``: without it a node closes a plain
+transport before its handshake), and backpressure (the transport never
+pauses a writer, so ``SendQueueFull`` cannot happen here).  Test those over
+loopback sockets.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump
 from zope.interface import implementer
 
-from blueprint_net import Handler, Identity, Node, Peer
+from blueprint_net import Handler, Identity, Node, Peer, Settings
 from blueprint_net._adapters.node import CLOSE_GRACE
 
 __all__ = ["LINK_PORT", "MemoryNetwork", "NoResult"]
@@ -227,8 +230,17 @@ class MemoryNetwork:
         port = LINK_PORT
         while (host, port) in self._ports:
             port += 1
+        # The in-memory transport is not TLS: opt in (see the module docstring).
+        settings = attrs.evolve(
+            options.pop("settings", Settings()), allow_plaintext=True
+        )
         node = Node(
-            identity, reactor=self.clock, clock=self.clock, handlers=handlers, **options
+            identity,
+            reactor=self.clock,
+            clock=self.clock,
+            handlers=handlers,
+            settings=settings,
+            **options,
         )
         self.nodes.append(node)
         self._addresses[node] = (host, port)

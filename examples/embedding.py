@@ -26,7 +26,7 @@ async def whoami(request: IncomingRequest) -> Success:
 
 
 def address(port: IListeningPort) -> str:
-    return f"tcp:127.0.0.1:{port.getHost().port}"  # type: ignore[attr-defined]
+    return f"p2ptls:127.0.0.1:{port.getHost().port}"  # type: ignore[attr-defined]
 
 
 async def main(reactor: Any) -> None:
@@ -35,8 +35,8 @@ async def main(reactor: Any) -> None:
     bob = Node(Identity.generate(), reactor=reactor, handlers=handlers)
     carol = Node(Identity.generate(), reactor=reactor, handlers=handlers)
     try:
-        bob_port = await bob.listen("tcp:0:interface=127.0.0.1")
-        carol_port = await carol.listen("tcp:0:interface=127.0.0.1")
+        bob_port = await bob.listen("p2ptls:0:interface=127.0.0.1")
+        carol_port = await carol.listen("p2ptls:0:interface=127.0.0.1")
         # Naming the expected peer id refuses anyone else at that address.
         await alice.connect(address(bob_port), peer_id=bob.peer_id)
         await alice.connect(address(carol_port), peer_id=carol.peer_id)

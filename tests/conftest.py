@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity
+from blueprint_net._policy.settings import Settings
 from blueprint_net.testing import MemoryNetwork
 
 from .helpers import MakeNode
@@ -57,11 +59,21 @@ def carol() -> Identity:
 @pytest_twisted.async_yield_fixture
 async def make_node() -> AsyncIterator[MakeNode]:
     """Nodes stopped at the end of the test, pass or fail: the teardown
-    every node test needs, once (stopping twice is harmless)."""
+    every node test needs, once (stopping twice is harmless).
+
+    They opt in to plaintext (``allow_plaintext``): most tests here dial
+    ``tcp:`` on loopback, where TLS would only slow them down.  A test of the
+    default, TLS-only path passes ``allow_plaintext=False``.
+    """
     made: list[Node] = []
 
-    def make(identity: Identity, **options: Any) -> Node:
-        made.append(Node(identity, **options))
+    def make(
+        identity: Identity, *, allow_plaintext: bool = True, **options: Any
+    ) -> Node:
+        settings = attrs.evolve(
+            options.pop("settings", Settings()), allow_plaintext=allow_plaintext
+        )
+        made.append(Node(identity, settings=settings, **options))
         return made[-1]
 
     yield make

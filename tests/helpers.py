@@ -15,10 +15,15 @@ from blueprint_net._core import wire
 from blueprint_net._core.connection import ConnectionFailed
 from blueprint_net._core.errors import HandshakeFailed
 from blueprint_net._core.identity import PeerId
+from blueprint_net._policy.settings import Settings
 
 #: The ``make_node`` fixture: ``make_node(identity, **options)`` is a
 #: :class:`Node` that is stopped when the test ends, whether it passed or not.
 MakeNode = Callable[..., Node]
+
+#: The settings of a bare PeerProtocol on a StringTransport or ``iosim``: not
+#: TLS, so it opts in to plaintext (or it closes before its handshake).
+PLAINTEXT = Settings(allow_plaintext=True)
 
 
 @implementer(IConnectionHost)

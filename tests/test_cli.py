@@ -15,6 +15,7 @@ from blueprint_net._adapters.banstore import SqliteBanStore
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity, load_identity
 from blueprint_net._ops.cli import BAD_FILE, FAILED, OK, UNREACHABLE, USAGE, main
+from blueprint_net._policy.settings import Settings
 
 CLI = str(Path(sys.executable).with_name("blueprint-net"))
 
@@ -74,37 +75,39 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_request_and_ping_as_a_process(alice: Identity, tmp_path: Path) -> None:
+    """Every default: the command dials ``p2ptls:``; ``tcp:`` only with
+    ``--allow-plaintext`` (the node opts in to serve both)."""
     from blueprint_net._ops.handlers import BUILTINS
 
-    node = Node(alice, handlers=BUILTINS)
-    port = (await node.listen("tcp:0:interface=127.0.0.1")).getHost().port  # type: ignore[attr-defined]
-    endpoint = f"tcp:127.0.0.1:{port}"
+    node = Node(alice, handlers=BUILTINS, settings=Settings(allow_plaintext=True))
+    tls_port = await node.listen("p2ptls:0:interface=127.0.0.1")
+    tcp_port = await node.listen("tcp:0:interface=127.0.0.1")
+    endpoint = f"p2ptls:127.0.0.1:{tls_port.getHost().port}"  # type: ignore[attr-defined]
+    plain = f"tcp:127.0.0.1:{tcp_port.getHost().port}"  # type: ignore[attr-defined]
+
+    async def cli(*argv: str) -> tuple[bytes, bytes, int]:
+        return await getProcessOutputAndValue(CLI, argv, path=str(tmp_path))  # type: ignore[no-any-return]
+
     try:
-        out, err, code = await getProcessOutputAndValue(
-            CLI,
-            [
-                "request",
-                endpoint,
-                "echo",
-                "hi",
-                "--metadata",
-                "m",
-                "--json",
-                "--peer-id",
-                str(alice.peer_id),
-            ],
-            path=str(tmp_path),
-        )
+        out, err, code = await cli(
+            "request", endpoint, "echo", "hi", "--metadata", "m", "--json",
+            "--peer-id", str(alice.peer_id),
+        )  # fmt: skip
         assert code == OK, err
         assert json.loads(out) == {"response": "protocol", "data": "hi"}
-        out, err, code = await getProcessOutputAndValue(
-            CLI, ["ping", endpoint, "--count", "3", "--json"], path=str(tmp_path)
-        )
+        out, err, code = await cli("ping", endpoint, "--count", "3", "--json")
         assert code == OK, err
         assert json.loads(out)["count"] == 3
         wrong = str(Identity(bytes(range(1, 33))).peer_id)
-        out, err, code = await getProcessOutputAndValue(
-            CLI, ["request", endpoint, "echo", "--peer-id", wrong], path=str(tmp_path)
+        out, err, code = await cli("request", endpoint, "echo", "--peer-id", wrong)
+        assert code == UNREACHABLE, err  # refused in the TLS handshake
+        out, err, code = await cli("request", plain, "echo", "hi")
+        assert code == USAGE and b"--allow-plaintext" in err, err
+        assert len(err.splitlines()) == 1 and b"Traceback" not in err
+        out, err, code = await cli("request", plain, "echo", "hi", "--allow-plaintext")
+        assert (code, out.strip()) == (OK, b"hi"), err
+        out, err, code = await cli(
+            "request", plain, "echo", "--peer-id", wrong, "--allow-plaintext"
         )
         assert code == UNREACHABLE and b"UNEXPECTED_PEER" in err
     finally:

@@ -19,7 +19,7 @@ from blueprint_net._core import wire
 from blueprint_net._core.errors import PeerLost
 from blueprint_net._core.identity import Identity
 
-from .helpers import RecordingHost
+from .helpers import PLAINTEXT, RecordingHost
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 4000)
 
@@ -39,10 +39,13 @@ def _exchange(alice: Identity, bob: Identity, cut: int) -> tuple[int, list[Any],
         RecordingHost(),
         alice,
         clock,
+        PLAINTEXT,
         initiator=True,
         waited_on=False,  # nobody awaits this handshake but the asserts below
     ).buildProtocol(ADDRESS)
-    server = PeerFactory(Echo(), bob, clock, initiator=False).buildProtocol(ADDRESS)
+    server = PeerFactory(Echo(), bob, clock, PLAINTEXT, initiator=False).buildProtocol(
+        ADDRESS
+    )
     ends = [(client, StringTransport(peerAddress=ADDRESS)), (server, StringTransport())]
     for protocol, transport in ends:
         protocol.makeConnection(transport)

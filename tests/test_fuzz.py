@@ -58,7 +58,7 @@ class Side:
             self.host,
             identity,
             clock,
-            Settings(request_timeout=5.0),
+            Settings(request_timeout=5.0, allow_plaintext=True),
             initiator=initiator,
             waited_on=False,
         )

@@ -169,7 +169,8 @@ async def test_request_before_handshake_gets_error_and_close(
 
 @pytest_twisted.ensureDeferred
 async def test_node_is_a_service(alice: Identity, bob: Identity) -> None:
-    a, b = Node(alice), Node(bob)
+    plain = Settings(allow_plaintext=True)
+    a, b = Node(alice, settings=plain), Node(bob, settings=plain)
     parent = MultiService()
     a.setServiceParent(parent)
     parent.startService()

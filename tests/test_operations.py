@@ -12,6 +12,7 @@ here asserts how long anything took: shutdown times are recorded with
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import socket
 import subprocess
@@ -65,10 +66,10 @@ class TwistdNode:
             "--data-dir",
             str(self.directory),
             "--listen",
-            f"tcp:{self.port}:interface=127.0.0.1",
+            f"p2ptls:{self.port}:interface=127.0.0.1",
             "--status",
             f"tcp:{self.status_port}:interface=127.0.0.1",
-            *(f"--peer={p.peer_id}@tcp:127.0.0.1:{p.port}" for p in peers),
+            *(f"--peer={p.peer_id}@p2ptls:127.0.0.1:{p.port}" for p in peers),
         ]
         self.process = subprocess.Popen(
             arguments,
@@ -144,7 +145,7 @@ async def test_two_twistd_nodes_cli_request_ban_restart_and_sigterm(
         # A request from the command line, to a node that must be A.
         code, out, err = await _cli(
             "request",
-            f"tcp:127.0.0.1:{a.port}",
+            f"p2ptls:127.0.0.1:{a.port}",
             "echo",
             "over the wire",
             "--peer-id",
@@ -207,6 +208,17 @@ async def test_two_twistd_nodes_cli_request_ban_restart_and_sigterm(
     assert "GOING_AWAY" in a.log.read_text()
 
 
+def _readme_request() -> list[str]:
+    """The arguments of README.md's ``blueprint-net request`` line."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    [line] = [
+        line for line in readme.splitlines() if line.startswith("blueprint-net request")
+    ]
+    arguments = shlex.split(line.partition("#")[0])[1:]
+    assert arguments[1].startswith("p2ptls:"), line  # the documented default
+    return arguments
+
+
 def _taken(port: int) -> bool:
     """Whether twistd could not listen there (it sets SO_REUSEADDR, so a
     TIME_WAIT left by an earlier run does not count)."""
@@ -234,16 +246,17 @@ async def test_the_readme_command_alone_runs_a_working_node(tmp_path: Path) -> N
     try:
         status = await _until(lambda: _status(node), "the node serves its status")
         assert status["listening"] == ["127.0.0.1:7010"]
-        code, out, err = await _cli(
-            "request",
-            "tcp:127.0.0.1:7010",
-            "echo",
-            "hello",
-            "--peer-id",
-            status["peer_id"],
-            cwd=tmp_path,
-        )
+        assert status["allow_plaintext"] is False
+        # README's follow-up command, exactly as written: over TLS.
+        code, out, err = await _cli(*_readme_request(), cwd=tmp_path)
         assert (code, out.strip()) == (0, "hello"), err
+        status = await _status(node)
+        assert status["counters"]["handshakes.ok"] == 1
+        # A plain client (opted in on its side) is refused at a default node.
+        code, out, err = await _cli(
+            "request", "tcp:127.0.0.1:7010", "echo", "--allow-plaintext", cwd=tmp_path
+        )
+        assert code == 3 and "Traceback" not in err, err
         assert (
             tmp_path / "blueprint-data" / "node.key"
         ).stat().st_mode & 0o777 == 0o600

@@ -28,7 +28,7 @@ from blueprint_net._core.handshake import HandshakeState
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._policy.settings import Settings
 
-from .helpers import RecordingHost, decode_frames
+from .helpers import PLAINTEXT, RecordingHost, decode_frames
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 4000)
 
@@ -36,7 +36,7 @@ ADDRESS = IPv4Address("TCP", "127.0.0.1", 4000)
 def started(
     identity: Identity, host: RecordingHost, clock: Clock, *, initiator: bool = False
 ) -> tuple[PeerProtocol, StringTransport]:
-    settings = Settings(handshake_timeout=30)
+    settings = Settings(handshake_timeout=30, allow_plaintext=True)
     factory = PeerFactory(host, identity, clock, settings, initiator=initiator)
     protocol = factory.buildProtocol(ADDRESS)
     transport = StringTransport(peerAddress=ADDRESS)
@@ -119,11 +119,14 @@ def _pair(
     expected: Optional[PeerId] = None,
 ) -> tuple[PeerProtocol, PeerProtocol, IOPump]:
     """Alice dials Bob (expecting ``expected``, by default Bob) in memory."""
-    server = PeerFactory(host_b, bob, clock, initiator=False).buildProtocol(ADDRESS)
+    server = PeerFactory(host_b, bob, clock, PLAINTEXT, initiator=False).buildProtocol(
+        ADDRESS
+    )
     client = PeerFactory(
         host_a,
         alice,
         clock,
+        PLAINTEXT,
         initiator=True,
         expected_peer=expected or bob.peer_id,
     ).buildProtocol(ADDRESS)
@@ -254,13 +257,13 @@ def _verified_pair(
     """Alice dialed Bob and both are verified; Bob's host records requests."""
     host_b = RecordingHost()
     server = PeerFactory(
-        host_b, bob, clock, Settings(**settings), initiator=False
+        host_b, bob, clock, Settings(**settings, allow_plaintext=True), initiator=False
     ).buildProtocol(ADDRESS)
     client = PeerFactory(
         RecordingHost(),
         alice,
         clock,
-        Settings(**settings),
+        Settings(**settings, allow_plaintext=True),
         initiator=True,
         expected_peer=bob.peer_id,
     ).buildProtocol(ADDRESS)

@@ -251,8 +251,10 @@ async def test_outbound_connections_count_against_the_limits(
 async def test_idle_sockets_cannot_starve_verified_peers(
     alice: Identity, bob: Identity
 ) -> None:
-    b = Node(bob, limits=ConnectionLimits(max_handshaking=5, exempt_loopback=True))
-    a = Node(alice)
+    plain = Settings(allow_plaintext=True)
+    limits = ConnectionLimits(max_handshaking=5, exempt_loopback=True)
+    b = Node(bob, limits=limits, settings=plain)
+    a = Node(alice, settings=plain)
     idle = []
     try:
         port = await _port(b)

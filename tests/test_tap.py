@@ -16,16 +16,18 @@ import pytest_twisted
 from twisted.python import usage
 
 from blueprint_net._adapters.node import Node
-from blueprint_net._core.identity import load_identity
+from blueprint_net._core.identity import Identity, load_identity
 from blueprint_net._ops import config, handlers
 from blueprint_net._ops.config import DEFAULT_LISTEN
 from blueprint_net._ops.tap import Options
+from blueprint_net._policy.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 
 
 #: The twistd script installed beside this interpreter.
 TWISTD = str(Path(sys.executable).with_name("twistd"))
+PEER = Identity(bytes(32)).peer_id
 
 
 def _twistd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -67,6 +69,7 @@ def test_options_defaults() -> None:
     options = Options()
     options.parseOptions([])
     assert options["listen"] == [DEFAULT_LISTEN]
+    assert DEFAULT_LISTEN.startswith("p2ptls:") and not options["allow-plaintext"]
     assert options["status"] == config.DEFAULT_STATUS
     assert sorted(options["handlers"]) == ["echo", "ping"]
     assert options["peers"] == [] and options["permit-peer"] == []
@@ -88,6 +91,9 @@ def test_options_defaults() -> None:
         (["--peer", "tcp:127.0.0.1:7011"], "--peer 'tcp:127.0.0.1:7011': want PEERID@"),
         (["--peer", "12D3KooWnope@tcp:127.0.0.1:1"], "--peer invalid peer id"),
         (["--permit-peer", "x"], "--permit-peer invalid peer id"),
+        (["--listen", "tcp:7010"], "--listen 'tcp:7010' is plaintext"),
+        ([f"--peer={PEER}@tcp:127.0.0.1:1"], "--peer 'tcp:127.0.0.1:1' is plaintext"),
+        (["--listen", "unix:/tmp/x"], "allow_plaintext / --allow-plaintext"),
         (["--allow-network", "10.0.0.0/33"], "--allow-network '10.0.0.0/33'"),
         (["--handler", "echo"], "want NAME=package.module.attribute"),
         (["--handler", "x=no.such.module"], "cannot import no.such"),
@@ -123,6 +129,7 @@ def test_a_config_file_and_the_command_line_over_it(tmp_path: Path) -> None:
         max-connections = 50
         request-rate = 2.5
         exempt-loopback = no
+        allow-plaintext = yes
         status = none
         listen =
             tcp:7101:interface=127.0.0.1
@@ -135,6 +142,7 @@ def test_a_config_file_and_the_command_line_over_it(tmp_path: Path) -> None:
     assert options["max-connections"] == 50  # from the file
     assert options["request-rate"] == 7.0  # the command line wins
     assert options["exempt-loopback"] is False
+    assert options["allow-plaintext"] is True  # so the tcp: listeners are accepted
     assert options["status"] is None
     assert options["listen"] == [
         "tcp:7101:interface=127.0.0.1",
@@ -197,6 +205,7 @@ async def test_real_twistd_node_handshakes(tmp_path: Path, alice) -> None:  # ty
             "--pidfile=",
             f"--logfile={log}",
             "blueprint",
+            "--allow-plaintext",
             "--listen",
             f"tcp:{port}:interface=127.0.0.1",
             "--key-file",
@@ -210,7 +219,7 @@ async def test_real_twistd_node_handshakes(tmp_path: Path, alice) -> None:  # ty
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    node = Node(alice)
+    node = Node(alice, settings=Settings(allow_plaintext=True))
     try:
         _wait_for_port(port, process)
         server_id = load_identity(key).peer_id  # created by twistd on first run
@@ -222,6 +231,7 @@ async def test_real_twistd_node_handshakes(tmp_path: Path, alice) -> None:  # ty
         # twistd re-raises the signal it stopped for, so its status reports it.
         assert process.wait(timeout=10) in (0, -signal.SIGTERM)
     logged = log.read_text()
+    assert logged.count("plaintext links allowed (allow_plaintext)") == 1, logged
     assert "Received SIGTERM, shutting down." in logged
     assert "Server Shut Down." in logged
     assert "Traceback" not in logged

@@ -48,7 +48,10 @@ async def _tls_port(
 async def test_peer_to_peer_tls(
     alice: Identity, bob: Identity, make_node: MakeNode
 ) -> None:
-    a, b = make_node(alice), make_node(bob, handlers={"echo": lambda r: r.payload})
+    a, b = (
+        make_node(alice, allow_plaintext=False),
+        make_node(bob, allow_plaintext=False, handlers={"echo": lambda r: r.payload}),
+    )
     port = await _tls_port(b)
     peer = await a.connect(f"p2ptls:127.0.0.1:{port}", peer_id=bob.peer_id)
     assert peer.peer_id == bob.peer_id
@@ -67,7 +70,10 @@ async def test_peer_to_peer_tls(
 async def test_the_wrong_peer_id_fails_during_tls(
     alice: Identity, bob: Identity, carol: Identity, make_node: MakeNode
 ) -> None:
-    a, b = make_node(alice), make_node(bob)
+    a, b = (
+        make_node(alice, allow_plaintext=False),
+        make_node(bob, allow_plaintext=False),
+    )
     port = await _tls_port(b)
     with pytest.raises(HandshakeError):
         await a.connect(f"p2ptls:127.0.0.1:{port}", peer_id=carol.peer_id)
@@ -80,7 +86,10 @@ async def test_a_certificate_that_is_not_the_proven_key_is_refused(
 ) -> None:
     """Alice proves her id in the handshake, but her TLS certificate is
     Carol's key: the two must name the same identity."""
-    a, b = make_node(alice), make_node(bob)
+    a, b = (
+        make_node(alice, allow_plaintext=False),
+        make_node(bob, allow_plaintext=False),
+    )
     port = await _tls_port(b)
     mismatched = wrapClientTLS(
         PeerTLS(carol, expected=bob.peer_id),
@@ -96,7 +105,10 @@ async def test_a_certificate_that_is_not_the_proven_key_is_refused(
 async def test_a_plain_tcp_client_at_a_tls_port(
     alice: Identity, bob: Identity, make_node: MakeNode
 ) -> None:
-    a, b = make_node(alice, settings=Settings(handshake_timeout=5)), make_node(bob)
+    a, b = (
+        make_node(alice, settings=Settings(handshake_timeout=5)),
+        make_node(bob, allow_plaintext=False),
+    )
     port = await _tls_port(b)
     with pytest.raises(HandshakeError):
         await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
@@ -188,8 +200,8 @@ async def test_operator_certificates(
     tmp_path: Path, alice: Identity, bob: Identity, make_node: MakeNode
 ) -> None:
     operator = Operator(tmp_path)
-    a = make_node(alice)
-    b = make_node(bob)
+    a = make_node(alice, allow_plaintext=False)
+    b = make_node(bob, allow_plaintext=False)
     port = await _tls_port(b, operator.server("localhost"))
     client = f"tls:localhost:{port}:trustRoots={operator.trust}"
     peer = await a.connect(client, peer_id=bob.peer_id)
@@ -217,7 +229,10 @@ async def test_operator_certificates_that_must_fail(
     make_node: MakeNode,
 ) -> None:
     operator = Operator(tmp_path)
-    a, b = make_node(alice), make_node(bob)
+    a, b = (
+        make_node(alice, allow_plaintext=False),
+        make_node(bob, allow_plaintext=False),
+    )
     port = await _tls_port(b, operator.server(**server))  # type: ignore[arg-type]
     with pytest.raises(HandshakeError):
         await a.connect(f"tls:localhost:{port}:trustRoots={operator.trust}")
@@ -230,7 +245,10 @@ async def test_disconnecting_a_tls_peer_closes_both_ends(
 ) -> None:
     """A connection is its transport's producer, and TLS waits for the
     producer to go before it closes: ``disconnect`` unregisters it first."""
-    a, b = make_node(alice), make_node(bob)
+    a, b = (
+        make_node(alice, allow_plaintext=False),
+        make_node(bob, allow_plaintext=False),
+    )
     port = await _tls_port(b)
     await a.connect(f"p2ptls:127.0.0.1:{port}", peer_id=bob.peer_id)
     await a.disconnect(bob.peer_id)

@@ -21,6 +21,7 @@ from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
     IReactorTime,
+    ISSLTransport,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
@@ -33,7 +34,12 @@ from blueprint_net._adapters.banstore import log_change
 from blueprint_net._adapters.dispatch import Dispatcher, Handler
 from blueprint_net._adapters.limiter import LimitingFactory
 from blueprint_net._adapters.peers import Peer, PeerTable, describe
-from blueprint_net._adapters.protocol import IConnectionHost, PeerFactory, PeerProtocol
+from blueprint_net._adapters.protocol import (
+    PLAINTEXT_REFUSED,
+    IConnectionHost,
+    PeerFactory,
+    PeerProtocol,
+)
 from blueprint_net._core import wire
 from blueprint_net._core.connection import ConnectionFailed
 from blueprint_net._core.errors import (
@@ -42,6 +48,7 @@ from blueprint_net._core.errors import (
     HandshakeError,
     HandshakeFailed,
     NotConnected,
+    PlaintextRefused,
     ProtocolError,
     Refused,
     SendQueueFull,
@@ -109,6 +116,17 @@ async def _outcomes(asked: list[defer.Deferred[Outcome]]) -> dict[PeerId, Outcom
     return {outcome.peer_id: outcome for outcome in outcomes}
 
 
+def require_tls(description: str, settings: Settings) -> None:
+    """Refuse a plain (not TLS) endpoint description unless ``settings``
+    opt in: an early, clear error (the transport is checked again when it
+    connects)."""
+    if not settings.allow_plaintext and not tls.is_tls(description):
+        raise PlaintextRefused(
+            f"{description!r} is plaintext: use p2ptls: (or opt in with"
+            " allow_plaintext / --allow-plaintext, for trusted networks only)"
+        )
+
+
 def _innermost(protocol: Any) -> PeerProtocol:
     """The PeerProtocol inside the wrappers (limits, TLS) an endpoint gave."""
     while not isinstance(protocol, PeerProtocol):
@@ -125,6 +143,11 @@ class Node(Service):
     ``clock`` (the reactor by default) runs every timeout, so tests can
     drive timeouts with ``task.Clock`` over real sockets.  ``settings``,
     ``limits`` and ``policy`` hold every tunable, with safe defaults.
+
+    Every link is TLS unless ``settings.allow_plaintext``: a plain listener
+    or dial fails with :class:`~blueprint_net.PlaintextRefused`, and a plain
+    transport from an endpoint object is closed before its handshake
+    (``NOT_ALLOWED``).
     """
 
     _log = Logger()
@@ -148,6 +171,12 @@ class Node(Service):
         self.identity = identity
         self.clock: IReactorTime = reactor if clock is None else clock
         self.settings = settings
+        if settings.allow_plaintext:
+            self._log.warn(
+                "plaintext links allowed (allow_plaintext): a relay can speak"
+                " as a peer on them; for trusted networks only",
+                allow_plaintext=True,
+            )
         #: Refusals, bans, handshakes and requests, by name (for the status page).
         self.counters: Counter[str] = Counter()
         self._peers = PeerTable()
@@ -301,8 +330,13 @@ class Node(Service):
 
     def listen(self, endpoint: ServerEndpoint) -> defer.Deferred[IListeningPort]:
         """Accept peers on an endpoint object or strports description
-        (``p2ptls:`` for TLS with the node's own key; see ``tls``)."""
+        (``p2ptls:`` for TLS with the node's own key; see ``tls``).  A plain
+        description fails with ``PlaintextRefused`` unless opted in."""
         if isinstance(endpoint, str):
+            try:
+                require_tls(endpoint, self.settings)
+            except PlaintextRefused:
+                return defer.fail()
             endpoint = tls.server_endpoint(self.reactor, endpoint, self.identity)
         listening: defer.Deferred[IListeningPort]
         listening = endpoint.listen(self.listening_factory())
@@ -334,7 +368,8 @@ class Node(Service):
     ) -> defer.Deferred[Peer]:
         """Dial a peer; fires with it once verified, or fails with a
         :class:`~blueprint_net.ConnectFailed`: :class:`~blueprint_net.Refused`
-        (our own policy), :class:`~blueprint_net.HandshakeError` (closed
+        (our own policy; :class:`~blueprint_net.PlaintextRefused` for a plain
+        transport without the opt-in), :class:`~blueprint_net.HandshakeError` (closed
         before the handshake completed; its ``reason`` says why), or
         ``ConnectFailed`` itself with the transport's error as its cause.
 
@@ -355,6 +390,7 @@ class Node(Service):
                 self.counters["refused.banned"] += 1
                 raise Refused(f"{peer_id} is banned")
         if isinstance(endpoint, str):
+            require_tls(endpoint, self.settings)
             endpoint = tls.client_endpoint(
                 self.reactor, endpoint, self.identity, peer_id
             )
@@ -379,7 +415,12 @@ class Node(Service):
         if factory.refused is not None:  # a banned address, a limit
             raise Refused(f"connection refused by policy: {factory.refused}")
         protocol = _innermost(connected)
-        verified_id = await protocol.verified
+        try:
+            verified_id = await protocol.verified
+        except HandshakeError:
+            if protocol.refused_plaintext:  # an endpoint object, not TLS
+                raise PlaintextRefused(f"cannot connect: {PLAINTEXT_REFUSED}") from None
+            raise
         peer = self.peer(verified_id)
         if peer is None:  # verified, then lost before we got here
             raise HandshakeError(
@@ -483,15 +524,22 @@ class Node(Service):
     def connection_failed(
         self, protocol: PeerProtocol, event: ConnectionFailed
     ) -> None:
-        """Count the failure; score it if the peer misbehaved."""
+        """Count the failure; score it if the peer misbehaved.
+
+        The address is always charged.  The peer id only when it provably
+        sent the offence: proven (a claimed id may be anyone's) *and* over
+        TLS, whose channel binding ties the proof to every later byte.  On a
+        plain link a relay can forward an honest peer's handshake, then
+        send garbage in its name.
+        """
         code = event.error.code
         stage = "closed" if protocol.connection.verified else "handshakes.failed"
         self.counters[f"{stage}.{code.name}"] += 1
         if event.misbehaviour:
             self.counters["misbehaviour"] += 1
             host = getattr(protocol.address, "host", None)
-            # Only a proven id is scored: a claimed one may be anyone's.
-            self.policy.misbehaved(host, protocol.peer_id, code)
+            bound = ISSLTransport.providedBy(protocol.transport)
+            self.policy.misbehaved(host, protocol.peer_id if bound else None, code)
 
     def _banned(self, ban: Ban) -> None:
         """A new ban: close every connection it covers, now."""

@@ -49,6 +49,11 @@ from blueprint_net._policy.settings import DEFAULTS, Settings
 
 #: RFC 9266: the label of the TLS 1.3 exporter used for channel binding.
 TLS_EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
+#: Why a plain transport is closed on a node without the opt-in.
+PLAINTEXT_REFUSED = (
+    "this node accepts TLS links only (p2ptls:); plaintext needs"
+    " allow_plaintext / --allow-plaintext"
+)
 
 
 class IConnectionHost(Interface):
@@ -141,6 +146,8 @@ class PeerProtocol(Protocol):
         self._receiving = False  # in dataReceived: flush once, at its end
         #: No read yet: the channel binding is still to be given.
         self._unbound = True
+        #: Closed before its handshake: a plain transport, no opt-in.
+        self.refused_plaintext = False
 
     @property
     def peer_id(self) -> Optional[PeerId]:
@@ -171,6 +178,14 @@ class PeerProtocol(Protocol):
             transport.setTcpNoDelay(True)
         transport.registerProducer(self, True)  # type: ignore[union-attr]
         self.host.connection_opened(self)
+        if not self.settings.allow_plaintext and not ISSLTransport.providedBy(
+            transport
+        ):
+            # Checked on the transport itself, so no endpoint object bypasses
+            # it.  NOT_ALLOWED: a local policy refusal, never misbehaviour.
+            self.refused_plaintext = True
+            self.close(HandshakeFailed(ErrorCode.NOT_ALLOWED, PLAINTEXT_REFUSED))
+            return
         self._timeout = self.clock.callLater(
             self.settings.handshake_timeout, self._handshake_timed_out
         )

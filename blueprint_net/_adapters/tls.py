@@ -149,3 +149,14 @@ def client_endpoint(
         return wrapClientTLS(PeerTLS(identity, expected), tcp)
     endpoint: IStreamClientEndpoint = clientFromString(reactor, description)  # type: ignore[no-untyped-call]
     return endpoint
+
+
+#: Descriptions whose transport is TLS: ours, and Twisted's for operator
+#: certificates.  Anything else is plaintext (and the transport itself is
+#: checked again when it connects; see ``PeerProtocol``).
+TLS_KINDS = frozenset({"p2ptls", "ssl", "tls"})
+
+
+def is_tls(description: str) -> bool:
+    """Whether a strports description names a TLS transport."""
+    return description.partition(":")[0].strip().lower() in TLS_KINDS

@@ -137,6 +137,16 @@ class ConfigurationError(BlueprintError):
     in one line."""
 
 
+class PlaintextRefused(Refused, ConfigurationError):
+    """A plain (not TLS) listener, dial or connection on a node that has not
+    opted in with ``Settings(allow_plaintext=True)`` (``--allow-plaintext``).
+
+    Both a :class:`Refused` (what :meth:`Node.connect` fails with) and a
+    :class:`ConfigurationError` (what was asked for cannot be used): the fix
+    is ``p2ptls:`` or the explicit opt-in, never a retry.
+    """
+
+
 class RequestFailed(BlueprintError):
     """A request ended without a response the application can use.
 

@@ -25,7 +25,7 @@ from twisted.internet import defer, task
 from blueprint_net._adapters import banstore
 from blueprint_net._adapters.node import Node
 from blueprint_net._core import wire
-from blueprint_net._core.errors import RemoteError, RequestFailed
+from blueprint_net._core.errors import PlaintextRefused, RemoteError, RequestFailed
 from blueprint_net._core.identity import (
     Identity,
     KeyFileError,
@@ -127,10 +127,15 @@ async def _connected(reactor: Any, args: argparse.Namespace) -> tuple[Node, Peer
     node = Node(
         _identity(args),
         reactor=reactor,
-        settings=Settings(request_timeout=args.timeout),
+        settings=Settings(
+            request_timeout=args.timeout, allow_plaintext=args.allow_plaintext
+        ),
     )
     try:
         peer = await node.connect(args.endpoint, peer_id=_peer_id(args.peer_id))
+    except PlaintextRefused as error:
+        await node.stop()
+        raise Failure(USAGE, str(error)) from None
     except Exception as error:
         await node.stop()
         raise Failure(UNREACHABLE, f"{args.endpoint}: {error}") from None
@@ -223,6 +228,8 @@ def status(args: argparse.Namespace) -> int:
     lines = [
         f"peer id   {data['peer_id']}",
         f"listening {', '.join(data['listening'])}",
+        "links     "
+        + ("plaintext allowed" if data.get("allow_plaintext") else "TLS only"),
         f"peers     {len(data['peers'])}",
         f"bans      {data['bans']}",
         *(f"  {name:<40} {value}" for name, value in data["counters"].items()),
@@ -351,12 +358,17 @@ def parser() -> argparse.ArgumentParser:
         ("ping", ping, "Round-trip times of the built-in ping protocol."),
     ):
         sub = command(name, handler, help)
-        sub.add_argument("endpoint", help="client endpoint, e.g. tcp:127.0.0.1:7010")
+        sub.add_argument("endpoint", help="client endpoint, e.g. p2ptls:127.0.0.1:7010")
         sub.add_argument("--peer-id", help="refuse any other identity at the endpoint")
         sub.add_argument(
             "--key-file", help="identity to connect as [default: a new one]"
         )
         sub.add_argument("--timeout", type=float, default=10.0, help="seconds [10]")
+        sub.add_argument(
+            "--allow-plaintext",
+            action="store_true",
+            help="allow a tcp: endpoint (no TLS: trusted networks only)",
+        )
         if name == "request":
             sub.add_argument("protocol")
             sub.add_argument("payload", nargs="?", default="")

@@ -22,7 +22,7 @@ from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.scores import PolicySettings
 from blueprint_net._policy.settings import DEFAULTS
 
-DEFAULT_LISTEN = "tcp:7010:interface=127.0.0.1"
+DEFAULT_LISTEN = "p2ptls:7010:interface=127.0.0.1"
 DEFAULT_STATUS = "tcp:7080:interface=127.0.0.1"
 SECTION = "blueprint"
 
@@ -40,6 +40,9 @@ class Setting:
     help: str
     #: ``settings``, ``limits``, ``policy`` or ``registry``, and the attribute.
     target: tuple[str, str]
+    #: A bare ``--name`` on the command line (off by default), ``yes``/``no``
+    #: in the config file.
+    flag: bool = False
 
 
 def _number(
@@ -85,6 +88,14 @@ non_negative = _number(float, 0, strict=False)
 count = _number(int, 1, strict=False)
 
 SETTINGS = [
+    Setting(
+        "allow-plaintext",
+        _flag,
+        DEFAULTS.allow_plaintext,
+        "Allow links without TLS (trusted networks only; logged).",
+        ("settings", "allow_plaintext"),
+        flag=True,
+    ),
     Setting(
         "handshake-timeout",
         positive,
@@ -305,5 +316,6 @@ def split(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
     for setting in SETTINGS:
         where, attribute = setting.target
-        parts[where][attribute] = values[setting.name]
+        value = values[setting.name]
+        parts[where][attribute] = bool(value) if setting.flag else value
     return parts

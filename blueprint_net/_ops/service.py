@@ -23,7 +23,7 @@ from twisted.web.server import Site
 
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import SqliteBanStore
-from blueprint_net._adapters.node import Node
+from blueprint_net._adapters.node import Node, require_tls
 from blueprint_net._core.identity import PeerId
 from blueprint_net._ops.status import StatusPage
 
@@ -85,6 +85,8 @@ class NodeService(MultiService):
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.node, self.store = node, store
+        for description in [*listen, *(endpoint for _, endpoint in peers)]:
+            require_tls(description, node.settings)  # PlaintextRefused
         self.listeners = [
             ListenService(
                 tls.server_endpoint(node.reactor, description, node.identity),

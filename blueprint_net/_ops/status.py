@@ -2,7 +2,8 @@
 
 Layer: ops (the operator surface).
 
-``/status.json`` -- identity, listening addresses, verified peers, bans, counters.
+``/status.json`` -- identity, listening addresses, whether plaintext links
+are allowed, verified peers, bans, counters.
 ``/metrics`` -- the same counters in the Prometheus text format.
 ``/`` -- a page for people.
 """
@@ -27,6 +28,7 @@ def snapshot(node: Node, listening: Callable[[], list[str]]) -> dict[str, Any]:
     return {
         "peer_id": str(node.peer_id),
         "listening": listening(),
+        "allow_plaintext": node.settings.allow_plaintext,
         "peers": [
             {
                 "peer_id": str(peer.peer_id),
@@ -59,6 +61,9 @@ def prometheus(status: dict[str, Any]) -> str:
         "# HELP blueprint_bans_unsaved Ban changes not yet in the ban database.",
         "# TYPE blueprint_bans_unsaved gauge",
         f"blueprint_bans_unsaved {status['bans_unsaved']}",
+        "# HELP blueprint_plaintext_allowed 1 if links without TLS are allowed.",
+        "# TYPE blueprint_plaintext_allowed gauge",
+        f"blueprint_plaintext_allowed {int(status['allow_plaintext'])}",
     ]
     families: dict[str, list[tuple[str, int]]] = {}
     for key, value in status["counters"].items():
@@ -82,10 +87,17 @@ def page(status: dict[str, Any]) -> str:
         f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>"
         for k, v in status["counters"].items()
     )
+    links = (
+        "<strong>Plaintext links allowed</strong> (--allow-plaintext): a relay"
+        " can speak as a peer on them; for trusted networks only."
+        if status["allow_plaintext"]
+        else "Every link is TLS."
+    )
     return (
         "<!doctype html><meta charset=utf-8><title>blueprint-net</title>"
         "<style>body{font-family:sans-serif;margin:2em}td{padding:0 1em}</style>"
         "<h1>blueprint-net</h1>"
+        f"<p>{links}</p>"
         f"<p>Peer id <code>{html.escape(status['peer_id'])}</code>"
         f"; listening on {html.escape(', '.join(status['listening']))}"
         f"; {status['bans']} bans.</p>"

@@ -18,7 +18,8 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from blueprint_net._adapters.banstore import BanDatabaseError, SqliteBanStore
-from blueprint_net._adapters.node import Node
+from blueprint_net._adapters.node import Node, require_tls
+from blueprint_net._core.errors import PlaintextRefused
 from blueprint_net._core.identity import KeyFileError, PeerId, load_or_create_identity
 from blueprint_net._ops import config
 from blueprint_net._ops.handlers import BUILTINS, HandlerError, load
@@ -57,10 +58,11 @@ class Options(usage.Options):
     ] + [
         [s.name, None, s.default, s.help, config.coercer(s.name)]
         for s in config.SETTINGS
+        if not s.flag
     ]
-    optFlags = [  # noqa: RUF012 (Twisted's declarative API)
+    optFlags = [
         ["no-builtins", None, "Do not serve the built-in echo and ping protocols."],
-    ]
+    ] + [[s.name, None, s.help] for s in config.SETTINGS if s.flag]
 
     def __init__(self) -> None:
         super().__init__()
@@ -69,12 +71,12 @@ class Options(usage.Options):
         self._from_file: dict[str, list[str]] = {}
 
     def opt_listen(self, description: str) -> None:
-        """Endpoint to accept peers on (strports; repeatable).
-        [default: tcp:7010:interface=127.0.0.1]"""
+        """Endpoint to accept peers on (strports; repeatable; TLS unless
+        --allow-plaintext). [default: p2ptls:7010:interface=127.0.0.1]"""
         self["listen"].append(description)
 
     def opt_peer(self, spec: str) -> None:
-        """A peer to keep connected: PEERID@ENDPOINT (repeatable)."""
+        """A peer to keep connected: PEERID@p2ptls:HOST:PORT (repeatable)."""
         self["peer"].append(spec)
 
     def opt_handler(self, spec: str) -> None:
@@ -117,6 +119,15 @@ class Options(usage.Options):
         if not self["listen"]:
             self["listen"] = [config.DEFAULT_LISTEN]
         self["peers"] = [_peer(spec) for spec in self["peer"]]
+        settings = Settings(allow_plaintext=bool(self["allow-plaintext"]))
+        for option, description in [
+            *(("--listen", text) for text in self["listen"]),
+            *(("--peer", endpoint) for _, endpoint in self["peers"]),
+        ]:
+            try:
+                require_tls(description, settings)
+            except PlaintextRefused as error:
+                raise usage.UsageError(f"{option} {error}") from None
         for name in ("allow-peer", "permit-peer"):
             self[name] = [_peer_id(f"--{name}", text) for text in self[name]]
         for text in self["allow-network"]:

@@ -34,6 +34,11 @@ class Settings:
     max_send_queue: int = 4 * 1024 * 1024
     #: The peer's requests processed at once; past it, we stop reading.
     max_concurrent_requests: int = 256
+    #: Accept and dial links without TLS.  Off: a plain transport is closed
+    #: before its handshake, because on one a relay can forward two
+    #: handshakes and then speak as either peer.  For trusted networks,
+    #: benchmarks and in-memory tests only.
+    allow_plaintext: bool = False
 
 
 #: Every default: what a ``Node`` built without ``settings`` uses.
