@@ -12,6 +12,8 @@ from twisted.internet import reactor
 from blueprint_net import Identity, Node
 from blueprint_net._ops.service import NodeService
 
+from .helpers import PLAINTEXT
+
 
 @pytest.fixture
 def unfrozen() -> Iterator[None]:
@@ -26,7 +28,7 @@ async def test_start_up_freezes_what_lives_as_long_as_the_process(
 ) -> None:
     """Start-up objects leave the collector's generations, so a full pass
     does not walk them (``python -m bench.gc`` measures the pauses)."""
-    node = Node(alice, reactor=reactor)
+    node = Node(alice, reactor=reactor, settings=PLAINTEXT)
     service = NodeService(
         node, None, listen=["tcp:0:interface=127.0.0.1"], peers=[], status=None
     )
