@@ -27,7 +27,9 @@ from twisted.internet.utils import getProcessOutputAndValue
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
+from blueprint_net._policy.bans import BanRegistry
 from blueprint_net._policy.limits import ConnectionLimits
+from blueprint_net._policy.scores import Policy, PolicySettings
 
 #: The honest peer's pace, and the node's rate limit (raised from the default
 #: 10/s so that what is measured is the flood, not the honest peer's excess).
@@ -76,7 +78,12 @@ async def run(reactor: Any, seconds: float, concurrency: int) -> dict[str, Any]:
     def echo(request: IncomingRequest) -> bytes:
         return request.payload
 
-    server = Node(Identity.generate(), handlers={"echo": echo}, limits=LIMITS)
+    # The flood comes from loopback, which is never banned automatically
+    # unless asked for: ask, so the flood is banned as a remote one would be.
+    policy = Policy(BanRegistry(reactor), PolicySettings(ban_loopback=True))
+    server = Node(
+        Identity.generate(), handlers={"echo": echo}, limits=LIMITS, policy=policy
+    )
     client = Node(Identity.generate())
     port = (await server.listen("tcp:0:interface=127.0.0.1")).getHost().port  # type: ignore[attr-defined]
     await client.connect(f"tcp:127.0.0.1:{port}", peer_id=server.peer_id)

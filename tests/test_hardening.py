@@ -7,19 +7,31 @@ change that added it).
 from __future__ import annotations
 
 import math
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
+import pytest_twisted
+from twisted.internet import reactor
 from twisted.internet.task import Clock
 
 from blueprint_net._adapters.banstore import SqliteBanStore, edit, stored
+from blueprint_net._core import wire
+from blueprint_net._core.errors import ErrorCode, HandshakeError
+from blueprint_net._core.identity import Identity
 from blueprint_net._ops.cli import OK, USAGE, main
 from blueprint_net._policy.bans import BanRegistry
+from blueprint_net._policy.scores import Policy, PolicySettings
+
+from .helpers import MakeNode, until
+from .test_operations import TWISTD, TwistdNode, _cli, _keygen, _status, _until
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+def _main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as done:
         main(list(argv))
     out, err = capsys.readouterr()
@@ -53,7 +65,7 @@ def test_numeric_options_are_refused_in_one_line(
     SqliteBanStore(database)._pool.close()  # type: ignore[union-attr]
     if argv[0] == "ban":
         argv = [*argv, "--database", str(database)]
-    code, _, err = _cli(capsys, *argv)
+    code, _, err = _main(capsys, *argv)
     assert code == USAGE
     assert words in err
     assert len(err.strip().splitlines()) == 1, err  # one line, no usage block
@@ -67,8 +79,8 @@ def test_a_sane_duration_is_still_taken_and_listed(
     database = tmp_path / "bans.sqlite"
     SqliteBanStore(database)._pool.close()  # type: ignore[union-attr]
     db = ["--database", str(database)]
-    assert _cli(capsys, "ban", "192.0.2.1", "--duration", "90", *db)[0] == OK
-    code, out, _ = _cli(capsys, "bans", *db)
+    assert _main(capsys, "ban", "192.0.2.1", "--duration", "90", *db)[0] == OK
+    code, out, _ = _main(capsys, "bans", *db)
     assert code == OK and "192.0.2.1/32" in out and " s left" in out
 
 
@@ -78,3 +90,125 @@ def test_the_registry_refuses_a_nonsense_duration(duration: float) -> None:
     with pytest.raises(ValueError, match="finite and not negative"):
         registry.ban("192.0.2.1", "x", duration=duration)
     assert registry.bans() == []
+
+
+# -- 6, 7, 8: a real twistd node, attacked over loopback ------------------------
+
+
+def _send_and_read(port: int, data: bytes, *, limit: float = 10.0) -> bytes:
+    """Connect from 127.0.0.1, send ``data``, read until the node closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=limit) as sock:
+        sock.sendall(data)
+        received = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+def _wait_for_listening(node: TwistdNode) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert node.process.poll() is None, node.process.stderr.read()
+        try:
+            socket.create_connection(("127.0.0.1", node.port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("the node never listened")
+
+
+@pytest.mark.timeout(120)
+@pytest_twisted.ensureDeferred
+async def test_a_twistd_node_survives_its_operators_mistakes(tmp_path: Path) -> None:
+    """Item 6: a --peer naming the node itself is refused at start-up.
+    Item 7: HTTP and TLS clients at the peer port get a hint, and neither they
+    nor garbage from 127.0.0.1 lock the local command line out.
+    Item 8: a flood of unverified Errors with long, control-laden text
+    leaves a small, clean log with a summary line."""
+    peer_id = await _keygen(tmp_path / "a")
+    node = TwistdNode(tmp_path / "a", peer_id)
+
+    own = subprocess.run(
+        [
+            TWISTD,
+            "-n",
+            "--pidfile=",
+            "--logfile=-",
+            "blueprint",
+            "--data-dir",
+            str(node.directory),
+            "--listen",
+            f"tcp:{node.port}:interface=127.0.0.1",
+            "--status",
+            "none",
+            f"--peer={peer_id}@tcp:127.0.0.1:{node.port}",
+        ],
+        cwd=node.directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert own.returncode != 0
+    assert f"--peer {peer_id}@tcp:127.0.0.1:{node.port}" in own.stderr
+    assert "this node's own id" in own.stderr
+    assert "Traceback" not in own.stderr
+
+    node.start()
+    try:
+        _wait_for_listening(node)
+        answer = _send_and_read(node.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.0 400 ")
+        assert b"blueprint-net peer port" in answer
+        tls_hello = bytes.fromhex("160301002e010000")  # a ClientHello's start
+        assert b"not TLS" in _send_and_read(node.port, tls_hello + bytes(46))
+        for _ in range(10):  # HTTP clients, then garbage: 10 x 20 points
+            _send_and_read(node.port, b"POST /x HTTP/1.0\r\n\r\n")
+            _send_and_read(node.port, b"\x00\x00\x00\x01\xee")
+
+        evil = "\r\n[ERROR] forged line " + "A" * 4000
+        error_frame = wire.frame(wire.Error(int(ErrorCode.GOING_AWAY), evil))
+        for _ in range(300):
+            _send_and_read(node.port, error_frame)
+
+        code, out, err = await _cli(
+            "ping", "--count", "1", f"tcp:127.0.0.1:{node.port}", cwd=node.directory
+        )
+        assert code == 0, out + err  # loopback was never banned
+        status = await _until(lambda: _status(node), "the status page")
+        assert status["bans"] == 0
+        counters = status["counters"]
+        assert counters["wrong_protocol.http"] == 11
+        assert counters["wrong_protocol.tls"] == 1
+    finally:
+        node.terminate()
+    log = node.log.read_text(encoding="utf-8", errors="replace")
+    assert "forged line" not in log.replace("\\x0d\\x0a[ERROR] forged line", "")
+    assert "\r" not in log
+    assert "A" * 201 not in log  # truncated to 200 characters
+    assert len(log) < 40_000, len(log)  # 300 x 4 KB was 1.3 MB of log
+    assert "failed handshakes in the last 60 s" in log
+    assert "GOING_AWAY 300" in log or "UNEXPECTED_MESSAGE" in log
+
+
+@pytest_twisted.ensureDeferred
+async def test_dialing_ourselves_is_dropped_and_never_scored(
+    alice: Identity, make_node: MakeNode
+) -> None:
+    """Item 6 at run time: even with loopback bannable, three dials of our
+    own address (the old threshold: 3 x 50 points) ban nothing."""
+    policy = Policy(BanRegistry(reactor), PolicySettings(ban_loopback=True))
+    a = make_node(alice, policy=policy)
+    port = (await a.listen("tcp:0:interface=127.0.0.1")).getHost().port  # type: ignore[attr-defined]
+    for _ in range(3):
+        with pytest.raises(HandshakeError):
+            await a.connect(f"tcp:127.0.0.1:{port}")
+    await until(lambda: a.counters["handshakes.failed.SELF_CONNECTION"] >= 3)
+    assert a.bans.bans() == [] and a.counters["misbehaviour"] == 0
+    assert policy.score("127.0.0.1") == 0.0

@@ -163,6 +163,17 @@ def _peer(spec: str) -> tuple[PeerId, str]:
     return _peer_id("--peer", peer_id), endpoint
 
 
+def _refuse_self_dial(peers: list[tuple[PeerId, str]], own: PeerId) -> None:
+    """A ``--peer`` naming this node's own id would dial itself forever (and
+    once scored itself into a ban of 127.0.0.1): a configuration error."""
+    for peer_id, endpoint in peers:
+        if peer_id == own:
+            raise SystemExit(
+                f"blueprint: --peer {peer_id}@{endpoint}: that is this node's"
+                " own id (it would dial itself)"
+            )
+
+
 def makeService(options: dict[str, Any]) -> IService:
     from twisted.internet import reactor  # installed by twistd by now
 
@@ -182,6 +193,7 @@ def makeService(options: dict[str, Any]) -> IService:
         identity = load_or_create_identity(key_file)
     except KeyFileError as error:
         raise SystemExit(f"blueprint: --key-file: {error}") from None
+    _refuse_self_dial(options["peers"], identity.peer_id)
     try:
         store = SqliteBanStore(data_dir / "bans.sqlite")
     except BanDatabaseError as error:

@@ -58,6 +58,10 @@ class PolicySettings:
     ipv6_prefix: int = 64
     #: Offenders tracked at once; past it the least recently scored go.
     max_tracked: int = 65536
+    #: Whether loopback addresses are scored and banned automatically.  Off:
+    #: on loopback the "attacker" is almost always the operator (a curl at
+    #: the wrong port), and a ban locks out the local command line.
+    ban_loopback: bool = False
 
 
 @attrs.define
@@ -156,8 +160,10 @@ class Policy:
         return 0.0 if current is None else self._decayed(current)
 
     def _offender_network(self, host: str) -> Optional[Network]:
-        """An IPv4 host scores alone; IPv6 by its ``ipv6_prefix`` network."""
-        return subnet(host, 32, self.settings.ipv6_prefix)
+        """An IPv4 host scores alone; IPv6 by its ``ipv6_prefix`` network;
+        loopback not at all unless ``ban_loopback``."""
+        settings = self.settings
+        return subnet(host, 32, settings.ipv6_prefix, not settings.ban_loopback)
 
     def _decayed(self, score: _Score) -> float:
         elapsed = self.clock.seconds() - score.at
