@@ -17,12 +17,12 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 
-from blueprint_net._adapters.banstore import SqliteBanStore, edit, stored
+from blueprint_net._adapters.banstore import SqliteBanStore, edit, remove, store, stored
 from blueprint_net._core import wire
 from blueprint_net._core.errors import ErrorCode, HandshakeError
 from blueprint_net._core.identity import Identity
 from blueprint_net._ops.cli import OK, USAGE, main
-from blueprint_net._policy.bans import BanRegistry
+from blueprint_net._policy.bans import Ban, BanRegistry, Origin
 from blueprint_net._policy.scores import Policy, PolicySettings
 
 from .helpers import MakeNode, until
@@ -212,3 +212,77 @@ async def test_dialing_ourselves_is_dropped_and_never_scored(
     await until(lambda: a.counters["handshakes.failed.SELF_CONNECTION"] >= 3)
     assert a.bans.bans() == [] and a.counters["misbehaviour"] == 0
     assert policy.score("127.0.0.1") == 0.0
+
+
+# -- 5. operator bans apply through a flood of automatic bans ------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_operator_ban_is_read_while_automatic_bans_are_written(
+    tmp_path: Path,
+) -> None:
+    """The writer thread never idles during a flood: a refresh must still
+    read the operator's change, and must not undo the automatic bans written
+    meanwhile."""
+    path = tmp_path / "bans.sqlite"
+    registry = BanRegistry(reactor, SqliteBanStore(path))
+    database = registry.store
+    assert isinstance(database, SqliteBanStore)
+    operator = Identity(bytes(range(32))).peer_id
+    flood = (f"10.{i // 256}.{i % 256}.1" for i in range(10_000))
+
+    def automatic(count: int) -> None:
+        for _ in range(count):
+            registry.ban(next(flood), "flood", duration=60, origin=Origin.AUTOMATIC)
+
+    try:
+        automatic(50)
+        await database.refresh()
+        with edit(path) as other:  # `blueprint-net ban`, from another process
+            store(other, Ban(operator, "operator", time.time(), Origin.MANUAL))
+        automatic(50)  # a write is in flight...
+        assert database._writing is not None
+        await database.refresh()  # ...and the refresh reads anyway
+        assert registry.peer_ban(operator) is not None
+        automatic(50)
+        with edit(path) as other:
+            assert remove(other, operator)
+        automatic(50)
+        await database.refresh()
+        assert registry.peer_ban(operator) is None
+        # Nothing written here meanwhile was undone by the reloads.
+        assert len(registry.bans()) == 200
+        await database.flush()
+        with edit(path) as other:
+            assert len(stored(other)) == 200
+    finally:
+        await database.close()
+
+
+def test_automatic_bans_in_one_network_coalesce() -> None:
+    clock = Clock()
+    clock.advance(1_000_000)
+    policy = Policy(BanRegistry(clock), PolicySettings(ban_threshold=10))
+    for i in range(7):  # seven /64s of one /48: seven bans
+        policy.misbehaved(f"2001:db8:1:{i}::1", None, ErrorCode.TRUNCATED)
+    assert len(policy.bans.bans()) == 7
+    earned = policy.misbehaved("2001:db8:1:7::1", None, ErrorCode.TRUNCATED)
+    assert [str(b.target) for b in earned] == ["2001:db8:1::/48"]
+    assert [str(b.target) for b in policy.bans.bans()] == ["2001:db8:1::/48"]
+    assert policy.bans.address_ban("2001:db8:1:ffff::9") is not None
+    assert policy.bans.address_ban("2001:db8:2::1") is None
+    for i in range(8):  # IPv4: eight hosts of one /24
+        policy.misbehaved(f"198.51.100.{i}", None, ErrorCode.TRUNCATED)
+    assert "198.51.100.0/24" in {str(b.target) for b in policy.bans.bans()}
+    assert len(policy.bans.bans()) == 2
+
+
+def test_coalescing_spares_an_allow_listed_network() -> None:
+    policy = Policy(
+        BanRegistry(Clock()),
+        PolicySettings(ban_threshold=10),
+        allowed_networks=["198.51.100.200/32"],
+    )
+    for i in range(20):
+        policy.misbehaved(f"198.51.100.{i}", None, ErrorCode.TRUNCATED)
+    assert len(policy.bans.bans()) == 20  # one each, never the /24

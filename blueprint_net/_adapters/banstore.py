@@ -87,6 +87,8 @@ class SqliteBanStore:
         self._writing: Optional[defer.Deferred[Any]] = None
         self._failing = False  # the last write failed: retry on refresh()
         self._in_flight = 0  # changes in the transaction being written
+        self._batch: list[Change] = []  # ...and the changes themselves
+        self._reading = False
         self._flushed: list[defer.Deferred[None]] = []
         self._data_version: Optional[int] = None
         self._changes = 0  # changes heard of, so a reload never undoes one
@@ -133,7 +135,7 @@ class SqliteBanStore:
         thread and fewer ``fsync`` calls than a transaction per ban."""
         assert self._pool is not None
         batch, self._queued = self._queued, []
-        self._in_flight = len(batch)
+        self._in_flight, self._batch = len(batch), batch
         writing = self._pool.runInteraction(_apply, batch)  # type: ignore[no-untyped-call]
         self._writing = writing
         writing.addCallbacks(self._saved, self._save_failed, errbackArgs=(batch,))
@@ -171,7 +173,7 @@ class SqliteBanStore:
         return False
 
     def _written(self, saved: bool) -> None:
-        self._writing, self._in_flight = None, 0
+        self._writing, self._in_flight, self._batch = None, 0, []
         if saved and self._queued:
             self._commit_queued()
         else:
@@ -187,29 +189,40 @@ class SqliteBanStore:
         Retries a failed write first, if there is one.
 
         SQLite's ``data_version`` changes only for other connections'
-        commits; both it and the reload run on the writer thread.
+        commits; both it and the reload run on the writer thread, queued
+        behind at most the one write in progress: however many automatic
+        bans are being written, an operator's ban is read within one
+        refresh.  Our own changes not yet committed when the rows were read
+        are laid over them, so a reload never undoes one.
         """
-        if self._pool is None or self._writing is not None:
+        if self._pool is None or self._reading:
             return defer.succeed(0)
-        if self._queued:  # our own changes first (a retry); read next time
+        if self._queued and self._writing is None:  # a retry of a failed write
             self._commit_queued()
-            return defer.succeed(0)
+        self._reading = True
         read: defer.Deferred[tuple[int, Optional[list[Ban]]]]
         read = self._pool.runInteraction(_read_if_changed, self._data_version)  # type: ignore[no-untyped-call]
-        return read.addCallback(self._apply_reload, self._changes)
+        read.addBoth(self._read_over)
+        return read.addCallback(self._apply_reload)
 
-    def _apply_reload(
-        self, read: tuple[int, Optional[list[Ban]]], changes_then: int
-    ) -> int:
-        if self._changes != changes_then:
-            # A ban changed here while the file was read: the rows may not
-            # hold it yet.  Read again next time.
-            self._data_version = None
-            return 0
+    def _read_over(self, result: Any) -> Any:
+        self._reading = False
+        return result
+
+    def _apply_reload(self, read: tuple[int, Optional[list[Ban]]]) -> int:
         self._data_version, stored = read
         if stored is None or self._reconcile is None:
             return 0
-        changed = self._reconcile(stored)
+        rows = {(ban.kind, str(ban.target)): ban for ban in stored}
+        # Writes run in order on one thread: what is still in flight or
+        # queued now was committed after the read, so the rows lack it.
+        for operation, ban in self._batch + self._queued:
+            key = (ban.kind, str(ban.target))
+            if operation is _put:
+                rows[key] = ban
+            else:
+                rows.pop(key, None)
+        changed = self._reconcile(rows.values())
         if changed:
             self._log.info(
                 "{changed} ban changes taken from {path}",
