@@ -7,7 +7,9 @@ change that added it).
 from __future__ import annotations
 
 import math
+import os
 import socket
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -17,10 +19,23 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 
-from blueprint_net._adapters.banstore import SqliteBanStore, edit, remove, store, stored
+from blueprint_net._adapters.banstore import (
+    _SCHEMA,
+    BanDatabaseError,
+    SqliteBanStore,
+    edit,
+    remove,
+    store,
+    stored,
+)
 from blueprint_net._core import wire
 from blueprint_net._core.errors import ErrorCode, HandshakeError
-from blueprint_net._core.identity import Identity
+from blueprint_net._core.identity import (
+    Identity,
+    KeyFileError,
+    load_identity,
+    load_or_create_identity,
+)
 from blueprint_net._ops.cli import OK, USAGE, main
 from blueprint_net._policy.bans import Ban, BanRegistry, Origin
 from blueprint_net._policy.scores import Policy, PolicySettings
@@ -286,3 +301,78 @@ def test_coalescing_spares_an_allow_listed_network() -> None:
     for i in range(20):
         policy.misbehaved(f"198.51.100.{i}", None, ErrorCode.TRUNCATED)
     assert len(policy.bans.bans()) == 20  # one each, never the /24
+
+
+# -- 10. file hygiene ----------------------------------------------------------
+
+
+def test_a_foreign_sqlite_file_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "bans.sqlite"
+    with sqlite3.connect(path) as other:
+        other.execute("CREATE TABLE accounts (name TEXT)")
+    before = path.read_bytes()
+    with pytest.raises(BanDatabaseError, match="not a blueprint-net ban database"):
+        SqliteBanStore(path)
+    with (
+        pytest.raises(BanDatabaseError, match="not a blueprint-net ban database"),
+        edit(path),
+    ):
+        pass
+    assert path.read_bytes() == before
+    with sqlite3.connect(path) as other:
+        other.execute("PRAGMA user_version = 1")  # the right number, not ours
+    with pytest.raises(BanDatabaseError, match="not a blueprint-net ban database"):
+        SqliteBanStore(path)
+
+
+def test_a_file_written_before_the_stamp_is_adopted_and_stamped(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bans.sqlite"
+    with sqlite3.connect(path) as old:  # what this project wrote until now
+        old.execute(_SCHEMA)
+        old.execute("PRAGMA user_version = 1")
+        old.execute(
+            "INSERT INTO bans VALUES ('network', '192.0.2.0/24', 'old', 0, 'manual',"
+            " NULL)"
+        )
+    database = SqliteBanStore(path)
+    try:
+        assert [str(b.target) for b in database.attach(lambda bans: 0)] == [
+            "192.0.2.0/24"
+        ]
+    finally:
+        database._pool.close()  # type: ignore[union-attr]
+    with sqlite3.connect(path) as stamped:
+        assert stamped.execute("PRAGMA application_id").fetchone()[0] == 0x62706E74
+    SqliteBanStore(path)._pool.close()  # type: ignore[union-attr]
+
+
+def test_a_key_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "node.key"
+    load_or_create_identity(key)
+    os.chown(key, os.geteuid() + 4242, -1)
+    with pytest.raises(KeyFileError, match="owned by uid"):
+        load_identity(key)
+    os.chown(key, os.geteuid(), -1)
+    load_identity(key)
+
+
+def test_a_data_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o777)
+    result = subprocess.run(
+        [TWISTD, "-n", "--pidfile=", "blueprint", "--data-dir", str(data)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert f"--data-dir {data}: writable by group or others (mode 0777)" in (
+        result.stderr + result.stdout
+    )
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (data / "node.key").exists()  # nothing written into it

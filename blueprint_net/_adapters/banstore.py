@@ -29,6 +29,9 @@ from blueprint_net._policy.addresses import Target, parse_network
 from blueprint_net._policy.bans import Ban, IBanStore, Origin, Reconcile
 
 _SCHEMA_VERSION = 1
+#: ``PRAGMA application_id``: "bpnt".  A file without it is ours only if it
+#: is empty or holds our table at our version (written before the stamp).
+_APPLICATION_ID = 0x62706E74
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bans (
     kind TEXT NOT NULL CHECK (kind IN ('peer', 'network')),
@@ -322,19 +325,15 @@ def _load(path: Path) -> list[Ban]:
     except sqlite3.Error as error:
         raise BanDatabaseError(f"{path}: cannot open: {error}") from None
     try:
+        _check_ours(connection, path)  # first: not even WAL mode on a stranger
         _configure(connection)
         check = connection.execute("PRAGMA quick_check").fetchone()
         if check != ("ok",):
             raise BanDatabaseError(f"{path}: the database is damaged ({check[0]})")
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, _SCHEMA_VERSION):
-            raise BanDatabaseError(
-                f"{path}: schema version {version}; this version reads"
-                f" {_SCHEMA_VERSION}"
-            )
         with connection:
             connection.execute(_SCHEMA)
             connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            connection.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
         rows = connection.execute(_SELECT).fetchall()
     except sqlite3.DatabaseError as error:
         raise BanDatabaseError(f"{path}: not a usable ban database ({error})") from None
@@ -347,6 +346,39 @@ def _load(path: Path) -> list[Ban]:
         except ValueError as error:
             raise BanDatabaseError(f"{path}: bad ban row {row[1]!r}: {error}") from None
     return bans
+
+
+def _check_ours(connection: sqlite3.Connection, path: Path) -> None:
+    """Refuse a file of another application or schema, before touching it:
+    ours is stamped with our application id; an unstamped file is adopted
+    only if it is empty, or holds our ``bans`` table at user_version 1 (as
+    this project wrote before the stamp)."""
+    application = connection.execute("PRAGMA application_id").fetchone()[0]
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    tables = {
+        name
+        for (name,) in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        )
+    }
+    if application in (0, _APPLICATION_ID):
+        if version not in (0, _SCHEMA_VERSION) or (
+            application and version != _SCHEMA_VERSION
+        ):
+            raise BanDatabaseError(
+                f"{path}: schema version {version}; this version reads"
+                f" {_SCHEMA_VERSION}"
+            )
+        if application:
+            return
+    empty = application == 0 and version == 0 and not tables
+    legacy = application == 0 and version == _SCHEMA_VERSION and "bans" in tables
+    if not (empty or legacy):
+        raise BanDatabaseError(
+            f"{path}: not a blueprint-net ban database (application_id"
+            f" {application}, user_version {version}, tables"
+            f" {', '.join(sorted(tables)) or 'none'}); refusing to modify it"
+        )
 
 
 def _row(
