@@ -196,10 +196,7 @@ class PeerProtocol(Protocol):
             self.settings.handshake_timeout, self._handshake_timed_out
         )
         self.connection.initiate()
-        if self._opening is None:
-            self._flush()
-        # else: an accepted connection's Hello waits for the dialer's first
-        # bytes, so a client of another protocol gets its hint first, clean.
+        self._flush()
 
     def dataReceived(self, data: bytes) -> None:
         self._heard = True
