@@ -56,7 +56,9 @@ class TwistdNode:
     def log(self) -> Path:
         return self.directory / "twistd.log"
 
-    def start(self, *peers: TwistdNode) -> None:
+    def start(self, *peers: TwistdNode, plaintext: bool = False) -> None:
+        """Run the node; ``plaintext`` listens on ``tcp:`` (opted in)."""
+        listen = "tcp" if plaintext else "p2ptls"
         arguments = [
             TWISTD,
             "-n",
@@ -66,10 +68,11 @@ class TwistdNode:
             "--data-dir",
             str(self.directory),
             "--listen",
-            f"p2ptls:{self.port}:interface=127.0.0.1",
+            f"{listen}:{self.port}:interface=127.0.0.1",
             "--status",
             f"tcp:{self.status_port}:interface=127.0.0.1",
             *(f"--peer={p.peer_id}@p2ptls:127.0.0.1:{p.port}" for p in peers),
+            *(["--allow-plaintext"] if plaintext else []),
         ]
         self.process = subprocess.Popen(
             arguments,

@@ -147,7 +147,9 @@ async def test_repeated_garbage_earns_an_automatic_ban(
     bob: Identity, make_node: MakeNode
 ) -> None:
     clock = Clock()
-    b = make_node(bob, clock=clock, policy=Policy(BanRegistry(clock)))
+    # Loopback (HOSTILE here) is banned automatically only when asked for.
+    policy = Policy(BanRegistry(clock), PolicySettings(ban_loopback=True))
+    b = make_node(bob, clock=clock, policy=policy)
     port = await _port(b)
     garbage = [
         b"\x00\x00\x00\x01\xee",  # unknown type: 20 points each
@@ -280,7 +282,9 @@ async def test_automatic_ban_settings_reach_the_node(
     bob: Identity, make_node: MakeNode
 ) -> None:
     """A single violation bans when the threshold is that low."""
-    policy = Policy(BanRegistry(reactor), PolicySettings(ban_threshold=10))
+    policy = Policy(
+        BanRegistry(reactor), PolicySettings(ban_threshold=10, ban_loopback=True)
+    )
     b = make_node(bob, policy=policy)
     port = await _port(b)
     raw = await _raw(port, send=b"\x00\x00\x00\x01\xee")

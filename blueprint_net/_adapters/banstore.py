@@ -29,6 +29,9 @@ from blueprint_net._policy.addresses import Target, parse_network
 from blueprint_net._policy.bans import Ban, IBanStore, Origin, Reconcile
 
 _SCHEMA_VERSION = 1
+#: ``PRAGMA application_id``: "bpnt".  A file without it is ours only if it
+#: is empty or holds our table at our version (written before the stamp).
+_APPLICATION_ID = 0x62706E74
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bans (
     kind TEXT NOT NULL CHECK (kind IN ('peer', 'network')),
@@ -87,6 +90,8 @@ class SqliteBanStore:
         self._writing: Optional[defer.Deferred[Any]] = None
         self._failing = False  # the last write failed: retry on refresh()
         self._in_flight = 0  # changes in the transaction being written
+        self._batch: list[Change] = []  # ...and the changes themselves
+        self._reading = False
         self._flushed: list[defer.Deferred[None]] = []
         self._data_version: Optional[int] = None
         self._changes = 0  # changes heard of, so a reload never undoes one
@@ -133,7 +138,7 @@ class SqliteBanStore:
         thread and fewer ``fsync`` calls than a transaction per ban."""
         assert self._pool is not None
         batch, self._queued = self._queued, []
-        self._in_flight = len(batch)
+        self._in_flight, self._batch = len(batch), batch
         writing = self._pool.runInteraction(_apply, batch)  # type: ignore[no-untyped-call]
         self._writing = writing
         writing.addCallbacks(self._saved, self._save_failed, errbackArgs=(batch,))
@@ -171,7 +176,7 @@ class SqliteBanStore:
         return False
 
     def _written(self, saved: bool) -> None:
-        self._writing, self._in_flight = None, 0
+        self._writing, self._in_flight, self._batch = None, 0, []
         if saved and self._queued:
             self._commit_queued()
         else:
@@ -187,29 +192,40 @@ class SqliteBanStore:
         Retries a failed write first, if there is one.
 
         SQLite's ``data_version`` changes only for other connections'
-        commits; both it and the reload run on the writer thread.
+        commits; both it and the reload run on the writer thread, queued
+        behind at most the one write in progress: however many automatic
+        bans are being written, an operator's ban is read within one
+        refresh.  Our own changes not yet committed when the rows were read
+        are laid over them, so a reload never undoes one.
         """
-        if self._pool is None or self._writing is not None:
+        if self._pool is None or self._reading:
             return defer.succeed(0)
-        if self._queued:  # our own changes first (a retry); read next time
+        if self._queued and self._writing is None:  # a retry of a failed write
             self._commit_queued()
-            return defer.succeed(0)
+        self._reading = True
         read: defer.Deferred[tuple[int, Optional[list[Ban]]]]
         read = self._pool.runInteraction(_read_if_changed, self._data_version)  # type: ignore[no-untyped-call]
-        return read.addCallback(self._apply_reload, self._changes)
+        read.addBoth(self._read_over)
+        return read.addCallback(self._apply_reload)
 
-    def _apply_reload(
-        self, read: tuple[int, Optional[list[Ban]]], changes_then: int
-    ) -> int:
-        if self._changes != changes_then:
-            # A ban changed here while the file was read: the rows may not
-            # hold it yet.  Read again next time.
-            self._data_version = None
-            return 0
+    def _read_over(self, result: Any) -> Any:
+        self._reading = False
+        return result
+
+    def _apply_reload(self, read: tuple[int, Optional[list[Ban]]]) -> int:
         self._data_version, stored = read
         if stored is None or self._reconcile is None:
             return 0
-        changed = self._reconcile(stored)
+        rows = {(ban.kind, str(ban.target)): ban for ban in stored}
+        # Writes run in order on one thread: what is still in flight or
+        # queued now was committed after the read, so the rows lack it.
+        for operation, ban in self._batch + self._queued:
+            key = (ban.kind, str(ban.target))
+            if operation is _put:
+                rows[key] = ban
+            else:
+                rows.pop(key, None)
+        changed = self._reconcile(rows.values())
         if changed:
             self._log.info(
                 "{changed} ban changes taken from {path}",
@@ -309,19 +325,15 @@ def _load(path: Path) -> list[Ban]:
     except sqlite3.Error as error:
         raise BanDatabaseError(f"{path}: cannot open: {error}") from None
     try:
+        _check_ours(connection, path)  # first: not even WAL mode on a stranger
         _configure(connection)
         check = connection.execute("PRAGMA quick_check").fetchone()
         if check != ("ok",):
             raise BanDatabaseError(f"{path}: the database is damaged ({check[0]})")
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, _SCHEMA_VERSION):
-            raise BanDatabaseError(
-                f"{path}: schema version {version}; this version reads"
-                f" {_SCHEMA_VERSION}"
-            )
         with connection:
             connection.execute(_SCHEMA)
             connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            connection.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
         rows = connection.execute(_SELECT).fetchall()
     except sqlite3.DatabaseError as error:
         raise BanDatabaseError(f"{path}: not a usable ban database ({error})") from None
@@ -334,6 +346,39 @@ def _load(path: Path) -> list[Ban]:
         except ValueError as error:
             raise BanDatabaseError(f"{path}: bad ban row {row[1]!r}: {error}") from None
     return bans
+
+
+def _check_ours(connection: sqlite3.Connection, path: Path) -> None:
+    """Refuse a file of another application or schema, before touching it:
+    ours is stamped with our application id; an unstamped file is adopted
+    only if it is empty, or holds our ``bans`` table at user_version 1 (as
+    this project wrote before the stamp)."""
+    application = connection.execute("PRAGMA application_id").fetchone()[0]
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    tables = {
+        name
+        for (name,) in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        )
+    }
+    if application in (0, _APPLICATION_ID):
+        if version not in (0, _SCHEMA_VERSION) or (
+            application and version != _SCHEMA_VERSION
+        ):
+            raise BanDatabaseError(
+                f"{path}: schema version {version}; this version reads"
+                f" {_SCHEMA_VERSION}"
+            )
+        if application:
+            return
+    empty = application == 0 and version == 0 and not tables
+    legacy = application == 0 and version == _SCHEMA_VERSION and "bans" in tables
+    if not (empty or legacy):
+        raise BanDatabaseError(
+            f"{path}: not a blueprint-net ban database (application_id"
+            f" {application}, user_version {version}, tables"
+            f" {', '.join(sorted(tables)) or 'none'}); refusing to modify it"
+        )
 
 
 def _row(

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
 from blueprint_net._adapters.interfaces import IHandshaking
+from blueprint_net._adapters.summary import EventSummary
 from blueprint_net._policy.addresses import Network
 from blueprint_net._policy.limits import ConnectionLimiter, Slot
 
@@ -58,11 +59,19 @@ class LimitingFactory(WrappingFactory[LimitedProtocol]):
     _log = Logger()
 
     def __init__(
-        self, wrapped: Factory, limiter: ConnectionLimiter, *, inbound: bool
+        self,
+        wrapped: Factory,
+        limiter: ConnectionLimiter,
+        *,
+        inbound: bool,
+        summary: Optional[EventSummary] = None,
     ) -> None:
         super().__init__(wrapped)  # type: ignore[no-untyped-call]
         self.limiter = limiter
         self.inbound = inbound
+        #: Where refusals are counted for a periodic line (a node's); without
+        #: one, each is logged at debug.
+        self.summary = summary
         #: Why the last connection was refused (what a dialer reports).
         self.refused: Optional[str] = None
 
@@ -70,6 +79,14 @@ class LimitingFactory(WrappingFactory[LimitedProtocol]):
         host: Optional[str] = getattr(addr, "host", None)
         subnet = None if host is None else self.limiter.subnet(host)
         self.refused = self.limiter.refusal(host, self.inbound, subnet)
+        if self.refused is not None and self.summary is not None:
+            self.summary.record(
+                self.refused,
+                "refused {direction} connection {host}: {reason}",
+                direction="inbound" if self.inbound else "outbound",
+                host=str(host),
+            )
+            return Refusal()
         if self.refused is not None:
             self._log.debug(
                 "refused {direction} connection {host}: {reason}",

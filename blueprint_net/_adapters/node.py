@@ -40,7 +40,8 @@ from blueprint_net._adapters.protocol import (
     PeerFactory,
     PeerProtocol,
 )
-from blueprint_net._core import wire
+from blueprint_net._adapters.summary import EventSummary
+from blueprint_net._core import untrusted, wire
 from blueprint_net._core.connection import ConnectionFailed
 from blueprint_net._core.errors import (
     ConnectFailed,
@@ -190,6 +191,13 @@ class Node(Service):
         self._ports: list[IListeningPort] = []
         self._on_verified: list[PeerCallback] = []
         self._on_lost: list[PeerCallback] = []
+        #: Failed handshakes and refused connections: a line per minute
+        #: with a count per reason, never a line each (a flood's volume).
+        self.failures = EventSummary(self.clock, "failed handshakes")
+        self.refusals = EventSummary(self.clock, "refused connections")
+        #: Local ends of our recent outbound connections, (host, port) ->
+        #: until when: an inbound connection from one of them is ourselves.
+        self._own_ends: dict[tuple[str, int], float] = {}
         self.server_factory = PeerFactory(
             self, identity, self.clock, settings, initiator=False
         )
@@ -345,7 +353,9 @@ class Node(Service):
     def listening_factory(self) -> LimitingFactory:
         """The factory to listen with: the node's, behind its limits (for a
         ``StreamServerEndpointService`` of your own)."""
-        return LimitingFactory(self.server_factory, self.limiter, inbound=True)
+        return LimitingFactory(
+            self.server_factory, self.limiter, inbound=True, summary=self.refusals
+        )
 
     def dial_factory(self, peer_id: PeerId) -> LimitingFactory:
         """A factory that dials ``peer_id`` and nobody else, for a
@@ -356,7 +366,7 @@ class Node(Service):
         a second connection would only be closed as a duplicate.
         """
         dial = _KeepFactory(self, peer_id)
-        return LimitingFactory(dial, self.limiter, inbound=False)
+        return LimitingFactory(dial, self.limiter, inbound=False, summary=self.refusals)
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self._ports.append(port)
@@ -405,6 +415,7 @@ class Node(Service):
             ),
             self.limiter,
             inbound=False,
+            summary=self.refusals,
         )
         try:
             connected = await endpoint.connect(factory)
@@ -460,6 +471,8 @@ class Node(Service):
             await defer.gatherResults(closing)
             if abort.active():
                 abort.cancel()
+        self.failures.flush()
+        self.refusals.flush()
 
     def _keepalive_sweep(self) -> None:
         for protocol in self._peers.protocols():
@@ -491,6 +504,8 @@ class Node(Service):
 
     def connection_opened(self, protocol: PeerProtocol) -> None:
         self._peers.opened(protocol)
+        if protocol.initiator:
+            self._remember_own_end(protocol)
 
     def peer_verified(self, protocol: PeerProtocol) -> None:
         limits = self.limits
@@ -533,13 +548,68 @@ class Node(Service):
         send garbage in its name.
         """
         code = event.error.code
+        if event.wrong_protocol is not None:
+            self._wrong_protocol(protocol, event.wrong_protocol)
+            return
         stage = "closed" if protocol.connection.verified else "handshakes.failed"
         self.counters[f"{stage}.{code.name}"] += 1
+        if code is ErrorCode.SELF_CONNECTION and self._reached_self(protocol):
+            return
+        if not protocol.connection.verified:
+            self.failures.record(
+                code.name,
+                "handshake with {address} failed: {code_name}: {message}",
+                address=str(protocol.address),
+                code_name=code.name,
+                message=untrusted.quote(event.error.message),
+                claimed=str(protocol.connection.handshake.claimed_peer),
+                misbehaviour=int(event.misbehaviour),
+            )
         if event.misbehaviour:
             self.counters["misbehaviour"] += 1
             host = getattr(protocol.address, "host", None)
             bound = ISSLTransport.providedBy(protocol.transport)
             self.policy.misbehaved(host, protocol.peer_id if bound else None, code)
+
+    def _wrong_protocol(self, protocol: PeerProtocol, kind: str) -> None:
+        """An HTTP or TLS client at a plain peer port: answered with a hint
+        by the protocol; counted here, never scored."""
+        self.counters[f"wrong_protocol.{kind}"] += 1
+        self.failures.record(
+            f"wrong protocol ({kind})",
+            "{kind} client at the peer port from {address}; sent a hint",
+            kind=kind,
+            address=str(protocol.address),
+        )
+
+    def _remember_own_end(self, protocol: PeerProtocol) -> None:
+        """Note an outbound connection's local end, so the inbound half of a
+        connection to ourselves is known for what it is (not an attack)."""
+        local = protocol.transport.getHost() if protocol.transport else None
+        if not hasattr(local, "port"):
+            return  # not TCP: no far end to recognise
+        now = self.clock.seconds()
+        ends = self._own_ends
+        while ends and next(iter(ends.values())) < now:
+            del ends[next(iter(ends))]  # the oldest first: dicts keep order
+        key = (str(getattr(local, "host", "")), int(getattr(local, "port", 0)))
+        ends[key] = now + self.settings.handshake_timeout
+
+    def _reached_self(self, protocol: PeerProtocol) -> bool:
+        """A SELF_CONNECTION failure of a connection that reached this very
+        node (a configuration error, never scored): the outbound half is
+        logged once; the inbound half is recognised by its far end."""
+        if protocol.initiator:
+            self._log.warn(
+                "dialed {address} and reached this node itself; dropped"
+                " (a --peer or connect() naming our own address?)",
+                address=str(protocol.address),
+            )
+            return True
+        far = protocol.address
+        key = (getattr(far, "host", None), getattr(far, "port", None))
+        expiry = self._own_ends.get(key)  # type: ignore[arg-type]
+        return expiry is not None and expiry >= self.clock.seconds()
 
     def _banned(self, ban: Ban) -> None:
         """A new ban: close every connection it covers, now."""

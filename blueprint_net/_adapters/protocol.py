@@ -24,7 +24,7 @@ from zope.interface import Interface, implementer
 
 from blueprint_net._adapters.interfaces import IHandshaking
 from blueprint_net._adapters.tls import certificate_key
-from blueprint_net._core import wire
+from blueprint_net._core import untrusted, wire
 from blueprint_net._core.connection import (
     Connection,
     ConnectionFailed,
@@ -53,6 +53,24 @@ TLS_EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
 PLAINTEXT_REFUSED = (
     "this node accepts TLS links only (p2ptls:); plaintext needs"
     " allow_plaintext / --allow-plaintext"
+)
+
+_HTTP_HINT_BODY = (
+    b"This is a blueprint-net peer port, not HTTP. A node's status page is"
+    b" served on its --status endpoint (default http://127.0.0.1:7080/);"
+    b" `blueprint-net status --url URL` reads it.\n"
+)
+#: What an HTTP request to a peer port gets back before the close.
+HTTP_HINT = (
+    b"HTTP/1.0 400 Bad Request\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n"
+    b"Connection: close\r\n\r\n" % len(_HTTP_HINT_BODY)
+) + _HTTP_HINT_BODY
+#: What a TLS ClientHello on a plain peer port gets back before the close.
+TLS_HINT = (
+    b"blueprint-net: this peer port speaks plain blueprint-net, not TLS;"
+    b" dial it with tcp:, or listen with p2ptls: for TLS.\n"
 )
 
 
@@ -148,6 +166,9 @@ class PeerProtocol(Protocol):
         self._unbound = True
         #: Closed before its handshake: a plain transport, no opt-in.
         self.refused_plaintext = False
+        #: An accepted connection's first bytes, until they are known not to
+        #: be another protocol (None once decided, or when dialing).
+        self._opening: Optional[bytes] = None if initiator else b""
 
     @property
     def peer_id(self) -> Optional[PeerId]:
@@ -194,6 +215,19 @@ class PeerProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._heard = True
+        if self._opening is not None:
+            data = self._opening + data
+            kind = untrusted.opening(data)
+            if (
+                kind is untrusted.Opening.UNDECIDED
+                and len(data) < untrusted.SNIFF_BYTES
+            ):
+                self._opening = data
+                return
+            self._opening = None
+            if kind in (untrusted.Opening.HTTP, untrusted.Opening.TLS):
+                self._wrong_protocol(kind)
+                return
         if self._unbound:
             # TLS completes its handshake before it delivers any data, and
             # no signature is made or checked before this first read.
@@ -410,20 +444,40 @@ class PeerProtocol(Protocol):
             self._pinged = True
             self.send(wire.Ping(int(self.clock.seconds() * 1000)))
 
+    def _wrong_protocol(self, kind: untrusted.Opening) -> None:
+        """An operator's client at the wrong port: a hint it can show, then
+        close; the host hears of it as a failure that is not misbehaviour."""
+        self.transport.write(  # type: ignore[union-attr]
+            HTTP_HINT if kind is untrusted.Opening.HTTP else TLS_HINT
+        )
+        error = ProtocolError(
+            ErrorCode.UNEXPECTED_MESSAGE,
+            f"{kind.value} on a blueprint-net peer port; answered with a hint",
+        )
+        self._failure = error
+        self.host.connection_failed(
+            self, ConnectionFailed(error, wrong_protocol=kind.value)
+        )
+        self._cancel_timeout()
+        self.disconnect()
+
     def _on_failed(self, event: ConnectionFailed) -> None:
         self._flush()
         error = event.error
         self._failure = error
-        self._log.warn(
-            "connection to {address} failed: {code_name} ({code}): {reason}",
-            address=self.address,
-            peer_id=self.connection.handshake.claimed_peer,
-            code=int(error.code),
-            code_name=error.code.name,
-            reason=error.message,
-            remote=error.remote,
-            misbehaviour=event.misbehaviour,
-        )
+        if self.connection.verified:
+            # A proven peer's failures are rare and worth a line each; an
+            # unverified one's are counted and summarised by the host.
+            self._log.warn(
+                "connection to {address} failed: {code_name} ({code}): {reason}",
+                address=str(self.address),
+                peer_id=str(self.peer_id),
+                code=int(error.code),
+                code_name=error.code.name,
+                reason=untrusted.quote(error.message),
+                remote=error.remote,
+                misbehaviour=event.misbehaviour,
+            )
         self.host.connection_failed(self, event)
         self._cancel_timeout()
         self.disconnect()

@@ -65,11 +65,18 @@ class ConnectionFailed:
     """The connection must close, for the reason ``error`` gives."""
 
     error: ProtocolError
+    #: The other protocol a client spoke at us (``"http"``, ``"tls"``: see
+    #: ``untrusted.opening``): a mistake, never misbehaviour.
+    wrong_protocol: Optional[str] = None
 
     @property
     def misbehaviour(self) -> bool:
         """Whether the peer broke the protocol (for the ban registry)."""
-        return not self.error.remote and self.error.code in MISBEHAVIOUR
+        return (
+            self.wrong_protocol is None
+            and not self.error.remote
+            and self.error.code in MISBEHAVIOUR
+        )
 
 
 @attrs.define

@@ -194,8 +194,9 @@ def load_identity(
     path = Path(path)
     try:
         with path.open("rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
+            status = os.fstat(handle.fileno())
             data = handle.read(64 * 1024)
+        mode = status.st_mode
     except FileNotFoundError:
         raise KeyFileError(f"{path}: no such key file") from None
     except IsADirectoryError:
@@ -204,6 +205,12 @@ def load_identity(
         raise KeyFileError(f"{path}: cannot read: {error.strerror}") from None
     if not stat.S_ISREG(mode):
         raise KeyFileError(f"{path}: not a regular file")
+    if status.st_uid != os.geteuid():
+        # As ssh: a key another user owns may be one they can swap for theirs.
+        raise KeyFileError(
+            f"{path}: owned by uid {status.st_uid}, not by this user"
+            f" (uid {os.geteuid()}); run: chown {os.geteuid()} {path}"
+        )
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(
             f"{path}: readable by group or others (mode {stat.S_IMODE(mode):04o});"

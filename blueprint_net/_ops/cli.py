@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -304,7 +305,11 @@ def list_bans(args: argparse.Namespace) -> int:
     active = [b for b in stored if b.active(now)]
     lines = [
         f"{b.target!s:<54} {b.origin.value:<9} "
-        + ("forever" if b.expires is None else f"{int(b.expires - now)} s left")
+        + (
+            "forever"
+            if b.expires is None or not math.isfinite(b.expires)
+            else f"{int(b.expires - now)} s left"
+        )
         + f"  {b.reason}"
         for b in active
     ]
@@ -331,14 +336,62 @@ class _editing:
 # -- the parser --------------------------------------------------------------
 
 
+def _checked(
+    kind: type, minimum: float, maximum: float, *, strict: bool = False
+) -> Callable[[str], Any]:
+    """An argparse ``type``: a finite number in range, or a one-line error.
+
+    ``float()`` takes ``nan`` (stored as a permanent ban: it compares false
+    with every bound), ``inf`` (an OverflowError when listed) and negative
+    durations (a ban already expired); each is refused here, by name.
+    """
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            noun = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"wants {noun}, not {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"wants a finite number, not {text!r}")
+        if value < minimum or (strict and value == minimum) or value > maximum:
+            low = "more than" if strict else "at least"
+            raise argparse.ArgumentTypeError(
+                f"must be {low} {minimum:g} and at most {maximum:g}, not {text}"
+            )
+        return value
+
+    parse.__name__ = "number"  # argparse names the type in some messages
+    return parse
+
+
+#: Longest ban the command makes with ``--duration`` (ten years, in seconds);
+#: for longer, leave ``--duration`` out: the ban is then for good.
+MAX_BAN_DURATION = 10 * 365 * 86400.0
+duration = _checked(float, 0, MAX_BAN_DURATION, strict=True)
+timeout = _checked(float, 0, 86400.0, strict=True)
+ping_count = _checked(int, 1, 10_000)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (``blueprint-net ban: --duration ...``) with
+    exit status 2, instead of argparse's usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        sys.exit(USAGE)
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="blueprint-net",
         description="Keys, requests, status and bans for blueprint-net nodes.",
         epilog="Exit status: 0 ok, 1 the operation failed, 2 usage, "
         "3 node unreachable or handshake failed, 4 bad local file.",
     )
-    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = top.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     def command(
         name: str, handler: Callable[[argparse.Namespace], int], help: str
@@ -363,7 +416,7 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--key-file", help="identity to connect as [default: a new one]"
         )
-        sub.add_argument("--timeout", type=float, default=10.0, help="seconds [10]")
+        sub.add_argument("--timeout", type=timeout, default=10.0, help="seconds [10]")
         sub.add_argument(
             "--allow-plaintext",
             action="store_true",
@@ -374,7 +427,7 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("payload", nargs="?", default="")
             sub.add_argument("--metadata")
         else:
-            sub.add_argument("--count", type=int, default=5, help="pings [5]")
+            sub.add_argument("--count", type=ping_count, default=5, help="pings [5]")
 
     for name, handler, help in (
         ("status", status, "A running node's status (from its status endpoint)."),
@@ -399,7 +452,11 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("target", help="a peer id, an address or a CIDR network")
         if name == "ban":
             sub.add_argument("--reason", default="banned by the operator")
-            sub.add_argument("--duration", type=float, help="seconds [forever]")
+            sub.add_argument(
+                "--duration",
+                type=duration,
+                help="seconds, at most ten years [forever]",
+            )
     return top
 
 

@@ -244,6 +244,13 @@ SETTINGS = [
         ("policy", "max_ban_duration"),
     ),
     Setting(
+        "ban-loopback",
+        _flag,
+        _POLICY.ban_loopback,
+        "Score and ban loopback addresses automatically too (yes/no).",
+        ("policy", "ban_loopback"),
+    ),
+    Setting(
         "max-automatic-bans",
         count,
         10_000,

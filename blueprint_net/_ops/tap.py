@@ -10,6 +10,7 @@ reads the same settings from an INI file, which the command line overrides.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -174,6 +175,29 @@ def _peer(spec: str) -> tuple[PeerId, str]:
     return _peer_id("--peer", peer_id), endpoint
 
 
+def _refuse_writable_by_others(data_dir: Path) -> None:
+    """A data directory others may write to lets them replace the key or the
+    ban database: refused (as ssh refuses such a home), never fixed behind
+    the operator's back."""
+    mode = stat.S_IMODE(data_dir.stat().st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise SystemExit(
+            f"blueprint: --data-dir {data_dir}: writable by group or others"
+            f" (mode {mode:04o}); run: chmod 700 {data_dir}"
+        )
+
+
+def _refuse_self_dial(peers: list[tuple[PeerId, str]], own: PeerId) -> None:
+    """A ``--peer`` naming this node's own id would dial itself forever (and
+    once scored itself into a ban of 127.0.0.1): a configuration error."""
+    for peer_id, endpoint in peers:
+        if peer_id == own:
+            raise SystemExit(
+                f"blueprint: --peer {peer_id}@{endpoint}: that is this node's"
+                " own id (it would dial itself)"
+            )
+
+
 def makeService(options: dict[str, Any]) -> IService:
     from twisted.internet import reactor  # installed by twistd by now
 
@@ -186,6 +210,7 @@ def makeService(options: dict[str, Any]) -> IService:
         raise SystemExit(
             f"blueprint: --data-dir {data_dir}: {error.strerror}"
         ) from None
+    _refuse_writable_by_others(data_dir)
     key_file = (
         Path(options["key-file"]) if options["key-file"] else data_dir / "node.key"
     )
@@ -193,6 +218,7 @@ def makeService(options: dict[str, Any]) -> IService:
         identity = load_or_create_identity(key_file)
     except KeyFileError as error:
         raise SystemExit(f"blueprint: --key-file: {error}") from None
+    _refuse_self_dial(options["peers"], identity.peer_id)
     try:
         store = SqliteBanStore(data_dir / "bans.sqlite")
     except BanDatabaseError as error:

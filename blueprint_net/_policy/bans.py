@@ -17,6 +17,7 @@ with no change here.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable
 from typing import Any, Callable, Optional, Union
 
@@ -174,7 +175,17 @@ class BanRegistry:
         origin: Origin = Origin.MANUAL,
     ) -> Ban:
         """Ban a peer id or network (a string is parsed) now, for
-        ``duration`` seconds or for good; replaces any ban on that target."""
+        ``duration`` seconds or for good; replaces any ban on that target.
+
+        A NaN duration would compare false with every clock reading (a
+        permanent ban by accident), an infinite one overflows whoever
+        formats it, a negative one is expired before it is made: each is a
+        ``ValueError``.  For good is ``duration=None``.
+        """
+        if duration is not None and not (math.isfinite(duration) and duration >= 0):
+            raise ValueError(
+                f"a ban's duration must be finite and not negative, not {duration!r}"
+            )
         if isinstance(target, str):
             target = parse_target(target)
         elif not isinstance(target, PeerId):

@@ -58,6 +58,16 @@ class PolicySettings:
     ipv6_prefix: int = 64
     #: Offenders tracked at once; past it the least recently scored go.
     max_tracked: int = 65536
+    #: Whether loopback addresses are scored and banned automatically.  Off:
+    #: on loopback the "attacker" is almost always the operator (a curl at
+    #: the wrong port), and a ban locks out the local command line.
+    ban_loopback: bool = False
+    #: Automatic address bans inside one wider network (IPv4 /24, IPv6 /48)
+    #: that turn into one ban of that network: an address range cannot fill
+    #: the ban table (nor the writer thread ahead of an operator's ban).
+    coalesce_after: int = 8
+    coalesce_ipv4_prefix: int = 24
+    coalesce_ipv6_prefix: int = 48
 
 
 @attrs.define
@@ -83,6 +93,8 @@ class Policy:
         self.clock: TimeSource = bans.clock
         self._scores: dict[Target, _Score] = {}
         self._offences: dict[Target, int] = {}
+        #: Wider network -> the automatic bans inside it (see coalesce_after).
+        self._clusters: dict[Target, set[Network]] = {}
         self.set_allow_list(allowed_peers, allowed_networks)
         self.set_permitted(permitted_peers)
 
@@ -156,8 +168,10 @@ class Policy:
         return 0.0 if current is None else self._decayed(current)
 
     def _offender_network(self, host: str) -> Optional[Network]:
-        """An IPv4 host scores alone; IPv6 by its ``ipv6_prefix`` network."""
-        return subnet(host, 32, self.settings.ipv6_prefix)
+        """An IPv4 host scores alone; IPv6 by its ``ipv6_prefix`` network;
+        loopback not at all unless ``ban_loopback``."""
+        settings = self.settings
+        return subnet(host, 32, settings.ipv6_prefix, not settings.ban_loopback)
 
     def _decayed(self, score: _Score) -> float:
         elapsed = self.clock.seconds() - score.at
@@ -179,12 +193,53 @@ class Policy:
             self.settings.ban_duration * 2 ** (offences - 1),
             self.settings.max_ban_duration,
         )
-        return self.bans.ban(
+        ban = self.bans.ban(
             target,
             f"misbehaviour, last {code.name} (offence {offences})",
             duration=duration,
             origin=Origin.AUTOMATIC,
         )
+        if isinstance(target, PeerId):
+            return ban
+        return self._coalesce(target, code, duration) or ban
+
+    def _coalesce(
+        self, network: Network, code: ErrorCode, duration: float
+    ) -> Optional[Ban]:
+        """The rule: ``coalesce_after`` automatic bans inside one IPv4 /24 or
+        IPv6 /48 become one automatic ban of that network, for the duration
+        the last of them earned, and the single bans are lifted.  Not when an
+        allow-listed network overlaps it (its hosts are never banned
+        automatically)."""
+        settings = self.settings
+        prefix = (
+            settings.coalesce_ipv4_prefix
+            if network.version == 4
+            else settings.coalesce_ipv6_prefix
+        )
+        if network.prefixlen <= prefix:
+            return None
+        wider = network.supernet(new_prefix=prefix)
+        members = self._clusters.pop(wider, set())
+        members.add(network)
+        self._clusters[wider] = members  # now the most recent
+        _bound(self._clusters, settings.max_tracked)
+        if len(members) < settings.coalesce_after or any(
+            wider.overlaps(allowed)
+            for allowed in self.allowed_networks
+            if allowed.version == wider.version
+        ):
+            return None
+        del self._clusters[wider]
+        ban = self.bans.ban(
+            wider,
+            f"misbehaviour from {len(members)} addresses, last {code.name}",
+            duration=duration,
+            origin=Origin.AUTOMATIC,
+        )
+        for member in members:
+            self.bans.unban(member)
+        return ban
 
 
 def _bound(entries: dict[Target, V], limit: int) -> None:

@@ -1,0 +1,110 @@
+"""What an unverified peer sends: recognised when it is the wrong protocol,
+and quoted safely when it is logged.
+
+Layer: core (sans-IO; imports nothing from Twisted).
+
+A curl at the peer port, a TLS client at a plain port or a plain client at a
+TLS port is an operator's mistake, not an attack: scored as garbage, five of
+them banned the operator's own address.  :func:`opening` tells them apart
+from the first bytes alone (a blueprint frame starts with a 4-byte length of
+at most 4 KiB, so none of these can be a valid frame).  :func:`quote` makes
+text a peer chose fit for a log line: short, and with no control character
+that could forge a line or rewrite the terminal.
+"""
+
+from __future__ import annotations
+
+import enum
+import unicodedata
+
+#: Bytes :func:`opening` wants before it decides (fewer: it may wait).
+SNIFF_BYTES = 8
+#: Characters of a peer's text kept in a log line.
+QUOTE_LIMIT = 200
+#: The largest frame before ``Verified`` (``docs/protocol.md``).
+_HANDSHAKE_FRAME = 4096
+
+_HTTP_METHODS = (
+    b"GET ",
+    b"HEAD ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"TRACE ",
+    b"CONNECT ",
+    b"PRI * HTTP/2",
+)
+
+
+class Opening(enum.Enum):
+    """What the first bytes of a connection look like."""
+
+    #: Too few bytes yet to tell.
+    UNDECIDED = "undecided"
+    #: A blueprint frame header, or anything else: the protocol judges it.
+    BLUEPRINT = "blueprint"
+    #: An HTTP request line.
+    HTTP = "http"
+    #: A TLS ClientHello record.
+    TLS = "tls"
+
+
+def opening(first: bytes) -> Opening:
+    """Classify the first bytes a peer sent.
+
+    ``BLUEPRINT`` means only "not a known wrong protocol": a hostile peer's
+    garbage is left to the frame decoder (and scored there).
+    """
+    if _is_tls_hello(first):
+        return Opening.TLS
+    for method in _HTTP_METHODS:
+        if first.startswith(method):
+            return Opening.HTTP
+        if method.startswith(first):  # "GE" may yet be "GET "
+            return Opening.UNDECIDED
+    if first[:1] == b"\x16" and len(first) < 6:
+        return Opening.UNDECIDED
+    return Opening.BLUEPRINT
+
+
+def looks_like_frame(first: bytes) -> bool:
+    """Whether ``first`` starts like a plain blueprint frame (a 4-byte
+    length of at most 4 KiB): a plain client dialing a TLS port."""
+    if len(first) < 4:
+        return False
+    length = int.from_bytes(first[:4], "big")
+    return 0 < length <= _HANDSHAKE_FRAME
+
+
+def _is_tls_hello(first: bytes) -> bool:
+    # A handshake record (22), version 3.x, then a ClientHello (type 1).
+    return (
+        len(first) >= 6
+        and first[0] == 0x16
+        and first[1] == 0x03
+        and first[2] <= 0x04
+        and first[5] == 0x01
+    )
+
+
+def quote(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` fit for one log line: control, format and line-separator
+    characters escaped (``\\r`` as ``\\x0d``), then cut to ``limit``
+    characters with a note of how many more there were."""
+    escaped: list[str] = []
+    length = 0
+    for char in text:
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Cs"):
+            code = ord(char)
+            piece = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+        elif char == "\\":
+            piece = "\\\\"
+        else:
+            piece = char
+        if length + len(piece) > limit:
+            return "".join(escaped) + f"...(+{len(text) - len(escaped)} more)"
+        escaped.append(piece)
+        length += len(piece)
+    return "".join(escaped)
