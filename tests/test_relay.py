@@ -160,7 +160,9 @@ async def test_over_plaintext_the_relay_works_but_only_the_address_is_charged(
     """The opt-in's risk, shown plainly: Mallory's request reaches Alice's
     handler as Bob's; her garbage bans her address, not Bob's id."""
     asked: list[object] = []
-    policy = Policy(BanRegistry(reactor), PolicySettings(ban_threshold=10, ban_loopback=True))
+    policy = Policy(
+        BanRegistry(reactor), PolicySettings(ban_threshold=10, ban_loopback=True)
+    )
     a = make_node(
         alice,
         policy=policy,
@@ -196,7 +198,9 @@ async def test_over_tls_the_proven_id_is_charged_for_what_it_sent(
 ) -> None:
     """The other half of the rule: over TLS the proof covers every later
     byte, so the id that sent garbage is the one charged."""
-    policy = Policy(BanRegistry(reactor), PolicySettings(ban_threshold=10, ban_loopback=True))
+    policy = Policy(
+        BanRegistry(reactor), PolicySettings(ban_threshold=10, ban_loopback=True)
+    )
     a = make_node(alice, allow_plaintext=False, policy=policy)
     b = make_node(bob, allow_plaintext=False)
     port = await _port(a, "p2ptls:0:interface=127.0.0.1")
