@@ -51,8 +51,12 @@ MESSAGES = st.one_of(
 
 @given(MESSAGES)
 def test_every_gossip_message_round_trips(message: g.GossipMessage) -> None:
-    assert wire.decode(wire.encode(message)) == message
-    assert b"".join(wire.frame_chunks(message)) == wire.frame(message)
+    assert g.decode(g.encode(message)) == message
+    frame = g.frame(message)
+    assert (
+        frame[4:] == g.encode(message)
+        and int.from_bytes(frame[:4], "big") == len(frame) - 4
+    )
 
 
 @given(MESSAGES, st.data())
@@ -60,7 +64,7 @@ def test_every_gossip_message_round_trips(message: g.GossipMessage) -> None:
 def test_mutated_gossip_messages_raise_only_wire_errors(
     message: g.GossipMessage, data: st.DataObject
 ) -> None:
-    body = bytearray(wire.encode(message))
+    body = bytearray(g.encode(message))
     for _ in range(data.draw(st.integers(1, 4))):
         action = data.draw(st.sampled_from(["flip", "cut", "append", "insert"]))
         position = data.draw(st.integers(0, len(body)))
@@ -73,18 +77,19 @@ def test_mutated_gossip_messages_raise_only_wire_errors(
         else:
             body[position:position] = data.draw(st.binary(min_size=1, max_size=8))
     try:
-        decoded = wire.decode(bytes(body))
+        decoded = g.decode(bytes(body))
     except WireError as error:
         assert 100 <= error.code < 200
         return
-    assert wire.encode(decoded) == bytes(body)  # one encoding per message
+    assert isinstance(decoded, g.GOSSIP_TYPES)
+    assert g.encode(decoded) == bytes(body)  # one encoding per message
 
 
 @given(st.integers(0x40, 0x47), st.binary(max_size=120))
 @settings(max_examples=2000)
 def test_random_gossip_bodies_raise_only_wire_errors(kind: int, rest: bytes) -> None:
     try:
-        wire.decode(bytes((kind,)) + rest)
+        g.decode(bytes((kind,)) + rest)
     except WireError as error:
         assert 100 <= error.code < 200
 
@@ -130,23 +135,35 @@ TOPIC = b"\x01t"
 )
 def test_strict_gossip_decoder(body: bytes, code: int) -> None:
     with pytest.raises(WireError) as caught:
-        wire.decode(body)
+        g.decode(body)
     assert caught.value.code == code
+
+
+def test_other_types_are_wires_and_gossip_is_unknown_to_wire() -> None:
+    """A connection that does not route gossip refuses it as an unknown type;
+    one that does decodes every frame with ``gossip_wire.decode``."""
+    assert g.decode(wire.encode(wire.Ping(7))) == wire.Ping(7)
+    with pytest.raises(WireError) as caught:
+        wire.decode(g.encode(g.Graft("t")))
+    assert caught.value.code is ErrorCode.UNKNOWN_MESSAGE_TYPE
+    with pytest.raises(WireError) as caught:
+        g.decode(b"")
+    assert caught.value.code is ErrorCode.TRUNCATED
 
 
 def test_encoder_refuses_what_cannot_travel() -> None:
     peer = ALICE.peer_id
     with pytest.raises(ValueError, match="topic"):
-        wire.encode(g.Graft(""))
+        g.encode(g.Graft(""))
     with pytest.raises(ValueError, match="topic"):
-        wire.encode(g.Graft("x" * 256))
+        g.encode(g.Graft("x" * 256))
     with pytest.raises(ValueError, match="signature"):
-        wire.encode(g.Publish("t", peer, 1, b"", b"short"))
+        g.encode(g.Publish("t", peer, 1, b"", b"short"))
     with pytest.raises(ValueError, match="message id"):
-        wire.encode(g.IWant((b"short",)))
+        g.encode(g.IWant((b"short",)))
     with pytest.raises(ValueError, match="255 records"):
         record = PeerRecord(peer, 1, (), bytes(64))
-        wire.encode(g.Records((record,) * 256))
+        g.encode(g.Records((record,) * 256))
 
 
 def test_message_id_is_the_origin_and_seqno_only() -> None:
@@ -159,6 +176,6 @@ def test_message_id_is_the_origin_and_seqno_only() -> None:
 
 def test_signed_bytes_are_the_domain_then_the_fields() -> None:
     message = g.Publish("t", ALICE.peer_id, 5, b"data", bytes(64))
-    body = wire.encode(message)
+    body = g.encode(message)
     signed = g.signed_bytes("t", ALICE.peer_id, 5, b"data")
     assert signed == g.SIGNATURE_DOMAIN + body[1:-64]

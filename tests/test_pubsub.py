@@ -1,7 +1,7 @@
 """The gossip router, driven directly and in a simulated network.
 
-Every frame between simulated routers goes through ``wire.encode`` and
-``wire.decode``, so the codec is exercised too.  Randomness is seeded, time
+Every frame between simulated routers goes through ``gossip_wire.encode``
+and ``gossip_wire.decode``, so the codec is exercised too.  Randomness is seeded, time
 is a number: every run is the same.
 """
 
@@ -15,7 +15,7 @@ from typing import Callable
 import attrs
 import pytest
 
-from blueprint_net._core import wire
+from blueprint_net._core import gossip_wire
 from blueprint_net._core.errors import ConfigurationError, ErrorCode, PublishFailed
 from blueprint_net._core.gossip_wire import (
     GossipMessage,
@@ -46,7 +46,6 @@ from blueprint_net._core.records import sign_record
 from blueprint_net._policy.gossip import DEFAULTS, GossipSettings, fault_code
 
 TOPIC = "blocks"
-GOSSIP = (Publish, Subscriptions, IHave, IWant, Graft, Prune, RecordsRequest, Records)
 
 
 def identity(n: int) -> Identity:
@@ -117,7 +116,7 @@ class Net:
     def handle(self, router: Router, outputs: list[Output]) -> None:
         for output in outputs:
             if isinstance(output, Send):
-                body = wire.encode(output.message)
+                body = gossip_wire.encode(output.message)
                 for peer in output.peers:
                     assert frozenset((router.peer_id, peer)) in self.links
                     self.queue.append((router.peer_id, peer, body))
@@ -139,8 +138,8 @@ class Net:
             if not self.queue:
                 return
             src, dst, body = self.queue.popleft()
-            message = wire.decode(body)
-            assert isinstance(message, GOSSIP)
+            message = gossip_wire.decode(body)
+            assert isinstance(message, gossip_wire.GOSSIP_TYPES)
             if self.lose(src, dst, message):
                 continue
             self.received[dst, type(message)] += 1

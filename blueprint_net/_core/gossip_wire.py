@@ -3,12 +3,14 @@
 Layer: core (sans-IO; imports nothing from Twisted).
 
 ``docs/protocol.md`` section 9 is the byte-level specification, with golden
-vectors.  These messages are part of :data:`wire.Message`: ``wire`` imports
-this module and adds its encoders and decoders to its own tables, so
-:func:`wire.decode` and :func:`wire.frame` handle them and the decoders here
-read with ``wire``'s own field reader (typed below as :class:`FieldReader`,
-which keeps the import one-way).  They are as strict as the rest: only
-``WireError`` with a ``1xx`` code, and every message has one encoding.
+vectors.  The codec is ``wire``'s: the same field reader, the same framing,
+the same strictness (only ``WireError`` with a ``1xx`` code; one encoding
+per message).  The messages are kept out of :data:`wire.Message` because
+they are not part of a connection's own protocol (the handshake, requests,
+keepalive): :func:`decode` takes any body, decoding gossip types here and
+handing the rest to :func:`wire.decode`, so a connection that routes gossip
+calls it once its peer is verified, and one that does not still refuses
+gossip frames as unknown types.
 
 Also here: the bytes a published message's signature covers
 (:func:`signed_bytes`) and its id (:func:`message_id`), since both are
@@ -19,10 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Any, Callable, Protocol, Union
+from typing import Any, Callable, Union
 
 import attrs
 
+from blueprint_net._core import wire
 from blueprint_net._core.errors import ErrorCode, WireError
 from blueprint_net._core.identity import PeerId
 from blueprint_net._core.records import MAX_ADDRESSES, PeerRecord
@@ -119,8 +122,17 @@ class Records:
 GossipMessage = Union[
     Publish, Subscriptions, IHave, IWant, Graft, Prune, RecordsRequest, Records
 ]
-#: The control messages, each a reaction to mesh state rather than data.
-Control = Union[IHave, IWant, Graft, Prune]
+#: The same, for ``isinstance``.
+GOSSIP_TYPES = (
+    Publish,
+    Subscriptions,
+    IHave,
+    IWant,
+    Graft,
+    Prune,
+    RecordsRequest,
+    Records,
+)
 
 
 def signed_bytes(topic: str, origin: PeerId, seqno: int, data: bytes) -> bytes:
@@ -206,17 +218,17 @@ ENCODERS: dict[type, Callable[[Any], list[bytes]]] = {
 # -- decoding ---------------------------------------------------------------
 
 
-class FieldReader(Protocol):
-    """What the decoders use of ``wire``'s reader (each shortfall and bad
-    field is a :class:`WireError` there)."""
+FieldReader = wire._Reader
 
-    def take(self, size: int) -> bytes: ...
-    def u8(self) -> int: ...
-    def u16(self) -> int: ...
-    def u32(self) -> int: ...
-    def u64(self) -> int: ...
-    def bytes32(self) -> bytes: ...
-    def protocol_name(self) -> str: ...
+
+def _read_str8(r: FieldReader, what: str = "topic") -> str:
+    size = r.u8()
+    if size == 0:
+        raise WireError(ErrorCode.OUT_OF_RANGE, f"empty {what}")
+    return r.text(size)
+
+
+_topic = _read_str8
 
 
 def _peer_id(r: FieldReader) -> PeerId:
@@ -227,7 +239,7 @@ def _peer_id(r: FieldReader) -> PeerId:
 
 
 def _publish(r: FieldReader) -> Publish:
-    topic = r.protocol_name()
+    topic = _topic(r)
     origin = _peer_id(r)
     seqno = r.u64()
     return Publish(topic, origin, seqno, r.bytes32(), r.take(SIGNATURE_SIZE))
@@ -241,7 +253,7 @@ def _flag(r: FieldReader) -> bool:
 
 
 def _subscriptions(r: FieldReader) -> Subscriptions:
-    return Subscriptions(tuple((_flag(r), r.protocol_name()) for _ in range(r.u16())))
+    return Subscriptions(tuple((_flag(r), _topic(r)) for _ in range(r.u16())))
 
 
 def _read_ids(r: FieldReader) -> tuple[bytes, ...]:
@@ -258,7 +270,7 @@ def read_record(r: FieldReader) -> PeerRecord:
         raise WireError(
             ErrorCode.OUT_OF_RANGE, f"{count} addresses; a record holds 8 at most"
         )
-    addresses = tuple(r.protocol_name() for _ in range(count))
+    addresses = tuple(_read_str8(r, "address") for _ in range(count))
     return PeerRecord(peer_id, seqno, addresses, r.take(SIGNATURE_SIZE))
 
 
@@ -267,18 +279,40 @@ def _read_records(r: FieldReader) -> tuple[PeerRecord, ...]:
 
 
 def _prune(r: FieldReader) -> Prune:
-    topic = r.protocol_name()
+    topic = _topic(r)
     backoff = r.u32()
     return Prune(topic, backoff, _read_records(r))
 
 
-DECODERS: dict[int, Callable[[Any], GossipMessage]] = {
+DECODERS: dict[int, Callable[[FieldReader], GossipMessage]] = {
     T_PUBLISH: _publish,
     T_SUBSCRIPTIONS: _subscriptions,
-    T_IHAVE: lambda r: IHave(r.protocol_name(), _read_ids(r)),
+    T_IHAVE: lambda r: IHave(_topic(r), _read_ids(r)),
     T_IWANT: lambda r: IWant(_read_ids(r)),
-    T_GRAFT: lambda r: Graft(r.protocol_name()),
+    T_GRAFT: lambda r: Graft(_topic(r)),
     T_PRUNE: _prune,
     T_RECORDS_REQUEST: lambda r: RecordsRequest(r.u8()),
     T_RECORDS: lambda r: Records(_read_records(r)),
 }
+
+
+def encode(message: GossipMessage) -> bytes:
+    """The body of a frame; ``ValueError`` if unencodable."""
+    return b"".join(ENCODERS[type(message)](message))
+
+
+def frame(message: GossipMessage) -> bytes:
+    """The message as it travels (encode once, send to many peers)."""
+    body = encode(message)
+    return wire._HEADER.pack(len(body)) + body
+
+
+def decode(body: bytes) -> Union[GossipMessage, wire.Message]:
+    """Decode one frame body of any type; :class:`WireError` if malformed."""
+    decoder = DECODERS.get(body[0]) if body else None
+    if decoder is None:
+        return wire.decode(body)
+    reader = wire._Reader(body)
+    message = decoder(reader)
+    reader.end()
+    return message

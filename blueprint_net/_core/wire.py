@@ -19,7 +19,6 @@ from typing import Any, Callable, Optional, Union
 
 import attrs
 
-from blueprint_net._core import gossip_wire
 from blueprint_net._core.errors import ErrorCode, WireError
 from blueprint_net._core.identity import PeerId
 
@@ -142,7 +141,6 @@ Message = Union[
     SuccessResponse,
     ProtocolResponse,
     ErrorResponse,
-    gossip_wire.GossipMessage,
 ]
 Response = Union[SuccessResponse, ProtocolResponse, ErrorResponse]
 #: What a successful request yields (an ErrorResponse is raised instead).
@@ -254,7 +252,6 @@ _ENCODERS: dict[type, Callable[[Any], list[bytes]]] = {
     Error: _error_parts,
     Ping: _opaque_parts(b"\x05"),
     Pong: _opaque_parts(b"\x06"),
-    **gossip_wire.ENCODERS,
 }
 
 
@@ -442,7 +439,6 @@ _DECODERS: dict[int, Callable[[_Reader], Message]] = {
     T_SUCCESS: _success,
     T_PROTOCOL: _protocol,
     T_ERROR_RESPONSE: _error_response,
-    **gossip_wire.DECODERS,
 }
 
 
