@@ -44,6 +44,7 @@ class SeenCache:
         return len(self._expiry)
 
     def add(self, message_id: bytes, now: float) -> None:
+        self._expiry.pop(message_id, None)  # keep insertion order = expiry order
         self._expiry[message_id] = now + self.ttl
         while len(self._expiry) > self.limit:
             del self._expiry[next(iter(self._expiry))]
