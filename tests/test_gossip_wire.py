@@ -60,7 +60,7 @@ def test_every_gossip_message_round_trips(message: g.GossipMessage) -> None:
 
 
 @given(MESSAGES, st.data())
-@settings(max_examples=1500)
+@settings(max_examples=800)
 def test_mutated_gossip_messages_raise_only_wire_errors(
     message: g.GossipMessage, data: st.DataObject
 ) -> None:
@@ -86,7 +86,7 @@ def test_mutated_gossip_messages_raise_only_wire_errors(
 
 
 @given(st.integers(0x40, 0x47), st.binary(max_size=120))
-@settings(max_examples=2000)
+@settings(max_examples=1000)
 def test_random_gossip_bodies_raise_only_wire_errors(kind: int, rest: bytes) -> None:
     try:
         g.decode(bytes((kind,)) + rest)

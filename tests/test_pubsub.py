@@ -17,6 +17,7 @@ import pytest
 
 from blueprint_net._core import gossip_wire
 from blueprint_net._core.errors import ConfigurationError, ErrorCode, PublishFailed
+from blueprint_net._core.gossip_caches import RateLimiter, SeenCache
 from blueprint_net._core.gossip_wire import (
     GossipMessage,
     Graft,
@@ -654,3 +655,26 @@ def test_a_seeded_network_runs_the_same_every_time() -> None:
         return [len(r.mesh[TOPIC]) for r in net.routers]
 
     assert run() == run()
+
+
+# -- the bounded memories -----------------------------------------------------
+
+
+def test_seen_ids_expire_in_order_even_when_seen_again() -> None:
+    seen = SeenCache(ttl=10.0, limit=100)
+    seen.add(b"a", 0.0)
+    seen.add(b"b", 1.0)
+    seen.add(b"a", 5.0)  # seen again: lives until 15
+    seen.expire(11.5)
+    assert b"b" not in seen and b"a" in seen
+    seen.expire(15.0)
+    assert len(seen) == 0
+
+
+def test_rate_limiter_allows_bursts_then_the_rate_and_stays_bounded() -> None:
+    limiter: RateLimiter[int] = RateLimiter(rate=2.0, burst=3, limit=4)
+    assert [limiter.allow(1, 0.0) for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow(1, 0.5) and not limiter.allow(1, 0.5)  # 2 per second
+    for key in range(2, 10):
+        limiter.allow(key, 0.5)
+    assert len(limiter._due) <= 4 and limiter.evicted == 5
