@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from blueprint_net._core import wire
+from blueprint_net._core import gossip_wire, records, wire
 from blueprint_net._core.connection import MISBEHAVIOUR
 from blueprint_net._core.errors import ErrorCode
 from blueprint_net._core.handshake import transcript
@@ -50,19 +50,44 @@ MESSAGES: dict[str, wire.Message] = {
     "error-response": wire.ErrorResponse(7, 300, "no handler for 'x'"),
 }
 
+# Section 9: topic gossip and peer records.
+GOSSIP_SIGNED = gossip_wire.signed_bytes("news", ALICE.peer_id, 1, b"hello")
+PUBLISH = gossip_wire.Publish(
+    "news", ALICE.peer_id, 1, b"hello", ALICE.sign(GOSSIP_SIGNED)
+)
+MESSAGE_ID = gossip_wire.message_id(ALICE.peer_id, 1)
+BOB_RECORD = records.sign_record(BOB, 1, ["127.0.0.1:4001"])
+GOSSIP_MESSAGES: dict[str, gossip_wire.GossipMessage] = {
+    "gossip-publish": PUBLISH,
+    "gossip-subscriptions": gossip_wire.Subscriptions(((True, "news"), (False, "old"))),
+    "gossip-ihave": gossip_wire.IHave("news", (MESSAGE_ID,)),
+    "gossip-iwant": gossip_wire.IWant((MESSAGE_ID,)),
+    "gossip-graft": gossip_wire.Graft("news"),
+    "gossip-prune": gossip_wire.Prune("news", 60, (BOB_RECORD,)),
+    "gossip-records-request": gossip_wire.RecordsRequest(16),
+    "gossip-records": gossip_wire.Records((BOB_RECORD,)),
+}
+
 
 def test_every_message_type_has_a_vector() -> None:
     assert set(MESSAGES) <= set(VECTORS)
     documented_types = {type(m) for m in MESSAGES.values()}
     assert documented_types == set(wire.Message.__args__)  # type: ignore[attr-defined]
+    assert set(GOSSIP_MESSAGES) <= set(VECTORS)
+    gossip_types = {type(m) for m in GOSSIP_MESSAGES.values()}
+    assert gossip_types == set(gossip_wire.GOSSIP_TYPES)
 
 
-@pytest.mark.parametrize("name", sorted(MESSAGES))
+@pytest.mark.parametrize("name", sorted([*MESSAGES, *GOSSIP_MESSAGES]))
 def test_vector_decodes_and_reencodes(name: str) -> None:
     frame = VECTORS[name]
     [body] = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME).feed(frame)
-    assert wire.decode(body) == MESSAGES[name]
-    assert wire.frame(MESSAGES[name]) == frame
+    if name in MESSAGES:
+        assert wire.decode(body) == MESSAGES[name]
+        assert wire.frame(MESSAGES[name]) == frame
+    else:  # section 9's codec
+        assert gossip_wire.decode(body) == GOSSIP_MESSAGES[name]
+        assert gossip_wire.frame(GOSSIP_MESSAGES[name]) == frame
 
 
 @pytest.mark.parametrize(
@@ -74,6 +99,21 @@ def test_vector_decodes_and_reencodes(name: str) -> None:
 )
 def test_transcript_vectors(name: str, expected: bytes) -> None:
     assert VECTORS[name] == expected
+
+
+def test_gossip_vectors() -> None:
+    assert VECTORS["gossip-signed"] == GOSSIP_SIGNED
+    assert VECTORS["gossip-message-id"] == MESSAGE_ID == PUBLISH.message_id
+    assert VECTORS["record-signed"] == records.DOMAIN + BOB_RECORD.unsigned()
+    publish = gossip_wire.decode(VECTORS["gossip-publish"][4:])
+    assert isinstance(publish, gossip_wire.Publish)
+    assert verify(ALICE.public_key, VECTORS["gossip-signed"], publish.signature)
+    prune = gossip_wire.decode(VECTORS["gossip-prune"][4:])
+    assert isinstance(prune, gossip_wire.Prune)
+    [record] = prune.records
+    assert verify(BOB.public_key, VECTORS["record-signed"], record.signature)
+    # Each signature is bound to its domain.
+    assert not verify(BOB.public_key, VECTORS["gossip-signed"], record.signature)
 
 
 def test_vector_signatures_verify() -> None:

@@ -11,6 +11,7 @@ catch everything of ours with one ``except``.  Its families:
   connection closed before the handshake completed, or the transport's own
   failure to connect, kept as ``__cause__``);
 * :class:`RequestFailed` -- a request got no usable response;
+* :class:`PublishFailed` -- a local gossip publish could not be sent;
 * :class:`ConfigurationError` -- a key file, ban database, option or handler
   that cannot be used (one line, naming what is wrong).
 
@@ -184,3 +185,8 @@ class NotConnected(RequestFailed):
 
 class SendQueueFull(RequestFailed):
     """The peer is not reading and the bounded send queue is full."""
+
+
+class PublishFailed(BlueprintError):
+    """A local publish could not be sent: over the topic's size cap or this
+    node's own publish rate (the message says which)."""

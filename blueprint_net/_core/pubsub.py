@@ -1,0 +1,756 @@
+"""The topic-gossip router (gossipsub v1.1's design), sans-IO.
+
+Layer: core (sans-IO; imports nothing from Twisted).
+
+Inputs are method calls -- a peer connected or disconnected, a message from
+a peer, a heartbeat, a local publish, subscribe or unsubscribe, a validator's
+verdict -- each with the time now as a number.  Each returns a list of
+outputs for the caller to carry out, in order (see :data:`Output`): messages
+to send, messages to validate and deliver, penalties for the policy layer,
+and peer records discovered.  The router holds no clock, no socket and no
+timer; randomness comes from the ``random.Random`` it is given, so a seeded
+one makes a run repeatable.
+
+What a peer's message does is chosen by one table, :data:`HANDLERS`.  A
+publication is checked in the order ``docs/protocol.md`` section 9.5 gives:
+the cheap checks (topic, size, seen, budget) before the signature, the
+signature before anything is remembered, the application's verdict before
+it is delivered or forwarded.  Only what a peer provably did is charged to
+it: a bad signature or a rejected message to the peer that forwarded it,
+never to the origin it names.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any, Callable, Optional, Protocol, Union
+
+import attrs
+
+from blueprint_net._core.errors import PublishFailed
+from blueprint_net._core.gossip_caches import MessageCache, RateLimiter, SeenCache
+from blueprint_net._core.gossip_wire import (
+    GossipMessage,
+    Graft,
+    IHave,
+    IWant,
+    Prune,
+    Publish,
+    Records,
+    RecordsRequest,
+    Subscriptions,
+    message_id,
+    signed_bytes,
+)
+from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.records import DOMAIN as RECORD_DOMAIN
+from blueprint_net._core.records import PeerRecord, RecordBook, sign_record
+
+
+class Verdict(enum.Enum):
+    """An application validator's answer (gossipsub's three results)."""
+
+    #: Deliver and forward.
+    ACCEPT = "accept"
+    #: Drop quietly: not forwarded, nobody charged (e.g. stale, not wrong).
+    IGNORE = "ignore"
+    #: Drop and charge the peer that forwarded it: the message is invalid.
+    REJECT = "reject"
+
+
+class Fault(enum.Enum):
+    """What a peer provably did wrong; the policy layer prices each."""
+
+    #: Forwarded a publication whose signature does not verify.
+    INVALID_SIGNATURE = "invalid-signature"
+    #: Forwarded a publication the application's validator rejected.
+    REJECTED = "rejected"
+    #: Sent a peer record whose signature does not verify.
+    INVALID_RECORD = "invalid-record"
+    #: Grafted while the backoff our own ``Prune`` set was running.
+    GRAFT_IN_BACKOFF = "graft-in-backoff"
+
+
+@attrs.frozen
+class Send:
+    """Send ``message`` to each of ``peers`` (encode once).  A peer whose
+    send queue is full is skipped and counted, never waited for."""
+
+    peers: tuple[PeerId, ...]
+    message: GossipMessage
+
+
+@attrs.frozen
+class Validate:
+    """Run the topic's validator on ``message``, then call
+    :meth:`Router.validated` with ``message_id`` and the verdict."""
+
+    message_id: bytes
+    message: Publish
+    source: PeerId
+
+
+@attrs.frozen
+class Deliver:
+    """Give ``message`` to the local handlers of its topic."""
+
+    message: Publish
+
+
+@attrs.frozen
+class Penalty:
+    """``peer`` did ``fault``: score it (``_policy/gossip.py`` says how)."""
+
+    peer: PeerId
+    fault: Fault
+
+
+@attrs.frozen
+class Discovered:
+    """Verified records, each newer than any held, received from ``source``:
+    candidates for the connection manager, which applies bans first."""
+
+    source: PeerId
+    records: tuple[PeerRecord, ...]
+
+
+Output = Union[Send, Validate, Deliver, Penalty, Discovered]
+
+
+class GossipParams(Protocol):
+    """What the router reads of its settings; ``_policy/gossip.py``'s
+    ``GossipSettings`` holds them with their defaults and reasons."""
+
+    @property
+    def mesh_degree(self) -> int: ...  # D
+    @property
+    def mesh_low(self) -> int: ...  # D_lo
+    @property
+    def mesh_high(self) -> int: ...  # D_hi
+    @property
+    def mesh_outbound(self) -> int: ...  # D_out
+    @property
+    def gossip_degree(self) -> int: ...  # D_lazy
+    @property
+    def gossip_factor(self) -> float: ...
+    @property
+    def history_length(self) -> int: ...
+    @property
+    def history_gossip(self) -> int: ...
+    @property
+    def fanout_ttl(self) -> float: ...
+    @property
+    def prune_backoff(self) -> int: ...
+    @property
+    def unsubscribe_backoff(self) -> int: ...
+    @property
+    def max_backoff(self) -> int: ...
+    @property
+    def graft_grace(self) -> float: ...
+    @property
+    def prune_peers(self) -> int: ...
+    @property
+    def flood_publish(self) -> bool: ...
+    @property
+    def max_ihave_length(self) -> int: ...
+    @property
+    def max_ihave_messages(self) -> int: ...
+    @property
+    def gossip_retransmission(self) -> int: ...
+    @property
+    def seen_ttl(self) -> float: ...
+    @property
+    def max_seen(self) -> int: ...
+    @property
+    def max_cache_bytes(self) -> int: ...
+    @property
+    def origin_rate(self) -> float: ...
+    @property
+    def origin_burst(self) -> int: ...
+    @property
+    def peer_rate(self) -> float: ...
+    @property
+    def peer_burst(self) -> int: ...
+    @property
+    def max_origins(self) -> int: ...
+    @property
+    def max_pending(self) -> int: ...
+    @property
+    def validation_timeout(self) -> float: ...
+    @property
+    def max_topics_per_peer(self) -> int: ...
+    @property
+    def max_records(self) -> int: ...
+
+    def max_size(self, topic: str) -> int:
+        """The largest ``data`` accepted or published on ``topic``."""
+        ...
+
+
+@attrs.define
+class _Peer:
+    """A connected peer, and what it has spent this heartbeat."""
+
+    outbound: bool
+    topics: set[str] = attrs.Factory(set)
+    ihaves: int = 0
+    asked: int = 0
+    served: int = 0
+    record_requests: int = 0
+    #: We asked it for records and its answer has not come.
+    awaiting_records: bool = False
+
+    def new_heartbeat(self) -> None:
+        self.ihaves = self.asked = self.served = self.record_requests = 0
+
+
+@attrs.define
+class _Backoff:
+    until: float
+    #: Set by our Prune (a graft before ``until`` breaks it) or by theirs.
+    by_us: bool
+    since: float
+
+
+@attrs.define
+class _Pending:
+    message: Publish
+    source: PeerId
+    since: float
+
+
+#: A peer message's handler (each takes its own message type).
+Handler = Callable[["Router", PeerId, Any, float], list[Output]]
+
+
+class Router:
+    """One node's gossip state: its topics, meshes, caches and peers."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        settings: GossipParams,
+        *,
+        now: float,
+        rng: Optional[random.Random] = None,
+        first_seqno: Optional[int] = None,
+    ) -> None:
+        self.identity = identity
+        self.peer_id = identity.peer_id
+        self.settings = s = settings
+        self.rng = rng or random.Random()
+        #: Starts at the time in nanoseconds, so a restarted node does not
+        #: reuse the ids its last run gave (peers would drop them as seen).
+        self.seqno = int(now * 1e9) if first_seqno is None else first_seqno
+        self.peers: dict[PeerId, _Peer] = {}
+        self.topic_peers: dict[str, set[PeerId]] = {}
+        self.subscribed: set[str] = set()
+        self.mesh: dict[str, set[PeerId]] = {}
+        self.fanout: dict[str, set[PeerId]] = {}
+        self.last_published: dict[str, float] = {}
+        self.backoff: dict[tuple[str, PeerId], _Backoff] = {}
+        self.seen = SeenCache(s.seen_ttl, s.max_seen)
+        self.cache = MessageCache(s.history_length, s.history_gossip, s.max_cache_bytes)
+        self.pending: dict[bytes, _Pending] = {}
+        self.origin_limit: RateLimiter[PeerId] = RateLimiter(
+            s.origin_rate, s.origin_burst, s.max_origins
+        )
+        self.peer_limit: RateLimiter[PeerId] = RateLimiter(
+            s.peer_rate, s.peer_burst, s.max_origins
+        )
+        self.records = RecordBook(s.max_records, self._record_verifies)
+        self.own_record: Optional[PeerRecord] = None
+        #: Drops and other events, by name, for status and the benchmarks.
+        self.counters: Counter[str] = Counter()
+
+    # -- local inputs -------------------------------------------------------
+
+    def peer_connected(self, peer: PeerId, *, outbound: bool) -> list[Output]:
+        """A verified connection to ``peer`` opened (``outbound`` if we
+        dialed it): tell it our topics."""
+        if peer in self.peers or peer == self.peer_id:
+            return []
+        self.peers[peer] = _Peer(outbound)
+        if not self.subscribed:
+            return []
+        changes = tuple((True, topic) for topic in sorted(self.subscribed))
+        return [Send((peer,), Subscriptions(changes))]
+
+    def peer_disconnected(self, peer: PeerId) -> list[Output]:
+        """The last connection to ``peer`` closed: forget its place."""
+        state = self.peers.pop(peer, None)
+        if state is not None:
+            for topic in state.topics:
+                self._leave(topic, peer)
+        return []
+
+    def subscribe(self, topic: str, now: float) -> list[Output]:
+        """Join ``topic``: announce it and graft a mesh (fanout peers first)."""
+        _check_topic(topic)
+        if topic in self.subscribed:
+            return []
+        self.subscribed.add(topic)
+        out = self._announce(True, topic)
+        members = self.fanout.pop(topic, set())
+        self.last_published.pop(topic, None)
+        self.mesh[topic] = members
+        self._fill(topic, members, self.settings.mesh_degree, now)
+        if members:
+            out.append(Send(tuple(sorted(members)), Graft(topic)))
+        return out
+
+    def unsubscribe(self, topic: str, now: float) -> list[Output]:
+        """Leave ``topic``: announce it and prune the mesh."""
+        if topic not in self.subscribed:
+            return []
+        self.subscribed.discard(topic)
+        out = self._announce(False, topic)
+        members = self.mesh.pop(topic, set())
+        backoff = self.settings.unsubscribe_backoff
+        for peer in members:
+            self._back_off(topic, peer, now, backoff, by_us=True)
+        if members:
+            prune = Prune(topic, backoff, self._exchange(topic, members))
+            out.append(Send(tuple(sorted(members)), prune))
+        return out
+
+    def publish(self, topic: str, data: bytes, now: float) -> list[Output]:
+        """Sign and send ``data`` to ``topic``; :class:`PublishFailed` if it
+        is over the topic's size cap or this node's own origin rate."""
+        _check_topic(topic)
+        cap = self.settings.max_size(topic)
+        if len(data) > cap:
+            raise PublishFailed(
+                f"{len(data)} bytes exceed the size cap of {cap} for {topic!r}"
+            )
+        if not self.origin_limit.allow(self.peer_id, now):
+            raise PublishFailed(
+                f"over the publish rate of {self.settings.origin_rate}/s"
+                " (peers would drop the excess)"
+            )
+        self.seqno += 1
+        seqno, origin = self.seqno, self.peer_id
+        signature = self.identity.sign(signed_bytes(topic, origin, seqno, data))
+        message = Publish(topic, origin, seqno, data, signature)
+        mid = message.message_id
+        self.seen.add(mid, now)
+        self.cache.put(mid, message)
+        out: list[Output] = []
+        if topic in self.subscribed:
+            out.append(Deliver(message))
+        targets = self._publish_targets(topic, now)
+        if targets:
+            out.append(Send(tuple(sorted(targets)), message))
+        else:
+            self.counters["publish.no_peers"] += 1
+        return out
+
+    def validated(
+        self, message_id: bytes, verdict: Verdict, now: float
+    ) -> list[Output]:
+        """The validator's verdict on a :class:`Validate`; an id that is no
+        longer pending (timed out) is ignored."""
+        pending = self.pending.pop(message_id, None)
+        if pending is None:
+            return []
+        self.counters[f"validation.{verdict.value}"] += 1
+        if verdict is Verdict.REJECT:
+            return [Penalty(pending.source, Fault.REJECTED)]
+        if verdict is Verdict.IGNORE:
+            return []
+        message = pending.message
+        self.cache.put(message_id, message)
+        out: list[Output] = []
+        if message.topic in self.subscribed:
+            out.append(Deliver(message))
+        exclude = (pending.source, message.origin)
+        targets = [p for p in self.mesh.get(message.topic, ()) if p not in exclude]
+        if targets:
+            out.append(Send(tuple(sorted(targets)), message))
+        return out
+
+    def set_addresses(self, addresses: Iterable[str], now: float) -> PeerRecord:
+        """Sign this node's record anew (``ValueError`` for addresses a
+        record cannot hold); it leads every ``Records`` answer."""
+        previous = self.own_record.seqno if self.own_record is not None else 0
+        seqno = max(previous + 1, int(now * 1e9))
+        self.own_record = sign_record(self.identity, seqno, addresses)
+        return self.own_record
+
+    def request_records(self, peer: PeerId) -> list[Output]:
+        """Ask ``peer`` for records (its own first); one answer is taken."""
+        state = self.peers.get(peer)
+        if state is None:
+            return []
+        state.awaiting_records = True
+        return [Send((peer,), RecordsRequest(self.settings.prune_peers))]
+
+    def heartbeat(self, now: float) -> list[Output]:
+        """Once per heartbeat interval: keep each mesh within D_lo..D_hi,
+        refresh fanout, gossip IHave, age the caches."""
+        for state in self.peers.values():
+            state.new_heartbeat()
+        self._expire(now)
+        out: list[Output] = []
+        for topic in sorted(self.subscribed):
+            out += self._maintain(topic, now)
+        self._maintain_fanout(now)
+        out += self._gossip()
+        self.cache.shift()
+        return out
+
+    # -- the peer's messages ------------------------------------------------
+
+    def receive(self, peer: PeerId, message: GossipMessage, now: float) -> list[Output]:
+        """A gossip message from a connected peer (others are ignored)."""
+        if peer not in self.peers:
+            return []
+        return HANDLERS[type(message)](self, peer, message, now)
+
+    def _on_publish(self, peer: PeerId, message: Publish, now: float) -> list[Output]:
+        count = self.counters
+        topic = message.topic
+        if topic not in self.subscribed:
+            count["publish.not_subscribed"] += 1
+            return []
+        if len(message.data) > self.settings.max_size(topic):
+            count["publish.too_large"] += 1
+            return []
+        mid = message_id(message.origin, message.seqno)
+        if mid in self.seen or message.origin == self.peer_id:
+            count["publish.duplicate"] += 1
+            return []
+        if not self.peer_limit.allow(peer, now):
+            count["publish.peer_rate"] += 1
+            return []
+        signed = signed_bytes(topic, message.origin, message.seqno, message.data)
+        if not self.identity.verify(
+            message.origin.public_key, signed, message.signature
+        ):
+            count["publish.invalid_signature"] += 1
+            return [Penalty(peer, Fault.INVALID_SIGNATURE)]
+        if not self.origin_limit.allow(message.origin, now):
+            count["publish.origin_rate"] += 1
+            return []
+        if len(self.pending) >= self.settings.max_pending:
+            count["publish.validation_full"] += 1
+            return []
+        self.seen.add(mid, now)
+        self.pending[mid] = _Pending(message, peer, now)
+        return [Validate(mid, message, peer)]
+
+    def _on_subscriptions(
+        self, peer: PeerId, message: Subscriptions, now: float
+    ) -> list[Output]:
+        topics = self.peers[peer].topics
+        for subscribe, topic in message.changes:
+            if not subscribe:
+                if topic in topics:
+                    topics.discard(topic)
+                    self._leave(topic, peer)
+            elif topic not in topics:
+                if len(topics) >= self.settings.max_topics_per_peer:
+                    self.counters["subscriptions.over_limit"] += 1
+                    continue
+                topics.add(topic)
+                self.topic_peers.setdefault(topic, set()).add(peer)
+        return []
+
+    def _on_graft(self, peer: PeerId, message: Graft, now: float) -> list[Output]:
+        topic = message.topic
+        members = self.mesh.get(topic)
+        if members is None or topic not in self.peers[peer].topics:
+            self.counters["graft.ignored"] += 1  # spam hardening: no answer
+            return []
+        if peer in members:
+            return []
+        s = self.settings
+        backoff = self.backoff.get((topic, peer))
+        if backoff is not None and backoff.by_us and backoff.until > now:
+            left = max(1, round(backoff.until - now))
+            out: list[Output] = [Send((peer,), Prune(topic, left))]
+            if now - backoff.since > s.graft_grace:
+                out.append(Penalty(peer, Fault.GRAFT_IN_BACKOFF))
+            return out
+        if len(members) >= s.mesh_high and not self.peers[peer].outbound:
+            self._back_off(topic, peer, now, s.prune_backoff, by_us=True)
+            prune = Prune(topic, s.prune_backoff, self._exchange(topic, {peer}))
+            return [Send((peer,), prune)]
+        self.backoff.pop((topic, peer), None)
+        members.add(peer)
+        return []
+
+    def _on_prune(self, peer: PeerId, message: Prune, now: float) -> list[Output]:
+        members = self.mesh.get(message.topic)
+        if members is not None:
+            members.discard(peer)
+        backoff = min(message.backoff, self.settings.max_backoff)
+        self._back_off(message.topic, peer, now, backoff, by_us=False)
+        return self._take_records(peer, message.records)
+
+    def _on_ihave(self, peer: PeerId, message: IHave, now: float) -> list[Output]:
+        s = self.settings
+        state = self.peers[peer]
+        state.ihaves += 1
+        if state.ihaves > s.max_ihave_messages:
+            self.counters["ihave.over_limit"] += 1
+            return []
+        budget = s.max_ihave_length - state.asked
+        if message.topic not in self.mesh or budget <= 0:
+            return []
+        seen, pending = self.seen, self.pending
+        wanted = [
+            mid
+            for mid in dict.fromkeys(message.message_ids[: s.max_ihave_length])
+            if mid not in seen and mid not in pending
+        ]
+        if not wanted:
+            return []
+        self.rng.shuffle(wanted)
+        wanted = wanted[:budget]
+        state.asked += len(wanted)
+        return [Send((peer,), IWant(tuple(wanted)))]
+
+    def _on_iwant(self, peer: PeerId, message: IWant, now: float) -> list[Output]:
+        s = self.settings
+        state = self.peers[peer]
+        out: list[Output] = []
+        for mid in dict.fromkeys(message.message_ids[: s.max_ihave_length]):
+            if state.served >= s.max_ihave_length:
+                self.counters["iwant.over_limit"] += 1
+                break
+            found, times = self.cache.get_for_peer(mid, peer)
+            if found is None or times > s.gossip_retransmission:
+                continue
+            state.served += 1
+            out.append(Send((peer,), found))
+        return out
+
+    def _on_records_request(
+        self, peer: PeerId, message: RecordsRequest, now: float
+    ) -> list[Output]:
+        state = self.peers[peer]
+        state.record_requests += 1
+        if state.record_requests > 1:
+            self.counters["records.request_over_limit"] += 1
+            return []
+        limit = min(message.limit, self.settings.prune_peers)
+        records = [self.own_record] if self.own_record is not None else []
+        others = [
+            r for p in sorted(self.peers) if p != peer and (r := self.records.get(p))
+        ]
+        records += self.rng.sample(others, min(len(others), limit - len(records)))
+        return [Send((peer,), Records(tuple(records[:limit])))]
+
+    def _on_records(self, peer: PeerId, message: Records, now: float) -> list[Output]:
+        state = self.peers[peer]
+        if not state.awaiting_records:
+            self.counters["records.unsolicited"] += 1
+            return []
+        state.awaiting_records = False
+        return self._take_records(peer, message.records)
+
+    # -- helpers ------------------------------------------------------------
+
+    def _record_verifies(self, record: PeerRecord) -> bool:
+        return self.identity.verify(
+            record.peer_id.public_key,
+            RECORD_DOMAIN + record.unsigned(),
+            record.signature,
+        )
+
+    def _take_records(
+        self, peer: PeerId, records: tuple[PeerRecord, ...]
+    ) -> list[Output]:
+        """Keep the news among at most ``prune_peers`` records; one forged
+        record condemns the message (the sender is charged once)."""
+        fresh = []
+        for record in records[: self.settings.prune_peers]:
+            if record.peer_id == self.peer_id:
+                continue
+            kept = self.records.offer(record)
+            if kept is None:
+                self.counters["records.invalid"] += 1
+                return [Penalty(peer, Fault.INVALID_RECORD)]
+            if kept:
+                fresh.append(record)
+        return [Discovered(peer, tuple(fresh))] if fresh else []
+
+    def _exchange(self, topic: str, exclude: set[PeerId]) -> tuple[PeerRecord, ...]:
+        """Records of other peers of ``topic`` for a Prune (peer exchange)."""
+        known = [
+            record
+            for p in sorted(self.topic_peers.get(topic, ()))
+            if p not in exclude and (record := self.records.get(p)) is not None
+        ]
+        count = min(len(known), self.settings.prune_peers)
+        return tuple(self.rng.sample(known, count))
+
+    def _announce(self, subscribe: bool, topic: str) -> list[Output]:
+        if not self.peers:
+            return []
+        change = Subscriptions(((subscribe, topic),))
+        return [Send(tuple(sorted(self.peers)), change)]
+
+    def _leave(self, topic: str, peer: PeerId) -> None:
+        """``peer`` is no longer in ``topic``."""
+        for table in (self.topic_peers, self.mesh, self.fanout):
+            members = table.get(topic)
+            if members is not None:
+                members.discard(peer)
+        if not self.topic_peers.get(topic, True):
+            del self.topic_peers[topic]
+
+    def _back_off(
+        self, topic: str, peer: PeerId, now: float, seconds: float, *, by_us: bool
+    ) -> None:
+        key = (topic, peer)
+        previous = self.backoff.get(key)
+        until = now + seconds
+        if previous is not None and previous.until >= until:
+            return
+        self.backoff[key] = _Backoff(until, by_us, now)
+
+    def _candidates(self, topic: str, exclude: set[PeerId], now: float) -> list[PeerId]:
+        """Peers of ``topic`` not in ``exclude`` and not backing off, sorted
+        (so a seeded ``rng`` picks the same ones every run)."""
+        # Our own re-graft waits a heartbeat past the backoff (gossipsub's
+        # slack), so clock skew never makes it early.
+        slack = self.settings.graft_grace
+        backoff = self.backoff
+        return sorted(
+            p
+            for p in self.topic_peers.get(topic, ())
+            if p not in exclude
+            and ((b := backoff.get((topic, p))) is None or b.until + slack <= now)
+        )
+
+    def _fill(
+        self, topic: str, members: set[PeerId], target: int, now: float
+    ) -> list[PeerId]:
+        """Add random candidates to ``members`` up to ``target``; the added."""
+        candidates = self._candidates(topic, members, now)
+        added = self.rng.sample(candidates, min(len(candidates), target - len(members)))
+        members.update(added)
+        return added
+
+    def _publish_targets(self, topic: str, now: float) -> set[PeerId]:
+        if self.settings.flood_publish:
+            return set(self.topic_peers.get(topic, ()))
+        if topic in self.subscribed:
+            return set(self.mesh[topic])
+        self.last_published[topic] = now
+        members = self.fanout.setdefault(topic, set())
+        if not members:
+            peers = sorted(self.topic_peers.get(topic, ()))
+            members.update(
+                self.rng.sample(peers, min(len(peers), self.settings.mesh_degree))
+            )
+        return set(members)
+
+    def _expire(self, now: float) -> None:
+        self.seen.expire(now)
+        timeout = now - self.settings.validation_timeout
+        for mid in [m for m, p in self.pending.items() if p.since <= timeout]:
+            del self.pending[mid]
+            self.counters["validation.timeout"] += 1
+        slack = self.settings.graft_grace
+        for key in [k for k, b in self.backoff.items() if b.until + slack <= now]:
+            del self.backoff[key]
+
+    def _maintain(self, topic: str, now: float) -> list[Output]:
+        """gossipsub's mesh rules: below D_lo graft up to D; above D_hi prune
+        to D keeping D_out outbound peers; short of D_out outbound, graft
+        outbound peers."""
+        s = self.settings
+        members = self.mesh[topic]
+        grafted: list[PeerId] = []
+        if len(members) < s.mesh_low:
+            grafted += self._fill(topic, members, s.mesh_degree, now)
+        pruned: list[PeerId] = []
+        if len(members) > s.mesh_high:
+            shuffled = sorted(members)
+            self.rng.shuffle(shuffled)
+            keep = [p for p in shuffled if self.peers[p].outbound][: s.mesh_outbound]
+            keep += [p for p in shuffled if p not in keep][: s.mesh_degree - len(keep)]
+            pruned = [p for p in shuffled if p not in keep]
+            members.intersection_update(keep)
+        outbound = sum(self.peers[p].outbound for p in members)
+        if len(members) >= s.mesh_low and outbound < s.mesh_outbound:
+            candidates = [
+                p
+                for p in self._candidates(topic, members, now)
+                if self.peers[p].outbound
+            ]
+            more = self.rng.sample(
+                candidates, min(len(candidates), s.mesh_outbound - outbound)
+            )
+            members.update(more)
+            grafted += more
+        out: list[Output] = []
+        if grafted:
+            out.append(Send(tuple(sorted(grafted)), Graft(topic)))
+        if pruned:
+            for peer in pruned:
+                self._back_off(topic, peer, now, s.prune_backoff, by_us=True)
+            prune = Prune(topic, s.prune_backoff, self._exchange(topic, set(pruned)))
+            out.append(Send(tuple(sorted(pruned)), prune))
+        return out
+
+    def _maintain_fanout(self, now: float) -> None:
+        s = self.settings
+        for topic in sorted(self.fanout):
+            if self.last_published.get(topic, now) + s.fanout_ttl < now:
+                del self.fanout[topic]
+                self.last_published.pop(topic, None)
+                continue
+            members = self.fanout[topic]
+            if len(members) < s.mesh_degree:
+                peers = sorted(self.topic_peers.get(topic, set()) - members)
+                members.update(
+                    self.rng.sample(
+                        peers, min(len(peers), s.mesh_degree - len(members))
+                    )
+                )
+
+    def _gossip(self) -> list[Output]:
+        """IHave the newest windows' ids to D_lazy (or ``gossip_factor`` of
+        the eligible, if more) peers of each topic outside its mesh/fanout."""
+        s = self.settings
+        out: list[Output] = []
+        groups = {**self.fanout, **self.mesh}
+        for topic in sorted(groups):
+            ids = self.cache.gossip_ids(topic)
+            if not ids:
+                continue
+            members = groups[topic]
+            eligible = sorted(self.topic_peers.get(topic, set()) - members)
+            count = max(s.gossip_degree, int(s.gossip_factor * len(eligible)))
+            targets = self.rng.sample(eligible, min(count, len(eligible)))
+            if not targets:
+                continue
+            self.rng.shuffle(ids)
+            ihave = IHave(topic, tuple(ids[: s.max_ihave_length]))
+            out.append(Send(tuple(sorted(targets)), ihave))
+        return out
+
+
+def _check_topic(topic: str) -> None:
+    if not 1 <= len(topic.encode("utf-8")) <= 255:
+        raise ValueError(f"topic {topic[:40]!r} is not 1 to 255 bytes of UTF-8")
+
+
+#: What each peer message does: the router's one dispatch table.
+HANDLERS: dict[type, Handler] = {
+    Publish: Router._on_publish,
+    Subscriptions: Router._on_subscriptions,
+    Graft: Router._on_graft,
+    Prune: Router._on_prune,
+    IHave: Router._on_ihave,
+    IWant: Router._on_iwant,
+    RecordsRequest: Router._on_records_request,
+    Records: Router._on_records,
+}

@@ -1,0 +1,155 @@
+"""Topic gossip's tunables, with their defaults and reasons, and the price of
+each gossip fault.
+
+Layer: policy (pure values and decisions; no Twisted).
+
+The overlay defaults are gossipsub v1.1's (go-libp2p-pubsub's
+``DefaultGossipSubParams``); the caps are ours, chosen so that one peer, or
+one origin, costs the node a bounded amount whatever it sends.  The router
+(``_core/pubsub.py``) reads these through its ``GossipParams`` protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+from blueprint_net._core.errors import ConfigurationError, ErrorCode
+from blueprint_net._core.pubsub import Fault
+
+#: A gossip fault is scored as the connection fault it resembles
+#: (``Policy.misbehaved(None, peer, code)``): a forged signature or record as
+#: a bad handshake signature (50 points), a rejected message or a graft that
+#: ignores our backoff as an unexpected message (20).  Only the forwarding
+#: peer is charged, never the origin a message names.
+FAULT_CODES: dict[Fault, ErrorCode] = {
+    Fault.INVALID_SIGNATURE: ErrorCode.BAD_SIGNATURE,
+    Fault.INVALID_RECORD: ErrorCode.BAD_SIGNATURE,
+    Fault.REJECTED: ErrorCode.UNEXPECTED_MESSAGE,
+    Fault.GRAFT_IN_BACKOFF: ErrorCode.UNEXPECTED_MESSAGE,
+}
+
+
+@attrs.frozen
+class GossipSettings:
+    """Every gossip setting of one node (``docs/protocol.md`` section 9.6)."""
+
+    # -- the overlay: gossipsub's defaults --------------------------------
+    #: D: the mesh degree each topic aims for.
+    mesh_degree: int = 6
+    #: D_lo, D_hi: a heartbeat grafts below the one and prunes above the other.
+    mesh_low: int = 5
+    mesh_high: int = 12
+    #: D_out: outbound peers kept in each mesh, so inbound connections (which
+    #: an attacker controls) cannot fill it (gossipsub v1.1's eclipse defence).
+    mesh_outbound: int = 2
+    #: D_lazy: peers outside the mesh that each heartbeat's IHave reaches
+    #: (or ``gossip_factor`` of them, if more).
+    gossip_degree: int = 6
+    gossip_factor: float = 0.25
+    #: Seconds between heartbeats; the caches below count heartbeats.
+    heartbeat_interval: float = 1.0
+    #: Heartbeats a message stays in the cache for IWant, and the newest of
+    #: them whose ids IHave offers.
+    history_length: int = 5
+    history_gossip: int = 3
+    #: Seconds a topic published to without subscribing keeps its fanout.
+    fanout_ttl: float = 60.0
+    #: Seconds a pruned peer must wait before grafting again (sent in Prune),
+    #: after an unsubscribe, and the most we honour from a peer's Prune.
+    prune_backoff: int = 60
+    unsubscribe_backoff: int = 10
+    max_backoff: int = 3600
+    #: A graft this soon after our Prune may have crossed it: refused, not
+    #: penalised; our own re-grafts wait this long past a backoff too.
+    graft_grace: float = 2.0
+    #: Records in a Prune's peer exchange, and in a Records answer.
+    prune_peers: int = 16
+    #: Send our own publications to every peer of the topic, not just the
+    #: mesh (gossipsub v1.1's default: a mesh of attackers cannot hide them).
+    flood_publish: bool = True
+
+    # -- caps ---------------------------------------------------------------
+    #: IHave ids looked at and IWant ids asked per peer per heartbeat, and
+    #: IWant answers served per peer per heartbeat.
+    max_ihave_length: int = 5000
+    #: IHave messages taken from one peer per heartbeat.
+    max_ihave_messages: int = 10
+    #: Times one message is sent to one peer in answer to IWants.
+    gossip_retransmission: int = 3
+    #: Seconds a message id is remembered: far more than twice the worst
+    #: propagation (hops plus an IHave/IWant round, a few seconds), so
+    #: duplicates and replays are dropped.  gossipsub's 120 s.
+    seen_ttl: float = 120.0
+    #: Ids remembered at most: 1,092 messages/s network-wide for 120 s.
+    #: Past it the oldest go early (counted) rather than memory growing.
+    max_seen: int = 131072
+    #: Bytes of messages cached for IWant (each charged 256 bytes besides
+    #: its data); past it the oldest go early.
+    max_cache_bytes: int = 64 * 1024 * 1024
+    #: Largest ``data`` accepted or published on a topic, unless
+    #: ``topic_max_sizes`` says otherwise.  64 KiB: gossip carries
+    #: announcements, and every byte is sent by every subscriber to D peers
+    #: and cached for 5 heartbeats, so a large cap multiplies what one origin
+    #: can make the whole network carry.  Bulk data belongs in requests
+    #: (16 MiB frames) to the peers that ask.  gossipsub allows 1 MiB.
+    max_message_size: int = 64 * 1024
+    topic_max_sizes: Mapping[str, int] = attrs.field(factory=dict)
+    #: Publications per second (and burst) accepted from one origin, checked
+    #: after its signature (a claimed origin is never charged).  Our own
+    #: publishes meet the same limit, since peers would drop the excess.
+    origin_rate: float = 20.0
+    origin_burst: int = 200
+    #: Publications per second (and burst) from one peer that get a
+    #: signature check: the bound on the CPU an unproven message can cost.
+    #: Duplicates are dropped before it and do not count.
+    peer_rate: float = 500.0
+    peer_burst: int = 1000
+    #: Origins (and peers) whose rates are tracked; past it the least
+    #: recently heard go.
+    max_origins: int = 65536
+    #: Messages awaiting the application's verdict, and how long they wait.
+    max_pending: int = 1024
+    validation_timeout: float = 10.0
+    #: Topics one peer may announce; more are ignored (counted).
+    max_topics_per_peer: int = 256
+    #: Peer records kept (the newest of each peer).
+    max_records: int = 1024
+
+    def __attrs_post_init__(self) -> None:
+        problem = self.problem()
+        if problem is not None:
+            raise ConfigurationError(f"gossip settings: {problem}")
+
+    def problem(self) -> str | None:
+        """What makes these settings unusable, in one line, if anything."""
+        if not 0 < self.mesh_low <= self.mesh_degree <= self.mesh_high:
+            return "need 0 < mesh_low <= mesh_degree <= mesh_high"
+        if not self.mesh_outbound < self.mesh_low or (
+            self.mesh_outbound * 2 > self.mesh_degree
+        ):
+            return "need mesh_outbound < mesh_low and mesh_outbound <= mesh_degree / 2"
+        if not 0 < self.history_gossip <= self.history_length:
+            return "need 0 < history_gossip <= history_length"
+        if self.seen_ttl < 2 * self.history_length * self.heartbeat_interval:
+            return "seen_ttl must be at least twice the cache's lifetime"
+        sizes = [self.max_message_size, *self.topic_max_sizes.values()]
+        if min(sizes) < 0 or max(sizes) >= 2**32:
+            return "a message size cap is 0 to 2**32 - 1 bytes"
+        if min(self.origin_rate, self.peer_rate, self.heartbeat_interval) <= 0:
+            return "rates and the heartbeat interval must be positive"
+        return None
+
+    def max_size(self, topic: str) -> int:
+        """The largest ``data`` accepted or published on ``topic``."""
+        return self.topic_max_sizes.get(topic, self.max_message_size)
+
+
+#: Every default.
+DEFAULTS = GossipSettings()
+
+
+def fault_code(fault: Fault) -> ErrorCode:
+    """The code to score a gossip fault with (see :data:`FAULT_CODES`)."""
+    return FAULT_CODES[fault]

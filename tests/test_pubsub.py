@@ -1,0 +1,682 @@
+"""The gossip router, driven directly and in a simulated network.
+
+Every frame between simulated routers goes through ``gossip_wire.encode``
+and ``gossip_wire.decode``, so the codec is exercised too.  Randomness is seeded, time
+is a number: every run is the same.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, deque
+from collections.abc import Iterable
+from typing import Callable
+
+import attrs
+import pytest
+
+from blueprint_net._core import gossip_wire
+from blueprint_net._core.errors import ConfigurationError, ErrorCode, PublishFailed
+from blueprint_net._core.gossip_caches import RateLimiter, SeenCache
+from blueprint_net._core.gossip_wire import (
+    GossipMessage,
+    Graft,
+    IHave,
+    IWant,
+    Prune,
+    Publish,
+    Records,
+    RecordsRequest,
+    Subscriptions,
+    message_id,
+    signed_bytes,
+)
+from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.pubsub import (
+    Deliver,
+    Discovered,
+    Fault,
+    Output,
+    Penalty,
+    Router,
+    Send,
+    Validate,
+    Verdict,
+)
+from blueprint_net._core.records import sign_record
+from blueprint_net._policy.gossip import DEFAULTS, GossipSettings, fault_code
+
+TOPIC = "blocks"
+
+
+def identity(n: int) -> Identity:
+    return Identity(n.to_bytes(32, "big"))
+
+
+def signed(origin: Identity, seqno: int, data: bytes, topic: str = TOPIC) -> Publish:
+    signature = origin.sign(signed_bytes(topic, origin.peer_id, seqno, data))
+    return Publish(topic, origin.peer_id, seqno, data, signature)
+
+
+def sends(outputs: Iterable[Output], kind: type = object) -> list[Send]:
+    return [o for o in outputs if isinstance(o, Send) and isinstance(o.message, kind)]
+
+
+class Net:
+    """Routers joined by in-memory links; frames go through the codec."""
+
+    def __init__(
+        self,
+        size: int,
+        settings: GossipSettings = DEFAULTS,
+        seed: int = 1,
+        verdict: Callable[[Router, Publish], Verdict] = lambda r, m: Verdict.ACCEPT,
+    ) -> None:
+        self.now = 1000.0
+        self.rng = random.Random(seed)
+        self.routers = [
+            Router(
+                identity(n + 1),
+                settings,
+                now=self.now,
+                rng=random.Random(seed * 1000 + n),
+            )
+            for n in range(size)
+        ]
+        self.by_id = {r.peer_id: r for r in self.routers}
+        self.links: set[frozenset[PeerId]] = set()
+        self.queue: deque[tuple[PeerId, PeerId, bytes]] = deque()
+        self.verdict = verdict
+        #: Frames dropped on the way when this says so.
+        self.lose: Callable[[PeerId, PeerId, GossipMessage], bool] = (
+            lambda src, dst, m: False
+        )
+        self.delivered: dict[PeerId, list[Publish]] = {
+            r.peer_id: [] for r in self.routers
+        }
+        self.received: Counter[tuple[PeerId, type]] = Counter()
+        self.penalties: list[tuple[PeerId, Penalty]] = []
+        self.discovered: list[tuple[PeerId, Discovered]] = []
+
+    def connect(self, a: Router, b: Router) -> None:
+        self.links.add(frozenset((a.peer_id, b.peer_id)))
+        self.handle(a, a.peer_connected(b.peer_id, outbound=True))
+        self.handle(b, b.peer_connected(a.peer_id, outbound=False))
+
+    def random_graph(self, outbound: int) -> None:
+        """A ring (so it is connected) plus ``outbound`` random dials each."""
+        routers = self.routers
+        for i, router in enumerate(routers):
+            self.connect(router, routers[(i + 1) % len(routers)])
+        for router in routers:
+            others = [r for r in routers if r is not router]
+            for other in self.rng.sample(others, outbound):
+                if frozenset((router.peer_id, other.peer_id)) not in self.links:
+                    self.connect(router, other)
+
+    def handle(self, router: Router, outputs: list[Output]) -> None:
+        for output in outputs:
+            if isinstance(output, Send):
+                body = gossip_wire.encode(output.message)
+                for peer in output.peers:
+                    assert frozenset((router.peer_id, peer)) in self.links
+                    self.queue.append((router.peer_id, peer, body))
+            elif isinstance(output, Validate):
+                verdict = self.verdict(router, output.message)
+                self.handle(
+                    router, router.validated(output.message_id, verdict, self.now)
+                )
+            elif isinstance(output, Deliver):
+                self.delivered[router.peer_id].append(output.message)
+            elif isinstance(output, Penalty):
+                self.penalties.append((router.peer_id, output))
+            else:
+                self.discovered.append((router.peer_id, output))
+
+    def run(self, limit: int = 200_000) -> None:
+        """Carry frames until none is left (bounded, like every loop here)."""
+        for _ in range(limit):
+            if not self.queue:
+                return
+            src, dst, body = self.queue.popleft()
+            message = gossip_wire.decode(body)
+            assert isinstance(message, gossip_wire.GOSSIP_TYPES)
+            if self.lose(src, dst, message):
+                continue
+            self.received[dst, type(message)] += 1
+            router = self.by_id[dst]
+            self.handle(router, router.receive(src, message, self.now))
+        raise AssertionError("the network did not settle")
+
+    def tick(self, count: int = 1) -> None:
+        for _ in range(count):
+            self.now += DEFAULTS.heartbeat_interval
+            for router in self.routers:
+                self.handle(router, router.heartbeat(self.now))
+            self.run()
+
+    def subscribe_all(self, topic: str = TOPIC) -> None:
+        for router in self.routers:
+            self.handle(router, router.subscribe(topic, self.now))
+        self.run()
+
+    def publish(self, router: Router, data: bytes, topic: str = TOPIC) -> Publish:
+        outputs = router.publish(topic, data, self.now)
+        self.handle(router, outputs)
+        self.run()
+        found = [o.message for o in outputs if isinstance(o, Deliver)]
+        found += [s.message for s in sends(outputs) if isinstance(s.message, Publish)]
+        return found[0]
+
+
+def distances(net: Net, start: PeerId) -> dict[PeerId, int]:
+    seen = {start: 0}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for link in net.links:
+                if node in link:
+                    (other,) = link - {node}
+                    if other not in seen:
+                        seen[other] = seen[node] + 1
+                        following.append(other)
+        frontier = following
+    return seen
+
+
+# -- the network as a whole -----------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_publish_reaches_every_subscriber_over_several_hops(seed: int) -> None:
+    net = Net(60, seed=seed)
+    net.random_graph(outbound=4)
+    net.subscribe_all()
+    net.tick(5)  # meshes settle
+    origin = net.routers[0]
+    hops = distances(net, origin.peer_id)
+    assert max(hops.values()) >= 3  # most nodes are not the origin's peers
+    net.received.clear()
+    message = net.publish(origin, b"block 1")
+    for router in net.routers:
+        assert net.delivered[router.peer_id] == [message]
+    others = net.routers[1:]
+    duplicates = sorted(net.received[r.peer_id, Publish] - 1 for r in others)
+    # Each mesh peer sends a node the message at most once (none sends it
+    # back to the peer it came from), and the origin's flood adds one.
+    for router in others:
+        flood = router.peer_id in origin.peers
+        copies = net.received[router.peer_id, Publish]
+        assert copies <= len(router.mesh[TOPIC]) + flood
+    # So at most D_hi; meshes settle between D and D_hi (grafts are taken up
+    # to D_hi), and duplicates with them: 6.2 to 6.5 on average here.
+    assert duplicates[-1] <= DEFAULTS.mesh_high
+    assert not net.penalties
+
+
+def test_meshes_stay_within_d_lo_and_d_hi_over_heartbeats() -> None:
+    net = Net(40, seed=3)
+    net.random_graph(outbound=6)
+    net.subscribe_all()
+    s = DEFAULTS
+    sizes = []
+    for _ in range(8):
+        net.now += s.heartbeat_interval
+        for router in net.routers:
+            net.handle(router, router.heartbeat(net.now))
+            # Between heartbeats an outbound peer's graft may pass D_hi (as
+            # in gossipsub); each heartbeat brings the mesh back in bounds.
+            mesh = router.mesh[TOPIC]
+            assert mesh <= router.topic_peers[TOPIC]
+            sizes.append(len(mesh))
+        net.run()
+    assert s.mesh_low <= min(sizes) and max(sizes) <= s.mesh_high
+    # Mesh links are symmetric once settled (GRAFT adds both ends).
+    asymmetric = [
+        (r.peer_id, p)
+        for r in net.routers
+        for p in r.mesh[TOPIC]
+        if r.peer_id not in net.by_id[p].mesh[TOPIC]
+    ]
+    assert not asymmetric
+
+
+def test_a_crowded_mesh_is_pruned_to_d_keeping_outbound_peers() -> None:
+    hub = Router(identity(1), DEFAULTS, now=0.0, rng=random.Random(1))
+    hub.subscribe(TOPIC, 0.0)
+    peers = [identity(n).peer_id for n in range(2, 22)]
+    for i, peer in enumerate(peers):
+        hub.peer_connected(peer, outbound=i < 3)
+        hub.receive(peer, Subscriptions(((True, TOPIC),)), 0.0)
+    for peer in peers[3:]:  # inbound grafts fill it to D_hi, no further
+        hub.receive(peer, Graft(TOPIC), 0.0)
+    assert len(hub.mesh[TOPIC]) == DEFAULTS.mesh_high
+    for peer in peers[:3]:  # outbound grafts are taken even so
+        hub.receive(peer, Graft(TOPIC), 0.0)
+    before = set(hub.mesh[TOPIC])
+    assert len(before) == DEFAULTS.mesh_high + 3
+    outputs = hub.heartbeat(1.0)
+    mesh = hub.mesh[TOPIC]
+    assert len(mesh) == DEFAULTS.mesh_degree
+    assert sum(hub.peers[p].outbound for p in mesh) >= DEFAULTS.mesh_outbound
+    [prune] = sends(outputs, Prune)
+    assert isinstance(prune.message, Prune)
+    assert prune.message.backoff == DEFAULTS.prune_backoff
+    assert set(prune.peers) == before - mesh
+
+
+def test_ihave_iwant_recovers_a_message_a_mesh_link_lost() -> None:
+    net = Net(12, seed=5)
+    for i, a in enumerate(net.routers):  # everyone knows everyone
+        for b in net.routers[i + 1 :]:
+            net.connect(a, b)
+    net.subscribe_all()
+    net.tick(3)
+    victim = net.routers[5]
+    net.lose = lambda src, dst, m: dst == victim.peer_id and isinstance(m, Publish)
+    message = net.publish(net.routers[0], b"lost on the way")
+    assert net.delivered[victim.peer_id] == []
+    net.lose = lambda src, dst, m: False
+    net.received.clear()
+    net.tick()  # IHave from peers outside its mesh, its IWant, their answers
+    assert net.received[victim.peer_id, IHave] >= 1
+    assert net.delivered[victim.peer_id] == [message]
+    assert sum(n for (peer, kind), n in net.received.items() if kind is IWant) >= 1
+
+
+def test_fanout_publishes_without_subscribing_and_expires() -> None:
+    settings = GossipSettings(flood_publish=False)
+    net = Net(10, settings=settings)
+    hub = net.routers[0]
+    for other in net.routers[1:]:
+        net.connect(hub, other)
+    for router in net.routers[1:]:
+        net.handle(router, router.subscribe(TOPIC, net.now))
+    net.run()
+    outputs = hub.publish(TOPIC, b"x", net.now)
+    [send] = sends(outputs, Publish)
+    assert len(send.peers) == settings.mesh_degree
+    assert set(send.peers) == hub.fanout[TOPIC]
+    net.now += settings.fanout_ttl + 1
+    hub.heartbeat(net.now)
+    assert TOPIC not in hub.fanout
+
+
+# -- authenticity -----------------------------------------------------------
+
+
+def one_router(
+    settings: GossipSettings = DEFAULTS, peers: int = 3
+) -> tuple[Router, list[PeerId]]:
+    router = Router(identity(1), settings, now=0.0, rng=random.Random(7))
+    router.subscribe(TOPIC, 0.0)
+    ids = [identity(n).peer_id for n in range(2, 2 + peers)]
+    for peer in ids:
+        router.peer_connected(peer, outbound=True)
+        router.receive(peer, Subscriptions(((True, TOPIC),)), 0.0)
+        router.receive(peer, Graft(TOPIC), 0.0)
+    return router, ids
+
+
+ORIGIN = identity(99)
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda m: attrs.evolve(m, data=b"altered"),
+        lambda m: attrs.evolve(m, seqno=m.seqno + 1),
+        lambda m: attrs.evolve(m, origin=identity(98).peer_id),
+        lambda m: attrs.evolve(m, signature=bytes(64)),
+        lambda m: attrs.evolve(m, signature=identity(98).sign(b"anything")),
+    ],
+    ids=["data", "seqno", "origin", "zero-signature", "other-key"],
+)
+def test_a_forged_or_altered_message_is_dropped_and_its_forwarder_charged(
+    forge: Callable[[Publish], Publish],
+) -> None:
+    router, (forwarder, honest, _) = one_router()
+    genuine = signed(ORIGIN, 1, b"real")
+    outputs = router.receive(forwarder, forge(genuine), 1.0)
+    assert outputs == [Penalty(forwarder, Fault.INVALID_SIGNATURE)]
+    assert fault_code(Fault.INVALID_SIGNATURE) is ErrorCode.BAD_SIGNATURE
+    # The forgery did not poison the id: the genuine message still gets in,
+    # and the origin it named was never charged.
+    outputs = router.receive(honest, genuine, 1.0)
+    [validate] = [o for o in outputs if isinstance(o, Validate)]
+    assert validate.source == honest
+
+
+def test_duplicates_and_replays_are_dropped_by_the_seen_cache() -> None:
+    router, (a, b, _) = one_router()
+    message = signed(ORIGIN, 1, b"once")
+    [validate] = router.receive(a, message, 1.0)
+    assert isinstance(validate, Validate)
+    assert router.receive(b, message, 1.0) == []  # while validating
+    outputs = router.validated(validate.message_id, Verdict.ACCEPT, 1.0)
+    assert [o for o in outputs if isinstance(o, Deliver)] == [Deliver(message)]
+    assert router.receive(b, message, 2.0) == []  # after
+    assert router.receive(a, message, 100.0) == []  # a replay within the TTL
+    assert router.counters["publish.duplicate"] == 3
+    # Our own messages coming back are never taken for new.
+    own = signed(router.identity, 5, b"mine")
+    assert router.receive(a, own, 2.0) == []
+
+
+def test_the_seen_cache_is_bounded_and_expires() -> None:
+    settings = GossipSettings(max_seen=10)
+    router, (a, _, _) = one_router(settings)
+    for seqno in range(15):
+        [v] = router.receive(a, signed(ORIGIN, seqno, b"x"), 1.0)
+        assert isinstance(v, Validate)
+        router.validated(v.message_id, Verdict.ACCEPT, 1.0)
+    assert len(router.seen) == 10 and router.seen.evicted == 5
+    router.heartbeat(1.0 + settings.seen_ttl)
+    assert len(router.seen) == 0
+
+
+def test_forwarded_to_the_mesh_but_not_back_to_the_source_or_origin() -> None:
+    router, (a, b, c) = one_router()
+    origin = Identity((3).to_bytes(32, "big"))  # c is the origin itself
+    assert origin.peer_id == b
+    message = signed(origin, 1, b"x")
+    [v] = router.receive(a, message, 1.0)
+    assert isinstance(v, Validate)
+    outputs = router.validated(v.message_id, Verdict.ACCEPT, 1.0)
+    [send] = sends(outputs, Publish)
+    assert send.peers == (c,)
+
+
+# -- validation -------------------------------------------------------------
+
+
+def test_a_rejected_message_is_not_forwarded_and_charges_its_sender() -> None:
+    net = Net(
+        8,
+        verdict=lambda router, m: (
+            Verdict.REJECT if m.data == b"bad" else Verdict.ACCEPT
+        ),
+    )
+    net.random_graph(outbound=3)
+    net.subscribe_all()
+    net.tick(2)
+    origin = net.routers[0]
+    net.received.clear()
+    net.publish(origin, b"bad")
+    # The origin's flood reached its peers; each rejected it and went no further.
+    first_hop = {
+        p for r in net.routers if r.peer_id in origin.peers for p in [r.peer_id]
+    }
+    assert {peer for (peer, kind) in net.received if kind is Publish} <= first_hop
+    assert all(not d for p, d in net.delivered.items() if p != origin.peer_id)
+    assert {p.peer for _, p in net.penalties} == {origin.peer_id}
+    assert {p.fault for _, p in net.penalties} == {Fault.REJECTED}
+
+
+def test_an_ignored_message_is_dropped_without_a_charge() -> None:
+    router, (a, _, _) = one_router()
+    [v] = router.receive(a, signed(ORIGIN, 1, b"x"), 1.0)
+    assert isinstance(v, Validate)
+    assert router.validated(v.message_id, Verdict.IGNORE, 1.0) == []
+    assert router.validated(v.message_id, Verdict.ACCEPT, 1.0) == []  # gone
+
+
+def test_pending_validations_are_bounded_and_time_out() -> None:
+    settings = GossipSettings(max_pending=2)
+    router, (a, _, _) = one_router(settings)
+    outputs = [router.receive(a, signed(ORIGIN, n, b"x"), 1.0) for n in range(3)]
+    assert [len(o) for o in outputs] == [1, 1, 0]
+    assert router.counters["publish.validation_full"] == 1
+    router.heartbeat(1.0 + settings.validation_timeout)
+    assert not router.pending and router.counters["validation.timeout"] == 2
+
+
+# -- caps -------------------------------------------------------------------
+
+
+def test_size_caps_per_topic() -> None:
+    settings = GossipSettings(max_message_size=10, topic_max_sizes={"big": 100})
+    router, (a, _, _) = one_router(settings)
+    router.subscribe("big", 0.0)
+    router.receive(a, Subscriptions(((True, "big"),)), 0.0)
+    assert router.receive(a, signed(ORIGIN, 1, bytes(11)), 1.0) == []
+    assert router.counters["publish.too_large"] == 1
+    assert len(router.receive(a, signed(ORIGIN, 2, bytes(11), "big"), 1.0)) == 1
+    with pytest.raises(PublishFailed, match="exceed the size cap of 10"):
+        router.publish(TOPIC, bytes(11), 1.0)
+    router.publish("big", bytes(100), 1.0)
+    assert DEFAULTS.max_size("any") == 64 * 1024
+
+
+def test_an_origin_over_its_rate_is_dropped_after_its_signature() -> None:
+    settings = GossipSettings(origin_rate=1.0, origin_burst=3)
+    router, (a, b, _) = one_router(settings)
+    accepted = [bool(router.receive(a, signed(ORIGIN, n, b"x"), 1.0)) for n in range(5)]
+    assert accepted == [True, True, True, False, False]
+    assert router.counters["publish.origin_rate"] == 2
+    # A forger claiming that origin is charged, and cannot use up its rate.
+    forged = attrs.evolve(signed(ORIGIN, 9, b"x"), data=b"y")
+    assert router.receive(b, forged, 5.0) == [Penalty(b, Fault.INVALID_SIGNATURE)]
+    assert router.receive(a, signed(ORIGIN, 10, b"x"), 5.0) != []
+    # The node's own publishes meet the same limit.
+    for _ in range(3):
+        router.publish(TOPIC, b"x", 10.0)
+    with pytest.raises(PublishFailed, match="rate"):
+        router.publish(TOPIC, b"x", 10.0)
+
+
+def test_a_peer_gets_a_bounded_number_of_signature_checks() -> None:
+    settings = GossipSettings(peer_rate=1.0, peer_burst=2)
+    router, (a, b, _) = one_router(settings)
+    junk = [attrs.evolve(signed(ORIGIN, n, b"x"), data=b"y") for n in range(4)]
+    outputs = [router.receive(a, m, 1.0) for m in junk]
+    assert [len(o) for o in outputs] == [1, 1, 0, 0]
+    assert router.counters["publish.peer_rate"] == 2
+    assert router.receive(b, signed(ORIGIN, 1, b"x"), 1.0) != []  # others unaffected
+
+
+def test_ihave_is_capped_per_message_and_per_heartbeat() -> None:
+    router, (a, _, _) = one_router()
+    s = DEFAULTS
+    many = tuple(message_id(ORIGIN.peer_id, n) for n in range(s.max_ihave_length + 500))
+    [want] = router.receive(a, IHave(TOPIC, many), 1.0)
+    assert isinstance(want, Send) and isinstance(want.message, IWant)
+    assert len(want.message.message_ids) == s.max_ihave_length
+    assert router.receive(a, IHave(TOPIC, many[-10:]), 1.0) == []  # asked enough
+    router.heartbeat(2.0)
+    answered = [
+        router.receive(a, IHave(TOPIC, (message_id(ORIGIN.peer_id, 10**6 + n),)), 2.0)
+        for n in range(s.max_ihave_messages + 2)
+    ]
+    assert [len(o) for o in answered] == [1] * s.max_ihave_messages + [0, 0]
+    assert router.counters["ihave.over_limit"] == 2
+    # Gossip about a topic we are not in is not followed.
+    assert router.receive(a, IHave("other", many[:1]), 3.0) == []
+
+
+def test_iwant_serves_cached_messages_a_bounded_number_of_times() -> None:
+    router, (a, b, _) = one_router()
+    outputs = router.publish(TOPIC, b"cached", 1.0)
+    [published] = [o.message for o in outputs if isinstance(o, Deliver)]
+    want = IWant((published.message_id, b"\x00" * 32))
+    served = [router.receive(b, want, 1.0) for _ in range(5)]
+    assert [len(o) for o in served] == [1, 1, 1, 0, 0]  # gossip_retransmission
+    assert served[0] == [Send((b,), published)]
+    for n in range(DEFAULTS.history_length):
+        router.heartbeat(2.0 + n)
+    assert router.receive(a, want, 9.0) == []  # out of the cache
+
+
+def test_a_peer_announces_a_bounded_number_of_topics() -> None:
+    settings = GossipSettings(max_topics_per_peer=3)
+    router, (a, _, _) = one_router(settings)
+    changes = tuple((True, f"t{n}") for n in range(10))
+    router.receive(a, Subscriptions(changes), 1.0)
+    assert len(router.peers[a].topics) == 3  # TOPIC and two more
+    assert router.counters["subscriptions.over_limit"] == 8
+
+
+def test_the_message_cache_is_bounded_in_bytes() -> None:
+    settings = GossipSettings(max_cache_bytes=10 * (1000 + 256), origin_burst=100)
+    router, _ = one_router(settings)
+    for _ in range(15):
+        router.publish(TOPIC, bytes(1000), 1.0)
+    assert len(router.cache) == 10 and router.cache.size <= settings.max_cache_bytes
+
+
+# -- mesh control -----------------------------------------------------------
+
+
+def test_graft_during_our_backoff_is_refused_and_charged_after_the_grace() -> None:
+    router, (a, _, _) = one_router()
+    router.unsubscribe(TOPIC, 1.0)
+    router.subscribe(TOPIC, 1.0)
+    assert a not in router.mesh[TOPIC]  # it is backing off
+    [refusal] = router.receive(a, Graft(TOPIC), 1.5)  # within the grace: crossed
+    assert isinstance(refusal, Send) and isinstance(refusal.message, Prune)
+    outputs = router.receive(a, Graft(TOPIC), 5.0)
+    assert Penalty(a, Fault.GRAFT_IN_BACKOFF) in outputs
+    assert a not in router.mesh[TOPIC]
+    assert router.receive(a, Graft(TOPIC), 1.0 + DEFAULTS.unsubscribe_backoff + 1) == []
+    assert a in router.mesh[TOPIC]
+
+
+def test_a_graft_after_their_prune_is_welcome() -> None:
+    router, (a, _, _) = one_router()
+    router.receive(a, Prune(TOPIC, 60), 1.0)
+    assert a not in router.mesh[TOPIC]
+    router.heartbeat(2.0)
+    assert a not in router.mesh[TOPIC]  # we respect their backoff
+    assert router.receive(a, Graft(TOPIC), 3.0) == []
+    assert a in router.mesh[TOPIC]
+
+
+def test_grafts_for_unknown_topics_get_no_answer() -> None:
+    router, (a, _, _) = one_router()
+    assert router.receive(a, Graft("unknown"), 1.0) == []
+    assert router.counters["graft.ignored"] == 1
+
+
+def test_unsubscribe_prunes_the_mesh_and_announces() -> None:
+    router, peers = one_router()
+    outputs = router.unsubscribe(TOPIC, 1.0)
+    [announce] = sends(outputs, Subscriptions)
+    assert announce.message == Subscriptions(((False, TOPIC),))
+    [prune] = sends(outputs, Prune)
+    assert set(prune.peers) == set(peers)
+    assert isinstance(prune.message, Prune)
+    assert prune.message.backoff == DEFAULTS.unsubscribe_backoff
+
+
+# -- peer records -----------------------------------------------------------
+
+
+def test_prune_carries_verified_records_for_peer_exchange() -> None:
+    router = Router(identity(1), DEFAULTS, now=0.0, rng=random.Random(2))
+    router.subscribe(TOPIC, 0.0)
+    ids = [identity(n).peer_id for n in range(10, 24)]
+    for peer in ids:
+        router.peer_connected(peer, outbound=False)
+        router.receive(peer, Subscriptions(((True, TOPIC),)), 0.0)
+    for n, peer in enumerate(ids[:12]):
+        record = sign_record(identity(10 + n), 1, [f"10.0.1.{n}:1"])
+        assert router.records.offer(record)
+        router.receive(peer, Graft(TOPIC), 0.0)
+    # The mesh is full: an inbound graft is pruned, with other peers' records.
+    [full] = sends(router.receive(ids[12], Graft(TOPIC), 0.0), Prune)
+    assert isinstance(full.message, Prune) and full.peers == (ids[12],)
+    exchanged = full.message.records
+    assert len(exchanged) == 12 and {r.peer_id for r in exchanged} == set(ids[:12])
+    assert all(r.verifies() for r in exchanged)
+    # A receiver keeps them: each is news, each verifies.
+    other, (a, _, _) = one_router()
+    assert other.receive(a, full.message, 1.0) == [Discovered(a, exchanged)]
+
+
+def test_prune_and_records_answers_report_discoveries() -> None:
+    router, (a, _, _) = one_router()
+    news = sign_record(identity(50), 2, ["10.0.0.50:1"])
+    outputs = router.receive(a, Prune(TOPIC, 60, (news,)), 1.0)
+    assert outputs == [Discovered(a, (news,))]
+    assert router.receive(a, Prune(TOPIC, 60, (news,)), 1.0) == []  # not news
+
+
+def test_a_forged_record_charges_its_sender() -> None:
+    router, (a, _, _) = one_router()
+    forged = attrs.evolve(sign_record(identity(50), 2, ["h:1"]), addresses=("e:1",))
+    outputs = router.receive(a, Prune(TOPIC, 60, (forged,)), 1.0)
+    assert outputs == [Penalty(a, Fault.INVALID_RECORD)]
+    assert identity(50).peer_id not in router.records
+
+
+def test_records_are_exchanged_on_request_only() -> None:
+    router, (a, b, _) = one_router()
+    own = router.set_addresses(["127.0.0.1:4001"], 1.0)
+    [answer] = router.receive(a, RecordsRequest(16), 1.0)
+    assert answer == Send((a,), Records((own,)))
+    assert router.receive(a, RecordsRequest(16), 1.0) == []  # once a heartbeat
+    record = sign_record(identity(2), 1, ["10.0.0.2:1"])
+    assert router.receive(b, Records((record,)), 1.0) == []  # unsolicited
+    assert router.counters["records.unsolicited"] == 1
+    [ask] = router.request_records(b)
+    assert ask == Send((b,), RecordsRequest(DEFAULTS.prune_peers))
+    assert router.receive(b, Records((record,)), 1.0) == [Discovered(b, (record,))]
+    assert router.set_addresses(["127.0.0.1:4002"], 1.0).seqno > own.seqno
+
+
+# -- settings ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"mesh_low": 7},
+        {"mesh_outbound": 5},
+        {"history_gossip": 6},
+        {"seen_ttl": 5.0},
+        {"max_message_size": -1},
+        {"origin_rate": 0.0},
+    ],
+)
+def test_unusable_settings_are_refused_in_one_line(change: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError, match=r"^gossip settings: [^\n]+$"):
+        GossipSettings(**change)  # type: ignore[arg-type]
+
+
+def test_every_fault_has_a_price() -> None:
+    assert {fault_code(f) for f in Fault} <= set(ErrorCode)
+
+
+def test_a_seeded_network_runs_the_same_every_time() -> None:
+    def run() -> list[int]:
+        net = Net(15, seed=9)
+        net.random_graph(outbound=3)
+        net.subscribe_all()
+        net.tick(3)
+        return [len(r.mesh[TOPIC]) for r in net.routers]
+
+    assert run() == run()
+
+
+# -- the bounded memories -----------------------------------------------------
+
+
+def test_seen_ids_expire_in_order_even_when_seen_again() -> None:
+    seen = SeenCache(ttl=10.0, limit=100)
+    seen.add(b"a", 0.0)
+    seen.add(b"b", 1.0)
+    seen.add(b"a", 5.0)  # seen again: lives until 15
+    seen.expire(11.5)
+    assert b"b" not in seen and b"a" in seen
+    seen.expire(15.0)
+    assert len(seen) == 0
+
+
+def test_rate_limiter_allows_bursts_then_the_rate_and_stays_bounded() -> None:
+    limiter: RateLimiter[int] = RateLimiter(rate=2.0, burst=3, limit=4)
+    assert [limiter.allow(1, 0.0) for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow(1, 0.5) and not limiter.allow(1, 0.5)  # 2 per second
+    for key in range(2, 10):
+        limiter.allow(key, 0.5)
+    assert len(limiter._due) <= 4 and limiter.evicted == 5
