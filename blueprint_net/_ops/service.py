@@ -4,7 +4,7 @@ Layer: ops (the operator surface).
 
 ``twistd -n blueprint`` builds one of these (``tap.py``); an application may
 build one too.  Its parts stop in the order that keeps every peer informed and
-every ban on disk: stop accepting, say goodbye to each peer, stop redialing,
+every ban on disk: stop accepting, stop redialing, say goodbye to each peer,
 then close the ban database once its writes are committed.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from twisted.application.internet import ClientService, TimerService, backoffPolicy
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
@@ -22,6 +22,7 @@ from twisted.web.server import Site
 
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import SqliteBanStore
+from blueprint_net._adapters.keeper import PeerKeeper
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import PeerId
 from blueprint_net._ops.status import StatusPage
@@ -92,11 +93,11 @@ class NodeService(MultiService):
             for description in listen
         ]
         self.keepers = [
-            ClientService(
+            PeerKeeper(
+                node,
+                peer_id,
                 tls.client_endpoint(node.reactor, endpoint, node.identity, peer_id),
-                node.dial_factory(peer_id),
-                retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=30.0),
-                clock=node.reactor,
+                address=endpoint,
             )
             for peer_id, endpoint in peers
         ]
@@ -143,7 +144,7 @@ class NodeService(MultiService):
             [defer.maybeDeferred(s.stopService) for s in accepting]
         )
         await self.refresher.stopService()  # type: ignore[no-untyped-call]
-        await self.node.stop()  # a goodbye to every peer; pending requests fail
         await defer.gatherResults([k.stopService() for k in self.keepers])
+        await self.node.stop()  # a goodbye to every peer; pending requests fail
         if self.store is not None:
             await self.store.close()
