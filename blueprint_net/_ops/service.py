@@ -10,6 +10,7 @@ then close the ban database once its writes are committed.
 
 from __future__ import annotations
 
+import signal
 from typing import Any, Optional
 
 from twisted.application.internet import TimerService
@@ -25,6 +26,7 @@ from blueprint_net._adapters.banstore import SqliteBanStore
 from blueprint_net._adapters.keeper import PeerKeeper
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import PeerId
+from blueprint_net._ops.permits import PermitSources
 from blueprint_net._ops.status import StatusPage
 
 #: How often the ban database is checked for another process's changes (s).
@@ -70,6 +72,9 @@ class NodeService(MultiService):
 
     ``store`` is the ban database of the node's registry (None when its bans
     are kept in memory only): refreshed every few seconds, closed last.
+    ``permits``, the allow-list's sources, are refreshed with it.  With
+    ``sighup``, SIGHUP reloads what can be reloaded (:meth:`reload`) instead
+    of ending the process.
     """
 
     _log = Logger()
@@ -82,9 +87,13 @@ class NodeService(MultiService):
         listen: list[str],
         peers: list[tuple[PeerId, str]],
         status: Optional[str],
+        permits: Optional[PermitSources] = None,
+        sighup: bool = False,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.node, self.store = node, store
+        self.permits, self.sighup = permits, sighup
+        self._previous_sighup: Any = None
         self.listeners = [
             ListenService(
                 tls.server_endpoint(node.reactor, description, node.identity),
@@ -126,6 +135,8 @@ class NodeService(MultiService):
         ]
 
     def _refresh_bans(self) -> defer.Deferred[int]:
+        if self.permits is not None:
+            self.permits.refresh()
         if self.store is None:
             return defer.succeed(0)
         return self.store.refresh().addErrback(self._refresh_failed)
@@ -134,7 +145,26 @@ class NodeService(MultiService):
         self._log.failure("could not read the ban database", failure)
         return 0
 
+    def reload(self) -> defer.Deferred[int]:
+        """Re-read the allow-list files and the ban database now (SIGHUP)."""
+        self._log.info("SIGHUP: reloading the allow-list and the ban database")
+        if self.permits is not None:
+            self.permits.reload()
+        return self._refresh_bans()
+
+    def _hangup(self, signum: int, frame: Any) -> None:
+        reactor: Any = self.node.reactor
+        reactor.callFromThread(self.reload)
+
+    def startService(self) -> None:
+        if self.sighup and hasattr(signal, "SIGHUP"):
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._hangup)
+        super().startService()  # type: ignore[no-untyped-call]
+
     def stopService(self) -> defer.Deferred[None]:
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
