@@ -238,6 +238,11 @@ class Node(Service):
     def unregister(self, protocol: str) -> None:
         self._dispatch.unregister(protocol)
 
+    @property
+    def protocols(self) -> list[str]:
+        """The protocols this node serves (a handler is registered), sorted."""
+        return self._dispatch.protocols
+
     def request(
         self,
         peer_id: PeerId,

@@ -34,6 +34,7 @@ from blueprint_net._core.identity import (
     load_or_create_identity,
 )
 from blueprint_net._ops.permits import PERMITS_FILE, write_permits
+from blueprint_net._ops.status import duration
 from blueprint_net._policy.addresses import parse_target
 from blueprint_net._policy.bans import Ban, Origin
 from blueprint_net._policy.permits import PermitListError, parse_permits, with_permit
@@ -224,6 +225,7 @@ def status(args: argparse.Namespace) -> int:
     data = _status(args.url)
     lines = [
         f"peer id   {data['peer_id']}",
+        f"version   {data.get('version', '?')}, up {duration(data.get('uptime_seconds', 0))}",
         f"listening {', '.join(data['listening'])}",
         f"peers     {len(data['peers'])}",
         f"bans      {data['bans']}",
@@ -231,6 +233,13 @@ def status(args: argparse.Namespace) -> int:
     ]
     _emit(args, data, "\n".join(lines))
     return OK
+
+
+def _uptime(data: dict[str, Any]) -> str:
+    seconds = int(data.get("uptime_seconds", 0))
+    return (
+        f"{seconds // 86400} d {seconds % 86400 // 3600} h {seconds % 3600 // 60} min"
+    )
 
 
 def peers(args: argparse.Namespace) -> int:

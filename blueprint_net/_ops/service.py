@@ -112,7 +112,13 @@ class NodeService(MultiService):
         ]
         self.status: Optional[ListenService] = None
         if status is not None:
-            page = Site(StatusPage(node, self.listening))  # type: ignore[no-untyped-call]
+            resource = StatusPage(
+                node,
+                self.listening,
+                listen=listen,
+                kept=lambda: [keeper.describe() for keeper in self.keepers],
+            )
+            page = Site(resource)  # type: ignore[no-untyped-call]
             page.noisy = False  # no "Starting factory" lines for each request
             endpoint = serverFromString(node.reactor, status)  # type: ignore[no-untyped-call]
             self.status = ListenService(endpoint, page)
