@@ -223,9 +223,10 @@ def _status(url: str) -> dict[str, Any]:
 
 def status(args: argparse.Namespace) -> int:
     data = _status(args.url)
+    uptime = data.get("uptime_seconds", 0)
     lines = [
         f"peer id   {data['peer_id']}",
-        f"version   {data.get('version', '?')}, up {duration(data.get('uptime_seconds', 0))}",
+        f"version   {data.get('version', '?')}, up {duration(uptime)}",
         f"listening {', '.join(data['listening'])}",
         f"peers     {len(data['peers'])}",
         f"bans      {data['bans']}",
