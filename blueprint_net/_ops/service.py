@@ -10,6 +10,7 @@ then close the ban database once its writes are committed.
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any, Optional
 
@@ -26,6 +27,7 @@ from blueprint_net._adapters.banstore import SqliteBanStore
 from blueprint_net._adapters.keeper import PeerKeeper
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import PeerId
+from blueprint_net._ops.notify import notify
 from blueprint_net._ops.permits import PermitSources
 from blueprint_net._ops.status import StatusPage
 
@@ -74,7 +76,8 @@ class NodeService(MultiService):
     are kept in memory only): refreshed every few seconds, closed last.
     ``permits``, the allow-list's sources, are refreshed with it.  With
     ``sighup``, SIGHUP reloads what can be reloaded (:meth:`reload`) instead
-    of ending the process.
+    of ending the process.  With ``ready``, a service manager that asked for
+    it (``$NOTIFY_SOCKET``) hears ``READY=1`` once every listener is bound.
     """
 
     _log = Logger()
@@ -89,10 +92,11 @@ class NodeService(MultiService):
         status: Optional[str],
         permits: Optional[PermitSources] = None,
         sighup: bool = False,
+        ready: bool = False,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.node, self.store = node, store
-        self.permits, self.sighup = permits, sighup
+        self.permits, self.sighup, self.ready = permits, sighup, ready
         self._previous_sighup: Any = None
         self.listeners = [
             ListenService(
@@ -166,8 +170,13 @@ class NodeService(MultiService):
         if self.sighup and hasattr(signal, "SIGHUP"):
             self._previous_sighup = signal.signal(signal.SIGHUP, self._hangup)
         super().startService()  # type: ignore[no-untyped-call]
+        if self.ready:  # listeners bind in startService: we listen now
+            where = ", ".join(self.listening())
+            notify(f"READY=1\nSTATUS=listening on {where}\nMAINPID={os.getpid()}")
 
     def stopService(self) -> defer.Deferred[None]:
+        if self.ready:
+            notify("STOPPING=1")
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None

@@ -228,4 +228,5 @@ def makeService(options: dict[str, Any]) -> IService:
         status=options["status"],
         permits=permits,
         sighup=True,
+        ready=True,
     )
