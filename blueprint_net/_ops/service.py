@@ -170,7 +170,14 @@ class NodeService(MultiService):
         if self.sighup and hasattr(signal, "SIGHUP"):
             self._previous_sighup = signal.signal(signal.SIGHUP, self._hangup)
         super().startService()  # type: ignore[no-untyped-call]
-        if self.ready:  # listeners bind in startService: we listen now
+        if self.ready:
+            # Listeners are bound by now; twistd starts services before the
+            # reactor runs (and installs its SIGTERM handler): wait for that.
+            reactor: Any = self.node.reactor
+            reactor.callWhenRunning(self._notify_ready)
+
+    def _notify_ready(self) -> None:
+        if self.running:
             where = ", ".join(self.listening())
             notify(f"READY=1\nSTATUS=listening on {where}\nMAINPID={os.getpid()}")
 
