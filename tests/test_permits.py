@@ -177,3 +177,30 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def test_a_bad_file_keeps_the_previous_list_and_deleting_it_opens_up(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / PERMITS_FILE
+    a, b = _id(1), _id(2)
+    path.write_text(f"{a}\n")
+    clock = task.Clock()
+    node = Node(Identity(bytes([3]) * 32), reactor=clock)
+    permits = PermitSources(node, peers=[b], data_dir_file=path)
+    assert node.policy.permitted == frozenset({a, b})
+    path.write_text(f"{a}\nnot-an-id\n")
+    permits.refresh()
+    assert node.policy.permitted == frozenset({a, b})  # refused whole: the old list
+    path.unlink()
+    permits.refresh()
+    assert node.policy.permitted == frozenset({b})  # --permit-peer still applies
+    open_node = Node(Identity(bytes([4]) * 32), reactor=clock)
+    path.write_text(f"{a}\n")
+    only_file = PermitSources(open_node, data_dir_file=path)
+    assert open_node.policy.permitted == frozenset({a})
+    path.unlink()
+    only_file.refresh()
+    assert open_node.policy.permitted is None  # no source left: mode off
+    with pytest.raises(ConfigurationError, match="no such file"):
+        PermitSources(open_node, file=tmp_path / "missing")
