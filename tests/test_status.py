@@ -13,8 +13,10 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
+from zope.interface import provider
 
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity
@@ -54,6 +56,13 @@ async def test_status_json_metrics_and_page(alice: Identity, bob: Identity) -> N
     )
     service.startService()
     client = Node(alice)
+    logged: list[str] = []
+
+    @provider(ILogObserver)
+    def observer(event: dict[str, Any]) -> None:
+        logged.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observer)
     try:
         port = service.listeners[0].port.getHost().port  # type: ignore[union-attr]
         await client.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
@@ -107,7 +116,10 @@ async def test_status_json_metrics_and_page(alice: Identity, bob: Identity) -> N
 
         code, _, _ = await _get(status_port, "/nope")
         assert code == 404
+        # A scraper's requests leave no access log line each.
+        assert not [line for line in logged if '"GET /' in line]
     finally:
+        globalLogPublisher.removeObserver(observer)
         await client.stop()
         await service.stopService()
 

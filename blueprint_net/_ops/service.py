@@ -20,7 +20,6 @@ from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import SqliteBanStore
@@ -29,7 +28,7 @@ from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import PeerId
 from blueprint_net._ops.notify import notify
 from blueprint_net._ops.permits import PermitSources
-from blueprint_net._ops.status import StatusPage
+from blueprint_net._ops.status import StatusPage, StatusSite
 
 #: How often the ban database is checked for another process's changes (s).
 BAN_REFRESH_INTERVAL = 2.0
@@ -122,8 +121,7 @@ class NodeService(MultiService):
                 listen=listen,
                 kept=lambda: [keeper.describe() for keeper in self.keepers],
             )
-            page = Site(resource)  # type: ignore[no-untyped-call]
-            page.noisy = False  # no "Starting factory" lines for each request
+            page = StatusSite(resource)
             endpoint = serverFromString(node.reactor, status)  # type: ignore[no-untyped-call]
             self.status = ListenService(endpoint, page)
         self.refresher = TimerService(BAN_REFRESH_INTERVAL, self._refresh_bans)  # type: ignore[no-untyped-call]

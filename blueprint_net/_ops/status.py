@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import Request, Site
 
 from blueprint_net._adapters.node import Node
 from blueprint_net._ops import metrics
@@ -345,3 +345,16 @@ class StatusPage(Resource):
             return page(status).encode()
         request.setResponseCode(404)
         return b"not found\n"
+
+
+class StatusSite(Site):
+    """The status endpoint's site: no log line per request (a scraper asks
+    every few seconds) and none for each connection."""
+
+    noisy = False
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource)  # type: ignore[no-untyped-call]
+
+    def log(self, request: Any) -> None:
+        pass
