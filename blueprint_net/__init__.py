@@ -9,6 +9,7 @@ layers behind them.  Importing this package installs no reactor.
 from blueprint_net._adapters.banstore import BanDatabaseError, SqliteBanStore
 from blueprint_net._adapters.dispatch import Handler
 from blueprint_net._adapters.interfaces import IRequestHandler
+from blueprint_net._adapters.keeper import PeerKeeper
 from blueprint_net._adapters.node import Node, Outcome
 from blueprint_net._adapters.peers import Peer
 from blueprint_net._core.errors import (
@@ -68,6 +69,7 @@ __all__ = [
     "Outcome",
     "Peer",
     "PeerId",
+    "PeerKeeper",
     "PeerLost",
     "PlaintextRefused",
     "Policy",

@@ -28,6 +28,22 @@ def test_embedding_example_runs() -> None:
     assert result.stderr == ""
 
 
+def test_readme_embedding_snippet_runs(tmp_path: Path) -> None:
+    """README.md's two-node snippet, as a newcomer pastes it."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    [snippet] = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    (tmp_path / "snippet.py").write_text(snippet)
+    result = subprocess.run(
+        [sys.executable, "snippet.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert result.stdout == "b'hi'\n[True]\n" and result.stderr == ""
+
+
 def test_handler_test_example_passes() -> None:
     """The example test file of "Testing your handlers", run as a user would."""
     result = subprocess.run(

@@ -190,7 +190,7 @@ async def test_two_twistd_nodes_cli_request_ban_restart_and_sigterm(
         )
         assert [entry["target"] for entry in json.loads(out)] == [a.peer_id]
 
-        # Lift it: A's ClientService reconnects by itself.
+        # Lift it: A's keeper reconnects by itself (within its 30 s back-off).
         code, out, err = await _cli(
             "unban", a.peer_id, "--data-dir", str(b.directory), cwd=tmp_path
         )

@@ -81,6 +81,11 @@ class Dispatcher:
     def unregister(self, protocol: str) -> None:
         self._handlers.pop(protocol, None)
 
+    @property
+    def protocols(self) -> list[str]:
+        """The protocols served now, sorted."""
+        return sorted(self._handlers)
+
     def serve(
         self,
         protocol: PeerProtocol,

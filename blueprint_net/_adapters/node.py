@@ -227,6 +227,27 @@ class Node(Service):
         connections it covers are closed at once."""
         return self.bans.ban(target, reason, duration=duration)
 
+    def set_permitted(self, peers: Optional[Iterable[PeerId]]) -> int:
+        """Replace permissioned mode's allow-list (``None``: any proven peer
+        is welcome); connections to peers no longer on it close at once
+        with ``NOT_ALLOWED``.  Returns how many closed."""
+        self.policy.set_permitted(peers)
+        permitted = self.policy.permitted
+        if permitted is None:
+            return 0
+        refused = [
+            protocol
+            for protocol in list(self._peers.open)
+            if protocol.peer_id is not None
+            and protocol.peer_id not in permitted
+            and not protocol.connection.closed
+        ]
+        for protocol in refused:
+            protocol.close(
+                HandshakeFailed(ErrorCode.NOT_ALLOWED, "no longer on the allow-list")
+            )
+        return len(refused)
+
     # -- the application's side -------------------------------------------
 
     @property
@@ -253,6 +274,11 @@ class Node(Service):
 
     def unregister(self, protocol: str) -> None:
         self._dispatch.unregister(protocol)
+
+    @property
+    def protocols(self) -> list[str]:
+        """The protocols this node serves (a handler is registered), sorted."""
+        return self._dispatch.protocols
 
     def request(
         self,

@@ -31,6 +31,9 @@ class Peer:
     address: IAddress
     since: float
     direction: str  # "inbound" or "outbound"
+    #: Requests received from and sent to the peer on this connection.
+    requests_in: int = 0
+    requests_out: int = 0
 
 
 @attrs.define
@@ -133,4 +136,6 @@ def describe(protocol: PeerProtocol) -> Peer:
         address=protocol.address,
         since=protocol.verified_at,
         direction="outbound" if protocol.initiator else "inbound",
+        requests_in=protocol.requests_in,
+        requests_out=protocol.requests_out,
     )

@@ -150,6 +150,8 @@ class PeerProtocol(Protocol):
             self.verified.addErrback(lambda failure: None)
         self.closed: defer.Deferred[None] = defer.Deferred()
         self.verified_at: Optional[float] = None
+        #: Requests received and sent on this connection (the status page).
+        self.requests_in = self.requests_out = 0
         self._timeout: Optional[IDelayedCall] = None
         self._failure: Optional[ProtocolError] = None
         #: When our pending requests time out; one timer for them all.
@@ -241,6 +243,7 @@ class PeerProtocol(Protocol):
         try:
             for event in events:
                 if isinstance(event, wire.Request):
+                    self.requests_in += 1
                     self.host.request_received(self, event)
                 elif isinstance(event, ResponseReceived):
                     self._response_received(event)
@@ -297,6 +300,7 @@ class PeerProtocol(Protocol):
             request_id = self.connection.request(protocol, payload, metadata, waiting)
         except (SendQueueFull, ValueError, RuntimeError) as error:
             return defer.fail(error)
+        self.requests_out += 1
         clock = self.clock
         delay = self.settings.request_timeout if timeout is None else timeout
         deadline = clock.seconds() + delay
@@ -315,12 +319,14 @@ class PeerProtocol(Protocol):
         """Send a request that wants no response (fire and forget)."""
         self._check_queue()
         self.connection.request(protocol, payload, metadata)
+        self.requests_out += 1
         self._flush()
 
     def send_frame(self, frame: bytes) -> None:
         """Send an encoded fire-and-forget request (broadcast encodes once)."""
         self._check_queue()
         self.connection.send_frame(frame)
+        self.requests_out += 1
         self._flush()
 
     def respond(self, response: wire.Response) -> None:

@@ -34,8 +34,11 @@ from blueprint_net._core.identity import (
     load_identity,
     load_or_create_identity,
 )
+from blueprint_net._ops.permits import PERMITS_FILE, write_permits
+from blueprint_net._ops.status import duration
 from blueprint_net._policy.addresses import parse_target
 from blueprint_net._policy.bans import Ban, Origin
+from blueprint_net._policy.permits import PermitListError, parse_permits, with_permit
 from blueprint_net._policy.settings import Settings
 
 OK, FAILED, USAGE, UNREACHABLE, BAD_FILE = 0, 1, 2, 3, 4
@@ -226,8 +229,10 @@ def _status(url: str) -> dict[str, Any]:
 
 def status(args: argparse.Namespace) -> int:
     data = _status(args.url)
+    uptime = data.get("uptime_seconds", 0)
     lines = [
         f"peer id   {data['peer_id']}",
+        f"version   {data.get('version', '?')}, up {duration(uptime)}",
         f"listening {', '.join(data['listening'])}",
         "links     "
         + ("plaintext allowed" if data.get("allow_plaintext") else "TLS only"),
@@ -237,6 +242,13 @@ def status(args: argparse.Namespace) -> int:
     ]
     _emit(args, data, "\n".join(lines))
     return OK
+
+
+def _uptime(data: dict[str, Any]) -> str:
+    seconds = int(data.get("uptime_seconds", 0))
+    return (
+        f"{seconds // 86400} d {seconds % 86400 // 3600} h {seconds % 3600 // 60} min"
+    )
 
 
 def peers(args: argparse.Namespace) -> int:
@@ -333,6 +345,55 @@ class _editing:
         return self.editor.__exit__(*exc)
 
 
+# -- a permissioned node's allow-list ----------------------------------------
+
+
+def _permit(args: argparse.Namespace, permitted: bool) -> int:
+    peer_id = _peer_id(args.peer_id)
+    assert peer_id is not None
+    path = Path(args.file) if args.file else Path(args.data_dir) / PERMITS_FILE
+    new = not path.exists()
+    try:
+        text = "" if new else path.read_text(encoding="utf-8")
+        changed = (peer_id in parse_permits(text, str(path))) != permitted
+        updated = with_permit(text, peer_id, permitted)
+        if changed or new:
+            write_permits(path, updated)
+    except PermitListError as error:
+        raise Failure(BAD_FILE, str(error)) from None
+    except (OSError, UnicodeDecodeError) as error:
+        why = getattr(error, "strerror", None) or "not UTF-8 text"
+        raise Failure(BAD_FILE, f"{path}: {why}") from None
+    listed = len(parse_permits(updated, str(path)))
+    verb = "allowed" if permitted else "disallowed"
+    message = (
+        f"{verb} {peer_id} ({listed} peers on {path})"
+        if changed
+        else f"{peer_id} was {'already' if permitted else 'not'} on {path}"
+    )
+    if new:
+        message += "; a new list: the node now admits only the peers on it"
+    _emit(
+        args,
+        {
+            "peer_id": str(peer_id),
+            "file": str(path),
+            "changed": changed,
+            "listed": listed,
+        },
+        message,
+    )
+    return OK if changed or permitted else FAILED
+
+
+def allow(args: argparse.Namespace) -> int:
+    return _permit(args, True)
+
+
+def disallow(args: argparse.Namespace) -> int:
+    return _permit(args, False)
+
+
 # -- the parser --------------------------------------------------------------
 
 
@@ -368,7 +429,7 @@ def _checked(
 #: Longest ban the command makes with ``--duration`` (ten years, in seconds);
 #: for longer, leave ``--duration`` out: the ban is then for good.
 MAX_BAN_DURATION = 10 * 365 * 86400.0
-duration = _checked(float, 0, MAX_BAN_DURATION, strict=True)
+ban_duration = _checked(float, 0, MAX_BAN_DURATION, strict=True)
 timeout = _checked(float, 0, 86400.0, strict=True)
 ping_count = _checked(int, 1, 10_000)
 
@@ -454,9 +515,21 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--reason", default="banned by the operator")
             sub.add_argument(
                 "--duration",
-                type=duration,
+                type=ban_duration,
                 help="seconds, at most ten years [forever]",
             )
+    for name, handler, help in (
+        ("allow", allow, "Permit a peer id on a permissioned node (applied live)."),
+        ("disallow", disallow, "Take a peer id off the allow-list; it is closed."),
+    ):
+        sub = command(name, handler, help)
+        sub.add_argument(
+            "--data-dir", default=DEFAULT_DATA_DIR, help=f"[{DEFAULT_DATA_DIR}]"
+        )
+        sub.add_argument(
+            "--file", help=f"the allow-list file [DATA-DIR/{PERMITS_FILE}]"
+        )
+        sub.add_argument("peer_id", help="a peer id (12D3KooW...)")
     return top
 
 

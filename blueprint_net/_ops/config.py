@@ -283,7 +283,7 @@ def read_file(path: str) -> dict[str, Any]:
     if not parser.has_section(SECTION):
         raise ConfigError(f"--config {path}: no [{SECTION}] section")
     values: dict[str, Any] = {}
-    plain = {"key-file", "data-dir", "status", "no-builtins"}
+    plain = {"key-file", "data-dir", "status", "no-builtins", "permit-file"}
     for key, text in parser.items(SECTION):
         if key in LISTS:
             values[key] = [line.strip() for line in text.splitlines() if line.strip()]

@@ -4,28 +4,32 @@ Layer: ops (the operator surface).
 
 ``twistd -n blueprint`` builds one of these (``tap.py``); an application may
 build one too.  Its parts stop in the order that keeps every peer informed and
-every ban on disk: stop accepting, say goodbye to each peer, stop redialing,
+every ban on disk: stop accepting, stop redialing, say goodbye to each peer,
 then close the ban database once its writes are committed.
 """
 
 from __future__ import annotations
 
 import gc
+import os
+import signal
 from typing import Any, Optional
 
-from twisted.application.internet import ClientService, TimerService, backoffPolicy
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import SqliteBanStore
+from blueprint_net._adapters.keeper import PeerKeeper
 from blueprint_net._adapters.node import Node, require_tls
 from blueprint_net._core.identity import PeerId
-from blueprint_net._ops.status import StatusPage
+from blueprint_net._ops.notify import notify
+from blueprint_net._ops.permits import PermitSources
+from blueprint_net._ops.status import StatusPage, StatusSite
 
 #: How often the ban database is checked for another process's changes (s):
 #: an operator's ban applies within this plus one write (well under 2 s).
@@ -71,6 +75,10 @@ class NodeService(MultiService):
 
     ``store`` is the ban database of the node's registry (None when its bans
     are kept in memory only): refreshed every few seconds, closed last.
+    ``permits``, the allow-list's sources, are refreshed with it.  With
+    ``sighup``, SIGHUP reloads what can be reloaded (:meth:`reload`) instead
+    of ending the process.  With ``ready``, a service manager that asked for
+    it (``$NOTIFY_SOCKET``) hears ``READY=1`` once every listener is bound.
     """
 
     _log = Logger()
@@ -83,11 +91,16 @@ class NodeService(MultiService):
         listen: list[str],
         peers: list[tuple[PeerId, str]],
         status: Optional[str],
+        permits: Optional[PermitSources] = None,
+        sighup: bool = False,
+        ready: bool = False,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.node, self.store = node, store
         for description in [*listen, *(endpoint for _, endpoint in peers)]:
             require_tls(description, node.settings)  # PlaintextRefused
+        self.permits, self.sighup, self.ready = permits, sighup, ready
+        self._previous_sighup: Any = None
         self.listeners = [
             ListenService(
                 tls.server_endpoint(node.reactor, description, node.identity),
@@ -96,18 +109,23 @@ class NodeService(MultiService):
             for description in listen
         ]
         self.keepers = [
-            ClientService(
+            PeerKeeper(
+                node,
+                peer_id,
                 tls.client_endpoint(node.reactor, endpoint, node.identity, peer_id),
-                node.dial_factory(peer_id),
-                retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=30.0),
-                clock=node.reactor,
+                address=endpoint,
             )
             for peer_id, endpoint in peers
         ]
         self.status: Optional[ListenService] = None
         if status is not None:
-            page = Site(StatusPage(node, self.listening))  # type: ignore[no-untyped-call]
-            page.noisy = False  # no "Starting factory" lines for each request
+            resource = StatusPage(
+                node,
+                self.listening,
+                listen=listen,
+                kept=lambda: [keeper.describe() for keeper in self.keepers],
+            )
+            page = StatusSite(resource)
             endpoint = serverFromString(node.reactor, status)  # type: ignore[no-untyped-call]
             self.status = ListenService(endpoint, page)
         self.refresher = TimerService(BAN_REFRESH_INTERVAL, self._refresh_bans)  # type: ignore[no-untyped-call]
@@ -129,6 +147,8 @@ class NodeService(MultiService):
         ]
 
     def _refresh_bans(self) -> defer.Deferred[int]:
+        if self.permits is not None:
+            self.permits.refresh()
         if self.store is None:
             return defer.succeed(0)
         return self.store.refresh().addErrback(self._refresh_failed)
@@ -137,7 +157,20 @@ class NodeService(MultiService):
         self._log.failure("could not read the ban database", failure)
         return 0
 
+    def reload(self) -> defer.Deferred[int]:
+        """Re-read the allow-list files and the ban database now (SIGHUP)."""
+        self._log.info("SIGHUP: reloading the allow-list and the ban database")
+        if self.permits is not None:
+            self.permits.reload()
+        return self._refresh_bans()
+
+    def _hangup(self, signum: int, frame: Any) -> None:
+        reactor: Any = self.node.reactor
+        reactor.callFromThread(self.reload)
+
     def startService(self) -> None:
+        if self.sighup and hasattr(signal, "SIGHUP"):
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._hangup)
         super().startService()  # type: ignore[no-untyped-call]
         # What exists now (modules, classes, the node and its settings) lives
         # as long as the process: frozen, it leaves the collector's
@@ -146,8 +179,23 @@ class NodeService(MultiService):
         # run fell from ~12-40 ms to under 5 ms; throughput within noise.
         gc.collect()
         gc.freeze()
+        if self.ready:
+            # Listeners are bound by now; twistd starts services before the
+            # reactor runs (and installs its SIGTERM handler): wait for that.
+            reactor: Any = self.node.reactor
+            reactor.callWhenRunning(self._notify_ready)
+
+    def _notify_ready(self) -> None:
+        if self.running:
+            where = ", ".join(self.listening())
+            notify(f"READY=1\nSTATUS=listening on {where}\nMAINPID={os.getpid()}")
 
     def stopService(self) -> defer.Deferred[None]:
+        if self.ready:
+            notify("STOPPING=1")
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
@@ -157,7 +205,7 @@ class NodeService(MultiService):
             [defer.maybeDeferred(s.stopService) for s in accepting]
         )
         await self.refresher.stopService()  # type: ignore[no-untyped-call]
-        await self.node.stop()  # a goodbye to every peer; pending requests fail
         await defer.gatherResults([k.stopService() for k in self.keepers])
+        await self.node.stop()  # a goodbye to every peer; pending requests fail
         if self.store is not None:
             await self.store.close()

@@ -24,10 +24,12 @@ from blueprint_net._core.errors import PlaintextRefused
 from blueprint_net._core.identity import KeyFileError, PeerId, load_or_create_identity
 from blueprint_net._ops import config
 from blueprint_net._ops.handlers import BUILTINS, HandlerError, load
+from blueprint_net._ops.permits import PERMITS_FILE, PermitSources
 from blueprint_net._ops.service import NodeService
 from blueprint_net._policy.addresses import parse_network
 from blueprint_net._policy.bans import BanRegistry
 from blueprint_net._policy.limits import ConnectionLimits
+from blueprint_net._policy.permits import PermitListError
 from blueprint_net._policy.scores import Policy, PolicySettings
 from blueprint_net._policy.settings import Settings
 
@@ -55,6 +57,13 @@ class Options(usage.Options):
             None,
             config.DEFAULT_STATUS,
             "Status endpoint (strports), or 'none'.",
+        ],
+        [
+            "permit-file",
+            None,
+            None,
+            "Permissioned mode: a file of permitted peer ids, one a line"
+            " (re-read on SIGHUP).",
         ],
     ] + [
         [s.name, None, s.default, s.help, config.coercer(s.name)]
@@ -239,10 +248,22 @@ def makeService(options: dict[str, Any]) -> IService:
         limits=ConnectionLimits(**parts["limits"]),
         settings=Settings(**parts["settings"]),
     )
+    try:
+        permits = PermitSources(
+            node,
+            peers=options["permit-peer"],
+            file=Path(options["permit-file"]) if options["permit-file"] else None,
+            data_dir_file=data_dir / PERMITS_FILE,
+        )
+    except PermitListError as error:
+        raise SystemExit(f"blueprint: allow-list: {error}") from None
     return NodeService(
         node,
         store,
         listen=options["listen"],
         peers=options["peers"],
         status=options["status"],
+        permits=permits,
+        sighup=True,
+        ready=True,
     )
