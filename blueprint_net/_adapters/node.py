@@ -150,7 +150,8 @@ class Node(Service):
         self.settings = settings
         #: Refusals, bans, handshakes and requests, by name (for the status page).
         self.counters: Counter[str] = Counter()
-        self._peers = PeerTable()
+        self.limits = limits or ConnectionLimits()
+        self._peers = PeerTable(self.limits.remembered_budgets)
         self._dispatch = Dispatcher(
             self.clock, self.counters, max_frame=settings.max_frame, handlers=handlers
         )
@@ -167,7 +168,6 @@ class Node(Service):
         self.policy = policy or Policy(BanRegistry(self.clock))
         self.policy.bans.on_ban(self._banned)
         self.policy.bans.on_change(log_change)
-        self.limits = limits or ConnectionLimits()
         self.limiter = ConnectionLimiter(
             self.limits,
             self.clock,
@@ -452,33 +452,44 @@ class Node(Service):
         self._peers.opened(protocol)
 
     def peer_verified(self, protocol: PeerProtocol) -> None:
-        limits = self.limits
-        budget = None
-        if limits.request_rate > 0:
-            budget = TokenBucket(
-                limits.request_rate, limits.request_burst, self.clock.seconds()
-            )
-        outcome = self._peers.verified(protocol, budget)
+        """Every verified connection comes here, however the duplicate rule
+        then decides: each is counted (``handshakes.ok``) and spends its peer
+        id's one budget.  The callbacks follow the peer id, not the
+        connection: ``on_peer_verified`` fires when the id becomes connected;
+        a replacement (the duplicate rule kept the new connection) fires
+        nothing, since the peer was never lost, and is counted as
+        ``peers.replaced``."""
+        self.counters["handshakes.ok"] += 1
+        outcome = self._peers.verified(protocol, self._new_budget)
         if outcome.dropped is not None:
+            if outcome.replaced:
+                self.counters["peers.replaced"] += 1
             self._log.info(
                 "duplicate connection to {peer_id}; keeping one",
                 peer_id=protocol.peer_id,
+                replaced=outcome.replaced,
             )
             outcome.dropped.close(
                 HandshakeFailed(
                     ErrorCode.DUPLICATE_CONNECTION, "already connected to this peer"
                 )
             )
-        if not outcome.new:
-            return
-        self.counters["handshakes.ok"] += 1
         interval = self.settings.keepalive_interval
         if interval > 0 and not self._keepalive.running and not self._stopping:
             self._keepalive.start(interval, now=False)
-        if self._on_verified:
+        if outcome.new and self._on_verified:
             peer = describe(protocol)
             for callback in self._on_verified:
                 self._call(callback, peer)
+
+    def _new_budget(self) -> Optional[TokenBucket]:
+        """A request budget for a peer id the node has not seen lately."""
+        limits = self.limits
+        if limits.request_rate <= 0:
+            return None
+        return TokenBucket(
+            limits.request_rate, limits.request_burst, self.clock.seconds()
+        )
 
     def connection_failed(
         self, protocol: PeerProtocol, event: ConnectionFailed

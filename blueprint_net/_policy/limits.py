@@ -43,6 +43,9 @@ class ConnectionLimits:
     #: Requests per second from one verified peer (the original: 100 / 10 s).
     request_rate: float = 10.0
     request_burst: int = 100
+    #: Request budgets kept for peer ids that disconnected (least recently
+    #: used dropped first), so that reconnecting does not refill one.
+    remembered_budgets: int = 4096
 
 
 class TokenBucket:

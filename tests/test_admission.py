@@ -1,0 +1,148 @@
+"""Issue 12: admission and resource bounds, attacked over real loopback TCP
+with raw clients written from the wire spec (the sans-IO core, driven by
+hand), and the pure decisions unit-tested without sockets.
+
+Hostile clients connect from 127.0.x.y; the honest side is 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.task import Clock
+
+from blueprint_net import Node
+from blueprint_net._core import wire
+from blueprint_net._core.connection import Connection, ConnectionFailed, PeerVerified
+from blueprint_net._core.errors import ErrorCode
+from blueprint_net._core.handshake import PeerProven
+from blueprint_net._core.identity import Identity
+from blueprint_net._core.messaging import IncomingRequest
+
+from .helpers import MakeNode, until
+
+pytestmark = pytest.mark.usefixtures("clean_reactor")
+
+
+async def _port(node: Node) -> int:
+    port = await node.listen("tcp:0:interface=127.0.0.1")
+    number: int = port.getHost().port  # type: ignore[attr-defined]
+    return number
+
+
+class SansIOClient(protocol.Protocol):
+    """A peer built from the spec: the sans-IO core, with a nonce of its
+    choosing (so it decides which of two connections the duplicate rule
+    keeps), answering every request's response into ``replies``."""
+
+    def __init__(self, identity: Identity, nonce: Optional[bytes] = None) -> None:
+        self.connection = Connection(identity, initiator=True, nonce=nonce)
+        self.replies: list[wire.Response] = []
+        self.failed: Optional[ConnectionFailed] = None
+        self.ready: defer.Deferred[None] = defer.Deferred()
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.connection.initiate()
+        self._send()
+
+    def dataReceived(self, data: bytes) -> None:
+        events: list[Any] = list(self.connection.receive_data(data))
+        while events:
+            event = events.pop(0)
+            if isinstance(event, PeerProven):
+                events += self.connection.accept()
+            elif isinstance(event, PeerVerified):
+                self.ready.callback(None)
+            elif isinstance(event, ConnectionFailed):
+                self.failed = event
+            else:
+                self.replies.append(event.response)
+        self._send()
+
+    def request(self, name: str, payload: bytes, count: int = 1) -> None:
+        for _ in range(count):
+            self.connection.request(name, payload, token=object())
+        self._send()
+
+    def _send(self) -> None:
+        data = self.connection.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.closed.callback(None)
+
+    def codes(self) -> list[int]:
+        """The code of each reply: 0 for a served one."""
+        return [getattr(reply, "code", 0) for reply in self.replies]
+
+
+async def _client(
+    port: int,
+    identity: Identity,
+    nonce: Optional[bytes] = None,
+    source: str = "127.0.0.1",
+) -> SansIOClient:
+    client = SansIOClient(identity, nonce)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=(source, 0))
+    await connectProtocol(endpoint, client)
+    await client.ready
+    return client
+
+
+def _echo(request: IncomingRequest) -> bytes:
+    return request.payload
+
+
+# -- item 1: one admission path; a budget belongs to the peer id ------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_replacement_connection_shares_the_budget_and_is_admitted(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    clock = Clock()  # no refill: every token spent stays spent
+    b = make_node(bob, clock=clock, handlers={"echo": _echo})
+    verified: list[object] = []
+    lost: list[object] = []
+    b.on_peer_verified(verified.append)
+    b.on_peer_lost(lost.append)
+    port = await _port(b)
+    # The first connection's nonce loses the duplicate rule, the second's wins.
+    first = await _client(port, alice, nonce=b"\xff" * 32)
+    first.request("echo", b"x", 100)
+    await until(lambda: len(first.replies) == 100)
+    assert first.codes() == [0] * 100  # the burst, served
+    second = await _client(port, alice, nonce=b"\x00" * 32)
+    await first.closed  # the duplicate rule kept the attacker's choice
+    assert b._peers.get(alice.peer_id) is not None
+    second.request("echo", b"x", 50)
+    await until(lambda: len(second.replies) == 50)
+    assert second.codes() == [ErrorCode.RATE_LIMITED] * 50
+    # Both went through admission; the peer was never lost, so one announce.
+    assert b.counters["handshakes.ok"] == 2
+    assert b.counters["peers.replaced"] == 1
+    assert len(verified) == 1 and lost == []
+    # Reconnecting does not refill the budget either.
+    second.transport.loseConnection()  # type: ignore[union-attr]
+    await second.closed
+    await until(lambda: b.peers == [])
+    third = await _client(port, alice)
+    third.request("echo", b"x", 20)
+    await until(lambda: len(third.replies) == 20)
+    assert third.codes() == [ErrorCode.RATE_LIMITED] * 20
+    assert b.counters["requests.rate_limited"] == 70
+    third.transport.loseConnection()  # type: ignore[union-attr]
+    await third.closed
+    clock.advance(10.0)  # the budget refills with time, as for anyone
+    fourth = await _client(port, alice)
+    fourth.request("echo", b"x", 100)
+    await until(lambda: len(fourth.replies) == 100)
+    assert fourth.codes() == [0] * 100
+    fourth.transport.loseConnection()  # type: ignore[union-attr]
+    await fourth.closed
