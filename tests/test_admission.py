@@ -13,7 +13,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 
 from blueprint_net import Node
 from blueprint_net._core import wire
@@ -22,6 +22,8 @@ from blueprint_net._core.errors import ErrorCode
 from blueprint_net._core.handshake import PeerProven
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
+from blueprint_net._policy.limits import ConnectionLimits
+from blueprint_net._policy.settings import Settings
 
 from .helpers import MakeNode, until
 
@@ -146,3 +148,96 @@ async def test_a_replacement_connection_shares_the_budget_and_is_admitted(
     assert fourth.codes() == [0] * 100
     fourth.transport.loseConnection()  # type: ignore[union-attr]
     await fourth.closed
+
+
+# -- item 4: both kinds of request count against the in-flight bound --------
+
+
+def _connected_pair(
+    alice: Identity, bob: Identity, max_in_flight: int
+) -> tuple[Connection, Connection]:
+    """Alice's and Bob's sans-IO connections, verified, bytes moved by hand."""
+    a = Connection(alice, initiator=True)
+    b = Connection(bob, initiator=False, max_in_flight=max_in_flight)
+    a.initiate()
+    b.initiate()
+    for _ in range(4):
+        for sender, receiver in ((a, b), (b, a)):
+            for event in receiver.receive_data(sender.data_to_send()):
+                if isinstance(event, PeerProven):
+                    receiver.accept()
+    assert a.verified and b.verified
+    return a, b
+
+
+def test_requests_past_the_in_flight_bound_wait_within_one_read(
+    alice: Identity, bob: Identity
+) -> None:
+    a, b = _connected_pair(alice, bob, max_in_flight=3)
+    for index in range(6):  # fire-and-forget and numbered, interleaved
+        a.request("work", bytes([index]), token=object() if index % 2 else None)
+    a.send(wire.Ping(7))
+    events = b.receive_data(a.data_to_send())  # one read
+    assert [e.payload for e in events if isinstance(e, wire.Request)] == [
+        b"\x00",
+        b"\x01",
+        b"\x02",
+    ]
+    assert b.requests.in_flight == 3 and len(b.backlog) == 3
+    assert isinstance(decode_all(b.data_to_send())[0], wire.Pong)  # not held
+    assert b.resume() == []  # nothing ends, nothing more is handed out
+    b.respond(wire.SuccessResponse(0))  # the fire-and-forget handler ended
+    [next_one] = b.resume()
+    assert isinstance(next_one, wire.Request) and next_one.payload == b"\x03"
+    b.respond(wire.SuccessResponse(2))
+    b.respond(wire.SuccessResponse(0))
+    rest = b.resume()
+    assert [e.payload for e in rest if isinstance(e, wire.Request)] == [
+        b"\x04",
+        b"\x05",
+    ]
+    assert b.backlog == [] and b.requests.in_flight == 3
+
+
+def decode_all(data: bytes) -> list[wire.Message]:
+    return [wire.decode(body) for body in wire.FrameDecoder(1 << 20).feed(data)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_async_handlers_never_run_past_the_in_flight_bound(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    running: list[defer.Deferred[bytes]] = []
+
+    def hold(request: IncomingRequest) -> defer.Deferred[bytes]:
+        running.append(defer.Deferred())
+        return running[-1]
+
+    b = make_node(
+        bob,
+        handlers={"hold": hold},
+        settings=Settings(max_concurrent_requests=16),
+        limits=ConnectionLimits(request_rate=0),  # the bound, not the rate
+    )
+    port = await _port(b)
+    client = await _client(port, alice)
+    for _ in range(300):  # fire and forget
+        client.connection.request("hold", b"n")
+    client.request("hold", b"r", 300)  # numbered
+    await until(lambda: len(running) >= 16)
+    for _ in range(5):  # let the reactor read what it would
+        await deferLater(reactor, 0.01)
+    assert len(running) == 16  # no read overshoots the bound
+    served = 0
+    while served < 600:  # every request is served in the end, none lost
+        batch, running[:] = list(running), []
+        assert 0 < len(batch) <= 16
+        for deferred in batch:
+            deferred.callback(b"done")
+        served += len(batch)
+        if served < 600:
+            await until(lambda: running)
+    await until(lambda: len(client.replies) == 300)
+    assert client.codes() == [0] * 300
+    client.transport.loseConnection()  # type: ignore[union-attr]
+    await client.closed

@@ -118,6 +118,7 @@ class PeerProtocol(Protocol):
             initiator=initiator,
             expected_peer=expected_peer,
             max_frame=settings.max_frame,
+            max_in_flight=settings.max_concurrent_requests,
         )
         self.verified: defer.Deferred[PeerId] = defer.Deferred()
         if not waited_on:
@@ -186,27 +187,39 @@ class PeerProtocol(Protocol):
             # ProtocolWrapper.)
             self._unbound = False
             self.connection.set_channel_binding(self._channel_binding())
-        events = self.connection.receive_data(data)
+        self._handle(self.connection.receive_data(data))
+
+    def _handle(self, events: list[Event]) -> None:
+        """Act on a read's events, then on the requests they let out of the
+        backlog (a handler that answers at once frees its place)."""
         # Answers given while these events are handled go out in one write.
         self._receiving = True
+        connection = self.connection
         try:
-            for event in events:
-                if isinstance(event, wire.Request):
-                    self.host.request_received(self, event)
-                elif isinstance(event, ResponseReceived):
-                    self._response_received(event)
-                elif isinstance(event, PeerVerified):
-                    self._on_verified(event.peer_id)
-                elif isinstance(event, PeerProven):
-                    # Always the last event: the decision's events (the held
-                    # frames') join this loop, in order.
-                    events += self._decide(event.peer_id)
-                else:
-                    self._on_failed(event)
+            while True:
+                self._dispatch(events)
+                if not connection.backlog or connection.requests.full:
+                    break
+                events = connection.resume()
         finally:
             self._receiving = False
         self._flush()
         self._update_reading()
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, wire.Request):
+                self.host.request_received(self, event)
+            elif isinstance(event, ResponseReceived):
+                self._response_received(event)
+            elif isinstance(event, PeerVerified):
+                self._on_verified(event.peer_id)
+            elif isinstance(event, PeerProven):
+                # Always the last event: the decision's events (the held
+                # frames') join this loop, in order.
+                events += self._decide(event.peer_id)
+            else:
+                self._on_failed(event)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timeout()
@@ -275,8 +288,15 @@ class PeerProtocol(Protocol):
         self._flush()
 
     def respond(self, response: wire.Response) -> None:
-        """Answer one of the peer's requests (a no-op once closed)."""
-        if self.connection.respond(response) is not None and not self._receiving:
+        """Answer one of the peer's requests (a no-op once closed); for a
+        fire-and-forget request, say its handler ended (``request_id`` 0)."""
+        connection = self.connection
+        connection.respond(response)
+        if self._receiving:
+            return  # the read being handled flushes and resumes
+        if connection.backlog and not connection.requests.full:
+            self._handle(connection.resume())
+        else:
             self._flush()
             self._update_reading()  # one fewer being processed
 
@@ -355,9 +375,10 @@ class PeerProtocol(Protocol):
         Not merely because writing is paused: two peers sending each other
         large payloads would then each wait for the other to read.
         """
+        connection = self.connection
         pause = (
-            len(self.connection.requests.processing)
-            >= self.settings.max_concurrent_requests
+            connection.requests.full
+            or bool(connection.backlog)
             or self._queued_size > self.settings.max_send_queue
         )
         if pause is not self._reading_paused and not self.connection.closed:
