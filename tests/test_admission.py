@@ -241,3 +241,115 @@ async def test_async_handlers_never_run_past_the_in_flight_bound(
     assert client.codes() == [0] * 300
     client.transport.loseConnection()  # type: ignore[union-attr]
     await client.closed
+
+
+# -- item 2: idle sockets cannot lock new peers out --------------------------
+
+
+class Idle(protocol.Protocol):
+    """Connects and sends ``opening`` (nothing, by default), then waits."""
+
+    def __init__(self, opening: bytes = b"") -> None:
+        self.opening = opening
+        self.received = b""
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        if self.opening:
+            self.transport.write(self.opening)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.closed.callback(None)
+
+
+async def _idle(port: int, source: str, opening: bytes = b"") -> Idle:
+    idle = Idle(opening)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=(source, 0))
+    await connectProtocol(endpoint, idle)
+    return idle
+
+
+async def _close_all(idles: list[Idle]) -> None:
+    for idle in idles:
+        if not idle.closed.called:
+            idle.transport.loseConnection()  # type: ignore[union-attr]
+        await idle.closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_idle_flood_from_many_addresses_cannot_refuse_a_newcomer(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    limits = ConnectionLimits(exempt_loopback=False, max_handshaking=8)
+    b = make_node(bob, limits=limits)
+    a = make_node(alice)
+    port = await _port(b)
+    idles = [
+        await _idle(port, f"127.0.9.{address}")
+        for address in range(1, 5)
+        for _ in range(4)  # 16 silent sockets for 8 places
+    ]
+    await until(lambda: all(idle.received or idle.closed.called for idle in idles))
+    assert b.limiter.handshaking == 8
+    for _ in range(3):  # an honest newcomer from an unused address
+        peer = await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
+        assert peer.peer_id == bob.peer_id
+        await a.disconnect(bob.peer_id)
+    assert b.counters["handshakes.ok"] == 3
+    assert b.counters["refused.handshaking"] == 0
+    # 8 to seat the last two addresses, 1 for the first newcomer (each one
+    # that verifies frees its place for the next)
+    assert b.counters["evicted.handshaking"] == 9
+    await _close_all(idles)
+
+
+def test_handshake_places_per_subnet_and_the_eviction_order() -> None:
+    from blueprint_net._policy.limits import ConnectionLimiter
+
+    limiter = ConnectionLimiter(
+        ConnectionLimits(
+            exempt_loopback=False, max_handshaking=5, max_handshaking_per_subnet=3
+        ),
+        Clock(),
+    )
+    big, small, fresh = (
+        limiter.subnet(h) for h in ("10.0.0.1", "10.0.0.2", "10.9.9.9")
+    )
+    slots = [limiter.opened(big, handshaking=True) for _ in range(3)]
+    assert limiter.admit("10.0.0.1", True, big).refused == "handshaking_subnet"
+    other = [limiter.opened(small, handshaking=True) for _ in range(2)]
+    # Full: a newcomer evicts the oldest of the subnet holding the most.
+    admission = limiter.admit("10.9.9.9", True, fresh)
+    assert admission.refused is None and admission.evict is slots[0]
+    assert limiter.handshaking == 4
+    limiter.opened(fresh, handshaking=True)
+    admission = limiter.admit("10.9.9.8", True, limiter.subnet("10.9.9.8"))
+    assert admission.evict is other[0] or admission.evict is slots[1]
+    assert limiter.counters["evicted.handshaking"] == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_silent_socket_has_the_short_first_frame_deadline(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    clock = Clock()
+    b = make_node(bob, clock=clock)
+    port = await _port(b)
+    silent = await _idle(port, "127.0.0.1")
+    hello = wire.frame(wire.Hello(1, bytes(32), alice.peer_id))
+    spoke = await _idle(port, "127.0.0.1", opening=hello)
+    await until(lambda: silent.received and spoke.received)
+    await until(lambda: b.limiter.handshaking == 2)
+    for _ in range(5):  # let the Hello be read
+        await deferLater(reactor, 0.01)
+    clock.advance(5.0)  # the default first-frame deadline
+    await until(lambda: silent.closed.called)
+    assert b.counters["handshakes.failed.HANDSHAKE_TIMEOUT"] == 1
+    assert not spoke.closed.called  # it spoke: the 30 s handshake timeout
+    clock.advance(25.0)  # 30 s from the connection: the handshake timeout
+    await until(lambda: spoke.closed.called)
+    assert b.counters["handshakes.failed.HANDSHAKE_TIMEOUT"] == 2
+    assert b.counters["misbehaviour"] == 0

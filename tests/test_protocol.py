@@ -36,7 +36,7 @@ ADDRESS = IPv4Address("TCP", "127.0.0.1", 4000)
 def started(
     identity: Identity, host: RecordingHost, clock: Clock, *, initiator: bool = False
 ) -> tuple[PeerProtocol, StringTransport]:
-    settings = Settings(handshake_timeout=30)
+    settings = Settings(handshake_timeout=30, first_frame_timeout=30)
     factory = PeerFactory(host, identity, clock, settings, initiator=initiator)
     protocol = factory.buildProtocol(ADDRESS)
     transport = StringTransport(peerAddress=ADDRESS)

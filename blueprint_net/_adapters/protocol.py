@@ -142,6 +142,8 @@ class PeerProtocol(Protocol):
         self._receiving = False  # in dataReceived: flush once, at its end
         #: No read yet: the channel binding is still to be given.
         self._unbound = True
+        self._silent = False
+        self._opened_at = 0.0
 
     @property
     def peer_id(self) -> Optional[PeerId]:
@@ -172,8 +174,12 @@ class PeerProtocol(Protocol):
             transport.setTcpNoDelay(True)
         transport.registerProducer(self, True)  # type: ignore[union-attr]
         self.host.connection_opened(self)
+        settings = self.settings
+        self._opened_at = self.clock.seconds()
+        self._silent = True  # until the peer's first frame: a shorter deadline
         self._timeout = self.clock.callLater(
-            self.settings.handshake_timeout, self._handshake_timed_out
+            min(settings.first_frame_timeout, settings.handshake_timeout),
+            self._handshake_timed_out,
         )
         self.connection.initiate()
         self._flush()
@@ -188,6 +194,17 @@ class PeerProtocol(Protocol):
             self._unbound = False
             self.connection.set_channel_binding(self._channel_binding())
         self._handle(self.connection.receive_data(data))
+        if self._silent and self.connection.handshake.claimed_peer is not None:
+            self._spoke()
+
+    def _spoke(self) -> None:
+        """The peer's first frame arrived: it has the rest of the handshake
+        timeout (counted from the connection) to prove itself."""
+        self._silent = False
+        timeout = self._timeout
+        if timeout is not None and timeout.active():
+            left = self._opened_at + self.settings.handshake_timeout
+            timeout.reset(max(0.0, left - self.clock.seconds()))
 
     def _handle(self, events: list[Event]) -> None:
         """Act on a read's events, then on the requests they let out of the

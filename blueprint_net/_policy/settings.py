@@ -22,6 +22,9 @@ class Settings:
 
     #: Seconds a peer has to complete the handshake.
     handshake_timeout: float = 30.0
+    #: Seconds a new connection has to send its first frame (a ``Hello``);
+    #: a silent socket holds a handshake place this long, not the 30 s.
+    first_frame_timeout: float = 5.0
     #: Largest frame accepted after the handshake, in bytes.
     max_frame: int = wire.DEFAULT_MAX_FRAME
     #: Seconds a request waits for its response by default.
