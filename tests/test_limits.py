@@ -115,7 +115,7 @@ def test_connections_still_in_their_handshake() -> None:
     assert first is not None and second is not None
     # Full: the newcomer takes the place of the oldest pending handshake.
     assert _connect(factory, "127.0.0.1") is not None
-    assert first.transport.disconnecting  # type: ignore[attr-defined]
+    assert first.transport.disconnecting  # type: ignore[union-attr]
     assert factory.limiter.counters["evicted.handshaking"] == 1
     assert factory.limiter.handshaking == 2
     inner = second.wrappedProtocol
