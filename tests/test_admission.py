@@ -353,3 +353,89 @@ async def test_a_silent_socket_has_the_short_first_frame_deadline(
     await until(lambda: spoke.closed.called)
     assert b.counters["handshakes.failed.HANDSHAKE_TIMEOUT"] == 2
     assert b.counters["misbehaviour"] == 0
+
+
+# -- item 3: every byte held for a peer is counted and bounded ---------------
+
+MiB = 1 << 20
+
+
+def _held(node: Node, identity: Identity) -> int:
+    """What the node really holds for a peer: its queue and what Twisted's
+    TCP transport has not sent (it has no public API for that)."""
+    peer = node._peers[identity.peer_id]
+    transport: Any = peer.transport
+    unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    return int(peer.queued + unsent)
+
+
+def _blob(request: IncomingRequest) -> bytes:
+    return bytes(request.payload[:1]) * MiB  # a fresh MiB each time
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_that_never_reads_holds_one_send_queue(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    b = make_node(bob, handlers={"blob": _blob})
+    port = await _port(b)
+    client = await _client(port, alice)
+    client.transport.stopReading()  # type: ignore[union-attr]
+    client.request("blob", b"x", 40)  # 40 MiB of answers, never read
+    await until(lambda: b.counters["requests.in.blob"] == 40)
+    for _ in range(5):
+        await deferLater(reactor, 0.01)
+    held = _held(b, alice)
+    limit = Settings().max_send_queue
+    assert held <= limit + 2 * 64 * 1024  # the queue, and the transport's pieces
+    assert b.counters["memory.refused.response"] > 0
+    assert b.memory.used <= b.memory.limit
+    client.transport.loseConnection()  # type: ignore[union-attr]
+    await client.closed
+    await until(lambda: b.memory.used == 0)  # released with the connection
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_node_wide_budget_bounds_many_peers_that_never_read(
+    bob: Identity, make_node: MakeNode
+) -> None:
+    budget = 6 * MiB
+    b = make_node(
+        bob,
+        handlers={"blob": _blob},
+        settings=Settings(memory_budget=budget),
+    )
+    port = await _port(b)
+    ids = [Identity.generate() for _ in range(4)]
+    clients = [await _client(port, identity) for identity in ids]
+    for client in clients:
+        client.transport.stopReading()  # type: ignore[union-attr]
+        client.request("blob", b"x", 10)
+    await until(lambda: b.counters["requests.in.blob"] == 40)
+    for _ in range(5):
+        await deferLater(reactor, 0.01)
+    held = sum(_held(b, identity) for identity in ids)
+    assert held <= budget + len(ids) * 2 * 64 * 1024
+    assert b.memory.peak <= budget + len(ids) * 2 * 64 * 1024
+    assert b.counters["memory.refused.response"] > 0
+    for client in clients:
+        client.transport.loseConnection()  # type: ignore[union-attr]
+        await client.closed
+    await until(lambda: b.memory.used == 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_half_sent_frame_past_the_budget_drops_its_connection(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    b = make_node(bob, settings=Settings(memory_budget=2 * MiB))
+    port = await _port(b)
+    client = await _client(port, alice)
+    header = (16 * MiB - 1).to_bytes(4, "big")  # a legal frame, half sent
+    client.transport.write(header + bytes(3 * MiB))  # type: ignore[union-attr]
+    await client.closed
+    assert client.failed is not None
+    assert client.failed.error.code is ErrorCode.CONNECTION_LIMIT
+    assert b.counters["memory.refused.inbound"] == 1
+    assert b.counters["closed.CONNECTION_LIMIT"] == 1
+    assert b.memory.used == 0 and b.memory.peak <= 2 * MiB + 64 * 1024

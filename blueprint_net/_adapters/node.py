@@ -54,6 +54,7 @@ from blueprint_net._policy.limits import (
     ConnectionLimits,
     TokenBucket,
 )
+from blueprint_net._policy.resources import MemoryBudget
 from blueprint_net._policy.scores import Policy
 from blueprint_net._policy.settings import DEFAULTS, Settings
 
@@ -92,6 +93,7 @@ class _KeepFactory(PeerFactory):
             initiator=True,
             expected_peer=peer_id,
             waited_on=False,
+            memory=node.memory,
         )
         self.node, self.peer_id = node, peer_id
 
@@ -150,6 +152,8 @@ class Node(Service):
         self.settings = settings
         #: Refusals, bans, handshakes and requests, by name (for the status page).
         self.counters: Counter[str] = Counter()
+        #: What every connection's buffers draw on (``memory.*`` counters).
+        self.memory = MemoryBudget(settings.memory_budget, self.counters)
         self.limits = limits or ConnectionLimits()
         self._peers = PeerTable(self.limits.remembered_budgets)
         self._dispatch = Dispatcher(
@@ -163,7 +167,7 @@ class Node(Service):
         self._on_verified: list[PeerCallback] = []
         self._on_lost: list[PeerCallback] = []
         self.server_factory = PeerFactory(
-            self, identity, self.clock, settings, initiator=False
+            self, identity, self.clock, settings, initiator=False, memory=self.memory
         )
         self.policy = policy or Policy(BanRegistry(self.clock))
         self.policy.bans.on_ban(self._banned)
@@ -366,6 +370,7 @@ class Node(Service):
                 self.settings,
                 initiator=True,
                 expected_peer=peer_id,
+                memory=self.memory,
             ),
             self.limiter,
             inbound=False,

@@ -5,7 +5,7 @@ Layer: adapters (Twisted; imports from _policy and _core only).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
@@ -45,10 +45,28 @@ from blueprint_net._core.errors import (
 from blueprint_net._core.handshake import PeerProven
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.messaging import Deadlines
+from blueprint_net._policy.resources import MemoryBudget
 from blueprint_net._policy.settings import DEFAULTS, Settings
 
 #: RFC 9266: the label of the TLS 1.3 exporter used for channel binding.
 TLS_EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
+
+#: The most handed to the transport at once.  Twisted's transports pause
+#: their producer once their buffer passes 64 KiB, and we write no more
+#: until they resume, so a transport never holds more than its buffer and
+#: one piece (:data:`TRANSPORT_HELD`, charged while paused); the rest waits
+#: in our queue, where it is counted.
+PIECE = 64 * 1024
+TRANSPORT_HELD = 2 * PIECE
+#: Framing around a request's or response's data, at most (for the checks
+#: made before one is encoded).
+FRAME_OVERHEAD = 300
+
+Chunk = Union[bytes, memoryview]
+
+
+def _bytes(chunk: Chunk) -> bytes:
+    return chunk if type(chunk) is bytes else bytes(chunk)
 
 
 class IConnectionHost(Interface):
@@ -106,11 +124,15 @@ class PeerProtocol(Protocol):
         initiator: bool,
         expected_peer: Optional[PeerId] = None,
         waited_on: Optional[bool] = None,
+        memory: Optional[MemoryBudget] = None,
     ) -> None:
         self.host = host
         self.clock = clock
         self.settings = settings
         self.initiator = initiator
+        #: The node-wide budget this connection's buffers count against.
+        self.memory = MemoryBudget(settings.memory_budget) if memory is None else memory
+        self._charged = 0
         if waited_on is None:
             waited_on = initiator  # a dialer usually awaits the handshake
         self.connection = Connection(
@@ -137,8 +159,10 @@ class PeerProtocol(Protocol):
         self._pinged = False  # a Ping went unanswered for one tick
         self._writing_paused = False
         self._reading_paused = False
-        self._queued: list[bytes] = []
+        self._queued: list[Chunk] = []
         self._queued_size = 0
+        #: Answers given during this read, not yet flushed (estimated).
+        self._unflushed = 0
         self._receiving = False  # in dataReceived: flush once, at its end
         #: No read yet: the channel binding is still to be given.
         self._unbound = True
@@ -193,7 +217,18 @@ class PeerProtocol(Protocol):
             # ProtocolWrapper.)
             self._unbound = False
             self.connection.set_channel_binding(self._channel_binding())
-        self._handle(self.connection.receive_data(data))
+        connection = self.connection
+        self._handle(connection.receive_data(data))
+        self._account()
+        memory = self.memory
+        if memory.used > memory.limit and connection.buffered and not connection.closed:
+            memory.refuse("inbound")
+            self.close(
+                ProtocolError(
+                    ErrorCode.CONNECTION_LIMIT,
+                    "the node's memory budget cannot hold this frame",
+                )
+            )
         if self._silent and self.connection.handshake.claimed_peer is not None:
             self._spoke()
 
@@ -242,6 +277,8 @@ class PeerProtocol(Protocol):
         self._cancel_timeout()
         self._queued.clear()
         self._queued_size = 0
+        self.memory.charge(-self._charged)
+        self._charged = 0
         self._deadlines.clear()
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
@@ -274,7 +311,7 @@ class PeerProtocol(Protocol):
         RequestTimeout, PeerLost or SendQueueFull."""
         waiting: defer.Deferred[wire.Reply] = defer.Deferred()
         try:
-            self._check_queue()
+            self._check_queue(len(payload) + len(metadata or b"") + len(protocol))
             request_id = self.connection.request(protocol, payload, metadata, waiting)
         except (SendQueueFull, ValueError, RuntimeError) as error:
             return defer.fail(error)
@@ -294,13 +331,13 @@ class PeerProtocol(Protocol):
         self, protocol: str, payload: bytes, metadata: Optional[bytes] = None
     ) -> None:
         """Send a request that wants no response (fire and forget)."""
-        self._check_queue()
+        self._check_queue(len(payload) + len(metadata or b"") + len(protocol))
         self.connection.request(protocol, payload, metadata)
         self._flush()
 
     def send_frame(self, frame: bytes) -> None:
         """Send an encoded fire-and-forget request (broadcast encodes once)."""
-        self._check_queue()
+        self._check_queue(len(frame))
         self.connection.send_frame(frame)
         self._flush()
 
@@ -308,9 +345,24 @@ class PeerProtocol(Protocol):
         """Answer one of the peer's requests (a no-op once closed); for a
         fire-and-forget request, say its handler ended (``request_id`` 0)."""
         connection = self.connection
+        size = _data_size(response)
+        if response.request_id and not self._room(size):
+            # The peer asks faster than it reads: it gets a short answer
+            # rather than one that the queue or the node cannot hold.
+            self.memory.refuse("response")
+            response = wire.ErrorResponse(
+                response.request_id,
+                ErrorCode.RATE_LIMITED,
+                "not reading: the send queue is full",
+            )
         connection.respond(response)
         if self._receiving:
-            return  # the read being handled flushes and resumes
+            # The read being handled flushes and resumes; small answers go
+            # out together, large ones at once (to the transport or queue).
+            self._unflushed += size + FRAME_OVERHEAD
+            if self._unflushed >= PIECE:
+                self._flush()
+            return
         if connection.backlog and not connection.requests.full:
             self._handle(connection.resume())
         else:
@@ -350,44 +402,109 @@ class PeerProtocol(Protocol):
         """Tell the peer why, then close."""
         self._on_failed(self.connection.fail(error))
 
-    def _check_queue(self) -> None:
-        if self._queued_size > self.settings.max_send_queue:
+    def _room(self, size: int) -> bool:
+        """Whether a frame of about ``size`` bytes of data may be sent: it
+        fits in the send queue (or the queue is empty) and in the budget."""
+        size += FRAME_OVERHEAD
+        queued = self._queued_size + self._unflushed
+        if queued and queued + size > self.settings.max_send_queue:
+            return False
+        return self.memory.fits(size)
+
+    def _check_queue(self, size: int) -> None:
+        if not self._room(size):
+            if self.memory.fits(size + FRAME_OVERHEAD):
+                raise SendQueueFull(
+                    f"{self._queued_size} bytes wait for a peer that is not reading"
+                    f" (limit {self.settings.max_send_queue})"
+                )
+            self.memory.refuse("send")
             raise SendQueueFull(
-                f"{self._queued_size} bytes wait for a peer that is not reading"
-                f" (limit {self.settings.max_send_queue})"
+                f"the node's memory budget ({self.memory.limit} bytes) is spent"
             )
 
     def _flush(self) -> None:
-        chunks = self.connection.chunks_to_send()
+        chunks: list[Chunk] = list(self.connection.chunks_to_send())
+        self._unflushed = 0
         if not chunks:
             return
-        if self._writing_paused:
-            self._queued.extend(chunks)
-            self._queued_size += sum(map(len, chunks))
-            self._update_reading()
-        elif len(chunks) == 1:
-            self.transport.write(chunks[0])  # type: ignore[union-attr]
+        if self._writing_paused or self._queued:
+            self._enqueue(chunks)
         else:
-            self.transport.writeSequence(chunks)  # type: ignore[union-attr]
+            self._write(chunks)
+        self._account()
+
+    def _enqueue(self, chunks: list[Chunk]) -> None:
+        self._queued.extend(chunks)
+        self._queued_size += sum(map(len, chunks))
+        self._update_reading()
+
+    def _write(self, chunks: list[Chunk]) -> None:
+        """Hand ``chunks`` to the transport a piece at a time until it
+        pauses us; queue the rest."""
+        transport = self.transport
+        assert transport is not None
+        batch: list[bytes] = []
+        size = 0
+        for index, chunk in enumerate(chunks):
+            if len(chunk) <= PIECE:
+                batch.append(_bytes(chunk))
+                size += len(chunk)
+                if size < PIECE:
+                    continue
+                transport.writeSequence(batch)
+                batch, size = [], 0
+                if self._writing_paused:
+                    self._enqueue(chunks[index + 1 :])
+                    return
+                continue
+            if batch:
+                transport.writeSequence(batch)
+                batch, size = [], 0
+            view = memoryview(chunk)
+            for start in range(0, len(view), PIECE):
+                if self._writing_paused:
+                    self._enqueue([view[start:], *chunks[index + 1 :]])
+                    return
+                transport.write(bytes(view[start : start + PIECE]))
+        if batch:
+            if len(batch) == 1:
+                transport.write(batch[0])
+            else:
+                transport.writeSequence(batch)
+
+    def _account(self) -> None:
+        """Charge the budget with what this connection holds now: a partial
+        inbound frame, the send queue, a paused transport's buffer."""
+        held = self.connection.buffered + self._queued_size
+        if self._writing_paused:
+            held += TRANSPORT_HELD
+        delta = held - self._charged
+        if delta:
+            self.memory.charge(delta)
+            self._charged = held
 
     # -- IPushProducer: the transport tells us when the peer stops reading ---
 
     def pauseProducing(self) -> None:
         self._writing_paused = True
+        self._account()
 
     def resumeProducing(self) -> None:
         self._writing_paused = False
         queued, self._queued, self._queued_size = self._queued, [], 0
         if queued:
-            self.transport.writeSequence(queued)  # type: ignore[union-attr]
+            self._write(queued)
             self._update_reading()
+        self._account()
 
     def stopProducing(self) -> None:
         """The transport is closing; connectionLost follows."""
 
     def _update_reading(self) -> None:
         """Stop reading a peer that has ``max_concurrent_requests`` being
-        processed, or whose unread responses fill the send queue.
+        processed (or waiting), or whose unread responses fill half the send
+        queue (the queue never passes its bound, so half is the signal).
 
         Not merely because writing is paused: two peers sending each other
         large payloads would then each wait for the other to read.
@@ -396,7 +513,7 @@ class PeerProtocol(Protocol):
         pause = (
             connection.requests.full
             or bool(connection.backlog)
-            or self._queued_size > self.settings.max_send_queue
+            or self._queued_size > self.settings.max_send_queue // 2
         )
         if pause is not self._reading_paused and not self.connection.closed:
             self._reading_paused = pause
@@ -462,7 +579,8 @@ class PeerProtocol(Protocol):
         assert transport is not None
         queued, self._queued, self._queued_size = self._queued, [], 0
         if queued:
-            transport.writeSequence(queued)
+            transport.writeSequence([_bytes(chunk) for chunk in queued])
+        self._account()
         transport.unregisterProducer()  # type: ignore[attr-defined]
         transport.loseConnection()
 
@@ -511,6 +629,11 @@ class PeerProtocol(Protocol):
         return exported
 
 
+def _data_size(response: wire.Response) -> int:
+    data = getattr(response, "data", None)
+    return 0 if data is None else len(data)
+
+
 class PeerFactory(Factory):
     """Builds :class:`PeerProtocol` for one side of a connection.
 
@@ -532,9 +655,12 @@ class PeerFactory(Factory):
         initiator: bool,
         expected_peer: Optional[PeerId] = None,
         waited_on: Optional[bool] = None,
+        memory: Optional[MemoryBudget] = None,
     ) -> None:
         self.host = host
         self.identity = identity
+        #: The budget shared by every connection of the node.
+        self.memory = memory
         self.clock = clock
         self.settings = settings
         self.initiator = initiator
@@ -552,6 +678,7 @@ class PeerFactory(Factory):
             initiator=self.initiator,
             expected_peer=self.expected_peer,
             waited_on=self.waited_on,
+            memory=self.memory,
         )
         protocol.factory = self
         return protocol
