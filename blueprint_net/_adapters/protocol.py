@@ -61,6 +61,10 @@ TRANSPORT_HELD = 2 * PIECE
 #: Framing around a request's or response's data, at most (for the checks
 #: made before one is encoded).
 FRAME_OVERHEAD = 300
+#: What any connection may hold whatever the node-wide budget says, so that
+#: peers that stop reading cannot spend it for those that do: small answers
+#: to a peer that reads always go out.
+ALWAYS_ALLOWED = 16 * 1024
 
 Chunk = Union[bytes, memoryview]
 
@@ -409,7 +413,7 @@ class PeerProtocol(Protocol):
         queued = self._queued_size + self._unflushed
         if queued and queued + size > self.settings.max_send_queue:
             return False
-        return self.memory.fits(size)
+        return queued + size <= ALWAYS_ALLOWED or self.memory.fits(size)
 
     def _check_queue(self, size: int) -> None:
         if not self._room(size):
