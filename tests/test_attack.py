@@ -25,4 +25,4 @@ async def test_honest_requests_succeed_through_a_flood() -> None:
     assert counters["misbehaviour"] > 0 and counters["bans.automatic"] > 0
     assert counters["refused.banned"] > 0
     assert flood["replay.error.202"] > 0  # a replayed handshake: BAD_SIGNATURE
-    assert max(n for _, _, n in result["samples"]) <= LIMITS.max_connections
+    assert max(sample[2] for sample in result["samples"]) <= LIMITS.max_connections

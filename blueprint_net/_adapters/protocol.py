@@ -167,6 +167,8 @@ class PeerProtocol(Protocol):
         self._queued_size = 0
         #: Answers given during this read, not yet flushed (estimated).
         self._unflushed = 0
+        #: Bytes already written of the frame at the queue's head, still held.
+        self._pinned = 0
         self._receiving = False  # in dataReceived: flush once, at its end
         #: No read yet: the channel binding is still to be given.
         self._unbound = True
@@ -280,7 +282,7 @@ class PeerProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timeout()
         self._queued.clear()
-        self._queued_size = 0
+        self._queued_size = self._pinned = 0
         self.memory.charge(-self._charged)
         self._charged = 0
         self._deadlines.clear()
@@ -439,8 +441,12 @@ class PeerProtocol(Protocol):
         self._account()
 
     def _enqueue(self, chunks: list[Chunk]) -> None:
-        self._queued.extend(chunks)
+        queued = self._queued
+        queued.extend(chunks)
         self._queued_size += sum(map(len, chunks))
+        head = queued[0] if queued else b""
+        # A frame half written still holds its whole buffer: count that too.
+        self._pinned = len(head.obj) - len(head) if type(head) is memoryview else 0  # type: ignore[arg-type]
         self._update_reading()
 
     def _write(self, chunks: list[Chunk]) -> None:
@@ -465,7 +471,7 @@ class PeerProtocol(Protocol):
             if batch:
                 transport.writeSequence(batch)
                 batch, size = [], 0
-            view = memoryview(chunk)
+            view = chunk if type(chunk) is memoryview else memoryview(chunk)
             for start in range(0, len(view), PIECE):
                 if self._writing_paused:
                     self._enqueue([view[start:], *chunks[index + 1 :]])
@@ -480,7 +486,7 @@ class PeerProtocol(Protocol):
     def _account(self) -> None:
         """Charge the budget with what this connection holds now: a partial
         inbound frame, the send queue, a paused transport's buffer."""
-        held = self.connection.buffered + self._queued_size
+        held = self.connection.buffered + self._queued_size + self._pinned
         if self._writing_paused:
             held += TRANSPORT_HELD
         delta = held - self._charged
@@ -497,6 +503,7 @@ class PeerProtocol(Protocol):
     def resumeProducing(self) -> None:
         self._writing_paused = False
         queued, self._queued, self._queued_size = self._queued, [], 0
+        self._pinned = 0
         if queued:
             self._write(queued)
             self._update_reading()
@@ -582,6 +589,7 @@ class PeerProtocol(Protocol):
         transport = self.transport
         assert transport is not None
         queued, self._queued, self._queued_size = self._queued, [], 0
+        self._pinned = 0
         if queued:
             transport.writeSequence([_bytes(chunk) for chunk in queued])
         self._account()
