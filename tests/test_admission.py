@@ -439,3 +439,29 @@ async def test_a_half_sent_frame_past_the_budget_drops_its_connection(
     assert b.counters["memory.refused.inbound"] == 1
     assert b.counters["closed.CONNECTION_LIMIT"] == 1
     assert b.memory.used == 0 and b.memory.peak <= 2 * MiB + 64 * 1024
+
+
+class _FakeConnection:
+    def __init__(self, peer_id: Any, key: bytes) -> None:
+        self.peer_id, self.session_key = peer_id, key
+
+
+def test_budgets_of_gone_peers_are_remembered_least_recently_used_first() -> None:
+    from blueprint_net._adapters.peers import PeerTable
+    from blueprint_net._policy.limits import TokenBucket
+
+    table = PeerTable(remembered=2)
+    ids = [Identity.generate().peer_id for _ in range(3)]
+    budgets = {}
+    for peer_id in ids:
+        connection: Any = _FakeConnection(peer_id, b"k")
+        table.opened(connection)
+        budget = budgets[peer_id] = TokenBucket(1.0, 1.0, 0.0)
+        assert table.verified(connection, lambda: budget).new  # noqa: B023
+        assert table.closed(connection)
+    assert table.remembered_budgets == 2  # the first id was forgotten
+    for peer_id, kept in zip(ids, (False, True, True)):
+        connection = _FakeConnection(peer_id, b"k")
+        fresh = TokenBucket(1.0, 1.0, 0.0)
+        table.verified(connection, lambda: fresh)  # noqa: B023
+        assert (table.budget(peer_id) is budgets[peer_id]) is kept
