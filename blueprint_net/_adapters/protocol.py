@@ -63,7 +63,7 @@ TRANSPORT_HELD = 2 * PIECE
 FRAME_OVERHEAD = 300
 #: What any connection may hold whatever the node-wide budget says, so that
 #: peers that stop reading cannot spend it for those that do: small answers
-#: to a peer that reads always go out.
+#: to a peer that reads always go out, and a small frame always comes in.
 ALWAYS_ALLOWED = 16 * 1024
 
 Chunk = Union[bytes, memoryview]
@@ -227,7 +227,11 @@ class PeerProtocol(Protocol):
         self._handle(connection.receive_data(data))
         self._account()
         memory = self.memory
-        if memory.used > memory.limit and connection.buffered and not connection.closed:
+        if (
+            memory.used > memory.limit
+            and connection.buffered > ALWAYS_ALLOWED
+            and not connection.closed
+        ):
             memory.refuse("inbound")
             self.close(
                 ProtocolError(

@@ -40,7 +40,8 @@ class ConnectionLimits:
     #: newcomer evicts the oldest pending inbound handshake of the subnet
     #: that holds the most, rather than being refused.
     max_handshaking: int = 256
-    #: Of those places, the most one subnet may hold (not for exempt loopback).
+    #: Of those places, the most that inbound connections from one subnet
+    #: may hold (not for exempt loopback).
     max_handshaking_per_subnet: int = 4
     #: Connections to one peer id (two lets simultaneous dials resolve).
     max_per_peer: int = 2
@@ -165,7 +166,8 @@ class ConnectionLimiter:
         elif subnet is not None and self._per_subnet[subnet] >= limits.max_per_subnet:
             reason = "subnet"
         elif (
-            subnet is not None
+            inbound
+            and subnet is not None
             and len(self._pending.get(subnet, ())) >= limits.max_handshaking_per_subnet
         ):
             reason = "handshaking_subnet"
