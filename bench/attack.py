@@ -8,6 +8,15 @@ is *not* exempt from its per-address limits here, since the attackers come from
 kind.  It prints the honest peer's success rate and latencies for both
 phases, what the flood attempted and what the node refused and banned, and
 the node's memory (RSS) and open connections over time.
+
+With ``--hogs`` (``python -m bench.attack [SECONDS] [CONCURRENCY] --hogs``)
+three phases follow, each SECONDS long (``bench.hogs`` runs the attackers in
+their own process): honest newcomers (a fresh key and a fresh address each
+time) dialing, verifying and asking once, first without a flood, then during
+a flood of silent sockets (16 from each of 100 addresses); then the honest
+peer's requests while 500 verified peers each ask for 16 MiB and never read.
+Each row gives the success rate, median and p99 latency and the node's peak
+RSS during that phase.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from typing import Any
 
 import attrs
 from twisted.internet import defer, task
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.utils import getProcessOutputAndValue
 
 from bench import PLAINTEXT
@@ -38,20 +48,38 @@ INTERVAL = 0.01
 LIMITS = ConnectionLimits(exempt_loopback=False, request_rate=200, request_burst=400)
 
 
+#: The hogs' sizes: silent sockets come 16 from each address.
+IDLE_ADDRESSES = 100
+UNREAD_PEERS = 500
+#: At most this many honest newcomers per phase (and SECONDS bound it too).
+MAX_NEWCOMERS = 2000
+
+
 @attrs.define
 class Phase:
     name: str
     latencies: list[float] = attrs.Factory(list)
     failures: int = 0
+    #: The node's peak RSS while this phase ran, in bytes.
+    rss: int = 0
+    #: When it ran (``time.monotonic()``).
+    started: float = 0.0
+    ended: float = 0.0
+
+    @property
+    def success(self) -> float:
+        done = len(self.latencies) + self.failures
+        return len(self.latencies) / max(done, 1)
 
     def row(self) -> str:
         done = len(self.latencies) + self.failures
         lat = sorted(self.latencies) or [float("nan")]
         median, p99 = statistics.median(lat), lat[int(0.99 * (len(lat) - 1))]
         return (
-            f"{self.name:<12} {done:>8} {self.failures:>7}"
-            f" {100 * len(self.latencies) / max(done, 1):>8.2f}%"
+            f"{self.name:<16} {done:>8} {self.failures:>7}"
+            f" {100 * self.success:>8.2f}%"
             f" {median * 1e3:>9.2f} {p99 * 1e3:>9.2f} {lat[-1] * 1e3:>9.2f}"
+            f" {self.rss / 2**20:>9.1f}"
         )
 
 
@@ -63,7 +91,8 @@ def _rss() -> int:
 async def _honest(
     reactor: Any, client: Node, server: Node, phase: Phase, seconds: float
 ) -> None:
-    deadline = time.monotonic() + seconds
+    phase.started = time.monotonic()
+    deadline = phase.started + seconds
     while time.monotonic() < deadline:
         start = time.perf_counter()
         try:
@@ -73,9 +102,62 @@ async def _honest(
         else:
             phase.latencies.append(time.perf_counter() - start)
         await task.deferLater(reactor, INTERVAL)
+    phase.ended = time.monotonic()
 
 
-async def run(reactor: Any, seconds: float, concurrency: int) -> dict[str, Any]:
+async def _newcomers(
+    reactor: Any, port: int, server: Node, phase: Phase, seconds: float
+) -> None:
+    """Honest peers never seen before, from addresses never used before: a
+    fresh key dials, verifies and asks once, then leaves."""
+    phase.started = time.monotonic()
+    deadline = phase.started + seconds
+    for index in range(MAX_NEWCOMERS):
+        if time.monotonic() >= deadline:
+            break
+        source = f"127.0.{200 + index // 250 % 50}.{index % 250 + 1}"
+        client = Node(Identity.generate(), settings=PLAINTEXT)
+        endpoint = TCP4ClientEndpoint(
+            reactor, "127.0.0.1", port, timeout=5, bindAddress=(source, 0)
+        )
+        start = time.perf_counter()
+        try:
+            await client.connect(endpoint, peer_id=server.peer_id)
+            await client.request(server.peer_id, "echo", b"new", timeout=5.0)
+        except Exception:
+            phase.failures += 1
+        else:
+            phase.latencies.append(time.perf_counter() - start)
+        await client.stop()
+        await task.deferLater(reactor, INTERVAL)
+    phase.ended = time.monotonic()
+
+
+def _blob(request: IncomingRequest) -> bytes:
+    return bytes(request.payload[:1]) * (1 << 20)  # a fresh MiB each time
+
+
+def _hogs(
+    mode: str, port: int, seconds: float, count: int
+) -> defer.Deferred[tuple[bytes, bytes, int]]:
+    running: defer.Deferred[tuple[bytes, bytes, int]] = getProcessOutputAndValue(
+        sys.executable,
+        ["-m", "bench.hogs", mode, str(port), str(seconds), str(count)],
+        env=dict(os.environ),
+        path=str(Path(__file__).parent.parent),
+    )
+    return running
+
+
+async def run(
+    reactor: Any,
+    seconds: float,
+    concurrency: int,
+    *,
+    hogs: bool = False,
+    idle_addresses: int = IDLE_ADDRESSES,
+    unread_peers: int = UNREAD_PEERS,
+) -> dict[str, Any]:
     def echo(request: IncomingRequest) -> bytes:
         return request.payload
 
@@ -84,7 +166,7 @@ async def run(reactor: Any, seconds: float, concurrency: int) -> dict[str, Any]:
     policy = Policy(BanRegistry(reactor), PolicySettings(ban_loopback=True))
     server = Node(
         Identity.generate(),
-        handlers={"echo": echo},
+        handlers={"echo": echo, "blob": _blob},
         limits=LIMITS,
         policy=policy,
         settings=PLAINTEXT,
@@ -93,11 +175,10 @@ async def run(reactor: Any, seconds: float, concurrency: int) -> dict[str, Any]:
     port = (await server.listen("tcp:0:interface=127.0.0.1")).getHost().port  # type: ignore[attr-defined]
     await client.connect(f"tcp:127.0.0.1:{port}", peer_id=server.peer_id)
 
-    samples: list[tuple[float, int, int]] = []
-    started = time.monotonic()
+    samples: list[tuple[float, int, int, int]] = []
     sampler = task.LoopingCall(
         lambda: samples.append(
-            (time.monotonic() - started, _rss(), server.limiter.open)
+            (time.monotonic(), _rss(), server.limiter.open, server.memory.used)
         )
     )
     sampler.start(0.5)
@@ -112,23 +193,56 @@ async def run(reactor: Any, seconds: float, concurrency: int) -> dict[str, Any]:
     )
     await _honest(reactor, client, server, flooded, seconds)
     out, err, code = await flooding
-    sampler.stop()
     if code != 0:
+        sampler.stop()
         raise RuntimeError(f"the flood failed: {err.decode()}")
+    phases = [quiet, flooded]
+    hogged: dict[str, Any] = {}
+    if hogs:
+        dial = Phase("dial, quiet")
+        await _newcomers(reactor, port, server, dial, seconds)
+        idle = Phase("dial, idle flood")
+        idling = _hogs("idle", port, seconds, idle_addresses)
+        await task.deferLater(reactor, min(2.0, seconds / 4))  # the flood is up
+        await _newcomers(reactor, port, server, idle, seconds)
+        hogged["idle"] = await idling
+        unread = Phase("unread peers")
+        unreading = _hogs("unread", port, 2 * seconds, unread_peers)
+        await task.deferLater(reactor, seconds)  # the peers are connected
+        await _honest(reactor, client, server, unread, seconds)
+        hogged["unread"] = await unreading
+        phases += [dial, idle, unread]
+        for name, (hog_out, hog_err, hog_code) in hogged.items():
+            if hog_code != 0:
+                sampler.stop()
+                raise RuntimeError(f"bench.hogs {name} failed: {hog_err.decode()}")
+            hogged[name] = json.loads(hog_out.decode().strip().splitlines()[-1])
+    sampler.stop()
+    bounds = {"memory_peak": server.memory.peak, "memory_budget": server.memory.limit}
     await client.stop()
     await server.stop()
+    _phase_rss(phases, samples)
     return {
-        "phases": [quiet, flooded],
+        "phases": phases,
         "flood": json.loads(out.decode().strip().splitlines()[-1]),
+        "hogs": hogged,
+        "bounds": bounds,
         "counters": dict(sorted(server.counters.items())),
         "samples": samples,
     }
 
 
+def _phase_rss(phases: list[Phase], samples: list[tuple[float, int, int, int]]) -> None:
+    """Each phase's peak RSS, from the samples taken while it ran."""
+    for phase in phases:
+        inside = [s[1] for s in samples if phase.started <= s[0] <= phase.ended]
+        phase.rss = max(inside, default=0)
+
+
 def report(result: dict[str, Any]) -> None:
     print(
-        f"{'phase':<12} {'requests':>8} {'failed':>7} {'success':>9}"
-        f" {'median ms':>9} {'p99 ms':>9} {'worst ms':>9}"
+        f"{'phase':<16} {'tries':>8} {'failed':>7} {'success':>9}"
+        f" {'median ms':>9} {'p99 ms':>9} {'worst ms':>9} {'RSS MiB':>9}"
     )
     for phase in result["phases"]:
         print(phase.row())
@@ -139,13 +253,20 @@ def report(result: dict[str, Any]) -> None:
             f"  {kind:<10} {flood.get(f'{kind}.attempts', 0):>7}"
             f" {flood.get(f'{kind}.refused_unread', 0):>7}"
         )
+    for name, stats in result["hogs"].items():
+        print(f"\nbench.hogs {name} (attacker's view): {json.dumps(stats)}")
+    bounds = result["bounds"]
+    print(
+        f"\nnode memory budget: {bounds['memory_budget'] / 2**20:.0f} MiB,"
+        f" peak counted {bounds['memory_peak'] / 2**20:.1f} MiB"
+    )
     counters = result["counters"]
     refused = sum(v for k, v in counters.items() if k.startswith("refused."))
     print(f"\nnode: refused {refused} connections before reading; counters:")
     for key, value in counters.items():
         print(f"  {key:<40} {value:>7}")
-    rss = [rss for _, rss, _ in result["samples"]]
-    opened = [n for _, _, n in result["samples"]]
+    rss = [sample[1] for sample in result["samples"]]
+    opened = [sample[2] for sample in result["samples"]]
     print(
         f"\nnode RSS: start {rss[0] / 2**20:.1f} MiB, peak {max(rss) / 2**20:.1f} MiB,"
         f" end {rss[-1] / 2**20:.1f} MiB; open connections: peak {max(opened)}"
@@ -154,11 +275,13 @@ def report(result: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 20.0
-    concurrency = int(sys.argv[2]) if len(sys.argv) > 2 else 40
+    args = [arg for arg in sys.argv[1:] if arg != "--hogs"]
+    seconds = float(args[0]) if args else 20.0
+    concurrency = int(args[1]) if len(args) > 1 else 40
+    hogs = "--hogs" in sys.argv[1:]
 
     async def go(reactor: Any) -> None:
-        report(await run(reactor, seconds, concurrency))
+        report(await run(reactor, seconds, concurrency, hogs=hogs))
 
     task.react(lambda reactor: defer.ensureDeferred(go(reactor)))
 

@@ -25,4 +25,27 @@ async def test_honest_requests_succeed_through_a_flood() -> None:
     assert counters["misbehaviour"] > 0 and counters["bans.automatic"] > 0
     assert counters["refused.banned"] > 0
     assert flood["replay.error.202"] > 0  # a replayed handshake: BAD_SIGNATURE
-    assert max(n for _, _, n in result["samples"]) <= LIMITS.max_connections
+    assert max(sample[2] for sample in result["samples"]) <= LIMITS.max_connections
+
+
+@pytest_twisted.ensureDeferred
+async def test_honest_newcomers_and_requests_through_idle_and_unread_hogs() -> None:
+    """The ``--hogs`` phases, small: silent sockets from 5 addresses, 10
+    verified peers that never read (outcomes only, never timings)."""
+    result = await run(
+        reactor,
+        seconds=1.0,
+        concurrency=2,
+        hogs=True,
+        idle_addresses=5,
+        unread_peers=10,
+    )
+    _, _, dial, idle, unread = result["phases"]
+    assert dial.success == idle.success == unread.success == 1.0
+    assert len(idle.latencies) > 5 and len(unread.latencies) > 5
+    assert result["hogs"]["unread"]["verified"] == 10
+    assert result["hogs"]["idle"]["attempts"] >= 5 * 16
+    counters = result["counters"]
+    # Each peer asked for 16 MiB: its send queue, not its asking, bounds it.
+    assert counters["memory.refused.response"] > 0
+    assert result["bounds"]["memory_peak"] <= result["bounds"]["memory_budget"]

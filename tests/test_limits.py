@@ -111,14 +111,27 @@ def test_new_connections_per_second_per_subnet() -> None:
 def test_connections_still_in_their_handshake() -> None:
     factory = _factory(Clock(), max_handshaking=2)
     first = _connect(factory, "127.0.0.1")
-    assert first is not None and _connect(factory, "127.0.0.1") is not None
-    assert _connect(factory, "127.0.0.1") is None
-    assert factory.refused == "handshaking"
-    inner = first.wrappedProtocol
+    second = _connect(factory, "127.0.0.1")
+    assert first is not None and second is not None
+    # Full: the newcomer takes the place of the oldest pending handshake.
+    assert _connect(factory, "127.0.0.1") is not None
+    assert first.transport.disconnecting  # type: ignore[union-attr]
+    assert factory.limiter.counters["evicted.handshaking"] == 1
+    assert factory.limiter.handshaking == 2
+    inner = second.wrappedProtocol
     assert isinstance(inner, Handshaking)
     inner.verified.callback(None)  # verified: it no longer holds a place
     assert factory.limiter.handshaking == 1
     assert _connect(factory, "127.0.0.1") is not None
+    assert factory.limiter.counters["evicted.handshaking"] == 1
+
+
+def test_outbound_handshakes_are_never_evicted() -> None:
+    factory = _factory(Clock(), max_handshaking=2)
+    factory.inbound = False
+    assert _connect(factory, "127.0.0.1") and _connect(factory, "127.0.0.1")
+    assert _connect(factory, "127.0.0.1") is None
+    assert factory.refused == "handshaking"
 
 
 def test_a_handshake_that_fails_releases_its_place_once() -> None:

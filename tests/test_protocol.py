@@ -36,7 +36,9 @@ ADDRESS = IPv4Address("TCP", "127.0.0.1", 4000)
 def started(
     identity: Identity, host: RecordingHost, clock: Clock, *, initiator: bool = False
 ) -> tuple[PeerProtocol, StringTransport]:
-    settings = Settings(handshake_timeout=30, allow_plaintext=True)
+    settings = Settings(
+        handshake_timeout=30, first_frame_timeout=30, allow_plaintext=True
+    )
     factory = PeerFactory(host, identity, clock, settings, initiator=initiator)
     protocol = factory.buildProtocol(ADDRESS)
     transport = StringTransport(peerAddress=ADDRESS)
@@ -405,17 +407,17 @@ def test_backpressure_queues_then_refuses_then_drains(
         alice, bob, clock, max_send_queue=10_000
     )
     protocol.pauseProducing()  # the transport's buffer is full
-    sent = [protocol.request("echo", bytes(3000)) for _ in range(4)]
+    sent = [protocol.request("echo", bytes(3000)) for _ in range(3)]
     assert transport.value() == b""  # nothing more goes to the transport
-    assert protocol.queued > 10_000
+    assert 9000 < protocol.queued <= 10_000  # never past the bound
     refused = protocol.request("echo", bytes(3000))
     assert isinstance(_outcome(refused), SendQueueFull)
     with pytest.raises(SendQueueFull):
-        protocol.notify("echo", b"x")
+        protocol.notify("echo", bytes(3000))
     assert not any(d.called for d in sent)
     protocol.resumeProducing()  # the peer read again
     assert protocol.queued == 0
-    assert len(decode_frames(transport.value())) == 4
+    assert len(decode_frames(transport.value())) == 3
     protocol.request("echo", b"ok")  # accepted again
     for deferred in sent:
         deferred.addErrback(lambda failure: None)

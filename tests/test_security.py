@@ -263,7 +263,8 @@ async def test_idle_sockets_cannot_starve_verified_peers(
         a_peer = await a.connect(f"tcp:127.0.0.1:{port}")  # verified first
         for _ in range(8):
             idle.append(await _raw(port))  # never speak
-        await until(lambda: b.counters["refused.handshaking"] == 3)
+        # Full: each newcomer evicts the oldest idle socket (one subnet here).
+        await until(lambda: b.counters["evicted.handshaking"] == 3)
         assert b.limiter.handshaking == 5
         assert [p.peer_id for p in b.peers] == [alice.peer_id]
         assert a_peer.peer_id == bob.peer_id

@@ -10,6 +10,10 @@ throttles a whole factory.  So this module keys everything on ``addr.host``
 and refuses in ``buildProtocol`` with a :class:`Refusal`, which aborts the
 connection as it is made, before reading from it.
 
+When every handshake place is taken, the limiter may name a pending
+handshake to evict instead of refusing the newcomer; closing it is done
+here.
+
 The decisions and counts are the pure
 :class:`~blueprint_net._policy.limits.ConnectionLimiter` of a node; its
 listening factory and every outbound dial are wrapped with
@@ -78,7 +82,10 @@ class LimitingFactory(WrappingFactory[LimitedProtocol]):
     def buildProtocol(self, addr: Optional[IAddress]) -> Protocol:  # type: ignore[override]
         host: Optional[str] = getattr(addr, "host", None)
         subnet = None if host is None else self.limiter.subnet(host)
-        self.refused = self.limiter.refusal(host, self.inbound, subnet)
+        admission = self.limiter.admit(host, self.inbound, subnet)
+        self.refused = admission.refused
+        if admission.evict is not None:
+            self._evict(admission.evict.owner)
         if self.refused is not None and self.summary is not None:
             self.summary.record(
                 self.refused,
@@ -109,10 +116,23 @@ class LimitingFactory(WrappingFactory[LimitedProtocol]):
         while not IHandshaking.providedBy(inner) and hasattr(inner, "wrappedProtocol"):
             inner = inner.wrappedProtocol  # through a TLS layer, say
         if IHandshaking.providedBy(inner):
-            protocol.slot = self.limiter.opened(protocol.subnet, handshaking=True)
+            protocol.slot = self.limiter.opened(
+                protocol.subnet, handshaking=True, inbound=self.inbound, owner=protocol
+            )
             inner.verified.addBoth(self._handshake_over, protocol.slot)
         else:
             protocol.slot = self.limiter.opened(protocol.subnet, handshaking=False)
+
+    def _evict(self, victim: object) -> None:
+        """Close a pending handshake the limiter chose to make room (its
+        place is already free); aborted, as a refusal is: it has had its
+        chance to speak, and a flood must not cost a goodbye each."""
+        assert isinstance(victim, LimitedProtocol)
+        self._log.debug(
+            "evicted a pending handshake from {host} to make room",
+            host=getattr(victim.transport.getPeer(), "host", None),  # type: ignore[union-attr]
+        )
+        victim.transport.abortConnection()  # type: ignore[union-attr]
 
     def _handshake_over(self, result: object, slot: Slot) -> object:
         self.limiter.handshake_over(slot)

@@ -62,6 +62,7 @@ from blueprint_net._policy.limits import (
     ConnectionLimits,
     TokenBucket,
 )
+from blueprint_net._policy.resources import MemoryBudget
 from blueprint_net._policy.scores import Policy
 from blueprint_net._policy.settings import DEFAULTS, Settings
 
@@ -100,6 +101,7 @@ class _KeepFactory(PeerFactory):
             initiator=True,
             expected_peer=peer_id,
             waited_on=False,
+            memory=node.memory,
         )
         self.node, self.peer_id = node, peer_id
 
@@ -180,7 +182,10 @@ class Node(Service):
             )
         #: Refusals, bans, handshakes and requests, by name (for the status page).
         self.counters: Counter[str] = Counter()
-        self._peers = PeerTable()
+        #: What every connection's buffers draw on (``memory.*`` counters).
+        self.memory = MemoryBudget(settings.memory_budget, self.counters)
+        self.limits = limits or ConnectionLimits()
+        self._peers = PeerTable(self.limits.remembered_budgets)
         self._dispatch = Dispatcher(
             self.clock, self.counters, max_frame=settings.max_frame, handlers=handlers
         )
@@ -199,12 +204,11 @@ class Node(Service):
         #: until when: an inbound connection from one of them is ourselves.
         self._own_ends: dict[tuple[str, int], float] = {}
         self.server_factory = PeerFactory(
-            self, identity, self.clock, settings, initiator=False
+            self, identity, self.clock, settings, initiator=False, memory=self.memory
         )
         self.policy = policy or Policy(BanRegistry(self.clock))
         self.policy.bans.on_ban(self._banned)
         self.policy.bans.on_change(log_change)
-        self.limits = limits or ConnectionLimits()
         self.limiter = ConnectionLimiter(
             self.limits,
             self.clock,
@@ -438,6 +442,7 @@ class Node(Service):
                 self.settings,
                 initiator=True,
                 expected_peer=peer_id,
+                memory=self.memory,
             ),
             self.limiter,
             inbound=False,
@@ -534,33 +539,44 @@ class Node(Service):
             self._remember_own_end(protocol)
 
     def peer_verified(self, protocol: PeerProtocol) -> None:
-        limits = self.limits
-        budget = None
-        if limits.request_rate > 0:
-            budget = TokenBucket(
-                limits.request_rate, limits.request_burst, self.clock.seconds()
-            )
-        outcome = self._peers.verified(protocol, budget)
+        """Every verified connection comes here, however the duplicate rule
+        then decides: each is counted (``handshakes.ok``) and spends its peer
+        id's one budget.  The callbacks follow the peer id, not the
+        connection: ``on_peer_verified`` fires when the id becomes connected;
+        a replacement (the duplicate rule kept the new connection) fires
+        nothing, since the peer was never lost, and is counted as
+        ``peers.replaced``."""
+        self.counters["handshakes.ok"] += 1
+        outcome = self._peers.verified(protocol, self._new_budget)
         if outcome.dropped is not None:
+            if outcome.replaced:
+                self.counters["peers.replaced"] += 1
             self._log.info(
                 "duplicate connection to {peer_id}; keeping one",
                 peer_id=protocol.peer_id,
+                replaced=outcome.replaced,
             )
             outcome.dropped.close(
                 HandshakeFailed(
                     ErrorCode.DUPLICATE_CONNECTION, "already connected to this peer"
                 )
             )
-        if not outcome.new:
-            return
-        self.counters["handshakes.ok"] += 1
         interval = self.settings.keepalive_interval
         if interval > 0 and not self._keepalive.running and not self._stopping:
             self._keepalive.start(interval, now=False)
-        if self._on_verified:
+        if outcome.new and self._on_verified:
             peer = describe(protocol)
             for callback in self._on_verified:
                 self._call(callback, peer)
+
+    def _new_budget(self) -> Optional[TokenBucket]:
+        """A request budget for a peer id the node has not seen lately."""
+        limits = self.limits
+        if limits.request_rate <= 0:
+            return None
+        return TokenBucket(
+            limits.request_rate, limits.request_burst, self.clock.seconds()
+        )
 
     def connection_failed(
         self, protocol: PeerProtocol, event: ConnectionFailed

@@ -7,13 +7,17 @@ Two connections to the same peer (both dialed at once, or a reconnect before
 the old socket noticed it was dead) are resolved here by one rule that both
 ends apply to the same bytes, so both keep the same one.  A peer's request
 budget lives in its entry, not on a connection: the connection kept by the
-duplicate rule spends the same budget as the one it replaced.
+duplicate rule spends the same budget as the one it replaced, and a peer that
+disconnects leaves its budget behind (the most recent ``remembered`` of them,
+least recently used dropped first) for its next connection to spend: a
+reconnect does not refill it.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Optional
+from typing import Callable, Optional
 
 import attrs
 from twisted.internet.interfaces import IAddress
@@ -47,10 +51,12 @@ class _Entry:
 class Verified:
     """What :meth:`PeerTable.verified` decided for a newly verified
     connection: ``new`` when the peer id was not connected before (announce
-    it), and ``dropped``, the connection the duplicate rule closes, if any."""
+    it), ``dropped``, the connection the duplicate rule closes, if any, and
+    ``replaced`` when that is the one kept before (the new one took over)."""
 
     new: bool
     dropped: Optional[PeerProtocol] = None
+    replaced: bool = False
 
 
 def prefer(a: PeerProtocol, b: PeerProtocol) -> bool:
@@ -64,12 +70,16 @@ def prefer(a: PeerProtocol, b: PeerProtocol) -> bool:
 
 
 class PeerTable:
-    """Open connections, and the verified one kept for each peer id."""
+    """Open connections, the verified one kept for each peer id, and the
+    request budgets of peers connected now or recently."""
 
-    def __init__(self) -> None:
+    def __init__(self, remembered: int = 4096) -> None:
         #: Every connection past ``connectionMade`` and not yet lost.
         self.open: set[PeerProtocol] = set()
         self._verified: dict[PeerId, _Entry] = {}
+        #: Budgets of peers no longer connected, least recently used first.
+        self._recent: OrderedDict[PeerId, Optional[TokenBucket]] = OrderedDict()
+        self.remembered = remembered
 
     def __len__(self) -> int:
         return len(self._verified)
@@ -93,6 +103,11 @@ class PeerTable:
         entry = self._verified.get(peer_id)
         return None if entry is None else entry.budget
 
+    @property
+    def remembered_budgets(self) -> int:
+        """Budgets kept for peers that are not connected now."""
+        return len(self._recent)
+
     def connections_of(self, peer_id: PeerId) -> int:
         """Open connections whose peer has proved ``peer_id`` (kept or not)."""
         return sum(1 for protocol in self.open if protocol.peer_id == peer_id)
@@ -101,30 +116,43 @@ class PeerTable:
         self.open.add(protocol)
 
     def verified(
-        self, protocol: PeerProtocol, budget: Optional[TokenBucket]
+        self,
+        protocol: PeerProtocol,
+        new_budget: Callable[[], Optional[TokenBucket]],
     ) -> Verified:
-        """Record a connection that completed its handshake; ``budget`` is
-        used only if the peer was not already connected."""
+        """Record a connection that completed its handshake.  A peer not
+        connected now gets back the budget it left with, if it is still
+        remembered, else ``new_budget()``."""
         peer_id = protocol.peer_id
         assert peer_id is not None
         entry = self._verified.get(peer_id)
         if entry is None:
+            if peer_id in self._recent:
+                budget = self._recent.pop(peer_id)
+            else:
+                budget = new_budget()
             self._verified[peer_id] = _Entry(protocol, budget)
             return Verified(new=True)
         if prefer(entry.protocol, protocol):
             return Verified(new=False, dropped=protocol)
         dropped, entry.protocol = entry.protocol, protocol
-        return Verified(new=False, dropped=dropped)
+        return Verified(new=False, dropped=dropped, replaced=True)
 
     def closed(self, protocol: PeerProtocol) -> bool:
         """Forget a lost connection; whether its peer is now gone (it was the
-        connection kept for a verified peer)."""
+        connection kept for a verified peer).  A gone peer's budget is
+        remembered, the least recently used forgotten past ``remembered``."""
         self.open.discard(protocol)
         peer_id = protocol.peer_id
         entry = None if peer_id is None else self._verified.get(peer_id)
         if entry is None or entry.protocol is not protocol:
             return False
-        del self._verified[peer_id]  # type: ignore[arg-type]
+        assert peer_id is not None
+        del self._verified[peer_id]
+        if self.remembered > 0:
+            self._recent[peer_id] = entry.budget
+            while len(self._recent) > self.remembered:
+                self._recent.popitem(last=False)
         return True
 
 

@@ -5,7 +5,7 @@ Layer: adapters (Twisted; imports from _policy and _core only).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
@@ -45,6 +45,7 @@ from blueprint_net._core.errors import (
 from blueprint_net._core.handshake import PeerProven
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.messaging import Deadlines
+from blueprint_net._policy.resources import MemoryBudget
 from blueprint_net._policy.settings import DEFAULTS, Settings
 
 #: RFC 9266: the label of the TLS 1.3 exporter used for channel binding.
@@ -72,6 +73,27 @@ TLS_HINT = (
     b"blueprint-net: this peer port speaks plain blueprint-net, not TLS;"
     b" dial it with tcp:, or listen with p2ptls: for TLS.\n"
 )
+
+#: The most handed to the transport at once.  Twisted's transports pause
+#: their producer once their buffer passes 64 KiB, and we write no more
+#: until they resume, so a transport never holds more than its buffer and
+#: one piece (:data:`TRANSPORT_HELD`, charged while paused); the rest waits
+#: in our queue, where it is counted.
+PIECE = 64 * 1024
+TRANSPORT_HELD = 2 * PIECE
+#: Framing around a request's or response's data, at most (for the checks
+#: made before one is encoded).
+FRAME_OVERHEAD = 300
+#: What any connection may hold whatever the node-wide budget says, so that
+#: peers that stop reading cannot spend it for those that do: small answers
+#: to a peer that reads always go out, and a small frame always comes in.
+ALWAYS_ALLOWED = 16 * 1024
+
+Chunk = Union[bytes, memoryview]
+
+
+def _bytes(chunk: Chunk) -> bytes:
+    return chunk if type(chunk) is bytes else bytes(chunk)
 
 
 class IConnectionHost(Interface):
@@ -129,11 +151,15 @@ class PeerProtocol(Protocol):
         initiator: bool,
         expected_peer: Optional[PeerId] = None,
         waited_on: Optional[bool] = None,
+        memory: Optional[MemoryBudget] = None,
     ) -> None:
         self.host = host
         self.clock = clock
         self.settings = settings
         self.initiator = initiator
+        #: The node-wide budget this connection's buffers count against.
+        self.memory = MemoryBudget(settings.memory_budget) if memory is None else memory
+        self._charged = 0
         if waited_on is None:
             waited_on = initiator  # a dialer usually awaits the handshake
         self.connection = Connection(
@@ -141,6 +167,7 @@ class PeerProtocol(Protocol):
             initiator=initiator,
             expected_peer=expected_peer,
             max_frame=settings.max_frame,
+            max_in_flight=settings.max_concurrent_requests,
         )
         self.verified: defer.Deferred[PeerId] = defer.Deferred()
         if not waited_on:
@@ -161,8 +188,12 @@ class PeerProtocol(Protocol):
         self._pinged = False  # a Ping went unanswered for one tick
         self._writing_paused = False
         self._reading_paused = False
-        self._queued: list[bytes] = []
+        self._queued: list[Chunk] = []
         self._queued_size = 0
+        #: Answers given during this read, not yet flushed (estimated).
+        self._unflushed = 0
+        #: Bytes already written of the frame at the queue's head, still held.
+        self._pinned = 0
         self._receiving = False  # in dataReceived: flush once, at its end
         #: No read yet: the channel binding is still to be given.
         self._unbound = True
@@ -171,6 +202,8 @@ class PeerProtocol(Protocol):
         #: An accepted connection's first bytes, until they are known not to
         #: be another protocol (None once decided, or when dialing).
         self._opening: Optional[bytes] = None if initiator else b""
+        self._silent = False
+        self._opened_at = 0.0
 
     @property
     def peer_id(self) -> Optional[PeerId]:
@@ -209,8 +242,12 @@ class PeerProtocol(Protocol):
             self.refused_plaintext = True
             self.close(HandshakeFailed(ErrorCode.NOT_ALLOWED, PLAINTEXT_REFUSED))
             return
+        settings = self.settings
+        self._opened_at = self.clock.seconds()
+        self._silent = True  # until the peer's first frame: a shorter deadline
         self._timeout = self.clock.callLater(
-            self.settings.handshake_timeout, self._handshake_timed_out
+            min(settings.first_frame_timeout, settings.handshake_timeout),
+            self._handshake_timed_out,
         )
         self.connection.initiate()
         self._flush()
@@ -237,33 +274,73 @@ class PeerProtocol(Protocol):
             # ProtocolWrapper.)
             self._unbound = False
             self.connection.set_channel_binding(self._channel_binding())
-        events = self.connection.receive_data(data)
+        connection = self.connection
+        self._handle(connection.receive_data(data))
+        self._account()
+        memory = self.memory
+        if (
+            memory.used > memory.limit
+            and connection.buffered > ALWAYS_ALLOWED
+            and not connection.closed
+        ):
+            memory.refuse("inbound")
+            self.close(
+                ProtocolError(
+                    ErrorCode.CONNECTION_LIMIT,
+                    "the node's memory budget cannot hold this frame",
+                )
+            )
+        if self._silent and self.connection.handshake.claimed_peer is not None:
+            self._spoke()
+
+    def _spoke(self) -> None:
+        """The peer's first frame arrived: it has the rest of the handshake
+        timeout (counted from the connection) to prove itself."""
+        self._silent = False
+        timeout = self._timeout
+        if timeout is not None and timeout.active():
+            left = self._opened_at + self.settings.handshake_timeout
+            timeout.reset(max(0.0, left - self.clock.seconds()))
+
+    def _handle(self, events: list[Event]) -> None:
+        """Act on a read's events, then on the requests they let out of the
+        backlog (a handler that answers at once frees its place)."""
         # Answers given while these events are handled go out in one write.
         self._receiving = True
+        connection = self.connection
         try:
-            for event in events:
-                if isinstance(event, wire.Request):
-                    self.requests_in += 1
-                    self.host.request_received(self, event)
-                elif isinstance(event, ResponseReceived):
-                    self._response_received(event)
-                elif isinstance(event, PeerVerified):
-                    self._on_verified(event.peer_id)
-                elif isinstance(event, PeerProven):
-                    # Always the last event: the decision's events (the held
-                    # frames') join this loop, in order.
-                    events += self._decide(event.peer_id)
-                else:
-                    self._on_failed(event)
+            while True:
+                self._dispatch(events)
+                if not connection.backlog or connection.requests.full:
+                    break
+                events = connection.resume()
         finally:
             self._receiving = False
         self._flush()
         self._update_reading()
 
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, wire.Request):
+                self.requests_in += 1
+                self.host.request_received(self, event)
+            elif isinstance(event, ResponseReceived):
+                self._response_received(event)
+            elif isinstance(event, PeerVerified):
+                self._on_verified(event.peer_id)
+            elif isinstance(event, PeerProven):
+                # Always the last event: the decision's events (the held
+                # frames') join this loop, in order.
+                events += self._decide(event.peer_id)
+            else:
+                self._on_failed(event)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timeout()
         self._queued.clear()
-        self._queued_size = 0
+        self._queued_size = self._pinned = 0
+        self.memory.charge(-self._charged)
+        self._charged = 0
         self._deadlines.clear()
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
@@ -296,7 +373,7 @@ class PeerProtocol(Protocol):
         RequestTimeout, PeerLost or SendQueueFull."""
         waiting: defer.Deferred[wire.Reply] = defer.Deferred()
         try:
-            self._check_queue()
+            self._check_queue(len(payload) + len(metadata or b"") + len(protocol))
             request_id = self.connection.request(protocol, payload, metadata, waiting)
         except (SendQueueFull, ValueError, RuntimeError) as error:
             return defer.fail(error)
@@ -317,21 +394,43 @@ class PeerProtocol(Protocol):
         self, protocol: str, payload: bytes, metadata: Optional[bytes] = None
     ) -> None:
         """Send a request that wants no response (fire and forget)."""
-        self._check_queue()
+        self._check_queue(len(payload) + len(metadata or b"") + len(protocol))
         self.connection.request(protocol, payload, metadata)
         self.requests_out += 1
         self._flush()
 
     def send_frame(self, frame: bytes) -> None:
         """Send an encoded fire-and-forget request (broadcast encodes once)."""
-        self._check_queue()
+        self._check_queue(len(frame))
         self.connection.send_frame(frame)
         self.requests_out += 1
         self._flush()
 
     def respond(self, response: wire.Response) -> None:
-        """Answer one of the peer's requests (a no-op once closed)."""
-        if self.connection.respond(response) is not None and not self._receiving:
+        """Answer one of the peer's requests (a no-op once closed); for a
+        fire-and-forget request, say its handler ended (``request_id`` 0)."""
+        connection = self.connection
+        size = _data_size(response)
+        if response.request_id and not self._room(size):
+            # The peer asks faster than it reads: it gets a short answer
+            # rather than one that the queue or the node cannot hold.
+            self.memory.refuse("response")
+            response = wire.ErrorResponse(
+                response.request_id,
+                ErrorCode.RATE_LIMITED,
+                "not reading: the send queue is full",
+            )
+        connection.respond(response)
+        if self._receiving:
+            # The read being handled flushes and resumes; small answers go
+            # out together, large ones at once (to the transport or queue).
+            self._unflushed += size + FRAME_OVERHEAD
+            if self._unflushed >= PIECE:
+                self._flush()
+            return
+        if connection.backlog and not connection.requests.full:
+            self._handle(connection.resume())
+        else:
             self._flush()
             self._update_reading()  # one fewer being processed
 
@@ -368,52 +467,123 @@ class PeerProtocol(Protocol):
         """Tell the peer why, then close."""
         self._on_failed(self.connection.fail(error))
 
-    def _check_queue(self) -> None:
-        if self._queued_size > self.settings.max_send_queue:
+    def _room(self, size: int) -> bool:
+        """Whether a frame of about ``size`` bytes of data may be sent: it
+        fits in the send queue (or the queue is empty) and in the budget."""
+        size += FRAME_OVERHEAD
+        queued = self._queued_size + self._unflushed
+        if queued and queued + size > self.settings.max_send_queue:
+            return False
+        return queued + size <= ALWAYS_ALLOWED or self.memory.fits(size)
+
+    def _check_queue(self, size: int) -> None:
+        if not self._room(size):
+            if self.memory.fits(size + FRAME_OVERHEAD):
+                raise SendQueueFull(
+                    f"{self._queued_size} bytes wait for a peer that is not reading"
+                    f" (limit {self.settings.max_send_queue})"
+                )
+            self.memory.refuse("send")
             raise SendQueueFull(
-                f"{self._queued_size} bytes wait for a peer that is not reading"
-                f" (limit {self.settings.max_send_queue})"
+                f"the node's memory budget ({self.memory.limit} bytes) is spent"
             )
 
     def _flush(self) -> None:
-        chunks = self.connection.chunks_to_send()
+        chunks: list[Chunk] = list(self.connection.chunks_to_send())
+        self._unflushed = 0
         if not chunks:
             return
-        if self._writing_paused:
-            self._queued.extend(chunks)
-            self._queued_size += sum(map(len, chunks))
-            self._update_reading()
-        elif len(chunks) == 1:
-            self.transport.write(chunks[0])  # type: ignore[union-attr]
+        if self._writing_paused or self._queued:
+            self._enqueue(chunks)
         else:
-            self.transport.writeSequence(chunks)  # type: ignore[union-attr]
+            self._write(chunks)
+        self._account()
+
+    def _enqueue(self, chunks: list[Chunk]) -> None:
+        queued = self._queued
+        queued.extend(chunks)
+        self._queued_size += sum(map(len, chunks))
+        head = queued[0] if queued else b""
+        # A frame half written still holds its whole buffer: count that too.
+        self._pinned = len(head.obj) - len(head) if type(head) is memoryview else 0  # type: ignore[arg-type]
+        self._update_reading()
+
+    def _write(self, chunks: list[Chunk]) -> None:
+        """Hand ``chunks`` to the transport a piece at a time until it
+        pauses us; queue the rest."""
+        transport = self.transport
+        assert transport is not None
+        batch: list[bytes] = []
+        size = 0
+        for index, chunk in enumerate(chunks):
+            if len(chunk) <= PIECE:
+                batch.append(_bytes(chunk))
+                size += len(chunk)
+                if size < PIECE:
+                    continue
+                transport.writeSequence(batch)
+                batch, size = [], 0
+                if self._writing_paused:
+                    self._enqueue(chunks[index + 1 :])
+                    return
+                continue
+            if batch:
+                transport.writeSequence(batch)
+                batch, size = [], 0
+            view = chunk if type(chunk) is memoryview else memoryview(chunk)
+            for start in range(0, len(view), PIECE):
+                if self._writing_paused:
+                    self._enqueue([view[start:], *chunks[index + 1 :]])
+                    return
+                transport.write(bytes(view[start : start + PIECE]))
+        if batch:
+            if len(batch) == 1:
+                transport.write(batch[0])
+            else:
+                transport.writeSequence(batch)
+
+    def _account(self) -> None:
+        """Charge the budget with what this connection holds now: a partial
+        inbound frame, the send queue, a paused transport's buffer."""
+        held = self.connection.buffered + self._queued_size + self._pinned
+        if self._writing_paused:
+            held += TRANSPORT_HELD
+        delta = held - self._charged
+        if delta:
+            self.memory.charge(delta)
+            self._charged = held
 
     # -- IPushProducer: the transport tells us when the peer stops reading ---
 
     def pauseProducing(self) -> None:
         self._writing_paused = True
+        self._account()
 
     def resumeProducing(self) -> None:
         self._writing_paused = False
         queued, self._queued, self._queued_size = self._queued, [], 0
+        self._pinned = 0
         if queued:
-            self.transport.writeSequence(queued)  # type: ignore[union-attr]
+            self._write(queued)
             self._update_reading()
+        self._account()
 
     def stopProducing(self) -> None:
         """The transport is closing; connectionLost follows."""
 
     def _update_reading(self) -> None:
         """Stop reading a peer that has ``max_concurrent_requests`` being
-        processed, or whose unread responses fill the send queue.
+        processed (or waiting), or whose unread responses fill half the send
+        queue (the queue never passes its bound, so half is the signal).
 
         Not merely because writing is paused: two peers sending each other
         large payloads would then each wait for the other to read.
         """
+        connection = self.connection
         pause = (
-            len(self.connection.requests.processing)
-            >= self.settings.max_concurrent_requests
-            or self._queued_size > self.settings.max_send_queue
+            connection.requests.full
+            or bool(connection.backlog)
+            or self._queued_size > self.settings.max_send_queue // 2
         )
         if pause is not self._reading_paused and not self.connection.closed:
             self._reading_paused = pause
@@ -498,8 +668,10 @@ class PeerProtocol(Protocol):
         transport = self.transport
         assert transport is not None
         queued, self._queued, self._queued_size = self._queued, [], 0
+        self._pinned = 0
         if queued:
-            transport.writeSequence(queued)
+            transport.writeSequence([_bytes(chunk) for chunk in queued])
+        self._account()
         transport.unregisterProducer()  # type: ignore[attr-defined]
         transport.loseConnection()
 
@@ -548,6 +720,11 @@ class PeerProtocol(Protocol):
         return exported
 
 
+def _data_size(response: wire.Response) -> int:
+    data = getattr(response, "data", None)
+    return 0 if data is None else len(data)
+
+
 class PeerFactory(Factory):
     """Builds :class:`PeerProtocol` for one side of a connection.
 
@@ -569,9 +746,12 @@ class PeerFactory(Factory):
         initiator: bool,
         expected_peer: Optional[PeerId] = None,
         waited_on: Optional[bool] = None,
+        memory: Optional[MemoryBudget] = None,
     ) -> None:
         self.host = host
         self.identity = identity
+        #: The budget shared by every connection of the node.
+        self.memory = memory
         self.clock = clock
         self.settings = settings
         self.initiator = initiator
@@ -589,6 +769,7 @@ class PeerFactory(Factory):
             initiator=self.initiator,
             expected_peer=self.expected_peer,
             waited_on=self.waited_on,
+            memory=self.memory,
         )
         protocol.factory = self
         return protocol

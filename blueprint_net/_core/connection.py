@@ -117,6 +117,7 @@ class Connection:
         expected_peer: Optional[PeerId] = None,
         max_frame: int = wire.DEFAULT_MAX_FRAME,
         nonce: Optional[bytes] = None,
+        max_in_flight: Optional[int] = None,
     ) -> None:
         self.handshake = Handshake(
             identity,
@@ -127,7 +128,10 @@ class Connection:
         self.max_frame = max_frame
         self._framer = wire.FrameDecoder(min(wire.HANDSHAKE_MAX_FRAME, max_frame))
         self._outgoing: list[bytes] = []
-        self.requests: Requests[Any] = Requests()
+        self.requests: Requests[Any] = Requests(max_in_flight)
+        #: The peer's requests past ``max_in_flight``, in order: handed out
+        #: by :meth:`resume` as earlier ones end (other frames go on).
+        self.backlog: list[wire.Request] = []
         self.closed = False
         #: Closed, or a proven peer awaits the decision: no read is processed
         #: now (one test on the hot path covers both).
@@ -253,6 +257,7 @@ class Connection:
         if not self.closed:
             self.closed = self._halted = True
             self._held = None
+            self.backlog.clear()
             if not event.error.remote:
                 self._queue(wire.Error(event.error.code, event.error.message))
         return event
@@ -295,6 +300,23 @@ class Connection:
                 self._queue(output)
         return events
 
+    def resume(self) -> list[Event]:
+        """The backlog's requests, in order, while the in-flight bound
+        allows (call it once one of the peer's requests has ended)."""
+        events: list[Event] = []
+        requests, backlog = self.requests, self.backlog
+        taken = 0
+        while taken < len(backlog) and not requests.full and not self.closed:
+            request = backlog[taken]
+            taken += 1
+            refusal = requests.request_received(request)
+            if refusal is None:
+                events.append(request)
+            else:
+                self._queue(refusal)
+        del backlog[:taken]
+        return events
+
     def _receive_verified(self, bodies: list[bytes], events: list[Event]) -> None:
         decode = wire.decode
         requests = self.requests
@@ -305,6 +327,9 @@ class Connection:
                 events.append(self._close(ConnectionFailed(error)))
                 return
             if isinstance(message, wire.Request):
+                if self.backlog or requests.full:
+                    self.backlog.append(message)  # waits; see resume()
+                    continue
                 refusal = requests.request_received(message)
                 if refusal is None:
                     events.append(message)

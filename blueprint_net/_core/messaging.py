@@ -75,12 +75,28 @@ class Requests(Generic[Token]):
     Twisted adapter uses the Deferred it handed out).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_in_flight: Optional[int] = None) -> None:
         self._next_id = 1
         #: Our requests awaiting a response, by id.
         self.pending: dict[int, Token] = {}
         #: The peer's requests whose handlers are running, by id.
         self.processing: set[int] = set()
+        #: The peer's fire-and-forget (id 0) requests whose handlers run.
+        self.notifications = 0
+        #: The peer's requests of both kinds handed out at once, at most
+        #: (None: no bound); see :attr:`full`.
+        self.max_in_flight = max_in_flight
+
+    @property
+    def in_flight(self) -> int:
+        """The peer's requests being processed, numbered or not."""
+        return len(self.processing) + self.notifications
+
+    @property
+    def full(self) -> bool:
+        """No more of the peer's requests may be handed out until one ends."""
+        bound = self.max_in_flight
+        return bound is not None and len(self.processing) + self.notifications >= bound
 
     # -- requester ----------------------------------------------------------
 
@@ -122,6 +138,7 @@ class Requests(Generic[Token]):
         """Admit a request to ``Processing``; an error to send if it cannot be."""
         request_id = request.request_id
         if request_id == wire.NO_RESPONSE:
+            self.notifications += 1  # until the handler ends: see respond
             return None
         if request_id in self.processing:
             return wire.ErrorResponse(
@@ -134,8 +151,13 @@ class Requests(Generic[Token]):
 
     def respond(self, response: wire.Response) -> Optional[RequestState]:
         """Finish a request; the state it ends in, or None if it needs no
-        response (fire and forget) or is not being processed."""
+        response (fire and forget: its handler ended, so it no longer counts
+        in flight) or is not being processed."""
         request_id = response.request_id
+        if request_id == wire.NO_RESPONSE:
+            if self.notifications:
+                self.notifications -= 1
+            return None
         if request_id not in self.processing:
             return None
         self.processing.discard(request_id)
@@ -158,6 +180,7 @@ class Requests(Generic[Token]):
         tokens = list(self.pending.values())
         self.pending.clear()
         self.processing.clear()
+        self.notifications = 0
         return tokens
 
 

@@ -104,6 +104,13 @@ SETTINGS = [
         ("settings", "handshake_timeout"),
     ),
     Setting(
+        "first-frame-timeout",
+        positive,
+        DEFAULTS.first_frame_timeout,
+        "Seconds a new connection has to send its first frame.",
+        ("settings", "first_frame_timeout"),
+    ),
+    Setting(
         "request-timeout",
         positive,
         DEFAULTS.request_timeout,
@@ -130,6 +137,13 @@ SETTINGS = [
         DEFAULTS.max_send_queue,
         "Bytes held for a peer that is not reading.",
         ("settings", "max_send_queue"),
+    ),
+    Setting(
+        "memory-budget",
+        count,
+        DEFAULTS.memory_budget,
+        "Bytes held for all peers together (frames in and out).",
+        ("settings", "memory_budget"),
     ),
     Setting(
         "max-concurrent-requests",
@@ -195,6 +209,13 @@ SETTINGS = [
         ("limits", "max_handshaking"),
     ),
     Setting(
+        "max-handshaking-per-subnet",
+        count,
+        _LIMITS.max_handshaking_per_subnet,
+        "Connections from one subnet still in their handshake.",
+        ("limits", "max_handshaking_per_subnet"),
+    ),
+    Setting(
         "max-per-peer",
         count,
         _LIMITS.max_per_peer,
@@ -214,6 +235,13 @@ SETTINGS = [
         _LIMITS.request_burst,
         "Burst allowed above request-rate.",
         ("limits", "request_burst"),
+    ),
+    Setting(
+        "remembered-budgets",
+        _number(int, 0, strict=False),
+        _LIMITS.remembered_budgets,
+        "Request budgets kept for peers that disconnected.",
+        ("limits", "remembered_budgets"),
     ),
     Setting(
         "ban-threshold",

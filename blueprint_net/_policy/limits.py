@@ -36,13 +36,21 @@ class ConnectionLimits:
     connect_rate: float = 5.0
     connect_burst: int = 20
     #: Connections still in their handshake at once: a flood of idle sockets
-    #: cannot hold more than this many places.
+    #: cannot hold more than this many places.  When they are all taken, a
+    #: newcomer evicts the oldest pending inbound handshake of the subnet
+    #: that holds the most, rather than being refused.
     max_handshaking: int = 256
+    #: Of those places, the most that inbound connections from one subnet
+    #: may hold (not for exempt loopback).
+    max_handshaking_per_subnet: int = 4
     #: Connections to one peer id (two lets simultaneous dials resolve).
     max_per_peer: int = 2
     #: Requests per second from one verified peer (the original: 100 / 10 s).
     request_rate: float = 10.0
     request_burst: int = 100
+    #: Request budgets kept for peer ids that disconnected (least recently
+    #: used dropped first), so that reconnecting does not refill one.
+    remembered_budgets: int = 4096
 
 
 class TokenBucket:
@@ -67,12 +75,25 @@ class TokenBucket:
         return self.tokens + (now - self.stamp) * self.rate >= self.burst
 
 
-@attrs.define
+@attrs.define(eq=False)
 class Slot:
     """What one open connection holds in a limiter's counts."""
 
     subnet: Optional[Network]
     handshaking: bool
+    inbound: bool = True
+    #: Set by the adapter: how to close the connection if it is evicted.
+    owner: Optional[object] = None
+
+
+@attrs.frozen
+class Admission:
+    """The decision on a new connection: ``refused`` names why it may not
+    open; otherwise it may, once the adapter has closed ``evict``, if any
+    (the limiter already counts that one's handshake place as free)."""
+
+    refused: Optional[str] = None
+    evict: Optional[Slot] = None
 
 
 class ConnectionLimiter:
@@ -101,6 +122,8 @@ class ConnectionLimiter:
         self.handshaking = 0
         self._per_subnet: Counter[Network] = Counter()
         self._buckets: dict[Network, TokenBucket] = {}
+        #: Slots in their handshake, by subnet, oldest first (an ordered set).
+        self._pending: dict[Optional[Network], dict[Slot, None]] = {}
 
     def subnet(self, host: str) -> Optional[Network]:
         """The subnet a host counts against; None where none applies."""
@@ -112,24 +135,69 @@ class ConnectionLimiter:
     def refusal(
         self, host: Optional[str], inbound: bool, subnet: Optional[Network]
     ) -> Optional[str]:
-        """Why a connection from (or to) ``host``, in ``subnet`` (see
-        :meth:`subnet`), may not open; None if it may."""
+        """Why a connection from (or to) ``host`` may not open, if it may
+        not; see :meth:`admit`, which this is without eviction."""
+        return self.admit(host, inbound, subnet, evict=False).refused
+
+    def admit(
+        self,
+        host: Optional[str],
+        inbound: bool,
+        subnet: Optional[Network],
+        *,
+        evict: bool = True,
+    ) -> Admission:
+        """Whether a connection from (or to) ``host``, in ``subnet`` (see
+        :meth:`subnet`), may open, and which pending handshake it evicts.
+
+        Handshake places are bounded per subnet, so when every place is
+        taken, some subnet holds several: the newcomer takes the place of the
+        oldest inbound handshake of the subnet that holds the most (as
+        Bitcoin Core protects its inbound slots), and an idle-socket flood
+        only ever evicts itself.
+        """
         limits = self.limits
         reason = None
+        victim = None
         if host is not None and self.refuse_address(host) is not None:
             reason = "banned"
         elif self.open >= limits.max_connections:
             reason = "connections"
+        elif subnet is not None and self._per_subnet[subnet] >= limits.max_per_subnet:
+            reason = "subnet"
+        elif (
+            inbound
+            and subnet is not None
+            and len(self._pending.get(subnet, ())) >= limits.max_handshaking_per_subnet
+        ):
+            reason = "handshaking_subnet"
+        elif (
+            inbound
+            and subnet is not None
+            and not self._bucket(subnet).take(self.clock.seconds())
+        ):
+            reason = "rate"
         elif self.handshaking >= limits.max_handshaking:
-            reason = "handshaking"
-        elif subnet is not None:
-            if self._per_subnet[subnet] >= limits.max_per_subnet:
-                reason = "subnet"
-            elif inbound and not self._bucket(subnet).take(self.clock.seconds()):
-                reason = "rate"
+            victim = self._victim() if evict else None
+            if victim is None:
+                reason = "handshaking"
+            else:
+                self.handshake_over(victim)
+                self.counters["evicted.handshaking"] += 1
         if reason is not None:
             self.counters[f"refused.{reason}"] += 1
-        return reason
+        return Admission(reason, victim)
+
+    def _victim(self) -> Optional[Slot]:
+        """The oldest inbound handshake of the subnet holding the most."""
+        best: Optional[Slot] = None
+        most = 0
+        for slots in self._pending.values():
+            if len(slots) > most:
+                oldest = next((slot for slot in slots if slot.inbound), None)
+                if oldest is not None:
+                    best, most = oldest, len(slots)
+        return best
 
     def _bucket(self, subnet: Network) -> TokenBucket:
         bucket = self._buckets.get(subnet)
@@ -143,22 +211,35 @@ class ConnectionLimiter:
             self._buckets[subnet] = bucket
         return bucket
 
-    def opened(self, subnet: Optional[Network], *, handshaking: bool) -> Slot:
+    def opened(
+        self,
+        subnet: Optional[Network],
+        *,
+        handshaking: bool,
+        inbound: bool = True,
+        owner: Optional[object] = None,
+    ) -> Slot:
         """A connection in ``subnet`` opened (still in its handshake, if
         ``handshaking``); what it holds, to hand back as it ends."""
         self.open += 1
         if subnet is not None:
             self._per_subnet[subnet] += 1
+        slot = Slot(subnet, handshaking, inbound, owner)
         if handshaking:
             self.handshaking += 1
-        return Slot(subnet, handshaking)
+            self._pending.setdefault(subnet, {})[slot] = None
+        return slot
 
     def handshake_over(self, slot: Slot) -> None:
-        """The connection's handshake ended (either way); only the first
-        call for a slot counts."""
+        """The connection's handshake ended (either way, or it was evicted);
+        only the first call for a slot counts."""
         if slot.handshaking:
             slot.handshaking = False
             self.handshaking -= 1
+            pending = self._pending[slot.subnet]
+            del pending[slot]
+            if not pending:
+                del self._pending[slot.subnet]
 
     def closed(self, slot: Slot) -> None:
         self.open -= 1

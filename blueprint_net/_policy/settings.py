@@ -22,6 +22,9 @@ class Settings:
 
     #: Seconds a peer has to complete the handshake.
     handshake_timeout: float = 30.0
+    #: Seconds a new connection has to send its first frame (a ``Hello``);
+    #: a silent socket holds a handshake place this long, not the 30 s.
+    first_frame_timeout: float = 5.0
     #: Largest frame accepted after the handshake, in bytes.
     max_frame: int = wire.DEFAULT_MAX_FRAME
     #: Seconds a request waits for its response by default.
@@ -30,8 +33,13 @@ class Settings:
     #: (the node sweeps its connections once per interval; 0 turns it off).
     #: The original system pinged every 30 s.
     keepalive_interval: float = 30.0
-    #: Bytes held for a peer that is not reading before sends are refused.
+    #: Bytes queued for a peer that is not reading: a send that would pass
+    #: it is refused, a response replaced by ``Error{RATE_LIMITED}`` (one
+    #: frame larger than this is let through an empty queue).
     max_send_queue: int = 4 * 1024 * 1024
+    #: Bytes held for all peers together (partial inbound frames, queued
+    #: frames, paused transports' buffers): the node-wide budget.
+    memory_budget: int = 256 * 1024 * 1024
     #: The peer's requests processed at once; past it, we stop reading.
     max_concurrent_requests: int = 256
     #: Accept and dial links without TLS.  Off: a plain transport is closed
