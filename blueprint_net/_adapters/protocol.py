@@ -12,6 +12,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
+    IHandshakeListener,
     IPushProducer,
     IReactorTime,
     ISSLTransport,
@@ -23,7 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from blueprint_net._adapters.interfaces import IHandshaking
-from blueprint_net._adapters.tls import certificate_key
+from blueprint_net._adapters.tls import ALPN, certificate_key
 from blueprint_net._core import wire
 from blueprint_net._core.connection import (
     Connection,
@@ -80,7 +81,7 @@ class IConnectionHost(Interface):
         ``protocol.respond`` (unless its id is 0: no response wanted)."""
 
 
-@implementer(IPushProducer, IHandshaking)
+@implementer(IPushProducer, IHandshaking, IHandshakeListener)
 class PeerProtocol(Protocol):
     """Feeds bytes to a :class:`Connection` and acts on what comes out.
 
@@ -139,8 +140,9 @@ class PeerProtocol(Protocol):
         self._queued: list[bytes] = []
         self._queued_size = 0
         self._receiving = False  # in dataReceived: flush once, at its end
-        #: No read yet: the channel binding is still to be given.
-        self._unbound = True
+        #: TLS, and the handshake waits for TLS to complete (the channel
+        #: binding and, on ``p2ptls``, the variant are known only then).
+        self._unbound = False
 
     @property
     def peer_id(self) -> Optional[PeerId]:
@@ -148,8 +150,9 @@ class PeerProtocol(Protocol):
 
     @property
     def session_key(self) -> bytes:
-        """Both handshake nonces, smaller first: the same bytes at both ends,
-        so both ends pick the same survivor of two connections."""
+        """Both handshake nonces, smaller first, or on ``p2ptls`` the TLS
+        exporter: the same bytes at both ends, so both ends pick the same
+        survivor of two connections."""
         return self.connection.handshake.session_key
 
     @property
@@ -174,18 +177,45 @@ class PeerProtocol(Protocol):
         self._timeout = self.clock.callLater(
             self.settings.handshake_timeout, self._handshake_timed_out
         )
-        self.connection.initiate()
+        if ISSLTransport.providedBy(transport):
+            self._unbound = True  # see handshakeCompleted
+        else:
+            self.connection.initiate()
+            self._flush()
+
+    def handshakeCompleted(self) -> None:
+        """TLS completed (``IHandshakeListener``): start the handshake, bound
+        to the session.  With ALPN ``blueprint/1`` (``p2ptls``), both ends
+        run the TLS variant, and the dialer proves itself in the same flight
+        as its TLS Finished; otherwise (operator certificates) the nonce
+        variant, with the exporter as its channel binding."""
+        if not self._unbound:
+            return
+        self._unbound = False
+        binding = self._channel_binding()
+        transport = self.transport
+        if getattr(transport, "negotiatedProtocol", None) != ALPN:
+            self.connection.set_channel_binding(binding)
+            self.connection.initiate()
+            self._flush()
+            return
+        handle = transport.getHandle()  # type: ignore[union-attr]
+        key = certificate_key(handle.get_peer_certificate())
+        if key is None:  # PeerTLS accepts no other certificate
+            self.close(HandshakeFailed(ErrorCode.WRONG_KEY, "no Ed25519 certificate"))
+            return
+        certified = PeerId.from_public_key(key)
+        for event in self.connection.start_bound(binding, certified):
+            assert isinstance(event, ConnectionFailed)  # nothing else, if any
+            self._on_failed(event)
         self._flush()
 
     def dataReceived(self, data: bytes) -> None:
         self._heard = True
         if self._unbound:
-            # TLS completes its handshake before it delivers any data, and
-            # no signature is made or checked before this first read.
-            # (IHandshakeListener would not reach us through the limiter's
-            # ProtocolWrapper.)
-            self._unbound = False
-            self.connection.set_channel_binding(self._channel_binding())
+            # TLS without IHandshakeListener reaching us: TLS completes its
+            # handshake before it delivers any data.
+            self.handshakeCompleted()
         events = self.connection.receive_data(data)
         # Answers given while these events are handled go out in one write.
         self._receiving = True
