@@ -478,11 +478,13 @@ class PeerProtocol(Protocol):
         return self.connection.accept()
 
     def _authorize(self, peer_id: PeerId) -> None:
-        """The peer proved ``peer_id``: over TLS with an Ed25519 certificate
-        (``p2ptls``), that certificate must be the same key; then the host's
-        policy decides."""
+        """The peer proved ``peer_id``: over TLS with an Ed25519 certificate,
+        that certificate must be the same key (the TLS variant has checked
+        that already); then the host's policy decides."""
         transport = self.transport
-        if transport is not None and ISSLTransport.providedBy(transport):
+        if self.connection.handshake.bound:
+            pass  # the TLS variant checked its claim against the certificate
+        elif transport is not None and ISSLTransport.providedBy(transport):
             peer_certificate = transport.getHandle().get_peer_certificate()  # type: ignore[attr-defined]
             key = (
                 None if peer_certificate is None else certificate_key(peer_certificate)

@@ -247,7 +247,8 @@ class Handshake:
         self.initiator = initiator
         self.expected_peer = expected_peer
         self.version = version
-        self.nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
+        #: Ours, made when our Hello is (the TLS variant needs none).
+        self.nonce = b"" if nonce is None else nonce
         self.channel_binding = b""
         self.phase = P.CONNECTED
         #: The specification-level edges taken, in order (moves between
@@ -387,6 +388,8 @@ class Handshake:
     # -- actions: run on arriving in the table's next phase -----------------
 
     def _send_hello(self, _: None) -> list[Output]:
+        if not self.nonce:
+            self.nonce = os.urandom(NONCE_SIZE)
         return [Hello(self.version, self.nonce, self.identity.peer_id)]
 
     def _check_hello(self, hello: Hello) -> list[Output]:
