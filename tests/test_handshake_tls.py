@@ -69,14 +69,9 @@ def test_one_proof_each_way(alice: Identity, bob: Identity) -> None:
     assert a.state is b.state is S.VERIFIED
     assert (a.peer_id, b.peer_id) == (bob.peer_id, alice.peer_id)
     assert (a.peer_public_key, b.peer_public_key) == (bob.public_key, alice.public_key)
-    assert a.history == [
-        (S.CONNECTED, S.OUTBOUND_PENDING),
-        (S.OUTBOUND_PENDING, S.VERIFIED),
-    ]
-    assert b.history == [
-        (S.CONNECTED, S.INBOUND_PENDING),
-        (S.INBOUND_PENDING, S.VERIFIED),
-    ]
+    # The nonce handshake's edges: Connected -> *Pending -> Verified.
+    for handshake, pending in ((a, S.OUTBOUND_PENDING), (b, S.INBOUND_PENDING)):
+        assert handshake.history == [(S.CONNECTED, pending), (pending, S.VERIFIED)]
     # The duplicate-connection rule's key: the same at both ends, the exporter.
     assert a.session_key == b.session_key == EXPORTER
     assert a.bound and b.bound
