@@ -20,20 +20,27 @@ from twisted.internet.endpoints import (
     TCP4ServerEndpoint,
     wrapClientTLS,
 )
-from twisted.internet.interfaces import IHandshakeListener, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    ISSLTransport,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import connectionDone
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import directlyProvides, implementer
 
 from blueprint_net._adapters.node import Node
+from blueprint_net._adapters.protocol import PeerFactory
 from blueprint_net._adapters.tls import ALPN, PeerTLS
+from blueprint_net._core import wire
 from blueprint_net._core.errors import ErrorCode, HandshakeError
 from blueprint_net._core.identity import Identity
 from blueprint_net._policy.settings import Settings
 
-from .helpers import MakeNode, until
+from .helpers import MakeNode, RecordingHost, decode_frames, until
 
 pytestmark = [
     pytest.mark.usefixtures("clean_reactor"),
@@ -490,3 +497,35 @@ class _Once(protocol.Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.reason = reason
         self.closed.callback(None)
+
+
+class _TLSStringTransport(StringTransport):
+    """A TLS transport whose TLS handshake never completes by itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        directlyProvides(self, ISSLTransport)
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+
+def test_a_tls_handshake_that_outlasts_the_timeout() -> None:
+    """The blueprint handshake waits for TLS; a TLS handshake still going at
+    the deadline times out, and a completion after that changes nothing."""
+    clock, host = Clock(), RecordingHost()
+    factory = PeerFactory(
+        host, Identity.generate(), clock, Settings(handshake_timeout=30), initiator=True
+    )
+    protocol_ = factory.buildProtocol(None)
+    transport = _TLSStringTransport()
+    protocol_.makeConnection(transport)
+    protocol_.verified.addErrback(lambda failure: None)
+    assert transport.value() == b""  # nothing before TLS completes
+    clock.advance(30)
+    [error] = decode_frames(transport.value())
+    assert error == wire.Error(int(ErrorCode.HANDSHAKE_TIMEOUT), "handshake timed out")
+    assert transport.disconnecting
+    transport.clear()
+    protocol_.handshakeCompleted()  # too late: ignored
+    assert transport.value() == b""

@@ -189,8 +189,8 @@ class PeerProtocol(Protocol):
         run the TLS variant, and the dialer proves itself in the same flight
         as its TLS Finished; otherwise (operator certificates) the nonce
         variant, with the exporter as its channel binding."""
-        if not self._unbound:
-            return
+        if not self._unbound or self.connection.closed:
+            return  # started already, or timed out while TLS was still going
         self._unbound = False
         binding = self._channel_binding()
         transport = self.transport
