@@ -189,18 +189,16 @@ def test_a_claim_that_is_not_the_certificates(
 
 
 @pytest.mark.parametrize("initiator", [True, False])
-def test_wrong_version_fails_before_signature_work(
+def test_another_version_fails_before_any_signature_is_checked(
     bob: Identity, initiator: bool
 ) -> None:
     me = CountingIdentity(bytes(range(100, 132)))
     handshake = Handshake(me, initiator=initiator)
-    handshake.start_bound(EXPORTER, bob.peer_id)
-    made = me.signatures_made
-    proof = wire.Proof(2, bob.peer_id, bob.public_key, bytes(64))
-    assert failure(handshake, proof) is ErrorCode.INCOMPATIBLE_VERSION
-    assert me.signatures_checked == 0 and me.signatures_made == made
-    assert handshake.failure is not None
-    assert "version 2" in handshake.failure.message
+    sent = handshake.start_bound(EXPORTER, bob.peer_id)  # the dialer's Proof
+    code = failure(handshake, wire.Proof(2, bob.peer_id, bob.public_key, bytes(64)))
+    work = (me.signatures_checked, me.signatures_made)
+    assert (code, work) == (ErrorCode.INCOMPATIBLE_VERSION, (0, len(sent)))
+    assert handshake.failure is not None and "version 2" in handshake.failure.message
 
 
 @pytest.mark.parametrize("initiator", [True, False])
