@@ -1,28 +1,59 @@
-"""TLS handshakes per second: bare TLS 1.3 against TLS + the blueprint handshake.
+"""Over TLS: handshakes per second, and messaging, against bare TLS 1.3.
 
-The reference is TLS 1.3 with mutual Ed25519 certificates (the same
-``PeerTLS`` contexts a node uses), one byte each way so that both ends have
-finished the TLS handshake, then close.  blueprint-net is ``Node.connect`` over
-``p2ptls``: the same TLS, then the blueprint handshake bound to the session,
-then close.  Each blueprint dial comes from a distinct identity, its TLS
-context made before the clock starts; both run on one reactor, interleaved.
+Handshakes: the reference is TLS 1.3 with mutual Ed25519 certificates (the
+same ``PeerTLS`` contexts a node uses), one byte each way so that both ends
+have finished the TLS handshake, then close.  blueprint-net is
+``Node.connect`` over ``p2ptls``: the same TLS, then the blueprint handshake
+bound to the session (its TLS variant: one Proof each way), then close.  Each
+blueprint dial comes from a distinct identity, its TLS context made before
+the clock starts; both run on one reactor, interleaved.
+
+Messaging: ``Node.request`` over ``p2ptls`` against a bare
+``Int32StringReceiver`` over the same TLS (the same two identities'
+certificates, the same ALPN), pipelined and ping-pong echo as in
+``bench/messaging.py``, and one way (1 MiB requests answered empty, against
+1 MiB strings answered by an empty string, the same window).
 """
 
 from __future__ import annotations
 
 import statistics
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Callable, Optional
 
 from twisted.internet import defer, protocol
-from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    wrapClientTLS,
+)
+from twisted.protocols.basic import Int32StringReceiver
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from blueprint_net._adapters.node import Node
 from blueprint_net._adapters.tls import PeerTLS
 from blueprint_net._core.identity import Identity
+from blueprint_net._core.messaging import IncomingRequest
+from blueprint_net._policy.limits import ConnectionLimits
 
 from .handshake import connections_per_second, dials_per_second
+from .messaging import (
+    COUNTS,
+    KiB,
+    MiB,
+    Run,
+    _EchoClient,
+    _EchoServer,
+    _timed,
+    _windowed,
+    label,
+    window,
+)
 from .report import Row
+
+SIZES = (64, 4 * KiB, 64 * KiB)
+#: One way: 1 MiB requests, this many in a full run.
+ONE_WAY = 100
 
 
 class _Echo(protocol.Protocol):
@@ -65,6 +96,123 @@ async def _blueprint(reactor: Any, count: int, a: Identity, b: Identity) -> floa
     return await dials_per_second(server, dials)
 
 
+class _AckServer(Int32StringReceiver):
+    """One way: each string is answered by an empty one."""
+
+    MAX_LENGTH = 16 * MiB
+
+    def stringReceived(self, string: bytes) -> None:
+        self.sendString(b"")
+
+
+Close = Callable[[], Awaitable[None]]
+
+
+async def _bare_link(
+    reactor: Any, payload: bytes, a: Identity, b: Identity, *, echo: bool
+) -> tuple[Run, Close]:
+    """A bare ``Int32StringReceiver`` client and server over ``PeerTLS``."""
+    server = protocol.Factory.forProtocol(_EchoServer if echo else _AckServer)
+    wrapped = TLSMemoryBIOFactory(PeerTLS(b), False, server)
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(wrapped)
+    client = _EchoClient(payload)
+    tcp = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+    endpoint = wrapClientTLS(PeerTLS(a, expected=b.peer_id), tcp)
+    await endpoint.connect(protocol.Factory.forProtocol(lambda: client))
+
+    async def close() -> None:
+        client.transport.loseConnection()  # type: ignore[union-attr]
+        await port.stopListening()
+
+    return client.run, close
+
+
+async def _blueprint_link(
+    reactor: Any, payload: bytes, a: Identity, b: Identity, *, echo: bool
+) -> tuple[Run, Close]:
+    """``Node.request`` between two nodes over ``p2ptls``."""
+
+    def answer(request: IncomingRequest) -> Optional[bytes]:
+        return request.payload if echo else None
+
+    server = Node(
+        b,
+        reactor=reactor,
+        handlers={"echo": answer},
+        limits=ConnectionLimits(request_rate=0),  # capacity, not policy
+    )
+    client = Node(a, reactor=reactor)
+    port = await server.listen("p2ptls:0:interface=127.0.0.1")
+    number = port.getHost().port  # type: ignore[attr-defined]
+    await client.connect(f"p2ptls:127.0.0.1:{number}", peer_id=b.peer_id)
+
+    def call() -> defer.Deferred[Any]:
+        return client.request(b.peer_id, "echo", payload)
+
+    async def close() -> None:
+        await client.stop()
+        await server.stop()
+
+    return _windowed(call), close
+
+
+async def _messaging(
+    reactor: Any, quick: bool, rounds: int, a: Identity, b: Identity
+) -> list[Row]:
+    links = {"blueprint": _blueprint_link, "bare": _bare_link}
+    results: dict[tuple[str, str, int], list[float]] = {}
+    for _ in range(rounds):  # interleaved, so drift hits both alike
+        for size in (*SIZES, MiB):
+            payload = bytes(size)
+            echo = size in SIZES
+            for name, make in links.items():
+                call, close = await make(reactor, payload, a, b, echo=echo)
+                if echo:
+                    pipelined, ping_pong = COUNTS[size]
+                    if quick:
+                        pipelined, ping_pong = (
+                            max(4, pipelined // 20),
+                            max(4, ping_pong // 20),
+                        )
+                    rate = await _timed(call, pipelined, window(size, pipelined))
+                    results.setdefault((name, "pipelined", size), []).append(rate)
+                    rate = await _timed(call, ping_pong, 1)
+                    results.setdefault((name, "ping-pong", size), []).append(rate)
+                else:
+                    count = max(4, ONE_WAY // 20) if quick else ONE_WAY
+                    rate = await _timed(call, count, window(size, count))
+                    results.setdefault((name, "one-way", size), []).append(
+                        rate * size / 1e6
+                    )
+                await close()
+    median = {key: statistics.median(values) for key, values in results.items()}
+    rows = []
+    kinds = (
+        ("pipelined", "pipelined requests/s over TLS, {} echo", ">= 0.60"),
+        ("ping-pong", "ping-pong round trips/s over TLS, {} echo", ">= 0.80"),
+    )
+    for size in SIZES:
+        for kind, name, target in kinds:
+            rows.append(
+                Row(
+                    name.format(label(size)),
+                    median["blueprint", kind, size],
+                    median["bare", kind, size],
+                    f"ref: Int32StringReceiver echo over the same TLS; target {target}",
+                )
+            )
+    rows.append(
+        Row(
+            "one-way MB/s over TLS, 1 MiB requests",
+            median["blueprint", "one-way", MiB],
+            median["bare", "one-way", MiB],
+            "ref: Int32StringReceiver over the same TLS, the same window;"
+            " target >= 0.80",
+        )
+    )
+    return rows
+
+
 async def run(reactor: Any, quick: bool = False) -> list[Row]:
     a, b = Identity.generate(), Identity.generate()
     count, rounds = (50, 2) if quick else (500, 5)
@@ -78,5 +226,6 @@ async def run(reactor: Any, quick: bool = False) -> list[Row]:
             statistics.median(ours),
             statistics.median(reference),
             "ref: bare TLS 1.3, mutual Ed25519; target >= 0.80",
-        )
+        ),
+        *await _messaging(reactor, quick, rounds, a, b),
     ]

@@ -21,6 +21,10 @@ ROWS = {
     "framer 1460 B pieces, cost/byte: frame x4": 1,
     "handshakes/s over TCP (connect+handshake+close)": 2,
     "handshakes/s over TLS (TLS + blueprint, close)": 1,
+    # Over p2ptls, against a bare Int32StringReceiver over the same TLS.
+    **{f"pipelined requests/s over TLS, {s} echo": 1 for s in SIZES[:3]},
+    **{f"ping-pong round trips/s over TLS, {s} echo": 1 for s in SIZES[:3]},
+    "one-way MB/s over TLS, 1 MiB requests": 1,
     # Against the bare echo at every size, and AMP where its values fit.
     **{f"pipelined requests/s, {s} echo": 2 if s in AMP else 1 for s in SIZES},
     **{f"ping-pong round trips/s, {s} echo": 2 if s in AMP else 1 for s in SIZES},

@@ -444,9 +444,36 @@ def test_the_documented_table_is_the_diagram() -> None:
     assert documented == DIAGRAM | DOCUMENTED_EXTRA
 
 
+BOUND = {
+    P.BOUND_OUTBOUND_AWAITING_PROOF,
+    P.BOUND_OUTBOUND_PROVEN,
+    P.BOUND_INBOUND_AWAITING_PROOF,
+    P.BOUND_INBOUND_PROVEN,
+}
+
+
+def reach_bound(phase: Phase, me: Identity, peer: Identity) -> Handshake:
+    """The same, for the TLS variant's phases."""
+    outbound = phase in (P.BOUND_OUTBOUND_AWAITING_PROOF, P.BOUND_OUTBOUND_PROVEN)
+    mine = Handshake(me, initiator=outbound)
+    theirs = Handshake(peer, initiator=not outbound)
+    binding = bytes(range(32))
+    mine_first = mine.start_bound(binding, peer.peer_id)
+    theirs_first = theirs.start_bound(binding, me.peer_id)
+    if phase is P.BOUND_OUTBOUND_PROVEN:
+        theirs.receive(mine_first[0])
+        mine.receive(theirs.accept()[0])
+    elif phase is P.BOUND_INBOUND_PROVEN:
+        mine.receive(theirs_first[0])
+    assert mine.phase is phase
+    return mine
+
+
 def reach(phase: Phase, me: Identity, peer: Identity) -> Handshake:
     """A handshake of ``me`` (with ``peer``) driven by real messages into
     ``phase``."""
+    if phase in BOUND:
+        return reach_bound(phase, me, peer)
     outbound = phase in (
         P.OUTBOUND_AWAITING_HELLO,
         P.OUTBOUND_AWAITING_PROOF,
@@ -489,6 +516,7 @@ def samples(peer: Identity) -> list[wire.Message]:
         wire.Hello(wire.PROTOCOL_VERSION, bytes(32), peer.peer_id),
         wire.HandshakeRequest(peer.public_key, bytes(64)),
         wire.HandshakeResponse(peer.public_key, bytes(64)),
+        wire.Proof(wire.PROTOCOL_VERSION, peer.peer_id, peer.public_key, bytes(64)),
         wire.Error(int(ErrorCode.GOING_AWAY), "bye"),
         wire.Ping(1),
         wire.Pong(1),

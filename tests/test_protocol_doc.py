@@ -10,7 +10,12 @@ import pytest
 from blueprint_net._core import gossip_wire, records, wire
 from blueprint_net._core.connection import MISBEHAVIOUR
 from blueprint_net._core.errors import ErrorCode
-from blueprint_net._core.handshake import transcript
+from blueprint_net._core.handshake import (
+    ROLE_TLS_CLIENT,
+    ROLE_TLS_SERVER,
+    bound_transcript,
+    transcript,
+)
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.signatures import verify
 
@@ -30,6 +35,13 @@ TRANSCRIPT_REQUEST = transcript(
 TRANSCRIPT_RESPONSE = transcript(
     wire.T_HANDSHAKE_RESPONSE, 1, BOB.peer_id, NONCE_B, ALICE.peer_id, NONCE_A, b""
 )
+EXPORTER = b"\xcc" * 32
+TRANSCRIPT_TLS_CLIENT = bound_transcript(
+    ROLE_TLS_CLIENT, 1, ALICE.peer_id, BOB.peer_id, EXPORTER
+)
+TRANSCRIPT_TLS_SERVER = bound_transcript(
+    ROLE_TLS_SERVER, 1, BOB.peer_id, ALICE.peer_id, EXPORTER
+)
 
 MESSAGES: dict[str, wire.Message] = {
     "hello": wire.Hello(1, NONCE_A, ALICE.peer_id),
@@ -38,6 +50,9 @@ MESSAGES: dict[str, wire.Message] = {
     ),
     "handshake-response": wire.HandshakeResponse(
         BOB.public_key, BOB.sign(TRANSCRIPT_RESPONSE)
+    ),
+    "proof": wire.Proof(
+        1, ALICE.peer_id, ALICE.public_key, ALICE.sign(TRANSCRIPT_TLS_CLIENT)
     ),
     "error": wire.Error(201, "version 2 not supported"),
     "ping": wire.Ping(0x0102030405060708),
@@ -95,6 +110,8 @@ def test_vector_decodes_and_reencodes(name: str) -> None:
     [
         ("transcript-request", TRANSCRIPT_REQUEST),
         ("transcript-response", TRANSCRIPT_RESPONSE),
+        ("transcript-tls-client", TRANSCRIPT_TLS_CLIENT),
+        ("transcript-tls-server", TRANSCRIPT_TLS_SERVER),
     ],
 )
 def test_transcript_vectors(name: str, expected: bytes) -> None:
@@ -124,6 +141,10 @@ def test_vector_signatures_verify() -> None:
     assert verify(request.public_key, TRANSCRIPT_REQUEST, request.signature)
     assert verify(response.public_key, TRANSCRIPT_RESPONSE, response.signature)
     assert not verify(request.public_key, TRANSCRIPT_RESPONSE, request.signature)
+    proof = wire.decode(VECTORS["proof"][4:])
+    assert isinstance(proof, wire.Proof)
+    assert verify(proof.public_key, TRANSCRIPT_TLS_CLIENT, proof.signature)
+    assert not verify(proof.public_key, TRANSCRIPT_TLS_SERVER, proof.signature)
 
 
 def test_documented_peer_ids() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 import pytest_twisted
@@ -13,17 +13,34 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from twisted.internet import reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
-from twisted.internet.task import deferLater
+from OpenSSL import SSL
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    ISSLTransport,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import connectionDone
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import directlyProvides, implementer
 
 from blueprint_net._adapters.node import Node
-from blueprint_net._adapters.tls import PeerTLS
+from blueprint_net._adapters.protocol import PeerFactory
+from blueprint_net._adapters.tls import ALPN, PeerTLS
+from blueprint_net._core import wire
 from blueprint_net._core.errors import ErrorCode, HandshakeError
 from blueprint_net._core.identity import Identity
 from blueprint_net._policy.settings import Settings
 
-from .helpers import MakeNode
+from .helpers import MakeNode, RecordingHost, decode_frames, until
 
 pytestmark = [
     pytest.mark.usefixtures("clean_reactor"),
@@ -259,3 +276,274 @@ async def test_disconnecting_a_tls_peer_closes_both_ends(
         await deferLater(reactor, 0.01)
     assert not b._peers.open and b.peers == []
     await a.disconnect(bob.peer_id)  # no longer connected: nothing to do
+
+
+# -- the handshake's TLS variant (docs/protocol.md, "Over TLS") ------------------
+
+
+class _Relay(protocol.Protocol):
+    """Mallory's half of a relay: what one TLS session delivers, she writes
+    into the other."""
+
+    def __init__(self, gone: list[_Relay]) -> None:
+        self.other: Optional[_Relay] = None
+        self.gone = gone
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.other is not None and self.other.transport is not None
+        self.other.transport.write(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.gone.append(self)
+        if self.other is not None and self.other.transport is not None:
+            self.other.transport.loseConnection()
+
+
+class _Mallory(_Relay):
+    """Accepts a TLS session with her own certificate, opens her own to Bob."""
+
+    def __init__(self, gone: list[_Relay], bob: IStreamClientEndpoint) -> None:
+        super().__init__(gone)
+        self.bob = bob
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        transport.pauseProducing()  # type: ignore[attr-defined]
+        self.other = outbound = _Relay(self.gone)
+        outbound.other = self
+        connecting = self.bob.connect(protocol.Factory.forProtocol(lambda: outbound))
+
+        def joined(_: object) -> None:
+            transport.resumeProducing()  # type: ignore[attr-defined]
+
+        connecting.addCallback(joined)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_tls_variant_runs_on_p2ptls(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    """One Proof each way, bound to the exporter; ALPN ``blueprint/1``."""
+    a, b = make_node(alice), make_node(bob)
+    port = await _tls_port(b)
+    await a.connect(f"p2ptls:127.0.0.1:{port}", peer_id=bob.peer_id)
+    await until(lambda: b.peers)
+    for node, other in ((a, bob), (b, alice)):
+        protocol_ = node._peers[other.peer_id]
+        handshake = protocol_.connection.handshake
+        assert handshake.bound and handshake.certified_peer == other.peer_id
+        assert handshake.peer_hello is None  # no Hello, no nonce
+        assert protocol_.session_key == protocol_._channel_binding()
+        assert protocol_.transport.negotiatedProtocol == ALPN  # type: ignore[union-attr]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_relay_between_two_tls_sessions_fails(
+    alice: Identity, bob: Identity, carol: Identity, make_node: MakeNode
+) -> None:
+    """Mallory accepts Alice's TLS with her own certificate and forwards the
+    bytes over her own TLS session to Bob: Alice's Proof names Mallory as
+    its verifier and is bound to the other session's exporter."""
+    mallory = carol
+    a, b = make_node(alice), make_node(bob)
+    bob_port = await _tls_port(b)
+    gone: list[_Relay] = []
+    to_bob = wrapClientTLS(
+        PeerTLS(mallory, expected=bob.peer_id),
+        TCP4ClientEndpoint(reactor, "127.0.0.1", bob_port),
+    )
+    relaying = TLSMemoryBIOFactory(
+        PeerTLS(mallory),
+        False,
+        protocol.Factory.forProtocol(lambda: _Mallory(gone, to_bob)),
+    )
+    mallory_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        relaying
+    )
+    try:
+        with pytest.raises(HandshakeError):
+            # No expected id: the TLS certificate alone does not stop Mallory.
+            await a.connect(f"p2ptls:127.0.0.1:{mallory_port.getHost().port}")
+        await until(lambda: len(gone) == 2)
+    finally:
+        await mallory_port.stopListening()
+    assert a.peers == [] and b.peers == []
+    assert b.counters["handshakes.ok"] == 0
+    assert b.counters["handshakes.failed.WRONG_KEY"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unexpected_peer_fails_in_the_blueprint_handshake(
+    alice: Identity, bob: Identity, carol: Identity, make_node: MakeNode
+) -> None:
+    """TLS itself expects nobody here; the node expected Carol."""
+    a, b = make_node(alice), make_node(bob)
+    port = await _tls_port(b)
+    anyone = wrapClientTLS(
+        PeerTLS(alice), TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    )
+    with pytest.raises(HandshakeError) as caught:
+        await a.connect(anyone, peer_id=carol.peer_id)
+    assert caught.value.reason.code is ErrorCode.UNEXPECTED_PEER  # type: ignore[union-attr]
+    assert a.counters["handshakes.failed.UNEXPECTED_PEER"] == 1
+    await until(lambda: b.counters["handshakes.failed.UNEXPECTED_PEER"] == 1)
+    assert b.peers == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_dialing_itself_over_tls(
+    alice: Identity, make_node: MakeNode
+) -> None:
+    a = make_node(alice)
+    port = await _tls_port(a)
+    with pytest.raises(HandshakeError) as caught:
+        await a.connect(f"p2ptls:127.0.0.1:{port}")
+    assert caught.value.reason.code is ErrorCode.SELF_CONNECTION  # type: ignore[union-attr]
+    await until(lambda: a.counters["handshakes.failed.SELF_CONNECTION"] == 2)
+    assert a.peers == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_simultaneous_tls_dials_keep_exactly_one_connection(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    """Each dials the other at once: both ends keep the connection whose TLS
+    exporter (its session key) is smaller, and close the other."""
+    nodes = make_node(alice), make_node(bob)
+    ports = [await _tls_port(node) for node in nodes]
+    dials = [
+        node.connect(f"p2ptls:127.0.0.1:{port}")
+        for node, port in zip(nodes, reversed(ports))
+    ]
+    for outcome in await defer.DeferredList(dials, consumeErrors=True):
+        assert outcome[0], outcome
+    a, b = nodes
+
+    def closed_one() -> int:
+        return sum(
+            node.counters["closed.DUPLICATE_CONNECTION"]
+            + node.counters["handshakes.failed.DUPLICATE_CONNECTION"]
+            for node in nodes
+        )
+
+    await until(lambda: len(a._peers.open) == len(b._peers.open) == 1)
+    await until(lambda: closed_one() == 2)  # there were two; each end closed one
+    [kept_a], [kept_b] = a._peers.protocols(), b._peers.protocols()
+    assert kept_a.session_key == kept_b.session_key == kept_a._channel_binding()
+    assert kept_a.connection.handshake.bound
+
+
+def _select_nothing(connection: Any, offered: list[bytes]) -> Any:
+    return SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+class _NoALPN(PeerTLS):
+    """A peer's TLS without the ALPN id (an older or foreign implementation)."""
+
+    def __init__(self, identity: Identity, expected: Optional[Identity] = None) -> None:
+        super().__init__(identity, None if expected is None else expected.peer_id)
+        self._context.set_alpn_protos([b"something/else"])
+        self._context.set_alpn_select_callback(_select_nothing)
+
+    def _verify(self, *args: object) -> bool:
+        return True  # whatever the certificate or the ALPN
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_without_the_alpn_id_fails_the_tls_handshake(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    b = make_node(bob)
+    port = await _tls_port(b)
+    client = _NoALPN(alice, expected=bob)
+    endpoint = wrapClientTLS(client, TCP4ClientEndpoint(reactor, "127.0.0.1", port))
+    once = _Once()
+    await endpoint.connect(protocol.Factory.forProtocol(lambda: once))
+    await once.closed
+    # (TLS 1.3: the client is done before the server checks its certificate.)
+    assert once.received == b""
+    # The server finds no blueprint/1 and refuses the client's certificate.
+    assert once.reason is not None and isinstance(once.reason.value, SSL.Error)
+    assert "alert" in str(once.reason.value)
+    assert b.counters["handshakes.ok"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_server_without_the_alpn_id_fails_the_tls_handshake(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    a = make_node(alice)
+    accepted: list[_Once] = []
+
+    def once() -> _Once:
+        accepted.append(_Once())
+        return accepted[-1]
+
+    server = TLSMemoryBIOFactory(
+        _NoALPN(bob), False, protocol.Factory.forProtocol(once)
+    )
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server)
+    try:
+        with pytest.raises(HandshakeError) as caught:
+            await a.connect(f"p2ptls:127.0.0.1:{port.getHost().port}", bob.peer_id)
+        # The client finds no blueprint/1 chosen and refuses the certificate.
+        assert "certificate verify failed" in str(caught.value.reason)
+        [refused] = accepted
+        await refused.closed
+        assert not refused.handshook and refused.received == b""
+    finally:
+        await port.stopListening()
+
+
+@implementer(IHandshakeListener)
+class _Once(protocol.Protocol):
+    """Records whether TLS completed and what arrived, until closed."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.handshook = False
+        self.reason: Optional[Failure] = None
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def handshakeCompleted(self) -> None:
+        self.handshook = True
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.reason = reason
+        self.closed.callback(None)
+
+
+class _TLSStringTransport(StringTransport):
+    """A TLS transport whose TLS handshake never completes by itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        directlyProvides(self, ISSLTransport)
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+
+def test_a_tls_handshake_that_outlasts_the_timeout() -> None:
+    """The blueprint handshake waits for TLS; a TLS handshake still going at
+    the deadline times out, and a completion after that changes nothing."""
+    clock, host = Clock(), RecordingHost()
+    factory = PeerFactory(
+        host, Identity.generate(), clock, Settings(handshake_timeout=30), initiator=True
+    )
+    protocol_ = factory.buildProtocol(None)
+    transport = _TLSStringTransport()
+    protocol_.makeConnection(transport)
+    protocol_.verified.addErrback(lambda failure: None)
+    assert transport.value() == b""  # nothing before TLS completes
+    clock.advance(30)
+    [error] = decode_frames(transport.value())
+    assert error == wire.Error(int(ErrorCode.HANDSHAKE_TIMEOUT), "handshake timed out")
+    assert transport.disconnecting
+    transport.clear()
+    protocol_.handshakeCompleted()  # too late: ignored
+    assert transport.value() == b""

@@ -85,7 +85,9 @@ def test_mutated_messages_raise_only_wire_errors(
     [
         (b"", ErrorCode.TRUNCATED),
         (b"\xff", ErrorCode.UNKNOWN_MESSAGE_TYPE),
-        (b"\x07\x00", ErrorCode.UNKNOWN_MESSAGE_TYPE),
+        (b"\x08\x00", ErrorCode.UNKNOWN_MESSAGE_TYPE),
+        (b"\x07\x00", ErrorCode.TRUNCATED),
+        (b"\x07\x00\x01\x02ab" + bytes(96), ErrorCode.OUT_OF_RANGE),
         (b"\x05\x00\x00", ErrorCode.TRUNCATED),
         (b"\x05" + bytes(9), ErrorCode.TRAILING_BYTES),
         (b"\x04\x00\x01\x00\x02\xff\xfe", ErrorCode.INVALID_UTF8),

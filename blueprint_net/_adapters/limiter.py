@@ -25,10 +25,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from zope.interface import implementer
 
 from blueprint_net._adapters.interfaces import IHandshaking
 from blueprint_net._adapters.summary import EventSummary
@@ -48,11 +49,17 @@ class Refusal(Protocol):
         self.transport.abortConnection()  # type: ignore[union-attr]
 
 
+@implementer(IHandshakeListener)
 class LimitedProtocol(ProtocolWrapper):
     """Remembers what its connection counts against."""
 
     subnet: Optional[Network] = None
     slot: Optional[Slot] = None
+
+    def handshakeCompleted(self) -> None:
+        """TLS completed: pass it on (a ``p2ptls`` peer proves itself now)."""
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
 
 
 class LimitingFactory(WrappingFactory[LimitedProtocol]):

@@ -12,6 +12,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
+    IHandshakeListener,
     IPushProducer,
     IReactorTime,
     ISSLTransport,
@@ -23,7 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from blueprint_net._adapters.interfaces import IHandshaking
-from blueprint_net._adapters.tls import certificate_key
+from blueprint_net._adapters.tls import ALPN, certificate_key
 from blueprint_net._core import untrusted, wire
 from blueprint_net._core.connection import (
     Connection,
@@ -125,7 +126,7 @@ class IConnectionHost(Interface):
         ``protocol.respond`` (unless its id is 0: no response wanted)."""
 
 
-@implementer(IPushProducer, IHandshaking)
+@implementer(IPushProducer, IHandshaking, IHandshakeListener)
 class PeerProtocol(Protocol):
     """Feeds bytes to a :class:`Connection` and acts on what comes out.
 
@@ -195,13 +196,15 @@ class PeerProtocol(Protocol):
         #: Bytes already written of the frame at the queue's head, still held.
         self._pinned = 0
         self._receiving = False  # in dataReceived: flush once, at its end
-        #: No read yet: the channel binding is still to be given.
-        self._unbound = True
+        #: TLS, and the handshake waits for TLS to complete (the channel
+        #: binding and, on ``p2ptls``, the variant are known only then).
+        self._unbound = False
         #: Closed before its handshake: a plain transport, no opt-in.
         self.refused_plaintext = False
-        #: An accepted connection's first bytes, until they are known not to
-        #: be another protocol (None once decided, or when dialing).
-        self._opening: Optional[bytes] = None if initiator else b""
+        #: A plain accepted connection's first bytes, until they are known
+        #: not to be another protocol (None once decided, when dialing, or
+        #: over TLS).
+        self._opening: Optional[bytes] = None
         self._silent = False
         self._opened_at = 0.0
 
@@ -211,8 +214,9 @@ class PeerProtocol(Protocol):
 
     @property
     def session_key(self) -> bytes:
-        """Both handshake nonces, smaller first: the same bytes at both ends,
-        so both ends pick the same survivor of two connections."""
+        """Both handshake nonces, smaller first, or on ``p2ptls`` the TLS
+        exporter: the same bytes at both ends, so both ends pick the same
+        survivor of two connections."""
         return self.connection.handshake.session_key
 
     @property
@@ -249,7 +253,41 @@ class PeerProtocol(Protocol):
             min(settings.first_frame_timeout, settings.handshake_timeout),
             self._handshake_timed_out,
         )
-        self.connection.initiate()
+        if ISSLTransport.providedBy(transport):
+            self._unbound = True  # see handshakeCompleted
+        else:
+            if not self.initiator:
+                # A plain port may be reached by the wrong client (HTTP, TLS):
+                # its first bytes are looked at before they are framed.
+                self._opening = b""
+            self.connection.initiate()
+            self._flush()
+
+    def handshakeCompleted(self) -> None:
+        """TLS completed (``IHandshakeListener``): start the handshake, bound
+        to the session.  With ALPN ``blueprint/1`` (``p2ptls``), both ends
+        run the TLS variant, and the dialer proves itself in the same flight
+        as its TLS Finished; otherwise (operator certificates) the nonce
+        variant, with the exporter as its channel binding."""
+        if not self._unbound or self.connection.closed:
+            return  # started already, or timed out while TLS was still going
+        self._unbound = False
+        binding = self._channel_binding()
+        transport = self.transport
+        if getattr(transport, "negotiatedProtocol", None) != ALPN:
+            self.connection.set_channel_binding(binding)
+            self.connection.initiate()
+            self._flush()
+            return
+        handle = transport.getHandle()  # type: ignore[union-attr]
+        key = certificate_key(handle.get_peer_certificate())
+        if key is None:  # PeerTLS accepts no other certificate
+            self.close(HandshakeFailed(ErrorCode.WRONG_KEY, "no Ed25519 certificate"))
+            return
+        certified = PeerId.from_public_key(key)
+        for event in self.connection.start_bound(binding, certified):
+            assert isinstance(event, ConnectionFailed)  # nothing else, if any
+            self._on_failed(event)
         self._flush()
 
     def dataReceived(self, data: bytes) -> None:
@@ -268,12 +306,9 @@ class PeerProtocol(Protocol):
                 self._wrong_protocol(kind)
                 return
         if self._unbound:
-            # TLS completes its handshake before it delivers any data, and
-            # no signature is made or checked before this first read.
-            # (IHandshakeListener would not reach us through the limiter's
-            # ProtocolWrapper.)
-            self._unbound = False
-            self.connection.set_channel_binding(self._channel_binding())
+            # TLS without IHandshakeListener reaching us: TLS completes its
+            # handshake before it delivers any data.
+            self.handshakeCompleted()
         connection = self.connection
         self._handle(connection.receive_data(data))
         self._account()
@@ -695,11 +730,13 @@ class PeerProtocol(Protocol):
         return self.connection.accept()
 
     def _authorize(self, peer_id: PeerId) -> None:
-        """The peer proved ``peer_id``: over TLS with an Ed25519 certificate
-        (``p2ptls``), that certificate must be the same key; then the host's
-        policy decides."""
+        """The peer proved ``peer_id``: over TLS with an Ed25519 certificate,
+        that certificate must be the same key (the TLS variant has checked
+        that already); then the host's policy decides."""
         transport = self.transport
-        if transport is not None and ISSLTransport.providedBy(transport):
+        if self.connection.handshake.bound:
+            pass  # the TLS variant checked its claim against the certificate
+        elif transport is not None and ISSLTransport.providedBy(transport):
             peer_certificate = transport.getHandle().get_peer_certificate()  # type: ignore[attr-defined]
             key = (
                 None if peer_certificate is None else certificate_key(peer_certificate)

@@ -175,6 +175,20 @@ class Connection:
         for message in self.handshake.start():
             self._queue(message)
 
+    def start_bound(self, binding: bytes, certified_peer: PeerId) -> list[Event]:
+        """TLS completed with ALPN ``blueprint/1``: the TLS variant of the
+        handshake, bound to the exporter ``binding``, with the peer its
+        certificate names (the dialer's Proof is queued).  Instead of
+        :meth:`initiate`; returns a :class:`ConnectionFailed` if the
+        certificate names us or an unexpected peer."""
+        try:
+            messages = self.handshake.start_bound(binding, certified_peer)
+        except HandshakeFailed as error:
+            return [self._close(ConnectionFailed(error))]
+        for message in messages:
+            self._queue(message)
+        return []
+
     def set_channel_binding(self, value: bytes) -> None:
         """The TLS exporter value, once the TLS handshake is complete (before
         any application data, so before the first signature)."""

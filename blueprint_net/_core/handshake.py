@@ -15,6 +15,18 @@ signature, and the channel binding is the TLS exporter value when the
 transport is TLS (empty otherwise).  ``docs/protocol.md`` explains what each
 part defends against.
 
+Over a ``p2ptls`` link (TLS 1.3, ALPN ``blueprint/1``, each side's certificate
+its node key) the session's exporter is already unique to the connection, so
+the nonces buy nothing and cost a round trip: there the machine runs the *TLS
+variant* (:meth:`Handshake.start_bound`), one :class:`~wire.Proof` each way
+over::
+
+    DOMAIN_TLS || role || version || signer id || verifier id || exporter
+
+The dialer (the TLS client) proves itself as soon as TLS completes; the
+listener proves itself once it has verified and admitted the dialer.  Both
+variants share the table below; the TLS phases are ``BOUND_*``.
+
 The machine is one table, :data:`TABLE`: (phase, input kind) -> (next phase,
 action).  Every phase is a sub-state of one of the specification's states
 (:data:`SPEC_STATE`), and nothing outside the phase records where the machine
@@ -47,9 +59,15 @@ from blueprint_net._core.wire import (
     HandshakeResponse,
     Hello,
     Message,
+    Proof,
 )
 
 DOMAIN = b"blueprint-net/handshake/v1\x00"
+#: The TLS variant's domain: its signatures are never valid in the other's.
+DOMAIN_TLS = b"blueprint-net/handshake-tls/v1\x00"
+#: The TLS variant's roles: the signer's side of the TLS handshake.
+ROLE_TLS_CLIENT = 0x01
+ROLE_TLS_SERVER = 0x02
 
 
 class HandshakeState(enum.Enum):
@@ -82,6 +100,15 @@ class Phase(enum.Enum):
     #: Responder: the peer proved its id; the caller's decision is awaited
     #: (our response is sent only on accept).
     INBOUND_PROVEN = enum.auto()
+    #: TLS variant, dialer: our Proof is out; the listener's is awaited.
+    BOUND_OUTBOUND_AWAITING_PROOF = enum.auto()
+    #: TLS variant, dialer: the listener proved its id; the decision is awaited.
+    BOUND_OUTBOUND_PROVEN = enum.auto()
+    #: TLS variant, listener: the dialer's Proof is awaited.
+    BOUND_INBOUND_AWAITING_PROOF = enum.auto()
+    #: TLS variant, listener: the dialer proved its id; the decision is
+    #: awaited (our Proof is sent only on accept).
+    BOUND_INBOUND_PROVEN = enum.auto()
     VERIFIED = enum.auto()
     FAILED = enum.auto()
 
@@ -96,6 +123,10 @@ SPEC_STATE: dict[Phase, HandshakeState] = {
     P.OUTBOUND_PROVEN: S.OUTBOUND_PENDING,
     P.INBOUND_AWAITING_REQUEST: S.INBOUND_PENDING,
     P.INBOUND_PROVEN: S.INBOUND_PENDING,
+    P.BOUND_OUTBOUND_AWAITING_PROOF: S.OUTBOUND_PENDING,
+    P.BOUND_OUTBOUND_PROVEN: S.OUTBOUND_PENDING,
+    P.BOUND_INBOUND_AWAITING_PROOF: S.INBOUND_PENDING,
+    P.BOUND_INBOUND_PROVEN: S.INBOUND_PENDING,
     P.VERIFIED: S.VERIFIED,
     P.FAILED: S.FAILED,
 }
@@ -108,6 +139,10 @@ class Local(enum.Enum):
     START_INITIATOR = enum.auto()
     #: The connection is open and we accepted it: send Hello.
     START_RESPONDER = enum.auto()
+    #: TLS variant: TLS completed and we dialed (the TLS client): prove.
+    START_BOUND_INITIATOR = enum.auto()
+    #: TLS variant: TLS completed and we accepted: await the dialer's Proof.
+    START_BOUND_RESPONDER = enum.auto()
     #: The caller's policy admits the proven peer.
     ACCEPT = enum.auto()
     #: The caller's policy refuses the proven peer.
@@ -132,6 +167,15 @@ InputKind = Union[type[object], Local]
 Action = Callable[["Handshake", Any], list[Output]]
 
 _OVER = frozenset({P.VERIFIED, P.FAILED})
+#: Where the caller's decision is awaited.
+_PROVEN = frozenset(
+    {
+        P.OUTBOUND_PROVEN,
+        P.INBOUND_PROVEN,
+        P.BOUND_OUTBOUND_PROVEN,
+        P.BOUND_INBOUND_PROVEN,
+    }
+)
 
 
 def transcript(
@@ -161,6 +205,26 @@ def transcript(
     )
 
 
+def bound_transcript(
+    role: int, version: int, signer: PeerId, verifier: PeerId, binding: bytes
+) -> bytes:
+    """The bytes a TLS-variant :class:`~wire.Proof` signs (``docs/protocol.md``,
+    "Over TLS"): the exporter takes the nonces' place."""
+    return b"".join(
+        (
+            DOMAIN_TLS,
+            bytes((role,)),
+            struct.pack("!H", version),
+            bytes((len(signer.binary),)),
+            signer.binary,
+            bytes((len(verifier.binary),)),
+            verifier.binary,
+            bytes((len(binding),)),
+            binding,
+        )
+    )
+
+
 class Handshake:
     """One side of one connection's handshake.
 
@@ -183,7 +247,8 @@ class Handshake:
         self.initiator = initiator
         self.expected_peer = expected_peer
         self.version = version
-        self.nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
+        #: Ours, made when our Hello is (the TLS variant needs none).
+        self.nonce = b"" if nonce is None else nonce
         self.channel_binding = b""
         self.phase = P.CONNECTED
         #: The specification-level edges taken, in order (moves between
@@ -195,6 +260,9 @@ class Handshake:
         self.peer_public_key: Optional[bytes] = None
         self.failure: Optional[HandshakeFailed] = None
         self._proven_key = b""
+        #: TLS variant: the id the peer's certificate names, given at start.
+        self.certified_peer: Optional[PeerId] = None
+        self._bound_proof: Optional[Proof] = None
 
     @property
     def state(self) -> HandshakeState:
@@ -202,13 +270,24 @@ class Handshake:
         return SPEC_STATE[self.phase]
 
     @property
+    def bound(self) -> bool:
+        """Whether this is the TLS variant (started by :meth:`start_bound`)."""
+        return self.certified_peer is not None
+
+    @property
     def claimed_peer(self) -> Optional[PeerId]:
-        """The id the peer claims in its ``Hello`` (proved only once verified)."""
+        """The id the peer claims in its ``Hello`` or ``Proof`` (proved only
+        once verified)."""
+        if self._bound_proof is not None:
+            return self._bound_proof.peer_id
         return self.peer_hello.peer_id if self.peer_hello is not None else None
 
     @property
     def session_key(self) -> bytes:
-        """Both nonces, smaller first: the same bytes at both ends."""
+        """The same bytes at both ends, unique to the connection: both nonces,
+        smaller first; in the TLS variant, the exporter."""
+        if self.bound:
+            return self.channel_binding
         assert self.peer_hello is not None
         return b"".join(sorted((self.nonce, self.peer_hello.nonce)))
 
@@ -223,6 +302,21 @@ class Handshake:
         """The connection is open: say hello; an initiator is now pending."""
         kind = Local.START_INITIATOR if self.initiator else Local.START_RESPONDER
         return cast("list[Message]", self._input(kind, None))
+
+    def start_bound(self, binding: bytes, certified_peer: PeerId) -> list[Message]:
+        """TLS completed with ALPN ``blueprint/1``: run the TLS variant, bound
+        to ``binding`` (the exporter), with the peer that its certificate
+        names.  The dialer's Proof is returned at once.
+
+        Raises :class:`HandshakeFailed` when the certificate names us, or
+        another peer than the one expected (nothing is sent then).
+        """
+        kind = (
+            Local.START_BOUND_INITIATOR
+            if self.initiator
+            else Local.START_BOUND_RESPONDER
+        )
+        return cast("list[Message]", self._input(kind, (binding, certified_peer)))
 
     def receive(self, message: Message) -> list[Output]:
         """Feed one message from the peer; returns what to send back, or
@@ -294,6 +388,8 @@ class Handshake:
     # -- actions: run on arriving in the table's next phase -----------------
 
     def _send_hello(self, _: None) -> list[Output]:
+        if not self.nonce:
+            self.nonce = os.urandom(NONCE_SIZE)
         return [Hello(self.version, self.nonce, self.identity.peer_id)]
 
     def _check_hello(self, hello: Hello) -> list[Output]:
@@ -332,6 +428,80 @@ class Handshake:
     def _admit_and_respond(self, _: None) -> list[Output]:
         self._admit(None)
         return [HandshakeResponse(*self._proof(T_HANDSHAKE_RESPONSE))]
+
+    def _bind(self, start: tuple[bytes, PeerId]) -> list[Output]:
+        """The checks a certificate allows before any signature work."""
+        self.channel_binding, peer = start
+        self.certified_peer = peer
+        self._check_claim(peer)
+        return []
+
+    def _bind_and_prove(self, start: tuple[bytes, PeerId]) -> list[Output]:
+        self._bind(start)
+        return [self._bound_proof_of_me()]
+
+    def _check_claim(self, peer: PeerId) -> None:
+        if peer == self.identity.peer_id:
+            raise HandshakeFailed(ErrorCode.SELF_CONNECTION, "peer claims our own id")
+        if self.expected_peer is not None and peer != self.expected_peer:
+            raise HandshakeFailed(
+                ErrorCode.UNEXPECTED_PEER,
+                f"expected {self.expected_peer}, peer claims {peer}",
+            )
+
+    def _check_bound_proof(self, proof: Proof) -> list[Output]:
+        """Checks that need no signature work come first (``docs/protocol.md``)."""
+        self._bound_proof = proof
+        if proof.version != self.version:
+            raise HandshakeFailed(
+                ErrorCode.INCOMPATIBLE_VERSION,
+                f"peer speaks version {proof.version}, we speak {self.version}",
+            )
+        self._check_claim(proof.peer_id)
+        if proof.peer_id != self.certified_peer or not (
+            is_acceptable_public_key(proof.public_key)
+            and PeerId.from_public_key(proof.public_key) == proof.peer_id
+        ):
+            raise HandshakeFailed(
+                ErrorCode.WRONG_KEY,
+                f"the key presented is not {proof.peer_id}'s, or not the"
+                " TLS certificate's",
+            )
+        role = ROLE_TLS_SERVER if self.initiator else ROLE_TLS_CLIENT
+        signed = bound_transcript(
+            role,
+            self.version,
+            proof.peer_id,
+            self.identity.peer_id,
+            self.channel_binding,
+        )
+        if not self.identity.verify(proof.public_key, signed, proof.signature):
+            raise HandshakeFailed(
+                ErrorCode.BAD_SIGNATURE, "handshake signature invalid"
+            )
+        self._proven_key = proof.public_key
+        return [PeerProven(proof.peer_id)]
+
+    def _admit_bound(self, _: None) -> list[Output]:
+        assert self._bound_proof is not None
+        self.peer_id = self._bound_proof.peer_id
+        self.peer_public_key = self._proven_key
+        return []
+
+    def _admit_and_prove(self, _: None) -> list[Output]:
+        self._admit_bound(None)
+        return [self._bound_proof_of_me()]
+
+    def _bound_proof_of_me(self) -> Proof:
+        assert self.certified_peer is not None
+        me = self.identity.peer_id
+        role = ROLE_TLS_CLIENT if self.initiator else ROLE_TLS_SERVER
+        signed = bound_transcript(
+            role, self.version, me, self.certified_peer, self.channel_binding
+        )
+        return Proof(
+            self.version, me, self.identity.public_key, self.identity.sign(signed)
+        )
 
     def _peer_failed(self, error: Error) -> list[Output]:
         failure = HandshakeFailed.from_peer(error.code, error.message)
@@ -409,8 +579,25 @@ TABLE: dict[tuple[Phase, InputKind], tuple[Phase, Action]] = {
     ),
     (P.OUTBOUND_PROVEN, Local.ACCEPT): (P.VERIFIED, H._admit),
     (P.INBOUND_PROVEN, Local.ACCEPT): (P.VERIFIED, H._admit_and_respond),
-    (P.OUTBOUND_PROVEN, Local.REFUSE): (P.FAILED, H._failed),
-    (P.INBOUND_PROVEN, Local.REFUSE): (P.FAILED, H._failed),
+    # The TLS variant ("Over TLS"): one Proof each way, no Hello, no nonces.
+    (P.CONNECTED, Local.START_BOUND_INITIATOR): (
+        P.BOUND_OUTBOUND_AWAITING_PROOF,
+        H._bind_and_prove,
+    ),
+    (P.CONNECTED, Local.START_BOUND_RESPONDER): (
+        P.BOUND_INBOUND_AWAITING_PROOF,
+        H._bind,
+    ),
+    (P.BOUND_OUTBOUND_AWAITING_PROOF, Proof): (
+        P.BOUND_OUTBOUND_PROVEN,
+        H._check_bound_proof,
+    ),
+    (P.BOUND_INBOUND_AWAITING_PROOF, Proof): (
+        P.BOUND_INBOUND_PROVEN,
+        H._check_bound_proof,
+    ),
+    (P.BOUND_OUTBOUND_PROVEN, Local.ACCEPT): (P.VERIFIED, H._admit_bound),
+    (P.BOUND_INBOUND_PROVEN, Local.ACCEPT): (P.VERIFIED, H._admit_and_prove),
     # After the end a failure changes nothing: the outcome stands.
     (P.VERIFIED, Local.FAIL): (P.VERIFIED, H._ignore),
     (P.FAILED, Local.FAIL): (P.FAILED, H._ignore),
@@ -419,8 +606,11 @@ for _phase in Phase:
     if _phase in _OVER:
         continue
     TABLE[_phase, Local.FAIL] = (P.FAILED, H._failed)
-    if _phase not in (P.OUTBOUND_PROVEN, P.INBOUND_PROVEN):
-        # While the caller decides, the connection holds the peer's messages.
+    if _phase in _PROVEN:
+        TABLE[_phase, Local.REFUSE] = (P.FAILED, H._failed)
+    else:
+        # While the caller decides, the connection holds the peer's messages,
+        # so an Error is an input only outside the proven phases.
         TABLE[_phase, Error] = (P.FAILED, H._peer_failed)
 del _phase
 

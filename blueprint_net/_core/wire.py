@@ -78,6 +78,17 @@ class HandshakeResponse:
 
 
 @attrs.define
+class Proof:
+    """The handshake over TLS (``docs/protocol.md``, "Over TLS"): one message
+    from each side, its version, id, key and a signature bound to the session."""
+
+    version: int
+    peer_id: PeerId
+    public_key: bytes
+    signature: bytes
+
+
+@attrs.define
 class Error:
     """A connection-level error; codes below 300 close the connection."""
 
@@ -134,6 +145,7 @@ Message = Union[
     Hello,
     HandshakeRequest,
     HandshakeResponse,
+    Proof,
     Error,
     Ping,
     Pong,
@@ -154,6 +166,7 @@ T_HANDSHAKE_RESPONSE = 0x03
 T_ERROR = 0x04
 T_PING = 0x05
 T_PONG = 0x06
+T_PROOF = 0x07
 T_REQUEST = 0x10
 T_SUCCESS = 0x11
 T_PROTOCOL = 0x12
@@ -233,6 +246,20 @@ def _proof_parts(
     return parts
 
 
+def _bound_proof_parts(message: Proof) -> list[bytes]:
+    if len(message.public_key) != 32 or len(message.signature) != 64:
+        raise ValueError("a public key is 32 bytes and a signature 64")
+    binary = message.peer_id.binary
+    return [
+        b"\x07",
+        _U16.pack(message.version),
+        bytes((len(binary),)),
+        binary,
+        message.public_key,
+        message.signature,
+    ]
+
+
 def _error_parts(message: Error) -> list[bytes]:
     return [b"\x04", _U16.pack(message.code), _str16(message.message)]
 
@@ -249,6 +276,7 @@ _ENCODERS: dict[type, Callable[[Any], list[bytes]]] = {
     Hello: _hello_parts,
     HandshakeRequest: _proof_parts(b"\x02"),
     HandshakeResponse: _proof_parts(b"\x03"),
+    Proof: _bound_proof_parts,
     Error: _error_parts,
     Ping: _opaque_parts(b"\x05"),
     Pong: _opaque_parts(b"\x06"),
@@ -375,15 +403,23 @@ class _Reader:
             )
 
 
+def _peer_id(r: _Reader) -> PeerId:
+    binary = r.take(r.u8())
+    try:
+        return PeerId(binary)
+    except ValueError:
+        raise WireError(ErrorCode.OUT_OF_RANGE, "not an Ed25519 peer id") from None
+
+
 def _hello(r: _Reader) -> Hello:
     version = r.u16()
     nonce = r.take(NONCE_SIZE)
-    binary = r.take(r.u8())
-    try:
-        peer_id = PeerId(binary)
-    except ValueError:
-        raise WireError(ErrorCode.OUT_OF_RANGE, "not an Ed25519 peer id") from None
-    return Hello(version, nonce, peer_id)
+    return Hello(version, nonce, _peer_id(r))
+
+
+def _proof(r: _Reader) -> Proof:
+    version = r.u16()
+    return Proof(version, _peer_id(r), r.take(32), r.take(64))
 
 
 def _handshake_request(r: _Reader) -> HandshakeRequest:
@@ -432,6 +468,7 @@ _DECODERS: dict[int, Callable[[_Reader], Message]] = {
     T_HELLO: _hello,
     T_HANDSHAKE_REQUEST: _handshake_request,
     T_HANDSHAKE_RESPONSE: _handshake_response,
+    T_PROOF: _proof,
     T_ERROR: _error,
     T_PING: _ping,
     T_PONG: _pong,
