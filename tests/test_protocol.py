@@ -12,6 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 
+from blueprint_net._adapters.keepalive import Keepalive
 from blueprint_net._adapters.protocol import PeerFactory, PeerProtocol
 from blueprint_net._core import wire
 from blueprint_net._core.connection import Connection
@@ -356,14 +357,15 @@ def test_keepalive_pings_a_quiet_peer_and_keeps_a_live_one(
 ) -> None:
     clock = Clock()
     client, server, pump, _ = _verified_pair(alice, bob, clock)
-    client.keepalive_tick()  # heard the handshake since: nothing to do
-    assert not client._pinged
-    for _ in range(5):
-        client.keepalive_tick()  # quiet since the last tick: ping
-        assert client._pinged
-        pump.flush()  # the Pong comes back
-        client.keepalive_tick()  # heard: the ping is settled
-        assert not client._pinged
+    assert client.keepalive_check(5.0, 10.0) == 10.0  # heard at 0: look at 10
+    for round_ in range(5):
+        now = 10.0 * (round_ + 1)
+        clock.advance(now - clock.seconds())
+        assert client.keepalive_check(now, 10.0) == now + 10.0  # quiet: ping
+        assert client._pinged_at == now
+        pump.flush()  # the Pong comes back, at the same instant
+        assert client.keepalive_check(now, 10.0) == now + 10.0  # answered
+        assert client._pinged_at is None
     assert client.connection.verified and not client.connection.closed
     assert server.connection.verified and not server.connection.closed
 
@@ -376,16 +378,53 @@ def test_keepalive_drops_a_silent_peer(alice: Identity, bob: Identity) -> None:
     # The server goes silent: nothing it writes reaches the client any more.
     server.transport.write = lambda data: None  # type: ignore[method-assign,union-attr]
     client.host = host
-    client.keepalive_tick()  # heard recently: nothing to do
-    client.keepalive_tick()  # quiet: ping
+    assert client.keepalive_check(9.5, 10.0) == 10.0  # heard recently
+    assert client.keepalive_check(10.0, 10.0) == 20.0  # quiet: ping
     pump.flush()
+    assert client.keepalive_check(19.5, 10.0) == 20.0
     assert not client.connection.closed
-    client.keepalive_tick()  # no answer for a whole interval: drop
+    assert client.keepalive_check(20.0, 10.0) is None  # an interval unanswered
     assert client.connection.closed
     [failed] = host.failed
     assert failed.error.code is ErrorCode.IDLE_TIMEOUT and not failed.misbehaviour
     pump.flush()
     assert isinstance(_outcome(pending), PeerLost)
+
+
+def test_keepalive_times_are_one_interval_of_silence_each(
+    alice: Identity, bob: Identity
+) -> None:
+    """docs/protocol.md section 7: a peer silent for one whole interval is
+    pinged then, not at the next sweep; silent one more interval after the
+    ping, it is closed then."""
+    clock = Clock()
+    clock.advance(100.0)
+    protocol, transport = _verified_on_string_transport(alice, bob, clock)
+    keepalive = Keepalive(clock, 10.0)
+    keepalive.watch(protocol)  # heard from at 100 (the handshake)
+    clock.advance(5.0)
+    protocol.dataReceived(wire.frame(wire.Pong(1)))  # any frame: heard at 105
+    clock.advance(9.75)
+    assert transport.value() == b""
+    clock.advance(0.25)  # 115: one interval after the peer was last heard
+    assert decode_frames(transport.value()) == [wire.Ping(115_000)]
+    transport.clear()
+    clock.advance(3.0)
+    protocol.dataReceived(wire.frame(wire.Pong(115_000)))  # answered at 118
+    clock.advance(9.75)
+    assert transport.value() == b""
+    clock.advance(0.25)  # 128: silent for an interval again
+    assert decode_frames(transport.value()) == [wire.Ping(128_000)]
+    transport.clear()
+    clock.advance(9.75)
+    assert not protocol.connection.closed and transport.value() == b""
+    clock.advance(0.25)  # 138: one interval after the unanswered ping
+    assert protocol.connection.closed
+    assert decode_frames(transport.value()) == [
+        wire.Error(int(ErrorCode.IDLE_TIMEOUT), "no keepalive answer")
+    ]
+    assert len(keepalive) == 0
+    assert clock.getDelayedCalls() == []
 
 
 def _verified_on_string_transport(

@@ -175,10 +175,12 @@ class Dispatcher:
             return wire.ErrorResponse(
                 request_id, ErrorCode.HANDLER_ERROR, "the handler failed"
             )
-        data = response.data
-        if data is not None and len(data) > self.max_frame - 16:
+        if wire.body_size(response) > self.max_frame:
+            # The handler worked; its answer cannot travel in one frame.
             return wire.ErrorResponse(
-                request_id, ErrorCode.HANDLER_ERROR, "the response is too large"
+                request_id,
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"the response exceeds the frame limit of {self.max_frame} bytes",
             )
         return response
 

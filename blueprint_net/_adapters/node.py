@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Union
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
@@ -32,6 +32,7 @@ from zope.interface import implementer
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import log_change
 from blueprint_net._adapters.dispatch import Dispatcher, Handler
+from blueprint_net._adapters.keepalive import Keepalive
 from blueprint_net._adapters.limiter import LimitingFactory
 from blueprint_net._adapters.peers import Peer, PeerTable, describe
 from blueprint_net._adapters.protocol import (
@@ -191,8 +192,7 @@ class Node(Service):
         )
         self._stopping = False
         #: One timer pings every quiet peer, not one per connection.
-        self._keepalive = task.LoopingCall(self._keepalive_sweep)
-        self._keepalive.clock = self.clock
+        self._keepalive = Keepalive(self.clock, settings.keepalive_interval)
         self._ports: list[IListeningPort] = []
         self._on_verified: list[PeerCallback] = []
         self._on_lost: list[PeerCallback] = []
@@ -487,8 +487,7 @@ class Node(Service):
 
     async def _stop(self) -> None:
         self._stopping = True
-        if self._keepalive.running:
-            self._keepalive.stop()
+        self._keepalive.stop()
         ports, self._ports = self._ports, []
         await defer.gatherResults(
             [defer.maybeDeferred(port.stopListening) for port in ports]
@@ -504,12 +503,6 @@ class Node(Service):
                 abort.cancel()
         self.failures.flush()
         self.refusals.flush()
-
-    def _keepalive_sweep(self) -> None:
-        for protocol in self._peers.protocols():
-            protocol.keepalive_tick()
-        if not self._peers:
-            self._keepalive.stop()  # restarted by the next verified peer
 
     def _abort_open(self) -> None:
         for protocol in list(self._peers.open):
@@ -561,9 +554,8 @@ class Node(Service):
                     ErrorCode.DUPLICATE_CONNECTION, "already connected to this peer"
                 )
             )
-        interval = self.settings.keepalive_interval
-        if interval > 0 and not self._keepalive.running and not self._stopping:
-            self._keepalive.start(interval, now=False)
+        if not self._stopping:
+            self._keepalive.watch(protocol)
         if outcome.new and self._on_verified:
             peer = describe(protocol)
             for callback in self._on_verified:
@@ -667,6 +659,7 @@ class Node(Service):
                 protocol.close(HandshakeFailed(ErrorCode.BANNED, "banned"))
 
     def connection_closed(self, protocol: PeerProtocol, reason: Failure) -> None:
+        self._keepalive.forget(protocol)
         if not self._peers.closed(protocol):
             return
         self._log.info(

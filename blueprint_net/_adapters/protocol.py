@@ -185,8 +185,10 @@ class PeerProtocol(Protocol):
         #: When our pending requests time out; one timer for them all.
         self._deadlines = Deadlines()
         self._expiry: Optional[IDelayedCall] = None
-        self._heard = False  # any bytes since the last keepalive tick
-        self._pinged = False  # a Ping went unanswered for one tick
+        #: When the peer was last heard from (any bytes), and when our
+        #: keepalive Ping went out, if it is unanswered (see keepalive_check).
+        self._heard_at = 0.0
+        self._pinged_at: Optional[float] = None
         self._writing_paused = False
         self._reading_paused = False
         self._queued: list[Chunk] = []
@@ -291,7 +293,7 @@ class PeerProtocol(Protocol):
         self._flush()
 
     def dataReceived(self, data: bytes) -> None:
-        self._heard = True
+        self._heard_at = self.clock.seconds()
         if self._opening is not None:
             data = self._opening + data
             kind = untrusted.opening(data)
@@ -643,17 +645,27 @@ class PeerProtocol(Protocol):
         if not self.verified.called:
             self.verified.callback(peer_id)
 
-    def keepalive_tick(self) -> None:
-        """Called once per keepalive interval (the node sweeps all its
-        connections with one timer): ping a peer that has been quiet since
-        the last tick; drop one that stayed silent since the ping."""
-        if self._heard:
-            self._heard = self._pinged = False
-        elif self._pinged:
+    def keepalive_check(self, now: float, interval: float) -> Optional[float]:
+        """Ping a peer silent for ``interval``; close one still silent
+        ``interval`` after the ping (``IDLE_TIMEOUT``).  Returns when to look
+        again, or None once closed.  Any bytes received are a sign of life.
+        (``Keepalive`` calls this for the node, at exactly those times.)"""
+        if self.connection.closed:
+            return None
+        pinged, heard = self._pinged_at, self._heard_at
+        # A ping goes out only once ``interval`` has passed since the peer
+        # was heard, so "heard since the ping" is heard >= pinged.
+        if pinged is not None and heard < pinged:
+            if now < pinged + interval:
+                return pinged + interval
             self.close(ProtocolError(ErrorCode.IDLE_TIMEOUT, "no keepalive answer"))
-        else:
-            self._pinged = True
-            self.send(wire.Ping(int(self.clock.seconds() * 1000)))
+            return None
+        self._pinged_at = None
+        if now < heard + interval:
+            return heard + interval
+        self._pinged_at = now
+        self.send(wire.Ping(int(now * 1000)))
+        return now + interval
 
     def _wrong_protocol(self, kind: untrusted.Opening) -> None:
         """An operator's client at the wrong port: a hint it can show, then
@@ -753,7 +765,9 @@ class PeerProtocol(Protocol):
         if transport is None or not ISSLTransport.providedBy(transport):
             return b""
         handle = transport.getHandle()  # type: ignore[attr-defined]
-        exported: bytes = handle.export_keying_material(TLS_EXPORTER_LABEL, 32)
+        # RFC 9266: an empty context, passed as such (TLS 1.3 treats "no
+        # context" the same, RFC 8446 section 7.5; TLS 1.2 would not).
+        exported: bytes = handle.export_keying_material(TLS_EXPORTER_LABEL, 32, b"")
         return exported
 
 

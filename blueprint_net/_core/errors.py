@@ -89,11 +89,12 @@ class ProtocolError(BlueprintError):
 
     @classmethod
     def from_peer(cls, code: int, message: str) -> ProtocolError:
-        """The error a peer's ``Error`` message reports (codes we do not know
-        become ``UNEXPECTED_MESSAGE``; the message keeps the number)."""
-        try:
+        """The error a peer's ``Error`` message reports.  Every ``Error`` ends
+        the connection, so a code that is not a known connection code (below
+        300) becomes ``UNEXPECTED_MESSAGE``; the message keeps the number."""
+        if code in CLOSES_CONNECTION:
             known = ErrorCode(code)
-        except ValueError:
+        else:
             known, message = ErrorCode.UNEXPECTED_MESSAGE, f"[{code}] {message}"
         return cls(known, f"peer said: {message}", remote=True)
 

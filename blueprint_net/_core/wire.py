@@ -23,9 +23,14 @@ from blueprint_net._core.errors import ErrorCode, WireError
 from blueprint_net._core.identity import PeerId
 
 #: Largest frame body accepted before the handshake completes.  The largest
-#: handshake message is under 200 bytes; a small cap keeps an unauthenticated
-#: peer from making the node buffer anything worth having.
+#: handshake message is a ``Proof``, 138 bytes (``docs/protocol.md``, section
+#: 1); a small cap keeps an unauthenticated peer from making the node buffer
+#: anything worth having.
 HANDSHAKE_MAX_FRAME = 4 * 1024
+#: The longest ``Error`` text sent, in bytes: an ``Error`` may be the answer
+#: to a peer still in the handshake, so its body (type, code, length, text)
+#: fits the handshake limit.  Longer texts are cut at a character boundary.
+MAX_ERROR_TEXT = HANDSHAKE_MAX_FRAME - 5
 #: Default largest frame body after the handshake (the original system's cap).
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 
@@ -183,10 +188,14 @@ def _name(text: str) -> bytes:
     return data
 
 
-def _str16(text: str) -> bytes:
-    data = text.encode("utf-8")[:65535]
-    # Truncation may cut a character in half; drop the partial character.
-    data = data.decode("utf-8", "ignore").encode("utf-8")
+def _str16(text: str, limit: int = 65535) -> bytes:
+    data = text.encode("utf-8")
+    if len(data) > limit:
+        # Cut at a character boundary: a UTF-8 continuation byte is 10xxxxxx.
+        end = limit
+        while data[end] & 0xC0 == 0x80:
+            end -= 1
+        data = data[:end]
     return _U16.pack(len(data)) + data
 
 
@@ -261,7 +270,11 @@ def _bound_proof_parts(message: Proof) -> list[bytes]:
 
 
 def _error_parts(message: Error) -> list[bytes]:
-    return [b"\x04", _U16.pack(message.code), _str16(message.message)]
+    return [
+        b"\x04",
+        _U16.pack(message.code),
+        _str16(message.message, MAX_ERROR_TEXT),
+    ]
 
 
 def _opaque_parts(tag: bytes) -> Callable[[Union[Ping, Pong]], list[bytes]]:
@@ -295,6 +308,11 @@ def _parts(message: Message) -> list[bytes]:
 def encode(message: Message) -> bytes:
     """The body of a frame (no length prefix); ``ValueError`` if unencodable."""
     return b"".join(_parts(message))
+
+
+def body_size(message: Message) -> int:
+    """The size of the message's frame body, without encoding its payload."""
+    return sum(map(len, _parts(message)))
 
 
 def frame(message: Message) -> bytes:

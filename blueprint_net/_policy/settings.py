@@ -29,9 +29,9 @@ class Settings:
     max_frame: int = wire.DEFAULT_MAX_FRAME
     #: Seconds a request waits for its response by default.
     request_timeout: float = 30.0
-    #: A verified peer quiet this long is pinged; silent for another, dropped
-    #: (the node sweeps its connections once per interval; 0 turns it off).
-    #: The original system pinged every 30 s.
+    #: A verified peer quiet this long is pinged; silent for as long again
+    #: after the ping, dropped (0 turns it off).  The original system pinged
+    #: every 30 s.
     keepalive_interval: float = 30.0
     #: Bytes queued for a peer that is not reading: a send that would pass
     #: it is refused, a response replaced by ``Error{RATE_LIMITED}`` (one

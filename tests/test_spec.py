@@ -1,0 +1,263 @@
+"""Rules docs/protocol.md states that no vector shows: each test pins one
+decision the specification makes (the section is named in each test)."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from typing import Any, Optional
+
+import pytest
+import pytest_twisted
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+
+from blueprint_net import RemoteError, Settings
+from blueprint_net.testing import MemoryNetwork
+from blueprint_net._adapters import tls
+from blueprint_net._adapters.tls import PeerTLS
+from blueprint_net._core import wire
+from blueprint_net._core.errors import ErrorCode, ProtocolError
+from blueprint_net._core.identity import Identity
+
+from .helpers import MakeNode, until
+
+pytestmark = pytest.mark.usefixtures("clean_reactor")
+
+
+# -- section 1: an Error fits the handshake's frame limit ---------------------
+
+
+@pytest.mark.parametrize("filler", ["x", "é", "€", "😀"])
+def test_a_long_error_text_is_cut_at_a_character_to_fit(filler: str) -> None:
+    text = filler * 5000
+    body = wire.encode(wire.Error(200, text))
+    assert len(body) <= wire.HANDSHAKE_MAX_FRAME
+    assert len(body) > wire.HANDSHAKE_MAX_FRAME - len(filler.encode())
+    decoded = wire.decode(body)
+    assert isinstance(decoded, wire.Error)
+    assert text.startswith(decoded.message)  # whole characters only
+    # A peer still in the handshake accepts it.
+    [got] = wire.FrameDecoder(wire.HANDSHAKE_MAX_FRAME).feed(wire.frame(decoded))
+    assert got == body
+
+
+def test_a_short_error_text_is_sent_whole() -> None:
+    text = "x" * wire.MAX_ERROR_TEXT
+    assert wire.decode(wire.encode(wire.Error(200, text))) == wire.Error(200, text)
+
+
+# -- section 6: a response too large for a frame ------------------------------
+
+
+def test_a_response_over_the_frame_limit_is_payload_too_large() -> None:
+    net = MemoryNetwork()
+    limit = 4096
+    answers = {"fits": bytes(limit - 9), "over": bytes(limit - 8)}
+    a = net.add_node(settings=Settings(max_frame=limit, allow_plaintext=True))
+    b = net.add_node(
+        settings=Settings(max_frame=limit, allow_plaintext=True),
+        handlers={name: (lambda r, d=data: d) for name, data in answers.items()},
+    )
+    net.connect(a, b)
+    # ProtocolResponse: type, id, length = 9 bytes around the data.
+    assert net.result(a.request(b.peer_id, "fits", b"")).data == answers["fits"]
+    with pytest.raises(RemoteError) as caught:
+        net.result(a.request(b.peer_id, "over", b""))
+    assert caught.value.code == ErrorCode.PAYLOAD_TOO_LARGE
+    assert [peer.peer_id for peer in a.peers] == [b.peer_id]  # still up
+
+
+# -- section 8: what an Error's code means to its receiver --------------------
+
+
+@pytest.mark.parametrize("code", [207, 211, 212])
+def test_a_connection_code_is_kept(code: int) -> None:
+    error = ProtocolError.from_peer(code, "bye")
+    assert error.code == code and error.remote
+
+
+@pytest.mark.parametrize("code", [0, 99, 213, 300, 304, 999, 1000, 65535])
+def test_any_other_code_in_an_error_is_unexpected_message(code: int) -> None:
+    error = ProtocolError.from_peer(code, "bye")
+    assert error.code is ErrorCode.UNEXPECTED_MESSAGE and error.remote
+    assert f"[{code}]" in error.message
+
+
+# -- section 5, "Over TLS": what the TLS layer accepts ------------------------
+
+
+class _Client(protocol.Protocol):
+    def __init__(self) -> None:
+        self.received = b""
+        self.reason: Optional[Failure] = None
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.reason = reason
+        self.closed.callback(None)
+
+
+async def _dial_raw(port: int, creator: Any) -> _Client:
+    client = _Client()
+    endpoint = wrapClientTLS(creator, TCP4ClientEndpoint(reactor, "127.0.0.1", port))
+    await endpoint.connect(protocol.Factory.forProtocol(lambda: client))
+    await client.closed
+    return client
+
+
+async def _listening(node: Any) -> int:
+    port = await node.listen("p2ptls:0:interface=127.0.0.1")
+    number: int = port.getHost().port
+    return number
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tls_1_2_offer_fails_the_tls_handshake(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    b = make_node(bob, allow_plaintext=False)
+    port = await _listening(b)
+    creator = PeerTLS(alice, bob.peer_id)
+    creator._context.set_min_proto_version(0)  # any
+    creator._context.set_max_proto_version(SSL.TLS1_2_VERSION)
+    client = await _dial_raw(port, creator)
+    assert client.received == b""
+    assert client.reason is not None and isinstance(client.reason.value, SSL.Error)
+    assert "protocol version" in str(client.reason.value)
+    assert b.counters["handshakes.ok"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_without_a_certificate_fails_the_tls_handshake(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    b = make_node(bob, allow_plaintext=False)
+    port = await _listening(b)
+    context = SSL.Context(SSL.TLS_METHOD)
+    context.set_min_proto_version(SSL.TLS1_3_VERSION)
+    context.set_alpn_protos([tls.ALPN])
+    context.set_verify(SSL.VERIFY_NONE)
+
+    class _NoCertificate(PeerTLS):
+        def __init__(self) -> None:
+            self.expected = None
+            self._context = context
+
+    client = await _dial_raw(port, _NoCertificate())
+    # TLS 1.3: the client is done first; the server then refuses it.
+    assert client.received == b""
+    assert client.reason is not None and "certificate required" in str(
+        client.reason.value
+    )
+    assert b.counters["handshakes.ok"] == 0
+
+
+def _hkdf_expand_label(
+    algorithm: hashes.HashAlgorithm,
+    secret: bytes,
+    label: bytes,
+    context: bytes,
+    length: int,
+) -> bytes:
+    """RFC 8446 section 7.1."""
+    full = b"tls13 " + label
+    info = length.to_bytes(2, "big") + bytes((len(full),)) + full
+    info += bytes((len(context),)) + context
+    return HKDFExpand(algorithm, length, info).derive(secret)
+
+
+def _tls_exporter(
+    cipher: str, exporter_secret: bytes, label: bytes, context: bytes
+) -> bytes:
+    """RFC 8446 section 7.5, computed from the session's exporter secret."""
+    name = "sha384" if cipher.endswith("SHA384") else "sha256"
+    algorithm = hashes.SHA384() if name == "sha384" else hashes.SHA256()
+    empty = hashlib.new(name, b"").digest()
+    derived = _hkdf_expand_label(
+        algorithm, exporter_secret, label, empty, algorithm.digest_size
+    )
+    return _hkdf_expand_label(
+        algorithm, derived, b"exporter", hashlib.new(name, context).digest(), 32
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_binding_is_the_rfc_9266_exporter_and_no_sni_is_sent(
+    alice: Identity, bob: Identity, make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keylog: list[bytes] = []
+    server_names: list[Optional[bytes]] = []
+    made = PeerTLS.__init__
+
+    def logging_init(self: PeerTLS, *args: Any, **kwargs: Any) -> None:
+        made(self, *args, **kwargs)
+        self._context.set_keylog_callback(lambda conn, line: keylog.append(line))
+        self._context.set_tlsext_servername_callback(
+            lambda conn: server_names.append(conn.get_servername())
+        )
+
+    monkeypatch.setattr(PeerTLS, "__init__", logging_init)
+    a = make_node(alice, allow_plaintext=False)
+    b = make_node(bob, allow_plaintext=False)
+    port = await _listening(b)
+    await a.connect(f"p2ptls:127.0.0.1:{port}", bob.peer_id)
+    await until(lambda: alice.peer_id in {p.peer_id for p in b.peers})
+    ours = a._peers[bob.peer_id]
+    theirs = b._peers[alice.peer_id]
+    handle = ours.transport.getHandle()  # type: ignore[union-attr]
+    [secret] = {
+        bytes.fromhex(line.split()[2].decode())
+        for line in keylog
+        if line.startswith(b"EXPORTER_SECRET ")
+    }
+    expected = _tls_exporter(
+        handle.get_cipher_name(), secret, b"EXPORTER-Channel-Binding", b""
+    )
+    binding = ours.connection.handshake.channel_binding
+    assert binding == expected == theirs.connection.handshake.channel_binding
+    # The independent computation tells contexts apart.
+    assert expected != _tls_exporter(
+        handle.get_cipher_name(), secret, b"EXPORTER-Channel-Binding", b"\x00"
+    )
+    assert server_names and set(server_names) == {None}  # the dialer sent no SNI
+
+
+def _odd_certificate(identity: Identity) -> x509.Certificate:
+    """Expired long ago, and named nothing like a peer id."""
+    key = identity.private_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not a peer id")])
+    start = datetime.datetime(2001, 1, 1, tzinfo=datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=1))
+        .sign(key, None)
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_certificate_dates_and_names_are_not_checked(
+    alice: Identity, bob: Identity, make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = make_node(alice, allow_plaintext=False)
+    b = make_node(bob, allow_plaintext=False)
+    port = await _listening(b)
+    monkeypatch.setattr(tls, "certificate", _odd_certificate)  # Alice's only
+    peer = await a.connect(f"p2ptls:127.0.0.1:{port}", bob.peer_id)
+    assert peer.peer_id == bob.peer_id
+    await until(lambda: alice.peer_id in {p.peer_id for p in b.peers})
