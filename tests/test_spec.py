@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 import pytest_twisted
@@ -20,12 +20,12 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 from blueprint_net import RemoteError, Settings
-from blueprint_net.testing import MemoryNetwork
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.tls import PeerTLS
 from blueprint_net._core import wire
 from blueprint_net._core.errors import ErrorCode, ProtocolError
 from blueprint_net._core.identity import Identity
+from blueprint_net.testing import MemoryNetwork
 
 from .helpers import MakeNode, until
 
@@ -57,6 +57,10 @@ def test_a_short_error_text_is_sent_whole() -> None:
 # -- section 6: a response too large for a frame ------------------------------
 
 
+def _returning(data: bytes) -> Callable[[Any], bytes]:
+    return lambda request: data
+
+
 def test_a_response_over_the_frame_limit_is_payload_too_large() -> None:
     net = MemoryNetwork()
     limit = 4096
@@ -64,7 +68,7 @@ def test_a_response_over_the_frame_limit_is_payload_too_large() -> None:
     a = net.add_node(settings=Settings(max_frame=limit, allow_plaintext=True))
     b = net.add_node(
         settings=Settings(max_frame=limit, allow_plaintext=True),
-        handlers={name: (lambda r, d=data: d) for name, data in answers.items()},
+        handlers={name: _returning(data) for name, data in answers.items()},
     )
     net.connect(a, b)
     # ProtocolResponse: type, id, length = 9 bytes around the data.
