@@ -18,6 +18,7 @@ from blueprint_net._core.handshake import (
 )
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.signatures import verify
+from blueprint_net._policy.scores import DEFAULT_POINTS, POINTS
 
 DOC = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
 VECTORS = {
@@ -36,6 +37,9 @@ TRANSCRIPT_RESPONSE = transcript(
     wire.T_HANDSHAKE_RESPONSE, 1, BOB.peer_id, NONCE_B, ALICE.peer_id, NONCE_A, b""
 )
 EXPORTER = b"\xcc" * 32
+TRANSCRIPT_REQUEST_BOUND = transcript(
+    wire.T_HANDSHAKE_REQUEST, 1, ALICE.peer_id, NONCE_A, BOB.peer_id, NONCE_B, EXPORTER
+)
 TRANSCRIPT_TLS_CLIENT = bound_transcript(
     ROLE_TLS_CLIENT, 1, ALICE.peer_id, BOB.peer_id, EXPORTER
 )
@@ -51,8 +55,14 @@ MESSAGES: dict[str, wire.Message] = {
     "handshake-response": wire.HandshakeResponse(
         BOB.public_key, BOB.sign(TRANSCRIPT_RESPONSE)
     ),
+    "handshake-request-bound": wire.HandshakeRequest(
+        ALICE.public_key, ALICE.sign(TRANSCRIPT_REQUEST_BOUND)
+    ),
     "proof": wire.Proof(
         1, ALICE.peer_id, ALICE.public_key, ALICE.sign(TRANSCRIPT_TLS_CLIENT)
+    ),
+    "proof-server": wire.Proof(
+        1, BOB.peer_id, BOB.public_key, BOB.sign(TRANSCRIPT_TLS_SERVER)
     ),
     "error": wire.Error(201, "version 2 not supported"),
     "ping": wire.Ping(0x0102030405060708),
@@ -110,6 +120,7 @@ def test_vector_decodes_and_reencodes(name: str) -> None:
     [
         ("transcript-request", TRANSCRIPT_REQUEST),
         ("transcript-response", TRANSCRIPT_RESPONSE),
+        ("transcript-request-bound", TRANSCRIPT_REQUEST_BOUND),
         ("transcript-tls-client", TRANSCRIPT_TLS_CLIENT),
         ("transcript-tls-server", TRANSCRIPT_TLS_SERVER),
     ],
@@ -133,6 +144,23 @@ def test_gossip_vectors() -> None:
     assert not verify(BOB.public_key, VECTORS["gossip-signed"], record.signature)
 
 
+OTHER_VECTORS = {
+    "transcript-request",
+    "transcript-response",
+    "transcript-request-bound",
+    "transcript-tls-client",
+    "transcript-tls-server",
+    "gossip-signed",
+    "gossip-message-id",
+    "record-signed",
+}
+
+
+def test_every_vector_in_the_document_is_checked() -> None:
+    checked = set(MESSAGES) | set(GOSSIP_MESSAGES) | OTHER_VECTORS
+    assert set(VECTORS) == checked
+
+
 def test_vector_signatures_verify() -> None:
     request = wire.decode(VECTORS["handshake-request"][4:])
     response = wire.decode(VECTORS["handshake-response"][4:])
@@ -145,6 +173,13 @@ def test_vector_signatures_verify() -> None:
     assert isinstance(proof, wire.Proof)
     assert verify(proof.public_key, TRANSCRIPT_TLS_CLIENT, proof.signature)
     assert not verify(proof.public_key, TRANSCRIPT_TLS_SERVER, proof.signature)
+    bound = wire.decode(VECTORS["handshake-request-bound"][4:])
+    assert isinstance(bound, wire.HandshakeRequest)
+    assert verify(bound.public_key, TRANSCRIPT_REQUEST_BOUND, bound.signature)
+    assert not verify(bound.public_key, TRANSCRIPT_REQUEST, bound.signature)
+    server = wire.decode(VECTORS["proof-server"][4:])
+    assert isinstance(server, wire.Proof)
+    assert verify(server.public_key, TRANSCRIPT_TLS_SERVER, server.signature)
 
 
 def test_documented_peer_ids() -> None:
@@ -170,3 +205,18 @@ def test_error_table_matches_the_code() -> None:
     }
     misbehaviour = {code for code, _, blame in table if blame.strip() == "yes"}
     assert misbehaviour == {int(code) for code in MISBEHAVIOUR}
+
+
+def test_points_table_matches_the_code() -> None:
+    section = DOC.split("## 8. Error codes", 1)[1].split("## 9.", 1)[0]
+    table = section.split("Points per code:", 1)[1]
+    documented = {
+        int(code): (name, int(points))
+        for code, name, points in re.findall(
+            r"^\| (\d+) \| (\w+) \| (\d+) \|$", table, re.M
+        )
+    }
+    assert documented == {
+        int(code): (code.name, POINTS.get(code, DEFAULT_POINTS))
+        for code in MISBEHAVIOUR
+    }
