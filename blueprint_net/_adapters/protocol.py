@@ -635,8 +635,8 @@ class PeerProtocol(Protocol):
         self.verified_at = clock.seconds()
         self._log.info(
             "peer {peer_id} verified at {address}",
-            peer_id=peer_id,
-            address=self.address,
+            peer_id=str(peer_id),
+            address=str(self.address),
             direction="outbound" if self.initiator else "inbound",
         )
         self.host.peer_verified(self)
@@ -661,16 +661,21 @@ class PeerProtocol(Protocol):
         self.transport.write(  # type: ignore[union-attr]
             HTTP_HINT if kind is untrusted.Opening.HTTP else TLS_HINT
         )
+        self.wrong_opening(kind.value)
+        self.disconnect()
+
+    def wrong_opening(self, kind: str) -> None:
+        """A client of another protocol (``http``, ``tls``, or ``plain`` at a
+        TLS port) was answered with a hint by whoever saw its first bytes
+        (here, or the TLS layer): report it, never as misbehaviour.  The
+        caller closes the transport."""
         error = ProtocolError(
             ErrorCode.UNEXPECTED_MESSAGE,
-            f"{kind.value} on a blueprint-net peer port; answered with a hint",
+            f"{kind} on a blueprint-net peer port; answered with a hint",
         )
         self._failure = error
-        self.host.connection_failed(
-            self, ConnectionFailed(error, wrong_protocol=kind.value)
-        )
+        self.host.connection_failed(self, ConnectionFailed(error, wrong_protocol=kind))
         self._cancel_timeout()
-        self.disconnect()
 
     def _on_failed(self, event: ConnectionFailed) -> None:
         self._flush()
@@ -678,9 +683,13 @@ class PeerProtocol(Protocol):
         self._failure = error
         if self.connection.verified:
             # A proven peer's failures are rare and worth a line each; an
-            # unverified one's are counted and summarised by the host.
-            self._log.warn(
-                "connection to {address} failed: {code_name} ({code}): {reason}",
+            # unverified one's are counted and summarised by the host.  A
+            # goodbye (GOING_AWAY, either side's) is a normal close.
+            going_away = error.code is ErrorCode.GOING_AWAY
+            (self._log.info if going_away else self._log.warn)(
+                "connection to {address} closed: {code_name} ({code}): {reason}"
+                if going_away
+                else "connection to {address} failed: {code_name} ({code}): {reason}",
                 address=str(self.address),
                 peer_id=str(self.peer_id),
                 code=int(error.code),
