@@ -24,7 +24,7 @@ from typing import Any, Callable, NoReturn, Optional
 from twisted.internet import defer, task
 
 from blueprint_net._adapters import banstore, tls
-from blueprint_net._adapters.node import Node
+from blueprint_net._adapters.node import Node, require_tls
 from blueprint_net._core import wire
 from blueprint_net._core.errors import PlaintextRefused, RemoteError, RequestFailed
 from blueprint_net._core.identity import (
@@ -150,14 +150,21 @@ def _run(work: Callable[[Any], Any], limit: Optional[float] = None) -> Any:
     return outcome[0]
 
 
-async def _connected(reactor: Any, args: argparse.Namespace) -> tuple[Node, PeerId]:
-    node = Node(
-        _identity(args),
-        reactor=reactor,
-        settings=Settings(
-            request_timeout=args.timeout, allow_plaintext=args.allow_plaintext
-        ),
+def _settings(args: argparse.Namespace) -> Settings:
+    """The command's node settings; a plain endpoint without the opt-in is
+    a usage error, found before the reactor starts."""
+    settings = Settings(
+        request_timeout=args.timeout, allow_plaintext=args.allow_plaintext
     )
+    try:
+        require_tls(args.endpoint, settings)
+    except PlaintextRefused as error:
+        raise Failure(USAGE, str(error)) from None
+    return settings
+
+
+async def _connected(reactor: Any, args: argparse.Namespace) -> tuple[Node, PeerId]:
+    node = Node(_identity(args), reactor=reactor, settings=args.settings)
     try:
         peer = await node.connect(args.endpoint, peer_id=args.peer_id)
     except PlaintextRefused as error:
@@ -178,6 +185,8 @@ async def _connected(reactor: Any, args: argparse.Namespace) -> tuple[Node, Peer
 
 
 def request(args: argparse.Namespace) -> int:
+    args.settings = _settings(args)
+
     async def work(reactor: Any) -> tuple[str, Optional[bytes], int, str]:
         node, peer_id = await _connected(reactor, args)
         try:
@@ -210,6 +219,8 @@ def request(args: argparse.Namespace) -> int:
 
 
 def ping(args: argparse.Namespace) -> int:
+    args.settings = _settings(args)
+
     async def work(reactor: Any) -> list[float]:
         node, peer_id = await _connected(reactor, args)
         times = []
