@@ -438,3 +438,31 @@ async def test_plain_and_http_clients_at_a_tls_port(
     tls_client = make_node(Identity.generate())
     peer = await tls_client.connect(f"p2ptls:127.0.0.1:{port}", peer_id=alice.peer_id)
     assert peer.peer_id == alice.peer_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_and_tls_clients_at_a_plain_port(
+    alice: Identity, bob: Identity, make_node: Any
+) -> None:
+    """The other direction, on a node that opted in to plaintext: curl's
+    request gets the HTTP 400 hint after the responder's Hello (one binary
+    frame: the wire spec's order, kept), a real TLS client fails at once;
+    neither is scored, with loopback bannable at a threshold of 1."""
+    policy = Policy(
+        BanRegistry(reactor), PolicySettings(ban_loopback=True, ban_threshold=1)
+    )
+    server = make_node(alice, policy=policy, settings=Settings(allow_plaintext=True))
+    port = (await server.listen("tcp:0:interface=127.0.0.1")).getHost().port
+    answer = await threads.deferToThread(
+        _send_and_read, port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    hello_length = int.from_bytes(answer[:4], "big")
+    assert answer[4 + hello_length :].startswith(b"HTTP/1.0 400 Bad Request\r\n")
+    assert b"This is a blueprint-net peer port, not HTTP." in answer
+    client = make_node(bob)
+    with pytest.raises(HandshakeError):
+        await client.connect(f"p2ptls:127.0.0.1:{port}", peer_id=alice.peer_id)
+    await until(lambda: server.counters["wrong_protocol.tls"] == 1)
+    assert server.counters["wrong_protocol.http"] == 1
+    assert server.counters["misbehaviour"] == 0 and server.bans.bans() == []
+    assert policy.score("127.0.0.1") == 0.0
