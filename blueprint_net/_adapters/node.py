@@ -603,7 +603,7 @@ class Node(Service):
             self.failures.record(
                 code.name,
                 "handshake with {address} failed: {code_name}: {message}",
-                address=str(protocol.address),
+                address=protocol.where,
                 code_name=code.name,
                 message=untrusted.quote(event.error.message),
                 claimed=str(protocol.connection.handshake.claimed_peer),
@@ -623,7 +623,7 @@ class Node(Service):
             f"wrong protocol ({kind})",
             "{kind} client at the peer port from {address}; sent a hint",
             kind=kind,
-            address=str(protocol.address),
+            address=protocol.where,
         )
 
     def _remember_own_end(self, protocol: PeerProtocol) -> None:
@@ -647,7 +647,7 @@ class Node(Service):
             self._log.warn(
                 "dialed {address} and reached this node itself; dropped"
                 " (a --peer or connect() naming our own address?)",
-                address=str(protocol.address),
+                address=protocol.where,
             )
             return True
         far = protocol.address
@@ -674,7 +674,7 @@ class Node(Service):
         self._log.info(
             "peer {peer_id} lost: {reason}",
             peer_id=str(protocol.peer_id),
-            address=str(protocol.address),
+            address=protocol.where,
             reason=reason.getErrorMessage(),
         )
         if self._on_lost:

@@ -230,6 +230,8 @@ class PeerProtocol(Protocol):
         transport = self.transport
         #: The peer's address, read once: it cannot change.
         self.address: IAddress = transport.getPeer()  # type: ignore[union-attr]
+        #: The same as ``HOST:PORT`` text, for log fields a tool selects on.
+        self.where = where(self.address)
         if ITCPTransport.providedBy(transport):
             # Requests and responses are small and answered at once: with
             # Nagle's algorithm, a second write before the peer's delayed ACK
@@ -636,7 +638,7 @@ class PeerProtocol(Protocol):
         self._log.info(
             "peer {peer_id} verified at {address}",
             peer_id=str(peer_id),
-            address=str(self.address),
+            address=self.where,
             direction="outbound" if self.initiator else "inbound",
         )
         self.host.peer_verified(self)
@@ -690,7 +692,7 @@ class PeerProtocol(Protocol):
                 "connection to {address} closed: {code_name} ({code}): {reason}"
                 if going_away
                 else "connection to {address} failed: {code_name} ({code}): {reason}",
-                address=str(self.address),
+                address=self.where,
                 peer_id=str(self.peer_id),
                 code=int(error.code),
                 code_name=error.code.name,
@@ -764,6 +766,14 @@ class PeerProtocol(Protocol):
         handle = transport.getHandle()  # type: ignore[attr-defined]
         exported: bytes = handle.export_keying_material(TLS_EXPORTER_LABEL, 32)
         return exported
+
+
+def where(address: IAddress) -> str:
+    """``127.0.0.1:7010``, ``[::1]:7010``, or the address's own text."""
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None or port is None:
+        return str(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _data_size(response: wire.Response) -> int:
