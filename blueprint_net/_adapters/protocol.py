@@ -63,12 +63,7 @@ _HTTP_HINT_BODY = (
     b" `blueprint-net status --url URL` reads it.\n"
 )
 #: What an HTTP request to a peer port gets back before the close.
-HTTP_HINT = (
-    b"HTTP/1.0 400 Bad Request\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: %d\r\n"
-    b"Connection: close\r\n\r\n" % len(_HTTP_HINT_BODY)
-) + _HTTP_HINT_BODY
+HTTP_HINT = untrusted.http_400(_HTTP_HINT_BODY)
 #: What a TLS ClientHello on a plain peer port gets back before the close.
 TLS_HINT = (
     b"blueprint-net: this peer port speaks plain blueprint-net, not TLS;"

@@ -151,12 +151,7 @@ _HTTP_BODY = (
     b" is served on its --status endpoint (default http://127.0.0.1:7080/).\n"
 )
 #: What an HTTP client at a ``p2ptls`` port gets before the close.
-HTTP_AT_TLS_PORT = (
-    b"HTTP/1.0 400 Bad Request\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: %d\r\n"
-    b"Connection: close\r\n\r\n" % len(_HTTP_BODY)
-) + _HTTP_BODY
+HTTP_AT_TLS_PORT = untrusted.http_400(_HTTP_BODY)
 
 
 class _SniffingTLS(TLSMemoryBIOProtocol):
