@@ -258,8 +258,8 @@ def test_a_port_in_use_is_one_line_naming_the_option(
 @pytest.mark.parametrize(
     ("options", "ini", "message"),
     [
-        (["--listen", "p2ptls:bogus"], None, "--listen 'p2ptls:bogus': "),
-        (["--listen", "tcp:7010:backlog=x", "--allow-plaintext"], None, "--listen"),
+        (["--listen", "p2ptls:x"], None, "'p2ptls:x': wants a number, not 'x'"),
+        (["--listen", "tcp:7010:backlog=y", "--allow-plaintext"], None, "not 'y'"),
         ([f"--peer={PEER}@bogus:1"], None, "--peer 'bogus:1': Unknown endpoint"),
         ([f"--peer={PEER}@tcp:127.0.0.1"], None, "--peer 'tcp:127.0.0.1': missing"),
         (["--status", "foo:1"], None, "--status 'foo:1': Unknown endpoint type"),

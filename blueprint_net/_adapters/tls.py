@@ -277,7 +277,10 @@ def _check(parse: Any, description: str) -> None:
             f"{description!r}: {error.filename}: {error.strerror}"
         ) from None
     except Exception as error:  # every parser's own complaint, in its words
-        raise EndpointError(f"{description!r}: {error}") from None
+        why = str(error)
+        if why.startswith("invalid literal for int()"):  # a port, a backlog...
+            why = "wants a number, not " + why.rpartition(": ")[2]
+        raise EndpointError(f"{description!r}: {why}") from None
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:
         raise EndpointError(f"{description!r}: port {port} is not in 0-65535")
