@@ -150,7 +150,7 @@ async def test_sighup_reloads_the_permit_file_of_a_twistd_node(
     )
     client = Node(alice)
     try:
-        await _until(lambda: "listening on" in _read(log), "the node listens")
+        await _until(lambda: "listening for peers on" in _read(log), "the node listens")
         await client.connect(f"p2ptls:127.0.0.1:{port}")
         assert len(client.peers) == 1
         permit_file.write_text("# the team, without alice\n")

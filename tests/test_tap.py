@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.python import usage
 
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity, load_identity
@@ -101,7 +100,7 @@ def test_options_defaults() -> None:
     ],
 )
 def test_bad_values_name_their_option(arguments: list[str], message: str) -> None:
-    with pytest.raises(usage.UsageError) as caught:
+    with pytest.raises(SystemExit) as caught:
         Options().parseOptions(arguments)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
@@ -164,12 +163,12 @@ def test_a_config_file_and_the_command_line_over_it(tmp_path: Path) -> None:
     ],
 )
 def test_config_file_errors(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(usage.UsageError, match=re.escape(message)):
+    with pytest.raises(SystemExit, match=re.escape(message)):
         Options().parseOptions(["-c", _ini(tmp_path, text)])
 
 
 def test_a_missing_config_file(tmp_path: Path) -> None:
-    with pytest.raises(usage.UsageError, match="No such file"):
+    with pytest.raises(SystemExit, match="No such file"):
         Options().parseOptions(["--config", str(tmp_path / "none.ini")])
 
 

@@ -170,7 +170,7 @@ class Dispatcher:
                 "handler for {protocol!r} returned {kind}, not bytes or None",
                 protocol=request.protocol,
                 kind=type(result).__name__,
-                peer_id=request.peer_id,
+                peer_id=str(request.peer_id),
             )
             return wire.ErrorResponse(
                 request_id, ErrorCode.HANDLER_ERROR, "the handler failed"
@@ -194,7 +194,7 @@ class Dispatcher:
         self._log.failure(
             "handler for {protocol!r} failed on a request from {peer_id}",
             protocol=request.protocol,
-            peer_id=request.peer_id,
+            peer_id=str(request.peer_id),
         )
         # The peer learns that it failed, never how: no traceback leaks.
         return wire.ErrorResponse(

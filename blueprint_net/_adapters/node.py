@@ -360,7 +360,9 @@ class Node(Service):
                 connection.send_frame(frame)
             except SendQueueFull as error:
                 self._log.warn(
-                    "not sent to {peer_id}: {error}", peer_id=peer_id, error=error
+                    "not sent to {peer_id}: {error}",
+                    peer_id=str(peer_id),
+                    error=str(error),
                 )
                 continue
             sent.append(peer_id)
@@ -400,7 +402,7 @@ class Node(Service):
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self._ports.append(port)
-        self._log.info("listening on {address}", address=port.getHost())
+        self._log.info("listening on {address}", address=str(port.getHost()))
         return port
 
     def connect(
@@ -546,7 +548,7 @@ class Node(Service):
                 self.counters["peers.replaced"] += 1
             self._log.info(
                 "duplicate connection to {peer_id}; keeping one",
-                peer_id=protocol.peer_id,
+                peer_id=str(protocol.peer_id),
                 replaced=outcome.replaced,
             )
             outcome.dropped.close(
@@ -593,7 +595,7 @@ class Node(Service):
             self.failures.record(
                 code.name,
                 "handshake with {address} failed: {code_name}: {message}",
-                address=str(protocol.address),
+                address=protocol.where,
                 code_name=code.name,
                 message=untrusted.quote(event.error.message),
                 claimed=str(protocol.connection.handshake.claimed_peer),
@@ -613,7 +615,7 @@ class Node(Service):
             f"wrong protocol ({kind})",
             "{kind} client at the peer port from {address}; sent a hint",
             kind=kind,
-            address=str(protocol.address),
+            address=protocol.where,
         )
 
     def _remember_own_end(self, protocol: PeerProtocol) -> None:
@@ -637,7 +639,7 @@ class Node(Service):
             self._log.warn(
                 "dialed {address} and reached this node itself; dropped"
                 " (a --peer or connect() naming our own address?)",
-                address=str(protocol.address),
+                address=protocol.where,
             )
             return True
         far = protocol.address
@@ -663,9 +665,10 @@ class Node(Service):
         if not self._peers.closed(protocol):
             return
         self._log.info(
-            "peer {peer_id} lost: {reason.value}",
-            peer_id=protocol.peer_id,
-            reason=reason,
+            "peer {peer_id} lost: {reason}",
+            peer_id=str(protocol.peer_id),
+            address=protocol.where,
+            reason=reason.getErrorMessage(),
         )
         if self._on_lost:
             peer = describe(protocol)

@@ -63,12 +63,7 @@ _HTTP_HINT_BODY = (
     b" `blueprint-net status --url URL` reads it.\n"
 )
 #: What an HTTP request to a peer port gets back before the close.
-HTTP_HINT = (
-    b"HTTP/1.0 400 Bad Request\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: %d\r\n"
-    b"Connection: close\r\n\r\n" % len(_HTTP_HINT_BODY)
-) + _HTTP_HINT_BODY
+HTTP_HINT = untrusted.http_400(_HTTP_HINT_BODY)
 #: What a TLS ClientHello on a plain peer port gets back before the close.
 TLS_HINT = (
     b"blueprint-net: this peer port speaks plain blueprint-net, not TLS;"
@@ -232,6 +227,8 @@ class PeerProtocol(Protocol):
         transport = self.transport
         #: The peer's address, read once: it cannot change.
         self.address: IAddress = transport.getPeer()  # type: ignore[union-attr]
+        #: The same as ``HOST:PORT`` text, for log fields a tool selects on.
+        self.where = where(self.address)
         if ITCPTransport.providedBy(transport):
             # Requests and responses are small and answered at once: with
             # Nagle's algorithm, a second write before the peer's delayed ACK
@@ -637,8 +634,8 @@ class PeerProtocol(Protocol):
         self.verified_at = clock.seconds()
         self._log.info(
             "peer {peer_id} verified at {address}",
-            peer_id=peer_id,
-            address=self.address,
+            peer_id=str(peer_id),
+            address=self.where,
             direction="outbound" if self.initiator else "inbound",
         )
         self.host.peer_verified(self)
@@ -673,16 +670,21 @@ class PeerProtocol(Protocol):
         self.transport.write(  # type: ignore[union-attr]
             HTTP_HINT if kind is untrusted.Opening.HTTP else TLS_HINT
         )
+        self.wrong_opening(kind.value)
+        self.disconnect()
+
+    def wrong_opening(self, kind: str) -> None:
+        """A client of another protocol (``http``, ``tls``, or ``plain`` at a
+        TLS port) was answered with a hint by whoever saw its first bytes
+        (here, or the TLS layer): report it, never as misbehaviour.  The
+        caller closes the transport."""
         error = ProtocolError(
             ErrorCode.UNEXPECTED_MESSAGE,
-            f"{kind.value} on a blueprint-net peer port; answered with a hint",
+            f"{kind} on a blueprint-net peer port; answered with a hint",
         )
         self._failure = error
-        self.host.connection_failed(
-            self, ConnectionFailed(error, wrong_protocol=kind.value)
-        )
+        self.host.connection_failed(self, ConnectionFailed(error, wrong_protocol=kind))
         self._cancel_timeout()
-        self.disconnect()
 
     def _on_failed(self, event: ConnectionFailed) -> None:
         self._flush()
@@ -690,10 +692,14 @@ class PeerProtocol(Protocol):
         self._failure = error
         if self.connection.verified:
             # A proven peer's failures are rare and worth a line each; an
-            # unverified one's are counted and summarised by the host.
-            self._log.warn(
-                "connection to {address} failed: {code_name} ({code}): {reason}",
-                address=str(self.address),
+            # unverified one's are counted and summarised by the host.  A
+            # goodbye (GOING_AWAY, either side's) is a normal close.
+            going_away = error.code is ErrorCode.GOING_AWAY
+            (self._log.info if going_away else self._log.warn)(
+                "connection to {address} closed: {code_name} ({code}): {reason}"
+                if going_away
+                else "connection to {address} failed: {code_name} ({code}): {reason}",
+                address=self.where,
                 peer_id=str(self.peer_id),
                 code=int(error.code),
                 code_name=error.code.name,
@@ -769,6 +775,14 @@ class PeerProtocol(Protocol):
         # context" the same, RFC 8446 section 7.5; TLS 1.2 would not).
         exported: bytes = handle.export_keying_material(TLS_EXPORTER_LABEL, 32, b"")
         return exported
+
+
+def where(address: IAddress) -> str:
+    """``127.0.0.1:7010``, ``[::1]:7010``, or the address's own text."""
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None or port is None:
+        return str(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _data_size(response: wire.Response) -> int:

@@ -46,9 +46,11 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
+from blueprint_net._core import untrusted, wire
+from blueprint_net._core.errors import ConfigurationError, ErrorCode
 from blueprint_net._core.identity import Identity, PeerId
 
 PREFIX = "p2ptls:"
@@ -139,6 +141,60 @@ def _select_alpn(connection: Any, offered: list[bytes]) -> Any:
     return ALPN if ALPN in offered else SSL.NO_OVERLAPPING_PROTOCOLS
 
 
+#: What a plain blueprint client (its ``Hello``) gets at a ``p2ptls`` port:
+#: a plain ``Error`` frame it can decode and show, before the close.
+PLAIN_AT_TLS_PORT = wire.frame(
+    wire.Error(int(ErrorCode.NOT_ALLOWED), "this port speaks TLS (p2ptls:)")
+)
+_HTTP_BODY = (
+    b"This is a blueprint-net peer port (TLS), not HTTP. A node's status page"
+    b" is served on its --status endpoint (default http://127.0.0.1:7080/).\n"
+)
+#: What an HTTP client at a ``p2ptls`` port gets before the close.
+HTTP_AT_TLS_PORT = untrusted.http_400(_HTTP_BODY)
+
+
+class _SniffingTLS(TLSMemoryBIOProtocol):
+    """TLS that first looks at the opening bytes: a plain blueprint frame or
+    an HTTP request is an operator's client at the wrong port, answered in
+    its own protocol (never as a TLS alert it cannot show) and closed.  The
+    wrapped protocol hears of it through ``wrong_opening(kind)``; it is
+    counted, never scored.  Anything else goes to TLS unchanged."""
+
+    _opening: Optional[bytes] = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._opening is None:
+            super().dataReceived(data)  # type: ignore[no-untyped-call]
+            return
+        first = self._opening + data
+        kind = untrusted.opening(first)
+        if kind is not untrusted.Opening.TLS and len(first) < untrusted.SNIFF_BYTES:
+            self._opening = first
+            return
+        self._opening = None
+        if kind is untrusted.Opening.HTTP:
+            self._refuse("http", HTTP_AT_TLS_PORT)
+        elif kind is untrusted.Opening.BLUEPRINT and untrusted.looks_like_frame(first):
+            self._refuse("plain", PLAIN_AT_TLS_PORT)
+        else:
+            super().dataReceived(first)  # type: ignore[no-untyped-call]
+
+    def _refuse(self, kind: str, answer: bytes) -> None:
+        inner: Any = self.wrappedProtocol
+        while inner is not None and not hasattr(inner, "wrong_opening"):
+            inner = getattr(inner, "wrappedProtocol", None)
+        if inner is not None:
+            inner.wrong_opening(kind)
+        raw: Any = self.transport
+        raw.write(answer)  # below TLS: the client reads it as sent
+        raw.loseConnection()
+
+
+class _SniffingTLSFactory(TLSMemoryBIOFactory):
+    protocol = _SniffingTLS
+
+
 @implementer(IStreamServerEndpoint)
 class _TLSServerEndpoint:
     def __init__(self, wrapped: IStreamServerEndpoint, creator: PeerTLS) -> None:
@@ -146,7 +202,7 @@ class _TLSServerEndpoint:
 
     def listen(self, factory: Any) -> Any:
         listening: Any = self.wrapped.listen(
-            TLSMemoryBIOFactory(self.creator, False, factory)
+            _SniffingTLSFactory(self.creator, False, factory)
         )
         return listening
 
@@ -182,3 +238,49 @@ TLS_KINDS = frozenset({"p2ptls", "ssl", "tls"})
 def is_tls(description: str) -> bool:
     """Whether a strports description names a TLS transport."""
     return description.partition(":")[0].strip().lower() in TLS_KINDS
+
+
+class EndpointError(ConfigurationError):
+    """An endpoint description that does not parse: one line, saying why."""
+
+
+#: Parsing a description builds an endpoint object and stops there: nothing
+#: listens or dials, so no reactor is needed (the endpoints only store it).
+_PARSE_ONLY: Any = object()
+
+
+def check_server(description: str) -> None:
+    """Raise :class:`EndpointError` unless ``description`` (``p2ptls:`` or
+    any strports description) parses as a server endpoint; listens on
+    nothing, so options are checked before the service starts."""
+    _check(serverFromString, description)
+
+
+def check_client(description: str) -> None:
+    """Raise :class:`EndpointError` unless ``description`` parses as a
+    client endpoint (``p2ptls:HOST:PORT``, ``tcp:HOST:PORT``...); dials
+    nothing."""
+    _check(clientFromString, description)
+
+
+def _check(parse: Any, description: str) -> None:
+    text = description
+    if text.startswith(PREFIX):
+        text = "tcp:" + text[len(PREFIX) :]
+    try:
+        endpoint = parse(_PARSE_ONLY, text)
+    except TypeError as error:  # a part missing: the endpoint's __init__ says which
+        missing = str(error).rpartition(": ")[2]
+        raise EndpointError(f"{description!r}: missing {missing}") from None
+    except OSError as error:  # ssl: a certificate or key file
+        raise EndpointError(
+            f"{description!r}: {error.filename}: {error.strerror}"
+        ) from None
+    except Exception as error:  # every parser's own complaint, in its words
+        why = str(error)
+        if why.startswith("invalid literal for int()"):  # a port, a backlog...
+            why = "wants a number, not " + why.rpartition(": ")[2]
+        raise EndpointError(f"{description!r}: {why}") from None
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise EndpointError(f"{description!r}: port {port} is not in 0-65535")

@@ -238,7 +238,9 @@ def load_or_create_identity(
         except FileExistsError:
             return load_identity(path, backend)
         except OSError as error:
-            if error.errno == errno.ENOENT:
+            if error.errno == errno.ENOENT and not path.parent.is_dir():
+                # (ENOENT also comes from a directory that exists but where
+                # nothing may be created, like /proc: then strerror below.)
                 raise KeyFileError(
                     f"{path}: cannot create: directory {path.parent} does not exist"
                 ) from None

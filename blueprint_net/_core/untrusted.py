@@ -69,6 +69,17 @@ def opening(first: bytes) -> Opening:
     return Opening.BLUEPRINT
 
 
+def http_400(body: bytes) -> bytes:
+    """A whole ``400 Bad Request`` with a text body: what an HTTP client at
+    a peer port is answered with, so curl or a browser shows the hint."""
+    return (
+        b"HTTP/1.0 400 Bad Request\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\n"
+        b"Connection: close\r\n\r\n" % len(body)
+    ) + body
+
+
 def looks_like_frame(first: bytes) -> bool:
     """Whether ``first`` starts like a plain blueprint frame (a 4-byte
     length of at most 4 KiB): a plain client dialing a TLS port."""

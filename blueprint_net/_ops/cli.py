@@ -23,8 +23,8 @@ from typing import Any, Callable, NoReturn, Optional
 
 from twisted.internet import defer, task
 
-from blueprint_net._adapters import banstore
-from blueprint_net._adapters.node import Node
+from blueprint_net._adapters import banstore, tls
+from blueprint_net._adapters.node import Node, require_tls
 from blueprint_net._core import wire
 from blueprint_net._core.errors import PlaintextRefused, RemoteError, RequestFailed
 from blueprint_net._core.identity import (
@@ -36,6 +36,7 @@ from blueprint_net._core.identity import (
 )
 from blueprint_net._ops.permits import PERMITS_FILE, write_permits
 from blueprint_net._ops.status import duration
+from blueprint_net._ops.tap import version_line
 from blueprint_net._policy.addresses import parse_target
 from blueprint_net._policy.bans import Ban, Origin
 from blueprint_net._policy.permits import PermitListError, parse_permits, with_permit
@@ -65,6 +66,13 @@ def keygen(args: argparse.Namespace) -> int:
     path = Path(args.key_file)
     if path.exists():
         raise Failure(BAD_FILE, f"{path}: already exists; not overwriting a key")
+    try:
+        # The two-node recipe's first step is ``keygen a/node.key``: the
+        # directory is made, private, as twistd makes its data directory.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        why = f"{path.parent}: cannot create: {error.strerror}"
+        raise Failure(BAD_FILE, why) from None
     try:
         identity = load_or_create_identity(path)
     except KeyFileError as error:
@@ -98,22 +106,37 @@ def _identity(args: argparse.Namespace) -> Identity:
         raise Failure(BAD_FILE, str(error)) from None
 
 
-def _peer_id(text: Optional[str]) -> Optional[PeerId]:
-    if text is None:
-        return None
+def peer_id(text: str) -> PeerId:
+    """An argparse ``type``: a peer id, or a one-line usage error."""
     try:
         return PeerId.from_string(text)
     except ValueError as error:
-        raise Failure(USAGE, str(error)) from None
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _run(work: Callable[[Any], Any]) -> Any:
-    """Run a coroutine on the reactor and hand back its result or error."""
+def client_endpoint(text: str) -> str:
+    """An argparse ``type``: a client endpoint description that parses."""
+    try:
+        tls.check_client(text)
+    except tls.EndpointError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _run(work: Callable[[Any], Any], limit: Optional[float] = None) -> Any:
+    """Run a coroutine on the reactor and hand back its result or error;
+    past ``limit`` seconds it is cancelled (``--timeout`` bounds the whole
+    command, not only each request)."""
     outcome: list[Any] = []
 
     async def main(reactor: Any) -> None:
+        running = defer.ensureDeferred(work(reactor))
+        if limit is not None:
+            running.addTimeout(limit, reactor)
         try:
-            outcome.append(await work(reactor))
+            outcome.append(await running)
+        except defer.TimeoutError:
+            outcome.append(Failure(FAILED, f"no answer within {limit:g} s (--timeout)"))
         except BaseException as error:  # re-raised below, off the reactor
             outcome.append(error)
 
@@ -127,19 +150,34 @@ def _run(work: Callable[[Any], Any]) -> Any:
     return outcome[0]
 
 
-async def _connected(reactor: Any, args: argparse.Namespace) -> tuple[Node, PeerId]:
-    node = Node(
-        _identity(args),
-        reactor=reactor,
-        settings=Settings(
-            request_timeout=args.timeout, allow_plaintext=args.allow_plaintext
-        ),
+def _settings(args: argparse.Namespace) -> Settings:
+    """The command's node settings; a plain endpoint without the opt-in is
+    a usage error, found before the reactor starts."""
+    settings = Settings(
+        request_timeout=args.timeout, allow_plaintext=args.allow_plaintext
     )
     try:
-        peer = await node.connect(args.endpoint, peer_id=_peer_id(args.peer_id))
+        require_tls(args.endpoint, settings)
+    except PlaintextRefused as error:
+        raise Failure(USAGE, str(error)) from None
+    return settings
+
+
+async def _connected(reactor: Any, args: argparse.Namespace) -> tuple[Node, PeerId]:
+    node = Node(_identity(args), reactor=reactor, settings=args.settings)
+    try:
+        peer = await node.connect(args.endpoint, peer_id=args.peer_id)
     except PlaintextRefused as error:
         await node.stop()
         raise Failure(USAGE, str(error)) from None
+    except defer.CancelledError:  # --timeout, while connecting or handshaking
+        # The goodbye goes out, but a peer that never answered is not waited
+        # for (up to 2 s); the process ends with the reactor.
+        node.stop()
+        raise Failure(
+            UNREACHABLE,
+            f"{args.endpoint}: no handshake within {args.timeout:g} s (--timeout)",
+        ) from None
     except Exception as error:
         await node.stop()
         raise Failure(UNREACHABLE, f"{args.endpoint}: {error}") from None
@@ -147,6 +185,8 @@ async def _connected(reactor: Any, args: argparse.Namespace) -> tuple[Node, Peer
 
 
 def request(args: argparse.Namespace) -> int:
+    args.settings = _settings(args)
+
     async def work(reactor: Any) -> tuple[str, Optional[bytes], int, str]:
         node, peer_id = await _connected(reactor, args)
         try:
@@ -165,7 +205,7 @@ def request(args: argparse.Namespace) -> int:
         finally:
             await node.stop()
 
-    kind, data, code, message = _run(work)
+    kind, data, code, message = _run(work, args.timeout)
     text = data.decode("utf-8", "replace") if data is not None else ""
     if kind in ("success", "protocol"):
         _emit(
@@ -179,6 +219,8 @@ def request(args: argparse.Namespace) -> int:
 
 
 def ping(args: argparse.Namespace) -> int:
+    args.settings = _settings(args)
+
     async def work(reactor: Any) -> list[float]:
         node, peer_id = await _connected(reactor, args)
         times = []
@@ -193,7 +235,7 @@ def ping(args: argparse.Namespace) -> int:
             await node.stop()
         return times
 
-    times = _run(work)
+    times = _run(work, args.timeout)
     summary = {
         "count": len(times),
         "min_ms": min(times),
@@ -333,6 +375,7 @@ class _editing:
     """The ban database as one transaction, its errors as exit status 4."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
         self.editor = banstore.edit(_database(args))
 
     def __enter__(self) -> Any:
@@ -340,6 +383,9 @@ class _editing:
             return self.editor.__enter__()
         except banstore.BanDatabaseError as error:
             raise Failure(BAD_FILE, str(error)) from None
+        except OSError as error:  # a data directory we may not read
+            where = error.filename or _database(self.args)
+            raise Failure(BAD_FILE, f"{where}: {error.strerror}") from None
 
     def __exit__(self, *exc: Any) -> Any:
         return self.editor.__exit__(*exc)
@@ -349,8 +395,7 @@ class _editing:
 
 
 def _permit(args: argparse.Namespace, permitted: bool) -> int:
-    peer_id = _peer_id(args.peer_id)
-    assert peer_id is not None
+    peer_id: PeerId = args.peer_id
     path = Path(args.file) if args.file else Path(args.data_dir) / PERMITS_FILE
     new = not path.exists()
     try:
@@ -438,9 +483,11 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors in one line (``blueprint-net ban: --duration ...``) with
     exit status 2, instead of argparse's usage block."""
 
+    #: Whether ``--json`` was asked for (usage errors come before the parse).
+    json = False
+
     def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: {message}", file=sys.stderr)
-        sys.exit(USAGE)
+        sys.exit(_fail(self.prog, USAGE, message))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -450,6 +497,8 @@ def parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 ok, 1 the operation failed, 2 usage, "
         "3 node unreachable or handshake failed, 4 bad local file.",
     )
+    top.add_argument("--json", action="store_true", help="print JSON")
+    top.add_argument("--version", action="version", version=version_line())
     commands = top.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
@@ -458,7 +507,10 @@ def parser() -> argparse.ArgumentParser:
         name: str, handler: Callable[[argparse.Namespace], int], help: str
     ) -> Any:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("--json", action="store_true", help="print JSON")
+        # SUPPRESS: a default here would undo a --json given before the command.
+        sub.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON"
+        )
         sub.set_defaults(handler=handler)
         return sub
 
@@ -472,12 +524,23 @@ def parser() -> argparse.ArgumentParser:
         ("ping", ping, "Round-trip times of the built-in ping protocol."),
     ):
         sub = command(name, handler, help)
-        sub.add_argument("endpoint", help="client endpoint, e.g. p2ptls:127.0.0.1:7010")
-        sub.add_argument("--peer-id", help="refuse any other identity at the endpoint")
+        sub.add_argument(
+            "endpoint",
+            type=client_endpoint,
+            help="client endpoint, e.g. p2ptls:127.0.0.1:7010",
+        )
+        sub.add_argument(
+            "--peer-id", type=peer_id, help="refuse any other identity at the endpoint"
+        )
         sub.add_argument(
             "--key-file", help="identity to connect as [default: a new one]"
         )
-        sub.add_argument("--timeout", type=timeout, default=10.0, help="seconds [10]")
+        sub.add_argument(
+            "--timeout",
+            type=timeout,
+            default=10.0,
+            help="seconds for the whole command: connect, handshake, requests [10]",
+        )
         sub.add_argument(
             "--allow-plaintext",
             action="store_true",
@@ -529,18 +592,32 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--file", help=f"the allow-list file [DATA-DIR/{PERMITS_FILE}]"
         )
-        sub.add_argument("peer_id", help="a peer id (12D3KooW...)")
+        sub.add_argument("peer_id", type=peer_id, help="a peer id (12D3KooW...)")
     return top
 
 
 def main(argv: Optional[list[str]] = None) -> NoReturn:
-    args = parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    _Parser.json = "--json" in arguments
+    args = parser().parse_args(arguments)
     try:
         status_code = args.handler(args)
     except Failure as failure:
-        print(f"blueprint-net {args.command}: {failure}", file=sys.stderr)
-        status_code = failure.status
+        status_code = _fail(f"blueprint-net {args.command}", failure.status, failure)
+    except OSError as error:  # a local file, wherever it was met
+        where = f"{error.filename}: " if error.filename else ""
+        status_code = _fail(
+            f"blueprint-net {args.command}", BAD_FILE, f"{where}{error.strerror}"
+        )
     sys.exit(status_code)
+
+
+def _fail(prog: str, status: int, message: object) -> int:
+    """One line on stderr; with ``--json``, a JSON error object on stdout."""
+    print(f"{prog}: {message}", file=sys.stderr)
+    if _Parser.json:
+        print(json.dumps({"error": str(message), "code": status}))
+    return status
 
 
 if __name__ == "__main__":

@@ -305,6 +305,11 @@ def read_file(path: str) -> dict[str, Any]:
             parser.read_file(handle)
     except OSError as error:
         raise ConfigError(f"--config {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"--config {path}: not UTF-8 text (byte 0x{error.object[error.start]:02x}"
+            f" at offset {error.start})"
+        ) from None
     except configparser.Error as error:
         first = str(error).splitlines()[0]
         raise ConfigError(f"--config {path}: {first}") from None
@@ -318,10 +323,19 @@ def read_file(path: str) -> dict[str, Any]:
         elif key in BY_NAME:
             values[key] = parse(key, text)
         elif key in plain:
-            values[key] = _flag(text) if key == "no-builtins" else text.strip()
+            values[key] = _plain(key, text)
         else:
             raise ConfigError(f"--config {path}: unknown setting {key!r}")
     return values
+
+
+def _plain(key: str, text: str) -> Any:
+    if key != "no-builtins":
+        return text.strip()
+    try:
+        return _flag(text)
+    except ValueError as error:
+        raise ConfigError(f"--{key} {error}") from None
 
 
 def parse(name: str, text: str) -> Any:

@@ -19,6 +19,7 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 
@@ -26,6 +27,7 @@ from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import SqliteBanStore
 from blueprint_net._adapters.keeper import PeerKeeper
 from blueprint_net._adapters.node import Node, require_tls
+from blueprint_net._core.errors import ConfigurationError
 from blueprint_net._core.identity import PeerId
 from blueprint_net._ops.notify import notify
 from blueprint_net._ops.permits import PermitSources
@@ -36,28 +38,60 @@ from blueprint_net._ops.status import StatusPage, StatusSite
 BAN_REFRESH_INTERVAL = 1.0
 
 
+class ListenError(ConfigurationError):
+    """A port that cannot be bound: one line naming the option and address."""
+
+
 class ListenService(Service):
     """Listens on one endpoint description with one factory; a port that
-    cannot be bound fails start-up (as ``strports.service`` does), and the
-    bound port is public, for the status page and tests."""
+    cannot be bound fails start-up with :class:`ListenError` naming
+    ``option`` (``--listen``, ``--status``), and the bound port is public,
+    for the status page and tests."""
 
     _log = Logger()
 
-    def __init__(self, endpoint: IStreamServerEndpoint, factory: Any) -> None:
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        factory: Any,
+        *,
+        option: str = "--listen",
+        description: str = "",
+    ) -> None:
         self.endpoint, self.factory = endpoint, factory
+        self.option, self.description = option, description
         self.port: Optional[Any] = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()  # type: ignore[no-untyped-call]
+        if self.port is not None:
+            return  # bound early (NodeService.bind)
         failed: list[Any] = []
         listening = self.endpoint.listen(self.factory)
         listening.addCallbacks(self._listening, failed.append)
         if failed:
+            error = failed[0].value
+            if isinstance(error, CannotListenError):
+                why = getattr(error.socketError, "strerror", None) or error.socketError
+                where = f"{error.interface or '*'}:{error.port}"
+                raise ListenError(
+                    f"{self.option} {self.description}: cannot listen on {where}:"
+                    f" {str(why).lower()}"
+                )
             failed[0].raiseException()
 
     def _listening(self, port: Any) -> None:
         self.port = port
-        self._log.info("listening on {address}", address=port.getHost())
+        host = port.getHost()
+        where = f"{getattr(host, 'host', host)}:{getattr(host, 'port', '')}"
+        if self.option == "--status":
+            self._log.info("status page on http://{address}/", address=where)
+        else:
+            self._log.info(
+                "listening for peers on {address} ({transport})",
+                address=where,
+                transport=transport(self.description),
+            )
 
     def startService(self) -> None:
         if self.port is None:
@@ -68,6 +102,13 @@ class ListenService(Service):
         super().stopService()  # type: ignore[no-untyped-call]
         port, self.port = self.port, None
         return defer.maybeDeferred(port.stopListening) if port else defer.succeed(None)
+
+
+def transport(description: str) -> str:
+    """How a listener's peers are carried, for the log and status page."""
+    if not tls.is_tls(description):
+        return "plaintext"
+    return "TLS, " + description.partition(":")[0]
 
 
 class NodeService(MultiService):
@@ -105,6 +146,7 @@ class NodeService(MultiService):
             ListenService(
                 tls.server_endpoint(node.reactor, description, node.identity),
                 node.listening_factory(),
+                description=description,
             )
             for description in listen
         ]
@@ -127,7 +169,9 @@ class NodeService(MultiService):
             )
             page = StatusSite(resource)
             endpoint = serverFromString(node.reactor, status)  # type: ignore[no-untyped-call]
-            self.status = ListenService(endpoint, page)
+            self.status = ListenService(
+                endpoint, page, option="--status", description=status
+            )
         self.refresher = TimerService(BAN_REFRESH_INTERVAL, self._refresh_bans)  # type: ignore[no-untyped-call]
         self.refresher.clock = node.reactor
         for child in (
@@ -137,6 +181,22 @@ class NodeService(MultiService):
             self.refresher,
         ):
             child.setServiceParent(self)  # type: ignore[no-untyped-call]
+
+    def bind(self) -> None:
+        """Bind every port now, before the service starts (``twistd`` calls
+        this from ``makeService``, before its logging and daemonizing, so a
+        port in use is one line on the terminal); :class:`ListenError`."""
+        bound: list[ListenService] = []
+        try:
+            for listener in [*self.listeners, *([self.status] if self.status else [])]:
+                listener.privilegedStartService()
+                bound.append(listener)
+        except ListenError:
+            for listener in bound:  # all or nothing
+                port, listener.port = listener.port, None
+                if port is not None:
+                    port.stopListening()
+            raise
 
     def listening(self) -> list[str]:
         """Where the node accepts peers, for the status page."""
@@ -179,6 +239,21 @@ class NodeService(MultiService):
         # run fell from ~12-40 ms to under 5 ms; throughput within noise.
         gc.collect()
         gc.freeze()
+        self._log.info(
+            "node {peer_id} started: peers on {listening}; {links}",
+            peer_id=str(self.node.peer_id),
+            listening=", ".join(
+                f"{listener.port.getHost().host}:{listener.port.getHost().port}"
+                f" ({transport(listener.description)})"
+                for listener in self.listeners
+                if listener.port is not None
+            )
+            or "no port",
+            links="plaintext links allowed (--allow-plaintext)"
+            if self.node.settings.allow_plaintext
+            else "TLS only",
+            allow_plaintext=self.node.settings.allow_plaintext,
+        )
         if self.ready:
             # Listeners are bound by now; twistd starts services before the
             # reactor runs (and installs its SIGTERM handler): wait for that.

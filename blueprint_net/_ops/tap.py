@@ -18,6 +18,7 @@ from typing import Any, Optional
 from twisted.application.service import IService
 from twisted.python import usage
 
+from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import BanDatabaseError, SqliteBanStore
 from blueprint_net._adapters.node import Node, require_tls
 from blueprint_net._core.errors import PlaintextRefused
@@ -25,7 +26,8 @@ from blueprint_net._core.identity import KeyFileError, PeerId, load_or_create_id
 from blueprint_net._ops import config
 from blueprint_net._ops.handlers import BUILTINS, HandlerError, load
 from blueprint_net._ops.permits import PERMITS_FILE, PermitSources
-from blueprint_net._ops.service import NodeService
+from blueprint_net._ops.service import ListenError, NodeService
+from blueprint_net._ops.status import VERSION
 from blueprint_net._policy.addresses import parse_network
 from blueprint_net._policy.bans import BanRegistry
 from blueprint_net._policy.limits import ConnectionLimits
@@ -106,6 +108,14 @@ class Options(usage.Options):
         self["permit-peer"].append(peer_id)
 
     def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        """A bad option ends the process with one line naming it: twistd
+        would print its whole usage text (~90 lines) above a UsageError."""
+        try:
+            self._parse(options)
+        except usage.UsageError as error:
+            raise SystemExit(f"blueprint: {error}") from None
+
+    def _parse(self, options: Optional[Sequence[str]]) -> None:
         """Read ``--config`` first, so the command line overrides it."""
         path = _config_path(list(options) if options is not None else [])
         if path is not None:
@@ -117,7 +127,7 @@ class Options(usage.Options):
                 if name in config.LISTS:
                     self._from_file[name] = value
                 elif name == "no-builtins":
-                    self["no-builtins"] = int(value)
+                    self["no-builtins"] = int(value)  # already a bool, checked
                 else:
                     self[name] = value
         super().parseOptions(options)
@@ -129,6 +139,17 @@ class Options(usage.Options):
         if not self["listen"]:
             self["listen"] = [config.DEFAULT_LISTEN]
         self["peers"] = [_peer(spec) for spec in self["peer"]]
+        if self["status"] in ("none", ""):
+            self["status"] = None
+        for option, check, description in [
+            *(("--listen", tls.check_server, text) for text in self["listen"]),
+            *(("--peer", tls.check_client, endpoint) for _, endpoint in self["peers"]),
+            *(("--status", tls.check_server, s) for s in [self["status"]] if s),
+        ]:
+            try:
+                check(description)
+            except tls.EndpointError as error:
+                raise usage.UsageError(f"{option} {error}") from None
         settings = Settings(allow_plaintext=bool(self["allow-plaintext"]))
         for option, description in [
             *(("--listen", text) for text in self["listen"]),
@@ -155,8 +176,11 @@ class Options(usage.Options):
                 raise usage.UsageError(str(error)) from None
             handlers[name] = handler
         self["handlers"] = handlers
-        if self["status"] in ("none", ""):
-            self["status"] = None
+
+    def opt_version(self) -> None:
+        """Print the versions of blueprint-net and Twisted, and exit."""
+        print(version_line())
+        raise SystemExit(0)
 
 
 def _config_path(arguments: list[str]) -> Optional[str]:
@@ -257,7 +281,7 @@ def makeService(options: dict[str, Any]) -> IService:
         )
     except PermitListError as error:
         raise SystemExit(f"blueprint: allow-list: {error}") from None
-    return NodeService(
+    service = NodeService(
         node,
         store,
         listen=options["listen"],
@@ -266,4 +290,23 @@ def makeService(options: dict[str, Any]) -> IService:
         permits=permits,
         sighup=True,
         ready=True,
+    )
+    try:
+        # Now, before twistd starts logging and daemonizing: a port in use
+        # is then one line on the terminal, not a traceback in the log.
+        service.bind()
+    except ListenError as error:
+        raise SystemExit(f"blueprint: {error}") from None
+    return service
+
+
+def version_line() -> str:
+    """``blueprint-net X (Twisted Y, Python Z)``, for ``--version``."""
+    import platform
+
+    import twisted
+
+    return (
+        f"blueprint-net {VERSION} (Twisted {twisted.__version__},"
+        f" Python {platform.python_version()})"
     )
