@@ -62,6 +62,9 @@ class ConnectionManager(Service):
         self.rng = rng or random.Random()
         self.backoff = Backoff(settings.backoff_initial, settings.backoff_max, self.rng)
         self.dialing: dict[Any, defer.Deferred[Peer]] = {}
+        #: Peers our dials reached: outbound even when the duplicate rule
+        #: kept their simultaneous dial to us instead.
+        self._reached: set[PeerId] = set()
         self._loop = task.LoopingCall(self.tick)
         self._loop.clock = node.clock
         self._soon: Optional[Any] = None
@@ -76,6 +79,7 @@ class ConnectionManager(Service):
             self._hooked = True
             self.node.on_peer_verified(self._verified)
             self.node.gossip.on_discovered(self._discovered)
+        self.node.gossip.start()  # its heartbeat paces record requests
         self._loop.start(self.settings.interval, now=True)
 
     def stopService(self) -> defer.Deferred[None]:
@@ -124,8 +128,7 @@ class ConnectionManager(Service):
             return
         self._sign_record()
         peers = node.peers
-        outbound = [p for p in peers if p.direction == "outbound"]
-        need = settings.target_peers - len(outbound) - len(self.dialing)
+        need = settings.target_peers - len(self.outbound(peers)) - len(self.dialing)
         need = min(need, settings.max_dialing - len(self.dialing))
         if need > 0:
             chosen = self._candidates(peers, need)
@@ -137,6 +140,14 @@ class ConnectionManager(Service):
                     for endpoint in self.bootstrap:
                         self._dial(endpoint, endpoint, None)
         self._trim_inbound(peers)
+
+    def outbound(self, peers: Optional[list[Peer]] = None) -> list[Peer]:
+        """Connected peers we dialed (ours, or theirs kept by the duplicate
+        rule in place of ours)."""
+        peers = self.node.peers if peers is None else peers
+        self._reached &= {p.peer_id for p in peers}
+        reached = self._reached
+        return [p for p in peers if p.direction == "outbound" or p.peer_id in reached]
 
     def _sign_record(self) -> None:
         addresses = self.addresses()
@@ -207,12 +218,13 @@ class ConnectionManager(Service):
         dialing = self.node.connect(endpoint, peer_id)
         self.dialing[key] = dialing
         dialing.addCallbacks(
-            lambda peer: self._dialed(key),
+            lambda peer: self._dialed(key, peer),
             lambda failure: self._dial_failed(key, endpoint, failure),
         )
 
-    def _dialed(self, key: Any) -> None:
+    def _dialed(self, key: Any, peer: Peer) -> None:
         self.dialing.pop(key, None)
+        self._reached.add(peer.peer_id)
         self.backoff.succeeded(key)
 
     def _dial_failed(self, key: Any, endpoint: str, failure: Any) -> None:
@@ -233,6 +245,7 @@ class ConnectionManager(Service):
         settings = self.settings
         now = self.node.clock.seconds()
         inbound = [p for p in peers if p.direction == "inbound"]
+        inbound = [p for p in inbound if p.peer_id not in self._reached]
         excess = len(inbound) - settings.inbound_cap
         if excess <= 0:
             return

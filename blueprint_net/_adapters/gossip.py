@@ -136,7 +136,8 @@ class Gossip:
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
-        """Start the heartbeat (idempotent): on the first peer or topic."""
+        """Start the heartbeat (idempotent): on the first subscribe or
+        publish (a node that never uses topics runs no gossip timer)."""
         if not self._heartbeat.running:
             self._heartbeat.start(self.settings.heartbeat_interval, now=False)
 
@@ -154,7 +155,6 @@ class Gossip:
 
     def peer_connected(self, protocol: PeerProtocol) -> None:
         assert protocol.peer_id is not None
-        self.start()
         self._run(
             self.router.peer_connected(protocol.peer_id, outbound=protocol.initiator)
         )

@@ -11,6 +11,7 @@ then close the ban database once its writes are committed.
 from __future__ import annotations
 
 import gc
+from collections.abc import Sequence
 from typing import Any, Optional
 
 from twisted.application.internet import ClientService, TimerService, backoffPolicy
@@ -23,9 +24,12 @@ from twisted.web.server import Site
 
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import SqliteBanStore
+from blueprint_net._adapters.connections import ConnectionManager
 from blueprint_net._adapters.node import Node, require_tls
 from blueprint_net._core.identity import PeerId
 from blueprint_net._ops.status import StatusPage
+from blueprint_net._policy.discovery import DEFAULTS as DISCOVERY
+from blueprint_net._policy.discovery import DiscoverySettings
 
 #: How often the ban database is checked for another process's changes (s):
 #: an operator's ban applies within this plus one write (well under 2 s).
@@ -83,10 +87,13 @@ class NodeService(MultiService):
         listen: list[str],
         peers: list[tuple[PeerId, str]],
         status: Optional[str],
+        discovery: DiscoverySettings = DISCOVERY,
+        bootstrap: Sequence[str] = (),
+        advertise: Optional[Sequence[str]] = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.node, self.store = node, store
-        for description in [*listen, *(endpoint for _, endpoint in peers)]:
+        for description in [*listen, *(e for _, e in peers), *bootstrap]:
             require_tls(description, node.settings)  # PlaintextRefused
         self.listeners = [
             ListenService(
@@ -110,12 +117,21 @@ class NodeService(MultiService):
             page.noisy = False  # no "Starting factory" lines for each request
             endpoint = serverFromString(node.reactor, status)  # type: ignore[no-untyped-call]
             self.status = ListenService(endpoint, page)
+        #: Discovery and the outbound target (``--target-peers``, ``--bootstrap``).
+        self.manager = ConnectionManager(
+            node,
+            discovery,
+            bootstrap=bootstrap,
+            advertise=advertise,
+            listening=self.bound,
+        )
         self.refresher = TimerService(BAN_REFRESH_INTERVAL, self._refresh_bans)  # type: ignore[no-untyped-call]
         self.refresher.clock = node.reactor
         for child in (
             *self.listeners,
             *([self.status] if self.status else []),
             *self.keepers,
+            self.manager,
             self.refresher,
         ):
             child.setServiceParent(self)  # type: ignore[no-untyped-call]
@@ -127,6 +143,13 @@ class NodeService(MultiService):
             for listener in self.listeners
             if listener.port is not None
         ]
+
+    def bound(self) -> list[tuple[str, int]]:
+        """(host, port) of each listener, for our peer record."""
+        hosts = [
+            listener.port.getHost() for listener in self.listeners if listener.port
+        ]
+        return [(address.host, address.port) for address in hosts]
 
     def _refresh_bans(self) -> defer.Deferred[int]:
         if self.store is None:
@@ -157,6 +180,7 @@ class NodeService(MultiService):
             [defer.maybeDeferred(s.stopService) for s in accepting]
         )
         await self.refresher.stopService()  # type: ignore[no-untyped-call]
+        await self.manager.stopService()
         await self.node.stop()  # a goodbye to every peer; pending requests fail
         await defer.gatherResults([k.stopService() for k in self.keepers])
         if self.store is not None:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from blueprint_net._adapters.gossip import TOPIC_STATS
 from blueprint_net._adapters.node import Node
 
 _NAME = re.compile(r"[^a-zA-Z0-9_]")
@@ -41,6 +42,7 @@ def snapshot(node: Node, listening: Callable[[], list[str]]) -> dict[str, Any]:
         "bans": len(node.bans.bans()),
         "bans_unsaved": node.bans.unsaved,
         "counters": dict(sorted(node.counters.items())),
+        "gossip": node.gossip.status(),
     }
 
 
@@ -65,6 +67,8 @@ def prometheus(status: dict[str, Any]) -> str:
         "# TYPE blueprint_plaintext_allowed gauge",
         f"blueprint_plaintext_allowed {int(status['allow_plaintext'])}",
     ]
+    if "gossip" in status:
+        lines += gossip_metrics(status["gossip"])
     families: dict[str, list[tuple[str, int]]] = {}
     for key, value in status["counters"].items():
         family, _, what = key.partition(".")
@@ -128,3 +132,34 @@ class StatusPage(Resource):
             return page(status).encode()
         request.setResponseCode(404)
         return b"not found\n"
+
+
+#: Per-topic figures in ``/metrics``: a gauge or a counter each.
+_TOPIC_GAUGES = ("mesh", "fanout", "peers")
+
+
+def gossip_metrics(gossip: dict[str, Any]) -> list[str]:
+    """Topic gossip's lines of ``/metrics``: known and connected peers, and
+    per topic (only this node's own topics) mesh sizes and message counts."""
+    lines = [
+        "# HELP blueprint_gossip_known_peers Peer records held.",
+        "# TYPE blueprint_gossip_known_peers gauge",
+        f"blueprint_gossip_known_peers {gossip['known_peers']}",
+        "# HELP blueprint_gossip_connected_peers Peers in the gossip router.",
+        "# TYPE blueprint_gossip_connected_peers gauge",
+        f"blueprint_gossip_connected_peers {gossip['connected_peers']}",
+    ]
+    for name in (*_TOPIC_GAUGES, *TOPIC_STATS):
+        kind = "gauge" if name in _TOPIC_GAUGES else "counter"
+        suffix = "" if kind == "gauge" else "_total"
+        lines.append(f"# TYPE blueprint_topic_{name}{suffix} {kind}")
+        for topic, figures in gossip["topics"].items():
+            label = topic.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+            lines.append(
+                f'blueprint_topic_{name}{suffix}{{topic="{label}"}} {figures[name]}'
+            )
+    lines.append("# TYPE blueprint_gossip_router_total counter")
+    for key, value in gossip["counters"].items():
+        label = key.replace('"', "")
+        lines.append(f'blueprint_gossip_router_total{{what="{label}"}} {value}')
+    return lines

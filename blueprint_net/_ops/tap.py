@@ -22,11 +22,13 @@ from blueprint_net._adapters.banstore import BanDatabaseError, SqliteBanStore
 from blueprint_net._adapters.node import Node, require_tls
 from blueprint_net._core.errors import PlaintextRefused
 from blueprint_net._core.identity import KeyFileError, PeerId, load_or_create_identity
+from blueprint_net._core.records import check_addresses
 from blueprint_net._ops import config
 from blueprint_net._ops.handlers import BUILTINS, HandlerError, load
 from blueprint_net._ops.service import NodeService
 from blueprint_net._policy.addresses import parse_network
 from blueprint_net._policy.bans import BanRegistry
+from blueprint_net._policy.discovery import DiscoverySettings
 from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.scores import Policy, PolicySettings
 from blueprint_net._policy.settings import Settings
@@ -96,6 +98,17 @@ class Options(usage.Options):
         """Permissioned mode: only these peer ids may connect (repeatable)."""
         self["permit-peer"].append(peer_id)
 
+    def opt_bootstrap(self, description: str) -> None:
+        """An endpoint to learn peers from: p2ptls:HOST:PORT (repeatable;
+        dialed while the node has no peers; its id need not be known)."""
+        self["bootstrap"].append(description)
+
+    def opt_advertise(self, address: str) -> None:
+        """An address for our peer record, HOST:PORT or [V6]:PORT (repeatable;
+        default: the --listen addresses, never a wildcard; loopback only when
+        every listener is loopback)."""
+        self["advertise"].append(address)
+
     def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
         """Read ``--config`` first, so the command line overrides it."""
         path = _config_path(list(options) if options is not None else [])
@@ -124,11 +137,16 @@ class Options(usage.Options):
         for option, description in [
             *(("--listen", text) for text in self["listen"]),
             *(("--peer", endpoint) for _, endpoint in self["peers"]),
+            *(("--bootstrap", text) for text in self["bootstrap"]),
         ]:
             try:
                 require_tls(description, settings)
             except PlaintextRefused as error:
                 raise usage.UsageError(f"{option} {error}") from None
+        try:
+            check_addresses(self["advertise"])
+        except ValueError as error:
+            raise usage.UsageError(f"--advertise {error}") from None
         for name in ("allow-peer", "permit-peer"):
             self[name] = [_peer_id(f"--{name}", text) for text in self[name]]
         for text in self["allow-network"]:
@@ -245,4 +263,7 @@ def makeService(options: dict[str, Any]) -> IService:
         listen=options["listen"],
         peers=options["peers"],
         status=options["status"],
+        discovery=DiscoverySettings(**parts["discovery"]),
+        bootstrap=options["bootstrap"],
+        advertise=options["advertise"] or None,
     )
