@@ -30,7 +30,9 @@ async def demo(reactor: Any) -> None:
         assert isinstance(address, IPv4Address)
         print(f"bob   {bob.peer_id} listening on 127.0.0.1:{address.port}")
         bob_saw: defer.Deferred[Peer] = defer.Deferred()
-        bob.on_peer_verified(lambda peer: bob_saw.called or bob_saw.callback(peer))
+        bob.on_peer_verified(
+            lambda peer: None if bob_saw.called else bob_saw.callback(peer)
+        )
         where = f"p2ptls:127.0.0.1:{address.port}"
         peer = await alice.connect(where, peer_id=bob.peer_id)
         print(f"alice {alice.peer_id} verified {peer.peer_id} ({peer.direction})")
