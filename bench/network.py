@@ -28,6 +28,7 @@ loopback is used.  Latency compares ``time.monotonic()`` across processes
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -54,6 +55,7 @@ def host(index: int) -> str:
 
 def worker_main() -> None:
     from twisted.internet import reactor, stdio
+    from twisted.internet.address import IPv4Address
     from twisted.protocols.basic import LineReceiver
 
     nodes: dict[int, Any] = {}
@@ -65,13 +67,16 @@ def worker_main() -> None:
             ConnectionManager,
             DiscoverySettings,
             GossipMessage,
+            GossipSettings,
             Identity,
             Node,
         )
 
+        gossip = GossipSettings(flood_publish=spec["flood"])
+
         out = []
         for index in spec["indices"]:
-            node = Node(Identity.generate(), reactor=reactor)
+            node = Node(Identity.generate(), reactor=reactor, gossip=gossip)
             port = await node.listen(f"p2ptls:0:interface={host(index)}")
 
             def got(message: GossipMessage, index: int = index) -> None:
@@ -89,6 +94,7 @@ def worker_main() -> None:
             manager.startService()
             nodes[index], managers[index] = node, manager
             address = port.getHost()
+            assert isinstance(address, IPv4Address)
             out.append(
                 {
                     "i": index,
@@ -149,6 +155,7 @@ def worker_main() -> None:
             for index, node in enumerate(mesh):
                 port = await node.listen(f"p2ptls:0:interface={host(1000 + index)}")
                 address = port.getHost()
+                assert isinstance(address, IPv4Address)
                 where.append(f"p2ptls:{address.host}:{address.port}")
             for a in range(count):
                 for b in range(a + 1, count):
@@ -198,12 +205,17 @@ def worker_main() -> None:
             from twisted.internet import defer
 
             spec = json.loads(line)
-            answer = defer.maybeDeferred(commands[spec["cmd"]], spec)
-            answer.addCallback(
-                lambda result: (
-                    defer.ensureDeferred(result) if hasattr(result, "send") else result
+            answer: defer.Deferred[Any]
+            try:
+                result = commands[spec["cmd"]](spec)
+            except Exception:
+                answer = defer.fail()
+            else:
+                answer = (
+                    defer.ensureDeferred(result)
+                    if inspect.iscoroutine(result)
+                    else defer.succeed(result)
                 )
-            )
             answer.addCallbacks(
                 lambda result: self.sendLine(json.dumps(result).encode()),
                 lambda failure: self.sendLine(
@@ -339,6 +351,18 @@ def ready(status: list[dict[str, Any]], target: int) -> bool:
     node, when the network is too small for that), with a mesh; one component."""
     everyone = len(status) - 1
     want = min(target, everyone)
+    if os.environ.get("BENCH_DEBUG"):
+        short = [
+            (n["i"], n["outbound"], len(n["peers"]), len(n["mesh"]))
+            for n in status
+            if not (
+                (n["outbound"] >= want or len(n["peers"]) >= everyone) and n["mesh"]
+            )
+        ]
+        print(
+            f"{time.monotonic():.1f} not ready: {short[:10]} ({len(short)})",
+            file=sys.stderr,
+        )
     return (
         all(
             (n["outbound"] >= want or len(n["peers"]) >= everyone) and n["mesh"]
@@ -414,7 +438,13 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, Optional[float], str
     rows: list[tuple[str, float, Optional[float], str]] = []
     try:
         seed = workers[0].ask(
-            {"cmd": "start", "indices": [0], "bootstrap": None, "target": target}
+            {
+                "cmd": "start",
+                "indices": [0],
+                "bootstrap": None,
+                "target": target,
+                "flood": args.flood_publish,
+            }
         )["nodes"][0]
         for k, worker in enumerate(workers):
             indices = [i for i in range(k * per, min(n, (k + 1) * per)) if i]
@@ -424,6 +454,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, Optional[float], str
                     "indices": indices,
                     "bootstrap": seed["at"],
                     "target": target,
+                    "flood": args.flood_publish,
                 }
             )
         began = time.monotonic()
@@ -537,7 +568,12 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, Optional[float], str
                 "origin upload per publish (frames)",
                 sum(steady.uploads) / len(steady.uploads) / gossip_frame,
                 float(n - 1),
-                f"target peers {target}; flood publish reaches every peer of the topic",
+                f"target peers {target}; "
+                + (
+                    "flood publish (the default) reaches every peer of the topic"
+                    if args.flood_publish
+                    else "flood_publish off: the mesh only"
+                ),
             ),
             (
                 "network upload per message (bytes)",
@@ -635,6 +671,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--settle", type=float, default=10.0)
     parser.add_argument("--full-mesh-max", type=int, default=40)
     parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument(
+        "--no-flood-publish",
+        dest="flood_publish",
+        action="store_false",
+        help="origins send to their mesh only (GossipSettings.flood_publish)",
+    )
     args = parser.parse_args(argv)
     if not 2 <= args.nodes <= 1000:
         parser.error("--nodes must be 2 to 1000")
