@@ -170,6 +170,7 @@ def worker_main() -> None:
                 frame = wire.frame(wire.Request(wire.NO_RESPONSE, "bench", data))
                 sent = rng.choice(mesh).notify_all("bench", data)
                 upload += len(frame) * len(sent)
+                await deferLater(1 / spec["rate"])  # the gossip run's pace
             deadline = time.monotonic() + 10
             want = spec["messages"] * (count - 1)
             while len(got) < want and time.monotonic() < deadline:
@@ -521,6 +522,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, Optional[float], str
                     "nodes": n,
                     "messages": args.messages,
                     "size": args.size,
+                    "rate": args.rate,
                 },
                 timeout=300,
             )
