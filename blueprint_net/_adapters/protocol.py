@@ -442,6 +442,8 @@ class PeerProtocol(Protocol):
         """Called once per keepalive interval (the node sweeps all its
         connections with one timer): ping a peer that has been quiet since
         the last tick; drop one that stayed silent since the ping."""
+        if self.connection.closed:
+            return  # closing (a ban, a trim): connectionLost is on its way
         if self._heard:
             self._heard = self._pinged = False
         elif self._pinged:
