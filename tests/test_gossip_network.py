@@ -24,7 +24,7 @@ from blueprint_net import (
 )
 from blueprint_net._adapters.connections import ConnectionManager
 from blueprint_net._core import gossip_wire
-from blueprint_net._core.errors import ErrorCode
+from blueprint_net._core.errors import ErrorCode, NotConnected
 from blueprint_net._core.records import sign_record
 from blueprint_net._policy.discovery import DiscoverySettings
 
@@ -350,3 +350,27 @@ async def test_records_of_a_banned_id_are_ignored(make_node: MakeNode) -> None:
         assert banned.peer_id not in manager.dialing
     finally:
         await manager.stopService()
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_a_request_to_a_peer_known_by_its_record_dials_it_first(
+    make_node: MakeNode,
+) -> None:
+    net = Net(make_node)
+    asker = await net.add()
+    answerer = await net.add(handlers={"echo": lambda request: request.payload})
+    stranger = Identity.generate()
+    with pytest.raises(NotConnected):  # no record: nothing to dial
+        await asker.request(answerer.peer_id, "echo", b"hi")
+    # A record with only a wildcard address cannot be dialed either.
+    asker.gossip.router.records.offer(sign_record(stranger, 1, ["0.0.0.0:7"]))
+    with pytest.raises(NotConnected, match="no address"):
+        await asker.request(stranger.peer_id, "echo", b"hi")
+    record = answerer.gossip.set_addresses([f"127.0.0.1:{net.ports[1]}"])
+    assert asker.gossip.router.records.offer(record)
+    asker.gossip.set_addresses([f"127.0.0.1:{net.ports[0]}"])  # on loopback too
+    reply = await asker.request(answerer.peer_id, "echo", b"hi")
+    assert reply.data == b"hi"
+    peer = asker.peer(answerer.peer_id)
+    assert peer is not None and peer.direction == "outbound"
