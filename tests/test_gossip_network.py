@@ -4,9 +4,10 @@ bounded waits for what crosses the sockets."""
 
 from __future__ import annotations
 
+import gc
 import random
 from collections.abc import Awaitable
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import attrs
 import pytest
@@ -26,6 +27,7 @@ from blueprint_net._adapters.connections import ConnectionManager
 from blueprint_net._core import gossip_wire
 from blueprint_net._core.errors import ErrorCode, NotConnected
 from blueprint_net._core.records import sign_record
+from blueprint_net._ops.service import NodeService
 from blueprint_net._policy.discovery import DiscoverySettings
 
 from .helpers import MakeNode
@@ -374,3 +376,38 @@ async def test_a_request_to_a_peer_known_by_its_record_dials_it_first(
     assert reply.data == b"hi"
     peer = asker.peer(answerer.peer_id)
     assert peer is not None and peer.direction == "outbound"
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_a_node_service_bootstraps_and_advertises_where_it_listens() -> None:
+    seed = Node(Identity.generate())
+    joiner = Node(Identity.generate())
+    seed_service = NodeService(
+        seed, None, listen=["p2ptls:0:interface=127.0.0.1"], peers=[], status=None
+    )
+    seed_service.startService()
+    joining: Optional[NodeService] = None
+    try:
+        [(host, port)] = seed_service.bound()
+        joining = NodeService(
+            joiner,
+            None,
+            listen=["p2ptls:0:interface=127.0.0.1"],
+            peers=[],
+            status=None,
+            discovery=DiscoverySettings(target_peers=1),
+            bootstrap=[f"p2ptls:{host}:{port}"],
+        )
+        joining.startService()
+        await until(lambda: joiner.peer(seed.peer_id) is not None)
+        # Each learned the other's record, signed with where it listens.
+        await until(lambda: seed.peer_id in joiner.gossip.router.records)
+        record = joiner.gossip.router.records.get(seed.peer_id)
+        assert record is not None and record.addresses == (f"{host}:{port}",)
+        await until(lambda: joiner.peer_id in seed.gossip.router.records)
+    finally:
+        if joining is not None:
+            await joining.stopService()
+        await seed_service.stopService()
+        gc.unfreeze()  # NodeService froze the heap; other tests' objects must go
