@@ -32,6 +32,8 @@ from blueprint_net._policy.discovery import DiscoverySettings
 
 from .helpers import MakeNode
 
+pytestmark = pytest.mark.timeout(60)
+
 TOPIC = "news"
 #: The longest any one wait may take (real sockets, two shared cores).
 WAIT = 15.0
@@ -123,7 +125,6 @@ def _publishes_reach_all(net: Net) -> Callable[[], Awaitable[None]]:
     return check
 
 
-@pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_a_line_carries_a_message_end_to_end(make_node: MakeNode) -> None:
     net = await build(make_node, 5, [(0, 1), (1, 2), (2, 3), (3, 4)])
@@ -133,7 +134,6 @@ async def test_a_line_carries_a_message_end_to_end(make_node: MakeNode) -> None:
     assert far["delivered"] == 3 and far["duplicate"] == 0
 
 
-@pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_a_ring_delivers_once_and_drops_the_other_copy(
     make_node: MakeNode,
@@ -148,7 +148,6 @@ async def test_a_ring_delivers_once_and_drops_the_other_copy(
     )
 
 
-@pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_a_random_graph_delivers_to_every_subscriber(
     make_node: MakeNode,
@@ -179,7 +178,6 @@ def _send(sender: Node, to: Node, message: gossip_wire.GossipMessage) -> None:
     connection.send_frame(gossip_wire.frame(message))
 
 
-@pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_forged_and_replayed_messages_are_dropped_and_charged_rightly(
     make_node: MakeNode,
@@ -213,7 +211,6 @@ async def test_forged_and_replayed_messages_are_dropped_and_charged_rightly(
     assert all(b"forged" not in [m.data for m in got] for got in net.got)
 
 
-@pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_oversized_messages_and_frames_are_refused(make_node: MakeNode) -> None:
     small = GossipSettings(max_message_size=1024)
@@ -240,7 +237,6 @@ async def test_oversized_messages_and_frames_are_refused(make_node: MakeNode) ->
     assert receiver.counters[f"closed.{ErrorCode.FRAME_TOO_LARGE.name}"] == 1
 
 
-@pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_rejected_messages_are_neither_delivered_nor_forwarded(
     make_node: MakeNode,
@@ -262,7 +258,6 @@ async def test_rejected_messages_are_neither_delivered_nor_forwarded(
     assert net.nodes[1].policy.score(net.nodes[0].peer_id) > 0
 
 
-@pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_a_peer_that_stops_reading_does_not_hold_up_the_others(
     make_node: MakeNode,
@@ -290,7 +285,6 @@ async def test_a_peer_that_stops_reading_does_not_hold_up_the_others(
     slow.transport.resumeProducing()  # type: ignore[union-attr]
 
 
-@pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_discovery_from_one_bootstrap_reaches_the_target_degree(
     make_node: MakeNode,
@@ -329,7 +323,6 @@ async def test_discovery_from_one_bootstrap_reaches_the_target_degree(
             await manager.stopService()
 
 
-@pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_records_of_a_banned_id_are_ignored(make_node: MakeNode) -> None:
     net = await build(make_node, 2, [(0, 1)])
@@ -354,7 +347,6 @@ async def test_records_of_a_banned_id_are_ignored(make_node: MakeNode) -> None:
         await manager.stopService()
 
 
-@pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_a_request_to_a_peer_known_by_its_record_dials_it_first(
     make_node: MakeNode,
@@ -378,7 +370,6 @@ async def test_a_request_to_a_peer_known_by_its_record_dials_it_first(
     assert peer is not None and peer.direction == "outbound"
 
 
-@pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_a_node_service_bootstraps_and_advertises_where_it_listens() -> None:
     seed = Node(Identity.generate())
