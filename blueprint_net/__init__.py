@@ -7,7 +7,9 @@ layers behind them.  Importing this package installs no reactor.
 """
 
 from blueprint_net._adapters.banstore import BanDatabaseError, SqliteBanStore
+from blueprint_net._adapters.connections import ConnectionManager
 from blueprint_net._adapters.dispatch import Handler
+from blueprint_net._adapters.gossip import GossipMessage
 from blueprint_net._adapters.interfaces import IRequestHandler
 from blueprint_net._adapters.keeper import PeerKeeper
 from blueprint_net._adapters.node import Node, Outcome
@@ -23,6 +25,7 @@ from blueprint_net._core.errors import (
     PeerLost,
     PlaintextRefused,
     ProtocolError,
+    PublishFailed,
     Refused,
     RemoteError,
     RequestFailed,
@@ -38,8 +41,11 @@ from blueprint_net._core.identity import (
     load_or_create_identity,
 )
 from blueprint_net._core.messaging import IncomingRequest, ProtocolData, Success
+from blueprint_net._core.pubsub import Verdict
 from blueprint_net._core.wire import ProtocolResponse, Reply, SuccessResponse
 from blueprint_net._policy.bans import Ban, BanRegistry, IBanStore, Origin
+from blueprint_net._policy.discovery import DiscoverySettings
+from blueprint_net._policy.gossip import GossipSettings
 from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.scores import Policy, PolicySettings
 from blueprint_net._policy.settings import Settings
@@ -54,7 +60,11 @@ __all__ = [
     "ConfigurationError",
     "ConnectFailed",
     "ConnectionLimits",
+    "ConnectionManager",
+    "DiscoverySettings",
     "ErrorCode",
+    "GossipMessage",
+    "GossipSettings",
     "Handler",
     "HandshakeError",
     "HandshakeFailed",
@@ -77,6 +87,7 @@ __all__ = [
     "ProtocolData",
     "ProtocolError",
     "ProtocolResponse",
+    "PublishFailed",
     "Refused",
     "RemoteError",
     "Reply",
@@ -87,6 +98,7 @@ __all__ = [
     "SqliteBanStore",
     "Success",
     "SuccessResponse",
+    "Verdict",
     "WireError",
     "__version__",
     "load_identity",

@@ -12,7 +12,7 @@ from zope.interface import implementer
 from blueprint_net._adapters.node import Node
 from blueprint_net._adapters.protocol import IConnectionHost, PeerProtocol
 from blueprint_net._core import wire
-from blueprint_net._core.connection import ConnectionFailed
+from blueprint_net._core.connection import ConnectionFailed, GossipReceived
 from blueprint_net._core.errors import HandshakeFailed
 from blueprint_net._core.identity import PeerId
 from blueprint_net._policy.settings import Settings
@@ -37,6 +37,7 @@ class RecordingHost:
         self.failed: list[ConnectionFailed] = []
         self.closed: list[Failure] = []
         self.requests: list[wire.Request] = []
+        self.gossip: list[GossipReceived] = []
 
     def authorize(self, peer_id: PeerId) -> None:
         if self.refuse is not None:
@@ -58,6 +59,9 @@ class RecordingHost:
 
     def request_received(self, protocol: PeerProtocol, request: wire.Request) -> None:
         self.requests.append(request)
+
+    def gossip_received(self, protocol: PeerProtocol, event: GossipReceived) -> None:
+        self.gossip.append(event)
 
 
 def decode_frames(data: bytes) -> list[wire.Message]:

@@ -20,3 +20,8 @@ def test_demo_prints_both_verified_ids() -> None:
     (alice, bob_seen), (bob, alice_seen) = ids
     assert (alice, bob) == (alice_seen, bob_seen)
     assert "got b'hello, bob'" in result.stdout
+    hop = re.search(
+        r"got b'two hops' from (\w+) via bob \(not connected to alice: True\)",
+        result.stdout,
+    )
+    assert hop is not None and hop[1] == alice, result.stdout

@@ -95,6 +95,10 @@ def test_options_defaults() -> None:
         (["--listen", "unix:/tmp/x"], "allow_plaintext / --allow-plaintext"),
         (["--allow-network", "10.0.0.0/33"], "--allow-network '10.0.0.0/33'"),
         (["--handler", "echo"], "want NAME=package.module.attribute"),
+        (["--bootstrap", "tcp:127.0.0.1:1"], "--bootstrap 'tcp:127.0.0.1:1' is plain"),
+        (["--advertise", "nowhere"], "--advertise address 'nowhere' is not host:"),
+        (["--advertise", "127.0.0.1:0"], "--advertise address '127.0.0.1:0': port"),
+        (["--target-peers", "-1"], "--target-peers must be at least 0, not -1"),
         (["--handler", "x=no.such.module"], "cannot import no.such"),
         (["--handler", "x=blueprint_net._ops.handlers.nope"], "has no 'nope'"),
     ],
@@ -104,6 +108,22 @@ def test_bad_values_name_their_option(arguments: list[str], message: str) -> Non
         Options().parseOptions(arguments)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_discovery_options() -> None:
+    options = Options()
+    options.parseOptions(
+        [
+            *("--bootstrap", "p2ptls:192.0.2.1:7010"),
+            *("--bootstrap", "p2ptls:192.0.2.2:7010"),
+            *("--advertise", "[2001:db8::1]:7010", "--target-peers", "3"),
+        ]
+    )
+    assert options["bootstrap"] == ["p2ptls:192.0.2.1:7010", "p2ptls:192.0.2.2:7010"]
+    assert options["advertise"] == ["[2001:db8::1]:7010"]
+    assert config.split({**Options().defaults, **options})["discovery"] == {
+        "target_peers": 3
+    }
 
 
 def test_a_handler_by_dotted_name() -> None:

@@ -32,6 +32,7 @@ from zope.interface import implementer
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import log_change
 from blueprint_net._adapters.dispatch import Dispatcher, Handler
+from blueprint_net._adapters.gossip import Gossip, GossipHandler, Validator
 from blueprint_net._adapters.keepalive import Keepalive
 from blueprint_net._adapters.limiter import LimitingFactory
 from blueprint_net._adapters.peers import Peer, PeerTable, describe
@@ -43,7 +44,7 @@ from blueprint_net._adapters.protocol import (
 )
 from blueprint_net._adapters.summary import EventSummary
 from blueprint_net._core import untrusted, wire
-from blueprint_net._core.connection import ConnectionFailed
+from blueprint_net._core.connection import ConnectionFailed, GossipReceived
 from blueprint_net._core.errors import (
     ConnectFailed,
     ErrorCode,
@@ -56,8 +57,12 @@ from blueprint_net._core.errors import (
     SendQueueFull,
 )
 from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.pubsub import Fault
+from blueprint_net._policy import discovery
 from blueprint_net._policy.addresses import Target
 from blueprint_net._policy.bans import Ban, BanRegistry
+from blueprint_net._policy.gossip import DEFAULTS as GOSSIP_DEFAULTS
+from blueprint_net._policy.gossip import GossipSettings, fault_code
 from blueprint_net._policy.limits import (
     ConnectionLimiter,
     ConnectionLimits,
@@ -166,6 +171,7 @@ class Node(Service):
         settings: Settings = DEFAULTS,
         policy: Optional[Policy] = None,
         limits: Optional[ConnectionLimits] = None,
+        gossip: GossipSettings = GOSSIP_DEFAULTS,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -215,6 +221,16 @@ class Node(Service):
             refuse_address=self.policy.refuse_address,
             counters=self.counters,
         )
+        #: Topic gossip and peer records (see :meth:`subscribe`).
+        self.gossip = Gossip(
+            identity,
+            self.clock,
+            gossip,
+            self._peers,
+            self._charge_gossip,
+            forward_queue_limit=settings.max_send_queue // 4,
+        )
+        self._gossip_frame = gossip.max_frame()
 
     @property
     def peer_id(self) -> PeerId:
@@ -298,9 +314,83 @@ class Node(Service):
         RequestTimeout, PeerLost, NotConnected or SendQueueFull."""
         connection = self._peers.get(peer_id)
         if connection is None:
+            if self.gossip.router.records.get(peer_id) is not None:
+                return defer.ensureDeferred(
+                    self._dial_then_request(
+                        peer_id, protocol, payload, metadata, timeout
+                    )
+                )
             return defer.fail(NotConnected(f"no verified connection to {peer_id}"))
         self.counters[f"requests.out.{protocol}"] += 1
         return connection.request(protocol, payload, metadata, timeout)
+
+    async def _dial_then_request(
+        self,
+        peer_id: PeerId,
+        protocol: str,
+        payload: bytes,
+        metadata: Optional[bytes],
+        timeout: Optional[float],
+    ) -> wire.Reply:
+        """A peer known by its record but not connected: dial it (pinned to
+        its id), then ask."""
+        await self.dial_record(peer_id)
+        return await self.request(peer_id, protocol, payload, metadata, timeout=timeout)
+
+    async def dial_record(self, peer_id: PeerId) -> Peer:
+        """Dial ``peer_id`` at the addresses of its signed record, in order;
+        ``NotConnected`` if it has none we may dial, else the last failure."""
+        record = self.gossip.router.records.get(peer_id)
+        own = self.gossip.router.own_record
+        loopback = discovery.loopback_only(own.addresses if own else ())
+        targets = (
+            [] if record is None else discovery.dial_targets(record, loopback=loopback)
+        )
+        if not targets:
+            raise NotConnected(f"no verified connection to {peer_id}, no address")
+        failure: Optional[Exception] = None
+        for host, port in targets:
+            try:
+                return await self.connect(discovery.description(host, port), peer_id)
+            except ConnectFailed as error:
+                failure = error
+        assert failure is not None
+        raise failure
+
+    # -- topic gossip ---------------------------------------------------------
+
+    def subscribe(
+        self,
+        topic: str,
+        handler: GossipHandler,
+        *,
+        validator: Optional[Validator] = None,
+    ) -> None:
+        """Join ``topic``: ``handler`` gets each verified message published
+        to it (a :class:`~blueprint_net.GossipMessage`); ``validator``, if
+        given, first answers :class:`~blueprint_net.Verdict` ``ACCEPT``,
+        ``IGNORE`` or ``REJECT`` (or a Deferred or coroutine of one)."""
+        self.gossip.subscribe(topic, handler, validator)
+
+    def unsubscribe(self, topic: str) -> None:
+        self.gossip.unsubscribe(topic)
+
+    def publish(self, topic: str, data: bytes) -> bytes:
+        """Sign ``data`` and send it to ``topic``'s peers; the message id.
+        :class:`~blueprint_net.PublishFailed` over the topic's size cap or
+        this node's publish rate."""
+        return self.gossip.publish(topic, data)
+
+    def _charge_gossip(self, peer_id: PeerId, fault: Fault) -> None:
+        """Score a peer's gossip fault as :meth:`connection_failed` scores a
+        connection's: the address always, the id only over TLS."""
+        protocol = self._peers.get(peer_id)
+        if protocol is None:
+            return
+        self.counters[f"gossip.fault.{fault.value}"] += 1
+        host = getattr(protocol.address, "host", None)
+        bound = ISSLTransport.providedBy(protocol.transport)
+        self.policy.misbehaved(host, peer_id if bound else None, fault_code(fault))
 
     def notify(
         self,
@@ -400,6 +490,12 @@ class Node(Service):
         dial = _KeepFactory(self, peer_id)
         return LimitingFactory(dial, self.limiter, inbound=False, summary=self.refusals)
 
+    @property
+    def listening_addresses(self) -> list[tuple[str, int]]:
+        """(host, port) of each port :meth:`listen` opened."""
+        bound = [port.getHost() for port in self._ports]
+        return [(a.host, a.port) for a in bound if hasattr(a, "port")]  # type: ignore[attr-defined]
+
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self._ports.append(port)
         self._log.info("listening on {address}", address=str(port.getHost()))
@@ -490,6 +586,7 @@ class Node(Service):
     async def _stop(self) -> None:
         self._stopping = True
         self._keepalive.stop()
+        self.gossip.stop()
         ports, self._ports = self._ports, []
         await defer.gatherResults(
             [defer.maybeDeferred(port.stopListening) for port in ports]
@@ -530,6 +627,7 @@ class Node(Service):
 
     def connection_opened(self, protocol: PeerProtocol) -> None:
         self._peers.opened(protocol)
+        protocol.connection.max_gossip_frame = self._gossip_frame
         if protocol.initiator:
             self._remember_own_end(protocol)
 
@@ -558,6 +656,8 @@ class Node(Service):
             )
         if not self._stopping:
             self._keepalive.watch(protocol)
+        if outcome.new:
+            self.gossip.peer_connected(protocol)
         if outcome.new and self._on_verified:
             peer = describe(protocol)
             for callback in self._on_verified:
@@ -664,6 +764,8 @@ class Node(Service):
         self._keepalive.forget(protocol)
         if not self._peers.closed(protocol):
             return
+        assert protocol.peer_id is not None
+        self.gossip.peer_disconnected(protocol.peer_id)
         self._log.info(
             "peer {peer_id} lost: {reason}",
             peer_id=str(protocol.peer_id),
@@ -684,6 +786,10 @@ class Node(Service):
             budget=self._peers.budget(peer_id),
             stopping=self._stopping,
         )
+
+    def gossip_received(self, protocol: PeerProtocol, event: GossipReceived) -> None:
+        if not self._stopping:
+            self.gossip.received(protocol, event.message)
 
     def _call(self, callback: PeerCallback, peer: Peer) -> None:
         try:

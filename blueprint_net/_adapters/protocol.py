@@ -30,6 +30,7 @@ from blueprint_net._core.connection import (
     Connection,
     ConnectionFailed,
     Event,
+    GossipReceived,
     PeerVerified,
     ResponseReceived,
 )
@@ -119,6 +120,9 @@ class IConnectionHost(Interface):
     def request_received(protocol: PeerProtocol, request: wire.Request) -> None:
         """A request arrived on a verified connection; answer it with
         ``protocol.respond`` (unless its id is 0: no response wanted)."""
+
+    def gossip_received(protocol: PeerProtocol, event: GossipReceived) -> None:
+        """A topic-gossip message arrived on a verified connection."""
 
 
 @implementer(IPushProducer, IHandshaking, IHandshakeListener)
@@ -360,6 +364,8 @@ class PeerProtocol(Protocol):
                 self.host.request_received(self, event)
             elif isinstance(event, ResponseReceived):
                 self._response_received(event)
+            elif isinstance(event, GossipReceived):
+                self.host.gossip_received(self, event)
             elif isinstance(event, PeerVerified):
                 self._on_verified(event.peer_id)
             elif isinstance(event, PeerProven):

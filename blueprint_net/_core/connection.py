@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 
 import attrs
 
-from blueprint_net._core import wire
+from blueprint_net._core import gossip_wire, wire
 from blueprint_net._core.errors import (
     ErrorCode,
     HandshakeFailed,
@@ -88,8 +88,21 @@ class ResponseReceived:
     token: Any
 
 
+@attrs.define
+class GossipReceived:
+    """A topic-gossip message (types ``0x40``-``0x4F``) from the verified
+    peer, for the node's router."""
+
+    message: gossip_wire.GossipMessage
+
+
 Event = Union[
-    PeerProven, PeerVerified, ConnectionFailed, wire.Request, ResponseReceived
+    PeerProven,
+    PeerVerified,
+    ConnectionFailed,
+    wire.Request,
+    ResponseReceived,
+    GossipReceived,
 ]
 
 _RESPONSES = (wire.SuccessResponse, wire.ProtocolResponse, wire.ErrorResponse)
@@ -137,6 +150,9 @@ class Connection:
         #: now (one test on the hot path covers both).
         self._halted = False
         self._held: Optional[_Held] = None
+        #: Largest gossip frame taken from the verified peer; None: gossip
+        #: frames are refused as unknown types (a node without a router).
+        self.max_gossip_frame: Optional[int] = None
 
     @property
     def state(self) -> HandshakeState:
@@ -338,8 +354,14 @@ class Connection:
             try:
                 message = decode(body)
             except WireError as error:
-                events.append(self._close(ConnectionFailed(error)))
-                return
+                # Gossip's types are unknown to wire.decode: tested here, off
+                # the request path, which stays as fast as before.
+                gossip = self._gossip(body, error)
+                if isinstance(gossip, ConnectionFailed):
+                    events.append(gossip)
+                    return
+                events.append(gossip)
+                continue
             if isinstance(message, wire.Request):
                 if self.backlog or requests.full:
                     self.backlog.append(message)  # waits; see resume()
@@ -373,3 +395,29 @@ class Connection:
                     )
                 )
                 return
+
+    def _gossip(
+        self, body: bytes, error: WireError
+    ) -> Union[GossipReceived, ConnectionFailed]:
+        """A body ``wire.decode`` refused: a gossip message if its type is
+        gossip's and gossip is on, else the connection fails with ``error``."""
+        cap = self.max_gossip_frame
+        if cap is None or error.code is not ErrorCode.UNKNOWN_MESSAGE_TYPE:
+            return self._close(ConnectionFailed(error))
+        if not gossip_wire.T_PUBLISH <= body[0] <= gossip_wire.T_LAST:
+            return self._close(ConnectionFailed(error))
+        if len(body) > cap:
+            return self._close(
+                ConnectionFailed(
+                    WireError(
+                        ErrorCode.FRAME_TOO_LARGE,
+                        f"gossip frame of {len(body)} bytes (limit {cap})",
+                    )
+                )
+            )
+        try:
+            message = gossip_wire.decode(body)
+        except WireError as bad:
+            return self._close(ConnectionFailed(bad))
+        assert isinstance(message, gossip_wire.GOSSIP_TYPES)
+        return GossipReceived(message)

@@ -45,6 +45,8 @@ T_GRAFT = 0x44
 T_PRUNE = 0x45
 T_RECORDS_REQUEST = 0x46
 T_RECORDS = 0x47
+#: Types up to this one are gossip's (``0x48``-``0x4F`` are reserved).
+T_LAST = 0x4F
 
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")

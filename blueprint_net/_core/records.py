@@ -140,6 +140,10 @@ class RecordBook:
     def get(self, peer_id: PeerId) -> Optional[PeerRecord]:
         return self._records.get(peer_id)
 
+    def records(self) -> list[PeerRecord]:
+        """Every record held, least recently heard of first."""
+        return list(self._records.values())
+
     def is_news(self, record: PeerRecord) -> bool:
         """Whether ``record`` is newer than the one held (no signature work)."""
         known = self._records.get(record.peer_id)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 import attrs
 
 from blueprint_net._core.errors import ConfigurationError
+from blueprint_net._policy.discovery import DEFAULTS as DISCOVERY
 from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.scores import PolicySettings
 from blueprint_net._policy.settings import DEFAULTS
@@ -279,6 +280,13 @@ SETTINGS = [
         ("policy", "ban_loopback"),
     ),
     Setting(
+        "target-peers",
+        _number(int, 0, strict=False),
+        DISCOVERY.target_peers,
+        "Outbound peers the connection manager keeps (0: dial only --peer).",
+        ("discovery", "target_peers"),
+    ),
+    Setting(
         "max-automatic-bans",
         count,
         10_000,
@@ -288,7 +296,16 @@ SETTINGS = [
 ]
 
 #: Repeatable options (their help is the docstring of ``Options.opt_<name>``).
-LISTS = ("listen", "peer", "handler", "allow-peer", "allow-network", "permit-peer")
+LISTS = (
+    "listen",
+    "peer",
+    "handler",
+    "allow-peer",
+    "allow-network",
+    "permit-peer",
+    "bootstrap",
+    "advertise",
+)
 
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -359,9 +376,10 @@ def coercer(name: str) -> Callable[[str], Any]:
 
 
 def split(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Settings by where they go: ``settings``, ``limits``, ``policy``, ``registry``."""
+    """Settings by where they go: ``settings``, ``limits``, ``policy``,
+    ``registry``, ``discovery``."""
     parts: dict[str, dict[str, Any]] = {
-        where: {} for where in ("settings", "limits", "policy", "registry")
+        where: {} for where in ("settings", "limits", "policy", "registry", "discovery")
     }
     for setting in SETTINGS:
         where, attribute = setting.target

@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 
 import twisted
+from blueprint_net._adapters.gossip import TOPIC_STATS
 from blueprint_net._core.errors import ErrorCode
 from blueprint_net._policy.bans import Origin
 
@@ -219,7 +220,54 @@ def families(status: Mapping[str, Any]) -> list[Family]:
             {(): int(status["allow_plaintext"])},
         ),
         *counter_families(status["counters"], status["protocols"]),
+        *(gossip_families(status["gossip"]) if "gossip" in status else ()),
     ]
+
+
+#: Per-topic figures that are gauges; the rest of TOPIC_STATS are counters.
+_TOPIC_GAUGES = ("mesh", "fanout", "peers")
+
+
+def gossip_families(gossip: Mapping[str, Any]) -> list[Family]:
+    """Topic gossip: known and connected peers, and per topic (only this
+    node's own topics, so the label is bounded) mesh sizes and messages."""
+    topics = gossip["topics"]
+    families = [
+        Family(
+            "blueprint_gossip_known_peers",
+            "gauge",
+            "Peer records held.",
+            {(): gossip["known_peers"]},
+        ),
+        Family(
+            "blueprint_gossip_connected_peers",
+            "gauge",
+            "Peers in the gossip router.",
+            {(): gossip["connected_peers"]},
+        ),
+    ]
+    for name in (*_TOPIC_GAUGES, *TOPIC_STATS):
+        gauge = name in _TOPIC_GAUGES
+        samples: dict[Labels, float] = {
+            (("topic", str(topic)),): figures[name] for topic, figures in topics.items()
+        }
+        families.append(
+            Family(
+                f"blueprint_topic_{name}",
+                "gauge" if gauge else "counter",
+                f"Per topic: {name}" + (" peers now." if gauge else " messages."),
+                samples,
+            )
+        )
+    families.append(
+        Family(
+            "blueprint_gossip_router_events",
+            "counter",
+            "The gossip router's drops and events, by name.",
+            {(("event", key),): value for key, value in gossip["counters"].items()},
+        )
+    )
+    return families
 
 
 def _escape(value: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+from collections.abc import Sequence
 from typing import Any, Optional
 
 from twisted.application.internet import TimerService
@@ -25,6 +26,7 @@ from twisted.logger import Logger
 
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import SqliteBanStore
+from blueprint_net._adapters.connections import ConnectionManager
 from blueprint_net._adapters.keeper import PeerKeeper
 from blueprint_net._adapters.node import Node, require_tls
 from blueprint_net._core.errors import ConfigurationError
@@ -32,6 +34,8 @@ from blueprint_net._core.identity import PeerId
 from blueprint_net._ops.notify import notify
 from blueprint_net._ops.permits import PermitSources
 from blueprint_net._ops.status import StatusPage, StatusSite
+from blueprint_net._policy.discovery import DEFAULTS as DISCOVERY
+from blueprint_net._policy.discovery import DiscoverySettings
 
 #: How often the ban database is checked for another process's changes (s):
 #: an operator's ban applies within this plus one write (well under 2 s).
@@ -135,10 +139,13 @@ class NodeService(MultiService):
         permits: Optional[PermitSources] = None,
         sighup: bool = False,
         ready: bool = False,
+        discovery: DiscoverySettings = DISCOVERY,
+        bootstrap: Sequence[str] = (),
+        advertise: Optional[Sequence[str]] = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.node, self.store = node, store
-        for description in [*listen, *(endpoint for _, endpoint in peers)]:
+        for description in [*listen, *(e for _, e in peers), *bootstrap]:
             require_tls(description, node.settings)  # PlaintextRefused
         self.permits, self.sighup, self.ready = permits, sighup, ready
         self._previous_sighup: Any = None
@@ -172,12 +179,21 @@ class NodeService(MultiService):
             self.status = ListenService(
                 endpoint, page, option="--status", description=status
             )
+        #: Discovery and the outbound target (``--target-peers``, ``--bootstrap``).
+        self.manager = ConnectionManager(
+            node,
+            discovery,
+            bootstrap=bootstrap,
+            advertise=advertise,
+            listening=self.bound,
+        )
         self.refresher = TimerService(BAN_REFRESH_INTERVAL, self._refresh_bans)  # type: ignore[no-untyped-call]
         self.refresher.clock = node.reactor
         for child in (
             *self.listeners,
             *([self.status] if self.status else []),
             *self.keepers,
+            self.manager,
             self.refresher,
         ):
             child.setServiceParent(self)  # type: ignore[no-untyped-call]
@@ -205,6 +221,13 @@ class NodeService(MultiService):
             for listener in self.listeners
             if listener.port is not None
         ]
+
+    def bound(self) -> list[tuple[str, int]]:
+        """(host, port) of each listener, for our peer record."""
+        hosts = [
+            listener.port.getHost() for listener in self.listeners if listener.port
+        ]
+        return [(address.host, address.port) for address in hosts]
 
     def _refresh_bans(self) -> defer.Deferred[int]:
         if self.permits is not None:
@@ -280,6 +303,7 @@ class NodeService(MultiService):
             [defer.maybeDeferred(s.stopService) for s in accepting]
         )
         await self.refresher.stopService()  # type: ignore[no-untyped-call]
+        await self.manager.stopService()
         await defer.gatherResults([k.stopService() for k in self.keepers])
         await self.node.stop()  # a goodbye to every peer; pending requests fail
         if self.store is not None:

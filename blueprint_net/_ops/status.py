@@ -88,6 +88,7 @@ def snapshot(
         ],
         "protocols": node.protocols,
         "counters": dict(sorted(node.counters.items())),
+        "gossip": node.gossip.status(),
     }
 
 

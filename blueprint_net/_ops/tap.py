@@ -23,6 +23,7 @@ from blueprint_net._adapters.banstore import BanDatabaseError, SqliteBanStore
 from blueprint_net._adapters.node import Node, require_tls
 from blueprint_net._core.errors import PlaintextRefused
 from blueprint_net._core.identity import KeyFileError, PeerId, load_or_create_identity
+from blueprint_net._core.records import check_addresses
 from blueprint_net._ops import config
 from blueprint_net._ops.handlers import BUILTINS, HandlerError, load
 from blueprint_net._ops.permits import PERMITS_FILE, PermitSources
@@ -30,6 +31,7 @@ from blueprint_net._ops.service import ListenError, NodeService
 from blueprint_net._ops.status import VERSION
 from blueprint_net._policy.addresses import parse_network
 from blueprint_net._policy.bans import BanRegistry
+from blueprint_net._policy.discovery import DiscoverySettings
 from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.permits import PermitListError
 from blueprint_net._policy.scores import Policy, PolicySettings
@@ -107,6 +109,17 @@ class Options(usage.Options):
         """Permissioned mode: only these peer ids may connect (repeatable)."""
         self["permit-peer"].append(peer_id)
 
+    def opt_bootstrap(self, description: str) -> None:
+        """An endpoint to learn peers from: p2ptls:HOST:PORT (repeatable;
+        dialed while the node has no peers; its id need not be known)."""
+        self["bootstrap"].append(description)
+
+    def opt_advertise(self, address: str) -> None:
+        """An address for our peer record, HOST:PORT or [V6]:PORT (repeatable;
+        default: the --listen addresses, never a wildcard; loopback only when
+        every listener is loopback)."""
+        self["advertise"].append(address)
+
     def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
         """A bad option ends the process with one line naming it: twistd
         would print its whole usage text (~90 lines) above a UsageError."""
@@ -154,11 +167,16 @@ class Options(usage.Options):
         for option, description in [
             *(("--listen", text) for text in self["listen"]),
             *(("--peer", endpoint) for _, endpoint in self["peers"]),
+            *(("--bootstrap", text) for text in self["bootstrap"]),
         ]:
             try:
                 require_tls(description, settings)
             except PlaintextRefused as error:
                 raise usage.UsageError(f"{option} {error}") from None
+        try:
+            check_addresses(self["advertise"])
+        except ValueError as error:
+            raise usage.UsageError(f"--advertise {error}") from None
         for name in ("allow-peer", "permit-peer"):
             self[name] = [_peer_id(f"--{name}", text) for text in self[name]]
         for text in self["allow-network"]:
@@ -287,6 +305,9 @@ def makeService(options: dict[str, Any]) -> IService:
         listen=options["listen"],
         peers=options["peers"],
         status=options["status"],
+        discovery=DiscoverySettings(**parts["discovery"]),
+        bootstrap=options["bootstrap"],
+        advertise=options["advertise"] or None,
         permits=permits,
         sighup=True,
         ready=True,

@@ -145,6 +145,16 @@ class GossipSettings:
         """The largest ``data`` accepted or published on ``topic``."""
         return self.topic_max_sizes.get(topic, self.max_message_size)
 
+    def max_frame(self) -> int:
+        """The largest gossip frame a connection takes (the 16 MiB request
+        limit would let one frame cost 16 MiB of parsing): the largest
+        ``Publish`` (its data plus 1 KiB of topic, ids, seqno and signature),
+        or the longest IHave/IWant (32-byte ids), or a full ``Records``
+        (255 records of 8 addresses), whichever is largest."""
+        publish = max([self.max_message_size, *self.topic_max_sizes.values()])
+        ids = 32 * self.max_ihave_length + 512
+        return max(publish + 1024, ids, 255 * (8 * 256 + 128))
+
 
 #: Every default.
 DEFAULTS = GossipSettings()

@@ -1,0 +1,692 @@
+"""A gossip network of real nodes, measured: ``python -m bench.network``.
+
+``python -m bench.network --nodes N [--processes P] [--messages M]`` starts N
+nodes (TLS, the default; each on its own loopback address 127.0.x.y) spread
+over P worker processes, each node knowing only one bootstrap address and
+running a ``ConnectionManager`` (target 8 outbound peers), all subscribed to
+one topic.  It prints one table:
+
+* the time until every node has its target outbound peers and the overlay is
+  one component;
+* M publications from random origins: delivery ratio to live subscribers,
+  latency p50/p99 (with the mesh hop count of the p99 delivery), duplicates
+  received per node per message, bytes the origin uploads per publication
+  and bytes the whole network uploads per message, beside the same messages
+  sent one hop with ``notify_all`` over a full mesh (measured when
+  N <= ``--full-mesh-max``, else that row's reference is the exact
+  encoded size times N-1, marked "computed");
+* churn: the worker processes holding 20% of the nodes are killed with
+  SIGKILL mid-run; publications continue; the time until every survivor is
+  back at its target with a mesh again, and the delivery ratio to survivors
+  during that repair window and after it.
+
+Everything is bounded: every wait has a deadline, every loop a count; only
+loopback is used.  Latency compares ``time.monotonic()`` across processes
+(one system-wide clock on Linux).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from typing import Any, Optional
+
+TOPIC = "bench"
+WORKER = "--worker"
+
+
+def host(index: int) -> str:
+    """Node ``index``'s own loopback address (127.0.0.1 is left alone)."""
+    return f"127.0.{1 + index // 250}.{1 + index % 250}"
+
+
+# -- the worker: some nodes in one process ----------------------------------
+
+
+def worker_main() -> None:
+    from twisted.internet import reactor, stdio
+    from twisted.internet.address import IPv4Address
+    from twisted.protocols.basic import LineReceiver
+
+    nodes: dict[int, Any] = {}
+    managers: dict[int, Any] = {}
+    deliveries: list[tuple[int, str, float]] = []
+
+    async def start(spec: dict[str, Any]) -> dict[str, Any]:
+        from blueprint_net import (
+            ConnectionManager,
+            DiscoverySettings,
+            GossipMessage,
+            GossipSettings,
+            Identity,
+            Node,
+        )
+
+        gossip = GossipSettings(flood_publish=spec["flood"])
+
+        out = []
+        for index in spec["indices"]:
+            node = Node(Identity.generate(), reactor=reactor, gossip=gossip)
+            port = await node.listen(f"p2ptls:0:interface={host(index)}")
+
+            def got(message: GossipMessage, index: int = index) -> None:
+                sent = json.loads(message.data[: message.data.index(b"}") + 1])
+                deliveries.append((index, sent["tag"], time.monotonic() - sent["t"]))
+
+            node.subscribe(TOPIC, got)
+            bootstrap = [spec["bootstrap"]] if spec["bootstrap"] else []
+            manager = ConnectionManager(
+                node,
+                DiscoverySettings(target_peers=spec["target"]),
+                bootstrap=bootstrap,
+                rng=random.Random(index),
+            )
+            manager.startService()
+            nodes[index], managers[index] = node, manager
+            address = port.getHost()
+            assert isinstance(address, IPv4Address)
+            out.append(
+                {
+                    "i": index,
+                    "id": str(node.peer_id),
+                    "at": f"p2ptls:{address.host}:{address.port}",
+                }
+            )
+        return {"nodes": out}
+
+    def status(spec: dict[str, Any]) -> dict[str, Any]:
+        out = []
+        for index, node in nodes.items():
+            router = node.gossip.router
+            out.append(
+                {
+                    "i": index,
+                    "id": str(node.peer_id),
+                    "outbound": len(managers[index].outbound()),
+                    "peers": [str(p.peer_id) for p in node.peers],
+                    "mesh": [str(p) for p in router.mesh.get(TOPIC, ())],
+                    "sent": node.gossip.sent["bytes"],
+                    "duplicate": node.gossip.stats[TOPIC]["duplicate"],
+                }
+            )
+        return {"nodes": out}
+
+    def publish(spec: dict[str, Any]) -> dict[str, Any]:
+        node = nodes[spec["i"]]
+        stamp = json.dumps({"tag": spec["tag"], "t": time.monotonic()}).encode()
+        data = stamp + b"." * max(0, spec["size"] - len(stamp))
+        before = node.gossip.sent["bytes"]
+        node.publish(TOPIC, data)
+        return {"upload": node.gossip.sent["bytes"] - before}
+
+    def collect(spec: dict[str, Any]) -> dict[str, Any]:
+        taken = list(deliveries)
+        deliveries.clear()
+        return {"deliveries": taken}
+
+    async def mesh_reference(spec: dict[str, Any]) -> dict[str, Any]:
+        """The one-hop reference: a full mesh of plain nodes in this worker,
+        each message sent with notify_all by its origin."""
+        from blueprint_net import Identity, IncomingRequest, Node
+
+        got: list[float] = []
+
+        def handler(request: IncomingRequest) -> None:
+            sent = json.loads(request.payload[: request.payload.index(b"}") + 1])
+            got.append(time.monotonic() - sent["t"])
+
+        count = spec["nodes"]
+        mesh = [
+            Node(Identity.generate(), reactor=reactor, handlers={"bench": handler})
+            for _ in range(count)
+        ]
+        try:
+            where = []
+            for index, node in enumerate(mesh):
+                port = await node.listen(f"p2ptls:0:interface={host(1000 + index)}")
+                address = port.getHost()
+                assert isinstance(address, IPv4Address)
+                where.append(f"p2ptls:{address.host}:{address.port}")
+            for a in range(count):
+                for b in range(a + 1, count):
+                    await mesh[a].connect(where[b], mesh[b].peer_id)
+            rng = random.Random(7)
+            upload = 0
+            from blueprint_net._core import wire
+
+            for tag in range(spec["messages"]):
+                stamp = json.dumps({"tag": tag, "t": time.monotonic()}).encode()
+                data = stamp + b"." * max(0, spec["size"] - len(stamp))
+                frame = wire.frame(wire.Request(wire.NO_RESPONSE, "bench", data))
+                sent = rng.choice(mesh).notify_all("bench", data)
+                upload += len(frame) * len(sent)
+                await deferLater(1 / spec["rate"])  # the gossip run's pace
+            deadline = time.monotonic() + 10
+            want = spec["messages"] * (count - 1)
+            while len(got) < want and time.monotonic() < deadline:
+                await deferLater(0.01)
+            return {
+                "delivered": len(got),
+                "expected": want,
+                "latencies": got,
+                "upload": upload / spec["messages"],
+            }
+        finally:
+            for node in mesh:
+                await node.stop()
+
+    def deferLater(seconds: float) -> Any:
+        from twisted.internet import task
+
+        return task.deferLater(reactor, seconds, lambda: None)
+
+    commands = {
+        "start": start,
+        "status": status,
+        "publish": publish,
+        "collect": collect,
+        "mesh_reference": mesh_reference,
+    }
+
+    class Commands(LineReceiver):
+        delimiter = b"\n"
+        MAX_LENGTH = 64 * 1024 * 1024
+
+        def lineReceived(self, line: bytes) -> None:
+            from twisted.internet import defer
+
+            spec = json.loads(line)
+            answer: defer.Deferred[Any]
+            try:
+                result = commands[spec["cmd"]](spec)
+            except Exception:
+                answer = defer.fail()
+            else:
+                answer = (
+                    defer.ensureDeferred(result)
+                    if inspect.iscoroutine(result)
+                    else defer.succeed(result)
+                )
+            answer.addCallbacks(
+                lambda result: self.sendLine(json.dumps(result).encode()),
+                lambda failure: self.sendLine(
+                    json.dumps({"error": failure.getErrorMessage()}).encode()
+                ),
+            )
+
+        def connectionLost(self, reason: Any = None) -> None:
+            os._exit(0)  # the controller went away: so do we, at once
+
+    stdio.StandardIO(Commands())
+    reactor.run()
+
+
+# -- the controller ------------------------------------------------------------
+
+
+class Worker:
+    """One worker process and its command pipe."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.network", WORKER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+        self.buffer = b""
+        self.alive = True
+
+    def send(self, spec: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(spec).encode() + b"\n")
+        self.process.stdin.flush()
+
+    def receive(self, deadline: float) -> dict[str, Any]:
+        stdout = self.process.stdout
+        assert stdout is not None
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([stdout], [], [], left)[0]:
+                raise TimeoutError(f"worker {self.number} did not answer in time")
+            chunk = os.read(stdout.fileno(), 1 << 20)
+            if not chunk:
+                raise RuntimeError(f"worker {self.number} exited")
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"worker {self.number}: {answer['error']}")
+        return answer
+
+    def ask(self, spec: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+        self.send(spec)
+        return self.receive(time.monotonic() + timeout)
+
+    def kill(self) -> None:
+        self.alive = False
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def ask_all(
+    workers: list[Worker], spec: dict[str, Any], timeout: float = 60.0
+) -> list[dict[str, Any]]:
+    live = [w for w in workers if w.alive]
+    for worker in live:
+        worker.send(spec)
+    deadline = time.monotonic() + timeout
+    return [worker.receive(deadline) for worker in live]
+
+
+def nodes_status(workers: list[Worker]) -> list[dict[str, Any]]:
+    return [
+        n for answer in ask_all(workers, {"cmd": "status"}) for n in answer["nodes"]
+    ]
+
+
+def components(status: list[dict[str, Any]]) -> int:
+    ids = {n["id"] for n in status}
+    edges: dict[str, set[str]] = {i: set() for i in ids}
+    for n in status:
+        for p in n["peers"]:
+            if p in ids:
+                edges[n["id"]].add(p)
+                edges[p].add(n["id"])
+    seen: set[str] = set()
+    count = 0
+    for start in ids:
+        if start in seen:
+            continue
+        count += 1
+        todo = [start]
+        seen.add(start)
+        while todo:
+            for p in edges[todo.pop()]:
+                if p not in seen:
+                    seen.add(p)
+                    todo.append(p)
+    return count
+
+
+def mesh_hops(status: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Hops from each node to every other over the topic's meshes."""
+    edges: dict[str, set[str]] = {n["id"]: set() for n in status}
+    for n in status:
+        for p in n["mesh"]:
+            if p in edges:
+                edges[n["id"]].add(p)
+                edges[p].add(n["id"])
+    hops = {}
+    for start in edges:
+        dist = {start: 0}
+        todo = deque([start])
+        while todo:
+            at = todo.popleft()
+            for p in edges[at]:
+                if p not in dist:
+                    dist[p] = dist[at] + 1
+                    todo.append(p)
+        hops[start] = dist
+    return hops
+
+
+def ready(status: list[dict[str, Any]], target: int) -> bool:
+    """Every node at its target outbound peers (or connected to every other
+    node, when the network is too small for that), with a mesh; one component."""
+    everyone = len(status) - 1
+    want = min(target, everyone)
+    if os.environ.get("BENCH_DEBUG"):
+        short = [
+            (n["i"], n["outbound"], len(n["peers"]), len(n["mesh"]))
+            for n in status
+            if not (
+                (n["outbound"] >= want or len(n["peers"]) >= everyone) and n["mesh"]
+            )
+        ]
+        print(
+            f"{time.monotonic():.1f} not ready: {short[:10]} ({len(short)})",
+            file=sys.stderr,
+        )
+    return (
+        all(
+            (n["outbound"] >= want or len(n["peers"]) >= everyone) and n["mesh"]
+            for n in status
+        )
+        and components(status) == 1
+    )
+
+
+def wait_ready(workers: list[Worker], target: int, limit: float) -> Optional[float]:
+    """Seconds until :func:`ready` (polled), or None past ``limit``."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        if ready(nodes_status(workers), target):
+            return time.monotonic() - start
+        time.sleep(0.25)
+    return None
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+class Phase:
+    """Publications from random origins among the live nodes, and what each
+    live subscriber received of them."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.tags: dict[str, tuple[int, float]] = {}  # tag -> (origin, time)
+        self.uploads: list[int] = []
+        self.deliveries: list[tuple[int, str, float]] = []
+
+    def publish(
+        self, workers: list[Worker], where: dict[int, Worker], origin: int, size: int
+    ) -> None:
+        tag = f"{self.name}-{len(self.tags)}"
+        answer = where[origin].ask(
+            {"cmd": "publish", "i": origin, "tag": tag, "size": size}
+        )
+        self.tags[tag] = (origin, time.monotonic())
+        self.uploads.append(answer["upload"])
+
+    def ratio(self, live: set[int]) -> float:
+        """Deliveries to live non-origin nodes over those expected."""
+        got = {(i, tag) for i, tag, _ in self.deliveries if i in live}
+        want = sum(len(live - {origin}) for origin, _ in self.tags.values())
+        # The origin delivers its own message locally: not a network delivery.
+        mine = sum(1 for i, tag in got if self.tags.get(tag, (-1,))[0] == i)
+        return (len(got) - mine) / want if want else float("nan")
+
+
+def collect(workers: list[Worker], phases: list[Phase]) -> None:
+    by_name = {phase.name: phase for phase in phases}
+    for answer in ask_all(workers, {"cmd": "collect"}):
+        for index, tag, latency in answer["deliveries"]:
+            phase = by_name.get(tag.rsplit("-", 1)[0])
+            if phase is not None and tag in phase.tags:
+                phase.deliveries.append((index, tag, latency))
+
+
+def run(args: argparse.Namespace) -> list[tuple[str, float, Optional[float], str]]:
+    from blueprint_net import GossipSettings, Identity
+    from blueprint_net._core import gossip_wire, wire
+
+    n, target, rng = args.nodes, args.target_peers, random.Random(args.seed)
+    per = math.ceil(n / args.processes)
+    workers = [Worker(k) for k in range(math.ceil(n / per))]
+    where = {i: workers[i // per] for i in range(n)}
+    rows: list[tuple[str, float, Optional[float], str]] = []
+    try:
+        seed = workers[0].ask(
+            {
+                "cmd": "start",
+                "indices": [0],
+                "bootstrap": None,
+                "target": target,
+                "flood": args.flood_publish,
+            }
+        )["nodes"][0]
+        for k, worker in enumerate(workers):
+            indices = [i for i in range(k * per, min(n, (k + 1) * per)) if i]
+            worker.send(
+                {
+                    "cmd": "start",
+                    "indices": indices,
+                    "bootstrap": seed["at"],
+                    "target": target,
+                    "flood": args.flood_publish,
+                }
+            )
+        began = time.monotonic()
+        deadline = began + 120
+        for worker in workers:
+            worker.receive(deadline)
+        took = wait_ready(workers, target, args.limit)
+        if took is None:
+            raise SystemExit(f"the overlay was not ready within {args.limit} s")
+        rows.append(
+            (
+                f"N={n}: seconds to target degree {target} and one component",
+                time.monotonic() - began,
+                None,
+                f"{len(workers)} processes, TLS, one bootstrap address",
+            )
+        )
+        status = nodes_status(workers)
+        hops = mesh_hops(status)
+        ids = {s["i"]: s["id"] for s in status}
+        sent_before = sum(s["sent"] for s in status)
+        dup_before = sum(s["duplicate"] for s in status)
+        live = set(range(n))
+
+        # -- steady state ------------------------------------------------------
+        steady = Phase("steady")
+        for _ in range(args.messages):
+            steady.publish(workers, where, rng.randrange(n), args.size)
+            time.sleep(1 / args.rate)
+        settle(workers, [steady], live, args.settle)
+        status = nodes_status(workers)
+        network_bytes = (sum(s["sent"] for s in status) - sent_before) / args.messages
+        dups = (sum(s["duplicate"] for s in status) - dup_before) / (
+            args.messages * (n - 1)
+        )
+        remote = [
+            (i, tag, lat)
+            for i, tag, lat in steady.deliveries
+            if i != steady.tags[tag][0]  # not the origin's own local delivery
+        ]
+        latencies = [lat * 1000 for _, _, lat in remote]
+        p99 = percentile(latencies, 0.99)
+        hop_of = [
+            hops[ids[steady.tags[tag][0]]].get(ids[i], -1)
+            for i, tag, lat in remote
+            if lat * 1000 >= p99
+        ]
+        frame = len(
+            wire.frame(wire.Request(wire.NO_RESPONSE, "bench", b"x" * args.size))
+        )
+        someone = Identity.generate()
+        gossip_frame = len(
+            gossip_wire.frame(
+                gossip_wire.Publish(
+                    TOPIC, someone.peer_id, 1, b"x" * args.size, b"\0" * 64
+                )
+            )
+        )
+        reference = None
+        if n <= args.full_mesh_max:
+            reference = workers[0].ask(
+                {
+                    "cmd": "mesh_reference",
+                    "nodes": n,
+                    "messages": args.messages,
+                    "size": args.size,
+                    "rate": args.rate,
+                },
+                timeout=300,
+            )
+        d = GossipSettings().mesh_degree
+        rows += [
+            (
+                "delivery to live subscribers, steady (%)",
+                100 * steady.ratio(live),
+                None
+                if reference is None
+                else 100 * reference["delivered"] / reference["expected"],
+                f"{args.messages} messages of {args.size} B from random origins",
+            ),
+            (
+                "latency p50 (ms)",
+                percentile(latencies, 0.5),
+                None
+                if reference is None
+                else percentile([x * 1000 for x in reference["latencies"]], 0.5),
+                "reference: one hop, notify_all over a full mesh",
+            ),
+            (
+                "latency p99 (ms)",
+                p99,
+                None
+                if reference is None
+                else percentile([x * 1000 for x in reference["latencies"]], 0.99),
+                f"deliveries at or past p99: {max(hop_of, default=0)} mesh hops at"
+                f" most, median {sorted(hop_of)[len(hop_of) // 2] if hop_of else 0}",
+            ),
+            (
+                "duplicates received per node per message",
+                dups,
+                float(d),
+                f"reference: D = {d}, the bound",
+            ),
+            (
+                "origin upload per publish (bytes)",
+                sum(steady.uploads) / len(steady.uploads),
+                reference["upload"] if reference else (n - 1) * frame,
+                "reference: notify_all to N-1 peers"
+                + ("" if reference else f" (computed: {n - 1} x {frame} B frame)"),
+            ),
+            (
+                "origin upload per publish (frames)",
+                sum(steady.uploads) / len(steady.uploads) / gossip_frame,
+                float(n - 1),
+                f"target peers {target}; "
+                + (
+                    "flood publish (the default) reaches every peer of the topic"
+                    if args.flood_publish
+                    else "flood_publish off: the mesh only"
+                ),
+            ),
+            (
+                "network upload per message (bytes)",
+                network_bytes,
+                reference["upload"] if reference else (n - 1) * frame,
+                "all gossip frames (forwards, IHave/IWant, control) per message",
+            ),
+        ]
+
+        # -- churn -------------------------------------------------------------
+        victims = [w for w in workers[1:]][: max(1, round(0.2 * len(workers)))]
+        killed = {i for i, w in where.items() if w in victims}
+        before = Phase("before")
+        for _ in range(args.messages // 2):
+            before.publish(workers, where, rng.choice(sorted(live)), args.size)
+            time.sleep(1 / args.rate)
+        settle(workers, [before], live, args.settle)
+        for worker in victims:
+            worker.kill()
+        live -= killed
+        dead_at = time.monotonic()
+        during = Phase("during")
+        repaired: Optional[float] = None
+        while time.monotonic() - dead_at < args.limit:
+            during.publish(workers, where, rng.choice(sorted(live)), args.size)
+            time.sleep(1 / args.rate)
+            if len(during.tags) % 5 == 0 and ready(nodes_status(workers), target):
+                repaired = time.monotonic() - dead_at
+                break
+        settle(workers, [during], live, args.settle)
+        after = Phase("after")
+        for _ in range(args.messages // 2):
+            after.publish(workers, where, rng.choice(sorted(live)), args.size)
+            time.sleep(1 / args.rate)
+        settle(workers, [after], live, args.settle)
+        rows += [
+            (
+                f"churn: seconds to repair after SIGKILL of {len(killed)} nodes",
+                float("nan") if repaired is None else repaired,
+                None,
+                "every survivor at target degree with a mesh, one component",
+            ),
+            (
+                "delivery to survivors before churn (%)",
+                100 * before.ratio(live),
+                None,
+                f"{len(before.tags)} messages",
+            ),
+            (
+                "delivery to survivors during repair (%)",
+                100 * during.ratio(live),
+                None,
+                f"{len(during.tags)} messages while meshes were repaired",
+            ),
+            (
+                "delivery to survivors after repair (%)",
+                100 * after.ratio(live),
+                None,
+                f"{len(after.tags)} messages",
+            ),
+        ]
+        return rows
+    finally:
+        for worker in workers:
+            worker.close()
+
+
+def settle(
+    workers: list[Worker], phases: list[Phase], live: set[int], seconds: float
+) -> None:
+    """Collect deliveries until every live node has every message, or for
+    ``seconds`` at most."""
+    deadline = time.monotonic() + seconds
+    while True:
+        collect(workers, phases)
+        if all(phase.ratio(live) >= 1 for phase in phases):
+            return
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    if argv is None and sys.argv[1:2] == [WORKER]:
+        worker_main()
+        return
+    parser = argparse.ArgumentParser(prog="python -m bench.network")
+    parser.add_argument("--nodes", type=int, default=200)
+    parser.add_argument("--processes", type=int, default=10)
+    parser.add_argument("--target-peers", type=int, default=8)
+    parser.add_argument("--messages", type=int, default=100)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--rate", type=float, default=20.0, help="publishes/s")
+    parser.add_argument("--limit", type=float, default=120.0, help="longest wait, s")
+    parser.add_argument("--settle", type=float, default=10.0)
+    parser.add_argument("--full-mesh-max", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument(
+        "--no-flood-publish",
+        dest="flood_publish",
+        action="store_false",
+        help="origins send to their mesh only (GossipSettings.flood_publish)",
+    )
+    args = parser.parse_args(argv)
+    if not 2 <= args.nodes <= 1000:
+        parser.error("--nodes must be 2 to 1000")
+    from .report import Row, table
+
+    rows = run(args)
+    print(table([Row(name, ours, ref, note) for name, ours, ref, note in rows]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""The connection manager: keeps a node at its target number of outbound
+peers, dialing candidates from signed peer records, and its inbound peers
+under a cap.
+
+Layer: adapters (a Twisted ``Service`` on the node's clock; its decisions
+are ``_policy/discovery.py``'s).
+
+Each round (once a second): sign our record anew if our addresses changed;
+if short of outbound peers, dial records' peers -- never a banned or (in
+permissioned mode) unlisted id, never a banned address, each pinned to the
+record's id over ``p2ptls``, preferring subnets we have fewest peers in,
+backing off a peer that failed (exponential, jittered) -- or the bootstrap
+addresses when no record is left; ask a peer for more records when short;
+and close inbound peers past the cap once they have had time to learn
+records.  Every new peer is asked for records once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any, Callable, Optional
+
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from blueprint_net._adapters.node import Node
+from blueprint_net._adapters.peers import Peer
+from blueprint_net._core.errors import BlueprintError, ErrorCode, ProtocolError
+from blueprint_net._core.identity import PeerId
+from blueprint_net._core.records import PeerRecord
+from blueprint_net._policy import discovery
+from blueprint_net._policy.discovery import DEFAULTS as DISCOVERY_DEFAULTS
+from blueprint_net._policy.discovery import Backoff, DiscoverySettings
+
+Listening = Callable[[], list[tuple[str, int]]]
+
+
+class ConnectionManager(Service):
+    """Discovery and the outbound target for one node (see the module)."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        node: Node,
+        settings: DiscoverySettings = DISCOVERY_DEFAULTS,
+        *,
+        bootstrap: Sequence[str] = (),
+        advertise: Optional[Sequence[str]] = None,
+        listening: Optional[Listening] = None,
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        self.node = node
+        self.settings = settings
+        self.bootstrap = list(bootstrap)
+        #: Our record's addresses as configured (``--advertise``); None:
+        #: from where we listen (``discovery.advertised``).
+        self.advertise = None if advertise is None else list(advertise)
+        self._listening = listening or (lambda: node.listening_addresses)
+        self.rng = rng or random.Random()
+        self.backoff = Backoff(settings.backoff_initial, settings.backoff_max, self.rng)
+        self.dialing: dict[Any, defer.Deferred[Peer]] = {}
+        #: Peers our dials reached: outbound even when the duplicate rule
+        #: kept their simultaneous dial to us instead.
+        self._reached: set[PeerId] = set()
+        self._loop = task.LoopingCall(self.tick)
+        self._loop.clock = node.clock
+        self._soon: Optional[Any] = None
+        self._hooked = False
+        self.counters = node.counters
+
+    # -- IService --------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        if not self._hooked:
+            self._hooked = True
+            self.node.on_peer_verified(self._verified)
+            self.node.gossip.on_discovered(self._discovered)
+        self.node.gossip.start()  # its heartbeat paces record requests
+        self._loop.start(self.settings.interval, now=True)
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self._loop.running:
+            self._loop.stop()
+        if self._soon is not None and self._soon.active():
+            self._soon.cancel()
+        self._soon = None
+        dialing = list(self.dialing.values())
+        for waiting in dialing:
+            waiting.cancel()
+        return defer.succeed(None)
+
+    # -- events ------------------------------------------------------------------
+
+    def _verified(self, peer: Peer) -> None:
+        """Every new peer is asked once for records (its own first)."""
+        self.node.gossip.request_records(peer.peer_id)
+
+    def _discovered(self, source: PeerId, records: tuple[PeerRecord, ...]) -> None:
+        """Records a banned or (permissioned) unlisted id signed are dropped,
+        so they are neither dialed nor passed on to other peers."""
+        book = self.node.gossip.router.records
+        for record in records:
+            if not self._admissible(record.peer_id):
+                book.forget(record.peer_id)
+                self.counters["discovery.records_refused"] += 1
+        if self.running and self._soon is None:
+            self._soon = self.node.clock.callLater(0, self._tick_soon)
+
+    def _tick_soon(self) -> None:
+        self._soon = None
+        self.tick()
+
+    # -- the round -------------------------------------------------------------
+
+    def addresses(self) -> list[str]:
+        if self.advertise is not None:
+            return self.advertise
+        return discovery.advertised(self._listening())
+
+    def tick(self) -> None:
+        node, settings = self.node, self.settings
+        if node._stopping:
+            return
+        self._sign_record()
+        peers = node.peers
+        need = settings.target_peers - len(self.outbound(peers)) - len(self.dialing)
+        need = min(need, settings.max_dialing - len(self.dialing))
+        if need > 0:
+            chosen = self._candidates(peers, need)
+            for peer_id, host, port in chosen:
+                self._dial(peer_id, discovery.description(host, port), peer_id)
+            if len(chosen) < need:
+                self._ask_for_records(peers)
+                if not peers:
+                    for endpoint in self.bootstrap:
+                        self._dial(endpoint, endpoint, None)
+        self._trim_inbound(peers)
+
+    def outbound(self, peers: Optional[list[Peer]] = None) -> list[Peer]:
+        """Connected peers we dialed (ours, or theirs kept by the duplicate
+        rule in place of ours)."""
+        peers = self.node.peers if peers is None else peers
+        self._reached &= {p.peer_id for p in peers}
+        reached = self._reached
+        return [p for p in peers if p.direction == "outbound" or p.peer_id in reached]
+
+    def _sign_record(self) -> None:
+        addresses = self.addresses()
+        own = self.node.gossip.router.own_record
+        if own is None or list(own.addresses) != addresses:
+            try:
+                self.node.gossip.set_addresses(addresses)
+            except ValueError as error:
+                self._log.error(
+                    "cannot advertise {addresses}: {error}",
+                    addresses=addresses,
+                    error=str(error),
+                )
+                self.advertise = []
+
+    def _admissible(self, peer_id: PeerId) -> bool:
+        policy = self.node.policy
+        if policy.bans.peer_ban(peer_id) is not None:
+            return False
+        return policy.permitted is None or peer_id in policy.permitted
+
+    def _candidates(
+        self, peers: list[Peer], count: int
+    ) -> list[tuple[PeerId, str, int]]:
+        node = self.node
+        router = node.gossip.router
+        connected = {p.peer_id for p in peers}
+        own = router.own_record
+        loopback = discovery.loopback_only(own.addresses if own else ())
+        now = node.clock.seconds()
+        pool: list[tuple[tuple[PeerId, str, int], str]] = []
+        for record in router.records.records():
+            peer_id = record.peer_id
+            if (
+                peer_id in connected
+                or peer_id in self.dialing
+                or peer_id == node.peer_id
+                or not self.backoff.ready(peer_id, now)
+                or not self._admissible(peer_id)
+            ):
+                continue
+            for host, port in discovery.dial_targets(record, loopback=loopback):
+                if node.bans.address_ban(host) is None:
+                    pool.append(((peer_id, host, port), host))
+                    break
+        hosts = [str(getattr(p.address, "host", "")) for p in peers]
+        limits = node.limits
+        return discovery.prefer_diverse(
+            pool,
+            hosts,
+            count,
+            self.rng,
+            ipv4_prefix=limits.ipv4_prefix,
+            ipv6_prefix=limits.ipv6_prefix,
+        )
+
+    def _ask_for_records(self, peers: list[Peer]) -> None:
+        """Short of candidates: one random peer is asked for more (the
+        router takes one answer per request, one request per heartbeat)."""
+        if peers:
+            self.node.gossip.request_records(self.rng.choice(peers).peer_id)
+
+    def _dial(self, key: Any, endpoint: str, peer_id: Optional[PeerId]) -> None:
+        now = self.node.clock.seconds()
+        if key in self.dialing or not self.backoff.ready(key, now):
+            return
+        self.counters["discovery.dials"] += 1
+        dialing = self.node.connect(endpoint, peer_id)
+        self.dialing[key] = dialing
+        dialing.addCallbacks(
+            lambda peer: self._dialed(key, peer),
+            lambda failure: self._dial_failed(key, endpoint, failure),
+        )
+
+    def _dialed(self, key: Any, peer: Peer) -> None:
+        self.dialing.pop(key, None)
+        self._reached.add(peer.peer_id)
+        self.backoff.succeeded(key)
+
+    def _dial_failed(self, key: Any, endpoint: str, failure: Any) -> None:
+        self.dialing.pop(key, None)
+        if failure.check(defer.CancelledError):
+            return
+        delay = self.backoff.failed(key, self.node.clock.seconds())
+        self.counters["discovery.dial_failed"] += 1
+        error = failure.value
+        self._log.debug(
+            "dial {endpoint} failed ({error}); next try in {delay:.1f} s",
+            endpoint=endpoint,
+            error=str(error) if isinstance(error, BlueprintError) else repr(error),
+            delay=delay,
+        )
+
+    def _trim_inbound(self, peers: list[Peer]) -> None:
+        settings = self.settings
+        now = self.node.clock.seconds()
+        inbound = [p for p in peers if p.direction == "inbound"]
+        inbound = [p for p in inbound if p.peer_id not in self._reached]
+        excess = len(inbound) - settings.inbound_cap
+        if excess <= 0:
+            return
+        old = [p for p in inbound if now - p.since >= settings.inbound_grace]
+        for peer in self.rng.sample(old, min(excess, len(old))):
+            self.counters["discovery.inbound_trimmed"] += 1
+            protocol = self.node._peers.get(peer.peer_id)
+            if protocol is not None:
+                protocol.close(
+                    ProtocolError(ErrorCode.CONNECTION_LIMIT, "too many inbound peers")
+                )

@@ -1,0 +1,340 @@
+"""Topic gossip on a node: the sans-IO router (``_core/pubsub.py``) driven
+by the node's connections, clock and the application's handlers.
+
+Layer: adapters.  The router decides everything; this module carries out its
+outputs in order -- frames to peers (encoded once; a forward to a peer that
+is not reading is dropped and counted, never waited for), validators (sync,
+Deferred or coroutine), delivery to handlers, penalties to the node's
+policy, discovered records to whoever listens -- and runs its heartbeat on
+the node's clock.  Only verified connections of admitted peers reach it:
+the node calls it after its own admission (bans, permissioned mode).
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any, Callable, Optional, Union
+
+import attrs
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from blueprint_net._adapters.peers import PeerTable
+from blueprint_net._adapters.protocol import PeerProtocol
+from blueprint_net._core import gossip_wire
+from blueprint_net._core.errors import SendQueueFull
+from blueprint_net._core.gossip_wire import Publish, message_id
+from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.pubsub import (
+    Deliver,
+    Discovered,
+    Fault,
+    Output,
+    Penalty,
+    Router,
+    Send,
+    Validate,
+    Verdict,
+)
+from blueprint_net._core.records import PeerRecord
+from blueprint_net._policy.gossip import GossipSettings
+
+
+@attrs.frozen
+class GossipMessage:
+    """A publication as a topic's handler and validator see it: ``data``
+    from ``origin``, whose signature the router has verified."""
+
+    origin: PeerId
+    topic: str
+    data: bytes
+    seqno: int
+    message_id: bytes
+
+
+#: A topic's handler: called with each message delivered.
+GossipHandler = Callable[[GossipMessage], Any]
+#: A topic's validator: a :class:`Verdict` (or its value, ``"accept"`` ...),
+#: or a Deferred or coroutine of one.
+Validator = Callable[[GossipMessage], Any]
+#: Told of verified records newer than those held, and who sent them.
+DiscoveredCallback = Callable[[PeerId, tuple[PeerRecord, ...]], None]
+#: Charges a peer for a gossip fault (the node's policy decides the price).
+Charge = Callable[[PeerId, Fault], None]
+
+#: Per-topic figures kept for each topic this node subscribes or publishes to
+#: (never for a topic a peer names: that would be memory a peer chooses).
+TOPIC_STATS = (
+    "published",
+    "delivered",
+    "forwarded",
+    "duplicate",
+    "invalid",
+    "ignored",
+    "dropped",
+)
+#: Router drop counters for a received Publish, and the figure each feeds.
+_PUBLISH_DROPS = {
+    "publish.duplicate": "duplicate",
+    "publish.invalid_signature": "invalid",
+    "publish.too_large": "dropped",
+    "publish.peer_rate": "dropped",
+    "publish.origin_rate": "dropped",
+    "publish.validation_full": "dropped",
+}
+
+
+@attrs.define
+class _Topic:
+    handler: Optional[GossipHandler]
+    validator: Optional[Validator]
+
+
+def _as_message(publish: Publish) -> GossipMessage:
+    return GossipMessage(
+        publish.origin, publish.topic, publish.data, publish.seqno, publish.message_id
+    )
+
+
+class Gossip:
+    """One node's topic gossip: a router, its heartbeat, the topics' handlers."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        identity: Identity,
+        clock: IReactorTime,
+        settings: GossipSettings,
+        peers: PeerTable,
+        charge: Charge,
+        *,
+        forward_queue_limit: int,
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        self.clock = clock
+        self.settings = settings
+        self.router = Router(identity, settings, now=clock.seconds(), rng=rng)
+        self._peers = peers
+        self._charge = charge
+        #: A forward is dropped for a peer with more than this queued (our
+        #: own publications and control messages may fill the whole queue).
+        self.forward_queue_limit = forward_queue_limit
+        self.topics: dict[str, _Topic] = {}
+        #: TOPIC_STATS per topic subscribed or published to.
+        self.stats: dict[str, Counter[str]] = {}
+        self._discovered: list[DiscoveredCallback] = []
+        self._heartbeat = task.LoopingCall(self.heartbeat)
+        self._heartbeat.clock = clock
+        #: Frames and bytes sent, for the benchmarks' upload figures.
+        self.sent: Counter[str] = Counter()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the heartbeat (idempotent): on the first subscribe or
+        publish (a node that never uses topics runs no gossip timer)."""
+        if not self._heartbeat.running:
+            self._heartbeat.start(self.settings.heartbeat_interval, now=False)
+
+    def stop(self) -> None:
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+
+    def heartbeat(self) -> None:
+        self._run(self.router.heartbeat(self.clock.seconds()))
+
+    def on_discovered(self, callback: DiscoveredCallback) -> None:
+        self._discovered.append(callback)
+
+    # -- the node's side -----------------------------------------------------
+
+    def peer_connected(self, protocol: PeerProtocol) -> None:
+        assert protocol.peer_id is not None
+        self._run(
+            self.router.peer_connected(protocol.peer_id, outbound=protocol.initiator)
+        )
+
+    def peer_disconnected(self, peer_id: PeerId) -> None:
+        self._run(self.router.peer_disconnected(peer_id))
+
+    def received(self, protocol: PeerProtocol, message: Any) -> None:
+        """A gossip message from a verified, admitted peer."""
+        peer = protocol.peer_id
+        assert peer is not None
+        router = self.router
+        if isinstance(message, Publish) and message.topic in self.stats:
+            counters = router.counters
+            before = [counters[key] for key in _PUBLISH_DROPS]
+            outputs = router.receive(peer, message, self.clock.seconds())
+            stats = self.stats[message.topic]
+            for (key, figure), old in zip(_PUBLISH_DROPS.items(), before):
+                if counters[key] != old:
+                    stats[figure] += 1
+        else:
+            outputs = router.receive(peer, message, self.clock.seconds())
+        self._run(outputs)
+
+    # -- the application's side ---------------------------------------------
+
+    def subscribe(
+        self,
+        topic: str,
+        handler: Optional[GossipHandler],
+        validator: Optional[Validator] = None,
+    ) -> None:
+        outputs = self.router.subscribe(topic, self.clock.seconds())  # ValueError
+        self.topics[topic] = _Topic(handler, validator)
+        self.stats.setdefault(topic, Counter())
+        self.start()
+        self._run(outputs)
+
+    def unsubscribe(self, topic: str) -> None:
+        self.topics.pop(topic, None)
+        self._run(self.router.unsubscribe(topic, self.clock.seconds()))
+
+    def publish(self, topic: str, data: bytes) -> bytes:
+        """Sign and send; the message id.  ``PublishFailed`` over the size
+        cap or our own rate; ``ValueError`` for a bad topic."""
+        outputs = self.router.publish(topic, data, self.clock.seconds())
+        self.stats.setdefault(topic, Counter())["published"] += 1
+        self.start()
+        self._run(outputs)
+        return message_id(self.router.peer_id, self.router.seqno)
+
+    def request_records(self, peer_id: PeerId) -> None:
+        self._run(self.router.request_records(peer_id))
+
+    def set_addresses(self, addresses: Iterable[str]) -> PeerRecord:
+        return self.router.set_addresses(addresses, self.clock.seconds())
+
+    # -- carrying out the router's outputs -----------------------------------
+
+    def _run(self, outputs: list[Output]) -> None:
+        for output in outputs:
+            if isinstance(output, Send):
+                self._send(output)
+            elif isinstance(output, Validate):
+                self._validate(output)
+            elif isinstance(output, Deliver):
+                self._deliver(output.message)
+            elif isinstance(output, Penalty):
+                self._charge(output.peer, output.fault)
+            elif isinstance(output, Discovered):
+                for callback in self._discovered:
+                    callback(output.source, output.records)
+
+    def _send(self, send: Send) -> None:
+        message = send.message
+        frame = gossip_wire.frame(message)
+        forward = isinstance(message, Publish) and message.origin != self.router.peer_id
+        stats = self.stats.get(message.topic) if isinstance(message, Publish) else None
+        peers, counters, sent = self._peers, self.router.counters, 0
+        for peer in send.peers:
+            protocol = peers.get(peer)
+            if protocol is None or protocol.connection.closed:
+                continue
+            if forward and protocol.queued > self.forward_queue_limit:
+                counters["forward.queue_full"] += 1
+                if stats is not None:
+                    stats["dropped"] += 1
+                continue
+            try:
+                protocol.send_frame(frame)
+            except SendQueueFull:
+                counters["send.queue_full"] += 1
+                if stats is not None:
+                    stats["dropped"] += 1
+                continue
+            sent += 1
+        if sent:
+            self.sent["frames"] += sent
+            self.sent["bytes"] += sent * len(frame)
+            if forward and stats is not None:
+                stats["forwarded"] += sent
+
+    def _validate(self, output: Validate) -> None:
+        topic = self.topics.get(output.message.topic)
+        if topic is None or topic.validator is None:
+            self._validated(output, Verdict.ACCEPT)
+            return
+        try:
+            result = topic.validator(_as_message(output.message))
+        except Exception:
+            self._log.failure(
+                "validator of {topic!r} raised", topic=output.message.topic
+            )
+            self._validated(output, Verdict.IGNORE)
+            return
+        if inspect.iscoroutine(result):
+            result = defer.ensureDeferred(result)
+        if isinstance(result, defer.Deferred):
+            result.addCallbacks(
+                lambda verdict: self._validated(output, verdict),
+                lambda failure: self._validator_failed(output, failure),
+            )
+            return
+        self._validated(output, result)
+
+    def _validator_failed(self, output: Validate, failure: Any) -> None:
+        self._log.failure(
+            "validator of {topic!r} failed", failure, topic=output.message.topic
+        )
+        self._validated(output, Verdict.IGNORE)
+
+    def _validated(self, output: Validate, verdict: Union[Verdict, str]) -> None:
+        try:
+            verdict = Verdict(verdict)
+        except ValueError:
+            self._log.error(
+                "validator of {topic!r} answered {verdict!r}, not a Verdict;"
+                " ignored the message",
+                topic=output.message.topic,
+                verdict=repr(verdict)[:80],
+            )
+            verdict = Verdict.IGNORE
+        stats = self.stats.get(output.message.topic)
+        if stats is not None and verdict is not Verdict.ACCEPT:
+            stats["invalid" if verdict is Verdict.REJECT else "ignored"] += 1
+        self._run(
+            self.router.validated(output.message_id, verdict, self.clock.seconds())
+        )
+
+    def _deliver(self, publish: Publish) -> None:
+        topic = self.topics.get(publish.topic)
+        stats = self.stats.get(publish.topic)
+        if stats is not None:
+            stats["delivered"] += 1
+        if topic is None or topic.handler is None:
+            return
+        try:
+            topic.handler(_as_message(publish))
+        except Exception:
+            self._log.failure("handler of {topic!r} raised", topic=publish.topic)
+
+    # -- status ----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Topics, meshes and drops, for ``/status.json`` and ``/metrics``."""
+        router = self.router
+        topics = {}
+        for topic in sorted(set(self.stats) | router.subscribed):
+            topics[topic] = {
+                "subscribed": topic in router.subscribed,
+                "mesh": len(router.mesh.get(topic, ())),
+                "fanout": len(router.fanout.get(topic, ())),
+                "peers": len(router.topic_peers.get(topic, ())),
+                **{
+                    name: self.stats.get(topic, Counter())[name] for name in TOPIC_STATS
+                },
+            }
+        return {
+            "topics": topics,
+            "known_peers": len(router.records),
+            "connected_peers": len(router.peers),
+            "counters": dict(sorted(router.counters.items())),
+        }

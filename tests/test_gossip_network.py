@@ -1,0 +1,404 @@
+"""Topic gossip and discovery between real nodes: TLS (the default) on
+loopback, heartbeats and the connection manager on a ``task.Clock``, and
+bounded waits for what crosses the sockets."""
+
+from __future__ import annotations
+
+import gc
+import random
+from collections.abc import Awaitable
+from typing import Any, Callable, Optional
+
+import attrs
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+from twisted.internet.address import IPv4Address
+
+from blueprint_net import (
+    GossipMessage,
+    GossipSettings,
+    Identity,
+    Node,
+    Settings,
+    Verdict,
+)
+from blueprint_net._adapters.connections import ConnectionManager
+from blueprint_net._core import gossip_wire
+from blueprint_net._core.errors import ErrorCode, NotConnected
+from blueprint_net._core.records import sign_record
+from blueprint_net._ops.service import NodeService
+from blueprint_net._policy.discovery import DiscoverySettings
+
+from .helpers import MakeNode
+
+pytestmark = pytest.mark.timeout(60)
+
+TOPIC = "news"
+#: The longest any one wait may take (real sockets, two shared cores).
+WAIT = 15.0
+
+
+async def until(condition: Callable[[], bool], seconds: float = WAIT) -> None:
+    """Return once ``condition()`` holds; fail after ``seconds``."""
+    deadline = reactor.seconds() + seconds
+    while not condition():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"not true within {seconds} s: {condition}")
+        await task.deferLater(reactor, 0.01, lambda: None)
+
+
+@attrs.define
+class Net:
+    """Real nodes on one fake clock, each recording what it got."""
+
+    make_node: MakeNode
+    clock: task.Clock = attrs.Factory(task.Clock)
+    nodes: list[Node] = attrs.Factory(list)
+    ports: list[int] = attrs.Factory(list)
+    got: list[list[GossipMessage]] = attrs.Factory(list)
+
+    async def add(self, **options: Any) -> Node:
+        node = self.make_node(
+            Identity.generate(), allow_plaintext=False, clock=self.clock, **options
+        )
+        port = await node.listen("p2ptls:0:interface=127.0.0.1")
+        address = port.getHost()
+        assert isinstance(address, IPv4Address)
+        self.nodes.append(node)
+        self.ports.append(address.port)
+        self.got.append([])
+        return node
+
+    async def link(self, a: int, b: int) -> None:
+        where = f"p2ptls:127.0.0.1:{self.ports[b]}"
+        await self.nodes[a].connect(where, self.nodes[b].peer_id)
+
+    async def subscribe_all(self, validator: Any = None) -> None:
+        for index, node in enumerate(self.nodes):
+            node.subscribe(TOPIC, self.got[index].append, validator=validator)
+        # Everyone knows its neighbours' topics, then a heartbeat grafts.
+        await until(
+            lambda: all(
+                len(n.gossip.router.topic_peers.get(TOPIC, ())) == len(n.peers)
+                for n in self.nodes
+            )
+        )
+        self.clock.advance(1.0)
+        await until(lambda: all(self._mesh_agrees(n) for n in self.nodes))
+
+    def _mesh_agrees(self, node: Node) -> bool:
+        """Each mesh link is known at both ends (the grafts arrived)."""
+        mesh = node.gossip.router.mesh.get(TOPIC, set())
+        by_id = {n.peer_id: n for n in self.nodes}
+        return bool(mesh) and all(
+            node.peer_id in by_id[p].gossip.router.mesh.get(TOPIC, set()) for p in mesh
+        )
+
+    async def everyone_gets(self, count: int) -> None:
+        await until(lambda: all(len(got) >= count for got in self.got))
+
+
+async def build(make_node: MakeNode, n: int, edges: list[tuple[int, int]]) -> Net:
+    net = Net(make_node)
+    for _ in range(n):
+        await net.add()
+    for a, b in edges:
+        await net.link(a, b)
+    await until(lambda: all(len(node.peers) > 0 for node in net.nodes))
+    return net
+
+
+def _publishes_reach_all(net: Net) -> Callable[[], Awaitable[None]]:
+    async def check() -> None:
+        origins = [0, len(net.nodes) - 1, len(net.nodes) // 2]
+        for count, origin in enumerate(origins, 1):
+            mid = net.nodes[origin].publish(TOPIC, b"from %d" % origin)
+            await net.everyone_gets(count)
+            for index, got in enumerate(net.got):
+                assert len(got) == count, (index, got)  # each exactly once
+                last = got[-1]
+                assert last.message_id == mid
+                assert last.origin == net.nodes[origin].peer_id
+                assert last.data == b"from %d" % origin
+
+    return check
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_line_carries_a_message_end_to_end(make_node: MakeNode) -> None:
+    net = await build(make_node, 5, [(0, 1), (1, 2), (2, 3), (3, 4)])
+    await net.subscribe_all()
+    await _publishes_reach_all(net)()
+    far = net.nodes[4].gossip.stats[TOPIC]
+    assert far["delivered"] == 3 and far["duplicate"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ring_delivers_once_and_drops_the_other_copy(
+    make_node: MakeNode,
+) -> None:
+    n = 6
+    net = await build(make_node, n, [(i, (i + 1) % n) for i in range(n)])
+    await net.subscribe_all()
+    await _publishes_reach_all(net)()
+    # Each message went both ways round: somebody saw a second copy.
+    await until(
+        lambda: sum(node.gossip.stats[TOPIC]["duplicate"] for node in net.nodes) > 0
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_random_graph_delivers_to_every_subscriber(
+    make_node: MakeNode,
+) -> None:
+    rng = random.Random(14)
+    n = 8
+    edges = {(i, rng.randrange(i)) for i in range(1, n)}  # a spanning tree
+    while len(edges) < 12:
+        a, b = rng.sample(range(n), 2)
+        if (b, a) not in edges:
+            edges.add((a, b))
+    net = await build(make_node, n, sorted(edges))
+    await net.subscribe_all()
+    await _publishes_reach_all(net)()
+
+
+def _forged(net: Net, liar: Node, origin: Node, data: bytes) -> gossip_wire.Publish:
+    seqno = 7
+    signed = gossip_wire.signed_bytes(TOPIC, origin.peer_id, seqno, data)
+    return gossip_wire.Publish(
+        TOPIC, origin.peer_id, seqno, data, liar.identity.sign(signed)
+    )
+
+
+def _send(sender: Node, to: Node, message: gossip_wire.GossipMessage) -> None:
+    connection = sender._peers.get(to.peer_id)
+    assert connection is not None
+    connection.send_frame(gossip_wire.frame(message))
+
+
+@pytest_twisted.ensureDeferred
+async def test_forged_and_replayed_messages_are_dropped_and_charged_rightly(
+    make_node: MakeNode,
+) -> None:
+    net = await build(make_node, 3, [(0, 1), (1, 2)])
+    await net.subscribe_all()
+    victim, liar, origin = net.nodes[1], net.nodes[0], net.nodes[2]
+    # Forged: origin's name, liar's signature.
+    _send(liar, victim, _forged(net, liar, origin, b"forged"))
+    await until(lambda: victim.gossip.router.counters["publish.invalid_signature"] == 1)
+    assert victim.policy.score(liar.peer_id) > 0  # the forwarder pays
+    assert victim.policy.score(origin.peer_id) == 0  # never the named origin
+    assert victim.counters["gossip.fault.invalid-signature"] == 1
+    # Replayed: a genuine message sent again is a duplicate, delivered once.
+    origin.publish(TOPIC, b"genuine")
+    await net.everyone_gets(1)
+    genuine = net.got[1][0]
+    copy = gossip_wire.Publish(
+        TOPIC,
+        genuine.origin,
+        genuine.seqno,
+        genuine.data,
+        origin.gossip.router.cache.get_for_peer(genuine.message_id, liar.peer_id)[
+            0
+        ].signature,  # type: ignore[union-attr]
+    )
+    before = victim.gossip.stats[TOPIC]["duplicate"]
+    _send(liar, victim, copy)
+    await until(lambda: victim.gossip.stats[TOPIC]["duplicate"] > before)
+    assert [m.data for m in net.got[1]] == [b"genuine"]
+    assert all(b"forged" not in [m.data for m in got] for got in net.got)
+
+
+@pytest_twisted.ensureDeferred
+async def test_oversized_messages_and_frames_are_refused(make_node: MakeNode) -> None:
+    small = GossipSettings(max_message_size=1024)
+    net = Net(make_node)
+    for _ in range(2):
+        await net.add(gossip=small)
+    await net.link(0, 1)
+    await until(lambda: all(node.peers for node in net.nodes))
+    await net.subscribe_all()
+    sender, receiver = net.nodes
+    with pytest.raises(Exception, match="size cap"):
+        sender.publish(TOPIC, b"x" * 1025)
+    # Signed, but over the cap: dropped unverified, counted.
+    _send(sender, receiver, _forged(net, sender, sender, b"x" * 2000))
+    await until(lambda: receiver.gossip.stats[TOPIC]["dropped"] == 1)
+    assert receiver.gossip.router.counters["publish.too_large"] == 1
+    assert net.got[1] == []
+    # A gossip frame over the connection's gossip limit closes it.
+    over = gossip_wire.Publish(
+        TOPIC, sender.peer_id, 9, b"x" * (small.max_frame() + 1), b"\0" * 64
+    )
+    _send(sender, receiver, over)
+    await until(lambda: not receiver.peers)
+    assert receiver.counters[f"closed.{ErrorCode.FRAME_TOO_LARGE.name}"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_rejected_messages_are_neither_delivered_nor_forwarded(
+    make_node: MakeNode,
+) -> None:
+    net = await build(make_node, 3, [(0, 1), (1, 2)])
+
+    async def validator(message: GossipMessage) -> Verdict:
+        await task.deferLater(reactor, 0, lambda: None)  # asynchronous
+        return Verdict.REJECT if message.data == b"bad" else Verdict.ACCEPT
+
+    await net.subscribe_all(validator=validator)
+    net.nodes[0].publish(TOPIC, b"bad")
+    net.nodes[0].publish(TOPIC, b"good")
+    await net.everyone_gets(1)
+    await until(lambda: net.nodes[1].gossip.stats[TOPIC]["invalid"] == 1)
+    # The origin delivers its own message; nobody else takes the bad one.
+    assert [m.data for m in net.got[1]] == [b"good"]
+    assert [m.data for m in net.got[2]] == [b"good"]
+    assert net.nodes[1].policy.score(net.nodes[0].peer_id) > 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_that_stops_reading_does_not_hold_up_the_others(
+    make_node: MakeNode,
+) -> None:
+    net = Net(make_node)
+    for index in range(4):  # the forwarder holds little for a slow peer
+        small = Settings(max_send_queue=64 * 1024) if index == 1 else Settings()
+        await net.add(settings=small)
+    # 0 publishes to 1, which forwards to 2 (slow) and 3.
+    for a, b in [(0, 1), (1, 2), (1, 3)]:
+        await net.link(a, b)
+    await until(lambda: len(net.nodes[1].peers) == 3)
+    await net.subscribe_all()
+    slow = net.nodes[2]._peers.get(net.nodes[1].peer_id)
+    assert slow is not None
+    slow.transport.pauseProducing()  # type: ignore[union-attr]  # stops reading
+    for batch in range(1, 16):  # a batch at a time: 0's own queue is small
+        for index in range(10):
+            net.nodes[0].publish(TOPIC, b"%d" % index + b"x" * 30000)
+        await until(lambda: len(net.got[3]) == 10 * batch)  # noqa: B023
+    forwarder = net.nodes[1].gossip
+    assert forwarder.router.counters["forward.queue_full"] > 0
+    assert forwarder.stats[TOPIC]["dropped"] > 0
+    assert len(net.got[2]) < 150
+    slow.transport.resumeProducing()  # type: ignore[union-attr]
+
+
+@pytest_twisted.ensureDeferred
+async def test_discovery_from_one_bootstrap_reaches_the_target_degree(
+    make_node: MakeNode,
+) -> None:
+    net = Net(make_node)
+    for _ in range(7):
+        await net.add()
+    seed = f"p2ptls:127.0.0.1:{net.ports[0]}"
+    target = 3
+    managers = [
+        ConnectionManager(
+            node,
+            DiscoverySettings(target_peers=target),
+            bootstrap=[] if index == 0 else [seed],
+            rng=random.Random(index),
+        )
+        for index, node in enumerate(net.nodes)
+    ]
+    try:
+        for manager in managers:
+            manager.startService()
+
+        def reached() -> bool:
+            net.clock.advance(1.0)  # the managers' rounds and heartbeats
+            return all(len(m.outbound()) >= target for m in managers[1:])
+
+        await until(reached)
+        # Learned from records, not only the bootstrap node: each dialed
+        # peers it was never told about on the command line.
+        seed_id = net.nodes[0].peer_id
+        for manager in managers[1:]:
+            others = [p for p in manager.outbound() if p.peer_id != seed_id]
+            assert len(others) >= target - 1
+    finally:
+        for manager in managers:
+            await manager.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_records_of_a_banned_id_are_ignored(make_node: MakeNode) -> None:
+    net = await build(make_node, 2, [(0, 1)])
+    node, peer = net.nodes
+    banned, fine = Identity.generate(), Identity.generate()
+    node.ban(banned.peer_id, "test")
+    manager = ConnectionManager(node, DiscoverySettings(target_peers=1))
+    manager.startService()
+    try:
+        records = (
+            sign_record(banned, 1, ["127.0.0.1:9"]),
+            sign_record(fine, 1, ["127.0.0.1:9"]),
+        )
+        node.gossip.router.peers[peer.peer_id].awaiting_records = True
+        _send(peer, node, gossip_wire.Records(records))
+        await until(lambda: fine.peer_id in node.gossip.router.records)
+        net.clock.advance(0)
+        assert banned.peer_id not in node.gossip.router.records
+        assert node.counters["discovery.records_refused"] == 1
+        assert banned.peer_id not in manager.dialing
+    finally:
+        await manager.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_request_to_a_peer_known_by_its_record_dials_it_first(
+    make_node: MakeNode,
+) -> None:
+    net = Net(make_node)
+    asker = await net.add()
+    answerer = await net.add(handlers={"echo": lambda request: request.payload})
+    stranger = Identity.generate()
+    with pytest.raises(NotConnected):  # no record: nothing to dial
+        await asker.request(answerer.peer_id, "echo", b"hi")
+    # A record with only a wildcard address cannot be dialed either.
+    asker.gossip.router.records.offer(sign_record(stranger, 1, ["0.0.0.0:7"]))
+    with pytest.raises(NotConnected, match="no address"):
+        await asker.request(stranger.peer_id, "echo", b"hi")
+    record = answerer.gossip.set_addresses([f"127.0.0.1:{net.ports[1]}"])
+    assert asker.gossip.router.records.offer(record)
+    asker.gossip.set_addresses([f"127.0.0.1:{net.ports[0]}"])  # on loopback too
+    reply = await asker.request(answerer.peer_id, "echo", b"hi")
+    assert reply.data == b"hi"
+    peer = asker.peer(answerer.peer_id)
+    assert peer is not None and peer.direction == "outbound"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_service_bootstraps_and_advertises_where_it_listens() -> None:
+    seed = Node(Identity.generate())
+    joiner = Node(Identity.generate())
+    seed_service = NodeService(
+        seed, None, listen=["p2ptls:0:interface=127.0.0.1"], peers=[], status=None
+    )
+    seed_service.startService()
+    joining: Optional[NodeService] = None
+    try:
+        [(host, port)] = seed_service.bound()
+        joining = NodeService(
+            joiner,
+            None,
+            listen=["p2ptls:0:interface=127.0.0.1"],
+            peers=[],
+            status=None,
+            discovery=DiscoverySettings(target_peers=1),
+            bootstrap=[f"p2ptls:{host}:{port}"],
+        )
+        joining.startService()
+        await until(lambda: joiner.peer(seed.peer_id) is not None)
+        # Each learned the other's record, signed with where it listens.
+        await until(lambda: seed.peer_id in joiner.gossip.router.records)
+        record = joiner.gossip.router.records.get(seed.peer_id)
+        assert record is not None and record.addresses == (f"{host}:{port}",)
+        await until(lambda: joiner.peer_id in seed.gossip.router.records)
+    finally:
+        if joining is not None:
+            await joining.stopService()
+        await seed_service.stopService()
+        gc.unfreeze()  # NodeService froze the heap; other tests' objects must go
