@@ -1,0 +1,281 @@
+"""Security properties that a mutation review found unpinned: each test here
+fails when the one-line bug it names is put back (``docs/testing.md``)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from twisted.internet import protocol
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.task import Clock
+
+from blueprint_net._core import wire
+from blueprint_net._core.errors import ErrorCode, HandshakeError, HandshakeFailed
+from blueprint_net._core.handshake import Handshake, HandshakeState
+from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.messaging import Requests
+from blueprint_net._policy import addresses
+from blueprint_net._policy.bans import BanRegistry
+from blueprint_net._policy.limits import ConnectionLimiter, ConnectionLimits
+from blueprint_net._policy.scores import Policy
+from blueprint_net.testing import MemoryNetwork
+
+from .helpers import decode_frames
+
+# -- the handshake (the plain-TCP machine's public behaviour) ---------------
+
+
+def _refusal(handshake: Handshake, message: wire.Message) -> ErrorCode:
+    with pytest.raises(HandshakeFailed) as caught:
+        handshake.receive(message)
+    assert handshake.state is HandshakeState.FAILED
+    return caught.value.code
+
+
+@pytest.mark.parametrize("initiator", [True, False])
+@pytest.mark.parametrize("offset", [-1, +1])
+def test_an_older_or_newer_version_is_incompatible(
+    alice: Identity, bob: Identity, initiator: bool, offset: int
+) -> None:
+    """Not BAD_SIGNATURE later on (which would score an honest old peer as
+    misbehaving): the version check is equality, both ways."""
+    ours = wire.PROTOCOL_VERSION + 1  # room for an older one
+    handshake = Handshake(alice, initiator=initiator, version=ours)
+    handshake.start()
+    hello = wire.Hello(ours + offset, bytes(32), bob.peer_id)
+    assert _refusal(handshake, hello) is ErrorCode.INCOMPATIBLE_VERSION
+
+
+def test_the_default_version_refuses_version_zero(
+    alice: Identity, bob: Identity
+) -> None:
+    handshake = Handshake(alice, initiator=False)
+    handshake.start()
+    hello = wire.Hello(wire.PROTOCOL_VERSION - 1, bytes(32), bob.peer_id)
+    assert _refusal(handshake, hello) is ErrorCode.INCOMPATIBLE_VERSION
+
+
+#: Keys no signature may verify under: small order, and non-canonical.
+_UNACCEPTABLE_KEYS = [
+    (1).to_bytes(32, "little"),  # the identity
+    (2**255 - 19).to_bytes(32, "little"),  # y = p
+    bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+]
+
+
+@pytest.mark.parametrize("key", _UNACCEPTABLE_KEYS, ids=lambda k: k.hex()[:8])
+@pytest.mark.parametrize("initiator", [True, False])
+def test_an_unacceptable_key_is_the_wrong_key(
+    bob: Identity, key: bytes, initiator: bool
+) -> None:
+    """A peer whose claimed id *is* a small-order or non-canonical key gets
+    WRONG_KEY from the key check, before any signature work."""
+    claimed = PeerId.from_public_key(key)
+    handshake = Handshake(bob, initiator=initiator)
+    handshake.start()
+    replies = handshake.receive(wire.Hello(wire.PROTOCOL_VERSION, bytes(32), claimed))
+    proof: wire.Message
+    if initiator:
+        assert isinstance(replies[0], wire.HandshakeRequest)
+        proof = wire.HandshakeResponse(key, bytes(64))
+    else:
+        proof = wire.HandshakeRequest(key, bytes(64))
+    assert _refusal(handshake, proof) is ErrorCode.WRONG_KEY
+
+
+# -- addresses ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "network"),
+    [
+        ("::ffff:0:0/96", "0.0.0.0/0"),  # every IPv4 address, mapped
+        ("::ffff:192.0.2.0/120", "192.0.2.0/24"),
+        ("::ffff:192.0.2.1", "192.0.2.1/32"),
+        ("::ffff:192.0.2.1/128", "192.0.2.1/32"),
+    ],
+)
+def test_ipv4_mapped_networks_are_ipv4(text: str, network: str) -> None:
+    assert addresses.parse_network(text) == ipaddress.ip_network(network)
+
+
+def test_a_ban_on_the_mapped_range_covers_every_ipv4_host() -> None:
+    bans = BanRegistry(Clock())
+    bans.ban(addresses.parse_target("::ffff:0:0/96"), "all of IPv4")
+    for host in ("192.0.2.1", "::ffff:198.51.100.7", "10.1.2.3"):
+        assert bans.address_ban(host) is not None, host
+    assert bans.address_ban("2001:db8::1") is None
+
+
+def test_a_mapped_network_shorter_than_96_stays_ipv6() -> None:
+    assert addresses.parse_network("::ffff:0:0/95") == ipaddress.ip_network(
+        "::fffe:0:0/95"
+    )
+
+
+# -- misbehaviour points -----------------------------------------------------
+
+#: What one offence costs (the ban threshold is 100): a failed proof is worse
+#: than a garbled frame.  Written out here, not read from ``POINTS``.
+_POINTS = {
+    ErrorCode.UNKNOWN_MESSAGE_TYPE: 20,
+    ErrorCode.TRUNCATED: 20,
+    ErrorCode.TRAILING_BYTES: 20,
+    ErrorCode.INVALID_UTF8: 20,
+    ErrorCode.OUT_OF_RANGE: 20,
+    ErrorCode.FRAME_TOO_LARGE: 20,
+    ErrorCode.UNEXPECTED_MESSAGE: 20,
+    ErrorCode.BAD_SIGNATURE: 50,
+    ErrorCode.WRONG_KEY: 50,
+    ErrorCode.SELF_CONNECTION: 50,
+}
+
+
+@pytest.mark.parametrize("code", list(_POINTS), ids=lambda c: c.name)
+def test_each_offence_costs_its_points(alice: Identity, code: ErrorCode) -> None:
+    policy = Policy(BanRegistry(Clock()))
+    assert policy.misbehaved("192.0.2.1", alice.peer_id, code) == []
+    assert policy.score("192.0.2.1") == _POINTS[code]
+    assert policy.score(alice.peer_id) == _POINTS[code]
+
+
+def test_the_misbehaviour_codes_are_the_scored_ones() -> None:
+    from blueprint_net._core.connection import MISBEHAVIOUR
+
+    assert set(_POINTS) == MISBEHAVIOUR
+
+
+# -- connection limits ------------------------------------------------------
+
+
+def test_rate_buckets_past_the_cap_drop_only_the_full_ones() -> None:
+    """Past 4,096 subnets, idle (full) buckets go; a drained one stays, or
+    a flood from many subnets would reset a hostile subnet's rate limit."""
+    clock = Clock()
+    limiter = ConnectionLimiter(
+        ConnectionLimits(connect_rate=1.0, connect_burst=2, max_per_subnet=100),
+        clock,
+    )
+    cap = ConnectionLimiter._MAX_BUCKETS
+    hostile = "198.51.100.1"
+    assert limiter.refusal(hostile, True, limiter.subnet(hostile)) is None
+    assert limiter.refusal(hostile, True, limiter.subnet(hostile)) is None
+    assert limiter.refusal(hostile, True, limiter.subnet(hostile)) == "rate"
+    for i in range(1, cap):  # cap - 1 more subnets, each one token spent
+        host = str(ipaddress.IPv4Address(0x0A000000 + i))
+        assert limiter.refusal(host, True, limiter.subnet(host)) is None
+    assert len(limiter._buckets) == cap
+    clock.advance(1.0)  # the others refill to 2 (full); the hostile one to 1
+    newcomer = "203.0.113.9"
+    assert limiter.refusal(newcomer, True, limiter.subnet(newcomer)) is None
+    assert len(limiter._buckets) == 2  # the hostile one and the newcomer
+    assert limiter.refusal(hostile, True, limiter.subnet(hostile)) is None
+    assert limiter.refusal(hostile, True, limiter.subnet(hostile)) == "rate"
+
+
+def test_rate_buckets_under_the_cap_are_kept() -> None:
+    clock = Clock()
+    limiter = ConnectionLimiter(ConnectionLimits(connect_burst=1), clock)
+    for i in range(ConnectionLimiter._MAX_BUCKETS - 1):
+        host = str(ipaddress.IPv4Address(0x0A000000 + i))
+        limiter.refusal(host, True, limiter.subnet(host))
+    clock.advance(60.0)  # all full again
+    limiter.refusal("203.0.113.9", True, limiter.subnet("203.0.113.9"))
+    assert len(limiter._buckets) == ConnectionLimiter._MAX_BUCKETS
+
+
+# -- request ids --------------------------------------------------------------
+
+
+def test_request_ids_wrap_without_ever_using_zero() -> None:
+    """0 is the fire-and-forget id: a response to it would never be matched."""
+    requests: Requests[int] = Requests()
+    top = 2**32 - 1
+    requests._next_id = top - 3
+    ids = [requests.request("p", b"", None, i).request_id for i in range(6)]
+    assert ids == [top - 3, top - 2, top - 1, top, 1, 2]
+
+
+def test_the_skip_over_ids_in_flight_wraps_without_zero() -> None:
+    requests: Requests[int] = Requests()
+    top = 2**32 - 1
+    for start in (top - 1, top):
+        requests._next_id = start
+        requests.request("p", b"", None, start)
+    requests._next_id = top - 1  # both top - 1 and top are in flight
+    assert requests.request("p", b"", None, 0).request_id == 1
+    assert requests.request("p", b"", None, 0).request_id == 2
+
+
+# -- nodes: per-peer limit and who is scored ---------------------------------
+
+
+def _second_connection(net: MemoryNetwork, max_per_peer: int) -> object:
+    """A connects to B twice (two separate dials, no peer id expected)."""
+    a = net.add_node()
+    b = net.add_node(limits=ConnectionLimits(max_per_peer=max_per_peer))
+    net.connect(a, b)
+    dialing = a.connect(net.endpoint(b, source=a))
+    try:
+        return net.result(dialing)
+    except HandshakeError as refused:
+        return refused
+    finally:
+        net.pump()
+
+
+def test_max_per_peer_refuses_the_connection_past_it() -> None:
+    with MemoryNetwork() as net:
+        outcome = _second_connection(net, max_per_peer=1)
+        b = net.nodes[1]
+        assert isinstance(outcome, HandshakeError), outcome
+        assert getattr(outcome.reason, "code", None) is ErrorCode.CONNECTION_LIMIT
+        assert b.counters["refused.peer"] == 1
+        assert b.counters["handshakes.failed.CONNECTION_LIMIT"] == 1
+
+
+def test_max_per_peer_admits_up_to_it() -> None:
+    with MemoryNetwork() as net:
+        outcome = _second_connection(net, max_per_peer=2)
+        b = net.nodes[1]
+        assert not isinstance(outcome, HandshakeError), outcome
+        assert b.counters["refused.peer"] == 0
+        assert b.counters["handshakes.ok"] == 1  # a duplicate, not a new peer
+
+
+class _Raw(protocol.Protocol):
+    received = b""
+    lost = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.lost = True
+
+
+def test_garbage_under_a_claimed_id_never_scores_that_id(alice: Identity) -> None:
+    """A client claims Alice's id in its Hello, then sends garbage, five
+    times: its address is banned, Alice is not (she proved nothing there)."""
+    with MemoryNetwork() as net:
+        b = net.add_node()
+        hostile = "192.0.2.66"
+        for _ in range(5):
+            raw = _Raw()
+            net.result(connectProtocol(net.endpoint(b, source=hostile), raw))
+            hello = wire.Hello(wire.PROTOCOL_VERSION, bytes(32), alice.peer_id)
+            raw.transport.write(wire.frame(hello) + b"\x00\x00\x00\x01\xee")  # type: ignore[union-attr]
+            net.pump()
+            assert raw.lost
+            *_, error = decode_frames(raw.received)
+            assert error == wire.Error(
+                ErrorCode.UNKNOWN_MESSAGE_TYPE,
+                error.message,  # type: ignore[union-attr]
+            )
+        assert b.counters["misbehaviour"] == 5
+        assert b.bans.address_ban(hostile) is not None  # the garbage was scored
+        assert b.bans.peer_ban(alice.peer_id) is None
+        assert b.policy.score(alice.peer_id) == 0.0
+        a = net.add_node(alice)
+        assert net.connect(a, b).peer_id == b.peer_id  # Alice is still welcome
