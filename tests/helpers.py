@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Callable, Optional
 
 from twisted.internet import reactor
@@ -19,6 +22,20 @@ from blueprint_net._core.identity import PeerId
 #: The ``make_node`` fixture: ``make_node(identity, **options)`` is a
 #: :class:`Node` that is stopped when the test ends, whether it passed or not.
 MakeNode = Callable[..., Node]
+
+#: The tree under test.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tree_env(base: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """``base`` with the tree under test first on ``PYTHONPATH``: a CLI,
+    twistd or example subprocess then runs this code, not whatever version
+    is installed (``tests/test_packaging.py`` is the one that tests that)."""
+    env = dict(base)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), env.get("PYTHONPATH")])
+    )
+    return env
 
 
 @implementer(IConnectionHost)

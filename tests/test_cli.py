@@ -16,6 +16,8 @@ from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity, load_identity
 from blueprint_net._ops.cli import BAD_FILE, FAILED, OK, UNREACHABLE, USAGE, main
 
+from .helpers import tree_env
+
 CLI = str(Path(sys.executable).with_name("blueprint-net"))
 
 
@@ -94,17 +96,24 @@ async def test_request_and_ping_as_a_process(alice: Identity, tmp_path: Path) ->
                 str(alice.peer_id),
             ],
             path=str(tmp_path),
+            env=tree_env({}),
         )
         assert code == OK, err
         assert json.loads(out) == {"response": "protocol", "data": "hi"}
         out, err, code = await getProcessOutputAndValue(
-            CLI, ["ping", endpoint, "--count", "3", "--json"], path=str(tmp_path)
+            CLI,
+            ["ping", endpoint, "--count", "3", "--json"],
+            path=str(tmp_path),
+            env=tree_env({}),
         )
         assert code == OK, err
         assert json.loads(out)["count"] == 3
         wrong = str(Identity(bytes(range(1, 33))).peer_id)
         out, err, code = await getProcessOutputAndValue(
-            CLI, ["request", endpoint, "echo", "--peer-id", wrong], path=str(tmp_path)
+            CLI,
+            ["request", endpoint, "echo", "--peer-id", wrong],
+            path=str(tmp_path),
+            env=tree_env({}),
         )
         assert code == UNREACHABLE and b"UNEXPECTED_PEER" in err
     finally:
