@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import hypothesis
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
@@ -75,3 +76,8 @@ def net() -> Iterator[MemoryNetwork]:
     stopped at the end; for node tests that need no sockets."""
     with MemoryNetwork() as network:
         yield network
+
+
+# ``mutmut run`` (docs/testing.md) selects this profile: every mutant reruns
+# the tests that reach it, so property tests there draw fewer examples.
+hypothesis.settings.register_profile("mutation", max_examples=25, deadline=None)

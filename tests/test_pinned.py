@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from twisted.internet import protocol
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.task import Clock
 
@@ -22,6 +21,7 @@ from blueprint_net._policy.scores import Policy
 from blueprint_net.testing import MemoryNetwork
 
 from .helpers import decode_frames
+from .test_testing import Raw
 
 # -- the handshake (the plain-TCP machine's public behaviour) ---------------
 
@@ -244,17 +244,6 @@ def test_max_per_peer_admits_up_to_it() -> None:
         assert b.counters["handshakes.ok"] == 1  # a duplicate, not a new peer
 
 
-class _Raw(protocol.Protocol):
-    received = b""
-    lost = False
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: object = None) -> None:
-        self.lost = True
-
-
 def test_garbage_under_a_claimed_id_never_scores_that_id(alice: Identity) -> None:
     """A client claims Alice's id in its Hello, then sends garbage, five
     times: its address is banned, Alice is not (she proved nothing there)."""
@@ -262,7 +251,7 @@ def test_garbage_under_a_claimed_id_never_scores_that_id(alice: Identity) -> Non
         b = net.add_node()
         hostile = "192.0.2.66"
         for _ in range(5):
-            raw = _Raw()
+            raw = Raw()
             net.result(connectProtocol(net.endpoint(b, source=hostile), raw))
             hello = wire.Hello(wire.PROTOCOL_VERSION, bytes(32), alice.peer_id)
             raw.transport.write(wire.frame(hello) + b"\x00\x00\x00\x01\xee")  # type: ignore[union-attr]
