@@ -4,16 +4,18 @@ fails when the one-line bug it names is put back (``docs/testing.md``)."""
 from __future__ import annotations
 
 import ipaddress
+from typing import Optional
 
 import pytest
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.task import Clock
 
+from blueprint_net._adapters.limiter import Refusal
 from blueprint_net._core import wire
 from blueprint_net._core.errors import ErrorCode, HandshakeError, HandshakeFailed
 from blueprint_net._core.handshake import Handshake, HandshakeState
 from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.messaging import Requests
+from blueprint_net._core.messaging import IncomingRequest, Requests
 from blueprint_net._policy import addresses
 from blueprint_net._policy.bans import BanRegistry
 from blueprint_net._policy.limits import ConnectionLimiter, ConnectionLimits
@@ -268,3 +270,41 @@ def test_garbage_under_a_claimed_id_never_scores_that_id(alice: Identity) -> Non
         assert b.policy.score(alice.peer_id) == 0.0
         a = net.add_node(alice)
         assert net.connect(a, b).peer_id == b.peer_id  # Alice is still welcome
+
+
+def test_a_kept_dial_admits_only_the_peer_it_was_made_for(alice: Identity) -> None:
+    """``dial_factory(peer_id)`` behind a ``ClientService``: whoever answers
+    at that address must prove ``peer_id``, and a peer already connected is
+    not dialed again."""
+    with MemoryNetwork() as net:
+        a, b = net.add_node(), net.add_node()
+        failed: list[ErrorCode] = []
+        a.connection_failed = lambda protocol, event: failed.append(  # type: ignore[method-assign]
+            event.error.code
+        )
+        net.result(net.endpoint(b, source=a).connect(a.dial_factory(alice.peer_id)))
+        net.pump()
+        assert a.peers == [] and failed == [ErrorCode.UNEXPECTED_PEER]
+        net.result(net.endpoint(b, source=a).connect(a.dial_factory(b.peer_id)))
+        net.pump()
+        assert [peer.peer_id for peer in a.peers] == [b.peer_id]
+        again = net.endpoint(b, source=a).connect(a.dial_factory(b.peer_id))
+        assert isinstance(net.result(again), Refusal)  # closed, nothing said
+        net.pump()
+        assert len(a._peers.open) == 1
+
+
+def test_notify_all_sends_the_metadata() -> None:
+    seen: list[tuple[bytes, Optional[bytes]]] = []
+
+    def note(request: IncomingRequest) -> None:
+        seen.append((request.payload, request.metadata))
+
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        b = net.add_node(handlers={"note": note})
+        net.connect(a, b)
+        assert a.notify_all("note", b"p", b"m") == [b.peer_id]
+        assert a.notify_all("note", b"q", peers=[b.peer_id, a.peer_id]) == [b.peer_id]
+        net.pump()
+        assert seen == [(b"p", b"m"), (b"q", None)]
