@@ -454,3 +454,18 @@ def test_the_peer_table_keeps_one_connection_per_peer(alice: Identity) -> None:
     assert table.connections_of(alice.peer_id) == 3
     assert not table.closed(worse) and table.closed(better)
     assert table.get(alice.peer_id) is None
+
+
+# -- wire: the encoder refuses what the decoder would --------------------------
+
+
+@pytest.mark.parametrize("kind", [wire.HandshakeRequest, wire.HandshakeResponse])
+@pytest.mark.parametrize(("key", "sig"), [(31, 64), (33, 64), (32, 63), (32, 65)])
+def test_a_proof_of_the_wrong_size_is_not_encoded(
+    kind: type[wire.HandshakeRequest], key: int, sig: int
+) -> None:
+    with pytest.raises(ValueError, match="32 bytes and a signature 64"):
+        wire.encode(kind(bytes(key), bytes(sig)))
+    assert wire.decode(wire.encode(kind(bytes(32), bytes(64)))) == kind(
+        bytes(32), bytes(64)
+    )
