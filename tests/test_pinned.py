@@ -15,7 +15,13 @@ from blueprint_net._adapters.limiter import Refusal
 from blueprint_net._adapters.peers import PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
 from blueprint_net._core import signatures, wire
-from blueprint_net._core.errors import ErrorCode, HandshakeError, HandshakeFailed
+from blueprint_net._core.errors import (
+    ErrorCode,
+    HandshakeError,
+    HandshakeFailed,
+    Refused,
+    RemoteError,
+)
 from blueprint_net._core.handshake import Handshake, HandshakeState
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.messaging import IncomingRequest, Requests
@@ -27,6 +33,7 @@ from blueprint_net._policy.limits import (
     TokenBucket,
 )
 from blueprint_net._policy.scores import Policy
+from blueprint_net._policy.settings import Settings
 from blueprint_net.testing import MemoryNetwork
 
 from .helpers import decode_frames
@@ -469,3 +476,110 @@ def test_a_proof_of_the_wrong_size_is_not_encoded(
     assert wire.decode(wire.encode(kind(bytes(32), bytes(64)))) == kind(
         bytes(32), bytes(64)
     )
+
+
+# -- the node facade ----------------------------------------------------------
+
+
+def test_a_ban_through_the_node_expires(alice: Identity) -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        ban = a.ban(alice.peer_id, "a while", duration=60.0)
+        assert ban.expires == 60.0
+        assert a.bans.peer_ban(alice.peer_id) is not None
+        net.advance(60.0)
+        assert a.bans.peer_ban(alice.peer_id) is None
+        assert a.ban(alice.peer_id, "for good").expires is None
+
+
+def test_broadcasts_reach_only_the_peers_named_and_carry_metadata() -> None:
+    seen: list[tuple[str, bytes, Optional[bytes]]] = []
+
+    def handlers(name: str) -> dict[str, object]:
+        def note(request: IncomingRequest) -> bytes:
+            seen.append((name, request.payload, request.metadata))
+            return b"ok"
+
+        return {"note": note}
+
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        b = net.add_node(handlers=handlers("b"))  # type: ignore[arg-type]
+        c = net.add_node(handlers=handlers("c"))  # type: ignore[arg-type]
+        for other in (b, c):
+            net.connect(a, other)
+        stranger = Identity(bytes(range(200, 232))).peer_id
+        outcomes = net.result(
+            a.broadcast("note", b"1", b"m", peers=[stranger, c.peer_id])
+        )
+        assert set(outcomes) == {stranger, c.peer_id}
+        assert outcomes[c.peer_id].ok and not outcomes[stranger].ok
+        assert a.notify_all("note", b"2", peers=[stranger, b.peer_id]) == [b.peer_id]
+        a.notify(b.peer_id, "note", b"3", b"n")
+        net.pump()
+        assert sorted(seen) == [("b", b"2", None), ("b", b"3", b"n"), ("c", b"1", b"m")]
+        assert a.counters["requests.out.note"] == 1  # the one connected peer asked
+
+
+def test_an_unregistered_protocol_is_unknown() -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        b = net.add_node(handlers={"echo": lambda request: request.payload})
+        net.connect(a, b)
+        assert net.result(a.request(b.peer_id, "echo", b"x")).data == b"x"
+        b.unregister("echo")
+        with pytest.raises(RemoteError) as refused:
+            net.result(a.request(b.peer_id, "echo", b"x"))
+        assert refused.value.code == ErrorCode.UNKNOWN_PROTOCOL
+
+
+def test_a_request_rate_of_zero_is_no_limit() -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        b = net.add_node(
+            handlers={"echo": lambda request: request.payload},
+            limits=ConnectionLimits(request_rate=0, request_burst=2),
+        )
+        net.connect(a, b)
+        replies = [a.request(b.peer_id, "echo", b"x") for _ in range(5)]
+        assert all(net.result(reply).data == b"x" for reply in replies)
+
+
+def test_a_keepalive_interval_under_a_second_runs() -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node(settings=Settings(keepalive_interval=0.5))
+        b = net.add_node()
+        net.connect(a, b)
+        assert any(call.getTime() == 0.5 for call in net.clock.getDelayedCalls())
+
+
+def test_refusals_are_counted_each_time(alice: Identity) -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        b = net.add_node(limits=ConnectionLimits(max_per_peer=1))
+        net.connect(a, b)
+        for _ in range(2):
+            with pytest.raises(HandshakeError):
+                net.result(a.connect(net.endpoint(b, source=a)))
+        assert b.counters["refused.peer"] == 2
+        a.ban(alice.peer_id, "test")
+        for _ in range(2):
+            with pytest.raises(Refused):
+                net.result(a.connect(net.endpoint(b, source=a), peer_id=alice.peer_id))
+        assert a.counters["refused.banned"] == 2
+
+
+def test_outbound_dials_are_not_rate_limited() -> None:
+    """The connection rate limit is for strangers dialing in; a node's own
+    dials (and kept dials) count against the other limits only."""
+    with MemoryNetwork() as net:
+        a = net.add_node(limits=ConnectionLimits(connect_rate=0.001, connect_burst=1))
+        others = [net.add_node(host="192.0.2.1") for _ in range(4)]  # one host
+        for other in others[:2]:
+            net.connect(a, other)
+        for other in others[2:]:
+            kept = net.endpoint(other, source=a).connect(a.dial_factory(other.peer_id))
+            net.result(kept)
+            net.pump()
+        assert len(a.peers) == 4
+        assert a.counters["refused.rate"] == 0
