@@ -4,13 +4,16 @@ fails when the one-line bug it names is put back (``docs/testing.md``)."""
 from __future__ import annotations
 
 import ipaddress
-from typing import Optional, cast
+from collections import Counter
+from typing import Any, Optional, cast
 
 import attrs
 import pytest
+from twisted.internet import defer
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.task import Clock
 
+from blueprint_net._adapters.dispatch import Dispatcher
 from blueprint_net._adapters.limiter import Refusal
 from blueprint_net._adapters.peers import PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
@@ -24,7 +27,7 @@ from blueprint_net._core.errors import (
 )
 from blueprint_net._core.handshake import Handshake, HandshakeState
 from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.messaging import IncomingRequest, Requests
+from blueprint_net._core.messaging import IncomingRequest, Requests, Success
 from blueprint_net._policy import addresses
 from blueprint_net._policy.bans import Ban, BanRegistry, Origin
 from blueprint_net._policy.limits import (
@@ -583,3 +586,97 @@ def test_outbound_dials_are_not_rate_limited() -> None:
             net.pump()
         assert len(a.peers) == 4
         assert a.counters["refused.rate"] == 0
+
+
+# -- the dispatcher -----------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class _Answers:
+    """What the dispatcher reads of a connection, and what it answers."""
+
+    peer_id: PeerId
+    sent: list[wire.Response] = attrs.Factory(list)
+
+    def respond(self, response: wire.Response) -> None:
+        self.sent.append(response)
+
+
+def _dispatcher(**handlers: Any) -> Dispatcher:
+    return Dispatcher(Clock(), Counter(), max_frame=100, handlers=handlers)
+
+
+def _serve(
+    dispatcher: Dispatcher,
+    protocol: str,
+    payload: bytes = b"",
+    *,
+    stopping: bool = False,
+) -> wire.Response:
+    conn = _Answers(Identity(bytes(range(32))).peer_id)
+    request = wire.Request(7, protocol, payload)
+    dispatcher.serve(cast(PeerProtocol, conn), request, budget=None, stopping=stopping)
+    [response] = conn.sent
+    return response
+
+
+def test_protocol_names_are_1_to_255_bytes() -> None:
+    dispatcher = _dispatcher()
+    dispatcher.register("x" * 255, lambda request: None)
+    for bad in ("", "x" * 256, "é" * 128):
+        with pytest.raises(ValueError, match="1 to 255 bytes"):
+            dispatcher.register(bad, lambda request: None)
+
+
+def test_refusals_and_requests_are_counted_each_time() -> None:
+    dispatcher = _dispatcher(echo=lambda request: request.payload)
+    for _ in range(2):
+        assert _serve(dispatcher, "echo", b"a") == wire.ProtocolResponse(7, b"a")
+        stopped = _serve(dispatcher, "echo", stopping=True)
+        assert stopped == wire.ErrorResponse(
+            7, ErrorCode.SHUTTING_DOWN, "the node is stopping"
+        )
+        unknown = _serve(dispatcher, "nope")
+        assert isinstance(unknown, wire.ErrorResponse)
+        assert unknown.code == ErrorCode.UNKNOWN_PROTOCOL
+    assert dispatcher.counters == {
+        "requests.in.echo": 2,
+        "requests.refused.echo.SHUTTING_DOWN": 2,
+        "requests.refused.unknown.UNKNOWN_PROTOCOL": 2,
+    }
+
+
+def test_a_response_past_the_frame_limit_is_an_error() -> None:
+    """max_frame 100: 84 bytes of data fit a response's frame, 85 do not."""
+    dispatcher = _dispatcher(
+        fits=lambda request: bytes(84),
+        big=lambda request: bytes(85),
+        success=lambda request: Success(bytes(85)),
+    )
+    assert _serve(dispatcher, "fits") == wire.ProtocolResponse(7, bytes(84))
+    too_large = wire.ErrorResponse(
+        7, ErrorCode.HANDLER_ERROR, "the response is too large"
+    )
+    assert _serve(dispatcher, "big") == too_large
+    assert _serve(dispatcher, "success") == too_large
+
+
+@pytest.mark.parametrize(
+    ("code", "passed_on"), [(299, False), (300, True), (0xFFFF, True), (0x10000, False)]
+)
+@pytest.mark.parametrize("later", [False, True])
+def test_a_handlers_remote_error_is_passed_on_only_with_a_request_code(
+    code: int, passed_on: bool, later: bool
+) -> None:
+    def handler(request: IncomingRequest) -> Any:
+        if later:
+            return defer.fail(RemoteError(code, "said so"))
+        raise RemoteError(code, "said so")
+
+    response = _serve(_dispatcher(h=handler), "h")
+    if passed_on:
+        assert response == wire.ErrorResponse(7, code, "said so")
+    else:
+        assert response == wire.ErrorResponse(
+            7, ErrorCode.HANDLER_ERROR, "the handler failed"
+        )
