@@ -1,11 +1,11 @@
 """The mutation score per module, after ``mutmut run`` (``docs/testing.md``).
 
 ``python -m tests.mutation_score`` reads ``mutmut results --all true`` and
-the equivalent mutants listed in ``docs/testing.md`` (lines that start with
-a mutant's name in backquotes), and prints one row per module: mutants,
-killed, survived (no test failed, or none reached it), text (survivors that
-change only a string literal's wording: a log line or an error's prose),
-equivalent, other (not run), and the score: killed / (killed + survived).
+the mutants ``docs/testing.md`` accounts for (see :func:`listed`), and prints
+one row per module: mutants; killed; killed by hand; survived (no test
+failed, or none reached it); text (survivors that change only a string
+literal's wording: a log line or an error's prose); equivalent; other (not
+run yet); and the score: (killed + by hand) / (killed + by hand + survived).
 ``--survivors`` also lists the survivors counted in that score.
 Exits 1 if a listed equivalent mutant no longer exists or was killed (the
 list is then stale), so the documented figures stay true.
@@ -43,9 +43,12 @@ def results() -> dict[str, str]:
     return found
 
 
-def equivalent() -> set[str]:
-    names = re.findall(r"^\s*[-|]?\s*`([\w.ǁ]+__mutmut_\d+)`", DOC.read_text(), re.M)
-    return set(names)
+def listed() -> dict[str, str]:
+    """Mutants ``docs/testing.md`` accounts for, as ``- `NAME` (KIND): why``
+    lines: KIND ``equivalent`` (behaves as the code does) or ``by hand``
+    (mutmut cannot switch it on; applied by hand, the test named fails)."""
+    pattern = r"^- `([\w.ǁ]+__mutmut_\d+)` \((equivalent|by hand)\)"
+    return dict(re.findall(pattern, DOC.read_text(), re.M))
 
 
 def module(name: str) -> str:
@@ -75,38 +78,40 @@ def text_only(name: str) -> bool:
 
 def main() -> int:
     statuses = results()
-    listed = equivalent()
-    stale = sorted(n for n in listed if statuses.get(n) in KILLED or n not in statuses)
+    accounted = listed()
+    stale = sorted(
+        n for n in accounted if statuses.get(n) in KILLED or n not in statuses
+    )
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     texts = []
     for name, status in statuses.items():
-        kind = "equivalent" if name in listed else status
+        kind = accounted.get(name, status)
         if kind in SURVIVED and text_only(name):
             kind = "text only"
             texts.append(name)
         counts[module(name)][kind] += 1
     print(
-        f"{'module':<36}{'mutants':>8}{'killed':>8}{'survived':>9}{'text':>6}"
-        f"{'equiv.':>8}{'other':>7}{'score':>8}"
+        f"{'module':<34}{'mutants':>8}{'killed':>7}{'by hand':>8}{'survived':>9}"
+        f"{'text':>5}{'equiv.':>7}{'other':>6}{'score':>7}"
     )
     for name in sorted(counts):
         c = counts[name]
         killed = sum(c[s] for s in KILLED)
         survived = sum(c[s] for s in SURVIVED)
-        text = c["text only"]
-        other = sum(c.values()) - killed - survived - text - c["equivalent"]
-        scored = killed + survived
-        score = f"{100 * killed / scored:.1f}%" if scored else "-"
+        text, by_hand, same = c["text only"], c["by hand"], c["equivalent"]
+        other = sum(c.values()) - killed - by_hand - survived - text - same
+        scored = killed + by_hand + survived
+        score = f"{100 * (killed + by_hand) / scored:.1f}%" if scored else "-"
         print(
-            f"{name:<36}{sum(c.values()):>8}{killed:>8}{survived:>9}{text:>6}"
-            f"{c['equivalent']:>8}{other:>7}{score:>8}"
+            f"{name:<34}{sum(c.values()):>8}{killed:>7}{by_hand:>8}{survived:>9}"
+            f"{text:>5}{same:>7}{other:>6}{score:>7}"
         )
     if "--survivors" in sys.argv:
         for name, status in sorted(statuses.items()):
-            if status in SURVIVED and name not in listed and name not in texts:
+            if status in SURVIVED and name not in accounted and name not in texts:
                 print(f"survived: {name}")
     for name in stale:
-        print(f"stale: {name} is listed as equivalent but was killed or is gone")
+        print(f"stale: {name} is listed in docs/testing.md but was killed or is gone")
     return 1 if stale else 0
 
 

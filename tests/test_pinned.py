@@ -27,7 +27,12 @@ from blueprint_net._core.errors import (
 )
 from blueprint_net._core.handshake import Handshake, HandshakeState
 from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.messaging import IncomingRequest, Requests, Success
+from blueprint_net._core.messaging import (
+    Deadlines,
+    IncomingRequest,
+    Requests,
+    Success,
+)
 from blueprint_net._policy import addresses
 from blueprint_net._policy.bans import Ban, BanRegistry, Origin
 from blueprint_net._policy.limits import (
@@ -680,3 +685,48 @@ def test_a_handlers_remote_error_is_passed_on_only_with_a_request_code(
         assert response == wire.ErrorResponse(
             7, ErrorCode.HANDLER_ERROR, "the handler failed"
         )
+
+
+# -- messaging bounds -----------------------------------------------------------
+
+
+def test_the_deadline_heap_stays_within_twice_the_live_plus_64() -> None:
+    deadlines = Deadlines()
+    deadlines.add(1, 1000.0)  # one request stays in flight throughout
+    sizes = []
+    for request_id in range(2, 300):  # each answered at once (lazy deletion)
+        deadlines.add(request_id, float(request_id))
+        sizes.append(len(deadlines._heap))
+        deadlines.discard(request_id)
+    deadlines.discard(12345)  # unknown: harmless
+    assert max(sizes) == 2 * 2 + 64  # two live entries when the bound is checked
+    assert min(sizes) == 2  # rebuilt from the live entries
+    assert deadlines.earliest() == 1000.0
+
+
+class _AllInFlight(dict):  # type: ignore[type-arg]
+    def __len__(self) -> int:
+        return 2**32 - 1
+
+
+def test_no_id_is_allocated_when_every_id_is_in_flight() -> None:
+    requests: Requests[int] = Requests()
+    requests.pending = _AllInFlight()
+    with pytest.raises(RuntimeError, match="every request id is in flight"):
+        requests.request("p", b"", None, 1)
+    assert requests.request("p", b"", None, None).request_id == wire.NO_RESPONSE
+
+
+def test_a_duplicate_request_id_is_refused_by_id() -> None:
+    requests: Requests[int] = Requests()
+    assert requests.request_received(wire.Request(7, "p", b"")) is None
+    assert requests.request_received(wire.Request(7, "p", b"")) == wire.ErrorResponse(
+        7, ErrorCode.DUPLICATE_REQUEST_ID, "request 7 is already in flight"
+    )
+
+
+def test_a_bucket_refills_at_its_rate() -> None:
+    bucket = TokenBucket(rate=4.0, burst=2, now=0.0)
+    assert bucket.take(0.0) and bucket.take(0.0) and not bucket.take(0.0)
+    assert not bucket.take(0.2)  # 0.8 of a token
+    assert bucket.take(0.25)  # 4 per second: one more by 0.25 s
