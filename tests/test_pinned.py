@@ -54,6 +54,7 @@ def _refusal(handshake: Handshake, message: wire.Message) -> ErrorCode:
     with pytest.raises(HandshakeFailed) as caught:
         handshake.receive(message)
     assert handshake.state is HandshakeState.FAILED
+    assert caught.value.message  # the peer is told why, in words
     return caught.value.code
 
 
@@ -106,6 +107,14 @@ def test_an_unacceptable_key_is_the_wrong_key(
     else:
         proof = wire.HandshakeRequest(key, bytes(64))
     assert _refusal(handshake, proof) is ErrorCode.WRONG_KEY
+
+
+def test_a_bad_signature_says_so(alice: Identity, bob: Identity) -> None:
+    handshake = Handshake(bob, initiator=False)
+    handshake.start()
+    handshake.receive(wire.Hello(wire.PROTOCOL_VERSION, bytes(32), alice.peer_id))
+    proof = wire.HandshakeRequest(alice.public_key, bytes(64))
+    assert _refusal(handshake, proof) is ErrorCode.BAD_SIGNATURE
 
 
 # -- addresses ---------------------------------------------------------------
