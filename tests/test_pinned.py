@@ -25,7 +25,7 @@ from blueprint_net._core.errors import (
     Refused,
     RemoteError,
 )
-from blueprint_net._core.handshake import Handshake, HandshakeState
+from blueprint_net._core.handshake import Handshake, HandshakeState, transcript
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.messaging import (
     Deadlines,
@@ -739,3 +739,37 @@ def test_a_bucket_refills_at_its_rate() -> None:
     assert bucket.take(0.0) and bucket.take(0.0) and not bucket.take(0.0)
     assert not bucket.take(0.2)  # 0.8 of a token
     assert bucket.take(0.25)  # 4 per second: one more by 0.25 s
+
+
+# -- backends are made once; handshake inputs ------------------------------------
+
+
+def test_a_backend_is_made_once_and_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(signatures, "_instances", {})
+    backend = signatures.get_backend("pynacl")
+    assert isinstance(backend, signatures.NaClBackend)
+    assert signatures.get_backend("pynacl") is backend
+    assert signatures._instances == {"pynacl": backend}
+
+
+def test_the_transcript_is_the_documented_concatenation(
+    alice: Identity, bob: Identity
+) -> None:
+    signed = transcript(2, 1, alice.peer_id, b"n" * 32, bob.peer_id, b"m" * 32, b"cb")
+    a, b = alice.peer_id.binary, bob.peer_id.binary
+    assert signed == (
+        b"blueprint-net/handshake/v1\x00\x02\x00\x01"
+        + bytes([len(a)]) + a + b"n" * 32
+        + bytes([len(b)]) + b + b"m" * 32
+        + b"\x02cb"
+    )  # fmt: skip
+
+
+def test_a_given_nonce_is_used_and_a_self_connection_says_so(alice: Identity) -> None:
+    handshake = Handshake(alice, initiator=False, nonce=b"n" * 32)
+    [hello] = handshake.start()
+    assert hello == wire.Hello(wire.PROTOCOL_VERSION, b"n" * 32, alice.peer_id)
+    code = _refusal(
+        handshake, wire.Hello(wire.PROTOCOL_VERSION, b"m" * 32, alice.peer_id)
+    )
+    assert code is ErrorCode.SELF_CONNECTION
