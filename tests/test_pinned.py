@@ -773,3 +773,11 @@ def test_a_given_nonce_is_used_and_a_self_connection_says_so(alice: Identity) ->
         handshake, wire.Hello(wire.PROTOCOL_VERSION, b"m" * 32, alice.peer_id)
     )
     assert code is ErrorCode.SELF_CONNECTION
+
+
+@pytest.mark.parametrize("host", ["fe80::1%eth0", "fe80::1%a%b", "::ffff:192.0.2.1%x"])
+def test_a_scope_is_dropped(host: str) -> None:
+    unscoped = ipaddress.ip_address(host.split("%", maxsplit=1)[0])
+    expected = getattr(unscoped, "ipv4_mapped", None) or unscoped
+    parsed = addresses.parse_address(host)
+    assert parsed == expected and getattr(parsed, "scope_id", None) is None
