@@ -781,3 +781,44 @@ def test_a_scope_is_dropped(host: str) -> None:
     expected = getattr(unscoped, "ipv4_mapped", None) or unscoped
     parsed = addresses.parse_address(host)
     assert parsed == expected and getattr(parsed, "scope_id", None) is None
+
+
+# -- scoring and bans of verified peers -------------------------------------------
+
+
+def test_a_verified_peers_garbage_scores_its_proven_id() -> None:
+    with MemoryNetwork() as net:
+        a, b = net.add_node(), net.add_node()
+        net.connect(a, b)
+        a._peers[b.peer_id].transport.write(b"\x00\x00\x00\x01\xee")  # type: ignore[union-attr]
+        net.pump()
+        assert b.policy.score(a.peer_id) == 20
+        assert b.counters["closed.UNKNOWN_MESSAGE_TYPE"] == 1
+        assert b.counters["handshakes.failed.UNKNOWN_MESSAGE_TYPE"] == 0
+
+
+def test_an_address_ban_closes_only_the_connections_it_covers() -> None:
+    with MemoryNetwork() as net:
+        a, c, d = net.add_node(), net.add_node(), net.add_node()
+        net.connect(c, a)
+        net.connect(d, a)
+        a.ban(net.host(c), "test")
+        net.pump()
+        assert [peer.peer_id for peer in a.peers] == [d.peer_id]
+
+
+def test_a_host_that_is_not_an_address_is_not_allowed() -> None:
+    policy = Policy(BanRegistry(Clock()), allowed_networks=["0.0.0.0/0"])
+    assert policy.is_allowed("192.0.2.1") and not policy.is_allowed("not-an-address")
+
+
+def test_reconcile_counts_every_ban_gone(alice: Identity, bob: Identity) -> None:
+    registry = BanRegistry(Clock())
+    registry.ban(alice.peer_id, "a")
+    registry.ban(bob.peer_id, "b")
+    assert registry.reconcile([]) == 2
+
+
+def test_the_first_request_id_is_1() -> None:
+    requests: Requests[str] = Requests()
+    assert requests.request("p", b"", None, "t").request_id == 1
