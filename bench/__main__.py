@@ -1,10 +1,12 @@
-"""``python -m bench [--quick] [--only NAME ...] [--plots DIR]``: every
+"""``python -m bench [--quick|--smoke] [--only NAME ...] [--plots DIR]``: every
 benchmark, one table, each figure beside its reference from the same run.
 
-``--quick`` runs every row with fewer repetitions and smaller counts (CI's
-smoke test); the rows are the same.  ``--only`` runs the named benchmarks
-alone, in a fresh process.  ``--plots DIR`` also writes the PNG plots of
-``docs/performance.md`` (needs the ``plots`` extra: matplotlib).
+``--quick`` runs every row with fewer repetitions and smaller counts; the
+rows are the same.  ``--smoke`` runs every benchmark at its smallest size
+(the test suite's check that each runs and prints its rows; the figures mean
+nothing, and rows named for a size name the smaller one).  ``--only`` runs
+the named benchmarks alone, in a fresh process.  ``--plots DIR`` also writes
+the PNG plots of ``docs/performance.md`` (needs the ``plots`` extra).
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ from typing import Any, Callable, Optional
 
 from twisted.internet import defer, task
 
-from . import bans, broadcast, framing, handshake, memory, messaging, throughput, tls
+from . import (
+    bans,
+    broadcast,
+    framing,
+    handshake,
+    memory,
+    messaging,
+    report,
+    throughput,
+    tls,
+)
 from .report import Row, plot, table
 
 
@@ -55,9 +67,15 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every row at the smallest sizes (checks the suite runs; no figures)",
+    )
+    parser.add_argument(
         "--only", nargs="+", default=[], choices=BENCHMARKS, metavar="NAME"
     )
     parser.add_argument("--plots", type=Path, metavar="DIR", help="write PNG plots")
     options = parser.parse_args()
-    quick, only, plots = options.quick, options.only, options.plots
+    quick, only, plots = options.quick or options.smoke, options.only, options.plots
+    report.SMOKE = options.smoke
     task.react(lambda reactor: defer.ensureDeferred(main(reactor, quick, only, plots)))

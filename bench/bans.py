@@ -22,6 +22,7 @@ from twisted.internet import task
 from blueprint_net._adapters.banstore import _SCHEMA, SqliteBanStore, _configure
 from blueprint_net._policy.bans import BanRegistry
 
+from . import report
 from .report import Row
 
 TICK = 0.001
@@ -96,7 +97,7 @@ def _summary(late: list[float]) -> tuple[float, float]:
 
 
 async def run(reactor: Any, quick: bool = False) -> list[Row]:
-    count = 100 if quick else 1000
+    count = 10 if report.SMOKE else 100 if quick else 1000
     with tempfile.TemporaryDirectory() as directory:
         ours = await _through_registry(reactor, Path(directory) / "a.sqlite", count)
         reference = await _synchronous(reactor, Path(directory) / "b.sqlite", count)

@@ -13,6 +13,7 @@ from twisted.protocols.basic import Int32StringReceiver
 
 from blueprint_net._core.wire import FrameDecoder
 
+from . import report
 from .report import Row
 
 FRAME = 16 * 1024 * 1024
@@ -54,6 +55,8 @@ def _time_int32(pieces: list[bytes]) -> float:
 
 def run(quick: bool = False) -> list[Row]:
     size = FRAME  # in quick mode too: the row is defined by the 16 MiB frame
+    if report.SMOKE:
+        size = 1024 * 1024  # the rows are named for it
     repeats = 1 if quick else 5
     small, large = _pieces(size, 1460), _pieces(size, 65536)
     quarter = _pieces(size // 4, 1460)

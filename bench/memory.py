@@ -28,6 +28,7 @@ from blueprint_net._core.handshake import PeerProven
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._policy.limits import ConnectionLimits
 
+from . import report
 from .report import Point, Row, table
 
 HOLD = 30.0  # seconds the client process keeps its connections open, at most
@@ -99,7 +100,7 @@ async def _measure(reactor: Any, count: int) -> tuple[float, float]:
 async def run(reactor: Any, quick: bool = False) -> list[Row]:
     tracemalloc.start()
     rows = []
-    for count in (100, 1000, 5000):
+    for count in (10, 20, 50) if report.SMOKE else (100, 1000, 5000):
         heap, rss = await _measure(reactor, count)
         rows.append(
             Row(

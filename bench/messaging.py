@@ -32,6 +32,7 @@ from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
 from blueprint_net._policy.limits import ConnectionLimits
 
+from . import report
 from .report import Point, Row
 
 KiB, MiB = 1024, 1024 * 1024
@@ -214,7 +215,7 @@ def _windowed(call: Callable[[], defer.Deferred[Any]]) -> Run:
 
 async def measure(reactor: Any, quick: bool) -> dict[tuple[str, int, bool], float]:
     """Median rate per (system, payload size, pipelined)."""
-    rounds = 2 if quick else 5
+    rounds = 1 if report.SMOKE else 2 if quick else 5
     systems = {"bare": _bare, "amp": _amp, "blueprint": _blueprint}
     results: dict[tuple[str, int, bool], list[float]] = {}
     for _ in range(rounds):  # interleaved, so drift hits every system alike
@@ -223,6 +224,8 @@ async def measure(reactor: Any, quick: bool) -> dict[tuple[str, int, bool], floa
             pipelined, ping_pong = COUNTS[size]
             if quick:
                 pipelined, ping_pong = max(4, pipelined // 20), max(4, ping_pong // 20)
+            if report.SMOKE:
+                pipelined, ping_pong = 4, 4
             for name, make in systems.items():
                 if name == "amp" and size > AMP_LIMIT:
                     continue

@@ -12,6 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple, Optional
 
+#: ``python -m bench --smoke``: every benchmark at the smallest size that
+#: still runs each code path and prints each row (the test suite's check that
+#: the suite works).  Its figures mean nothing.  Set before any benchmark runs.
+SMOKE = False
+
 
 class Point(NamedTuple):
     figure: str  # which plot: one of FIGURES

@@ -28,6 +28,7 @@ from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
 from blueprint_net._policy.limits import ConnectionLimits
 
+from . import report
 from .messaging import KiB, MiB, _windowed, label, window
 from .report import Row
 
@@ -116,6 +117,8 @@ async def _blueprint(reactor: Any, size: int, count: int) -> float:
 
 async def run(reactor: Any, quick: bool = False) -> list[Row]:
     total, rounds = (16 * MiB, 2) if quick else (256 * MiB, 5)
+    if report.SMOKE:
+        total, rounds = 1 * MiB, 1
     ours: dict[int, list[float]] = {size: [] for size in SIZES}
     raw: dict[int, list[float]] = {size: [] for size in SIZES}
     for _ in range(rounds):  # interleaved, so drift hits both alike

@@ -36,6 +36,7 @@ from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
 from blueprint_net._policy.limits import ConnectionLimits
 
+from . import report
 from .handshake import connections_per_second, dials_per_second
 from .messaging import (
     COUNTS,
@@ -216,6 +217,8 @@ async def _messaging(
 async def run(reactor: Any, quick: bool = False) -> list[Row]:
     a, b = Identity.generate(), Identity.generate()
     count, rounds = (50, 2) if quick else (500, 5)
+    if report.SMOKE:
+        count, rounds = 5, 1
     ours, reference = [], []
     for _ in range(rounds):
         reference.append(await _bare(reactor, count, a, b))

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import attrs
+import hypothesis
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
@@ -87,3 +88,8 @@ def net() -> Iterator[MemoryNetwork]:
     stopped at the end; for node tests that need no sockets."""
     with MemoryNetwork() as network:
         yield network
+
+
+# ``mutmut run`` (docs/testing.md) selects this profile: every mutant reruns
+# the tests that reach it, so property tests there draw fewer examples.
+hypothesis.settings.register_profile("mutation", max_examples=25, deadline=None)

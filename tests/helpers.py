@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Callable, Optional
 
 from twisted.internet import reactor
@@ -24,6 +27,20 @@ MakeNode = Callable[..., Node]
 #: The settings of a bare PeerProtocol on a StringTransport or ``iosim``: not
 #: TLS, so it opts in to plaintext (or it closes before its handshake).
 PLAINTEXT = Settings(allow_plaintext=True)
+
+#: The tree under test.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tree_env(base: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """``base`` with the tree under test first on ``PYTHONPATH``: a CLI,
+    twistd or example subprocess then runs this code, not whatever version
+    is installed (``tests/test_packaging.py`` is the one that tests that)."""
+    env = dict(base)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), env.get("PYTHONPATH")])
+    )
+    return env
 
 
 @implementer(IConnectionHost)

@@ -17,6 +17,8 @@ from blueprint_net._core.identity import Identity, load_identity
 from blueprint_net._ops.cli import BAD_FILE, FAILED, OK, UNREACHABLE, USAGE, main
 from blueprint_net._policy.settings import Settings
 
+from .helpers import tree_env
+
 CLI = str(Path(sys.executable).with_name("blueprint-net"))
 
 
@@ -86,7 +88,9 @@ async def test_request_and_ping_as_a_process(alice: Identity, tmp_path: Path) ->
     plain = f"tcp:127.0.0.1:{tcp_port.getHost().port}"  # type: ignore[attr-defined]
 
     async def cli(*argv: str) -> tuple[bytes, bytes, int]:
-        return await getProcessOutputAndValue(CLI, argv, path=str(tmp_path))  # type: ignore[no-any-return]
+        return await getProcessOutputAndValue(  # type: ignore[no-any-return]
+            CLI, argv, path=str(tmp_path), env=tree_env({})
+        )
 
     try:
         out, err, code = await cli(

@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+from .helpers import tree_env
+
 
 def test_demo_prints_both_verified_ids() -> None:
     result = subprocess.run(
@@ -14,6 +16,7 @@ def test_demo_prints_both_verified_ids() -> None:
         text=True,
         timeout=30,
         check=True,
+        env=tree_env(),
     )
     ids = re.findall(r"(12D3KooW\w+) verified (12D3KooW\w+)", result.stdout)
     assert len(ids) == 2, result.stdout

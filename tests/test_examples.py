@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .helpers import tree_env
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
@@ -17,6 +19,7 @@ def test_embedding_example_runs() -> None:
         text=True,
         timeout=30,
         check=True,
+        env=tree_env(),
     )
     out = result.stdout
     [alice] = re.findall(r"^alice is (12D3KooW\w+)$", out, re.MULTILINE)
@@ -61,6 +64,7 @@ def test_handler_test_example_passes() -> None:
         timeout=60,
         check=False,
         cwd=EXAMPLES.parent,
+        env=tree_env(),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout

@@ -33,7 +33,7 @@ from blueprint_net._core.messaging import IncomingRequest, ProtocolData, Success
 from blueprint_net._policy.settings import Settings
 from blueprint_net.testing import MemoryNetwork
 
-from .helpers import MakeNode, decode_frames
+from .helpers import MakeNode, decode_frames, until
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 
@@ -119,11 +119,7 @@ async def test_simultaneous_dials_keep_exactly_one_connection(
     )
     assert all(ok for ok, _ in results), results
     # Let the losing connection's Error and close travel.
-    for _ in range(50):
-        if len(a._peers.open) == len(b._peers.open) == 1:
-            break
-        await _sleep(0.01)
-    assert len(a._peers.open) == len(b._peers.open) == 1
+    await until(lambda: len(a._peers.open) == len(b._peers.open) == 1)
     [kept_a] = a._peers.protocols()
     [kept_b] = b._peers.protocols()
     assert kept_a.connection.handshake.session_key == (
@@ -408,9 +404,12 @@ async def test_one_keepalive_sweep_drops_a_silent_peer(
     silent = c._peers[alice.peer_id].transport
     silent.stopReading()  # type: ignore[union-attr]
     silent.write = lambda data: None  # type: ignore[method-assign,union-attr]
-    for _ in range(3):  # Bob answers pings; Carol never does
-        clock.advance(10.0)
-        await _sleep(0.05)  # let pings and pongs cross the sockets
+    to_bob = a._peers[bob.peer_id]
+    clock.advance(10.0)  # one interval of silence since the handshake: pinged
+    await until(lambda: to_bob._heard_at == 10.0)  # Bob's pong; never Carol's
+    assert lost == []
+    clock.advance(10.0)  # Carol silent for an interval after her ping: dropped
+    await until(lambda: lost)
     assert [peer.peer_id for peer in lost] == [carol.peer_id]
     assert [peer.peer_id for peer in a.peers] == [bob.peer_id]
     for node in (a, b, c):
@@ -427,6 +426,6 @@ async def test_nagle_is_off_on_both_ends(
     round of requests and a broadcast, 0.1-0.5 ms with TCP_NODELAY)."""
     a, b = make_node(alice), make_node(bob)
     await _connected(a, b)
-    await _sleep(0.01)  # Bob's side has verified too
+    await until(lambda: b._peers.get(alice.peer_id))  # Bob's side has verified too
     for node, other in ((a, bob), (b, alice)):
         assert node._peers[other.peer_id].transport.getTcpNoDelay()  # type: ignore[union-attr]

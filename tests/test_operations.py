@@ -27,6 +27,8 @@ import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.utils import getProcessOutputAndValue
 
+from .helpers import tree_env
+
 pytestmark = [pytest.mark.usefixtures("clean_reactor"), pytest.mark.timeout(120)]
 
 BIN = Path(sys.executable).parent
@@ -77,6 +79,7 @@ class TwistdNode:
         self.process = subprocess.Popen(
             arguments,
             cwd=self.directory,
+            env=tree_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -95,7 +98,7 @@ class TwistdNode:
 
 async def _cli(*arguments: str, cwd: Path) -> tuple[int, str, str]:
     out, err, code = await getProcessOutputAndValue(
-        CLI, arguments, env={"PATH": str(BIN)}, path=str(cwd)
+        CLI, arguments, env=tree_env({"PATH": str(BIN)}), path=str(cwd)
     )
     return code, out.decode(), err.decode()
 
@@ -242,6 +245,7 @@ async def test_the_readme_command_alone_runs_a_working_node(tmp_path: Path) -> N
     process = subprocess.Popen(
         [TWISTD, "-n", "blueprint"],
         cwd=tmp_path,
+        env=tree_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

@@ -21,6 +21,8 @@ from blueprint_net._ops.config import DEFAULT_LISTEN
 from blueprint_net._ops.tap import Options
 from blueprint_net._policy.settings import Settings
 
+from .helpers import tree_env
+
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 
 
@@ -30,9 +32,11 @@ PEER = Identity(bytes(32)).peer_id
 
 
 def _twistd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    # Run outside the source tree, so only the installed package is seen.
+    # Outside the source tree, with the tree under test on PYTHONPATH: the
+    # plugin is found on sys.path as an installed one would be.
     return subprocess.run(
         [TWISTD, *args],
+        env=tree_env(),
         check=False,
         capture_output=True,
         text=True,
@@ -235,6 +239,7 @@ async def test_real_twistd_node_handshakes(tmp_path: Path, alice) -> None:  # ty
             "none",
         ],
         cwd=tmp_path,
+        env=tree_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -1,0 +1,830 @@
+"""Security properties that a mutation review found unpinned: each test here
+fails when the one-line bug it names is put back (``docs/testing.md``)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from typing import Any, Optional, cast
+
+import attrs
+import pytest
+from twisted.internet import defer
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.task import Clock
+
+from blueprint_net._adapters.dispatch import Dispatcher
+from blueprint_net._adapters.limiter import Refusal
+from blueprint_net._adapters.peers import PeerTable
+from blueprint_net._adapters.protocol import PeerProtocol
+from blueprint_net._core import signatures, wire
+from blueprint_net._core.errors import (
+    ErrorCode,
+    HandshakeError,
+    HandshakeFailed,
+    Refused,
+    RemoteError,
+)
+from blueprint_net._core.handshake import Handshake, HandshakeState, transcript
+from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.messaging import (
+    Deadlines,
+    IncomingRequest,
+    Requests,
+    Success,
+)
+from blueprint_net._policy import addresses
+from blueprint_net._policy.bans import Ban, BanRegistry, Origin
+from blueprint_net._policy.limits import (
+    ConnectionLimiter,
+    ConnectionLimits,
+    TokenBucket,
+)
+from blueprint_net._policy.scores import Policy
+from blueprint_net._policy.settings import Settings
+from blueprint_net.testing import MemoryNetwork
+
+from .helpers import decode_frames
+from .test_testing import Raw
+
+# -- the handshake (the plain-TCP machine's public behaviour) ---------------
+
+
+def _refusal(handshake: Handshake, message: wire.Message) -> ErrorCode:
+    with pytest.raises(HandshakeFailed) as caught:
+        handshake.receive(message)
+    assert handshake.state is HandshakeState.FAILED
+    assert caught.value.message  # the peer is told why, in words
+    return caught.value.code
+
+
+@pytest.mark.parametrize("initiator", [True, False])
+@pytest.mark.parametrize("offset", [-1, +1])
+def test_an_older_or_newer_version_is_incompatible(
+    alice: Identity, bob: Identity, initiator: bool, offset: int
+) -> None:
+    """Not BAD_SIGNATURE later on (which would score an honest old peer as
+    misbehaving): the version check is equality, both ways."""
+    ours = wire.PROTOCOL_VERSION + 1  # room for an older one
+    handshake = Handshake(alice, initiator=initiator, version=ours)
+    handshake.start()
+    hello = wire.Hello(ours + offset, bytes(32), bob.peer_id)
+    assert _refusal(handshake, hello) is ErrorCode.INCOMPATIBLE_VERSION
+
+
+def test_the_default_version_refuses_version_zero(
+    alice: Identity, bob: Identity
+) -> None:
+    handshake = Handshake(alice, initiator=False)
+    handshake.start()
+    hello = wire.Hello(wire.PROTOCOL_VERSION - 1, bytes(32), bob.peer_id)
+    assert _refusal(handshake, hello) is ErrorCode.INCOMPATIBLE_VERSION
+
+
+#: Keys no signature may verify under: small order, and non-canonical.
+_UNACCEPTABLE_KEYS = [
+    (1).to_bytes(32, "little"),  # the identity
+    (2**255 - 19).to_bytes(32, "little"),  # y = p
+    bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+]
+
+
+@pytest.mark.parametrize("key", _UNACCEPTABLE_KEYS, ids=lambda k: k.hex()[:8])
+@pytest.mark.parametrize("initiator", [True, False])
+def test_an_unacceptable_key_is_the_wrong_key(
+    bob: Identity, key: bytes, initiator: bool
+) -> None:
+    """A peer whose claimed id *is* a small-order or non-canonical key gets
+    WRONG_KEY from the key check, before any signature work."""
+    claimed = PeerId.from_public_key(key)
+    handshake = Handshake(bob, initiator=initiator)
+    handshake.start()
+    replies = handshake.receive(wire.Hello(wire.PROTOCOL_VERSION, bytes(32), claimed))
+    proof: wire.Message
+    if initiator:
+        assert isinstance(replies[0], wire.HandshakeRequest)
+        proof = wire.HandshakeResponse(key, bytes(64))
+    else:
+        proof = wire.HandshakeRequest(key, bytes(64))
+    assert _refusal(handshake, proof) is ErrorCode.WRONG_KEY
+
+
+def test_a_bad_signature_says_so(alice: Identity, bob: Identity) -> None:
+    handshake = Handshake(bob, initiator=False)
+    handshake.start()
+    handshake.receive(wire.Hello(wire.PROTOCOL_VERSION, bytes(32), alice.peer_id))
+    proof = wire.HandshakeRequest(alice.public_key, bytes(64))
+    assert _refusal(handshake, proof) is ErrorCode.BAD_SIGNATURE
+
+
+# -- addresses ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "network"),
+    [
+        ("::ffff:0:0/96", "0.0.0.0/0"),  # every IPv4 address, mapped
+        ("::ffff:192.0.2.0/120", "192.0.2.0/24"),
+        ("::ffff:192.0.2.1", "192.0.2.1/32"),
+        ("::ffff:192.0.2.1/128", "192.0.2.1/32"),
+    ],
+)
+def test_ipv4_mapped_networks_are_ipv4(text: str, network: str) -> None:
+    assert addresses.parse_network(text) == ipaddress.ip_network(network)
+
+
+def test_a_ban_on_the_mapped_range_covers_every_ipv4_host() -> None:
+    bans = BanRegistry(Clock())
+    bans.ban(addresses.parse_target("::ffff:0:0/96"), "all of IPv4")
+    for host in ("192.0.2.1", "::ffff:198.51.100.7", "10.1.2.3"):
+        assert bans.address_ban(host) is not None, host
+    assert bans.address_ban("2001:db8::1") is None
+
+
+def test_a_mapped_network_shorter_than_96_stays_ipv6() -> None:
+    assert addresses.parse_network("::ffff:0:0/95") == ipaddress.ip_network(
+        "::fffe:0:0/95"
+    )
+
+
+# -- misbehaviour points -----------------------------------------------------
+
+#: What one offence costs (the ban threshold is 100): a failed proof is worse
+#: than a garbled frame.  Written out here, not read from ``POINTS``.
+_POINTS = {
+    ErrorCode.UNKNOWN_MESSAGE_TYPE: 20,
+    ErrorCode.TRUNCATED: 20,
+    ErrorCode.TRAILING_BYTES: 20,
+    ErrorCode.INVALID_UTF8: 20,
+    ErrorCode.OUT_OF_RANGE: 20,
+    ErrorCode.FRAME_TOO_LARGE: 20,
+    ErrorCode.UNEXPECTED_MESSAGE: 20,
+    ErrorCode.BAD_SIGNATURE: 50,
+    ErrorCode.WRONG_KEY: 50,
+    ErrorCode.SELF_CONNECTION: 50,
+}
+
+
+@pytest.mark.parametrize("code", list(_POINTS), ids=lambda c: c.name)
+def test_each_offence_costs_its_points(alice: Identity, code: ErrorCode) -> None:
+    policy = Policy(BanRegistry(Clock()))
+    assert policy.misbehaved("192.0.2.1", alice.peer_id, code) == []
+    assert policy.score("192.0.2.1") == _POINTS[code]
+    assert policy.score(alice.peer_id) == _POINTS[code]
+
+
+def test_the_misbehaviour_codes_are_the_scored_ones() -> None:
+    from blueprint_net._core.connection import MISBEHAVIOUR
+
+    assert set(_POINTS) == MISBEHAVIOUR
+
+
+# -- connection limits ------------------------------------------------------
+
+
+def test_rate_buckets_past_the_cap_drop_only_the_full_ones() -> None:
+    """Past 4,096 subnets, idle (full) buckets go; a drained one stays, or
+    a flood from many subnets would reset a hostile subnet's rate limit."""
+    clock = Clock()
+    limiter = ConnectionLimiter(
+        ConnectionLimits(connect_rate=1.0, connect_burst=2, max_per_subnet=100),
+        clock,
+    )
+    cap = ConnectionLimiter._MAX_BUCKETS
+    hostile = "198.51.100.1"
+    assert limiter.refusal(hostile, True, limiter.subnet(hostile)) is None
+    assert limiter.refusal(hostile, True, limiter.subnet(hostile)) is None
+    assert limiter.refusal(hostile, True, limiter.subnet(hostile)) == "rate"
+    for i in range(1, cap):  # cap - 1 more subnets, each one token spent
+        host = str(ipaddress.IPv4Address(0x0A000000 + i))
+        assert limiter.refusal(host, True, limiter.subnet(host)) is None
+    assert len(limiter._buckets) == cap
+    clock.advance(1.0)  # the others refill to 2 (full); the hostile one to 1
+    newcomer = "203.0.113.9"
+    assert limiter.refusal(newcomer, True, limiter.subnet(newcomer)) is None
+    assert len(limiter._buckets) == 2  # the hostile one and the newcomer
+    assert limiter.refusal(hostile, True, limiter.subnet(hostile)) is None
+    assert limiter.refusal(hostile, True, limiter.subnet(hostile)) == "rate"
+
+
+def test_rate_buckets_under_the_cap_are_kept() -> None:
+    clock = Clock()
+    limiter = ConnectionLimiter(ConnectionLimits(connect_burst=1), clock)
+    for i in range(ConnectionLimiter._MAX_BUCKETS - 1):
+        host = str(ipaddress.IPv4Address(0x0A000000 + i))
+        limiter.refusal(host, True, limiter.subnet(host))
+    clock.advance(60.0)  # all full again
+    limiter.refusal("203.0.113.9", True, limiter.subnet("203.0.113.9"))
+    assert len(limiter._buckets) == ConnectionLimiter._MAX_BUCKETS
+
+
+# -- request ids --------------------------------------------------------------
+
+
+def test_request_ids_wrap_without_ever_using_zero() -> None:
+    """0 is the fire-and-forget id: a response to it would never be matched."""
+    requests: Requests[int] = Requests()
+    top = 2**32 - 1
+    requests._next_id = top - 3
+    ids = [requests.request("p", b"", None, i).request_id for i in range(6)]
+    assert ids == [top - 3, top - 2, top - 1, top, 1, 2]
+
+
+def test_the_skip_over_ids_in_flight_wraps_without_zero() -> None:
+    requests: Requests[int] = Requests()
+    top = 2**32 - 1
+    for start in (top - 1, top):
+        requests._next_id = start
+        requests.request("p", b"", None, start)
+    requests._next_id = top - 1  # both top - 1 and top are in flight
+    assert requests.request("p", b"", None, 0).request_id == 1
+    assert requests.request("p", b"", None, 0).request_id == 2
+
+
+# -- nodes: per-peer limit and who is scored ---------------------------------
+
+
+def _second_connection(net: MemoryNetwork, max_per_peer: int) -> object:
+    """A connects to B twice (two separate dials, no peer id expected)."""
+    a = net.add_node()
+    b = net.add_node(limits=ConnectionLimits(max_per_peer=max_per_peer))
+    net.connect(a, b)
+    dialing = a.connect(net.endpoint(b, source=a))
+    try:
+        return net.result(dialing)
+    except HandshakeError as refused:
+        return refused
+    finally:
+        net.pump()
+
+
+def test_max_per_peer_refuses_the_connection_past_it() -> None:
+    with MemoryNetwork() as net:
+        outcome = _second_connection(net, max_per_peer=1)
+        b = net.nodes[1]
+        assert isinstance(outcome, HandshakeError), outcome
+        assert getattr(outcome.reason, "code", None) is ErrorCode.CONNECTION_LIMIT
+        assert b.counters["refused.peer"] == 1
+        assert b.counters["handshakes.failed.CONNECTION_LIMIT"] == 1
+
+
+def test_max_per_peer_admits_up_to_it() -> None:
+    with MemoryNetwork() as net:
+        outcome = _second_connection(net, max_per_peer=2)
+        b = net.nodes[1]
+        assert not isinstance(outcome, HandshakeError), outcome
+        assert b.counters["refused.peer"] == 0
+        assert b.counters["handshakes.ok"] == 2  # each verified connection
+        assert len(b.peers) == 1  # a duplicate, not a new peer
+
+
+def test_garbage_under_a_claimed_id_never_scores_that_id(alice: Identity) -> None:
+    """A client claims Alice's id in its Hello, then sends garbage, five
+    times: its address is banned, Alice is not (she proved nothing there)."""
+    with MemoryNetwork() as net:
+        b = net.add_node()
+        hostile = "192.0.2.66"
+        for _ in range(5):
+            raw = Raw()
+            net.result(connectProtocol(net.endpoint(b, source=hostile), raw))
+            hello = wire.Hello(wire.PROTOCOL_VERSION, bytes(32), alice.peer_id)
+            raw.transport.write(wire.frame(hello) + b"\x00\x00\x00\x01\xee")  # type: ignore[union-attr]
+            net.pump()
+            assert raw.lost
+            *_, error = decode_frames(raw.received)
+            assert error == wire.Error(
+                ErrorCode.UNKNOWN_MESSAGE_TYPE,
+                error.message,  # type: ignore[union-attr]
+            )
+        assert b.counters["misbehaviour"] == 5
+        assert b.bans.address_ban(hostile) is not None  # the garbage was scored
+        assert b.bans.peer_ban(alice.peer_id) is None
+        assert b.policy.score(alice.peer_id) == 0.0
+        a = net.add_node(alice)
+        assert net.connect(a, b).peer_id == b.peer_id  # Alice is still welcome
+
+
+def test_a_kept_dial_admits_only_the_peer_it_was_made_for(alice: Identity) -> None:
+    """``dial_factory(peer_id)`` behind a ``ClientService``: whoever answers
+    at that address must prove ``peer_id``, and a peer already connected is
+    not dialed again."""
+    with MemoryNetwork() as net:
+        a, b = net.add_node(), net.add_node()
+        failed: list[ErrorCode] = []
+        a.connection_failed = lambda protocol, event: failed.append(  # type: ignore[method-assign]
+            event.error.code
+        )
+        net.result(net.endpoint(b, source=a).connect(a.dial_factory(alice.peer_id)))
+        net.pump()
+        assert a.peers == [] and failed == [ErrorCode.UNEXPECTED_PEER]
+        net.result(net.endpoint(b, source=a).connect(a.dial_factory(b.peer_id)))
+        net.pump()
+        assert [peer.peer_id for peer in a.peers] == [b.peer_id]
+        again = net.endpoint(b, source=a).connect(a.dial_factory(b.peer_id))
+        assert isinstance(net.result(again), Refusal)  # closed, nothing said
+        net.pump()
+        assert len(a._peers.open) == 1
+
+
+def test_notify_all_sends_the_metadata() -> None:
+    seen: list[tuple[bytes, Optional[bytes]]] = []
+
+    def note(request: IncomingRequest) -> None:
+        seen.append((request.payload, request.metadata))
+
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        b = net.add_node(handlers={"note": note})
+        net.connect(a, b)
+        assert a.notify_all("note", b"p", b"m") == [b.peer_id]
+        assert a.notify_all("note", b"q", peers=[b.peer_id, a.peer_id]) == [b.peer_id]
+        net.pump()
+        assert seen == [(b"p", b"m"), (b"q", None)]
+
+
+# -- signature backends -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", signatures.available_backends())
+def test_a_fresh_backend_signs_verifies_and_refuses(name: str) -> None:
+    """A new instance, not the cached one: its own setup is what runs."""
+    backend: signatures.ISignatureBackend = {
+        "pynacl": signatures.NaClBackend,
+        "ed25519": signatures.Ed25519Backend,
+    }[name]()
+    public, key = backend.load(bytes(range(32)))
+    signature = backend.sign(key, b"m")
+    assert backend.verify(public, b"m", signature)
+    assert not backend.verify(public, b"n", signature)  # bad signature: False
+    assert not backend.verify(public, b"m", signature[:10])  # malformed: False
+
+
+# -- the handshake ------------------------------------------------------------
+
+
+def test_a_local_failure_is_recorded(alice: Identity) -> None:
+    handshake = Handshake(alice, initiator=True)
+    handshake.start()
+    failure = handshake.timed_out()
+    assert failure.code is ErrorCode.HANDSHAKE_TIMEOUT
+    assert handshake.failure is failure
+
+
+# -- request ids --------------------------------------------------------------
+
+
+def test_abandoning_an_unknown_request_is_harmless() -> None:
+    requests: Requests[str] = Requests()
+    assert requests.abandon(12345) is None
+
+
+# -- scores -------------------------------------------------------------------
+
+
+def test_a_host_that_is_not_an_address_has_no_score() -> None:
+    assert Policy(BanRegistry(Clock())).score("not-an-address") == 0.0
+
+
+def test_a_ban_starts_the_score_afresh_and_says_why(alice: Identity) -> None:
+    policy = Policy(BanRegistry(Clock()))
+    policy.misbehaved(None, alice.peer_id, ErrorCode.BAD_SIGNATURE)
+    [ban] = policy.misbehaved(None, alice.peer_id, ErrorCode.WRONG_KEY)
+    assert "WRONG_KEY" in ban.reason
+    assert policy.score(alice.peer_id) == 0.0
+
+
+# -- token buckets ------------------------------------------------------------
+
+
+def test_a_bucket_is_full_once_refilled_at_its_rate() -> None:
+    bucket = TokenBucket(rate=4.0, burst=2, now=100.0)
+    assert bucket.take(100.0)  # one token left
+    assert not bucket.full(100.2)  # 1 + 0.8
+    assert bucket.full(100.25)  # 1 + 4 * 0.25
+
+
+# -- the ban registry ---------------------------------------------------------
+
+
+def test_change_callbacks_say_whether_a_ban_was_lifted() -> None:
+    registry = BanRegistry(Clock())
+    seen: list[tuple[str, bool]] = []
+    registry.on_change(lambda ban, lifted: seen.append((str(ban.target), lifted)))
+    registry.ban("192.0.2.0/24", "test")
+    assert registry.unban("192.0.2.0/24")
+    assert seen == [("192.0.2.0/24", False), ("192.0.2.0/24", True)]
+
+
+def test_unbanning_what_is_not_banned_is_false_and_leaves_nothing() -> None:
+    registry = BanRegistry(Clock())
+    assert not registry.unban("192.0.2.0/24")  # no ban of that prefix length
+    registry.ban("192.0.2.0/24", "test")
+    assert not registry.unban("198.51.100.0/24")  # same length, other network
+    assert registry.unban("192.0.2.0/24")
+    assert registry._networks == {}  # no empty index left behind
+
+
+def test_reconcile_counts_each_change_and_announces_active_bans(
+    alice: Identity, bob: Identity
+) -> None:
+    clock = Clock()
+    clock.advance(1000.0)
+    registry = BanRegistry(clock)
+    announced: list[Ban] = []
+    registry.on_ban(announced.append)
+    kept = registry.ban(alice.peer_id, "kept")
+    registry.ban("192.0.2.0/24", "dropped by the other writer")
+    announced.clear()
+    new = Ban(bob.peer_id, "new", 990.0, Origin.MANUAL, 2000.0)
+    net = ipaddress.ip_network("198.51.100.0/24")
+    expired = Ban(net, "expired", 10.0, Origin.MANUAL, 20.0)
+    assert registry.reconcile([kept, new, expired]) == 3  # one gone, two new
+    assert sorted(map(str, (b.target for b in registry._every()))) == sorted(
+        [str(alice.peer_id), str(bob.peer_id), "198.51.100.0/24"]
+    )
+    assert announced == [new]  # the expired one no longer applies
+    assert registry.reconcile([kept, new, expired]) == 0
+
+
+# -- the peer table -----------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class _Conn:
+    """What the peer table reads of a connection."""
+
+    peer_id: PeerId
+    session_key: bytes
+
+
+def _conn(peer: PeerId, key: bytes) -> PeerProtocol:
+    return cast(PeerProtocol, _Conn(peer, key))
+
+
+def test_the_peer_table_keeps_one_connection_per_peer(alice: Identity) -> None:
+    table = PeerTable()
+    first, better, worse = (_conn(alice.peer_id, k) for k in (b"m", b"a", b"z"))
+    for conn in (first, better, worse):
+        table.opened(conn)
+    assert table.budget(alice.peer_id) is None  # not verified yet
+    bucket = TokenBucket(1.0, 1, 0.0)
+    outcome = table.verified(first, lambda: bucket)
+    assert (outcome.new, outcome.dropped) == (True, None)
+    outcome = table.verified(better, lambda: None)  # the smaller key wins
+    assert (outcome.new, outcome.dropped) == (False, first)
+    outcome = table.verified(worse, lambda: None)  # loses: newcomer dropped
+    assert (outcome.new, outcome.dropped) == (False, worse)
+    assert table[alice.peer_id] is better
+    assert table.budget(alice.peer_id) is bucket  # the first one's, kept
+    assert table.connections_of(alice.peer_id) == 3
+    assert not table.closed(worse) and table.closed(better)
+    assert table.get(alice.peer_id) is None
+
+
+# -- wire: the encoder refuses what the decoder would --------------------------
+
+
+@pytest.mark.parametrize("kind", [wire.HandshakeRequest, wire.HandshakeResponse])
+@pytest.mark.parametrize(("key", "sig"), [(31, 64), (33, 64), (32, 63), (32, 65)])
+def test_a_proof_of_the_wrong_size_is_not_encoded(
+    kind: type[wire.HandshakeRequest], key: int, sig: int
+) -> None:
+    with pytest.raises(ValueError, match="32 bytes and a signature 64"):
+        wire.encode(kind(bytes(key), bytes(sig)))
+    assert wire.decode(wire.encode(kind(bytes(32), bytes(64)))) == kind(
+        bytes(32), bytes(64)
+    )
+
+
+# -- the node facade ----------------------------------------------------------
+
+
+def test_a_ban_through_the_node_expires(alice: Identity) -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        ban = a.ban(alice.peer_id, "a while", duration=60.0)
+        assert ban.expires == 60.0
+        assert a.bans.peer_ban(alice.peer_id) is not None
+        net.advance(60.0)
+        assert a.bans.peer_ban(alice.peer_id) is None
+        assert a.ban(alice.peer_id, "for good").expires is None
+
+
+def test_broadcasts_reach_only_the_peers_named_and_carry_metadata() -> None:
+    seen: list[tuple[str, bytes, Optional[bytes]]] = []
+
+    def handlers(name: str) -> dict[str, object]:
+        def note(request: IncomingRequest) -> bytes:
+            seen.append((name, request.payload, request.metadata))
+            return b"ok"
+
+        return {"note": note}
+
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        b = net.add_node(handlers=handlers("b"))  # type: ignore[arg-type]
+        c = net.add_node(handlers=handlers("c"))  # type: ignore[arg-type]
+        for other in (b, c):
+            net.connect(a, other)
+        stranger = Identity(bytes(range(200, 232))).peer_id
+        outcomes = net.result(
+            a.broadcast("note", b"1", b"m", peers=[stranger, c.peer_id])
+        )
+        assert set(outcomes) == {stranger, c.peer_id}
+        assert outcomes[c.peer_id].ok and not outcomes[stranger].ok
+        assert a.notify_all("note", b"2", peers=[stranger, b.peer_id]) == [b.peer_id]
+        a.notify(b.peer_id, "note", b"3", b"n")
+        net.pump()
+        assert sorted(seen) == [("b", b"2", None), ("b", b"3", b"n"), ("c", b"1", b"m")]
+        assert a.counters["requests.out.note"] == 1  # the one connected peer asked
+
+
+def test_an_unregistered_protocol_is_unknown() -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        b = net.add_node(handlers={"echo": lambda request: request.payload})
+        net.connect(a, b)
+        assert net.result(a.request(b.peer_id, "echo", b"x")).data == b"x"
+        b.unregister("echo")
+        with pytest.raises(RemoteError) as refused:
+            net.result(a.request(b.peer_id, "echo", b"x"))
+        assert refused.value.code == ErrorCode.UNKNOWN_PROTOCOL
+
+
+def test_a_request_rate_of_zero_is_no_limit() -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        b = net.add_node(
+            handlers={"echo": lambda request: request.payload},
+            limits=ConnectionLimits(request_rate=0, request_burst=2),
+        )
+        net.connect(a, b)
+        replies = [a.request(b.peer_id, "echo", b"x") for _ in range(5)]
+        assert all(net.result(reply).data == b"x" for reply in replies)
+
+
+def test_a_keepalive_interval_under_a_second_runs() -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node(settings=Settings(keepalive_interval=0.5))
+        b = net.add_node()
+        net.connect(a, b)
+        assert any(call.getTime() == 0.5 for call in net.clock.getDelayedCalls())
+
+
+def test_refusals_are_counted_each_time(alice: Identity) -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        b = net.add_node(limits=ConnectionLimits(max_per_peer=1))
+        net.connect(a, b)
+        for _ in range(2):
+            with pytest.raises(HandshakeError):
+                net.result(a.connect(net.endpoint(b, source=a)))
+        assert b.counters["refused.peer"] == 2
+        a.ban(alice.peer_id, "test")
+        for _ in range(2):
+            with pytest.raises(Refused):
+                net.result(a.connect(net.endpoint(b, source=a), peer_id=alice.peer_id))
+        assert a.counters["refused.banned"] == 2
+
+
+def test_outbound_dials_are_not_rate_limited() -> None:
+    """The connection rate limit is for strangers dialing in; a node's own
+    dials (and kept dials) count against the other limits only."""
+    with MemoryNetwork() as net:
+        a = net.add_node(limits=ConnectionLimits(connect_rate=0.001, connect_burst=1))
+        others = [net.add_node(host="192.0.2.1") for _ in range(4)]  # one host
+        for other in others[:2]:
+            net.connect(a, other)
+        for other in others[2:]:
+            kept = net.endpoint(other, source=a).connect(a.dial_factory(other.peer_id))
+            net.result(kept)
+            net.pump()
+        assert len(a.peers) == 4
+        assert a.counters["refused.rate"] == 0
+
+
+# -- the dispatcher -----------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class _Answers:
+    """What the dispatcher reads of a connection, and what it answers."""
+
+    peer_id: PeerId
+    sent: list[wire.Response] = attrs.Factory(list)
+
+    def respond(self, response: wire.Response) -> None:
+        self.sent.append(response)
+
+
+def _dispatcher(**handlers: Any) -> Dispatcher:
+    return Dispatcher(Clock(), Counter(), max_frame=100, handlers=handlers)
+
+
+def _serve(
+    dispatcher: Dispatcher,
+    protocol: str,
+    payload: bytes = b"",
+    *,
+    stopping: bool = False,
+) -> wire.Response:
+    conn = _Answers(Identity(bytes(range(32))).peer_id)
+    request = wire.Request(7, protocol, payload)
+    dispatcher.serve(cast(PeerProtocol, conn), request, budget=None, stopping=stopping)
+    [response] = conn.sent
+    return response
+
+
+def test_protocol_names_are_1_to_255_bytes() -> None:
+    dispatcher = _dispatcher()
+    dispatcher.register("x" * 255, lambda request: None)
+    for bad in ("", "x" * 256, "é" * 128):
+        with pytest.raises(ValueError, match="1 to 255 bytes"):
+            dispatcher.register(bad, lambda request: None)
+
+
+def test_refusals_and_requests_are_counted_each_time() -> None:
+    dispatcher = _dispatcher(echo=lambda request: request.payload)
+    for _ in range(2):
+        assert _serve(dispatcher, "echo", b"a") == wire.ProtocolResponse(7, b"a")
+        stopped = _serve(dispatcher, "echo", stopping=True)
+        assert stopped == wire.ErrorResponse(
+            7, ErrorCode.SHUTTING_DOWN, "the node is stopping"
+        )
+        unknown = _serve(dispatcher, "nope")
+        assert isinstance(unknown, wire.ErrorResponse)
+        assert unknown.code == ErrorCode.UNKNOWN_PROTOCOL
+    assert dispatcher.counters == {
+        "requests.in.echo": 2,
+        "requests.refused.echo.SHUTTING_DOWN": 2,
+        "requests.refused.unknown.UNKNOWN_PROTOCOL": 2,
+    }
+
+
+def test_a_response_past_the_frame_limit_is_an_error() -> None:
+    """max_frame 100: a Protocol response's body is 9 bytes and its data, so
+    91 bytes of data fit its frame and 92 do not (a Success's body is one
+    byte longer: 90 fit)."""
+    dispatcher = _dispatcher(
+        fits=lambda request: bytes(91),
+        big=lambda request: bytes(92),
+        success=lambda request: Success(bytes(91)),
+    )
+    assert _serve(dispatcher, "fits") == wire.ProtocolResponse(7, bytes(91))
+    too_large = _serve(dispatcher, "big")
+    assert isinstance(too_large, wire.ErrorResponse)
+    assert too_large.code == ErrorCode.PAYLOAD_TOO_LARGE
+    assert _serve(dispatcher, "success") == too_large
+
+
+@pytest.mark.parametrize(
+    ("code", "passed_on"), [(299, False), (300, True), (0xFFFF, True), (0x10000, False)]
+)
+@pytest.mark.parametrize("later", [False, True])
+def test_a_handlers_remote_error_is_passed_on_only_with_a_request_code(
+    code: int, passed_on: bool, later: bool
+) -> None:
+    def handler(request: IncomingRequest) -> Any:
+        if later:
+            return defer.fail(RemoteError(code, "said so"))
+        raise RemoteError(code, "said so")
+
+    response = _serve(_dispatcher(h=handler), "h")
+    if passed_on:
+        assert response == wire.ErrorResponse(7, code, "said so")
+    else:
+        assert response == wire.ErrorResponse(
+            7, ErrorCode.HANDLER_ERROR, "the handler failed"
+        )
+
+
+# -- messaging bounds -----------------------------------------------------------
+
+
+def test_the_deadline_heap_stays_within_twice_the_live_plus_64() -> None:
+    deadlines = Deadlines()
+    deadlines.add(1, 1000.0)  # one request stays in flight throughout
+    sizes = []
+    for request_id in range(2, 300):  # each answered at once (lazy deletion)
+        deadlines.add(request_id, float(request_id))
+        sizes.append(len(deadlines._heap))
+        deadlines.discard(request_id)
+    deadlines.discard(12345)  # unknown: harmless
+    assert max(sizes) == 2 * 2 + 64  # two live entries when the bound is checked
+    assert min(sizes) == 2  # rebuilt from the live entries
+    assert deadlines.earliest() == 1000.0
+
+
+class _AllInFlight(dict):  # type: ignore[type-arg]
+    def __len__(self) -> int:
+        return 2**32 - 1
+
+
+def test_no_id_is_allocated_when_every_id_is_in_flight() -> None:
+    requests: Requests[int] = Requests()
+    requests.pending = _AllInFlight()
+    with pytest.raises(RuntimeError, match="every request id is in flight"):
+        requests.request("p", b"", None, 1)
+    assert requests.request("p", b"", None, None).request_id == wire.NO_RESPONSE
+
+
+def test_a_duplicate_request_id_is_refused_by_id() -> None:
+    requests: Requests[int] = Requests()
+    assert requests.request_received(wire.Request(7, "p", b"")) is None
+    assert requests.request_received(wire.Request(7, "p", b"")) == wire.ErrorResponse(
+        7, ErrorCode.DUPLICATE_REQUEST_ID, "request 7 is already in flight"
+    )
+
+
+def test_a_bucket_refills_at_its_rate() -> None:
+    bucket = TokenBucket(rate=4.0, burst=2, now=0.0)
+    assert bucket.take(0.0) and bucket.take(0.0) and not bucket.take(0.0)
+    assert not bucket.take(0.2)  # 0.8 of a token
+    assert bucket.take(0.25)  # 4 per second: one more by 0.25 s
+
+
+# -- backends are made once; handshake inputs ------------------------------------
+
+
+def test_a_backend_is_made_once_and_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(signatures, "_instances", {})
+    backend = signatures.get_backend("pynacl")
+    assert isinstance(backend, signatures.NaClBackend)
+    assert signatures.get_backend("pynacl") is backend
+    assert signatures._instances == {"pynacl": backend}
+
+
+def test_the_transcript_is_the_documented_concatenation(
+    alice: Identity, bob: Identity
+) -> None:
+    signed = transcript(2, 1, alice.peer_id, b"n" * 32, bob.peer_id, b"m" * 32, b"cb")
+    a, b = alice.peer_id.binary, bob.peer_id.binary
+    assert signed == (
+        b"blueprint-net/handshake/v1\x00\x02\x00\x01"
+        + bytes([len(a)]) + a + b"n" * 32
+        + bytes([len(b)]) + b + b"m" * 32
+        + b"\x02cb"
+    )  # fmt: skip
+
+
+def test_a_given_nonce_is_used_and_a_self_connection_says_so(alice: Identity) -> None:
+    handshake = Handshake(alice, initiator=False, nonce=b"n" * 32)
+    [hello] = handshake.start()
+    assert hello == wire.Hello(wire.PROTOCOL_VERSION, b"n" * 32, alice.peer_id)
+    code = _refusal(
+        handshake, wire.Hello(wire.PROTOCOL_VERSION, b"m" * 32, alice.peer_id)
+    )
+    assert code is ErrorCode.SELF_CONNECTION
+
+
+@pytest.mark.parametrize("host", ["fe80::1%eth0", "fe80::1%a%b", "::ffff:192.0.2.1%x"])
+def test_a_scope_is_dropped(host: str) -> None:
+    unscoped = ipaddress.ip_address(host.split("%", maxsplit=1)[0])
+    expected = getattr(unscoped, "ipv4_mapped", None) or unscoped
+    parsed = addresses.parse_address(host)
+    assert parsed == expected and getattr(parsed, "scope_id", None) is None
+
+
+# -- scoring and bans of verified peers -------------------------------------------
+
+
+def test_a_verified_peers_garbage_on_a_plain_link_scores_its_address() -> None:
+    """In memory the link is plain: a relay could have sent the garbage, so
+    the proven id is not charged, the address is (over TLS the id is too:
+    tests/test_relay.py)."""
+    with MemoryNetwork() as net:
+        a, b = net.add_node(), net.add_node()
+        net.connect(a, b)
+        a._peers[b.peer_id].transport.write(b"\x00\x00\x00\x01\xee")  # type: ignore[union-attr]
+        net.pump()
+        assert b.policy.score(a.peer_id) == 0
+        assert b.policy.score(net.host(a)) == 20
+        assert b.counters["closed.UNKNOWN_MESSAGE_TYPE"] == 1
+        assert b.counters["handshakes.failed.UNKNOWN_MESSAGE_TYPE"] == 0
+
+
+def test_an_address_ban_closes_only_the_connections_it_covers() -> None:
+    with MemoryNetwork() as net:
+        a, c, d = net.add_node(), net.add_node(), net.add_node()
+        net.connect(c, a)
+        net.connect(d, a)
+        a.ban(net.host(c), "test")
+        net.pump()
+        assert [peer.peer_id for peer in a.peers] == [d.peer_id]
+
+
+def test_a_host_that_is_not_an_address_is_not_allowed() -> None:
+    policy = Policy(BanRegistry(Clock()), allowed_networks=["0.0.0.0/0"])
+    assert policy.is_allowed("192.0.2.1") and not policy.is_allowed("not-an-address")
+
+
+def test_reconcile_counts_every_ban_gone(alice: Identity, bob: Identity) -> None:
+    registry = BanRegistry(Clock())
+    registry.ban(alice.peer_id, "a")
+    registry.ban(bob.peer_id, "b")
+    assert registry.reconcile([]) == 2
+
+
+def test_the_first_request_id_is_1() -> None:
+    requests: Requests[str] = Requests()
+    assert requests.request("p", b"", None, "t").request_id == 1
