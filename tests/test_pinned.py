@@ -4,24 +4,30 @@ fails when the one-line bug it names is put back (``docs/testing.md``)."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import Counter
 from typing import Any, Optional, cast
 
 import attrs
 import pytest
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
+from twisted.python.failure import Failure
 
 from blueprint_net._adapters.dispatch import Dispatcher
 from blueprint_net._adapters.limiter import Refusal
-from blueprint_net._adapters.peers import PeerTable
+from blueprint_net._adapters.node import Node
+from blueprint_net._adapters.peers import Peer, PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
 from blueprint_net._core import signatures, wire
 from blueprint_net._core.errors import (
     ErrorCode,
     HandshakeError,
     HandshakeFailed,
+    NotConnected,
     Refused,
     RemoteError,
 )
@@ -828,3 +834,208 @@ def test_reconcile_counts_every_ban_gone(alice: Identity, bob: Identity) -> None
 def test_the_first_request_id_is_1() -> None:
     requests: Requests[str] = Requests()
     assert requests.request("p", b"", None, "t").request_id == 1
+
+
+# -- what the dispatcher logs and says ------------------------------------------
+
+
+def _logged(dispatcher: Dispatcher) -> list[dict[str, Any]]:
+    """The dispatcher's log events, caught on the instance (no global observer)."""
+    events: list[dict[str, Any]] = []
+    dispatcher._log = Logger(observer=cast(ILogObserver, events.append))
+    return events
+
+
+def test_a_handler_returning_the_wrong_type_is_logged_with_whom_and_what() -> None:
+    dispatcher = _dispatcher(odd=lambda request: 3)
+    events = _logged(dispatcher)
+    response = _serve(dispatcher, "odd")
+    assert response == wire.ErrorResponse(
+        7, ErrorCode.HANDLER_ERROR, "the handler failed"
+    )
+    [event] = events
+    assert event["log_level"] is LogLevel.error
+    assert formatEvent(event) == "handler for 'odd' returned int, not bytes or None"
+    assert event["peer_id"] == str(Identity(bytes(range(32))).peer_id)
+
+
+@pytest.mark.parametrize("later", [False, True])
+def test_a_failing_handler_is_logged_with_whom_and_its_traceback(later: bool) -> None:
+    def handler(request: IncomingRequest) -> Any:
+        if later:
+            return defer.fail(KeyError("secret"))
+        raise KeyError("secret")
+
+    dispatcher = _dispatcher(h=handler)
+    events = _logged(dispatcher)
+    response = _serve(dispatcher, "h")
+    assert response == wire.ErrorResponse(
+        7, ErrorCode.HANDLER_ERROR, "the handler failed"
+    )
+    [event] = events
+    peer = str(Identity(bytes(range(32))).peer_id)
+    assert event["log_level"] is LogLevel.critical
+    assert event["log_failure"].check(KeyError)
+    assert formatEvent(event) == f"handler for 'h' failed on a request from {peer}"
+    assert event["protocol"] == "h" and event["peer_id"] == peer
+
+
+def test_registering_what_is_not_a_handler_says_what_it_was() -> None:
+    with pytest.raises(TypeError, match=r"^42 is not a request handler$"):
+        _dispatcher().register("p", cast(Any, 42))
+
+
+def test_unregister_removes_only_that_protocol_and_forgets_the_unknown() -> None:
+    dispatcher = _dispatcher(a=lambda request: None, b=lambda request: None)
+    dispatcher.unregister("a")
+    dispatcher.unregister("never-registered")
+    assert dispatcher.protocols == ["b"]
+    assert _serve(dispatcher, "a").code == ErrorCode.UNKNOWN_PROTOCOL  # type: ignore[union-attr]
+
+
+# -- what the node logs, counts and says ----------------------------------------
+
+
+@pytest.fixture
+def node_log(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every event the nodes log (caught on the class, no global observer)."""
+    events: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        Node, "_log", Logger(observer=cast(ILogObserver, events.append))
+    )
+    return events
+
+
+def _formatted(events: list[dict[str, Any]]) -> list[str]:
+    return [formatEvent(event) for event in events]
+
+
+def test_the_node_logs_where_it_listens_and_whom_it_lost(
+    node_log: list[dict[str, Any]],
+) -> None:
+    with MemoryNetwork() as net:
+        a, b = net.add_node(), net.add_node()
+        host, port = a.listening_addresses[0]
+        listening = [e for e in node_log if e["log_format"].startswith("listening")]
+        [event] = [e for e in listening if f"'{host}'" in formatEvent(e)]
+        assert formatEvent(event) == (
+            f"listening on IPv4Address(type='TCP', host='{host}', port={port})"
+        )
+        net.connect(b, a)
+        net.result(b.disconnect(a.peer_id))
+        net.pump()
+        [lost] = [e for e in node_log if e.get("peer_id") == str(a.peer_id)]
+        assert isinstance(lost["reason"], str) and lost["reason"]
+        assert formatEvent(lost) == f"peer {a.peer_id} lost: {lost['reason']}"
+        assert lost["address"] == f"{net.host(a)}:{port}"
+
+
+def test_a_raising_peer_callback_is_logged_and_the_next_still_runs(
+    node_log: list[dict[str, Any]],
+) -> None:
+    def broken(peer: Peer) -> None:
+        raise KeyError("oops")
+
+    seen: list[Peer] = []
+    with MemoryNetwork() as net:
+        a, b = net.add_node(), net.add_node()
+        a.on_peer_verified(broken)
+        a.on_peer_verified(seen.append)
+        net.connect(b, a)
+        assert [peer.peer_id for peer in seen] == [b.peer_id]
+        [event] = [e for e in node_log if "log_failure" in e]
+        assert event["log_failure"].check(KeyError)
+        assert event["callback"] is broken
+        assert formatEvent(event) == f"peer callback {broken!r} raised"
+
+
+def test_notify_all_skips_a_full_queue_with_a_warning_and_goes_on(
+    node_log: list[dict[str, Any]],
+) -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node(settings=Settings(max_send_queue=1000))
+        b, c = net.add_node(), net.add_node()
+        net.connect(a, b)
+        net.connect(a, c)
+        a._peers[b.peer_id].pauseProducing()  # b's transport is full
+        payload = bytes(600)
+        assert a.notify_all("x", payload, peers=[b.peer_id]) == [b.peer_id]
+        order = [b.peer_id, c.peer_id]
+        assert a.notify_all("x", payload, peers=order) == [c.peer_id]
+        [event] = [e for e in node_log if e["log_format"].startswith("not sent")]
+        error = event["error"]
+        assert isinstance(error, str) and "not reading" in error
+        assert formatEvent(event) == f"not sent to {b.peer_id}: {error}"
+
+
+def test_not_connected_says_to_whom(alice: Identity) -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        expected = f"^no verified connection to {alice.peer_id}$"
+        with pytest.raises(NotConnected, match=expected):
+            a.notify(alice.peer_id, "x", b"")
+        failed = a.request(alice.peer_id, "x", b"")
+        failure: list[Failure] = []
+        failed.addErrback(failure.append)
+        [reason] = failure
+        assert reason.check(NotConnected)
+        assert re.match(expected, str(reason.value))
+
+
+def test_handshakes_and_requests_out_are_counted_each_time() -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        b, c = net.add_node(handlers={"x": lambda r: b""}), net.add_node()
+        net.connect(b, a)
+        net.connect(c, a)
+        assert a.counters["handshakes.ok"] == 2
+        for _ in range(2):
+            net.result(a.request(b.peer_id, "x", b""))
+        assert a.counters["requests.out.x"] == 2
+
+
+@attrs.define
+class _SlowPort:
+    """A listening port that stops when told to (a real one stops later)."""
+
+    stopped: defer.Deferred[None] = attrs.Factory(defer.Deferred)
+
+    def stopListening(self) -> defer.Deferred[None]:
+        return self.stopped
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("TCP", "192.0.2.9", 1)
+
+
+@attrs.define
+class _SlowEndpoint:
+    port: _SlowPort = attrs.Factory(_SlowPort)
+
+    def listen(self, factory: object) -> defer.Deferred[_SlowPort]:
+        return defer.succeed(self.port)
+
+
+def test_a_stopping_node_refuses_requests_and_kept_dials() -> None:
+    """From the moment ``stop`` is called, while its ports still close."""
+    with MemoryNetwork() as net:
+        a = net.add_node(handlers={"x": lambda request: b"ok"})
+        b = net.add_node()
+        net.connect(b, a)
+        endpoint = _SlowEndpoint()
+        net.result(a.listen(cast(Any, endpoint)))
+        stopping = a.stop()
+        asked = b.request(a.peer_id, "x", b"")
+        net.pump()
+        refused: list[Failure] = []
+        asked.addErrback(refused.append)
+        [failure] = refused
+        assert isinstance(failure.value, RemoteError)
+        assert failure.value.code == ErrorCode.SHUTTING_DOWN
+        dial = net.endpoint(b, source=a).connect(a.dial_factory(b.peer_id))
+        endpoint.port.stopped.callback(None)
+        net.pump()
+        net.advance(3.0)
+        assert stopping.called
+        net.result(dial)
+        net.pump()
+        assert a.peers == []
