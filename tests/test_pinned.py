@@ -11,7 +11,7 @@ from typing import Any, Optional, cast
 import attrs
 import pytest
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
@@ -22,6 +22,7 @@ from blueprint_net._adapters.limiter import Refusal
 from blueprint_net._adapters.node import Node
 from blueprint_net._adapters.peers import Peer, PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
+from blueprint_net._adapters.summary import EventSummary
 from blueprint_net._core import signatures, wire
 from blueprint_net._core.errors import (
     ErrorCode,
@@ -44,9 +45,10 @@ from blueprint_net._policy.bans import Ban, BanRegistry, Origin
 from blueprint_net._policy.limits import (
     ConnectionLimiter,
     ConnectionLimits,
+    Slot,
     TokenBucket,
 )
-from blueprint_net._policy.scores import Policy
+from blueprint_net._policy.scores import Policy, PolicySettings
 from blueprint_net._policy.settings import Settings
 from blueprint_net.testing import MemoryNetwork
 
@@ -1039,3 +1041,271 @@ def test_a_stopping_node_refuses_requests_and_kept_dials() -> None:
         net.result(dial)
         net.pump()
         assert a.peers == []
+
+
+# -- loopback, coalescing, eviction ---------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_loopback_is_never_scored_unless_opted_in(host: str) -> None:
+    policy = Policy(BanRegistry(Clock()))
+    for _ in range(10):
+        assert policy.misbehaved(host, None, ErrorCode.TRUNCATED) == []
+    assert policy.score(host) == 0.0 and policy.bans.bans() == []
+    opted_in = Policy(BanRegistry(Clock()), PolicySettings(ban_loopback=True))
+    earned = opted_in.misbehaved(host, None, ErrorCode.TRUNCATED)
+    earned += opted_in.misbehaved(host, None, ErrorCode.TRUNCATED)
+    assert opted_in.score(host) > 0 or earned
+
+
+def test_a_coalesced_ban_is_automatic_and_lasts_what_the_last_ban_earned() -> None:
+    clock = Clock()
+    clock.advance(1000)
+    settings = PolicySettings(ban_threshold=10, coalesce_after=3, ban_duration=60)
+    policy = Policy(BanRegistry(clock), settings)
+    policy.misbehaved("198.51.100.1", None, ErrorCode.TRUNCATED)
+    clock.advance(60)  # that ban is over: the next one of .1 lasts twice as long
+    policy.misbehaved("198.51.100.1", None, ErrorCode.TRUNCATED)
+    policy.misbehaved("198.51.100.2", None, ErrorCode.TRUNCATED)
+    [ban] = policy.misbehaved("198.51.100.3", None, ErrorCode.TRUNCATED)
+    assert str(ban.target) == "198.51.100.0/24"
+    assert ban.origin is Origin.AUTOMATIC
+    assert ban.reason == "misbehaviour from 3 addresses, last TRUNCATED"
+    assert ban.expires == clock.seconds() + 60  # .3's first offence
+    assert policy.bans.bans() == [ban]
+
+
+def test_a_network_as_wide_as_the_coalescing_prefix_keeps_its_ban() -> None:
+    """IPv6 offenders scored per /48, coalesced per /48, after one ban: the
+    network's own ban is not replaced by itself and then lifted."""
+    settings = PolicySettings(ban_threshold=10, ipv6_prefix=48, coalesce_after=1)
+    policy = Policy(BanRegistry(Clock()), settings)
+    [ban] = policy.misbehaved("2001:db8:1::1", None, ErrorCode.TRUNCATED)
+    assert str(ban.target) == "2001:db8:1::/48"
+    assert policy.bans.bans() == [ban]
+    assert ban.reason.startswith("misbehaviour, last TRUNCATED")
+
+
+def _pending(limiter: ConnectionLimiter, host: str) -> Slot:
+    admission = limiter.admit(host, True, limiter.subnet(host))
+    assert admission.refused is None
+    return limiter.opened(limiter.subnet(host), handshaking=True, owner=host)
+
+
+def test_with_one_handshake_per_subnet_the_first_subnets_is_evicted() -> None:
+    limiter = ConnectionLimiter(ConnectionLimits(max_handshaking=2), Clock())
+    _pending(limiter, "192.0.2.1")
+    _pending(limiter, "192.0.2.2")
+    admission = limiter.admit("192.0.2.3", True, limiter.subnet("192.0.2.3"))
+    assert admission.refused is None
+    assert admission.evict is not None and admission.evict.owner == "192.0.2.1"
+
+
+def test_refusal_asks_without_evicting_and_refuses_a_banned_host() -> None:
+    limiter = ConnectionLimiter(
+        ConnectionLimits(max_handshaking=1),
+        Clock(),
+        refuse_address=lambda host: "ban" if host == "203.0.113.9" else None,
+    )
+    assert limiter.refusal("203.0.113.9", True, None) == "banned"
+    _pending(limiter, "192.0.2.1")
+    subnet = limiter.subnet("192.0.2.2")
+    assert limiter.refusal("192.0.2.2", True, subnet) == "handshaking"
+    assert limiter.handshaking == 1 and limiter.counters["evicted.handshaking"] == 0
+
+
+def test_expired_bans_are_purged_once_a_minute_when_banning(
+    alice: Identity, bob: Identity, carol: Identity
+) -> None:
+    clock = Clock()
+    registry = BanRegistry(clock)
+    lifted: list[Ban] = []
+    registry.on_change(lambda ban, gone: lifted.append(ban) if gone else None)
+    old = registry.ban(alice.peer_id, "short", duration=1)
+    clock.advance(59.5)
+    registry.ban(bob.peer_id, "a")  # under a minute since the last purge
+    assert lifted == []
+    clock.advance(0.5)  # exactly a minute since
+    registry.ban(carol.peer_id, "b")
+    assert lifted == [old]
+
+
+def test_a_ban_of_no_duration_is_made_and_over_at_once(alice: Identity) -> None:
+    clock = Clock()
+    clock.advance(5)
+    ban = BanRegistry(clock).ban(alice.peer_id, "zero", duration=0)
+    assert ban.expires == 5 and not ban.active(5)
+
+
+# -- the node's own corners: itself, the wrong protocol, kept dials, stop --------
+
+
+@pytest.fixture
+def summary_log(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every event the nodes' failure and refusal summaries log."""
+    events: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        EventSummary, "_log", Logger(observer=cast(ILogObserver, events.append))
+    )
+    return events
+
+
+def _summaries(events: list[dict[str, Any]]) -> list[dict[str, int]]:
+    return [e["counts"] for e in events if e["log_level"] is LogLevel.info]
+
+
+def test_dialing_ourselves_is_warned_and_is_no_failed_handshake(
+    node_log: list[dict[str, Any]], summary_log: list[dict[str, Any]]
+) -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        node_log.clear()
+        with pytest.raises(HandshakeError):
+            net.result(a.connect(net.endpoint(a, source=a)))
+        net.pump()
+        assert a.counters["handshakes.failed.SELF_CONNECTION"] == 2  # both halves
+        [warning] = [e for e in node_log if e["log_level"] is LogLevel.warn]
+        host, port = a.listening_addresses[0]
+        assert formatEvent(warning) == (
+            f"dialed {host}:{port} and reached this node itself; dropped"
+            " (a --peer or connect() naming our own address?)"
+        )
+        a.failures.flush()
+        assert _summaries(summary_log) == []
+
+
+def test_a_stranger_with_our_key_is_a_failed_handshake(
+    summary_log: list[dict[str, Any]],
+) -> None:
+    """Not our own connection (no local end of ours): counted as a failure."""
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        twin = net.add_node(a.identity)
+        with pytest.raises(HandshakeError):
+            net.result(twin.connect(net.endpoint(a, source=twin)))
+        net.pump()
+        a.failures.flush()
+        assert _summaries(summary_log) == [{"SELF_CONNECTION": 1}]
+
+
+@attrs.define
+class _Inbound:
+    """What ``_reached_self`` reads of an inbound connection."""
+
+    address: object
+    initiator: bool = False
+
+
+def test_our_own_end_is_recognised_until_its_expiry_inclusive() -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        expiry = net.clock.seconds() + 5
+        a._own_ends[("10.9.9.9", 4000)] = expiry
+        inbound = cast(
+            PeerProtocol,
+            attrs.make_class(
+                "P", {"initiator": attrs.field(), "address": attrs.field()}
+            )(False, IPv4Address("TCP", "10.9.9.9", 4000)),
+        )
+        net.clock.advance(5)
+        assert a._reached_self(inbound)
+        net.clock.advance(0.001)
+        assert not a._reached_self(inbound)
+        inbound.address = UNIXAddress("/run/peer.sock")  # no host, no port
+        assert not a._reached_self(inbound)
+
+
+def test_the_wrong_protocol_is_counted_and_summarised_each_time(
+    summary_log: list[dict[str, Any]],
+) -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        clients = [Raw(), Raw()]
+        for client in clients:
+            net.result(connectProtocol(net.endpoint(a), client))
+            client.transport.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # type: ignore[union-attr]
+            net.pump()
+        assert a.counters["wrong_protocol.http"] == 2
+        details = [e for e in summary_log if e["log_level"] is LogLevel.debug]
+        local: Any = clients[0].transport.getHost()  # type: ignore[union-attr]
+        assert formatEvent(details[0]) == (
+            f"http client at the peer port from {local.host}:{local.port}; sent a hint"
+        )
+        a.failures.flush()
+        assert _summaries(summary_log) == [{"wrong protocol (http)": 2}]
+
+
+def test_a_kept_dial_uses_the_node_budget_and_its_failure_is_handled(
+    alice: Identity,
+) -> None:
+    with MemoryNetwork() as net:
+        a, b = net.add_node(), net.add_node()
+        opened: list[PeerProtocol] = []
+        host_opened = a.connection_opened
+
+        def note(protocol: PeerProtocol) -> None:
+            opened.append(protocol)
+            host_opened(protocol)
+
+        a.connection_opened = note  # type: ignore[method-assign]
+        net.result(net.endpoint(b, source=a).connect(a.dial_factory(alice.peer_id)))
+        net.pump()
+        [wrong] = opened
+        assert wrong.connection.closed
+        unhandled: list[Failure] = []
+        wrong.verified.addErrback(unhandled.append)
+        assert unhandled == []  # consumed: no "Unhandled error in Deferred"
+        net.result(net.endpoint(b, source=a).connect(a.dial_factory(b.peer_id)))
+        net.pump()
+        assert opened[1].memory is a.memory
+
+
+def test_a_kept_dial_refused_by_a_ban_is_summarised(
+    summary_log: list[dict[str, Any]],
+) -> None:
+    with MemoryNetwork() as net:
+        a, b = net.add_node(), net.add_node()
+        a.ban(net.host(b), "test")
+        refused = net.result(
+            net.endpoint(b, source=a).connect(a.dial_factory(b.peer_id))
+        )
+        assert isinstance(refused, Refusal)
+        a.refusals.flush()
+        [counts] = _summaries(summary_log)
+        assert sum(counts.values()) == 1
+
+
+def test_stop_aborts_what_did_not_close_within_the_grace() -> None:
+    with MemoryNetwork() as net:
+        a, b = net.add_node(), net.add_node()
+        net.connect(b, a)
+        transport: Any = a._peers[b.peer_id].transport
+        far: Any = b._peers[a.peer_id].transport
+        aborted: list[bool] = []
+        transport.loseConnection = lambda: None  # a close that never completes
+        far.loseConnection = lambda: None  # and a peer that never closes
+        real_abort = transport.abortConnection
+
+        def abort() -> None:
+            aborted.append(True)
+            del transport.loseConnection
+            real_abort()
+
+        transport.abortConnection = abort
+        stopping = a.stop()
+        net.pump()
+        assert not stopping.called
+        net.advance(2.0)
+        assert aborted == [True]
+        net.pump()
+        assert stopping.called
+
+
+def test_unsubscribe_leaves_that_topic() -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        a.subscribe("t", lambda message: None)
+        a.subscribe("u", lambda message: None)
+        a.unsubscribe("t")
+        assert sorted(a.gossip.topics) == ["u"]
+        assert a.gossip.router.subscribed == {"u"}
