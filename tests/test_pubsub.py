@@ -621,7 +621,7 @@ def test_the_backoff_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_prune_records_come_only_from_a_real_prune_once_a_heartbeat() -> None:
-    router, (a, b, _) = one_router()
+    router, (a, _, _) = one_router()
     news = tuple(sign_record(identity(60 + n), 1, [f"10.0.0.{n}:1"]) for n in range(3))
     router.peer_connected(identity(40).peer_id, outbound=True)
     # Not in our mesh: its records are not an answer to anything.
