@@ -324,10 +324,13 @@ def test_handshake_places_per_subnet_and_the_eviction_order() -> None:
     # Full: a newcomer evicts the oldest of the subnet holding the most.
     admission = limiter.admit("10.9.9.9", True, fresh)
     assert admission.refused is None and admission.evict is slots[0]
+    assert limiter.handshaking == 5  # until the adapter evicts it
+    limiter.evict(admission.evict)
     assert limiter.handshaking == 4
     limiter.opened(fresh, handshaking=True)
     admission = limiter.admit("10.9.9.8", True, limiter.subnet("10.9.9.8"))
     assert admission.evict is other[0] or admission.evict is slots[1]
+    limiter.evict(admission.evict)
     assert limiter.counters["evicted.handshaking"] == 2
 
 
