@@ -334,6 +334,26 @@ def test_handshake_places_per_subnet_and_the_eviction_order() -> None:
     assert limiter.counters["evicted.handshaking"] == 2
 
 
+def test_our_own_dials_use_no_inbound_handshake_places() -> None:
+    from blueprint_net._policy.limits import ConnectionLimiter
+
+    limiter = ConnectionLimiter(
+        ConnectionLimits(
+            exempt_loopback=False, max_handshaking=7, max_handshaking_per_subnet=2
+        ),
+        Clock(),
+    )
+    dialed, other = limiter.subnet("10.0.0.1"), limiter.subnet("10.0.0.2")
+    for _ in range(4):  # the ConnectionManager's max_dialing, into one subnet
+        limiter.opened(dialed, handshaking=True, inbound=False)
+    assert limiter.admit("10.0.0.1", True, dialed).refused is None
+    mine = limiter.opened(dialed, handshaking=True)
+    theirs = [limiter.opened(other, handshaking=True) for _ in range(2)]
+    # Full: the victim is of the subnet holding the most *inbound* places.
+    admission = limiter.admit("10.9.9.9", True, limiter.subnet("10.9.9.9"))
+    assert admission.evict is theirs[0] and admission.evict is not mine
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_silent_socket_has_the_short_first_frame_deadline(
     alice: Identity, bob: Identity, make_node: MakeNode

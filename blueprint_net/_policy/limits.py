@@ -137,7 +137,9 @@ class ConnectionLimiter:
         self.handshaking = 0
         self._per_subnet: Counter[Network] = Counter()
         self._buckets: dict[Network, TokenBucket] = {}
-        #: Slots in their handshake, by subnet, oldest first (an ordered set).
+        #: Inbound slots in their handshake, by subnet, oldest first (an
+        #: ordered set): our own dials neither use a subnet's places nor
+        #: make it a likelier victim.
         self._pending: dict[Optional[Network], dict[Slot, None]] = {}
 
     def subnet(self, host: str) -> Optional[Network]:
@@ -218,9 +220,7 @@ class ConnectionLimiter:
         most = 0
         for slots in self._pending.values():
             if len(slots) > most:
-                oldest = next((slot for slot in slots if slot.inbound), None)
-                if oldest is not None:
-                    best, most = oldest, len(slots)
+                best, most = next(iter(slots)), len(slots)
         return best
 
     def _bucket(self, subnet: Network) -> TokenBucket:
@@ -251,7 +251,8 @@ class ConnectionLimiter:
         slot = Slot(subnet, handshaking, inbound, owner)
         if handshaking:
             self.handshaking += 1
-            self._pending.setdefault(subnet, {})[slot] = None
+            if inbound:
+                self._pending.setdefault(subnet, {})[slot] = None
         return slot
 
     def handshake_over(self, slot: Slot) -> None:
@@ -260,10 +261,11 @@ class ConnectionLimiter:
         if slot.handshaking:
             slot.handshaking = False
             self.handshaking -= 1
-            pending = self._pending[slot.subnet]
-            del pending[slot]
-            if not pending:
-                del self._pending[slot.subnet]
+            if slot.inbound:
+                pending = self._pending[slot.subnet]
+                del pending[slot]
+                if not pending:
+                    del self._pending[slot.subnet]
 
     def closed(self, slot: Slot) -> None:
         self.open -= 1
