@@ -51,6 +51,7 @@ from blueprint_net._core.errors import (
     HandshakeError,
     HandshakeFailed,
     NotConnected,
+    PeerLost,
     PlaintextRefused,
     ProtocolError,
     Refused,
@@ -400,7 +401,7 @@ class Node(Service):
         metadata: Optional[bytes] = None,
     ) -> None:
         """Send a request that wants no response (fire and forget); raises
-        NotConnected or SendQueueFull."""
+        NotConnected, PeerLost (the connection is closing) or SendQueueFull."""
         connection = self._peers.get(peer_id)
         if connection is None:
             raise NotConnected(f"no verified connection to {peer_id}")
@@ -439,7 +440,7 @@ class Node(Service):
     ) -> list[PeerId]:
         """Fire and forget to every verified peer (or ``peers``), encoding
         the request once; returns the peers it was sent to (a peer not
-        connected, or not reading, is skipped)."""
+        connected, closing, or not reading, is skipped)."""
         frame = wire.frame(wire.Request(wire.NO_RESPONSE, protocol, payload, metadata))
         sent = []
         for peer_id in list(self._peers if peers is None else peers):
@@ -448,6 +449,8 @@ class Node(Service):
                 continue
             try:
                 connection.send_frame(frame)
+            except PeerLost:
+                continue  # closed, not yet lost: it leaves the table soon
             except SendQueueFull as error:
                 self._log.warn(
                     "not sent to {peer_id}: {error}",

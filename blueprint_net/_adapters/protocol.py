@@ -415,7 +415,7 @@ class PeerProtocol(Protocol):
         try:
             self._check_queue(len(payload) + len(metadata or b"") + len(protocol))
             request_id = self.connection.request(protocol, payload, metadata, waiting)
-        except (SendQueueFull, ValueError, RuntimeError) as error:
+        except (SendQueueFull, PeerLost, ValueError, RuntimeError) as error:
             return defer.fail(error)
         self.requests_out += 1
         clock = self.clock
@@ -433,7 +433,8 @@ class PeerProtocol(Protocol):
     def notify(
         self, protocol: str, payload: bytes, metadata: Optional[bytes] = None
     ) -> None:
-        """Send a request that wants no response (fire and forget)."""
+        """Send a request that wants no response (fire and forget); raises
+        SendQueueFull, or PeerLost once the connection is closing."""
         self._check_queue(len(payload) + len(metadata or b"") + len(protocol))
         self.connection.request(protocol, payload, metadata)
         self.requests_out += 1
