@@ -358,6 +358,18 @@ def test_a_closed_connection_refuses_to_send_with_peer_lost(
     assert client.connection.requests.pending == {}
 
 
+def test_closing_twice_counts_one_failure(alice: Identity, bob: Identity) -> None:
+    clock = Clock()
+    host = RecordingHost()
+    client, _server, pump = _pair(alice, bob, host, RecordingHost(), clock)
+    pump.flush()
+    first = ProtocolError(ErrorCode.GOING_AWAY, "bye")
+    assert client.close(first) is True
+    assert client.close(HandshakeFailed(ErrorCode.BANNED, "banned")) is False
+    assert [event.error for event in host.failed] == [first]
+    assert client._failure is first
+
+
 def test_oversized_request_fails_without_sending(
     alice: Identity, bob: Identity
 ) -> None:

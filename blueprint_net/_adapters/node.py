@@ -256,18 +256,12 @@ class Node(Service):
         permitted = self.policy.permitted
         if permitted is None:
             return 0
-        refused = [
-            protocol
+        gone = "no longer on the allow-list"
+        return sum(
+            protocol.close(HandshakeFailed(ErrorCode.NOT_ALLOWED, gone))
             for protocol in list(self._peers.open)
-            if protocol.peer_id is not None
-            and protocol.peer_id not in permitted
-            and not protocol.connection.closed
-        ]
-        for protocol in refused:
-            protocol.close(
-                HandshakeFailed(ErrorCode.NOT_ALLOWED, "no longer on the allow-list")
-            )
-        return len(refused)
+            if protocol.peer_id is not None and protocol.peer_id not in permitted
+        )
 
     # -- the application's side -------------------------------------------
 
@@ -760,7 +754,7 @@ class Node(Service):
             else:
                 host = getattr(protocol.address, "host", None)
                 covered = host is not None and self.bans.address_ban(host) is ban
-            if covered and not protocol.connection.closed:
+            if covered:
                 protocol.close(HandshakeFailed(ErrorCode.BANNED, "banned"))
 
     def connection_closed(self, protocol: PeerProtocol, reason: Failure) -> None:

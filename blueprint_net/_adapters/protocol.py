@@ -504,9 +504,13 @@ class PeerProtocol(Protocol):
         self.connection.send(message)
         self._flush()
 
-    def close(self, error: ProtocolError) -> None:
-        """Tell the peer why, then close."""
+    def close(self, error: ProtocolError) -> bool:
+        """Tell the peer why, then close; whether this call closed it (once
+        closed, a second close does nothing: failures are counted once)."""
+        if self.connection.closed:
+            return False
         self._on_failed(self.connection.fail(error))
+        return True
 
     def _room(self, size: int) -> bool:
         """Whether a frame of about ``size`` bytes of data may be sent: it
