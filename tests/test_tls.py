@@ -547,3 +547,28 @@ def test_a_tls_handshake_that_outlasts_the_timeout() -> None:
     transport.clear()
     protocol_.handshakeCompleted()  # too late: ignored
     assert transport.value() == b""
+
+
+class _Handle:
+    def export_keying_material(self, label: bytes, size: int, context: bytes) -> bytes:
+        return bytes(size)
+
+
+def test_tls_completing_counts_as_the_peer_having_spoken() -> None:
+    """After TLS the peer has the handshake timeout, not the first-frame one:
+    on the TLS variant a dialer's next frame is the listener's decision."""
+    clock, host = Clock(), RecordingHost()
+    settings = Settings(handshake_timeout=30, first_frame_timeout=5)
+    factory = PeerFactory(host, Identity.generate(), clock, settings, initiator=True)
+    protocol_ = factory.buildProtocol(None)
+    transport = _TLSStringTransport()
+    transport.getHandle = _Handle  # type: ignore[attr-defined]
+    protocol_.makeConnection(transport)
+    protocol_.verified.addErrback(lambda failure: None)
+    clock.advance(4)
+    protocol_.handshakeCompleted()
+    clock.advance(25.9)  # past the first-frame deadline, within the handshake's
+    assert not transport.disconnecting
+    clock.advance(0.1)
+    assert transport.disconnecting
+    assert host.failed[0].error.code is ErrorCode.HANDSHAKE_TIMEOUT

@@ -275,6 +275,10 @@ class PeerProtocol(Protocol):
         if not self._unbound or self.connection.closed:
             return  # started already, or timed out while TLS was still going
         self._unbound = False
+        if self._silent:
+            # The peer has spoken (TLS): on the TLS variant its first frame
+            # may be the listener's decision, so it gets the handshake timeout.
+            self._spoke()
         binding = self._channel_binding()
         transport = self.transport
         if getattr(transport, "negotiatedProtocol", None) != ALPN:
