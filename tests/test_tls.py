@@ -572,3 +572,43 @@ def test_tls_completing_counts_as_the_peer_having_spoken() -> None:
     clock.advance(0.1)
     assert transport.disconnecting
     assert host.failed[0].error.code is ErrorCode.HANDSHAKE_TIMEOUT
+
+
+@pytest.mark.parametrize(("maximum", "bound"), [("TLSv1_2", False), ("TLSv1_3", True)])
+@pytest_twisted.ensureDeferred
+async def test_only_a_tls13_operator_link_charges_the_proven_id(
+    tmp_path: Path,
+    alice: Identity,
+    bob: Identity,
+    make_node: MakeNode,
+    maximum: str,
+    bound: bool,
+) -> None:
+    """TLS 1.2's exporter is not a unique channel binding without the
+    extended master secret (RFC 9266): such a link counts as a plain one."""
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+    from twisted.internet.ssl import CertificateOptions, PrivateCertificate, TLSVersion
+
+    from blueprint_net._core.pubsub import Fault
+
+    operator = Operator(tmp_path)
+    fields = dict(f.split("=", 1) for f in operator.server("localhost").split(":")[2:])
+    pem = Path(fields["certKey"]).read_bytes() + Path(fields["privateKey"]).read_bytes()
+    own = PrivateCertificate.loadPEM(pem)
+    options = CertificateOptions(
+        privateKey=own.privateKey.original,
+        certificate=own.original,
+        lowerMaximumSecurityTo=getattr(TLSVersion, maximum),
+    )
+    a = make_node(alice, allow_plaintext=False)
+    b = make_node(bob, allow_plaintext=False)
+    port = await b.listen(
+        SSL4ServerEndpoint(reactor, 0, options, interface="127.0.0.1")
+    )
+    client = f"tls:localhost:{port.getHost().port}:trustRoots={operator.trust}"  # type: ignore[attr-defined]
+    await a.connect(client, peer_id=bob.peer_id)
+    await until(lambda: alice.peer_id in b._peers)
+    assert b._peers[alice.peer_id].channel_bound is bound
+    b._charge_gossip(alice.peer_id, Fault.INVALID_SIGNATURE)
+    assert (b.policy.score(alice.peer_id) > 0) is bound
+    assert b.counters["misbehaviour"] == 1

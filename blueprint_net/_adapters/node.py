@@ -21,7 +21,6 @@ from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
     IReactorTime,
-    ISSLTransport,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
@@ -377,15 +376,22 @@ class Node(Service):
         return self.gossip.publish(topic, data)
 
     def _charge_gossip(self, peer_id: PeerId, fault: Fault) -> None:
-        """Score a peer's gossip fault as :meth:`connection_failed` scores a
-        connection's: the address always, the id only over TLS."""
+        """Score a peer's gossip fault as a connection's failure is scored."""
         protocol = self._peers.get(peer_id)
         if protocol is None:
             return
         self.counters[f"gossip.fault.{fault.value}"] += 1
+        self._misbehaved(protocol, fault_code(fault))
+
+    def _misbehaved(self, protocol: PeerProtocol, code: ErrorCode) -> None:
+        """Charge what ``protocol``'s peer provably did: its address always;
+        its peer id only when proven *and* the link's channel binding ties
+        the proof to every later byte (TLS 1.3).  On a plain link a relay can
+        forward an honest peer's handshake, then send garbage in its name."""
+        self.counters["misbehaviour"] += 1
         host = getattr(protocol.address, "host", None)
-        bound = ISSLTransport.providedBy(protocol.transport)
-        self.policy.misbehaved(host, peer_id if bound else None, fault_code(fault))
+        peer_id = protocol.peer_id if protocol.channel_bound else None
+        self.policy.misbehaved(host, peer_id, code)
 
     def notify(
         self,
@@ -672,14 +678,8 @@ class Node(Service):
     def connection_failed(
         self, protocol: PeerProtocol, event: ConnectionFailed
     ) -> None:
-        """Count the failure; score it if the peer misbehaved.
-
-        The address is always charged.  The peer id only when it provably
-        sent the offence: proven (a claimed id may be anyone's) *and* over
-        TLS, whose channel binding ties the proof to every later byte.  On a
-        plain link a relay can forward an honest peer's handshake, then
-        send garbage in its name.
-        """
+        """Count the failure; score it (:meth:`_misbehaved`) if the peer
+        misbehaved."""
         code = event.error.code
         if event.wrong_protocol is not None:
             self._wrong_protocol(protocol, event.wrong_protocol)
@@ -699,10 +699,7 @@ class Node(Service):
                 misbehaviour=int(event.misbehaviour),
             )
         if event.misbehaviour:
-            self.counters["misbehaviour"] += 1
-            host = getattr(protocol.address, "host", None)
-            bound = ISSLTransport.providedBy(protocol.transport)
-            self.policy.misbehaved(host, protocol.peer_id if bound else None, code)
+            self._misbehaved(protocol, code)
 
     def _wrong_protocol(self, protocol: PeerProtocol, kind: str) -> None:
         """An HTTP or TLS client at a plain peer port: answered with a hint

@@ -780,6 +780,17 @@ class PeerProtocol(Protocol):
                 )
         self.host.authorize(peer_id)
 
+    @property
+    def channel_bound(self) -> bool:
+        """Whether the proof covers every later byte: TLS 1.3, whose exporter
+        is a unique channel binding (RFC 9266); TLS 1.2's is not without the
+        extended master secret, so a TLS 1.2 link counts as a plain one."""
+        transport = self.transport
+        if transport is None or not ISSLTransport.providedBy(transport):
+            return False
+        handle = transport.getHandle()  # type: ignore[attr-defined]
+        return bool(handle.get_protocol_version_name() == "TLSv1.3")
+
     def _channel_binding(self) -> bytes:
         """RFC 9266 ``tls-exporter`` when the transport is TLS, else empty."""
         transport = self.transport
