@@ -118,6 +118,14 @@ class _KeepFactory(PeerFactory):
         return super().buildProtocol(addr)
 
 
+def _relay(result: Any, waiting: defer.Deferred[Any]) -> None:
+    """Pass a shared dial's result on to one waiter."""
+    if isinstance(result, Failure):
+        waiting.errback(result)
+    else:
+        waiting.callback(result)
+
+
 async def _outcomes(asked: list[defer.Deferred[Outcome]]) -> dict[PeerId, Outcome]:
     # The caller holds only this coroutine's Deferred and the dict: a
     # DeferredList keeps its whole result list alive as long as it is held.
@@ -209,6 +217,9 @@ class Node(Service):
         #: Local ends of our recent outbound connections, (host, port) ->
         #: until when: an inbound connection from one of them is ourselves.
         self._own_ends: dict[tuple[str, int], float] = {}
+        #: Dials of peers known by their records, by id (one at a time
+        #: each): who waits for each.
+        self._record_dials: dict[PeerId, list[defer.Deferred[Peer]]] = {}
         self.server_factory = PeerFactory(
             self, identity, self.clock, settings, initiator=False, memory=self.memory
         )
@@ -331,9 +342,27 @@ class Node(Service):
         await self.dial_record(peer_id)
         return await self.request(peer_id, protocol, payload, metadata, timeout=timeout)
 
-    async def dial_record(self, peer_id: PeerId) -> Peer:
+    def dial_record(self, peer_id: PeerId) -> defer.Deferred[Peer]:
         """Dial ``peer_id`` at the addresses of its signed record, in order;
-        ``NotConnected`` if it has none we may dial, else the last failure."""
+        ``NotConnected`` if it has none we may dial, else the last failure.
+        Concurrent calls for one peer share one dial."""
+        mine: defer.Deferred[Peer] = defer.Deferred()
+        waiting = self._record_dials.get(peer_id)
+        if waiting is not None:
+            waiting.append(mine)
+            return mine
+        self._record_dials[peer_id] = [mine]
+        dialing = defer.ensureDeferred(self._dial_record(peer_id))
+        dialing.addBoth(self._record_dialed, peer_id)
+        return mine
+
+    def _record_dialed(self, result: object, peer_id: PeerId) -> None:
+        # Each caller has its own Deferred: one caller's callbacks (or its
+        # unhandled failure) are not another's.
+        for waiting in self._record_dials.pop(peer_id):
+            _relay(result, waiting)
+
+    async def _dial_record(self, peer_id: PeerId) -> Peer:
         record = self.gossip.router.records.get(peer_id)
         own = self.gossip.router.own_record
         loopback = discovery.loopback_only(own.addresses if own else ())
