@@ -112,6 +112,24 @@ def test_a_closing_peer_is_skipped_not_fatal(net: MemoryNetwork) -> None:
     assert [r.payload for r in received] == [b"all"]
 
 
+@pytest.mark.parametrize(
+    ("raised", "answered"),
+    [(303, 303), (305, 305), (1000, 1000), (306, 301), (999, 301), (299, 301)],
+)
+def test_a_handler_may_answer_only_with_a_code_it_may_use(
+    net: MemoryNetwork, raised: int, answered: int
+) -> None:
+    def refuses(request: IncomingRequest) -> bytes:
+        raise RemoteError(raised, "no")
+
+    a = net.add_node()
+    b = net.add_node(handlers={"refuses": refuses})
+    net.connect(a, b)
+    with pytest.raises(RemoteError) as caught:
+        net.result(a.request(b.peer_id, "refuses", b""))
+    assert caught.value.code == answered  # 301: HANDLER_ERROR
+
+
 def test_a_handler_raising_remote_error(net: MemoryNetwork) -> None:
     def refuses(request: IncomingRequest) -> bytes:
         raise RemoteError(4001, "not today")
