@@ -628,7 +628,7 @@ class Node(Service):
             protocol.close(ProtocolError(ErrorCode.GOING_AWAY, "node stopping"))
             closing.append(protocol.closed)
         if closing:
-            abort = self.reactor.callLater(CLOSE_GRACE, self._abort_open)
+            abort = self.clock.callLater(CLOSE_GRACE, self._abort_open)
             await defer.gatherResults(closing)
             if abort.active():
                 abort.cancel()
