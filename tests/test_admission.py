@@ -138,7 +138,7 @@ async def test_a_replacement_connection_shares_the_budget_and_is_admitted(
     third.request("echo", b"x", 20)
     await until(lambda: len(third.replies) == 20)
     assert third.codes() == [ErrorCode.RATE_LIMITED] * 20
-    assert b.counters["requests.rate_limited"] == 70
+    assert b.counters["requests.refused.echo.RATE_LIMITED"] == 70
     third.transport.loseConnection()  # type: ignore[union-attr]
     await third.closed
     clock.advance(10.0)  # the budget refills with time, as for anyone

@@ -269,3 +269,13 @@ def test_the_page_escapes_everything_and_has_headers() -> None:
         }
     )
     assert "Plaintext allowed" not in page(tls)
+
+
+def test_every_refusal_reason_has_its_series() -> None:
+    from blueprint_net._ops.metrics import counter_families
+
+    families = {f.name: f for f in counter_families({}, [])}
+    refused = families["blueprint_connections_refused"].samples
+    for reason in ("handshaking_subnet", "declined", "rate", "peer"):
+        assert refused[(("reason", reason),)] == 0.0
+    assert "blueprint_requests_rate_limited" not in families  # counted once

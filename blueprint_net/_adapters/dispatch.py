@@ -100,7 +100,6 @@ class Dispatcher:
         if stopping:
             error = (ErrorCode.SHUTTING_DOWN, "the node is stopping")
         elif budget is not None and not budget.take(self.clock.seconds()):
-            self.counters["requests.rate_limited"] += 1
             error = (ErrorCode.RATE_LIMITED, "too many requests; slow down")
         elif handler is None:
             error = (ErrorCode.UNKNOWN_PROTOCOL, f"no handler for {request.protocol!r}")
