@@ -457,3 +457,16 @@ def test_stop_aborts_a_stuck_connection_on_the_nodes_clock() -> None:
     assert not stopped.called and not stuck.closed.called
     clock.advance(0.1)
     assert stuck.closed.called and stopped.called
+
+
+def test_connections_per_peer_are_counted_up_and_down() -> None:
+    with MemoryNetwork() as net:
+        a, b = net.add_node(), net.add_node()
+        net.connect(a, b)
+        assert a._peers.connections_of(b.peer_id) == 1
+        net.result(a.disconnect(b.peer_id))
+        net.pump()
+        assert a._peers.connections_of(b.peer_id) == 0
+        assert not a._peers._proven  # nothing kept for a peer that left
+        net.connect(a, b)
+        assert a._peers.connections_of(b.peer_id) == 1
