@@ -138,7 +138,7 @@ async def test_a_replacement_connection_shares_the_budget_and_is_admitted(
     third.request("echo", b"x", 20)
     await until(lambda: len(third.replies) == 20)
     assert third.codes() == [ErrorCode.RATE_LIMITED] * 20
-    assert b.counters["requests.rate_limited"] == 70
+    assert b.counters["requests.refused.echo.RATE_LIMITED"] == 70
     third.transport.loseConnection()  # type: ignore[union-attr]
     await third.closed
     clock.advance(10.0)  # the budget refills with time, as for anyone
@@ -324,11 +324,34 @@ def test_handshake_places_per_subnet_and_the_eviction_order() -> None:
     # Full: a newcomer evicts the oldest of the subnet holding the most.
     admission = limiter.admit("10.9.9.9", True, fresh)
     assert admission.refused is None and admission.evict is slots[0]
+    assert limiter.handshaking == 5  # until the adapter evicts it
+    limiter.evict(admission.evict)
     assert limiter.handshaking == 4
     limiter.opened(fresh, handshaking=True)
     admission = limiter.admit("10.9.9.8", True, limiter.subnet("10.9.9.8"))
     assert admission.evict is other[0] or admission.evict is slots[1]
+    limiter.evict(admission.evict)
     assert limiter.counters["evicted.handshaking"] == 2
+
+
+def test_our_own_dials_use_no_inbound_handshake_places() -> None:
+    from blueprint_net._policy.limits import ConnectionLimiter
+
+    limiter = ConnectionLimiter(
+        ConnectionLimits(
+            exempt_loopback=False, max_handshaking=7, max_handshaking_per_subnet=2
+        ),
+        Clock(),
+    )
+    dialed, other = limiter.subnet("10.0.0.1"), limiter.subnet("10.0.0.2")
+    for _ in range(4):  # the ConnectionManager's max_dialing, into one subnet
+        limiter.opened(dialed, handshaking=True, inbound=False)
+    assert limiter.admit("10.0.0.1", True, dialed).refused is None
+    mine = limiter.opened(dialed, handshaking=True)
+    theirs = [limiter.opened(other, handshaking=True) for _ in range(2)]
+    # Full: the victim is of the subnet holding the most *inbound* places.
+    admission = limiter.admit("10.9.9.9", True, limiter.subnet("10.9.9.9"))
+    assert admission.evict is theirs[0] and admission.evict is not mine
 
 
 @pytest_twisted.ensureDeferred

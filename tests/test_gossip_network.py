@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 import attrs
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task
 from twisted.internet.address import IPv4Address
 
 from blueprint_net import (
@@ -368,6 +368,32 @@ async def test_a_request_to_a_peer_known_by_its_record_dials_it_first(
     assert reply.data == b"hi"
     peer = asker.peer(answerer.peer_id)
     assert peer is not None and peer.direction == "outbound"
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_requests_to_a_peer_known_by_its_record_dial_once(
+    make_node: MakeNode,
+) -> None:
+    net = Net(make_node)
+    asker = await net.add()
+    answerer = await net.add(handlers={"echo": lambda request: request.payload})
+    record = answerer.gossip.set_addresses([f"127.0.0.1:{net.ports[1]}"])
+    assert asker.gossip.router.records.offer(record)
+    asker.gossip.set_addresses([f"127.0.0.1:{net.ports[0]}"])
+    dials: list[str] = []
+    connect = asker.connect
+
+    def counted(endpoint: Any, peer_id: Any = None) -> Any:
+        dials.append(endpoint)
+        return connect(endpoint, peer_id)
+
+    asker.connect = counted  # type: ignore[method-assign]
+    replies = await defer.gatherResults(
+        [asker.request(answerer.peer_id, "echo", b"%d" % n) for n in range(3)]
+    )
+    assert [r.data for r in replies] == [b"0", b"1", b"2"]
+    assert len(dials) == 1
+    assert asker._record_dials == {}
 
 
 @pytest_twisted.ensureDeferred

@@ -126,6 +126,26 @@ def test_connections_still_in_their_handshake() -> None:
     assert factory.limiter.counters["evicted.handshaking"] == 1
 
 
+def test_a_declined_connection_evicts_nobody_and_is_counted() -> None:
+    factory = _factory(Clock(), max_handshaking=1)
+    first = _connect(factory, "127.0.0.1")
+    assert first is not None
+    # The wrapped factory (a dial to a peer already connected, say) declines.
+    factory.wrappedFactory = _Declining()
+    assert _connect(factory, "127.0.0.1") is None
+    assert factory.refused == "declined"
+    assert not first.transport.disconnecting  # type: ignore[union-attr]
+    limiter = factory.limiter
+    assert limiter.counters["refused.declined"] == 1
+    assert limiter.counters["evicted.handshaking"] == 0
+    assert limiter.handshaking == 1
+
+
+class _Declining(Factory):
+    def buildProtocol(self, addr: object) -> None:
+        return None
+
+
 def test_outbound_handshakes_are_never_evicted() -> None:
     factory = _factory(Clock(), max_handshaking=2)
     factory.inbound = False

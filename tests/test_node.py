@@ -429,3 +429,44 @@ async def test_nagle_is_off_on_both_ends(
     await until(lambda: b._peers.get(alice.peer_id))  # Bob's side has verified too
     for node, other in ((a, bob), (b, alice)):
         assert node._peers[other.peer_id].transport.getTcpNoDelay()  # type: ignore[union-attr]
+
+
+class _Stuck:
+    """A connection that closes only when aborted."""
+
+    def __init__(self) -> None:
+        self.closed: defer.Deferred[None] = defer.Deferred()
+        self.transport = self
+
+    def close(self, error: object) -> bool:
+        return True
+
+    def abortConnection(self) -> None:
+        self.closed.callback(None)
+
+
+def test_stop_aborts_a_stuck_connection_on_the_nodes_clock() -> None:
+    from blueprint_net._adapters.node import CLOSE_GRACE
+
+    clock = Clock()
+    node = Node(Identity.generate(), clock=clock)
+    stuck = _Stuck()
+    node._peers.open.add(stuck)  # type: ignore[arg-type]
+    stopped = node.stop()
+    clock.advance(CLOSE_GRACE - 0.1)
+    assert not stopped.called and not stuck.closed.called
+    clock.advance(0.1)
+    assert stuck.closed.called and stopped.called
+
+
+def test_connections_per_peer_are_counted_up_and_down() -> None:
+    with MemoryNetwork() as net:
+        a, b = net.add_node(), net.add_node()
+        net.connect(a, b)
+        assert a._peers.connections_of(b.peer_id) == 1
+        net.result(a.disconnect(b.peer_id))
+        net.pump()
+        assert a._peers.connections_of(b.peer_id) == 0
+        assert not a._peers._proven  # nothing kept for a peer that left
+        net.connect(a, b)
+        assert a._peers.connections_of(b.peer_id) == 1

@@ -341,6 +341,35 @@ def test_connection_lost_fails_pending_requests_and_leaves_nothing(
     assert clock.getDelayedCalls() == []  # timeouts and keepalives gone
 
 
+def test_a_closed_connection_refuses_to_send_with_peer_lost(
+    alice: Identity, bob: Identity
+) -> None:
+    clock = Clock()
+    client, _server, pump, _ = _verified_pair(alice, bob, clock)
+    client.close(ProtocolError(ErrorCode.GOING_AWAY, "bye"))  # closed, not lost
+    outcome = _outcome(client.request("echo", b"x"))
+    assert isinstance(outcome, PeerLost)
+    assert client.connection.requests.pending == {}  # nothing left to errback
+    with pytest.raises(PeerLost):
+        client.notify("echo", b"x")
+    with pytest.raises(PeerLost):
+        client.send_frame(wire.frame(wire.Request(0, "echo", b"x")))
+    pump.flush()
+    assert client.connection.requests.pending == {}
+
+
+def test_closing_twice_counts_one_failure(alice: Identity, bob: Identity) -> None:
+    clock = Clock()
+    host = RecordingHost()
+    client, _server, pump = _pair(alice, bob, host, RecordingHost(), clock)
+    pump.flush()
+    first = ProtocolError(ErrorCode.GOING_AWAY, "bye")
+    assert client.close(first) is True
+    assert client.close(HandshakeFailed(ErrorCode.BANNED, "banned")) is False
+    assert [event.error for event in host.failed] == [first]
+    assert client._failure is first
+
+
 def test_oversized_request_fails_without_sending(
     alice: Identity, bob: Identity
 ) -> None:

@@ -602,6 +602,48 @@ def test_prune_and_records_answers_report_discoveries() -> None:
     assert router.receive(a, Prune(TOPIC, 60, (news,)), 1.0) == []  # not news
 
 
+def test_a_prune_of_a_mesh_we_do_not_keep_costs_nothing() -> None:
+    router, (a, _, _) = one_router()
+    for n in range(50):
+        assert router.receive(a, Prune(f"t{n}", 3600), 1.0) == []
+    assert router.backoff.keys() <= {(TOPIC, p) for p in router.peers}
+    assert router.counters["prune.ignored"] == 50
+
+
+def test_the_backoff_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from blueprint_net._core import pubsub
+
+    monkeypatch.setattr(pubsub, "MAX_BACKOFFS", 2)
+    router, (a, b, c) = one_router()
+    for peer in (a, b, c):
+        router.receive(peer, Prune(TOPIC, 60), 1.0)
+    assert len(router.backoff) == 2 and router.counters["backoff.full"] == 1
+
+
+def test_prune_records_come_only_from_a_real_prune_once_a_heartbeat() -> None:
+    router, (a, _, _) = one_router()
+    news = tuple(sign_record(identity(60 + n), 1, [f"10.0.0.{n}:1"]) for n in range(3))
+    router.peer_connected(identity(40).peer_id, outbound=True)
+    # Not in our mesh: its records are not an answer to anything.
+    assert router.receive(identity(40).peer_id, Prune(TOPIC, 1, news[:1]), 1.0) == []
+    assert news[0].peer_id not in router.records
+    # A real prune: taken.
+    assert router.receive(a, Prune(TOPIC, 1, news[:1]), 1.0) == [
+        Discovered(a, news[:1])
+    ]
+    # Graft again at once (its own backoff does not stop it) and prune again:
+    # the second batch waits for the next heartbeat.
+    router.receive(a, Graft(TOPIC), 1.0)
+    assert a in router.mesh[TOPIC]
+    assert router.receive(a, Prune(TOPIC, 1, news[1:2]), 1.0) == []
+    assert news[1].peer_id not in router.records
+    router.heartbeat(2.0)
+    router.receive(a, Graft(TOPIC), 2.0)
+    assert router.receive(a, Prune(TOPIC, 1, news[2:]), 2.0) == [
+        Discovered(a, news[2:])
+    ]
+
+
 def test_a_forged_record_charges_its_sender() -> None:
     router, (a, _, _) = one_router()
     forged = attrs.evolve(sign_record(identity(50), 2, ["h:1"]), addresses=("e:1",))

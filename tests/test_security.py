@@ -233,7 +233,7 @@ async def test_requests_past_the_rate_limit_are_refused_not_disconnected(
     )
     assert len(refused) == 3
     assert [p.peer_id for p in a.peers] == [bob.peer_id]  # still connected
-    assert b.counters["requests.rate_limited"] == 3
+    assert b.counters["requests.refused.echo.RATE_LIMITED"] == 3
 
 
 @pytest_twisted.ensureDeferred

@@ -269,3 +269,29 @@ def test_the_page_escapes_everything_and_has_headers() -> None:
         }
     )
     assert "Plaintext allowed" not in page(tls)
+
+
+def test_every_refusal_reason_has_its_series() -> None:
+    from blueprint_net._ops.metrics import counter_families
+
+    families = {f.name: f for f in counter_families({}, [])}
+    refused = families["blueprint_connections_refused"].samples
+    for reason in ("handshaking_subnet", "declined", "rate", "peer"):
+        assert refused[(("reason", reason),)] == 0.0
+    assert "blueprint_requests_rate_limited" not in families  # counted once
+
+
+def test_a_peers_ipv6_address_is_bracketed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from twisted.internet.address import IPv6Address
+
+    from blueprint_net._adapters.node import Node
+    from blueprint_net._adapters.peers import Peer
+    from blueprint_net._core.identity import Identity
+    from blueprint_net._ops import status
+
+    node = Node(Identity.generate())
+    address = IPv6Address("TCP", "::1", 7010)
+    peer = Peer(Identity.generate().peer_id, address, 0.0, "inbound")
+    monkeypatch.setattr(Node, "peers", property(lambda self: [peer]))
+    [shown] = status.snapshot(node, list)["peers"]
+    assert shown["address"] == "[::1]:7010"

@@ -100,6 +100,8 @@ def test_options_defaults() -> None:
         (["--allow-network", "10.0.0.0/33"], "--allow-network '10.0.0.0/33'"),
         (["--handler", "echo"], "want NAME=package.module.attribute"),
         (["--bootstrap", "tcp:127.0.0.1:1"], "--bootstrap 'tcp:127.0.0.1:1' is plain"),
+        (["--bootstrap", "p2ptls:127.0.0.1"], "--bootstrap 'p2ptls:127.0.0.1': miss"),
+        (["--bootstrap", "bogus:1"], "--bootstrap 'bogus:1': Unknown endpoint"),
         (["--advertise", "nowhere"], "--advertise address 'nowhere' is not host:"),
         (["--advertise", "127.0.0.1:0"], "--advertise address '127.0.0.1:0': port"),
         (["--target-peers", "-1"], "--target-peers must be at least 0, not -1"),

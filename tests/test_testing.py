@@ -93,6 +93,43 @@ def test_fire_and_forget(net: MemoryNetwork) -> None:
     assert [r.payload for r in received[1:]] == [b"all", b"all"]
 
 
+def test_a_closing_peer_is_skipped_not_fatal(net: MemoryNetwork) -> None:
+    from blueprint_net._core.errors import PeerLost
+
+    received: list[IncomingRequest] = []
+    a = net.add_node()
+    b, c = (net.add_node(handlers={"log": received.append}) for _ in range(2))
+    net.connect(a, b)
+    net.connect(a, c)
+    closing = a.disconnect(b.peer_id)  # closed at once, lost once pumped
+    assert a.notify_all("log", b"all") == [c.peer_id]
+    with pytest.raises(PeerLost):
+        a.notify(b.peer_id, "log", b"one")
+    with pytest.raises(PeerLost):
+        net.result(a.request(b.peer_id, "log", b"one"))
+    net.pump()
+    net.result(closing)
+    assert [r.payload for r in received] == [b"all"]
+
+
+@pytest.mark.parametrize(
+    ("raised", "answered"),
+    [(303, 303), (305, 305), (1000, 1000), (306, 301), (999, 301), (299, 301)],
+)
+def test_a_handler_may_answer_only_with_a_code_it_may_use(
+    net: MemoryNetwork, raised: int, answered: int
+) -> None:
+    def refuses(request: IncomingRequest) -> bytes:
+        raise RemoteError(raised, "no")
+
+    a = net.add_node()
+    b = net.add_node(handlers={"refuses": refuses})
+    net.connect(a, b)
+    with pytest.raises(RemoteError) as caught:
+        net.result(a.request(b.peer_id, "refuses", b""))
+    assert caught.value.code == answered  # 301: HANDLER_ERROR
+
+
 def test_a_handler_raising_remote_error(net: MemoryNetwork) -> None:
     def refuses(request: IncomingRequest) -> bytes:
         raise RemoteError(4001, "not today")

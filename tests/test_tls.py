@@ -547,3 +547,68 @@ def test_a_tls_handshake_that_outlasts_the_timeout() -> None:
     transport.clear()
     protocol_.handshakeCompleted()  # too late: ignored
     assert transport.value() == b""
+
+
+class _Handle:
+    def export_keying_material(self, label: bytes, size: int, context: bytes) -> bytes:
+        return bytes(size)
+
+
+def test_tls_completing_counts_as_the_peer_having_spoken() -> None:
+    """After TLS the peer has the handshake timeout, not the first-frame one:
+    on the TLS variant a dialer's next frame is the listener's decision."""
+    clock, host = Clock(), RecordingHost()
+    settings = Settings(handshake_timeout=30, first_frame_timeout=5)
+    factory = PeerFactory(host, Identity.generate(), clock, settings, initiator=True)
+    protocol_ = factory.buildProtocol(None)
+    transport = _TLSStringTransport()
+    transport.getHandle = _Handle  # type: ignore[attr-defined]
+    protocol_.makeConnection(transport)
+    protocol_.verified.addErrback(lambda failure: None)
+    clock.advance(4)
+    protocol_.handshakeCompleted()
+    clock.advance(25.9)  # past the first-frame deadline, within the handshake's
+    assert not transport.disconnecting
+    clock.advance(0.1)
+    assert transport.disconnecting
+    assert host.failed[0].error.code is ErrorCode.HANDSHAKE_TIMEOUT
+
+
+@pytest.mark.parametrize(("maximum", "bound"), [("TLSv1_2", False), ("TLSv1_3", True)])
+@pytest_twisted.ensureDeferred
+async def test_only_a_tls13_operator_link_charges_the_proven_id(
+    tmp_path: Path,
+    alice: Identity,
+    bob: Identity,
+    make_node: MakeNode,
+    maximum: str,
+    bound: bool,
+) -> None:
+    """TLS 1.2's exporter is not a unique channel binding without the
+    extended master secret (RFC 9266): such a link counts as a plain one."""
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+    from twisted.internet.ssl import CertificateOptions, PrivateCertificate, TLSVersion
+
+    from blueprint_net._core.pubsub import Fault
+
+    operator = Operator(tmp_path)
+    fields = dict(f.split("=", 1) for f in operator.server("localhost").split(":")[2:])
+    pem = Path(fields["certKey"]).read_bytes() + Path(fields["privateKey"]).read_bytes()
+    own = PrivateCertificate.loadPEM(pem)
+    options = CertificateOptions(
+        privateKey=own.privateKey.original,
+        certificate=own.original,
+        lowerMaximumSecurityTo=getattr(TLSVersion, maximum),
+    )
+    a = make_node(alice, allow_plaintext=False)
+    b = make_node(bob, allow_plaintext=False)
+    port = await b.listen(
+        SSL4ServerEndpoint(reactor, 0, options, interface="127.0.0.1")
+    )
+    client = f"tls:localhost:{port.getHost().port}:trustRoots={operator.trust}"  # type: ignore[attr-defined]
+    await a.connect(client, peer_id=bob.peer_id)
+    await until(lambda: alice.peer_id in b._peers)
+    assert b._peers[alice.peer_id].channel_bound is bound
+    b._charge_gossip(alice.peer_id, Fault.INVALID_SIGNATURE)
+    assert (b.policy.score(alice.peer_id) > 0) is bound
+    assert b.counters["misbehaviour"] == 1

@@ -100,7 +100,6 @@ class Dispatcher:
         if stopping:
             error = (ErrorCode.SHUTTING_DOWN, "the node is stopping")
         elif budget is not None and not budget.take(self.clock.seconds()):
-            self.counters["requests.rate_limited"] += 1
             error = (ErrorCode.RATE_LIMITED, "too many requests; slow down")
         elif handler is None:
             error = (ErrorCode.UNKNOWN_PROTOCOL, f"no handler for {request.protocol!r}")
@@ -188,8 +187,9 @@ class Dispatcher:
         self, request: IncomingRequest, error: Exception
     ) -> wire.ErrorResponse:
         """The Error for a handler that raised (call it in the except block)."""
-        # Codes below 300 are the connection's, never a request's answer.
-        if isinstance(error, RemoteError) and 300 <= error.code <= 0xFFFF:
+        # Codes below 300 are the connection's, never a request's answer;
+        # 306-999 are reserved (docs/protocol.md section 8).
+        if isinstance(error, RemoteError) and _answerable(error.code):
             return wire.ErrorResponse(request.request_id, error.code, error.message)
         self._log.failure(
             "handler for {protocol!r} failed on a request from {peer_id}",
@@ -200,3 +200,13 @@ class Dispatcher:
         return wire.ErrorResponse(
             request.request_id, ErrorCode.HANDLER_ERROR, "the handler failed"
         )
+
+
+#: The request codes the protocol defines (300-305): a handler may use them.
+_REQUEST_CODES = frozenset(code for code in ErrorCode if 300 <= code < 1000)
+
+
+def _answerable(code: int) -> bool:
+    """Whether a handler may answer with ``code``: a request code the
+    protocol defines, or one of the protocols' own (1000-65535)."""
+    return 1000 <= code <= 0xFFFF or code in _REQUEST_CODES

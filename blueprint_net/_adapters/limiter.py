@@ -34,7 +34,7 @@ from zope.interface import implementer
 from blueprint_net._adapters.interfaces import IHandshaking
 from blueprint_net._adapters.summary import EventSummary
 from blueprint_net._policy.addresses import Network
-from blueprint_net._policy.limits import ConnectionLimiter, Slot
+from blueprint_net._policy.limits import DECLINED, ConnectionLimiter, Slot
 
 
 class Refusal(Protocol):
@@ -90,32 +90,39 @@ class LimitingFactory(WrappingFactory[LimitedProtocol]):
         host: Optional[str] = getattr(addr, "host", None)
         subnet = None if host is None else self.limiter.subnet(host)
         admission = self.limiter.admit(host, self.inbound, subnet)
-        self.refused = admission.refused
-        if admission.evict is not None:
-            self._evict(admission.evict.owner)
-        if self.refused is not None and self.summary is not None:
-            self.summary.record(
-                self.refused,
-                "refused {direction} connection {host}: {reason}",
-                direction="inbound" if self.inbound else "outbound",
-                host=str(host),
-            )
-            return Refusal()
-        if self.refused is not None:
-            self._log.debug(
-                "refused {direction} connection {host}: {reason}",
-                direction="inbound" if self.inbound else "outbound",
-                host=host,
-                reason=self.refused,
-            )
-            return Refusal()
+        self.refused = None
+        if admission.refused is not None:
+            return self._refuse(host, admission.refused)
+        # The wrapped factory has its say before anyone is evicted: an honest
+        # pending handshake is not killed for a connection declined anyway.
         inner = self.wrappedFactory.buildProtocol(addr)
-        if inner is None:  # the wrapped factory declined: so do we
-            self.refused = "declined"
-            return Refusal()
+        if inner is None:
+            return self._refuse(host, self.limiter.refused(DECLINED))
+        if admission.evict is not None:
+            self.limiter.evict(admission.evict)
+            self._evict(admission.evict.owner)
         protocol = LimitedProtocol(self, inner)
         protocol.subnet = subnet
         return protocol
+
+    def _refuse(self, host: Optional[str], reason: str) -> Refusal:
+        self.refused = reason
+        direction = "inbound" if self.inbound else "outbound"
+        if self.summary is not None:
+            self.summary.record(
+                reason,
+                "refused {direction} connection {host}: {reason}",
+                direction=direction,
+                host=str(host),
+            )
+        else:
+            self._log.debug(
+                "refused {direction} connection {host}: {reason}",
+                direction=direction,
+                host=host,
+                reason=reason,
+            )
+        return Refusal()
 
     def registerProtocol(self, protocol: LimitedProtocol) -> None:
         super().registerProtocol(protocol)  # type: ignore[no-untyped-call]

@@ -21,7 +21,6 @@ from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
     IReactorTime,
-    ISSLTransport,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
@@ -51,6 +50,7 @@ from blueprint_net._core.errors import (
     HandshakeError,
     HandshakeFailed,
     NotConnected,
+    PeerLost,
     PlaintextRefused,
     ProtocolError,
     Refused,
@@ -116,6 +116,14 @@ class _KeepFactory(PeerFactory):
         if node._stopping or node._peers.get(peer_id) is not None:
             return None
         return super().buildProtocol(addr)
+
+
+def _relay(result: Any, waiting: defer.Deferred[Any]) -> None:
+    """Pass a shared dial's result on to one waiter."""
+    if isinstance(result, Failure):
+        waiting.errback(result)
+    else:
+        waiting.callback(result)
 
 
 async def _outcomes(asked: list[defer.Deferred[Outcome]]) -> dict[PeerId, Outcome]:
@@ -209,6 +217,9 @@ class Node(Service):
         #: Local ends of our recent outbound connections, (host, port) ->
         #: until when: an inbound connection from one of them is ourselves.
         self._own_ends: dict[tuple[str, int], float] = {}
+        #: Dials of peers known by their records, by id (one at a time
+        #: each): who waits for each.
+        self._record_dials: dict[PeerId, list[defer.Deferred[Peer]]] = {}
         self.server_factory = PeerFactory(
             self, identity, self.clock, settings, initiator=False, memory=self.memory
         )
@@ -255,18 +266,12 @@ class Node(Service):
         permitted = self.policy.permitted
         if permitted is None:
             return 0
-        refused = [
-            protocol
+        gone = "no longer on the allow-list"
+        return sum(
+            protocol.close(HandshakeFailed(ErrorCode.NOT_ALLOWED, gone))
             for protocol in list(self._peers.open)
-            if protocol.peer_id is not None
-            and protocol.peer_id not in permitted
-            and not protocol.connection.closed
-        ]
-        for protocol in refused:
-            protocol.close(
-                HandshakeFailed(ErrorCode.NOT_ALLOWED, "no longer on the allow-list")
-            )
-        return len(refused)
+            if protocol.peer_id is not None and protocol.peer_id not in permitted
+        )
 
     # -- the application's side -------------------------------------------
 
@@ -337,9 +342,27 @@ class Node(Service):
         await self.dial_record(peer_id)
         return await self.request(peer_id, protocol, payload, metadata, timeout=timeout)
 
-    async def dial_record(self, peer_id: PeerId) -> Peer:
+    def dial_record(self, peer_id: PeerId) -> defer.Deferred[Peer]:
         """Dial ``peer_id`` at the addresses of its signed record, in order;
-        ``NotConnected`` if it has none we may dial, else the last failure."""
+        ``NotConnected`` if it has none we may dial, else the last failure.
+        Concurrent calls for one peer share one dial."""
+        mine: defer.Deferred[Peer] = defer.Deferred()
+        waiting = self._record_dials.get(peer_id)
+        if waiting is not None:
+            waiting.append(mine)
+            return mine
+        self._record_dials[peer_id] = [mine]
+        dialing = defer.ensureDeferred(self._dial_record(peer_id))
+        dialing.addBoth(self._record_dialed, peer_id)
+        return mine
+
+    def _record_dialed(self, result: object, peer_id: PeerId) -> None:
+        # Each caller has its own Deferred: one caller's callbacks (or its
+        # unhandled failure) are not another's.
+        for waiting in self._record_dials.pop(peer_id):
+            _relay(result, waiting)
+
+    async def _dial_record(self, peer_id: PeerId) -> Peer:
         record = self.gossip.router.records.get(peer_id)
         own = self.gossip.router.own_record
         loopback = discovery.loopback_only(own.addresses if own else ())
@@ -382,15 +405,22 @@ class Node(Service):
         return self.gossip.publish(topic, data)
 
     def _charge_gossip(self, peer_id: PeerId, fault: Fault) -> None:
-        """Score a peer's gossip fault as :meth:`connection_failed` scores a
-        connection's: the address always, the id only over TLS."""
+        """Score a peer's gossip fault as a connection's failure is scored."""
         protocol = self._peers.get(peer_id)
         if protocol is None:
             return
         self.counters[f"gossip.fault.{fault.value}"] += 1
+        self._misbehaved(protocol, fault_code(fault))
+
+    def _misbehaved(self, protocol: PeerProtocol, code: ErrorCode) -> None:
+        """Charge what ``protocol``'s peer provably did: its address always;
+        its peer id only when proven *and* the link's channel binding ties
+        the proof to every later byte (TLS 1.3).  On a plain link a relay can
+        forward an honest peer's handshake, then send garbage in its name."""
+        self.counters["misbehaviour"] += 1
         host = getattr(protocol.address, "host", None)
-        bound = ISSLTransport.providedBy(protocol.transport)
-        self.policy.misbehaved(host, peer_id if bound else None, fault_code(fault))
+        peer_id = protocol.peer_id if protocol.channel_bound else None
+        self.policy.misbehaved(host, peer_id, code)
 
     def notify(
         self,
@@ -400,7 +430,7 @@ class Node(Service):
         metadata: Optional[bytes] = None,
     ) -> None:
         """Send a request that wants no response (fire and forget); raises
-        NotConnected or SendQueueFull."""
+        NotConnected, PeerLost (the connection is closing) or SendQueueFull."""
         connection = self._peers.get(peer_id)
         if connection is None:
             raise NotConnected(f"no verified connection to {peer_id}")
@@ -439,7 +469,7 @@ class Node(Service):
     ) -> list[PeerId]:
         """Fire and forget to every verified peer (or ``peers``), encoding
         the request once; returns the peers it was sent to (a peer not
-        connected, or not reading, is skipped)."""
+        connected, closing, or not reading, is skipped)."""
         frame = wire.frame(wire.Request(wire.NO_RESPONSE, protocol, payload, metadata))
         sent = []
         for peer_id in list(self._peers if peers is None else peers):
@@ -448,6 +478,8 @@ class Node(Service):
                 continue
             try:
                 connection.send_frame(frame)
+            except PeerLost:
+                continue  # closed, not yet lost: it leaves the table soon
             except SendQueueFull as error:
                 self._log.warn(
                     "not sent to {peer_id}: {error}",
@@ -596,7 +628,7 @@ class Node(Service):
             protocol.close(ProtocolError(ErrorCode.GOING_AWAY, "node stopping"))
             closing.append(protocol.closed)
         if closing:
-            abort = self.reactor.callLater(CLOSE_GRACE, self._abort_open)
+            abort = self.clock.callLater(CLOSE_GRACE, self._abort_open)
             await defer.gatherResults(closing)
             if abort.active():
                 abort.cancel()
@@ -675,14 +707,8 @@ class Node(Service):
     def connection_failed(
         self, protocol: PeerProtocol, event: ConnectionFailed
     ) -> None:
-        """Count the failure; score it if the peer misbehaved.
-
-        The address is always charged.  The peer id only when it provably
-        sent the offence: proven (a claimed id may be anyone's) *and* over
-        TLS, whose channel binding ties the proof to every later byte.  On a
-        plain link a relay can forward an honest peer's handshake, then
-        send garbage in its name.
-        """
+        """Count the failure; score it (:meth:`_misbehaved`) if the peer
+        misbehaved."""
         code = event.error.code
         if event.wrong_protocol is not None:
             self._wrong_protocol(protocol, event.wrong_protocol)
@@ -702,10 +728,7 @@ class Node(Service):
                 misbehaviour=int(event.misbehaviour),
             )
         if event.misbehaviour:
-            self.counters["misbehaviour"] += 1
-            host = getattr(protocol.address, "host", None)
-            bound = ISSLTransport.providedBy(protocol.transport)
-            self.policy.misbehaved(host, protocol.peer_id if bound else None, code)
+            self._misbehaved(protocol, code)
 
     def _wrong_protocol(self, protocol: PeerProtocol, kind: str) -> None:
         """An HTTP or TLS client at a plain peer port: answered with a hint
@@ -757,7 +780,7 @@ class Node(Service):
             else:
                 host = getattr(protocol.address, "host", None)
                 covered = host is not None and self.bans.address_ban(host) is ban
-            if covered and not protocol.connection.closed:
+            if covered:
                 protocol.close(HandshakeFailed(ErrorCode.BANNED, "banned"))
 
     def connection_closed(self, protocol: PeerProtocol, reason: Failure) -> None:

@@ -15,7 +15,7 @@ reconnect does not refill it.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from typing import Callable, Optional
 
@@ -77,6 +77,10 @@ class PeerTable:
         #: Every connection past ``connectionMade`` and not yet lost.
         self.open: set[PeerProtocol] = set()
         self._verified: dict[PeerId, _Entry] = {}
+        #: Open verified connections (kept or not), and how many per peer
+        #: id: asked on every handshake, so counted rather than scanned.
+        self._counted: set[PeerProtocol] = set()
+        self._proven: Counter[PeerId] = Counter()
         #: Budgets of peers no longer connected, least recently used first.
         self._recent: OrderedDict[PeerId, Optional[TokenBucket]] = OrderedDict()
         self.remembered = remembered
@@ -109,8 +113,8 @@ class PeerTable:
         return len(self._recent)
 
     def connections_of(self, peer_id: PeerId) -> int:
-        """Open connections whose peer has proved ``peer_id`` (kept or not)."""
-        return sum(1 for protocol in self.open if protocol.peer_id == peer_id)
+        """Open verified connections to ``peer_id`` (kept or not)."""
+        return self._proven[peer_id]
 
     def opened(self, protocol: PeerProtocol) -> None:
         self.open.add(protocol)
@@ -125,6 +129,9 @@ class PeerTable:
         remembered, else ``new_budget()``."""
         peer_id = protocol.peer_id
         assert peer_id is not None
+        if protocol in self.open and protocol not in self._counted:
+            self._counted.add(protocol)
+            self._proven[peer_id] += 1
         entry = self._verified.get(peer_id)
         if entry is None:
             if peer_id in self._recent:
@@ -144,6 +151,12 @@ class PeerTable:
         remembered, the least recently used forgotten past ``remembered``."""
         self.open.discard(protocol)
         peer_id = protocol.peer_id
+        if protocol in self._counted:
+            self._counted.discard(protocol)
+            assert peer_id is not None
+            self._proven[peer_id] -= 1
+            if not self._proven[peer_id]:
+                del self._proven[peer_id]
         entry = None if peer_id is None else self._verified.get(peer_id)
         if entry is None or entry.protocol is not protocol:
             return False

@@ -275,6 +275,10 @@ class PeerProtocol(Protocol):
         if not self._unbound or self.connection.closed:
             return  # started already, or timed out while TLS was still going
         self._unbound = False
+        if self._silent:
+            # The peer has spoken (TLS): on the TLS variant its first frame
+            # may be the listener's decision, so it gets the handshake timeout.
+            self._spoke()
         binding = self._channel_binding()
         transport = self.transport
         if getattr(transport, "negotiatedProtocol", None) != ALPN:
@@ -415,7 +419,7 @@ class PeerProtocol(Protocol):
         try:
             self._check_queue(len(payload) + len(metadata or b"") + len(protocol))
             request_id = self.connection.request(protocol, payload, metadata, waiting)
-        except (SendQueueFull, ValueError, RuntimeError) as error:
+        except (SendQueueFull, PeerLost, ValueError, RuntimeError) as error:
             return defer.fail(error)
         self.requests_out += 1
         clock = self.clock
@@ -433,7 +437,8 @@ class PeerProtocol(Protocol):
     def notify(
         self, protocol: str, payload: bytes, metadata: Optional[bytes] = None
     ) -> None:
-        """Send a request that wants no response (fire and forget)."""
+        """Send a request that wants no response (fire and forget); raises
+        SendQueueFull, or PeerLost once the connection is closing."""
         self._check_queue(len(payload) + len(metadata or b"") + len(protocol))
         self.connection.request(protocol, payload, metadata)
         self.requests_out += 1
@@ -503,9 +508,13 @@ class PeerProtocol(Protocol):
         self.connection.send(message)
         self._flush()
 
-    def close(self, error: ProtocolError) -> None:
-        """Tell the peer why, then close."""
+    def close(self, error: ProtocolError) -> bool:
+        """Tell the peer why, then close; whether this call closed it (once
+        closed, a second close does nothing: failures are counted once)."""
+        if self.connection.closed:
+            return False
         self._on_failed(self.connection.fail(error))
+        return True
 
     def _room(self, size: int) -> bool:
         """Whether a frame of about ``size`` bytes of data may be sent: it
@@ -770,6 +779,17 @@ class PeerProtocol(Protocol):
                     ErrorCode.WRONG_KEY, "the TLS certificate is not the proven key"
                 )
         self.host.authorize(peer_id)
+
+    @property
+    def channel_bound(self) -> bool:
+        """Whether the proof covers every later byte: TLS 1.3, whose exporter
+        is a unique channel binding (RFC 9266); TLS 1.2's is not without the
+        extended master secret, so a TLS 1.2 link counts as a plain one."""
+        transport = self.transport
+        if transport is None or not ISSLTransport.providedBy(transport):
+            return False
+        handle = transport.getHandle()  # type: ignore[attr-defined]
+        return bool(handle.get_protocol_version_name() == "TLSv1.3")
 
     def _channel_binding(self) -> bytes:
         """RFC 9266 ``tls-exporter`` when the transport is TLS, else empty."""

@@ -23,6 +23,7 @@ from blueprint_net._core import gossip_wire, wire
 from blueprint_net._core.errors import (
     ErrorCode,
     HandshakeFailed,
+    PeerLost,
     ProtocolError,
     WireError,
 )
@@ -224,13 +225,13 @@ class Connection:
     ) -> int:
         """Queue a request; its id (0, asking for no response, without a
         ``token``).  ``ValueError`` if it could not travel."""
+        self._check_sendable()  # before a token is registered to wait
         request = self.requests.request(protocol, payload, metadata, token)
         try:
             chunks = wire.frame_chunks(request, self.max_frame)
         except ValueError:
             self.requests.abandon(request.request_id)
             raise
-        self._check_sendable()
         self._outgoing.extend(chunks)
         return request.request_id
 
@@ -248,7 +249,11 @@ class Connection:
         self._outgoing.append(frame)
 
     def _check_sendable(self) -> None:
-        if not self.verified or self.closed:
+        """``PeerLost`` once closed (it may happen any time: the caller
+        copes); ``RuntimeError`` before ``Verified`` (a programming error)."""
+        if self.closed:
+            raise PeerLost("the connection closed")
+        if not self.verified:
             raise RuntimeError("cannot send before the handshake completes")
 
     def fail(self, error: ProtocolError) -> ConnectionFailed:

@@ -49,6 +49,10 @@ from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.records import DOMAIN as RECORD_DOMAIN
 from blueprint_net._core.records import PeerRecord, RecordBook, sign_record
 
+#: At most this many (topic, peer) backoffs are remembered: entries are made
+#: only for our own meshes, and the cap holds whatever peers send.
+MAX_BACKOFFS = 4096
+
 
 class Verdict(enum.Enum):
     """An application validator's answer (gossipsub's three results)."""
@@ -202,9 +206,12 @@ class _Peer:
     record_requests: int = 0
     #: We asked it for records and its answer has not come.
     awaiting_records: bool = False
+    #: It gave us a Prune's records this heartbeat (one batch a heartbeat).
+    pruned_records: bool = False
 
     def new_heartbeat(self) -> None:
         self.ihaves = self.asked = self.served = self.record_requests = 0
+        self.pruned_records = False
 
 
 @attrs.define
@@ -484,11 +491,21 @@ class Router:
         return []
 
     def _on_prune(self, peer: PeerId, message: Prune, now: float) -> list[Output]:
+        # Only a prune of a mesh we keep costs state (as go-libp2p's
+        # handlePrune): any other would grow the backoff table for nothing.
         members = self.mesh.get(message.topic)
-        if members is not None:
-            members.discard(peer)
+        if members is None:
+            self.counters["prune.ignored"] += 1
+            return []
         backoff = min(message.backoff, self.settings.max_backoff)
         self._back_off(message.topic, peer, now, backoff, by_us=False)
+        if peer not in members:
+            return []  # not a real prune: its records are not an answer
+        members.discard(peer)
+        state = self.peers[peer]
+        if state.pruned_records or not message.records:
+            return []
+        state.pruned_records = True
         return self._take_records(peer, message.records)
 
     def _on_ihave(self, peer: PeerId, message: IHave, now: float) -> list[Output]:
@@ -611,6 +628,9 @@ class Router:
         previous = self.backoff.get(key)
         until = now + seconds
         if previous is not None and previous.until >= until:
+            return
+        if previous is None and len(self.backoff) >= MAX_BACKOFFS:
+            self.counters["backoff.full"] += 1  # bounded whatever peers do
             return
         self.backoff[key] = _Backoff(until, by_us, now)
 

@@ -24,6 +24,7 @@ import twisted
 from blueprint_net._adapters.gossip import TOPIC_STATS
 from blueprint_net._core.errors import ErrorCode
 from blueprint_net._policy.bans import Origin
+from blueprint_net._policy.limits import REFUSAL_REASONS
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -34,8 +35,6 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 _CONNECTION_CODES = tuple(code.name for code in ErrorCode if code < 300)
 _REQUEST_CODES = tuple(code.name for code in ErrorCode if code >= 300)
-#: Why the limiter or the policy refused a connection (``refused.<reason>``).
-REFUSAL_REASONS = ("banned", "connections", "handshaking", "subnet", "rate", "peer")
 
 
 @attrs.frozen
@@ -108,11 +107,6 @@ COUNTED = (
         "Requests answered with an Error before a handler ran, by protocol"
         " (unknown: no handler) and code.",
         ("protocol", "code"),
-    ),
-    _Counted(
-        "requests.rate_limited",
-        "blueprint_requests_rate_limited",
-        "Requests refused by a peer's request rate limit.",
     ),
 )
 

@@ -26,6 +26,7 @@ from twisted.web.server import Request, Site
 
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.node import Node
+from blueprint_net._adapters.protocol import where
 from blueprint_net._ops import metrics
 
 #: Seconds between the page's own refreshes.
@@ -36,7 +37,6 @@ try:  # the package's own metadata: this layer may not import the surface
     VERSION = importlib.metadata.version("blueprint-net")
 except importlib.metadata.PackageNotFoundError:  # run from a source tree
     VERSION = "unknown"
-#: Descriptions that listen with TLS.
 
 
 def snapshot(
@@ -64,7 +64,7 @@ def snapshot(
         "peers": [
             {
                 "peer_id": str(peer.peer_id),
-                "address": _address(peer.address),
+                "address": where(peer.address),
                 "since": peer.since,
                 "direction": peer.direction,
                 "requests_in": peer.requests_in,
@@ -98,11 +98,6 @@ def _transport(node: Node, listen: Sequence[str]) -> dict[str, Any]:
         for description in listen
     ]
     return {"listeners": listeners, "plaintext": node.settings.allow_plaintext}
-
-
-def _address(address: Any) -> str:
-    host, port = getattr(address, "host", None), getattr(address, "port", None)
-    return f"{host}:{port}" if host is not None else str(address)
 
 
 def prometheus(status: dict[str, Any], *, openmetrics: bool = False) -> str:

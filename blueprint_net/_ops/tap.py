@@ -157,6 +157,7 @@ class Options(usage.Options):
         for option, check, description in [
             *(("--listen", tls.check_server, text) for text in self["listen"]),
             *(("--peer", tls.check_client, endpoint) for _, endpoint in self["peers"]),
+            *(("--bootstrap", tls.check_client, text) for text in self["bootstrap"]),
             *(("--status", tls.check_server, s) for s in [self["status"]] if s),
         ]:
             try:

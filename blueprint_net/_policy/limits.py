@@ -19,6 +19,21 @@ from blueprint_net._core.clock import TimeSource
 from blueprint_net._policy import addresses
 from blueprint_net._policy.addresses import Network
 
+#: Why a connection was refused (counted as ``refused.<reason>``): the
+#: limiter's reasons, then the node's (a ban found at handshake time, too
+#: many connections to one peer id), then the wrapped factory declining.
+DECLINED = "declined"
+REFUSAL_REASONS = (
+    "banned",
+    "connections",
+    "subnet",
+    "handshaking_subnet",
+    "rate",
+    "handshaking",
+    "peer",
+    DECLINED,
+)
+
 
 @attrs.define
 class ConnectionLimits:
@@ -90,7 +105,7 @@ class Slot:
 class Admission:
     """The decision on a new connection: ``refused`` names why it may not
     open; otherwise it may, once the adapter has closed ``evict``, if any
-    (the limiter already counts that one's handshake place as free)."""
+    (and told :meth:`ConnectionLimiter.evict`)."""
 
     refused: Optional[str] = None
     evict: Optional[Slot] = None
@@ -122,7 +137,9 @@ class ConnectionLimiter:
         self.handshaking = 0
         self._per_subnet: Counter[Network] = Counter()
         self._buckets: dict[Network, TokenBucket] = {}
-        #: Slots in their handshake, by subnet, oldest first (an ordered set).
+        #: Inbound slots in their handshake, by subnet, oldest first (an
+        #: ordered set): our own dials neither use a subnet's places nor
+        #: make it a likelier victim.
         self._pending: dict[Optional[Network], dict[Slot, None]] = {}
 
     def subnet(self, host: str) -> Optional[Network]:
@@ -181,12 +198,21 @@ class ConnectionLimiter:
             victim = self._victim() if evict else None
             if victim is None:
                 reason = "handshaking"
-            else:
-                self.handshake_over(victim)
-                self.counters["evicted.handshaking"] += 1
         if reason is not None:
-            self.counters[f"refused.{reason}"] += 1
+            self.refused(reason)
         return Admission(reason, victim)
+
+    def refused(self, reason: str) -> str:
+        """Count a refusal; ``reason`` back."""
+        self.counters[f"refused.{reason}"] += 1
+        return reason
+
+    def evict(self, slot: Slot) -> None:
+        """The adapter closes ``slot``, an admission's victim, to make room:
+        its place is free from now (only once the newcomer is sure to open,
+        so a connection the factory declines evicts nobody)."""
+        self.handshake_over(slot)
+        self.counters["evicted.handshaking"] += 1
 
     def _victim(self) -> Optional[Slot]:
         """The oldest inbound handshake of the subnet holding the most."""
@@ -194,9 +220,7 @@ class ConnectionLimiter:
         most = 0
         for slots in self._pending.values():
             if len(slots) > most:
-                oldest = next((slot for slot in slots if slot.inbound), None)
-                if oldest is not None:
-                    best, most = oldest, len(slots)
+                best, most = next(iter(slots)), len(slots)
         return best
 
     def _bucket(self, subnet: Network) -> TokenBucket:
@@ -227,7 +251,8 @@ class ConnectionLimiter:
         slot = Slot(subnet, handshaking, inbound, owner)
         if handshaking:
             self.handshaking += 1
-            self._pending.setdefault(subnet, {})[slot] = None
+            if inbound:
+                self._pending.setdefault(subnet, {})[slot] = None
         return slot
 
     def handshake_over(self, slot: Slot) -> None:
@@ -236,10 +261,11 @@ class ConnectionLimiter:
         if slot.handshaking:
             slot.handshaking = False
             self.handshaking -= 1
-            pending = self._pending[slot.subnet]
-            del pending[slot]
-            if not pending:
-                del self._pending[slot.subnet]
+            if slot.inbound:
+                pending = self._pending[slot.subnet]
+                del pending[slot]
+                if not pending:
+                    del self._pending[slot.subnet]
 
     def closed(self, slot: Slot) -> None:
         self.open -= 1

@@ -17,8 +17,9 @@ from typing import Optional
 
 
 class MemoryBudget:
-    """Bytes held for peers, against ``limit``; ``used`` never exceeds it
-    through :meth:`reserve` (:meth:`charge` records what is already held)."""
+    """Bytes held for peers, against ``limit``: a connection asks
+    :meth:`fits` before it grows; :meth:`charge` records what it holds, what
+    it held already included, so ``used`` can pass ``limit``."""
 
     __slots__ = ("counters", "limit", "peak", "used")
 
