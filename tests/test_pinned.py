@@ -10,6 +10,7 @@ from typing import Any, Optional, cast
 
 import attrs
 import pytest
+import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.endpoints import connectProtocol
@@ -23,7 +24,7 @@ from blueprint_net._adapters.node import Node
 from blueprint_net._adapters.peers import Peer, PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
 from blueprint_net._adapters.summary import EventSummary
-from blueprint_net._core import signatures, wire
+from blueprint_net._core import gossip_wire, signatures, wire
 from blueprint_net._core.errors import (
     ErrorCode,
     HandshakeError,
@@ -31,6 +32,7 @@ from blueprint_net._core.errors import (
     NotConnected,
     Refused,
     RemoteError,
+    RequestTimeout,
 )
 from blueprint_net._core.handshake import Handshake, HandshakeState, transcript
 from blueprint_net._core.identity import Identity, PeerId
@@ -40,19 +42,22 @@ from blueprint_net._core.messaging import (
     Requests,
     Success,
 )
+from blueprint_net._core.pubsub import Fault
+from blueprint_net._core.records import sign_record
 from blueprint_net._policy import addresses
 from blueprint_net._policy.bans import Ban, BanRegistry, Origin
+from blueprint_net._policy.gossip import fault_code
 from blueprint_net._policy.limits import (
     ConnectionLimiter,
     ConnectionLimits,
     Slot,
     TokenBucket,
 )
-from blueprint_net._policy.scores import Policy, PolicySettings
+from blueprint_net._policy.scores import POINTS, Policy, PolicySettings
 from blueprint_net._policy.settings import Settings
 from blueprint_net.testing import MemoryNetwork
 
-from .helpers import decode_frames
+from .helpers import MakeNode, decode_frames, until
 from .test_testing import Raw
 
 # -- the handshake (the plain-TCP machine's public behaviour) ---------------
@@ -1309,3 +1314,89 @@ def test_unsubscribe_leaves_that_topic() -> None:
         a.unsubscribe("t")
         assert sorted(a.gossip.topics) == ["u"]
         assert a.gossip.router.subscribed == {"u"}
+
+
+# -- dialing by record (real TLS on loopback) -------------------------------------
+
+
+async def _tls_node(
+    make_node: MakeNode, clock: Clock, **options: Any
+) -> tuple[Node, int]:
+    node = make_node(Identity.generate(), allow_plaintext=False, clock=clock, **options)
+    address = (await node.listen("p2ptls:0:interface=127.0.0.1")).getHost()
+    assert isinstance(address, IPv4Address)
+    return node, address.port
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_record_is_dialed_pinned_to_its_id_and_the_last_failure_raised(
+    make_node: MakeNode,
+) -> None:
+    """A record naming someone else's address reaches that someone, who
+    cannot prove the record's id: refused, after the closed port before it."""
+    clock = Clock()
+    asker, _ = await _tls_node(make_node, clock)
+    other, port = await _tls_node(make_node, clock)
+    claimed = Identity.generate()
+    record = sign_record(claimed, 1, ["127.0.0.1:1", f"127.0.0.1:{port}"])
+    assert asker.gossip.router.records.offer(record)
+    with pytest.raises(HandshakeError):  # TLS: its certificate is not that id
+        await asker.dial_record(claimed.peer_id)
+    assert asker.peer(other.peer_id) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_off_loopback_does_not_dial_loopback_records(
+    make_node: MakeNode,
+) -> None:
+    clock = Clock()
+    asker, _ = await _tls_node(make_node, clock)
+    stranger = Identity.generate()
+    with pytest.raises(NotConnected, match="no address"):
+        await asker.dial_record(stranger.peer_id)  # no record at all
+    asker.gossip.set_addresses(["192.0.2.1:7010"])  # we advertise a public address
+    assert asker.gossip.router.records.offer(sign_record(stranger, 1, ["127.0.0.1:1"]))
+    with pytest.raises(NotConnected, match="no address"):
+        await asker.dial_record(stranger.peer_id)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_request_by_record_carries_its_metadata_and_timeout(
+    make_node: MakeNode,
+) -> None:
+    clock = Clock()
+    seen: list[Optional[bytes]] = []
+
+    def slow(request: IncomingRequest) -> defer.Deferred[bytes]:
+        seen.append(request.metadata)
+        return defer.Deferred()  # never answers
+
+    asker, _ = await _tls_node(make_node, clock)
+    answerer, port = await _tls_node(make_node, clock, handlers={"slow": slow})
+    assert asker.gossip.router.records.offer(
+        answerer.gossip.set_addresses([f"127.0.0.1:{port}"])
+    )
+    asked = asker.request(answerer.peer_id, "slow", b"x", b"meta", timeout=5.0)
+    await until(lambda: seen == [b"meta"])
+    clock.advance(5.0)
+    failed: list[Failure] = []
+    asked.addErrback(failed.append)  # at once: no waiting on a mutant
+    assert [failure.type for failure in failed] == [RequestTimeout]
+
+
+def test_a_gossip_fault_on_a_plain_link_charges_the_address_each_time() -> None:
+    with MemoryNetwork() as net:
+        a, b = net.add_node(), net.add_node()
+        a.subscribe("t", lambda message: None)
+        net.connect(b, a)
+        points = POINTS[fault_code(Fault.INVALID_SIGNATURE)]
+        for seqno, score in ((1, points), (2, 0.0)):  # the second bans: 0 again
+            forged = gossip_wire.Publish("t", b.peer_id, seqno, b"x", bytes(64))
+            b._peers[a.peer_id].send_frame(gossip_wire.frame(forged))
+            net.pump()
+            assert a.counters["gossip.fault.invalid-signature"] == seqno
+            assert a.counters["misbehaviour"] == seqno
+            assert a.policy.score(net.host(b)) == pytest.approx(score)
+        assert a.bans.address_ban(net.host(b)) is not None
+        assert a.policy.score(b.peer_id) == 0.0  # a plain link proves no sender
+        assert a.bans.peer_ban(b.peer_id) is None
