@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Any, Optional, cast
 
 import attrs
@@ -15,7 +16,13 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.task import Clock
-from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
+from twisted.logger import (
+    ILogObserver,
+    Logger,
+    LogLevel,
+    formatEvent,
+    globalLogPublisher,
+)
 from twisted.python.failure import Failure
 
 from blueprint_net._adapters.dispatch import Dispatcher
@@ -1400,3 +1407,33 @@ def test_a_gossip_fault_on_a_plain_link_charges_the_address_each_time() -> None:
         assert a.bans.address_ban(net.host(b)) is not None
         assert a.policy.score(b.peer_id) == 0.0  # a plain link proves no sender
         assert a.bans.peer_ban(b.peer_id) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_unix_socket_peer_survives_bans_and_its_garbage_scores_nothing(
+    alice: Identity, bob: Identity, make_node: MakeNode, tmp_path: Path
+) -> None:
+    """A UNIX socket's address has no host: neither a network ban's sweep nor
+    scoring the peer's garbage may trip on it."""
+    a, b = make_node(alice), make_node(bob)
+    path = tmp_path / "s"
+    await a.listen(f"unix:{path}")
+    await b.connect(f"unix:{path}", alice.peer_id)
+    await until(lambda: len(a.peers) == 1)
+    a.ban("192.0.2.0/24", "elsewhere")
+    assert [peer.peer_id for peer in a.peers] == [bob.peer_id]
+    errors: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if "log_failure" in event or event.get("isError"):
+            errors.append(event)
+
+    globalLogPublisher.addObserver(cast(ILogObserver, observe))
+    try:
+        b._peers[alice.peer_id].transport.write(b"\xff" * 64)  # type: ignore[union-attr]
+        await until(lambda: not a.peers)
+        await until(lambda: not b.peers)
+    finally:
+        globalLogPublisher.removeObserver(cast(ILogObserver, observe))
+    assert errors == [] and a.counters["misbehaviour"] == 1
+    assert len(a.bans.bans()) == 1 and a.policy.score(bob.peer_id) == 0
