@@ -204,7 +204,7 @@ def test_the_wrapper_provides_what_each_transport_provides() -> None:
         protocol = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 4000))
         assert isinstance(protocol, LimitedProtocol)
         protocol.makeConnection(transport)
-        assert protocol.wrappedProtocol.transport is protocol
+        assert protocol.wrappedProtocol.transport is protocol  # type: ignore[attr-defined]
         assert ISSLTransport.providedBy(protocol) is tls
         assert set(providedBy(transport)) <= set(providedBy(protocol))
         kinds.append(ISSLTransport.providedBy(protocol))

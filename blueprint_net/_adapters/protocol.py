@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from blueprint_net._adapters.interfaces import IHandshaking
-from blueprint_net._adapters.tls import ALPN, certificate_key
+from blueprint_net._adapters.tls import ALPN, certificate_key, peer_certificate_key
 from blueprint_net._core import untrusted, wire
 from blueprint_net._core.connection import (
     Connection,
@@ -279,8 +279,7 @@ class PeerProtocol(Protocol):
             self.connection.initiate()
             self._flush()
             return
-        handle = transport.getHandle()  # type: ignore[union-attr]
-        key = certificate_key(handle.get_peer_certificate())
+        key = peer_certificate_key(transport.getHandle())  # type: ignore[union-attr]
         if key is None:  # PeerTLS accepts no other certificate
             self.close(HandshakeFailed(ErrorCode.WRONG_KEY, "no Ed25519 certificate"))
             return
