@@ -76,6 +76,10 @@ class PeerTable:
     def __init__(self, remembered: int = 4096) -> None:
         #: Every connection past ``connectionMade`` and not yet lost.
         self.open: set[PeerProtocol] = set()
+        #: The open connections that completed their handshake (kept or
+        #: not), and how many per peer id: counted, not scanned for.
+        self._proven: set[PeerProtocol] = set()
+        self._per_id: dict[PeerId, int] = {}
         self._verified: dict[PeerId, _Entry] = {}
         #: Budgets of peers no longer connected, least recently used first.
         self._recent: OrderedDict[PeerId, Optional[TokenBucket]] = OrderedDict()
@@ -110,7 +114,7 @@ class PeerTable:
 
     def connections_of(self, peer_id: PeerId) -> int:
         """Open connections whose peer has proved ``peer_id`` (kept or not)."""
-        return sum(1 for protocol in self.open if protocol.peer_id == peer_id)
+        return self._per_id.get(peer_id, 0)
 
     def opened(self, protocol: PeerProtocol) -> None:
         self.open.add(protocol)
@@ -125,6 +129,9 @@ class PeerTable:
         remembered, else ``new_budget()``."""
         peer_id = protocol.peer_id
         assert peer_id is not None
+        if protocol not in self._proven:
+            self._proven.add(protocol)
+            self._per_id[peer_id] = self._per_id.get(peer_id, 0) + 1
         entry = self._verified.get(peer_id)
         if entry is None:
             if peer_id in self._recent:
@@ -144,6 +151,14 @@ class PeerTable:
         remembered, the least recently used forgotten past ``remembered``."""
         self.open.discard(protocol)
         peer_id = protocol.peer_id
+        if protocol in self._proven:
+            assert peer_id is not None
+            self._proven.discard(protocol)
+            left = self._per_id[peer_id] - 1
+            if left:
+                self._per_id[peer_id] = left
+            else:
+                del self._per_id[peer_id]
         entry = None if peer_id is None else self._verified.get(peer_id)
         if entry is None or entry.protocol is not protocol:
             return False
