@@ -483,7 +483,8 @@ def test_connections_of_counts_open_proven_connections_kept_or_not() -> None:
         table.opened(connection)
     assert table.connections_of(alice) == 0
     table.verified(first, lambda: None)
-    assert table.verified(second, lambda: None).dropped is second
+    dropped = table.verified(second, lambda: None).dropped
+    assert dropped is second
     table.verified(other, lambda: None)
     assert (table.connections_of(alice), table.connections_of(bob)) == (2, 1)
     table.closed(pending)
