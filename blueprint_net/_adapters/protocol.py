@@ -537,7 +537,10 @@ class PeerProtocol(Protocol):
         if self._writing_paused or self._queued:
             self._enqueue(chunks)
         elif len(chunks) == 1 and len(chunks[0]) <= PIECE:
-            self.transport.write(chunks[0])  # type: ignore[union-attr]  # the usual
+            # The usual case, and it holds nothing more here (a transport
+            # that pauses us now charges itself: see pauseProducing).
+            self.transport.write(chunks[0])  # type: ignore[union-attr]
+            return
         else:
             self._write(chunks)
         self._account()
