@@ -452,7 +452,11 @@ class PeerProtocol(Protocol):
         fire-and-forget request, say its handler ended (``request_id`` 0)."""
         connection = self.connection
         size = _data_size(response)
-        if response.request_id and not self._room(size):
+        if (
+            response.request_id
+            and (self._queued_size or self._unflushed or size > SMALL_FRAME)
+            and not self._room(size)  # else it fits, as in request()
+        ):
             # The peer asks faster than it reads: it gets a short answer
             # rather than one that the queue or the node cannot hold.
             self.memory.refuse("response")
