@@ -324,7 +324,7 @@ def frame_chunks(message: Message, max_body: Optional[int] = None) -> list[bytes
         if size < LARGE_PART and (max_body is None or size <= max_body):
             request_id = message.request_id
             return [_HEAD_PROTOCOL.pack(size, T_PROTOCOL, request_id, len(data)) + data]
-    elif type(message) is Request:
+    elif type(message) is Request and len(message.payload) < LARGE_PART:
         name = _name(message.protocol)
         payload, metadata = message.payload, message.metadata
         size = 10 + len(name) + len(payload)
