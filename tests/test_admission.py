@@ -488,3 +488,32 @@ def test_budgets_of_gone_peers_are_remembered_least_recently_used_first() -> Non
         fresh = TokenBucket(1.0, 1.0, 0.0)
         table.verified(connection, lambda: fresh)  # noqa: B023
         assert (table.budget(peer_id) is budgets[peer_id]) is kept
+
+
+def test_connections_of_counts_open_proven_connections_kept_or_not() -> None:
+    """The per-peer limit's count (kept for each id, not scanned for): every
+    open connection whose peer proved the id, the duplicate rule's loser
+    too, until it closes; one not yet proven counts for nobody."""
+    from blueprint_net._adapters.peers import PeerTable
+
+    table = PeerTable()
+    alice, bob = Identity.generate().peer_id, Identity.generate().peer_id
+    first: Any = _FakeConnection(alice, b"a")
+    second: Any = _FakeConnection(alice, b"b")
+    other: Any = _FakeConnection(bob, b"c")
+    pending: Any = _FakeConnection(None, b"d")  # still in its handshake
+    for connection in (first, second, other, pending):
+        table.opened(connection)
+    assert table.connections_of(alice) == 0
+    table.verified(first, lambda: None)
+    dropped = table.verified(second, lambda: None).dropped
+    assert id(dropped) == id(second)  # the duplicate rule keeps the first
+    table.verified(other, lambda: None)
+    assert (table.connections_of(alice), table.connections_of(bob)) == (2, 1)
+    table.closed(pending)
+    table.closed(second)  # the duplicate, closed
+    assert (table.connections_of(alice), table.connections_of(bob)) == (1, 1)
+    table.closed(first)
+    table.closed(other)
+    assert (table.connections_of(alice), table.connections_of(bob)) == (0, 0)
+    assert table.open == set()

@@ -9,11 +9,12 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import directlyProvides, implementer, providedBy
 
 from blueprint_net._adapters.interfaces import IHandshaking
 from blueprint_net._adapters.limiter import LimitedProtocol, LimitingFactory, Refusal
@@ -208,3 +209,23 @@ def test_a_wrapped_factory_that_declines_is_passed_through() -> None:
     refusal = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
     assert isinstance(refusal, Refusal) and factory.refused == "declined"
     assert limiter.open == 0
+
+
+def test_the_wrapper_provides_what_each_transport_provides() -> None:
+    """The copy of the transport's interfaces is made once per kind of
+    transport: each wrapper still provides exactly its own transport's (a
+    TLS one's ISSLTransport, a plain one's none), whichever came first."""
+    factory = _factory(Clock())
+    kinds = []
+    for tls in (True, False, True, False):
+        transport = StringTransport()
+        if tls:
+            directlyProvides(transport, ISSLTransport, *providedBy(transport))
+        protocol = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 4000))
+        assert isinstance(protocol, LimitedProtocol)
+        protocol.makeConnection(transport)
+        assert protocol.wrappedProtocol.transport is protocol  # type: ignore[attr-defined]
+        assert ISSLTransport.providedBy(protocol) is tls
+        assert set(providedBy(transport)) <= set(providedBy(protocol))
+        kinds.append(ISSLTransport.providedBy(protocol))
+    assert kinds == [True, False, True, False]

@@ -509,6 +509,30 @@ def test_reading_stops_while_unread_responses_fill_the_queue(
     assert transport.producerState == "producing"
 
 
+def test_a_small_answer_that_would_overfill_the_queue_is_refused(
+    alice: Identity, bob: Identity
+) -> None:
+    """However small an answer is, while the queue holds unread ones it must
+    fit under ``max_send_queue`` (with the framing allowance): else the peer
+    gets a short RATE_LIMITED Error in its place."""
+    clock = Clock()
+    protocol, transport = _verified_on_string_transport(
+        alice, bob, clock, max_send_queue=1000
+    )
+    protocol.pauseProducing()
+    protocol.dataReceived(
+        b"".join(wire.frame(wire.Request(i, "echo", b"")) for i in (1, 2))
+    )
+    protocol.respond(wire.ProtocolResponse(1, bytes(600)))
+    protocol.respond(wire.ProtocolResponse(2, bytes(100)))  # 600 + 100 + 300
+    protocol.resumeProducing()
+    first, second = decode_frames(transport.value())
+    assert first == wire.ProtocolResponse(1, bytes(600))
+    assert isinstance(second, wire.ErrorResponse)
+    assert (second.request_id, second.code) == (2, ErrorCode.RATE_LIMITED)
+    assert protocol.memory.counters["memory.refused.response"] == 1
+
+
 def test_reading_stops_at_the_concurrent_request_limit(
     alice: Identity, bob: Identity
 ) -> None:

@@ -3,6 +3,7 @@ certificates with hostname verification."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -34,7 +35,13 @@ from zope.interface import directlyProvides, implementer
 
 from blueprint_net._adapters.node import Node
 from blueprint_net._adapters.protocol import PeerFactory
-from blueprint_net._adapters.tls import ALPN, PeerTLS
+from blueprint_net._adapters.tls import (
+    ALPN,
+    PeerTLS,
+    _Certified,
+    certificate_key,
+    peer_certificate_key,
+)
 from blueprint_net._core import wire
 from blueprint_net._core.errors import ErrorCode, HandshakeError
 from blueprint_net._core.identity import Identity
@@ -612,3 +619,32 @@ async def test_only_a_tls13_operator_link_charges_the_proven_id(
     b._charge_gossip(alice.peer_id, Fault.INVALID_SIGNATURE)
     assert (b.policy.score(alice.peer_id) > 0) is bound
     assert b.counters["misbehaviour"] == 1
+
+
+def _tls_in_memory(client: SSL.Connection, server: SSL.Connection) -> None:
+    """Run a TLS handshake between two memory-BIO connections."""
+    for _ in range(10):
+        for one, other in ((client, server), (server, client)):
+            with contextlib.suppress(SSL.WantReadError):
+                one.do_handshake()
+            with contextlib.suppress(SSL.WantReadError):
+                other.bio_write(one.bio_read(65536))
+
+
+def test_the_peer_key_is_the_one_the_verify_callback_accepted(
+    alice: Identity, bob: Identity
+) -> None:
+    """The TLS variant takes the peer's key from what ``PeerTLS``'s verify
+    callback parsed on that connection, not from a second parse: it is the
+    peer's certificate's key at each end, and on a connection not made by
+    ``PeerTLS`` the certificate itself is read."""
+    client = PeerTLS(alice, expected=bob.peer_id).clientConnectionForTLS(None)
+    server = PeerTLS(bob).serverConnectionForTLS(None)
+    server.set_accept_state()  # as Twisted's TLS layer does
+    _tls_in_memory(client, server)
+    for handle, peer in ((client, bob), (server, alice)):
+        assert isinstance(handle.get_app_data(), _Certified)  # one parse
+        assert peer_certificate_key(handle) == peer.public_key
+        assert certificate_key(handle.get_peer_certificate()) == peer.public_key
+        handle.set_app_data(None)  # as if another context had made it
+        assert peer_certificate_key(handle) == peer.public_key

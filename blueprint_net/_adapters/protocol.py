@@ -5,6 +5,7 @@ Layer: adapters (Twisted; imports from _policy and _core only).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Optional, Union
 
 from twisted.internet import defer
@@ -24,7 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from blueprint_net._adapters.interfaces import IHandshaking
-from blueprint_net._adapters.tls import ALPN, certificate_key
+from blueprint_net._adapters.tls import ALPN, certificate_key, peer_certificate_key
 from blueprint_net._core import untrusted, wire
 from blueprint_net._core.connection import (
     Connection,
@@ -85,6 +86,8 @@ FRAME_OVERHEAD = 300
 #: peers that stop reading cannot spend it for those that do: small answers
 #: to a peer that reads always go out, and a small frame always comes in.
 ALWAYS_ALLOWED = 16 * 1024
+#: Data this small always has room when nothing is queued (:meth:`_room`).
+SMALL_FRAME = ALWAYS_ALLOWED - FRAME_OVERHEAD
 
 Chunk = Union[bytes, memoryview]
 
@@ -286,8 +289,7 @@ class PeerProtocol(Protocol):
             self.connection.initiate()
             self._flush()
             return
-        handle = transport.getHandle()  # type: ignore[union-attr]
-        key = certificate_key(handle.get_peer_certificate())
+        key = peer_certificate_key(transport.getHandle())  # type: ignore[union-attr]
         if key is None:  # PeerTLS accepts no other certificate
             self.close(HandshakeFailed(ErrorCode.WRONG_KEY, "no Ed25519 certificate"))
             return
@@ -416,8 +418,12 @@ class PeerProtocol(Protocol):
         Protocol response, or fails with RemoteError (an Error response),
         RequestTimeout, PeerLost or SendQueueFull."""
         waiting: defer.Deferred[wire.Reply] = defer.Deferred()
+        size = len(payload) + len(protocol)
+        if metadata is not None:
+            size += len(metadata)
         try:
-            self._check_queue(len(payload) + len(metadata or b"") + len(protocol))
+            if self._queued_size or self._unflushed or size > SMALL_FRAME:
+                self._check_queue(size)  # else it fits: see _room
             request_id = self.connection.request(protocol, payload, metadata, waiting)
         except (SendQueueFull, PeerLost, ValueError, RuntimeError) as error:
             return defer.fail(error)
@@ -456,7 +462,11 @@ class PeerProtocol(Protocol):
         fire-and-forget request, say its handler ended (``request_id`` 0)."""
         connection = self.connection
         size = _data_size(response)
-        if response.request_id and not self._room(size):
+        if (
+            response.request_id
+            and (self._queued_size or self._unflushed or size > SMALL_FRAME)
+            and not self._room(size)  # else it fits, as in request()
+        ):
             # The peer asks faster than it reads: it gets a short answer
             # rather than one that the queue or the node cannot hold.
             self.memory.refuse("response")
@@ -538,17 +548,22 @@ class PeerProtocol(Protocol):
             )
 
     def _flush(self) -> None:
-        chunks: list[Chunk] = list(self.connection.chunks_to_send())
+        chunks = self.connection.chunks_to_send()
         self._unflushed = 0
         if not chunks:
             return
         if self._writing_paused or self._queued:
             self._enqueue(chunks)
+        elif len(chunks) == 1 and len(chunks[0]) <= PIECE:
+            # The usual case, and it holds nothing more here (a transport
+            # that pauses us now charges itself: see pauseProducing).
+            self.transport.write(chunks[0])  # type: ignore[union-attr]
+            return
         else:
             self._write(chunks)
         self._account()
 
-    def _enqueue(self, chunks: list[Chunk]) -> None:
+    def _enqueue(self, chunks: Sequence[Chunk]) -> None:
         queued = self._queued
         queued.extend(chunks)
         self._queued_size += sum(map(len, chunks))
@@ -557,7 +572,7 @@ class PeerProtocol(Protocol):
         self._pinned = len(head.obj) - len(head) if type(head) is memoryview else 0  # type: ignore[arg-type]
         self._update_reading()
 
-    def _write(self, chunks: list[Chunk]) -> None:
+    def _write(self, chunks: Sequence[Chunk]) -> None:
         """Hand ``chunks`` to the transport a piece at a time until it
         pauses us; queue the rest."""
         transport = self.transport

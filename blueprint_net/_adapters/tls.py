@@ -88,6 +88,32 @@ def certificate_key(x509_certificate: Any) -> Optional[bytes]:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+class _Certified:
+    """The key of the certificate :class:`PeerTLS` accepted on one
+    connection, kept on its ``SSL.Connection`` (which this module made)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+
+def peer_certificate_key(handle: Any) -> Optional[bytes]:
+    """The raw Ed25519 key of the peer's certificate on ``handle`` (an
+    ``SSL.Connection`` whose TLS handshake completed); None for another key.
+
+    On a :class:`PeerTLS` connection, the key its verify callback took from
+    this very certificate in this handshake: parsing a certificate is ~23 us,
+    and that callback has parsed it already.  Nothing is kept across
+    connections.  Otherwise (another context) the certificate is read.
+    """
+    certified = handle.get_app_data()
+    if isinstance(certified, _Certified):
+        return certified.key
+    peer = handle.get_peer_certificate()
+    return None if peer is None else certificate_key(peer)
+
+
 @implementer(IOpenSSLServerConnectionCreator, IOpenSSLClientConnectionCreator)
 class PeerTLS:
     """TLS 1.3 with the node's key as its certificate, both directions.
@@ -125,7 +151,10 @@ class PeerTLS:
         # a client whose server ignored ALPN fails here, in the handshake.
         if connection.get_alpn_proto_negotiated() != ALPN:
             return False
-        return self.expected is None or key == self.expected.public_key
+        if self.expected is not None and key != self.expected.public_key:
+            return False
+        connection.set_app_data(_Certified(key))  # see peer_certificate_key
+        return True
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         return SSL.Connection(self._context, None)

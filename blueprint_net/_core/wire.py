@@ -49,6 +49,10 @@ _TYPE_ID_U8 = struct.Struct("!BIB")
 _TYPE_ID_U16 = struct.Struct("!BIH")
 _TYPE_ID_U32 = struct.Struct("!BII")
 _FLAG_LENGTH = struct.Struct("!BI")
+# A frame's length prefix with the fixed fields of a small request or
+# Protocol response, in one call (see frame_chunks).
+_HEAD_REQUEST = struct.Struct("!IBIB")
+_HEAD_PROTOCOL = struct.Struct("!IBII")
 #: See :meth:`FrameDecoder.feed`: reads under this size are merged into the
 #: previous piece of a pending frame while that piece is under _MERGE_BELOW.
 _SMALL_READ = 1024
@@ -330,6 +334,24 @@ def frame_chunks(message: Message, max_body: Optional[int] = None) -> list[bytes
     the transport copies it once, into its send buffer, instead of once more
     into the frame first.  Smaller frames are one chunk.
     """
+    # The two messages of every request, when small, packed in one call and
+    # joined once (the general path below gives the same bytes; tested).
+    if type(message) is ProtocolResponse:
+        data = message.data
+        size = 9 + len(data)
+        if size < LARGE_PART and (max_body is None or size <= max_body):
+            request_id = message.request_id
+            return [_HEAD_PROTOCOL.pack(size, T_PROTOCOL, request_id, len(data)) + data]
+    elif type(message) is Request and len(message.payload) < LARGE_PART:
+        name = _name(message.protocol)
+        payload, metadata = message.payload, message.metadata
+        size = 10 + len(name) + len(payload)
+        size += 1 if metadata is None else 5 + len(metadata)
+        if size < LARGE_PART and (max_body is None or size <= max_body):
+            head = _HEAD_REQUEST.pack(size, T_REQUEST, message.request_id, len(name))
+            fields = [head, name, _U32.pack(len(payload)), payload]
+            fields += _optional(metadata)
+            return [b"".join(fields)]
     parts = _parts(message)
     size = sum(map(len, parts))
     if max_body is not None and size > max_body:
