@@ -1437,3 +1437,67 @@ async def test_a_unix_socket_peer_survives_bans_and_its_garbage_scores_nothing(
         globalLogPublisher.removeObserver(cast(ILogObserver, observe))
     assert errors == [] and a.counters["misbehaviour"] == 1
     assert len(a.bans.bans()) == 1 and a.policy.score(bob.peer_id) == 0
+
+
+# -- the wire's copies: what is kept by reference, what is merged ----------------
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_a_payload_of_a_large_part_or_more_is_a_chunk_of_its_own(extra: int) -> None:
+    data = bytes(wire.LARGE_PART + extra)
+    chunks = wire.frame_chunks(wire.SuccessResponse(3, data))
+    assert len(chunks) == 2 and chunks[1] is data  # not copied into the frame
+    assert b"".join(chunks) == wire.frame(wire.SuccessResponse(3, data))
+    smaller = wire.SuccessResponse(3, bytes(wire.LARGE_PART - 1))
+    assert len(wire.frame_chunks(smaller)) == 1
+
+
+def test_a_body_over_the_limit_is_named_in_the_error() -> None:
+    message = wire.SuccessResponse(3, bytes(100))
+    with pytest.raises(ValueError) as caught:
+        wire.frame_chunks(message, max_body=50)
+    assert str(caught.value) == (
+        "a successresponse of 110 bytes exceeds the frame limit of 50"
+    )
+
+
+def _large_frame_arriving(decoder: wire.FrameDecoder) -> bytes:
+    """Feed the start of one large frame; its whole body."""
+    body = bytes(range(256)) * 100  # 25,600 bytes
+    frame = len(body).to_bytes(4, "big") + body
+    assert decoder.feed(frame[:20_004]) == []
+    return body
+
+
+def test_tiny_reads_never_recopy_a_large_piece_and_merge_among_themselves() -> None:
+    """A peer dribbling bytes costs one copy of each: the 20 KB already
+    held is kept as it is, and the tiny reads join each other."""
+    decoder = wire.FrameDecoder(1 << 20)
+    body = _large_frame_arriving(decoder)
+    first = decoder._partial[0]
+    for i in range(20_000, 20_010):
+        assert decoder.feed(body[i : i + 1]) == []
+    assert decoder._partial[0] is first and len(decoder._partial) == 2
+    assert decoder.feed(body[20_010:]) == [body]
+    assert decoder.buffered == 0
+
+
+def test_a_read_of_1_kib_is_kept_as_its_own_piece() -> None:
+    decoder = wire.FrameDecoder(1 << 20)
+    body = _large_frame_arriving(decoder)
+    assert decoder.feed(body[20_000:20_001]) == []  # a tiny piece
+    assert decoder.feed(body[20_001:21_025]) == []  # 1024 bytes: not merged
+    assert len(decoder._partial) == 3
+    assert decoder.feed(body[21_025:]) == [body]
+
+
+def test_a_piece_of_16_kib_takes_no_more_tiny_reads() -> None:
+    decoder = wire.FrameDecoder(1 << 20)
+    body = bytes(40_000)
+    frame = len(body).to_bytes(4, "big") + body
+    k16 = 16 * 1024
+    assert decoder.feed(frame[:5]) == []  # the prefix and one byte
+    assert decoder.feed(frame[5 : 5 + k16]) == []  # a piece of 16 KiB
+    assert decoder.feed(frame[5 + k16 : 6 + k16]) == []
+    assert [len(piece) for piece in decoder._partial] == [1, k16, 1]
+    assert decoder.feed(frame[6 + k16 :]) == [body]
