@@ -1501,3 +1501,27 @@ def test_a_piece_of_16_kib_takes_no_more_tiny_reads() -> None:
     assert decoder.feed(frame[5 + k16 : 6 + k16]) == []
     assert [len(piece) for piece in decoder._partial] == [1, k16, 1]
     assert decoder.feed(frame[6 + k16 :]) == [body]
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_dials_by_record_share_one_and_each_gets_the_peer(
+    make_node: MakeNode,
+) -> None:
+    clock = Clock()
+    asker, _ = await _tls_node(make_node, clock)
+    answerer, port = await _tls_node(make_node, clock)
+    assert asker.gossip.router.records.offer(
+        answerer.gossip.set_addresses([f"127.0.0.1:{port}"])
+    )
+    first, second = (asker.dial_record(answerer.peer_id) for _ in range(2))
+    peers = [await first, await second]
+    assert [peer.peer_id for peer in peers] == [answerer.peer_id] * 2
+    assert asker.counters["handshakes.ok"] == 1
+
+
+def test_leaving_permissioned_mode_closes_nothing() -> None:
+    with MemoryNetwork() as net:
+        a, b = net.add_node(), net.add_node()
+        net.connect(b, a)
+        assert a.set_permitted(None) == 0
+        assert a.set_permitted([a.peer_id]) == 1  # b is not on the list
