@@ -1525,3 +1525,24 @@ def test_leaving_permissioned_mode_closes_nothing() -> None:
         net.connect(b, a)
         assert a.set_permitted(None) == 0
         assert a.set_permitted([a.peer_id]) == 1  # b is not on the list
+
+
+def test_each_eviction_frees_its_place_and_is_counted() -> None:
+    limiter = ConnectionLimiter(ConnectionLimits(max_handshaking=2), Clock())
+    for newcomer in ("192.0.2.3", "192.0.2.4"):
+        if limiter.handshaking < 2:
+            _pending(limiter, "192.0.2.1")
+            _pending(limiter, "192.0.2.2")
+        admission = limiter.admit(newcomer, True, limiter.subnet(newcomer))
+        assert admission.evict is not None
+        limiter.evict(admission.evict)
+        assert limiter.handshaking == 1
+        limiter.opened(limiter.subnet(newcomer), handshaking=True)
+    assert limiter.counters["evicted.handshaking"] == 2
+
+
+def test_each_refusal_is_counted() -> None:
+    limiter = ConnectionLimiter(ConnectionLimits(max_connections=0), Clock())
+    for _ in range(2):
+        assert limiter.admit("192.0.2.1", True, None).refused == "connections"
+    assert limiter.counters["refused.connections"] == 2
