@@ -40,6 +40,7 @@ from blueprint_net._core.errors import (
     Refused,
     RemoteError,
     RequestTimeout,
+    WireError,
 )
 from blueprint_net._core.handshake import Handshake, HandshakeState, transcript
 from blueprint_net._core.identity import Identity, PeerId
@@ -1546,3 +1547,42 @@ def test_each_refusal_is_counted() -> None:
     for _ in range(2):
         assert limiter.admit("192.0.2.1", True, None).refused == "connections"
     assert limiter.counters["refused.connections"] == 2
+
+
+# -- the wire's own words, and the longest name -----------------------------------
+
+
+def _body(message: wire.Message) -> bytes:
+    return wire.frame(message)[4:]
+
+
+def test_a_255_byte_protocol_name_is_encoded() -> None:
+    request = wire.Request(1, "x" * 255, b"p")
+    assert wire.decode(_body(request)) == request
+
+
+def test_malformed_fields_are_named_in_their_errors(alice: Identity) -> None:
+    request = _body(wire.Request(1, "p", b"", None))
+    nameless = request[:5] + b"\x00" + request[7:]  # name length 0
+    flagged = request[:-1] + b"\x02"  # the metadata flag 2
+    hello = _body(wire.Hello(wire.PROTOCOL_VERSION, bytes(32), alice.peer_id))
+    raw_id = alice.peer_id.binary
+    forged = hello.replace(raw_id, b"\x99" + raw_id[1:])
+    for body, words in (
+        (nameless, "empty protocol name"),
+        (flagged, "option flag 2 is not 0 or 1"),
+        (forged, "not an Ed25519 peer id"),
+    ):
+        with pytest.raises(WireError) as caught:
+            wire.decode(body)
+        assert caught.value.message == words
+
+
+def test_permissioned_mode_leaves_handshakes_in_progress_alone() -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        silent = Raw()
+        net.result(connectProtocol(net.endpoint(a), silent))
+        assert a.set_permitted([a.peer_id]) == 0
+        net.pump()
+        assert not silent.lost
