@@ -1586,3 +1586,13 @@ def test_permissioned_mode_leaves_handshakes_in_progress_alone() -> None:
         assert a.set_permitted([a.peer_id]) == 0
         net.pump()
         assert not silent.lost
+
+
+def test_a_connection_is_counted_once_and_only_while_open(alice: Identity) -> None:
+    table = PeerTable()
+    conn, never_opened = _conn(alice.peer_id, b"m"), _conn(alice.peer_id, b"n")
+    table.opened(conn)
+    table.verified(conn, lambda: None)
+    table.verified(conn, lambda: None)
+    table.verified(never_opened, lambda: None)
+    assert table.connections_of(alice.peer_id) == 1
