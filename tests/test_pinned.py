@@ -1596,3 +1596,19 @@ def test_a_connection_is_counted_once_and_only_while_open(alice: Identity) -> No
     table.verified(conn, lambda: None)
     table.verified(never_opened, lambda: None)
     assert table.connections_of(alice.peer_id) == 1
+
+
+def test_a_failed_handshake_is_detailed_with_its_code(
+    summary_log: list[dict[str, Any]],
+) -> None:
+    with MemoryNetwork() as net:
+        a = net.add_node()
+        rude = Raw()
+        net.result(connectProtocol(net.endpoint(a), rude))
+        rude.transport.write(wire.frame(wire.Request(1, "echo", b"hi")))  # type: ignore[union-attr]
+        net.pump()
+        [detail] = [e for e in summary_log if e["log_level"] is LogLevel.debug]
+        local: Any = rude.transport.getHost()  # type: ignore[union-attr]
+        assert formatEvent(detail).startswith(
+            f"handshake with {local.host}:{local.port} failed: UNEXPECTED_MESSAGE: "
+        )
