@@ -1612,3 +1612,22 @@ def test_a_failed_handshake_is_detailed_with_its_code(
         assert formatEvent(detail).startswith(
             f"handshake with {local.host}:{local.port} failed: UNEXPECTED_MESSAGE: "
         )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # A payload length (8) that runs past the body: the fast path must
+        # not read the payload from before its length field.
+        b"\x10\x00\x00\x00\x07\x01p" + (8).to_bytes(4, "big") + b"\x00",
+        # A name length (10) whose length field holds ASCII: the fast path
+        # must not find a "length" counting back from the body's end.
+        b"\x10\x00\x00\x00\x07\x0a" + b"a" * 247 + (256).to_bytes(4, "big"),
+    ],
+    ids=["payload-past-the-end", "name-from-the-end"],
+)
+def test_a_request_the_reader_refuses_is_not_taken_by_the_fast_path(
+    body: bytes,
+) -> None:
+    with pytest.raises(WireError):
+        wire.decode(body)
