@@ -1623,8 +1623,13 @@ def test_a_failed_handshake_is_detailed_with_its_code(
         # A name length (10) whose length field holds ASCII: the fast path
         # must not find a "length" counting back from the body's end.
         b"\x10\x00\x00\x00\x07\x0a" + b"a" * 247 + (256).to_bytes(4, "big"),
+        # Metadata flagged 2 (not 0 or 1), with a length that would fit.
+        b"\x10\x00\x00\x00\x07\x01p\x00\x00\x00\x00\x02\x00\x00\x00\x01m",
+        # Metadata whose length (5 << 24) runs past the end: read one byte
+        # late, it would say 1.
+        b"\x10\x00\x00\x00\x07\x01p\x00\x00\x00\x00\x01\x05\x00\x00\x00\x01",
     ],
-    ids=["payload-past-the-end", "name-from-the-end"],
+    ids=["payload-past-the-end", "name-from-the-end", "flag-2", "length-shifted"],
 )
 def test_a_request_the_reader_refuses_is_not_taken_by_the_fast_path(
     body: bytes,
