@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable, Optional
@@ -94,3 +95,27 @@ async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
             return
         await deferLater(reactor, 0.01)
     raise AssertionError("condition not met in time")
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now (for a subprocess to bind)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def send_and_read(port: int, data: bytes, *, limit: float = 10.0) -> bytes:
+    """Connect from 127.0.0.1, send ``data``, read until the node closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=limit) as sock:
+        sock.sendall(data)
+        received = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            received += chunk
+        return received

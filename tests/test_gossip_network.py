@@ -290,8 +290,15 @@ async def test_discovery_from_one_bootstrap_reaches_the_target_degree(
     make_node: MakeNode,
 ) -> None:
     net = Net(make_node)
+    # The fake clock runs ahead of the real sockets here (a second a poll):
+    # the handshake and keepalive deadlines, which fake time could pass while
+    # a busy machine's sockets are still working, are out of the way; what is
+    # tested is discovery.
+    patient = Settings(
+        first_frame_timeout=3600.0, handshake_timeout=3600.0, keepalive_interval=0
+    )
     for _ in range(7):
-        await net.add()
+        await net.add(settings=patient)
     seed = f"p2ptls:127.0.0.1:{net.ports[0]}"
     target = 3
     managers = [
@@ -309,15 +316,25 @@ async def test_discovery_from_one_bootstrap_reaches_the_target_degree(
 
         def reached() -> bool:
             net.clock.advance(1.0)  # the managers' rounds and heartbeats
-            return all(len(m.outbound()) >= target for m in managers[1:])
+            return all(len(node.peers) >= target for node in net.nodes[1:])
 
+        # The target degree, in either direction: in a network this small a
+        # node may find every peer already connected to it (inbound) before
+        # it dials a third, and has then no one left to dial.
         await until(reached)
-        # Learned from records, not only the bootstrap node: each dialed
-        # peers it was never told about on the command line.
+        # Learned from records, not only the bootstrap node: each knows the
+        # network from signed records, and the dials went to peers no one was
+        # told about on the command line.
         seed_id = net.nodes[0].peer_id
-        for manager in managers[1:]:
-            others = [p for p in manager.outbound() if p.peer_id != seed_id]
-            assert len(others) >= target - 1
+        for node in net.nodes[1:]:
+            assert len(node.gossip.router.records.records()) >= target
+        learned = [
+            peer
+            for manager in managers[1:]
+            for peer in manager.outbound()
+            if peer.peer_id != seed_id
+        ]
+        assert len(learned) >= len(managers) - 1
     finally:
         for manager in managers:
             await manager.stopService()

@@ -40,7 +40,7 @@ from blueprint_net._ops.cli import OK, USAGE, main
 from blueprint_net._policy.bans import Ban, BanRegistry, Origin
 from blueprint_net._policy.scores import Policy, PolicySettings
 
-from .helpers import MakeNode, until
+from .helpers import MakeNode, send_and_read, until
 from .test_operations import TWISTD, TwistdNode, _cli, _keygen, _status, _until
 
 pytestmark = pytest.mark.timeout(60)
@@ -110,22 +110,6 @@ def test_the_registry_refuses_a_nonsense_duration(duration: float) -> None:
 # -- 6, 7, 8: a real twistd node, attacked over loopback ------------------------
 
 
-def _send_and_read(port: int, data: bytes, *, limit: float = 10.0) -> bytes:
-    """Connect from 127.0.0.1, send ``data``, read until the node closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=limit) as sock:
-        sock.sendall(data)
-        received = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                break
-            if not chunk:
-                break
-            received += chunk
-        return received
-
-
 def _wait_for_listening(node: TwistdNode) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -179,19 +163,19 @@ async def test_a_twistd_node_survives_its_operators_mistakes(tmp_path: Path) -> 
     node.start(plaintext=True)  # HTTP and TLS clients at a plain port
     try:
         _wait_for_listening(node)
-        answer = _send_and_read(node.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = send_and_read(node.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert b"\r\n\r\n" in answer.partition(b"HTTP/1.0 400 ")[2]
         assert b"blueprint-net peer port" in answer
         tls_hello = bytes.fromhex("160301002e010000")  # a ClientHello's start
-        assert b"not TLS" in _send_and_read(node.port, tls_hello + bytes(46))
+        assert b"not TLS" in send_and_read(node.port, tls_hello + bytes(46))
         for _ in range(10):  # HTTP clients, then garbage: 10 x 20 points
-            _send_and_read(node.port, b"POST /x HTTP/1.0\r\n\r\n")
-            _send_and_read(node.port, b"\x00\x00\x00\x01\xee")
+            send_and_read(node.port, b"POST /x HTTP/1.0\r\n\r\n")
+            send_and_read(node.port, b"\x00\x00\x00\x01\xee")
 
         evil = "\r\n[ERROR] forged line " + "A" * 4000
         error_frame = wire.frame(wire.Error(int(ErrorCode.GOING_AWAY), evil))
         for _ in range(300):
-            _send_and_read(node.port, error_frame)
+            send_and_read(node.port, error_frame)
 
         code, out, err = await _cli(
             "ping",

@@ -14,6 +14,8 @@ import pytest
 
 from blueprint_net._ops.notify import notify
 
+from .helpers import free_port
+
 pytestmark = pytest.mark.timeout(60)
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -40,18 +42,11 @@ def test_notify_a_path_and_an_abstract_socket(tmp_path: Path) -> None:
     assert not notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "gone")})
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_twistd_says_ready_once_listening_and_stopping_at_the_end(
     tmp_path: Path,
 ) -> None:
     path = str(tmp_path / "notify")
-    port = _free_port()
+    port = free_port()
     with _listener(path) as sock:
         process = subprocess.Popen(
             [

@@ -27,7 +27,7 @@ import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.utils import getProcessOutputAndValue
 
-from .helpers import tree_env
+from .helpers import free_port, tree_env
 
 pytestmark = [pytest.mark.usefixtures("clean_reactor"), pytest.mark.timeout(120)]
 
@@ -35,19 +35,12 @@ BIN = Path(sys.executable).parent
 TWISTD, CLI = str(BIN / "twistd"), str(BIN / "blueprint-net")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @attrs.define
 class TwistdNode:
     directory: Path
     peer_id: str
-    port: int = attrs.Factory(_free_port)
-    status_port: int = attrs.Factory(_free_port)
+    port: int = attrs.Factory(free_port)
+    status_port: int = attrs.Factory(free_port)
     process: Any = None
 
     @property

@@ -30,6 +30,8 @@ from blueprint_net._policy.scores import Policy, PolicySettings
 from blueprint_net._policy.settings import Settings
 from tests.helpers import until
 
+from .helpers import free_port, send_and_read
+
 CLI = str(Path(sys.executable).with_name("blueprint-net"))
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 PEER = str(Identity(bytes(32)).peer_id)
@@ -291,13 +293,6 @@ def observer():
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _wait_for(port: int, process: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -318,7 +313,7 @@ def test_json_logs_of_a_real_node(tmp_path: Path) -> None:
     client's goodbye is no warning, and SIGHUP is logged."""
     (tmp_path / "jsonlogger.py").write_text(_JSON_LOGGER)
     log = tmp_path / "node.json"
-    peer_port, status_port = _free_port(), _free_port()
+    peer_port, status_port = free_port(), free_port()
     environment = {**os.environ, "PYTHONPATH": str(tmp_path), "JSON_LOG": str(log)}
     process = subprocess.Popen(
         [
@@ -391,21 +386,6 @@ def test_json_logs_of_a_real_node(tmp_path: Path) -> None:
 # -- issue 12 item 7: the wrong protocol at a TLS port -------------------------
 
 
-def _send_and_read(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(data)
-        received = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                break
-            if not chunk:
-                break
-            received += chunk
-        return received
-
-
 @pytest_twisted.ensureDeferred
 async def test_plain_and_http_clients_at_a_tls_port(
     alice: Identity, bob: Identity, make_node: Any
@@ -427,7 +407,7 @@ async def test_plain_and_http_clients_at_a_tls_port(
         assert "this port speaks TLS (p2ptls:)" in str(caught.value)
         assert "NOT_ALLOWED" in str(caught.value) or "209" in str(caught.value)
     answer = await threads.deferToThread(
-        _send_and_read, port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        send_and_read, port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     )
     assert answer.startswith(b"HTTP/1.0 400 Bad Request\r\n"), answer
     assert b"\r\n\r\nThis is a blueprint-net peer port (TLS), not HTTP." in answer
@@ -455,7 +435,7 @@ async def test_http_and_tls_clients_at_a_plain_port(
     server = make_node(alice, policy=policy, settings=Settings(allow_plaintext=True))
     port = (await server.listen("tcp:0:interface=127.0.0.1")).getHost().port
     answer = await threads.deferToThread(
-        _send_and_read, port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        send_and_read, port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     )
     hello_length = int.from_bytes(answer[:4], "big")
     assert answer[4 + hello_length :].startswith(b"HTTP/1.0 400 Bad Request\r\n")

@@ -6,7 +6,6 @@ a real ``twistd`` process."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from blueprint_net._ops.cli import FAILED, OK, main
 from blueprint_net._ops.permits import PERMITS_FILE, PermitSources
 from blueprint_net._ops.service import NodeService
 from blueprint_net._policy.permits import parse_permits, with_permit
+
+from .helpers import free_port
 
 pytestmark = [pytest.mark.usefixtures("clean_reactor"), pytest.mark.timeout(60)]
 
@@ -126,7 +127,7 @@ async def test_sighup_reloads_the_permit_file_of_a_twistd_node(
 ) -> None:
     permit_file = tmp_path / "team.txt"
     permit_file.write_text(f"# the team\n{alice.peer_id}\n")
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "twistd.log"
     process = subprocess.Popen(
         [
@@ -170,13 +171,6 @@ async def test_sighup_reloads_the_permit_file_of_a_twistd_node(
 
 def _read(path: Path) -> str:
     return path.read_text() if path.exists() else ""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_a_bad_file_keeps_the_previous_list_and_deleting_it_opens_up(

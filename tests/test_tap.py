@@ -21,7 +21,7 @@ from blueprint_net._ops.config import DEFAULT_LISTEN
 from blueprint_net._ops.tap import Options
 from blueprint_net._policy.settings import Settings
 
-from .helpers import tree_env
+from .helpers import free_port, tree_env
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 
@@ -198,13 +198,6 @@ def test_a_missing_config_file(tmp_path: Path) -> None:
         Options().parseOptions(["--config", str(tmp_path / "none.ini")])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -220,7 +213,7 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_real_twistd_node_handshakes(tmp_path: Path, alice) -> None:  # type: ignore[no-untyped-def]
-    port = _free_port()
+    port = free_port()
     key = tmp_path / "node.key"
     log = tmp_path / "twistd.log"
     process = subprocess.Popen(
