@@ -6,7 +6,7 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
@@ -119,3 +119,23 @@ def send_and_read(port: int, data: bytes, *, limit: float = 10.0) -> bytes:
                 break
             received += chunk
         return received
+
+
+def mutated(body: bytes, data: Any) -> bytes:
+    """``body`` with one to four random flips, cuts, appends and inserts,
+    drawn from a hypothesis ``st.data()`` (for the decoders' fuzz tests)."""
+    from hypothesis import strategies as st
+
+    changed = bytearray(body)
+    for _ in range(data.draw(st.integers(1, 4))):
+        action = data.draw(st.sampled_from(["flip", "cut", "append", "insert"]))
+        position = data.draw(st.integers(0, len(changed)))
+        if action == "flip" and changed:
+            changed[min(position, len(changed) - 1)] ^= data.draw(st.integers(1, 255))
+        elif action == "cut":
+            del changed[position:]
+        elif action == "append":
+            changed += data.draw(st.binary(min_size=1, max_size=8))
+        else:
+            changed[position:position] = data.draw(st.binary(min_size=1, max_size=8))
+    return bytes(changed)
