@@ -82,3 +82,29 @@ def test_malformed_and_reserved_gossip_frames_close(
         [failed] = a.receive_data(b.data_to_send())
         assert isinstance(failed, ConnectionFailed), body
         assert failed.error.code is code, (body, failed.error)
+
+
+def test_a_gossip_frame_declaring_16_mib_is_refused_at_its_type_byte(
+    alice: Identity, bob: Identity
+) -> None:
+    """Only the length prefix and the type byte are read: nothing of the
+    declared 16 MiB is waited for or buffered (requests may be that long)."""
+    a, _ = _verified(alice, bob)
+    a.max_gossip_frame = 4096
+    header = (16 * 1024 * 1024).to_bytes(4, "big")
+    assert a.receive_data(header) == []  # the type is not known yet
+    [failed] = a.receive_data(bytes([gossip_wire.T_PUBLISH]) + b"\x00" * 100)
+    assert isinstance(failed, ConnectionFailed)
+    assert failed.error.code is ErrorCode.FRAME_TOO_LARGE and failed.misbehaviour
+    assert "limit of 4096" in failed.error.message
+
+
+def test_a_large_request_frame_is_not_held_to_the_gossip_limit(
+    alice: Identity, bob: Identity
+) -> None:
+    a, b = _verified(alice, bob)
+    a.max_gossip_frame = 4096
+    b.request("echo", b"x" * 10_000)
+    data = b.data_to_send()
+    events = a.receive_data(data[:4]) + a.receive_data(data[4:])
+    assert events == [wire.Request(0, "echo", b"x" * 10_000)]

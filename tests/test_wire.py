@@ -273,3 +273,35 @@ def test_fast_paths_agree_with_the_strict_reader(
     except WireError as error:
         decoded = error.code
     assert decoded == _strict(raw)
+
+
+def _capped() -> wire.FrameDecoder:
+    framer = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME)
+    framer.cap(range(0x40, 0x50), 100)
+    return framer
+
+
+def test_a_capped_type_over_its_limit_is_refused_at_its_type_byte() -> None:
+    """In the read with the prefix, or in the next one: either way no more
+    than that read is held."""
+    over = (101).to_bytes(4, "big")
+    for reads in ([over + b"\x40"], [over, b"\x4f" + b"\x00" * 50]):
+        framer = _capped()
+        with pytest.raises(WireError) as caught:
+            for data in reads:
+                framer.feed(data)
+        assert caught.value.code is ErrorCode.FRAME_TOO_LARGE
+        assert "type 0x4" in str(caught.value) and "101 bytes" in str(caught.value)
+
+
+def test_a_capped_type_at_its_limit_and_other_types_over_it_pass() -> None:
+    at_limit = (100).to_bytes(4, "big") + b"\x40" + b"\x00" * 99
+    other = (5000).to_bytes(4, "big") + b"\x3f" + b"\x00" * 4999
+    for reads in ([at_limit + other], [at_limit + other[:4], other[4:]]):
+        framer = _capped()
+        bodies = [body for data in reads for body in framer.feed(data)]
+        assert [len(body) for body in bodies] == [100, 5000]
+    framer = _capped()  # a late type byte outside the capped range
+    assert framer.feed((5000).to_bytes(4, "big")) == []
+    assert framer.feed(b"\x50" + b"\x00" * 4999) == [b"\x50" + b"\x00" * 4999]
+    assert framer.feed(b"") == []

@@ -151,9 +151,20 @@ class Connection:
         #: now (one test on the hot path covers both).
         self._halted = False
         self._held: Optional[_Held] = None
-        #: Largest gossip frame taken from the verified peer; None: gossip
-        #: frames are refused as unknown types (a node without a router).
-        self.max_gossip_frame: Optional[int] = None
+        self._max_gossip_frame: Optional[int] = None
+
+    @property
+    def max_gossip_frame(self) -> Optional[int]:
+        """Largest gossip frame taken from the verified peer; None: gossip
+        frames are refused as unknown types (a node without a router).
+        The framer refuses a longer one at its type byte, before buffering."""
+        return self._max_gossip_frame
+
+    @max_gossip_frame.setter
+    def max_gossip_frame(self, cap: Optional[int]) -> None:
+        self._max_gossip_frame = cap
+        if cap is not None:
+            self._framer.cap(range(gossip_wire.T_PUBLISH, gossip_wire.T_LAST + 1), cap)
 
     @property
     def state(self) -> HandshakeState:
@@ -411,15 +422,7 @@ class Connection:
             return self._close(ConnectionFailed(error))
         if not gossip_wire.T_PUBLISH <= body[0] <= gossip_wire.T_LAST:
             return self._close(ConnectionFailed(error))
-        if len(body) > cap:
-            return self._close(
-                ConnectionFailed(
-                    WireError(
-                        ErrorCode.FRAME_TOO_LARGE,
-                        f"gossip frame of {len(body)} bytes (limit {cap})",
-                    )
-                )
-            )
+        # The framer refused a gossip frame over ``cap`` at its type byte.
         try:
             message = gossip_wire.decode(body)
         except WireError as bad:

@@ -610,10 +610,20 @@ class FrameDecoder:
     buffer on every read, a frame that arrives in many reads is kept as a list
     of those reads -- O(1) per read -- and joined once, when complete, into
     the body: each byte is copied once.  Each length prefix is checked against
-    ``max_length`` as soon as its four bytes are in, before the body is kept.
+    ``max_length`` as soon as its four bytes are in, before the body is kept;
+    a frame longer than ``capped_length`` whose type byte (the body's first)
+    is in ``capped_types`` is refused as soon as that byte is in, so a type
+    with a smaller limit than requests (gossip's) is never buffered whole.
     """
 
-    __slots__ = ("_have", "_needed", "_partial", "max_length")
+    __slots__ = (
+        "_have",
+        "_needed",
+        "_partial",
+        "capped_length",
+        "capped_types",
+        "max_length",
+    )
 
     def __init__(self, max_length: int = HANDSHAKE_MAX_FRAME) -> None:
         #: Reads held back: a partial length prefix, or the start of a body
@@ -623,6 +633,24 @@ class FrameDecoder:
         #: Body bytes the current frame needs; 0 while the prefix is partial.
         self._needed = 0
         self.max_length = max_length
+        #: Types whose frames may be at most ``capped_length`` bytes (none
+        #: by default): see :meth:`cap`.
+        self.capped_types = range(0)
+        self.capped_length = max_length
+
+    def cap(self, types: range, length: int) -> None:
+        """Frames whose type byte is in ``types`` may be at most ``length``
+        bytes (less than ``max_length``)."""
+        self.capped_types, self.capped_length = types, length
+
+    def _check_type(self, first: int, length: int) -> None:
+        """The first body byte of a frame of ``length`` bytes is ``first``."""
+        if first in self.capped_types:
+            raise WireError(
+                ErrorCode.FRAME_TOO_LARGE,
+                f"frame of type 0x{first:02x} and {length} bytes exceeds"
+                f" its type's limit of {self.capped_length}",
+            )
 
     @property
     def buffered(self) -> int:
@@ -637,6 +665,8 @@ class FrameDecoder:
         """
         frames: list[bytes] = []
         if self._needed:
+            if not self._have and data and self._needed > self.capped_length:
+                self._check_type(data[0], self._needed)  # the type byte, now in
             partial = self._partial
             if len(data) < _SMALL_READ and len(partial[-1]) < _MERGE_BELOW:
                 # Bound the per-piece overhead a peer dribbling tiny reads
@@ -670,6 +700,8 @@ class FrameDecoder:
                 )
             start = pos + 4
             end = start + length
+            if length > self.capped_length and start < size:
+                self._check_type(data[start], length)
             if end > size:
                 # A view, not a copy: the body is copied once, by the join.
                 # It keeps this whole read alive: at most one read (64 KiB
