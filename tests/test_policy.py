@@ -116,3 +116,30 @@ def test_tracked_offenders_are_bounded() -> None:
     assert len(policy._scores) == 100
     assert policy.score("10.0.3.231") > 0  # the newest are kept
     assert policy.score("10.0.0.0") == 0
+
+
+def test_charges_in_flight_when_a_ban_lands_do_not_escalate_it() -> None:
+    """A forged burst: the first charges ban the id and the address for an
+    hour; the rest of the burst, arriving while those bans stand, is the
+    same offence and must neither re-ban nor double the duration."""
+    clock = Clock()
+    policy = _policy(clock)
+    earned = []
+    for _ in range(12):  # 50 points each: banned at the second
+        earned += policy.misbehaved(HOST, PEER, ErrorCode.BAD_SIGNATURE)
+    assert sorted(str(b.target) for b in earned) == sorted([f"{HOST}/32", str(PEER)])
+    assert all(b.expires == 3600.0 for b in earned)
+    assert policy.score(HOST) == 0.0
+    clock.advance(3600)  # the bans expired: a new offence is a second one
+    earned = policy.misbehaved(HOST, PEER, ErrorCode.BAD_SIGNATURE)
+    earned += policy.misbehaved(HOST, PEER, ErrorCode.BAD_SIGNATURE)
+    assert sorted(b.expires for b in earned) == [3600.0 + 7200.0] * 2
+
+
+def test_a_banned_address_is_not_scored_but_its_unbanned_peer_id_is() -> None:
+    clock = Clock()
+    policy = _policy(clock)
+    policy.bans.ban(f"{HOST}/32", "by hand")
+    assert policy.misbehaved(HOST, PEER, ErrorCode.BAD_SIGNATURE) == []
+    assert policy.score(HOST) == 0.0
+    assert policy.score(PEER) == 50.0

@@ -142,15 +142,21 @@ class Policy:
         self, host: Optional[str], peer_id: Optional[PeerId], code: ErrorCode
     ) -> list[Ban]:
         """Score a violation against the address and the proven peer id;
-        the bans it earned, if any."""
+        the bans it earned, if any.
+
+        An offender already banned is not scored: the charges of one burst
+        still in flight when its ban lands (a pipeline of forged messages,
+        say) are the offence just punished, not new ones to double its ban.
+        """
         points = POINTS.get(code, DEFAULT_POINTS)
         earned = []
         targets: list[tuple[Target, bool]] = []
-        if host is not None:
+        bans = self.bans
+        if host is not None and bans.address_ban(host) is None:
             network = self._offender_network(host)
             if network is not None:
                 targets.append((network, self.is_allowed(host)))
-        if peer_id is not None:
+        if peer_id is not None and bans.peer_ban(peer_id) is None:
             targets.append((peer_id, self.is_allowed(peer_id)))
         for target, allowed in targets:
             if self._add(target, points) >= self.settings.ban_threshold and not allowed:
