@@ -72,8 +72,13 @@ def test_mutated_gossip_messages_raise_only_wire_errors(
     except WireError as error:
         assert 100 <= error.code < 200
         return
-    assert isinstance(decoded, g.GOSSIP_TYPES)
-    assert g.encode(decoded) == bytes(body)  # one encoding per message
+    # A flip of the type byte may land on another valid message (0x46 ^ 0x40
+    # is 0x06, a Ping): decode() takes every type, so that is a right answer.
+    if isinstance(decoded, g.GOSSIP_TYPES):
+        assert g.encode(decoded) == bytes(body)  # one encoding per message
+    else:
+        assert body[0] < g.T_PUBLISH
+        assert wire.encode(decoded) == bytes(body)
 
 
 @given(st.integers(0x40, 0x47), st.binary(max_size=120))
@@ -170,3 +175,13 @@ def test_signed_bytes_are_the_domain_then_the_fields() -> None:
     body = g.encode(message)
     signed = g.signed_bytes("t", ALICE.peer_id, 5, b"data")
     assert signed == g.SIGNATURE_DOMAIN + body[1:-64]
+
+
+def test_a_gossip_body_mutated_into_another_valid_type_decodes_as_that() -> None:
+    """The 4% of seeds the fuzz test above once failed on: RecordsRequest's
+    type byte flipped to 0x06 with bytes appended is a valid Pong."""
+    body = bytes([g.T_PUBLISH ^ 0x40 | 0x06]) + g.encode(g.RecordsRequest(3))[1:]
+    body += bytes(7)
+    decoded = g.decode(body)
+    assert isinstance(decoded, wire.Pong)
+    assert wire.encode(decoded) == body
