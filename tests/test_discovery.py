@@ -4,8 +4,13 @@ figures on the status page, over the in-memory network."""
 from __future__ import annotations
 
 import random
+from typing import Any
+
+from twisted.internet import defer, task
 
 from blueprint_net import Identity
+from blueprint_net._adapters.connections import ConnectionManager
+from blueprint_net._core.errors import ConnectFailed
 from blueprint_net._core.records import sign_record
 from blueprint_net._ops.status import prometheus, snapshot
 from blueprint_net._policy.discovery import (
@@ -23,6 +28,8 @@ from blueprint_net._policy.discovery import (
     scope,
 )
 from blueprint_net.testing import MemoryNetwork
+
+from .helpers import MakeNode
 
 PUBLIC = frozenset({Scope.PUBLIC})
 
@@ -171,3 +178,74 @@ def test_status_shows_topics_meshes_and_counts(net: MemoryNetwork) -> None:
     assert 'blueprint_topic_delivered_total{topic="t\\"x"} 1' in text
     assert 'blueprint_topic_mesh{topic="t\\"x"} 1' in text
     assert "blueprint_gossip_connected_peers 1" in text
+
+
+def _dials_in_a_minute(
+    make_node: MakeNode, advertise: str, addresses: list[list[str]]
+) -> list[str]:
+    """The endpoints a manager on a ``task.Clock`` dials in one minute (a
+    round at 0 s, then one a second) from records at ``addresses``; every
+    dial fails at once (stubbed: nothing is sent)."""
+    clock = task.Clock()
+    node = make_node(Identity.generate(), clock=clock)
+    dials: list[str] = []
+
+    def connect(endpoint: Any, peer_id: Any = None) -> defer.Deferred[Any]:
+        dials.append(str(endpoint))
+        return defer.fail(ConnectFailed("refused (stubbed)"))
+
+    node.connect = connect  # type: ignore[method-assign]
+    for each in addresses:
+        node.gossip.router.records.offer(sign_record(Identity.generate(), 1, each))
+    manager = ConnectionManager(
+        node, DiscoverySettings(), advertise=[advertise], rng=random.Random(1)
+    )
+    manager.startService()
+    try:
+        for _ in range(59):
+            clock.advance(1.0)
+    finally:
+        manager.stopService()
+    return dials
+
+
+def test_records_aimed_at_one_host_buy_a_bounded_number_of_dials(
+    make_node: MakeNode,
+) -> None:
+    """480 records with fresh ids pointing at one third party (a port each)
+    make a node dial it at most ``dials_per_host`` times a minute."""
+    aimed = [[f"203.0.113.9:{1024 + n}"] for n in range(480)]
+    dials = _dials_in_a_minute(make_node, "198.51.100.7:7010", aimed)
+    assert len(dials) == DiscoverySettings().dials_per_host == 2
+    assert all("host=203.0.113.9:" in dial for dial in dials)
+
+
+def test_names_link_local_metadata_and_out_of_scope_addresses_are_not_dialed(
+    make_node: MakeNode,
+) -> None:
+    """A node on a public address (not loopback-only, not on a LAN) dials
+    none of these from strangers' records, only the public one."""
+    hostile = [
+        ["localhost:7010"],
+        ["metadata.google.internal:80"],
+        ["169.254.169.254:80"],
+        ["[fd00:ec2::254]:80"],
+        ["[fe80::1]:7010"],
+        ["127.0.0.1:7010"],
+        ["10.0.0.5:7010"],
+        ["192.168.1.9:7010"],
+        ["100.64.1.1:7010"],
+        ["[fd12::1]:7010"],
+        ["192.0.2.44:7010"],
+    ]
+    dials = _dials_in_a_minute(make_node, "198.51.100.7:7010", hostile)
+    assert set(dials) == {r"p2ptls:host=192.0.2.44:port=7010"}
+    # On a LAN, the LAN's private ranges are dialed (not loopback, not names).
+    lan = _dials_in_a_minute(make_node, "10.0.0.2:7010", hostile)
+    assert set(lan) == {
+        r"p2ptls:host=10.0.0.5:port=7010",
+        r"p2ptls:host=192.168.1.9:port=7010",
+        r"p2ptls:host=100.64.1.1:port=7010",
+        r"p2ptls:host=fd12\:\:1:port=7010",
+        r"p2ptls:host=192.0.2.44:port=7010",
+    }
