@@ -70,3 +70,27 @@ def test_bench_smoke_prints_every_row() -> None:
         number = line[len(name) :].split()[0]
         float(number)  # every row has a figure
     assert names == SMOKE_ROWS
+
+
+def test_attack_discovery_smoke_prints_every_row() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.attack_discovery", "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+        env=tree_env(),
+    )
+    names = []
+    for line in result.stdout.splitlines():
+        name, figure = line.split("  ")[0], line.split("  ")[1:]
+        names.append(name)
+        float(next(part for part in figure if part.strip()))  # a figure each
+    assert names == [
+        "eclipse at start-up, honest outbound peers at 2 s",
+        "eclipse at start-up, delivery at 2 s (%)",
+        "eclipse at start-up, honest outbound peers at 4 s",
+        "eclipse at start-up, delivery at 4 s (%)",
+        "record-aimed dials (dials per target per minute)",
+    ]

@@ -4,19 +4,34 @@ figures on the status page, over the in-memory network."""
 from __future__ import annotations
 
 import random
+from typing import Any
+
+from twisted.internet import defer, task
 
 from blueprint_net import Identity
+from blueprint_net._adapters.connections import ConnectionManager
+from blueprint_net._core.errors import ConnectFailed
 from blueprint_net._core.records import sign_record
 from blueprint_net._ops.status import prometheus, snapshot
 from blueprint_net._policy.discovery import (
     Backoff,
+    DialRate,
+    DiscoverySettings,
+    Scope,
     advertised,
+    bootstrap_due,
     description,
+    dial_scopes,
     dial_targets,
-    loopback_only,
+    evict_inbound,
     prefer_diverse,
+    scope,
 )
 from blueprint_net.testing import MemoryNetwork
+
+from .helpers import MakeNode
+
+PUBLIC = frozenset({Scope.PUBLIC})
 
 
 def test_wildcards_are_never_advertised_and_loopback_only_alone() -> None:
@@ -24,8 +39,9 @@ def test_wildcards_are_never_advertised_and_loopback_only_alone() -> None:
     assert advertised([("127.0.0.1", 7010)]) == ["127.0.0.1:7010"]
     both = [("127.0.0.1", 7010), ("192.0.2.5", 7010), ("2001:db8::1", 7012)]
     assert advertised(both) == ["192.0.2.5:7010", "[2001:db8::1]:7012"]
-    assert loopback_only(["127.0.0.1:1", "[::1]:2"])
-    assert not loopback_only(["127.0.0.1:1", "192.0.2.5:2"])
+    assert Scope.LOOPBACK in dial_scopes(["127.0.0.1", "::1"])
+    assert Scope.LOOPBACK not in dial_scopes(["127.0.0.1", "192.0.2.5"])
+    assert Scope.LOOPBACK not in dial_scopes([])  # listens nowhere: not loopback
 
 
 def test_a_record_is_dialed_only_at_addresses_it_may_be() -> None:
@@ -34,12 +50,92 @@ def test_a_record_is_dialed_only_at_addresses_it_may_be() -> None:
         1,
         ["0.0.0.0:1", "127.0.0.1:2", "192.0.2.5:3", "[2001:db8::1]:4"],
     )
-    assert dial_targets(record, loopback=False) == [
-        ("192.0.2.5", 3),
-        ("2001:db8::1", 4),
-    ]
-    assert ("127.0.0.1", 2) in dial_targets(record, loopback=True)
+    assert dial_targets(record, PUBLIC) == [("192.0.2.5", 3), ("2001:db8::1", 4)]
+    assert ("127.0.0.1", 2) in dial_targets(record, dial_scopes(["127.0.0.1"]))
     assert description("2001:db8::1", 4) == r"p2ptls:host=2001\:db8\:\:1:port=4"
+
+
+NEVER = [
+    "localhost",  # a name: never resolved for a stranger
+    "metadata.google.internal",
+    "node.example.com",
+    "169.254.169.254",  # cloud metadata, and all of link-local
+    "169.254.7.1",
+    "fd00:ec2::254",  # AWS's IPv6 metadata (inside the ULA range)
+    "fe80::1",
+    "0.0.0.0",
+    "::",
+    "224.0.0.1",
+    "ff02::1",
+    "255.255.255.255",
+]
+PRIVATE = ["10.1.2.3", "172.16.0.9", "192.168.1.1", "100.64.0.1", "fd12::1"]
+LOOPBACK = ["127.0.0.1", "127.66.0.5", "::1", "::ffff:127.0.0.1"]
+
+
+def test_addresses_are_scoped_by_range_and_names_are_never_dialed() -> None:
+    for host in NEVER:
+        assert scope(host) is Scope.NEVER, host
+    for host in PRIVATE:
+        assert scope(host) is Scope.PRIVATE, host
+    for host in LOOPBACK:
+        assert scope(host) is Scope.LOOPBACK, host
+    for host in ["192.0.2.5", "8.8.8.8", "2001:db8::1", "::ffff:8.8.8.8"]:
+        assert scope(host) is Scope.PUBLIC, host
+
+
+def test_each_scope_is_dialed_only_by_a_node_in_it() -> None:
+    addresses = [f"[{h}]:7" if ":" in h else f"{h}:7" for h in NEVER + PRIVATE]
+    addresses += ["127.0.0.1:7", "[::1]:7", "8.8.8.8:7"]
+    records = [
+        sign_record(Identity.generate(), 1, addresses[i : i + 8])
+        for i in range(0, len(addresses), 8)
+    ]
+
+    def targets(own: list[str]) -> set[str]:
+        scopes = dial_scopes(own)
+        return {h for r in records for h, _ in dial_targets(r, scopes)}
+
+    public = targets(["198.51.100.7"])  # a node on the Internet
+    assert public == {"8.8.8.8"}
+    assert targets(["0.0.0.0"]) == {"8.8.8.8"}  # a wildcard is not private
+    assert targets(["198.51.100.7", "10.0.0.2"]) == {"8.8.8.8", *PRIVATE}
+    assert targets(["127.0.0.1"]) == {"8.8.8.8", "127.0.0.1", "::1"}
+    assert targets(["127.0.0.1", "198.51.100.7"]) == {"8.8.8.8"}
+
+
+def test_dials_to_one_host_are_bounded_per_window_whatever_the_port() -> None:
+    rate = DialRate(2, 60.0)
+    for now in (0.0, 1.0):
+        assert rate.allows("203.0.113.9", now)
+        rate.dialed("203.0.113.9", now)
+    assert not rate.allows("203.0.113.9", 30.0)
+    assert rate.allows("203.0.113.10", 30.0)  # another host
+    assert rate.allows("203.0.113.9", 60.0)  # the first dial left the window
+    small = DialRate(1, 60.0, limit=2)
+    for host in ("a", "b", "c"):
+        small.dialed(host, 0.0)
+    assert small.allows("a", 0.0) and not small.allows("c", 0.0)  # bounded
+
+
+def test_the_bootstrap_is_due_whenever_outbound_peers_are_few() -> None:
+    settings = DiscoverySettings(target_peers=8)
+    assert [bootstrap_due(n, settings) for n in range(6)] == [True] * 4 + [False] * 2
+    assert bootstrap_due(0, DiscoverySettings(target_peers=1))
+    assert not bootstrap_due(1, DiscoverySettings(target_peers=1))
+
+
+def test_inbound_eviction_takes_the_most_crowded_netgroup_first() -> None:
+    settings = DiscoverySettings()
+    inbound = [(f"sybil{i}", settings.netgroup(f"127.66.0.{i}")) for i in range(20)]
+    inbound += [("honest", settings.netgroup("127.10.1.1"))]
+    inbound += [("other", settings.netgroup("2001:db8:1::5"))]
+    for seed in range(20):
+        evicted = evict_inbound(inbound, 19, random.Random(seed))
+        assert len(evicted) == len(set(evicted)) == 19
+        assert all(key.startswith("sybil") for key in evicted)
+    # Once the crowd is down to one a netgroup, every group loses in turn.
+    assert len(evict_inbound(inbound, 22, random.Random(1))) == 22
 
 
 def test_backoff_doubles_with_jitter_and_forgets_on_success() -> None:
@@ -82,3 +178,74 @@ def test_status_shows_topics_meshes_and_counts(net: MemoryNetwork) -> None:
     assert 'blueprint_topic_delivered_total{topic="t\\"x"} 1' in text
     assert 'blueprint_topic_mesh{topic="t\\"x"} 1' in text
     assert "blueprint_gossip_connected_peers 1" in text
+
+
+def _dials_in_a_minute(
+    make_node: MakeNode, advertise: str, addresses: list[list[str]]
+) -> list[str]:
+    """The endpoints a manager on a ``task.Clock`` dials in one minute (a
+    round at 0 s, then one a second) from records at ``addresses``; every
+    dial fails at once (stubbed: nothing is sent)."""
+    clock = task.Clock()
+    node = make_node(Identity.generate(), clock=clock)
+    dials: list[str] = []
+
+    def connect(endpoint: Any, peer_id: Any = None) -> defer.Deferred[Any]:
+        dials.append(str(endpoint))
+        return defer.fail(ConnectFailed("refused (stubbed)"))
+
+    node.connect = connect  # type: ignore[method-assign]
+    for each in addresses:
+        node.gossip.router.records.offer(sign_record(Identity.generate(), 1, each))
+    manager = ConnectionManager(
+        node, DiscoverySettings(), advertise=[advertise], rng=random.Random(1)
+    )
+    manager.startService()
+    try:
+        for _ in range(59):
+            clock.advance(1.0)
+    finally:
+        manager.stopService()
+    return dials
+
+
+def test_records_aimed_at_one_host_buy_a_bounded_number_of_dials(
+    make_node: MakeNode,
+) -> None:
+    """480 records with fresh ids pointing at one third party (a port each)
+    make a node dial it at most ``dials_per_host`` times a minute."""
+    aimed = [[f"203.0.113.9:{1024 + n}"] for n in range(480)]
+    dials = _dials_in_a_minute(make_node, "198.51.100.7:7010", aimed)
+    assert len(dials) == DiscoverySettings().dials_per_host == 2
+    assert all("host=203.0.113.9:" in dial for dial in dials)
+
+
+def test_names_link_local_metadata_and_out_of_scope_addresses_are_not_dialed(
+    make_node: MakeNode,
+) -> None:
+    """A node on a public address (not loopback-only, not on a LAN) dials
+    none of these from strangers' records, only the public one."""
+    hostile = [
+        ["localhost:7010"],
+        ["metadata.google.internal:80"],
+        ["169.254.169.254:80"],
+        ["[fd00:ec2::254]:80"],
+        ["[fe80::1]:7010"],
+        ["127.0.0.1:7010"],
+        ["10.0.0.5:7010"],
+        ["192.168.1.9:7010"],
+        ["100.64.1.1:7010"],
+        ["[fd12::1]:7010"],
+        ["192.0.2.44:7010"],
+    ]
+    dials = _dials_in_a_minute(make_node, "198.51.100.7:7010", hostile)
+    assert set(dials) == {r"p2ptls:host=192.0.2.44:port=7010"}
+    # On a LAN, the LAN's private ranges are dialed (not loopback, not names).
+    lan = _dials_in_a_minute(make_node, "10.0.0.2:7010", hostile)
+    assert set(lan) == {
+        r"p2ptls:host=10.0.0.5:port=7010",
+        r"p2ptls:host=192.168.1.9:port=7010",
+        r"p2ptls:host=100.64.1.1:port=7010",
+        r"p2ptls:host=fd12\:\:1:port=7010",
+        r"p2ptls:host=192.0.2.44:port=7010",
+    }

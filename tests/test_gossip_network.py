@@ -15,6 +15,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.internet.address import IPv4Address
 
+from bench.attack_discovery import Swarm
 from blueprint_net import (
     GossipMessage,
     GossipSettings,
@@ -445,3 +446,48 @@ async def test_a_node_service_bootstraps_and_advertises_where_it_listens() -> No
             await joining.stopService()
         await seed_service.stopService()
         gc.unfreeze()  # NodeService froze the heap; other tests' objects must go
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_started_into_a_sybil_race_keeps_honest_outbound_peers(
+    make_node: MakeNode,
+) -> None:
+    """20 Sybils from one /27 connect to a node as its port opens and answer
+    its record requests with Sybil records only: it still dials its
+    bootstrap, takes its outbound peers from honest records, trims the
+    Sybils (not its honest peers) and receives every honest publication."""
+    clock = task.Clock()
+    patient = Settings(
+        first_frame_timeout=3600.0, handshake_timeout=3600.0, keepalive_interval=0
+    )
+
+    def make(identity: Identity, **options: Any) -> Node:
+        return make_node(identity, allow_plaintext=False, settings=patient, **options)
+
+    swarm = Swarm(make, clock, target=4)
+    try:
+        await swarm.start_honest(6)
+
+        def formed() -> bool:
+            clock.advance(1.0)
+            return all(len(node.peers) >= 3 for node in swarm.honest)
+
+        await until(formed)
+        await swarm.start_sybils(20)
+        await swarm.start_victim()
+        victim, manager = swarm.victim, swarm.victim_manager
+        assert victim is not None and manager is not None
+        assert len(victim.peers) == 20  # the race: every Sybil got in first
+
+        def kept() -> bool:
+            clock.advance(1.0)  # rounds, heartbeats, inbound grace
+            inbound = [p for p in victim.peers if p.direction == "inbound"]
+            return swarm.honest_outbound() >= 4 and len(inbound) <= 12
+
+        await until(kept)
+        assert swarm.sybil_outbound() == 0
+        clock.advance(1.0)  # a heartbeat grafts the honest peers
+        ids = swarm.publish(10)
+        await until(lambda: swarm.delivered(ids) == len(ids))
+    finally:
+        await swarm.stop()

@@ -112,3 +112,61 @@ def test_a_record_holds_few_short_addresses() -> None:
     with pytest.raises(ValueError, match="u64"):
         sign_record(ALICE, 2**64, [])
     assert check_addresses(["h:1"] * 8) == ("h:1",) * 8
+
+
+def _identities(count: int, start: int = 0) -> list[Identity]:
+    return [Identity((start + n).to_bytes(4, "big") * 8) for n in range(count)]
+
+
+def test_a_sybil_fill_leaves_the_tried_record_in_the_book() -> None:
+    """80 short-lived ids sending 16 fresh records each (1,280 records into a
+    1,024 book) evict none of the records the node verified by connecting."""
+    book = RecordBook(verify=lambda record: True)
+    honest, friend = _identities(2, 1_000_000)
+    assert book.offer(sign_record(honest, 1, ["192.0.2.1:7010"]), friend.peer_id)
+    book.mark_tried(honest.peer_id)  # we dialed it and its handshake passed
+    sybils = _identities(80 + 80 * 16)
+    for n, sybil in enumerate(sybils[:80]):
+        for fresh in sybils[80 + 16 * n : 96 + 16 * n]:
+            book.offer(sign_record(fresh, 1, ["203.0.113.9:7010"]), sybil.peer_id)
+    assert len(book) == book.limit
+    assert book.get(honest.peer_id) is not None
+    entry = book.entry(honest.peer_id)
+    assert entry is not None and entry.tried and entry.source == friend.peer_id
+
+
+def test_one_source_and_one_netgroup_hold_only_their_share() -> None:
+    book = RecordBook(verify=lambda record: True)
+    assert book.share == 128
+    first, second, third = _identities(3, 2_000_000)
+    for identity in _identities(300):
+        book.offer(sign_record(identity, 1, []), first.peer_id)
+    assert len(book) == 128  # the newest 128 of its 300
+    assert _identities(300)[-1].peer_id in book
+    assert _identities(1)[0].peer_id not in book
+    # Two sources in one netgroup (one attacker's subnet) share one share.
+    groups = {first.peer_id: "a", second.peer_id: "b", third.peer_id: "b"}
+    book = RecordBook(verify=lambda record: True)
+    book.netgroup = groups.__getitem__
+    for n, identity in enumerate(_identities(400, 10_000)):
+        book.offer(sign_record(identity, 1, []), (second, third)[n % 2].peer_id)
+    for identity in _identities(50, 20_000):
+        book.offer(sign_record(identity, 1, []), first.peer_id)
+    held = [e.group for e in book.entries()]
+    assert held.count("b") == 128 and held.count("a") == 50
+    # The application's own records (no source) are not a peer's share.
+    for identity in _identities(200, 30_000):
+        book.offer(sign_record(identity, 1, []))
+    assert len(book) == 128 + 50 + 200
+
+
+def test_a_newer_record_keeps_its_provenance_and_gains_an_outbound_source() -> None:
+    book = RecordBook(verify=lambda record: True)
+    book.offer(sign_record(ALICE, 1, ["192.0.2.1:1"]), BOB.peer_id)
+    entry = book.entry(ALICE.peer_id)
+    assert entry is not None and not entry.outbound and not entry.tried
+    book.mark_tried(ALICE.peer_id)
+    book.offer(sign_record(ALICE, 2, ["192.0.2.2:1"]), ALICE.peer_id, outbound=True)
+    entry = book.entry(ALICE.peer_id)
+    assert entry is not None and entry.record.seqno == 2
+    assert (entry.source, entry.outbound, entry.tried) == (BOB.peer_id, True, True)

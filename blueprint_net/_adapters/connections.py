@@ -3,22 +3,31 @@ peers, dialing candidates from signed peer records, and its inbound peers
 under a cap.
 
 Layer: adapters (a Twisted ``Service`` on the node's clock; its decisions
-are ``_policy/discovery.py``'s).
+are ``_policy/discovery.py``'s, its record book ``_core/records.py``).
 
 Each round (once a second): sign our record anew if our addresses changed;
 if short of outbound peers, dial records' peers -- never a banned or (in
 permissioned mode) unlisted id, never a banned address, each pinned to the
-record's id over ``p2ptls``, preferring subnets we have fewest peers in,
-backing off a peer that failed (exponential, jittered) -- or the bootstrap
-addresses when no record is left; ask a peer for more records when short;
-and close inbound peers past the cap once they have had time to learn
-records.  Every new peer is asked for records once.
+record's id over ``p2ptls``, preferring records we verified or learned from
+peers we dialed ourselves, and subnets we have fewest peers in, at most
+``dials_per_host`` a window to one host, backing off a peer that failed
+(exponential, jittered); dial the bootstrap addresses while we have too few
+outbound peers (``bootstrap_due``), however many inbound ones; ask a peer
+(one we dialed, if any) for more records when short; and close inbound
+peers past the cap once they have had time to learn records, from the most
+crowded netgroup first.  Outbound peers are never trimmed.  Every new peer
+is asked for records once; a peer we dialed marks its record *tried*.
+
+Records learned only from inbound peers (peers that chose us, perhaps
+Sybils racing to connect) are dialed only by a node with no bootstrap it
+may dial now: a node started into a crowd of attackers takes its outbound
+peers from its bootstrap's answers and onwards, never from theirs.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, Callable, Optional
 
 from twisted.application.service import Service
@@ -32,7 +41,7 @@ from blueprint_net._core.identity import PeerId
 from blueprint_net._core.records import PeerRecord
 from blueprint_net._policy import discovery
 from blueprint_net._policy.discovery import DEFAULTS as DISCOVERY_DEFAULTS
-from blueprint_net._policy.discovery import Backoff, DiscoverySettings
+from blueprint_net._policy.discovery import Backoff, DialRate, DiscoverySettings
 
 Listening = Callable[[], list[tuple[str, int]]]
 
@@ -61,6 +70,11 @@ class ConnectionManager(Service):
         self._listening = listening or (lambda: node.listening_addresses)
         self.rng = rng or random.Random()
         self.backoff = Backoff(settings.backoff_initial, settings.backoff_max, self.rng)
+        #: Dials by record to one host across ids (``dials_per_host``).
+        self.dial_rate = DialRate(settings.dials_per_host, settings.dial_window)
+        #: The peer that answered at each bootstrap address (not redialed
+        #: while it is connected).
+        self._bootstrap_ids: dict[str, PeerId] = {}
         self.dialing: dict[Any, defer.Deferred[Peer]] = {}
         #: Peers our dials reached: outbound even when the duplicate rule
         #: kept their simultaneous dial to us instead.
@@ -79,6 +93,7 @@ class ConnectionManager(Service):
             self._hooked = True
             self.node.on_peer_verified(self._verified)
             self.node.gossip.on_discovered(self._discovered)
+            self.node.gossip.router.records.netgroup = self._netgroup
         self.node.gossip.start()  # its heartbeat paces record requests
         self._loop.start(self.settings.interval, now=True)
 
@@ -97,7 +112,10 @@ class ConnectionManager(Service):
     # -- events ------------------------------------------------------------------
 
     def _verified(self, peer: Peer) -> None:
-        """Every new peer is asked once for records (its own first)."""
+        """Every new peer is asked once for records (its own first); one we
+        dialed has proved its record's id by the handshake (*tried*)."""
+        if peer.direction == "outbound":
+            self.node.gossip.router.records.mark_tried(peer.peer_id)
         self.node.gossip.request_records(peer.peer_id)
 
     def _discovered(self, source: PeerId, records: tuple[PeerRecord, ...]) -> None:
@@ -128,17 +146,20 @@ class ConnectionManager(Service):
             return
         self._sign_record()
         peers = node.peers
-        need = settings.target_peers - len(self.outbound(peers)) - len(self.dialing)
+        outbound = self.outbound(peers)
+        need = settings.target_peers - len(outbound) - len(self.dialing)
         need = min(need, settings.max_dialing - len(self.dialing))
         if need > 0:
             chosen = self._candidates(peers, need)
             for peer_id, host, port in chosen:
-                self._dial(peer_id, discovery.description(host, port), peer_id)
+                self._dial(peer_id, discovery.description(host, port), peer_id, host)
             if len(chosen) < need:
-                self._ask_for_records(peers)
-                if not peers:
-                    for endpoint in self.bootstrap:
-                        self._dial(endpoint, endpoint, None)
+                self._ask_for_records(peers, outbound)
+        if discovery.bootstrap_due(len(outbound), settings):
+            connected = {p.peer_id for p in peers}
+            for endpoint in self.bootstrap:
+                if self._bootstrap_ids.get(endpoint) not in connected:
+                    self._dial(endpoint, endpoint, None)
         self._trim_inbound(peers)
 
     def outbound(self, peers: Optional[list[Peer]] = None) -> list[Peer]:
@@ -169,18 +190,35 @@ class ConnectionManager(Service):
             return False
         return policy.permitted is None or peer_id in policy.permitted
 
+    def _netgroup(self, peer_id: PeerId) -> Hashable:
+        """The netgroup a connected peer's address is in (the record book's
+        key for a source's share); the id itself when not connected."""
+        peer = self.node.peer(peer_id)
+        host = getattr(peer.address, "host", None) if peer is not None else None
+        return peer_id if host is None else self.settings.netgroup(str(host))
+
+    def _may_dial_unchosen(self, now: float) -> bool:
+        """Whether records learned only from inbound peers may be dialed: only
+        with no bootstrap to dial now (none given, or all backing off)."""
+        return not any(
+            self.backoff.ready(endpoint, now) or endpoint in self.dialing
+            for endpoint in self.bootstrap
+        )
+
     def _candidates(
         self, peers: list[Peer], count: int
     ) -> list[tuple[PeerId, str, int]]:
-        node = self.node
-        router = node.gossip.router
+        node, settings = self.node, self.settings
+        book = node.gossip.router.records
         connected = {p.peer_id for p in peers}
-        own = router.own_record
-        loopback = discovery.loopback_only(own.addresses if own else ())
+        scopes = node.dial_scopes()
         now = node.clock.seconds()
-        pool: list[tuple[tuple[PeerId, str, int], str]] = []
-        for record in router.records.records():
-            peer_id = record.peer_id
+        unchosen = self._may_dial_unchosen(now)
+        preferred: list[tuple[tuple[PeerId, str, int], str]] = []
+        others: list[tuple[tuple[PeerId, str, int], str]] = []
+        hosts_seen: set[str] = set()  # one dial a round to a host
+        for entry in book.entries():
+            peer_id = entry.record.peer_id
             if (
                 peer_id in connected
                 or peer_id in self.dialing
@@ -189,31 +227,48 @@ class ConnectionManager(Service):
                 or not self._admissible(peer_id)
             ):
                 continue
-            for host, port in discovery.dial_targets(record, loopback=loopback):
-                if node.bans.address_ban(host) is None:
+            ours = entry.tried or entry.outbound or entry.source is None
+            if not (ours or unchosen):
+                continue
+            for host, port in discovery.dial_targets(entry.record, scopes):
+                if (
+                    host not in hosts_seen
+                    and node.bans.address_ban(host) is None
+                    and self.dial_rate.allows(host, now)
+                ):
+                    hosts_seen.add(host)
+                    pool = preferred if ours else others
                     pool.append(((peer_id, host, port), host))
                     break
-        hosts = [str(getattr(p.address, "host", "")) for p in peers]
-        limits = node.limits
-        return discovery.prefer_diverse(
-            pool,
-            hosts,
-            count,
-            self.rng,
-            ipv4_prefix=limits.ipv4_prefix,
-            ipv6_prefix=limits.ipv6_prefix,
-        )
+        held = [str(getattr(p.address, "host", "")) for p in peers]
+        chosen: list[tuple[PeerId, str, int]] = []
+        for pool in (preferred, others):
+            chosen += discovery.prefer_diverse(
+                pool,
+                held + [host for _, host, _ in chosen],
+                count - len(chosen),
+                self.rng,
+                ipv4_prefix=settings.netgroup_ipv4_prefix,
+                ipv6_prefix=settings.netgroup_ipv6_prefix,
+            )
+        return chosen
 
-    def _ask_for_records(self, peers: list[Peer]) -> None:
-        """Short of candidates: one random peer is asked for more (the
-        router takes one answer per request, one request per heartbeat)."""
-        if peers:
-            self.node.gossip.request_records(self.rng.choice(peers).peer_id)
+    def _ask_for_records(self, peers: list[Peer], outbound: list[Peer]) -> None:
+        """Short of candidates: one random peer, one we dialed if any, is
+        asked for more (the router takes one answer per request, one request
+        per heartbeat)."""
+        ask = outbound or peers
+        if ask:
+            self.node.gossip.request_records(self.rng.choice(ask).peer_id)
 
-    def _dial(self, key: Any, endpoint: str, peer_id: Optional[PeerId]) -> None:
+    def _dial(
+        self, key: Any, endpoint: str, peer_id: Optional[PeerId], host: str = ""
+    ) -> None:
         now = self.node.clock.seconds()
         if key in self.dialing or not self.backoff.ready(key, now):
             return
+        if peer_id is not None:
+            self.dial_rate.dialed(host, now)
         self.counters["discovery.dials"] += 1
         dialing = self.node.connect(endpoint, peer_id)
         self.dialing[key] = dialing
@@ -226,6 +281,9 @@ class ConnectionManager(Service):
         self.dialing.pop(key, None)
         self._reached.add(peer.peer_id)
         self.backoff.succeeded(key)
+        if isinstance(key, str):  # a bootstrap address: who answers there
+            self._bootstrap_ids[key] = peer.peer_id
+        self.node.gossip.router.records.mark_tried(peer.peer_id)
 
     def _dial_failed(self, key: Any, endpoint: str, failure: Any) -> None:
         self.dialing.pop(key, None)
@@ -242,6 +300,9 @@ class ConnectionManager(Service):
         )
 
     def _trim_inbound(self, peers: list[Peer]) -> None:
+        """Inbound peers past the cap, once past their grace, from the
+        netgroup holding the most inbound peers first; outbound peers (ours,
+        or kept in place of ours) are never trimmed."""
         settings = self.settings
         now = self.node.clock.seconds()
         inbound = [p for p in peers if p.direction == "inbound"]
@@ -249,10 +310,14 @@ class ConnectionManager(Service):
         excess = len(inbound) - settings.inbound_cap
         if excess <= 0:
             return
-        old = [p for p in inbound if now - p.since >= settings.inbound_grace]
-        for peer in self.rng.sample(old, min(excess, len(old))):
+        old = [
+            (p.peer_id, settings.netgroup(str(getattr(p.address, "host", ""))))
+            for p in inbound
+            if now - p.since >= settings.inbound_grace
+        ]
+        for peer_id in discovery.evict_inbound(old, excess, self.rng):
             self.counters["discovery.inbound_trimmed"] += 1
-            protocol = self.node._peers.get(peer.peer_id)
+            protocol = self.node._peers.get(peer_id)
             if protocol is not None:
                 protocol.close(
                     ProtocolError(ErrorCode.CONNECTION_LIMIT, "too many inbound peers")

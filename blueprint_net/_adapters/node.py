@@ -364,10 +364,8 @@ class Node(Service):
 
     async def _dial_record(self, peer_id: PeerId) -> Peer:
         record = self.gossip.router.records.get(peer_id)
-        own = self.gossip.router.own_record
-        loopback = discovery.loopback_only(own.addresses if own else ())
         targets = (
-            [] if record is None else discovery.dial_targets(record, loopback=loopback)
+            [] if record is None else discovery.dial_targets(record, self.dial_scopes())
         )
         if not targets:
             raise NotConnected(f"no verified connection to {peer_id}, no address")
@@ -521,6 +519,15 @@ class Node(Service):
         """
         dial = _KeepFactory(self, peer_id)
         return LimitingFactory(dial, self.limiter, inbound=False, summary=self.refusals)
+
+    def dial_scopes(self) -> frozenset[discovery.Scope]:
+        """Which addresses learned from records we may dial: public, and
+        private or loopback only if we listen or advertise in that scope."""
+        own = self.gossip.router.own_record
+        hosts = discovery.own_hosts(
+            own.addresses if own else (), self.listening_addresses
+        )
+        return discovery.dial_scopes(hosts)
 
     @property
     def listening_addresses(self) -> list[tuple[str, int]]:

@@ -582,13 +582,17 @@ class Router:
     def _take_records(
         self, peer: PeerId, records: tuple[PeerRecord, ...]
     ) -> list[Output]:
-        """Keep the news among at most ``prune_peers`` records; one forged
-        record condemns the message (the sender is charged once)."""
+        """Keep the news among at most ``prune_peers`` records, each marked
+        with its source (``peer``, and whether we dialed it: the book caps
+        each source's share, the manager prefers outbound sources); one
+        forged record condemns the message (the sender is charged once)."""
+        state = self.peers.get(peer)
+        outbound = state is not None and state.outbound
         fresh = []
         for record in records[: self.settings.prune_peers]:
             if record.peer_id == self.peer_id:
                 continue
-            kept = self.records.offer(record)
+            kept = self.records.offer(record, peer, outbound=outbound)
             if kept is None:
                 self.counters["records.invalid"] += 1
                 return [Penalty(peer, Fault.INVALID_RECORD)]

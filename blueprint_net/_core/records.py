@@ -20,7 +20,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Hashable, Iterable
 from typing import Callable, Optional
 
 import attrs
@@ -114,12 +115,41 @@ def sign_record(identity: Identity, seqno: int, addresses: Iterable[str]) -> Pee
     return attrs.evolve(unsigned, signature=identity.sign(DOMAIN + unsigned.unsigned()))
 
 
+@attrs.define
+class Entry:
+    """A held record and its provenance."""
+
+    record: PeerRecord
+    #: The peer that first gave it to us; None: ourselves (the application).
+    source: Optional[PeerId]
+    #: Its netgroup's key (``RecordBook.netgroup`` of the source's peer).
+    group: Hashable
+    #: Learned from a peer we dialed (chose ourselves), at least once.
+    outbound: bool
+    #: We completed a handshake with its peer (Bitcoin's "tried" table):
+    #: verified by us, not by whoever relayed it.
+    tried: bool = False
+
+
 class RecordBook:
     """The newest verified record of each peer, at most ``limit`` of them.
 
     :meth:`offer` checks freshness before the signature, so a stale record
-    costs a dict lookup, not a verification.  Past the limit the record
-    heard of least recently goes.
+    costs a dict lookup, not a verification.  What goes when the book is
+    full (Bitcoin Core's tried and new tables, in one book):
+
+    * records of peers we connected to (*tried*) stay while any unverified
+      record is left to go; among tried ones, the least recently heard of
+      goes;
+    * one source -- the sending peer, and its netgroup -- holds at most
+      ``share`` unverified records (``limit // 8``: eight sources are needed
+      to fill the unverified part, and one netgroup of Sybils counts as one
+      source); past it, the source's own oldest goes;
+    * otherwise the oldest unverified record of the source holding the most.
+
+    ``netgroup`` maps a source peer to its subnet's key; the connection
+    manager sets it (the sans-IO router knows no addresses), and until then
+    each peer is its own netgroup.
     """
 
     def __init__(
@@ -128,39 +158,101 @@ class RecordBook:
         verify: Callable[[PeerRecord], bool] = PeerRecord.verifies,
     ) -> None:
         self.limit = limit
+        self.share = max(1, limit // 8)
         self._verify = verify
-        self._records: dict[PeerId, PeerRecord] = {}
+        self._entries: dict[PeerId, Entry] = {}
+        self.netgroup: Callable[[PeerId], Hashable] = lambda peer: peer
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self._entries)
 
     def __contains__(self, peer_id: object) -> bool:
-        return peer_id in self._records
+        return peer_id in self._entries
 
     def get(self, peer_id: PeerId) -> Optional[PeerRecord]:
-        return self._records.get(peer_id)
+        entry = self._entries.get(peer_id)
+        return None if entry is None else entry.record
+
+    def entry(self, peer_id: PeerId) -> Optional[Entry]:
+        """The record of ``peer_id`` with its provenance."""
+        return self._entries.get(peer_id)
 
     def records(self) -> list[PeerRecord]:
         """Every record held, least recently heard of first."""
-        return list(self._records.values())
+        return [entry.record for entry in self._entries.values()]
+
+    def entries(self) -> list[Entry]:
+        """Every entry held, least recently heard of first."""
+        return list(self._entries.values())
 
     def is_news(self, record: PeerRecord) -> bool:
         """Whether ``record`` is newer than the one held (no signature work)."""
-        known = self._records.get(record.peer_id)
-        return known is None or record.seqno > known.seqno
+        known = self._entries.get(record.peer_id)
+        return known is None or record.seqno > known.record.seqno
 
-    def offer(self, record: PeerRecord) -> Optional[bool]:
-        """Keep ``record`` if it is news and verifies: True if kept, False if
-        stale, None if its signature is bad (the sender forged or altered it)."""
+    def offer(
+        self,
+        record: PeerRecord,
+        source: Optional[PeerId] = None,
+        *,
+        outbound: bool = False,
+    ) -> Optional[bool]:
+        """Keep ``record`` (sent by peer ``source``, ``outbound`` if we
+        dialed it; None: by ourselves) if it is news and verifies: True if
+        kept, False if stale, None if its signature is bad (the sender
+        forged or altered it)."""
         if not self.is_news(record):
             return False
         if not self._verify(record):
             return None
-        self._records.pop(record.peer_id, None)
-        self._records[record.peer_id] = record
-        while len(self._records) > self.limit:
-            del self._records[next(iter(self._records))]
+        entry = self._entries.pop(record.peer_id, None)
+        if entry is not None:
+            # The peer's own newer word: it keeps its provenance (the first
+            # source still answers for it), and gains an outbound one.
+            entry.record = record
+            entry.outbound = entry.outbound or (source is not None and outbound)
+        else:
+            group = None if source is None else self.netgroup(source)
+            entry = Entry(record, source, group, source is not None and outbound)
+            if source is not None:
+                self._cap_source(entry)
+        self._entries[record.peer_id] = entry
+        while len(self._entries) > self.limit:
+            self._evict()
         return True
 
+    def mark_tried(self, peer_id: PeerId) -> None:
+        """We completed a handshake with ``peer_id``: its record is ours now."""
+        entry = self._entries.get(peer_id)
+        if entry is not None:
+            entry.tried = True
+
     def forget(self, peer_id: PeerId) -> None:
-        self._records.pop(peer_id, None)
+        self._entries.pop(peer_id, None)
+
+    def _cap_source(self, new: Entry) -> None:
+        """Make room within ``new``'s source's share of unverified records
+        (its peer's and its netgroup's), from that source's oldest."""
+        mine = [
+            e
+            for e in self._entries.values()
+            if not e.tried
+            and e.source is not None
+            and (e.source == new.source or e.group == new.group)
+        ]
+        for old in mine[: max(0, len(mine) - self.share + 1)]:
+            del self._entries[old.record.peer_id]
+
+    def _evict(self) -> None:
+        """The oldest unverified record of the source holding the most, or
+        the oldest tried one if none is unverified."""
+        untried = [e for e in self._entries.values() if not e.tried]
+        if not untried:
+            del self._entries[next(iter(self._entries))]
+            return
+        held = Counter(e.group if e.source is not None else None for e in untried)
+        largest = max(held.values())
+        for e in untried:  # oldest first
+            if held[e.group if e.source is not None else None] == largest:
+                del self._entries[e.record.peer_id]
+                return

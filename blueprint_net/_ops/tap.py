@@ -111,7 +111,8 @@ class Options(usage.Options):
 
     def opt_bootstrap(self, description: str) -> None:
         """An endpoint to learn peers from: p2ptls:HOST:PORT (repeatable;
-        dialed while the node has no peers; its id need not be known)."""
+        dialed while the node has few outbound peers; its id need not be
+        known)."""
         self["bootstrap"].append(description)
 
     def opt_advertise(self, address: str) -> None:
