@@ -83,6 +83,9 @@ _PUBLISH_DROPS = {
     "publish.invalid_signature": "invalid",
     "publish.too_large": "dropped",
     "publish.peer_rate": "dropped",
+    "publish.stale": "dropped",
+    "publish.possibly_seen": "duplicate",
+    "publish.new_origin_rate": "dropped",
     "publish.origin_rate": "dropped",
     "publish.validation_full": "dropped",
 }
@@ -336,5 +339,6 @@ class Gossip:
             "topics": topics,
             "known_peers": len(router.records),
             "connected_peers": len(router.peers),
+            "subscriptions": router.subscriptions,
             "counters": dict(sorted(router.counters.items())),
         }
