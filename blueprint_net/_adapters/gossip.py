@@ -292,7 +292,7 @@ class Gossip:
     def _validated(self, output: Validate, verdict: Union[Verdict, str]) -> None:
         try:
             verdict = Verdict(verdict)
-        except ValueError:
+        except Exception:  # ValueError, or whatever a strange object raises
             self._log.error(
                 "validator of {topic!r} answered {verdict!r}, not a Verdict;"
                 " ignored the message",
