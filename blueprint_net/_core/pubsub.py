@@ -601,6 +601,7 @@ class Router:
         s = self.settings
         backoff = state.backoffs.get(topic)
         if backoff is not None and backoff.by_us and backoff.until > now:
+            self.counters["graft.in_backoff"] += 1
             left = max(1, round(backoff.until - now))
             out: list[Output] = [Send((peer,), Prune(topic, left))]
             if now - backoff.since > s.graft_grace:
