@@ -94,3 +94,25 @@ def test_attack_discovery_smoke_prints_every_row() -> None:
         "eclipse at start-up, delivery at 4 s (%)",
         "record-aimed dials (dials per target per minute)",
     ]
+
+
+def test_gossip_attack_bench_smoke_prints_every_row() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.attack_gossip", "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=ROOT,
+        env=tree_env(),
+    )
+    header, *lines = result.stdout.splitlines()
+    assert header.split() == ["attack", "figure", "value"]
+    attacks = [line[:20].strip() for line in lines]
+    assert (
+        attacks
+        == ["fresh-origin flood"] * 3
+        + ["backoff exhaustion"] * 2
+        + ["subscription flood"] * 2
+        + ["control frames"] * 2
+    )

@@ -260,6 +260,44 @@ async def test_rejected_messages_are_neither_delivered_nor_forwarded(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_broken_validator_fails_closed_and_charges_nobody(
+    make_node: MakeNode,
+) -> None:
+    """A validator that raises, whose Deferred fails, or that answers
+    something other than a Verdict: the message is IGNOREd -- neither
+    delivered nor forwarded -- and nobody is charged for our own bug."""
+    net = await build(make_node, 3, [(0, 1), (1, 2)])
+
+    def validator(message: GossipMessage) -> Any:
+        if message.data == b"raises":
+            raise RuntimeError("validator bug")
+        if message.data == b"fails":
+            return defer.fail(RuntimeError("validator bug"))
+        if message.data == b"odd":
+            return object()
+        if message.data == b"wrong":
+            return "maybe"
+        return Verdict.ACCEPT
+
+    await net.subscribe_all(validator=validator)
+    origin, middle = net.nodes[0], net.nodes[1]
+    broken = [b"raises", b"fails", b"odd", b"wrong"]
+    for data in broken:
+        origin.publish(TOPIC, data)
+    await until(lambda: middle.gossip.stats[TOPIC]["ignored"] == len(broken))
+    # A good message after them: frames keep their order on the 1-2
+    # connection, so had a broken one been forwarded it would be there first.
+    origin.publish(TOPIC, b"good")
+    await net.everyone_gets(1)
+    assert [m.data for m in net.got[1]] == [b"good"]
+    assert [m.data for m in net.got[2]] == [b"good"]
+    assert middle.gossip.stats[TOPIC]["forwarded"] == 1
+    assert middle.policy.score(origin.peer_id) == 0
+    assert net.nodes[2].policy.score(middle.peer_id) == 0
+    assert middle.gossip.router.counters["validation.ignore"] == len(broken)
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_peer_that_stops_reading_does_not_hold_up_the_others(
     make_node: MakeNode,
 ) -> None:

@@ -47,6 +47,8 @@ from blueprint_net._core.records import sign_record
 from blueprint_net._policy.gossip import DEFAULTS, GossipSettings, fault_code
 
 TOPIC = "blocks"
+#: Nanoseconds a second: a seqno is its publication time in ns.
+NS = 10**9
 
 
 def identity(n: int) -> Identity:
@@ -606,18 +608,23 @@ def test_a_prune_of_a_mesh_we_do_not_keep_costs_nothing() -> None:
     router, (a, _, _) = one_router()
     for n in range(50):
         assert router.receive(a, Prune(f"t{n}", 3600), 1.0) == []
-    assert router.backoff.keys() <= {(TOPIC, p) for p in router.peers}
+    assert router.peers[a].backoffs.keys() <= {TOPIC}
     assert router.counters["prune.ignored"] == 50
 
 
-def test_the_backoff_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_departed_peers_backoffs_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     from blueprint_net._core import pubsub
 
-    monkeypatch.setattr(pubsub, "MAX_BACKOFFS", 2)
+    monkeypatch.setattr(pubsub, "MAX_DEPARTED_BACKOFFS", 2)
     router, (a, b, c) = one_router()
     for peer in (a, b, c):
         router.receive(peer, Prune(TOPIC, 60), 1.0)
-    assert len(router.backoff) == 2 and router.counters["backoff.full"] == 1
+        router.peer_disconnected(peer)
+    # The first to leave lost its entry; the others are kept for their return.
+    assert list(router.departed) == [b, c] and router.departed_count == 2
+    assert router.counters["backoff.departed_evicted"] == 1
+    router.heartbeat(1.0 + 60 + DEFAULTS.graft_grace)
+    assert not router.departed and router.departed_count == 0
 
 
 def test_prune_records_come_only_from_a_real_prune_once_a_heartbeat() -> None:
@@ -704,15 +711,24 @@ def test_a_seeded_network_runs_the_same_every_time() -> None:
 # -- the bounded memories -----------------------------------------------------
 
 
-def test_seen_ids_expire_in_order_even_when_seen_again() -> None:
+def test_seen_ids_expire_by_publication_time_not_arrival() -> None:
     seen = SeenCache(ttl=10.0, limit=100)
-    seen.add(b"a", 0.0)
-    seen.add(b"b", 1.0)
-    seen.add(b"a", 5.0)  # seen again: lives until 15
+    seen.add(b"a", 5 * NS)  # published at 5 s (arrived first)
+    seen.add(b"b", 1 * NS)  # published at 1 s (arrived later)
+    seen.add(b"a", 9 * NS)  # seen again: still its first publication time
     seen.expire(11.5)
     assert b"b" not in seen and b"a" in seen
     seen.expire(15.0)
-    assert len(seen) == 0
+    assert len(seen) == 0 and seen.floor == -1  # expired, not evicted
+
+
+def test_the_seen_cache_evicts_the_oldest_publication_and_raises_a_floor() -> None:
+    seen = SeenCache(ttl=100.0, limit=2)
+    for name, published in [(b"b", 2), (b"a", 1), (b"c", 3)]:
+        seen.add(name, published * NS)
+    assert b"a" not in seen and {b"b", b"c"} <= {m for m in (b"b", b"c") if m in seen}
+    assert seen.floor == 1 * NS and seen.evicted == 1
+    assert seen.below_floor(1 * NS) and not seen.below_floor(1 * NS + 1)
 
 
 def test_rate_limiter_allows_bursts_then_the_rate_and_stays_bounded() -> None:

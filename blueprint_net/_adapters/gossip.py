@@ -83,6 +83,9 @@ _PUBLISH_DROPS = {
     "publish.invalid_signature": "invalid",
     "publish.too_large": "dropped",
     "publish.peer_rate": "dropped",
+    "publish.stale": "dropped",
+    "publish.possibly_seen": "duplicate",
+    "publish.new_origin_rate": "dropped",
     "publish.origin_rate": "dropped",
     "publish.validation_full": "dropped",
 }
@@ -289,7 +292,7 @@ class Gossip:
     def _validated(self, output: Validate, verdict: Union[Verdict, str]) -> None:
         try:
             verdict = Verdict(verdict)
-        except ValueError:
+        except Exception:  # ValueError, or whatever a strange object raises
             self._log.error(
                 "validator of {topic!r} answered {verdict!r}, not a Verdict;"
                 " ignored the message",
@@ -336,5 +339,6 @@ class Gossip:
             "topics": topics,
             "known_peers": len(router.records),
             "connected_peers": len(router.peers),
+            "subscriptions": router.subscriptions,
             "counters": dict(sorted(router.counters.items())),
         }

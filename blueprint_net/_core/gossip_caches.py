@@ -9,6 +9,7 @@ Time comes in as a number; nothing here reads a clock.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, deque
 from collections.abc import Hashable
 from typing import Generic, Optional, TypeVar
@@ -23,40 +24,57 @@ ENTRY_OVERHEAD = 256
 
 
 class SeenCache:
-    """Message ids seen in the last ``ttl`` seconds, at most ``limit``.
+    """Ids of messages that could still be accepted, at most ``limit``.
 
-    Every id lives the same ``ttl``, so insertion order is expiry order and
-    expiring is popping from the front.  Past ``limit`` the oldest id goes
-    early (``evicted`` counts them): a replay of it would then be taken for
-    new, which is why the limit is sized for the rate limits (see
-    ``GossipSettings.max_seen``).
+    Each id is kept by its message's publication time (its seqno, in
+    nanoseconds since the Unix epoch, ``docs/protocol.md`` 9.2) until
+    ``ttl`` seconds after it, when a receiver would drop the message as
+    stale anyway (``GossipSettings.seen_ttl`` is longer than the oldest
+    message accepted).  Past ``limit`` the id with the oldest publication
+    time goes early (``evicted`` counts them) and raises :attr:`floor`: a
+    message published at or before the floor may have been seen and is not
+    to be taken for new.  So a replay is never taken for new, at any age,
+    with bounded memory: until the message is stale the id or the floor
+    holds it.
     """
 
     def __init__(self, ttl: float, limit: int) -> None:
         self.ttl, self.limit = ttl, limit
-        self._expiry: dict[bytes, float] = {}
+        self._ttl_ns = int(ttl * 1e9)
+        self._published: dict[bytes, int] = {}
+        #: (publication time, id): the oldest first (a heap).
+        self._order: list[tuple[int, bytes]] = []
+        #: Nothing published at or before this (ns) is known to be new.
+        self.floor = -1
         self.evicted = 0
 
     def __contains__(self, message_id: object) -> bool:
-        return message_id in self._expiry
+        return message_id in self._published
 
     def __len__(self) -> int:
-        return len(self._expiry)
+        return len(self._published)
 
-    def add(self, message_id: bytes, now: float) -> None:
-        self._expiry.pop(message_id, None)  # keep insertion order = expiry order
-        self._expiry[message_id] = now + self.ttl
-        while len(self._expiry) > self.limit:
-            del self._expiry[next(iter(self._expiry))]
+    def add(self, message_id: bytes, published: int) -> None:
+        """Remember ``message_id``, published at ``published`` (ns)."""
+        if message_id in self._published:
+            return
+        self._published[message_id] = published
+        heapq.heappush(self._order, (published, message_id))
+        while len(self._published) > self.limit:
+            oldest, gone = heapq.heappop(self._order)
+            del self._published[gone]
+            self.floor = max(self.floor, oldest)
             self.evicted += 1
 
+    def below_floor(self, published: int) -> bool:
+        """A message published then may have been seen and evicted."""
+        return published <= self.floor
+
     def expire(self, now: float) -> None:
-        expiry = self._expiry
-        while expiry:
-            first = next(iter(expiry))
-            if expiry[first] > now:
-                break
-            del expiry[first]
+        """Forget the ids of messages too old to be accepted at ``now``."""
+        order, horizon = self._order, int(now * 1e9) - self._ttl_ns
+        while order and order[0][0] <= horizon:
+            del self._published[heapq.heappop(order)[1]]
 
 
 class MessageCache:
@@ -161,3 +179,24 @@ class RateLimiter(Generic[K]):
             del self._due[next(iter(self._due))]
             self.evicted += 1
         return True
+
+
+class RecentSet(Generic[K]):
+    """The ``limit`` keys most recently :meth:`add`-ed (least recent go)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._keys: dict[K, None] = {}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, key: K) -> None:
+        keys = self._keys
+        keys.pop(key, None)
+        keys[key] = None  # now the newest
+        if len(keys) > self.limit:
+            del keys[next(iter(keys))]

@@ -47,6 +47,10 @@ T_RECORDS_REQUEST = 0x46
 T_RECORDS = 0x47
 #: Types up to this one are gossip's (``0x48``-``0x4F`` are reserved).
 T_LAST = 0x4F
+#: Most changes one ``Subscriptions`` carries (a longer one is
+#: ``OUT_OF_RANGE``), so decoding one costs a bounded amount; a node with
+#: more topics sends several.
+MAX_SUBSCRIPTION_CHANGES = 1024
 
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
@@ -178,6 +182,8 @@ def _publish_parts(message: Publish) -> list[bytes]:
 
 
 def _subscriptions_parts(message: Subscriptions) -> list[bytes]:
+    if len(message.changes) > MAX_SUBSCRIPTION_CHANGES:
+        raise ValueError(f"at most {MAX_SUBSCRIPTION_CHANGES} changes in one message")
     parts = [b"\x41", _U16.pack(len(message.changes))]
     for subscribe, topic in message.changes:
         parts += [b"\x01" if subscribe else b"\x00", _str8(topic)]
@@ -255,7 +261,14 @@ def _flag(r: FieldReader) -> bool:
 
 
 def _subscriptions(r: FieldReader) -> Subscriptions:
-    return Subscriptions(tuple((_flag(r), _topic(r)) for _ in range(r.u16())))
+    count = r.u16()
+    if count > MAX_SUBSCRIPTION_CHANGES:
+        raise WireError(
+            ErrorCode.OUT_OF_RANGE,
+            f"{count} subscription changes; one message carries"
+            f" {MAX_SUBSCRIPTION_CHANGES} at most",
+        )
+    return Subscriptions(tuple((_flag(r), _topic(r)) for _ in range(count)))
 
 
 def _read_ids(r: FieldReader) -> tuple[bytes, ...]:

@@ -31,8 +31,14 @@ from typing import Any, Callable, Optional, Protocol, Union
 import attrs
 
 from blueprint_net._core.errors import PublishFailed
-from blueprint_net._core.gossip_caches import MessageCache, RateLimiter, SeenCache
+from blueprint_net._core.gossip_caches import (
+    MessageCache,
+    RateLimiter,
+    RecentSet,
+    SeenCache,
+)
 from blueprint_net._core.gossip_wire import (
+    MAX_SUBSCRIPTION_CHANGES,
     GossipMessage,
     Graft,
     IHave,
@@ -49,9 +55,11 @@ from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.records import DOMAIN as RECORD_DOMAIN
 from blueprint_net._core.records import PeerRecord, RecordBook, sign_record
 
-#: At most this many (topic, peer) backoffs are remembered: entries are made
-#: only for our own meshes, and the cap holds whatever peers send.
-MAX_BACKOFFS = 4096
+#: Backoffs of departed peers kept for their return (the ones still
+#: running), at most: past it the peer that left first loses its entries.
+#: A connected peer's backoffs are its own (at most one per topic we keep a
+#: mesh of, or recently left), so no peer's entries push out another's.
+MAX_DEPARTED_BACKOFFS = 4096
 
 
 class Verdict(enum.Enum):
@@ -76,6 +84,9 @@ class Fault(enum.Enum):
     INVALID_RECORD = "invalid-record"
     #: Grafted while the backoff our own ``Prune`` set was running.
     GRAFT_IN_BACKOFF = "graft-in-backoff"
+    #: Sent more subscription changes, grafts or prunes in one heartbeat
+    #: interval than ``max_control_per_peer`` (charged once an interval).
+    CONTROL_FLOOD = "control-flood"
 
 
 @attrs.frozen
@@ -141,6 +152,8 @@ class GossipParams(Protocol):
     @property
     def gossip_factor(self) -> float: ...
     @property
+    def heartbeat_interval(self) -> float: ...
+    @property
     def history_length(self) -> int: ...
     @property
     def history_gossip(self) -> int: ...
@@ -167,6 +180,10 @@ class GossipParams(Protocol):
     @property
     def seen_ttl(self) -> float: ...
     @property
+    def max_message_age(self) -> float: ...
+    @property
+    def max_clock_skew(self) -> float: ...
+    @property
     def max_seen(self) -> int: ...
     @property
     def max_cache_bytes(self) -> int: ...
@@ -179,6 +196,10 @@ class GossipParams(Protocol):
     @property
     def peer_burst(self) -> int: ...
     @property
+    def new_origin_rate(self) -> float: ...
+    @property
+    def new_origin_burst(self) -> int: ...
+    @property
     def max_origins(self) -> int: ...
     @property
     def max_pending(self) -> int: ...
@@ -187,11 +208,23 @@ class GossipParams(Protocol):
     @property
     def max_topics_per_peer(self) -> int: ...
     @property
+    def max_subscriptions(self) -> int: ...
+    @property
+    def max_control_per_peer(self) -> int: ...
+    @property
     def max_records(self) -> int: ...
 
     def max_size(self, topic: str) -> int:
         """The largest ``data`` accepted or published on ``topic``."""
         ...
+
+
+@attrs.define
+class _Backoff:
+    until: float
+    #: Set by our Prune (a graft before ``until`` breaks it) or by theirs.
+    by_us: bool
+    since: float
 
 
 @attrs.define
@@ -208,18 +241,18 @@ class _Peer:
     awaiting_records: bool = False
     #: It gave us a Prune's records this heartbeat (one batch a heartbeat).
     pruned_records: bool = False
+    #: Its backoffs, by topic (its own: no other peer's can push them out).
+    backoffs: dict[str, _Backoff] = attrs.Factory(dict)
+    #: The control budget's interval began then; subscription changes
+    #: looked at and grafts and prunes taken since; charged for it yet.
+    control_since: float = float("-inf")
+    changes: int = 0
+    grafts: int = 0
+    flooded: bool = False
 
     def new_heartbeat(self) -> None:
         self.ihaves = self.asked = self.served = self.record_requests = 0
         self.pruned_records = False
-
-
-@attrs.define
-class _Backoff:
-    until: float
-    #: Set by our Prune (a graft before ``until`` breaks it) or by theirs.
-    by_us: bool
-    since: float
 
 
 @attrs.define
@@ -249,16 +282,21 @@ class Router:
         self.peer_id = identity.peer_id
         self.settings = s = settings
         self.rng = rng or random.Random()
-        #: Starts at the time in nanoseconds, so a restarted node does not
-        #: reuse the ids its last run gave (peers would drop them as seen).
-        self.seqno = int(now * 1e9) if first_seqno is None else first_seqno
+        #: The last seqno published: each is max(this + 1, the time in ns),
+        #: so it is the signed publication time receivers check (9.2).
+        self.seqno = 0 if first_seqno is None else first_seqno
         self.peers: dict[PeerId, _Peer] = {}
         self.topic_peers: dict[str, set[PeerId]] = {}
         self.subscribed: set[str] = set()
         self.mesh: dict[str, set[PeerId]] = {}
         self.fanout: dict[str, set[PeerId]] = {}
         self.last_published: dict[str, float] = {}
-        self.backoff: dict[tuple[str, PeerId], _Backoff] = {}
+        #: Running backoffs of departed peers, the first to leave first;
+        #: given back if they return (:data:`MAX_DEPARTED_BACKOFFS`).
+        self.departed: dict[PeerId, dict[str, _Backoff]] = {}
+        self.departed_count = 0
+        #: (peer, topic) subscriptions held, at most ``max_subscriptions``.
+        self.subscriptions = 0
         self.seen = SeenCache(s.seen_ttl, s.max_seen)
         self.cache = MessageCache(s.history_length, s.history_gossip, s.max_cache_bytes)
         self.pending: dict[bytes, _Pending] = {}
@@ -267,6 +305,13 @@ class Router:
         )
         self.peer_limit: RateLimiter[PeerId] = RateLimiter(
             s.peer_rate, s.peer_burst, s.max_origins
+        )
+        #: Origins a message of which this node accepted (the most recent
+        #: ``max_origins``); a peer's publications of other origins spend
+        #: its ``new_origin_rate``, so fresh keys cannot multiply its rate.
+        self.known_origins: RecentSet[PeerId] = RecentSet(s.max_origins)
+        self.new_origin_limit: RateLimiter[PeerId] = RateLimiter(
+            s.new_origin_rate, s.new_origin_burst, s.max_origins
         )
         self.records = RecordBook(s.max_records, self._record_verifies)
         self.own_record: Optional[PeerRecord] = None
@@ -280,18 +325,32 @@ class Router:
         dialed it): tell it our topics."""
         if peer in self.peers or peer == self.peer_id:
             return []
-        self.peers[peer] = _Peer(outbound)
-        if not self.subscribed:
-            return []
-        changes = tuple((True, topic) for topic in sorted(self.subscribed))
-        return [Send((peer,), Subscriptions(changes))]
+        backoffs = self.departed.pop(peer, {})  # back: its backoffs hold
+        self.departed_count -= len(backoffs)
+        self.peers[peer] = _Peer(outbound, backoffs=backoffs)
+        topics = sorted(self.subscribed)
+        step = MAX_SUBSCRIPTION_CHANGES
+        return [
+            Send((peer,), Subscriptions(tuple((True, t) for t in topics[i : i + step])))
+            for i in range(0, len(topics), step)
+        ]
 
     def peer_disconnected(self, peer: PeerId) -> list[Output]:
-        """The last connection to ``peer`` closed: forget its place."""
+        """The last connection to ``peer`` closed: forget its place, keep its
+        backoffs in the bounded departed table (the heartbeat expires them)."""
         state = self.peers.pop(peer, None)
-        if state is not None:
-            for topic in state.topics:
-                self._leave(topic, peer)
+        if state is None:
+            return []
+        for topic in state.topics:
+            self._leave(topic, peer)
+        self.subscriptions -= len(state.topics)
+        if state.backoffs:
+            self.departed[peer] = state.backoffs
+            self.departed_count += len(state.backoffs)
+        while self.departed_count > MAX_DEPARTED_BACKOFFS:
+            gone = self.departed.pop(next(iter(self.departed)))
+            self.departed_count -= len(gone)
+            self.counters["backoff.departed_evicted"] += len(gone)
         return []
 
     def subscribe(self, topic: str, now: float) -> list[Output]:
@@ -299,6 +358,11 @@ class Router:
         _check_topic(topic)
         if topic in self.subscribed:
             return []
+        if len(self.subscribed) >= self.settings.max_topics_per_peer:
+            raise ValueError(
+                f"subscribed to {len(self.subscribed)} topics already; peers"
+                " take at most max_topics_per_peer of one peer's topics"
+            )
         self.subscribed.add(topic)
         out = self._announce(True, topic)
         members = self.fanout.pop(topic, set())
@@ -338,12 +402,12 @@ class Router:
                 f"over the publish rate of {self.settings.origin_rate}/s"
                 " (peers would drop the excess)"
             )
-        self.seqno += 1
+        self.seqno = max(self.seqno + 1, int(now * 1e9))
         seqno, origin = self.seqno, self.peer_id
         signature = self.identity.sign(signed_bytes(topic, origin, seqno, data))
         message = Publish(topic, origin, seqno, data, signature)
         mid = message.message_id
-        self.seen.add(mid, now)
+        self.seen.add(mid, seqno)
         self.cache.put(mid, message)
         out: list[Output] = []
         if topic in self.subscribed:
@@ -369,6 +433,7 @@ class Router:
         if verdict is Verdict.IGNORE:
             return []
         message = pending.message
+        self.known_origins.add(message.origin)
         self.cache.put(message_id, message)
         out: list[Output] = []
         if message.topic in self.subscribed:
@@ -430,6 +495,17 @@ class Router:
         if mid in self.seen or message.origin == self.peer_id:
             count["publish.duplicate"] += 1
             return []
+        now_ns, s = int(now * 1e9), self.settings
+        if not (
+            now_ns - int(s.max_message_age * 1e9)
+            <= message.seqno
+            <= now_ns + int(s.max_clock_skew * 1e9)
+        ):
+            count["publish.stale"] += 1  # too old, or dated in the future
+            return []
+        if self.seen.below_floor(message.seqno):
+            count["publish.possibly_seen"] += 1  # its id may have been evicted
+            return []
         if not self.peer_limit.allow(peer, now):
             count["publish.peer_rate"] += 1
             return []
@@ -439,44 +515,93 @@ class Router:
         ):
             count["publish.invalid_signature"] += 1
             return [Penalty(peer, Fault.INVALID_SIGNATURE)]
+        if message.origin not in self.known_origins and not (
+            self.new_origin_limit.allow(peer, now)
+        ):
+            count["publish.new_origin_rate"] += 1
+            return []
         if not self.origin_limit.allow(message.origin, now):
             count["publish.origin_rate"] += 1
             return []
         if len(self.pending) >= self.settings.max_pending:
             count["publish.validation_full"] += 1
             return []
-        self.seen.add(mid, now)
+        self.seen.add(mid, message.seqno)
         self.pending[mid] = _Pending(message, peer, now)
         return [Validate(mid, message, peer)]
 
     def _on_subscriptions(
         self, peer: PeerId, message: Subscriptions, now: float
     ) -> list[Output]:
-        topics = self.peers[peer].topics
-        for subscribe, topic in message.changes:
+        state = self.peers[peer]
+        self._control_window(state, now)
+        budget = self.settings.max_control_per_peer - state.changes
+        changes = message.changes[: max(budget, 0)]
+        state.changes += len(changes)
+        out = self._control_flood(peer, state, len(message.changes) - len(changes))
+        topics, limit = state.topics, self.settings.max_topics_per_peer
+        for subscribe, topic in changes:
             if not subscribe:
                 if topic in topics:
                     topics.discard(topic)
+                    self.subscriptions -= 1
                     self._leave(topic, peer)
             elif topic not in topics:
-                if len(topics) >= self.settings.max_topics_per_peer:
+                if len(topics) >= limit:
                     self.counters["subscriptions.over_limit"] += 1
                     continue
+                if self.subscriptions >= self.settings.max_subscriptions:
+                    self.counters["subscriptions.node_full"] += 1
+                    continue
                 topics.add(topic)
+                self.subscriptions += 1
                 self.topic_peers.setdefault(topic, set()).add(peer)
-        return []
+        return out
+
+    def _control_window(self, state: _Peer, now: float) -> None:
+        """Open a new control budget interval if the last one is over (by
+        time, so a node that runs no heartbeat still renews budgets)."""
+        if now - state.control_since >= self.settings.heartbeat_interval:
+            state.control_since = now
+            state.changes = state.grafts = 0
+            state.flooded = False
+
+    def _control_flood(self, peer: PeerId, state: _Peer, excess: int) -> list[Output]:
+        """Count ``excess`` control entries dropped; charge once an interval."""
+        if excess <= 0:
+            return []
+        self.counters["control.over_budget"] += excess
+        if state.flooded:
+            return []
+        state.flooded = True
+        return [Penalty(peer, Fault.CONTROL_FLOOD)]
+
+    def _take_graft_or_prune(self, peer: PeerId, now: float) -> Optional[list[Output]]:
+        """Spend one of ``peer``'s grafts and prunes this interval; ``None``
+        if it has some left, else what to do instead (drop, maybe charge)."""
+        state = self.peers[peer]
+        self._control_window(state, now)
+        if state.grafts < self.settings.max_control_per_peer:
+            state.grafts += 1
+            return None
+        return self._control_flood(peer, state, 1)
 
     def _on_graft(self, peer: PeerId, message: Graft, now: float) -> list[Output]:
+        over = self._take_graft_or_prune(peer, now)
+        if over is not None:
+            return over
         topic = message.topic
         members = self.mesh.get(topic)
-        if members is None or topic not in self.peers[peer].topics:
+        state = self.peers[peer]
+        if members is None or topic not in state.topics:
             self.counters["graft.ignored"] += 1  # spam hardening: no answer
             return []
         if peer in members:
             return []
         s = self.settings
-        backoff = self.backoff.get((topic, peer))
+        backoff = state.backoffs.get(topic)
         if backoff is not None and backoff.by_us and backoff.until > now:
+            self.counters["graft.in_backoff"] += 1
             left = max(1, round(backoff.until - now))
             out: list[Output] = [Send((peer,), Prune(topic, left))]
             if now - backoff.since > s.graft_grace:
@@ -486,11 +611,14 @@ class Router:
             self._back_off(topic, peer, now, s.prune_backoff, by_us=True)
             prune = Prune(topic, s.prune_backoff, self._exchange(topic, {peer}))
             return [Send((peer,), prune)]
-        self.backoff.pop((topic, peer), None)
+        state.backoffs.pop(topic, None)
         members.add(peer)
         return []
 
     def _on_prune(self, peer: PeerId, message: Prune, now: float) -> list[Output]:
+        over = self._take_graft_or_prune(peer, now)
+        if over is not None:
+            return over
         # Only a prune of a mesh we keep costs state (as go-libp2p's
         # handlePrune): any other would grow the backoff table for nothing.
         members = self.mesh.get(message.topic)
@@ -628,15 +756,14 @@ class Router:
     def _back_off(
         self, topic: str, peer: PeerId, now: float, seconds: float, *, by_us: bool
     ) -> None:
-        key = (topic, peer)
-        previous = self.backoff.get(key)
+        state = self.peers.get(peer)
+        if state is None:
+            return
+        previous = state.backoffs.get(topic)
         until = now + seconds
         if previous is not None and previous.until >= until:
             return
-        if previous is None and len(self.backoff) >= MAX_BACKOFFS:
-            self.counters["backoff.full"] += 1  # bounded whatever peers do
-            return
-        self.backoff[key] = _Backoff(until, by_us, now)
+        state.backoffs[topic] = _Backoff(until, by_us, now)
 
     def _candidates(self, topic: str, exclude: set[PeerId], now: float) -> list[PeerId]:
         """Peers of ``topic`` not in ``exclude`` and not backing off, sorted
@@ -644,12 +771,12 @@ class Router:
         # Our own re-graft waits a heartbeat past the backoff (gossipsub's
         # slack), so clock skew never makes it early.
         slack = self.settings.graft_grace
-        backoff = self.backoff
+        peers = self.peers
         return sorted(
             p
             for p in self.topic_peers.get(topic, ())
             if p not in exclude
-            and ((b := backoff.get((topic, p))) is None or b.until + slack <= now)
+            and ((b := peers[p].backoffs.get(topic)) is None or b.until + slack <= now)
         )
 
     def _fill(
@@ -682,8 +809,17 @@ class Router:
             del self.pending[mid]
             self.counters["validation.timeout"] += 1
         slack = self.settings.graft_grace
-        for key in [k for k, b in self.backoff.items() if b.until + slack <= now]:
-            del self.backoff[key]
+        for state in self.peers.values():
+            backoffs = state.backoffs
+            for topic in [t for t, b in backoffs.items() if b.until + slack <= now]:
+                del backoffs[topic]
+        for peer in list(self.departed):
+            backoffs = self.departed[peer]
+            for topic in [t for t, b in backoffs.items() if b.until + slack <= now]:
+                del backoffs[topic]
+                self.departed_count -= 1
+            if not backoffs:
+                del self.departed[peer]
 
     def _maintain(self, topic: str, now: float) -> list[Output]:
         """gossipsub's mesh rules: below D_lo graft up to D; above D_hi prune

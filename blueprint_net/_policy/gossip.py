@@ -20,14 +20,16 @@ from blueprint_net._core.pubsub import Fault
 
 #: A gossip fault is scored as the connection fault it resembles
 #: (``Policy.misbehaved(None, peer, code)``): a forged signature or record as
-#: a bad handshake signature (50 points), a rejected message or a graft that
-#: ignores our backoff as an unexpected message (20).  Only the forwarding
+#: a bad handshake signature (50 points), a rejected message, a graft that
+#: ignores our backoff or a heartbeat's flood of control messages as an
+#: unexpected message (20).  Only the forwarding
 #: peer is charged, never the origin a message names.
 FAULT_CODES: dict[Fault, ErrorCode] = {
     Fault.INVALID_SIGNATURE: ErrorCode.BAD_SIGNATURE,
     Fault.INVALID_RECORD: ErrorCode.BAD_SIGNATURE,
     Fault.REJECTED: ErrorCode.UNEXPECTED_MESSAGE,
     Fault.GRAFT_IN_BACKOFF: ErrorCode.UNEXPECTED_MESSAGE,
+    Fault.CONTROL_FLOOD: ErrorCode.UNEXPECTED_MESSAGE,
 }
 
 
@@ -78,12 +80,25 @@ class GossipSettings:
     max_ihave_messages: int = 10
     #: Times one message is sent to one peer in answer to IWants.
     gossip_retransmission: int = 3
-    #: Seconds a message id is remembered: far more than twice the worst
-    #: propagation (hops plus an IHave/IWant round, a few seconds), so
-    #: duplicates and replays are dropped.  gossipsub's 120 s.
+    #: A publication older than this (its seqno is its publication time, in
+    #: ns) is dropped as stale, so a replay at any age is refused: the
+    #: seen-cache needs to hold an id only this long.  60 s is far more than
+    #: the worst propagation (hops plus an IHave/IWant round, a few seconds)
+    #: plus a clock error well within what NTP keeps.
+    max_message_age: float = 60.0
+    #: A publication dated more than this ahead of our clock is dropped: an
+    #: origin's clock may run a little fast, but a message dated far ahead
+    #: would stay acceptable (and need remembering) for longer.
+    max_clock_skew: float = 10.0
+    #: Seconds after its publication time a message id is remembered: at
+    #: least ``max_message_age + max_clock_skew`` and a heartbeat (when
+    #: expiry runs), so an id is never forgotten while its message could be
+    #: accepted.  gossipsub's 120 s.
     seen_ttl: float = 120.0
     #: Ids remembered at most: 1,092 messages/s network-wide for 120 s.
-    #: Past it the oldest go early (counted) rather than memory growing.
+    #: Past it the id published first goes early (counted) and raises a
+    #: floor below which messages are dropped as possibly seen, so memory
+    #: stays bounded and a replay is still never taken for new.
     max_seen: int = 131072
     #: Bytes of messages cached for IWant (each charged 256 bytes besides
     #: its data); past it the oldest go early.
@@ -106,14 +121,40 @@ class GossipSettings:
     #: Duplicates are dropped before it and do not count.
     peer_rate: float = 500.0
     peer_burst: int = 1000
-    #: Origins (and peers) whose rates are tracked; past it the least
-    #: recently heard go.
+    #: Publications per second (and burst) from one peer whose origin this
+    #: node has not yet accepted a message of, checked after the signature
+    #: (forgeries are charged instead) and before the origin's rate: a peer
+    #: signing each message with a fresh key (keys are free) is held to
+    #: this, not to ``origin_rate`` per key.  Honest relays seldom bring
+    #: new origins (a node joining, or publishing for the first time in a
+    #: long while), and each one comes by several mesh links and IHave,
+    #: each with its own budget; 10/s with a burst of 100 lets a whole
+    #: network's start-up through in seconds and a flood of fresh keys add
+    #: only 10 messages a second per attacking link.
+    new_origin_rate: float = 10.0
+    new_origin_burst: int = 100
+    #: Origins (and peers) whose rates are tracked, and origins remembered
+    #: as known (accepted); past it the least recently heard go.
     max_origins: int = 65536
     #: Messages awaiting the application's verdict, and how long they wait.
     max_pending: int = 1024
     validation_timeout: float = 10.0
-    #: Topics one peer may announce; more are ignored (counted).
+    #: Topics one peer may announce; more are ignored (counted).  Also the
+    #: most this node subscribes to (its peers would ignore the rest).
     max_topics_per_peer: int = 256
+    #: (peer, topic) subscriptions held node-wide; more are ignored
+    #: (counted).  Each costs up to ~1 KiB (a 255-byte topic and set
+    #: entries), so this is ~32 MiB at worst however many peers announce:
+    #: room for 1,024 peers with 32 topics each.
+    max_subscriptions: int = 32768
+    #: Subscription changes looked at, and grafts and prunes taken, from one
+    #: peer per heartbeat interval (each counted apart); the excess is
+    #: dropped and charged once an interval (``CONTROL_FLOOD``).  An honest
+    #: peer stays far below: it announces at most ``max_topics_per_peer``
+    #: topics on connecting and one change per join or leave, and sends at
+    #: most a graft or prune per topic on a join, a leave, a heartbeat or an
+    #: answer to our graft.  Four times ``max_topics_per_peer``.
+    max_control_per_peer: int = 1024
     #: Peer records kept (the newest of each peer).
     max_records: int = 1024
 
@@ -134,11 +175,21 @@ class GossipSettings:
             return "need 0 < history_gossip <= history_length"
         if self.seen_ttl < 2 * self.history_length * self.heartbeat_interval:
             return "seen_ttl must be at least twice the cache's lifetime"
+        if min(self.max_message_age, self.max_clock_skew) < 0 or self.seen_ttl < (
+            self.max_message_age + self.max_clock_skew + self.heartbeat_interval
+        ):
+            return (
+                "need seen_ttl >= max_message_age + max_clock_skew"
+                " + heartbeat_interval (both >= 0)"
+            )
         sizes = [self.max_message_size, *self.topic_max_sizes.values()]
         if min(sizes) < 0 or max(sizes) >= 2**32:
             return "a message size cap is 0 to 2**32 - 1 bytes"
-        if min(self.origin_rate, self.peer_rate, self.heartbeat_interval) <= 0:
+        rates = (self.origin_rate, self.peer_rate, self.new_origin_rate)
+        if min(*rates, self.heartbeat_interval) <= 0:
             return "rates and the heartbeat interval must be positive"
+        if self.max_control_per_peer < 2 * self.max_topics_per_peer:
+            return "need max_control_per_peer >= 2 * max_topics_per_peer"
         return None
 
     def max_size(self, topic: str) -> int:
