@@ -17,6 +17,12 @@ a flood of silent sockets (16 from each of 100 addresses); then the honest
 peer's requests while 500 verified peers each ask for 16 MiB and never read.
 Each row gives the success rate, median and p99 latency and the node's peak
 RSS during that phase.
+
+With ``--gossip`` (``python -m bench.attack --gossip [--smoke]``) it runs the
+attacks on topic gossip and discovery instead: ``bench.attack_gossip``'s
+table (fresh-origin flood, backoff exhaustion, subscription flood, control
+frames), then ``bench.attack_discovery``'s rows (eclipse at start-up,
+record-aimed dials); each module also runs alone.
 """
 
 from __future__ import annotations
@@ -274,8 +280,26 @@ def report(result: dict[str, Any]) -> None:
     )
 
 
+async def _gossip_attacks(reactor: Any, smoke: bool) -> None:
+    """``--gossip``: the gossip attacks' table, then discovery's rows."""
+    from bench import attack_discovery, attack_gossip
+
+    seconds = 1.0 if smoke else 8.0
+    rows = await attack_gossip.run_gossip_attacks(reactor, seconds, smoke)
+    print(attack_gossip.table(rows), flush=True)
+    print()
+    await attack_discovery.run(reactor, smoke)
+
+
 def main() -> None:
-    args = [arg for arg in sys.argv[1:] if arg != "--hogs"]
+    flags = {"--hogs", "--gossip", "--smoke"}
+    args = [arg for arg in sys.argv[1:] if arg not in flags]
+    if "--gossip" in sys.argv[1:]:
+        smoke = "--smoke" in sys.argv[1:]
+        task.react(
+            lambda reactor: defer.ensureDeferred(_gossip_attacks(reactor, smoke))
+        )
+        return
     seconds = float(args[0]) if args else 20.0
     concurrency = int(args[1]) if len(args) > 1 else 40
     hogs = "--hogs" in sys.argv[1:]

@@ -72,18 +72,31 @@ def test_bench_smoke_prints_every_row() -> None:
     assert names == SMOKE_ROWS
 
 
-def test_attack_discovery_smoke_prints_every_row() -> None:
+def test_the_gossip_attack_bench_smoke_prints_every_row() -> None:
+    """``python -m bench.attack --gossip --smoke``: the gossip attacks'
+    table, a blank line, then discovery's rows, each with a figure."""
     result = subprocess.run(
-        [sys.executable, "-m", "bench.attack_discovery", "--smoke"],
+        [sys.executable, "-m", "bench.attack", "--gossip", "--smoke"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,
         check=True,
         cwd=ROOT,
         env=tree_env(),
     )
+    gossip, discovery = result.stdout.strip().split("\n\n")
+    header, *lines = gossip.splitlines()
+    assert header.split() == ["attack", "figure", "value"]
+    attacks = [line[:20].strip() for line in lines]
+    assert (
+        attacks
+        == ["fresh-origin flood"] * 3
+        + ["backoff exhaustion"] * 2
+        + ["subscription flood"] * 2
+        + ["control frames"] * 2
+    )
     names = []
-    for line in result.stdout.splitlines():
+    for line in discovery.splitlines():
         name, figure = line.split("  ")[0], line.split("  ")[1:]
         names.append(name)
         float(next(part for part in figure if part.strip()))  # a figure each
@@ -94,25 +107,3 @@ def test_attack_discovery_smoke_prints_every_row() -> None:
         "eclipse at start-up, delivery at 4 s (%)",
         "record-aimed dials (dials per target per minute)",
     ]
-
-
-def test_gossip_attack_bench_smoke_prints_every_row() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.attack_gossip", "--smoke"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        cwd=ROOT,
-        env=tree_env(),
-    )
-    header, *lines = result.stdout.splitlines()
-    assert header.split() == ["attack", "figure", "value"]
-    attacks = [line[:20].strip() for line in lines]
-    assert (
-        attacks
-        == ["fresh-origin flood"] * 3
-        + ["backoff exhaustion"] * 2
-        + ["subscription flood"] * 2
-        + ["control frames"] * 2
-    )
