@@ -90,12 +90,21 @@ def test_a_peer_signing_with_fresh_origins_is_held_to_the_new_origin_rate() -> N
     assert router.receive(attacker, signed(fresh[5], 1, b"x"), 2.0) != []
 
 
-def test_honest_delivery_survives_three_links_flooding_fresh_origins() -> None:
+@pytest.mark.parametrize("warmed", [False, True])
+def test_honest_delivery_survives_three_links_flooding_fresh_origins(
+    warmed: bool,
+) -> None:
     """Three verified attackers flood a victim V with messages each signed by
     a new key, at V's signature budget; V publishes 10 a second to its
     honest neighbour N.  Without a new-origin budget, V forwarded the junk to
     N, which spent V's signature budget there and dropped V's own messages
-    (72-89 % delivered on loopback).  5 simulated seconds, 10 ms steps."""
+    (72-89 % delivered on loopback).  5 simulated seconds, 10 ms steps.
+
+    ``warmed``: the attackers first make 100 keys each known at V (one
+    accepted message a key, within the new-origin burst), then flood with
+    those, which the new-origin budget no longer holds; V forwards up to
+    three signature budgets of junk to N.  V's own messages still arrive:
+    N holds them to V's origin rate, not to the budget the junk spends."""
     settings = GossipSettings(origin_rate=50.0)
     victim = Router(identity(1), settings, now=T0, rng=random.Random(1))
     neighbour = Router(identity(2), settings, now=T0, rng=random.Random(2))
@@ -120,16 +129,29 @@ def test_honest_delivery_survives_three_links_flooding_fresh_origins() -> None:
                 delivered.extend(o.message.data for o in got if isinstance(o, Validate))
 
     keys = iter(range(10**6, 10**7))
+    known: dict[PeerId, list[Identity]] = {peer: [] for peer in attackers}
+    if warmed:
+        for peer in attackers:
+            for _ in range(100):
+                key = Identity(next(keys).to_bytes(32, "big"))
+                accept(victim, victim.receive(peer, signed(key, at(T0), b"w"), T0), T0)
+                known[peer].append(key)
+        assert len(victim.known_origins) == 300
     published: list[bytes] = []
     now = T0
     for step in range(500):
-        now = T0 + step * 0.01
+        now = T0 + 1 + step * 0.01
         if step % 100 == 0:
             for router in (victim, neighbour):
                 router.heartbeat(now)
         for peer in attackers:  # 600 junk messages a second per link
-            for _ in range(6):
-                junk = signed(Identity(next(keys).to_bytes(32, "big")), at(now), b"j")
+            for n in range(6):
+                key = (
+                    known[peer][(step * 6 + n) % 100]
+                    if warmed
+                    else Identity(next(keys).to_bytes(32, "big"))
+                )
+                junk = signed(key, at(now) + n, b"j")
                 at_neighbour(accept(victim, victim.receive(peer, junk, now), now), now)
         if step % 10 == 0:
             data = b"honest %d" % step
@@ -137,7 +159,38 @@ def test_honest_delivery_survives_three_links_flooding_fresh_origins() -> None:
             at_neighbour(victim.publish(TOPIC, data, now), now)
     got = set(delivered) & set(published)
     assert len(got) >= 0.99 * len(published), (len(got), len(published))
-    assert victim.counters["publish.new_origin_rate"] > 0
+    if warmed:  # the junk did reach N, and spent V's budget there
+        assert neighbour.counters["publish.peer_rate"] > 0
+    else:
+        assert victim.counters["publish.new_origin_rate"] > 0
+
+
+def test_a_peers_own_publications_are_held_to_its_origin_rate_not_its_budget() -> None:
+    """origin == the forwarding peer: its origin rate is checked before the
+    signature (only it can spend it), its signature budget and new-origin
+    budget not at all; a forgery in its own name is still charged."""
+    settings = GossipSettings(
+        origin_rate=1.0, origin_burst=2, peer_rate=1.0, peer_burst=1
+    )
+    router, (peer, other, _) = router_at(T0, settings)
+    own = identity(2)
+    assert own.peer_id == peer
+    # Its signature budget is spent on someone else's message...
+    assert router.receive(peer, signed(identity(50), at(T0), b"x"), T0) != []
+    assert router.receive(peer, signed(identity(51), at(T0), b"y"), T0) == []
+    assert router.counters["publish.peer_rate"] == 1
+    # ...and its own messages still pass, up to its origin rate.
+    taken = [router.receive(peer, signed(own, at(T0) + n, b"o"), T0) for n in range(4)]
+    assert [len(out) for out in taken] == [1, 1, 0, 0]
+    assert router.counters["publish.origin_rate"] == 2
+    assert router.counters["publish.peer_rate"] == 1
+    forged = attrs.evolve(signed(own, at(T0) + 9, b"z"), data=b"w")
+    later = T0 + 5
+    assert router.receive(peer, forged, later) == [
+        Penalty(peer, Fault.INVALID_SIGNATURE)
+    ]
+    # Another peer forwarding the same origin is held to its own budget.
+    assert router.receive(other, signed(own, at(later) + 1, b"f"), later) != []
 
 
 # -- 2. backoff exhaustion ------------------------------------------------------

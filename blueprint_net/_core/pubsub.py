@@ -506,7 +506,16 @@ class Router:
         if self.seen.below_floor(message.seqno):
             count["publish.possibly_seen"] += 1  # its id may have been evicted
             return []
-        if not self.peer_limit.allow(peer, now):
+        # P's own publications (origin P, whose key the handshake proved) are
+        # held to P's origin rate, checked before the signature since only P
+        # can spend it; never to the budget P spends forwarding others'
+        # messages, so junk P was made to forward cannot crowd them out.
+        own = message.origin == peer
+        if own:
+            if not self.origin_limit.allow(peer, now):
+                count["publish.origin_rate"] += 1
+                return []
+        elif not self.peer_limit.allow(peer, now):
             count["publish.peer_rate"] += 1
             return []
         signed = signed_bytes(topic, message.origin, message.seqno, message.data)
@@ -515,14 +524,15 @@ class Router:
         ):
             count["publish.invalid_signature"] += 1
             return [Penalty(peer, Fault.INVALID_SIGNATURE)]
-        if message.origin not in self.known_origins and not (
-            self.new_origin_limit.allow(peer, now)
-        ):
-            count["publish.new_origin_rate"] += 1
-            return []
-        if not self.origin_limit.allow(message.origin, now):
-            count["publish.origin_rate"] += 1
-            return []
+        if not own:
+            if message.origin not in self.known_origins and not (
+                self.new_origin_limit.allow(peer, now)
+            ):
+                count["publish.new_origin_rate"] += 1
+                return []
+            if not self.origin_limit.allow(message.origin, now):
+                count["publish.origin_rate"] += 1
+                return []
         if len(self.pending) >= self.settings.max_pending:
             count["publish.validation_full"] += 1
             return []
