@@ -265,7 +265,7 @@ def test_a_refusal_is_counted_in_the_summary_with_its_fields(inbound: bool) -> N
     factory.summary = summary = EventSummary(clock, "refused connections")
     own = _logged(factory)
     events: list[dict[str, Any]] = []
-    summary._log = Logger(observer=events.append)  # type: ignore[assignment]
+    summary._log = Logger(observer=events.append)  # type: ignore[arg-type]
     assert _connect(factory, "10.0.0.9") is None
     assert own == []
     [event] = events
