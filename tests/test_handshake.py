@@ -668,3 +668,67 @@ def test_a_timeout_while_deciding_fails_the_handshake(
     assert failed.error.code is ErrorCode.HANDSHAKE_TIMEOUT
     assert a.state is S.FAILED
     assert a.handshake.history[-1] == (S.OUTBOUND_PENDING, S.FAILED)
+
+
+# -- the Connection around the handshake: local failures, sending, the backlog --
+
+
+def test_a_local_refusal_before_verification_fails_the_handshake(
+    alice: Identity, bob: Identity
+) -> None:
+    """A policy decision during the handshake ends it (FAILED, the reason
+    sent), not just the connection."""
+    a = Connection(alice, initiator=True)
+    b = Connection(bob, initiator=False)
+    a.initiate()
+    b.initiate()
+    b.receive_data(a.data_to_send())
+    b.data_to_send()
+    refused = HandshakeFailed(ErrorCode.NOT_ALLOWED, "not on the list")
+    assert b.fail(refused).error is refused
+    assert b.state is HandshakeState.FAILED and b.closed
+    assert decode_frames(b.data_to_send()) == [
+        wire.Error(int(ErrorCode.NOT_ALLOWED), "not on the list")
+    ]
+
+
+def test_sending_before_verification_is_a_programming_error(alice: Identity) -> None:
+    a = Connection(alice, initiator=True)
+    a.initiate()
+    with pytest.raises(RuntimeError, match="before the handshake completes"):
+        a.send(wire.Ping(1))
+
+
+def _requests(*ids: int) -> bytes:
+    return b"".join(wire.frame(wire.Request(i, "echo", b"")) for i in ids)
+
+
+def test_the_backlog_is_handed_out_as_requests_end(
+    alice: Identity, bob: Identity
+) -> None:
+    _, b, _ = _connections(alice, bob)
+    b.requests.max_in_flight = 2
+    events = b.receive_data(_requests(1, 2, 3))
+    assert [r.request_id for r in events] == [1, 2]  # type: ignore[union-attr]
+    assert [r.request_id for r in b.backlog] == [3]
+    b.respond(wire.SuccessResponse(1))
+    b.respond(wire.SuccessResponse(2))
+    # Room for two, one waiting: it is handed out, and the backlog is empty.
+    assert b.resume() == [wire.Request(3, "echo", b"")]
+    assert b.backlog == [] and b.resume() == []
+
+
+def test_a_backlogged_duplicate_is_refused_when_its_turn_comes(
+    alice: Identity, bob: Identity
+) -> None:
+    _, b, _ = _connections(alice, bob)
+    b.requests.max_in_flight = 2
+    b.receive_data(_requests(1, 2, 1))
+    b.data_to_send()
+    b.respond(wire.SuccessResponse(2))
+    b.data_to_send()
+    assert b.resume() == []  # request 1 is still in flight
+    [refusal] = decode_frames(b.data_to_send())
+    assert isinstance(refusal, wire.ErrorResponse) and refusal.request_id == 1
+    assert refusal.code == ErrorCode.DUPLICATE_REQUEST_ID
+    assert b.backlog == []

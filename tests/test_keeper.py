@@ -132,3 +132,160 @@ def test_a_wrong_peer_id_backs_off_too() -> None:
         assert [e["failures"] for e in events] == [UNREACHABLE_AFTER]
         assert "UNEXPECTED_PEER" in events[0]["error"]
         keeper.stopService()
+
+
+@implementer(IStreamClientEndpoint)
+class Pending:
+    """A dial that never answers; notes whether it was cancelled."""
+
+    def __init__(self) -> None:
+        self.cancelled = 0
+
+    def connect(self, factory: IProtocolFactory) -> defer.Deferred[Any]:
+        def cancel(waiting: defer.Deferred[Any]) -> None:
+            self.cancelled += 1
+
+        return defer.Deferred(cancel)
+
+
+def test_describe_reports_each_field_through_a_keepers_life() -> None:
+    """The status page reads these keys and values; a failure's error, the
+    next attempt's time, and both cleared once connected."""
+    with MemoryNetwork() as net:
+        alice, bob = net.add_node(), net.add_node()
+        down = Refusing(net)
+        keeper, _events = _keeper(net, alice, bob.peer_id, down, spread=lambda: 0.0)
+        # Without ``address``, the endpoint's own description is used.
+        assert keeper.describe() == {
+            "peer_id": str(bob.peer_id),
+            "address": str(down),
+            "state": "stopped",
+            "failures": 0,
+            "last_error": None,
+            "next_attempt": None,
+        }
+        net.advance(10)
+        keeper.startService()  # the first attempt fails at once: at 10
+        described = keeper.describe()
+        assert described["state"] == "waiting" and described["failures"] == 1
+        assert "down" in described["last_error"]
+        assert described["next_attempt"] == 10.5  # now + 0.5 s, not now - 0.5
+        net.advance(0.5)
+        assert keeper.describe()["failures"] == 2
+        assert keeper.describe()["next_attempt"] == 11.5
+        net.connect(bob, alice)
+        assert keeper.describe() == {
+            "peer_id": str(bob.peer_id),
+            "address": str(down),
+            "state": "connected",
+            "failures": 0,
+            "last_error": None,
+            "next_attempt": None,
+        }
+        keeper.stopService()
+
+
+def test_connected_and_lost_are_logged_with_the_peer_and_its_address() -> None:
+    with MemoryNetwork() as net:
+        alice, bob = net.add_node(), net.add_node()
+        down = Refusing(net)
+        keeper, events = _keeper(
+            net, alice, bob.peer_id, down, address="bob:7010", spread=lambda: 0.0
+        )
+        keeper.startService()
+        net.connect(bob, alice)
+        net.cut(alice, bob)
+        connected, lost = events
+        for line in (connected, lost):
+            assert line["log_level"].name == "info"
+            assert line["peer_id"] == str(bob.peer_id)
+            assert line["address"] == "bob:7010"
+        assert "connected" in connected["log_format"]
+        assert connected["direction"] == "inbound"
+        assert "lost" in lost["log_format"]
+        # A loss starts the count afresh: the redial is failure 1, 0.5 s on.
+        assert keeper.describe()["failures"] == 0
+        assert keeper.describe()["next_attempt"] == net.clock.seconds() + 0.5
+        net.advance(0.5)
+        assert keeper.failures == 1  # its delay is the first one again
+        assert keeper.next_attempt == net.clock.seconds() + 0.5
+        keeper.stopService()
+
+
+def test_the_unreachable_line_carries_its_fields() -> None:
+    with MemoryNetwork() as net:
+        alice, bob = net.add_node(), net.add_node()
+        keeper, events = _keeper(
+            net, alice, bob.peer_id, Refusing(net), spread=lambda: 0.0
+        )
+        keeper.startService()
+        net.advance(60)
+        [line] = events
+        assert "unreachable" in line["log_format"]
+        assert line["maximum"] == MAX_DELAY
+        assert line["failures"] == UNREACHABLE_AFTER
+        assert line["error"] == keeper.last_error and "down" in line["error"]
+        keeper.stopService()
+
+
+def test_a_peer_already_connected_is_kept_without_a_dial() -> None:
+    """``connect`` returns the existing connection at once, with no new
+    verified event: the keeper learns it from the dial's result."""
+    with MemoryNetwork() as net:
+        alice, bob = net.add_node(), net.add_node()
+        net.connect(alice, bob)
+        down = Refusing(net)
+        keeper, events = _keeper(net, alice, bob.peer_id, down)
+        keeper.startService()
+        assert keeper.state is State.CONNECTED and down.attempts == []
+        [line] = events
+        assert line["direction"] == "outbound"
+        net.advance(120)
+        assert down.attempts == []
+        keeper.stopService()
+
+
+def test_stopping_cancels_a_dial_in_flight() -> None:
+    with MemoryNetwork() as net:
+        alice, bob = net.add_node(), net.add_node()
+        pending = Pending()
+        keeper, events = _keeper(net, alice, bob.peer_id, pending)
+        keeper.startService()
+        assert keeper.state is State.DIALING and pending.cancelled == 0
+        keeper.stopService()
+        assert pending.cancelled == 1
+        assert keeper.describe()["state"] == "stopped" and keeper.failures == 0
+        assert events == []  # a cancelled dial is not a failure
+
+
+class _VanishingNode:
+    """A node whose dial succeeds but whose peer is gone again by the time
+    the keeper asks for it (closed by another observer in between)."""
+
+    def __init__(self, net: MemoryNetwork) -> None:
+        self.clock = net.clock
+
+    def on_peer_verified(self, callback: Any) -> None:
+        pass
+
+    def on_peer_lost(self, callback: Any) -> None:
+        pass
+
+    def connect(self, endpoint: Any, peer_id: Any) -> defer.Deferred[Any]:
+        return defer.succeed(object())
+
+    def peer(self, peer_id: Any) -> None:
+        return None
+
+
+def test_a_peer_gone_before_it_is_logged_has_an_unknown_direction() -> None:
+    with MemoryNetwork() as net:
+        bob = net.add_node()
+        keeper, events = _keeper(
+            net, _VanishingNode(net), bob.peer_id, Pending(), address="bob:7010"
+        )
+        keeper.startService()
+        assert keeper.state is State.CONNECTED
+        [line] = events
+        assert line["direction"] == "unknown"
+        assert line["peer_id"] == str(bob.peer_id) and line["address"] == "bob:7010"

@@ -3,21 +3,23 @@ on in-memory transports and a fake clock."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 from blueprint_net._adapters.interfaces import IHandshaking
 from blueprint_net._adapters.limiter import LimitedProtocol, LimitingFactory, Refusal
+from blueprint_net._adapters.summary import EventSummary
 from blueprint_net._policy.limits import (
     ConnectionLimiter,
     ConnectionLimits,
@@ -229,3 +231,75 @@ def test_the_wrapper_provides_what_each_transport_provides() -> None:
         assert set(providedBy(transport)) <= set(providedBy(protocol))
         kinds.append(ISSLTransport.providedBy(protocol))
     assert kinds == [True, False, True, False]
+
+
+def _logged(factory: LimitingFactory) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    factory._log = Logger(observer=events.append)  # type: ignore[arg-type]
+    return events
+
+
+@pytest.mark.parametrize("inbound", [True, False])
+def test_a_refusal_is_logged_with_its_direction_host_and_reason(inbound: bool) -> None:
+    """Without a summary, each refusal is one debug event whose fields say
+    which way, from where, and why."""
+    factory = _factory(Clock(), banned="10.0.0.9")
+    factory.inbound = inbound
+    events = _logged(factory)
+    assert _connect(factory, "10.0.0.9") is None
+    [event] = events
+    assert event["log_level"] is LogLevel.debug
+    assert "refused" in event["log_format"]
+    assert event["direction"] == ("inbound" if inbound else "outbound")
+    assert event["host"] == "10.0.0.9"
+    assert event["reason"] == "banned" == factory.refused
+
+
+@pytest.mark.parametrize("inbound", [True, False])
+def test_a_refusal_is_counted_in_the_summary_with_its_fields(inbound: bool) -> None:
+    """With a node's summary: counted by reason, and the first few detailed
+    at debug with the same fields."""
+    clock = Clock()
+    factory = _factory(clock, banned="10.0.0.9")
+    factory.inbound = inbound
+    factory.summary = summary = EventSummary(clock, "refused connections")
+    own = _logged(factory)
+    events: list[dict[str, Any]] = []
+    summary._log = Logger(observer=events.append)  # type: ignore[arg-type]
+    assert _connect(factory, "10.0.0.9") is None
+    assert own == []
+    [event] = events
+    assert event["log_level"] is LogLevel.debug
+    assert "refused" in event["log_format"]
+    assert event["direction"] == ("inbound" if inbound else "outbound")
+    assert (event["host"], event["reason"]) == ("10.0.0.9", "banned")
+    summary.flush()
+    assert events[-1]["counts"] == {"banned": 1}
+
+
+def test_an_eviction_is_logged_with_the_evicted_host() -> None:
+    factory = _factory(Clock(), max_handshaking=1)
+    events = _logged(factory)
+    oldest = factory.buildProtocol(IPv4Address("TCP", "10.0.0.7", 4000))
+    oldest.makeConnection(
+        StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.7", 4000))
+    )
+    assert _connect(factory, "10.0.0.8") is not None  # takes the oldest's place
+    assert oldest.transport.disconnecting  # type: ignore[union-attr]
+    [event] = events
+    assert event["log_level"] is LogLevel.debug
+    assert "evicted" in event["log_format"]
+    assert event["host"] == "10.0.0.7"
+
+
+def test_evicting_a_connection_without_a_host_logs_none() -> None:
+    """A UNIX socket's peer has no host: the eviction still happens."""
+    factory = _factory(Clock(), max_handshaking=1)
+    events = _logged(factory)
+    oldest = factory.buildProtocol(UNIXAddress(None))
+    oldest.makeConnection(StringTransport(peerAddress=UNIXAddress(None)))
+    assert isinstance(oldest, LimitedProtocol)
+    assert _connect(factory, "10.0.0.8") is not None
+    assert oldest.transport.disconnecting  # type: ignore[union-attr]
+    [event] = events
+    assert event["host"] is None

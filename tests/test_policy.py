@@ -109,6 +109,19 @@ def test_permissioned_mode_is_replaceable_while_running() -> None:
     policy.authorize(PEER)
 
 
+def test_an_empty_permitted_list_admits_nobody() -> None:
+    """``[]`` is permissioned mode with nobody on it; only ``None`` is off."""
+    policy = _policy(Clock())
+    policy.set_permitted([])
+    assert policy.permitted == frozenset()
+    for peer in (PEER, OTHER):
+        with pytest.raises(HandshakeFailed) as refused:
+            policy.authorize(peer)
+        assert refused.value.code is ErrorCode.NOT_ALLOWED
+    policy.set_permitted(None)
+    policy.authorize(PEER)
+
+
 def test_tracked_offenders_are_bounded() -> None:
     policy = _policy(Clock(), max_tracked=100)
     for i in range(1000):

@@ -207,6 +207,23 @@ async def test_permissioned_mode(
 
 
 @pytest_twisted.ensureDeferred
+async def test_permissioned_mode_with_an_empty_list_admits_nobody(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    """An empty list is permissioned mode with nobody on it, not mode off:
+    a verified peer (its key proven) is still refused, at both ends."""
+    policy = Policy(BanRegistry(reactor), permitted_peers=[])
+    assert policy.permitted == frozenset()
+    a, b = make_node(alice), make_node(bob, policy=policy)
+    port = await _port(b)
+    with pytest.raises(HandshakeError) as refused:
+        await a.connect(f"tcp:127.0.0.1:{port}", peer_id=bob.peer_id)
+    assert refused.value.reason.code is ErrorCode.NOT_ALLOWED  # type: ignore[union-attr]
+    await until(lambda: b.counters["handshakes.failed.NOT_ALLOWED"] == 1)
+    assert a.peers == [] and b.peers == [] and b.counters["handshakes.ok"] == 0
+
+
+@pytest_twisted.ensureDeferred
 async def test_requests_past_the_rate_limit_are_refused_not_disconnected(
     alice: Identity, bob: Identity, make_node: MakeNode
 ) -> None:

@@ -12,15 +12,17 @@ import pytest
 import pytest_twisted
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import defer, protocol, reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP4ServerEndpoint,
     wrapClientTLS,
 )
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IHandshakeListener,
     ISSLTransport,
@@ -37,15 +39,23 @@ from blueprint_net._adapters.node import Node
 from blueprint_net._adapters.protocol import PeerFactory
 from blueprint_net._adapters.tls import (
     ALPN,
+    HTTP_AT_TLS_PORT,
+    PLAIN_AT_TLS_PORT,
+    EndpointError,
     PeerTLS,
     _Certified,
+    _SniffingTLSFactory,
     certificate_key,
+    check_client,
+    check_server,
     peer_certificate_key,
 )
+from blueprint_net._adapters.tls import certificate as tls_certificate
 from blueprint_net._core import wire
 from blueprint_net._core.errors import ErrorCode, HandshakeError
 from blueprint_net._core.identity import Identity
 from blueprint_net._policy.settings import Settings
+from blueprint_net.testing import MemoryNetwork
 
 from .helpers import MakeNode, RecordingHost, decode_frames, until
 
@@ -648,3 +658,249 @@ def test_the_peer_key_is_the_one_the_verify_callback_accepted(
         assert certificate_key(handle.get_peer_certificate()) == peer.public_key
         handle.set_app_data(None)  # as if another context had made it
         assert peer_certificate_key(handle) == peer.public_key
+
+
+# -- the verify callback itself: what TLS refuses before the protocol runs -------
+
+
+class _FakeHandle:
+    """The two things ``PeerTLS._verify`` asks of its ``SSL.Connection``."""
+
+    def __init__(self, alpn: Optional[bytes] = ALPN) -> None:
+        self.alpn, self.app_data = alpn, None
+
+    def get_alpn_proto_negotiated(self) -> Optional[bytes]:
+        return self.alpn
+
+    def set_app_data(self, data: Any) -> None:
+        self.app_data = data
+
+
+def _x509(certificate: x509.Certificate) -> crypto.X509:
+    return crypto.X509.from_cryptography(certificate)
+
+
+def test_verify_accepts_the_expected_peers_own_certificate(
+    alice: Identity, bob: Identity
+) -> None:
+    handle = _FakeHandle()
+    verify = PeerTLS(alice, expected=bob.peer_id)._verify
+    assert verify(handle, _x509(tls_certificate(bob)), 18, 0, 0) is True
+    assert isinstance(handle.app_data, _Certified)
+    assert handle.app_data.key == bob.public_key
+
+
+def test_verify_refuses_a_key_that_is_not_the_expected_peers(
+    alice: Identity, bob: Identity, carol: Identity
+) -> None:
+    """At the TLS layer itself, before the blueprint handshake could say
+    UNEXPECTED_PEER."""
+    handle = _FakeHandle()
+    verify = PeerTLS(alice, expected=bob.peer_id)._verify
+    assert verify(handle, _x509(tls_certificate(carol)), 18, 0, 0) is False
+    assert handle.app_data is None
+    # Expecting nobody, the same certificate is fine (the handshake decides).
+    assert PeerTLS(alice)._verify(handle, _x509(tls_certificate(carol)), 18, 0, 0)
+    assert handle.app_data.key == carol.public_key  # type: ignore[attr-defined]
+
+
+def test_verify_refuses_any_key_but_ed25519(alice: Identity) -> None:
+    for key in (
+        ec.generate_private_key(ec.SECP256R1()),
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    ):
+        name = _name("not a peer")
+        now = datetime.datetime.now(datetime.timezone.utc)
+        other = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256())
+        )
+        for verify in (PeerTLS(alice)._verify, PeerTLS(alice, alice.peer_id)._verify):
+            handle = _FakeHandle()
+            assert verify(handle, _x509(other), 0, 0, 1) is False
+            assert handle.app_data is None
+
+
+def test_verify_refuses_a_chain_and_a_missing_alpn(
+    alice: Identity, bob: Identity
+) -> None:
+    """One self-signed certificate only (depth 0), OpenSSL's ``ok`` aside;
+    and only on a connection that settled on :data:`ALPN`."""
+    verify = PeerTLS(alice, expected=bob.peer_id)._verify
+    own = _x509(tls_certificate(bob))
+    for depth in (1, 2):
+        handle = _FakeHandle()
+        assert verify(handle, own, 0, depth, 1) is False
+        assert handle.app_data is None
+    for alpn in (None, b"", b"blueprint/2", b"http/1.1"):
+        handle = _FakeHandle(alpn)
+        assert verify(handle, own, 0, 0, 1) is False
+        assert handle.app_data is None
+    assert verify(_FakeHandle(), own, 0, 0, 1) is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_wrong_peer_id_is_refused_by_tls_not_by_the_protocol(
+    alice: Identity, bob: Identity, carol: Identity, make_node: MakeNode
+) -> None:
+    """Dialing Carol at Bob's port: the dialer's TLS refuses Bob's
+    certificate, so no blueprint frame moves (no UNEXPECTED_PEER at either
+    end)."""
+    a, b = (
+        make_node(alice, allow_plaintext=False),
+        make_node(bob, allow_plaintext=False),
+    )
+    port = await _tls_port(b)
+    with pytest.raises(HandshakeError) as caught:
+        await a.connect(f"p2ptls:127.0.0.1:{port}", peer_id=carol.peer_id)
+    assert "certificate verify failed" in str(caught.value.reason)
+    assert a.counters["handshakes.failed.UNEXPECTED_PEER"] == 0
+    assert b.counters["handshakes.failed.UNEXPECTED_PEER"] == 0
+    assert b.peers == [] and b.counters["handshakes.ok"] == 0
+
+
+# -- the wrong protocol at a p2ptls port, answered below TLS ---------------------
+
+
+class _TCPStringTransport(StringTransport):
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+
+def _sniffing(node: Node, identity: Identity) -> tuple[Any, StringTransport]:
+    """A p2ptls connection as the node's listener builds it (TLS around the
+    limiter's wrapper around the peer protocol), on a memory transport."""
+    factory = _SniffingTLSFactory(PeerTLS(identity), False, node.listening_factory())
+    address = IPv4Address("TCP", "10.9.9.9", 40000)
+    tls_protocol = factory.buildProtocol(address)
+    transport = _TCPStringTransport(peerAddress=address)
+    tls_protocol.makeConnection(transport)
+    return tls_protocol, transport
+
+
+@pytest.mark.parametrize(
+    ("chunks", "kind", "answer"),
+    [
+        # Exactly SNIFF_BYTES (8): decided at once.
+        ([b"GET / HT"], "http", HTTP_AT_TLS_PORT),
+        # In pieces: the first ones are kept until there are enough.
+        ([b"G", b"ET", b" / HTTP/1.1\r\n\r\n"], "http", HTTP_AT_TLS_PORT),
+        ([wire.frame(wire.Ping(1))[:3], wire.frame(wire.Ping(1))[3:]], "plain", None),
+    ],
+)
+def test_a_wrong_opening_at_a_tls_port_is_answered_in_its_own_protocol(
+    alice: Identity, chunks: list[bytes], kind: str, answer: Optional[bytes]
+) -> None:
+    with MemoryNetwork() as net:
+        node = net.add_node(alice)
+        tls_protocol, transport = _sniffing(node, alice)
+        for chunk in chunks[:-1]:
+            tls_protocol.dataReceived(chunk)
+            assert transport.value() == b"" and not transport.disconnecting
+        tls_protocol.dataReceived(chunks[-1])
+        assert transport.value() == (answer or PLAIN_AT_TLS_PORT)
+        assert transport.disconnecting
+        # The peer protocol, below the limiter's wrapper, heard of it.
+        assert node.counters[f"wrong_protocol.{kind}"] == 1
+        assert node.counters["misbehaviour"] == 0
+        tls_protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def test_a_wrong_opening_is_answered_whatever_protocol_is_inside() -> None:
+    """Around a protocol that has no ``wrong_opening`` (not a peer's), the
+    answer and the close are the same."""
+    inner: list[protocol.Protocol] = []
+
+    def build() -> protocol.Protocol:
+        inner.append(protocol.Protocol())
+        return inner[-1]
+
+    factory = _SniffingTLSFactory(
+        PeerTLS(Identity.generate()), False, protocol.Factory.forProtocol(build)
+    )
+    tls_protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = _TCPStringTransport()
+    tls_protocol.makeConnection(transport)
+    tls_protocol.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+    assert transport.value() == HTTP_AT_TLS_PORT and transport.disconnecting
+    assert len(inner) == 1
+    tls_protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def test_a_tls_opening_at_a_tls_port_goes_to_tls(
+    alice: Identity, bob: Identity
+) -> None:
+    """A real ClientHello, even one byte at a time, reaches TLS unchanged:
+    the server answers with its own handshake."""
+    client = PeerTLS(bob, expected=alice.peer_id).clientConnectionForTLS(None)
+    with contextlib.suppress(SSL.WantReadError):
+        client.do_handshake()
+    hello = client.bio_read(65536)
+    with MemoryNetwork() as net:
+        node = net.add_node(alice)
+        tls_protocol, transport = _sniffing(node, alice)
+        for i in range(len(hello)):
+            tls_protocol.dataReceived(hello[i : i + 1])
+        assert transport.value()[:1] == b"\x16"  # a ServerHello record
+        assert not transport.disconnecting
+        assert not [k for k in node.counters if k.startswith("wrong_protocol")]
+        transport.loseConnection()
+        tls_protocol.connectionLost(Failure(ConnectionDone()))
+
+
+# -- checking a description before the service starts ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("check", "description"),
+    [
+        (check_server, "p2ptls:7443:interface=127.0.0.1"),
+        (check_server, "p2ptls:0"),
+        (check_server, "p2ptls:65535"),
+        (check_server, "tcp:7010"),
+        (check_server, "unix:/nonexistent/node.sock"),  # no port at all
+        (check_client, "p2ptls:127.0.0.1:7443"),
+        (check_client, "p2ptls:host=127.0.0.1:port=7443"),
+        (check_client, "tcp:127.0.0.1:65535"),
+    ],
+)
+def test_a_good_description_passes_its_check(check: Any, description: str) -> None:
+    check(description)
+
+
+@pytest.mark.parametrize(
+    ("check", "description", "message"),
+    [
+        (check_client, "p2ptls:127.0.0.1", "'p2ptls:127.0.0.1': missing 'port'"),
+        (check_server, "p2ptls:x", "'p2ptls:x': wants a number, not 'x'"),
+        (check_server, "tcp:1:backlog=y", "'tcp:1:backlog=y': wants a number, not 'y'"),
+        (check_server, "foo:1", "'foo:1': Unknown endpoint type: 'foo'"),
+        # A value holding ": " (its colon escaped) is quoted whole.
+        (check_server, r"p2ptls:a\: b", r"'p2ptls:a\\: b': wants a number, not 'a: b'"),
+        (check_server, "p2ptls:65536", "'p2ptls:65536': port 65536 is not in 0-65535"),
+        (check_server, "p2ptls:-1", "'p2ptls:-1': port -1 is not in 0-65535"),
+        (
+            check_client,
+            "p2ptls:127.0.0.1:65536",
+            "'p2ptls:127.0.0.1:65536': port 65536 is not in 0-65535",
+        ),
+        (
+            check_server,
+            "ssl:0:privateKey=/nonexistent/node.key",
+            "'ssl:0:privateKey=/nonexistent/node.key': /nonexistent/node.key:"
+            " No such file or directory",
+        ),
+    ],
+)
+def test_a_bad_description_is_one_line_saying_why(
+    check: Any, description: str, message: str
+) -> None:
+    with pytest.raises(EndpointError) as caught:
+        check(description)
+    assert str(caught.value) == message

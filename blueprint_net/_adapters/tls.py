@@ -308,7 +308,9 @@ def _check(parse: Any, description: str) -> None:
     except Exception as error:  # every parser's own complaint, in its words
         why = str(error)
         if why.startswith("invalid literal for int()"):  # a port, a backlog...
-            why = "wants a number, not " + why.rpartition(": ")[2]
+            # int()'s words end at the first ": "; the value (repr'd) may
+            # hold another, behind an escaped colon.
+            why = "wants a number, not " + why.partition(": ")[2]
         raise EndpointError(f"{description!r}: {why}") from None
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:
