@@ -519,7 +519,10 @@ async def test_a_node_started_into_a_sybil_race_keeps_honest_outbound_peers(
 
         def kept() -> bool:
             clock.advance(1.0)  # rounds, heartbeats, inbound grace
-            inbound = [p for p in victim.peers if p.direction == "inbound"]
+            # Inbound as the manager counts it: a peer whose simultaneous
+            # dial the duplicate rule kept in place of ours is outbound.
+            ours = {p.peer_id for p in manager.outbound()}
+            inbound = [p for p in victim.peers if p.peer_id not in ours]
             return swarm.honest_outbound() >= 4 and len(inbound) <= 12
 
         await until(kept)
