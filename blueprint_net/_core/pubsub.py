@@ -200,6 +200,10 @@ class GossipParams(Protocol):
     @property
     def new_origin_burst(self) -> int: ...
     @property
+    def forward_rate(self) -> float: ...
+    @property
+    def forward_burst(self) -> int: ...
+    @property
     def max_origins(self) -> int: ...
     @property
     def max_pending(self) -> int: ...
@@ -225,6 +229,10 @@ class _Backoff:
     #: Set by our Prune (a graft before ``until`` breaks it) or by theirs.
     by_us: bool
     since: float
+    #: A graft in our backoff is charged only on the connection our Prune
+    #: went out on: a peer that left and came back may have restarted and
+    #: lost its state, or had it pushed out of its own bounded table.
+    chargeable: bool = True
 
 
 @attrs.define
@@ -313,6 +321,10 @@ class Router:
         self.new_origin_limit: RateLimiter[PeerId] = RateLimiter(
             s.new_origin_rate, s.new_origin_burst, s.max_origins
         )
+        #: Messages first received from each peer that we forward.
+        self.forward_limit: RateLimiter[PeerId] = RateLimiter(
+            s.forward_rate, s.forward_burst, s.max_origins
+        )
         self.records = RecordBook(s.max_records, self._record_verifies)
         self.own_record: Optional[PeerRecord] = None
         #: Drops and other events, by name, for status and the benchmarks.
@@ -327,6 +339,8 @@ class Router:
             return []
         backoffs = self.departed.pop(peer, {})  # back: its backoffs hold
         self.departed_count -= len(backoffs)
+        for backoff in backoffs.values():
+            backoff.chargeable = False  # ...but it may not remember ours
         self.peers[peer] = _Peer(outbound, backoffs=backoffs)
         topics = sorted(self.subscribed)
         step = MAX_SUBSCRIPTION_CHANGES
@@ -440,8 +454,13 @@ class Router:
             out.append(Deliver(message))
         exclude = (pending.source, message.origin)
         targets = [p for p in self.mesh.get(message.topic, ()) if p not in exclude]
-        if targets:
-            out.append(Send(tuple(sorted(targets)), message))
+        if not targets:
+            return out
+        if not self.forward_limit.allow(pending.source, now):
+            # Cached and announced (IHave), not pushed: see forward_rate.
+            self.counters["forward.source_rate"] += 1
+            return out
+        out.append(Send(tuple(sorted(targets)), message))
         return out
 
     def set_addresses(self, addresses: Iterable[str], now: float) -> PeerRecord:
@@ -614,7 +633,7 @@ class Router:
             self.counters["graft.in_backoff"] += 1
             left = max(1, round(backoff.until - now))
             out: list[Output] = [Send((peer,), Prune(topic, left))]
-            if now - backoff.since > s.graft_grace:
+            if backoff.chargeable and now - backoff.since > s.graft_grace:
                 out.append(Penalty(peer, Fault.GRAFT_IN_BACKOFF))
             return out
         if len(members) >= s.mesh_high and not self.peers[peer].outbound:

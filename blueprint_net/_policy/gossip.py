@@ -133,6 +133,18 @@ class GossipSettings:
     #: only 10 messages a second per attacking link.
     new_origin_rate: float = 10.0
     new_origin_burst: int = 100
+    #: Messages first received from one peer that this node forwards, per
+    #: second (and burst): a forwarder answers for what it forwards.  Junk
+    #: a peer brings (signed by keys it made known one at a time) is then
+    #: at most this much of what our neighbours take from us (their
+    #: ``peer_rate``, 500/s by default), so up to four flooding peers cannot
+    #: crowd honest relayed messages out at the next hop.  The excess is
+    #: still delivered here, cached and announced in IHave; only the push
+    #: is dropped.  An honest peer is the first to bring a message for a
+    #: share of the network's publications, far below 100/s (the origin
+    #: rate is 20/s).
+    forward_rate: float = 100.0
+    forward_burst: int = 200
     #: Origins (and peers) whose rates are tracked, and origins remembered
     #: as known (accepted); past it the least recently heard go.
     max_origins: int = 65536
@@ -185,7 +197,12 @@ class GossipSettings:
         sizes = [self.max_message_size, *self.topic_max_sizes.values()]
         if min(sizes) < 0 or max(sizes) >= 2**32:
             return "a message size cap is 0 to 2**32 - 1 bytes"
-        rates = (self.origin_rate, self.peer_rate, self.new_origin_rate)
+        rates = (
+            self.origin_rate,
+            self.peer_rate,
+            self.new_origin_rate,
+            self.forward_rate,
+        )
         if min(*rates, self.heartbeat_interval) <= 0:
             return "rates and the heartbeat interval must be positive"
         if self.max_control_per_peer < 2 * self.max_topics_per_peer:
