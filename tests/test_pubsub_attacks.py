@@ -174,8 +174,8 @@ def test_honest_delivery_survives_three_links_flooding_fresh_origins(
                 assert (
                     isinstance(send.message, Publish) and victim.peer_id in send.peers
                 )
-                got = victim.receive(relay.peer_id, send.message, now)
-                at_neighbour(accept(victim, got, now), now)
+                outputs = victim.receive(relay.peer_id, send.message, now)
+                at_neighbour(accept(victim, outputs, now), now)
     for mine in (published, relayed):
         got = set(delivered) & set(mine)
         assert len(got) >= 0.99 * len(mine), (len(got), len(mine))
