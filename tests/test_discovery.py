@@ -68,6 +68,16 @@ NEVER = [
     "224.0.0.1",
     "ff02::1",
     "255.255.255.255",
+    "100.100.100.200",  # Alibaba Cloud's metadata (inside 100.64/10)
+    "168.63.129.16",  # Azure's platform endpoint
+    "::ffff:169.254.169.254",  # IPv4-mapped: the carried address's scope
+    # IPv6 forms that carry an IPv4 address past a gateway: never
+    "::a9fe:a9fe",  # IPv4-compatible
+    "::2",
+    "::ffff:0:a9fe:a9fe",  # SIIT
+    "64:ff9b::a9fe:a9fe",  # NAT64
+    "64:ff9b:1::a9fe:a9fe",  # local-use NAT64
+    "2002:a9fe:a9fe::1",  # 6to4
 ]
 PRIVATE = ["10.1.2.3", "172.16.0.9", "192.168.1.1", "100.64.0.1", "fd12::1"]
 LOOPBACK = ["127.0.0.1", "127.66.0.5", "::1", "::ffff:127.0.0.1"]
@@ -102,6 +112,20 @@ def test_each_scope_is_dialed_only_by_a_node_in_it() -> None:
     assert targets(["198.51.100.7", "10.0.0.2"]) == {"8.8.8.8", *PRIVATE}
     assert targets(["127.0.0.1"]) == {"8.8.8.8", "127.0.0.1", "::1"}
     assert targets(["127.0.0.1", "198.51.100.7"]) == {"8.8.8.8"}
+
+
+def test_dials_to_one_host_are_bounded_whatever_its_spelling() -> None:
+    """An attacker review split records between ``127.99.0.1`` and
+    ``::ffff:127.99.0.1`` (the same host) and got twice the dials."""
+    rate = DialRate(2, 60.0)
+    rate.dialed("203.0.113.9", 0.0)
+    rate.dialed("::ffff:203.0.113.9", 0.0)
+    for spelling in ("203.0.113.9", "::ffff:203.0.113.9", "::ffff:cb00:7109"):
+        assert not rate.allows(spelling, 1.0), spelling
+    rate.dialed("2001:db8::0001", 0.0)
+    rate.dialed("2001:0db8:0:0::1", 0.0)
+    assert not rate.allows("2001:db8::1", 1.0)
+    assert rate.allows("2001:db8::2", 1.0)
 
 
 def test_dials_to_one_host_are_bounded_per_window_whatever_the_port() -> None:

@@ -133,13 +133,23 @@ _NEVER = tuple(
     ipaddress.ip_network(n)
     for n in (
         "0.0.0.0/8",
-        "169.254.0.0/16",
+        "169.254.0.0/16",  # link-local, and most clouds' metadata service
+        "100.100.100.200/32",  # Alibaba Cloud's metadata (inside 100.64/10)
+        "168.63.129.16/32",  # Azure's platform endpoint
         "224.0.0.0/4",
         "240.0.0.0/4",
-        "::/128",
         "fe80::/10",
         "ff00::/8",
-        "fd00:ec2::254/128",
+        "fd00:ec2::254/128",  # AWS's metadata over IPv6
+        # IPv6 forms that carry an IPv4 address somewhere a gateway may take
+        # it (IPv4-compatible and the unspecified ::, SIIT, NAT64, 6to4):
+        # their scope is the carried address's, which a record could use to
+        # dress a private or metadata address as public.
+        "::/96",
+        "::ffff:0:0:0/96",
+        "64:ff9b::/96",
+        "64:ff9b:1::/48",
+        "2002::/16",
     )
 )
 _PRIVATE_NETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
@@ -153,10 +163,10 @@ def scope(host: str) -> Scope:
         address = parse_ip(host)
     except ValueError:
         return Scope.NEVER
+    if address.is_loopback:  # first: ::1 is inside ::/96
+        return Scope.LOOPBACK
     if any(address in net for net in _NEVER):
         return Scope.NEVER
-    if address.is_loopback:
-        return Scope.LOOPBACK
     if any(address in net for net in _PRIVATE):
         return Scope.PRIVATE
     return Scope.PUBLIC
@@ -217,14 +227,25 @@ class DialRate:
         self._dials: dict[str, list[float]] = {}
 
     def allows(self, host: str, now: float) -> bool:
-        recent = [t for t in self._dials.get(host, ()) if now - t < self.window]
+        key = _dial_key(host)
+        recent = [t for t in self._dials.get(key, ()) if now - t < self.window]
         return len(recent) < self.count
 
     def dialed(self, host: str, now: float) -> None:
-        recent = [t for t in self._dials.pop(host, ()) if now - t < self.window]
-        self._dials[host] = [*recent, now]
+        key = _dial_key(host)
+        recent = [t for t in self._dials.pop(key, ()) if now - t < self.window]
+        self._dials[key] = [*recent, now]
         while len(self._dials) > self.limit:
             del self._dials[next(iter(self._dials))]
+
+
+def _dial_key(host: str) -> str:
+    """One key per address however it is written (``::ffff:a.b.c.d`` is
+    ``a.b.c.d``, IPv6 in its compressed form), so spellings share a rate."""
+    try:
+        return str(parse_ip(host))
+    except ValueError:
+        return host
 
 
 def bootstrap_due(outbound: int, settings: DiscoverySettings) -> bool:
