@@ -594,7 +594,7 @@ def test_a_failing_validator_is_logged_with_its_topic_and_ignores(
 def test_status_lists_topics_published_to_and_the_subscription_count(
     net: MemoryNetwork,
 ) -> None:
-    a, b = _pair(net)
+    a, _ = _pair(net)
     a.publish("elsewhere", b"unheard")  # published to, never subscribed
     net.pump()
     status = a.gossip.status()
