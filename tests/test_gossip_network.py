@@ -633,6 +633,7 @@ def test_a_raising_validator_and_a_strange_answer_are_logged_and_ignored(
     net.pump()
     [failure] = [e for e in logged if "log_failure" in e]
     assert failure["topic"] == TOPIC and failure["log_failure"].check(RuntimeError)
+    assert repr(TOPIC) in formatEvent(failure)
     assert not [e for e in logged if "verdict" in e]
     assert b.gossip.stats[TOPIC]["ignored"] == 1
     a.publish(TOPIC, b"strange")
@@ -657,7 +658,7 @@ def test_a_raising_handler_is_logged_and_the_next_message_delivered(
             raise RuntimeError("handler bug")
         got.append(message.data)
 
-    a.subscribe(TOPIC, None)  # no handler: still counted as delivered
+    a.gossip.subscribe(TOPIC, None)  # no handler: still counted as delivered
     b.subscribe(TOPIC, handler, validator=lambda message: Verdict.ACCEPT)
     net.advance(1.0)
     a.publish(TOPIC, b"boom")
