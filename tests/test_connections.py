@@ -153,7 +153,7 @@ def test_a_peer_at_an_address_without_a_host_is_its_own_netgroup(
         name = "/tmp/socket"
 
     found = attrs.make_class("Found", ["address"])(Unix())
-    node.peer = lambda peer_id: found  # type: ignore[method-assign,assignment]
+    node.peer = lambda peer_id: found  # type: ignore[method-assign]
     assert manager._netgroup(someone) == someone
 
 
