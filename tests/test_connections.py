@@ -199,3 +199,110 @@ def test_a_peer_our_dial_reached_is_outbound_tried_and_forgiven(
         assert node.counters["discovery.inbound_trimmed"] == 0
     finally:
         manager.stopService()
+
+
+def test_a_round_dials_at_most_max_dialing_and_only_what_is_missing(
+    make_node: MakeNode,
+) -> None:
+    clock = task.Clock()
+    node = make_node(Identity.generate(), clock=clock)
+    dials = _stubbed(node)
+    book = node.gossip.router.records
+    for n in range(1, 7):
+        book.offer(sign_record(Identity.generate(), 1, [f"192.0.{n}.1:7010"]))
+    manager = _manager(node, settings=DiscoverySettings(target_peers=5))
+    manager.startService()
+    try:
+        assert len(dials.made) == 4  # max_dialing
+        assert len({endpoint for endpoint, _ in dials.made}) == 4
+        clock.advance(1.0)
+        assert len(dials.made) == 4  # four in flight: none more
+        dials.pending[0].errback(ConnectFailed("refused"))
+        clock.advance(1.0)
+        assert len(dials.made) == 5  # one place free
+        dials.pending[1].errback(ConnectFailed("refused"))
+        dials.pending[2].errback(ConnectFailed("refused"))
+        clock.advance(0.5)  # the failed ones back off for 1 s
+        assert len(dials.made) == 5
+    finally:
+        manager.stopService()
+    # Stopping cancels the dials in flight: not failures, nothing backs off.
+    assert all(d.called for d in dials.pending)
+    assert not manager.dialing
+    assert node.counters["discovery.dial_failed"] == 3
+
+
+def test_records_from_inbound_peers_wait_for_the_bootstrap_to_back_off(
+    make_node: MakeNode,
+) -> None:
+    clock = task.Clock()
+    node = make_node(Identity.generate(), clock=clock)
+    dials = _stubbed(node)
+    book = node.gossip.router.records
+    stranger = Identity.generate()
+    inbound_source = Identity.generate().peer_id
+    book.offer(sign_record(stranger, 1, ["192.0.2.9:7010"]), inbound_source)
+    mine = Identity.generate()  # the application's: as good as our own
+    book.offer(sign_record(mine, 1, ["192.0.3.9:7010"]))
+    own = ("p2ptls:host=192.0.3.9:port=7010", mine.peer_id)
+    bootstrap = "tcp:192.0.2.1:7010"
+    settings = DiscoverySettings(backoff_initial=5.0)
+    manager = _manager(node, settings=settings, bootstrap=[bootstrap])
+    manager.startService()
+    try:
+        assert dials.made == [own, (bootstrap, None)]
+        clock.advance(1.0)  # the bootstrap is being dialed: still not
+        assert dials.made == [own, (bootstrap, None)]
+        dials.pending[1].errback(ConnectFailed("refused"))
+        clock.advance(1.0)  # the bootstrap backs off (5 s): now the stranger
+        stranger_dial = ("p2ptls:host=192.0.2.9:port=7010", stranger.peer_id)
+        assert dials.made[2:] == [stranger_dial]
+        clock.advance(3.0)
+        assert len(dials.made) == 3
+        clock.advance(1.0)  # and the bootstrap again once it may be
+        assert dials.made[3:] == [(bootstrap, None)]
+    finally:
+        manager.stopService()
+
+
+def test_an_address_a_record_cannot_hold_is_logged_and_dropped(
+    make_node: MakeNode, logged: list[dict[str, Any]]
+) -> None:
+    clock = task.Clock()
+    node = make_node(Identity.generate(), clock=clock)
+    _stubbed(node)
+    manager = _manager(node, advertise=["tcp:host=nope"])
+    manager.startService()
+    try:
+        [event] = [e for e in logged if "addresses" in e]
+        assert event["addresses"] == ["tcp:host=nope"]
+        assert "address" in event["error"]
+        assert event["log_level"].name == "error"
+        assert manager.advertise == []
+        assert node.gossip.router.own_record is None
+        clock.advance(1.0)  # the next round signs a record with none
+        own = node.gossip.router.own_record
+        assert own is not None and own.addresses == ()
+        clock.advance(1.0)  # and not again while unchanged
+        assert node.gossip.router.own_record is own
+        assert len([e for e in logged if "addresses" in e]) == 1
+    finally:
+        manager.stopService()
+
+
+def test_dials_in_flight_count_towards_the_target(make_node: MakeNode) -> None:
+    clock = task.Clock()
+    node = make_node(Identity.generate(), clock=clock)
+    dials = _stubbed(node)
+    for n in range(1, 7):
+        node.gossip.router.records.offer(
+            sign_record(Identity.generate(), 1, [f"192.0.{n}.1:7010"])
+        )
+    manager = _manager(node, settings=DiscoverySettings(target_peers=2))
+    manager.startService()
+    try:
+        assert len(dials.made) == 2
+        clock.advance(1.0)
+        assert len(dials.made) == 2
+    finally:
+        manager.stopService()
