@@ -640,6 +640,7 @@ def test_a_raising_validator_and_a_strange_answer_are_logged_and_ignored(
     net.pump()
     [strange] = [e for e in logged if "verdict" in e]
     assert strange["topic"] == TOPIC
+    assert repr(TOPIC) in formatEvent(strange)
     assert strange["verdict"] == repr("x" * 100)[:80]
     assert strange["log_level"].name == "error"
     stats = b.gossip.stats[TOPIC]
