@@ -3,6 +3,7 @@ figures on the status page, over the in-memory network."""
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from typing import Any
 
@@ -11,7 +12,7 @@ from twisted.internet import defer, task
 from blueprint_net import Identity
 from blueprint_net._adapters.connections import ConnectionManager
 from blueprint_net._core.errors import ConnectFailed
-from blueprint_net._core.records import sign_record
+from blueprint_net._core.records import PeerRecord, sign_record
 from blueprint_net._ops.status import prometheus, snapshot
 from blueprint_net._policy.discovery import (
     Backoff,
@@ -24,6 +25,8 @@ from blueprint_net._policy.discovery import (
     dial_scopes,
     dial_targets,
     evict_inbound,
+    format_address,
+    own_hosts,
     prefer_diverse,
     scope,
 )
@@ -273,3 +276,198 @@ def test_names_link_local_metadata_and_out_of_scope_addresses_are_not_dialed(
         r"p2ptls:host=fd12\:\:1:port=7010",
         r"p2ptls:host=192.0.2.44:port=7010",
     }
+
+
+# -- the settings' derived figures and the small decisions, at their bounds -----
+
+
+def test_the_inbound_and_bootstrap_caps() -> None:
+    assert DiscoverySettings(target_peers=5).inbound_cap == 15
+    assert DiscoverySettings(target_peers=5, max_inbound=7).inbound_cap == 7
+    assert DiscoverySettings(target_peers=5, max_inbound=0).inbound_cap == 0
+    assert DiscoverySettings(target_peers=9).bootstrap_cap == 4
+    assert DiscoverySettings(target_peers=1).bootstrap_cap == 1
+    assert DiscoverySettings(target_peers=0).bootstrap_cap == 1
+    assert DiscoverySettings(target_peers=8, bootstrap_below=6).bootstrap_cap == 6
+    assert DiscoverySettings(target_peers=8, bootstrap_below=0).bootstrap_cap == 0
+    # Never past the target, however high bootstrap_below is set.
+    high = DiscoverySettings(target_peers=2, bootstrap_below=5)
+    assert [bootstrap_due(n, high) for n in range(4)] == [True, True, False, False]
+    assert not bootstrap_due(0, DiscoverySettings(bootstrap_below=0))
+
+
+def test_netgroups_are_a_24_a_48_or_the_name() -> None:
+    settings = DiscoverySettings()
+    assert settings.netgroup("192.0.2.77") == ipaddress.ip_network("192.0.2.0/24")
+    assert settings.netgroup("2001:db8:1:2::5") == ipaddress.ip_network(
+        "2001:db8:1::/48"
+    )
+    assert settings.netgroup("node.example") == "node.example"
+    wide = DiscoverySettings(netgroup_ipv4_prefix=16, netgroup_ipv6_prefix=32)
+    assert wide.netgroup("192.0.2.77") == ipaddress.ip_network("192.0.0.0/16")
+    assert wide.netgroup("2001:db8:1:2::5") == ipaddress.ip_network("2001:db8::/32")
+
+
+def test_advertised_addresses_are_deduplicated_and_at_most_eight() -> None:
+    listening = [(f"192.0.2.{n}", 7010) for n in range(1, 11)]
+    assert advertised(listening) == [f"192.0.2.{n}:7010" for n in range(1, 9)]
+    twice = [("192.0.2.1", 1), ("192.0.2.1", 1), ("::1", 2), ("::1", 2)]
+    assert advertised(twice) == ["192.0.2.1:1"]
+    assert advertised([("::1", 2), ("::1", 2), ("0.0.0.0", 3)]) == ["[::1]:2"]
+    assert advertised([("node.example", 5)]) == ["node.example:5"]
+    assert format_address("::1", 5) == "[::1]:5"
+    assert format_address("192.0.2.1", 5) == "192.0.2.1:5"
+    assert description("192.0.2.1", 5) == "p2ptls:host=192.0.2.1:port=5"
+
+
+def test_own_hosts_are_the_listeners_then_the_parsable_addresses() -> None:
+    hosts = own_hosts(
+        ["192.0.2.1:7", "not an address", "[2001:db8::1]:8", "node.example:9"],
+        [("10.0.0.1", 7010), ("127.0.0.1", 7011)],
+    )
+    assert hosts == [
+        "10.0.0.1",
+        "127.0.0.1",
+        "192.0.2.1",
+        "2001:db8::1",
+        "node.example",
+    ]
+    assert own_hosts([]) == []
+    assert dial_scopes(["10.0.0.1"]) == {Scope.PUBLIC, Scope.PRIVATE}
+    assert dial_scopes(["node.example"]) == {Scope.PUBLIC}
+    assert dial_scopes(["::1"]) == {Scope.PUBLIC, Scope.LOOPBACK}
+
+
+def test_a_records_unparsable_addresses_are_skipped_not_the_rest() -> None:
+    record = PeerRecord(
+        Identity.generate().peer_id,
+        1,
+        ("192.0.2.1:0", "nonsense", "192.0.2.2:5", "192.0.2.3:6"),
+        b"",
+    )
+    assert dial_targets(record, PUBLIC) == [("192.0.2.2", 5), ("192.0.2.3", 6)]
+    assert dial_targets(record, frozenset()) == []
+
+
+def test_the_dial_rate_forgets_the_longest_idle_host_first() -> None:
+    rate = DialRate(1, 60.0, limit=2)
+    rate.dialed("a", 0.0)
+    rate.dialed("b", 1.0)
+    rate.dialed("a", 2.0)  # a is now the most recent
+    rate.dialed("c", 3.0)  # over the limit: b goes, not a
+    assert rate.allows("b", 3.0)
+    assert not rate.allows("a", 3.0) and not rate.allows("c", 3.0)
+    # A dial's window ends exactly ``window`` seconds later.
+    one = DialRate(1, 60.0)
+    one.dialed("h", 0.0)
+    assert not one.allows("h", 59.999)
+    assert one.allows("h", 60.0)
+    one.dialed("h", 60.0)
+    one.dialed("h", 61.0)
+    assert not one.allows("h", 120.5)  # 61 s is still in it
+
+
+def test_eviction_stops_at_the_count_or_when_nobody_is_left() -> None:
+    inbound = [("a", 1), ("b", 1), ("c", 2)]
+    assert sorted(evict_inbound(inbound, 5, random.Random(3))) == ["a", "b", "c"]
+    assert evict_inbound(inbound, 0, random.Random(3)) == []
+    assert evict_inbound([], 2, random.Random(3)) == []
+    for seed in range(10):
+        assert evict_inbound(inbound, 1, random.Random(seed))[0] in ("a", "b")
+        two = evict_inbound(inbound, 2, random.Random(seed))
+        assert len(two) == 2 and two[0] in ("a", "b")
+    # Two groups of equal size: either may lose first, and both do over seeds.
+    firsts = {
+        evict_inbound([("x", 1), ("y", 2)], 1, random.Random(s))[0] for s in range(20)
+    }
+    assert firsts == {"x", "y"}
+
+
+class _Half(random.Random):
+    """``random()`` is always 0.5: no jitter (a factor of exactly 1)."""
+
+    def random(self) -> float:
+        return 0.5
+
+
+def test_backoff_delays_exactly_and_is_ready_at_its_time() -> None:
+    backoff = Backoff(2.0, 20.0, _Half())
+    assert [backoff.failed("p", 100.0) for _ in range(5)] == [2, 4, 8, 16, 20]
+    assert not backoff.ready("p", 119.999)
+    assert backoff.ready("p", 120.0)  # at exactly its time
+    assert backoff.ready("other", 0.0)
+    backoff.succeeded("p")
+    backoff.succeeded("never failed")
+    assert backoff.failed("p", 0.0) == 2.0  # counting from the start again
+    # Many failures never overflow: the exponent stops at 30.
+    many = Backoff(1.0, 10.0**12, _Half())
+    for _ in range(40):
+        delay = many.failed("p", 0.0)
+    assert delay == 2.0**30
+    # The jitter spans 0.5 to 1.5 times the base.
+    assert Backoff(2.0, 20.0, _Fixed(0.0)).failed("p", 0.0) == 1.0
+    assert Backoff(2.0, 20.0, _Fixed(0.999)).failed("p", 0.0) == 2.0 * 1.499
+
+
+class _Fixed(random.Random):
+    def __init__(self, value: float) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def test_backoff_holds_at_most_limit_keys_forgetting_the_oldest() -> None:
+    backoff = Backoff(1.0, 8.0, _Half(), limit=2)
+    backoff.failed("a", 0.0)
+    backoff.failed("b", 0.0)
+    backoff.failed("a", 0.0)  # a failed again: now the newest
+    backoff.failed("c", 0.0)
+    assert backoff.ready("b", 0.0)  # forgotten
+    assert not backoff.ready("a", 0.0) and not backoff.ready("c", 0.0)
+    assert backoff.failed("a", 0.0) == 4.0  # a's count was kept: its third
+
+
+def test_diversity_counts_the_candidates_already_chosen() -> None:
+    candidates = [("a1", "192.0.2.1"), ("a2", "192.0.2.2"), ("b1", "198.51.100.1")]
+    for seed in range(10):
+        chosen = prefer_diverse(candidates, [], 2, random.Random(seed))
+        assert "b1" in chosen and len(chosen) == 2
+        assert sorted(prefer_diverse(candidates, [], 9, random.Random(seed))) == [
+            "a1",
+            "a2",
+            "b1",
+        ]
+        assert prefer_diverse(candidates, [], 0, random.Random(seed)) == []
+    # Coarser prefixes: 192.0.2.x and 192.0.3.x are one /16.
+    wide = [("a", "192.0.2.1"), ("b", "192.0.3.1"), ("c", "198.51.100.1")]
+    for seed in range(10):
+        chosen = prefer_diverse(
+            wide, ["192.0.9.9"], 1, random.Random(seed), ipv4_prefix=16
+        )
+        assert chosen == ["c"]
+    v6 = [("a", "2001:db8:1::1"), ("b", "2001:db8:2::1"), ("c", "2001:db9::1")]
+    held = ["2001:db8:1::9"]
+    assert {prefer_diverse(v6, held, 1, random.Random(s))[0] for s in range(20)} == {
+        "b",
+        "c",
+    }
+    for seed in range(20):
+        chosen = prefer_diverse(v6, held, 1, random.Random(seed), ipv6_prefix=32)
+        assert chosen == ["c"]
+
+
+def test_each_choice_counts_towards_its_subnet() -> None:
+    """A subnet we already hold a peer in, and one we chose a candidate in,
+    weigh alike: three picks from two subnets (one held) take two of the
+    other, whatever the order of equals."""
+    candidates = [
+        ("a1", "192.0.2.1"),
+        ("a2", "192.0.2.2"),
+        ("b1", "198.51.100.1"),
+        ("b2", "198.51.100.2"),
+    ]
+    for seed in range(20):
+        chosen = prefer_diverse(candidates, ["192.0.2.200"], 3, random.Random(seed))
+        assert sorted(key[0] for key in chosen) == ["a", "b", "b"], seed

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import gc
 import random
-from collections.abc import Awaitable
-from typing import Any, Callable, Optional
+from collections.abc import Awaitable, Iterator
+from typing import Any, Callable, Optional, cast
 
 import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.internet.address import IPv4Address
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 
 from bench.attack_discovery import Swarm
 from blueprint_net import (
@@ -30,6 +31,7 @@ from blueprint_net._core.errors import ErrorCode, NotConnected
 from blueprint_net._core.records import sign_record
 from blueprint_net._ops.service import NodeService
 from blueprint_net._policy.discovery import DiscoverySettings
+from blueprint_net.testing import MemoryNetwork
 
 from .helpers import MakeNode
 
@@ -532,3 +534,152 @@ async def test_a_node_started_into_a_sybil_race_keeps_honest_outbound_peers(
         await until(lambda: swarm.delivered(ids) == len(ids))
     finally:
         await swarm.stop()
+
+
+# -- the adapter on the in-memory network (one fake clock, no sockets) --------
+
+
+@pytest.fixture
+def logged() -> Iterator[list[dict[str, Any]]]:
+    """Every log event emitted during the test."""
+    events: list[dict[str, Any]] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    yield events
+    globalLogPublisher.removeObserver(observer)
+
+
+def _pair(net: MemoryNetwork, **subscribe: Any) -> tuple[Node, Node]:
+    """Two connected nodes subscribed to TOPIC, meshed (a heartbeat)."""
+    a, b = net.add_node(), net.add_node()
+    net.connect(a, b)
+    a.subscribe(TOPIC, lambda message: None)
+    b.subscribe(TOPIC, lambda message: None, **subscribe)
+    net.advance(1.0)
+    assert a.gossip.router.mesh[TOPIC] == {b.peer_id}
+    return a, b
+
+
+def test_leaving_a_topic_prunes_the_mesh_now(net: MemoryNetwork) -> None:
+    a, b = _pair(net)
+    a.unsubscribe("never joined")  # harmless
+    net.advance(5.0)
+    a.unsubscribe(TOPIC)
+    net.pump()
+    assert TOPIC not in a.gossip.topics
+    assert b.gossip.router.mesh[TOPIC] == set()  # the Prune arrived
+    # a backs b off from the time it left (the unsubscribe backoff, 10 s):
+    # rejoining at once or 9 s later grafts nobody; past it, b again.
+    a.subscribe(TOPIC, lambda message: None)
+    net.advance(9.0)
+    assert a.gossip.router.mesh[TOPIC] == set()
+    net.advance(5.0)
+    assert a.gossip.router.mesh[TOPIC] == {b.peer_id}
+
+
+def test_a_failing_validator_is_logged_with_its_topic_and_ignores(
+    net: MemoryNetwork, logged: list[dict[str, Any]]
+) -> None:
+    a, b = _pair(net, validator=lambda message: defer.fail(RuntimeError("bug")))
+    a.publish(TOPIC, b"x")
+    net.pump()
+    failures = [e for e in logged if "log_failure" in e]
+    assert len(failures) == 1
+    [event] = failures
+    assert event["topic"] == TOPIC and event["log_failure"].check(RuntimeError)
+    assert repr(TOPIC) in formatEvent(event)
+    # It is ignored as such, not as a strange answer (no second report).
+    assert not [e for e in logged if "verdict" in e]
+    assert b.gossip.stats[TOPIC]["ignored"] == 1
+    assert b.gossip.router.counters["validation.ignore"] == 1
+
+
+def test_status_lists_topics_published_to_and_the_subscription_count(
+    net: MemoryNetwork,
+) -> None:
+    a, _ = _pair(net)
+    a.publish("elsewhere", b"unheard")  # published to, never subscribed
+    net.pump()
+    status = a.gossip.status()
+    assert status["topics"]["elsewhere"] == {
+        "subscribed": False,
+        "mesh": 0,
+        "fanout": 0,
+        "peers": 0,
+        "published": 1,
+        "delivered": 0,
+        "forwarded": 0,
+        "duplicate": 0,
+        "invalid": 0,
+        "ignored": 0,
+        "dropped": 0,
+    }
+    assert list(status["topics"]) == ["elsewhere", TOPIC]
+    assert status["topics"][TOPIC]["subscribed"] is True
+    assert status["topics"][TOPIC]["mesh"] == status["topics"][TOPIC]["peers"] == 1
+    assert status["subscriptions"] == 1  # b's one topic
+    assert status["connected_peers"] == 1
+    assert status["known_peers"] == len(a.gossip.router.records)
+    assert list(status["counters"]) == sorted(status["counters"])
+
+
+def test_a_raising_validator_and_a_strange_answer_are_logged_and_ignored(
+    net: MemoryNetwork, logged: list[dict[str, Any]]
+) -> None:
+    def validator(message: GossipMessage) -> Any:
+        if message.data == b"raises":
+            raise RuntimeError("bug")
+        return "x" * 100  # not a Verdict's value
+
+    a, b = _pair(net, validator=validator)
+    a.publish(TOPIC, b"raises")
+    net.pump()
+    [failure] = [e for e in logged if "log_failure" in e]
+    assert failure["topic"] == TOPIC and failure["log_failure"].check(RuntimeError)
+    assert repr(TOPIC) in formatEvent(failure)
+    assert not [e for e in logged if "verdict" in e]
+    assert b.gossip.stats[TOPIC]["ignored"] == 1
+    a.publish(TOPIC, b"strange")
+    net.pump()
+    [strange] = [e for e in logged if "verdict" in e]
+    assert strange["topic"] == TOPIC
+    assert repr(TOPIC) in formatEvent(strange)
+    assert strange["verdict"] == repr("x" * 100)[:80]
+    assert strange["log_level"].name == "error"
+    stats = b.gossip.stats[TOPIC]
+    assert (stats["ignored"], stats["invalid"], stats["delivered"]) == (2, 0, 0)
+
+
+def test_a_raising_handler_is_logged_and_the_next_message_delivered(
+    net: MemoryNetwork, logged: list[dict[str, Any]]
+) -> None:
+    a, b = net.add_node(), net.add_node()
+    net.connect(a, b)
+    got: list[bytes] = []
+
+    def handler(message: GossipMessage) -> None:
+        if message.data == b"boom":
+            raise RuntimeError("handler bug")
+        got.append(message.data)
+
+    a.gossip.subscribe(TOPIC, None)  # no handler: still counted as delivered
+    b.subscribe(TOPIC, handler, validator=lambda message: Verdict.ACCEPT)
+    net.advance(1.0)
+    a.publish(TOPIC, b"boom")
+    a.publish(TOPIC, b"fine")
+    net.pump()
+    assert got == [b"fine"]
+    [failure] = [e for e in logged if "log_failure" in e]
+    assert failure["topic"] == TOPIC and failure["log_failure"].check(RuntimeError)
+    stats = b.gossip.stats[TOPIC]
+    assert (stats["delivered"], stats["ignored"], stats["invalid"]) == (2, 0, 0)
+    assert a.gossip.stats[TOPIC]["delivered"] == 2  # its own, to no handler
+    assert a.gossip.stats[TOPIC]["published"] == 2
+
+
+def test_a_rejected_message_counts_as_invalid(net: MemoryNetwork) -> None:
+    a, b = _pair(net, validator=lambda message: "reject")
+    a.publish(TOPIC, b"no")
+    net.pump()
+    stats = b.gossip.stats[TOPIC]
+    assert (stats["invalid"], stats["ignored"], stats["delivered"]) == (1, 0, 0)

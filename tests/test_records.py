@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from blueprint_net._core import records
+from blueprint_net._core import records, signatures
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.records import (
     PeerRecord,
@@ -170,3 +170,130 @@ def test_a_newer_record_keeps_its_provenance_and_gains_an_outbound_source() -> N
     entry = book.entry(ALICE.peer_id)
     assert entry is not None and entry.record.seqno == 2
     assert (entry.source, entry.outbound, entry.tried) == (BOB.peer_id, True, True)
+
+
+class _Recording(signatures.NaClBackend):
+    """The default curve work, noting each message it verifies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verified: list[bytes] = []
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        self.verified.append(message)
+        return super().verify(public_key, message, signature)
+
+
+def test_a_record_verifies_with_the_backend_it_is_given() -> None:
+    record = sign_record(ALICE, 3, ["192.0.2.1:7010"])
+    backend = _Recording()
+    assert record.verifies(backend)
+    assert backend.verified == [records.DOMAIN + record.unsigned()]
+
+
+def test_forgetting_an_unknown_peer_is_harmless() -> None:
+    book = RecordBook(verify=lambda record: True)
+    book.offer(sign_record(ALICE, 1, []))
+    book.forget(BOB.peer_id)
+    book.forget(ALICE.peer_id)
+    book.forget(ALICE.peer_id)
+    assert len(book) == 0 and ALICE.peer_id not in book
+
+
+def test_with_only_tried_records_the_least_recently_heard_of_goes() -> None:
+    """The book shrunk under its tried records (no unverified one left to
+    go): the tried record heard of longest ago is evicted, not a newer one."""
+    book = RecordBook(limit=3, verify=lambda record: True)
+    first, second, third = _identities(3, 3_000_000)
+    for identity in (first, second, third):
+        book.offer(sign_record(identity, 1, []), BOB.peer_id)
+        book.mark_tried(identity.peer_id)
+    book.limit = 2
+    assert book.offer(sign_record(first, 2, []), BOB.peer_id)  # heard anew
+    assert [e.record.peer_id for e in book.entries()] == [
+        third.peer_id,
+        first.peer_id,
+    ]
+    assert all(e.tried for e in book.entries())
+
+
+def test_address_boundaries() -> None:
+    assert parse_address("h:1") == ("h", 1)
+    assert parse_address("h:65535") == ("h", 65535)
+    name = ".".join(["a" * 63] * 3 + ["b" * 61])  # 253 characters
+    assert check_addresses([name + ":1"]) == (name + ":1",)  # 255 bytes
+    with pytest.raises(ValueError, match="255 bytes"):
+        check_addresses([name + ":12"])  # 256 bytes
+    with pytest.raises(ValueError, match="255 bytes"):  # bytes, not characters
+        check_addresses(["\u00e9" * 127 + ":1"])
+    assert sign_record(ALICE, 0, []).seqno == 0
+    assert sign_record(ALICE, 2**64 - 1, []).verifies()
+    with pytest.raises(ValueError, match="u64"):
+        sign_record(ALICE, -1, [])
+
+
+def test_our_own_records_are_never_outbound() -> None:
+    """``outbound`` is a peer we dialed: a record the application offers
+    (no source) is not one, even when told so."""
+    book = RecordBook(verify=lambda record: True)
+    book.offer(sign_record(ALICE, 1, []), outbound=True)
+    entry = book.entry(ALICE.peer_id)
+    assert entry is not None and (entry.source, entry.group) == (None, None)
+    assert not entry.outbound
+    book.offer(sign_record(ALICE, 2, []), outbound=True)
+    entry = book.entry(ALICE.peer_id)
+    assert entry is not None and entry.record.seqno == 2 and not entry.outbound
+    book.offer(sign_record(BOB, 1, []), ALICE.peer_id, outbound=True)
+    entry = book.entry(BOB.peer_id)
+    assert entry is not None and entry.outbound and entry.source == ALICE.peer_id
+
+
+def test_the_share_is_an_eighth_of_the_book() -> None:
+    assert RecordBook(limit=20).share == 2
+    assert RecordBook(limit=7).share == 1
+    book = RecordBook(limit=20, verify=lambda record: True)
+    batch = _identities(3, 4_000_000)
+    for identity in batch:
+        book.offer(sign_record(identity, 1, []), BOB.peer_id)
+    assert [e.record.peer_id for e in book.entries()] == [i.peer_id for i in batch[1:]]
+
+
+def test_a_sources_tried_records_are_not_its_share() -> None:
+    book = RecordBook(limit=16, verify=lambda record: True)
+    tried = _identities(2, 5_000_000)
+    for identity in tried:
+        book.offer(sign_record(identity, 1, []), BOB.peer_id)
+        book.mark_tried(identity.peer_id)
+    fresh = _identities(2, 6_000_000)
+    for identity in fresh:
+        book.offer(sign_record(identity, 1, []), BOB.peer_id)
+    held = {e.record.peer_id for e in book.entries()}
+    assert held == {i.peer_id for i in tried + fresh}
+    # The application's records are no source's share either.
+    book.offer(sign_record(ALICE, 1, []))
+    more = _identities(1, 7_000_000)[0]
+    book.offer(sign_record(more, 1, []), BOB.peer_id)
+    held = {e.record.peer_id for e in book.entries()}
+    assert ALICE.peer_id in held and fresh[0].peer_id not in held
+
+
+def test_a_full_book_evicts_the_oldest_of_the_source_holding_the_most() -> None:
+    book = RecordBook(limit=16, verify=lambda record: True)
+    assert book.share == 2
+    oldest, *crowd = _identities(3, 8_000_000)
+    book.offer(sign_record(oldest, 1, []), ALICE.peer_id)
+    book.mark_tried(oldest.peer_id)
+    for identity in crowd:
+        book.offer(sign_record(identity, 1, []), BOB.peer_id)
+    singles = _identities(13, 8_100_000)
+    sources = _identities(14, 8_200_000)
+    for identity, source in zip(singles, sources):
+        book.offer(sign_record(identity, 1, []), source.peer_id)
+    assert len(book) == 16
+    # Full: BOB holds the most untried records (2), so BOB's oldest goes:
+    # not the oldest record (tried), nor any single source's.
+    extra = _identities(1, 8_300_000)[0]
+    book.offer(sign_record(extra, 1, []), sources[13].peer_id)
+    held = [e.record.peer_id for e in book.entries()]
+    assert held[:2] == [oldest.peer_id, crowd[1].peer_id]
+    assert held[2:] == [i.peer_id for i in singles] + [extra.peer_id]
