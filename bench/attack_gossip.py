@@ -4,9 +4,12 @@
 victim node V and prints one row per figure:
 
 * fresh-origin flood: V publishes 10 messages a second to its honest
-  neighbour N while 0, 1 or 3 verified attackers connected to V send it
-  600 publications a second each, every one signed by a new key; the row is
-  the share of V's messages N delivered;
+  neighbour N, and so does H, whose only link is to V, while 0, 1 or 3
+  verified attackers connected to V send it 600 publications a second
+  each, every one signed by a new key; the row is the share of V's own
+  messages and of H's (relayed by V) that N delivered;
+* known-key flood: the same with 1 or 3 attackers that first make 60 keys
+  each known at V (one accepted message a key), then flood with them;
 * backoff exhaustion: 4,200 throwaway ids each announce the topic, send V a
   ``Prune`` with a one-hour backoff and leave (driven at V's router: that
   many real handshakes would take the phase's time); then an honest peer H
@@ -108,57 +111,74 @@ async def _shutdown(nodes: list[Node]) -> None:
 # -- 1. fresh origins ---------------------------------------------------------
 
 
-async def fresh_origin_flood(attackers: int, seconds: float) -> float:
-    """V's messages delivered at N (%) while ``attackers`` flood V."""
-    victim, neighbour = _node(), _node()
+async def fresh_origin_flood(
+    attackers: int, seconds: float, *, known: int = 0
+) -> tuple[float, float]:
+    """The share (%) of V's own messages, and of those of H (connected to V
+    alone, so relayed by V), that N delivers while ``attackers`` flood V.
+
+    ``known``: each attacker first makes that many keys known at V (one
+    accepted message each, within the new-origin burst), then floods with
+    them, which the new-origin budget no longer holds."""
+    victim, neighbour, relay = _node(), _node(), _node()
     bad = [_node() for _ in range(attackers)]
-    nodes = [victim, neighbour, *bad]
+    nodes = [victim, neighbour, relay, *bad]
     try:
         where = await _listen(victim)
-        await neighbour.connect(where, victim.peer_id)
-        for node in bad:
+        for node in (neighbour, relay, *bad):
             await node.connect(where, victim.peer_id)
         got: list[bytes] = []
         neighbour.subscribe(TOPIC, lambda m: got.append(m.data))
-        victim.subscribe(TOPIC, lambda m: None)
-        for node in bad:
+        for node in (victim, relay, *bad):
             node.subscribe(TOPIC, lambda m: None)
         router = victim.gossip.router
         await _until(
             lambda: len(router.topic_peers.get(TOPIC, ())) == len(nodes) - 1, 10
         )
         await _sleep(1.5)  # a heartbeat grafts the meshes
-        # Junk signed beforehand (fresh keys are the attack), dated as sent.
+        keys = [[Identity.generate() for _ in range(known)] for _ in bad]
+        for node, mine in zip(bad, keys):
+            for key in mine:
+                _send(node, victim, _junk(time.time(), key))
+        await _until(lambda: len(router.known_origins) >= known * len(bad), 10)
+        # Junk signed beforehand (fresh keys, or the known ones), dated as sent.
         per_step = JUNK_RATE // 100
         steps = int(seconds * 100)
-        junk = (
-            [
-                [_junk(time.time() + step / 100) for _ in range(per_step)]
-                for step in range(steps)
-            ]
-            if attackers
-            else []
-        )
-        published: list[bytes] = []
+
+        def junk(mine: list[Identity], step: int, n: int) -> Publish:
+            key = mine[(step * per_step + n) % len(mine)] if mine else None
+            return _junk(time.time() + step / 100 + n * 1e-6, key)
+
+        flood = [
+            [[junk(mine, step, n) for n in range(per_step)] for step in range(steps)]
+            for mine in keys
+        ]
+        own: list[bytes] = []
+        relayed: list[bytes] = []
         start = time.monotonic()
         for step in range(steps):
-            for node in bad:
-                for message in junk[step]:
+            for node, messages in zip(bad, flood):
+                for message in messages[step]:
                     _send(node, victim, message)
             if step % (100 // HONEST_RATE) == 0:
-                data = b"honest %d" % step
-                victim.publish(TOPIC, data)
-                published.append(data)
+                own.append(b"own %d" % step)
+                victim.publish(TOPIC, own[-1])
+                relayed.append(b"relayed %d" % step)
+                relay.publish(TOPIC, relayed[-1])
             late = start + (step + 1) / 100 - time.monotonic()
             await _sleep(max(late, 0))
-        await _until(lambda: set(published) <= set(got), 3)
-        return 100 * len(set(published) & set(got)) / max(len(published), 1)
+        await _until(lambda: set(own + relayed) <= set(got), 3)
+
+        def share(mine: list[bytes]) -> float:
+            return 100 * len(set(mine) & set(got)) / max(len(mine), 1)
+
+        return share(own), share(relayed)
     finally:
         await _shutdown(nodes)
 
 
-def _junk(when: float) -> Publish:
-    key = Identity.generate()
+def _junk(when: float, key: Optional[Identity] = None) -> Publish:
+    key = key or Identity.generate()
     seqno = int(when * 1e9)
     signed = gossip_wire.signed_bytes(TOPIC, key.peer_id, seqno, b"junk")
     return Publish(TOPIC, key.peer_id, seqno, b"junk", key.sign(signed))
@@ -290,12 +310,13 @@ async def run_gossip_attacks(
     def row(attack: str, figure: str, value: Any) -> None:
         rows.append({"attack": attack, "figure": figure, "value": value})
 
-    for links in (0, 1, 3):
-        delivered = await fresh_origin_flood(links, seconds)
+    for known, links in ((0, 0), (0, 1), (0, 3), (60, 1), (60, 3)):
+        own, relayed = await fresh_origin_flood(links, seconds, known=known)
+        attack = "known-key flood" if known else "fresh-origin flood"
         row(
-            "fresh-origin flood",
-            f"honest delivery, {links} attacking links (%)",
-            f"{delivered:.1f}",
+            attack,
+            f"own / relayed delivery, {links} attacking links (%)",
+            f"{own:.1f} / {relayed:.1f}",
         )
     early, banned = await backoff_exhaustion(400 if smoke else 4200)
     row("backoff exhaustion", "early grafts the honest peer saw", early)

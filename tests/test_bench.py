@@ -91,6 +91,7 @@ def test_the_gossip_attack_bench_smoke_prints_every_row() -> None:
     assert (
         attacks
         == ["fresh-origin flood"] * 3
+        + ["known-key flood"] * 2
         + ["backoff exhaustion"] * 2
         + ["subscription flood"] * 2
         + ["control frames"] * 2
