@@ -738,3 +738,146 @@ def test_rate_limiter_allows_bursts_then_the_rate_and_stays_bounded() -> None:
     for key in range(2, 10):
         limiter.allow(key, 0.5)
     assert len(limiter._due) <= 4 and limiter.evicted == 5
+
+
+# -- exact rules (docs/protocol.md 9.5), each at its boundary -----------------
+
+
+def small_mesh_router() -> tuple[Router, list[PeerId]]:
+    """A router whose mesh holds 2 (D = D_hi = 2, D_lo = 1, no D_out), with
+    five inbound peers of the topic, none grafted yet."""
+    settings = GossipSettings(mesh_degree=2, mesh_low=1, mesh_high=2, mesh_outbound=0)
+    router = Router(identity(1), settings, now=0.0, rng=random.Random(3))
+    router.subscribe(TOPIC, 0.0)
+    ids = [identity(n).peer_id for n in range(2, 7)]
+    for peer in ids:
+        router.peer_connected(peer, outbound=False)
+        router.receive(peer, Subscriptions(((True, TOPIC),)), 0.0)
+    return router, ids
+
+
+def test_unsubscribing_prunes_with_records_of_the_topics_other_peers() -> None:
+    router, (a, b, c, d, e) = small_mesh_router()
+    for peer in (a, b):
+        router.receive(peer, Graft(TOPIC), 0.0)
+    records = {
+        p: sign_record(identity(n), 1, [f"10.0.0.{n}:1"])
+        for n, p in zip(range(2, 7), (a, b, c, d, e))
+    }
+    for record in records.values():
+        assert router.records.offer(record)
+    outputs = router.unsubscribe(TOPIC, 1.0)
+    [prune] = sends(outputs, Prune)
+    assert prune.peers == tuple(sorted((a, b)))
+    assert isinstance(prune.message, Prune)
+    assert prune.message.topic == TOPIC
+    assert prune.message.backoff == DEFAULTS.unsubscribe_backoff
+    # Records of the topic's peers outside the pruned mesh, never theirs.
+    exchanged = {r.peer_id for r in prune.message.records}
+    assert exchanged == {c, d, e}
+
+
+def test_a_shorter_or_equal_prune_from_a_peer_does_not_cut_our_backoff() -> None:
+    router, (a, b, c, _, _) = small_mesh_router()
+    router.receive(a, Graft(TOPIC), 0.0)
+    router.receive(b, Graft(TOPIC), 0.0)
+    # The mesh is full: c's graft is pruned with our 60 s backoff.
+    [prune] = sends(router.receive(c, Graft(TOPIC), 1.0), Prune)
+    assert prune.message == Prune(TOPIC, 60, prune.message.records)  # type: ignore[union-attr]
+    # c's own prunes, as long or shorter, leave our backoff as it is.
+    assert router.receive(c, Prune(TOPIC, 60), 1.0) == []
+    assert router.receive(c, Prune(TOPIC, 1), 1.0) == []
+    outputs = router.receive(c, Graft(TOPIC), 6.0)
+    assert outputs == [Send((c,), Prune(TOPIC, 55)), Penalty(c, Fault.GRAFT_IN_BACKOFF)]
+
+
+def test_a_longer_prune_from_a_peer_extends_the_backoff() -> None:
+    router = Router(identity(1), DEFAULTS, now=0.0, rng=random.Random(3))
+    router.subscribe(TOPIC, 0.0)
+    a = identity(2).peer_id
+    router.peer_connected(a, outbound=True)
+    router.receive(a, Subscriptions(((True, TOPIC),)), 0.0)
+    router.receive(a, Graft(TOPIC), 0.0)
+    for backoff in (10, 100, 20):
+        router.receive(a, Prune(TOPIC, backoff), 0.0)
+    # We graft it again only once 100 s and the graft grace have passed.
+    for now in (50.0, 101.9):
+        assert router.heartbeat(now) == []
+        assert a not in router.mesh[TOPIC]
+    assert router.heartbeat(102.0) == [Send((a,), Graft(TOPIC))]
+    assert a in router.mesh[TOPIC]
+
+
+def test_prunes_spend_the_control_budget_too() -> None:
+    settings = GossipSettings(max_topics_per_peer=1, max_control_per_peer=2)
+    router, (a, _, _) = one_router(settings)
+    # one_router's graft spent one; one prune more is within the budget.
+    assert router.receive(a, Prune(TOPIC, 1), 0.5) == []
+    assert router.peers[a].grafts == 2
+    assert router.receive(a, Prune(TOPIC, 1), 0.5) == [Penalty(a, Fault.CONTROL_FLOOD)]
+    assert router.counters["control.over_budget"] == 1
+    # A new interval begins a heartbeat interval after the last one began.
+    assert router.receive(a, Prune(TOPIC, 1), 0.999) == []
+    assert router.counters["control.over_budget"] == 2
+    assert router.receive(a, Prune(TOPIC, 1), 1.0) == []
+    assert router.peers[a].grafts == 1
+    assert router.counters["control.over_budget"] == 2
+
+
+def test_ihave_asks_only_for_unseen_and_unpending_ids_up_to_the_budget() -> None:
+    settings = GossipSettings(max_ihave_length=3)
+    router, (a, b, _) = one_router(settings)
+    seen = router.publish(TOPIC, b"mine", 1.0)
+    [mine] = [o.message for o in seen if isinstance(o, Deliver)]
+    pending = signed(ORIGIN, 5, b"pending")
+    [validate] = router.receive(b, pending, 1.0)
+    assert isinstance(validate, Validate)
+    fresh = [message_id(ORIGIN.peer_id, 100 + n) for n in range(6)]
+    # Seen and pending ids are not asked for.
+    ihave = IHave(TOPIC, (mine.message_id, pending.message_id, fresh[0]))
+    assert router.receive(a, ihave, 1.0) == [Send((a,), IWant((fresh[0],)))]
+    assert router.receive(a, IHave(TOPIC, (fresh[1],)), 1.0) == [
+        Send((a,), IWant((fresh[1],)))
+    ]
+    # One id left in this heartbeat's budget of 3, then none.
+    [ask] = router.receive(a, IHave(TOPIC, (fresh[2], fresh[3])), 1.0)
+    assert ask.peers == (a,) and isinstance(ask.message, IWant)
+    assert len(ask.message.message_ids) == 1
+    assert ask.message.message_ids[0] in fresh[2:4]
+    assert router.receive(a, IHave(TOPIC, (fresh[4],)), 1.0) == []
+    router.heartbeat(2.0)
+    [ask] = router.receive(a, IHave(TOPIC, tuple(fresh[4:])), 2.0)
+    assert sorted(ask.message.message_ids) == sorted(fresh[4:])  # type: ignore[union-attr]
+
+
+def test_iwant_serves_at_most_max_ihave_length_a_heartbeat_in_order() -> None:
+    settings = GossipSettings(max_ihave_length=3, origin_burst=10)
+    router, (a, b, _) = one_router(settings)
+    mine = []
+    for n in range(5):
+        outputs = router.publish(TOPIC, b"%d" % n, 1.0)
+        mine += [o.message for o in outputs if isinstance(o, Deliver)]
+    unknown = message_id(ORIGIN.peer_id, 1)
+    # An unknown id is skipped, not an end.
+    want = IWant((unknown, mine[0].message_id, mine[1].message_id))
+    assert router.receive(a, want, 1.0) == [Send((a,), m) for m in mine[:2]]
+    # The third answer of the heartbeat is the last.
+    want = IWant(tuple(m.message_id for m in mine[2:]))
+    assert router.receive(a, want, 1.0) == [Send((a,), mine[2])]
+    assert router.counters["iwant.over_limit"] == 1
+    assert router.receive(a, want, 1.0) == []
+    assert router.counters["iwant.over_limit"] == 2
+    # Another peer has its own count.
+    assert router.receive(b, IWant((mine[4].message_id,)), 1.0) == [Send((b,), mine[4])]
+    router.heartbeat(2.0)
+    assert router.receive(a, IWant((mine[3].message_id,)), 2.0) == [Send((a,), mine[3])]
+
+
+def test_iwant_retransmissions_are_counted_per_peer() -> None:
+    router, (a, b, _) = one_router()
+    [deliver] = [o for o in router.publish(TOPIC, b"x", 1.0) if isinstance(o, Deliver)]
+    want = IWant((deliver.message.message_id,))
+    for _ in range(DEFAULTS.gossip_retransmission):
+        assert router.receive(a, want, 1.0) == [Send((a,), deliver.message)]
+    assert router.receive(a, want, 1.0) == []
+    assert router.receive(b, want, 1.0) == [Send((b,), deliver.message)]
