@@ -881,3 +881,85 @@ def test_iwant_retransmissions_are_counted_per_peer() -> None:
         assert router.receive(a, want, 1.0) == [Send((a,), deliver.message)]
     assert router.receive(a, want, 1.0) == []
     assert router.receive(b, want, 1.0) == [Send((b,), deliver.message)]
+
+
+#: A time well past the Unix epoch, as a real clock gives (exact in ns).
+NOW = 1_700_000_000.0
+
+
+def router_now(settings: GossipSettings = DEFAULTS) -> tuple[Router, list[PeerId]]:
+    router = Router(identity(1), settings, now=NOW, rng=random.Random(7))
+    router.subscribe(TOPIC, NOW)
+    ids = [identity(n).peer_id for n in range(2, 5)]
+    for peer in ids:
+        router.peer_connected(peer, outbound=True)
+        router.receive(peer, Subscriptions(((True, TOPIC),)), NOW)
+        router.receive(peer, Graft(TOPIC), NOW)
+    return router, ids
+
+
+def validates(outputs: list[Output]) -> int:
+    return sum(isinstance(o, Validate) for o in outputs)
+
+
+def test_a_publication_time_is_accepted_from_max_age_ago_to_max_skew_ahead() -> None:
+    router, (a, _, _) = router_now()
+    now_ns = int(NOW * NS)
+    oldest, newest = now_ns - 60 * NS, now_ns + 10 * NS
+    for seqno in (oldest, newest):
+        assert validates(router.receive(a, signed(ORIGIN, seqno, b"x"), NOW)) == 1
+    for seqno in (oldest - 1, newest + 1):
+        assert router.receive(a, signed(ORIGIN, seqno, b"x"), NOW) == []
+    assert router.counters["publish.stale"] == 2
+
+
+def test_each_early_drop_is_counted_once_per_message() -> None:
+    settings = GossipSettings(max_message_size=10, max_pending=1)
+    router, (a, b, _) = router_now(settings)
+    seqno = int(NOW * NS)
+    for _ in range(2):
+        assert router.receive(a, signed(ORIGIN, seqno, b"x", topic="other"), NOW) == []
+    assert router.counters["publish.not_subscribed"] == 2
+    # Exactly the size cap is taken; a byte more is not.
+    assert validates(router.receive(a, signed(ORIGIN, seqno, bytes(10)), NOW)) == 1
+    for n in range(2):
+        big = signed(ORIGIN, seqno + 1 + n, bytes(11))
+        assert router.receive(a, big, NOW) == []
+    assert router.counters["publish.too_large"] == 2
+    # A forgery: charged to its forwarder, counted each time.
+    for n in range(2):
+        forged = attrs.evolve(signed(ORIGIN, seqno + 10 + n, b"x"), data=b"y")
+        assert router.receive(b, forged, NOW) == [Penalty(b, Fault.INVALID_SIGNATURE)]
+    assert router.counters["publish.invalid_signature"] == 2
+    # One validation pending fills max_pending = 1.
+    for n in range(2):
+        assert router.receive(a, signed(ORIGIN, seqno + 20 + n, b"x"), NOW) == []
+    assert router.counters["publish.validation_full"] == 2
+
+
+def test_messages_at_or_below_the_seen_floor_are_counted_as_possibly_seen() -> None:
+    router, (a, _, _) = router_now(GossipSettings(max_seen=1))
+    seqno = int(NOW * NS)
+    for n in range(2):
+        router.validated(
+            [o for o in router.receive(a, signed(ORIGIN, seqno + n, b"x"), NOW)][
+                0
+            ].message_id,  # type: ignore[union-attr]
+            Verdict.ACCEPT,
+            NOW,
+        )
+    assert router.seen.floor == seqno
+    for _ in range(2):
+        assert router.receive(a, signed(identity(98), seqno, b"x"), NOW) == []
+    assert router.counters["publish.possibly_seen"] == 2
+    assert validates(router.receive(a, signed(identity(98), seqno + 2, b"x"), NOW)) == 1
+
+
+def test_each_peers_own_publications_have_their_own_origin_rate() -> None:
+    router, (a, b, _) = router_now(GossipSettings(origin_burst=2))
+    seqno = int(NOW * NS)
+    for peer, n in ((a, 2), (b, 3)):
+        own = [signed(identity(n), seqno + k, b"own") for k in range(3)]
+        results = [validates(router.receive(peer, m, NOW)) for m in own]
+        assert results == [1, 1, 0]
+    assert router.counters["publish.origin_rate"] == 2
