@@ -941,13 +941,9 @@ def test_messages_at_or_below_the_seen_floor_are_counted_as_possibly_seen() -> N
     router, (a, _, _) = router_now(GossipSettings(max_seen=1))
     seqno = int(NOW * NS)
     for n in range(2):
-        router.validated(
-            [o for o in router.receive(a, signed(ORIGIN, seqno + n, b"x"), NOW)][
-                0
-            ].message_id,  # type: ignore[union-attr]
-            Verdict.ACCEPT,
-            NOW,
-        )
+        [check] = router.receive(a, signed(ORIGIN, seqno + n, b"x"), NOW)
+        assert isinstance(check, Validate)
+        router.validated(check.message_id, Verdict.ACCEPT, NOW)
     assert router.seen.floor == seqno
     for _ in range(2):
         assert router.receive(a, signed(identity(98), seqno, b"x"), NOW) == []
