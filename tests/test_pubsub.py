@@ -959,3 +959,109 @@ def test_each_peers_own_publications_have_their_own_origin_rate() -> None:
         results = [validates(router.receive(peer, m, NOW)) for m in own]
         assert results == [1, 1, 0]
     assert router.counters["publish.origin_rate"] == 2
+
+
+def hub_with(inbound: int, outbound: int) -> tuple[Router, list[PeerId], list[PeerId]]:
+    """A router subscribed to TOPIC with peers of the topic, none grafted."""
+    hub = Router(identity(1), DEFAULTS, now=0.0, rng=random.Random(5))
+    hub.subscribe(TOPIC, 0.0)
+    ins = [identity(100 + n).peer_id for n in range(inbound)]
+    outs = [identity(200 + n).peer_id for n in range(outbound)]
+    for peers, dialed in ((ins, False), (outs, True)):
+        for peer in peers:
+            hub.peer_connected(peer, outbound=dialed)
+            hub.receive(peer, Subscriptions(((True, TOPIC),)), 0.0)
+    return hub, ins, outs
+
+
+def test_a_heartbeat_grafts_below_d_lo_up_to_d() -> None:
+    hub, ins, _ = hub_with(10, 0)
+    for peer in ins[:5]:  # D_lo: enough, however few outbound
+        hub.receive(peer, Graft(TOPIC), 0.0)
+    assert hub.heartbeat(1.0) == []
+    hub.receive(ins[0], Prune(TOPIC, 60), 1.0)  # 4: below D_lo
+    [graft] = hub.heartbeat(2.0)
+    assert graft.message == Graft(TOPIC) and len(graft.peers) == 2
+    assert graft.peers == tuple(sorted(graft.peers))
+    assert set(graft.peers) <= set(ins[5:])
+    assert len(hub.mesh[TOPIC]) == DEFAULTS.mesh_degree
+
+
+def test_a_heartbeat_grafts_outbound_peers_up_to_d_out() -> None:
+    hub, ins, outs = hub_with(6, 3)
+    for peer in ins[:5]:  # D_lo, none outbound
+        hub.receive(peer, Graft(TOPIC), 0.0)
+    [graft] = hub.heartbeat(1.0)
+    assert graft.message == Graft(TOPIC)
+    assert len(graft.peers) == DEFAULTS.mesh_outbound
+    assert set(graft.peers) <= set(outs)
+    assert len(hub.mesh[TOPIC]) == 5 + DEFAULTS.mesh_outbound
+    assert hub.heartbeat(2.0) == []  # D_out reached
+
+
+def test_a_heartbeat_prunes_above_d_hi_to_d_keeping_d_out_outbound() -> None:
+    hub, ins, outs = hub_with(12, 3)
+    for peer in ins:  # inbound grafts fill it to D_hi exactly
+        hub.receive(peer, Graft(TOPIC), 0.0)
+    assert len(hub.mesh[TOPIC]) == 12
+    # At D_hi: nothing pruned (outbound peers are grafted, D_out of them).
+    [graft] = hub.heartbeat(1.0)
+    assert graft.message == Graft(TOPIC) and len(graft.peers) == 2
+    # The third outbound peer's graft is taken even so.
+    (third,) = set(outs) - set(graft.peers)
+    assert hub.receive(third, Graft(TOPIC), 1.0) == []
+    mesh = set(hub.mesh[TOPIC])
+    assert len(mesh) == 15
+    # Above D_hi: pruned to D, the outbound peers kept.
+    outputs = hub.heartbeat(2.0)
+    [prune] = sends(outputs, Prune)
+    assert len(hub.mesh[TOPIC]) == DEFAULTS.mesh_degree
+    kept_out = [p for p in hub.mesh[TOPIC] if p in outs]
+    assert len(kept_out) == DEFAULTS.mesh_outbound
+    assert set(prune.peers) == mesh - hub.mesh[TOPIC]
+    assert len(prune.peers) == 15 - DEFAULTS.mesh_degree
+    assert prune.peers == tuple(sorted(prune.peers))
+    assert isinstance(prune.message, Prune)
+    assert prune.message.topic == TOPIC
+    assert prune.message.backoff == DEFAULTS.prune_backoff
+    # The pruned are backing off: their grafts are refused at once.
+    late = prune.peers[0]
+    [refusal] = hub.receive(late, Graft(TOPIC), 2.5)
+    assert refusal == Send((late,), Prune(TOPIC, 60))
+
+
+def test_our_graft_waits_the_grace_past_a_peers_backoff() -> None:
+    router, (a, _, _) = one_router()
+    router.receive(a, Prune(TOPIC, 10), 0.0)  # backing off until 10 s
+    router.unsubscribe(TOPIC, 1.0)
+    router.subscribe(TOPIC, 11.9)
+    assert a not in router.mesh[TOPIC]
+    router.unsubscribe(TOPIC, 11.95)
+    router.subscribe(TOPIC, 12.0)
+    assert a in router.mesh[TOPIC]
+
+
+@pytest.mark.parametrize("topic", ["x", "x" * 255, "é" * 127])
+def test_a_topic_is_1_to_255_bytes(topic: str) -> None:
+    router, _ = one_router()
+    router.subscribe(topic, 1.0)
+    assert topic in router.subscribed
+    assert any(isinstance(o, Deliver) for o in router.publish(topic, b"x", 1.0))
+
+
+@pytest.mark.parametrize("topic", ["", "x" * 256, "é" * 128])
+def test_a_topic_of_0_or_256_bytes_is_refused(topic: str) -> None:
+    router, _ = one_router()
+    with pytest.raises(ValueError, match="1 to 255 bytes"):
+        router.subscribe(topic, 1.0)
+    with pytest.raises(ValueError, match="1 to 255 bytes"):
+        router.publish(topic, b"x", 1.0)
+
+
+def test_a_graft_from_a_peer_that_never_announced_the_topic_is_ignored() -> None:
+    router, _ = one_router()
+    stranger = identity(50).peer_id
+    router.peer_connected(stranger, outbound=True)
+    assert router.receive(stranger, Graft(TOPIC), 1.0) == []
+    assert stranger not in router.mesh[TOPIC]
+    assert router.counters["graft.ignored"] == 1
