@@ -232,7 +232,7 @@ def test_a_subscribe_flag_is_exactly_zero_or_one() -> None:
 
 def test_each_gossip_type_has_its_byte() -> None:
     peer = ALICE.peer_id
-    types = {
+    types: dict[int, g.GossipMessage] = {
         g.T_PUBLISH: g.Publish("t", peer, 1, b"", bytes(64)),
         g.T_SUBSCRIPTIONS: g.Subscriptions(()),
         g.T_IHAVE: g.IHave("t", ()),
