@@ -1073,3 +1073,19 @@ def test_a_graft_from_a_peer_that_never_announced_the_topic_is_ignored() -> None
     assert router.receive(stranger, Graft(TOPIC), 1.0) == []
     assert stranger not in router.mesh[TOPIC]
     assert router.counters["graft.ignored"] == 1
+    assert router.receive(stranger, Graft(TOPIC), 1.0) == []
+    assert router.counters["graft.ignored"] == 2
+
+
+def test_our_backoff_ends_at_its_time_for_a_peers_graft() -> None:
+    router, (a, _, _) = one_router()
+    router.unsubscribe(TOPIC, 1.0)  # a backs off until 11 s
+    router.subscribe(TOPIC, 1.0)
+    for _ in range(2):
+        assert router.receive(a, Graft(TOPIC), 10.5) == [
+            Send((a,), Prune(TOPIC, 1)),
+            Penalty(a, Fault.GRAFT_IN_BACKOFF),
+        ]
+    assert router.counters["graft.in_backoff"] == 2
+    assert router.receive(a, Graft(TOPIC), 11.0) == []
+    assert a in router.mesh[TOPIC]
