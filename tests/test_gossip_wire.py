@@ -185,3 +185,74 @@ def test_a_gossip_body_mutated_into_another_valid_type_decodes_as_that() -> None
     decoded = g.decode(body)
     assert isinstance(decoded, wire.Pong)
     assert wire.encode(decoded) == body
+
+
+def test_the_limits_of_each_field_travel_and_one_past_them_does_not() -> None:
+    """Each bound of 9.1 at its edge: 255-byte topics, 8 addresses, 1024
+    changes, 255 records, the largest backoff and limit."""
+    peer = ALICE.peer_id
+    longest = "x" * 255
+    full_record = PeerRecord(peer, 2**64 - 1, ("a",) * 8, bytes(64))
+    edge: list[g.GossipMessage] = [
+        g.Graft("x"),
+        g.Graft(longest),
+        g.Subscriptions(((True, "a"), (False, longest))),
+        g.Subscriptions(((True, "t"),) * g.MAX_SUBSCRIPTION_CHANGES),
+        g.Prune(longest, 2**32 - 1, (full_record,)),
+        g.Records((full_record,) * 255),
+        g.RecordsRequest(255),
+        g.RecordsRequest(0),
+        g.IWant(()),
+        g.Publish(longest, peer, 2**64 - 1, b"", bytes(64)),
+    ]
+    for message in edge:
+        assert g.decode(g.encode(message)) == message
+    assert g.MAX_SUBSCRIPTION_CHANGES == 1024
+    with pytest.raises(ValueError, match="1024 changes"):
+        g.encode(g.Subscriptions(((True, "t"),) * 1025))
+    too_many = g.encode(g.Subscriptions(((True, "t"),) * 1024))
+    too_many = b"\x41\x04\x01" + too_many[3:] + b"\x01\x01t"
+    with pytest.raises(WireError) as caught:
+        g.decode(too_many)
+    assert caught.value.code is ErrorCode.OUT_OF_RANGE
+    nine = PeerRecord(peer, 1, ("a",) * 9, bytes(64))
+    with pytest.raises(WireError) as caught:
+        g.decode(g.encode(g.Records((nine,))))
+    assert caught.value.code is ErrorCode.OUT_OF_RANGE
+
+
+def test_a_subscribe_flag_is_exactly_zero_or_one() -> None:
+    assert g.decode(b"\x41\x00\x02\x00\x01a\x01\x01b") == g.Subscriptions(
+        ((False, "a"), (True, "b"))
+    )
+    assert g.encode(g.Subscriptions(((False, "a"), (True, "b")))) == (
+        b"\x41\x00\x02\x00\x01a\x01\x01b"
+    )
+
+
+def test_each_gossip_type_has_its_byte() -> None:
+    peer = ALICE.peer_id
+    types: dict[int, g.GossipMessage] = {
+        g.T_PUBLISH: g.Publish("t", peer, 1, b"", bytes(64)),
+        g.T_SUBSCRIPTIONS: g.Subscriptions(()),
+        g.T_IHAVE: g.IHave("t", ()),
+        g.T_IWANT: g.IWant(()),
+        g.T_GRAFT: g.Graft("t"),
+        g.T_PRUNE: g.Prune("t", 0),
+        g.T_RECORDS_REQUEST: g.RecordsRequest(1),
+        g.T_RECORDS: g.Records(()),
+    }
+    assert sorted(types) == list(range(0x40, 0x48))
+    assert g.T_LAST == 0x4F
+    for kind, message in types.items():
+        assert g.encode(message)[0] == kind
+        assert g.decode(g.encode(message)) == message
+
+
+def test_a_record_with_an_empty_address_or_a_bad_peer_id_is_out_of_range() -> None:
+    good = PeerRecord(ALICE.peer_id, 1, ("a",), bytes(64)).encode()
+    empty_address = good.replace(b"\x01\x01a", b"\x01\x00")
+    for body in (b"\x47\x01" + empty_address, b"\x47\x01\x02ab" + good[39:]):
+        with pytest.raises(WireError) as caught:
+            g.decode(body)
+        assert caught.value.code is ErrorCode.OUT_OF_RANGE

@@ -738,3 +738,354 @@ def test_rate_limiter_allows_bursts_then_the_rate_and_stays_bounded() -> None:
     for key in range(2, 10):
         limiter.allow(key, 0.5)
     assert len(limiter._due) <= 4 and limiter.evicted == 5
+
+
+# -- exact rules (docs/protocol.md 9.5), each at its boundary -----------------
+
+
+def small_mesh_router() -> tuple[Router, list[PeerId]]:
+    """A router whose mesh holds 2 (D = D_hi = 2, D_lo = 1, no D_out), with
+    five inbound peers of the topic, none grafted yet."""
+    settings = GossipSettings(mesh_degree=2, mesh_low=1, mesh_high=2, mesh_outbound=0)
+    router = Router(identity(1), settings, now=0.0, rng=random.Random(3))
+    router.subscribe(TOPIC, 0.0)
+    ids = [identity(n).peer_id for n in range(2, 7)]
+    for peer in ids:
+        router.peer_connected(peer, outbound=False)
+        router.receive(peer, Subscriptions(((True, TOPIC),)), 0.0)
+    return router, ids
+
+
+def test_unsubscribing_prunes_with_records_of_the_topics_other_peers() -> None:
+    router, (a, b, c, d, e) = small_mesh_router()
+    for peer in (a, b):
+        router.receive(peer, Graft(TOPIC), 0.0)
+    records = {
+        p: sign_record(identity(n), 1, [f"10.0.0.{n}:1"])
+        for n, p in zip(range(2, 7), (a, b, c, d, e))
+    }
+    for record in records.values():
+        assert router.records.offer(record)
+    outputs = router.unsubscribe(TOPIC, 1.0)
+    [prune] = sends(outputs, Prune)
+    assert prune.peers == tuple(sorted((a, b)))
+    assert isinstance(prune.message, Prune)
+    assert prune.message.topic == TOPIC
+    assert prune.message.backoff == DEFAULTS.unsubscribe_backoff
+    # Records of the topic's peers outside the pruned mesh, never theirs.
+    exchanged = {r.peer_id for r in prune.message.records}
+    assert exchanged == {c, d, e}
+
+
+def test_a_shorter_or_equal_prune_from_a_peer_does_not_cut_our_backoff() -> None:
+    router, (a, b, c, _, _) = small_mesh_router()
+    router.receive(a, Graft(TOPIC), 0.0)
+    router.receive(b, Graft(TOPIC), 0.0)
+    # The mesh is full: c's graft is pruned with our 60 s backoff.
+    [prune] = sends(router.receive(c, Graft(TOPIC), 1.0), Prune)
+    assert prune.message == Prune(TOPIC, 60, prune.message.records)  # type: ignore[union-attr]
+    # c's own prunes, as long or shorter, leave our backoff as it is.
+    assert router.receive(c, Prune(TOPIC, 60), 1.0) == []
+    assert router.receive(c, Prune(TOPIC, 1), 1.0) == []
+    outputs = router.receive(c, Graft(TOPIC), 6.0)
+    assert outputs == [Send((c,), Prune(TOPIC, 55)), Penalty(c, Fault.GRAFT_IN_BACKOFF)]
+
+
+def test_a_longer_prune_from_a_peer_extends_the_backoff() -> None:
+    router = Router(identity(1), DEFAULTS, now=0.0, rng=random.Random(3))
+    router.subscribe(TOPIC, 0.0)
+    a = identity(2).peer_id
+    router.peer_connected(a, outbound=True)
+    router.receive(a, Subscriptions(((True, TOPIC),)), 0.0)
+    router.receive(a, Graft(TOPIC), 0.0)
+    for backoff in (10, 100, 20):
+        router.receive(a, Prune(TOPIC, backoff), 0.0)
+    # We graft it again only once 100 s and the graft grace have passed.
+    for now in (50.0, 101.9):
+        assert router.heartbeat(now) == []
+        assert a not in router.mesh[TOPIC]
+    assert router.heartbeat(102.0) == [Send((a,), Graft(TOPIC))]
+    assert a in router.mesh[TOPIC]
+
+
+def test_prunes_spend_the_control_budget_too() -> None:
+    settings = GossipSettings(max_topics_per_peer=1, max_control_per_peer=2)
+    router, (a, _, _) = one_router(settings)
+    # one_router's graft spent one; one prune more is within the budget.
+    assert router.receive(a, Prune(TOPIC, 1), 0.5) == []
+    assert router.peers[a].grafts == 2
+    assert router.receive(a, Prune(TOPIC, 1), 0.5) == [Penalty(a, Fault.CONTROL_FLOOD)]
+    assert router.counters["control.over_budget"] == 1
+    # A new interval begins a heartbeat interval after the last one began.
+    assert router.receive(a, Prune(TOPIC, 1), 0.999) == []
+    assert router.counters["control.over_budget"] == 2
+    assert router.receive(a, Prune(TOPIC, 1), 1.0) == []
+    assert router.peers[a].grafts == 1
+    assert router.counters["control.over_budget"] == 2
+
+
+def test_ihave_asks_only_for_unseen_and_unpending_ids_up_to_the_budget() -> None:
+    settings = GossipSettings(max_ihave_length=3)
+    router, (a, b, _) = one_router(settings)
+    seen = router.publish(TOPIC, b"mine", 1.0)
+    [mine] = [o.message for o in seen if isinstance(o, Deliver)]
+    pending = signed(ORIGIN, 5, b"pending")
+    [validate] = router.receive(b, pending, 1.0)
+    assert isinstance(validate, Validate)
+    fresh = [message_id(ORIGIN.peer_id, 100 + n) for n in range(6)]
+    # Seen and pending ids are not asked for.
+    ihave = IHave(TOPIC, (mine.message_id, pending.message_id, fresh[0]))
+    assert router.receive(a, ihave, 1.0) == [Send((a,), IWant((fresh[0],)))]
+    assert router.receive(a, IHave(TOPIC, (fresh[1],)), 1.0) == [
+        Send((a,), IWant((fresh[1],)))
+    ]
+    # One id left in this heartbeat's budget of 3, then none.
+    outputs = router.receive(a, IHave(TOPIC, (fresh[2], fresh[3])), 1.0)
+    [ask] = sends(outputs, IWant)
+    assert outputs == [ask]
+    assert ask.peers == (a,) and isinstance(ask.message, IWant)
+    assert len(ask.message.message_ids) == 1
+    assert ask.message.message_ids[0] in fresh[2:4]
+    assert router.receive(a, IHave(TOPIC, (fresh[4],)), 1.0) == []
+    router.heartbeat(2.0)
+    [again] = sends(router.receive(a, IHave(TOPIC, tuple(fresh[4:])), 2.0), IWant)
+    assert isinstance(again.message, IWant)
+    assert sorted(again.message.message_ids) == sorted(fresh[4:])
+
+
+def test_iwant_serves_at_most_max_ihave_length_a_heartbeat_in_order() -> None:
+    settings = GossipSettings(max_ihave_length=3, origin_burst=10)
+    router, (a, b, _) = one_router(settings)
+    mine = []
+    for n in range(5):
+        outputs = router.publish(TOPIC, b"%d" % n, 1.0)
+        mine += [o.message for o in outputs if isinstance(o, Deliver)]
+    unknown = message_id(ORIGIN.peer_id, 1)
+    # An unknown id is skipped, not an end.
+    want = IWant((unknown, mine[0].message_id, mine[1].message_id))
+    assert router.receive(a, want, 1.0) == [Send((a,), m) for m in mine[:2]]
+    # The third answer of the heartbeat is the last.
+    want = IWant(tuple(m.message_id for m in mine[2:]))
+    assert router.receive(a, want, 1.0) == [Send((a,), mine[2])]
+    assert router.counters["iwant.over_limit"] == 1
+    assert router.receive(a, want, 1.0) == []
+    assert router.counters["iwant.over_limit"] == 2
+    # Another peer has its own count.
+    assert router.receive(b, IWant((mine[4].message_id,)), 1.0) == [Send((b,), mine[4])]
+    router.heartbeat(2.0)
+    assert router.receive(a, IWant((mine[3].message_id,)), 2.0) == [Send((a,), mine[3])]
+
+
+def test_iwant_retransmissions_are_counted_per_peer() -> None:
+    router, (a, b, _) = one_router()
+    [deliver] = [o for o in router.publish(TOPIC, b"x", 1.0) if isinstance(o, Deliver)]
+    want = IWant((deliver.message.message_id,))
+    for _ in range(DEFAULTS.gossip_retransmission):
+        assert router.receive(a, want, 1.0) == [Send((a,), deliver.message)]
+    assert router.receive(a, want, 1.0) == []
+    assert router.receive(b, want, 1.0) == [Send((b,), deliver.message)]
+
+
+#: A time well past the Unix epoch, as a real clock gives (exact in ns).
+NOW = 1_700_000_000.0
+
+
+def router_now(settings: GossipSettings = DEFAULTS) -> tuple[Router, list[PeerId]]:
+    router = Router(identity(1), settings, now=NOW, rng=random.Random(7))
+    router.subscribe(TOPIC, NOW)
+    ids = [identity(n).peer_id for n in range(2, 5)]
+    for peer in ids:
+        router.peer_connected(peer, outbound=True)
+        router.receive(peer, Subscriptions(((True, TOPIC),)), NOW)
+        router.receive(peer, Graft(TOPIC), NOW)
+    return router, ids
+
+
+def validates(outputs: list[Output]) -> int:
+    return sum(isinstance(o, Validate) for o in outputs)
+
+
+def test_a_publication_time_is_accepted_from_max_age_ago_to_max_skew_ahead() -> None:
+    router, (a, _, _) = router_now()
+    now_ns = int(NOW * NS)
+    oldest, newest = now_ns - 60 * NS, now_ns + 10 * NS
+    for seqno in (oldest, newest):
+        assert validates(router.receive(a, signed(ORIGIN, seqno, b"x"), NOW)) == 1
+    for seqno in (oldest - 1, newest + 1):
+        assert router.receive(a, signed(ORIGIN, seqno, b"x"), NOW) == []
+    assert router.counters["publish.stale"] == 2
+
+
+def test_each_early_drop_is_counted_once_per_message() -> None:
+    settings = GossipSettings(max_message_size=10, max_pending=1)
+    router, (a, b, _) = router_now(settings)
+    seqno = int(NOW * NS)
+    for _ in range(2):
+        assert router.receive(a, signed(ORIGIN, seqno, b"x", topic="other"), NOW) == []
+    assert router.counters["publish.not_subscribed"] == 2
+    # Exactly the size cap is taken; a byte more is not.
+    assert validates(router.receive(a, signed(ORIGIN, seqno, bytes(10)), NOW)) == 1
+    for n in range(2):
+        big = signed(ORIGIN, seqno + 1 + n, bytes(11))
+        assert router.receive(a, big, NOW) == []
+    assert router.counters["publish.too_large"] == 2
+    # A forgery: charged to its forwarder, counted each time.
+    for n in range(2):
+        forged = attrs.evolve(signed(ORIGIN, seqno + 10 + n, b"x"), data=b"y")
+        assert router.receive(b, forged, NOW) == [Penalty(b, Fault.INVALID_SIGNATURE)]
+    assert router.counters["publish.invalid_signature"] == 2
+    # One validation pending fills max_pending = 1.
+    for n in range(2):
+        assert router.receive(a, signed(ORIGIN, seqno + 20 + n, b"x"), NOW) == []
+    assert router.counters["publish.validation_full"] == 2
+
+
+def test_messages_at_or_below_the_seen_floor_are_counted_as_possibly_seen() -> None:
+    router, (a, _, _) = router_now(GossipSettings(max_seen=1))
+    seqno = int(NOW * NS)
+    for n in range(2):
+        [check] = router.receive(a, signed(ORIGIN, seqno + n, b"x"), NOW)
+        assert isinstance(check, Validate)
+        router.validated(check.message_id, Verdict.ACCEPT, NOW)
+    assert router.seen.floor == seqno
+    for _ in range(2):
+        assert router.receive(a, signed(identity(98), seqno, b"x"), NOW) == []
+    assert router.counters["publish.possibly_seen"] == 2
+    assert validates(router.receive(a, signed(identity(98), seqno + 2, b"x"), NOW)) == 1
+
+
+def test_each_peers_own_publications_have_their_own_origin_rate() -> None:
+    router, (a, b, _) = router_now(GossipSettings(origin_burst=2))
+    seqno = int(NOW * NS)
+    for peer, n in ((a, 2), (b, 3)):
+        own = [signed(identity(n), seqno + k, b"own") for k in range(3)]
+        results = [validates(router.receive(peer, m, NOW)) for m in own]
+        assert results == [1, 1, 0]
+    assert router.counters["publish.origin_rate"] == 2
+
+
+def hub_with(inbound: int, outbound: int) -> tuple[Router, list[PeerId], list[PeerId]]:
+    """A router subscribed to TOPIC with peers of the topic, none grafted."""
+    hub = Router(identity(1), DEFAULTS, now=0.0, rng=random.Random(5))
+    hub.subscribe(TOPIC, 0.0)
+    ins = [identity(100 + n).peer_id for n in range(inbound)]
+    outs = [identity(200 + n).peer_id for n in range(outbound)]
+    for peers, dialed in ((ins, False), (outs, True)):
+        for peer in peers:
+            hub.peer_connected(peer, outbound=dialed)
+            hub.receive(peer, Subscriptions(((True, TOPIC),)), 0.0)
+    return hub, ins, outs
+
+
+def test_a_heartbeat_grafts_below_d_lo_up_to_d() -> None:
+    hub, ins, _ = hub_with(10, 0)
+    for peer in ins[:5]:  # D_lo: enough, however few outbound
+        hub.receive(peer, Graft(TOPIC), 0.0)
+    assert hub.heartbeat(1.0) == []
+    hub.receive(ins[0], Prune(TOPIC, 60), 1.0)  # 4: below D_lo
+    outputs = hub.heartbeat(2.0)
+    [graft] = sends(outputs)
+    assert outputs == [graft]
+    assert graft.message == Graft(TOPIC) and len(graft.peers) == 2
+    assert graft.peers == tuple(sorted(graft.peers))
+    assert set(graft.peers) <= set(ins[5:])
+    assert len(hub.mesh[TOPIC]) == DEFAULTS.mesh_degree
+
+
+def test_a_heartbeat_grafts_outbound_peers_up_to_d_out() -> None:
+    hub, ins, outs = hub_with(6, 3)
+    for peer in ins[:5]:  # D_lo, none outbound
+        hub.receive(peer, Graft(TOPIC), 0.0)
+    outputs = hub.heartbeat(1.0)
+    [graft] = sends(outputs)
+    assert outputs == [graft]
+    assert graft.message == Graft(TOPIC)
+    assert len(graft.peers) == DEFAULTS.mesh_outbound
+    assert set(graft.peers) <= set(outs)
+    assert len(hub.mesh[TOPIC]) == 5 + DEFAULTS.mesh_outbound
+    assert hub.heartbeat(2.0) == []  # D_out reached
+
+
+def test_a_heartbeat_prunes_above_d_hi_to_d_keeping_d_out_outbound() -> None:
+    hub, ins, outs = hub_with(12, 3)
+    for peer in ins:  # inbound grafts fill it to D_hi exactly
+        hub.receive(peer, Graft(TOPIC), 0.0)
+    assert len(hub.mesh[TOPIC]) == 12
+    # At D_hi: nothing pruned (outbound peers are grafted, D_out of them).
+    outputs = hub.heartbeat(1.0)
+    [graft] = sends(outputs)
+    assert outputs == [graft]
+    assert graft.message == Graft(TOPIC) and len(graft.peers) == 2
+    # The third outbound peer's graft is taken even so.
+    (third,) = set(outs) - set(graft.peers)
+    assert hub.receive(third, Graft(TOPIC), 1.0) == []
+    mesh = set(hub.mesh[TOPIC])
+    assert len(mesh) == 15
+    # Above D_hi: pruned to D, the outbound peers kept.
+    outputs = hub.heartbeat(2.0)
+    [prune] = sends(outputs, Prune)
+    assert len(hub.mesh[TOPIC]) == DEFAULTS.mesh_degree
+    kept_out = [p for p in hub.mesh[TOPIC] if p in outs]
+    assert len(kept_out) == DEFAULTS.mesh_outbound
+    assert set(prune.peers) == mesh - hub.mesh[TOPIC]
+    assert len(prune.peers) == 15 - DEFAULTS.mesh_degree
+    assert prune.peers == tuple(sorted(prune.peers))
+    assert isinstance(prune.message, Prune)
+    assert prune.message.topic == TOPIC
+    assert prune.message.backoff == DEFAULTS.prune_backoff
+    # The pruned are backing off: their grafts are refused at once.
+    late = prune.peers[0]
+    assert hub.receive(late, Graft(TOPIC), 2.5) == [Send((late,), Prune(TOPIC, 60))]
+
+
+def test_our_graft_waits_the_grace_past_a_peers_backoff() -> None:
+    router, (a, _, _) = one_router()
+    router.receive(a, Prune(TOPIC, 10), 0.0)  # backing off until 10 s
+    router.unsubscribe(TOPIC, 1.0)
+    router.subscribe(TOPIC, 11.9)
+    assert a not in router.mesh[TOPIC]
+    router.unsubscribe(TOPIC, 11.95)
+    router.subscribe(TOPIC, 12.0)
+    assert a in router.mesh[TOPIC]
+
+
+@pytest.mark.parametrize("topic", ["x", "x" * 255, "é" * 127])
+def test_a_topic_is_1_to_255_bytes(topic: str) -> None:
+    router, _ = one_router()
+    router.subscribe(topic, 1.0)
+    assert topic in router.subscribed
+    assert any(isinstance(o, Deliver) for o in router.publish(topic, b"x", 1.0))
+
+
+@pytest.mark.parametrize("topic", ["", "x" * 256, "é" * 128])
+def test_a_topic_of_0_or_256_bytes_is_refused(topic: str) -> None:
+    router, _ = one_router()
+    with pytest.raises(ValueError, match="1 to 255 bytes"):
+        router.subscribe(topic, 1.0)
+    with pytest.raises(ValueError, match="1 to 255 bytes"):
+        router.publish(topic, b"x", 1.0)
+
+
+def test_a_graft_from_a_peer_that_never_announced_the_topic_is_ignored() -> None:
+    router, _ = one_router()
+    stranger = identity(50).peer_id
+    router.peer_connected(stranger, outbound=True)
+    assert router.receive(stranger, Graft(TOPIC), 1.0) == []
+    assert stranger not in router.mesh[TOPIC]
+    assert router.counters["graft.ignored"] == 1
+    assert router.receive(stranger, Graft(TOPIC), 1.0) == []
+    assert router.counters["graft.ignored"] == 2
+
+
+def test_our_backoff_ends_at_its_time_for_a_peers_graft() -> None:
+    router, (a, _, _) = one_router()
+    router.unsubscribe(TOPIC, 1.0)  # a backs off until 11 s
+    router.subscribe(TOPIC, 1.0)
+    for _ in range(2):
+        assert router.receive(a, Graft(TOPIC), 10.5) == [
+            Send((a,), Prune(TOPIC, 1)),
+            Penalty(a, Fault.GRAFT_IN_BACKOFF),
+        ]
+    assert router.counters["graft.in_backoff"] == 2
+    assert router.receive(a, Graft(TOPIC), 11.0) == []
+    assert a in router.mesh[TOPIC]
