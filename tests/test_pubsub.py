@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections import Counter, deque
 from collections.abc import Iterable
-from typing import Callable
+from typing import Any, Callable
 
 import attrs
 import pytest
@@ -1089,3 +1089,190 @@ def test_our_backoff_ends_at_its_time_for_a_peers_graft() -> None:
     assert router.counters["graft.in_backoff"] == 2
     assert router.receive(a, Graft(TOPIC), 11.0) == []
     assert a in router.mesh[TOPIC]
+
+
+# -- the heartbeat's gossip and fanout, records exchange: exact rules --------
+
+
+def gossip_hub(
+    peers: int,
+    settings: GossipSettings = DEFAULTS,
+    topics: tuple[str, ...] = ("a", "b"),
+) -> tuple[Router, list[PeerId]]:
+    """A router with ``peers`` inbound peers, each announcing ``topics``."""
+    hub = Router(identity(1), settings, now=0.0, rng=random.Random(5))
+    ids = [identity(100 + n).peer_id for n in range(peers)]
+    for peer in ids:
+        hub.peer_connected(peer, outbound=False)
+        hub.receive(peer, Subscriptions(tuple((True, t) for t in topics)), 0.0)
+    return hub, ids
+
+
+@pytest.mark.parametrize(("peers", "targets"), [(9, 3), (20, 6), (40, 8)])
+def test_ihave_goes_to_max_d_lazy_or_a_factor_of_the_eligible(
+    peers: int, targets: int
+) -> None:
+    """9.5 Gossip: max(D_lazy, gossip_factor x eligible) random peers outside
+    the mesh (all of them if fewer); a topic with nothing cached is skipped,
+    not the end of the round."""
+    hub, ids = gossip_hub(peers)
+    for topic in ("a", "b"):
+        hub.subscribe(topic, 0.0)  # grafts D of the peers
+    [send] = sends(hub.publish("b", b"news", 0.5), Publish)
+    outputs = hub.heartbeat(1.0)
+    [ihave] = sends(outputs, IHave)
+    assert ihave.message == IHave("b", (send.message.message_id,))
+    assert len(ihave.peers) == targets  # eligible: peers - D
+    assert ihave.peers == tuple(sorted(ihave.peers))
+    assert set(ihave.peers) <= set(ids) - hub.mesh["b"]
+
+
+def test_fanout_topics_are_gossiped_outside_the_fanout_and_ihave_is_capped() -> None:
+    settings = GossipSettings(flood_publish=False, max_ihave_length=2)
+    hub, ids = gossip_hub(10, settings, topics=("b",))
+    mids = [
+        sends(hub.publish("b", bytes([n]), 0.5), Publish)[0].message.message_id
+        for n in range(3)
+    ]
+    fanout = set(hub.fanout["b"])
+    assert len(fanout) == settings.mesh_degree
+    [ihave] = sends(hub.heartbeat(1.0), IHave)
+    assert ihave.peers == tuple(sorted(set(ids) - fanout))  # 4 < D_lazy: all
+    assert isinstance(ihave.message, IHave) and ihave.message.topic == "b"
+    assert len(ihave.message.message_ids) == 2
+    assert set(ihave.message.message_ids) < set(mids)
+
+
+def test_a_topic_nobody_else_has_is_not_gossiped_and_the_round_goes_on() -> None:
+    hub, _ = gossip_hub(9, topics=("b",))
+    for topic in ("alone", "b"):  # "alone" comes first
+        hub.subscribe(topic, 0.0)
+    assert [type(o) for o in hub.publish("alone", b"x", 0.5)] == [Deliver]
+    assert hub.counters["publish.no_peers"] == 1
+    hub.publish("b", b"x", 0.5)
+    [ihave] = sends(hub.heartbeat(1.0), IHave)
+    assert isinstance(ihave.message, IHave) and ihave.message.topic == "b"
+    assert len(ihave.peers) == 9 - DEFAULTS.mesh_degree
+
+
+def test_fanout_is_topped_up_to_d_and_lives_a_ttl_after_the_last_publish() -> None:
+    settings = GossipSettings(flood_publish=False)
+    hub, ids = gossip_hub(10, settings, topics=("b",))
+    [first] = sends(hub.publish("b", b"1", 0.0), Publish)
+    fanout = set(hub.fanout["b"])
+    assert set(first.peers) == fanout and len(fanout) == settings.mesh_degree
+    leaver = sorted(fanout)[0]
+    hub.receive(leaver, Subscriptions(((False, "b"),)), 0.5)
+    assert hub.fanout["b"] == fanout - {leaver}
+    hub.heartbeat(1.0)  # topped up from the topic's other peers
+    assert len(hub.fanout["b"]) == settings.mesh_degree
+    assert fanout - {leaver} < hub.fanout["b"] <= set(ids) - {leaver}
+    kept = set(hub.fanout["b"])
+    [again] = sends(hub.publish("b", b"2", 30.0), Publish)
+    assert set(again.peers) == kept  # the same fanout, its TTL renewed
+    hub.heartbeat(30.0 + settings.fanout_ttl)  # exactly the TTL: kept
+    assert hub.fanout["b"] == kept
+    hub.heartbeat(30.0 + settings.fanout_ttl + 0.5)
+    assert "b" not in hub.fanout and "b" not in hub.last_published
+
+
+def test_without_flood_publishing_a_subscriber_publishes_to_its_mesh_only() -> None:
+    settings = GossipSettings(flood_publish=False)
+    hub, _ = gossip_hub(10, settings, topics=("b",))
+    hub.subscribe("b", 0.0)
+    assert len(hub.mesh["b"]) == settings.mesh_degree
+    [send] = sends(hub.publish("b", b"x", 0.5), Publish)
+    assert send.peers == tuple(sorted(hub.mesh["b"]))
+    assert "b" not in hub.fanout and "b" not in hub.last_published
+
+
+def records_hub(
+    settings: GossipSettings = DEFAULTS,
+) -> tuple[Router, list[PeerId], list[Any]]:
+    """A router with five peers (two dialed), each of whose records it holds."""
+    hub = Router(identity(1), settings, now=0.0, rng=random.Random(4))
+    ids = [identity(10 + n).peer_id for n in range(5)]
+    records = []
+    for n, peer in enumerate(ids):
+        hub.peer_connected(peer, outbound=n < 2)
+        record = sign_record(identity(10 + n), 1, [f"10.0.0.{n}:1"])
+        assert hub.records.offer(record)
+        records.append(record)
+    return hub, ids, records
+
+
+def test_a_records_answer_is_our_record_then_others_up_to_the_smaller_limit() -> None:
+    settings = GossipSettings(prune_peers=3)
+    hub, (a, b, c, d, _), records = records_hub(settings)
+    own = hub.set_addresses(["127.0.0.1:1"], 1.0)
+
+    def answer(peer: PeerId, limit: int) -> tuple[Any, ...]:
+        [send] = hub.receive(peer, RecordsRequest(limit), 1.0)
+        assert isinstance(send, Send) and send.peers == (peer,)
+        assert isinstance(send.message, Records)
+        return send.message.records
+
+    many = answer(a, 255)  # at most prune_peers, never the asker's own
+    assert len(many) == 3 and many[0] == own
+    assert set(many[1:]) < set(records[1:])
+    two = answer(b, 2)
+    assert (
+        len(two) == 2 and two[0] == own and two[1] in records and two[1] != records[1]
+    )
+    assert answer(c, 1) == (own,)
+    assert answer(d, 0) == ()
+    assert hub.receive(a, RecordsRequest(255), 1.0) == []  # one a heartbeat
+    assert hub.receive(a, RecordsRequest(255), 1.0) == []
+    assert hub.counters["records.request_over_limit"] == 2
+    hub.heartbeat(2.0)
+    assert len(answer(a, 255)) == 3
+
+
+def test_a_records_answer_without_our_own_record_is_others_only() -> None:
+    hub, (a, *_), records = records_hub()
+    [send] = hub.receive(a, RecordsRequest(2), 1.0)
+    assert isinstance(send, Send) and isinstance(send.message, Records)
+    assert len(send.message.records) == 2
+    assert set(send.message.records) < set(records[1:])
+    assert hub.receive(a, RecordsRequest(0), 1.0) == []  # over the limit
+    hub.heartbeat(2.0)
+    assert hub.receive(a, RecordsRequest(0), 2.0) == [Send((a,), Records(()))]
+
+
+def test_records_taken_are_the_first_prune_peers_news_marked_with_their_source() -> (
+    None
+):
+    settings = GossipSettings(prune_peers=3)
+    hub, (dialed, _, _, _, inbound), _ = records_hub(settings)
+    ours = sign_record(identity(1), 5, ["10.0.1.1:1"])  # our own: skipped
+    stale = sign_record(identity(12), 1, ["10.0.0.2:1"])  # held already
+    news = [sign_record(identity(50 + n), 1, [f"10.0.2.{n}:1"]) for n in range(3)]
+    assert hub.request_records(identity(77).peer_id) == []  # not connected
+    for peer in (dialed, inbound):
+        assert hub.request_records(peer) == [
+            Send((peer,), RecordsRequest(settings.prune_peers))
+        ]
+    outputs = hub.receive(dialed, Records((ours, stale, news[0], news[1])), 1.0)
+    assert outputs == [Discovered(dialed, (news[0],))]  # the first 3 looked at
+    assert news[1].peer_id not in hub.records and identity(1).peer_id not in hub.records
+    entry = hub.records.entry(news[0].peer_id)
+    assert entry is not None and entry.source == dialed and entry.outbound
+    assert hub.receive(dialed, Records((news[1],)), 1.0) == []  # one answer
+    assert hub.counters["records.unsolicited"] == 1
+    assert hub.receive(inbound, Records((news[1], news[2])), 1.0) == [
+        Discovered(inbound, (news[1], news[2]))
+    ]
+    entry = hub.records.entry(news[1].peer_id)
+    assert entry is not None and entry.source == inbound and not entry.outbound
+
+
+def test_a_forged_record_condemns_the_rest_of_its_message() -> None:
+    hub, (a, *_), _ = records_hub()
+    forged = attrs.evolve(sign_record(identity(50), 2, ["h:1"]), addresses=("e:1",))
+    news = sign_record(identity(51), 1, ["10.0.0.51:1"])
+    hub.request_records(a)
+    assert hub.receive(a, Records((forged, news)), 1.0) == [
+        Penalty(a, Fault.INVALID_RECORD)
+    ]
+    assert news.peer_id not in hub.records
+    assert hub.counters["records.invalid"] == 1

@@ -716,7 +716,9 @@ class Router:
         others = [
             r for p in sorted(self.peers) if p != peer and (r := self.records.get(p))
         ]
-        records += self.rng.sample(others, min(len(others), limit - len(records)))
+        # A limit of 0 leaves no room even for our own record (never < 0).
+        room = max(0, limit - len(records))
+        records += self.rng.sample(others, min(len(others), room))
         return [Send((peer,), Records(tuple(records[:limit])))]
 
     def _on_records(self, peer: PeerId, message: Records, now: float) -> list[Output]:
