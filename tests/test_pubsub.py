@@ -1276,3 +1276,195 @@ def test_a_forged_record_condemns_the_rest_of_its_message() -> None:
     ]
     assert news.peer_id not in hub.records
     assert hub.counters["records.invalid"] == 1
+
+
+def test_a_pending_validation_times_out_exactly_at_the_timeout() -> None:
+    router, (a, _, _) = one_router()
+    [check] = router.receive(a, signed(ORIGIN, 1, b"x"), 1.0)
+    assert isinstance(check, Validate)
+    timeout = DEFAULTS.validation_timeout
+    router.heartbeat(1.0 + timeout - 0.01)
+    assert check.message_id in router.pending
+    assert router.counters["validation.timeout"] == 0
+    router.heartbeat(1.0 + timeout)
+    assert not router.pending and router.counters["validation.timeout"] == 1
+    assert router.validated(check.message_id, Verdict.ACCEPT, 12.0) == []
+    assert router.counters["validation.accept"] == 0
+
+
+def test_backoffs_expire_the_grace_after_their_end_connected_or_departed() -> None:
+    router, (a, b, _) = one_router()
+    router.receive(a, Prune(TOPIC, 10), 0.0)  # until 10 s, then 2 s of grace
+    router.receive(b, Prune(TOPIC, 10), 0.0)
+    router.peer_disconnected(b)
+    assert router.departed_count == 1 and list(router.departed) == [b]
+    router.heartbeat(11.99)
+    assert TOPIC in router.peers[a].backoffs and router.departed_count == 1
+    assert TOPIC in router.departed[b]
+    router.heartbeat(12.0)
+    assert router.peers[a].backoffs == {}
+    assert router.departed == {} and router.departed_count == 0
+
+
+def test_a_peer_connects_once_and_is_told_our_topics() -> None:
+    router = Router(identity(1), DEFAULTS, now=0.0, rng=random.Random(1))
+    a, b = identity(2).peer_id, identity(3).peer_id
+    assert router.peer_connected(router.peer_id, outbound=True) == []
+    assert router.peer_id not in router.peers
+    assert router.peer_connected(a, outbound=True) == []  # no topics: nothing
+    router.subscribe("y", 0.0)
+    router.subscribe("x", 0.0)
+    assert router.peer_connected(a, outbound=False) == []  # already connected
+    assert router.peers[a].outbound
+    assert router.peer_connected(b, outbound=False) == [
+        Send((b,), Subscriptions(((True, "x"), (True, "y"))))
+    ]
+    assert not router.peers[b].outbound
+
+
+def test_a_returning_peers_backoffs_leave_the_departed_table() -> None:
+    router, (a, b, c) = one_router()
+    for peer in (a, b):
+        router.receive(peer, Prune(TOPIC, 60), 1.0)
+        router.peer_disconnected(peer)
+    assert router.departed_count == 2
+    router.peer_connected(a, outbound=True)
+    assert list(router.departed) == [b] and router.departed_count == 1
+    backoff = router.peers[a].backoffs[TOPIC]
+    assert backoff.until == 61.0 and not backoff.by_us and not backoff.chargeable
+    router.peer_disconnected(c)  # no backoffs: nothing kept
+    assert c not in router.departed and router.departed_count == 1
+
+
+def test_a_departing_peer_leaves_every_table_and_its_subscriptions() -> None:
+    settings = GossipSettings(flood_publish=False)
+    hub, ids = gossip_hub(8, settings, topics=("a", "f"))
+    hub.subscribe("a", 0.0)
+    hub.publish("f", b"x", 0.0)
+    assert hub.subscriptions == 16
+    gone = sorted(hub.mesh["a"] & hub.fanout["f"])[0]
+    assert hub.peer_disconnected(gone) == []
+    assert hub.peer_disconnected(gone) == []  # once
+    assert hub.subscriptions == 14
+    for table in (hub.topic_peers, hub.mesh, hub.fanout):
+        assert all(gone not in members for members in table.values())
+    for peer in ids:
+        if peer != gone:
+            hub.peer_disconnected(peer)
+    assert hub.subscriptions == 0 and hub.topic_peers == {}
+
+
+def test_our_record_seqno_is_its_signing_time_and_always_grows() -> None:
+    router, _ = one_router()
+    first = router.set_addresses(["127.0.0.1:1"], 1.5)
+    assert first.seqno == 1_500_000_000 and first.addresses == ("127.0.0.1:1",)
+    assert first.peer_id == router.peer_id and first.verifies()
+    assert router.set_addresses(["127.0.0.1:2"], 1.5).seqno == 1_500_000_001
+    assert router.set_addresses(["127.0.0.1:2"], 0.5).seqno == 1_500_000_002
+    assert router.set_addresses([], 2.0).seqno == 2_000_000_000
+    assert router.own_record is not None and router.own_record.addresses == ()
+
+
+@pytest.mark.parametrize("verdict", list(Verdict))
+def test_each_verdict_is_counted_once(verdict: Verdict) -> None:
+    router, (a, _, _) = one_router()
+    [check] = router.receive(a, signed(ORIGIN, 1, b"x"), 1.0)
+    assert isinstance(check, Validate)
+    router.validated(check.message_id, verdict, 1.0)
+    assert router.counters == Counter({f"validation.{verdict.value}": 1})
+    assert router.validated(check.message_id, verdict, 1.0) == []
+    assert router.counters[f"validation.{verdict.value}"] == 1
+
+
+def test_a_message_accepted_after_we_left_its_topic_is_not_delivered() -> None:
+    router, (a, _, _) = one_router()
+    message = signed(ORIGIN, 1, b"x")
+    [check] = router.receive(a, message, 1.0)
+    assert isinstance(check, Validate)
+    router.unsubscribe(TOPIC, 1.0)
+    assert router.validated(check.message_id, Verdict.ACCEPT, 1.0) == []
+    assert ORIGIN.peer_id in router.known_origins  # accepted all the same
+    assert router.cache.get_for_peer(message.message_id, a)[0] == message
+
+
+def test_a_publication_is_delivered_only_to_a_subscriber_and_seen() -> None:
+    router, (a, b, c) = one_router()
+    outputs = router.publish(TOPIC, b"x", 1.0)
+    [deliver, send] = outputs
+    assert isinstance(deliver, Deliver) and send == Send((a, b, c), deliver.message)
+    assert router.receive(a, deliver.message, 1.0) == []  # our own: seen
+    assert router.counters["publish.duplicate"] == 1
+    router.receive(a, Subscriptions(((True, "other"),)), 1.0)
+    [only] = router.publish("other", b"y", 1.0)
+    assert isinstance(only, Send) and only.peers == (a,)
+    assert router.counters == Counter({"publish.duplicate": 1})
+
+
+def test_a_publication_of_exactly_the_size_cap_is_sent() -> None:
+    settings = GossipSettings(max_message_size=10)
+    router, _ = one_router(settings)
+    assert len(router.publish(TOPIC, bytes(10), 1.0)) == 2
+    with pytest.raises(PublishFailed, match="11 bytes exceed the size cap of 10"):
+        router.publish(TOPIC, bytes(11), 1.0)
+
+
+def test_subscribing_announces_to_every_peer_and_grafts_fanout_peers_first() -> None:
+    settings = GossipSettings(flood_publish=False)
+    hub, ids = gossip_hub(10, settings, topics=("b",))
+    hub.publish("b", b"x", 0.0)
+    fanout = set(hub.fanout["b"])
+    outputs = hub.subscribe("b", 1.0)
+    [announce, graft] = outputs
+    assert announce == Send(tuple(sorted(ids)), Subscriptions(((True, "b"),)))
+    assert graft == Send(tuple(sorted(fanout)), Graft("b"))
+    assert hub.mesh["b"] == fanout
+    assert "b" not in hub.fanout and "b" not in hub.last_published
+    assert hub.subscribe("b", 1.0) == []
+
+
+def test_subscribing_with_no_peers_sends_nothing() -> None:
+    router = Router(identity(1), DEFAULTS, now=0.0)
+    assert router.subscribe(TOPIC, 0.0) == []
+    assert router.mesh == {TOPIC: set()}
+
+
+def test_a_node_subscribes_to_exactly_max_topics_per_peer() -> None:
+    router = Router(identity(1), GossipSettings(max_topics_per_peer=2), now=0.0)
+    router.subscribe("one", 0.0)
+    router.subscribe("two", 0.0)
+    with pytest.raises(ValueError, match="subscribed to 2 topics already"):
+        router.subscribe("three", 0.0)
+    assert router.subscribed == {"one", "two"}
+
+
+def test_the_control_budget_renews_exactly_a_heartbeat_interval_later() -> None:
+    settings = GossipSettings(max_control_per_peer=2, max_topics_per_peer=1)
+    router, (a, _, _) = one_router(settings)
+    # one_router's graft at 0.0 spent one: one left this interval.
+    assert router.receive(a, Prune(TOPIC, 1), 0.5) == []
+    assert router.receive(a, Graft(TOPIC), 0.99) == [Penalty(a, Fault.CONTROL_FLOOD)]
+    assert router.receive(a, Graft(TOPIC), 0.99) == []  # charged once
+    assert router.counters["control.over_budget"] == 2
+    assert a not in router.mesh[TOPIC]
+    router.receive(a, Graft(TOPIC), 1.0)  # a new interval, though no heartbeat
+    assert router.peers[a].grafts == 1 and not router.peers[a].flooded
+
+
+def test_subscription_changes_spend_the_budget_to_its_last_entry() -> None:
+    settings = GossipSettings(max_control_per_peer=6, max_topics_per_peer=3)
+    router, (a, _, _) = one_router(settings)
+    toggles = ((True, "x"), (False, "x"), (True, "x"), (False, "x"), (True, "y"))
+    assert router.receive(a, Subscriptions(toggles), 5.0) == []
+    assert router.peers[a].changes == 5
+    assert router.receive(a, Subscriptions(((True, "z"), (True, "w"))), 5.0) == [
+        Penalty(a, Fault.CONTROL_FLOOD)
+    ]
+    assert router.peers[a].topics == {TOPIC, "y", "z"}
+    assert router.counters["control.over_budget"] == 1
+    assert router.receive(a, Subscriptions(((False, "y"),)), 5.5) == []
+    assert router.counters["control.over_budget"] == 2
+    assert "y" in router.peers[a].topics
+    assert router.receive(a, Subscriptions(((False, "y"), (False, "q"))), 6.0) == []
+    assert router.peers[a].topics == {TOPIC, "z"}
+    assert router.subscriptions == 2 + 2
+    assert router.topic_peers["z"] == {a} and "y" not in router.topic_peers
