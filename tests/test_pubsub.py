@@ -1118,10 +1118,10 @@ def test_ihave_goes_to_max_d_lazy_or_a_factor_of_the_eligible(
     hub, ids = gossip_hub(peers)
     for topic in ("a", "b"):
         hub.subscribe(topic, 0.0)  # grafts D of the peers
-    [send] = sends(hub.publish("b", b"news", 0.5), Publish)
+    [deliver] = [o for o in hub.publish("b", b"news", 0.5) if isinstance(o, Deliver)]
     outputs = hub.heartbeat(1.0)
     [ihave] = sends(outputs, IHave)
-    assert ihave.message == IHave("b", (send.message.message_id,))
+    assert ihave.message == IHave("b", (deliver.message.message_id,))
     assert len(ihave.peers) == targets  # eligible: peers - D
     assert ihave.peers == tuple(sorted(ihave.peers))
     assert set(ihave.peers) <= set(ids) - hub.mesh["b"]
@@ -1131,9 +1131,11 @@ def test_fanout_topics_are_gossiped_outside_the_fanout_and_ihave_is_capped() -> 
     settings = GossipSettings(flood_publish=False, max_ihave_length=2)
     hub, ids = gossip_hub(10, settings, topics=("b",))
     mids = [
-        sends(hub.publish("b", bytes([n]), 0.5), Publish)[0].message.message_id
+        message_id(hub.peer_id, hub.seqno)
         for n in range(3)
+        if sends(hub.publish("b", bytes([n]), 0.5), Publish)
     ]
+    assert len(mids) == 3
     fanout = set(hub.fanout["b"])
     assert len(fanout) == settings.mesh_degree
     [ihave] = sends(hub.heartbeat(1.0), IHave)
@@ -1258,12 +1260,15 @@ def test_records_taken_are_the_first_prune_peers_news_marked_with_their_source()
     entry = hub.records.entry(news[0].peer_id)
     assert entry is not None and entry.source == dialed and entry.outbound
     assert hub.receive(dialed, Records((news[1],)), 1.0) == []  # one answer
-    assert hub.counters["records.unsolicited"] == 1
+    assert hub.receive(dialed, Records((news[1],)), 1.0) == []
+    assert hub.counters["records.unsolicited"] == 2
     assert hub.receive(inbound, Records((news[1], news[2])), 1.0) == [
         Discovered(inbound, (news[1], news[2]))
     ]
     entry = hub.records.entry(news[1].peer_id)
     assert entry is not None and entry.source == inbound and not entry.outbound
+    hub.request_records(inbound)  # an answer with no news reports nothing
+    assert hub.receive(inbound, Records((stale, ours)), 1.0) == []
 
 
 def test_a_forged_record_condemns_the_rest_of_its_message() -> None:
@@ -1276,6 +1281,9 @@ def test_a_forged_record_condemns_the_rest_of_its_message() -> None:
     ]
     assert news.peer_id not in hub.records
     assert hub.counters["records.invalid"] == 1
+    hub.request_records(a)
+    hub.receive(a, Records((forged,)), 1.0)
+    assert hub.counters["records.invalid"] == 2
 
 
 def test_a_pending_validation_times_out_exactly_at_the_timeout() -> None:
@@ -1323,17 +1331,31 @@ def test_a_peer_connects_once_and_is_told_our_topics() -> None:
 
 
 def test_a_returning_peers_backoffs_leave_the_departed_table() -> None:
-    router, (a, b, c) = one_router()
-    for peer in (a, b):
+    router, (a, b, c, d) = one_router(peers=4)
+    for peer in (a, b, c):
         router.receive(peer, Prune(TOPIC, 60), 1.0)
         router.peer_disconnected(peer)
-    assert router.departed_count == 2
+    assert router.departed_count == 3
     router.peer_connected(a, outbound=True)
-    assert list(router.departed) == [b] and router.departed_count == 1
+    assert list(router.departed) == [b, c] and router.departed_count == 2
     backoff = router.peers[a].backoffs[TOPIC]
     assert backoff.until == 61.0 and not backoff.by_us and not backoff.chargeable
-    router.peer_disconnected(c)  # no backoffs: nothing kept
-    assert c not in router.departed and router.departed_count == 1
+    router.peer_disconnected(d)  # no backoffs: nothing kept
+    assert d not in router.departed and router.departed_count == 2
+
+
+def test_each_departed_backoff_pushed_out_is_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from blueprint_net._core import pubsub
+
+    monkeypatch.setattr(pubsub, "MAX_DEPARTED_BACKOFFS", 1)
+    router, (a, b, c) = one_router()
+    for peer in (a, b, c):
+        router.receive(peer, Prune(TOPIC, 60), 1.0)
+        router.peer_disconnected(peer)
+    assert list(router.departed) == [c] and router.departed_count == 1
+    assert router.counters["backoff.departed_evicted"] == 2
 
 
 def test_a_departing_peer_leaves_every_table_and_its_subscriptions() -> None:
@@ -1363,6 +1385,8 @@ def test_our_record_seqno_is_its_signing_time_and_always_grows() -> None:
     assert router.set_addresses(["127.0.0.1:2"], 0.5).seqno == 1_500_000_002
     assert router.set_addresses([], 2.0).seqno == 2_000_000_000
     assert router.own_record is not None and router.own_record.addresses == ()
+    other, _ = one_router()
+    assert other.set_addresses(["127.0.0.1:1"], 0.0).seqno == 1  # max(0 + 1, 0)
 
 
 @pytest.mark.parametrize("verdict", list(Verdict))
@@ -1374,6 +1398,10 @@ def test_each_verdict_is_counted_once(verdict: Verdict) -> None:
     assert router.counters == Counter({f"validation.{verdict.value}": 1})
     assert router.validated(check.message_id, verdict, 1.0) == []
     assert router.counters[f"validation.{verdict.value}"] == 1
+    [again] = router.receive(a, signed(ORIGIN, 2, b"y"), 1.0)
+    assert isinstance(again, Validate)
+    router.validated(again.message_id, verdict, 1.0)
+    assert router.counters[f"validation.{verdict.value}"] == 2
 
 
 def test_a_message_accepted_after_we_left_its_topic_is_not_delivered() -> None:
@@ -1468,3 +1496,39 @@ def test_subscription_changes_spend_the_budget_to_its_last_entry() -> None:
     assert router.peers[a].topics == {TOPIC, "z"}
     assert router.subscriptions == 2 + 2
     assert router.topic_peers["z"] == {a} and "y" not in router.topic_peers
+
+
+def test_fanout_upkeep_goes_on_past_an_expired_topic_and_a_peerless_one() -> None:
+    settings = GossipSettings(flood_publish=False)
+    hub, ids = gossip_hub(10, settings, topics=("b", "c"))
+    hub.publish("a", b"x", 0.0)  # nobody has "a": an empty fanout, counted
+    assert hub.fanout["a"] == set() and hub.last_published["a"] == 0.0
+    assert hub.counters["publish.no_peers"] == 1
+    hub.publish("b", b"x", 0.0)
+    hub.publish("c", b"x", 50.0)
+    fanout = set(hub.fanout["c"])
+    leaver = sorted(fanout)[0]
+    hub.receive(leaver, Subscriptions(((False, "c"),)), 50.0)
+    for peer in ids:  # every peer leaves "b": its fanout empties
+        hub.receive(peer, Subscriptions(((False, "b"),)), 50.0)
+    assert hub.fanout["b"] == set() and "b" not in hub.topic_peers
+    hub.heartbeat(50.5)  # "a" and "b" are still within their TTL
+    assert hub.fanout["a"] == hub.fanout["b"] == set()
+    assert len(hub.fanout["c"]) == settings.mesh_degree
+    assert hub.fanout["c"] > fanout - {leaver}
+    hub.receive(sorted(hub.fanout["c"])[0], Subscriptions(((False, "c"),)), 61.0)
+    hub.heartbeat(61.0)  # "a" and "b" expire; "c" is topped up all the same
+    assert sorted(hub.fanout) == ["c"] and sorted(hub.last_published) == ["c"]
+    assert len(hub.fanout["c"]) == settings.mesh_degree
+
+
+def test_a_heartbeat_keeps_the_mesh_of_every_topic() -> None:
+    hub, _ = gossip_hub(8)
+    for topic in ("a", "b"):
+        hub.subscribe(topic, 0.0)
+        for peer in sorted(hub.mesh[topic])[:2]:  # below D_lo in both
+            hub.receive(peer, Prune(topic, 1), 0.0)
+    outputs = hub.heartbeat(5.0)
+    grafts = [s.message for s in sends(outputs, Graft)]
+    assert sorted(g.topic for g in grafts if isinstance(g, Graft)) == ["a", "b"]
+    assert len(hub.mesh["a"]) == len(hub.mesh["b"]) == DEFAULTS.mesh_degree

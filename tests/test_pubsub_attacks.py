@@ -191,14 +191,14 @@ def test_what_one_peer_brings_is_forwarded_at_most_at_the_forward_rate() -> None
     settings = GossipSettings(forward_rate=1.0, forward_burst=2)
     router, (first, second, third) = router_at(T0, settings)
     pushed = []
-    for n in range(3):
+    for n in range(4):
         message = signed(identity(60 + n), at(T0) + n, b"m%d" % n)
         out = accept(router, router.receive(first, message, T0), T0)
         assert [type(o) for o in out if isinstance(o, Deliver)] == [Deliver]
         assert message.message_id in router.cache
         pushed.append([s.peers for s in sends(out, Publish)])
-    assert pushed == [[(second, third)], [(second, third)], []]
-    assert router.counters["forward.source_rate"] == 1
+    assert pushed == [[(second, third)], [(second, third)], [], []]
+    assert router.counters["forward.source_rate"] == 2
     other = signed(identity(70), at(T0), b"o")
     out = accept(router, router.receive(second, other, T0), T0)
     assert [s.peers for s in sends(out, Publish)] == [(first, third)]
