@@ -256,3 +256,13 @@ def test_a_record_with_an_empty_address_or_a_bad_peer_id_is_out_of_range() -> No
         with pytest.raises(WireError) as caught:
             g.decode(body)
         assert caught.value.code is ErrorCode.OUT_OF_RANGE
+
+
+def test_a_bad_flag_or_peer_id_says_what_was_wrong() -> None:
+    """The error's message names the fault (operators read it in logs)."""
+    with pytest.raises(WireError) as caught:
+        g.decode(b"\x41\x00\x01\x02\x01t")
+    assert caught.value.message == "subscribe flag 2 is not 0 or 1"
+    with pytest.raises(WireError) as caught:
+        g.decode(b"\x40" + TOPIC + b"\x02ab")
+    assert caught.value.message == "not an Ed25519 peer id"
