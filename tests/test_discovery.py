@@ -471,3 +471,31 @@ def test_each_choice_counts_towards_its_subnet() -> None:
     for seed in range(20):
         chosen = prefer_diverse(candidates, ["192.0.2.200"], 3, random.Random(seed))
         assert sorted(key[0] for key in chosen) == ["a", "b", "b"], seed
+
+
+def test_dial_rate_windows_hold_at_real_clock_times() -> None:
+    """Times as a real clock gives them (seconds since 1970), not near 0."""
+    now = 1_700_000_000.0
+    rate = DialRate(2, 60.0)
+    rate.dialed("203.0.113.9", now)
+    rate.dialed("203.0.113.9", now + 1)
+    assert not rate.allows("203.0.113.9", now + 2)
+    assert rate.allows("203.0.113.9", now + 60)
+    assert DialRate(1, 1.0).limit == 4096  # hosts held by default
+    assert Backoff(1.0, 2.0, random.Random(0)).limit == 4096  # keys, likewise
+
+
+def test_prefer_diverse_counts_each_choice_once_and_groups_ipv6_by_48() -> None:
+    """Three held peers in B: three candidates of A go first, one by one
+    (each choice adds one to A's count, never reaching B's three)."""
+    held = ["192.0.2.1", "192.0.2.2", "192.0.2.3"]  # B = 192.0.2.0/24
+    pool = [(f"a{n}", f"198.51.100.{n}") for n in range(3)] + [("b", "192.0.2.9")]
+    for seed in range(5):
+        chosen = prefer_diverse(pool, held, 3, random.Random(seed))
+        assert sorted(chosen) == ["a0", "a1", "a2"], seed
+    # IPv6 groups by /48 by default: two hosts in one /48 but different
+    # /49s count as one subnet, so the other /48 goes first.
+    v6_held = ["2001:db8:1::1"]
+    v6_pool = [("same48", "2001:db8:1:8000::1"), ("other48", "2001:db8:2::1")]
+    for seed in range(5):
+        assert prefer_diverse(v6_pool, v6_held, 1, random.Random(seed)) == ["other48"]
