@@ -266,3 +266,16 @@ def test_a_bad_flag_or_peer_id_says_what_was_wrong() -> None:
     with pytest.raises(WireError) as caught:
         g.decode(b"\x40" + TOPIC + b"\x02ab")
     assert caught.value.message == "not an Ed25519 peer id"
+
+
+def test_a_bad_record_says_what_was_wrong() -> None:
+    good = PeerRecord(ALICE.peer_id, 1, ("a",), bytes(64)).encode()
+    empty_address = b"\x47\x01" + good.replace(b"\x01\x01a", b"\x01\x00")
+    with pytest.raises(WireError) as caught:
+        g.decode(empty_address)
+    assert caught.value.message == "empty address"
+    nine = good.replace(b"\x01\x01a", b"\x09" + b"\x01a" * 9)
+    with pytest.raises(WireError) as caught:
+        g.decode(b"\x47\x01" + nine)
+    assert caught.value.code is ErrorCode.OUT_OF_RANGE
+    assert caught.value.message == "9 addresses; a record holds 8 at most"

@@ -297,3 +297,9 @@ def test_a_full_book_evicts_the_oldest_of_the_source_holding_the_most() -> None:
     held = [e.record.peer_id for e in book.entries()]
     assert held[:2] == [oldest.peer_id, crowd[1].peer_id]
     assert held[2:] == [i.peer_id for i in singles] + [extra.peer_id]
+
+
+def test_a_bad_address_says_what_was_wrong() -> None:
+    """The message names the fault (an operator's ``--advertise`` typo)."""
+    with pytest.raises(ValueError, match=r"'\[1::2::3\]:7': not an IPv6 address"):
+        parse_address("[1::2::3]:7")
