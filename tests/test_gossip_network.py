@@ -683,3 +683,26 @@ def test_a_rejected_message_counts_as_invalid(net: MemoryNetwork) -> None:
     net.pump()
     stats = b.gossip.stats[TOPIC]
     assert (stats["invalid"], stats["ignored"], stats["delivered"]) == (1, 0, 0)
+
+
+def test_a_handler_sees_the_whole_message_and_each_duplicate_is_counted(
+    net: MemoryNetwork,
+) -> None:
+    got: list[GossipMessage] = []
+    a, b = _pair(net)
+    b.subscribe(TOPIC, got.append)
+    mid = a.publish(TOPIC, b"whole")
+    net.pump()
+    [message] = got
+    assert (message.origin, message.topic, message.data) == (a.peer_id, TOPIC, b"whole")
+    assert message.message_id == mid
+    assert message.seqno == a.gossip.router.seqno
+    # The same publication again, twice: two duplicates, nothing delivered.
+    [publish] = [
+        m for m in a.gossip.router.cache._messages.values() if m.message_id == mid
+    ]
+    for _ in range(2):
+        _send(a, b, publish)
+    net.pump()
+    assert len(got) == 1
+    assert b.gossip.stats[TOPIC]["duplicate"] == 2
