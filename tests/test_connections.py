@@ -12,7 +12,7 @@ from typing import Any, Optional, cast
 import attrs
 import pytest
 from twisted.internet import defer, task
-from twisted.logger import ILogObserver, globalLogPublisher
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 
 from blueprint_net import Identity, Node
 from blueprint_net._adapters.connections import ConnectionManager
@@ -178,6 +178,10 @@ def test_a_peer_our_dial_reached_is_outbound_tried_and_forgiven(
         [event] = [e for e in logged if e.get("endpoint")]
         assert event["endpoint"] == "p2ptls:host=10.9.0.1:port=7010"
         assert event["delay"] == 1.0 and event["error"] == "refused (stubbed)"
+        assert formatEvent(event) == (
+            "dial p2ptls:host=10.9.0.1:port=7010 failed (refused (stubbed));"
+            " next try in 1.0 s"
+        )
         assert not manager.dialing
         net.advance(0.5)
         assert len(dials.made) == 1  # backing off for 1 s
@@ -304,5 +308,25 @@ def test_dials_in_flight_count_towards_the_target(make_node: MakeNode) -> None:
         assert len(dials.made) == 2
         clock.advance(1.0)
         assert len(dials.made) == 2
+    finally:
+        manager.stopService()
+
+
+def test_a_dial_failing_with_a_foreign_error_logs_its_repr(
+    net: MemoryNetwork, logged: list[dict[str, Any]]
+) -> None:
+    """Not one of ours (an OS error, say): its repr, so its kind shows."""
+    node = net.add_node()
+    dials = _stubbed(node)
+    other = Identity.generate()
+    manager = _manager(
+        node, settings=DiscoverySettings(target_peers=1), advertise=["10.0.0.1:7010"]
+    )
+    node.gossip.router.records.offer(sign_record(other, 1, ["10.9.0.1:7010"]))
+    manager.startService()
+    try:
+        dials.pending[0].errback(OSError("no route"))
+        [event] = [e for e in logged if e.get("endpoint")]
+        assert event["error"] == repr(OSError("no route"))
     finally:
         manager.stopService()
