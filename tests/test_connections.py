@@ -330,3 +330,24 @@ def test_a_dial_failing_with_a_foreign_error_logs_its_repr(
         assert event["error"] == repr(OSError("no route"))
     finally:
         manager.stopService()
+
+
+def test_only_a_peer_we_dialed_is_tried_when_it_verifies(net: MemoryNetwork) -> None:
+    """Its handshake proved the id our dial was pinned to; a peer that
+    dialed us proved only that it holds some key."""
+    node, dialed, dialer = net.add_node(), net.add_node(), net.add_node()
+    book = node.gossip.router.records
+    for peer in (dialed, dialer):
+        book.offer(sign_record(peer.identity, 1, ["10.9.0.1:7010"]))
+    manager = _manager(node, settings=DiscoverySettings(target_peers=0))
+    manager.startService()
+    try:
+        net.connect(node, dialed)  # node dials
+        net.connect(dialer, node)  # the other way
+        net.pump()
+        tried = book.entry(dialed.peer_id)
+        untried = book.entry(dialer.peer_id)
+        assert tried is not None and untried is not None
+        assert (tried.tried, untried.tried) == (True, False)
+    finally:
+        manager.stopService()
