@@ -64,6 +64,7 @@ def test_http_400_is_a_whole_response_with_the_length_of_its_body() -> None:
         (b"\x00\x00\x00\x01", True),
         (b"\x00\x00\x00\x02\x01", True),
         (b"\x00\x00\x10\x00", True),  # exactly 4 KiB
+        (b"\x00\x00\x10\x00\x01", True),  # only the first 4 bytes are the length
         (b"\x00\x00\x10\x01", False),
         (b"\x01\x00\x00\x01", False),  # big-endian: 16 MiB + 1
         (b"\x01\x00\x00\x00\x00", False),  # little-endian would read 1
