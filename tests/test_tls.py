@@ -149,6 +149,26 @@ async def test_a_plain_tcp_client_at_a_tls_port(
     assert b.peers == []
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_connection_still_in_tls_holds_a_handshake_place(
+    bob: Identity, make_node: MakeNode
+) -> None:
+    """The limiter finds the blueprint protocol under the TLS layer, so a
+    socket that never finishes TLS counts against the handshake places."""
+    node = make_node(bob, allow_plaintext=False)
+    port = await _tls_port(node)
+    client = await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+        protocol.Factory.forProtocol(protocol.Protocol)
+    )
+    try:
+        await until(lambda: node.limiter.open == 1)
+        assert node.limiter.handshaking == 1
+    finally:
+        client.transport.loseConnection()
+    await until(lambda: node.limiter.open == 0)
+    assert node.limiter.handshaking == 0
+
+
 # -- operator certificates: a CA, hostname verification --------------------------
 
 
