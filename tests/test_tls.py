@@ -20,6 +20,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP4ServerEndpoint,
+    connectProtocol,
     wrapClientTLS,
 )
 from twisted.internet.error import ConnectionDone
@@ -157,13 +158,13 @@ async def test_a_connection_still_in_tls_holds_a_handshake_place(
     socket that never finishes TLS counts against the handshake places."""
     node = make_node(bob, allow_plaintext=False)
     port = await _tls_port(node)
-    client = await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
-        protocol.Factory.forProtocol(protocol.Protocol)
-    )
+    client = protocol.Protocol()
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
     try:
         await until(lambda: node.limiter.open == 1)
         assert node.limiter.handshaking == 1
     finally:
+        assert client.transport is not None
         client.transport.loseConnection()
     await until(lambda: node.limiter.open == 0)
     assert node.limiter.handshaking == 0
