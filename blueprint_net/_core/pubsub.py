@@ -12,12 +12,15 @@ timer; randomness comes from the ``random.Random`` it is given, so a seeded
 one makes a run repeatable.
 
 What a peer's message does is chosen by one table, :data:`HANDLERS`.  A
-publication is checked in the order ``docs/protocol.md`` section 9.5 gives:
-the cheap checks (topic, size, seen, budget) before the signature, the
+publication is checked in the order ``docs/protocol.md`` section 9.4 gives:
+the cheap checks (topic, size, seen, age, budget) before the signature, the
 signature before anything is remembered, the application's verdict before
-it is delivered or forwarded.  Only what a peer provably did is charged to
-it: a bad signature or a rejected message to the peer that forwarded it,
-never to the origin it names.
+it is delivered or forwarded.  Every peer has budgets of its own -- the
+signatures it makes us check, the new origins it brings, the messages of it
+we push on, its control entries per heartbeat -- so what one peer sends
+costs the node a bounded amount and cannot spend another's.  Only what a
+peer provably did is charged to it: a bad signature or a rejected message to
+the peer that forwarded it, never to the origin it names.
 """
 
 from __future__ import annotations
