@@ -4,13 +4,14 @@ so every test that touches it must leave it as it found it."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import hypothesis
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.logger import ILogObserver, globalLogPublisher
 
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity
@@ -93,3 +94,13 @@ def net() -> Iterator[MemoryNetwork]:
 # ``mutmut run`` (docs/testing.md) selects this profile: every mutant reruns
 # the tests that reach it, so property tests there draw fewer examples.
 hypothesis.settings.register_profile("mutation", max_examples=25, deadline=None)
+
+
+@pytest.fixture
+def logged() -> Iterator[list[dict[str, Any]]]:
+    """Every log event emitted during the test."""
+    events: list[dict[str, Any]] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    yield events
+    globalLogPublisher.removeObserver(observer)

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Iterator
-from typing import Any, Optional, cast
+from typing import Any, Optional
 
 import attrs
-import pytest
 from twisted.internet import defer, task
-from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from blueprint_net import Identity, Node
 from blueprint_net._adapters.connections import ConnectionManager
@@ -23,16 +21,6 @@ from blueprint_net._policy.discovery import DiscoverySettings
 from blueprint_net.testing import MemoryNetwork
 
 from .helpers import MakeNode
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
-    """Every log event emitted during the test."""
-    events: list[dict[str, Any]] = []
-    observer = cast(ILogObserver, events.append)
-    globalLogPublisher.addObserver(observer)
-    yield events
-    globalLogPublisher.removeObserver(observer)
 
 
 class _Half(random.Random):

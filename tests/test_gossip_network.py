@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import gc
 import random
-from collections.abc import Awaitable, Iterator
-from typing import Any, Callable, Optional, cast
+from collections.abc import Awaitable
+from typing import Any, Callable, Optional
 
 import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.internet.address import IPv4Address
-from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from bench.attack_discovery import Swarm
 from blueprint_net import (
@@ -537,16 +537,6 @@ async def test_a_node_started_into_a_sybil_race_keeps_honest_outbound_peers(
 
 
 # -- the adapter on the in-memory network (one fake clock, no sockets) --------
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
-    """Every log event emitted during the test."""
-    events: list[dict[str, Any]] = []
-    observer = cast(ILogObserver, events.append)
-    globalLogPublisher.addObserver(observer)
-    yield events
-    globalLogPublisher.removeObserver(observer)
 
 
 def _pair(net: MemoryNetwork, **subscribe: Any) -> tuple[Node, Node]:

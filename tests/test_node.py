@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import cast
-
 import pytest
 import pytest_twisted
 from twisted.application.service import MultiService
@@ -13,7 +10,6 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock, deferLater
-from twisted.logger import ILogObserver, globalLogPublisher
 from zope.interface import implementer
 
 from blueprint_net import Node, Peer
@@ -36,16 +32,6 @@ from blueprint_net.testing import MemoryNetwork
 from .helpers import MakeNode, decode_frames, until
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict[str, object]]]:
-    """Every log event emitted during the test."""
-    events: list[dict[str, object]] = []
-    observer = cast(ILogObserver, events.append)
-    globalLogPublisher.addObserver(observer)
-    yield events
-    globalLogPublisher.removeObserver(observer)
 
 
 async def _listening(node: Node) -> int:
