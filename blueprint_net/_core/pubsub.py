@@ -321,6 +321,9 @@ class Router:
         #: ``max_origins``); a peer's publications of other origins spend
         #: its ``new_origin_rate``, so fresh keys cannot multiply its rate.
         self.known_origins: RecentSet[PeerId] = RecentSet(s.max_origins)
+        #: A publication's acceptable age and lead, in its seqno's unit (ns).
+        self._max_age_ns = int(s.max_message_age * 1e9)
+        self._skew_ns = int(s.max_clock_skew * 1e9)
         self.new_origin_limit: RateLimiter[PeerId] = RateLimiter(
             s.new_origin_rate, s.new_origin_burst, s.max_origins
         )
@@ -517,12 +520,8 @@ class Router:
         if mid in self.seen or message.origin == self.peer_id:
             count["publish.duplicate"] += 1
             return []
-        now_ns, s = int(now * 1e9), self.settings
-        if not (
-            now_ns - int(s.max_message_age * 1e9)
-            <= message.seqno
-            <= now_ns + int(s.max_clock_skew * 1e9)
-        ):
+        now_ns = int(now * 1e9)
+        if not now_ns - self._max_age_ns <= message.seqno <= now_ns + self._skew_ns:
             count["publish.stale"] += 1  # too old, or dated in the future
             return []
         if self.seen.below_floor(message.seqno):
@@ -844,14 +843,10 @@ class Router:
             self.counters["validation.timeout"] += 1
         slack = self.settings.graft_grace
         for state in self.peers.values():
-            backoffs = state.backoffs
-            for topic in [t for t, b in backoffs.items() if b.until + slack <= now]:
-                del backoffs[topic]
+            _drop_expired(state.backoffs, slack, now)
         for peer in list(self.departed):
             backoffs = self.departed[peer]
-            for topic in [t for t, b in backoffs.items() if b.until + slack <= now]:
-                del backoffs[topic]
-                self.departed_count -= 1
+            self.departed_count -= _drop_expired(backoffs, slack, now)
             if not backoffs:
                 del self.departed[peer]
 
@@ -930,6 +925,14 @@ class Router:
             ihave = IHave(topic, tuple(ids[: s.max_ihave_length]))
             out.append(Send(tuple(sorted(targets)), ihave))
         return out
+
+
+def _drop_expired(backoffs: dict[str, _Backoff], slack: float, now: float) -> int:
+    """Drop the backoffs over ``slack`` seconds ago; how many went."""
+    gone = [topic for topic, b in backoffs.items() if b.until + slack <= now]
+    for topic in gone:
+        del backoffs[topic]
+    return len(gone)
 
 
 def _check_topic(topic: str) -> None:

@@ -690,7 +690,7 @@ class FrameDecoder:
         pos = 0
         size = len(data)
         unpack = _HEADER.unpack_from
-        limit = self.max_length
+        limit, capped = self.max_length, self.capped_length
         while size - pos >= 4:
             (length,) = unpack(data, pos)
             if length > limit:
@@ -700,7 +700,7 @@ class FrameDecoder:
                 )
             start = pos + 4
             end = start + length
-            if length > self.capped_length and start < size:
+            if length > capped and start < size:
                 self._check_type(data[start], length)
             if end > size:
                 # A view, not a copy: the body is copied once, by the join.
