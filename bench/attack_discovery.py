@@ -245,7 +245,7 @@ def aimed_dials(records: int = 480, seconds: int = 60) -> int:
     manager = ConnectionManager(
         node, DiscoverySettings(), advertise=["127.0.0.1:7010"], rng=random.Random(1)
     )
-    book = node.gossip.router.records
+    book = node.gossip.records
     for n in range(records):
         record = sign_record(Identity.generate(), 1, [f"{TARGET_HOST}:{1024 + n}"])
         book.offer(record, source, outbound=True)

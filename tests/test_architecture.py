@@ -1,10 +1,12 @@
-"""The layering rules of ``docs/architecture.md``, read from the import graph.
+"""The layering rules of ``docs/architecture.md``, read from the source.
 
-The graph comes from the source with :mod:`ast` (every ``import`` and
-``from ... import``, including those under ``TYPE_CHECKING`` and inside
+The import graph comes from the source with :mod:`ast` (every ``import``
+and ``from ... import``, including those under ``TYPE_CHECKING`` and inside
 functions: a lazy import is still a dependency), so the rules hold without
-importing anything.  ``rule_violations`` is exercised on small made-up
-graphs too, so a rule that could never fire would be noticed.
+importing anything; one test then imports the lower floors in a fresh
+interpreter to show they hold at run time too.  Each rule is exercised on
+small made-up inputs as well, so a rule that could never fire would be
+noticed.
 """
 
 from __future__ import annotations
@@ -25,11 +27,38 @@ PACKAGE = ROOT / "blueprint_net"
 
 #: Floors, lowest first: a module may import from its own floor and below.
 LAYERS = ("_core", "_policy", "_adapters", "_ops")
-#: Third-party packages each floor may not import (a prefix match).
+#: What the sans-IO floors do without: no clock, file, socket, thread,
+#: process or signal of their own (time and randomness come in as values,
+#: files are read a floor up, in ``_ops``).
+NO_IO = (
+    "asyncio",
+    "io",
+    "multiprocessing",
+    "os",
+    "pathlib",
+    "select",
+    "selectors",
+    "shutil",
+    "signal",
+    "socket",
+    "sqlite3",
+    "ssl",
+    "subprocess",
+    "tempfile",
+    "threading",
+    "time",
+)
+#: Packages each floor may not import (a prefix match).
 FORBIDDEN = {
-    "_core": ("twisted", "OpenSSL"),
-    "_policy": ("twisted", "OpenSSL", "sqlite3"),
+    "_core": ("twisted", "OpenSSL", *NO_IO),
+    "_policy": ("twisted", "OpenSSL", *NO_IO),
 }
+#: Builtins the sans-IO floors may not call.
+FORBIDDEN_CALLS = {"_core": ("open",), "_policy": ("open",)}
+#: Each floor's facade: the other modules of its floor are its parts, or
+#: services built on it (they take an interface, ``facade.INode``), so they
+#: may not import it.
+FACADES = {"_adapters": "blueprint_net._adapters.node"}
 #: The public modules at the top sit above every floor.
 SURFACE = "surface"
 
@@ -86,6 +115,8 @@ def rule_violations(graph: Mapping[str, set[str]]) -> list[str]:
     for module, imported in sorted(graph.items()):
         floor = layer_of(module)
         for name in sorted(imported):
+            if name == FACADES.get(floor) and module != name:
+                problems.append(f"{module} imports its floor's facade: {name}")
             if name in ours:
                 target = layer_of(name)
                 if floor != SURFACE and (
@@ -98,6 +129,40 @@ def rule_violations(graph: Mapping[str, set[str]]) -> list[str]:
                         problems.append(f"{module} ({floor}) imports {name}")
     problems.extend(f"import cycle: {' -> '.join(c)}" for c in cycles(graph))
     return problems
+
+
+def reaches_into(source: str, module: str) -> list[str]:
+    """Each ``x._private`` in ``source`` where ``x`` is another object than
+    ``self``/``cls`` or a class or function this module defines, and each
+    call of a builtin the module's floor may not call; one line each.
+
+    An object's underscored attributes are its own business: code outside
+    its module that needs one needs a public name instead.
+    """
+    tree = ast.parse(source)
+    own = {
+        node.name
+        for node in tree.body
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+    banned = FORBIDDEN_CALLS.get(layer_of(module), ())
+    problems: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            name = node.attr
+            if not name.startswith("_") or name.startswith("__"):
+                continue
+            value = node.value
+            if isinstance(value, ast.Name) and value.id in {"self", "cls", *own}:
+                continue
+            problems.append((node.lineno, f"reaches into {ast.unparse(node)}"))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in banned
+        ):
+            problems.append((node.lineno, f"calls {node.func.id}()"))
+    return [f"{module}:{line} {what}" for line, what in sorted(problems)]
 
 
 def cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
@@ -143,6 +208,53 @@ def module_contains(package: str, module: str) -> bool:
 
 def test_the_package_keeps_its_layering() -> None:
     assert rule_violations(import_graph()) == []
+
+
+def test_no_module_reaches_into_another_objects_private_parts() -> None:
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = module_name(path)
+        if layer_of(module) != SURFACE:
+            problems += reaches_into(path.read_text(), module)
+    assert problems == []
+
+
+#: What the lower floors must not load when imported alone.
+NOT_AT_RUN_TIME = ("twisted", "OpenSSL", "sqlite3")
+
+
+def loaded_at_run_time(package: Path = PACKAGE) -> list[str]:
+    """The packages of :data:`NOT_AT_RUN_TIME` that importing every module of
+    ``package``'s ``_core`` and ``_policy`` loads, in a fresh interpreter."""
+    modules = sorted(
+        module_name(path, package)
+        for floor in ("_core", "_policy")
+        for path in (package / floor).glob("*.py")
+    )
+    code = textwrap.dedent(
+        f"""
+        import importlib, sys
+        for name in {modules!r}:
+            importlib.import_module(name)
+        prefixes = {NOT_AT_RUN_TIME!r}
+        print(*sorted({{m.split(".")[0] for m in sys.modules}} & set(prefixes)))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=package.parent,
+    )
+    return result.stdout.split()
+
+
+def test_the_lower_floors_import_without_twisted() -> None:
+    """Like h11: the core (and the policy above it) can be imported and used
+    without Twisted, pyOpenSSL or sqlite3 -- the package's ``__init__``
+    imports nothing until one of its names is used."""
+    assert loaded_at_run_time() == []
 
 
 def test_every_private_module_says_its_layer() -> None:
@@ -228,6 +340,87 @@ def test_each_rule_fires(graph: dict[str, set[str]], expected: str) -> None:
     assert rule_violations(graph) == [expected]
 
 
+@pytest.mark.parametrize(
+    ("graph", "expected"),
+    [
+        (
+            {"blueprint_net._policy.limits": {"time"}},
+            "blueprint_net._policy.limits (_policy) imports time",
+        ),
+        (
+            {"blueprint_net._policy.limits": {"socket"}},
+            "blueprint_net._policy.limits (_policy) imports socket",
+        ),
+        (
+            {"blueprint_net._core.identity": {"os"}},
+            "blueprint_net._core.identity (_core) imports os",
+        ),
+        (
+            {"blueprint_net._core.identity": {"pathlib", "pathlib.Path"}},
+            "blueprint_net._core.identity (_core) imports pathlib",
+        ),
+        (
+            {
+                "blueprint_net._adapters.keeper": {"blueprint_net._adapters.node"},
+                "blueprint_net._adapters.node": set(),
+            },
+            "blueprint_net._adapters.keeper imports its floor's facade:"
+            " blueprint_net._adapters.node",
+        ),
+    ],
+    ids=["policy-time", "policy-socket", "core-os", "core-pathlib", "facade"],
+)
+def test_each_new_rule_fires(graph: dict[str, set[str]], expected: str) -> None:
+    assert rule_violations(graph) == [expected]
+
+
+def test_the_facade_may_be_imported_from_above() -> None:
+    graph = {
+        "blueprint_net._ops.tap": {"blueprint_net._adapters.node"},
+        "blueprint_net._adapters.node": {"blueprint_net._adapters.facade"},
+        "blueprint_net._adapters.facade": set(),
+    }
+    assert rule_violations(graph) == []
+
+
+def test_reaching_into_private_parts_is_caught() -> None:
+    source = textwrap.dedent(
+        """
+        class Own:
+            _table = {}
+        def helper(): ...
+        def f(self, node):
+            self._mine, Own._table, helper._cache, node.__class__
+            node._stopping
+            self.node._peers.get(1)
+            wire._Reader(b"")
+            open("key")
+        """
+    )
+    assert reaches_into(source, "blueprint_net._core.x") == [
+        "blueprint_net._core.x:7 reaches into node._stopping",
+        "blueprint_net._core.x:8 reaches into self.node._peers",
+        "blueprint_net._core.x:9 reaches into wire._Reader",
+        "blueprint_net._core.x:10 calls open()",
+    ]
+    assert reaches_into("open('x')", "blueprint_net._ops.cli") == []
+
+
+def test_a_core_module_that_loads_twisted_is_caught(tmp_path: Path) -> None:
+    package = tmp_path / "blueprint_net"
+    for floor in ("", "_core", "_policy"):
+        (package / floor).mkdir(exist_ok=True)
+        (package / floor / "__init__.py").write_text("")
+    (package / "_core" / "wire.py").write_text("import struct\n")
+    (package / "_policy" / "bans.py").write_text("import attrs\n")
+    assert loaded_at_run_time(package) == []
+    (package / "_core" / "clock.py").write_text(
+        "def later():\n    import twisted.internet.task\n"  # not at import
+    )
+    (package / "_policy" / "store.py").write_text("import sqlite3\n")
+    assert loaded_at_run_time(package) == ["sqlite3"]
+
+
 def test_downward_imports_are_allowed() -> None:
     graph = {
         "blueprint_net": {"blueprint_net._adapters.node"},
@@ -300,10 +493,31 @@ def test_every_public_name_is_importable_and_documented() -> None:
 def test_the_public_names_are_all_the_package_exports() -> None:
     public = {
         name
-        for name in vars(blueprint_net)
-        if not name.startswith("_") and name not in ("annotations", "testing")
+        for name in dir(blueprint_net)
+        if not name.startswith("_")
+        and name not in ("annotations", "importlib", "testing", "TYPE_CHECKING", "Any")
     }
     assert public == set(blueprint_net.__all__) - {"__version__"}
+
+
+def test_importing_the_package_imports_none_of_its_modules() -> None:
+    code = (
+        "import sys, blueprint_net;"
+        " print(sorted(m for m in sys.modules if m.startswith('blueprint_net.')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'Nod'"):
+        blueprint_net.Nod  # noqa: B018
 
 
 def test_private_modules_are_private() -> None:

@@ -13,8 +13,9 @@ from twisted.internet.utils import getProcessOutputAndValue
 
 from blueprint_net._adapters.banstore import SqliteBanStore
 from blueprint_net._adapters.node import Node
-from blueprint_net._core.identity import Identity, load_identity
+from blueprint_net._core.identity import Identity
 from blueprint_net._ops.cli import BAD_FILE, FAILED, OK, UNREACHABLE, USAGE, main
+from blueprint_net._ops.keyfiles import load_identity
 from blueprint_net._policy.settings import Settings
 
 from .helpers import tree_env

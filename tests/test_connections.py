@@ -78,7 +78,7 @@ def test_records_of_banned_ids_are_each_counted_and_a_round_follows_at_once(
             sign_record(i, 1, [f"192.0.2.{n}:7010"])
             for n, i in enumerate([*banned, fine], 1)
         )
-        book = node.gossip.router.records
+        book = node.gossip.records
         for record in records:
             assert book.offer(record, Identity.generate().peer_id, outbound=True)
         source = Identity.generate().peer_id
@@ -121,7 +121,7 @@ def test_a_record_book_source_is_weighed_by_its_connected_subnet(
     manager = _manager(node)
     manager.startService()
     try:
-        netgroup = node.gossip.router.records.netgroup
+        netgroup = node.gossip.records.netgroup
         subnet = ipaddress.ip_network("192.0.2.0/24")
         assert [netgroup(p.peer_id) for p in peers] == [subnet, subnet]
         stranger = Identity.generate().peer_id
@@ -156,7 +156,7 @@ def test_a_peer_our_dial_reached_is_outbound_tried_and_forgiven(
     other = Identity.generate()
     settings = DiscoverySettings(target_peers=1, max_inbound=0, inbound_grace=0.0)
     manager = _manager(node, settings=settings, advertise=["10.0.0.1:7010"])
-    book = node.gossip.router.records
+    book = node.gossip.records
     book.offer(sign_record(other, 1, ["10.9.0.1:7010"]), outbound=True)
     manager.startService()
     try:
@@ -199,7 +199,7 @@ def test_a_round_dials_at_most_max_dialing_and_only_what_is_missing(
     clock = task.Clock()
     node = make_node(Identity.generate(), clock=clock)
     dials = _stubbed(node)
-    book = node.gossip.router.records
+    book = node.gossip.records
     for n in range(1, 7):
         book.offer(sign_record(Identity.generate(), 1, [f"192.0.{n}.1:7010"]))
     manager = _manager(node, settings=DiscoverySettings(target_peers=5))
@@ -230,7 +230,7 @@ def test_records_from_inbound_peers_wait_for_the_bootstrap_to_back_off(
     clock = task.Clock()
     node = make_node(Identity.generate(), clock=clock)
     dials = _stubbed(node)
-    book = node.gossip.router.records
+    book = node.gossip.records
     stranger = Identity.generate()
     inbound_source = Identity.generate().peer_id
     book.offer(sign_record(stranger, 1, ["192.0.2.9:7010"]), inbound_source)
@@ -271,12 +271,12 @@ def test_an_address_a_record_cannot_hold_is_logged_and_dropped(
         assert "address" in event["error"]
         assert event["log_level"].name == "error"
         assert manager.advertise == []
-        assert node.gossip.router.own_record is None
+        assert node.gossip.own_record is None
         clock.advance(1.0)  # the next round signs a record with none
-        own = node.gossip.router.own_record
+        own = node.gossip.own_record
         assert own is not None and own.addresses == ()
         clock.advance(1.0)  # and not again while unchanged
-        assert node.gossip.router.own_record is own
+        assert node.gossip.own_record is own
         assert len([e for e in logged if "addresses" in e]) == 1
     finally:
         manager.stopService()
@@ -287,7 +287,7 @@ def test_dials_in_flight_count_towards_the_target(make_node: MakeNode) -> None:
     node = make_node(Identity.generate(), clock=clock)
     dials = _stubbed(node)
     for n in range(1, 7):
-        node.gossip.router.records.offer(
+        node.gossip.records.offer(
             sign_record(Identity.generate(), 1, [f"192.0.{n}.1:7010"])
         )
     manager = _manager(node, settings=DiscoverySettings(target_peers=2))
@@ -310,7 +310,7 @@ def test_a_dial_failing_with_a_foreign_error_logs_its_repr(
     manager = _manager(
         node, settings=DiscoverySettings(target_peers=1), advertise=["10.0.0.1:7010"]
     )
-    node.gossip.router.records.offer(sign_record(other, 1, ["10.9.0.1:7010"]))
+    node.gossip.records.offer(sign_record(other, 1, ["10.9.0.1:7010"]))
     manager.startService()
     try:
         dials.pending[0].errback(OSError("no route"))
@@ -324,7 +324,7 @@ def test_only_a_peer_we_dialed_is_tried_when_it_verifies(net: MemoryNetwork) -> 
     """Its handshake proved the id our dial was pinned to; a peer that
     dialed us proved only that it holds some key."""
     node, dialed, dialer = net.add_node(), net.add_node(), net.add_node()
-    book = node.gossip.router.records
+    book = node.gossip.records
     for peer in (dialed, dialer):
         book.offer(sign_record(peer.identity, 1, ["10.9.0.1:7010"]))
     manager = _manager(node, settings=DiscoverySettings(target_peers=0))

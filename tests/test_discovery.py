@@ -223,7 +223,7 @@ def _dials_in_a_minute(
 
     node.connect = connect  # type: ignore[method-assign]
     for each in addresses:
-        node.gossip.router.records.offer(sign_record(Identity.generate(), 1, each))
+        node.gossip.records.offer(sign_record(Identity.generate(), 1, each))
     manager = ConnectionManager(
         node, DiscoverySettings(), advertise=[advertise], rng=random.Random(1)
     )

@@ -368,7 +368,7 @@ async def test_discovery_from_one_bootstrap_reaches_the_target_degree(
         # told about on the command line.
         seed_id = net.nodes[0].peer_id
         for node in net.nodes[1:]:
-            assert len(node.gossip.router.records.records()) >= target
+            assert len(node.gossip.records.records()) >= target
         learned = [
             peer
             for manager in managers[1:]
@@ -396,9 +396,9 @@ async def test_records_of_a_banned_id_are_ignored(make_node: MakeNode) -> None:
         )
         node.gossip.router.peers[peer.peer_id].awaiting_records = True
         _send(peer, node, gossip_wire.Records(records))
-        await until(lambda: fine.peer_id in node.gossip.router.records)
+        await until(lambda: fine.peer_id in node.gossip.records)
         net.clock.advance(0)
-        assert banned.peer_id not in node.gossip.router.records
+        assert banned.peer_id not in node.gossip.records
         assert node.counters["discovery.records_refused"] == 1
         assert banned.peer_id not in manager.dialing
     finally:
@@ -416,11 +416,11 @@ async def test_a_request_to_a_peer_known_by_its_record_dials_it_first(
     with pytest.raises(NotConnected):  # no record: nothing to dial
         await asker.request(answerer.peer_id, "echo", b"hi")
     # A record with only a wildcard address cannot be dialed either.
-    asker.gossip.router.records.offer(sign_record(stranger, 1, ["0.0.0.0:7"]))
+    asker.gossip.records.offer(sign_record(stranger, 1, ["0.0.0.0:7"]))
     with pytest.raises(NotConnected, match="no address"):
         await asker.request(stranger.peer_id, "echo", b"hi")
     record = answerer.gossip.set_addresses([f"127.0.0.1:{net.ports[1]}"])
-    assert asker.gossip.router.records.offer(record)
+    assert asker.gossip.records.offer(record)
     asker.gossip.set_addresses([f"127.0.0.1:{net.ports[0]}"])  # on loopback too
     reply = await asker.request(answerer.peer_id, "echo", b"hi")
     assert reply.data == b"hi"
@@ -436,7 +436,7 @@ async def test_concurrent_requests_to_a_peer_known_by_its_record_dial_once(
     asker = await net.add()
     answerer = await net.add(handlers={"echo": lambda request: request.payload})
     record = answerer.gossip.set_addresses([f"127.0.0.1:{net.ports[1]}"])
-    assert asker.gossip.router.records.offer(record)
+    assert asker.gossip.records.offer(record)
     asker.gossip.set_addresses([f"127.0.0.1:{net.ports[0]}"])
     dials: list[str] = []
     connect = asker.connect
@@ -477,10 +477,10 @@ async def test_a_node_service_bootstraps_and_advertises_where_it_listens() -> No
         joining.startService()
         await until(lambda: joiner.peer(seed.peer_id) is not None)
         # Each learned the other's record, signed with where it listens.
-        await until(lambda: seed.peer_id in joiner.gossip.router.records)
-        record = joiner.gossip.router.records.get(seed.peer_id)
+        await until(lambda: seed.peer_id in joiner.gossip.records)
+        record = joiner.gossip.records.get(seed.peer_id)
         assert record is not None and record.addresses == (f"{host}:{port}",)
-        await until(lambda: joiner.peer_id in seed.gossip.router.records)
+        await until(lambda: joiner.peer_id in seed.gossip.records)
     finally:
         if joining is not None:
             await joining.stopService()
@@ -609,7 +609,7 @@ def test_status_lists_topics_published_to_and_the_subscription_count(
     assert status["topics"][TOPIC]["mesh"] == status["topics"][TOPIC]["peers"] == 1
     assert status["subscriptions"] == 1  # b's one topic
     assert status["connected_peers"] == 1
-    assert status["known_peers"] == len(a.gossip.router.records)
+    assert status["known_peers"] == len(a.gossip.records)
     assert list(status["counters"]) == sorted(status["counters"])
 
 

@@ -29,14 +29,10 @@ from blueprint_net._adapters.banstore import (
     stored,
 )
 from blueprint_net._core import wire
-from blueprint_net._core.errors import ErrorCode, HandshakeError
-from blueprint_net._core.identity import (
-    Identity,
-    KeyFileError,
-    load_identity,
-    load_or_create_identity,
-)
+from blueprint_net._core.errors import ErrorCode, HandshakeError, KeyFileError
+from blueprint_net._core.identity import Identity
 from blueprint_net._ops.cli import OK, USAGE, main
+from blueprint_net._ops.keyfiles import load_identity, load_or_create_identity
 from blueprint_net._policy.bans import Ban, BanRegistry, Origin
 from blueprint_net._policy.scores import Policy, PolicySettings
 

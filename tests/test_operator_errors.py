@@ -23,8 +23,9 @@ import pytest_twisted
 from twisted.internet import reactor, threads
 
 from blueprint_net._core.errors import HandshakeError
-from blueprint_net._core.identity import Identity, load_identity
+from blueprint_net._core.identity import Identity
 from blueprint_net._ops.cli import BAD_FILE, OK, UNREACHABLE, USAGE, main
+from blueprint_net._ops.keyfiles import load_identity
 from blueprint_net._policy.bans import BanRegistry
 from blueprint_net._policy.scores import Policy, PolicySettings
 from blueprint_net._policy.settings import Settings

@@ -1347,7 +1347,7 @@ async def test_a_record_is_dialed_pinned_to_its_id_and_the_last_failure_raised(
     other, port = await _tls_node(make_node, clock)
     claimed = Identity.generate()
     record = sign_record(claimed, 1, ["127.0.0.1:1", f"127.0.0.1:{port}"])
-    assert asker.gossip.router.records.offer(record)
+    assert asker.gossip.records.offer(record)
     with pytest.raises(HandshakeError):  # TLS: its certificate is not that id
         await asker.dial_record(claimed.peer_id)
     assert asker.peer(other.peer_id) is None
@@ -1363,7 +1363,7 @@ async def test_a_node_off_loopback_does_not_dial_loopback_records(
     with pytest.raises(NotConnected, match="no address"):
         await asker.dial_record(stranger.peer_id)  # no record at all
     asker.gossip.set_addresses(["192.0.2.1:7010"])  # we advertise a public address
-    assert asker.gossip.router.records.offer(sign_record(stranger, 1, ["127.0.0.1:1"]))
+    assert asker.gossip.records.offer(sign_record(stranger, 1, ["127.0.0.1:1"]))
     with pytest.raises(NotConnected, match="no address"):
         await asker.dial_record(stranger.peer_id)
 
@@ -1381,7 +1381,7 @@ async def test_a_request_by_record_carries_its_metadata_and_timeout(
 
     asker, _ = await _tls_node(make_node, clock)
     answerer, port = await _tls_node(make_node, clock, handlers={"slow": slow})
-    assert asker.gossip.router.records.offer(
+    assert asker.gossip.records.offer(
         answerer.gossip.set_addresses([f"127.0.0.1:{port}"])
     )
     asked = asker.request(answerer.peer_id, "slow", b"x", b"meta", timeout=5.0)
@@ -1511,7 +1511,7 @@ async def test_concurrent_dials_by_record_share_one_and_each_gets_the_peer(
     clock = Clock()
     asker, _ = await _tls_node(make_node, clock)
     answerer, port = await _tls_node(make_node, clock)
-    assert asker.gossip.router.records.offer(
+    assert asker.gossip.records.offer(
         answerer.gossip.set_addresses([f"127.0.0.1:{port}"])
     )
     first, second = (asker.dial_record(answerer.peer_id) for _ in range(2))

@@ -15,9 +15,10 @@ import pytest
 import pytest_twisted
 
 from blueprint_net._adapters.node import Node
-from blueprint_net._core.identity import Identity, load_identity
+from blueprint_net._core.identity import Identity
 from blueprint_net._ops import config, handlers
 from blueprint_net._ops.config import DEFAULT_LISTEN
+from blueprint_net._ops.keyfiles import load_identity
 from blueprint_net._ops.tap import Options
 from blueprint_net._policy.settings import Settings
 

@@ -232,7 +232,7 @@ def test_tiny_reads_keep_few_pieces() -> None:
 def _strict(body: bytes) -> object:
     """What the field-by-field reader alone makes of a body."""
     try:
-        reader = wire._Reader(body)
+        reader = wire.FieldReader(body)
         message = wire._DECODERS[body[0]](reader)
         reader.end()
     except WireError as error:

@@ -34,7 +34,7 @@ from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from blueprint_net._adapters.node import Node
+from blueprint_net._adapters.facade import INode
 from blueprint_net._adapters.peers import Peer
 from blueprint_net._core.errors import BlueprintError, ErrorCode, ProtocolError
 from blueprint_net._core.identity import PeerId
@@ -53,7 +53,7 @@ class ConnectionManager(Service):
 
     def __init__(
         self,
-        node: Node,
+        node: INode,
         settings: DiscoverySettings = DISCOVERY_DEFAULTS,
         *,
         bootstrap: Sequence[str] = (),
@@ -93,7 +93,7 @@ class ConnectionManager(Service):
             self._hooked = True
             self.node.on_peer_verified(self._verified)
             self.node.gossip.on_discovered(self._discovered)
-            self.node.gossip.router.records.netgroup = self._netgroup
+            self.node.gossip.records.netgroup = self._netgroup
         self.node.gossip.start()  # its heartbeat paces record requests
         self._loop.start(self.settings.interval, now=True)
 
@@ -115,13 +115,13 @@ class ConnectionManager(Service):
         """Every new peer is asked once for records (its own first); one we
         dialed has proved its record's id by the handshake (*tried*)."""
         if peer.direction == "outbound":
-            self.node.gossip.router.records.mark_tried(peer.peer_id)
+            self.node.gossip.records.mark_tried(peer.peer_id)
         self.node.gossip.request_records(peer.peer_id)
 
     def _discovered(self, source: PeerId, records: tuple[PeerRecord, ...]) -> None:
         """Records a banned or (permissioned) unlisted id signed are dropped,
         so they are neither dialed nor passed on to other peers."""
-        book = self.node.gossip.router.records
+        book = self.node.gossip.records
         for record in records:
             if not self._admissible(record.peer_id):
                 book.forget(record.peer_id)
@@ -142,7 +142,7 @@ class ConnectionManager(Service):
 
     def tick(self) -> None:
         node, settings = self.node, self.settings
-        if node._stopping:
+        if node.stopping:
             return
         self._sign_record()
         peers = node.peers
@@ -172,7 +172,7 @@ class ConnectionManager(Service):
 
     def _sign_record(self) -> None:
         addresses = self.addresses()
-        own = self.node.gossip.router.own_record
+        own = self.node.gossip.own_record
         if own is None or list(own.addresses) != addresses:
             try:
                 self.node.gossip.set_addresses(addresses)
@@ -209,7 +209,7 @@ class ConnectionManager(Service):
         self, peers: list[Peer], count: int
     ) -> list[tuple[PeerId, str, int]]:
         node, settings = self.node, self.settings
-        book = node.gossip.router.records
+        book = node.gossip.records
         connected = {p.peer_id for p in peers}
         scopes = node.dial_scopes()
         now = node.clock.seconds()
@@ -283,7 +283,7 @@ class ConnectionManager(Service):
         self.backoff.succeeded(key)
         if isinstance(key, str):  # a bootstrap address: who answers there
             self._bootstrap_ids[key] = peer.peer_id
-        self.node.gossip.router.records.mark_tried(peer.peer_id)
+        self.node.gossip.records.mark_tried(peer.peer_id)
 
     def _dial_failed(self, key: Any, endpoint: str, failure: Any) -> None:
         self.dialing.pop(key, None)
@@ -317,8 +317,7 @@ class ConnectionManager(Service):
         ]
         for peer_id in discovery.evict_inbound(old, excess, self.rng):
             self.counters["discovery.inbound_trimmed"] += 1
-            protocol = self.node._peers.get(peer_id)
-            if protocol is not None:
-                protocol.close(
-                    ProtocolError(ErrorCode.CONNECTION_LIMIT, "too many inbound peers")
-                )
+            self.node.disconnect(
+                peer_id,
+                ProtocolError(ErrorCode.CONNECTION_LIMIT, "too many inbound peers"),
+            )

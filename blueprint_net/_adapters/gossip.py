@@ -40,7 +40,7 @@ from blueprint_net._core.pubsub import (
     Validate,
     Verdict,
 )
-from blueprint_net._core.records import PeerRecord
+from blueprint_net._core.records import PeerRecord, RecordBook
 from blueprint_net._policy.gossip import GossipSettings
 
 
@@ -208,6 +208,16 @@ class Gossip:
         self.start()
         self._run(outputs)
         return message_id(self.router.peer_id, self.router.seqno)
+
+    @property
+    def records(self) -> RecordBook:
+        """The peer records heard so far (discovery reads and marks them)."""
+        return self.router.records
+
+    @property
+    def own_record(self) -> Optional[PeerRecord]:
+        """Our signed record, once :meth:`set_addresses` has made one."""
+        return self.router.own_record
 
     def request_records(self, peer_id: PeerId) -> None:
         self._run(self.router.request_records(peer_id))

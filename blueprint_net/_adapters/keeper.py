@@ -23,7 +23,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.logger import Logger
 
-from blueprint_net._adapters.node import Node
+from blueprint_net._adapters.facade import INode
 from blueprint_net._adapters.peers import Peer
 from blueprint_net._core.identity import PeerId
 
@@ -90,7 +90,7 @@ class PeerKeeper(Service):
 
     def __init__(
         self,
-        node: Node,
+        node: INode,
         peer_id: PeerId,
         endpoint: Union[str, IStreamClientEndpoint],
         *,

@@ -31,6 +31,7 @@ from zope.interface import implementer
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import log_change
 from blueprint_net._adapters.dispatch import Dispatcher, Handler
+from blueprint_net._adapters.facade import INode
 from blueprint_net._adapters.gossip import Gossip, GossipHandler, Validator
 from blueprint_net._adapters.keepalive import Keepalive
 from blueprint_net._adapters.limiter import LimitingFactory
@@ -113,7 +114,7 @@ class _KeepFactory(PeerFactory):
 
     def buildProtocol(self, addr: Optional[IAddress]) -> Any:
         node, peer_id = self.node, self.peer_id
-        if node._stopping or node._peers.get(peer_id) is not None:
+        if node.stopping or node.peer(peer_id) is not None:
             return None
         return super().buildProtocol(addr)
 
@@ -151,7 +152,7 @@ def _innermost(protocol: Any) -> PeerProtocol:
     return protocol
 
 
-@implementer(IConnectionHost)
+@implementer(IConnectionHost, INode)
 class Node(Service):
     """A blueprint-net peer that an application creates and drives.
 
@@ -319,7 +320,7 @@ class Node(Service):
         RequestTimeout, PeerLost, NotConnected or SendQueueFull."""
         connection = self._peers.get(peer_id)
         if connection is None:
-            if self.gossip.router.records.get(peer_id) is not None:
+            if self.gossip.records.get(peer_id) is not None:
                 return defer.ensureDeferred(
                     self._dial_then_request(
                         peer_id, protocol, payload, metadata, timeout
@@ -363,7 +364,7 @@ class Node(Service):
             _relay(result, waiting)
 
     async def _dial_record(self, peer_id: PeerId) -> Peer:
-        record = self.gossip.router.records.get(peer_id)
+        record = self.gossip.records.get(peer_id)
         targets = (
             [] if record is None else discovery.dial_targets(record, self.dial_scopes())
         )
@@ -523,7 +524,7 @@ class Node(Service):
     def dial_scopes(self) -> frozenset[discovery.Scope]:
         """Which addresses learned from records we may dial: public, and
         private or loopback only if we listen or advertise in that scope."""
-        own = self.gossip.router.own_record
+        own = self.gossip.own_record
         hosts = discovery.own_hosts(
             own.addresses if own else (), self.listening_addresses
         )
@@ -607,16 +608,26 @@ class Node(Service):
             )
         return peer
 
-    def disconnect(self, peer_id: PeerId) -> defer.Deferred[None]:
-        """Say goodbye to one peer (``Error{GOING_AWAY}``) and close; fires
-        once closed.  Close through this (or :meth:`stop`), not the
-        transport: a connection is its transport's producer, and TLS will not
-        close a transport whose producer is still registered."""
+    def disconnect(
+        self, peer_id: PeerId, error: Optional[ProtocolError] = None
+    ) -> defer.Deferred[None]:
+        """Say goodbye to one peer (``error``, by default
+        ``Error{GOING_AWAY}``) and close; fires once closed.  Close through
+        this (or :meth:`stop`), not the transport: a connection is its
+        transport's producer, and TLS will not close a transport whose
+        producer is still registered."""
         protocol = self._peers.get(peer_id)
         if protocol is None:
             return defer.succeed(None)
-        protocol.close(ProtocolError(ErrorCode.GOING_AWAY, "closed by the application"))
+        if error is None:
+            error = ProtocolError(ErrorCode.GOING_AWAY, "closed by the application")
+        protocol.close(error)
         return protocol.closed
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` has begun: no new connection is wanted."""
+        return self._stopping
 
     def stop(self) -> defer.Deferred[None]:
         """Stop listening, say goodbye to every peer, wait for them to close."""

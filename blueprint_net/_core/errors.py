@@ -139,6 +139,10 @@ class ConfigurationError(BlueprintError):
     in one line."""
 
 
+class KeyFileError(ConfigurationError):
+    """A key file that cannot be used; the message says why in one line."""
+
+
 class PlaintextRefused(Refused, ConfigurationError):
     """A plain (not TLS) listener, dial or connection on a node that has not
     opted in with ``Settings(allow_plaintext=True)`` (``--allow-plaintext``).

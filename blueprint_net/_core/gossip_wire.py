@@ -29,6 +29,7 @@ from blueprint_net._core import wire
 from blueprint_net._core.errors import ErrorCode, WireError
 from blueprint_net._core.identity import PeerId
 from blueprint_net._core.records import MAX_ADDRESSES, PeerRecord
+from blueprint_net._core.wire import FieldReader
 
 #: A publication's signature covers this, then the message's fields.
 SIGNATURE_DOMAIN = b"blueprint-net/gossip/v1\x00"
@@ -226,9 +227,6 @@ ENCODERS: dict[type, Callable[[Any], list[bytes]]] = {
 # -- decoding ---------------------------------------------------------------
 
 
-FieldReader = wire._Reader
-
-
 def _read_str8(r: FieldReader, what: str = "topic") -> str:
     size = r.u8()
     if size == 0:
@@ -318,8 +316,7 @@ def encode(message: GossipMessage) -> bytes:
 
 def frame(message: GossipMessage) -> bytes:
     """The message as it travels (encode once, send to many peers)."""
-    body = encode(message)
-    return wire._HEADER.pack(len(body)) + body
+    return wire.frame_body(encode(message))
 
 
 def decode(body: bytes) -> Union[GossipMessage, wire.Message]:
@@ -327,7 +324,7 @@ def decode(body: bytes) -> Union[GossipMessage, wire.Message]:
     decoder = DECODERS.get(body[0]) if body else None
     if decoder is None:
         return wire.decode(body)
-    reader = wire._Reader(body)
+    reader = FieldReader(body)
     message = decoder(reader)
     reader.end()
     return message

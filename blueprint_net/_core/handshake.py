@@ -40,7 +40,7 @@ is returned.
 from __future__ import annotations
 
 import enum
-import os
+import secrets
 import struct
 from typing import Any, Callable, Optional, Union, cast
 
@@ -80,9 +80,6 @@ class HandshakeState(enum.Enum):
     FAILED = "Failed"
 
 
-S = HandshakeState
-
-
 class Phase(enum.Enum):
     """Where the machine is: the specification's states, split where the
     next allowed input differs (see :data:`SPEC_STATE`)."""
@@ -113,22 +110,20 @@ class Phase(enum.Enum):
     FAILED = enum.auto()
 
 
-P = Phase
-
 #: The specification's state of each phase.
 SPEC_STATE: dict[Phase, HandshakeState] = {
-    P.CONNECTED: S.CONNECTED,
-    P.OUTBOUND_AWAITING_HELLO: S.OUTBOUND_PENDING,
-    P.OUTBOUND_AWAITING_PROOF: S.OUTBOUND_PENDING,
-    P.OUTBOUND_PROVEN: S.OUTBOUND_PENDING,
-    P.INBOUND_AWAITING_REQUEST: S.INBOUND_PENDING,
-    P.INBOUND_PROVEN: S.INBOUND_PENDING,
-    P.BOUND_OUTBOUND_AWAITING_PROOF: S.OUTBOUND_PENDING,
-    P.BOUND_OUTBOUND_PROVEN: S.OUTBOUND_PENDING,
-    P.BOUND_INBOUND_AWAITING_PROOF: S.INBOUND_PENDING,
-    P.BOUND_INBOUND_PROVEN: S.INBOUND_PENDING,
-    P.VERIFIED: S.VERIFIED,
-    P.FAILED: S.FAILED,
+    Phase.CONNECTED: HandshakeState.CONNECTED,
+    Phase.OUTBOUND_AWAITING_HELLO: HandshakeState.OUTBOUND_PENDING,
+    Phase.OUTBOUND_AWAITING_PROOF: HandshakeState.OUTBOUND_PENDING,
+    Phase.OUTBOUND_PROVEN: HandshakeState.OUTBOUND_PENDING,
+    Phase.INBOUND_AWAITING_REQUEST: HandshakeState.INBOUND_PENDING,
+    Phase.INBOUND_PROVEN: HandshakeState.INBOUND_PENDING,
+    Phase.BOUND_OUTBOUND_AWAITING_PROOF: HandshakeState.OUTBOUND_PENDING,
+    Phase.BOUND_OUTBOUND_PROVEN: HandshakeState.OUTBOUND_PENDING,
+    Phase.BOUND_INBOUND_AWAITING_PROOF: HandshakeState.INBOUND_PENDING,
+    Phase.BOUND_INBOUND_PROVEN: HandshakeState.INBOUND_PENDING,
+    Phase.VERIFIED: HandshakeState.VERIFIED,
+    Phase.FAILED: HandshakeState.FAILED,
 }
 
 
@@ -166,14 +161,14 @@ Output = Union[Message, PeerProven]
 InputKind = Union[type[object], Local]
 Action = Callable[["Handshake", Any], list[Output]]
 
-_OVER = frozenset({P.VERIFIED, P.FAILED})
+_OVER = frozenset({Phase.VERIFIED, Phase.FAILED})
 #: Where the caller's decision is awaited.
 _PROVEN = frozenset(
     {
-        P.OUTBOUND_PROVEN,
-        P.INBOUND_PROVEN,
-        P.BOUND_OUTBOUND_PROVEN,
-        P.BOUND_INBOUND_PROVEN,
+        Phase.OUTBOUND_PROVEN,
+        Phase.INBOUND_PROVEN,
+        Phase.BOUND_OUTBOUND_PROVEN,
+        Phase.BOUND_INBOUND_PROVEN,
     }
 )
 
@@ -250,7 +245,7 @@ class Handshake:
         #: Ours, made when our Hello is (the TLS variant needs none).
         self.nonce = b"" if nonce is None else nonce
         self.channel_binding = b""
-        self.phase = P.CONNECTED
+        self.phase = Phase.CONNECTED
         #: The specification-level edges taken, in order (moves between
         #: phases of one state are not edges).
         self.history: list[tuple[HandshakeState, HandshakeState]] = []
@@ -389,7 +384,7 @@ class Handshake:
 
     def _send_hello(self, _: None) -> list[Output]:
         if not self.nonce:
-            self.nonce = os.urandom(NONCE_SIZE)
+            self.nonce = secrets.token_bytes(NONCE_SIZE)
         return [Hello(self.version, self.nonce, self.identity.peer_id)]
 
     def _check_hello(self, hello: Hello) -> list[Output]:
@@ -550,68 +545,78 @@ class Handshake:
         return [PeerProven(hello.peer_id)]
 
 
-H = Handshake
-
 #: The machine: (phase, input kind) -> (next phase, action).  The action runs
 #: in the next phase; if it finds the input invalid, the machine goes on from
 #: there to ``FAILED``.  A message the table does not list is
 #: ``UNEXPECTED_MESSAGE``.
 TABLE: dict[tuple[Phase, InputKind], tuple[Phase, Action]] = {
-    (P.CONNECTED, Local.START_INITIATOR): (P.OUTBOUND_AWAITING_HELLO, H._send_hello),
-    (P.CONNECTED, Local.START_RESPONDER): (P.CONNECTED, H._send_hello),
-    (P.CONNECTED, Hello): (P.INBOUND_AWAITING_REQUEST, H._check_hello),
-    (P.OUTBOUND_AWAITING_HELLO, Hello): (
-        P.OUTBOUND_AWAITING_PROOF,
-        H._check_hello_then_prove,
+    (Phase.CONNECTED, Local.START_INITIATOR): (
+        Phase.OUTBOUND_AWAITING_HELLO,
+        Handshake._send_hello,
     ),
-    (P.OUTBOUND_AWAITING_PROOF, HandshakeResponse): (
-        P.OUTBOUND_PROVEN,
-        H._check_response,
+    (Phase.CONNECTED, Local.START_RESPONDER): (Phase.CONNECTED, Handshake._send_hello),
+    (Phase.CONNECTED, Hello): (Phase.INBOUND_AWAITING_REQUEST, Handshake._check_hello),
+    (Phase.OUTBOUND_AWAITING_HELLO, Hello): (
+        Phase.OUTBOUND_AWAITING_PROOF,
+        Handshake._check_hello_then_prove,
+    ),
+    (Phase.OUTBOUND_AWAITING_PROOF, HandshakeResponse): (
+        Phase.OUTBOUND_PROVEN,
+        Handshake._check_response,
     ),
     # Both sides initiated: the peer's request proves it as well.
-    (P.OUTBOUND_AWAITING_PROOF, HandshakeRequest): (
-        P.OUTBOUND_PROVEN,
-        H._check_request,
+    (Phase.OUTBOUND_AWAITING_PROOF, HandshakeRequest): (
+        Phase.OUTBOUND_PROVEN,
+        Handshake._check_request,
     ),
-    (P.INBOUND_AWAITING_REQUEST, HandshakeRequest): (
-        P.INBOUND_PROVEN,
-        H._check_request,
+    (Phase.INBOUND_AWAITING_REQUEST, HandshakeRequest): (
+        Phase.INBOUND_PROVEN,
+        Handshake._check_request,
     ),
-    (P.OUTBOUND_PROVEN, Local.ACCEPT): (P.VERIFIED, H._admit),
-    (P.INBOUND_PROVEN, Local.ACCEPT): (P.VERIFIED, H._admit_and_respond),
+    (Phase.OUTBOUND_PROVEN, Local.ACCEPT): (Phase.VERIFIED, Handshake._admit),
+    (Phase.INBOUND_PROVEN, Local.ACCEPT): (
+        Phase.VERIFIED,
+        Handshake._admit_and_respond,
+    ),
     # The TLS variant ("Over TLS"): one Proof each way, no Hello, no nonces.
-    (P.CONNECTED, Local.START_BOUND_INITIATOR): (
-        P.BOUND_OUTBOUND_AWAITING_PROOF,
-        H._bind_and_prove,
+    (Phase.CONNECTED, Local.START_BOUND_INITIATOR): (
+        Phase.BOUND_OUTBOUND_AWAITING_PROOF,
+        Handshake._bind_and_prove,
     ),
-    (P.CONNECTED, Local.START_BOUND_RESPONDER): (
-        P.BOUND_INBOUND_AWAITING_PROOF,
-        H._bind,
+    (Phase.CONNECTED, Local.START_BOUND_RESPONDER): (
+        Phase.BOUND_INBOUND_AWAITING_PROOF,
+        Handshake._bind,
     ),
-    (P.BOUND_OUTBOUND_AWAITING_PROOF, Proof): (
-        P.BOUND_OUTBOUND_PROVEN,
-        H._check_bound_proof,
+    (Phase.BOUND_OUTBOUND_AWAITING_PROOF, Proof): (
+        Phase.BOUND_OUTBOUND_PROVEN,
+        Handshake._check_bound_proof,
     ),
-    (P.BOUND_INBOUND_AWAITING_PROOF, Proof): (
-        P.BOUND_INBOUND_PROVEN,
-        H._check_bound_proof,
+    (Phase.BOUND_INBOUND_AWAITING_PROOF, Proof): (
+        Phase.BOUND_INBOUND_PROVEN,
+        Handshake._check_bound_proof,
     ),
-    (P.BOUND_OUTBOUND_PROVEN, Local.ACCEPT): (P.VERIFIED, H._admit_bound),
-    (P.BOUND_INBOUND_PROVEN, Local.ACCEPT): (P.VERIFIED, H._admit_and_prove),
+    (Phase.BOUND_OUTBOUND_PROVEN, Local.ACCEPT): (
+        Phase.VERIFIED,
+        Handshake._admit_bound,
+    ),
+    (Phase.BOUND_INBOUND_PROVEN, Local.ACCEPT): (
+        Phase.VERIFIED,
+        Handshake._admit_and_prove,
+    ),
     # After the end a failure changes nothing: the outcome stands.
-    (P.VERIFIED, Local.FAIL): (P.VERIFIED, H._ignore),
-    (P.FAILED, Local.FAIL): (P.FAILED, H._ignore),
+    (Phase.VERIFIED, Local.FAIL): (Phase.VERIFIED, Handshake._ignore),
+    (Phase.FAILED, Local.FAIL): (Phase.FAILED, Handshake._ignore),
 }
 for _phase in Phase:
     if _phase in _OVER:
         continue
-    TABLE[_phase, Local.FAIL] = (P.FAILED, H._failed)
+    TABLE[_phase, Local.FAIL] = (Phase.FAILED, Handshake._failed)
     if _phase in _PROVEN:
-        TABLE[_phase, Local.REFUSE] = (P.FAILED, H._failed)
+        TABLE[_phase, Local.REFUSE] = (Phase.FAILED, Handshake._failed)
     else:
         # While the caller decides, the connection holds the peer's messages,
         # so an Error is an input only outside the proven phases.
-        TABLE[_phase, Error] = (P.FAILED, H._peer_failed)
+        TABLE[_phase, Error] = (Phase.FAILED, Handshake._peer_failed)
 del _phase
 
 #: The specification's edges, as the table implies them (for the docs and

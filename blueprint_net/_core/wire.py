@@ -319,6 +319,11 @@ def body_size(message: Message) -> int:
     return sum(map(len, _parts(message)))
 
 
+def frame_body(body: bytes) -> bytes:
+    """A frame of ``body``: a u32 big-endian length, then the body."""
+    return _HEADER.pack(len(body)) + body
+
+
 def frame(message: Message) -> bytes:
     """The message as it travels: a u32 big-endian length, then the body."""
     parts = _parts(message)
@@ -380,7 +385,7 @@ def frame_chunks(message: Message, max_body: Optional[int] = None) -> list[bytes
 # -- decoding ---------------------------------------------------------------
 
 
-class _Reader:
+class FieldReader:
     """Reads fields off a frame body, turning every shortfall into a WireError."""
 
     __slots__ = ("data", "pos")
@@ -443,7 +448,7 @@ class _Reader:
             )
 
 
-def _peer_id(r: _Reader) -> PeerId:
+def _peer_id(r: FieldReader) -> PeerId:
     binary = r.take(r.u8())
     try:
         return PeerId(binary)
@@ -451,60 +456,60 @@ def _peer_id(r: _Reader) -> PeerId:
         raise WireError(ErrorCode.OUT_OF_RANGE, "not an Ed25519 peer id") from None
 
 
-def _hello(r: _Reader) -> Hello:
+def _hello(r: FieldReader) -> Hello:
     version = r.u16()
     nonce = r.take(NONCE_SIZE)
     return Hello(version, nonce, _peer_id(r))
 
 
-def _proof(r: _Reader) -> Proof:
+def _proof(r: FieldReader) -> Proof:
     version = r.u16()
     return Proof(version, _peer_id(r), r.take(32), r.take(64))
 
 
-def _handshake_request(r: _Reader) -> HandshakeRequest:
+def _handshake_request(r: FieldReader) -> HandshakeRequest:
     return HandshakeRequest(r.take(32), r.take(64))
 
 
-def _handshake_response(r: _Reader) -> HandshakeResponse:
+def _handshake_response(r: FieldReader) -> HandshakeResponse:
     return HandshakeResponse(r.take(32), r.take(64))
 
 
-def _error(r: _Reader) -> Error:
+def _error(r: FieldReader) -> Error:
     code = r.u16()
     return Error(code, r.text(r.u16()))
 
 
-def _ping(r: _Reader) -> Ping:
+def _ping(r: FieldReader) -> Ping:
     return Ping(r.u64())
 
 
-def _pong(r: _Reader) -> Pong:
+def _pong(r: FieldReader) -> Pong:
     return Pong(r.u64())
 
 
-def _request(r: _Reader) -> Request:
+def _request(r: FieldReader) -> Request:
     request_id = r.u32()
     protocol = r.protocol_name()
     payload = r.bytes32()
     return Request(request_id, protocol, payload, r.optional())
 
 
-def _success(r: _Reader) -> SuccessResponse:
+def _success(r: FieldReader) -> SuccessResponse:
     return SuccessResponse(r.u32(), r.optional())
 
 
-def _protocol(r: _Reader) -> ProtocolResponse:
+def _protocol(r: FieldReader) -> ProtocolResponse:
     return ProtocolResponse(r.u32(), r.bytes32())
 
 
-def _error_response(r: _Reader) -> ErrorResponse:
+def _error_response(r: FieldReader) -> ErrorResponse:
     request_id = r.u32()
     code = r.u16()
     return ErrorResponse(request_id, code, r.text(r.u16()))
 
 
-_DECODERS: dict[int, Callable[[_Reader], Message]] = {
+_DECODERS: dict[int, Callable[[FieldReader], Message]] = {
     T_HELLO: _hello,
     T_HANDSHAKE_REQUEST: _handshake_request,
     T_HANDSHAKE_RESPONSE: _handshake_response,
@@ -594,7 +599,7 @@ def decode(body: bytes) -> Message:
         raise WireError(
             ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown message type 0x{body[0]:02x}"
         )
-    reader = _Reader(body)
+    reader = FieldReader(body)
     message = decoder(reader)
     reader.end()
     return message

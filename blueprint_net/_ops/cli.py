@@ -26,14 +26,14 @@ from twisted.internet import defer, task
 from blueprint_net._adapters import banstore, tls
 from blueprint_net._adapters.node import Node, require_tls
 from blueprint_net._core import wire
-from blueprint_net._core.errors import PlaintextRefused, RemoteError, RequestFailed
-from blueprint_net._core.identity import (
-    Identity,
+from blueprint_net._core.errors import (
     KeyFileError,
-    PeerId,
-    load_identity,
-    load_or_create_identity,
+    PlaintextRefused,
+    RemoteError,
+    RequestFailed,
 )
+from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._ops.keyfiles import load_identity, load_or_create_identity
 from blueprint_net._ops.permits import PERMITS_FILE, write_permits
 from blueprint_net._ops.status import duration
 from blueprint_net._ops.tap import version_line

@@ -21,11 +21,12 @@ from twisted.python import usage
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import BanDatabaseError, SqliteBanStore
 from blueprint_net._adapters.node import Node, require_tls
-from blueprint_net._core.errors import PlaintextRefused
-from blueprint_net._core.identity import KeyFileError, PeerId, load_or_create_identity
+from blueprint_net._core.errors import KeyFileError, PlaintextRefused
+from blueprint_net._core.identity import PeerId
 from blueprint_net._core.records import check_addresses
 from blueprint_net._ops import config
 from blueprint_net._ops.handlers import BUILTINS, HandlerError, load
+from blueprint_net._ops.keyfiles import load_or_create_identity
 from blueprint_net._ops.permits import PERMITS_FILE, PermitSources
 from blueprint_net._ops.service import ListenError, NodeService
 from blueprint_net._ops.status import VERSION
