@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         SendQueueFull,
         WireError,
     )
+    from blueprint_net._core.gossip_settings import GossipSettings
     from blueprint_net._core.identity import Identity, PeerId
     from blueprint_net._core.messaging import IncomingRequest, ProtocolData, Success
     from blueprint_net._core.pubsub import Verdict
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
     from blueprint_net._ops.keyfiles import load_identity, load_or_create_identity
     from blueprint_net._policy.bans import Ban, BanRegistry, IBanStore, Origin
     from blueprint_net._policy.discovery import DiscoverySettings
-    from blueprint_net._policy.gossip import GossipSettings
     from blueprint_net._policy.limits import ConnectionLimits
     from blueprint_net._policy.scores import Policy, PolicySettings
     from blueprint_net._policy.settings import Settings
@@ -71,7 +71,7 @@ _HOMES = {
     "DiscoverySettings": "blueprint_net._policy.discovery",
     "ErrorCode": "blueprint_net._core.errors",
     "GossipMessage": "blueprint_net._adapters.gossip",
-    "GossipSettings": "blueprint_net._policy.gossip",
+    "GossipSettings": "blueprint_net._core.gossip_settings",
     "Handler": "blueprint_net._adapters.dispatch",
     "HandshakeError": "blueprint_net._core.errors",
     "HandshakeFailed": "blueprint_net._core.errors",

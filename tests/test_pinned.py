@@ -54,7 +54,7 @@ from blueprint_net._core.pubsub import Fault
 from blueprint_net._core.records import sign_record
 from blueprint_net._policy import addresses
 from blueprint_net._policy.bans import Ban, BanRegistry, Origin
-from blueprint_net._policy.gossip import fault_code
+from blueprint_net._policy.gossip_faults import fault_code
 from blueprint_net._policy.limits import (
     ConnectionLimiter,
     ConnectionLimits,

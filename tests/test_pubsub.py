@@ -18,6 +18,7 @@ import pytest
 from blueprint_net._core import gossip_wire
 from blueprint_net._core.errors import ConfigurationError, ErrorCode, PublishFailed
 from blueprint_net._core.gossip_caches import RateLimiter, SeenCache
+from blueprint_net._core.gossip_settings import DEFAULTS, GossipSettings
 from blueprint_net._core.gossip_wire import (
     GossipMessage,
     Graft,
@@ -44,7 +45,7 @@ from blueprint_net._core.pubsub import (
     Verdict,
 )
 from blueprint_net._core.records import sign_record
-from blueprint_net._policy.gossip import DEFAULTS, GossipSettings, fault_code
+from blueprint_net._policy.gossip_faults import fault_code
 
 TOPIC = "blocks"
 #: Nanoseconds a second: a seqno is its publication time in ns.

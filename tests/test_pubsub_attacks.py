@@ -14,6 +14,7 @@ import pytest
 
 from blueprint_net._core import gossip_wire
 from blueprint_net._core.errors import ConfigurationError, ErrorCode, WireError
+from blueprint_net._core.gossip_settings import DEFAULTS, GossipSettings
 from blueprint_net._core.gossip_wire import (
     MAX_SUBSCRIPTION_CHANGES,
     Graft,
@@ -32,7 +33,7 @@ from blueprint_net._core.pubsub import (
     Validate,
     Verdict,
 )
-from blueprint_net._policy.gossip import DEFAULTS, GossipSettings, fault_code
+from blueprint_net._policy.gossip_faults import fault_code
 
 from .test_pubsub import NS, ORIGIN, TOPIC, identity, one_router, sends, signed
 

@@ -27,6 +27,7 @@ from blueprint_net._adapters.peers import PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
 from blueprint_net._core import gossip_wire
 from blueprint_net._core.errors import SendQueueFull
+from blueprint_net._core.gossip_settings import GossipSettings
 from blueprint_net._core.gossip_wire import Publish, message_id
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.pubsub import (
@@ -41,7 +42,6 @@ from blueprint_net._core.pubsub import (
     Verdict,
 )
 from blueprint_net._core.records import PeerRecord, RecordBook
-from blueprint_net._policy.gossip import GossipSettings
 
 
 @attrs.frozen

@@ -57,13 +57,14 @@ from blueprint_net._core.errors import (
     Refused,
     SendQueueFull,
 )
+from blueprint_net._core.gossip_settings import DEFAULTS as GOSSIP_DEFAULTS
+from blueprint_net._core.gossip_settings import GossipSettings
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.pubsub import Fault
 from blueprint_net._policy import discovery
 from blueprint_net._policy.addresses import Target
 from blueprint_net._policy.bans import Ban, BanRegistry
-from blueprint_net._policy.gossip import DEFAULTS as GOSSIP_DEFAULTS
-from blueprint_net._policy.gossip import GossipSettings, fault_code
+from blueprint_net._policy.gossip_faults import fault_code
 from blueprint_net._policy.limits import (
     ConnectionLimiter,
     ConnectionLimits,

@@ -29,7 +29,7 @@ import enum
 import random
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any, Callable, Optional, Protocol, Union
+from typing import Any, Callable, Optional, Union
 
 import attrs
 
@@ -40,6 +40,7 @@ from blueprint_net._core.gossip_caches import (
     RecentSet,
     SeenCache,
 )
+from blueprint_net._core.gossip_settings import GossipSettings
 from blueprint_net._core.gossip_wire import (
     MAX_SUBSCRIPTION_CHANGES,
     GossipMessage,
@@ -120,7 +121,7 @@ class Deliver:
 
 @attrs.frozen
 class Penalty:
-    """``peer`` did ``fault``: score it (``_policy/gossip.py`` says how)."""
+    """``peer`` did ``fault``: score it (``_policy/gossip_faults.py`` says how)."""
 
     peer: PeerId
     fault: Fault
@@ -136,94 +137,6 @@ class Discovered:
 
 
 Output = Union[Send, Validate, Deliver, Penalty, Discovered]
-
-
-class GossipParams(Protocol):
-    """What the router reads of its settings; ``_policy/gossip.py``'s
-    ``GossipSettings`` holds them with their defaults and reasons."""
-
-    @property
-    def mesh_degree(self) -> int: ...  # D
-    @property
-    def mesh_low(self) -> int: ...  # D_lo
-    @property
-    def mesh_high(self) -> int: ...  # D_hi
-    @property
-    def mesh_outbound(self) -> int: ...  # D_out
-    @property
-    def gossip_degree(self) -> int: ...  # D_lazy
-    @property
-    def gossip_factor(self) -> float: ...
-    @property
-    def heartbeat_interval(self) -> float: ...
-    @property
-    def history_length(self) -> int: ...
-    @property
-    def history_gossip(self) -> int: ...
-    @property
-    def fanout_ttl(self) -> float: ...
-    @property
-    def prune_backoff(self) -> int: ...
-    @property
-    def unsubscribe_backoff(self) -> int: ...
-    @property
-    def max_backoff(self) -> int: ...
-    @property
-    def graft_grace(self) -> float: ...
-    @property
-    def prune_peers(self) -> int: ...
-    @property
-    def flood_publish(self) -> bool: ...
-    @property
-    def max_ihave_length(self) -> int: ...
-    @property
-    def max_ihave_messages(self) -> int: ...
-    @property
-    def gossip_retransmission(self) -> int: ...
-    @property
-    def seen_ttl(self) -> float: ...
-    @property
-    def max_message_age(self) -> float: ...
-    @property
-    def max_clock_skew(self) -> float: ...
-    @property
-    def max_seen(self) -> int: ...
-    @property
-    def max_cache_bytes(self) -> int: ...
-    @property
-    def origin_rate(self) -> float: ...
-    @property
-    def origin_burst(self) -> int: ...
-    @property
-    def peer_rate(self) -> float: ...
-    @property
-    def peer_burst(self) -> int: ...
-    @property
-    def new_origin_rate(self) -> float: ...
-    @property
-    def new_origin_burst(self) -> int: ...
-    @property
-    def forward_rate(self) -> float: ...
-    @property
-    def forward_burst(self) -> int: ...
-    @property
-    def max_origins(self) -> int: ...
-    @property
-    def max_pending(self) -> int: ...
-    @property
-    def validation_timeout(self) -> float: ...
-    @property
-    def max_topics_per_peer(self) -> int: ...
-    @property
-    def max_subscriptions(self) -> int: ...
-    @property
-    def max_control_per_peer(self) -> int: ...
-    @property
-    def max_records(self) -> int: ...
-
-    def max_size(self, topic: str) -> int:
-        """The largest ``data`` accepted or published on ``topic``."""
-        ...
 
 
 @attrs.define
@@ -283,7 +196,7 @@ class Router:
     def __init__(
         self,
         identity: Identity,
-        settings: GossipParams,
+        settings: GossipSettings,
         *,
         now: float,
         rng: Optional[random.Random] = None,

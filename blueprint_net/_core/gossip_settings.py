@@ -1,12 +1,17 @@
-"""Topic gossip's tunables, with their defaults and reasons, and the price of
-each gossip fault.
+"""Topic gossip's tunables, with their defaults and reasons.
 
-Layer: policy (pure values and decisions; no Twisted).
+Layer: core (a plain value: no I/O).
+
+In: keyword arguments (every one has a default); out: a frozen
+``GossipSettings``, or :class:`ConfigurationError` saying in one line what
+makes the combination unusable.  Like h2's ``H2Configuration``, the settings
+live beside the machine that reads them: the router (``pubsub.py``) takes
+this object itself, and the options of ``twistd`` and the config file are
+made from its fields (``_ops/config.py``).
 
 The overlay defaults are gossipsub v1.1's (go-libp2p-pubsub's
 ``DefaultGossipSubParams``); the caps are ours, chosen so that one peer, or
-one origin, costs the node a bounded amount whatever it sends.  The router
-(``_core/pubsub.py``) reads these through its ``GossipParams`` protocol.
+one origin, costs the node a bounded amount whatever it sends.
 """
 
 from __future__ import annotations
@@ -15,22 +20,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from blueprint_net._core.errors import ConfigurationError, ErrorCode
-from blueprint_net._core.pubsub import Fault
-
-#: A gossip fault is scored as the connection fault it resembles
-#: (``Policy.misbehaved(None, peer, code)``): a forged signature or record as
-#: a bad handshake signature (50 points), a rejected message, a graft that
-#: ignores our backoff or a heartbeat's flood of control messages as an
-#: unexpected message (20).  Only the forwarding
-#: peer is charged, never the origin a message names.
-FAULT_CODES: dict[Fault, ErrorCode] = {
-    Fault.INVALID_SIGNATURE: ErrorCode.BAD_SIGNATURE,
-    Fault.INVALID_RECORD: ErrorCode.BAD_SIGNATURE,
-    Fault.REJECTED: ErrorCode.UNEXPECTED_MESSAGE,
-    Fault.GRAFT_IN_BACKOFF: ErrorCode.UNEXPECTED_MESSAGE,
-    Fault.CONTROL_FLOOD: ErrorCode.UNEXPECTED_MESSAGE,
-}
+from blueprint_net._core.errors import ConfigurationError
 
 
 @attrs.frozen
@@ -226,8 +216,3 @@ class GossipSettings:
 
 #: Every default.
 DEFAULTS = GossipSettings()
-
-
-def fault_code(fault: Fault) -> ErrorCode:
-    """The code to score a gossip fault with (see :data:`FAULT_CODES`)."""
-    return FAULT_CODES[fault]
