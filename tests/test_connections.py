@@ -23,11 +23,12 @@ from blueprint_net.testing import MemoryNetwork
 from .helpers import MakeNode
 
 
-class _Half(random.Random):
-    """No jitter: ``random()`` is 0.5, so a backoff is exactly its base."""
+class _NoJitter(random.Random):
+    """``random()`` is 0: a backoff is exactly its base (the jitter only
+    ever cuts it, by up to half)."""
 
     def random(self) -> float:
-        return 0.5
+        return 0.0
 
 
 @attrs.define
@@ -55,7 +56,7 @@ PUBLIC = "198.51.100.7:7010"  # where the node under test says it is
 def _manager(node: Node, **options: Any) -> ConnectionManager:
     settings = options.pop("settings", DiscoverySettings())
     options.setdefault("advertise", [PUBLIC])
-    options.setdefault("rng", _Half(1))
+    options.setdefault("rng", _NoJitter(1))
     return ConnectionManager(node, settings, **options)
 
 
@@ -339,3 +340,4 @@ def test_only_a_peer_we_dialed_is_tried_when_it_verifies(net: MemoryNetwork) -> 
         assert (tried.tried, untried.tried) == (True, False)
     finally:
         manager.stopService()
+
