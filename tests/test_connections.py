@@ -341,3 +341,29 @@ def test_only_a_peer_we_dialed_is_tried_when_it_verifies(net: MemoryNetwork) -> 
     finally:
         manager.stopService()
 
+
+def test_a_bootstrap_whose_peer_is_connected_is_not_dialed_again(
+    net: MemoryNetwork,
+) -> None:
+    """The bootstrap stays due while outbound peers are few, but the peer
+    that answered at its address is connected: dialing it again would only
+    make a duplicate connection each round."""
+    node = net.add_node()
+    dials = _stubbed(node)
+    bootstrap = "tcp:192.0.2.1:7010"
+    manager = _manager(node, settings=DiscoverySettings(), bootstrap=[bootstrap])
+    manager.startService()
+    try:
+        assert dials.made == [(bootstrap, None)]
+        answering = net.add_node()
+        net.connect(answering, node)  # (our dial is stubbed: it comes to us)
+        [peer] = node.peers
+        dials.pending[0].callback(peer)
+        assert [p.peer_id for p in manager.outbound()] == [peer.peer_id]
+        net.advance(5.0)  # five rounds, the bootstrap still due (1 of 8)
+        assert dials.made == [(bootstrap, None)]
+        net.cut(node, answering)  # once it is gone, the bootstrap is dialed
+        net.advance(1.0)
+        assert dials.made == [(bootstrap, None)] * 2
+    finally:
+        manager.stopService()
