@@ -54,8 +54,9 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump
 from zope.interface import implementer
 
-from blueprint_net import Handler, Identity, Node, Peer, Settings
+from blueprint_net import Identity, Node, Settings
 from blueprint_net._adapters.node import CLOSE_GRACE
+from blueprint_net.node import Handler, Peer
 
 __all__ = ["LINK_PORT", "MemoryNetwork", "NoResult"]
 

@@ -13,13 +13,8 @@ from collections.abc import Iterator
 import pytest
 from twisted.internet import defer
 
-from blueprint_net import (
-    IncomingRequest,
-    PeerLost,
-    RemoteError,
-    RequestTimeout,
-    Settings,
-)
+from blueprint_net import IncomingRequest, RemoteError, Settings
+from blueprint_net.errors import PeerLost, RequestTimeout
 from blueprint_net.testing import MemoryNetwork
 
 

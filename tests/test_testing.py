@@ -14,7 +14,7 @@ from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import deferLater
 
-from blueprint_net import ConnectFailed, Node, Peer, Settings
+from blueprint_net import ConnectFailed, Node, Settings
 from blueprint_net._core import wire
 from blueprint_net._core.errors import (
     ErrorCode,
@@ -27,6 +27,7 @@ from blueprint_net._core.errors import (
 )
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest, Success
+from blueprint_net.node import Peer
 from blueprint_net.testing import LINK_PORT, MemoryNetwork, NoResult
 
 from .helpers import decode_frames
