@@ -32,7 +32,7 @@ import attrs
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 
-from blueprint_net import GossipMessage, Identity, Node, Settings
+from blueprint_net import Identity, Node, Settings
 from blueprint_net._adapters.connections import ConnectionManager
 from blueprint_net._core import gossip_wire
 from blueprint_net._core.errors import ConnectFailed
@@ -40,6 +40,7 @@ from blueprint_net._core.identity import PeerId
 from blueprint_net._core.pubsub import Send
 from blueprint_net._core.records import sign_record
 from blueprint_net._policy.discovery import DiscoverySettings
+from blueprint_net.gossip import GossipMessage
 
 TOPIC = "news"
 VICTIM_HOST = "127.20.0.1"

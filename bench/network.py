@@ -63,14 +63,9 @@ def worker_main() -> None:
     deliveries: list[tuple[int, str, float]] = []
 
     async def start(spec: dict[str, Any]) -> dict[str, Any]:
-        from blueprint_net import (
-            ConnectionManager,
-            DiscoverySettings,
-            GossipMessage,
-            GossipSettings,
-            Identity,
-            Node,
-        )
+        from blueprint_net import Identity, Node
+        from blueprint_net.discovery import ConnectionManager, DiscoverySettings
+        from blueprint_net.gossip import GossipMessage, GossipSettings
 
         gossip = GossipSettings(flood_publish=spec["flood"])
 
@@ -429,8 +424,9 @@ def collect(workers: list[Worker], phases: list[Phase]) -> None:
 
 
 def run(args: argparse.Namespace) -> list[tuple[str, float, Optional[float], str]]:
-    from blueprint_net import GossipSettings, Identity
+    from blueprint_net import Identity
     from blueprint_net._core import gossip_wire, wire
+    from blueprint_net.gossip import GossipSettings
 
     n, target, rng = args.nodes, args.target_peers, random.Random(args.seed)
     per = math.ceil(n / args.processes)

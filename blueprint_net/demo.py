@@ -14,7 +14,9 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 
-from blueprint_net import GossipMessage, Identity, IncomingRequest, Node, Peer
+from blueprint_net import Identity, IncomingRequest, Node
+from blueprint_net.gossip import GossipMessage
+from blueprint_net.node import Peer
 
 
 def echo(request: IncomingRequest) -> bytes:

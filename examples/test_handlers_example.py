@@ -13,14 +13,9 @@ from collections.abc import Iterator
 import pytest
 from twisted.internet import defer
 
-from blueprint_net import (
-    IncomingRequest,
-    PeerLost,
-    RemoteError,
-    RequestTimeout,
-    Settings,
-)
-from blueprint_net.testing import MemoryNetwork
+from blueprint_net import Identity, IncomingRequest, Node, RemoteError, Settings
+from blueprint_net.errors import PeerLost, RequestTimeout
+from blueprint_net.testing import MemoryNetwork, RecordingHandler, StubNode
 
 
 class Greeter:
@@ -81,3 +76,38 @@ def test_a_lost_peer_fails_what_was_asked(net: MemoryNetwork) -> None:
     with pytest.raises(PeerLost):
         net.result(asked)
     assert client.peers == []
+
+
+def test_greet_without_a_network() -> None:
+    """A handler's unit test: a stand-in node, no connection at all."""
+    stub = StubNode({"greet": Greeter().greet})
+    alice = Identity(bytes(32)).peer_id  # the peer the request comes from
+    reply = stub.result(stub.request_from(alice, "greet", b"bob"))
+    assert reply.data == b"hello, bob"
+    with pytest.raises(RemoteError):
+        stub.result(stub.request_from(alice, "greet", b""))
+
+
+async def greet_everyone(node: Node, names: list[bytes]) -> list[bytes]:
+    """Code under test that asks its peers: greets each name at each peer."""
+    replies = []
+    for peer in node.peers:
+        for name in names:
+            reply = await node.request(peer.peer_id, "greet", name)
+            replies.append(reply.data or b"")
+    return replies
+
+
+def test_what_the_code_asks_is_recorded(net: MemoryNetwork) -> None:
+    recorder = RecordingHandler()
+    server = net.add_node(handlers={"greet": recorder})
+    client = net.add_node()
+    net.connect(client, server)
+    greeting = defer.ensureDeferred(greet_everyone(client, [b"ann", b"bo"]))
+    net.pump()
+    asked = recorder.next()  # it asks one at a time: the second waits
+    assert (asked.request.peer_id, asked.request.payload) == (client.peer_id, b"ann")
+    asked.answer(b"hi ann")
+    net.pump()
+    recorder.next().answer(b"hi bo")
+    assert net.result(greeting) == [b"hi ann", b"hi bo"]

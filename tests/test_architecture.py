@@ -12,6 +12,8 @@ noticed.
 from __future__ import annotations
 
 import ast
+import importlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -464,16 +466,30 @@ def test_a_bad_import_in_a_real_file_is_caught(tmp_path: Path) -> None:
 
 # -- the public surface ---------------------------------------------------------
 
+#: The public modules: the package, the thin modules that re-export the rest
+#: of the API from the private floors, and the test helpers.
+REEXPORTS = (
+    "blueprint_net.node",
+    "blueprint_net.errors",
+    "blueprint_net.gossip",
+    "blueprint_net.policy",
+    "blueprint_net.discovery",
+)
+PUBLIC = ("blueprint_net", *REEXPORTS, "blueprint_net.testing")
+#: Public modules that are programs, not API (``python -m blueprint_net.demo``).
+PROGRAMS = ("blueprint_net.demo",)
+
 
 def test_importing_the_package_installs_no_reactor() -> None:
     """Like treq's ``test_import``: an application chooses its reactor after
-    importing us (``twistd --reactor``, asyncio), so we must not pick one."""
+    importing us (``twistd --reactor``, asyncio), so we must not pick one --
+    nor may any public module."""
     code = (
-        "import sys, blueprint_net, blueprint_net.testing;"
+        f"import sys, {', '.join(PUBLIC)};"
         " assert 'twisted.internet.reactor' not in sys.modules, 'reactor installed'"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", code],
         check=False,
         capture_output=True,
         text=True,
@@ -482,12 +498,62 @@ def test_importing_the_package_installs_no_reactor() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_every_public_name_is_importable_and_documented() -> None:
-    embedding = (ROOT / "docs" / "embedding.md").read_text()
-    for name in blueprint_net.__all__:
-        assert hasattr(blueprint_net, name), name
-        if name != "__version__":
-            assert f"`{name}`" in embedding, f"{name} is not in docs/embedding.md"
+def api_tables(text: str) -> dict[str, set[str]]:
+    """The names in the first column of each table under a ``### `module```
+    heading of ``docs/embedding.md``'s public API section, by module."""
+    tables: dict[str, set[str]] = {}
+    module = None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            found = re.fullmatch(r"### `(blueprint_net[\w.]*)`", line)
+            module = found.group(1) if found else None
+        elif module and line.startswith("| `"):
+            first = line.split("|")[1]
+            tables.setdefault(module, set()).update(re.findall(r"`(\w+)`", first))
+    return tables
+
+
+def deprecation_table(text: str) -> dict[str, str]:
+    """Old name -> its new home (or what replaces it), from the table under
+    the "Deprecated names" heading."""
+    section = text.split("### Deprecated names", 1)[1].split("\n#", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            cells = line.split("|")
+            for name in re.findall(r"`(\w+)`", cells[1]):
+                rows[name] = cells[2].strip()
+    return rows
+
+
+@pytest.mark.parametrize("module", PUBLIC)
+def test_every_public_name_is_importable_and_documented(module: str) -> None:
+    """Each public module's ``__all__`` is exactly the names in its table of
+    ``docs/embedding.md``, and each can be imported."""
+    imported = importlib.import_module(module)
+    exported = set(imported.__all__) - {"__version__"}
+    for name in exported:
+        assert hasattr(imported, name), f"{module}.{name}"
+    documented = api_tables((ROOT / "docs" / "embedding.md").read_text())
+    assert documented.get(module) == exported
+
+
+def test_the_tables_are_read() -> None:
+    text = textwrap.dedent(
+        """
+        ### `blueprint_net.x`
+
+        | name | what |
+        | --- | --- |
+        | `A`, `b_c` | one |
+        | `D` | uses `E` |
+
+        ## Elsewhere
+
+        | `F` | not in a module's table |
+        """
+    )
+    assert api_tables(text) == {"blueprint_net.x": {"A", "b_c", "D"}}
 
 
 def test_the_public_names_are_all_the_package_exports() -> None:
@@ -495,9 +561,110 @@ def test_the_public_names_are_all_the_package_exports() -> None:
         name
         for name in dir(blueprint_net)
         if not name.startswith("_")
-        and name not in ("annotations", "importlib", "testing", "TYPE_CHECKING", "Any")
+        and name not in ("annotations", "importlib", "warnings", "TYPE_CHECKING")
+        and name not in ("Any", *(m.rpartition(".")[2] for m in PUBLIC + PROGRAMS))
     }
     assert public == set(blueprint_net.__all__) - {"__version__"}
+
+
+def test_the_lazy_names_are_the_ones_mypy_sees() -> None:
+    """``_HOMES`` (what ``__getattr__`` imports), the ``TYPE_CHECKING``
+    imports (what mypy sees) and ``__all__`` name the same things, from the
+    same modules."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    [guard] = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+    ]
+    seen = {
+        alias.name: statement.module
+        for statement in guard.body
+        if isinstance(statement, ast.ImportFrom)
+        for alias in statement.names
+    }
+    assert seen == blueprint_net._HOMES
+    assert set(blueprint_net._HOMES) == set(blueprint_net.__all__) - {"__version__"}
+
+
+def test_the_reexporting_modules_are_thin() -> None:
+    """A public module other than the package and ``testing`` is a docstring,
+    imports and ``__all__``: it imports from the private floors exactly the
+    names it re-exports, and defines nothing of its own."""
+    for module in REEXPORTS:
+        path = PACKAGE / f"{module.rpartition('.')[2]}.py"
+        tree = ast.parse(path.read_text())
+        assert ast.get_docstring(tree), f"{module} has no docstring"
+        imported: set[str] = set()
+        for statement in tree.body[1:]:
+            if isinstance(statement, ast.ImportFrom):
+                if statement.module == "__future__":
+                    continue
+                assert (statement.module or "").startswith("blueprint_net._"), module
+                imported.update(alias.asname or alias.name for alias in statement.names)
+            else:
+                assert ast.unparse(statement).startswith("__all__ ="), (
+                    f"{module} defines {ast.unparse(statement)[:40]!r}"
+                )
+        assert imported == set(importlib.import_module(module).__all__), module
+
+
+@pytest.mark.parametrize(("name", "home"), sorted(blueprint_net._MOVED.items()))
+def test_a_moved_name_still_works_from_the_package_with_a_warning(
+    name: str, home: str
+) -> None:
+    with pytest.warns(DeprecationWarning, match=rf"blueprint_net\.{name} .*{home}$"):
+        value = getattr(blueprint_net, name)
+    assert value is getattr(importlib.import_module(home), name)
+    assert name in importlib.import_module(home).__all__
+    assert name not in blueprint_net.__all__ and name not in dir(blueprint_net)
+    with pytest.warns(DeprecationWarning):  # each use is told, not only the first
+        getattr(blueprint_net, name)
+
+
+def test_handshake_failed_is_retired_with_a_pointer_to_handshake_error() -> None:
+    from blueprint_net._core.errors import HandshakeFailed
+    from blueprint_net.errors import HandshakeError
+
+    with pytest.warns(DeprecationWarning, match=r"HandshakeFailed .*HandshakeError"):
+        assert blueprint_net.HandshakeFailed is HandshakeFailed
+    for module in PUBLIC:
+        assert "HandshakeFailed" not in importlib.import_module(module).__all__
+    assert (
+        HandshakeError
+        in importlib.import_module("blueprint_net.errors").__dict__.values()
+    )
+
+
+def test_the_deprecation_list_is_documented() -> None:
+    documented = deprecation_table((ROOT / "docs" / "embedding.md").read_text())
+    expected = {name: f"`{home}`" for name, home in blueprint_net._MOVED.items()}
+    retired = set(blueprint_net._RETIRED)
+    assert {k: v for k, v in documented.items() if k not in retired} == expected
+    assert set(documented) - set(expected) == retired
+
+
+def test_the_current_names_are_used_everywhere() -> None:
+    """No code of ours, no example and no snippet of the docs imports a name
+    the package no longer exports (each would warn)."""
+    exported = {*blueprint_net.__all__, *(m.rpartition(".")[2] for m in PUBLIC)}
+    sources = [
+        *sorted(ROOT.glob("blueprint_net/**/*.py")),
+        *sorted(ROOT.glob("examples/*.py")),
+        *sorted(ROOT.glob("bench/*.py")),
+        *sorted(ROOT.glob("tests/*.py")),
+        *sorted(ROOT.glob("*.md")),
+        *sorted(ROOT.glob("docs/*.md")),
+    ]
+    pattern = re.compile(r"^\s*from blueprint_net import (\([^)]*\)|.*)$", re.M)
+    stale = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in sources
+        for names in pattern.findall(path.read_text())
+        for name in re.findall(r"\w+", names.partition("#")[0])
+        if name not in exported
+    ]
+    assert stale == []
 
 
 def test_importing_the_package_imports_none_of_its_modules() -> None:
@@ -521,9 +688,9 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 
 
 def test_private_modules_are_private() -> None:
-    for path in PACKAGE.iterdir():
-        if path.suffix == ".py" and not path.name.startswith("_"):
-            assert path.stem in {"testing", "demo"}, f"unexpected public {path.name}"
+    """The modules without an underscore are the public ones listed here."""
+    public = {module_name(path) for path in PACKAGE.glob("[!_]*.py")}
+    assert public == set(PUBLIC + PROGRAMS) - {"blueprint_net"}
 
 
 def test_docs_and_examples_use_only_the_public_surface() -> None:

@@ -67,4 +67,4 @@ def test_handler_test_example_passes() -> None:
         env=tree_env(),
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 passed" in result.stdout
+    assert "5 passed" in result.stdout

@@ -17,20 +17,14 @@ from twisted.internet.address import IPv4Address
 from twisted.logger import formatEvent
 
 from bench.attack_discovery import Swarm
-from blueprint_net import (
-    GossipMessage,
-    GossipSettings,
-    Identity,
-    Node,
-    Settings,
-    Verdict,
-)
+from blueprint_net import Identity, Node, Settings
 from blueprint_net._adapters.connections import ConnectionManager
 from blueprint_net._core import gossip_wire
 from blueprint_net._core.errors import ErrorCode, NotConnected
 from blueprint_net._core.records import sign_record
 from blueprint_net._ops.service import NodeService
 from blueprint_net._policy.discovery import DiscoverySettings
+from blueprint_net.gossip import GossipMessage, GossipSettings, Verdict
 from blueprint_net.testing import MemoryNetwork
 
 from .helpers import MakeNode

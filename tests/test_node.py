@@ -12,7 +12,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock, deferLater
 from zope.interface import implementer
 
-from blueprint_net import Node, Peer
+from blueprint_net import Node
 from blueprint_net._adapters.interfaces import IRequestHandler
 from blueprint_net._core import wire
 from blueprint_net._core.errors import (
@@ -27,6 +27,7 @@ from blueprint_net._core.errors import (
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest, ProtocolData, Success
 from blueprint_net._policy.settings import Settings
+from blueprint_net.node import Peer
 from blueprint_net.testing import MemoryNetwork
 
 from .helpers import MakeNode, decode_frames, until

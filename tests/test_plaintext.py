@@ -12,11 +12,12 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.logger import ILogObserver, globalLogPublisher
 
-from blueprint_net import ConfigurationError, PlaintextRefused, Refused, Settings
+from blueprint_net import Settings
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.errors import ErrorCode, HandshakeError
 from blueprint_net._core.identity import Identity
+from blueprint_net.errors import ConfigurationError, PlaintextRefused, Refused
 from blueprint_net.testing import MemoryNetwork
 
 from .helpers import MakeNode, until

@@ -15,7 +15,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 
-from blueprint_net import Node, Peer
+from blueprint_net import Node
 from blueprint_net._core import wire
 from blueprint_net._core.errors import ErrorCode, HandshakeError, Refused, RemoteError
 from blueprint_net._core.identity import Identity
@@ -24,6 +24,7 @@ from blueprint_net._policy.bans import BanRegistry
 from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.scores import Policy, PolicySettings
 from blueprint_net._policy.settings import Settings
+from blueprint_net.node import Peer
 
 from .helpers import MakeNode, decode_frames, until
 

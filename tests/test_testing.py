@@ -7,14 +7,18 @@ was given work).
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import pytest
 from twisted.application.internet import ClientService
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import deferLater
+from zope.interface.verify import verifyObject
 
-from blueprint_net import ConnectFailed, Node, Peer, Settings
+from blueprint_net import ConnectFailed, Node, Settings, testing
 from blueprint_net._core import wire
 from blueprint_net._core.errors import (
     ErrorCode,
@@ -25,9 +29,18 @@ from blueprint_net._core.errors import (
     RemoteError,
     RequestTimeout,
 )
-from blueprint_net._core.identity import Identity
-from blueprint_net._core.messaging import IncomingRequest, Success
-from blueprint_net.testing import LINK_PORT, MemoryNetwork, NoResult
+from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.messaging import IncomingRequest, ProtocolData, Success
+from blueprint_net.gossip import GossipSettings
+from blueprint_net.node import INode, Peer
+from blueprint_net.policy import BanRegistry, ConnectionLimits, Policy
+from blueprint_net.testing import (
+    LINK_PORT,
+    MemoryNetwork,
+    NoResult,
+    RecordingHandler,
+    StubNode,
+)
 
 from .helpers import decode_frames
 
@@ -371,3 +384,198 @@ def test_stop_reports_a_timer_left_behind() -> None:
 def test_the_network_owns_the_clock(net: MemoryNetwork) -> None:
     with pytest.raises(TypeError, match="clock"):
         net.add_node(clock=net.clock)
+
+
+# -- INode ------------------------------------------------------------------------
+
+
+def test_the_nodes_of_a_network_provide_inode(net: MemoryNetwork) -> None:
+    assert testing.INode is INode  # one interface, re-exported
+    node = net.add_node()
+    assert verifyObject(INode, node)
+    net.connect(net.add_node(), node)  # and still once it has peers
+    assert verifyObject(INode, node)
+
+
+# -- add_node's options ------------------------------------------------------------
+
+
+def test_add_node_names_the_options_a_node_takes(net: MemoryNetwork) -> None:
+    """Every option its docstring names is a ``Node`` keyword argument the
+    network does not own, and every such argument is named."""
+    doc = MemoryNetwork.add_node.__doc__ or ""
+    sentence = doc.split("``options`` are", 1)[1].split(".", 1)[0]
+    named = set(re.findall(r"``(\w+)``", sentence))
+    accepted = {
+        name
+        for name, parameter in inspect.signature(Node).parameters.items()
+        if parameter.kind is parameter.KEYWORD_ONLY
+    }
+    owned = {"reactor", "clock"}
+    assert named - {"allow_plaintext"} == accepted - {"handlers"}
+    assert owned <= named  # as what the network provides
+    node = net.add_node(
+        settings=Settings(request_timeout=5.0),
+        limits=ConnectionLimits(),
+        policy=Policy(BanRegistry(net.clock)),
+        gossip=GossipSettings(),
+    )
+    assert node.settings.request_timeout == 5.0 and node.settings.allow_plaintext
+    with pytest.raises(TypeError, match="the network provides clock"):
+        net.add_node(clock=net.clock)
+
+
+# -- StubNode ---------------------------------------------------------------------
+
+ALICE = Identity(bytes(range(32))).peer_id
+
+
+def _answers(request: IncomingRequest) -> object:
+    """Each payload names what to return."""
+    return {
+        b"none": None,
+        b"bytes": b"raw",
+        b"success": Success(b"ok"),
+        b"empty": Success(),
+        b"protocol": ProtocolData(b"data"),
+    }[request.payload]
+
+
+@pytest.mark.parametrize(
+    "payload", [b"none", b"bytes", b"success", b"empty", b"protocol"]
+)
+def test_a_stub_node_answers_as_a_node_does(net: MemoryNetwork, payload: bytes) -> None:
+    """The same handler, asked through a stub and over a network: the same
+    answer, but for the request id."""
+    stub = StubNode({"answer": _answers})
+    stubbed = stub.result(stub.request_from(ALICE, "answer", payload))
+    server = net.add_node(handlers={"answer": _answers})
+    client = net.add_node()
+    net.connect(client, server)
+    networked = net.result(client.request(server.peer_id, "answer", payload))
+    assert type(stubbed) is type(networked)
+    assert stubbed.data == networked.data
+    assert stubbed.request_id == 1
+
+
+def test_a_stub_node_gives_the_handler_the_request_as_sent() -> None:
+    seen: list[IncomingRequest] = []
+    stub = StubNode()
+    stub.register("see", seen.append)
+    assert stub.protocols == ["see"]
+    stub.result(stub.request_from(ALICE, "see", b"hi", metadata=b"route"))
+    stub.result(stub.request_from(ALICE, "see", b"", metadata=b""))
+    assert seen == [
+        IncomingRequest(ALICE, "see", b"hi", b"route", 1),
+        IncomingRequest(ALICE, "see", b"", b"", 2),
+    ]
+    assert stub.counters["requests.in.see"] == 2
+
+
+def test_a_stub_node_refuses_as_a_node_does(
+    logged: list[dict[str, object]],
+) -> None:
+    def broken(request: IncomingRequest) -> bytes:
+        raise KeyError("a bug")
+
+    def sold_out(request: IncomingRequest) -> bytes:
+        raise RemoteError(1001, "sold out")
+
+    stub = StubNode({"broken": broken, "sold": sold_out})
+    stub.register("small", _answers, max_payload=4)
+    stub.register("gone", _answers)
+    stub.unregister("gone")
+    for name, payload, code in [
+        ("gone", b"none", ErrorCode.UNKNOWN_PROTOCOL),
+        ("small", b"bytes", ErrorCode.PAYLOAD_TOO_LARGE),
+        ("broken", b"", ErrorCode.HANDLER_ERROR),
+        ("sold", b"", 1001),
+    ]:
+        with pytest.raises(RemoteError) as refused:
+            stub.result(stub.request_from(ALICE, name, payload))
+        assert refused.value.code == code, name
+    assert stub.result(stub.request_from(ALICE, "small", b"none")).data is None
+    assert any(event.get("log_failure") for event in logged)  # the traceback
+
+
+def test_a_request_that_cannot_travel_is_a_value_error() -> None:
+    stub = StubNode({"echo": _echo}, settings=Settings(max_frame=1024))
+    with pytest.raises(ValueError):
+        stub.request_from(ALICE, "x" * 256, b"")
+    with pytest.raises(ValueError):
+        stub.request_from(ALICE, "echo", bytes(1024))
+    assert stub.counters["requests.in.echo"] == 0
+
+
+def test_a_stub_nodes_handler_waits_on_its_clock() -> None:
+    stub = StubNode()
+    stub.register("slow", lambda request: deferLater(stub.clock, 5.0, lambda: b"done"))
+    asked = stub.request_from(ALICE, "slow", b"")
+    with pytest.raises(NoResult):
+        stub.result(asked)
+    stub.clock.advance(5.0)
+    assert stub.result(asked).data == b"done"
+
+
+# -- RecordingHandler ---------------------------------------------------------------
+
+
+async def price_of(node: Node, shop: PeerId, item: bytes) -> int:
+    """The code under test: asks a peer for a price."""
+    reply = await node.request(shop, "price", item, metadata=b"eur")
+    return int(reply.data or b"0")
+
+
+def test_a_recording_handler_records_a_request_and_the_test_answers(
+    net: MemoryNetwork,
+) -> None:
+    recorder = RecordingHandler()
+    shop = net.add_node(handlers={"price": recorder})
+    client = net.add_node()
+    net.connect(client, shop)
+    asking = defer.ensureDeferred(price_of(client, shop.peer_id, b"apple"))
+    net.pump()
+    asked = recorder.next()
+    assert (asked.request.peer_id, asked.request.protocol) == (client.peer_id, "price")
+    assert (asked.request.payload, asked.request.metadata) == (b"apple", b"eur")
+    with pytest.raises(NoResult):  # nothing is answered until the test says
+        net.result(asking)
+    asked.answer(b"42")
+    assert net.result(asking) == 42
+    assert asked.answered and recorder.unanswered == [] and recorder.requests == [asked]
+    with pytest.raises(AssertionError, match="already answered"):
+        asked.answer(b"43")
+    with pytest.raises(AssertionError, match="no request is waiting"):
+        recorder.next()
+
+
+def test_a_recorded_request_can_be_refused(net: MemoryNetwork) -> None:
+    recorder = RecordingHandler()
+    shop = net.add_node(handlers={"price": recorder})
+    client = net.add_node()
+    net.connect(client, shop)
+    first = defer.ensureDeferred(price_of(client, shop.peer_id, b"apple"))
+    second = defer.ensureDeferred(price_of(client, shop.peer_id, b"pear"))
+    net.pump()
+    assert [r.request.payload for r in recorder.unanswered] == [b"apple", b"pear"]
+    recorder.next().fail(RemoteError(1001, "sold out"))
+    recorder.next().answer(Success(b"7"))
+    with pytest.raises(RemoteError) as refused:
+        net.result(first)
+    assert refused.value.code == 1001
+    assert net.result(second) == 7
+
+
+def test_a_recording_handler_works_on_a_stub_node_too() -> None:
+    recorder = RecordingHandler(max_payload=8)
+    stub = StubNode({"price": recorder, "stock": recorder})
+    priced = stub.request_from(ALICE, "price", b"apple")
+    stocked = stub.request_from(ALICE, "stock", b"apple")
+    with pytest.raises(RemoteError) as large:  # its max_payload applies
+        stub.result(stub.request_from(ALICE, "price", bytes(9)))
+    assert large.value.code == ErrorCode.PAYLOAD_TOO_LARGE
+    assert [r.request.protocol for r in recorder.requests] == ["price", "stock"]
+    recorder.next().answer(ProtocolData(b"3"))
+    recorder.next().answer()
+    assert stub.result(priced) == wire.ProtocolResponse(1, b"3")
+    assert stub.result(stocked) == wire.SuccessResponse(2, None)

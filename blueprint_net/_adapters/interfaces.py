@@ -31,7 +31,7 @@ class IHandshaking(Interface):
 class IRequestHandler(Interface):
     """Serves the requests of one protocol name.
 
-    Plain callables taking an :class:`~blueprint_net.messaging.IncomingRequest`
+    Plain callables taking an :class:`~blueprint_net.IncomingRequest`
     are adapted to this interface when registered.
     """
 
@@ -44,8 +44,8 @@ class IRequestHandler(Interface):
         """Serve one request.
 
         Return ``None`` (``Success`` without data), ``bytes`` (``Protocol``
-        with that data), a :class:`~blueprint_net.messaging.Success` or
-        :class:`~blueprint_net.messaging.ProtocolData`, or a Deferred or
+        with that data), a :class:`~blueprint_net.Success` or
+        :class:`~blueprint_net.ProtocolData`, or a Deferred or
         coroutine of one of those.  Raise
         :class:`~blueprint_net.errors.RemoteError` to answer with an
         ``Error`` of your own code; any other exception answers

@@ -107,7 +107,12 @@ class WireError(ProtocolError):
 
 
 class HandshakeFailed(ProtocolError):
-    """The peer did not prove who it is, or the policy refused it (``2xx``)."""
+    """The peer did not prove who it is, or the policy refused it (``2xx``).
+
+    The handshake's own error, inside the node: not exported.  A caller
+    sees it as the ``reason`` of the :class:`HandshakeError` that
+    ``Node.connect`` fails with.
+    """
 
 
 class ConnectFailed(BlueprintError):

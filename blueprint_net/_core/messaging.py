@@ -47,14 +47,19 @@ class IncomingRequest:
 
 @attrs.frozen
 class Success:
-    """A handler's answer: ``InstanceMessageResponse::Success {data?}``."""
+    """A handler's answer: ``InstanceMessageResponse::Success {data?}``.
+
+    What a handler returns; the node adds the request's id and sends it as a
+    :class:`~blueprint_net._core.wire.SuccessResponse`, what the caller gets.
+    """
 
     data: Optional[bytes] = None
 
 
 @attrs.frozen
 class ProtocolData:
-    """A handler's answer: ``InstanceMessageResponse::Protocol {data}``."""
+    """A handler's answer: ``InstanceMessageResponse::Protocol {data}``
+    (sent as a :class:`~blueprint_net._core.wire.ProtocolResponse`)."""
 
     data: bytes
 

@@ -127,7 +127,12 @@ class Request:
 
 @attrs.define
 class SuccessResponse:
-    """``InstanceMessageResponse::Success {data: Option<Vec<u8>>}``."""
+    """``InstanceMessageResponse::Success {data: Option<Vec<u8>>}``.
+
+    As received: what ``Node.request`` fires with.  A handler returns a
+    ``messaging.Success`` instead, without the id (``docs/embedding.md``,
+    "Two answer families").
+    """
 
     request_id: int
     data: Optional[bytes] = None
@@ -135,7 +140,8 @@ class SuccessResponse:
 
 @attrs.define
 class ProtocolResponse:
-    """``InstanceMessageResponse::Protocol {data: Vec<u8>}``."""
+    """``InstanceMessageResponse::Protocol {data: Vec<u8>}``; as received
+    (a handler returns ``messaging.ProtocolData``)."""
 
     request_id: int
     data: bytes

@@ -1,0 +1,52 @@
+"""Every error blueprint-net raises on purpose, and the wire's error codes.
+
+One hierarchy with one base, :class:`BlueprintError`, so one ``except``
+catches all of ours.  The base and the errors nearly every caller catches
+(:class:`ConnectFailed`, :class:`RequestFailed`, :class:`RemoteError`) are
+also importable from ``blueprint_net`` itself; ``docs/embedding.md`` draws
+the tree.
+"""
+
+from __future__ import annotations
+
+from blueprint_net._adapters.banstore import BanDatabaseError
+from blueprint_net._core.errors import (
+    BlueprintError,
+    ConfigurationError,
+    ConnectFailed,
+    ErrorCode,
+    HandshakeError,
+    KeyFileError,
+    NotConnected,
+    PeerLost,
+    PlaintextRefused,
+    ProtocolError,
+    PublishFailed,
+    Refused,
+    RemoteError,
+    RequestFailed,
+    RequestTimeout,
+    SendQueueFull,
+    WireError,
+)
+
+__all__ = [
+    "BanDatabaseError",
+    "BlueprintError",
+    "ConfigurationError",
+    "ConnectFailed",
+    "ErrorCode",
+    "HandshakeError",
+    "KeyFileError",
+    "NotConnected",
+    "PeerLost",
+    "PlaintextRefused",
+    "ProtocolError",
+    "PublishFailed",
+    "Refused",
+    "RemoteError",
+    "RequestFailed",
+    "RequestTimeout",
+    "SendQueueFull",
+    "WireError",
+]
