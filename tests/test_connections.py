@@ -208,11 +208,13 @@ def test_a_round_dials_at_most_max_dialing_and_only_what_is_missing(
     try:
         assert len(dials.made) == 4  # max_dialing
         assert len({endpoint for endpoint, _ in dials.made}) == 4
+        assert node.counters["discovery.dials"] == 4
         clock.advance(1.0)
         assert len(dials.made) == 4  # four in flight: none more
         dials.pending[0].errback(ConnectFailed("refused"))
         clock.advance(1.0)
         assert len(dials.made) == 5  # one place free
+        assert node.counters["discovery.dials"] == 5
         dials.pending[1].errback(ConnectFailed("refused"))
         dials.pending[2].errback(ConnectFailed("refused"))
         clock.advance(0.5)  # the failed ones back off for 1 s

@@ -20,7 +20,8 @@ from bench.attack_discovery import Swarm
 from blueprint_net import Identity, Node, Settings
 from blueprint_net._adapters.connections import ConnectionManager
 from blueprint_net._core import gossip_wire
-from blueprint_net._core.errors import ErrorCode, NotConnected
+from blueprint_net._core.errors import ErrorCode, NotConnected, SendQueueFull
+from blueprint_net._core.pubsub import Send
 from blueprint_net._core.records import sign_record
 from blueprint_net._ops.service import NodeService
 from blueprint_net._policy.discovery import DiscoverySettings
@@ -690,3 +691,50 @@ def test_a_handler_sees_the_whole_message_and_each_duplicate_is_counted(
     net.pump()
     assert len(got) == 1
     assert b.gossip.stats[TOPIC]["duplicate"] == 2
+
+
+@attrs.define
+class _Queue:
+    """A stand-in connection with ``queued`` bytes waiting, or full."""
+
+    queued: int
+    full: bool = False
+    frames: list[bytes] = attrs.Factory(list)
+    closed: bool = False
+
+    @property
+    def connection(self) -> _Queue:
+        return self
+
+    def send_frame(self, frame: bytes) -> None:
+        if self.full:
+            raise SendQueueFull("full (stand-in)")
+        self.frames.append(frame)
+
+
+def test_a_forward_is_dropped_only_past_the_queue_limit_and_each_drop_counted(
+    net: MemoryNetwork,
+) -> None:
+    """A forwarded message skips a closed connection, a peer with more than
+    ``forward_queue_limit`` bytes queued (at the limit it is still sent) and
+    a peer whose queue is full; each drop is counted, for the node and for
+    the topic."""
+    gossip = net.add_node().gossip
+    gossip.subscribe(TOPIC, lambda message: None)
+    limit = gossip.forward_queue_limit
+    gone, at, over, over_too, full = (Identity.generate().peer_id for _ in range(5))
+    queues = {
+        gone: _Queue(0, closed=True),  # skipped, and the others still served
+        at: _Queue(limit),
+        over: _Queue(limit + 1),
+        over_too: _Queue(2 * limit),
+        full: _Queue(0, full=True),
+    }
+    gossip._peers = queues  # type: ignore[assignment]
+    origin = Identity.generate().peer_id  # not ours: a forward
+    message = gossip_wire.Publish(TOPIC, origin, 1, b"data", b"\0" * 64)
+    gossip._send(Send((gone, at, over, over_too, full), message))
+    assert [len(queue.frames) for queue in queues.values()] == [0, 1, 0, 0, 0]
+    counters, stats = gossip.router.counters, gossip.stats[TOPIC]
+    assert counters["forward.queue_full"] == 2 and counters["send.queue_full"] == 1
+    assert stats["dropped"] == 3 and stats["forwarded"] == 1
