@@ -26,6 +26,7 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 
 from blueprint_net._adapters.dispatch import Dispatcher
+from blueprint_net._adapters.host import ConnectionHost
 from blueprint_net._adapters.limiter import Refusal
 from blueprint_net._adapters.node import Node
 from blueprint_net._adapters.peers import Peer, PeerTable
@@ -332,7 +333,7 @@ def test_a_kept_dial_admits_only_the_peer_it_was_made_for(alice: Identity) -> No
     with MemoryNetwork() as net:
         a, b = net.add_node(), net.add_node()
         failed: list[ErrorCode] = []
-        a.connection_failed = lambda protocol, event: failed.append(  # type: ignore[method-assign]
+        a._host.connection_failed = lambda protocol, event: failed.append(  # type: ignore[method-assign]
             event.error.code
         )
         net.result(net.endpoint(b, source=a).connect(a.dial_factory(alice.peer_id)))
@@ -915,9 +916,9 @@ def test_unregister_removes_only_that_protocol_and_forgets_the_unknown() -> None
 def node_log(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Every event the nodes log (caught on the class, no global observer)."""
     events: list[dict[str, Any]] = []
-    monkeypatch.setattr(
-        Node, "_log", Logger(observer=cast(ILogObserver, events.append))
-    )
+    logger = Logger(observer=cast(ILogObserver, events.append))
+    monkeypatch.setattr(Node, "_log", logger)
+    monkeypatch.setattr(ConnectionHost, "_log", logger)
     return events
 
 
@@ -1213,7 +1214,7 @@ def test_our_own_end_is_recognised_until_its_expiry_inclusive() -> None:
     with MemoryNetwork() as net:
         a = net.add_node()
         expiry = net.clock.seconds() + 5
-        a._own_ends[("10.9.9.9", 4000)] = expiry
+        a._host._own_ends[("10.9.9.9", 4000)] = expiry
         inbound = cast(
             PeerProtocol,
             attrs.make_class(
@@ -1221,11 +1222,11 @@ def test_our_own_end_is_recognised_until_its_expiry_inclusive() -> None:
             )(False, IPv4Address("TCP", "10.9.9.9", 4000)),
         )
         net.clock.advance(5)
-        assert a._reached_self(inbound)
+        assert a._host._reached_self(inbound)
         net.clock.advance(0.001)
-        assert not a._reached_self(inbound)
+        assert not a._host._reached_self(inbound)
         inbound.address = UNIXAddress("/run/peer.sock")  # no host, no port
-        assert not a._reached_self(inbound)
+        assert not a._host._reached_self(inbound)
 
 
 def test_the_wrong_protocol_is_counted_and_summarised_each_time(
@@ -1254,13 +1255,13 @@ def test_a_kept_dial_uses_the_node_budget_and_its_failure_is_handled(
     with MemoryNetwork() as net:
         a, b = net.add_node(), net.add_node()
         opened: list[PeerProtocol] = []
-        host_opened = a.connection_opened
+        host_opened = a._host.connection_opened
 
         def note(protocol: PeerProtocol) -> None:
             opened.append(protocol)
             host_opened(protocol)
 
-        a.connection_opened = note  # type: ignore[method-assign]
+        a._host.connection_opened = note  # type: ignore[method-assign]
         net.result(net.endpoint(b, source=a).connect(a.dial_factory(alice.peer_id)))
         net.pump()
         [wrong] = opened
