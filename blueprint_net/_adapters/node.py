@@ -29,35 +29,27 @@ from twisted.internet import defer
 from twisted.internet.interfaces import (
     IListeningPort,
     IReactorTime,
-    IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import log_change
+from blueprint_net._adapters.dialer import ClientEndpoint, Dialer, require_tls
 from blueprint_net._adapters.dispatch import Dispatcher, Handler
 from blueprint_net._adapters.facade import INode
 from blueprint_net._adapters.gossip import Gossip, GossipHandler, Validator
 from blueprint_net._adapters.host import ConnectionHost, PeerCallback
 from blueprint_net._adapters.limiter import LimitingFactory
 from blueprint_net._adapters.peers import Peer, PeerTable, describe
-from blueprint_net._adapters.protocol import (
-    PLAINTEXT_REFUSED,
-    PeerProtocol,
-)
 from blueprint_net._core import wire
 from blueprint_net._core.errors import (
-    ConnectFailed,
     ErrorCode,
-    HandshakeError,
     NotConnected,
     PeerLost,
     PlaintextRefused,
     ProtocolError,
-    Refused,
     SendQueueFull,
 )
 from blueprint_net._core.identity import Identity, PeerId
@@ -67,15 +59,12 @@ from blueprint_net._policy.addresses import Target
 from blueprint_net._policy.bans import Ban, BanRegistry
 from blueprint_net._policy.gossip import DEFAULTS as GOSSIP_DEFAULTS
 from blueprint_net._policy.gossip import GossipSettings
-from blueprint_net._policy.limits import (
-    ConnectionLimits,
-)
+from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.resources import MemoryBudget
 from blueprint_net._policy.scores import Policy
 from blueprint_net._policy.settings import DEFAULTS, Settings
 
 ServerEndpoint = Union[str, IStreamServerEndpoint]
-ClientEndpoint = Union[str, IStreamClientEndpoint]
 
 #: How long :meth:`Node.stop` lets a connection flush its goodbye before
 #: aborting it (a peer that stopped reading would otherwise hold it open).
@@ -96,37 +85,11 @@ class Outcome:
         return self.error is None
 
 
-def _relay(result: Any, waiting: defer.Deferred[Any]) -> None:
-    """Pass a shared dial's result on to one waiter."""
-    if isinstance(result, Failure):
-        waiting.errback(result)
-    else:
-        waiting.callback(result)
-
-
 async def _outcomes(asked: list[defer.Deferred[Outcome]]) -> dict[PeerId, Outcome]:
     # The caller holds only this coroutine's Deferred and the dict: a
     # DeferredList keeps its whole result list alive as long as it is held.
     outcomes = await defer.gatherResults(asked)
     return {outcome.peer_id: outcome for outcome in outcomes}
-
-
-def require_tls(description: str, settings: Settings) -> None:
-    """Refuse a plain (not TLS) endpoint description unless ``settings``
-    opt in: an early, clear error (the transport is checked again when it
-    connects)."""
-    if not settings.allow_plaintext and not tls.is_tls(description):
-        raise PlaintextRefused(
-            f"{description!r} is plaintext: use p2ptls: (or opt in with"
-            " allow_plaintext / --allow-plaintext, for trusted networks only)"
-        )
-
-
-def _innermost(protocol: Any) -> PeerProtocol:
-    """The PeerProtocol inside the wrappers (limits, TLS) an endpoint gave."""
-    while not isinstance(protocol, PeerProtocol):
-        protocol = protocol.wrappedProtocol
-    return protocol
 
 
 @implementer(INode)
@@ -183,9 +146,6 @@ class Node(Service):
             self.clock, self.counters, max_frame=settings.max_frame, handlers=handlers
         )
         self._ports: list[IListeningPort] = []
-        #: Dials of peers known by their records, by id (one at a time
-        #: each): who waits for each.
-        self._record_dials: dict[PeerId, list[defer.Deferred[Peer]]] = {}
         self.policy = policy or Policy(BanRegistry(self.clock))
         #: Topic gossip and peer records (see :meth:`subscribe`).
         self.gossip = Gossip(
@@ -211,6 +171,17 @@ class Node(Service):
             gossip_frame=gossip.max_frame(),
         )
         self.policy.bans.on_change(log_change)
+        self._dialer = Dialer(
+            identity,
+            settings,
+            self._host,
+            reactor=lambda: self.reactor,
+            peers=self._peers,
+            bans=self.policy.bans,
+            counters=self.counters,
+            gossip=self.gossip,
+            scopes=self.dial_scopes,
+        )
         self.limiter = self._host.limiter
         self.server_factory = self._host.server_factory
         #: Failed handshakes and refused connections, summarised.
@@ -312,37 +283,7 @@ class Node(Service):
         """Dial ``peer_id`` at the addresses of its signed record, in order;
         ``NotConnected`` if it has none we may dial, else the last failure.
         Concurrent calls for one peer share one dial."""
-        mine: defer.Deferred[Peer] = defer.Deferred()
-        waiting = self._record_dials.get(peer_id)
-        if waiting is not None:
-            waiting.append(mine)
-            return mine
-        self._record_dials[peer_id] = [mine]
-        dialing = defer.ensureDeferred(self._dial_record(peer_id))
-        dialing.addBoth(self._record_dialed, peer_id)
-        return mine
-
-    def _record_dialed(self, result: object, peer_id: PeerId) -> None:
-        # Each caller has its own Deferred: one caller's callbacks (or its
-        # unhandled failure) are not another's.
-        for waiting in self._record_dials.pop(peer_id):
-            _relay(result, waiting)
-
-    async def _dial_record(self, peer_id: PeerId) -> Peer:
-        record = self.gossip.records.get(peer_id)
-        targets = (
-            [] if record is None else discovery.dial_targets(record, self.dial_scopes())
-        )
-        if not targets:
-            raise NotConnected(f"no verified connection to {peer_id}, no address")
-        failure: Optional[Exception] = None
-        for host, port in targets:
-            try:
-                return await self.connect(discovery.description(host, port), peer_id)
-            except ConnectFailed as error:
-                failure = error
-        assert failure is not None
-        raise failure
+        return self._dialer.dial_record(peer_id, self.connect)
 
     # -- topic gossip ---------------------------------------------------------
 
@@ -503,45 +444,7 @@ class Node(Service):
         handshake (``UNEXPECTED_PEER``), and an existing connection to that
         peer is returned without dialing.
         """
-        return defer.ensureDeferred(self._connect(endpoint, peer_id))
-
-    async def _connect(
-        self, endpoint: ClientEndpoint, peer_id: Optional[PeerId]
-    ) -> Peer:
-        if peer_id is not None:
-            existing = self.peer(peer_id)
-            if existing is not None:
-                return existing
-            if self.bans.peer_ban(peer_id) is not None:
-                self.counters["refused.banned"] += 1
-                raise Refused(f"{peer_id} is banned")
-        if isinstance(endpoint, str):
-            require_tls(endpoint, self.settings)
-            endpoint = tls.client_endpoint(
-                self.reactor, endpoint, self.identity, peer_id
-            )
-        factory = self._host.connect_factory(peer_id)
-        try:
-            connected = await endpoint.connect(factory)
-        except defer.CancelledError:
-            raise
-        except Exception as error:
-            raise ConnectFailed(f"cannot connect: {error}") from error
-        if factory.refused is not None:  # a banned address, a limit
-            raise Refused(f"connection refused by policy: {factory.refused}")
-        protocol = _innermost(connected)
-        try:
-            verified_id = await protocol.verified
-        except HandshakeError:
-            if protocol.refused_plaintext:  # an endpoint object, not TLS
-                raise PlaintextRefused(f"cannot connect: {PLAINTEXT_REFUSED}") from None
-            raise
-        peer = self.peer(verified_id)
-        if peer is None:  # verified, then lost before we got here
-            raise HandshakeError(
-                ProtocolError(ErrorCode.GOING_AWAY, "peer left at once")
-            )
-        return peer
+        return defer.ensureDeferred(self._dialer.connect(endpoint, peer_id))
 
     def disconnect(
         self, peer_id: PeerId, error: Optional[ProtocolError] = None

@@ -24,7 +24,8 @@ from typing import Any, Callable, NoReturn, Optional
 from twisted.internet import defer, task
 
 from blueprint_net._adapters import banstore, tls
-from blueprint_net._adapters.node import Node, require_tls
+from blueprint_net._adapters.dialer import require_tls
+from blueprint_net._adapters.node import Node
 from blueprint_net._core import wire
 from blueprint_net._core.errors import (
     KeyFileError,
