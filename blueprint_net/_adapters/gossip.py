@@ -131,8 +131,9 @@ class Gossip:
         #: TOPIC_STATS per topic subscribed or published to.
         self.stats: dict[str, Counter[str]] = {}
         self._discovered: list[DiscoveredCallback] = []
-        self._heartbeat = task.LoopingCall(self.heartbeat)
-        self._heartbeat.clock = clock
+        #: Made by :meth:`start`: a LoopingCall made here would look up the
+        #: global reactor (installing one) even with a clock of our own.
+        self._heartbeat: Optional[task.LoopingCall] = None
         #: Frames and bytes sent, for the benchmarks' upload figures.
         self.sent: Counter[str] = Counter()
 
@@ -141,11 +142,14 @@ class Gossip:
     def start(self) -> None:
         """Start the heartbeat (idempotent): on the first subscribe or
         publish (a node that never uses topics runs no gossip timer)."""
+        if self._heartbeat is None:
+            self._heartbeat = task.LoopingCall(self.heartbeat)
+            self._heartbeat.clock = self.clock
         if not self._heartbeat.running:
             self._heartbeat.start(self.settings.heartbeat_interval, now=False)
 
     def stop(self) -> None:
-        if self._heartbeat.running:
+        if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
 
     def heartbeat(self) -> None:

@@ -36,6 +36,7 @@ from zope.interface import implementer
 
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import log_change
+from blueprint_net._adapters.default_reactor import DefaultClock, default_reactor
 from blueprint_net._adapters.dialer import ClientEndpoint, Dialer, require_tls
 from blueprint_net._adapters.dispatch import Dispatcher, Handler
 from blueprint_net._adapters.facade import INode
@@ -122,13 +123,17 @@ class Node(Service):
         limits: Optional[ConnectionLimits] = None,
         gossip: GossipSettings = GOSSIP_DEFAULTS,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
-        self.reactor = reactor
+        # The global reactor is picked on first use, not here: an
+        # application may build its nodes before installing its reactor.
+        self._reactor = reactor
         self.identity = identity
-        self.clock: IReactorTime = reactor if clock is None else clock
+        self.clock: IReactorTime = (
+            clock
+            if clock is not None
+            else reactor
+            if reactor is not None
+            else DefaultClock()
+        )
         self.settings = settings
         if settings.allow_plaintext:
             self._log.warn(
@@ -187,6 +192,14 @@ class Node(Service):
         #: Failed handshakes and refused connections, summarised.
         self.failures = self._host.failures
         self.refusals = self._host.refusals
+
+    @property
+    def reactor(self) -> Any:
+        """The reactor that does the I/O: the one given, else the global
+        one, looked up when first needed."""
+        if self._reactor is None:
+            self._reactor = default_reactor()
+        return self._reactor
 
     @property
     def peer_id(self) -> PeerId:
