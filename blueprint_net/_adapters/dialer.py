@@ -176,7 +176,7 @@ class Dialer:
         peer_id: PeerId,
         connect: Callable[[str, PeerId], defer.Deferred[Peer]],
     ) -> Peer:
-        record = self.gossip.records.get(peer_id)
+        record = self.gossip.record(peer_id)
         targets = (
             [] if record is None else discovery.dial_targets(record, self._scopes())
         )

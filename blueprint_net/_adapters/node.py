@@ -269,7 +269,7 @@ class Node(Service):
         RequestTimeout, PeerLost, NotConnected or SendQueueFull."""
         connection = self._peers.get(peer_id)
         if connection is None:
-            if self.gossip.records.get(peer_id) is not None:
+            if self.gossip.record(peer_id) is not None:
                 return defer.ensureDeferred(
                     self._dial_then_request(
                         peer_id, protocol, payload, metadata, timeout
