@@ -287,13 +287,6 @@ def status(args: argparse.Namespace) -> int:
     return OK
 
 
-def _uptime(data: dict[str, Any]) -> str:
-    seconds = int(data.get("uptime_seconds", 0))
-    return (
-        f"{seconds // 86400} d {seconds % 86400 // 3600} h {seconds % 3600 // 60} min"
-    )
-
-
 def peers(args: argparse.Namespace) -> int:
     data = _status(args.url)["peers"]
     lines = [f"{p['peer_id']}  {p['address']:<22} {p['direction']}" for p in data]
