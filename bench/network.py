@@ -102,14 +102,13 @@ def worker_main() -> None:
     def status(spec: dict[str, Any]) -> dict[str, Any]:
         out = []
         for index, node in nodes.items():
-            router = node.gossip.router
             out.append(
                 {
                     "i": index,
                     "id": str(node.peer_id),
                     "outbound": len(managers[index].outbound()),
                     "peers": [str(p.peer_id) for p in node.peers],
-                    "mesh": [str(p) for p in router.mesh.get(TOPIC, ())],
+                    "mesh": [str(p) for p in node.gossip.mesh(TOPIC)],
                     "sent": node.gossip.sent["bytes"],
                     "duplicate": node.gossip.stats[TOPIC]["duplicate"],
                 }

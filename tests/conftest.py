@@ -11,9 +11,11 @@ import hypothesis
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.logger import ILogObserver, globalLogPublisher
+from twisted.logger import ILogObserver, Logger, globalLogPublisher
 
+from blueprint_net._adapters.host import ConnectionHost
 from blueprint_net._adapters.node import Node
+from blueprint_net._adapters.summary import EventSummary
 from blueprint_net._core.identity import Identity
 from blueprint_net._policy.settings import Settings
 from blueprint_net.testing import MemoryNetwork
@@ -104,3 +106,23 @@ def logged() -> Iterator[list[dict[str, Any]]]:
     globalLogPublisher.addObserver(observer)
     yield events
     globalLogPublisher.removeObserver(observer)
+
+
+@pytest.fixture
+def node_log(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every event the nodes log (caught on the class, no global observer)."""
+    events: list[dict[str, Any]] = []
+    logger = Logger(observer=cast(ILogObserver, events.append))
+    monkeypatch.setattr(Node, "_log", logger)
+    monkeypatch.setattr(ConnectionHost, "_log", logger)
+    return events
+
+
+@pytest.fixture
+def summary_log(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every event the nodes' failure and refusal summaries log."""
+    events: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        EventSummary, "_log", Logger(observer=cast(ILogObserver, events.append))
+    )
+    return events

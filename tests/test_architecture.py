@@ -556,6 +556,31 @@ def test_the_tables_are_read() -> None:
     assert api_tables(text) == {"blueprint_net.x": {"A", "b_c", "D"}}
 
 
+def test_constructing_a_node_installs_no_reactor() -> None:
+    """Nor does asking its clock the time: the global reactor is picked when
+    first needed (here, asked for), so an application may build its nodes
+    before it installs the reactor it wants."""
+    code = """if True:
+        import sys
+        from blueprint_net import Identity, Node
+        installed = lambda: "twisted.internet.reactor" in sys.modules
+        node = Node(Identity.generate())
+        assert not installed(), "constructing installed the reactor"
+        node.clock.seconds()
+        assert not installed(), "asking the time installed the reactor"
+        from twisted.internet import reactor
+        assert node.reactor is reactor
+        """
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_the_public_names_are_all_the_package_exports() -> None:
     public = {
         name

@@ -446,7 +446,7 @@ async def test_concurrent_requests_to_a_peer_known_by_its_record_dial_once(
     )
     assert [r.data for r in replies] == [b"0", b"1", b"2"]
     assert len(dials) == 1
-    assert asker._record_dials == {}
+    assert asker._dialer._record_dials == {}
 
 
 @pytest_twisted.ensureDeferred

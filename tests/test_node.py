@@ -93,7 +93,7 @@ async def test_simultaneous_dials_keep_exactly_one_connection(
     a.on_peer_lost(lost.append)
     codes: list[ErrorCode] = []
     for node in (a, b):
-        node.connection_failed = (  # type: ignore[method-assign]
+        node._host.connection_failed = (  # type: ignore[method-assign]
             lambda protocol, event: codes.append(event.error.code)
         )
     port_a, port_b = await _listening(a), await _listening(b)

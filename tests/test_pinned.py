@@ -13,7 +13,7 @@ import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.task import Clock
 from twisted.logger import (
@@ -26,12 +26,10 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 
 from blueprint_net._adapters.dispatch import Dispatcher
-from blueprint_net._adapters.limiter import Refusal
 from blueprint_net._adapters.node import Node
-from blueprint_net._adapters.peers import Peer, PeerTable
+from blueprint_net._adapters.peers import PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
-from blueprint_net._adapters.summary import EventSummary
-from blueprint_net._core import gossip_wire, signatures, wire
+from blueprint_net._core import signatures, wire
 from blueprint_net._core.errors import (
     ErrorCode,
     HandshakeError,
@@ -50,22 +48,20 @@ from blueprint_net._core.messaging import (
     Requests,
     Success,
 )
-from blueprint_net._core.pubsub import Fault
 from blueprint_net._core.records import sign_record
 from blueprint_net._policy import addresses
 from blueprint_net._policy.bans import Ban, BanRegistry, Origin
-from blueprint_net._policy.gossip_faults import fault_code
 from blueprint_net._policy.limits import (
     ConnectionLimiter,
     ConnectionLimits,
     Slot,
     TokenBucket,
 )
-from blueprint_net._policy.scores import POINTS, Policy, PolicySettings
+from blueprint_net._policy.scores import Policy, PolicySettings
 from blueprint_net._policy.settings import Settings
 from blueprint_net.testing import MemoryNetwork
 
-from .helpers import MakeNode, decode_frames, until
+from .helpers import MakeNode, until
 from .test_testing import Raw
 
 # -- the handshake (the plain-TCP machine's public behaviour) ---------------
@@ -263,88 +259,6 @@ def test_the_skip_over_ids_in_flight_wraps_without_zero() -> None:
 
 
 # -- nodes: per-peer limit and who is scored ---------------------------------
-
-
-def _second_connection(net: MemoryNetwork, max_per_peer: int) -> object:
-    """A connects to B twice (two separate dials, no peer id expected)."""
-    a = net.add_node()
-    b = net.add_node(limits=ConnectionLimits(max_per_peer=max_per_peer))
-    net.connect(a, b)
-    dialing = a.connect(net.endpoint(b, source=a))
-    try:
-        return net.result(dialing)
-    except HandshakeError as refused:
-        return refused
-    finally:
-        net.pump()
-
-
-def test_max_per_peer_refuses_the_connection_past_it() -> None:
-    with MemoryNetwork() as net:
-        outcome = _second_connection(net, max_per_peer=1)
-        b = net.nodes[1]
-        assert isinstance(outcome, HandshakeError), outcome
-        assert getattr(outcome.reason, "code", None) is ErrorCode.CONNECTION_LIMIT
-        assert b.counters["refused.peer"] == 1
-        assert b.counters["handshakes.failed.CONNECTION_LIMIT"] == 1
-
-
-def test_max_per_peer_admits_up_to_it() -> None:
-    with MemoryNetwork() as net:
-        outcome = _second_connection(net, max_per_peer=2)
-        b = net.nodes[1]
-        assert not isinstance(outcome, HandshakeError), outcome
-        assert b.counters["refused.peer"] == 0
-        assert b.counters["handshakes.ok"] == 2  # each verified connection
-        assert len(b.peers) == 1  # a duplicate, not a new peer
-
-
-def test_garbage_under_a_claimed_id_never_scores_that_id(alice: Identity) -> None:
-    """A client claims Alice's id in its Hello, then sends garbage, five
-    times: its address is banned, Alice is not (she proved nothing there)."""
-    with MemoryNetwork() as net:
-        b = net.add_node()
-        hostile = "192.0.2.66"
-        for _ in range(5):
-            raw = Raw()
-            net.result(connectProtocol(net.endpoint(b, source=hostile), raw))
-            hello = wire.Hello(wire.PROTOCOL_VERSION, bytes(32), alice.peer_id)
-            raw.transport.write(wire.frame(hello) + b"\x00\x00\x00\x01\xee")  # type: ignore[union-attr]
-            net.pump()
-            assert raw.lost
-            *_, error = decode_frames(raw.received)
-            assert error == wire.Error(
-                ErrorCode.UNKNOWN_MESSAGE_TYPE,
-                error.message,  # type: ignore[union-attr]
-            )
-        assert b.counters["misbehaviour"] == 5
-        assert b.bans.address_ban(hostile) is not None  # the garbage was scored
-        assert b.bans.peer_ban(alice.peer_id) is None
-        assert b.policy.score(alice.peer_id) == 0.0
-        a = net.add_node(alice)
-        assert net.connect(a, b).peer_id == b.peer_id  # Alice is still welcome
-
-
-def test_a_kept_dial_admits_only_the_peer_it_was_made_for(alice: Identity) -> None:
-    """``dial_factory(peer_id)`` behind a ``ClientService``: whoever answers
-    at that address must prove ``peer_id``, and a peer already connected is
-    not dialed again."""
-    with MemoryNetwork() as net:
-        a, b = net.add_node(), net.add_node()
-        failed: list[ErrorCode] = []
-        a.connection_failed = lambda protocol, event: failed.append(  # type: ignore[method-assign]
-            event.error.code
-        )
-        net.result(net.endpoint(b, source=a).connect(a.dial_factory(alice.peer_id)))
-        net.pump()
-        assert a.peers == [] and failed == [ErrorCode.UNEXPECTED_PEER]
-        net.result(net.endpoint(b, source=a).connect(a.dial_factory(b.peer_id)))
-        net.pump()
-        assert [peer.peer_id for peer in a.peers] == [b.peer_id]
-        again = net.endpoint(b, source=a).connect(a.dial_factory(b.peer_id))
-        assert isinstance(net.result(again), Refusal)  # closed, nothing said
-        net.pump()
-        assert len(a._peers.open) == 1
 
 
 def test_notify_all_sends_the_metadata() -> None:
@@ -809,31 +723,6 @@ def test_a_scope_is_dropped(host: str) -> None:
 # -- scoring and bans of verified peers -------------------------------------------
 
 
-def test_a_verified_peers_garbage_on_a_plain_link_scores_its_address() -> None:
-    """In memory the link is plain: a relay could have sent the garbage, so
-    the proven id is not charged, the address is (over TLS the id is too:
-    tests/test_relay.py)."""
-    with MemoryNetwork() as net:
-        a, b = net.add_node(), net.add_node()
-        net.connect(a, b)
-        a._peers[b.peer_id].transport.write(b"\x00\x00\x00\x01\xee")  # type: ignore[union-attr]
-        net.pump()
-        assert b.policy.score(a.peer_id) == 0
-        assert b.policy.score(net.host(a)) == 20
-        assert b.counters["closed.UNKNOWN_MESSAGE_TYPE"] == 1
-        assert b.counters["handshakes.failed.UNKNOWN_MESSAGE_TYPE"] == 0
-
-
-def test_an_address_ban_closes_only_the_connections_it_covers() -> None:
-    with MemoryNetwork() as net:
-        a, c, d = net.add_node(), net.add_node(), net.add_node()
-        net.connect(c, a)
-        net.connect(d, a)
-        a.ban(net.host(c), "test")
-        net.pump()
-        assert [peer.peer_id for peer in a.peers] == [d.peer_id]
-
-
 def test_a_host_that_is_not_an_address_is_not_allowed() -> None:
     policy = Policy(BanRegistry(Clock()), allowed_networks=["0.0.0.0/0"])
     assert policy.is_allowed("192.0.2.1") and not policy.is_allowed("not-an-address")
@@ -911,16 +800,6 @@ def test_unregister_removes_only_that_protocol_and_forgets_the_unknown() -> None
 # -- what the node logs, counts and says ----------------------------------------
 
 
-@pytest.fixture
-def node_log(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Every event the nodes log (caught on the class, no global observer)."""
-    events: list[dict[str, Any]] = []
-    monkeypatch.setattr(
-        Node, "_log", Logger(observer=cast(ILogObserver, events.append))
-    )
-    return events
-
-
 def _formatted(events: list[dict[str, Any]]) -> list[str]:
     return [formatEvent(event) for event in events]
 
@@ -943,25 +822,6 @@ def test_the_node_logs_where_it_listens_and_whom_it_lost(
         assert isinstance(lost["reason"], str) and lost["reason"]
         assert formatEvent(lost) == f"peer {a.peer_id} lost: {lost['reason']}"
         assert lost["address"] == f"{net.host(a)}:{port}"
-
-
-def test_a_raising_peer_callback_is_logged_and_the_next_still_runs(
-    node_log: list[dict[str, Any]],
-) -> None:
-    def broken(peer: Peer) -> None:
-        raise KeyError("oops")
-
-    seen: list[Peer] = []
-    with MemoryNetwork() as net:
-        a, b = net.add_node(), net.add_node()
-        a.on_peer_verified(broken)
-        a.on_peer_verified(seen.append)
-        net.connect(b, a)
-        assert [peer.peer_id for peer in seen] == [b.peer_id]
-        [event] = [e for e in node_log if "log_failure" in e]
-        assert event["log_failure"].check(KeyError)
-        assert event["callback"] is broken
-        assert formatEvent(event) == f"peer callback {broken!r} raised"
 
 
 def test_notify_all_skips_a_full_queue_with_a_warning_and_goes_on(
@@ -1007,53 +867,6 @@ def test_handshakes_and_requests_out_are_counted_each_time() -> None:
         for _ in range(2):
             net.result(a.request(b.peer_id, "x", b""))
         assert a.counters["requests.out.x"] == 2
-
-
-@attrs.define
-class _SlowPort:
-    """A listening port that stops when told to (a real one stops later)."""
-
-    stopped: defer.Deferred[None] = attrs.Factory(defer.Deferred)
-
-    def stopListening(self) -> defer.Deferred[None]:
-        return self.stopped
-
-    def getHost(self) -> IPv4Address:
-        return IPv4Address("TCP", "192.0.2.9", 1)
-
-
-@attrs.define
-class _SlowEndpoint:
-    port: _SlowPort = attrs.Factory(_SlowPort)
-
-    def listen(self, factory: object) -> defer.Deferred[_SlowPort]:
-        return defer.succeed(self.port)
-
-
-def test_a_stopping_node_refuses_requests_and_kept_dials() -> None:
-    """From the moment ``stop`` is called, while its ports still close."""
-    with MemoryNetwork() as net:
-        a = net.add_node(handlers={"x": lambda request: b"ok"})
-        b = net.add_node()
-        net.connect(b, a)
-        endpoint = _SlowEndpoint()
-        net.result(a.listen(cast(Any, endpoint)))
-        stopping = a.stop()
-        asked = b.request(a.peer_id, "x", b"")
-        net.pump()
-        refused: list[Failure] = []
-        asked.addErrback(refused.append)
-        [failure] = refused
-        assert isinstance(failure.value, RemoteError)
-        assert failure.value.code == ErrorCode.SHUTTING_DOWN
-        dial = net.endpoint(b, source=a).connect(a.dial_factory(b.peer_id))
-        endpoint.port.stopped.callback(None)
-        net.pump()
-        net.advance(3.0)
-        assert stopping.called
-        net.result(dial)
-        net.pump()
-        assert a.peers == []
 
 
 # -- loopback, coalescing, eviction ---------------------------------------------
@@ -1151,141 +964,6 @@ def test_a_ban_of_no_duration_is_made_and_over_at_once(alice: Identity) -> None:
 
 
 # -- the node's own corners: itself, the wrong protocol, kept dials, stop --------
-
-
-@pytest.fixture
-def summary_log(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Every event the nodes' failure and refusal summaries log."""
-    events: list[dict[str, Any]] = []
-    monkeypatch.setattr(
-        EventSummary, "_log", Logger(observer=cast(ILogObserver, events.append))
-    )
-    return events
-
-
-def _summaries(events: list[dict[str, Any]]) -> list[dict[str, int]]:
-    return [e["counts"] for e in events if e["log_level"] is LogLevel.info]
-
-
-def test_dialing_ourselves_is_warned_and_is_no_failed_handshake(
-    node_log: list[dict[str, Any]], summary_log: list[dict[str, Any]]
-) -> None:
-    with MemoryNetwork() as net:
-        a = net.add_node()
-        node_log.clear()
-        with pytest.raises(HandshakeError):
-            net.result(a.connect(net.endpoint(a, source=a)))
-        net.pump()
-        assert a.counters["handshakes.failed.SELF_CONNECTION"] == 2  # both halves
-        [warning] = [e for e in node_log if e["log_level"] is LogLevel.warn]
-        host, port = a.listening_addresses[0]
-        assert formatEvent(warning) == (
-            f"dialed {host}:{port} and reached this node itself; dropped"
-            " (a --peer or connect() naming our own address?)"
-        )
-        a.failures.flush()
-        assert _summaries(summary_log) == []
-
-
-def test_a_stranger_with_our_key_is_a_failed_handshake(
-    summary_log: list[dict[str, Any]],
-) -> None:
-    """Not our own connection (no local end of ours): counted as a failure."""
-    with MemoryNetwork() as net:
-        a = net.add_node()
-        twin = net.add_node(a.identity)
-        with pytest.raises(HandshakeError):
-            net.result(twin.connect(net.endpoint(a, source=twin)))
-        net.pump()
-        a.failures.flush()
-        assert _summaries(summary_log) == [{"SELF_CONNECTION": 1}]
-
-
-@attrs.define
-class _Inbound:
-    """What ``_reached_self`` reads of an inbound connection."""
-
-    address: object
-    initiator: bool = False
-
-
-def test_our_own_end_is_recognised_until_its_expiry_inclusive() -> None:
-    with MemoryNetwork() as net:
-        a = net.add_node()
-        expiry = net.clock.seconds() + 5
-        a._own_ends[("10.9.9.9", 4000)] = expiry
-        inbound = cast(
-            PeerProtocol,
-            attrs.make_class(
-                "P", {"initiator": attrs.field(), "address": attrs.field()}
-            )(False, IPv4Address("TCP", "10.9.9.9", 4000)),
-        )
-        net.clock.advance(5)
-        assert a._reached_self(inbound)
-        net.clock.advance(0.001)
-        assert not a._reached_self(inbound)
-        inbound.address = UNIXAddress("/run/peer.sock")  # no host, no port
-        assert not a._reached_self(inbound)
-
-
-def test_the_wrong_protocol_is_counted_and_summarised_each_time(
-    summary_log: list[dict[str, Any]],
-) -> None:
-    with MemoryNetwork() as net:
-        a = net.add_node()
-        clients = [Raw(), Raw()]
-        for client in clients:
-            net.result(connectProtocol(net.endpoint(a), client))
-            client.transport.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # type: ignore[union-attr]
-            net.pump()
-        assert a.counters["wrong_protocol.http"] == 2
-        details = [e for e in summary_log if e["log_level"] is LogLevel.debug]
-        local: Any = clients[0].transport.getHost()  # type: ignore[union-attr]
-        assert formatEvent(details[0]) == (
-            f"http client at the peer port from {local.host}:{local.port}; sent a hint"
-        )
-        a.failures.flush()
-        assert _summaries(summary_log) == [{"wrong protocol (http)": 2}]
-
-
-def test_a_kept_dial_uses_the_node_budget_and_its_failure_is_handled(
-    alice: Identity,
-) -> None:
-    with MemoryNetwork() as net:
-        a, b = net.add_node(), net.add_node()
-        opened: list[PeerProtocol] = []
-        host_opened = a.connection_opened
-
-        def note(protocol: PeerProtocol) -> None:
-            opened.append(protocol)
-            host_opened(protocol)
-
-        a.connection_opened = note  # type: ignore[method-assign]
-        net.result(net.endpoint(b, source=a).connect(a.dial_factory(alice.peer_id)))
-        net.pump()
-        [wrong] = opened
-        assert wrong.connection.closed
-        unhandled: list[Failure] = []
-        wrong.verified.addErrback(unhandled.append)
-        assert unhandled == []  # consumed: no "Unhandled error in Deferred"
-        net.result(net.endpoint(b, source=a).connect(a.dial_factory(b.peer_id)))
-        net.pump()
-        assert opened[1].memory is a.memory
-
-
-def test_a_kept_dial_refused_by_a_ban_is_summarised(
-    summary_log: list[dict[str, Any]],
-) -> None:
-    with MemoryNetwork() as net:
-        a, b = net.add_node(), net.add_node()
-        a.ban(net.host(b), "test")
-        refused = net.result(
-            net.endpoint(b, source=a).connect(a.dial_factory(b.peer_id))
-        )
-        assert isinstance(refused, Refusal)
-        a.refusals.flush()
-        [counts] = _summaries(summary_log)
-        assert sum(counts.values()) == 1
 
 
 def test_stop_aborts_what_did_not_close_within_the_grace() -> None:
@@ -1390,24 +1068,6 @@ async def test_a_request_by_record_carries_its_metadata_and_timeout(
     failed: list[Failure] = []
     asked.addErrback(failed.append)  # at once: no waiting on a mutant
     assert [failure.type for failure in failed] == [RequestTimeout]
-
-
-def test_a_gossip_fault_on_a_plain_link_charges_the_address_each_time() -> None:
-    with MemoryNetwork() as net:
-        a, b = net.add_node(), net.add_node()
-        a.subscribe("t", lambda message: None)
-        net.connect(b, a)
-        points = POINTS[fault_code(Fault.INVALID_SIGNATURE)]
-        for seqno, score in ((1, points), (2, 0.0)):  # the second bans: 0 again
-            forged = gossip_wire.Publish("t", b.peer_id, seqno, b"x", bytes(64))
-            b._peers[a.peer_id].send_frame(gossip_wire.frame(forged))
-            net.pump()
-            assert a.counters["gossip.fault.invalid-signature"] == seqno
-            assert a.counters["misbehaviour"] == seqno
-            assert a.policy.score(net.host(b)) == pytest.approx(score)
-        assert a.bans.address_ban(net.host(b)) is not None
-        assert a.policy.score(b.peer_id) == 0.0  # a plain link proves no sender
-        assert a.bans.peer_ban(b.peer_id) is None
 
 
 @pytest_twisted.ensureDeferred

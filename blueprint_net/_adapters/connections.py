@@ -63,6 +63,8 @@ class ConnectionManager(Service):
         rng: Optional[random.Random] = None,
     ) -> None:
         self.node = node
+        #: The node's topic gossip, which holds the peer records.
+        self.gossip = node.gossip
         self.settings = settings
         self.bootstrap = list(bootstrap)
         #: Our record's addresses as configured (``--advertise``); None:
@@ -93,9 +95,9 @@ class ConnectionManager(Service):
         if not self._hooked:
             self._hooked = True
             self.node.on_peer_verified(self._verified)
-            self.node.gossip.on_discovered(self._discovered)
-            self.node.gossip.records.netgroup = self._netgroup
-        self.node.gossip.start()  # its heartbeat paces record requests
+            self.gossip.on_discovered(self._discovered)
+            self.gossip.group_sources(self._netgroup)
+        self.gossip.start()  # its heartbeat paces record requests
         self._loop.start(self.settings.interval, now=True)
 
     def stopService(self) -> defer.Deferred[None]:
@@ -116,16 +118,15 @@ class ConnectionManager(Service):
         """Every new peer is asked once for records (its own first); one we
         dialed has proved its record's id by the handshake (*tried*)."""
         if peer.direction == "outbound":
-            self.node.gossip.records.mark_tried(peer.peer_id)
-        self.node.gossip.request_records(peer.peer_id)
+            self.gossip.mark_tried(peer.peer_id)
+        self.gossip.request_records(peer.peer_id)
 
     def _discovered(self, source: PeerId, records: tuple[PeerRecord, ...]) -> None:
         """Records a banned or (permissioned) unlisted id signed are dropped,
         so they are neither dialed nor passed on to other peers."""
-        book = self.node.gossip.records
         for record in records:
             if not self._admissible(record.peer_id):
-                book.forget(record.peer_id)
+                self.gossip.forget_record(record.peer_id)
                 self.counters["discovery.records_refused"] += 1
         if self.running and self._soon is None:
             self._soon = self.node.clock.callLater(0, self._tick_soon)
@@ -173,10 +174,10 @@ class ConnectionManager(Service):
 
     def _sign_record(self) -> None:
         addresses = self.addresses()
-        own = self.node.gossip.own_record
+        own = self.gossip.own_record
         if own is None or list(own.addresses) != addresses:
             try:
-                self.node.gossip.set_addresses(addresses)
+                self.gossip.set_addresses(addresses)
             except ValueError as error:
                 self._log.error(
                     "cannot advertise {addresses}: {error}",
@@ -186,10 +187,10 @@ class ConnectionManager(Service):
                 self.advertise = []
 
     def _admissible(self, peer_id: PeerId) -> bool:
-        policy = self.node.policy
-        if policy.bans.peer_ban(peer_id) is not None:
+        if self.node.bans.peer_ban(peer_id) is not None:
             return False
-        return policy.permitted is None or peer_id in policy.permitted
+        permitted = self.node.policy.permitted
+        return permitted is None or peer_id in permitted
 
     def _netgroup(self, peer_id: PeerId) -> Hashable:
         """The netgroup a connected peer's address is in (the record book's
@@ -210,7 +211,7 @@ class ConnectionManager(Service):
         self, peers: list[Peer], count: int
     ) -> list[tuple[PeerId, str, int]]:
         node, settings = self.node, self.settings
-        book = node.gossip.records
+        book = self.gossip.records
         connected = {p.peer_id for p in peers}
         scopes = node.dial_scopes()
         now = node.clock.seconds()
@@ -260,7 +261,7 @@ class ConnectionManager(Service):
         per heartbeat)."""
         ask = outbound or peers
         if ask:
-            self.node.gossip.request_records(self.rng.choice(ask).peer_id)
+            self.gossip.request_records(self.rng.choice(ask).peer_id)
 
     def _dial(
         self, key: Any, endpoint: str, peer_id: Optional[PeerId], host: str = ""
@@ -284,7 +285,7 @@ class ConnectionManager(Service):
         self.backoff.succeeded(key)
         if isinstance(key, str):  # a bootstrap address: who answers there
             self._bootstrap_ids[key] = peer.peer_id
-        self.node.gossip.records.mark_tried(peer.peer_id)
+        self.gossip.mark_tried(peer.peer_id)
 
     def _dial_failed(self, key: Any, endpoint: str, failure: Any) -> None:
         self.dialing.pop(key, None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any, Callable, Optional, Union
 
 import attrs
@@ -131,8 +131,9 @@ class Gossip:
         #: TOPIC_STATS per topic subscribed or published to.
         self.stats: dict[str, Counter[str]] = {}
         self._discovered: list[DiscoveredCallback] = []
-        self._heartbeat = task.LoopingCall(self.heartbeat)
-        self._heartbeat.clock = clock
+        #: Made by :meth:`start`: a LoopingCall made here would look up the
+        #: global reactor (installing one) even with a clock of our own.
+        self._heartbeat: Optional[task.LoopingCall] = None
         #: Frames and bytes sent, for the benchmarks' upload figures.
         self.sent: Counter[str] = Counter()
 
@@ -141,11 +142,14 @@ class Gossip:
     def start(self) -> None:
         """Start the heartbeat (idempotent): on the first subscribe or
         publish (a node that never uses topics runs no gossip timer)."""
+        if self._heartbeat is None:
+            self._heartbeat = task.LoopingCall(self.heartbeat)
+            self._heartbeat.clock = self.clock
         if not self._heartbeat.running:
             self._heartbeat.start(self.settings.heartbeat_interval, now=False)
 
     def stop(self) -> None:
-        if self._heartbeat.running:
+        if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
 
     def heartbeat(self) -> None:
@@ -211,8 +215,30 @@ class Gossip:
 
     @property
     def records(self) -> RecordBook:
-        """The peer records heard so far (discovery reads and marks them)."""
+        """The peer records heard so far, to read (discovery changes them
+        through the methods below, never through the book or the router)."""
         return self.router.records
+
+    def mesh(self, topic: str) -> frozenset[PeerId]:
+        """The peers in our mesh of ``topic`` (none if not subscribed)."""
+        return frozenset(self.router.mesh.get(topic, ()))
+
+    def record(self, peer_id: PeerId) -> Optional[PeerRecord]:
+        """The newest verified record ``peer_id`` signed, if one was heard."""
+        return self.router.records.get(peer_id)
+
+    def mark_tried(self, peer_id: PeerId) -> None:
+        """A peer we dialed proved its record's id (discovery's *tried*)."""
+        self.router.records.mark_tried(peer_id)
+
+    def forget_record(self, peer_id: PeerId) -> None:
+        """Drop ``peer_id``'s record: neither dialed nor passed on."""
+        self.router.records.forget(peer_id)
+
+    def group_sources(self, netgroup: Callable[[PeerId], Hashable]) -> None:
+        """How the record book groups the peers records come from (each
+        group's share is capped): by ``netgroup(source)``."""
+        self.router.records.netgroup = netgroup
 
     @property
     def own_record(self) -> Optional[PeerRecord]:

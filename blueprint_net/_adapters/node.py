@@ -1,60 +1,56 @@
-"""The embeddable node: a thin facade that wires the peer table, request
-dispatch, the connection limiter and the policy to Twisted endpoints.
+"""The embeddable node: the public API an application drives.
 
-Layer: adapters.  What a node *decides* lives below it (``_policy``); what it
-*holds* per peer lives in :mod:`~blueprint_net._adapters.peers`; how it
-serves requests, in :mod:`~blueprint_net._adapters.dispatch`.  This module
-is lifecycle (listen, connect, stop), keepalive, ban enforcement and the
-application's calls.
+Layer: adapters (the floor's facade: no other adapter imports it).
+
+In: the application's calls (listen, connect, request, notify, broadcast,
+subscribe and publish, ban, stop).  Out: Deferreds of peers and replies,
+and the callbacks it registers.  What a node *decides* lives below it
+(``_policy``); what it *holds* per peer, in
+:mod:`~blueprint_net._adapters.peers`; how it serves requests, in
+:mod:`~blueprint_net._adapters.dispatch`; what its connections report to
+and who admits, scores and closes them, in
+:mod:`~blueprint_net._adapters.host`; topic gossip and peer records, in
+:mod:`~blueprint_net._adapters.gossip`.  This module wires those parts
+(:class:`Node.__init__`) and turns the application's calls into theirs.
+
+States: running, then stopping once :meth:`Node.stop` begins (no new
+connection is wanted; see ``ConnectionHost``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import attrs
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import (
-    IAddress,
     IListeningPort,
     IReactorTime,
-    IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import log_change
+from blueprint_net._adapters.default_reactor import DefaultClock, default_reactor
+from blueprint_net._adapters.dialer import ClientEndpoint, Dialer, require_tls
 from blueprint_net._adapters.dispatch import Dispatcher, Handler
 from blueprint_net._adapters.facade import INode
 from blueprint_net._adapters.gossip import Gossip, GossipHandler, Validator
-from blueprint_net._adapters.keepalive import Keepalive
+from blueprint_net._adapters.host import ConnectionHost, PeerCallback
 from blueprint_net._adapters.limiter import LimitingFactory
 from blueprint_net._adapters.peers import Peer, PeerTable, describe
-from blueprint_net._adapters.protocol import (
-    PLAINTEXT_REFUSED,
-    IConnectionHost,
-    PeerFactory,
-    PeerProtocol,
-)
-from blueprint_net._adapters.summary import EventSummary
-from blueprint_net._core import untrusted, wire
-from blueprint_net._core.connection import ConnectionFailed, GossipReceived
+from blueprint_net._core import wire
 from blueprint_net._core.errors import (
-    ConnectFailed,
     ErrorCode,
-    HandshakeError,
-    HandshakeFailed,
     NotConnected,
     PeerLost,
     PlaintextRefused,
     ProtocolError,
-    Refused,
     SendQueueFull,
 )
 from blueprint_net._core.gossip_settings import DEFAULTS as GOSSIP_DEFAULTS
@@ -64,19 +60,12 @@ from blueprint_net._core.pubsub import Fault
 from blueprint_net._policy import discovery
 from blueprint_net._policy.addresses import Target
 from blueprint_net._policy.bans import Ban, BanRegistry
-from blueprint_net._policy.gossip_faults import fault_code
-from blueprint_net._policy.limits import (
-    ConnectionLimiter,
-    ConnectionLimits,
-    TokenBucket,
-)
+from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.resources import MemoryBudget
 from blueprint_net._policy.scores import Policy
 from blueprint_net._policy.settings import DEFAULTS, Settings
 
 ServerEndpoint = Union[str, IStreamServerEndpoint]
-ClientEndpoint = Union[str, IStreamClientEndpoint]
-PeerCallback = Callable[[Peer], Any]
 
 #: How long :meth:`Node.stop` lets a connection flush its goodbye before
 #: aborting it (a peer that stopped reading would otherwise hold it open).
@@ -97,37 +86,6 @@ class Outcome:
         return self.error is None
 
 
-class _KeepFactory(PeerFactory):
-    """Dials one peer for a ``ClientService``; see :meth:`Node.dial_factory`."""
-
-    def __init__(self, node: Node, peer_id: PeerId) -> None:
-        super().__init__(
-            node,
-            node.identity,
-            node.clock,
-            node.settings,
-            initiator=True,
-            expected_peer=peer_id,
-            waited_on=False,
-            memory=node.memory,
-        )
-        self.node, self.peer_id = node, peer_id
-
-    def buildProtocol(self, addr: Optional[IAddress]) -> Any:
-        node, peer_id = self.node, self.peer_id
-        if node.stopping or node.peer(peer_id) is not None:
-            return None
-        return super().buildProtocol(addr)
-
-
-def _relay(result: Any, waiting: defer.Deferred[Any]) -> None:
-    """Pass a shared dial's result on to one waiter."""
-    if isinstance(result, Failure):
-        waiting.errback(result)
-    else:
-        waiting.callback(result)
-
-
 async def _outcomes(asked: list[defer.Deferred[Outcome]]) -> dict[PeerId, Outcome]:
     # The caller holds only this coroutine's Deferred and the dict: a
     # DeferredList keeps its whole result list alive as long as it is held.
@@ -135,25 +93,7 @@ async def _outcomes(asked: list[defer.Deferred[Outcome]]) -> dict[PeerId, Outcom
     return {outcome.peer_id: outcome for outcome in outcomes}
 
 
-def require_tls(description: str, settings: Settings) -> None:
-    """Refuse a plain (not TLS) endpoint description unless ``settings``
-    opt in: an early, clear error (the transport is checked again when it
-    connects)."""
-    if not settings.allow_plaintext and not tls.is_tls(description):
-        raise PlaintextRefused(
-            f"{description!r} is plaintext: use p2ptls: (or opt in with"
-            " allow_plaintext / --allow-plaintext, for trusted networks only)"
-        )
-
-
-def _innermost(protocol: Any) -> PeerProtocol:
-    """The PeerProtocol inside the wrappers (limits, TLS) an endpoint gave."""
-    while not isinstance(protocol, PeerProtocol):
-        protocol = protocol.wrappedProtocol
-    return protocol
-
-
-@implementer(IConnectionHost, INode)
+@implementer(INode)
 class Node(Service):
     """A blueprint-net peer that an application creates and drives.
 
@@ -183,13 +123,17 @@ class Node(Service):
         limits: Optional[ConnectionLimits] = None,
         gossip: GossipSettings = GOSSIP_DEFAULTS,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
-        self.reactor = reactor
+        # The global reactor is picked on first use, not here: an
+        # application may build its nodes before installing its reactor.
+        self._reactor = reactor
         self.identity = identity
-        self.clock: IReactorTime = reactor if clock is None else clock
+        self.clock: IReactorTime = (
+            clock
+            if clock is not None
+            else reactor
+            if reactor is not None
+            else DefaultClock()
+        )
         self.settings = settings
         if settings.allow_plaintext:
             self._log.warn(
@@ -206,34 +150,8 @@ class Node(Service):
         self._dispatch = Dispatcher(
             self.clock, self.counters, max_frame=settings.max_frame, handlers=handlers
         )
-        self._stopping = False
-        #: One timer pings every quiet peer, not one per connection.
-        self._keepalive = Keepalive(self.clock, settings.keepalive_interval)
         self._ports: list[IListeningPort] = []
-        self._on_verified: list[PeerCallback] = []
-        self._on_lost: list[PeerCallback] = []
-        #: Failed handshakes and refused connections: a line per minute
-        #: with a count per reason, never a line each (a flood's volume).
-        self.failures = EventSummary(self.clock, "failed handshakes")
-        self.refusals = EventSummary(self.clock, "refused connections")
-        #: Local ends of our recent outbound connections, (host, port) ->
-        #: until when: an inbound connection from one of them is ourselves.
-        self._own_ends: dict[tuple[str, int], float] = {}
-        #: Dials of peers known by their records, by id (one at a time
-        #: each): who waits for each.
-        self._record_dials: dict[PeerId, list[defer.Deferred[Peer]]] = {}
-        self.server_factory = PeerFactory(
-            self, identity, self.clock, settings, initiator=False, memory=self.memory
-        )
         self.policy = policy or Policy(BanRegistry(self.clock))
-        self.policy.bans.on_ban(self._banned)
-        self.policy.bans.on_change(log_change)
-        self.limiter = ConnectionLimiter(
-            self.limits,
-            self.clock,
-            refuse_address=self.policy.refuse_address,
-            counters=self.counters,
-        )
         #: Topic gossip and peer records (see :meth:`subscribe`).
         self.gossip = Gossip(
             identity,
@@ -243,7 +161,45 @@ class Node(Service):
             self._charge_gossip,
             forward_queue_limit=settings.max_send_queue // 4,
         )
-        self._gossip_frame = gossip.max_frame()
+        #: What every connection reports to: admission, scoring, bans.
+        self._host = ConnectionHost(
+            identity,
+            self.clock,
+            settings,
+            limits=self.limits,
+            policy=self.policy,
+            counters=self.counters,
+            memory=self.memory,
+            peers=self._peers,
+            dispatch=self._dispatch,
+            gossip=self.gossip,
+            gossip_frame=gossip.max_frame(),
+        )
+        self.policy.bans.on_change(log_change)
+        self._dialer = Dialer(
+            identity,
+            settings,
+            self._host,
+            reactor=lambda: self.reactor,
+            peers=self._peers,
+            bans=self.policy.bans,
+            counters=self.counters,
+            gossip=self.gossip,
+            scopes=self.dial_scopes,
+        )
+        self.limiter = self._host.limiter
+        self.server_factory = self._host.server_factory
+        #: Failed handshakes and refused connections, summarised.
+        self.failures = self._host.failures
+        self.refusals = self._host.refusals
+
+    @property
+    def reactor(self) -> Any:
+        """The reactor that does the I/O: the one given, else the global
+        one, looked up when first needed."""
+        if self._reactor is None:
+            self._reactor = default_reactor()
+        return self._reactor
 
     @property
     def peer_id(self) -> PeerId:
@@ -265,15 +221,7 @@ class Node(Service):
         is welcome); connections to peers no longer on it close at once
         with ``NOT_ALLOWED``.  Returns how many closed."""
         self.policy.set_permitted(peers)
-        permitted = self.policy.permitted
-        if permitted is None:
-            return 0
-        gone = "no longer on the allow-list"
-        return sum(
-            protocol.close(HandshakeFailed(ErrorCode.NOT_ALLOWED, gone))
-            for protocol in list(self._peers.open)
-            if protocol.peer_id is not None and protocol.peer_id not in permitted
-        )
+        return self._host.close_unpermitted()
 
     # -- the application's side -------------------------------------------
 
@@ -287,10 +235,10 @@ class Node(Service):
         return None if protocol is None else describe(protocol)
 
     def on_peer_verified(self, callback: PeerCallback) -> None:
-        self._on_verified.append(callback)
+        self._host.on_peer_verified(callback)
 
     def on_peer_lost(self, callback: PeerCallback) -> None:
-        self._on_lost.append(callback)
+        self._host.on_peer_lost(callback)
 
     def register(
         self, protocol: str, handler: Handler, *, max_payload: Optional[int] = None
@@ -321,7 +269,7 @@ class Node(Service):
         RequestTimeout, PeerLost, NotConnected or SendQueueFull."""
         connection = self._peers.get(peer_id)
         if connection is None:
-            if self.gossip.records.get(peer_id) is not None:
+            if self.gossip.record(peer_id) is not None:
                 return defer.ensureDeferred(
                     self._dial_then_request(
                         peer_id, protocol, payload, metadata, timeout
@@ -348,37 +296,7 @@ class Node(Service):
         """Dial ``peer_id`` at the addresses of its signed record, in order;
         ``NotConnected`` if it has none we may dial, else the last failure.
         Concurrent calls for one peer share one dial."""
-        mine: defer.Deferred[Peer] = defer.Deferred()
-        waiting = self._record_dials.get(peer_id)
-        if waiting is not None:
-            waiting.append(mine)
-            return mine
-        self._record_dials[peer_id] = [mine]
-        dialing = defer.ensureDeferred(self._dial_record(peer_id))
-        dialing.addBoth(self._record_dialed, peer_id)
-        return mine
-
-    def _record_dialed(self, result: object, peer_id: PeerId) -> None:
-        # Each caller has its own Deferred: one caller's callbacks (or its
-        # unhandled failure) are not another's.
-        for waiting in self._record_dials.pop(peer_id):
-            _relay(result, waiting)
-
-    async def _dial_record(self, peer_id: PeerId) -> Peer:
-        record = self.gossip.records.get(peer_id)
-        targets = (
-            [] if record is None else discovery.dial_targets(record, self.dial_scopes())
-        )
-        if not targets:
-            raise NotConnected(f"no verified connection to {peer_id}, no address")
-        failure: Optional[Exception] = None
-        for host, port in targets:
-            try:
-                return await self.connect(discovery.description(host, port), peer_id)
-            except ConnectFailed as error:
-                failure = error
-        assert failure is not None
-        raise failure
+        return self._dialer.dial_record(peer_id, self.connect)
 
     # -- topic gossip ---------------------------------------------------------
 
@@ -405,22 +323,8 @@ class Node(Service):
         return self.gossip.publish(topic, data)
 
     def _charge_gossip(self, peer_id: PeerId, fault: Fault) -> None:
-        """Score a peer's gossip fault as a connection's failure is scored."""
-        protocol = self._peers.get(peer_id)
-        if protocol is None:
-            return
-        self.counters[f"gossip.fault.{fault.value}"] += 1
-        self._misbehaved(protocol, fault_code(fault))
-
-    def _misbehaved(self, protocol: PeerProtocol, code: ErrorCode) -> None:
-        """Charge what ``protocol``'s peer provably did: its address always;
-        its peer id only when proven *and* the link's channel binding ties
-        the proof to every later byte (TLS 1.3).  On a plain link a relay can
-        forward an honest peer's handshake, then send garbage in its name."""
-        self.counters["misbehaviour"] += 1
-        host = getattr(protocol.address, "host", None)
-        peer_id = protocol.peer_id if protocol.channel_bound else None
-        self.policy.misbehaved(host, peer_id, code)
+        # The router's adapter is built before the host it reports to.
+        self._host.charge_gossip(peer_id, fault)
 
     def notify(
         self,
@@ -507,9 +411,7 @@ class Node(Service):
     def listening_factory(self) -> LimitingFactory:
         """The factory to listen with: the node's, behind its limits (for a
         ``StreamServerEndpointService`` of your own)."""
-        return LimitingFactory(
-            self.server_factory, self.limiter, inbound=True, summary=self.refusals
-        )
+        return self._host.listening_factory()
 
     def dial_factory(self, peer_id: PeerId) -> LimitingFactory:
         """A factory that dials ``peer_id`` and nobody else, for a
@@ -519,8 +421,7 @@ class Node(Service):
         node already has that peer, which it may have by the peer's own dial:
         a second connection would only be closed as a duplicate.
         """
-        dial = _KeepFactory(self, peer_id)
-        return LimitingFactory(dial, self.limiter, inbound=False, summary=self.refusals)
+        return self._host.dial_factory(peer_id)
 
     def dial_scopes(self) -> frozenset[discovery.Scope]:
         """Which addresses learned from records we may dial: public, and
@@ -556,58 +457,7 @@ class Node(Service):
         handshake (``UNEXPECTED_PEER``), and an existing connection to that
         peer is returned without dialing.
         """
-        return defer.ensureDeferred(self._connect(endpoint, peer_id))
-
-    async def _connect(
-        self, endpoint: ClientEndpoint, peer_id: Optional[PeerId]
-    ) -> Peer:
-        if peer_id is not None:
-            existing = self.peer(peer_id)
-            if existing is not None:
-                return existing
-            if self.bans.peer_ban(peer_id) is not None:
-                self.counters["refused.banned"] += 1
-                raise Refused(f"{peer_id} is banned")
-        if isinstance(endpoint, str):
-            require_tls(endpoint, self.settings)
-            endpoint = tls.client_endpoint(
-                self.reactor, endpoint, self.identity, peer_id
-            )
-        factory = LimitingFactory(
-            PeerFactory(
-                self,
-                self.identity,
-                self.clock,
-                self.settings,
-                initiator=True,
-                expected_peer=peer_id,
-                memory=self.memory,
-            ),
-            self.limiter,
-            inbound=False,
-            summary=self.refusals,
-        )
-        try:
-            connected = await endpoint.connect(factory)
-        except defer.CancelledError:
-            raise
-        except Exception as error:
-            raise ConnectFailed(f"cannot connect: {error}") from error
-        if factory.refused is not None:  # a banned address, a limit
-            raise Refused(f"connection refused by policy: {factory.refused}")
-        protocol = _innermost(connected)
-        try:
-            verified_id = await protocol.verified
-        except HandshakeError:
-            if protocol.refused_plaintext:  # an endpoint object, not TLS
-                raise PlaintextRefused(f"cannot connect: {PLAINTEXT_REFUSED}") from None
-            raise
-        peer = self.peer(verified_id)
-        if peer is None:  # verified, then lost before we got here
-            raise HandshakeError(
-                ProtocolError(ErrorCode.GOING_AWAY, "peer left at once")
-            )
-        return peer
+        return defer.ensureDeferred(self._dialer.connect(endpoint, peer_id))
 
     def disconnect(
         self, peer_id: PeerId, error: Optional[ProtocolError] = None
@@ -628,213 +478,23 @@ class Node(Service):
     @property
     def stopping(self) -> bool:
         """True once :meth:`stop` has begun: no new connection is wanted."""
-        return self._stopping
+        return self._host.stopping
 
     def stop(self) -> defer.Deferred[None]:
         """Stop listening, say goodbye to every peer, wait for them to close."""
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
-        self._stopping = True
-        self._keepalive.stop()
+        self._host.begin_stop()
         self.gossip.stop()
         ports, self._ports = self._ports, []
         await defer.gatherResults(
             [defer.maybeDeferred(port.stopListening) for port in ports]
         )
-        closing = []
-        for protocol in list(self._peers.open):
-            protocol.close(ProtocolError(ErrorCode.GOING_AWAY, "node stopping"))
-            closing.append(protocol.closed)
-        if closing:
-            abort = self.clock.callLater(CLOSE_GRACE, self._abort_open)
-            await defer.gatherResults(closing)
-            if abort.active():
-                abort.cancel()
-        self.failures.flush()
-        self.refusals.flush()
-
-    def _abort_open(self) -> None:
-        for protocol in list(self._peers.open):
-            protocol.transport.abortConnection()  # type: ignore[union-attr]
+        await self._host.close_all(CLOSE_GRACE)
 
     # -- IService -----------------------------------------------------------
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
         return self.stop()
-
-    # -- IConnectionHost ----------------------------------------------------
-
-    def authorize(self, peer_id: PeerId) -> None:
-        """A peer proved its id: the policy (bans, permissioned mode) and the
-        per-peer limit may still refuse it."""
-        self.policy.authorize(peer_id)
-        if self._peers.connections_of(peer_id) >= self.limits.max_per_peer:
-            self.counters["refused.peer"] += 1
-            raise HandshakeFailed(
-                ErrorCode.CONNECTION_LIMIT, "too many connections from this peer"
-            )
-
-    def connection_opened(self, protocol: PeerProtocol) -> None:
-        self._peers.opened(protocol)
-        protocol.connection.max_gossip_frame = self._gossip_frame
-        if protocol.initiator:
-            self._remember_own_end(protocol)
-
-    def peer_verified(self, protocol: PeerProtocol) -> None:
-        """Every verified connection comes here, however the duplicate rule
-        then decides: each is counted (``handshakes.ok``) and spends its peer
-        id's one budget.  The callbacks follow the peer id, not the
-        connection: ``on_peer_verified`` fires when the id becomes connected;
-        a replacement (the duplicate rule kept the new connection) fires
-        nothing, since the peer was never lost, and is counted as
-        ``peers.replaced``."""
-        self.counters["handshakes.ok"] += 1
-        outcome = self._peers.verified(protocol, self._new_budget)
-        if outcome.dropped is not None:
-            if outcome.replaced:
-                self.counters["peers.replaced"] += 1
-            self._log.info(
-                "duplicate connection to {peer_id}; keeping one",
-                peer_id=str(protocol.peer_id),
-                replaced=outcome.replaced,
-            )
-            outcome.dropped.close(
-                HandshakeFailed(
-                    ErrorCode.DUPLICATE_CONNECTION, "already connected to this peer"
-                )
-            )
-        if not self._stopping:
-            self._keepalive.watch(protocol)
-        if outcome.new:
-            self.gossip.peer_connected(protocol)
-        if outcome.new and self._on_verified:
-            peer = describe(protocol)
-            for callback in self._on_verified:
-                self._call(callback, peer)
-
-    def _new_budget(self) -> Optional[TokenBucket]:
-        """A request budget for a peer id the node has not seen lately."""
-        limits = self.limits
-        if limits.request_rate <= 0:
-            return None
-        return TokenBucket(
-            limits.request_rate, limits.request_burst, self.clock.seconds()
-        )
-
-    def connection_failed(
-        self, protocol: PeerProtocol, event: ConnectionFailed
-    ) -> None:
-        """Count the failure; score it (:meth:`_misbehaved`) if the peer
-        misbehaved."""
-        code = event.error.code
-        if event.wrong_protocol is not None:
-            self._wrong_protocol(protocol, event.wrong_protocol)
-            return
-        stage = "closed" if protocol.connection.verified else "handshakes.failed"
-        self.counters[f"{stage}.{code.name}"] += 1
-        if code is ErrorCode.SELF_CONNECTION and self._reached_self(protocol):
-            return
-        if not protocol.connection.verified:
-            self.failures.record(
-                code.name,
-                "handshake with {address} failed: {code_name}: {message}",
-                address=protocol.where,
-                code_name=code.name,
-                message=untrusted.quote(event.error.message),
-                claimed=str(protocol.connection.handshake.claimed_peer),
-                misbehaviour=int(event.misbehaviour),
-            )
-        if event.misbehaviour:
-            self._misbehaved(protocol, code)
-
-    def _wrong_protocol(self, protocol: PeerProtocol, kind: str) -> None:
-        """An HTTP or TLS client at a plain peer port: answered with a hint
-        by the protocol; counted here, never scored."""
-        self.counters[f"wrong_protocol.{kind}"] += 1
-        self.failures.record(
-            f"wrong protocol ({kind})",
-            "{kind} client at the peer port from {address}; sent a hint",
-            kind=kind,
-            address=protocol.where,
-        )
-
-    def _remember_own_end(self, protocol: PeerProtocol) -> None:
-        """Note an outbound connection's local end, so the inbound half of a
-        connection to ourselves is known for what it is (not an attack)."""
-        local = protocol.transport.getHost() if protocol.transport else None
-        if not hasattr(local, "port"):
-            return  # not TCP: no far end to recognise
-        now = self.clock.seconds()
-        ends = self._own_ends
-        while ends and next(iter(ends.values())) < now:
-            del ends[next(iter(ends))]  # the oldest first: dicts keep order
-        key = (str(getattr(local, "host", "")), int(getattr(local, "port", 0)))
-        ends[key] = now + self.settings.handshake_timeout
-
-    def _reached_self(self, protocol: PeerProtocol) -> bool:
-        """A SELF_CONNECTION failure of a connection that reached this very
-        node (a configuration error, never scored): the outbound half is
-        logged once; the inbound half is recognised by its far end."""
-        if protocol.initiator:
-            self._log.warn(
-                "dialed {address} and reached this node itself; dropped"
-                " (a --peer or connect() naming our own address?)",
-                address=protocol.where,
-            )
-            return True
-        far = protocol.address
-        key = (getattr(far, "host", None), getattr(far, "port", None))
-        expiry = self._own_ends.get(key)  # type: ignore[arg-type]
-        return expiry is not None and expiry >= self.clock.seconds()
-
-    def _banned(self, ban: Ban) -> None:
-        """A new ban: close every connection it covers, now."""
-        self.counters[f"bans.{ban.origin.value}"] += 1
-        target = ban.target
-        for protocol in list(self._peers.open):
-            if isinstance(target, PeerId):
-                covered = protocol.peer_id == target
-            else:
-                host = getattr(protocol.address, "host", None)
-                covered = host is not None and self.bans.address_ban(host) is ban
-            if covered:
-                protocol.close(HandshakeFailed(ErrorCode.BANNED, "banned"))
-
-    def connection_closed(self, protocol: PeerProtocol, reason: Failure) -> None:
-        self._keepalive.forget(protocol)
-        if not self._peers.closed(protocol):
-            return
-        assert protocol.peer_id is not None
-        self.gossip.peer_disconnected(protocol.peer_id)
-        self._log.info(
-            "peer {peer_id} lost: {reason}",
-            peer_id=str(protocol.peer_id),
-            address=protocol.where,
-            reason=reason.getErrorMessage(),
-        )
-        if self._on_lost:
-            peer = describe(protocol)
-            for callback in self._on_lost:
-                self._call(callback, peer)
-
-    def request_received(self, protocol: PeerProtocol, request: wire.Request) -> None:
-        peer_id = protocol.peer_id
-        assert peer_id is not None
-        self._dispatch.serve(
-            protocol,
-            request,
-            budget=self._peers.budget(peer_id),
-            stopping=self._stopping,
-        )
-
-    def gossip_received(self, protocol: PeerProtocol, event: GossipReceived) -> None:
-        if not self._stopping:
-            self.gossip.received(protocol, event.message)
-
-    def _call(self, callback: PeerCallback, peer: Peer) -> None:
-        try:
-            callback(peer)
-        except Exception:
-            self._log.failure("peer callback {callback!r} raised", callback=callback)

@@ -228,6 +228,15 @@ class PeerProtocol(Protocol):
         """Bytes waiting for a peer that is not reading."""
         return self._queued_size
 
+    @property
+    def claimed_peer(self) -> Optional[PeerId]:
+        """The id the peer claims, proven or not (for log lines only)."""
+        return self.connection.handshake.claimed_peer
+
+    def cap_gossip(self, cap: int) -> None:
+        """Take gossip frames of up to ``cap`` bytes from the verified peer."""
+        self.connection.max_gossip_frame = cap
+
     # -- Protocol -----------------------------------------------------------
 
     def connectionMade(self) -> None:

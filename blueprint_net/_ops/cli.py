@@ -24,7 +24,8 @@ from typing import Any, Callable, NoReturn, Optional
 from twisted.internet import defer, task
 
 from blueprint_net._adapters import banstore, tls
-from blueprint_net._adapters.node import Node, require_tls
+from blueprint_net._adapters.dialer import require_tls
+from blueprint_net._adapters.node import Node
 from blueprint_net._core import wire
 from blueprint_net._core.errors import (
     KeyFileError,
@@ -286,13 +287,6 @@ def status(args: argparse.Namespace) -> int:
     ]
     _emit(args, data, "\n".join(lines))
     return OK
-
-
-def _uptime(data: dict[str, Any]) -> str:
-    seconds = int(data.get("uptime_seconds", 0))
-    return (
-        f"{seconds // 86400} d {seconds % 86400 // 3600} h {seconds % 3600 // 60} min"
-    )
 
 
 def peers(args: argparse.Namespace) -> int:

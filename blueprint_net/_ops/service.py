@@ -27,8 +27,9 @@ from twisted.logger import Logger
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import SqliteBanStore
 from blueprint_net._adapters.connections import ConnectionManager
+from blueprint_net._adapters.dialer import require_tls
 from blueprint_net._adapters.keeper import PeerKeeper
-from blueprint_net._adapters.node import Node, require_tls
+from blueprint_net._adapters.node import Node
 from blueprint_net._core.errors import ConfigurationError
 from blueprint_net._core.identity import PeerId
 from blueprint_net._ops.notify import notify

@@ -20,7 +20,8 @@ from twisted.python import usage
 
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import BanDatabaseError, SqliteBanStore
-from blueprint_net._adapters.node import Node, require_tls
+from blueprint_net._adapters.dialer import require_tls
+from blueprint_net._adapters.node import Node
 from blueprint_net._core.errors import KeyFileError, PlaintextRefused
 from blueprint_net._core.identity import PeerId
 from blueprint_net._core.records import check_addresses

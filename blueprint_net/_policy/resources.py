@@ -29,10 +29,6 @@ class MemoryBudget:
         self.peak = 0
         self.counters: Counter[str] = Counter() if counters is None else counters
 
-    @property
-    def available(self) -> int:
-        return max(0, self.limit - self.used)
-
     def fits(self, size: int) -> bool:
         """Whether ``size`` more bytes may be held."""
         return self.used + size <= self.limit
