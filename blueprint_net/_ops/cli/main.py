@@ -1,0 +1,175 @@
+"""The ``blueprint-net`` command line: the parser and ``main``.
+
+Layer: ops (the operator surface).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, NoReturn, Optional
+
+from blueprint_net._ops.cli.access import allow, ban, disallow, list_bans, unban
+from blueprint_net._ops.cli.common import (
+    BAD_FILE,
+    DEFAULT_DATA_DIR,
+    DEFAULT_STATUS_URL,
+    USAGE,
+    CommandFailed,
+    ban_duration,
+    client_endpoint,
+    peer_id,
+    ping_count,
+    timeout,
+)
+from blueprint_net._ops.cli.keys import keygen, show_id
+from blueprint_net._ops.cli.remote import ping, request
+from blueprint_net._ops.cli.show import peers, status
+from blueprint_net._ops.permits import PERMITS_FILE
+from blueprint_net._ops.tap import version_line
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (``blueprint-net ban: --duration ...``) with
+    exit status 2, instead of argparse's usage block."""
+
+    #: Whether ``--json`` was asked for (usage errors come before the parse).
+    json = False
+
+    def error(self, message: str) -> NoReturn:
+        sys.exit(_fail(self.prog, USAGE, message))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = _Parser(
+        prog="blueprint-net",
+        description="Keys, requests, status and bans for blueprint-net nodes.",
+        epilog="Exit status: 0 ok, 1 the operation failed, 2 usage, "
+        "3 node unreachable or handshake failed, 4 bad local file.",
+    )
+    top.add_argument("--json", action="store_true", help="print JSON")
+    top.add_argument("--version", action="version", version=version_line())
+    commands = top.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], help: str
+    ) -> Any:
+        sub = commands.add_parser(name, help=help, description=help)
+        # SUPPRESS: a default here would undo a --json given before the command.
+        sub.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON"
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    sub = command("keygen", keygen, "Create a new key file (PKCS#8 PEM, mode 0600).")
+    sub.add_argument("key_file", nargs="?", default=f"{DEFAULT_DATA_DIR}/node.key")
+    sub = command("id", show_id, "Print the peer id of a key file.")
+    sub.add_argument("key_file", nargs="?", default=f"{DEFAULT_DATA_DIR}/node.key")
+
+    for name, handler, help in (
+        ("request", request, "Connect, handshake, send one request, print the answer."),
+        ("ping", ping, "Round-trip times of the built-in ping protocol."),
+    ):
+        sub = command(name, handler, help)
+        sub.add_argument(
+            "endpoint",
+            type=client_endpoint,
+            help="client endpoint, e.g. p2ptls:127.0.0.1:7010",
+        )
+        sub.add_argument(
+            "--peer-id", type=peer_id, help="refuse any other identity at the endpoint"
+        )
+        sub.add_argument(
+            "--key-file", help="identity to connect as [default: a new one]"
+        )
+        sub.add_argument(
+            "--timeout",
+            type=timeout,
+            default=10.0,
+            help="seconds for the whole command: connect, handshake, requests [10]",
+        )
+        sub.add_argument(
+            "--allow-plaintext",
+            action="store_true",
+            help="allow a tcp: endpoint (no TLS: trusted networks only)",
+        )
+        if name == "request":
+            sub.add_argument("protocol")
+            sub.add_argument("payload", nargs="?", default="")
+            sub.add_argument("--metadata")
+        else:
+            sub.add_argument("--count", type=ping_count, default=5, help="pings [5]")
+
+    for name, handler, help in (
+        ("status", status, "A running node's status (from its status endpoint)."),
+        ("peers", peers, "A running node's verified peers."),
+    ):
+        sub = command(name, handler, help)
+        sub.add_argument(
+            "--url", default=DEFAULT_STATUS_URL, help=f"[{DEFAULT_STATUS_URL}]"
+        )
+
+    for name, handler, help in (
+        ("ban", ban, "Ban a peer id, address or network (a running node applies it)."),
+        ("unban", unban, "Lift a ban."),
+        ("bans", list_bans, "List the bans in force."),
+    ):
+        sub = command(name, handler, help)
+        sub.add_argument(
+            "--data-dir", default=DEFAULT_DATA_DIR, help=f"[{DEFAULT_DATA_DIR}]"
+        )
+        sub.add_argument("--database", help="the ban database [DATA-DIR/bans.sqlite]")
+        if name != "bans":
+            sub.add_argument("target", help="a peer id, an address or a CIDR network")
+        if name == "ban":
+            sub.add_argument("--reason", default="banned by the operator")
+            sub.add_argument(
+                "--duration",
+                type=ban_duration,
+                help="seconds, at most ten years [forever]",
+            )
+    for name, handler, help in (
+        ("allow", allow, "Permit a peer id on a permissioned node (applied live)."),
+        ("disallow", disallow, "Take a peer id off the allow-list; it is closed."),
+    ):
+        sub = command(name, handler, help)
+        sub.add_argument(
+            "--data-dir", default=DEFAULT_DATA_DIR, help=f"[{DEFAULT_DATA_DIR}]"
+        )
+        sub.add_argument(
+            "--file", help=f"the allow-list file [DATA-DIR/{PERMITS_FILE}]"
+        )
+        sub.add_argument("peer_id", type=peer_id, help="a peer id (12D3KooW...)")
+    return top
+
+
+def main(argv: Optional[list[str]] = None) -> NoReturn:
+    arguments = sys.argv[1:] if argv is None else argv
+    _Parser.json = "--json" in arguments
+    args = parser().parse_args(arguments)
+    try:
+        status_code = args.handler(args)
+    except CommandFailed as failure:
+        status_code = _fail(f"blueprint-net {args.command}", failure.status, failure)
+    except OSError as error:  # a local file, wherever it was met
+        where = f"{error.filename}: " if error.filename else ""
+        status_code = _fail(
+            f"blueprint-net {args.command}", BAD_FILE, f"{where}{error.strerror}"
+        )
+    sys.exit(status_code)
+
+
+def _fail(prog: str, status: int, message: object) -> int:
+    """One line on stderr; with ``--json``, a JSON error object on stdout."""
+    print(f"{prog}: {message}", file=sys.stderr)
+    if _Parser.json:
+        print(json.dumps({"error": str(message), "code": status}))
+    return status
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""``blueprint-net request`` and ``ping``: talk to a node as a peer.
+
+Layer: ops (the operator surface).
+
+Each command makes a throwaway node (or uses ``--key-file``), dials,
+handshakes, and is bounded by ``--timeout`` as a whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any, Callable, Optional
+
+from twisted.internet import defer, task
+
+from blueprint_net._adapters.dialer import require_tls
+from blueprint_net._adapters.node import Node
+from blueprint_net._core import wire
+from blueprint_net._core.errors import (
+    KeyFileError,
+    PlaintextRefused,
+    RemoteError,
+    RequestFailed,
+)
+from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._ops.cli.common import (
+    BAD_FILE,
+    FAILED,
+    OK,
+    UNREACHABLE,
+    USAGE,
+    CommandFailed,
+    emit,
+)
+from blueprint_net._ops.keyfiles import load_identity
+from blueprint_net._policy.settings import Settings
+
+
+def _identity(args: argparse.Namespace) -> Identity:
+    if args.key_file is None:
+        return Identity.generate()  # a throwaway identity is enough to ask
+    try:
+        return load_identity(args.key_file)
+    except KeyFileError as error:
+        raise CommandFailed(BAD_FILE, str(error)) from None
+
+
+def _run(work: Callable[[Any], Any], limit: Optional[float] = None) -> Any:
+    """Run a coroutine on the reactor and hand back its result or error;
+    past ``limit`` seconds it is cancelled (``--timeout`` bounds the whole
+    command, not only each request)."""
+    outcome: list[Any] = []
+
+    async def main(reactor: Any) -> None:
+        running = defer.ensureDeferred(work(reactor))
+        if limit is not None:
+            running.addTimeout(limit, reactor)
+        try:
+            outcome.append(await running)
+        except defer.TimeoutError:
+            outcome.append(
+                CommandFailed(FAILED, f"no answer within {limit:g} s (--timeout)")
+            )
+        except BaseException as error:  # re-raised below, off the reactor
+            outcome.append(error)
+
+    try:
+        task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+    except SystemExit as done:
+        if done.code not in (0, None):
+            raise
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The command's node settings; a plain endpoint without the opt-in is
+    a usage error, found before the reactor starts."""
+    settings = Settings(
+        request_timeout=args.timeout, allow_plaintext=args.allow_plaintext
+    )
+    try:
+        require_tls(args.endpoint, settings)
+    except PlaintextRefused as error:
+        raise CommandFailed(USAGE, str(error)) from None
+    return settings
+
+
+async def _connected(reactor: Any, args: argparse.Namespace) -> tuple[Node, PeerId]:
+    node = Node(_identity(args), reactor=reactor, settings=args.settings)
+    try:
+        peer = await node.connect(args.endpoint, peer_id=args.peer_id)
+    except PlaintextRefused as error:
+        await node.stop()
+        raise CommandFailed(USAGE, str(error)) from None
+    except defer.CancelledError:  # --timeout, while connecting or handshaking
+        # The goodbye goes out, but a peer that never answered is not waited
+        # for (up to 2 s); the process ends with the reactor.
+        node.stop()
+        raise CommandFailed(
+            UNREACHABLE,
+            f"{args.endpoint}: no handshake within {args.timeout:g} s (--timeout)",
+        ) from None
+    except Exception as error:
+        await node.stop()
+        raise CommandFailed(UNREACHABLE, f"{args.endpoint}: {error}") from None
+    return node, peer.peer_id
+
+
+def request(args: argparse.Namespace) -> int:
+    args.settings = _settings(args)
+
+    async def work(reactor: Any) -> tuple[str, Optional[bytes], int, str]:
+        node, peer_id = await _connected(reactor, args)
+        try:
+            reply = await node.request(
+                peer_id,
+                args.protocol,
+                args.payload.encode(),
+                args.metadata.encode() if args.metadata is not None else None,
+            )
+            kind = "success" if isinstance(reply, wire.SuccessResponse) else "protocol"
+            return kind, reply.data, 0, ""
+        except RemoteError as error:
+            return "error", None, error.code, str(error)
+        except RequestFailed as error:
+            return "failed", None, 0, str(error)
+        finally:
+            await node.stop()
+
+    kind, data, code, message = _run(work, args.timeout)
+    text = data.decode("utf-8", "replace") if data is not None else ""
+    if kind in ("success", "protocol"):
+        emit(
+            args,
+            {"response": kind, "data": text},
+            text if data is not None else "(no data)",
+        )
+        return OK
+    emit(args, {"response": kind, "code": code, "message": message}, message)
+    return FAILED
+
+
+def ping(args: argparse.Namespace) -> int:
+    args.settings = _settings(args)
+
+    async def work(reactor: Any) -> list[float]:
+        node, peer_id = await _connected(reactor, args)
+        times = []
+        try:
+            for _ in range(args.count):
+                start = time.perf_counter()
+                await node.request(peer_id, "ping", b"")
+                times.append((time.perf_counter() - start) * 1e3)
+        except RequestFailed as error:
+            raise CommandFailed(FAILED, f"ping failed: {error}") from None
+        finally:
+            await node.stop()
+        return times
+
+    times = _run(work, args.timeout)
+    summary = {
+        "count": len(times),
+        "min_ms": min(times),
+        "median_ms": statistics.median(times),
+        "max_ms": max(times),
+        "times_ms": times,
+    }
+    emit(
+        args,
+        summary,
+        "\n".join(f"{t:.3f} ms" for t in times)
+        + f"\n{len(times)} pings: min {min(times):.3f}, median"
+        f" {statistics.median(times):.3f}, max {max(times):.3f} ms",
+    )
+    return OK
