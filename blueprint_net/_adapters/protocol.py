@@ -71,6 +71,9 @@ TLS_HINT = (
     b"blueprint-net: this peer port speaks plain blueprint-net, not TLS;"
     b" dial it with tcp:, or listen with p2ptls: for TLS.\n"
 )
+#: The kinds of client that are wrong at a plain peer port (see
+#: ``untrusted.Sniffer``), and what each is answered with.
+PLAIN_PORT_ANSWERS = {"http": HTTP_HINT, "tls": TLS_HINT}
 
 #: The most handed to the transport at once.  Twisted's transports pause
 #: their producer once their buffer passes 64 KiB, and we write no more
@@ -205,10 +208,10 @@ class PeerProtocol(Protocol):
         self._unbound = False
         #: Closed before its handshake: a plain transport, no opt-in.
         self.refused_plaintext = False
-        #: A plain accepted connection's first bytes, until they are known
-        #: not to be another protocol (None once decided, when dialing, or
-        #: over TLS).
-        self._opening: Optional[bytes] = None
+        #: Holds a plain accepted connection's first bytes until they are
+        #: known not to be another protocol (None once decided, when
+        #: dialing, or over TLS).
+        self._sniffer: Optional[untrusted.Sniffer] = None
         self._silent = False
         self._opened_at = 0.0
 
@@ -265,7 +268,7 @@ class PeerProtocol(Protocol):
             if not self.initiator:
                 # A plain port may be reached by the wrong client (HTTP, TLS):
                 # its first bytes are looked at before they are framed.
-                self._opening = b""
+                self._sniffer = untrusted.Sniffer(PLAIN_PORT_ANSWERS)
             self.connection.initiate()
             self._flush()
 
@@ -301,19 +304,16 @@ class PeerProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._heard_at = self.clock.seconds()
-        if self._opening is not None:
-            data = self._opening + data
-            kind = untrusted.opening(data)
-            if (
-                kind is untrusted.Opening.UNDECIDED
-                and len(data) < untrusted.SNIFF_BYTES
-            ):
-                self._opening = data
+        sniffer = self._sniffer
+        if sniffer is not None:
+            verdict = sniffer.feed(data)
+            if verdict is None:
                 return
-            self._opening = None
-            if kind in (untrusted.Opening.HTTP, untrusted.Opening.TLS):
-                self._wrong_protocol(kind)
+            self._sniffer = None
+            if isinstance(verdict, untrusted.WrongOpening):
+                self._wrong_protocol(verdict)
                 return
+            data = verdict
         if self._unbound:
             # TLS without IHandshakeListener reaching us: TLS completes its
             # handshake before it delivers any data.
@@ -694,13 +694,11 @@ class PeerProtocol(Protocol):
         self.send(wire.Ping(int(now * 1000)))
         return now + interval
 
-    def _wrong_protocol(self, kind: untrusted.Opening) -> None:
+    def _wrong_protocol(self, verdict: untrusted.WrongOpening) -> None:
         """An operator's client at the wrong port: a hint it can show, then
         close; the host hears of it as a failure that is not misbehaviour."""
-        self.transport.write(  # type: ignore[union-attr]
-            HTTP_HINT if kind is untrusted.Opening.HTTP else TLS_HINT
-        )
-        self.wrong_opening(kind.value)
+        self.transport.write(verdict.answer)  # type: ignore[union-attr]
+        self.wrong_opening(verdict.kind)
         self.disconnect()
 
     def wrong_opening(self, kind: str) -> None:

@@ -183,31 +183,36 @@ _HTTP_BODY = (
 HTTP_AT_TLS_PORT = untrusted.http_400(_HTTP_BODY)
 
 
-class _SniffingTLS(TLSMemoryBIOProtocol):
-    """TLS that first looks at the opening bytes: a plain blueprint frame or
-    an HTTP request is an operator's client at the wrong port, answered in
-    its own protocol (never as a TLS alert it cannot show) and closed.  The
-    wrapped protocol hears of it through ``wrong_opening(kind)``; it is
-    counted, never scored.  Anything else goes to TLS unchanged."""
+#: The kinds of client that are wrong at a ``p2ptls`` port (see
+#: ``untrusted.Sniffer``), and what each is answered with.
+TLS_PORT_ANSWERS = {"http": HTTP_AT_TLS_PORT, "plain": PLAIN_AT_TLS_PORT}
 
-    _opening: Optional[bytes] = b""
+
+class _SniffingTLS(TLSMemoryBIOProtocol):
+    """TLS that first looks at the opening bytes (``untrusted.Sniffer``): a
+    plain blueprint frame or an HTTP request is an operator's client at the
+    wrong port, answered in its own protocol (never as a TLS alert it cannot
+    show) and closed.  The wrapped protocol hears of it through
+    ``wrong_opening(kind)``; it is counted, never scored.  Anything else
+    goes to TLS unchanged."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._sniffer: Optional[untrusted.Sniffer] = untrusted.Sniffer(TLS_PORT_ANSWERS)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._opening is None:
+        sniffer = self._sniffer
+        if sniffer is None:
             super().dataReceived(data)  # type: ignore[no-untyped-call]
             return
-        first = self._opening + data
-        kind = untrusted.opening(first)
-        if kind is not untrusted.Opening.TLS and len(first) < untrusted.SNIFF_BYTES:
-            self._opening = first
+        verdict = sniffer.feed(data)
+        if verdict is None:
             return
-        self._opening = None
-        if kind is untrusted.Opening.HTTP:
-            self._refuse("http", HTTP_AT_TLS_PORT)
-        elif kind is untrusted.Opening.BLUEPRINT and untrusted.looks_like_frame(first):
-            self._refuse("plain", PLAIN_AT_TLS_PORT)
+        self._sniffer = None
+        if isinstance(verdict, untrusted.WrongOpening):
+            self._refuse(verdict.kind, verdict.answer)
         else:
-            super().dataReceived(first)  # type: ignore[no-untyped-call]
+            super().dataReceived(verdict)  # type: ignore[no-untyped-call]
 
     def _refuse(self, kind: str, answer: bytes) -> None:
         inner: Any = self.wrappedProtocol
