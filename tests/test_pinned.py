@@ -972,7 +972,7 @@ def test_notify_all_skips_a_full_queue_with_a_warning_and_goes_on(
         b, c = net.add_node(), net.add_node()
         net.connect(a, b)
         net.connect(a, c)
-        a._peers[b.peer_id].pauseProducing()  # b's transport is full
+        a._peers[b.peer_id].outbound.pauseProducing()  # b's transport is full
         payload = bytes(600)
         assert a.notify_all("x", payload, peers=[b.peer_id]) == [b.peer_id]
         order = [b.peer_id, c.peer_id]

@@ -5,8 +5,7 @@ Layer: adapters (Twisted; imports from _policy and _core only).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Optional, Union
+from typing import Optional
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
@@ -14,7 +13,6 @@ from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHandshakeListener,
-    IPushProducer,
     IReactorTime,
     ISSLTransport,
     ITCPTransport,
@@ -25,6 +23,13 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from blueprint_net._adapters.interfaces import IHandshaking
+from blueprint_net._adapters.outbound import (
+    ALWAYS_ALLOWED,
+    FRAME_OVERHEAD,
+    PIECE,
+    SMALL_FRAME,
+    Outbound,
+)
 from blueprint_net._adapters.tls import ALPN, certificate_key, peer_certificate_key
 from blueprint_net._core import untrusted, wire
 from blueprint_net._core.connection import (
@@ -75,29 +80,6 @@ TLS_HINT = (
 #: ``untrusted.Sniffer``), and what each is answered with.
 PLAIN_PORT_ANSWERS = {"http": HTTP_HINT, "tls": TLS_HINT}
 
-#: The most handed to the transport at once.  Twisted's transports pause
-#: their producer once their buffer passes 64 KiB, and we write no more
-#: until they resume, so a transport never holds more than its buffer and
-#: one piece (:data:`TRANSPORT_HELD`, charged while paused); the rest waits
-#: in our queue, where it is counted.
-PIECE = 64 * 1024
-TRANSPORT_HELD = 2 * PIECE
-#: Framing around a request's or response's data, at most (for the checks
-#: made before one is encoded).
-FRAME_OVERHEAD = 300
-#: What any connection may hold whatever the node-wide budget says, so that
-#: peers that stop reading cannot spend it for those that do: small answers
-#: to a peer that reads always go out, and a small frame always comes in.
-ALWAYS_ALLOWED = 16 * 1024
-#: Data this small always has room when nothing is queued (:meth:`_room`).
-SMALL_FRAME = ALWAYS_ALLOWED - FRAME_OVERHEAD
-
-Chunk = Union[bytes, memoryview]
-
-
-def _bytes(chunk: Chunk) -> bytes:
-    return chunk if type(chunk) is bytes else bytes(chunk)
-
 
 class IConnectionHost(Interface):
     """What owns connections: told of each one's life, asked about peers.
@@ -131,18 +113,18 @@ class IConnectionHost(Interface):
         """A topic-gossip message arrived on a verified connection."""
 
 
-@implementer(IPushProducer, IHandshaking, IHandshakeListener)
+@implementer(IHandshaking, IHandshakeListener)
 class PeerProtocol(Protocol):
     """Feeds bytes to a :class:`Connection` and acts on what comes out.
 
     ``verified`` fires with the peer id once the handshake completes, or
     fails with :class:`HandshakeError` if the connection closes first.
 
-    It is also the transport's push producer: when the transport's write
-    buffer fills (the peer is not reading), Twisted calls
-    :meth:`pauseProducing`; frames then wait in a queue bounded by
-    ``max_send_queue``, new requests are refused with :class:`SendQueueFull`,
-    and we stop reading the peer's requests until it drains.
+    Its :class:`Outbound` is the transport's push producer: when the
+    transport's write buffer fills (the peer is not reading), frames wait in
+    a queue bounded by ``max_send_queue``, new requests are refused with
+    :class:`SendQueueFull`, and we stop reading the peer's requests until it
+    drains.
     """
 
     _log = Logger()
@@ -165,7 +147,6 @@ class PeerProtocol(Protocol):
         self.initiator = initiator
         #: The node-wide budget this connection's buffers count against.
         self.memory = MemoryBudget(settings.memory_budget) if memory is None else memory
-        self._charged = 0
         if waited_on is None:
             waited_on = initiator  # a dialer usually awaits the handshake
         self.connection = Connection(
@@ -194,14 +175,14 @@ class PeerProtocol(Protocol):
         #: keepalive Ping went out, if it is unanswered (see keepalive_check).
         self._heard_at = 0.0
         self._pinged_at: Optional[float] = None
-        self._writing_paused = False
         self._reading_paused = False
-        self._queued: list[Chunk] = []
-        self._queued_size = 0
-        #: Answers given during this read, not yet flushed (estimated).
-        self._unflushed = 0
-        #: Bytes already written of the frame at the queue's head, still held.
-        self._pinned = 0
+        #: The send queue, flow control and memory accounting.
+        self.outbound = Outbound(
+            self.connection.chunks_to_send,
+            self.memory,
+            settings.max_send_queue,
+            self._update_reading,
+        )
         self._receiving = False  # in dataReceived: flush once, at its end
         #: TLS, and the handshake waits for TLS to complete (the channel
         #: binding and, on ``p2ptls``, the variant are known only then).
@@ -229,7 +210,7 @@ class PeerProtocol(Protocol):
     @property
     def queued(self) -> int:
         """Bytes waiting for a peer that is not reading."""
-        return self._queued_size
+        return self.outbound.queued
 
     # -- Protocol -----------------------------------------------------------
 
@@ -245,7 +226,8 @@ class PeerProtocol(Protocol):
             # (a response, then a request) would wait ~40 ms.  Writes are
             # already batched, one per read.
             transport.setTcpNoDelay(True)
-        transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self.outbound.transport = transport
+        transport.registerProducer(self.outbound, True)  # type: ignore[union-attr]
         self.host.connection_opened(self)
         if not self.settings.allow_plaintext and not ISSLTransport.providedBy(
             transport
@@ -270,7 +252,7 @@ class PeerProtocol(Protocol):
                 # its first bytes are looked at before they are framed.
                 self._sniffer = untrusted.Sniffer(PLAIN_PORT_ANSWERS)
             self.connection.initiate()
-            self._flush()
+            self.outbound.flush()
 
     def handshakeCompleted(self) -> None:
         """TLS completed (``IHandshakeListener``): start the handshake, bound
@@ -290,7 +272,7 @@ class PeerProtocol(Protocol):
         if getattr(transport, "negotiatedProtocol", None) != ALPN:
             self.connection.set_channel_binding(binding)
             self.connection.initiate()
-            self._flush()
+            self.outbound.flush()
             return
         key = peer_certificate_key(transport.getHandle())  # type: ignore[union-attr]
         if key is None:  # PeerTLS accepts no other certificate
@@ -300,7 +282,7 @@ class PeerProtocol(Protocol):
         for event in self.connection.start_bound(binding, certified):
             assert isinstance(event, ConnectionFailed)  # nothing else, if any
             self._on_failed(event)
-        self._flush()
+        self.outbound.flush()
 
     def dataReceived(self, data: bytes) -> None:
         self._heard_at = self.clock.seconds()
@@ -320,7 +302,9 @@ class PeerProtocol(Protocol):
             self.handshakeCompleted()
         connection = self.connection
         self._handle(connection.receive_data(data))
-        self._account()
+        outbound = self.outbound
+        outbound.inbound = connection.buffered
+        outbound.account()
         memory = self.memory
         if (
             memory.used > memory.limit
@@ -360,7 +344,7 @@ class PeerProtocol(Protocol):
                 events = connection.resume()
         finally:
             self._receiving = False
-        self._flush()
+        self.outbound.flush()
         self._update_reading()
 
     def _dispatch(self, events: list[Event]) -> None:
@@ -383,10 +367,7 @@ class PeerProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timeout()
-        self._queued.clear()
-        self._queued_size = self._pinned = 0
-        self.memory.charge(-self._charged)
-        self._charged = 0
+        self.outbound.lost()
         self._deadlines.clear()
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
@@ -422,8 +403,7 @@ class PeerProtocol(Protocol):
         if metadata is not None:
             size += len(metadata)
         try:
-            if self._queued_size or self._unflushed or size > SMALL_FRAME:
-                self._check_queue(size)  # else it fits: see _room
+            self.outbound.check(size)
             request_id = self.connection.request(protocol, payload, metadata, waiting)
         except (SendQueueFull, PeerLost, ValueError, RuntimeError) as error:
             return defer.fail(error)
@@ -437,7 +417,7 @@ class PeerProtocol(Protocol):
             self._expiry = clock.callLater(delay, self._expire)
         elif deadline < expiry.getTime():  # a shorter timeout than those before
             expiry.reset(delay)
-        self._flush()
+        self.outbound.flush()
         return waiting
 
     def notify(
@@ -445,27 +425,27 @@ class PeerProtocol(Protocol):
     ) -> None:
         """Send a request that wants no response (fire and forget); raises
         SendQueueFull, or PeerLost once the connection is closing."""
-        self._check_queue(len(payload) + len(metadata or b"") + len(protocol))
+        self.outbound.check(len(payload) + len(metadata or b"") + len(protocol))
         self.connection.request(protocol, payload, metadata)
         self.requests_out += 1
-        self._flush()
+        self.outbound.flush()
 
     def send_frame(self, frame: bytes) -> None:
         """Send an encoded fire-and-forget request (broadcast encodes once)."""
-        self._check_queue(len(frame))
+        self.outbound.check(len(frame))
         self.connection.send_frame(frame)
         self.requests_out += 1
-        self._flush()
+        self.outbound.flush()
 
     def respond(self, response: wire.Response) -> None:
         """Answer one of the peer's requests (a no-op once closed); for a
         fire-and-forget request, say its handler ended (``request_id`` 0)."""
-        connection = self.connection
+        connection, outbound = self.connection, self.outbound
         size = _data_size(response)
         if (
             response.request_id
-            and (self._queued_size or self._unflushed or size > SMALL_FRAME)
-            and not self._room(size)  # else it fits, as in request()
+            and (outbound.queued or outbound.unflushed or size > SMALL_FRAME)
+            and not outbound.room(size)  # else it fits, as in request()
         ):
             # The peer asks faster than it reads: it gets a short answer
             # rather than one that the queue or the node cannot hold.
@@ -479,14 +459,14 @@ class PeerProtocol(Protocol):
         if self._receiving:
             # The read being handled flushes and resumes; small answers go
             # out together, large ones at once (to the transport or queue).
-            self._unflushed += size + FRAME_OVERHEAD
-            if self._unflushed >= PIECE:
-                self._flush()
+            outbound.unflushed += size + FRAME_OVERHEAD
+            if outbound.unflushed >= PIECE:
+                self.outbound.flush()
             return
         if connection.backlog and not connection.requests.full:
             self._handle(connection.resume())
         else:
-            self._flush()
+            self.outbound.flush()
             self._update_reading()  # one fewer being processed
 
     def _response_received(self, event: ResponseReceived) -> None:
@@ -516,7 +496,7 @@ class PeerProtocol(Protocol):
     def send(self, message: wire.Message) -> None:
         """Send an application message (the connection must be verified)."""
         self.connection.send(message)
-        self._flush()
+        self.outbound.flush()
 
     def close(self, error: ProtocolError) -> bool:
         """Tell the peer why, then close; whether this call closed it (once
@@ -525,115 +505,6 @@ class PeerProtocol(Protocol):
             return False
         self._on_failed(self.connection.fail(error))
         return True
-
-    def _room(self, size: int) -> bool:
-        """Whether a frame of about ``size`` bytes of data may be sent: it
-        fits in the send queue (or the queue is empty) and in the budget."""
-        size += FRAME_OVERHEAD
-        queued = self._queued_size + self._unflushed
-        if queued and queued + size > self.settings.max_send_queue:
-            return False
-        return queued + size <= ALWAYS_ALLOWED or self.memory.fits(size)
-
-    def _check_queue(self, size: int) -> None:
-        if not self._room(size):
-            if self.memory.fits(size + FRAME_OVERHEAD):
-                raise SendQueueFull(
-                    f"{self._queued_size} bytes wait for a peer that is not reading"
-                    f" (limit {self.settings.max_send_queue})"
-                )
-            self.memory.refuse("send")
-            raise SendQueueFull(
-                f"the node's memory budget ({self.memory.limit} bytes) is spent"
-            )
-
-    def _flush(self) -> None:
-        chunks = self.connection.chunks_to_send()
-        self._unflushed = 0
-        if not chunks:
-            return
-        if self._writing_paused or self._queued:
-            self._enqueue(chunks)
-        elif len(chunks) == 1 and len(chunks[0]) <= PIECE:
-            # The usual case, and it holds nothing more here (a transport
-            # that pauses us now charges itself: see pauseProducing).
-            self.transport.write(chunks[0])  # type: ignore[union-attr]
-            return
-        else:
-            self._write(chunks)
-        self._account()
-
-    def _enqueue(self, chunks: Sequence[Chunk]) -> None:
-        queued = self._queued
-        queued.extend(chunks)
-        self._queued_size += sum(map(len, chunks))
-        head = queued[0] if queued else b""
-        # A frame half written still holds its whole buffer: count that too.
-        self._pinned = len(head.obj) - len(head) if type(head) is memoryview else 0  # type: ignore[arg-type]
-        self._update_reading()
-
-    def _write(self, chunks: Sequence[Chunk]) -> None:
-        """Hand ``chunks`` to the transport a piece at a time until it
-        pauses us; queue the rest."""
-        transport = self.transport
-        assert transport is not None
-        batch: list[bytes] = []
-        size = 0
-        for index, chunk in enumerate(chunks):
-            if len(chunk) <= PIECE:
-                batch.append(_bytes(chunk))
-                size += len(chunk)
-                if size < PIECE:
-                    continue
-                transport.writeSequence(batch)
-                batch, size = [], 0
-                if self._writing_paused:
-                    self._enqueue(chunks[index + 1 :])
-                    return
-                continue
-            if batch:
-                transport.writeSequence(batch)
-                batch, size = [], 0
-            view = chunk if type(chunk) is memoryview else memoryview(chunk)
-            for start in range(0, len(view), PIECE):
-                if self._writing_paused:
-                    self._enqueue([view[start:], *chunks[index + 1 :]])
-                    return
-                transport.write(bytes(view[start : start + PIECE]))
-        if batch:
-            if len(batch) == 1:
-                transport.write(batch[0])
-            else:
-                transport.writeSequence(batch)
-
-    def _account(self) -> None:
-        """Charge the budget with what this connection holds now: a partial
-        inbound frame, the send queue, a paused transport's buffer."""
-        held = self.connection.buffered + self._queued_size + self._pinned
-        if self._writing_paused:
-            held += TRANSPORT_HELD
-        delta = held - self._charged
-        if delta:
-            self.memory.charge(delta)
-            self._charged = held
-
-    # -- IPushProducer: the transport tells us when the peer stops reading ---
-
-    def pauseProducing(self) -> None:
-        self._writing_paused = True
-        self._account()
-
-    def resumeProducing(self) -> None:
-        self._writing_paused = False
-        queued, self._queued, self._queued_size = self._queued, [], 0
-        self._pinned = 0
-        if queued:
-            self._write(queued)
-            self._update_reading()
-        self._account()
-
-    def stopProducing(self) -> None:
-        """The transport is closing; connectionLost follows."""
 
     def _update_reading(self) -> None:
         """Stop reading a peer that has ``max_concurrent_requests`` being
@@ -647,7 +518,7 @@ class PeerProtocol(Protocol):
         pause = (
             connection.requests.full
             or bool(connection.backlog)
-            or self._queued_size > self.settings.max_send_queue // 2
+            or self.outbound.queued > self.settings.max_send_queue // 2
         )
         if pause is not self._reading_paused and not self.connection.closed:
             self._reading_paused = pause
@@ -715,7 +586,7 @@ class PeerProtocol(Protocol):
         self._cancel_timeout()
 
     def _on_failed(self, event: ConnectionFailed) -> None:
-        self._flush()
+        self.outbound.flush()
         error = event.error
         self._failure = error
         if self.connection.verified:
@@ -740,21 +611,9 @@ class PeerProtocol(Protocol):
         self.disconnect()
 
     def disconnect(self) -> None:
-        """Close after writing what is queued.
-
-        The producer is unregistered first: a transport whose registered
-        producer is paused (a peer that stopped reading) resumes it when its
-        buffer drains instead of closing, and would never close.
-        """
-        transport = self.transport
-        assert transport is not None
-        queued, self._queued, self._queued_size = self._queued, [], 0
-        self._pinned = 0
-        if queued:
-            transport.writeSequence([_bytes(chunk) for chunk in queued])
-        self._account()
-        transport.unregisterProducer()  # type: ignore[attr-defined]
-        transport.loseConnection()
+        """Close after writing what is queued (see :meth:`Outbound.close`)."""
+        self.outbound.close()
+        self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _handshake_timed_out(self) -> None:
         self._timeout = None
