@@ -12,9 +12,11 @@ from twisted.internet.testing import StringTransport
 from blueprint_net._adapters.outbound import (
     FRAME_OVERHEAD,
     PIECE,
+    TAIL,
     TRANSPORT_HELD,
     Outbound,
 )
+from blueprint_net._core import wire
 from blueprint_net._core.errors import SendQueueFull
 from blueprint_net._policy.resources import MemoryBudget
 
@@ -195,3 +197,20 @@ def test_the_invariant_check_catches_counts_that_disagree() -> None:
     outbound.charged += 1
     with pytest.raises(AssertionError):
         outbound.check_invariants()
+
+
+def test_a_frames_small_tail_goes_with_its_payload() -> None:
+    """A 64 KiB payload fills a piece and the transport pauses: the byte
+    after it (``frame_chunks``'s tail) is written with it, not queued until
+    the transport drains (a reactor turn later, on every such frame)."""
+    sender = Sender()
+    chunks = wire.frame_chunks(wire.Request(1, "echo", bytes(PIECE)))
+    assert len(chunks) == 3 and len(chunks[1]) == PIECE  # head, payload, tail
+    sender.send(*chunks)
+    assert sender.outbound.paused and sender.outbound.queued == 0
+    assert sender.transport.value() == b"".join(chunks)
+    assert sender.transport.writes == 1
+    # Small chunks ride along only so far: a piece stays under 2 * PIECE.
+    sender.transport.read()
+    sender.send(b"a" * PIECE, *[b"b" * (TAIL - 1)] * 4)
+    assert sender.outbound.queued == 2 * (TAIL - 1)

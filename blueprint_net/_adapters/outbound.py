@@ -36,6 +36,10 @@ from blueprint_net._policy.resources import MemoryBudget
 #: in our queue, where it is counted.
 PIECE = 64 * 1024
 TRANSPORT_HELD = 2 * PIECE
+#: A chunk this small rides along with the piece before it (see
+#: ``Outbound._write``): the small parts of a frame that ``wire.frame_chunks``
+#: keeps around a large payload.
+TAIL = 16 * 1024
 #: Framing around a request's or response's data, at most (the allowance
 #: made for a frame whose size is not known exactly yet).
 FRAME_OVERHEAD = 300
@@ -210,27 +214,34 @@ class Outbound:
 
     def _write(self, chunks: Sequence[Chunk]) -> None:
         """Hand ``chunks`` to the transport a piece at a time until it
-        pauses us; queue the rest."""
+        pauses us; queue the rest.
+
+        A piece is written once it holds :data:`PIECE` bytes and the next
+        chunk is not a small one riding along: a frame's small tail (the
+        byte after a 64 KiB payload) goes with its payload, rather than
+        waiting in the queue for the transport to drain, a reactor turn
+        later.  A piece stays under ``2 * PIECE`` either way.
+        """
         transport = self.transport
         batch: list[bytes] = []
         size = 0
         for index, chunk in enumerate(chunks):
-            if len(chunk) <= PIECE:
-                batch.append(_bytes(chunk))
-                size += len(chunk)
-                if size < PIECE:
-                    continue
+            length = len(chunk)
+            if size >= PIECE and (length >= TAIL or size >= PIECE + TAIL):
                 transport.writeSequence(batch)
                 batch, size = [], 0
                 if self.paused:
-                    self._enqueue(chunks[index + 1 :])
+                    self._enqueue(chunks[index:])
                     return
+            if length <= PIECE:
+                batch.append(_bytes(chunk))
+                size += length
                 continue
             if batch:
                 transport.writeSequence(batch)
                 batch, size = [], 0
             view = chunk if type(chunk) is memoryview else memoryview(chunk)
-            for start in range(0, len(view), PIECE):
+            for start in range(0, length, PIECE):
                 if self.paused:
                     self._enqueue([view[start:], *chunks[index + 1 :]])
                     return
