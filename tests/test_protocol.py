@@ -337,7 +337,7 @@ def test_connection_lost_fails_pending_requests_and_leaves_nothing(
     pump.flush()
     assert all(isinstance(_outcome(d), PeerLost) for d in pending)
     assert client.connection.requests.pending == {}
-    assert len(client._deadlines) == 0
+    assert len(client.connection.deadlines) == 0
     assert clock.getDelayedCalls() == []  # timeouts and keepalives gone
 
 
@@ -378,7 +378,7 @@ def test_oversized_request_fails_without_sending(
     outcome = _outcome(client.request("echo", bytes(2000)))
     assert isinstance(outcome, ValueError)
     assert client.connection.requests.pending == {}
-    assert len(client._deadlines) == 0
+    assert len(client.connection.deadlines) == 0
 
 
 def test_keepalive_pings_a_quiet_peer_and_keeps_a_live_one(

@@ -116,6 +116,18 @@ class Outbound:
             return False
         return queued + size <= ALWAYS_ALLOWED or self.memory.fits(size)
 
+    def reserve(self, size: int) -> bool:
+        """Whether a response frame of ``size`` bytes may be queued: if so,
+        it counts (:attr:`unflushed`) until the next flush; if not, the
+        budget counts a refused response."""
+        if (self.queued or self.unflushed or size > SMALL_FRAME) and not self.room(
+            size
+        ):
+            self.memory.refuse("response")
+            return False
+        self.unflushed += size
+        return True
+
     def check(self, size: int) -> None:
         """:class:`SendQueueFull` unless a frame of ``size`` has room; a
         small one with nothing queued always has (not even asked)."""

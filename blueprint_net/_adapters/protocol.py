@@ -25,9 +25,7 @@ from zope.interface import Interface, implementer
 from blueprint_net._adapters.interfaces import IHandshaking
 from blueprint_net._adapters.outbound import (
     ALWAYS_ALLOWED,
-    FRAME_OVERHEAD,
     PIECE,
-    SMALL_FRAME,
     Outbound,
 )
 from blueprint_net._adapters.tls import ALPN, certificate_key, peer_certificate_key
@@ -52,7 +50,6 @@ from blueprint_net._core.errors import (
 )
 from blueprint_net._core.handshake import PeerProven
 from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.messaging import Deadlines
 from blueprint_net._policy.resources import MemoryBudget
 from blueprint_net._policy.settings import DEFAULTS, Settings
 
@@ -168,8 +165,7 @@ class PeerProtocol(Protocol):
         self.requests_in = self.requests_out = 0
         self._timeout: Optional[IDelayedCall] = None
         self._failure: Optional[ProtocolError] = None
-        #: When our pending requests time out; one timer for them all.
-        self._deadlines = Deadlines()
+        #: One timer for every request's deadline (the connection's).
         self._expiry: Optional[IDelayedCall] = None
         #: When the peer was last heard from (any bytes), and when our
         #: keepalive Ping went out, if it is unanswered (see keepalive_check).
@@ -184,6 +180,8 @@ class PeerProtocol(Protocol):
             self._update_reading,
         )
         self._receiving = False  # in dataReceived: flush once, at its end
+        #: The events being handled (see _handle).
+        self._events: list[Event] = []
         #: TLS, and the handshake waits for TLS to complete (the channel
         #: binding and, on ``p2ptls``, the variant are known only then).
         self._unbound = False
@@ -331,19 +329,15 @@ class PeerProtocol(Protocol):
             timeout.reset(max(0.0, left - self.clock.seconds()))
 
     def _handle(self, events: list[Event]) -> None:
-        """Act on a read's events, then on the requests they let out of the
-        backlog (a handler that answers at once frees its place)."""
+        """Act on a read's events, then on the requests their answers let
+        out of the backlog (:meth:`respond` adds them to ``events``)."""
         # Answers given while these events are handled go out in one write.
-        self._receiving = True
-        connection = self.connection
+        outer = self._receiving, self._events
+        self._receiving, self._events = True, events
         try:
-            while True:
-                self._dispatch(events)
-                if not connection.backlog or connection.requests.full:
-                    break
-                events = connection.resume()
+            self._dispatch(events)
         finally:
-            self._receiving = False
+            self._receiving, self._events = outer
         self.outbound.flush()
         self._update_reading()
 
@@ -368,14 +362,13 @@ class PeerProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timeout()
         self.outbound.lost()
-        self._deadlines.clear()
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
         self._expiry = None
         # The host first: a requester's errback that retries must not find
         # this connection still listed among the verified peers.
         self.host.connection_closed(self, reason)
-        waiting = self.connection.requests.close()
+        waiting = self.connection.lost()
         if waiting:
             lost = PeerLost(f"connection lost: {reason.getErrorMessage()}")
             for deferred in waiting:
@@ -402,16 +395,15 @@ class PeerProtocol(Protocol):
         size = len(payload) + len(protocol)
         if metadata is not None:
             size += len(metadata)
-        try:
-            self.outbound.check(size)
-            request_id = self.connection.request(protocol, payload, metadata, waiting)
-        except (SendQueueFull, PeerLost, ValueError, RuntimeError) as error:
-            return defer.fail(error)
-        self.requests_out += 1
         clock = self.clock
         delay = self.settings.request_timeout if timeout is None else timeout
         deadline = clock.seconds() + delay
-        self._deadlines.add(request_id, deadline)
+        try:
+            self.outbound.check(size)
+            self.connection.request(protocol, payload, metadata, waiting, deadline)
+        except (SendQueueFull, PeerLost, ValueError, RuntimeError) as error:
+            return defer.fail(error)
+        self.requests_out += 1
         expiry = self._expiry
         if expiry is None:
             self._expiry = clock.callLater(delay, self._expire)
@@ -440,38 +432,23 @@ class PeerProtocol(Protocol):
     def respond(self, response: wire.Response) -> None:
         """Answer one of the peer's requests (a no-op once closed); for a
         fire-and-forget request, say its handler ended (``request_id`` 0)."""
-        connection, outbound = self.connection, self.outbound
-        size = _data_size(response)
-        if (
-            response.request_id
-            and (outbound.queued or outbound.unflushed or size > SMALL_FRAME)
-            and not outbound.room(size)  # else it fits, as in request()
-        ):
-            # The peer asks faster than it reads: it gets a short answer
-            # rather than one that the queue or the node cannot hold.
-            self.memory.refuse("response")
-            response = wire.ErrorResponse(
-                response.request_id,
-                ErrorCode.RATE_LIMITED,
-                "not reading: the send queue is full",
-            )
-        connection.respond(response)
+        outbound = self.outbound
+        released = self.connection.respond(response, outbound.reserve)
         if self._receiving:
-            # The read being handled flushes and resumes; small answers go
-            # out together, large ones at once (to the transport or queue).
-            outbound.unflushed += size + FRAME_OVERHEAD
+            # The read being handled serves what this answer released, then
+            # flushes: small answers go out together, large ones at once
+            # (to the transport or the queue).
+            self._events += released
             if outbound.unflushed >= PIECE:
-                self.outbound.flush()
-            return
-        if connection.backlog and not connection.requests.full:
-            self._handle(connection.resume())
+                outbound.flush()
+        elif released:
+            self._handle(released)
         else:
-            self.outbound.flush()
+            outbound.flush()
             self._update_reading()  # one fewer being processed
 
     def _response_received(self, event: ResponseReceived) -> None:
         response = event.response
-        self._deadlines.discard(response.request_id)
         if isinstance(response, wire.ErrorResponse):
             event.token.errback(RemoteError(response.code, response.message))
         else:
@@ -481,12 +458,11 @@ class PeerProtocol(Protocol):
         """Fail every request past its deadline; wake again for the next."""
         clock = self.clock
         self._expiry = None
-        for request_id in self._deadlines.expire(clock.seconds()):
-            waiting = self.connection.requests.abandon(request_id)
-            if waiting is not None:
-                waiting.errback(RequestTimeout(f"no response to request {request_id}"))
-        earliest = self._deadlines.earliest()
-        if earliest is not None and not self.connection.closed:
+        connection = self.connection
+        for request_id, waiting in connection.expire(clock.seconds()):
+            waiting.errback(RequestTimeout(f"no response to request {request_id}"))
+        earliest = connection.next_deadline
+        if earliest is not None and not connection.closed:
             self._expiry = clock.callLater(
                 max(0.0, earliest - clock.seconds()), self._expire
             )
@@ -516,8 +492,7 @@ class PeerProtocol(Protocol):
         """
         connection = self.connection
         pause = (
-            connection.requests.full
-            or bool(connection.backlog)
+            connection.saturated
             or self.outbound.queued > self.settings.max_send_queue // 2
         )
         if pause is not self._reading_paused and not self.connection.closed:
@@ -681,11 +656,6 @@ def where(address: IAddress) -> str:
     if host is None or port is None:
         return str(address)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _data_size(response: wire.Response) -> int:
-    data = getattr(response, "data", None)
-    return 0 if data is None else len(data)
 
 
 class PeerFactory(Factory):
