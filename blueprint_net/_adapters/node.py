@@ -202,9 +202,7 @@ class Node(Service):
         self.memory = MemoryBudget(settings.memory_budget, self.counters)
         self.limits = limits or ConnectionLimits()
         self._peers = PeerTable(self.limits.remembered_budgets)
-        self._dispatch = Dispatcher(
-            self.clock, self.counters, max_frame=settings.max_frame, handlers=handlers
-        )
+        self._dispatch = Dispatcher(self.clock, self.counters, handlers=handlers)
         self._stopping = False
         #: One timer pings every quiet peer, not one per connection.
         self._keepalive = Keepalive(self.clock, settings.keepalive_interval)
@@ -822,8 +820,9 @@ class Node(Service):
         peer_id = protocol.peer_id
         assert peer_id is not None
         self._dispatch.serve(
-            protocol,
             request,
+            peer_id,
+            protocol.respond,
             budget=self._peers.budget(peer_id),
             stopping=self._stopping,
         )
