@@ -155,6 +155,15 @@ class Outbound:
             self.memory.charge(delta)
             self.charged = held
 
+    def hold_inbound(self, size: int) -> bool:
+        """Charge a partial inbound frame of ``size`` bytes; whether it may
+        stay (no, once the node's budget is spent and it is past what any
+        connection may hold)."""
+        self.inbound = size
+        self.account()
+        memory = self.memory
+        return memory.used <= memory.limit or size <= ALWAYS_ALLOWED
+
     def close(self) -> None:
         """Write everything queued, then let go of the transport (which
         closes next).

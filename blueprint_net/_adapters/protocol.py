@@ -22,13 +22,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from blueprint_net._adapters.handshake_timer import HandshakeTimer
 from blueprint_net._adapters.interfaces import IHandshaking
 from blueprint_net._adapters.outbound import (
-    ALWAYS_ALLOWED,
     PIECE,
     Outbound,
 )
-from blueprint_net._adapters.tls import ALPN, certificate_key, peer_certificate_key
+from blueprint_net._adapters.tls import (
+    ALPN,
+    certificate_contradicts,
+    channel_binding,
+    channel_bound,
+    peer_certificate_key,
+)
 from blueprint_net._core import untrusted, wire
 from blueprint_net._core.connection import (
     Connection,
@@ -53,8 +59,6 @@ from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._policy.resources import MemoryBudget
 from blueprint_net._policy.settings import DEFAULTS, Settings
 
-#: RFC 9266: the label of the TLS 1.3 exporter used for channel binding.
-TLS_EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
 #: Why a plain transport is closed on a node without the opt-in.
 PLAINTEXT_REFUSED = (
     "this node accepts TLS links only (p2ptls:); plaintext needs"
@@ -163,7 +167,8 @@ class PeerProtocol(Protocol):
         self.verified_at: Optional[float] = None
         #: Requests received and sent on this connection (the status page).
         self.requests_in = self.requests_out = 0
-        self._timeout: Optional[IDelayedCall] = None
+        #: The handshake's deadline (short until the peer's first frame).
+        self.deadline = HandshakeTimer(clock, settings, self._handshake_timed_out)
         self._failure: Optional[ProtocolError] = None
         #: One timer for every request's deadline (the connection's).
         self._expiry: Optional[IDelayedCall] = None
@@ -191,8 +196,6 @@ class PeerProtocol(Protocol):
         #: known not to be another protocol (None once decided, when
         #: dialing, or over TLS).
         self._sniffer: Optional[untrusted.Sniffer] = None
-        self._silent = False
-        self._opened_at = 0.0
 
     @property
     def peer_id(self) -> Optional[PeerId]:
@@ -235,13 +238,7 @@ class PeerProtocol(Protocol):
             self.refused_plaintext = True
             self.close(HandshakeFailed(ErrorCode.NOT_ALLOWED, PLAINTEXT_REFUSED))
             return
-        settings = self.settings
-        self._opened_at = self.clock.seconds()
-        self._silent = True  # until the peer's first frame: a shorter deadline
-        self._timeout = self.clock.callLater(
-            min(settings.first_frame_timeout, settings.handshake_timeout),
-            self._handshake_timed_out,
-        )
+        self.deadline.start()
         if ISSLTransport.providedBy(transport):
             self._unbound = True  # see handshakeCompleted
         else:
@@ -261,12 +258,11 @@ class PeerProtocol(Protocol):
         if not self._unbound or self.connection.closed:
             return  # started already, or timed out while TLS was still going
         self._unbound = False
-        if self._silent:
-            # The peer has spoken (TLS): on the TLS variant its first frame
-            # may be the listener's decision, so it gets the handshake timeout.
-            self._spoke()
-        binding = self._channel_binding()
+        # The peer has spoken (TLS): on the TLS variant its first frame may
+        # be the listener's decision, so it gets the handshake timeout.
+        self.deadline.spoke()
         transport = self.transport
+        binding = channel_binding(transport)
         if getattr(transport, "negotiatedProtocol", None) != ALPN:
             self.connection.set_channel_binding(binding)
             self.connection.initiate()
@@ -300,33 +296,20 @@ class PeerProtocol(Protocol):
             self.handshakeCompleted()
         connection = self.connection
         self._handle(connection.receive_data(data))
-        outbound = self.outbound
-        outbound.inbound = connection.buffered
-        outbound.account()
-        memory = self.memory
         if (
-            memory.used > memory.limit
-            and connection.buffered > ALWAYS_ALLOWED
+            not self.outbound.hold_inbound(connection.buffered)
             and not connection.closed
         ):
-            memory.refuse("inbound")
+            self.memory.refuse("inbound")
             self.close(
                 ProtocolError(
                     ErrorCode.CONNECTION_LIMIT,
                     "the node's memory budget cannot hold this frame",
                 )
             )
-        if self._silent and self.connection.handshake.claimed_peer is not None:
-            self._spoke()
-
-    def _spoke(self) -> None:
-        """The peer's first frame arrived: it has the rest of the handshake
-        timeout (counted from the connection) to prove itself."""
-        self._silent = False
-        timeout = self._timeout
-        if timeout is not None and timeout.active():
-            left = self._opened_at + self.settings.handshake_timeout
-            timeout.reset(max(0.0, left - self.clock.seconds()))
+        deadline = self.deadline
+        if deadline.silent and connection.handshake.claimed_peer is not None:
+            deadline.spoke()
 
     def _handle(self, events: list[Event]) -> None:
         """Act on a read's events, then on the requests their answers let
@@ -360,7 +343,7 @@ class PeerProtocol(Protocol):
                 self._on_failed(event)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._cancel_timeout()
+        self.deadline.cancel()
         self.outbound.lost()
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
@@ -505,7 +488,7 @@ class PeerProtocol(Protocol):
     # -- internals ----------------------------------------------------------
 
     def _on_verified(self, peer_id: PeerId) -> None:
-        self._cancel_timeout()
+        self.deadline.cancel()
         clock = self.clock
         self.verified_at = clock.seconds()
         self._log.info(
@@ -558,7 +541,7 @@ class PeerProtocol(Protocol):
         )
         self._failure = error
         self.host.connection_failed(self, ConnectionFailed(error, wrong_protocol=kind))
-        self._cancel_timeout()
+        self.deadline.cancel()
 
     def _on_failed(self, event: ConnectionFailed) -> None:
         self.outbound.flush()
@@ -582,7 +565,7 @@ class PeerProtocol(Protocol):
                 misbehaviour=event.misbehaviour,
             )
         self.host.connection_failed(self, event)
-        self._cancel_timeout()
+        self.deadline.cancel()
         self.disconnect()
 
     def disconnect(self) -> None:
@@ -591,14 +574,7 @@ class PeerProtocol(Protocol):
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _handshake_timed_out(self) -> None:
-        self._timeout = None
         self._on_failed(self.connection.timed_out())
-
-    def _cancel_timeout(self) -> None:
-        if self._timeout is not None:
-            if self._timeout.active():
-                self._timeout.cancel()
-            self._timeout = None
 
     def _decide(self, peer_id: PeerId) -> list[Event]:
         """The peer proved ``peer_id``: admit it, or refuse it with the code
@@ -613,41 +589,20 @@ class PeerProtocol(Protocol):
         """The peer proved ``peer_id``: over TLS with an Ed25519 certificate,
         that certificate must be the same key (the TLS variant has checked
         that already); then the host's policy decides."""
-        transport = self.transport
-        if self.connection.handshake.bound:
-            pass  # the TLS variant checked its claim against the certificate
-        elif transport is not None and ISSLTransport.providedBy(transport):
-            peer_certificate = transport.getHandle().get_peer_certificate()  # type: ignore[attr-defined]
-            key = (
-                None if peer_certificate is None else certificate_key(peer_certificate)
+        # (The TLS variant has checked its claim against the certificate.)
+        if not self.connection.handshake.bound and certificate_contradicts(
+            self.transport, peer_id
+        ):
+            raise HandshakeFailed(
+                ErrorCode.WRONG_KEY, "the TLS certificate is not the proven key"
             )
-            if key is not None and key != peer_id.public_key:
-                raise HandshakeFailed(
-                    ErrorCode.WRONG_KEY, "the TLS certificate is not the proven key"
-                )
         self.host.authorize(peer_id)
 
     @property
     def channel_bound(self) -> bool:
-        """Whether the proof covers every later byte: TLS 1.3, whose exporter
-        is a unique channel binding (RFC 9266); TLS 1.2's is not without the
-        extended master secret, so a TLS 1.2 link counts as a plain one."""
-        transport = self.transport
-        if transport is None or not ISSLTransport.providedBy(transport):
-            return False
-        handle = transport.getHandle()  # type: ignore[attr-defined]
-        return bool(handle.get_protocol_version_name() == "TLSv1.3")
-
-    def _channel_binding(self) -> bytes:
-        """RFC 9266 ``tls-exporter`` when the transport is TLS, else empty."""
-        transport = self.transport
-        if transport is None or not ISSLTransport.providedBy(transport):
-            return b""
-        handle = transport.getHandle()  # type: ignore[attr-defined]
-        # RFC 9266: an empty context, passed as such (TLS 1.3 treats "no
-        # context" the same, RFC 8446 section 7.5; TLS 1.2 would not).
-        exported: bytes = handle.export_keying_material(TLS_EXPORTER_LABEL, 32, b"")
-        return exported
+        """Whether the proof covers every later byte (TLS 1.3: see
+        ``tls.channel_bound``)."""
+        return channel_bound(self.transport)
 
 
 def where(address: IAddress) -> str:
