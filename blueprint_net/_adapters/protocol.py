@@ -1,6 +1,21 @@
-"""The Twisted adapter: a thin ``Protocol`` around the sans-IO Connection.
+"""The Twisted adapter: a ``Protocol`` around the sans-IO Connection.
 
-Layer: adapters (Twisted; imports from _policy and _core only).
+Layer: adapters (Twisted; imports from _policy, _core and its own parts).
+
+In: the transport's bytes and events (connected, TLS done, lost), the
+owner's sends (``request``, ``notify``, ``send_frame``, ``send``) and
+answers (``respond``), the clock.  Out: the core ``Connection``'s decisions
+carried out (events to the :class:`IConnectionHost`, Deferreds fired, one
+timer for the requests' deadlines, reading paused while the peer has too
+many requests in flight), its bytes through :class:`Outbound`.
+
+Its parts, each with its own header: ``untrusted.Sniffer`` (a plain port's
+wrong-protocol opening), :class:`HandshakeTimer` (the handshake's
+deadline), :class:`Outbound` (send queue, flow control, memory), ``tls``
+(channel binding, the certificate check).
+
+States: connected, then (over TLS) waiting for TLS, handshaking, verified,
+closed; the core ``Connection`` holds the protocol's own states.
 """
 
 from __future__ import annotations
@@ -116,7 +131,7 @@ class IConnectionHost(Interface):
 
 @implementer(IHandshaking, IHandshakeListener)
 class PeerProtocol(Protocol):
-    """Feeds bytes to a :class:`Connection` and acts on what comes out.
+    """Feeds bytes to a :class:`Connection` and carries out what comes out.
 
     ``verified`` fires with the peer id once the handshake completes, or
     fails with :class:`HandshakeError` if the connection closes first.
@@ -124,8 +139,9 @@ class PeerProtocol(Protocol):
     Its :class:`Outbound` is the transport's push producer: when the
     transport's write buffer fills (the peer is not reading), frames wait in
     a queue bounded by ``max_send_queue``, new requests are refused with
-    :class:`SendQueueFull`, and we stop reading the peer's requests until it
-    drains.
+    :class:`SendQueueFull`, and we stop reading the peer's requests once
+    unread answers fill half of it, or once the core says the peer has
+    ``max_concurrent_requests`` in flight (``Connection.saturated``).
     """
 
     _log = Logger()
