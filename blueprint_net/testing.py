@@ -483,12 +483,7 @@ class StubNode:
         #: ``requests.in.<protocol>``, ``requests.refused...``, as on a node.
         self.counters: Counter[str] = Counter()
         self.settings = Settings() if settings is None else settings
-        self._dispatch = Dispatcher(
-            self.clock,
-            self.counters,
-            max_frame=self.settings.max_frame,
-            handlers=handlers,
-        )
+        self._dispatch = Dispatcher(self.clock, self.counters, handlers=handlers)
         self._ids = itertools.count(1)
 
     def register(
@@ -522,8 +517,9 @@ class StubNode:
         wire.frame_chunks(request, self.settings.max_frame)  # ValueError
         answered: defer.Deferred[Reply] = defer.Deferred()
         self._dispatch.serve(
-            _Asker(peer_id, answered),  # type: ignore[arg-type]
             _travelled(request),
+            peer_id,
+            _Asker(answered).respond,
             budget=None,
             stopping=False,
         )
@@ -547,10 +543,9 @@ def _travelled(message: _M) -> _M:
 
 @attrs.define
 class _Asker:
-    """The one connection a :class:`StubNode` request arrives on: the
-    dispatcher reads its ``peer_id`` and gives it the answer."""
+    """Where a :class:`StubNode` request's answer goes: the dispatcher's
+    ``respond`` callable, as a connection's ``respond`` is on a node."""
 
-    peer_id: PeerId
     answered: defer.Deferred[Reply]
 
     def respond(self, response: wire.Response) -> None:

@@ -185,13 +185,11 @@ def test_requests_past_the_in_flight_bound_wait_within_one_read(
     ]
     assert b.requests.in_flight == 3 and len(b.backlog) == 3
     assert isinstance(decode_all(b.data_to_send())[0], wire.Pong)  # not held
-    assert b.resume() == []  # nothing ends, nothing more is handed out
-    b.respond(wire.SuccessResponse(0))  # the fire-and-forget handler ended
-    [next_one] = b.resume()
+    assert b.saturated  # nothing ends, nothing more is handed out
+    # The fire-and-forget handler ended: its place goes to the next.
+    [next_one] = b.respond(wire.SuccessResponse(0))
     assert isinstance(next_one, wire.Request) and next_one.payload == b"\x03"
-    b.respond(wire.SuccessResponse(2))
-    b.respond(wire.SuccessResponse(0))
-    rest = b.resume()
+    rest = b.respond(wire.SuccessResponse(2)) + b.respond(wire.SuccessResponse(0))
     assert [e.payload for e in rest if isinstance(e, wire.Request)] == [
         b"\x04",
         b"\x05",

@@ -74,7 +74,7 @@ def _exchange(alice: Identity, bob: Identity, cut: int) -> tuple[int, list[Any],
     for protocol, _ in ends:
         assert protocol.connection.requests.pending == {}
         assert protocol.connection.requests.processing == set()
-        assert len(protocol._deadlines) == 0
+        assert len(protocol.connection.deadlines) == 0
     return moved, outcomes, clock
 
 

@@ -187,7 +187,7 @@ class TwoPeers(RuleBasedStateMachine):
                 protocol = side.protocol
                 assert protocol.connection.requests.pending == {}
                 assert protocol.connection.requests.processing == set()
-                assert len(protocol._deadlines) == 0
+                assert len(protocol.connection.deadlines) == 0
                 assert protocol._expiry is None or not protocol._expiry.active()
 
     def teardown(self) -> None:

@@ -711,11 +711,10 @@ def test_the_backlog_is_handed_out_as_requests_end(
     events = b.receive_data(_requests(1, 2, 3))
     assert [r.request_id for r in events] == [1, 2]  # type: ignore[union-attr]
     assert [r.request_id for r in b.backlog] == [3]
-    b.respond(wire.SuccessResponse(1))
-    b.respond(wire.SuccessResponse(2))
-    # Room for two, one waiting: it is handed out, and the backlog is empty.
-    assert b.resume() == [wire.Request(3, "echo", b"")]
-    assert b.backlog == [] and b.resume() == []
+    # One ends: the one waiting is handed out, and the backlog is empty.
+    assert b.respond(wire.SuccessResponse(1)) == [wire.Request(3, "echo", b"")]
+    assert b.backlog == [] and b.saturated  # two in flight
+    assert b.respond(wire.SuccessResponse(2)) == [] and not b.saturated
 
 
 def test_a_backlogged_duplicate_is_refused_when_its_turn_comes(
@@ -725,10 +724,77 @@ def test_a_backlogged_duplicate_is_refused_when_its_turn_comes(
     b.requests.max_in_flight = 2
     b.receive_data(_requests(1, 2, 1))
     b.data_to_send()
-    b.respond(wire.SuccessResponse(2))
-    b.data_to_send()
-    assert b.resume() == []  # request 1 is still in flight
-    [refusal] = decode_frames(b.data_to_send())
+    assert b.saturated
+    assert b.respond(wire.SuccessResponse(2)) == []  # request 1 is in flight
+    answer, refusal = decode_frames(b.data_to_send())
+    assert answer == wire.SuccessResponse(2)
     assert isinstance(refusal, wire.ErrorResponse) and refusal.request_id == 1
     assert refusal.code == ErrorCode.DUPLICATE_REQUEST_ID
     assert b.backlog == []
+
+
+def test_an_answer_past_the_frame_limit_is_an_error(
+    alice: Identity, bob: Identity
+) -> None:
+    """max_frame 100: a Protocol response's body is 9 bytes and its data, so
+    91 bytes of data fit its frame and 92 do not (a Success's body is one
+    byte longer: 90 fit).  The answer is framed once, by respond."""
+    _, b, _ = _connections(alice, bob)
+    b.max_frame = 100
+    b.receive_data(_requests(1, 2, 3, 4))
+    b.respond(wire.ProtocolResponse(1, bytes(91)))
+    b.respond(wire.ProtocolResponse(2, bytes(92)))
+    b.respond(wire.SuccessResponse(3, bytes(91)))
+    b.respond(wire.SuccessResponse(4, bytes(90)))
+    fits, big, success, fits_too = decode_frames(b.data_to_send())
+    assert fits == wire.ProtocolResponse(1, bytes(91))
+    reason = "the response exceeds the frame limit of 100 bytes"
+    assert big == wire.ErrorResponse(2, ErrorCode.PAYLOAD_TOO_LARGE, reason)
+    assert success == wire.ErrorResponse(3, ErrorCode.PAYLOAD_TOO_LARGE, reason)
+    assert fits_too == wire.SuccessResponse(4, bytes(90))
+
+
+def test_an_answer_without_room_is_a_short_rate_limited_error(
+    alice: Identity, bob: Identity
+) -> None:
+    """``room`` is asked once, with the frame's size; a no gets the peer a
+    RATE_LIMITED Error in the answer's place."""
+    _, b, _ = _connections(alice, bob)
+    b.receive_data(_requests(1, 2, 0))
+    asked: list[int] = []
+
+    def room(size: int) -> bool:
+        asked.append(size)
+        return size < 100
+
+    b.respond(wire.ProtocolResponse(1, bytes(50)), room)
+    b.respond(wire.ProtocolResponse(2, bytes(500)), room)
+    b.respond(wire.SuccessResponse(0), room)  # fire and forget: nothing sent
+    assert asked == [len(wire.frame(wire.ProtocolResponse(1, bytes(50)))), 513]
+    answered, refused = decode_frames(b.data_to_send())
+    assert answered == wire.ProtocolResponse(1, bytes(50))
+    assert refused == wire.ErrorResponse(
+        2, ErrorCode.RATE_LIMITED, "not reading: the send queue is full"
+    )
+
+
+def test_our_requests_deadlines_are_kept_by_the_connection(
+    alice: Identity, bob: Identity
+) -> None:
+    a, _, response = _connections(alice, bob)
+    assert a.receive_data(response) == [PeerProven(bob.peer_id)]
+    a.accept()
+    assert a.request("echo", b"", token="long", deadline=10.0) == 1
+    assert a.request("echo", b"", token="short", deadline=5.0) == 2
+    a.request("echo", b"", deadline=1.0)  # wants no response: no deadline
+    assert a.next_deadline == 5.0
+    assert a.expire(4.9) == []
+    assert a.expire(5.0) == [(2, "short")]
+    assert a.next_deadline == 10.0
+    # Answered in time: its deadline is forgotten, and a late one ignored.
+    events = a.receive_data(wire.frame(wire.SuccessResponse(1)))
+    assert [e.token for e in events] == ["long"]  # type: ignore[union-attr]
+    assert a.next_deadline is None and a.expire(20.0) == []
+    assert a.receive_data(wire.frame(wire.SuccessResponse(2))) == []
+    a.request("echo", b"", token="lost", deadline=30.0)
+    assert a.lost() == ["lost"] and a.next_deadline is None

@@ -102,7 +102,7 @@ def _host(**limits: Any) -> ConnectionHost:
         counters=counters,
         memory=MemoryBudget(1 << 20, counters),
         peers=peers,
-        dispatch=Dispatcher(clock, counters, max_frame=1 << 16),
+        dispatch=Dispatcher(clock, counters),
         gossip=Gossip(
             identity,
             clock,

@@ -46,7 +46,6 @@ from blueprint_net._core.messaging import (
     Deadlines,
     IncomingRequest,
     Requests,
-    Success,
 )
 from blueprint_net._core.records import sign_record
 from blueprint_net._policy import addresses
@@ -541,19 +540,8 @@ def test_outbound_dials_are_not_rate_limited() -> None:
 # -- the dispatcher -----------------------------------------------------------
 
 
-@attrs.define(eq=False)
-class _Answers:
-    """What the dispatcher reads of a connection, and what it answers."""
-
-    peer_id: PeerId
-    sent: list[wire.Response] = attrs.Factory(list)
-
-    def respond(self, response: wire.Response) -> None:
-        self.sent.append(response)
-
-
 def _dispatcher(**handlers: Any) -> Dispatcher:
-    return Dispatcher(Clock(), Counter(), max_frame=100, handlers=handlers)
+    return Dispatcher(Clock(), Counter(), handlers=handlers)
 
 
 def _serve(
@@ -563,10 +551,11 @@ def _serve(
     *,
     stopping: bool = False,
 ) -> wire.Response:
-    conn = _Answers(Identity(bytes(range(32))).peer_id)
+    sent: list[wire.Response] = []
     request = wire.Request(7, protocol, payload)
-    dispatcher.serve(cast(PeerProtocol, conn), request, budget=None, stopping=stopping)
-    [response] = conn.sent
+    peer_id = Identity(bytes(range(32))).peer_id
+    dispatcher.serve(request, peer_id, sent.append, budget=None, stopping=stopping)
+    [response] = sent
     return response
 
 
@@ -594,22 +583,6 @@ def test_refusals_and_requests_are_counted_each_time() -> None:
         "requests.refused.echo.SHUTTING_DOWN": 2,
         "requests.refused.unknown.UNKNOWN_PROTOCOL": 2,
     }
-
-
-def test_a_response_past_the_frame_limit_is_an_error() -> None:
-    """max_frame 100: a Protocol response's body is 9 bytes and its data, so
-    91 bytes of data fit its frame and 92 do not (a Success's body is one
-    byte longer: 90 fit)."""
-    dispatcher = _dispatcher(
-        fits=lambda request: bytes(91),
-        big=lambda request: bytes(92),
-        success=lambda request: Success(bytes(91)),
-    )
-    assert _serve(dispatcher, "fits") == wire.ProtocolResponse(7, bytes(91))
-    too_large = _serve(dispatcher, "big")
-    assert isinstance(too_large, wire.ErrorResponse)
-    assert too_large.code == ErrorCode.PAYLOAD_TOO_LARGE
-    assert _serve(dispatcher, "success") == too_large
 
 
 @pytest.mark.parametrize(
@@ -832,7 +805,7 @@ def test_notify_all_skips_a_full_queue_with_a_warning_and_goes_on(
         b, c = net.add_node(), net.add_node()
         net.connect(a, b)
         net.connect(a, c)
-        a._peers[b.peer_id].pauseProducing()  # b's transport is full
+        a._peers[b.peer_id].outbound.pauseProducing()  # b's transport is full
         payload = bytes(600)
         assert a.notify_all("x", payload, peers=[b.peer_id]) == [b.peer_id]
         order = [b.peer_id, c.peer_id]

@@ -337,7 +337,7 @@ def test_connection_lost_fails_pending_requests_and_leaves_nothing(
     pump.flush()
     assert all(isinstance(_outcome(d), PeerLost) for d in pending)
     assert client.connection.requests.pending == {}
-    assert len(client._deadlines) == 0
+    assert len(client.connection.deadlines) == 0
     assert clock.getDelayedCalls() == []  # timeouts and keepalives gone
 
 
@@ -378,7 +378,7 @@ def test_oversized_request_fails_without_sending(
     outcome = _outcome(client.request("echo", bytes(2000)))
     assert isinstance(outcome, ValueError)
     assert client.connection.requests.pending == {}
-    assert len(client._deadlines) == 0
+    assert len(client.connection.deadlines) == 0
 
 
 def test_keepalive_pings_a_quiet_peer_and_keeps_a_live_one(
@@ -465,7 +465,8 @@ def _verified_on_string_transport(
     _client, protocol, _pump, _ = _verified_pair(alice, bob, clock, **settings)
     transport = StringTransport(peerAddress=ADDRESS)
     protocol.transport = transport
-    transport.registerProducer(protocol, True)
+    transport.registerProducer(protocol.outbound, True)
+    protocol.outbound.transport = transport
     return protocol, transport
 
 
@@ -476,17 +477,19 @@ def test_backpressure_queues_then_refuses_then_drains(
     protocol, transport = _verified_on_string_transport(
         alice, bob, clock, max_send_queue=10_000
     )
-    protocol.pauseProducing()  # the transport's buffer is full
+    protocol.outbound.pauseProducing()  # the transport's buffer is full
     sent = [protocol.request("echo", bytes(3000)) for _ in range(3)]
     assert transport.value() == b""  # nothing more goes to the transport
     assert 9000 < protocol.queued <= 10_000  # never past the bound
+    protocol.outbound.check_invariants()
     refused = protocol.request("echo", bytes(3000))
     assert isinstance(_outcome(refused), SendQueueFull)
     with pytest.raises(SendQueueFull):
         protocol.notify("echo", bytes(3000))
     assert not any(d.called for d in sent)
-    protocol.resumeProducing()  # the peer read again
+    protocol.outbound.resumeProducing()  # the peer read again
     assert protocol.queued == 0
+    protocol.outbound.check_invariants()
     assert len(decode_frames(transport.value())) == 3
     protocol.request("echo", b"ok")  # accepted again
     for deferred in sent:
@@ -500,12 +503,12 @@ def test_reading_stops_while_unread_responses_fill_the_queue(
     protocol, transport = _verified_on_string_transport(
         alice, bob, clock, max_send_queue=1000
     )
-    protocol.pauseProducing()
+    protocol.outbound.pauseProducing()
     for request_id in (1, 2):
         protocol.dataReceived(wire.frame(wire.Request(request_id, "echo", b"")))
         protocol.respond(wire.ProtocolResponse(request_id, bytes(600)))
     assert transport.producerState == "paused"  # we stopped reading the peer
-    protocol.resumeProducing()
+    protocol.outbound.resumeProducing()
     assert transport.producerState == "producing"
 
 
@@ -519,13 +522,13 @@ def test_a_small_answer_that_would_overfill_the_queue_is_refused(
     protocol, transport = _verified_on_string_transport(
         alice, bob, clock, max_send_queue=1000
     )
-    protocol.pauseProducing()
+    protocol.outbound.pauseProducing()
     protocol.dataReceived(
         b"".join(wire.frame(wire.Request(i, "echo", b"")) for i in (1, 2))
     )
     protocol.respond(wire.ProtocolResponse(1, bytes(600)))
     protocol.respond(wire.ProtocolResponse(2, bytes(100)))  # 600 + 100 + 300
-    protocol.resumeProducing()
+    protocol.outbound.resumeProducing()
     first, second = decode_frames(transport.value())
     assert first == wire.ProtocolResponse(1, bytes(600))
     assert isinstance(second, wire.ErrorResponse)
@@ -569,7 +572,7 @@ def test_closing_while_paused_unregisters_the_producer_first(
     """Else the transport would wait on the paused producer and never close."""
     clock = Clock()
     protocol, transport = _verified_on_string_transport(alice, bob, clock)
-    protocol.pauseProducing()
+    protocol.outbound.pauseProducing()
     protocol.notify("echo", b"queued while paused")
     assert transport.value() == b""
     protocol.close(ProtocolError(ErrorCode.GOING_AWAY, "bye"))

@@ -47,6 +47,7 @@ from blueprint_net._adapters.tls import (
     _Certified,
     _SniffingTLSFactory,
     certificate_key,
+    channel_binding,
     check_client,
     check_server,
     peer_certificate_key,
@@ -96,9 +97,9 @@ async def test_peer_to_peer_tls(
         protocol = node._peers[other.peer_id]
         handle = protocol.transport.getHandle()  # type: ignore[union-attr]
         assert handle.get_protocol_version_name() == "TLSv1.3"
-        assert len(protocol._channel_binding()) == 32  # the handshake is bound
+        assert len(channel_binding(protocol.transport)) == 32  # the handshake is bound
         binding = protocol.connection.handshake.channel_binding
-        assert binding == protocol._channel_binding()  # ... to this session
+        assert binding == channel_binding(protocol.transport)  # ... to this session
 
 
 @pytest_twisted.ensureDeferred
@@ -262,8 +263,10 @@ async def test_operator_certificates(
     peer = await a.connect(client, peer_id=bob.peer_id)
     assert peer.peer_id == bob.peer_id
     protocol = a._peers[bob.peer_id]
-    assert len(protocol._channel_binding()) == 32
-    assert protocol.connection.handshake.channel_binding == protocol._channel_binding()
+    assert len(channel_binding(protocol.transport)) == 32
+    assert protocol.connection.handshake.channel_binding == channel_binding(
+        protocol.transport
+    )
 
 
 @pytest.mark.parametrize(
@@ -372,7 +375,7 @@ async def test_the_tls_variant_runs_on_p2ptls(
         handshake = protocol_.connection.handshake
         assert handshake.bound and handshake.certified_peer == other.peer_id
         assert handshake.peer_hello is None  # no Hello, no nonce
-        assert protocol_.session_key == protocol_._channel_binding()
+        assert protocol_.session_key == channel_binding(protocol_.transport)
         assert protocol_.transport.negotiatedProtocol == ALPN  # type: ignore[union-attr]
 
 
@@ -468,7 +471,7 @@ async def test_simultaneous_tls_dials_keep_exactly_one_connection(
     await until(lambda: len(a._peers.open) == len(b._peers.open) == 1)
     await until(lambda: closed_one() == 2)  # there were two; each end closed one
     [kept_a], [kept_b] = a._peers.protocols(), b._peers.protocols()
-    assert kept_a.session_key == kept_b.session_key == kept_a._channel_binding()
+    assert kept_a.session_key == kept_b.session_key == channel_binding(kept_a.transport)
     assert kept_a.connection.handshake.bound
 
 

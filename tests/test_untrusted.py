@@ -93,3 +93,53 @@ def test_quote_cuts_at_the_limit_and_says_how_much_more() -> None:
     assert untrusted.quote("ab\n", limit=4) == "ab...(+1 more)"
     assert untrusted.quote("ab\n", limit=6) == "ab\\x0a"
     assert untrusted.QUOTE_LIMIT == 200
+
+
+# -- the Sniffer: one object for the plain port and the TLS port ---------------
+
+PLAIN_PORT = {"http": b"http hint", "tls": b"tls hint"}
+TLS_PORT = {"http": b"http hint", "plain": b"plain hint"}
+FRAME = bytes.fromhex("0000002a") + b"\x01" * 8  # a 42-byte frame's start
+
+
+@pytest.mark.parametrize(
+    ("answers", "reads", "verdict"),
+    [
+        # Whatever the port, a read at a time until the kind is known.
+        (
+            PLAIN_PORT,
+            [b"G", b"E", b"T / HTTP/1.1"],
+            untrusted.WrongOpening("http", b"http hint"),
+        ),
+        (TLS_PORT, [b"GE", b"T / "], untrusted.WrongOpening("http", b"http hint")),
+        (
+            PLAIN_PORT,
+            [CLIENT_HELLO[:3], CLIENT_HELLO[3:]],
+            untrusted.WrongOpening("tls", b"tls hint"),
+        ),
+        (TLS_PORT, [CLIENT_HELLO[:5], CLIENT_HELLO[5:]], CLIENT_HELLO),
+        # A blueprint frame: this port's protocol at once, or wrong at a TLS
+        # port once its 4-byte length is in.
+        (PLAIN_PORT, [FRAME[:1]], FRAME[:1]),
+        (
+            TLS_PORT,
+            [FRAME[:3], FRAME[3:5]],
+            untrusted.WrongOpening("plain", b"plain hint"),
+        ),
+        # Garbage goes on, for the protocol to judge.
+        (TLS_PORT, [b"\xff\xff\xff\xff"], b"\xff\xff\xff\xff"),
+        # Still undecided at SNIFF_BYTES: goes on, whole.
+        (PLAIN_PORT, [b"PRI * H", b"T"], b"PRI * HT"),
+        (TLS_PORT, [b"PRI * HT"], b"PRI * HT"),
+    ],
+)
+def test_the_sniffer_holds_the_first_reads_until_it_can_tell(
+    answers: dict[str, bytes],
+    reads: list[bytes],
+    verdict: object,
+) -> None:
+    sniffer = untrusted.Sniffer(answers)
+    for data in reads[:-1]:
+        assert sniffer.feed(data) is None and not sniffer.decided
+    assert sniffer.feed(reads[-1]) == verdict
+    assert sniffer.decided

@@ -1,7 +1,13 @@
 """Request dispatch: the handlers, the admission of each request, and turning
 what a handler returns into the response.
 
-Layer: adapters (handlers may return Deferreds; answers go to a protocol).
+Layer: adapters (handlers may return Deferreds).
+
+In: a verified peer's request, its id, the peer's rate budget, and
+``respond``, the callable its answer goes to (a connection's
+``PeerProtocol.respond``; a list's ``append`` in a test).  Out: exactly one
+call of ``respond`` per request, now or once the handler's result is ready.
+Sizing the answer (the frame limit) is the connection's job.
 
 Admission happens in one place, in a fixed order: a stopping node refuses
 everything, then the peer's rate budget, then the protocol name, then the
@@ -22,13 +28,15 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from blueprint_net._adapters.interfaces import IRequestHandler
-from blueprint_net._adapters.protocol import PeerProtocol
 from blueprint_net._core import wire
 from blueprint_net._core.errors import ErrorCode, RemoteError
+from blueprint_net._core.identity import PeerId
 from blueprint_net._core.messaging import IncomingRequest, ProtocolData, Success
 from blueprint_net._policy.limits import TokenBucket
 
 Handler = Union[IRequestHandler, Callable[[IncomingRequest], Any]]
+#: Where a request's answer goes: the connection it came on.
+Respond = Callable[[wire.Response], None]
 
 
 @implementer(IRequestHandler)
@@ -55,12 +63,10 @@ class Dispatcher:
         clock: IReactorTime,
         counters: Counter[str],
         *,
-        max_frame: int,
         handlers: Optional[Mapping[str, Handler]] = None,
     ) -> None:
         self.clock = clock
         self.counters = counters
-        self.max_frame = max_frame
         self._handlers: dict[str, IRequestHandler] = {}
         for name, handler in (handlers or {}).items():
             self.register(name, handler)
@@ -88,14 +94,15 @@ class Dispatcher:
 
     def serve(
         self,
-        protocol: PeerProtocol,
         request: wire.Request,
+        peer_id: PeerId,
+        respond: Respond,
         *,
         budget: Optional[TokenBucket],
         stopping: bool,
     ) -> None:
-        """Admit one request and run its handler; answer with what it
-        returns, or an Error."""
+        """Admit one request from ``peer_id`` and run its handler; answer
+        (through ``respond``) with what it returns, or an Error."""
         handler = self._handlers.get(request.protocol)
         if stopping:
             error = (ErrorCode.SHUTTING_DOWN, "the node is stopping")
@@ -111,17 +118,19 @@ class Dispatcher:
                 f"{request.protocol!r} accepts at most {handler.max_payload} bytes",
             )
         else:
-            self._run(protocol, handler, request)
+            self._run(handler, request, peer_id, respond)
             return
         name = request.protocol if handler is not None else "unknown"
         self.counters[f"requests.refused.{name}.{error[0].name}"] += 1
-        protocol.respond(wire.ErrorResponse(request.request_id, *error))
+        respond(wire.ErrorResponse(request.request_id, *error))
 
     def _run(
-        self, protocol: PeerProtocol, handler: IRequestHandler, request: wire.Request
+        self,
+        handler: IRequestHandler,
+        request: wire.Request,
+        peer_id: PeerId,
+        respond: Respond,
     ) -> None:
-        peer_id = protocol.peer_id
-        assert peer_id is not None
         incoming = IncomingRequest(
             peer_id,
             request.protocol,
@@ -133,55 +142,45 @@ class Dispatcher:
         try:
             result = handler.handle(incoming)
         except Exception as failed:
-            protocol.respond(self._handler_failed(incoming, failed))
+            respond(self._handler_failed(incoming, failed))
             return
         if result is None or type(result) is bytes:  # the common case, first
-            protocol.respond(self._answer(result, incoming))
+            respond(self._answer(result, incoming))
         elif inspect.isawaitable(result):  # a Deferred or a coroutine
-            defer.ensureDeferred(self._answer_later(protocol, incoming, result))
+            defer.ensureDeferred(self._answer_later(respond, incoming, result))
         else:
-            protocol.respond(self._answer(result, incoming))
+            respond(self._answer(result, incoming))
 
     async def _answer_later(
-        self, protocol: PeerProtocol, request: IncomingRequest, result: Any
+        self, respond: Respond, request: IncomingRequest, result: Any
     ) -> None:
         try:
             value = await result
         except Exception as failed:
-            protocol.respond(self._handler_failed(request, failed))
+            respond(self._handler_failed(request, failed))
         else:
-            protocol.respond(self._answer(value, request))
+            respond(self._answer(value, request))
 
     def _answer(self, result: Any, request: IncomingRequest) -> wire.Response:
         """Turn what a handler returned into the response to send."""
         request_id = request.request_id
-        response: Union[wire.SuccessResponse, wire.ProtocolResponse]
         if result is None:
             return wire.SuccessResponse(request_id)
         if isinstance(result, bytes):
-            response = wire.ProtocolResponse(request_id, result)
-        elif isinstance(result, ProtocolData):
-            response = wire.ProtocolResponse(request_id, result.data)
-        elif isinstance(result, Success):
-            response = wire.SuccessResponse(request_id, result.data)
-        else:
-            self._log.error(
-                "handler for {protocol!r} returned {kind}, not bytes or None",
-                protocol=request.protocol,
-                kind=type(result).__name__,
-                peer_id=str(request.peer_id),
-            )
-            return wire.ErrorResponse(
-                request_id, ErrorCode.HANDLER_ERROR, "the handler failed"
-            )
-        if wire.body_size(response) > self.max_frame:
-            # The handler worked; its answer cannot travel in one frame.
-            return wire.ErrorResponse(
-                request_id,
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"the response exceeds the frame limit of {self.max_frame} bytes",
-            )
-        return response
+            return wire.ProtocolResponse(request_id, result)
+        if isinstance(result, ProtocolData):
+            return wire.ProtocolResponse(request_id, result.data)
+        if isinstance(result, Success):
+            return wire.SuccessResponse(request_id, result.data)
+        self._log.error(
+            "handler for {protocol!r} returned {kind}, not bytes or None",
+            protocol=request.protocol,
+            kind=type(result).__name__,
+            peer_id=str(request.peer_id),
+        )
+        return wire.ErrorResponse(
+            request_id, ErrorCode.HANDLER_ERROR, "the handler failed"
+        )
 
     def _handler_failed(
         self, request: IncomingRequest, error: Exception

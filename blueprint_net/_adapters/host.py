@@ -348,8 +348,9 @@ class ConnectionHost:
         peer_id = protocol.peer_id
         assert peer_id is not None
         self._dispatch.serve(
-            protocol,
             request,
+            peer_id,
+            protocol.respond,
             budget=self.peers.budget(peer_id),
             stopping=self.stopping,
         )

@@ -147,9 +147,7 @@ class Node(Service):
         self.memory = MemoryBudget(settings.memory_budget, self.counters)
         self.limits = limits or ConnectionLimits()
         self._peers = PeerTable(self.limits.remembered_budgets)
-        self._dispatch = Dispatcher(
-            self.clock, self.counters, max_frame=settings.max_frame, handlers=handlers
-        )
+        self._dispatch = Dispatcher(self.clock, self.counters, handlers=handlers)
         self._ports: list[IListeningPort] = []
         self.policy = policy or Policy(BanRegistry(self.clock))
         #: Topic gossip and peer records (see :meth:`subscribe`).

@@ -1,12 +1,26 @@
-"""The Twisted adapter: a thin ``Protocol`` around the sans-IO Connection.
+"""The Twisted adapter: a ``Protocol`` around the sans-IO Connection.
 
-Layer: adapters (Twisted; imports from _policy and _core only).
+Layer: adapters (Twisted; imports from _policy, _core and its own parts).
+
+In: the transport's bytes and events (connected, TLS done, lost), the
+owner's sends (``request``, ``notify``, ``send_frame``, ``send``) and
+answers (``respond``), the clock.  Out: the core ``Connection``'s decisions
+carried out (events to the :class:`IConnectionHost`, Deferreds fired, one
+timer for the requests' deadlines, reading paused while the peer has too
+many requests in flight), its bytes through :class:`Outbound`.
+
+Its parts, each with its own header: ``untrusted.Sniffer`` (a plain port's
+wrong-protocol opening), :class:`HandshakeTimer` (the handshake's
+deadline), :class:`Outbound` (send queue, flow control, memory), ``tls``
+(channel binding, the certificate check).
+
+States: connected, then (over TLS) waiting for TLS, handshaking, verified,
+closed; the core ``Connection`` holds the protocol's own states.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Optional, Union
+from typing import Optional
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
@@ -14,7 +28,6 @@ from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHandshakeListener,
-    IPushProducer,
     IReactorTime,
     ISSLTransport,
     ITCPTransport,
@@ -24,8 +37,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from blueprint_net._adapters.handshake_timer import HandshakeTimer
 from blueprint_net._adapters.interfaces import IHandshaking
-from blueprint_net._adapters.tls import ALPN, certificate_key, peer_certificate_key
+from blueprint_net._adapters.outbound import (
+    PIECE,
+    Outbound,
+)
+from blueprint_net._adapters.tls import (
+    ALPN,
+    certificate_contradicts,
+    channel_binding,
+    channel_bound,
+    peer_certificate_key,
+)
 from blueprint_net._core import untrusted, wire
 from blueprint_net._core.connection import (
     Connection,
@@ -47,12 +71,9 @@ from blueprint_net._core.errors import (
 )
 from blueprint_net._core.handshake import PeerProven
 from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.messaging import Deadlines
 from blueprint_net._policy.resources import MemoryBudget
 from blueprint_net._policy.settings import DEFAULTS, Settings
 
-#: RFC 9266: the label of the TLS 1.3 exporter used for channel binding.
-TLS_EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
 #: Why a plain transport is closed on a node without the opt-in.
 PLAINTEXT_REFUSED = (
     "this node accepts TLS links only (p2ptls:); plaintext needs"
@@ -71,29 +92,9 @@ TLS_HINT = (
     b"blueprint-net: this peer port speaks plain blueprint-net, not TLS;"
     b" dial it with tcp:, or listen with p2ptls: for TLS.\n"
 )
-
-#: The most handed to the transport at once.  Twisted's transports pause
-#: their producer once their buffer passes 64 KiB, and we write no more
-#: until they resume, so a transport never holds more than its buffer and
-#: one piece (:data:`TRANSPORT_HELD`, charged while paused); the rest waits
-#: in our queue, where it is counted.
-PIECE = 64 * 1024
-TRANSPORT_HELD = 2 * PIECE
-#: Framing around a request's or response's data, at most (for the checks
-#: made before one is encoded).
-FRAME_OVERHEAD = 300
-#: What any connection may hold whatever the node-wide budget says, so that
-#: peers that stop reading cannot spend it for those that do: small answers
-#: to a peer that reads always go out, and a small frame always comes in.
-ALWAYS_ALLOWED = 16 * 1024
-#: Data this small always has room when nothing is queued (:meth:`_room`).
-SMALL_FRAME = ALWAYS_ALLOWED - FRAME_OVERHEAD
-
-Chunk = Union[bytes, memoryview]
-
-
-def _bytes(chunk: Chunk) -> bytes:
-    return chunk if type(chunk) is bytes else bytes(chunk)
+#: The kinds of client that are wrong at a plain peer port (see
+#: ``untrusted.Sniffer``), and what each is answered with.
+PLAIN_PORT_ANSWERS = {"http": HTTP_HINT, "tls": TLS_HINT}
 
 
 class IConnectionHost(Interface):
@@ -128,18 +129,19 @@ class IConnectionHost(Interface):
         """A topic-gossip message arrived on a verified connection."""
 
 
-@implementer(IPushProducer, IHandshaking, IHandshakeListener)
+@implementer(IHandshaking, IHandshakeListener)
 class PeerProtocol(Protocol):
-    """Feeds bytes to a :class:`Connection` and acts on what comes out.
+    """Feeds bytes to a :class:`Connection` and carries out what comes out.
 
     ``verified`` fires with the peer id once the handshake completes, or
     fails with :class:`HandshakeError` if the connection closes first.
 
-    It is also the transport's push producer: when the transport's write
-    buffer fills (the peer is not reading), Twisted calls
-    :meth:`pauseProducing`; frames then wait in a queue bounded by
-    ``max_send_queue``, new requests are refused with :class:`SendQueueFull`,
-    and we stop reading the peer's requests until it drains.
+    Its :class:`Outbound` is the transport's push producer: when the
+    transport's write buffer fills (the peer is not reading), frames wait in
+    a queue bounded by ``max_send_queue``, new requests are refused with
+    :class:`SendQueueFull`, and we stop reading the peer's requests once
+    unread answers fill half of it, or once the core says the peer has
+    ``max_concurrent_requests`` in flight (``Connection.saturated``).
     """
 
     _log = Logger()
@@ -162,7 +164,6 @@ class PeerProtocol(Protocol):
         self.initiator = initiator
         #: The node-wide budget this connection's buffers count against.
         self.memory = MemoryBudget(settings.memory_budget) if memory is None else memory
-        self._charged = 0
         if waited_on is None:
             waited_on = initiator  # a dialer usually awaits the handshake
         self.connection = Connection(
@@ -182,35 +183,35 @@ class PeerProtocol(Protocol):
         self.verified_at: Optional[float] = None
         #: Requests received and sent on this connection (the status page).
         self.requests_in = self.requests_out = 0
-        self._timeout: Optional[IDelayedCall] = None
+        #: The handshake's deadline (short until the peer's first frame).
+        self.deadline = HandshakeTimer(clock, settings, self._handshake_timed_out)
         self._failure: Optional[ProtocolError] = None
-        #: When our pending requests time out; one timer for them all.
-        self._deadlines = Deadlines()
+        #: One timer for every request's deadline (the connection's).
         self._expiry: Optional[IDelayedCall] = None
         #: When the peer was last heard from (any bytes), and when our
         #: keepalive Ping went out, if it is unanswered (see keepalive_check).
         self._heard_at = 0.0
         self._pinged_at: Optional[float] = None
-        self._writing_paused = False
         self._reading_paused = False
-        self._queued: list[Chunk] = []
-        self._queued_size = 0
-        #: Answers given during this read, not yet flushed (estimated).
-        self._unflushed = 0
-        #: Bytes already written of the frame at the queue's head, still held.
-        self._pinned = 0
+        #: The send queue, flow control and memory accounting.
+        self.outbound = Outbound(
+            self.connection.chunks_to_send,
+            self.memory,
+            settings.max_send_queue,
+            self._update_reading,
+        )
         self._receiving = False  # in dataReceived: flush once, at its end
+        #: The events being handled (see _handle).
+        self._events: list[Event] = []
         #: TLS, and the handshake waits for TLS to complete (the channel
         #: binding and, on ``p2ptls``, the variant are known only then).
         self._unbound = False
         #: Closed before its handshake: a plain transport, no opt-in.
         self.refused_plaintext = False
-        #: A plain accepted connection's first bytes, until they are known
-        #: not to be another protocol (None once decided, when dialing, or
-        #: over TLS).
-        self._opening: Optional[bytes] = None
-        self._silent = False
-        self._opened_at = 0.0
+        #: Holds a plain accepted connection's first bytes until they are
+        #: known not to be another protocol (None once decided, when
+        #: dialing, or over TLS).
+        self._sniffer: Optional[untrusted.Sniffer] = None
 
     @property
     def peer_id(self) -> Optional[PeerId]:
@@ -226,7 +227,7 @@ class PeerProtocol(Protocol):
     @property
     def queued(self) -> int:
         """Bytes waiting for a peer that is not reading."""
-        return self._queued_size
+        return self.outbound.queued
 
     @property
     def claimed_peer(self) -> Optional[PeerId]:
@@ -251,7 +252,8 @@ class PeerProtocol(Protocol):
             # (a response, then a request) would wait ~40 ms.  Writes are
             # already batched, one per read.
             transport.setTcpNoDelay(True)
-        transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self.outbound.transport = transport
+        transport.registerProducer(self.outbound, True)  # type: ignore[union-attr]
         self.host.connection_opened(self)
         if not self.settings.allow_plaintext and not ISSLTransport.providedBy(
             transport
@@ -261,22 +263,16 @@ class PeerProtocol(Protocol):
             self.refused_plaintext = True
             self.close(HandshakeFailed(ErrorCode.NOT_ALLOWED, PLAINTEXT_REFUSED))
             return
-        settings = self.settings
-        self._opened_at = self.clock.seconds()
-        self._silent = True  # until the peer's first frame: a shorter deadline
-        self._timeout = self.clock.callLater(
-            min(settings.first_frame_timeout, settings.handshake_timeout),
-            self._handshake_timed_out,
-        )
+        self.deadline.start()
         if ISSLTransport.providedBy(transport):
             self._unbound = True  # see handshakeCompleted
         else:
             if not self.initiator:
                 # A plain port may be reached by the wrong client (HTTP, TLS):
                 # its first bytes are looked at before they are framed.
-                self._opening = b""
+                self._sniffer = untrusted.Sniffer(PLAIN_PORT_ANSWERS)
             self.connection.initiate()
-            self._flush()
+            self.outbound.flush()
 
     def handshakeCompleted(self) -> None:
         """TLS completed (``IHandshakeListener``): start the handshake, bound
@@ -287,16 +283,15 @@ class PeerProtocol(Protocol):
         if not self._unbound or self.connection.closed:
             return  # started already, or timed out while TLS was still going
         self._unbound = False
-        if self._silent:
-            # The peer has spoken (TLS): on the TLS variant its first frame
-            # may be the listener's decision, so it gets the handshake timeout.
-            self._spoke()
-        binding = self._channel_binding()
+        # The peer has spoken (TLS): on the TLS variant its first frame may
+        # be the listener's decision, so it gets the handshake timeout.
+        self.deadline.spoke()
         transport = self.transport
+        binding = channel_binding(transport)
         if getattr(transport, "negotiatedProtocol", None) != ALPN:
             self.connection.set_channel_binding(binding)
             self.connection.initiate()
-            self._flush()
+            self.outbound.flush()
             return
         key = peer_certificate_key(transport.getHandle())  # type: ignore[union-attr]
         if key is None:  # PeerTLS accepts no other certificate
@@ -306,70 +301,52 @@ class PeerProtocol(Protocol):
         for event in self.connection.start_bound(binding, certified):
             assert isinstance(event, ConnectionFailed)  # nothing else, if any
             self._on_failed(event)
-        self._flush()
+        self.outbound.flush()
 
     def dataReceived(self, data: bytes) -> None:
         self._heard_at = self.clock.seconds()
-        if self._opening is not None:
-            data = self._opening + data
-            kind = untrusted.opening(data)
-            if (
-                kind is untrusted.Opening.UNDECIDED
-                and len(data) < untrusted.SNIFF_BYTES
-            ):
-                self._opening = data
+        sniffer = self._sniffer
+        if sniffer is not None:
+            verdict = sniffer.feed(data)
+            if verdict is None:
                 return
-            self._opening = None
-            if kind in (untrusted.Opening.HTTP, untrusted.Opening.TLS):
-                self._wrong_protocol(kind)
+            self._sniffer = None
+            if isinstance(verdict, untrusted.WrongOpening):
+                self._wrong_protocol(verdict)
                 return
+            data = verdict
         if self._unbound:
             # TLS without IHandshakeListener reaching us: TLS completes its
             # handshake before it delivers any data.
             self.handshakeCompleted()
         connection = self.connection
         self._handle(connection.receive_data(data))
-        self._account()
-        memory = self.memory
         if (
-            memory.used > memory.limit
-            and connection.buffered > ALWAYS_ALLOWED
+            not self.outbound.hold_inbound(connection.buffered)
             and not connection.closed
         ):
-            memory.refuse("inbound")
+            self.memory.refuse("inbound")
             self.close(
                 ProtocolError(
                     ErrorCode.CONNECTION_LIMIT,
                     "the node's memory budget cannot hold this frame",
                 )
             )
-        if self._silent and self.connection.handshake.claimed_peer is not None:
-            self._spoke()
-
-    def _spoke(self) -> None:
-        """The peer's first frame arrived: it has the rest of the handshake
-        timeout (counted from the connection) to prove itself."""
-        self._silent = False
-        timeout = self._timeout
-        if timeout is not None and timeout.active():
-            left = self._opened_at + self.settings.handshake_timeout
-            timeout.reset(max(0.0, left - self.clock.seconds()))
+        deadline = self.deadline
+        if deadline.silent and connection.handshake.claimed_peer is not None:
+            deadline.spoke()
 
     def _handle(self, events: list[Event]) -> None:
-        """Act on a read's events, then on the requests they let out of the
-        backlog (a handler that answers at once frees its place)."""
+        """Act on a read's events, then on the requests their answers let
+        out of the backlog (:meth:`respond` adds them to ``events``)."""
         # Answers given while these events are handled go out in one write.
-        self._receiving = True
-        connection = self.connection
+        outer = self._receiving, self._events
+        self._receiving, self._events = True, events
         try:
-            while True:
-                self._dispatch(events)
-                if not connection.backlog or connection.requests.full:
-                    break
-                events = connection.resume()
+            self._dispatch(events)
         finally:
-            self._receiving = False
-        self._flush()
+            self._receiving, self._events = outer
+        self.outbound.flush()
         self._update_reading()
 
     def _dispatch(self, events: list[Event]) -> None:
@@ -391,19 +368,15 @@ class PeerProtocol(Protocol):
                 self._on_failed(event)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._cancel_timeout()
-        self._queued.clear()
-        self._queued_size = self._pinned = 0
-        self.memory.charge(-self._charged)
-        self._charged = 0
-        self._deadlines.clear()
+        self.deadline.cancel()
+        self.outbound.lost()
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
         self._expiry = None
         # The host first: a requester's errback that retries must not find
         # this connection still listed among the verified peers.
         self.host.connection_closed(self, reason)
-        waiting = self.connection.requests.close()
+        waiting = self.connection.lost()
         if waiting:
             lost = PeerLost(f"connection lost: {reason.getErrorMessage()}")
             for deferred in waiting:
@@ -430,23 +403,21 @@ class PeerProtocol(Protocol):
         size = len(payload) + len(protocol)
         if metadata is not None:
             size += len(metadata)
-        try:
-            if self._queued_size or self._unflushed or size > SMALL_FRAME:
-                self._check_queue(size)  # else it fits: see _room
-            request_id = self.connection.request(protocol, payload, metadata, waiting)
-        except (SendQueueFull, PeerLost, ValueError, RuntimeError) as error:
-            return defer.fail(error)
-        self.requests_out += 1
         clock = self.clock
         delay = self.settings.request_timeout if timeout is None else timeout
         deadline = clock.seconds() + delay
-        self._deadlines.add(request_id, deadline)
+        try:
+            self.outbound.check(size)
+            self.connection.request(protocol, payload, metadata, waiting, deadline)
+        except (SendQueueFull, PeerLost, ValueError, RuntimeError) as error:
+            return defer.fail(error)
+        self.requests_out += 1
         expiry = self._expiry
         if expiry is None:
             self._expiry = clock.callLater(delay, self._expire)
         elif deadline < expiry.getTime():  # a shorter timeout than those before
             expiry.reset(delay)
-        self._flush()
+        self.outbound.flush()
         return waiting
 
     def notify(
@@ -454,53 +425,38 @@ class PeerProtocol(Protocol):
     ) -> None:
         """Send a request that wants no response (fire and forget); raises
         SendQueueFull, or PeerLost once the connection is closing."""
-        self._check_queue(len(payload) + len(metadata or b"") + len(protocol))
+        self.outbound.check(len(payload) + len(metadata or b"") + len(protocol))
         self.connection.request(protocol, payload, metadata)
         self.requests_out += 1
-        self._flush()
+        self.outbound.flush()
 
     def send_frame(self, frame: bytes) -> None:
         """Send an encoded fire-and-forget request (broadcast encodes once)."""
-        self._check_queue(len(frame))
+        self.outbound.check(len(frame))
         self.connection.send_frame(frame)
         self.requests_out += 1
-        self._flush()
+        self.outbound.flush()
 
     def respond(self, response: wire.Response) -> None:
         """Answer one of the peer's requests (a no-op once closed); for a
         fire-and-forget request, say its handler ended (``request_id`` 0)."""
-        connection = self.connection
-        size = _data_size(response)
-        if (
-            response.request_id
-            and (self._queued_size or self._unflushed or size > SMALL_FRAME)
-            and not self._room(size)  # else it fits, as in request()
-        ):
-            # The peer asks faster than it reads: it gets a short answer
-            # rather than one that the queue or the node cannot hold.
-            self.memory.refuse("response")
-            response = wire.ErrorResponse(
-                response.request_id,
-                ErrorCode.RATE_LIMITED,
-                "not reading: the send queue is full",
-            )
-        connection.respond(response)
+        outbound = self.outbound
+        released = self.connection.respond(response, outbound.reserve)
         if self._receiving:
-            # The read being handled flushes and resumes; small answers go
-            # out together, large ones at once (to the transport or queue).
-            self._unflushed += size + FRAME_OVERHEAD
-            if self._unflushed >= PIECE:
-                self._flush()
-            return
-        if connection.backlog and not connection.requests.full:
-            self._handle(connection.resume())
+            # The read being handled serves what this answer released, then
+            # flushes: small answers go out together, large ones at once
+            # (to the transport or the queue).
+            self._events += released
+            if outbound.unflushed >= PIECE:
+                outbound.flush()
+        elif released:
+            self._handle(released)
         else:
-            self._flush()
+            outbound.flush()
             self._update_reading()  # one fewer being processed
 
     def _response_received(self, event: ResponseReceived) -> None:
         response = event.response
-        self._deadlines.discard(response.request_id)
         if isinstance(response, wire.ErrorResponse):
             event.token.errback(RemoteError(response.code, response.message))
         else:
@@ -510,12 +466,11 @@ class PeerProtocol(Protocol):
         """Fail every request past its deadline; wake again for the next."""
         clock = self.clock
         self._expiry = None
-        for request_id in self._deadlines.expire(clock.seconds()):
-            waiting = self.connection.requests.abandon(request_id)
-            if waiting is not None:
-                waiting.errback(RequestTimeout(f"no response to request {request_id}"))
-        earliest = self._deadlines.earliest()
-        if earliest is not None and not self.connection.closed:
+        connection = self.connection
+        for request_id, waiting in connection.expire(clock.seconds()):
+            waiting.errback(RequestTimeout(f"no response to request {request_id}"))
+        earliest = connection.next_deadline
+        if earliest is not None and not connection.closed:
             self._expiry = clock.callLater(
                 max(0.0, earliest - clock.seconds()), self._expire
             )
@@ -525,7 +480,7 @@ class PeerProtocol(Protocol):
     def send(self, message: wire.Message) -> None:
         """Send an application message (the connection must be verified)."""
         self.connection.send(message)
-        self._flush()
+        self.outbound.flush()
 
     def close(self, error: ProtocolError) -> bool:
         """Tell the peer why, then close; whether this call closed it (once
@@ -534,115 +489,6 @@ class PeerProtocol(Protocol):
             return False
         self._on_failed(self.connection.fail(error))
         return True
-
-    def _room(self, size: int) -> bool:
-        """Whether a frame of about ``size`` bytes of data may be sent: it
-        fits in the send queue (or the queue is empty) and in the budget."""
-        size += FRAME_OVERHEAD
-        queued = self._queued_size + self._unflushed
-        if queued and queued + size > self.settings.max_send_queue:
-            return False
-        return queued + size <= ALWAYS_ALLOWED or self.memory.fits(size)
-
-    def _check_queue(self, size: int) -> None:
-        if not self._room(size):
-            if self.memory.fits(size + FRAME_OVERHEAD):
-                raise SendQueueFull(
-                    f"{self._queued_size} bytes wait for a peer that is not reading"
-                    f" (limit {self.settings.max_send_queue})"
-                )
-            self.memory.refuse("send")
-            raise SendQueueFull(
-                f"the node's memory budget ({self.memory.limit} bytes) is spent"
-            )
-
-    def _flush(self) -> None:
-        chunks = self.connection.chunks_to_send()
-        self._unflushed = 0
-        if not chunks:
-            return
-        if self._writing_paused or self._queued:
-            self._enqueue(chunks)
-        elif len(chunks) == 1 and len(chunks[0]) <= PIECE:
-            # The usual case, and it holds nothing more here (a transport
-            # that pauses us now charges itself: see pauseProducing).
-            self.transport.write(chunks[0])  # type: ignore[union-attr]
-            return
-        else:
-            self._write(chunks)
-        self._account()
-
-    def _enqueue(self, chunks: Sequence[Chunk]) -> None:
-        queued = self._queued
-        queued.extend(chunks)
-        self._queued_size += sum(map(len, chunks))
-        head = queued[0] if queued else b""
-        # A frame half written still holds its whole buffer: count that too.
-        self._pinned = len(head.obj) - len(head) if type(head) is memoryview else 0  # type: ignore[arg-type]
-        self._update_reading()
-
-    def _write(self, chunks: Sequence[Chunk]) -> None:
-        """Hand ``chunks`` to the transport a piece at a time until it
-        pauses us; queue the rest."""
-        transport = self.transport
-        assert transport is not None
-        batch: list[bytes] = []
-        size = 0
-        for index, chunk in enumerate(chunks):
-            if len(chunk) <= PIECE:
-                batch.append(_bytes(chunk))
-                size += len(chunk)
-                if size < PIECE:
-                    continue
-                transport.writeSequence(batch)
-                batch, size = [], 0
-                if self._writing_paused:
-                    self._enqueue(chunks[index + 1 :])
-                    return
-                continue
-            if batch:
-                transport.writeSequence(batch)
-                batch, size = [], 0
-            view = chunk if type(chunk) is memoryview else memoryview(chunk)
-            for start in range(0, len(view), PIECE):
-                if self._writing_paused:
-                    self._enqueue([view[start:], *chunks[index + 1 :]])
-                    return
-                transport.write(bytes(view[start : start + PIECE]))
-        if batch:
-            if len(batch) == 1:
-                transport.write(batch[0])
-            else:
-                transport.writeSequence(batch)
-
-    def _account(self) -> None:
-        """Charge the budget with what this connection holds now: a partial
-        inbound frame, the send queue, a paused transport's buffer."""
-        held = self.connection.buffered + self._queued_size + self._pinned
-        if self._writing_paused:
-            held += TRANSPORT_HELD
-        delta = held - self._charged
-        if delta:
-            self.memory.charge(delta)
-            self._charged = held
-
-    # -- IPushProducer: the transport tells us when the peer stops reading ---
-
-    def pauseProducing(self) -> None:
-        self._writing_paused = True
-        self._account()
-
-    def resumeProducing(self) -> None:
-        self._writing_paused = False
-        queued, self._queued, self._queued_size = self._queued, [], 0
-        self._pinned = 0
-        if queued:
-            self._write(queued)
-            self._update_reading()
-        self._account()
-
-    def stopProducing(self) -> None:
-        """The transport is closing; connectionLost follows."""
 
     def _update_reading(self) -> None:
         """Stop reading a peer that has ``max_concurrent_requests`` being
@@ -654,9 +500,8 @@ class PeerProtocol(Protocol):
         """
         connection = self.connection
         pause = (
-            connection.requests.full
-            or bool(connection.backlog)
-            or self._queued_size > self.settings.max_send_queue // 2
+            connection.saturated
+            or self.outbound.queued > self.settings.max_send_queue // 2
         )
         if pause is not self._reading_paused and not self.connection.closed:
             self._reading_paused = pause
@@ -668,7 +513,7 @@ class PeerProtocol(Protocol):
     # -- internals ----------------------------------------------------------
 
     def _on_verified(self, peer_id: PeerId) -> None:
-        self._cancel_timeout()
+        self.deadline.cancel()
         clock = self.clock
         self.verified_at = clock.seconds()
         self._log.info(
@@ -703,13 +548,11 @@ class PeerProtocol(Protocol):
         self.send(wire.Ping(int(now * 1000)))
         return now + interval
 
-    def _wrong_protocol(self, kind: untrusted.Opening) -> None:
+    def _wrong_protocol(self, verdict: untrusted.WrongOpening) -> None:
         """An operator's client at the wrong port: a hint it can show, then
         close; the host hears of it as a failure that is not misbehaviour."""
-        self.transport.write(  # type: ignore[union-attr]
-            HTTP_HINT if kind is untrusted.Opening.HTTP else TLS_HINT
-        )
-        self.wrong_opening(kind.value)
+        self.transport.write(verdict.answer)  # type: ignore[union-attr]
+        self.wrong_opening(verdict.kind)
         self.disconnect()
 
     def wrong_opening(self, kind: str) -> None:
@@ -723,10 +566,10 @@ class PeerProtocol(Protocol):
         )
         self._failure = error
         self.host.connection_failed(self, ConnectionFailed(error, wrong_protocol=kind))
-        self._cancel_timeout()
+        self.deadline.cancel()
 
     def _on_failed(self, event: ConnectionFailed) -> None:
-        self._flush()
+        self.outbound.flush()
         error = event.error
         self._failure = error
         if self.connection.verified:
@@ -747,35 +590,16 @@ class PeerProtocol(Protocol):
                 misbehaviour=event.misbehaviour,
             )
         self.host.connection_failed(self, event)
-        self._cancel_timeout()
+        self.deadline.cancel()
         self.disconnect()
 
     def disconnect(self) -> None:
-        """Close after writing what is queued.
-
-        The producer is unregistered first: a transport whose registered
-        producer is paused (a peer that stopped reading) resumes it when its
-        buffer drains instead of closing, and would never close.
-        """
-        transport = self.transport
-        assert transport is not None
-        queued, self._queued, self._queued_size = self._queued, [], 0
-        self._pinned = 0
-        if queued:
-            transport.writeSequence([_bytes(chunk) for chunk in queued])
-        self._account()
-        transport.unregisterProducer()  # type: ignore[attr-defined]
-        transport.loseConnection()
+        """Close after writing what is queued (see :meth:`Outbound.close`)."""
+        self.outbound.close()
+        self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _handshake_timed_out(self) -> None:
-        self._timeout = None
         self._on_failed(self.connection.timed_out())
-
-    def _cancel_timeout(self) -> None:
-        if self._timeout is not None:
-            if self._timeout.active():
-                self._timeout.cancel()
-            self._timeout = None
 
     def _decide(self, peer_id: PeerId) -> list[Event]:
         """The peer proved ``peer_id``: admit it, or refuse it with the code
@@ -790,41 +614,20 @@ class PeerProtocol(Protocol):
         """The peer proved ``peer_id``: over TLS with an Ed25519 certificate,
         that certificate must be the same key (the TLS variant has checked
         that already); then the host's policy decides."""
-        transport = self.transport
-        if self.connection.handshake.bound:
-            pass  # the TLS variant checked its claim against the certificate
-        elif transport is not None and ISSLTransport.providedBy(transport):
-            peer_certificate = transport.getHandle().get_peer_certificate()  # type: ignore[attr-defined]
-            key = (
-                None if peer_certificate is None else certificate_key(peer_certificate)
+        # (The TLS variant has checked its claim against the certificate.)
+        if not self.connection.handshake.bound and certificate_contradicts(
+            self.transport, peer_id
+        ):
+            raise HandshakeFailed(
+                ErrorCode.WRONG_KEY, "the TLS certificate is not the proven key"
             )
-            if key is not None and key != peer_id.public_key:
-                raise HandshakeFailed(
-                    ErrorCode.WRONG_KEY, "the TLS certificate is not the proven key"
-                )
         self.host.authorize(peer_id)
 
     @property
     def channel_bound(self) -> bool:
-        """Whether the proof covers every later byte: TLS 1.3, whose exporter
-        is a unique channel binding (RFC 9266); TLS 1.2's is not without the
-        extended master secret, so a TLS 1.2 link counts as a plain one."""
-        transport = self.transport
-        if transport is None or not ISSLTransport.providedBy(transport):
-            return False
-        handle = transport.getHandle()  # type: ignore[attr-defined]
-        return bool(handle.get_protocol_version_name() == "TLSv1.3")
-
-    def _channel_binding(self) -> bytes:
-        """RFC 9266 ``tls-exporter`` when the transport is TLS, else empty."""
-        transport = self.transport
-        if transport is None or not ISSLTransport.providedBy(transport):
-            return b""
-        handle = transport.getHandle()  # type: ignore[attr-defined]
-        # RFC 9266: an empty context, passed as such (TLS 1.3 treats "no
-        # context" the same, RFC 8446 section 7.5; TLS 1.2 would not).
-        exported: bytes = handle.export_keying_material(TLS_EXPORTER_LABEL, 32, b"")
-        return exported
+        """Whether the proof covers every later byte (TLS 1.3: see
+        ``tls.channel_bound``)."""
+        return channel_bound(self.transport)
 
 
 def where(address: IAddress) -> str:
@@ -833,11 +636,6 @@ def where(address: IAddress) -> str:
     if host is None or port is None:
         return str(address)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _data_size(response: wire.Response) -> int:
-    data = getattr(response, "data", None)
-    return 0 if data is None else len(data)
 
 
 class PeerFactory(Factory):

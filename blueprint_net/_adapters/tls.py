@@ -43,6 +43,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
+    ISSLTransport,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
@@ -114,6 +115,44 @@ def peer_certificate_key(handle: Any) -> Optional[bytes]:
     return None if peer is None else certificate_key(peer)
 
 
+#: RFC 9266: the label of the TLS 1.3 exporter used for channel binding.
+TLS_EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
+
+
+def channel_binding(transport: Any) -> bytes:
+    """RFC 9266 ``tls-exporter`` when ``transport`` is TLS, else empty."""
+    if transport is None or not ISSLTransport.providedBy(transport):
+        return b""
+    # RFC 9266: an empty context, passed as such (TLS 1.3 treats "no
+    # context" the same, RFC 8446 section 7.5; TLS 1.2 would not).
+    handle: Any = transport.getHandle()  # type: ignore[attr-defined]
+    exported: bytes = handle.export_keying_material(TLS_EXPORTER_LABEL, 32, b"")
+    return exported
+
+
+def channel_bound(transport: Any) -> bool:
+    """Whether a proof made over ``transport`` covers every later byte: TLS
+    1.3, whose exporter is a unique channel binding (RFC 9266); TLS 1.2's
+    is not without the extended master secret, so a TLS 1.2 link counts as
+    a plain one."""
+    if transport is None or not ISSLTransport.providedBy(transport):
+        return False
+    handle: Any = transport.getHandle()  # type: ignore[attr-defined]
+    return bool(handle.get_protocol_version_name() == "TLSv1.3")
+
+
+def certificate_contradicts(transport: Any, peer_id: PeerId) -> bool:
+    """Whether ``transport`` is TLS with an Ed25519 certificate that is not
+    ``peer_id``'s key (nothing on a plain transport, or another kind of
+    certificate, contradicts a proven id)."""
+    if transport is None or not ISSLTransport.providedBy(transport):
+        return False
+    handle: Any = transport.getHandle()  # type: ignore[attr-defined]
+    certificate = handle.get_peer_certificate()
+    key = None if certificate is None else certificate_key(certificate)
+    return key is not None and key != peer_id.public_key
+
+
 @implementer(IOpenSSLServerConnectionCreator, IOpenSSLClientConnectionCreator)
 class PeerTLS:
     """TLS 1.3 with the node's key as its certificate, both directions.
@@ -183,31 +222,36 @@ _HTTP_BODY = (
 HTTP_AT_TLS_PORT = untrusted.http_400(_HTTP_BODY)
 
 
-class _SniffingTLS(TLSMemoryBIOProtocol):
-    """TLS that first looks at the opening bytes: a plain blueprint frame or
-    an HTTP request is an operator's client at the wrong port, answered in
-    its own protocol (never as a TLS alert it cannot show) and closed.  The
-    wrapped protocol hears of it through ``wrong_opening(kind)``; it is
-    counted, never scored.  Anything else goes to TLS unchanged."""
+#: The kinds of client that are wrong at a ``p2ptls`` port (see
+#: ``untrusted.Sniffer``), and what each is answered with.
+TLS_PORT_ANSWERS = {"http": HTTP_AT_TLS_PORT, "plain": PLAIN_AT_TLS_PORT}
 
-    _opening: Optional[bytes] = b""
+
+class _SniffingTLS(TLSMemoryBIOProtocol):
+    """TLS that first looks at the opening bytes (``untrusted.Sniffer``): a
+    plain blueprint frame or an HTTP request is an operator's client at the
+    wrong port, answered in its own protocol (never as a TLS alert it cannot
+    show) and closed.  The wrapped protocol hears of it through
+    ``wrong_opening(kind)``; it is counted, never scored.  Anything else
+    goes to TLS unchanged."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._sniffer: Optional[untrusted.Sniffer] = untrusted.Sniffer(TLS_PORT_ANSWERS)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._opening is None:
+        sniffer = self._sniffer
+        if sniffer is None:
             super().dataReceived(data)  # type: ignore[no-untyped-call]
             return
-        first = self._opening + data
-        kind = untrusted.opening(first)
-        if kind is not untrusted.Opening.TLS and len(first) < untrusted.SNIFF_BYTES:
-            self._opening = first
+        verdict = sniffer.feed(data)
+        if verdict is None:
             return
-        self._opening = None
-        if kind is untrusted.Opening.HTTP:
-            self._refuse("http", HTTP_AT_TLS_PORT)
-        elif kind is untrusted.Opening.BLUEPRINT and untrusted.looks_like_frame(first):
-            self._refuse("plain", PLAIN_AT_TLS_PORT)
+        self._sniffer = None
+        if isinstance(verdict, untrusted.WrongOpening):
+            self._refuse(verdict.kind, verdict.answer)
         else:
-            super().dataReceived(first)  # type: ignore[no-untyped-call]
+            super().dataReceived(verdict)  # type: ignore[no-untyped-call]
 
     def _refuse(self, kind: str, answer: bytes) -> None:
         inner: Any = self.wrappedProtocol

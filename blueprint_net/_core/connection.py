@@ -11,10 +11,20 @@ When the peer's proof verifies, :meth:`Connection.receive_data` returns
 :class:`PeerProven` last and holds whatever the peer sent after the proof;
 the caller's policy answers with :meth:`Connection.accept` (which returns the
 held frames' events) or :meth:`Connection.refuse`.
+
+A request's life is decided here, both ways.  Ours: :meth:`Connection.request`
+takes its deadline (time is a number the caller passes), :attr:`next_deadline`
+says when the caller's one timer should call :meth:`Connection.expire`, which
+returns the requests to fail.  The peer's: past ``max_in_flight`` they wait
+in the :attr:`backlog`; :meth:`Connection.respond` frames an answer once
+(refusing one past the frame limit, or one the caller's ``room`` says the
+send queue cannot hold) and returns the requests its end released, and
+:attr:`saturated` says whether to stop reading the peer meanwhile.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Optional, Union
 
 import attrs
@@ -34,7 +44,7 @@ from blueprint_net._core.handshake import (
     Phase,
 )
 from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.messaging import Requests, RequestState
+from blueprint_net._core.messaging import Deadlines, Requests
 
 #: Failures that show a peer to be broken or hostile, as opposed to merely
 #: slow, incompatible or refused by policy.  The ban registry scores these.
@@ -144,8 +154,10 @@ class Connection:
         self._outgoing: list[bytes] = []
         self.requests: Requests[Any] = Requests(max_in_flight)
         #: The peer's requests past ``max_in_flight``, in order: handed out
-        #: by :meth:`resume` as earlier ones end (other frames go on).
+        #: by :meth:`respond` as earlier ones end (other frames go on).
         self.backlog: list[wire.Request] = []
+        #: When our pending requests time out (see :meth:`expire`).
+        self.deadlines = Deadlines()
         self.closed = False
         #: Closed, or a proven peer awaits the decision: no read is processed
         #: now (one test on the hot path covers both).
@@ -177,6 +189,17 @@ class Connection:
     @property
     def verified(self) -> bool:
         return self.handshake.phase is _VERIFIED
+
+    @property
+    def saturated(self) -> bool:
+        """The peer has ``max_in_flight`` requests handed out, or more
+        waiting: stop reading it until one ends."""
+        return bool(self.backlog) or self.requests.full
+
+    @property
+    def next_deadline(self) -> Optional[float]:
+        """When the first of our pending requests times out, if any."""
+        return self.deadlines.earliest()
 
     @property
     def buffered(self) -> int:
@@ -233,26 +256,83 @@ class Connection:
         payload: bytes,
         metadata: Optional[bytes] = None,
         token: Any = None,
+        deadline: Optional[float] = None,
     ) -> int:
         """Queue a request; its id (0, asking for no response, without a
-        ``token``).  ``ValueError`` if it could not travel."""
+        ``token``).  ``ValueError`` if it could not travel.  With a
+        ``deadline``, :meth:`expire` gives it up then."""
         self._check_sendable()  # before a token is registered to wait
         request = self.requests.request(protocol, payload, metadata, token)
+        request_id = request.request_id
         try:
             chunks = wire.frame_chunks(request, self.max_frame)
         except ValueError:
-            self.requests.abandon(request.request_id)
+            self.requests.abandon(request_id)
             raise
         self._outgoing.extend(chunks)
-        return request.request_id
+        if deadline is not None and request_id:
+            self.deadlines.add(request_id, deadline)
+        return request_id
 
-    def respond(self, response: wire.Response) -> Optional[RequestState]:
-        """Answer a request the peer sent; nothing is sent for one that
-        wanted no response or whose connection has closed."""
-        state = self.requests.respond(response)
-        if state is not None and not self.closed:
-            self._queue(response)
-        return state
+    def expire(self, now: float) -> list[tuple[int, Any]]:
+        """Give up our requests whose deadline is ``now`` or past: their ids
+        and tokens, to be failed (a late response is then ignored)."""
+        expired = []
+        abandon = self.requests.abandon
+        for request_id in self.deadlines.expire(now):
+            token = abandon(request_id)
+            if token is not None:
+                expired.append((request_id, token))
+        return expired
+
+    def respond(
+        self,
+        response: wire.Response,
+        room: Optional[Callable[[int], bool]] = None,
+    ) -> list[Event]:
+        """Answer a request the peer sent; returns the peer's requests that
+        its end lets out of the backlog, in order, for the caller to serve.
+
+        The answer is framed once, here: one past the frame limit becomes a
+        ``PAYLOAD_TOO_LARGE`` Error, and one that ``room(frame size)`` says
+        the send queue cannot hold a short ``RATE_LIMITED`` Error.  Nothing
+        is sent for a request that wanted no response, or once closed.
+        """
+        if self.requests.respond(response) is not None and not self.closed:
+            request_id = response.request_id
+            try:
+                chunks = wire.frame_chunks(response, self.max_frame)
+            except ValueError:
+                # The handler worked; its answer cannot travel in one frame.
+                chunks = wire.frame_chunks(
+                    wire.ErrorResponse(
+                        request_id,
+                        ErrorCode.PAYLOAD_TOO_LARGE,
+                        f"the response exceeds the frame limit of {self.max_frame}"
+                        " bytes",
+                    )
+                )
+            else:
+                size = len(chunks[0]) if len(chunks) == 1 else sum(map(len, chunks))
+                if room is not None and not room(size):
+                    # The peer asks faster than it reads: it gets a short
+                    # answer rather than one the queue cannot hold.
+                    chunks = wire.frame_chunks(
+                        wire.ErrorResponse(
+                            request_id,
+                            ErrorCode.RATE_LIMITED,
+                            "not reading: the send queue is full",
+                        )
+                    )
+            self._outgoing.extend(chunks)
+        return self._release() if self.backlog else []
+
+    def lost(self) -> list[Any]:
+        """The transport is gone: the tokens of our pending requests, to be
+        failed; nothing else is waited for."""
+        self.deadlines.clear()
+        self.backlog.clear()
+        return self.requests.close()
 
     def send_frame(self, frame: bytes) -> None:
         """Queue an already-encoded frame (one encoding, many peers)."""
@@ -346,9 +426,9 @@ class Connection:
                 self._queue(output)
         return events
 
-    def resume(self) -> list[Event]:
+    def _release(self) -> list[Event]:
         """The backlog's requests, in order, while the in-flight bound
-        allows (call it once one of the peer's requests has ended)."""
+        allows (one of the peer's requests has ended)."""
         events: list[Event] = []
         requests, backlog = self.requests, self.backlog
         taken = 0
@@ -380,7 +460,7 @@ class Connection:
                 continue
             if isinstance(message, wire.Request):
                 if self.backlog or requests.full:
-                    self.backlog.append(message)  # waits; see resume()
+                    self.backlog.append(message)  # waits; see respond()
                     continue
                 refusal = requests.request_received(message)
                 if refusal is None:
@@ -390,6 +470,7 @@ class Connection:
             elif isinstance(message, _RESPONSES):
                 token = requests.response_received(message)
                 if token is not None:  # else: late, after its timeout
+                    self.deadlines.discard(message.request_id)
                     events.append(ResponseReceived(message, token))
             elif isinstance(message, wire.Ping):
                 self._queue(wire.Pong(message.opaque))

@@ -7,7 +7,10 @@ A curl at the peer port, a TLS client at a plain port or a plain client at a
 TLS port is an operator's mistake, not an attack: scored as garbage, five of
 them banned the operator's own address.  :func:`opening` tells them apart
 from the first bytes alone (a blueprint frame starts with a 4-byte length of
-at most 4 KiB, so none of these can be a valid frame).  :func:`quote` makes
+at most 4 KiB, so none of these can be a valid frame), and :class:`Sniffer`
+holds a connection's first reads until they do (one object, used by the
+plain port's ``PeerProtocol`` and the TLS port's sniffing layer).
+:func:`quote` makes
 text a peer chose fit for a log line: short, and with no control character
 that could forge a line or rewrite the terminal.
 """
@@ -16,6 +19,10 @@ from __future__ import annotations
 
 import enum
 import unicodedata
+from collections.abc import Mapping
+from typing import Optional, Union
+
+import attrs
 
 #: Bytes :func:`opening` wants before it decides (fewer: it may wait).
 SNIFF_BYTES = 8
@@ -98,6 +105,65 @@ def _is_tls_hello(first: bytes) -> bool:
         and first[2] <= 0x04
         and first[5] == 0x01
     )
+
+
+@attrs.frozen
+class WrongOpening:
+    """A client of another protocol: ``kind`` (``"http"``, ``"tls"``, or
+    ``"plain"``: a blueprint frame at a TLS port) and the ``answer`` it can
+    show, written below any protocol of ours before the close."""
+
+    kind: str
+    answer: bytes
+
+
+class Sniffer:
+    """The first bytes of an accepted connection, held until they show
+    whether the client speaks this port's protocol.
+
+    In: each read, through :meth:`feed`.  Out: ``None`` while undecided (at
+    most :data:`SNIFF_BYTES` and a read are held); then, once, either every
+    byte held so far (the port's protocol, or garbage for its decoder to
+    judge and score) or a :class:`WrongOpening` (an operator's client at
+    the wrong port: answered, never scored).  States: undecided, then
+    decided (:attr:`decided`; the caller stops feeding).
+
+    ``answers`` maps the kinds that are wrong at this port to their answer:
+    ``http``/``tls`` at a plain port, ``http``/``plain`` at a TLS port.
+    """
+
+    __slots__ = ("_answers", "_first", "decided")
+
+    def __init__(self, answers: Mapping[str, bytes]) -> None:
+        self._answers = answers
+        self._first = b""
+        self.decided = False
+
+    def feed(self, data: bytes) -> Union[bytes, WrongOpening, None]:
+        first = self._first + data
+        kind = self._kind(first)
+        if kind is None:
+            if len(first) < SNIFF_BYTES:
+                self._first = first
+                return None
+            kind = "other"  # still undecided: the protocol judges it
+        self._first = b""
+        self.decided = True
+        answer = self._answers.get(kind)
+        return first if answer is None else WrongOpening(kind, answer)
+
+    def _kind(self, first: bytes) -> Optional[str]:
+        """``http``, ``tls``, ``plain``, ``other``, or None: undecided."""
+        kind = opening(first)
+        if kind is Opening.UNDECIDED:
+            return None
+        if kind is not Opening.BLUEPRINT:
+            return str(kind.value)
+        if "plain" not in self._answers:
+            return "other"  # a blueprint frame is this port's protocol
+        if len(first) < 4:
+            return None  # its length is not in yet
+        return "plain" if looks_like_frame(first) else "other"
 
 
 def quote(text: str, limit: int = QUOTE_LIMIT) -> str:

@@ -1,0 +1,216 @@
+"""The send queue of one connection (``_adapters/outbound.py``): flow
+control against a transport that pauses, and the memory it charges, on an
+in-memory transport."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet.testing import StringTransport
+
+from blueprint_net._adapters.outbound import (
+    FRAME_OVERHEAD,
+    PIECE,
+    TAIL,
+    TRANSPORT_HELD,
+    Outbound,
+)
+from blueprint_net._core import wire
+from blueprint_net._core.errors import SendQueueFull
+from blueprint_net._policy.resources import MemoryBudget
+
+
+class PausingTransport(StringTransport):
+    """Pauses its producer once ``limit`` bytes are unread, as Twisted's TCP
+    transport does at its buffer size; ``read()`` empties it."""
+
+    def __init__(self, limit: int = PIECE) -> None:
+        super().__init__()
+        self.limit = limit
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.writes += 1
+        self._check()
+
+    def writeSequence(self, seq: Any) -> None:
+        super().writeSequence(seq)
+        self.writes += 1
+        self._check()
+
+    def _check(self) -> None:
+        if len(self.value()) >= self.limit and self.producerState == "producing":
+            self.producerState = "paused"
+            self.producer.pauseProducing()  # type: ignore[union-attr]
+
+    def read(self) -> bytes:
+        data: bytes = self.value()
+        self.clear()
+        if self.producerState == "paused":
+            self.producerState = "producing"
+            self.producer.resumeProducing()  # type: ignore[union-attr]
+        return data
+
+
+class Sender:
+    """An Outbound wired to a list standing for the connection's output."""
+
+    def __init__(self, max_send_queue: int = 1 << 20, budget: int = 1 << 30) -> None:
+        self.pending: list[bytes] = []
+        self.changes = 0
+        self.memory = MemoryBudget(budget)
+        self.outbound = Outbound(self.take, self.memory, max_send_queue, self.changed)
+        self.transport = PausingTransport()
+        self.transport.registerProducer(self.outbound, True)
+        self.outbound.transport = self.transport
+
+    def take(self) -> list[bytes]:
+        chunks, self.pending = self.pending, []
+        return chunks
+
+    def changed(self) -> None:
+        self.changes += 1
+
+    def send(self, *chunks: bytes) -> None:
+        self.pending.extend(chunks)
+        self.outbound.flush()
+        self.outbound.check_invariants()
+
+
+def test_a_small_frame_is_one_write_and_holds_nothing() -> None:
+    sender = Sender()
+    sender.send(b"frame")
+    assert sender.transport.value() == b"frame" and sender.transport.writes == 1
+    assert sender.outbound.queued == 0 and sender.memory.used == 0
+    sender.outbound.flush()  # nothing queued: nothing written
+    assert sender.transport.writes == 1
+
+
+def test_frames_wait_while_paused_and_are_counted_then_drain_in_order() -> None:
+    sender = Sender()
+    outbound = sender.outbound
+    outbound.pauseProducing()
+    outbound.check_invariants()
+    assert sender.memory.used == TRANSPORT_HELD  # the transport's buffer
+    sender.send(b"a" * 10, b"b" * 20)
+    sender.send(b"c" * 30)
+    assert sender.transport.value() == b""
+    assert outbound.queued == 60 and sender.memory.used == 60 + TRANSPORT_HELD
+    assert sender.changes == 2  # each time the queue grew
+    outbound.resumeProducing()
+    outbound.check_invariants()
+    assert sender.transport.value() == b"a" * 10 + b"b" * 20 + b"c" * 30
+    assert outbound.queued == 0 and sender.memory.used == 0
+    assert sender.changes == 3  # and once it drained
+
+
+def test_a_large_frame_goes_a_piece_at_a_time_and_its_rest_is_pinned() -> None:
+    """The transport pauses after the first piece: the rest of the frame
+    waits as a view of it, and the whole frame's buffer is charged."""
+    sender = Sender()
+    outbound, transport = sender.outbound, sender.transport
+    frame = bytes(range(256)) * (5 * PIECE // 256 + 7)
+    sender.send(b"head", frame, b"tail")
+    assert transport.value() == b"head" + frame[:PIECE]  # then it paused
+    assert outbound.queued == len(frame) - PIECE + 4
+    # The frame's written part is still held by the view of its rest.
+    assert sender.memory.used == outbound.queued + PIECE + TRANSPORT_HELD
+    written = b""
+    while outbound.queued:
+        written += transport.read()
+        outbound.check_invariants()
+    written += transport.read()
+    assert written == b"head" + frame + b"tail"
+    assert sender.memory.used == 0
+
+
+def test_room_is_bounded_by_the_queue_and_the_budget() -> None:
+    sender = Sender(max_send_queue=1000, budget=4 * PIECE)
+    outbound = sender.outbound
+    assert outbound.room(10_000)  # nothing queued: any frame the budget holds
+    outbound.check(10)  # small, nothing queued: not even asked
+    outbound.pauseProducing()
+    sender.send(b"x" * 600)
+    assert outbound.room(1000 - 600 - FRAME_OVERHEAD)
+    assert not outbound.room(1000 - 600 - FRAME_OVERHEAD + 1)
+    with pytest.raises(SendQueueFull, match="600 bytes wait"):
+        outbound.check(200)
+    assert sender.memory.counters["memory.refused.send"] == 0
+    outbound.resumeProducing()
+    # The budget spent elsewhere: a frame past what any connection may
+    # hold is refused, and counted.
+    sender.memory.charge(4 * PIECE)
+    with pytest.raises(SendQueueFull, match="budget"):
+        outbound.check(20_000)
+    assert sender.memory.counters["memory.refused.send"] == 1
+    outbound.check(100)  # a small frame always goes out
+
+
+def test_answers_given_during_a_read_count_before_they_are_flushed() -> None:
+    sender = Sender(max_send_queue=1000)
+    outbound = sender.outbound
+    outbound.pauseProducing()
+    sender.send(b"x" * 10)
+    outbound.unflushed = 800
+    assert not outbound.room(100)
+    sender.send()  # a flush forgets the estimate
+    assert outbound.unflushed == 0 and outbound.room(100)
+
+
+def test_close_writes_the_queue_and_lets_go_of_the_transport() -> None:
+    sender = Sender()
+    outbound, transport = sender.outbound, sender.transport
+    outbound.pauseProducing()
+    frame = b"y" * (3 * PIECE)
+    sender.send(frame)
+    outbound.close()
+    assert transport.value() == frame and transport.producer is None
+    assert sender.memory.used == TRANSPORT_HELD  # until the transport is gone
+    outbound.lost()
+    outbound.check_invariants()
+    assert sender.memory.used == 0
+
+
+def test_lost_releases_everything_charged() -> None:
+    sender = Sender()
+    outbound = sender.outbound
+    outbound.inbound = 5000  # a partial inbound frame
+    outbound.pauseProducing()
+    sender.send(b"z" * 100)
+    assert sender.memory.used == 5100 + TRANSPORT_HELD
+    outbound.lost()
+    outbound.check_invariants()
+    assert sender.memory.used == 0 and outbound.queued == 0
+
+
+def test_the_invariant_check_catches_counts_that_disagree() -> None:
+    sender = Sender()
+    outbound = sender.outbound
+    outbound.pauseProducing()
+    sender.send(b"q" * 10)
+    outbound.queued += 1
+    with pytest.raises(AssertionError):
+        outbound.check_invariants()
+    outbound.queued -= 1
+    outbound.charged += 1
+    with pytest.raises(AssertionError):
+        outbound.check_invariants()
+
+
+def test_a_frames_small_tail_goes_with_its_payload() -> None:
+    """A 64 KiB payload fills a piece and the transport pauses: the byte
+    after it (``frame_chunks``'s tail) is written with it, not queued until
+    the transport drains (a reactor turn later, on every such frame)."""
+    sender = Sender()
+    chunks = wire.frame_chunks(wire.Request(1, "echo", bytes(PIECE)))
+    assert len(chunks) == 3 and len(chunks[1]) == PIECE  # head, payload, tail
+    sender.send(*chunks)
+    assert sender.outbound.paused and sender.outbound.queued == 0
+    assert sender.transport.value() == b"".join(chunks)
+    assert sender.transport.writes == 1
+    # Small chunks ride along only so far: a piece stays under 2 * PIECE.
+    sender.transport.read()
+    sender.send(b"a" * PIECE, *[b"b" * (TAIL - 1)] * 4)
+    assert sender.outbound.queued == 2 * (TAIL - 1)
