@@ -15,7 +15,6 @@ from blueprint_net._core.errors import ConnectFailed
 from blueprint_net._core.records import PeerRecord, sign_record
 from blueprint_net._ops.status import prometheus, snapshot
 from blueprint_net._policy.discovery import (
-    Backoff,
     DialRate,
     DiscoverySettings,
     Scope,
@@ -163,17 +162,6 @@ def test_inbound_eviction_takes_the_most_crowded_netgroup_first() -> None:
         assert all(key.startswith("sybil") for key in evicted)
     # Once the crowd is down to one a netgroup, every group loses in turn.
     assert len(evict_inbound(inbound, 22, random.Random(1))) == 22
-
-
-def test_backoff_doubles_with_jitter_and_forgets_on_success() -> None:
-    backoff = Backoff(1.0, 8.0, random.Random(1))
-    delays = [backoff.failed("peer", 0.0) for _ in range(6)]
-    for count, delay in enumerate(delays):
-        base = min(8.0, 2.0**count)
-        assert 0.5 * base <= delay <= 1.5 * base
-    assert not backoff.ready("peer", 0.0)
-    backoff.succeeded("peer")
-    assert backoff.ready("peer", 0.0)
 
 
 def test_candidates_from_the_least_held_subnets_come_first() -> None:
@@ -383,52 +371,6 @@ def test_eviction_stops_at_the_count_or_when_nobody_is_left() -> None:
     assert firsts == {"x", "y"}
 
 
-class _Half(random.Random):
-    """``random()`` is always 0.5: no jitter (a factor of exactly 1)."""
-
-    def random(self) -> float:
-        return 0.5
-
-
-def test_backoff_delays_exactly_and_is_ready_at_its_time() -> None:
-    backoff = Backoff(2.0, 20.0, _Half())
-    assert [backoff.failed("p", 100.0) for _ in range(5)] == [2, 4, 8, 16, 20]
-    assert not backoff.ready("p", 119.999)
-    assert backoff.ready("p", 120.0)  # at exactly its time
-    assert backoff.ready("other", 0.0)
-    backoff.succeeded("p")
-    backoff.succeeded("never failed")
-    assert backoff.failed("p", 0.0) == 2.0  # counting from the start again
-    # Many failures never overflow: the exponent stops at 30.
-    many = Backoff(1.0, 10.0**12, _Half())
-    for _ in range(40):
-        delay = many.failed("p", 0.0)
-    assert delay == 2.0**30
-    # The jitter spans 0.5 to 1.5 times the base.
-    assert Backoff(2.0, 20.0, _Fixed(0.0)).failed("p", 0.0) == 1.0
-    assert Backoff(2.0, 20.0, _Fixed(0.999)).failed("p", 0.0) == 2.0 * 1.499
-
-
-class _Fixed(random.Random):
-    def __init__(self, value: float) -> None:
-        super().__init__(0)
-        self.value = value
-
-    def random(self) -> float:
-        return self.value
-
-
-def test_backoff_holds_at_most_limit_keys_forgetting_the_oldest() -> None:
-    backoff = Backoff(1.0, 8.0, _Half(), limit=2)
-    backoff.failed("a", 0.0)
-    backoff.failed("b", 0.0)
-    backoff.failed("a", 0.0)  # a failed again: now the newest
-    backoff.failed("c", 0.0)
-    assert backoff.ready("b", 0.0)  # forgotten
-    assert not backoff.ready("a", 0.0) and not backoff.ready("c", 0.0)
-    assert backoff.failed("a", 0.0) == 4.0  # a's count was kept: its third
-
-
 def test_diversity_counts_the_candidates_already_chosen() -> None:
     candidates = [("a1", "192.0.2.1"), ("a2", "192.0.2.2"), ("b1", "198.51.100.1")]
     for seed in range(10):
@@ -482,7 +424,6 @@ def test_dial_rate_windows_hold_at_real_clock_times() -> None:
     assert not rate.allows("203.0.113.9", now + 2)
     assert rate.allows("203.0.113.9", now + 60)
     assert DialRate(1, 1.0).limit == 4096  # hosts held by default
-    assert Backoff(1.0, 2.0, random.Random(0)).limit == 4096  # keys, likewise
 
 
 def test_prefer_diverse_counts_each_choice_once_and_groups_ipv6_by_48() -> None:

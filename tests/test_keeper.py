@@ -16,7 +16,6 @@ from blueprint_net._adapters.keeper import (
     UNREACHABLE_AFTER,
     PeerKeeper,
     State,
-    backoff,
 )
 from blueprint_net.testing import MemoryNetwork
 
@@ -38,14 +37,6 @@ def _keeper(net: MemoryNetwork, *args: Any, **kwargs: Any) -> tuple[PeerKeeper, 
     events: list[dict[str, Any]] = []
     keeper._log = Logger(observer=events.append)  # type: ignore[arg-type]
     return keeper, events
-
-
-def test_backoff_doubles_from_half_a_second_to_thirty_with_jitter() -> None:
-    assert [backoff(n, spread=lambda: 0.0) for n in range(1, 10)] == [
-        0.5, 1, 2, 4, 8, 16, MAX_DELAY, MAX_DELAY, MAX_DELAY,
-    ]  # fmt: skip
-    assert backoff(1, spread=lambda: 1.0) == 0.25
-    assert backoff(20, spread=lambda: 0.5) == 0.75 * MAX_DELAY
 
 
 def test_an_unreachable_peer_is_retried_with_backoff_and_logged_once() -> None:

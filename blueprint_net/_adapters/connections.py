@@ -40,8 +40,9 @@ from blueprint_net._core.errors import BlueprintError, ErrorCode, ProtocolError
 from blueprint_net._core.identity import PeerId
 from blueprint_net._core.records import PeerRecord
 from blueprint_net._policy import discovery
+from blueprint_net._policy.backoff import Backoff
 from blueprint_net._policy.discovery import DEFAULTS as DISCOVERY_DEFAULTS
-from blueprint_net._policy.discovery import Backoff, DialRate, DiscoverySettings
+from blueprint_net._policy.discovery import DialRate, DiscoverySettings
 
 Listening = Callable[[], list[tuple[str, int]]]
 

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from blueprint_net._adapters.facade import INode
 from blueprint_net._adapters.peers import Peer
 from blueprint_net._core.identity import PeerId
+from blueprint_net._policy.backoff import retry_delay
 
 #: The first retry's delay and the longest delay, in seconds.
 INITIAL_DELAY, MAX_DELAY = 0.5, 30.0
@@ -67,19 +68,6 @@ TRANSITIONS: dict[tuple[State, Event], tuple[State, str]] = {
     (S.WAITING, E.STOP): (S.STOPPED, "stop"),
     (S.CONNECTED, E.STOP): (S.STOPPED, "stop"),
 }
-
-
-def backoff(
-    attempt: int,
-    initial: float = INITIAL_DELAY,
-    maximum: float = MAX_DELAY,
-    spread: Callable[[], float] = random.random,
-) -> float:
-    """The delay before retry ``attempt`` (1, 2, ...): ``initial`` doubled
-    per earlier failure up to ``maximum``, then cut by up to half at random
-    (so peers that lost each other at once do not redial in step)."""
-    delay = min(maximum, initial * 2.0 ** max(0, attempt - 1))
-    return float(delay * (1.0 - 0.5 * spread()))
 
 
 class PeerKeeper(Service):
@@ -187,7 +175,9 @@ class PeerKeeper(Service):
                 error=error,
                 maximum=MAX_DELAY,
             )
-        self._schedule(backoff(self.failures, spread=self._spread))
+        self._schedule(
+            retry_delay(self.failures, INITIAL_DELAY, MAX_DELAY, self._spread())
+        )
 
     def _lost(self) -> None:
         self._log.info(
@@ -196,7 +186,7 @@ class PeerKeeper(Service):
             address=self.address,
         )
         self.failures = 0
-        self._schedule(backoff(1, spread=self._spread))
+        self._schedule(retry_delay(1, INITIAL_DELAY, MAX_DELAY, self._spread()))
 
     def _schedule(self, delay: float) -> None:
         clock = self.node.clock

@@ -54,8 +54,8 @@ class DiscoverySettings:
     #: Dials in flight at once.
     max_dialing: int = 4
     #: A failed peer or bootstrap waits this long, doubled per failure up to
-    #: ``backoff_max``, times a random factor in 0.5..1.5 (so a network that
-    #: lost a popular node does not redial it in step).
+    #: ``backoff_max``, cut by up to half at random (so a network that lost
+    #: a popular node does not redial it in step; ``_policy/backoff.py``).
     backoff_initial: float = 1.0
     backoff_max: float = 300.0
     #: The bootstrap is dialed whenever fewer outbound peers than this are
@@ -279,39 +279,6 @@ def evict_inbound(
 def description(host: str, port: int) -> str:
     """The ``p2ptls:`` client description for a parsed address."""
     return f"p2ptls:host={host.replace(':', chr(92) + ':')}:port={port}"
-
-
-class Backoff:
-    """When each key (a peer id, a bootstrap address) may be dialed again:
-    exponential, jittered, and forgotten on success; at most ``limit``
-    keys held (the oldest go)."""
-
-    def __init__(
-        self,
-        initial: float,
-        maximum: float,
-        rng: random.Random,
-        limit: int = 4096,
-    ) -> None:
-        self.initial, self.maximum, self.rng, self.limit = initial, maximum, rng, limit
-        self._failures: dict[Hashable, tuple[int, float]] = {}
-
-    def ready(self, key: Hashable, now: float) -> bool:
-        entry = self._failures.get(key)
-        return entry is None or entry[1] <= now
-
-    def failed(self, key: Hashable, now: float) -> float:
-        """Note a failure; the delay before the next attempt."""
-        count = self._failures.pop(key, (0, 0.0))[0] + 1
-        delay: float = min(self.maximum, self.initial * 2 ** min(count - 1, 30))
-        delay *= 0.5 + self.rng.random()
-        self._failures[key] = (count, now + delay)
-        while len(self._failures) > self.limit:
-            del self._failures[next(iter(self._failures))]
-        return delay
-
-    def succeeded(self, key: Hashable) -> None:
-        self._failures.pop(key, None)
 
 
 def prefer_diverse(
