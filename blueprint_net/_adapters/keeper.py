@@ -42,7 +42,7 @@ class State(enum.Enum):
     CONNECTED = "connected"
 
 
-class Event(enum.Enum):
+class Input(enum.Enum):
     START = "start"
     VERIFIED = "verified"  # the peer is connected (either direction)
     LOST = "lost"  # ... and is not any more
@@ -52,21 +52,20 @@ class Event(enum.Enum):
     STOP = "stop"
 
 
-S, E = State, Event
 #: (state, event) -> (next state, action).  A pair not listed changes
 #: nothing: a dial that fails while the peer came in by itself, a lost
 #: event for a connection the keeper never saw.
-TRANSITIONS: dict[tuple[State, Event], tuple[State, str]] = {
-    (S.STOPPED, E.START): (S.DIALING, "dial"),
-    (S.DIALING, E.DIALED): (S.CONNECTED, "connected"),
-    (S.DIALING, E.VERIFIED): (S.CONNECTED, "connected"),
-    (S.DIALING, E.FAILED): (S.WAITING, "back_off"),
-    (S.WAITING, E.TIMER): (S.DIALING, "dial"),
-    (S.WAITING, E.VERIFIED): (S.CONNECTED, "connected"),
-    (S.CONNECTED, E.LOST): (S.WAITING, "lost"),
-    (S.DIALING, E.STOP): (S.STOPPED, "stop"),
-    (S.WAITING, E.STOP): (S.STOPPED, "stop"),
-    (S.CONNECTED, E.STOP): (S.STOPPED, "stop"),
+TRANSITIONS: dict[tuple[State, Input], tuple[State, str]] = {
+    (State.STOPPED, Input.START): (State.DIALING, "dial"),
+    (State.DIALING, Input.DIALED): (State.CONNECTED, "connected"),
+    (State.DIALING, Input.VERIFIED): (State.CONNECTED, "connected"),
+    (State.DIALING, Input.FAILED): (State.WAITING, "back_off"),
+    (State.WAITING, Input.TIMER): (State.DIALING, "dial"),
+    (State.WAITING, Input.VERIFIED): (State.CONNECTED, "connected"),
+    (State.CONNECTED, Input.LOST): (State.WAITING, "lost"),
+    (State.DIALING, Input.STOP): (State.STOPPED, "stop"),
+    (State.WAITING, Input.STOP): (State.STOPPED, "stop"),
+    (State.CONNECTED, Input.STOP): (State.STOPPED, "stop"),
 }
 
 
@@ -94,10 +93,10 @@ class PeerKeeper(Service):
         self._spread = spread
         self._timer: Optional[IDelayedCall] = None
         self._dialing: Optional[defer.Deferred[Peer]] = None
-        node.on_peer_verified(self._peer_event(Event.VERIFIED))
-        node.on_peer_lost(self._peer_event(Event.LOST))
+        node.on_peer_verified(self._peer_event(Input.VERIFIED))
+        node.on_peer_lost(self._peer_event(Input.LOST))
 
-    def _peer_event(self, event: Event) -> Callable[[Peer], None]:
+    def _peer_event(self, event: Input) -> Callable[[Peer], None]:
         def seen(peer: Peer) -> None:
             if peer.peer_id == self.peer_id:
                 self.handle(event)
@@ -108,16 +107,16 @@ class PeerKeeper(Service):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        self.handle(Event.START)
+        self.handle(Input.START)
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
-        self.handle(Event.STOP)
+        self.handle(Input.STOP)
         return defer.succeed(None)
 
     # -- the state machine --------------------------------------------------
 
-    def handle(self, event: Event, error: Optional[str] = None) -> None:
+    def handle(self, event: Input, error: Optional[str] = None) -> None:
         """Apply ``event``; the table says what follows."""
         step = TRANSITIONS.get((self.state, event))
         if step is None:
@@ -143,13 +142,13 @@ class PeerKeeper(Service):
 
     def _dialed(self, peer: Peer) -> None:
         self._dialing = None
-        self.handle(Event.DIALED)
+        self.handle(Input.DIALED)
 
     def _failed(self, failure: Any) -> None:
         self._dialing = None
         if failure.check(defer.CancelledError):
             return
-        self.handle(Event.FAILED, str(failure.value))
+        self.handle(Input.FAILED, str(failure.value))
 
     def _connected(self) -> None:
         self._cancel_timer()
@@ -191,7 +190,7 @@ class PeerKeeper(Service):
     def _schedule(self, delay: float) -> None:
         clock = self.node.clock
         self.next_attempt = clock.seconds() + delay
-        self._timer = clock.callLater(delay, self.handle, Event.TIMER)
+        self._timer = clock.callLater(delay, self.handle, Input.TIMER)
 
     def _stop(self) -> None:
         self._cancel_timer()

@@ -187,7 +187,7 @@ class _Pending:
 
 
 #: A peer message's handler (each takes its own message type).
-Handler = Callable[["Router", PeerId, Any, float], list[Output]]
+OnMessage = Callable[["Router", PeerId, Any, float], list[Output]]
 
 
 class Router:
@@ -854,7 +854,7 @@ def _check_topic(topic: str) -> None:
 
 
 #: What each peer message does: the router's one dispatch table.
-HANDLERS: dict[type, Handler] = {
+HANDLERS: dict[type, OnMessage] = {
     Publish: Router._on_publish,
     Subscriptions: Router._on_subscriptions,
     Graft: Router._on_graft,

@@ -47,7 +47,7 @@ DEFAULT_STATUS_URL = "http://127.0.0.1:7080"
 DEFAULT_DATA_DIR = "blueprint-data"
 
 
-class Failure(Exception):
+class CommandFailed(Exception):
     """Ends the command with a message and an exit status."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -65,18 +65,18 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 def keygen(args: argparse.Namespace) -> int:
     path = Path(args.key_file)
     if path.exists():
-        raise Failure(BAD_FILE, f"{path}: already exists; not overwriting a key")
+        raise CommandFailed(BAD_FILE, f"{path}: already exists; not overwriting a key")
     try:
         # The two-node recipe's first step is ``keygen a/node.key``: the
         # directory is made, private, as twistd makes its data directory.
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as error:
         why = f"{path.parent}: cannot create: {error.strerror}"
-        raise Failure(BAD_FILE, why) from None
+        raise CommandFailed(BAD_FILE, why) from None
     try:
         identity = load_or_create_identity(path)
     except KeyFileError as error:
-        raise Failure(BAD_FILE, str(error)) from None
+        raise CommandFailed(BAD_FILE, str(error)) from None
     _emit(
         args,
         {"key_file": str(path), "peer_id": str(identity.peer_id)},
@@ -89,7 +89,7 @@ def show_id(args: argparse.Namespace) -> int:
     try:
         identity = load_identity(args.key_file)
     except KeyFileError as error:
-        raise Failure(BAD_FILE, str(error)) from None
+        raise CommandFailed(BAD_FILE, str(error)) from None
     _emit(args, {"peer_id": str(identity.peer_id)}, str(identity.peer_id))
     return OK
 
@@ -103,7 +103,7 @@ def _identity(args: argparse.Namespace) -> Identity:
     try:
         return load_identity(args.key_file)
     except KeyFileError as error:
-        raise Failure(BAD_FILE, str(error)) from None
+        raise CommandFailed(BAD_FILE, str(error)) from None
 
 
 def peer_id(text: str) -> PeerId:
@@ -136,7 +136,9 @@ def _run(work: Callable[[Any], Any], limit: Optional[float] = None) -> Any:
         try:
             outcome.append(await running)
         except defer.TimeoutError:
-            outcome.append(Failure(FAILED, f"no answer within {limit:g} s (--timeout)"))
+            outcome.append(
+                CommandFailed(FAILED, f"no answer within {limit:g} s (--timeout)")
+            )
         except BaseException as error:  # re-raised below, off the reactor
             outcome.append(error)
 
@@ -159,7 +161,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     try:
         require_tls(args.endpoint, settings)
     except PlaintextRefused as error:
-        raise Failure(USAGE, str(error)) from None
+        raise CommandFailed(USAGE, str(error)) from None
     return settings
 
 
@@ -169,18 +171,18 @@ async def _connected(reactor: Any, args: argparse.Namespace) -> tuple[Node, Peer
         peer = await node.connect(args.endpoint, peer_id=args.peer_id)
     except PlaintextRefused as error:
         await node.stop()
-        raise Failure(USAGE, str(error)) from None
+        raise CommandFailed(USAGE, str(error)) from None
     except defer.CancelledError:  # --timeout, while connecting or handshaking
         # The goodbye goes out, but a peer that never answered is not waited
         # for (up to 2 s); the process ends with the reactor.
         node.stop()
-        raise Failure(
+        raise CommandFailed(
             UNREACHABLE,
             f"{args.endpoint}: no handshake within {args.timeout:g} s (--timeout)",
         ) from None
     except Exception as error:
         await node.stop()
-        raise Failure(UNREACHABLE, f"{args.endpoint}: {error}") from None
+        raise CommandFailed(UNREACHABLE, f"{args.endpoint}: {error}") from None
     return node, peer.peer_id
 
 
@@ -230,7 +232,7 @@ def ping(args: argparse.Namespace) -> int:
                 await node.request(peer_id, "ping", b"")
                 times.append((time.perf_counter() - start) * 1e3)
         except RequestFailed as error:
-            raise Failure(FAILED, f"ping failed: {error}") from None
+            raise CommandFailed(FAILED, f"ping failed: {error}") from None
         finally:
             await node.stop()
         return times
@@ -264,7 +266,7 @@ def _status(url: str) -> dict[str, Any]:
             status: dict[str, Any] = json.load(page)
             return status
     except (urllib.error.URLError, OSError, ValueError) as error:
-        raise Failure(
+        raise CommandFailed(
             UNREACHABLE, f"{url}: {getattr(error, 'reason', error)}"
         ) from None
 
@@ -322,7 +324,7 @@ def ban(args: argparse.Namespace) -> int:
     try:
         target = parse_target(args.target)
     except ValueError as error:
-        raise Failure(USAGE, str(error)) from None
+        raise CommandFailed(USAGE, str(error)) from None
     now = time.time()
     entry = Ban(
         target,
@@ -341,7 +343,7 @@ def unban(args: argparse.Namespace) -> int:
     try:
         target = parse_target(args.target)
     except ValueError as error:
-        raise Failure(USAGE, str(error)) from None
+        raise CommandFailed(USAGE, str(error)) from None
     with _editing(args) as connection:
         removed = banstore.remove(connection, target)
     _emit(
@@ -382,10 +384,10 @@ class _editing:
         try:
             return self.editor.__enter__()
         except banstore.BanDatabaseError as error:
-            raise Failure(BAD_FILE, str(error)) from None
+            raise CommandFailed(BAD_FILE, str(error)) from None
         except OSError as error:  # a data directory we may not read
             where = error.filename or _database(self.args)
-            raise Failure(BAD_FILE, f"{where}: {error.strerror}") from None
+            raise CommandFailed(BAD_FILE, f"{where}: {error.strerror}") from None
 
     def __exit__(self, *exc: Any) -> Any:
         return self.editor.__exit__(*exc)
@@ -405,10 +407,10 @@ def _permit(args: argparse.Namespace, permitted: bool) -> int:
         if changed or new:
             write_permits(path, updated)
     except PermitListError as error:
-        raise Failure(BAD_FILE, str(error)) from None
+        raise CommandFailed(BAD_FILE, str(error)) from None
     except (OSError, UnicodeDecodeError) as error:
         why = getattr(error, "strerror", None) or "not UTF-8 text"
-        raise Failure(BAD_FILE, f"{path}: {why}") from None
+        raise CommandFailed(BAD_FILE, f"{path}: {why}") from None
     listed = len(parse_permits(updated, str(path)))
     verb = "allowed" if permitted else "disallowed"
     message = (
@@ -602,7 +604,7 @@ def main(argv: Optional[list[str]] = None) -> NoReturn:
     args = parser().parse_args(arguments)
     try:
         status_code = args.handler(args)
-    except Failure as failure:
+    except CommandFailed as failure:
         status_code = _fail(f"blueprint-net {args.command}", failure.status, failure)
     except OSError as error:  # a local file, wherever it was met
         where = f"{error.filename}: " if error.filename else ""
