@@ -185,6 +185,16 @@ def test_a_gap_is_a_violation() -> None:
     b.receive(body(w.StreamData(b"s", 1, b"")))
     assert raises(b, w.StreamData(b"s", 3, b"")) is ErrorCode.STREAM_SEQUENCE
     assert payloads(b.events()) == [b""]
+    # The first message on a new connection may repeat, never skip.
+    b.disconnected()
+    b.connected()
+    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024)))
+    with pytest.raises(ProtocolError) as caught:
+        b.receive(body(w.StreamData(b"s", 3, b"")))
+    assert caught.value.code is ErrorCode.STREAM_SEQUENCE
+    assert "a gap" in caught.value.message
+    b.receive(body(w.StreamData(b"s", 2, b"two")))
+    assert payloads(b.events()) == [b"two"]
 
 
 def test_a_first_message_not_numbered_one_is_a_violation() -> None:
@@ -192,7 +202,7 @@ def test_a_first_message_not_numbered_one_is_a_violation() -> None:
     sender's stream is from before a restart or a reset, never a new one."""
     _, b, _ = connected()
     assert raises(b, w.StreamData(b"s", 2, b"")) is ErrorCode.STREAM_SEQUENCE
-    assert b.state(b"s") is StreamState.ABSENT
+    assert b.state(b"s") is StreamState.ABSENT and b.stream_count == 0
 
 
 def test_a_rewind_on_one_connection_is_a_violation() -> None:
