@@ -596,7 +596,6 @@ _INPUTS: dict[type, Input] = {
 }
 
 _ABSENT, _OPEN, _RESET_SENT = StreamState
-_P = PeerStreams
 
 #: The machine: (state, input) -> (next state, action).  Link states take
 #: link inputs, stream states stream inputs; the action runs before the move
@@ -605,34 +604,36 @@ _P = PeerStreams
 #: (stream state, stream input) pair is listed.
 TABLE: dict[tuple[State, Input], tuple[State, Action]] = {
     # The link.
-    (LinkState.DOWN, Input.CONNECTED): (LinkState.AWAITING_HELLO, _P._send_hello),
-    (LinkState.AWAITING_HELLO, Input.HELLO): (LinkState.UP, _P._resume),
-    (LinkState.AWAITING_HELLO, Input.DISCONNECTED): (LinkState.DOWN, _P._lost),
-    (LinkState.UP, Input.DISCONNECTED): (LinkState.DOWN, _P._lost),
+    (LinkState.DOWN, Input.CONNECTED): (
+        LinkState.AWAITING_HELLO,
+        PeerStreams._send_hello,
+    ),
+    (LinkState.AWAITING_HELLO, Input.HELLO): (LinkState.UP, PeerStreams._resume),
+    (LinkState.AWAITING_HELLO, Input.DISCONNECTED): (LinkState.DOWN, PeerStreams._lost),
+    (LinkState.UP, Input.DISCONNECTED): (LinkState.DOWN, PeerStreams._lost),
     # The application sends.
-    (_ABSENT, Input.SEND): (_OPEN, _P._open_and_send),
-    (_OPEN, Input.SEND): (_OPEN, _P._send),
-    (_RESET_SENT, Input.SEND): (_RESET_SENT, _P._refuse_resetting),
+    (_ABSENT, Input.SEND): (_OPEN, PeerStreams._open_and_send),
+    (_OPEN, Input.SEND): (_OPEN, PeerStreams._send),
+    (_RESET_SENT, Input.SEND): (_RESET_SENT, PeerStreams._refuse_resetting),
     # The peer's data: the first of a stream is seq 1, then one more each.
-    (_ABSENT, Input.DATA): (_OPEN, _P._open_and_receive),
-    (_OPEN, Input.DATA): (_OPEN, _P._receive),
-    (_RESET_SENT, Input.DATA): (_RESET_SENT, _P._ignore),
+    (_ABSENT, Input.DATA): (_OPEN, PeerStreams._open_and_receive),
+    (_OPEN, Input.DATA): (_OPEN, PeerStreams._receive),
+    (_RESET_SENT, Input.DATA): (_RESET_SENT, PeerStreams._ignore),
     # The peer's acknowledgements.
-    (_ABSENT, Input.ACK): (_ABSENT, _P._refuse_ack),
-    (_OPEN, Input.ACK): (_OPEN, _P._ack),
-    (_RESET_SENT, Input.ACK): (_RESET_SENT, _P._ignore),
+    (_ABSENT, Input.ACK): (_ABSENT, PeerStreams._refuse_ack),
+    (_OPEN, Input.ACK): (_OPEN, PeerStreams._ack),
+    (_RESET_SENT, Input.ACK): (_RESET_SENT, PeerStreams._ignore),
     # The peer's resets: answered unless they answer ours.
-    (_ABSENT, Input.RESET): (_ABSENT, _P._answer_unknown),
-    (_OPEN, Input.RESET): (_ABSENT, _P._reset_by_peer),
-    (_RESET_SENT, Input.RESET): (_ABSENT, _P._ignore),
+    (_ABSENT, Input.RESET): (_ABSENT, PeerStreams._answer_unknown),
+    (_OPEN, Input.RESET): (_ABSENT, PeerStreams._reset_by_peer),
+    (_RESET_SENT, Input.RESET): (_ABSENT, PeerStreams._ignore),
     # The application resets.
-    (_ABSENT, Input.LOCAL_RESET): (_ABSENT, _P._ignore),
-    (_OPEN, Input.LOCAL_RESET): (_RESET_SENT, _P._reset_locally),
-    (_RESET_SENT, Input.LOCAL_RESET): (_RESET_SENT, _P._ignore),
+    (_ABSENT, Input.LOCAL_RESET): (_ABSENT, PeerStreams._ignore),
+    (_OPEN, Input.LOCAL_RESET): (_RESET_SENT, PeerStreams._reset_locally),
+    (_RESET_SENT, Input.LOCAL_RESET): (_RESET_SENT, PeerStreams._ignore),
     # The peer restarted: ours end, its previous incarnation's are gone.
-    (_OPEN, Input.RESTART): (_RESET_SENT, _P._reset_restarted),
-    (_RESET_SENT, Input.RESTART): (_ABSENT, _P._ignore),
+    (_OPEN, Input.RESTART): (_RESET_SENT, PeerStreams._reset_restarted),
+    (_RESET_SENT, Input.RESTART): (_ABSENT, PeerStreams._ignore),
     # The peer's first hello allows fewer streams than we queued (unsent).
-    (_OPEN, Input.OVER_LIMIT): (_ABSENT, _P._drop_over_limit),
+    (_OPEN, Input.OVER_LIMIT): (_ABSENT, PeerStreams._drop_over_limit),
 }
-del _P
