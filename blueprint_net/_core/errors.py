@@ -55,6 +55,10 @@ class ErrorCode(enum.IntEnum):
     CONNECTION_LIMIT = 210
     IDLE_TIMEOUT = 211
     GOING_AWAY = 212
+    # 2xx: durable streams (docs/protocol.md, section 10)
+    STREAM_SEQUENCE = 213
+    STREAM_ACK = 214
+    STREAM_LIMIT = 215
 
     # 3xx: requests
     UNKNOWN_PROTOCOL = 300

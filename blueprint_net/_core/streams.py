@@ -1,0 +1,639 @@
+"""Durable streams with one peer, sans-IO: exactly once, in order, across
+connection loss, for as long as both processes live.
+
+Layer: core (sans-IO; imports nothing from Twisted).
+
+One :class:`PeerStreams` per peer id, kept across that peer's connections;
+``docs/protocol.md`` section 10 is the specification this implements.
+
+**In:** ``send(stream, payload)`` and ``reset(stream, code)`` from the
+application; ``connected()`` / ``disconnected()`` as a verified connection to
+the peer comes and goes; ``receive(body)`` for each frame body of a stream
+type (``stream_wire.TYPES``) on that connection; ``tick(now)`` (seconds, any
+monotonic origin) for the batched acknowledgements.
+
+**Out:** :meth:`PeerStreams.data_to_send` -- whole frames for the current
+connection, in order; :meth:`PeerStreams.events` -- :class:`Delivered`
+(each message exactly once, in order per stream), :class:`Reset` (a stream
+ended: by the peer, by a restart, or by a limit), and :class:`Room` (a send
+refused for lack of room may be retried).  ``send`` answers ``False`` when
+the unacknowledged bytes would pass the window (nothing is dropped and
+nothing grows); :attr:`PeerStreams.buffered_bytes` is what to charge to the
+node's memory budget.  ``receive`` raises :class:`WireError` (``1xx``) or
+:class:`ProtocolError` (``200``, ``213``-``215``): the peer broke the
+protocol, and the caller closes the connection with that code and charges it.
+
+**States**, all in one table, :data:`TABLE`: (state, input) -> (next state,
+action).  The link to the peer is ``DOWN``, ``AWAITING_HELLO`` (ours is sent,
+the peer's is awaited) or ``UP``; each stream is ``ABSENT`` (no entry),
+``OPEN`` or ``RESET_SENT`` (we ended it and wait for the peer's
+``StreamReset``, the only thing that tells us nothing more of the stream is
+in flight).  Nothing outside those states records where the machine is.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import Any, Callable, Optional, Union
+
+import attrs
+
+from blueprint_net._core.errors import BlueprintError, ErrorCode, ProtocolError
+from blueprint_net._core.stream_wire import (
+    MAX_STREAM_ID,
+    T_STREAM_DATA,
+    ResetCode,
+    StreamAck,
+    StreamData,
+    StreamHello,
+    StreamReset,
+    data_frame,
+    decode,
+    fast_data,
+    frame,
+    stream_prefix,
+)
+
+#: The codes :meth:`PeerStreams.receive` raises for a peer that broke the
+#: stream rules (beside ``UNEXPECTED_MESSAGE`` and the decoding codes): all
+#: misbehaviour.
+VIOLATIONS = frozenset(
+    {ErrorCode.STREAM_SEQUENCE, ErrorCode.STREAM_ACK, ErrorCode.STREAM_LIMIT}
+)
+
+
+@attrs.frozen
+class StreamSettings:
+    """Limits of the streams with one peer (each peer gets its own)."""
+
+    #: Most unacknowledged payload bytes kept for the peer, over all its
+    #: streams; also the largest message.  Sent to the peer in our hello.
+    window: int = attrs.field(default=1024 * 1024)
+    #: Most open streams the peer may open at us (sent in our hello), and
+    #: most we open ourselves; as many more may be ending (``RESET_SENT``).
+    max_streams: int = attrs.field(default=1024)
+    #: An acknowledgement is sent at the latest after this many messages...
+    ack_every: int = attrs.field(default=32)
+    #: ...or on the first ``tick`` this many seconds after the last one.
+    ack_delay: float = attrs.field(default=0.05)
+
+    @window.validator
+    def _check_window(self, _: object, value: int) -> None:
+        if not 1 <= value < 2**32:
+            raise ValueError("window is 1 to 2**32 - 1 bytes")
+
+    @max_streams.validator
+    def _check_streams(self, _: object, value: int) -> None:
+        if not 1 <= value < 2**16:
+            raise ValueError("max_streams is 1 to 65535")
+
+    @ack_every.validator
+    def _check_every(self, _: object, value: int) -> None:
+        if value < 1:
+            raise ValueError("ack_every is at least 1")
+
+
+class LinkState(enum.Enum):
+    """The link to the peer."""
+
+    DOWN = enum.auto()
+    #: A connection is up and our hello sent; the peer's is awaited.
+    AWAITING_HELLO = enum.auto()
+    UP = enum.auto()
+
+
+class StreamState(enum.Enum):
+    """One stream (by id) with the peer."""
+
+    #: No entry: never used, or ended on both sides.
+    ABSENT = enum.auto()
+    OPEN = enum.auto()
+    #: We ended it and sent (or will send on the next link) a StreamReset;
+    #: the peer's StreamReset (its own or its answer) ends the entry.
+    RESET_SENT = enum.auto()
+
+
+class Input(enum.Enum):
+    CONNECTED = enum.auto()
+    DISCONNECTED = enum.auto()
+    #: The peer's StreamHello.
+    HELLO = enum.auto()
+    #: The application's send (room already checked).
+    SEND = enum.auto()
+    #: The application's reset.
+    LOCAL_RESET = enum.auto()
+    #: The peer's StreamData, StreamAck, StreamReset.
+    DATA = enum.auto()
+    ACK = enum.auto()
+    RESET = enum.auto()
+    #: The peer's hello carries a new incarnation: it restarted.
+    RESTART = enum.auto()
+    #: The peer's first hello allows fewer streams than we queued for it.
+    OVER_LIMIT = enum.auto()
+
+
+State = Union[LinkState, StreamState]
+
+
+class Refusal(enum.Enum):
+    """Why :meth:`PeerStreams.send` refused a message (it was not queued)."""
+
+    #: Larger than the window.
+    TOO_LARGE = enum.auto()
+    #: A new stream, and as many are open as either side allows.
+    TOO_MANY_STREAMS = enum.auto()
+    #: The stream is being reset: send again once its Reset is reported.
+    RESETTING = enum.auto()
+
+
+class StreamRefused(BlueprintError):
+    """A send this node will not queue; ``reason`` says why."""
+
+    def __init__(self, reason: Refusal, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@attrs.define
+class Delivered:
+    """The next message of ``stream``, for the application."""
+
+    stream: bytes
+    payload: bytes
+
+
+@attrs.frozen
+class Reset:
+    """``stream`` ended (both directions): messages sent on it and not
+    acknowledged may be lost, and nothing more arrives on it.  ``remote``:
+    the peer reset it (else a restart or a limit did, here)."""
+
+    stream: bytes
+    code: int
+    remote: bool
+
+
+@attrs.frozen
+class Room:
+    """Bytes were acknowledged after a send was refused: send again."""
+
+
+Event = Union[Delivered, Reset, Room]
+_ROOM = Room()
+
+
+class _Stream:
+    """One stream's counters; no per-message object but the payloads kept."""
+
+    __slots__ = (
+        "by_peer",
+        "id",
+        "prefix",
+        "reset_code",
+        "rx_conn",
+        "rx_last",
+        "state",
+        "tx_acked",
+        "tx_next",
+        "unacked",
+    )
+
+    def __init__(self, stream: bytes, by_peer: bool) -> None:
+        self.id = stream
+        self.state = StreamState.ABSENT
+        #: Opened by the peer's first message (it counts against our limit).
+        self.by_peer = by_peer
+        #: Our data frames' type byte and stream id, made once.
+        self.prefix = stream_prefix(T_STREAM_DATA, stream)
+        self.tx_next = 1  # the seq of our next message
+        self.tx_acked = 0  # every seq up to it was delivered
+        self.unacked: deque[bytes] = deque()  # seqs tx_acked+1 .. tx_next-1
+        self.rx_last = 0  # the last seq delivered to our application
+        self.rx_conn = 0  # the last seq received on this connection
+        self.reset_code = 0
+
+
+#: An action: (machine, the entry or None, the stream id, the input's value).
+Action = Callable[["PeerStreams", Any, bytes, Any], Any]
+
+
+class PeerStreams:
+    """Every durable stream between this node and one peer."""
+
+    def __init__(
+        self, incarnation: int, settings: StreamSettings = StreamSettings()
+    ) -> None:
+        if not 0 <= incarnation < 2**64:
+            raise ValueError("an incarnation is a u64")
+        self.incarnation = incarnation
+        self.settings = settings
+        self.link = LinkState.DOWN
+        #: The peer's, from its last hello (None until the first).
+        self.peer_incarnation: Optional[int] = None
+        self.peer_window = settings.window
+        self.peer_max_streams = settings.max_streams
+        #: Unacknowledged payload bytes held, over every stream.
+        self.buffered_bytes = 0
+        #: ``RESET_SENT`` entries forgotten early to stay bounded (0 unless
+        #: the peer leaves our resets unanswered).
+        self.evicted = 0
+        self._streams: dict[bytes, _Stream] = {}
+        self._tombstones: dict[bytes, None] = {}  # RESET_SENT ids, oldest first
+        self._own_open = 0
+        self._peer_open = 0
+        self._blocked = False
+        self._out: list[bytes] = []
+        self._events: list[Event] = []
+        self._ack_due: dict[bytes, _Stream] = {}
+        self._since_ack = 0
+        self._since_ack_bytes = 0
+        self._now = 0.0
+        self._acked_at = 0.0
+
+    # -- inputs -------------------------------------------------------------
+
+    def connected(self) -> None:
+        """A verified connection to the peer is up (the previous one, if
+        any, was reported with :meth:`disconnected`): our hello goes out."""
+        self._link_input(Input.CONNECTED, None)
+
+    def disconnected(self) -> None:
+        """The connection is gone, with whatever was in flight on it."""
+        self._link_input(Input.DISCONNECTED, None)
+
+    def receive(self, body: bytes) -> None:
+        """One frame body of a stream type from the connected peer."""
+        if body and body[0] == T_STREAM_DATA and self.link is LinkState.UP:
+            data = fast_data(body)
+            if data is not None:
+                stream = data.stream
+                self._step(self._streams.get(stream), stream, Input.DATA, data)
+                return
+        message = decode(body)
+        if type(message) is StreamHello:
+            self._link_input(Input.HELLO, message)
+            return
+        if self.link is not LinkState.UP:
+            if self.link is LinkState.DOWN:
+                raise AssertionError("a frame while no connection is up")
+            raise ProtocolError(
+                ErrorCode.UNEXPECTED_MESSAGE,
+                f"{type(message).__name__} before the peer's StreamHello",
+            )
+        assert not isinstance(message, StreamHello)
+        kind = _INPUTS[type(message)]
+        stream = message.stream
+        self._step(self._streams.get(stream), stream, kind, message)
+
+    def send(self, stream: bytes, payload: bytes) -> bool:
+        """Queue ``payload`` as the next message of ``stream`` (sent now if
+        the link is up, else on the next): ``True``.  ``False`` when it
+        does not fit the window now; a :class:`Room` event follows.
+
+        Raises :class:`StreamRefused` for a message larger than the window,
+        a new stream past the limit, or a stream being reset; ``ValueError``
+        for a stream id not 1 to 255 bytes long.
+        """
+        size = len(payload)
+        window = self.settings.window
+        if size > window:
+            raise StreamRefused(
+                Refusal.TOO_LARGE,
+                f"a message of {size} bytes exceeds the window of {window}",
+            )
+        if self.buffered_bytes + size > window:
+            self._blocked = True
+            return False
+        self._step(self._streams.get(stream), stream, Input.SEND, payload)
+        return True
+
+    def reset(self, stream: bytes, code: int = ResetCode.CANCELLED) -> None:
+        """End ``stream`` in both directions; the peer is told ``code``
+        (``1000``-``65535`` are the application's).  What is not yet
+        acknowledged is dropped.  Nothing is reported back: the caller
+        knows."""
+        if not 0 <= code < 2**16:
+            raise ValueError("a reset code is a u16")
+        self._step(self._streams.get(stream), stream, Input.LOCAL_RESET, int(code))
+
+    def tick(self, now: float) -> None:
+        """The time is ``now``: acknowledge what is due for ``ack_delay``."""
+        self._now = now
+        if self._ack_due and now - self._acked_at >= self.settings.ack_delay:
+            self._flush_acks()
+
+    # -- outputs ------------------------------------------------------------
+
+    def data_to_send(self) -> list[bytes]:
+        """Whole frames for the current connection, in order (then none)."""
+        out, self._out = self._out, []
+        return out
+
+    def events(self) -> list[Event]:
+        """What happened since the last call, in order (then nothing)."""
+        events, self._events = self._events, []
+        return events
+
+    def state(self, stream: bytes) -> StreamState:
+        entry = self._streams.get(stream)
+        return StreamState.ABSENT if entry is None else entry.state
+
+    @property
+    def stream_count(self) -> int:
+        """Entries held (open and resetting), each at most 255 bytes of id
+        and a few counters beside the payloads counted in buffered_bytes."""
+        return len(self._streams)
+
+    # -- the machine --------------------------------------------------------
+
+    def _link_input(self, kind: Input, value: Any) -> None:
+        step = TABLE.get((self.link, kind))
+        if step is None:
+            if kind is Input.HELLO and self.link is LinkState.UP:
+                raise ProtocolError(
+                    ErrorCode.UNEXPECTED_MESSAGE, "a second StreamHello"
+                )
+            raise AssertionError(f"{kind} is not an input in {self.link}")
+        target, action = step
+        self.link = target  # type: ignore[assignment]
+        action(self, None, b"", value)
+
+    def _step(
+        self, entry: Optional[_Stream], stream: bytes, kind: Input, value: Any
+    ) -> Any:
+        """Look the stream's state and ``kind`` up in :data:`TABLE`, run the
+        action (it raises before changing anything when the input is
+        refused), then move the entry to the next state."""
+        state = StreamState.ABSENT if entry is None else entry.state
+        target, action = TABLE[state, kind]
+        result = action(self, entry, stream, value)
+        if target is not state:
+            self._move(stream, target)  # type: ignore[arg-type]
+        return result
+
+    def _move(self, stream: bytes, target: StreamState) -> None:
+        """The one place an entry changes state, and the counts with it."""
+        entry = self._streams[stream]
+        if entry.state is StreamState.OPEN:
+            if entry.by_peer:
+                self._peer_open -= 1
+            else:
+                self._own_open -= 1
+            self._ack_due.pop(stream, None)
+        elif entry.state is StreamState.RESET_SENT:
+            del self._tombstones[stream]
+        entry.state = target
+        if target is StreamState.ABSENT:
+            del self._streams[stream]
+        elif target is StreamState.OPEN:
+            if entry.by_peer:
+                self._peer_open += 1
+            else:
+                self._own_open += 1
+        else:
+            self._tombstones[stream] = None
+            if len(self._tombstones) > self.settings.max_streams:
+                # Only a peer that leaves our resets unanswered gets here.
+                oldest = next(iter(self._tombstones))
+                del self._tombstones[oldest], self._streams[oldest]
+                self.evicted += 1
+
+    # -- link actions -------------------------------------------------------
+
+    def _send_hello(self, _: object, __: bytes, ___: None) -> None:
+        settings = self.settings
+        hello = StreamHello(self.incarnation, settings.window, settings.max_streams)
+        self._out.append(frame(hello))
+
+    def _resume(self, _: object, __: bytes, hello: StreamHello) -> None:
+        """Both hellos are in: reset everything if the peer restarted, then
+        send our resets, our acknowledgements and every unacknowledged
+        message, in that order."""
+        previous = self.peer_incarnation
+        if previous is not None and hello.incarnation != previous:
+            for entry in list(self._streams.values()):
+                self._step(entry, entry.id, Input.RESTART, None)
+        self.peer_incarnation = hello.incarnation
+        self.peer_window = hello.window
+        self.peer_max_streams = hello.max_streams
+        if previous is None and self._own_open > hello.max_streams:
+            own = [e for e in self._streams.values() if not e.by_peer]
+            for entry in own[hello.max_streams :]:
+                self._step(entry, entry.id, Input.OVER_LIMIT, None)
+        out = self._out
+        entries = list(self._streams.values())
+        for entry in entries:
+            if entry.state is StreamState.RESET_SENT:
+                out.append(frame(StreamReset(entry.id, entry.reset_code)))
+        for entry in entries:
+            if entry.state is StreamState.OPEN and entry.rx_last:
+                out.append(frame(StreamAck(entry.id, entry.rx_last)))
+        for entry in entries:
+            if entry.state is StreamState.OPEN:
+                seq = entry.tx_acked
+                for payload in entry.unacked:
+                    seq += 1
+                    out.append(data_frame(entry.prefix, seq, payload))
+
+    def _lost(self, _: object, __: bytes, ___: None) -> None:
+        """What was queued for the connection died with it; every stream
+        may start over from its last delivered message on the next."""
+        self._out.clear()
+        self._ack_due.clear()
+        self._since_ack = self._since_ack_bytes = 0
+        for entry in self._streams.values():
+            entry.rx_conn = 0
+
+    # -- stream actions (entry is None exactly when the state is ABSENT) ----
+
+    def _open_and_send(self, _: None, stream: bytes, payload: bytes) -> None:
+        limit = min(self.settings.max_streams, self.peer_max_streams)
+        if self._own_open >= limit:
+            raise StreamRefused(
+                Refusal.TOO_MANY_STREAMS, f"{limit} streams are open already"
+            )
+        if not 1 <= len(stream) <= MAX_STREAM_ID:
+            raise ValueError(f"a stream id is 1 to {MAX_STREAM_ID} bytes")
+        entry = self._streams[stream] = _Stream(stream, by_peer=False)
+        self._send(entry, stream, payload)
+
+    def _send(self, entry: _Stream, _: bytes, payload: bytes) -> None:
+        seq = entry.tx_next
+        entry.tx_next = seq + 1
+        entry.unacked.append(payload)
+        self.buffered_bytes += len(payload)
+        if self.link is LinkState.UP:
+            self._out.append(data_frame(entry.prefix, seq, payload))
+
+    def _refuse_resetting(self, _: _Stream, stream: bytes, __: bytes) -> None:
+        raise StreamRefused(Refusal.RESETTING, f"stream {stream!r} is being reset")
+
+    def _open_and_receive(self, _: None, stream: bytes, data: StreamData) -> None:
+        if data.seq != 1:
+            raise ProtocolError(
+                ErrorCode.STREAM_SEQUENCE,
+                f"message {data.seq} of stream {stream!r}, which it never opened",
+            )
+        if self._peer_open >= self.settings.max_streams:
+            raise ProtocolError(
+                ErrorCode.STREAM_LIMIT,
+                f"a stream past the limit of {self.settings.max_streams}",
+            )
+        entry = self._streams[stream] = _Stream(stream, by_peer=True)
+        self._receive(entry, stream, data)
+
+    def _receive(self, entry: _Stream, stream: bytes, data: StreamData) -> None:
+        seq = data.seq
+        previous = entry.rx_conn
+        if previous and seq != previous + 1:
+            raise ProtocolError(
+                ErrorCode.STREAM_SEQUENCE,
+                f"message {seq} of stream {stream!r} after {previous}"
+                " on the same connection",
+            )
+        last = entry.rx_last
+        if seq == last + 1:
+            entry.rx_last = entry.rx_conn = seq
+            self._events.append(Delivered(stream, data.payload))
+        elif seq <= last:  # a retransmission: dropped, acknowledged again
+            entry.rx_conn = seq
+        else:
+            raise ProtocolError(
+                ErrorCode.STREAM_SEQUENCE,
+                f"message {seq} of stream {stream!r} after {last}: a gap",
+            )
+        self._ack_due[stream] = entry
+        self._since_ack += 1
+        self._since_ack_bytes += len(data.payload)
+        if (
+            self._since_ack >= self.settings.ack_every
+            or 2 * self._since_ack_bytes >= self.peer_window
+        ):
+            self._flush_acks()
+
+    def _flush_acks(self) -> None:
+        out = self._out
+        for entry in self._ack_due.values():
+            out.append(frame(StreamAck(entry.id, entry.rx_last)))
+        self._ack_due.clear()
+        self._since_ack = self._since_ack_bytes = 0
+        self._acked_at = self._now
+
+    def _refuse_ack(self, _: None, stream: bytes, ack: StreamAck) -> None:
+        raise ProtocolError(
+            ErrorCode.STREAM_ACK,
+            f"acknowledgement {ack.seq} of stream {stream!r}, never sent",
+        )
+
+    def _ack(self, entry: _Stream, stream: bytes, ack: StreamAck) -> None:
+        seq = ack.seq
+        if seq >= entry.tx_next:
+            raise ProtocolError(
+                ErrorCode.STREAM_ACK,
+                f"acknowledgement {seq} of stream {stream!r}:"
+                f" {entry.tx_next - 1} were sent",
+            )
+        done = seq - entry.tx_acked
+        if done <= 0:
+            return  # older news
+        entry.tx_acked = seq
+        unacked = entry.unacked
+        freed = 0
+        for _ in range(done):
+            freed += len(unacked.popleft())
+        self._free(freed)
+
+    def _free(self, size: int) -> None:
+        self.buffered_bytes -= size
+        if self._blocked and size:
+            self._blocked = False
+            self._events.append(_ROOM)
+
+    def _drop(self, entry: _Stream) -> None:
+        """Forget what the stream holds unacknowledged."""
+        self._free(sum(map(len, entry.unacked)))
+        entry.unacked.clear()
+
+    def _send_reset(self, stream: bytes, code: int) -> None:
+        self._out.append(frame(StreamReset(stream, code)))
+
+    def _reset_by_peer(self, entry: _Stream, stream: bytes, reset: StreamReset) -> None:
+        self._drop(entry)
+        self._events.append(Reset(stream, reset.code, remote=True))
+        self._send_reset(stream, reset.code)
+
+    def _answer_unknown(self, _: None, stream: bytes, reset: StreamReset) -> None:
+        """Answered (the peer waits for it); reported only when the peer
+        says a restart ended it: it is then our previous incarnation's."""
+        if reset.code == ResetCode.RESTARTED:
+            self._events.append(Reset(stream, reset.code, remote=True))
+        self._send_reset(stream, reset.code)
+
+    def _reset_locally(self, entry: _Stream, stream: bytes, code: int) -> None:
+        self._drop(entry)
+        entry.reset_code = code
+        if self.link is LinkState.UP:
+            self._send_reset(stream, code)
+
+    def _reset_restarted(self, entry: _Stream, stream: bytes, _: None) -> None:
+        self._drop(entry)
+        entry.reset_code = ResetCode.RESTARTED
+        self._events.append(Reset(stream, ResetCode.RESTARTED, remote=False))
+
+    def _drop_over_limit(self, entry: _Stream, stream: bytes, _: None) -> None:
+        self._drop(entry)
+        self._events.append(Reset(stream, ResetCode.STREAM_LIMIT, remote=False))
+
+    def _ignore(self, _: object, __: bytes, ___: object) -> None:
+        return None
+
+
+_INPUTS: dict[type, Input] = {
+    StreamData: Input.DATA,
+    StreamAck: Input.ACK,
+    StreamReset: Input.RESET,
+}
+
+_ABSENT, _OPEN, _RESET_SENT = StreamState
+
+#: The machine: (state, input) -> (next state, action).  Link states take
+#: link inputs, stream states stream inputs; the action runs before the move
+#: and raises, changing nothing, when the input is refused.  A peer's
+#: message the link's row does not list is ``UNEXPECTED_MESSAGE``; every
+#: (stream state, stream input) pair is listed.
+TABLE: dict[tuple[State, Input], tuple[State, Action]] = {
+    # The link.
+    (LinkState.DOWN, Input.CONNECTED): (
+        LinkState.AWAITING_HELLO,
+        PeerStreams._send_hello,
+    ),
+    (LinkState.AWAITING_HELLO, Input.HELLO): (LinkState.UP, PeerStreams._resume),
+    (LinkState.AWAITING_HELLO, Input.DISCONNECTED): (LinkState.DOWN, PeerStreams._lost),
+    (LinkState.UP, Input.DISCONNECTED): (LinkState.DOWN, PeerStreams._lost),
+    # The application sends.
+    (_ABSENT, Input.SEND): (_OPEN, PeerStreams._open_and_send),
+    (_OPEN, Input.SEND): (_OPEN, PeerStreams._send),
+    (_RESET_SENT, Input.SEND): (_RESET_SENT, PeerStreams._refuse_resetting),
+    # The peer's data: the first of a stream is seq 1, then one more each.
+    (_ABSENT, Input.DATA): (_OPEN, PeerStreams._open_and_receive),
+    (_OPEN, Input.DATA): (_OPEN, PeerStreams._receive),
+    (_RESET_SENT, Input.DATA): (_RESET_SENT, PeerStreams._ignore),
+    # The peer's acknowledgements.
+    (_ABSENT, Input.ACK): (_ABSENT, PeerStreams._refuse_ack),
+    (_OPEN, Input.ACK): (_OPEN, PeerStreams._ack),
+    (_RESET_SENT, Input.ACK): (_RESET_SENT, PeerStreams._ignore),
+    # The peer's resets: answered unless they answer ours.
+    (_ABSENT, Input.RESET): (_ABSENT, PeerStreams._answer_unknown),
+    (_OPEN, Input.RESET): (_ABSENT, PeerStreams._reset_by_peer),
+    (_RESET_SENT, Input.RESET): (_ABSENT, PeerStreams._ignore),
+    # The application resets.
+    (_ABSENT, Input.LOCAL_RESET): (_ABSENT, PeerStreams._ignore),
+    (_OPEN, Input.LOCAL_RESET): (_RESET_SENT, PeerStreams._reset_locally),
+    (_RESET_SENT, Input.LOCAL_RESET): (_RESET_SENT, PeerStreams._ignore),
+    # The peer restarted: ours end, its previous incarnation's are gone.
+    (_OPEN, Input.RESTART): (_RESET_SENT, PeerStreams._reset_restarted),
+    (_RESET_SENT, Input.RESTART): (_ABSENT, PeerStreams._ignore),
+    # The peer's first hello allows fewer streams than we queued (unsent).
+    (_OPEN, Input.OVER_LIMIT): (_ABSENT, PeerStreams._drop_over_limit),
+}

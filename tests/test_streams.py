@@ -1,0 +1,639 @@
+"""Durable streams between two machines (``_core/streams.py``): exactly once,
+in order, across lost connections; acknowledgements batched; bounded."""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import Optional
+
+import pytest
+
+from blueprint_net._core import stream_wire as w
+from blueprint_net._core.errors import ErrorCode, ProtocolError
+from blueprint_net._core.streams import (
+    TABLE,
+    Delivered,
+    Event,
+    Input,
+    LinkState,
+    PeerStreams,
+    Refusal,
+    Reset,
+    Room,
+    StreamRefused,
+    StreamSettings,
+    StreamState,
+)
+
+
+class Link:
+    """Two machines and the frames in flight between them; :meth:`cut`
+    loses whatever is in flight, as a dropped connection does."""
+
+    def __init__(self, a: PeerStreams, b: PeerStreams) -> None:
+        self.a, self.b = a, b
+        self.flight: dict[int, deque[bytes]] = {id(a): deque(), id(b): deque()}
+        #: Frames delivered, by type byte.
+        self.delivered: dict[int, int] = {}
+
+    def connect(self) -> None:
+        self.a.connected()
+        self.b.connected()
+
+    def cut(self) -> None:
+        for queue in self.flight.values():
+            queue.clear()
+        self.a.disconnected()
+        self.b.disconnected()
+
+    def _collect(self) -> None:
+        for x, y in ((self.a, self.b), (self.b, self.a)):
+            for frame in x.data_to_send():
+                assert int.from_bytes(frame[:4], "big") == len(frame) - 4
+                self.flight[id(y)].append(frame)
+
+    def deliver_one(self, rng: Optional[random.Random] = None) -> bool:
+        """Deliver one frame in flight (a random direction); False if none."""
+        self._collect()
+        ready = [m for m in (self.a, self.b) if self.flight[id(m)]]
+        if not ready:
+            return False
+        target = rng.choice(ready) if rng else ready[0]
+        frame = self.flight[id(target)].popleft()
+        self.delivered[frame[4]] = self.delivered.get(frame[4], 0) + 1
+        target.receive(frame[4:])
+        return True
+
+    def flight_pending(self) -> bool:
+        self._collect()
+        return any(self.flight.values())
+
+    def pump(self) -> None:
+        while self.deliver_one():
+            pass
+
+    def count(self, kind: int) -> int:
+        return self.delivered.get(kind, 0)
+
+
+def pair(**settings: float) -> tuple[PeerStreams, PeerStreams, Link]:
+    config = StreamSettings(**settings)  # type: ignore[arg-type]
+    a, b = PeerStreams(0xA, config), PeerStreams(0xB, config)
+    return a, b, Link(a, b)
+
+
+def connected(**settings: float) -> tuple[PeerStreams, PeerStreams, Link]:
+    a, b, link = pair(**settings)
+    link.connect()
+    link.pump()
+    assert a.link is b.link is LinkState.UP
+    return a, b, link
+
+
+def payloads(events: list[Event], stream: bytes = b"s") -> list[bytes]:
+    return [
+        e.payload for e in events if isinstance(e, Delivered) and e.stream == stream
+    ]
+
+
+def resets(events: list[Event]) -> list[Reset]:
+    return [e for e in events if isinstance(e, Reset)]
+
+
+def body(message: w.StreamMessage) -> bytes:
+    return w.encode(message)
+
+
+def raises(machine: PeerStreams, message: w.StreamMessage) -> ErrorCode:
+    with pytest.raises(ProtocolError) as caught:
+        machine.receive(body(message))
+    return caught.value.code
+
+
+# -- delivery -----------------------------------------------------------------
+
+
+def test_messages_are_delivered_once_and_in_order_per_stream() -> None:
+    a, b, link = connected()
+    for i in range(50):
+        assert a.send(b"s", b"%d" % i)
+        assert a.send(b"t", b"t%d" % i)
+        assert b.send(b"s", b"back%d" % i)  # the same id, the other way
+    link.pump()
+    got = b.events()
+    assert payloads(got) == [b"%d" % i for i in range(50)]
+    assert payloads(got, b"t") == [b"t%d" % i for i in range(50)]
+    assert payloads(a.events()) == [b"back%d" % i for i in range(50)]
+
+
+def test_messages_sent_before_any_connection_go_once_both_hellos_are_in() -> None:
+    a, b, link = pair()
+    assert a.send(b"s", b"early")
+    a.connected()
+    [hello] = a.data_to_send()  # only the hello: b's is not in yet
+    assert w.decode(hello[4:]) == w.StreamHello(0xA, 1 << 20, 1024)
+    b.connected()
+    b.receive(hello[4:])
+    link.pump()
+    assert payloads(b.events()) == [b"early"]
+
+
+def test_a_retransmission_after_a_reconnection_is_in_order_and_never_twice() -> None:
+    """Messages whose acknowledgement was lost with the connection are
+    resent; the receiver drops those it delivered and acknowledges them."""
+    a, b, link = connected(ack_every=1000)
+    for i in range(10):
+        a.send(b"s", b"%d" % i)
+    for _ in range(6):
+        link.deliver_one()  # a's first six arrive; no acknowledgement yet
+    assert payloads(b.events()) == [b"%d" % i for i in range(6)]
+    link.cut()  # the other four are lost in flight
+    assert a.buffered_bytes == 10
+    for i in range(10, 12):
+        a.send(b"s", b"%d" % i)  # while down: queued
+    link.connect()
+    link.pump()
+    assert payloads(b.events()) == [b"%d" % i for i in range(6, 12)]
+    b.tick(1.0)
+    link.pump()
+    assert a.buffered_bytes == 0
+
+
+def test_a_duplicate_is_dropped_and_acknowledged_again() -> None:
+    _, b, _ = connected(ack_every=1000)
+    b.receive(body(w.StreamData(b"s", 1, b"one")))
+    b.tick(1.0)
+    assert [w.decode(f[4:]) for f in b.data_to_send()] == [w.StreamAck(b"s", 1)]
+    b.disconnected()
+    b.connected()
+    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024)))
+    assert [w.decode(f[4:]) for f in b.data_to_send()][1:] == [w.StreamAck(b"s", 1)]
+    b.receive(body(w.StreamData(b"s", 1, b"one")))  # resent: its ack was lost
+    assert b.events() == [Delivered(b"s", b"one")]
+    b.tick(2.0)
+    assert [w.decode(f[4:]) for f in b.data_to_send()] == [w.StreamAck(b"s", 1)]
+    b.receive(body(w.StreamData(b"s", 2, b"two")))
+    assert b.events() == [Delivered(b"s", b"two")]
+
+
+# -- violations ---------------------------------------------------------------
+
+
+def test_a_gap_is_a_violation() -> None:
+    _, b, _ = connected()
+    b.receive(body(w.StreamData(b"s", 1, b"")))
+    assert raises(b, w.StreamData(b"s", 3, b"")) is ErrorCode.STREAM_SEQUENCE
+    assert payloads(b.events()) == [b""]
+    # The first message on a new connection may repeat, never skip.
+    b.disconnected()
+    b.connected()
+    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024)))
+    with pytest.raises(ProtocolError) as caught:
+        b.receive(body(w.StreamData(b"s", 3, b"")))
+    assert caught.value.code is ErrorCode.STREAM_SEQUENCE
+    assert "a gap" in caught.value.message
+    b.receive(body(w.StreamData(b"s", 2, b"two")))
+    assert payloads(b.events()) == [b"two"]
+
+
+def test_a_first_message_not_numbered_one_is_a_violation() -> None:
+    """Data for a stream the receiver does not know, with seq != 1: the
+    sender's stream is from before a restart or a reset, never a new one."""
+    _, b, _ = connected()
+    assert raises(b, w.StreamData(b"s", 2, b"")) is ErrorCode.STREAM_SEQUENCE
+    assert b.state(b"s") is StreamState.ABSENT and b.stream_count == 0
+
+
+def test_a_rewind_on_one_connection_is_a_violation() -> None:
+    """Duplicates only come as the retransmitted prefix of a connection:
+    on one connection each message is the previous one plus one."""
+    _, b, _ = connected()
+    for seq in (1, 2, 3):
+        b.receive(body(w.StreamData(b"s", seq, b"")))
+    assert raises(b, w.StreamData(b"s", 2, b"")) is ErrorCode.STREAM_SEQUENCE
+    b.disconnected()
+    b.connected()
+    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024)))
+    b.receive(body(w.StreamData(b"s", 2, b"")))  # a new connection: a resend
+    b.receive(body(w.StreamData(b"s", 3, b"")))
+    assert raises(b, w.StreamData(b"s", 3, b"")) is ErrorCode.STREAM_SEQUENCE
+
+
+def test_an_ack_beyond_what_was_sent_is_a_violation() -> None:
+    a, _, _ = connected()
+    a.send(b"s", b"x")
+    a.send(b"s", b"y")
+    assert raises(a, w.StreamAck(b"s", 3)) is ErrorCode.STREAM_ACK
+    assert raises(a, w.StreamAck(b"never", 1)) is ErrorCode.STREAM_ACK
+    assert a.buffered_bytes == 2
+    a.receive(body(w.StreamAck(b"s", 2)))
+    assert a.buffered_bytes == 0
+    a.receive(body(w.StreamAck(b"s", 1)))  # older news: ignored
+    assert raises(a, w.StreamAck(b"s", 3)) is ErrorCode.STREAM_ACK
+
+
+def test_stream_messages_before_the_hello_and_a_second_hello_are_unexpected() -> None:
+    a, _, _ = pair()
+    a.connected()
+    assert raises(a, w.StreamData(b"s", 1, b"")) is ErrorCode.UNEXPECTED_MESSAGE
+    a.receive(body(w.StreamHello(0xB, 100, 10)))
+    assert raises(a, w.StreamHello(0xB, 100, 10)) is ErrorCode.UNEXPECTED_MESSAGE
+
+
+# -- acknowledgements ---------------------------------------------------------
+
+
+def test_acknowledgements_are_batched_never_one_per_message() -> None:
+    a, b, link = connected(ack_every=32)
+    for i in range(1000):
+        a.send(b"s", b"%d" % i)
+    link.pump()
+    assert len(payloads(b.events())) == 1000
+    # 1000 // 32 acks, then the last 8 messages wait for a tick.
+    assert link.count(w.T_STREAM_ACK) == 31
+    assert a.buffered_bytes > 0
+    b.tick(10.0)
+    link.pump()
+    assert link.count(w.T_STREAM_ACK) == 32 and a.buffered_bytes == 0
+
+
+def test_a_half_full_window_is_acknowledged_before_the_count() -> None:
+    """Large messages: the receiver acknowledges at half the sender's
+    window (from its hello), so a sender is never held up to the tick."""
+    a, _, link = connected(ack_every=1000, window=10_000)
+    for _ in range(4):
+        a.send(b"s", bytes(1000))
+    link.pump()
+    assert link.count(w.T_STREAM_ACK) == 0
+    a.send(b"s", bytes(1000))  # 5000 bytes: half the window
+    link.pump()
+    assert link.count(w.T_STREAM_ACK) == 1 and a.buffered_bytes == 0
+
+
+def test_a_tick_acknowledges_at_most_once_per_delay() -> None:
+    """A tick sends what is due unless the last acknowledgement went out
+    less than ack_delay ago: a trickle is acknowledged once per delay."""
+    a, b, link = connected(ack_every=1000, ack_delay=0.5)
+    b.tick(100.0)
+    link.pump()
+    assert link.count(w.T_STREAM_ACK) == 0  # nothing due: nothing sent
+    a.send(b"s", b"x")
+    link.pump()
+    b.tick(100.1)  # the first in a while: at once
+    link.pump()
+    assert link.count(w.T_STREAM_ACK) == 1 and a.buffered_bytes == 0
+    a.send(b"s", b"y")
+    link.pump()
+    b.tick(100.5)
+    link.pump()
+    assert link.count(w.T_STREAM_ACK) == 1 and a.buffered_bytes == 1
+    b.tick(100.6)
+    link.pump()
+    assert link.count(w.T_STREAM_ACK) == 2 and a.buffered_bytes == 0
+
+
+def test_one_flush_acknowledges_each_stream_once() -> None:
+    a, b, link = connected(ack_every=1000)
+    for i in range(10):
+        a.send(b"s%d" % (i % 3), b"x")
+    link.pump()
+    b.tick(1.0)
+    link.pump()
+    assert link.count(w.T_STREAM_ACK) == 3 and a.buffered_bytes == 0
+
+
+# -- backpressure -------------------------------------------------------------
+
+
+def test_a_full_window_refuses_a_send_and_signals_room_after_an_ack() -> None:
+    a, b, link = connected(window=100, ack_every=1000)
+    b.disconnected()
+    a.disconnected()  # no acknowledgement can come
+    assert a.send(b"s", bytes(60))
+    assert not a.send(b"s", bytes(41))  # 101 > 100: refused, not queued
+    assert a.buffered_bytes == 60
+    assert a.send(b"s", bytes(40))  # exactly full
+    assert not a.send(b"t", b"x")
+    assert a.buffered_bytes == 100 and a.stream_count == 1
+    assert a.events() == []
+    link.connect()
+    link.pump()  # the first 60 bytes pass half the window: acknowledged
+    assert a.events() == [Room()]
+    assert a.buffered_bytes == 40
+    assert a.send(b"t", b"x")
+    link.pump()
+    b.tick(2.0)
+    link.pump()
+    assert a.buffered_bytes == 0
+    assert a.events() == []  # no refusal since the last Room: no Room
+
+
+def test_a_message_larger_than_the_window_is_refused() -> None:
+    a, _, _ = connected(window=100)
+    with pytest.raises(StreamRefused) as caught:
+        a.send(b"s", bytes(101))
+    assert caught.value.reason is Refusal.TOO_LARGE
+    assert a.buffered_bytes == 0 and a.state(b"s") is StreamState.ABSENT
+
+
+# -- resets and restarts ------------------------------------------------------
+
+
+def test_a_reset_ends_the_stream_on_both_sides() -> None:
+    a, b, link = connected(ack_every=1000)
+    a.send(b"s", b"one")
+    b.send(b"s", b"back")
+    link.pump()
+    a.reset(b"s", 1234)
+    assert a.state(b"s") is StreamState.RESET_SENT and a.buffered_bytes == 0
+    with pytest.raises(StreamRefused) as caught:
+        a.send(b"s", b"more")
+    assert caught.value.reason is Refusal.RESETTING
+    link.pump()
+    assert resets(b.events()) == [Reset(b"s", 1234, remote=True)]
+    assert a.state(b"s") is b.state(b"s") is StreamState.ABSENT
+    assert b.buffered_bytes == 0
+    assert a.send(b"s", b"again")  # a new stream of the same name
+    link.pump()
+    assert payloads(b.events()) == [b"again"]
+
+
+def test_data_in_flight_behind_a_reset_is_dropped_not_delivered() -> None:
+    a, b, link = connected()
+    b.send(b"s", b"1")
+    link.pump()
+    a.events()
+    b.send(b"s", b"2")  # in flight when a resets
+    a.reset(b"s")
+    link.pump()
+    assert payloads(a.events()) == []
+    assert resets(b.events()) == [Reset(b"s", w.ResetCode.CANCELLED, remote=True)]
+    assert a.state(b"s") is b.state(b"s") is StreamState.ABSENT
+
+
+def test_resets_that_cross_end_the_stream_without_answers() -> None:
+    a, b, link = connected()
+    a.send(b"s", b"1")
+    link.pump()
+    a.reset(b"s")
+    b.reset(b"s")
+    link.pump()
+    assert link.count(w.T_STREAM_RESET) == 2
+    assert a.state(b"s") is b.state(b"s") is StreamState.ABSENT
+    assert resets(a.events()) == resets(b.events()) == []
+
+
+def test_a_reset_whose_answer_was_lost_is_sent_again_and_answered() -> None:
+    a, b, link = connected()
+    a.send(b"s", b"1")
+    link.pump()
+    a.reset(b"s")
+    link.deliver_one()  # b gets the reset and answers; the answer is lost
+    link.cut()
+    assert a.state(b"s") is StreamState.RESET_SENT
+    assert b.state(b"s") is StreamState.ABSENT
+    link.connect()
+    link.pump()
+    assert a.state(b"s") is StreamState.ABSENT
+    assert resets(b.events()) == [Reset(b"s", w.ResetCode.CANCELLED, remote=True)]
+
+
+def test_a_restarted_peer_resets_every_stream_on_both_sides() -> None:
+    a, b, link = connected(ack_every=1000)
+    a.send(b"s", b"to b")
+    b.send(b"s", b"to a")
+    b.send(b"t", b"unacked")
+    link.pump()
+    link.cut()
+    # a's process restarts: a new incarnation, no state; it opens "s" anew.
+    a2 = PeerStreams(0xA2, a.settings)
+    a2.send(b"s", b"after restart")
+    link = Link(a2, b)
+    link.connect()
+    link.pump()
+    # b detects the restart: each stream ends there, reported once.
+    assert sorted(resets(b.events()), key=lambda r: r.stream) == [
+        Reset(b"s", w.ResetCode.RESTARTED, remote=False),
+        Reset(b"t", w.ResetCode.RESTARTED, remote=False),
+    ]
+    assert b.buffered_bytes == 0
+    # The restarted side learns it from b's StreamResets, one per stream;
+    # its own new "s" ended with it (b dropped what it sent).
+    got = a2.events()
+    assert sorted(resets(got), key=lambda r: r.stream) == [
+        Reset(b"s", w.ResetCode.RESTARTED, remote=True),
+        Reset(b"t", w.ResetCode.RESTARTED, remote=True),
+    ]
+    assert payloads(b.events()) == []
+    for machine in (a2, b):
+        assert machine.state(b"s") is machine.state(b"t") is StreamState.ABSENT
+    # Both start over cleanly.
+    a2.send(b"s", b"fresh")
+    link.pump()
+    assert payloads(b.events()) == [b"fresh"]
+
+
+def test_the_same_incarnation_again_is_a_reconnection_not_a_restart() -> None:
+    a, b, link = connected()
+    a.send(b"s", b"1")
+    link.pump()
+    link.cut()
+    link.connect()
+    link.pump()
+    assert resets(a.events()) == resets(b.events()) == []
+    assert b.state(b"s") is StreamState.OPEN
+
+
+def test_a_new_incarnation_without_streams_resets_nothing() -> None:
+    _, b, link = connected()
+    link.cut()
+    a2 = PeerStreams(0xA2)
+    link = Link(a2, b)
+    link.connect()
+    link.pump()
+    assert b.peer_incarnation == 0xA2
+    assert link.count(w.T_STREAM_RESET) == 0
+
+
+# -- limits -------------------------------------------------------------------
+
+
+def test_streams_per_peer_are_bounded_both_ways() -> None:
+    a, b, link = connected(max_streams=2)
+    a.send(b"1", b"")
+    a.send(b"2", b"")
+    with pytest.raises(StreamRefused) as caught:
+        a.send(b"3", b"")
+    assert caught.value.reason is Refusal.TOO_MANY_STREAMS
+    link.pump()
+    b.events()
+    # A peer that ignores the limit its hello was told is refused.
+    assert raises(b, w.StreamData(b"3", 1, b"")) is ErrorCode.STREAM_LIMIT
+    assert b.stream_count == 2
+    # Streams b opens itself do not count against a's.
+    b.send(b"mine", b"")
+    link.pump()
+    a.reset(b"1")
+    link.pump()
+    assert a.send(b"3", b"")
+
+
+def test_the_peers_smaller_limit_drops_the_newest_streams_queued_for_it() -> None:
+    a = PeerStreams(0xA, StreamSettings(max_streams=10))
+    b = PeerStreams(0xB, StreamSettings(max_streams=2))
+    for name in (b"1", b"2", b"3", b"4"):
+        a.send(name, name)
+    link = Link(a, b)
+    link.connect()
+    link.pump()
+    assert resets(a.events()) == [
+        Reset(b"3", w.ResetCode.STREAM_LIMIT, remote=False),
+        Reset(b"4", w.ResetCode.STREAM_LIMIT, remote=False),
+    ]
+    assert [e.stream for e in b.events() if isinstance(e, Delivered)] == [b"1", b"2"]
+    assert a.buffered_bytes == 2
+    with pytest.raises(StreamRefused):
+        a.send(b"5", b"")
+
+
+def test_a_stream_id_is_one_to_255_bytes() -> None:
+    a, _, _ = connected()
+    for bad in (b"", b"x" * 256):
+        with pytest.raises(ValueError):
+            a.send(bad, b"")
+        assert a.stream_count == 0
+    assert a.send(b"x" * 255, b"")
+
+
+def test_unanswered_resets_stay_bounded() -> None:
+    """A peer that never answers our resets: the oldest pending reset is
+    forgotten past max_streams of them."""
+    a, _, _ = connected(max_streams=3)
+    a.disconnected()
+    for i in range(10):
+        a.send(b"%d" % i, b"x")
+        a.reset(b"%d" % i)
+    assert a.stream_count == 3 and a.evicted == 7
+    assert [a.state(b"%d" % i) for i in (6, 7, 8, 9)] == [
+        StreamState.ABSENT,
+        StreamState.RESET_SENT,
+        StreamState.RESET_SENT,
+        StreamState.RESET_SENT,
+    ]
+
+
+def test_settings_are_checked() -> None:
+    for bad in ({"window": 0}, {"max_streams": 0}, {"ack_every": 0}):
+        with pytest.raises(ValueError):
+            StreamSettings(**bad)
+    with pytest.raises(ValueError):
+        PeerStreams(2**64)
+    a, _, _ = connected()
+    with pytest.raises(ValueError):
+        a.reset(b"s", 2**16)
+
+
+# -- the table ----------------------------------------------------------------
+
+STREAM_INPUTS = (
+    Input.SEND,
+    Input.DATA,
+    Input.ACK,
+    Input.RESET,
+    Input.LOCAL_RESET,
+)
+
+
+def test_every_stream_state_answers_every_input_from_the_peer_or_the_application() -> (
+    None
+):
+    for state in StreamState:
+        for kind in STREAM_INPUTS:
+            assert (state, kind) in TABLE, (state, kind)
+    # Restarts and limits only ever find streams that exist.
+    for kind in (Input.RESTART, Input.OVER_LIMIT):
+        assert (StreamState.ABSENT, kind) not in TABLE
+
+
+def test_the_link_is_down_awaiting_hello_or_up() -> None:
+    link_edges = {
+        (state, kind, target)
+        for (state, kind), (target, _) in TABLE.items()
+        if isinstance(state, LinkState)
+    }
+    assert link_edges == {
+        (LinkState.DOWN, Input.CONNECTED, LinkState.AWAITING_HELLO),
+        (LinkState.AWAITING_HELLO, Input.HELLO, LinkState.UP),
+        (LinkState.AWAITING_HELLO, Input.DISCONNECTED, LinkState.DOWN),
+        (LinkState.UP, Input.DISCONNECTED, LinkState.DOWN),
+    }
+
+
+# -- a lossy pipe -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_pipe_that_drops_connections_loses_duplicates_and_reorders_nothing(
+    seed: int,
+) -> None:
+    """Both sides send on three streams each while the connection is cut at
+    random points (everything in flight lost), acknowledgements batched and
+    the window small enough to push back: every message arrives once, in
+    order."""
+    rng = random.Random(seed)
+    config = StreamSettings(window=3000, ack_every=8, ack_delay=1.0)
+    a, b = PeerStreams(1, config), PeerStreams(2, config)
+    link = Link(a, b)
+    link.connect()
+    total = 1500
+    streams = [b"x", b"y", b"z"]
+    sent: dict[int, dict[bytes, list[bytes]]] = {1: {}, 2: {}}
+    got: dict[int, dict[bytes, list[bytes]]] = {1: {}, 2: {}}
+    counter = {1: 0, 2: 0}
+    now = 0.0
+    cuts = 0
+    up = True
+    while counter[1] < total or counter[2] < total or link.flight_pending():
+        now += 0.01
+        action = rng.random()
+        if action < 0.003 and up:
+            link.cut()
+            cuts += 1
+            up = False
+        elif not up and action < 0.05:
+            link.connect()
+            up = True
+        elif action < 0.45:
+            for machine, key in ((a, 1), (b, 2)):
+                if counter[key] < total:
+                    stream = rng.choice(streams)
+                    payload = b"%d:%d" % (key, counter[key]) + bytes(rng.randrange(80))
+                    if machine.send(stream, payload):
+                        sent[key].setdefault(stream, []).append(payload)
+                        counter[key] += 1
+        elif action < 0.5:
+            a.tick(now)
+            b.tick(now)
+        elif up:
+            link.deliver_one(rng)
+        for machine, other in ((a, 2), (b, 1)):
+            for event in machine.events():
+                assert not isinstance(event, Reset)
+                if isinstance(event, Delivered):
+                    got[other].setdefault(event.stream, []).append(event.payload)
+        if not up and counter[1] >= total and counter[2] >= total:
+            link.connect()
+            up = True
+        if counter[1] >= total and counter[2] >= total and not link.flight_pending():
+            a.tick(now + 10)
+            b.tick(now + 10)
+            link.pump()
+            for machine, other in ((a, 2), (b, 1)):
+                for event in machine.events():
+                    if isinstance(event, Delivered):
+                        got[other].setdefault(event.stream, []).append(event.payload)
+            break
+    assert cuts >= 3
+    assert got == sent  # nothing lost, nothing twice, nothing out of order
+    assert a.buffered_bytes == b.buffered_bytes == 0
