@@ -91,7 +91,7 @@ async def _until(condition: Any, seconds: float) -> bool:
     return True
 
 
-def _send(sender: Node, to: Node, message: gossip_wire.GossipMessage) -> bool:
+def _send(sender: Node, to: Node, message: gossip_wire.GossipWireMessage) -> bool:
     protocol = sender._peers.get(to.peer_id)
     if protocol is None or protocol.connection.closed:
         return False

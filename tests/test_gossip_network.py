@@ -170,7 +170,7 @@ def _forged(net: Net, liar: Node, origin: Node, data: bytes) -> gossip_wire.Publ
     )
 
 
-def _send(sender: Node, to: Node, message: gossip_wire.GossipMessage) -> None:
+def _send(sender: Node, to: Node, message: gossip_wire.GossipWireMessage) -> None:
     connection = sender._peers.get(to.peer_id)
     assert connection is not None
     connection.send_frame(gossip_wire.frame(message))

@@ -52,7 +52,7 @@ MESSAGES = st.one_of(
 
 
 @given(MESSAGES)
-def test_every_gossip_message_round_trips(message: g.GossipMessage) -> None:
+def test_every_gossip_message_round_trips(message: g.GossipWireMessage) -> None:
     assert g.decode(g.encode(message)) == message
     frame = g.frame(message)
     assert (
@@ -64,7 +64,7 @@ def test_every_gossip_message_round_trips(message: g.GossipMessage) -> None:
 @given(MESSAGES, st.data())
 @settings(max_examples=800)
 def test_mutated_gossip_messages_raise_only_wire_errors(
-    message: g.GossipMessage, data: st.DataObject
+    message: g.GossipWireMessage, data: st.DataObject
 ) -> None:
     body = mutated(g.encode(message), data)
     try:
@@ -193,7 +193,7 @@ def test_the_limits_of_each_field_travel_and_one_past_them_does_not() -> None:
     peer = ALICE.peer_id
     longest = "x" * 255
     full_record = PeerRecord(peer, 2**64 - 1, ("a",) * 8, bytes(64))
-    edge: list[g.GossipMessage] = [
+    edge: list[g.GossipWireMessage] = [
         g.Graft("x"),
         g.Graft(longest),
         g.Subscriptions(((True, "a"), (False, longest))),
@@ -232,7 +232,7 @@ def test_a_subscribe_flag_is_exactly_zero_or_one() -> None:
 
 def test_each_gossip_type_has_its_byte() -> None:
     peer = ALICE.peer_id
-    types: dict[int, g.GossipMessage] = {
+    types: dict[int, g.GossipWireMessage] = {
         g.T_PUBLISH: g.Publish("t", peer, 1, b"", bytes(64)),
         g.T_SUBSCRIPTIONS: g.Subscriptions(()),
         g.T_IHAVE: g.IHave("t", ()),

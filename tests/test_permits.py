@@ -20,7 +20,7 @@ from blueprint_net._adapters.node import Node
 from blueprint_net._core.errors import ConfigurationError
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._ops.cli import FAILED, OK, main
-from blueprint_net._ops.permits import PERMITS_FILE, PermitSources
+from blueprint_net._ops.permit_file import PERMITS_FILE, PermitSources
 from blueprint_net._ops.service import NodeService
 from blueprint_net._policy.permits import parse_permits, with_permit
 

@@ -82,7 +82,7 @@ PUBLISH = gossip_wire.Publish(
 )
 MESSAGE_ID = gossip_wire.message_id(ALICE.peer_id, 1)
 BOB_RECORD = records.sign_record(BOB, 1, ["127.0.0.1:4001"])
-GOSSIP_MESSAGES: dict[str, gossip_wire.GossipMessage] = {
+GOSSIP_MESSAGES: dict[str, gossip_wire.GossipWireMessage] = {
     "gossip-publish": PUBLISH,
     "gossip-subscriptions": gossip_wire.Subscriptions(((True, "news"), (False, "old"))),
     "gossip-ihave": gossip_wire.IHave("news", (MESSAGE_ID,)),

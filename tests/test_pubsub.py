@@ -20,7 +20,7 @@ from blueprint_net._core.errors import ConfigurationError, ErrorCode, PublishFai
 from blueprint_net._core.gossip_caches import RateLimiter, SeenCache
 from blueprint_net._core.gossip_settings import DEFAULTS, GossipSettings
 from blueprint_net._core.gossip_wire import (
-    GossipMessage,
+    GossipWireMessage,
     Graft,
     IHave,
     IWant,
@@ -91,7 +91,7 @@ class Net:
         self.queue: deque[tuple[PeerId, PeerId, bytes]] = deque()
         self.verdict = verdict
         #: Frames dropped on the way when this says so.
-        self.lose: Callable[[PeerId, PeerId, GossipMessage], bool] = (
+        self.lose: Callable[[PeerId, PeerId, GossipWireMessage], bool] = (
             lambda src, dst, m: False
         )
         self.delivered: dict[PeerId, list[Publish]] = {

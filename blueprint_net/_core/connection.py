@@ -104,7 +104,7 @@ class GossipReceived:
     """A topic-gossip message (types ``0x40``-``0x4F``) from the verified
     peer, for the node's router."""
 
-    message: gossip_wire.GossipMessage
+    message: gossip_wire.GossipWireMessage
 
 
 Event = Union[

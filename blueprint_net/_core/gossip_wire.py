@@ -126,7 +126,9 @@ class Records:
     records: tuple[PeerRecord, ...]
 
 
-GossipMessage = Union[
+#: A decoded gossip message of any type (not to be confused with the public
+#: ``GossipMessage``, a publication as delivered to an application).
+GossipWireMessage = Union[
     Publish, Subscriptions, IHave, IWant, Graft, Prune, RecordsRequest, Records
 ]
 #: The same, for ``isinstance``.
@@ -297,7 +299,7 @@ def _prune(r: FieldReader) -> Prune:
     return Prune(topic, backoff, _read_records(r))
 
 
-DECODERS: dict[int, Callable[[FieldReader], GossipMessage]] = {
+DECODERS: dict[int, Callable[[FieldReader], GossipWireMessage]] = {
     T_PUBLISH: _publish,
     T_SUBSCRIPTIONS: _subscriptions,
     T_IHAVE: lambda r: IHave(_topic(r), _read_ids(r)),
@@ -309,17 +311,17 @@ DECODERS: dict[int, Callable[[FieldReader], GossipMessage]] = {
 }
 
 
-def encode(message: GossipMessage) -> bytes:
+def encode(message: GossipWireMessage) -> bytes:
     """The body of a frame; ``ValueError`` if unencodable."""
     return b"".join(ENCODERS[type(message)](message))
 
 
-def frame(message: GossipMessage) -> bytes:
+def frame(message: GossipWireMessage) -> bytes:
     """The message as it travels (encode once, send to many peers)."""
     return wire.frame_body(encode(message))
 
 
-def decode(body: bytes) -> Union[GossipMessage, wire.Message]:
+def decode(body: bytes) -> Union[GossipWireMessage, wire.Message]:
     """Decode one frame body of any type; :class:`WireError` if malformed."""
     decoder = DECODERS.get(body[0]) if body else None
     if decoder is None:

@@ -43,7 +43,7 @@ from blueprint_net._core.gossip_caches import (
 from blueprint_net._core.gossip_settings import GossipSettings
 from blueprint_net._core.gossip_wire import (
     MAX_SUBSCRIPTION_CHANGES,
-    GossipMessage,
+    GossipWireMessage,
     Graft,
     IHave,
     IWant,
@@ -99,7 +99,7 @@ class Send:
     send queue is full is skipped and counted, never waited for."""
 
     peers: tuple[PeerId, ...]
-    message: GossipMessage
+    message: GossipWireMessage
 
 
 @attrs.frozen
@@ -414,7 +414,9 @@ class Router:
 
     # -- the peer's messages ------------------------------------------------
 
-    def receive(self, peer: PeerId, message: GossipMessage, now: float) -> list[Output]:
+    def receive(
+        self, peer: PeerId, message: GossipWireMessage, now: float
+    ) -> list[Output]:
         """A gossip message from a connected peer (others are ignored)."""
         if peer not in self.peers:
             return []

@@ -33,7 +33,7 @@ from blueprint_net._adapters.node import Node
 from blueprint_net._core.errors import ConfigurationError
 from blueprint_net._core.identity import PeerId
 from blueprint_net._ops.notify import notify
-from blueprint_net._ops.permits import PermitSources
+from blueprint_net._ops.permit_file import PermitSources
 from blueprint_net._ops.status import StatusPage, StatusSite
 from blueprint_net._policy.discovery import DEFAULTS as DISCOVERY
 from blueprint_net._policy.discovery import DiscoverySettings

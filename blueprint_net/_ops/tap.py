@@ -28,7 +28,7 @@ from blueprint_net._core.records import check_addresses
 from blueprint_net._ops import config
 from blueprint_net._ops.handlers import BUILTINS, HandlerError, load
 from blueprint_net._ops.keyfiles import load_or_create_identity
-from blueprint_net._ops.permits import PERMITS_FILE, PermitSources
+from blueprint_net._ops.permit_file import PERMITS_FILE, PermitSources
 from blueprint_net._ops.service import ListenError, NodeService
 from blueprint_net._ops.status import VERSION
 from blueprint_net._policy.addresses import parse_network

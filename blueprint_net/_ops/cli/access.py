@@ -25,7 +25,7 @@ from blueprint_net._ops.cli.common import (
     CommandFailed,
     emit,
 )
-from blueprint_net._ops.permits import PERMITS_FILE, write_permits
+from blueprint_net._ops.permit_file import PERMITS_FILE, write_permits
 from blueprint_net._policy.addresses import parse_target
 from blueprint_net._policy.bans import Ban, Origin
 from blueprint_net._policy.permits import PermitListError, parse_permits, with_permit

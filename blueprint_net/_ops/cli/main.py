@@ -26,7 +26,7 @@ from blueprint_net._ops.cli.common import (
 from blueprint_net._ops.cli.keys import keygen, show_id
 from blueprint_net._ops.cli.remote import ping, request
 from blueprint_net._ops.cli.show import peers, status
-from blueprint_net._ops.permits import PERMITS_FILE
+from blueprint_net._ops.permit_file import PERMITS_FILE
 from blueprint_net._ops.tap import version_line
 
 
