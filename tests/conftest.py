@@ -19,8 +19,7 @@ from blueprint_net._adapters.summary import EventSummary
 from blueprint_net._core.identity import Identity
 from blueprint_net._policy.settings import Settings
 from blueprint_net.testing import MemoryNetwork
-
-from .helpers import MakeNode
+from tests.helpers import MakeNode
 
 
 @pytest.fixture

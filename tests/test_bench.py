@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from .helpers import ROOT, tree_env
+from tests.helpers import ROOT, tree_env
 
 SIZES = ("64 B", "4 KiB", "64 KiB", "1 MiB")
 AMP = ("64 B", "4 KiB")  # AMP's values stop at 65,535 bytes

@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from .helpers import tree_env
+from tests.helpers import tree_env
 
 
 def test_demo_prints_both_verified_ids() -> None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .helpers import tree_env
+from tests.helpers import tree_env
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

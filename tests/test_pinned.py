@@ -59,9 +59,8 @@ from blueprint_net._policy.limits import (
 from blueprint_net._policy.scores import Policy, PolicySettings
 from blueprint_net._policy.settings import Settings
 from blueprint_net.testing import MemoryNetwork
-
-from .helpers import MakeNode, until
-from .test_testing import Raw
+from tests.helpers import MakeNode, until
+from tests.test_testing import Raw
 
 # -- the handshake (the plain-TCP machine's public behaviour) ---------------
 

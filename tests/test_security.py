@@ -25,8 +25,7 @@ from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.scores import Policy, PolicySettings
 from blueprint_net._policy.settings import Settings
 from blueprint_net.node import Peer
-
-from .helpers import MakeNode, decode_frames, until
+from tests.helpers import MakeNode, decode_frames, until
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 

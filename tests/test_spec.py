@@ -26,8 +26,7 @@ from blueprint_net._core import wire
 from blueprint_net._core.errors import ErrorCode, ProtocolError
 from blueprint_net._core.identity import Identity
 from blueprint_net.testing import MemoryNetwork
-
-from .helpers import MakeNode, until
+from tests.helpers import MakeNode, until
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 

@@ -41,8 +41,7 @@ from blueprint_net.testing import (
     RecordingHandler,
     StubNode,
 )
-
-from .helpers import decode_frames
+from tests.helpers import decode_frames
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 

@@ -1,0 +1,266 @@
+"""End to end: real ``twistd`` nodes on loopback, driven by the real
+``blueprint-net`` command.
+
+Two nodes find each other through ``--peer``; the command line sends a
+request, bans a peer (the running node applies it and disconnects it), the
+ban survives a restart, and SIGTERM ends each node with a goodbye to its
+peers.  Waits poll for a condition (the processes are separate); nothing
+here asserts how long anything took: shutdown times are recorded with
+``record_property`` for the closing note.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import attrs
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+from twisted.internet.utils import getProcessOutputAndValue
+
+from tests.helpers import free_port, tree_env
+
+pytestmark = [pytest.mark.usefixtures("clean_reactor"), pytest.mark.timeout(120)]
+
+BIN = Path(sys.executable).parent
+TWISTD, CLI = str(BIN / "twistd"), str(BIN / "blueprint-net")
+
+
+@attrs.define
+class TwistdNode:
+    directory: Path
+    peer_id: str
+    port: int = attrs.Factory(free_port)
+    status_port: int = attrs.Factory(free_port)
+    process: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.status_port}"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "twistd.log"
+
+    def start(self, *peers: TwistdNode, plaintext: bool = False) -> None:
+        """Run the node; ``plaintext`` listens on ``tcp:`` (opted in)."""
+        listen = "tcp" if plaintext else "p2ptls"
+        arguments = [
+            TWISTD,
+            "-n",
+            "--pidfile=",
+            f"--logfile={self.log}",
+            "blueprint",
+            "--data-dir",
+            str(self.directory),
+            "--listen",
+            f"{listen}:{self.port}:interface=127.0.0.1",
+            "--status",
+            f"tcp:{self.status_port}:interface=127.0.0.1",
+            *(f"--peer={p.peer_id}@p2ptls:127.0.0.1:{p.port}" for p in peers),
+            *(["--allow-plaintext"] if plaintext else []),
+        ]
+        self.process = subprocess.Popen(
+            arguments,
+            cwd=self.directory,
+            env=tree_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def terminate(self) -> float:
+        """SIGTERM; the seconds until the process exited."""
+        start = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=30)
+        elapsed = time.monotonic() - start
+        # twistd re-raises the signal it stopped for, so its status shows it.
+        assert code in (0, -signal.SIGTERM), self.process.stderr.read()
+        self.process.stderr.close()
+        return elapsed
+
+
+async def _cli(*arguments: str, cwd: Path) -> tuple[int, str, str]:
+    out, err, code = await getProcessOutputAndValue(
+        CLI, arguments, env=tree_env({"PATH": str(BIN)}), path=str(cwd)
+    )
+    return code, out.decode(), err.decode()
+
+
+async def _status(node: TwistdNode) -> dict[str, Any]:
+    code, out, _ = await _cli("status", "--json", "--url", node.url, cwd=node.directory)
+    return json.loads(out) if code == 0 else {}
+
+
+async def _until(check: Callable[[], Any], what: str, limit: float = 60.0) -> Any:
+    """Poll an async check until it returns something true."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        result = await check()
+        if result:
+            return result
+        await task.deferLater(reactor, 0.1)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def _keygen(directory: Path) -> str:
+    directory.mkdir()
+    code, out, err = await _cli(
+        "keygen", "--json", str(directory / "node.key"), cwd=directory
+    )
+    assert code == 0, err
+    peer_id: str = json.loads(out)["peer_id"]
+    return peer_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_twistd_nodes_cli_request_ban_restart_and_sigterm(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    a = TwistdNode(tmp_path / "a", await _keygen(tmp_path / "a"))
+    b = TwistdNode(tmp_path / "b", await _keygen(tmp_path / "b"))
+    a.start(b)
+    b.start(a)
+    try:
+        # They find each other through their configured peers.
+        async def connected() -> bool:
+            sa, sb = await _status(a), await _status(b)
+            return bool(sa and sb) and (
+                [p["peer_id"] for p in sa["peers"]] == [b.peer_id]
+                and [p["peer_id"] for p in sb["peers"]] == [a.peer_id]
+            )
+
+        await _until(connected, "the two nodes verify each other")
+
+        # A request from the command line, to a node that must be A.
+        code, out, err = await _cli(
+            "request",
+            f"p2ptls:127.0.0.1:{a.port}",
+            "echo",
+            "over the wire",
+            "--peer-id",
+            a.peer_id,
+            cwd=tmp_path,
+        )
+        assert (code, out.strip()) == (0, "over the wire"), err
+
+        # A ban written by the command line into B's database while B runs.
+        code, out, err = await _cli(
+            "ban",
+            a.peer_id,
+            "--data-dir",
+            str(b.directory),
+            "--reason",
+            "test",
+            cwd=tmp_path,
+        )
+        assert code == 0, err
+
+        async def a_dropped() -> bool:
+            sb = await _status(b)
+            return bool(sb) and sb["peers"] == [] and sb["bans"] == 1
+
+        await _until(a_dropped, "B applies the ban and drops A")
+
+        # B restarts: the ban is still in force, so A's redials are refused.
+        record_property("sigterm_seconds_b_first", b.terminate())
+        b.start(a)
+
+        async def still_banned() -> bool:
+            sb = await _status(b)
+            refused = sb.get("counters", {}).get("handshakes.failed.BANNED", 0)
+            return bool(sb) and sb["bans"] == 1 and refused >= 1 and sb["peers"] == []
+
+        await _until(still_banned, "the ban survives B's restart")
+        code, out, err = await _cli(
+            "bans", "--json", "--data-dir", str(b.directory), cwd=tmp_path
+        )
+        assert [entry["target"] for entry in json.loads(out)] == [a.peer_id]
+
+        # Lift it: A's keeper reconnects by itself (within its 30 s back-off).
+        code, out, err = await _cli(
+            "unban", a.peer_id, "--data-dir", str(b.directory), cwd=tmp_path
+        )
+        assert code == 0, err
+        await _until(connected, "A reconnects once unbanned")
+    finally:
+        times = {}
+        for name, node in (("b", b), ("a", a)):
+            if node.process is not None and node.process.poll() is None:
+                times[name] = node.terminate()
+    record_property("sigterm_seconds", times)
+    for node in (a, b):
+        logged = node.log.read_text()
+        assert "Received SIGTERM, shutting down." in logged
+        assert "Server Shut Down." in logged
+        assert "Traceback" not in logged, logged
+    # B said goodbye to A before going (A was still connected to it).
+    assert "GOING_AWAY" in a.log.read_text()
+
+
+def _readme_request() -> list[str]:
+    """The arguments of README.md's ``blueprint-net request`` line."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [line] = [
+        line for line in readme.splitlines() if line.startswith("blueprint-net request")
+    ]
+    arguments = shlex.split(line.partition("#")[0])[1:]
+    assert arguments[1].startswith("p2ptls:"), line  # the documented default
+    return arguments
+
+
+def _taken(port: int) -> bool:
+    """Whether twistd could not listen there (it sets SO_REUSEADDR, so a
+    TIME_WAIT left by an earlier run does not count)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_readme_command_alone_runs_a_working_node(tmp_path: Path) -> None:
+    """``twistd -n blueprint`` with every default, as README.md's first line."""
+    if _taken(7010) or _taken(7080):
+        pytest.skip("the default ports 7010 and 7080 are in use on this machine")
+    process = subprocess.Popen(
+        [TWISTD, "-n", "blueprint"],
+        cwd=tmp_path,
+        env=tree_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    node = TwistdNode(tmp_path, "", port=7010, status_port=7080, process=process)
+    try:
+        status = await _until(lambda: _status(node), "the node serves its status")
+        assert status["listening"] == ["127.0.0.1:7010"]
+        assert status["allow_plaintext"] is False
+        # README's follow-up command, exactly as written: over TLS.
+        code, out, err = await _cli(*_readme_request(), cwd=tmp_path)
+        assert (code, out.strip()) == (0, "hello"), err
+        status = await _status(node)
+        assert status["counters"]["handshakes.ok"] == 1
+        # A plain client (opted in on its side) is refused at a default node.
+        code, out, err = await _cli(
+            "request", "tcp:127.0.0.1:7010", "echo", "--allow-plaintext", cwd=tmp_path
+        )
+        assert code == 3 and "Traceback" not in err, err
+        assert (
+            tmp_path / "blueprint-data" / "node.key"
+        ).stat().st_mode & 0o777 == 0o600
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0].decode()
+    assert "Server Shut Down." in output and "Traceback" not in output, output
