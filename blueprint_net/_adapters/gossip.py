@@ -34,9 +34,9 @@ from blueprint_net._core.pubsub import (
     Deliver,
     Discovered,
     Fault,
-    Output,
     Penalty,
     Router,
+    RouterOutput,
     Send,
     Validate,
     Verdict,
@@ -253,7 +253,7 @@ class Gossip:
 
     # -- carrying out the router's outputs -----------------------------------
 
-    def _run(self, outputs: list[Output]) -> None:
+    def _run(self, outputs: list[RouterOutput]) -> None:
         for output in outputs:
             if isinstance(output, Send):
                 self._send(output)

@@ -53,8 +53,8 @@ from blueprint_net._adapters.tls import (
 from blueprint_net._core import untrusted, wire
 from blueprint_net._core.connection import (
     Connection,
+    ConnectionEvent,
     ConnectionFailed,
-    Event,
     GossipReceived,
     PeerVerified,
     ResponseReceived,
@@ -202,7 +202,7 @@ class PeerProtocol(Protocol):
         )
         self._receiving = False  # in dataReceived: flush once, at its end
         #: The events being handled (see _handle).
-        self._events: list[Event] = []
+        self._events: list[ConnectionEvent] = []
         #: TLS, and the handshake waits for TLS to complete (the channel
         #: binding and, on ``p2ptls``, the variant are known only then).
         self._unbound = False
@@ -336,7 +336,7 @@ class PeerProtocol(Protocol):
         if deadline.silent and connection.handshake.claimed_peer is not None:
             deadline.spoke()
 
-    def _handle(self, events: list[Event]) -> None:
+    def _handle(self, events: list[ConnectionEvent]) -> None:
         """Act on a read's events, then on the requests their answers let
         out of the backlog (:meth:`respond` adds them to ``events``)."""
         # Answers given while these events are handled go out in one write.
@@ -349,7 +349,7 @@ class PeerProtocol(Protocol):
         self.outbound.flush()
         self._update_reading()
 
-    def _dispatch(self, events: list[Event]) -> None:
+    def _dispatch(self, events: list[ConnectionEvent]) -> None:
         for event in events:
             if isinstance(event, wire.Request):
                 self.requests_in += 1
@@ -601,7 +601,7 @@ class PeerProtocol(Protocol):
     def _handshake_timed_out(self) -> None:
         self._on_failed(self.connection.timed_out())
 
-    def _decide(self, peer_id: PeerId) -> list[Event]:
+    def _decide(self, peer_id: PeerId) -> list[ConnectionEvent]:
         """The peer proved ``peer_id``: admit it, or refuse it with the code
         the certificate check or the host's policy gives."""
         try:

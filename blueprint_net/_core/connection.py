@@ -107,7 +107,7 @@ class GossipReceived:
     message: gossip_wire.GossipWireMessage
 
 
-Event = Union[
+ConnectionEvent = Union[
     PeerProven,
     PeerVerified,
     ConnectionFailed,
@@ -226,7 +226,9 @@ class Connection:
         for message in self.handshake.start():
             self._queue(message)
 
-    def start_bound(self, binding: bytes, certified_peer: PeerId) -> list[Event]:
+    def start_bound(
+        self, binding: bytes, certified_peer: PeerId
+    ) -> list[ConnectionEvent]:
         """TLS completed with ALPN ``blueprint/1``: the TLS variant of the
         handshake, bound to the exporter ``binding``, with the peer its
         certificate names (the dialer's Proof is queued).  Instead of
@@ -289,7 +291,7 @@ class Connection:
         self,
         response: wire.Response,
         room: Optional[Callable[[int], bool]] = None,
-    ) -> list[Event]:
+    ) -> list[ConnectionEvent]:
         """Answer a request the peer sent; returns the peer's requests that
         its end lets out of the backlog, in order, for the caller to serve.
 
@@ -356,7 +358,7 @@ class Connection:
     def timed_out(self) -> ConnectionFailed:
         return self._close(ConnectionFailed(self.handshake.timed_out()))
 
-    def accept(self) -> list[Event]:
+    def accept(self) -> list[ConnectionEvent]:
         """Admit the peer of the last :class:`PeerProven`: ``Verified``.
 
         Returns :class:`PeerVerified`, then the events of what the peer sent
@@ -368,7 +370,7 @@ class Connection:
         assert held is not None and self.handshake.peer_id is not None
         self._halted = False
         self._framer.max_length = self.max_frame
-        events: list[Event] = [PeerVerified(self.handshake.peer_id)]
+        events: list[ConnectionEvent] = [PeerVerified(self.handshake.peer_id)]
         self._receive_verified(held.bodies, events)
         for data in held.reads:
             events += self.receive_data(data)
@@ -390,7 +392,7 @@ class Connection:
 
     # -- input --------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes) -> list[ConnectionEvent]:
         """Feed bytes from the peer; returns what happened, in order.
 
         A :class:`ConnectionFailed` event is always last: the caller sends
@@ -406,7 +408,7 @@ class Connection:
             bodies = self._framer.feed(data)
         except WireError as error:
             return [self._close(ConnectionFailed(error))]
-        events: list[Event] = []
+        events: list[ConnectionEvent] = []
         if self.verified:
             self._receive_verified(bodies, events)
             return events
@@ -426,10 +428,10 @@ class Connection:
                 self._queue(output)
         return events
 
-    def _release(self) -> list[Event]:
+    def _release(self) -> list[ConnectionEvent]:
         """The backlog's requests, in order, while the in-flight bound
         allows (one of the peer's requests has ended)."""
-        events: list[Event] = []
+        events: list[ConnectionEvent] = []
         requests, backlog = self.requests, self.backlog
         taken = 0
         while taken < len(backlog) and not requests.full and not self.closed:
@@ -443,7 +445,9 @@ class Connection:
         del backlog[:taken]
         return events
 
-    def _receive_verified(self, bodies: list[bytes], events: list[Event]) -> None:
+    def _receive_verified(
+        self, bodies: list[bytes], events: list[ConnectionEvent]
+    ) -> None:
         decode = wire.decode
         requests = self.requests
         for body in bodies:

@@ -156,10 +156,10 @@ class PeerProven:
 
 
 #: What an input yields: messages for the peer, or :class:`PeerProven`.
-Output = Union[Message, PeerProven]
+HandshakeOutput = Union[Message, PeerProven]
 #: An input's kind, the table's second key: a message class, or a local input.
 InputKind = Union[type[object], Local]
-Action = Callable[["Handshake", Any], list[Output]]
+Action = Callable[["Handshake", Any], list[HandshakeOutput]]
 
 _OVER = frozenset({Phase.VERIFIED, Phase.FAILED})
 #: Where the caller's decision is awaited.
@@ -313,7 +313,7 @@ class Handshake:
         )
         return cast("list[Message]", self._input(kind, (binding, certified_peer)))
 
-    def receive(self, message: Message) -> list[Output]:
+    def receive(self, message: Message) -> list[HandshakeOutput]:
         """Feed one message from the peer; returns what to send back, or
         ``[PeerProven(...)]`` when the peer's proof verified.
 
@@ -346,7 +346,7 @@ class Handshake:
 
     # -- the machine --------------------------------------------------------
 
-    def _input(self, kind: InputKind, value: Any) -> list[Output]:
+    def _input(self, kind: InputKind, value: Any) -> list[HandshakeOutput]:
         """Look ``kind`` up in :data:`TABLE` for the current phase, move, and
         run the action in the new phase.  A peer's message the table does
         not list fails the handshake; a local input it does not list is a
@@ -382,12 +382,12 @@ class Handshake:
 
     # -- actions: run on arriving in the table's next phase -----------------
 
-    def _send_hello(self, _: None) -> list[Output]:
+    def _send_hello(self, _: None) -> list[HandshakeOutput]:
         if not self.nonce:
             self.nonce = secrets.token_bytes(NONCE_SIZE)
         return [Hello(self.version, self.nonce, self.identity.peer_id)]
 
-    def _check_hello(self, hello: Hello) -> list[Output]:
+    def _check_hello(self, hello: Hello) -> list[HandshakeOutput]:
         """Checks that need no signature work come first (``docs/protocol.md``)."""
         if hello.version != self.version:
             raise HandshakeFailed(
@@ -404,34 +404,34 @@ class Handshake:
         self.peer_hello = hello
         return []
 
-    def _check_hello_then_prove(self, hello: Hello) -> list[Output]:
+    def _check_hello_then_prove(self, hello: Hello) -> list[HandshakeOutput]:
         self._check_hello(hello)
         return [HandshakeRequest(*self._proof(T_HANDSHAKE_REQUEST))]
 
-    def _check_request(self, request: HandshakeRequest) -> list[Output]:
+    def _check_request(self, request: HandshakeRequest) -> list[HandshakeOutput]:
         return self._check_proof(T_HANDSHAKE_REQUEST, request)
 
-    def _check_response(self, response: HandshakeResponse) -> list[Output]:
+    def _check_response(self, response: HandshakeResponse) -> list[HandshakeOutput]:
         return self._check_proof(T_HANDSHAKE_RESPONSE, response)
 
-    def _admit(self, _: None) -> list[Output]:
+    def _admit(self, _: None) -> list[HandshakeOutput]:
         assert self.peer_hello is not None
         self.peer_id = self.peer_hello.peer_id
         self.peer_public_key = self._proven_key
         return []
 
-    def _admit_and_respond(self, _: None) -> list[Output]:
+    def _admit_and_respond(self, _: None) -> list[HandshakeOutput]:
         self._admit(None)
         return [HandshakeResponse(*self._proof(T_HANDSHAKE_RESPONSE))]
 
-    def _bind(self, start: tuple[bytes, PeerId]) -> list[Output]:
+    def _bind(self, start: tuple[bytes, PeerId]) -> list[HandshakeOutput]:
         """The checks a certificate allows before any signature work."""
         self.channel_binding, peer = start
         self.certified_peer = peer
         self._check_claim(peer)
         return []
 
-    def _bind_and_prove(self, start: tuple[bytes, PeerId]) -> list[Output]:
+    def _bind_and_prove(self, start: tuple[bytes, PeerId]) -> list[HandshakeOutput]:
         self._bind(start)
         return [self._bound_proof_of_me()]
 
@@ -444,7 +444,7 @@ class Handshake:
                 f"expected {self.expected_peer}, peer claims {peer}",
             )
 
-    def _check_bound_proof(self, proof: Proof) -> list[Output]:
+    def _check_bound_proof(self, proof: Proof) -> list[HandshakeOutput]:
         """Checks that need no signature work come first (``docs/protocol.md``)."""
         self._bound_proof = proof
         if proof.version != self.version:
@@ -477,13 +477,13 @@ class Handshake:
         self._proven_key = proof.public_key
         return [PeerProven(proof.peer_id)]
 
-    def _admit_bound(self, _: None) -> list[Output]:
+    def _admit_bound(self, _: None) -> list[HandshakeOutput]:
         assert self._bound_proof is not None
         self.peer_id = self._bound_proof.peer_id
         self.peer_public_key = self._proven_key
         return []
 
-    def _admit_and_prove(self, _: None) -> list[Output]:
+    def _admit_and_prove(self, _: None) -> list[HandshakeOutput]:
         self._admit_bound(None)
         return [self._bound_proof_of_me()]
 
@@ -498,17 +498,17 @@ class Handshake:
             self.version, me, self.identity.public_key, self.identity.sign(signed)
         )
 
-    def _peer_failed(self, error: Error) -> list[Output]:
+    def _peer_failed(self, error: Error) -> list[HandshakeOutput]:
         failure = HandshakeFailed.from_peer(error.code, error.message)
         assert isinstance(failure, HandshakeFailed)
         self.failure = failure
         raise failure
 
-    def _failed(self, failure: HandshakeFailed) -> list[Output]:
+    def _failed(self, failure: HandshakeFailed) -> list[HandshakeOutput]:
         self.failure = failure
         return []
 
-    def _ignore(self, _: object) -> list[Output]:
+    def _ignore(self, _: object) -> list[HandshakeOutput]:
         return []
 
     # -- signatures ---------------------------------------------------------
@@ -527,7 +527,7 @@ class Handshake:
 
     def _check_proof(
         self, role: int, proof: HandshakeRequest | HandshakeResponse
-    ) -> list[Output]:
+    ) -> list[HandshakeOutput]:
         hello = self.peer_hello
         assert hello is not None
         if not is_acceptable_public_key(proof.public_key) or (

@@ -5,7 +5,7 @@ Layer: core (sans-IO; imports nothing from Twisted).
 Inputs are method calls -- a peer connected or disconnected, a message from
 a peer, a heartbeat, a local publish, subscribe or unsubscribe, a validator's
 verdict -- each with the time now as a number.  Each returns a list of
-outputs for the caller to carry out, in order (see :data:`Output`): messages
+outputs for the caller to carry out, in order (see :data:`RouterOutput`): messages
 to send, messages to validate and deliver, penalties for the policy layer,
 and peer records discovered.  The router holds no clock, no socket and no
 timer; randomness comes from the ``random.Random`` it is given, so a seeded
@@ -136,7 +136,7 @@ class Discovered:
     records: tuple[PeerRecord, ...]
 
 
-Output = Union[Send, Validate, Deliver, Penalty, Discovered]
+RouterOutput = Union[Send, Validate, Deliver, Penalty, Discovered]
 
 
 @attrs.define
@@ -187,7 +187,7 @@ class _Pending:
 
 
 #: A peer message's handler (each takes its own message type).
-OnMessage = Callable[["Router", PeerId, Any, float], list[Output]]
+OnMessage = Callable[["Router", PeerId, Any, float], list[RouterOutput]]
 
 
 class Router:
@@ -251,7 +251,7 @@ class Router:
 
     # -- local inputs -------------------------------------------------------
 
-    def peer_connected(self, peer: PeerId, *, outbound: bool) -> list[Output]:
+    def peer_connected(self, peer: PeerId, *, outbound: bool) -> list[RouterOutput]:
         """A verified connection to ``peer`` opened (``outbound`` if we
         dialed it): tell it our topics."""
         if peer in self.peers or peer == self.peer_id:
@@ -268,7 +268,7 @@ class Router:
             for i in range(0, len(topics), step)
         ]
 
-    def peer_disconnected(self, peer: PeerId) -> list[Output]:
+    def peer_disconnected(self, peer: PeerId) -> list[RouterOutput]:
         """The last connection to ``peer`` closed: forget its place, keep its
         backoffs in the bounded departed table (the heartbeat expires them)."""
         state = self.peers.pop(peer, None)
@@ -286,7 +286,7 @@ class Router:
             self.counters["backoff.departed_evicted"] += len(gone)
         return []
 
-    def subscribe(self, topic: str, now: float) -> list[Output]:
+    def subscribe(self, topic: str, now: float) -> list[RouterOutput]:
         """Join ``topic``: announce it and graft a mesh (fanout peers first)."""
         _check_topic(topic)
         if topic in self.subscribed:
@@ -306,7 +306,7 @@ class Router:
             out.append(Send(tuple(sorted(members)), Graft(topic)))
         return out
 
-    def unsubscribe(self, topic: str, now: float) -> list[Output]:
+    def unsubscribe(self, topic: str, now: float) -> list[RouterOutput]:
         """Leave ``topic``: announce it and prune the mesh."""
         if topic not in self.subscribed:
             return []
@@ -321,7 +321,7 @@ class Router:
             out.append(Send(tuple(sorted(members)), prune))
         return out
 
-    def publish(self, topic: str, data: bytes, now: float) -> list[Output]:
+    def publish(self, topic: str, data: bytes, now: float) -> list[RouterOutput]:
         """Sign and send ``data`` to ``topic``; :class:`PublishFailed` if it
         is over the topic's size cap or this node's own origin rate."""
         _check_topic(topic)
@@ -342,7 +342,7 @@ class Router:
         mid = message.message_id
         self.seen.add(mid, seqno)
         self.cache.put(mid, message)
-        out: list[Output] = []
+        out: list[RouterOutput] = []
         if topic in self.subscribed:
             out.append(Deliver(message))
         targets = self._publish_targets(topic, now)
@@ -354,7 +354,7 @@ class Router:
 
     def validated(
         self, message_id: bytes, verdict: Verdict, now: float
-    ) -> list[Output]:
+    ) -> list[RouterOutput]:
         """The validator's verdict on a :class:`Validate`; an id that is no
         longer pending (timed out) is ignored."""
         pending = self.pending.pop(message_id, None)
@@ -368,7 +368,7 @@ class Router:
         message = pending.message
         self.known_origins.add(message.origin)
         self.cache.put(message_id, message)
-        out: list[Output] = []
+        out: list[RouterOutput] = []
         if message.topic in self.subscribed:
             out.append(Deliver(message))
         exclude = (pending.source, message.origin)
@@ -390,7 +390,7 @@ class Router:
         self.own_record = sign_record(self.identity, seqno, addresses)
         return self.own_record
 
-    def request_records(self, peer: PeerId) -> list[Output]:
+    def request_records(self, peer: PeerId) -> list[RouterOutput]:
         """Ask ``peer`` for records (its own first); one answer is taken."""
         state = self.peers.get(peer)
         if state is None:
@@ -398,13 +398,13 @@ class Router:
         state.awaiting_records = True
         return [Send((peer,), RecordsRequest(self.settings.prune_peers))]
 
-    def heartbeat(self, now: float) -> list[Output]:
+    def heartbeat(self, now: float) -> list[RouterOutput]:
         """Once per heartbeat interval: keep each mesh within D_lo..D_hi,
         refresh fanout, gossip IHave, age the caches."""
         for state in self.peers.values():
             state.new_heartbeat()
         self._expire(now)
-        out: list[Output] = []
+        out: list[RouterOutput] = []
         for topic in sorted(self.subscribed):
             out += self._maintain(topic, now)
         self._maintain_fanout(now)
@@ -416,13 +416,15 @@ class Router:
 
     def receive(
         self, peer: PeerId, message: GossipWireMessage, now: float
-    ) -> list[Output]:
+    ) -> list[RouterOutput]:
         """A gossip message from a connected peer (others are ignored)."""
         if peer not in self.peers:
             return []
         return HANDLERS[type(message)](self, peer, message, now)
 
-    def _on_publish(self, peer: PeerId, message: Publish, now: float) -> list[Output]:
+    def _on_publish(
+        self, peer: PeerId, message: Publish, now: float
+    ) -> list[RouterOutput]:
         count = self.counters
         topic = message.topic
         if topic not in self.subscribed:
@@ -478,7 +480,7 @@ class Router:
 
     def _on_subscriptions(
         self, peer: PeerId, message: Subscriptions, now: float
-    ) -> list[Output]:
+    ) -> list[RouterOutput]:
         state = self.peers[peer]
         self._control_window(state, now)
         budget = self.settings.max_control_per_peer - state.changes
@@ -512,7 +514,9 @@ class Router:
             state.changes = state.grafts = 0
             state.flooded = False
 
-    def _control_flood(self, peer: PeerId, state: _Peer, excess: int) -> list[Output]:
+    def _control_flood(
+        self, peer: PeerId, state: _Peer, excess: int
+    ) -> list[RouterOutput]:
         """Count ``excess`` control entries dropped; charge once an interval."""
         if excess <= 0:
             return []
@@ -522,7 +526,9 @@ class Router:
         state.flooded = True
         return [Penalty(peer, Fault.CONTROL_FLOOD)]
 
-    def _take_graft_or_prune(self, peer: PeerId, now: float) -> Optional[list[Output]]:
+    def _take_graft_or_prune(
+        self, peer: PeerId, now: float
+    ) -> Optional[list[RouterOutput]]:
         """Spend one of ``peer``'s grafts and prunes this interval; ``None``
         if it has some left, else what to do instead (drop, maybe charge)."""
         state = self.peers[peer]
@@ -532,7 +538,7 @@ class Router:
             return None
         return self._control_flood(peer, state, 1)
 
-    def _on_graft(self, peer: PeerId, message: Graft, now: float) -> list[Output]:
+    def _on_graft(self, peer: PeerId, message: Graft, now: float) -> list[RouterOutput]:
         over = self._take_graft_or_prune(peer, now)
         if over is not None:
             return over
@@ -549,7 +555,7 @@ class Router:
         if backoff is not None and backoff.by_us and backoff.until > now:
             self.counters["graft.in_backoff"] += 1
             left = max(1, round(backoff.until - now))
-            out: list[Output] = [Send((peer,), Prune(topic, left))]
+            out: list[RouterOutput] = [Send((peer,), Prune(topic, left))]
             if backoff.chargeable and now - backoff.since > s.graft_grace:
                 out.append(Penalty(peer, Fault.GRAFT_IN_BACKOFF))
             return out
@@ -561,7 +567,7 @@ class Router:
         members.add(peer)
         return []
 
-    def _on_prune(self, peer: PeerId, message: Prune, now: float) -> list[Output]:
+    def _on_prune(self, peer: PeerId, message: Prune, now: float) -> list[RouterOutput]:
         over = self._take_graft_or_prune(peer, now)
         if over is not None:
             return over
@@ -582,7 +588,7 @@ class Router:
         state.pruned_records = True
         return self._take_records(peer, message.records)
 
-    def _on_ihave(self, peer: PeerId, message: IHave, now: float) -> list[Output]:
+    def _on_ihave(self, peer: PeerId, message: IHave, now: float) -> list[RouterOutput]:
         s = self.settings
         state = self.peers[peer]
         state.ihaves += 1
@@ -605,10 +611,10 @@ class Router:
         state.asked += len(wanted)
         return [Send((peer,), IWant(tuple(wanted)))]
 
-    def _on_iwant(self, peer: PeerId, message: IWant, now: float) -> list[Output]:
+    def _on_iwant(self, peer: PeerId, message: IWant, now: float) -> list[RouterOutput]:
         s = self.settings
         state = self.peers[peer]
-        out: list[Output] = []
+        out: list[RouterOutput] = []
         for mid in dict.fromkeys(message.message_ids[: s.max_ihave_length]):
             if state.served >= s.max_ihave_length:
                 self.counters["iwant.over_limit"] += 1
@@ -622,7 +628,7 @@ class Router:
 
     def _on_records_request(
         self, peer: PeerId, message: RecordsRequest, now: float
-    ) -> list[Output]:
+    ) -> list[RouterOutput]:
         state = self.peers[peer]
         state.record_requests += 1
         if state.record_requests > 1:
@@ -638,7 +644,9 @@ class Router:
         records += self.rng.sample(others, min(len(others), room))
         return [Send((peer,), Records(tuple(records[:limit])))]
 
-    def _on_records(self, peer: PeerId, message: Records, now: float) -> list[Output]:
+    def _on_records(
+        self, peer: PeerId, message: Records, now: float
+    ) -> list[RouterOutput]:
         state = self.peers[peer]
         if not state.awaiting_records:
             self.counters["records.unsolicited"] += 1
@@ -657,7 +665,7 @@ class Router:
 
     def _take_records(
         self, peer: PeerId, records: tuple[PeerRecord, ...]
-    ) -> list[Output]:
+    ) -> list[RouterOutput]:
         """Keep the news among at most ``prune_peers`` records, each marked
         with its source (``peer``, and whether we dialed it: the book caps
         each source's share, the manager prefers outbound sources); one
@@ -686,7 +694,7 @@ class Router:
         count = min(len(known), self.settings.prune_peers)
         return tuple(self.rng.sample(known, count))
 
-    def _announce(self, subscribe: bool, topic: str) -> list[Output]:
+    def _announce(self, subscribe: bool, topic: str) -> list[RouterOutput]:
         if not self.peers:
             return []
         change = Subscriptions(((subscribe, topic),))
@@ -765,7 +773,7 @@ class Router:
             if not backoffs:
                 del self.departed[peer]
 
-    def _maintain(self, topic: str, now: float) -> list[Output]:
+    def _maintain(self, topic: str, now: float) -> list[RouterOutput]:
         """gossipsub's mesh rules: below D_lo graft up to D; above D_hi prune
         to D keeping D_out outbound peers; short of D_out outbound, graft
         outbound peers."""
@@ -794,7 +802,7 @@ class Router:
             )
             members.update(more)
             grafted += more
-        out: list[Output] = []
+        out: list[RouterOutput] = []
         if grafted:
             out.append(Send(tuple(sorted(grafted)), Graft(topic)))
         if pruned:
@@ -820,11 +828,11 @@ class Router:
                     )
                 )
 
-    def _gossip(self) -> list[Output]:
+    def _gossip(self) -> list[RouterOutput]:
         """IHave the newest windows' ids to D_lazy (or ``gossip_factor`` of
         the eligible, if more) peers of each topic outside its mesh/fanout."""
         s = self.settings
-        out: list[Output] = []
+        out: list[RouterOutput] = []
         groups = {**self.fanout, **self.mesh}
         for topic in sorted(groups):
             ids = self.cache.gossip_ids(topic)

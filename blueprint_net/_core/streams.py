@@ -179,7 +179,7 @@ class Room:
     """Bytes were acknowledged after a send was refused: send again."""
 
 
-Event = Union[Delivered, Reset, Room]
+StreamEvent = Union[Delivered, Reset, Room]
 _ROOM = Room()
 
 
@@ -244,7 +244,7 @@ class PeerStreams:
         self._peer_open = 0
         self._blocked = False
         self._out: list[bytes] = []
-        self._events: list[Event] = []
+        self._events: list[StreamEvent] = []
         self._ack_due: dict[bytes, _Stream] = {}
         self._since_ack = 0
         self._since_ack_bytes = 0
@@ -330,7 +330,7 @@ class PeerStreams:
         out, self._out = self._out, []
         return out
 
-    def events(self) -> list[Event]:
+    def events(self) -> list[StreamEvent]:
         """What happened since the last call, in order (then nothing)."""
         events, self._events = self._events, []
         return events

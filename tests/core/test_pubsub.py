@@ -37,9 +37,9 @@ from blueprint_net._core.pubsub import (
     Deliver,
     Discovered,
     Fault,
-    Output,
     Penalty,
     Router,
+    RouterOutput,
     Send,
     Validate,
     Verdict,
@@ -61,7 +61,7 @@ def signed(origin: Identity, seqno: int, data: bytes, topic: str = TOPIC) -> Pub
     return Publish(topic, origin.peer_id, seqno, data, signature)
 
 
-def sends(outputs: Iterable[Output], kind: type = object) -> list[Send]:
+def sends(outputs: Iterable[RouterOutput], kind: type = object) -> list[Send]:
     return [o for o in outputs if isinstance(o, Send) and isinstance(o.message, kind)]
 
 
@@ -117,7 +117,7 @@ class Net:
                 if frozenset((router.peer_id, other.peer_id)) not in self.links:
                     self.connect(router, other)
 
-    def handle(self, router: Router, outputs: list[Output]) -> None:
+    def handle(self, router: Router, outputs: list[RouterOutput]) -> None:
         for output in outputs:
             if isinstance(output, Send):
                 body = gossip_wire.encode(output.message)
@@ -902,7 +902,7 @@ def router_now(settings: GossipSettings = DEFAULTS) -> tuple[Router, list[PeerId
     return router, ids
 
 
-def validates(outputs: list[Output]) -> int:
+def validates(outputs: list[RouterOutput]) -> int:
     return sum(isinstance(o, Validate) for o in outputs)
 
 

@@ -26,9 +26,9 @@ from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.pubsub import (
     Deliver,
     Fault,
-    Output,
     Penalty,
     Router,
+    RouterOutput,
     Send,
     Validate,
     Verdict,
@@ -53,9 +53,11 @@ def at(seconds: float) -> int:
     return int(seconds * NS)
 
 
-def accept(router: Router, outputs: list[Output], now: float) -> list[Output]:
+def accept(
+    router: Router, outputs: list[RouterOutput], now: float
+) -> list[RouterOutput]:
     """Give every Validate among ``outputs`` an ACCEPT; the outputs."""
-    out: list[Output] = []
+    out: list[RouterOutput] = []
     for output in outputs:
         if isinstance(output, Validate):
             out += router.validated(output.message_id, Verdict.ACCEPT, now)
@@ -139,7 +141,7 @@ def test_honest_delivery_survives_three_links_flooding_fresh_origins(
     victim.receive(neighbour.peer_id, Subscriptions(((True, TOPIC),)), T0)
     delivered: list[bytes] = []
 
-    def at_neighbour(outputs: list[Output], now: float) -> None:
+    def at_neighbour(outputs: list[RouterOutput], now: float) -> None:
         for send in sends(outputs, Publish):
             if neighbour.peer_id in send.peers:
                 assert isinstance(send.message, Publish)
@@ -395,7 +397,7 @@ def test_subscription_toggles_are_bounded_per_peer_and_charged_once() -> None:
 def test_grafts_and_prunes_are_bounded_per_peer_and_charged_once() -> None:
     router, (attacker, _, _) = one_router()
     budget = DEFAULTS.max_control_per_peer
-    outputs: list[Output] = []
+    outputs: list[RouterOutput] = []
     for n in range(budget + 100):
         message = Graft(TOPIC) if n % 2 else Prune(TOPIC, 1)
         outputs += router.receive(attacker, message, 1.0)

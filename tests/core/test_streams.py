@@ -14,13 +14,13 @@ from blueprint_net._core.errors import ErrorCode, ProtocolError
 from blueprint_net._core.streams import (
     TABLE,
     Delivered,
-    Event,
     Input,
     LinkState,
     PeerStreams,
     Refusal,
     Reset,
     Room,
+    StreamEvent,
     StreamRefused,
     StreamSettings,
     StreamState,
@@ -91,13 +91,13 @@ def connected(**settings: float) -> tuple[PeerStreams, PeerStreams, Link]:
     return a, b, link
 
 
-def payloads(events: list[Event], stream: bytes = b"s") -> list[bytes]:
+def payloads(events: list[StreamEvent], stream: bytes = b"s") -> list[bytes]:
     return [
         e.payload for e in events if isinstance(e, Delivered) and e.stream == stream
     ]
 
 
-def resets(events: list[Event]) -> list[Reset]:
+def resets(events: list[StreamEvent]) -> list[Reset]:
     return [e for e in events if isinstance(e, Reset)]
 
 
