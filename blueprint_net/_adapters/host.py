@@ -310,8 +310,10 @@ class ConnectionHost:
             self._wrong_protocol(protocol, event.wrong_protocol)
             return
         verified = protocol.verified_at is not None
-        stage = CONNECTIONS_CLOSED if verified else HANDSHAKE_FAILURES
-        self.counters[stage.key_for(code.name)] += 1
+        if verified:
+            self.counters[CONNECTIONS_CLOSED.key_for(code.name)] += 1
+        else:
+            self.counters[HANDSHAKE_FAILURES.key_for(code.name)] += 1
         if code is ErrorCode.SELF_CONNECTION and self._reached_self(protocol):
             return
         if not verified:

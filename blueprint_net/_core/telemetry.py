@@ -325,7 +325,7 @@ PUBLISH_NO_PEERS = _event(
     "publish.no_peers", "This node's publications with no peer to send to."
 )
 VALIDATIONS = _event(
-    "validation", "The validator's verdicts, by verdict.", Label("verdict", VERDICTS)
+    "validation", "Publications the validator judged.", Label("verdict", VERDICTS)
 )
 VALIDATION_TIMEOUT = _event(
     "validation.timeout",
