@@ -39,6 +39,12 @@ from blueprint_net._adapters.peers import Peer
 from blueprint_net._core.errors import BlueprintError, ErrorCode, ProtocolError
 from blueprint_net._core.identity import PeerId
 from blueprint_net._core.records import PeerRecord
+from blueprint_net._core.telemetry import (
+    DISCOVERY_DIAL_FAILURES,
+    DISCOVERY_DIALS,
+    DISCOVERY_INBOUND_TRIMMED,
+    DISCOVERY_RECORDS_REFUSED,
+)
 from blueprint_net._policy import discovery
 from blueprint_net._policy.backoff import Backoff
 from blueprint_net._policy.discovery import DEFAULTS as DISCOVERY_DEFAULTS
@@ -127,7 +133,7 @@ class ConnectionManager(Service):
         for record in records:
             if not self._admissible(record.peer_id):
                 self.gossip.forget_record(record.peer_id)
-                self.counters["discovery.records_refused"] += 1
+                self.counters[DISCOVERY_RECORDS_REFUSED.key] += 1
         if self.running and self._soon is None:
             self._soon = self.node.clock.callLater(0, self._tick_soon)
 
@@ -271,7 +277,7 @@ class ConnectionManager(Service):
             return
         if peer_id is not None:
             self.dial_rate.dialed(host, now)
-        self.counters["discovery.dials"] += 1
+        self.counters[DISCOVERY_DIALS.key] += 1
         dialing = self.node.connect(endpoint, peer_id)
         self.dialing[key] = dialing
         dialing.addCallbacks(
@@ -292,7 +298,7 @@ class ConnectionManager(Service):
         if failure.check(defer.CancelledError):
             return
         delay = self.backoff.failed(key, self.node.clock.seconds())
-        self.counters["discovery.dial_failed"] += 1
+        self.counters[DISCOVERY_DIAL_FAILURES.key] += 1
         error = failure.value
         self._log.debug(
             "dial {endpoint} failed ({error}); next try in {delay:.1f} s",
@@ -318,7 +324,7 @@ class ConnectionManager(Service):
             if now - p.since >= settings.inbound_grace
         ]
         for peer_id in discovery.evict_inbound(old, excess, self.rng):
-            self.counters["discovery.inbound_trimmed"] += 1
+            self.counters[DISCOVERY_INBOUND_TRIMMED.key] += 1
             self.node.disconnect(
                 peer_id,
                 ProtocolError(ErrorCode.CONNECTION_LIMIT, "too many inbound peers"),

@@ -43,6 +43,7 @@ from blueprint_net._core.errors import (
     Refused,
 )
 from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.telemetry import CONNECTIONS_REFUSED
 from blueprint_net._policy import discovery
 from blueprint_net._policy.bans import BanRegistry
 from blueprint_net._policy.settings import Settings
@@ -118,7 +119,7 @@ class Dialer:
             if existing is not None:
                 return existing
             if self.bans.peer_ban(peer_id) is not None:
-                self.counters["refused.banned"] += 1
+                self.counters[CONNECTIONS_REFUSED.key_for("banned")] += 1
                 raise Refused(f"{peer_id} is banned")
         if isinstance(endpoint, str):
             require_tls(endpoint, self.settings)

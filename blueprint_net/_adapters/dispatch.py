@@ -32,6 +32,7 @@ from blueprint_net._core import wire
 from blueprint_net._core.errors import ErrorCode, RemoteError
 from blueprint_net._core.identity import PeerId
 from blueprint_net._core.messaging import IncomingRequest, ProtocolData, Success
+from blueprint_net._core.telemetry import REQUESTS_RECEIVED, REQUESTS_REFUSED
 from blueprint_net._policy.limits import TokenBucket
 
 Handler = Union[IRequestHandler, Callable[[IncomingRequest], Any]]
@@ -121,7 +122,7 @@ class Dispatcher:
             self._run(handler, request, peer_id, respond)
             return
         name = request.protocol if handler is not None else "unknown"
-        self.counters[f"requests.refused.{name}.{error[0].name}"] += 1
+        self.counters[REQUESTS_REFUSED.key_for(name, error[0].name)] += 1
         respond(wire.ErrorResponse(request.request_id, *error))
 
     def _run(
@@ -138,7 +139,7 @@ class Dispatcher:
             request.metadata,
             request.request_id,
         )
-        self.counters[f"requests.in.{request.protocol}"] += 1
+        self.counters[REQUESTS_RECEIVED.key_for(request.protocol)] += 1
         try:
             result = handler.handle(incoming)
         except Exception as failed:

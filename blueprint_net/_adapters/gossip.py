@@ -25,7 +25,7 @@ from twisted.logger import Logger
 
 from blueprint_net._adapters.peers import PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
-from blueprint_net._core import gossip_wire
+from blueprint_net._core import gossip_wire, telemetry
 from blueprint_net._core.errors import SendQueueFull
 from blueprint_net._core.gossip_settings import GossipSettings
 from blueprint_net._core.gossip_wire import Publish, message_id
@@ -42,6 +42,7 @@ from blueprint_net._core.pubsub import (
     Verdict,
 )
 from blueprint_net._core.records import PeerRecord, RecordBook
+from blueprint_net._core.telemetry import FORWARD_QUEUE_FULL, SEND_QUEUE_FULL
 
 
 @attrs.frozen
@@ -79,15 +80,15 @@ TOPIC_STATS = (
 )
 #: Router drop counters for a received Publish, and the figure each feeds.
 _PUBLISH_DROPS = {
-    "publish.duplicate": "duplicate",
-    "publish.invalid_signature": "invalid",
-    "publish.too_large": "dropped",
-    "publish.peer_rate": "dropped",
-    "publish.stale": "dropped",
-    "publish.possibly_seen": "duplicate",
-    "publish.new_origin_rate": "dropped",
-    "publish.origin_rate": "dropped",
-    "publish.validation_full": "dropped",
+    telemetry.PUBLISH_DUPLICATE.key: "duplicate",
+    telemetry.PUBLISH_INVALID_SIGNATURE.key: "invalid",
+    telemetry.PUBLISH_TOO_LARGE.key: "dropped",
+    telemetry.PUBLISH_PEER_RATE.key: "dropped",
+    telemetry.PUBLISH_STALE.key: "dropped",
+    telemetry.PUBLISH_POSSIBLY_SEEN.key: "duplicate",
+    telemetry.PUBLISH_NEW_ORIGIN_RATE.key: "dropped",
+    telemetry.PUBLISH_ORIGIN_RATE.key: "dropped",
+    telemetry.PUBLISH_VALIDATION_FULL.key: "dropped",
 }
 
 
@@ -278,14 +279,14 @@ class Gossip:
             if protocol is None or protocol.connection.closed:
                 continue
             if forward and protocol.queued > self.forward_queue_limit:
-                counters["forward.queue_full"] += 1
+                counters[FORWARD_QUEUE_FULL.key] += 1
                 if stats is not None:
                     stats["dropped"] += 1
                 continue
             try:
                 protocol.send_frame(frame)
             except SendQueueFull:
-                counters["send.queue_full"] += 1
+                counters[SEND_QUEUE_FULL.key] += 1
                 if stats is not None:
                     stats["dropped"] += 1
                 continue

@@ -56,6 +56,17 @@ from blueprint_net._core.connection import ConnectionFailed, GossipReceived
 from blueprint_net._core.errors import ErrorCode, HandshakeFailed, ProtocolError
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.pubsub import Fault
+from blueprint_net._core.telemetry import (
+    BANS_IMPOSED,
+    CONNECTIONS_CLOSED,
+    CONNECTIONS_REFUSED,
+    GOSSIP_FAULT_CHARGES,
+    HANDSHAKE_FAILURES,
+    HANDSHAKES,
+    MISBEHAVIOURS,
+    PEER_REPLACEMENTS,
+    WRONG_PROTOCOL,
+)
 from blueprint_net._policy.bans import Ban
 from blueprint_net._policy.gossip_faults import fault_code
 from blueprint_net._policy.limits import (
@@ -209,7 +220,7 @@ class ConnectionHost:
         per-peer limit may still refuse it."""
         self.policy.authorize(peer_id)
         if self.peers.connections_of(peer_id) >= self.limits.max_per_peer:
-            self.counters["refused.peer"] += 1
+            self.counters[CONNECTIONS_REFUSED.key_for("peer")] += 1
             raise HandshakeFailed(
                 ErrorCode.CONNECTION_LIMIT, "too many connections from this peer"
             )
@@ -229,7 +240,7 @@ class ConnectionHost:
 
     def _banned(self, ban: Ban) -> None:
         """A new ban: close every connection it covers, now."""
-        self.counters[f"bans.{ban.origin.value}"] += 1
+        self.counters[BANS_IMPOSED.key_for(ban.origin.value)] += 1
         target, bans = ban.target, self.policy.bans
         for protocol in list(self.peers.open):
             if isinstance(target, PeerId):
@@ -256,11 +267,11 @@ class ConnectionHost:
         a replacement (the duplicate rule kept the new connection) fires
         nothing, since the peer was never lost, and is counted as
         ``peers.replaced``."""
-        self.counters["handshakes.ok"] += 1
+        self.counters[HANDSHAKES.key] += 1
         outcome = self.peers.verified(protocol, self._new_budget)
         if outcome.dropped is not None:
             if outcome.replaced:
-                self.counters["peers.replaced"] += 1
+                self.counters[PEER_REPLACEMENTS.key] += 1
             self._log.info(
                 "duplicate connection to {peer_id}; keeping one",
                 peer_id=str(protocol.peer_id),
@@ -299,8 +310,10 @@ class ConnectionHost:
             self._wrong_protocol(protocol, event.wrong_protocol)
             return
         verified = protocol.verified_at is not None
-        stage = "closed" if verified else "handshakes.failed"
-        self.counters[f"{stage}.{code.name}"] += 1
+        if verified:
+            self.counters[CONNECTIONS_CLOSED.key_for(code.name)] += 1
+        else:
+            self.counters[HANDSHAKE_FAILURES.key_for(code.name)] += 1
         if code is ErrorCode.SELF_CONNECTION and self._reached_self(protocol):
             return
         if not verified:
@@ -319,7 +332,7 @@ class ConnectionHost:
     def _wrong_protocol(self, protocol: PeerProtocol, kind: str) -> None:
         """An HTTP or TLS client at a plain peer port: answered with a hint
         by the protocol; counted here, never scored."""
-        self.counters[f"wrong_protocol.{kind}"] += 1
+        self.counters[WRONG_PROTOCOL.key_for(kind)] += 1
         self.failures.record(
             f"wrong protocol ({kind})",
             "{kind} client at the peer port from {address}; sent a hint",
@@ -403,7 +416,7 @@ class ConnectionHost:
         protocol = self.peers.get(peer_id)
         if protocol is None:
             return
-        self.counters[f"gossip.fault.{fault.value}"] += 1
+        self.counters[GOSSIP_FAULT_CHARGES.key_for(fault.value)] += 1
         self._misbehaved(protocol, fault_code(fault))
 
     def _misbehaved(self, protocol: PeerProtocol, code: ErrorCode) -> None:
@@ -411,7 +424,7 @@ class ConnectionHost:
         its peer id only when proven *and* the link's channel binding ties
         the proof to every later byte (TLS 1.3).  On a plain link a relay can
         forward an honest peer's handshake, then send garbage in its name."""
-        self.counters["misbehaviour"] += 1
+        self.counters[MISBEHAVIOURS.key] += 1
         host = getattr(protocol.address, "host", None)
         peer_id = protocol.peer_id if protocol.channel_bound else None
         self.policy.misbehaved(host, peer_id, code)

@@ -57,6 +57,7 @@ from blueprint_net._core.gossip_settings import DEFAULTS as GOSSIP_DEFAULTS
 from blueprint_net._core.gossip_settings import GossipSettings
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.pubsub import Fault
+from blueprint_net._core.telemetry import REQUESTS_SENT
 from blueprint_net._policy import discovery
 from blueprint_net._policy.addresses import Target
 from blueprint_net._policy.bans import Ban, BanRegistry
@@ -274,7 +275,7 @@ class Node(Service):
                     )
                 )
             return defer.fail(NotConnected(f"no verified connection to {peer_id}"))
-        self.counters[f"requests.out.{protocol}"] += 1
+        self.counters[REQUESTS_SENT.key_for(protocol)] += 1
         return connection.request(protocol, payload, metadata, timeout)
 
     async def _dial_then_request(

@@ -58,6 +58,34 @@ from blueprint_net._core.gossip_wire import (
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.records import DOMAIN as RECORD_DOMAIN
 from blueprint_net._core.records import PeerRecord, RecordBook, sign_record
+from blueprint_net._core.telemetry import (
+    BACKOFF_DEPARTED_EVICTED,
+    CONTROL_OVER_BUDGET,
+    FORWARD_SOURCE_RATE,
+    GRAFT_IGNORED,
+    GRAFT_IN_BACKOFF,
+    IHAVE_OVER_LIMIT,
+    IWANT_OVER_LIMIT,
+    PRUNE_IGNORED,
+    PUBLISH_DUPLICATE,
+    PUBLISH_INVALID_SIGNATURE,
+    PUBLISH_NEW_ORIGIN_RATE,
+    PUBLISH_NO_PEERS,
+    PUBLISH_NOT_SUBSCRIBED,
+    PUBLISH_ORIGIN_RATE,
+    PUBLISH_PEER_RATE,
+    PUBLISH_POSSIBLY_SEEN,
+    PUBLISH_STALE,
+    PUBLISH_TOO_LARGE,
+    PUBLISH_VALIDATION_FULL,
+    RECORDS_INVALID,
+    RECORDS_REQUEST_OVER_LIMIT,
+    RECORDS_UNSOLICITED,
+    SUBSCRIPTIONS_NODE_FULL,
+    SUBSCRIPTIONS_OVER_LIMIT,
+    VALIDATION_TIMEOUT,
+    VALIDATIONS,
+)
 
 #: Backoffs of departed peers kept for their return (the ones still
 #: running), at most: past it the peer that left first loses its entries.
@@ -283,7 +311,7 @@ class Router:
         while self.departed_count > MAX_DEPARTED_BACKOFFS:
             gone = self.departed.pop(next(iter(self.departed)))
             self.departed_count -= len(gone)
-            self.counters["backoff.departed_evicted"] += len(gone)
+            self.counters[BACKOFF_DEPARTED_EVICTED.key] += len(gone)
         return []
 
     def subscribe(self, topic: str, now: float) -> list[RouterOutput]:
@@ -349,7 +377,7 @@ class Router:
         if targets:
             out.append(Send(tuple(sorted(targets)), message))
         else:
-            self.counters["publish.no_peers"] += 1
+            self.counters[PUBLISH_NO_PEERS.key] += 1
         return out
 
     def validated(
@@ -360,7 +388,7 @@ class Router:
         pending = self.pending.pop(message_id, None)
         if pending is None:
             return []
-        self.counters[f"validation.{verdict.value}"] += 1
+        self.counters[VALIDATIONS.key_for(verdict.value)] += 1
         if verdict is Verdict.REJECT:
             return [Penalty(pending.source, Fault.REJECTED)]
         if verdict is Verdict.IGNORE:
@@ -377,7 +405,7 @@ class Router:
             return out
         if not self.forward_limit.allow(pending.source, now):
             # Cached and announced (IHave), not pushed: see forward_rate.
-            self.counters["forward.source_rate"] += 1
+            self.counters[FORWARD_SOURCE_RATE.key] += 1
             return out
         out.append(Send(tuple(sorted(targets)), message))
         return out
@@ -428,21 +456,21 @@ class Router:
         count = self.counters
         topic = message.topic
         if topic not in self.subscribed:
-            count["publish.not_subscribed"] += 1
+            count[PUBLISH_NOT_SUBSCRIBED.key] += 1
             return []
         if len(message.data) > self.settings.max_size(topic):
-            count["publish.too_large"] += 1
+            count[PUBLISH_TOO_LARGE.key] += 1
             return []
         mid = message_id(message.origin, message.seqno)
         if mid in self.seen or message.origin == self.peer_id:
-            count["publish.duplicate"] += 1
+            count[PUBLISH_DUPLICATE.key] += 1
             return []
         now_ns = int(now * 1e9)
         if not now_ns - self._max_age_ns <= message.seqno <= now_ns + self._skew_ns:
-            count["publish.stale"] += 1  # too old, or dated in the future
+            count[PUBLISH_STALE.key] += 1  # too old, or dated in the future
             return []
         if self.seen.below_floor(message.seqno):
-            count["publish.possibly_seen"] += 1  # its id may have been evicted
+            count[PUBLISH_POSSIBLY_SEEN.key] += 1  # its id may have been evicted
             return []
         # P's own publications (origin P, whose key the handshake proved) are
         # held to P's origin rate, checked before the signature since only P
@@ -451,28 +479,28 @@ class Router:
         own = message.origin == peer
         if own:
             if not self.origin_limit.allow(peer, now):
-                count["publish.origin_rate"] += 1
+                count[PUBLISH_ORIGIN_RATE.key] += 1
                 return []
         elif not self.peer_limit.allow(peer, now):
-            count["publish.peer_rate"] += 1
+            count[PUBLISH_PEER_RATE.key] += 1
             return []
         signed = signed_bytes(topic, message.origin, message.seqno, message.data)
         if not self.identity.verify(
             message.origin.public_key, signed, message.signature
         ):
-            count["publish.invalid_signature"] += 1
+            count[PUBLISH_INVALID_SIGNATURE.key] += 1
             return [Penalty(peer, Fault.INVALID_SIGNATURE)]
         if not own:
             if message.origin not in self.known_origins and not (
                 self.new_origin_limit.allow(peer, now)
             ):
-                count["publish.new_origin_rate"] += 1
+                count[PUBLISH_NEW_ORIGIN_RATE.key] += 1
                 return []
             if not self.origin_limit.allow(message.origin, now):
-                count["publish.origin_rate"] += 1
+                count[PUBLISH_ORIGIN_RATE.key] += 1
                 return []
         if len(self.pending) >= self.settings.max_pending:
-            count["publish.validation_full"] += 1
+            count[PUBLISH_VALIDATION_FULL.key] += 1
             return []
         self.seen.add(mid, message.seqno)
         self.pending[mid] = _Pending(message, peer, now)
@@ -496,10 +524,10 @@ class Router:
                     self._leave(topic, peer)
             elif topic not in topics:
                 if len(topics) >= limit:
-                    self.counters["subscriptions.over_limit"] += 1
+                    self.counters[SUBSCRIPTIONS_OVER_LIMIT.key] += 1
                     continue
                 if self.subscriptions >= self.settings.max_subscriptions:
-                    self.counters["subscriptions.node_full"] += 1
+                    self.counters[SUBSCRIPTIONS_NODE_FULL.key] += 1
                     continue
                 topics.add(topic)
                 self.subscriptions += 1
@@ -520,7 +548,7 @@ class Router:
         """Count ``excess`` control entries dropped; charge once an interval."""
         if excess <= 0:
             return []
-        self.counters["control.over_budget"] += excess
+        self.counters[CONTROL_OVER_BUDGET.key] += excess
         if state.flooded:
             return []
         state.flooded = True
@@ -546,14 +574,14 @@ class Router:
         members = self.mesh.get(topic)
         state = self.peers[peer]
         if members is None or topic not in state.topics:
-            self.counters["graft.ignored"] += 1  # spam hardening: no answer
+            self.counters[GRAFT_IGNORED.key] += 1  # spam hardening: no answer
             return []
         if peer in members:
             return []
         s = self.settings
         backoff = state.backoffs.get(topic)
         if backoff is not None and backoff.by_us and backoff.until > now:
-            self.counters["graft.in_backoff"] += 1
+            self.counters[GRAFT_IN_BACKOFF.key] += 1
             left = max(1, round(backoff.until - now))
             out: list[RouterOutput] = [Send((peer,), Prune(topic, left))]
             if backoff.chargeable and now - backoff.since > s.graft_grace:
@@ -575,7 +603,7 @@ class Router:
         # handlePrune): any other would grow the backoff table for nothing.
         members = self.mesh.get(message.topic)
         if members is None:
-            self.counters["prune.ignored"] += 1
+            self.counters[PRUNE_IGNORED.key] += 1
             return []
         backoff = min(message.backoff, self.settings.max_backoff)
         self._back_off(message.topic, peer, now, backoff, by_us=False)
@@ -593,7 +621,7 @@ class Router:
         state = self.peers[peer]
         state.ihaves += 1
         if state.ihaves > s.max_ihave_messages:
-            self.counters["ihave.over_limit"] += 1
+            self.counters[IHAVE_OVER_LIMIT.key] += 1
             return []
         budget = s.max_ihave_length - state.asked
         if message.topic not in self.mesh or budget <= 0:
@@ -617,7 +645,7 @@ class Router:
         out: list[RouterOutput] = []
         for mid in dict.fromkeys(message.message_ids[: s.max_ihave_length]):
             if state.served >= s.max_ihave_length:
-                self.counters["iwant.over_limit"] += 1
+                self.counters[IWANT_OVER_LIMIT.key] += 1
                 break
             found, times = self.cache.get_for_peer(mid, peer)
             if found is None or times > s.gossip_retransmission:
@@ -632,7 +660,7 @@ class Router:
         state = self.peers[peer]
         state.record_requests += 1
         if state.record_requests > 1:
-            self.counters["records.request_over_limit"] += 1
+            self.counters[RECORDS_REQUEST_OVER_LIMIT.key] += 1
             return []
         limit = min(message.limit, self.settings.prune_peers)
         records = [self.own_record] if self.own_record is not None else []
@@ -649,7 +677,7 @@ class Router:
     ) -> list[RouterOutput]:
         state = self.peers[peer]
         if not state.awaiting_records:
-            self.counters["records.unsolicited"] += 1
+            self.counters[RECORDS_UNSOLICITED.key] += 1
             return []
         state.awaiting_records = False
         return self._take_records(peer, message.records)
@@ -678,7 +706,7 @@ class Router:
                 continue
             kept = self.records.offer(record, peer, outbound=outbound)
             if kept is None:
-                self.counters["records.invalid"] += 1
+                self.counters[RECORDS_INVALID.key] += 1
                 return [Penalty(peer, Fault.INVALID_RECORD)]
             if kept:
                 fresh.append(record)
@@ -763,7 +791,7 @@ class Router:
         timeout = now - self.settings.validation_timeout
         for mid in [m for m, p in self.pending.items() if p.since <= timeout]:
             del self.pending[mid]
-            self.counters["validation.timeout"] += 1
+            self.counters[VALIDATION_TIMEOUT.key] += 1
         slack = self.settings.graft_grace
         for state in self.peers.values():
             _drop_expired(state.backoffs, slack, now)

@@ -4,12 +4,14 @@ format and in OpenMetrics.
 Layer: ops (the operator surface).
 
 The node counts with one ``collections.Counter`` keyed by dotted names
-(``handshakes.failed.BANNED``): one dict update on the hot path.  Turning
-those names into families with one dimension per label happens here, when
-the page is asked for.  Every label value is bounded: an error code, a
-refusal reason, a ban origin, or a protocol name the node registered (or
-``unknown``; a name a peer chose is never a label).  Known series start at 0,
-so a rate over the first increment is not lost.
+(``handshakes.failed.BANNED``): one dict update on the hot path.  Every key
+is declared once, in ``_core/telemetry.py``, with its family, help and
+labels; this module reads those declarations when the page is asked for and
+makes one family per declared counter, one dimension per label.  Every label
+value is bounded: an error code, a refusal reason, a ban origin, or a
+protocol name the node registered (or ``unknown``; a name a peer chose is
+never a label).  Known series start at 0, so a rate over the first increment
+is not lost.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ import attrs
 
 import twisted
 from blueprint_net._adapters.gossip import TOPIC_STATS
-from blueprint_net._core.errors import ErrorCode
-from blueprint_net._policy.bans import Origin
-from blueprint_net._policy.limits import REFUSAL_REASONS
+from blueprint_net._core import telemetry
+from blueprint_net._core.telemetry import Metric
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -32,9 +33,6 @@ Labels = tuple[tuple[str, str], ...]
 CLASSIC = "text/plain; version=0.0.4; charset=utf-8"
 #: OpenMetrics, for a scraper that says it accepts it.
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-
-_CONNECTION_CODES = tuple(code.name for code in ErrorCode if code < 300)
-_REQUEST_CODES = tuple(code.name for code in ErrorCode if code >= 300)
 
 
 @attrs.frozen
@@ -48,124 +46,62 @@ class Family:
     samples: dict[Labels, float]
 
 
-@attrs.frozen
-class _Counted:
-    """Counter keys starting ``prefix`` (or equal to it, with no labels)."""
-
-    prefix: str
-    name: str
-    help: str
-    labels: tuple[str, ...] = ()
+#: Where a key nobody declared in ``_core/telemetry.py`` goes (a guard: the
+#: tests check that every key the package counts is declared).
+UNDECLARED = "blueprint_other_events"
 
 
-COUNTED = (
-    _Counted("handshakes.ok", "blueprint_handshakes", "Handshakes completed."),
-    _Counted(
-        "handshakes.failed.",
-        "blueprint_handshake_failures",
-        "Handshakes that failed, by error code.",
-        ("code",),
-    ),
-    _Counted(
-        "closed.",
-        "blueprint_connections_closed",
-        "Verified connections closed with an error, by code.",
-        ("code",),
-    ),
-    _Counted(
-        "refused.",
-        "blueprint_connections_refused",
-        "Connections refused before the handshake, by reason.",
-        ("reason",),
-    ),
-    _Counted(
-        "misbehaviour",
-        "blueprint_misbehaviours",
-        "Protocol violations scored against a peer.",
-    ),
-    _Counted(
-        "bans.",
-        "blueprint_bans_imposed",
-        "Bans imposed, by origin (manual or automatic).",
-        ("origin",),
-    ),
-    _Counted(
-        "requests.in.",
-        "blueprint_requests_received",
-        "Requests handed to a handler, by protocol.",
-        ("protocol",),
-    ),
-    _Counted(
-        "requests.out.",
-        "blueprint_requests_sent",
-        "Requests sent by this node, by protocol.",
-        ("protocol",),
-    ),
-    _Counted(
-        "requests.refused.",
-        "blueprint_requests_refused",
-        "Requests answered with an Error before a handler ran, by protocol"
-        " (unknown: no handler) and code.",
-        ("protocol", "code"),
-    ),
-)
-
-
-def _known(counted: _Counted, protocols: Iterable[str]) -> list[Labels]:
-    """The label sets a family always shows, at 0 until counted."""
-    label = counted.labels
-    if not label:
-        return [()]
-    if label == ("code",):
-        return [(("code", code),) for code in _CONNECTION_CODES]
-    if label == ("reason",):
-        return [(("reason", reason),) for reason in REFUSAL_REASONS]
-    if label == ("origin",):
-        return [(("origin", origin.value),) for origin in Origin]
-    if counted.prefix == "requests.in.":
-        return [(("protocol", name),) for name in protocols]
-    if counted.prefix == "requests.refused.":
-        return [
-            (("protocol", name), ("code", code))
-            for name in [*protocols, "unknown"]
-            for code in _REQUEST_CODES
-        ]
-    return []
-
-
-def _labels(counted: _Counted, rest: str) -> Labels:
-    if len(counted.labels) == 2:  # protocol.CODE: a protocol may hold dots
-        protocol, _, code = rest.rpartition(".")
-        return (("protocol", protocol), ("code", code))
-    return ((counted.labels[0], rest),) if counted.labels else ()
+def _series(metric: Metric, values: tuple[str, ...]) -> Labels:
+    return tuple(zip((label.name for label in metric.labels), values))
 
 
 def counter_families(
     counters: Mapping[str, int], protocols: Iterable[str]
 ) -> list[Family]:
-    """The node's dotted counters as families, known series at 0."""
+    """The node's counters as the families ``telemetry.NODE`` declares,
+    known series at 0."""
     protocols = sorted(protocols)
-    families = [
-        Family(c.name, "counter", c.help, dict.fromkeys(_known(c, protocols), 0.0))
-        for c in COUNTED
-    ]
+    families = {
+        metric: Family(
+            metric.name,
+            "counter",
+            metric.help,
+            {_series(metric, values): 0.0 for values in metric.known(protocols)},
+        )
+        for metric in telemetry.NODE
+    }
     other = Family(
-        "blueprint_other_events",
+        UNDECLARED,
         "counter",
-        "Counters without a family of their own yet, by their internal name.",
+        "Counters not declared in telemetry (none should be), by key.",
         {},
     )
     for key, value in counters.items():
-        for counted, family in zip(COUNTED, families):
-            if counted.labels and key.startswith(counted.prefix):
-                family.samples[_labels(counted, key[len(counted.prefix) :])] = value
-                break
-            if not counted.labels and key == counted.prefix:
-                family.samples[()] = value
-                break
-        else:
+        found = telemetry.NODE.find(key)
+        if found is None:
             other.samples[(("name", key),)] = value
-    return families + ([other] if other.samples else [])
+        else:
+            metric, values = found
+            families[metric].samples[_series(metric, values)] = value
+    return [*families.values(), *([other] if other.samples else [])]
+
+
+def router_events(counters: Mapping[str, int]) -> Family:
+    """The gossip router's counters as one family labelled ``event`` with
+    each declared key (at 0 until counted), as dashboards know it."""
+    samples: dict[Labels, float] = {
+        (("event", metric.key_for(*values) if values else metric.key),): 0.0
+        for metric in telemetry.ROUTER
+        for values in metric.known()
+    }
+    for key, value in counters.items():
+        samples[(("event", key),)] = value
+    return Family(
+        telemetry.ROUTER_EVENTS,
+        "counter",
+        "The gossip router's drops and events, by name.",
+        samples,
+    )
 
 
 def families(status: Mapping[str, Any]) -> list[Family]:
@@ -253,14 +189,7 @@ def gossip_families(gossip: Mapping[str, Any]) -> list[Family]:
                 samples,
             )
         )
-    families.append(
-        Family(
-            "blueprint_gossip_router_events",
-            "counter",
-            "The gossip router's drops and events, by name.",
-            {(("event", key),): value for key, value in gossip["counters"].items()},
-        )
-    )
+    families.append(router_events(gossip["counters"]))
     return families
 
 

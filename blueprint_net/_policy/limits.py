@@ -16,23 +16,13 @@ from typing import Callable, Optional
 import attrs
 
 from blueprint_net._core.clock import TimeSource
+from blueprint_net._core.telemetry import CONNECTIONS_REFUSED, HANDSHAKE_EVICTIONS
 from blueprint_net._policy import addresses
 from blueprint_net._policy.addresses import Network
 
-#: Why a connection was refused (counted as ``refused.<reason>``): the
-#: limiter's reasons, then the node's (a ban found at handshake time, too
-#: many connections to one peer id), then the wrapped factory declining.
+#: The wrapped factory declined a connection (a refusal reason; every reason
+#: is declared in ``_core/telemetry.py``'s ``REFUSAL_REASONS``).
 DECLINED = "declined"
-REFUSAL_REASONS = (
-    "banned",
-    "connections",
-    "subnet",
-    "handshaking_subnet",
-    "rate",
-    "handshaking",
-    "peer",
-    DECLINED,
-)
 
 
 @attrs.define
@@ -204,7 +194,7 @@ class ConnectionLimiter:
 
     def refused(self, reason: str) -> str:
         """Count a refusal; ``reason`` back."""
-        self.counters[f"refused.{reason}"] += 1
+        self.counters[CONNECTIONS_REFUSED.key_for(reason)] += 1
         return reason
 
     def evict(self, slot: Slot) -> None:
@@ -212,7 +202,7 @@ class ConnectionLimiter:
         its place is free from now (only once the newcomer is sure to open,
         so a connection the factory declines evicts nobody)."""
         self.handshake_over(slot)
-        self.counters["evicted.handshaking"] += 1
+        self.counters[HANDSHAKE_EVICTIONS.key] += 1
 
     def _victim(self) -> Optional[Slot]:
         """The oldest inbound handshake of the subnet holding the most."""

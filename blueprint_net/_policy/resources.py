@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Optional
 
+from blueprint_net._core.telemetry import MEMORY_REFUSALS
+
 
 class MemoryBudget:
     """Bytes held for peers, against ``limit``: a connection asks
@@ -35,7 +37,7 @@ class MemoryBudget:
 
     def refuse(self, what: str) -> None:
         """Count a refusal (``memory.refused.<what>``)."""
-        self.counters[f"memory.refused.{what}"] += 1
+        self.counters[MEMORY_REFUSALS.key_for(what)] += 1
 
     def charge(self, delta: int) -> None:
         """Record that a connection now holds ``delta`` more (or fewer) bytes."""

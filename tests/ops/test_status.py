@@ -19,6 +19,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import provider
 
 from blueprint_net._adapters.node import Node
+from blueprint_net._core import telemetry
 from blueprint_net._core.identity import Identity
 from blueprint_net._ops.service import NodeService
 from blueprint_net._ops.status import health, page, prometheus, snapshot
@@ -82,6 +83,7 @@ async def test_status_json_metrics_and_page(alice: Identity, bob: Identity) -> N
         assert status["bans"] == 1
         assert status["bans_unsaved"] == 0
         assert status["counters"]["handshakes.ok"] == 1
+        assert all(telemetry.NODE.find(key) for key in status["counters"])
 
         assert status["version"] and status["uptime_seconds"] >= 0
         assert status["transport"]["plaintext"] is False  # the default: TLS only
@@ -218,8 +220,10 @@ def test_metrics_parse_with_both_prometheus_parsers() -> None:
     assert parsed["blueprint_bans_active"].type == "gauge"
     assert parsed["blueprint_bans_imposed"].type == "counter"
     assert parsed["blueprint_start_time_seconds"].samples[0].value == 1_700_000_000
+    # A key nobody declared is still shown, in the guard family.
     other = parsed["blueprint_other_events"].samples
     assert [(s.labels["name"], s.value) for s in other] == [("some.future.counter", 7)]
+    assert parsed["blueprint_memory_refusals"].samples[0].value == 0  # new families
 
 
 def test_health_is_503_when_not_listening() -> None:
