@@ -272,6 +272,9 @@ def test_an_address_a_record_cannot_hold_is_logged_and_dropped(
         assert event["addresses"] == ["tcp:host=nope"]
         assert "address" in event["error"]
         assert event["log_level"].name == "error"
+        assert formatEvent(event) == (
+            f"cannot advertise ['tcp:host=nope']: {event['error']}"
+        )
         assert manager.advertise == []
         assert node.gossip.own_record is None
         clock.advance(1.0)  # the next round signs a record with none
@@ -366,5 +369,128 @@ def test_a_bootstrap_whose_peer_is_connected_is_not_dialed_again(
         net.cut(node, answering)  # once it is gone, the bootstrap is dialed
         net.advance(1.0)
         assert dials.made == [(bootstrap, None)] * 2
+    finally:
+        manager.stopService()
+
+
+def test_a_round_dials_only_what_its_outbound_peers_leave_missing(
+    net: MemoryNetwork,
+) -> None:
+    """Target 3 with one peer we dialed already: two dials, not more."""
+    node, reached = net.add_node(), net.add_node()
+    net.connect(node, reached)
+    dials = _stubbed(node)
+    for n in range(1, 7):
+        node.gossip.records.offer(
+            sign_record(Identity.generate(), 1, [f"192.0.{n}.1:7010"])
+        )
+    manager = _manager(node, settings=DiscoverySettings(target_peers=3))
+    manager.startService()
+    try:
+        assert [p.peer_id for p in manager.outbound()] == [reached.peer_id]
+        assert len(dials.made) == 2
+        net.advance(1.0)
+        assert len(dials.made) == 2  # in flight: they count
+    finally:
+        manager.stopService()
+
+
+def test_short_of_candidates_a_round_asks_a_peer_we_dialed_for_records(
+    net: MemoryNetwork,
+) -> None:
+    """Nothing to dial: each round asks a peer for records, one we dialed
+    while we have one (its answers are not a crowd's that chose us)."""
+    node, ours, theirs = net.add_node(), net.add_node(), net.add_node()
+    net.connect(node, ours)
+    net.connect(theirs, node)
+    asked: list[PeerId] = []
+    node.gossip.request_records = asked.append  # type: ignore[method-assign,assignment]
+    manager = _manager(node, settings=DiscoverySettings(target_peers=3))
+    manager.startService()
+    try:
+        assert asked == [ours.peer_id]
+        net.advance(1.0)
+        assert asked == [ours.peer_id] * 2
+        net.cut(node, ours)
+        net.advance(1.0)  # none dialed left: the one that dialed us
+        assert asked == [ours.peer_id] * 2 + [theirs.peer_id]
+    finally:
+        manager.stopService()
+
+
+def test_records_of_banned_or_unlisted_ids_already_held_are_not_dialed(
+    make_node: MakeNode,
+) -> None:
+    """Banned (or dropped from the allow-list) after its record came: the
+    record stays in the book, but is not dialed."""
+    clock = task.Clock()
+    node = make_node(Identity.generate(), clock=clock)
+    dials = _stubbed(node)
+    banned, unlisted, fine = (Identity.generate() for _ in range(3))
+    for n, who in enumerate((banned, unlisted, fine), 1):
+        node.gossip.records.offer(sign_record(who, 1, [f"192.0.{n}.1:7010"]))
+    node.ban(banned.peer_id, "test")
+    node.set_permitted([banned.peer_id, fine.peer_id])
+    manager = _manager(node)
+    manager.startService()
+    try:
+        assert dials.made == [("p2ptls:host=192.0.3.1:port=7010", fine.peer_id)]
+    finally:
+        manager.stopService()
+
+
+def test_candidates_past_the_preferred_ones_fill_only_the_rest(
+    make_node: MakeNode,
+) -> None:
+    """One record of our own choosing and three learned from a peer that
+    dialed us (no bootstrap: they may be dialed): two wanted, two taken."""
+    node = make_node(Identity.generate(), clock=task.Clock())
+    book = node.gossip.records
+    mine = Identity.generate()
+    book.offer(sign_record(mine, 1, ["192.0.9.1:7010"]))
+    inbound_source = Identity.generate().peer_id
+    for n in range(1, 4):
+        book.offer(
+            sign_record(Identity.generate(), 1, [f"192.0.{n}.1:7010"]), inbound_source
+        )
+    manager = _manager(node)
+    chosen = manager._candidates([], 2)
+    assert len(chosen) == 2
+    assert chosen[0] == (mine.peer_id, "192.0.9.1", 7010)
+
+
+def test_a_peer_at_an_address_without_a_host_does_not_stop_a_round(
+    make_node: MakeNode,
+) -> None:
+    """A connected peer on a transport without a host (a UNIX socket, say)
+    counts in no subnet: the candidates are chosen all the same."""
+    node = make_node(Identity.generate(), clock=task.Clock())
+    other = Identity.generate()
+    node.gossip.records.offer(sign_record(other, 1, ["192.0.2.1:7010"]))
+    manager = _manager(node)
+
+    class Unix:
+        name = "/tmp/socket"
+
+    hostless = attrs.make_class("Hostless", ["peer_id", "address"])(
+        Identity.generate().peer_id, Unix()
+    )
+    assert manager._candidates([hostless], 1) == [(other.peer_id, "192.0.2.1", 7010)]
+
+
+def test_inbound_peers_past_the_cap_are_closed_and_each_counted_once(
+    net: MemoryNetwork,
+) -> None:
+    node = net.add_node()
+    settings = DiscoverySettings(target_peers=0, max_inbound=1, inbound_grace=0.0)
+    manager = _manager(node, settings=settings)
+    manager.startService()
+    try:
+        for n in (1, 2, 3):
+            net.connect(net.add_node(host=f"192.0.{n}.1"), node)
+        assert len(node.peers) == 3
+        net.advance(1.0)
+        assert len(node.peers) == 1
+        assert node.counters["discovery.inbound_trimmed"] == 2
     finally:
         manager.stopService()

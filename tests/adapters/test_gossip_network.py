@@ -737,3 +737,22 @@ def test_a_forward_is_dropped_only_past_the_queue_limit_and_each_drop_counted(
     counters, stats = gossip.router.counters, gossip.stats[TOPIC]
     assert counters["forward.queue_full"] == 2 and counters["send.queue_full"] == 1
     assert stats["dropped"] == 3 and stats["forwarded"] == 1
+
+
+def test_a_first_publication_is_kept_for_iwant_a_full_history(
+    make_node: MakeNode,
+) -> None:
+    """The heartbeat starts with the first publish, its first beat one
+    interval later (not at once, which would age the new message's cache
+    window before any peer could ask for it): the message is served for
+    ``history_length`` heartbeats."""
+    clock = task.Clock()
+    settings = GossipSettings()
+    node = make_node(Identity.generate(), clock=clock, gossip=settings)
+    mid = node.gossip.publish(TOPIC, b"first")
+    cache = node.gossip.router.cache
+    for _ in range(settings.history_length - 1):
+        clock.advance(settings.heartbeat_interval)
+        assert mid in cache
+    clock.advance(settings.heartbeat_interval)
+    assert mid not in cache

@@ -927,3 +927,13 @@ def test_a_bad_description_is_one_line_saying_why(
     with pytest.raises(EndpointError) as caught:
         check(description)
     assert str(caught.value) == message
+
+
+def test_a_nodes_certificate_is_named_after_its_peer_id(alice: Identity) -> None:
+    """Subject and issuer ``CN=<peer id text>`` (docs/protocol.md's
+    implementation note): what an operator's TLS tools show for the peer."""
+    made = tls_certificate(alice)
+    for name in (made.subject, made.issuer):
+        [common] = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+        assert common.value == str(alice.peer_id)
+    assert len(made.subject) == 1

@@ -555,6 +555,21 @@ def test_a_graft_after_their_prune_is_welcome() -> None:
     assert a in router.mesh[TOPIC]
 
 
+def test_a_graft_we_take_ends_the_backoff_their_prune_asked_for() -> None:
+    """Their graft says they want us after all: once they leave the topic
+    and come back, our heartbeat grafts them again at once, not after the
+    60 s their earlier prune asked for."""
+    router, (a, _, _) = one_router()
+    router.receive(a, Prune(TOPIC, 60), 1.0)
+    assert router.receive(a, Graft(TOPIC), 3.0) == []
+    router.receive(a, Subscriptions(((False, TOPIC),)), 4.0)
+    assert a not in router.mesh[TOPIC]
+    router.receive(a, Subscriptions(((True, TOPIC),)), 5.0)
+    [graft] = sends(router.heartbeat(6.0), Graft)
+    assert graft.peers == (a,)
+    assert a in router.mesh[TOPIC]
+
+
 def test_grafts_for_unknown_topics_get_no_answer() -> None:
     router, (a, _, _) = one_router()
     assert router.receive(a, Graft("unknown"), 1.0) == []
