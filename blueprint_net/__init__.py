@@ -137,7 +137,14 @@ _RETIRED = {
 }
 
 
+#: The public modules, importable as attributes once the package is (as
+#: ``blueprint_net.errors.ErrorCode`` after ``import blueprint_net``).
+_MODULES = frozenset({"discovery", "errors", "gossip", "node", "policy", "testing"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     home = _HOMES.get(name)
     if home is not None:
         value = getattr(importlib.import_module(home), name)

@@ -519,7 +519,7 @@ class StubNode:
         self._dispatch.serve(
             _travelled(request),
             peer_id,
-            _Asker(answered).respond,
+            _Asker(answered, self.settings.max_frame).respond,
             budget=None,
             stopping=False,
         )
@@ -547,8 +547,13 @@ class _Asker:
     ``respond`` callable, as a connection's ``respond`` is on a node."""
 
     answered: defer.Deferred[Reply]
+    max_frame: int
 
     def respond(self, response: wire.Response) -> None:
+        try:
+            wire.frame_chunks(response, self.max_frame)
+        except ValueError:  # as a connection answers (Connection.respond)
+            response = wire.oversized(response, self.max_frame)
         received = _travelled(response)
         if isinstance(received, wire.ErrorResponse):
             self.answered.errback(RemoteError(received.code, received.message))

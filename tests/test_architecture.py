@@ -728,3 +728,24 @@ def test_docs_and_examples_use_only_the_public_surface() -> None:
     for path in readers:
         text = path.read_text()
         assert "blueprint_net._" not in text, f"{path.name} imports a private module"
+
+
+def test_each_public_module_is_an_attribute_of_the_package() -> None:
+    """``import blueprint_net`` then ``blueprint_net.errors.ErrorCode``, as
+    the deprecation warnings advise, works without importing the module."""
+    names = {
+        module.rpartition(".")[2] for module in PUBLIC if module != "blueprint_net"
+    }
+    assert names == blueprint_net._MODULES
+    code = (
+        "import blueprint_net as b;"
+        f" print(sorted(n for n in {sorted(names)!r} if getattr(b, n).__name__))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.stdout.strip() == str(sorted(names))

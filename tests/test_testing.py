@@ -506,6 +506,25 @@ def test_a_request_that_cannot_travel_is_a_value_error() -> None:
     assert stub.counters["requests.in.echo"] == 0
 
 
+def test_a_stub_nodes_answer_past_the_frame_limit_is_refused_as_on_a_node(
+    net: MemoryNetwork,
+) -> None:
+    """The handler's answer cannot travel in one frame: PAYLOAD_TOO_LARGE,
+    from the stub as from a node with the same frame limit."""
+    settings = Settings(max_frame=4196)
+    big = {"big": lambda request: bytes(5000)}
+    stub = StubNode(big, settings=settings)
+    with pytest.raises(RemoteError) as stubbed:
+        stub.result(stub.request_from(ALICE, "big", b""))
+    server = net.add_node(handlers=big, settings=settings)
+    client = net.add_node()
+    net.connect(client, server)
+    with pytest.raises(RemoteError) as networked:
+        net.result(client.request(server.peer_id, "big", b""))
+    assert stubbed.value.code == networked.value.code == ErrorCode.PAYLOAD_TOO_LARGE
+    assert str(stubbed.value) == str(networked.value)
+
+
 def test_a_stub_nodes_handler_waits_on_its_clock() -> None:
     stub = StubNode()
     stub.register("slow", lambda request: deferLater(stub.clock, 5.0, lambda: b"done"))

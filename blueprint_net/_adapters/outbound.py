@@ -116,13 +116,17 @@ class Outbound:
             return False
         return queued + size <= ALWAYS_ALLOWED or self.memory.fits(size)
 
+    def _short_of_room(self, size: int) -> bool:
+        """A small frame with nothing queued always has room (not even
+        asked); any other needs :meth:`room`."""
+        busy = self.queued > 0 or self.unflushed > 0 or size > SMALL_FRAME
+        return busy and not self.room(size)
+
     def reserve(self, size: int) -> bool:
         """Whether a response frame of ``size`` bytes may be queued: if so,
         it counts (:attr:`unflushed`) until the next flush; if not, the
         budget counts a refused response."""
-        if (self.queued or self.unflushed or size > SMALL_FRAME) and not self.room(
-            size
-        ):
+        if self._short_of_room(size):
             self.memory.refuse("response")
             return False
         self.unflushed += size
@@ -131,9 +135,7 @@ class Outbound:
     def check(self, size: int) -> None:
         """:class:`SendQueueFull` unless a frame of ``size`` has room; a
         small one with nothing queued always has (not even asked)."""
-        if (self.queued or self.unflushed or size > SMALL_FRAME) and not self.room(
-            size
-        ):
+        if self._short_of_room(size):
             if self.memory.fits(size + FRAME_OVERHEAD):
                 raise SendQueueFull(
                     f"{self.queued} bytes wait for a peer that is not reading"

@@ -305,15 +305,7 @@ class Connection:
             try:
                 chunks = wire.frame_chunks(response, self.max_frame)
             except ValueError:
-                # The handler worked; its answer cannot travel in one frame.
-                chunks = wire.frame_chunks(
-                    wire.ErrorResponse(
-                        request_id,
-                        ErrorCode.PAYLOAD_TOO_LARGE,
-                        f"the response exceeds the frame limit of {self.max_frame}"
-                        " bytes",
-                    )
-                )
+                chunks = wire.frame_chunks(wire.oversized(response, self.max_frame))
             else:
                 size = len(chunks[0]) if len(chunks) == 1 else sum(map(len, chunks))
                 if room is not None and not room(size):
@@ -331,7 +323,8 @@ class Connection:
 
     def lost(self) -> list[Any]:
         """The transport is gone: the tokens of our pending requests, to be
-        failed; nothing else is waited for."""
+        failed; nothing else is waited for, and nothing more is sent."""
+        self.closed = self._halted = True
         self.deadlines.clear()
         self.backlog.clear()
         return self.requests.close()

@@ -337,6 +337,16 @@ def frame(message: Message) -> bytes:
     return b"".join(parts)
 
 
+def oversized(response: Response, max_frame: int) -> ErrorResponse:
+    """What answers in place of a response past the frame limit: the handler
+    worked, but its answer cannot travel in one frame (section 6)."""
+    return ErrorResponse(
+        response.request_id,
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        f"the response exceeds the frame limit of {max_frame} bytes",
+    )
+
+
 def frame_chunks(message: Message, max_body: Optional[int] = None) -> list[bytes]:
     """The same bytes as :func:`frame`, as a list for ``writeSequence``;
     ``ValueError`` for a body over ``max_body``.

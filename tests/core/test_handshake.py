@@ -14,7 +14,7 @@ from blueprint_net._core.connection import (
     ConnectionFailed,
     PeerVerified,
 )
-from blueprint_net._core.errors import ErrorCode, HandshakeFailed
+from blueprint_net._core.errors import ErrorCode, HandshakeFailed, PeerLost
 from blueprint_net._core.handshake import (
     SPEC_STATE,
     TABLE,
@@ -797,3 +797,7 @@ def test_our_requests_deadlines_are_kept_by_the_connection(
     assert a.receive_data(wire.frame(wire.SuccessResponse(2))) == []
     a.request("echo", b"", token="lost", deadline=30.0)
     assert a.lost() == ["lost"] and a.next_deadline is None
+    # Once lost, nothing more is sent or waited for: a request fails at once.
+    with pytest.raises(PeerLost):
+        a.request("echo", b"", token="too late", deadline=40.0)
+    assert a.next_deadline is None
