@@ -211,7 +211,7 @@ def test_the_limits_of_each_field_travel_and_one_past_them_does_not() -> None:
         g.encode(g.Subscriptions(((True, "t"),) * 1025))
     too_many = g.encode(g.Subscriptions(((True, "t"),) * 1024))
     too_many = b"\x41\x04\x01" + too_many[3:] + b"\x01\x01t"
-    with pytest.raises(WireError) as caught:
+    with pytest.raises(WireError, match="1025 subscription changes") as caught:
         g.decode(too_many)
     assert caught.value.code is ErrorCode.OUT_OF_RANGE
     nine = PeerRecord(peer, 1, ("a",) * 9, bytes(64))

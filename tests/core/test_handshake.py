@@ -801,3 +801,19 @@ def test_our_requests_deadlines_are_kept_by_the_connection(
     with pytest.raises(PeerLost):
         a.request("echo", b"", token="too late", deadline=40.0)
     assert a.next_deadline is None
+
+
+def test_a_handshake_message_after_verified_fails_the_connection_by_name(
+    alice: Identity, bob: Identity
+) -> None:
+    a, _, response = _connections(alice, bob)
+    assert a.receive_data(response) == [PeerProven(bob.peer_id)]
+    a.accept()
+    a.data_to_send()
+    late = wire.HandshakeResponse(bytes(32), bytes(64))
+    [failed] = a.receive_data(wire.frame(late))
+    assert isinstance(failed, ConnectionFailed) and a.closed
+    assert failed.error.code is ErrorCode.UNEXPECTED_MESSAGE
+    assert failed.error.message == "HandshakeResponse after the handshake"
+    told = wire.decode(a.data_to_send()[4:])
+    assert told == wire.Error(ErrorCode.UNEXPECTED_MESSAGE, failed.error.message)

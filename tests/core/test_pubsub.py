@@ -1167,6 +1167,8 @@ def test_a_topic_nobody_else_has_is_not_gossiped_and_the_round_goes_on() -> None
         hub.subscribe(topic, 0.0)
     assert [type(o) for o in hub.publish("alone", b"x", 0.5)] == [Deliver]
     assert hub.counters["publish.no_peers"] == 1
+    hub.publish("alone", b"y", 0.5)
+    assert hub.counters["publish.no_peers"] == 2  # each one counted
     hub.publish("b", b"x", 0.5)
     [ihave] = sends(hub.heartbeat(1.0), IHave)
     assert isinstance(ihave.message, IHave) and ihave.message.topic == "b"
