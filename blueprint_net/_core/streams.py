@@ -70,8 +70,9 @@ class StreamSettings:
     #: Most unacknowledged payload bytes kept for the peer, over all its
     #: streams; also the largest message.  Sent to the peer in our hello.
     window: int = attrs.field(default=1024 * 1024)
-    #: Most open streams the peer may open at us (sent in our hello), and
-    #: most we open ourselves; as many more may be ending (``RESET_SENT``).
+    #: Most streams the peer may hold open at us (sent in our hello), and
+    #: most we hold ourselves; a stream being reset (``RESET_SENT``) keeps
+    #: its place until its reset is answered.
     max_streams: int = attrs.field(default=1024)
     #: An acknowledgement is sent at the latest after this many messages...
     ack_every: int = attrs.field(default=32)
@@ -235,13 +236,10 @@ class PeerStreams:
         self.peer_max_streams = settings.max_streams
         #: Unacknowledged payload bytes held, over every stream.
         self.buffered_bytes = 0
-        #: ``RESET_SENT`` entries forgotten early to stay bounded (0 unless
-        #: the peer leaves our resets unanswered).
-        self.evicted = 0
         self._streams: dict[bytes, _Stream] = {}
-        self._tombstones: dict[bytes, None] = {}  # RESET_SENT ids, oldest first
-        self._own_open = 0
-        self._peer_open = 0
+        #: Entries (open or being reset) of streams we opened, and the peer.
+        self._own = 0
+        self._peer = 0
         self._blocked = False
         self._out: list[bytes] = []
         self._events: list[StreamEvent] = []
@@ -373,31 +371,25 @@ class PeerStreams:
         return result
 
     def _move(self, stream: bytes, target: StreamState) -> None:
-        """The one place an entry changes state, and the counts with it."""
+        """The one place an entry changes state, and the counts with it: an
+        entry holds its place from its first message until it is gone (a
+        stream being reset too: nothing is forgotten early, 10.6)."""
         entry = self._streams[stream]
-        if entry.state is StreamState.OPEN:
-            if entry.by_peer:
-                self._peer_open -= 1
-            else:
-                self._own_open -= 1
+        source = entry.state
+        if source is StreamState.OPEN:
             self._ack_due.pop(stream, None)
-        elif entry.state is StreamState.RESET_SENT:
-            del self._tombstones[stream]
+        elif source is StreamState.ABSENT:
+            self._count(entry, 1)
         entry.state = target
         if target is StreamState.ABSENT:
             del self._streams[stream]
-        elif target is StreamState.OPEN:
-            if entry.by_peer:
-                self._peer_open += 1
-            else:
-                self._own_open += 1
+            self._count(entry, -1)
+
+    def _count(self, entry: _Stream, change: int) -> None:
+        if entry.by_peer:
+            self._peer += change
         else:
-            self._tombstones[stream] = None
-            if len(self._tombstones) > self.settings.max_streams:
-                # Only a peer that leaves our resets unanswered gets here.
-                oldest = next(iter(self._tombstones))
-                del self._tombstones[oldest], self._streams[oldest]
-                self.evicted += 1
+            self._own += change
 
     # -- link actions -------------------------------------------------------
 
@@ -417,9 +409,14 @@ class PeerStreams:
         self.peer_incarnation = hello.incarnation
         self.peer_window = hello.window
         self.peer_max_streams = hello.max_streams
-        if previous is None and self._own_open > hello.max_streams:
-            own = [e for e in self._streams.values() if not e.by_peer]
-            for entry in own[hello.max_streams :]:
+        if previous is None and self._own > hello.max_streams:
+            # Only open streams travel: one being reset is no stream to it.
+            opened = [
+                e
+                for e in self._streams.values()
+                if not e.by_peer and e.state is StreamState.OPEN
+            ]
+            for entry in opened[hello.max_streams :]:
                 self._step(entry, entry.id, Input.OVER_LIMIT, None)
         out = self._out
         entries = list(self._streams.values())
@@ -449,9 +446,10 @@ class PeerStreams:
 
     def _open_and_send(self, _: None, stream: bytes, payload: bytes) -> None:
         limit = min(self.settings.max_streams, self.peer_max_streams)
-        if self._own_open >= limit:
+        if self._own >= limit:
             raise StreamRefused(
-                Refusal.TOO_MANY_STREAMS, f"{limit} streams are open already"
+                Refusal.TOO_MANY_STREAMS,
+                f"{limit} streams are open or being reset already",
             )
         if not 1 <= len(stream) <= MAX_STREAM_ID:
             raise ValueError(f"a stream id is 1 to {MAX_STREAM_ID} bytes")
@@ -475,7 +473,7 @@ class PeerStreams:
                 ErrorCode.STREAM_SEQUENCE,
                 f"message {data.seq} of stream {stream!r}, which it never opened",
             )
-        if self._peer_open >= self.settings.max_streams:
+        if self._peer >= self.settings.max_streams:
             raise ProtocolError(
                 ErrorCode.STREAM_LIMIT,
                 f"a stream past the limit of {self.settings.max_streams}",
@@ -578,6 +576,10 @@ class PeerStreams:
 
     def _reset_restarted(self, entry: _Stream, stream: bytes, _: None) -> None:
         self._drop(entry)
+        if entry.by_peer:  # the new incarnation never opened it: ours to end
+            entry.by_peer = False
+            self._count(entry, 1)
+            self._peer -= 1
         entry.reset_code = ResetCode.RESTARTED
         self._events.append(Reset(stream, ResetCode.RESTARTED, remote=False))
 

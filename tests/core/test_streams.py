@@ -3,6 +3,7 @@ in order, across lost connections; acknowledgements batched; bounded."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections import deque
 from typing import Optional
@@ -10,7 +11,7 @@ from typing import Optional
 import pytest
 
 from blueprint_net._core import stream_wire as w
-from blueprint_net._core.errors import ErrorCode, ProtocolError
+from blueprint_net._core.errors import ErrorCode, ProtocolError, WireError
 from blueprint_net._core.streams import (
     TABLE,
     Delivered,
@@ -506,21 +507,77 @@ def test_a_stream_id_is_one_to_255_bytes() -> None:
     assert a.send(b"x" * 255, b"")
 
 
-def test_unanswered_resets_stay_bounded() -> None:
-    """A peer that never answers our resets: the oldest pending reset is
-    forgotten past max_streams of them."""
-    a, _, _ = connected(max_streams=3)
-    a.disconnected()
-    for i in range(10):
-        a.send(b"%d" % i, b"x")
-        a.reset(b"%d" % i)
-    assert a.stream_count == 3 and a.evicted == 7
-    assert [a.state(b"%d" % i) for i in (6, 7, 8, 9)] == [
-        StreamState.ABSENT,
-        StreamState.RESET_SENT,
-        StreamState.RESET_SENT,
-        StreamState.RESET_SENT,
-    ]
+def quiet_within(link: Link, frames: int) -> bool:
+    """Deliver frames until none is in flight: True if that took at most
+    ``frames`` (an exchange that never ends does not)."""
+    for _ in range(frames):
+        if not link.deliver_one():
+            return True
+    return not link.flight_pending()
+
+
+def test_a_stream_being_reset_keeps_its_slot_until_the_reset_is_answered() -> None:
+    """Nothing is forgotten to stay bounded: a reset not yet answered holds
+    its stream's place, and a new stream waits for it."""
+    a, b, link = connected(max_streams=2)
+    for name in (b"0", b"1"):
+        a.send(name, b"x")
+        a.reset(name)
+    with pytest.raises(StreamRefused) as caught:
+        a.send(b"2", b"x")
+    assert caught.value.reason is Refusal.TOO_MANY_STREAMS
+    assert a.stream_count == 2
+    assert quiet_within(link, 20)
+    assert a.stream_count == b.stream_count == 0
+    assert a.send(b"2", b"x")
+    a.reset(b"2")
+    assert quiet_within(link, 20)
+    assert a.stream_count == b.stream_count == 0
+    assert not hasattr(a, "evicted")
+
+
+def test_resets_during_an_outage_are_not_forgotten_and_charge_nobody() -> None:
+    """The peer's messages of the streams we reset while the link was
+    down are in flight again after it: they are dropped, not taken for a
+    new stream's (which would charge an honest peer STREAM_SEQUENCE)."""
+    a, b, link = connected(max_streams=2)
+    for name in (b"p", b"q"):
+        b.send(name, b"1")
+    link.pump()
+    a.tick(10)
+    link.pump()  # delivered and acknowledged
+    for name in (b"p", b"q"):
+        b.send(name, b"2")  # lost with the connection
+    link.cut()
+    for name in (b"u", b"v"):
+        a.send(name, b"z")
+    for name in (b"p", b"q", b"u"):
+        a.reset(name)
+    link.connect()
+    assert quiet_within(link, 40)  # raises nothing
+    assert [e.stream for e in resets(b.events())] == [b"p", b"q"]
+    assert a.stream_count == b.stream_count == 1  # v
+
+
+def test_the_peers_first_hello_drops_only_open_streams_past_its_limit() -> None:
+    """Only streams we opened that are open count against the peer's
+    limit: one being reset is not dropped twice, nor does it push an open
+    one out."""
+    for reset, kept, dropped in ((b"c", b"a", b"b"), (b"a", b"b", b"c")):
+        a = PeerStreams(0xA, StreamSettings(max_streams=4))
+        b = PeerStreams(0xB, StreamSettings(max_streams=1))
+        for name in (b"a", b"b", b"c"):
+            a.send(name, name)
+        a.reset(reset)
+        link = Link(a, b)
+        link.connect()
+        assert quiet_within(link, 20)
+        assert resets(a.events()) == [
+            Reset(dropped, w.ResetCode.STREAM_LIMIT, remote=False)
+        ]
+        assert payloads(b.events(), kept) == [kept]
+        assert a.state(kept) is StreamState.OPEN
+        assert a.state(reset) is a.state(dropped) is StreamState.ABSENT
 
 
 def test_settings_are_checked() -> None:
@@ -568,6 +625,64 @@ def test_the_link_is_down_awaiting_hello_or_up() -> None:
         (LinkState.AWAITING_HELLO, Input.DISCONNECTED, LinkState.DOWN),
         (LinkState.UP, Input.DISCONNECTED, LinkState.DOWN),
     }
+
+
+# -- any input -----------------------------------------------------------------
+
+
+def _drive(machine: PeerStreams, rng: random.Random, steps: int) -> None:
+    """Random inputs of every kind, the peer's well-formed or not; each
+    raises nothing but what its method documents."""
+    ids = [b"a", b"b", b"c", b"d"]
+    for _ in range(steps):
+        stream = rng.choice(ids)
+        kind = rng.randrange(10)
+        if kind == 0:
+            if machine.link is LinkState.DOWN:
+                machine.connected()
+            else:
+                machine.disconnected()
+            continue
+        if kind <= 2:
+            with contextlib.suppress(StreamRefused):
+                machine.send(stream, bytes(rng.randrange(30)))
+            continue
+        if kind == 3:
+            machine.reset(stream, rng.choice([1, 2, 1000]))
+            continue
+        if kind == 4:
+            machine.tick(rng.random() * 10)
+            continue
+        if machine.link is LinkState.DOWN:
+            continue
+        message: w.StreamMessage
+        if kind == 5:
+            message = w.StreamHello(
+                rng.choice([7, 8]), rng.randrange(60), rng.randrange(4)
+            )
+        elif kind == 6:
+            message = w.StreamData(stream, rng.randint(1, 4), bytes(rng.randrange(9)))
+        elif kind == 7:
+            message = w.StreamAck(stream, rng.randint(1, 4))
+        else:
+            message = w.StreamReset(stream, rng.choice([1, 2]))
+        frame = w.encode(message)
+        if rng.random() < 0.05:
+            frame = frame[: rng.randrange(len(frame))] + bytes(rng.randrange(3))
+        try:
+            machine.receive(frame)
+        except (WireError, ProtocolError):
+            machine.disconnected()  # the caller closes the connection
+        assert machine.buffered_bytes >= 0
+        assert machine.stream_count <= 3 * machine.settings.max_streams
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_no_input_raises_anything_but_the_documented_errors(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(300):
+        config = StreamSettings(window=50, max_streams=rng.randint(1, 3))
+        _drive(PeerStreams(1, config), rng, 60)
 
 
 # -- a lossy pipe -------------------------------------------------------------
