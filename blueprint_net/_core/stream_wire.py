@@ -68,9 +68,11 @@ class StreamHello:
     #: Random, chosen once per process start: a new value means a restart.
     incarnation: int
     #: The most unacknowledged payload bytes the sender keeps for this peer
-    #: (the receiver acknowledges at half of it).
+    #: (the receiver acknowledges at half of it): 1 to 2**32 - 1, since at 0
+    #: every message would be acknowledged alone.
     window: int
-    #: The most streams opened by this peer that the sender accepts.
+    #: The most streams opened by this peer that the sender accepts; 0:
+    #: none (the peer may still open its own).
     max_streams: int
 
 
@@ -136,8 +138,8 @@ def _check_u64(value: int, what: str, low: int = 0) -> None:
 
 def _hello_parts(message: StreamHello) -> list[bytes]:
     _check_u64(message.incarnation, "an incarnation")
-    if not (0 <= message.window < 2**32 and 0 <= message.max_streams < 2**16):
-        raise ValueError("a window is a u32 and a stream limit a u16")
+    if not (1 <= message.window < 2**32 and 0 <= message.max_streams < 2**16):
+        raise ValueError("a window is 1 to 2**32 - 1 and a stream limit a u16")
     return [
         _HELLO.pack(
             T_STREAM_HELLO, message.incarnation, message.window, message.max_streams
@@ -203,7 +205,10 @@ def _positive(value: int, what: str) -> int:
 
 
 def _hello(r: FieldReader) -> StreamHello:
-    return StreamHello(r.u64(), r.u32(), r.u16())
+    hello = StreamHello(r.u64(), r.u32(), r.u16())
+    if hello.window == 0:
+        raise WireError(ErrorCode.OUT_OF_RANGE, "window 0 (at least 1 byte)")
+    return hello
 
 
 def _data(r: FieldReader) -> StreamData:

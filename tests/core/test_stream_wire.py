@@ -18,7 +18,7 @@ MESSAGES = st.one_of(
     st.builds(
         s.StreamHello,
         st.integers(0, 2**64 - 1),
-        st.integers(0, 2**32 - 1),
+        st.integers(1, 2**32 - 1),
         st.integers(0, 2**16 - 1),
     ),
     st.builds(s.StreamData, _id, _seq, st.binary(max_size=200)),
@@ -78,7 +78,8 @@ SEQ1 = (1).to_bytes(8, "big")
     [
         (b"", ErrorCode.TRUNCATED),
         (b"\x50" + bytes(13), ErrorCode.TRUNCATED),
-        (b"\x50" + bytes(15), ErrorCode.TRAILING_BYTES),
+        (b"\x50" + bytes(11) + b"\x01" + bytes(3), ErrorCode.TRAILING_BYTES),
+        (b"\x50" + bytes(14), ErrorCode.OUT_OF_RANGE),  # window 0
         (b"\x51\x00" + SEQ1 + bytes(4), ErrorCode.OUT_OF_RANGE),  # empty id
         (b"\x51\x01x" + bytes(8) + bytes(4), ErrorCode.OUT_OF_RANGE),  # seq 0
         (b"\x51\x01x" + SEQ1 + b"\x00\x00\x00\x02h", ErrorCode.TRUNCATED),
@@ -97,6 +98,7 @@ SEQ1 = (1).to_bytes(8, "big")
         "empty",
         "hello-short",
         "hello-trailing",
+        "hello-window-0",
         "data-empty-id",
         "data-seq-0",
         "data-short-payload",
@@ -158,7 +160,7 @@ def test_the_stream_types_collide_with_no_other_family() -> None:
 def test_the_limits_of_each_field_travel_and_one_past_them_does_not() -> None:
     edge: list[s.StreamMessage] = [
         s.StreamHello(2**64 - 1, 2**32 - 1, 2**16 - 1),
-        s.StreamHello(0, 0, 0),
+        s.StreamHello(0, 1, 0),
         s.StreamData(b"x" * 255, 2**64 - 1, b""),
         s.StreamData(b"\x00", 1, b"p"),
         s.StreamAck(b"x" * 255, 2**64 - 1),
@@ -173,9 +175,10 @@ def test_the_limits_of_each_field_travel_and_one_past_them_does_not() -> None:
         s.StreamData(b"x", 2**64, b""),
         s.StreamAck(b"x", 0),
         s.StreamReset(b"x", 2**16),
-        s.StreamHello(2**64, 0, 0),
+        s.StreamHello(2**64, 1, 0),
+        s.StreamHello(0, 0, 0),
         s.StreamHello(0, 2**32, 0),
-        s.StreamHello(0, 0, 2**16),
+        s.StreamHello(0, 1, 2**16),
     ]
     for message in unencodable:
         with pytest.raises(ValueError):

@@ -580,6 +580,33 @@ def test_the_peers_first_hello_drops_only_open_streams_past_its_limit() -> None:
         assert a.state(reset) is a.state(dropped) is StreamState.ABSENT
 
 
+def test_a_hello_with_window_0_is_out_of_range() -> None:
+    """A peer that keeps no byte would have every message acknowledged
+    alone (half its window is 0): its hello is malformed."""
+    a, _, _ = pair()
+    a.connected()
+    hello = bytes((w.T_STREAM_HELLO,)) + (0xB).to_bytes(8, "big") + bytes(4)
+    with pytest.raises(WireError) as caught:
+        a.receive(hello + (1).to_bytes(2, "big"))
+    assert caught.value.code is ErrorCode.OUT_OF_RANGE
+    assert a.link is LinkState.AWAITING_HELLO and a.peer_incarnation is None
+
+
+def test_a_peer_with_max_streams_0_accepts_no_stream_of_ours() -> None:
+    a = PeerStreams(0xA)
+    a.send(b"q", b"queued")
+    a.connected()
+    a.receive(body(w.StreamHello(0xB, 100, 0)))
+    assert resets(a.events()) == [Reset(b"q", w.ResetCode.STREAM_LIMIT, remote=False)]
+    with pytest.raises(StreamRefused) as caught:
+        a.send(b"n", b"")
+    assert caught.value.reason is Refusal.TOO_MANY_STREAMS
+    assert a.stream_count == a.buffered_bytes == 0
+    # Its own streams are welcome all the same.
+    a.receive(body(w.StreamData(b"theirs", 1, b"x")))
+    assert payloads(a.events(), b"theirs") == [b"x"]
+
+
 def test_settings_are_checked() -> None:
     for bad in ({"window": 0}, {"max_streams": 0}, {"ack_every": 0}):
         with pytest.raises(ValueError):
@@ -658,7 +685,7 @@ def _drive(machine: PeerStreams, rng: random.Random, steps: int) -> None:
         message: w.StreamMessage
         if kind == 5:
             message = w.StreamHello(
-                rng.choice([7, 8]), rng.randrange(60), rng.randrange(4)
+                rng.choice([7, 8]), rng.randint(1, 60), rng.randrange(4)
             )
         elif kind == 6:
             message = w.StreamData(stream, rng.randint(1, 4), bytes(rng.randrange(9)))
