@@ -133,7 +133,7 @@ def test_messages_sent_before_any_connection_go_once_both_hellos_are_in() -> Non
     assert a.send(b"s", b"early")
     a.connected()
     [hello] = a.data_to_send()  # only the hello: b's is not in yet
-    assert w.decode(hello[4:]) == w.StreamHello(0xA, 1 << 20, 1024)
+    assert w.decode(hello[4:]) == w.StreamHello(0xA, 1 << 20, 1024, 0)
     b.connected()
     b.receive(hello[4:])
     link.pump()
@@ -168,7 +168,7 @@ def test_a_duplicate_is_dropped_and_acknowledged_again() -> None:
     assert [w.decode(f[4:]) for f in b.data_to_send()] == [w.StreamAck(b"s", 1)]
     b.disconnected()
     b.connected()
-    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024)))
+    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024, 0)))
     assert [w.decode(f[4:]) for f in b.data_to_send()][1:] == [w.StreamAck(b"s", 1)]
     b.receive(body(w.StreamData(b"s", 1, b"one")))  # resent: its ack was lost
     assert b.events() == [Delivered(b"s", b"one")]
@@ -189,7 +189,7 @@ def test_a_gap_is_a_violation() -> None:
     # The first message on a new connection may repeat, never skip.
     b.disconnected()
     b.connected()
-    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024)))
+    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024, 0)))
     with pytest.raises(ProtocolError) as caught:
         b.receive(body(w.StreamData(b"s", 3, b"")))
     assert caught.value.code is ErrorCode.STREAM_SEQUENCE
@@ -215,7 +215,7 @@ def test_a_rewind_on_one_connection_is_a_violation() -> None:
     assert raises(b, w.StreamData(b"s", 2, b"")) is ErrorCode.STREAM_SEQUENCE
     b.disconnected()
     b.connected()
-    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024)))
+    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024, 0)))
     b.receive(body(w.StreamData(b"s", 2, b"")))  # a new connection: a resend
     b.receive(body(w.StreamData(b"s", 3, b"")))
     assert raises(b, w.StreamData(b"s", 3, b"")) is ErrorCode.STREAM_SEQUENCE
@@ -238,8 +238,8 @@ def test_stream_messages_before_the_hello_and_a_second_hello_are_unexpected() ->
     a, _, _ = pair()
     a.connected()
     assert raises(a, w.StreamData(b"s", 1, b"")) is ErrorCode.UNEXPECTED_MESSAGE
-    a.receive(body(w.StreamHello(0xB, 100, 10)))
-    assert raises(a, w.StreamHello(0xB, 100, 10)) is ErrorCode.UNEXPECTED_MESSAGE
+    a.receive(body(w.StreamHello(0xB, 100, 10, 0)))
+    assert raises(a, w.StreamHello(0xB, 100, 10, 0)) is ErrorCode.UNEXPECTED_MESSAGE
 
 
 # -- acknowledgements ---------------------------------------------------------
@@ -398,6 +398,57 @@ def test_a_reset_whose_answer_was_lost_is_sent_again_and_answered() -> None:
     link.pump()
     assert a.state(b"s") is StreamState.ABSENT
     assert resets(b.events()) == [Reset(b"s", w.ResetCode.CANCELLED, remote=True)]
+
+
+def test_a_reset_answered_before_a_loss_never_ends_the_next_stream_of_its_id() -> None:
+    """b answers a's reset, the answer is lost with the connection, and b
+    opens a new stream of the same id: on the next connection a learns from
+    b's hello that its reset arrived, so it neither sends it again (ending
+    b's new stream, which a's application never reset) nor drops b's new
+    message."""
+    a, b, link = connected()
+    a.send(b"s", b"old")
+    link.pump()
+    b.events()
+    a.reset(b"s")
+    link.deliver_one()  # b gets the reset and answers; the answer is lost
+    link.cut()
+    assert resets(b.events()) == [Reset(b"s", w.ResetCode.CANCELLED, remote=True)]
+    b.send(b"s", b"new")
+    link.connect()
+    link.pump()
+    got_a, got_b = a.events(), b.events()
+    assert resets(got_a + got_b) == []
+    assert payloads(got_a) == [b"new"]
+    a.tick(10)
+    link.pump()
+    assert link.count(w.T_STREAM_RESET) == 1  # the first reset, only
+    assert a.state(b"s") is b.state(b"s") is StreamState.OPEN
+    assert b.buffered_bytes == 0  # "new" was delivered and acknowledged
+
+
+def test_a_reset_lost_with_the_connection_is_sent_again_and_arrives_once() -> None:
+    a, b, link = connected()
+    a.send(b"s", b"1")
+    link.pump()
+    b.events()
+    a.reset(b"s", 1234)
+    link.cut()  # the reset is lost
+    link.connect()
+    link.pump()
+    assert resets(b.events()) == [Reset(b"s", 1234, remote=True)]
+    assert link.count(w.T_STREAM_RESET) == 2  # the reset, its answer
+    assert a.state(b"s") is b.state(b"s") is StreamState.ABSENT
+
+
+def test_an_answer_is_never_answered_and_never_ends_an_open_stream() -> None:
+    a, _, _ = connected()
+    a.send(b"s", b"1")
+    a.data_to_send()
+    for stream in (b"s", b"gone"):
+        a.receive(body(w.StreamReset(stream, 2, 1, answer=True)))
+    assert a.data_to_send() == [] and a.events() == []
+    assert a.state(b"s") is StreamState.OPEN and a.state(b"gone") is StreamState.ABSENT
 
 
 def test_a_restarted_peer_resets_every_stream_on_both_sides() -> None:
@@ -587,7 +638,7 @@ def test_a_hello_with_window_0_is_out_of_range() -> None:
     a.connected()
     hello = bytes((w.T_STREAM_HELLO,)) + (0xB).to_bytes(8, "big") + bytes(4)
     with pytest.raises(WireError) as caught:
-        a.receive(hello + (1).to_bytes(2, "big"))
+        a.receive(hello + (1).to_bytes(2, "big") + bytes(8))
     assert caught.value.code is ErrorCode.OUT_OF_RANGE
     assert a.link is LinkState.AWAITING_HELLO and a.peer_incarnation is None
 
@@ -596,7 +647,7 @@ def test_a_peer_with_max_streams_0_accepts_no_stream_of_ours() -> None:
     a = PeerStreams(0xA)
     a.send(b"q", b"queued")
     a.connected()
-    a.receive(body(w.StreamHello(0xB, 100, 0)))
+    a.receive(body(w.StreamHello(0xB, 100, 0, 0)))
     assert resets(a.events()) == [Reset(b"q", w.ResetCode.STREAM_LIMIT, remote=False)]
     with pytest.raises(StreamRefused) as caught:
         a.send(b"n", b"")
@@ -625,6 +676,7 @@ STREAM_INPUTS = (
     Input.DATA,
     Input.ACK,
     Input.RESET,
+    Input.ANSWER,
     Input.LOCAL_RESET,
 )
 
@@ -636,7 +688,7 @@ def test_every_stream_state_answers_every_input_from_the_peer_or_the_application
         for kind in STREAM_INPUTS:
             assert (state, kind) in TABLE, (state, kind)
     # Restarts and limits only ever find streams that exist.
-    for kind in (Input.RESTART, Input.OVER_LIMIT):
+    for kind in (Input.RESTART, Input.OVER_LIMIT, Input.RESET_TAKEN):
         assert (StreamState.ABSENT, kind) not in TABLE
 
 
@@ -685,14 +737,19 @@ def _drive(machine: PeerStreams, rng: random.Random, steps: int) -> None:
         message: w.StreamMessage
         if kind == 5:
             message = w.StreamHello(
-                rng.choice([7, 8]), rng.randint(1, 60), rng.randrange(4)
+                rng.choice([7, 8]),
+                rng.randint(1, 60),
+                rng.randrange(4),
+                rng.randrange(4),
             )
         elif kind == 6:
             message = w.StreamData(stream, rng.randint(1, 4), bytes(rng.randrange(9)))
         elif kind == 7:
             message = w.StreamAck(stream, rng.randint(1, 4))
         else:
-            message = w.StreamReset(stream, rng.choice([1, 2]))
+            message = w.StreamReset(
+                stream, rng.choice([1, 2]), rng.randint(1, 3), rng.random() < 0.3
+            )
         frame = w.encode(message)
         if rng.random() < 0.05:
             frame = frame[: rng.randrange(len(frame))] + bytes(rng.randrange(3))
@@ -710,6 +767,77 @@ def test_no_input_raises_anything_but_the_documented_errors(seed: int) -> None:
     for _ in range(300):
         config = StreamSettings(window=50, max_streams=rng.randint(1, 3))
         _drive(PeerStreams(1, config), rng, 60)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_honest_peers_that_reset_across_lost_connections_never_fault(
+    seed: int,
+) -> None:
+    """Two honest machines send, reset and lose connections at random: no
+    violation, every exchange ends, both agree on every stream, a reset is
+    reported only where the other application made one, and nothing is
+    delivered twice or out of order."""
+    rng = random.Random(seed)
+    config = StreamSettings(window=200, max_streams=2, ack_every=4, ack_delay=1.0)
+    a, b = PeerStreams(1, config), PeerStreams(2, config)
+    link = Link(a, b)
+    link.connect()
+    up = True
+    ids = [b"w", b"x", b"y", b"z"]
+    made: dict[int, list[tuple[bytes, int]]] = {1: [], 2: []}
+    heard: dict[int, list[tuple[bytes, int]]] = {1: [], 2: []}
+    last: dict[tuple[int, bytes], int] = {}
+    count = 0
+    code = 1000
+    now = 0.0
+
+    def collect() -> None:
+        for machine, key in ((a, 1), (b, 2)):
+            for event in machine.events():
+                if isinstance(event, Reset):
+                    assert event.remote
+                    heard[key].append((event.stream, event.code))
+                elif isinstance(event, Delivered):
+                    number = int(event.payload)
+                    assert number > last.get((key, event.stream), -1)
+                    last[key, event.stream] = number
+
+    for _ in range(3000):
+        now += 0.01
+        roll = rng.random()
+        machine, key = rng.choice(((a, 1), (b, 2)))
+        stream = rng.choice(ids)
+        if roll < 0.01:
+            if up:
+                link.cut()
+            else:
+                link.connect()
+            up = not up
+        elif roll < 0.3:
+            count += 1
+            with contextlib.suppress(StreamRefused):
+                machine.send(stream, b"%d" % count)
+        elif roll < 0.36:
+            if machine.state(stream) is StreamState.OPEN:
+                code += 1
+                made[key].append((stream, code))
+            machine.reset(stream, code)
+        elif roll < 0.4:
+            machine.tick(now)
+        elif up:
+            link.deliver_one(rng)
+        collect()
+    if not up:
+        link.connect()
+    a.tick(now + 10)
+    b.tick(now + 10)
+    assert quiet_within(link, 500)
+    collect()
+    for stream in ids:
+        assert a.state(stream) is b.state(stream) is not StreamState.RESET_SENT
+    for key, other in ((1, 2), (2, 1)):
+        assert set(heard[key]) <= set(made[other])
+        assert len(heard[key]) == len(set(heard[key]))
 
 
 # -- a lossy pipe -------------------------------------------------------------
