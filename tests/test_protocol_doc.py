@@ -95,11 +95,14 @@ GOSSIP_MESSAGES: dict[str, gossip_wire.GossipWireMessage] = {
 
 # Section 10: durable streams.
 STREAM_MESSAGES: dict[str, stream_wire.StreamMessage] = {
-    "stream-hello": stream_wire.StreamHello(0x0123456789ABCDEF, 1024 * 1024, 1024),
+    "stream-hello": stream_wire.StreamHello(0x0123456789ABCDEF, 1024 * 1024, 1024, 5),
     "stream-data": stream_wire.StreamData(b"session-1", 1, b"hello"),
     "stream-ack": stream_wire.StreamAck(b"session-1", 32),
     "stream-reset": stream_wire.StreamReset(
-        b"session-1", stream_wire.ResetCode.RESTARTED
+        b"session-1", stream_wire.ResetCode.RESTARTED, 3
+    ),
+    "stream-reset-answer": stream_wire.StreamReset(
+        b"session-1", stream_wire.ResetCode.RESTARTED, 3, answer=True
     ),
 }
 
@@ -270,7 +273,9 @@ _INPUTS = {
     "the application sends": streams.Input.SEND,
     "`StreamData`": streams.Input.DATA,
     "`StreamAck`": streams.Input.ACK,
-    "`StreamReset`": streams.Input.RESET,
+    "a reset": streams.Input.RESET,
+    "an answer": streams.Input.ANSWER,
+    "the peer's hello took our reset (10.2)": streams.Input.RESET_TAKEN,
     "the application resets": streams.Input.LOCAL_RESET,
     "the peer restarted": streams.Input.RESTART,
     "the peer restarted (10.2)": streams.Input.RESTART,

@@ -38,9 +38,9 @@ TYPES = range(0x50, 0x58)
 #: A stream id is 1 to this many bytes.
 MAX_STREAM_ID = 255
 
-_U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
-_HELLO = struct.Struct("!BQIH")
+_HELLO = struct.Struct("!BQIHQ")
+_RESET = struct.Struct("!HQB")
 _SEQ_LENGTH = struct.Struct("!QI")
 _U32 = struct.Struct("!I")
 
@@ -68,10 +68,15 @@ class StreamHello:
     #: Random, chosen once per process start: a new value means a restart.
     incarnation: int
     #: The most unacknowledged payload bytes the sender keeps for this peer
-    #: (the receiver acknowledges at half of it).
+    #: (the receiver acknowledges at half of it): 1 to 2**32 - 1, since at 0
+    #: every message would be acknowledged alone.
     window: int
-    #: The most streams opened by this peer that the sender accepts.
+    #: The most streams opened by this peer that the sender accepts; 0:
+    #: none (the peer may still open its own).
     max_streams: int
+    #: The highest ``number`` of the peer's resets the sender has taken (0:
+    #: none), so the peer never sends one again whose answer was lost.
+    resets: int
 
 
 @attrs.define
@@ -93,10 +98,14 @@ class StreamAck:
 
 @attrs.frozen
 class StreamReset:
-    """The sender ended ``stream`` (both directions) for ``code``."""
+    """The sender ended ``stream`` (both directions) for ``code``: its reset
+    ``number`` (from 1, one count per peer).  With ``answer``, it answers
+    the peer's reset ``number`` instead: the stream is ended here too."""
 
     stream: bytes
     code: int
+    number: int
+    answer: bool = False
 
 
 StreamMessage = Union[StreamHello, StreamData, StreamAck, StreamReset]
@@ -136,11 +145,16 @@ def _check_u64(value: int, what: str, low: int = 0) -> None:
 
 def _hello_parts(message: StreamHello) -> list[bytes]:
     _check_u64(message.incarnation, "an incarnation")
-    if not (0 <= message.window < 2**32 and 0 <= message.max_streams < 2**16):
-        raise ValueError("a window is a u32 and a stream limit a u16")
+    _check_u64(message.resets, "a reset count")
+    if not (1 <= message.window < 2**32 and 0 <= message.max_streams < 2**16):
+        raise ValueError("a window is 1 to 2**32 - 1 and a stream limit a u16")
     return [
         _HELLO.pack(
-            T_STREAM_HELLO, message.incarnation, message.window, message.max_streams
+            T_STREAM_HELLO,
+            message.incarnation,
+            message.window,
+            message.max_streams,
+            message.resets,
         )
     ]
 
@@ -162,7 +176,11 @@ def _ack_parts(message: StreamAck) -> list[bytes]:
 def _reset_parts(message: StreamReset) -> list[bytes]:
     if not 0 <= message.code < 2**16:
         raise ValueError("a reset code is a u16")
-    return [stream_prefix(T_STREAM_RESET, message.stream), _U16.pack(message.code)]
+    _check_u64(message.number, "a reset number", 1)
+    return [
+        stream_prefix(T_STREAM_RESET, message.stream),
+        _RESET.pack(message.code, message.number, bool(message.answer)),
+    ]
 
 
 ENCODERS: dict[type, Callable[[Any], list[bytes]]] = {
@@ -203,7 +221,10 @@ def _positive(value: int, what: str) -> int:
 
 
 def _hello(r: FieldReader) -> StreamHello:
-    return StreamHello(r.u64(), r.u32(), r.u16())
+    hello = StreamHello(r.u64(), r.u32(), r.u16(), r.u64())
+    if hello.window == 0:
+        raise WireError(ErrorCode.OUT_OF_RANGE, "window 0 (at least 1 byte)")
+    return hello
 
 
 def _data(r: FieldReader) -> StreamData:
@@ -218,7 +239,12 @@ def _ack(r: FieldReader) -> StreamAck:
 
 
 def _reset(r: FieldReader) -> StreamReset:
-    return StreamReset(_stream_id(r), r.u16())
+    stream, code = _stream_id(r), r.u16()
+    number = _positive(r.u64(), "reset number")
+    flag = r.u8()
+    if flag > 1:
+        raise WireError(ErrorCode.OUT_OF_RANGE, f"answer flag {flag} (0 or 1)")
+    return StreamReset(stream, code, number, flag == 1)
 
 
 DECODERS: dict[int, Callable[[FieldReader], StreamMessage]] = {

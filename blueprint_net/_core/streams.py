@@ -27,7 +27,8 @@ protocol, and the caller closes the connection with that code and charges it.
 action).  The link to the peer is ``DOWN``, ``AWAITING_HELLO`` (ours is sent,
 the peer's is awaited) or ``UP``; each stream is ``ABSENT`` (no entry),
 ``OPEN`` or ``RESET_SENT`` (we ended it and wait for the peer's
-``StreamReset``, the only thing that tells us nothing more of the stream is
+``StreamReset`` -- its answer, its own reset, or its hello's count of our
+resets taken -- the only thing that tells us nothing more of the stream is
 in flight).  Nothing outside those states records where the machine is.
 """
 
@@ -70,8 +71,9 @@ class StreamSettings:
     #: Most unacknowledged payload bytes kept for the peer, over all its
     #: streams; also the largest message.  Sent to the peer in our hello.
     window: int = attrs.field(default=1024 * 1024)
-    #: Most open streams the peer may open at us (sent in our hello), and
-    #: most we open ourselves; as many more may be ending (``RESET_SENT``).
+    #: Most streams the peer may hold open at us (sent in our hello), and
+    #: most we hold ourselves; a stream being reset (``RESET_SENT``) keeps
+    #: its place until its reset is answered.
     max_streams: int = attrs.field(default=1024)
     #: An acknowledgement is sent at the latest after this many messages...
     ack_every: int = attrs.field(default=32)
@@ -110,7 +112,8 @@ class StreamState(enum.Enum):
     ABSENT = enum.auto()
     OPEN = enum.auto()
     #: We ended it and sent (or will send on the next link) a StreamReset;
-    #: the peer's StreamReset (its own or its answer) ends the entry.
+    #: the peer's StreamReset (its own or its answer), or a hello saying it
+    #: took ours, ends the entry.
     RESET_SENT = enum.auto()
 
 
@@ -123,10 +126,14 @@ class Input(enum.Enum):
     SEND = enum.auto()
     #: The application's reset.
     LOCAL_RESET = enum.auto()
-    #: The peer's StreamData, StreamAck, StreamReset.
+    #: The peer's StreamData, StreamAck, StreamReset (not an answer).
     DATA = enum.auto()
     ACK = enum.auto()
     RESET = enum.auto()
+    #: The peer's StreamReset answering ours.
+    ANSWER = enum.auto()
+    #: The peer's hello counts our reset as taken (its answer was lost).
+    RESET_TAKEN = enum.auto()
     #: The peer's hello carries a new incarnation: it restarted.
     RESTART = enum.auto()
     #: The peer's first hello allows fewer streams than we queued for it.
@@ -191,6 +198,7 @@ class _Stream:
         "id",
         "prefix",
         "reset_code",
+        "reset_number",
         "rx_conn",
         "rx_last",
         "state",
@@ -212,6 +220,7 @@ class _Stream:
         self.rx_last = 0  # the last seq delivered to our application
         self.rx_conn = 0  # the last seq received on this connection
         self.reset_code = 0
+        self.reset_number = 0  # ours, while RESET_SENT
 
 
 #: An action: (machine, the entry or None, the stream id, the input's value).
@@ -233,15 +242,16 @@ class PeerStreams:
         self.peer_incarnation: Optional[int] = None
         self.peer_window = settings.window
         self.peer_max_streams = settings.max_streams
+        #: The highest number of the peer's resets taken (sent in our hello).
+        self.peer_resets = 0
+        #: The number of our last reset (the next is one more).
+        self.resets_sent = 0
         #: Unacknowledged payload bytes held, over every stream.
         self.buffered_bytes = 0
-        #: ``RESET_SENT`` entries forgotten early to stay bounded (0 unless
-        #: the peer leaves our resets unanswered).
-        self.evicted = 0
         self._streams: dict[bytes, _Stream] = {}
-        self._tombstones: dict[bytes, None] = {}  # RESET_SENT ids, oldest first
-        self._own_open = 0
-        self._peer_open = 0
+        #: Entries (open or being reset) of streams we opened, and the peer.
+        self._own = 0
+        self._peer = 0
         self._blocked = False
         self._out: list[bytes] = []
         self._events: list[StreamEvent] = []
@@ -283,6 +293,8 @@ class PeerStreams:
             )
         assert not isinstance(message, StreamHello)
         kind = _INPUTS[type(message)]
+        if type(message) is StreamReset and message.answer:
+            kind = Input.ANSWER
         stream = message.stream
         self._step(self._streams.get(stream), stream, kind, message)
 
@@ -373,59 +385,67 @@ class PeerStreams:
         return result
 
     def _move(self, stream: bytes, target: StreamState) -> None:
-        """The one place an entry changes state, and the counts with it."""
+        """The one place an entry changes state, and the counts with it: an
+        entry holds its place from its first message until it is gone (a
+        stream being reset too: nothing is forgotten early, 10.6)."""
         entry = self._streams[stream]
-        if entry.state is StreamState.OPEN:
-            if entry.by_peer:
-                self._peer_open -= 1
-            else:
-                self._own_open -= 1
+        source = entry.state
+        if source is StreamState.OPEN:
             self._ack_due.pop(stream, None)
-        elif entry.state is StreamState.RESET_SENT:
-            del self._tombstones[stream]
+        elif source is StreamState.ABSENT:
+            self._count(entry, 1)
         entry.state = target
         if target is StreamState.ABSENT:
             del self._streams[stream]
-        elif target is StreamState.OPEN:
-            if entry.by_peer:
-                self._peer_open += 1
-            else:
-                self._own_open += 1
+            self._count(entry, -1)
+
+    def _count(self, entry: _Stream, change: int) -> None:
+        if entry.by_peer:
+            self._peer += change
         else:
-            self._tombstones[stream] = None
-            if len(self._tombstones) > self.settings.max_streams:
-                # Only a peer that leaves our resets unanswered gets here.
-                oldest = next(iter(self._tombstones))
-                del self._tombstones[oldest], self._streams[oldest]
-                self.evicted += 1
+            self._own += change
 
     # -- link actions -------------------------------------------------------
 
     def _send_hello(self, _: object, __: bytes, ___: None) -> None:
         settings = self.settings
-        hello = StreamHello(self.incarnation, settings.window, settings.max_streams)
+        hello = StreamHello(
+            self.incarnation, settings.window, settings.max_streams, self.peer_resets
+        )
         self._out.append(frame(hello))
 
     def _resume(self, _: object, __: bytes, hello: StreamHello) -> None:
-        """Both hellos are in: reset everything if the peer restarted, then
-        send our resets, our acknowledgements and every unacknowledged
-        message, in that order."""
+        """Both hellos are in: reset everything if the peer restarted, end
+        the streams whose reset the peer's hello says it took, then send our
+        other resets (oldest first), our acknowledgements and every
+        unacknowledged message, in that order."""
         previous = self.peer_incarnation
         if previous is not None and hello.incarnation != previous:
+            self.peer_resets = 0  # the new incarnation's count from 1
             for entry in list(self._streams.values()):
                 self._step(entry, entry.id, Input.RESTART, None)
+        for entry in list(self._streams.values()):
+            if 0 < entry.reset_number <= hello.resets:
+                self._step(entry, entry.id, Input.RESET_TAKEN, None)
         self.peer_incarnation = hello.incarnation
         self.peer_window = hello.window
         self.peer_max_streams = hello.max_streams
-        if previous is None and self._own_open > hello.max_streams:
-            own = [e for e in self._streams.values() if not e.by_peer]
-            for entry in own[hello.max_streams :]:
+        if previous is None and self._own > hello.max_streams:
+            # Only open streams travel: one being reset is no stream to it.
+            opened = [
+                e
+                for e in self._streams.values()
+                if not e.by_peer and e.state is StreamState.OPEN
+            ]
+            for entry in opened[hello.max_streams :]:
                 self._step(entry, entry.id, Input.OVER_LIMIT, None)
         out = self._out
         entries = list(self._streams.values())
-        for entry in entries:
-            if entry.state is StreamState.RESET_SENT:
-                out.append(frame(StreamReset(entry.id, entry.reset_code)))
+        pending = [e for e in entries if e.state is StreamState.RESET_SENT]
+        for entry in sorted(pending, key=lambda e: e.reset_number):
+            out.append(
+                frame(StreamReset(entry.id, entry.reset_code, entry.reset_number))
+            )
         for entry in entries:
             if entry.state is StreamState.OPEN and entry.rx_last:
                 out.append(frame(StreamAck(entry.id, entry.rx_last)))
@@ -449,9 +469,10 @@ class PeerStreams:
 
     def _open_and_send(self, _: None, stream: bytes, payload: bytes) -> None:
         limit = min(self.settings.max_streams, self.peer_max_streams)
-        if self._own_open >= limit:
+        if self._own >= limit:
             raise StreamRefused(
-                Refusal.TOO_MANY_STREAMS, f"{limit} streams are open already"
+                Refusal.TOO_MANY_STREAMS,
+                f"{limit} streams are open or being reset already",
             )
         if not 1 <= len(stream) <= MAX_STREAM_ID:
             raise ValueError(f"a stream id is 1 to {MAX_STREAM_ID} bytes")
@@ -475,7 +496,7 @@ class PeerStreams:
                 ErrorCode.STREAM_SEQUENCE,
                 f"message {data.seq} of stream {stream!r}, which it never opened",
             )
-        if self._peer_open >= self.settings.max_streams:
+        if self._peer >= self.settings.max_streams:
             raise ProtocolError(
                 ErrorCode.STREAM_LIMIT,
                 f"a stream past the limit of {self.settings.max_streams}",
@@ -555,30 +576,48 @@ class PeerStreams:
         self._free(sum(map(len, entry.unacked)))
         entry.unacked.clear()
 
-    def _send_reset(self, stream: bytes, code: int) -> None:
-        self._out.append(frame(StreamReset(stream, code)))
+    def _take(self, _: object, __: bytes, reset: StreamReset) -> None:
+        """The peer's reset is taken: our next hello says so, and the peer
+        never sends it again (10.5)."""
+        self.peer_resets = max(self.peer_resets, reset.number)
+
+    def _answer(self, stream: bytes, reset: StreamReset) -> None:
+        self._take(None, stream, reset)
+        answer = StreamReset(stream, reset.code, reset.number, answer=True)
+        self._out.append(frame(answer))
 
     def _reset_by_peer(self, entry: _Stream, stream: bytes, reset: StreamReset) -> None:
         self._drop(entry)
         self._events.append(Reset(stream, reset.code, remote=True))
-        self._send_reset(stream, reset.code)
+        self._answer(stream, reset)
 
     def _answer_unknown(self, _: None, stream: bytes, reset: StreamReset) -> None:
         """Answered (the peer waits for it); reported only when the peer
         says a restart ended it: it is then our previous incarnation's."""
         if reset.code == ResetCode.RESTARTED:
             self._events.append(Reset(stream, reset.code, remote=True))
-        self._send_reset(stream, reset.code)
+        self._answer(stream, reset)
+
+    def _number(self, entry: _Stream, code: int) -> None:
+        """Our next reset: the entry keeps its number until it is taken."""
+        self.resets_sent += 1
+        entry.reset_number = self.resets_sent
+        entry.reset_code = code
 
     def _reset_locally(self, entry: _Stream, stream: bytes, code: int) -> None:
         self._drop(entry)
-        entry.reset_code = code
+        self._number(entry, code)
         if self.link is LinkState.UP:
-            self._send_reset(stream, code)
+            reset = StreamReset(stream, code, entry.reset_number)
+            self._out.append(frame(reset))
 
     def _reset_restarted(self, entry: _Stream, stream: bytes, _: None) -> None:
         self._drop(entry)
-        entry.reset_code = ResetCode.RESTARTED
+        self._number(entry, ResetCode.RESTARTED)
+        if entry.by_peer:  # the new incarnation never opened it: ours to end
+            entry.by_peer = False
+            self._count(entry, 1)
+            self._peer -= 1
         self._events.append(Reset(stream, ResetCode.RESTARTED, remote=False))
 
     def _drop_over_limit(self, entry: _Stream, stream: bytes, _: None) -> None:
@@ -623,10 +662,15 @@ TABLE: dict[tuple[State, Input], tuple[State, Action]] = {
     (_ABSENT, Input.ACK): (_ABSENT, PeerStreams._refuse_ack),
     (_OPEN, Input.ACK): (_OPEN, PeerStreams._ack),
     (_RESET_SENT, Input.ACK): (_RESET_SENT, PeerStreams._ignore),
-    # The peer's resets: answered unless they answer ours.
+    # The peer's resets: answered unless they cross ours; taken either way.
     (_ABSENT, Input.RESET): (_ABSENT, PeerStreams._answer_unknown),
     (_OPEN, Input.RESET): (_ABSENT, PeerStreams._reset_by_peer),
-    (_RESET_SENT, Input.RESET): (_ABSENT, PeerStreams._ignore),
+    (_RESET_SENT, Input.RESET): (_ABSENT, PeerStreams._take),
+    # The peer's answers: never answered, and they end only our reset.
+    (_ABSENT, Input.ANSWER): (_ABSENT, PeerStreams._ignore),
+    (_OPEN, Input.ANSWER): (_OPEN, PeerStreams._ignore),
+    (_RESET_SENT, Input.ANSWER): (_ABSENT, PeerStreams._ignore),
+    (_RESET_SENT, Input.RESET_TAKEN): (_ABSENT, PeerStreams._ignore),
     # The application resets.
     (_ABSENT, Input.LOCAL_RESET): (_ABSENT, PeerStreams._ignore),
     (_OPEN, Input.LOCAL_RESET): (_RESET_SENT, PeerStreams._reset_locally),

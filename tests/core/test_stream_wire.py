@@ -18,12 +18,13 @@ MESSAGES = st.one_of(
     st.builds(
         s.StreamHello,
         st.integers(0, 2**64 - 1),
-        st.integers(0, 2**32 - 1),
+        st.integers(1, 2**32 - 1),
         st.integers(0, 2**16 - 1),
+        st.integers(0, 2**64 - 1),
     ),
     st.builds(s.StreamData, _id, _seq, st.binary(max_size=200)),
     st.builds(s.StreamAck, _id, _seq),
-    st.builds(s.StreamReset, _id, st.integers(0, 2**16 - 1)),
+    st.builds(s.StreamReset, _id, st.integers(0, 2**16 - 1), _seq, st.booleans()),
 )
 
 
@@ -78,7 +79,8 @@ SEQ1 = (1).to_bytes(8, "big")
     [
         (b"", ErrorCode.TRUNCATED),
         (b"\x50" + bytes(13), ErrorCode.TRUNCATED),
-        (b"\x50" + bytes(15), ErrorCode.TRAILING_BYTES),
+        (b"\x50" + bytes(11) + b"\x01" + bytes(11), ErrorCode.TRAILING_BYTES),
+        (b"\x50" + bytes(22), ErrorCode.OUT_OF_RANGE),  # window 0
         (b"\x51\x00" + SEQ1 + bytes(4), ErrorCode.OUT_OF_RANGE),  # empty id
         (b"\x51\x01x" + bytes(8) + bytes(4), ErrorCode.OUT_OF_RANGE),  # seq 0
         (b"\x51\x01x" + SEQ1 + b"\x00\x00\x00\x02h", ErrorCode.TRUNCATED),
@@ -89,7 +91,9 @@ SEQ1 = (1).to_bytes(8, "big")
         (b"\x52\x01x" + SEQ1 + b"\x00", ErrorCode.TRAILING_BYTES),
         (b"\x53\x00\x00\x01", ErrorCode.OUT_OF_RANGE),  # empty id
         (b"\x53\x01x\x00", ErrorCode.TRUNCATED),
-        (b"\x53\x01x\x00\x01\x00", ErrorCode.TRAILING_BYTES),
+        (b"\x53\x01x\x00\x01" + SEQ1 + b"\x00\x00", ErrorCode.TRAILING_BYTES),
+        (b"\x53\x01x\x00\x01" + bytes(8) + b"\x00", ErrorCode.OUT_OF_RANGE),
+        (b"\x53\x01x\x00\x01" + SEQ1 + b"\x02", ErrorCode.OUT_OF_RANGE),
         (b"\x54", ErrorCode.UNKNOWN_MESSAGE_TYPE),
         (b"\x05" + bytes(8), ErrorCode.UNKNOWN_MESSAGE_TYPE),  # a Ping
     ],
@@ -97,6 +101,7 @@ SEQ1 = (1).to_bytes(8, "big")
         "empty",
         "hello-short",
         "hello-trailing",
+        "hello-window-0",
         "data-empty-id",
         "data-seq-0",
         "data-short-payload",
@@ -108,6 +113,8 @@ SEQ1 = (1).to_bytes(8, "big")
         "reset-empty-id",
         "reset-short",
         "reset-trailing",
+        "reset-number-0",
+        "reset-answer-flag-2",
         "reserved-type",
         "not-a-stream-type",
     ],
@@ -141,10 +148,10 @@ def test_the_stream_types_collide_with_no_other_family() -> None:
     gossip_types = set(range(gossip_wire.T_PUBLISH, gossip_wire.T_LAST + 1))
     assert not set(s.TYPES) & (wire_types | gossip_types)
     samples: list[s.StreamMessage] = [
-        s.StreamHello(1, 2, 3),
+        s.StreamHello(1, 2, 3, 4),
         s.StreamData(b"x", 1, b""),
         s.StreamAck(b"x", 1),
-        s.StreamReset(b"x", 2),
+        s.StreamReset(b"x", 2, 1),
     ]
     for kind, message in zip(sorted(ours), samples):
         body = s.encode(message)
@@ -157,12 +164,13 @@ def test_the_stream_types_collide_with_no_other_family() -> None:
 
 def test_the_limits_of_each_field_travel_and_one_past_them_does_not() -> None:
     edge: list[s.StreamMessage] = [
-        s.StreamHello(2**64 - 1, 2**32 - 1, 2**16 - 1),
-        s.StreamHello(0, 0, 0),
+        s.StreamHello(2**64 - 1, 2**32 - 1, 2**16 - 1, 2**64 - 1),
+        s.StreamHello(0, 1, 0, 0),
         s.StreamData(b"x" * 255, 2**64 - 1, b""),
         s.StreamData(b"\x00", 1, b"p"),
         s.StreamAck(b"x" * 255, 2**64 - 1),
-        s.StreamReset(b"x", 2**16 - 1),
+        s.StreamReset(b"x", 2**16 - 1, 2**64 - 1, answer=True),
+        s.StreamReset(b"x", 0, 1),
     ]
     for message in edge:
         assert s.decode(s.encode(message)) == message
@@ -172,10 +180,14 @@ def test_the_limits_of_each_field_travel_and_one_past_them_does_not() -> None:
         s.StreamData(b"x", 0, b""),
         s.StreamData(b"x", 2**64, b""),
         s.StreamAck(b"x", 0),
-        s.StreamReset(b"x", 2**16),
-        s.StreamHello(2**64, 0, 0),
-        s.StreamHello(0, 2**32, 0),
-        s.StreamHello(0, 0, 2**16),
+        s.StreamReset(b"x", 2**16, 1),
+        s.StreamReset(b"x", 2, 0),
+        s.StreamReset(b"x", 2, 2**64),
+        s.StreamHello(2**64, 1, 0, 0),
+        s.StreamHello(0, 0, 0, 0),
+        s.StreamHello(0, 2**32, 0, 0),
+        s.StreamHello(0, 1, 2**16, 0),
+        s.StreamHello(0, 1, 0, 2**64),
     ]
     for message in unencodable:
         with pytest.raises(ValueError):

@@ -3,6 +3,7 @@ in order, across lost connections; acknowledgements batched; bounded."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections import deque
 from typing import Optional
@@ -10,7 +11,7 @@ from typing import Optional
 import pytest
 
 from blueprint_net._core import stream_wire as w
-from blueprint_net._core.errors import ErrorCode, ProtocolError
+from blueprint_net._core.errors import ErrorCode, ProtocolError, WireError
 from blueprint_net._core.streams import (
     TABLE,
     Delivered,
@@ -132,7 +133,7 @@ def test_messages_sent_before_any_connection_go_once_both_hellos_are_in() -> Non
     assert a.send(b"s", b"early")
     a.connected()
     [hello] = a.data_to_send()  # only the hello: b's is not in yet
-    assert w.decode(hello[4:]) == w.StreamHello(0xA, 1 << 20, 1024)
+    assert w.decode(hello[4:]) == w.StreamHello(0xA, 1 << 20, 1024, 0)
     b.connected()
     b.receive(hello[4:])
     link.pump()
@@ -167,7 +168,7 @@ def test_a_duplicate_is_dropped_and_acknowledged_again() -> None:
     assert [w.decode(f[4:]) for f in b.data_to_send()] == [w.StreamAck(b"s", 1)]
     b.disconnected()
     b.connected()
-    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024)))
+    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024, 0)))
     assert [w.decode(f[4:]) for f in b.data_to_send()][1:] == [w.StreamAck(b"s", 1)]
     b.receive(body(w.StreamData(b"s", 1, b"one")))  # resent: its ack was lost
     assert b.events() == [Delivered(b"s", b"one")]
@@ -188,7 +189,7 @@ def test_a_gap_is_a_violation() -> None:
     # The first message on a new connection may repeat, never skip.
     b.disconnected()
     b.connected()
-    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024)))
+    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024, 0)))
     with pytest.raises(ProtocolError) as caught:
         b.receive(body(w.StreamData(b"s", 3, b"")))
     assert caught.value.code is ErrorCode.STREAM_SEQUENCE
@@ -214,7 +215,7 @@ def test_a_rewind_on_one_connection_is_a_violation() -> None:
     assert raises(b, w.StreamData(b"s", 2, b"")) is ErrorCode.STREAM_SEQUENCE
     b.disconnected()
     b.connected()
-    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024)))
+    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024, 0)))
     b.receive(body(w.StreamData(b"s", 2, b"")))  # a new connection: a resend
     b.receive(body(w.StreamData(b"s", 3, b"")))
     assert raises(b, w.StreamData(b"s", 3, b"")) is ErrorCode.STREAM_SEQUENCE
@@ -237,8 +238,8 @@ def test_stream_messages_before_the_hello_and_a_second_hello_are_unexpected() ->
     a, _, _ = pair()
     a.connected()
     assert raises(a, w.StreamData(b"s", 1, b"")) is ErrorCode.UNEXPECTED_MESSAGE
-    a.receive(body(w.StreamHello(0xB, 100, 10)))
-    assert raises(a, w.StreamHello(0xB, 100, 10)) is ErrorCode.UNEXPECTED_MESSAGE
+    a.receive(body(w.StreamHello(0xB, 100, 10, 0)))
+    assert raises(a, w.StreamHello(0xB, 100, 10, 0)) is ErrorCode.UNEXPECTED_MESSAGE
 
 
 # -- acknowledgements ---------------------------------------------------------
@@ -399,6 +400,57 @@ def test_a_reset_whose_answer_was_lost_is_sent_again_and_answered() -> None:
     assert resets(b.events()) == [Reset(b"s", w.ResetCode.CANCELLED, remote=True)]
 
 
+def test_a_reset_answered_before_a_loss_never_ends_the_next_stream_of_its_id() -> None:
+    """b answers a's reset, the answer is lost with the connection, and b
+    opens a new stream of the same id: on the next connection a learns from
+    b's hello that its reset arrived, so it neither sends it again (ending
+    b's new stream, which a's application never reset) nor drops b's new
+    message."""
+    a, b, link = connected()
+    a.send(b"s", b"old")
+    link.pump()
+    b.events()
+    a.reset(b"s")
+    link.deliver_one()  # b gets the reset and answers; the answer is lost
+    link.cut()
+    assert resets(b.events()) == [Reset(b"s", w.ResetCode.CANCELLED, remote=True)]
+    b.send(b"s", b"new")
+    link.connect()
+    link.pump()
+    got_a, got_b = a.events(), b.events()
+    assert resets(got_a + got_b) == []
+    assert payloads(got_a) == [b"new"]
+    a.tick(10)
+    link.pump()
+    assert link.count(w.T_STREAM_RESET) == 1  # the first reset, only
+    assert a.state(b"s") is b.state(b"s") is StreamState.OPEN
+    assert b.buffered_bytes == 0  # "new" was delivered and acknowledged
+
+
+def test_a_reset_lost_with_the_connection_is_sent_again_and_arrives_once() -> None:
+    a, b, link = connected()
+    a.send(b"s", b"1")
+    link.pump()
+    b.events()
+    a.reset(b"s", 1234)
+    link.cut()  # the reset is lost
+    link.connect()
+    link.pump()
+    assert resets(b.events()) == [Reset(b"s", 1234, remote=True)]
+    assert link.count(w.T_STREAM_RESET) == 2  # the reset, its answer
+    assert a.state(b"s") is b.state(b"s") is StreamState.ABSENT
+
+
+def test_an_answer_is_never_answered_and_never_ends_an_open_stream() -> None:
+    a, _, _ = connected()
+    a.send(b"s", b"1")
+    a.data_to_send()
+    for stream in (b"s", b"gone"):
+        a.receive(body(w.StreamReset(stream, 2, 1, answer=True)))
+    assert a.data_to_send() == [] and a.events() == []
+    assert a.state(b"s") is StreamState.OPEN and a.state(b"gone") is StreamState.ABSENT
+
+
 def test_a_restarted_peer_resets_every_stream_on_both_sides() -> None:
     a, b, link = connected(ack_every=1000)
     a.send(b"s", b"to b")
@@ -506,21 +558,104 @@ def test_a_stream_id_is_one_to_255_bytes() -> None:
     assert a.send(b"x" * 255, b"")
 
 
-def test_unanswered_resets_stay_bounded() -> None:
-    """A peer that never answers our resets: the oldest pending reset is
-    forgotten past max_streams of them."""
-    a, _, _ = connected(max_streams=3)
-    a.disconnected()
-    for i in range(10):
-        a.send(b"%d" % i, b"x")
-        a.reset(b"%d" % i)
-    assert a.stream_count == 3 and a.evicted == 7
-    assert [a.state(b"%d" % i) for i in (6, 7, 8, 9)] == [
-        StreamState.ABSENT,
-        StreamState.RESET_SENT,
-        StreamState.RESET_SENT,
-        StreamState.RESET_SENT,
-    ]
+def quiet_within(link: Link, frames: int) -> bool:
+    """Deliver frames until none is in flight: True if that took at most
+    ``frames`` (an exchange that never ends does not)."""
+    for _ in range(frames):
+        if not link.deliver_one():
+            return True
+    return not link.flight_pending()
+
+
+def test_a_stream_being_reset_keeps_its_slot_until_the_reset_is_answered() -> None:
+    """Nothing is forgotten to stay bounded: a reset not yet answered holds
+    its stream's place, and a new stream waits for it."""
+    a, b, link = connected(max_streams=2)
+    for name in (b"0", b"1"):
+        a.send(name, b"x")
+        a.reset(name)
+    with pytest.raises(StreamRefused) as caught:
+        a.send(b"2", b"x")
+    assert caught.value.reason is Refusal.TOO_MANY_STREAMS
+    assert a.stream_count == 2
+    assert quiet_within(link, 20)
+    assert a.stream_count == b.stream_count == 0
+    assert a.send(b"2", b"x")
+    a.reset(b"2")
+    assert quiet_within(link, 20)
+    assert a.stream_count == b.stream_count == 0
+    assert not hasattr(a, "evicted")
+
+
+def test_resets_during_an_outage_are_not_forgotten_and_charge_nobody() -> None:
+    """The peer's messages of the streams we reset while the link was
+    down are in flight again after it: they are dropped, not taken for a
+    new stream's (which would charge an honest peer STREAM_SEQUENCE)."""
+    a, b, link = connected(max_streams=2)
+    for name in (b"p", b"q"):
+        b.send(name, b"1")
+    link.pump()
+    a.tick(10)
+    link.pump()  # delivered and acknowledged
+    for name in (b"p", b"q"):
+        b.send(name, b"2")  # lost with the connection
+    link.cut()
+    for name in (b"u", b"v"):
+        a.send(name, b"z")
+    for name in (b"p", b"q", b"u"):
+        a.reset(name)
+    link.connect()
+    assert quiet_within(link, 40)  # raises nothing
+    assert [e.stream for e in resets(b.events())] == [b"p", b"q"]
+    assert a.stream_count == b.stream_count == 1  # v
+
+
+def test_the_peers_first_hello_drops_only_open_streams_past_its_limit() -> None:
+    """Only streams we opened that are open count against the peer's
+    limit: one being reset is not dropped twice, nor does it push an open
+    one out."""
+    for reset, kept, dropped in ((b"c", b"a", b"b"), (b"a", b"b", b"c")):
+        a = PeerStreams(0xA, StreamSettings(max_streams=4))
+        b = PeerStreams(0xB, StreamSettings(max_streams=1))
+        for name in (b"a", b"b", b"c"):
+            a.send(name, name)
+        a.reset(reset)
+        link = Link(a, b)
+        link.connect()
+        assert quiet_within(link, 20)
+        assert resets(a.events()) == [
+            Reset(dropped, w.ResetCode.STREAM_LIMIT, remote=False)
+        ]
+        assert payloads(b.events(), kept) == [kept]
+        assert a.state(kept) is StreamState.OPEN
+        assert a.state(reset) is a.state(dropped) is StreamState.ABSENT
+
+
+def test_a_hello_with_window_0_is_out_of_range() -> None:
+    """A peer that keeps no byte would have every message acknowledged
+    alone (half its window is 0): its hello is malformed."""
+    a, _, _ = pair()
+    a.connected()
+    hello = bytes((w.T_STREAM_HELLO,)) + (0xB).to_bytes(8, "big") + bytes(4)
+    with pytest.raises(WireError) as caught:
+        a.receive(hello + (1).to_bytes(2, "big") + bytes(8))
+    assert caught.value.code is ErrorCode.OUT_OF_RANGE
+    assert a.link is LinkState.AWAITING_HELLO and a.peer_incarnation is None
+
+
+def test_a_peer_with_max_streams_0_accepts_no_stream_of_ours() -> None:
+    a = PeerStreams(0xA)
+    a.send(b"q", b"queued")
+    a.connected()
+    a.receive(body(w.StreamHello(0xB, 100, 0, 0)))
+    assert resets(a.events()) == [Reset(b"q", w.ResetCode.STREAM_LIMIT, remote=False)]
+    with pytest.raises(StreamRefused) as caught:
+        a.send(b"n", b"")
+    assert caught.value.reason is Refusal.TOO_MANY_STREAMS
+    assert a.stream_count == a.buffered_bytes == 0
+    # Its own streams are welcome all the same.
+    a.receive(body(w.StreamData(b"theirs", 1, b"x")))
+    assert payloads(a.events(), b"theirs") == [b"x"]
 
 
 def test_settings_are_checked() -> None:
@@ -541,6 +676,7 @@ STREAM_INPUTS = (
     Input.DATA,
     Input.ACK,
     Input.RESET,
+    Input.ANSWER,
     Input.LOCAL_RESET,
 )
 
@@ -552,7 +688,7 @@ def test_every_stream_state_answers_every_input_from_the_peer_or_the_application
         for kind in STREAM_INPUTS:
             assert (state, kind) in TABLE, (state, kind)
     # Restarts and limits only ever find streams that exist.
-    for kind in (Input.RESTART, Input.OVER_LIMIT):
+    for kind in (Input.RESTART, Input.OVER_LIMIT, Input.RESET_TAKEN):
         assert (StreamState.ABSENT, kind) not in TABLE
 
 
@@ -568,6 +704,140 @@ def test_the_link_is_down_awaiting_hello_or_up() -> None:
         (LinkState.AWAITING_HELLO, Input.DISCONNECTED, LinkState.DOWN),
         (LinkState.UP, Input.DISCONNECTED, LinkState.DOWN),
     }
+
+
+# -- any input -----------------------------------------------------------------
+
+
+def _drive(machine: PeerStreams, rng: random.Random, steps: int) -> None:
+    """Random inputs of every kind, the peer's well-formed or not; each
+    raises nothing but what its method documents."""
+    ids = [b"a", b"b", b"c", b"d"]
+    for _ in range(steps):
+        stream = rng.choice(ids)
+        kind = rng.randrange(10)
+        if kind == 0:
+            if machine.link is LinkState.DOWN:
+                machine.connected()
+            else:
+                machine.disconnected()
+            continue
+        if kind <= 2:
+            with contextlib.suppress(StreamRefused):
+                machine.send(stream, bytes(rng.randrange(30)))
+            continue
+        if kind == 3:
+            machine.reset(stream, rng.choice([1, 2, 1000]))
+            continue
+        if kind == 4:
+            machine.tick(rng.random() * 10)
+            continue
+        if machine.link is LinkState.DOWN:
+            continue
+        message: w.StreamMessage
+        if kind == 5:
+            message = w.StreamHello(
+                rng.choice([7, 8]),
+                rng.randint(1, 60),
+                rng.randrange(4),
+                rng.randrange(4),
+            )
+        elif kind == 6:
+            message = w.StreamData(stream, rng.randint(1, 4), bytes(rng.randrange(9)))
+        elif kind == 7:
+            message = w.StreamAck(stream, rng.randint(1, 4))
+        else:
+            message = w.StreamReset(
+                stream, rng.choice([1, 2]), rng.randint(1, 3), rng.random() < 0.3
+            )
+        frame = w.encode(message)
+        if rng.random() < 0.05:
+            frame = frame[: rng.randrange(len(frame))] + bytes(rng.randrange(3))
+        try:
+            machine.receive(frame)
+        except (WireError, ProtocolError):
+            machine.disconnected()  # the caller closes the connection
+        assert machine.buffered_bytes >= 0
+        assert machine.stream_count <= 3 * machine.settings.max_streams
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_no_input_raises_anything_but_the_documented_errors(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(300):
+        config = StreamSettings(window=50, max_streams=rng.randint(1, 3))
+        _drive(PeerStreams(1, config), rng, 60)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_honest_peers_that_reset_across_lost_connections_never_fault(
+    seed: int,
+) -> None:
+    """Two honest machines send, reset and lose connections at random: no
+    violation, every exchange ends, both agree on every stream, a reset is
+    reported only where the other application made one, and nothing is
+    delivered twice or out of order."""
+    rng = random.Random(seed)
+    config = StreamSettings(window=200, max_streams=2, ack_every=4, ack_delay=1.0)
+    a, b = PeerStreams(1, config), PeerStreams(2, config)
+    link = Link(a, b)
+    link.connect()
+    up = True
+    ids = [b"w", b"x", b"y", b"z"]
+    made: dict[int, list[tuple[bytes, int]]] = {1: [], 2: []}
+    heard: dict[int, list[tuple[bytes, int]]] = {1: [], 2: []}
+    last: dict[tuple[int, bytes], int] = {}
+    count = 0
+    code = 1000
+    now = 0.0
+
+    def collect() -> None:
+        for machine, key in ((a, 1), (b, 2)):
+            for event in machine.events():
+                if isinstance(event, Reset):
+                    assert event.remote
+                    heard[key].append((event.stream, event.code))
+                elif isinstance(event, Delivered):
+                    number = int(event.payload)
+                    assert number > last.get((key, event.stream), -1)
+                    last[key, event.stream] = number
+
+    for _ in range(3000):
+        now += 0.01
+        roll = rng.random()
+        machine, key = rng.choice(((a, 1), (b, 2)))
+        stream = rng.choice(ids)
+        if roll < 0.01:
+            if up:
+                link.cut()
+            else:
+                link.connect()
+            up = not up
+        elif roll < 0.3:
+            count += 1
+            with contextlib.suppress(StreamRefused):
+                machine.send(stream, b"%d" % count)
+        elif roll < 0.36:
+            if machine.state(stream) is StreamState.OPEN:
+                code += 1
+                made[key].append((stream, code))
+            machine.reset(stream, code)
+        elif roll < 0.4:
+            machine.tick(now)
+        elif up:
+            link.deliver_one(rng)
+        collect()
+    if not up:
+        link.connect()
+    a.tick(now + 10)
+    b.tick(now + 10)
+    assert quiet_within(link, 500)
+    collect()
+    for stream in ids:
+        assert a.state(stream) is b.state(stream) is not StreamState.RESET_SENT
+    for key, other in ((1, 2), (2, 1)):
+        assert set(heard[key]) <= set(made[other])
+        assert len(heard[key]) == len(set(heard[key]))
 
 
 # -- a lossy pipe -------------------------------------------------------------
