@@ -27,6 +27,7 @@ record-aimed dials); each module also runs alone.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -292,17 +293,28 @@ async def _gossip_attacks(reactor: Any, smoke: bool) -> None:
 
 
 def main() -> None:
-    flags = {"--hogs", "--gossip", "--smoke"}
-    args = [arg for arg in sys.argv[1:] if arg not in flags]
-    if "--gossip" in sys.argv[1:]:
-        smoke = "--smoke" in sys.argv[1:]
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.attack",
+        description="An honest peer's requests before and during a hostile"
+        " flood (see this module's docstring).",
+    )
+    parser.add_argument("seconds", nargs="?", type=float, default=20.0)
+    parser.add_argument("concurrency", nargs="?", type=int, default=40)
+    parser.add_argument("--hogs", action="store_true", help="the hog phases too")
+    parser.add_argument(
+        "--gossip", action="store_true", help="the gossip and discovery attacks"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="with --gossip: smallest sizes"
+    )
+    options = parser.parse_args()
+    if options.gossip:
+        smoke = options.smoke
         task.react(
             lambda reactor: defer.ensureDeferred(_gossip_attacks(reactor, smoke))
         )
         return
-    seconds = float(args[0]) if args else 20.0
-    concurrency = int(args[1]) if len(args) > 1 else 40
-    hogs = "--hogs" in sys.argv[1:]
+    seconds, concurrency, hogs = options.seconds, options.concurrency, options.hogs
 
     async def go(reactor: Any) -> None:
         report(await run(reactor, seconds, concurrency, hogs=hogs))
