@@ -304,3 +304,20 @@ def test_a_capped_type_at_its_limit_and_other_types_over_it_pass() -> None:
     assert framer.feed((5000).to_bytes(4, "big")) == []
     assert framer.feed(b"\x50" + b"\x00" * 4999) == [b"\x50" + b"\x00" * 4999]
     assert framer.feed(b"") == []
+
+
+def test_a_trailing_length_field_that_disagrees_is_refused_whatever_precedes_it() -> (
+    None
+):
+    """A Success whose metadata length field says 16 MiB over 65,792 bytes of
+    metadata: malformed.  (The four bytes that end one byte earlier -- the
+    request id's last, the flag, and two of the length -- would read 65,792,
+    the true length: a reader that looked there would take it.)"""
+    metadata = bytes(65792)
+    body = bytes([wire.T_SUCCESS]) + (7 << 8).to_bytes(4, "big") + b"\x01"
+    body += (0x01000000).to_bytes(4, "big") + metadata
+    assert int.from_bytes(body[4:8], "big") == len(metadata)
+    with pytest.raises(WireError):
+        wire.decode(body)
+    good = body[:6] + len(metadata).to_bytes(4, "big") + metadata
+    assert wire.decode(good) == wire.SuccessResponse(7 << 8, metadata)
