@@ -321,3 +321,12 @@ def test_a_trailing_length_field_that_disagrees_is_refused_whatever_precedes_it(
         wire.decode(body)
     good = body[:6] + len(metadata).to_bytes(4, "big") + metadata
     assert wire.decode(good) == wire.SuccessResponse(7 << 8, metadata)
+
+
+def test_a_request_whose_fields_could_be_misread_decodes_as_sent() -> None:
+    """A one-byte payload of 0 and 65,534 bytes of metadata: read from the
+    wrong offset, the fields of this valid request line up into another
+    well-formed request (an empty payload), so only reading each field where
+    it is can give the request back."""
+    request = wire.Request(1, "p", b"\x00", bytes(65534))
+    assert wire.decode(wire.encode(request)) == request
