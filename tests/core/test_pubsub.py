@@ -1550,3 +1550,20 @@ def test_a_heartbeat_keeps_the_mesh_of_every_topic() -> None:
     grafts = [s.message for s in sends(outputs, Graft)]
     assert sorted(g.topic for g in grafts if isinstance(g, Graft)) == ["a", "b"]
     assert len(hub.mesh["a"]) == len(hub.mesh["b"]) == DEFAULTS.mesh_degree
+
+
+def test_ihave_offers_the_newest_history_gossip_heartbeats_iwant_serves_more() -> None:
+    """9.5: IHave announces what arrived in the last ``history_gossip`` (3)
+    heartbeats; IWant is still served from the whole ``history_length`` (5)."""
+    hub, ids = gossip_hub(9)
+    hub.subscribe("b", 0.0)
+    [deliver] = [o for o in hub.publish("b", b"news", 0.5) if isinstance(o, Deliver)]
+    mid = deliver.message.message_id
+    offered = []
+    for beat in range(1, 5):
+        ihaves = sends(hub.heartbeat(float(beat)), IHave)
+        offered.append(any(mid in s.message.message_ids for s in ihaves))  # type: ignore[union-attr]
+    assert offered == [True, True, True, False]
+    outside = next(p for p in ids if p not in hub.mesh["b"])
+    [served] = sends(hub.receive(outside, IWant((mid,)), 4.5), Publish)
+    assert served.message == deliver.message

@@ -95,6 +95,13 @@ def test_strict_decoder(body: bytes, code: ErrorCode) -> None:
     assert caught.value.code is code
 
 
+def test_errors_say_what_is_wrong() -> None:
+    with pytest.raises(WireError, match=r"\(102\): 1 bytes after the message$"):
+        wire.decode(b"\x05" + bytes(9))
+    with pytest.raises(TypeError, match="^not a message: 'text'$"):
+        wire.encode("text")  # type: ignore[arg-type]
+
+
 def test_encoder_refuses_what_cannot_travel() -> None:
     with pytest.raises(ValueError, match="protocol name"):
         wire.encode(wire.Request(1, "", b""))
