@@ -98,7 +98,7 @@ def test_strict_decoder(body: bytes, code: ErrorCode) -> None:
 def test_errors_say_what_is_wrong() -> None:
     with pytest.raises(WireError, match=r"\(102\): 1 bytes after the message$"):
         wire.decode(b"\x05" + bytes(9))
-    with pytest.raises(TypeError, match="^not a message: 'text'$"):
+    with pytest.raises(TypeError, match=r"^not a message: 'text'$"):
         wire.encode("text")  # type: ignore[arg-type]
 
 
