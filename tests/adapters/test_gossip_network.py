@@ -737,6 +737,8 @@ def test_a_forward_is_dropped_only_past_the_queue_limit_and_each_drop_counted(
     counters, stats = gossip.router.counters, gossip.stats[TOPIC]
     assert counters["forward.queue_full"] == 2 and counters["send.queue_full"] == 1
     assert stats["dropped"] == 3 and stats["forwarded"] == 1
+    gossip._send(Send((at,), message))  # each forward counted, not the last
+    assert stats["forwarded"] == 2 and gossip.sent["frames"] == 2
 
 
 def test_a_first_publication_is_kept_for_iwant_a_full_history(

@@ -252,6 +252,7 @@ def test_a_crowded_mesh_is_pruned_to_d_keeping_outbound_peers() -> None:
     for i, peer in enumerate(peers):
         hub.peer_connected(peer, outbound=i < 3)
         hub.receive(peer, Subscriptions(((True, TOPIC),)), 0.0)
+        assert hub.records.offer(sign_record(identity(i + 2), 1, [f"10.0.2.{i}:1"]))
     for peer in peers[3:]:  # inbound grafts fill it to D_hi, no further
         hub.receive(peer, Graft(TOPIC), 0.0)
     assert len(hub.mesh[TOPIC]) == DEFAULTS.mesh_high
@@ -267,6 +268,9 @@ def test_a_crowded_mesh_is_pruned_to_d_keeping_outbound_peers() -> None:
     assert isinstance(prune.message, Prune)
     assert prune.message.backoff == DEFAULTS.prune_backoff
     assert set(prune.peers) == before - mesh
+    # With peer exchange: records of the topic's peers, none of the pruned.
+    exchanged = {record.peer_id for record in prune.message.records}
+    assert exchanged == set(peers) - set(prune.peers)
 
 
 def test_ihave_iwant_recovers_a_message_a_mesh_link_lost() -> None:
