@@ -87,7 +87,7 @@ async def test_request_and_ping_as_a_process(alice: Identity, tmp_path: Path) ->
     endpoint = f"p2ptls:127.0.0.1:{tls_port.getHost().port}"  # type: ignore[attr-defined]
     plain = f"tcp:127.0.0.1:{tcp_port.getHost().port}"  # type: ignore[attr-defined]
 
-    async def cli(*argv: str) -> tuple[bytes, bytes, int]:
+    async def cli(*argv: str | bytes) -> tuple[bytes, bytes, int]:
         return await getProcessOutputAndValue(  # type: ignore[no-any-return]
             CLI, argv, path=str(tmp_path), env=tree_env({})
         )
@@ -99,6 +99,16 @@ async def test_request_and_ping_as_a_process(alice: Identity, tmp_path: Path) ->
         )  # fmt: skip
         assert code == OK, err
         assert json.loads(out) == {"response": "protocol", "data": "hi"}
+        # A payload and metadata of any bytes travel as given (not UTF-8 here).
+        out, err, code = await cli(
+            "request",
+            endpoint,
+            "echo",
+            b"\xffok",
+            "--metadata",
+            b"\xfe",
+        )
+        assert (code, out.strip()) == (OK, "\ufffdok".encode()), err
         out, err, code = await cli("ping", endpoint, "--count", "3", "--json")
         assert code == OK, err
         assert json.loads(out)["count"] == 3

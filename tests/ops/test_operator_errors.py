@@ -98,6 +98,10 @@ def _bad_inputs(tmp_path: Path, locked: Path) -> list[tuple[list[str], int, str]
         (["allow", "nope"], USAGE, "invalid peer id 'nope'"),
         (["disallow", "nope"], USAGE, "invalid peer id 'nope'"),
         (["allow", PEER, "--file", str(latin1)], BAD_FILE, "not UTF-8 text"),
+        # Bytes that are not UTF-8, as the shell hands them to Python.
+        (["request", "p2ptls:127.0.0.1:1", "\udcff"], USAGE, "b'\\xff' is not valid"),
+        (["request", "p2ptls:\udcff:1", "echo"], USAGE, "is not valid UTF-8"),
+        (["ban", "192.0.2.1", "--reason", "caf\udce9", *db], USAGE, "b'caf\\xe9'"),
     ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from typing import Any, Callable
 
 from blueprint_net._adapters import tls
@@ -38,8 +39,29 @@ def peer_id(text: str) -> PeerId:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def utf8(text: str) -> str:
+    """An argparse ``type``: text that is valid UTF-8, or a one-line usage
+    error.  (Python hands bytes that are not UTF-8 over as lone surrogates,
+    which no encoder takes: a protocol name or a ban's reason would fail
+    later, with a traceback.)"""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(
+            f"{os.fsencode(text)!r} is not valid UTF-8"
+        ) from None
+    return text
+
+
+def raw_bytes(text: str) -> bytes:
+    """An argparse ``type``: the argument's bytes exactly as the shell gave
+    them (a payload may be any bytes, UTF-8 or not)."""
+    return os.fsencode(text)
+
+
 def client_endpoint(text: str) -> str:
     """An argparse ``type``: a client endpoint description that parses."""
+    utf8(text)
     try:
         tls.check_client(text)
     except tls.EndpointError as error:

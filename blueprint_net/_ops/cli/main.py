@@ -21,7 +21,9 @@ from blueprint_net._ops.cli.common import (
     client_endpoint,
     peer_id,
     ping_count,
+    raw_bytes,
     timeout,
+    utf8,
 )
 from blueprint_net._ops.cli.keys import keygen, show_id
 from blueprint_net._ops.cli.remote import ping, request
@@ -98,9 +100,9 @@ def parser() -> argparse.ArgumentParser:
             help="allow a tcp: endpoint (no TLS: trusted networks only)",
         )
         if name == "request":
-            sub.add_argument("protocol")
-            sub.add_argument("payload", nargs="?", default="")
-            sub.add_argument("--metadata")
+            sub.add_argument("protocol", type=utf8)
+            sub.add_argument("payload", nargs="?", type=raw_bytes, default=b"")
+            sub.add_argument("--metadata", type=raw_bytes)
         else:
             sub.add_argument("--count", type=ping_count, default=5, help="pings [5]")
 
@@ -126,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
         if name != "bans":
             sub.add_argument("target", help="a peer id, an address or a CIDR network")
         if name == "ban":
-            sub.add_argument("--reason", default="banned by the operator")
+            sub.add_argument("--reason", type=utf8, default="banned by the operator")
             sub.add_argument(
                 "--duration",
                 type=ban_duration,

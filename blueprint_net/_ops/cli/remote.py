@@ -119,8 +119,8 @@ def request(args: argparse.Namespace) -> int:
             reply = await node.request(
                 peer_id,
                 args.protocol,
-                args.payload.encode(),
-                args.metadata.encode() if args.metadata is not None else None,
+                args.payload,
+                args.metadata,
             )
             kind = "success" if isinstance(reply, wire.SuccessResponse) else "protocol"
             return kind, reply.data, 0, ""
