@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import configparser
 import math
+import os
 from typing import Any, Callable, Optional
 
 import attrs
@@ -308,6 +309,17 @@ LISTS = (
 )
 
 BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def not_utf8(text: str) -> Optional[str]:
+    """Why ``text`` cannot be used as text, if it cannot: Python hands an
+    argument's bytes that are not UTF-8 over as lone surrogates, which no
+    encoder takes (a traceback later, far from the option that held them)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{os.fsencode(text)!r} is not valid UTF-8"
+    return None
 
 
 class ConfigError(ConfigurationError):

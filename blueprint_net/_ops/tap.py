@@ -163,6 +163,9 @@ class Options(usage.Options):
             *(("--bootstrap", tls.check_client, text) for text in self["bootstrap"]),
             *(("--status", tls.check_server, s) for s in [self["status"]] if s),
         ]:
+            problem = config.not_utf8(description)
+            if problem is not None:
+                raise usage.UsageError(f"{option} {problem}")
             try:
                 check(description)
             except tls.EndpointError as error:

@@ -273,6 +273,11 @@ def test_a_port_in_use_is_one_line_naming_the_option(
         ([], b"[blueprint]\nno-builtins = maybe\n", "--no-builtins wants yes or no"),
         ([], b"[blueprint]\nstatus = caf\xe9\n", "not UTF-8 text (byte 0xe9"),
         ([], b"[blueprint]\nlisten = p2ptls:x\n", "--listen 'p2ptls:x'"),
+        (  # a byte that is not UTF-8, as the shell passes it
+            ["--listen", "p2ptls:0:interface=\udcff"],
+            None,
+            "--listen b'p2ptls:0:interface=\\xff' is not valid UTF-8",
+        ),
     ],
 )
 def test_bad_options_are_one_line_without_the_usage_text(

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from blueprint_net._adapters import tls
 from blueprint_net._core.identity import PeerId
+from blueprint_net._ops.config import not_utf8
 
 OK, FAILED, USAGE, UNREACHABLE, BAD_FILE = 0, 1, 2, 3, 4
 DEFAULT_STATUS_URL = "http://127.0.0.1:7080"
@@ -44,12 +45,9 @@ def utf8(text: str) -> str:
     error.  (Python hands bytes that are not UTF-8 over as lone surrogates,
     which no encoder takes: a protocol name or a ban's reason would fail
     later, with a traceback.)"""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise argparse.ArgumentTypeError(
-            f"{os.fsencode(text)!r} is not valid UTF-8"
-        ) from None
+    problem = not_utf8(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 
