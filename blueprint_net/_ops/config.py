@@ -46,6 +46,18 @@ class Setting:
     #: in the config file.
     flag: bool = False
 
+    @property
+    def shown(self) -> Optional[str]:
+        """The default as an operator would type it (``3600``, ``yes``), not
+        as Python prints it (``3600.0``, ``True``)."""
+        if self.default is None:
+            return None
+        if isinstance(self.default, bool):
+            return "yes" if self.default else "no"
+        if isinstance(self.default, float):
+            return f"{self.default:g}"
+        return str(self.default)
+
 
 def _number(
     kind: type, minimum: float, strict: bool, maximum: Optional[float] = None

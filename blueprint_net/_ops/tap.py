@@ -72,7 +72,9 @@ class Options(usage.Options):
             " (re-read on SIGHUP).",
         ],
     ] + [
-        [s.name, None, s.default, s.help, config.coercer(s.name)]
+        # The default is shown as typed (the help prints it); postOptions
+        # parses a default left unparsed.
+        [s.name, None, s.shown, s.help, config.coercer(s.name)]
         for s in config.SETTINGS
         if not s.flag
     ]
@@ -129,7 +131,9 @@ class Options(usage.Options):
         try:
             self._parse(options)
         except usage.UsageError as error:
-            raise SystemExit(f"blueprint: {error}") from None
+            # usage.Options prefixes a coerce error with a phrase of its own.
+            message = str(error).removeprefix("Parameter type enforcement failed: ")
+            raise SystemExit(f"blueprint: {message}") from None
 
     def _parse(self, options: Optional[Sequence[str]]) -> None:
         """Read ``--config`` first, so the command line overrides it."""
@@ -149,6 +153,10 @@ class Options(usage.Options):
         super().parseOptions(options)
 
     def postOptions(self) -> None:
+        for setting in config.SETTINGS:
+            value = self.get(setting.name)
+            if not setting.flag and value is not None and value == setting.shown:
+                self[setting.name] = setting.default  # left at its shown default
         for name in config.LISTS:
             if not self[name]:
                 self[name] = list(self._from_file.get(name, []))

@@ -268,3 +268,23 @@ def test_operations_doc_covers_every_option() -> None:
         assert f"| `--{setting.name}` | {shown} |" in doc, setting.name
     for name in (*config.LISTS, "config", "data-dir", "key-file", "status"):
         assert f"`--{name}" in doc, name
+
+
+def test_defaults_are_shown_as_typed_and_used_as_values() -> None:
+    """``--help`` shows ``[default: 3600]`` and ``[default: yes]``, as an
+    operator would type them; a default left alone is the setting's value,
+    of its type; a bad value is one line without Twisted's prefix."""
+    shown = re.findall(r"\[default: ([^]]*)\]", Options().getUsage())
+    assert shown and not [d for d in shown if re.fullmatch(r"-?\d+\.0|True|False", d)]
+    assert "3600" in shown and "yes" in shown
+    options = Options()
+    options.parseOptions([])
+    for setting in config.SETTINGS:
+        assert options[setting.name] == setting.default, setting.name
+        if not setting.flag:  # (a flag is usage.Options' 0 or 1)
+            assert type(options[setting.name]) is type(setting.default), setting.name
+    with pytest.raises(SystemExit) as refused:
+        Options().parseOptions(["--max-connections", "x"])
+    assert (
+        str(refused.value) == "blueprint: --max-connections wants an integer, not 'x'"
+    )
