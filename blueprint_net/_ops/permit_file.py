@@ -50,6 +50,11 @@ def write_permits(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 peer``, ``2 peers``: a count in words a person reads."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _stamp(path: Path) -> Stamp:
     try:
         found = path.stat()
@@ -107,37 +112,46 @@ class PermitSources:
         if stamp == self._stamp:
             return
         self._stamp = stamp
-        self._read_data_dir()
-        self._apply(str(self.data_dir_file))
+        kept = not self._read_data_dir()
+        self._apply(str(self.data_dir_file), kept)
 
     def reload(self) -> None:
         """Re-read every file (SIGHUP)."""
+        kept = False
         if self.file is not None:
             try:
                 found = read_permits(self.file)
             except PermitListError as error:
                 self._log.error("allow-list not reloaded: {error}", error=str(error))
+                kept = True
             else:
                 if found is None:
                     self._log.error(
                         "allow-list not reloaded: {path}: no such file",
                         path=str(self.file),
                     )
+                    kept = True
                 else:
                     self._from_file = found
         if self.data_dir_file is not None:
             self._stamp = _stamp(self.data_dir_file)
-            self._read_data_dir()
-        self._apply("every allow-list file")
+            kept = not self._read_data_dir() or kept
+        self._apply("every allow-list file", kept)
 
-    def _read_data_dir(self) -> None:
+    def _read_data_dir(self) -> bool:
+        """Whether the data directory's file was read (else its old list
+        stays, and why is logged)."""
         assert self.data_dir_file is not None
         try:
             self._from_dir = read_permits(self.data_dir_file)
         except PermitListError as error:
             self._log.error("allow-list not reloaded: {error}", error=str(error))
+            return False
+        return True
 
-    def _apply(self, source: str) -> None:
+    def _apply(self, source: str, kept: bool = False) -> None:
+        """Give the node the union of the sources; ``kept``: a file that did
+        not read keeps its previous part of it (said so, not "read")."""
         before = self.node.policy.permitted
         permitted = self.permitted()
         closed = self.node.set_permitted(permitted)
@@ -150,9 +164,11 @@ class PermitSources:
                 )
             return
         self._log.info(
-            "allow-list read from {source}: {count} peers permitted;"
-            " {closed} connections closed (NOT_ALLOWED)",
+            "allow-list {how}: {peers} permitted; {connections} closed (NOT_ALLOWED)",
+            how="kept where a file did not read" if kept else f"read from {source}",
             source=source,
             count=len(permitted),
+            peers=counted(len(permitted), "peer"),
             closed=closed,
+            connections=counted(closed, "connection"),
         )

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
+from twisted.logger import formatEvent
 
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.errors import ConfigurationError
@@ -160,7 +161,7 @@ async def test_sighup_reloads_the_permit_file_of_a_twistd_node(
         assert process.poll() is None  # SIGHUP no longer ends the node
         logged = _read(log)
         assert "SIGHUP: reloading the allow-list" in logged
-        assert "0 peers permitted; 1 connections closed" in logged
+        assert "0 peers permitted; 1 connection closed" in logged
     finally:
         await client.stop()
         process.send_signal(signal.SIGTERM)
@@ -197,3 +198,25 @@ def test_a_bad_file_keeps_the_previous_list_and_deleting_it_opens_up(
     assert open_node.policy.permitted is None  # no source left: mode off
     with pytest.raises(ConfigurationError, match="no such file"):
         PermitSources(open_node, file=tmp_path / "missing")
+
+
+def test_the_log_says_when_a_file_that_did_not_read_kept_its_list(
+    tmp_path: Path, logged: list[dict[str, Any]]
+) -> None:
+    """After a bad file the log must not claim the list was read from it."""
+    path = tmp_path / PERMITS_FILE
+    path.write_text(f"{_id(1)}\n")
+    node = Node(Identity(bytes([3]) * 32), reactor=task.Clock())
+    permits = PermitSources(node, data_dir_file=path)
+    path.write_text("not-an-id\n")
+    permits.reload()
+    lines = [formatEvent(event) for event in logged]
+    assert any("allow-list not reloaded" in line for line in lines), lines
+    assert lines[-1] == (
+        "allow-list kept where a file did not read: 1 peer permitted;"
+        " 0 connections closed (NOT_ALLOWED)"
+    )
+    path.write_text(f"{_id(1)}\n{_id(2)}\n")
+    permits.reload()
+    assert formatEvent(logged[-1]).startswith("allow-list read from every")
+    assert "2 peers permitted" in formatEvent(logged[-1])

@@ -25,7 +25,7 @@ from blueprint_net._ops.cli.common import (
     CommandFailed,
     emit,
 )
-from blueprint_net._ops.permit_file import PERMITS_FILE, write_permits
+from blueprint_net._ops.permit_file import PERMITS_FILE, counted, write_permits
 from blueprint_net._policy.addresses import parse_target
 from blueprint_net._policy.bans import Ban, Origin
 from blueprint_net._policy.permits import PermitListError, parse_permits, with_permit
@@ -137,12 +137,15 @@ def _permit(args: argparse.Namespace, permitted: bool) -> int:
     listed = len(parse_permits(updated, str(path)))
     verb = "allowed" if permitted else "disallowed"
     message = (
-        f"{verb} {peer_id} ({listed} peers on {path})"
+        f"{verb} {peer_id} ({counted(listed, 'peer')} on {path})"
         if changed
         else f"{peer_id} was {'already' if permitted else 'not'} on {path}"
     )
     if new:
-        message += "; a new list: the node now admits only the peers on it"
+        message += (
+            "; a new list: the node is now permissioned and admits the peers"
+            " on it and on any --permit-peer or --permit-file it was given"
+        )
     emit(
         args,
         {
