@@ -326,7 +326,4 @@ def decode(body: bytes) -> Union[GossipWireMessage, wire.Message]:
     decoder = DECODERS.get(body[0]) if body else None
     if decoder is None:
         return wire.decode(body)
-    reader = FieldReader(body)
-    message = decoder(reader)
-    reader.end()
-    return message
+    return wire.read_whole(body, decoder)

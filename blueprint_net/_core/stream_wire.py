@@ -285,7 +285,4 @@ def decode(body: bytes) -> StreamMessage:
             ErrorCode.UNKNOWN_MESSAGE_TYPE,
             f"0x{body[0]:02x} is not a stream message type",
         )
-    reader = FieldReader(body)
-    message = decoder(reader)
-    reader.end()
-    return message
+    return wire.read_whole(body, decoder)

@@ -15,7 +15,7 @@ escapes to the caller.
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
 import attrs
 
@@ -320,11 +320,6 @@ def encode(message: Message) -> bytes:
     return b"".join(_parts(message))
 
 
-def body_size(message: Message) -> int:
-    """The size of the message's frame body, without encoding its payload."""
-    return sum(map(len, _parts(message)))
-
-
 def frame_body(body: bytes) -> bytes:
     """A frame of ``body``: a u32 big-endian length, then the body."""
     return _HEADER.pack(len(body)) + body
@@ -615,6 +610,15 @@ def decode(body: bytes) -> Message:
         raise WireError(
             ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown message type 0x{body[0]:02x}"
         )
+    return read_whole(body, decoder)
+
+
+_T = TypeVar("_T")
+
+
+def read_whole(body: bytes, decoder: Callable[[FieldReader], _T]) -> _T:
+    """``decoder``'s message from ``body``, which it must read to the end
+    (``TRAILING_BYTES`` if not): the strict path of every message family."""
     reader = FieldReader(body)
     message = decoder(reader)
     reader.end()
