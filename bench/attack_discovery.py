@@ -36,8 +36,8 @@ from blueprint_net import Identity, Node, Settings
 from blueprint_net._adapters.connections import ConnectionManager
 from blueprint_net._core import gossip_wire
 from blueprint_net._core.errors import ConnectFailed
+from blueprint_net._core.gossip_outputs import Send
 from blueprint_net._core.identity import PeerId
-from blueprint_net._core.pubsub import Send
 from blueprint_net._core.records import sign_record
 from blueprint_net._policy.discovery import DiscoverySettings
 from blueprint_net.gossip import GossipMessage

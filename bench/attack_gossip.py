@@ -41,9 +41,9 @@ from twisted.internet import defer, task
 from blueprint_net import Identity, Settings
 from blueprint_net._adapters.node import Node
 from blueprint_net._core import gossip_wire
+from blueprint_net._core.gossip_outputs import Fault
 from blueprint_net._core.gossip_settings import DEFAULTS as GOSSIP_DEFAULTS
 from blueprint_net._core.gossip_wire import Prune, Publish, Subscriptions
-from blueprint_net._core.pubsub import Fault
 from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net.gossip import GossipSettings
 

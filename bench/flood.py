@@ -29,7 +29,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from blueprint_net._core import wire
 from blueprint_net._core.connection import Connection
 from blueprint_net._core.errors import WireError
-from blueprint_net._core.handshake import PeerProven
+from blueprint_net._core.handshake_states import PeerProven
 from blueprint_net._core.identity import Identity
 
 #: Source addresses per kind: 127.0.<k>.1 .. 127.0.<k>.<ADDRESSES>.

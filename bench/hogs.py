@@ -26,7 +26,7 @@ from twisted.internet import defer, protocol, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 from blueprint_net._core.connection import Connection, PeerVerified
-from blueprint_net._core.handshake import PeerProven
+from blueprint_net._core.handshake_states import PeerProven
 from blueprint_net._core.identity import Identity
 
 SOCKETS_PER_ADDRESS = 16

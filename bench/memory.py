@@ -24,7 +24,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from bench import PLAINTEXT
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.connection import Connection
-from blueprint_net._core.handshake import PeerProven
+from blueprint_net._core.handshake_states import PeerProven
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._policy.limits import ConnectionLimits
 

@@ -8,7 +8,7 @@ and gossip's tunables.
 from __future__ import annotations
 
 from blueprint_net._adapters.gossip import GossipMessage
+from blueprint_net._core.gossip_outputs import Verdict
 from blueprint_net._core.gossip_settings import GossipSettings
-from blueprint_net._core.pubsub import Verdict
 
 __all__ = ["GossipMessage", "GossipSettings", "Verdict"]

@@ -40,7 +40,9 @@ from blueprint_net._core.errors import (
     RequestTimeout,
     WireError,
 )
-from blueprint_net._core.handshake import Handshake, HandshakeState, transcript
+from blueprint_net._core.handshake import Handshake
+from blueprint_net._core.handshake_states import HandshakeState
+from blueprint_net._core.handshake_transcripts import transcript
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.messaging import (
     Deadlines,

@@ -10,7 +10,7 @@ import pytest
 from blueprint_net._core import gossip_wire, records, stream_wire, streams, wire
 from blueprint_net._core.connection import MISBEHAVIOUR
 from blueprint_net._core.errors import ErrorCode
-from blueprint_net._core.handshake import (
+from blueprint_net._core.handshake_transcripts import (
     ROLE_TLS_CLIENT,
     ROLE_TLS_SERVER,
     bound_transcript,

@@ -16,7 +16,7 @@ from blueprint_net import Identity
 from blueprint_net._adapters.protocol import PLAIN_PORT_ANSWERS
 from blueprint_net._adapters.tls import TLS_PORT_ANSWERS
 from blueprint_net._core import telemetry
-from blueprint_net._core.pubsub import Fault, Verdict
+from blueprint_net._core.gossip_outputs import Fault, Verdict
 from blueprint_net._core.telemetry import Index, Label, Metric
 from blueprint_net._ops import metrics
 from blueprint_net._ops.status import snapshot
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "blueprint_net"
 DOC = ROOT / "docs" / "operations.md"
 #: The modules that count into the gossip router's counters.
-ROUTER_MODULES = {"_core/pubsub.py", "_adapters/gossip.py"}
+ROUTER_MODULES = {"_core/pubsub.py", "_core/gossip_mesh.py", "_adapters/gossip.py"}
 PROTOCOLS = ["echo", "my.proto"]
 
 

@@ -27,20 +27,20 @@ from blueprint_net._adapters.peers import PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
 from blueprint_net._core import gossip_wire, telemetry
 from blueprint_net._core.errors import SendQueueFull
-from blueprint_net._core.gossip_settings import GossipSettings
-from blueprint_net._core.gossip_wire import Publish, message_id
-from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.pubsub import (
+from blueprint_net._core.gossip_outputs import (
     Deliver,
     Discovered,
     Fault,
     Penalty,
-    Router,
     RouterOutput,
     Send,
     Validate,
     Verdict,
 )
+from blueprint_net._core.gossip_settings import GossipSettings
+from blueprint_net._core.gossip_wire import Publish, message_id
+from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.pubsub import Router
 from blueprint_net._core.records import PeerRecord, RecordBook
 from blueprint_net._core.telemetry import FORWARD_QUEUE_FULL, SEND_QUEUE_FULL
 

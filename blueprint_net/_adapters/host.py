@@ -54,8 +54,8 @@ from blueprint_net._adapters.summary import EventSummary
 from blueprint_net._core import untrusted, wire
 from blueprint_net._core.connection import ConnectionFailed, GossipReceived
 from blueprint_net._core.errors import ErrorCode, HandshakeFailed, ProtocolError
+from blueprint_net._core.gossip_outputs import Fault
 from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.pubsub import Fault
 from blueprint_net._core.telemetry import (
     BANS_IMPOSED,
     CONNECTIONS_CLOSED,

@@ -53,10 +53,10 @@ from blueprint_net._core.errors import (
     ProtocolError,
     SendQueueFull,
 )
+from blueprint_net._core.gossip_outputs import Fault
 from blueprint_net._core.gossip_settings import DEFAULTS as GOSSIP_DEFAULTS
 from blueprint_net._core.gossip_settings import GossipSettings
 from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.pubsub import Fault
 from blueprint_net._core.telemetry import REQUESTS_SENT
 from blueprint_net._policy import discovery
 from blueprint_net._policy.addresses import Target

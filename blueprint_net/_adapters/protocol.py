@@ -69,7 +69,7 @@ from blueprint_net._core.errors import (
     RequestTimeout,
     SendQueueFull,
 )
-from blueprint_net._core.handshake import PeerProven
+from blueprint_net._core.handshake_states import PeerProven
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._policy.resources import MemoryBudget
 from blueprint_net._policy.settings import DEFAULTS, Settings

@@ -37,12 +37,8 @@ from blueprint_net._core.errors import (
     ProtocolError,
     WireError,
 )
-from blueprint_net._core.handshake import (
-    Handshake,
-    HandshakeState,
-    PeerProven,
-    Phase,
-)
+from blueprint_net._core.handshake import Handshake
+from blueprint_net._core.handshake_states import HandshakeState, PeerProven, Phase
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.messaging import Deadlines, Requests
 

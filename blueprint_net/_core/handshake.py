@@ -2,30 +2,18 @@
 
 Layer: core (sans-IO; imports nothing from Twisted).
 
-The specification has each peer sign the other's peer id.  Such a signature
-is the same on every connection between the same two peers, so whoever sees
-it once can replay it forever.  Here each side signs a *transcript*::
-
-    DOMAIN || role || version || signer id || signer nonce
-           || verifier id || verifier nonce || channel binding
-
-where both nonces are fresh per connection (exchanged in ``Hello`` as the
-connection opens), ``role`` is the type byte of the message carrying the
-signature, and the channel binding is the TLS exporter value when the
-transport is TLS (empty otherwise).  ``docs/protocol.md`` explains what each
-part defends against.
-
-Over a ``p2ptls`` link (TLS 1.3, ALPN ``blueprint/1``, each side's certificate
-its node key) the session's exporter is already unique to the connection, so
-the nonces buy nothing and cost a round trip: there the machine runs the *TLS
-variant* (:meth:`Handshake.start_bound`), one :class:`~wire.Proof` each way
-over::
-
-    DOMAIN_TLS || role || version || signer id || verifier id || exporter
-
-The dialer (the TLS client) proves itself as soon as TLS completes; the
-listener proves itself once it has verified and admitted the dialer.  Both
-variants share the table below; the TLS phases are ``BOUND_*``.
+Each side proves its key by signing a *transcript* of this connection
+(both ids, both fresh nonces, the version and the channel binding:
+:mod:`~blueprint_net._core.handshake_transcripts` says what each part
+defends against), so a signature seen once is no good on another connection.
+Over a ``p2ptls`` link (TLS 1.3, ALPN ``blueprint/1``, each side's
+certificate its node key) the session's exporter is already unique to the
+connection, so the nonces buy nothing and cost a round trip: there the
+machine runs the *TLS variant* (:meth:`Handshake.start_bound`), one
+:class:`~wire.Proof` each way.  The dialer (the TLS client) proves itself as
+soon as TLS completes; the listener proves itself once it has verified and
+admitted the dialer.  Both variants share the table below; the TLS phases
+are ``BOUND_*``.
 
 The machine is one table, :data:`TABLE`: (phase, input kind) -> (next phase,
 action).  Every phase is a sub-state of one of the specification's states
@@ -35,18 +23,35 @@ is.  It never calls out: once the peer's proof verifies it stops and returns
 or :meth:`Handshake.refuse`.  A failure moves it to ``FAILED``: one the peer
 caused is raised as :class:`HandshakeFailed`, a local one (timeout, refusal)
 is returned.
+
+In: ``start``/``start_bound``, the peer's messages (``receive``) and the
+caller's ``accept``, ``refuse`` or ``fail``.  Out: messages for the peer and
+:class:`PeerProven`.  States: the phases of
+:mod:`~blueprint_net._core.handshake_states`, which also names the inputs
+and outputs.
 """
 
 from __future__ import annotations
 
-import enum
 import secrets
-import struct
-from typing import Any, Callable, Optional, Union, cast
-
-import attrs
+from typing import Any, Callable, Optional, cast
 
 from blueprint_net._core.errors import ErrorCode, HandshakeFailed
+from blueprint_net._core.handshake_states import (
+    SPEC_STATE,
+    HandshakeOutput,
+    HandshakeState,
+    InputKind,
+    Local,
+    PeerProven,
+    Phase,
+)
+from blueprint_net._core.handshake_transcripts import (
+    ROLE_TLS_CLIENT,
+    ROLE_TLS_SERVER,
+    bound_transcript,
+    transcript,
+)
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.signatures import is_acceptable_public_key
 from blueprint_net._core.wire import (
@@ -62,103 +67,6 @@ from blueprint_net._core.wire import (
     Proof,
 )
 
-DOMAIN = b"blueprint-net/handshake/v1\x00"
-#: The TLS variant's domain: its signatures are never valid in the other's.
-DOMAIN_TLS = b"blueprint-net/handshake-tls/v1\x00"
-#: The TLS variant's roles: the signer's side of the TLS handshake.
-ROLE_TLS_CLIENT = 0x01
-ROLE_TLS_SERVER = 0x02
-
-
-class HandshakeState(enum.Enum):
-    """The specification's states (``docs/protocol.md``, "States")."""
-
-    CONNECTED = "Connected"
-    OUTBOUND_PENDING = "OutboundPending"
-    INBOUND_PENDING = "InboundPending"
-    VERIFIED = "Verified"
-    FAILED = "Failed"
-
-
-class Phase(enum.Enum):
-    """Where the machine is: the specification's states, split where the
-    next allowed input differs (see :data:`SPEC_STATE`)."""
-
-    CONNECTED = enum.auto()
-    #: Initiator: our Hello is out; the peer's is awaited.
-    OUTBOUND_AWAITING_HELLO = enum.auto()
-    #: Initiator: our HandshakeRequest is out; the peer's proof is awaited
-    #: (its response, or its own request when both sides initiated).
-    OUTBOUND_AWAITING_PROOF = enum.auto()
-    #: Initiator: the peer proved its id; the caller's decision is awaited.
-    OUTBOUND_PROVEN = enum.auto()
-    #: Responder: the peer's Hello is in; its HandshakeRequest is awaited.
-    INBOUND_AWAITING_REQUEST = enum.auto()
-    #: Responder: the peer proved its id; the caller's decision is awaited
-    #: (our response is sent only on accept).
-    INBOUND_PROVEN = enum.auto()
-    #: TLS variant, dialer: our Proof is out; the listener's is awaited.
-    BOUND_OUTBOUND_AWAITING_PROOF = enum.auto()
-    #: TLS variant, dialer: the listener proved its id; the decision is awaited.
-    BOUND_OUTBOUND_PROVEN = enum.auto()
-    #: TLS variant, listener: the dialer's Proof is awaited.
-    BOUND_INBOUND_AWAITING_PROOF = enum.auto()
-    #: TLS variant, listener: the dialer proved its id; the decision is
-    #: awaited (our Proof is sent only on accept).
-    BOUND_INBOUND_PROVEN = enum.auto()
-    VERIFIED = enum.auto()
-    FAILED = enum.auto()
-
-
-#: The specification's state of each phase.
-SPEC_STATE: dict[Phase, HandshakeState] = {
-    Phase.CONNECTED: HandshakeState.CONNECTED,
-    Phase.OUTBOUND_AWAITING_HELLO: HandshakeState.OUTBOUND_PENDING,
-    Phase.OUTBOUND_AWAITING_PROOF: HandshakeState.OUTBOUND_PENDING,
-    Phase.OUTBOUND_PROVEN: HandshakeState.OUTBOUND_PENDING,
-    Phase.INBOUND_AWAITING_REQUEST: HandshakeState.INBOUND_PENDING,
-    Phase.INBOUND_PROVEN: HandshakeState.INBOUND_PENDING,
-    Phase.BOUND_OUTBOUND_AWAITING_PROOF: HandshakeState.OUTBOUND_PENDING,
-    Phase.BOUND_OUTBOUND_PROVEN: HandshakeState.OUTBOUND_PENDING,
-    Phase.BOUND_INBOUND_AWAITING_PROOF: HandshakeState.INBOUND_PENDING,
-    Phase.BOUND_INBOUND_PROVEN: HandshakeState.INBOUND_PENDING,
-    Phase.VERIFIED: HandshakeState.VERIFIED,
-    Phase.FAILED: HandshakeState.FAILED,
-}
-
-
-class Local(enum.Enum):
-    """Inputs that come from this side rather than from the peer."""
-
-    #: The connection is open and we dialed: send Hello, expect one back.
-    START_INITIATOR = enum.auto()
-    #: The connection is open and we accepted it: send Hello.
-    START_RESPONDER = enum.auto()
-    #: TLS variant: TLS completed and we dialed (the TLS client): prove.
-    START_BOUND_INITIATOR = enum.auto()
-    #: TLS variant: TLS completed and we accepted: await the dialer's Proof.
-    START_BOUND_RESPONDER = enum.auto()
-    #: The caller's policy admits the proven peer.
-    ACCEPT = enum.auto()
-    #: The caller's policy refuses the proven peer.
-    REFUSE = enum.auto()
-    #: Anything else that ends the handshake: a timeout, a local close, or
-    #: an action that found the peer's input invalid.
-    FAIL = enum.auto()
-
-
-@attrs.define
-class PeerProven:
-    """The peer proved it holds ``peer_id``'s key; the machine waits for
-    :meth:`Handshake.accept` or :meth:`Handshake.refuse`."""
-
-    peer_id: PeerId
-
-
-#: What an input yields: messages for the peer, or :class:`PeerProven`.
-HandshakeOutput = Union[Message, PeerProven]
-#: An input's kind, the table's second key: a message class, or a local input.
-InputKind = Union[type[object], Local]
 Action = Callable[["Handshake", Any], list[HandshakeOutput]]
 
 _OVER = frozenset({Phase.VERIFIED, Phase.FAILED})
@@ -171,53 +79,6 @@ _PROVEN = frozenset(
         Phase.BOUND_INBOUND_PROVEN,
     }
 )
-
-
-def transcript(
-    role: int,
-    version: int,
-    signer: PeerId,
-    signer_nonce: bytes,
-    verifier: PeerId,
-    verifier_nonce: bytes,
-    binding: bytes,
-) -> bytes:
-    """The bytes a handshake signature covers (see ``docs/protocol.md``)."""
-    return b"".join(
-        (
-            DOMAIN,
-            bytes((role,)),
-            struct.pack("!H", version),
-            bytes((len(signer.binary),)),
-            signer.binary,
-            signer_nonce,
-            bytes((len(verifier.binary),)),
-            verifier.binary,
-            verifier_nonce,
-            bytes((len(binding),)),
-            binding,
-        )
-    )
-
-
-def bound_transcript(
-    role: int, version: int, signer: PeerId, verifier: PeerId, binding: bytes
-) -> bytes:
-    """The bytes a TLS-variant :class:`~wire.Proof` signs (``docs/protocol.md``,
-    "Over TLS"): the exporter takes the nonces' place."""
-    return b"".join(
-        (
-            DOMAIN_TLS,
-            bytes((role,)),
-            struct.pack("!H", version),
-            bytes((len(signer.binary),)),
-            signer.binary,
-            bytes((len(verifier.binary),)),
-            verifier.binary,
-            bytes((len(binding),)),
-            binding,
-        )
-    )
 
 
 class Handshake:

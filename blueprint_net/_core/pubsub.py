@@ -21,15 +21,22 @@ we push on, its control entries per heartbeat -- so what one peer sends
 costs the node a bounded amount and cannot spend another's.  Only what a
 peer provably did is charged to it: a bad signature or a rejected message to
 the peer that forwarded it, never to the origin it names.
+
+:class:`Router` is this module's: what our publications and a peer's
+messages do, and the heartbeat.  Its base,
+:class:`~blueprint_net._core.gossip_mesh.Meshes`, keeps the topics, meshes,
+fanout and backoffs (its states: a peer connected or departed, a topic
+meshed, fanned out or neither); :mod:`~blueprint_net._core.gossip_outputs`
+holds what it returns.
+A publication's states here are: unseen, pending the validator
+(``pending``), then seen and cached, or dropped.
 """
 
 from __future__ import annotations
 
-import enum
 import random
-from collections import Counter
 from collections.abc import Iterable
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import attrs
 
@@ -40,9 +47,19 @@ from blueprint_net._core.gossip_caches import (
     RecentSet,
     SeenCache,
 )
+from blueprint_net._core.gossip_mesh import Meshes, PeerState, check_topic
+from blueprint_net._core.gossip_outputs import (
+    Deliver,
+    Discovered,
+    Fault,
+    Penalty,
+    RouterOutput,
+    Send,
+    Validate,
+    Verdict,
+)
 from blueprint_net._core.gossip_settings import GossipSettings
 from blueprint_net._core.gossip_wire import (
-    MAX_SUBSCRIPTION_CHANGES,
     GossipWireMessage,
     Graft,
     IHave,
@@ -59,7 +76,6 @@ from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.records import DOMAIN as RECORD_DOMAIN
 from blueprint_net._core.records import PeerRecord, RecordBook, sign_record
 from blueprint_net._core.telemetry import (
-    BACKOFF_DEPARTED_EVICTED,
     CONTROL_OVER_BUDGET,
     FORWARD_SOURCE_RATE,
     GRAFT_IGNORED,
@@ -87,125 +103,6 @@ from blueprint_net._core.telemetry import (
     VALIDATIONS,
 )
 
-#: Backoffs of departed peers kept for their return (the ones still
-#: running), at most: past it the peer that left first loses its entries.
-#: A connected peer's backoffs are its own (at most one per topic we keep a
-#: mesh of, or recently left), so no peer's entries push out another's.
-MAX_DEPARTED_BACKOFFS = 4096
-
-
-class Verdict(enum.Enum):
-    """An application validator's answer (gossipsub's three results)."""
-
-    #: Deliver and forward.
-    ACCEPT = "accept"
-    #: Drop quietly: not forwarded, nobody charged (e.g. stale, not wrong).
-    IGNORE = "ignore"
-    #: Drop and charge the peer that forwarded it: the message is invalid.
-    REJECT = "reject"
-
-
-class Fault(enum.Enum):
-    """What a peer provably did wrong; the policy layer prices each."""
-
-    #: Forwarded a publication whose signature does not verify.
-    INVALID_SIGNATURE = "invalid-signature"
-    #: Forwarded a publication the application's validator rejected.
-    REJECTED = "rejected"
-    #: Sent a peer record whose signature does not verify.
-    INVALID_RECORD = "invalid-record"
-    #: Grafted while the backoff our own ``Prune`` set was running.
-    GRAFT_IN_BACKOFF = "graft-in-backoff"
-    #: Sent more subscription changes, grafts or prunes in one heartbeat
-    #: interval than ``max_control_per_peer`` (charged once an interval).
-    CONTROL_FLOOD = "control-flood"
-
-
-@attrs.frozen
-class Send:
-    """Send ``message`` to each of ``peers`` (encode once).  A peer whose
-    send queue is full is skipped and counted, never waited for."""
-
-    peers: tuple[PeerId, ...]
-    message: GossipWireMessage
-
-
-@attrs.frozen
-class Validate:
-    """Run the topic's validator on ``message``, then call
-    :meth:`Router.validated` with ``message_id`` and the verdict."""
-
-    message_id: bytes
-    message: Publish
-    source: PeerId
-
-
-@attrs.frozen
-class Deliver:
-    """Give ``message`` to the local handlers of its topic."""
-
-    message: Publish
-
-
-@attrs.frozen
-class Penalty:
-    """``peer`` did ``fault``: score it (``_policy/gossip_faults.py`` says how)."""
-
-    peer: PeerId
-    fault: Fault
-
-
-@attrs.frozen
-class Discovered:
-    """Verified records, each newer than any held, received from ``source``:
-    candidates for the connection manager, which applies bans first."""
-
-    source: PeerId
-    records: tuple[PeerRecord, ...]
-
-
-RouterOutput = Union[Send, Validate, Deliver, Penalty, Discovered]
-
-
-@attrs.define
-class _Backoff:
-    until: float
-    #: Set by our Prune (a graft before ``until`` breaks it) or by theirs.
-    by_us: bool
-    since: float
-    #: A graft in our backoff is charged only on the connection our Prune
-    #: went out on: a peer that left and came back may have restarted and
-    #: lost its state, or had it pushed out of its own bounded table.
-    chargeable: bool = True
-
-
-@attrs.define
-class _Peer:
-    """A connected peer, and what it has spent this heartbeat."""
-
-    outbound: bool
-    topics: set[str] = attrs.Factory(set)
-    ihaves: int = 0
-    asked: int = 0
-    served: int = 0
-    record_requests: int = 0
-    #: We asked it for records and its answer has not come.
-    awaiting_records: bool = False
-    #: It gave us a Prune's records this heartbeat (one batch a heartbeat).
-    pruned_records: bool = False
-    #: Its backoffs, by topic (its own: no other peer's can push them out).
-    backoffs: dict[str, _Backoff] = attrs.Factory(dict)
-    #: The control budget's interval began then; subscription changes
-    #: looked at and grafts and prunes taken since; charged for it yet.
-    control_since: float = float("-inf")
-    changes: int = 0
-    grafts: int = 0
-    flooded: bool = False
-
-    def new_heartbeat(self) -> None:
-        self.ihaves = self.asked = self.served = self.record_requests = 0
-        self.pruned_records = False
-
 
 @attrs.define
 class _Pending:
@@ -218,8 +115,11 @@ class _Pending:
 OnMessage = Callable[["Router", PeerId, Any, float], list[RouterOutput]]
 
 
-class Router:
-    """One node's gossip state: its topics, meshes, caches and peers."""
+class Router(Meshes):
+    """One node's gossip state: its topics, meshes, caches and peers.
+
+    The membership and mesh upkeep are its base, :class:`Meshes`; this
+    class adds what our publications and the peers' messages do."""
 
     def __init__(
         self,
@@ -230,27 +130,19 @@ class Router:
         rng: Optional[random.Random] = None,
         first_seqno: Optional[int] = None,
     ) -> None:
+        s = settings
+        super().__init__(
+            identity.peer_id,
+            settings,
+            rng or random.Random(),
+            RecordBook(s.max_records, self._record_verifies),
+            MessageCache(s.history_length, s.history_gossip, s.max_cache_bytes),
+        )
         self.identity = identity
-        self.peer_id = identity.peer_id
-        self.settings = s = settings
-        self.rng = rng or random.Random()
         #: The last seqno published: each is max(this + 1, the time in ns),
         #: so it is the signed publication time receivers check (9.2).
         self.seqno = 0 if first_seqno is None else first_seqno
-        self.peers: dict[PeerId, _Peer] = {}
-        self.topic_peers: dict[str, set[PeerId]] = {}
-        self.subscribed: set[str] = set()
-        self.mesh: dict[str, set[PeerId]] = {}
-        self.fanout: dict[str, set[PeerId]] = {}
-        self.last_published: dict[str, float] = {}
-        #: Running backoffs of departed peers, the first to leave first;
-        #: given back if they return (:data:`MAX_DEPARTED_BACKOFFS`).
-        self.departed: dict[PeerId, dict[str, _Backoff]] = {}
-        self.departed_count = 0
-        #: (peer, topic) subscriptions held, at most ``max_subscriptions``.
-        self.subscriptions = 0
         self.seen = SeenCache(s.seen_ttl, s.max_seen)
-        self.cache = MessageCache(s.history_length, s.history_gossip, s.max_cache_bytes)
         self.pending: dict[bytes, _Pending] = {}
         self.origin_limit: RateLimiter[PeerId] = RateLimiter(
             s.origin_rate, s.origin_burst, s.max_origins
@@ -272,87 +164,14 @@ class Router:
         self.forward_limit: RateLimiter[PeerId] = RateLimiter(
             s.forward_rate, s.forward_burst, s.max_origins
         )
-        self.records = RecordBook(s.max_records, self._record_verifies)
         self.own_record: Optional[PeerRecord] = None
-        #: Drops and other events, by name, for status and the benchmarks.
-        self.counters: Counter[str] = Counter()
 
     # -- local inputs -------------------------------------------------------
-
-    def peer_connected(self, peer: PeerId, *, outbound: bool) -> list[RouterOutput]:
-        """A verified connection to ``peer`` opened (``outbound`` if we
-        dialed it): tell it our topics."""
-        if peer in self.peers or peer == self.peer_id:
-            return []
-        backoffs = self.departed.pop(peer, {})  # back: its backoffs hold
-        self.departed_count -= len(backoffs)
-        for backoff in backoffs.values():
-            backoff.chargeable = False  # ...but it may not remember ours
-        self.peers[peer] = _Peer(outbound, backoffs=backoffs)
-        topics = sorted(self.subscribed)
-        step = MAX_SUBSCRIPTION_CHANGES
-        return [
-            Send((peer,), Subscriptions(tuple((True, t) for t in topics[i : i + step])))
-            for i in range(0, len(topics), step)
-        ]
-
-    def peer_disconnected(self, peer: PeerId) -> list[RouterOutput]:
-        """The last connection to ``peer`` closed: forget its place, keep its
-        backoffs in the bounded departed table (the heartbeat expires them)."""
-        state = self.peers.pop(peer, None)
-        if state is None:
-            return []
-        for topic in state.topics:
-            self._leave(topic, peer)
-        self.subscriptions -= len(state.topics)
-        if state.backoffs:
-            self.departed[peer] = state.backoffs
-            self.departed_count += len(state.backoffs)
-        while self.departed_count > MAX_DEPARTED_BACKOFFS:
-            gone = self.departed.pop(next(iter(self.departed)))
-            self.departed_count -= len(gone)
-            self.counters[BACKOFF_DEPARTED_EVICTED.key] += len(gone)
-        return []
-
-    def subscribe(self, topic: str, now: float) -> list[RouterOutput]:
-        """Join ``topic``: announce it and graft a mesh (fanout peers first)."""
-        _check_topic(topic)
-        if topic in self.subscribed:
-            return []
-        if len(self.subscribed) >= self.settings.max_topics_per_peer:
-            raise ValueError(
-                f"subscribed to {len(self.subscribed)} topics already; peers"
-                " take at most max_topics_per_peer of one peer's topics"
-            )
-        self.subscribed.add(topic)
-        out = self._announce(True, topic)
-        members = self.fanout.pop(topic, set())
-        self.last_published.pop(topic, None)
-        self.mesh[topic] = members
-        self._fill(topic, members, self.settings.mesh_degree, now)
-        if members:
-            out.append(Send(tuple(sorted(members)), Graft(topic)))
-        return out
-
-    def unsubscribe(self, topic: str, now: float) -> list[RouterOutput]:
-        """Leave ``topic``: announce it and prune the mesh."""
-        if topic not in self.subscribed:
-            return []
-        self.subscribed.discard(topic)
-        out = self._announce(False, topic)
-        members = self.mesh.pop(topic, set())
-        backoff = self.settings.unsubscribe_backoff
-        for peer in members:
-            self._back_off(topic, peer, now, backoff, by_us=True)
-        if members:
-            prune = Prune(topic, backoff, self._exchange(topic, members))
-            out.append(Send(tuple(sorted(members)), prune))
-        return out
 
     def publish(self, topic: str, data: bytes, now: float) -> list[RouterOutput]:
         """Sign and send ``data`` to ``topic``; :class:`PublishFailed` if it
         is over the topic's size cap or this node's own origin rate."""
-        _check_topic(topic)
+        check_topic(topic)
         cap = self.settings.max_size(topic)
         if len(data) > cap:
             raise PublishFailed(
@@ -534,7 +353,7 @@ class Router:
                 self.topic_peers.setdefault(topic, set()).add(peer)
         return out
 
-    def _control_window(self, state: _Peer, now: float) -> None:
+    def _control_window(self, state: PeerState, now: float) -> None:
         """Open a new control budget interval if the last one is over (by
         time, so a node that runs no heartbeat still renews budgets)."""
         if now - state.control_since >= self.settings.heartbeat_interval:
@@ -543,7 +362,7 @@ class Router:
             state.flooded = False
 
     def _control_flood(
-        self, peer: PeerId, state: _Peer, excess: int
+        self, peer: PeerId, state: PeerState, excess: int
     ) -> list[RouterOutput]:
         """Count ``excess`` control entries dropped; charge once an interval."""
         if excess <= 0:
@@ -712,183 +531,13 @@ class Router:
                 fresh.append(record)
         return [Discovered(peer, tuple(fresh))] if fresh else []
 
-    def _exchange(self, topic: str, exclude: set[PeerId]) -> tuple[PeerRecord, ...]:
-        """Records of other peers of ``topic`` for a Prune (peer exchange)."""
-        known = [
-            record
-            for p in sorted(self.topic_peers.get(topic, ()))
-            if p not in exclude and (record := self.records.get(p)) is not None
-        ]
-        count = min(len(known), self.settings.prune_peers)
-        return tuple(self.rng.sample(known, count))
-
-    def _announce(self, subscribe: bool, topic: str) -> list[RouterOutput]:
-        if not self.peers:
-            return []
-        change = Subscriptions(((subscribe, topic),))
-        return [Send(tuple(sorted(self.peers)), change)]
-
-    def _leave(self, topic: str, peer: PeerId) -> None:
-        """``peer`` is no longer in ``topic``."""
-        for table in (self.topic_peers, self.mesh, self.fanout):
-            members = table.get(topic)
-            if members is not None:
-                members.discard(peer)
-        if not self.topic_peers.get(topic, True):
-            del self.topic_peers[topic]
-
-    def _back_off(
-        self, topic: str, peer: PeerId, now: float, seconds: float, *, by_us: bool
-    ) -> None:
-        state = self.peers.get(peer)
-        if state is None:
-            return
-        previous = state.backoffs.get(topic)
-        until = now + seconds
-        if previous is not None and previous.until >= until:
-            return
-        state.backoffs[topic] = _Backoff(until, by_us, now)
-
-    def _candidates(self, topic: str, exclude: set[PeerId], now: float) -> list[PeerId]:
-        """Peers of ``topic`` not in ``exclude`` and not backing off, sorted
-        (so a seeded ``rng`` picks the same ones every run)."""
-        # Our own re-graft waits a heartbeat past the backoff (gossipsub's
-        # slack), so clock skew never makes it early.
-        slack = self.settings.graft_grace
-        peers = self.peers
-        return sorted(
-            p
-            for p in self.topic_peers.get(topic, ())
-            if p not in exclude
-            and ((b := peers[p].backoffs.get(topic)) is None or b.until + slack <= now)
-        )
-
-    def _fill(
-        self, topic: str, members: set[PeerId], target: int, now: float
-    ) -> list[PeerId]:
-        """Add random candidates to ``members`` up to ``target``; the added."""
-        candidates = self._candidates(topic, members, now)
-        added = self.rng.sample(candidates, min(len(candidates), target - len(members)))
-        members.update(added)
-        return added
-
-    def _publish_targets(self, topic: str, now: float) -> set[PeerId]:
-        if self.settings.flood_publish:
-            return set(self.topic_peers.get(topic, ()))
-        if topic in self.subscribed:
-            return set(self.mesh[topic])
-        self.last_published[topic] = now
-        members = self.fanout.setdefault(topic, set())
-        if not members:
-            peers = sorted(self.topic_peers.get(topic, ()))
-            members.update(
-                self.rng.sample(peers, min(len(peers), self.settings.mesh_degree))
-            )
-        return set(members)
-
     def _expire(self, now: float) -> None:
         self.seen.expire(now)
         timeout = now - self.settings.validation_timeout
         for mid in [m for m, p in self.pending.items() if p.since <= timeout]:
             del self.pending[mid]
             self.counters[VALIDATION_TIMEOUT.key] += 1
-        slack = self.settings.graft_grace
-        for state in self.peers.values():
-            _drop_expired(state.backoffs, slack, now)
-        for peer in list(self.departed):
-            backoffs = self.departed[peer]
-            self.departed_count -= _drop_expired(backoffs, slack, now)
-            if not backoffs:
-                del self.departed[peer]
-
-    def _maintain(self, topic: str, now: float) -> list[RouterOutput]:
-        """gossipsub's mesh rules: below D_lo graft up to D; above D_hi prune
-        to D keeping D_out outbound peers; short of D_out outbound, graft
-        outbound peers."""
-        s = self.settings
-        members = self.mesh[topic]
-        grafted: list[PeerId] = []
-        if len(members) < s.mesh_low:
-            grafted += self._fill(topic, members, s.mesh_degree, now)
-        pruned: list[PeerId] = []
-        if len(members) > s.mesh_high:
-            shuffled = sorted(members)
-            self.rng.shuffle(shuffled)
-            keep = [p for p in shuffled if self.peers[p].outbound][: s.mesh_outbound]
-            keep += [p for p in shuffled if p not in keep][: s.mesh_degree - len(keep)]
-            pruned = [p for p in shuffled if p not in keep]
-            members.intersection_update(keep)
-        outbound = sum(self.peers[p].outbound for p in members)
-        if len(members) >= s.mesh_low and outbound < s.mesh_outbound:
-            candidates = [
-                p
-                for p in self._candidates(topic, members, now)
-                if self.peers[p].outbound
-            ]
-            more = self.rng.sample(
-                candidates, min(len(candidates), s.mesh_outbound - outbound)
-            )
-            members.update(more)
-            grafted += more
-        out: list[RouterOutput] = []
-        if grafted:
-            out.append(Send(tuple(sorted(grafted)), Graft(topic)))
-        if pruned:
-            for peer in pruned:
-                self._back_off(topic, peer, now, s.prune_backoff, by_us=True)
-            prune = Prune(topic, s.prune_backoff, self._exchange(topic, set(pruned)))
-            out.append(Send(tuple(sorted(pruned)), prune))
-        return out
-
-    def _maintain_fanout(self, now: float) -> None:
-        s = self.settings
-        for topic in sorted(self.fanout):
-            if self.last_published.get(topic, now) + s.fanout_ttl < now:
-                del self.fanout[topic]
-                self.last_published.pop(topic, None)
-                continue
-            members = self.fanout[topic]
-            if len(members) < s.mesh_degree:
-                peers = sorted(self.topic_peers.get(topic, set()) - members)
-                members.update(
-                    self.rng.sample(
-                        peers, min(len(peers), s.mesh_degree - len(members))
-                    )
-                )
-
-    def _gossip(self) -> list[RouterOutput]:
-        """IHave the newest windows' ids to D_lazy (or ``gossip_factor`` of
-        the eligible, if more) peers of each topic outside its mesh/fanout."""
-        s = self.settings
-        out: list[RouterOutput] = []
-        groups = {**self.fanout, **self.mesh}
-        for topic in sorted(groups):
-            ids = self.cache.gossip_ids(topic)
-            if not ids:
-                continue
-            members = groups[topic]
-            eligible = sorted(self.topic_peers.get(topic, set()) - members)
-            count = max(s.gossip_degree, int(s.gossip_factor * len(eligible)))
-            targets = self.rng.sample(eligible, min(count, len(eligible)))
-            if not targets:
-                continue
-            self.rng.shuffle(ids)
-            ihave = IHave(topic, tuple(ids[: s.max_ihave_length]))
-            out.append(Send(tuple(sorted(targets)), ihave))
-        return out
-
-
-def _drop_expired(backoffs: dict[str, _Backoff], slack: float, now: float) -> int:
-    """Drop the backoffs over ``slack`` seconds ago; how many went."""
-    gone = [topic for topic, b in backoffs.items() if b.until + slack <= now]
-    for topic in gone:
-        del backoffs[topic]
-    return len(gone)
-
-
-def _check_topic(topic: str) -> None:
-    if not 1 <= len(topic.encode("utf-8")) <= 255:
-        raise ValueError(f"topic {topic[:40]!r} is not 1 to 255 bytes of UTF-8")
+        self._expire_backoffs(now)
 
 
 #: What each peer message does: the router's one dispatch table.

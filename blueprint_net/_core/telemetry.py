@@ -50,7 +50,7 @@ REFUSAL_REASONS = (
 )
 #: ``_policy/bans.Origin``'s values (a test keeps them equal).
 BAN_ORIGINS = ("manual", "automatic")
-#: ``_core/pubsub.Fault``'s values (a test keeps them equal).
+#: ``_core/gossip_outputs.Fault``'s values (a test keeps them equal).
 GOSSIP_FAULTS = (
     "invalid-signature",
     "rejected",
@@ -58,7 +58,7 @@ GOSSIP_FAULTS = (
     "graft-in-backoff",
     "control-flood",
 )
-#: ``_core/pubsub.Verdict``'s values (a test keeps them equal).
+#: ``_core/gossip_outputs.Verdict``'s values (a test keeps them equal).
 VERDICTS = ("accept", "ignore", "reject")
 #: Another protocol's client at a peer port (``untrusted.WrongOpening.kind``).
 WRONG_PROTOCOL_KINDS = ("http", "tls", "plain")

@@ -2,14 +2,14 @@
 
 Layer: policy (pure values and decisions; no Twisted).
 
-In: a :class:`~blueprint_net._core.pubsub.Fault` the router reported; out:
+In: a :class:`~blueprint_net._core.gossip_outputs.Fault` the router reported; out:
 the :class:`ErrorCode` that ``Policy.misbehaved`` scores it as.
 """
 
 from __future__ import annotations
 
 from blueprint_net._core.errors import ErrorCode
-from blueprint_net._core.pubsub import Fault
+from blueprint_net._core.gossip_outputs import Fault
 
 #: A gossip fault is scored as the connection fault it resembles
 #: (``Policy.misbehaved(None, peer, code)``): a forged signature or record as

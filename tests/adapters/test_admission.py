@@ -19,7 +19,7 @@ from blueprint_net import Node
 from blueprint_net._core import wire
 from blueprint_net._core.connection import Connection, ConnectionFailed, PeerVerified
 from blueprint_net._core.errors import ErrorCode
-from blueprint_net._core.handshake import PeerProven
+from blueprint_net._core.handshake_states import PeerProven
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
 from blueprint_net._policy.limits import ConnectionLimits

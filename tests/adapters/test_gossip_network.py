@@ -21,7 +21,7 @@ from blueprint_net import Identity, Node, Settings
 from blueprint_net._adapters.connections import ConnectionManager
 from blueprint_net._core import gossip_wire
 from blueprint_net._core.errors import ErrorCode, NotConnected, SendQueueFull
-from blueprint_net._core.pubsub import Send
+from blueprint_net._core.gossip_outputs import Send
 from blueprint_net._core.records import sign_record
 from blueprint_net._ops.service import NodeService
 from blueprint_net._policy.discovery import DiscoverySettings

@@ -36,9 +36,9 @@ from blueprint_net._core.errors import (
     ProtocolError,
     RemoteError,
 )
+from blueprint_net._core.gossip_outputs import Fault
 from blueprint_net._core.gossip_settings import DEFAULTS as GOSSIP_DEFAULTS
 from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.pubsub import Fault
 from blueprint_net._policy.bans import BanRegistry
 from blueprint_net._policy.gossip_faults import fault_code
 from blueprint_net._policy.limits import (

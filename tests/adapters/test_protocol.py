@@ -25,7 +25,7 @@ from blueprint_net._core.errors import (
     RequestTimeout,
     SendQueueFull,
 )
-from blueprint_net._core.handshake import HandshakeState
+from blueprint_net._core.handshake_states import HandshakeState
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._policy.settings import Settings
 from tests.helpers import PLAINTEXT, RecordingHost, decode_frames

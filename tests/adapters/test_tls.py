@@ -629,7 +629,7 @@ async def test_only_a_tls13_operator_link_charges_the_proven_id(
     from twisted.internet.endpoints import SSL4ServerEndpoint
     from twisted.internet.ssl import CertificateOptions, PrivateCertificate, TLSVersion
 
-    from blueprint_net._core.pubsub import Fault
+    from blueprint_net._core.gossip_outputs import Fault
 
     operator = Operator(tmp_path)
     fields = dict(f.split("=", 1) for f in operator.server("localhost").split(":")[2:])

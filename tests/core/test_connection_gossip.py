@@ -13,7 +13,7 @@ from blueprint_net._core.connection import (
     PeerVerified,
 )
 from blueprint_net._core.errors import ErrorCode
-from blueprint_net._core.handshake import PeerProven
+from blueprint_net._core.handshake_states import PeerProven
 from blueprint_net._core.identity import Identity
 from tests.core.test_handshake import _connections
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from blueprint_net._core.errors import ConfigurationError, ErrorCode
+from blueprint_net._core.gossip_outputs import Fault
 from blueprint_net._core.gossip_settings import DEFAULTS, GossipSettings
-from blueprint_net._core.pubsub import Fault
 from blueprint_net._policy.gossip_faults import fault_code
 
 # Settings at the edge of each rule, still usable: a check that moves its

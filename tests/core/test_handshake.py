@@ -15,17 +15,15 @@ from blueprint_net._core.connection import (
     PeerVerified,
 )
 from blueprint_net._core.errors import ErrorCode, HandshakeFailed, PeerLost
-from blueprint_net._core.handshake import (
+from blueprint_net._core.handshake import TABLE, TRANSITIONS, Handshake
+from blueprint_net._core.handshake_states import (
     SPEC_STATE,
-    TABLE,
-    TRANSITIONS,
-    Handshake,
     HandshakeState,
     Local,
     PeerProven,
     Phase,
-    transcript,
 )
+from blueprint_net._core.handshake_transcripts import transcript
 from blueprint_net._core.identity import Identity, PeerId
 from tests.helpers import decode_frames
 

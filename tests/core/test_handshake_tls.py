@@ -12,17 +12,18 @@ from blueprint_net._core.connection import (
     PeerVerified,
 )
 from blueprint_net._core.errors import ErrorCode, HandshakeFailed
-from blueprint_net._core.handshake import (
-    DOMAIN,
-    ROLE_TLS_CLIENT,
-    ROLE_TLS_SERVER,
+from blueprint_net._core.handshake import TABLE, Handshake
+from blueprint_net._core.handshake_states import (
     SPEC_STATE,
-    TABLE,
-    Handshake,
     HandshakeState,
     Local,
     PeerProven,
     Phase,
+)
+from blueprint_net._core.handshake_transcripts import (
+    DOMAIN,
+    ROLE_TLS_CLIENT,
+    ROLE_TLS_SERVER,
     bound_transcript,
 )
 from blueprint_net._core.identity import Identity, PeerId

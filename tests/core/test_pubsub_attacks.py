@@ -14,6 +14,15 @@ import pytest
 
 from blueprint_net._core import gossip_wire
 from blueprint_net._core.errors import ConfigurationError, ErrorCode, WireError
+from blueprint_net._core.gossip_outputs import (
+    Deliver,
+    Fault,
+    Penalty,
+    RouterOutput,
+    Send,
+    Validate,
+    Verdict,
+)
 from blueprint_net._core.gossip_settings import DEFAULTS, GossipSettings
 from blueprint_net._core.gossip_wire import (
     MAX_SUBSCRIPTION_CHANGES,
@@ -23,16 +32,7 @@ from blueprint_net._core.gossip_wire import (
     Subscriptions,
 )
 from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.pubsub import (
-    Deliver,
-    Fault,
-    Penalty,
-    Router,
-    RouterOutput,
-    Send,
-    Validate,
-    Verdict,
-)
+from blueprint_net._core.pubsub import Router
 from blueprint_net._policy.gossip_faults import fault_code
 from tests.core.test_pubsub import (
     NS,
