@@ -677,8 +677,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     if not 2 <= args.nodes <= 1000:
         parser.error("--nodes must be 2 to 1000")
-    from .report import Row, table
+    from .report import Row, load_header, table
 
+    print(load_header(), flush=True)
     rows = run(args)
     print(table([Row(name, ours, ref, note) for name, ours, ref, note in rows]))
 
