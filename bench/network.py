@@ -320,8 +320,8 @@ def components(status: list[dict[str, Any]]) -> int:
 
 
 def mesh_hops(
-    status: list[dict[str, Any]], sources: Optional[set[str]] = None
-) -> dict[str, dict[str, int]]:
+    status: list[dict[str, Any]], sources: Optional[set[Any]] = None
+) -> dict[Any, dict[Any, int]]:
     """Hops from each node (of ``sources``, if given) to every other over
     the topic's meshes."""
     edges: dict[str, set[str]] = {n["id"]: set() for n in status}
