@@ -7,11 +7,10 @@ model are pinned with fixed seeds."""
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from pathlib import Path
-
-import random
 
 import pytest
 
@@ -39,6 +38,18 @@ def table(stdout: str, skip: tuple[str, ...] = ()) -> dict[str, float]:
     return figures
 
 
+def bench_network(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m bench.network ARGS`` from the tree, which must succeed."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench.network", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
+
+
 ROWS = (
     "N=20: seconds to target degree 4 and one component",
     "delivery to live subscribers, steady (%)",
@@ -58,19 +69,9 @@ ROWS = (
 
 @pytest.mark.timeout(200)
 def test_a_small_network_converges_delivers_and_repairs() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.network",
-            *("--nodes", "20", "--processes", "4", "--target-peers", "4"),
-            *("--messages", "20", "--limit", "60", "--full-mesh-max", "0"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-        cwd=Path(__file__).parent.parent,
+    result = bench_network(
+        *("--nodes", "20", "--processes", "4", "--target-peers", "4"),
+        *("--messages", "20", "--limit", "60", "--full-mesh-max", "0"),
     )
     figures = table(result.stdout)
     assert tuple(figures) == ROWS, result.stdout
@@ -85,20 +86,9 @@ def test_a_small_network_converges_delivers_and_repairs() -> None:
 def test_a_simulated_network_prints_the_same_table_and_delivers() -> None:
     """``--simulate 50``: the real run's rows (sized for 50 nodes and 10 of
     them killed), every message delivered while no node is dying."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.network",
-            *("--simulate", "50", "--target-peers", "4", "--messages", "20"),
-            *("--warmup", "0"),
-            *("--budget", "120"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=150,
-        check=True,
-        cwd=Path(__file__).parent.parent,
+    result = bench_network(
+        *("--simulate", "50", "--target-peers", "4", "--messages", "20"),
+        *("--warmup", "0", "--budget", "120"),
     )
     lines = without_load_header(result.stdout).splitlines()
     assert lines[0].startswith("simulated: 50 nodes in one process")
