@@ -6,7 +6,8 @@ rows are the same.  ``--smoke`` runs every benchmark at its smallest size
 (the test suite's check that each runs and prints its rows; the figures mean
 nothing, and rows named for a size name the smaller one).  ``--only`` runs
 the named benchmarks alone, in a fresh process.  ``--plots DIR`` also writes
-the PNG plots of ``docs/performance.md`` (needs the ``plots`` extra).
+the PNG plots of ``docs/performance.md`` (needs the ``plots`` extra).  The
+first line is the load average (a warning follows when it is above 1).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from . import (
     throughput,
     tls,
 )
-from .report import Row, plot, table
+from .report import Row, load_header, plot, table
 
 
 async def _framing(reactor: Any, quick: bool) -> list[Row]:
@@ -53,6 +54,7 @@ BENCHMARKS: dict[str, Callable[[Any, bool], Awaitable[list[Row]]]] = {
 async def main(
     reactor: Any, quick: bool, only: Sequence[str], plots: Optional[Path]
 ) -> None:
+    print(load_header(), flush=True)
     rows: list[Row] = []
     for name, run in BENCHMARKS.items():
         if not only or name in only:

@@ -23,6 +23,8 @@ attacks on topic gossip and discovery instead: ``bench.attack_gossip``'s
 table (fresh-origin flood, backoff exhaustion, subscription flood, control
 frames), then ``bench.attack_discovery``'s rows (eclipse at start-up,
 record-aimed dials); each module also runs alone.
+
+Every mode prints the load average first (and warns when it is above 1).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.utils import getProcessOutputAndValue
 
 from bench import PLAINTEXT
+from bench.report import load_header
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
@@ -308,6 +311,7 @@ def main() -> None:
         "--smoke", action="store_true", help="with --gossip: smallest sizes"
     )
     options = parser.parse_args()
+    print(load_header(), flush=True)
     if options.gossip:
         smoke = options.smoke
         task.react(

@@ -319,8 +319,11 @@ def components(status: list[dict[str, Any]]) -> int:
     return count
 
 
-def mesh_hops(status: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Hops from each node to every other over the topic's meshes."""
+def mesh_hops(
+    status: list[dict[str, Any]], sources: Optional[set[Any]] = None
+) -> dict[Any, dict[Any, int]]:
+    """Hops from each node (of ``sources``, if given) to every other over
+    the topic's meshes."""
     edges: dict[str, set[str]] = {n["id"]: set() for n in status}
     for n in status:
         for p in n["mesh"]:
@@ -328,7 +331,7 @@ def mesh_hops(status: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
                 edges[n["id"]].add(p)
                 edges[p].add(n["id"])
     hops = {}
-    for start in edges:
+    for start in edges if sources is None else sources & set(edges):
         dist = {start: 0}
         todo = deque([start])
         while todo:
@@ -422,16 +425,143 @@ def collect(workers: list[Worker], phases: list[Phase]) -> None:
                 phase.deliveries.append((index, tag, latency))
 
 
-def run(args: argparse.Namespace) -> list[tuple[str, float, Optional[float], str]]:
+#: One row of the table: name, figure, reference (None: "-"), note.
+TableRow = tuple[str, float, Optional[float], str]
+
+
+def steady_rows(
+    args: argparse.Namespace,
+    n: int,
+    *,
+    delivery: float,
+    latencies: list[float],
+    hops: list[int],
+    duplicates: float,
+    uploads: list[int],
+    network_bytes: float,
+    reference: Optional[dict[str, Any]],
+) -> list[TableRow]:
+    """The steady phase's rows, for the real run and the simulation alike:
+    ``latencies`` (ms) and ``hops`` (mesh hops from the origin) are per
+    delivery, in the same order; ``reference`` is the measured one-hop
+    full mesh, if one was run."""
     from blueprint_net import Identity
     from blueprint_net._core import gossip_wire, wire
     from blueprint_net.gossip import GossipSettings
 
+    p99 = percentile(latencies, 0.99)
+    hop_of = sorted(h for h, lat in zip(hops, latencies) if lat >= p99)
+    frame = len(wire.frame(wire.Request(wire.NO_RESPONSE, "bench", b"x" * args.size)))
+    someone = Identity.generate()
+    gossip_frame = len(
+        gossip_wire.frame(
+            gossip_wire.Publish(TOPIC, someone.peer_id, 1, b"x" * args.size, b"\0" * 64)
+        )
+    )
+    upload = sum(uploads) / len(uploads)
+    d = GossipSettings().mesh_degree
+    theirs = None if reference is None else [x * 1000 for x in reference["latencies"]]
+    return [
+        (
+            "delivery to live subscribers, steady (%)",
+            delivery,
+            None
+            if reference is None
+            else 100 * reference["delivered"] / reference["expected"],
+            f"{args.messages} messages of {args.size} B from random origins",
+        ),
+        (
+            "latency p50 (ms)",
+            percentile(latencies, 0.5),
+            None if theirs is None else percentile(theirs, 0.5),
+            "reference: one hop, notify_all over a full mesh",
+        ),
+        (
+            "latency p99 (ms)",
+            p99,
+            None if theirs is None else percentile(theirs, 0.99),
+            f"deliveries at or past p99: {max(hop_of, default=0)} mesh hops at"
+            f" most, median {hop_of[len(hop_of) // 2] if hop_of else 0}",
+        ),
+        (
+            "mesh hops from origin per delivery, mean",
+            sum(hops) / len(hops) if hops else float("nan"),
+            None,
+            "over the meshes as the steady phase began;"
+            f" at most {max(hops, default=0)}",
+        ),
+        (
+            "duplicates received per node per message",
+            duplicates,
+            float(d),
+            f"reference: D = {d}, the bound",
+        ),
+        (
+            "origin upload per publish (bytes)",
+            upload,
+            reference["upload"] if reference else (n - 1) * frame,
+            "reference: notify_all to N-1 peers"
+            + ("" if reference else f" (computed: {n - 1} x {frame} B frame)"),
+        ),
+        (
+            "origin upload per publish (frames)",
+            upload / gossip_frame,
+            float(n - 1),
+            f"target peers {args.target_peers}; "
+            + (
+                "flood publish (the default) reaches every peer of the topic"
+                if args.flood_publish
+                else "flood_publish off: the mesh only"
+            ),
+        ),
+        (
+            "network upload per message (bytes)",
+            network_bytes,
+            reference["upload"] if reference else (n - 1) * frame,
+            "all gossip frames (forwards, IHave/IWant, control) per message",
+        ),
+    ]
+
+
+def churn_rows(
+    killed: int, repaired: Optional[float], phases: dict[str, tuple[float, int]]
+) -> list[TableRow]:
+    """The churn rows: ``phases`` maps before/during/after to (delivery %
+    to survivors, messages)."""
+    return [
+        (
+            f"churn: seconds to repair after SIGKILL of {killed} nodes",
+            float("nan") if repaired is None else repaired,
+            None,
+            "every survivor at target degree with a mesh, one component",
+        ),
+        (
+            "delivery to survivors before churn (%)",
+            phases["before"][0],
+            None,
+            f"{phases['before'][1]} messages",
+        ),
+        (
+            "delivery to survivors during repair (%)",
+            phases["during"][0],
+            None,
+            f"{phases['during'][1]} messages while meshes were repaired",
+        ),
+        (
+            "delivery to survivors after repair (%)",
+            phases["after"][0],
+            None,
+            f"{phases['after'][1]} messages",
+        ),
+    ]
+
+
+def run(args: argparse.Namespace) -> list[TableRow]:
     n, target, rng = args.nodes, args.target_peers, random.Random(args.seed)
     per = math.ceil(n / args.processes)
     workers = [Worker(k) for k in range(math.ceil(n / per))]
     where = {i: workers[i // per] for i in range(n)}
-    rows: list[tuple[str, float, Optional[float], str]] = []
+    rows: list[TableRow] = []
     try:
         seed = workers[0].ask(
             {
@@ -491,24 +621,6 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, Optional[float], str
             for i, tag, lat in steady.deliveries
             if i != steady.tags[tag][0]  # not the origin's own local delivery
         ]
-        latencies = [lat * 1000 for _, _, lat in remote]
-        p99 = percentile(latencies, 0.99)
-        hop_of = [
-            hops[ids[steady.tags[tag][0]]].get(ids[i], -1)
-            for i, tag, lat in remote
-            if lat * 1000 >= p99
-        ]
-        frame = len(
-            wire.frame(wire.Request(wire.NO_RESPONSE, "bench", b"x" * args.size))
-        )
-        someone = Identity.generate()
-        gossip_frame = len(
-            gossip_wire.frame(
-                gossip_wire.Publish(
-                    TOPIC, someone.peer_id, 1, b"x" * args.size, b"\0" * 64
-                )
-            )
-        )
         reference = None
         if n <= args.full_mesh_max:
             reference = workers[0].ask(
@@ -521,64 +633,19 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, Optional[float], str
                 },
                 timeout=300,
             )
-        d = GossipSettings().mesh_degree
-        rows += [
-            (
-                "delivery to live subscribers, steady (%)",
-                100 * steady.ratio(live),
-                None
-                if reference is None
-                else 100 * reference["delivered"] / reference["expected"],
-                f"{args.messages} messages of {args.size} B from random origins",
-            ),
-            (
-                "latency p50 (ms)",
-                percentile(latencies, 0.5),
-                None
-                if reference is None
-                else percentile([x * 1000 for x in reference["latencies"]], 0.5),
-                "reference: one hop, notify_all over a full mesh",
-            ),
-            (
-                "latency p99 (ms)",
-                p99,
-                None
-                if reference is None
-                else percentile([x * 1000 for x in reference["latencies"]], 0.99),
-                f"deliveries at or past p99: {max(hop_of, default=0)} mesh hops at"
-                f" most, median {sorted(hop_of)[len(hop_of) // 2] if hop_of else 0}",
-            ),
-            (
-                "duplicates received per node per message",
-                dups,
-                float(d),
-                f"reference: D = {d}, the bound",
-            ),
-            (
-                "origin upload per publish (bytes)",
-                sum(steady.uploads) / len(steady.uploads),
-                reference["upload"] if reference else (n - 1) * frame,
-                "reference: notify_all to N-1 peers"
-                + ("" if reference else f" (computed: {n - 1} x {frame} B frame)"),
-            ),
-            (
-                "origin upload per publish (frames)",
-                sum(steady.uploads) / len(steady.uploads) / gossip_frame,
-                float(n - 1),
-                f"target peers {target}; "
-                + (
-                    "flood publish (the default) reaches every peer of the topic"
-                    if args.flood_publish
-                    else "flood_publish off: the mesh only"
-                ),
-            ),
-            (
-                "network upload per message (bytes)",
-                network_bytes,
-                reference["upload"] if reference else (n - 1) * frame,
-                "all gossip frames (forwards, IHave/IWant, control) per message",
-            ),
-        ]
+        rows += steady_rows(
+            args,
+            n,
+            delivery=100 * steady.ratio(live),
+            latencies=[lat * 1000 for _, _, lat in remote],
+            hops=[
+                hops[ids[steady.tags[tag][0]]].get(ids[i], -1) for i, tag, _ in remote
+            ],
+            duplicates=dups,
+            uploads=steady.uploads,
+            network_bytes=network_bytes,
+            reference=reference,
+        )
 
         # -- churn -------------------------------------------------------------
         victims = [w for w in workers[1:]][: max(1, round(0.2 * len(workers)))]
@@ -606,32 +673,14 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, Optional[float], str
             after.publish(workers, where, rng.choice(sorted(live)), args.size)
             time.sleep(1 / args.rate)
         settle(workers, [after], live, args.settle)
-        rows += [
-            (
-                f"churn: seconds to repair after SIGKILL of {len(killed)} nodes",
-                float("nan") if repaired is None else repaired,
-                None,
-                "every survivor at target degree with a mesh, one component",
-            ),
-            (
-                "delivery to survivors before churn (%)",
-                100 * before.ratio(live),
-                None,
-                f"{len(before.tags)} messages",
-            ),
-            (
-                "delivery to survivors during repair (%)",
-                100 * during.ratio(live),
-                None,
-                f"{len(during.tags)} messages while meshes were repaired",
-            ),
-            (
-                "delivery to survivors after repair (%)",
-                100 * after.ratio(live),
-                None,
-                f"{len(after.tags)} messages",
-            ),
-        ]
+        rows += churn_rows(
+            len(killed),
+            repaired,
+            {
+                p.name: (100 * p.ratio(live), len(p.tags))
+                for p in (before, during, after)
+            },
+        )
         return rows
     finally:
         for worker in workers:
@@ -674,12 +723,43 @@ def main(argv: Optional[list[str]] = None) -> None:
         action="store_false",
         help="origins send to their mesh only (GossipSettings.flood_publish)",
     )
+    simulation = parser.add_argument_group(
+        "simulation", "--simulate N: N nodes on a fake clock, no sockets"
+    )
+    simulation.add_argument("--simulate", type=int, metavar="N")
+    simulation.add_argument(
+        "--budget", type=float, default=1800.0, help="wall-clock seconds at most"
+    )
+    simulation.add_argument(
+        "--verify",
+        choices=("each", "once"),
+        help="verify signatures at each receipt, or each distinct one once"
+        " (default: each up to 1,000 nodes)",
+    )
+    simulation.add_argument(
+        "--warmup",
+        type=float,
+        default=25.0,
+        help="simulated seconds before the steady phase begins, at least",
+    )
+    simulation.add_argument("--link-ms", type=float, default=10.0)
+    simulation.add_argument("--link-sigma", type=float, default=0.5)
+    simulation.add_argument("--upload-mbps", type=float, default=100.0)
     args = parser.parse_args(argv)
-    if not 2 <= args.nodes <= 1000:
+    if args.simulate is None and not 2 <= args.nodes <= 1000:
         parser.error("--nodes must be 2 to 1000")
-    from .report import Row, table
+    if args.simulate is not None and not 2 <= args.simulate <= 60000:
+        parser.error("--simulate must be 2 to 60000")
+    from .report import Row, load_header, table
 
-    rows = run(args)
+    print(load_header(), flush=True)
+    if args.simulate is not None:
+        from . import simulate
+
+        header, rows = simulate.run(args)
+        print("\n".join(header))
+    else:
+        rows = run(args)
     print(table([Row(name, ours, ref, note) for name, ours, ref, note in rows]))
 
 

@@ -10,12 +10,53 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 #: ``python -m bench --smoke``: every benchmark at the smallest size that
 #: still runs each code path and prints each row (the test suite's check that
 #: the suite works).  Its figures mean nothing.  Set before any benchmark runs.
 SMOKE = False
+
+
+#: Where Linux keeps the load average (1, 5 and 15 minutes, then more).
+LOADAVG = Path("/proc/loadavg")
+#: Above this 1-minute load average the header warns: other work shares the
+#: CPUs, which slows a reference as much as us and pulls ratios toward 1.
+BUSY_LOAD = 1.0
+
+
+def load_average(path: Union[str, Path] = LOADAVG) -> Optional[tuple[float, ...]]:
+    """The 1, 5 and 15 minute load averages; None where they cannot be read."""
+    try:
+        fields = Path(path).read_text().split()
+        return tuple(float(field) for field in fields[:3])
+    except (OSError, ValueError):
+        return None
+
+
+def load_header(path: Union[str, Path] = LOADAVG) -> str:
+    """The line every benchmark prints first: the load average, so each
+    figure says how quiet the machine was; and a one-line warning when the
+    last minute's is above :data:`BUSY_LOAD`."""
+    load = load_average(path)
+    if load is None or len(load) < 3:
+        return "load average: unknown (no /proc/loadavg)"
+    line = f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min)"
+    if load[0] > BUSY_LOAD:
+        line += (
+            f"\nwarning: the 1-minute load average {load[0]:.2f} is above"
+            f" {BUSY_LOAD:g}: other work shares the CPUs (ratios drift toward 1)"
+        )
+    return line
+
+
+def without_load_header(output: str) -> str:
+    """``output`` without the lines :func:`load_header` made (for parsers)."""
+    return "\n".join(
+        line
+        for line in output.splitlines()
+        if not line.startswith(("load average: ", "warning: the 1-minute load"))
+    )
 
 
 class Point(NamedTuple):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+from bench.report import load_header, without_load_header
 from tests.helpers import ROOT, tree_env
 
 SIZES = ("64 B", "4 KiB", "64 KiB", "1 MiB")
@@ -55,7 +57,8 @@ def test_bench_smoke_prints_every_row() -> None:
         cwd=ROOT,
         env=tree_env(),
     )
-    header, *lines = result.stdout.splitlines()
+    assert result.stdout.startswith("load average: ")
+    header, *lines = without_load_header(result.stdout).splitlines()
     assert header.split() == [
         "benchmark",
         "blueprint-net",
@@ -84,7 +87,8 @@ def test_the_gossip_attack_bench_smoke_prints_every_row() -> None:
         cwd=ROOT,
         env=tree_env(),
     )
-    gossip, discovery = result.stdout.strip().split("\n\n")
+    assert result.stdout.startswith("load average: ")
+    gossip, discovery = without_load_header(result.stdout).strip().split("\n\n")
     header, *lines = gossip.splitlines()
     assert header.split() == ["attack", "figure", "value"]
     attacks = [line[:20].strip() for line in lines]
@@ -108,3 +112,16 @@ def test_the_gossip_attack_bench_smoke_prints_every_row() -> None:
         "eclipse at start-up, delivery at 4 s (%)",
         "record-aimed dials (dials per target per minute)",
     ]
+
+
+def test_the_load_header_gives_the_load_and_warns_above_1(tmp_path: Path) -> None:
+    """Every bench's first line; a busy machine adds one warning line."""
+    quiet, busy = tmp_path / "quiet", tmp_path / "busy"
+    quiet.write_text("0.15 0.40 1.20 1/200 1234\n")
+    busy.write_text("1.01 0.90 0.80 3/200 1234\n")
+    assert load_header(quiet) == "load average: 0.15 0.40 1.20 (1, 5, 15 min)"
+    first, warning = load_header(busy).splitlines()
+    assert first == "load average: 1.01 0.90 0.80 (1, 5, 15 min)"
+    assert warning.startswith("warning: the 1-minute load average 1.01 is above 1")
+    assert load_header(tmp_path / "absent").startswith("load average: unknown")
+    assert without_load_header(load_header(busy) + "\ntable") == "table"
