@@ -51,19 +51,19 @@ from blueprint_net._adapters.connections import ConnectionManager
 from blueprint_net._adapters.facade import INode
 from blueprint_net._adapters.peers import Peer
 from blueprint_net._core import gossip_wire, telemetry
-from blueprint_net._core.gossip_settings import GossipSettings
-from blueprint_net._core.gossip_wire import GossipWireMessage, Publish
-from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.pubsub import (
+from blueprint_net._core.gossip_outputs import (
     Deliver,
     Discovered,
     Penalty,
-    Router,
     RouterOutput,
     Send,
     Validate,
     Verdict,
 )
+from blueprint_net._core.gossip_settings import GossipSettings
+from blueprint_net._core.gossip_wire import GossipWireMessage, Publish
+from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.pubsub import Router
 from blueprint_net._core.records import PeerRecord, RecordBook
 from blueprint_net._policy import discovery
 from blueprint_net._policy.discovery import DiscoverySettings, Scope
