@@ -10,7 +10,7 @@ from typing import Any
 from twisted.internet import defer, task
 
 from blueprint_net import Identity
-from blueprint_net._adapters.connections import ConnectionManager
+from blueprint_net._adapters.connection_manager import ConnectionManager
 from blueprint_net._core.errors import ConnectFailed
 from blueprint_net._core.records import PeerRecord, sign_record
 from blueprint_net._ops.status import prometheus, snapshot
