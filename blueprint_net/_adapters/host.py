@@ -43,7 +43,7 @@ from zope.interface import implementer
 from blueprint_net._adapters.dispatch import Dispatcher
 from blueprint_net._adapters.gossip import Gossip
 from blueprint_net._adapters.keepalive import Keepalive
-from blueprint_net._adapters.limiter import LimitingFactory
+from blueprint_net._adapters.limiting_factory import LimitingFactory
 from blueprint_net._adapters.peers import Peer, PeerTable, describe
 from blueprint_net._adapters.protocol import (
     IConnectionHost,
