@@ -80,22 +80,6 @@ PLAINTEXT_REFUSED = (
     " allow_plaintext / --allow-plaintext"
 )
 
-_HTTP_HINT_BODY = (
-    b"This is a blueprint-net peer port, not HTTP. A node's status page is"
-    b" served on its --status endpoint (default http://127.0.0.1:7080/);"
-    b" `blueprint-net status --url URL` reads it.\n"
-)
-#: What an HTTP request to a peer port gets back before the close.
-HTTP_HINT = untrusted.http_400(_HTTP_HINT_BODY)
-#: What a TLS ClientHello on a plain peer port gets back before the close.
-TLS_HINT = (
-    b"blueprint-net: this peer port speaks plain blueprint-net, not TLS;"
-    b" dial it with tcp:, or listen with p2ptls: for TLS.\n"
-)
-#: The kinds of client that are wrong at a plain peer port (see
-#: ``untrusted.Sniffer``), and what each is answered with.
-PLAIN_PORT_ANSWERS = {"http": HTTP_HINT, "tls": TLS_HINT}
-
 
 class IConnectionHost(Interface):
     """What owns connections: told of each one's life, asked about peers.
@@ -270,7 +254,7 @@ class PeerProtocol(Protocol):
             if not self.initiator:
                 # A plain port may be reached by the wrong client (HTTP, TLS):
                 # its first bytes are looked at before they are framed.
-                self._sniffer = untrusted.Sniffer(PLAIN_PORT_ANSWERS)
+                self._sniffer = untrusted.Sniffer(untrusted.PLAIN_PORT_ANSWERS)
             self.connection.initiate()
             self.outbound.flush()
 
