@@ -72,13 +72,7 @@ from blueprint_net._core.errors import (
 from blueprint_net._core.handshake import PeerProven
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._policy.resources import MemoryBudget
-from blueprint_net._policy.settings import DEFAULTS, Settings
-
-#: Why a plain transport is closed on a node without the opt-in.
-PLAINTEXT_REFUSED = (
-    "this node accepts TLS links only (p2ptls:); plaintext needs"
-    " allow_plaintext / --allow-plaintext"
-)
+from blueprint_net._policy.settings import DEFAULTS, PLAINTEXT_REFUSED, Settings
 
 
 class IConnectionHost(Interface):
