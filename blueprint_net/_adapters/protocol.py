@@ -71,6 +71,7 @@ from blueprint_net._core.errors import (
 )
 from blueprint_net._core.handshake import PeerProven
 from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._policy.addresses import where
 from blueprint_net._policy.resources import MemoryBudget
 from blueprint_net._policy.settings import DEFAULTS, PLAINTEXT_REFUSED, Settings
 
@@ -606,14 +607,6 @@ class PeerProtocol(Protocol):
         """Whether the proof covers every later byte (TLS 1.3: see
         ``tls.channel_bound``)."""
         return channel_bound(self.transport)
-
-
-def where(address: IAddress) -> str:
-    """``127.0.0.1:7010``, ``[::1]:7010``, or the address's own text."""
-    host, port = getattr(address, "host", None), getattr(address, "port", None)
-    if host is None or port is None:
-        return str(address)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class PeerFactory(Factory):

@@ -32,8 +32,8 @@ from typing import Optional, TypeVar
 import attrs
 
 from blueprint_net._core.records import PeerRecord, parse_address
+from blueprint_net._policy.addresses import format_address, subnet
 from blueprint_net._policy.addresses import parse_address as parse_ip
-from blueprint_net._policy.addresses import subnet
 
 K = TypeVar("K", bound=Hashable)
 
@@ -96,11 +96,6 @@ def _is(host: str, test: str) -> bool:
         return bool(getattr(ipaddress.ip_address(host), test))
     except ValueError:
         return False
-
-
-def format_address(host: str, port: int) -> str:
-    """``host:port``, or ``[v6]:port``: a record's form."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def advertised(listening: Iterable[tuple[str, int]]) -> list[str]:

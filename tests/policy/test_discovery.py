@@ -14,6 +14,7 @@ from blueprint_net._adapters.connection_manager import ConnectionManager
 from blueprint_net._core.errors import ConnectFailed
 from blueprint_net._core.records import PeerRecord, sign_record
 from blueprint_net._ops.status import prometheus, snapshot
+from blueprint_net._policy.addresses import format_address
 from blueprint_net._policy.discovery import (
     DialRate,
     DiscoverySettings,
@@ -24,7 +25,6 @@ from blueprint_net._policy.discovery import (
     dial_scopes,
     dial_targets,
     evict_inbound,
-    format_address,
     own_hosts,
     prefer_diverse,
     scope,
