@@ -32,7 +32,7 @@ from twisted.internet.interfaces import (
     ISSLTransport,
     ITCPTransport,
 )
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
@@ -607,53 +607,3 @@ class PeerProtocol(Protocol):
         """Whether the proof covers every later byte (TLS 1.3: see
         ``tls.channel_bound``)."""
         return channel_bound(self.transport)
-
-
-class PeerFactory(Factory):
-    """Builds :class:`PeerProtocol` for one side of a connection.
-
-    One factory serves a listening port (``initiator=False``); an outbound
-    connection gets its own, carrying the id it expects to reach.
-    """
-
-    #: One factory per dial: Twisted's "Starting factory" lines would be
-    #: noise, one pair per outbound connection.
-    noisy = False
-
-    def __init__(
-        self,
-        host: IConnectionHost,
-        identity: Identity,
-        clock: IReactorTime,
-        settings: Settings = DEFAULTS,
-        *,
-        initiator: bool,
-        expected_peer: Optional[PeerId] = None,
-        waited_on: Optional[bool] = None,
-        memory: Optional[MemoryBudget] = None,
-    ) -> None:
-        self.host = host
-        self.identity = identity
-        #: The budget shared by every connection of the node.
-        self.memory = memory
-        self.clock = clock
-        self.settings = settings
-        self.initiator = initiator
-        self.expected_peer = expected_peer
-        #: Whether someone awaits each protocol's ``verified`` (by default,
-        #: for a dialer); if not, its failure is consumed once reported.
-        self.waited_on = waited_on
-
-    def buildProtocol(self, addr: Optional[IAddress]) -> PeerProtocol:
-        protocol = PeerProtocol(
-            self.host,
-            self.identity,
-            self.clock,
-            self.settings,
-            initiator=self.initiator,
-            expected_peer=self.expected_peer,
-            waited_on=self.waited_on,
-            memory=self.memory,
-        )
-        protocol.factory = self
-        return protocol

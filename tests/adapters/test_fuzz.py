@@ -29,7 +29,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from blueprint_net._adapters.protocol import PeerFactory, PeerProtocol
+from blueprint_net._adapters.factory import PeerFactory
+from blueprint_net._adapters.protocol import PeerProtocol
 from blueprint_net._core import wire
 from blueprint_net._core.errors import RequestFailed
 from blueprint_net._core.identity import Identity

@@ -12,8 +12,9 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 
+from blueprint_net._adapters.factory import PeerFactory
 from blueprint_net._adapters.keepalive import Keepalive
-from blueprint_net._adapters.protocol import PeerFactory, PeerProtocol
+from blueprint_net._adapters.protocol import PeerProtocol
 from blueprint_net._core import wire
 from blueprint_net._core.connection import Connection
 from blueprint_net._core.errors import (
