@@ -40,15 +40,16 @@ TRANSPORT_HELD = 2 * PIECE
 #: ``Outbound._write``): the small parts of a frame that ``wire.frame_chunks``
 #: keeps around a large payload.
 TAIL = 16 * 1024
-#: Framing around a request's or response's data, at most (the allowance
-#: made for a frame whose size is not known exactly yet).
+#: Framing around a request's data, at most: the allowance a sender adds
+#: to a frame whose size is not known exactly yet (:meth:`Outbound.check`).
+#: A frame whose size is known (a response, a frame encoded once) is
+#: counted as it is.
 FRAME_OVERHEAD = 300
 #: What any connection may hold whatever the node-wide budget says, so that
 #: peers that stop reading cannot spend it for those that do: small answers
 #: to a peer that reads always go out, and a small frame always comes in.
+#: A frame this small always has room when nothing is queued.
 ALWAYS_ALLOWED = 16 * 1024
-#: Data this small always has room when nothing is queued (:meth:`room`).
-SMALL_FRAME = ALWAYS_ALLOWED - FRAME_OVERHEAD
 
 Chunk = Union[bytes, memoryview]
 
@@ -108,9 +109,8 @@ class Outbound:
         self.account()
 
     def room(self, size: int) -> bool:
-        """Whether a frame of about ``size`` bytes may be sent: it fits in
-        the send queue (or the queue is empty) and in the budget."""
-        size += FRAME_OVERHEAD
+        """Whether a frame of ``size`` bytes may be sent: it fits in the send
+        queue (or the queue is empty) and in the budget."""
         queued = self.queued + self.unflushed
         if queued and queued + size > self.max_send_queue:
             return False
@@ -119,7 +119,7 @@ class Outbound:
     def _short_of_room(self, size: int) -> bool:
         """A small frame with nothing queued always has room (not even
         asked); any other needs :meth:`room`."""
-        busy = self.queued > 0 or self.unflushed > 0 or size > SMALL_FRAME
+        busy = self.queued > 0 or self.unflushed > 0 or size > ALWAYS_ALLOWED
         return busy and not self.room(size)
 
     def reserve(self, size: int) -> bool:
@@ -133,10 +133,11 @@ class Outbound:
         return True
 
     def check(self, size: int) -> None:
-        """:class:`SendQueueFull` unless a frame of ``size`` has room; a
-        small one with nothing queued always has (not even asked)."""
+        """:class:`SendQueueFull` unless a frame of ``size`` bytes (with
+        :data:`FRAME_OVERHEAD` for one not framed yet) has room; a small one
+        with nothing queued always has (not even asked)."""
         if self._short_of_room(size):
-            if self.memory.fits(size + FRAME_OVERHEAD):
+            if self.memory.fits(size):
                 raise SendQueueFull(
                     f"{self.queued} bytes wait for a peer that is not reading"
                     f" (limit {self.max_send_queue})"

@@ -39,10 +39,7 @@ from zope.interface import Interface, implementer
 
 from blueprint_net._adapters.handshake_timer import HandshakeTimer
 from blueprint_net._adapters.interfaces import IHandshaking
-from blueprint_net._adapters.outbound import (
-    PIECE,
-    Outbound,
-)
+from blueprint_net._adapters.outbound import FRAME_OVERHEAD, PIECE, Outbound
 from blueprint_net._adapters.tls import (
     ALPN,
     certificate_contradicts,
@@ -379,7 +376,7 @@ class PeerProtocol(Protocol):
         Protocol response, or fails with RemoteError (an Error response),
         RequestTimeout, PeerLost or SendQueueFull."""
         waiting: defer.Deferred[wire.Reply] = defer.Deferred()
-        size = len(payload) + len(protocol)
+        size = len(payload) + len(protocol) + FRAME_OVERHEAD
         if metadata is not None:
             size += len(metadata)
         clock = self.clock
@@ -404,7 +401,8 @@ class PeerProtocol(Protocol):
     ) -> None:
         """Send a request that wants no response (fire and forget); raises
         SendQueueFull, or PeerLost once the connection is closing."""
-        self.outbound.check(len(payload) + len(metadata or b"") + len(protocol))
+        size = len(payload) + len(metadata or b"") + len(protocol)
+        self.outbound.check(size + FRAME_OVERHEAD)
         self.connection.request(protocol, payload, metadata)
         self.requests_out += 1
         self.outbound.flush()

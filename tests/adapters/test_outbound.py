@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.testing import StringTransport
 
 from blueprint_net._adapters.outbound import (
-    FRAME_OVERHEAD,
+    ALWAYS_ALLOWED,
     PIECE,
     TAIL,
     TRANSPORT_HELD,
@@ -133,10 +133,11 @@ def test_room_is_bounded_by_the_queue_and_the_budget() -> None:
     outbound.check(10)  # small, nothing queued: not even asked
     outbound.pauseProducing()
     sender.send(b"x" * 600)
-    assert outbound.room(1000 - 600 - FRAME_OVERHEAD)
-    assert not outbound.room(1000 - 600 - FRAME_OVERHEAD + 1)
+    assert outbound.room(1000 - 600)  # a frame's size, counted once
+    assert not outbound.room(1000 - 600 + 1)
+    outbound.check(1000 - 600)
     with pytest.raises(SendQueueFull, match="600 bytes wait"):
-        outbound.check(200)
+        outbound.check(1000 - 600 + 1)
     assert sender.memory.counters["memory.refused.send"] == 0
     outbound.resumeProducing()
     # The budget spent elsewhere: a frame past what any connection may
@@ -148,15 +149,32 @@ def test_room_is_bounded_by_the_queue_and_the_budget() -> None:
     outbound.check(100)  # a small frame always goes out
 
 
+def test_a_response_frame_is_counted_once() -> None:
+    """``reserve`` is given a response's exact frame size: no framing
+    allowance goes on top (one did, so a response that fitted was refused)."""
+    sender = Sender(max_send_queue=1000)
+    outbound = sender.outbound
+    outbound.pauseProducing()
+    sender.send(b"x" * 600)
+    assert outbound.reserve(1000 - 600)  # fills the queue to its bound
+    assert not outbound.reserve(1)
+    # Nothing queued and the budget spent: a frame of what any connection
+    # may hold still goes out, one byte more does not.
+    assert Sender(budget=0).outbound.reserve(ALWAYS_ALLOWED)
+    spent = Sender(budget=0)
+    assert not spent.outbound.reserve(ALWAYS_ALLOWED + 1)
+    assert spent.memory.counters["memory.refused.response"] == 1
+
+
 def test_answers_given_during_a_read_count_before_they_are_flushed() -> None:
     sender = Sender(max_send_queue=1000)
     outbound = sender.outbound
     outbound.pauseProducing()
     sender.send(b"x" * 10)
     outbound.unflushed = 800
-    assert not outbound.room(100)
+    assert outbound.room(1000 - 810) and not outbound.room(1000 - 810 + 1)
     sender.send()  # a flush forgets the estimate
-    assert outbound.unflushed == 0 and outbound.room(100)
+    assert outbound.unflushed == 0 and outbound.room(1000 - 10)
 
 
 def test_close_writes_the_queue_and_lets_go_of_the_transport() -> None:

@@ -516,7 +516,7 @@ def test_a_small_answer_that_would_overfill_the_queue_is_refused(
     alice: Identity, bob: Identity
 ) -> None:
     """However small an answer is, while the queue holds unread ones it must
-    fit under ``max_send_queue`` (with the framing allowance): else the peer
+    fit under ``max_send_queue`` (its frame, counted once): else the peer
     gets a short RATE_LIMITED Error in its place."""
     clock = Clock()
     protocol, transport = _verified_on_string_transport(
@@ -527,7 +527,9 @@ def test_a_small_answer_that_would_overfill_the_queue_is_refused(
         b"".join(wire.frame(wire.Request(i, "echo", b"")) for i in (1, 2))
     )
     protocol.respond(wire.ProtocolResponse(1, bytes(600)))
-    protocol.respond(wire.ProtocolResponse(2, bytes(100)))  # 600 + 100 + 300
+    framing = len(wire.frame(wire.ProtocolResponse(2, b"")))
+    past = 1000 - protocol.queued - framing + 1  # one byte past the bound
+    protocol.respond(wire.ProtocolResponse(2, bytes(past)))
     protocol.outbound.resumeProducing()
     first, second = decode_frames(transport.value())
     assert first == wire.ProtocolResponse(1, bytes(600))
