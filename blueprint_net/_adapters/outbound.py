@@ -65,12 +65,17 @@ class Outbound:
     def __init__(
         self,
         take: Callable[[], list[bytes]],
+        unsent: Callable[[], int],
         memory: MemoryBudget,
         max_send_queue: int,
         changed: Callable[[], None],
     ) -> None:
         #: Takes what the connection has queued for the peer.
         self._take = take
+        #: Bytes the connection has queued that :meth:`flush` has not taken
+        #: (answers given during a read, flushed once at its end, and the
+        #: Errors that replaced those that did not fit).
+        self._unsent = unsent
         self.memory = memory
         self.max_send_queue = max_send_queue
         self._changed = changed
@@ -82,9 +87,6 @@ class Outbound:
         self.queued = 0
         #: Bytes already written of the frame at the queue's head, still held.
         self._pinned = 0
-        #: Bytes given to the connection since the last flush (answers
-        #: given during a read, flushed once at its end).
-        self.unflushed = 0
         #: Bytes of a partial inbound frame (set by the protocol).
         self.inbound = 0
         #: What the budget is charged with for this connection now.
@@ -94,7 +96,6 @@ class Outbound:
         """Hand what the connection has queued to the transport, a piece at
         a time until it pauses us; queue the rest."""
         chunks = self._take()
-        self.unflushed = 0
         if not chunks:
             return
         if self.paused or self._queue:
@@ -111,7 +112,7 @@ class Outbound:
     def room(self, size: int) -> bool:
         """Whether a frame of ``size`` bytes may be sent: it fits in the send
         queue (or the queue is empty) and in the budget."""
-        queued = self.queued + self.unflushed
+        queued = self.queued + self._unsent()
         if queued and queued + size > self.max_send_queue:
             return False
         return queued + size <= ALWAYS_ALLOWED or self.memory.fits(size)
@@ -119,17 +120,16 @@ class Outbound:
     def _short_of_room(self, size: int) -> bool:
         """A small frame with nothing queued always has room (not even
         asked); any other needs :meth:`room`."""
-        busy = self.queued > 0 or self.unflushed > 0 or size > ALWAYS_ALLOWED
+        busy = self.queued > 0 or self._unsent() > 0 or size > ALWAYS_ALLOWED
         return busy and not self.room(size)
 
     def reserve(self, size: int) -> bool:
-        """Whether a response frame of ``size`` bytes may be queued: if so,
-        it counts (:attr:`unflushed`) until the next flush; if not, the
-        budget counts a refused response."""
+        """Whether a response frame of ``size`` bytes may be queued (the
+        connection then holds it, counted as unsent, until the next flush);
+        if not, the budget counts a refused response."""
         if self._short_of_room(size):
             self.memory.refuse("response")
             return False
-        self.unflushed += size
         return True
 
     def check(self, size: int) -> None:

@@ -172,6 +172,7 @@ class PeerProtocol(Protocol):
         #: The send queue, flow control and memory accounting.
         self.outbound = Outbound(
             self.connection.chunks_to_send,
+            lambda: self.connection.unsent,
             self.memory,
             settings.max_send_queue,
             self._update_reading,
@@ -424,7 +425,7 @@ class PeerProtocol(Protocol):
             # flushes: small answers go out together, large ones at once
             # (to the transport or the queue).
             self._events += released
-            if outbound.unflushed >= PIECE:
+            if self.connection.unsent >= PIECE:
                 outbound.flush()
         elif released:
             self._handle(released)

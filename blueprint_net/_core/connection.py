@@ -152,6 +152,9 @@ class Connection:
         self.max_frame = max_frame
         self._framer = wire.FrameDecoder(min(wire.HANDSHAKE_MAX_FRAME, max_frame))
         self._outgoing: list[bytes] = []
+        #: Bytes queued for the peer and not taken yet (:meth:`chunks_to_send`):
+        #: what the send queue's room check counts beside its own queue.
+        self.unsent = 0
         self.requests: Requests[Any] = Requests(max_in_flight)
         #: The peer's requests past ``max_in_flight``, in order: handed out
         #: by :meth:`respond` as earlier ones end (other frames go on).
@@ -209,7 +212,11 @@ class Connection:
     # -- output -------------------------------------------------------------
 
     def _queue(self, message: wire.Message) -> None:
-        self._outgoing.extend(wire.frame_chunks(message))
+        self._push(wire.frame_chunks(message))
+
+    def _push(self, chunks: list[bytes]) -> None:
+        self._outgoing.extend(chunks)
+        self.unsent += len(chunks[0]) if len(chunks) == 1 else sum(map(len, chunks))
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call."""
@@ -219,6 +226,7 @@ class Connection:
         """The same, unjoined: for ``writeSequence``, so a large payload is
         copied once, by the transport (see :func:`wire.frame_chunks`)."""
         chunks, self._outgoing = self._outgoing, []
+        self.unsent = 0
         return chunks
 
     def initiate(self) -> None:
@@ -250,7 +258,7 @@ class Connection:
     def send(self, message: wire.Message) -> None:
         """Queue an application message; only once ``Verified``."""
         self._check_sendable()
-        self._outgoing.extend(wire.frame_chunks(message))
+        self._push(wire.frame_chunks(message))
 
     def request(
         self,
@@ -271,7 +279,7 @@ class Connection:
         except ValueError:
             self.requests.abandon(request_id)
             raise
-        self._outgoing.extend(chunks)
+        self._push(chunks)
         if deadline is not None and request_id:
             self.deadlines.add(request_id, deadline)
         return request_id
@@ -318,7 +326,7 @@ class Connection:
                             "not reading: the send queue is full",
                         )
                     )
-            self._outgoing.extend(chunks)
+            self._push(chunks)
         return self._release() if self.backlog else []
 
     def lost(self) -> list[Any]:
@@ -333,6 +341,7 @@ class Connection:
         """Queue an already-encoded frame (one encoding, many peers)."""
         self._check_sendable()
         self._outgoing.append(frame)
+        self.unsent += len(frame)
 
     def _check_sendable(self) -> None:
         """``PeerLost`` once closed (it may happen any time: the caller

@@ -538,6 +538,39 @@ def test_a_small_answer_that_would_overfill_the_queue_is_refused(
     assert protocol.memory.counters["memory.refused.response"] == 1
 
 
+def test_error_answers_given_during_a_read_count_against_the_queue(
+    alice: Identity, bob: Identity
+) -> None:
+    """Answers given while a read is handled wait in the connection until
+    its end; the RATE_LIMITED Error that replaces one that did not fit
+    waits there too, and counts: the queue never passes its bound."""
+    clock = Clock()
+    protocol, _transport = _verified_on_string_transport(
+        alice, bob, clock, max_send_queue=1000
+    )
+    first = wire.ProtocolResponse(1, bytes(600))
+    framing = len(wire.frame(wire.ProtocolResponse(3, b"")))
+    # The third answer fills the queue to its bound if the Error before it
+    # is not counted.
+    fill = wire.ProtocolResponse(3, bytes(1000 - len(wire.frame(first)) - framing))
+    answers = {1: first, 2: wire.ProtocolResponse(2, bytes(600)), 3: fill}
+
+    class Answering(RecordingHost):
+        def request_received(
+            self, protocol: PeerProtocol, request: wire.Request
+        ) -> None:
+            protocol.respond(answers[request.request_id])
+
+    protocol.host = Answering()
+    protocol.outbound.pauseProducing()
+    protocol.dataReceived(
+        b"".join(wire.frame(wire.Request(i, "echo", b"")) for i in (1, 2, 3))
+    )
+    assert protocol.queued <= 1000
+    assert protocol.memory.counters["memory.refused.response"] == 2
+    protocol.outbound.check_invariants()
+
+
 def test_reading_stops_at_the_concurrent_request_limit(
     alice: Identity, bob: Identity
 ) -> None:
