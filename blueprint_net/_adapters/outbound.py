@@ -14,7 +14,7 @@ States: *writing* (the transport takes what we give it, the queue is empty)
 and *paused* (the transport's buffer is full: frames wait in the queue,
 counted, and :meth:`room` refuses what would pass ``max_send_queue`` or the
 budget).  :meth:`close` writes what is queued and lets go of the transport;
-:meth:`lost` forgets it.  :meth:`check_invariants` says whether the counts
+:meth:`lost` forgets it.  :meth:`check_invariants` raises unless the counts
 agree with the queue (tests call it).
 """
 
@@ -189,19 +189,25 @@ class Outbound:
         self.account()
 
     def check_invariants(self) -> None:
-        """``AssertionError`` unless the counts agree with the queue: the
+        """``RuntimeError`` unless the counts agree with the queue: the
         queued bytes are the chunks' sizes, the pinned bytes are the head's
         written part, only a paused transport leaves anything queued, and
-        the charge is what is held."""
+        the charge is what is held.  Raised, not asserted: it holds under
+        ``python -O`` too."""
         queue = self._queue
-        assert self.queued == sum(map(len, queue)), (self.queued, queue)
         head = queue[0] if queue else b""
         pinned = len(head.obj) - len(head) if type(head) is memoryview else 0  # type: ignore[arg-type]
-        assert self._pinned == pinned, (self._pinned, pinned)
-        assert self.paused or not queue, "queued while the transport reads"
         held = self.inbound + self.queued + self._pinned
         held += TRANSPORT_HELD if self.paused else 0
-        assert self.charged == held, (self.charged, held)
+        sizes = sum(map(len, queue))
+        if self.queued != sizes:
+            raise RuntimeError(f"{self.queued} bytes counted queued, {sizes} queued")
+        if self._pinned != pinned:
+            raise RuntimeError(f"{self._pinned} bytes counted pinned, {pinned} pinned")
+        if queue and not self.paused:
+            raise RuntimeError("frames queued while the transport reads")
+        if self.charged != held:
+            raise RuntimeError(f"{self.charged} bytes charged, {held} held")
 
     def _drop(self) -> list[Chunk]:
         queued, self._queue = self._queue, []

@@ -4,6 +4,9 @@ in-memory transport."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -215,12 +218,35 @@ def test_the_invariant_check_catches_counts_that_disagree() -> None:
     outbound.pauseProducing()
     sender.send(b"q" * 10)
     outbound.queued += 1
-    with pytest.raises(AssertionError):
+    with pytest.raises(RuntimeError, match="11 bytes counted queued, 10 queued"):
         outbound.check_invariants()
     outbound.queued -= 1
     outbound.charged += 1
-    with pytest.raises(AssertionError):
+    with pytest.raises(RuntimeError, match="charged"):
         outbound.check_invariants()
+    outbound.charged -= 1
+    outbound.paused = False
+    with pytest.raises(RuntimeError, match="queued while the transport reads"):
+        outbound.check_invariants()
+
+
+def test_the_invariant_check_holds_under_python_o() -> None:
+    """Raised, not asserted: ``python -O`` strips ``assert`` statements."""
+    code = (
+        "from blueprint_net._adapters.outbound import Outbound\n"
+        "from blueprint_net._policy.resources import MemoryBudget\n"
+        "o = Outbound(list, int, MemoryBudget(100), 100, object)\n"
+        "o.queued = 1\n"
+        "try:\n"
+        "    o.check_invariants()\n"
+        "except RuntimeError:\n"
+        "    raise SystemExit(0)\n"
+        "raise SystemExit(1)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-O", "-c", code]
+    done = subprocess.run(command, check=False, cwd=root, timeout=60)
+    assert done.returncode == 0
 
 
 def test_a_frames_small_tail_goes_with_its_payload() -> None:
