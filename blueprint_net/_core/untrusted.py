@@ -144,18 +144,17 @@ class Sniffer:
     byte held so far (the port's protocol, or garbage for its decoder to
     judge and score) or a :class:`WrongOpening` (an operator's client at
     the wrong port: answered, never scored).  States: undecided, then
-    decided (:attr:`decided`; the caller stops feeding).
+    decided (a verdict given: the caller stops feeding).
 
     ``answers`` maps the kinds that are wrong at this port to their answer:
     ``http``/``tls`` at a plain port, ``http``/``plain`` at a TLS port.
     """
 
-    __slots__ = ("_answers", "_first", "decided")
+    __slots__ = ("_answers", "_first")
 
     def __init__(self, answers: Mapping[str, bytes]) -> None:
         self._answers = answers
         self._first = b""
-        self.decided = False
 
     def feed(self, data: bytes) -> Union[bytes, WrongOpening, None]:
         first = self._first + data
@@ -166,7 +165,6 @@ class Sniffer:
                 return None
             kind = "other"  # still undecided: the protocol judges it
         self._first = b""
-        self.decided = True
         answer = self._answers.get(kind)
         return first if answer is None else WrongOpening(kind, answer)
 
