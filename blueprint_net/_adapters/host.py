@@ -49,7 +49,7 @@ from blueprint_net._adapters.peers import Peer, PeerTable, describe
 from blueprint_net._adapters.protocol import IConnectionHost, PeerProtocol
 from blueprint_net._adapters.summary import EventSummary
 from blueprint_net._core import untrusted, wire
-from blueprint_net._core.connection import ConnectionFailed, GossipReceived
+from blueprint_net._core.connection_events import ConnectionFailed, GossipReceived
 from blueprint_net._core.errors import ErrorCode, HandshakeFailed, ProtocolError
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.pubsub import Fault

@@ -48,8 +48,8 @@ from blueprint_net._adapters.tls import (
     peer_certificate_key,
 )
 from blueprint_net._core import untrusted, wire
-from blueprint_net._core.connection import (
-    Connection,
+from blueprint_net._core.connection import Connection
+from blueprint_net._core.connection_events import (
     ConnectionEvent,
     ConnectionFailed,
     GossipReceived,

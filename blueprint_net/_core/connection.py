@@ -30,6 +30,13 @@ from typing import Any, Optional, Union
 import attrs
 
 from blueprint_net._core import gossip_wire, wire
+from blueprint_net._core.connection_events import (
+    ConnectionEvent,
+    ConnectionFailed,
+    GossipReceived,
+    PeerVerified,
+    ResponseReceived,
+)
 from blueprint_net._core.errors import (
     ErrorCode,
     HandshakeFailed,
@@ -45,76 +52,6 @@ from blueprint_net._core.handshake import (
 )
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.messaging import Deadlines, Requests
-
-#: Failures that show a peer to be broken or hostile, as opposed to merely
-#: slow, incompatible or refused by policy.  The ban registry scores these.
-MISBEHAVIOUR = frozenset(
-    {
-        ErrorCode.UNKNOWN_MESSAGE_TYPE,
-        ErrorCode.TRUNCATED,
-        ErrorCode.TRAILING_BYTES,
-        ErrorCode.INVALID_UTF8,
-        ErrorCode.OUT_OF_RANGE,
-        ErrorCode.FRAME_TOO_LARGE,
-        ErrorCode.UNEXPECTED_MESSAGE,
-        ErrorCode.BAD_SIGNATURE,
-        ErrorCode.WRONG_KEY,
-        ErrorCode.SELF_CONNECTION,
-    }
-)
-
-
-@attrs.define
-class PeerVerified:
-    """The handshake completed: ``peer_id`` proved it holds its key."""
-
-    peer_id: PeerId
-
-
-@attrs.define
-class ConnectionFailed:
-    """The connection must close, for the reason ``error`` gives."""
-
-    error: ProtocolError
-    #: The other protocol a client spoke at us (``"http"``, ``"tls"``: see
-    #: ``untrusted.opening``): a mistake, never misbehaviour.
-    wrong_protocol: Optional[str] = None
-
-    @property
-    def misbehaviour(self) -> bool:
-        """Whether the peer broke the protocol (for the ban registry)."""
-        return (
-            self.wrong_protocol is None
-            and not self.error.remote
-            and self.error.code in MISBEHAVIOUR
-        )
-
-
-@attrs.define
-class ResponseReceived:
-    """The response to one of our requests; ``token`` is the one it was
-    sent with."""
-
-    response: wire.Response
-    token: Any
-
-
-@attrs.define
-class GossipReceived:
-    """A topic-gossip message (types ``0x40``-``0x4F``) from the verified
-    peer, for the node's router."""
-
-    message: gossip_wire.GossipWireMessage
-
-
-ConnectionEvent = Union[
-    PeerProven,
-    PeerVerified,
-    ConnectionFailed,
-    wire.Request,
-    ResponseReceived,
-    GossipReceived,
-]
 
 _RESPONSES = (wire.SuccessResponse, wire.ProtocolResponse, wire.ErrorResponse)
 _VERIFIED = Phase.VERIFIED

@@ -28,7 +28,7 @@ from blueprint_net._adapters.limiting_factory import Refusal
 from blueprint_net._adapters.peers import Peer, PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
 from blueprint_net._core import gossip_wire, wire
-from blueprint_net._core.connection import ConnectionFailed
+from blueprint_net._core.connection_events import ConnectionFailed
 from blueprint_net._core.errors import (
     ErrorCode,
     HandshakeError,
