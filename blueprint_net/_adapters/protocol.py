@@ -11,8 +11,9 @@ many requests in flight), its bytes through :class:`Outbound`.
 
 Its parts, each with its own header: ``untrusted.Sniffer`` (a plain port's
 wrong-protocol opening), :class:`HandshakeTimer` (the handshake's
-deadline), :class:`Outbound` (send queue, flow control, memory), ``tls``
-(channel binding, the certificate check).
+deadline), :class:`RequestTimer` (our requests' deadlines),
+:class:`Outbound` (send queue, flow control, memory), ``tls`` (channel
+binding, the certificate check).
 
 States: connected, then (over TLS) waiting for TLS, handshaking, verified,
 closed; the core ``Connection`` holds the protocol's own states.
@@ -26,7 +27,6 @@ from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
-    IDelayedCall,
     IHandshakeListener,
     IReactorTime,
     ISSLTransport,
@@ -40,6 +40,7 @@ from zope.interface import Interface, implementer
 from blueprint_net._adapters.handshake_timer import HandshakeTimer
 from blueprint_net._adapters.interfaces import IHandshaking
 from blueprint_net._adapters.outbound import FRAME_OVERHEAD, PIECE, Outbound
+from blueprint_net._adapters.request_timer import RequestTimer
 from blueprint_net._adapters.tls import (
     ALPN,
     certificate_contradicts,
@@ -63,7 +64,6 @@ from blueprint_net._core.errors import (
     PeerLost,
     ProtocolError,
     RemoteError,
-    RequestTimeout,
     SendQueueFull,
 )
 from blueprint_net._core.handshake import PeerProven
@@ -163,7 +163,7 @@ class PeerProtocol(Protocol):
         self.deadline = HandshakeTimer(clock, settings, self._handshake_timed_out)
         self._failure: Optional[ProtocolError] = None
         #: One timer for every request's deadline (the connection's).
-        self._expiry: Optional[IDelayedCall] = None
+        self.request_timer = RequestTimer(clock, self.connection)
         #: When the peer was last heard from (any bytes), and when our
         #: keepalive Ping went out, if it is unanswered (see keepalive_check).
         self._heard_at = 0.0
@@ -347,9 +347,7 @@ class PeerProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.deadline.cancel()
         self.outbound.lost()
-        if self._expiry is not None and self._expiry.active():
-            self._expiry.cancel()
-        self._expiry = None
+        self.request_timer.cancel()
         # The host first: a requester's errback that retries must not find
         # this connection still listed among the verified peers.
         self.host.connection_closed(self, reason)
@@ -380,20 +378,15 @@ class PeerProtocol(Protocol):
         size = len(payload) + len(protocol) + FRAME_OVERHEAD
         if metadata is not None:
             size += len(metadata)
-        clock = self.clock
         delay = self.settings.request_timeout if timeout is None else timeout
-        deadline = clock.seconds() + delay
+        deadline = self.clock.seconds() + delay
         try:
             self.outbound.check(size)
             self.connection.request(protocol, payload, metadata, waiting, deadline)
         except (SendQueueFull, PeerLost, ValueError, RuntimeError) as error:
             return defer.fail(error)
         self.requests_out += 1
-        expiry = self._expiry
-        if expiry is None:
-            self._expiry = clock.callLater(delay, self._expire)
-        elif deadline < expiry.getTime():  # a shorter timeout than those before
-            expiry.reset(delay)
+        self.request_timer.due(deadline, delay)
         self.outbound.flush()
         return waiting
 
@@ -439,19 +432,6 @@ class PeerProtocol(Protocol):
             event.token.errback(RemoteError(response.code, response.message))
         else:
             event.token.callback(response)
-
-    def _expire(self) -> None:
-        """Fail every request past its deadline; wake again for the next."""
-        clock = self.clock
-        self._expiry = None
-        connection = self.connection
-        for request_id, waiting in connection.expire(clock.seconds()):
-            waiting.errback(RequestTimeout(f"no response to request {request_id}"))
-        earliest = connection.next_deadline
-        if earliest is not None and not connection.closed:
-            self._expiry = clock.callLater(
-                max(0.0, earliest - clock.seconds()), self._expire
-            )
 
     # -- outbound -----------------------------------------------------------
 

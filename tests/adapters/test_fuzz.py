@@ -188,7 +188,7 @@ class TwoPeers(RuleBasedStateMachine):
                 assert protocol.connection.requests.pending == {}
                 assert protocol.connection.requests.processing == set()
                 assert len(protocol.connection.deadlines) == 0
-                assert protocol._expiry is None or not protocol._expiry.active()
+                assert not protocol.request_timer.armed
 
     def teardown(self) -> None:
         for side in self.sides:
