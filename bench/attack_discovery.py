@@ -33,7 +33,7 @@ from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 
 from blueprint_net import Identity, Node, Settings
-from blueprint_net._adapters.connections import ConnectionManager
+from blueprint_net._adapters.connection_manager import ConnectionManager
 from blueprint_net._core import gossip_wire
 from blueprint_net._core.errors import ConnectFailed
 from blueprint_net._core.gossip_outputs import Send

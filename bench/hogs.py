@@ -25,7 +25,8 @@ from typing import Any
 from twisted.internet import defer, protocol, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-from blueprint_net._core.connection import Connection, PeerVerified
+from blueprint_net._core.connection import Connection
+from blueprint_net._core.connection_events import PeerVerified
 from blueprint_net._core.handshake_states import PeerProven
 from blueprint_net._core.identity import Identity
 

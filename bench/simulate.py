@@ -47,7 +47,7 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionRefusedError
 
-from blueprint_net._adapters.connections import ConnectionManager
+from blueprint_net._adapters.connection_manager import ConnectionManager
 from blueprint_net._adapters.facade import INode
 from blueprint_net._adapters.peers import Peer
 from blueprint_net._core import gossip_wire, telemetry

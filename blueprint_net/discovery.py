@@ -9,7 +9,7 @@ take an :class:`~blueprint_net.node.INode`.
 
 from __future__ import annotations
 
-from blueprint_net._adapters.connections import ConnectionManager
+from blueprint_net._adapters.connection_manager import ConnectionManager
 from blueprint_net._adapters.keeper import PeerKeeper
 from blueprint_net._policy.discovery import DiscoverySettings
 

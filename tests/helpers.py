@@ -16,7 +16,7 @@ from zope.interface import implementer
 from blueprint_net._adapters.node import Node
 from blueprint_net._adapters.protocol import IConnectionHost, PeerProtocol
 from blueprint_net._core import wire
-from blueprint_net._core.connection import ConnectionFailed, GossipReceived
+from blueprint_net._core.connection_events import ConnectionFailed, GossipReceived
 from blueprint_net._core.errors import HandshakeFailed
 from blueprint_net._core.identity import PeerId
 from blueprint_net._policy.settings import Settings

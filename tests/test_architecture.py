@@ -713,8 +713,10 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 
 
 def test_private_modules_are_private() -> None:
-    """The modules without an underscore are the public ones listed here."""
-    public = {module_name(path) for path in PACKAGE.glob("[!_]*.py")}
+    """The modules and packages without an underscore are the public ones
+    listed here."""
+    paths = [*PACKAGE.glob("[!_]*.py"), *PACKAGE.glob("[!_]*/__init__.py")]
+    public = {module_name(path) for path in paths}
     assert public == set(PUBLIC + PROGRAMS) - {"blueprint_net"}
 
 

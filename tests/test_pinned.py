@@ -191,7 +191,7 @@ def test_each_offence_costs_its_points(alice: Identity, code: ErrorCode) -> None
 
 
 def test_the_misbehaviour_codes_are_the_scored_ones() -> None:
-    from blueprint_net._core.connection import MISBEHAVIOUR
+    from blueprint_net._core.connection_events import MISBEHAVIOUR
 
     assert set(_POINTS) == MISBEHAVIOUR
 

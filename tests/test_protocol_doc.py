@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from blueprint_net._core import gossip_wire, records, stream_wire, streams, wire
-from blueprint_net._core.connection import MISBEHAVIOUR
+from blueprint_net._core.connection_events import MISBEHAVIOUR
 from blueprint_net._core.errors import ErrorCode
 from blueprint_net._core.handshake_transcripts import (
     ROLE_TLS_CLIENT,

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from blueprint_net import Identity
-from blueprint_net._adapters.protocol import PLAIN_PORT_ANSWERS
 from blueprint_net._adapters.tls import TLS_PORT_ANSWERS
 from blueprint_net._core import telemetry
 from blueprint_net._core.gossip_outputs import Fault, Verdict
 from blueprint_net._core.telemetry import Index, Label, Metric
+from blueprint_net._core.untrusted import PLAIN_PORT_ANSWERS
 from blueprint_net._ops import metrics
 from blueprint_net._ops.status import snapshot
 from blueprint_net._policy.bans import Origin

@@ -32,7 +32,7 @@ from blueprint_net._adapters import tls
 from blueprint_net._adapters.gossip import Gossip
 from blueprint_net._adapters.host import ConnectionHost
 from blueprint_net._adapters.peers import Peer, PeerTable, describe
-from blueprint_net._adapters.protocol import PLAINTEXT_REFUSED, PeerProtocol
+from blueprint_net._adapters.protocol import PeerProtocol
 from blueprint_net._core.errors import (
     ConnectFailed,
     ErrorCode,
@@ -46,7 +46,7 @@ from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.telemetry import CONNECTIONS_REFUSED
 from blueprint_net._policy import discovery
 from blueprint_net._policy.bans import BanRegistry
-from blueprint_net._policy.settings import Settings
+from blueprint_net._policy.settings import PLAINTEXT_REFUSED, Settings
 
 ClientEndpoint = Union[str, IStreamClientEndpoint]
 

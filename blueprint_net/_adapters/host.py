@@ -41,18 +41,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from blueprint_net._adapters.dispatch import Dispatcher
+from blueprint_net._adapters.factory import PeerFactory
 from blueprint_net._adapters.gossip import Gossip
 from blueprint_net._adapters.keepalive import Keepalive
-from blueprint_net._adapters.limiter import LimitingFactory
+from blueprint_net._adapters.limiting_factory import LimitingFactory
 from blueprint_net._adapters.peers import Peer, PeerTable, describe
-from blueprint_net._adapters.protocol import (
-    IConnectionHost,
-    PeerFactory,
-    PeerProtocol,
-)
+from blueprint_net._adapters.protocol import IConnectionHost, PeerProtocol
 from blueprint_net._adapters.summary import EventSummary
 from blueprint_net._core import untrusted, wire
-from blueprint_net._core.connection import ConnectionFailed, GossipReceived
+from blueprint_net._core.connection_events import ConnectionFailed, GossipReceived
 from blueprint_net._core.errors import ErrorCode, HandshakeFailed, ProtocolError
 from blueprint_net._core.gossip_outputs import Fault
 from blueprint_net._core.identity import Identity, PeerId

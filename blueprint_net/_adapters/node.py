@@ -42,7 +42,7 @@ from blueprint_net._adapters.dispatch import Dispatcher, Handler
 from blueprint_net._adapters.facade import INode
 from blueprint_net._adapters.gossip import Gossip, GossipHandler, Validator
 from blueprint_net._adapters.host import ConnectionHost, PeerCallback
-from blueprint_net._adapters.limiter import LimitingFactory
+from blueprint_net._adapters.limiting_factory import LimitingFactory
 from blueprint_net._adapters.peers import Peer, PeerTable, describe
 from blueprint_net._core import wire
 from blueprint_net._core.errors import (

@@ -14,7 +14,7 @@ States: *writing* (the transport takes what we give it, the queue is empty)
 and *paused* (the transport's buffer is full: frames wait in the queue,
 counted, and :meth:`room` refuses what would pass ``max_send_queue`` or the
 budget).  :meth:`close` writes what is queued and lets go of the transport;
-:meth:`lost` forgets it.  :meth:`check_invariants` says whether the counts
+:meth:`lost` forgets it.  :meth:`check_invariants` raises unless the counts
 agree with the queue (tests call it).
 """
 
@@ -40,15 +40,16 @@ TRANSPORT_HELD = 2 * PIECE
 #: ``Outbound._write``): the small parts of a frame that ``wire.frame_chunks``
 #: keeps around a large payload.
 TAIL = 16 * 1024
-#: Framing around a request's or response's data, at most (the allowance
-#: made for a frame whose size is not known exactly yet).
+#: Framing around a request's data, at most: the allowance a sender adds
+#: to a frame whose size is not known exactly yet (:meth:`Outbound.check`).
+#: A frame whose size is known (a response, a frame encoded once) is
+#: counted as it is.
 FRAME_OVERHEAD = 300
 #: What any connection may hold whatever the node-wide budget says, so that
 #: peers that stop reading cannot spend it for those that do: small answers
 #: to a peer that reads always go out, and a small frame always comes in.
+#: A frame this small always has room when nothing is queued.
 ALWAYS_ALLOWED = 16 * 1024
-#: Data this small always has room when nothing is queued (:meth:`room`).
-SMALL_FRAME = ALWAYS_ALLOWED - FRAME_OVERHEAD
 
 Chunk = Union[bytes, memoryview]
 
@@ -64,12 +65,17 @@ class Outbound:
     def __init__(
         self,
         take: Callable[[], list[bytes]],
+        unsent: Callable[[], int],
         memory: MemoryBudget,
         max_send_queue: int,
         changed: Callable[[], None],
     ) -> None:
         #: Takes what the connection has queued for the peer.
         self._take = take
+        #: Bytes the connection has queued that :meth:`flush` has not taken
+        #: (answers given during a read, flushed once at its end, and the
+        #: Errors that replaced those that did not fit).
+        self._unsent = unsent
         self.memory = memory
         self.max_send_queue = max_send_queue
         self._changed = changed
@@ -81,9 +87,6 @@ class Outbound:
         self.queued = 0
         #: Bytes already written of the frame at the queue's head, still held.
         self._pinned = 0
-        #: Bytes given to the connection since the last flush (answers
-        #: given during a read, flushed once at its end).
-        self.unflushed = 0
         #: Bytes of a partial inbound frame (set by the protocol).
         self.inbound = 0
         #: What the budget is charged with for this connection now.
@@ -93,7 +96,6 @@ class Outbound:
         """Hand what the connection has queued to the transport, a piece at
         a time until it pauses us; queue the rest."""
         chunks = self._take()
-        self.unflushed = 0
         if not chunks:
             return
         if self.paused or self._queue:
@@ -108,10 +110,9 @@ class Outbound:
         self.account()
 
     def room(self, size: int) -> bool:
-        """Whether a frame of about ``size`` bytes may be sent: it fits in
-        the send queue (or the queue is empty) and in the budget."""
-        size += FRAME_OVERHEAD
-        queued = self.queued + self.unflushed
+        """Whether a frame of ``size`` bytes may be sent: it fits in the send
+        queue (or the queue is empty) and in the budget."""
+        queued = self.queued + self._unsent()
         if queued and queued + size > self.max_send_queue:
             return False
         return queued + size <= ALWAYS_ALLOWED or self.memory.fits(size)
@@ -119,24 +120,24 @@ class Outbound:
     def _short_of_room(self, size: int) -> bool:
         """A small frame with nothing queued always has room (not even
         asked); any other needs :meth:`room`."""
-        busy = self.queued > 0 or self.unflushed > 0 or size > SMALL_FRAME
+        busy = self.queued > 0 or self._unsent() > 0 or size > ALWAYS_ALLOWED
         return busy and not self.room(size)
 
     def reserve(self, size: int) -> bool:
-        """Whether a response frame of ``size`` bytes may be queued: if so,
-        it counts (:attr:`unflushed`) until the next flush; if not, the
-        budget counts a refused response."""
+        """Whether a response frame of ``size`` bytes may be queued (the
+        connection then holds it, counted as unsent, until the next flush);
+        if not, the budget counts a refused response."""
         if self._short_of_room(size):
             self.memory.refuse("response")
             return False
-        self.unflushed += size
         return True
 
     def check(self, size: int) -> None:
-        """:class:`SendQueueFull` unless a frame of ``size`` has room; a
-        small one with nothing queued always has (not even asked)."""
+        """:class:`SendQueueFull` unless a frame of ``size`` bytes (with
+        :data:`FRAME_OVERHEAD` for one not framed yet) has room; a small one
+        with nothing queued always has (not even asked)."""
         if self._short_of_room(size):
-            if self.memory.fits(size + FRAME_OVERHEAD):
+            if self.memory.fits(size):
                 raise SendQueueFull(
                     f"{self.queued} bytes wait for a peer that is not reading"
                     f" (limit {self.max_send_queue})"
@@ -188,19 +189,25 @@ class Outbound:
         self.account()
 
     def check_invariants(self) -> None:
-        """``AssertionError`` unless the counts agree with the queue: the
+        """``RuntimeError`` unless the counts agree with the queue: the
         queued bytes are the chunks' sizes, the pinned bytes are the head's
         written part, only a paused transport leaves anything queued, and
-        the charge is what is held."""
+        the charge is what is held.  Raised, not asserted: it holds under
+        ``python -O`` too."""
         queue = self._queue
-        assert self.queued == sum(map(len, queue)), (self.queued, queue)
         head = queue[0] if queue else b""
         pinned = len(head.obj) - len(head) if type(head) is memoryview else 0  # type: ignore[arg-type]
-        assert self._pinned == pinned, (self._pinned, pinned)
-        assert self.paused or not queue, "queued while the transport reads"
         held = self.inbound + self.queued + self._pinned
         held += TRANSPORT_HELD if self.paused else 0
-        assert self.charged == held, (self.charged, held)
+        sizes = sum(map(len, queue))
+        if self.queued != sizes:
+            raise RuntimeError(f"{self.queued} bytes counted queued, {sizes} queued")
+        if self._pinned != pinned:
+            raise RuntimeError(f"{self._pinned} bytes counted pinned, {pinned} pinned")
+        if queue and not self.paused:
+            raise RuntimeError("frames queued while the transport reads")
+        if self.charged != held:
+            raise RuntimeError(f"{self.charged} bytes charged, {held} held")
 
     def _drop(self) -> list[Chunk]:
         queued, self._queue = self._queue, []

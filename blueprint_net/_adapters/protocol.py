@@ -11,8 +11,9 @@ many requests in flight), its bytes through :class:`Outbound`.
 
 Its parts, each with its own header: ``untrusted.Sniffer`` (a plain port's
 wrong-protocol opening), :class:`HandshakeTimer` (the handshake's
-deadline), :class:`Outbound` (send queue, flow control, memory), ``tls``
-(channel binding, the certificate check).
+deadline), :class:`RequestTimer` (our requests' deadlines),
+:class:`Outbound` (send queue, flow control, memory), ``tls`` (channel
+binding, the certificate check).
 
 States: connected, then (over TLS) waiting for TLS, handshaking, verified,
 closed; the core ``Connection`` holds the protocol's own states.
@@ -26,23 +27,20 @@ from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
-    IDelayedCall,
     IHandshakeListener,
     IReactorTime,
     ISSLTransport,
     ITCPTransport,
 )
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from blueprint_net._adapters.handshake_timer import HandshakeTimer
 from blueprint_net._adapters.interfaces import IHandshaking
-from blueprint_net._adapters.outbound import (
-    PIECE,
-    Outbound,
-)
+from blueprint_net._adapters.outbound import FRAME_OVERHEAD, PIECE, Outbound
+from blueprint_net._adapters.request_timer import RequestTimer
 from blueprint_net._adapters.tls import (
     ALPN,
     certificate_contradicts,
@@ -51,8 +49,8 @@ from blueprint_net._adapters.tls import (
     peer_certificate_key,
 )
 from blueprint_net._core import untrusted, wire
-from blueprint_net._core.connection import (
-    Connection,
+from blueprint_net._core.connection import Connection
+from blueprint_net._core.connection_events import (
     ConnectionEvent,
     ConnectionFailed,
     GossipReceived,
@@ -66,35 +64,13 @@ from blueprint_net._core.errors import (
     PeerLost,
     ProtocolError,
     RemoteError,
-    RequestTimeout,
     SendQueueFull,
 )
 from blueprint_net._core.handshake_states import PeerProven
 from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._policy.addresses import where
 from blueprint_net._policy.resources import MemoryBudget
-from blueprint_net._policy.settings import DEFAULTS, Settings
-
-#: Why a plain transport is closed on a node without the opt-in.
-PLAINTEXT_REFUSED = (
-    "this node accepts TLS links only (p2ptls:); plaintext needs"
-    " allow_plaintext / --allow-plaintext"
-)
-
-_HTTP_HINT_BODY = (
-    b"This is a blueprint-net peer port, not HTTP. A node's status page is"
-    b" served on its --status endpoint (default http://127.0.0.1:7080/);"
-    b" `blueprint-net status --url URL` reads it.\n"
-)
-#: What an HTTP request to a peer port gets back before the close.
-HTTP_HINT = untrusted.http_400(_HTTP_HINT_BODY)
-#: What a TLS ClientHello on a plain peer port gets back before the close.
-TLS_HINT = (
-    b"blueprint-net: this peer port speaks plain blueprint-net, not TLS;"
-    b" dial it with tcp:, or listen with p2ptls: for TLS.\n"
-)
-#: The kinds of client that are wrong at a plain peer port (see
-#: ``untrusted.Sniffer``), and what each is answered with.
-PLAIN_PORT_ANSWERS = {"http": HTTP_HINT, "tls": TLS_HINT}
+from blueprint_net._policy.settings import DEFAULTS, PLAINTEXT_REFUSED, Settings
 
 
 class IConnectionHost(Interface):
@@ -187,7 +163,7 @@ class PeerProtocol(Protocol):
         self.deadline = HandshakeTimer(clock, settings, self._handshake_timed_out)
         self._failure: Optional[ProtocolError] = None
         #: One timer for every request's deadline (the connection's).
-        self._expiry: Optional[IDelayedCall] = None
+        self.request_timer = RequestTimer(clock, self.connection)
         #: When the peer was last heard from (any bytes), and when our
         #: keepalive Ping went out, if it is unanswered (see keepalive_check).
         self._heard_at = 0.0
@@ -196,6 +172,7 @@ class PeerProtocol(Protocol):
         #: The send queue, flow control and memory accounting.
         self.outbound = Outbound(
             self.connection.chunks_to_send,
+            lambda: self.connection.unsent,
             self.memory,
             settings.max_send_queue,
             self._update_reading,
@@ -270,7 +247,7 @@ class PeerProtocol(Protocol):
             if not self.initiator:
                 # A plain port may be reached by the wrong client (HTTP, TLS):
                 # its first bytes are looked at before they are framed.
-                self._sniffer = untrusted.Sniffer(PLAIN_PORT_ANSWERS)
+                self._sniffer = untrusted.Sniffer(untrusted.PLAIN_PORT_ANSWERS)
             self.connection.initiate()
             self.outbound.flush()
 
@@ -370,9 +347,7 @@ class PeerProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.deadline.cancel()
         self.outbound.lost()
-        if self._expiry is not None and self._expiry.active():
-            self._expiry.cancel()
-        self._expiry = None
+        self.request_timer.cancel()
         # The host first: a requester's errback that retries must not find
         # this connection still listed among the verified peers.
         self.host.connection_closed(self, reason)
@@ -400,23 +375,18 @@ class PeerProtocol(Protocol):
         Protocol response, or fails with RemoteError (an Error response),
         RequestTimeout, PeerLost or SendQueueFull."""
         waiting: defer.Deferred[wire.Reply] = defer.Deferred()
-        size = len(payload) + len(protocol)
+        size = len(payload) + len(protocol) + FRAME_OVERHEAD
         if metadata is not None:
             size += len(metadata)
-        clock = self.clock
         delay = self.settings.request_timeout if timeout is None else timeout
-        deadline = clock.seconds() + delay
+        deadline = self.clock.seconds() + delay
         try:
             self.outbound.check(size)
             self.connection.request(protocol, payload, metadata, waiting, deadline)
         except (SendQueueFull, PeerLost, ValueError, RuntimeError) as error:
             return defer.fail(error)
         self.requests_out += 1
-        expiry = self._expiry
-        if expiry is None:
-            self._expiry = clock.callLater(delay, self._expire)
-        elif deadline < expiry.getTime():  # a shorter timeout than those before
-            expiry.reset(delay)
+        self.request_timer.due(deadline, delay)
         self.outbound.flush()
         return waiting
 
@@ -425,7 +395,8 @@ class PeerProtocol(Protocol):
     ) -> None:
         """Send a request that wants no response (fire and forget); raises
         SendQueueFull, or PeerLost once the connection is closing."""
-        self.outbound.check(len(payload) + len(metadata or b"") + len(protocol))
+        size = len(payload) + len(metadata or b"") + len(protocol)
+        self.outbound.check(size + FRAME_OVERHEAD)
         self.connection.request(protocol, payload, metadata)
         self.requests_out += 1
         self.outbound.flush()
@@ -447,7 +418,7 @@ class PeerProtocol(Protocol):
             # flushes: small answers go out together, large ones at once
             # (to the transport or the queue).
             self._events += released
-            if outbound.unflushed >= PIECE:
+            if self.connection.unsent >= PIECE:
                 outbound.flush()
         elif released:
             self._handle(released)
@@ -461,19 +432,6 @@ class PeerProtocol(Protocol):
             event.token.errback(RemoteError(response.code, response.message))
         else:
             event.token.callback(response)
-
-    def _expire(self) -> None:
-        """Fail every request past its deadline; wake again for the next."""
-        clock = self.clock
-        self._expiry = None
-        connection = self.connection
-        for request_id, waiting in connection.expire(clock.seconds()):
-            waiting.errback(RequestTimeout(f"no response to request {request_id}"))
-        earliest = connection.next_deadline
-        if earliest is not None and not connection.closed:
-            self._expiry = clock.callLater(
-                max(0.0, earliest - clock.seconds()), self._expire
-            )
 
     # -- outbound -----------------------------------------------------------
 
@@ -628,61 +586,3 @@ class PeerProtocol(Protocol):
         """Whether the proof covers every later byte (TLS 1.3: see
         ``tls.channel_bound``)."""
         return channel_bound(self.transport)
-
-
-def where(address: IAddress) -> str:
-    """``127.0.0.1:7010``, ``[::1]:7010``, or the address's own text."""
-    host, port = getattr(address, "host", None), getattr(address, "port", None)
-    if host is None or port is None:
-        return str(address)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class PeerFactory(Factory):
-    """Builds :class:`PeerProtocol` for one side of a connection.
-
-    One factory serves a listening port (``initiator=False``); an outbound
-    connection gets its own, carrying the id it expects to reach.
-    """
-
-    #: One factory per dial: Twisted's "Starting factory" lines would be
-    #: noise, one pair per outbound connection.
-    noisy = False
-
-    def __init__(
-        self,
-        host: IConnectionHost,
-        identity: Identity,
-        clock: IReactorTime,
-        settings: Settings = DEFAULTS,
-        *,
-        initiator: bool,
-        expected_peer: Optional[PeerId] = None,
-        waited_on: Optional[bool] = None,
-        memory: Optional[MemoryBudget] = None,
-    ) -> None:
-        self.host = host
-        self.identity = identity
-        #: The budget shared by every connection of the node.
-        self.memory = memory
-        self.clock = clock
-        self.settings = settings
-        self.initiator = initiator
-        self.expected_peer = expected_peer
-        #: Whether someone awaits each protocol's ``verified`` (by default,
-        #: for a dialer); if not, its failure is consumed once reported.
-        self.waited_on = waited_on
-
-    def buildProtocol(self, addr: Optional[IAddress]) -> PeerProtocol:
-        protocol = PeerProtocol(
-            self.host,
-            self.identity,
-            self.clock,
-            self.settings,
-            initiator=self.initiator,
-            expected_peer=self.expected_peer,
-            waited_on=self.waited_on,
-            memory=self.memory,
-        )
-        protocol.factory = self
-        return protocol

@@ -30,6 +30,13 @@ from typing import Any, Optional, Union
 import attrs
 
 from blueprint_net._core import gossip_wire, wire
+from blueprint_net._core.connection_events import (
+    ConnectionEvent,
+    ConnectionFailed,
+    GossipReceived,
+    PeerVerified,
+    ResponseReceived,
+)
 from blueprint_net._core.errors import (
     ErrorCode,
     HandshakeFailed,
@@ -41,76 +48,6 @@ from blueprint_net._core.handshake import Handshake
 from blueprint_net._core.handshake_states import HandshakeState, PeerProven, Phase
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.messaging import Deadlines, Requests
-
-#: Failures that show a peer to be broken or hostile, as opposed to merely
-#: slow, incompatible or refused by policy.  The ban registry scores these.
-MISBEHAVIOUR = frozenset(
-    {
-        ErrorCode.UNKNOWN_MESSAGE_TYPE,
-        ErrorCode.TRUNCATED,
-        ErrorCode.TRAILING_BYTES,
-        ErrorCode.INVALID_UTF8,
-        ErrorCode.OUT_OF_RANGE,
-        ErrorCode.FRAME_TOO_LARGE,
-        ErrorCode.UNEXPECTED_MESSAGE,
-        ErrorCode.BAD_SIGNATURE,
-        ErrorCode.WRONG_KEY,
-        ErrorCode.SELF_CONNECTION,
-    }
-)
-
-
-@attrs.define
-class PeerVerified:
-    """The handshake completed: ``peer_id`` proved it holds its key."""
-
-    peer_id: PeerId
-
-
-@attrs.define
-class ConnectionFailed:
-    """The connection must close, for the reason ``error`` gives."""
-
-    error: ProtocolError
-    #: The other protocol a client spoke at us (``"http"``, ``"tls"``: see
-    #: ``untrusted.opening``): a mistake, never misbehaviour.
-    wrong_protocol: Optional[str] = None
-
-    @property
-    def misbehaviour(self) -> bool:
-        """Whether the peer broke the protocol (for the ban registry)."""
-        return (
-            self.wrong_protocol is None
-            and not self.error.remote
-            and self.error.code in MISBEHAVIOUR
-        )
-
-
-@attrs.define
-class ResponseReceived:
-    """The response to one of our requests; ``token`` is the one it was
-    sent with."""
-
-    response: wire.Response
-    token: Any
-
-
-@attrs.define
-class GossipReceived:
-    """A topic-gossip message (types ``0x40``-``0x4F``) from the verified
-    peer, for the node's router."""
-
-    message: gossip_wire.GossipWireMessage
-
-
-ConnectionEvent = Union[
-    PeerProven,
-    PeerVerified,
-    ConnectionFailed,
-    wire.Request,
-    ResponseReceived,
-    GossipReceived,
-]
 
 _RESPONSES = (wire.SuccessResponse, wire.ProtocolResponse, wire.ErrorResponse)
 _VERIFIED = Phase.VERIFIED
@@ -148,6 +85,9 @@ class Connection:
         self.max_frame = max_frame
         self._framer = wire.FrameDecoder(min(wire.HANDSHAKE_MAX_FRAME, max_frame))
         self._outgoing: list[bytes] = []
+        #: Bytes queued for the peer and not taken yet (:meth:`chunks_to_send`):
+        #: what the send queue's room check counts beside its own queue.
+        self.unsent = 0
         self.requests: Requests[Any] = Requests(max_in_flight)
         #: The peer's requests past ``max_in_flight``, in order: handed out
         #: by :meth:`respond` as earlier ones end (other frames go on).
@@ -205,7 +145,11 @@ class Connection:
     # -- output -------------------------------------------------------------
 
     def _queue(self, message: wire.Message) -> None:
-        self._outgoing.extend(wire.frame_chunks(message))
+        self._push(wire.frame_chunks(message))
+
+    def _push(self, chunks: list[bytes]) -> None:
+        self._outgoing.extend(chunks)
+        self.unsent += len(chunks[0]) if len(chunks) == 1 else sum(map(len, chunks))
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call."""
@@ -215,6 +159,7 @@ class Connection:
         """The same, unjoined: for ``writeSequence``, so a large payload is
         copied once, by the transport (see :func:`wire.frame_chunks`)."""
         chunks, self._outgoing = self._outgoing, []
+        self.unsent = 0
         return chunks
 
     def initiate(self) -> None:
@@ -246,7 +191,7 @@ class Connection:
     def send(self, message: wire.Message) -> None:
         """Queue an application message; only once ``Verified``."""
         self._check_sendable()
-        self._outgoing.extend(wire.frame_chunks(message))
+        self._push(wire.frame_chunks(message))
 
     def request(
         self,
@@ -267,7 +212,7 @@ class Connection:
         except ValueError:
             self.requests.abandon(request_id)
             raise
-        self._outgoing.extend(chunks)
+        self._push(chunks)
         if deadline is not None and request_id:
             self.deadlines.add(request_id, deadline)
         return request_id
@@ -314,7 +259,7 @@ class Connection:
                             "not reading: the send queue is full",
                         )
                     )
-            self._outgoing.extend(chunks)
+            self._push(chunks)
         return self._release() if self.backlog else []
 
     def lost(self) -> list[Any]:
@@ -329,6 +274,7 @@ class Connection:
         """Queue an already-encoded frame (one encoding, many peers)."""
         self._check_sendable()
         self._outgoing.append(frame)
+        self.unsent += len(frame)
 
     def _check_sendable(self) -> None:
         """``PeerLost`` once closed (it may happen any time: the caller

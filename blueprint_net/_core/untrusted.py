@@ -9,7 +9,8 @@ them banned the operator's own address.  :func:`opening` tells them apart
 from the first bytes alone (a blueprint frame starts with a 4-byte length of
 at most 4 KiB, so none of these can be a valid frame), and :class:`Sniffer`
 holds a connection's first reads until they do (one object, used by the
-plain port's ``PeerProtocol`` and the TLS port's sniffing layer).
+plain port's ``PeerProtocol`` and the TLS port's sniffing layer);
+:data:`PLAIN_PORT_ANSWERS` is what a plain port answers each wrong client.
 :func:`quote` makes
 text a peer chose fit for a log line: short, and with no control character
 that could forge a line or rewrite the terminal.
@@ -87,6 +88,23 @@ def http_400(body: bytes) -> bytes:
     ) + body
 
 
+_HTTP_HINT_BODY = (
+    b"This is a blueprint-net peer port, not HTTP. A node's status page is"
+    b" served on its --status endpoint (default http://127.0.0.1:7080/);"
+    b" `blueprint-net status --url URL` reads it.\n"
+)
+#: What an HTTP request to a peer port gets back before the close.
+HTTP_HINT = http_400(_HTTP_HINT_BODY)
+#: What a TLS ClientHello on a plain peer port gets back before the close.
+TLS_HINT = (
+    b"blueprint-net: this peer port speaks plain blueprint-net, not TLS;"
+    b" dial it with tcp:, or listen with p2ptls: for TLS.\n"
+)
+#: The kinds of client that are wrong at a plain peer port (see
+#: :class:`Sniffer`), and what each is answered with.
+PLAIN_PORT_ANSWERS = {"http": HTTP_HINT, "tls": TLS_HINT}
+
+
 def looks_like_frame(first: bytes) -> bool:
     """Whether ``first`` starts like a plain blueprint frame (a 4-byte
     length of at most 4 KiB): a plain client dialing a TLS port."""
@@ -126,18 +144,17 @@ class Sniffer:
     byte held so far (the port's protocol, or garbage for its decoder to
     judge and score) or a :class:`WrongOpening` (an operator's client at
     the wrong port: answered, never scored).  States: undecided, then
-    decided (:attr:`decided`; the caller stops feeding).
+    decided (a verdict given: the caller stops feeding).
 
     ``answers`` maps the kinds that are wrong at this port to their answer:
     ``http``/``tls`` at a plain port, ``http``/``plain`` at a TLS port.
     """
 
-    __slots__ = ("_answers", "_first", "decided")
+    __slots__ = ("_answers", "_first")
 
     def __init__(self, answers: Mapping[str, bytes]) -> None:
         self._answers = answers
         self._first = b""
-        self.decided = False
 
     def feed(self, data: bytes) -> Union[bytes, WrongOpening, None]:
         first = self._first + data
@@ -148,7 +165,6 @@ class Sniffer:
                 return None
             kind = "other"  # still undecided: the protocol judges it
         self._first = b""
-        self.decided = True
         answer = self._answers.get(kind)
         return first if answer is None else WrongOpening(kind, answer)
 

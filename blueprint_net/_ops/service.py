@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import SqliteBanStore
-from blueprint_net._adapters.connections import ConnectionManager
+from blueprint_net._adapters.connection_manager import ConnectionManager
 from blueprint_net._adapters.dialer import require_tls
 from blueprint_net._adapters.keeper import PeerKeeper
 from blueprint_net._adapters.node import Node

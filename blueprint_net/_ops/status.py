@@ -26,8 +26,8 @@ from twisted.web.server import Request, Site
 
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.node import Node
-from blueprint_net._adapters.protocol import where
 from blueprint_net._ops import metrics
+from blueprint_net._policy.addresses import where
 
 #: Seconds between the page's own refreshes.
 REFRESH = 5

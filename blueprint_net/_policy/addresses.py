@@ -1,4 +1,5 @@
-"""Addresses, networks and ban targets, parsed one way for every policy.
+"""Addresses, networks and ban targets, parsed one way for every policy, and
+an address written one way (``host:port``, ``[v6]:port``) for records and logs.
 
 Layer: policy (pure decisions; no Twisted).
 
@@ -74,3 +75,17 @@ def subnet(
         return None
     prefix = ipv4_prefix if address.version == 4 else ipv6_prefix
     return ipaddress.ip_network((address, prefix), strict=False)
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port``, or ``[v6]:port``: a record's form."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def where(address: object) -> str:
+    """A connection's address (a Twisted ``IAddress``) as log and status
+    text: ``127.0.0.1:7010``, ``[::1]:7010``, or the address's own text."""
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None or port is None:
+        return str(address)
+    return format_address(host, port)

@@ -26,14 +26,14 @@ import enum
 import ipaddress
 import random
 from collections import Counter
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Optional, TypeVar
 
 import attrs
 
 from blueprint_net._core.records import PeerRecord, parse_address
+from blueprint_net._policy.addresses import format_address, subnet
 from blueprint_net._policy.addresses import parse_address as parse_ip
-from blueprint_net._policy.addresses import subnet
 
 K = TypeVar("K", bound=Hashable)
 
@@ -96,11 +96,6 @@ def _is(host: str, test: str) -> bool:
         return bool(getattr(ipaddress.ip_address(host), test))
     except ValueError:
         return False
-
-
-def format_address(host: str, port: int) -> str:
-    """``host:port``, or ``[v6]:port``: a record's form."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def advertised(listening: Iterable[tuple[str, int]]) -> list[str]:
@@ -287,17 +282,13 @@ def prefer_diverse(
     count: int,
     rng: random.Random,
     *,
-    ipv4_prefix: int = 24,
-    ipv6_prefix: int = 48,
+    netgroup: Optional[Callable[[str], Hashable]] = None,
 ) -> list[K]:
     """Up to ``count`` keys of ``candidates`` ((key, host) pairs), taking
-    first those whose subnet holds the fewest of our peers (and of those
-    already chosen), at random among equals: no one subnet fills the
-    outbound set while others are on offer."""
-
-    def net(host: str) -> object:
-        return subnet(host, ipv4_prefix, ipv6_prefix) or host
-
+    first those whose netgroup (by default :data:`DEFAULTS`') holds the
+    fewest of our peers (and of those already chosen), at random among
+    equals: no one subnet fills the outbound set while others are on offer."""
+    net = DEFAULTS.netgroup if netgroup is None else netgroup
     held = Counter(net(host) for host in connected_hosts)
     pool = list(candidates)
     rng.shuffle(pool)

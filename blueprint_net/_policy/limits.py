@@ -3,7 +3,7 @@
 Layer: policy (pure decisions; no Twisted).
 
 One :class:`ConnectionLimiter` holds the counts of a node.  It decides; the
-adapter (``_adapters/limiter.py``, a ``WrappingFactory``) asks it before
+adapter (``_adapters/limiting_factory.py``, a ``WrappingFactory``) asks it before
 building a protocol, and tells it when a connection opens, ends its
 handshake and closes.
 """

@@ -49,5 +49,12 @@ class Settings:
     allow_plaintext: bool = False
 
 
+#: Why a plain transport is closed on a node without ``allow_plaintext``.
+PLAINTEXT_REFUSED = (
+    "this node accepts TLS links only (p2ptls:); plaintext needs"
+    " allow_plaintext / --allow-plaintext"
+)
+
+
 #: Every default: what a ``Node`` built without ``settings`` uses.
 DEFAULTS = Settings()

@@ -17,7 +17,8 @@ from twisted.internet.task import Clock, deferLater
 
 from blueprint_net import Node
 from blueprint_net._core import wire
-from blueprint_net._core.connection import Connection, ConnectionFailed, PeerVerified
+from blueprint_net._core.connection import Connection
+from blueprint_net._core.connection_events import ConnectionFailed, PeerVerified
 from blueprint_net._core.errors import ErrorCode
 from blueprint_net._core.handshake_states import PeerProven
 from blueprint_net._core.identity import Identity

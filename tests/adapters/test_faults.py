@@ -14,7 +14,8 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 
-from blueprint_net._adapters.protocol import PeerFactory, PeerProtocol
+from blueprint_net._adapters.factory import PeerFactory
+from blueprint_net._adapters.protocol import PeerProtocol
 from blueprint_net._core import wire
 from blueprint_net._core.errors import PeerLost
 from blueprint_net._core.identity import Identity

@@ -29,7 +29,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from blueprint_net._adapters.protocol import PeerFactory, PeerProtocol
+from blueprint_net._adapters.factory import PeerFactory
+from blueprint_net._adapters.protocol import PeerProtocol
 from blueprint_net._core import wire
 from blueprint_net._core.errors import RequestFailed
 from blueprint_net._core.identity import Identity
@@ -187,7 +188,7 @@ class TwoPeers(RuleBasedStateMachine):
                 assert protocol.connection.requests.pending == {}
                 assert protocol.connection.requests.processing == set()
                 assert len(protocol.connection.deadlines) == 0
-                assert protocol._expiry is None or not protocol._expiry.active()
+                assert not protocol.request_timer.armed
 
     def teardown(self) -> None:
         for side in self.sides:

@@ -18,7 +18,7 @@ from twisted.logger import formatEvent
 
 from bench.attack_discovery import Swarm
 from blueprint_net import Identity, Node, Settings
-from blueprint_net._adapters.connections import ConnectionManager
+from blueprint_net._adapters.connection_manager import ConnectionManager
 from blueprint_net._core import gossip_wire
 from blueprint_net._core.errors import ErrorCode, NotConnected, SendQueueFull
 from blueprint_net._core.gossip_outputs import Send

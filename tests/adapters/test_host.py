@@ -24,11 +24,11 @@ from twisted.python.failure import Failure
 from blueprint_net._adapters.dispatch import Dispatcher
 from blueprint_net._adapters.gossip import Gossip
 from blueprint_net._adapters.host import ConnectionHost
-from blueprint_net._adapters.limiter import Refusal
+from blueprint_net._adapters.limiting_factory import Refusal
 from blueprint_net._adapters.peers import Peer, PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
 from blueprint_net._core import gossip_wire, wire
-from blueprint_net._core.connection import ConnectionFailed
+from blueprint_net._core.connection_events import ConnectionFailed
 from blueprint_net._core.errors import (
     ErrorCode,
     HandshakeError,

@@ -4,13 +4,16 @@ in-memory transport."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.internet.testing import StringTransport
 
 from blueprint_net._adapters.outbound import (
-    FRAME_OVERHEAD,
+    ALWAYS_ALLOWED,
     PIECE,
     TAIL,
     TRANSPORT_HELD,
@@ -61,7 +64,9 @@ class Sender:
         self.pending: list[bytes] = []
         self.changes = 0
         self.memory = MemoryBudget(budget)
-        self.outbound = Outbound(self.take, self.memory, max_send_queue, self.changed)
+        self.outbound = Outbound(
+            self.take, self.unsent, self.memory, max_send_queue, self.changed
+        )
         self.transport = PausingTransport()
         self.transport.registerProducer(self.outbound, True)
         self.outbound.transport = self.transport
@@ -69,6 +74,9 @@ class Sender:
     def take(self) -> list[bytes]:
         chunks, self.pending = self.pending, []
         return chunks
+
+    def unsent(self) -> int:
+        return sum(map(len, self.pending))
 
     def changed(self) -> None:
         self.changes += 1
@@ -133,10 +141,11 @@ def test_room_is_bounded_by_the_queue_and_the_budget() -> None:
     outbound.check(10)  # small, nothing queued: not even asked
     outbound.pauseProducing()
     sender.send(b"x" * 600)
-    assert outbound.room(1000 - 600 - FRAME_OVERHEAD)
-    assert not outbound.room(1000 - 600 - FRAME_OVERHEAD + 1)
+    assert outbound.room(1000 - 600)  # a frame's size, counted once
+    assert not outbound.room(1000 - 600 + 1)
+    outbound.check(1000 - 600)
     with pytest.raises(SendQueueFull, match="600 bytes wait"):
-        outbound.check(200)
+        outbound.check(1000 - 600 + 1)
     assert sender.memory.counters["memory.refused.send"] == 0
     outbound.resumeProducing()
     # The budget spent elsewhere: a frame past what any connection may
@@ -148,15 +157,33 @@ def test_room_is_bounded_by_the_queue_and_the_budget() -> None:
     outbound.check(100)  # a small frame always goes out
 
 
+def test_a_response_frame_is_counted_once() -> None:
+    """``reserve`` is given a response's exact frame size: no framing
+    allowance goes on top (one did, so a response that fitted was refused)."""
+    sender = Sender(max_send_queue=1000)
+    outbound = sender.outbound
+    outbound.pauseProducing()
+    sender.send(b"x" * 600)
+    assert outbound.reserve(1000 - 600)  # fills the queue to its bound
+    sender.pending.append(bytes(1000 - 600))  # the connection holds it
+    assert not outbound.reserve(1)
+    # Nothing queued and the budget spent: a frame of what any connection
+    # may hold still goes out, one byte more does not.
+    assert Sender(budget=0).outbound.reserve(ALWAYS_ALLOWED)
+    spent = Sender(budget=0)
+    assert not spent.outbound.reserve(ALWAYS_ALLOWED + 1)
+    assert spent.memory.counters["memory.refused.response"] == 1
+
+
 def test_answers_given_during_a_read_count_before_they_are_flushed() -> None:
     sender = Sender(max_send_queue=1000)
     outbound = sender.outbound
     outbound.pauseProducing()
     sender.send(b"x" * 10)
-    outbound.unflushed = 800
-    assert not outbound.room(100)
-    sender.send()  # a flush forgets the estimate
-    assert outbound.unflushed == 0 and outbound.room(100)
+    sender.pending.append(b"a" * 800)  # answered, not flushed yet
+    assert outbound.room(1000 - 810) and not outbound.room(1000 - 810 + 1)
+    sender.send()  # flushed: now in the queue, counted there
+    assert outbound.queued == 810 and outbound.room(1000 - 810)
 
 
 def test_close_writes_the_queue_and_lets_go_of_the_transport() -> None:
@@ -191,12 +218,35 @@ def test_the_invariant_check_catches_counts_that_disagree() -> None:
     outbound.pauseProducing()
     sender.send(b"q" * 10)
     outbound.queued += 1
-    with pytest.raises(AssertionError):
+    with pytest.raises(RuntimeError, match="11 bytes counted queued, 10 queued"):
         outbound.check_invariants()
     outbound.queued -= 1
     outbound.charged += 1
-    with pytest.raises(AssertionError):
+    with pytest.raises(RuntimeError, match="charged"):
         outbound.check_invariants()
+    outbound.charged -= 1
+    outbound.paused = False
+    with pytest.raises(RuntimeError, match="queued while the transport reads"):
+        outbound.check_invariants()
+
+
+def test_the_invariant_check_holds_under_python_o() -> None:
+    """Raised, not asserted: ``python -O`` strips ``assert`` statements."""
+    code = (
+        "from blueprint_net._adapters.outbound import Outbound\n"
+        "from blueprint_net._policy.resources import MemoryBudget\n"
+        "o = Outbound(list, int, MemoryBudget(100), 100, object)\n"
+        "o.queued = 1\n"
+        "try:\n"
+        "    o.check_invariants()\n"
+        "except RuntimeError:\n"
+        "    raise SystemExit(0)\n"
+        "raise SystemExit(1)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-O", "-c", code]
+    done = subprocess.run(command, check=False, cwd=root, timeout=60)
+    assert done.returncode == 0
 
 
 def test_a_frames_small_tail_goes_with_its_payload() -> None:

@@ -12,8 +12,9 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 
+from blueprint_net._adapters.factory import PeerFactory
 from blueprint_net._adapters.keepalive import Keepalive
-from blueprint_net._adapters.protocol import PeerFactory, PeerProtocol
+from blueprint_net._adapters.protocol import PeerProtocol
 from blueprint_net._core import wire
 from blueprint_net._core.connection import Connection
 from blueprint_net._core.errors import (
@@ -515,7 +516,7 @@ def test_a_small_answer_that_would_overfill_the_queue_is_refused(
     alice: Identity, bob: Identity
 ) -> None:
     """However small an answer is, while the queue holds unread ones it must
-    fit under ``max_send_queue`` (with the framing allowance): else the peer
+    fit under ``max_send_queue`` (its frame, counted once): else the peer
     gets a short RATE_LIMITED Error in its place."""
     clock = Clock()
     protocol, transport = _verified_on_string_transport(
@@ -526,13 +527,48 @@ def test_a_small_answer_that_would_overfill_the_queue_is_refused(
         b"".join(wire.frame(wire.Request(i, "echo", b"")) for i in (1, 2))
     )
     protocol.respond(wire.ProtocolResponse(1, bytes(600)))
-    protocol.respond(wire.ProtocolResponse(2, bytes(100)))  # 600 + 100 + 300
+    framing = len(wire.frame(wire.ProtocolResponse(2, b"")))
+    past = 1000 - protocol.queued - framing + 1  # one byte past the bound
+    protocol.respond(wire.ProtocolResponse(2, bytes(past)))
     protocol.outbound.resumeProducing()
     first, second = decode_frames(transport.value())
     assert first == wire.ProtocolResponse(1, bytes(600))
     assert isinstance(second, wire.ErrorResponse)
     assert (second.request_id, second.code) == (2, ErrorCode.RATE_LIMITED)
     assert protocol.memory.counters["memory.refused.response"] == 1
+
+
+def test_error_answers_given_during_a_read_count_against_the_queue(
+    alice: Identity, bob: Identity
+) -> None:
+    """Answers given while a read is handled wait in the connection until
+    its end; the RATE_LIMITED Error that replaces one that did not fit
+    waits there too, and counts: the queue never passes its bound."""
+    clock = Clock()
+    protocol, _transport = _verified_on_string_transport(
+        alice, bob, clock, max_send_queue=1000
+    )
+    first = wire.ProtocolResponse(1, bytes(600))
+    framing = len(wire.frame(wire.ProtocolResponse(3, b"")))
+    # The third answer fills the queue to its bound if the Error before it
+    # is not counted.
+    fill = wire.ProtocolResponse(3, bytes(1000 - len(wire.frame(first)) - framing))
+    answers = {1: first, 2: wire.ProtocolResponse(2, bytes(600)), 3: fill}
+
+    class Answering(RecordingHost):
+        def request_received(
+            self, protocol: PeerProtocol, request: wire.Request
+        ) -> None:
+            protocol.respond(answers[request.request_id])
+
+    protocol.host = Answering()
+    protocol.outbound.pauseProducing()
+    protocol.dataReceived(
+        b"".join(wire.frame(wire.Request(i, "echo", b"")) for i in (1, 2, 3))
+    )
+    assert protocol.queued <= 1000
+    assert protocol.memory.counters["memory.refused.response"] == 2
+    protocol.outbound.check_invariants()
 
 
 def test_reading_stops_at_the_concurrent_request_limit(

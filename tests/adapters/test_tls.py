@@ -36,8 +36,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer
 
+from blueprint_net._adapters.factory import PeerFactory
 from blueprint_net._adapters.node import Node
-from blueprint_net._adapters.protocol import PeerFactory
 from blueprint_net._adapters.tls import (
     ALPN,
     HTTP_AT_TLS_PORT,

@@ -6,8 +6,8 @@ request path."""
 from __future__ import annotations
 
 from blueprint_net._core import gossip_wire, wire
-from blueprint_net._core.connection import (
-    Connection,
+from blueprint_net._core.connection import Connection
+from blueprint_net._core.connection_events import (
     ConnectionFailed,
     GossipReceived,
     PeerVerified,

@@ -9,11 +9,8 @@ from typing import Optional, get_args
 import pytest
 
 from blueprint_net._core import wire
-from blueprint_net._core.connection import (
-    Connection,
-    ConnectionFailed,
-    PeerVerified,
-)
+from blueprint_net._core.connection import Connection
+from blueprint_net._core.connection_events import ConnectionFailed, PeerVerified
 from blueprint_net._core.errors import ErrorCode, HandshakeFailed, PeerLost
 from blueprint_net._core.handshake import TABLE, TRANSITIONS, Handshake
 from blueprint_net._core.handshake_states import (

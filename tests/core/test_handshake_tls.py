@@ -6,11 +6,8 @@ from __future__ import annotations
 import pytest
 
 from blueprint_net._core import wire
-from blueprint_net._core.connection import (
-    Connection,
-    ConnectionFailed,
-    PeerVerified,
-)
+from blueprint_net._core.connection import Connection
+from blueprint_net._core.connection_events import ConnectionFailed, PeerVerified
 from blueprint_net._core.errors import ErrorCode, HandshakeFailed
 from blueprint_net._core.handshake import TABLE, Handshake
 from blueprint_net._core.handshake_states import (

@@ -10,10 +10,11 @@ from typing import Any
 from twisted.internet import defer, task
 
 from blueprint_net import Identity
-from blueprint_net._adapters.connections import ConnectionManager
+from blueprint_net._adapters.connection_manager import ConnectionManager
 from blueprint_net._core.errors import ConnectFailed
 from blueprint_net._core.records import PeerRecord, sign_record
 from blueprint_net._ops.status import prometheus, snapshot
+from blueprint_net._policy.addresses import format_address
 from blueprint_net._policy.discovery import (
     DialRate,
     DiscoverySettings,
@@ -24,7 +25,6 @@ from blueprint_net._policy.discovery import (
     dial_scopes,
     dial_targets,
     evict_inbound,
-    format_address,
     own_hosts,
     prefer_diverse,
     scope,
@@ -382,10 +382,12 @@ def test_diversity_counts_the_candidates_already_chosen() -> None:
         ]
         assert prefer_diverse(candidates, [], 0, random.Random(seed)) == []
     # Coarser prefixes: 192.0.2.x and 192.0.3.x are one /16.
+    by_16 = DiscoverySettings(netgroup_ipv4_prefix=16).netgroup
+    by_32 = DiscoverySettings(netgroup_ipv6_prefix=32).netgroup
     wide = [("a", "192.0.2.1"), ("b", "192.0.3.1"), ("c", "198.51.100.1")]
     for seed in range(10):
         chosen = prefer_diverse(
-            wide, ["192.0.9.9"], 1, random.Random(seed), ipv4_prefix=16
+            wide, ["192.0.9.9"], 1, random.Random(seed), netgroup=by_16
         )
         assert chosen == ["c"]
     v6 = [("a", "2001:db8:1::1"), ("b", "2001:db8:2::1"), ("c", "2001:db9::1")]
@@ -395,7 +397,7 @@ def test_diversity_counts_the_candidates_already_chosen() -> None:
         "c",
     }
     for seed in range(20):
-        chosen = prefer_diverse(v6, held, 1, random.Random(seed), ipv6_prefix=32)
+        chosen = prefer_diverse(v6, held, 1, random.Random(seed), netgroup=by_32)
         assert chosen == ["c"]
 
 

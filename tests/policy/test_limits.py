@@ -18,7 +18,11 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 from blueprint_net._adapters.interfaces import IHandshaking
-from blueprint_net._adapters.limiter import LimitedProtocol, LimitingFactory, Refusal
+from blueprint_net._adapters.limiting_factory import (
+    LimitedProtocol,
+    LimitingFactory,
+    Refusal,
+)
 from blueprint_net._adapters.summary import EventSummary
 from blueprint_net._policy.limits import (
     ConnectionLimiter,

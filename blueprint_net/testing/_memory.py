@@ -1,43 +1,10 @@
-"""Test request handlers on nodes connected in memory, on a fake clock.
+"""Real nodes joined by in-memory connections on one fake clock:
+:class:`MemoryNetwork` (``blueprint_net.testing``; see its docstring).
 
-Three helpers, from the whole stack to one handler:
-
-* :class:`MemoryNetwork`: real nodes joined by in-memory connections;
-* :class:`StubNode`: a stand-in node for a handler's unit tests (like treq's
-  ``StubTreq``): register handlers, ask them as if a peer id had, get the
-  answer -- no connection, no handshake;
-* :class:`RecordingHandler`: records each request the code under test sends
-  and lets the test answer it (like treq's ``RequestSequence``), on either.
-
-:class:`INode` (what services beside a node may use of it) is re-exported
-here: the nodes of a :class:`MemoryNetwork` provide it.
-
-A :class:`MemoryNetwork` makes real :class:`~blueprint_net._adapters.node.Node`
-objects and connects them through in-memory transports
-(``twisted.test.iosim``), so a test runs exactly the production code -- the
-node, its limits and policy, ``PeerProtocol``, the handshake, the framing --
-with no sockets, no threads and no reactor: bytes move only when the test
-calls :meth:`~MemoryNetwork.pump`, and time only when it calls
-:meth:`~MemoryNetwork.advance`.  Every run is the same run.
-
-::
-
-    from blueprint_net.testing import MemoryNetwork
-
-    def test_echo() -> None:
-        with MemoryNetwork() as net:
-            alice = net.add_node()
-            bob = net.add_node(handlers={"echo": lambda request: request.payload})
-            net.connect(alice, bob)
-            reply = net.result(alice.request(bob.peer_id, "echo", b"hi"))
-            assert reply.data == b"hi"
-
-What is not simulated: TLS (the in-memory transport is plain, so there is no
-channel binding, and every node here opts in to plaintext links with
-``Settings(allow_plaintext=True)``: without it a node closes a plain
-transport before its handshake), and backpressure (the transport never
-pauses a writer, so ``SendQueueFull`` cannot happen here).  Test those over
-loopback sockets.
+In: the nodes a test adds, and its calls to :meth:`MemoryNetwork.pump`,
+:meth:`~MemoryNetwork.advance` and :meth:`~MemoryNetwork.cut`.  Out: bytes
+moved between the nodes' transports (``twisted.test.iosim``) and timers run,
+only when the test says.
 """
 
 from __future__ import annotations
@@ -45,10 +12,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import itertools
-from collections import Counter
 from collections.abc import Coroutine, Mapping
 from types import TracebackType
-from typing import Any, Optional, TypeVar, Union, cast
+from typing import Any, Optional, TypeVar, Union
 
 import attrs
 from twisted.internet import defer
@@ -63,26 +29,13 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump
 from zope.interface import implementer
 
-from blueprint_net import Identity, IncomingRequest, Node, PeerId, Reply, Settings
-from blueprint_net._adapters.dispatch import Dispatcher
+from blueprint_net import Identity, Node, Settings
 from blueprint_net._adapters.node import CLOSE_GRACE
-from blueprint_net._core import wire
-from blueprint_net.errors import RemoteError
-from blueprint_net.node import Handler, INode, IRequestHandler, Peer
-
-__all__ = [
-    "LINK_PORT",
-    "INode",
-    "MemoryNetwork",
-    "NoResult",
-    "RecordedRequest",
-    "RecordingHandler",
-    "StubNode",
-]
+from blueprint_net.node import Handler, Peer
+from blueprint_net.testing._results import fired
 
 _T = TypeVar("_T")
 
@@ -95,15 +48,6 @@ LINK_PORT = 7010
 _MAX_ROUNDS = 10_000
 #: Node options the network owns: every node must share its clock.
 _OWNED = frozenset({"reactor", "clock"})
-
-
-class NoResult(AssertionError):
-    """:meth:`MemoryNetwork.result` found the Deferred still waiting.
-
-    An ``AssertionError``, so a test framework reports it as a failed
-    assertion: usually a missing :meth:`~MemoryNetwork.advance`, or a
-    handler whose Deferred nobody fired.
-    """
 
 
 @attrs.define(eq=False)
@@ -382,7 +326,7 @@ class MemoryNetwork:
         works).  Raises :class:`NoResult` if it has not fired yet."""
         deferred = defer.ensureDeferred(waiting)
         self.pump()
-        return _fired(deferred)
+        return fired(deferred)
 
     def cut(self, a: Node, b: Node) -> None:
         """The network between ``a`` and ``b`` fails: every connection
@@ -428,216 +372,3 @@ class MemoryNetwork:
     ) -> None:
         # A test that already failed should report its own error, not ours.
         self.stop(check=kind is None)
-
-
-def _fired(deferred: defer.Deferred[_T]) -> _T:
-    """What ``deferred`` fired with, or its exception raised as ``await``
-    would; :class:`NoResult` if it has not fired."""
-    outcome: list[Union[_T, Failure]] = []
-
-    def seen(result: Union[_T, Failure]) -> Union[_T, Failure]:
-        outcome.append(result)
-        return result  # a failure that fires later stays unhandled
-
-    deferred.addBoth(seen)
-    if not outcome:
-        raise NoResult(f"{deferred!r} has not fired (advance the clock?)")
-    [result] = outcome
-    if isinstance(result, Failure):
-        deferred.addErrback(lambda failure: None)  # handled: raised here
-        result.raiseException()
-    return result
-
-
-# -- one node's handlers, without a network ------------------------------------
-
-
-class StubNode:
-    """A stand-in node for a handler's unit tests, like treq's ``StubTreq``.
-
-    Register handlers as on a :class:`Node`, then :meth:`request_from` asks
-    one as if the verified peer ``peer_id`` had: the request and the answer
-    go through the same encoding, admission (the handler's ``max_payload``)
-    and answer rules as on a node, and the Deferred fires as
-    :meth:`Node.request` would -- a ``SuccessResponse`` or
-    ``ProtocolResponse``, or :class:`~blueprint_net.RemoteError`.  There is
-    no connection, handshake, rate limit or timeout: for those use a
-    :class:`MemoryNetwork`.  A handler that waits should wait on
-    :attr:`clock`; the test moves it (``stub.clock.advance(5)``).
-
-    ::
-
-        stub = StubNode({"greet": greet})
-        reply = stub.result(stub.request_from(alice, "greet", b"bob"))
-        assert reply.data == b"hello, bob"
-    """
-
-    def __init__(
-        self,
-        handlers: Optional[Mapping[str, Handler]] = None,
-        *,
-        settings: Optional[Settings] = None,
-    ) -> None:
-        #: The time its handlers wait on.
-        self.clock = Clock()
-        #: ``requests.in.<protocol>``, ``requests.refused...``, as on a node.
-        self.counters: Counter[str] = Counter()
-        self.settings = Settings() if settings is None else settings
-        self._dispatch = Dispatcher(self.clock, self.counters, handlers=handlers)
-        self._ids = itertools.count(1)
-
-    def register(
-        self, protocol: str, handler: Handler, *, max_payload: Optional[int] = None
-    ) -> None:
-        """As :meth:`Node.register`."""
-        self._dispatch.register(protocol, handler, max_payload=max_payload)
-
-    def unregister(self, protocol: str) -> None:
-        self._dispatch.unregister(protocol)
-
-    @property
-    def protocols(self) -> list[str]:
-        """The protocols served (a handler is registered), sorted."""
-        return self._dispatch.protocols
-
-    def request_from(
-        self,
-        peer_id: PeerId,
-        protocol: str,
-        payload: bytes,
-        metadata: Optional[bytes] = None,
-    ) -> defer.Deferred[Reply]:
-        """Ask the handler for ``protocol`` as ``peer_id`` would, over a
-        verified connection; fires once with the answer, or fails with
-        :class:`~blueprint_net.RemoteError` (an unknown protocol, a payload
-        over ``max_payload``, the handler's own ``RemoteError``, or
-        ``HANDLER_ERROR``).  ``ValueError`` if the request could not travel
-        (as :meth:`Node.request`)."""
-        request = wire.Request(next(self._ids), protocol, payload, metadata)
-        wire.frame_chunks(request, self.settings.max_frame)  # ValueError
-        answered: defer.Deferred[Reply] = defer.Deferred()
-        self._dispatch.serve(
-            _travelled(request),
-            peer_id,
-            _Asker(answered, self.settings.max_frame).respond,
-            budget=None,
-            stopping=False,
-        )
-        return answered
-
-    def result(self, waiting: defer.Deferred[_T]) -> _T:
-        """What ``waiting`` fired with, or its exception raised (as
-        :meth:`MemoryNetwork.result`, without a network to pump)."""
-        return _fired(waiting)
-
-
-_M = TypeVar("_M", bound=wire.Message)
-
-
-def _travelled(message: _M) -> _M:
-    """``message`` as the far end decodes it from its bytes."""
-    decoded = wire.decode(wire.encode(message))
-    assert type(decoded) is type(message)
-    return cast(_M, decoded)
-
-
-@attrs.define
-class _Asker:
-    """Where a :class:`StubNode` request's answer goes: the dispatcher's
-    ``respond`` callable, as a connection's ``respond`` is on a node."""
-
-    answered: defer.Deferred[Reply]
-    max_frame: int
-
-    def respond(self, response: wire.Response) -> None:
-        try:
-            wire.frame_chunks(response, self.max_frame)
-        except ValueError:  # as a connection answers (Connection.respond)
-            response = wire.oversized(response, self.max_frame)
-        received = _travelled(response)
-        if isinstance(received, wire.ErrorResponse):
-            self.answered.errback(RemoteError(received.code, received.message))
-        else:
-            self.answered.callback(received)
-
-
-# -- recording what the code under test asks -------------------------------------
-
-
-@attrs.define(eq=False)
-class RecordedRequest:
-    """One request a :class:`RecordingHandler` was given, waiting for the
-    test to :meth:`answer` or :meth:`fail` it."""
-
-    #: What the handler was given: ``peer_id``, ``protocol``, ``payload``...
-    request: IncomingRequest
-    #: Fires with the answer; the node waits on it.
-    waiting: defer.Deferred[Any] = attrs.field(factory=defer.Deferred, repr=False)
-
-    @property
-    def answered(self) -> bool:
-        return bool(self.waiting.called)
-
-    def answer(self, value: Any = None) -> None:
-        """Answer with what a handler may return: ``None``, ``bytes``,
-        ``Success(data)`` or ``ProtocolData(data)``."""
-        self._check()
-        self.waiting.callback(value)
-
-    def fail(self, error: Exception) -> None:
-        """Answer as a handler that raised ``error``: a
-        :class:`~blueprint_net.RemoteError` is the peer's ``Error`` with its
-        code, anything else ``HANDLER_ERROR``."""
-        self._check()
-        self.waiting.errback(error)
-
-    def _check(self) -> None:
-        if self.answered:
-            raise AssertionError(f"{self.request.protocol!r} was already answered")
-
-
-@implementer(IRequestHandler)
-class RecordingHandler:
-    """A handler that records every request and answers only when the test
-    says, like treq's ``RequestSequence``: register it (for one protocol or
-    several) on the node the code under test talks to -- a node of a
-    :class:`MemoryNetwork`, or a :class:`StubNode` -- run the code, then
-    check what it asked and answer it.
-
-    ::
-
-        recorder = RecordingHandler()
-        server = net.add_node(handlers={"price": recorder})
-        ...  # the code under test asks the server for "price" of b"apple"
-        asked = recorder.next()
-        assert asked.request.payload == b"apple"
-        asked.answer(b"42")
-
-    A notification (``notify``, no response wanted) is recorded too;
-    answering it sends nothing.
-    """
-
-    def __init__(self, *, max_payload: Optional[int] = None) -> None:
-        #: The largest payload accepted (``None``: the frame limit).
-        self.max_payload = max_payload
-        #: Every request given, in order, answered or not.
-        self.requests: list[RecordedRequest] = []
-
-    def handle(self, request: IncomingRequest) -> defer.Deferred[Any]:
-        recorded = RecordedRequest(request)
-        self.requests.append(recorded)
-        return recorded.waiting
-
-    @property
-    def unanswered(self) -> list[RecordedRequest]:
-        """The requests the test has not answered yet, oldest first."""
-        return [recorded for recorded in self.requests if not recorded.answered]
-
-    def next(self) -> RecordedRequest:
-        """The oldest request not yet answered; ``AssertionError`` if none
-        is waiting (the code under test asked nothing, or the network was not
-        pumped)."""
-        waiting = self.unanswered
-        if not waiting:
-            raise AssertionError("no request is waiting for an answer")
-        return waiting[0]

@@ -256,8 +256,7 @@ class ConnectionManager(Service):
                 held + [host for _, host, _ in chosen],
                 count - len(chosen),
                 self.rng,
-                ipv4_prefix=settings.netgroup_ipv4_prefix,
-                ipv6_prefix=settings.netgroup_ipv6_prefix,
+                netgroup=settings.netgroup,
             )
         return chosen
 

@@ -1,4 +1,4 @@
-"""The connection manager (``_adapters/connections.py``) on a fake clock:
+"""The connection manager (``_adapters/connection_manager.py``) on a fake clock:
 its dials stubbed (what it dials, and when, is what is pinned), its peers
 real ones on the in-memory network where their addresses matter."""
 
@@ -13,7 +13,7 @@ from twisted.internet import defer, task
 from twisted.logger import formatEvent
 
 from blueprint_net import Identity, Node
-from blueprint_net._adapters.connections import ConnectionManager
+from blueprint_net._adapters.connection_manager import ConnectionManager
 from blueprint_net._core.errors import ConnectFailed
 from blueprint_net._core.identity import PeerId
 from blueprint_net._core.records import sign_record
