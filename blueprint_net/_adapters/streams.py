@@ -466,8 +466,9 @@ class StreamHost:
         self._acking.pop(state, None)
         self._forget_if_idle(state)
 
-    def received(self, protocol: PeerProtocol, body: bytes) -> None:
-        """One stream frame body from a verified peer."""
+    def received(self, protocol: PeerProtocol, bodies: list[bytes]) -> None:
+        """Stream frame bodies from a verified peer, in a row: fed to its
+        machine, then what came out acted on once."""
         connection = protocol.connection
         peer_id = protocol.peer_id
         assert peer_id is not None
@@ -483,25 +484,34 @@ class StreamHost:
                 state.machine.disconnected()
             self._connect(state, protocol)
         machine = state.machine
+        receive = machine.receive
+        data = other = False
+        violation = None
         try:
-            machine.receive(body)
+            for body in bodies:
+                receive(body)
+                if body[0] == T_STREAM_DATA:
+                    data = True
+                else:
+                    other = True
         except (WireError, ProtocolError) as error:
-            self.counters[STREAM_VIOLATIONS.key_for(error.code.name)] += 1
-            protocol.close(error)  # the host charges it (MISBEHAVIOUR)
-            self.connection_closed(protocol)  # nothing more is read from it
-            return
+            violation = error  # what came before it stands (10.3)
         out = machine.data_to_send()
         if out and not connection.closed:  # closed: the peer said goodbye
-            connection.send_frame(b"".join(out))  # the read's end flushes
+            connection.send_frame(out[0] if len(out) == 1 else b"".join(out))
         events = machine.events()
         if events:
             self._handle(state, events)
-        if body[0] == T_STREAM_DATA:
+        if violation is not None:
+            self.counters[STREAM_VIOLATIONS.key_for(violation.code.name)] += 1
+            protocol.close(violation)  # the host charges it (MISBEHAVIOUR)
+            self.connection_closed(protocol)  # nothing more is read from it
+        elif data:
             state.last_data = self.clock.seconds()
             if state not in self._acking:
                 self._acking[state] = None
                 self._arm()
-        elif state.stalled:
+        if other and state.stalled:
             state.stalled = False  # a hello or reset may have freed a stream
             self._wake(state)
         if state.charged != machine.buffered_bytes + state.unclaimed_bytes + (
