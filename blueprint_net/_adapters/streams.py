@@ -569,13 +569,9 @@ class StreamHost:
 
     def _forget_if_idle(self, state: _Peer) -> None:
         """Forget a peer with no link, no stream and nothing held; keep its
-        numbers (see the module)."""
-        if (
-            state.link is not None
-            or state.streams
-            or state.unclaimed
-            or state.machine.stream_count
-        ):
+        numbers (see the module).  (A stream held unclaimed is open in the
+        machine: ``stream_count`` covers it.)"""
+        if state.link is not None or state.streams or state.machine.stream_count:
             return
         peer_id = state.peer_id
         del self.peers[peer_id]
