@@ -239,7 +239,7 @@ class _Life:
         memory.charge(size)
         peer.charged += size
         if peer.link is not None:
-            host.write(peer)
+            host.soon(peer)
         return True
 
     def deliver(self, payload: bytes) -> None:
@@ -401,6 +401,10 @@ class StreamHost:
         self._acking: dict[_Peer, None] = {}
         self._holding: dict[_Peer, None] = {}
         self._timer: Optional[IDelayedCall] = None
+        #: Peers whose sends are written at the end of this reactor turn,
+        #: together (one write for a burst of small messages).
+        self._sending: dict[_Peer, None] = {}
+        self._flush: Optional[IDelayedCall] = None
         self.stopped = False
 
     # -- the application's side ---------------------------------------------
@@ -536,6 +540,10 @@ class StreamHost:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._write_all()
+        if self._flush is not None and self._flush.active():
+            self._flush.cancel()
+        self._flush = None
 
     def status(self) -> dict[str, int]:
         """Figures for the status page."""
@@ -596,6 +604,18 @@ class StreamHost:
         state.link = protocol
         state.machine.connected()
         self.write(state)
+
+    def soon(self, state: _Peer) -> None:
+        """Write what ``state``'s machine queued at the end of this turn."""
+        self._sending[state] = None
+        if self._flush is None:
+            self._flush = self.clock.callLater(0, self._write_all)
+
+    def _write_all(self) -> None:
+        self._flush = None
+        sending, self._sending = self._sending, {}
+        for state in sending:
+            self.write(state)
 
     def write(self, state: _Peer) -> None:
         """What the machine queued, through its connection's queue (not the
