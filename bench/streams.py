@@ -226,22 +226,23 @@ class _Checker:
         self.expected = max(self.expected, n + 1)
         if len(self.seen) == self.total:
             self.done.callback(None)
-        elif len(self.seen) >= self.next_cut:
+        elif len(self.seen) >= self.next_cut and self.cut():
             self.next_cut += self.rng.randint(*CUT_EVERY)
-            self.cut()
 
     def _link(self) -> Any:
         assert self.receiver is not None and self.sender_id is not None
         return self.receiver._peers.get(self.sender_id)
 
-    def cut(self) -> None:
+    def cut(self) -> bool:
+        """Abort the link, unless the last cut has not recovered yet."""
         link = self._link()
         if link is None or link is self.cut_link or self.cut_at is not None:
-            return  # cut already, not yet recovered: the next cut will do
+            return False  # tried again at the next message
         self.cut_at = time.perf_counter()
         self.cut_link = link
         link.transport.abortConnection()
         self.cuts.put(None)
+        return True
 
 
 async def _fault_run(reactor: Any, count: int, seed: int = 20) -> dict[str, Any]:
