@@ -27,6 +27,7 @@ from . import (
     memory,
     messaging,
     report,
+    streams,
     throughput,
     tls,
 )
@@ -48,6 +49,7 @@ BENCHMARKS: dict[str, Callable[[Any, bool], Awaitable[list[Row]]]] = {
     "throughput": throughput.run,
     "broadcast": broadcast.run,
     "bans": bans.run,
+    "streams": streams.run,
 }
 
 

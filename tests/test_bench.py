@@ -3,6 +3,7 @@ test: it asserts completion and the table's shape, never timings)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,18 @@ def rows(memory: tuple[int, ...], frame: str, stars: tuple[int, ...]) -> dict[st
         "reactor lateness p99 while banning (ms)": 1,
         "reactor lateness worst while banning (ms)": 1,
         "reactor lateness median while banning (ms)": 1,
+        # Durable streams: one way against a bare Int32StringReceiver, and
+        # the fault run.
+        **{
+            f"stream one-way msgs/s, {s}, {t}": 1
+            for s in ("64 B", "4 KiB")
+            for t in ("TCP", "TLS")
+        },
+        "stream fault run: lost": 1,
+        "stream fault run: duplicated": 1,
+        "stream fault run: out of order": 1,
+        "stream fault run: recovery after a cut p50 (ms)": 1,
+        "stream fault run: recovery after a cut p99 (ms)": 1,
     }
 
 
@@ -125,3 +138,25 @@ def test_the_load_header_gives_the_load_and_warns_above_1(tmp_path: Path) -> Non
     assert warning.startswith("warning: the 1-minute load average 1.01 is above 1")
     assert load_header(tmp_path / "absent").startswith("load average: unknown")
     assert without_load_header(load_header(busy) + "\ntable") == "table"
+
+
+def test_the_streams_bench_loses_nothing_across_cuts() -> None:
+    """``python -m bench --only streams --smoke``: its rows, and the fault
+    run's counts, which are correctness (0), not speed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "streams", "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=True,
+        cwd=ROOT,
+        env=tree_env(),
+    )
+    figures = {}
+    for line in without_load_header(result.stdout).splitlines()[1:]:
+        name = line.split("  ")[0]
+        figures[name] = float(line[len(name) :].split()[0])
+    assert set(figures) == {n for n in SMOKE_ROWS if n.startswith("stream ")}
+    for count in ("lost", "duplicated", "out of order"):
+        assert figures[f"stream fault run: {count}"] == 0
+    assert re.search(r"over TLS, [1-9]\d* cuts", result.stdout)  # it did cut

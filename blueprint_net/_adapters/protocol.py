@@ -56,6 +56,7 @@ from blueprint_net._core.connection_events import (
     GossipReceived,
     PeerVerified,
     ResponseReceived,
+    StreamFrames,
 )
 from blueprint_net._core.errors import (
     ErrorCode,
@@ -103,6 +104,10 @@ class IConnectionHost(Interface):
 
     def gossip_received(protocol: PeerProtocol, event: GossipReceived) -> None:
         """A topic-gossip message arrived on a verified connection."""
+
+    def stream_received(protocol: PeerProtocol, bodies: list[bytes]) -> None:
+        """Durable-stream frame bodies arrived on a verified connection, in
+        a row (only once ``connection.streams`` is on)."""
 
 
 @implementer(IHandshaking, IHandshakeListener)
@@ -331,6 +336,8 @@ class PeerProtocol(Protocol):
             if isinstance(event, wire.Request):
                 self.requests_in += 1
                 self.host.request_received(self, event)
+            elif isinstance(event, StreamFrames):
+                self.host.stream_received(self, event.bodies)
             elif isinstance(event, ResponseReceived):
                 self._response_received(event)
             elif isinstance(event, GossipReceived):

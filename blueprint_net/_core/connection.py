@@ -29,13 +29,14 @@ from typing import Any, Optional, Union
 
 import attrs
 
-from blueprint_net._core import gossip_wire, wire
+from blueprint_net._core import gossip_wire, stream_wire, wire
 from blueprint_net._core.connection_events import (
     ConnectionEvent,
     ConnectionFailed,
     GossipReceived,
     PeerVerified,
     ResponseReceived,
+    StreamFrames,
 )
 from blueprint_net._core.errors import (
     ErrorCode,
@@ -49,6 +50,7 @@ from blueprint_net._core.handshake_states import HandshakeState, PeerProven, Pha
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.messaging import Deadlines, Requests
 
+_STREAM_FIRST, _STREAM_LAST = stream_wire.TYPES[0], stream_wire.TYPES[-1]
 _RESPONSES = (wire.SuccessResponse, wire.ProtocolResponse, wire.ErrorResponse)
 _VERIFIED = Phase.VERIFIED
 
@@ -100,6 +102,9 @@ class Connection:
         self._halted = False
         self._held: Optional[_Held] = None
         self._max_gossip_frame: Optional[int] = None
+        #: Whether stream frames are taken from the verified peer (else they
+        #: are unknown types, as on a node that does not speak streams).
+        self.streams = False
 
     @property
     def max_gossip_frame(self) -> Optional[int]:
@@ -385,7 +390,17 @@ class Connection:
     ) -> None:
         decode = wire.decode
         requests = self.requests
+        streams = self.streams
+        run: Optional[list[bytes]] = None  # the bodies of the last StreamFrames
         for body in bodies:
+            if streams and body and _STREAM_FIRST <= body[0] <= _STREAM_LAST:
+                # Before decode: no exception on this path.
+                if run is None:
+                    run = []
+                    events.append(StreamFrames(run))
+                run.append(body)
+                continue
+            run = None
             try:
                 message = decode(body)
             except WireError as error:

@@ -6,8 +6,8 @@ Layer: core (sans-IO; imports nothing from Twisted).
 Out of ``Connection.receive_data``, ``accept`` and ``respond``, in order:
 :class:`PeerProven` (from the handshake: the decision is the caller's),
 :class:`PeerVerified`, a peer's ``wire.Request``, :class:`ResponseReceived`,
-:class:`GossipReceived`, and :class:`ConnectionFailed` (always last).  Plain
-values, no states.
+:class:`GossipReceived`, :class:`StreamFrames`, and :class:`ConnectionFailed`
+(always last).  Plain values, no states.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ MISBEHAVIOUR = frozenset(
         ErrorCode.BAD_SIGNATURE,
         ErrorCode.WRONG_KEY,
         ErrorCode.SELF_CONNECTION,
+        ErrorCode.STREAM_SEQUENCE,
+        ErrorCode.STREAM_ACK,
+        ErrorCode.STREAM_LIMIT,
     }
 )
 
@@ -82,6 +85,16 @@ class GossipReceived:
     message: gossip_wire.GossipWireMessage
 
 
+@attrs.define
+class StreamFrames:
+    """Durable-stream frame bodies (types ``0x50``-``0x57``) from the
+    verified peer, consecutive in one read, undecoded: the peer's stream
+    machine decodes them (``_core/streams.py``, a fast path for data).  One
+    event for a run of them: a read of small messages is one call."""
+
+    bodies: list[bytes]
+
+
 ConnectionEvent = Union[
     PeerProven,
     PeerVerified,
@@ -89,4 +102,5 @@ ConnectionEvent = Union[
     wire.Request,
     ResponseReceived,
     GossipReceived,
+    StreamFrames,
 ]
