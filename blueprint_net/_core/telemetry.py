@@ -48,6 +48,8 @@ REFUSAL_REASONS = (
     "peer",
     "declined",
 )
+#: Why a TLS handshake failed (``_adapters/tls.handshake_failure``).
+TLS_FAILURE_REASONS = ("unexpected_peer", "refused_by_peer", "untrusted", "other")
 #: ``_policy/bans.Origin``'s values (a test keeps them equal).
 BAN_ORIGINS = ("manual", "automatic")
 #: ``_core/pubsub.Fault``'s values (a test keeps them equal).
@@ -147,6 +149,16 @@ HANDSHAKE_FAILURES = Metric(
     "blueprint_handshake_failures",
     "Handshakes that failed, by error code.",
     (Label("code", CONNECTION_CODES, doc="an error code name"),),
+)
+TLS_FAILURES = Metric(
+    "tls.failed",
+    "blueprint_tls_handshake_failures",
+    "TLS handshakes that failed, by reason (unexpected_peer: a dialed peer"
+    " presented another peer id than expected; refused_by_peer: the peer"
+    " refused this node's certificate, as a dialer expecting another id"
+    " does; untrusted: a certificate not trusted or not valid for the host;"
+    " other).",
+    (Label("reason", TLS_FAILURE_REASONS),),
 )
 CONNECTIONS_CLOSED = Metric(
     "closed",
@@ -256,6 +268,7 @@ NODE = Index(
     [
         HANDSHAKES,
         HANDSHAKE_FAILURES,
+        TLS_FAILURES,
         CONNECTIONS_CLOSED,
         CONNECTIONS_REFUSED,
         MISBEHAVIOURS,

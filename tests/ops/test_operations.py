@@ -264,3 +264,69 @@ async def test_the_readme_command_alone_runs_a_working_node(tmp_path: Path) -> N
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=30)[0].decode()
     assert "Server Shut Down." in output and "Traceback" not in output, output
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wrong_peer_id_is_said_in_words_on_every_path(tmp_path: Path) -> None:
+    """Issue 23 item 1: a mistyped id, with the CLI's ``--peer-id`` and with
+    twistd's ``--peer``, says which id was expected and which was presented
+    (not OpenSSL's ``certificate verify failed``); the node dialled logs it
+    in words and counts it (``tls.failed.refused_by_peer``)."""
+    a = TwistdNode(tmp_path / "a", await _keygen(tmp_path / "a"))
+    wrong = TwistdNode(tmp_path / "w", await _keygen(tmp_path / "w"), port=a.port)
+    b = TwistdNode(tmp_path / "b", await _keygen(tmp_path / "b"))
+    a.start()
+    b.start(wrong)  # B keeps "wrong" at A's address
+    expected = f"expected peer id {wrong.peer_id}, but the peer presented {a.peer_id}"
+    try:
+        await _until(_status_of(a), "A serves its status page")
+        code, out, err = await _cli(
+            "request",
+            f"p2ptls:127.0.0.1:{a.port}",
+            "echo",
+            "hi",
+            "--peer-id",
+            wrong.peer_id,
+            cwd=tmp_path,
+        )
+        assert code == 3 and out == "", (code, out, err)
+        assert err.count("\n") == 1 and expected in err, err
+        assert "SSL routines" not in err and "certificate verify failed" not in err
+
+        async def b_says_so() -> Any:
+            kept = (await _status(b)).get("kept_peers", [])
+            return kept and expected in (kept[0]["last_error"] or "")
+
+        await _until(b_says_so, "B's kept peer names both ids")
+        await _until(
+            lambda: _logged(
+                b.log, f"wrong peer at that address (UNEXPECTED_PEER: {expected})"
+            ),
+            "B logs the wrong peer at once",
+        )
+
+        async def a_counts() -> Any:
+            counters = (await _status(a)).get("counters", {})
+            return counters.get("tls.failed.refused_by_peer", 0) >= 2
+
+        await _until(a_counts, "A counts the CLI's and B's refusals")
+        await _until(
+            lambda: _logged(a.log, "the peer refused this node's certificate"),
+            "A logs the refusal in words",
+        )
+        assert a.peer_id in a.log.read_text()
+    finally:
+        for node in (b, a):
+            if node.process is not None and node.process.poll() is None:
+                node.terminate()
+
+
+def _status_of(node: TwistdNode) -> Callable[[], Any]:
+    async def check() -> Any:
+        return await _status(node)
+
+    return check
+
+
+async def _logged(log: Path, text: str) -> bool:
+    return log.exists() and text in log.read_text()
