@@ -52,7 +52,7 @@ from zope.interface import implementer
 
 from blueprint_net._core import untrusted, wire
 from blueprint_net._core.errors import ConfigurationError, ErrorCode
-from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.identity import Identity, PeerId, require_peer_id
 
 PREFIX = "p2ptls:"
 #: The ALPN protocol id of a ``p2ptls`` link; it names the wire version, and
@@ -255,7 +255,9 @@ class PeerTLS:
     """
 
     def __init__(self, identity: Identity, expected: Optional[PeerId] = None) -> None:
-        self.expected = expected
+        # Checked here, not in the verify callback (where it would fail the
+        # handshake with an AttributeError as "connection lost").
+        self.expected = None if expected is None else require_peer_id(expected)
         context = SSL.Context(SSL.TLS_METHOD)
         context.set_min_proto_version(SSL.TLS1_3_VERSION)
         # pyOpenSSL takes cryptography's objects (its own are deprecated);

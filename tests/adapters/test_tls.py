@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -56,7 +57,7 @@ from blueprint_net._adapters.tls import (
 from blueprint_net._adapters.tls import certificate as tls_certificate
 from blueprint_net._core import wire
 from blueprint_net._core.errors import ErrorCode, HandshakeError
-from blueprint_net._core.identity import Identity
+from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._policy.settings import Settings
 from blueprint_net.testing import MemoryNetwork
 from tests.helpers import MakeNode, RecordingHost, decode_frames, until
@@ -963,3 +964,39 @@ def test_a_nodes_certificate_is_named_after_its_peer_id(alice: Identity) -> None
         [common] = name.get_attributes_for_oid(NameOID.COMMON_NAME)
         assert common.value == str(alice.peer_id)
     assert len(made.subject) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_id_as_text_is_refused_at_the_call(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    """Issue 23 item 12: ``connect(where, peer_id="12D3KooW...")`` raised an
+    AttributeError in TLS's verify callback that reached the caller as
+    "connection lost".  Now a TypeError at the call says what to pass;
+    every call taking an id does the same."""
+    a, b = (
+        make_node(alice, allow_plaintext=False),
+        make_node(bob, allow_plaintext=False),
+    )
+    port = await _tls_port(b)
+    text = str(bob.peer_id)
+    hint = f"pass PeerId.from_string('{text}')"
+    with pytest.raises(TypeError, match=re.escape(hint)):
+        a.connect(f"p2ptls:127.0.0.1:{port}", peer_id=text)  # type: ignore[arg-type]
+    for call in (
+        lambda: a.request(text, "echo", b""),  # type: ignore[arg-type]
+        lambda: a.notify(text, "echo", b""),  # type: ignore[arg-type]
+        lambda: a.disconnect(text),  # type: ignore[arg-type]
+        lambda: a.peer(text),  # type: ignore[arg-type]
+        lambda: a.dial_record(text),  # type: ignore[arg-type]
+        lambda: a.dial_factory(text),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(TypeError, match=re.escape(hint)):
+            call()
+    with pytest.raises(
+        TypeError, match=re.escape("not bytes: pass PeerId.from_string")
+    ):
+        PeerTLS(alice, bob.peer_id.binary)  # type: ignore[arg-type]
+    # The parsed id works as it always did.
+    peer = await a.connect(f"p2ptls:127.0.0.1:{port}", peer_id=PeerId.from_string(text))
+    assert peer.peer_id == bob.peer_id
