@@ -44,6 +44,7 @@ from blueprint_net._adapters.gossip import Gossip, GossipHandler, Validator
 from blueprint_net._adapters.host import ConnectionHost, PeerCallback
 from blueprint_net._adapters.limiter import LimitingFactory
 from blueprint_net._adapters.peers import Peer, PeerTable, describe
+from blueprint_net._adapters.protocol import where
 from blueprint_net._core import wire
 from blueprint_net._core.errors import (
     ErrorCode,
@@ -439,7 +440,7 @@ class Node(Service):
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self._ports.append(port)
-        self._log.info("listening on {address}", address=str(port.getHost()))
+        self._log.info("listening on {address}", address=where(port.getHost()))
         return port
 
     def connect(

@@ -432,15 +432,46 @@ def check_client(description: str) -> None:
     _check(clientFromString, description)
 
 
+#: How to write an IPv6 address in a strports description (``:`` separates
+#: its parts, so each colon of the address is escaped; no brackets).
+IPV6_HINT = (
+    r"an IPv6 address is written without brackets and with each colon"
+    r" escaped: p2ptls:\:\:1:7443 to dial, p2ptls:7443:interface=\:\:1 to"
+    r" listen"
+)
+
+
+def _parts_error(why: str) -> str:
+    """A strports parser's ``TypeError`` (its function's signature speaking)
+    in an operator's words."""
+    if "unexpected keyword argument" in why:
+        return f"unknown parameter {why.rpartition(' ')[2]}"
+    if "got multiple values for argument" in why:
+        name = why.rpartition(" ")[2]
+        return f"{name} is given twice, or a ':' in a value split it; {IPV6_HINT}"
+    if "positional argument" in why and "but" in why:  # too many parts
+        return f"too many ':'-separated parts; {IPV6_HINT}"
+    return f"missing {why.rpartition(': ')[2]}"  # the parts' names
+
+
+def _unescaped_ipv6(text: str) -> bool:
+    """``::`` not escaped: an IPv6 address the parser split into parts."""
+    return "::" in text.replace("\\:", "")
+
+
 def _check(parse: Any, description: str) -> None:
     text = description
     if text.startswith(PREFIX):
         text = "tcp:" + text[len(PREFIX) :]
+    if "[" in text:  # p2ptls:[::1]:7443, as in a URL
+        raise EndpointError(f"{description!r}: {IPV6_HINT}")
     try:
         endpoint = parse(_PARSE_ONLY, text)
-    except TypeError as error:  # a part missing: the endpoint's __init__ says which
-        missing = str(error).rpartition(": ")[2]
-        raise EndpointError(f"{description!r}: missing {missing}") from None
+    except TypeError as error:  # the endpoint's __init__ says what is wrong
+        why = _parts_error(str(error))
+        if why.startswith("missing") and _unescaped_ipv6(text):
+            why = IPV6_HINT
+        raise EndpointError(f"{description!r}: {why}") from None
     except OSError as error:  # ssl: a certificate or key file
         raise EndpointError(
             f"{description!r}: {error.filename}: {error.strerror}"
