@@ -22,6 +22,7 @@ from blueprint_net._ops.cli.common import (
     peer_id,
     ping_count,
     raw_bytes,
+    status_url,
     timeout,
     utf8,
 )
@@ -101,7 +102,18 @@ def parser() -> argparse.ArgumentParser:
         )
         if name == "request":
             sub.add_argument("protocol", type=utf8)
-            sub.add_argument("payload", nargs="?", type=raw_bytes, default=b"")
+            sub.add_argument(
+                "payload",
+                nargs="?",
+                type=raw_bytes,
+                default=b"",
+                help="the request's bytes; - reads them from standard input",
+            )
+            sub.add_argument(
+                "--stdin",
+                action="store_true",
+                help="read the payload from standard input (as PAYLOAD -)",
+            )
             sub.add_argument("--metadata", type=raw_bytes)
         else:
             sub.add_argument("--count", type=ping_count, default=5, help="pings [5]")
@@ -112,7 +124,10 @@ def parser() -> argparse.ArgumentParser:
     ):
         sub = command(name, handler, help)
         sub.add_argument(
-            "--url", default=DEFAULT_STATUS_URL, help=f"[{DEFAULT_STATUS_URL}]"
+            "--url",
+            type=status_url,
+            default=DEFAULT_STATUS_URL,
+            help=f"the node's status page [{DEFAULT_STATUS_URL}]",
         )
 
     for name, handler, help in (
