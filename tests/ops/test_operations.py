@@ -330,3 +330,49 @@ def _status_of(node: TwistdNode) -> Callable[[], Any]:
 
 async def _logged(log: Path, text: str) -> bool:
     return log.exists() and text in log.read_text()
+
+
+def test_the_readme_first_command_leaves_nothing_for_git(tmp_path: Path) -> None:
+    """Issue 23 item 11: ``twistd -n blueprint`` run in a checkout (the
+    README's first command; only its ports changed, to free ones) writes
+    ``blueprint-data/`` (the private key) and ``twistd.pid`` there: while it
+    runs, ``git status`` shows neither, by the project's ``.gitignore``."""
+    root = Path(__file__).resolve().parents[2]
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / ".gitignore").write_bytes((root / ".gitignore").read_bytes())
+
+    def git(*argv: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *argv],
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    git("init", "-q")
+    git("add", ".gitignore")
+    git("commit", "-qm", "ignore")
+    port, status = free_port(), free_port()
+    process = subprocess.Popen(
+        [TWISTD, "-n", "blueprint", "--listen", f"p2ptls:{port}:interface=127.0.0.1",
+         "--status", f"tcp:{status}:interface=127.0.0.1"],
+        cwd=checkout,
+        env=tree_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        written = [checkout / "blueprint-data" / "node.key", checkout / "twistd.pid"]
+        while not all(path.exists() for path in written):
+            assert process.poll() is None, "twistd ended"
+            assert time.monotonic() < deadline, "twistd wrote neither file"
+            time.sleep(0.05)
+        assert git("status", "--porcelain", "--untracked-files=all") == ""
+        ignored = git("status", "--porcelain", "--ignored", "--untracked-files=all")
+        assert "blueprint-data/node.key" in ignored and "twistd.pid" in ignored
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
