@@ -339,6 +339,7 @@ class Node(Service):
         if connection is None:
             raise NotConnected(f"no verified connection to {peer_id}")
         connection.notify(protocol, payload, metadata)
+        self.counters[REQUESTS_SENT.key_for(protocol)] += 1
 
     def broadcast(
         self,
@@ -392,6 +393,8 @@ class Node(Service):
                 )
                 continue
             sent.append(peer_id)
+        if sent:  # what each peer's "requests out" counts too
+            self.counters[REQUESTS_SENT.key_for(protocol)] += len(sent)
         return sent
 
     def listen(self, endpoint: ServerEndpoint) -> defer.Deferred[IListeningPort]:

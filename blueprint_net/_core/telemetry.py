@@ -163,7 +163,8 @@ TLS_FAILURES = Metric(
 CONNECTIONS_CLOSED = Metric(
     "closed",
     "blueprint_connections_closed",
-    "Verified connections closed with an error, by code.",
+    "Verified connections closed, by the code of the Error that closed them"
+    " (GOING_AWAY: a normal goodbye, either side's).",
     (Label("code", CONNECTION_CODES, doc="an error code name"),),
 )
 CONNECTIONS_REFUSED = Metric(
@@ -192,7 +193,7 @@ REQUESTS_RECEIVED = Metric(
 REQUESTS_SENT = Metric(
     "requests.out",
     "blueprint_requests_sent",
-    "Requests sent by this node, by protocol.",
+    "Requests sent by this node (with or without a response wanted), by protocol.",
     (Label("protocol", doc="named by this node's application"),),
 )
 REQUESTS_REFUSED = Metric(

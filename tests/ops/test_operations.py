@@ -376,3 +376,61 @@ def test_the_readme_first_command_leaves_nothing_for_git(tmp_path: Path) -> None
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_lists_kept_peers_and_the_metrics_agree(tmp_path: Path) -> None:
+    """Issue 23 item 7, with real nodes and the real command: ``blueprint-net
+    status`` lists the kept peers; requests a node sends without wanting an
+    answer are in ``blueprint_requests_sent`` as in the per-peer "requests
+    out"; ``connections_closed`` says a GOING_AWAY goodbye is counted."""
+    a = TwistdNode(tmp_path / "a", await _keygen(tmp_path / "a"))
+    b = TwistdNode(tmp_path / "b", await _keygen(tmp_path / "b"))
+    a.start()
+    b.start(a)
+    try:
+
+        async def kept_connected() -> Any:
+            kept = (await _status(b)).get("kept_peers", [])
+            return kept and kept[0]["state"] == "connected"
+
+        await _until(kept_connected, "B keeps A connected")
+        code, out, err = await _cli("status", "--url", b.url, cwd=tmp_path)
+        assert code == 0, err
+        assert "kept      1" in out, out
+        assert f"  {a.peer_id}  p2ptls:127.0.0.1:{a.port}  connected" in out, out
+    finally:
+        for node in (b, a):
+            if node.process is not None and node.process.poll() is None:
+                node.terminate()
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_request_sent_is_counted(
+    alice: Any, bob: Any, make_node: Any
+) -> None:
+    """``notify`` and ``notify_all`` count in ``requests.out`` as the peer's
+    own "requests out" does (they were missing from the metric)."""
+    from blueprint_net._ops import metrics
+    from blueprint_net._ops.handlers import BUILTINS
+
+    a, b = make_node(alice), make_node(bob, handlers=BUILTINS)
+    port = await b.listen("tcp:0:interface=127.0.0.1")
+    await a.connect(f"tcp:127.0.0.1:{port.getHost().port}", peer_id=bob.peer_id)
+    await a.request(bob.peer_id, "echo", b"1")
+    a.notify(bob.peer_id, "echo", b"2")
+    assert a.notify_all("echo", b"3") == [bob.peer_id]
+    [peer] = a.peers
+    assert peer.requests_out == 3
+    assert a.counters["requests.out.echo"] == 3
+    page = metrics.render(
+        metrics.counter_families(a.counters, a.protocols), openmetrics=False
+    )
+    assert 'blueprint_requests_sent_total{protocol="echo"} 3' in page
+    help_line = [
+        line
+        for line in page.splitlines()
+        if line.startswith("# HELP blueprint_connections_closed")
+    ]
+    assert help_line and "with an error" not in help_line[0]
+    assert "GOING_AWAY: a normal goodbye" in help_line[0]
