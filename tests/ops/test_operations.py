@@ -434,3 +434,49 @@ async def test_every_request_sent_is_counted(
     ]
     assert help_line and "with an error" not in help_line[0]
     assert "GOING_AWAY: a normal goodbye" in help_line[0]
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+@pytest_twisted.ensureDeferred
+async def test_failed_discovery_dials_are_debug_lines_behind_log_level(
+    tmp_path: Path, level: str
+) -> None:
+    """Issue 23 item 9: twistd wrote every event, debug included, so each
+    failed discovery dial (here, to a bootstrap nobody listens on) was a
+    line at the default level.  ``--log-level`` (default ``info``) filters:
+    the dials are counted either way, and logged only at ``debug``."""
+    node = TwistdNode(tmp_path / "n", await _keygen(tmp_path / "n"))
+    dead = free_port()
+    arguments = [
+        TWISTD, "-n", "--pidfile=", f"--logfile={node.log}", "blueprint",
+        "--data-dir", str(node.directory),
+        "--listen", f"p2ptls:{node.port}:interface=127.0.0.1",
+        "--status", f"tcp:{node.status_port}:interface=127.0.0.1",
+        "--bootstrap", f"p2ptls:127.0.0.1:{dead}",
+        *(["--log-level", level] if level != "info" else []),
+    ]  # fmt: skip
+    node.process = subprocess.Popen(
+        arguments,
+        cwd=node.directory,
+        env=tree_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        async def failed_twice() -> Any:
+            counters = (await _status(node)).get("counters", {})
+            return counters.get("discovery.dial_failed", 0) >= 2
+
+        await _until(failed_twice, "discovery fails to dial the bootstrap")
+    finally:
+        node.terminate()
+    text = node.log.read_text()
+    assert "started: peers on" in text  # info is logged at every level
+    dial_lines = [
+        line for line in text.splitlines() if f"dial p2ptls:127.0.0.1:{dead}" in line
+    ]
+    if level == "debug":
+        assert len(dial_lines) >= 2, text
+    else:
+        assert dial_lines == [], dial_lines

@@ -287,6 +287,11 @@ def test_a_port_in_use_is_one_line_naming_the_option(
             r" p2ptls:\:\:1:7443 to dial, p2ptls:7443:interface=\:\:1 to listen",
         ),
         (["--listen", "p2ptls:7010:bogus=1"], None, "unknown parameter 'bogus'"),
+        (  # issue 23 item 9
+            ["--log-level", "loud"],
+            None,
+            "--log-level wants one of debug, info, warn, error, critical, not 'loud'",
+        ),
         ([f"--peer={PEER}@p2ptls:[::1]:7010"], None, "without brackets"),
         ([], b"[blueprint]\nno-builtins = maybe\n", "--no-builtins wants yes or no"),
         ([], b"[blueprint]\nstatus = caf\xe9\n", "not UTF-8 text (byte 0xe9"),
