@@ -252,6 +252,12 @@ DISCOVERY_DIAL_FAILURES = Metric(
     "blueprint_discovery_dial_failures",
     "Discovery dials that failed (a cancelled one is not counted).",
 )
+DISCOVERY_GIVEN_UP = Metric(
+    "discovery.given_up",
+    "blueprint_discovery_given_up",
+    "Peers discovery stopped dialing: their dials failed give_up_after times"
+    " in a row, so their records were forgotten.",
+)
 DISCOVERY_RECORDS_REFUSED = Metric(
     "discovery.records_refused",
     "blueprint_discovery_records_refused",
@@ -284,6 +290,7 @@ NODE = Index(
         GOSSIP_FAULT_CHARGES,
         DISCOVERY_DIALS,
         DISCOVERY_DIAL_FAILURES,
+        DISCOVERY_GIVEN_UP,
         DISCOVERY_RECORDS_REFUSED,
         DISCOVERY_INBOUND_TRIMMED,
     ]
