@@ -42,6 +42,7 @@ from blueprint_net._core.records import PeerRecord
 from blueprint_net._core.telemetry import (
     DISCOVERY_DIAL_FAILURES,
     DISCOVERY_DIALS,
+    DISCOVERY_GIVEN_UP,
     DISCOVERY_INBOUND_TRIMMED,
     DISCOVERY_RECORDS_REFUSED,
 )
@@ -299,6 +300,12 @@ class ConnectionManager(Service):
         delay = self.backoff.failed(key, self.node.clock.seconds())
         self.counters[DISCOVERY_DIAL_FAILURES.key] += 1
         error = failure.value
+        if (
+            isinstance(key, PeerId)
+            and self.backoff.failures(key) >= self.settings.give_up_after
+        ):  # it left: see DiscoverySettings.give_up_after
+            self.gossip.forget_record(key)
+            self.counters[DISCOVERY_GIVEN_UP.key] += 1
         self._log.debug(
             "dial {endpoint} failed ({error}); next try in {delay:.1f} s",
             endpoint=endpoint,

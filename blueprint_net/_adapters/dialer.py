@@ -138,9 +138,12 @@ class Dialer:
         protocol = _innermost(connected)
         try:
             verified_id = await protocol.verified
-        except HandshakeError:
+        except HandshakeError as error:
             if protocol.refused_plaintext:  # an endpoint object, not TLS
                 raise PlaintextRefused(f"cannot connect: {PLAINTEXT_REFUSED}") from None
+            explained = tls.explain(error.reason, self.identity.peer_id)
+            if explained is not error.reason:  # OpenSSL's words, made plain
+                raise HandshakeError(explained) from error
             raise
         peer = self._peer(verified_id)
         if peer is None:  # verified, then lost before we got here

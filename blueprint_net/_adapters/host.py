@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from blueprint_net._adapters import tls
 from blueprint_net._adapters.dispatch import Dispatcher
 from blueprint_net._adapters.factory import PeerFactory
 from blueprint_net._adapters.gossip import Gossip
@@ -65,6 +66,7 @@ from blueprint_net._core.telemetry import (
     HANDSHAKES,
     MISBEHAVIOURS,
     PEER_REPLACEMENTS,
+    TLS_FAILURES,
     WRONG_PROTOCOL,
 )
 from blueprint_net._policy.bans import Ban
@@ -336,6 +338,24 @@ class ConnectionHost:
         if event.misbehaviour:
             self._misbehaved(protocol, code)
 
+    def _tls_failed(self, protocol: PeerProtocol, error: BaseException) -> None:
+        """A TLS handshake that failed: counted by reason, and (bounded by
+        the summary) logged in words at info: a wrong peer id is an
+        operator's mistake on one side or the other."""
+        failed = tls.handshake_failure(error, self.identity.peer_id)
+        if failed is None:
+            return
+        kind, why = failed
+        self.counters[TLS_FAILURES.key_for(kind)] += 1
+        self.failures.record(
+            f"TLS {kind}",
+            "TLS handshake with {address} failed: {why}",
+            notable=kind != "other",
+            address=protocol.where,
+            why=why,
+            direction="outbound" if protocol.initiator else "inbound",
+        )
+
     def _wrong_protocol(self, protocol: PeerProtocol, kind: str) -> None:
         """An HTTP or TLS client at a plain peer port: answered with a hint
         by the protocol; counted here, never scored."""
@@ -352,6 +372,8 @@ class ConnectionHost:
         if self.streams is not None:
             self.streams.connection_closed(protocol)
         if not self.peers.closed(protocol):
+            if protocol.verified_at is None and reason.value is not None:
+                self._tls_failed(protocol, reason.value)
             return
         assert protocol.peer_id is not None
         self.gossip.peer_disconnected(protocol.peer_id)

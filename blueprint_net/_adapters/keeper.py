@@ -25,6 +25,7 @@ from twisted.logger import Logger
 
 from blueprint_net._adapters.facade import INode
 from blueprint_net._adapters.peers import Peer
+from blueprint_net._core.errors import ErrorCode
 from blueprint_net._core.identity import PeerId
 from blueprint_net._policy.backoff import retry_delay
 
@@ -148,7 +149,20 @@ class PeerKeeper(Service):
         self._dialing = None
         if failure.check(defer.CancelledError):
             return
-        self.handle(Input.FAILED, str(failure.value))
+        error = failure.value
+        reason = getattr(error, "reason", None)
+        # Another id at the address: a mistyped --peer, not the network's
+        # weather; said at once, once per change (not after 7 attempts).
+        wrong_peer = getattr(reason, "code", None) is ErrorCode.UNEXPECTED_PEER
+        if wrong_peer and self.failures == 0:
+            self._log.warn(
+                "kept peer {peer_id} at {address}: wrong peer at that"
+                " address ({error}); check --peer; still trying",
+                peer_id=str(self.peer_id),
+                address=self.address,
+                error=str(error),
+            )
+        self.handle(Input.FAILED, str(error))
 
     def _connected(self) -> None:
         self._cancel_timer()

@@ -62,12 +62,12 @@ from blueprint_net._core.errors import (
 from blueprint_net._core.gossip_outputs import Fault
 from blueprint_net._core.gossip_settings import DEFAULTS as GOSSIP_DEFAULTS
 from blueprint_net._core.gossip_settings import GossipSettings
-from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.identity import Identity, PeerId, require_peer_id
 from blueprint_net._core.streams import DEFAULTS as STREAM_DEFAULTS
 from blueprint_net._core.streams import StreamSettings
 from blueprint_net._core.telemetry import REQUESTS_SENT
 from blueprint_net._policy import discovery
-from blueprint_net._policy.addresses import Target
+from blueprint_net._policy.addresses import Target, where
 from blueprint_net._policy.bans import Ban, BanRegistry
 from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.resources import MemoryBudget
@@ -244,7 +244,7 @@ class Node(Service):
         return [describe(protocol) for protocol in self._peers.protocols()]
 
     def peer(self, peer_id: PeerId) -> Optional[Peer]:
-        protocol = self._peers.get(peer_id)
+        protocol = self._peers.get(require_peer_id(peer_id))
         return None if protocol is None else describe(protocol)
 
     def on_peer_verified(self, callback: PeerCallback) -> None:
@@ -280,7 +280,7 @@ class Node(Service):
         """Ask one verified peer; fires once with its Success or Protocol
         response, or fails with RemoteError (its Error response),
         RequestTimeout, PeerLost, NotConnected or SendQueueFull."""
-        connection = self._peers.get(peer_id)
+        connection = self._peers.get(require_peer_id(peer_id))
         if connection is None:
             if self.gossip.record(peer_id) is not None:
                 return defer.ensureDeferred(
@@ -309,7 +309,7 @@ class Node(Service):
         """Dial ``peer_id`` at the addresses of its signed record, in order;
         ``NotConnected`` if it has none we may dial, else the last failure.
         Concurrent calls for one peer share one dial."""
-        return self._dialer.dial_record(peer_id, self.connect)
+        return self._dialer.dial_record(require_peer_id(peer_id), self.connect)
 
     # -- topic gossip ---------------------------------------------------------
 
@@ -374,10 +374,11 @@ class Node(Service):
     ) -> None:
         """Send a request that wants no response (fire and forget); raises
         NotConnected, PeerLost (the connection is closing) or SendQueueFull."""
-        connection = self._peers.get(peer_id)
+        connection = self._peers.get(require_peer_id(peer_id))
         if connection is None:
             raise NotConnected(f"no verified connection to {peer_id}")
         connection.notify(protocol, payload, metadata)
+        self.counters[REQUESTS_SENT.key_for(protocol)] += 1
 
     def broadcast(
         self,
@@ -431,6 +432,8 @@ class Node(Service):
                 )
                 continue
             sent.append(peer_id)
+        if sent:  # what each peer's "requests out" counts too
+            self.counters[REQUESTS_SENT.key_for(protocol)] += len(sent)
         return sent
 
     def listen(self, endpoint: ServerEndpoint) -> defer.Deferred[IListeningPort]:
@@ -460,7 +463,7 @@ class Node(Service):
         node already has that peer, which it may have by the peer's own dial:
         a second connection would only be closed as a duplicate.
         """
-        return self._host.dial_factory(peer_id)
+        return self._host.dial_factory(require_peer_id(peer_id))
 
     def dial_scopes(self) -> frozenset[discovery.Scope]:
         """Which addresses learned from records we may dial: public, and
@@ -479,7 +482,7 @@ class Node(Service):
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self._ports.append(port)
-        self._log.info("listening on {address}", address=str(port.getHost()))
+        self._log.info("listening on {address}", address=where(port.getHost()))
         return port
 
     def connect(
@@ -494,8 +497,12 @@ class Node(Service):
 
         With ``peer_id``, any other identity at the far end fails the
         handshake (``UNEXPECTED_PEER``), and an existing connection to that
-        peer is returned without dialing.
+        peer is returned without dialing.  ``peer_id`` is a
+        :class:`~blueprint_net.PeerId`; its text form is refused with a
+        ``TypeError`` here, at the call (``PeerId.from_string`` parses it).
         """
+        if peer_id is not None:
+            require_peer_id(peer_id)
         return defer.ensureDeferred(self._dialer.connect(endpoint, peer_id))
 
     def disconnect(
@@ -506,7 +513,7 @@ class Node(Service):
         this (or :meth:`stop`), not the transport: a connection is its
         transport's producer, and TLS will not close a transport whose
         producer is still registered."""
-        protocol = self._peers.get(peer_id)
+        protocol = self._peers.get(require_peer_id(peer_id))
         if protocol is None:
             return defer.succeed(None)
         if error is None:

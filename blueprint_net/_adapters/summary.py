@@ -42,13 +42,22 @@ class EventSummary:
         self._detailed = 0
         self._due: Optional[IDelayedCall] = None
 
-    def record(self, reason: str, detail: Optional[str] = None, **fields: Any) -> None:
-        """Count one event; ``detail`` (a log format) is logged at debug for
-        the first few of the interval.  ``fields`` must be str or int."""
+    def record(
+        self,
+        reason: str,
+        detail: Optional[str] = None,
+        *,
+        notable: bool = False,
+        **fields: Any,
+    ) -> None:
+        """Count one event; ``detail`` (a log format) is logged at debug
+        (``notable``: at info, an operator's mistake to see at once) for the
+        first few of the interval.  ``fields`` must be str or int."""
         self._counts[reason] += 1
         if detail is not None and self._detailed < self.details:
             self._detailed += 1
-            self._log.debug(detail, reason=reason, **fields)
+            log = self._log.info if notable else self._log.debug
+            log(detail, reason=reason, **fields)
         if self._due is None:
             self._due = self.clock.callLater(self.interval, self.flush)
 

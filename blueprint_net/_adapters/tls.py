@@ -52,7 +52,7 @@ from zope.interface import implementer
 
 from blueprint_net._core import untrusted, wire
 from blueprint_net._core.errors import ConfigurationError, ErrorCode
-from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.identity import Identity, PeerId, require_peer_id
 
 PREFIX = "p2ptls:"
 #: The ALPN protocol id of a ``p2ptls`` link; it names the wire version, and
@@ -153,6 +153,98 @@ def certificate_contradicts(transport: Any, peer_id: PeerId) -> bool:
     return key is not None and key != peer_id.public_key
 
 
+class UnexpectedCertificate(SSL.Error):
+    """A dial's peer presented a certificate of another key than the peer id
+    dialed for: raised from the verify callback, so the TLS handshake fails
+    with this (words, both ids) instead of OpenSSL's ``certificate verify
+    failed``.  ``presented`` is only what the peer claims: its key, never
+    verified to be its own (nothing is believed of it but the mismatch)."""
+
+    code = ErrorCode.UNEXPECTED_PEER
+
+    def __init__(self, expected: PeerId, presented: PeerId) -> None:
+        self.message = (
+            f"expected peer id {expected}, but the peer presented {presented}"
+        )
+        # In OpenSSL's shape (a list of (library, function, reason)), which
+        # Twisted's TLS layer reads when the connection is lost.
+        super().__init__([("blueprint-net", "", self.message)])
+        self.expected, self.presented = expected, presented
+
+    def __str__(self) -> str:
+        return f"UNEXPECTED_PEER: {self.message}"
+
+
+def _dialed_name(mismatch: Any) -> str:
+    """The host a ``service_identity`` mismatch is about, as text."""
+    wanted = getattr(mismatch, "mismatched_id", None)
+    name = getattr(wanted, "hostname", None) or getattr(wanted, "ip", None)
+    if isinstance(name, bytes):
+        return name.decode("ascii", "replace")
+    return str(name if name is not None else mismatch)
+
+
+class TLSFailure(Exception):
+    """A TLS handshake's failure in words (:func:`explain`); ``kind`` is
+    one of ``TLS_FAILURE_REASONS``, ``cause`` what OpenSSL or
+    ``service_identity`` raised."""
+
+    def __init__(self, kind: str, why: str, cause: BaseException) -> None:
+        super().__init__(why)
+        self.kind, self.cause = kind, cause
+
+
+def explain(error: BaseException, own: PeerId) -> BaseException:
+    """``error`` in words if it ended a TLS handshake (see
+    :func:`handshake_failure`), else ``error``."""
+    if isinstance(error, UnexpectedCertificate):
+        return error
+    failed = handshake_failure(error, own)
+    return error if failed is None else TLSFailure(*failed, error)
+
+
+#: Alerts a TLS peer sends when it will not accept this node's certificate.
+_CERTIFICATE_ALERTS = ("unknown ca", "bad certificate", "certificate unknown")
+
+
+def handshake_failure(error: BaseException, own: PeerId) -> Optional[tuple[str, str]]:
+    """What ended a TLS handshake, as (a ``TLS_FAILURE_REASONS`` value, the
+    reason in words), or None when ``error`` is not a TLS failure.  ``own``
+    is this node's id, named when the peer refused its certificate.  Only
+    OpenSSL's own text and the presented key are quoted, never a peer's
+    free text."""
+    if isinstance(error, UnexpectedCertificate):
+        return "unexpected_peer", str(error)
+    if type(error).__name__ == "VerificationError":  # service_identity's, CA mode
+        names = [_dialed_name(m) for m in getattr(error, "errors", ())]
+        return "untrusted", (
+            "the peer's certificate is not valid for "
+            + (" or ".join(names) or "the host dialed")
+            + ", the host dialed (it is not among the names it certifies)"
+        )
+    if not isinstance(error, SSL.Error):
+        return None
+    queue = error.args[0] if error.args else None
+    last = queue[-1] if isinstance(queue, list) and queue else None
+    why = str(last[-1]) if isinstance(last, tuple) and last else str(error)
+    alert = why.partition(" alert ")[2]
+    if alert in _CERTIFICATE_ALERTS:
+        return "refused_by_peer", (
+            f"the peer refused this node's certificate (TLS alert '{alert}'):"
+            f" it expected another peer id than this node's ({own}), or a"
+            " certificate from a CA it trusts"
+        )
+    if why == "certificate verify failed":
+        return "untrusted", (
+            "the peer's certificate is not trusted (with p2ptls:, not a"
+            " self-signed Ed25519 certificate offering blueprint/1; with tls:,"
+            " expired or not signed by a CA of the trust bundle)"
+        )
+    if alert:
+        return "other", f"the peer ended the TLS handshake (TLS alert '{alert}')"
+    return "other", f"TLS: {why}"
+
+
 @implementer(IOpenSSLServerConnectionCreator, IOpenSSLClientConnectionCreator)
 class PeerTLS:
     """TLS 1.3 with the node's key as its certificate, both directions.
@@ -163,7 +255,9 @@ class PeerTLS:
     """
 
     def __init__(self, identity: Identity, expected: Optional[PeerId] = None) -> None:
-        self.expected = expected
+        # Checked here, not in the verify callback (where it would fail the
+        # handshake with an AttributeError as "connection lost").
+        self.expected = None if expected is None else require_peer_id(expected)
         context = SSL.Context(SSL.TLS_METHOD)
         context.set_min_proto_version(SSL.TLS1_3_VERSION)
         # pyOpenSSL takes cryptography's objects (its own are deprecated);
@@ -190,8 +284,10 @@ class PeerTLS:
         # a client whose server ignored ALPN fails here, in the handshake.
         if connection.get_alpn_proto_negotiated() != ALPN:
             return False
-        if self.expected is not None and key != self.expected.public_key:
-            return False
+        expected = self.expected
+        if expected is not None and key != expected.public_key:
+            # pyOpenSSL fails the handshake and re-raises this from it.
+            raise UnexpectedCertificate(expected, PeerId.from_public_key(key))
         connection.set_app_data(_Certified(key))  # see peer_certificate_key
         return True
 
@@ -336,15 +432,46 @@ def check_client(description: str) -> None:
     _check(clientFromString, description)
 
 
+#: How to write an IPv6 address in a strports description (``:`` separates
+#: its parts, so each colon of the address is escaped; no brackets).
+IPV6_HINT = (
+    r"an IPv6 address is written without brackets and with each colon"
+    r" escaped: p2ptls:\:\:1:7443 to dial, p2ptls:7443:interface=\:\:1 to"
+    r" listen"
+)
+
+
+def _parts_error(why: str) -> str:
+    """A strports parser's ``TypeError`` (its function's signature speaking)
+    in an operator's words."""
+    if "unexpected keyword argument" in why:
+        return f"unknown parameter {why.rpartition(' ')[2]}"
+    if "got multiple values for argument" in why:
+        name = why.rpartition(" ")[2]
+        return f"{name} is given twice, or a ':' in a value split it; {IPV6_HINT}"
+    if "positional argument" in why and "but" in why:  # too many parts
+        return f"too many ':'-separated parts; {IPV6_HINT}"
+    return f"missing {why.rpartition(': ')[2]}"  # the parts' names
+
+
+def _unescaped_ipv6(text: str) -> bool:
+    """``::`` not escaped: an IPv6 address the parser split into parts."""
+    return "::" in text.replace("\\:", "")
+
+
 def _check(parse: Any, description: str) -> None:
     text = description
     if text.startswith(PREFIX):
         text = "tcp:" + text[len(PREFIX) :]
+    if "[" in text:  # p2ptls:[::1]:7443, as in a URL
+        raise EndpointError(f"{description!r}: {IPV6_HINT}")
     try:
         endpoint = parse(_PARSE_ONLY, text)
-    except TypeError as error:  # a part missing: the endpoint's __init__ says which
-        missing = str(error).rpartition(": ")[2]
-        raise EndpointError(f"{description!r}: missing {missing}") from None
+    except TypeError as error:  # the endpoint's __init__ says what is wrong
+        why = _parts_error(str(error))
+        if why.startswith("missing") and _unescaped_ipv6(text):
+            why = IPV6_HINT
+        raise EndpointError(f"{description!r}: {why}") from None
     except OSError as error:  # ssl: a certificate or key file
         raise EndpointError(
             f"{description!r}: {error.filename}: {error.strerror}"

@@ -117,6 +117,25 @@ class PeerId:
         return hash(self.binary)
 
 
+def require_peer_id(value: object, name: str = "peer_id") -> PeerId:
+    """``value`` if it is a :class:`PeerId`; else a ``TypeError`` at the
+    call saying what to pass.  The API takes ids parsed once, where the text
+    came in (``PeerId.from_string``): a text id that slipped through would
+    fail far from the call (in TLS's verify callback), or quietly match no
+    peer."""
+    if isinstance(value, PeerId):
+        return value
+    hint = (
+        f"PeerId.from_string({value!r})"
+        if isinstance(value, str)
+        else "PeerId.from_string('12D3KooW...')"
+    )
+    raise TypeError(
+        f"{name} must be a blueprint_net.PeerId, not {type(value).__name__}:"
+        f" pass {hint}"
+    )
+
+
 class Identity:
     """A node's own key pair.  Holds the secret; signs with the chosen backend."""
 

@@ -48,6 +48,8 @@ REFUSAL_REASONS = (
     "peer",
     "declined",
 )
+#: Why a TLS handshake failed (``_adapters/tls.handshake_failure``).
+TLS_FAILURE_REASONS = ("unexpected_peer", "refused_by_peer", "untrusted", "other")
 #: ``_policy/bans.Origin``'s values (a test keeps them equal).
 BAN_ORIGINS = ("manual", "automatic")
 #: ``_core/gossip_outputs.Fault``'s values (a test keeps them equal).
@@ -153,10 +155,21 @@ HANDSHAKE_FAILURES = Metric(
     "Handshakes that failed, by error code.",
     (Label("code", CONNECTION_CODES, doc="an error code name"),),
 )
+TLS_FAILURES = Metric(
+    "tls.failed",
+    "blueprint_tls_handshake_failures",
+    "TLS handshakes that failed, by reason (unexpected_peer: a dialed peer"
+    " presented another peer id than expected; refused_by_peer: the peer"
+    " refused this node's certificate, as a dialer expecting another id"
+    " does; untrusted: a certificate not trusted or not valid for the host;"
+    " other).",
+    (Label("reason", TLS_FAILURE_REASONS),),
+)
 CONNECTIONS_CLOSED = Metric(
     "closed",
     "blueprint_connections_closed",
-    "Verified connections closed with an error, by code.",
+    "Verified connections closed, by the code of the Error that closed them"
+    " (GOING_AWAY: a normal goodbye, either side's).",
     (Label("code", CONNECTION_CODES, doc="an error code name"),),
 )
 CONNECTIONS_REFUSED = Metric(
@@ -185,7 +198,7 @@ REQUESTS_RECEIVED = Metric(
 REQUESTS_SENT = Metric(
     "requests.out",
     "blueprint_requests_sent",
-    "Requests sent by this node, by protocol.",
+    "Requests sent by this node (with or without a response wanted), by protocol.",
     (Label("protocol", doc="named by this node's application"),),
 )
 REQUESTS_REFUSED = Metric(
@@ -246,6 +259,12 @@ DISCOVERY_DIAL_FAILURES = Metric(
     "blueprint_discovery_dial_failures",
     "Discovery dials that failed (a cancelled one is not counted).",
 )
+DISCOVERY_GIVEN_UP = Metric(
+    "discovery.given_up",
+    "blueprint_discovery_given_up",
+    "Peers discovery stopped dialing: their dials failed give_up_after times"
+    " in a row, so their records were forgotten.",
+)
 DISCOVERY_RECORDS_REFUSED = Metric(
     "discovery.records_refused",
     "blueprint_discovery_records_refused",
@@ -291,6 +310,7 @@ NODE = Index(
     [
         HANDSHAKES,
         HANDSHAKE_FAILURES,
+        TLS_FAILURES,
         CONNECTIONS_CLOSED,
         CONNECTIONS_REFUSED,
         MISBEHAVIOURS,
@@ -305,6 +325,7 @@ NODE = Index(
         GOSSIP_FAULT_CHARGES,
         DISCOVERY_DIALS,
         DISCOVERY_DIAL_FAILURES,
+        DISCOVERY_GIVEN_UP,
         DISCOVERY_RECORDS_REFUSED,
         DISCOVERY_INBOUND_TRIMMED,
         STREAM_RESETS,

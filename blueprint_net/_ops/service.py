@@ -30,6 +30,7 @@ from blueprint_net._adapters.connection_manager import ConnectionManager
 from blueprint_net._adapters.dialer import require_tls
 from blueprint_net._adapters.keeper import PeerKeeper
 from blueprint_net._adapters.node import Node
+from blueprint_net._adapters.protocol import where as address_text
 from blueprint_net._core.errors import ConfigurationError
 from blueprint_net._core.identity import PeerId
 from blueprint_net._ops.notify import notify
@@ -87,8 +88,7 @@ class ListenService(Service):
 
     def _listening(self, port: Any) -> None:
         self.port = port
-        host = port.getHost()
-        where = f"{getattr(host, 'host', host)}:{getattr(host, 'port', '')}"
+        where = address_text(port.getHost())
         if self.option == "--status":
             self._log.info("status page on http://{address}/", address=where)
         else:
@@ -218,7 +218,7 @@ class NodeService(MultiService):
     def listening(self) -> list[str]:
         """Where the node accepts peers, for the status page."""
         return [
-            f"{listener.port.getHost().host}:{listener.port.getHost().port}"
+            address_text(listener.port.getHost())
             for listener in self.listeners
             if listener.port is not None
         ]
@@ -267,7 +267,7 @@ class NodeService(MultiService):
             "node {peer_id} started: peers on {listening}; {links}",
             peer_id=str(self.node.peer_id),
             listening=", ".join(
-                f"{listener.port.getHost().host}:{listener.port.getHost().port}"
+                f"{address_text(listener.port.getHost())}"
                 f" ({transport(listener.description)})"
                 for listener in self.listeners
                 if listener.port is not None

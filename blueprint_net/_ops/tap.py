@@ -25,7 +25,7 @@ from blueprint_net._adapters.node import Node
 from blueprint_net._core.errors import KeyFileError, PlaintextRefused
 from blueprint_net._core.identity import PeerId
 from blueprint_net._core.records import check_addresses
-from blueprint_net._ops import config
+from blueprint_net._ops import config, loglevel
 from blueprint_net._ops.handlers import BUILTINS, HandlerError, load
 from blueprint_net._ops.keyfiles import load_or_create_identity
 from blueprint_net._ops.permit_file import PERMITS_FILE, PermitSources
@@ -70,6 +70,13 @@ class Options(usage.Options):
             None,
             "Permissioned mode: a file of permitted peer ids, one a line"
             " (re-read on SIGHUP).",
+        ],
+        [
+            "log-level",
+            None,
+            loglevel.DEFAULT,
+            "Log events at this level and above: " + ", ".join(loglevel.LEVELS) + ".",
+            loglevel.option,
         ],
     ] + [
         # The default is shown as typed (the help prints it); postOptions
@@ -266,6 +273,8 @@ def _refuse_self_dial(peers: list[tuple[PeerId, str]], own: PeerId) -> None:
 
 def makeService(options: dict[str, Any]) -> IService:
     from twisted.internet import reactor  # installed by twistd by now
+
+    loglevel.filter_when_logging_begins(loglevel.parse(options["log-level"]))
 
     values = {s.name: options[s.name] for s in config.SETTINGS}
     parts = config.split(values)

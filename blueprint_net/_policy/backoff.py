@@ -56,5 +56,10 @@ class Backoff:
             del self._failures[next(iter(self._failures))]
         return delay
 
+    def failures(self, key: Hashable) -> int:
+        """Failed attempts in a row for ``key`` (0 when none is held)."""
+        entry = self._failures.get(key)
+        return 0 if entry is None else entry[0]
+
     def succeeded(self, key: Hashable) -> None:
         self._failures.pop(key, None)

@@ -58,6 +58,11 @@ class DiscoverySettings:
     #: a popular node does not redial it in step; ``_policy/backoff.py``).
     backoff_initial: float = 1.0
     backoff_max: float = 300.0
+    #: A peer known by its record whose dials failed this many times in a
+    #: row (some 4 minutes of back-off) has left: its record is forgotten,
+    #: so it is neither dialed again nor passed on.  Its back-off is kept,
+    #: so the same record learned again waits the longest delay.
+    give_up_after: int = 8
     #: The bootstrap is dialed whenever fewer outbound peers than this are
     #: connected (and we are below ``target_peers``); ``None``: half the
     #: target, at least 1.  Not only with no peers at all: inbound Sybils

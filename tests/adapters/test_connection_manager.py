@@ -494,3 +494,34 @@ def test_inbound_peers_past_the_cap_are_closed_and_each_counted_once(
         assert node.counters["discovery.inbound_trimmed"] == 2
     finally:
         manager.stopService()
+
+
+def test_a_peer_whose_dials_keep_failing_is_given_up(make_node: MakeNode) -> None:
+    """Issue 23 item 9: a peer that left was redialed forever (every 300 s
+    at most).  Its dials back off (1, 2, 4... s, the one ``Backoff``), and
+    after ``give_up_after`` failures in a row its record is forgotten:
+    never dialed again, counted once."""
+    clock = task.Clock()
+    node = make_node(Identity.generate(), clock=clock)
+    dials = _stubbed(node)
+    gone = Identity.generate()
+    node.gossip.records.offer(sign_record(gone, 1, ["192.0.2.9:7010"]))
+    settings = DiscoverySettings(target_peers=1, give_up_after=4, dials_per_host=99)
+    manager = _manager(node, settings=settings)
+    manager.startService()
+    try:
+        waits: list[float] = []
+        for _ in range(4):
+            assert len(dials.made) == len(waits) + 1
+            dials.pending[-1].errback(ConnectFailed("refused"))
+            start = clock.seconds()
+            while len(dials.made) == len(waits) + 1 and clock.seconds() - start < 600:
+                clock.advance(1.0)
+            waits.append(clock.seconds() - start)
+        assert waits[:3] == [1.0, 2.0, 4.0]  # backing off, no jitter here
+        assert node.gossip.record(gone.peer_id) is None  # given up
+        assert node.counters["discovery.given_up"] == 1
+        assert node.counters["discovery.dial_failed"] == 4
+        assert len(dials.made) == 4  # and not dialed again
+    finally:
+        manager.stopService()

@@ -120,8 +120,10 @@ def test_a_wrong_peer_id_backs_off_too() -> None:
         # 7 attempts by 31.5 s, the next at 61.5 s: bob saw 7 handshakes.
         assert keeper.failures == UNREACHABLE_AFTER
         assert bob.counters["handshakes.failed.UNEXPECTED_PEER"] == 7
-        assert [e["failures"] for e in events] == [UNREACHABLE_AFTER]
-        assert "UNEXPECTED_PEER" in events[0]["error"]
+        # Said at once (issue 23 item 1), then once more as unreachable.
+        assert [e.get("failures") for e in events] == [None, UNREACHABLE_AFTER]
+        assert "wrong peer at that address" in events[0]["log_format"]
+        assert all("UNEXPECTED_PEER" in e["error"] for e in events)
         keeper.stopService()
 
 

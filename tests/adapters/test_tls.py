@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -44,6 +45,7 @@ from blueprint_net._adapters.tls import (
     PLAIN_AT_TLS_PORT,
     EndpointError,
     PeerTLS,
+    UnexpectedCertificate,
     _Certified,
     _SniffingTLSFactory,
     certificate_key,
@@ -55,7 +57,7 @@ from blueprint_net._adapters.tls import (
 from blueprint_net._adapters.tls import certificate as tls_certificate
 from blueprint_net._core import wire
 from blueprint_net._core.errors import ErrorCode, HandshakeError
-from blueprint_net._core.identity import Identity
+from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._policy.settings import Settings
 from blueprint_net.testing import MemoryNetwork
 from tests.helpers import MakeNode, RecordingHost, decode_frames, until
@@ -270,7 +272,7 @@ async def test_operator_certificates(
 
 @pytest.mark.parametrize(
     ("server", "kind"),
-    [
+    [  # wrong hostname: service_identity's DNSMismatch
         ({"name": "other.test"}, "wrong hostname"),
         ({"name": "localhost", "untrusted": True}, "untrusted CA"),
         ({"name": "localhost", "expired": True}, "expired certificate"),
@@ -291,9 +293,19 @@ async def test_operator_certificates_that_must_fail(
         make_node(bob, allow_plaintext=False),
     )
     port = await _tls_port(b, operator.server(**server))  # type: ignore[arg-type]
-    with pytest.raises(HandshakeError):
+    with pytest.raises(HandshakeError) as caught:
         await a.connect(f"tls:localhost:{port}:trustRoots={operator.trust}")
     assert a.peers == [] and b.peers == [], kind
+    # In words (issue 23 item 1), not service_identity's repr or OpenSSL's
+    # error queue, and counted.
+    words = {
+        "wrong hostname": "the peer's certificate is not valid for localhost",
+        "untrusted CA": "not signed by a CA of the trust bundle",
+        "expired certificate": "expired or not signed by a CA",
+    }[kind]
+    assert words in str(caught.value), caught.value
+    assert "[(" not in str(caught.value) and "Error(" not in str(caught.value)
+    assert a.counters["tls.failed.untrusted"] == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -527,8 +539,10 @@ async def test_a_server_without_the_alpn_id_fails_the_tls_handshake(
     try:
         with pytest.raises(HandshakeError) as caught:
             await a.connect(f"p2ptls:127.0.0.1:{port.getHost().port}", bob.peer_id)
-        # The client finds no blueprint/1 chosen and refuses the certificate.
-        assert "certificate verify failed" in str(caught.value.reason)
+        # The client finds no blueprint/1 chosen and refuses the certificate,
+        # and says so in words (OpenSSL's kept as the cause).
+        assert "certificate offering blueprint/1" in str(caught.value)
+        assert "certificate verify failed" in str(caught.value.reason.cause)  # type: ignore[union-attr]
         [refused] = accepted
         await refused.closed
         assert not refused.handshook and refused.received == b""
@@ -720,7 +734,12 @@ def test_verify_refuses_a_key_that_is_not_the_expected_peers(
     UNEXPECTED_PEER."""
     handle = _FakeHandle()
     verify = PeerTLS(alice, expected=bob.peer_id)._verify
-    assert verify(handle, _x509(tls_certificate(carol)), 18, 0, 0) is False
+    with pytest.raises(UnexpectedCertificate) as refused:
+        verify(handle, _x509(tls_certificate(carol)), 18, 0, 0)
+    assert (refused.value.expected, refused.value.presented) == (
+        bob.peer_id,
+        carol.peer_id,
+    )
     assert handle.app_data is None
     # Expecting nobody, the same certificate is fine (the handshake decides).
     assert PeerTLS(alice)._verify(handle, _x509(tls_certificate(carol)), 18, 0, 0)
@@ -782,9 +801,17 @@ async def test_the_wrong_peer_id_is_refused_by_tls_not_by_the_protocol(
     port = await _tls_port(b)
     with pytest.raises(HandshakeError) as caught:
         await a.connect(f"p2ptls:127.0.0.1:{port}", peer_id=carol.peer_id)
-    assert "certificate verify failed" in str(caught.value.reason)
+    # In words, both ids (issue 23 item 1), not OpenSSL's "certificate
+    # verify failed"; each end counts it, as a TLS failure.
+    assert str(caught.value) == (
+        f"UNEXPECTED_PEER: expected peer id {carol.peer_id}, but the peer"
+        f" presented {bob.peer_id}"
+    )
+    assert caught.value.reason.code is ErrorCode.UNEXPECTED_PEER  # type: ignore[union-attr]
     assert a.counters["handshakes.failed.UNEXPECTED_PEER"] == 0
     assert b.counters["handshakes.failed.UNEXPECTED_PEER"] == 0
+    assert a.counters["tls.failed.unexpected_peer"] == 1
+    await until(lambda: b.counters["tls.failed.refused_by_peer"] == 1)
     assert b.peers == [] and b.counters["handshakes.ok"] == 0
 
 
@@ -937,3 +964,39 @@ def test_a_nodes_certificate_is_named_after_its_peer_id(alice: Identity) -> None
         [common] = name.get_attributes_for_oid(NameOID.COMMON_NAME)
         assert common.value == str(alice.peer_id)
     assert len(made.subject) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_id_as_text_is_refused_at_the_call(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    """Issue 23 item 12: ``connect(where, peer_id="12D3KooW...")`` raised an
+    AttributeError in TLS's verify callback that reached the caller as
+    "connection lost".  Now a TypeError at the call says what to pass;
+    every call taking an id does the same."""
+    a, b = (
+        make_node(alice, allow_plaintext=False),
+        make_node(bob, allow_plaintext=False),
+    )
+    port = await _tls_port(b)
+    text = str(bob.peer_id)
+    hint = f"pass PeerId.from_string('{text}')"
+    with pytest.raises(TypeError, match=re.escape(hint)):
+        a.connect(f"p2ptls:127.0.0.1:{port}", peer_id=text)  # type: ignore[arg-type]
+    for call in (
+        lambda: a.request(text, "echo", b""),  # type: ignore[arg-type]
+        lambda: a.notify(text, "echo", b""),  # type: ignore[arg-type]
+        lambda: a.disconnect(text),  # type: ignore[arg-type]
+        lambda: a.peer(text),  # type: ignore[arg-type]
+        lambda: a.dial_record(text),  # type: ignore[arg-type]
+        lambda: a.dial_factory(text),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(TypeError, match=re.escape(hint)):
+            call()
+    with pytest.raises(
+        TypeError, match=re.escape("not bytes: pass PeerId.from_string")
+    ):
+        PeerTLS(alice, bob.peer_id.binary)  # type: ignore[arg-type]
+    # The parsed id works as it always did.
+    peer = await a.connect(f"p2ptls:127.0.0.1:{port}", peer_id=PeerId.from_string(text))
+    assert peer.peer_id == bob.peer_id

@@ -3,12 +3,15 @@ commands that need a reactor of their own run as a real process."""
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import pytest_twisted
+from twisted.internet import threads
 from twisted.internet.utils import getProcessOutputAndValue
 
 from blueprint_net._adapters.banstore import SqliteBanStore
@@ -108,7 +111,7 @@ async def test_request_and_ping_as_a_process(alice: Identity, tmp_path: Path) ->
             "--metadata",
             b"\xfe",
         )
-        assert (code, out.strip()) == (OK, "\ufffdok".encode()), err
+        assert (code, out) == (OK, b"\xffok\n"), err  # as sent, not decoded
         out, err, code = await cli("ping", endpoint, "--count", "3", "--json")
         assert code == OK, err
         assert json.loads(out)["count"] == 3
@@ -124,5 +127,66 @@ async def test_request_and_ping_as_a_process(alice: Identity, tmp_path: Path) ->
             "request", plain, "echo", "--peer-id", wrong, "--allow-plaintext"
         )
         assert code == UNREACHABLE and b"UNEXPECTED_PEER" in err
+    finally:
+        await node.stop()
+
+
+def test_status_url_without_a_scheme_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 23 item 10: ``--url 127.0.0.1:7080`` was exit 3 (unreachable)."""
+    for command in ("status", "peers"):
+        code, out, err = _run(capsys, command, "--url", "127.0.0.1:7080")
+        assert (code, out) == (USAGE, ""), err
+        assert err.count("\n") == 1 and "wants an http:// URL" in err, err
+
+
+@pytest_twisted.ensureDeferred
+async def test_payload_from_stdin_binary_replies_and_refusals(
+    alice: Identity, tmp_path: Path
+) -> None:
+    """Issue 23 item 10, as a process: a payload from standard input (``-``
+    or ``--stdin``); a reply that is not UTF-8 is written as its bytes, and
+    with ``--json`` as ``data_base64``; a refusal is one line on stderr and
+    exit 1, nothing on stdout."""
+    from blueprint_net._ops.handlers import BUILTINS
+
+    node = Node(alice, handlers=BUILTINS)
+    port = await node.listen("p2ptls:0:interface=127.0.0.1")
+    endpoint = f"p2ptls:127.0.0.1:{port.getHost().port}"  # type: ignore[attr-defined]
+    binary = bytes(range(256)) + b"\n\xff"
+
+    def cli(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [CLI, *argv],
+            input=stdin,
+            capture_output=True,
+            cwd=tmp_path,
+            env=tree_env({}),
+            timeout=60,
+            check=False,
+        )
+
+    try:
+        for argv in (["echo", "-"], ["echo", "--stdin"]):
+            done = await threads.deferToThread(
+                cli, "request", endpoint, *argv, stdin=binary
+            )
+            assert (done.returncode, done.stdout) == (OK, binary + b"\n"), done
+        done = await threads.deferToThread(
+            cli, "request", endpoint, "echo", "-", "--json", stdin=binary
+        )
+        assert json.loads(done.stdout) == {
+            "response": "protocol",
+            "data_base64": base64.b64encode(binary).decode(),
+        }
+        done = await threads.deferToThread(
+            cli, "request", endpoint, "echo", "-", "--json", stdin="é".encode()
+        )
+        assert json.loads(done.stdout) == {"response": "protocol", "data": "é"}
+        done = await threads.deferToThread(cli, "request", endpoint, "nope", "x")
+        assert (done.returncode, done.stdout) == (FAILED, b""), done
+        assert done.stderr.count(b"\n") == 1, done.stderr
+        assert b"UNKNOWN_PROTOCOL (300)" in done.stderr, done.stderr
     finally:
         await node.stop()

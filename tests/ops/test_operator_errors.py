@@ -29,7 +29,7 @@ from blueprint_net._ops.keyfiles import load_identity
 from blueprint_net._policy.bans import BanRegistry
 from blueprint_net._policy.scores import Policy, PolicySettings
 from blueprint_net._policy.settings import Settings
-from tests.helpers import free_port, send_and_read, until
+from tests.helpers import free_port, send_and_read, tree_env, until
 
 CLI = str(Path(sys.executable).with_name("blueprint-net"))
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -86,6 +86,14 @@ def _bad_inputs(tmp_path: Path, locked: Path) -> list[tuple[list[str], int, str]
         ),
         (["request", "p2ptls:127.0.0.1:1", "x", "--timeout", "0"], USAGE, "more than"),
         (["request", "tcp:127.0.0.1:1", "echo"], USAGE, "is plaintext"),
+        # Issue 23 item 6: IPv6 and parameters in words, not Python's.
+        (["request", "p2ptls:[::1]:1", "echo"], USAGE, r"p2ptls:\:\:1:7443 to dial"),
+        (["request", "p2ptls:::1:1", "echo"], USAGE, "each colon escaped"),
+        (
+            ["request", "p2ptls:127.0.0.1:1:bogus=1", "echo"],
+            USAGE,
+            "'p2ptls:127.0.0.1:1:bogus=1': unknown parameter 'bogus'",
+        ),
         (["ping", "p2ptls:127.0.0.1:1", "--count", "0"], USAGE, "--count"),
         (["status", "--url", "http://127.0.0.1:9"], UNREACHABLE, "refused"),
         (["peers", "--url", "http://127.0.0.1:9"], UNREACHABLE, "refused"),
@@ -119,6 +127,7 @@ def test_every_command_with_bad_input_is_one_line(
         code, out, err = _cli(capsys, *(["--json"] if as_json else []), *argv)
         assert (code, err.count("\n")) == (status, 1), (argv, err)
         assert message in err and "Traceback" not in err, (argv, err)
+        assert "()" not in err, (argv, err)  # no Python function speaking
         if as_json:
             assert json.loads(out) == {"error": json.loads(out)["error"], "code": code}
             assert message in json.loads(out)["error"], argv
@@ -172,7 +181,7 @@ def _run(
         timeout=timeout,
         cwd=cwd,
         check=False,
-        env=env,
+        env=tree_env(os.environ if env is None else env),  # this tree's code
     )
 
 
@@ -270,6 +279,20 @@ def test_a_port_in_use_is_one_line_naming_the_option(
         (["--status", "foo:1"], None, "--status 'foo:1': Unknown endpoint type"),
         (["--max-connections", "0"], None, "--max-connections must be at least 1"),
         (["--bogus"], None, "option --bogus not recognized"),
+        (  # issue 23 item 6
+            ["--listen", "p2ptls:7010:interface=::1"],
+            None,
+            r"'interface' is given twice, or a ':' in a value split it; an IPv6"
+            r" address is written without brackets and with each colon escaped:"
+            r" p2ptls:\:\:1:7443 to dial, p2ptls:7443:interface=\:\:1 to listen",
+        ),
+        (["--listen", "p2ptls:7010:bogus=1"], None, "unknown parameter 'bogus'"),
+        (  # issue 23 item 9
+            ["--log-level", "loud"],
+            None,
+            "--log-level wants one of debug, info, warn, error, critical, not 'loud'",
+        ),
+        ([f"--peer={PEER}@p2ptls:[::1]:7010"], None, "without brackets"),
         ([], b"[blueprint]\nno-builtins = maybe\n", "--no-builtins wants yes or no"),
         ([], b"[blueprint]\nstatus = caf\xe9\n", "not UTF-8 text (byte 0xe9"),
         ([], b"[blueprint]\nlisten = p2ptls:x\n", "--listen 'p2ptls:x'"),
@@ -288,6 +311,48 @@ def test_bad_options_are_one_line_without_the_usage_text(
         options = ["--config", "node.ini", *options]
     line = _one_line(_twistd(tmp_path, *options))
     assert line.startswith("blueprint: ") and message in line, line
+    assert "()" not in line, line  # no Python function speaking
+
+
+def test_an_ipv6_node_logs_its_addresses_ipv6_style(tmp_path: Path) -> None:
+    """Issue 23 item 6: the escaped ``\\:\\:1`` works, and the log says
+    ``[::1]:PORT``, not ``::1:PORT``."""
+    log = tmp_path / "twistd.log"
+    process = subprocess.Popen(
+        [
+            TWISTD,
+            "-n",
+            "--pidfile=",
+            f"--logfile={log}",
+            "blueprint",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--listen",
+            r"p2ptls:0:interface=\:\:1",
+            "--status",
+            r"tcp:0:interface=\:\:1",
+        ],
+        cwd=tmp_path,
+        env=tree_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (log.exists() and "started: peers on" in log.read_text()):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the node never started"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+        assert process.stderr is not None
+        process.stderr.close()
+    text = log.read_text()
+    assert re.search(r"started: peers on \[::1\]:\d+ \(TLS, p2ptls\)", text), text
+    assert re.search(r"status page on http://\[::1\]:\d+/", text), text
+    assert re.search(r"listening for peers on \[::1\]:\d+ ", text), text
 
 
 # -- logs: serialisable, and what an operator needs ---------------------------
@@ -322,7 +387,9 @@ def test_json_logs_of_a_real_node(tmp_path: Path) -> None:
     (tmp_path / "jsonlogger.py").write_text(_JSON_LOGGER)
     log = tmp_path / "node.json"
     peer_port, status_port = free_port(), free_port()
-    environment = {**os.environ, "PYTHONPATH": str(tmp_path), "JSON_LOG": str(log)}
+    environment = tree_env(
+        {**os.environ, "PYTHONPATH": str(tmp_path), "JSON_LOG": str(log)}
+    )
     process = subprocess.Popen(
         [
             TWISTD,

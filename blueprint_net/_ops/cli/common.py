@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import os
+import urllib.parse
 from typing import Any, Callable
 
 from blueprint_net._adapters import tls
@@ -55,6 +56,18 @@ def raw_bytes(text: str) -> bytes:
     """An argparse ``type``: the argument's bytes exactly as the shell gave
     them (a payload may be any bytes, UTF-8 or not)."""
     return os.fsencode(text)
+
+
+def status_url(text: str) -> str:
+    """An argparse ``type``: an http(s) URL with a host (``127.0.0.1:7080``
+    alone is a usage error, not an unreachable node)."""
+    utf8(text)
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(
+            f"wants an http:// URL such as {DEFAULT_STATUS_URL}, not {text!r}"
+        )
+    return text
 
 
 def client_endpoint(text: str) -> str:

@@ -10,6 +10,9 @@ import json
 import sys
 from typing import Any, Callable, NoReturn, Optional
 
+from twisted.logger import LogLevel, globalLogBeginner, textFileLogObserver
+
+from blueprint_net._ops import loglevel
 from blueprint_net._ops.cli.access import allow, ban, disallow, list_bans, unban
 from blueprint_net._ops.cli.common import (
     BAD_FILE,
@@ -22,6 +25,7 @@ from blueprint_net._ops.cli.common import (
     peer_id,
     ping_count,
     raw_bytes,
+    status_url,
     timeout,
     utf8,
 )
@@ -51,6 +55,12 @@ def parser() -> argparse.ArgumentParser:
         "3 node unreachable or handshake failed, 4 bad local file.",
     )
     top.add_argument("--json", action="store_true", help="print JSON")
+    top.add_argument(
+        "--log-level",
+        type=_log_level,
+        help="show the command's own node's log on stderr, at this level and"
+        f" above ({', '.join(loglevel.LEVELS)}) [none]",
+    )
     top.add_argument("--version", action="version", version=version_line())
     commands = top.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
@@ -101,7 +111,18 @@ def parser() -> argparse.ArgumentParser:
         )
         if name == "request":
             sub.add_argument("protocol", type=utf8)
-            sub.add_argument("payload", nargs="?", type=raw_bytes, default=b"")
+            sub.add_argument(
+                "payload",
+                nargs="?",
+                type=raw_bytes,
+                default=b"",
+                help="the request's bytes; - reads them from standard input",
+            )
+            sub.add_argument(
+                "--stdin",
+                action="store_true",
+                help="read the payload from standard input (as PAYLOAD -)",
+            )
             sub.add_argument("--metadata", type=raw_bytes)
         else:
             sub.add_argument("--count", type=ping_count, default=5, help="pings [5]")
@@ -112,7 +133,10 @@ def parser() -> argparse.ArgumentParser:
     ):
         sub = command(name, handler, help)
         sub.add_argument(
-            "--url", default=DEFAULT_STATUS_URL, help=f"[{DEFAULT_STATUS_URL}]"
+            "--url",
+            type=status_url,
+            default=DEFAULT_STATUS_URL,
+            help=f"the node's status page [{DEFAULT_STATUS_URL}]",
         )
 
     for name, handler, help in (
@@ -149,10 +173,23 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _log_level(text: str) -> LogLevel:
+    try:
+        return loglevel.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv: Optional[list[str]] = None) -> NoReturn:
     arguments = sys.argv[1:] if argv is None else argv
     _Parser.json = "--json" in arguments
     args = parser().parse_args(arguments)
+    if args.log_level is not None:
+        observer = textFileLogObserver(sys.stderr)
+        globalLogBeginner.beginLoggingTo(
+            [loglevel.filtered(observer, args.log_level)],
+            redirectStandardIO=False,
+        )
     try:
         status_code = args.handler(args)
     except CommandFailed as failure:

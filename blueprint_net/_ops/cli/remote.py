@@ -9,7 +9,9 @@ handshakes, and is bounded by ``--timeout`` as a whole.
 from __future__ import annotations
 
 import argparse
+import base64
 import statistics
+import sys
 import time
 from typing import Any, Callable, Optional
 
@@ -112,8 +114,12 @@ async def _connected(reactor: Any, args: argparse.Namespace) -> tuple[Node, Peer
 
 def request(args: argparse.Namespace) -> int:
     args.settings = _settings(args)
+    if args.payload == b"-" or args.stdin:  # the payload from standard input
+        if args.stdin and args.payload:
+            raise CommandFailed(USAGE, "a PAYLOAD and --stdin: give one")
+        args.payload = sys.stdin.buffer.read()
 
-    async def work(reactor: Any) -> tuple[str, Optional[bytes], int, str]:
+    async def work(reactor: Any) -> tuple[str, Optional[bytes], str]:
         node, peer_id = await _connected(reactor, args)
         try:
             reply = await node.request(
@@ -123,25 +129,39 @@ def request(args: argparse.Namespace) -> int:
                 args.metadata,
             )
             kind = "success" if isinstance(reply, wire.SuccessResponse) else "protocol"
-            return kind, reply.data, 0, ""
+            return kind, reply.data, ""
         except RemoteError as error:
-            return "error", None, error.code, str(error)
+            return "error", None, str(error)
         except RequestFailed as error:
-            return "failed", None, 0, str(error)
+            return "failed", None, str(error)
         finally:
             await node.stop()
 
-    kind, data, code, message = _run(work, args.timeout)
-    text = data.decode("utf-8", "replace") if data is not None else ""
-    if kind in ("success", "protocol"):
-        emit(
-            args,
-            {"response": kind, "data": text},
-            text if data is not None else "(no data)",
-        )
-        return OK
-    emit(args, {"response": kind, "code": code, "message": message}, message)
-    return FAILED
+    kind, data, message = _run(work, args.timeout)
+    if kind not in ("success", "protocol"):
+        # A refusal is an error: one line on stderr (JSON on stdout with
+        # --json), never the reply's place on stdout.
+        raise CommandFailed(FAILED, message)
+    if args.json:
+        emit(args, {"response": kind, **reply_json(data)}, "")
+    elif data is None:
+        print("(no data)")
+    else:  # the reply's bytes as sent, then a newline
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data + b"\n")
+        sys.stdout.buffer.flush()
+    return OK
+
+
+def reply_json(data: Optional[bytes]) -> dict[str, Any]:
+    """A reply's data for ``--json``: ``data`` as text when it is UTF-8,
+    else ``data_base64`` (never decoded lossily); nothing without data."""
+    if data is None:
+        return {}
+    try:
+        return {"data": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"data_base64": base64.b64encode(data).decode("ascii")}
 
 
 def ping(args: argparse.Namespace) -> int:

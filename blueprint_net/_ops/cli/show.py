@@ -44,11 +44,23 @@ def status(args: argparse.Namespace) -> int:
         "links     "
         + ("plaintext allowed" if data.get("allow_plaintext") else "TLS only"),
         f"peers     {len(data['peers'])}",
+        *(f"  {p['peer_id']}  {p['address']}  {p['direction']}" for p in data["peers"]),
+        f"kept      {len(data.get('kept_peers', []))}",
+        *(_kept_line(k) for k in data.get("kept_peers", [])),
         f"bans      {data['bans']}",
         *(f"  {name:<40} {value}" for name, value in data["counters"].items()),
     ]
     emit(args, data, "\n".join(lines))
     return OK
+
+
+def _kept_line(kept: dict[str, Any]) -> str:
+    """One ``--peer`` the node keeps connected: where, its state, and why
+    the last dial failed while it is not connected."""
+    line = f"  {kept['peer_id']}  {kept['address']}  {kept['state']}"
+    if kept["state"] != "connected" and kept.get("failures"):
+        line += f", {kept['failures']} failed dials: {kept['last_error']}"
+    return line
 
 
 def peers(args: argparse.Namespace) -> int:
