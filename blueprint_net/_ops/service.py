@@ -30,12 +30,12 @@ from blueprint_net._adapters.connection_manager import ConnectionManager
 from blueprint_net._adapters.dialer import require_tls
 from blueprint_net._adapters.keeper import PeerKeeper
 from blueprint_net._adapters.node import Node
-from blueprint_net._adapters.protocol import where as address_text
 from blueprint_net._core.errors import ConfigurationError
 from blueprint_net._core.identity import PeerId
 from blueprint_net._ops.notify import notify
 from blueprint_net._ops.permit_file import PermitSources
 from blueprint_net._ops.status import StatusPage, StatusSite
+from blueprint_net._policy.addresses import where as address_text
 from blueprint_net._policy.discovery import DEFAULTS as DISCOVERY
 from blueprint_net._policy.discovery import DiscoverySettings
 
