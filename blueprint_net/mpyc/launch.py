@@ -127,8 +127,8 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument(
         "--listen",
         metavar="HOST:PORT",
-        help="where this party accepts TLS links (default with -M: 127.0.0.1"
-        " and a port the kernel picks)",
+        help="where this party accepts TLS links (default: its own --party"
+        " address; with -M: 127.0.0.1 and a port the kernel picks)",
     )
     parse.add_argument(
         "--party",
@@ -324,7 +324,8 @@ def _listed(
         raise UsageError(f"this party's peer id {identity.peer_id} is not in --party")
     index = ids.index(identity.peer_id)
     own = members[index]
-    listen = options.listen or f"{'::' if ':' in own.host else '0.0.0.0'}:{own.port}"
+    # By default, exactly the address the others dial.
+    listen = options.listen or f"[{own.host}]:{own.port}"
     args = [*args, "-M", str(len(members)), "-I", str(index)]
     sys.argv = [program, *args]
     party = Party(identity, listen)

@@ -1,0 +1,183 @@
+"""An unchanged MPyC program over blueprint-net gives MPyC's own output.
+
+Each run is a process group of its own (MPyC's ``-M 3`` leaves its parties
+running after party 0 exits; ours waits for them), bounded by a timeout
+and killed by its group id when the test ends.  Only loopback is used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, closing, suppress
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.helpers import ROOT, tree_env
+
+pytest.importorskip("mpyc", reason="MPyC is in the test extras (Python 3.10+)")
+
+HELLO = ROOT / "examples" / "mpyc" / "helloworld.py"
+#: Bound of one run of three parties (they take about 2 s on a quiet machine).
+RUN_TIMEOUT = 90.0
+#: MPyC's log line prefix (a time stamp) and the figures that vary per run.
+STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", re.MULTILINE)
+FIGURES = re.compile(r"elapsed time: \S+\|bytes sent: \d+")
+PEER_ID = r"12D3KooW[1-9A-HJ-NP-Za-km-z]+"
+
+Run = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def normalized(output: str) -> str:
+    """Stdout without time stamps, elapsed time and byte count."""
+    return FIGURES.sub("elapsed time: T|bytes sent: N", STAMP.sub("", output))
+
+
+@pytest.fixture
+def run() -> Iterator[Run]:
+    """``run(*argv, cwd=...)``: one bounded run in a process group of its
+    own; every group started is killed when the test ends."""
+    groups: list[int] = []
+
+    def start(
+        *argv: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        process = subprocess.Popen(
+            [sys.executable, *argv],
+            cwd=cwd,
+            env=env if env is not None else tree_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        groups.append(process.pid)
+        try:
+            out, err = process.communicate(timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _kill(process.pid)
+            out, err = process.communicate()
+            pytest.fail(f"{argv} did not end in {RUN_TIMEOUT:g} s:\n{out}\n{err}")
+        return subprocess.CompletedProcess(argv, process.returncode, out, err)
+
+    yield start
+    for group in groups:
+        _kill(group)
+
+
+def _kill(group: int) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+
+
+def free_base_port(count: int) -> int:
+    """A port b with b..b+count-1 free on 127.0.0.1 just now (MPyC's own
+    transport listens on b+i for party i)."""
+    for _ in range(50):
+        with closing(socket.socket()) as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count > 65535:
+            continue
+        with ExitStack() as stack:
+            try:
+                for port in range(base, base + count):
+                    sock = stack.enter_context(closing(socket.socket()))
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return base
+    raise AssertionError("no free port range on 127.0.0.1")
+
+
+@pytest.mark.timeout(4 * RUN_TIMEOUT)
+def test_helloworld_over_blueprint_net_prints_what_mpyc_prints(
+    run: Run, tmp_path: Path
+) -> None:
+    base = str(free_base_port(3))
+    # MPyC's parties listen on localhost (loopback) from port -B onwards.
+    own = run(str(HELLO), "-M3", "-B", base, cwd=tmp_path)
+    ours = run("-m", "blueprint_net.mpyc", str(HELLO), "-M3")
+
+    assert own.returncode == 0, own.stderr
+    assert ours.returncode == 0, ours.stderr
+    assert "Hello world!Hello world!Hello world!\n" in own.stdout
+    assert normalized(ours.stdout) == normalized(own.stdout)
+    # ...and it went over blueprint-net: party 0's identity and TLS address.
+    assert re.search(
+        rf"party 0 of 3 is {PEER_ID}@127\.0\.0\.1:\d+ \(TLS\)", ours.stderr
+    )
+
+
+def _members(tmp_path: Path, count: int) -> tuple[list[Path], list[str]]:
+    from blueprint_net._ops.keyfiles import load_or_create_identity
+
+    keys = [tmp_path / f"party{i}.key" for i in range(count)]
+    ids = [str(load_or_create_identity(key).peer_id) for key in keys]
+    return keys, ids
+
+
+@pytest.mark.timeout(2 * RUN_TIMEOUT)
+def test_parties_named_by_peer_id_and_address_run_the_program(
+    tmp_path: Path,
+) -> None:
+    """The form for several machines, here all on 127.0.0.1: the same
+    --party list everywhere, each party its own key file."""
+    keys, ids = _members(tmp_path, 3)
+    base = free_base_port(3)
+    listed: Sequence[str] = [
+        arg
+        for i, peer in enumerate(ids)
+        for arg in ("--party", f"{peer}@127.0.0.1:{base + i}")
+    ]
+    processes = []
+    try:
+        for key in keys:
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        *("-m", "blueprint_net.mpyc", "--key", str(key)),
+                        *listed,
+                        str(HELLO),
+                    ],
+                    cwd=ROOT,
+                    env=tree_env(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    start_new_session=True,
+                )
+            )
+        outputs = [p.communicate(timeout=RUN_TIMEOUT) for p in processes]
+    finally:
+        for process in processes:
+            _kill(process.pid)
+    for i, (process, (out, err)) in enumerate(zip(processes, outputs)):
+        assert process.returncode == 0, err
+        assert "Hello world!Hello world!Hello world!\n" in out
+        assert f"party {i} of 3 is {ids[i]}@" in err
+
+
+def test_a_party_list_without_this_party_is_one_line(run: Run, tmp_path: Path) -> None:
+    keys, ids = _members(tmp_path, 3)
+    result = run(
+        "-m",
+        "blueprint_net.mpyc",
+        *("--key", str(keys[0])),
+        *("--party", f"{ids[1]}@127.0.0.1:1", "--party", f"{ids[2]}@127.0.0.1:2"),
+        str(HELLO),
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"blueprint_net.mpyc: this party's peer id {ids[0]} is not in --party\n"
+    )
