@@ -10,6 +10,7 @@ the tree.
 from __future__ import annotations
 
 from blueprint_net._adapters.banstore import BanDatabaseError
+from blueprint_net._adapters.streams import StreamReset
 from blueprint_net._core.errors import (
     BlueprintError,
     ConfigurationError,
@@ -48,5 +49,6 @@ __all__ = [
     "RequestFailed",
     "RequestTimeout",
     "SendQueueFull",
+    "StreamReset",
     "WireError",
 ]
