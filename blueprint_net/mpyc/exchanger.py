@@ -2,8 +2,8 @@
 
 Layer: surface (an optional integration; imports MPyC, which has no types).
 
-In: an MPyC ``Runtime``, a node with ``stream(peer_id, name, on_message,
-on_reset)`` and the parties' peer ids in MPyC's index order.  Out: the
+In: an MPyC ``Runtime``, a :class:`~blueprint_net.node.Node` (its durable
+streams, ``Node.stream``) and the parties' peer ids in MPyC's index order.  Out: the
 runtime's ``start`` replaced (:func:`install`), so that ``await mpc.start()``
 opens one stream per peer instead of MPyC's TCP connections, and each
 ``Party.protocol`` is a :class:`StreamExchanger`.
@@ -37,12 +37,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Optional
 
 from mpyc import asyncoro
 from twisted.internet import defer
 
-from blueprint_net._core.identity import PeerId
+from blueprint_net import PeerId
+from blueprint_net.node import Node
 
 #: The last message each way (MPyC closes its TCP connection there).
 BYE = b"bye"
@@ -55,28 +56,6 @@ PART_SIZE = 256 * 1024
 PC_SIZE = 8
 #: Application reset code for a peer that broke this framing.
 RESET_BAD_FRAMING = 1000
-
-
-class Stream(Protocol):
-    """What :class:`StreamExchanger` uses of a durable stream."""
-
-    def send(self, payload: bytes) -> bool: ...
-
-    def wait_for_room(self) -> defer.Deferred[None]: ...
-
-    def reset(self, code: int = ...) -> None: ...
-
-
-class StreamNode(Protocol):
-    """What :func:`install` uses of a node."""
-
-    def stream(
-        self,
-        peer_id: PeerId,
-        name: bytes,
-        on_message: Callable[[bytes], object],
-        on_reset: Optional[Callable[[Exception], object]] = None,
-    ) -> Stream: ...
 
 
 def session_digest(parties: Sequence[PeerId]) -> bytes:
@@ -104,7 +83,7 @@ class StreamExchanger(asyncoro.MessageExchanger):  # type: ignore[misc]
         self,
         runtime: Any,
         peer_pid: int,
-        node: StreamNode,
+        node: Node,
         peer_id: PeerId,
         name: bytes,
     ) -> None:
@@ -239,7 +218,7 @@ class StreamExchanger(asyncoro.MessageExchanger):  # type: ignore[misc]
         self.stream.reset(RESET_BAD_FRAMING)
         self._reset(error)
 
-    def _reset(self, error: Exception) -> None:
+    def _reset(self, error: Exception) -> None:  # on_reset: a StreamReset
         """The stream ended: fine after the goodbye, else the MPC fails
         (MPyC's ``connection_lost`` raises; a run must not hang)."""
         if self._bye_received or self._error is not None:
@@ -258,7 +237,7 @@ class StreamExchanger(asyncoro.MessageExchanger):  # type: ignore[misc]
             own.set_exception(error)
 
 
-def install(runtime: Any, node: StreamNode, parties: Sequence[PeerId]) -> None:
+def install(runtime: Any, node: Node, parties: Sequence[PeerId]) -> None:
     """Make ``runtime.start()`` connect the parties over ``node``'s streams.
 
     ``parties[i]`` is the peer id of MPyC party ``i`` (``runtime.pid`` is

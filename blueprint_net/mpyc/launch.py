@@ -255,7 +255,7 @@ class Party:
     ) -> int:
         """Link to the others, run the program as MPyC party ``index``."""
         from blueprint_net._adapters.keeper import PeerKeeper
-        from blueprint_net.mpyc.exchanger import StreamNode, install
+        from blueprint_net.mpyc.exchanger import install
 
         ids = [member.peer_id for member in members]
         self.node.set_permitted([i for i in ids if i != self.identity.peer_id])
@@ -271,8 +271,7 @@ class Party:
         runtime = mpyc.runtime.mpc
         if runtime.pid != index or len(runtime.parties) != len(members):
             raise UsageError("MPyC's runtime did not take the party list")
-        node: StreamNode = self.node  # type: ignore[assignment]
-        install(runtime, node, ids)
+        install(runtime, self.node, ids)
         code = _run_program(program, args, set_argv=False)
         self.stop()
         return code
