@@ -62,7 +62,8 @@ async def test_every_message_arrives_once_in_order_across_aborted_connections(
 
     sending = defer.ensureDeferred(send_all())
     for cut in range(1, cuts + 1):
-        await until(lambda cut=cut: len(received) >= cut * total // (cuts + 2))
+        goal = cut * total // (cuts + 2)
+        await until(lambda goal=goal: len(received) >= goal)  # type: ignore[misc]
         await abort(a, b)
         await link(*((a, b) if cut % 2 else (b, a)))
     await sending
