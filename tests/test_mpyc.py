@@ -181,3 +181,57 @@ def test_a_party_list_without_this_party_is_one_line(run: Run, tmp_path: Path) -
     assert result.stderr == (
         f"blueprint_net.mpyc: this party's peer id {ids[0]} is not in --party\n"
     )
+
+
+#: An MPyC program whose messages are larger than one stream message
+#: (exchanger.PART_SIZE) and than the default stream window (1 MiB): each
+#: party sends every party 1,500,000 bytes.
+LARGE = """\
+from mpyc.runtime import mpc
+
+
+async def main():
+    await mpc.start()
+    got = await mpc.transfer(bytes([mpc.pid]) * 1_500_000)
+    print([(len(x), x[0], x == bytes([x[0]]) * 1_500_000) for x in got])
+    await mpc.shutdown()
+
+mpc.run(main())
+"""
+
+#: Party 1 dies after the parties are connected, without a word to the
+#: others (its streams are not reset); party 0 then waits for its message.
+FAILING = """\
+import os
+from mpyc.runtime import mpc
+
+
+async def main():
+    await mpc.start()
+    if mpc.pid == 1:
+        os._exit(3)
+    print(await mpc.transfer(mpc.pid))
+    await mpc.shutdown()
+
+mpc.run(main())
+"""
+
+
+@pytest.mark.timeout(2 * RUN_TIMEOUT)
+def test_a_message_larger_than_a_stream_message_arrives_whole(
+    run: Run, tmp_path: Path
+) -> None:
+    program = tmp_path / "large.py"
+    program.write_text(LARGE)
+    result = run("-m", "blueprint_net.mpyc", str(program), "-M2", "--no-log")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[(1500000, 0, True), (1500000, 1, True)]\n"
+
+
+@pytest.mark.timeout(2 * RUN_TIMEOUT)
+def test_a_party_that_fails_ends_the_run_naming_it(run: Run, tmp_path: Path) -> None:
+    program = tmp_path / "failing.py"
+    program.write_text(FAILING)
+    result = run("-m", "blueprint_net.mpyc", str(program), "-M3", "--no-log")
+    assert result.returncode == 1
+    assert "blueprint_net.mpyc: party 1 failed (status 3); stopping\n" in result.stderr

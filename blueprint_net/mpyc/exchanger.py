@@ -43,6 +43,7 @@ from mpyc import asyncoro
 from twisted.internet import defer
 
 from blueprint_net import PeerId
+from blueprint_net.errors import StreamReset
 from blueprint_net.node import Node
 
 #: The last message each way (MPyC closes its TCP connection there).
@@ -223,11 +224,14 @@ class StreamExchanger(asyncoro.MessageExchanger):  # type: ignore[misc]
         (MPyC's ``connection_lost`` raises; a run must not hang)."""
         if self._bye_received or self._error is not None:
             return
+        # Our own node stopping ends every stream: not news.
+        quiet = isinstance(error, StreamReset) and not error.by_peer
         if not isinstance(error, ConnectionError):
             text = f"the stream to party {self.peer_pid} ({self.peer_id}) ended"
             error = ConnectionError(f"{text}: {error}")
         self._error = error
-        logging.error(str(error))
+        if not quiet:
+            logging.error(str(error))
         for pc, waiting in list(self.buffers.items()):
             if isinstance(waiting, asyncio.Future) and not waiting.done():
                 del self.buffers[pc]

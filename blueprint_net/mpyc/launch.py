@@ -36,6 +36,7 @@ import runpy
 import selectors
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -389,6 +390,7 @@ def _coordinate(
             to_child_file.write(roster)
             to_child_file.flush()
         _announce(party, 0, m)
+        _watch(party, children)
         code = party.run(members, 0, program, [*args, "-I", "0"])
         return _reap(children, code)
     finally:
@@ -441,6 +443,35 @@ def _hellos(
                     )
                 found[i] = parse_member(json.loads(line)["member"])
     return [found[i] for i in sorted(found)]
+
+
+def _watch(
+    party: Party,
+    children: Sequence[tuple[subprocess.Popen[bytes], IO[bytes], IO[bytes]]],
+) -> None:
+    """End the run at once when another party fails (exits with a status
+    other than 0) while this one runs: the rest would wait for it for ever.
+    (A party that ends well may end first: its last step is an answer.)"""
+
+    def failed(i: int, status: int) -> None:
+        print(
+            f"blueprint_net.mpyc: party {i} failed (status {status}); stopping",
+            file=sys.stderr,
+            flush=True,
+        )
+        for child, _, _ in children:
+            if child.poll() is None:
+                child.kill()
+        sys.stdout.flush()
+        os._exit(1)
+
+    def wait(i: int, child: subprocess.Popen[bytes]) -> None:
+        status = child.wait()
+        if status:
+            party.loop.call_soon_threadsafe(failed, i, status)
+
+    for i, (child, _, _) in enumerate(children, 1):
+        threading.Thread(target=wait, args=(i, child), daemon=True).start()
 
 
 def _reap(
