@@ -45,6 +45,7 @@ from twisted.internet import defer
 from blueprint_net import PeerId
 from blueprint_net.errors import StreamReset
 from blueprint_net.node import Node
+from blueprint_net.streams import ResetCode
 
 #: The last message each way (MPyC closes its TCP connection there).
 BYE = b"bye"
@@ -220,25 +221,35 @@ class StreamExchanger(asyncoro.MessageExchanger):  # type: ignore[misc]
         self._reset(error)
 
     def _reset(self, error: Exception) -> None:  # on_reset: a StreamReset
-        """The stream ended: fine after the goodbye, else the MPC fails
-        (MPyC's ``connection_lost`` raises; a run must not hang)."""
+        """The stream ended: fine after the goodbye; else what waits for
+        the peer fails (a run must not hang), and later sends and receives
+        fail too.
+
+        Said in the log unless nothing was waiting and the end was a close
+        (``CANCELLED``: our node stopping, or the peer's after its program
+        ended without ``mpc.shutdown()``), as MPyC's ``connection_lost`` is
+        quiet about a TCP close.
+        """
         if self._bye_received or self._error is not None:
             return
-        # Our own node stopping ends every stream: not news.
-        quiet = isinstance(error, StreamReset) and not error.by_peer
+        closed = isinstance(error, StreamReset) and error.code == ResetCode.CANCELLED
         if not isinstance(error, ConnectionError):
             text = f"the stream to party {self.peer_pid} ({self.peer_id}) ended"
             error = ConnectionError(f"{text}: {error}")
         self._error = error
-        if not quiet:
-            logging.error(str(error))
-        for pc, waiting in list(self.buffers.items()):
-            if isinstance(waiting, asyncio.Future) and not waiting.done():
-                del self.buffers[pc]
-                waiting.set_exception(error)
+        waiting = [
+            pc
+            for pc, item in self.buffers.items()
+            if isinstance(item, asyncio.Future) and not item.done()
+        ]
+        for pc in waiting:
+            self.buffers.pop(pc).set_exception(error)
         own = self.runtime.parties[self.runtime.pid].protocol
         if isinstance(own, asyncio.Future) and not own.done():
+            waiting.append(self.peer_pid)
             own.set_exception(error)
+        if waiting or not closed:
+            logging.error(str(error))
 
 
 def install(runtime: Any, node: Node, parties: Sequence[PeerId]) -> None:
