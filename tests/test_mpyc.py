@@ -235,3 +235,33 @@ def test_a_party_that_fails_ends_the_run_naming_it(run: Run, tmp_path: Path) -> 
     result = run("-m", "blueprint_net.mpyc", str(program), "-M3", "--no-log")
     assert result.returncode == 1
     assert "blueprint_net.mpyc: party 1 failed (status 3); stopping\n" in result.stderr
+
+
+#: Two start/shutdown rounds (each start has its own streams), and party 1
+#: late to the first: what the others send it meanwhile waits for it.
+TWICE = """\
+import time
+from mpyc.runtime import mpc
+
+if mpc.pid == 1:
+    time.sleep(1)
+for round in range(2):
+    mpc.run(mpc.start())
+    print(round, mpc.run(mpc.transfer(mpc.pid * 10 + round)))
+    mpc.run(mpc.shutdown())
+"""
+
+
+@pytest.mark.timeout(3 * RUN_TIMEOUT)
+def test_a_program_that_starts_twice_prints_what_mpyc_prints(
+    run: Run, tmp_path: Path
+) -> None:
+    program = tmp_path / "twice.py"
+    program.write_text(TWICE)
+    base = str(free_base_port(3))
+    own = run(str(program), "-M3", "-B", base, "--no-log", cwd=tmp_path)
+    ours = run("-m", "blueprint_net.mpyc", str(program), "-M3", "--no-log")
+    assert own.returncode == 0, own.stderr
+    assert ours.returncode == 0, ours.stderr
+    assert own.stdout == "0 [0, 10, 20]\n1 [1, 11, 21]\n"
+    assert ours.stdout == own.stdout

@@ -95,16 +95,32 @@ class StreamExchanger(asyncoro.MessageExchanger):  # type: ignore[misc]
         #: ``send`` cannot wait; an asyncio transport buffers the same way).
         self._waiting: deque[bytes] = deque()
         self._room: Optional[defer.Deferred[None]] = None
+        #: The peer's hello, once it came (it may come before ``begin``).
         self._hello: Optional[bytes] = None
+        self._begun = False
         self._parts_left = 0
         self._parts: list[bytes] = []
         self._bye_sent = self._bye_received = False
         self._error: Optional[Exception] = None
         self.stream = node.stream(peer_id, name, self._message, self._reset)
+
+    def begin(self) -> None:
+        """Send our hello; register the peer once its hello is here.
+
+        Separate from opening the stream: the stream is claimed early (so
+        that a peer that starts first is not held as unclaimed), while the
+        PRSS keys are the ones of ``mpc.start()`` time (a program may set
+        ``mpc.threshold`` before it, which makes new keys).
+        """
+        self._begun = True
+        if self._error is not None:
+            return
         keys: list[bytes] = []
-        if not runtime.options.no_prss:
-            keys = runtime._prss_keys_to_peer(peer_pid)
+        if not self.runtime.options.no_prss:
+            keys = self.runtime._prss_keys_to_peer(self.peer_pid)
         self._put(b"".join(keys))
+        if self._hello is not None:
+            self._take_hello(self._hello)
 
     # -- what MPyC's runtime calls ----------------------------------------
 
@@ -166,7 +182,9 @@ class StreamExchanger(asyncoro.MessageExchanger):  # type: ignore[misc]
 
     def _message(self, message: bytes) -> None:
         if self._hello is None:
-            self._take_hello(message)
+            self._hello = message
+            if self._begun:
+                self._take_hello(message)
         elif self._parts_left:
             self._parts.append(message)
             self._parts_left -= 1
@@ -193,7 +211,6 @@ class StreamExchanger(asyncoro.MessageExchanger):  # type: ignore[misc]
                 )
                 return
             runtime._prss_keys_from_peer(self.peer_pid, keys)
-        self._hello = keys
         runtime.set_protocol(self.peer_pid, self)
 
     def _deliver(self, message: bytes) -> None:
@@ -245,7 +262,8 @@ class StreamExchanger(asyncoro.MessageExchanger):  # type: ignore[misc]
         for pc in waiting:
             self.buffers.pop(pc).set_exception(error)
         own = self.runtime.parties[self.runtime.pid].protocol
-        if isinstance(own, asyncio.Future) and not own.done():
+        # (A stream opened ahead for the next start has no say in this one.)
+        if self._begun and isinstance(own, asyncio.Future) and not own.done():
             waiting.append(self.peer_pid)
             own.set_exception(error)
         if waiting or not closed:
@@ -257,31 +275,44 @@ def install(runtime: Any, node: Node, parties: Sequence[PeerId]) -> None:
 
     ``parties[i]`` is the peer id of MPyC party ``i`` (``runtime.pid`` is
     ours).  Only this runtime object changes; links to the peers are the
-    caller's (a stream does not dial).
+    caller's (a stream does not dial).  The streams of the next
+    ``mpc.start()`` are opened ahead (now, and at each start), so that
+    what a faster party sends before this one's program gets there waits
+    in the exchangers, not as unclaimed streams with a timeout.
     """
     generation = 0
+
+    def open_next() -> list[StreamExchanger]:
+        name = stream_name(parties, generation + 1)
+        return [
+            StreamExchanger(runtime, peer.pid, node, parties[peer.pid], name)
+            for peer in runtime.parties
+            if peer.pid != runtime.pid
+        ]
+
+    m = len(runtime.parties)
+    if m != len(parties):
+        raise ValueError(f"{m} MPyC parties but {len(parties)} peer ids")
+    ahead = open_next() if m > 1 else []
 
     async def start() -> None:
         # Runtime.start's contract: log, set every Party.protocol, resolve
         # our own Party's Future once every peer is there, set start_time.
-        nonlocal generation
+        nonlocal generation, ahead
         logging.info(f"Start MPyC runtime v{runtime.version}")
-        m = len(runtime.parties)
         if m == 1:
             runtime.start_time = time.time()
             return
-        if m != len(parties):
-            raise ValueError(f"{m} MPyC parties but {len(parties)} peer ids")
         loop = runtime._loop
         for peer in runtime.parties:
             peer.protocol = (
                 asyncio.Future(loop=loop) if peer.pid == runtime.pid else None
             )
+        exchangers = ahead
         generation += 1
-        name = stream_name(parties, generation)
-        for peer in runtime.parties:
-            if peer.pid != runtime.pid:
-                StreamExchanger(runtime, peer.pid, node, parties[peer.pid], name)
+        ahead = open_next()
+        for exchanger in exchangers:
+            exchanger.begin()
         await runtime.parties[runtime.pid].protocol
         logging.info(f"All {m} parties connected.")
         runtime.start_time = time.time()
