@@ -170,6 +170,9 @@ class StreamExchanger(asyncoro.MessageExchanger):  # type: ignore[misc]
 
     def _drain(self, _: object) -> None:
         self._room = None
+        if self._error is not None:  # the stream ended: nothing will go
+            self._waiting.clear()
+            return
         while self._waiting:
             if not self.stream.send(self._waiting[0]):
                 self._wait()
