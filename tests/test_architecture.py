@@ -478,7 +478,7 @@ REEXPORTS = (
 )
 PUBLIC = ("blueprint_net", *REEXPORTS, "blueprint_net.testing")
 #: Public modules that are programs, not API (``python -m blueprint_net.demo``).
-PROGRAMS = ("blueprint_net.demo",)
+PROGRAMS = ("blueprint_net.demo", "blueprint_net.mpyc")
 
 
 def test_importing_the_package_installs_no_reactor() -> None:
