@@ -907,3 +907,277 @@ def test_a_pipe_that_drops_connections_loses_duplicates_and_reorders_nothing(
     assert cuts >= 3
     assert got == sent  # nothing lost, nothing twice, nothing out of order
     assert a.buffered_bytes == b.buffered_bytes == 0
+
+
+# -- exact numbers and messages -------------------------------------------------
+
+
+def frames(machine: PeerStreams) -> list[w.StreamMessage]:
+    return [w.decode(f[4:]) for f in machine.data_to_send()]
+
+
+def test_a_fresh_machine_assumes_its_own_settings_until_the_peers_hello() -> None:
+    """The numbers the node keeps of a peer (the adapter remembers them)
+    start from our settings and zero counts; incarnation 0 is a u64 too."""
+    config = StreamSettings(window=500, max_streams=7)
+    for incarnation in (0, 2**64 - 1):
+        a = PeerStreams(incarnation, config)
+        assert (a.peer_incarnation, a.peer_window, a.peer_max_streams) == (None, 500, 7)
+        assert (a.peer_resets, a.resets_sent, a.buffered_bytes) == (0, 0, 0)
+        assert a.link is LinkState.DOWN
+        a.connected()
+        assert frames(a) == [w.HelloFrame(incarnation, 500, 7, 0)]
+    for bad in (-1, 2**64):
+        with pytest.raises(ValueError) as caught:
+            PeerStreams(bad)
+        assert str(caught.value) == "an incarnation is a u64"
+
+
+def test_our_resets_are_numbered_from_one_one_by_one() -> None:
+    a, _, _ = connected()
+    for name in (b"s", b"t", b"u"):
+        a.send(name, b"x")
+    a.data_to_send()
+    a.reset(b"s", 1000)
+    a.reset(b"t")
+    a.reset(b"u", 0)  # any u16 is a code, 0 too
+    assert frames(a) == [
+        w.ResetFrame(b"s", 1000, 1),
+        w.ResetFrame(b"t", w.ResetCode.CANCELLED, 2),
+        w.ResetFrame(b"u", 0, 3),
+    ]
+    assert a.resets_sent == 3
+    for bad in (-1, 2**16):
+        with pytest.raises(ValueError) as caught:
+            a.reset(b"v", bad)
+        assert str(caught.value) == "a reset code is a u16"
+
+
+def test_room_is_signalled_only_after_a_refusal() -> None:
+    a, _, link = connected(ack_every=1)
+    assert a.send(b"s", b"x")
+    link.pump()
+    assert a.buffered_bytes == 0 and a.events() == []
+
+
+def test_a_message_of_exactly_the_window_fits() -> None:
+    a, _, _ = connected(window=100)
+    assert a.send(b"s", bytes(100))
+    assert a.buffered_bytes == 100
+    assert not a.send(b"s", b"x")
+
+
+def test_each_batch_of_acknowledgements_counts_from_zero_on_each_connection() -> None:
+    """ack_every messages, or half the sender's window in bytes, since the
+    last batch: counted from nothing at the start and after a loss."""
+    a, _, link = connected(ack_every=2, window=10)
+    a.send(b"s", bytes(4))  # 1 message, 8 < 10 bytes doubled: not yet
+    link.pump()
+    assert link.count(w.T_STREAM_ACK) == 0 and a.buffered_bytes == 4
+    a.send(b"s", b"")  # 2 messages: a batch
+    link.pump()
+    assert link.count(w.T_STREAM_ACK) == 1 and a.buffered_bytes == 0
+    a.send(b"s", bytes(4))
+    link.cut()  # lost, with the count of what arrived since the batch
+    link.connect()
+    link.pump()  # the hellos, b's ack of seq 2, a's resend of seq 3
+    assert link.count(w.T_STREAM_ACK) == 2 and a.buffered_bytes == 4
+    a.send(b"s", b"")
+    link.pump()
+    assert link.count(w.T_STREAM_ACK) == 3 and a.buffered_bytes == 0
+
+
+def test_a_batch_before_the_first_tick_counts_as_sent_at_time_zero() -> None:
+    a, b, link = connected(ack_every=2, ack_delay=0.1)
+    a.send(b"s", b"1")
+    a.send(b"s", b"2")
+    link.pump()  # a batch by count, before any tick
+    assert link.count(w.T_STREAM_ACK) == 1
+    a.send(b"s", b"3")
+    link.pump()
+    b.tick(0.05)  # 0.05 s after time zero: not yet
+    link.pump()
+    assert link.count(w.T_STREAM_ACK) == 1
+    b.tick(0.1)
+    link.pump()
+    assert link.count(w.T_STREAM_ACK) == 2 and a.buffered_bytes == 0
+
+
+def test_only_a_data_frame_takes_the_fast_path() -> None:
+    """A body of another stream type is judged by the strict decoder even
+    when its bytes would read as a data frame: a reserved type is unknown,
+    a second hello unexpected."""
+    _, b, _ = connected()
+    data = body(w.DataFrame(b"s", 1, b""))
+    with pytest.raises(WireError) as caught:
+        b.receive(b"\x54" + data[1:])
+    assert caught.value.code is ErrorCode.UNKNOWN_MESSAGE_TYPE
+    # Read as data: id 01020304050607a0a1 (9 bytes), seq 1 << 32 | 7, and
+    # an empty payload.
+    hello = w.HelloFrame(0x0901020304050607, 0xA0A1_0000, 1, 7 << 32)
+    assert w.fast_data(body(hello)) is not None
+    assert raises(b, hello) is ErrorCode.UNEXPECTED_MESSAGE
+    assert b.events() == [] and b.stream_count == 0
+
+
+def test_link_inputs_out_of_order_are_the_callers_bug_not_the_peers() -> None:
+    """Only a second hello is the peer's fault (UNEXPECTED_MESSAGE); a frame
+    or a connection the caller reports out of order is an AssertionError."""
+    a = PeerStreams(0xA)
+    for message, error_text in (
+        (w.HelloFrame(0xB, 100, 1, 0), "Input.HELLO is not an input in LinkState.DOWN"),
+        (w.DataFrame(b"s", 1, b""), "a frame while no connection is up"),
+    ):
+        with pytest.raises(AssertionError) as error:
+            a.receive(body(message))
+        assert str(error.value) == error_text
+    with pytest.raises(AssertionError) as error:
+        a.disconnected()
+    assert str(error.value) == "Input.DISCONNECTED is not an input in LinkState.DOWN"
+    a.connected()
+    a.receive(body(w.HelloFrame(0xB, 100, 1, 0)))
+    with pytest.raises(AssertionError) as error:
+        a.connected()
+    assert str(error.value) == "Input.CONNECTED is not an input in LinkState.UP"
+    with pytest.raises(ProtocolError) as caught:
+        a.receive(body(w.HelloFrame(0xB, 100, 1, 0)))
+    assert (caught.value.code, caught.value.message) == (
+        ErrorCode.UNEXPECTED_MESSAGE,
+        "a second HelloFrame",
+    )
+    assert a.link is LinkState.UP
+
+
+def test_every_violation_and_refusal_says_what_was_wrong() -> None:
+    def violation(machine: PeerStreams, message: w.StreamMessage) -> object:
+        with pytest.raises(ProtocolError) as caught:
+            machine.receive(body(message))
+        return caught.value.code, caught.value.message
+
+    def refusal(machine: PeerStreams, stream: bytes, payload: bytes) -> object:
+        with pytest.raises(StreamRefused) as caught:
+            machine.send(stream, payload)
+        return caught.value.reason, str(caught.value)
+
+    early = PeerStreams(0xA)
+    early.connected()
+    assert violation(early, w.DataFrame(b"s", 1, b"")) == (
+        ErrorCode.UNEXPECTED_MESSAGE,
+        "DataFrame before the peer's HelloFrame",
+    )
+    assert violation(early, w.AckFrame(b"s", 1)) == (
+        ErrorCode.UNEXPECTED_MESSAGE,
+        "AckFrame before the peer's HelloFrame",
+    )
+    _, b, _ = connected(max_streams=2)
+    assert violation(b, w.DataFrame(b"s", 2, b"")) == (
+        ErrorCode.STREAM_SEQUENCE,
+        "message 2 of stream b's', which it never opened",
+    )
+    for seq in (1, 2, 3):
+        b.receive(body(w.DataFrame(b"s", seq, b"")))
+    assert violation(b, w.DataFrame(b"s", 2, b"")) == (
+        ErrorCode.STREAM_SEQUENCE,
+        "message 2 of stream b's' after 3 on the same connection",
+    )
+    b.receive(body(w.DataFrame(b"t", 1, b"")))
+    assert violation(b, w.DataFrame(b"u", 1, b"")) == (
+        ErrorCode.STREAM_LIMIT,
+        "a stream past the limit of 2",
+    )
+    a, _, link = connected(max_streams=2, window=100)
+    a.send(b"p", b"x")
+    a.send(b"p", b"y")
+    assert violation(a, w.AckFrame(b"p", 3)) == (
+        ErrorCode.STREAM_ACK,
+        "acknowledgement 3 of stream b'p': 2 were sent",
+    )
+    assert violation(a, w.AckFrame(b"never", 1)) == (
+        ErrorCode.STREAM_ACK,
+        "acknowledgement 1 of stream b'never', never sent",
+    )
+    assert refusal(a, b"p", bytes(101)) == (
+        Refusal.TOO_LARGE,
+        "a message of 101 bytes exceeds the window of 100",
+    )
+    a.send(b"q", b"")
+    assert refusal(a, b"r", b"") == (
+        Refusal.TOO_MANY_STREAMS,
+        "2 streams are open or being reset already",
+    )
+    a.reset(b"p")
+    assert refusal(a, b"p", b"") == (Refusal.RESETTING, "stream b'p' is being reset")
+    a.reset(b"q")
+    link.pump()  # both resets answered: the places are free
+    assert a.stream_count == 0
+    for bad in (b"", b"x" * 256):
+        with pytest.raises(ValueError) as caught:
+            a.send(bad, b"")
+        assert str(caught.value) == "a stream id is 1 to 255 bytes"
+
+
+def test_a_restart_resets_the_count_of_the_peers_resets_taken() -> None:
+    """Our hello tells the peer which of its resets we took: counted anew
+    for its new incarnation, whose first reset is number 1 again."""
+    b = PeerStreams(0xB)
+    b.connected()
+    b.receive(body(w.HelloFrame(0xA, 100, 10, 0)))
+    b.receive(body(w.ResetFrame(b"s", 2, 3)))
+    assert b.peer_resets == 3
+    b.disconnected()
+    b.connected()
+    assert frames(b) == [w.HelloFrame(0xB, 1 << 20, 1024, 3)]
+    b.receive(body(w.HelloFrame(0xA2, 100, 10, 0)))  # a restarted
+    assert b.peer_resets == 0
+    b.disconnected()
+    b.connected()
+    assert frames(b) == [w.HelloFrame(0xB, 1 << 20, 1024, 0)]
+
+
+def test_only_the_peers_first_hello_drops_streams_past_its_limit() -> None:
+    """A later hello with a smaller limit ends nothing (the streams were
+    accepted); it only bounds the new ones."""
+    a = PeerStreams(0xA)
+    a.connected()
+    a.receive(body(w.HelloFrame(0xB, 100, 2, 0)))
+    a.send(b"1", b"one")
+    a.send(b"2", b"two")
+    a.disconnected()
+    a.connected()
+    a.data_to_send()
+    a.receive(body(w.HelloFrame(0xB, 100, 1, 0)))
+    assert a.events() == []
+    assert frames(a) == [w.DataFrame(b"1", 1, b"one"), w.DataFrame(b"2", 1, b"two")]
+    assert a.state(b"1") is a.state(b"2") is StreamState.OPEN
+    assert a.peer_max_streams == 1
+    with pytest.raises(StreamRefused) as caught:
+        a.send(b"3", b"")
+    assert caught.value.reason is Refusal.TOO_MANY_STREAMS
+
+
+def test_streams_reset_for_a_restart_take_our_places_not_the_new_incarnations() -> None:
+    b = PeerStreams(0xB, StreamSettings(max_streams=1))
+    b.connected()
+    b.receive(body(w.HelloFrame(0xA, 100, 1, 0)))
+    b.receive(body(w.DataFrame(b"s", 1, b"old")))  # the peer's one stream
+    b.disconnected()
+    b.connected()
+    b.receive(body(w.HelloFrame(0xA2, 100, 1, 0)))  # a restarted
+    assert b.events() == [
+        Delivered(b"s", b"old"),
+        Reset(b"s", w.ResetCode.RESTARTED, remote=False),
+    ]
+    assert frames(b)[1:] == [w.ResetFrame(b"s", w.ResetCode.RESTARTED, 1)]
+    # The new incarnation may open its one stream, and no more.
+    b.receive(body(w.DataFrame(b"t", 1, b"new")))
+    assert b.events() == [Delivered(b"t", b"new")]
+    assert raises(b, w.DataFrame(b"u", 1, b"")) is ErrorCode.STREAM_LIMIT
+    # "s" holds our one place until its reset is answered, then frees it.
+    with pytest.raises(StreamRefused) as caught:
+        b.send(b"v", b"")
+    assert caught.value.reason is Refusal.TOO_MANY_STREAMS
+    b.receive(body(w.ResetFrame(b"s", w.ResetCode.RESTARTED, 1, answer=True)))
+    assert b.state(b"s") is StreamState.ABSENT
+    assert b.send(b"v", b"")
+    with pytest.raises(StreamRefused):
+        b.send(b"w", b"")
