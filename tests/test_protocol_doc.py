@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from blueprint_net._core import gossip_wire, records, stream_wire, streams, wire
+from blueprint_net._core import (
+    framing,
+    gossip_wire,
+    records,
+    stream_wire,
+    streams,
+    wire,
+)
 from blueprint_net._core.connection_events import MISBEHAVIOUR
 from blueprint_net._core.errors import ErrorCode
 from blueprint_net._core.handshake_transcripts import (
@@ -124,10 +131,10 @@ def test_every_message_type_has_a_vector() -> None:
 )
 def test_vector_decodes_and_reencodes(name: str) -> None:
     frame = VECTORS[name]
-    [body] = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME).feed(frame)
+    [body] = framing.FrameDecoder(wire.DEFAULT_MAX_FRAME).feed(frame)
     if name in MESSAGES:
         assert wire.decode(body) == MESSAGES[name]
-        assert wire.frame(MESSAGES[name]) == frame
+        assert framing.frame(MESSAGES[name]) == frame
     elif name in STREAM_MESSAGES:  # section 10's codec
         assert stream_wire.decode(body) == STREAM_MESSAGES[name]
         assert stream_wire.frame(STREAM_MESSAGES[name]) == frame

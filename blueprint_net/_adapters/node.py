@@ -50,7 +50,7 @@ from blueprint_net._adapters.streams import (
     Stream,
     StreamHost,
 )
-from blueprint_net._core import wire
+from blueprint_net._core import framing, wire
 from blueprint_net._core.errors import (
     ErrorCode,
     NotConnected,
@@ -413,7 +413,9 @@ class Node(Service):
         """Fire and forget to every verified peer (or ``peers``), encoding
         the request once; returns the peers it was sent to (a peer not
         connected, closing, or not reading, is skipped)."""
-        frame = wire.frame(wire.Request(wire.NO_RESPONSE, protocol, payload, metadata))
+        frame = framing.frame(
+            wire.Request(wire.NO_RESPONSE, protocol, payload, metadata)
+        )
         sent = []
         for peer_id in list(self._peers if peers is None else peers):
             connection = self._peers.get(peer_id)
