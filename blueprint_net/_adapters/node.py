@@ -63,8 +63,8 @@ from blueprint_net._core.gossip_outputs import Fault
 from blueprint_net._core.gossip_settings import DEFAULTS as GOSSIP_DEFAULTS
 from blueprint_net._core.gossip_settings import GossipSettings
 from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.streams import DEFAULTS as STREAM_DEFAULTS
-from blueprint_net._core.streams import StreamSettings
+from blueprint_net._core.stream_states import DEFAULTS as STREAM_DEFAULTS
+from blueprint_net._core.stream_states import StreamSettings
 from blueprint_net._core.telemetry import REQUESTS_SENT
 from blueprint_net._policy import discovery
 from blueprint_net._policy.addresses import Target

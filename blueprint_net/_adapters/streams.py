@@ -63,15 +63,15 @@ from blueprint_net._core.errors import (
     WireError,
 )
 from blueprint_net._core.identity import PeerId
-from blueprint_net._core.stream_wire import MAX_STREAM_ID, T_STREAM_DATA, ResetCode
-from blueprint_net._core.streams import (
+from blueprint_net._core.stream_states import (
     Delivered,
-    PeerStreams,
     Refusal,
     Reset,
     StreamRefused,
     StreamSettings,
 )
+from blueprint_net._core.stream_wire import MAX_STREAM_ID, T_STREAM_DATA, ResetCode
+from blueprint_net._core.streams import PeerStreams
 from blueprint_net._core.telemetry import (
     STREAM_PEERS_FORGOTTEN,
     STREAM_RESETS,

@@ -14,7 +14,7 @@ from twisted.internet import defer
 from blueprint_net import Identity, Node
 from blueprint_net._core import framing, stream_wire, telemetry
 from blueprint_net._core.errors import ErrorCode, SendQueueFull
-from blueprint_net._core.streams import StreamSettings
+from blueprint_net._core.stream_states import StreamSettings
 from blueprint_net.errors import StreamReset
 from blueprint_net.streams import ResetCode, Stream
 from blueprint_net.testing import MemoryNetwork
