@@ -44,12 +44,12 @@ from blueprint_net._adapters.gossip import Gossip, GossipHandler, Validator
 from blueprint_net._adapters.host import ConnectionHost, PeerCallback
 from blueprint_net._adapters.limiting_factory import LimitingFactory
 from blueprint_net._adapters.peers import Peer, PeerTable, describe
-from blueprint_net._adapters.streams import (
+from blueprint_net._adapters.stream_objects import (
     MessageCallback,
     ResetCallback,
     Stream,
-    StreamHost,
 )
+from blueprint_net._adapters.streams import StreamHost
 from blueprint_net._core import framing, wire
 from blueprint_net._core.errors import (
     ErrorCode,
