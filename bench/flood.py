@@ -26,7 +26,7 @@ from typing import Any, Callable
 from twisted.internet import defer, protocol, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-from blueprint_net._core import wire
+from blueprint_net._core import framing, wire
 from blueprint_net._core.connection import Connection
 from blueprint_net._core.errors import WireError
 from blueprint_net._core.handshake_states import PeerProven
@@ -93,8 +93,10 @@ async def record_handshake(reactor: Any, port: int) -> bytes:
 def openings(recorded: bytes) -> dict[str, Callable[[], tuple[bytes, bytes]]]:
     def badsig() -> tuple[bytes, bytes]:
         identity = Identity.generate()
-        hello = wire.frame(wire.Hello(1, os.urandom(32), identity.peer_id))
-        forged = wire.frame(wire.HandshakeRequest(identity.public_key, os.urandom(64)))
+        hello = framing.frame(wire.Hello(1, os.urandom(32), identity.peer_id))
+        forged = framing.frame(
+            wire.HandshakeRequest(identity.public_key, os.urandom(64))
+        )
         return hello, forged
 
     return {
@@ -157,7 +159,7 @@ async def flood(
 
 def _messages(data: bytes) -> list[wire.Message]:
     try:
-        return [wire.decode(b) for b in wire.FrameDecoder(1 << 20).feed(data)]
+        return [wire.decode(b) for b in framing.FrameDecoder(1 << 20).feed(data)]
     except WireError:
         return []
 

@@ -11,7 +11,7 @@ import time
 
 from twisted.protocols.basic import Int32StringReceiver
 
-from blueprint_net._core.wire import FrameDecoder
+from blueprint_net._core.framing import FrameDecoder
 
 from . import report
 from .report import Row

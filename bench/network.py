@@ -156,12 +156,12 @@ def worker_main() -> None:
                     await mesh[a].connect(where[b], mesh[b].peer_id)
             rng = random.Random(7)
             upload = 0
-            from blueprint_net._core import wire
+            from blueprint_net._core import framing, wire
 
             for tag in range(spec["messages"]):
                 stamp = json.dumps({"tag": tag, "t": time.monotonic()}).encode()
                 data = stamp + b"." * max(0, spec["size"] - len(stamp))
-                frame = wire.frame(wire.Request(wire.NO_RESPONSE, "bench", data))
+                frame = framing.frame(wire.Request(wire.NO_RESPONSE, "bench", data))
                 sent = rng.choice(mesh).notify_all("bench", data)
                 upload += len(frame) * len(sent)
                 await deferLater(1 / spec["rate"])  # the gossip run's pace
@@ -446,12 +446,14 @@ def steady_rows(
     delivery, in the same order; ``reference`` is the measured one-hop
     full mesh, if one was run."""
     from blueprint_net import Identity
-    from blueprint_net._core import gossip_wire, wire
+    from blueprint_net._core import framing, gossip_wire, wire
     from blueprint_net.gossip import GossipSettings
 
     p99 = percentile(latencies, 0.99)
     hop_of = sorted(h for h, lat in zip(hops, latencies) if lat >= p99)
-    frame = len(wire.frame(wire.Request(wire.NO_RESPONSE, "bench", b"x" * args.size)))
+    frame = len(
+        framing.frame(wire.Request(wire.NO_RESPONSE, "bench", b"x" * args.size))
+    )
     someone = Identity.generate()
     gossip_frame = len(
         gossip_wire.frame(

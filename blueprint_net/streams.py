@@ -11,8 +11,8 @@ application's code (1000-65535).
 
 from __future__ import annotations
 
-from blueprint_net._adapters.streams import Stream
+from blueprint_net._adapters.stream_objects import Stream
+from blueprint_net._core.stream_states import StreamSettings
 from blueprint_net._core.stream_wire import ResetCode
-from blueprint_net._core.streams import StreamSettings
 
 __all__ = ["ResetCode", "Stream", "StreamSettings"]

@@ -15,7 +15,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from blueprint_net._core import wire
+    from blueprint_net._core import framing, wire
     from blueprint_net._core.errors import WireError
 
 
@@ -27,13 +27,13 @@ def one_input(data: bytes) -> None:
     else:
         # What decodes re-encodes to the same bytes: the codec is exact.
         assert wire.encode(message) == data, (message, data)
-    framer = wire.FrameDecoder(max_length=1 << 16)
+    framer = framing.FrameDecoder(max_length=1 << 16)
     half = len(data) // 2
     try:
         bodies = framer.feed(data[:half]) + framer.feed(data[half:])
     except WireError:
         return
-    whole = wire.FrameDecoder(max_length=1 << 16).feed(data)
+    whole = framing.FrameDecoder(max_length=1 << 16).feed(data)
     assert bodies == whole, "a split changed the frames"
 
 

@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from blueprint_net._adapters.node import Node
 from blueprint_net._adapters.protocol import IConnectionHost, PeerProtocol
-from blueprint_net._core import wire
+from blueprint_net._core import framing, wire
 from blueprint_net._core.connection_events import ConnectionFailed, GossipReceived
 from blueprint_net._core.errors import HandshakeFailed
 from blueprint_net._core.identity import PeerId
@@ -87,7 +87,7 @@ class RecordingHost:
 
 
 def decode_frames(data: bytes) -> list[wire.Message]:
-    framer = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME)
+    framer = framing.FrameDecoder(wire.DEFAULT_MAX_FRAME)
     return [wire.decode(body) for body in framer.feed(data)]
 
 

@@ -29,7 +29,7 @@ from blueprint_net._adapters.dispatch import Dispatcher
 from blueprint_net._adapters.node import Node
 from blueprint_net._adapters.peers import PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
-from blueprint_net._core import signatures, wire
+from blueprint_net._core import framing, signatures, wire
 from blueprint_net._core.errors import (
     ErrorCode,
     HandshakeError,
@@ -1084,24 +1084,24 @@ async def test_a_unix_socket_peer_survives_bans_and_its_garbage_scores_nothing(
 
 @pytest.mark.parametrize("extra", [0, 1])
 def test_a_payload_of_a_large_part_or_more_is_a_chunk_of_its_own(extra: int) -> None:
-    data = bytes(wire.LARGE_PART + extra)
-    chunks = wire.frame_chunks(wire.SuccessResponse(3, data))
+    data = bytes(framing.LARGE_PART + extra)
+    chunks = framing.frame_chunks(wire.SuccessResponse(3, data))
     assert len(chunks) == 2 and chunks[1] is data  # not copied into the frame
-    assert b"".join(chunks) == wire.frame(wire.SuccessResponse(3, data))
-    smaller = wire.SuccessResponse(3, bytes(wire.LARGE_PART - 1))
-    assert len(wire.frame_chunks(smaller)) == 1
+    assert b"".join(chunks) == framing.frame(wire.SuccessResponse(3, data))
+    smaller = wire.SuccessResponse(3, bytes(framing.LARGE_PART - 1))
+    assert len(framing.frame_chunks(smaller)) == 1
 
 
 def test_a_body_over_the_limit_is_named_in_the_error() -> None:
     message = wire.SuccessResponse(3, bytes(100))
     with pytest.raises(ValueError) as caught:
-        wire.frame_chunks(message, max_body=50)
+        framing.frame_chunks(message, max_body=50)
     assert str(caught.value) == (
         "a successresponse of 110 bytes exceeds the frame limit of 50"
     )
 
 
-def _large_frame_arriving(decoder: wire.FrameDecoder) -> bytes:
+def _large_frame_arriving(decoder: framing.FrameDecoder) -> bytes:
     """Feed the start of one large frame; its whole body."""
     body = bytes(range(256)) * 100  # 25,600 bytes
     frame = len(body).to_bytes(4, "big") + body
@@ -1112,7 +1112,7 @@ def _large_frame_arriving(decoder: wire.FrameDecoder) -> bytes:
 def test_tiny_reads_never_recopy_a_large_piece_and_merge_among_themselves() -> None:
     """A peer dribbling bytes costs one copy of each: the 20 KB already
     held is kept as it is, and the tiny reads join each other."""
-    decoder = wire.FrameDecoder(1 << 20)
+    decoder = framing.FrameDecoder(1 << 20)
     body = _large_frame_arriving(decoder)
     first = decoder._partial[0]
     for i in range(20_000, 20_010):
@@ -1123,7 +1123,7 @@ def test_tiny_reads_never_recopy_a_large_piece_and_merge_among_themselves() -> N
 
 
 def test_a_read_of_1_kib_is_kept_as_its_own_piece() -> None:
-    decoder = wire.FrameDecoder(1 << 20)
+    decoder = framing.FrameDecoder(1 << 20)
     body = _large_frame_arriving(decoder)
     assert decoder.feed(body[20_000:20_001]) == []  # a tiny piece
     assert decoder.feed(body[20_001:21_025]) == []  # 1024 bytes: not merged
@@ -1132,7 +1132,7 @@ def test_a_read_of_1_kib_is_kept_as_its_own_piece() -> None:
 
 
 def test_a_piece_of_16_kib_takes_no_more_tiny_reads() -> None:
-    decoder = wire.FrameDecoder(1 << 20)
+    decoder = framing.FrameDecoder(1 << 20)
     body = bytes(40_000)
     frame = len(body).to_bytes(4, "big") + body
     k16 = 16 * 1024
@@ -1192,7 +1192,7 @@ def test_each_refusal_is_counted() -> None:
 
 
 def _body(message: wire.Message) -> bytes:
-    return wire.frame(message)[4:]
+    return framing.frame(message)[4:]
 
 
 def test_a_255_byte_protocol_name_is_encoded() -> None:
@@ -1244,7 +1244,7 @@ def test_a_failed_handshake_is_detailed_with_its_code(
         a = net.add_node()
         rude = Raw()
         net.result(connectProtocol(net.endpoint(a), rude))
-        rude.transport.write(wire.frame(wire.Request(1, "echo", b"hi")))  # type: ignore[union-attr]
+        rude.transport.write(framing.frame(wire.Request(1, "echo", b"hi")))  # type: ignore[union-attr]
         net.pump()
         [detail] = [e for e in summary_log if e["log_level"] is LogLevel.debug]
         local: Any = rude.transport.getHost()  # type: ignore[union-attr]

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from blueprint_net._core import gossip_wire, records, stream_wire, streams, wire
+from blueprint_net._core import (
+    framing,
+    gossip_wire,
+    records,
+    stream_states,
+    stream_wire,
+    streams,
+    wire,
+)
 from blueprint_net._core.connection_events import MISBEHAVIOUR
 from blueprint_net._core.errors import ErrorCode
 from blueprint_net._core.handshake_transcripts import (
@@ -124,10 +132,10 @@ def test_every_message_type_has_a_vector() -> None:
 )
 def test_vector_decodes_and_reencodes(name: str) -> None:
     frame = VECTORS[name]
-    [body] = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME).feed(frame)
+    [body] = framing.FrameDecoder(wire.DEFAULT_MAX_FRAME).feed(frame)
     if name in MESSAGES:
         assert wire.decode(body) == MESSAGES[name]
-        assert wire.frame(MESSAGES[name]) == frame
+        assert framing.frame(MESSAGES[name]) == frame
     elif name in STREAM_MESSAGES:  # section 10's codec
         assert stream_wire.decode(body) == STREAM_MESSAGES[name]
         assert stream_wire.frame(STREAM_MESSAGES[name]) == frame
@@ -229,7 +237,9 @@ def test_error_table_matches_the_code() -> None:
     # Section 10's violations are misbehaviour by the specification; nodes
     # do not speak streams yet, so the connection does not charge them (and
     # the points table below does not list them) until the adapter does.
-    assert misbehaviour == {int(code) for code in MISBEHAVIOUR | streams.VIOLATIONS}
+    assert misbehaviour == {
+        int(code) for code in MISBEHAVIOUR | stream_states.VIOLATIONS
+    }
 
 
 def test_points_table_matches_the_code() -> None:
@@ -265,21 +275,23 @@ def test_reset_code_table_matches_the_code() -> None:
 
 
 _STATES = {
-    "absent": streams.StreamState.ABSENT,
-    "open": streams.StreamState.OPEN,
-    "reset sent": streams.StreamState.RESET_SENT,
+    "absent": stream_states.StreamState.ABSENT,
+    "open": stream_states.StreamState.OPEN,
+    "reset sent": stream_states.StreamState.RESET_SENT,
 }
 _INPUTS = {
-    "the application sends": streams.Input.SEND,
-    "`StreamData`": streams.Input.DATA,
-    "`StreamAck`": streams.Input.ACK,
-    "a reset": streams.Input.RESET,
-    "an answer": streams.Input.ANSWER,
-    "the peer's hello took our reset (10.2)": streams.Input.RESET_TAKEN,
-    "the application resets": streams.Input.LOCAL_RESET,
-    "the peer restarted": streams.Input.RESTART,
-    "the peer restarted (10.2)": streams.Input.RESTART,
-    "the peer's first hello allows fewer streams (10.6)": streams.Input.OVER_LIMIT,
+    "the application sends": stream_states.Input.SEND,
+    "`StreamData`": stream_states.Input.DATA,
+    "`StreamAck`": stream_states.Input.ACK,
+    "a reset": stream_states.Input.RESET,
+    "an answer": stream_states.Input.ANSWER,
+    "the peer's hello took our reset (10.2)": stream_states.Input.RESET_TAKEN,
+    "the application resets": stream_states.Input.LOCAL_RESET,
+    "the peer restarted": stream_states.Input.RESTART,
+    "the peer restarted (10.2)": stream_states.Input.RESTART,
+    "the peer's first hello allows fewer streams (10.6)": (
+        stream_states.Input.OVER_LIMIT
+    ),
 }
 
 
@@ -298,5 +310,5 @@ def test_the_stream_state_table_is_the_machines() -> None:
     assert documented == {
         (state, kind, target)
         for (state, kind), (target, _) in streams.TABLE.items()
-        if isinstance(state, streams.StreamState)
+        if isinstance(state, stream_states.StreamState)
     }

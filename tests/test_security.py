@@ -16,7 +16,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 
 from blueprint_net import Node
-from blueprint_net._core import wire
+from blueprint_net._core import framing, wire
 from blueprint_net._core.errors import ErrorCode, HandshakeError, Refused, RemoteError
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
@@ -80,7 +80,7 @@ async def test_a_banned_address_is_refused_before_a_byte_is_read(
     b = make_node(bob)
     port = await _port(b)
     b.ban(HOSTILE, "known attacker")
-    raw = await _raw(port, send=wire.frame(wire.Ping(1)))
+    raw = await _raw(port, send=framing.frame(wire.Ping(1)))
     await raw.closed
     assert raw.received == b""  # not even a Hello
     assert b.counters["refused.banned"] == 1
@@ -153,7 +153,7 @@ async def test_repeated_garbage_earns_an_automatic_ban(
     port = await _port(b)
     garbage = [
         b"\x00\x00\x00\x01\xee",  # unknown type: 20 points each
-        wire.frame(wire.Request(1, "echo", b"")),  # before Verified
+        framing.frame(wire.Request(1, "echo", b"")),  # before Verified
         b"\xff\xff\xff\xff",  # absurd length
         b"\x00\x00\x00\x01\xee",
         b"\x00\x00\x00\x01\xee",

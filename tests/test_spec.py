@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from blueprint_net import RemoteError, Settings
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.tls import PeerTLS
-from blueprint_net._core import wire
+from blueprint_net._core import framing, wire
 from blueprint_net._core.errors import ErrorCode, ProtocolError
 from blueprint_net._core.identity import Identity
 from blueprint_net.testing import MemoryNetwork
@@ -44,7 +44,7 @@ def test_a_long_error_text_is_cut_at_a_character_to_fit(filler: str) -> None:
     assert isinstance(decoded, wire.Error)
     assert text.startswith(decoded.message)  # whole characters only
     # A peer still in the handshake accepts it.
-    [got] = wire.FrameDecoder(wire.HANDSHAKE_MAX_FRAME).feed(wire.frame(decoded))
+    [got] = framing.FrameDecoder(wire.HANDSHAKE_MAX_FRAME).feed(framing.frame(decoded))
     assert got == body
 
 

@@ -19,7 +19,7 @@ from twisted.internet.task import deferLater
 from zope.interface.verify import verifyObject
 
 from blueprint_net import ConnectFailed, Node, Settings, testing
-from blueprint_net._core import wire
+from blueprint_net._core import framing, wire
 from blueprint_net._core.errors import (
     ErrorCode,
     HandshakeError,
@@ -320,7 +320,7 @@ def test_an_endpoint_takes_any_protocol(net: MemoryNetwork) -> None:
     for raw in (rude, silent):
         net.result(connectProtocol(net.endpoint(b), raw))
     assert rude.transport.getHost().host.startswith("10.255.")  # type: ignore[union-attr]
-    rude.transport.write(wire.frame(wire.Request(1, "echo", b"hi")))  # type: ignore[union-attr]
+    rude.transport.write(framing.frame(wire.Request(1, "echo", b"hi")))  # type: ignore[union-attr]
     net.pump()
     hello, error = decode_frames(rude.received)
     assert isinstance(hello, wire.Hello) and hello.peer_id == b.peer_id

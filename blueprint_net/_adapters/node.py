@@ -44,13 +44,13 @@ from blueprint_net._adapters.gossip import Gossip, GossipHandler, Validator
 from blueprint_net._adapters.host import ConnectionHost, PeerCallback
 from blueprint_net._adapters.limiting_factory import LimitingFactory
 from blueprint_net._adapters.peers import Peer, PeerTable, describe
-from blueprint_net._adapters.streams import (
+from blueprint_net._adapters.stream_objects import (
     MessageCallback,
     ResetCallback,
     Stream,
-    StreamHost,
 )
-from blueprint_net._core import wire
+from blueprint_net._adapters.streams import StreamHost
+from blueprint_net._core import framing, wire
 from blueprint_net._core.errors import (
     ErrorCode,
     NotConnected,
@@ -63,8 +63,8 @@ from blueprint_net._core.gossip_outputs import Fault
 from blueprint_net._core.gossip_settings import DEFAULTS as GOSSIP_DEFAULTS
 from blueprint_net._core.gossip_settings import GossipSettings
 from blueprint_net._core.identity import Identity, PeerId, require_peer_id
-from blueprint_net._core.streams import DEFAULTS as STREAM_DEFAULTS
-from blueprint_net._core.streams import StreamSettings
+from blueprint_net._core.stream_states import DEFAULTS as STREAM_DEFAULTS
+from blueprint_net._core.stream_states import StreamSettings
 from blueprint_net._core.telemetry import REQUESTS_SENT
 from blueprint_net._policy import discovery
 from blueprint_net._policy.addresses import Target, where
@@ -414,7 +414,9 @@ class Node(Service):
         """Fire and forget to every verified peer (or ``peers``), encoding
         the request once; returns the peers it was sent to (a peer not
         connected, closing, or not reading, is skipped)."""
-        frame = wire.frame(wire.Request(wire.NO_RESPONSE, protocol, payload, metadata))
+        frame = framing.frame(
+            wire.Request(wire.NO_RESPONSE, protocol, payload, metadata)
+        )
         sent = []
         for peer_id in list(self._peers if peers is None else peers):
             connection = self._peers.get(peer_id)

@@ -37,7 +37,7 @@ from blueprint_net._policy.resources import MemoryBudget
 PIECE = 64 * 1024
 TRANSPORT_HELD = 2 * PIECE
 #: A chunk this small rides along with the piece before it (see
-#: ``Outbound._write``): the small parts of a frame that ``wire.frame_chunks``
+#: ``Outbound._write``): the small parts of a frame that ``framing.frame_chunks``
 #: keeps around a large payload.
 TAIL = 16 * 1024
 #: Framing around a request's data, at most: the allowance a sender adds

@@ -1,6 +1,7 @@
 """Durable streams on a node: the sans-IO machines (``_core/streams.py``)
 driven by the node's verified connections, clock and memory budget, and the
-application's :class:`Stream` objects.
+application's :class:`Stream` objects (``stream_objects``, with the life
+behind each stream and what is kept per peer).
 
 Layer: adapters (Twisted).  ``docs/protocol.md`` section 10 is the protocol.
 
@@ -46,32 +47,37 @@ of them is pending.
 from __future__ import annotations
 
 import os
-from collections import Counter, OrderedDict, deque
-from typing import Any, Callable, Optional, Union
+from collections import Counter, OrderedDict
+from typing import Any, Optional
 
-import attrs
-from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from blueprint_net._adapters.peers import PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
+from blueprint_net._adapters.stream_objects import (
+    MessageCallback,
+    PeerNumbers,
+    ResetCallback,
+    Stream,
+    StreamLife,
+    StreamPeer,
+    StreamReset,
+    UnclaimedMessages,
+    reset_label,
+)
 from blueprint_net._core.errors import (
-    BlueprintError,
     ProtocolError,
-    SendQueueFull,
     WireError,
 )
 from blueprint_net._core.identity import PeerId
-from blueprint_net._core.stream_wire import MAX_STREAM_ID, T_STREAM_DATA, ResetCode
-from blueprint_net._core.streams import (
+from blueprint_net._core.stream_states import (
     Delivered,
-    PeerStreams,
-    Refusal,
     Reset,
-    StreamRefused,
     StreamSettings,
 )
+from blueprint_net._core.stream_wire import MAX_STREAM_ID, T_STREAM_DATA, ResetCode
+from blueprint_net._core.streams import PeerStreams
 from blueprint_net._core.telemetry import (
     STREAM_PEERS_FORGOTTEN,
     STREAM_RESETS,
@@ -79,293 +85,6 @@ from blueprint_net._core.telemetry import (
     STREAM_VIOLATIONS,
 )
 from blueprint_net._policy.resources import MemoryBudget
-
-#: What a stream calls with each message, and with the error that ended it.
-MessageCallback = Callable[[bytes], Any]
-ResetCallback = Callable[["StreamReset"], Any]
-
-
-class StreamReset(BlueprintError):
-    """A stream ended: messages sent on it and not acknowledged may be
-    lost, and nothing more arrives on it (``docs/protocol.md`` 10.5).
-
-    ``code`` is a :class:`ResetCode` (``RESTARTED``: one end restarted and
-    lost the stream's state; ``CANCELLED``: reset by an application, or
-    this node stopped; ``STREAM_LIMIT``; ``UNCLAIMED``: the receiving
-    application did not open the stream in time) or an application's code
-    (1000-65535); ``by_peer``: the peer ended it (else this node did).
-    """
-
-    def __init__(
-        self, peer_id: PeerId, stream: bytes, code: int, *, by_peer: bool
-    ) -> None:
-        self.peer_id, self.stream, self.by_peer = peer_id, stream, by_peer
-        self.code: Union[ResetCode, int] = (
-            ResetCode(code) if code in _RESET_CODES else code
-        )
-        name = getattr(self.code, "name", str(code))
-        who = "the peer" if by_peer else "this node"
-        super().__init__(f"stream {stream!r} with {peer_id} reset by {who}: {name}")
-
-
-_RESET_CODES = frozenset(ResetCode)
-
-
-def reset_label(code: int) -> str:
-    """The ``streams.reset`` label of a reset code: its name, or
-    ``application`` for the applications' codes (a bounded label)."""
-    return ResetCode(code).name if code in _RESET_CODES else "application"
-
-
-class Stream:
-    """One durable stream with one peer, as the application holds it.
-
-    ``send`` is the fast path (no Deferred); ``put`` the convenience for
-    coroutines.  A stream is ended by :meth:`reset`, by the peer, by a
-    restart, or by the node stopping: ``closed`` is then true and every
-    later ``send`` or ``put`` raises the :class:`StreamReset` that ended it.
-    """
-
-    __slots__ = ("_life", "name", "peer_id")
-
-    def __init__(self, life: _Life) -> None:
-        self._life = life
-        self.peer_id, self.name = life.peer.peer_id, life.name
-
-    def __repr__(self) -> str:
-        return f"<Stream {self.name!r} with {self.peer_id}>"
-
-    @property
-    def closed(self) -> bool:
-        return self._life.error is not None
-
-    def send(self, payload: bytes) -> bool:
-        """Queue ``payload`` as the stream's next message: ``True`` (it is
-        kept until the peer acknowledges it, and sent again after a
-        reconnection), or ``False`` when there is no room now (the peer's
-        window is full, the stream's previous life is still being reset,
-        or ``put`` calls are waiting): nothing was queued; see
-        :meth:`wait_for_room`.
-
-        Raises the :class:`StreamReset` that ended the stream; ``ValueError``
-        for a message larger than the window; ``SendQueueFull`` when the
-        node's memory budget is spent.
-        """
-        life = self._life
-        if life.error is not None:
-            raise life.error
-        if life.pending:
-            return False  # after the puts before it, in order
-        return life.send(payload)
-
-    def wait_for_room(self) -> defer.Deferred[None]:
-        """Fires once a send refused for lack of room may be tried again
-        (at once if none was refused); fails with the :class:`StreamReset`
-        if the stream ends first."""
-        life = self._life
-        if life.error is not None:
-            return defer.fail(life.error)
-        peer = life.peer
-        if not (peer.blocked or peer.stalled or life.pending):
-            return defer.succeed(None)
-        waiting: defer.Deferred[None] = defer.Deferred()
-        life.waiters.append(waiting)
-        peer.waiting[life] = None
-        return waiting
-
-    def put(self, payload: bytes) -> defer.Deferred[None]:
-        """Send ``payload``, waiting for room as needed: fires once it is
-        queued (puts keep their order).  One Deferred per call: for the
-        fast path, use :meth:`send`."""
-        life = self._life
-        if not life.pending:
-            try:
-                if self.send(payload):
-                    return defer.succeed(None)
-            except Exception:
-                return defer.fail()
-        waiting: defer.Deferred[None] = defer.Deferred()
-        life.pending.append((payload, waiting))
-        life.peer.waiting[life] = None
-        return waiting
-
-    def reset(self, code: int = ResetCode.CANCELLED) -> None:
-        """End the stream in both directions; the peer is told ``code``
-        (``CANCELLED`` or the application's 1000-65535).  Whatever is not
-        yet acknowledged is dropped.  Waiters fail with the
-        :class:`StreamReset`; ``on_reset`` is not called (the caller
-        knows).  Nothing happens on a closed stream."""
-        if not (code == ResetCode.CANCELLED or 1000 <= code < 2**16):
-            raise ValueError(f"a reset code is CANCELLED or 1000-65535, not {code}")
-        life = self._life
-        if life.error is None:
-            life.host.reset_stream(life, int(code))
-
-
-@attrs.define(eq=False)
-class _Life:
-    """One life of a stream (from ``open`` to its reset): what its
-    :class:`Stream` shows the application, and what the host acts on."""
-
-    host: StreamHost
-    peer: _Peer
-    name: bytes
-    on_message: MessageCallback
-    on_reset: Optional[ResetCallback]
-    error: Optional[StreamReset] = None
-    #: Messages held while unclaimed, being handed over (then None).
-    backlog: Optional[deque[bytes]] = None
-    #: ``put`` calls waiting for room, in order, and ``wait_for_room``'s.
-    pending: deque[tuple[bytes, defer.Deferred[None]]] = attrs.Factory(deque)
-    waiters: list[defer.Deferred[None]] = attrs.Factory(list)
-
-    def send(self, payload: bytes) -> bool:
-        peer, host = self.peer, self.host
-        size = len(payload)
-        memory = host.memory
-        if not memory.fits(size):
-            memory.refuse("stream")
-            raise SendQueueFull("the node's memory budget is spent")
-        try:
-            sent = peer.machine.send(self.name, payload)
-        except StreamRefused as refused:
-            if refused.reason is Refusal.TOO_LARGE:
-                raise ValueError(str(refused)) from None
-            peer.stalled = True  # resetting, or as many streams as allowed
-            return False
-        if not sent:
-            peer.blocked = True
-            return False
-        memory.charge(size)
-        peer.charged += size
-        if peer.link is not None:
-            host.soon(peer)
-        return True
-
-    def deliver(self, payload: bytes) -> None:
-        backlog = self.backlog
-        if backlog is not None:  # after the held ones
-            backlog.append(payload)
-            self.peer.handed += len(payload)
-            return
-        self.call(payload)
-
-    def call(self, payload: bytes) -> None:
-        try:
-            self.on_message(payload)
-        except Exception:
-            self.host.log.failure(
-                "on_message of stream {stream!r} raised", stream=self.name
-            )
-
-    def hand_over(self) -> None:
-        """Deliver the messages held while unclaimed, in order, then go
-        live (a reset on the way drops the rest)."""
-        backlog, peer = self.backlog, self.peer
-        assert backlog is not None
-        while backlog and self.error is None:
-            payload = backlog.popleft()
-            peer.handed -= len(payload)
-            self.call(payload)
-        peer.handed -= sum(map(len, backlog))
-        backlog.clear()
-        self.backlog = None
-        self.host.charge(peer)
-
-    def wake(self) -> None:
-        """Room may have come: drain the puts in order, then the waiters."""
-        pending = self.pending
-        while pending:
-            payload, waiting = pending.popleft()
-            try:
-                sent = self.send(payload)
-            except Exception:
-                waiting.errback()
-                continue
-            if not sent:
-                pending.appendleft((payload, waiting))
-                return
-            waiting.callback(None)
-        self.peer.waiting.pop(self, None)
-        waiters, self.waiters = self.waiters, []
-        for waiting in waiters:
-            waiting.callback(None)
-
-    def end(self, error: StreamReset, report: bool) -> None:
-        self.error = error
-        self.peer.waiting.pop(self, None)
-        waiting = [d for _, d in self.pending] + self.waiters
-        self.pending.clear()
-        self.waiters = []
-        for deferred in waiting:
-            deferred.errback(error)
-        if report and self.on_reset is not None:
-            try:
-                self.on_reset(error)
-            except Exception:
-                self.host.log.failure(
-                    "on_reset of stream {stream!r} raised", stream=self.name
-                )
-
-
-@attrs.define(eq=False)
-class _Unclaimed:
-    """Messages of a stream the application has not opened yet."""
-
-    since: float
-    messages: deque[bytes] = attrs.Factory(deque)
-    size: int = 0
-
-
-@attrs.frozen
-class _Numbers:
-    """What is kept of a forgotten peer: enough that neither side mistakes
-    the next connection's streams for another incarnation's (10.2, 10.5)."""
-
-    incarnation: int
-    peer_incarnation: Optional[int]
-    peer_window: int
-    peer_max_streams: int
-    peer_resets: int
-    resets_sent: int
-
-
-@attrs.define(eq=False)
-class _Peer:
-    """One peer's machine and what the adapter keeps beside it."""
-
-    peer_id: PeerId
-    machine: PeerStreams
-    #: The connection the machine is ``connected()`` to, if any.
-    link: Optional[PeerProtocol] = None
-    streams: dict[bytes, _Life] = attrs.Factory(dict)
-    unclaimed: dict[bytes, _Unclaimed] = attrs.Factory(dict)
-    #: Payload bytes held unclaimed, and those being handed over.
-    unclaimed_bytes: int = 0
-    handed: int = 0
-    #: Bytes charged to the memory budget now.
-    charged: int = 0
-    #: A send was refused for the window (a Room event follows), or for a
-    #: stream being reset or the stream limit (re-checked on each frame
-    #: that may end a stream).
-    blocked: bool = False
-    stalled: bool = False
-    #: Streams with puts or waiters (a dict: ordered, no duplicates).
-    waiting: dict[_Life, None] = attrs.Factory(dict)
-    #: When the last data frame came: its acknowledgement is due by then
-    #: plus ``ack_delay``.
-    last_data: float = 0.0
-
-    def numbers(self) -> _Numbers:
-        m = self.machine
-        return _Numbers(
-            m.incarnation,
-            m.peer_incarnation,
-            m.peer_window,
-            m.peer_max_streams,
-            m.peer_resets,
-            m.resets_sent,
-        )
 
 
 def _random_incarnation() -> int:
@@ -393,17 +112,17 @@ class StreamHost:
         #: Shown to every peer whose machine is made afresh (10.2): random
         #: at start, and again whenever a peer's numbers are dropped.
         self.incarnation = _random_incarnation() if incarnation is None else incarnation
-        self.peers: dict[PeerId, _Peer] = {}
+        self.peers: dict[PeerId, StreamPeer] = {}
         #: Forgotten peers' numbers, least recently used first.
-        self.remembered: OrderedDict[PeerId, _Numbers] = OrderedDict()
+        self.remembered: OrderedDict[PeerId, PeerNumbers] = OrderedDict()
         #: Peers with acknowledgements possibly due, and with unclaimed
         #: streams: what the one timer looks at.
-        self._acking: dict[_Peer, None] = {}
-        self._holding: dict[_Peer, None] = {}
+        self._acking: dict[StreamPeer, None] = {}
+        self._holding: dict[StreamPeer, None] = {}
         self._timer: Optional[IDelayedCall] = None
         #: Peers whose sends are written at the end of this reactor turn,
         #: together (one write for a burst of small messages).
-        self._sending: dict[_Peer, None] = {}
+        self._sending: dict[StreamPeer, None] = {}
         self._flush: Optional[IDelayedCall] = None
         self.stopped = False
 
@@ -431,7 +150,7 @@ class StreamHost:
         state = self._peer(peer_id)
         if name in state.streams:
             raise ValueError(f"stream {name!r} with {peer_id} is open already")
-        life = state.streams[name] = _Life(self, state, name, on_message, on_reset)
+        life = state.streams[name] = StreamLife(self, state, name, on_message, on_reset)
         held = state.unclaimed.pop(name, None)
         if held is not None:
             if not state.unclaimed:
@@ -558,7 +277,7 @@ class StreamHost:
 
     # -- the machines -------------------------------------------------------
 
-    def _peer(self, peer_id: PeerId) -> _Peer:
+    def _peer(self, peer_id: PeerId) -> StreamPeer:
         """The peer's state, made (from its numbers if remembered)."""
         state = self.peers.get(peer_id)
         if state is not None:
@@ -572,10 +291,10 @@ class StreamHost:
             machine.peer_max_streams = numbers.peer_max_streams
             machine.peer_resets = numbers.peer_resets
             machine.resets_sent = numbers.resets_sent
-        state = self.peers[peer_id] = _Peer(peer_id, machine)
+        state = self.peers[peer_id] = StreamPeer(peer_id, machine)
         return state
 
-    def _forget_if_idle(self, state: _Peer) -> None:
+    def _forget_if_idle(self, state: StreamPeer) -> None:
         """Forget a peer with no link, no stream and nothing held; keep its
         numbers (see the module).  (A stream held unclaimed is open in the
         machine: ``stream_count`` covers it.)"""
@@ -600,12 +319,12 @@ class StreamHost:
         self.counters[STREAM_PEERS_FORGOTTEN.key] += 1
         self.incarnation = _random_incarnation()
 
-    def _connect(self, state: _Peer, protocol: PeerProtocol) -> None:
+    def _connect(self, state: StreamPeer, protocol: PeerProtocol) -> None:
         state.link = protocol
         state.machine.connected()
         self.write(state)
 
-    def soon(self, state: _Peer) -> None:
+    def soon(self, state: StreamPeer) -> None:
         """Write what ``state``'s machine queued at the end of this turn."""
         self._sending[state] = None
         if self._flush is None:
@@ -617,7 +336,7 @@ class StreamHost:
         for state in sending:
             self.write(state)
 
-    def write(self, state: _Peer) -> None:
+    def write(self, state: StreamPeer) -> None:
         """What the machine queued, through its connection's queue (not the
         send queue's bound: the window bounds a peer's stream bytes, and a
         frame left out would be a gap to the peer)."""
@@ -628,14 +347,14 @@ class StreamHost:
         link.connection.send_frame(out[0] if len(out) == 1 else b"".join(out))
         link.outbound.flush()
 
-    def charge(self, state: _Peer) -> None:
+    def charge(self, state: StreamPeer) -> None:
         held = state.machine.buffered_bytes + state.unclaimed_bytes + state.handed
         if self.peers.get(state.peer_id) is not state:
             held = 0  # forgotten
         self.memory.charge(held - state.charged)
         state.charged = held
 
-    def _handle(self, state: _Peer, events: list[Any]) -> None:
+    def _handle(self, state: StreamPeer, events: list[Any]) -> None:
         streams = state.streams
         for event in events:
             kind = type(event)
@@ -651,11 +370,11 @@ class StreamHost:
                 state.blocked = False
                 self._wake(state)
 
-    def _wake(self, state: _Peer) -> None:
+    def _wake(self, state: StreamPeer) -> None:
         for life in list(state.waiting):
             life.wake()
 
-    def _ended(self, state: _Peer, event: Reset) -> None:
+    def _ended(self, state: StreamPeer, event: Reset) -> None:
         self.counters[STREAM_RESETS.key_for(reset_label(event.code))] += 1
         life = state.streams.pop(event.stream, None)
         if life is not None:
@@ -669,7 +388,7 @@ class StreamHost:
             state.stalled = False
             self._wake(state)
 
-    def reset_stream(self, life: _Life, code: int, report: bool = False) -> None:
+    def reset_stream(self, life: StreamLife, code: int, report: bool = False) -> None:
         """End ``life`` here (the application's reset, or the node stops)."""
         state, name = life.peer, life.name
         state.machine.reset(name, code)
@@ -683,7 +402,7 @@ class StreamHost:
 
     # -- unclaimed streams ----------------------------------------------------
 
-    def _hold(self, state: _Peer, name: bytes, payload: bytes) -> None:
+    def _hold(self, state: StreamPeer, name: bytes, payload: bytes) -> None:
         settings = self.settings
         held = state.unclaimed.get(name)
         size = len(payload)
@@ -699,7 +418,7 @@ class StreamHost:
             self._refuse_unclaimed(state, name, reason)
             return
         if held is None:
-            held = state.unclaimed[name] = _Unclaimed(self.clock.seconds())
+            held = state.unclaimed[name] = UnclaimedMessages(self.clock.seconds())
             if state not in self._holding:
                 self._holding[state] = None
                 self._arm()
@@ -707,7 +426,7 @@ class StreamHost:
         held.size += size
         state.unclaimed_bytes += size
 
-    def _refuse_unclaimed(self, state: _Peer, name: bytes, reason: str) -> None:
+    def _refuse_unclaimed(self, state: StreamPeer, name: bytes, reason: str) -> None:
         self.counters[STREAM_UNCLAIMED_RESETS.key_for(reason)] += 1
         self.counters[STREAM_RESETS.key_for(reset_label(ResetCode.UNCLAIMED))] += 1
         self.log.info(
@@ -721,7 +440,7 @@ class StreamHost:
             self._drop_unclaimed(state, name)
         self.write(state)
 
-    def _drop_unclaimed(self, state: _Peer, name: bytes) -> None:
+    def _drop_unclaimed(self, state: StreamPeer, name: bytes) -> None:
         held = state.unclaimed.pop(name)
         state.unclaimed_bytes -= held.size
         if not state.unclaimed:

@@ -50,7 +50,7 @@ from twisted.internet.interfaces import (
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
-from blueprint_net._core import untrusted, wire
+from blueprint_net._core import framing, untrusted, wire
 from blueprint_net._core.errors import ConfigurationError, ErrorCode
 from blueprint_net._core.identity import Identity, PeerId, require_peer_id
 
@@ -307,7 +307,7 @@ def _select_alpn(connection: Any, offered: list[bytes]) -> Any:
 
 #: What a plain blueprint client (its ``Hello``) gets at a ``p2ptls`` port:
 #: a plain ``Error`` frame it can decode and show, before the close.
-PLAIN_AT_TLS_PORT = wire.frame(
+PLAIN_AT_TLS_PORT = framing.frame(
     wire.Error(int(ErrorCode.NOT_ALLOWED), "this port speaks TLS (p2ptls:)")
 )
 _HTTP_BODY = (

@@ -29,7 +29,7 @@ from typing import Any, Optional, Union
 
 import attrs
 
-from blueprint_net._core import gossip_wire, stream_wire, wire
+from blueprint_net._core import framing, gossip_wire, stream_wire, wire
 from blueprint_net._core.connection_events import (
     ConnectionEvent,
     ConnectionFailed,
@@ -85,7 +85,7 @@ class Connection:
             nonce=nonce,
         )
         self.max_frame = max_frame
-        self._framer = wire.FrameDecoder(min(wire.HANDSHAKE_MAX_FRAME, max_frame))
+        self._framer = framing.FrameDecoder(min(wire.HANDSHAKE_MAX_FRAME, max_frame))
         self._outgoing: list[bytes] = []
         #: Bytes queued for the peer and not taken yet (:meth:`chunks_to_send`):
         #: what the send queue's room check counts beside its own queue.
@@ -150,7 +150,7 @@ class Connection:
     # -- output -------------------------------------------------------------
 
     def _queue(self, message: wire.Message) -> None:
-        self._push(wire.frame_chunks(message))
+        self._push(framing.frame_chunks(message))
 
     def _push(self, chunks: list[bytes]) -> None:
         self._outgoing.extend(chunks)
@@ -162,7 +162,7 @@ class Connection:
 
     def chunks_to_send(self) -> list[bytes]:
         """The same, unjoined: for ``writeSequence``, so a large payload is
-        copied once, by the transport (see :func:`wire.frame_chunks`)."""
+        copied once, by the transport (see :func:`framing.frame_chunks`)."""
         chunks, self._outgoing = self._outgoing, []
         self.unsent = 0
         return chunks
@@ -196,7 +196,7 @@ class Connection:
     def send(self, message: wire.Message) -> None:
         """Queue an application message; only once ``Verified``."""
         self._check_sendable()
-        self._push(wire.frame_chunks(message))
+        self._push(framing.frame_chunks(message))
 
     def request(
         self,
@@ -213,7 +213,7 @@ class Connection:
         request = self.requests.request(protocol, payload, metadata, token)
         request_id = request.request_id
         try:
-            chunks = wire.frame_chunks(request, self.max_frame)
+            chunks = framing.frame_chunks(request, self.max_frame)
         except ValueError:
             self.requests.abandon(request_id)
             raise
@@ -249,15 +249,17 @@ class Connection:
         if self.requests.respond(response) is not None and not self.closed:
             request_id = response.request_id
             try:
-                chunks = wire.frame_chunks(response, self.max_frame)
+                chunks = framing.frame_chunks(response, self.max_frame)
             except ValueError:
-                chunks = wire.frame_chunks(wire.oversized(response, self.max_frame))
+                chunks = framing.frame_chunks(
+                    framing.oversized(response, self.max_frame)
+                )
             else:
                 size = len(chunks[0]) if len(chunks) == 1 else sum(map(len, chunks))
                 if room is not None and not room(size):
                     # The peer asks faster than it reads: it gets a short
                     # answer rather than one the queue cannot hold.
-                    chunks = wire.frame_chunks(
+                    chunks = framing.frame_chunks(
                         wire.ErrorResponse(
                             request_id,
                             ErrorCode.RATE_LIMITED,

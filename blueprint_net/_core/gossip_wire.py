@@ -25,11 +25,11 @@ from typing import Any, Callable, Union
 
 import attrs
 
-from blueprint_net._core import wire
+from blueprint_net._core import framing, wire
 from blueprint_net._core.errors import ErrorCode, WireError
+from blueprint_net._core.fields import FieldReader, read_whole
 from blueprint_net._core.identity import PeerId
 from blueprint_net._core.records import MAX_ADDRESSES, PeerRecord
-from blueprint_net._core.wire import FieldReader
 
 #: A publication's signature covers this, then the message's fields.
 SIGNATURE_DOMAIN = b"blueprint-net/gossip/v1\x00"
@@ -318,7 +318,7 @@ def encode(message: GossipWireMessage) -> bytes:
 
 def frame(message: GossipWireMessage) -> bytes:
     """The message as it travels (encode once, send to many peers)."""
-    return wire.frame_body(encode(message))
+    return framing.frame_body(encode(message))
 
 
 def decode(body: bytes) -> Union[GossipWireMessage, wire.Message]:
@@ -326,4 +326,4 @@ def decode(body: bytes) -> Union[GossipWireMessage, wire.Message]:
     decoder = DECODERS.get(body[0]) if body else None
     if decoder is None:
         return wire.decode(body)
-    return wire.read_whole(body, decoder)
+    return read_whole(body, decoder)

@@ -30,9 +30,9 @@ from typing import Any, Callable, Union
 
 import attrs
 
-from blueprint_net._core import wire
+from blueprint_net._core import framing
 from blueprint_net._core.errors import ErrorCode, WireError
-from blueprint_net._core.wire import FieldReader
+from blueprint_net._core.fields import FieldReader, read_whole
 
 T_STREAM_HELLO = 0x50
 T_STREAM_DATA = 0x51
@@ -210,7 +210,7 @@ def encode(message: StreamMessage) -> bytes:
 
 def frame(message: StreamMessage) -> bytes:
     """The message as it travels."""
-    return wire.frame_body(encode(message))
+    return framing.frame_body(encode(message))
 
 
 # -- decoding ---------------------------------------------------------------
@@ -294,4 +294,4 @@ def decode(body: bytes) -> StreamMessage:
             ErrorCode.UNKNOWN_MESSAGE_TYPE,
             f"0x{body[0]:02x} is not a stream message type",
         )
-    return wire.read_whole(body, decoder)
+    return read_whole(body, decoder)

@@ -1,10 +1,15 @@
-"""The wire format: length-prefixed frames, one message each, and their codec.
+"""The base message family: its types, limits and codec.
 
 Layer: core (sans-IO; imports nothing from Twisted).
 
-Sans-IO: nothing here touches a socket or a reactor.  ``docs/protocol.md`` is
-the byte-level specification of every layout below, with golden vectors that
-``tests/test_wire.py`` decodes and re-encodes.
+In: a message (one of :data:`Message`), or one frame body.  Out: the body's
+bytes (:func:`encode`, or :func:`body_parts` for the framer in
+``framing``), or the message decoded.  No states: every call stands alone.
+The fields are ``fields``' and a frame's length prefix is ``framing``'s;
+gossip and stream messages are their own families (``gossip_wire``,
+``stream_wire``).  ``docs/protocol.md`` is the byte-level specification of
+every layout below, with golden vectors that ``tests/test_protocol_doc.py``
+decodes and re-encodes.
 
 The decoder is strict.  Anything that is not exactly one well-formed message
 raises :class:`~blueprint_net.errors.WireError` with a ``1xx`` code, and
@@ -15,11 +20,21 @@ escapes to the caller.
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, Optional, Union
 
 import attrs
 
 from blueprint_net._core.errors import ErrorCode, WireError
+from blueprint_net._core.fields import (
+    U16,
+    U32,
+    U64,
+    FieldReader,
+    optional,
+    protocol_name,
+    read_whole,
+    str16,
+)
 from blueprint_net._core.identity import PeerId
 
 #: Largest frame body accepted before the handshake completes.  The largest
@@ -39,26 +54,11 @@ NONCE_SIZE = 32
 #: Request id 0 asks for no response ("fire and forget").
 NO_RESPONSE = 0
 
-_U16 = struct.Struct("!H")
-_U32 = struct.Struct("!I")
-_U64 = struct.Struct("!Q")
-_HEADER = _U32
 # Fixed leading fields of the hot messages, packed and unpacked in one call.
 _TYPE_ID = struct.Struct("!BI")
 _TYPE_ID_U8 = struct.Struct("!BIB")
 _TYPE_ID_U16 = struct.Struct("!BIH")
 _TYPE_ID_U32 = struct.Struct("!BII")
-_FLAG_LENGTH = struct.Struct("!BI")
-# A frame's length prefix with the fixed fields of a small request or
-# Protocol response, in one call (see frame_chunks).
-_HEAD_REQUEST = struct.Struct("!IBIB")
-_HEAD_PROTOCOL = struct.Struct("!IBII")
-#: See :meth:`FrameDecoder.feed`: reads under this size are merged into the
-#: previous piece of a pending frame while that piece is under _MERGE_BELOW.
-_SMALL_READ = 1024
-_MERGE_BELOW = 16 * 1024
-#: See :func:`frame_chunks`.
-LARGE_PART = 16 * 1024
 
 
 @attrs.define
@@ -191,42 +191,20 @@ T_ERROR_RESPONSE = 0x13
 # -- encoding ---------------------------------------------------------------
 
 
-def _name(text: str) -> bytes:
-    data = text.encode("utf-8")
-    if not 1 <= len(data) <= 255:
-        raise ValueError("a protocol name is 1 to 255 bytes of UTF-8")
-    return data
-
-
-def _str16(text: str, limit: int = 65535) -> bytes:
-    data = text.encode("utf-8")
-    if len(data) > limit:
-        # Cut at a character boundary: a UTF-8 continuation byte is 10xxxxxx.
-        end = limit
-        while data[end] & 0xC0 == 0x80:
-            end -= 1
-        data = data[:end]
-    return _U16.pack(len(data)) + data
-
-
-def _optional(data: Optional[bytes]) -> list[bytes]:
-    return [b"\x00"] if data is None else [_FLAG_LENGTH.pack(1, len(data)), data]
-
-
 def _request_parts(message: Request) -> list[bytes]:
-    name = _name(message.protocol)
+    name = protocol_name(message.protocol)
     payload = message.payload
     return [
         _TYPE_ID_U8.pack(T_REQUEST, message.request_id, len(name)),
         name,
-        _U32.pack(len(payload)),
+        U32.pack(len(payload)),
         payload,
-        *_optional(message.metadata),
+        *optional(message.metadata),
     ]
 
 
 def _success_parts(message: SuccessResponse) -> list[bytes]:
-    return [_TYPE_ID.pack(T_SUCCESS, message.request_id), *_optional(message.data)]
+    return [_TYPE_ID.pack(T_SUCCESS, message.request_id), *optional(message.data)]
 
 
 def _protocol_parts(message: ProtocolResponse) -> list[bytes]:
@@ -237,7 +215,7 @@ def _protocol_parts(message: ProtocolResponse) -> list[bytes]:
 def _error_response_parts(message: ErrorResponse) -> list[bytes]:
     return [
         _TYPE_ID_U16.pack(T_ERROR_RESPONSE, message.request_id, message.code),
-        _str16(message.message),
+        str16(message.message),
     ]
 
 
@@ -247,7 +225,7 @@ def _hello_parts(message: Hello) -> list[bytes]:
     binary = message.peer_id.binary
     return [
         b"\x01",
-        _U16.pack(message.version),
+        U16.pack(message.version),
         message.nonce,
         bytes((len(binary),)),
         binary,
@@ -271,7 +249,7 @@ def _bound_proof_parts(message: Proof) -> list[bytes]:
     binary = message.peer_id.binary
     return [
         b"\x07",
-        _U16.pack(message.version),
+        U16.pack(message.version),
         bytes((len(binary),)),
         binary,
         message.public_key,
@@ -282,13 +260,13 @@ def _bound_proof_parts(message: Proof) -> list[bytes]:
 def _error_parts(message: Error) -> list[bytes]:
     return [
         b"\x04",
-        _U16.pack(message.code),
-        _str16(message.message, MAX_ERROR_TEXT),
+        U16.pack(message.code),
+        str16(message.message, MAX_ERROR_TEXT),
     ]
 
 
 def _opaque_parts(tag: bytes) -> Callable[[Union[Ping, Pong]], list[bytes]]:
-    return lambda message: [tag, _U64.pack(message.opaque)]
+    return lambda message: [tag, U64.pack(message.opaque)]
 
 
 _ENCODERS: dict[type, Callable[[Any], list[bytes]]] = {
@@ -306,7 +284,7 @@ _ENCODERS: dict[type, Callable[[Any], list[bytes]]] = {
 }
 
 
-def _parts(message: Message) -> list[bytes]:
+def body_parts(message: Message) -> list[bytes]:
     """The body of a frame as a list of byte strings: a payload is never
     copied before the one join that makes the frame."""
     encoder = _ENCODERS.get(type(message))
@@ -317,146 +295,10 @@ def _parts(message: Message) -> list[bytes]:
 
 def encode(message: Message) -> bytes:
     """The body of a frame (no length prefix); ``ValueError`` if unencodable."""
-    return b"".join(_parts(message))
-
-
-def frame_body(body: bytes) -> bytes:
-    """A frame of ``body``: a u32 big-endian length, then the body."""
-    return _HEADER.pack(len(body)) + body
-
-
-def frame(message: Message) -> bytes:
-    """The message as it travels: a u32 big-endian length, then the body."""
-    parts = _parts(message)
-    parts.insert(0, _HEADER.pack(sum(map(len, parts))))
-    return b"".join(parts)
-
-
-def oversized(response: Response, max_frame: int) -> ErrorResponse:
-    """What answers in place of a response past the frame limit: the handler
-    worked, but its answer cannot travel in one frame (section 6)."""
-    return ErrorResponse(
-        response.request_id,
-        ErrorCode.PAYLOAD_TOO_LARGE,
-        f"the response exceeds the frame limit of {max_frame} bytes",
-    )
-
-
-def frame_chunks(message: Message, max_body: Optional[int] = None) -> list[bytes]:
-    """The same bytes as :func:`frame`, as a list for ``writeSequence``;
-    ``ValueError`` for a body over ``max_body``.
-
-    A payload of :data:`LARGE_PART` bytes or more stays a chunk of its own:
-    the transport copies it once, into its send buffer, instead of once more
-    into the frame first.  Smaller frames are one chunk.
-    """
-    # The two messages of every request, when small, packed in one call and
-    # joined once (the general path below gives the same bytes; tested).
-    if type(message) is ProtocolResponse:
-        data = message.data
-        size = 9 + len(data)
-        if size < LARGE_PART and (max_body is None or size <= max_body):
-            request_id = message.request_id
-            return [_HEAD_PROTOCOL.pack(size, T_PROTOCOL, request_id, len(data)) + data]
-    elif type(message) is Request and len(message.payload) < LARGE_PART:
-        name = _name(message.protocol)
-        payload, metadata = message.payload, message.metadata
-        size = 10 + len(name) + len(payload)
-        size += 1 if metadata is None else 5 + len(metadata)
-        if size < LARGE_PART and (max_body is None or size <= max_body):
-            head = _HEAD_REQUEST.pack(size, T_REQUEST, message.request_id, len(name))
-            fields = [head, name, _U32.pack(len(payload)), payload]
-            fields += _optional(metadata)
-            return [b"".join(fields)]
-    parts = _parts(message)
-    size = sum(map(len, parts))
-    if max_body is not None and size > max_body:
-        kind = type(message).__name__.lower()
-        raise ValueError(
-            f"a {kind} of {size} bytes exceeds the frame limit of {max_body}"
-        )
-    header = _HEADER.pack(size)
-    if size < LARGE_PART:
-        parts.insert(0, header)
-        return [b"".join(parts)]
-    chunks: list[bytes] = []
-    small = [header]
-    for part in parts:
-        if len(part) >= LARGE_PART:
-            chunks.append(b"".join(small))
-            chunks.append(part)
-            small = []
-        else:
-            small.append(part)
-    if small:
-        chunks.append(b"".join(small))
-    return chunks
+    return b"".join(body_parts(message))
 
 
 # -- decoding ---------------------------------------------------------------
-
-
-class FieldReader:
-    """Reads fields off a frame body, turning every shortfall into a WireError."""
-
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 1  # past the type byte
-
-    def take(self, size: int) -> bytes:
-        end = self.pos + size
-        if end > len(self.data):
-            raise WireError(ErrorCode.TRUNCATED, "message ends inside a field")
-        chunk = self.data[self.pos : end]
-        self.pos = end
-        return chunk
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        value: int = _U16.unpack(self.take(2))[0]
-        return value
-
-    def u32(self) -> int:
-        value: int = _U32.unpack(self.take(4))[0]
-        return value
-
-    def u64(self) -> int:
-        value: int = _U64.unpack(self.take(8))[0]
-        return value
-
-    def text(self, size: int) -> str:
-        try:
-            return self.take(size).decode("utf-8")
-        except UnicodeDecodeError:
-            raise WireError(ErrorCode.INVALID_UTF8, "text is not UTF-8") from None
-
-    def bytes32(self) -> bytes:
-        return self.take(self.u32())
-
-    def optional(self) -> Optional[bytes]:
-        flag = self.u8()
-        if flag == 0:
-            return None
-        if flag == 1:
-            return self.bytes32()
-        raise WireError(ErrorCode.OUT_OF_RANGE, f"option flag {flag} is not 0 or 1")
-
-    def protocol_name(self) -> str:
-        size = self.u8()
-        if size == 0:
-            raise WireError(ErrorCode.OUT_OF_RANGE, "empty protocol name")
-        return self.text(size)
-
-    def end(self) -> None:
-        if self.pos != len(self.data):
-            raise WireError(
-                ErrorCode.TRAILING_BYTES,
-                f"{len(self.data) - self.pos} bytes after the message",
-            )
 
 
 def _peer_id(r: FieldReader) -> PeerId:
@@ -543,7 +385,7 @@ def _fast_request(body: bytes) -> Optional[Request]:
     try:
         _, request_id, size = _TYPE_ID_U8.unpack_from(body)
         end = 6 + size
-        (length,) = _U32.unpack_from(body, end)
+        (length,) = U32.unpack_from(body, end)
         start = end + 4
         stop = start + length
         if size == 0:
@@ -560,7 +402,7 @@ def _fast_optional(body: bytes, at: int) -> Optional[bytes]:
     if flag == 0 and at + 1 == len(body):
         return None
     if flag == 1:
-        (length,) = _U32.unpack_from(body, at + 1)
+        (length,) = U32.unpack_from(body, at + 1)
         if at + 5 + length == len(body):
             return body[at + 5 :]
     raise ValueError("not a well-formed trailing opt_bytes32")
@@ -611,133 +453,3 @@ def decode(body: bytes) -> Message:
             ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown message type 0x{body[0]:02x}"
         )
     return read_whole(body, decoder)
-
-
-_T = TypeVar("_T")
-
-
-def read_whole(body: bytes, decoder: Callable[[FieldReader], _T]) -> _T:
-    """``decoder``'s message from ``body``, which it must read to the end
-    (``TRAILING_BYTES`` if not): the strict path of every message family."""
-    reader = FieldReader(body)
-    message = decoder(reader)
-    reader.end()
-    return message
-
-
-# -- framing ----------------------------------------------------------------
-
-
-class FrameDecoder:
-    """Splits a byte stream into frame bodies in time linear in its length.
-
-    Unlike ``IntNStringReceiver`` (twisted#6358), which re-copies its whole
-    buffer on every read, a frame that arrives in many reads is kept as a list
-    of those reads -- O(1) per read -- and joined once, when complete, into
-    the body: each byte is copied once.  Each length prefix is checked against
-    ``max_length`` as soon as its four bytes are in, before the body is kept;
-    a frame longer than ``capped_length`` whose type byte (the body's first)
-    is in ``capped_types`` is refused as soon as that byte is in, so a type
-    with a smaller limit than requests (gossip's) is never buffered whole.
-    """
-
-    __slots__ = (
-        "_have",
-        "_needed",
-        "_partial",
-        "capped_length",
-        "capped_types",
-        "max_length",
-    )
-
-    def __init__(self, max_length: int = HANDSHAKE_MAX_FRAME) -> None:
-        #: Reads held back: a partial length prefix, or the start of a body
-        #: (the prefix already parsed and dropped).
-        self._partial: list[Union[bytes, memoryview]] = []
-        self._have = 0
-        #: Body bytes the current frame needs; 0 while the prefix is partial.
-        self._needed = 0
-        self.max_length = max_length
-        #: Types whose frames may be at most ``capped_length`` bytes (none
-        #: by default): see :meth:`cap`.
-        self.capped_types = range(0)
-        self.capped_length = max_length
-
-    def cap(self, types: range, length: int) -> None:
-        """Frames whose type byte is in ``types`` may be at most ``length``
-        bytes (less than ``max_length``)."""
-        self.capped_types, self.capped_length = types, length
-
-    def _check_type(self, first: int, length: int) -> None:
-        """The first body byte of a frame of ``length`` bytes is ``first``."""
-        if first in self.capped_types:
-            raise WireError(
-                ErrorCode.FRAME_TOO_LARGE,
-                f"frame of type 0x{first:02x} and {length} bytes exceeds"
-                f" its type's limit of {self.capped_length}",
-            )
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held waiting for the rest of a frame."""
-        return self._have
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return every frame body now complete.
-
-        Raises :class:`WireError` (``FRAME_TOO_LARGE``) for a length over the
-        limit; the stream is then unusable, since its framing is lost.
-        """
-        frames: list[bytes] = []
-        if self._needed:
-            if not self._have and data and self._needed > self.capped_length:
-                self._check_type(data[0], self._needed)  # the type byte, now in
-            partial = self._partial
-            if len(data) < _SMALL_READ and len(partial[-1]) < _MERGE_BELOW:
-                # Bound the per-piece overhead a peer dribbling tiny reads
-                # could cost: every piece kept is >= 1 KiB or precedes one.
-                partial[-1] = b"".join((partial[-1], data))
-            else:
-                partial.append(data)
-            self._have += len(data)
-            over = self._have - self._needed
-            if over < 0:
-                return frames  # a large frame still arriving: O(1) per read
-            data = b""
-            if over:  # the last piece runs into the next frame: split it
-                last = memoryview(partial[-1])
-                partial[-1], data = last[: len(last) - over], bytes(last[-over:])
-            frames.append(b"".join(partial))
-            self._partial, self._have, self._needed = [], 0, 0
-        elif self._partial:
-            data = b"".join(self._partial) + data
-            self._partial, self._have = [], 0
-        pos = 0
-        size = len(data)
-        unpack = _HEADER.unpack_from
-        limit, capped = self.max_length, self.capped_length
-        while size - pos >= 4:
-            (length,) = unpack(data, pos)
-            if length > limit:
-                raise WireError(
-                    ErrorCode.FRAME_TOO_LARGE,
-                    f"frame of {length} bytes exceeds the limit of {limit}",
-                )
-            start = pos + 4
-            end = start + length
-            if length > capped and start < size:
-                self._check_type(data[start], length)
-            if end > size:
-                # A view, not a copy: the body is copied once, by the join.
-                # It keeps this whole read alive: at most one read (64 KiB
-                # from Twisted's TCP transport) beyond ``buffered``.
-                self._partial = [memoryview(data)[start:]]
-                self._have = size - start
-                self._needed = length
-                return frames
-            frames.append(data[start:end])
-            pos = end
-        if pos < size:
-            self._partial = [data[pos:] if pos else data]
-            self._have = size - pos
-        return frames

@@ -19,7 +19,7 @@ from twisted.internet.task import Clock
 
 from blueprint_net import PeerId, Reply, Settings
 from blueprint_net._adapters.dispatch import Dispatcher
-from blueprint_net._core import wire
+from blueprint_net._core import framing, wire
 from blueprint_net.errors import RemoteError
 from blueprint_net.node import Handler
 from blueprint_net.testing._results import fired
@@ -89,7 +89,7 @@ class StubNode:
         ``HANDLER_ERROR``).  ``ValueError`` if the request could not travel
         (as :meth:`Node.request`)."""
         request = wire.Request(next(self._ids), protocol, payload, metadata)
-        wire.frame_chunks(request, self.settings.max_frame)  # ValueError
+        framing.frame_chunks(request, self.settings.max_frame)  # ValueError
         answered: defer.Deferred[Reply] = defer.Deferred()
         self._dispatch.serve(
             _travelled(request),
@@ -126,9 +126,9 @@ class _Asker:
 
     def respond(self, response: wire.Response) -> None:
         try:
-            wire.frame_chunks(response, self.max_frame)
+            framing.frame_chunks(response, self.max_frame)
         except ValueError:  # as a connection answers (Connection.respond)
-            response = wire.oversized(response, self.max_frame)
+            response = framing.oversized(response, self.max_frame)
         received = _travelled(response)
         if isinstance(received, wire.ErrorResponse):
             self.answered.errback(RemoteError(received.code, received.message))

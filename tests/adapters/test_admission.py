@@ -16,7 +16,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock, deferLater
 
 from blueprint_net import Node
-from blueprint_net._core import wire
+from blueprint_net._core import framing, wire
 from blueprint_net._core.connection import Connection
 from blueprint_net._core.connection_events import ConnectionFailed, PeerVerified
 from blueprint_net._core.errors import ErrorCode
@@ -198,7 +198,7 @@ def test_requests_past_the_in_flight_bound_wait_within_one_read(
 
 
 def decode_all(data: bytes) -> list[wire.Message]:
-    return [wire.decode(body) for body in wire.FrameDecoder(1 << 20).feed(data)]
+    return [wire.decode(body) for body in framing.FrameDecoder(1 << 20).feed(data)]
 
 
 @pytest_twisted.ensureDeferred
@@ -360,7 +360,7 @@ async def test_a_silent_socket_has_the_short_first_frame_deadline(
     b = make_node(bob, clock=clock)
     port = await _port(b)
     silent = await _idle(port, "127.0.0.1")
-    hello = wire.frame(wire.Hello(1, bytes(32), alice.peer_id))
+    hello = framing.frame(wire.Hello(1, bytes(32), alice.peer_id))
     spoke = await _idle(port, "127.0.0.1", opening=hello)
     await until(lambda: silent.received and spoke.received)
     await until(lambda: b.limiter.handshaking == 2)

@@ -27,7 +27,7 @@ from blueprint_net._adapters.host import ConnectionHost
 from blueprint_net._adapters.limiting_factory import Refusal
 from blueprint_net._adapters.peers import Peer, PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
-from blueprint_net._core import gossip_wire, wire
+from blueprint_net._core import framing, gossip_wire, wire
 from blueprint_net._core.connection_events import ConnectionFailed
 from blueprint_net._core.errors import (
     ErrorCode,
@@ -331,7 +331,7 @@ def test_garbage_under_a_claimed_id_never_scores_that_id(alice: Identity) -> Non
             raw = Raw()
             net.result(connectProtocol(net.endpoint(b, source=hostile), raw))
             hello = wire.Hello(wire.PROTOCOL_VERSION, bytes(32), alice.peer_id)
-            raw.transport.write(wire.frame(hello) + b"\x00\x00\x00\x01\xee")  # type: ignore[union-attr]
+            raw.transport.write(framing.frame(hello) + b"\x00\x00\x00\x01\xee")  # type: ignore[union-attr]
             net.pump()
             assert raw.lost
             *_, error = decode_frames(raw.received)

@@ -14,7 +14,7 @@ from zope.interface import implementer
 
 from blueprint_net import Node
 from blueprint_net._adapters.interfaces import IRequestHandler
-from blueprint_net._core import wire
+from blueprint_net._core import framing, wire
 from blueprint_net._core.errors import (
     ErrorCode,
     HandshakeError,
@@ -141,7 +141,7 @@ async def test_request_before_handshake_gets_error_and_close(
     port = await _listening(b)
     raw = Raw()
     await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
-    raw.transport.write(wire.frame(wire.Request(1, "echo", b"hi")))  # type: ignore[union-attr]
+    raw.transport.write(framing.frame(wire.Request(1, "echo", b"hi")))  # type: ignore[union-attr]
     await raw.closed
     hello, error = decode_frames(raw.received)
     assert isinstance(hello, wire.Hello)

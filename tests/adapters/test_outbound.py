@@ -19,7 +19,7 @@ from blueprint_net._adapters.outbound import (
     TRANSPORT_HELD,
     Outbound,
 )
-from blueprint_net._core import wire
+from blueprint_net._core import framing, wire
 from blueprint_net._core.errors import SendQueueFull
 from blueprint_net._policy.resources import MemoryBudget
 
@@ -254,7 +254,7 @@ def test_a_frames_small_tail_goes_with_its_payload() -> None:
     after it (``frame_chunks``'s tail) is written with it, not queued until
     the transport drains (a reactor turn later, on every such frame)."""
     sender = Sender()
-    chunks = wire.frame_chunks(wire.Request(1, "echo", bytes(PIECE)))
+    chunks = framing.frame_chunks(wire.Request(1, "echo", bytes(PIECE)))
     assert len(chunks) == 3 and len(chunks[1]) == PIECE  # head, payload, tail
     sender.send(*chunks)
     assert sender.outbound.paused and sender.outbound.queued == 0

@@ -15,7 +15,7 @@ from twisted.test.iosim import IOPump, connectedServerAndClient
 from blueprint_net._adapters.factory import PeerFactory
 from blueprint_net._adapters.keepalive import Keepalive
 from blueprint_net._adapters.protocol import PeerProtocol
-from blueprint_net._core import wire
+from blueprint_net._core import framing, wire
 from blueprint_net._core.connection import Connection
 from blueprint_net._core.errors import (
     ErrorCode,
@@ -89,8 +89,8 @@ def test_handshake_timeout_on_a_fake_clock(alice: Identity, initiator: bool) -> 
 @pytest.mark.parametrize(
     ("data", "code"),
     [
-        (wire.frame(wire.Request(1, "echo", b"hi")), ErrorCode.UNEXPECTED_MESSAGE),
-        (wire.frame(wire.Ping(1)), ErrorCode.UNEXPECTED_MESSAGE),
+        (framing.frame(wire.Request(1, "echo", b"hi")), ErrorCode.UNEXPECTED_MESSAGE),
+        (framing.frame(wire.Ping(1)), ErrorCode.UNEXPECTED_MESSAGE),
         (b"\x00\x00\x00\x01\xee", ErrorCode.UNKNOWN_MESSAGE_TYPE),
         (b"\x00\x00\x10\x01", ErrorCode.FRAME_TOO_LARGE),  # 4097 before Verified
         (b"\xff\xff\xff\xff", ErrorCode.FRAME_TOO_LARGE),
@@ -109,7 +109,7 @@ def test_garbage_before_verified_is_refused_and_closed(
     assert host.failed[0].misbehaviour
     assert host.requests == []
     assert clock.getDelayedCalls() == []
-    protocol.dataReceived(wire.frame(wire.Ping(2)))  # nothing more is read
+    protocol.dataReceived(framing.frame(wire.Ping(2)))  # nothing more is read
     assert decode_frames(transport.value()) == [error]
 
 
@@ -353,7 +353,7 @@ def test_a_closed_connection_refuses_to_send_with_peer_lost(
     with pytest.raises(PeerLost):
         client.notify("echo", b"x")
     with pytest.raises(PeerLost):
-        client.send_frame(wire.frame(wire.Request(0, "echo", b"x")))
+        client.send_frame(framing.frame(wire.Request(0, "echo", b"x")))
     pump.flush()
     assert client.connection.requests.pending == {}
 
@@ -434,14 +434,14 @@ def test_keepalive_times_are_one_interval_of_silence_each(
     keepalive = Keepalive(clock, 10.0)
     keepalive.watch(protocol)  # heard from at 100 (the handshake)
     clock.advance(5.0)
-    protocol.dataReceived(wire.frame(wire.Pong(1)))  # any frame: heard at 105
+    protocol.dataReceived(framing.frame(wire.Pong(1)))  # any frame: heard at 105
     clock.advance(9.75)
     assert transport.value() == b""
     clock.advance(0.25)  # 115: one interval after the peer was last heard
     assert decode_frames(transport.value()) == [wire.Ping(115_000)]
     transport.clear()
     clock.advance(3.0)
-    protocol.dataReceived(wire.frame(wire.Pong(115_000)))  # answered at 118
+    protocol.dataReceived(framing.frame(wire.Pong(115_000)))  # answered at 118
     clock.advance(9.75)
     assert transport.value() == b""
     clock.advance(0.25)  # 128: silent for an interval again
@@ -505,7 +505,7 @@ def test_reading_stops_while_unread_responses_fill_the_queue(
     )
     protocol.outbound.pauseProducing()
     for request_id in (1, 2):
-        protocol.dataReceived(wire.frame(wire.Request(request_id, "echo", b"")))
+        protocol.dataReceived(framing.frame(wire.Request(request_id, "echo", b"")))
         protocol.respond(wire.ProtocolResponse(request_id, bytes(600)))
     assert transport.producerState == "paused"  # we stopped reading the peer
     protocol.outbound.resumeProducing()
@@ -524,11 +524,11 @@ def test_a_small_answer_that_would_overfill_the_queue_is_refused(
     )
     protocol.outbound.pauseProducing()
     protocol.dataReceived(
-        b"".join(wire.frame(wire.Request(i, "echo", b"")) for i in (1, 2))
+        b"".join(framing.frame(wire.Request(i, "echo", b"")) for i in (1, 2))
     )
     protocol.respond(wire.ProtocolResponse(1, bytes(600)))
-    framing = len(wire.frame(wire.ProtocolResponse(2, b"")))
-    past = 1000 - protocol.queued - framing + 1  # one byte past the bound
+    overhead = len(framing.frame(wire.ProtocolResponse(2, b"")))
+    past = 1000 - protocol.queued - overhead + 1  # one byte past the bound
     protocol.respond(wire.ProtocolResponse(2, bytes(past)))
     protocol.outbound.resumeProducing()
     first, second = decode_frames(transport.value())
@@ -549,10 +549,10 @@ def test_error_answers_given_during_a_read_count_against_the_queue(
         alice, bob, clock, max_send_queue=1000
     )
     first = wire.ProtocolResponse(1, bytes(600))
-    framing = len(wire.frame(wire.ProtocolResponse(3, b"")))
+    overhead = len(framing.frame(wire.ProtocolResponse(3, b"")))
     # The third answer fills the queue to its bound if the Error before it
     # is not counted.
-    fill = wire.ProtocolResponse(3, bytes(1000 - len(wire.frame(first)) - framing))
+    fill = wire.ProtocolResponse(3, bytes(1000 - len(framing.frame(first)) - overhead))
     answers = {1: first, 2: wire.ProtocolResponse(2, bytes(600)), 3: fill}
 
     class Answering(RecordingHost):
@@ -564,7 +564,7 @@ def test_error_answers_given_during_a_read_count_against_the_queue(
     protocol.host = Answering()
     protocol.outbound.pauseProducing()
     protocol.dataReceived(
-        b"".join(wire.frame(wire.Request(i, "echo", b"")) for i in (1, 2, 3))
+        b"".join(framing.frame(wire.Request(i, "echo", b"")) for i in (1, 2, 3))
     )
     assert protocol.queued <= 1000
     assert protocol.memory.counters["memory.refused.response"] == 2
@@ -579,7 +579,7 @@ def test_reading_stops_at_the_concurrent_request_limit(
         alice, bob, clock, max_concurrent_requests=3
     )
     protocol.dataReceived(
-        b"".join(wire.frame(wire.Request(i, "slow", b"")) for i in (1, 2, 3))
+        b"".join(framing.frame(wire.Request(i, "slow", b"")) for i in (1, 2, 3))
     )
     assert transport.producerState == "paused"
     protocol.respond(wire.SuccessResponse(2))

@@ -19,7 +19,7 @@ from twisted.internet import defer, protocol, reactor
 
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.node import Node
-from blueprint_net._core import wire
+from blueprint_net._core import framing, wire
 from blueprint_net._core.errors import ConnectFailed, ErrorCode
 from blueprint_net._core.identity import Identity
 from blueprint_net._policy.bans import BanRegistry
@@ -142,7 +142,7 @@ async def test_over_tls_a_relayed_handshake_is_refused_and_nobody_is_charged(
         assert a.peers == [] and b.peers == [] and a.counters["handshakes.ok"] == 0
         if relay.to_alice is not None and relay.to_alice.transport is not None:
             relay.to_alice.transport.write(
-                wire.frame(wire.Request(1, "note", b"injected"))
+                framing.frame(wire.Request(1, "note", b"injected"))
             )
         assert asked == [] and _answered(a) == 0
         for node, other in ((a, bob), (b, alice)):
@@ -178,7 +178,7 @@ async def test_over_plaintext_the_relay_works_but_only_the_address_is_charged(
         await until(lambda: a.peer(bob.peer_id) is not None)
         assert relay.to_alice is not None and relay.to_alice.transport is not None
         injected = wire.Request(wire.NO_RESPONSE, "note", b"from mallory")
-        relay.to_alice.transport.write(wire.frame(injected))
+        relay.to_alice.transport.write(framing.frame(injected))
         await until(lambda: asked != [])
         assert asked == [bob.peer_id]  # answered as if Bob asked
         relay.to_alice.transport.write(GARBAGE)

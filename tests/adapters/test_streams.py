@@ -12,9 +12,9 @@ import pytest
 from twisted.internet import defer
 
 from blueprint_net import Identity, Node
-from blueprint_net._core import stream_wire, telemetry, wire
+from blueprint_net._core import framing, stream_wire, telemetry
 from blueprint_net._core.errors import ErrorCode, SendQueueFull
-from blueprint_net._core.streams import StreamSettings
+from blueprint_net._core.stream_states import StreamSettings
 from blueprint_net.errors import StreamReset
 from blueprint_net.streams import ResetCode, Stream
 from blueprint_net.testing import MemoryNetwork
@@ -461,7 +461,7 @@ def test_too_many_streams_opened_by_the_peer_is_a_violation(
 def test_a_malformed_stream_frame_is_a_decoding_violation(net: MemoryNetwork) -> None:
     a, b = pair(net)
     protocol = link_of(a, b)
-    protocol.connection.send_frame(wire.frame_body(bytes([0x50, 1, 2])))
+    protocol.connection.send_frame(framing.frame_body(bytes([0x50, 1, 2])))
     protocol.outbound.flush()
     net.pump()
     assert b.counters[telemetry.STREAM_VIOLATIONS.key_for("TRUNCATED")] == 1

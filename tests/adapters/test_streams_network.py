@@ -12,7 +12,7 @@ import pytest_twisted
 from twisted.internet import defer
 
 from blueprint_net import Identity, Node
-from blueprint_net._core.streams import StreamSettings
+from blueprint_net._core.stream_states import StreamSettings
 from blueprint_net.errors import StreamReset
 from blueprint_net.streams import ResetCode
 from tests.helpers import MakeNode, until

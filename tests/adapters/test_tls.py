@@ -55,7 +55,7 @@ from blueprint_net._adapters.tls import (
     peer_certificate_key,
 )
 from blueprint_net._adapters.tls import certificate as tls_certificate
-from blueprint_net._core import wire
+from blueprint_net._core import framing, wire
 from blueprint_net._core.errors import ErrorCode, HandshakeError
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._policy.settings import Settings
@@ -841,7 +841,11 @@ def _sniffing(node: Node, identity: Identity) -> tuple[Any, StringTransport]:
         ([b"GET / HT"], "http", HTTP_AT_TLS_PORT),
         # In pieces: the first ones are kept until there are enough.
         ([b"G", b"ET", b" / HTTP/1.1\r\n\r\n"], "http", HTTP_AT_TLS_PORT),
-        ([wire.frame(wire.Ping(1))[:3], wire.frame(wire.Ping(1))[3:]], "plain", None),
+        (
+            [framing.frame(wire.Ping(1))[:3], framing.frame(wire.Ping(1))[3:]],
+            "plain",
+            None,
+        ),
     ],
 )
 def test_a_wrong_opening_at_a_tls_port_is_answered_in_its_own_protocol(

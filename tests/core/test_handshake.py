@@ -8,7 +8,7 @@ from typing import Optional, get_args
 
 import pytest
 
-from blueprint_net._core import wire
+from blueprint_net._core import framing, wire
 from blueprint_net._core.connection import Connection
 from blueprint_net._core.connection_events import ConnectionFailed, PeerVerified
 from blueprint_net._core.errors import ErrorCode, HandshakeFailed, PeerLost
@@ -647,7 +647,7 @@ def test_a_refused_peer_gets_the_refusals_code(alice: Identity, bob: Identity) -
     # The peer is told, and nothing else: the held Ping goes unanswered.
     told = a.data_to_send()
     assert decode_frames(told) == [wire.Error(ErrorCode.CONNECTION_LIMIT, "too many")]
-    assert a.receive_data(wire.frame(wire.Ping(8))) == []
+    assert a.receive_data(framing.frame(wire.Ping(8))) == []
     [event] = b.receive_data(told)
     assert isinstance(event, ConnectionFailed) and event.error.remote
     assert event.error.code is ErrorCode.CONNECTION_LIMIT
@@ -694,7 +694,7 @@ def test_sending_before_verification_is_a_programming_error(alice: Identity) -> 
 
 
 def _requests(*ids: int) -> bytes:
-    return b"".join(wire.frame(wire.Request(i, "echo", b"")) for i in ids)
+    return b"".join(framing.frame(wire.Request(i, "echo", b"")) for i in ids)
 
 
 def test_the_backlog_is_handed_out_as_requests_end(
@@ -764,7 +764,7 @@ def test_an_answer_without_room_is_a_short_rate_limited_error(
     b.respond(wire.ProtocolResponse(1, bytes(50)), room)
     b.respond(wire.ProtocolResponse(2, bytes(500)), room)
     b.respond(wire.SuccessResponse(0), room)  # fire and forget: nothing sent
-    assert asked == [len(wire.frame(wire.ProtocolResponse(1, bytes(50)))), 513]
+    assert asked == [len(framing.frame(wire.ProtocolResponse(1, bytes(50)))), 513]
     answered, refused = decode_frames(b.data_to_send())
     assert answered == wire.ProtocolResponse(1, bytes(50))
     assert refused == wire.ErrorResponse(
@@ -786,10 +786,10 @@ def test_our_requests_deadlines_are_kept_by_the_connection(
     assert a.expire(5.0) == [(2, "short")]
     assert a.next_deadline == 10.0
     # Answered in time: its deadline is forgotten, and a late one ignored.
-    events = a.receive_data(wire.frame(wire.SuccessResponse(1)))
+    events = a.receive_data(framing.frame(wire.SuccessResponse(1)))
     assert [e.token for e in events] == ["long"]  # type: ignore[union-attr]
     assert a.next_deadline is None and a.expire(20.0) == []
-    assert a.receive_data(wire.frame(wire.SuccessResponse(2))) == []
+    assert a.receive_data(framing.frame(wire.SuccessResponse(2))) == []
     a.request("echo", b"", token="lost", deadline=30.0)
     assert a.lost() == ["lost"] and a.next_deadline is None
     # Once lost, nothing more is sent or waited for: a request fails at once.
@@ -806,7 +806,7 @@ def test_a_handshake_message_after_verified_fails_the_connection_by_name(
     a.accept()
     a.data_to_send()
     late = wire.HandshakeResponse(bytes(32), bytes(64))
-    [failed] = a.receive_data(wire.frame(late))
+    [failed] = a.receive_data(framing.frame(late))
     assert isinstance(failed, ConnectionFailed) and a.closed
     assert failed.error.code is ErrorCode.UNEXPECTED_MESSAGE
     assert failed.error.message == "HandshakeResponse after the handshake"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blueprint_net._core import gossip_wire, wire
+from blueprint_net._core import fields, gossip_wire, wire
 from blueprint_net._core import stream_wire as s
 from blueprint_net._core.errors import ErrorCode, WireError
 from tests.helpers import mutated
@@ -204,7 +204,7 @@ def test_the_strict_reader_decodes_every_data_frame_as_the_fast_path_does(
     alone judges: on every well-formed body the two agree, field by field."""
     message = s.DataFrame(stream, seq, payload)
     body = s.encode(message)
-    strict = wire.read_whole(body, s.DECODERS[s.T_STREAM_DATA])
+    strict = fields.read_whole(body, s.DECODERS[s.T_STREAM_DATA])
     assert strict == s.fast_data(body) == message
 
 

@@ -12,12 +12,10 @@ import pytest
 
 from blueprint_net._core import stream_wire as w
 from blueprint_net._core.errors import ErrorCode, ProtocolError, WireError
-from blueprint_net._core.streams import (
-    TABLE,
+from blueprint_net._core.stream_states import (
     Delivered,
     Input,
     LinkState,
-    PeerStreams,
     Refusal,
     Reset,
     Room,
@@ -26,6 +24,7 @@ from blueprint_net._core.streams import (
     StreamSettings,
     StreamState,
 )
+from blueprint_net._core.streams import TABLE, PeerStreams
 
 
 class Link:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blueprint_net._core import wire
+from blueprint_net._core import fields, framing, wire
 from blueprint_net._core.errors import ErrorCode, WireError
 from blueprint_net._core.identity import Identity, PeerId
 from tests.helpers import mutated
@@ -127,39 +127,39 @@ STREAM_MESSAGES: list[wire.Message] = [
     wire.SuccessResponse(1, None),
     wire.Pong(2),
 ]
-STREAM = b"".join(wire.frame(m) for m in STREAM_MESSAGES)
+STREAM = b"".join(framing.frame(m) for m in STREAM_MESSAGES)
 
 
 def _bodies() -> list[bytes]:
-    return wire.FrameDecoder(wire.DEFAULT_MAX_FRAME).feed(STREAM)
+    return framing.FrameDecoder(wire.DEFAULT_MAX_FRAME).feed(STREAM)
 
 
 def test_stream_split_at_every_offset() -> None:
     expected = _bodies()
     assert len(expected) == 4
     for cut in range(len(STREAM) + 1):
-        framer = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME)
+        framer = framing.FrameDecoder(wire.DEFAULT_MAX_FRAME)
         got = framer.feed(STREAM[:cut]) + framer.feed(STREAM[cut:])
         assert got == expected, cut
         assert framer.buffered == 0
 
 
 def test_stream_fed_one_byte_at_a_time() -> None:
-    framer = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME)
+    framer = framing.FrameDecoder(wire.DEFAULT_MAX_FRAME)
     got = [body for i in range(len(STREAM)) for body in framer.feed(STREAM[i : i + 1])]
     assert got == _bodies()
 
 
 @given(st.lists(st.integers(0, len(STREAM)), max_size=10))
 def test_stream_split_anywhere(cuts: list[int]) -> None:
-    framer = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME)
+    framer = framing.FrameDecoder(wire.DEFAULT_MAX_FRAME)
     points = [0, *sorted(cuts), len(STREAM)]
     got = [b for a, z in zip(points, points[1:]) for b in framer.feed(STREAM[a:z])]
     assert got == _bodies()
 
 
 def test_oversized_length_is_refused_before_the_body_arrives() -> None:
-    framer = wire.FrameDecoder(max_length=100)
+    framer = framing.FrameDecoder(max_length=100)
     with pytest.raises(WireError) as caught:
         framer.feed(b"\x00\x00\x00\x65")  # 101: nothing of the body sent yet
     assert caught.value.code is ErrorCode.FRAME_TOO_LARGE
@@ -167,7 +167,7 @@ def test_oversized_length_is_refused_before_the_body_arrives() -> None:
 
 
 def test_oversized_length_split_across_reads() -> None:
-    framer = wire.FrameDecoder(max_length=100)
+    framer = framing.FrameDecoder(max_length=100)
     assert framer.feed(b"\xff\xff") == []
     with pytest.raises(WireError):
         framer.feed(b"\xff\xff")
@@ -175,14 +175,14 @@ def test_oversized_length_split_across_reads() -> None:
 
 
 def test_frame_at_the_limit_is_accepted() -> None:
-    framer = wire.FrameDecoder(max_length=100)
+    framer = framing.FrameDecoder(max_length=100)
     assert framer.feed(b"\x00\x00\x00\x64" + bytes(100)) == [bytes(100)]
 
 
 def test_large_frame_in_small_pieces() -> None:
     body = bytes(range(256)) * 4096  # 1 MiB
     data = len(body).to_bytes(4, "big") + body
-    framer = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME)
+    framer = framing.FrameDecoder(wire.DEFAULT_MAX_FRAME)
     got = []
     for offset in range(0, len(data), 1460):
         got += framer.feed(data[offset : offset + 1460])
@@ -194,13 +194,13 @@ BIG_STREAM_MESSAGES: list[wire.Message] = [
     wire.Ping(3),
     wire.ProtocolResponse(1, b"y" * 5000),
 ]
-BIG_STREAM = b"".join(wire.frame(m) for m in BIG_STREAM_MESSAGES)
+BIG_STREAM = b"".join(framing.frame(m) for m in BIG_STREAM_MESSAGES)
 
 
 @given(st.lists(st.integers(0, len(BIG_STREAM)), max_size=60))
 def test_large_frames_split_anywhere(cuts: list[int]) -> None:
     """Pieces of every size: tiny reads merged, a read ending past a frame."""
-    framer = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME)
+    framer = framing.FrameDecoder(wire.DEFAULT_MAX_FRAME)
     points = [0, *sorted(cuts), len(BIG_STREAM)]
     got = [b for a, z in zip(points, points[1:]) for b in framer.feed(BIG_STREAM[a:z])]
     assert [wire.decode(body) for body in got] == BIG_STREAM_MESSAGES
@@ -210,23 +210,23 @@ def test_large_frames_split_anywhere(cuts: list[int]) -> None:
 
 @given(MESSAGES)
 def test_frame_chunks_are_the_frame(message: wire.Message) -> None:
-    assert b"".join(wire.frame_chunks(message)) == wire.frame(message)
+    assert b"".join(framing.frame_chunks(message)) == framing.frame(message)
 
 
 def test_a_large_payload_is_its_own_chunk_not_a_copy() -> None:
     payload = bytes(range(256)) * 256  # 64 KiB
     request = wire.Request(7, "put", payload, b"meta")
-    chunks = wire.frame_chunks(request)
+    chunks = framing.frame_chunks(request)
     assert len(chunks) == 3 and chunks[1] is payload
-    assert b"".join(chunks) == wire.frame(request)
-    assert wire.frame_chunks(wire.Ping(1)) == [wire.frame(wire.Ping(1))]
+    assert b"".join(chunks) == framing.frame(request)
+    assert framing.frame_chunks(wire.Ping(1)) == [framing.frame(wire.Ping(1))]
 
 
 def test_tiny_reads_keep_few_pieces() -> None:
     """A peer dribbling one byte per read must not cost an object per byte."""
     body = bytes(200_000)
     data = len(body).to_bytes(4, "big") + body
-    framer = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME)
+    framer = framing.FrameDecoder(wire.DEFAULT_MAX_FRAME)
     for offset in range(len(data) - 1):
         assert framer.feed(data[offset : offset + 1]) == []
     assert framer.buffered == len(body) - 1
@@ -238,7 +238,7 @@ def test_tiny_reads_keep_few_pieces() -> None:
 def _strict(body: bytes) -> object:
     """What the field-by-field reader alone makes of a body."""
     try:
-        reader = wire.FieldReader(body)
+        reader = fields.FieldReader(body)
         message = wire._DECODERS[body[0]](reader)
         reader.end()
     except WireError as error:
@@ -281,8 +281,8 @@ def test_fast_paths_agree_with_the_strict_reader(
     assert decoded == _strict(raw)
 
 
-def _capped() -> wire.FrameDecoder:
-    framer = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME)
+def _capped() -> framing.FrameDecoder:
+    framer = framing.FrameDecoder(wire.DEFAULT_MAX_FRAME)
     framer.cap(range(0x40, 0x50), 100)
     return framer
 

@@ -28,7 +28,7 @@ from blueprint_net._adapters.banstore import (
     store,
     stored,
 )
-from blueprint_net._core import wire
+from blueprint_net._core import framing, wire
 from blueprint_net._core.errors import ErrorCode, HandshakeError, KeyFileError
 from blueprint_net._core.identity import Identity
 from blueprint_net._ops.cli import OK, USAGE, main
@@ -168,7 +168,7 @@ async def test_a_twistd_node_survives_its_operators_mistakes(tmp_path: Path) -> 
             send_and_read(node.port, b"\x00\x00\x00\x01\xee")
 
         evil = "\r\n[ERROR] forged line " + "A" * 4000
-        error_frame = wire.frame(wire.Error(int(ErrorCode.GOING_AWAY), evil))
+        error_frame = framing.frame(wire.Error(int(ErrorCode.GOING_AWAY), evil))
         for _ in range(300):
             send_and_read(node.port, error_frame)
 
