@@ -474,6 +474,7 @@ REEXPORTS = (
     "blueprint_net.gossip",
     "blueprint_net.policy",
     "blueprint_net.discovery",
+    "blueprint_net.sessions",
 )
 PUBLIC = ("blueprint_net", *REEXPORTS, "blueprint_net.testing")
 #: Public modules that are programs, not API (``python -m blueprint_net.demo``).

@@ -15,7 +15,8 @@ catch everything of ours with one ``except``.  Its families:
 * :class:`ConfigurationError` -- a key file, ban database, option or handler
   that cannot be used (one line, naming what is wrong);
 * :class:`SessionError` -- a round of a party session did not complete
-  (``docs/protocol.md`` section 11), and :class:`SessionViolation` -- a
+  (``docs/protocol.md`` section 11; ``Equivocation``, which carries the
+  evidence, is defined beside it in ``sessions``), and :class:`SessionViolation` -- a
   party broke the session's rules (its stream is reset, the peer charged).
 
 Every code here travels on the wire as a big-endian ``u16`` in an ``Error``
@@ -32,10 +33,7 @@ fault an error was:
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Union
-
-if TYPE_CHECKING:
-    from blueprint_net._core.session_wire import EquivocationEvidence
+from typing import Union
 
 
 class ErrorCode(enum.IntEnum):
@@ -226,19 +224,6 @@ class RoundTimeout(SessionError):
         super().__init__(f"round {round} timed out; missing parties: {names}")
         self.round = round
         self.missing = missing
-
-
-class Equivocation(SessionError):
-    """A party signed two different broadcasts for one round: ``evidence``
-    holds both, and anyone can check it offline
-    (``blueprint_net.sessions.verify_equivocation``)."""
-
-    def __init__(self, evidence: EquivocationEvidence) -> None:
-        super().__init__(
-            f"party {evidence.origin} signed two different broadcasts"
-            f" for round {evidence.round}"
-        )
-        self.evidence = evidence
 
 
 class FalseEcho(SessionError):

@@ -46,7 +46,6 @@ from blueprint_net._core.errors import (
     BadBroadcastSignature,
     BlueprintError,
     DuplicateMessage,
-    Equivocation,
     FalseEcho,
     MalformedSessionMessage,
     NotAParty,
@@ -101,6 +100,19 @@ class SessionSettings:
     def _check_payload(self, _: object, value: int) -> None:
         if not 0 <= value < 2**32:
             raise ValueError("max_payload is 0 to 2**32 - 1 bytes")
+
+
+class Equivocation(SessionError):
+    """A party signed two different broadcasts for one round: ``evidence``
+    holds both, and anyone can check it offline
+    (:func:`verify_equivocation`)."""
+
+    def __init__(self, evidence: EquivocationEvidence) -> None:
+        super().__init__(
+            f"party {evidence.origin} signed two different broadcasts"
+            f" for round {evidence.round}"
+        )
+        self.evidence = evidence
 
 
 class Kind(enum.Enum):
@@ -698,7 +710,6 @@ _INPUTS: dict[type, Input] = {
 }
 
 _ABSENT, _OPEN, _ECHOED, _DISPUTED, _DONE, _FAILED, _FINISHED = RoundState
-_P = PartySession
 
 #: The machine: (state, input) -> (next state, action).  The action runs
 #: before the move and raises, changing nothing, when the input is refused
@@ -707,61 +718,61 @@ _P = PartySession
 #: listed only where :meth:`PartySession._progress` takes them.
 TABLE: dict[tuple[RoundState, Input], tuple[RoundState, Action]] = {
     # The application sends.
-    (_ABSENT, Input.SEND): (_OPEN, _P._send),
-    (_OPEN, Input.SEND): (_OPEN, _P._send),
-    (_ECHOED, Input.SEND): (_ECHOED, _P._refuse_send),
-    (_DISPUTED, Input.SEND): (_DISPUTED, _P._refuse_send),
-    (_DONE, Input.SEND): (_DONE, _P._send),
-    (_FAILED, Input.SEND): (_FAILED, _P._send),
-    (_FINISHED, Input.SEND): (_FINISHED, _P._refuse_send),
+    (_ABSENT, Input.SEND): (_OPEN, PartySession._send),
+    (_OPEN, Input.SEND): (_OPEN, PartySession._send),
+    (_ECHOED, Input.SEND): (_ECHOED, PartySession._refuse_send),
+    (_DISPUTED, Input.SEND): (_DISPUTED, PartySession._refuse_send),
+    (_DONE, Input.SEND): (_DONE, PartySession._send),
+    (_FAILED, Input.SEND): (_FAILED, PartySession._send),
+    (_FINISHED, Input.SEND): (_FINISHED, PartySession._refuse_send),
     # The application gathers.
-    (_ABSENT, Input.GATHER): (_OPEN, _P._gather),
-    (_OPEN, Input.GATHER): (_OPEN, _P._gather),
-    (_ECHOED, Input.GATHER): (_ECHOED, _P._gather),
-    (_DISPUTED, Input.GATHER): (_DISPUTED, _P._gather),
-    (_DONE, Input.GATHER): (_FINISHED, _P._deliver),
-    (_FAILED, Input.GATHER): (_FINISHED, _P._deliver),
-    (_FINISHED, Input.GATHER): (_FINISHED, _P._refuse_gather),
+    (_ABSENT, Input.GATHER): (_OPEN, PartySession._gather),
+    (_OPEN, Input.GATHER): (_OPEN, PartySession._gather),
+    (_ECHOED, Input.GATHER): (_ECHOED, PartySession._gather),
+    (_DISPUTED, Input.GATHER): (_DISPUTED, PartySession._gather),
+    (_DONE, Input.GATHER): (_FINISHED, PartySession._deliver),
+    (_FAILED, Input.GATHER): (_FINISHED, PartySession._deliver),
+    (_FINISHED, Input.GATHER): (_FINISHED, PartySession._refuse_gather),
     # A party's Direct or Broadcast: one per party and round.
-    (_ABSENT, Input.MESSAGE): (_OPEN, _P._take_message),
-    (_OPEN, Input.MESSAGE): (_OPEN, _P._take_message),
-    (_ECHOED, Input.MESSAGE): (_ECHOED, _P._duplicate),
-    (_DISPUTED, Input.MESSAGE): (_DISPUTED, _P._duplicate),
-    (_DONE, Input.MESSAGE): (_DONE, _P._duplicate),
-    (_FAILED, Input.MESSAGE): (_FAILED, _P._drop_late),
-    (_FINISHED, Input.MESSAGE): (_FINISHED, _P._drop_late),
+    (_ABSENT, Input.MESSAGE): (_OPEN, PartySession._take_message),
+    (_OPEN, Input.MESSAGE): (_OPEN, PartySession._take_message),
+    (_ECHOED, Input.MESSAGE): (_ECHOED, PartySession._duplicate),
+    (_DISPUTED, Input.MESSAGE): (_DISPUTED, PartySession._duplicate),
+    (_DONE, Input.MESSAGE): (_DONE, PartySession._duplicate),
+    (_FAILED, Input.MESSAGE): (_FAILED, PartySession._drop_late),
+    (_FINISHED, Input.MESSAGE): (_FINISHED, PartySession._drop_late),
     # A party's echo: held until ours is made, then compared.
-    (_ABSENT, Input.ECHO): (_OPEN, _P._take_echo),
-    (_OPEN, Input.ECHO): (_OPEN, _P._take_echo),
-    (_ECHOED, Input.ECHO): (_ECHOED, _P._take_echo),
-    (_DISPUTED, Input.ECHO): (_DISPUTED, _P._take_echo),
-    (_DONE, Input.ECHO): (_DONE, _P._late_echo),
-    (_FAILED, Input.ECHO): (_FAILED, _P._drop_late),
-    (_FINISHED, Input.ECHO): (_FINISHED, _P._drop_late),
+    (_ABSENT, Input.ECHO): (_OPEN, PartySession._take_echo),
+    (_OPEN, Input.ECHO): (_OPEN, PartySession._take_echo),
+    (_ECHOED, Input.ECHO): (_ECHOED, PartySession._take_echo),
+    (_DISPUTED, Input.ECHO): (_DISPUTED, PartySession._take_echo),
+    (_DONE, Input.ECHO): (_DONE, PartySession._late_echo),
+    (_FAILED, Input.ECHO): (_FAILED, PartySession._drop_late),
+    (_FINISHED, Input.ECHO): (_FINISHED, PartySession._drop_late),
     # A party's relay: only after its echo disagreed with ours.
-    (_ABSENT, Input.RELAY): (_ABSENT, _P._refuse_relay),
-    (_OPEN, Input.RELAY): (_OPEN, _P._refuse_relay),
-    (_ECHOED, Input.RELAY): (_ECHOED, _P._refuse_relay),
-    (_DISPUTED, Input.RELAY): (_DISPUTED, _P._take_relay),
-    (_DONE, Input.RELAY): (_DONE, _P._refuse_relay),
-    (_FAILED, Input.RELAY): (_FAILED, _P._drop_late),
-    (_FINISHED, Input.RELAY): (_FINISHED, _P._drop_late),
+    (_ABSENT, Input.RELAY): (_ABSENT, PartySession._refuse_relay),
+    (_OPEN, Input.RELAY): (_OPEN, PartySession._refuse_relay),
+    (_ECHOED, Input.RELAY): (_ECHOED, PartySession._refuse_relay),
+    (_DISPUTED, Input.RELAY): (_DISPUTED, PartySession._take_relay),
+    (_DONE, Input.RELAY): (_DONE, PartySession._refuse_relay),
+    (_FAILED, Input.RELAY): (_FAILED, PartySession._drop_late),
+    (_FINISHED, Input.RELAY): (_FINISHED, PartySession._drop_late),
     # What the round's content calls for.
-    (_OPEN, Input.ALL_IN): (_DONE, _P._ignore),
-    (_OPEN, Input.BROADCASTS_IN): (_ECHOED, _P._echo),
-    (_ECHOED, Input.AGREED): (_DONE, _P._ignore),
-    (_ECHOED, Input.DISAGREED): (_DISPUTED, _P._relay),
-    (_DISPUTED, Input.DISAGREED): (_DISPUTED, _P._relay),
-    (_DISPUTED, Input.CAUGHT): (_FAILED, _P._ignore),
-    (_DONE, Input.DELIVER): (_FINISHED, _P._deliver),
-    (_FAILED, Input.DELIVER): (_FINISHED, _P._deliver),
+    (_OPEN, Input.ALL_IN): (_DONE, PartySession._ignore),
+    (_OPEN, Input.BROADCASTS_IN): (_ECHOED, PartySession._echo),
+    (_ECHOED, Input.AGREED): (_DONE, PartySession._ignore),
+    (_ECHOED, Input.DISAGREED): (_DISPUTED, PartySession._relay),
+    (_DISPUTED, Input.DISAGREED): (_DISPUTED, PartySession._relay),
+    (_DISPUTED, Input.CAUGHT): (_FAILED, PartySession._ignore),
+    (_DONE, Input.DELIVER): (_FINISHED, PartySession._deliver),
+    (_FAILED, Input.DELIVER): (_FINISHED, PartySession._deliver),
     # The end of a round that will not complete.
-    (_OPEN, Input.LOST): (_FAILED, _P._lost_party),
-    (_ECHOED, Input.LOST): (_FAILED, _P._lost_party),
-    (_DISPUTED, Input.LOST): (_FAILED, _P._lost_party),
-    (_OPEN, Input.TIMEOUT): (_FAILED, _P._timeout),
-    (_ECHOED, Input.TIMEOUT): (_FAILED, _P._timeout),
-    (_DISPUTED, Input.TIMEOUT): (_FAILED, _P._timeout),
+    (_OPEN, Input.LOST): (_FAILED, PartySession._lost_party),
+    (_ECHOED, Input.LOST): (_FAILED, PartySession._lost_party),
+    (_DISPUTED, Input.LOST): (_FAILED, PartySession._lost_party),
+    (_OPEN, Input.TIMEOUT): (_FAILED, PartySession._timeout),
+    (_ECHOED, Input.TIMEOUT): (_FAILED, PartySession._timeout),
+    (_DISPUTED, Input.TIMEOUT): (_FAILED, PartySession._timeout),
 }
 
 

@@ -14,7 +14,6 @@ from blueprint_net._core import sessions as s
 from blueprint_net._core.errors import (
     BadBroadcastSignature,
     DuplicateMessage,
-    Equivocation,
     FalseEcho,
     MalformedSessionMessage,
     NotAParty,
@@ -506,7 +505,7 @@ def test_equivocation_is_caught_with_evidence_that_verifies_offline(
     parties = [identity.peer_id for identity in BY_INDEX[:n]]
     for i in net.honest():
         error = failure(net, i)
-        assert isinstance(error, Equivocation), error
+        assert isinstance(error, s.Equivocation), error
         evidence = error.evidence
         assert evidence.origin == liar and evidence.round == 0
         assert (evidence.first.payload, evidence.second.payload) == (b"A", b"B")
@@ -520,7 +519,7 @@ def test_equivocation_is_caught_with_evidence_that_verifies_offline(
 def test_tampered_evidence_does_not_verify() -> None:
     net = _equivocation(3, 2)
     error = failure(net, 0)
-    assert isinstance(error, Equivocation)
+    assert isinstance(error, s.Equivocation)
     evidence = error.evidence
     parties = [identity.peer_id for identity in BY_INDEX[:3]]
     first, second = evidence.first, evidence.second

@@ -1,0 +1,28 @@
+"""Party sessions (issue 20): what any party -- or a third party with only
+the public keys -- needs beside the node.
+
+:func:`verify_equivocation` checks, offline, the evidence an
+:class:`~blueprint_net.errors.Equivocation` carries; evidence travels as
+bytes with :func:`encode_evidence` and :func:`decode_evidence`.
+``docs/protocol.md`` section 11 specifies sessions; their errors are in
+:mod:`blueprint_net.errors`.
+"""
+
+from __future__ import annotations
+
+from blueprint_net._core.session_wire import (
+    EquivocationEvidence,
+    SignedBroadcast,
+    decode_evidence,
+    encode_evidence,
+)
+from blueprint_net._core.sessions import SessionSettings, verify_equivocation
+
+__all__ = [
+    "EquivocationEvidence",
+    "SessionSettings",
+    "SignedBroadcast",
+    "decode_evidence",
+    "encode_evidence",
+    "verify_equivocation",
+]
