@@ -10,6 +10,7 @@ the tree.
 from __future__ import annotations
 
 from blueprint_net._adapters.banstore import BanDatabaseError
+from blueprint_net._adapters.streams import StreamReset
 from blueprint_net._core.errors import (
     BlueprintError,
     ConfigurationError,
@@ -60,5 +61,6 @@ __all__ = [
     "SendQueueFull",
     "SessionError",
     "SessionViolation",
+    "StreamReset",
     "WireError",
 ]

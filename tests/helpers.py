@@ -56,6 +56,7 @@ class RecordingHost:
         self.closed: list[Failure] = []
         self.requests: list[wire.Request] = []
         self.gossip: list[GossipReceived] = []
+        self.streams: list[bytes] = []
 
     def authorize(self, peer_id: PeerId) -> None:
         if self.refuse is not None:
@@ -80,6 +81,9 @@ class RecordingHost:
 
     def gossip_received(self, protocol: PeerProtocol, event: GossipReceived) -> None:
         self.gossip.append(event)
+
+    def stream_received(self, protocol: PeerProtocol, body: bytes) -> None:
+        self.streams.append(body)
 
 
 def decode_frames(data: bytes) -> list[wire.Message]:

@@ -472,6 +472,7 @@ REEXPORTS = (
     "blueprint_net.node",
     "blueprint_net.errors",
     "blueprint_net.gossip",
+    "blueprint_net.streams",
     "blueprint_net.policy",
     "blueprint_net.discovery",
     "blueprint_net.sessions",

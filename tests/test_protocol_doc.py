@@ -104,13 +104,13 @@ GOSSIP_MESSAGES: dict[str, gossip_wire.GossipWireMessage] = {
 
 # Section 10: durable streams.
 STREAM_MESSAGES: dict[str, stream_wire.StreamMessage] = {
-    "stream-hello": stream_wire.StreamHello(0x0123456789ABCDEF, 1024 * 1024, 1024, 5),
-    "stream-data": stream_wire.StreamData(b"session-1", 1, b"hello"),
-    "stream-ack": stream_wire.StreamAck(b"session-1", 32),
-    "stream-reset": stream_wire.StreamReset(
+    "stream-hello": stream_wire.HelloFrame(0x0123456789ABCDEF, 1024 * 1024, 1024, 5),
+    "stream-data": stream_wire.DataFrame(b"session-1", 1, b"hello"),
+    "stream-ack": stream_wire.AckFrame(b"session-1", 32),
+    "stream-reset": stream_wire.ResetFrame(
         b"session-1", stream_wire.ResetCode.RESTARTED, 3
     ),
-    "stream-reset-answer": stream_wire.StreamReset(
+    "stream-reset-answer": stream_wire.ResetFrame(
         b"session-1", stream_wire.ResetCode.RESTARTED, 3, answer=True
     ),
 }
@@ -299,8 +299,8 @@ def _section_10() -> str:
     return DOC.split("## 10. Durable streams", 1)[1].split("\n## ", 1)[0]
 
 
-def test_streams_are_marked_as_not_yet_spoken_by_nodes() -> None:
-    assert "not yet spoken by nodes (the adapter is the next\nstep)" in _section_10()
+def test_streams_are_marked_as_spoken_by_nodes() -> None:
+    assert _section_10().split("\n\n")[1].startswith("**Status: spoken by nodes**")
 
 
 def test_reset_code_table_matches_the_code() -> None:

@@ -5,7 +5,7 @@ Layer: adapters (Twisted).  ``Node`` is the public API and composes one
 :class:`ConnectionHost`; nothing here imports the facade.
 
 In: the ``IConnectionHost`` calls of each connection (opened, proven,
-verified, failed, closed, a request, a gossip frame), new bans from the
+verified, failed, closed, a request, a gossip or stream frame), new bans from the
 registry, gossip faults from the router's adapter.
 
 Out: admission (``authorize``: bans, permissioned mode, connections per
@@ -14,8 +14,10 @@ with ``DUPLICATE_CONNECTION``), closes of what a ban or the allow-list no
 longer covers, misbehaviour charged to the policy (the address always, the
 peer id only over a channel-bound link), counters and summary lines, the
 keepalive of verified connections, the node's ``on_peer_verified`` /
-``on_peer_lost`` callbacks, requests handed to the dispatcher and gossip to
-the router's adapter; and the factories a node listens and dials with.
+``on_peer_lost`` callbacks, requests handed to the dispatcher, gossip to
+the router's adapter and stream frames (and the kept connection's changes)
+to the streams' (``_adapters/streams.py``); and the factories a node
+listens and dials with.
 
 States: *running* until :meth:`begin_stop`, then *stopping*: a connection
 still verified is not watched by the keepalive, its requests are answered
@@ -50,6 +52,7 @@ from blueprint_net._adapters.protocol import (
     PeerFactory,
     PeerProtocol,
 )
+from blueprint_net._adapters.streams import StreamHost
 from blueprint_net._adapters.summary import EventSummary
 from blueprint_net._core import untrusted, wire
 from blueprint_net._core.connection import ConnectionFailed, GossipReceived
@@ -125,11 +128,14 @@ class ConnectionHost:
         dispatch: Dispatcher,
         gossip: Gossip,
         gossip_frame: int,
+        streams: Optional[StreamHost] = None,
     ) -> None:
         self.identity, self.clock, self.settings = identity, clock, settings
         self.limits, self.policy, self.counters = limits, policy, counters
         self.memory, self.peers, self.gossip = memory, peers, gossip
         self._dispatch = dispatch
+        #: Durable streams (None: stream frames are unknown types).
+        self.streams = streams
         #: Largest gossip frame a verified peer may send us.
         self._gossip_frame = gossip_frame
         self.stopping = False
@@ -256,6 +262,7 @@ class ConnectionHost:
     def connection_opened(self, protocol: PeerProtocol) -> None:
         self.peers.opened(protocol)
         protocol.cap_gossip(self._gossip_frame)
+        protocol.connection.streams = self.streams is not None
         if protocol.initiator:
             self._remember_own_end(protocol)
 
@@ -286,6 +293,8 @@ class ConnectionHost:
             self._keepalive.watch(protocol)
         if outcome.new:
             self.gossip.peer_connected(protocol)
+        if self.streams is not None and (outcome.new or outcome.replaced):
+            self.streams.link_changed(protocol.peer_id)  # type: ignore[arg-type]
         if outcome.new and self._on_verified:
             peer = describe(protocol)
             for callback in self._on_verified:
@@ -342,6 +351,8 @@ class ConnectionHost:
 
     def connection_closed(self, protocol: PeerProtocol, reason: Failure) -> None:
         self._keepalive.forget(protocol)
+        if self.streams is not None:
+            self.streams.connection_closed(protocol)
         if not self.peers.closed(protocol):
             return
         assert protocol.peer_id is not None
@@ -371,6 +382,10 @@ class ConnectionHost:
     def gossip_received(self, protocol: PeerProtocol, event: GossipReceived) -> None:
         if not self.stopping:
             self.gossip.received(protocol, event.message)
+
+    def stream_received(self, protocol: PeerProtocol, body: bytes) -> None:
+        if not self.stopping and self.streams is not None:
+            self.streams.received(protocol, body)
 
     def _call(self, callback: PeerCallback, peer: Peer) -> None:
         try:

@@ -44,6 +44,12 @@ from blueprint_net._adapters.gossip import Gossip, GossipHandler, Validator
 from blueprint_net._adapters.host import ConnectionHost, PeerCallback
 from blueprint_net._adapters.limiter import LimitingFactory
 from blueprint_net._adapters.peers import Peer, PeerTable, describe
+from blueprint_net._adapters.streams import (
+    MessageCallback,
+    ResetCallback,
+    Stream,
+    StreamHost,
+)
 from blueprint_net._core import wire
 from blueprint_net._core.errors import (
     ErrorCode,
@@ -57,6 +63,8 @@ from blueprint_net._core.gossip_settings import DEFAULTS as GOSSIP_DEFAULTS
 from blueprint_net._core.gossip_settings import GossipSettings
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.pubsub import Fault
+from blueprint_net._core.streams import DEFAULTS as STREAM_DEFAULTS
+from blueprint_net._core.streams import StreamSettings
 from blueprint_net._core.telemetry import REQUESTS_SENT
 from blueprint_net._policy import discovery
 from blueprint_net._policy.addresses import Target
@@ -123,6 +131,7 @@ class Node(Service):
         policy: Optional[Policy] = None,
         limits: Optional[ConnectionLimits] = None,
         gossip: GossipSettings = GOSSIP_DEFAULTS,
+        streams: StreamSettings = STREAM_DEFAULTS,
     ) -> None:
         # The global reactor is picked on first use, not here: an
         # application may build its nodes before installing its reactor.
@@ -160,6 +169,10 @@ class Node(Service):
             self._charge_gossip,
             forward_queue_limit=settings.max_send_queue // 4,
         )
+        #: Durable streams (see :meth:`stream`).
+        self.streams = StreamHost(
+            self.clock, streams, self._peers, self.memory, self.counters
+        )
         #: What every connection reports to: admission, scoring, bans.
         self._host = ConnectionHost(
             identity,
@@ -173,6 +186,7 @@ class Node(Service):
             dispatch=self._dispatch,
             gossip=self.gossip,
             gossip_frame=gossip.max_frame(),
+            streams=self.streams,
         )
         self.policy.bans.on_change(log_change)
         self._dialer = Dialer(
@@ -320,6 +334,32 @@ class Node(Service):
         :class:`~blueprint_net.PublishFailed` over the topic's size cap or
         this node's publish rate."""
         return self.gossip.publish(topic, data)
+
+    # -- durable streams ------------------------------------------------------
+
+    def stream(
+        self,
+        peer_id: PeerId,
+        name: bytes,
+        on_message: MessageCallback,
+        on_reset: Optional[ResetCallback] = None,
+    ) -> Stream:
+        """The durable stream ``name`` (1 to 255 bytes) with ``peer_id``:
+        each message the peer sends on it reaches ``on_message`` exactly
+        once and in order, across reconnections, for as long as both nodes
+        run; ``on_reset`` gets the :class:`~blueprint_net.errors.StreamReset`
+        when the peer resets it, either node restarted, a limit ended it or
+        this node stops.  Messages that came before the stream was opened
+        here are handed over first (on the next reactor turn).
+
+        A stream does not dial: keep the peer connected (``connect``, a
+        kept peer); what is sent meanwhile waits within the window.
+        ``ValueError`` if the stream is open already (or a bad name),
+        ``TypeError`` for a ``peer_id`` that is not a ``PeerId``.
+        """
+        if peer_id == self.peer_id:
+            raise ValueError("a stream is with another node, not this one")
+        return self.streams.open(peer_id, name, on_message, on_reset)
 
     def _charge_gossip(self, peer_id: PeerId, fault: Fault) -> None:
         # The router's adapter is built before the host it reports to.
@@ -486,6 +526,7 @@ class Node(Service):
     async def _stop(self) -> None:
         self._host.begin_stop()
         self.gossip.stop()
+        self.streams.stop()
         ports, self._ports = self._ports, []
         await defer.gatherResults(
             [defer.maybeDeferred(port.stopListening) for port in ports]

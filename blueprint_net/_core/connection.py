@@ -29,7 +29,7 @@ from typing import Any, Optional, Union
 
 import attrs
 
-from blueprint_net._core import gossip_wire, wire
+from blueprint_net._core import gossip_wire, stream_wire, wire
 from blueprint_net._core.errors import (
     ErrorCode,
     HandshakeFailed,
@@ -60,6 +60,9 @@ MISBEHAVIOUR = frozenset(
         ErrorCode.BAD_SIGNATURE,
         ErrorCode.WRONG_KEY,
         ErrorCode.SELF_CONNECTION,
+        ErrorCode.STREAM_SEQUENCE,
+        ErrorCode.STREAM_ACK,
+        ErrorCode.STREAM_LIMIT,
     }
 )
 
@@ -107,6 +110,15 @@ class GossipReceived:
     message: gossip_wire.GossipWireMessage
 
 
+@attrs.define
+class StreamFrame:
+    """A durable-stream frame body (types ``0x50``-``0x57``) from the
+    verified peer, undecoded: the peer's stream machine decodes it
+    (``_core/streams.py``), on a fast path for data."""
+
+    body: bytes
+
+
 ConnectionEvent = Union[
     PeerProven,
     PeerVerified,
@@ -114,8 +126,10 @@ ConnectionEvent = Union[
     wire.Request,
     ResponseReceived,
     GossipReceived,
+    StreamFrame,
 ]
 
+_STREAM_FIRST, _STREAM_LAST = stream_wire.TYPES[0], stream_wire.TYPES[-1]
 _RESPONSES = (wire.SuccessResponse, wire.ProtocolResponse, wire.ErrorResponse)
 _VERIFIED = Phase.VERIFIED
 
@@ -164,6 +178,9 @@ class Connection:
         self._halted = False
         self._held: Optional[_Held] = None
         self._max_gossip_frame: Optional[int] = None
+        #: Whether stream frames are taken from the verified peer (else they
+        #: are unknown types, as on a node that does not speak streams).
+        self.streams = False
 
     @property
     def max_gossip_frame(self) -> Optional[int]:
@@ -443,7 +460,11 @@ class Connection:
     ) -> None:
         decode = wire.decode
         requests = self.requests
+        streams = self.streams
         for body in bodies:
+            if streams and body and _STREAM_FIRST <= body[0] <= _STREAM_LAST:
+                events.append(StreamFrame(body))  # before decode: no exception
+                continue
             try:
                 message = decode(body)
             except WireError as error:

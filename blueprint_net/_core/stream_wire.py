@@ -14,7 +14,12 @@ Wire's types are ``0x01``-``0x07`` and ``0x10``-``0x13``, gossip's
 reserved).  Like gossip, these are kept out of :data:`wire.Message`: a
 connection that speaks streams hands every body whose type is in
 :data:`TYPES` to :func:`decode` (the machine in ``streams`` does it itself,
-with a fast path for :class:`StreamData`).
+with a fast path for :class:`DataFrame`).
+
+The classes are named for the frames (``HelloFrame`` is section 10's
+``StreamHello``, ``DataFrame`` its ``StreamData``, ``AckFrame`` its
+``StreamAck``, ``ResetFrame`` its ``StreamReset``): ``StreamReset`` is the
+application's exception (``blueprint_net.errors``), one name per idea.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ _U32 = struct.Struct("!I")
 
 
 class ResetCode(enum.IntEnum):
-    """Why a stream was reset: the ``code`` of a :class:`StreamReset`.
+    """Why a stream was reset: the ``code`` of a :class:`ResetFrame`.
 
     Its own number space (not section 8's): a reset ends one stream, never
     the connection.  ``1000``-``65535`` are the applications'.
@@ -59,10 +64,14 @@ class ResetCode(enum.IntEnum):
     #: Never sent: the peer's first hello allows fewer streams than were
     #: queued for it, so the newest were dropped before any byte was sent.
     STREAM_LIMIT = 3
+    #: The receiving node's application did not open the stream in time, or
+    #: the peer's unclaimed messages passed their bound (what the node holds
+    #: for streams nobody opened yet is bounded, so the sender is told).
+    UNCLAIMED = 4
 
 
 @attrs.frozen
-class StreamHello:
+class HelloFrame:
     """The first stream message on each connection, from each side."""
 
     #: Random, chosen once per process start: a new value means a restart.
@@ -80,7 +89,7 @@ class StreamHello:
 
 
 @attrs.define
-class StreamData:
+class DataFrame:
     """Message ``seq`` (from 1) of ``stream``."""
 
     stream: bytes
@@ -89,7 +98,7 @@ class StreamData:
 
 
 @attrs.frozen
-class StreamAck:
+class AckFrame:
     """Every message of ``stream`` up to ``seq`` was delivered."""
 
     stream: bytes
@@ -97,7 +106,7 @@ class StreamAck:
 
 
 @attrs.frozen
-class StreamReset:
+class ResetFrame:
     """The sender ended ``stream`` (both directions) for ``code``: its reset
     ``number`` (from 1, one count per peer).  With ``answer``, it answers
     the peer's reset ``number`` instead: the stream is ended here too."""
@@ -108,9 +117,9 @@ class StreamReset:
     answer: bool = False
 
 
-StreamMessage = Union[StreamHello, StreamData, StreamAck, StreamReset]
+StreamMessage = Union[HelloFrame, DataFrame, AckFrame, ResetFrame]
 #: The same, for ``isinstance``.
-STREAM_TYPES = (StreamHello, StreamData, StreamAck, StreamReset)
+STREAM_TYPES = (HelloFrame, DataFrame, AckFrame, ResetFrame)
 
 
 # -- encoding ---------------------------------------------------------------
@@ -125,7 +134,7 @@ def stream_prefix(kind: int, stream: bytes) -> bytes:
 
 
 def data_frame(prefix: bytes, seq: int, payload: bytes) -> bytes:
-    """A whole :class:`StreamData` frame from its stream's ``prefix`` (see
+    """A whole :class:`DataFrame` frame from its stream's ``prefix`` (see
     :func:`stream_prefix`): one join, the payload copied once."""
     length = len(payload)
     return b"".join(
@@ -143,7 +152,7 @@ def _check_u64(value: int, what: str, low: int = 0) -> None:
         raise ValueError(f"{what} is {low} to 2**64 - 1")
 
 
-def _hello_parts(message: StreamHello) -> list[bytes]:
+def _hello_parts(message: HelloFrame) -> list[bytes]:
     _check_u64(message.incarnation, "an incarnation")
     _check_u64(message.resets, "a reset count")
     if not (1 <= message.window < 2**32 and 0 <= message.max_streams < 2**16):
@@ -159,7 +168,7 @@ def _hello_parts(message: StreamHello) -> list[bytes]:
     ]
 
 
-def _data_parts(message: StreamData) -> list[bytes]:
+def _data_parts(message: DataFrame) -> list[bytes]:
     _check_u64(message.seq, "a sequence number", 1)
     return [
         stream_prefix(T_STREAM_DATA, message.stream),
@@ -168,12 +177,12 @@ def _data_parts(message: StreamData) -> list[bytes]:
     ]
 
 
-def _ack_parts(message: StreamAck) -> list[bytes]:
+def _ack_parts(message: AckFrame) -> list[bytes]:
     _check_u64(message.seq, "an acknowledgement", 1)
     return [stream_prefix(T_STREAM_ACK, message.stream), _U64.pack(message.seq)]
 
 
-def _reset_parts(message: StreamReset) -> list[bytes]:
+def _reset_parts(message: ResetFrame) -> list[bytes]:
     if not 0 <= message.code < 2**16:
         raise ValueError("a reset code is a u16")
     _check_u64(message.number, "a reset number", 1)
@@ -184,10 +193,10 @@ def _reset_parts(message: StreamReset) -> list[bytes]:
 
 
 ENCODERS: dict[type, Callable[[Any], list[bytes]]] = {
-    StreamHello: _hello_parts,
-    StreamData: _data_parts,
-    StreamAck: _ack_parts,
-    StreamReset: _reset_parts,
+    HelloFrame: _hello_parts,
+    DataFrame: _data_parts,
+    AckFrame: _ack_parts,
+    ResetFrame: _reset_parts,
 }
 
 
@@ -220,31 +229,31 @@ def _positive(value: int, what: str) -> int:
     return value
 
 
-def _hello(r: FieldReader) -> StreamHello:
-    hello = StreamHello(r.u64(), r.u32(), r.u16(), r.u64())
+def _hello(r: FieldReader) -> HelloFrame:
+    hello = HelloFrame(r.u64(), r.u32(), r.u16(), r.u64())
     if hello.window == 0:
         raise WireError(ErrorCode.OUT_OF_RANGE, "window 0 (at least 1 byte)")
     return hello
 
 
-def _data(r: FieldReader) -> StreamData:
+def _data(r: FieldReader) -> DataFrame:
     stream = _stream_id(r)
     seq = _positive(r.u64(), "sequence number")
-    return StreamData(stream, seq, r.bytes32())
+    return DataFrame(stream, seq, r.bytes32())
 
 
-def _ack(r: FieldReader) -> StreamAck:
+def _ack(r: FieldReader) -> AckFrame:
     stream = _stream_id(r)
-    return StreamAck(stream, _positive(r.u64(), "acknowledgement"))
+    return AckFrame(stream, _positive(r.u64(), "acknowledgement"))
 
 
-def _reset(r: FieldReader) -> StreamReset:
+def _reset(r: FieldReader) -> ResetFrame:
     stream, code = _stream_id(r), r.u16()
     number = _positive(r.u64(), "reset number")
     flag = r.u8()
     if flag > 1:
         raise WireError(ErrorCode.OUT_OF_RANGE, f"answer flag {flag} (0 or 1)")
-    return StreamReset(stream, code, number, flag == 1)
+    return ResetFrame(stream, code, number, flag == 1)
 
 
 DECODERS: dict[int, Callable[[FieldReader], StreamMessage]] = {
@@ -255,8 +264,8 @@ DECODERS: dict[int, Callable[[FieldReader], StreamMessage]] = {
 }
 
 
-def fast_data(body: bytes) -> Union[StreamData, None]:
-    """A well-formed :class:`StreamData` body in few calls, or None for the
+def fast_data(body: bytes) -> Union[DataFrame, None]:
+    """A well-formed :class:`DataFrame` body in few calls, or None for the
     strict reader to judge (it alone decides the error)."""
     try:
         size = body[1]
@@ -267,7 +276,7 @@ def fast_data(body: bytes) -> Union[StreamData, None]:
     start = end + 12
     if size == 0 or seq == 0 or start + length != len(body):
         return None
-    return StreamData(body[2:end], seq, body[start:])
+    return DataFrame(body[2:end], seq, body[start:])
 
 
 def decode(body: bytes) -> StreamMessage:

@@ -27,7 +27,7 @@ protocol, and the caller closes the connection with that code and charges it.
 action).  The link to the peer is ``DOWN``, ``AWAITING_HELLO`` (ours is sent,
 the peer's is awaited) or ``UP``; each stream is ``ABSENT`` (no entry),
 ``OPEN`` or ``RESET_SENT`` (we ended it and wait for the peer's
-``StreamReset`` -- its answer, its own reset, or its hello's count of our
+``ResetFrame`` -- its answer, its own reset, or its hello's count of our
 resets taken -- the only thing that tells us nothing more of the stream is
 in flight).  Nothing outside those states records where the machine is.
 """
@@ -44,11 +44,11 @@ from blueprint_net._core.errors import BlueprintError, ErrorCode, ProtocolError
 from blueprint_net._core.stream_wire import (
     MAX_STREAM_ID,
     T_STREAM_DATA,
+    AckFrame,
+    DataFrame,
+    HelloFrame,
     ResetCode,
-    StreamAck,
-    StreamData,
-    StreamHello,
-    StreamReset,
+    ResetFrame,
     data_frame,
     decode,
     fast_data,
@@ -79,6 +79,19 @@ class StreamSettings:
     ack_every: int = attrs.field(default=32)
     #: ...or on the first ``tick`` this many seconds after the last one.
     ack_delay: float = attrs.field(default=0.05)
+    # The node's (``_adapters/streams.py``), beside the machine's above:
+    #: Streams the peer opened that this node's application has not (yet):
+    #: their messages are held, at most this many streams per peer...
+    max_unclaimed_streams: int = attrs.field(default=16)
+    #: ...and this many payload bytes per peer over all of them...
+    max_unclaimed_bytes: int = attrs.field(default=1024 * 1024)
+    #: ...for at most this many seconds; past any of these, the stream is
+    #: reset with ``UNCLAIMED`` (the sender is told: never a silent loss).
+    unclaimed_timeout: float = attrs.field(default=60.0)
+    #: Peers with no stream and no link are forgotten but for a few numbers
+    #: (their incarnation, the resets counted both ways), kept for this many
+    #: of them, least recently used dropped first (see the adapter).
+    remembered_peers: int = attrs.field(default=4096)
 
     @window.validator
     def _check_window(self, _: object, value: int) -> None:
@@ -94,6 +107,23 @@ class StreamSettings:
     def _check_every(self, _: object, value: int) -> None:
         if value < 1:
             raise ValueError("ack_every is at least 1")
+
+    @ack_delay.validator
+    @unclaimed_timeout.validator
+    def _check_positive(self, attribute: Any, value: float) -> None:
+        if not value > 0:
+            raise ValueError(f"{attribute.name} is more than 0 seconds")
+
+    @max_unclaimed_streams.validator
+    @max_unclaimed_bytes.validator
+    @remembered_peers.validator
+    def _check_count(self, attribute: Any, value: int) -> None:
+        if value < 0:
+            raise ValueError(f"{attribute.name} is at least 0")
+
+
+#: Every default: what a node made without ``streams`` uses.
+DEFAULTS = StreamSettings()
 
 
 class LinkState(enum.Enum):
@@ -111,8 +141,8 @@ class StreamState(enum.Enum):
     #: No entry: never used, or ended on both sides.
     ABSENT = enum.auto()
     OPEN = enum.auto()
-    #: We ended it and sent (or will send on the next link) a StreamReset;
-    #: the peer's StreamReset (its own or its answer), or a hello saying it
+    #: We ended it and sent (or will send on the next link) a ResetFrame;
+    #: the peer's ResetFrame (its own or its answer), or a hello saying it
     #: took ours, ends the entry.
     RESET_SENT = enum.auto()
 
@@ -120,17 +150,17 @@ class StreamState(enum.Enum):
 class Input(enum.Enum):
     CONNECTED = enum.auto()
     DISCONNECTED = enum.auto()
-    #: The peer's StreamHello.
+    #: The peer's HelloFrame.
     HELLO = enum.auto()
     #: The application's send (room already checked).
     SEND = enum.auto()
     #: The application's reset.
     LOCAL_RESET = enum.auto()
-    #: The peer's StreamData, StreamAck, StreamReset (not an answer).
+    #: The peer's DataFrame, AckFrame, ResetFrame (not an answer).
     DATA = enum.auto()
     ACK = enum.auto()
     RESET = enum.auto()
-    #: The peer's StreamReset answering ours.
+    #: The peer's ResetFrame answering ours.
     ANSWER = enum.auto()
     #: The peer's hello counts our reset as taken (its answer was lost).
     RESET_TAKEN = enum.auto()
@@ -281,7 +311,7 @@ class PeerStreams:
                 self._step(self._streams.get(stream), stream, Input.DATA, data)
                 return
         message = decode(body)
-        if type(message) is StreamHello:
+        if type(message) is HelloFrame:
             self._link_input(Input.HELLO, message)
             return
         if self.link is not LinkState.UP:
@@ -289,11 +319,11 @@ class PeerStreams:
                 raise AssertionError("a frame while no connection is up")
             raise ProtocolError(
                 ErrorCode.UNEXPECTED_MESSAGE,
-                f"{type(message).__name__} before the peer's StreamHello",
+                f"{type(message).__name__} before the peer's HelloFrame",
             )
-        assert not isinstance(message, StreamHello)
+        assert not isinstance(message, HelloFrame)
         kind = _INPUTS[type(message)]
-        if type(message) is StreamReset and message.answer:
+        if type(message) is ResetFrame and message.answer:
             kind = Input.ANSWER
         stream = message.stream
         self._step(self._streams.get(stream), stream, kind, message)
@@ -363,9 +393,7 @@ class PeerStreams:
         step = TABLE.get((self.link, kind))
         if step is None:
             if kind is Input.HELLO and self.link is LinkState.UP:
-                raise ProtocolError(
-                    ErrorCode.UNEXPECTED_MESSAGE, "a second StreamHello"
-                )
+                raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE, "a second HelloFrame")
             raise AssertionError(f"{kind} is not an input in {self.link}")
         target, action = step
         self.link = target  # type: ignore[assignment]
@@ -409,12 +437,12 @@ class PeerStreams:
 
     def _send_hello(self, _: object, __: bytes, ___: None) -> None:
         settings = self.settings
-        hello = StreamHello(
+        hello = HelloFrame(
             self.incarnation, settings.window, settings.max_streams, self.peer_resets
         )
         self._out.append(frame(hello))
 
-    def _resume(self, _: object, __: bytes, hello: StreamHello) -> None:
+    def _resume(self, _: object, __: bytes, hello: HelloFrame) -> None:
         """Both hellos are in: reset everything if the peer restarted, end
         the streams whose reset the peer's hello says it took, then send our
         other resets (oldest first), our acknowledgements and every
@@ -444,11 +472,11 @@ class PeerStreams:
         pending = [e for e in entries if e.state is StreamState.RESET_SENT]
         for entry in sorted(pending, key=lambda e: e.reset_number):
             out.append(
-                frame(StreamReset(entry.id, entry.reset_code, entry.reset_number))
+                frame(ResetFrame(entry.id, entry.reset_code, entry.reset_number))
             )
         for entry in entries:
             if entry.state is StreamState.OPEN and entry.rx_last:
-                out.append(frame(StreamAck(entry.id, entry.rx_last)))
+                out.append(frame(AckFrame(entry.id, entry.rx_last)))
         for entry in entries:
             if entry.state is StreamState.OPEN:
                 seq = entry.tx_acked
@@ -490,7 +518,7 @@ class PeerStreams:
     def _refuse_resetting(self, _: _Stream, stream: bytes, __: bytes) -> None:
         raise StreamRefused(Refusal.RESETTING, f"stream {stream!r} is being reset")
 
-    def _open_and_receive(self, _: None, stream: bytes, data: StreamData) -> None:
+    def _open_and_receive(self, _: None, stream: bytes, data: DataFrame) -> None:
         if data.seq != 1:
             raise ProtocolError(
                 ErrorCode.STREAM_SEQUENCE,
@@ -504,7 +532,7 @@ class PeerStreams:
         entry = self._streams[stream] = _Stream(stream, by_peer=True)
         self._receive(entry, stream, data)
 
-    def _receive(self, entry: _Stream, stream: bytes, data: StreamData) -> None:
+    def _receive(self, entry: _Stream, stream: bytes, data: DataFrame) -> None:
         seq = data.seq
         previous = entry.rx_conn
         if previous and seq != previous + 1:
@@ -536,18 +564,18 @@ class PeerStreams:
     def _flush_acks(self) -> None:
         out = self._out
         for entry in self._ack_due.values():
-            out.append(frame(StreamAck(entry.id, entry.rx_last)))
+            out.append(frame(AckFrame(entry.id, entry.rx_last)))
         self._ack_due.clear()
         self._since_ack = self._since_ack_bytes = 0
         self._acked_at = self._now
 
-    def _refuse_ack(self, _: None, stream: bytes, ack: StreamAck) -> None:
+    def _refuse_ack(self, _: None, stream: bytes, ack: AckFrame) -> None:
         raise ProtocolError(
             ErrorCode.STREAM_ACK,
             f"acknowledgement {ack.seq} of stream {stream!r}, never sent",
         )
 
-    def _ack(self, entry: _Stream, stream: bytes, ack: StreamAck) -> None:
+    def _ack(self, entry: _Stream, stream: bytes, ack: AckFrame) -> None:
         seq = ack.seq
         if seq >= entry.tx_next:
             raise ProtocolError(
@@ -576,22 +604,22 @@ class PeerStreams:
         self._free(sum(map(len, entry.unacked)))
         entry.unacked.clear()
 
-    def _take(self, _: object, __: bytes, reset: StreamReset) -> None:
+    def _take(self, _: object, __: bytes, reset: ResetFrame) -> None:
         """The peer's reset is taken: our next hello says so, and the peer
         never sends it again (10.5)."""
         self.peer_resets = max(self.peer_resets, reset.number)
 
-    def _answer(self, stream: bytes, reset: StreamReset) -> None:
+    def _answer(self, stream: bytes, reset: ResetFrame) -> None:
         self._take(None, stream, reset)
-        answer = StreamReset(stream, reset.code, reset.number, answer=True)
+        answer = ResetFrame(stream, reset.code, reset.number, answer=True)
         self._out.append(frame(answer))
 
-    def _reset_by_peer(self, entry: _Stream, stream: bytes, reset: StreamReset) -> None:
+    def _reset_by_peer(self, entry: _Stream, stream: bytes, reset: ResetFrame) -> None:
         self._drop(entry)
         self._events.append(Reset(stream, reset.code, remote=True))
         self._answer(stream, reset)
 
-    def _answer_unknown(self, _: None, stream: bytes, reset: StreamReset) -> None:
+    def _answer_unknown(self, _: None, stream: bytes, reset: ResetFrame) -> None:
         """Answered (the peer waits for it); reported only when the peer
         says a restart ended it: it is then our previous incarnation's."""
         if reset.code == ResetCode.RESTARTED:
@@ -608,7 +636,7 @@ class PeerStreams:
         self._drop(entry)
         self._number(entry, code)
         if self.link is LinkState.UP:
-            reset = StreamReset(stream, code, entry.reset_number)
+            reset = ResetFrame(stream, code, entry.reset_number)
             self._out.append(frame(reset))
 
     def _reset_restarted(self, entry: _Stream, stream: bytes, _: None) -> None:
@@ -629,9 +657,9 @@ class PeerStreams:
 
 
 _INPUTS: dict[type, Input] = {
-    StreamData: Input.DATA,
-    StreamAck: Input.ACK,
-    StreamReset: Input.RESET,
+    DataFrame: Input.DATA,
+    AckFrame: Input.ACK,
+    ResetFrame: Input.RESET,
 }
 
 _ABSENT, _OPEN, _RESET_SENT = StreamState

@@ -63,7 +63,12 @@ VERDICTS = ("accept", "ignore", "reject")
 #: Another protocol's client at a peer port (``untrusted.WrongOpening.kind``).
 WRONG_PROTOCOL_KINDS = ("http", "tls", "plain")
 #: The buffers ``MemoryBudget.refuse`` is told about.
-MEMORY_BUFFERS = ("inbound", "response", "send")
+MEMORY_BUFFERS = ("inbound", "response", "send", "stream", "unclaimed")
+#: ``_core/stream_wire.ResetCode``'s names (a test keeps them equal), then
+#: every application's code as one.
+STREAM_RESET_CODES = ("RESTARTED", "CANCELLED", "STREAM_LIMIT", "UNCLAIMED")
+#: Why a stream nobody opened was reset (``_adapters/streams.py``).
+UNCLAIMED_REASONS = ("streams", "bytes", "memory", "timeout")
 
 
 @attrs.frozen
@@ -214,7 +219,9 @@ MEMORY_REFUSALS = Metric(
     "blueprint_memory_refusals",
     "Buffers refused because the node's memory budget was spent, by buffer"
     " (inbound: a partial frame, its connection dropped; response: answered"
-    " with an error; send: refused to the caller).",
+    " with an error; send: refused to the caller; stream: a stream message,"
+    " refused to the caller; unclaimed: a message of a stream nobody opened,"
+    " the stream reset).",
     (Label("buffer", MEMORY_BUFFERS),),
 )
 WRONG_PROTOCOL = Metric(
@@ -250,6 +257,34 @@ DISCOVERY_INBOUND_TRIMMED = Metric(
     "blueprint_discovery_inbound_trimmed",
     "Inbound peers disconnected to keep inbound links under the cap.",
 )
+STREAM_RESETS = Metric(
+    "streams.reset",
+    "blueprint_stream_resets",
+    "Durable streams ended, by reset code (application: the applications'"
+    " codes, 1000 and up), whichever end reset them.",
+    (Label("code", (*STREAM_RESET_CODES, "application")),),
+)
+STREAM_VIOLATIONS = Metric(
+    "streams.violation",
+    "blueprint_stream_violations",
+    "Stream frames that broke the protocol, by error code (the connection"
+    " closed with it).",
+    (Label("code", CONNECTION_CODES, doc="an error code name"),),
+)
+STREAM_UNCLAIMED_RESETS = Metric(
+    "streams.unclaimed",
+    "blueprint_stream_unclaimed_resets",
+    "Streams a peer opened that this node's application did not, reset"
+    " UNCLAIMED, by reason (streams, bytes: the per-peer bounds; memory: the"
+    " node's budget; timeout: not opened in time).",
+    (Label("reason", UNCLAIMED_REASONS),),
+)
+STREAM_PEERS_FORGOTTEN = Metric(
+    "streams.peers_forgotten",
+    "blueprint_stream_peers_forgotten",
+    "Idle peers whose stream numbers were dropped to keep the table bounded"
+    " (they see this node's streams restart).",
+)
 
 #: Every counter of ``node.counters``, in the order ``/metrics`` shows them.
 NODE = Index(
@@ -272,6 +307,10 @@ NODE = Index(
         DISCOVERY_DIAL_FAILURES,
         DISCOVERY_RECORDS_REFUSED,
         DISCOVERY_INBOUND_TRIMMED,
+        STREAM_RESETS,
+        STREAM_VIOLATIONS,
+        STREAM_UNCLAIMED_RESETS,
+        STREAM_PEERS_FORGOTTEN,
     ]
 )
 

@@ -16,15 +16,15 @@ _seq = st.integers(1, 2**64 - 1)
 
 MESSAGES = st.one_of(
     st.builds(
-        s.StreamHello,
+        s.HelloFrame,
         st.integers(0, 2**64 - 1),
         st.integers(1, 2**32 - 1),
         st.integers(0, 2**16 - 1),
         st.integers(0, 2**64 - 1),
     ),
-    st.builds(s.StreamData, _id, _seq, st.binary(max_size=200)),
-    st.builds(s.StreamAck, _id, _seq),
-    st.builds(s.StreamReset, _id, st.integers(0, 2**16 - 1), _seq, st.booleans()),
+    st.builds(s.DataFrame, _id, _seq, st.binary(max_size=200)),
+    st.builds(s.AckFrame, _id, _seq),
+    st.builds(s.ResetFrame, _id, st.integers(0, 2**16 - 1), _seq, st.booleans()),
 )
 
 
@@ -41,7 +41,7 @@ def test_the_data_frame_fast_path_is_the_message_as_it_travels(
     stream: bytes, seq: int, payload: bytes
 ) -> None:
     prefix = s.stream_prefix(s.T_STREAM_DATA, stream)
-    message = s.StreamData(stream, seq, payload)
+    message = s.DataFrame(stream, seq, payload)
     assert s.data_frame(prefix, seq, payload) == s.frame(message)
     assert s.fast_data(s.encode(message)) == message
 
@@ -148,10 +148,10 @@ def test_the_stream_types_collide_with_no_other_family() -> None:
     gossip_types = set(range(gossip_wire.T_PUBLISH, gossip_wire.T_LAST + 1))
     assert not set(s.TYPES) & (wire_types | gossip_types)
     samples: list[s.StreamMessage] = [
-        s.StreamHello(1, 2, 3, 4),
-        s.StreamData(b"x", 1, b""),
-        s.StreamAck(b"x", 1),
-        s.StreamReset(b"x", 2, 1),
+        s.HelloFrame(1, 2, 3, 4),
+        s.DataFrame(b"x", 1, b""),
+        s.AckFrame(b"x", 1),
+        s.ResetFrame(b"x", 2, 1),
     ]
     for kind, message in zip(sorted(ours), samples):
         body = s.encode(message)
@@ -164,30 +164,30 @@ def test_the_stream_types_collide_with_no_other_family() -> None:
 
 def test_the_limits_of_each_field_travel_and_one_past_them_does_not() -> None:
     edge: list[s.StreamMessage] = [
-        s.StreamHello(2**64 - 1, 2**32 - 1, 2**16 - 1, 2**64 - 1),
-        s.StreamHello(0, 1, 0, 0),
-        s.StreamData(b"x" * 255, 2**64 - 1, b""),
-        s.StreamData(b"\x00", 1, b"p"),
-        s.StreamAck(b"x" * 255, 2**64 - 1),
-        s.StreamReset(b"x", 2**16 - 1, 2**64 - 1, answer=True),
-        s.StreamReset(b"x", 0, 1),
+        s.HelloFrame(2**64 - 1, 2**32 - 1, 2**16 - 1, 2**64 - 1),
+        s.HelloFrame(0, 1, 0, 0),
+        s.DataFrame(b"x" * 255, 2**64 - 1, b""),
+        s.DataFrame(b"\x00", 1, b"p"),
+        s.AckFrame(b"x" * 255, 2**64 - 1),
+        s.ResetFrame(b"x", 2**16 - 1, 2**64 - 1, answer=True),
+        s.ResetFrame(b"x", 0, 1),
     ]
     for message in edge:
         assert s.decode(s.encode(message)) == message
     unencodable: list[s.StreamMessage] = [
-        s.StreamData(b"", 1, b""),
-        s.StreamData(b"x" * 256, 1, b""),
-        s.StreamData(b"x", 0, b""),
-        s.StreamData(b"x", 2**64, b""),
-        s.StreamAck(b"x", 0),
-        s.StreamReset(b"x", 2**16, 1),
-        s.StreamReset(b"x", 2, 0),
-        s.StreamReset(b"x", 2, 2**64),
-        s.StreamHello(2**64, 1, 0, 0),
-        s.StreamHello(0, 0, 0, 0),
-        s.StreamHello(0, 2**32, 0, 0),
-        s.StreamHello(0, 1, 2**16, 0),
-        s.StreamHello(0, 1, 0, 2**64),
+        s.DataFrame(b"", 1, b""),
+        s.DataFrame(b"x" * 256, 1, b""),
+        s.DataFrame(b"x", 0, b""),
+        s.DataFrame(b"x", 2**64, b""),
+        s.AckFrame(b"x", 0),
+        s.ResetFrame(b"x", 2**16, 1),
+        s.ResetFrame(b"x", 2, 0),
+        s.ResetFrame(b"x", 2, 2**64),
+        s.HelloFrame(2**64, 1, 0, 0),
+        s.HelloFrame(0, 0, 0, 0),
+        s.HelloFrame(0, 2**32, 0, 0),
+        s.HelloFrame(0, 1, 2**16, 0),
+        s.HelloFrame(0, 1, 0, 2**64),
     ]
     for message in unencodable:
         with pytest.raises(ValueError):

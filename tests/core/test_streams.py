@@ -133,7 +133,7 @@ def test_messages_sent_before_any_connection_go_once_both_hellos_are_in() -> Non
     assert a.send(b"s", b"early")
     a.connected()
     [hello] = a.data_to_send()  # only the hello: b's is not in yet
-    assert w.decode(hello[4:]) == w.StreamHello(0xA, 1 << 20, 1024, 0)
+    assert w.decode(hello[4:]) == w.HelloFrame(0xA, 1 << 20, 1024, 0)
     b.connected()
     b.receive(hello[4:])
     link.pump()
@@ -163,18 +163,18 @@ def test_a_retransmission_after_a_reconnection_is_in_order_and_never_twice() -> 
 
 def test_a_duplicate_is_dropped_and_acknowledged_again() -> None:
     _, b, _ = connected(ack_every=1000)
-    b.receive(body(w.StreamData(b"s", 1, b"one")))
+    b.receive(body(w.DataFrame(b"s", 1, b"one")))
     b.tick(1.0)
-    assert [w.decode(f[4:]) for f in b.data_to_send()] == [w.StreamAck(b"s", 1)]
+    assert [w.decode(f[4:]) for f in b.data_to_send()] == [w.AckFrame(b"s", 1)]
     b.disconnected()
     b.connected()
-    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024, 0)))
-    assert [w.decode(f[4:]) for f in b.data_to_send()][1:] == [w.StreamAck(b"s", 1)]
-    b.receive(body(w.StreamData(b"s", 1, b"one")))  # resent: its ack was lost
+    b.receive(body(w.HelloFrame(0xA, 1 << 20, 1024, 0)))
+    assert [w.decode(f[4:]) for f in b.data_to_send()][1:] == [w.AckFrame(b"s", 1)]
+    b.receive(body(w.DataFrame(b"s", 1, b"one")))  # resent: its ack was lost
     assert b.events() == [Delivered(b"s", b"one")]
     b.tick(2.0)
-    assert [w.decode(f[4:]) for f in b.data_to_send()] == [w.StreamAck(b"s", 1)]
-    b.receive(body(w.StreamData(b"s", 2, b"two")))
+    assert [w.decode(f[4:]) for f in b.data_to_send()] == [w.AckFrame(b"s", 1)]
+    b.receive(body(w.DataFrame(b"s", 2, b"two")))
     assert b.events() == [Delivered(b"s", b"two")]
 
 
@@ -183,18 +183,18 @@ def test_a_duplicate_is_dropped_and_acknowledged_again() -> None:
 
 def test_a_gap_is_a_violation() -> None:
     _, b, _ = connected()
-    b.receive(body(w.StreamData(b"s", 1, b"")))
-    assert raises(b, w.StreamData(b"s", 3, b"")) is ErrorCode.STREAM_SEQUENCE
+    b.receive(body(w.DataFrame(b"s", 1, b"")))
+    assert raises(b, w.DataFrame(b"s", 3, b"")) is ErrorCode.STREAM_SEQUENCE
     assert payloads(b.events()) == [b""]
     # The first message on a new connection may repeat, never skip.
     b.disconnected()
     b.connected()
-    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024, 0)))
+    b.receive(body(w.HelloFrame(0xA, 1 << 20, 1024, 0)))
     with pytest.raises(ProtocolError) as caught:
-        b.receive(body(w.StreamData(b"s", 3, b"")))
+        b.receive(body(w.DataFrame(b"s", 3, b"")))
     assert caught.value.code is ErrorCode.STREAM_SEQUENCE
     assert "a gap" in caught.value.message
-    b.receive(body(w.StreamData(b"s", 2, b"two")))
+    b.receive(body(w.DataFrame(b"s", 2, b"two")))
     assert payloads(b.events()) == [b"two"]
 
 
@@ -202,7 +202,7 @@ def test_a_first_message_not_numbered_one_is_a_violation() -> None:
     """Data for a stream the receiver does not know, with seq != 1: the
     sender's stream is from before a restart or a reset, never a new one."""
     _, b, _ = connected()
-    assert raises(b, w.StreamData(b"s", 2, b"")) is ErrorCode.STREAM_SEQUENCE
+    assert raises(b, w.DataFrame(b"s", 2, b"")) is ErrorCode.STREAM_SEQUENCE
     assert b.state(b"s") is StreamState.ABSENT and b.stream_count == 0
 
 
@@ -211,35 +211,35 @@ def test_a_rewind_on_one_connection_is_a_violation() -> None:
     on one connection each message is the previous one plus one."""
     _, b, _ = connected()
     for seq in (1, 2, 3):
-        b.receive(body(w.StreamData(b"s", seq, b"")))
-    assert raises(b, w.StreamData(b"s", 2, b"")) is ErrorCode.STREAM_SEQUENCE
+        b.receive(body(w.DataFrame(b"s", seq, b"")))
+    assert raises(b, w.DataFrame(b"s", 2, b"")) is ErrorCode.STREAM_SEQUENCE
     b.disconnected()
     b.connected()
-    b.receive(body(w.StreamHello(0xA, 1 << 20, 1024, 0)))
-    b.receive(body(w.StreamData(b"s", 2, b"")))  # a new connection: a resend
-    b.receive(body(w.StreamData(b"s", 3, b"")))
-    assert raises(b, w.StreamData(b"s", 3, b"")) is ErrorCode.STREAM_SEQUENCE
+    b.receive(body(w.HelloFrame(0xA, 1 << 20, 1024, 0)))
+    b.receive(body(w.DataFrame(b"s", 2, b"")))  # a new connection: a resend
+    b.receive(body(w.DataFrame(b"s", 3, b"")))
+    assert raises(b, w.DataFrame(b"s", 3, b"")) is ErrorCode.STREAM_SEQUENCE
 
 
 def test_an_ack_beyond_what_was_sent_is_a_violation() -> None:
     a, _, _ = connected()
     a.send(b"s", b"x")
     a.send(b"s", b"y")
-    assert raises(a, w.StreamAck(b"s", 3)) is ErrorCode.STREAM_ACK
-    assert raises(a, w.StreamAck(b"never", 1)) is ErrorCode.STREAM_ACK
+    assert raises(a, w.AckFrame(b"s", 3)) is ErrorCode.STREAM_ACK
+    assert raises(a, w.AckFrame(b"never", 1)) is ErrorCode.STREAM_ACK
     assert a.buffered_bytes == 2
-    a.receive(body(w.StreamAck(b"s", 2)))
+    a.receive(body(w.AckFrame(b"s", 2)))
     assert a.buffered_bytes == 0
-    a.receive(body(w.StreamAck(b"s", 1)))  # older news: ignored
-    assert raises(a, w.StreamAck(b"s", 3)) is ErrorCode.STREAM_ACK
+    a.receive(body(w.AckFrame(b"s", 1)))  # older news: ignored
+    assert raises(a, w.AckFrame(b"s", 3)) is ErrorCode.STREAM_ACK
 
 
 def test_stream_messages_before_the_hello_and_a_second_hello_are_unexpected() -> None:
     a, _, _ = pair()
     a.connected()
-    assert raises(a, w.StreamData(b"s", 1, b"")) is ErrorCode.UNEXPECTED_MESSAGE
-    a.receive(body(w.StreamHello(0xB, 100, 10, 0)))
-    assert raises(a, w.StreamHello(0xB, 100, 10, 0)) is ErrorCode.UNEXPECTED_MESSAGE
+    assert raises(a, w.DataFrame(b"s", 1, b"")) is ErrorCode.UNEXPECTED_MESSAGE
+    a.receive(body(w.HelloFrame(0xB, 100, 10, 0)))
+    assert raises(a, w.HelloFrame(0xB, 100, 10, 0)) is ErrorCode.UNEXPECTED_MESSAGE
 
 
 # -- acknowledgements ---------------------------------------------------------
@@ -446,7 +446,7 @@ def test_an_answer_is_never_answered_and_never_ends_an_open_stream() -> None:
     a.send(b"s", b"1")
     a.data_to_send()
     for stream in (b"s", b"gone"):
-        a.receive(body(w.StreamReset(stream, 2, 1, answer=True)))
+        a.receive(body(w.ResetFrame(stream, 2, 1, answer=True)))
     assert a.data_to_send() == [] and a.events() == []
     assert a.state(b"s") is StreamState.OPEN and a.state(b"gone") is StreamState.ABSENT
 
@@ -521,7 +521,7 @@ def test_streams_per_peer_are_bounded_both_ways() -> None:
     link.pump()
     b.events()
     # A peer that ignores the limit its hello was told is refused.
-    assert raises(b, w.StreamData(b"3", 1, b"")) is ErrorCode.STREAM_LIMIT
+    assert raises(b, w.DataFrame(b"3", 1, b"")) is ErrorCode.STREAM_LIMIT
     assert b.stream_count == 2
     # Streams b opens itself do not count against a's.
     b.send(b"mine", b"")
@@ -647,14 +647,14 @@ def test_a_peer_with_max_streams_0_accepts_no_stream_of_ours() -> None:
     a = PeerStreams(0xA)
     a.send(b"q", b"queued")
     a.connected()
-    a.receive(body(w.StreamHello(0xB, 100, 0, 0)))
+    a.receive(body(w.HelloFrame(0xB, 100, 0, 0)))
     assert resets(a.events()) == [Reset(b"q", w.ResetCode.STREAM_LIMIT, remote=False)]
     with pytest.raises(StreamRefused) as caught:
         a.send(b"n", b"")
     assert caught.value.reason is Refusal.TOO_MANY_STREAMS
     assert a.stream_count == a.buffered_bytes == 0
     # Its own streams are welcome all the same.
-    a.receive(body(w.StreamData(b"theirs", 1, b"x")))
+    a.receive(body(w.DataFrame(b"theirs", 1, b"x")))
     assert payloads(a.events(), b"theirs") == [b"x"]
 
 
@@ -736,18 +736,18 @@ def _drive(machine: PeerStreams, rng: random.Random, steps: int) -> None:
             continue
         message: w.StreamMessage
         if kind == 5:
-            message = w.StreamHello(
+            message = w.HelloFrame(
                 rng.choice([7, 8]),
                 rng.randint(1, 60),
                 rng.randrange(4),
                 rng.randrange(4),
             )
         elif kind == 6:
-            message = w.StreamData(stream, rng.randint(1, 4), bytes(rng.randrange(9)))
+            message = w.DataFrame(stream, rng.randint(1, 4), bytes(rng.randrange(9)))
         elif kind == 7:
-            message = w.StreamAck(stream, rng.randint(1, 4))
+            message = w.AckFrame(stream, rng.randint(1, 4))
         else:
-            message = w.StreamReset(
+            message = w.ResetFrame(
                 stream, rng.choice([1, 2]), rng.randint(1, 3), rng.random() < 0.3
             )
         frame = w.encode(message)

@@ -1,0 +1,544 @@
+"""Durable streams on nodes (``_adapters/streams.py``), in memory on one
+``task.Clock`` (``blueprint_net.testing.MemoryNetwork``): delivery exactly
+once and in order across cuts, backpressure, resets and restarts, unclaimed
+streams, violations charged, memory and per-peer state bounded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pytest
+from twisted.internet import defer
+
+from blueprint_net import Identity, Node
+from blueprint_net._core import stream_wire, telemetry, wire
+from blueprint_net._core.errors import ErrorCode, SendQueueFull
+from blueprint_net._core.streams import StreamSettings
+from blueprint_net.errors import StreamReset
+from blueprint_net.streams import ResetCode, Stream
+from blueprint_net.testing import MemoryNetwork
+
+SMALL = StreamSettings(window=1000, ack_every=4, ack_delay=0.05)
+
+
+class Inbox:
+    """What one stream's callbacks were given."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.resets: list[StreamReset] = []
+
+    def message(self, payload: bytes) -> None:
+        self.messages.append(payload)
+
+    def reset(self, error: StreamReset) -> None:
+        self.resets.append(error)
+
+
+def pair(
+    net: MemoryNetwork, settings: StreamSettings = SMALL, connect: bool = True
+) -> tuple[Node, Node]:
+    a = net.add_node(streams=settings)
+    b = net.add_node(streams=settings)
+    if connect:
+        net.connect(a, b)
+    return a, b
+
+
+def open_both(
+    a: Node, b: Node, name: bytes = b"s"
+) -> tuple[Stream, Inbox, Stream, Inbox]:
+    ia, ib = Inbox(), Inbox()
+    sa = a.stream(b.peer_id, name, ia.message, ia.reset)
+    sb = b.stream(a.peer_id, name, ib.message, ib.reset)
+    return sa, ia, sb, ib
+
+
+def link_of(node: Node, peer: Node) -> Any:
+    return node._peers.get(peer.peer_id)
+
+
+# -- delivery ---------------------------------------------------------------
+
+
+def test_messages_arrive_once_in_order_both_ways(net: MemoryNetwork) -> None:
+    a, b = pair(net)
+    sa, ia, sb, ib = open_both(a, b)
+    for n in range(10):
+        assert sa.send(b"a%d" % n)
+        assert sb.send(b"b%d" % n)
+    net.pump()
+    assert ib.messages == [b"a%d" % n for n in range(10)]
+    assert ia.messages == [b"b%d" % n for n in range(10)]
+    net.advance(1.0)  # the acknowledgements free everything
+    assert a.streams.peers[b.peer_id].machine.buffered_bytes == 0
+    assert a.memory.used == 0 and b.memory.used == 0
+
+
+def test_sent_while_disconnected_goes_out_on_the_next_connection(
+    net: MemoryNetwork,
+) -> None:
+    a, b = pair(net, connect=False)
+    sa, _ia, _sb, ib = open_both(a, b)
+    assert sa.send(b"early")
+    assert a.memory.used == len(b"early")  # held, and charged
+    net.pump()
+    assert ib.messages == []
+    net.connect(a, b)
+    assert ib.messages == [b"early"]
+
+
+def test_cuts_lose_and_duplicate_nothing(net: MemoryNetwork) -> None:
+    a, b = pair(net)
+    sa, _ia, _sb, ib = open_both(a, b)
+    sent = 0
+    for cut in range(6):
+        for _ in range(7):
+            assert sa.send(b"%d" % sent)
+            sent += 1
+        if cut % 2:
+            net.pump()  # some delivered, acknowledgements maybe not
+        net.cut(a, b)
+        net.connect(b if cut % 3 else a, a if cut % 3 else b)
+    net.advance(1.0)
+    assert ib.messages == [b"%d" % n for n in range(sent)]
+    assert a.streams.peers[b.peer_id].machine.buffered_bytes == 0
+    assert not a.counters[telemetry.MISBEHAVIOURS.key]
+    assert not b.counters[telemetry.MISBEHAVIOURS.key]
+
+
+def test_an_exception_in_on_message_is_logged_not_raised(
+    net: MemoryNetwork, logged: list[dict[str, Any]]
+) -> None:
+    a, b = pair(net)
+    seen: list[bytes] = []
+
+    def fussy(payload: bytes) -> None:
+        seen.append(payload)
+        raise RuntimeError("boom")
+
+    sa = a.stream(b.peer_id, b"s", lambda p: None)
+    b.stream(a.peer_id, b"s", fussy)
+    sa.send(b"1")
+    sa.send(b"2")
+    net.pump()
+    assert seen == [b"1", b"2"]
+    assert sum("on_message" in str(e.get("log_format")) for e in logged) == 2
+
+
+# -- backpressure -----------------------------------------------------------
+
+
+def test_a_full_window_refuses_then_wait_for_room_fires_on_acks(
+    net: MemoryNetwork,
+) -> None:
+    a, b = pair(net, StreamSettings(window=100, ack_every=1000, ack_delay=0.05))
+    sa, _ia, _sb, _ib = open_both(a, b)
+    assert sa.wait_for_room().called  # nothing refused: room now
+    assert sa.send(b"x" * 60)
+    assert not sa.send(b"x" * 41)  # 101 > 100
+    assert sa.send(b"x" * 40)  # exactly the window
+    room = sa.wait_for_room()
+    net.pump()
+    # Half the peer's window arrived: acknowledged at once, not after 50 ms.
+    assert room.called
+    assert sa.send(b"x" * 41)
+
+
+def test_acks_wait_for_the_delay_below_half_the_window(net: MemoryNetwork) -> None:
+    a, b = pair(net, StreamSettings(window=100, ack_every=1000, ack_delay=0.05))
+    sa, _ia, _sb, ib = open_both(a, b)
+    assert sa.send(b"x" * 49)
+    assert not sa.send(b"x" * 52)
+    room = sa.wait_for_room()
+    net.pump()
+    assert ib.messages == [b"x" * 49] and not room.called
+    net.advance(0.049)
+    assert not room.called
+    net.advance(0.002)
+    assert room.called
+
+
+def test_put_waits_for_room_and_keeps_order(net: MemoryNetwork) -> None:
+    a, b = pair(net, StreamSettings(window=10, ack_every=1, ack_delay=0.05))
+    sa, _ia, _sb, ib = open_both(a, b)
+    puts = [sa.put(b"%02d" % n + b"xxxxxxxx") for n in range(5)]  # 10 B each
+    assert puts[0].called and not puts[1].called
+    assert not sa.send(b"y")  # puts are waiting: a send would overtake them
+    net.pump()
+    assert all(p.called for p in puts)
+    assert ib.messages == [b"%02d" % n + b"xxxxxxxx" for n in range(5)]
+
+
+def test_a_message_larger_than_the_window_is_a_value_error(
+    net: MemoryNetwork,
+) -> None:
+    a, b = pair(net, StreamSettings(window=10))
+    sa, *_ = open_both(a, b)
+    with pytest.raises(ValueError, match="exceeds the window"):
+        sa.send(b"x" * 11)
+    assert sa.send(b"x" * 10)
+
+
+def test_the_memory_budget_refuses_a_send(net: MemoryNetwork) -> None:
+    a, b = pair(net)
+    sa, *_ = open_both(a, b)
+    a.memory.limit = a.memory.used + 5
+    with pytest.raises(SendQueueFull):
+        sa.send(b"x" * 6)
+    assert a.counters[telemetry.MEMORY_REFUSALS.key_for("stream")] == 1
+    assert sa.send(b"x" * 5)
+
+
+# -- resets -----------------------------------------------------------------
+
+
+def test_a_reset_reaches_the_peer_with_its_code(net: MemoryNetwork) -> None:
+    a, b = pair(net)
+    sa, ia, sb, ib = open_both(a, b)
+    sa.send(b"1")
+    net.pump()
+    waiting = sb.wait_for_room()
+    sa.reset(1234)
+    net.pump()
+    assert sa.closed and sb.closed
+    assert ia.resets == []  # the caller knows
+    [error] = ib.resets
+    assert (error.code, error.by_peer, error.stream) == (1234, True, b"s")
+    assert error.peer_id == a.peer_id
+    assert waiting.called  # room was there: it fired before the reset
+    with pytest.raises(StreamReset):
+        sb.send(b"late")
+    assert a.counters[telemetry.STREAM_RESETS.key_for("application")] == 1
+    assert b.counters[telemetry.STREAM_RESETS.key_for("application")] == 1
+
+
+def test_reset_fails_the_waiting_puts(net: MemoryNetwork) -> None:
+    a, b = pair(net, StreamSettings(window=4))
+    sa, *_ = open_both(a, b)
+    assert sa.send(b"xxxx")
+    put = sa.put(b"yyyy")
+    room = sa.wait_for_room()
+    failures: list[Any] = []
+    put.addErrback(failures.append)
+    room.addErrback(failures.append)
+    sa.reset()
+    assert [f.value.code for f in failures] == [ResetCode.CANCELLED] * 2
+    assert sa.wait_for_room().called  # failed at once
+    sa.wait_for_room().addErrback(lambda f: None)
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 4, 999, 65536])
+def test_an_application_resets_with_cancelled_or_its_own_codes(
+    net: MemoryNetwork, code: int
+) -> None:
+    a, b = pair(net)
+    sa, *_ = open_both(a, b)
+    with pytest.raises(ValueError):
+        sa.reset(code)
+    assert not sa.closed
+    sa.reset(1000)
+    sa.reset(1001)  # closed: nothing
+
+
+def test_reopening_a_name_while_it_is_open_is_refused(net: MemoryNetwork) -> None:
+    a, b = pair(net)
+    sa = a.stream(b.peer_id, b"s", lambda p: None)
+    with pytest.raises(ValueError, match="open already"):
+        a.stream(b.peer_id, b"s", lambda p: None)
+    sa.reset()
+    net.pump()
+    a.stream(b.peer_id, b"s", lambda p: None)  # a new life
+
+
+@pytest.mark.parametrize(
+    ("peer", "name", "error"),
+    [
+        ("not a peer id", b"s", TypeError),
+        (None, "text", TypeError),
+        (None, b"", ValueError),
+        (None, b"x" * 256, ValueError),
+    ],
+)
+def test_bad_arguments(net: MemoryNetwork, peer: Any, name: Any, error: type) -> None:
+    a, b = pair(net, connect=False)
+    with pytest.raises(error):
+        a.stream(b.peer_id if peer is None else peer, name, lambda p: None)
+
+
+def test_a_stream_with_oneself_is_refused(net: MemoryNetwork) -> None:
+    a = net.add_node()
+    with pytest.raises(ValueError):
+        a.stream(a.peer_id, b"s", lambda p: None)
+
+
+def test_a_new_stream_after_a_reset_waits_for_the_answer(net: MemoryNetwork) -> None:
+    a, b = pair(net)
+    sa, ia, _sb, ib = open_both(a, b)
+    sa.send(b"1")
+    net.pump()
+    net.cut(a, b)
+    sa.reset()  # sent on the next connection
+    again = a.stream(b.peer_id, b"s", ia.message)
+    assert not again.send(b"new")  # the old life is being reset
+    room = again.wait_for_room()
+    net.connect(a, b)
+    assert room.called and [e.code for e in ib.resets] == [ResetCode.CANCELLED]
+    assert again.send(b"new")
+    net.pump()
+    assert ib.messages == [b"1"]  # b's stream was reset; "new" is unclaimed
+    fresh = Inbox()
+    b.stream(a.peer_id, b"s", fresh.message)
+    net.pump()
+    assert fresh.messages == [b"new"]
+
+
+# -- restarts ---------------------------------------------------------------
+
+
+def test_a_restarted_peer_is_seen_by_both_applications(net: MemoryNetwork) -> None:
+    a, b = pair(net)
+    _sa, ia, sb, _ib = open_both(a, b)
+    sb.send(b"before")
+    net.pump()
+    net.cut(a, b)
+    # b restarts: a new node with the same key, a new incarnation.
+    b2 = net.add_node(b.identity, streams=SMALL)
+    i2 = Inbox()
+    s2 = b2.stream(a.peer_id, b"s", i2.message, i2.reset)
+    s2.send(b"after")
+    net.connect(b2, a)
+    [seen_by_a] = ia.resets
+    assert (seen_by_a.code, seen_by_a.by_peer) == (ResetCode.RESTARTED, False)
+    [seen_by_b2] = i2.resets
+    assert (seen_by_b2.code, seen_by_b2.by_peer) == (ResetCode.RESTARTED, True)
+    assert ia.messages == [b"before"]  # never "after": no gap, no mix
+    again = Inbox()
+    fresh = a.stream(b.peer_id, b"s", again.message)
+    s3 = b2.stream(a.peer_id, b"s", lambda p: None)
+    net.pump()
+    assert s3.send(b"third") and fresh.send(b"x")
+    net.pump()
+    assert again.messages == [b"third"]
+
+
+def test_stopping_a_node_reports_and_tells_the_peer(net: MemoryNetwork) -> None:
+    a, b = pair(net)
+    sa, ia, _sb, ib = open_both(a, b)
+    sa.send(b"1")
+    net.pump()
+    net.result(a.stop())
+    assert [(e.code, e.by_peer) for e in ia.resets] == [(ResetCode.CANCELLED, False)]
+    assert [(e.code, e.by_peer) for e in ib.resets] == [(ResetCode.CANCELLED, True)]
+    with pytest.raises(RuntimeError):
+        a.stream(b.peer_id, b"t", lambda p: None)
+
+
+# -- unclaimed streams --------------------------------------------------------
+
+
+def test_unclaimed_messages_are_held_and_handed_over_in_order(
+    net: MemoryNetwork,
+) -> None:
+    a, b = pair(net)
+    sa = a.stream(b.peer_id, b"s", lambda p: None)
+    for n in range(3):
+        sa.send(b"%d" % n)
+    net.pump()
+    assert b.memory.used == 3  # held, charged
+    inbox = Inbox()
+    sb = b.stream(a.peer_id, b"s", inbox.message)
+    sa.send(b"3")
+    assert inbox.messages == []  # on the next reactor turn, not inside stream()
+    net.pump()
+    assert inbox.messages == [b"0", b"1", b"2", b"3"]
+    assert sb is not None and b.memory.used == 0
+
+
+def test_unclaimed_streams_past_the_bound_are_reset(net: MemoryNetwork) -> None:
+    a, b = pair(net, attrs.evolve(SMALL, max_unclaimed_streams=2))
+    inboxes = [Inbox() for _ in range(3)]
+    streams = [
+        a.stream(b.peer_id, b"s%d" % n, i.message, i.reset)
+        for n, i in enumerate(inboxes)
+    ]
+    for stream in streams:
+        stream.send(b"hi")
+    net.pump()
+    assert [len(i.resets) for i in inboxes] == [0, 0, 1]
+    [error] = inboxes[2].resets
+    assert (error.code, error.by_peer) == (ResetCode.UNCLAIMED, True)
+    assert b.counters[telemetry.STREAM_UNCLAIMED_RESETS.key_for("streams")] == 1
+
+
+def test_unclaimed_bytes_past_the_bound_are_reset(net: MemoryNetwork) -> None:
+    a, b = pair(net, attrs.evolve(SMALL, max_unclaimed_bytes=10))
+    inbox = Inbox()
+    sa = a.stream(b.peer_id, b"s", lambda p: None, inbox.reset)
+    assert sa.send(b"x" * 10)
+    net.pump()
+    assert not inbox.resets
+    assert sa.send(b"y")
+    net.pump()
+    assert [e.code for e in inbox.resets] == [ResetCode.UNCLAIMED]
+    assert b.memory.used == 0
+    assert b.counters[telemetry.STREAM_UNCLAIMED_RESETS.key_for("bytes")] == 1
+
+
+def test_unclaimed_memory_past_the_budget_is_reset(net: MemoryNetwork) -> None:
+    a, b = pair(net)
+    inbox = Inbox()
+    sa = a.stream(b.peer_id, b"s", lambda p: None, inbox.reset)
+    b.memory.limit = b.memory.used + 3
+    sa.send(b"xxxx")
+    net.pump()
+    assert [e.code for e in inbox.resets] == [ResetCode.UNCLAIMED]
+    assert b.counters[telemetry.STREAM_UNCLAIMED_RESETS.key_for("memory")] == 1
+    assert b.counters[telemetry.MEMORY_REFUSALS.key_for("unclaimed")] == 1
+
+
+def test_unclaimed_streams_time_out(net: MemoryNetwork) -> None:
+    a, b = pair(net, attrs.evolve(SMALL, unclaimed_timeout=10.0))
+    inbox = Inbox()
+    sa = a.stream(b.peer_id, b"s", lambda p: None, inbox.reset)
+    sa.send(b"1")
+    net.pump()
+    net.advance(9.9)
+    assert not inbox.resets
+    net.advance(0.2)
+    assert [e.code for e in inbox.resets] == [ResetCode.UNCLAIMED]
+    assert b.memory.used == 0
+    assert b.counters[telemetry.STREAM_UNCLAIMED_RESETS.key_for("timeout")] == 1
+
+
+# -- violations ---------------------------------------------------------------
+
+
+def _inject(net: MemoryNetwork, sender: Node, receiver: Node, *frames: Any) -> None:
+    """Write stream frames from ``sender``'s kept connection as if its
+    machine had (what a broken or hostile peer would do)."""
+    protocol = link_of(sender, receiver)
+    for message in frames:
+        protocol.connection.send_frame(stream_wire.frame(message))
+    protocol.outbound.flush()
+    net.pump()
+
+
+HELLO = stream_wire.HelloFrame(7, 1000, 10, 0)
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        ([HELLO, stream_wire.DataFrame(b"s", 2, b"x")], ErrorCode.STREAM_SEQUENCE),
+        ([HELLO, stream_wire.AckFrame(b"s", 1)], ErrorCode.STREAM_ACK),
+        ([stream_wire.DataFrame(b"s", 1, b"x")], ErrorCode.UNEXPECTED_MESSAGE),
+        ([HELLO, HELLO], ErrorCode.UNEXPECTED_MESSAGE),
+    ],
+)
+def test_violations_close_the_connection_and_are_charged(
+    net: MemoryNetwork, frames: list[Any], code: ErrorCode
+) -> None:
+    a, b = pair(net)
+    _inject(net, a, b, *frames)
+    assert b.peer(a.peer_id) is None
+    assert b.counters[telemetry.STREAM_VIOLATIONS.key_for(code.name)] == 1
+    assert b.counters[telemetry.CONNECTIONS_CLOSED.key_for(code.name)] == 1
+    assert b.counters[telemetry.MISBEHAVIOURS.key] == 1
+
+
+def test_too_many_streams_opened_by_the_peer_is_a_violation(
+    net: MemoryNetwork,
+) -> None:
+    a, b = pair(net, attrs.evolve(SMALL, max_streams=2))
+    frames = [HELLO] + [stream_wire.DataFrame(b"s%d" % n, 1, b"") for n in range(3)]
+    _inject(net, a, b, *frames)
+    assert b.counters[telemetry.STREAM_VIOLATIONS.key_for("STREAM_LIMIT")] == 1
+    assert b.counters[telemetry.MISBEHAVIOURS.key] == 1
+
+
+def test_a_malformed_stream_frame_is_a_decoding_violation(net: MemoryNetwork) -> None:
+    a, b = pair(net)
+    protocol = link_of(a, b)
+    protocol.connection.send_frame(wire.frame_body(bytes([0x50, 1, 2])))
+    protocol.outbound.flush()
+    net.pump()
+    assert b.counters[telemetry.STREAM_VIOLATIONS.key_for("TRUNCATED")] == 1
+    assert b.counters[telemetry.MISBEHAVIOURS.key] == 1
+
+
+def test_a_node_that_uses_no_stream_sends_no_stream_frame(
+    net: MemoryNetwork,
+) -> None:
+    """Machines are made lazily: a peer that never heard of streams is never
+    sent one (it would answer UNKNOWN_MESSAGE_TYPE)."""
+    a, b = pair(net)
+    net.advance(1.0)
+    assert a.streams.peers == {} and b.streams.peers == {}
+    a.stream(b.peer_id, b"s", lambda p: None)
+    net.pump()
+    assert set(b.streams.peers) == {a.peer_id}  # a's hello made b's
+
+
+# -- bounded per-peer state -------------------------------------------------
+
+
+def test_an_idle_peer_is_forgotten_but_for_its_numbers(net: MemoryNetwork) -> None:
+    a, b = pair(net)
+    sa, _ia, _sb, ib = open_both(a, b)
+    sa.send(b"1")
+    net.pump()
+    sa.reset()
+    sb_reset = ib.resets
+    net.pump()
+    assert sb_reset
+    net.cut(a, b)
+    assert a.streams.peers == {} and b.streams.peers == {}
+    assert set(a.streams.remembered) == {b.peer_id}
+    numbers = a.streams.remembered[b.peer_id]
+    assert numbers.resets_sent == 1 and numbers.peer_incarnation is not None
+    # Back: the same incarnations, the reset counts kept, nothing restarts.
+    net.connect(a, b)
+    sa, ia, _sb, ib = open_both(a, b)
+    sa.send(b"2")
+    net.pump()
+    assert ib.messages == [b"2"] and not ia.resets and not ib.resets
+    assert a.streams.peers[b.peer_id].machine.resets_sent == 1
+
+
+def test_dropping_a_peers_numbers_changes_the_incarnation(net: MemoryNetwork) -> None:
+    a = net.add_node(streams=attrs.evolve(SMALL, remembered_peers=1))
+    b, c = net.add_node(), net.add_node()
+    first = a.streams.incarnation
+    for peer in (b, c):
+        net.connect(a, peer)
+        a.stream(peer.peer_id, b"s", lambda p: None).reset()
+        net.cut(a, peer)
+    assert list(a.streams.remembered) == [c.peer_id]
+    assert a.streams.incarnation != first
+    assert a.counters[telemetry.STREAM_PEERS_FORGOTTEN.key] == 1
+
+
+def test_held_bytes_are_charged_and_released(net: MemoryNetwork) -> None:
+    a, b = pair(net, StreamSettings(window=1000, ack_every=1000, ack_delay=0.05))
+    sa, *_ = open_both(a, b)
+    net.cut(a, b)
+    before = a.memory.used
+    sa.send(b"x" * 100)
+    assert a.memory.used == before + 100
+    net.connect(a, b)
+    net.advance(0.1)
+    assert a.memory.used == before
+
+
+def test_reset_codes_are_the_declared_labels() -> None:
+    assert tuple(c.name for c in ResetCode) == telemetry.STREAM_RESET_CODES
+
+
+async def _unused() -> None:  # pragma: no cover - keeps Deferred imported
+    await defer.succeed(None)
+
+
+def _identity() -> Identity:  # pragma: no cover
+    return Identity.generate()
