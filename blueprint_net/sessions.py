@@ -1,5 +1,5 @@
-"""Party sessions (issue 20): what any party -- or a third party with only
-the public keys -- needs beside the node.
+"""Party sessions (issue 20): ``Node.session(session_id, parties)`` returns a
+:class:`Session` (``send``, ``broadcast``, ``gather``, ``close``).
 
 :func:`verify_equivocation` checks, offline, the evidence an
 :class:`~blueprint_net.errors.Equivocation` carries; evidence travels as
@@ -10,6 +10,7 @@ bytes with :func:`encode_evidence` and :func:`decode_evidence`.
 
 from __future__ import annotations
 
+from blueprint_net._adapters.sessions import Session
 from blueprint_net._core.session_wire import (
     EquivocationEvidence,
     SignedBroadcast,
@@ -20,6 +21,7 @@ from blueprint_net._core.sessions import SessionSettings, verify_equivocation
 
 __all__ = [
     "EquivocationEvidence",
+    "Session",
     "SessionSettings",
     "SignedBroadcast",
     "decode_evidence",

@@ -429,3 +429,9 @@ def test_the_round_state_table_is_the_machines() -> None:
     assert documented == {
         (state, kind, target) for (state, kind), (target, _) in sessions.TABLE.items()
     }
+
+
+def test_the_violation_reset_code_is_the_adapters() -> None:
+    from blueprint_net._adapters.sessions import VIOLATION_RESET
+
+    assert f"with code {VIOLATION_RESET} (an application code" in _section_11()
