@@ -251,12 +251,11 @@ def _direct(r: FieldReader) -> Direct:
     return Direct(r.u16(), r.u32(), r.bytes32())
 
 
-def _broadcast(reliable: bool) -> Callable[[FieldReader], Broadcast]:
-    def decoder(r: FieldReader) -> Broadcast:
-        sender, round, payload = r.u16(), r.u32(), r.bytes32()
-        return Broadcast(sender, round, payload, r.take(SIGNATURE_SIZE), reliable)
-
-    return decoder
+def _broadcast(r: FieldReader) -> Broadcast:
+    sender, round, payload = r.u16(), r.u32(), r.bytes32()
+    return Broadcast(
+        sender, round, payload, r.take(SIGNATURE_SIZE), r.data[0] == K_RELIABLE
+    )
 
 
 def _echo(r: FieldReader) -> Echo:
@@ -270,8 +269,8 @@ def _relay(r: FieldReader) -> Relay:
 
 DECODERS: dict[int, Callable[[FieldReader], SessionMessage]] = {
     K_DIRECT: _direct,
-    K_BROADCAST: _broadcast(False),
-    K_RELIABLE: _broadcast(True),
+    K_BROADCAST: _broadcast,
+    K_RELIABLE: _broadcast,
     K_ECHO: _echo,
     K_RELAY: _relay,
 }

@@ -197,6 +197,17 @@ Output = Union[Outgoing, Completed, Failed, Violation]
 _ACTIVE = (RoundState.OPEN, RoundState.ECHOED, RoundState.DISPUTED)
 
 
+def _timed(entry: _Round) -> bool:
+    """The round waits, with a deadline (only ``gather`` sets one)."""
+    return entry.state in _ACTIVE and entry.deadline is not None
+
+
+def _duplicate(round: int, value: Any) -> DuplicateMessage:
+    party, message, _ = value
+    what = type(message).__name__.lower()
+    return DuplicateMessage(f"a second {what} of party {party} in round {round}")
+
+
 class _Round:
     """One round's state: what was sent, received, echoed and relayed."""
 
@@ -343,12 +354,7 @@ class PartySession:
     def tick(self, now: float) -> None:
         """The time is ``now``: gathered rounds past their deadline fail."""
         for entry in list(self._rounds.values()):
-            if (
-                entry.state in _ACTIVE
-                and entry.gathered
-                and entry.deadline is not None
-                and entry.deadline <= now
-            ):
+            if _timed(entry) and entry.deadline <= now:  # type: ignore[operator]
                 self._step(entry, entry.number, Input.TIMEOUT, None)
                 self._progress(entry)
 
@@ -361,12 +367,8 @@ class PartySession:
 
     def next_deadline(self) -> Optional[float]:
         """The earliest deadline of a gathered round still waiting."""
-        deadlines = [
-            entry.deadline
-            for entry in self._rounds.values()
-            if entry.state in _ACTIVE and entry.gathered and entry.deadline is not None
-        ]
-        return min(deadlines, default=None)
+        deadlines = [e.deadline for e in self._rounds.values() if _timed(e)]
+        return min(deadlines, default=None)  # type: ignore[type-var]
 
     def state(self, round: int) -> RoundState:
         entry = self._rounds.get(round)
@@ -579,7 +581,7 @@ class PartySession:
     def _take_message(self, entry: _Round, round: int, value: Any) -> None:
         party, message, size = value
         if party in entry.messages:
-            self._duplicate(entry, round, value)
+            raise _duplicate(round, value)
         reliable = type(message) is Broadcast and message.reliable
         if entry.mine is not None and reliable != (entry.mine is Kind.RELIABLE):
             raise WrongKind(
@@ -597,14 +599,12 @@ class PartySession:
         entry.messages[party] = message
 
     def _duplicate(self, _: _Round, round: int, value: Any) -> None:
-        party, message, __ = value
-        what = type(message).__name__.lower()
-        raise DuplicateMessage(f"a second {what} of party {party} in round {round}")
+        raise _duplicate(round, value)
 
     def _take_echo(self, entry: _Round, round: int, value: Any) -> None:
         party, echo, size = value
         if party in entry.echoes:
-            self._duplicate(entry, round, value)
+            raise _duplicate(round, value)
         if entry.mine not in (None, Kind.RELIABLE):
             raise WrongKind(f"party {party} echoed round {round}, which has no echo")
         self._hold(entry, party, size)
@@ -613,7 +613,7 @@ class PartySession:
     def _late_echo(self, entry: _Round, round: int, value: Any) -> None:
         """An echo in a complete round: a repeat, or a round without echo."""
         if entry.digest is not None:
-            self._duplicate(entry, round, value)
+            raise _duplicate(round, value)
         raise WrongKind(f"party {value[0]} echoed round {round}, which has no echo")
 
     def _echo(self, entry: _Round, round: int, _: None) -> None:
@@ -686,12 +686,9 @@ class PartySession:
         others = [p for p in range(self.n) if p != self.index]
         if entry.state is RoundState.OPEN:
             missing = [p for p in others if p not in entry.messages]
-        else:  # an echo, or a relay after a disagreement, is missing
+        else:  # an echo, or the relays of a disagreement (all in decide it)
             missing = [
-                p
-                for p in others
-                if p not in entry.echoes
-                or (p in entry.disputes and len(entry.disputes[p]) < self.n)
+                p for p in others if p not in entry.echoes or p in entry.disputes
             ]
         entry.error = RoundTimeout(round, tuple(missing))
 

@@ -271,7 +271,7 @@ def test_the_evidence_layout_and_its_strict_decoder() -> None:
         sw.decode_evidence(swapped)
     with pytest.raises(ValueError):
         sw.encode_evidence(sw.EquivocationEvidence(3, 2**16, a, b))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^a signature is 64 bytes$"):
         sw.encode_evidence(
             sw.EquivocationEvidence(3, 1, a, sw.SignedBroadcast(b"B", b""))
         )

@@ -1036,3 +1036,82 @@ def test_a_complete_round_is_delivered_after_a_party_is_lost() -> None:
     a.gather(0)
     net.pump()
     assert completed(net, 0) == {0: {1: b"x"}}
+
+
+# -- what the mutation run asked for ---------------------------------------------
+
+
+def test_only_rounds_still_waiting_have_a_deadline() -> None:
+    """A finished round kept above the base, and a round gathered without a
+    deadline, are no deadline."""
+    net = Net(2, manual=frozenset({1}))
+    a = net.sessions[0]
+    a.gather(0)  # waits, with no deadline
+    a.receive(net.peer(1), sw.encode(sw.Direct(1, 1, b"x")))
+    a.gather(1, deadline=4.0)
+    net.pump()
+    assert completed(net, 0) == {1: {1: b"x"}}
+    assert a.state(1) is s.RoundState.FINISHED
+    assert a.next_deadline() is None
+    a.tick(5.0)
+    assert a.outputs() == []
+    a.gather(2, deadline=7.0)
+    assert a.next_deadline() == 7.0
+
+
+def test_a_held_echo_keeps_a_round_of_plain_messages_open() -> None:
+    """An echo says the round is reliable: wait for our own send."""
+    net = Net(2, manual=frozenset({1}))
+    a = net.sessions[0]
+    a.receive(net.peer(1), sw.encode(sw.Echo(1, 0, b"\0" * 32)))
+    a.receive(net.peer(1), sw.encode(sw.Direct(1, 0, b"x")))
+    assert a.state(0) is s.RoundState.OPEN
+    a.send(0, 1, b"y")
+    net.pump()
+    assert type(_violation(net, 0)) is WrongKind
+
+
+def test_sending_in_an_echoed_round_is_refused() -> None:
+    net = Net(2, manual=frozenset({1}))
+    a = net.sessions[0]
+    a.broadcast(0, b"b", reliable=True)
+    a.receive(net.peer(1), broadcast(1, 0, b"b1", 2, True))
+    assert a.state(0) is s.RoundState.ECHOED
+    with pytest.raises(ValueError, match=r"^round 0: this party sent its message$"):
+        a.send(0, 1, b"")
+
+
+def test_the_late_echo_and_relay_errors_name_the_party_and_round() -> None:
+    net = Net(3)
+    for session in net.sessions:
+        session.broadcast(1, b"b", reliable=True)
+    net.pump()
+    a = net.sessions[0]
+    echo = a._rounds[1].echoes[1]
+    a.receive(net.peer(1), sw.encode(sw.Echo(1, 1, echo)))
+    net.pump()
+    [(_, error)] = violations(net, 0)
+    assert str(error) == "a second echo of party 1 in round 1"
+    net = Net(3, manual=frozenset({1}))
+    a = net.sessions[0]
+    a.receive(net.peer(1), sw.encode(sw.Direct(1, 2, b"x")))
+    net.sessions[2].send(2, 0, b"y")
+    net.pump()
+    a.receive(net.peer(1), sw.encode(sw.Echo(1, 2, b"\0" * 32)))
+    net.pump()
+    [(_, error)] = violations(net, 0)
+    assert str(error) == "party 1 echoed round 2, which has no echo"
+    net = Net(3, manual=frozenset({1}))
+    net.sessions[0].receive(net.peer(1), sw.encode(sw.Relay(1, 3, 0, b"", b"\0" * 64)))
+    net.pump()
+    [(_, error)] = violations(net, 0)
+    assert str(error) == "party 1 relayed round 3 without a disagreement"
+
+
+def test_evidence_of_any_round_verifies() -> None:
+    parties = [identity.peer_id for identity in BY_INDEX[:3]]
+    for round in (0, 1000, 2**32 - 1):
+        one = sw.SignedBroadcast(b"A", sign(1, round, b"A", 3))
+        other = sw.SignedBroadcast(b"B", sign(1, round, b"B", 3))
+        proof = sw.evidence(round, 1, one, other)
+        assert s.verify_equivocation(proof, SESSION, parties)
