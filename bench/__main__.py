@@ -26,6 +26,7 @@ from . import (
     memory,
     messaging,
     report,
+    streams,
     throughput,
     tls,
 )
@@ -47,6 +48,7 @@ BENCHMARKS: dict[str, Callable[[Any, bool], Awaitable[list[Row]]]] = {
     "throughput": throughput.run,
     "broadcast": broadcast.run,
     "bans": bans.run,
+    "streams": streams.run,
 }
 
 

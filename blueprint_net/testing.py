@@ -243,7 +243,7 @@ class MemoryNetwork:
         peer ids (and whatever depends on their order) are the same on every
         run.  ``options`` are the other keyword arguments of :class:`Node`:
         ``settings`` (with ``allow_plaintext`` turned on), ``limits``,
-        ``policy`` and ``gossip``; the network provides ``reactor`` and
+        ``policy``, ``gossip`` and ``streams``; the network provides ``reactor`` and
         ``clock``.  (A timeout such as ``request_timeout`` is a field of
         ``settings``: ``settings=Settings(request_timeout=5.0)``.)
         """

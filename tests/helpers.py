@@ -82,8 +82,8 @@ class RecordingHost:
     def gossip_received(self, protocol: PeerProtocol, event: GossipReceived) -> None:
         self.gossip.append(event)
 
-    def stream_received(self, protocol: PeerProtocol, body: bytes) -> None:
-        self.streams.append(body)
+    def stream_received(self, protocol: PeerProtocol, bodies: list[bytes]) -> None:
+        self.streams += bodies
 
 
 def decode_frames(data: bytes) -> list[wire.Message]:

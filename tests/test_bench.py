@@ -3,6 +3,7 @@ test: it asserts completion and the table's shape, never timings)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -37,6 +38,18 @@ def rows(memory: tuple[int, ...], frame: str, stars: tuple[int, ...]) -> dict[st
         "reactor lateness p99 while banning (ms)": 1,
         "reactor lateness worst while banning (ms)": 1,
         "reactor lateness median while banning (ms)": 1,
+        # Durable streams: one way against a bare Int32StringReceiver, and
+        # the fault run.
+        **{
+            f"stream one-way msgs/s, {s}, {t}": 1
+            for s in ("64 B", "4 KiB")
+            for t in ("TCP", "TLS")
+        },
+        "stream fault run: lost": 1,
+        "stream fault run: duplicated": 1,
+        "stream fault run: out of order": 1,
+        "stream fault run: recovery after a cut p50 (ms)": 1,
+        "stream fault run: recovery after a cut p99 (ms)": 1,
     }
 
 
@@ -108,3 +121,25 @@ def test_the_gossip_attack_bench_smoke_prints_every_row() -> None:
         "eclipse at start-up, delivery at 4 s (%)",
         "record-aimed dials (dials per target per minute)",
     ]
+
+
+def test_the_streams_bench_loses_nothing_across_cuts() -> None:
+    """``python -m bench --only streams --smoke``: its rows, and the fault
+    run's counts, which are correctness (0), not speed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "streams", "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=True,
+        cwd=ROOT,
+        env=tree_env(),
+    )
+    figures = {}
+    for line in result.stdout.splitlines()[1:]:
+        name = line.split("  ")[0]
+        figures[name] = float(line[len(name) :].split()[0])
+    assert set(figures) == {n for n in SMOKE_ROWS if n.startswith("stream ")}
+    for count in ("lost", "duplicated", "out of order"):
+        assert figures[f"stream fault run: {count}"] == 0
+    assert re.search(r"over TLS, [1-9]\d* cuts", result.stdout)  # it did cut

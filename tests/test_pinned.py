@@ -177,6 +177,9 @@ _POINTS = {
     ErrorCode.BAD_SIGNATURE: 50,
     ErrorCode.WRONG_KEY: 50,
     ErrorCode.SELF_CONNECTION: 50,
+    ErrorCode.STREAM_SEQUENCE: 20,
+    ErrorCode.STREAM_ACK: 20,
+    ErrorCode.STREAM_LIMIT: 20,
 }
 
 

@@ -262,7 +262,8 @@ class ConnectionHost:
     def connection_opened(self, protocol: PeerProtocol) -> None:
         self.peers.opened(protocol)
         protocol.cap_gossip(self._gossip_frame)
-        protocol.connection.streams = self.streams is not None
+        if self.streams is not None:
+            protocol.connection.streams = True
         if protocol.initiator:
             self._remember_own_end(protocol)
 
@@ -383,9 +384,9 @@ class ConnectionHost:
         if not self.stopping:
             self.gossip.received(protocol, event.message)
 
-    def stream_received(self, protocol: PeerProtocol, body: bytes) -> None:
+    def stream_received(self, protocol: PeerProtocol, bodies: list[bytes]) -> None:
         if not self.stopping and self.streams is not None:
-            self.streams.received(protocol, body)
+            self.streams.received(protocol, bodies)
 
     def _call(self, callback: PeerCallback, peer: Peer) -> None:
         try:

@@ -58,7 +58,7 @@ from blueprint_net._core.connection import (
     GossipReceived,
     PeerVerified,
     ResponseReceived,
-    StreamFrame,
+    StreamFrames,
 )
 from blueprint_net._core.errors import (
     ErrorCode,
@@ -129,9 +129,9 @@ class IConnectionHost(Interface):
     def gossip_received(protocol: PeerProtocol, event: GossipReceived) -> None:
         """A topic-gossip message arrived on a verified connection."""
 
-    def stream_received(protocol: PeerProtocol, body: bytes) -> None:
-        """A durable-stream frame body arrived on a verified connection
-        (only once ``connection.streams`` is on)."""
+    def stream_received(protocol: PeerProtocol, bodies: list[bytes]) -> None:
+        """Durable-stream frame bodies arrived on a verified connection, in
+        a row (only once ``connection.streams`` is on)."""
 
 
 @implementer(IHandshaking, IHandshakeListener)
@@ -359,8 +359,8 @@ class PeerProtocol(Protocol):
             if isinstance(event, wire.Request):
                 self.requests_in += 1
                 self.host.request_received(self, event)
-            elif isinstance(event, StreamFrame):
-                self.host.stream_received(self, event.body)
+            elif isinstance(event, StreamFrames):
+                self.host.stream_received(self, event.bodies)
             elif isinstance(event, ResponseReceived):
                 self._response_received(event)
             elif isinstance(event, GossipReceived):

@@ -239,7 +239,7 @@ class _Life:
         memory.charge(size)
         peer.charged += size
         if peer.link is not None:
-            host.write(peer)
+            host.soon(peer)
         return True
 
     def deliver(self, payload: bytes) -> None:
@@ -401,6 +401,10 @@ class StreamHost:
         self._acking: dict[_Peer, None] = {}
         self._holding: dict[_Peer, None] = {}
         self._timer: Optional[IDelayedCall] = None
+        #: Peers whose sends are written at the end of this reactor turn,
+        #: together (one write for a burst of small messages).
+        self._sending: dict[_Peer, None] = {}
+        self._flush: Optional[IDelayedCall] = None
         self.stopped = False
 
     # -- the application's side ---------------------------------------------
@@ -466,8 +470,9 @@ class StreamHost:
         self._acking.pop(state, None)
         self._forget_if_idle(state)
 
-    def received(self, protocol: PeerProtocol, body: bytes) -> None:
-        """One stream frame body from a verified peer."""
+    def received(self, protocol: PeerProtocol, bodies: list[bytes]) -> None:
+        """Stream frame bodies from a verified peer, in a row: fed to its
+        machine, then what came out acted on once."""
         connection = protocol.connection
         peer_id = protocol.peer_id
         assert peer_id is not None
@@ -483,25 +488,34 @@ class StreamHost:
                 state.machine.disconnected()
             self._connect(state, protocol)
         machine = state.machine
+        receive = machine.receive
+        data = other = False
+        violation = None
         try:
-            machine.receive(body)
+            for body in bodies:
+                receive(body)
+                if body[0] == T_STREAM_DATA:
+                    data = True
+                else:
+                    other = True
         except (WireError, ProtocolError) as error:
-            self.counters[STREAM_VIOLATIONS.key_for(error.code.name)] += 1
-            protocol.close(error)  # the host charges it (MISBEHAVIOUR)
-            self.connection_closed(protocol)  # nothing more is read from it
-            return
+            violation = error  # what came before it stands (10.3)
         out = machine.data_to_send()
         if out and not connection.closed:  # closed: the peer said goodbye
-            connection.send_frame(b"".join(out))  # the read's end flushes
+            connection.send_frame(out[0] if len(out) == 1 else b"".join(out))
         events = machine.events()
         if events:
             self._handle(state, events)
-        if body[0] == T_STREAM_DATA:
+        if violation is not None:
+            self.counters[STREAM_VIOLATIONS.key_for(violation.code.name)] += 1
+            protocol.close(violation)  # the host charges it (MISBEHAVIOUR)
+            self.connection_closed(protocol)  # nothing more is read from it
+        elif data:
             state.last_data = self.clock.seconds()
             if state not in self._acking:
                 self._acking[state] = None
                 self._arm()
-        elif state.stalled:
+        if other and state.stalled:
             state.stalled = False  # a hello or reset may have freed a stream
             self._wake(state)
         if state.charged != machine.buffered_bytes + state.unclaimed_bytes + (
@@ -526,6 +540,10 @@ class StreamHost:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._write_all()
+        if self._flush is not None and self._flush.active():
+            self._flush.cancel()
+        self._flush = None
 
     def status(self) -> dict[str, int]:
         """Figures for the status page."""
@@ -559,13 +577,9 @@ class StreamHost:
 
     def _forget_if_idle(self, state: _Peer) -> None:
         """Forget a peer with no link, no stream and nothing held; keep its
-        numbers (see the module)."""
-        if (
-            state.link is not None
-            or state.streams
-            or state.unclaimed
-            or state.machine.stream_count
-        ):
+        numbers (see the module).  (A stream held unclaimed is open in the
+        machine: ``stream_count`` covers it.)"""
+        if state.link is not None or state.streams or state.machine.stream_count:
             return
         peer_id = state.peer_id
         del self.peers[peer_id]
@@ -590,6 +604,18 @@ class StreamHost:
         state.link = protocol
         state.machine.connected()
         self.write(state)
+
+    def soon(self, state: _Peer) -> None:
+        """Write what ``state``'s machine queued at the end of this turn."""
+        self._sending[state] = None
+        if self._flush is None:
+            self._flush = self.clock.callLater(0, self._write_all)
+
+    def _write_all(self) -> None:
+        self._flush = None
+        sending, self._sending = self._sending, {}
+        for state in sending:
+            self.write(state)
 
     def write(self, state: _Peer) -> None:
         """What the machine queued, through its connection's queue (not the

@@ -111,12 +111,13 @@ class GossipReceived:
 
 
 @attrs.define
-class StreamFrame:
-    """A durable-stream frame body (types ``0x50``-``0x57``) from the
-    verified peer, undecoded: the peer's stream machine decodes it
-    (``_core/streams.py``), on a fast path for data."""
+class StreamFrames:
+    """Durable-stream frame bodies (types ``0x50``-``0x57``) from the
+    verified peer, consecutive in one read, undecoded: the peer's stream
+    machine decodes them (``_core/streams.py``, a fast path for data).  One
+    event for a run of them: a read of small messages is one call."""
 
-    body: bytes
+    bodies: list[bytes]
 
 
 ConnectionEvent = Union[
@@ -126,7 +127,7 @@ ConnectionEvent = Union[
     wire.Request,
     ResponseReceived,
     GossipReceived,
-    StreamFrame,
+    StreamFrames,
 ]
 
 _STREAM_FIRST, _STREAM_LAST = stream_wire.TYPES[0], stream_wire.TYPES[-1]
@@ -461,10 +462,16 @@ class Connection:
         decode = wire.decode
         requests = self.requests
         streams = self.streams
+        run: Optional[list[bytes]] = None  # the bodies of the last StreamFrames
         for body in bodies:
             if streams and body and _STREAM_FIRST <= body[0] <= _STREAM_LAST:
-                events.append(StreamFrame(body))  # before decode: no exception
+                # Before decode: no exception on this path.
+                if run is None:
+                    run = []
+                    events.append(StreamFrames(run))
+                run.append(body)
                 continue
+            run = None
             try:
                 message = decode(body)
             except WireError as error:

@@ -129,6 +129,10 @@ DEFAULTS = StreamSettings()
 class LinkState(enum.Enum):
     """The link to the peer."""
 
+    #: Members are singletons: hashed by identity, not by a Python-level
+    #: ``Enum.__hash__`` (two per table lookup, on every message).
+    __hash__ = object.__hash__
+
     DOWN = enum.auto()
     #: A connection is up and our hello sent; the peer's is awaited.
     AWAITING_HELLO = enum.auto()
@@ -137,6 +141,10 @@ class LinkState(enum.Enum):
 
 class StreamState(enum.Enum):
     """One stream (by id) with the peer."""
+
+    #: Members are singletons: hashed by identity, not by a Python-level
+    #: ``Enum.__hash__`` (two per table lookup, on every message).
+    __hash__ = object.__hash__
 
     #: No entry: never used, or ended on both sides.
     ABSENT = enum.auto()
@@ -148,6 +156,8 @@ class StreamState(enum.Enum):
 
 
 class Input(enum.Enum):
+    __hash__ = object.__hash__  # see LinkState
+
     CONNECTED = enum.auto()
     DISCONNECTED = enum.auto()
     #: The peer's HelloFrame.

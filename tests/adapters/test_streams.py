@@ -542,3 +542,83 @@ async def _unused() -> None:  # pragma: no cover - keeps Deferred imported
 
 def _identity() -> Identity:  # pragma: no cover
     return Identity.generate()
+
+
+def test_the_machine_follows_the_connection_the_duplicate_rule_keeps(
+    net: MemoryNetwork,
+) -> None:
+    a, b = pair(net)
+    sa, _ia, _sb, ib = open_both(a, b)
+    sa.send(b"1")
+    net.pump()
+    first = link_of(a, b)
+    net.connect(b, a)  # a second connection, b dialing: one of the two stays
+    kept = link_of(a, b)
+    assert a.streams.peers[b.peer_id].link is kept
+    assert b.streams.peers[a.peer_id].link is link_of(b, a)
+    for n in range(2, 6):
+        sa.send(b"%d" % n)
+    net.advance(1.0)
+    assert ib.messages == [b"%d" % n for n in range(1, 6)]
+    assert first is kept or first.connection.closed
+    assert not a.counters[telemetry.MISBEHAVIOURS.key]
+    assert not b.counters[telemetry.MISBEHAVIOURS.key]
+
+
+@pytest.mark.parametrize("holds", ["a stream", "unclaimed messages", "a reset"])
+def test_a_peer_is_kept_while_it_holds_anything(net: MemoryNetwork, holds: str) -> None:
+    a, b = pair(net)
+    if holds == "a stream":  # opened, nothing sent: the machine has none
+        b.stream(a.peer_id, b"s", lambda p: None)
+        assert b.streams.peers[a.peer_id].machine.stream_count == 0
+    elif holds == "unclaimed messages":
+        a.stream(b.peer_id, b"s", lambda p: None).send(b"x")
+    else:  # a's reset, its answer not yet in when the link goes
+        a.stream(b.peer_id, b"s", lambda p: None).send(b"x")
+        net.pump()
+        stream = b.stream(a.peer_id, b"s", lambda p: None)
+        net.pump()
+        link_of(a, b).transport.stream = []  # what a sends now is lost
+        stream.reset()
+        net.cut(a, b)
+        assert b.streams.peers[a.peer_id].machine.stream_count == 1
+    net.pump()
+    net.cut(a, b)
+    assert a.peer_id in b.streams.peers and a.peer_id not in b.streams.remembered
+    net.connect(a, b)
+    net.advance(1.0)
+
+
+def test_with_no_numbers_remembered_a_forgotten_peer_changes_the_incarnation(
+    net: MemoryNetwork,
+) -> None:
+    a, b = pair(net, attrs.evolve(SMALL, remembered_peers=0))
+    first = a.streams.incarnation
+    a.stream(b.peer_id, b"s", lambda p: None).reset()
+    net.pump()
+    assert set(a.streams.peers) == {b.peer_id}  # linked: kept
+    net.cut(a, b)
+    assert a.streams.peers == {}
+    assert a.streams.incarnation != first and not a.streams.remembered
+    assert a.counters[telemetry.STREAM_PEERS_FORGOTTEN.key] == 1
+
+
+def test_an_acknowledgement_not_yet_due_at_a_tick_is_sent_at_a_later_one(
+    net: MemoryNetwork,
+) -> None:
+    """The one timer may wake early (an unclaimed stream's deadline): an
+    acknowledgement not yet due then is not forgotten."""
+    settings = StreamSettings(ack_every=1000, ack_delay=0.05, unclaimed_timeout=0.01)
+    a, b = pair(net, settings)
+    sa, *_ = open_both(a, b)
+    sa.send(b"x")
+    net.advance(0.05)  # acknowledged at the first tick
+    machine = a.streams.peers[b.peer_id].machine
+    assert machine.buffered_bytes == 0
+    net.advance(0.01)
+    sa.send(b"y")
+    a.stream(b.peer_id, b"u", lambda p: None).send(b"z")  # unclaimed at b
+    net.advance(0.015)  # b's timer: u's deadline; y's ack not yet due
+    assert machine.buffered_bytes == 1  # y (z went with the UNCLAIMED reset)
+    net.advance(0.1)
+    assert machine.buffered_bytes == 0
