@@ -241,8 +241,8 @@ class _Round:
         self.echoes: dict[int, bytes] = {}
         #: Our echo digest (a reliable round, once every broadcast is in).
         self.digest: Optional[bytes] = None
-        #: Each party whose echo differed: the relayed broadcasts so far.
-        self.disputes: dict[int, list[Relay]] = {}
+        #: Each party whose echo differed: the origin of its next relay.
+        self.disputes: dict[int, int] = {}
         self.error: Optional[SessionError] = None
         #: Bytes held for each party in this round.
         self.held: dict[int, int] = {}
@@ -586,8 +586,8 @@ class PartySession:
         if entry.mine is not None and reliable != (entry.mine is Kind.RELIABLE):
             raise WrongKind(
                 f"party {party} sent a {'reliable' if reliable else 'plain'}"
-                f" message in round {round}, which is "
-                f"{'without' if not reliable else 'with'} echo here"
+                f" message in round {round}, which is"
+                f" {'without' if reliable else 'with'} echo here"
             )
         if type(message) is Broadcast and not self._verifies(
             round, party, message.payload, message.signature
@@ -628,7 +628,7 @@ class PartySession:
 
     def _relay(self, entry: _Round, round: int, party: int) -> None:
         """Send ``party`` every broadcast of the round as we have it."""
-        entry.disputes[party] = []
+        entry.disputes[party] = 0
         for origin in range(self.n):
             if origin == self.index:
                 signed = entry.own
@@ -642,17 +642,17 @@ class PartySession:
 
     def _take_relay(self, entry: _Round, round: int, value: Any) -> None:
         party, relay, _ = value
-        received = entry.disputes.get(party)
-        if received is None or len(received) == self.n:
+        expected = entry.disputes.get(party)
+        if expected is None:  # (all n relays in decide the round: FAILED)
             raise UnexpectedRelay(
                 f"party {party} relayed round {round} without a disagreement"
             )
-        if relay.origin != len(received):
-            raise UnexpectedRelay(
-                f"party {party} relayed origin {relay.origin} of round {round};"
-                f" origin {len(received)} is next"
-            )
         origin = relay.origin
+        if origin != expected:
+            raise UnexpectedRelay(
+                f"party {party} relayed origin {origin} of round {round};"
+                f" origin {expected} is next"
+            )
         ours = self._broadcast_of(entry, origin)
         if relay.payload != ours.payload:
             if not self._verifies(round, origin, relay.payload, relay.signature):
@@ -662,8 +662,8 @@ class PartySession:
                 )
             theirs = SignedBroadcast(relay.payload, relay.signature)
             entry.error = Equivocation(sw.evidence(round, origin, ours, theirs))
-        received.append(relay)
-        if entry.error is None and len(received) == self.n:
+        entry.disputes[party] = origin + 1
+        if entry.error is None and origin + 1 == self.n:
             entry.error = FalseEcho(round, party)
 
     def _broadcast_of(self, entry: _Round, origin: int) -> SignedBroadcast:

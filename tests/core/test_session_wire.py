@@ -275,3 +275,36 @@ def test_the_evidence_layout_and_its_strict_decoder() -> None:
         sw.encode_evidence(
             sw.EquivocationEvidence(3, 1, a, sw.SignedBroadcast(b"B", b""))
         )
+
+
+def test_the_bounds_of_a_party_list_and_a_session_id() -> None:
+    many = [i.to_bytes(32, "big") for i in range(2**16)]
+    assert len(sw.sorted_keys(many)) == 2**16
+    with pytest.raises(ValueError) as caught:
+        sw.sorted_keys([*many, b"\xff" * 32])
+    assert str(caught.value) == "a session has 2 to 65536 parties"
+    with pytest.raises(ValueError) as caught:
+        sw.sorted_keys([KEYS[0], b"x"])
+    assert str(caught.value) == "a party key is 32 bytes"
+    assert sw.session_digest(b"x", KEYS) != sw.session_digest(b"y", KEYS)
+
+
+def test_the_evidence_errors_say_what_is_wrong() -> None:
+    a = sw.SignedBroadcast(b"A", b"\x01" * 64)
+    b = sw.SignedBroadcast(b"B", b"\x02" * 64)
+    with pytest.raises(ValueError) as caught:
+        sw.evidence(0, 0, a, a)
+    assert str(caught.value) == "equal payloads are no equivocation"
+    data = sw.encode_evidence(sw.evidence(0, 0, a, b))
+    for bad, message in [
+        (b"", "not equivocation evidence"),
+        (b"x" + data[1:], "not equivocation evidence"),
+        (data[:5] + b"X" + data[6:], "not equivocation evidence"),
+        (
+            sw.encode_evidence(sw.EquivocationEvidence(0, 0, b, a)),
+            "the payloads are not in bytewise order",
+        ),
+    ]:
+        with pytest.raises(WireError) as caught:
+            sw.decode_evidence(bad)
+        assert caught.value.message == message

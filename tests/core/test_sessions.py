@@ -1115,3 +1115,72 @@ def test_evidence_of_any_round_verifies() -> None:
         other = sw.SignedBroadcast(b"B", sign(1, round, b"B", 3))
         proof = sw.evidence(round, 1, one, other)
         assert s.verify_equivocation(proof, SESSION, parties)
+
+
+def test_a_round_opened_by_a_message_has_no_deadline() -> None:
+    net = Net(2, manual=frozenset({1}))
+    a = net.sessions[0]
+    a.receive(net.peer(1), sw.encode(sw.Echo(1, 0, b"\0" * 32)))
+    assert a.next_deadline() is None
+    a.tick(1.0)
+    assert a.outputs() == []
+
+
+def test_the_refusals_say_exactly_what_is_wrong() -> None:
+    peers = [identity.peer_id for identity in BY_INDEX[:3]]
+    with pytest.raises(ValueError) as caught:
+        s.PartySession(BY_INDEX[3], SESSION, peers)
+    assert str(caught.value) == "this node's own peer id is not in the party list"
+    session = s.PartySession(BY_INDEX[0], SESSION, peers)
+    assert session.session_id == SESSION
+    with pytest.raises(ValueError) as caught:
+        session.gather(2**32)
+    assert str(caught.value) == "a round is 0 to 2**32 - 1"
+    far = s.PartySession(
+        BY_INDEX[0], SESSION, peers, s.SessionSettings(max_rounds_ahead=2**32 - 1)
+    )
+    far.broadcast(2**32 - 2, b"far ahead")
+    assert far.outputs()
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "text"),
+    [
+        ("reliable", "plain", "with"),
+        ("plain", "reliable", "without"),
+    ],
+)
+def test_the_wrong_kind_errors_say_which_kind(
+    mine: str, theirs: str, text: str
+) -> None:
+    for ours_first in (True, False):
+        net = Net(3, manual=frozenset({1}))
+        a = net.sessions[0]
+        data = broadcast(1, 0, b"x", 3, theirs == "reliable")
+        if not ours_first:
+            a.receive(net.peer(1), data)
+        a.broadcast(0, b"b", reliable=mine == "reliable")
+        if ours_first:
+            a.receive(net.peer(1), data)
+        net.pump()
+        [(_, error)] = violations(net, 0)
+        if ours_first:
+            other = "plain" if theirs == "plain" else "reliable"
+            assert str(error) == (
+                f"party 1 sent a {other} message in round 0, which is {text} echo here"
+            )
+        else:
+            assert str(error) == (
+                f"party 1's message of round 0 does not match the round ({text} echo)"
+            )
+
+
+def test_a_held_second_echo_says_its_round() -> None:
+    net = Net(3, manual=frozenset({1}))
+    a = net.sessions[0]
+    echo = sw.encode(sw.Echo(1, 4, b"\0" * 32))
+    a.receive(net.peer(1), echo)
+    a.receive(net.peer(1), echo)
+    net.pump()
+    [(_, error)] = violations(net, 0)
+    assert str(error) == "a second echo of party 1 in round 4"
