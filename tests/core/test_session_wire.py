@@ -305,6 +305,6 @@ def test_the_evidence_errors_say_what_is_wrong() -> None:
             "the payloads are not in bytewise order",
         ),
     ]:
-        with pytest.raises(WireError) as caught:
+        with pytest.raises(WireError) as refused:
             sw.decode_evidence(bad)
-        assert caught.value.message == message
+        assert refused.value.message == message
