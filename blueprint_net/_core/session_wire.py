@@ -53,6 +53,7 @@ STREAM_PREFIX = b"bn/session/"
 
 _HEAD = struct.Struct("!BHI")  # kind, sender, round
 _ROUND_ORIGIN = struct.Struct("!IH")
+_U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 
 
@@ -212,7 +213,7 @@ def _relay_parts(message: Relay) -> list[bytes]:
         raise ValueError("a party index is a u16")
     signature = _fixed(message.signature, SIGNATURE_SIZE, "a signature")
     return [
-        message.origin.to_bytes(2, "big"),
+        _U16.pack(message.origin),
         _U32.pack(len(message.payload)),
         message.payload,
         signature,

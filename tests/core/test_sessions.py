@@ -724,7 +724,9 @@ def test_a_message_after_all_are_in_is_a_duplicate(state: str) -> None:
     assert a.state(0) is (s.RoundState.ECHOED if reliable else s.RoundState.DONE)
     a.receive(net.peer(1), broadcast(1, 0, b"b1", 3, reliable))
     net.pump()
-    assert type(_violation(net, 0)) is DuplicateMessage
+    error = _violation(net, 0)
+    assert type(error) is DuplicateMessage
+    assert str(error) == "a second broadcast of party 1 in round 0"
 
 
 def test_an_echo_after_a_reliable_round_completed_is_a_duplicate() -> None:
@@ -925,6 +927,7 @@ def test_a_relay_from_a_party_that_agreed_is_refused() -> None:
         (o.peer, o.error) for o in a.outputs() if isinstance(o, s.Violation)
     ]
     assert peer == net.peer(2) and type(error) is UnexpectedRelay
+    assert str(error) == "party 2 relayed round 0 without a disagreement"
 
 
 def test_a_relayed_broadcast_its_origin_did_not_sign_is_a_violation() -> None:
