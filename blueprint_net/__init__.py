@@ -6,7 +6,7 @@ nearly every caller catches.  The rest lives in public modules named for
 their idea: :mod:`blueprint_net.node` (the types around a ``Node``),
 :mod:`blueprint_net.errors`, :mod:`blueprint_net.gossip`,
 :mod:`blueprint_net.streams`, :mod:`blueprint_net.policy`,
-:mod:`blueprint_net.discovery` and
+:mod:`blueprint_net.discovery`, :mod:`blueprint_net.sessions` and
 :mod:`blueprint_net.testing`.  The packages whose names start with an
 underscore are private and may change between releases.  ``docs/embedding.md``
 documents each name (and the names that moved); ``docs/architecture.md``
@@ -141,7 +141,16 @@ _RETIRED = {
 #: The public modules, importable as attributes once the package is (as
 #: ``blueprint_net.errors.ErrorCode`` after ``import blueprint_net``).
 _MODULES = frozenset(
-    {"discovery", "errors", "gossip", "node", "policy", "streams", "testing"}
+    {
+        "discovery",
+        "errors",
+        "gossip",
+        "node",
+        "policy",
+        "sessions",
+        "streams",
+        "testing",
+    }
 )
 
 

@@ -475,6 +475,7 @@ REEXPORTS = (
     "blueprint_net.streams",
     "blueprint_net.policy",
     "blueprint_net.discovery",
+    "blueprint_net.sessions",
 )
 PUBLIC = ("blueprint_net", *REEXPORTS, "blueprint_net.testing")
 #: Public modules that are programs, not API (``python -m blueprint_net.demo``).

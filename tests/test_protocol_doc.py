@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 
 from blueprint_net._core import (
+    errors,
     framing,
     gossip_wire,
     records,
+    session_wire,
+    sessions,
     stream_states,
     stream_wire,
     streams,
@@ -115,6 +118,45 @@ STREAM_MESSAGES: dict[str, stream_wire.StreamMessage] = {
 }
 
 
+# Section 11: party sessions.
+CAROL = Identity(bytes(range(64, 96)))
+SESSION_ID = b"session-1"
+SESSION_PARTIES = [ALICE.peer_id, BOB.peer_id, CAROL.peer_id]
+SESSION_DIGEST = session_wire.session_digest(
+    SESSION_ID, [p.public_key for p in SESSION_PARTIES]
+)
+SESSION_SIGNED = session_wire.signed_bytes(SESSION_DIGEST, 2, 1, b"commitment")
+COMMITMENT = session_wire.SignedBroadcast(b"commitment", CAROL.sign(SESSION_SIGNED))
+SECOND_COMMITMENT = session_wire.SignedBroadcast(
+    b"commitment 2",
+    CAROL.sign(session_wire.signed_bytes(SESSION_DIGEST, 2, 1, b"commitment 2")),
+)
+SESSION_MESSAGES: dict[str, session_wire.SessionMessage] = {
+    "session-direct": session_wire.Direct(0, 1, b"hello"),
+    "session-broadcast": session_wire.Broadcast(
+        0,
+        0,
+        b"hi",
+        ALICE.sign(session_wire.signed_bytes(SESSION_DIGEST, 0, 0, b"hi")),
+    ),
+    "session-reliable": session_wire.Broadcast(
+        1, 2, b"commitment", COMMITMENT.signature, reliable=True
+    ),
+    "session-echo": session_wire.Echo(
+        0,
+        2,
+        session_wire.echo_digest(SESSION_DIGEST, 2, [b"alice", b"commitment", b"bob"]),
+    ),
+    "session-relay": session_wire.Relay(2, 2, 1, b"commitment", COMMITMENT.signature),
+}
+SESSION_OTHER = {
+    "session-digest",
+    "session-stream-name",
+    "session-signed",
+    "session-evidence",
+}
+
+
 def test_every_message_type_has_a_vector() -> None:
     assert set(MESSAGES) <= set(VECTORS)
     documented_types = {type(m) for m in MESSAGES.values()}
@@ -187,7 +229,7 @@ OTHER_VECTORS = {
 
 def test_every_vector_in_the_document_is_checked() -> None:
     checked = set(MESSAGES) | set(GOSSIP_MESSAGES) | set(STREAM_MESSAGES)
-    checked |= OTHER_VECTORS
+    checked |= OTHER_VECTORS | set(SESSION_MESSAGES) | SESSION_OTHER
     assert set(VECTORS) == checked
 
 
@@ -312,3 +354,90 @@ def test_the_stream_state_table_is_the_machines() -> None:
         for (state, kind), (target, _) in streams.TABLE.items()
         if isinstance(state, stream_states.StreamState)
     }
+
+
+# -- section 11 ----------------------------------------------------------------
+
+
+def _section_11() -> str:
+    return DOC.split("## 11. Party sessions", 1)[1].split("\n## ", 1)[0]
+
+
+def test_session_vectors() -> None:
+    kinds = set()
+    for name, message in SESSION_MESSAGES.items():
+        assert session_wire.encode(message) == VECTORS[name], name
+        assert session_wire.decode(VECTORS[name]) == message
+        kinds.add(session_wire.kind(message))
+    assert kinds == set(session_wire.DECODERS)  # every kind has a vector
+    assert VECTORS["session-digest"] == SESSION_DIGEST
+    assert VECTORS["session-stream-name"] == session_wire.stream_name(SESSION_DIGEST)
+    assert VECTORS["session-signed"] == SESSION_SIGNED
+    for name in ("session-reliable", "session-relay"):
+        message = session_wire.decode(VECTORS[name])
+        assert isinstance(message, (session_wire.Broadcast, session_wire.Relay))
+        assert verify(CAROL.public_key, SESSION_SIGNED, message.signature)
+    evidence = session_wire.decode_evidence(VECTORS["session-evidence"])
+    assert evidence == session_wire.evidence(2, 1, SECOND_COMMITMENT, COMMITMENT)
+    assert sessions.verify_equivocation(evidence, SESSION_ID, SESSION_PARTIES)
+    assert not sessions.verify_equivocation(evidence, b"session-2", SESSION_PARTIES)
+
+
+def test_the_documented_indexes_and_carols_key() -> None:
+    indexes = [
+        sessions.PartySession(who, SESSION_ID, SESSION_PARTIES).index
+        for who in (ALICE, CAROL, BOB)
+    ]
+    assert indexes == [0, 1, 2]
+    assert CAROL.public_key.hex() in _section_11()
+    assert str(CAROL.peer_id) in _section_11()
+
+
+def test_the_session_violations_table_is_the_errors() -> None:
+    table = _section_11().split("### 11.7", 1)[1].split("###", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \| [^|]+ \|$", table, re.M))
+    assert documented == {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type)
+        and issubclass(value, errors.SessionViolation)
+        and value is not errors.SessionViolation
+    }
+
+
+_ROUND_STATES = {state.name.lower(): state for state in sessions.RoundState}
+_ROUND_INPUTS = {
+    "the application sends": sessions.Input.SEND,
+    "the application gathers": sessions.Input.GATHER,
+    "a message": sessions.Input.MESSAGE,
+    "an echo": sessions.Input.ECHO,
+    "a relay": sessions.Input.RELAY,
+    "every message is in": sessions.Input.ALL_IN,
+    "every broadcast is in": sessions.Input.BROADCASTS_IN,
+    "every echo is in and agrees": sessions.Input.AGREED,
+    "an echo differs": sessions.Input.DISAGREED,
+    "a relay decides": sessions.Input.CAUGHT,
+    "a party is lost": sessions.Input.LOST,
+    "the deadline passes": sessions.Input.TIMEOUT,
+    "it is gathered": sessions.Input.DELIVER,
+}
+
+
+def test_the_round_state_table_is_the_machines() -> None:
+    """11.8's table lists exactly the machine's transitions."""
+    names = "|".join(_ROUND_STATES)
+    rows = re.findall(rf"^\| ({names}) \| ([^|]+) \| ({names}) \|", _section_11(), re.M)
+    documented = {
+        (_ROUND_STATES[state], _ROUND_INPUTS[kind.strip()], _ROUND_STATES[target])
+        for state, kind, target in rows
+    }
+    assert len(rows) == len(documented)
+    assert documented == {
+        (state, kind, target) for (state, kind), (target, _) in sessions.TABLE.items()
+    }
+
+
+def test_the_violation_reset_code_is_the_adapters() -> None:
+    from blueprint_net._adapters.sessions import VIOLATION_RESET
+
+    assert f"with code {VIOLATION_RESET} (an application code" in _section_11()

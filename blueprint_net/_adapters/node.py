@@ -20,7 +20,7 @@ connection is wanted; see ``ConnectionHost``).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional, Union
 
 import attrs
@@ -42,8 +42,10 @@ from blueprint_net._adapters.dispatch import Dispatcher, Handler
 from blueprint_net._adapters.facade import INode
 from blueprint_net._adapters.gossip import Gossip, GossipHandler, Validator
 from blueprint_net._adapters.host import ConnectionHost, PeerCallback
+from blueprint_net._adapters.keeper import PeerKeeper
 from blueprint_net._adapters.limiting_factory import LimitingFactory
 from blueprint_net._adapters.peers import Peer, PeerTable, describe
+from blueprint_net._adapters.sessions import Session
 from blueprint_net._adapters.stream_objects import (
     MessageCallback,
     ResetCallback,
@@ -63,6 +65,7 @@ from blueprint_net._core.gossip_outputs import Fault
 from blueprint_net._core.gossip_settings import DEFAULTS as GOSSIP_DEFAULTS
 from blueprint_net._core.gossip_settings import GossipSettings
 from blueprint_net._core.identity import Identity, PeerId, require_peer_id
+from blueprint_net._core.sessions import SessionSettings
 from blueprint_net._core.stream_states import DEFAULTS as STREAM_DEFAULTS
 from blueprint_net._core.stream_states import StreamSettings
 from blueprint_net._core.telemetry import REQUESTS_SENT
@@ -360,6 +363,39 @@ class Node(Service):
         if peer_id == self.peer_id:
             raise ValueError("a stream is with another node, not this one")
         return self.streams.open(peer_id, name, on_message, on_reset)
+
+    def session(
+        self,
+        session_id: bytes,
+        parties: Sequence[PeerId],
+        addresses: Optional[Mapping[PeerId, ClientEndpoint]] = None,
+        settings: Optional[SessionSettings] = None,
+    ) -> Session:
+        """A party session (``docs/protocol.md`` section 11) named
+        ``session_id`` (1 to 255 bytes) among ``parties``, this node's peer
+        id among them: its rounds travel on one durable stream with each
+        other party.  The party index is the rank of a party's public key in
+        bytewise order (``Session.index``, ``Session.parties``).  Each party
+        in ``addresses`` is kept connected (a :class:`PeerKeeper` each,
+        stopped by ``Session.close``); the others must be connected by the
+        caller.  ``ValueError`` for a list no session can have."""
+        keepers = [
+            PeerKeeper(self, peer, endpoint)
+            for peer, endpoint in (addresses or {}).items()
+            if peer != self.peer_id
+        ]
+        session = Session(
+            self.identity,
+            self.clock,
+            self.stream,
+            session_id,
+            parties,
+            settings,
+            keepers,
+        )
+        for keeper in keepers:
+            keeper.startService()
+        return session
 
     def _charge_gossip(self, peer_id: PeerId, fault: Fault) -> None:
         # The router's adapter is built before the host it reports to.

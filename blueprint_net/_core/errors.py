@@ -13,7 +13,11 @@ catch everything of ours with one ``except``.  Its families:
 * :class:`RequestFailed` -- a request got no usable response;
 * :class:`PublishFailed` -- a local gossip publish could not be sent;
 * :class:`ConfigurationError` -- a key file, ban database, option or handler
-  that cannot be used (one line, naming what is wrong).
+  that cannot be used (one line, naming what is wrong);
+* :class:`SessionError` -- a round of a party session did not complete
+  (``docs/protocol.md`` section 11; ``Equivocation``, which carries the
+  evidence, is defined beside it in ``sessions``), and :class:`SessionViolation` -- a
+  party broke the session's rules (its stream is reset, the peer charged).
 
 Every code here travels on the wire as a big-endian ``u16`` in an ``Error``
 message; ``docs/protocol.md`` reproduces this table and a test keeps the two
@@ -204,3 +208,90 @@ class SendQueueFull(RequestFailed):
 class PublishFailed(BlueprintError):
     """A local publish could not be sent: over the topic's size cap or this
     node's own publish rate (the message says which)."""
+
+
+class SessionError(BlueprintError):
+    """A round of a party session did not complete: what its ``gather``
+    fails with.  Each subclass names whom it blames."""
+
+
+class RoundTimeout(SessionError):
+    """The round's deadline passed; ``missing`` are the indexes of the
+    parties whose message (or echo, or relay) had not arrived."""
+
+    def __init__(self, round: int, missing: tuple[int, ...]) -> None:
+        names = ", ".join(map(str, missing)) or "none (this party never sent)"
+        super().__init__(f"round {round} timed out; missing parties: {names}")
+        self.round = round
+        self.missing = missing
+
+
+class FalseEcho(SessionError):
+    """``party``'s echo of round ``round`` disagreed with ours, but the
+    broadcasts it relayed show no equivocation: its echo was false."""
+
+    def __init__(self, round: int, party: int) -> None:
+        super().__init__(
+            f"party {party}'s echo of round {round} disagrees with the"
+            " broadcasts it relayed"
+        )
+        self.round = round
+        self.party = party
+
+
+class PartyLost(SessionError):
+    """The session with ``party`` ended before the round completed: its
+    stream was reset, or it broke the session's rules (``reason``)."""
+
+    def __init__(self, party: int, reason: BlueprintError) -> None:
+        super().__init__(f"party {party} is lost: {reason}")
+        self.party = party
+        self.reason = reason
+
+
+class SessionViolation(BlueprintError):
+    """A party's session message that an honest party never sends: the
+    session's stream with it is reset and its peer id charged.  Each
+    subclass is one rule."""
+
+
+class NotAParty(SessionViolation):
+    """A message on a session's stream from a peer not in its party list."""
+
+
+class WrongIndex(SessionViolation):
+    """A message that names another party's index as its sender."""
+
+
+class DuplicateMessage(SessionViolation):
+    """A second message (or echo, or relay) from one party in one round."""
+
+
+class RoundTooFar(SessionViolation):
+    """A message for a round past the bound of rounds buffered ahead."""
+
+
+class SessionBufferFull(SessionViolation):
+    """A message that would pass the bytes buffered for its party."""
+
+
+class OversizedMessage(SessionViolation):
+    """A payload larger than the session's limit."""
+
+
+class BadBroadcastSignature(SessionViolation):
+    """A broadcast (or a relayed one) whose signature does not verify."""
+
+
+class WrongKind(SessionViolation):
+    """A message whose kind disagrees with the round's: a reliable
+    broadcast in a round without echo, anything else (or no echo) in a
+    reliable one."""
+
+
+class UnexpectedRelay(SessionViolation):
+    """A relay from a party whose echo did not disagree, or out of order."""
+
+
+class MalformedSessionMessage(SessionViolation):
+    """A stream payload that is not one well-formed session message."""

@@ -1,0 +1,164 @@
+"""Party sessions on nodes (``_adapters/sessions.py``), in memory on one
+``task.Clock``: rounds over durable streams, across cut links, with
+backpressure, timeouts, violations and an equivocating party caught with
+evidence that verifies offline."""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Any
+
+import pytest
+
+from blueprint_net import Node
+from blueprint_net._adapters.sessions import VIOLATION_RESET, Session
+from blueprint_net._core import session_wire as sw
+from blueprint_net._core.errors import MalformedSessionMessage
+from blueprint_net._core.stream_states import StreamSettings
+from blueprint_net.errors import Equivocation, PartyLost, RoundTimeout, StreamReset
+from blueprint_net.sessions import SessionSettings, verify_equivocation
+from blueprint_net.testing import MemoryNetwork
+
+SESSION = b"test-session"
+
+
+def mesh(net: MemoryNetwork, n: int, **options: Any) -> list[Node]:
+    nodes = [net.add_node(**options) for _ in range(n)]
+    for a, b in combinations(nodes, 2):
+        net.connect(a, b)
+    return nodes
+
+
+def sessions(nodes: list[Node], **options: Any) -> list[Session]:
+    parties = [node.peer_id for node in nodes]
+    made = [node.session(SESSION, parties, **options) for node in nodes]
+    return sorted(made, key=lambda session: session.index)
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_rounds_complete_over_streams(net: MemoryNetwork, n: int) -> None:
+    group = sessions(mesh(net, n))
+    assert [s.index for s in group] == list(range(n))
+    assert group[0].parties == tuple(sorted(node.peer_id for node in net.nodes))
+    gathered = []
+    for s in group:
+        s.broadcast(0, b"commit %d" % s.index, reliable=True)
+        gathered.append(s.gather(0, timeout=10))
+    for s, waiting in zip(group, gathered):
+        assert net.result(waiting) == {
+            j: b"commit %d" % j for j in range(n) if j != s.index
+        }
+    gathered = []
+    for s in group:
+        for j in range(n):
+            if j != s.index:
+                s.send(1, j, b"share %d->%d" % (s.index, j))
+        gathered.append(s.gather(1))
+    for s, waiting in zip(group, gathered):
+        assert net.result(waiting) == {
+            j: b"share %d->%d" % (j, s.index) for j in range(n) if j != s.index
+        }
+
+
+def test_a_round_completes_across_cut_links(net: MemoryNetwork) -> None:
+    nodes = mesh(net, 3)
+    group = sessions(nodes)
+    for s in group[:2]:
+        s.broadcast(0, b"b%d" % s.index, reliable=True)
+    for a, b in combinations(nodes, 2):
+        net.cut(a, b)
+    group[2].broadcast(0, b"b2", reliable=True)
+    waiting = [s.gather(0, timeout=60) for s in group]
+    net.pump()
+    assert not any(w.called for w in waiting)
+    for a, b in combinations(nodes, 2):
+        net.connect(a, b)
+    for s, w in zip(group, waiting):
+        assert net.result(w) == {j: b"b%d" % j for j in range(3) if j != s.index}
+
+
+def test_a_full_window_holds_messages_until_room(net: MemoryNetwork) -> None:
+    small = StreamSettings(window=600, ack_every=1)
+    group = sessions(
+        mesh(net, 2, streams=small),
+        settings=SessionSettings(max_payload=500),
+    )
+    a, b = group
+    for r in range(5):
+        a.send(r, 1, bytes([r]) * 500)  # one fits the window at a time
+    results = [b.gather(r) for r in range(5)]
+    for r, waiting in enumerate(results):
+        assert net.result(waiting) == {0: bytes([r]) * 500}
+
+
+def test_a_missing_party_is_named_by_the_timeout(net: MemoryNetwork) -> None:
+    group = sessions(mesh(net, 3))
+    group[0].send(0, 2, b"x")
+    waiting = group[2].gather(0, timeout=5.0)
+    net.advance(4.9)
+    assert not waiting.called
+    net.advance(0.2)
+    with pytest.raises(RoundTimeout) as caught:
+        net.result(waiting)
+    assert caught.value.missing == (1,)
+
+
+def test_a_party_breaking_a_rule_is_reset_and_lost(net: MemoryNetwork) -> None:
+    nodes = mesh(net, 2)
+    parties = [node.peer_id for node in nodes]
+    honest = nodes[0].session(SESSION, parties)
+    other = nodes[1]
+    resets: list[StreamReset] = []
+    raw = other.stream(
+        nodes[0].peer_id, honest._core.stream_name, lambda p: None, resets.append
+    )
+    waiting = honest.gather(0)
+    raw.send(b"\x09 not a session message")
+    with pytest.raises(PartyLost) as caught:
+        net.result(waiting)
+    assert isinstance(caught.value.reason, MalformedSessionMessage)
+    net.pump()
+    assert [r.code for r in resets] == [VIOLATION_RESET] and resets[0].by_peer
+    assert honest.violations == {1 - honest.index: 1}
+
+
+def test_an_equivocating_party_is_caught_with_evidence(net: MemoryNetwork) -> None:
+    nodes = mesh(net, 3)
+    parties = [node.peer_id for node in nodes]
+    liar = max(nodes, key=lambda node: node.peer_id.public_key)  # party 2
+    honest = [node.session(SESSION, parties) for node in nodes if node is not liar]
+    digest = honest[0]._core.digest
+    for s, payload in zip(honest, (b"A", b"B")):
+        s.broadcast(0, b"honest %d" % s.index, reliable=True)
+        signature = liar.identity.sign(sw.signed_bytes(digest, 0, 2, payload))
+        message = sw.Broadcast(2, 0, payload, signature, reliable=True)
+        stream = liar.stream(
+            s.parties[s.index], honest[0]._core.stream_name, lambda p: None
+        )
+        stream.send(sw.encode(message))
+    for s in honest:
+        with pytest.raises(Equivocation) as caught:
+            net.result(s.gather(0))
+        evidence = caught.value.evidence
+        assert evidence.origin == 2
+        assert verify_equivocation(evidence, SESSION, parties)
+        assert verify_equivocation(
+            sw.decode_evidence(sw.encode_evidence(evidence)), SESSION, parties
+        )
+
+
+def test_close_cancels_what_waits_and_resets_the_streams(net: MemoryNetwork) -> None:
+    group = sessions(mesh(net, 2))
+    group[0].send(0, 1, b"x")
+    assert net.result(group[1].gather(0)) == {0: b"x"}
+    waiting = group[0].gather(1, timeout=5)
+    group[0].close()
+    assert waiting.called
+    failures: list[object] = []
+    waiting.addErrback(failures.append)
+    assert len(failures) == 1
+    with pytest.raises(PartyLost) as caught:
+        net.result(group[1].gather(1))
+    reason = caught.value.reason
+    assert isinstance(reason, StreamReset) and reason.by_peer
+    net.advance(10)  # no timer left behind
