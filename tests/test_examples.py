@@ -68,3 +68,47 @@ def test_handler_test_example_passes() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 passed" in result.stdout
+
+
+def _dkg(*options: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "dkg.py"), *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=tree_env(),
+    )
+    assert result.stderr == ""
+    return result.stdout
+
+
+def _keys_and_left_out(out: str) -> tuple[set[str], set[str], set[str]]:
+    rows = re.findall(
+        r"^party (\d): group key (\w+)\.\.\., left out (\[.*\])$", out, re.M
+    )
+    assert sorted(index for index, _, _ in rows) == ["0", "1", "2", "3", "4"]
+    return (
+        {key for _, key, _ in rows},
+        {left for _, _, left in rows},
+        set(re.findall(r"^party \d got a bad share from party (\d)$", out, re.M)),
+    )
+
+
+def test_the_dkg_example_gives_every_party_one_group_key() -> None:
+    out = _dkg()
+    keys, left_out, accused = _keys_and_left_out(out)
+    assert len(keys) == 1 and left_out == {"[]"} and accused == set()
+    assert "any 3 public shares give the group key back: True" in out
+
+
+def test_the_dkg_example_survives_cut_links_and_names_a_cheater() -> None:
+    """Every link dropped while the shares are in flight, and one party
+    sending a bad share: the honest parties still agree, and all of them
+    leave out the party the victim names."""
+    out = _dkg("--cut", "--cheat")
+    assert re.search(r"^cut ([1-9]\d*) links in the middle of round 2$", out, re.M)
+    keys, left_out, accused = _keys_and_left_out(out)
+    [cheater] = accused
+    assert len(keys) == 1 and left_out == {f"[{cheater}]"}
+    assert "any 3 public shares give the group key back: True" in out

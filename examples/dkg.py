@@ -1,0 +1,261 @@
+"""A distributed key generation on blueprint-net party sessions: n = 5, t = 3.
+
+Run with ``python examples/dkg.py``; ``--cut`` cuts every link between the
+parties in the middle of the protocol (after the commitments, while the
+shares are in flight), ``--cheat`` makes one party send a bad share.
+
+Five nodes on loopback, each with its own identity, open one session
+(``Node.session``) and run a joint Feldman DKG (the arithmetic is in
+``examples/feldman.py``):
+
+1. every party deals a random polynomial of degree ``t - 1`` and broadcasts
+   its commitments *reliably*: the session's echo step makes sure every
+   party saw the same commitments from each dealer, or fails the round with
+   evidence of who equivocated;
+2. every party sends each other party its share, point to point (a durable
+   stream: nothing is lost when links drop), and checks each share it
+   receives against that dealer's commitments;
+3. every party broadcasts, reliably, the dealers whose share failed its
+   check; a dealer named by anyone is left out.
+
+The group public key is the sum of the remaining dealers' first commitments;
+each party's secret share is the sum of the shares it got from them, and any
+``t`` parties' public shares give the group key back, which the example
+checks.  The parties dial each other through small TCP forwarders
+(Twisted's ``portforward``), so that ``--cut`` can drop every connection the
+way a network does, and the session's keepers must dial again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+import attrs
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IListeningPort, ITCPTransport
+from twisted.internet.protocol import connectionDone
+from twisted.protocols import portforward
+from twisted.python.failure import Failure
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import feldman
+
+from blueprint_net import Identity, Node, PeerId
+
+PARTIES, THRESHOLD = 5, 3
+SESSION = b"dkg example, run 1"
+ROUND_TIMEOUT = 30.0
+
+
+@attrs.frozen
+class Outcome:
+    """What one party derived."""
+
+    index: int
+    group_key: bytes
+    #: ``secret_share * G``: the public half of this party's share.
+    public_share: bytes
+    disqualified: tuple[int, ...]
+    #: The dealers whose commitments or share failed this party's checks.
+    accused: tuple[int, ...]
+
+
+class TrackedServer(portforward.ProxyServer):
+    """One forwarded connection, known to its :class:`Forwarder`."""
+
+    noisy = False
+
+    def connectionMade(self) -> None:
+        cast(Forwarder, self.factory).live.add(self)
+        super().connectionMade()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        cast(Forwarder, self.factory).live.discard(self)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
+
+class Forwarder(portforward.ProxyFactory):
+    """A TCP forwarder to one party's port that can cut every link."""
+
+    protocol = TrackedServer
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.live: set[TrackedServer] = set()
+
+    def cut(self) -> int:
+        """Abort every connection through this forwarder, both halves."""
+        links = list(self.live)
+        for server in links:
+            halves = [server.transport, server.peer and server.peer.transport]
+            for transport in halves:
+                if transport is not None:
+                    cast(ITCPTransport, transport).abortConnection()
+        return len(links)
+
+
+class Barrier:
+    """Holds every party at one point until the example lets them go."""
+
+    def __init__(self, parties: int) -> None:
+        self.arrived: list[defer.Deferred[None]] = [
+            defer.Deferred() for _ in range(parties)
+        ]
+        self.released: defer.Deferred[None] = defer.Deferred()
+
+    def all_arrived(self) -> defer.Deferred[list[None]]:
+        return defer.gatherResults(self.arrived)
+
+    async def wait(self, index: int) -> None:
+        self.arrived[index].callback(None)
+        await self.released
+
+
+def commitments_of(data: bytes) -> list[bytes]:
+    """A dealer's broadcast: ``THRESHOLD`` points, each checked."""
+    size = feldman.POINT_SIZE
+    if len(data) != THRESHOLD * size:
+        raise feldman.InvalidPoint("not the commitments of a polynomial")
+    return [feldman.point(data[k : k + size]) for k in range(0, len(data), size)]
+
+
+async def run_party(
+    node: Node,
+    parties: list[PeerId],
+    addresses: dict[PeerId, str],
+    cheat: bool = False,
+    halfway: Barrier | None = None,
+) -> Outcome:
+    """One party's whole protocol; at ``halfway``, if given, it waits once
+    its shares are sent (``--cut`` cuts the links there)."""
+    session = node.session(SESSION, parties, addresses)
+    try:
+        me, n = session.index, len(parties)
+        dealing = feldman.Dealing(THRESHOLD)
+        # Round 1: commitments, reliably broadcast.
+        session.broadcast(1, b"".join(dealing.commitments()), reliable=True)
+        received = await session.gather(1, timeout=ROUND_TIMEOUT)
+        commitments = {me: dealing.commitments()}
+        accused: set[int] = set()
+        for dealer, data in received.items():
+            try:
+                commitments[dealer] = commitments_of(data)
+            except feldman.InvalidPoint:
+                accused.add(dealer)
+        # Round 2: shares, point to point.
+        for party in range(n):
+            if party != me:
+                share = dealing.share(party + 1)
+                if cheat and party == (me + 1) % n:
+                    share = feldman.add_scalars([share, feldman.scalar(1)])
+                session.send(2, party, share)
+        if halfway is not None:
+            await halfway.wait(me)
+        shares = await session.gather(2, timeout=ROUND_TIMEOUT)
+        shares[me] = dealing.share(me + 1)
+        for dealer, share in shares.items():
+            if dealer in commitments and not feldman.share_is_valid(
+                commitments[dealer], me + 1, share
+            ):
+                accused.add(dealer)
+        # Round 3: complaints, reliably broadcast (one byte per index).
+        session.broadcast(3, bytes(sorted(accused)), reliable=True)
+        complaints = await session.gather(3, timeout=ROUND_TIMEOUT)
+        out = set(accused)
+        for data in complaints.values():
+            out.update(index for index in data if index < n)
+        qualified = [dealer for dealer in range(n) if dealer not in out]
+        group_key = feldman.add_points([commitments[d][0] for d in qualified])
+        secret = feldman.add_scalars([shares[d] for d in qualified])
+        public_share = feldman.times_base(secret)
+        mine = [feldman.expected(commitments[d], me + 1) for d in qualified]
+        assert public_share == feldman.add_points(mine)
+        return Outcome(
+            me, group_key, public_share, tuple(sorted(out)), tuple(sorted(accused))
+        )
+    finally:
+        session.close()
+
+
+async def main(reactor: Any, cut: bool = False, cheat: bool = False) -> list[Outcome]:
+    nodes = [Node(Identity.generate(), reactor=reactor) for _ in range(PARTIES)]
+    ports: list[IListeningPort] = []
+    forwarders: list[Forwarder] = []
+    try:
+        addresses: dict[PeerId, str] = {}
+        for node in nodes:
+            port = await node.listen("p2ptls:0:interface=127.0.0.1")
+            forwarder = Forwarder("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+            front = reactor.listenTCP(0, forwarder, interface="127.0.0.1")
+            ports.extend([port, front])
+            forwarders.append(forwarder)
+            addresses[node.peer_id] = f"p2ptls:127.0.0.1:{front.getHost().port}"
+        parties = [node.peer_id for node in nodes]
+        halfway = Barrier(PARTIES)
+        cheater = nodes[-1].peer_id if cheat else None
+        runs = [
+            defer.Deferred.fromCoroutine(
+                run_party(
+                    node,
+                    parties,
+                    addresses,
+                    cheat=node.peer_id == cheater,
+                    halfway=halfway if cut else None,
+                )
+            )
+            for node in nodes
+        ]
+        if cut:
+            # Once every party has sent its shares, drop every link, go on.
+            await halfway.all_arrived()
+            links = sum(forwarder.cut() for forwarder in forwarders)
+            print(f"cut {links} links in the middle of round 2")
+            halfway.released.callback(None)
+        outcomes: list[Outcome] = await defer.gatherResults(runs, consumeErrors=True)
+        return outcomes
+    finally:
+        for port in ports:
+            await defer.maybeDeferred(port.stopListening)
+        for node in nodes:
+            await node.stop()
+
+
+def report(outcomes: list[Outcome]) -> None:
+    keys = {outcome.group_key for outcome in outcomes}
+    for outcome in outcomes:
+        print(
+            f"party {outcome.index}: group key {outcome.group_key.hex()[:16]}..., "
+            f"left out {list(outcome.disqualified)}"
+        )
+    for outcome in outcomes:
+        for dealer in outcome.accused:
+            print(f"party {outcome.index} got a bad share from party {dealer}")
+    print("every party derived the same group key" if len(keys) == 1 else "KEYS DIFFER")
+    by_party = {o.index + 1: o.public_share for o in outcomes}
+    qualified = [j for j in sorted(by_party) if j - 1 not in outcomes[0].disqualified]
+    chosen = {j: by_party[j] for j in qualified[:THRESHOLD]}
+    back = feldman.combine_public(chosen)
+    ok = back == outcomes[0].group_key
+    print(f"any {THRESHOLD} public shares give the group key back: {ok}")
+
+
+def run() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cut", action="store_true", help="cut every link mid-way")
+    parser.add_argument(
+        "--cheat", action="store_true", help="one party sends a bad share"
+    )
+    options = parser.parse_args()
+
+    async def go(reactor: Any) -> None:
+        report(await main(reactor, cut=options.cut, cheat=options.cheat))
+
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(go(reactor)))
+
+
+if __name__ == "__main__":
+    run()
