@@ -54,7 +54,12 @@ from blueprint_net._adapters.streams import StreamHost
 from blueprint_net._adapters.summary import EventSummary
 from blueprint_net._core import untrusted, wire
 from blueprint_net._core.connection_events import ConnectionFailed, GossipReceived
-from blueprint_net._core.errors import ErrorCode, HandshakeFailed, ProtocolError
+from blueprint_net._core.errors import (
+    ErrorCode,
+    HandshakeFailed,
+    ProtocolError,
+    SessionViolation,
+)
 from blueprint_net._core.gossip_outputs import Fault
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.telemetry import (
@@ -66,6 +71,7 @@ from blueprint_net._core.telemetry import (
     HANDSHAKES,
     MISBEHAVIOURS,
     PEER_REPLACEMENTS,
+    SESSION_VIOLATION_CHARGES,
     TLS_FAILURES,
     WRONG_PROTOCOL,
 )
@@ -78,6 +84,7 @@ from blueprint_net._policy.limits import (
 )
 from blueprint_net._policy.resources import MemoryBudget
 from blueprint_net._policy.scores import Policy
+from blueprint_net._policy.session_faults import violation_rule
 from blueprint_net._policy.settings import Settings
 
 PeerCallback = Callable[[Peer], Any]
@@ -453,6 +460,16 @@ class ConnectionHost:
             return
         self.counters[GOSSIP_FAULT_CHARGES.key_for(fault.value)] += 1
         self._misbehaved(protocol, fault_code(fault))
+
+    def charge_session(self, peer_id: PeerId, violation: SessionViolation) -> None:
+        """Score a rule a party broke in a session (its message came on its
+        authenticated stream) as a connection's failure is scored."""
+        protocol = self.peers.get(peer_id)
+        if protocol is None:
+            return
+        rule, code = violation_rule(violation)
+        self.counters[SESSION_VIOLATION_CHARGES.key_for(rule)] += 1
+        self._misbehaved(protocol, code)
 
     def _misbehaved(self, protocol: PeerProtocol, code: ErrorCode) -> None:
         """Charge what ``protocol``'s peer provably did: its address always;

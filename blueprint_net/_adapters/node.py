@@ -392,6 +392,7 @@ class Node(Service):
             parties,
             settings,
             keepers,
+            self._host.charge_session,
         )
         for keeper in keepers:
             keeper.startService()

@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from blueprint_net._adapters.stream_objects import Stream, StreamReset
-from blueprint_net._core.errors import BlueprintError, SessionError
+from blueprint_net._core.errors import BlueprintError, SessionError, SessionViolation
 from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._core.sessions import (
     Completed,
@@ -69,6 +69,7 @@ class Session:
         parties: Sequence[PeerId],
         settings: Optional[SessionSettings] = None,
         keepers: Sequence[IService] = (),
+        charge: Callable[[PeerId, SessionViolation], None] = lambda _, __: None,
     ) -> None:
         settings = settings or SessionSettings()
         self._core = core = PartySession(identity, session_id, parties, settings)
@@ -79,6 +80,7 @@ class Session:
         #: Violations seen, by the index of the party that broke the rule.
         self.violations: dict[int, int] = {}
         self._keepers = list(keepers)
+        self._charge = charge
         self._gathers: dict[int, defer.Deferred[dict[int, bytes]]] = {}
         self._queues: dict[int, deque[bytes]] = {}
         self._blocked: set[int] = set()
@@ -228,6 +230,7 @@ class Session:
             error=str(violation.error),
             rule=type(violation.error).__name__,
         )
+        self._charge(violation.peer, violation.error)
         self._queues[party].clear()
         stream = self._streams[party]
         if not stream.closed:

@@ -60,6 +60,19 @@ GOSSIP_FAULTS = (
     "graft-in-backoff",
     "control-flood",
 )
+#: ``_policy/session_faults.RULES``' labels (a test keeps them equal).
+SESSION_RULES = (
+    "not-a-party",
+    "wrong-index",
+    "duplicate",
+    "round-too-far",
+    "buffer-full",
+    "oversized",
+    "bad-signature",
+    "wrong-kind",
+    "unexpected-relay",
+    "malformed",
+)
 #: ``_core/gossip_outputs.Verdict``'s values (a test keeps them equal).
 VERDICTS = ("accept", "ignore", "reject")
 #: Another protocol's client at a peer port (``untrusted.WrongOpening.kind``).
@@ -251,6 +264,12 @@ GOSSIP_FAULT_CHARGES = Metric(
     "Gossip faults charged to a connected peer, by fault.",
     (Label("fault", GOSSIP_FAULTS),),
 )
+SESSION_VIOLATION_CHARGES = Metric(
+    "sessions.violation",
+    "blueprint_session_violations",
+    "Party-session rules a connected peer broke, charged to it, by rule.",
+    (Label("rule", SESSION_RULES),),
+)
 DISCOVERY_DIALS = Metric(
     "discovery.dials", "blueprint_discovery_dials", "Connections discovery dialed."
 )
@@ -323,6 +342,7 @@ NODE = Index(
         MEMORY_REFUSALS,
         WRONG_PROTOCOL,
         GOSSIP_FAULT_CHARGES,
+        SESSION_VIOLATION_CHARGES,
         DISCOVERY_DIALS,
         DISCOVERY_DIAL_FAILURES,
         DISCOVERY_GIVEN_UP,

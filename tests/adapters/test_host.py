@@ -30,6 +30,8 @@ from blueprint_net._adapters.protocol import PeerProtocol
 from blueprint_net._core import framing, gossip_wire, wire
 from blueprint_net._core.connection_events import ConnectionFailed
 from blueprint_net._core.errors import (
+    BadBroadcastSignature,
+    DuplicateMessage,
     ErrorCode,
     HandshakeError,
     HandshakeFailed,
@@ -45,7 +47,7 @@ from blueprint_net._policy.limits import (
     ConnectionLimits,
 )
 from blueprint_net._policy.resources import MemoryBudget
-from blueprint_net._policy.scores import POINTS, Policy
+from blueprint_net._policy.scores import DEFAULT_POINTS, POINTS, Policy
 from blueprint_net._policy.settings import Settings
 from blueprint_net.testing import MemoryNetwork
 from tests.helpers import decode_frames
@@ -253,6 +255,24 @@ def test_a_gossip_fault_is_charged_only_to_a_connected_peer(
     assert host.counters["misbehaviour"] == 1
     assert (
         host.policy.score(alice.peer_id) == POINTS[fault_code(Fault.INVALID_SIGNATURE)]
+    )
+
+
+def test_a_session_violation_is_charged_only_to_a_connected_peer(
+    alice: Identity, bob: Identity
+) -> None:
+    host = _host()
+    _verified(host, _Link(alice.peer_id, channel_bound=True))
+    host.charge_session(bob.peer_id, BadBroadcastSignature("forged"))  # not here
+    assert host.counters["misbehaviour"] == 0
+    host.charge_session(alice.peer_id, BadBroadcastSignature("forged"))
+    assert host.counters["sessions.violation.bad-signature"] == 1
+    assert host.policy.score(alice.peer_id) == POINTS[ErrorCode.BAD_SIGNATURE]
+    host.charge_session(alice.peer_id, DuplicateMessage("twice"))
+    assert host.counters["sessions.violation.duplicate"] == 1
+    assert host.counters["misbehaviour"] == 2
+    assert host.policy.score(alice.peer_id) == (
+        POINTS[ErrorCode.BAD_SIGNATURE] + DEFAULT_POINTS
     )
 
 

@@ -120,6 +120,9 @@ def test_a_party_breaking_a_rule_is_reset_and_lost(net: MemoryNetwork) -> None:
     net.pump()
     assert [r.code for r in resets] == [VIOLATION_RESET] and resets[0].by_peer
     assert honest.violations == {1 - honest.index: 1}
+    # Charged to the party that sent it, as a connection's failure is.
+    assert nodes[0].counters["sessions.violation.malformed"] == 1
+    assert nodes[0].counters["misbehaviour"] == 1
 
 
 def test_an_equivocating_party_is_caught_with_evidence(net: MemoryNetwork) -> None:
