@@ -112,3 +112,25 @@ def test_the_dkg_example_survives_cut_links_and_names_a_cheater() -> None:
     [cheater] = accused
     assert len(keys) == 1 and left_out == {f"[{cheater}]"}
     assert "any 3 public shares give the group key back: True" in out
+
+
+def test_the_coin_example_runs_and_the_docs_show_its_code() -> None:
+    """docs/embedding.md's session example is examples/coin.py's, and runs:
+    every party gets the same coin."""
+    source = (EXAMPLES / "coin.py").read_text()
+    docs = (EXAMPLES.parent / "docs" / "embedding.md").read_text()
+    [flip] = re.findall(
+        r"^(async def flip\(.*?\n)\n\n", source, re.DOTALL | re.MULTILINE
+    )
+    assert f"```python\n{flip}```" in docs
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "coin.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=tree_env(),
+    )
+    [coins] = re.findall(r"^the coins: \[(.*)\]$", result.stdout, re.MULTILINE)
+    assert len(set(coins.split(", "))) == 1 and coins[0] in "01"
+    assert result.stderr == ""
