@@ -227,27 +227,27 @@ class SimGossip:
         self.discovered.append(callback)
 
     def group_sources(self, netgroup: Callable[[PeerId], Any]) -> None:
-        self.router.records.netgroup = netgroup
+        self.router.exchange.book.netgroup = netgroup
 
     @property
     def records(self) -> RecordBook:
-        return self.router.records
+        return self.router.exchange.book
 
     @property
     def own_record(self) -> Optional[PeerRecord]:
-        return self.router.own_record
+        return self.router.exchange.own_record
 
     def set_addresses(self, addresses: list[str]) -> PeerRecord:
-        return self.router.set_addresses(addresses, self._node.clock.now)
+        return self.router.exchange.set_addresses(addresses, self._node.clock.now)
 
     def mark_tried(self, peer_id: PeerId) -> None:
-        self.router.records.mark_tried(peer_id)
+        self.router.exchange.book.mark_tried(peer_id)
 
     def forget_record(self, peer_id: PeerId) -> None:
-        self.router.records.forget(peer_id)
+        self.router.exchange.book.forget(peer_id)
 
     def request_records(self, peer_id: PeerId) -> None:
-        self._node.run(self.router.request_records(peer_id))
+        self._node.run(self.router.exchange.request(peer_id))
 
 
 _ENDPOINT = re.compile(r"p2ptls:(?:host=)?([0-9.]+):(?:port=)?(\d+)")

@@ -28,7 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "blueprint_net"
 DOC = ROOT / "docs" / "operations.md"
 #: The modules that count into the gossip router's counters.
-ROUTER_MODULES = {"_core/pubsub.py", "_core/gossip_mesh.py", "_adapters/gossip.py"}
+ROUTER_MODULES = {
+    "_core/pubsub.py",
+    "_core/gossip_mesh.py",
+    "_core/peer_exchange.py",
+    "_adapters/gossip.py",
+}
 PROTOCOLS = ["echo", "my.proto"]
 
 

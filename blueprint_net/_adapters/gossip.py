@@ -218,7 +218,7 @@ class Gossip:
     def records(self) -> RecordBook:
         """The peer records heard so far, to read (discovery changes them
         through the methods below, never through the book or the router)."""
-        return self.router.records
+        return self.router.exchange.book
 
     def mesh(self, topic: str) -> frozenset[PeerId]:
         """The peers in our mesh of ``topic`` (none if not subscribed)."""
@@ -226,31 +226,31 @@ class Gossip:
 
     def record(self, peer_id: PeerId) -> Optional[PeerRecord]:
         """The newest verified record ``peer_id`` signed, if one was heard."""
-        return self.router.records.get(peer_id)
+        return self.router.exchange.book.get(peer_id)
 
     def mark_tried(self, peer_id: PeerId) -> None:
         """A peer we dialed proved its record's id (discovery's *tried*)."""
-        self.router.records.mark_tried(peer_id)
+        self.router.exchange.book.mark_tried(peer_id)
 
     def forget_record(self, peer_id: PeerId) -> None:
         """Drop ``peer_id``'s record: neither dialed nor passed on."""
-        self.router.records.forget(peer_id)
+        self.router.exchange.book.forget(peer_id)
 
     def group_sources(self, netgroup: Callable[[PeerId], Hashable]) -> None:
         """How the record book groups the peers records come from (each
         group's share is capped): by ``netgroup(source)``."""
-        self.router.records.netgroup = netgroup
+        self.router.exchange.book.netgroup = netgroup
 
     @property
     def own_record(self) -> Optional[PeerRecord]:
         """Our signed record, once :meth:`set_addresses` has made one."""
-        return self.router.own_record
+        return self.router.exchange.own_record
 
     def request_records(self, peer_id: PeerId) -> None:
-        self._run(self.router.request_records(peer_id))
+        self._run(self.router.exchange.request(peer_id))
 
     def set_addresses(self, addresses: Iterable[str]) -> PeerRecord:
-        return self.router.set_addresses(addresses, self.clock.seconds())
+        return self.router.exchange.set_addresses(addresses, self.clock.seconds())
 
     # -- carrying out the router's outputs -----------------------------------
 
@@ -374,7 +374,7 @@ class Gossip:
             }
         return {
             "topics": topics,
-            "known_peers": len(router.records),
+            "known_peers": len(router.exchange.book),
             "connected_peers": len(router.peers),
             "subscriptions": router.subscriptions,
             "counters": dict(sorted(router.counters.items())),

@@ -297,7 +297,7 @@ class ConnectionHost:
                 )
             )
         if not self.stopping:
-            self._keepalive.watch(protocol)
+            self._keepalive.watch(protocol.liveness)
         if outcome.new:
             self.gossip.peer_connected(protocol)
         if self.streams is not None and (outcome.new or outcome.replaced):
@@ -375,7 +375,7 @@ class ConnectionHost:
         )
 
     def connection_closed(self, protocol: PeerProtocol, reason: Failure) -> None:
-        self._keepalive.forget(protocol)
+        self._keepalive.forget(protocol.liveness)
         if self.streams is not None:
             self.streams.connection_closed(protocol)
         if not self.peers.closed(protocol):

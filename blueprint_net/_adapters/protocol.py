@@ -12,8 +12,9 @@ many requests in flight), its bytes through :class:`Outbound`.
 Its parts, each with its own header: ``untrusted.Sniffer`` (a plain port's
 wrong-protocol opening), :class:`HandshakeTimer` (the handshake's
 deadline), :class:`RequestTimer` (our requests' deadlines),
-:class:`Outbound` (send queue, flow control, memory), ``tls`` (channel
-binding, the certificate check).
+:class:`Outbound` (send queue, flow control, memory), :class:`Liveness`
+(``keepalive``: when the peer was last heard, our unanswered ping),
+``tls_binding`` (the handshake's start over TLS, the certificate check).
 
 States: connected, then (over TLS) waiting for TLS, handshaking, verified,
 closed; the core ``Connection`` holds the protocol's own states.
@@ -39,15 +40,11 @@ from zope.interface import Interface, implementer
 
 from blueprint_net._adapters.handshake_timer import HandshakeTimer
 from blueprint_net._adapters.interfaces import IHandshaking
+from blueprint_net._adapters.keepalive import Liveness
 from blueprint_net._adapters.outbound import FRAME_OVERHEAD, PIECE, Outbound
 from blueprint_net._adapters.request_timer import RequestTimer
-from blueprint_net._adapters.tls import (
-    ALPN,
-    certificate_contradicts,
-    channel_binding,
-    channel_bound,
-    peer_certificate_key,
-)
+from blueprint_net._adapters.tls import channel_bound
+from blueprint_net._adapters.tls_binding import check_certificate, start_handshake
 from blueprint_net._core import untrusted, wire
 from blueprint_net._core.connection import Connection
 from blueprint_net._core.connection_events import (
@@ -169,10 +166,8 @@ class PeerProtocol(Protocol):
         self._failure: Optional[ProtocolError] = None
         #: One timer for every request's deadline (the connection's).
         self.request_timer = RequestTimer(clock, self.connection)
-        #: When the peer was last heard from (any bytes), and when our
-        #: keepalive Ping went out, if it is unanswered (see keepalive_check).
-        self._heard_at = 0.0
-        self._pinged_at: Optional[float] = None
+        #: When the peer was last heard from, and our unanswered Ping.
+        self.liveness = Liveness(self.connection, self.send, self.close)
         self._reading_paused = False
         #: The send queue, flow control and memory accounting.
         self.outbound = Outbound(
@@ -268,25 +263,18 @@ class PeerProtocol(Protocol):
         # The peer has spoken (TLS): on the TLS variant its first frame may
         # be the listener's decision, so it gets the handshake timeout.
         self.deadline.spoke()
-        transport = self.transport
-        binding = channel_binding(transport)
-        if getattr(transport, "negotiatedProtocol", None) != ALPN:
-            self.connection.set_channel_binding(binding)
-            self.connection.initiate()
-            self.outbound.flush()
+        try:
+            failures = start_handshake(self.connection, self.transport)
+        except HandshakeFailed as refusal:
+            self.close(refusal)
             return
-        key = peer_certificate_key(transport.getHandle())  # type: ignore[union-attr]
-        if key is None:  # PeerTLS accepts no other certificate
-            self.close(HandshakeFailed(ErrorCode.WRONG_KEY, "no Ed25519 certificate"))
-            return
-        certified = PeerId.from_public_key(key)
-        for event in self.connection.start_bound(binding, certified):
+        for event in failures:
             assert isinstance(event, ConnectionFailed)  # nothing else, if any
             self._on_failed(event)
         self.outbound.flush()
 
     def dataReceived(self, data: bytes) -> None:
-        self._heard_at = self.clock.seconds()
+        self.liveness.heard_at = self.clock.seconds()
         sniffer = self._sniffer
         if sniffer is not None:
             verdict = sniffer.feed(data)
@@ -491,28 +479,6 @@ class PeerProtocol(Protocol):
         if not self.verified.called:
             self.verified.callback(peer_id)
 
-    def keepalive_check(self, now: float, interval: float) -> Optional[float]:
-        """Ping a peer silent for ``interval``; close one still silent
-        ``interval`` after the ping (``IDLE_TIMEOUT``).  Returns when to look
-        again, or None once closed.  Any bytes received are a sign of life.
-        (``Keepalive`` calls this for the node, at exactly those times.)"""
-        if self.connection.closed:
-            return None
-        pinged, heard = self._pinged_at, self._heard_at
-        # A ping goes out only once ``interval`` has passed since the peer
-        # was heard, so "heard since the ping" is heard >= pinged.
-        if pinged is not None and heard < pinged:
-            if now < pinged + interval:
-                return pinged + interval
-            self.close(ProtocolError(ErrorCode.IDLE_TIMEOUT, "no keepalive answer"))
-            return None
-        self._pinged_at = None
-        if now < heard + interval:
-            return heard + interval
-        self._pinged_at = now
-        self.send(wire.Ping(int(now * 1000)))
-        return now + interval
-
     def _wrong_protocol(self, verdict: untrusted.WrongOpening) -> None:
         """An operator's client at the wrong port: a hint it can show, then
         close; the host hears of it as a failure that is not misbehaviour."""
@@ -568,25 +534,13 @@ class PeerProtocol(Protocol):
 
     def _decide(self, peer_id: PeerId) -> list[ConnectionEvent]:
         """The peer proved ``peer_id``: admit it, or refuse it with the code
-        the certificate check or the host's policy gives."""
+        the certificate check (``tls_binding``) or the host's policy gives."""
         try:
-            self._authorize(peer_id)
+            check_certificate(self.connection, self.transport, peer_id)
+            self.host.authorize(peer_id)
         except HandshakeFailed as refusal:
             return [self.connection.refuse(refusal.code, refusal.message)]
         return self.connection.accept()
-
-    def _authorize(self, peer_id: PeerId) -> None:
-        """The peer proved ``peer_id``: over TLS with an Ed25519 certificate,
-        that certificate must be the same key (the TLS variant has checked
-        that already); then the host's policy decides."""
-        # (The TLS variant has checked its claim against the certificate.)
-        if not self.connection.handshake.bound and certificate_contradicts(
-            self.transport, peer_id
-        ):
-            raise HandshakeFailed(
-                ErrorCode.WRONG_KEY, "the TLS certificate is not the proven key"
-            )
-        self.host.authorize(peer_id)
 
     @property
     def channel_bound(self) -> bool:

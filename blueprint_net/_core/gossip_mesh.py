@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from typing import Callable
 
 import attrs
 
@@ -38,7 +39,7 @@ from blueprint_net._core.gossip_wire import (
     Subscriptions,
 )
 from blueprint_net._core.identity import PeerId
-from blueprint_net._core.records import PeerRecord, RecordBook
+from blueprint_net._core.records import PeerRecord
 from blueprint_net._core.telemetry import BACKOFF_DEPARTED_EVICTED
 
 #: Backoffs of departed peers kept for their return (the ones still
@@ -96,7 +97,7 @@ class Meshes:
         peer_id: PeerId,
         settings: GossipSettings,
         rng: random.Random,
-        records: RecordBook,
+        prune_records: Callable[[str, set[PeerId]], tuple[PeerRecord, ...]],
         cache: MessageCache,
     ) -> None:
         self.peer_id = peer_id
@@ -114,8 +115,9 @@ class Meshes:
         self.departed_count = 0
         #: (peer, topic) subscriptions held, at most ``max_subscriptions``.
         self.subscriptions = 0
-        #: Peer records (a Prune carries some of a topic's other peers').
-        self.records = records
+        #: Records of a topic's other peers for a Prune, those excepted (the
+        #: router's ``PeerExchange.for_prune``).
+        self.prune_records = prune_records
         #: Recent messages (the heartbeat gossips their ids).
         self.cache = cache
         #: Drops and other events, by name, for status and the benchmarks.
@@ -187,7 +189,7 @@ class Meshes:
         for peer in members:
             self._back_off(topic, peer, now, backoff, by_us=True)
         if members:
-            prune = Prune(topic, backoff, self._exchange(topic, members))
+            prune = Prune(topic, backoff, self.prune_records(topic, members))
             out.append(Send(tuple(sorted(members)), prune))
         return out
 
@@ -229,16 +231,6 @@ class Meshes:
             self.departed_count -= drop_expired(backoffs, slack, now)
             if not backoffs:
                 del self.departed[peer]
-
-    def _exchange(self, topic: str, exclude: set[PeerId]) -> tuple[PeerRecord, ...]:
-        """Records of other peers of ``topic`` for a Prune (peer exchange)."""
-        known = [
-            record
-            for p in sorted(self.topic_peers.get(topic, ()))
-            if p not in exclude and (record := self.records.get(p)) is not None
-        ]
-        count = min(len(known), self.settings.prune_peers)
-        return tuple(self.rng.sample(known, count))
 
     def _candidates(self, topic: str, exclude: set[PeerId], now: float) -> list[PeerId]:
         """Peers of ``topic`` not in ``exclude`` and not backing off, sorted
@@ -312,7 +304,9 @@ class Meshes:
         if pruned:
             for peer in pruned:
                 self._back_off(topic, peer, now, s.prune_backoff, by_us=True)
-            prune = Prune(topic, s.prune_backoff, self._exchange(topic, set(pruned)))
+            prune = Prune(
+                topic, s.prune_backoff, self.prune_records(topic, set(pruned))
+            )
             out.append(Send(tuple(sorted(pruned)), prune))
         return out
 

@@ -26,8 +26,10 @@ the peer that forwarded it, never to the origin it names.
 messages do, and the heartbeat.  Its base,
 :class:`~blueprint_net._core.gossip_mesh.Meshes`, keeps the topics, meshes,
 fanout and backoffs (its states: a peer connected or departed, a topic
-meshed, fanned out or neither); :mod:`~blueprint_net._core.gossip_outputs`
-holds what it returns.
+meshed, fanned out or neither); the
+:class:`~blueprint_net._core.peer_exchange.PeerExchange` it holds
+(``exchange``) keeps our record and the records peers trade;
+:mod:`~blueprint_net._core.gossip_outputs` holds what it returns.
 A publication's states here are: unseen, pending the validator
 (``pending``), then seen and cached, or dropped.
 """
@@ -35,7 +37,6 @@ A publication's states here are: unseen, pending the validator
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
 import attrs
@@ -50,7 +51,6 @@ from blueprint_net._core.gossip_caches import (
 from blueprint_net._core.gossip_mesh import Meshes, PeerState, check_topic
 from blueprint_net._core.gossip_outputs import (
     Deliver,
-    Discovered,
     Fault,
     Penalty,
     RouterOutput,
@@ -73,8 +73,8 @@ from blueprint_net._core.gossip_wire import (
     signed_bytes,
 )
 from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.records import DOMAIN as RECORD_DOMAIN
-from blueprint_net._core.records import PeerRecord, RecordBook, sign_record
+from blueprint_net._core.peer_exchange import PeerExchange
+from blueprint_net._core.records import PeerRecord
 from blueprint_net._core.telemetry import (
     CONTROL_OVER_BUDGET,
     FORWARD_SOURCE_RATE,
@@ -94,9 +94,6 @@ from blueprint_net._core.telemetry import (
     PUBLISH_STALE,
     PUBLISH_TOO_LARGE,
     PUBLISH_VALIDATION_FULL,
-    RECORDS_INVALID,
-    RECORDS_REQUEST_OVER_LIMIT,
-    RECORDS_UNSOLICITED,
     SUBSCRIPTIONS_NODE_FULL,
     SUBSCRIPTIONS_OVER_LIMIT,
     VALIDATION_TIMEOUT,
@@ -135,8 +132,12 @@ class Router(Meshes):
             identity.peer_id,
             settings,
             rng or random.Random(),
-            RecordBook(s.max_records, self._record_verifies),
+            self._prune_records,
             MessageCache(s.history_length, s.history_gossip, s.max_cache_bytes),
+        )
+        #: Our record and the records peers trade (peer exchange).
+        self.exchange = PeerExchange(
+            identity, settings, self.rng, self.peers, self.topic_peers, self.counters
         )
         self.identity = identity
         #: The last seqno published: each is max(this + 1, the time in ns),
@@ -164,7 +165,6 @@ class Router(Meshes):
         self.forward_limit: RateLimiter[PeerId] = RateLimiter(
             s.forward_rate, s.forward_burst, s.max_origins
         )
-        self.own_record: Optional[PeerRecord] = None
 
     # -- local inputs -------------------------------------------------------
 
@@ -228,22 +228,6 @@ class Router(Meshes):
             return out
         out.append(Send(tuple(sorted(targets)), message))
         return out
-
-    def set_addresses(self, addresses: Iterable[str], now: float) -> PeerRecord:
-        """Sign this node's record anew (``ValueError`` for addresses a
-        record cannot hold); it leads every ``Records`` answer."""
-        previous = self.own_record.seqno if self.own_record is not None else 0
-        seqno = max(previous + 1, int(now * 1e9))
-        self.own_record = sign_record(self.identity, seqno, addresses)
-        return self.own_record
-
-    def request_records(self, peer: PeerId) -> list[RouterOutput]:
-        """Ask ``peer`` for records (its own first); one answer is taken."""
-        state = self.peers.get(peer)
-        if state is None:
-            return []
-        state.awaiting_records = True
-        return [Send((peer,), RecordsRequest(self.settings.prune_peers))]
 
     def heartbeat(self, now: float) -> list[RouterOutput]:
         """Once per heartbeat interval: keep each mesh within D_lo..D_hi,
@@ -408,7 +392,7 @@ class Router(Meshes):
             return out
         if len(members) >= s.mesh_high and not self.peers[peer].outbound:
             self._back_off(topic, peer, now, s.prune_backoff, by_us=True)
-            prune = Prune(topic, s.prune_backoff, self._exchange(topic, {peer}))
+            prune = Prune(topic, s.prune_backoff, self.prune_records(topic, {peer}))
             return [Send((peer,), prune)]
         state.backoffs.pop(topic, None)
         members.add(peer)
@@ -433,7 +417,7 @@ class Router(Meshes):
         if state.pruned_records or not message.records:
             return []
         state.pruned_records = True
-        return self._take_records(peer, message.records)
+        return self.exchange.take(peer, message.records)
 
     def _on_ihave(self, peer: PeerId, message: IHave, now: float) -> list[RouterOutput]:
         s = self.settings
@@ -476,60 +460,20 @@ class Router(Meshes):
     def _on_records_request(
         self, peer: PeerId, message: RecordsRequest, now: float
     ) -> list[RouterOutput]:
-        state = self.peers[peer]
-        state.record_requests += 1
-        if state.record_requests > 1:
-            self.counters[RECORDS_REQUEST_OVER_LIMIT.key] += 1
-            return []
-        limit = min(message.limit, self.settings.prune_peers)
-        records = [self.own_record] if self.own_record is not None else []
-        others = [
-            r for p in sorted(self.peers) if p != peer and (r := self.records.get(p))
-        ]
-        # A limit of 0 leaves no room even for our own record (never < 0).
-        room = max(0, limit - len(records))
-        records += self.rng.sample(others, min(len(others), room))
-        return [Send((peer,), Records(tuple(records[:limit])))]
+        return self.exchange.on_request(peer, message)
 
     def _on_records(
         self, peer: PeerId, message: Records, now: float
     ) -> list[RouterOutput]:
-        state = self.peers[peer]
-        if not state.awaiting_records:
-            self.counters[RECORDS_UNSOLICITED.key] += 1
-            return []
-        state.awaiting_records = False
-        return self._take_records(peer, message.records)
+        return self.exchange.on_records(peer, message)
 
     # -- helpers ------------------------------------------------------------
 
-    def _record_verifies(self, record: PeerRecord) -> bool:
-        return self.identity.verify(
-            record.peer_id.public_key,
-            RECORD_DOMAIN + record.unsigned(),
-            record.signature,
-        )
-
-    def _take_records(
-        self, peer: PeerId, records: tuple[PeerRecord, ...]
-    ) -> list[RouterOutput]:
-        """Keep the news among at most ``prune_peers`` records, each marked
-        with its source (``peer``, and whether we dialed it: the book caps
-        each source's share, the manager prefers outbound sources); one
-        forged record condemns the message (the sender is charged once)."""
-        state = self.peers.get(peer)
-        outbound = state is not None and state.outbound
-        fresh = []
-        for record in records[: self.settings.prune_peers]:
-            if record.peer_id == self.peer_id:
-                continue
-            kept = self.records.offer(record, peer, outbound=outbound)
-            if kept is None:
-                self.counters[RECORDS_INVALID.key] += 1
-                return [Penalty(peer, Fault.INVALID_RECORD)]
-            if kept:
-                fresh.append(record)
-        return [Discovered(peer, tuple(fresh))] if fresh else []
+    def _prune_records(
+        self, topic: str, exclude: set[PeerId]
+    ) -> tuple[PeerRecord, ...]:
+        # ``exchange`` is made after the meshes, from their peers and topics.
+        return self.exchange.for_prune(topic, exclude)
 
     def _expire(self, now: float) -> None:
         self.seen.expire(now)

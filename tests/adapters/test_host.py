@@ -56,6 +56,13 @@ from tests.test_testing import Raw
 # -- a ConnectionHost on its own, with stand-in connections -----------------------
 
 
+class _Unwatched:
+    """A connection's liveness with nothing to watch."""
+
+    def check(self, now: float, interval: float) -> Optional[float]:
+        return None
+
+
 @attrs.define(eq=False)
 class _Link:
     """What the host reads of a connection, and what it does to one."""
@@ -71,6 +78,7 @@ class _Link:
     closed_with: list[ProtocolError] = attrs.Factory(list)
     requests_in: int = 0
     requests_out: int = 0
+    liveness: _Unwatched = attrs.Factory(_Unwatched)
 
     @property
     def address(self) -> IPv4Address:
@@ -86,9 +94,6 @@ class _Link:
 
     def cap_gossip(self, cap: int) -> None:
         self.gossip_cap = cap
-
-    def keepalive_check(self, now: float, interval: float) -> Optional[float]:
-        return None  # nothing to watch
 
 
 def _host(**limits: Any) -> ConnectionHost:

@@ -392,7 +392,7 @@ async def test_one_keepalive_sweep_drops_a_silent_peer(
     silent.write = lambda data: None  # type: ignore[method-assign,union-attr]
     to_bob = a._peers[bob.peer_id]
     clock.advance(10.0)  # one interval of silence since the handshake: pinged
-    await until(lambda: to_bob._heard_at == 10.0)  # Bob's pong; never Carol's
+    await until(lambda: to_bob.liveness.heard_at == 10.0)  # Bob's pong; never Carol's
     assert lost == []
     clock.advance(10.0)  # Carol silent for an interval after her ping: dropped
     await until(lambda: lost)

@@ -386,15 +386,15 @@ def test_keepalive_pings_a_quiet_peer_and_keeps_a_live_one(
 ) -> None:
     clock = Clock()
     client, server, pump, _ = _verified_pair(alice, bob, clock)
-    assert client.keepalive_check(5.0, 10.0) == 10.0  # heard at 0: look at 10
+    assert client.liveness.check(5.0, 10.0) == 10.0  # heard at 0: look at 10
     for round_ in range(5):
         now = 10.0 * (round_ + 1)
         clock.advance(now - clock.seconds())
-        assert client.keepalive_check(now, 10.0) == now + 10.0  # quiet: ping
-        assert client._pinged_at == now
+        assert client.liveness.check(now, 10.0) == now + 10.0  # quiet: ping
+        assert client.liveness.pinged_at == now
         pump.flush()  # the Pong comes back, at the same instant
-        assert client.keepalive_check(now, 10.0) == now + 10.0  # answered
-        assert client._pinged_at is None
+        assert client.liveness.check(now, 10.0) == now + 10.0  # answered
+        assert client.liveness.pinged_at is None
     assert client.connection.verified and not client.connection.closed
     assert server.connection.verified and not server.connection.closed
 
@@ -407,15 +407,15 @@ def test_keepalive_drops_a_silent_peer(alice: Identity, bob: Identity) -> None:
     # The server goes silent: nothing it writes reaches the client any more.
     server.transport.write = lambda data: None  # type: ignore[method-assign,union-attr]
     client.host = host
-    assert client.keepalive_check(9.5, 10.0) == 10.0  # heard recently
-    assert client.keepalive_check(10.0, 10.0) == 20.0  # quiet: ping
+    assert client.liveness.check(9.5, 10.0) == 10.0  # heard recently
+    assert client.liveness.check(10.0, 10.0) == 20.0  # quiet: ping
     pump.flush()
-    assert client.keepalive_check(19.5, 10.0) == 20.0
+    assert client.liveness.check(19.5, 10.0) == 20.0
     assert not client.connection.closed
-    assert client.keepalive_check(20.0, 10.0) is None  # an interval unanswered
+    assert client.liveness.check(20.0, 10.0) is None  # an interval unanswered
     assert client.connection.closed
     for _ in range(3):  # closed, not yet lost: the sweep may still reach it
-        assert client.keepalive_check(30.0, 10.0) is None  # no second report
+        assert client.liveness.check(30.0, 10.0) is None  # no second report
     [failed] = host.failed
     assert failed.error.code is ErrorCode.IDLE_TIMEOUT and not failed.misbehaviour
     pump.flush()
@@ -432,7 +432,7 @@ def test_keepalive_times_are_one_interval_of_silence_each(
     clock.advance(100.0)
     protocol, transport = _verified_on_string_transport(alice, bob, clock)
     keepalive = Keepalive(clock, 10.0)
-    keepalive.watch(protocol)  # heard from at 100 (the handshake)
+    keepalive.watch(protocol.liveness)  # heard from at 100 (the handshake)
     clock.advance(5.0)
     protocol.dataReceived(framing.frame(wire.Pong(1)))  # any frame: heard at 105
     clock.advance(9.75)

@@ -70,7 +70,9 @@ def test_a_crowded_mesh_is_pruned_to_d_keeping_outbound_peers() -> None:
     for i, peer in enumerate(peers):
         hub.peer_connected(peer, outbound=i < 3)
         hub.receive(peer, Subscriptions(((True, TOPIC),)), 0.0)
-        assert hub.records.offer(sign_record(identity(i + 2), 1, [f"10.0.2.{i}:1"]))
+        assert hub.exchange.book.offer(
+            sign_record(identity(i + 2), 1, [f"10.0.2.{i}:1"])
+        )
     for peer in peers[3:]:  # inbound grafts fill it to D_hi, no further
         hub.receive(peer, Graft(TOPIC), 0.0)
     assert len(hub.mesh[TOPIC]) == DEFAULTS.mesh_high
@@ -144,7 +146,7 @@ def test_unsubscribing_prunes_with_records_of_the_topics_other_peers() -> None:
         for n, p in zip(range(2, 7), (a, b, c, d, e))
     }
     for record in records.values():
-        assert router.records.offer(record)
+        assert router.exchange.book.offer(record)
     outputs = router.unsubscribe(TOPIC, 1.0)
     [prune] = sends(outputs, Prune)
     assert prune.peers == tuple(sorted((a, b)))

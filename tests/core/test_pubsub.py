@@ -519,7 +519,7 @@ def test_prune_carries_verified_records_for_peer_exchange() -> None:
         router.receive(peer, Subscriptions(((True, TOPIC),)), 0.0)
     for n, peer in enumerate(ids[:12]):
         record = sign_record(identity(10 + n), 1, [f"10.0.1.{n}:1"])
-        assert router.records.offer(record)
+        assert router.exchange.book.offer(record)
         router.receive(peer, Graft(TOPIC), 0.0)
     # The mesh is full: an inbound graft is pruned, with other peers' records.
     [full] = sends(router.receive(ids[12], Graft(TOPIC), 0.0), Prune)
@@ -554,7 +554,7 @@ def test_prune_records_come_only_from_a_real_prune_once_a_heartbeat() -> None:
     router.peer_connected(identity(40).peer_id, outbound=True)
     # Not in our mesh: its records are not an answer to anything.
     assert router.receive(identity(40).peer_id, Prune(TOPIC, 1, news[:1]), 1.0) == []
-    assert news[0].peer_id not in router.records
+    assert news[0].peer_id not in router.exchange.book
     # A real prune: taken.
     assert router.receive(a, Prune(TOPIC, 1, news[:1]), 1.0) == [
         Discovered(a, news[:1])
@@ -564,7 +564,7 @@ def test_prune_records_come_only_from_a_real_prune_once_a_heartbeat() -> None:
     router.receive(a, Graft(TOPIC), 1.0)
     assert a in router.mesh[TOPIC]
     assert router.receive(a, Prune(TOPIC, 1, news[1:2]), 1.0) == []
-    assert news[1].peer_id not in router.records
+    assert news[1].peer_id not in router.exchange.book
     router.heartbeat(2.0)
     router.receive(a, Graft(TOPIC), 2.0)
     assert router.receive(a, Prune(TOPIC, 1, news[2:]), 2.0) == [
@@ -577,22 +577,22 @@ def test_a_forged_record_charges_its_sender() -> None:
     forged = attrs.evolve(sign_record(identity(50), 2, ["h:1"]), addresses=("e:1",))
     outputs = router.receive(a, Prune(TOPIC, 60, (forged,)), 1.0)
     assert outputs == [Penalty(a, Fault.INVALID_RECORD)]
-    assert identity(50).peer_id not in router.records
+    assert identity(50).peer_id not in router.exchange.book
 
 
 def test_records_are_exchanged_on_request_only() -> None:
     router, (a, b, _) = one_router()
-    own = router.set_addresses(["127.0.0.1:4001"], 1.0)
+    own = router.exchange.set_addresses(["127.0.0.1:4001"], 1.0)
     [answer] = router.receive(a, RecordsRequest(16), 1.0)
     assert answer == Send((a,), Records((own,)))
     assert router.receive(a, RecordsRequest(16), 1.0) == []  # once a heartbeat
     record = sign_record(identity(2), 1, ["10.0.0.2:1"])
     assert router.receive(b, Records((record,)), 1.0) == []  # unsolicited
     assert router.counters["records.unsolicited"] == 1
-    [ask] = router.request_records(b)
+    [ask] = router.exchange.request(b)
     assert ask == Send((b,), RecordsRequest(DEFAULTS.prune_peers))
     assert router.receive(b, Records((record,)), 1.0) == [Discovered(b, (record,))]
-    assert router.set_addresses(["127.0.0.1:4002"], 1.0).seqno > own.seqno
+    assert router.exchange.set_addresses(["127.0.0.1:4002"], 1.0).seqno > own.seqno
 
 
 # -- settings ---------------------------------------------------------------
@@ -902,7 +902,7 @@ def records_hub(
     for n, peer in enumerate(ids):
         hub.peer_connected(peer, outbound=n < 2)
         record = sign_record(identity(10 + n), 1, [f"10.0.0.{n}:1"])
-        assert hub.records.offer(record)
+        assert hub.exchange.book.offer(record)
         records.append(record)
     return hub, ids, records
 
@@ -910,7 +910,7 @@ def records_hub(
 def test_a_records_answer_is_our_record_then_others_up_to_the_smaller_limit() -> None:
     settings = GossipSettings(prune_peers=3)
     hub, (a, b, c, d, _), records = records_hub(settings)
-    own = hub.set_addresses(["127.0.0.1:1"], 1.0)
+    own = hub.exchange.set_addresses(["127.0.0.1:1"], 1.0)
 
     def answer(peer: PeerId, limit: int) -> tuple[Any, ...]:
         [send] = hub.receive(peer, RecordsRequest(limit), 1.0)
@@ -953,15 +953,18 @@ def test_records_taken_are_the_first_prune_peers_news_marked_with_their_source()
     ours = sign_record(identity(1), 5, ["10.0.1.1:1"])  # our own: skipped
     stale = sign_record(identity(12), 1, ["10.0.0.2:1"])  # held already
     news = [sign_record(identity(50 + n), 1, [f"10.0.2.{n}:1"]) for n in range(3)]
-    assert hub.request_records(identity(77).peer_id) == []  # not connected
+    assert hub.exchange.request(identity(77).peer_id) == []  # not connected
     for peer in (dialed, inbound):
-        assert hub.request_records(peer) == [
+        assert hub.exchange.request(peer) == [
             Send((peer,), RecordsRequest(settings.prune_peers))
         ]
     outputs = hub.receive(dialed, Records((ours, stale, news[0], news[1])), 1.0)
     assert outputs == [Discovered(dialed, (news[0],))]  # the first 3 looked at
-    assert news[1].peer_id not in hub.records and identity(1).peer_id not in hub.records
-    entry = hub.records.entry(news[0].peer_id)
+    assert (
+        news[1].peer_id not in hub.exchange.book
+        and identity(1).peer_id not in hub.exchange.book
+    )
+    entry = hub.exchange.book.entry(news[0].peer_id)
     assert entry is not None and entry.source == dialed and entry.outbound
     assert hub.receive(dialed, Records((news[1],)), 1.0) == []  # one answer
     assert hub.receive(dialed, Records((news[1],)), 1.0) == []
@@ -969,9 +972,9 @@ def test_records_taken_are_the_first_prune_peers_news_marked_with_their_source()
     assert hub.receive(inbound, Records((news[1], news[2])), 1.0) == [
         Discovered(inbound, (news[1], news[2]))
     ]
-    entry = hub.records.entry(news[1].peer_id)
+    entry = hub.exchange.book.entry(news[1].peer_id)
     assert entry is not None and entry.source == inbound and not entry.outbound
-    hub.request_records(inbound)  # an answer with no news reports nothing
+    hub.exchange.request(inbound)  # an answer with no news reports nothing
     assert hub.receive(inbound, Records((stale, ours)), 1.0) == []
 
 
@@ -979,13 +982,13 @@ def test_a_forged_record_condemns_the_rest_of_its_message() -> None:
     hub, (a, *_), _ = records_hub()
     forged = attrs.evolve(sign_record(identity(50), 2, ["h:1"]), addresses=("e:1",))
     news = sign_record(identity(51), 1, ["10.0.0.51:1"])
-    hub.request_records(a)
+    hub.exchange.request(a)
     assert hub.receive(a, Records((forged, news)), 1.0) == [
         Penalty(a, Fault.INVALID_RECORD)
     ]
-    assert news.peer_id not in hub.records
+    assert news.peer_id not in hub.exchange.book
     assert hub.counters["records.invalid"] == 1
-    hub.request_records(a)
+    hub.exchange.request(a)
     hub.receive(a, Records((forged,)), 1.0)
     assert hub.counters["records.invalid"] == 2
 
@@ -1006,15 +1009,20 @@ def test_a_pending_validation_times_out_exactly_at_the_timeout() -> None:
 
 def test_our_record_seqno_is_its_signing_time_and_always_grows() -> None:
     router, _ = one_router()
-    first = router.set_addresses(["127.0.0.1:1"], 1.5)
+    first = router.exchange.set_addresses(["127.0.0.1:1"], 1.5)
     assert first.seqno == 1_500_000_000 and first.addresses == ("127.0.0.1:1",)
     assert first.peer_id == router.peer_id and first.verifies()
-    assert router.set_addresses(["127.0.0.1:2"], 1.5).seqno == 1_500_000_001
-    assert router.set_addresses(["127.0.0.1:2"], 0.5).seqno == 1_500_000_002
-    assert router.set_addresses([], 2.0).seqno == 2_000_000_000
-    assert router.own_record is not None and router.own_record.addresses == ()
+    assert router.exchange.set_addresses(["127.0.0.1:2"], 1.5).seqno == 1_500_000_001
+    assert router.exchange.set_addresses(["127.0.0.1:2"], 0.5).seqno == 1_500_000_002
+    assert router.exchange.set_addresses([], 2.0).seqno == 2_000_000_000
+    assert (
+        router.exchange.own_record is not None
+        and router.exchange.own_record.addresses == ()
+    )
     other, _ = one_router()
-    assert other.set_addresses(["127.0.0.1:1"], 0.0).seqno == 1  # max(0 + 1, 0)
+    assert (
+        other.exchange.set_addresses(["127.0.0.1:1"], 0.0).seqno == 1
+    )  # max(0 + 1, 0)
 
 
 @pytest.mark.parametrize("verdict", list(Verdict))
