@@ -27,6 +27,7 @@ from . import (
     memory,
     messaging,
     report,
+    sessions,
     streams,
     throughput,
     tls,
@@ -50,6 +51,7 @@ BENCHMARKS: dict[str, Callable[[Any, bool], Awaitable[list[Row]]]] = {
     "broadcast": broadcast.run,
     "bans": bans.run,
     "streams": streams.run,
+    "sessions": sessions.run,
 }
 
 
