@@ -26,6 +26,7 @@ from . import (
     handshake,
     memory,
     messaging,
+    mpyc_demos,
     report,
     sessions,
     streams,
@@ -52,6 +53,7 @@ BENCHMARKS: dict[str, Callable[[Any, bool], Awaitable[list[Row]]]] = {
     "bans": bans.run,
     "streams": streams.run,
     "sessions": sessions.run,
+    "mpyc": mpyc_demos.run,
 }
 
 
