@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from . import report
+from . import child_env, report
 from .report import Row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,10 +134,7 @@ def command(transport: str, program: str, args: tuple[str, ...], n: int) -> list
 
 def timed(argv: list[str], cwd: Path) -> tuple[Optional[float], str]:
     """Wall seconds of one run (None if it failed or timed out), and why."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(ROOT), env.get("PYTHONPATH")])
-    )
+    env = child_env()
     start = time.perf_counter()
     process = subprocess.Popen(
         argv,
@@ -190,7 +187,9 @@ async def run(reactor: Any, quick: bool = False) -> list[Row]:
     demos = DEMOS[:1] if report.SMOKE else DEMOS
     parties = PARTIES[:1] if report.SMOKE else PARTIES
     repeats = 1 if report.SMOKE else REPEATS[1 if quick else 0]
+    before = report.load_now()
     times, failures = measure(demos, parties, repeats)
+    load = f"; load {before} before, {report.load_now()} after"
     for failure in failures:
         print(f"mpyc bench: {failure}", file=sys.stderr)
 
@@ -216,7 +215,7 @@ async def run(reactor: Any, quick: bool = False) -> list[Row]:
                         f"mpyc {shown} -M{n} over {transport} (s)",
                         0.0 if ours is None else ours,
                         tls,
-                        note + extra + failed,
+                        note + extra + failed + load,
                     )
                 )
     return rows

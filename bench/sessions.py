@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import os
 import statistics
 import sys
 import time
@@ -56,7 +55,7 @@ from blueprint_net._adapters.sessions import Session
 from blueprint_net._adapters.tls import PeerTLS
 from blueprint_net._core.identity import Identity, PeerId
 
-from . import report
+from . import child_env, report
 from .report import Row
 
 KiB = 1024
@@ -338,10 +337,7 @@ async def _count(
 ) -> tuple[dict[str, list[float]], float, Optional[str]]:
     """Every run for ``n`` parties: rounds/s by kind, how long starting
     took, and why it stopped early (None when it did not)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(ROOT), env.get("PYTHONPATH")])
-    )
+    env = child_env()
     command = [sys.executable, "-m", "bench.sessions", "--worker"]
     parties = []
     figures: dict[str, list[float]] = {kind: [] for kind in KINDS}
@@ -382,10 +378,12 @@ async def run(reactor: Any, quick: bool = False) -> list[Row]:
     for n in counts:
         rounds = 3 if report.SMOKE else ROUNDS[n][pick]
         repeats = 1 if report.SMOKE else REPEATS[n][pick]
+        before = report.load_now()
         figures, started, stopped = await _count(reactor, n, rounds, repeats)
         runs = len(figures["reliable"])
         note = (
-            f"{n} processes, {rounds} rounds x {runs} runs, started in {started:.0f} s"
+            f"{n} processes, {rounds} rounds x {runs} runs, started in {started:.0f} s;"
+            f" load {before} before, {report.load_now()} after"
         )
         if stopped is not None:
             note += f"; GAVE UP after {runs} of {repeats} runs: {stopped}"
