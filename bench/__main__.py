@@ -26,7 +26,9 @@ from . import (
     handshake,
     memory,
     messaging,
+    mpyc_demos,
     report,
+    sessions,
     streams,
     throughput,
     tls,
@@ -50,6 +52,8 @@ BENCHMARKS: dict[str, Callable[[Any, bool], Awaitable[list[Row]]]] = {
     "broadcast": broadcast.run,
     "bans": bans.run,
     "streams": streams.run,
+    "sessions": sessions.run,
+    "mpyc": mpyc_demos.run,
 }
 
 

@@ -50,6 +50,13 @@ def load_header(path: Union[str, Path] = LOADAVG) -> str:
     return line
 
 
+def load_now(path: Union[str, Path] = LOADAVG) -> str:
+    """The 1-minute load average, for a row's note (a figure measured over
+    minutes on a shared machine says what the machine was doing then)."""
+    load = load_average(path)
+    return "?" if not load else f"{load[0]:.1f}"
+
+
 def without_load_header(output: str) -> str:
     """``output`` without the lines :func:`load_header` made (for parsers)."""
     return "\n".join(

@@ -15,7 +15,14 @@ SIZES = ("64 B", "4 KiB", "64 KiB", "1 MiB")
 AMP = ("64 B", "4 KiB")  # AMP's values stop at 65,535 bytes
 
 
-def rows(memory: tuple[int, ...], frame: str, stars: tuple[int, ...]) -> dict[str, int]:
+def rows(
+    memory: tuple[int, ...],
+    frame: str,
+    stars: tuple[int, ...],
+    parties: tuple[int, ...],
+    demos: tuple[str, ...],
+    mpyc_parties: tuple[int, ...],
+) -> dict[str, int]:
     """Every row of the table, by name, with how many times it appears; the
     sizes some rows are named for are the scale's."""
     return {
@@ -52,12 +59,28 @@ def rows(memory: tuple[int, ...], frame: str, stars: tuple[int, ...]) -> dict[st
         "stream fault run: out of order": 1,
         "stream fault run: recovery after a cut p50 (ms)": 1,
         "stream fault run: recovery after a cut p99 (ms)": 1,
+        # Party sessions among processes, against a bare TLS mesh.
+        **{
+            f"party rounds/s, {n} parties, {kind}broadcast round + direct round"
+            " (1 KiB)": 1
+            for n in parties
+            for kind in ("", "reliable ")
+        },
+        # MPyC's demos over blueprint-net and MPyC's TCP, against MPyC's TLS.
+        **{
+            f"mpyc {demo} -M{n} over {transport} (s)": 1
+            for demo in demos
+            for n in mpyc_parties
+            for transport in ("blueprint-net", "MPyC TCP")
+        },
     }
 
 
 #: ``--smoke``: the full table's rows (its sizes are 100, 1000 and 5000
-#: connections, a 16 MiB frame, stars of 10, 100 and 500), at the smallest sizes.
-SMOKE_ROWS = rows((10, 20, 50), "1 MiB", (2, 3, 5))
+#: connections, a 16 MiB frame, stars of 10, 100 and 500, sessions of 3, 10
+#: and 50 parties, four MPyC demos with 3 and 5 parties), at the smallest
+#: sizes (one session size, one demo, 3 parties).
+SMOKE_ROWS = rows((10, 20, 50), "1 MiB", (2, 3, 5), (3,), ("helloworld.py",), (3,))
 
 
 def test_bench_smoke_prints_every_row() -> None:
