@@ -136,9 +136,9 @@ async def run_party(
     try:
         me, n = session.index, len(parties)
         dealing = feldman.Dealing(THRESHOLD)
-        # Round 1: commitments, reliably broadcast.
-        session.broadcast(1, b"".join(dealing.commitments()), reliable=True)
-        received = await session.gather(1, timeout=ROUND_TIMEOUT)
+        # Round 0: commitments, reliably broadcast (rounds count from 0).
+        session.broadcast(0, b"".join(dealing.commitments()), reliable=True)
+        received = await session.gather(0, timeout=ROUND_TIMEOUT)
         commitments = {me: dealing.commitments()}
         accused: set[int] = set()
         for dealer, data in received.items():
@@ -146,25 +146,25 @@ async def run_party(
                 commitments[dealer] = commitments_of(data)
             except feldman.InvalidPoint:
                 accused.add(dealer)
-        # Round 2: shares, point to point.
+        # Round 1: shares, point to point.
         for party in range(n):
             if party != me:
                 share = dealing.share(party + 1)
                 if cheat and party == (me + 1) % n:
                     share = feldman.add_scalars([share, feldman.scalar(1)])
-                session.send(2, party, share)
+                session.send(1, party, share)
         if halfway is not None:
             await halfway.wait(me)
-        shares = await session.gather(2, timeout=ROUND_TIMEOUT)
+        shares = await session.gather(1, timeout=ROUND_TIMEOUT)
         shares[me] = dealing.share(me + 1)
         for dealer, share in shares.items():
             if dealer in commitments and not feldman.share_is_valid(
                 commitments[dealer], me + 1, share
             ):
                 accused.add(dealer)
-        # Round 3: complaints, reliably broadcast (one byte per index).
-        session.broadcast(3, bytes(sorted(accused)), reliable=True)
-        complaints = await session.gather(3, timeout=ROUND_TIMEOUT)
+        # Round 2: complaints, reliably broadcast (one byte per index).
+        session.broadcast(2, bytes(sorted(accused)), reliable=True)
+        complaints = await session.gather(2, timeout=ROUND_TIMEOUT)
         out = set(accused)
         for data in complaints.values():
             out.update(index for index in data if index < n)
@@ -213,7 +213,7 @@ async def main(reactor: Any, cut: bool = False, cheat: bool = False) -> list[Out
             # Once every party has sent its shares, drop every link, go on.
             await halfway.all_arrived()
             links = sum(forwarder.cut() for forwarder in forwarders)
-            print(f"cut {links} links in the middle of round 2")
+            print(f"cut {links} links in the middle of round 1")
             halfway.released.callback(None)
         outcomes: list[Outcome] = await defer.gatherResults(runs, consumeErrors=True)
         return outcomes

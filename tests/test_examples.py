@@ -107,7 +107,7 @@ def test_the_dkg_example_survives_cut_links_and_names_a_cheater() -> None:
     sending a bad share: the honest parties still agree, and all of them
     leave out the party the victim names."""
     out = _dkg("--cut", "--cheat")
-    assert re.search(r"^cut ([1-9]\d*) links in the middle of round 2$", out, re.M)
+    assert re.search(r"^cut ([1-9]\d*) links in the middle of round 1$", out, re.M)
     keys, left_out, accused = _keys_and_left_out(out)
     [cheater] = accused
     assert len(keys) == 1 and left_out == {f"[{cheater}]"}
