@@ -43,8 +43,11 @@ from blueprint_net._adapters.interfaces import IHandshaking
 from blueprint_net._adapters.keepalive import Liveness
 from blueprint_net._adapters.outbound import FRAME_OVERHEAD, PIECE, Outbound
 from blueprint_net._adapters.request_timer import RequestTimer
-from blueprint_net._adapters.tls import channel_bound
-from blueprint_net._adapters.tls_binding import check_certificate, start_handshake
+from blueprint_net._adapters.tls_binding import (
+    channel_bound,
+    check_certificate,
+    start_handshake,
+)
 from blueprint_net._core import untrusted, wire
 from blueprint_net._core.connection import Connection
 from blueprint_net._core.connection_events import (
@@ -545,5 +548,5 @@ class PeerProtocol(Protocol):
     @property
     def channel_bound(self) -> bool:
         """Whether the proof covers every later byte (TLS 1.3: see
-        ``tls.channel_bound``)."""
+        ``tls_binding.channel_bound``)."""
         return channel_bound(self.transport)
