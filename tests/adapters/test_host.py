@@ -63,6 +63,12 @@ class _Unwatched:
         return None
 
 
+class _Unsent:
+    """A connection's sending side that sent nothing."""
+
+    requests_out = 0
+
+
 @attrs.define(eq=False)
 class _Link:
     """What the host reads of a connection, and what it does to one."""
@@ -77,7 +83,7 @@ class _Link:
     gossip_cap: Optional[int] = None
     closed_with: list[ProtocolError] = attrs.Factory(list)
     requests_in: int = 0
-    requests_out: int = 0
+    sender: _Unsent = attrs.Factory(_Unsent)
     liveness: _Unwatched = attrs.Factory(_Unwatched)
 
     @property
@@ -618,7 +624,7 @@ def test_a_gossip_fault_on_a_plain_link_charges_the_address_each_time() -> None:
         points = POINTS[fault_code(Fault.INVALID_SIGNATURE)]
         for seqno, score in ((1, points), (2, 0.0)):  # the second bans: 0 again
             forged = gossip_wire.Publish("t", b.peer_id, seqno, b"x", bytes(64))
-            b._peers[a.peer_id].send_frame(gossip_wire.frame(forged))
+            b._peers[a.peer_id].sender.send_frame(gossip_wire.frame(forged))
             net.pump()
             assert a.counters["gossip.fault.invalid-signature"] == seqno
             assert a.counters["misbehaviour"] == seqno
