@@ -16,6 +16,7 @@ from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.logger import (
+    Logger,
     LogLevel,
     formatEvent,
 )
@@ -27,6 +28,7 @@ from blueprint_net._adapters.host import ConnectionHost
 from blueprint_net._adapters.limiting_factory import Refusal
 from blueprint_net._adapters.peers import Peer, PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
+from blueprint_net._adapters.self_connection import SelfConnections
 from blueprint_net._core import framing, gossip_wire, wire
 from blueprint_net._core.connection_events import ConnectionFailed
 from blueprint_net._core.errors import (
@@ -531,7 +533,7 @@ def test_a_stranger_with_our_key_is_a_failed_handshake(
 
 @attrs.define
 class _Inbound:
-    """What ``_reached_self`` reads of an inbound connection."""
+    """What ``reached_self`` reads of an inbound connection."""
 
     address: object
     initiator: bool = False
@@ -539,9 +541,9 @@ class _Inbound:
 
 def test_our_own_end_is_recognised_until_its_expiry_inclusive() -> None:
     with MemoryNetwork() as net:
-        a = net.add_node()
+        ends = SelfConnections(net.clock, 5.0, Logger())
         expiry = net.clock.seconds() + 5
-        a._host._own_ends[("10.9.9.9", 4000)] = expiry
+        ends.own_ends[("10.9.9.9", 4000)] = expiry
         inbound = cast(
             PeerProtocol,
             attrs.make_class(
@@ -549,11 +551,11 @@ def test_our_own_end_is_recognised_until_its_expiry_inclusive() -> None:
             )(False, IPv4Address("TCP", "10.9.9.9", 4000)),
         )
         net.clock.advance(5)
-        assert a._host._reached_self(inbound)
+        assert ends.reached_self(inbound)
         net.clock.advance(0.001)
-        assert not a._host._reached_self(inbound)
+        assert not ends.reached_self(inbound)
         inbound.address = UNIXAddress("/run/peer.sock")  # no host, no port
-        assert not a._host._reached_self(inbound)
+        assert not ends.reached_self(inbound)
 
 
 def test_the_wrong_protocol_is_counted_and_summarised_each_time(
