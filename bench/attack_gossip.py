@@ -95,7 +95,7 @@ def _send(sender: Node, to: Node, message: gossip_wire.GossipWireMessage) -> boo
     protocol = sender._peers.get(to.peer_id)
     if protocol is None or protocol.connection.closed:
         return False
-    protocol.send_frame(gossip_wire.frame(message))
+    protocol.sender.send_frame(gossip_wire.frame(message))
     return True
 
 

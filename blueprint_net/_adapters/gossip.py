@@ -284,7 +284,7 @@ class Gossip:
                     stats["dropped"] += 1
                 continue
             try:
-                protocol.send_frame(frame)
+                protocol.sender.send_frame(frame)
             except SendQueueFull:
                 counters[SEND_QUEUE_FULL.key] += 1
                 if stats is not None:

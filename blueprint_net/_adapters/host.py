@@ -25,10 +25,9 @@ still verified is not watched by the keepalive, its requests are answered
 :meth:`close_all` then closes what is open.
 
 A connection that reaches this very node (a ``--peer`` naming our own
-address) fails its handshake with ``SELF_CONNECTION`` at both ends; the host
-recognises both halves (the outbound one by its initiator flag, the inbound
-one by its far end being one of our recent outbound local ends) and neither
-is scored or summarised as a failed handshake.
+address) fails its handshake with ``SELF_CONNECTION`` at both ends;
+:class:`SelfConnections` (``self_connection``) recognises both halves, and
+neither is scored or summarised as a failed handshake.
 """
 
 from __future__ import annotations
@@ -50,6 +49,7 @@ from blueprint_net._adapters.keepalive import Keepalive
 from blueprint_net._adapters.limiting_factory import LimitingFactory
 from blueprint_net._adapters.peers import Peer, PeerTable, describe
 from blueprint_net._adapters.protocol import IConnectionHost, PeerProtocol
+from blueprint_net._adapters.self_connection import SelfConnections
 from blueprint_net._adapters.streams import StreamHost
 from blueprint_net._adapters.summary import EventSummary
 from blueprint_net._core import untrusted, wire
@@ -153,9 +153,10 @@ class ConnectionHost:
         #: with a count per reason, never a line each (a flood's volume).
         self.failures = EventSummary(clock, "failed handshakes")
         self.refusals = EventSummary(clock, "refused connections")
-        #: Local ends of our recent outbound connections, (host, port) ->
-        #: until when: an inbound connection from one of them is ourselves.
-        self._own_ends: dict[tuple[str, int], float] = {}
+        #: Recognises a connection that reached this very node.
+        self.self_connections = SelfConnections(
+            clock, settings.handshake_timeout, self._log
+        )
         self.limiter = ConnectionLimiter(
             limits, clock, refuse_address=policy.refuse_address, counters=counters
         )
@@ -271,7 +272,7 @@ class ConnectionHost:
         if self.streams is not None:
             protocol.connection.streams = True
         if protocol.initiator:
-            self._remember_own_end(protocol)
+            self.self_connections.remember_own_end(protocol)
 
     def peer_verified(self, protocol: PeerProtocol) -> None:
         """Every verified connection comes here, however the duplicate rule
@@ -330,7 +331,9 @@ class ConnectionHost:
             self.counters[CONNECTIONS_CLOSED.key_for(code.name)] += 1
         else:
             self.counters[HANDSHAKE_FAILURES.key_for(code.name)] += 1
-        if code is ErrorCode.SELF_CONNECTION and self._reached_self(protocol):
+        if code is ErrorCode.SELF_CONNECTION and self.self_connections.reached_self(
+            protocol
+        ):
             return
         if not verified:
             self.failures.record(
@@ -419,37 +422,6 @@ class ConnectionHost:
             callback(peer)
         except Exception:
             self._log.failure("peer callback {callback!r} raised", callback=callback)
-
-    # -- ourselves ----------------------------------------------------------
-
-    def _remember_own_end(self, protocol: PeerProtocol) -> None:
-        """Note an outbound connection's local end, so the inbound half of a
-        connection to ourselves is known for what it is (not an attack)."""
-        local = protocol.transport.getHost() if protocol.transport else None
-        if not hasattr(local, "port"):
-            return  # not TCP: no far end to recognise
-        now = self.clock.seconds()
-        ends = self._own_ends
-        while ends and next(iter(ends.values())) < now:
-            del ends[next(iter(ends))]  # the oldest first: dicts keep order
-        key = (str(getattr(local, "host", "")), int(getattr(local, "port", 0)))
-        ends[key] = now + self.settings.handshake_timeout
-
-    def _reached_self(self, protocol: PeerProtocol) -> bool:
-        """A SELF_CONNECTION failure of a connection that reached this very
-        node (a configuration error, never scored): the outbound half is
-        logged once; the inbound half is recognised by its far end."""
-        if protocol.initiator:
-            self._log.warn(
-                "dialed {address} and reached this node itself; dropped"
-                " (a --peer or connect() naming our own address?)",
-                address=protocol.where,
-            )
-            return True
-        far = protocol.address
-        key = (getattr(far, "host", None), getattr(far, "port", None))
-        expiry = self._own_ends.get(key)  # type: ignore[arg-type]
-        return expiry is not None and expiry >= self.clock.seconds()
 
     # -- misbehaviour -------------------------------------------------------
 

@@ -293,7 +293,7 @@ class Node(Service):
                 )
             return defer.fail(NotConnected(f"no verified connection to {peer_id}"))
         self.counters[REQUESTS_SENT.key_for(protocol)] += 1
-        return connection.request(protocol, payload, metadata, timeout)
+        return connection.sender.request(protocol, payload, metadata, timeout)
 
     async def _dial_then_request(
         self,
@@ -414,7 +414,7 @@ class Node(Service):
         connection = self._peers.get(require_peer_id(peer_id))
         if connection is None:
             raise NotConnected(f"no verified connection to {peer_id}")
-        connection.notify(protocol, payload, metadata)
+        connection.sender.notify(protocol, payload, metadata)
         self.counters[REQUESTS_SENT.key_for(protocol)] += 1
 
     def broadcast(
@@ -460,7 +460,7 @@ class Node(Service):
             if connection is None:
                 continue
             try:
-                connection.send_frame(frame)
+                connection.sender.send_frame(frame)
             except PeerLost:
                 continue  # closed, not yet lost: it leaves the table soon
             except SendQueueFull as error:

@@ -178,5 +178,5 @@ def describe(protocol: PeerProtocol) -> Peer:
         since=protocol.verified_at,
         direction="outbound" if protocol.initiator else "inbound",
         requests_in=protocol.requests_in,
-        requests_out=protocol.requests_out,
+        requests_out=protocol.sender.requests_out,
     )

@@ -3,18 +3,19 @@
 Layer: adapters (Twisted; imports from _policy, _core and its own parts).
 
 In: the transport's bytes and events (connected, TLS done, lost), the
-owner's sends (``request``, ``notify``, ``send_frame``, ``send``) and
-answers (``respond``), the clock.  Out: the core ``Connection``'s decisions
-carried out (events to the :class:`IConnectionHost`, Deferreds fired, one
-timer for the requests' deadlines, reading paused while the peer has too
-many requests in flight), its bytes through :class:`Outbound`.
+owner's answers (``respond``), the clock.  Out: the core ``Connection``'s
+decisions carried out (events to the :class:`IConnectionHost`, reading
+paused while the peer has too many requests in flight), its bytes through
+:class:`Outbound`.  The owner sends through :attr:`PeerProtocol.sender`.
 
 Its parts, each with its own header: ``untrusted.Sniffer`` (a plain port's
 wrong-protocol opening), :class:`HandshakeTimer` (the handshake's
 deadline), :class:`RequestTimer` (our requests' deadlines),
-:class:`Outbound` (send queue, flow control, memory), :class:`Liveness`
-(``keepalive``: when the peer was last heard, our unanswered ping),
-``tls_binding`` (the handshake's start over TLS, the certificate check).
+:class:`Outbound` (send queue, flow control, memory), :class:`Sender`
+(our requests, notifications and messages out, their answers' Deferreds
+fired), :class:`Liveness` (``keepalive``: when the peer was last heard,
+our unanswered ping), ``tls_binding`` (the session's channel binding, the
+handshake's start over TLS, the certificate check).
 
 States: connected, then (over TLS) waiting for TLS, handshaking, verified,
 closed; the core ``Connection`` holds the protocol's own states.
@@ -41,10 +42,14 @@ from zope.interface import Interface, implementer
 from blueprint_net._adapters.handshake_timer import HandshakeTimer
 from blueprint_net._adapters.interfaces import IHandshaking
 from blueprint_net._adapters.keepalive import Liveness
-from blueprint_net._adapters.outbound import FRAME_OVERHEAD, PIECE, Outbound
+from blueprint_net._adapters.outbound import PIECE, Outbound
 from blueprint_net._adapters.request_timer import RequestTimer
-from blueprint_net._adapters.tls import channel_bound
-from blueprint_net._adapters.tls_binding import check_certificate, start_handshake
+from blueprint_net._adapters.sender import Sender
+from blueprint_net._adapters.tls_binding import (
+    channel_bound,
+    check_certificate,
+    start_handshake,
+)
 from blueprint_net._core import untrusted, wire
 from blueprint_net._core.connection import Connection
 from blueprint_net._core.connection_events import (
@@ -61,8 +66,6 @@ from blueprint_net._core.errors import (
     HandshakeFailed,
     PeerLost,
     ProtocolError,
-    RemoteError,
-    SendQueueFull,
 )
 from blueprint_net._core.handshake_states import PeerProven
 from blueprint_net._core.identity import Identity, PeerId
@@ -159,15 +162,13 @@ class PeerProtocol(Protocol):
             self.verified.addErrback(lambda failure: None)
         self.closed: defer.Deferred[None] = defer.Deferred()
         self.verified_at: Optional[float] = None
-        #: Requests received and sent on this connection (the status page).
-        self.requests_in = self.requests_out = 0
+        #: Requests received on this connection (the status page).
+        self.requests_in = 0
         #: The handshake's deadline (short until the peer's first frame).
         self.deadline = HandshakeTimer(clock, settings, self._handshake_timed_out)
         self._failure: Optional[ProtocolError] = None
         #: One timer for every request's deadline (the connection's).
         self.request_timer = RequestTimer(clock, self.connection)
-        #: When the peer was last heard from, and our unanswered Ping.
-        self.liveness = Liveness(self.connection, self.send, self.close)
         self._reading_paused = False
         #: The send queue, flow control and memory accounting.
         self.outbound = Outbound(
@@ -177,6 +178,16 @@ class PeerProtocol(Protocol):
             settings.max_send_queue,
             self._update_reading,
         )
+        #: Our requests and messages out, their answers in.
+        self.sender = Sender(
+            self.connection,
+            self.outbound,
+            self.request_timer,
+            clock,
+            settings.request_timeout,
+        )
+        #: When the peer was last heard from, and our unanswered Ping.
+        self.liveness = Liveness(self.connection, self.sender.send, self.close)
         self._receiving = False  # in dataReceived: flush once, at its end
         #: The events being handled (see _handle).
         self._events: list[ConnectionEvent] = []
@@ -327,7 +338,7 @@ class PeerProtocol(Protocol):
             elif isinstance(event, StreamFrames):
                 self.host.stream_received(self, event.bodies)
             elif isinstance(event, ResponseReceived):
-                self._response_received(event)
+                self.sender.response_received(event)
             elif isinstance(event, GossipReceived):
                 self.host.gossip_received(self, event)
             elif isinstance(event, PeerVerified):
@@ -357,51 +368,7 @@ class PeerProtocol(Protocol):
             )
         self.closed.callback(None)
 
-    # -- requests -----------------------------------------------------------
-
-    def request(
-        self,
-        protocol: str,
-        payload: bytes,
-        metadata: Optional[bytes] = None,
-        timeout: Optional[float] = None,
-    ) -> defer.Deferred[wire.Reply]:
-        """Send a request; the Deferred fires once, with the Success or
-        Protocol response, or fails with RemoteError (an Error response),
-        RequestTimeout, PeerLost or SendQueueFull."""
-        waiting: defer.Deferred[wire.Reply] = defer.Deferred()
-        size = len(payload) + len(protocol) + FRAME_OVERHEAD
-        if metadata is not None:
-            size += len(metadata)
-        delay = self.settings.request_timeout if timeout is None else timeout
-        deadline = self.clock.seconds() + delay
-        try:
-            self.outbound.check(size)
-            self.connection.request(protocol, payload, metadata, waiting, deadline)
-        except (SendQueueFull, PeerLost, ValueError, RuntimeError) as error:
-            return defer.fail(error)
-        self.requests_out += 1
-        self.request_timer.due(deadline, delay)
-        self.outbound.flush()
-        return waiting
-
-    def notify(
-        self, protocol: str, payload: bytes, metadata: Optional[bytes] = None
-    ) -> None:
-        """Send a request that wants no response (fire and forget); raises
-        SendQueueFull, or PeerLost once the connection is closing."""
-        size = len(payload) + len(metadata or b"") + len(protocol)
-        self.outbound.check(size + FRAME_OVERHEAD)
-        self.connection.request(protocol, payload, metadata)
-        self.requests_out += 1
-        self.outbound.flush()
-
-    def send_frame(self, frame: bytes) -> None:
-        """Send an encoded fire-and-forget request (broadcast encodes once)."""
-        self.outbound.check(len(frame))
-        self.connection.send_frame(frame)
-        self.requests_out += 1
-        self.outbound.flush()
+    # -- answers ------------------------------------------------------------
 
     def respond(self, response: wire.Response) -> None:
         """Answer one of the peer's requests (a no-op once closed); for a
@@ -421,19 +388,7 @@ class PeerProtocol(Protocol):
             outbound.flush()
             self._update_reading()  # one fewer being processed
 
-    def _response_received(self, event: ResponseReceived) -> None:
-        response = event.response
-        if isinstance(response, wire.ErrorResponse):
-            event.token.errback(RemoteError(response.code, response.message))
-        else:
-            event.token.callback(response)
-
-    # -- outbound -----------------------------------------------------------
-
-    def send(self, message: wire.Message) -> None:
-        """Send an application message (the connection must be verified)."""
-        self.connection.send(message)
-        self.outbound.flush()
+    # -- closing and reading ------------------------------------------------
 
     def close(self, error: ProtocolError) -> bool:
         """Tell the peer why, then close; whether this call closed it (once
@@ -545,5 +500,5 @@ class PeerProtocol(Protocol):
     @property
     def channel_bound(self) -> bool:
         """Whether the proof covers every later byte (TLS 1.3: see
-        ``tls.channel_bound``)."""
+        ``tls_binding.channel_bound``)."""
         return channel_bound(self.transport)

@@ -32,12 +32,10 @@ incarnation (:attr:`StreamHost.incarnation` changes whenever one is
 dropped): to it we restarted, which is the truth about its streams (10.2),
 and no reset number is ever reused with it.
 
-Messages of a stream the application has not opened (*unclaimed*) are held,
-at most ``max_unclaimed_streams`` streams and ``max_unclaimed_bytes`` per
-peer, within the memory budget, for ``unclaimed_timeout`` seconds; past any
-of these the stream is reset with ``UNCLAIMED``, so the sender learns it:
-nothing is lost silently.  :meth:`StreamHost.open` claims them, handed over
-in order on the next reactor turn, before anything newer.
+Messages of a stream the application has not opened (*unclaimed*) are held
+by :class:`Unclaimed` (``unclaimed``: its bounds and the ``UNCLAIMED``
+reset past them); :meth:`StreamHost.open` claims them, handed over in order
+on the next reactor turn, before anything newer.
 
 One timer (:meth:`StreamHost._tick`) serves the acknowledgements due for
 ``ack_delay`` and the unclaimed streams' deadlines; it runs only while one
@@ -63,9 +61,9 @@ from blueprint_net._adapters.stream_objects import (
     StreamLife,
     StreamPeer,
     StreamReset,
-    UnclaimedMessages,
     reset_label,
 )
+from blueprint_net._adapters.unclaimed import Unclaimed
 from blueprint_net._core.errors import (
     ProtocolError,
     WireError,
@@ -81,7 +79,6 @@ from blueprint_net._core.streams import PeerStreams
 from blueprint_net._core.telemetry import (
     STREAM_PEERS_FORGOTTEN,
     STREAM_RESETS,
-    STREAM_UNCLAIMED_RESETS,
     STREAM_VIOLATIONS,
 )
 from blueprint_net._policy.resources import MemoryBudget
@@ -115,10 +112,19 @@ class StreamHost:
         self.peers: dict[PeerId, StreamPeer] = {}
         #: Forgotten peers' numbers, least recently used first.
         self.remembered: OrderedDict[PeerId, PeerNumbers] = OrderedDict()
-        #: Peers with acknowledgements possibly due, and with unclaimed
-        #: streams: what the one timer looks at.
+        #: Peers with acknowledgements possibly due: what the one timer
+        #: looks at, with the unclaimed streams' deadlines.
         self._acking: dict[StreamPeer, None] = {}
-        self._holding: dict[StreamPeer, None] = {}
+        #: Messages of streams the application has not opened.
+        self.unclaimed = Unclaimed(
+            clock,
+            settings,
+            memory,
+            counters,
+            write=self.write,
+            charge=self.charge,
+            arm=self._arm,
+        )
         self._timer: Optional[IDelayedCall] = None
         #: Peers whose sends are written at the end of this reactor turn,
         #: together (one write for a burst of small messages).
@@ -151,12 +157,8 @@ class StreamHost:
         if name in state.streams:
             raise ValueError(f"stream {name!r} with {peer_id} is open already")
         life = state.streams[name] = StreamLife(self, state, name, on_message, on_reset)
-        held = state.unclaimed.pop(name, None)
+        held = self.unclaimed.claim(state, name)
         if held is not None:
-            if not state.unclaimed:
-                self._holding.pop(state, None)
-            state.unclaimed_bytes -= held.size
-            state.handed += held.size
             life.backlog = held.messages
             self.clock.callLater(0, life.hand_over)
         if state.link is None:
@@ -252,10 +254,10 @@ class StreamHost:
                 self.reset_stream(life, ResetCode.CANCELLED, report=True)
             for name in list(state.unclaimed):
                 state.machine.reset(name, ResetCode.CANCELLED)
-                self._drop_unclaimed(state, name)
+                self.unclaimed.drop_unclaimed(state, name)
             self.write(state)
         self._acking.clear()
-        self._holding.clear()
+        self.unclaimed.holding.clear()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -302,7 +304,7 @@ class StreamHost:
             return
         peer_id = state.peer_id
         del self.peers[peer_id]
-        self._holding.pop(state, None)
+        self.unclaimed.holding.pop(state, None)
         self.charge(state)  # to 0
         if self.settings.remembered_peers == 0:
             self._dropped()
@@ -363,7 +365,7 @@ class StreamHost:
                 if life is not None:
                     life.deliver(event.payload)
                 else:
-                    self._hold(state, event.stream, event.payload)
+                    self.unclaimed.hold(state, event.stream, event.payload)
             elif kind is Reset:
                 self._ended(state, event)
             else:  # Room
@@ -383,7 +385,7 @@ class StreamHost:
             )
             life.end(error, report=True)
         elif event.stream in state.unclaimed:
-            self._drop_unclaimed(state, event.stream)
+            self.unclaimed.drop_unclaimed(state, event.stream)
         if state.stalled:
             state.stalled = False
             self._wake(state)
@@ -400,62 +402,15 @@ class StreamHost:
         self.charge(state)
         self._forget_if_idle(state)
 
-    # -- unclaimed streams ----------------------------------------------------
-
-    def _hold(self, state: StreamPeer, name: bytes, payload: bytes) -> None:
-        settings = self.settings
-        held = state.unclaimed.get(name)
-        size = len(payload)
-        reason = None
-        if held is None and len(state.unclaimed) >= settings.max_unclaimed_streams:
-            reason = "streams"
-        elif state.unclaimed_bytes + size > settings.max_unclaimed_bytes:
-            reason = "bytes"
-        elif not self.memory.fits(size):
-            self.memory.refuse("unclaimed")
-            reason = "memory"
-        if reason is not None:
-            self._refuse_unclaimed(state, name, reason)
-            return
-        if held is None:
-            held = state.unclaimed[name] = UnclaimedMessages(self.clock.seconds())
-            if state not in self._holding:
-                self._holding[state] = None
-                self._arm()
-        held.messages.append(payload)
-        held.size += size
-        state.unclaimed_bytes += size
-
-    def _refuse_unclaimed(self, state: StreamPeer, name: bytes, reason: str) -> None:
-        self.counters[STREAM_UNCLAIMED_RESETS.key_for(reason)] += 1
-        self.counters[STREAM_RESETS.key_for(reset_label(ResetCode.UNCLAIMED))] += 1
-        self.log.info(
-            "stream {stream!r} of {peer_id} reset: unclaimed ({reason})",
-            stream=name,
-            peer_id=str(state.peer_id),
-            reason=reason,
-        )
-        state.machine.reset(name, ResetCode.UNCLAIMED)
-        if name in state.unclaimed:
-            self._drop_unclaimed(state, name)
-        self.write(state)
-
-    def _drop_unclaimed(self, state: StreamPeer, name: bytes) -> None:
-        held = state.unclaimed.pop(name)
-        state.unclaimed_bytes -= held.size
-        if not state.unclaimed:
-            self._holding.pop(state, None)
-        self.charge(state)
-
     # -- the one timer --------------------------------------------------------
 
     def _deadline(self) -> Optional[float]:
         due = []
         if self._acking:
             due.append(self.clock.seconds() + self.settings.ack_delay)
-        timeout = self.settings.unclaimed_timeout
-        for state in self._holding:
-            due.append(min(h.since for h in state.unclaimed.values()) + timeout)
+        held = self.unclaimed.deadline()
+        if held is not None:
+            due.append(held)
         return min(due, default=None)
 
     def _arm(self) -> None:
@@ -481,9 +436,5 @@ class StreamHost:
             self.write(state)
             if now >= state.last_data + delay:
                 del self._acking[state]  # every acknowledgement went out
-        timeout = self.settings.unclaimed_timeout
-        for state in list(self._holding):
-            for name, held in list(state.unclaimed.items()):
-                if now >= held.since + timeout:
-                    self._refuse_unclaimed(state, name, "timeout")
+        self.unclaimed.expire(now)
         self._arm()

@@ -10,12 +10,12 @@ Two ways to use TLS:
   only; both sides present a certificate.  A certificate is trusted by its
   key: the dialer checks it against the peer id it expects, and after the
   handshake each side checks it against the id the peer proved (see
-  ``PeerProtocol``).  Both sides require the ALPN protocol id
-  :data:`ALPN` (``blueprint/1``): a peer that does not offer or select it
-  fails the TLS handshake.  On such a link the blueprint handshake runs its
-  TLS variant, one signed Proof each way bound to the session's RFC 9266
-  exporter (``docs/protocol.md``, "Over TLS"), so a relay between two TLS
-  sessions fails.
+  ``tls_binding``, which also reads the session's channel binding).  Both
+  sides require the ALPN protocol id :data:`ALPN` (``blueprint/1``): a peer
+  that does not offer or select it fails the TLS handshake.  On such a link
+  the blueprint handshake runs its TLS variant, one signed Proof each way
+  bound to the session's RFC 9266 exporter (``docs/protocol.md``, "Over
+  TLS"), so a relay between two TLS sessions fails.
 * **Operator certificates**: Twisted's own ``ssl:`` (server) and ``tls:``
   (client) descriptions, with a CA bundle and hostname verification by
   ``service_identity`` in ``optionsForClientTLS``.  Nothing here is needed.
@@ -43,7 +43,6 @@ from twisted.internet.endpoints import (
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
-    ISSLTransport,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
@@ -113,44 +112,6 @@ def peer_certificate_key(handle: Any) -> Optional[bytes]:
         return certified.key
     peer = handle.get_peer_certificate()
     return None if peer is None else certificate_key(peer)
-
-
-#: RFC 9266: the label of the TLS 1.3 exporter used for channel binding.
-TLS_EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
-
-
-def channel_binding(transport: Any) -> bytes:
-    """RFC 9266 ``tls-exporter`` when ``transport`` is TLS, else empty."""
-    if transport is None or not ISSLTransport.providedBy(transport):
-        return b""
-    # RFC 9266: an empty context, passed as such (TLS 1.3 treats "no
-    # context" the same, RFC 8446 section 7.5; TLS 1.2 would not).
-    handle: Any = transport.getHandle()  # type: ignore[attr-defined]
-    exported: bytes = handle.export_keying_material(TLS_EXPORTER_LABEL, 32, b"")
-    return exported
-
-
-def channel_bound(transport: Any) -> bool:
-    """Whether a proof made over ``transport`` covers every later byte: TLS
-    1.3, whose exporter is a unique channel binding (RFC 9266); TLS 1.2's
-    is not without the extended master secret, so a TLS 1.2 link counts as
-    a plain one."""
-    if transport is None or not ISSLTransport.providedBy(transport):
-        return False
-    handle: Any = transport.getHandle()  # type: ignore[attr-defined]
-    return bool(handle.get_protocol_version_name() == "TLSv1.3")
-
-
-def certificate_contradicts(transport: Any, peer_id: PeerId) -> bool:
-    """Whether ``transport`` is TLS with an Ed25519 certificate that is not
-    ``peer_id``'s key (nothing on a plain transport, or another kind of
-    certificate, contradicts a proven id)."""
-    if transport is None or not ISSLTransport.providedBy(transport):
-        return False
-    handle: Any = transport.getHandle()  # type: ignore[attr-defined]
-    certificate = handle.get_peer_certificate()
-    key = None if certificate is None else certificate_key(certificate)
-    return key is not None and key != peer_id.public_key
 
 
 class UnexpectedCertificate(SSL.Error):

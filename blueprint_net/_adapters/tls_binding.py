@@ -1,36 +1,76 @@
-"""The handshake's start over TLS, bound to the session, and the check of
-the peer's certificate against the id it proved.
+"""What a completed TLS session says about a connection: its RFC 9266
+channel binding, whether that binding is unique, the handshake's start
+bound to it, and the check of the peer's certificate against the id it
+proved.
 
 Layer: adapters (Twisted: reads a TLS transport).
 
-In: a connection's core ``Connection`` and its transport once the TLS
-handshake completed (:func:`start_handshake`); later, the id the peer
-proved (:func:`check_certificate`).  Out: the blueprint handshake started
-(with ALPN ``blueprint/1``, the TLS variant bound to the exporter and the
-certificate's key; otherwise the nonce variant with the exporter as its
-channel binding) and the failures that start found, or a
-``HandshakeFailed`` (``WRONG_KEY``) for a peer whose certificate is not
-Ed25519 on ``p2ptls`` or is not the proven key.
+In: a transport (TLS or plain) and, for the handshake, the connection's
+core ``Connection``: once the TLS handshake completed
+(:func:`start_handshake`); later, the id the peer proved
+(:func:`check_certificate`).  Out: the exporter value
+(:func:`channel_binding`, empty on a plain transport), whether a proof
+over the link covers every later byte (:func:`channel_bound`: TLS 1.3
+only), the blueprint handshake started (with ALPN ``blueprint/1``, the TLS
+variant bound to the exporter and the certificate's key; otherwise the
+nonce variant with the exporter as its channel binding) and the failures
+that start found, or a ``HandshakeFailed`` (``WRONG_KEY``) for a peer
+whose certificate is not Ed25519 on ``p2ptls`` or is not the proven key
+(:func:`certificate_contradicts`).
 
 No states of its own: ``PeerProtocol`` waits for TLS and calls
 :func:`start_handshake` once; the core ``Handshake`` holds the rest.  The
-certificate and exporter helpers are ``tls``'s.
+certificates themselves (making, reading, the TLS context) are ``tls``'s.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from blueprint_net._adapters.tls import (
-    ALPN,
-    certificate_contradicts,
-    channel_binding,
-    peer_certificate_key,
-)
+from twisted.internet.interfaces import ISSLTransport
+
+from blueprint_net._adapters.tls import ALPN, certificate_key, peer_certificate_key
 from blueprint_net._core.connection import Connection
 from blueprint_net._core.connection_events import ConnectionEvent
 from blueprint_net._core.errors import ErrorCode, HandshakeFailed
 from blueprint_net._core.identity import PeerId
+
+#: RFC 9266: the label of the TLS 1.3 exporter used for channel binding.
+TLS_EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
+
+
+def channel_binding(transport: Any) -> bytes:
+    """RFC 9266 ``tls-exporter`` when ``transport`` is TLS, else empty."""
+    if transport is None or not ISSLTransport.providedBy(transport):
+        return b""
+    # RFC 9266: an empty context, passed as such (TLS 1.3 treats "no
+    # context" the same, RFC 8446 section 7.5; TLS 1.2 would not).
+    handle: Any = transport.getHandle()  # type: ignore[attr-defined]
+    exported: bytes = handle.export_keying_material(TLS_EXPORTER_LABEL, 32, b"")
+    return exported
+
+
+def channel_bound(transport: Any) -> bool:
+    """Whether a proof made over ``transport`` covers every later byte: TLS
+    1.3, whose exporter is a unique channel binding (RFC 9266); TLS 1.2's
+    is not without the extended master secret, so a TLS 1.2 link counts as
+    a plain one."""
+    if transport is None or not ISSLTransport.providedBy(transport):
+        return False
+    handle: Any = transport.getHandle()  # type: ignore[attr-defined]
+    return bool(handle.get_protocol_version_name() == "TLSv1.3")
+
+
+def certificate_contradicts(transport: Any, peer_id: PeerId) -> bool:
+    """Whether ``transport`` is TLS with an Ed25519 certificate that is not
+    ``peer_id``'s key (nothing on a plain transport, or another kind of
+    certificate, contradicts a proven id)."""
+    if transport is None or not ISSLTransport.providedBy(transport):
+        return False
+    handle: Any = transport.getHandle()  # type: ignore[attr-defined]
+    certificate = handle.get_peer_certificate()
+    key = None if certificate is None else certificate_key(certificate)
+    return key is not None and key != peer_id.public_key
 
 
 def start_handshake(connection: Connection, transport: Any) -> list[ConnectionEvent]:

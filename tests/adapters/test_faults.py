@@ -63,7 +63,7 @@ def _exchange(alice: Identity, bob: Identity, cut: int) -> tuple[int, list[Any],
                 progressed = True
         if client.connection.verified and not asked:
             asked = True
-            client.request("echo", b"payload").addBoth(outcomes.append)
+            client.sender.request("echo", b"payload").addBoth(outcomes.append)
             progressed = True
         if not progressed:
             break

@@ -134,11 +134,11 @@ class TwoPeers(RuleBasedStateMachine):
         if side.lost or not side.protocol.connection.verified:
             return  # nothing may be sent before Verified (the API refuses)
         if notify:
-            side.protocol.notify("echo", payload)
+            side.protocol.sender.notify("echo", payload)
             return
         event("a request between verified peers")
         results: list[Any] = []
-        deferred = side.protocol.request("echo", payload)
+        deferred = side.protocol.sender.request("echo", payload)
         deferred.addBoth(results.append)
         self.requests.append((deferred, results))
 

@@ -172,7 +172,7 @@ def _forged(net: Net, liar: Node, origin: Node, data: bytes) -> gossip_wire.Publ
 def _send(sender: Node, to: Node, message: gossip_wire.GossipWireMessage) -> None:
     connection = sender._peers.get(to.peer_id)
     assert connection is not None
-    connection.send_frame(gossip_wire.frame(message))
+    connection.sender.send_frame(gossip_wire.frame(message))
 
 
 @pytest_twisted.ensureDeferred
@@ -703,6 +703,10 @@ class _Queue:
 
     @property
     def connection(self) -> _Queue:
+        return self
+
+    @property
+    def sender(self) -> _Queue:
         return self
 
     def send_frame(self, frame: bytes) -> None:

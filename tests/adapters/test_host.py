@@ -16,6 +16,7 @@ from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.logger import (
+    Logger,
     LogLevel,
     formatEvent,
 )
@@ -27,6 +28,7 @@ from blueprint_net._adapters.host import ConnectionHost
 from blueprint_net._adapters.limiting_factory import Refusal
 from blueprint_net._adapters.peers import Peer, PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
+from blueprint_net._adapters.self_connection import SelfConnections
 from blueprint_net._core import framing, gossip_wire, wire
 from blueprint_net._core.connection_events import ConnectionFailed
 from blueprint_net._core.errors import (
@@ -63,6 +65,12 @@ class _Unwatched:
         return None
 
 
+class _Unsent:
+    """A connection's sending side that sent nothing."""
+
+    requests_out = 0
+
+
 @attrs.define(eq=False)
 class _Link:
     """What the host reads of a connection, and what it does to one."""
@@ -77,7 +85,7 @@ class _Link:
     gossip_cap: Optional[int] = None
     closed_with: list[ProtocolError] = attrs.Factory(list)
     requests_in: int = 0
-    requests_out: int = 0
+    sender: _Unsent = attrs.Factory(_Unsent)
     liveness: _Unwatched = attrs.Factory(_Unwatched)
 
     @property
@@ -525,7 +533,7 @@ def test_a_stranger_with_our_key_is_a_failed_handshake(
 
 @attrs.define
 class _Inbound:
-    """What ``_reached_self`` reads of an inbound connection."""
+    """What ``reached_self`` reads of an inbound connection."""
 
     address: object
     initiator: bool = False
@@ -533,9 +541,9 @@ class _Inbound:
 
 def test_our_own_end_is_recognised_until_its_expiry_inclusive() -> None:
     with MemoryNetwork() as net:
-        a = net.add_node()
+        ends = SelfConnections(net.clock, 5.0, Logger())
         expiry = net.clock.seconds() + 5
-        a._host._own_ends[("10.9.9.9", 4000)] = expiry
+        ends.own_ends[("10.9.9.9", 4000)] = expiry
         inbound = cast(
             PeerProtocol,
             attrs.make_class(
@@ -543,11 +551,11 @@ def test_our_own_end_is_recognised_until_its_expiry_inclusive() -> None:
             )(False, IPv4Address("TCP", "10.9.9.9", 4000)),
         )
         net.clock.advance(5)
-        assert a._host._reached_self(inbound)
+        assert ends.reached_self(inbound)
         net.clock.advance(0.001)
-        assert not a._host._reached_self(inbound)
+        assert not ends.reached_self(inbound)
         inbound.address = UNIXAddress("/run/peer.sock")  # no host, no port
-        assert not a._host._reached_self(inbound)
+        assert not ends.reached_self(inbound)
 
 
 def test_the_wrong_protocol_is_counted_and_summarised_each_time(
@@ -618,7 +626,7 @@ def test_a_gossip_fault_on_a_plain_link_charges_the_address_each_time() -> None:
         points = POINTS[fault_code(Fault.INVALID_SIGNATURE)]
         for seqno, score in ((1, points), (2, 0.0)):  # the second bans: 0 again
             forged = gossip_wire.Publish("t", b.peer_id, seqno, b"x", bytes(64))
-            b._peers[a.peer_id].send_frame(gossip_wire.frame(forged))
+            b._peers[a.peer_id].sender.send_frame(gossip_wire.frame(forged))
             net.pump()
             assert a.counters["gossip.fault.invalid-signature"] == seqno
             assert a.counters["misbehaviour"] == seqno

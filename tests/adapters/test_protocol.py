@@ -144,7 +144,7 @@ def test_handshake_in_memory_then_messages(alice: Identity, bob: Identity) -> No
     assert client.verified.result == bob.peer_id
     assert host_a.verified == [client] and host_b.verified == [server]
     assert clock.getDelayedCalls() == []  # the handshake timeouts were cancelled
-    client.notify("echo", b"hi")
+    client.sender.notify("echo", b"hi")
     pump.flush()
     assert host_b.requests == [wire.Request(0, "echo", b"hi")]
 
@@ -289,8 +289,8 @@ def test_responses_reach_their_requests_in_any_order(
 ) -> None:
     clock = Clock()
     client, server, pump, host_b = _verified_pair(alice, bob, clock)
-    first = client.request("slow", b"1")
-    second = client.request("fast", b"2", b"meta")
+    first = client.sender.request("slow", b"1")
+    second = client.sender.request("fast", b"2", b"meta")
     pump.flush()
     one, two = host_b.requests
     assert (two.protocol, two.payload, two.metadata) == ("fast", b"2", b"meta")
@@ -313,7 +313,7 @@ def test_request_timeout_on_a_fake_clock_and_late_response(
     client, server, pump, host_b = _verified_pair(
         alice, bob, clock, request_timeout=5.0
     )
-    waiting = client.request("echo", b"x")
+    waiting = client.sender.request("echo", b"x")
     pump.flush()
     clock.advance(4.9)
     assert not waiting.called
@@ -331,7 +331,7 @@ def test_connection_lost_fails_pending_requests_and_leaves_nothing(
 ) -> None:
     clock = Clock()
     client, _server, pump, _ = _verified_pair(alice, bob, clock)
-    pending = [client.request("echo", b"x") for _ in range(3)]
+    pending = [client.sender.request("echo", b"x") for _ in range(3)]
     pump.flush()
     client.transport.loseConnection()  # type: ignore[union-attr]
     pump.flush()
@@ -347,13 +347,13 @@ def test_a_closed_connection_refuses_to_send_with_peer_lost(
     clock = Clock()
     client, _server, pump, _ = _verified_pair(alice, bob, clock)
     client.close(ProtocolError(ErrorCode.GOING_AWAY, "bye"))  # closed, not lost
-    outcome = _outcome(client.request("echo", b"x"))
+    outcome = _outcome(client.sender.request("echo", b"x"))
     assert isinstance(outcome, PeerLost)
     assert client.connection.requests.pending == {}  # nothing left to errback
     with pytest.raises(PeerLost):
-        client.notify("echo", b"x")
+        client.sender.notify("echo", b"x")
     with pytest.raises(PeerLost):
-        client.send_frame(framing.frame(wire.Request(0, "echo", b"x")))
+        client.sender.send_frame(framing.frame(wire.Request(0, "echo", b"x")))
     pump.flush()
     assert client.connection.requests.pending == {}
 
@@ -375,7 +375,7 @@ def test_oversized_request_fails_without_sending(
 ) -> None:
     clock = Clock()
     client, _server, _pump, _ = _verified_pair(alice, bob, clock, max_frame=1000)
-    outcome = _outcome(client.request("echo", bytes(2000)))
+    outcome = _outcome(client.sender.request("echo", bytes(2000)))
     assert isinstance(outcome, ValueError)
     assert client.connection.requests.pending == {}
     assert len(client.connection.deadlines) == 0
@@ -402,7 +402,7 @@ def test_keepalive_pings_a_quiet_peer_and_keeps_a_live_one(
 def test_keepalive_drops_a_silent_peer(alice: Identity, bob: Identity) -> None:
     clock, host = Clock(), RecordingHost()
     client, server, pump, _ = _verified_pair(alice, bob, clock)
-    pending = client.request("echo", b"x")
+    pending = client.sender.request("echo", b"x")
     pump.flush()
     # The server goes silent: nothing it writes reaches the client any more.
     server.transport.write = lambda data: None  # type: ignore[method-assign,union-attr]
@@ -478,20 +478,20 @@ def test_backpressure_queues_then_refuses_then_drains(
         alice, bob, clock, max_send_queue=10_000
     )
     protocol.outbound.pauseProducing()  # the transport's buffer is full
-    sent = [protocol.request("echo", bytes(3000)) for _ in range(3)]
+    sent = [protocol.sender.request("echo", bytes(3000)) for _ in range(3)]
     assert transport.value() == b""  # nothing more goes to the transport
     assert 9000 < protocol.queued <= 10_000  # never past the bound
     protocol.outbound.check_invariants()
-    refused = protocol.request("echo", bytes(3000))
+    refused = protocol.sender.request("echo", bytes(3000))
     assert isinstance(_outcome(refused), SendQueueFull)
     with pytest.raises(SendQueueFull):
-        protocol.notify("echo", bytes(3000))
+        protocol.sender.notify("echo", bytes(3000))
     assert not any(d.called for d in sent)
     protocol.outbound.resumeProducing()  # the peer read again
     assert protocol.queued == 0
     protocol.outbound.check_invariants()
     assert len(decode_frames(transport.value())) == 3
-    protocol.request("echo", b"ok")  # accepted again
+    protocol.sender.request("echo", b"ok")  # accepted again
     for deferred in sent:
         deferred.addErrback(lambda failure: None)
 
@@ -589,8 +589,8 @@ def test_reading_stops_at_the_concurrent_request_limit(
 def test_one_timer_serves_every_timeout(alice: Identity, bob: Identity) -> None:
     clock = Clock()
     client, _server, pump, _ = _verified_pair(alice, bob, clock)
-    long = client.request("hang", b"", timeout=20.0)
-    short = client.request("hang", b"", timeout=5.0)  # moves the timer earlier
+    long = client.sender.request("hang", b"", timeout=20.0)
+    short = client.sender.request("hang", b"", timeout=5.0)  # moves the timer earlier
     pump.flush()
     assert len(clock.getDelayedCalls()) == 1
     clock.advance(5.0)
@@ -608,7 +608,7 @@ def test_closing_while_paused_unregisters_the_producer_first(
     clock = Clock()
     protocol, transport = _verified_on_string_transport(alice, bob, clock)
     protocol.outbound.pauseProducing()
-    protocol.notify("echo", b"queued while paused")
+    protocol.sender.notify("echo", b"queued while paused")
     assert transport.value() == b""
     protocol.close(ProtocolError(ErrorCode.GOING_AWAY, "bye"))
     assert transport.producer is None and transport.disconnecting

@@ -49,12 +49,12 @@ from blueprint_net._adapters.tls import (
     _Certified,
     _SniffingTLSFactory,
     certificate_key,
-    channel_binding,
     check_client,
     check_server,
     peer_certificate_key,
 )
 from blueprint_net._adapters.tls import certificate as tls_certificate
+from blueprint_net._adapters.tls_binding import channel_binding
 from blueprint_net._core import framing, wire
 from blueprint_net._core.errors import ErrorCode, HandshakeError
 from blueprint_net._core.identity import Identity, PeerId
