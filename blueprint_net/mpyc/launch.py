@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, Optional
 
-from blueprint_net._core.identity import Identity
+from blueprint_net import Identity
 from blueprint_net.mpyc.options import (
     Member,
     UsageError,
@@ -125,7 +125,7 @@ class Party:
         # Twisted's start-up (its thread pool, triggers) without its loop:
         # MPyC's run_until_complete drives the shared loop.
         reactor.startRunning(installSignalHandlers=False)  # type: ignore[attr-defined]
-        from blueprint_net._adapters.node import Node
+        from blueprint_net.node import Node
 
         self.identity = identity
         self.node = Node(identity)
@@ -149,7 +149,7 @@ class Party:
         self, members: Sequence[Member], index: int, program: str, args: list[str]
     ) -> int:
         """Link to the others, run the program as MPyC party ``index``."""
-        from blueprint_net._adapters.keeper import PeerKeeper
+        from blueprint_net.discovery import PeerKeeper
         from blueprint_net.mpyc.exchanger import install
 
         ids = [member.peer_id for member in members]
@@ -208,7 +208,7 @@ def _listed(
         raise UsageError("--party lists every party, at least two")
     if mpc_options.M is not None and len(members) != mpc_options.M:
         raise UsageError(f"-M {mpc_options.M} but {len(members)} --party")
-    from blueprint_net._ops.keyfiles import load_or_create_identity
+    from blueprint_net import load_or_create_identity
 
     identity = (
         load_or_create_identity(options.key) if options.key else Identity.generate()

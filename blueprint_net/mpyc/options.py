@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from blueprint_net._core.identity import PeerId
+from blueprint_net import PeerId
 
 #: How long the parties may take to start and find each other (seconds).
 START_TIMEOUT = 60.0
