@@ -35,7 +35,7 @@ from blueprint_net._core.errors import (
     SessionViolation,
     WireError,
 )
-from blueprint_net._core.sessions import Equivocation
+from blueprint_net._core.session_states import Equivocation
 
 __all__ = [
     "BanDatabaseError",

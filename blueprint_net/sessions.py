@@ -11,13 +11,14 @@ bytes with :func:`encode_evidence` and :func:`decode_evidence`.
 from __future__ import annotations
 
 from blueprint_net._adapters.sessions import Session
+from blueprint_net._core.session_echo import verify_equivocation
+from blueprint_net._core.session_states import SessionSettings
 from blueprint_net._core.session_wire import (
     EquivocationEvidence,
     SignedBroadcast,
     decode_evidence,
     encode_evidence,
 )
-from blueprint_net._core.sessions import SessionSettings, verify_equivocation
 
 __all__ = [
     "EquivocationEvidence",

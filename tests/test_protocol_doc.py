@@ -12,6 +12,8 @@ from blueprint_net._core import (
     framing,
     gossip_wire,
     records,
+    session_echo,
+    session_states,
     session_wire,
     sessions,
     stream_states,
@@ -379,8 +381,8 @@ def test_session_vectors() -> None:
         assert verify(CAROL.public_key, SESSION_SIGNED, message.signature)
     evidence = session_wire.decode_evidence(VECTORS["session-evidence"])
     assert evidence == session_wire.evidence(2, 1, SECOND_COMMITMENT, COMMITMENT)
-    assert sessions.verify_equivocation(evidence, SESSION_ID, SESSION_PARTIES)
-    assert not sessions.verify_equivocation(evidence, b"session-2", SESSION_PARTIES)
+    assert session_echo.verify_equivocation(evidence, SESSION_ID, SESSION_PARTIES)
+    assert not session_echo.verify_equivocation(evidence, b"session-2", SESSION_PARTIES)
 
 
 def test_the_documented_indexes_and_carols_key() -> None:
@@ -405,21 +407,21 @@ def test_the_session_violations_table_is_the_errors() -> None:
     }
 
 
-_ROUND_STATES = {state.name.lower(): state for state in sessions.RoundState}
+_ROUND_STATES = {state.name.lower(): state for state in session_states.RoundState}
 _ROUND_INPUTS = {
-    "the application sends": sessions.Input.SEND,
-    "the application gathers": sessions.Input.GATHER,
-    "a message": sessions.Input.MESSAGE,
-    "an echo": sessions.Input.ECHO,
-    "a relay": sessions.Input.RELAY,
-    "every message is in": sessions.Input.ALL_IN,
-    "every broadcast is in": sessions.Input.BROADCASTS_IN,
-    "every echo is in and agrees": sessions.Input.AGREED,
-    "an echo differs": sessions.Input.DISAGREED,
-    "a relay decides": sessions.Input.CAUGHT,
-    "a party is lost": sessions.Input.LOST,
-    "the deadline passes": sessions.Input.TIMEOUT,
-    "it is gathered": sessions.Input.DELIVER,
+    "the application sends": session_states.Input.SEND,
+    "the application gathers": session_states.Input.GATHER,
+    "a message": session_states.Input.MESSAGE,
+    "an echo": session_states.Input.ECHO,
+    "a relay": session_states.Input.RELAY,
+    "every message is in": session_states.Input.ALL_IN,
+    "every broadcast is in": session_states.Input.BROADCASTS_IN,
+    "every echo is in and agrees": session_states.Input.AGREED,
+    "an echo differs": session_states.Input.DISAGREED,
+    "a relay decides": session_states.Input.CAUGHT,
+    "a party is lost": session_states.Input.LOST,
+    "the deadline passes": session_states.Input.TIMEOUT,
+    "it is gathered": session_states.Input.DELIVER,
 }
 
 

@@ -65,7 +65,7 @@ from blueprint_net._core.gossip_outputs import Fault
 from blueprint_net._core.gossip_settings import DEFAULTS as GOSSIP_DEFAULTS
 from blueprint_net._core.gossip_settings import GossipSettings
 from blueprint_net._core.identity import Identity, PeerId, require_peer_id
-from blueprint_net._core.sessions import SessionSettings
+from blueprint_net._core.session_states import SessionSettings
 from blueprint_net._core.stream_states import DEFAULTS as STREAM_DEFAULTS
 from blueprint_net._core.stream_states import StreamSettings
 from blueprint_net._core.telemetry import REQUESTS_SENT

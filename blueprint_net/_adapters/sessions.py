@@ -31,14 +31,14 @@ from twisted.logger import Logger
 from blueprint_net._adapters.stream_objects import Stream, StreamReset
 from blueprint_net._core.errors import BlueprintError, SessionError, SessionViolation
 from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.sessions import (
+from blueprint_net._core.session_states import (
     Completed,
     Failed,
     Outgoing,
-    PartySession,
     SessionSettings,
     Violation,
 )
+from blueprint_net._core.sessions import PartySession
 
 #: The reset code a session gives a party's stream when the party broke a
 #: rule (an application code of section 10: sessions are an application of

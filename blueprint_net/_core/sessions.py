@@ -7,7 +7,11 @@ Layer: core (sans-IO; imports nothing from Twisted).
 ``docs/protocol.md`` section 11 is the specification this implements.  One
 :class:`PartySession` per session and local party; the adapter carries its
 messages on one durable stream (section 10) per other party, named
-:attr:`PartySession.stream_name`.
+:attr:`PartySession.stream_name`.  Its vocabulary (settings, states,
+inputs, outputs, each round's record) is
+:mod:`~blueprint_net._core.session_states`; the signatures, echoes and
+relays of reliable broadcast are its
+:class:`~blueprint_net._core.session_echo.ReliableBroadcast`.
 
 **In:** the application's ``send(round, to, payload)``,
 ``broadcast(round, payload, reliable)`` and ``gather(round, deadline)``;
@@ -35,18 +39,14 @@ finished too, so a late message is recognised as late).
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
-from typing import Any, Callable, Optional, Union
-
-import attrs
+from typing import Any, Callable, Optional
 
 from blueprint_net._core import session_wire as sw
 from blueprint_net._core.errors import (
     BadBroadcastSignature,
     BlueprintError,
     DuplicateMessage,
-    FalseEcho,
     MalformedSessionMessage,
     NotAParty,
     OversizedMessage,
@@ -54,7 +54,6 @@ from blueprint_net._core.errors import (
     RoundTimeout,
     RoundTooFar,
     SessionBufferFull,
-    SessionError,
     SessionViolation,
     UnexpectedRelay,
     WireError,
@@ -62,142 +61,26 @@ from blueprint_net._core.errors import (
     WrongKind,
 )
 from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.session_wire import (
-    Broadcast,
-    Direct,
-    Echo,
-    EquivocationEvidence,
-    Relay,
-    SignedBroadcast,
+from blueprint_net._core.session_echo import ReliableBroadcast
+from blueprint_net._core.session_states import (
+    DEFAULTS,
+    Completed,
+    Failed,
+    Input,
+    Kind,
+    Outgoing,
+    Output,
+    RoundEntry,
+    RoundState,
+    SessionSettings,
+    Violation,
 )
-from blueprint_net._core.signatures import verify
-
-
-@attrs.frozen
-class SessionSettings:
-    """A session's limits (every party of a session should use the same)."""
-
-    #: Messages are taken for rounds up to this many past the lowest round
-    #: not yet finished; a message for a round further ahead is refused.
-    max_rounds_ahead: int = attrs.field(default=16)
-    #: Most bytes of messages held for one party (rounds not yet finished).
-    max_buffered: int = attrs.field(default=8 * 1024 * 1024)
-    #: Largest payload of a message; the default leaves room for the
-    #: session's header within a stream window of 1 MiB (section 10).
-    max_payload: int = attrs.field(default=1024 * 1024 - 256)
-
-    @max_rounds_ahead.validator
-    def _check_ahead(self, _: object, value: int) -> None:
-        if not 1 <= value < 2**32:
-            raise ValueError("max_rounds_ahead is 1 to 2**32 - 1")
-
-    @max_buffered.validator
-    def _check_buffered(self, _: object, value: int) -> None:
-        if value < 1:
-            raise ValueError("max_buffered is at least 1 byte")
-
-    @max_payload.validator
-    def _check_payload(self, _: object, value: int) -> None:
-        if not 0 <= value < 2**32:
-            raise ValueError("max_payload is 0 to 2**32 - 1 bytes")
-
-
-class Equivocation(SessionError):
-    """A party signed two different broadcasts for one round: ``evidence``
-    holds both, and anyone can check it offline
-    (:func:`verify_equivocation`)."""
-
-    def __init__(self, evidence: EquivocationEvidence) -> None:
-        super().__init__(
-            f"party {evidence.origin} signed two different broadcasts"
-            f" for round {evidence.round}"
-        )
-        self.evidence = evidence
-
-
-class Kind(enum.Enum):
-    """What the local party sends in a round."""
-
-    DIRECT = enum.auto()
-    BROADCAST = enum.auto()
-    RELIABLE = enum.auto()
-
-
-class RoundState(enum.Enum):
-    ABSENT = enum.auto()
-    OPEN = enum.auto()
-    ECHOED = enum.auto()
-    DISPUTED = enum.auto()
-    DONE = enum.auto()
-    FAILED = enum.auto()
-    FINISHED = enum.auto()
-
-
-class Input(enum.Enum):
-    #: The application sends (directs or its broadcast).
-    SEND = enum.auto()
-    #: The application gathers the round.
-    GATHER = enum.auto()
-    #: A party's Direct or Broadcast.
-    MESSAGE = enum.auto()
-    ECHO = enum.auto()
-    RELAY = enum.auto()
-    #: Every other party's message is in (a round without echo).
-    ALL_IN = enum.auto()
-    #: Every broadcast is in, ours too (a reliable round): we echo.
-    BROADCASTS_IN = enum.auto()
-    #: Every echo is in and equals ours.
-    AGREED = enum.auto()
-    #: A party's echo differs from ours: we relay the broadcasts to it.
-    DISAGREED = enum.auto()
-    #: A relay proved an equivocation or a false echo.
-    CAUGHT = enum.auto()
-    #: A party's stream ended, or it broke a rule.
-    LOST = enum.auto()
-    #: The gathered round's deadline passed.
-    TIMEOUT = enum.auto()
-    #: Complete or failed, and gathered: reported to the application.
-    DELIVER = enum.auto()
-
-
-@attrs.frozen
-class Outgoing:
-    """Send ``data`` to party ``to`` on the session's stream with it."""
-
-    to: int
-    data: bytes
-
-
-@attrs.frozen
-class Completed:
-    """A gathered round: each other party's payload, by index."""
-
-    round: int
-    messages: dict[int, bytes]
-
-
-@attrs.frozen
-class Failed:
-    """A gathered round that will not complete, and why."""
-
-    round: int
-    error: SessionError
-
-
-@attrs.frozen
-class Violation:
-    """``peer`` broke ``error``'s rule: reset the stream with it, charge it."""
-
-    peer: PeerId
-    error: SessionViolation
-
-
-Output = Union[Outgoing, Completed, Failed, Violation]
+from blueprint_net._core.session_wire import Broadcast, Direct, Echo, Relay
 
 _ACTIVE = (RoundState.OPEN, RoundState.ECHOED, RoundState.DISPUTED)
 
 
-def _timed(entry: _Round) -> bool:
+def _timed(entry: RoundEntry) -> bool:
     """The round waits, with a deadline (only ``gather`` sets one)."""
     return entry.state in _ACTIVE and entry.deadline is not None
 
@@ -206,46 +89,6 @@ def _duplicate(round: int, value: Any) -> DuplicateMessage:
     party, message, _ = value
     what = type(message).__name__.lower()
     return DuplicateMessage(f"a second {what} of party {party} in round {round}")
-
-
-class _Round:
-    """One round's state: what was sent, received, echoed and relayed."""
-
-    __slots__ = (
-        "deadline",
-        "digest",
-        "disputes",
-        "echoes",
-        "error",
-        "gathered",
-        "held",
-        "messages",
-        "mine",
-        "number",
-        "own",
-        "sent_to",
-        "state",
-    )
-
-    def __init__(self, number: int) -> None:
-        self.number = number
-        self.state = RoundState.ABSENT
-        self.gathered = False
-        self.deadline: Optional[float] = None
-        #: What we send in the round (None: nothing yet).
-        self.mine: Optional[Kind] = None
-        self.sent_to: set[int] = set()
-        self.own: Optional[SignedBroadcast] = None
-        #: Each other party's Direct or Broadcast, by index.
-        self.messages: dict[int, Union[Direct, Broadcast]] = {}
-        self.echoes: dict[int, bytes] = {}
-        #: Our echo digest (a reliable round, once every broadcast is in).
-        self.digest: Optional[bytes] = None
-        #: Each party whose echo differed: the origin of its next relay.
-        self.disputes: dict[int, int] = {}
-        self.error: Optional[SessionError] = None
-        #: Bytes held for each party in this round.
-        self.held: dict[int, int] = {}
 
 
 #: An action: (session, the round's entry, its number, the input's value).
@@ -260,7 +103,7 @@ class PartySession:
         identity: Identity,
         session_id: bytes,
         parties: Sequence[PeerId],
-        settings: SessionSettings = SessionSettings(),
+        settings: SessionSettings = DEFAULTS,
     ) -> None:
         keys = sw.sorted_keys([party.public_key for party in parties])
         if identity.public_key not in keys:
@@ -274,7 +117,8 @@ class PartySession:
         self.index = keys.index(identity.public_key)
         self.digest = sw.session_digest(session_id, keys)
         self.stream_name = sw.stream_name(self.digest)
-        self._keys = keys
+        #: Signs and checks the broadcasts, echoes and relays them.
+        self.broadcasts = ReliableBroadcast(identity, self.digest, keys)
         self._index_of = {key: i for i, key in enumerate(keys)}
         #: The lowest round not finished: earlier messages are late.
         self.base = 0
@@ -284,7 +128,7 @@ class PartySession:
         self.held: dict[int, int] = dict.fromkeys(range(self.n), 0)
         #: Parties the session ended with, and why (first reason kept).
         self.lost_parties: dict[int, BlueprintError] = {}
-        self._rounds: dict[int, _Round] = {}
+        self._rounds: dict[int, RoundEntry] = {}
         self._out: list[Output] = []
         #: Violations found by a local input, taken once its step is done.
         self._deferred: list[tuple[int, SessionViolation]] = []
@@ -406,15 +250,15 @@ class PartySession:
         self._progress(entry)
 
     def _step(
-        self, entry: Optional[_Round], round: int, kind: Input, value: Any
-    ) -> _Round:
+        self, entry: Optional[RoundEntry], round: int, kind: Input, value: Any
+    ) -> RoundEntry:
         """Look the round's state and ``kind`` up in :data:`TABLE`, run the
         action (it raises before changing anything when the input is
         refused), then move the round to the next state."""
         state = RoundState.ABSENT if entry is None else entry.state
         target, action = TABLE[state, kind]
         if entry is None:
-            entry = _Round(round)
+            entry = RoundEntry(round)
             action(self, entry, round, value)
             self._rounds[round] = entry
         else:
@@ -424,7 +268,7 @@ class PartySession:
             self._finish(entry)
         return entry
 
-    def _progress(self, entry: _Round) -> None:
+    def _progress(self, entry: RoundEntry) -> None:
         """Take the internal steps the round's content calls for."""
         others = self.n - 1
         if entry.state in _ACTIVE and self.lost_parties:
@@ -446,13 +290,13 @@ class PartySession:
         if entry.gathered and entry.state in (RoundState.DONE, RoundState.FAILED):
             self._step(entry, entry.number, Input.DELIVER, None)
 
-    def _expects_echo(self, entry: _Round) -> bool:
+    def _expects_echo(self, entry: RoundEntry) -> bool:
         """Others broadcast reliably (or echo): wait for our own broadcast."""
         return bool(entry.echoes) or any(
             type(m) is Broadcast and m.reliable for m in entry.messages.values()
         )
 
-    def _finish(self, entry: _Round) -> None:
+    def _finish(self, entry: RoundEntry) -> None:
         """Release what the round held; forget every finished round below
         the first one not finished."""
         for party, size in entry.held.items():
@@ -477,7 +321,7 @@ class PartySession:
         for entry in list(self._rounds.values()):
             self._progress(entry)
 
-    def _hold(self, entry: _Round, party: int, size: int) -> None:
+    def _hold(self, entry: RoundEntry, party: int, size: int) -> None:
         limit = self.settings.max_buffered
         if self.held[party] + size > limit:
             raise SessionBufferFull(
@@ -487,15 +331,6 @@ class PartySession:
         self.held[party] += size
         entry.held[party] = entry.held.get(party, 0) + size
 
-    def _signed(self, round: int, origin: int, payload: bytes) -> bytes:
-        return sw.signed_bytes(self.digest, round, origin, payload)
-
-    def _verifies(
-        self, round: int, origin: int, payload: bytes, signature: bytes
-    ) -> bool:
-        signed = self._signed(round, origin, payload)
-        return verify(self._keys[origin], signed, signature, self.identity.backend)
-
     def _to_all(self, message: sw.SessionMessage) -> None:
         data = sw.encode(message)
         for party in range(self.n):
@@ -504,7 +339,7 @@ class PartySession:
 
     # -- actions: the application -------------------------------------------
 
-    def _send(self, entry: _Round, round: int, value: Any) -> None:
+    def _send(self, entry: RoundEntry, round: int, value: Any) -> None:
         kind, to, payload = value
         limit = self.settings.max_payload
         if len(payload) > limit:
@@ -523,16 +358,15 @@ class PartySession:
         else:
             if entry.mine is not None:
                 raise ValueError(f"round {round}: this party sent its message")
-            signature = self.identity.sign(self._signed(round, self.index, payload))
-            entry.own = SignedBroadcast(payload, signature)
+            entry.own = own = self.broadcasts.sign(round, payload)
             reliable = kind is Kind.RELIABLE
-            self._to_all(Broadcast(self.index, round, payload, signature, reliable))
+            self._to_all(Broadcast(self.index, round, payload, own.signature, reliable))
         first = entry.mine is None
         entry.mine = kind
         if first:
             self._judge_kinds(entry)
 
-    def _judge_kinds(self, entry: _Round) -> None:
+    def _judge_kinds(self, entry: RoundEntry) -> None:
         """Our first send fixes the round's kind: what was held that
         disagrees with it is a violation by its sender."""
         reliable = entry.mine is Kind.RELIABLE
@@ -555,21 +389,21 @@ class PartySession:
                 )
             )
 
-    def _refuse_send(self, entry: _Round, round: int, _: Any) -> None:
+    def _refuse_send(self, entry: RoundEntry, round: int, _: Any) -> None:
         if entry.state is RoundState.FINISHED:
             raise ValueError(f"round {round} is finished")
         raise ValueError(f"round {round}: this party sent its message")
 
-    def _gather(self, entry: _Round, round: int, deadline: Optional[float]) -> None:
+    def _gather(self, entry: RoundEntry, round: int, deadline: Optional[float]) -> None:
         if entry.gathered:
             raise ValueError(f"round {round} is gathered already")
         entry.gathered = True
         entry.deadline = deadline
 
-    def _refuse_gather(self, _: _Round, round: int, __: Any) -> None:
+    def _refuse_gather(self, _: RoundEntry, round: int, __: Any) -> None:
         raise ValueError(f"round {round} is gathered already")
 
-    def _deliver(self, entry: _Round, round: int, _: None) -> None:
+    def _deliver(self, entry: RoundEntry, round: int, _: None) -> None:
         if entry.error is not None:
             self._out.append(Failed(round, entry.error))
         else:
@@ -578,7 +412,7 @@ class PartySession:
 
     # -- actions: the parties ----------------------------------------------
 
-    def _take_message(self, entry: _Round, round: int, value: Any) -> None:
+    def _take_message(self, entry: RoundEntry, round: int, value: Any) -> None:
         party, message, size = value
         if party in entry.messages:
             raise _duplicate(round, value)
@@ -589,7 +423,7 @@ class PartySession:
                 f" message in round {round}, which is"
                 f" {'without' if reliable else 'with'} echo here"
             )
-        if type(message) is Broadcast and not self._verifies(
+        if type(message) is Broadcast and not self.broadcasts.verifies(
             round, party, message.payload, message.signature
         ):
             raise BadBroadcastSignature(
@@ -598,10 +432,10 @@ class PartySession:
         self._hold(entry, party, size)
         entry.messages[party] = message
 
-    def _duplicate(self, _: _Round, round: int, value: Any) -> None:
+    def _duplicate(self, _: RoundEntry, round: int, value: Any) -> None:
         raise _duplicate(round, value)
 
-    def _take_echo(self, entry: _Round, round: int, value: Any) -> None:
+    def _take_echo(self, entry: RoundEntry, round: int, value: Any) -> None:
         party, echo, size = value
         if party in entry.echoes:
             raise _duplicate(round, value)
@@ -610,79 +444,35 @@ class PartySession:
         self._hold(entry, party, size)
         entry.echoes[party] = echo.digest
 
-    def _late_echo(self, entry: _Round, round: int, value: Any) -> None:
+    def _late_echo(self, entry: RoundEntry, round: int, value: Any) -> None:
         """An echo in a complete round: a repeat, or a round without echo."""
         if entry.digest is not None:
             raise _duplicate(round, value)
         raise WrongKind(f"party {value[0]} echoed round {round}, which has no echo")
 
-    def _echo(self, entry: _Round, round: int, _: None) -> None:
-        own = entry.own
-        assert own is not None
-        payloads = [
-            own.payload if party == self.index else entry.messages[party].payload
-            for party in range(self.n)
-        ]
-        entry.digest = sw.echo_digest(self.digest, round, payloads)
+    def _echo(self, entry: RoundEntry, round: int, _: None) -> None:
+        entry.digest = self.broadcasts.echo_digest(entry, round)
         self._to_all(Echo(self.index, round, entry.digest))
 
-    def _relay(self, entry: _Round, round: int, party: int) -> None:
+    def _relay(self, entry: RoundEntry, round: int, party: int) -> None:
         """Send ``party`` every broadcast of the round as we have it."""
         entry.disputes[party] = 0
-        for origin in range(self.n):
-            if origin == self.index:
-                signed = entry.own
-                assert signed is not None
-            else:
-                message = entry.messages[origin]
-                assert type(message) is Broadcast
-                signed = SignedBroadcast(message.payload, message.signature)
-            relay = Relay(self.index, round, origin, signed.payload, signed.signature)
+        for relay in self.broadcasts.relays(entry, round):
             self._out.append(Outgoing(party, sw.encode(relay)))
 
-    def _take_relay(self, entry: _Round, round: int, value: Any) -> None:
+    def _take_relay(self, entry: RoundEntry, round: int, value: Any) -> None:
         party, relay, _ = value
-        expected = entry.disputes.get(party)
-        if expected is None:  # (all n relays in decide the round: FAILED)
-            raise UnexpectedRelay(
-                f"party {party} relayed round {round} without a disagreement"
-            )
-        origin = relay.origin
-        if origin != expected:
-            raise UnexpectedRelay(
-                f"party {party} relayed origin {origin} of round {round};"
-                f" origin {expected} is next"
-            )
-        ours = self._broadcast_of(entry, origin)
-        if relay.payload != ours.payload:
-            if not self._verifies(round, origin, relay.payload, relay.signature):
-                raise BadBroadcastSignature(
-                    f"party {party} relayed a broadcast of party {origin}"
-                    f" in round {round} that party {origin} did not sign"
-                )
-            theirs = SignedBroadcast(relay.payload, relay.signature)
-            entry.error = Equivocation(sw.evidence(round, origin, ours, theirs))
-        entry.disputes[party] = origin + 1
-        if entry.error is None and origin + 1 == self.n:
-            entry.error = FalseEcho(round, party)
+        self.broadcasts.take_relay(entry, round, party, relay)
 
-    def _broadcast_of(self, entry: _Round, origin: int) -> SignedBroadcast:
-        if origin == self.index:
-            assert entry.own is not None
-            return entry.own
-        message = entry.messages[origin]
-        assert type(message) is Broadcast
-        return SignedBroadcast(message.payload, message.signature)
-
-    def _refuse_relay(self, _: _Round, round: int, value: Any) -> None:
+    def _refuse_relay(self, _: RoundEntry, round: int, value: Any) -> None:
         raise UnexpectedRelay(
             f"party {value[0]} relayed round {round} without a disagreement"
         )
 
-    def _lost_party(self, entry: _Round, _: int, error: PartyLost) -> None:
+    def _lost_party(self, entry: RoundEntry, _: int, error: PartyLost) -> None:
         entry.error = error
 
-    def _timeout(self, entry: _Round, round: int, _: None) -> None:
+    def _timeout(self, entry: RoundEntry, round: int, _: None) -> None:
         others = [p for p in range(self.n) if p != self.index]
         if entry.state is RoundState.OPEN:
             missing = [p for p in others if p not in entry.messages]
@@ -692,10 +482,10 @@ class PartySession:
             ]
         entry.error = RoundTimeout(round, tuple(missing))
 
-    def _ignore(self, _: _Round, __: int, ___: Any) -> None:
+    def _ignore(self, _: RoundEntry, __: int, ___: Any) -> None:
         return None
 
-    def _drop_late(self, _: _Round, __: int, ___: Any) -> None:
+    def _drop_late(self, _: RoundEntry, __: int, ___: Any) -> None:
         self.late += 1
 
 
@@ -771,28 +561,3 @@ TABLE: dict[tuple[RoundState, Input], tuple[RoundState, Action]] = {
     (_ECHOED, Input.TIMEOUT): (_FAILED, PartySession._timeout),
     (_DISPUTED, Input.TIMEOUT): (_FAILED, PartySession._timeout),
 }
-
-
-def verify_equivocation(
-    evidence: EquivocationEvidence, session_id: bytes, parties: Sequence[PeerId]
-) -> bool:
-    """Whether ``evidence`` proves that its origin, a party of the session
-    ``session_id`` among ``parties``, signed two different broadcasts for
-    one round.  Needs only public keys; ``ValueError`` for a party list or
-    session id that no session can have."""
-    keys = sw.sorted_keys([party.public_key for party in parties])
-    digest = sw.session_digest(session_id, keys)
-    if not 0 <= evidence.origin < len(keys) or not 0 <= evidence.round < 2**32:
-        return False
-    first, second = evidence.first, evidence.second
-    if first.payload == second.payload:
-        return False
-    key = keys[evidence.origin]
-    return all(
-        verify(
-            key,
-            sw.signed_bytes(digest, evidence.round, evidence.origin, signed.payload),
-            signed.signature,
-        )
-        for signed in (first, second)
-    )

@@ -10,7 +10,8 @@ Nothing here moves: :mod:`~blueprint_net._core.streams` is the machine
 - Settings: :class:`StreamSettings` (the machine's limits and the node's
   for unclaimed streams), :data:`DEFAULTS`.
 - States: :class:`LinkState` (the link to the peer) and :class:`StreamState`
-  (each stream), together :data:`State`.
+  (each stream), together :data:`State`; :class:`StreamEntry`, each
+  stream's record (its state and counters).
 - In: :class:`Input`, the kinds of input the table is keyed by.
 - Out: :data:`StreamEvent` (:class:`Delivered`, :class:`Reset`,
   :class:`Room`) for the application; a send refused raises
@@ -21,11 +22,13 @@ Nothing here moves: :mod:`~blueprint_net._core.streams` is the machine
 from __future__ import annotations
 
 import enum
+from collections import deque
 from typing import Any, Union
 
 import attrs
 
 from blueprint_net._core.errors import BlueprintError, ErrorCode
+from blueprint_net._core.stream_wire import T_STREAM_DATA, stream_prefix
 
 #: The codes :meth:`PeerStreams.receive` raises for a peer that broke the
 #: stream rules (beside ``UNEXPECTED_MESSAGE`` and the decoding codes): all
@@ -198,3 +201,36 @@ class Room:
 
 
 StreamEvent = Union[Delivered, Reset, Room]
+
+
+class StreamEntry:
+    """One stream's counters; no per-message object but the payloads kept."""
+
+    __slots__ = (
+        "by_peer",
+        "id",
+        "prefix",
+        "reset_code",
+        "reset_number",
+        "rx_conn",
+        "rx_last",
+        "state",
+        "tx_acked",
+        "tx_next",
+        "unacked",
+    )
+
+    def __init__(self, stream: bytes, by_peer: bool) -> None:
+        self.id = stream
+        self.state = StreamState.ABSENT
+        #: Opened by the peer's first message (it counts against our limit).
+        self.by_peer = by_peer
+        #: Our data frames' type byte and stream id, made once.
+        self.prefix = stream_prefix(T_STREAM_DATA, stream)
+        self.tx_next = 1  # the seq of our next message
+        self.tx_acked = 0  # every seq up to it was delivered
+        self.unacked: deque[bytes] = deque()  # seqs tx_acked+1 .. tx_next-1
+        self.rx_last = 0  # the last seq delivered to our application
+        self.rx_conn = 0  # the last seq received on this connection
+        self.reset_code = 0
+        self.reset_number = 0  # ours, while RESET_SENT

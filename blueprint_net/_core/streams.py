@@ -7,7 +7,8 @@ One :class:`PeerStreams` per peer id, kept across that peer's connections;
 ``docs/protocol.md`` section 10 is the specification this implements.  Its
 vocabulary (settings, states, inputs, events, refusals) is
 :mod:`~blueprint_net._core.stream_states`; this module is the machine and
-its table, kept together.
+its table, kept together (each stream's record,
+:class:`~blueprint_net._core.stream_states.StreamEntry`, is there too).
 
 **In:** ``send(stream, payload)`` and ``reset(stream, code)`` from the
 application; ``connected()`` / ``disconnected()`` as a verified connection to
@@ -37,7 +38,6 @@ in flight).  Nothing outside those states records where the machine is.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any, Callable, Optional
 
 from blueprint_net._core.errors import ErrorCode, ProtocolError
@@ -50,6 +50,7 @@ from blueprint_net._core.stream_states import (
     Reset,
     Room,
     State,
+    StreamEntry,
     StreamEvent,
     StreamRefused,
     StreamSettings,
@@ -67,43 +68,9 @@ from blueprint_net._core.stream_wire import (
     decode,
     fast_data,
     frame,
-    stream_prefix,
 )
 
 _ROOM = Room()
-
-
-class _Stream:
-    """One stream's counters; no per-message object but the payloads kept."""
-
-    __slots__ = (
-        "by_peer",
-        "id",
-        "prefix",
-        "reset_code",
-        "reset_number",
-        "rx_conn",
-        "rx_last",
-        "state",
-        "tx_acked",
-        "tx_next",
-        "unacked",
-    )
-
-    def __init__(self, stream: bytes, by_peer: bool) -> None:
-        self.id = stream
-        self.state = StreamState.ABSENT
-        #: Opened by the peer's first message (it counts against our limit).
-        self.by_peer = by_peer
-        #: Our data frames' type byte and stream id, made once.
-        self.prefix = stream_prefix(T_STREAM_DATA, stream)
-        self.tx_next = 1  # the seq of our next message
-        self.tx_acked = 0  # every seq up to it was delivered
-        self.unacked: deque[bytes] = deque()  # seqs tx_acked+1 .. tx_next-1
-        self.rx_last = 0  # the last seq delivered to our application
-        self.rx_conn = 0  # the last seq received on this connection
-        self.reset_code = 0
-        self.reset_number = 0  # ours, while RESET_SENT
 
 
 #: An action: (machine, the entry or None, the stream id, the input's value).
@@ -129,14 +96,14 @@ class PeerStreams:
         self.resets_sent = 0
         #: Unacknowledged payload bytes held, over every stream.
         self.buffered_bytes = 0
-        self._streams: dict[bytes, _Stream] = {}
+        self._streams: dict[bytes, StreamEntry] = {}
         #: Entries (open or being reset) of streams we opened, and the peer.
         self._own = 0
         self._peer = 0
         self._blocked = False
         self._out: list[bytes] = []
         self._events: list[StreamEvent] = []
-        self._ack_due: dict[bytes, _Stream] = {}
+        self._ack_due: dict[bytes, StreamEntry] = {}
         self._since_ack = 0
         self._since_ack_bytes = 0
         self._now = 0.0
@@ -251,7 +218,7 @@ class PeerStreams:
         action(self, None, b"", value)
 
     def _step(
-        self, entry: Optional[_Stream], stream: bytes, kind: Input, value: Any
+        self, entry: Optional[StreamEntry], stream: bytes, kind: Input, value: Any
     ) -> Any:
         """Look the stream's state and ``kind`` up in :data:`TABLE`, run the
         action (it raises before changing anything when the input is
@@ -278,7 +245,7 @@ class PeerStreams:
             del self._streams[stream]
             self._count(entry, -1)
 
-    def _count(self, entry: _Stream, change: int) -> None:
+    def _count(self, entry: StreamEntry, change: int) -> None:
         if entry.by_peer:
             self._peer += change
         else:
@@ -355,10 +322,10 @@ class PeerStreams:
             )
         if not 1 <= len(stream) <= MAX_STREAM_ID:
             raise ValueError(f"a stream id is 1 to {MAX_STREAM_ID} bytes")
-        entry = self._streams[stream] = _Stream(stream, by_peer=False)
+        entry = self._streams[stream] = StreamEntry(stream, by_peer=False)
         self._send(entry, stream, payload)
 
-    def _send(self, entry: _Stream, _: bytes, payload: bytes) -> None:
+    def _send(self, entry: StreamEntry, _: bytes, payload: bytes) -> None:
         seq = entry.tx_next
         entry.tx_next = seq + 1
         entry.unacked.append(payload)
@@ -366,7 +333,7 @@ class PeerStreams:
         if self.link is LinkState.UP:
             self._out.append(data_frame(entry.prefix, seq, payload))
 
-    def _refuse_resetting(self, _: _Stream, stream: bytes, __: bytes) -> None:
+    def _refuse_resetting(self, _: StreamEntry, stream: bytes, __: bytes) -> None:
         raise StreamRefused(Refusal.RESETTING, f"stream {stream!r} is being reset")
 
     def _open_and_receive(self, _: None, stream: bytes, data: DataFrame) -> None:
@@ -380,10 +347,10 @@ class PeerStreams:
                 ErrorCode.STREAM_LIMIT,
                 f"a stream past the limit of {self.settings.max_streams}",
             )
-        entry = self._streams[stream] = _Stream(stream, by_peer=True)
+        entry = self._streams[stream] = StreamEntry(stream, by_peer=True)
         self._receive(entry, stream, data)
 
-    def _receive(self, entry: _Stream, stream: bytes, data: DataFrame) -> None:
+    def _receive(self, entry: StreamEntry, stream: bytes, data: DataFrame) -> None:
         seq = data.seq
         previous = entry.rx_conn
         if previous and seq != previous + 1:
@@ -426,7 +393,7 @@ class PeerStreams:
             f"acknowledgement {ack.seq} of stream {stream!r}, never sent",
         )
 
-    def _ack(self, entry: _Stream, stream: bytes, ack: AckFrame) -> None:
+    def _ack(self, entry: StreamEntry, stream: bytes, ack: AckFrame) -> None:
         seq = ack.seq
         if seq >= entry.tx_next:
             raise ProtocolError(
@@ -450,7 +417,7 @@ class PeerStreams:
             self._blocked = False
             self._events.append(_ROOM)
 
-    def _drop(self, entry: _Stream) -> None:
+    def _drop(self, entry: StreamEntry) -> None:
         """Forget what the stream holds unacknowledged."""
         self._free(sum(map(len, entry.unacked)))
         entry.unacked.clear()
@@ -465,7 +432,9 @@ class PeerStreams:
         answer = ResetFrame(stream, reset.code, reset.number, answer=True)
         self._out.append(frame(answer))
 
-    def _reset_by_peer(self, entry: _Stream, stream: bytes, reset: ResetFrame) -> None:
+    def _reset_by_peer(
+        self, entry: StreamEntry, stream: bytes, reset: ResetFrame
+    ) -> None:
         self._drop(entry)
         self._events.append(Reset(stream, reset.code, remote=True))
         self._answer(stream, reset)
@@ -477,20 +446,20 @@ class PeerStreams:
             self._events.append(Reset(stream, reset.code, remote=True))
         self._answer(stream, reset)
 
-    def _number(self, entry: _Stream, code: int) -> None:
+    def _number(self, entry: StreamEntry, code: int) -> None:
         """Our next reset: the entry keeps its number until it is taken."""
         self.resets_sent += 1
         entry.reset_number = self.resets_sent
         entry.reset_code = code
 
-    def _reset_locally(self, entry: _Stream, stream: bytes, code: int) -> None:
+    def _reset_locally(self, entry: StreamEntry, stream: bytes, code: int) -> None:
         self._drop(entry)
         self._number(entry, code)
         if self.link is LinkState.UP:
             reset = ResetFrame(stream, code, entry.reset_number)
             self._out.append(frame(reset))
 
-    def _reset_restarted(self, entry: _Stream, stream: bytes, _: None) -> None:
+    def _reset_restarted(self, entry: StreamEntry, stream: bytes, _: None) -> None:
         self._drop(entry)
         self._number(entry, ResetCode.RESTARTED)
         if entry.by_peer:  # the new incarnation never opened it: ours to end
@@ -499,7 +468,7 @@ class PeerStreams:
             self._peer -= 1
         self._events.append(Reset(stream, ResetCode.RESTARTED, remote=False))
 
-    def _drop_over_limit(self, entry: _Stream, stream: bytes, _: None) -> None:
+    def _drop_over_limit(self, entry: StreamEntry, stream: bytes, _: None) -> None:
         self._drop(entry)
         self._events.append(Reset(stream, ResetCode.STREAM_LIMIT, remote=False))
 

@@ -9,6 +9,7 @@ from typing import Optional
 
 import pytest
 
+from blueprint_net._core import session_states as st
 from blueprint_net._core import session_wire as sw
 from blueprint_net._core import sessions as s
 from blueprint_net._core.errors import (
@@ -28,6 +29,7 @@ from blueprint_net._core.errors import (
     WrongKind,
 )
 from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.session_echo import verify_equivocation
 
 SESSION = b"dkg-2026-12-06"
 IDENTITIES = [Identity(bytes([i + 1]) * 32) for i in range(5)]
@@ -47,9 +49,9 @@ class Net:
         self,
         n: int,
         manual: frozenset[int] = frozenset(),
-        settings: Optional[s.SessionSettings] = None,
+        settings: Optional[st.SessionSettings] = None,
     ) -> None:
-        settings = settings or s.SessionSettings()
+        settings = settings or st.SessionSettings()
         self.identities = BY_INDEX[:n]
         peers = [identity.peer_id for identity in self.identities]
         self.sessions = [
@@ -58,7 +60,7 @@ class Net:
         ]
         self.manual = manual
         self.held: list[tuple[int, int, bytes]] = []
-        self.results: dict[int, list[s.Output]] = {i: [] for i in range(n)}
+        self.results: dict[int, list[st.Output]] = {i: [] for i in range(n)}
         self.sent: dict[int, list[tuple[int, bytes]]] = {i: [] for i in range(n)}
         self.filter: Optional[Filter] = None
 
@@ -76,7 +78,7 @@ class Net:
             for index, session in enumerate(self.sessions):
                 for output in session.outputs():
                     moved = True
-                    if isinstance(output, s.Outgoing):
+                    if isinstance(output, st.Outgoing):
                         self.sent[index].append((output.to, output.data))
                         if index in self.manual:
                             continue
@@ -96,7 +98,7 @@ class Net:
             self.deliver(source, to, data)
         self.pump()
 
-    def take(self, index: int) -> list[s.Output]:
+    def take(self, index: int) -> list[st.Output]:
         results, self.results[index] = self.results[index], []
         return results
 
@@ -117,19 +119,19 @@ def broadcast(index: int, round: int, payload: bytes, n: int, reliable: bool) ->
 
 def completed(net: Net, index: int) -> dict[int, dict[int, bytes]]:
     results = net.take(index)
-    assert all(isinstance(r, s.Completed) for r in results), results
-    return {r.round: r.messages for r in results if isinstance(r, s.Completed)}
+    assert all(isinstance(r, st.Completed) for r in results), results
+    return {r.round: r.messages for r in results if isinstance(r, st.Completed)}
 
 
 def failure(net: Net, index: int) -> BaseException:
     [result] = net.take(index)
-    assert isinstance(result, s.Failed), result
+    assert isinstance(result, st.Failed), result
     return result.error
 
 
 def violations(net: Net, index: int) -> list[tuple[PeerId, SessionViolation]]:
     results = net.take(index)
-    return [(r.peer, r.error) for r in results if isinstance(r, s.Violation)]
+    return [(r.peer, r.error) for r in results if isinstance(r, st.Violation)]
 
 
 # -- who is who ----------------------------------------------------------------
@@ -189,12 +191,12 @@ def test_a_session_id_is_1_to_255_bytes(session_id: bytes) -> None:
 )
 def test_settings_out_of_range_are_refused(settings: dict[str, int]) -> None:
     with pytest.raises(ValueError):
-        s.SessionSettings(**settings)
+        st.SessionSettings(**settings)
 
 
 def test_settings_at_their_bounds_are_taken() -> None:
-    s.SessionSettings(max_rounds_ahead=1, max_buffered=1, max_payload=0)
-    s.SessionSettings(max_rounds_ahead=2**32 - 1, max_payload=2**32 - 1)
+    st.SessionSettings(max_rounds_ahead=1, max_buffered=1, max_payload=0)
+    st.SessionSettings(max_rounds_ahead=2**32 - 1, max_payload=2**32 - 1)
 
 
 # -- complete rounds -------------------------------------------------------------
@@ -244,7 +246,7 @@ def test_a_reliable_round_costs_one_echo_to_each_party() -> None:
 def test_a_round_gathered_before_its_messages_completes_when_they_arrive() -> None:
     net = Net(3)
     net.sessions[0].gather(0)
-    assert net.sessions[0].state(0) is s.RoundState.OPEN
+    assert net.sessions[0].state(0) is st.RoundState.OPEN
     net.sessions[1].send(0, 0, b"a")
     net.pump()
     assert net.take(0) == []
@@ -258,13 +260,13 @@ def test_a_round_complete_before_it_is_gathered_waits_for_it() -> None:
     net.sessions[1].send(0, 0, b"a")
     net.sessions[2].send(0, 0, b"b")
     net.pump()
-    assert net.sessions[0].state(0) is s.RoundState.DONE
+    assert net.sessions[0].state(0) is st.RoundState.DONE
     assert net.take(0) == []
     net.sessions[0].send(0, 1, b"late but fine")
     net.sessions[0].gather(0)
     net.pump()
     assert completed(net, 0) == {0: {1: b"a", 2: b"b"}}
-    assert net.sessions[0].state(0) is s.RoundState.ABSENT  # forgotten
+    assert net.sessions[0].state(0) is st.RoundState.ABSENT  # forgotten
 
 
 def test_rounds_arriving_out_of_order_are_delivered_per_round() -> None:
@@ -284,8 +286,8 @@ def test_rounds_arriving_out_of_order_are_delivered_per_round() -> None:
     net.sessions[0].broadcast(1, b"r1 0")
     net.pump()
     assert net.take(0) == []
-    assert net.sessions[0].state(0) is s.RoundState.OPEN
-    assert net.sessions[0].state(1) is s.RoundState.DONE
+    assert net.sessions[0].state(0) is st.RoundState.OPEN
+    assert net.sessions[0].state(1) is st.RoundState.DONE
     net.filter = None
     net.release()
     net.sessions[0].gather(1)
@@ -307,11 +309,11 @@ def test_rounds_may_be_gathered_out_of_order() -> None:
     net.pump()
     assert completed(net, 0) == {1: {1: b"one"}}
     assert a.base == 0  # round 0 is not finished: round 1 is kept as finished
-    assert a.state(1) is s.RoundState.FINISHED
+    assert a.state(1) is st.RoundState.FINISHED
     a.gather(0)
     net.pump()
     assert completed(net, 0) == {0: {1: b"zero"}}
-    assert a.base == 2 and a.state(1) is s.RoundState.ABSENT
+    assert a.base == 2 and a.state(1) is st.RoundState.ABSENT
 
 
 def test_a_message_for_a_finished_round_is_dropped_and_counted() -> None:
@@ -414,7 +416,7 @@ def test_a_round_complete_without_echo_takes_no_reliable_broadcast() -> None:
     a, b = net.sessions
     b.send(0, 0, b"x")
     net.pump()
-    assert a.state(0) is s.RoundState.DONE
+    assert a.state(0) is st.RoundState.DONE
     with pytest.raises(ValueError, match="ended without echo"):
         a.broadcast(0, b"", reliable=True)
     a.broadcast(0, b"plain is fine")
@@ -460,7 +462,7 @@ def test_a_reliable_round_times_out_on_missing_echoes() -> None:
     net.sessions[1].receive(net.peer(2), broadcast(2, 0, b"b2", 3, True))
     net.pump()
     for session in net.sessions[:2]:
-        assert session.state(0) is s.RoundState.ECHOED
+        assert session.state(0) is st.RoundState.ECHOED
         session.tick(1.0)
     net.pump()
     for i in (0, 1):
@@ -474,7 +476,7 @@ def test_a_timeout_before_our_own_broadcast_names_no_one() -> None:
     a = net.sessions[0]
     a.gather(0, deadline=1.0)
     a.receive(net.peer(1), broadcast(1, 0, b"b", 2, True))
-    assert a.state(0) is s.RoundState.OPEN
+    assert a.state(0) is st.RoundState.OPEN
     a.tick(1.0)
     net.pump()
     error = failure(net, 0)
@@ -505,13 +507,13 @@ def test_equivocation_is_caught_with_evidence_that_verifies_offline(
     parties = [identity.peer_id for identity in BY_INDEX[:n]]
     for i in net.honest():
         error = failure(net, i)
-        assert isinstance(error, s.Equivocation), error
+        assert isinstance(error, st.Equivocation), error
         evidence = error.evidence
         assert evidence.origin == liar and evidence.round == 0
         assert (evidence.first.payload, evidence.second.payload) == (b"A", b"B")
         assert f"party {liar} signed two different broadcasts" in str(error)
-        assert s.verify_equivocation(evidence, SESSION, parties)
-        assert s.verify_equivocation(evidence, SESSION, list(reversed(parties)))
+        assert verify_equivocation(evidence, SESSION, parties)
+        assert verify_equivocation(evidence, SESSION, list(reversed(parties)))
         data = sw.encode_evidence(evidence)
         assert sw.decode_evidence(data) == evidence
 
@@ -519,7 +521,7 @@ def test_equivocation_is_caught_with_evidence_that_verifies_offline(
 def test_tampered_evidence_does_not_verify() -> None:
     net = _equivocation(3, 2)
     error = failure(net, 0)
-    assert isinstance(error, s.Equivocation)
+    assert isinstance(error, st.Equivocation)
     evidence = error.evidence
     parties = [identity.peer_id for identity in BY_INDEX[:3]]
     first, second = evidence.first, evidence.second
@@ -538,18 +540,18 @@ def test_tampered_evidence_does_not_verify() -> None:
         ),
     ]
     for proof in tampered:
-        assert not s.verify_equivocation(proof, SESSION, parties), proof
-    assert not s.verify_equivocation(evidence, SESSION + b"!", parties)
+        assert not verify_equivocation(proof, SESSION, parties), proof
+    assert not verify_equivocation(evidence, SESSION + b"!", parties)
     other = [*parties[:2], BY_INDEX[3].peer_id]
-    assert not s.verify_equivocation(evidence, SESSION, other)
+    assert not verify_equivocation(evidence, SESSION, other)
     more = [*parties, BY_INDEX[3].peer_id]
-    assert not s.verify_equivocation(evidence, SESSION, more)
+    assert not verify_equivocation(evidence, SESSION, more)
     swapped = sw.EquivocationEvidence(0, 2, second, first)  # order is no proof
-    assert s.verify_equivocation(swapped, SESSION, parties)
+    assert verify_equivocation(swapped, SESSION, parties)
     with pytest.raises(ValueError, match="twice"):
-        s.verify_equivocation(evidence, SESSION, [*parties, parties[0]])
+        verify_equivocation(evidence, SESSION, [*parties, parties[0]])
     with pytest.raises(ValueError, match="1 to 255"):
-        s.verify_equivocation(evidence, b"", parties)
+        verify_equivocation(evidence, b"", parties)
 
 
 def test_a_false_echo_is_blamed_on_its_sender() -> None:
@@ -563,10 +565,10 @@ def test_a_false_echo_is_blamed_on_its_sender() -> None:
     for i in (0, 1):
         net.sessions[i].receive(net.peer(2), broadcast(2, 0, b"b2", 3, True))
     net.pump()
-    assert completed(net, 0) == {} and a.state(0) is s.RoundState.ECHOED
+    assert completed(net, 0) == {} and a.state(0) is st.RoundState.ECHOED
     a.receive(net.peer(2), sw.encode(sw.Echo(2, 0, b"\x01" * 32)))
     net.pump()
-    assert a.state(0) is s.RoundState.DISPUTED
+    assert a.state(0) is st.RoundState.DISPUTED
     relays = [sw.decode(d) for to, d in net.sent[0] if to == 2 and d[0] == sw.K_RELAY]
     assert [r.origin for r in relays] == [0, 1, 2]  # type: ignore[union-attr]
     signatures = {0: a._rounds[0].own.signature}  # type: ignore[union-attr]
@@ -576,13 +578,13 @@ def test_a_false_echo_is_blamed_on_its_sender() -> None:
         signatures[origin] = message.signature
     for origin, payload in enumerate((b"b0", b"b1", b"b2")):
         relay = sw.Relay(2, 0, origin, payload, signatures[origin])
-        assert a.state(0) is s.RoundState.DISPUTED
+        assert a.state(0) is st.RoundState.DISPUTED
         a.receive(net.peer(2), sw.encode(relay))
     net.pump()
     error = failure(net, 0)
     assert isinstance(error, FalseEcho) and error.party == 2 and error.round == 0
     # Party 1 saw party 2's honest echo... it never got one: a timeout.
-    assert net.sessions[1].state(0) is s.RoundState.ECHOED
+    assert net.sessions[1].state(0) is st.RoundState.ECHOED
 
 
 def test_a_party_that_disagrees_and_never_relays_is_named_by_the_timeout() -> None:
@@ -596,7 +598,7 @@ def test_a_party_that_disagrees_and_never_relays_is_named_by_the_timeout() -> No
     net.pump()
     a.receive(net.peer(2), sw.encode(sw.Echo(2, 0, b"\x01" * 32)))
     net.pump()
-    assert a.state(0) is s.RoundState.DISPUTED
+    assert a.state(0) is st.RoundState.DISPUTED
     a.receive(net.peer(2), sw.encode(sw.Relay(2, 0, 0, b"b0", b"\0" * 64)))
     a.tick(3.0)
     net.pump()
@@ -687,7 +689,7 @@ def test_a_stranger_is_not_a_party() -> None:
     a.receive(STRANGER.peer_id, sw.encode(sw.Direct(1, 0, b"x")))
     a.receive(a.identity.peer_id, sw.encode(sw.Direct(0, 0, b"x")))
     found = violations(net, 0) + [
-        (o.peer, o.error) for o in a.outputs() if isinstance(o, s.Violation)
+        (o.peer, o.error) for o in a.outputs() if isinstance(o, st.Violation)
     ]
     assert [peer for peer, _ in found] == [STRANGER.peer_id, a.identity.peer_id]
     assert all(type(error) is NotAParty for _, error in found)
@@ -721,7 +723,7 @@ def test_a_message_after_all_are_in_is_a_duplicate(state: str) -> None:
     net.sessions[2].broadcast(0, b"b2", reliable=reliable)
     a.receive(net.peer(1), broadcast(1, 0, b"b1", 3, reliable))
     net.pump()
-    assert a.state(0) is (s.RoundState.ECHOED if reliable else s.RoundState.DONE)
+    assert a.state(0) is (st.RoundState.ECHOED if reliable else st.RoundState.DONE)
     a.receive(net.peer(1), broadcast(1, 0, b"b1", 3, reliable))
     net.pump()
     error = _violation(net, 0)
@@ -735,7 +737,7 @@ def test_an_echo_after_a_reliable_round_completed_is_a_duplicate() -> None:
         session.broadcast(0, b"b", reliable=True)
     net.pump()
     a = net.sessions[0]
-    assert a.state(0) is s.RoundState.DONE
+    assert a.state(0) is st.RoundState.DONE
     echo = a._rounds[0].echoes[1]
     a.receive(net.peer(1), sw.encode(sw.Echo(1, 0, echo)))
     net.pump()
@@ -750,7 +752,7 @@ def test_a_message_in_a_disputed_round_is_a_duplicate() -> None:
     a.receive(net.peer(1), broadcast(1, 0, b"b1", 3, True))
     a.receive(net.peer(1), sw.encode(sw.Echo(1, 0, b"\x05" * 32)))
     net.pump()
-    assert a.state(0) is s.RoundState.DISPUTED
+    assert a.state(0) is st.RoundState.DISPUTED
     a.receive(net.peer(1), broadcast(1, 0, b"b1", 3, True))
     net.pump()
     assert type(_violation(net, 0)) is DuplicateMessage
@@ -807,7 +809,7 @@ def test_an_echo_in_a_round_completed_without_echo_is_the_wrong_kind() -> None:
     a.receive(net.peer(1), sw.encode(sw.Direct(1, 0, b"x")))
     net.sessions[2].send(0, 0, b"y")
     net.pump()
-    assert a.state(0) is s.RoundState.DONE
+    assert a.state(0) is st.RoundState.DONE
     a.receive(net.peer(1), sw.encode(sw.Echo(1, 0, b"\0" * 32)))
     net.pump()
     error = _violation(net, 0)
@@ -829,7 +831,7 @@ def test_matching_held_messages_are_no_violation() -> None:
 
 
 def test_an_oversized_payload_is_a_violation() -> None:
-    settings = s.SessionSettings(max_payload=10)
+    settings = st.SessionSettings(max_payload=10)
     for message in (
         sw.Direct(1, 0, b"x" * 11),
         sw.Relay(1, 0, 0, b"x" * 11, b"\0" * 64),
@@ -850,7 +852,7 @@ def test_the_bytes_buffered_for_a_party_are_bounded() -> None:
     direct = sw.encode(sw.Direct(1, 0, b"x" * 10))
     size = len(direct)
     echo = sw.encode(sw.Echo(1, 1, b"\0" * 32))
-    settings = s.SessionSettings(max_buffered=size + len(echo))
+    settings = st.SessionSettings(max_buffered=size + len(echo))
     net = Net(3, manual=frozenset({1}), settings=settings)
     a = net.sessions[0]
     a.receive(net.peer(1), direct)
@@ -905,7 +907,7 @@ def _disputed() -> Net:
     net.pump()
     a.receive(net.peer(1), sw.encode(sw.Echo(1, 0, b"\x05" * 32)))
     net.pump()
-    assert a.state(0) is s.RoundState.DISPUTED
+    assert a.state(0) is st.RoundState.DISPUTED
     net.take(0)
     return net
 
@@ -924,7 +926,7 @@ def test_a_relay_from_a_party_that_agreed_is_refused() -> None:
     a = net.sessions[0]
     a.receive(net.peer(2), sw.encode(sw.Relay(2, 0, 0, b"b0", b"\0" * 64)))
     [(peer, error)] = [
-        (o.peer, o.error) for o in a.outputs() if isinstance(o, s.Violation)
+        (o.peer, o.error) for o in a.outputs() if isinstance(o, st.Violation)
     ]
     assert peer == net.peer(2) and type(error) is UnexpectedRelay
     assert str(error) == "party 2 relayed round 0 without a disagreement"
@@ -936,7 +938,7 @@ def test_a_relayed_broadcast_its_origin_did_not_sign_is_a_violation() -> None:
     a.receive(net.peer(1), sw.encode(sw.Relay(1, 0, 0, b"not b0", b"\0" * 64)))
     net.pump()
     [violation, failed] = net.take(0)
-    assert isinstance(violation, s.Violation) and isinstance(failed, s.Failed)
+    assert isinstance(violation, st.Violation) and isinstance(failed, st.Failed)
     error = violation.error
     assert type(error) is BadBroadcastSignature
     assert "relayed a broadcast of party 0 in round 0 that party 0 did not" in str(
@@ -966,7 +968,7 @@ def test_a_relay_after_the_dispute_is_settled_is_dropped() -> None:
     error = failure(net, 0)
     assert isinstance(error, FalseEcho) and error.party == 1
     assert "party 1's echo of round 0 disagrees" in str(error)
-    assert a.state(0) is s.RoundState.ABSENT and a.base == 1
+    assert a.state(0) is st.RoundState.ABSENT and a.base == 1
     a.receive(net.peer(1), relays[0])
     assert a.late == 1 and a.outputs() == []
 
@@ -980,7 +982,7 @@ def test_a_relay_to_a_failed_round_not_yet_gathered_is_dropped() -> None:
     a.receive(net.peer(1), sw.encode(sw.Echo(1, 0, b"\x05" * 32)))
     net.pump()
     a.lost(net.peer(2), RoundTooFar("gone"))
-    assert a.state(0) is s.RoundState.FAILED
+    assert a.state(0) is st.RoundState.FAILED
     for data in (
         sw.encode(sw.Relay(1, 0, 0, b"b0", b"\0" * 64)),
         sw.encode(sw.Echo(1, 0, b"\x05" * 32)),
@@ -998,16 +1000,16 @@ def test_a_violation_ends_the_session_with_that_party() -> None:
     a.receive(net.peer(1), b"\x09")
     net.pump()
     results = net.take(0)
-    assert [type(r) for r in results] == [s.Violation, s.Failed]
+    assert [type(r) for r in results] == [st.Violation, st.Failed]
     failed = results[1]
-    assert isinstance(failed, s.Failed) and isinstance(failed.error, PartyLost)
+    assert isinstance(failed, st.Failed) and isinstance(failed.error, PartyLost)
     assert failed.error.party == 1
     assert isinstance(failed.error.reason, MalformedSessionMessage)
-    assert a.state(1) is s.RoundState.FAILED  # not gathered yet
+    assert a.state(1) is st.RoundState.FAILED  # not gathered yet
     a.gather(1)
     a.gather(2)  # a new round fails at once
     net.pump()
-    assert [r.round for r in net.take(0) if isinstance(r, s.Failed)] == [1, 2]
+    assert [r.round for r in net.take(0) if isinstance(r, st.Failed)] == [1, 2]
     a.receive(net.peer(1), b"\x09")  # nothing more of it counts
     assert a.outputs() == []
 
@@ -1054,7 +1056,7 @@ def test_only_rounds_still_waiting_have_a_deadline() -> None:
     a.gather(1, deadline=4.0)
     net.pump()
     assert completed(net, 0) == {1: {1: b"x"}}
-    assert a.state(1) is s.RoundState.FINISHED
+    assert a.state(1) is st.RoundState.FINISHED
     assert a.next_deadline() is None
     a.tick(5.0)
     assert a.outputs() == []
@@ -1068,7 +1070,7 @@ def test_a_held_echo_keeps_a_round_of_plain_messages_open() -> None:
     a = net.sessions[0]
     a.receive(net.peer(1), sw.encode(sw.Echo(1, 0, b"\0" * 32)))
     a.receive(net.peer(1), sw.encode(sw.Direct(1, 0, b"x")))
-    assert a.state(0) is s.RoundState.OPEN
+    assert a.state(0) is st.RoundState.OPEN
     a.send(0, 1, b"y")
     net.pump()
     assert type(_violation(net, 0)) is WrongKind
@@ -1079,7 +1081,7 @@ def test_sending_in_an_echoed_round_is_refused() -> None:
     a = net.sessions[0]
     a.broadcast(0, b"b", reliable=True)
     a.receive(net.peer(1), broadcast(1, 0, b"b1", 2, True))
-    assert a.state(0) is s.RoundState.ECHOED
+    assert a.state(0) is st.RoundState.ECHOED
     with pytest.raises(ValueError, match=r"^round 0: this party sent its message$"):
         a.send(0, 1, b"")
 
@@ -1117,7 +1119,7 @@ def test_evidence_of_any_round_verifies() -> None:
         one = sw.SignedBroadcast(b"A", sign(1, round, b"A", 3))
         other = sw.SignedBroadcast(b"B", sign(1, round, b"B", 3))
         proof = sw.evidence(round, 1, one, other)
-        assert s.verify_equivocation(proof, SESSION, parties)
+        assert verify_equivocation(proof, SESSION, parties)
 
 
 def test_a_round_opened_by_a_message_has_no_deadline() -> None:
@@ -1140,7 +1142,7 @@ def test_the_refusals_say_exactly_what_is_wrong() -> None:
         session.gather(2**32)
     assert str(caught.value) == "a round is 0 to 2**32 - 1"
     far = s.PartySession(
-        BY_INDEX[0], SESSION, peers, s.SessionSettings(max_rounds_ahead=2**32 - 1)
+        BY_INDEX[0], SESSION, peers, st.SessionSettings(max_rounds_ahead=2**32 - 1)
     )
     far.broadcast(2**32 - 2, b"far ahead")
     assert far.outputs()
