@@ -35,7 +35,7 @@ async def flip(node: Node, parties: list[PeerId], addresses: dict[PeerId, str]) 
             coin ^= int.from_bytes(value, "big")
         return coin & 1
     finally:
-        session.close()
+        await session.close()  # once the others have all we sent
 
 
 async def main(reactor: Any) -> None:

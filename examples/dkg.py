@@ -178,7 +178,7 @@ async def run_party(
             me, group_key, public_share, tuple(sorted(out)), tuple(sorted(accused))
         )
     finally:
-        session.close()
+        await session.close()  # once the others have all we sent
 
 
 async def main(reactor: Any, cut: bool = False, cheat: bool = False) -> list[Outcome]:

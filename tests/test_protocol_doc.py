@@ -419,7 +419,7 @@ _ROUND_INPUTS = {
     "every echo is in and agrees": session_states.Input.AGREED,
     "an echo differs": session_states.Input.DISAGREED,
     "a relay decides": session_states.Input.CAUGHT,
-    "a party is lost": session_states.Input.LOST,
+    "a party it still needs is lost": session_states.Input.LOST,
     "the deadline passes": session_states.Input.TIMEOUT,
     "it is gathered": session_states.Input.DELIVER,
 }

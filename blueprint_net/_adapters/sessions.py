@@ -130,19 +130,43 @@ class Session:
         self._flush()
         return waiting
 
-    def close(self) -> None:
-        """End the session: reset every stream, stop the keepers, cancel
-        every gather still waiting."""
-        for stream in self._streams.values():
-            stream.reset()
-        for keeper in self._keepers:
-            keeper.stopService()  # type: ignore[no-untyped-call]
-        self._keepers.clear()
+    def close(self, linger: float = 10.0) -> defer.Deferred[None]:
+        """End the session: cancel every gather still waiting, then, once
+        the other parties have acknowledged everything sent to them (at
+        most ``linger`` seconds, the links kept up meanwhile), reset every
+        stream and stop the keepers.  Fires when that is done.  Resetting at
+        once would drop our last messages still in flight, and a party
+        that finished first would fail the rounds of those still
+        gathering them."""
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         gathers, self._gathers = self._gathers, {}
         for waiting in gathers.values():
             waiting.cancel()
+        drains = [self._settled(party) for party in self._streams]
+        done: defer.Deferred[Any] = defer.DeferredList(drains, consumeErrors=True)
+        done.addTimeout(linger, self._clock, onTimeoutCancel=lambda *_: None)
+
+        def end(_: object) -> None:
+            for stream in self._streams.values():
+                stream.reset()
+            for keeper in self._keepers:
+                keeper.stopService()  # type: ignore[no-untyped-call]
+            self._keepers.clear()
+
+        done.addCallback(end)
+        return done
+
+    def _settled(self, party: int) -> defer.Deferred[None]:
+        """Fires once what we queued for ``party`` is sent and acknowledged
+        (fails if its stream ends first)."""
+        stream = self._streams[party]
+        if stream.closed or not self._queues[party]:
+            return stream.acknowledged()
+        # _write's own waiter was registered first: it runs before ours.
+        room = stream.wait_for_room()
+        room.addCallback(lambda _: self._settled(party))
+        return room
 
     # -- the streams --------------------------------------------------------
 

@@ -149,6 +149,21 @@ class Stream:
         peer.waiting[life] = None
         return waiting
 
+    def acknowledged(self) -> defer.Deferred[None]:
+        """Fires once the peer has acknowledged every message sent on the
+        stream so far (at once if it has), so a reset after it loses
+        nothing; fails with the :class:`StreamReset` if the stream ends
+        first.  What a graceful close waits for."""
+        life = self._life
+        if life.error is not None:
+            return defer.fail(life.error)
+        if not life.peer.machine.unacknowledged(life.name):
+            return defer.succeed(None)
+        waiting: defer.Deferred[None] = defer.Deferred()
+        life.drains.append(waiting)
+        life.peer.draining[life] = None
+        return waiting
+
     def put(self, payload: bytes) -> defer.Deferred[None]:
         """Send ``payload``, waiting for room as needed: fires once it is
         queued (puts keep their order).  One Deferred per call: for the
@@ -194,6 +209,8 @@ class StreamLife:
     #: ``put`` calls waiting for room, in order, and ``wait_for_room``'s.
     pending: deque[tuple[bytes, defer.Deferred[None]]] = attrs.Factory(deque)
     waiters: list[defer.Deferred[None]] = attrs.Factory(list)
+    #: ``acknowledged`` calls waiting for the peer's acknowledgements.
+    drains: list[defer.Deferred[None]] = attrs.Factory(list)
 
     def send(self, payload: bytes) -> bool:
         peer, host = self.peer, self.host
@@ -267,12 +284,22 @@ class StreamLife:
         for waiting in waiters:
             waiting.callback(None)
 
+    def drained(self) -> None:
+        """Acknowledgements came: fire ``acknowledged`` once all are in."""
+        if self.drains and not self.peer.machine.unacknowledged(self.name):
+            self.peer.draining.pop(self, None)
+            drains, self.drains = self.drains, []
+            for waiting in drains:
+                waiting.callback(None)
+
     def end(self, error: StreamReset, report: bool) -> None:
         self.error = error
         self.peer.waiting.pop(self, None)
-        waiting = [d for _, d in self.pending] + self.waiters
+        self.peer.draining.pop(self, None)
+        waiting = [d for _, d in self.pending] + self.waiters + self.drains
         self.pending.clear()
         self.waiters = []
+        self.drains = []
         for deferred in waiting:
             deferred.errback(error)
         if report and self.on_reset is not None:
@@ -328,6 +355,8 @@ class StreamPeer:
     stalled: bool = False
     #: Streams with puts or waiters (a dict: ordered, no duplicates).
     waiting: dict[StreamLife, None] = attrs.Factory(dict)
+    #: Streams whose ``acknowledged`` callers wait.
+    draining: dict[StreamLife, None] = attrs.Factory(dict)
     #: When the last data frame came: its acknowledgement is due by then
     #: plus ``ack_delay``.
     last_data: float = 0.0

@@ -239,6 +239,9 @@ class StreamHost:
         if other and state.stalled:
             state.stalled = False  # a hello or reset may have freed a stream
             self._wake(state)
+        if other and state.draining:  # acknowledgements may have come
+            for life in list(state.draining):
+                life.drained()
         if state.charged != machine.buffered_bytes + state.unclaimed_bytes + (
             state.handed
         ):

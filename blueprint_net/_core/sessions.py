@@ -272,8 +272,11 @@ class PartySession:
         """Take the internal steps the round's content calls for."""
         others = self.n - 1
         if entry.state in _ACTIVE and self.lost_parties:
-            party, reason = next(iter(self.lost_parties.items()))
-            self._step(entry, entry.number, Input.LOST, PartyLost(party, reason))
+            for party, reason in self.lost_parties.items():
+                if self._needs(entry, party):
+                    lost = PartyLost(party, reason)
+                    self._step(entry, entry.number, Input.LOST, lost)
+                    break
         if entry.state is RoundState.OPEN and len(entry.messages) == others:
             if entry.mine is Kind.RELIABLE:
                 self._step(entry, entry.number, Input.BROADCASTS_IN, None)
@@ -289,6 +292,16 @@ class PartySession:
             self._step(entry, entry.number, Input.CAUGHT, None)
         if entry.gathered and entry.state in (RoundState.DONE, RoundState.FAILED):
             self._step(entry, entry.number, Input.DELIVER, None)
+
+    def _needs(self, entry: RoundEntry, party: int) -> bool:
+        """Whether the round still waits for something from ``party``: its
+        message, its echo in a reliable round, or (disputed) its relays.  A
+        party that finished and closed the session first is lost to us only
+        for the rounds it had not given everything to."""
+        if party not in entry.messages or entry.state is RoundState.DISPUTED:
+            return True
+        reliable = entry.mine is Kind.RELIABLE or self._expects_echo(entry)
+        return reliable and party not in entry.echoes
 
     def _expects_echo(self, entry: RoundEntry) -> bool:
         """Others broadcast reliably (or echo): wait for our own broadcast."""

@@ -199,6 +199,14 @@ class PeerStreams:
         entry = self._streams.get(stream)
         return StreamState.ABSENT if entry is None else entry.state
 
+    def unacknowledged(self, stream: bytes) -> int:
+        """Our messages on ``stream`` the peer has not acknowledged yet (0
+        for a stream that is not open): what a graceful close waits for."""
+        entry = self._streams.get(stream)
+        if entry is None or entry.state is not StreamState.OPEN:
+            return 0
+        return len(entry.unacked)
+
     @property
     def stream_count(self) -> int:
         """Entries held (open and resetting), each at most 255 bytes of id

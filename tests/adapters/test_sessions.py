@@ -155,13 +155,72 @@ def test_close_cancels_what_waits_and_resets_the_streams(net: MemoryNetwork) -> 
     group[0].send(0, 1, b"x")
     assert net.result(group[1].gather(0)) == {0: b"x"}
     waiting = group[0].gather(1, timeout=5)
-    group[0].close()
+    closing = group[0].close()
     assert waiting.called
     failures: list[object] = []
     waiting.addErrback(failures.append)
     assert len(failures) == 1
+    net.advance(0.1)  # the batched acknowledgement of b"x"
+    net.result(closing)
     with pytest.raises(PartyLost) as caught:
         net.result(group[1].gather(1))
     reason = caught.value.reason
     assert isinstance(reason, StreamReset) and reason.by_peer
     net.advance(10)  # no timer left behind
+
+
+def test_close_waits_until_the_others_have_what_was_sent(net: MemoryNetwork) -> None:
+    """A party that finishes first and closes must not take its last
+    messages with it: the reset waits for their acknowledgement, and a
+    round that has everything from the closed party completes."""
+    group = sessions(mesh(net, 3))
+    for s in group:
+        s.broadcast(0, b"commit %d" % s.index, reliable=True)
+    assert net.result(group[0].gather(0)) == {1: b"commit 1", 2: b"commit 2"}
+    closing = group[0].close()
+    assert not closing.called  # our echo is not acknowledged yet
+    for s in group[1:]:
+        assert net.result(s.gather(0)) == {
+            j: b"commit %d" % j for j in range(3) if j != s.index
+        }
+    net.advance(0.1)  # the batched acknowledgements
+    net.result(closing)
+
+
+def test_close_resets_after_the_linger_if_nothing_is_acknowledged(
+    net: MemoryNetwork,
+) -> None:
+    nodes = mesh(net, 2)
+    group = sessions(nodes)
+    net.cut(nodes[0], nodes[1])
+    group[0].send(0, 1, b"never acknowledged")
+    closing = group[0].close(linger=3.0)
+    net.advance(2.9)
+    assert not closing.called
+    net.advance(0.2)
+    assert closing.called
+
+
+def test_a_party_that_gave_everything_and_closed_is_not_missed(
+    net: MemoryNetwork,
+) -> None:
+    """Party 0 finishes round 0 and closes while party 1 still waits for
+    party 2 (their link is down): party 1's round goes on, since it has
+    everything from party 0, and completes once the link is back."""
+    nodes = sorted(mesh(net, 3), key=lambda node: node.peer_id.public_key)
+    group = sessions(nodes)
+    net.cut(nodes[1], nodes[2])
+    for s in group:
+        for j in range(3):
+            if j != s.index:
+                s.send(0, j, b"%d->%d" % (s.index, j))
+    assert net.result(group[0].gather(0)) == {1: b"1->0", 2: b"2->0"}
+    closing = group[0].close()
+    net.advance(0.1)  # the batched acknowledgements
+    net.result(closing)
+    waiting = group[1].gather(0, timeout=30)
+    net.pump()
+    assert not waiting.called  # not failed: party 0 gave all it had to
+    net.connect(nodes[1], nodes[2])
+    net.advance(0.1)
+    assert net.result(waiting) == {0: b"0->1", 2: b"2->1"}

@@ -1189,3 +1189,42 @@ def test_a_held_second_echo_says_its_round() -> None:
     net.pump()
     [(_, error)] = violations(net, 0)
     assert str(error) == "a second echo of party 1 in round 4"
+
+
+def test_a_lost_party_fails_only_the_rounds_that_still_need_it() -> None:
+    """Party 2 is lost after giving round 0 its message and round 1 its
+    reliable broadcast but not its echo: round 0 goes on (and completes
+    with party 1's message), round 1 and a round with nothing from it fail."""
+    net = Net(3, manual=frozenset({2}))
+    a, b = net.sessions[0], net.sessions[1]
+    a.receive(net.peer(2), sw.encode(sw.Direct(2, 0, b"from 2")))
+    a.broadcast(1, b"a1", reliable=True)
+    a.receive(net.peer(2), broadcast(2, 1, b"b2", 3, True))
+    for round in (0, 1, 2):
+        a.gather(round)
+    a.lost(net.peer(2), RoundTooFar("gone"))
+    net.pump()
+    failed = {r.round: r.error for r in net.take(0) if isinstance(r, st.Failed)}
+    assert sorted(failed) == [1, 2]
+    assert all(isinstance(e, PartyLost) and e.party == 2 for e in failed.values())
+    assert a.state(0) is st.RoundState.OPEN
+    b.send(0, 0, b"from 1")
+    net.pump()
+    assert completed(net, 0) == {0: {1: b"from 1", 2: b"from 2"}}
+
+
+def test_a_lost_party_whose_echo_is_in_is_not_needed() -> None:
+    net = Net(3, manual=frozenset({2}))
+    a = net.sessions[0]
+    a.broadcast(0, b"a0", reliable=True)
+    a.gather(0)
+    for honest in net.sessions[:2]:
+        honest.receive(net.peer(2), broadcast(2, 0, b"b2", 3, True))
+    net.sessions[1].broadcast(0, b"b1", reliable=True)
+    net.pump()
+    [ours] = [sw.decode(d) for to, d in net.sent[0] if to == 2 and d[0] == sw.K_ECHO]
+    assert isinstance(ours, sw.Echo)
+    a.receive(net.peer(2), sw.encode(sw.Echo(2, 0, ours.digest)))  # it agrees
+    a.lost(net.peer(2), RoundTooFar("gone"))
+    net.pump()
+    assert completed(net, 0) == {0: {1: b"b1", 2: b"b2"}}
