@@ -225,6 +225,10 @@ def test_the_invariant_check_catches_counts_that_disagree() -> None:
     with pytest.raises(RuntimeError, match="charged"):
         outbound.check_invariants()
     outbound.charged -= 1
+    outbound._pinned += 3
+    with pytest.raises(RuntimeError, match="3 bytes counted pinned, 0 pinned"):
+        outbound.check_invariants()
+    outbound._pinned -= 3
     outbound.paused = False
     with pytest.raises(RuntimeError, match="queued while the transport reads"):
         outbound.check_invariants()
