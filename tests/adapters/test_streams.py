@@ -10,8 +10,10 @@ from typing import Any
 import attrs
 import pytest
 from twisted.internet import defer
+from twisted.logger import formatEvent
 
 from blueprint_net import Identity, Node
+from blueprint_net._adapters.stream_objects import reset_label
 from blueprint_net._core import framing, stream_wire, telemetry
 from blueprint_net._core.errors import ErrorCode, SendQueueFull
 from blueprint_net._core.stream_states import StreamSettings
@@ -124,7 +126,30 @@ def test_an_exception_in_on_message_is_logged_not_raised(
     sa.send(b"2")
     net.pump()
     assert seen == [b"1", b"2"]
-    assert sum("on_message" in str(e.get("log_format")) for e in logged) == 2
+    events = [e for e in logged if "on_message" in str(e.get("log_format"))]
+    assert [e["stream"] for e in events] == [b"s", b"s"]
+
+
+def test_an_exception_in_on_reset_is_logged_not_raised(
+    net: MemoryNetwork, logged: list[dict[str, Any]]
+) -> None:
+    a, b = pair(net)
+    resets: list[StreamReset] = []
+
+    def fussy(error: StreamReset) -> None:
+        resets.append(error)
+        raise RuntimeError("boom")
+
+    sa = a.stream(b.peer_id, b"s", lambda p: None)
+    b.stream(a.peer_id, b"s", lambda p: None, fussy)
+    sa.send(b"1")
+    net.pump()
+    sa.reset(1234)
+    net.pump()
+    assert [r.code for r in resets] == [1234]
+    [event] = [e for e in logged if "log_failure" in e]
+    assert event["stream"] == b"s" and "on_reset" in event["log_format"]
+    assert repr(b"s") in formatEvent(event)  # the message names the stream
 
 
 # -- backpressure -----------------------------------------------------------
@@ -185,7 +210,7 @@ def test_the_memory_budget_refuses_a_send(net: MemoryNetwork) -> None:
     a, b = pair(net)
     sa, *_ = open_both(a, b)
     a.memory.limit = a.memory.used + 5
-    with pytest.raises(SendQueueFull):
+    with pytest.raises(SendQueueFull, match="memory budget"):
         sa.send(b"x" * 6)
     assert a.counters[telemetry.MEMORY_REFUSALS.key_for("stream")] == 1
     assert sa.send(b"x" * 5)
@@ -235,7 +260,7 @@ def test_an_application_resets_with_cancelled_or_its_own_codes(
 ) -> None:
     a, b = pair(net)
     sa, *_ = open_both(a, b)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"1000-65535, not {code}$"):
         sa.reset(code)
     assert not sa.closed
     sa.reset(1000)
@@ -283,6 +308,7 @@ def test_a_new_stream_after_a_reset_waits_for_the_answer(net: MemoryNetwork) -> 
     again = a.stream(b.peer_id, b"s", ia.message)
     assert not again.send(b"new")  # the old life is being reset
     room = again.wait_for_room()
+    assert not room.called  # until the reset is answered
     net.connect(a, b)
     assert room.called and [e.code for e in ib.resets] == [ResetCode.CANCELLED]
     assert again.send(b"new")
@@ -498,6 +524,7 @@ def test_an_idle_peer_is_forgotten_but_for_its_numbers(net: MemoryNetwork) -> No
     assert set(a.streams.remembered) == {b.peer_id}
     numbers = a.streams.remembered[b.peer_id]
     assert numbers.resets_sent == 1 and numbers.peer_incarnation is not None
+    assert numbers.peer_window == SMALL.window  # b's, as b announced it
     # Back: the same incarnations, the reset counts kept, nothing restarts.
     net.connect(a, b)
     sa, ia, _sb, ib = open_both(a, b)
@@ -534,13 +561,31 @@ def test_held_bytes_are_charged_and_released(net: MemoryNetwork) -> None:
 
 def test_reset_codes_are_the_declared_labels() -> None:
     assert tuple(c.name for c in ResetCode) == telemetry.STREAM_RESET_CODES
+    assert [reset_label(c) for c in ResetCode] == list(telemetry.STREAM_RESET_CODES)
+    assert reset_label(1000) == reset_label(65535) == "application"
+
+
+def test_a_stream_reset_says_who_ended_the_stream_and_how() -> None:
+    peer = _identity().peer_id
+    ours = StreamReset(peer, b"s", int(ResetCode.CANCELLED), by_peer=False)
+    assert ours.code is ResetCode.CANCELLED and not ours.by_peer
+    theirs = StreamReset(peer, b"s", 1234, by_peer=True)
+    assert theirs.code == 1234 and theirs.by_peer
+    assert (theirs.peer_id, theirs.stream) == (peer, b"s")
+    for error, who, how in (
+        (ours, "this node", "CANCELLED"),
+        (theirs, "the peer", "1234"),
+    ):
+        text = str(error)
+        assert repr(b"s") in text and str(peer) in text
+        assert who in text and text.endswith(how)
 
 
 async def _unused() -> None:  # pragma: no cover - keeps Deferred imported
     await defer.succeed(None)
 
 
-def _identity() -> Identity:  # pragma: no cover
+def _identity() -> Identity:
     return Identity.generate()
 
 
