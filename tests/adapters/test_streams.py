@@ -382,6 +382,50 @@ def test_unclaimed_messages_are_held_and_handed_over_in_order(
     assert sb is not None and b.memory.used == 0
 
 
+def test_messages_arriving_during_a_hand_over_wait_behind_the_held_ones(
+    net: MemoryNetwork,
+) -> None:
+    a, b = pair(net)
+    inbox = Inbox()
+    opened: list[Stream] = []
+
+    def go(payload: bytes) -> None:  # b opens "s" between two of its messages
+        opened.append(b.stream(a.peer_id, b"s", inbox.message))
+
+    b.stream(a.peer_id, b"t", go)
+    sa, ta = a.stream(b.peer_id, b"s", lambda p: None), a.stream(b.peer_id, b"t", go)
+    for n in range(3):
+        sa.send(b"%d" % n)
+    net.pump()  # held unclaimed
+    ta.send(b"go")
+    sa.send(b"33")  # arrives while "s" hands over the three held
+    net.pump()
+    assert opened and inbox.messages == [b"0", b"1", b"2", b"33"]
+    assert b.streams.peers[a.peer_id].handed == 0
+    net.advance(1.0)
+    assert b.memory.used == 0
+
+
+def test_a_reset_during_a_hand_over_drops_the_rest(net: MemoryNetwork) -> None:
+    a, b = pair(net)
+    sa = a.stream(b.peer_id, b"s", lambda p: None)
+    for n in range(3):
+        sa.send(b"%d" % n)
+    net.pump()
+    assert b.memory.used == 3
+    seen: list[bytes] = []
+
+    def first_only(payload: bytes) -> None:
+        seen.append(payload)
+        sb.reset()
+
+    sb = b.stream(a.peer_id, b"s", first_only)
+    net.pump()
+    assert seen == [b"0"]
+    assert b.streams.peers[a.peer_id].handed == 0
+    assert b.memory.used == 0
+
+
 def test_unclaimed_streams_past_the_bound_are_reset(net: MemoryNetwork) -> None:
     a, b = pair(net, attrs.evolve(SMALL, max_unclaimed_streams=2))
     inboxes = [Inbox() for _ in range(3)]
