@@ -171,6 +171,56 @@ def test_a_full_window_refuses_then_wait_for_room_fires_on_acks(
     assert sa.send(b"x" * 41)
 
 
+def test_a_put_refused_on_room_does_not_hold_up_the_next(net: MemoryNetwork) -> None:
+    a, b = pair(net, StreamSettings(window=4))
+    sa, _ia, _sb, ib = open_both(a, b)
+    assert sa.send(b"xxxx")
+    big, small = sa.put(b"yyyy"), sa.put(b"z")
+    room = sa.wait_for_room()
+    failures: list[Any] = []
+    big.addErrback(failures.append)
+    assert a.memory.used == 4  # "xxxx", released after the wake
+    a.memory.limit = 7  # when room comes, 4 more bytes do not fit, 1 does
+    net.pump()
+    assert [f.type for f in failures] == [SendQueueFull]
+    assert small.called and room.called
+    assert ib.messages == [b"xxxx", b"z"]
+
+
+def test_streams_waiting_for_room_are_woken_in_the_order_they_began_to_wait(
+    net: MemoryNetwork,
+) -> None:
+    a, b = pair(net, StreamSettings(window=4, ack_every=1))
+    arrived: list[bytes] = []
+    s1, s2 = (a.stream(b.peer_id, n, lambda p: None) for n in (b"1", b"2"))
+    for n in (b"1", b"2"):
+        b.stream(a.peer_id, n, arrived.append)
+    assert s1.send(b"xxxx")
+    s1.put(b"a")  # s1 waits, is woken and sends: it waits no more
+    net.pump()
+    assert s2.send(b"yyyy")
+    s2.put(b"b")  # s2 waits first this time
+    s1.put(b"c")
+    net.pump()
+    assert arrived == [b"xxxx", b"a", b"yyyy", b"b", b"c"]
+
+
+def test_a_stream_reset_by_anothers_room_is_not_woken(net: MemoryNetwork) -> None:
+    a, b = pair(net, StreamSettings(window=4))
+    first, second = (a.stream(b.peer_id, n, lambda p: None) for n in (b"1", b"2"))
+    for n in (b"1", b"2"):
+        b.stream(a.peer_id, n, lambda p: None)
+    assert first.send(b"xxxx")
+    waiting = first.put(b"y")
+    other = second.put(b"z")
+    other.addErrback(lambda f: None)
+    waiting.addCallback(lambda _: second.reset())  # both were waiting for room
+    net.pump()
+    assert waiting.called and second.closed
+    assert a.peer(b.peer_id) is not None  # the connection is fine
+    assert first.send(b"w")
+
+
 def test_acks_wait_for_the_delay_below_half_the_window(net: MemoryNetwork) -> None:
     a, b = pair(net, StreamSettings(window=100, ack_every=1000, ack_delay=0.05))
     sa, _ia, _sb, ib = open_both(a, b)
