@@ -253,6 +253,17 @@ def test_the_invariant_check_holds_under_python_o() -> None:
     assert done.returncode == 0
 
 
+def test_each_piece_counts_its_bytes_from_its_own_start() -> None:
+    sender = Sender()
+    sender.transport.limit = 10 * PIECE  # never pauses here
+    chunks = [b"a" * PIECE, b"b" * TAIL, b"c" * (PIECE - TAIL - 1), b"d" * TAIL]
+    sender.send(*chunks)
+    # "a" is a piece; "b" and "c" make one byte short of the next, so "d"
+    # rides along with them: two writes.
+    assert sender.transport.value() == b"".join(chunks)
+    assert sender.transport.writes == 2
+
+
 def test_a_frames_small_tail_goes_with_its_payload() -> None:
     """A 64 KiB payload fills a piece and the transport pauses: the byte
     after it (``frame_chunks``'s tail) is written with it, not queued until
