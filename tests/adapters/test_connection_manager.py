@@ -523,5 +523,16 @@ def test_a_peer_whose_dials_keep_failing_is_given_up(make_node: MakeNode) -> Non
         assert node.counters["discovery.given_up"] == 1
         assert node.counters["discovery.dial_failed"] == 4
         assert len(dials.made) == 4  # and not dialed again
+        # Another that leaves is given up too: each is counted.
+        other = Identity.generate()
+        node.gossip.records.offer(sign_record(other, 1, ["192.0.2.10:7010"]))
+        for _ in range(4):
+            made, start = len(dials.made), clock.seconds()
+            while len(dials.made) == made and clock.seconds() - start < 600:
+                clock.advance(1.0)
+            assert len(dials.made) == made + 1
+            dials.pending[-1].errback(ConnectFailed("refused"))
+        assert node.gossip.record(other.peer_id) is None
+        assert node.counters["discovery.given_up"] == 2
     finally:
         manager.stopService()
