@@ -31,14 +31,17 @@ class _NoJitter(random.Random):
 
 
 class _FirstChoice(_NoJitter):
-    """``choice`` takes the first and ``shuffle`` keeps the order: which
-    list a choice is made from, and what decides an order, shows."""
+    """``choice`` and ``randrange`` take the first, ``shuffle`` keeps the
+    order: which list a choice is made from, and what decides, shows."""
 
     def choice(self, seq: Any) -> Any:
         return seq[0]
 
     def shuffle(self, seq: Any) -> None:
         return None
+
+    def randrange(self, *args: Any, **kwargs: Any) -> int:
+        return 0
 
 
 @attrs.define
@@ -548,6 +551,30 @@ def test_inbound_peers_past_the_cap_are_closed_and_each_counted_once(
         net.advance(1.0)
         assert len(node.peers) == 1
         assert node.counters["discovery.inbound_trimmed"] == 2
+    finally:
+        manager.stopService()
+
+
+def test_inbound_peers_are_trimmed_from_the_most_crowded_netgroup_first(
+    net: MemoryNetwork,
+) -> None:
+    """Three inbound peers in 192.0.1.0/24 and one in 192.0.2.0/24, two
+    allowed: both closed are of the crowded netgroup, told why (the rng
+    takes the first it may: the lone one, were the netgroups ignored)."""
+    node = net.add_node()
+    settings = DiscoverySettings(target_peers=0, max_inbound=2, inbound_grace=0.0)
+    manager = _manager(node, settings=settings, rng=_FirstChoice(1))
+    manager.startService()
+    try:
+        hosts = ("192.0.2.1", "192.0.1.1", "192.0.1.2", "192.0.1.3")
+        others = [net.add_node(host=host) for host in hosts]
+        for other in others:
+            net.connect(other, node)
+        net.advance(1.0)
+        kept = {p.peer_id for p in node.peers}
+        assert len(kept) == 2 and others[0].peer_id in kept
+        closed = [o for o in others if o.peer_id not in kept]
+        assert [o.counters["closed.CONNECTION_LIMIT"] for o in closed] == [1, 1]
     finally:
         manager.stopService()
 
