@@ -37,7 +37,7 @@ class _FirstChoice(_NoJitter):
     def choice(self, seq: Any) -> Any:
         return seq[0]
 
-    def shuffle(self, seq: Any) -> None:
+    def shuffle(self, x: Any, random: Any = None) -> None:
         return None
 
     def randrange(self, *args: Any, **kwargs: Any) -> int:
