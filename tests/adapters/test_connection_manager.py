@@ -30,6 +30,20 @@ class _NoJitter(random.Random):
         return 0.0
 
 
+class _FirstChoice(_NoJitter):
+    """``choice`` and ``randrange`` take the first, ``shuffle`` keeps the
+    order: which list a choice is made from, and what decides, shows."""
+
+    def choice(self, seq: Any) -> Any:
+        return seq[0]
+
+    def shuffle(self, x: Any, random: Any = None) -> None:
+        return None
+
+    def randrange(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+
 @attrs.define
 class Dials:
     """A node's ``connect`` stubbed: each dial is noted and left pending."""
@@ -400,12 +414,16 @@ def test_short_of_candidates_a_round_asks_a_peer_we_dialed_for_records(
 ) -> None:
     """Nothing to dial: each round asks a peer for records, one we dialed
     while we have one (its answers are not a crowd's that chose us)."""
-    node, ours, theirs = net.add_node(), net.add_node(), net.add_node()
+    node, ours = net.add_node(), net.add_node()
+    theirs = [net.add_node() for _ in range(2)]
+    for other in theirs:  # connected first: the first of node.peers
+        net.connect(other, node)
     net.connect(node, ours)
-    net.connect(theirs, node)
     asked: list[PeerId] = []
     node.gossip.request_records = asked.append  # type: ignore[method-assign,assignment]
-    manager = _manager(node, settings=DiscoverySettings(target_peers=3))
+    manager = _manager(
+        node, settings=DiscoverySettings(target_peers=3), rng=_FirstChoice(1)
+    )
     manager.startService()
     try:
         assert asked == [ours.peer_id]
@@ -413,7 +431,7 @@ def test_short_of_candidates_a_round_asks_a_peer_we_dialed_for_records(
         assert asked == [ours.peer_id] * 2
         net.cut(node, ours)
         net.advance(1.0)  # none dialed left: the one that dialed us
-        assert asked == [ours.peer_id] * 2 + [theirs.peer_id]
+        assert asked == [ours.peer_id] * 2 + [theirs[0].peer_id]
     finally:
         manager.stopService()
 
@@ -459,6 +477,47 @@ def test_candidates_past_the_preferred_ones_fill_only_the_rest(
     assert chosen[0] == (mine.peer_id, "192.0.9.1", 7010)
 
 
+def test_candidates_leave_out_the_connected_the_dialing_ourselves_and_the_waiting(
+    make_node: MakeNode,
+) -> None:
+    """Each record left out for its own reason, one at a time: a connected
+    peer, one being dialed, our own, one backing off, one at a banned
+    address; only the last record is a candidate."""
+    node = make_node(Identity.generate(), clock=task.Clock())
+    book = node.gossip.records
+    who = [Identity.generate() for _ in range(5)]
+    for n, identity in enumerate([*who, node.identity], 1):
+        book.offer(sign_record(identity, 1, [f"192.0.{n}.1:7010"]))
+    connected, dialing, waiting, _banned, fine = who
+    node.ban("192.0.4.0/24", "test")  # _banned's address
+    manager = _manager(node)
+    manager.dialing[dialing.peer_id] = defer.Deferred()
+    manager.backoff.failed(waiting.peer_id, 0.0)
+    peer: Any = attrs.make_class("P", ["peer_id", "address"])(connected.peer_id, None)
+    chosen = manager._candidates([peer], 10)
+    assert chosen == [(fine.peer_id, "192.0.5.1", 7010)]
+
+
+def test_candidates_prefer_a_netgroup_our_peers_are_not_in_by_the_settings(
+    make_node: MakeNode,
+) -> None:
+    """A peer connected at 192.0.2.1; netgroups of /16 here: 192.0.3.1 is in
+    its netgroup, so 198.51.100.1 is taken first (the rng leaves the book's
+    order as it is: only the netgroups decide)."""
+    node = make_node(Identity.generate(), clock=task.Clock())
+    near, far = Identity.generate(), Identity.generate()
+    node.gossip.records.offer(sign_record(near, 1, ["192.0.3.1:7010"]))
+    node.gossip.records.offer(sign_record(far, 1, ["198.51.100.1:7010"]))
+    settings = DiscoverySettings(netgroup_ipv4_prefix=16)
+    manager = _manager(node, settings=settings, rng=_FirstChoice(1))
+    address = attrs.make_class("A", ["host"])("192.0.2.1")
+    peer: Any = attrs.make_class("P", ["peer_id", "address"])(
+        Identity.generate().peer_id, address
+    )
+    assert [c[0] for c in manager._candidates([peer], 1)] == [far.peer_id]
+    assert [c[0] for c in manager._candidates([], 1)] == [near.peer_id]
+
+
 def test_a_peer_at_an_address_without_a_host_does_not_stop_a_round(
     make_node: MakeNode,
 ) -> None:
@@ -496,6 +555,30 @@ def test_inbound_peers_past_the_cap_are_closed_and_each_counted_once(
         manager.stopService()
 
 
+def test_inbound_peers_are_trimmed_from_the_most_crowded_netgroup_first(
+    net: MemoryNetwork,
+) -> None:
+    """Three inbound peers in 192.0.1.0/24 and one in 192.0.2.0/24, two
+    allowed: both closed are of the crowded netgroup, told why (the rng
+    takes the first it may: the lone one, were the netgroups ignored)."""
+    node = net.add_node()
+    settings = DiscoverySettings(target_peers=0, max_inbound=2, inbound_grace=0.0)
+    manager = _manager(node, settings=settings, rng=_FirstChoice(1))
+    manager.startService()
+    try:
+        hosts = ("192.0.2.1", "192.0.1.1", "192.0.1.2", "192.0.1.3")
+        others = [net.add_node(host=host) for host in hosts]
+        for other in others:
+            net.connect(other, node)
+        net.advance(1.0)
+        kept = {p.peer_id for p in node.peers}
+        assert len(kept) == 2 and others[0].peer_id in kept
+        closed = [o for o in others if o.peer_id not in kept]
+        assert [o.counters["closed.CONNECTION_LIMIT"] for o in closed] == [1, 1]
+    finally:
+        manager.stopService()
+
+
 def test_a_peer_whose_dials_keep_failing_is_given_up(make_node: MakeNode) -> None:
     """Issue 23 item 9: a peer that left was redialed forever (every 300 s
     at most).  Its dials back off (1, 2, 4... s, the one ``Backoff``), and
@@ -523,5 +606,16 @@ def test_a_peer_whose_dials_keep_failing_is_given_up(make_node: MakeNode) -> Non
         assert node.counters["discovery.given_up"] == 1
         assert node.counters["discovery.dial_failed"] == 4
         assert len(dials.made) == 4  # and not dialed again
+        # Another that leaves is given up too: each is counted.
+        other = Identity.generate()
+        node.gossip.records.offer(sign_record(other, 1, ["192.0.2.10:7010"]))
+        for _ in range(4):
+            made, start = len(dials.made), clock.seconds()
+            while len(dials.made) == made and clock.seconds() - start < 600:
+                clock.advance(1.0)
+            assert len(dials.made) == made + 1
+            dials.pending[-1].errback(ConnectFailed("refused"))
+        assert node.gossip.record(other.peer_id) is None
+        assert node.counters["discovery.given_up"] == 2
     finally:
         manager.stopService()

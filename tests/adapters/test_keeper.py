@@ -113,9 +113,16 @@ def test_a_wrong_peer_id_backs_off_too() -> None:
             alice,
             carol.peer_id,
             net.endpoint(bob, source=alice),
+            address="bob:7010",
             spread=lambda: 0.0,
         )
         keeper.startService()
+        net.pump()
+        # Said after the first attempt, with the kept peer and its address.
+        [wrong] = events
+        assert keeper.failures == 1 and wrong["log_level"].name == "warn"
+        assert wrong["peer_id"] == str(carol.peer_id)
+        assert wrong["address"] == "bob:7010"
         net.advance(60)
         # 7 attempts by 31.5 s, the next at 61.5 s: bob saw 7 handshakes.
         assert keeper.failures == UNREACHABLE_AFTER

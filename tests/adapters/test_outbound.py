@@ -225,6 +225,10 @@ def test_the_invariant_check_catches_counts_that_disagree() -> None:
     with pytest.raises(RuntimeError, match="charged"):
         outbound.check_invariants()
     outbound.charged -= 1
+    outbound._pinned += 3
+    with pytest.raises(RuntimeError, match="3 bytes counted pinned, 0 pinned"):
+        outbound.check_invariants()
+    outbound._pinned -= 3
     outbound.paused = False
     with pytest.raises(RuntimeError, match="queued while the transport reads"):
         outbound.check_invariants()
@@ -247,6 +251,17 @@ def test_the_invariant_check_holds_under_python_o() -> None:
     command = [sys.executable, "-O", "-c", code]
     done = subprocess.run(command, check=False, cwd=root, timeout=60)
     assert done.returncode == 0
+
+
+def test_each_piece_counts_its_bytes_from_its_own_start() -> None:
+    sender = Sender()
+    sender.transport.limit = 10 * PIECE  # never pauses here
+    chunks = [b"a" * PIECE, b"b" * TAIL, b"c" * (PIECE - TAIL - 1), b"d" * TAIL]
+    sender.send(*chunks)
+    # "a" is a piece; "b" and "c" make one byte short of the next, so "d"
+    # rides along with them: two writes.
+    assert sender.transport.value() == b"".join(chunks)
+    assert sender.transport.writes == 2
 
 
 def test_a_frames_small_tail_goes_with_its_payload() -> None:

@@ -601,6 +601,26 @@ def test_one_timer_serves_every_timeout(alice: Identity, bob: Identity) -> None:
     assert clock.getDelayedCalls() == []
 
 
+def test_the_timer_wakes_again_for_the_next_deadline(
+    alice: Identity, bob: Identity
+) -> None:
+    clock = Clock()
+    client, _server, pump, _ = _verified_pair(alice, bob, clock)
+    first = client.sender.request("hang", b"", timeout=5.0)
+    second = client.sender.request("hang", b"", timeout=5.5)  # half a second later
+    pump.flush()
+    clock.advance(5.0)
+    error = _outcome(first)
+    assert isinstance(error, RequestTimeout)
+    assert "request 1" in str(error)  # names the request
+    assert not second.called
+    clock.advance(0.5)
+    error = _outcome(second)
+    assert isinstance(error, RequestTimeout)
+    assert "request 2" in str(error)
+    assert clock.getDelayedCalls() == []
+
+
 def test_closing_while_paused_unregisters_the_producer_first(
     alice: Identity, bob: Identity
 ) -> None:

@@ -5,15 +5,17 @@ evidence that verifies offline."""
 
 from __future__ import annotations
 
+import gc
 from itertools import combinations
 from typing import Any
 
 import pytest
+from twisted.logger import LogLevel, formatEvent
 
 from blueprint_net import Node
 from blueprint_net._adapters.sessions import VIOLATION_RESET, Session
 from blueprint_net._core import session_wire as sw
-from blueprint_net._core.errors import MalformedSessionMessage
+from blueprint_net._core.errors import MalformedSessionMessage, SendQueueFull
 from blueprint_net._core.stream_states import StreamSettings
 from blueprint_net.errors import Equivocation, PartyLost, RoundTimeout, StreamReset
 from blueprint_net.sessions import SessionSettings, verify_equivocation
@@ -224,3 +226,123 @@ def test_a_party_that_gave_everything_and_closed_is_not_missed(
     net.connect(nodes[1], nodes[2])
     net.advance(0.1)
     assert net.result(waiting) == {0: b"0->1", 2: b"2->1"}
+
+
+def test_a_session_keeps_its_id_and_its_settings(net: MemoryNetwork) -> None:
+    a, b = sessions(mesh(net, 2), settings=SessionSettings(max_payload=100))
+    assert a.session_id == SESSION
+    assert repr(a) == f"<Session {SESSION!r} party 0 of 2>"
+    with pytest.raises(ValueError, match="a payload of 101 bytes; the limit is 100"):
+        a.send(0, 1, b"x" * 101)
+    a.send(0, 1, b"x" * 100)
+    assert net.result(b.gather(0)) == {0: b"x" * 100}
+
+
+def test_a_broadcast_is_without_echo_unless_asked(net: MemoryNetwork) -> None:
+    a, b = sessions(mesh(net, 2))
+    a.broadcast(0, b"plain")
+    b.send(0, 0, b"direct")  # a round without echo: a plain broadcast fits it
+    assert net.result(b.gather(0)) == {0: b"plain"}
+    assert net.result(a.gather(0)) == {1: b"direct"}
+    assert a.violations == b.violations == {}
+
+
+def test_a_violation_is_logged_with_its_fields_and_counted_per_rule(
+    net: MemoryNetwork, logged: list[dict[str, Any]]
+) -> None:
+    a, b = sessions(mesh(net, 2))
+    for r in (0, 1):  # b broadcasts with echo where a sends without
+        b.broadcast(r, b"r%d" % r, reliable=True)
+    net.pump()
+    assert a.violations == {}  # held until a's own message fixes the kind
+    a.send(0, 1, b"d0")
+    a.send(1, 1, b"d1")  # b's held message of round 1 broke the rule too
+    net.pump()
+    assert a.violations == {1: 2}
+    events = [e for e in logged if e.get("rule") and e.get("party") == 1]
+    assert [
+        (e["session"], e["party"], e["peer"], e["rule"], e["error"]) for e in events
+    ] == [
+        (
+            SESSION,
+            1,
+            str(b.parties[1]),
+            "WrongKind",
+            f"party 1's message of round {r} does not match the round (without echo)",
+        )
+        for r in (0, 1)
+    ]
+    assert all(e["log_level"] is LogLevel.warn for e in events)
+    text = formatEvent(events[0])
+    assert str(b.parties[1]) in text and events[0]["error"] in text
+
+
+def test_a_send_the_memory_budget_refuses_loses_the_party(net: MemoryNetwork) -> None:
+    nodes = mesh(net, 2)
+    a, b = sessions(nodes)
+    node_a = next(n for n in nodes if n.peer_id == a.parties[a.index])
+    a.send(0, 1, b"x")
+    assert net.result(b.gather(0)) == {0: b"x"}
+    waiting = a.gather(1)
+    node_a.memory.limit = node_a.memory.used + 5
+    a.send(1, 1, b"x" * 6)
+    with pytest.raises(PartyLost) as caught:
+        net.result(waiting)
+    assert caught.value.party == 1
+    assert isinstance(caught.value.reason, SendQueueFull)
+    # The stream is reset, so the other party loses this one too.
+    with pytest.raises(PartyLost) as theirs:
+        net.result(b.gather(1))
+    assert theirs.value.party == 0
+    reason = theirs.value.reason
+    assert isinstance(reason, StreamReset) and reason.by_peer
+
+
+def test_a_send_after_close_fails_its_round_quietly(net: MemoryNetwork) -> None:
+    a, _ = sessions(mesh(net, 2))
+    waiting = a.gather(1)
+    a.close()
+    waiting.addErrback(lambda failure: None)
+    a.send(1, 1, b"x")  # the stream is reset: the round fails, nobody waits
+    with pytest.raises(ValueError, match="round 1 is gathered already"):
+        a.gather(1)
+
+
+def test_close_without_a_timer_and_a_reset_while_blocked(
+    net: MemoryNetwork, logged: list[dict[str, Any]]
+) -> None:
+    small = StreamSettings(window=600, ack_every=1)
+    a, b = sessions(
+        mesh(net, 2, streams=small), settings=SessionSettings(max_payload=500)
+    )
+    gc.collect()  # what earlier tests left
+    logged.clear()
+    a.send(0, 1, b"0" * 500)
+    a.send(1, 1, b"1" * 500)  # no room: waits for it
+    a.close()  # no timer to cancel; the wait fails with the reset
+    del a, b  # (a failure left in a Deferred is logged when it is collected)
+    gc.collect()
+    assert [e for e in logged if "log_failure" in e] == []
+
+
+def test_close_cancels_the_gathers_timer(net: MemoryNetwork) -> None:
+    a, _ = sessions(mesh(net, 2))
+    a.gather(0, timeout=5).addErrback(lambda failure: None)
+    a.close()
+    net.stop()  # raises if a timer is left pending
+
+
+def test_the_timer_follows_the_earliest_deadline(net: MemoryNetwork) -> None:
+    a, _ = sessions(mesh(net, 2))
+    net.advance(100)  # deadlines are times, delays are what is left of them
+    later = a.gather(0, timeout=10)
+    sooner = a.gather(1, timeout=0.5)
+    net.advance(0.5)
+    with pytest.raises(RoundTimeout) as caught:
+        net.result(sooner)
+    assert caught.value.missing == (1,)
+    net.advance(9.4)
+    assert not later.called
+    net.advance(0.1)
+    with pytest.raises(RoundTimeout):
+        net.result(later)

@@ -10,8 +10,10 @@ from typing import Any
 import attrs
 import pytest
 from twisted.internet import defer
+from twisted.logger import formatEvent
 
 from blueprint_net import Identity, Node
+from blueprint_net._adapters.stream_objects import reset_label
 from blueprint_net._core import framing, stream_wire, telemetry
 from blueprint_net._core.errors import ErrorCode, SendQueueFull
 from blueprint_net._core.stream_states import StreamSettings
@@ -124,7 +126,30 @@ def test_an_exception_in_on_message_is_logged_not_raised(
     sa.send(b"2")
     net.pump()
     assert seen == [b"1", b"2"]
-    assert sum("on_message" in str(e.get("log_format")) for e in logged) == 2
+    events = [e for e in logged if "on_message" in str(e.get("log_format"))]
+    assert [e["stream"] for e in events] == [b"s", b"s"]
+
+
+def test_an_exception_in_on_reset_is_logged_not_raised(
+    net: MemoryNetwork, logged: list[dict[str, Any]]
+) -> None:
+    a, b = pair(net)
+    resets: list[StreamReset] = []
+
+    def fussy(error: StreamReset) -> None:
+        resets.append(error)
+        raise RuntimeError("boom")
+
+    sa = a.stream(b.peer_id, b"s", lambda p: None)
+    b.stream(a.peer_id, b"s", lambda p: None, fussy)
+    sa.send(b"1")
+    net.pump()
+    sa.reset(1234)
+    net.pump()
+    assert [r.code for r in resets] == [1234]
+    [event] = [e for e in logged if "log_failure" in e]
+    assert event["stream"] == b"s" and "on_reset" in event["log_format"]
+    assert repr(b"s") in formatEvent(event)  # the message names the stream
 
 
 # -- backpressure -----------------------------------------------------------
@@ -144,6 +169,56 @@ def test_a_full_window_refuses_then_wait_for_room_fires_on_acks(
     # Half the peer's window arrived: acknowledged at once, not after 50 ms.
     assert room.called
     assert sa.send(b"x" * 41)
+
+
+def test_a_put_refused_on_room_does_not_hold_up_the_next(net: MemoryNetwork) -> None:
+    a, b = pair(net, StreamSettings(window=4))
+    sa, _ia, _sb, ib = open_both(a, b)
+    assert sa.send(b"xxxx")
+    big, small = sa.put(b"yyyy"), sa.put(b"z")
+    room = sa.wait_for_room()
+    failures: list[Any] = []
+    big.addErrback(failures.append)
+    assert a.memory.used == 4  # "xxxx", released after the wake
+    a.memory.limit = 7  # when room comes, 4 more bytes do not fit, 1 does
+    net.pump()
+    assert [f.type for f in failures] == [SendQueueFull]
+    assert small.called and room.called
+    assert ib.messages == [b"xxxx", b"z"]
+
+
+def test_streams_waiting_for_room_are_woken_in_the_order_they_began_to_wait(
+    net: MemoryNetwork,
+) -> None:
+    a, b = pair(net, StreamSettings(window=4, ack_every=1))
+    arrived: list[bytes] = []
+    s1, s2 = (a.stream(b.peer_id, n, lambda p: None) for n in (b"1", b"2"))
+    for n in (b"1", b"2"):
+        b.stream(a.peer_id, n, arrived.append)
+    assert s1.send(b"xxxx")
+    s1.put(b"a")  # s1 waits, is woken and sends: it waits no more
+    net.pump()
+    assert s2.send(b"yyyy")
+    s2.put(b"b")  # s2 waits first this time
+    s1.put(b"c")
+    net.pump()
+    assert arrived == [b"xxxx", b"a", b"yyyy", b"b", b"c"]
+
+
+def test_a_stream_reset_by_anothers_room_is_not_woken(net: MemoryNetwork) -> None:
+    a, b = pair(net, StreamSettings(window=4))
+    first, second = (a.stream(b.peer_id, n, lambda p: None) for n in (b"1", b"2"))
+    for n in (b"1", b"2"):
+        b.stream(a.peer_id, n, lambda p: None)
+    assert first.send(b"xxxx")
+    waiting = first.put(b"y")
+    other = second.put(b"z")
+    other.addErrback(lambda f: None)
+    waiting.addCallback(lambda _: second.reset())  # both were waiting for room
+    net.pump()
+    assert waiting.called and second.closed
+    assert a.peer(b.peer_id) is not None  # the connection is fine
+    assert first.send(b"w")
 
 
 def test_acks_wait_for_the_delay_below_half_the_window(net: MemoryNetwork) -> None:
@@ -185,7 +260,7 @@ def test_the_memory_budget_refuses_a_send(net: MemoryNetwork) -> None:
     a, b = pair(net)
     sa, *_ = open_both(a, b)
     a.memory.limit = a.memory.used + 5
-    with pytest.raises(SendQueueFull):
+    with pytest.raises(SendQueueFull, match="memory budget"):
         sa.send(b"x" * 6)
     assert a.counters[telemetry.MEMORY_REFUSALS.key_for("stream")] == 1
     assert sa.send(b"x" * 5)
@@ -235,7 +310,7 @@ def test_an_application_resets_with_cancelled_or_its_own_codes(
 ) -> None:
     a, b = pair(net)
     sa, *_ = open_both(a, b)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"1000-65535, not {code}$"):
         sa.reset(code)
     assert not sa.closed
     sa.reset(1000)
@@ -283,6 +358,7 @@ def test_a_new_stream_after_a_reset_waits_for_the_answer(net: MemoryNetwork) -> 
     again = a.stream(b.peer_id, b"s", ia.message)
     assert not again.send(b"new")  # the old life is being reset
     room = again.wait_for_room()
+    assert not room.called  # until the reset is answered
     net.connect(a, b)
     assert room.called and [e.code for e in ib.resets] == [ResetCode.CANCELLED]
     assert again.send(b"new")
@@ -354,6 +430,50 @@ def test_unclaimed_messages_are_held_and_handed_over_in_order(
     net.pump()
     assert inbox.messages == [b"0", b"1", b"2", b"3"]
     assert sb is not None and b.memory.used == 0
+
+
+def test_messages_arriving_during_a_hand_over_wait_behind_the_held_ones(
+    net: MemoryNetwork,
+) -> None:
+    a, b = pair(net)
+    inbox = Inbox()
+    opened: list[Stream] = []
+
+    def go(payload: bytes) -> None:  # b opens "s" between two of its messages
+        opened.append(b.stream(a.peer_id, b"s", inbox.message))
+
+    b.stream(a.peer_id, b"t", go)
+    sa, ta = a.stream(b.peer_id, b"s", lambda p: None), a.stream(b.peer_id, b"t", go)
+    for n in range(3):
+        sa.send(b"%d" % n)
+    net.pump()  # held unclaimed
+    ta.send(b"go")
+    sa.send(b"33")  # arrives while "s" hands over the three held
+    net.pump()
+    assert opened and inbox.messages == [b"0", b"1", b"2", b"33"]
+    assert b.streams.peers[a.peer_id].handed == 0
+    net.advance(1.0)
+    assert b.memory.used == 0
+
+
+def test_a_reset_during_a_hand_over_drops_the_rest(net: MemoryNetwork) -> None:
+    a, b = pair(net)
+    sa = a.stream(b.peer_id, b"s", lambda p: None)
+    for n in range(3):
+        sa.send(b"%d" % n)
+    net.pump()
+    assert b.memory.used == 3
+    seen: list[bytes] = []
+
+    def first_only(payload: bytes) -> None:
+        seen.append(payload)
+        sb.reset()
+
+    sb = b.stream(a.peer_id, b"s", first_only)
+    net.pump()
+    assert seen == [b"0"]
+    assert b.streams.peers[a.peer_id].handed == 0
+    assert b.memory.used == 0
 
 
 def test_unclaimed_streams_past_the_bound_are_reset(net: MemoryNetwork) -> None:
@@ -498,6 +618,7 @@ def test_an_idle_peer_is_forgotten_but_for_its_numbers(net: MemoryNetwork) -> No
     assert set(a.streams.remembered) == {b.peer_id}
     numbers = a.streams.remembered[b.peer_id]
     assert numbers.resets_sent == 1 and numbers.peer_incarnation is not None
+    assert numbers.peer_window == SMALL.window  # b's, as b announced it
     # Back: the same incarnations, the reset counts kept, nothing restarts.
     net.connect(a, b)
     sa, ia, _sb, ib = open_both(a, b)
@@ -534,13 +655,31 @@ def test_held_bytes_are_charged_and_released(net: MemoryNetwork) -> None:
 
 def test_reset_codes_are_the_declared_labels() -> None:
     assert tuple(c.name for c in ResetCode) == telemetry.STREAM_RESET_CODES
+    assert [reset_label(c) for c in ResetCode] == list(telemetry.STREAM_RESET_CODES)
+    assert reset_label(1000) == reset_label(65535) == "application"
+
+
+def test_a_stream_reset_says_who_ended_the_stream_and_how() -> None:
+    peer = _identity().peer_id
+    ours = StreamReset(peer, b"s", int(ResetCode.CANCELLED), by_peer=False)
+    assert ours.code is ResetCode.CANCELLED and not ours.by_peer
+    theirs = StreamReset(peer, b"s", 1234, by_peer=True)
+    assert theirs.code == 1234 and theirs.by_peer
+    assert (theirs.peer_id, theirs.stream) == (peer, b"s")
+    for error, who, how in (
+        (ours, "this node", "CANCELLED"),
+        (theirs, "the peer", "1234"),
+    ):
+        text = str(error)
+        assert repr(b"s") in text and str(peer) in text
+        assert who in text and text.endswith(how)
 
 
 async def _unused() -> None:  # pragma: no cover - keeps Deferred imported
     await defer.succeed(None)
 
 
-def _identity() -> Identity:  # pragma: no cover
+def _identity() -> Identity:
     return Identity.generate()
 
 

@@ -32,10 +32,14 @@ def test_gossip_frames_become_events_between_requests(
     a, b = _verified(alice, bob)
     a.max_gossip_frame = 4096
     graft = gossip_wire.Graft("news")
+    assert b.unsent == 0
     b.send_frame(gossip_wire.frame(graft))
+    assert b.unsent == len(gossip_wire.frame(graft))  # counted as queued
     b.request("echo", b"hi")
     b.send_frame(gossip_wire.frame(gossip_wire.RecordsRequest(3)))
-    events = a.receive_data(b.data_to_send())
+    sent = b.data_to_send()
+    assert b.unsent == 0
+    events = a.receive_data(sent)
     assert events == [
         GossipReceived(graft),
         wire.Request(0, "echo", b"hi"),

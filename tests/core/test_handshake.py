@@ -727,6 +727,25 @@ def test_a_backlogged_duplicate_is_refused_when_its_turn_comes(
     assert b.backlog == []
 
 
+def test_a_refused_backlogged_request_leaves_its_turn_to_the_next(
+    alice: Identity, bob: Identity
+) -> None:
+    _, b, _ = _connections(alice, bob)
+    b.requests.max_in_flight = 2
+    b.receive_data(_requests(1, 2, 1, 3))
+    b.data_to_send()
+    assert [r.request_id for r in b.backlog] == [1, 3]
+    # Request 2 ends: the duplicate 1 is refused, and 3 takes the free slot.
+    assert b.respond(wire.SuccessResponse(2)) == [wire.Request(3, "echo", b"")]
+    assert b.backlog == [] and b.saturated
+    answer, refusal = decode_frames(b.data_to_send())
+    assert answer == wire.SuccessResponse(2)
+    assert isinstance(refusal, wire.ErrorResponse) and refusal.request_id == 1
+    # Nothing of 3 is left behind to be refused as a duplicate later.
+    assert b.respond(wire.SuccessResponse(1)) == []
+    assert decode_frames(b.data_to_send()) == [wire.SuccessResponse(1)]
+
+
 def test_an_answer_past_the_frame_limit_is_an_error(
     alice: Identity, bob: Identity
 ) -> None:

@@ -12,6 +12,7 @@ import pytest
 from blueprint_net._core import session_states as st
 from blueprint_net._core import session_wire as sw
 from blueprint_net._core import sessions as s
+from blueprint_net._core import signatures
 from blueprint_net._core.errors import (
     BadBroadcastSignature,
     DuplicateMessage,
@@ -156,6 +157,30 @@ def test_the_index_is_the_rank_of_the_key_and_the_digest_binds_the_list() -> Non
     fewer = s.PartySession(BY_INDEX[0], SESSION, [i.peer_id for i in BY_INDEX[:4]])
     other_id = s.PartySession(BY_INDEX[0], SESSION + b"!", first.parties)
     assert len({first.digest, fewer.digest, other_id.digest}) == 3
+
+
+class _Recording(signatures.NaClBackend):
+    """The default curve work, noting each message it verifies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verified: list[bytes] = []
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        self.verified.append(message)
+        return super().verify(public_key, message, signature)
+
+
+def test_broadcasts_verify_with_the_backend_of_the_identity() -> None:
+    backend = _Recording()
+    seed = bytes([IDENTITIES.index(BY_INDEX[0]) + 1]) * 32  # party 0's
+    me = Identity(seed, backend)
+    session = s.PartySession(me, SESSION, [i.peer_id for i in BY_INDEX[:2]])
+    session.receive(BY_INDEX[1].peer_id, broadcast(1, 0, b"hi", 2, False))
+    assert backend.verified == [sw.signed_bytes(session.digest, 0, 1, b"hi")]
+    session.broadcast(0, b"mine")
+    session.gather(0)
+    assert [type(o) for o in session.outputs()] == [st.Outgoing, st.Completed]
 
 
 @pytest.mark.parametrize(

@@ -28,8 +28,10 @@ def test_backoff_doubles_with_jitter_and_forgets_on_success() -> None:
         base = min(8.0, 2.0**count)
         assert 0.5 * base <= delay <= base
     assert not backoff.ready("peer", 0.0)
+    assert backoff.failures("peer") == 6
     backoff.succeeded("peer")
     assert backoff.ready("peer", 0.0)
+    assert backoff.failures("peer") == 0 == backoff.failures("never failed")
 
 
 class _Fixed(random.Random):
