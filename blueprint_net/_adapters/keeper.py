@@ -152,9 +152,11 @@ class PeerKeeper(Service):
         error = failure.value
         reason = getattr(error, "reason", None)
         # Another id at the address: a mistyped --peer, not the network's
-        # weather; said at once, once per change (not after 7 attempts).
+        # weather; said at once, once per change (not after 7 attempts), also
+        # when the attempts before it failed otherwise (the node at the
+        # address was not listening yet).
         wrong_peer = getattr(reason, "code", None) is ErrorCode.UNEXPECTED_PEER
-        if wrong_peer and self.failures == 0:
+        if wrong_peer and str(error) != self.last_error:
             self._log.warn(
                 "kept peer {peer_id} at {address}: wrong peer at that"
                 " address ({error}); check --peer; still trying",

@@ -135,6 +135,42 @@ def test_a_wrong_peer_id_backs_off_too() -> None:
 
 
 @implementer(IStreamClientEndpoint)
+class RefusedFirst:
+    """Refuses the first dial (nothing listens yet), then dials ``then``."""
+
+    def __init__(self, then: IStreamClientEndpoint) -> None:
+        self.then, self.dials = then, 0
+
+    def connect(self, factory: Any) -> defer.Deferred[Any]:
+        self.dials += 1
+        if self.dials == 1:
+            return defer.fail(ConnectionRefusedError("not listening yet"))
+        return self.then.connect(factory)
+
+
+def test_a_wrong_peer_id_is_said_even_after_other_failures() -> None:
+    """The node at the address was not up at the first attempt: the wrong
+    id is still said when it first shows, once, not only as unreachable
+    after 7 attempts (a twistd test caught this race)."""
+    with MemoryNetwork() as net:
+        alice, bob, carol = net.add_node(), net.add_node(), net.add_node()
+        endpoint = RefusedFirst(net.endpoint(bob, source=alice))
+        keeper, events = _keeper(
+            net, alice, carol.peer_id, endpoint, address="bob:7010", spread=lambda: 0.0
+        )
+        keeper.startService()
+        net.pump()
+        assert keeper.failures == 1 and events == []  # refused: the weather
+        net.advance(1.0)  # the second attempt reaches bob, not carol
+        [wrong] = events
+        assert "wrong peer at that address" in wrong["log_format"]
+        assert "UNEXPECTED_PEER" in wrong["error"] and keeper.failures == 2
+        net.advance(8.0)  # more attempts, the same error: not said again
+        assert len(events) == 1 and keeper.failures > 2
+        keeper.stopService()
+
+
+@implementer(IStreamClientEndpoint)
 class Pending:
     """A dial that never answers; notes whether it was cancelled."""
 
