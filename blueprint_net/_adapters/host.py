@@ -441,7 +441,8 @@ class ConnectionHost:
             return
         rule, code = violation_rule(violation)
         self.counters[SESSION_VIOLATION_CHARGES.key_for(rule)] += 1
-        self._misbehaved(protocol, code)
+        if code is not None:  # else: an honest party may have caused it
+            self._misbehaved(protocol, code)
 
     def _misbehaved(self, protocol: PeerProtocol, code: ErrorCode) -> None:
         """Charge what ``protocol``'s peer provably did: its address always;

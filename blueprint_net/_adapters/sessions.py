@@ -80,6 +80,8 @@ class Session:
         #: Violations seen, by the index of the party that broke the rule.
         self.violations: dict[int, int] = {}
         self._keepers = list(keepers)
+        #: ``close`` was called: no more sends, gathers or deadlines.
+        self._closing = False
         self._charge = charge
         self._gathers: dict[int, defer.Deferred[dict[int, bytes]]] = {}
         self._queues: dict[int, deque[bytes]] = {}
@@ -106,6 +108,7 @@ class Session:
     def send(self, round: int, to: int, payload: bytes) -> None:
         """Send ``payload`` to party ``to`` alone as this party's message of
         ``round``; ``ValueError`` for a second one, or a finished round."""
+        self._check_open()
         self._core.send(round, to, payload)
         self._flush()
 
@@ -113,6 +116,7 @@ class Session:
         """Send ``payload``, signed, to every other party as this party's
         message of ``round``; ``reliable``: every party broadcasts in the
         round, and it completes only when all saw the same broadcasts."""
+        self._check_open()
         self._core.broadcast(round, payload, reliable)
         self._flush()
 
@@ -123,6 +127,7 @@ class Session:
         fails with :class:`RoundTimeout` after ``timeout`` seconds (naming
         the missing parties), :class:`Equivocation`, :class:`FalseEcho` or
         :class:`PartyLost`."""
+        self._check_open()
         deadline = None if timeout is None else self._clock.seconds() + timeout
         self._core.gather(round, deadline)
         waiting: defer.Deferred[dict[int, bytes]] = defer.Deferred()
@@ -138,8 +143,8 @@ class Session:
         once would drop our last messages still in flight, and a party
         that finished first would fail the rounds of those still
         gathering them."""
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        self._closing = True
+        self._cancel_timer()
         gathers, self._gathers = self._gathers, {}
         for waiting in gathers.values():
             waiting.cancel()
@@ -148,6 +153,7 @@ class Session:
         done.addTimeout(linger, self._clock, onTimeoutCancel=lambda *_: None)
 
         def end(_: object) -> None:
+            self._cancel_timer()
             for stream in self._streams.values():
                 stream.reset()
             for keeper in self._keepers:
@@ -260,7 +266,18 @@ class Session:
         if not stream.closed:
             stream.reset(VIOLATION_RESET)
 
+    def _check_open(self) -> None:
+        if self._closing:
+            raise ValueError("the session is closed")
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
     def _arm(self) -> None:
+        if self._closing:
+            return  # no round is gathered any more: nothing to time out
         deadline = self._core.next_deadline()
         timer = self._timer
         if timer is not None and timer.active():

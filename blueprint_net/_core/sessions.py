@@ -271,12 +271,7 @@ class PartySession:
     def _progress(self, entry: RoundEntry) -> None:
         """Take the internal steps the round's content calls for."""
         others = self.n - 1
-        if entry.state in _ACTIVE and self.lost_parties:
-            for party, reason in self.lost_parties.items():
-                if self._needs(entry, party):
-                    lost = PartyLost(party, reason)
-                    self._step(entry, entry.number, Input.LOST, lost)
-                    break
+        self._check_lost(entry)
         if entry.state is RoundState.OPEN and len(entry.messages) == others:
             if entry.mine is Kind.RELIABLE:
                 self._step(entry, entry.number, Input.BROADCASTS_IN, None)
@@ -290,16 +285,29 @@ class PartySession:
             self._step(entry, entry.number, Input.AGREED, None)
         if entry.state is RoundState.DISPUTED and entry.error is not None:
             self._step(entry, entry.number, Input.CAUGHT, None)
+        self._check_lost(entry)  # the steps above may now need a lost party
         if entry.gathered and entry.state in (RoundState.DONE, RoundState.FAILED):
             self._step(entry, entry.number, Input.DELIVER, None)
+
+    def _check_lost(self, entry: RoundEntry) -> None:
+        """Fail the round if it still needs something from a lost party."""
+        if entry.state in _ACTIVE and self.lost_parties:
+            for party, reason in self.lost_parties.items():
+                if self._needs(entry, party):
+                    lost = PartyLost(party, reason)
+                    self._step(entry, entry.number, Input.LOST, lost)
+                    break
 
     def _needs(self, entry: RoundEntry, party: int) -> bool:
         """Whether the round still waits for something from ``party``: its
         message, its echo in a reliable round, or (disputed) its relays.  A
         party that finished and closed the session first is lost to us only
         for the rounds it had not given everything to."""
-        if party not in entry.messages or entry.state is RoundState.DISPUTED:
+        if party not in entry.messages:
             return True
+        if entry.state is RoundState.DISPUTED:
+            # Relays are awaited only from the parties whose echo differed.
+            return entry.disputes.get(party, self.n) < self.n
         reliable = entry.mine is Kind.RELIABLE or self._expects_echo(entry)
         return reliable and party not in entry.echoes
 

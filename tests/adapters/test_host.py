@@ -39,6 +39,7 @@ from blueprint_net._core.errors import (
     HandshakeFailed,
     ProtocolError,
     RemoteError,
+    RoundTooFar,
 )
 from blueprint_net._core.gossip_outputs import Fault
 from blueprint_net._core.gossip_settings import DEFAULTS as GOSSIP_DEFAULTS
@@ -287,6 +288,9 @@ def test_a_session_violation_is_charged_only_to_a_connected_peer(
     assert host.policy.score(alice.peer_id) == (
         POINTS[ErrorCode.BAD_SIGNATURE] + DEFAULT_POINTS
     )
+    host.charge_session(alice.peer_id, RoundTooFar("our settings differ"))
+    assert host.counters["sessions.violation.round-too-far"] == 1
+    assert host.counters["misbehaviour"] == 2  # counted, not charged
 
 
 def test_a_kept_dial_builds_nothing_for_a_connected_peer_or_once_stopping(

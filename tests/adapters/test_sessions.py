@@ -298,14 +298,31 @@ def test_a_send_the_memory_budget_refuses_loses_the_party(net: MemoryNetwork) ->
     assert isinstance(reason, StreamReset) and reason.by_peer
 
 
-def test_a_send_after_close_fails_its_round_quietly(net: MemoryNetwork) -> None:
+def test_a_closed_session_takes_no_more_sends_or_gathers(net: MemoryNetwork) -> None:
     a, _ = sessions(mesh(net, 2))
     waiting = a.gather(1)
     a.close()
     waiting.addErrback(lambda failure: None)
-    a.send(1, 1, b"x")  # the stream is reset: the round fails, nobody waits
-    with pytest.raises(ValueError, match="round 1 is gathered already"):
-        a.gather(1)
+    for call in (
+        lambda: a.send(1, 1, b"x"),
+        lambda: a.broadcast(2, b"y"),
+        lambda: a.gather(3),
+    ):
+        with pytest.raises(ValueError, match="the session is closed"):
+            call()
+
+
+def test_a_message_during_the_linger_sets_no_timer(net: MemoryNetwork) -> None:
+    """A round gathered with a deadline, then closed: a message that comes
+    while the close waits for acknowledgements arms no deadline again."""
+    a, b = sessions(mesh(net, 2))
+    a.gather(0, timeout=100).addErrback(lambda failure: None)
+    a.send(0, 1, b"x")
+    closing = a.close(linger=5)
+    b.send(0, 0, b"y")  # reaches a during its linger
+    net.advance(0.1)
+    net.result(closing)
+    assert [c for c in net.clock.getDelayedCalls() if c.getTime() > 50] == []
 
 
 def test_close_without_a_timer_and_a_reset_while_blocked(

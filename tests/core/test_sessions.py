@@ -1001,11 +1001,16 @@ def test_a_relay_after_the_dispute_is_settled_is_dropped() -> None:
 def test_a_relay_to_a_failed_round_not_yet_gathered_is_dropped() -> None:
     net = Net(3, manual=frozenset({1}))
     a = net.sessions[0]
+    # Party 2's echo never reaches party 0: the round still needs it when
+    # party 2 is lost, so the loss fails it.
+    net.filter = lambda source, to, data: (
+        None if (source, to, data[0]) == (2, 0, sw.K_ECHO) else data
+    )
     a.broadcast(0, b"b0", reliable=True)
     net.sessions[2].broadcast(0, b"b2", reliable=True)
     a.receive(net.peer(1), broadcast(1, 0, b"b1", 3, True))
-    a.receive(net.peer(1), sw.encode(sw.Echo(1, 0, b"\x05" * 32)))
     net.pump()
+    assert a.state(0) is st.RoundState.ECHOED
     a.lost(net.peer(2), RoundTooFar("gone"))
     assert a.state(0) is st.RoundState.FAILED
     for data in (
@@ -1253,3 +1258,38 @@ def test_a_lost_party_whose_echo_is_in_is_not_needed() -> None:
     a.lost(net.peer(2), RoundTooFar("gone"))
     net.pump()
     assert completed(net, 0) == {0: {1: b"b1", 2: b"b2"}}
+
+
+@pytest.mark.parametrize("lose_first", [True, False])
+def test_a_party_lost_after_its_part_does_not_hide_a_false_echo(
+    lose_first: bool,
+) -> None:
+    """Party 0 completes the reliable round and closes; party 2 then sends
+    party 1 a false echo and its relays: party 1 blames party 2
+    (``FalseEcho``), not the party that left after giving everything."""
+    net = Net(3, manual=frozenset({2}))
+    a, b = net.sessions[0], net.sessions[1]
+    for x in (a, b):
+        x.gather(0)
+        x.receive(net.peer(2), broadcast(2, 0, b"x2", 3, True))
+    a.broadcast(0, b"a0", reliable=True)
+    b.broadcast(0, b"b1", reliable=True)
+    net.pump()
+    [ours] = [sw.decode(d) for to, d in net.sent[0] if to == 2 and d[0] == sw.K_ECHO]
+    assert isinstance(ours, sw.Echo)
+    a.receive(net.peer(2), sw.encode(sw.Echo(2, 0, ours.digest)))
+    net.pump()
+    assert completed(net, 0) == {0: {1: b"b1", 2: b"x2"}}
+    gone = RoundTooFar("party 0 closed")
+    if lose_first:
+        b.lost(net.peer(0), gone)
+    b.receive(net.peer(2), sw.encode(sw.Echo(2, 0, b"\x11" * 32)))
+    net.pump()
+    if not lose_first:
+        b.lost(net.peer(0), gone)
+    for origin, payload in ((0, b"a0"), (1, b"b1"), (2, b"x2")):
+        relay = sw.Relay(2, 0, origin, payload, sign(origin, 0, payload, 3))
+        b.receive(net.peer(2), sw.encode(relay))
+    net.pump()
+    error = failure(net, 1)
+    assert isinstance(error, FalseEcho) and error.party == 2

@@ -27,7 +27,22 @@ def test_a_forged_signature_costs_what_a_bad_handshake_signature_does() -> None:
         "bad-signature",
         ErrorCode.BAD_SIGNATURE,
     )
-    others = [rule for rule in RULES if rule is not errors.BadBroadcastSignature]
-    for rule in others:
+    for rule in (
+        errors.NotAParty,
+        errors.WrongIndex,
+        errors.DuplicateMessage,
+        errors.UnexpectedRelay,
+        errors.MalformedSessionMessage,
+    ):
         assert violation_rule(rule("x"))[1] is ErrorCode.UNEXPECTED_MESSAGE
-    assert violation_rule(errors.RoundTooFar("x"))[0] == "round-too-far"
+
+
+def test_what_an_honest_party_can_cause_is_not_charged() -> None:
+    """Differences of settings or of the applications' choices."""
+    for rule, label in (
+        (errors.RoundTooFar, "round-too-far"),
+        (errors.SessionBufferFull, "buffer-full"),
+        (errors.OversizedMessage, "oversized"),
+        (errors.WrongKind, "wrong-kind"),
+    ):
+        assert violation_rule(rule("x")) == (label, None)
