@@ -2,7 +2,8 @@
 
 Run with ``python examples/dkg.py``; ``--cut`` cuts every link between the
 parties in the middle of the protocol (after the commitments, while the
-shares are in flight), ``--cheat`` makes one party send a bad share.
+shares are in flight), ``--cheat`` makes one party send a bad share (and
+stand by it), ``--accuse`` makes one party accuse every other dealer.
 
 Five nodes on loopback, each with its own identity, open one session
 (``Node.session``) and run a joint Feldman DKG (the arithmetic is in
@@ -16,7 +17,11 @@ Five nodes on loopback, each with its own identity, open one session
    stream: nothing is lost when links drop), and checks each share it
    receives against that dealer's commitments;
 3. every party broadcasts, reliably, the dealers whose share failed its
-   check; a dealer named by anyone is left out.
+   check;
+4. every accused dealer reveals, reliably, the shares it dealt its
+   accusers; a dealer whose revealed share is missing or fails the check is
+   left out (so a false accusation cannot push an honest dealer out, and a
+   dealer with invalid commitments is left out by everyone alike).
 
 The group public key is the sum of the remaining dealers' first commitments;
 each party's secret share is the sum of the shares it got from them, and any
@@ -128,52 +133,91 @@ async def run_party(
     parties: list[PeerId],
     addresses: dict[PeerId, str],
     cheat: bool = False,
+    accuse: bool = False,
     halfway: Barrier | None = None,
 ) -> Outcome:
     """One party's whole protocol; at ``halfway``, if given, it waits once
-    its shares are sent (``--cut`` cuts the links there)."""
+    its shares are sent (``--cut`` cuts the links there).  ``cheat``: deal
+    the next party a bad share, and stand by it when accused; ``accuse``:
+    accuse every other dealer falsely."""
     session = node.session(SESSION, parties, addresses)
     try:
         me, n = session.index, len(parties)
         dealing = feldman.Dealing(THRESHOLD)
+        victim = (me + 1) % n
+
+        def share_for(party: int) -> bytes:
+            share = dealing.share(party + 1)
+            if cheat and party == victim:
+                share = feldman.add_scalars([share, feldman.scalar(1)])
+            return share
+
         # Round 0: commitments, reliably broadcast (rounds count from 0).
+        # Every party sees the same ones, so an invalid one is left out by
+        # all alike, without a complaint.
         session.broadcast(0, b"".join(dealing.commitments()), reliable=True)
         received = await session.gather(0, timeout=ROUND_TIMEOUT)
         commitments = {me: dealing.commitments()}
-        accused: set[int] = set()
+        invalid: set[int] = set()
         for dealer, data in received.items():
             try:
                 commitments[dealer] = commitments_of(data)
             except feldman.InvalidPoint:
-                accused.add(dealer)
+                invalid.add(dealer)
         # Round 1: shares, point to point.
         for party in range(n):
             if party != me:
-                share = dealing.share(party + 1)
-                if cheat and party == (me + 1) % n:
-                    share = feldman.add_scalars([share, feldman.scalar(1)])
-                session.send(1, party, share)
+                session.send(1, party, share_for(party))
         if halfway is not None:
             await halfway.wait(me)
         shares = await session.gather(1, timeout=ROUND_TIMEOUT)
         shares[me] = dealing.share(me + 1)
-        for dealer, share in shares.items():
-            if dealer in commitments and not feldman.share_is_valid(
-                commitments[dealer], me + 1, share
-            ):
-                accused.add(dealer)
-        # Round 2: complaints, reliably broadcast (one byte per index).
+        accused = {
+            dealer
+            for dealer, share in shares.items()
+            if dealer in commitments
+            and not feldman.share_is_valid(commitments[dealer], me + 1, share)
+        }
+        if accuse:
+            accused = set(commitments) - {me}
+        # Round 2: complaints, reliably broadcast (one byte per dealer).
         session.broadcast(2, bytes(sorted(accused)), reliable=True)
         complaints = await session.gather(2, timeout=ROUND_TIMEOUT)
-        out = set(accused)
-        for data in complaints.values():
-            out.update(index for index in data if index < n)
+        complaints[me] = bytes(sorted(accused))
+        against = {
+            (accuser, dealer)
+            for accuser, data in complaints.items()
+            for dealer in data
+            if dealer in commitments and dealer != accuser
+        }
+        # Round 3: each accused dealer reveals the disputed shares, reliably;
+        # a complaint stands only if the revealed share is missing or bad,
+        # so a false accuser cannot push an honest dealer out.
+        mine = [a for a, d in sorted(against) if d == me]
+        session.broadcast(3, b"".join(bytes([a]) + share_for(a) for a in mine), True)
+        answers = await session.gather(3, timeout=ROUND_TIMEOUT)
+        answers[me] = b"".join(bytes([a]) + share_for(a) for a in mine)
+        out = set(invalid)
+        for accuser, dealer in against:
+            answer = answers.get(dealer, b"")
+            revealed = {
+                answer[k]: answer[k + 1 : k + 33] for k in range(0, len(answer), 33)
+            }
+            share = revealed.get(accuser)
+            if share is None or not feldman.share_is_valid(
+                commitments[dealer], accuser + 1, share
+            ):
+                out.add(dealer)
+            elif accuser == me:
+                shares[dealer] = share  # the dealer's answer stands
         qualified = [dealer for dealer in range(n) if dealer not in out]
+        if not qualified:
+            raise RuntimeError("every dealer was left out")
         group_key = feldman.add_points([commitments[d][0] for d in qualified])
         secret = feldman.add_scalars([shares[d] for d in qualified])
         public_share = feldman.times_base(secret)
-        mine = [feldman.expected(commitments[d], me + 1) for d in qualified]
-        assert public_share == feldman.add_points(mine)
+        expected = [feldman.expected(commitments[d], me + 1) for d in qualified]
+        assert public_share == feldman.add_points(expected)
         return Outcome(
             me, group_key, public_share, tuple(sorted(out)), tuple(sorted(accused))
         )
@@ -181,7 +225,9 @@ async def run_party(
         await session.close()  # once the others have all we sent
 
 
-async def main(reactor: Any, cut: bool = False, cheat: bool = False) -> list[Outcome]:
+async def main(
+    reactor: Any, cut: bool = False, cheat: bool = False, accuse: bool = False
+) -> list[Outcome]:
     nodes = [Node(Identity.generate(), reactor=reactor) for _ in range(PARTIES)]
     ports: list[IListeningPort] = []
     forwarders: list[Forwarder] = []
@@ -197,6 +243,7 @@ async def main(reactor: Any, cut: bool = False, cheat: bool = False) -> list[Out
         parties = [node.peer_id for node in nodes]
         halfway = Barrier(PARTIES)
         cheater = nodes[-1].peer_id if cheat else None
+        accuser = nodes[0].peer_id if accuse else None
         runs = [
             defer.Deferred.fromCoroutine(
                 run_party(
@@ -204,6 +251,7 @@ async def main(reactor: Any, cut: bool = False, cheat: bool = False) -> list[Out
                     parties,
                     addresses,
                     cheat=node.peer_id == cheater,
+                    accuse=node.peer_id == accuser,
                     halfway=halfway if cut else None,
                 )
             )
@@ -233,7 +281,7 @@ def report(outcomes: list[Outcome]) -> None:
         )
     for outcome in outcomes:
         for dealer in outcome.accused:
-            print(f"party {outcome.index} got a bad share from party {dealer}")
+            print(f"party {outcome.index} accused party {dealer}")
     print("every party derived the same group key" if len(keys) == 1 else "KEYS DIFFER")
     by_party = {o.index + 1: o.public_share for o in outcomes}
     qualified = [j for j in sorted(by_party) if j - 1 not in outcomes[0].disqualified]
@@ -249,10 +297,16 @@ def run() -> None:
     parser.add_argument(
         "--cheat", action="store_true", help="one party sends a bad share"
     )
+    parser.add_argument(
+        "--accuse", action="store_true", help="one party accuses every dealer"
+    )
     options = parser.parse_args()
 
     async def go(reactor: Any) -> None:
-        report(await main(reactor, cut=options.cut, cheat=options.cheat))
+        outcomes = await main(
+            reactor, cut=options.cut, cheat=options.cheat, accuse=options.accuse
+        )
+        report(outcomes)
 
     task.react(lambda reactor: defer.Deferred.fromCoroutine(go(reactor)))
 

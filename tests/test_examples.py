@@ -91,7 +91,7 @@ def _keys_and_left_out(out: str) -> tuple[set[str], set[str], set[str]]:
     return (
         {key for _, key, _ in rows},
         {left for _, _, left in rows},
-        set(re.findall(r"^party \d got a bad share from party (\d)$", out, re.M)),
+        set(re.findall(r"^party \d accused party (\d)$", out, re.M)),
     )
 
 
@@ -134,3 +134,13 @@ def test_the_coin_example_runs_and_the_docs_show_its_code() -> None:
     [coins] = re.findall(r"^the coins: \[(.*)\]$", result.stdout, re.MULTILINE)
     assert len(set(coins.split(", "))) == 1 and coins[0] in "01"
     assert result.stderr == ""
+
+
+def test_a_false_accuser_cannot_push_honest_dealers_out() -> None:
+    """One party accuses every other dealer: each reveals the disputed share,
+    it checks, and nobody is left out."""
+    out = _dkg("--accuse")
+    keys, left_out, accused = _keys_and_left_out(out)
+    assert len(accused) == 4  # every dealer but the accuser was accused
+    assert len(keys) == 1 and left_out == {"[]"}
+    assert "any 3 public shares give the group key back: True" in out
