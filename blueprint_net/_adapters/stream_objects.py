@@ -150,10 +150,14 @@ class Stream:
         return waiting
 
     def acknowledged(self) -> defer.Deferred[None]:
-        """Fires once the peer has acknowledged every message sent on the
-        stream so far (at once if it has), so a reset after it loses
-        nothing; fails with the :class:`StreamReset` if the stream ends
-        first.  What a graceful close waits for."""
+        """Fires once the peer has acknowledged every message ``send``
+        accepted on the stream so far (at once if it has); fails with the
+        :class:`StreamReset` if the stream ends first.  What a graceful
+        close waits for.  It does not wait for ``put`` calls still waiting
+        for room (await them first); and an acknowledgement means the
+        peer's node has the message: if the peer's application has not
+        opened the stream yet, a reset still drops what its node holds
+        for it."""
         life = self._life
         if life.error is not None:
             return defer.fail(life.error)
