@@ -122,3 +122,22 @@ def test_twistd_finds_the_plugin_after_install(
         check=True,
     )
     assert "--peer" in options.stdout and "--max-connections" in options.stdout
+
+
+def test_every_package_of_the_tree_is_installed() -> None:
+    """setup.cfg lists its packages one by one (Twisted's plugin folder must
+    not get an ``__init__.py``): a new package left off the list installs
+    without it, and only a non-editable install shows it (the suite runs
+    from the checkout).  ``blueprint_net.testing`` was missed once."""
+    listed = set()
+    lines = (ROOT / "setup.cfg").read_text().splitlines()
+    start = lines.index("packages =") + 1
+    for line in lines[start:]:
+        if not line.startswith("    "):
+            break
+        listed.add(line.strip())
+    tree = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "blueprint_net").rglob("__init__.py")
+    }
+    assert tree <= listed, sorted(tree - listed)
