@@ -265,3 +265,25 @@ def test_a_program_that_starts_twice_prints_what_mpyc_prints(
     assert ours.returncode == 0, ours.stderr
     assert own.stdout == "0 [0, 10, 20]\n1 [1, 11, 21]\n"
     assert ours.stdout == own.stdout
+
+
+def test_without_mpyc_it_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plain install has no MPyC (it is the ``mpyc`` extra): one line
+    saying so, not a traceback from deep in the launcher."""
+    import importlib.util
+
+    from blueprint_net.mpyc import launch
+
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *rest: object) -> object:
+        return None if name == "mpyc" else real(name, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert launch.main([str(HELLO), "-M3"]) == 2
+    assert capsys.readouterr().err == (
+        "blueprint_net.mpyc: MPyC is not installed:"
+        " pip install 'blueprint-net[mpyc]' (Python 3.10 or later)\n"
+    )

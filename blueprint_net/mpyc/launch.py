@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -71,6 +72,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _main(options: argparse.Namespace) -> int:
     program, args = options.program, list(options.args)
+    if importlib.util.find_spec("mpyc") is None:
+        raise UsageError(
+            "MPyC is not installed: pip install 'blueprint-net[mpyc]'"
+            " (Python 3.10 or later)"
+        )
     if not Path(program).is_file():
         raise UsageError(f"{program}: no such program")
     if options.control is not None:
