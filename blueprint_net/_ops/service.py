@@ -35,7 +35,7 @@ from blueprint_net._core.identity import PeerId
 from blueprint_net._ops.notify import notify
 from blueprint_net._ops.permit_file import PermitSources
 from blueprint_net._ops.status import StatusPage, StatusSite
-from blueprint_net._policy.addresses import where as address_text
+from blueprint_net._policy.addresses import where
 from blueprint_net._policy.discovery import DEFAULTS as DISCOVERY
 from blueprint_net._policy.discovery import DiscoverySettings
 
@@ -79,22 +79,22 @@ class ListenService(Service):
             error = failed[0].value
             if isinstance(error, CannotListenError):
                 why = getattr(error.socketError, "strerror", None) or error.socketError
-                where = f"{error.interface or '*'}:{error.port}"
+                at = f"{error.interface or '*'}:{error.port}"
                 raise ListenError(
-                    f"{self.option} {self.description}: cannot listen on {where}:"
+                    f"{self.option} {self.description}: cannot listen on {at}:"
                     f" {str(why).lower()}"
                 )
             failed[0].raiseException()
 
     def _listening(self, port: Any) -> None:
         self.port = port
-        where = address_text(port.getHost())
+        address = where(port.getHost())
         if self.option == "--status":
-            self._log.info("status page on http://{address}/", address=where)
+            self._log.info("status page on http://{address}/", address=address)
         else:
             self._log.info(
                 "listening for peers on {address} ({transport})",
-                address=where,
+                address=address,
                 transport=transport(self.description),
             )
 
@@ -218,7 +218,7 @@ class NodeService(MultiService):
     def listening(self) -> list[str]:
         """Where the node accepts peers, for the status page."""
         return [
-            address_text(listener.port.getHost())
+            where(listener.port.getHost())
             for listener in self.listeners
             if listener.port is not None
         ]
@@ -267,8 +267,7 @@ class NodeService(MultiService):
             "node {peer_id} started: peers on {listening}; {links}",
             peer_id=str(self.node.peer_id),
             listening=", ".join(
-                f"{address_text(listener.port.getHost())}"
-                f" ({transport(listener.description)})"
+                f"{where(listener.port.getHost())} ({transport(listener.description)})"
                 for listener in self.listeners
                 if listener.port is not None
             )
@@ -286,8 +285,8 @@ class NodeService(MultiService):
 
     def _notify_ready(self) -> None:
         if self.running:
-            where = ", ".join(self.listening())
-            notify(f"READY=1\nSTATUS=listening on {where}\nMAINPID={os.getpid()}")
+            addresses = ", ".join(self.listening())
+            notify(f"READY=1\nSTATUS=listening on {addresses}\nMAINPID={os.getpid()}")
 
     def stopService(self) -> defer.Deferred[None]:
         if self.ready:
