@@ -12,7 +12,9 @@ time.
 States: *idle*; *silent* (the first-frame deadline,
 ``first_frame_timeout``: a socket that says nothing is dropped early);
 *spoken* (the peer has until ``handshake_timeout`` after the connection to
-prove itself); *over* (cancelled, or expired).
+prove itself); *over* (cancelled, or expired).  Cancelling lets go of
+``expired``, which refers back to the protocol, so the pair is freed by
+reference counting rather than left for the cyclic garbage collector.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from typing import Callable, Optional
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from blueprint_net._policy.settings import Settings
+
+
+def _over() -> None:
+    """What an over timer would call: nothing (it is never armed again)."""
 
 
 class HandshakeTimer:
@@ -60,6 +66,7 @@ class HandshakeTimer:
 
     def cancel(self) -> None:
         self.silent = False
+        self._expired = _over
         call, self._call = self._call, None
         if call is not None and call.active():
             call.cancel()

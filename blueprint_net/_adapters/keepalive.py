@@ -35,6 +35,15 @@ from blueprint_net._core.errors import ErrorCode, ProtocolError
 from blueprint_net._core.messaging import Deadlines
 
 
+def _not_sent(message: wire.Message) -> None:
+    """What an ended :class:`Liveness` would send with: nothing."""
+
+
+def _not_closed(error: ProtocolError) -> bool:
+    """What an ended :class:`Liveness` would close with: nothing."""
+    return False
+
+
 class Liveness:
     """When one connection's peer was last heard from (any bytes), and when
     our keepalive Ping went out, if it is unanswered."""
@@ -52,6 +61,13 @@ class Liveness:
         self._close = close
         self.heard_at = 0.0
         self.pinged_at: Optional[float] = None
+
+    def end(self) -> None:
+        """The connection is gone: let go of its callbacks (they refer back
+        to the protocol; the cycle would leave both for the cyclic garbage
+        collector).  ``check`` now finds the connection closed."""
+        self._send = _not_sent
+        self._close = _not_closed
 
     def check(self, now: float, interval: float) -> Optional[float]:
         """Ping a peer silent for ``interval``; close one still silent

@@ -172,8 +172,7 @@ class PeerProtocol(Protocol):
         self._reading_paused = False
         #: The send queue, flow control and memory accounting.
         self.outbound = Outbound(
-            self.connection.chunks_to_send,
-            lambda: self.connection.unsent,
+            self.connection,
             self.memory,
             settings.max_send_queue,
             self._update_reading,
@@ -351,9 +350,12 @@ class PeerProtocol(Protocol):
                 self._on_failed(event)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # Each part lets go of what refers back to this protocol, so that
+        # a closed connection is freed at once, by reference counting.
         self.deadline.cancel()
         self.outbound.lost()
         self.request_timer.cancel()
+        self.liveness.end()
         # The host first: a requester's errback that retries must not find
         # this connection still listed among the verified peers.
         self.host.connection_closed(self, reason)

@@ -64,17 +64,16 @@ class Sender:
         self.pending: list[bytes] = []
         self.changes = 0
         self.memory = MemoryBudget(budget)
-        self.outbound = Outbound(
-            self.take, self.unsent, self.memory, max_send_queue, self.changed
-        )
+        self.outbound = Outbound(self, self.memory, max_send_queue, self.changed)
         self.transport = PausingTransport()
         self.transport.registerProducer(self.outbound, True)
         self.outbound.transport = self.transport
 
-    def take(self) -> list[bytes]:
+    def chunks_to_send(self) -> list[bytes]:
         chunks, self.pending = self.pending, []
         return chunks
 
+    @property
     def unsent(self) -> int:
         return sum(map(len, self.pending))
 
@@ -239,7 +238,7 @@ def test_the_invariant_check_holds_under_python_o() -> None:
     code = (
         "from blueprint_net._adapters.outbound import Outbound\n"
         "from blueprint_net._policy.resources import MemoryBudget\n"
-        "o = Outbound(list, int, MemoryBudget(100), 100, object)\n"
+        "o = Outbound(None, MemoryBudget(100), 100, object)\n"
         "o.queued = 1\n"
         "try:\n"
         "    o.check_invariants()\n"

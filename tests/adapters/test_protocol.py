@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any, Optional
 
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -634,3 +637,24 @@ def test_closing_while_paused_unregisters_the_producer_first(
     assert transport.producer is None and transport.disconnecting
     request, goodbye = decode_frames(transport.value())  # nothing was lost
     assert isinstance(request, wire.Request) and isinstance(goodbye, wire.Error)
+
+
+def test_a_closed_connection_is_freed_by_reference_counting(alice: Identity) -> None:
+    """Once closed, no part of a connection refers back to its protocol
+    (the handshake timer, the send queue and the keepalive's liveness each
+    let go of their callbacks), so it is freed at once, with the garbage
+    collector off: left in cycles, a connection's ~60 objects were the
+    cyclic collector's work, which cost the handshake rate ~5%."""
+    host = RecordingHost()
+    protocol, transport = started(alice, host, Clock())
+    gone = weakref.ref(protocol)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        protocol.connectionLost(Failure(ConnectionDone()))
+        host.opened.clear()
+        del protocol, transport
+        assert gone() is None
+    finally:
+        if collecting:
+            gc.enable()
