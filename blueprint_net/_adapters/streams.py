@@ -364,11 +364,14 @@ class StreamHost:
         for event in events:
             kind = type(event)
             if kind is Delivered:
-                life = streams.get(event.stream)
-                if life is not None:
-                    life.deliver(event.payload)
-                else:
-                    self.unclaimed.hold(state, event.stream, event.payload)
+                name = event.stream
+                for payload in event.payloads:
+                    # Looked up for each: a callback may reset its stream.
+                    life = streams.get(name)
+                    if life is not None:
+                        life.deliver(payload)
+                    else:
+                        self.unclaimed.hold(state, name, payload)
             elif kind is Reset:
                 self._ended(state, event)
             else:  # Room

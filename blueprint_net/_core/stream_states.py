@@ -178,10 +178,12 @@ class StreamRefused(BlueprintError):
 
 @attrs.define
 class Delivered:
-    """The next message of ``stream``, for the application."""
+    """The next messages of ``stream``, in order, for the application: those
+    of one row of frames of the stream come as one event (no object per
+    message on the receiving path)."""
 
     stream: bytes
-    payload: bytes
+    payloads: list[bytes]
 
 
 @attrs.frozen

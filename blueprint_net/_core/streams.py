@@ -126,7 +126,11 @@ class PeerStreams:
             data = fast_data(body)
             if data is not None:
                 stream = data.stream
-                self._step(self._streams.get(stream), stream, Input.DATA, data)
+                entry = self._streams.get(stream)
+                if entry is not None and entry.state is _OPEN:
+                    _DATA_WHEN_OPEN(self, entry, stream, data)  # the fast path
+                else:
+                    self._step(entry, stream, Input.DATA, data)
                 return
         message = decode(body)
         if type(message) is HelloFrame:
@@ -165,7 +169,11 @@ class PeerStreams:
         if self.buffered_bytes + size > window:
             self._blocked = True
             return False
-        self._step(self._streams.get(stream), stream, Input.SEND, payload)
+        entry = self._streams.get(stream)
+        if entry is not None and entry.state is _OPEN:
+            _SEND_WHEN_OPEN(self, entry, stream, payload)  # the fast path
+        else:
+            self._step(entry, stream, Input.SEND, payload)
         return True
 
     def reset(self, stream: bytes, code: int = ResetCode.CANCELLED) -> None:
@@ -370,7 +378,12 @@ class PeerStreams:
         last = entry.rx_last
         if seq == last + 1:
             entry.rx_last = entry.rx_conn = seq
-            self._events.append(Delivered(stream, data.payload))
+            events = self._events
+            row = events[-1] if events else None
+            if type(row) is Delivered and row.stream == stream:
+                row.payloads.append(data.payload)
+            else:
+                events.append(Delivered(stream, [data.payload]))
         elif seq <= last:  # a retransmission: dropped, acknowledged again
             entry.rx_conn = seq
         else:
@@ -537,3 +550,17 @@ TABLE: dict[tuple[State, Input], tuple[State, Action]] = {
     # The peer's first hello allows fewer streams than we queued (unsent).
     (_OPEN, Input.OVER_LIMIT): (_ABSENT, PeerStreams._drop_over_limit),
 }
+
+
+def _staying_open(kind: Input) -> Action:
+    """The table's action for ``kind`` on an open stream, which must leave
+    it open: ``send`` and ``receive`` take it without :meth:`PeerStreams._step`
+    (one message each, the hot path), and still do what the table says."""
+    target, action = TABLE[_OPEN, kind]
+    if target is not _OPEN:
+        raise AssertionError(f"{kind} moves an open stream: no fast path")
+    return action
+
+
+_SEND_WHEN_OPEN = _staying_open(Input.SEND)
+_DATA_WHEN_OPEN = _staying_open(Input.DATA)

@@ -93,7 +93,10 @@ def connected(**settings: float) -> tuple[PeerStreams, PeerStreams, Link]:
 
 def payloads(events: list[StreamEvent], stream: bytes = b"s") -> list[bytes]:
     return [
-        e.payload for e in events if isinstance(e, Delivered) and e.stream == stream
+        payload
+        for e in events
+        if isinstance(e, Delivered) and e.stream == stream
+        for payload in e.payloads
     ]
 
 
@@ -170,11 +173,11 @@ def test_a_duplicate_is_dropped_and_acknowledged_again() -> None:
     b.receive(body(w.HelloFrame(0xA, 1 << 20, 1024, 0)))
     assert [w.decode(f[4:]) for f in b.data_to_send()][1:] == [w.AckFrame(b"s", 1)]
     b.receive(body(w.DataFrame(b"s", 1, b"one")))  # resent: its ack was lost
-    assert b.events() == [Delivered(b"s", b"one")]
+    assert b.events() == [Delivered(b"s", [b"one"])]
     b.tick(2.0)
     assert [w.decode(f[4:]) for f in b.data_to_send()] == [w.AckFrame(b"s", 1)]
     b.receive(body(w.DataFrame(b"s", 2, b"two")))
-    assert b.events() == [Delivered(b"s", b"two")]
+    assert b.events() == [Delivered(b"s", [b"two"])]
 
 
 # -- violations ---------------------------------------------------------------
@@ -797,9 +800,10 @@ def test_honest_peers_that_reset_across_lost_connections_never_fault(
                     assert event.remote
                     heard[key].append((event.stream, event.code))
                 elif isinstance(event, Delivered):
-                    number = int(event.payload)
-                    assert number > last.get((key, event.stream), -1)
-                    last[key, event.stream] = number
+                    for payload in event.payloads:
+                        number = int(payload)
+                        assert number > last.get((key, event.stream), -1)
+                        last[key, event.stream] = number
 
     for _ in range(3000):
         now += 0.01
@@ -890,7 +894,7 @@ def test_a_pipe_that_drops_connections_loses_duplicates_and_reorders_nothing(
             for event in machine.events():
                 assert not isinstance(event, Reset)
                 if isinstance(event, Delivered):
-                    got[other].setdefault(event.stream, []).append(event.payload)
+                    got[other].setdefault(event.stream, []).extend(event.payloads)
         if not up and counter[1] >= total and counter[2] >= total:
             link.connect()
             up = True
@@ -901,7 +905,7 @@ def test_a_pipe_that_drops_connections_loses_duplicates_and_reorders_nothing(
             for machine, other in ((a, 2), (b, 1)):
                 for event in machine.events():
                     if isinstance(event, Delivered):
-                        got[other].setdefault(event.stream, []).append(event.payload)
+                        got[other].setdefault(event.stream, []).extend(event.payloads)
             break
     assert cuts >= 3
     assert got == sent  # nothing lost, nothing twice, nothing out of order
@@ -1163,13 +1167,13 @@ def test_streams_reset_for_a_restart_take_our_places_not_the_new_incarnations() 
     b.connected()
     b.receive(body(w.HelloFrame(0xA2, 100, 1, 0)))  # a restarted
     assert b.events() == [
-        Delivered(b"s", b"old"),
+        Delivered(b"s", [b"old"]),
         Reset(b"s", w.ResetCode.RESTARTED, remote=False),
     ]
     assert frames(b)[1:] == [w.ResetFrame(b"s", w.ResetCode.RESTARTED, 1)]
     # The new incarnation may open its one stream, and no more.
     b.receive(body(w.DataFrame(b"t", 1, b"new")))
-    assert b.events() == [Delivered(b"t", b"new")]
+    assert b.events() == [Delivered(b"t", [b"new"])]
     assert raises(b, w.DataFrame(b"u", 1, b"")) is ErrorCode.STREAM_LIMIT
     # "s" holds our one place until its reset is answered, then frees it.
     with pytest.raises(StreamRefused) as caught:
@@ -1180,3 +1184,24 @@ def test_streams_reset_for_a_restart_take_our_places_not_the_new_incarnations() 
     assert b.send(b"v", b"")
     with pytest.raises(StreamRefused):
         b.send(b"w", b"")
+
+
+def test_a_row_of_one_streams_messages_is_one_event() -> None:
+    """No object per message on the receiving path: consecutive messages of
+    a stream come as one Delivered, in order; another stream's between them
+    starts a new one, so the order across streams is kept too."""
+    _, b, _ = connected(ack_every=1000)
+    for frame in (
+        w.DataFrame(b"s", 1, b"1"),
+        w.DataFrame(b"s", 2, b"2"),
+        w.DataFrame(b"t", 1, b"3"),
+        w.DataFrame(b"s", 3, b"4"),
+    ):
+        b.receive(body(frame))
+    assert b.events() == [
+        Delivered(b"s", [b"1", b"2"]),
+        Delivered(b"t", [b"3"]),
+        Delivered(b"s", [b"4"]),
+    ]
+    b.receive(body(w.DataFrame(b"s", 4, b"5")))  # a new row after events()
+    assert b.events() == [Delivered(b"s", [b"5"])]
