@@ -5,6 +5,8 @@ request path."""
 
 from __future__ import annotations
 
+import pytest
+
 from blueprint_net._core import gossip_wire, wire
 from blueprint_net._core.connection import Connection
 from blueprint_net._core.connection_events import (
@@ -46,6 +48,31 @@ def test_gossip_frames_become_events_between_requests(
         GossipReceived(gossip_wire.RecordsRequest(3)),
     ]
     assert not a.closed
+
+
+def test_gossip_frames_are_told_by_their_type_byte_not_by_an_exception(
+    alice: Identity, bob: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request decoder never sees a gossip frame: it used to refuse each
+    one with ``UNKNOWN_MESSAGE_TYPE`` first, an exception per gossip hop."""
+    a, b = _verified(alice, bob)
+    a.max_gossip_frame = 4096
+    seen: list[int] = []
+    decode = wire.decode
+
+    def spy(body: bytes) -> wire.Message:
+        seen.append(body[0])
+        return decode(body)
+
+    monkeypatch.setattr(wire, "decode", spy)
+    b.send_frame(gossip_wire.frame(gossip_wire.Graft("news")))
+    b.request("echo", b"hi")
+    events = a.receive_data(b.data_to_send())
+    assert events == [
+        GossipReceived(gossip_wire.Graft("news")),
+        wire.Request(0, "echo", b"hi"),
+    ]
+    assert seen == [wire.T_REQUEST]
 
 
 def test_without_a_router_gossip_is_an_unknown_type(
