@@ -178,12 +178,14 @@ def _make_sybil(node: Node, answer: tuple[Any, ...]) -> None:
     receive = router.receive
     silent = (gossip_wire.Publish, gossip_wire.IHave, gossip_wire.IWant)
 
-    def sybil_receive(peer: PeerId, message: Any, now: float) -> list[Any]:
+    def sybil_receive(
+        peer: PeerId, message: Any, now: float, body: bytes = b""
+    ) -> list[Any]:
         if isinstance(message, silent):
             return []
         if isinstance(message, gossip_wire.RecordsRequest):
             return [Send((peer,), gossip_wire.Records(answer[: message.limit]))]
-        return receive(peer, message, now)
+        return receive(peer, message, now, body)
 
     router.receive = sybil_receive  # type: ignore[method-assign]
 

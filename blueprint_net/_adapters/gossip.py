@@ -25,7 +25,7 @@ from twisted.logger import Logger
 
 from blueprint_net._adapters.peers import PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
-from blueprint_net._core import gossip_wire, telemetry
+from blueprint_net._core import framing, gossip_wire, telemetry
 from blueprint_net._core.errors import SendQueueFull
 from blueprint_net._core.gossip_outputs import (
     Deliver,
@@ -170,21 +170,22 @@ class Gossip:
     def peer_disconnected(self, peer_id: PeerId) -> None:
         self._run(self.router.peer_disconnected(peer_id))
 
-    def received(self, protocol: PeerProtocol, message: Any) -> None:
-        """A gossip message from a verified, admitted peer."""
+    def received(self, protocol: PeerProtocol, message: Any, body: bytes = b"") -> None:
+        """A gossip message from a verified, admitted peer (and the frame
+        body it came in: see ``Router.receive``)."""
         peer = protocol.peer_id
         assert peer is not None
         router = self.router
         if isinstance(message, Publish) and message.topic in self.stats:
             counters = router.counters
             before = [counters[key] for key in _PUBLISH_DROPS]
-            outputs = router.receive(peer, message, self.clock.seconds())
+            outputs = router.receive(peer, message, self.clock.seconds(), body)
             stats = self.stats[message.topic]
             for (key, figure), old in zip(_PUBLISH_DROPS.items(), before):
                 if counters[key] != old:
                     stats[figure] += 1
         else:
-            outputs = router.receive(peer, message, self.clock.seconds())
+            outputs = router.receive(peer, message, self.clock.seconds(), body)
         self._run(outputs)
 
     # -- the application's side ---------------------------------------------
@@ -270,7 +271,10 @@ class Gossip:
 
     def _send(self, send: Send) -> None:
         message = send.message
-        frame = gossip_wire.frame(message)
+        if send.body:
+            frame = framing.frame_body(send.body)  # forwarded as it came
+        else:
+            frame = gossip_wire.frame(message)
         forward = isinstance(message, Publish) and message.origin != self.router.peer_id
         stats = self.stats.get(message.topic) if isinstance(message, Publish) else None
         peers, counters, sent = self._peers, self.router.counters, 0

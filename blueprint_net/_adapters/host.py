@@ -411,7 +411,7 @@ class ConnectionHost:
 
     def gossip_received(self, protocol: PeerProtocol, event: GossipReceived) -> None:
         if not self.stopping:
-            self.gossip.received(protocol, event.message)
+            self.gossip.received(protocol, event.message, event.body)
 
     def stream_received(self, protocol: PeerProtocol, bodies: list[bytes]) -> None:
         if not self.stopping and self.streams is not None:

@@ -460,4 +460,4 @@ class Connection:
         except WireError as bad:
             return self._close(ConnectionFailed(bad))
         assert isinstance(message, gossip_wire.GOSSIP_TYPES)
-        return GossipReceived(message)
+        return GossipReceived(message, body)

@@ -80,9 +80,11 @@ class ResponseReceived:
 @attrs.define
 class GossipReceived:
     """A topic-gossip message (types ``0x40``-``0x4F``) from the verified
-    peer, for the node's router."""
+    peer, for the node's router, and the frame body it came in (forwarded
+    as it came: the strict decoder admits one encoding of each message)."""
 
     message: gossip_wire.GossipWireMessage
+    body: bytes = attrs.field(default=b"", eq=False, repr=False)
 
 
 @attrs.define

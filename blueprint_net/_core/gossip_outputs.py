@@ -53,11 +53,13 @@ class Fault(enum.Enum):
 
 @attrs.frozen
 class Send:
-    """Send ``message`` to each of ``peers`` (encode once).  A peer whose
-    send queue is full is skipped and counted, never waited for."""
+    """Send ``message`` to each of ``peers`` (encode once, or not at all:
+    ``body``, when given, is its frame body as received).  A peer whose send
+    queue is full is skipped and counted, never waited for."""
 
     peers: tuple[PeerId, ...]
     message: GossipWireMessage
+    body: bytes = attrs.field(default=b"", eq=False, repr=False)
 
 
 @attrs.frozen

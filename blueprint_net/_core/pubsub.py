@@ -106,6 +106,8 @@ class _Pending:
     message: Publish
     source: PeerId
     since: float
+    #: The frame body it came in (b"": encode it to forward).
+    body: bytes = b""
 
 
 #: A peer message's handler (each takes its own message type).
@@ -226,7 +228,7 @@ class Router(Meshes):
             # Cached and announced (IHave), not pushed: see forward_rate.
             self.counters[FORWARD_SOURCE_RATE.key] += 1
             return out
-        out.append(Send(tuple(sorted(targets)), message))
+        out.append(Send(tuple(sorted(targets)), message, pending.body))
         return out
 
     def heartbeat(self, now: float) -> list[RouterOutput]:
@@ -246,15 +248,19 @@ class Router(Meshes):
     # -- the peer's messages ------------------------------------------------
 
     def receive(
-        self, peer: PeerId, message: GossipWireMessage, now: float
+        self, peer: PeerId, message: GossipWireMessage, now: float, body: bytes = b""
     ) -> list[RouterOutput]:
-        """A gossip message from a connected peer (others are ignored)."""
+        """A gossip message from a connected peer (others are ignored), and
+        the frame body it came in, if known: a publication is forwarded in
+        those very bytes, not encoded again at each hop."""
         if peer not in self.peers:
             return []
+        if body and type(message) is Publish:
+            return self._on_publish(peer, message, now, body)
         return HANDLERS[type(message)](self, peer, message, now)
 
     def _on_publish(
-        self, peer: PeerId, message: Publish, now: float
+        self, peer: PeerId, message: Publish, now: float, body: bytes = b""
     ) -> list[RouterOutput]:
         count = self.counters
         topic = message.topic
@@ -306,7 +312,7 @@ class Router(Meshes):
             count[PUBLISH_VALIDATION_FULL.key] += 1
             return []
         self.seen.add(mid, message.seqno)
-        self.pending[mid] = _Pending(message, peer, now)
+        self.pending[mid] = _Pending(message, peer, now, body)
         return [Validate(mid, message, peer)]
 
     def _on_subscriptions(

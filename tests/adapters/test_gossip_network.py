@@ -762,3 +762,32 @@ def test_a_first_publication_is_kept_for_iwant_a_full_history(
         assert mid in cache
     clock.advance(settings.heartbeat_interval)
     assert mid not in cache
+
+
+def test_a_relay_forwards_the_bytes_it_received_without_encoding(
+    net: MemoryNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line a - b - c: the origin encodes its publication once, and b
+    passes on the frame body it received (the strict decoder admits one
+    encoding of each message) instead of encoding it again."""
+    a, b, c = net.add_node(), net.add_node(), net.add_node()
+    net.connect(a, b)
+    net.connect(b, c)
+    got: list[GossipMessage] = []
+    for node in (a, b):
+        node.subscribe(TOPIC, lambda message: None)
+    c.subscribe(TOPIC, got.append)
+    net.advance(1.0)
+    encoded: list[gossip_wire.Publish] = []
+    frame = gossip_wire.frame
+
+    def spy(message: gossip_wire.GossipWireMessage) -> bytes:
+        if isinstance(message, gossip_wire.Publish):
+            encoded.append(message)
+        return frame(message)
+
+    monkeypatch.setattr(gossip_wire, "frame", spy)
+    a.publish(TOPIC, b"relayed")
+    net.advance(0.1)
+    assert [m.data for m in got] == [b"relayed"]
+    assert [m.data for m in encoded] == [b"relayed"]  # by a, and only a

@@ -1134,3 +1134,25 @@ def test_ihave_offers_the_newest_history_gossip_heartbeats_iwant_serves_more() -
     outside = next(p for p in ids if p not in hub.mesh["b"])
     [served] = sends(hub.receive(outside, IWant((mid,)), 4.5), Publish)
     assert served.message == deliver.message
+
+
+def test_a_publication_is_forwarded_in_the_bytes_it_came_in() -> None:
+    """Each hop used to decode a message, then encode it again to forward it
+    unchanged; the strict decoder admits one encoding of each message, so
+    the received frame body is what encoding would give, and it goes on
+    as it came (``Send.body``)."""
+    router, (a, _, _) = one_router()
+    message = signed(ORIGIN, 1, b"as it came")
+    body = gossip_wire.encode(message)
+    assert gossip_wire.decode(body) == message  # one encoding
+    [validate] = router.receive(a, message, 1.0, body)
+    assert isinstance(validate, Validate)
+    outputs = router.validated(validate.message_id, Verdict.ACCEPT, 1.0)
+    [send] = [o for o in outputs if isinstance(o, Send)]
+    assert send.body is body and a not in send.peers
+    # Without the bytes (a message made here), the caller encodes it.
+    router, (a, _, _) = one_router()
+    [validate] = router.receive(a, message, 1.0)
+    outputs = router.validated(validate.message_id, Verdict.ACCEPT, 1.0)
+    [send] = [o for o in outputs if isinstance(o, Send)]
+    assert send.body == b""
