@@ -1153,6 +1153,7 @@ def test_a_publication_is_forwarded_in_the_bytes_it_came_in() -> None:
     # Without the bytes (a message made here), the caller encodes it.
     router, (a, _, _) = one_router()
     [validate] = router.receive(a, message, 1.0)
+    assert isinstance(validate, Validate)
     outputs = router.validated(validate.message_id, Verdict.ACCEPT, 1.0)
     [send] = [o for o in outputs if isinstance(o, Send)]
     assert send.body == b""
