@@ -55,7 +55,8 @@ async def _check_joined(node: Node, peer_id: PeerId, topic: str) -> None:
     if peer_id not in node.gossip.subscribers(topic):
         raise CommandFailed(
             FAILED,
-            f"{peer_id} has not joined topic {topic!r} (twistd: --topic {shlex.quote(topic)})",
+            f"{peer_id} has not joined topic {topic!r}"
+            f" (twistd: --topic {shlex.quote(topic)})",
         )
 
 
