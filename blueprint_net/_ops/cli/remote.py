@@ -53,10 +53,19 @@ def _identity(args: argparse.Namespace) -> Identity:
 def _run(work: Callable[[Any], Any], limit: Optional[float] = None) -> Any:
     """Run a coroutine on the reactor and hand back its result or error;
     past ``limit`` seconds it is cancelled (``--timeout`` bounds the whole
-    command, not only each request)."""
+    command, not only each request).  A signal (SIGINT, SIGTERM) stopping
+    the reactor first is :data:`INTERRUPTED`, whatever the work then met
+    (the reactor's shutdown closes its connections: a "connection lost"
+    would blame the node)."""
     outcome: list[Any] = []
+    interrupted: list[bool] = []
+
+    def shutting_down() -> None:
+        if not outcome:
+            interrupted.append(True)
 
     async def main(reactor: Any) -> None:
+        reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
         running = defer.ensureDeferred(work(reactor))
         if limit is not None:
             running.addTimeout(limit, reactor)
@@ -74,7 +83,7 @@ def _run(work: Callable[[Any], Any], limit: Optional[float] = None) -> Any:
     except SystemExit as done:
         if done.code not in (0, None):
             raise
-    if not outcome:  # the reactor stopped first: SIGINT or SIGTERM
+    if interrupted or not outcome:
         raise CommandFailed(INTERRUPTED, "interrupted")
     if isinstance(outcome[0], BaseException):
         raise outcome[0]
