@@ -81,6 +81,10 @@ async def test_twistd_topics_with_cli_publish_subscribe_and_status(
         assert _topic(sa, "quiet")["subscribed"] and _topic(sa, "quiet")["mesh"] == 0
         assert sa["discovery"]["connected_peers"] == 1
         assert sa["discovery"]["known_peers"] == 1
+        code, out, err = await _cli("status", "--url", a.url, cwd=tmp_path)
+        assert code == 0, err
+        assert "known     1 peer records, 1 connected" in out
+        assert f"'news'  mesh 1, delivered 0, published 0\n    {b.peer_id}" in out
 
         # Published into A, delivered at A (logged) and passed on to B
         # (written to B's topic log).
