@@ -27,9 +27,9 @@ KNOWN_SHOWN = 100
 DRAWN_PEERS, DRAWN_KNOWN, DRAWN_TOPICS = 24, 16, 6
 #: Okabe-Ito colours: told apart with the commonest colour blindness too.
 COLOURS = ("#E69F00", "#0072B2", "#009E73", "#D55E00", "#CC79A7", "#56B4E9")
-WIDTH, HEIGHT = 620, 400
-_CX, _CY = 230, 200
-_INNER, _OUTER = 120, 172
+WIDTH, HEIGHT = 700, 400
+_CX, _CY = 260, 200
+_INNER, _OUTER = 115, 165
 
 
 def gossip_status(node: Node) -> dict[str, Any]:
@@ -98,16 +98,19 @@ def picture(status: dict[str, Any]) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}"'
         f' viewBox="0 0 {WIDTH} {HEIGHT}" role="img" class="neighbourhood"'
         ' aria-label="This node, its peers and its topic meshes">',
-        "<style>text{font:11px system-ui,sans-serif;fill:#333}"
-        ".far{fill:#888}.me{font-weight:600}</style>",
+        # A white halo keeps labels legible where links cross them.
+        "<style>text{font:11px system-ui,sans-serif;fill:#333;stroke:#fff;"
+        "stroke-width:3px;paint-order:stroke}.far{fill:#888}.me{font-weight:600}"
+        "</style>",
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#fff" stroke="#ddd"/>',
     ]
     for index, peer_id in enumerate(far):  # known, not connected: no link
         x, y = _at(_OUTER, index, len(far), turn=0.5)
         parts.append(
-            f'<circle cx="{x}" cy="{y}" r="6" fill="none" stroke="#999"'
+            f'<circle cx="{x}" cy="{y}" r="7" fill="#fff" stroke="#888"'
             f' stroke-dasharray="3 2" class="known"><title>{escape(peer_id)}'
             " (known, not connected)</title></circle>"
+            + _label(x, y, short(peer_id), "far")
         )
     for x, y in place.values():  # every link, in grey
         parts.append(
@@ -151,7 +154,7 @@ def picture(status: dict[str, Any]) -> str:
 def _legend(
     topics: list[tuple[str, Any]], more_peers: int, more_known: int
 ) -> list[str]:
-    x, y = 440, 30
+    x, y = 510, 30
     parts = [f'<text x="{x}" y="{y}" class="me">Topic meshes</text>']
     for number, (topic, figures) in enumerate(topics[:DRAWN_TOPICS]):
         y += 22
