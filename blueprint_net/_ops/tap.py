@@ -143,8 +143,7 @@ class Options(usage.Options):
         self["advertise"].append(address)
 
     def opt_topic(self, topic: str) -> None:
-        """A gossip topic to join; its messages are logged, or written to
-        --topic-log (repeatable)."""
+        """A gossip topic to join (repeatable); see --topic-log."""
         self["topic"].append(topic)
 
     def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
