@@ -26,6 +26,7 @@ from zope.interface import provider
 from blueprint_net._adapters.gossip import GossipMessage
 from blueprint_net._core.identity import Identity
 from blueprint_net._ops import config
+from blueprint_net._ops.cli import USAGE, main
 from blueprint_net._ops.tap import Options
 from blueprint_net._ops.topic_log import LOG_PREVIEW, TopicLog
 from tests.helpers import tree_env
@@ -268,3 +269,23 @@ def test_the_default_log_event_is_bounded_and_escaped() -> None:
     assert event["size"] == 10_000 + len(b"line\nforged [critical] ")
     assert "\n" not in event["data"] and "\\n" in event["data"]
     assert len(event["data"]) < LOG_PREVIEW + 50
+
+
+@pytest.mark.parametrize(
+    "argv, why",
+    [
+        (["publish", "p2ptls:127.0.0.1:9", "", "x"], "not 1 to 255 bytes"),
+        (["subscribe", "p2ptls:127.0.0.1:9", "t" * 256], "not 1 to 255 bytes"),
+        (["subscribe", "p2ptls:127.0.0.1:9", "t", "--count", "0"], "at least 1"),
+        (["subscribe", "tcp:127.0.0.1:9", "t"], "--allow-plaintext"),
+        (["publish", "p2ptls:127.0.0.1:9", "t"], "required: data"),
+    ],
+)
+def test_gossip_usage_errors_are_one_line_exit_2(
+    argv: list[str], why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    _, err = capsys.readouterr()
+    assert done.value.code == USAGE, err
+    assert why in err and len(err.strip().splitlines()) == 1

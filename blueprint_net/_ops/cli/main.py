@@ -139,15 +139,15 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--metadata", type=raw_bytes)
         elif name == "ping":
             sub.add_argument("--count", type=ping_count, default=5, help="pings [5]")
-        elif name == "publish":
+        else:  # publish, subscribe
             sub.add_argument("topic", type=topic, help="a topic the node joined")
+        if name == "publish":
             sub.add_argument(
                 "data",
                 type=raw_bytes,
                 help="the message's bytes; - reads them from standard input",
             )
-        else:
-            sub.add_argument("topic", type=topic, help="a topic the node joined")
+        elif name == "subscribe":
             sub.add_argument(
                 "--count",
                 type=message_count,
