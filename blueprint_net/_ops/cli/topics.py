@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shlex
 import sys
 from typing import Any, Optional
@@ -52,6 +53,8 @@ async def _check_joined(node: Node, peer_id: PeerId, topic: str) -> None:
         # Any answer will do; a lost peer is found below.
         with contextlib.suppress(RemoteError, RequestFailed):
             await node.request(peer_id, "ping", b"")
+    if node.peer(peer_id) is None:
+        raise CommandFailed(UNREACHABLE, f"{peer_id} closed the connection")
     if peer_id not in node.gossip.subscribers(topic):
         raise CommandFailed(
             FAILED,
@@ -116,6 +119,8 @@ class _Printer:
             sys.stdout.buffer.write(line)
             sys.stdout.buffer.flush()
         except BrokenPipeError:  # e.g. ``| head -1`` has what it wanted
+            # Python's last flush at exit would complain of it again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             self.end("closed")
             return
         self.received += 1
