@@ -225,6 +225,10 @@ class Gossip:
         """The peers in our mesh of ``topic`` (none if not subscribed)."""
         return frozenset(self.router.mesh.get(topic, ()))
 
+    def subscribers(self, topic: str) -> frozenset[PeerId]:
+        """The connected peers that said they subscribe to ``topic``."""
+        return frozenset(self.router.topic_peers.get(topic, ()))
+
     def record(self, peer_id: PeerId) -> Optional[PeerRecord]:
         """The newest verified record ``peer_id`` signed, if one was heard."""
         return self.router.exchange.book.get(peer_id)

@@ -318,6 +318,7 @@ LISTS = (
     "permit-peer",
     "bootstrap",
     "advertise",
+    "topic",
 )
 
 BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -357,7 +358,14 @@ def read_file(path: str) -> dict[str, Any]:
     if not parser.has_section(SECTION):
         raise ConfigError(f"--config {path}: no [{SECTION}] section")
     values: dict[str, Any] = {}
-    plain = {"key-file", "data-dir", "status", "no-builtins", "permit-file"}
+    plain = {
+        "key-file",
+        "data-dir",
+        "status",
+        "no-builtins",
+        "permit-file",
+        "topic-log",
+    }
     for key, text in parser.items(SECTION):
         if key in LISTS:
             values[key] = [line.strip() for line in text.splitlines() if line.strip()]

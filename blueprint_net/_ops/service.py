@@ -35,6 +35,7 @@ from blueprint_net._core.identity import PeerId
 from blueprint_net._ops.notify import notify
 from blueprint_net._ops.permit_file import PermitSources
 from blueprint_net._ops.status import StatusPage, StatusSite
+from blueprint_net._ops.topic_log import TopicLog
 from blueprint_net._policy.addresses import where
 from blueprint_net._policy.discovery import DEFAULTS as DISCOVERY
 from blueprint_net._policy.discovery import DiscoverySettings
@@ -125,6 +126,8 @@ class NodeService(MultiService):
     ``sighup``, SIGHUP reloads what can be reloaded (:meth:`reload`) instead
     of ending the process.  With ``ready``, a service manager that asked for
     it (``$NOTIFY_SOCKET``) hears ``READY=1`` once every listener is bound.
+    ``topic_log``, where the node's topics' messages go, is reopened by
+    :meth:`reload` (after a log rotation) and closed last.
     """
 
     _log = Logger()
@@ -138,6 +141,7 @@ class NodeService(MultiService):
         peers: list[tuple[PeerId, str]],
         status: Optional[str],
         permits: Optional[PermitSources] = None,
+        topic_log: Optional[TopicLog] = None,
         sighup: bool = False,
         ready: bool = False,
         discovery: DiscoverySettings = DISCOVERY,
@@ -149,6 +153,7 @@ class NodeService(MultiService):
         for description in [*listen, *(e for _, e in peers), *bootstrap]:
             require_tls(description, node.settings)  # PlaintextRefused
         self.permits, self.sighup, self.ready = permits, sighup, ready
+        self.topic_log = topic_log
         self._previous_sighup: Any = None
         self.listeners = [
             ListenService(
@@ -242,10 +247,13 @@ class NodeService(MultiService):
         return 0
 
     def reload(self) -> defer.Deferred[int]:
-        """Re-read the allow-list files and the ban database now (SIGHUP)."""
+        """Re-read the allow-list files and the ban database, and reopen the
+        topic log, now (SIGHUP)."""
         self._log.info("SIGHUP: reloading the allow-list and the ban database")
         if self.permits is not None:
             self.permits.reload()
+        if self.topic_log is not None:
+            self.topic_log.reopen()
         return self._refresh_bans()
 
     def _hangup(self, signum: int, frame: Any) -> None:
@@ -308,3 +316,5 @@ class NodeService(MultiService):
         await self.node.stop()  # a goodbye to every peer; pending requests fail
         if self.store is not None:
             await self.store.close()
+        if self.topic_log is not None:
+            self.topic_log.close()

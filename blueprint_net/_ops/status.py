@@ -14,7 +14,6 @@ HTML-escaped, refreshing itself.
 
 from __future__ import annotations
 
-import html
 import importlib.metadata
 import json
 import time
@@ -26,7 +25,10 @@ from twisted.web.server import Request, Site
 
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.node import Node
-from blueprint_net._ops import metrics
+from blueprint_net._ops import metrics, neighbourhood
+from blueprint_net._ops.html_table import cell as _td
+from blueprint_net._ops.html_table import escape as _e
+from blueprint_net._ops.html_table import table as _table
 from blueprint_net._policy.addresses import where
 
 #: Seconds between the page's own refreshes.
@@ -88,7 +90,8 @@ def snapshot(
         ],
         "protocols": node.protocols,
         "counters": dict(sorted(node.counters.items())),
-        "gossip": node.gossip.status(),
+        "gossip": neighbourhood.gossip_status(node),
+        "discovery": neighbourhood.discovery(node),
     }
 
 
@@ -129,12 +132,9 @@ th{background:#f0f0f0;font-weight:600}td.n{text-align:right;font-variant-numeric
 code{font-size:.9em}.warn{background:#fff3cd;border:1px solid #e0b400;padding:.5em 1em}
 .ok{color:#176f2c}.bad{color:#a4000f}.muted{color:#777}
 .groups{display:flex;flex-wrap:wrap;gap:0 2em}
+.picture svg{max-width:100%;height:auto}
 footer{margin-top:2em;color:#777}
 """
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def duration(seconds: float) -> str:
@@ -155,19 +155,6 @@ def _when(timestamp: Optional[float], now: float) -> str:
     delta = now - timestamp
     relative = f"{duration(delta)} ago" if delta >= 0 else f"in {duration(-delta)}"
     return f'{_e(relative)} <span class="muted">({_e(stamp)})</span>'
-
-
-def _table(headers: Sequence[str], rows: list[list[str]], empty: str) -> str:
-    """A table with a header row; cells are HTML already (escape first)."""
-    if not rows:
-        return f'<p class="muted">{_e(empty)}</p>'
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _td(value: Any, numeric: bool = False) -> str:
-    return f'<td class="n">{_e(value)}</td>' if numeric else f"<td>{_e(value)}</td>"
 
 
 def page(status: dict[str, Any], now: Optional[float] = None) -> str:
@@ -274,6 +261,7 @@ def page(status: dict[str, Any], now: Optional[float] = None) -> str:
             kept,
             "No peers configured with --peer.",
         )
+        + neighbourhood.section(status)
         + f"<h2>Bans ({status['bans']}; {status['bans_unsaved']} unsaved)</h2>"
         + _table(
             ["Target", "Kind", "Origin", "Reason", "Since", "Expires"],

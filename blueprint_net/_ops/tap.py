@@ -23,6 +23,7 @@ from blueprint_net._adapters.banstore import BanDatabaseError, SqliteBanStore
 from blueprint_net._adapters.dialer import require_tls
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.errors import KeyFileError, PlaintextRefused
+from blueprint_net._core.gossip_mesh import check_topic
 from blueprint_net._core.identity import PeerId
 from blueprint_net._core.records import check_addresses
 from blueprint_net._ops import config, loglevel
@@ -31,6 +32,7 @@ from blueprint_net._ops.keyfiles import load_or_create_identity
 from blueprint_net._ops.permit_file import PERMITS_FILE, PermitSources
 from blueprint_net._ops.service import ListenError, NodeService
 from blueprint_net._ops.status import VERSION
+from blueprint_net._ops.topic_log import TopicLog
 from blueprint_net._policy.addresses import parse_network
 from blueprint_net._policy.bans import BanRegistry
 from blueprint_net._policy.discovery import DiscoverySettings
@@ -70,6 +72,14 @@ class Options(usage.Options):
             None,
             "Permissioned mode: a file of permitted peer ids, one a line"
             " (re-read on SIGHUP).",
+        ],
+        [
+            "topic-log",
+            None,
+            None,
+            "Append each message delivered to a --topic to this file, one JSON"
+            " line each (re-opened on SIGHUP) [default: a log event, its data"
+            " cut short].",
         ],
         [
             "log-level",
@@ -131,6 +141,10 @@ class Options(usage.Options):
         default: the --listen addresses, never a wildcard; loopback only when
         every listener is loopback)."""
         self["advertise"].append(address)
+
+    def opt_topic(self, topic: str) -> None:
+        """A gossip topic to join (repeatable); see --topic-log."""
+        self["topic"].append(topic)
 
     def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
         """A bad option ends the process with one line naming it: twistd
@@ -199,6 +213,8 @@ class Options(usage.Options):
             check_addresses(self["advertise"])
         except ValueError as error:
             raise usage.UsageError(f"--advertise {error}") from None
+        for topic in self["topic"]:
+            _check_topic(topic)
         for name in ("allow-peer", "permit-peer"):
             self[name] = [_peer_id(f"--{name}", text) for text in self[name]]
         for text in self["allow-network"]:
@@ -239,6 +255,16 @@ def _peer_id(option: str, text: str) -> PeerId:
         return PeerId.from_string(text)
     except ValueError as error:
         raise usage.UsageError(f"{option} {error}") from None
+
+
+def _check_topic(topic: str) -> None:
+    problem = config.not_utf8(topic)
+    if problem is not None:
+        raise usage.UsageError(f"--topic {problem}")
+    try:
+        check_topic(topic)
+    except ValueError as error:
+        raise usage.UsageError(f"--topic {error}") from None
 
 
 def _peer(spec: str) -> tuple[PeerId, str]:
@@ -314,6 +340,9 @@ def makeService(options: dict[str, Any]) -> IService:
         limits=ConnectionLimits(**parts["limits"]),
         settings=Settings(**parts["settings"]),
     )
+    topic_log = _topic_log(options["topic-log"])
+    for topic in dict.fromkeys(options["topic"]):  # each once, in order
+        node.subscribe(topic, topic_log.deliver)
     try:
         permits = PermitSources(
             node,
@@ -333,6 +362,7 @@ def makeService(options: dict[str, Any]) -> IService:
         bootstrap=options["bootstrap"],
         advertise=options["advertise"] or None,
         permits=permits,
+        topic_log=topic_log,
         sighup=True,
         ready=True,
     )
@@ -343,6 +373,13 @@ def makeService(options: dict[str, Any]) -> IService:
     except ListenError as error:
         raise SystemExit(f"blueprint: {error}") from None
     return service
+
+
+def _topic_log(path: Optional[str]) -> TopicLog:
+    try:
+        return TopicLog(path)
+    except OSError as error:
+        raise SystemExit(f"blueprint: --topic-log {path}: {error.strerror}") from None
 
 
 def version_line() -> str:

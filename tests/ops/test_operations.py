@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,8 +52,11 @@ class TwistdNode:
     def log(self) -> Path:
         return self.directory / "twistd.log"
 
-    def start(self, *peers: TwistdNode, plaintext: bool = False) -> None:
-        """Run the node; ``plaintext`` listens on ``tcp:`` (opted in)."""
+    def start(
+        self, *peers: TwistdNode, plaintext: bool = False, extra: Sequence[str] = ()
+    ) -> None:
+        """Run the node; ``plaintext`` listens on ``tcp:`` (opted in);
+        ``extra``, more options."""
         listen = "tcp" if plaintext else "p2ptls"
         arguments = [
             TWISTD,
@@ -68,6 +72,7 @@ class TwistdNode:
             f"tcp:{self.status_port}:interface=127.0.0.1",
             *(f"--peer={p.peer_id}@p2ptls:127.0.0.1:{p.port}" for p in peers),
             *(["--allow-plaintext"] if plaintext else []),
+            *extra,
         ]
         self.process = subprocess.Popen(
             arguments,

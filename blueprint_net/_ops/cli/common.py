@@ -13,10 +13,13 @@ import urllib.parse
 from typing import Any, Callable
 
 from blueprint_net._adapters import tls
+from blueprint_net._core.gossip_mesh import check_topic
 from blueprint_net._core.identity import PeerId
 from blueprint_net._ops.config import not_utf8
 
 OK, FAILED, USAGE, UNREACHABLE, BAD_FILE = 0, 1, 2, 3, 4
+#: Stopped by SIGINT or SIGTERM before the command finished (as a shell says).
+INTERRUPTED = 130
 DEFAULT_STATUS_URL = "http://127.0.0.1:7080"
 DEFAULT_DATA_DIR = "blueprint-data"
 
@@ -49,6 +52,16 @@ def utf8(text: str) -> str:
     problem = not_utf8(text)
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def topic(text: str) -> str:
+    """An argparse ``type``: a gossip topic (1 to 255 bytes of UTF-8)."""
+    utf8(text)
+    try:
+        check_topic(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return text
 
 
@@ -115,3 +128,4 @@ MAX_BAN_DURATION = 10 * 365 * 86400.0
 ban_duration = checked_number(float, 0, MAX_BAN_DURATION, strict=True)
 timeout = checked_number(float, 0, 86400.0, strict=True)
 ping_count = checked_number(int, 1, 10_000)
+message_count = checked_number(int, 1, 1_000_000_000)

@@ -22,16 +22,19 @@ from blueprint_net._ops.cli.common import (
     CommandFailed,
     ban_duration,
     client_endpoint,
+    message_count,
     peer_id,
     ping_count,
     raw_bytes,
     status_url,
     timeout,
+    topic,
     utf8,
 )
 from blueprint_net._ops.cli.keys import keygen, show_id
 from blueprint_net._ops.cli.remote import ping, request
 from blueprint_net._ops.cli.show import peers, status
+from blueprint_net._ops.cli.topics import publish, subscribe
 from blueprint_net._ops.permit_file import PERMITS_FILE
 from blueprint_net._ops.tap import version_line
 
@@ -50,9 +53,10 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     top = _Parser(
         prog="blueprint-net",
-        description="Keys, requests, status and bans for blueprint-net nodes.",
+        description="Keys, requests, gossip, status and bans for blueprint-net nodes.",
         epilog="Exit status: 0 ok, 1 the operation failed, 2 usage, "
-        "3 node unreachable or handshake failed, 4 bad local file.",
+        "3 node unreachable or handshake failed, 4 bad local file,"
+        " 130 interrupted.",
     )
     top.add_argument("--json", action="store_true", help="print JSON")
     top.add_argument(
@@ -85,6 +89,8 @@ def parser() -> argparse.ArgumentParser:
     for name, handler, help in (
         ("request", request, "Connect, handshake, send one request, print the answer."),
         ("ping", ping, "Round-trip times of the built-in ping protocol."),
+        ("publish", publish, "Publish one message to a topic through a node."),
+        ("subscribe", subscribe, "Print the messages of a topic, through a node."),
     ):
         sub = command(name, handler, help)
         sub.add_argument(
@@ -98,12 +104,19 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--key-file", help="identity to connect as [default: a new one]"
         )
-        sub.add_argument(
-            "--timeout",
-            type=timeout,
-            default=10.0,
-            help="seconds for the whole command: connect, handshake, requests [10]",
-        )
+        if name == "subscribe":
+            sub.add_argument(
+                "--timeout",
+                type=timeout,
+                help="seconds for the whole command [none: until stopped]",
+            )
+        else:
+            sub.add_argument(
+                "--timeout",
+                type=timeout,
+                default=10.0,
+                help="seconds for the whole command: connect, handshake, requests [10]",
+            )
         sub.add_argument(
             "--allow-plaintext",
             action="store_true",
@@ -124,8 +137,22 @@ def parser() -> argparse.ArgumentParser:
                 help="read the payload from standard input (as PAYLOAD -)",
             )
             sub.add_argument("--metadata", type=raw_bytes)
-        else:
+        elif name == "ping":
             sub.add_argument("--count", type=ping_count, default=5, help="pings [5]")
+        else:  # publish, subscribe
+            sub.add_argument("topic", type=topic, help="a topic the node joined")
+        if name == "publish":
+            sub.add_argument(
+                "data",
+                type=raw_bytes,
+                help="the message's bytes; - reads them from standard input",
+            )
+        elif name == "subscribe":
+            sub.add_argument(
+                "--count",
+                type=message_count,
+                help="stop after this many messages [none: until stopped]",
+            )
 
     for name, handler, help in (
         ("status", status, "A running node's status (from its status endpoint)."),

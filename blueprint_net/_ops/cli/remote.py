@@ -9,7 +9,6 @@ handshakes, and is bounded by ``--timeout`` as a whole.
 from __future__ import annotations
 
 import argparse
-import base64
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ from blueprint_net._core.identity import Identity, PeerId
 from blueprint_net._ops.cli.common import (
     BAD_FILE,
     FAILED,
+    INTERRUPTED,
     OK,
     UNREACHABLE,
     USAGE,
@@ -37,7 +37,8 @@ from blueprint_net._ops.cli.common import (
     emit,
 )
 from blueprint_net._ops.keyfiles import load_identity
-from blueprint_net._policy.settings import Settings
+from blueprint_net._ops.topic_log import data_json
+from blueprint_net._policy.settings import DEFAULTS, Settings
 
 
 def _identity(args: argparse.Namespace) -> Identity:
@@ -52,10 +53,19 @@ def _identity(args: argparse.Namespace) -> Identity:
 def _run(work: Callable[[Any], Any], limit: Optional[float] = None) -> Any:
     """Run a coroutine on the reactor and hand back its result or error;
     past ``limit`` seconds it is cancelled (``--timeout`` bounds the whole
-    command, not only each request)."""
+    command, not only each request).  A signal (SIGINT, SIGTERM) stopping
+    the reactor first is :data:`INTERRUPTED`, whatever the work then met
+    (the reactor's shutdown closes its connections: a "connection lost"
+    would blame the node)."""
     outcome: list[Any] = []
+    interrupted: list[bool] = []
+
+    def shutting_down() -> None:
+        if not outcome:
+            interrupted.append(True)
 
     async def main(reactor: Any) -> None:
+        reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
         running = defer.ensureDeferred(work(reactor))
         if limit is not None:
             running.addTimeout(limit, reactor)
@@ -73,6 +83,8 @@ def _run(work: Callable[[Any], Any], limit: Optional[float] = None) -> Any:
     except SystemExit as done:
         if done.code not in (0, None):
             raise
+    if interrupted or not outcome:
+        raise CommandFailed(INTERRUPTED, "interrupted")
     if isinstance(outcome[0], BaseException):
         raise outcome[0]
     return outcome[0]
@@ -82,7 +94,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     """The command's node settings; a plain endpoint without the opt-in is
     a usage error, found before the reactor starts."""
     settings = Settings(
-        request_timeout=args.timeout, allow_plaintext=args.allow_plaintext
+        # subscribe's --timeout may be None: it then streams until stopped.
+        request_timeout=args.timeout or DEFAULTS.request_timeout,
+        allow_plaintext=args.allow_plaintext,
     )
     try:
         require_tls(args.endpoint, settings)
@@ -156,12 +170,7 @@ def request(args: argparse.Namespace) -> int:
 def reply_json(data: Optional[bytes]) -> dict[str, Any]:
     """A reply's data for ``--json``: ``data`` as text when it is UTF-8,
     else ``data_base64`` (never decoded lossily); nothing without data."""
-    if data is None:
-        return {}
-    try:
-        return {"data": data.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"data_base64": base64.b64encode(data).decode("ascii")}
+    return {} if data is None else data_json(data)
 
 
 def ping(args: argparse.Namespace) -> int:

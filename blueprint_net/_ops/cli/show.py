@@ -47,6 +47,7 @@ def status(args: argparse.Namespace) -> int:
         *(f"  {p['peer_id']}  {p['address']}  {p['direction']}" for p in data["peers"]),
         f"kept      {len(data.get('kept_peers', []))}",
         *(_kept_line(k) for k in data.get("kept_peers", [])),
+        *_gossip_lines(data),
         f"bans      {data['bans']}",
         *(f"  {name:<40} {value}" for name, value in data["counters"].items()),
     ]
@@ -61,6 +62,29 @@ def _kept_line(kept: dict[str, Any]) -> str:
     if kept["state"] != "connected" and kept.get("failures"):
         line += f", {kept['failures']} failed dials: {kept['last_error']}"
     return line
+
+
+def _gossip_lines(data: dict[str, Any]) -> list[str]:
+    """Known against connected peers, and each topic with its mesh."""
+    found = data.get("discovery")
+    topics = data.get("gossip", {}).get("topics", {})
+    lines = (
+        []
+        if found is None
+        else [
+            f"known     {found['known_peers']} peer records,"
+            f" {found['connected_peers']} connected"
+        ]
+    )
+    lines.append(f"topics    {len(topics)}")
+    for topic, figures in topics.items():
+        mesh = figures.get("mesh_peers", [])
+        lines.append(
+            f"  {topic!r}  mesh {len(mesh)}, delivered {figures['delivered']},"
+            f" published {figures['published']}"
+        )
+        lines += (f"    {peer}" for peer in mesh)
+    return lines
 
 
 def peers(args: argparse.Namespace) -> int:
