@@ -171,6 +171,7 @@ def _start_unit(argv: list[str], log: Path, url: str, venv: Path) -> str:
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )
+            stopping = False
             try:
                 ready = notify.recv(4096).decode().split("\n")
                 assert ready[0] == "READY=1", log.read_text()
@@ -185,9 +186,11 @@ def _start_unit(argv: list[str], log: Path, url: str, venv: Path) -> str:
                 assert health.returncode == 0, health.stderr
                 assert health.stdout.startswith("ok: listening on 127.0.0.1:")
                 process.send_signal(signal.SIGTERM)
+                stopping = True
                 assert notify.recv(4096) == b"STOPPING=1"
             finally:
-                if process.poll() is None:
+                # One SIGTERM only: a second, mid-shutdown, is a traceback.
+                if not stopping and process.poll() is None:
                     process.send_signal(signal.SIGTERM)
                 assert process.wait(timeout=60) in (0, -signal.SIGTERM)
     return log.read_text()
