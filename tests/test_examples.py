@@ -31,6 +31,27 @@ def test_embedding_example_runs() -> None:
     assert result.stderr == ""
 
 
+def test_asyncio_example_runs() -> None:
+    """An asyncio program: the asyncio reactor on its loop, Deferreds
+    awaited as futures, a handler calling asyncio code, a clean stop."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "asyncio_node.py")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env=tree_env(),
+    )
+    assert result.stdout.splitlines() == [
+        "reactor AsyncioSelectorReactor",
+        "alice verified 1 peer",
+        "bob answered b'HI'",
+        "gathered [b'ONE', b'TWO', b'THREE']",
+        "stopped",
+    ]
+    assert result.stderr == ""
+
+
 def test_readme_embedding_snippet_runs(tmp_path: Path) -> None:
     """README.md's two-node snippet, as a newcomer pastes it."""
     readme = (EXAMPLES.parent / "README.md").read_text()

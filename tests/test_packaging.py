@@ -1,16 +1,8 @@
-"""Plugin discovery after each documented install, in fresh virtualenvs.
-
-Offline: the fresh environment installs only this project (``--no-deps``,
-``--no-build-isolation``) from a copy of the checkout, and reaches its
-dependencies through a ``.pth`` file naming a view of this environment's
-site-packages with this project (package and plugin) left out, so the plugin
-can only be found where the fresh install put it.
-"""
+"""Plugin discovery after each documented install, in fresh virtualenvs,
+offline (``tests/venvs.py`` says how)."""
 
 from __future__ import annotations
 
-import shutil
-import site
 import subprocess
 import sys
 import venv
@@ -18,44 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.venvs import (
+    OFFLINE,
+    ROOT,
+    checkout_copy,
+    link_dependencies,
+    view_without_us,
+)
+
 pytestmark = pytest.mark.timeout(300)
-
-ROOT = Path(__file__).parent.parent
-OURS = ("blueprint_net", "__editable__", "_blueprint_net", "blueprint-net")
-
-
-def _view_without_us(target: Path) -> Path:
-    """Symlinks to this environment's site-packages, minus this project."""
-    source = Path(site.getsitepackages()[0])
-    target.mkdir()
-    for entry in source.iterdir():
-        if entry.name.startswith(OURS) or entry.name.replace("_", "-").startswith(OURS):
-            continue
-        if entry.name == "twisted":
-            twisted = target / "twisted"
-            twisted.mkdir()
-            for part in entry.iterdir():
-                if part.name != "plugins":
-                    (twisted / part.name).symlink_to(part)
-            plugins = twisted / "plugins"
-            plugins.mkdir()
-            for plugin in (entry / "plugins").iterdir():
-                if plugin.name not in ("blueprint.py", "dropin.cache"):
-                    (plugins / plugin.name).symlink_to(plugin)
-            continue
-        (target / entry.name).symlink_to(entry)
-    return target
-
-
-def _checkout_copy(target: Path) -> Path:
-    files = subprocess.run(
-        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for name in files:
-        destination = target / name
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, destination)
-    return target
 
 
 @pytest.mark.parametrize(
@@ -73,21 +36,11 @@ def test_twistd_finds_the_plugin_after_install(
         [sys.executable, "-c", "import setuptools"], check=False
     ).returncode:
         pytest.skip("setuptools is not installed here, so no offline build")
-    project = _checkout_copy(tmp_path / "project")
+    project = checkout_copy(tmp_path / "project")
     environment = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(environment)
     python = environment / "bin" / "python"
-    fresh = Path(
-        subprocess.run(
-            [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    )
-    (fresh / "dependencies.pth").write_text(
-        str(_view_without_us(tmp_path / "deps")) + "\n"
-    )
+    link_dependencies(python, view_without_us(tmp_path / "deps"))
     # Without the install, the plugin is nowhere to be found: the check can fail.
     twistd = [str(python), "-c", "from twisted.scripts.twistd import run; run()"]
     before = subprocess.run(
@@ -101,9 +54,7 @@ def test_twistd_finds_the_plugin_after_install(
             "pip",
             "install",
             "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
+            *OFFLINE,
             *install,
         ],
         cwd=project,

@@ -300,6 +300,13 @@ SETTINGS = [
         ("discovery", "target_peers"),
     ),
     Setting(
+        "give-up-after",
+        count,
+        DISCOVERY.give_up_after,
+        "Failed dials in a row after which a peer learned by record is forgotten.",
+        ("discovery", "give_up_after"),
+    ),
+    Setting(
         "max-automatic-bans",
         count,
         10_000,

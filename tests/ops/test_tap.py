@@ -105,6 +105,7 @@ def test_options_defaults() -> None:
         (["--advertise", "nowhere"], "--advertise address 'nowhere' is not host:"),
         (["--advertise", "127.0.0.1:0"], "--advertise address '127.0.0.1:0': port"),
         (["--target-peers", "-1"], "--target-peers must be at least 0, not -1"),
+        (["--give-up-after", "0"], "--give-up-after must be at least 1, not 0"),
         (["--handler", "x=no.such.module"], "cannot import no.such"),
         (["--handler", "x=blueprint_net._ops.handlers.nope"], "has no 'nope'"),
     ],
@@ -123,12 +124,14 @@ def test_discovery_options() -> None:
             *("--bootstrap", "p2ptls:192.0.2.1:7010"),
             *("--bootstrap", "p2ptls:192.0.2.2:7010"),
             *("--advertise", "[2001:db8::1]:7010", "--target-peers", "3"),
+            *("--give-up-after", "20"),
         ]
     )
     assert options["bootstrap"] == ["p2ptls:192.0.2.1:7010", "p2ptls:192.0.2.2:7010"]
     assert options["advertise"] == ["[2001:db8::1]:7010"]
     assert config.split({**Options().defaults, **options})["discovery"] == {
-        "target_peers": 3
+        "target_peers": 3,
+        "give_up_after": 20,
     }
 
 

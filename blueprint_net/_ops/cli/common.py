@@ -21,6 +21,9 @@ OK, FAILED, USAGE, UNREACHABLE, BAD_FILE = 0, 1, 2, 3, 4
 #: Stopped by SIGINT or SIGTERM before the command finished (as a shell says).
 INTERRUPTED = 130
 DEFAULT_STATUS_URL = "http://127.0.0.1:7080"
+#: Where ``status``, ``peers`` and ``healthcheck`` look when ``--url`` is not
+#: given: a container or unit sets it once, beside the node's ``--status``.
+STATUS_URL_VARIABLE = "BLUEPRINT_NET_STATUS_URL"
 DEFAULT_DATA_DIR = "blueprint-data"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable, NoReturn, Optional
 
@@ -18,6 +19,7 @@ from blueprint_net._ops.cli.common import (
     BAD_FILE,
     DEFAULT_DATA_DIR,
     DEFAULT_STATUS_URL,
+    STATUS_URL_VARIABLE,
     USAGE,
     CommandFailed,
     ban_duration,
@@ -33,7 +35,7 @@ from blueprint_net._ops.cli.common import (
 )
 from blueprint_net._ops.cli.keys import keygen, show_id
 from blueprint_net._ops.cli.remote import ping, request
-from blueprint_net._ops.cli.show import peers, status
+from blueprint_net._ops.cli.show import healthcheck, peers, status
 from blueprint_net._ops.cli.topics import publish, subscribe
 from blueprint_net._ops.permit_file import PERMITS_FILE
 from blueprint_net._ops.tap import version_line
@@ -157,14 +159,20 @@ def parser() -> argparse.ArgumentParser:
     for name, handler, help in (
         ("status", status, "A running node's status (from its status endpoint)."),
         ("peers", peers, "A running node's verified peers."),
+        ("healthcheck", healthcheck, "Exit 0 if a running node is listening."),
     ):
         sub = command(name, handler, help)
         sub.add_argument(
             "--url",
             type=status_url,
-            default=DEFAULT_STATUS_URL,
-            help=f"the node's status page [{DEFAULT_STATUS_URL}]",
+            default=os.environ.get(STATUS_URL_VARIABLE, DEFAULT_STATUS_URL),
+            help=f"the node's status page [${STATUS_URL_VARIABLE}"
+            f" or {DEFAULT_STATUS_URL}]",
         )
+        if name == "healthcheck":
+            sub.add_argument(
+                "--timeout", type=timeout, default=3.0, help="seconds to wait [3]"
+            )
 
     for name, handler, help in (
         ("ban", ban, "Ban a peer id, address or network (a running node applies it)."),
