@@ -28,6 +28,10 @@ from blueprint_net._policy.discovery import Scope, scope
 SERVICE_TYPE = "_blueprint._tcp.local."
 
 
+def _optional_tuple(value: Optional[Iterable[str]]) -> Optional[tuple[str, ...]]:
+    return None if value is None else tuple(value)
+
+
 @attrs.frozen
 class MdnsSettings:
     """How a node announces itself and listens on the local network."""
@@ -35,7 +39,7 @@ class MdnsSettings:
     #: IPv4 addresses of this machine whose interfaces mDNS runs on; None:
     #: :func:`default_interfaces` of the node's record.
     interfaces: Optional[tuple[str, ...]] = attrs.field(
-        default=None, converter=attrs.converters.optional(tuple)
+        default=None, converter=_optional_tuple
     )
     service_type: str = SERVICE_TYPE
     #: Records learned on the LAN held at once (the oldest go first).
