@@ -334,3 +334,13 @@ async def test_the_transport_runs_calls_in_order_in_threads_that_end() -> None:
     await third
     assert ran == ["slow", "failing", "third"]
     assert set(threading.enumerate()) <= before
+
+
+def test_started_again_it_announces_afresh(rig: Any) -> None:
+    r = rig()
+    r.service.stopService()
+    r.service.startService()
+    assert len(r.transport.started) == 2
+    assert [a[2] for a in r.transport.announced] == [
+        mdns_txt.pack(r.node.gossip.own_record)
+    ] * 2
