@@ -185,6 +185,7 @@ class ZeroconfTransport:
     def _stop(self) -> None:
         browser, zeroconf = self._browser, self._zeroconf
         self._browser = self._zeroconf = None
+        self._registered = False
         if browser is not None:
             browser.cancel()  # joins its thread
         if zeroconf is not None:
@@ -312,7 +313,6 @@ class MdnsService(Service):
         self.interfaces: list[str] = []
         self._announced: Optional[PeerRecord] = None
         self._announcing = False
-        self._started = False
         self._loop = task.LoopingCall(self._announce)
         self._loop.clock = node.clock
 
@@ -340,7 +340,6 @@ class MdnsService(Service):
         return discovery.advertised(self.node.listening_addresses)
 
     def _running(self, _: object) -> None:
-        self._started = True
         self._log.info(
             "LAN discovery (mDNS) on {interfaces}",
             interfaces=", ".join(self.interfaces),
@@ -358,6 +357,7 @@ class MdnsService(Service):
         super().stopService()  # type: ignore[no-untyped-call]
         if self._loop.running:
             self._loop.stop()
+        self._announced = None  # started again, it announces afresh
         if not self.interfaces:
             return defer.succeed(None)
         return self.transport.stop().addErrback(self._stop_failed)
