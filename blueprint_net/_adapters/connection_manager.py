@@ -128,7 +128,9 @@ class ConnectionManager(Service):
             self.gossip.mark_tried(peer.peer_id)
         self.gossip.request_records(peer.peer_id)
 
-    def _discovered(self, source: PeerId, records: tuple[PeerRecord, ...]) -> None:
+    def _discovered(
+        self, source: Optional[PeerId], records: tuple[PeerRecord, ...]
+    ) -> None:
         """Records a banned or (permissioned) unlisted id signed are dropped,
         so they are neither dialed nor passed on to other peers."""
         for record in records:

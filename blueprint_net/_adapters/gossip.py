@@ -62,8 +62,9 @@ GossipHandler = Callable[[GossipMessage], Any]
 #: A topic's validator: a :class:`Verdict` (or its value, ``"accept"`` ...),
 #: or a Deferred or coroutine of one.
 Validator = Callable[[GossipMessage], Any]
-#: Told of verified records newer than those held, and who sent them.
-DiscoveredCallback = Callable[[PeerId, tuple[PeerRecord, ...]], None]
+#: Told of verified records newer than those held, and who sent them (None:
+#: the node found them itself, on the LAN).
+DiscoveredCallback = Callable[[Optional[PeerId], tuple[PeerRecord, ...]], None]
 #: Charges a peer for a gossip fault (the node's policy decides the price).
 Charge = Callable[[PeerId, Fault], None]
 
@@ -236,6 +237,19 @@ class Gossip:
     def mark_tried(self, peer_id: PeerId) -> None:
         """A peer we dialed proved its record's id (discovery's *tried*)."""
         self.router.exchange.book.mark_tried(peer_id)
+
+    def found_record(self, record: PeerRecord) -> Optional[bool]:
+        """A record the node found itself (on the LAN, ``_adapters/mdns.py``),
+        verified and kept as news by the book like a peer's, and announced to
+        the ``on_discovered`` callbacks with no source: True if kept, False
+        if stale or our own, None if its signature does not verify."""
+        if record.peer_id == self.router.peer_id:
+            return False
+        kept = self.router.exchange.book.offer(record)
+        if kept:
+            for callback in self._discovered:
+                callback(None, (record,))
+        return kept
 
     def forget_record(self, peer_id: PeerId) -> None:
         """Drop ``peer_id``'s record: neither dialed nor passed on."""

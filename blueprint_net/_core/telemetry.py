@@ -77,6 +77,16 @@ SESSION_RULES = (
 VERDICTS = ("accept", "ignore", "reject")
 #: Another protocol's client at a peer port (``untrusted.WrongOpening.kind``).
 WRONG_PROTOCOL_KINDS = ("http", "tls", "plain")
+#: What became of a record heard on the LAN (``_adapters/mdns.py``).
+MDNS_OUTCOMES = (
+    "kept",
+    "stale",
+    "forged",
+    "malformed",
+    "oversize",
+    "rate_limited",
+    "busy",
+)
 #: The buffers ``MemoryBudget.refuse`` is told about.
 MEMORY_BUFFERS = ("inbound", "response", "send", "stream", "unclaimed")
 #: ``_core/stream_wire.ResetCode``'s names (a test keeps them equal), then
@@ -295,6 +305,22 @@ DISCOVERY_INBOUND_TRIMMED = Metric(
     "blueprint_discovery_inbound_trimmed",
     "Inbound peers disconnected to keep inbound links under the cap.",
 )
+MDNS_RECORDS = Metric(
+    "mdns.records",
+    "blueprint_mdns_records",
+    "Peer records heard on the LAN (mDNS), by outcome (kept: verified and"
+    " newer than any held; stale: not newer; forged: its"
+    " signature does not verify; malformed: a TXT record that is not one;"
+    " oversize: a TXT record over 1300 bytes, not read; rate_limited: over"
+    " the verification rate; busy: dropped unread while too many waited).",
+    (Label("outcome", MDNS_OUTCOMES),),
+)
+MDNS_EVICTED = Metric(
+    "mdns.evicted",
+    "blueprint_mdns_evicted",
+    "Records learned on the LAN forgotten to keep at most max_records of"
+    " them (the oldest first).",
+)
 STREAM_RESETS = Metric(
     "streams.reset",
     "blueprint_stream_resets",
@@ -348,6 +374,8 @@ NODE = Index(
         DISCOVERY_GIVEN_UP,
         DISCOVERY_RECORDS_REFUSED,
         DISCOVERY_INBOUND_TRIMMED,
+        MDNS_RECORDS,
+        MDNS_EVICTED,
         STREAM_RESETS,
         STREAM_VIOLATIONS,
         STREAM_UNCLAIMED_RESETS,

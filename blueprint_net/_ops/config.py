@@ -307,6 +307,15 @@ SETTINGS = [
         ("discovery", "give_up_after"),
     ),
     Setting(
+        "mdns",
+        _flag,
+        False,
+        "LAN discovery: announce this node's record and find peers with mDNS"
+        " (needs blueprint-net[mdns]).",
+        ("mdns", "enabled"),
+        flag=True,
+    ),
+    Setting(
         "max-automatic-bans",
         count,
         10_000,
@@ -326,6 +335,7 @@ LISTS = (
     "bootstrap",
     "advertise",
     "topic",
+    "mdns-interface",
 )
 
 BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -416,9 +426,10 @@ def coercer(name: str) -> Callable[[str], Any]:
 
 def split(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Settings by where they go: ``settings``, ``limits``, ``policy``,
-    ``registry``, ``discovery``."""
+    ``registry``, ``discovery``, ``mdns``."""
     parts: dict[str, dict[str, Any]] = {
-        where: {} for where in ("settings", "limits", "policy", "registry", "discovery")
+        where: {}
+        for where in ("settings", "limits", "policy", "registry", "discovery", "mdns")
     }
     for setting in SETTINGS:
         where, attribute = setting.target

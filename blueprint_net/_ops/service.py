@@ -29,6 +29,7 @@ from blueprint_net._adapters.banstore import SqliteBanStore
 from blueprint_net._adapters.connection_manager import ConnectionManager
 from blueprint_net._adapters.dialer import require_tls
 from blueprint_net._adapters.keeper import PeerKeeper
+from blueprint_net._adapters.mdns import MdnsService
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.errors import ConfigurationError
 from blueprint_net._core.identity import PeerId
@@ -39,6 +40,7 @@ from blueprint_net._ops.topic_log import TopicLog
 from blueprint_net._policy.addresses import where
 from blueprint_net._policy.discovery import DEFAULTS as DISCOVERY
 from blueprint_net._policy.discovery import DiscoverySettings
+from blueprint_net._policy.mdns import MdnsSettings
 
 #: How often the ban database is checked for another process's changes (s):
 #: an operator's ban applies within this plus one write (well under 2 s).
@@ -147,6 +149,7 @@ class NodeService(MultiService):
         discovery: DiscoverySettings = DISCOVERY,
         bootstrap: Sequence[str] = (),
         advertise: Optional[Sequence[str]] = None,
+        mdns: Optional[MdnsSettings] = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.node, self.store = node, store
@@ -193,6 +196,11 @@ class NodeService(MultiService):
             advertise=advertise,
             listening=self.bound,
         )
+        #: LAN discovery (``--mdns``), after the manager: it announces the
+        #: record the manager signs.
+        self.mdns: Optional[MdnsService] = None
+        if mdns is not None:
+            self.mdns = MdnsService(node, mdns, reactor=node.reactor)
         self.refresher = TimerService(BAN_REFRESH_INTERVAL, self._refresh_bans)  # type: ignore[no-untyped-call]
         self.refresher.clock = node.reactor
         for child in (
@@ -200,6 +208,7 @@ class NodeService(MultiService):
             *([self.status] if self.status else []),
             *self.keepers,
             self.manager,
+            *([self.mdns] if self.mdns else []),
             self.refresher,
         ):
             child.setServiceParent(self)  # type: ignore[no-untyped-call]
@@ -311,6 +320,8 @@ class NodeService(MultiService):
             [defer.maybeDeferred(s.stopService) for s in accepting]
         )
         await self.refresher.stopService()  # type: ignore[no-untyped-call]
+        if self.mdns is not None:
+            await self.mdns.stopService()  # goodbyes on the LAN; its threads end
         await self.manager.stopService()
         await defer.gatherResults([k.stopService() for k in self.keepers])
         await self.node.stop()  # a goodbye to every peer; pending requests fail

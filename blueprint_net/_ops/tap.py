@@ -21,6 +21,7 @@ from twisted.python import usage
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import BanDatabaseError, SqliteBanStore
 from blueprint_net._adapters.dialer import require_tls
+from blueprint_net._adapters.mdns import MdnsUnavailable, check_local, require_zeroconf
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.errors import KeyFileError, PlaintextRefused
 from blueprint_net._core.gossip_mesh import check_topic
@@ -37,6 +38,7 @@ from blueprint_net._policy.addresses import parse_network
 from blueprint_net._policy.bans import BanRegistry
 from blueprint_net._policy.discovery import DiscoverySettings
 from blueprint_net._policy.limits import ConnectionLimits
+from blueprint_net._policy.mdns import MdnsSettings, check_interface, default_interfaces
 from blueprint_net._policy.permits import PermitListError
 from blueprint_net._policy.scores import Policy, PolicySettings
 from blueprint_net._policy.settings import Settings
@@ -146,6 +148,12 @@ class Options(usage.Options):
         """A gossip topic to join (repeatable); see --topic-log."""
         self["topic"].append(topic)
 
+    def opt_mdns_interface(self, address: str) -> None:
+        """With --mdns: an IPv4 address of this machine whose interface LAN
+        discovery runs on (repeatable; default: the private or loopback IPv4
+        addresses the node advertises)."""
+        self["mdns-interface"].append(address)
+
     def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
         """A bad option ends the process with one line naming it: twistd
         would print its whole usage text (~90 lines) above a UsageError."""
@@ -224,6 +232,7 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     f"--allow-network {text!r} is not an address or network"
                 ) from None
+        self._check_mdns()
         handlers: dict[str, Any] = {} if self["no-builtins"] else dict(BUILTINS)
         for spec in self["handler"]:
             try:
@@ -232,6 +241,22 @@ class Options(usage.Options):
                 raise usage.UsageError(str(error)) from None
             handlers[name] = handler
         self["handlers"] = handlers
+
+    def _check_mdns(self) -> None:
+        """``--mdns`` without zeroconf is one line saying how to install it;
+        an interface must be one of this machine's IPv4 addresses."""
+        if self["mdns-interface"] and not self["mdns"]:
+            raise usage.UsageError("--mdns-interface is for --mdns, which is off")
+        if not self["mdns"]:
+            return
+        try:
+            require_zeroconf()
+            for address in self["mdns-interface"]:
+                check_local(check_interface(address))
+        except ValueError as error:
+            raise usage.UsageError(f"--mdns-interface {error}") from None
+        except MdnsUnavailable as error:
+            raise usage.UsageError(str(error)) from None
 
     def opt_version(self) -> None:
         """Print the versions of blueprint-net and Twisted, and exit."""
@@ -361,6 +386,9 @@ def makeService(options: dict[str, Any]) -> IService:
         discovery=DiscoverySettings(**parts["discovery"]),
         bootstrap=options["bootstrap"],
         advertise=options["advertise"] or None,
+        mdns=MdnsSettings(interfaces=options["mdns-interface"] or None)
+        if parts["mdns"]["enabled"]
+        else None,
         permits=permits,
         topic_log=topic_log,
         sighup=True,
@@ -372,6 +400,14 @@ def makeService(options: dict[str, Any]) -> IService:
         service.bind()
     except ListenError as error:
         raise SystemExit(f"blueprint: {error}") from None
+    if service.mdns is not None and service.mdns.settings.interfaces is None:
+        interfaces = default_interfaces(service.manager.addresses())
+        if not interfaces:
+            raise SystemExit(
+                "blueprint: --mdns: the node advertises no private or loopback"
+                " IPv4 address to run mDNS on: give --mdns-interface ADDRESS"
+                " (and --advertise ADDRESS:PORT if it listens on 0.0.0.0)"
+            )
     return service
 
 
