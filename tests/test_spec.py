@@ -264,3 +264,137 @@ async def test_certificate_dates_and_names_are_not_checked(
     peer = await a.connect(f"p2ptls:127.0.0.1:{port}", bob.peer_id)
     assert peer.peer_id == bob.peer_id
     await until(lambda: alice.peer_id in {p.peer_id for p in b.peers})
+
+
+# -- section 5, "Over TLS": ALPN and the certificate's alerts ---------------
+
+
+class _RawTLS(PeerTLS):
+    """A TLS client of this test's making: ``identity``'s certificate (or
+    ``chain``, leaf first; or ``key`` and its certificate), offering
+    ``offered`` as ALPN (None: no ALPN extension at all)."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        offered: Optional[list[bytes]] = None,
+        chain: Optional[list[x509.Certificate]] = None,
+        key: Any = None,
+    ) -> None:
+        super().__init__(identity)
+        context = SSL.Context(SSL.TLS_METHOD)
+        context.set_min_proto_version(SSL.TLS1_3_VERSION)
+        context.use_privatekey(key or identity.private_key())  # type: ignore[arg-type]
+        chain = chain or [tls.certificate(identity)]
+        context.use_certificate(chain[0])  # type: ignore[arg-type]
+        for extra in chain[1:]:
+            context.add_extra_chain_cert(extra)  # type: ignore[arg-type]
+        context.set_verify(SSL.VERIFY_NONE)
+        if offered is not None:
+            context.set_alpn_protos(offered)
+        self._context = context
+
+
+class _Speaking(_Client):
+    """Sends a Ping frame as soon as it may (behind its TLS Finished): a
+    node that read it would fail the connection with 200."""
+
+    def connectionMade(self) -> None:
+        self.transport.write(framing.frame(wire.Ping(1)))  # type: ignore[union-attr]
+
+
+async def _dial_speaking(port: int, creator: Any) -> _Client:
+    client = _Speaking()
+    endpoint = wrapClientTLS(creator, TCP4ClientEndpoint(reactor, "127.0.0.1", port))
+    await endpoint.connect(protocol.Factory.forProtocol(lambda: client))
+    await client.closed
+    return client
+
+
+@pytest.mark.parametrize(
+    ("offered", "alert"),
+    [
+        # RFC 7301: an offer without blueprint/1 is refused at the ClientHello.
+        ([b"h2"], "no application protocol"),
+        ([b"blueprint/2", b"http/1.1"], "no application protocol"),
+        # No ALPN extension: TLS has no alert for it; the server refuses the
+        # client's certificate (its check of the negotiated ALPN), after the
+        # client, done first in TLS 1.3, may have sent application data.
+        (None, "unknown ca"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_client_offering_no_blueprint_alpn_fails_the_tls_handshake(
+    alice: Identity,
+    bob: Identity,
+    make_node: MakeNode,
+    offered: Optional[list[bytes]],
+    alert: str,
+) -> None:
+    b = make_node(bob, allow_plaintext=False)
+    port = await _listening(b)
+    client = await _dial_speaking(port, _RawTLS(alice, offered))
+    assert client.received == b""
+    assert client.reason is not None
+    assert f"alert {alert}" in str(client.reason.value)
+    # The Ping behind the client's Finished was never read.
+    assert b.counters["handshakes.ok"] == 0
+    assert b.counters["misbehaviour"] == 0
+    assert sum(n for k, n in b.counters.items() if k.startswith("tls.failed.")) == 1
+
+
+def _ecdsa_certificate() -> tuple[Any, x509.Certificate]:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ecdsa")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return key, certificate
+
+
+def _chain(leaf: Identity, issuer: Identity) -> list[x509.Certificate]:
+    """``leaf``'s Ed25519 key certified by ``issuer``'s self-signed one."""
+    top = tls.certificate(issuer)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(leaf.peer_id))])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(top.subject)
+        .public_key(leaf.private_key().public_key())
+        .serial_number(2)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(issuer.private_key(), None)
+    )
+    return [certificate, top]
+
+
+@pytest.mark.parametrize("kind", ["ecdsa", "chain"])
+@pytest_twisted.ensureDeferred
+async def test_a_non_ed25519_or_chained_certificate_gets_unknown_ca(
+    alice: Identity, bob: Identity, make_node: MakeNode, kind: str
+) -> None:
+    b = make_node(bob, allow_plaintext=False)
+    port = await _listening(b)
+    if kind == "ecdsa":
+        key, certificate = _ecdsa_certificate()
+        creator = _RawTLS(alice, [tls.ALPN], chain=[certificate], key=key)
+    else:
+        creator = _RawTLS(alice, [tls.ALPN], chain=_chain(alice, Identity.generate()))
+    client = await _dial_speaking(port, creator)
+    assert client.received == b""
+    assert client.reason is not None
+    assert "alert unknown ca" in str(client.reason.value)
+    assert b.counters["handshakes.ok"] == 0
+    assert b.counters["misbehaviour"] == 0
