@@ -398,3 +398,33 @@ async def test_a_non_ed25519_or_chained_certificate_gets_unknown_ca(
     assert "alert unknown ca" in str(client.reason.value)
     assert b.counters["handshakes.ok"] == 0
     assert b.counters["misbehaviour"] == 0
+
+
+# -- section 1 and 5: the frame limit of what follows a proof -----------------
+
+
+@pytest.mark.parametrize("transport", ["p2ptls", "tcp"])
+@pytest_twisted.ensureDeferred
+async def test_a_large_request_right_behind_the_listeners_proof_is_read(
+    alice: Identity, bob: Identity, make_node: MakeNode, transport: str
+) -> None:
+    """The listener's Proof (or HandshakeResponse) and a request of more
+    than 4,096 bytes go out in one write, so the dialer reads them in one
+    read: the request is read under the Verified limit, not the
+    handshake's (it used to fail the connection with 105)."""
+    payload = b"x" * 10_000
+    a = make_node(alice, allow_plaintext=transport == "tcp")
+    b = make_node(bob, allow_plaintext=transport == "tcp")
+    a.register("echo", lambda request: request.payload)
+    answers: list[Any] = []
+    b.on_peer_verified(
+        lambda peer: b.request(peer.peer_id, "echo", payload).addBoth(answers.append)
+    )
+    port = await b.listen(f"{transport}:0:interface=127.0.0.1")
+    peer = await a.connect(f"{transport}:127.0.0.1:{port.getHost().port}", bob.peer_id)
+    assert peer.peer_id == bob.peer_id
+    await until(lambda: answers)
+    [answer] = answers
+    assert not isinstance(answer, Failure), answer
+    assert answer.data == payload
+    assert a.counters["misbehaviour"] == b.counters["misbehaviour"] == 0
