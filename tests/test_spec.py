@@ -420,7 +420,7 @@ async def test_a_large_request_right_behind_the_listeners_proof_is_read(
     b.on_peer_verified(
         lambda peer: b.request(peer.peer_id, "echo", payload).addBoth(answers.append)
     )
-    port = await b.listen(f"{transport}:0:interface=127.0.0.1")
+    port: Any = await b.listen(f"{transport}:0:interface=127.0.0.1")
     peer = await a.connect(f"{transport}:127.0.0.1:{port.getHost().port}", bob.peer_id)
     assert peer.peer_id == bob.peer_id
     await until(lambda: answers)
