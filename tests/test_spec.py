@@ -428,3 +428,88 @@ async def test_a_large_request_right_behind_the_listeners_proof_is_read(
     assert not isinstance(answer, Failure), answer
     assert answer.data == payload
     assert a.counters["misbehaviour"] == b.counters["misbehaviour"] == 0
+
+
+# -- section 5: the timeouts over TLS, and a plain client at a TLS port -------
+
+
+class _Silent(protocol.Protocol):
+    """A raw TCP client that sends ``opening`` and then only listens."""
+
+    def __init__(self, opening: bytes = b"") -> None:
+        self.opening = opening
+        self.received = b""
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        if self.opening:
+            self.transport.write(self.opening)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closed.callback(None)
+
+
+async def _dial_tcp(port: int, client: protocol.Protocol) -> None:
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    await endpoint.connect(protocol.Factory.forProtocol(lambda: client))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_silent_in_tls_is_closed_at_the_first_frame_deadline_unanswered(
+    bob: Identity, make_node: MakeNode
+) -> None:
+    """No TLS session, so no Error can be read: the node closes the TCP
+    connection at the first-frame deadline, sending nothing, and its
+    handshake place is free again.  (It used to queue the Error for a TLS
+    session that never came, and Twisted's TLS held the socket, and the
+    place, open for it: silent sockets could fill the places for good.)"""
+    settings = Settings(first_frame_timeout=0.2, handshake_timeout=60.0)
+    b = make_node(bob, allow_plaintext=False, settings=settings)
+    port = await _listening(b)
+    client = _Silent()
+    await _dial_tcp(port, client)
+    await client.closed
+    assert client.received == b""
+    await until(lambda: b.limiter.open == 0)
+    assert b.limiter.handshaking == 0
+    assert b.counters["misbehaviour"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_silent_after_tls_gets_handshake_timeout_over_tls(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    settings = Settings(first_frame_timeout=0.1, handshake_timeout=0.3)
+    b = make_node(bob, allow_plaintext=False, settings=settings)
+    port = await _listening(b)
+    client = await _dial_raw(port, _RawTLS(alice, [tls.ALPN]))
+    [error] = [
+        wire.decode(body) for body in framing.FrameDecoder().feed(client.received)
+    ]
+    assert error == wire.Error(int(ErrorCode.HANDSHAKE_TIMEOUT), "handshake timed out")
+    assert b.counters["misbehaviour"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_plain_hello_at_a_tls_port_gets_a_plain_error_209(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    """Transports: a plain client's Hello at a p2ptls port is answered with
+    the plain frame of vector ``error-not-tls`` (not a TLS alert it cannot
+    read), then the close; not misbehaviour."""
+    b = make_node(bob, allow_plaintext=False)
+    port = await _listening(b)
+    hello = framing.frame(wire.Hello(1, b"\xaa" * 32, alice.peer_id))
+    client = _Silent(hello)
+    await _dial_tcp(port, client)
+    await client.closed
+    assert client.received == tls.PLAIN_AT_TLS_PORT
+    [error] = [
+        wire.decode(body) for body in framing.FrameDecoder().feed(client.received)
+    ]
+    assert isinstance(error, wire.Error) and error.code == ErrorCode.NOT_ALLOWED
+    assert b.counters["wrong_protocol.plain"] == 1
+    assert b.counters["misbehaviour"] == 0
