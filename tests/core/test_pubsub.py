@@ -501,6 +501,34 @@ def test_a_graft_we_take_ends_the_backoff_their_prune_asked_for() -> None:
     assert a in router.mesh[TOPIC]
 
 
+def test_a_graft_before_the_peers_subscriptions_is_ignored_uncharged() -> None:
+    """9.5: a Graft for a topic its sender has not announced gets no answer
+    and no place in the mesh, and is not charged; once announced, the same
+    Graft is taken."""
+    router = Router(identity(1), DEFAULTS, now=0.0, rng=random.Random(7))
+    router.subscribe(TOPIC, 0.0)
+    a = identity(2).peer_id
+    router.peer_connected(a, outbound=False)
+    assert router.receive(a, Graft(TOPIC), 0.5) == []
+    assert a not in router.mesh[TOPIC]
+    assert router.counters["graft.ignored"] == 1
+    assert router.receive(a, Subscriptions(((True, TOPIC),)), 0.6) == []
+    assert router.receive(a, Graft(TOPIC), 0.7) == []
+    assert a in router.mesh[TOPIC]
+
+
+def test_a_node_sends_its_subscriptions_before_any_graft() -> None:
+    """On connecting, and on joining a topic: the announcement first."""
+    router = Router(identity(1), DEFAULTS, now=0.0, rng=random.Random(7))
+    router.subscribe(TOPIC, 0.0)
+    a = identity(2).peer_id
+    [told] = router.peer_connected(a, outbound=True)
+    assert told == Send((a,), Subscriptions(((True, TOPIC),)))
+    router.receive(a, Subscriptions(((True, TOPIC), (True, "other"))), 0.0)
+    sent = [type(output.message) for output in router.subscribe("other", 1.0)]
+    assert sent == [Subscriptions, Graft]
+
+
 def test_grafts_for_unknown_topics_get_no_answer() -> None:
     router, (a, _, _) = one_router()
     assert router.receive(a, Graft("unknown"), 1.0) == []
