@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from blueprint_net._adapters import tls, tls_binding
 from blueprint_net._core import (
     errors,
     framing,
@@ -32,6 +33,7 @@ from blueprint_net._core.handshake_transcripts import (
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.signatures import verify
 from blueprint_net._policy.scores import DEFAULT_POINTS, POINTS
+from tests.tls13 import exporter_parts
 
 DOC = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
 VECTORS = {
@@ -217,7 +219,30 @@ def test_gossip_vectors() -> None:
     assert not verify(BOB.public_key, VECTORS["gossip-signed"], record.signature)
 
 
+# Section 5: the channel binding from a TLS 1.3 exporter secret (RFC 8446
+# 7.5, RFC 9266), for each hash a TLS 1.3 cipher suite uses.
+@pytest.mark.parametrize(("hash_name", "size"), [("sha384", 48), ("sha256", 32)])
+def test_channel_binding_vectors(hash_name: str, size: int) -> None:
+    derived, binding = exporter_parts(
+        hash_name, b"\xdd" * size, tls_binding.TLS_EXPORTER_LABEL, b""
+    )
+    assert VECTORS[f"exporter-derived-{hash_name}"] == derived
+    assert VECTORS[f"channel-binding-{hash_name}"] == binding
+
+
+def test_the_plain_error_at_a_tls_port_is_the_vector() -> None:
+    assert VECTORS["error-not-tls"] == tls.PLAIN_AT_TLS_PORT
+    [body] = framing.FrameDecoder().feed(tls.PLAIN_AT_TLS_PORT)
+    error = wire.decode(body)
+    assert isinstance(error, wire.Error) and error.code == ErrorCode.NOT_ALLOWED
+
+
 OTHER_VECTORS = {
+    "exporter-derived-sha384",
+    "channel-binding-sha384",
+    "exporter-derived-sha256",
+    "channel-binding-sha256",
+    "error-not-tls",
     "transcript-request",
     "transcript-response",
     "transcript-request-bound",

@@ -4,14 +4,12 @@ decision the specification makes (the section is named in each test)."""
 from __future__ import annotations
 
 import datetime
-import hashlib
 from typing import Any, Callable, Optional
 
 import pytest
 import pytest_twisted
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet import defer, protocol, reactor
@@ -27,6 +25,7 @@ from blueprint_net._core.errors import ErrorCode, ProtocolError
 from blueprint_net._core.identity import Identity
 from blueprint_net.testing import MemoryNetwork
 from tests.helpers import MakeNode, until
+from tests.tls13 import tls_exporter
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 
@@ -166,35 +165,6 @@ async def test_a_client_without_a_certificate_fails_the_tls_handshake(
     assert b.counters["handshakes.ok"] == 0
 
 
-def _hkdf_expand_label(
-    algorithm: hashes.HashAlgorithm,
-    secret: bytes,
-    label: bytes,
-    context: bytes,
-    length: int,
-) -> bytes:
-    """RFC 8446 section 7.1."""
-    full = b"tls13 " + label
-    info = length.to_bytes(2, "big") + bytes((len(full),)) + full
-    info += bytes((len(context),)) + context
-    return HKDFExpand(algorithm, length, info).derive(secret)
-
-
-def _tls_exporter(
-    cipher: str, exporter_secret: bytes, label: bytes, context: bytes
-) -> bytes:
-    """RFC 8446 section 7.5, computed from the session's exporter secret."""
-    name = "sha384" if cipher.endswith("SHA384") else "sha256"
-    algorithm = hashes.SHA384() if name == "sha384" else hashes.SHA256()
-    empty = hashlib.new(name, b"").digest()
-    derived = _hkdf_expand_label(
-        algorithm, exporter_secret, label, empty, algorithm.digest_size
-    )
-    return _hkdf_expand_label(
-        algorithm, derived, b"exporter", hashlib.new(name, context).digest(), 32
-    )
-
-
 @pytest_twisted.ensureDeferred
 async def test_the_binding_is_the_rfc_9266_exporter_and_no_sni_is_sent(
     alice: Identity, bob: Identity, make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
@@ -224,13 +194,13 @@ async def test_the_binding_is_the_rfc_9266_exporter_and_no_sni_is_sent(
         for line in keylog
         if line.startswith(b"EXPORTER_SECRET ")
     }
-    expected = _tls_exporter(
+    expected = tls_exporter(
         handle.get_cipher_name(), secret, b"EXPORTER-Channel-Binding", b""
     )
     binding = ours.connection.handshake.channel_binding
     assert binding == expected == theirs.connection.handshake.channel_binding
     # The independent computation tells contexts apart.
-    assert expected != _tls_exporter(
+    assert expected != tls_exporter(
         handle.get_cipher_name(), secret, b"EXPORTER-Channel-Binding", b"\x00"
     )
     assert server_names and set(server_names) == {None}  # the dialer sent no SNI

@@ -1007,6 +1007,18 @@ def test_a_records_answer_without_our_own_record_is_others_only() -> None:
     assert hub.receive(a, RecordsRequest(0), 2.0) == [Send((a,), Records(()))]
 
 
+def test_a_node_with_no_address_answers_with_its_addressless_record_first() -> None:
+    """9.5: a node that listens nowhere it could be dialed still signs a
+    record (no address) and leads its answers with it."""
+    hub, (a, *_), records = records_hub()
+    own = hub.exchange.set_addresses([], 1.0)
+    assert own.addresses == ()
+    [send] = hub.receive(a, RecordsRequest(3), 1.0)
+    assert isinstance(send, Send) and isinstance(send.message, Records)
+    first, *others = send.message.records
+    assert first == own and len(others) == 2 and set(others) < set(records[1:])
+
+
 def test_records_taken_are_the_first_prune_peers_news_marked_with_their_source() -> (
     None
 ):
