@@ -237,6 +237,26 @@ def test_the_plain_error_at_a_tls_port_is_the_vector() -> None:
     assert isinstance(error, wire.Error) and error.code == ErrorCode.NOT_ALLOWED
 
 
+def test_the_role_bytes_table_is_the_codes() -> None:
+    """Section 5's loud table of the two role numberings."""
+    table = DOC.split("**Role bytes:", 1)[1].split("\n\n", 2)[1]
+    rows = re.findall(
+        r"^\| [^|]+ \| `([^`]+)` \| `0x(\w\w)`[^|]*\| `0x(\w\w)`", table, re.M
+    )
+    assert {
+        domain: (int(dialer, 16), int(listener, 16))
+        for domain, dialer, listener in rows
+    } == {
+        "blueprint-net/handshake/v1": (
+            wire.T_HANDSHAKE_REQUEST,
+            wire.T_HANDSHAKE_RESPONSE,
+        ),
+        "blueprint-net/handshake-tls/v1": (ROLE_TLS_CLIENT, ROLE_TLS_SERVER),
+    }
+    assert TRANSCRIPT_REQUEST.startswith(b"blueprint-net/handshake/v1\x00\x02")
+    assert TRANSCRIPT_TLS_CLIENT.startswith(b"blueprint-net/handshake-tls/v1\x00\x01")
+
+
 OTHER_VECTORS = {
     "exporter-derived-sha384",
     "channel-binding-sha384",
