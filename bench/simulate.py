@@ -6,7 +6,7 @@ run, with the figures of N simulated nodes.  Each node is the shipped code
 without its sockets: a sans-IO :class:`~blueprint_net._core.pubsub.Router`,
 driven by the calls the Twisted adapter (``_adapters/gossip.py``) makes --
 ``peer_connected``, ``peer_disconnected``, ``receive``, ``validated``,
-``publish``, ``subscribe``, ``heartbeat``, ``request_records``,
+``publish``, ``subscribe``, ``heartbeat``, ``request_records``, ``records_due``,
 ``set_addresses`` -- and discovery's own ``ConnectionManager`` (its
 decisions are ``_policy/discovery.py``'s), handed a stand-in node as
 ``INode`` allows.  What replaces the network:
@@ -250,7 +250,10 @@ class SimGossip:
         self.router.exchange.book.forget(peer_id)
 
     def request_records(self, peer_id: PeerId) -> None:
-        self._node.run(self.router.exchange.request(peer_id))
+        self._node.run(self.router.exchange.request(peer_id, self._node.clock.now))
+
+    def records_due(self, peer_id: PeerId) -> bool:
+        return self.router.exchange.due(peer_id, self._node.clock.now)
 
 
 _ENDPOINT = re.compile(r"p2ptls:(?:host=)?([0-9.]+):(?:port=)?(\d+)")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from blueprint_net._adapters import tls, tls_binding
 from blueprint_net._core import (
     errors,
     framing,
@@ -32,6 +33,7 @@ from blueprint_net._core.handshake_transcripts import (
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.signatures import verify
 from blueprint_net._policy.scores import DEFAULT_POINTS, POINTS
+from tests.tls13 import exporter_parts
 
 DOC = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
 VECTORS = {
@@ -217,7 +219,50 @@ def test_gossip_vectors() -> None:
     assert not verify(BOB.public_key, VECTORS["gossip-signed"], record.signature)
 
 
+# Section 5: the channel binding from a TLS 1.3 exporter secret (RFC 8446
+# 7.5, RFC 9266), for each hash a TLS 1.3 cipher suite uses.
+@pytest.mark.parametrize(("hash_name", "size"), [("sha384", 48), ("sha256", 32)])
+def test_channel_binding_vectors(hash_name: str, size: int) -> None:
+    derived, binding = exporter_parts(
+        hash_name, b"\xdd" * size, tls_binding.TLS_EXPORTER_LABEL, b""
+    )
+    assert VECTORS[f"exporter-derived-{hash_name}"] == derived
+    assert VECTORS[f"channel-binding-{hash_name}"] == binding
+
+
+def test_the_plain_error_at_a_tls_port_is_the_vector() -> None:
+    assert VECTORS["error-not-tls"] == tls.PLAIN_AT_TLS_PORT
+    [body] = framing.FrameDecoder().feed(tls.PLAIN_AT_TLS_PORT)
+    error = wire.decode(body)
+    assert isinstance(error, wire.Error) and error.code == ErrorCode.NOT_ALLOWED
+
+
+def test_the_role_bytes_table_is_the_codes() -> None:
+    """Section 5's loud table of the two role numberings."""
+    table = DOC.split("**Role bytes:", 1)[1].split("\n\n", 2)[1]
+    rows = re.findall(
+        r"^\| [^|]+ \| `([^`]+)` \| `0x(\w\w)`[^|]*\| `0x(\w\w)`", table, re.M
+    )
+    assert {
+        domain: (int(dialer, 16), int(listener, 16))
+        for domain, dialer, listener in rows
+    } == {
+        "blueprint-net/handshake/v1": (
+            wire.T_HANDSHAKE_REQUEST,
+            wire.T_HANDSHAKE_RESPONSE,
+        ),
+        "blueprint-net/handshake-tls/v1": (ROLE_TLS_CLIENT, ROLE_TLS_SERVER),
+    }
+    assert TRANSCRIPT_REQUEST.startswith(b"blueprint-net/handshake/v1\x00\x02")
+    assert TRANSCRIPT_TLS_CLIENT.startswith(b"blueprint-net/handshake-tls/v1\x00\x01")
+
+
 OTHER_VECTORS = {
+    "exporter-derived-sha384",
+    "channel-binding-sha384",
+    "exporter-derived-sha256",
+    "channel-binding-sha256",
+    "error-not-tls",
     "transcript-request",
     "transcript-response",
     "transcript-request-bound",

@@ -264,10 +264,11 @@ class ConnectionManager(Service):
         return chosen
 
     def _ask_for_records(self, peers: list[Peer], outbound: list[Peer]) -> None:
-        """Short of candidates: one random peer, one we dialed if any, is
-        asked for more (the router takes one answer per request, one request
-        per heartbeat)."""
-        ask = outbound or peers
+        """Short of candidates: one random peer, one we dialed while we have
+        one, is asked for more, if it is due (its last answer brought news,
+        or is ``records_refresh`` old: ``GossipSettings``)."""
+        due = self.gossip.records_due
+        ask = [p for p in outbound or peers if due(p.peer_id)]
         if ask:
             self.gossip.request_records(self.rng.choice(ask).peer_id)
 

@@ -266,7 +266,14 @@ class Gossip:
         return self.router.exchange.own_record
 
     def request_records(self, peer_id: PeerId) -> None:
-        self._run(self.router.exchange.request(peer_id))
+        """Ask ``peer_id`` for records, if it is due (the router's
+        ``PeerExchange.request``: once per connection, then only as often as
+        its answers bring news)."""
+        self._run(self.router.exchange.request(peer_id, self.clock.seconds()))
+
+    def records_due(self, peer_id: PeerId) -> bool:
+        """Whether :meth:`request_records` would ask ``peer_id`` now."""
+        return self.router.exchange.due(peer_id, self.clock.seconds())
 
     def set_addresses(self, addresses: Iterable[str]) -> PeerRecord:
         return self.router.exchange.set_addresses(addresses, self.clock.seconds())

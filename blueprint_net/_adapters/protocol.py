@@ -482,9 +482,15 @@ class PeerProtocol(Protocol):
         self.disconnect()
 
     def disconnect(self) -> None:
-        """Close after writing what is queued (see :meth:`Outbound.close`)."""
+        """Close after writing what is queued (see :meth:`Outbound.close`);
+        before TLS completes, at once: nothing queued can reach the peer,
+        and Twisted's TLS would hold the socket open for it until a TLS
+        handshake the peer may never finish."""
         self.outbound.close()
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        if self._unbound:
+            self.transport.abortConnection()  # type: ignore[union-attr]
+        else:
+            self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _handshake_timed_out(self) -> None:
         self._on_failed(self.connection.timed_out())

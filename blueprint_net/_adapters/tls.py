@@ -261,9 +261,23 @@ class PeerTLS:
         return connection
 
 
-def _select_alpn(connection: Any, offered: list[bytes]) -> Any:
+class NoApplicationProtocol(SSL.Error):
+    """A client's ALPN offer without :data:`ALPN`: raised from the select
+    callback, which makes OpenSSL fail the handshake with the fatal
+    ``no_application_protocol`` alert (RFC 7301).  (Returning pyOpenSSL's
+    ``NO_OVERLAPPING_PROTOCOLS`` would go on without ALPN, and the client
+    would learn only later, from a refused certificate.)"""
+
+    def __init__(self, offered: list[bytes]) -> None:
+        names = ", ".join(repr(name) for name in offered[:4])
+        super().__init__([("blueprint-net", "", f"ALPN {names} offered, not {ALPN!r}")])
+
+
+def _select_alpn(connection: Any, offered: list[bytes]) -> bytes:
     """The server's ALPN choice: ours, or a fatal ``no_application_protocol``."""
-    return ALPN if ALPN in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+    if ALPN not in offered:
+        raise NoApplicationProtocol(offered)
+    return ALPN
 
 
 #: What a plain blueprint client (its ``Hello``) gets at a ``p2ptls`` port:

@@ -347,8 +347,16 @@ class Connection:
             if self._held is not None:  # the decision comes first
                 self._held.reads.append(data)
             return []
+        over: Optional[framing.FrameTooLarge] = None
         try:
             bodies = self._framer.feed(data)
+        except framing.FrameTooLarge as error:
+            if self.verified:
+                return [self._close(ConnectionFailed(error))]
+            # Frames behind a proof are read under the Verified limit (the
+            # peer may send them right behind its proof, in the same read):
+            # the handshake sees the frames before this one first.
+            bodies, over = error.frames, error
         except WireError as error:
             return [self._close(ConnectionFailed(error))]
         events: list[ConnectionEvent] = []
@@ -366,9 +374,13 @@ class Connection:
                     # The rest waits for accept() or refuse().
                     self._halted = True
                     self._held = _Held(bodies[index + 1 :])
+                    if over is not None:
+                        self._held.reads.append(over.rest)
                     events.append(output)
                     return events
                 self._queue(output)
+        if over is not None:  # no proof before it: over the handshake's limit
+            events.append(self._close(ConnectionFailed(over)))
         return events
 
     def _release(self) -> list[ConnectionEvent]:

@@ -118,6 +118,19 @@ def frame_chunks(message: Message, max_body: Optional[int] = None) -> list[bytes
     return chunks
 
 
+class FrameTooLarge(WireError):
+    """A length prefix over the limit (``FRAME_TOO_LARGE``), with what the
+    read held before it: ``frames``, the bodies complete before it, and
+    ``rest``, the bytes from its length prefix on (the decoder holds nothing
+    then).  A frame behind a proof is read under the ``Verified`` limit
+    (``docs/protocol.md``, section 1), so the connection may take ``rest``
+    again once the proof is accepted."""
+
+    def __init__(self, message: str, frames: list[bytes], rest: bytes) -> None:
+        super().__init__(ErrorCode.FRAME_TOO_LARGE, message)
+        self.frames, self.rest = frames, rest
+
+
 class FrameDecoder:
     """Splits a byte stream into frame bodies in time linear in its length.
 
@@ -175,8 +188,9 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return every frame body now complete.
 
-        Raises :class:`WireError` (``FRAME_TOO_LARGE``) for a length over the
-        limit; the stream is then unusable, since its framing is lost.
+        Raises :class:`FrameTooLarge` for a length over the limit (and
+        :class:`WireError` for a capped type's); the stream is then unusable
+        under this limit, since its framing is lost.
         """
         frames: list[bytes] = []
         if self._needed:
@@ -209,9 +223,10 @@ class FrameDecoder:
         while size - pos >= 4:
             (length,) = unpack(data, pos)
             if length > limit:
-                raise WireError(
-                    ErrorCode.FRAME_TOO_LARGE,
+                raise FrameTooLarge(
                     f"frame of {length} bytes exceeds the limit of {limit}",
+                    frames,
+                    bytes(data[pos:]),
                 )
             start = pos + 4
             end = start + length

@@ -73,6 +73,8 @@ class PeerState:
     record_requests: int = 0
     #: We asked it for records and its answer has not come.
     awaiting_records: bool = False
+    #: We ask it for records again no sooner (see ``PeerExchange.request``).
+    records_due: float = float("-inf")
     #: It gave us a Prune's records this heartbeat (one batch a heartbeat).
     pruned_records: bool = False
     #: Its backoffs, by topic (its own: no other peer's can push them out).

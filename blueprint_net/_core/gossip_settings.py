@@ -58,6 +58,10 @@ class GossipSettings:
     graft_grace: float = 2.0
     #: Records in a Prune's peer exchange, and in a Records answer.
     prune_peers: int = 16
+    #: Seconds before a peer whose last ``Records`` answer brought nothing
+    #: new is asked again (after news: a heartbeat): we hold its record and
+    #: all it gave, so asking sooner only keeps the link from going idle.
+    records_refresh: float = 300.0
     #: Send our own publications to every peer of the topic, not just the
     #: mesh (gossipsub v1.1's default: a mesh of attackers cannot hide them).
     flood_publish: bool = True
@@ -193,6 +197,8 @@ class GossipSettings:
             self.new_origin_rate,
             self.forward_rate,
         )
+        if self.records_refresh < self.heartbeat_interval:
+            return "need records_refresh >= heartbeat_interval"
         if min(*rates, self.heartbeat_interval) <= 0:
             return "rates and the heartbeat interval must be positive"
         if self.max_control_per_peer < 2 * self.max_topics_per_peer:

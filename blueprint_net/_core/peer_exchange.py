@@ -16,8 +16,15 @@ What it keeps: our own record (``own_record``, re-signed with a rising
 seqno), the :class:`~blueprint_net._core.records.RecordBook` of others'
 (``book``, each verified before it is kept).  A peer's states here live on
 its :class:`~blueprint_net._core.gossip_mesh.PeerState`: asked by us
-(``awaiting_records``, until its one answer), and what it has spent this
-heartbeat (``record_requests``; ``pruned_records``, set by the router).
+(``awaiting_records``, until its one answer), when we may ask it again
+(``records_due``), and what it has spent this heartbeat
+(``record_requests``; ``pruned_records``, set by the router).
+
+We ask a peer only when we may learn something (``docs/protocol.md``,
+9.5): once per connection, then, when the caller is short of peers to
+dial, a heartbeat after an answer that brought news, or ``records_refresh``
+after one that brought nothing (we hold its current record and all it
+gave).  A request unanswered for ``records_refresh`` may be sent again.
 """
 
 from __future__ import annotations
@@ -79,13 +86,20 @@ class PeerExchange:
         self.own_record = sign_record(self.identity, seqno, addresses)
         return self.own_record
 
-    def request(self, peer: PeerId) -> list[RouterOutput]:
-        """Ask ``peer`` for records (its own first); one answer is taken."""
+    def request(self, peer: PeerId, now: float) -> list[RouterOutput]:
+        """Ask ``peer`` for records (its own first), unless it is not due
+        (see the module); one answer is taken."""
         state = self.peers.get(peer)
-        if state is None:
+        if state is None or now < state.records_due:
             return []
         state.awaiting_records = True
+        state.records_due = now + self.settings.records_refresh
         return [Send((peer,), RecordsRequest(self.settings.prune_peers))]
+
+    def due(self, peer: PeerId, now: float) -> bool:
+        """Whether :meth:`request` would ask ``peer`` now."""
+        state = self.peers.get(peer)
+        return state is not None and now >= state.records_due
 
     def for_prune(self, topic: str, exclude: set[PeerId]) -> tuple[PeerRecord, ...]:
         """Records of other peers of ``topic`` for a Prune (peer exchange)."""
@@ -114,14 +128,23 @@ class PeerExchange:
         records += self.rng.sample(others, min(len(others), room))
         return [Send((peer,), Records(tuple(records[:limit])))]
 
-    def on_records(self, peer: PeerId, message: Records) -> list[RouterOutput]:
-        """A connected peer's ``Records``: taken only as the answer we asked for."""
+    def on_records(
+        self, peer: PeerId, message: Records, now: float
+    ) -> list[RouterOutput]:
+        """A connected peer's ``Records``: taken only as the answer we asked
+        for.  After news it may be asked again a heartbeat on, else only
+        ``records_refresh`` on."""
         state = self.peers[peer]
         if not state.awaiting_records:
             self.counters[RECORDS_UNSOLICITED.key] += 1
             return []
         state.awaiting_records = False
-        return self.take(peer, message.records)
+        outputs = self.take(peer, message.records)
+        settings = self.settings
+        news = any(isinstance(output, Discovered) for output in outputs)
+        wait = settings.heartbeat_interval if news else settings.records_refresh
+        state.records_due = now + wait
+        return outputs
 
     def take(self, peer: PeerId, records: tuple[PeerRecord, ...]) -> list[RouterOutput]:
         """Keep the news among at most ``prune_peers`` records, each marked

@@ -471,7 +471,7 @@ class Router(Meshes):
     def _on_records(
         self, peer: PeerId, message: Records, now: float
     ) -> list[RouterOutput]:
-        return self.exchange.on_records(peer, message)
+        return self.exchange.on_records(peer, message, now)
 
     # -- helpers ------------------------------------------------------------
 

@@ -465,7 +465,8 @@ CONTROL_OVER_BUDGET = _event(
 )
 GRAFT_IGNORED = _event(
     "graft.ignored",
-    "Grafts ignored: no mesh of the topic, or the peer is not subscribed.",
+    "Grafts ignored: no mesh of the topic, or the peer has not announced it"
+    " (a graft before its subscriptions).",
 )
 GRAFT_IN_BACKOFF = _event(
     "graft.in_backoff",
@@ -480,7 +481,7 @@ IWANT_OVER_LIMIT = _event(
 )
 RECORDS_REQUEST_OVER_LIMIT = _event(
     "records.request_over_limit",
-    "Peer-record requests ignored: one per connection.",
+    "Peer-record requests ignored: over one per peer per heartbeat.",
 )
 RECORDS_UNSOLICITED = _event(
     "records.unsolicited", "Peer records ignored: sent unasked."

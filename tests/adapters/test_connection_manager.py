@@ -12,9 +12,12 @@ import attrs
 from twisted.internet import defer, task
 from twisted.logger import formatEvent
 
-from blueprint_net import Identity, Node
+from blueprint_net import Identity, Node, Settings
 from blueprint_net._adapters.connection_manager import ConnectionManager
+from blueprint_net._core import wire
 from blueprint_net._core.errors import ConnectFailed
+from blueprint_net._core.framing import FrameDecoder
+from blueprint_net._core.gossip_wire import T_RECORDS, T_RECORDS_REQUEST
 from blueprint_net._core.identity import PeerId
 from blueprint_net._core.records import sign_record
 from blueprint_net._policy.discovery import DiscoverySettings
@@ -617,5 +620,52 @@ def test_a_peer_whose_dials_keep_failing_is_given_up(make_node: MakeNode) -> Non
             dials.pending[-1].errback(ConnectFailed("refused"))
         assert node.gossip.record(other.peer_id) is None
         assert node.counters["discovery.given_up"] == 2
+    finally:
+        manager.stopService()
+
+
+def _frame_types(protocol: Any) -> list[int]:
+    """The type byte of every frame ``protocol`` receives from now on."""
+    types: list[int] = []
+    decoder = FrameDecoder(wire.DEFAULT_MAX_FRAME)
+    received = protocol.dataReceived
+
+    def recording(data: bytes) -> None:
+        types.extend(body[0] for body in decoder.feed(data))
+        received(data)
+
+    protocol.dataReceived = recording
+    return types
+
+
+def test_a_peer_that_answered_is_not_asked_again_and_the_link_goes_idle(
+    net: MemoryNetwork,
+) -> None:
+    """Two nodes, one short of peers for good: it asks its peer on
+    connecting and once more (the first answer was news), then not for
+    ``records_refresh``: the link goes quiet, so keepalive pings it (it
+    used to ask every round, a second apart, forever)."""
+    interval = 30.0
+    settings = Settings(keepalive_interval=interval)
+    node = net.add_node(settings=settings)
+    peer = net.add_node(settings=settings)
+    peer.gossip.set_addresses(["10.0.0.2:4001"])
+    peer.gossip.start()  # its heartbeat: one answer a heartbeat
+    manager = _manager(node, settings=DiscoverySettings(target_peers=3))
+    manager.startService()
+    try:
+        net.connect(node, peer)
+        to_peer = _frame_types(peer._peers[node.peer_id])
+        to_node = _frame_types(node._peers[peer.peer_id])
+        net.advance(4 * interval)
+        assert node.counters["discovery.dials"] == 0  # nothing to dial
+        requests = to_peer.count(T_RECORDS_REQUEST)
+        assert requests == 1  # the one after news (the first went on connecting)
+        assert to_node.count(T_RECORDS) == 1
+        pings = to_peer.count(wire.T_PING) + to_node.count(wire.T_PING)
+        # At 31, 61 and 91 s, a silence of one interval: both ends heard
+        # each other last at the same instant, so both ping.
+        assert pings == 6
+        assert [p.peer_id for p in node.peers] == [peer.peer_id]
     finally:
         manager.stopService()

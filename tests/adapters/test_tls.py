@@ -546,6 +546,9 @@ async def test_a_server_without_the_alpn_id_fails_the_tls_handshake(
         [refused] = accepted
         await refused.closed
         assert not refused.handshook and refused.received == b""
+        # docs/protocol.md's alert: the dialer's refusal of the certificate.
+        assert refused.reason is not None
+        assert "alert unknown ca" in str(refused.reason.value)
     finally:
         await port.stopListening()
 

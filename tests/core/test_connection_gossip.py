@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from blueprint_net._core import gossip_wire, wire
+from blueprint_net._core import framing, gossip_wire, stream_wire, wire
 from blueprint_net._core.connection import Connection
 from blueprint_net._core.connection_events import (
     ConnectionFailed,
@@ -138,3 +138,22 @@ def test_a_large_request_frame_is_not_held_to_the_gossip_limit(
     data = b.data_to_send()
     events = a.receive_data(data[:4]) + a.receive_data(data[4:])
     assert events == [wire.Request(0, "echo", b"x" * 10_000)]
+
+
+def test_before_verified_gossip_and_stream_types_are_unknown_not_unexpected(
+    alice: Identity, bob: Identity
+) -> None:
+    """Sections 5 and 9.1: before Verified only section 4's types are
+    decoded, so a gossip or stream frame is UNKNOWN_MESSAGE_TYPE (100),
+    even on a node with a router; a known message out of place is 200."""
+    for frame, code in [
+        (gossip_wire.frame(gossip_wire.Graft("news")), 100),
+        (stream_wire.frame(stream_wire.AckFrame(b"s", 1)), 100),
+        (framing.frame(wire.Ping(1)), 200),
+    ]:
+        a, _b, _response = _connections(alice, bob)
+        a.max_gossip_frame = 4096
+        a.streams = True
+        [failed] = a.receive_data(frame)
+        assert isinstance(failed, ConnectionFailed)
+        assert failed.error.code == code and failed.misbehaviour

@@ -636,6 +636,32 @@ def test_frames_after_the_proof_wait_for_the_decision(
     assert a.verified and a.peer_id == bob.peer_id
 
 
+def test_a_large_frame_in_the_proofs_read_is_read_under_the_verified_limit(
+    alice: Identity, bob: Identity
+) -> None:
+    """Section 1: the limit changes at the proof, wherever the reads split
+    the bytes: a frame over 4,096 bytes in the very read of the proof waits
+    for the decision, then is read as on a Verified connection."""
+    a, b, response = _connections(alice, bob)
+    big = bytes(2 * wire.HANDSHAKE_MAX_FRAME)
+    b.send(wire.Ping(7))
+    b.request("echo", big)
+    b.send(wire.Ping(8))
+    assert a.receive_data(response + b.data_to_send()) == [PeerProven(bob.peer_id)]
+    assert a.accept() == [PeerVerified(bob.peer_id), wire.Request(0, "echo", big)]
+    assert decode_frames(a.data_to_send()) == [wire.Pong(7), wire.Pong(8)]
+
+
+def test_a_large_frame_before_any_proof_is_frame_too_large(
+    alice: Identity, bob: Identity
+) -> None:
+    a, _b, _response = _connections(alice, bob)
+    header = (wire.HANDSHAKE_MAX_FRAME + 1).to_bytes(4, "big")
+    [event] = a.receive_data(header)
+    assert isinstance(event, ConnectionFailed)
+    assert event.error.code is ErrorCode.FRAME_TOO_LARGE and a.closed
+
+
 def test_a_refused_peer_gets_the_refusals_code(alice: Identity, bob: Identity) -> None:
     a, b, response = _connections(alice, bob)
     b.send(wire.Ping(7))

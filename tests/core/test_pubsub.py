@@ -501,6 +501,35 @@ def test_a_graft_we_take_ends_the_backoff_their_prune_asked_for() -> None:
     assert a in router.mesh[TOPIC]
 
 
+def test_a_graft_before_the_peers_subscriptions_is_ignored_uncharged() -> None:
+    """9.5: a Graft for a topic its sender has not announced gets no answer
+    and no place in the mesh, and is not charged; once announced, the same
+    Graft is taken."""
+    router = Router(identity(1), DEFAULTS, now=0.0, rng=random.Random(7))
+    router.subscribe(TOPIC, 0.0)
+    a = identity(2).peer_id
+    router.peer_connected(a, outbound=False)
+    assert router.receive(a, Graft(TOPIC), 0.5) == []
+    assert a not in router.mesh[TOPIC]
+    assert router.counters["graft.ignored"] == 1
+    assert router.receive(a, Subscriptions(((True, TOPIC),)), 0.6) == []
+    assert router.receive(a, Graft(TOPIC), 0.7) == []
+    assert a in router.mesh[TOPIC]
+
+
+def test_a_node_sends_its_subscriptions_before_any_graft() -> None:
+    """On connecting, and on joining a topic: the announcement first."""
+    router = Router(identity(1), DEFAULTS, now=0.0, rng=random.Random(7))
+    router.subscribe(TOPIC, 0.0)
+    a = identity(2).peer_id
+    [told] = router.peer_connected(a, outbound=True)
+    assert told == Send((a,), Subscriptions(((True, TOPIC),)))
+    router.receive(a, Subscriptions(((True, TOPIC), (True, "other"))), 0.0)
+    outputs = router.subscribe("other", 1.0)
+    sent = [type(o.message) for o in outputs if isinstance(o, Send)]
+    assert len(sent) == len(outputs) and sent == [Subscriptions, Graft]
+
+
 def test_grafts_for_unknown_topics_get_no_answer() -> None:
     router, (a, _, _) = one_router()
     assert router.receive(a, Graft("unknown"), 1.0) == []
@@ -589,10 +618,43 @@ def test_records_are_exchanged_on_request_only() -> None:
     record = sign_record(identity(2), 1, ["10.0.0.2:1"])
     assert router.receive(b, Records((record,)), 1.0) == []  # unsolicited
     assert router.counters["records.unsolicited"] == 1
-    [ask] = router.exchange.request(b)
+    [ask] = router.exchange.request(b, 1.0)
     assert ask == Send((b,), RecordsRequest(DEFAULTS.prune_peers))
     assert router.receive(b, Records((record,)), 1.0) == [Discovered(b, (record,))]
     assert router.exchange.set_addresses(["127.0.0.1:4002"], 1.0).seqno > own.seqno
+
+
+def test_a_peer_is_asked_for_records_only_while_it_may_have_news() -> None:
+    """9.5: once per connection; again a heartbeat after an answer that
+    brought news, ``records_refresh`` after one that brought nothing (we
+    hold its current record and all it gave), or after no answer at all."""
+    router, (_, b, _) = one_router()
+    refresh, beat = DEFAULTS.records_refresh, DEFAULTS.heartbeat_interval
+    ask = [Send((b,), RecordsRequest(DEFAULTS.prune_peers))]
+    own = sign_record(identity(3), 1, ["10.0.0.3:1"])  # b's
+    other = sign_record(identity(60), 1, ["10.0.0.60:1"])
+    assert router.exchange.request(b, 1.0) == ask
+    assert router.exchange.request(b, 1.5) == []  # one request outstanding
+    assert router.receive(b, Records((own,)), 2.0) == [Discovered(b, (own,))]
+    assert not router.exchange.due(b, 2.0 + beat / 2)
+    assert router.exchange.request(b, 2.0 + beat / 2) == []
+    assert router.exchange.request(b, 2.0 + beat) == ask  # news: it may have more
+    assert router.receive(b, Records((own,)), 3.0) == []  # nothing new
+    for now in (4.0, 3.0 + refresh / 2, 3.0 + refresh - 0.001):
+        assert router.exchange.request(b, now) == []
+    assert router.exchange.due(b, 3.0 + refresh)
+    assert router.exchange.request(b, 3.0 + refresh) == ask
+    # Unanswered: asked again only a refresh later; then news again.
+    later = 3.0 + 2 * refresh
+    assert router.exchange.request(b, later - 0.001) == []
+    assert router.exchange.request(b, later) == ask
+    assert router.receive(b, Records((own, other)), later) == [Discovered(b, (other,))]
+    assert router.exchange.request(b, later + beat) == ask
+
+
+def test_records_refresh_is_at_least_a_heartbeat() -> None:
+    with pytest.raises(ConfigurationError, match="records_refresh"):
+        GossipSettings(records_refresh=0.5)
 
 
 # -- settings ---------------------------------------------------------------
@@ -945,6 +1007,18 @@ def test_a_records_answer_without_our_own_record_is_others_only() -> None:
     assert hub.receive(a, RecordsRequest(0), 2.0) == [Send((a,), Records(()))]
 
 
+def test_a_node_with_no_address_answers_with_its_addressless_record_first() -> None:
+    """9.5: a node that listens nowhere it could be dialed still signs a
+    record (no address) and leads its answers with it."""
+    hub, (a, *_), records = records_hub()
+    own = hub.exchange.set_addresses([], 1.0)
+    assert own.addresses == ()
+    [send] = hub.receive(a, RecordsRequest(3), 1.0)
+    assert isinstance(send, Send) and isinstance(send.message, Records)
+    first, *others = send.message.records
+    assert first == own and len(others) == 2 and set(others) < set(records[1:])
+
+
 def test_records_taken_are_the_first_prune_peers_news_marked_with_their_source() -> (
     None
 ):
@@ -953,9 +1027,9 @@ def test_records_taken_are_the_first_prune_peers_news_marked_with_their_source()
     ours = sign_record(identity(1), 5, ["10.0.1.1:1"])  # our own: skipped
     stale = sign_record(identity(12), 1, ["10.0.0.2:1"])  # held already
     news = [sign_record(identity(50 + n), 1, [f"10.0.2.{n}:1"]) for n in range(3)]
-    assert hub.exchange.request(identity(77).peer_id) == []  # not connected
+    assert hub.exchange.request(identity(77).peer_id, 1.0) == []  # not connected
     for peer in (dialed, inbound):
-        assert hub.exchange.request(peer) == [
+        assert hub.exchange.request(peer, 1.0) == [
             Send((peer,), RecordsRequest(settings.prune_peers))
         ]
     outputs = hub.receive(dialed, Records((ours, stale, news[0], news[1])), 1.0)
@@ -974,22 +1048,23 @@ def test_records_taken_are_the_first_prune_peers_news_marked_with_their_source()
     ]
     entry = hub.exchange.book.entry(news[1].peer_id)
     assert entry is not None and entry.source == inbound and not entry.outbound
-    hub.exchange.request(inbound)  # an answer with no news reports nothing
-    assert hub.receive(inbound, Records((stale, ours)), 1.0) == []
+    hub.exchange.request(inbound, 2.0)  # an answer with no news reports nothing
+    assert hub.receive(inbound, Records((stale, ours)), 2.0) == []
 
 
 def test_a_forged_record_condemns_the_rest_of_its_message() -> None:
     hub, (a, *_), _ = records_hub()
     forged = attrs.evolve(sign_record(identity(50), 2, ["h:1"]), addresses=("e:1",))
     news = sign_record(identity(51), 1, ["10.0.0.51:1"])
-    hub.exchange.request(a)
+    hub.exchange.request(a, 1.0)
     assert hub.receive(a, Records((forged, news)), 1.0) == [
         Penalty(a, Fault.INVALID_RECORD)
     ]
     assert news.peer_id not in hub.exchange.book
     assert hub.counters["records.invalid"] == 1
-    hub.exchange.request(a)
-    hub.receive(a, Records((forged,)), 1.0)
+    later = 1.0 + DEFAULTS.records_refresh  # a forgery is no news
+    hub.exchange.request(a, later)
+    hub.receive(a, Records((forged,)), later)
     assert hub.counters["records.invalid"] == 2
 
 
