@@ -73,6 +73,7 @@ from blueprint_net._core.stream_states import (
     Delivered,
     Reset,
     StreamSettings,
+    StreamState,
 )
 from blueprint_net._core.stream_wire import MAX_STREAM_ID, T_STREAM_DATA, ResetCode
 from blueprint_net._core.streams import PeerStreams
@@ -86,6 +87,9 @@ from blueprint_net._policy.resources import MemoryBudget
 
 def _random_incarnation() -> int:
     return int.from_bytes(os.urandom(8), "big")
+
+
+_OPEN = StreamState.OPEN
 
 
 class StreamHost:
@@ -360,13 +364,18 @@ class StreamHost:
         state.charged = held
 
     def _handle(self, state: StreamPeer, events: list[Any]) -> None:
-        streams = state.streams
+        streams, stream_state = state.streams, state.machine.state
         for event in events:
             kind = type(event)
             if kind is Delivered:
                 name = event.stream
                 for payload in event.payloads:
-                    # Looked up for each: a callback may reset its stream.
+                    # A callback (or an unclaimed stream's bound) may have
+                    # reset the stream since the machine delivered these,
+                    # and its name may be open afresh: the rest belonged to
+                    # the life that ended, and is dropped, never held.
+                    if stream_state(name) is not _OPEN:
+                        break
                     life = streams.get(name)
                     if life is not None:
                         life.deliver(payload)
