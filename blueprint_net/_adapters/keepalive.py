@@ -65,7 +65,8 @@ class Liveness:
     def end(self) -> None:
         """The connection is gone: let go of its callbacks (they refer back
         to the protocol; the cycle would leave both for the cyclic garbage
-        collector).  ``check`` now finds the connection closed."""
+        collector).  The keepalive has forgotten it by then; were ``check``
+        still called, it would send and close nothing."""
         self._send = _not_sent
         self._close = _not_closed
 

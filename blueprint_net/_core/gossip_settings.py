@@ -197,7 +197,7 @@ class GossipSettings:
             self.new_origin_rate,
             self.forward_rate,
         )
-        if self.records_refresh < self.heartbeat_interval:
+        if not self.records_refresh >= self.heartbeat_interval:  # NaN too
             return "need records_refresh >= heartbeat_interval"
         if min(*rates, self.heartbeat_interval) <= 0:
             return "rates and the heartbeat interval must be positive"

@@ -110,6 +110,12 @@ class _Pending:
     body: bytes = b""
 
 
+#: Publications up to this many bytes are forwarded in the frame body they
+#: came in; larger ones are encoded again.  For those the copy is most of the
+#: cost either way, and holding both forms while they wait for validation
+#: would double what ``max_pending`` publications may hold.
+FORWARD_AS_RECEIVED = 4096
+
 #: A peer message's handler (each takes its own message type).
 OnMessage = Callable[["Router", PeerId, Any, float], list[RouterOutput]]
 
@@ -312,6 +318,8 @@ class Router(Meshes):
             count[PUBLISH_VALIDATION_FULL.key] += 1
             return []
         self.seen.add(mid, message.seqno)
+        if len(body) > FORWARD_AS_RECEIVED:
+            body = b""  # see FORWARD_AS_RECEIVED
         self.pending[mid] = _Pending(message, peer, now, body)
         return [Validate(mid, message, peer)]
 

@@ -75,6 +75,8 @@ UNUSABLE = [
     {"heartbeat_interval": 0.0},
     {"max_control_per_peer": 511},
     {"max_topics_per_peer": 1, "max_control_per_peer": 1},
+    {"records_refresh": 0.5},
+    {"records_refresh": float("nan")},  # else every peer would always be due
 ]
 
 

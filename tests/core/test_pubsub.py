@@ -43,7 +43,7 @@ from blueprint_net._core.gossip_wire import (
     signed_bytes,
 )
 from blueprint_net._core.identity import Identity, PeerId
-from blueprint_net._core.pubsub import Router
+from blueprint_net._core.pubsub import FORWARD_AS_RECEIVED, Router
 from blueprint_net._core.records import sign_record
 from blueprint_net._policy.gossip_faults import fault_code
 
@@ -1225,7 +1225,15 @@ def test_a_publication_is_forwarded_in_the_bytes_it_came_in() -> None:
     outputs = router.validated(validate.message_id, Verdict.ACCEPT, 1.0)
     [send] = [o for o in outputs if isinstance(o, Send)]
     assert send.body is body and a not in send.peers
-    # Without the bytes (a message made here), the caller encodes it.
+    # Without the bytes (a message made here), or past FORWARD_AS_RECEIVED
+    # (held twice while validated otherwise), the caller encodes it.
+    large = signed(ORIGIN, 2, bytes(FORWARD_AS_RECEIVED))
+    assert len(gossip_wire.encode(large)) > FORWARD_AS_RECEIVED
+    [validate] = router.receive(a, large, 1.0, gossip_wire.encode(large))
+    assert isinstance(validate, Validate)
+    outputs = router.validated(validate.message_id, Verdict.ACCEPT, 1.0)
+    [send] = [o for o in outputs if isinstance(o, Send)]
+    assert send.body == b""
     router, (a, _, _) = one_router()
     [validate] = router.receive(a, message, 1.0)
     assert isinstance(validate, Validate)
