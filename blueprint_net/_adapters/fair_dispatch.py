@@ -1,0 +1,108 @@
+"""Verified peers' requests run in fair shares of handler time.
+
+Layer: adapters (Twisted: the reactor's turns).
+
+In: each request a verified connection hands over (:meth:`FairDispatch.submit`).
+Out: each run through ``serve`` (the dispatcher's admission and handler),
+in the order ``_policy/fair_share.py`` decides, its handler time measured
+and charged to its peer.
+
+A request that finds nothing waiting runs at once, within the turn's
+budget (an idle node adds no latency).  Past the budget the rest wait for
+the next turn, a ``callLater(0)``: the reactor reads every socket first, so
+a request from another peer joins the line before that turn rather than
+waiting behind everything one peer sent.  A turn is due whenever handler
+time was spent since the last one, so one turn's budget covers all that
+runs between two looks at the sockets.  A connection's waiting requests count
+against its in-flight bound, so past it the node stops reading that peer.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Callable, Optional
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from blueprint_net._core import wire
+from blueprint_net._core.identity import PeerId
+from blueprint_net._policy.fair_share import FairShare
+
+if TYPE_CHECKING:
+    from blueprint_net._adapters.protocol import PeerProtocol
+
+Serve = Callable[["PeerProtocol", wire.Request], None]
+
+
+class FairDispatch:
+    """Runs requests through ``serve`` in fair shares; see the module."""
+
+    def __init__(
+        self,
+        reactor: Callable[[], IReactorTime],
+        serve: Serve,
+        *,
+        share: Optional[FairShare[PeerId, tuple[PeerProtocol, wire.Request]]] = None,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._reactor, self._serve, self._timer = reactor, serve, timer
+        self.share: FairShare[PeerId, tuple[PeerProtocol, wire.Request]] = (
+            FairShare() if share is None else share
+        )
+        #: The next turn, while requests wait.
+        self._turn: Optional[IDelayedCall] = None
+        self._running = False
+        self._stopped = False
+
+    def submit(self, protocol: PeerProtocol, request: wire.Request) -> None:
+        """Run ``request`` from ``protocol``'s verified peer in its turn."""
+        share = self.share
+        assert protocol.peer_id is not None
+        share.add(protocol.peer_id, (protocol, request))
+        if self._running:
+            return  # the run under way takes it in its turn
+        if self._stopped:
+            self._drain()
+        elif share.waiting == 1:
+            self._run()  # nothing else waits: now, if the turn allows
+
+    def stop(self) -> None:
+        """The node is stopping: what waits runs now (to be refused, cheaply:
+        see ``Dispatcher.serve``), and so does what comes later; no turns."""
+        self._stopped = True
+        if self._turn is not None:
+            self._turn.cancel()
+            self._turn = None
+        self._drain()
+
+    def _drain(self) -> None:
+        share = self.share
+        while share.waiting:
+            share.new_turn()
+            self._run()
+
+    def _next_turn(self) -> None:
+        self._turn = None
+        self.share.new_turn()
+        self._run()
+
+    def _run(self) -> None:
+        share, timer, serve = self.share, self._timer, self._serve
+        self._running = True
+        try:
+            while (picked := share.next()) is not None:
+                peer, (protocol, request) = picked
+                started = timer()
+                if not protocol.connection.closed:
+                    serve(protocol, request)
+                share.charge(peer, timer() - started)
+        finally:
+            self._running = False
+            if (
+                self._turn is None
+                and not self._stopped
+                and (share.waiting or share.spent)
+            ):
+                # The next turn runs what waits, or only starts a fresh
+                # budget: after the reactor has read every socket.
+                self._turn = self._reactor().callLater(0, self._next_turn)
