@@ -13,8 +13,12 @@ the next turn, a ``callLater(0)``: the reactor reads every socket first, so
 a request from another peer joins the line before that turn rather than
 waiting behind everything one peer sent.  A turn is due whenever handler
 time was spent since the last one, so one turn's budget covers all that
-runs between two looks at the sockets.  A connection's waiting requests count
-against its in-flight bound, so past it the node stops reading that peer.
+runs between two looks at the sockets.  With a single peer connected no
+turn ends (nobody else's request can be waiting to be read).  A
+connection's waiting requests count against its in-flight bound, so past
+it the node stops reading that peer.  A peer's answers given in a row go
+out in one write (``PeerProtocol.cork``), as a read's do; sending them is
+charged to it too.
 """
 
 from __future__ import annotations
@@ -44,8 +48,12 @@ class FairDispatch:
         *,
         share: Optional[FairShare[PeerId, tuple[PeerProtocol, wire.Request]]] = None,
         timer: Callable[[], float] = time.perf_counter,
+        peers: Callable[[], int] = lambda: 2,
     ) -> None:
         self._reactor, self._serve, self._timer = reactor, serve, timer
+        #: How many peers are connected: with one, nobody else's request
+        #: can be waiting to be read, so a turn never ends for it.
+        self._peers = peers
         self.share: FairShare[PeerId, tuple[PeerProtocol, wire.Request]] = (
             FairShare() if share is None else share
         )
@@ -56,15 +64,32 @@ class FairDispatch:
 
     def submit(self, protocol: PeerProtocol, request: wire.Request) -> None:
         """Run ``request`` from ``protocol``'s verified peer in its turn."""
-        share = self.share
-        assert protocol.peer_id is not None
-        share.add(protocol.peer_id, (protocol, request))
+        share, peer = self.share, protocol.peer_id
+        assert peer is not None
         if self._running:
-            return  # the run under way takes it in its turn
-        if self._stopped:
-            self._drain()
-        elif share.waiting == 1:
-            self._run()  # nothing else waits: now, if the turn allows
+            share.add(peer, (protocol, request))  # the run under way takes it
+        elif share.waiting or self._stopped:
+            share.add(peer, (protocol, request))
+            if self._stopped:
+                self._drain()
+        elif share.spent < share.turn or self._peers() < 2:
+            self._now(peer, protocol, request)  # nothing waits: at once
+        else:  # the turn's budget is spent: after the sockets are read
+            share.add(peer, (protocol, request))
+            self._run()  # (a turn is due already; this makes sure)
+
+    def _now(self, peer: PeerId, protocol: PeerProtocol, request: wire.Request) -> None:
+        """Run a request that found nothing waiting, then what it let out."""
+        share, timer = self.share, self._timer
+        self._running = True
+        started = timer()
+        try:
+            if not protocol.connection.closed:
+                self._serve(protocol, request)
+        finally:
+            share.charge(peer, timer() - started)
+            self._running = False
+        self._run()  # what its answer let out, if any; the next turn
 
     def stop(self) -> None:
         """The node is stopping: what waits runs now (to be refused, cheaply:
@@ -81,22 +106,45 @@ class FairDispatch:
             share.new_turn()
             self._run()
 
+    def _uncork(self, protocol: PeerProtocol) -> None:
+        """Send ``protocol``'s held answers, charged to its peer."""
+        started = self._timer()
+        protocol.uncork()
+        assert protocol.peer_id is not None
+        self.share.charge(protocol.peer_id, self._timer() - started)
+
     def _next_turn(self) -> None:
         self._turn = None
         self.share.new_turn()
         self._run()
 
     def _run(self) -> None:
-        share, timer, serve = self.share, self._timer, self._serve
+        share, timer, serve, peers = self.share, self._timer, self._serve, self._peers
         self._running = True
+        #: The connection whose answers are held (``PeerProtocol.cork``): a
+        #: peer's requests in a row go out in one write.
+        corked: Optional[PeerProtocol] = None
+        current: Optional[PeerProtocol] = None
         try:
-            while (picked := share.next()) is not None:
+            while True:
+                if peers() < 2:
+                    share.new_turn()  # alone: no other peer to read first
+                picked = share.next()
+                if picked is None:
+                    break
                 peer, (protocol, request) = picked
+                if protocol is not current:
+                    if corked is not None:
+                        self._uncork(corked)
+                    current = protocol
+                    corked = protocol if protocol.cork() else None
                 started = timer()
                 if not protocol.connection.closed:
                     serve(protocol, request)
                 share.charge(peer, timer() - started)
         finally:
+            if corked is not None:
+                self._uncork(corked)
             self._running = False
             if (
                 self._turn is None

@@ -144,7 +144,9 @@ class ConnectionHost:
         self._dispatch = dispatch
         #: Requests run in fair shares of handler time, turn by turn of
         #: ``reactor`` (the clock's, unless given).
-        self.fair = FairDispatch(reactor or (lambda: clock), self._serve)
+        self.fair = FairDispatch(
+            reactor or (lambda: clock), self._serve, peers=peers.__len__
+        )
         #: Durable streams (None: stream frames are unknown types).
         self.streams = streams
         #: Largest gossip frame a verified peer may send us.

@@ -32,11 +32,13 @@ from typing import Generic, Optional, TypeVar
 
 import attrs
 
-#: Handler time a busy peer may use per round, in seconds (about forty
+#: Handler time a busy peer may use per round, in seconds (about ten
 #: small requests): small, so that peers interleave finely.
-QUANTUM = 0.0002
-#: Handler time run between two looks at the sockets, in seconds.
-TURN = 0.001
+QUANTUM = 0.0001
+#: Handler time run between two looks at the sockets, in seconds: an honest
+#: peer's request, once read, waits about this long (``bench.attack_fair``;
+#: a millisecond made its median under a flood five times as long).
+TURN = 0.0002
 
 Peer = TypeVar("Peer", bound=Hashable)
 Item = TypeVar("Item")

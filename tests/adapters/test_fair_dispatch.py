@@ -27,10 +27,22 @@ class _Connection:
 
 @attrs.define
 class _Protocol:
-    """What the adapter reads of a ``PeerProtocol``."""
+    """What the adapter uses of a ``PeerProtocol``: ``log`` says when its
+    answers were held and sent."""
 
     peer_id: str
     connection: _Connection = attrs.Factory(_Connection)
+    log: list[str] = attrs.Factory(list)
+    reading: bool = False  # inside a read, answers are held already
+    on_send: Callable[[], None] = lambda: None
+
+    def cork(self) -> bool:
+        self.log.append("cork")
+        return not self.reading
+
+    def uncork(self) -> None:
+        self.log.append("send")
+        self.on_send()
 
 
 @attrs.define
@@ -131,6 +143,41 @@ def test_past_the_turns_budget_the_rest_waits_for_the_next_turn() -> None:
     assert h.fair.share.waiting == 0
     h.reactor.turn()  # the budget's reset
     assert h.reactor.due() == 0
+
+
+def test_a_peers_answers_in_a_row_go_out_together_charged_to_it() -> None:
+    h = _Harness()
+    a, b = _Protocol("a"), _Protocol("b")
+    sends: list[str] = []
+
+    def send_a() -> None:
+        sends.append("a")
+        h.now += 0.5
+
+    a.on_send, b.on_send = send_a, lambda: sends.append("b")
+
+    def more() -> None:
+        h.submit(a, "2", "3", "4")
+        h.submit(b, "1")
+
+    h.then[1] = more
+    h.fair.share.turn = 10.0
+    h.fair.share.quantum = 2.0
+    h.submit(a, "1")
+    # a's first two in a row (a quantum of 2), b's, then the rest of a's.
+    assert h.served == ["a1", "a2", "b1", "a3", "a4"]
+    assert sends == ["a", "b", "a"]
+    # Five runs of 1, and each of a's sends cost 0.5: all charged.
+    assert h.fair.share.spent == 5 + 2 * 0.5
+
+
+def test_inside_a_read_the_answers_are_held_by_the_read() -> None:
+    h = _Harness()
+    a = _Protocol("a", reading=True)
+    h.then[1] = lambda: h.submit(a, "2")
+    h.submit(a, "1")
+    assert h.served == ["a1", "a2"]
+    assert a.log == ["cork"]  # asked once; the read sends them
 
 
 def test_a_closed_connections_requests_are_dropped_not_run() -> None:

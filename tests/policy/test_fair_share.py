@@ -36,7 +36,7 @@ def _fill(share: FairShare[str, str], peer: str, count: int) -> None:
 
 def test_the_defaults_are_the_documented_ones() -> None:
     share: FairShare[str, str] = FairShare()
-    assert (share.quantum, share.turn) == (QUANTUM, TURN) == (0.0002, 0.001)
+    assert (share.quantum, share.turn) == (QUANTUM, TURN) == (0.0001, 0.0002)
     assert QUANTUM < TURN  # several peers take turns within one turn
 
 
@@ -44,7 +44,7 @@ def test_the_defaults_are_the_documented_ones() -> None:
 def test_a_quantum_or_turn_that_is_not_positive_is_refused(
     quantum: float, turn: float
 ) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^the quantum and the turn are positive$"):
         FairShare(quantum=quantum, turn=turn)
 
 
