@@ -5,8 +5,8 @@
 request rate) and prints two kinds of rows, each beside its reference from
 the same run:
 
-* *honest p99 under a verified flood*: an honest peer in this process asks
-  ``echo`` every 10 ms for SECONDS with no other traffic (the reference), then
+* *honest p99 under a verified flood*: an honest peer in its own process
+  asks ``echo`` every 10 ms for SECONDS with no other traffic (the reference), then
   for SECONDS while another verified peer, in its own process, keeps 1,024
   requests outstanding (far past the node's in-flight bound of 256: as fast
   as the node lets it): ``echo`` (the most requests a second), then ``work``
@@ -20,8 +20,8 @@ the same run:
   served would give (the same number of requests from each).
 
 Loopback only; every peer's traffic is bounded by SECONDS (and the node
-closes what is left).  The child process is this module with ``flood PORT
-PEER_ID SECONDS K KIND``.
+closes what is left).  The child processes are this module with ``flood
+PORT PEER_ID SECONDS K KIND`` and ``honest PORT PEER_ID SECONDS``.
 """
 
 from __future__ import annotations
@@ -126,6 +126,19 @@ def _child(
     return running
 
 
+async def _asker(port: int, server: PeerId, seconds: float) -> list[float]:
+    """The honest peer's latencies, from its own process (it does not share
+    the node's reactor, as a remote peer would not)."""
+    arguments = ["honest", str(port), str(server), str(seconds)]
+    result = await _finish(
+        getProcessOutputAndValue(
+            sys.executable, ["-m", "bench.attack_fair", *arguments], env=child_env()
+        )
+    )
+    latencies: list[float] = result["latencies"]
+    return latencies
+
+
 async def _finish(child: defer.Deferred[Any]) -> dict[str, Any]:
     out, err, code = await child
     if code != 0:
@@ -146,15 +159,11 @@ async def run(reactor: Any, seconds: float) -> list[Row]:
     server = Server(reactor)
     node = server.node
     port = (await node.listen("p2ptls:0:interface=127.0.0.1")).getHost().port  # type: ignore[attr-defined]
-    client = Node(Identity.generate(), reactor=reactor)
-    await client.connect(f"p2ptls:127.0.0.1:{port}", peer_id=node.peer_id)
     rows = []
     try:
-        quiet = await _honest(reactor, client, node.peer_id, seconds)
+        quiet = await _asker(port, node.peer_id, seconds)
         for kind in ("echo", "work"):
-            rows.append(
-                await _flooded(reactor, server, client, port, seconds, kind, quiet)
-            )
+            rows.append(await _flooded(reactor, server, port, seconds, kind, quiet))
         for k in PEERS:
             rows.append(await _share(reactor, server, port, seconds, k))
         refused = sum(
@@ -171,7 +180,6 @@ async def run(reactor: Any, seconds: float) -> list[Row]:
             )
         )
     finally:
-        await client.stop()
         await node.stop()
     return rows
 
@@ -179,7 +187,6 @@ async def run(reactor: Any, seconds: float) -> list[Row]:
 async def _flooded(
     reactor: Any,
     server: Server,
-    client: Node,
     port: int,
     seconds: float,
     kind: str,
@@ -189,9 +196,9 @@ async def _flooded(
     node = server.node
     flooder = _key(0).peer_id
     before, served = server.used[flooder], node.counters[f"requests.in.{kind}"]
-    flooding = _child(port, node.peer_id, seconds + 2.0, 1, kind)
+    flooding = _child(port, node.peer_id, seconds + 5.0, 1, kind)
     await _until(reactor, lambda: server.used[flooder] > before, 30.0)
-    flooded = await _honest(reactor, client, node.peer_id, seconds)
+    flooded = await _asker(port, node.peer_id, seconds)
     served = node.counters[f"requests.in.{kind}"] - served
     await _finish(flooding)
     return Row(
@@ -313,7 +320,25 @@ async def _flood(
     print(json.dumps({"answered": tally["answered"], "failed": tally["failed"]}))
 
 
+async def _ask(reactor: Any, port: int, server: PeerId, seconds: float) -> None:
+    """The honest peer: asks for ``seconds``, prints its latencies."""
+    client = Node(Identity.generate(), reactor=reactor)
+    await client.connect(f"p2ptls:127.0.0.1:{port}", peer_id=server)
+    latencies = await _honest(reactor, client, server, seconds)
+    await client.stop()
+    print(json.dumps({"latencies": latencies}))
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["honest"]:
+        port, server, limit = sys.argv[2:5]
+        peer = PeerId.from_string(server)
+        task.react(
+            lambda reactor: defer.ensureDeferred(
+                _ask(reactor, int(port), peer, float(limit))
+            )
+        )
+        return
     if sys.argv[1:2] == ["flood"]:
         port, server, limit, k, kind = sys.argv[2:7]
         peer = PeerId.from_string(server)

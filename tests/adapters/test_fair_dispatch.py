@@ -82,7 +82,7 @@ class _Harness:
     runs after the n-th request served (as an answer letting out more of
     a read's requests)."""
 
-    def __init__(self, cost: float = 1.0) -> None:
+    def __init__(self, cost: float = 1.0, peers: int = 2) -> None:
         self.reactor = _Reactor()
         self.now = 0.0
         self.cost = cost
@@ -93,6 +93,7 @@ class _Harness:
             self._serve,
             share=FairShare(quantum=1.0, turn=3.0),
             timer=lambda: self.now,
+            peers=lambda: peers,
         )
 
     def _serve(self, protocol: Any, request: wire.Request) -> None:
@@ -178,6 +179,18 @@ def test_inside_a_read_the_answers_are_held_by_the_read() -> None:
     h.submit(a, "1")
     assert h.served == ["a1", "a2"]
     assert a.log == ["cork"]  # asked once; the read sends them
+
+
+def test_with_one_peer_connected_no_turn_ends() -> None:
+    """Nobody else's request can be waiting to be read: no turns."""
+    h = _Harness(peers=1)
+    a = _Protocol("a")
+    h.then[1] = lambda: h.submit(a, "2", "3", "4", "5", "6")
+    h.submit(a, "1")
+    assert h.served == [f"a{n}" for n in range(1, 7)]  # twice the budget
+    assert h.reactor.due() == 0
+    h.submit(a, "7")
+    assert h.served[-1] == "a7"
 
 
 def test_a_closed_connections_requests_are_dropped_not_run() -> None:
