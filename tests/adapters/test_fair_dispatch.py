@@ -226,6 +226,25 @@ def test_stopping_runs_what_waits_and_what_comes_with_no_more_turns() -> None:
 
 # -- over real loopback -------------------------------------------------------
 
+
+@pytest.mark.usefixtures("clean_reactor")
+@pytest_twisted.ensureDeferred
+async def test_a_default_node_answers_every_pipelined_request(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    """Issue 23 item 13: an independent client saw 100 of 200 pipelined
+    requests refused ``RATE_LIMITED`` by the default request rate."""
+    b = make_node(bob, handlers={"echo": lambda r: r.payload})
+    client = await _client(await _port(b), alice)
+    try:
+        client.request("echo", b"x", 1000)
+        await until(lambda: len(client.replies) == 1000)
+        assert client.codes() == [0] * 1000
+    finally:
+        client.transport.loseConnection()  # type: ignore[union-attr]
+        await client.closed
+
+
 #: The flooding peer's requests, each of which holds the reactor this long.
 WORK = 0.0002
 FLOOD = 500
