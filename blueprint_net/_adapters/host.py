@@ -14,7 +14,8 @@ with ``DUPLICATE_CONNECTION``), closes of what a ban or the allow-list no
 longer covers, misbehaviour charged to the policy (the address always, the
 peer id only over a channel-bound link), counters and summary lines, the
 keepalive of verified connections, the node's ``on_peer_verified`` /
-``on_peer_lost`` callbacks, requests handed to the dispatcher, gossip to
+``on_peer_lost`` callbacks, requests handed to the dispatcher (in fair
+shares of handler time, ``fair_dispatch``), gossip to
 the router's adapter and stream frames (and the kept connection's changes)
 to the streams' (``_adapters/streams.py``); and the factories a node
 listens and dials with.
