@@ -24,6 +24,14 @@ table (fresh-origin flood, backoff exhaustion, subscription flood, control
 frames), then ``bench.attack_discovery``'s rows (eclipse at start-up,
 record-aimed dials); each module also runs alone.
 
+With ``--fair`` (``python -m bench.attack --fair [--smoke]``) it runs
+``bench.attack_fair``'s rows instead, on a node with the default settings:
+the honest peer's p99 latency while another verified peer floods (beside
+the quiet p99, target at most twice it), the flooding peer's share of
+handler time with k = 2 and 4 peers busy (beside the fair share, 1/k), and
+the requests refused ``RATE_LIMITED`` (none).  SECONDS (default 10 here)
+is each phase's length.
+
 Every mode prints the load average first (and warns when it is above 1).
 """
 
@@ -52,10 +60,10 @@ from blueprint_net._policy.bans import BanRegistry
 from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.scores import Policy, PolicySettings
 
-#: The honest peer's pace, and the node's rate limit (raised from the default
-#: 10/s so that what is measured is the flood, not the honest peer's excess).
+#: The honest peer's pace; the node's limits (the defaults, no request rate,
+#: but loopback is not exempt from the per-address ones).
 INTERVAL = 0.01
-LIMITS = ConnectionLimits(exempt_loopback=False, request_rate=200, request_burst=400)
+LIMITS = ConnectionLimits(exempt_loopback=False)
 
 
 #: The hogs' sizes: silent sockets come 16 from each address.
@@ -301,24 +309,44 @@ def main() -> None:
         description="An honest peer's requests before and during a hostile"
         " flood (see this module's docstring).",
     )
-    parser.add_argument("seconds", nargs="?", type=float, default=20.0)
+    parser.add_argument("seconds", nargs="?", type=float)
     parser.add_argument("concurrency", nargs="?", type=int, default=40)
     parser.add_argument("--hogs", action="store_true", help="the hog phases too")
     parser.add_argument(
         "--gossip", action="store_true", help="the gossip and discovery attacks"
     )
     parser.add_argument(
-        "--smoke", action="store_true", help="with --gossip: smallest sizes"
+        "--fair",
+        action="store_true",
+        help="a verified peer's flood: honest latency and fair shares",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="with --gossip or --fair: smallest sizes"
     )
     options = parser.parse_args()
     print(load_header(), flush=True)
+    if options.fair:
+        from bench import attack_fair
+        from bench.report import table
+
+        phase = 1.0 if options.smoke else options.seconds or 10.0
+
+        async def fair(reactor: Any) -> None:
+            print(table(await attack_fair.run(reactor, phase)), flush=True)
+
+        task.react(lambda reactor: defer.ensureDeferred(fair(reactor)))
+        return
     if options.gossip:
         smoke = options.smoke
         task.react(
             lambda reactor: defer.ensureDeferred(_gossip_attacks(reactor, smoke))
         )
         return
-    seconds, concurrency, hogs = options.seconds, options.concurrency, options.hogs
+    seconds, concurrency, hogs = (
+        options.seconds or 20.0,
+        options.concurrency,
+        options.hogs,
+    )
 
     async def go(reactor: Any) -> None:
         report(await run(reactor, seconds, concurrency, hogs=hogs))

@@ -38,10 +38,8 @@ def _echo(request: IncomingRequest) -> bytes:
 
 
 async def _star(reactor: Any, count: int) -> tuple[Node, list[Node]]:
-    # Capacity, not policy: the default rate limits would refuse most of this.
-    capacity = ConnectionLimits(
-        max_connections=count + 10, max_handshaking=count + 10, request_rate=0
-    )
+    # Room for every peer (the default request settings: no rate).
+    capacity = ConnectionLimits(max_connections=count + 10, max_handshaking=count + 10)
     hub = Node(
         Identity.generate(), reactor=reactor, limits=capacity, settings=PLAINTEXT
     )
@@ -52,7 +50,6 @@ async def _star(reactor: Any, count: int) -> tuple[Node, list[Node]]:
             Identity.generate(),
             reactor=reactor,
             handlers={"echo": _echo},
-            limits=ConnectionLimits(request_rate=0),
             settings=PLAINTEXT,
         )
         for _ in range(count)

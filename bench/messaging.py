@@ -30,7 +30,6 @@ from bench import PLAINTEXT
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
-from blueprint_net._policy.limits import ConnectionLimits
 
 from . import report
 from .report import Point, Row
@@ -164,7 +163,6 @@ async def _blueprint(reactor: Any, payload: bytes) -> tuple[Run, Callable[[], An
         Identity.generate(),
         reactor=reactor,
         handlers={"echo": echo},
-        limits=ConnectionLimits(request_rate=0),
         settings=PLAINTEXT,
     )
     client = Node(Identity.generate(), reactor=reactor, settings=PLAINTEXT)

@@ -26,7 +26,6 @@ from bench import PLAINTEXT
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
-from blueprint_net._policy.limits import ConnectionLimits
 
 from . import report
 from .messaging import KiB, MiB, _windowed, label, window
@@ -97,7 +96,6 @@ async def _blueprint(reactor: Any, size: int, count: int) -> float:
         Identity.generate(),
         reactor=reactor,
         handlers={"put": accept},
-        limits=ConnectionLimits(request_rate=0),  # capacity, not policy
         settings=PLAINTEXT,
     )
     client = Node(Identity.generate(), reactor=reactor, settings=PLAINTEXT)

@@ -34,7 +34,6 @@ from blueprint_net._adapters.node import Node
 from blueprint_net._adapters.tls import PeerTLS
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
-from blueprint_net._policy.limits import ConnectionLimits
 
 from . import report
 from .handshake import connections_per_second, dials_per_second
@@ -140,7 +139,6 @@ async def _blueprint_link(
         b,
         reactor=reactor,
         handlers={"echo": answer},
-        limits=ConnectionLimits(request_rate=0),  # capacity, not policy
     )
     client = Node(a, reactor=reactor)
     port = await server.listen("p2ptls:0:interface=127.0.0.1")

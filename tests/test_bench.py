@@ -150,6 +150,37 @@ def test_the_gossip_attack_bench_smoke_prints_every_row() -> None:
     ]
 
 
+def test_the_fair_share_attack_bench_smoke_prints_every_row() -> None:
+    """``python -m bench.attack --fair --smoke``: a default node, flooded by
+    verified peers from another process, refuses none of their requests and
+    answers the honest peer throughout (outcomes; latencies are figures)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.attack", "--fair", "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+        cwd=ROOT,
+        env=tree_env(),
+    )
+    assert result.stdout.startswith("load average: ")
+    header, *lines = without_load_header(result.stdout).strip().splitlines()
+    assert header.split()[:3] == ["benchmark", "blueprint-net", "reference"]
+    rows = {line.split("  ")[0]: line for line in lines}
+    assert list(rows) == [
+        "honest p99 ms, a verified peer floods echo",
+        "honest p99 ms, a verified peer floods work",
+        "flooder's share of handler time, k = 2",
+        "flooder's share of handler time, k = 4",
+        "requests refused RATE_LIMITED, all rows",
+    ]
+    figures = {name: float(line[len(name) :].split()[0]) for name, line in rows.items()}
+    for name in list(rows)[2:4]:
+        assert 0 < figures[name] < 1
+        assert " 0 failed" in rows[name]  # every busy peer's request answered
+    assert figures["requests refused RATE_LIMITED, all rows"] == 0
+
+
 def test_the_load_header_gives_the_load_and_warns_above_1(tmp_path: Path) -> None:
     """Every bench's first line; a busy machine adds one warning line."""
     quiet, busy = tmp_path / "quiet", tmp_path / "busy"

@@ -14,7 +14,8 @@ with ``DUPLICATE_CONNECTION``), closes of what a ban or the allow-list no
 longer covers, misbehaviour charged to the policy (the address always, the
 peer id only over a channel-bound link), counters and summary lines, the
 keepalive of verified connections, the node's ``on_peer_verified`` /
-``on_peer_lost`` callbacks, requests handed to the dispatcher, gossip to
+``on_peer_lost`` callbacks, requests handed to the dispatcher (in fair
+shares of handler time, ``fair_dispatch``), gossip to
 the router's adapter and stream frames (and the kept connection's changes)
 to the streams' (``_adapters/streams.py``); and the factories a node
 listens and dials with.
@@ -44,6 +45,7 @@ from zope.interface import implementer
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.dispatch import Dispatcher
 from blueprint_net._adapters.factory import PeerFactory
+from blueprint_net._adapters.fair_dispatch import FairDispatch
 from blueprint_net._adapters.gossip import Gossip
 from blueprint_net._adapters.keepalive import Keepalive
 from blueprint_net._adapters.limiting_factory import LimitingFactory
@@ -135,11 +137,17 @@ class ConnectionHost:
         gossip: Gossip,
         gossip_frame: int,
         streams: Optional[StreamHost] = None,
+        reactor: Optional[Callable[[], IReactorTime]] = None,
     ) -> None:
         self.identity, self.clock, self.settings = identity, clock, settings
         self.limits, self.policy, self.counters = limits, policy, counters
         self.memory, self.peers, self.gossip = memory, peers, gossip
         self._dispatch = dispatch
+        #: Requests run in fair shares of handler time, turn by turn of
+        #: ``reactor`` (the clock's, unless given).
+        self.fair = FairDispatch(
+            reactor or (lambda: clock), self._serve, peers=peers.__len__
+        )
         #: Durable streams (None: stream frames are unknown types).
         self.streams = streams
         #: Largest gossip frame a verified peer may send us.
@@ -205,6 +213,7 @@ class ConnectionHost:
         """The node is stopping: see the module's states."""
         self.stopping = True
         self._keepalive.stop()
+        self.fair.stop()
 
     async def close_all(self, grace: float) -> None:
         """Say goodbye to every open connection and wait for them to close;
@@ -399,6 +408,10 @@ class ConnectionHost:
                 self._call(callback, peer)
 
     def request_received(self, protocol: PeerProtocol, request: wire.Request) -> None:
+        self.fair.submit(protocol, request)
+
+    def _serve(self, protocol: PeerProtocol, request: wire.Request) -> None:
+        """Run one request, in its turn (see :attr:`fair`)."""
         peer_id = protocol.peer_id
         assert peer_id is not None
         self._dispatch.serve(

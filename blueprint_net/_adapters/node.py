@@ -190,6 +190,7 @@ class Node(Service):
             gossip=self.gossip,
             gossip_frame=gossip.max_frame(),
             streams=self.streams,
+            reactor=lambda: self.reactor,
         )
         self.policy.bans.on_change(log_change)
         self._dialer = Dialer(

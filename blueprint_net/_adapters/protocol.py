@@ -390,6 +390,25 @@ class PeerProtocol(Protocol):
             outbound.flush()
             self._update_reading()  # one fewer being processed
 
+    def cork(self) -> bool:
+        """Hold the answers given from now on, to go out in one write at
+        :meth:`uncork`, as a read's do (the node serving several of this
+        peer's requests in a row, outside a read); False, and nothing to
+        undo, if they are held already (inside a read)."""
+        if self._receiving:
+            return False
+        self._receiving, self._events = True, []
+        return True
+
+    def uncork(self) -> None:
+        """After :meth:`cork`: serve what the answers let out, send them."""
+        try:
+            self._dispatch(self._events)
+        finally:
+            self._receiving, self._events = False, []
+        self.outbound.flush()
+        self._update_reading()
+
     # -- closing and reading ------------------------------------------------
 
     def close(self, error: ProtocolError) -> bool:

@@ -50,8 +50,12 @@ class ConnectionLimits:
     max_handshaking_per_subnet: int = 4
     #: Connections to one peer id (two lets simultaneous dials resolve).
     max_per_peer: int = 2
-    #: Requests per second from one verified peer (the original: 100 / 10 s).
-    request_rate: float = 10.0
+    #: Requests per second from one verified peer; 0, the default: no rate.
+    #: A flooding peer is held by its in-flight bound (the node stops
+    #: reading it) and by fair shares of handler time (``fair_share.py``),
+    #: so an honest heavy user is never refused; a rate is for operators
+    #: who want one (``request_burst`` applies only then).
+    request_rate: float = 0.0
     request_burst: int = 100
     #: Request budgets kept for peer ids that disconnected (least recently
     #: used dropped first), so that reconnecting does not refill one.

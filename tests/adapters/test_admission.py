@@ -109,7 +109,13 @@ async def test_a_replacement_connection_shares_the_budget_and_is_admitted(
     alice: Identity, bob: Identity, make_node: MakeNode
 ) -> None:
     clock = Clock()  # no refill: every token spent stays spent
-    b = make_node(bob, clock=clock, handlers={"echo": _echo})
+    b = make_node(
+        bob,
+        clock=clock,
+        handlers={"echo": _echo},
+        # An operator's rate (the default is none): 100 per 10 s.
+        limits=ConnectionLimits(request_rate=10, request_burst=100),
+    )
     verified: list[object] = []
     lost: list[object] = []
     b.on_peer_verified(verified.append)

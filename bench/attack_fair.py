@@ -1,0 +1,361 @@
+"""A verified peer that floods: the honest peer's latency, and fair shares.
+
+``python -m bench.attack --fair [--smoke]`` (or ``python -m bench.attack_fair
+[SECONDS]``) starts a node with the default settings and limits (TLS, no
+request rate) and prints two kinds of rows, each beside its reference from
+the same run:
+
+* *honest p99 under a verified flood*: an honest peer in its own process
+  asks ``echo`` every 10 ms for SECONDS with no other traffic (the reference), then
+  for SECONDS while another verified peer, in its own process, keeps 1,024
+  requests outstanding (far past the node's in-flight bound of 256: as fast
+  as the node lets it): ``echo`` (the most requests a second), then ``work``
+  of 100 µs of handler time each (the most handler time per byte).  Target:
+  p99 at most twice the quiet p99.
+* *flooder's share of handler time, k peers*: k verified peers in another
+  process each keep 1,024 ``work`` requests outstanding; the flooder's ask
+  for ten times the handler time (500 µs against 50 µs).  The node measures
+  each peer's handler time over the middle third of SECONDS; the reference
+  is the fair share, 1/k, and the note gives the share first come, first
+  served would give (the same number of requests from each).
+
+Loopback only; every peer's traffic is bounded by SECONDS (and the node
+closes what is left).  The child processes are this module with ``flood
+PORT PEER_ID SECONDS K KIND`` and ``honest PORT PEER_ID SECONDS``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from typing import Any, Callable
+
+from twisted.internet import defer, task
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
+
+from bench import child_env
+from bench.report import Row, load_header, load_now, table
+from blueprint_net._adapters.node import Node
+from blueprint_net._core.errors import SendQueueFull
+from blueprint_net._core.identity import Identity, PeerId
+from blueprint_net._core.messaging import IncomingRequest
+
+#: The honest peer's pace (as in ``bench.attack``).
+INTERVAL = 0.01
+#: Requests each flooding or busy peer keeps outstanding.
+WINDOW = 1024
+#: Handler time per ``work`` request, by its payload: the share rows'
+#: flooder's, the other busy peers', the latency row's flooder's.
+WORK = {b"flood": 0.0005, b"busy": 0.00005, b"latency": 0.0001}
+#: The k of the share rows.
+PEERS = (2, 4)
+
+
+def _key(index: int) -> Identity:
+    """The child's peers: fixed keys, so this process knows their ids."""
+    return Identity(bytes([0xA0 + index]) * 32)
+
+
+def _spin(seconds: float) -> None:
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+class Server:
+    """The node under test (default settings and limits), with each peer's
+    handler time counted."""
+
+    def __init__(self, reactor: Any) -> None:
+        #: Seconds of handler time per peer id, since the start.
+        self.used: defaultdict[PeerId, float] = defaultdict(float)
+        self.node = Node(
+            Identity.generate(),
+            reactor=reactor,
+            handlers={"echo": self._timed(bytes), "work": self._timed(self._work)},
+        )
+
+    def _timed(self, answer: Callable[[bytes], bytes]) -> Callable[..., bytes]:
+        used = self.used
+
+        def handler(request: IncomingRequest) -> bytes:
+            started = time.perf_counter()
+            try:
+                return answer(request.payload)
+            finally:
+                used[request.peer_id] += time.perf_counter() - started
+
+        return handler
+
+    @staticmethod
+    def _work(payload: bytes) -> bytes:
+        _spin(WORK[payload])
+        return b"done"
+
+
+async def _honest(
+    reactor: Any, client: Node, server: PeerId, seconds: float
+) -> list[float]:
+    """One ``echo`` every :data:`INTERVAL` for ``seconds``: the latencies."""
+    latencies = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        await client.request(server, "echo", b"honest", timeout=10.0)
+        latencies.append(time.perf_counter() - started)
+        await task.deferLater(reactor, INTERVAL)
+    return latencies
+
+
+def _p99(latencies: list[float]) -> float:
+    ordered = sorted(latencies)
+    return ordered[int(0.99 * (len(ordered) - 1))]
+
+
+def _child(
+    port: int, server: PeerId, seconds: float, k: int, kind: str
+) -> defer.Deferred[Any]:
+    arguments = ["flood", str(port), str(server), str(seconds), str(k), kind]
+    running: defer.Deferred[Any] = getProcessOutputAndValue(
+        sys.executable, ["-m", "bench.attack_fair", *arguments], env=child_env()
+    )
+    return running
+
+
+async def _asker(port: int, server: PeerId, seconds: float) -> list[float]:
+    """The honest peer's latencies, from its own process (it does not share
+    the node's reactor, as a remote peer would not)."""
+    arguments = ["honest", str(port), str(server), str(seconds)]
+    result = await _finish(
+        getProcessOutputAndValue(
+            sys.executable, ["-m", "bench.attack_fair", *arguments], env=child_env()
+        )
+    )
+    latencies: list[float] = result["latencies"]
+    return latencies
+
+
+async def _finish(child: defer.Deferred[Any]) -> dict[str, Any]:
+    out, err, code = await child
+    if code != 0:
+        raise RuntimeError(f"the flooding peers failed: {err.decode()[-2000:]}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+async def _until(reactor: Any, condition: Callable[[], bool], limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the flooding peers did not start in time")
+        await task.deferLater(reactor, 0.01)
+
+
+async def run(reactor: Any, seconds: float) -> list[Row]:
+    server = Server(reactor)
+    node = server.node
+    port = (await node.listen("p2ptls:0:interface=127.0.0.1")).getHost().port  # type: ignore[attr-defined]
+    rows = []
+    try:
+        quiet = await _asker(port, node.peer_id, seconds)
+        for kind in ("echo", "work"):
+            rows.append(await _flooded(reactor, server, port, seconds, kind, quiet))
+        for k in PEERS:
+            rows.append(await _share(reactor, server, port, seconds, k))
+        refused = sum(
+            count
+            for key, count in node.counters.items()
+            if key.startswith("requests.refused.") and key.endswith(".RATE_LIMITED")
+        )
+        rows.append(
+            Row(
+                "requests refused RATE_LIMITED, all rows",
+                float(refused),
+                None,
+                "target 0: the default node has no request rate",
+            )
+        )
+    finally:
+        await node.stop()
+    return rows
+
+
+async def _flooded(
+    reactor: Any,
+    server: Server,
+    port: int,
+    seconds: float,
+    kind: str,
+    quiet: list[float],
+) -> Row:
+    """The honest peer's p99 while one verified peer floods with ``kind``."""
+    node = server.node
+    flooder = _key(0).peer_id
+    before, served = server.used[flooder], node.counters[f"requests.in.{kind}"]
+    flooding = _child(port, node.peer_id, seconds + 5.0, 1, kind)
+    await _until(reactor, lambda: server.used[flooder] > before, 30.0)
+    flooded = await _asker(port, node.peer_id, seconds)
+    served = node.counters[f"requests.in.{kind}"] - served
+    await _finish(flooding)
+    return Row(
+        f"honest p99 ms, a verified peer floods {kind}",
+        1e3 * _p99(flooded),
+        1e3 * _p99(quiet),
+        f"ref: honest p99, quiet; target <= 2.00; medians"
+        f" {1e3 * statistics.median(flooded):.2f} /"
+        f" {1e3 * statistics.median(quiet):.2f} ms; {len(flooded)} asked;"
+        f" the flood's served: {served}; load {load_now()}",
+    )
+
+
+async def _share(
+    reactor: Any, server: Server, port: int, seconds: float, k: int
+) -> Row:
+    """k busy peers; the flooder's share of handler time once all are busy."""
+    peers = [_key(index).peer_id for index in range(k)]
+    running = _child(port, server.node.peer_id, seconds, k, "work")
+    used = server.used
+    base = {peer: used[peer] for peer in peers}
+    await _until(reactor, lambda: all(used[p] > base[p] for p in peers), 30.0)
+    await task.deferLater(reactor, seconds / 3)
+    start = {peer: used[peer] for peer in peers}
+    await task.deferLater(reactor, seconds / 3)
+    spent = {peer: used[peer] - start[peer] for peer in peers}
+    result = await _finish(running)
+    share = spent[peers[0]] / (sum(spent.values()) or 1.0)
+    # First come, first served: as many requests from each, so shares
+    # follow the costs.
+    flood, busy = WORK[b"flood"], WORK[b"busy"]
+    fifo = flood / (flood + (k - 1) * busy)
+    return Row(
+        f"flooder's share of handler time, k = {k}",
+        share,
+        1 / k,
+        f"ref: the fair share 1/k; first come, first served ~{fifo:.2f};"
+        f" {result['answered']} answered, {result['failed']} failed;"
+        f" load {load_now()}",
+    )
+
+
+# -- the child process ------------------------------------------------------
+
+
+async def _pipeline(
+    reactor: Any,
+    node: Node,
+    server: PeerId,
+    protocol: str,
+    payload: bytes,
+    deadline: float,
+    tally: Counter[str],
+) -> None:
+    """Keep :data:`WINDOW` requests outstanding until ``deadline``."""
+    done: defer.Deferred[None] = defer.Deferred()
+    state = {"outstanding": 0, "filling": False, "full": False}
+
+    def answered(result: Any) -> None:
+        state["outstanding"] -= 1
+        if isinstance(result, Failure):
+            if result.check(SendQueueFull):
+                state["full"] = True  # ours, not the node's: wait a little
+                tally["send queue full"] += 1
+            else:
+                tally["failed"] += 1
+        else:
+            tally["answered"] += 1
+        if not state["filling"]:
+            fill()
+
+    def fill() -> None:
+        state["filling"] = True
+        try:
+            while (
+                state["outstanding"] < WINDOW
+                and not state["full"]
+                and time.monotonic() < deadline
+            ):
+                state["outstanding"] += 1
+                asked = node.request(server, protocol, payload, timeout=30.0)
+                asked.addBoth(answered)
+        finally:
+            state["filling"] = False
+        if state["full"]:
+            state["full"] = False
+            reactor.callLater(0.001, fill)
+        elif state["outstanding"] == 0 and not done.called:
+            done.callback(None)
+
+    fill()
+    await done
+
+
+async def _flood(
+    reactor: Any, port: int, server: PeerId, seconds: float, k: int, kind: str
+) -> None:
+    """``k`` verified peers keep requests outstanding for ``seconds``: one
+    flooding with ``kind`` (k = 1), or a flooder and k - 1 busy peers."""
+    tally: Counter[str] = Counter()
+    nodes = [Node(_key(index), reactor=reactor) for index in range(k)]
+    for node in nodes:
+        await node.connect(f"p2ptls:127.0.0.1:{port}", peer_id=server)
+    deadline = time.monotonic() + seconds
+    if k == 1:
+        asks = [(kind, b"f" if kind == "echo" else b"latency")]
+    else:
+        asks = [("work", b"flood")] + [("work", b"busy")] * (k - 1)
+    await defer.gatherResults(
+        [
+            defer.ensureDeferred(
+                _pipeline(reactor, node, server, protocol, payload, deadline, tally)
+            )
+            for node, (protocol, payload) in zip(nodes, asks)
+        ]
+    )
+    for node in nodes:
+        await node.stop()
+    print(json.dumps({"answered": tally["answered"], "failed": tally["failed"]}))
+
+
+async def _ask(reactor: Any, port: int, server: PeerId, seconds: float) -> None:
+    """The honest peer: asks for ``seconds``, prints its latencies."""
+    client = Node(Identity.generate(), reactor=reactor)
+    await client.connect(f"p2ptls:127.0.0.1:{port}", peer_id=server)
+    latencies = await _honest(reactor, client, server, seconds)
+    await client.stop()
+    print(json.dumps({"latencies": latencies}))
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["honest"]:
+        port, server, limit = sys.argv[2:5]
+        peer = PeerId.from_string(server)
+        task.react(
+            lambda reactor: defer.ensureDeferred(
+                _ask(reactor, int(port), peer, float(limit))
+            )
+        )
+        return
+    if sys.argv[1:2] == ["flood"]:
+        port, server, limit, k, kind = sys.argv[2:7]
+        peer = PeerId.from_string(server)
+        task.react(
+            lambda reactor: defer.ensureDeferred(
+                _flood(reactor, int(port), peer, float(limit), int(k), kind)
+            )
+        )
+        return
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
+    print(load_header(), flush=True)
+
+    async def go(reactor: Any) -> None:
+        print(table(await run(reactor, seconds)), flush=True)
+
+    task.react(lambda reactor: defer.ensureDeferred(go(reactor)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""Requests in fair shares (``_adapters/fair_dispatch.py``): the adapter's
+turns on a fake reactor and timer, then a default node over real loopback
+answering an honest peer while another verified peer floods it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import attrs
+import pytest
+import pytest_twisted
+
+from blueprint_net._adapters.fair_dispatch import FairDispatch
+from blueprint_net._core import wire
+from blueprint_net._core.identity import Identity
+from blueprint_net._core.messaging import IncomingRequest
+from blueprint_net._policy.fair_share import FairShare
+from tests.adapters.test_admission import _client, _port
+from tests.helpers import MakeNode, until
+
+
+@attrs.define
+class _Connection:
+    closed: bool = False
+
+
+@attrs.define
+class _Protocol:
+    """What the adapter uses of a ``PeerProtocol``: ``log`` says when its
+    answers were held and sent."""
+
+    peer_id: str
+    connection: _Connection = attrs.Factory(_Connection)
+    log: list[str] = attrs.Factory(list)
+    reading: bool = False  # inside a read, answers are held already
+    on_send: Callable[[], None] = lambda: None
+
+    def cork(self) -> bool:
+        self.log.append("cork")
+        return not self.reading
+
+    def uncork(self) -> None:
+        self.log.append("send")
+        self.on_send()
+
+
+@attrs.define
+class _Call:
+    function: Callable[[], None]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@attrs.define
+class _Reactor:
+    """Turns as the real reactor takes them: a ``callLater(0)`` made during
+    a turn runs in the next one, after the sockets are read."""
+
+    calls: list[_Call] = attrs.Factory(list)
+
+    def callLater(self, delay: float, function: Callable[[], None]) -> _Call:
+        assert delay == 0
+        self.calls.append(_Call(function))
+        return self.calls[-1]
+
+    def due(self) -> int:
+        return sum(not call.cancelled for call in self.calls)
+
+    def turn(self) -> None:
+        calls, self.calls = self.calls, []
+        for call in calls:
+            if not call.cancelled:
+                call.function()
+
+
+class _Harness:
+    """A FairDispatch on a fake reactor whose every run costs ``cost`` (a
+    quantum of 1, a turn of 3: three runs a turn); ``then[n]``, if any,
+    runs after the n-th request served (as an answer letting out more of
+    a read's requests)."""
+
+    def __init__(self, cost: float = 1.0, peers: int = 2) -> None:
+        self.reactor = _Reactor()
+        self.now = 0.0
+        self.cost = cost
+        self.served: list[str] = []
+        self.then: dict[int, Callable[[], None]] = {}
+        self.fair = FairDispatch(
+            lambda: self.reactor,  # type: ignore[arg-type,return-value]
+            self._serve,
+            share=FairShare(quantum=1.0, turn=3.0),
+            timer=lambda: self.now,
+            peers=lambda: peers,
+        )
+
+    def _serve(self, protocol: Any, request: wire.Request) -> None:
+        self.served.append(f"{protocol.peer_id}{request.payload.decode()}")
+        self.now += self.cost
+        after = self.then.get(len(self.served))
+        if after is not None:
+            after()
+
+    def submit(self, protocol: _Protocol, *payloads: str) -> None:
+        for payload in payloads:
+            request = wire.Request(1, "p", payload.encode())
+            self.fair.submit(protocol, request)  # type: ignore[arg-type]
+
+
+def test_a_request_that_finds_nothing_waiting_runs_at_once() -> None:
+    h = _Harness()
+    a = _Protocol("a")
+    for index in range(3):  # the turn's budget
+        h.submit(a, str(index))
+        assert h.served[-1] == f"a{index}"
+    assert h.reactor.due() == 1  # a fresh budget after the next read
+    h.reactor.turn()
+    assert h.reactor.due() == 0  # nothing ran: nothing more is due
+    h.submit(a, "3")
+    assert h.served[-1] == "a3"
+
+
+def test_past_the_turns_budget_the_rest_waits_for_the_next_turn() -> None:
+    h = _Harness()
+    a, b = _Protocol("a"), _Protocol("b")
+
+    def more() -> None:  # the first answer lets out four of a, and b asks
+        h.submit(a, "2", "3", "4", "5")
+        h.submit(b, "1")
+
+    h.then[1] = more
+    h.submit(a, "1")
+    # b is new: before a's second; then the budget (three runs) is spent.
+    assert h.served == ["a1", "b1", "a2"]
+    assert h.reactor.due() == 1
+    h.submit(b, "2")  # others wait: this waits too, for the turn
+    assert h.served == ["a1", "b1", "a2"]
+    h.reactor.turn()
+    assert h.served[3:] == ["b2", "a3", "a4"]
+    h.reactor.turn()
+    assert h.served[6:] == ["a5"]
+    assert h.fair.share.waiting == 0
+    h.reactor.turn()  # the budget's reset
+    assert h.reactor.due() == 0
+
+
+def test_a_peers_answers_in_a_row_go_out_together_charged_to_it() -> None:
+    h = _Harness()
+    a, b = _Protocol("a"), _Protocol("b")
+    sends: list[str] = []
+
+    def send_a() -> None:
+        sends.append("a")
+        h.now += 0.5
+
+    a.on_send, b.on_send = send_a, lambda: sends.append("b")
+
+    def more() -> None:
+        h.submit(a, "2", "3", "4")
+        h.submit(b, "1")
+
+    h.then[1] = more
+    h.fair.share.turn = 10.0
+    h.fair.share.quantum = 2.0
+    h.submit(a, "1")
+    # a's first two in a row (a quantum of 2), b's, then the rest of a's.
+    assert h.served == ["a1", "a2", "b1", "a3", "a4"]
+    assert sends == ["a", "b", "a"]
+    # Five runs of 1, and each of a's sends cost 0.5: all charged.
+    assert h.fair.share.spent == 5 + 2 * 0.5
+
+
+def test_inside_a_read_the_answers_are_held_by_the_read() -> None:
+    h = _Harness()
+    a = _Protocol("a", reading=True)
+    h.then[1] = lambda: h.submit(a, "2")
+    h.submit(a, "1")
+    assert h.served == ["a1", "a2"]
+    assert a.log == ["cork"]  # asked once; the read sends them
+
+
+def test_with_one_peer_connected_no_turn_ends() -> None:
+    """Nobody else's request can be waiting to be read: no turns."""
+    h = _Harness(peers=1)
+    a = _Protocol("a")
+    h.then[1] = lambda: h.submit(a, "2", "3", "4", "5", "6")
+    h.submit(a, "1")
+    assert h.served == [f"a{n}" for n in range(1, 7)]  # twice the budget
+    assert h.reactor.due() == 0
+    h.submit(a, "7")
+    assert h.served[-1] == "a7"
+
+
+def test_a_closed_connections_requests_are_dropped_not_run() -> None:
+    h = _Harness()
+    a, b = _Protocol("a"), _Protocol("b")
+
+    def close_a() -> None:
+        h.submit(a, "2", "3")
+        h.submit(b, "1")
+        a.connection.closed = True
+
+    h.then[1] = close_a
+    h.submit(a, "1")
+    assert h.served == ["a1", "b1"]
+    assert h.fair.share.waiting == 0
+
+
+def test_stopping_runs_what_waits_and_what_comes_with_no_more_turns() -> None:
+    h = _Harness()
+    a = _Protocol("a")
+    h.then[1] = lambda: h.submit(a, "2", "3", "4", "5", "6", "7")
+    h.submit(a, "1")
+    assert h.served == ["a1", "a2", "a3"]
+    assert h.reactor.due() == 1
+    h.fair.stop()
+    assert h.reactor.due() == 0
+    assert h.served == [f"a{n}" for n in range(1, 8)]  # past several budgets
+    h.submit(a, "8", "9", "10", "11")
+    assert h.served[7:] == ["a8", "a9", "a10", "a11"]
+    assert h.reactor.due() == 0
+    h.fair.stop()  # twice: nothing due, nothing waits
+
+
+# -- over real loopback -------------------------------------------------------
+
+
+@pytest.mark.usefixtures("clean_reactor")
+@pytest_twisted.ensureDeferred
+async def test_a_default_node_answers_every_pipelined_request(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    """Issue 23 item 13: an independent client saw 100 of 200 pipelined
+    requests refused ``RATE_LIMITED`` by the default request rate."""
+    b = make_node(bob, handlers={"echo": lambda r: r.payload})
+    client = await _client(await _port(b), alice)
+    try:
+        client.request("echo", b"x", 1000)
+        await until(lambda: len(client.replies) == 1000)
+        assert client.codes() == [0] * 1000
+    finally:
+        client.transport.loseConnection()  # type: ignore[union-attr]
+        await client.closed
+
+
+#: The flooding peer's requests, each of which holds the reactor this long.
+WORK = 0.0002
+FLOOD = 500
+
+
+@pytest.mark.usefixtures("clean_reactor")
+@pytest_twisted.ensureDeferred
+async def test_an_honest_request_is_answered_while_a_verified_peer_floods(
+    alice: Identity, bob: Identity, make_node: MakeNode
+) -> None:
+    """Default settings: the flood is served in full (no ``RATE_LIMITED``),
+    and the honest peer, asking after the flood has begun, is answered long
+    before the flood is: with requests run first come, first served, it
+    waited for all of the flood's read."""
+    honest_client: list[Any] = []
+
+    def work(request: IncomingRequest) -> bytes:
+        if not honest_client[0].replies and not honest_client[1]:
+            honest_client[1] = True  # the flood's first request runs: ask
+            honest_client[0].request("echo", b"h")
+        until = time.perf_counter() + WORK
+        while time.perf_counter() < until:
+            pass
+        return b"w"
+
+    b = make_node(bob, handlers={"work": work, "echo": lambda r: r.payload})
+    port = await _port(b)
+    flood = await _client(port, alice)
+    honest = await _client(port, Identity.generate())
+    seen: list[int] = []
+
+    class Watched(list):  # type: ignore[type-arg]
+        def append(self, reply: Any) -> None:
+            seen.append(len(flood.replies))
+            super().append(reply)
+
+    honest.replies = Watched()
+    honest_client[:] = [honest, False]
+    try:
+        flood.request("work", b"w", FLOOD)  # one write: one read at the node
+        await until(lambda: len(flood.replies) == FLOOD and honest.replies)
+        assert flood.codes() == [0] * FLOOD and honest.codes() == [0]
+        assert seen[0] < FLOOD // 2, seen  # answered while the flood was served
+    finally:
+        for client in (flood, honest):
+            client.transport.loseConnection()  # type: ignore[union-attr]
+            await client.closed
