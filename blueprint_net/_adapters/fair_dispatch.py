@@ -89,7 +89,13 @@ class FairDispatch:
         finally:
             share.charge(peer, timer() - started)
             self._running = False
-        self._run()  # what its answer let out, if any; the next turn
+        if share.waiting:
+            self._run()  # what its answer let out
+        elif self._turn is None and not self._stopped:
+            if self._peers() < 2:
+                share.new_turn()  # alone: no other peer to read first
+            else:  # a fresh budget once the reactor has read every socket
+                self._turn = self._reactor().callLater(0, self._next_turn)
 
     def stop(self) -> None:
         """The node is stopping: what waits runs now (to be refused, cheaply:
