@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from twisted.internet import reactor
+from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -143,3 +143,24 @@ def mutated(body: bytes, data: Any) -> bytes:
         else:
             changed[position:position] = data.draw(st.binary(min_size=1, max_size=8))
     return bytes(changed)
+
+
+class Idle(protocol.Protocol):
+    """A raw TCP client that sends ``opening`` (nothing, by default), then
+    only listens: what the peer sends it is ``received``; ``closed`` fires
+    when the connection ends."""
+
+    def __init__(self, opening: bytes = b"") -> None:
+        self.opening = opening
+        self.received = b""
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        if self.opening:
+            self.transport.write(self.opening)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.closed.callback(None)

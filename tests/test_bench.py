@@ -83,16 +83,22 @@ def rows(
 SMOKE_ROWS = rows((10, 20, 50), "1 MiB", (2, 3, 5), (3,), ("helloworld.py",), (3,))
 
 
-def test_bench_smoke_prints_every_row() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke"],
+def _run_module(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m ARGS`` from the checkout's tree; fails the test on a
+    non-zero exit or past ``timeout`` seconds."""
+    return subprocess.run(
+        [sys.executable, "-m", *args],
         capture_output=True,
         text=True,
-        timeout=50,
+        timeout=timeout,
         check=True,
         cwd=ROOT,
         env=tree_env(),
     )
+
+
+def test_bench_smoke_prints_every_row() -> None:
+    result = _run_module("bench", "--smoke", timeout=50)
     assert result.stdout.startswith("load average: ")
     header, *lines = without_load_header(result.stdout).splitlines()
     assert header.split() == [
@@ -114,15 +120,7 @@ def test_bench_smoke_prints_every_row() -> None:
 def test_the_gossip_attack_bench_smoke_prints_every_row() -> None:
     """``python -m bench.attack --gossip --smoke``: the gossip attacks'
     table, a blank line, then discovery's rows, each with a figure."""
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.attack", "--gossip", "--smoke"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-        cwd=ROOT,
-        env=tree_env(),
-    )
+    result = _run_module("bench.attack", "--gossip", "--smoke", timeout=180)
     assert result.stdout.startswith("load average: ")
     gossip, discovery = without_load_header(result.stdout).strip().split("\n\n")
     header, *lines = gossip.splitlines()
@@ -154,15 +152,7 @@ def test_the_fair_share_attack_bench_smoke_prints_every_row() -> None:
     """``python -m bench.attack --fair --smoke``: a default node, flooded by
     verified peers from another process, refuses none of their requests and
     answers the honest peer throughout (outcomes; latencies are figures)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.attack", "--fair", "--smoke"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-        cwd=ROOT,
-        env=tree_env(),
-    )
+    result = _run_module("bench.attack", "--fair", "--smoke", timeout=180)
     assert result.stdout.startswith("load average: ")
     header, *lines = without_load_header(result.stdout).strip().splitlines()
     assert header.split()[:3] == ["benchmark", "blueprint-net", "reference"]
@@ -197,15 +187,7 @@ def test_the_load_header_gives_the_load_and_warns_above_1(tmp_path: Path) -> Non
 def test_the_streams_bench_loses_nothing_across_cuts() -> None:
     """``python -m bench --only streams --smoke``: its rows, and the fault
     run's counts, which are correctness (0), not speed."""
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "--only", "streams", "--smoke"],
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=True,
-        cwd=ROOT,
-        env=tree_env(),
-    )
+    result = _run_module("bench", "--only", "streams", "--smoke", timeout=50)
     figures = {}
     for line in without_load_header(result.stdout).splitlines()[1:]:
         name = line.split("  ")[0]

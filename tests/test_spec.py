@@ -24,7 +24,7 @@ from blueprint_net._core import framing, wire
 from blueprint_net._core.errors import ErrorCode, ProtocolError
 from blueprint_net._core.identity import Identity
 from blueprint_net.testing import MemoryNetwork
-from tests.helpers import MakeNode, until
+from tests.helpers import Idle, MakeNode, until
 from tests.tls13 import tls_exporter
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
@@ -403,25 +403,6 @@ async def test_a_large_request_right_behind_the_listeners_proof_is_read(
 # -- section 5: the timeouts over TLS, and a plain client at a TLS port -------
 
 
-class _Silent(protocol.Protocol):
-    """A raw TCP client that sends ``opening`` and then only listens."""
-
-    def __init__(self, opening: bytes = b"") -> None:
-        self.opening = opening
-        self.received = b""
-        self.closed: defer.Deferred[None] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        if self.opening:
-            self.transport.write(self.opening)  # type: ignore[union-attr]
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.closed.callback(None)
-
-
 async def _dial_tcp(port: int, client: protocol.Protocol) -> None:
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
     await endpoint.connect(protocol.Factory.forProtocol(lambda: client))
@@ -439,7 +420,7 @@ async def test_a_client_silent_in_tls_is_closed_at_the_first_frame_deadline_unan
     settings = Settings(first_frame_timeout=0.2, handshake_timeout=60.0)
     b = make_node(bob, allow_plaintext=False, settings=settings)
     port = await _listening(b)
-    client = _Silent()
+    client = Idle()
     await _dial_tcp(port, client)
     await client.closed
     assert client.received == b""
@@ -473,7 +454,7 @@ async def test_a_plain_hello_at_a_tls_port_gets_a_plain_error_209(
     b = make_node(bob, allow_plaintext=False)
     port = await _listening(b)
     hello = framing.frame(wire.Hello(1, b"\xaa" * 32, alice.peer_id))
-    client = _Silent(hello)
+    client = Idle(hello)
     await _dial_tcp(port, client)
     await client.closed
     assert client.received == tls.PLAIN_AT_TLS_PORT

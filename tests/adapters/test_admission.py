@@ -25,7 +25,7 @@ from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
 from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.settings import Settings
-from tests.helpers import MakeNode, until
+from tests.helpers import Idle, MakeNode, until
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 
@@ -248,25 +248,6 @@ async def test_async_handlers_never_run_past_the_in_flight_bound(
 
 
 # -- item 2: idle sockets cannot lock new peers out --------------------------
-
-
-class Idle(protocol.Protocol):
-    """Connects and sends ``opening`` (nothing, by default), then waits."""
-
-    def __init__(self, opening: bytes = b"") -> None:
-        self.opening = opening
-        self.received = b""
-        self.closed: defer.Deferred[None] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        if self.opening:
-            self.transport.write(self.opening)  # type: ignore[union-attr]
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: object = None) -> None:
-        self.closed.callback(None)
 
 
 async def _idle(port: int, source: str, opening: bytes = b"") -> Idle:
