@@ -171,7 +171,7 @@ class Gossip:
     def peer_disconnected(self, peer_id: PeerId) -> None:
         self._run(self.router.peer_disconnected(peer_id))
 
-    def received(self, protocol: PeerProtocol, message: Any, body: bytes = b"") -> None:
+    def received(self, protocol: PeerProtocol, message: Any, body: bytes) -> None:
         """A gossip message from a verified, admitted peer (and the frame
         body it came in: see ``Router.receive``)."""
         peer = protocol.peer_id
@@ -185,8 +185,8 @@ class Gossip:
             for (key, figure), old in zip(_PUBLISH_DROPS.items(), before):
                 if counters[key] != old:
                     stats[figure] += 1
-        else:
-            outputs = router.receive(peer, message, self.clock.seconds(), body)
+        else:  # not a publication we take: its bytes are of no use
+            outputs = router.receive(peer, message, self.clock.seconds())
         self._run(outputs)
 
     # -- the application's side ---------------------------------------------

@@ -791,3 +791,15 @@ def test_a_relay_forwards_the_bytes_it_received_without_encoding(
     net.advance(0.1)
     assert [m.data for m in got] == [b"relayed"]
     assert [m.data for m in encoded] == [b"relayed"]  # by a, and only a
+
+
+def test_what_a_node_sends_is_counted_in_frames_and_bytes(net: MemoryNetwork) -> None:
+    """``gossip.sent`` (what ``bench.network`` reads as a node's upload)."""
+    a, _ = _pair(net)
+    before = dict(a.gossip.sent)
+    a.publish(TOPIC, bytes(100))
+    sent = {key: a.gossip.sent[key] - before.get(key, 0) for key in ("frames", "bytes")}
+    # One frame to b: the 100 bytes, a 64-byte signature, the origin, the
+    # topic, the numbers and the frame's header.
+    assert sent["frames"] == 1
+    assert 100 + 64 + 32 < sent["bytes"] < 100 + 64 + 32 + 64

@@ -168,6 +168,7 @@ def test_a_full_window_refuses_then_wait_for_room_fires_on_acks(
     net.pump()
     # Half the peer's window arrived: acknowledged at once, not after 50 ms.
     assert room.called
+    assert sa.wait_for_room().called  # no longer blocked: room at once
     assert sa.send(b"x" * 41)
 
 
@@ -810,14 +811,19 @@ def test_a_reset_in_on_message_drops_a_later_row_of_the_same_read(
     net: MemoryNetwork,
 ) -> None:
     a, b, theirs, seen, _ = _reset_on_first(net)
-    b.stream(a.peer_id, b"t", lambda p: None)
+    on_t: list[bytes] = []
+    b.stream(a.peer_id, b"t", on_t.append)
     other = a.stream(b.peer_id, b"t", lambda p: None)
     net.pump()
     theirs.send(b"0")
     other.send(b"x")
     theirs.send(b"1")
+    theirs.send(b"2")
+    other.send(b"y")
     net.pump()
     assert seen == [b"0"]
+    # The other stream's rows, between and after, are delivered.
+    assert on_t == [b"x", b"y"]
     assert not any(state.unclaimed for state in b.streams.peers.values())
 
 
