@@ -144,8 +144,9 @@ class _Canned(Protocol):
 
 
 async def _against(answer: bytes, *argv: str, pace: float | None = None) -> Any:
-    factory = Factory.forProtocol(lambda: _Canned(answer, pace))  # type: ignore[arg-type]
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    factory = Factory()
+    factory.protocol = lambda: _Canned(answer, pace)  # type: ignore[assignment]
+    port: Any = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[arg-type]
     url = f"http://127.0.0.1:{port.getHost().port}"
     try:
         return url, *(await _healthcheck("--url", url, *argv))
