@@ -145,7 +145,7 @@ class _Canned(Protocol):
 
 async def _against(answer: bytes, *argv: str, pace: float | None = None) -> Any:
     factory = Factory()
-    factory.protocol = lambda: _Canned(answer, pace)  # type: ignore[assignment]
+    factory.protocol = lambda: _Canned(answer, pace)
     port: Any = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[arg-type]
     url = f"http://127.0.0.1:{port.getHost().port}"
     try:
