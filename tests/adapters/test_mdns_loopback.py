@@ -23,11 +23,8 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from blueprint_net import Identity, Node
-from blueprint_net._adapters.mdns import (
-    ZeroconfTransport,
-    instance_name,
-    server_name,
-)
+from blueprint_net._adapters.mdns import instance_name, server_name
+from blueprint_net._adapters.mdns_zeroconf import ZeroconfTransport
 from blueprint_net._core import mdns_txt
 from blueprint_net._core.records import sign_record
 from blueprint_net._ops.service import NodeService
