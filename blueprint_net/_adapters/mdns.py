@@ -13,15 +13,15 @@ like a record a peer sent, then the connection manager's like any other
 (bans and the allow-list first, then its dial rules).  Nothing heard is
 trusted before its signature verifies, and what the LAN can cost is
 bounded: a TXT record over 1300 bytes is not read, at most ``rate``
-records a second are verified, at most ``max_records`` are held (the
-oldest go), at most ``max_pending`` finds wait for the reactor.
+records a second are verified (those over it wait, at most
+``max_waiting``, and are verified when the rate allows: zeroconf tells of
+a service again only when its TXT changes), at most ``max_records`` are
+held (the oldest go).
 
-``zeroconf`` (the ``blueprint-net[mdns]`` extra) runs its own thread and
-asyncio loop; its blocking calls (start, register, close) run in a short
-thread of ours, and every result comes back with ``callFromThread``, so
-everything else here runs on the reactor.  The transport is an interface
-(:class:`IMdnsTransport`): the tests drive the service with one in memory,
-and :class:`ZeroconfTransport` on loopback.
+The transport (``mdns_zeroconf.py``) bounds what reaches this side: at most
+``max_pending`` names waiting for a lookup, each lookup ``lookup_timeout``.
+It is an interface (:class:`IMdnsTransport`): the tests drive the service
+with one in memory, and :class:`ZeroconfTransport` on loopback.
 """
 
 from __future__ import annotations

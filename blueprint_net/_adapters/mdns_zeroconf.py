@@ -15,6 +15,10 @@ raises (an exception there would end zeroconf's thread, and LAN discovery
 with it); a service whose records are in zeroconf's cache is handed over at
 once, the others wait (at most ``max_pending`` names, each once) for one
 lookup thread of ours, each lookup at most ``lookup_timeout`` seconds.
+
+``zeroconf`` (the ``blueprint-net[mdns]`` extra) runs its own thread and
+asyncio loop; its blocking calls (start, register, close) run in a short
+thread of ours, and every result comes back with ``callFromThread``.
 """
 
 from __future__ import annotations
