@@ -50,7 +50,7 @@ class MdnsSettings:
     burst: int = 16
     #: Records heard over ``rate``, held to verify when it allows: past
     #: it, a random one goes (counted ``rate_limited``).
-    max_waiting: int = 32
+    max_waiting: int = 256
     #: Names found and not yet looked up or taken by the reactor (each
     #: once): past it, new ones are dropped (counted ``busy``).
     max_pending: int = 16
