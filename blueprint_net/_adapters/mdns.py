@@ -13,260 +13,43 @@ like a record a peer sent, then the connection manager's like any other
 (bans and the allow-list first, then its dial rules).  Nothing heard is
 trusted before its signature verifies, and what the LAN can cost is
 bounded: a TXT record over 1300 bytes is not read, at most ``rate``
-records a second are verified, at most ``max_records`` are held (the
-oldest go), at most ``max_pending`` finds wait for the reactor.
+records a second are verified (those over it wait, at most
+``max_waiting``, and are verified when the rate allows: zeroconf tells of
+a service again only when its TXT changes), at most ``max_records`` are
+held (the oldest go).
 
-``zeroconf`` (the ``blueprint-net[mdns]`` extra) runs its own thread and
-asyncio loop; its blocking calls (start, register, close) run in a short
-thread of ours, and every result comes back with ``callFromThread``, so
-everything else here runs on the reactor.  The transport is an interface
-(:class:`IMdnsTransport`): the tests drive the service with one in memory,
-and :class:`ZeroconfTransport` on loopback.
+The transport (``mdns_zeroconf.py``) bounds what reaches this side: at most
+``max_pending`` names waiting for a lookup, each lookup ``lookup_timeout``.
+It is an interface (:class:`IMdnsTransport`): the tests drive the service
+with one in memory, and :class:`ZeroconfTransport` on loopback.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-import socket
-import threading
-from collections.abc import Sequence
-from typing import Any, Callable, Optional
+import random
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
 
 from blueprint_net._adapters.facade import INode
+from blueprint_net._adapters.mdns_zeroconf import (
+    IMdnsTransport,
+    ZeroconfTransport,
+    require_zeroconf,
+)
 from blueprint_net._core import mdns_txt
-from blueprint_net._core.errors import ConfigurationError
 from blueprint_net._core.identity import PeerId
 from blueprint_net._core.records import PeerRecord, parse_address
 from blueprint_net._core.telemetry import MDNS_EVICTED, MDNS_RECORDS
 from blueprint_net._policy import discovery
 from blueprint_net._policy.limits import TokenBucket
 from blueprint_net._policy.mdns import DEFAULTS, MdnsSettings, default_interfaces
-
-#: What ``--mdns`` without the extra says.
-INSTALL_HINT = (
-    "LAN discovery (--mdns) needs zeroconf: pip install 'blueprint-net[mdns]'"
-)
-
-#: Told, on the reactor, of each TXT record found (None: no answer in time),
-#: and how many finds were dropped since the last one (``max_pending``).
-Found = Callable[[Optional[bytes], int], None]
-
-
-class MdnsUnavailable(ConfigurationError):
-    """LAN discovery cannot run here: zeroconf is missing, or an interface
-    is not this machine's."""
-
-
-def require_zeroconf() -> None:
-    """:class:`MdnsUnavailable` with :data:`INSTALL_HINT` if zeroconf is
-    not installed."""
-    try:
-        import zeroconf  # noqa: F401
-    except ImportError:
-        raise MdnsUnavailable(INSTALL_HINT) from None
-
-
-def check_local(address: str) -> None:
-    """:class:`MdnsUnavailable` unless ``address`` is one of this machine's
-    (a UDP bind to it, port 0: nothing is sent)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind((address, 0))
-        except OSError as error:
-            raise MdnsUnavailable(
-                f"{address} is not an address of this machine ({error.strerror})"
-            ) from None
-
-
-class IMdnsTransport(Interface):
-    """Where the service announces and hears records (zeroconf, or a test's)."""
-
-    def start(
-        interfaces: Sequence[str], service_type: str, found: Found
-    ) -> defer.Deferred[None]:
-        """Run on ``interfaces`` and browse for ``service_type``; ``found``
-        is called on the reactor with each service's TXT RDATA."""
-
-    def announce(
-        name: str, server: str, txt: bytes, addresses: Sequence[str], port: int
-    ) -> defer.Deferred[None]:
-        """Register instance ``name`` (or update it) with this TXT RDATA."""
-
-    def stop() -> defer.Deferred[None]:
-        """Say goodbye and stop: no thread of its own is left running."""
-
-
-@implementer(IMdnsTransport)
-class ZeroconfTransport:
-    """:class:`IMdnsTransport` with ``zeroconf``, restricted to the given
-    interfaces (never zeroconf's default of every interface).
-
-    Its calls run one after another, each in a thread of ours that ends with
-    it; zeroconf's browser thread looks up each service found and hands its
-    TXT RDATA to the reactor, at most ``max_pending`` at a time.
-    """
-
-    def __init__(
-        self, reactor: Any, *, max_pending: int = 64, lookup_timeout: float = 3.0
-    ) -> None:
-        self.reactor = reactor
-        self.max_pending = max_pending
-        self.lookup_timeout = lookup_timeout
-        self._lock = threading.Lock()
-        self._pending = 0
-        self._busy = 0
-        self._found: Optional[Found] = None
-        self._service_type = ""
-        self._zeroconf: Any = None
-        self._browser: Any = None
-        self._registered = False
-        self._tail: defer.Deferred[Any] = defer.succeed(None)
-
-    # -- IMdnsTransport (on the reactor) -------------------------------------
-
-    def start(
-        self, interfaces: Sequence[str], service_type: str, found: Found
-    ) -> defer.Deferred[None]:
-        self._found, self._service_type = found, service_type
-        return self._serial(self._start, list(interfaces))
-
-    def announce(
-        self, name: str, server: str, txt: bytes, addresses: Sequence[str], port: int
-    ) -> defer.Deferred[None]:
-        return self._serial(self._announce, name, server, txt, list(addresses), port)
-
-    def stop(self) -> defer.Deferred[None]:
-        self._found = None
-        return self._serial(self._stop)
-
-    # -- in a thread of ours -------------------------------------------------
-
-    def _start(self, interfaces: list[str]) -> None:
-        from zeroconf import ServiceBrowser, Zeroconf
-
-        for address in interfaces:
-            check_local(address)
-        # Made here, where no asyncio loop runs: zeroconf then starts its own
-        # thread and loop (in the reactor's thread, under Twisted's asyncio
-        # reactor, it would attach to the reactor's loop instead).
-        self._zeroconf = Zeroconf(interfaces=interfaces)
-        self._browser = ServiceBrowser(
-            self._zeroconf, self._service_type, handlers=[self._changed]
-        )
-
-    def _announce(
-        self, name: str, server: str, txt: bytes, addresses: list[str], port: int
-    ) -> None:
-        from zeroconf import ServiceInfo
-
-        if self._zeroconf is None:
-            return  # not started (or its start failed)
-        info = ServiceInfo(
-            self._service_type,
-            name,
-            port=port,
-            properties=txt,
-            server=server,
-            parsed_addresses=addresses,
-        )
-        if self._registered:
-            self._zeroconf.update_service(info)
-        else:
-            self._zeroconf.register_service(info)
-            self._registered = True
-
-    def _stop(self) -> None:
-        browser, zeroconf = self._browser, self._zeroconf
-        self._browser = self._zeroconf = None
-        self._registered = False
-        if browser is not None:
-            browser.cancel()  # joins its thread
-        if zeroconf is not None:
-            zeroconf.close()  # goodbyes, then joins its loop's thread
-
-    # -- in zeroconf's browser thread ----------------------------------------
-
-    def _changed(
-        self, zeroconf: Any, service_type: str, name: str, state_change: Any
-    ) -> None:
-        from zeroconf import ServiceStateChange
-
-        if state_change is ServiceStateChange.Removed:
-            return  # a goodbye is unsigned: records are forgotten by dials
-        with self._lock:
-            if self._pending >= self.max_pending:
-                self._busy += 1
-                return
-            self._pending += 1
-        txt: Optional[bytes] = None
-        try:
-            info = zeroconf.get_service_info(
-                service_type, name, timeout=int(self.lookup_timeout * 1000)
-            )
-            txt = None if info is None else info.text
-        finally:
-            self.reactor.callFromThread(self._deliver, txt)
-
-    # -- back on the reactor -------------------------------------------------
-
-    def _deliver(self, txt: Optional[bytes]) -> None:
-        with self._lock:
-            self._pending -= 1
-            busy, self._busy = self._busy, 0
-        if self._found is not None:
-            self._found(txt, busy)
-
-    def _serial(self, call: Callable[..., None], *args: Any) -> defer.Deferred[None]:
-        """Run ``call(*args)`` in a new thread once the previous call ended;
-        its outcome comes back on the reactor, after the thread has ended."""
-        done: defer.Deferred[None] = defer.Deferred()
-        previous, self._tail = self._tail, defer.Deferred()
-        tail = self._tail
-
-        def run(_: object) -> None:
-            threading.Thread(
-                target=self._run, args=(done, tail, call, args), name="blueprint-mdns"
-            ).start()
-
-        previous.addCallback(run)
-        return done
-
-    def _run(
-        self,
-        done: defer.Deferred[None],
-        tail: defer.Deferred[None],
-        call: Callable[..., None],
-        args: Any,
-    ) -> None:
-        outcome: Optional[Failure] = None
-        try:
-            call(*args)
-        except BaseException:
-            outcome = Failure()  # type: ignore[no-untyped-call]
-        self.reactor.callFromThread(
-            self._finish, threading.current_thread(), done, tail, outcome
-        )
-
-    def _finish(
-        self,
-        thread: threading.Thread,
-        done: defer.Deferred[None],
-        tail: defer.Deferred[None],
-        outcome: Optional[Failure],
-    ) -> None:
-        thread.join()  # it has handed its outcome over and is ending
-        if outcome is None:
-            done.callback(None)
-        else:
-            done.errback(outcome)
-        tail.callback(None)  # the next call may run
 
 
 def instance_name(peer_id: PeerId, service_type: str) -> str:
@@ -309,11 +92,16 @@ class MdnsService(Service):
         self.bucket = TokenBucket(settings.rate, settings.burst, node.clock.seconds())
         #: Ids whose records mDNS put in the book, oldest first.
         self.held: dict[PeerId, None] = {}
+        #: Records heard over the verification rate, verified when tokens
+        #: are back (at most ``max_waiting``; past it a random one goes, so
+        #: a flood of fresh names cannot keep one out for good).
+        self.waiting: dict[PeerId, PeerRecord] = {}
+        self._random = random.SystemRandom()
         #: The interfaces it runs on, once started.
         self.interfaces: list[str] = []
         self._announced: Optional[PeerRecord] = None
         self._announcing = False
-        self._loop = task.LoopingCall(self._announce)
+        self._loop = task.LoopingCall(self._tick)
         self._loop.clock = node.clock
 
     def startService(self) -> None:
@@ -358,12 +146,17 @@ class MdnsService(Service):
         if self._loop.running:
             self._loop.stop()
         self._announced = None  # started again, it announces afresh
+        self.waiting.clear()
         if not self.interfaces:
             return defer.succeed(None)
         return self.transport.stop().addErrback(self._stop_failed)
 
     def _stop_failed(self, failure: Failure) -> None:
         self._log.failure("LAN discovery did not stop cleanly", failure)
+
+    def _tick(self) -> None:
+        self._announce()
+        self._verify_waiting()
 
     # -- announcing ------------------------------------------------------------
 
@@ -403,12 +196,12 @@ class MdnsService(Service):
 
     # -- finding ---------------------------------------------------------------
 
-    def _found(self, txt: Optional[bytes], busy: int) -> None:
+    def _found(self, txt: Optional[bytes], dropped: Mapping[str, int]) -> None:
         """One TXT record heard (on the reactor): read, checked for news,
-        rate-limited, then verified and kept by the record book."""
+        then verified and kept by the record book as the rate allows."""
         counters = self.counters
-        if busy:
-            counters[MDNS_RECORDS.key_for("busy")] += busy
+        for outcome, count in dropped.items():
+            counters[MDNS_RECORDS.key_for(outcome)] += count
         if txt is None or not self.running:
             return
         try:
@@ -419,14 +212,37 @@ class MdnsService(Service):
         except mdns_txt.MalformedTxt:
             counters[MDNS_RECORDS.key_for("malformed")] += 1
             return
-        gossip = self.node.gossip
         if record.peer_id == self.node.peer_id:
             return  # our own announcement, heard back
-        if not gossip.records.is_news(record):
+        if not self.node.gossip.records.is_news(record):
             counters[MDNS_RECORDS.key_for("stale")] += 1
             return
-        if not self.bucket.take(self.node.clock.seconds()):
-            counters[MDNS_RECORDS.key_for("rate_limited")] += 1
+        self._wait(record)
+        self._verify_waiting()
+
+    def _wait(self, record: PeerRecord) -> None:
+        """Hold ``record`` for verification; at the bound a random one held
+        goes (counted ``rate_limited``): the newest would let a flood keep
+        every later record out, the oldest would let it push each one out."""
+        waiting = self.waiting
+        waiting.pop(record.peer_id, None)
+        if len(waiting) >= self.settings.max_waiting:
+            del waiting[self._random.choice(list(waiting))]
+            self.counters[MDNS_RECORDS.key_for("rate_limited")] += 1
+        waiting[record.peer_id] = record
+
+    def _verify_waiting(self) -> None:
+        """Verify records held, in random order, while the rate allows."""
+        now = self.node.clock.seconds()
+        while self.waiting and self.bucket.take(now):
+            peer_id = self._random.choice(list(self.waiting))
+            self._verify(self.waiting.pop(peer_id))
+
+    def _verify(self, record: PeerRecord) -> None:
+        counters = self.counters
+        gossip = self.node.gossip
+        if not gossip.records.is_news(record):
+            counters[MDNS_RECORDS.key_for("stale")] += 1
             return
         kept = gossip.found_record(record)
         if kept is None:

@@ -310,9 +310,11 @@ MDNS_RECORDS = Metric(
     "blueprint_mdns_records",
     "Peer records heard on the LAN (mDNS), by outcome (kept: verified and"
     " newer than any held; stale: not newer; forged: its"
-    " signature does not verify; malformed: a TXT record that is not one;"
+    " signature does not verify; malformed: a TXT record that is not one,"
+    " or a name zeroconf refuses;"
     " oversize: a TXT record over 1300 bytes, not read; rate_limited: over"
-    " the verification rate; busy: dropped unread while too many waited).",
+    " the verification rate and dropped from the records waiting for it;"
+    " busy: a name dropped unread while too many waited for a lookup).",
     (Label("outcome", MDNS_OUTCOMES),),
 )
 MDNS_EVICTED = Metric(

@@ -21,7 +21,11 @@ from twisted.python import usage
 from blueprint_net._adapters import tls
 from blueprint_net._adapters.banstore import BanDatabaseError, SqliteBanStore
 from blueprint_net._adapters.dialer import require_tls
-from blueprint_net._adapters.mdns import MdnsUnavailable, check_local, require_zeroconf
+from blueprint_net._adapters.mdns_zeroconf import (
+    MdnsUnavailable,
+    check_local,
+    require_zeroconf,
+)
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.errors import KeyFileError, PlaintextRefused
 from blueprint_net._core.gossip_mesh import check_topic

@@ -48,11 +48,15 @@ class MdnsSettings:
     #: announcements costs this many signature checks, no more.
     rate: float = 2.0
     burst: int = 16
-    #: Finds handed from zeroconf's thread and not yet taken by the
-    #: reactor: past it, new ones are dropped (counted ``busy``).
-    max_pending: int = 64
-    #: Seconds to wait for a found service's TXT record.
-    lookup_timeout: float = 3.0
+    #: Records heard over ``rate``, held to verify when it allows: past
+    #: it, a random one goes (counted ``rate_limited``).
+    max_waiting: int = 256
+    #: Names found and not yet looked up or taken by the reactor (each
+    #: once): past it, new ones are dropped (counted ``busy``).
+    max_pending: int = 16
+    #: Seconds to wait for a found service's TXT record when zeroconf's
+    #: cache does not hold it: names wait for one lookup at a time.
+    lookup_timeout: float = 1.0
 
 
 def check_interface(text: str) -> str:

@@ -16,13 +16,11 @@ from twisted.logger import formatEvent
 from zope.interface import implementer
 
 from blueprint_net import Identity, Node
-from blueprint_net._adapters.mdns import (
+from blueprint_net._adapters.mdns import MdnsService, instance_name, server_name
+from blueprint_net._adapters.mdns_zeroconf import (
     Found,
     IMdnsTransport,
-    MdnsService,
     ZeroconfTransport,
-    instance_name,
-    server_name,
 )
 from blueprint_net._core import mdns_txt
 from blueprint_net._core.identity import PeerId
@@ -64,7 +62,7 @@ class MemoryTransport:
     def hear(self, record: Any, busy: int = 0) -> None:
         assert self.found is not None
         txt = mdns_txt.pack(record) if isinstance(record, PeerRecord) else record
-        self.found(txt, busy)
+        self.found(txt, {"busy": busy} if busy else {})
 
 
 @attrs.define
@@ -169,12 +167,40 @@ def test_verification_is_rate_limited_and_stale_records_spend_nothing(
     for _ in range(5):
         r.transport.hear(first)  # stale: no signature work, no token
     r.transport.hear(second)
-    r.transport.hear(third)  # past the burst
-    assert (r.count("kept"), r.count("stale"), r.count("rate_limited")) == (2, 5, 1)
+    r.transport.hear(third)  # past the burst: it waits
+    assert (r.count("kept"), r.count("stale"), r.count("rate_limited")) == (2, 5, 0)
     assert third.peer_id not in r.node.gossip.records
+    assert list(r.service.waiting) == [third.peer_id]
+
+
+def test_a_record_over_the_rate_is_verified_later_without_being_heard_again(
+    rig: Any,
+) -> None:
+    """zeroconf reports a service again only when its TXT changes: a record
+    dropped for the rate used to be lost for good (a flood of forged ones
+    kept the bucket spent while a real node announced itself once)."""
+    r = rig(rate=1.0, burst=1)
+    forged = attrs.evolve(_record(1), addresses=("127.0.0.9:7010",))
+    honest = _record(2)
+    r.transport.hear(forged)  # spends the only token
+    r.transport.hear(honest)  # heard once, over the rate
+    assert honest.peer_id not in r.node.gossip.records
+    r.clock.advance(1.0)  # a token back: the record held is verified
+    assert honest.peer_id in r.node.gossip.records
+    assert (r.count("forged"), r.count("kept"), r.count("rate_limited")) == (1, 1, 0)
+    assert r.service.waiting == {}
+
+
+def test_records_waiting_for_the_rate_are_bounded(rig: Any) -> None:
+    r = rig(rate=1.0, burst=1, max_waiting=2)
+    records = [_record(n) for n in range(1, 6)]
+    for record in records:
+        r.transport.hear(record)
+    assert r.count("kept") == 1
+    assert len(r.service.waiting) == 2 and r.count("rate_limited") == 2
     r.clock.advance(1.0)
-    r.transport.hear(third)
-    assert r.count("kept") == 3
+    r.clock.advance(1.0)
+    assert r.count("kept") == 3 and r.service.waiting == {}
 
 
 def test_at_most_max_records_from_the_lan_the_oldest_forgotten(rig: Any) -> None:
@@ -197,8 +223,8 @@ def test_at_most_max_records_from_the_lan_the_oldest_forgotten(rig: Any) -> None
 
 def test_finds_dropped_by_the_transport_are_counted(rig: Any) -> None:
     r = rig()
-    r.service._found(None, 3)  # a lookup that timed out, after 3 drops
-    assert r.count("busy") == 3
+    r.service._found(None, {"busy": 3, "malformed": 2})  # a lookup timed out
+    assert r.count("busy") == 3 and r.count("malformed") == 2
 
 
 def test_it_announces_the_record_and_each_newer_one(rig: Any) -> None:
@@ -271,6 +297,12 @@ def test_stopped_it_stops_the_transport_and_hears_nothing(rig: Any) -> None:
 # -- the zeroconf transport's own bounds (zeroconf itself stubbed) ----------
 
 
+def _cache() -> Any:
+    from zeroconf._cache import DNSCache
+
+    return DNSCache()
+
+
 @attrs.define
 class _Info:
     text: bytes
@@ -278,34 +310,92 @@ class _Info:
 
 @attrs.define
 class _Zeroconf:
-    """Answers every lookup at once."""
+    """Answers every lookup at once, refusing what zeroconf refuses (a name
+    that is not one); its cache is zeroconf's own."""
 
+    cache: Any = attrs.Factory(_cache)
     looked_up: list[str] = attrs.Factory(list)
 
     def get_service_info(self, service_type: str, name: str, timeout: int) -> Any:
+        from zeroconf import ServiceInfo
+
+        ServiceInfo(service_type, name)  # BadTypeInNameException, as zeroconf
         self.looked_up.append(name)
         return _Info(b"txt of " + name.encode())
 
+    def announced(self, name: str, txt: bytes) -> None:
+        """The records of one announcement, in the cache."""
+        import socket
+
+        from zeroconf import const
+        from zeroconf._dns import DNSAddress, DNSService, DNSText
+
+        a, srv, t = const._TYPE_A, const._TYPE_SRV, const._TYPE_TXT
+        c = const._CLASS_IN
+        self.cache.async_add_records(
+            [
+                DNSService(name, srv, c, 120, 0, 0, 9, "h.local."),
+                DNSText(name, t, c, 120, txt),
+                DNSAddress("h.local.", a, c, 120, socket.inet_aton("127.0.0.1")),
+            ]
+        )
+
+
+_T = "_t._tcp.local."
+
+
+def _transport(**options: Any) -> tuple[ZeroconfTransport, list[Any]]:
+    pytest.importorskip("zeroconf", reason="the mdns extra is not installed")
+    transport = ZeroconfTransport(reactor, **options)
+    heard: list[tuple[Optional[bytes], dict[str, int]]] = []
+    transport._found = lambda txt, dropped: heard.append((txt, dict(dropped)))
+    return transport, heard
+
 
 @pytest_twisted.ensureDeferred
-async def test_the_transport_hands_over_at_most_max_pending_finds() -> None:
-    pytest.importorskip("zeroconf", reason="the mdns extra is not installed")
+async def test_a_name_zeroconf_refuses_is_counted_and_browsing_goes_on() -> None:
+    """One PTR naming an instance with a newline made zeroconf raise in the
+    browser's callback, which ended its thread: LAN discovery off for good."""
     from zeroconf import ServiceStateChange
 
-    transport = ZeroconfTransport(reactor, max_pending=2)
-    heard: list[tuple[Optional[bytes], int]] = []
-    transport._found = lambda txt, busy: heard.append((txt, busy))
+    transport, heard = _transport()
     zeroconf = _Zeroconf()
-    for n in range(5):  # none handed over yet: the reactor has not run
-        transport._changed(
-            zeroconf, "_t._tcp.local.", f"n{n}", ServiceStateChange.Added
-        )
-    transport._changed(zeroconf, "_t._tcp.local.", "gone", ServiceStateChange.Removed)
-    assert zeroconf.looked_up == ["n0", "n1"]
+    for state in (ServiceStateChange.Added, ServiceStateChange.Updated):
+        transport._changed(zeroconf, _T, f"<script>\n0.{_T}", state)
+    await until(lambda: heard != [])
+    assert heard == [(None, {"malformed": 2})]
+    transport._changed(zeroconf, _T, f"n0.{_T}", ServiceStateChange.Added)
+    transport._waiting.pop(f"n0.{_T}")  # as the lookup thread takes it
+    transport._look_up(zeroconf, _T, f"n0.{_T}")
     await until(lambda: len(heard) == 2)
-    assert heard == [(b"txt of n0", 3), (b"txt of n1", 0)]
-    transport._changed(zeroconf, "_t._tcp.local.", "n5", ServiceStateChange.Updated)
-    await until(lambda: len(heard) == 3)  # room again
+    assert heard[1] == (b"txt of n0." + _T.encode(), {})
+
+
+@pytest_twisted.ensureDeferred
+async def test_names_waiting_for_a_lookup_are_bounded_and_each_once() -> None:
+    """Lookups take up to lookup_timeout each, one at a time: at most
+    max_pending names wait (the rest counted busy), a name once, and a
+    service whose records came in its announcement does not wait."""
+    from zeroconf import ServiceStateChange
+
+    added = ServiceStateChange.Added
+    transport, heard = _transport(max_pending=2)
+    zeroconf = _Zeroconf()
+    for name in ("n0", "n0", "n1", "n2", "n3"):  # nothing answered these yet
+        transport._changed(zeroconf, _T, f"{name}.{_T}", added)
+    transport._changed(zeroconf, _T, f"gone.{_T}", ServiceStateChange.Removed)
+    assert list(transport._waiting) == [f"n0.{_T}", f"n1.{_T}"]
+    await until(lambda: heard != [])
+    assert heard == [(None, {"busy": 2})]
+    transport._waiting.pop(f"n0.{_T}")  # as the lookup thread takes it
+    transport._look_up(zeroconf, _T, f"n0.{_T}")
+    await until(lambda: len(heard) == 2)  # n0 handed over: room for one
+    zeroconf.announced(f"c0.{_T}", b"\x03v=1")
+    transport._changed(zeroconf, _T, f"c0.{_T}", added)
+    await until(lambda: len(heard) == 3)
+    assert heard[2] == (b"\x03v=1", {})  # from the cache, no lookup
+    assert zeroconf.looked_up == [f"n0.{_T}"]
+    assert list(transport._waiting) == [f"n1.{_T}"]
 
 
 @pytest_twisted.ensureDeferred

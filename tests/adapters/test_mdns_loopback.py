@@ -23,11 +23,8 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from blueprint_net import Identity, Node
-from blueprint_net._adapters.mdns import (
-    ZeroconfTransport,
-    instance_name,
-    server_name,
-)
+from blueprint_net._adapters.mdns import instance_name, server_name
+from blueprint_net._adapters.mdns_zeroconf import ZeroconfTransport
 from blueprint_net._core import mdns_txt
 from blueprint_net._core.records import sign_record
 from blueprint_net._ops.service import NodeService
@@ -128,6 +125,66 @@ async def test_a_forged_record_on_loopback_is_counted_and_not_dialed() -> None:
         await until(lambda: node.counters["mdns.records.forged"] >= 1, timeout=30)
         assert forger.peer_id not in node.gossip.records
         assert node.counters["discovery.dials"] == 0
+    finally:
+        await transport.stop()
+        await service.stopService()
+    await until(lambda: _threads() <= before)
+
+
+def _crafted_ptr(service_type: str, name: str) -> Any:
+    """An answer naming instance ``name`` (which zeroconf refuses to look up)."""
+    import socket
+
+    from zeroconf import const
+    from zeroconf._dns import DNSAddress, DNSPointer, DNSService, DNSText
+    from zeroconf._protocol.outgoing import DNSOutgoing
+
+    c, unique = const._CLASS_IN, const._CLASS_IN | const._CLASS_UNIQUE
+    out = DNSOutgoing(const._FLAGS_QR_RESPONSE | const._FLAGS_AA)
+    for record in (
+        DNSPointer(service_type, const._TYPE_PTR, c, 120, name),
+        DNSService(name, const._TYPE_SRV, unique, 120, 0, 0, 9, "evil.local."),
+        DNSText(name, const._TYPE_TXT, unique, 120, b"\x03v=1"),
+        DNSAddress(
+            "evil.local.", const._TYPE_A, unique, 120, socket.inet_aton("127.0.0.1")
+        ),
+    ):
+        out.add_answer_at_time(record, 0)
+    return out
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_name_zeroconf_refuses_does_not_end_discovery_on_loopback() -> None:
+    """One crafted answer (an instance name with a newline) made zeroconf
+    raise in its browser thread's callback, which ended the thread: no
+    record was heard after it.  Now it is counted, and browsing goes on."""
+    before = _threads()
+    mdns = _settings()
+    service = _service(mdns)
+    node = service.node
+    forger = Identity.generate()
+    forged = attrs.evolve(
+        sign_record(forger, 1, ["127.0.0.1:9"]), addresses=("127.0.0.1:10",)
+    )
+    transport = ZeroconfTransport(reactor)  # the attacker's zeroconf
+    try:
+        service.startService()
+        mdns_service = service.mdns
+        assert mdns_service is not None
+        await until(lambda: mdns_service._loop.running, timeout=30)
+        await transport.start(LOOPBACK, mdns.service_type, lambda *a: None)
+        bad = _crafted_ptr(mdns.service_type, f"<b>\n0.{mdns.service_type}")
+        await transport._serial(lambda: transport._zeroconf.send(bad))
+        await until(lambda: node.counters["mdns.records.malformed"] >= 1, timeout=30)
+        # Still browsing: a record announced after it is heard (and refused).
+        await transport.announce(
+            instance_name(forger.peer_id, mdns.service_type),
+            server_name(forger.peer_id),
+            mdns_txt.pack(forged),
+            ["127.0.0.1"],
+            10,
+        )
+        await until(lambda: node.counters["mdns.records.forged"] >= 1, timeout=30)
     finally:
         await transport.stop()
         await service.stopService()

@@ -8,9 +8,12 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor, task
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 
 from blueprint_net._adapters.node import Node
@@ -100,3 +103,89 @@ def test_the_container_asks_the_configured_address() -> None:
     assert check is not None
     assert json.loads(check.group(1)) == ["blueprint-net", "healthcheck"]
     assert f"ENV {VARIABLE}=http://127.0.0.1:7080" in dockerfile
+
+
+# -- servers that are not a healthy blueprint-net node ----------------------
+
+_OK = b"ok: listening on 127.0.0.1:7010; 0 peers\n"
+_HEALTHY = b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(_OK), _OK)
+
+
+class _Canned(Protocol):
+    """Answers any request with ``answer`` and closes; with ``pace``, one
+    byte every ``pace`` seconds (a slow or hostile server)."""
+
+    def __init__(self, answer: bytes, pace: float | None) -> None:
+        self.answer, self.pace = answer, pace
+        self.loop: task.LoopingCall | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.loop is not None or self.transport is None:
+            return
+        if self.pace is None:
+            self.transport.write(self.answer)
+            self.transport.loseConnection()
+            return
+        self.loop = task.LoopingCall(self._trickle)
+        self.loop.start(self.pace)
+
+    def _trickle(self) -> None:
+        assert self.transport is not None and self.loop is not None
+        if not self.answer:
+            self.loop.stop()
+            self.transport.loseConnection()
+            return
+        self.transport.write(self.answer[:1])
+        self.answer = self.answer[1:]
+
+    def connectionLost(self, reason: object = None) -> None:
+        if self.loop is not None and self.loop.running:
+            self.loop.stop()
+
+
+async def _against(answer: bytes, *argv: str, pace: float | None = None) -> Any:
+    factory = Factory()
+    factory.protocol = lambda: _Canned(answer, pace)
+    port: Any = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[arg-type]
+    url = f"http://127.0.0.1:{port.getHost().port}"
+    try:
+        return url, *(await _healthcheck("--url", url, *argv))
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_timeout_bounds_the_whole_command_not_each_read() -> None:
+    """A server trickling a healthy answer, a byte every 50 ms (5 s in all),
+    is not waited on past ``--timeout`` 0.5: each read came within it."""
+    url, out, err, code = await _against(_HEALTHY, "--timeout", "0.5", pace=0.05)
+    assert (code, out) == (UNREACHABLE, ""), err
+    assert err == (
+        f"blueprint-net healthcheck: {url}: no answer within 0.5 s (--timeout)\n"
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_server_closing_inside_the_headers_is_not_healthy() -> None:
+    url, out, err, code = await _against(b"HTTP/1.0 200 OK\r\nContent-Type: te")
+    assert (code, out) == (UNREACHABLE, ""), out
+    assert err == (
+        f"blueprint-net healthcheck: {url}: the connection closed before a"
+        " whole answer\n"
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wrong_path_is_not_a_status_endpoint_not_an_unhealthy_node() -> None:
+    answer = b"HTTP/1.0 404 Not Found\r\nContent-Length: 10\r\n\r\nNot Found\n"
+    url, out, err, code = await _against(answer)
+    assert (code, out) == (UNREACHABLE, ""), out
+    assert err == (
+        f"blueprint-net healthcheck: {url}: not a blueprint-net status endpoint"
+        " (HTTP 404)\n"
+    )
+    # A 200 whose body is not the node's either.
+    url, out, err, code = await _against(
+        b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    )
+    assert code == UNREACHABLE and "not a blueprint-net status endpoint" in err

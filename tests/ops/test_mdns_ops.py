@@ -15,7 +15,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from blueprint_net import Identity, Node
-from blueprint_net._adapters.mdns import INSTALL_HINT
+from blueprint_net._adapters.mdns_zeroconf import INSTALL_HINT
 from blueprint_net._ops import config
 from blueprint_net._ops.keyfiles import load_identity
 from blueprint_net._ops.service import NodeService

@@ -33,9 +33,10 @@ from blueprint_net._ops.cli.common import (
     topic,
     utf8,
 )
+from blueprint_net._ops.cli.health import healthcheck
 from blueprint_net._ops.cli.keys import keygen, show_id
 from blueprint_net._ops.cli.remote import ping, request
-from blueprint_net._ops.cli.show import healthcheck, peers, status
+from blueprint_net._ops.cli.show import peers, status
 from blueprint_net._ops.cli.topics import publish, subscribe
 from blueprint_net._ops.permit_file import PERMITS_FILE
 from blueprint_net._ops.tap import version_line

@@ -13,7 +13,6 @@ import urllib.request
 from typing import Any
 
 from blueprint_net._ops.cli.common import (
-    FAILED,
     OK,
     UNREACHABLE,
     CommandFailed,
@@ -93,29 +92,3 @@ def peers(args: argparse.Namespace) -> int:
     lines = [f"{p['peer_id']}  {p['address']:<22} {p['direction']}" for p in data]
     emit(args, data, "\n".join(lines) or "(no verified peers)")
     return OK
-
-
-def healthcheck(args: argparse.Namespace) -> int:
-    """A container's or a monitor's probe of ``/healthz``: one line, exit 0
-    while the node listens, 1 when it answers that it does not, 3 when
-    nothing answers (the address comes from ``--url`` or the environment,
-    so a node whose ``--status`` moved is not reported dead)."""
-    try:
-        with urllib.request.urlopen(
-            args.url.rstrip("/") + "/healthz", timeout=args.timeout
-        ) as page:
-            text = _line(page.read(4096))
-    except urllib.error.HTTPError as error:  # 503: up, but not listening
-        raise CommandFailed(
-            FAILED, f"{args.url}: unhealthy ({error.code}): {_line(error.read(4096))}"
-        ) from None
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        raise CommandFailed(
-            UNREACHABLE, f"{args.url}: {getattr(error, 'reason', error)}"
-        ) from None
-    emit(args, {"url": args.url, "healthy": True, "status": text}, text)
-    return OK
-
-
-def _line(body: bytes) -> str:
-    return " ".join(body.decode("utf-8", "replace").split())
