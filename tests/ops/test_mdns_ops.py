@@ -114,6 +114,10 @@ def test_mdns_with_no_local_address_to_run_on_is_one_line(tmp_path: Path) -> Non
 
 
 @pytest_twisted.ensureDeferred
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
 async def test_a_twistd_node_with_mdns_is_found_on_loopback(tmp_path: Path) -> None:
     """The default interface of a node on loopback is loopback: twistd
     announces there, the test's node finds it, verifies, dials."""
@@ -144,7 +148,9 @@ async def test_a_twistd_node_with_mdns_is_found_on_loopback(tmp_path: Path) -> N
         mdns=MdnsSettings(interfaces=("127.0.0.1",)),
     )
     try:
-        await until(key.exists, timeout=20)
+        # The log line comes once the key is written whole (a key read as
+        # soon as its file exists may be half-written).
+        await until(lambda: "LAN discovery (mDNS) on" in _text(log), timeout=30)
         server_id = load_identity(key).peer_id
         service.startService()
         # No bootstrap, no --peer on either side: only mDNS can have told
