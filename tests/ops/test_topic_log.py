@@ -1,0 +1,222 @@
+"""The bounds of ``--topic-log`` and of the gossip commands' input, against
+what one verified peer (or a careless operator) can do: a line never grows
+past base64, a rate bounds the file, a file that cannot be written costs a
+counter and one line a minute, and bad options are one line at start-up.
+
+Waits poll for a behaviour (a status page, a log line); none asserts a
+duration.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
+from zope.interface import provider
+
+from blueprint_net._adapters.gossip import GossipMessage
+from blueprint_net._core.identity import Identity
+from blueprint_net._ops.cli import main
+from blueprint_net._ops.cli.common import FAILED
+from blueprint_net._ops.tap import Options
+from blueprint_net._ops.topic_log import TopicLog, json_line
+from tests.ops.test_operations import TwistdNode, _cli, _keygen, _status, _until
+
+pytestmark = [pytest.mark.usefixtures("clean_reactor"), pytest.mark.timeout(120)]
+
+
+def _message(data: bytes, origin: int = 0) -> GossipMessage:
+    peer = Identity(bytes([origin]) * 32).peer_id
+    return GossipMessage(peer, "news", data, 7, b"\x01" * 32)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x01" * 65536,  # each a \u0001 escape: 6 bytes for 1
+        "é".encode() * 32768,  # \u00e9: 6 bytes for 2
+        b'"' * 65536,  # \": 2 bytes for 1
+        b"\x1b[31m red" * 4096,  # a terminal escape, shown as text before
+    ],
+)
+def test_a_line_is_never_much_longer_than_base64(data: bytes) -> None:
+    line = json_line(_message(data))
+    assert len(line) <= len(base64.b64encode(data)) + 300
+    shown = json.loads(line)
+    if "data" in shown:
+        assert shown["data"] == data.decode()
+    else:
+        assert base64.b64decode(shown["data_base64"]) == data
+
+
+def test_text_stays_text() -> None:
+    for text in ("hello world", "two\nlines\tand a tab", "naïve café ✓"):
+        assert json.loads(json_line(_message(text.encode())))["data"] == text
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __enter__(self) -> list[dict[str, Any]]:
+        @provider(ILogObserver)
+        def observer(event: dict[str, Any]) -> None:
+            self.events.append(event)
+
+        self.observer = observer
+        globalLogPublisher.addObserver(observer)
+        return self.events
+
+    def __exit__(self, *exc: Any) -> None:
+        globalLogPublisher.removeObserver(self.observer)
+
+
+def test_the_rate_bounds_the_file_per_origin_and_in_all(tmp_path: Path) -> None:
+    path, now, counters = tmp_path / "t.jsonl", [1000.0], Counter[str]()
+    log = TopicLog(str(path), rate=40_000, counters=counters, clock=lambda: now[0])
+    data = b"x" * 1000
+    with _Events() as events:
+        for _ in range(100):  # one origin: its quarter, 10 kB/s, 1 s of burst
+            log.deliver(_message(data, origin=1))
+        one = len(path.read_text().splitlines())
+        assert 5 <= one <= 15
+        for origin in range(2, 40):  # many origins: the total, 40 kB/s
+            for _ in range(100):
+                log.deliver(_message(data, origin=origin))
+    written = len(path.read_text().splitlines())
+    assert one < written <= 60
+    assert counters["topic_log.dropped.rate"] == 3900 - written
+    warned = [e for e in events if e.get("reason") == "rate"]
+    assert len(warned) == 1 and warned[0]["log_level"] is LogLevel.warn
+    now[0] += 61  # the budget refills; the next drop is said again
+    log.deliver(_message(data, origin=1))
+    assert len(path.read_text().splitlines()) == written + 1
+    log.close()
+
+
+def test_a_full_disk_is_counted_and_said_once_a_minute() -> None:
+    counters, now = Counter[str](), [0.0]
+    log = TopicLog("/dev/full", counters=counters, clock=lambda: now[0])
+    with _Events() as events:
+        for _ in range(5):
+            log.deliver(_message(b"lost"))
+        now[0] += 61
+        log.deliver(_message(b"lost"))
+    log.close()
+    assert counters["topic_log.dropped.error"] == 6
+    said = [e for e in events if e.get("reason") == "error"]
+    assert [e["count"] for e in said] == [1, 5]
+    assert all(e["log_level"] is LogLevel.error for e in said)
+    assert not [e for e in events if e.get("log_failure") is not None]
+
+
+def test_a_fifo_without_a_reader_is_refused_not_waited_for(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError) as refused:
+        TopicLog(str(fifo))
+    assert refused.value.strerror == "a FIFO without a reader"
+
+
+def test_topic_options_are_refused_in_one_line() -> None:
+    many = [arg for n in range(257) for arg in ("--topic", f"t{n}")]
+    Options().parseOptions(many[:-2])  # 256 topics: a node may join them
+    for argv, why in [
+        (many, "--topic given 257 topics; a node joins at most 256"),
+        (["--topic-log", "t.jsonl"], "--topic-log is for --topic, and none"),
+        (["--topic", "t", "--topic-log-rate", "0"], "--topic-log-rate must be at"),
+    ]:
+        with pytest.raises(SystemExit) as refused:
+            Options().parseOptions(argv)
+        assert str(refused.value).startswith(f"blueprint: {why}"), refused.value
+
+
+class _Endless(io.RawIOBase):
+    """Standard input that never ends (``/dev/zero``): reading it all fails."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        buffer[:] = bytes(len(buffer))
+        return len(buffer)
+
+    def readall(self) -> bytes:
+        raise AssertionError("read all of an endless standard input")
+
+
+def test_publish_reads_standard_input_up_to_the_cap(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin = io.TextIOWrapper(io.BufferedReader(_Endless()))
+    monkeypatch.setattr("sys.stdin", stdin)
+    with pytest.raises(SystemExit) as done:
+        main(["publish", "p2ptls:127.0.0.1:9", "news", "-"])
+    _, err = capsys.readouterr()
+    assert done.value.code == FAILED, err
+    assert err.strip() == (
+        "blueprint-net publish: standard input: more than 65536 bytes,"
+        " the size cap for 'news'"
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_bounds_its_topic_log_and_survives_a_full_disk(
+    tmp_path: Path,
+) -> None:
+    """Two real nodes: one at 1 byte a second (the first line spends it for
+    minutes), one writing to /dev/full; each publication is counted, each
+    says so once, and neither logs a traceback."""
+    limited = TwistdNode(tmp_path / "a", await _keygen(tmp_path / "a"))
+    full = TwistdNode(tmp_path / "b", await _keygen(tmp_path / "b"))
+    topic_log = tmp_path / "a.jsonl"
+    limited.start(
+        extra=[
+            *("--topic", "news", "--topic-log", str(topic_log)),
+            *("--topic-log-rate", "1"),
+        ]
+    )
+    full.start(extra=["--topic", "news", "--topic-log", "/dev/full"])
+    try:
+        for node, reason in ((limited, "rate"), (full, "error")):
+            for n in range(3):
+                at = f"p2ptls:127.0.0.1:{node.port}"
+
+                async def up(at: str = at, n: int = n) -> bool:
+                    code, _, _ = await _cli(
+                        "publish", at, "news", f"m{n}", cwd=tmp_path
+                    )
+                    return code == 0
+
+                await _until(up, f"a publication to the {reason} node")
+            key = f"topic_log.dropped.{reason}"
+
+            async def counted(node: TwistdNode = node, key: str = key) -> bool:
+                dropped = (await _status(node)).get("counters", {}).get(key)
+                return dropped == (2 if node is limited else 3)
+
+            await _until(counted, f"the {reason} node counts what it dropped")
+        lines = topic_log.read_text().splitlines()
+        assert [json.loads(line)["data"] for line in lines] == ["m0"]
+        limited.process.send_signal(signal.SIGHUP)
+
+        async def reopened() -> bool:
+            return f"reopening --topic-log {topic_log}" in limited.log.read_text()
+
+        await _until(reopened, "the SIGHUP line names the topic log")
+        for node, said in ((limited, "over --topic-log-rate"), (full, "cannot")):
+            text = node.log.read_text()
+            assert text.count(said) == 1 and "Traceback" not in text, text
+    finally:
+        for node in (limited, full):
+            if node.process is not None and node.process.poll() is None:
+                node.terminate()
