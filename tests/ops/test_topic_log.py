@@ -201,7 +201,7 @@ async def test_a_node_bounds_its_topic_log_and_survives_a_full_disk(
             key = f"topic_log.dropped.{reason}"
 
             async def counted(node: TwistdNode = node, key: str = key) -> bool:
-                dropped = (await _status(node)).get("counters", {}).get(key)
+                dropped: int = (await _status(node)).get("counters", {}).get(key, 0)
                 return dropped == (2 if node is limited else 3)
 
             await _until(counted, f"the {reason} node counts what it dropped")
