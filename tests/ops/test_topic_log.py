@@ -28,7 +28,7 @@ from blueprint_net._core.identity import Identity
 from blueprint_net._ops.cli import main
 from blueprint_net._ops.cli.common import FAILED
 from blueprint_net._ops.tap import Options
-from blueprint_net._ops.topic_log import TopicLog, json_line
+from blueprint_net._ops.topic_log import TopicLog
 from tests.ops.test_operations import TwistdNode, _cli, _keygen, _status, _until
 
 pytestmark = [pytest.mark.usefixtures("clean_reactor"), pytest.mark.timeout(120)]
@@ -37,6 +37,16 @@ pytestmark = [pytest.mark.usefixtures("clean_reactor"), pytest.mark.timeout(120)
 def _message(data: bytes, origin: int = 0) -> GossipMessage:
     peer = Identity(bytes([origin]) * 32).peer_id
     return GossipMessage(peer, "news", data, 7, b"\x01" * 32)
+
+
+def _line(directory: Path, data: bytes) -> bytes:
+    """What ``--topic-log`` writes for ``data``."""
+    path = directory / "one.jsonl"
+    path.unlink(missing_ok=True)
+    log = TopicLog(str(path))
+    log.deliver(_message(data))
+    log.close()
+    return path.read_bytes()
 
 
 @pytest.mark.parametrize(
@@ -48,8 +58,8 @@ def _message(data: bytes, origin: int = 0) -> GossipMessage:
         b"\x1b[31m red" * 4096,  # a terminal escape, shown as text before
     ],
 )
-def test_a_line_is_never_much_longer_than_base64(data: bytes) -> None:
-    line = json_line(_message(data))
+def test_a_line_is_never_much_longer_than_base64(data: bytes, tmp_path: Path) -> None:
+    line = _line(tmp_path, data)
     assert len(line) <= len(base64.b64encode(data)) + 300
     shown = json.loads(line)
     if "data" in shown:
@@ -58,9 +68,9 @@ def test_a_line_is_never_much_longer_than_base64(data: bytes) -> None:
         assert base64.b64decode(shown["data_base64"]) == data
 
 
-def test_text_stays_text() -> None:
+def test_text_stays_text(tmp_path: Path) -> None:
     for text in ("hello world", "two\nlines\tand a tab", "naïve café ✓"):
-        assert json.loads(json_line(_message(text.encode())))["data"] == text
+        assert json.loads(_line(tmp_path, text.encode()))["data"] == text
 
 
 class _Events:
@@ -169,54 +179,69 @@ def test_publish_reads_standard_input_up_to_the_cap(
     )
 
 
+async def _publish(node: TwistdNode, count: int, directory: Path) -> None:
+    """``count`` publications into ``node``, each a new origin (retried
+    until the node listens)."""
+    at = f"p2ptls:127.0.0.1:{node.port}"
+    for n in range(count):
+
+        async def published(n: int = n) -> bool:
+            code, _, _ = await _cli("publish", at, "news", f"m{n}", cwd=directory)
+            return code == 0
+
+        await _until(published, f"publication {n}")
+
+
+async def _dropped(node: TwistdNode, key: str, count: int) -> None:
+    async def counted() -> bool:
+        dropped: int = (await _status(node)).get("counters", {}).get(key, 0)
+        return dropped == count
+
+    await _until(counted, f"{count} counted in {key}")
+
+
 @pytest_twisted.ensureDeferred
-async def test_a_node_bounds_its_topic_log_and_survives_a_full_disk(
-    tmp_path: Path,
-) -> None:
-    """Two real nodes: one at 1 byte a second (the first line spends it for
-    minutes), one writing to /dev/full; each publication is counted, each
-    says so once, and neither logs a traceback."""
-    limited = TwistdNode(tmp_path / "a", await _keygen(tmp_path / "a"))
-    full = TwistdNode(tmp_path / "b", await _keygen(tmp_path / "b"))
+async def test_a_node_bounds_its_topic_log_by_rate(tmp_path: Path) -> None:
+    """A real node at 1 byte a second: the first line spends it for
+    minutes, so the next two are counted, not written, and said once; the
+    SIGHUP line names the topic log."""
+    node = TwistdNode(tmp_path / "a", await _keygen(tmp_path / "a"))
     topic_log = tmp_path / "a.jsonl"
-    limited.start(
+    node.start(
         extra=[
             *("--topic", "news", "--topic-log", str(topic_log)),
             *("--topic-log-rate", "1"),
         ]
     )
-    full.start(extra=["--topic", "news", "--topic-log", "/dev/full"])
     try:
-        for node, reason in ((limited, "rate"), (full, "error")):
-            for n in range(3):
-                at = f"p2ptls:127.0.0.1:{node.port}"
-
-                async def up(at: str = at, n: int = n) -> bool:
-                    code, _, _ = await _cli(
-                        "publish", at, "news", f"m{n}", cwd=tmp_path
-                    )
-                    return code == 0
-
-                await _until(up, f"a publication to the {reason} node")
-            key = f"topic_log.dropped.{reason}"
-
-            async def counted(node: TwistdNode = node, key: str = key) -> bool:
-                dropped: int = (await _status(node)).get("counters", {}).get(key, 0)
-                return dropped == (2 if node is limited else 3)
-
-            await _until(counted, f"the {reason} node counts what it dropped")
+        await _publish(node, 3, tmp_path)
+        await _dropped(node, "topic_log.dropped.rate", 2)
         lines = topic_log.read_text().splitlines()
         assert [json.loads(line)["data"] for line in lines] == ["m0"]
-        limited.process.send_signal(signal.SIGHUP)
+        node.process.send_signal(signal.SIGHUP)
 
         async def reopened() -> bool:
-            return f"reopening --topic-log {topic_log}" in limited.log.read_text()
+            return f"reopening --topic-log {topic_log}" in node.log.read_text()
 
         await _until(reopened, "the SIGHUP line names the topic log")
-        for node, said in ((limited, "over --topic-log-rate"), (full, "cannot")):
-            text = node.log.read_text()
-            assert text.count(said) == 1 and "Traceback" not in text, text
+        text = node.log.read_text()
+        assert text.count("over --topic-log-rate") == 1 and "Traceback" not in text
     finally:
-        for node in (limited, full):
-            if node.process is not None and node.process.poll() is None:
-                node.terminate()
+        if node.process is not None and node.process.poll() is None:
+            node.terminate()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_survives_a_topic_log_it_cannot_write(tmp_path: Path) -> None:
+    """A real node writing to /dev/full: each message is counted, one error
+    line says so, and no traceback (there was one per message)."""
+    node = TwistdNode(tmp_path / "b", await _keygen(tmp_path / "b"))
+    node.start(extra=["--topic", "news", "--topic-log", "/dev/full"])
+    try:
+        await _publish(node, 3, tmp_path)
+        await _dropped(node, "topic_log.dropped.error", 3)
+        text = node.log.read_text()
+        assert text.count("cannot write") == 1 and "Traceback" not in text, text
+    finally:
+        if node.process is not None and node.process.poll() is None:
+            node.terminate()
