@@ -10,10 +10,10 @@ duration.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import signal
+import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,18 @@ from zope.interface import provider
 
 from blueprint_net._adapters.gossip import GossipMessage
 from blueprint_net._core.identity import Identity
-from blueprint_net._ops.cli import main
 from blueprint_net._ops.cli.common import FAILED
 from blueprint_net._ops.tap import Options
 from blueprint_net._ops.topic_log import TopicLog
-from tests.ops.test_operations import TwistdNode, _cli, _keygen, _status, _until
+from tests.helpers import tree_env
+from tests.ops.test_operations import (
+    CLI,
+    TwistdNode,
+    _cli,
+    _keygen,
+    _status,
+    _until,
+)
 
 pytestmark = [pytest.mark.usefixtures("clean_reactor"), pytest.mark.timeout(120)]
 
@@ -150,29 +157,29 @@ def test_topic_options_are_refused_in_one_line() -> None:
         assert str(refused.value).startswith(f"blueprint: {why}"), refused.value
 
 
-class _Endless(io.RawIOBase):
-    """Standard input that never ends (``/dev/zero``): reading it all fails."""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        buffer[:] = bytes(len(buffer))
-        return len(buffer)
-
-    def readall(self) -> bytes:
-        raise AssertionError("read all of an endless standard input")
-
-
-def test_publish_reads_standard_input_up_to_the_cap(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    stdin = io.TextIOWrapper(io.BufferedReader(_Endless()))
-    monkeypatch.setattr("sys.stdin", stdin)
-    with pytest.raises(SystemExit) as done:
-        main(["publish", "p2ptls:127.0.0.1:9", "news", "-"])
-    _, err = capsys.readouterr()
-    assert done.value.code == FAILED, err
+def test_publish_reads_standard_input_up_to_the_cap() -> None:
+    """A standard input that does not end (here: a pipe kept open, past the
+    cap) is refused at cap + 1 bytes; all of it was read first (``/dev/zero``:
+    a MemoryError)."""
+    process = subprocess.Popen(
+        [CLI, "publish", "p2ptls:127.0.0.1:9", "news", "-"],
+        env=tree_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdin is not None and process.stderr is not None
+        process.stdin.write(bytes(65537))
+        process.stdin.flush()
+        assert process.wait(timeout=60) == FAILED  # stdin still open
+        err = process.stderr.read().decode()
+    finally:
+        process.kill()
+        process.wait()
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
     assert err.strip() == (
         "blueprint-net publish: standard input: more than 65536 bytes,"
         " the size cap for 'news'"
