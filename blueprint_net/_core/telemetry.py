@@ -94,6 +94,8 @@ MEMORY_BUFFERS = ("inbound", "response", "send", "stream", "unclaimed")
 STREAM_RESET_CODES = ("RESTARTED", "CANCELLED", "STREAM_LIMIT", "UNCLAIMED")
 #: Why a stream nobody opened was reset (``_adapters/streams.py``).
 UNCLAIMED_REASONS = ("streams", "bytes", "memory", "timeout")
+#: Why a delivered message was not written to ``--topic-log``.
+TOPIC_LOG_DROP_REASONS = ("rate", "error")
 
 
 @attrs.frozen
@@ -351,6 +353,14 @@ STREAM_PEERS_FORGOTTEN = Metric(
     "Idle peers whose stream numbers were dropped to keep the table bounded"
     " (they see this node's streams restart).",
 )
+TOPIC_LOG_DROPPED = Metric(
+    "topic_log.dropped",
+    "blueprint_topic_log_dropped",
+    "Messages delivered to a --topic but not written to --topic-log, by"
+    " reason (rate: over --topic-log-rate, the total or the origin's share;"
+    " error: the file could not be written).",
+    (Label("reason", TOPIC_LOG_DROP_REASONS),),
+)
 
 #: Every counter of ``node.counters``, in the order ``/metrics`` shows them.
 NODE = Index(
@@ -382,6 +392,7 @@ NODE = Index(
         STREAM_VIOLATIONS,
         STREAM_UNCLAIMED_RESETS,
         STREAM_PEERS_FORGOTTEN,
+        TOPIC_LOG_DROPPED,
     ]
 )
 

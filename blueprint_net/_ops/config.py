@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 import attrs
 
 from blueprint_net._core.errors import ConfigurationError
+from blueprint_net._ops.topic_log import DEFAULT_RATE as TOPIC_LOG_RATE
 from blueprint_net._policy.discovery import DEFAULTS as DISCOVERY
 from blueprint_net._policy.limits import ConnectionLimits
 from blueprint_net._policy.scores import PolicySettings
@@ -316,6 +317,14 @@ SETTINGS = [
         flag=True,
     ),
     Setting(
+        "topic-log-rate",
+        count,
+        TOPIC_LOG_RATE,
+        "Bytes a second --topic-log writes at most (a quarter for one origin);"
+        " the rest is counted, not written.",
+        ("topic_log", "rate"),
+    ),
+    Setting(
         "max-automatic-bans",
         count,
         10_000,
@@ -426,10 +435,18 @@ def coercer(name: str) -> Callable[[str], Any]:
 
 def split(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Settings by where they go: ``settings``, ``limits``, ``policy``,
-    ``registry``, ``discovery``, ``mdns``."""
+    ``registry``, ``discovery``, ``mdns``, ``topic_log``."""
     parts: dict[str, dict[str, Any]] = {
         where: {}
-        for where in ("settings", "limits", "policy", "registry", "discovery", "mdns")
+        for where in (
+            "settings",
+            "limits",
+            "policy",
+            "registry",
+            "discovery",
+            "mdns",
+            "topic_log",
+        )
     }
     for setting in SETTINGS:
         where, attribute = setting.target

@@ -258,7 +258,12 @@ class NodeService(MultiService):
     def reload(self) -> defer.Deferred[int]:
         """Re-read the allow-list files and the ban database, and reopen the
         topic log, now (SIGHUP)."""
-        self._log.info("SIGHUP: reloading the allow-list and the ban database")
+        self._log.info(
+            "SIGHUP: reloading the allow-list and the ban database{topic_log}",
+            topic_log=f", reopening --topic-log {self.topic_log.path}"
+            if self.topic_log is not None and self.topic_log.path is not None
+            else "",
+        )
         if self.permits is not None:
             self.permits.reload()
         if self.topic_log is not None:

@@ -29,6 +29,7 @@ from blueprint_net._adapters.mdns_zeroconf import (
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.errors import KeyFileError, PlaintextRefused
 from blueprint_net._core.gossip_mesh import check_topic
+from blueprint_net._core.gossip_settings import DEFAULTS as GOSSIP_DEFAULTS
 from blueprint_net._core.identity import PeerId
 from blueprint_net._core.records import check_addresses
 from blueprint_net._ops import config, loglevel
@@ -84,8 +85,8 @@ class Options(usage.Options):
             None,
             None,
             "Append each message delivered to a --topic to this file, one JSON"
-            " line each (re-opened on SIGHUP) [default: a log event, its data"
-            " cut short].",
+            " line each, at most --topic-log-rate (re-opened on SIGHUP)"
+            " [default: a log event, its data cut short].",
         ],
         [
             "log-level",
@@ -225,8 +226,7 @@ class Options(usage.Options):
             check_addresses(self["advertise"])
         except ValueError as error:
             raise usage.UsageError(f"--advertise {error}") from None
-        for topic in self["topic"]:
-            _check_topic(topic)
+        _check_topics(self["topic"], self["topic-log"])
         for name in ("allow-peer", "permit-peer"):
             self[name] = [_peer_id(f"--{name}", text) for text in self[name]]
         for text in self["allow-network"]:
@@ -286,14 +286,24 @@ def _peer_id(option: str, text: str) -> PeerId:
         raise usage.UsageError(f"{option} {error}") from None
 
 
-def _check_topic(topic: str) -> None:
-    problem = config.not_utf8(topic)
-    if problem is not None:
-        raise usage.UsageError(f"--topic {problem}")
-    try:
-        check_topic(topic)
-    except ValueError as error:
-        raise usage.UsageError(f"--topic {error}") from None
+def _check_topics(topics: list[str], topic_log: Optional[str]) -> None:
+    """Each topic a name; no more of them than a node may join (a peer
+    takes at most that many of one node's); a topic log only for topics."""
+    for topic in topics:
+        problem = config.not_utf8(topic)
+        if problem is not None:
+            raise usage.UsageError(f"--topic {problem}")
+        try:
+            check_topic(topic)
+        except ValueError as error:
+            raise usage.UsageError(f"--topic {error}") from None
+    limit = GOSSIP_DEFAULTS.max_topics_per_peer
+    if len(set(topics)) > limit:
+        raise usage.UsageError(
+            f"--topic given {len(set(topics))} topics; a node joins at most {limit}"
+        )
+    if topic_log is not None and not topics:
+        raise usage.UsageError("--topic-log is for --topic, and none is given")
 
 
 def _peer(spec: str) -> tuple[PeerId, str]:
@@ -369,7 +379,7 @@ def makeService(options: dict[str, Any]) -> IService:
         limits=ConnectionLimits(**parts["limits"]),
         settings=Settings(**parts["settings"]),
     )
-    topic_log = _topic_log(options["topic-log"])
+    topic_log = _topic_log(options["topic-log"], node, **parts["topic_log"])
     for topic in dict.fromkeys(options["topic"]):  # each once, in order
         node.subscribe(topic, topic_log.deliver)
     try:
@@ -415,9 +425,11 @@ def makeService(options: dict[str, Any]) -> IService:
     return service
 
 
-def _topic_log(path: Optional[str]) -> TopicLog:
+def _topic_log(path: Optional[str], node: Node, rate: int) -> TopicLog:
     try:
-        return TopicLog(path)
+        return TopicLog(
+            path, rate=rate, counters=node.counters, clock=node.reactor.seconds
+        )
     except OSError as error:
         raise SystemExit(f"blueprint: --topic-log {path}: {error.strerror}") from None
 

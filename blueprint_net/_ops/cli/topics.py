@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shlex
 import sys
@@ -29,6 +28,7 @@ from twisted.internet import defer
 from blueprint_net._adapters.gossip import GossipMessage
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.errors import PublishFailed, RemoteError, RequestFailed
+from blueprint_net._core.gossip_settings import DEFAULTS as GOSSIP_DEFAULTS
 from blueprint_net._core.identity import PeerId
 from blueprint_net._ops.cli.common import (
     FAILED,
@@ -39,7 +39,7 @@ from blueprint_net._ops.cli.common import (
     emit,
 )
 from blueprint_net._ops.cli.remote import _connected, _run, _settings
-from blueprint_net._ops.topic_log import message_json
+from blueprint_net._ops.topic_log import json_line
 
 
 async def _check_joined(node: Node, peer_id: PeerId, topic: str) -> None:
@@ -63,9 +63,22 @@ async def _check_joined(node: Node, peer_id: PeerId, topic: str) -> None:
         )
 
 
+def _stdin(topic: str) -> bytes:
+    """Standard input, refused unread past the topic's size cap (reading
+    all of ``/dev/zero`` first was a MemoryError)."""
+    cap = GOSSIP_DEFAULTS.max_size(topic)
+    data = sys.stdin.buffer.read(cap + 1)
+    if len(data) > cap:
+        raise CommandFailed(
+            FAILED,
+            f"standard input: more than {cap} bytes, the size cap for {topic!r}",
+        )
+    return data
+
+
 def publish(args: argparse.Namespace) -> int:
     args.settings = _settings(args)
-    data: bytes = sys.stdin.buffer.read() if args.data == b"-" else args.data
+    data: bytes = _stdin(args.topic) if args.data == b"-" else args.data
 
     async def work(reactor: Any) -> tuple[str, bytes]:
         node, peer_id = await _connected(reactor, args)
@@ -111,10 +124,8 @@ class _Printer:
     def __call__(self, message: GossipMessage) -> None:
         if self.done.called:
             return
-        if self.json_lines:
-            line = json.dumps(message_json(message)).encode() + b"\n"
-        else:  # the data as published, then a newline (as ``request`` prints)
-            line = message.data + b"\n"
+        # Else the data as published, then a newline (as ``request`` prints).
+        line = json_line(message) if self.json_lines else message.data + b"\n"
         try:
             sys.stdout.buffer.write(line)
             sys.stdout.buffer.flush()
