@@ -398,16 +398,24 @@ class Zeroconf:
         self.closed += 1
 
 
+@attrs.define
+class Browser:
+    cancelled: int = 0
+
+    def cancel(self) -> None:
+        self.cancelled += 1
+
+
 def _added() -> Any:
     return pytest.importorskip("zeroconf").ServiceStateChange.Added
 
 
 def test_the_lookup_asks_for_the_service_with_the_timeout_in_ms() -> None:
     added = _added()
-    transport = ZeroconfTransport(StepReactor(), lookup_timeout=0.25)
+    transport = ZeroconfTransport(StepReactor(), lookup_timeout=2.5)
     zeroconf = Zeroconf()
     transport._changed(zeroconf, "_t._tcp.local.", "n0._t._tcp.local.", added)
-    assert zeroconf.lookups == [("_t._tcp.local.", "n0._t._tcp.local.", 250)]
+    assert zeroconf.lookups == [("_t._tcp.local.", "n0._t._tcp.local.", 2500)]
 
 
 def test_a_lookup_with_no_answer_or_an_error_hands_over_none() -> None:
@@ -500,7 +508,7 @@ def test_start_checks_each_interface_then_browses_on_them_alone(
 
     def fake_browser(zc: Any, service_type: str, handlers: Any) -> Any:
         made.append(("browser", zc, service_type, handlers))
-        return "browser"
+        return Browser()
 
     monkeypatch.setattr(zeroconf_module, "Zeroconf", fake_zeroconf)
     monkeypatch.setattr(zeroconf_module, "ServiceBrowser", fake_browser)
@@ -514,18 +522,13 @@ def test_start_checks_each_interface_then_browses_on_them_alone(
     _, zc, service_type, handlers = made[1]
     assert isinstance(zc, Zeroconf) and service_type == "_t._tcp.local."
     assert handlers == [transport._changed]
+    browser = transport._browser
+    transport._stop()  # what it started, it stops
+    assert (browser.cancelled, zc.closed) == (1, 1)
 
 
 def test_the_first_announcement_registers_later_ones_update() -> None:
     pytest.importorskip("zeroconf")
-
-    @attrs.define
-    class Browser:
-        cancelled: int = 0
-
-        def cancel(self) -> None:
-            self.cancelled += 1
-
     transport = ZeroconfTransport(StepReactor())
     transport._service_type = "_t._tcp.local."
     for _ in range(2):  # started, announced twice, stopped; then again
@@ -536,6 +539,7 @@ def test_the_first_announcement_registers_later_ones_update() -> None:
                 "n._t._tcp.local.", "s.local.", b"\x03v=1", ["127.0.0.1"], port
             )
         assert [kind for kind, _ in zeroconf.services] == ["register", "update"]
+        assert zeroconf.services[1][1].port == 7011
         info = zeroconf.services[0][1]
         assert (info.type, info.name, info.server, info.port, info.text) == (
             "_t._tcp.local.",
