@@ -285,9 +285,14 @@ def test_a_start_failing_without_words_logs_its_repr(rig: Any, logged: Any) -> N
     assert r.transport.announced == []
 
 
-def test_with_no_interface_it_runs_on_none(rig: Any) -> None:
+def test_with_no_interface_it_runs_on_none_and_says_why(rig: Any, logged: Any) -> None:
     r = rig(interfaces=None, addresses=["203.0.113.5:7010"])
     assert r.service.interfaces == [] and r.transport.started == []
+    [event] = _messages(logged, "LAN discovery off")
+    assert formatEvent(event) == (
+        "LAN discovery off: the node advertises no private or loopback IPv4"
+        " address to run mDNS on (name one: --mdns-interface)"
+    )
 
 
 def test_a_failed_stop_is_logged_not_raised(rig: Any, logged: Any) -> None:
