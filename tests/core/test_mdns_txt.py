@@ -116,3 +116,39 @@ def test_any_bytes_are_a_record_or_malformed(rdata: bytes) -> None:
     except mdns_txt.MalformedTxt:
         return
     assert isinstance(record, PeerRecord)
+
+
+def _record_encoding_to(size: int) -> PeerRecord:
+    """A record whose encoding is exactly ``size`` bytes (five long names,
+    then one name grown a byte at a time)."""
+    fixed = [_long_name(n) for n in range(5)]
+    for extra in range(1, 400):
+        labels, left = [], extra
+        while left > 60:
+            labels.append("a" * 60)
+            left -= 61
+        labels.append("a" * max(left, 1))
+        record = sign_record(ALICE, 1, [*fixed, ".".join(labels) + ".example:7010"])
+        if len(record.encode()) == size:
+            return record
+    raise AssertionError(f"no record of {size} bytes")
+
+
+def test_a_txt_of_exactly_the_bound_is_packed_and_read() -> None:
+    """1272 record bytes: six strings, 4 + 6 * 4 + 1272 = 1300 bytes of
+    TXT, exactly MAX_TXT; one record byte more is one TXT byte too many."""
+    at_bound = _record_encoding_to(1272)
+    rdata = mdns_txt.pack(at_bound)
+    assert len(rdata) == mdns_txt.MAX_TXT
+    assert mdns_txt.unpack(rdata) == at_bound
+    with pytest.raises(mdns_txt.OversizeTxt, match="needs 1301 bytes of TXT; 1300 fit"):
+        mdns_txt.pack(_record_encoding_to(1273))
+
+
+def test_a_txt_one_byte_over_the_bound_is_refused_naming_its_size() -> None:
+    at_bound = mdns_txt.pack(_record_encoding_to(1272))
+    with pytest.raises(mdns_txt.OversizeTxt, match="TXT of 1301 bytes; at most 1300"):
+        mdns_txt.unpack(at_bound + b"\x00")
+    # The same byte inside the bound (an empty string) is ignored.
+    shorter = mdns_txt.pack(RECORD)
+    assert mdns_txt.unpack(shorter + b"\x00") == RECORD

@@ -39,3 +39,9 @@ def test_an_interface_is_one_ipv4_address(text: str, why: str) -> None:
 def test_settings_take_any_iterable_of_interfaces() -> None:
     assert MdnsSettings(interfaces=["127.0.0.1"]).interfaces == ("127.0.0.1",)
     assert MdnsSettings().interfaces is None
+
+
+def test_an_address_that_is_not_an_interface_is_skipped_not_the_end() -> None:
+    """Names and IPv6 addresses before an IPv4 one do not hide it."""
+    addresses = ["node.example:7010", "[fd00::5]:7010", "192.168.1.5:7010"]
+    assert default_interfaces(addresses) == ["192.168.1.5"]
