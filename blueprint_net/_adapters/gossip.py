@@ -168,6 +168,12 @@ class Gossip:
             self.router.peer_connected(protocol.peer_id, outbound=protocol.initiator)
         )
 
+    def link_replaced(self, protocol: PeerProtocol) -> None:
+        """The peer's connection is now ``protocol`` (the duplicate rule kept
+        it): what was owed on the old one is asked for again."""
+        assert protocol.peer_id is not None
+        self.router.exchange.link_replaced(protocol.peer_id)
+
     def peer_disconnected(self, peer_id: PeerId) -> None:
         self._run(self.router.peer_disconnected(peer_id))
 

@@ -310,6 +310,8 @@ class ConnectionHost:
             self._keepalive.watch(protocol.liveness)
         if outcome.new:
             self.gossip.peer_connected(protocol)
+        elif outcome.replaced:
+            self.gossip.link_replaced(protocol)
         if self.streams is not None and (outcome.new or outcome.replaced):
             self.streams.link_changed(protocol.peer_id)  # type: ignore[arg-type]
         if outcome.new and self._on_verified:

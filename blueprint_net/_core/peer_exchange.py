@@ -96,6 +96,15 @@ class PeerExchange:
         state.records_due = now + self.settings.records_refresh
         return [Send((peer,), RecordsRequest(self.settings.prune_peers))]
 
+    def link_replaced(self, peer: PeerId) -> None:
+        """``peer``'s connection was replaced by another (the duplicate rule
+        kept the newer): an answer owed on the old one may never come, and
+        the new connection is a connection like any other, asked once."""
+        state = self.peers.get(peer)
+        if state is not None:
+            state.awaiting_records = False
+            state.records_due = 0.0
+
     def due(self, peer: PeerId, now: float) -> bool:
         """Whether :meth:`request` would ask ``peer`` now."""
         state = self.peers.get(peer)

@@ -652,6 +652,22 @@ def test_a_peer_is_asked_for_records_only_while_it_may_have_news() -> None:
     assert router.exchange.request(b, later + beat) == ask
 
 
+def test_a_replaced_connection_is_asked_again_at_once() -> None:
+    """Two nodes dialing each other at once: the duplicate rule may drop the
+    connection our request went out on, and its answer with it; the records
+    were then not asked for again for ``records_refresh`` (a flaky
+    end-to-end test found it: a meshed peer whose record never came)."""
+    router, (_, b, _) = one_router()
+    ask = [Send((b,), RecordsRequest(DEFAULTS.prune_peers))]
+    assert router.exchange.request(b, 1.0) == ask
+    assert router.exchange.request(b, 2.0) == []  # the answer is owed
+    router.exchange.link_replaced(b)
+    assert router.exchange.due(b, 2.0)
+    assert router.exchange.request(b, 2.0) == ask
+    own = sign_record(identity(3), 1, ["10.0.0.3:1"])
+    assert router.receive(b, Records((own,)), 2.5) == [Discovered(b, (own,))]
+
+
 def test_records_refresh_is_at_least_a_heartbeat() -> None:
     with pytest.raises(ConfigurationError, match="records_refresh"):
         GossipSettings(records_refresh=0.5)
