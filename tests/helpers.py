@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -164,3 +165,10 @@ class Idle(protocol.Protocol):
 
     def connectionLost(self, reason: object = None) -> None:
         self.closed.callback(None)
+
+
+def interruptible() -> None:
+    """A child's ``preexec_fn``: SIGINT as a terminal sends it (a suite
+    started in the background by a non-interactive shell hands its children
+    SIGINT ignored, and Twisted then leaves it ignored: Ctrl-C tests hang)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

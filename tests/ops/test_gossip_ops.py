@@ -29,7 +29,7 @@ from blueprint_net._ops import config
 from blueprint_net._ops.cli import USAGE, main
 from blueprint_net._ops.tap import Options
 from blueprint_net._ops.topic_log import LOG_PREVIEW, TopicLog
-from tests.helpers import tree_env
+from tests.helpers import interruptible, tree_env
 from tests.ops.test_operations import (
     CLI,
     TwistdNode,
@@ -164,6 +164,7 @@ async def test_twistd_topics_with_cli_publish_subscribe_and_status(
             env=tree_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            preexec_fn=interruptible,  # noqa: PLW1509 (one signal() call)
         )
         await _until(grafted, "B grafts the second subscribing command")
         code, _, err = await _cli("publish", at_a, "news", "streamed", cwd=tmp_path)
@@ -198,6 +199,7 @@ async def test_a_command_stopped_by_a_signal_exits_130_in_one_line(
             env=tree_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            preexec_fn=interruptible,  # noqa: PLW1509 (one signal() call)
         )
         connection, _ = await threads.deferToThread(silent.accept)
         with connection:
