@@ -190,3 +190,33 @@ async def test_payload_from_stdin_binary_replies_and_refusals(
         assert b"UNKNOWN_PROTOCOL (300)" in done.stderr, done.stderr
     finally:
         await node.stop()
+
+
+def test_a_request_reads_standard_input_up_to_a_frame() -> None:
+    """A payload from a standard input that does not end (a pipe kept open,
+    past what one frame holds) is refused at the frame limit + 1 bytes; all
+    of it was read first, without bound."""
+    cap = Settings().max_frame
+    process = subprocess.Popen(
+        [CLI, "request", "p2ptls:127.0.0.1:9", "echo", "-"],
+        env=tree_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdin is not None and process.stderr is not None
+        process.stdin.write(bytes(cap + 1))
+        process.stdin.flush()
+        assert process.wait(timeout=60) == FAILED  # stdin still open
+        err = process.stderr.read().decode()
+    finally:
+        process.kill()
+        process.wait()
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    assert err.strip() == (
+        f"blueprint-net request: standard input: more than {cap} bytes,"
+        " the size cap for a request"
+    )

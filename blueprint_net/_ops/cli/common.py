@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import urllib.parse
 from typing import Any, Callable
 
@@ -33,6 +34,17 @@ class CommandFailed(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def read_stdin(cap: int, what: str) -> bytes:
+    """Standard input, refused unread past ``cap`` bytes (reading all of
+    ``/dev/zero`` first was a MemoryError): one line naming ``what``."""
+    data: bytes = sys.stdin.buffer.read(cap + 1)
+    if len(data) > cap:
+        raise CommandFailed(
+            FAILED, f"standard input: more than {cap} bytes, the size cap for {what}"
+        )
+    return data
 
 
 def emit(args: argparse.Namespace, data: Any, text: str) -> None:

@@ -35,6 +35,7 @@ from blueprint_net._ops.cli.common import (
     USAGE,
     CommandFailed,
     emit,
+    read_stdin,
 )
 from blueprint_net._ops.keyfiles import load_identity
 from blueprint_net._ops.topic_log import data_json
@@ -131,7 +132,8 @@ def request(args: argparse.Namespace) -> int:
     if args.payload == b"-" or args.stdin:  # the payload from standard input
         if args.stdin and args.payload:
             raise CommandFailed(USAGE, "a PAYLOAD and --stdin: give one")
-        args.payload = sys.stdin.buffer.read()
+        # A request is one frame: no more than a frame may hold is read.
+        args.payload = read_stdin(args.settings.max_frame, "a request")
 
     async def work(reactor: Any) -> tuple[str, Optional[bytes], str]:
         node, peer_id = await _connected(reactor, args)

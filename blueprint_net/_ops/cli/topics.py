@@ -37,6 +37,7 @@ from blueprint_net._ops.cli.common import (
     UNREACHABLE,
     CommandFailed,
     emit,
+    read_stdin,
 )
 from blueprint_net._ops.cli.remote import _connected, _run, _settings
 from blueprint_net._ops.topic_log import json_line
@@ -63,22 +64,12 @@ async def _check_joined(node: Node, peer_id: PeerId, topic: str) -> None:
         )
 
 
-def _stdin(topic: str) -> bytes:
-    """Standard input, refused unread past the topic's size cap (reading
-    all of ``/dev/zero`` first was a MemoryError)."""
-    cap = GOSSIP_DEFAULTS.max_size(topic)
-    data = sys.stdin.buffer.read(cap + 1)
-    if len(data) > cap:
-        raise CommandFailed(
-            FAILED,
-            f"standard input: more than {cap} bytes, the size cap for {topic!r}",
-        )
-    return data
-
-
 def publish(args: argparse.Namespace) -> int:
     args.settings = _settings(args)
-    data: bytes = _stdin(args.topic) if args.data == b"-" else args.data
+    if args.data == b"-":
+        data = read_stdin(GOSSIP_DEFAULTS.max_size(args.topic), repr(args.topic))
+    else:
+        data = args.data
 
     async def work(reactor: Any) -> tuple[str, bytes]:
         node, peer_id = await _connected(reactor, args)
