@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -172,3 +173,27 @@ def interruptible() -> None:
     started in the background by a non-interactive shell hands its children
     SIGINT ignored, and Twisted then leaves it ignored: Ctrl-C tests hang)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def fed_without_end(argv: list[str], data: bytes) -> tuple[int, str]:
+    """Run ``argv`` with ``data`` on a standard input kept open (it never
+    ends); its exit status and standard error, once it exits by itself."""
+    process = subprocess.Popen(
+        argv,
+        env=tree_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdin is not None and process.stderr is not None
+        process.stdin.write(data)
+        process.stdin.flush()
+        status = process.wait(timeout=60)  # stdin still open
+        return status, process.stderr.read().decode()
+    finally:
+        process.kill()
+        process.wait()
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()

@@ -20,7 +20,7 @@ from blueprint_net._core.identity import Identity
 from blueprint_net._ops.cli import BAD_FILE, FAILED, OK, UNREACHABLE, USAGE, main
 from blueprint_net._ops.keyfiles import load_identity
 from blueprint_net._policy.settings import Settings
-from tests.helpers import tree_env
+from tests.helpers import fed_without_end, tree_env
 
 CLI = str(Path(sys.executable).with_name("blueprint-net"))
 
@@ -197,25 +197,9 @@ def test_a_request_reads_standard_input_up_to_a_frame() -> None:
     past what one frame holds) is refused at the frame limit + 1 bytes; all
     of it was read first, without bound."""
     cap = Settings().max_frame
-    process = subprocess.Popen(
-        [CLI, "request", "p2ptls:127.0.0.1:9", "echo", "-"],
-        env=tree_env(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert process.stdin is not None and process.stderr is not None
-        process.stdin.write(bytes(cap + 1))
-        process.stdin.flush()
-        assert process.wait(timeout=60) == FAILED  # stdin still open
-        err = process.stderr.read().decode()
-    finally:
-        process.kill()
-        process.wait()
-        for stream in (process.stdin, process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+    argv = [CLI, "request", "p2ptls:127.0.0.1:9", "echo", "-"]
+    status, err = fed_without_end(argv, bytes(cap + 1))
+    assert status == FAILED
     assert err.strip() == (
         f"blueprint-net request: standard input: more than {cap} bytes,"
         " the size cap for a request"

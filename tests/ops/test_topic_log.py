@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import signal
-import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from blueprint_net._core.identity import Identity
 from blueprint_net._ops.cli.common import FAILED
 from blueprint_net._ops.tap import Options
 from blueprint_net._ops.topic_log import TopicLog
-from tests.helpers import tree_env
+from tests.helpers import fed_without_end
 from tests.ops.test_operations import (
     CLI,
     TwistdNode,
@@ -161,25 +160,9 @@ def test_publish_reads_standard_input_up_to_the_cap() -> None:
     """A standard input that does not end (here: a pipe kept open, past the
     cap) is refused at cap + 1 bytes; all of it was read first (``/dev/zero``:
     a MemoryError)."""
-    process = subprocess.Popen(
-        [CLI, "publish", "p2ptls:127.0.0.1:9", "news", "-"],
-        env=tree_env(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert process.stdin is not None and process.stderr is not None
-        process.stdin.write(bytes(65537))
-        process.stdin.flush()
-        assert process.wait(timeout=60) == FAILED  # stdin still open
-        err = process.stderr.read().decode()
-    finally:
-        process.kill()
-        process.wait()
-        for stream in (process.stdin, process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+    argv = [CLI, "publish", "p2ptls:127.0.0.1:9", "news", "-"]
+    status, err = fed_without_end(argv, bytes(65537))
+    assert status == FAILED
     assert err.strip() == (
         "blueprint-net publish: standard input: more than 65536 bytes,"
         " the size cap for 'news'"
