@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, closing, suppress
 from pathlib import Path
@@ -235,6 +236,79 @@ def test_a_party_that_fails_ends_the_run_naming_it(run: Run, tmp_path: Path) -> 
     result = run("-m", "blueprint_net.mpyc", str(program), "-M3", "--no-log")
     assert result.returncode == 1
     assert "blueprint_net.mpyc: party 1 failed (status 3); stopping\n" in result.stderr
+
+
+#: Each party leaves a file open, reachable from a module (MPyC's runtime):
+#: Python flushes it as it tears the modules down at exit.
+UNCLOSED = """\
+from mpyc.runtime import mpc
+
+mpc.run(mpc.start())
+mpc.left_open = open(f"party{mpc.pid}.txt", "w")
+mpc.left_open.write(f"party {mpc.pid} wrote this")
+mpc.run(mpc.shutdown())
+"""
+
+
+@pytest.mark.timeout(2 * RUN_TIMEOUT)
+def test_what_a_party_left_unclosed_is_written_when_it_ends(
+    run: Run, tmp_path: Path
+) -> None:
+    program = tmp_path / "unclosed.py"
+    program.write_text(UNCLOSED)
+    result = run(
+        "-m", "blueprint_net.mpyc", str(program), "-M3", "--no-log", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    for i in range(3):
+        assert (tmp_path / f"party{i}.txt").read_text() == f"party {i} wrote this"
+
+
+#: Party 0 is killed once the parties are connected; the others wait for
+#: it in ``shutdown``.
+ORPHANING = """\
+import os
+import signal
+from mpyc.runtime import mpc
+
+mpc.run(mpc.start())
+if mpc.pid == 0:
+    os.kill(os.getpid(), signal.SIGKILL)
+mpc.run(mpc.shutdown())
+"""
+
+
+@pytest.mark.timeout(2 * RUN_TIMEOUT)
+def test_the_parties_stop_when_party_0_is_killed(tmp_path: Path) -> None:
+    """Each forked party holds only its own end of its own pipe, so each
+    sees party 0 go away and nothing is left running."""
+    program = tmp_path / "orphaning.py"
+    program.write_text(ORPHANING)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "blueprint_net.mpyc", str(program), "-M4", "--no-log"],
+        cwd=ROOT,
+        env=tree_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert process.wait(timeout=RUN_TIMEOUT) == -signal.SIGKILL
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while _group_alive(process.pid):
+            assert time.monotonic() < deadline, "a party outlived party 0"
+            time.sleep(0.05)
+    finally:
+        _kill(process.pid)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 #: Two start/shutdown rounds (each start has its own streams), and party 1

@@ -1,5 +1,5 @@
 """``python -m blueprint_net.mpyc``: see :mod:`blueprint_net.mpyc.launch`."""
 
-from blueprint_net.mpyc.launch import main
+from blueprint_net.mpyc.launch import exit_now, main
 
-raise SystemExit(main())
+exit_now(main())

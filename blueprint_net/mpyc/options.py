@@ -121,9 +121,6 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"how long the -M parties may take to start (default {START_TIMEOUT:g})",
     )
-    # Set by party 0 for the parties it starts.
-    parse.add_argument("--control", help=argparse.SUPPRESS)
-    parse.add_argument("--index", type=int, help=argparse.SUPPRESS)
     parse.add_argument("program", metavar="PROGRAM.py")
     parse.add_argument("args", nargs=argparse.REMAINDER, metavar="...")
     return parse
