@@ -323,6 +323,12 @@ def main() -> None:
     parser.add_argument(
         "--smoke", action="store_true", help="with --gossip or --fair: smallest sizes"
     )
+    parser.add_argument(
+        "--shared-cpus",
+        action="store_true",
+        help="with --fair: the node and its peers share the CPUs"
+        " (see bench.attack_fair)",
+    )
     options = parser.parse_args()
     print(load_header(), flush=True)
     if options.fair:
@@ -332,7 +338,8 @@ def main() -> None:
         phase = 1.0 if options.smoke else options.seconds or 10.0
 
         async def fair(reactor: Any) -> None:
-            print(table(await attack_fair.run(reactor, phase)), flush=True)
+            rows = await attack_fair.run(reactor, phase, not options.shared_cpus)
+            print(table(rows), flush=True)
 
         task.react(lambda reactor: defer.ensureDeferred(fair(reactor)))
         return

@@ -19,6 +19,21 @@ the same run:
   is the fair share, 1/k, and the note gives the share first come, first
   served would give (the same number of requests from each).
 
+*Separate machines, emulated.* On one machine the flooding peer's process
+competes for the CPUs with the node and with the honest peer, so the honest
+tail measures the kernel's scheduler: with all three sharing two CPUs, the
+node's turns of fair shares were seen lasting 3-4 ms of wall time while the
+node's thread ran for 0.2-0.4 ms of them (descheduled), which a remote
+flooder, spending its own CPU, cannot do. So, where the machine has two
+CPUs or more (Linux), the node runs alone on the first, the peers on the
+second, and the latency rows' flooding peer in the idle scheduling class
+(``SCHED_IDLE``: it uses what the honest peer leaves, as another machine's
+CPU would); the
+node is frozen for the collector (``gc.freeze()``) as ``twistd``'s
+``NodeService`` freezes it at start-up. ``--shared-cpus`` (of ``python -m
+bench.attack --fair``) runs every process where the kernel puts it, as
+before; the notes say which.
+
 Loopback only; every peer's traffic is bounded by SECONDS (and the node
 closes what is left).  The child processes are this module with ``flood
 PORT PEER_ID SECONDS K KIND`` and ``honest PORT PEER_ID SECONDS``.
@@ -26,7 +41,9 @@ PORT PEER_ID SECONDS K KIND`` and ``honest PORT PEER_ID SECONDS``.
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import statistics
 import sys
 import time
@@ -53,6 +70,46 @@ WINDOW = 1024
 WORK = {b"flood": 0.0005, b"busy": 0.00005, b"latency": 0.0001}
 #: The k of the share rows.
 PEERS = (2, 4)
+
+
+#: The environment variable that tells a child process where to run:
+#: ``CPU`` or ``CPU,idle`` (see the module: separate machines, emulated).
+PLACE = "BENCH_ATTACK_PLACE"
+
+
+def _cpus(separate: bool) -> list[int]:
+    """The CPUs to place the node and the peers on, or [] to let them share."""
+    if not separate or not hasattr(os, "sched_setaffinity"):
+        return []
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[:2] if len(cpus) >= 2 else []
+
+
+def _placed(idle: bool) -> dict[str, str]:
+    """A child's environment: on the peers' CPU; the flooder beside the
+    honest peer in the idle class.  (The share rows' busy peers are not:
+    nobody's latency is measured there, and on a loaded machine the idle
+    class would starve them, so that no peer's requests but the flooder's
+    wait.)"""
+    env = child_env()
+    if _CPUS:
+        env[PLACE] = f"{_CPUS[1]},idle" if idle else str(_CPUS[1])
+    return env
+
+
+def _take_place() -> None:
+    """In a child: run where the parent said."""
+    place = os.environ.get(PLACE)
+    if not place:
+        return
+    cpu, _, idle = place.partition(",")
+    os.sched_setaffinity(0, {int(cpu)})
+    if idle:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+#: The CPUs of the run under way (set by :func:`run`).
+_CPUS: list[int] = []
 
 
 def _key(index: int) -> Identity:
@@ -121,7 +178,7 @@ def _child(
 ) -> defer.Deferred[Any]:
     arguments = ["flood", str(port), str(server), str(seconds), str(k), kind]
     running: defer.Deferred[Any] = getProcessOutputAndValue(
-        sys.executable, ["-m", "bench.attack_fair", *arguments], env=child_env()
+        sys.executable, ["-m", "bench.attack_fair", *arguments], env=_placed(k == 1)
     )
     return running
 
@@ -132,7 +189,9 @@ async def _asker(port: int, server: PeerId, seconds: float) -> list[float]:
     arguments = ["honest", str(port), str(server), str(seconds)]
     result = await _finish(
         getProcessOutputAndValue(
-            sys.executable, ["-m", "bench.attack_fair", *arguments], env=child_env()
+            sys.executable,
+            ["-m", "bench.attack_fair", *arguments],
+            env=_placed(False),
         )
     )
     latencies: list[float] = result["latencies"]
@@ -155,10 +214,16 @@ async def _until(reactor: Any, condition: Callable[[], bool], limit: float) -> N
         await task.deferLater(reactor, 0.01)
 
 
-async def run(reactor: Any, seconds: float) -> list[Row]:
+async def run(reactor: Any, seconds: float, separate: bool = True) -> list[Row]:
+    _CPUS[:] = _cpus(separate)
+    before = os.sched_getaffinity(0) if _CPUS else set()
+    if _CPUS:
+        os.sched_setaffinity(0, {_CPUS[0]})
     server = Server(reactor)
     node = server.node
     port = (await node.listen("p2ptls:0:interface=127.0.0.1")).getHost().port  # type: ignore[attr-defined]
+    gc.collect()
+    gc.freeze()  # as NodeService does once the node is up
     rows = []
     try:
         quiet = await _asker(port, node.peer_id, seconds)
@@ -181,6 +246,9 @@ async def run(reactor: Any, seconds: float) -> list[Row]:
         )
     finally:
         await node.stop()
+        gc.unfreeze()
+        if _CPUS:
+            os.sched_setaffinity(0, before)
     return rows
 
 
@@ -208,8 +276,14 @@ async def _flooded(
         f"ref: honest p99, quiet; target <= 2.00; medians"
         f" {1e3 * statistics.median(flooded):.2f} /"
         f" {1e3 * statistics.median(quiet):.2f} ms; {len(flooded)} asked;"
-        f" the flood's served: {served}; load {load_now()}",
+        f" the flood's served: {served}; {_where()}; load {load_now()}",
     )
+
+
+def _where() -> str:
+    if _CPUS:
+        return f"node on CPU {_CPUS[0]}, peers on CPU {_CPUS[1]}, flooder idle-class"
+    return "all processes share the CPUs"
 
 
 async def _share(
@@ -330,6 +404,7 @@ async def _ask(reactor: Any, port: int, server: PeerId, seconds: float) -> None:
 
 
 def main() -> None:
+    _take_place()
     if sys.argv[1:2] == ["honest"]:
         port, server, limit = sys.argv[2:5]
         peer = PeerId.from_string(server)
