@@ -28,11 +28,10 @@ flooder, spending its own CPU, cannot do. So, where the machine has two
 CPUs or more (Linux), the node runs alone on the first, the peers on the
 second, and the latency rows' flooding peer in the idle scheduling class
 (``SCHED_IDLE``: it uses what the honest peer leaves, as another machine's
-CPU would); the
-node is frozen for the collector (``gc.freeze()``) as ``twistd``'s
-``NodeService`` freezes it at start-up. ``--shared-cpus`` (of ``python -m
-bench.attack --fair``) runs every process where the kernel puts it, as
-before; the notes say which.
+CPU would); the node is frozen for the collector (``gc.freeze()``) as
+``twistd``'s ``NodeService`` freezes it at start-up.  ``--shared-cpus`` (of
+``python -m bench.attack --fair``) runs every process where the kernel puts
+it, as before; the notes say which.
 
 Loopback only; every peer's traffic is bounded by SECONDS (and the node
 closes what is left).  The child processes are this module with ``flood
