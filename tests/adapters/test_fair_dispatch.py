@@ -224,6 +224,69 @@ def test_stopping_runs_what_waits_and_what_comes_with_no_more_turns() -> None:
     h.fair.stop()  # twice: nothing due, nothing waits
 
 
+def test_a_request_submitted_during_a_run_joins_that_run() -> None:
+    """With nothing else waiting, a request that arrives while a run serves
+    another (an answer let it out) runs in that run, after the current one:
+    not inside it, where its time would be charged to both."""
+    h = _Harness()
+    a, b = _Protocol("a"), _Protocol("b")
+    h.then[1] = lambda: h.submit(b, "1")  # waits while a1 runs
+    h.then[2] = lambda: h.submit(a, "2")  # b1 runs in a run; nothing waits
+    h.submit(a, "1")
+    assert h.served == ["a1", "b1", "a2"]
+    assert h.fair.share.spent == 3.0  # three runs of 1, each charged once
+    assert a.log == ["cork", "send"]  # a2 ran in the run: held, then sent
+
+
+def test_after_a_run_empties_the_line_a_fresh_budget_still_comes() -> None:
+    h = _Harness()
+    a, b = _Protocol("a"), _Protocol("b")
+    h.submit(a, "0", "1", "2")  # the turn's budget, at once
+    h.submit(b, "0")  # waits for the next turn
+    h.reactor.turn()
+    assert h.served[3:] == ["b0"] and h.fair.share.waiting == 0
+    assert h.reactor.due() == 1  # b0's time: a fresh budget after the read
+    h.reactor.turn()
+    h.submit(a, "3", "4", "5")  # a whole budget again, at once
+    assert h.served[4:] == ["a3", "a4", "a5"]
+
+
+def test_past_a_budget_spent_exactly_a_request_waits_in_its_peers_line() -> None:
+    h = _Harness()
+    a, b = _Protocol("a"), _Protocol("b")
+    h.submit(a, "0", "1", "2")  # spends the turn's budget exactly
+    h.submit(a, "3")  # nothing waits, but the budget is spent: it waits
+    h.submit(a, "4")
+    h.submit(b, "0")
+    assert h.served == ["a0", "a1", "a2"]
+    h.reactor.turn()
+    # a3 and a4 share a's line: a3 uses a's quantum, b0 runs, then a4.
+    assert h.served[3:] == ["a3", "b0", "a4"]
+
+
+def test_sending_a_peers_held_answers_counts_against_its_share() -> None:
+    """Each send of a's held answers costs 1: a's deficit pays for it, so b
+    runs its third request before a's fourth."""
+    h = _Harness()
+    a, b = _Protocol("a"), _Protocol("b")
+
+    def send_a() -> None:
+        h.now += 1.0
+
+    a.on_send = send_a
+
+    def more() -> None:
+        h.submit(a, "2", "3", "4")
+        h.submit(b, "1", "2", "3")
+
+    h.then[1] = more
+    h.fair.share.turn = 100.0
+    h.fair.share.quantum = 2.0
+    h.submit(a, "1")
+    assert h.served == ["a1", "a2", "b1", "b2", "a3", "b3", "a4"]
+    assert h.fair.share.spent == 7 + 3 * 1.0  # seven runs, three sends of a's
+
+
 # -- over real loopback -------------------------------------------------------
 
 

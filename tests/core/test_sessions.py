@@ -1293,3 +1293,17 @@ def test_a_party_lost_after_its_part_does_not_hide_a_false_echo(
     net.pump()
     error = failure(net, 1)
     assert isinstance(error, FalseEcho) and error.party == 2
+
+
+def test_a_party_lost_before_its_echo_fails_a_reliable_round_at_once() -> None:
+    """Party 2's reliable broadcast makes the round reliable before our own
+    broadcast: it still owes its echo, so its loss fails the round now,
+    not when we broadcast or at a deadline."""
+    net = Net(3, manual=frozenset({2}))
+    a = net.sessions[0]
+    a.receive(net.peer(2), broadcast(2, 0, b"b2", 3, True))
+    a.gather(0)
+    a.lost(net.peer(2), RoundTooFar("gone"))
+    net.pump()
+    error = failure(net, 0)
+    assert isinstance(error, PartyLost) and error.party == 2
