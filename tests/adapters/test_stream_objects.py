@@ -15,9 +15,9 @@ from blueprint_net import Identity
 from blueprint_net._core.errors import SendQueueFull
 from blueprint_net._core.stream_states import StreamSettings
 from blueprint_net.errors import StreamReset
-from blueprint_net.streams import ResetCode
+from blueprint_net.streams import ResetCode, Stream
 from blueprint_net.testing import MemoryNetwork
-from tests.adapters.test_streams import open_both, pair
+from tests.adapters.test_streams import Inbox, open_both, pair
 
 #: Acknowledgements only after ``ack_delay``: none while the clock stands.
 SLOW_ACKS = StreamSettings(window=1000, ack_every=1000, ack_delay=0.05)
@@ -104,3 +104,28 @@ def test_an_ended_stream_is_let_go_of_by_its_peers_state(net: MemoryNetwork) -> 
     sa.reset()
     assert [f.value.code for f in failures] == [ResetCode.CANCELLED] * 2
     assert state.waiting == {} and state.draining == {}
+
+
+def test_a_stream_reset_in_anothers_on_reset_while_the_node_stops_ends_once(
+    net: MemoryNetwork,
+) -> None:
+    """Stopping resets every open stream, reported; one whose application
+    resets another in its ``on_reset`` has ended that one already: it is
+    not ended again (found by mutation testing: it was reported to its
+    ``on_reset``, ``CANCELLED`` instead of its own code)."""
+    a, b = pair(net)
+    first, second = Inbox(), Inbox()
+    streams: dict[bytes, Stream] = {}
+
+    def reset_the_second(error: StreamReset) -> None:
+        first.reset(error)
+        streams[b"2"].reset(1234)
+
+    streams[b"1"] = a.stream(b.peer_id, b"1", first.message, reset_the_second)
+    streams[b"2"] = a.stream(b.peer_id, b"2", second.message, second.reset)
+    net.result(a.stop())
+    assert [e.code for e in first.resets] == [ResetCode.CANCELLED]
+    assert second.resets == []  # its application reset it: it knows
+    with pytest.raises(StreamReset) as raised:
+        streams[b"2"].send(b"late")
+    assert raised.value.code == 1234
