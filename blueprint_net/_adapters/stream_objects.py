@@ -297,6 +297,10 @@ class StreamLife:
                 waiting.callback(None)
 
     def end(self, error: StreamReset, report: bool) -> None:
+        """The life ends with ``error``, once: a node stopping may come to
+        a stream that a callback reset on the way, and that end stands."""
+        if self.error is not None:
+            return
         self.error = error
         self.peer.waiting.pop(self, None)
         self.peer.draining.pop(self, None)
