@@ -361,3 +361,18 @@ def test_without_mpyc_it_says_how_to_install_it(
         "blueprint_net.mpyc: MPyC is not installed:"
         " pip install 'blueprint-net[mpyc]' (Python 3.10 or later)\n"
     )
+
+
+def test_without_fork_m_n_says_to_use_party(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Where there is no ``fork`` (Windows), ``-M N`` cannot start the
+    parties: one line naming the form that works there."""
+    from blueprint_net.mpyc import launch
+
+    monkeypatch.delattr(os, "fork")
+    assert launch.main([str(HELLO), "-M3"]) == 2
+    assert capsys.readouterr().err == (
+        "blueprint_net.mpyc: -M N forks the parties, which this system cannot;"
+        " start each party with --party (docs/mpyc.md)\n"
+    )

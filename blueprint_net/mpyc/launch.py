@@ -121,6 +121,11 @@ def _main(options: argparse.Namespace) -> int:
     if m == 1 or mpc_options.VERSION or mpc_options.HELP:
         # One party has no links: MPyC runs it alone.
         return _run_program(program, args)
+    if not hasattr(os, "fork"):
+        raise UsageError(
+            "-M N forks the parties, which this system cannot;"
+            " start each party with --party (docs/mpyc.md)"
+        )
     return _coordinate(options, program, args, m, mpc_options.output_file)
 
 
