@@ -36,6 +36,13 @@ PEER_ID = r"12D3KooW[1-9A-HJ-NP-Za-km-z]+"
 Run = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
+def written(directory: Path, name: str, text: str) -> Path:
+    """An MPyC program ``text`` saved as ``directory/name``."""
+    program = directory / name
+    program.write_text(text)
+    return program
+
+
 def normalized(output: str) -> str:
     """Stdout without time stamps, elapsed time and byte count."""
     return FIGURES.sub("elapsed time: T|bytes sent: N", STAMP.sub("", output))
@@ -222,8 +229,7 @@ mpc.run(main())
 def test_a_message_larger_than_a_stream_message_arrives_whole(
     run: Run, tmp_path: Path
 ) -> None:
-    program = tmp_path / "large.py"
-    program.write_text(LARGE)
+    program = written(tmp_path, "large.py", LARGE)
     result = run("-m", "blueprint_net.mpyc", str(program), "-M2", "--no-log")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "[(1500000, 0, True), (1500000, 1, True)]\n"
@@ -231,8 +237,7 @@ def test_a_message_larger_than_a_stream_message_arrives_whole(
 
 @pytest.mark.timeout(2 * RUN_TIMEOUT)
 def test_a_party_that_fails_ends_the_run_naming_it(run: Run, tmp_path: Path) -> None:
-    program = tmp_path / "failing.py"
-    program.write_text(FAILING)
+    program = written(tmp_path, "failing.py", FAILING)
     result = run("-m", "blueprint_net.mpyc", str(program), "-M3", "--no-log")
     assert result.returncode == 1
     assert "blueprint_net.mpyc: party 1 failed (status 3); stopping\n" in result.stderr
@@ -254,8 +259,7 @@ mpc.run(mpc.shutdown())
 def test_what_a_party_left_unclosed_is_written_when_it_ends(
     run: Run, tmp_path: Path
 ) -> None:
-    program = tmp_path / "unclosed.py"
-    program.write_text(UNCLOSED)
+    program = written(tmp_path, "unclosed.py", UNCLOSED)
     result = run(
         "-m", "blueprint_net.mpyc", str(program), "-M3", "--no-log", cwd=tmp_path
     )
@@ -282,8 +286,7 @@ mpc.run(mpc.shutdown())
 def test_the_parties_stop_when_party_0_is_killed(tmp_path: Path) -> None:
     """Each forked party holds only its own end of its own pipe, so each
     sees party 0 go away and nothing is left running."""
-    program = tmp_path / "orphaning.py"
-    program.write_text(ORPHANING)
+    program = written(tmp_path, "orphaning.py", ORPHANING)
     process = subprocess.Popen(
         [sys.executable, "-m", "blueprint_net.mpyc", str(program), "-M4", "--no-log"],
         cwd=ROOT,
@@ -330,8 +333,7 @@ for round in range(2):
 def test_a_program_that_starts_twice_prints_what_mpyc_prints(
     run: Run, tmp_path: Path
 ) -> None:
-    program = tmp_path / "twice.py"
-    program.write_text(TWICE)
+    program = written(tmp_path, "twice.py", TWICE)
     base = str(free_base_port(3))
     own = run(str(program), "-M3", "-B", base, "--no-log", cwd=tmp_path)
     ours = run("-m", "blueprint_net.mpyc", str(program), "-M3", "--no-log")
