@@ -14,7 +14,7 @@ from twisted.logger import formatEvent
 
 from blueprint_net import Identity, Node
 from blueprint_net._adapters.stream_objects import reset_label
-from blueprint_net._core import framing, stream_wire, telemetry
+from blueprint_net._core import framing, stream_wire, telemetry, wire
 from blueprint_net._core.errors import ErrorCode, SendQueueFull
 from blueprint_net._core.stream_states import StreamSettings
 from blueprint_net.errors import StreamReset
@@ -328,19 +328,41 @@ def test_reopening_a_name_while_it_is_open_is_refused(net: MemoryNetwork) -> Non
     a.stream(b.peer_id, b"s", lambda p: None)  # a new life
 
 
+_NAME_BOUND = r"^a stream name is 1 to 255 bytes$"
+
+
 @pytest.mark.parametrize(
-    ("peer", "name", "error"),
+    ("peer", "name", "error", "message"),
     [
-        ("not a peer id", b"s", TypeError),
-        (None, "text", TypeError),
-        (None, b"", ValueError),
-        (None, b"x" * 256, ValueError),
+        (
+            "not a peer id",
+            b"s",
+            TypeError,
+            r"^peer_id is a PeerId, not str"
+            r" \(PeerId\.from_string reads the text form\)$",
+        ),
+        (None, "text", TypeError, r"^a stream name is bytes, not str$"),
+        (None, b"", ValueError, _NAME_BOUND),
+        (None, b"x" * 256, ValueError, _NAME_BOUND),
     ],
 )
-def test_bad_arguments(net: MemoryNetwork, peer: Any, name: Any, error: type) -> None:
+def test_bad_arguments(
+    net: MemoryNetwork, peer: Any, name: Any, error: type, message: str
+) -> None:
+    """Refused, saying what was passed and what to pass instead."""
     a, b = pair(net, connect=False)
-    with pytest.raises(error):
+    with pytest.raises(error, match=message):
         a.stream(b.peer_id if peer is None else peer, name, lambda p: None)
+
+
+def test_a_name_of_255_bytes_is_a_stream(net: MemoryNetwork) -> None:
+    a, b = pair(net)
+    name = b"n" * 255
+    inbox = Inbox()
+    a.stream(b.peer_id, name, lambda p: None).send(b"x")
+    b.stream(a.peer_id, name, inbox.message)
+    net.pump()
+    assert inbox.messages == [b"x"]
 
 
 def test_a_stream_with_oneself_is_refused(net: MemoryNetwork) -> None:
@@ -362,6 +384,7 @@ def test_a_new_stream_after_a_reset_waits_for_the_answer(net: MemoryNetwork) -> 
     assert not room.called  # until the reset is answered
     net.connect(a, b)
     assert room.called and [e.code for e in ib.resets] == [ResetCode.CANCELLED]
+    assert again.wait_for_room().called  # no longer stalled: room at once
     assert again.send(b"new")
     net.pump()
     assert ib.messages == [b"1"]  # b's stream was reset; "new" is unclaimed
@@ -408,7 +431,7 @@ def test_stopping_a_node_reports_and_tells_the_peer(net: MemoryNetwork) -> None:
     net.result(a.stop())
     assert [(e.code, e.by_peer) for e in ia.resets] == [(ResetCode.CANCELLED, False)]
     assert [(e.code, e.by_peer) for e in ib.resets] == [(ResetCode.CANCELLED, True)]
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"^the node is stopping: no new stream$"):
         a.stream(b.peer_id, b"t", lambda p: None)
 
 
@@ -616,6 +639,7 @@ def test_an_idle_peer_is_forgotten_but_for_its_numbers(net: MemoryNetwork) -> No
     assert sb_reset
     net.cut(a, b)
     assert a.streams.peers == {} and b.streams.peers == {}
+    assert a.memory.used == 0 and b.memory.used == 0  # nothing charged for them
     assert set(a.streams.remembered) == {b.peer_id}
     numbers = a.streams.remembered[b.peer_id]
     assert numbers.resets_sent == 1 and numbers.peer_incarnation is not None
@@ -841,3 +865,305 @@ def test_an_unclaimed_stream_reset_at_its_bound_hands_nothing_over_after_a_gap(
     b.stream(a.peer_id, b"s", got.append)
     net.pump()
     assert got == []  # never "c" alone, after a gap
+
+
+# -- what the host counts, charges and reports --------------------------------
+
+
+def test_resets_are_counted_by_code_at_both_ends(net: MemoryNetwork) -> None:
+    a, b = pair(net)
+    streams = [a.stream(b.peer_id, b"s%d" % n, lambda p: None) for n in range(3)]
+    for stream in streams:
+        stream.send(b"x")
+    net.pump()
+    streams[0].reset()
+    streams[1].reset()
+    streams[2].reset(1234)
+    net.pump()
+    for node in (a, b):
+        assert node.counters[telemetry.STREAM_RESETS.key_for("CANCELLED")] == 2
+        assert node.counters[telemetry.STREAM_RESETS.key_for("application")] == 1
+
+
+def test_a_stream_reset_here_raises_what_ended_it(net: MemoryNetwork) -> None:
+    a, b = pair(net)
+    sa, *_ = open_both(a, b)
+    sa.reset(1234)
+    with pytest.raises(StreamReset) as raised:
+        sa.send(b"late")
+    error = raised.value
+    assert (error.peer_id, error.stream) == (b.peer_id, b"s")
+    assert (error.code, error.by_peer) == (1234, False)
+
+
+def test_an_unclaimed_stream_the_peer_resets_lets_go_of_what_it_held(
+    net: MemoryNetwork,
+) -> None:
+    a, b = pair(net)
+    sa = a.stream(b.peer_id, b"s", lambda p: None)
+    sa.send(b"xx")
+    sa.send(b"yy")
+    net.pump()
+    assert b.memory.used == 4 and b.streams.status()["unclaimed"] == 1
+    sa.reset()
+    net.pump()
+    assert b.memory.used == 0 and b.streams.status()["unclaimed"] == 0
+    later = Inbox()
+    b.stream(a.peer_id, b"s", later.message)
+    assert a.stream(b.peer_id, b"s", lambda p: None).send(b"new")
+    net.pump()
+    assert later.messages == [b"new"]  # nothing of the life that was reset
+
+
+def test_status_counts_what_the_host_holds(net: MemoryNetwork) -> None:
+    a, b, c = (net.add_node(streams=SMALL) for _ in range(3))
+    net.connect(c, b)
+    c.stream(b.peer_id, b"s", lambda p: None).reset()
+    net.pump()
+    net.cut(c, b)  # b remembers c
+    net.connect(a, b)
+    for name in (b"s", b"t"):
+        a.stream(b.peer_id, name, lambda p: None).send(b"xyz")
+    b.stream(a.peer_id, b"s", lambda p: None)
+    net.pump()
+    assert b.streams.status() == {
+        "peers": 1,
+        "streams": 1,
+        "unclaimed": 1,
+        "buffered_bytes": 3,
+        "remembered_peers": 1,
+    }
+
+
+@pytest.mark.parametrize("other", [b"u", b"u" * 7])
+def test_bytes_arriving_during_a_hand_over_are_charged_at_once(
+    net: MemoryNetwork, other: bytes
+) -> None:
+    """In the read that opens "s" (from "t"'s on_message), a message for
+    "s" joins its hand-over and one for "u" is held: all of it is charged
+    before the first held message is handed over.  (The two sizes make a
+    sum with a wrong sign come out at the old charge, as if nothing had
+    changed.)"""
+    a, b = pair(net)
+    used: list[int] = []
+    inbox = Inbox()
+
+    def handed(payload: bytes) -> None:
+        used.append(b.memory.used)
+        inbox.message(payload)
+
+    b.stream(a.peer_id, b"t", lambda p: b.stream(a.peer_id, b"s", handed))
+    ss, ts, us = (a.stream(b.peer_id, n, lambda p: None) for n in (b"s", b"t", b"u"))
+    for n in range(3):
+        ss.send(b"%d" % n)
+    net.pump()
+    assert b.memory.used == 3  # held
+    ts.send(b"go")
+    ss.send(b"x")
+    us.send(other)
+    net.pump()
+    assert inbox.messages == [b"0", b"1", b"2", b"x"]
+    assert used[0] == 3 + 1 + len(other)
+    assert b.memory.used == len(other)  # "u", still held
+
+
+# -- stalls, violations and closing connections -------------------------------
+
+
+def test_a_stream_stalled_by_the_stream_limit_is_woken_by_a_reset_not_by_data(
+    net: MemoryNetwork,
+) -> None:
+    a = net.add_node(streams=SMALL)
+    b = net.add_node(streams=attrs.evolve(SMALL, max_streams=1))
+    net.connect(a, b)
+    first = a.stream(b.peer_id, b"1", lambda p: None)
+    assert first.send(b"x")
+    theirs = b.stream(a.peer_id, b"1", lambda p: None)
+    net.advance(1.0)  # every acknowledgement is in
+    second = a.stream(b.peer_id, b"2", lambda p: None)
+    assert not second.send(b"y")  # b allows one stream of ours
+    room = second.wait_for_room()
+    theirs.send(b"z")
+    net.pump()
+    assert not room.called  # data ends no stream
+    woken: list[tuple[bool, bool]] = []
+    room.addCallback(
+        lambda _: woken.append((second.send(b"y"), second.wait_for_room().called))
+    )
+    theirs.reset()
+    net.pump()
+    assert woken == [(True, True)]  # room, and told so at once
+
+
+def test_each_violation_is_counted(net: MemoryNetwork) -> None:
+    a, b, c = (net.add_node(streams=SMALL) for _ in range(3))
+    for peer in (a, c):
+        net.connect(peer, b)
+        _inject(net, peer, b, HELLO, stream_wire.DataFrame(b"s", 2, b"x"))
+    assert b.counters[telemetry.STREAM_VIOLATIONS.key_for("STREAM_SEQUENCE")] == 2
+
+
+def test_stream_frames_after_a_violation_in_the_same_read_are_not_read(
+    net: MemoryNetwork,
+) -> None:
+    a, b = pair(net)
+    protocol = link_of(a, b)
+    connection = protocol.connection
+    for message in (HELLO, stream_wire.DataFrame(b"s", 2, b"x")):
+        connection.send_frame(stream_wire.frame(message))
+    connection.send_frame(framing.frame(wire.Ping(1)))  # a row of stream frames ends
+    connection.send_frame(stream_wire.frame(stream_wire.DataFrame(b"t", 1, b"y")))
+    protocol.outbound.flush()
+    net.pump()
+    violations = telemetry.STREAM_VIOLATIONS
+    assert b.counters[violations.key_for("STREAM_SEQUENCE")] == 1
+    assert b.counters[violations.key_for("UNEXPECTED_MESSAGE")] == 0
+    assert b.counters[telemetry.MISBEHAVIOURS.key] == 1
+
+
+def test_a_message_sent_as_the_connection_closes_goes_out_on_the_next(
+    net: MemoryNetwork,
+) -> None:
+    a, b = pair(net)
+    sa, _ia, _sb, ib = open_both(a, b)
+    sa.send(b"1")
+    net.pump()
+    a.disconnect(b.peer_id)  # closed now; gone once the transport says so
+    assert sa.send(b"2")
+    net.pump()
+    assert ib.messages == [b"1"]
+    net.connect(a, b)
+    assert ib.messages == [b"1", b"2"]
+
+
+# -- remembered peers and incarnations ------------------------------------------
+
+
+def test_every_drop_is_counted_and_shows_later_peers_a_new_incarnation(
+    net: MemoryNetwork,
+) -> None:
+    a = net.add_node(streams=attrs.evolve(SMALL, remembered_peers=0))
+    shown: list[Any] = []
+    for peer in (net.add_node(streams=SMALL), net.add_node(streams=SMALL)):
+        net.connect(a, peer)
+        a.stream(peer.peer_id, b"s", lambda p: None).reset()
+        net.pump()
+        shown.append(peer.streams.peers[a.peer_id].machine.peer_incarnation)
+        net.cut(a, peer)
+    assert shown[0] != shown[1] and a.streams.incarnation not in shown
+    assert a.counters[telemetry.STREAM_PEERS_FORGOTTEN.key] == 2
+
+
+def test_a_remembered_peer_is_shown_the_incarnation_it_knew(
+    net: MemoryNetwork,
+) -> None:
+    """Dropping another peer's numbers changes the incarnation peers met
+    afresh see; a peer whose numbers are kept sees the one it knew: to it
+    nothing restarted, and its stream goes on."""
+    a = net.add_node(streams=attrs.evolve(SMALL, remembered_peers=2))
+    b, c, d = (net.add_node(streams=SMALL) for _ in range(3))
+    first = a.streams.incarnation
+    for peer in (c, b, d):
+        net.connect(a, peer)
+        a.stream(peer.peer_id, b"s", lambda p: None).reset()
+        net.pump()
+        net.cut(a, peer)
+    assert list(a.streams.remembered) == [b.peer_id, d.peer_id]
+    assert a.streams.incarnation != first  # c's numbers were dropped
+    theirs = Inbox()
+    assert b.stream(a.peer_id, b"t", lambda p: None, theirs.reset).send(b"x")
+    net.connect(b, a)
+    ours = Inbox()
+    a.stream(b.peer_id, b"t", ours.message)
+    net.pump()
+    assert ours.messages == [b"x"] and theirs.resets == []
+
+
+def test_a_remembered_peer_that_restarted_is_seen_to_have(net: MemoryNetwork) -> None:
+    a, b = pair(net)
+    a.stream(b.peer_id, b"s", lambda p: None).reset()
+    net.pump()
+    net.cut(a, b)
+    assert b.peer_id in a.streams.remembered and a.streams.peers == {}
+    b2 = net.add_node(b.identity, streams=SMALL)  # b restarts
+    inbox = Inbox()
+    assert a.stream(b.peer_id, b"t", lambda p: None, inbox.reset).send(b"x")
+    net.connect(a, b2)
+    assert [(e.code, e.by_peer) for e in inbox.resets] == [(ResetCode.RESTARTED, False)]
+
+
+def test_a_remembered_peer_made_again_and_let_go_keeps_its_numbers(
+    net: MemoryNetwork,
+) -> None:
+    a = net.add_node(streams=SMALL)
+    b = net.add_node(streams=attrs.evolve(SMALL, window=500, max_streams=7))
+    net.connect(a, b)
+    a.stream(b.peer_id, b"s", lambda p: None).reset()
+    net.pump()
+    net.cut(a, b)
+    numbers = a.streams.remembered[b.peer_id]
+    assert numbers.peer_incarnation == b.streams.incarnation
+    assert (numbers.peer_window, numbers.peer_max_streams) == (500, 7)
+    a.stream(b.peer_id, b"t", lambda p: None).reset()  # made from them, let go
+    assert a.streams.peers == {}
+    assert a.streams.remembered[b.peer_id] == numbers
+
+
+# -- the one timer ---------------------------------------------------------------
+
+
+def test_an_unclaimed_streams_message_is_acknowledged_after_ack_delay(
+    net: MemoryNetwork,
+) -> None:
+    """Holding it arms the timer for its deadline (a minute away); the
+    acknowledgement due sooner brings the timer forward."""
+    a, b = pair(net)
+    a.stream(b.peer_id, b"u", lambda p: None).send(b"x")
+    net.pump()
+    machine = a.streams.peers[b.peer_id].machine
+    assert machine.buffered_bytes == 1
+    net.advance(SMALL.ack_delay)
+    assert machine.buffered_bytes == 0
+
+
+def test_a_later_deadline_does_not_put_off_an_acknowledgement_due_sooner(
+    net: MemoryNetwork,
+) -> None:
+    a, b = pair(net)
+    sa, *_ = open_both(a, b)
+    sa.send(b"x")  # at 0: acknowledged at 0.05
+    net.advance(0.03)
+    a.stream(b.peer_id, b"u", lambda p: None).send(b"y")  # held: arms b's timer
+    net.pump()
+    machine = a.streams.peers[b.peer_id].machine
+    assert machine.buffered_bytes == 2
+    net.advance(0.021)
+    assert machine.buffered_bytes == 0
+
+
+def test_the_timer_stops_once_the_acknowledgements_went_out(
+    net: MemoryNetwork,
+) -> None:
+    a, b = pair(net)
+    sa, *_ = open_both(a, b)
+    sa.send(b"x")
+    net.pump()
+    assert b.streams._timer is not None
+    net.advance(SMALL.ack_delay)  # exactly when the acknowledgement is due
+    assert a.streams.peers[b.peer_id].machine.buffered_bytes == 0
+    assert b.streams._timer is None
+
+
+def test_acknowledgements_lost_with_the_connection_keep_no_timer_running(
+    net: MemoryNetwork,
+) -> None:
+    settings = StreamSettings(ack_every=1000, ack_delay=0.05, unclaimed_timeout=0.02)
+    a, b = pair(net, settings)
+    sa, *_ = open_both(a, b)  # b's stream keeps b's state for a across the cut
+    sa.send(b"x")
+    a.stream(b.peer_id, b"u", lambda p: None).send(b"y")  # held at b until 0.02
+    net.pump()
+    net.cut(a, b)
+    net.advance(0.02)  # u's deadline: the timer runs, and has nothing left
+    assert b.streams.peers[a.peer_id].unclaimed == {}
+    assert b.streams._timer is None
