@@ -258,7 +258,8 @@ class StreamHost:
         self.stopped = True
         for state in list(self.peers.values()):
             for life in list(state.streams.values()):
-                self.reset_stream(life, ResetCode.CANCELLED, report=True)
+                if life.error is None:  # else a callback reset it on the way
+                    self.reset_stream(life, ResetCode.CANCELLED, report=True)
             for name in list(state.unclaimed):
                 state.machine.reset(name, ResetCode.CANCELLED)
                 self.unclaimed.drop_unclaimed(state, name)

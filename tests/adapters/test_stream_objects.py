@@ -129,3 +129,5 @@ def test_a_stream_reset_in_anothers_on_reset_while_the_node_stops_ends_once(
     with pytest.raises(StreamReset) as raised:
         streams[b"2"].send(b"late")
     assert raised.value.code == 1234
+    resets = {k: n for k, n in a.counters.items() if k.startswith("streams.reset.")}
+    assert resets == {"streams.reset.CANCELLED": 1, "streams.reset.application": 1}
