@@ -88,12 +88,14 @@ class _Harness:
         self.cost = cost
         self.served: list[str] = []
         self.then: dict[int, Callable[[], None]] = {}
+        #: How many peers are connected (a test may change it).
+        self.peers = peers
         self.fair = FairDispatch(
             lambda: self.reactor,  # type: ignore[arg-type,return-value]
             self._serve,
             share=FairShare(quantum=1.0, turn=3.0),
             timer=lambda: self.now,
-            peers=lambda: peers,
+            peers=lambda: self.peers,
         )
 
     def _serve(self, protocol: Any, request: wire.Request) -> None:
@@ -191,6 +193,22 @@ def test_with_one_peer_connected_no_turn_ends() -> None:
     assert h.reactor.due() == 0
     h.submit(a, "7")
     assert h.served[-1] == "a7"
+
+
+def test_a_peer_left_alone_still_waits_behind_its_own_requests() -> None:
+    """The other peer goes while a peer's requests wait for a turn: its next
+    request joins the end of its line, so one peer's requests still run in
+    the order they came (alone, it is not run at once)."""
+    h = _Harness()
+    a = _Protocol("a")
+    h.then[1] = lambda: h.submit(a, "2", "3", "4", "5")
+    h.submit(a, "1")
+    assert h.served == ["a1", "a2", "a3"]  # the budget spent; a4, a5 wait
+    h.peers = 1
+    h.submit(a, "6")
+    assert h.served == ["a1", "a2", "a3"]
+    h.reactor.turn()
+    assert h.served == ["a1", "a2", "a3", "a4", "a5", "a6"]
 
 
 def test_a_closed_connections_requests_are_dropped_not_run() -> None:
