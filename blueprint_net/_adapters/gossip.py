@@ -25,11 +25,12 @@ from twisted.logger import Logger
 
 from blueprint_net._adapters.peers import PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
-from blueprint_net._core import framing, gossip_wire, telemetry
+from blueprint_net._core import framing, gossip_wire
 from blueprint_net._core.errors import SendQueueFull
 from blueprint_net._core.gossip_outputs import (
     Deliver,
     Discovered,
+    Dropped,
     Fault,
     Penalty,
     RouterOutput,
@@ -80,17 +81,6 @@ TOPIC_STATS = (
     "dropped",
 )
 #: Router drop counters for a received Publish, and the figure each feeds.
-_PUBLISH_DROPS = {
-    telemetry.PUBLISH_DUPLICATE.key: "duplicate",
-    telemetry.PUBLISH_INVALID_SIGNATURE.key: "invalid",
-    telemetry.PUBLISH_TOO_LARGE.key: "dropped",
-    telemetry.PUBLISH_PEER_RATE.key: "dropped",
-    telemetry.PUBLISH_STALE.key: "dropped",
-    telemetry.PUBLISH_POSSIBLY_SEEN.key: "duplicate",
-    telemetry.PUBLISH_NEW_ORIGIN_RATE.key: "dropped",
-    telemetry.PUBLISH_ORIGIN_RATE.key: "dropped",
-    telemetry.PUBLISH_VALIDATION_FULL.key: "dropped",
-}
 
 
 @attrs.define
@@ -182,18 +172,7 @@ class Gossip:
         body it came in: see ``Router.receive``)."""
         peer = protocol.peer_id
         assert peer is not None
-        router = self.router
-        if isinstance(message, Publish) and message.topic in self.stats:
-            counters = router.counters
-            before = [counters[key] for key in _PUBLISH_DROPS]
-            outputs = router.receive(peer, message, self.clock.seconds(), body)
-            stats = self.stats[message.topic]
-            for (key, figure), old in zip(_PUBLISH_DROPS.items(), before):
-                if counters[key] != old:
-                    stats[figure] += 1
-        else:  # not a publication we take: its bytes are of no use
-            outputs = router.receive(peer, message, self.clock.seconds())
-        self._run(outputs)
+        self._run(self.router.receive(peer, message, self.clock.seconds(), body))
 
     # -- the application's side ---------------------------------------------
 
@@ -299,6 +278,10 @@ class Gossip:
             elif isinstance(output, Discovered):
                 for callback in self._discovered:
                     callback(output.source, output.records)
+            elif isinstance(output, Dropped):
+                stats = self.stats.get(output.topic)
+                if stats is not None:
+                    stats[output.why] += 1
 
     def _send(self, send: Send) -> None:
         message = send.message

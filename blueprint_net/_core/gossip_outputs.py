@@ -8,8 +8,10 @@ In: nothing; these are values.  Out: :data:`RouterOutput`, what every
 caller to carry out: :class:`Send` messages, :class:`Validate` a publication
 with the application (whose :class:`Verdict` goes back to the router),
 :class:`Deliver` it to local handlers, charge a :class:`Penalty` for a
-:class:`Fault` (``_policy/gossip_faults.py`` prices each), and
-:class:`Discovered` peer records.  No states: each output is frozen.
+:class:`Fault` (``_policy/gossip_faults.py`` prices each),
+:class:`Discovered` peer records, and the publications :class:`Dropped`
+(what happened to each, for the operator's per-topic figures).  No states:
+each output is frozen.
 """
 
 from __future__ import annotations
@@ -96,4 +98,17 @@ class Discovered:
     records: tuple[PeerRecord, ...]
 
 
-RouterOutput = Union[Send, Validate, Deliver, Penalty, Discovered]
+@attrs.frozen
+class Dropped:
+    """A publication on a topic we subscribe to was not taken, and why, in
+    the per-topic figures' words: ``duplicate`` (seen, or maybe seen,
+    before), ``invalid`` (its signature does not verify) or ``dropped``
+    (too large, too old or too new, over a rate, or no room to validate).
+    The router's counters say the exact reason; this says it per topic
+    without the caller diffing them."""
+
+    topic: str
+    why: str
+
+
+RouterOutput = Union[Send, Validate, Deliver, Penalty, Discovered, Dropped]

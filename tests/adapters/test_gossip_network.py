@@ -188,6 +188,7 @@ async def test_forged_and_replayed_messages_are_dropped_and_charged_rightly(
     assert victim.policy.score(liar.peer_id) > 0  # the forwarder pays
     assert victim.policy.score(origin.peer_id) == 0  # never the named origin
     assert victim.counters["gossip.fault.invalid-signature"] == 1
+    assert victim.gossip.stats[TOPIC]["invalid"] == 1  # the topic's figure
     # Replayed: a genuine message sent again is a duplicate, delivered once.
     origin.publish(TOPIC, b"genuine")
     await net.everyone_gets(1)

@@ -21,6 +21,7 @@ from blueprint_net._core.gossip_caches import RateLimiter, SeenCache
 from blueprint_net._core.gossip_outputs import (
     Deliver,
     Discovered,
+    Dropped,
     Fault,
     Penalty,
     RouterOutput,
@@ -48,6 +49,13 @@ from blueprint_net._core.records import sign_record
 from blueprint_net._policy.gossip_faults import fault_code
 
 TOPIC = "blocks"
+
+
+def dropped(why: str, topic: str = TOPIC) -> list[RouterOutput]:
+    """What the router says of a publication on ``topic`` it did not take."""
+    return [Dropped(topic, why)]
+
+
 #: Nanoseconds a second: a seqno is its publication time in ns.
 NS = 10**9
 
@@ -273,7 +281,7 @@ def test_a_forged_or_altered_message_is_dropped_and_its_forwarder_charged(
     router, (forwarder, honest, _) = one_router()
     genuine = signed(ORIGIN, 1, b"real")
     outputs = router.receive(forwarder, forge(genuine), 1.0)
-    assert outputs == [Penalty(forwarder, Fault.INVALID_SIGNATURE)]
+    assert outputs == [*dropped("invalid"), Penalty(forwarder, Fault.INVALID_SIGNATURE)]
     assert fault_code(Fault.INVALID_SIGNATURE) is ErrorCode.BAD_SIGNATURE
     # The forgery did not poison the id: the genuine message still gets in,
     # and the origin it named was never charged.
@@ -287,15 +295,16 @@ def test_duplicates_and_replays_are_dropped_by_the_seen_cache() -> None:
     message = signed(ORIGIN, 1, b"once")
     [validate] = router.receive(a, message, 1.0)
     assert isinstance(validate, Validate)
-    assert router.receive(b, message, 1.0) == []  # while validating
+    assert router.receive(b, message, 1.0) == dropped("duplicate")  # while validating
     outputs = router.validated(validate.message_id, Verdict.ACCEPT, 1.0)
     assert [o for o in outputs if isinstance(o, Deliver)] == [Deliver(message)]
-    assert router.receive(b, message, 2.0) == []  # after
-    assert router.receive(a, message, 100.0) == []  # a replay within the TTL
+    assert router.receive(b, message, 2.0) == dropped("duplicate")  # after
+    # A replay within the TTL.
+    assert router.receive(a, message, 100.0) == dropped("duplicate")
     assert router.counters["publish.duplicate"] == 3
     # Our own messages coming back are never taken for new.
     own = signed(router.identity, 5, b"mine")
-    assert router.receive(a, own, 2.0) == []
+    assert router.receive(a, own, 2.0) == dropped("duplicate")
 
 
 def test_the_seen_cache_is_bounded_and_expires() -> None:
@@ -360,7 +369,8 @@ def test_pending_validations_are_bounded_and_time_out() -> None:
     settings = GossipSettings(max_pending=2)
     router, (a, _, _) = one_router(settings)
     outputs = [router.receive(a, signed(ORIGIN, n, b"x"), 1.0) for n in range(3)]
-    assert [len(o) for o in outputs] == [1, 1, 0]
+    assert [validates(o) for o in outputs] == [1, 1, 0]
+    assert outputs[2] == dropped("dropped")
     assert router.counters["publish.validation_full"] == 1
     router.heartbeat(1.0 + settings.validation_timeout)
     assert not router.pending and router.counters["validation.timeout"] == 2
@@ -374,7 +384,7 @@ def test_size_caps_per_topic() -> None:
     router, (a, _, _) = one_router(settings)
     router.subscribe("big", 0.0)
     router.receive(a, Subscriptions(((True, "big"),)), 0.0)
-    assert router.receive(a, signed(ORIGIN, 1, bytes(11)), 1.0) == []
+    assert router.receive(a, signed(ORIGIN, 1, bytes(11)), 1.0) == dropped("dropped")
     assert router.counters["publish.too_large"] == 1
     assert len(router.receive(a, signed(ORIGIN, 2, bytes(11), "big"), 1.0)) == 1
     with pytest.raises(PublishFailed, match="exceed the size cap of 10"):
@@ -386,12 +396,18 @@ def test_size_caps_per_topic() -> None:
 def test_an_origin_over_its_rate_is_dropped_after_its_signature() -> None:
     settings = GossipSettings(origin_rate=1.0, origin_burst=3)
     router, (a, b, _) = one_router(settings)
-    accepted = [bool(router.receive(a, signed(ORIGIN, n, b"x"), 1.0)) for n in range(5)]
+    accepted = [
+        validates(router.receive(a, signed(ORIGIN, n, b"x"), 1.0)) == 1
+        for n in range(5)
+    ]
     assert accepted == [True, True, True, False, False]
     assert router.counters["publish.origin_rate"] == 2
     # A forger claiming that origin is charged, and cannot use up its rate.
     forged = attrs.evolve(signed(ORIGIN, 9, b"x"), data=b"y")
-    assert router.receive(b, forged, 5.0) == [Penalty(b, Fault.INVALID_SIGNATURE)]
+    assert router.receive(b, forged, 5.0) == [
+        *dropped("invalid"),
+        Penalty(b, Fault.INVALID_SIGNATURE),
+    ]
     assert router.receive(a, signed(ORIGIN, 10, b"x"), 5.0) != []
     # The node's own publishes meet the same limit.
     for _ in range(3):
@@ -405,7 +421,8 @@ def test_a_peer_gets_a_bounded_number_of_signature_checks() -> None:
     router, (a, b, _) = one_router(settings)
     junk = [attrs.evolve(signed(ORIGIN, n, b"x"), data=b"y") for n in range(4)]
     outputs = [router.receive(a, m, 1.0) for m in junk]
-    assert [len(o) for o in outputs] == [1, 1, 0, 0]
+    charged = [*dropped("invalid"), Penalty(a, Fault.INVALID_SIGNATURE)]
+    assert outputs == [charged, charged, dropped("dropped"), dropped("dropped")]
     assert router.counters["publish.peer_rate"] == 2
     assert router.receive(b, signed(ORIGIN, 1, b"x"), 1.0) != []  # others unaffected
 
@@ -890,7 +907,7 @@ def test_a_publication_time_is_accepted_from_max_age_ago_to_max_skew_ahead() -> 
     for seqno in (oldest, newest):
         assert validates(router.receive(a, signed(ORIGIN, seqno, b"x"), NOW)) == 1
     for seqno in (oldest - 1, newest + 1):
-        assert router.receive(a, signed(ORIGIN, seqno, b"x"), NOW) == []
+        assert router.receive(a, signed(ORIGIN, seqno, b"x"), NOW) == dropped("dropped")
     assert router.counters["publish.stale"] == 2
 
 
@@ -905,16 +922,18 @@ def test_each_early_drop_is_counted_once_per_message() -> None:
     assert validates(router.receive(a, signed(ORIGIN, seqno, bytes(10)), NOW)) == 1
     for n in range(2):
         big = signed(ORIGIN, seqno + 1 + n, bytes(11))
-        assert router.receive(a, big, NOW) == []
+        assert router.receive(a, big, NOW) == dropped("dropped")
     assert router.counters["publish.too_large"] == 2
     # A forgery: charged to its forwarder, counted each time.
     for n in range(2):
         forged = attrs.evolve(signed(ORIGIN, seqno + 10 + n, b"x"), data=b"y")
-        assert router.receive(b, forged, NOW) == [Penalty(b, Fault.INVALID_SIGNATURE)]
+        charged = [*dropped("invalid"), Penalty(b, Fault.INVALID_SIGNATURE)]
+        assert router.receive(b, forged, NOW) == charged
     assert router.counters["publish.invalid_signature"] == 2
     # One validation pending fills max_pending = 1.
     for n in range(2):
-        assert router.receive(a, signed(ORIGIN, seqno + 20 + n, b"x"), NOW) == []
+        late = signed(ORIGIN, seqno + 20 + n, b"x")
+        assert router.receive(a, late, NOW) == dropped("dropped")
     assert router.counters["publish.validation_full"] == 2
 
 
@@ -927,7 +946,9 @@ def test_messages_at_or_below_the_seen_floor_are_counted_as_possibly_seen() -> N
         router.validated(check.message_id, Verdict.ACCEPT, NOW)
     assert router.seen.floor == seqno
     for _ in range(2):
-        assert router.receive(a, signed(identity(98), seqno, b"x"), NOW) == []
+        assert router.receive(a, signed(identity(98), seqno, b"x"), NOW) == dropped(
+            "duplicate"
+        )
     assert router.counters["publish.possibly_seen"] == 2
     assert validates(router.receive(a, signed(identity(98), seqno + 2, b"x"), NOW)) == 1
 
@@ -1147,7 +1168,9 @@ def test_a_publication_is_delivered_only_to_a_subscriber_and_seen() -> None:
     outputs = router.publish(TOPIC, b"x", 1.0)
     [deliver, send] = outputs
     assert isinstance(deliver, Deliver) and send == Send((a, b, c), deliver.message)
-    assert router.receive(a, deliver.message, 1.0) == []  # our own: seen
+    assert router.receive(a, deliver.message, 1.0) == dropped(
+        "duplicate"
+    )  # our own: seen
     assert router.counters["publish.duplicate"] == 1
     router.receive(a, Subscriptions(((True, "other"),)), 1.0)
     [only] = router.publish("other", b"y", 1.0)

@@ -16,6 +16,7 @@ from blueprint_net._core import gossip_wire
 from blueprint_net._core.errors import ConfigurationError, ErrorCode, WireError
 from blueprint_net._core.gossip_outputs import (
     Deliver,
+    Dropped,
     Fault,
     Penalty,
     RouterOutput,
@@ -88,10 +89,12 @@ def test_a_peer_signing_with_fresh_origins_is_held_to_the_new_origin_rate() -> N
     # A forgery naming a fresh origin is charged, and spends none of it.
     forged = attrs.evolve(signed(fresh[0], 1, b"x"), data=b"y")
     assert router.receive(attacker, forged, 1.0) == [
-        Penalty(attacker, Fault.INVALID_SIGNATURE)
+        Dropped(TOPIC, "invalid"),
+        Penalty(attacker, Fault.INVALID_SIGNATURE),
     ]
     taken = [router.receive(attacker, signed(f, 1, b"junk"), 1.0) for f in fresh]
-    assert [len(o) for o in taken] == [1, 1, 1, 0, 0, 0]
+    assert [type(o[0]) for o in taken] == [Validate] * 3 + [Dropped] * 3
+    assert taken[3:] == [[Dropped(TOPIC, "dropped")]] * 3
     assert router.counters["publish.new_origin_rate"] == 3
     assert not any(isinstance(o, Penalty) for out in taken for o in out)  # uncharged
     # Known origins (accepted here before) pass whatever the budget says.
@@ -230,17 +233,20 @@ def test_a_peers_own_publications_are_held_to_its_origin_rate_not_its_budget() -
     assert own.peer_id == peer
     # Its signature budget is spent on someone else's message...
     assert router.receive(peer, signed(identity(50), at(T0), b"x"), T0) != []
-    assert router.receive(peer, signed(identity(51), at(T0), b"y"), T0) == []
+    spent = router.receive(peer, signed(identity(51), at(T0), b"y"), T0)
+    assert spent == [Dropped(TOPIC, "dropped")]
     assert router.counters["publish.peer_rate"] == 1
     # ...and its own messages still pass, up to its origin rate.
     taken = [router.receive(peer, signed(own, at(T0) + n, b"o"), T0) for n in range(4)]
-    assert [len(out) for out in taken] == [1, 1, 0, 0]
+    assert [type(out[0]) for out in taken] == [Validate] * 2 + [Dropped] * 2
+    assert taken[2:] == [[Dropped(TOPIC, "dropped")]] * 2
     assert router.counters["publish.origin_rate"] == 2
     assert router.counters["publish.peer_rate"] == 1
     forged = attrs.evolve(signed(own, at(T0) + 9, b"z"), data=b"w")
     later = T0 + 5
     assert router.receive(peer, forged, later) == [
-        Penalty(peer, Fault.INVALID_SIGNATURE)
+        Dropped(TOPIC, "invalid"),
+        Penalty(peer, Fault.INVALID_SIGNATURE),
     ]
     # Another peer forwarding the same origin is held to its own budget.
     assert router.receive(other, signed(own, at(later) + 1, b"f"), later) != []
@@ -304,7 +310,7 @@ def test_a_replay_after_the_seen_ttl_is_not_delivered() -> None:
     later = T0 + 133  # past seen_ttl: the id is forgotten, the message is stale
     router.heartbeat(later)
     assert message.message_id not in router.seen
-    assert router.receive(b, message, later) == []
+    assert router.receive(b, message, later) == [Dropped(TOPIC, "dropped")]
     assert router.counters["publish.stale"] == 1
 
 
@@ -314,7 +320,7 @@ def test_a_replay_after_the_seen_cache_evicted_its_id_is_not_delivered() -> None
     for message in messages:
         accept(router, router.receive(a, message, T0 + 1), T0 + 1)
     assert messages[0].message_id not in router.seen  # evicted
-    assert router.receive(b, messages[0], T0 + 2) == []
+    assert router.receive(b, messages[0], T0 + 2) == [Dropped(TOPIC, "duplicate")]
     assert router.counters["publish.possibly_seen"] == 1
     # A new message published after the floor still gets in.
     assert router.receive(b, signed(ORIGIN, at(T0 + 1.5), b"new"), T0 + 2) != []
@@ -325,7 +331,8 @@ def test_a_message_dated_in_the_future_or_too_old_is_dropped_uncharged() -> None
     s = DEFAULTS
     ahead = signed(ORIGIN, at(T0 + s.max_clock_skew + 1), b"ahead")
     old = signed(ORIGIN, at(T0 - s.max_message_age - 1), b"old")
-    assert router.receive(a, ahead, T0) == [] and router.receive(a, old, T0) == []
+    stale = [Dropped(TOPIC, "dropped")]
+    assert router.receive(a, ahead, T0) == stale and router.receive(a, old, T0) == stale
     assert router.counters["publish.stale"] == 2
     near = signed(ORIGIN, at(T0 + s.max_clock_skew - 1), b"a clock a bit fast")
     assert router.receive(a, near, T0) != []
