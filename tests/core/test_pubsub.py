@@ -141,7 +141,7 @@ class Net:
                 self.delivered[router.peer_id].append(output.message)
             elif isinstance(output, Penalty):
                 self.penalties.append((router.peer_id, output))
-            else:
+            elif isinstance(output, Discovered):
                 self.discovered.append((router.peer_id, output))
 
     def run(self, limit: int = 200_000) -> None:
