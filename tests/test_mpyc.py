@@ -244,13 +244,29 @@ def test_a_party_that_fails_ends_the_run_naming_it(run: Run, tmp_path: Path) -> 
 
 
 #: Each party leaves a file open, reachable from a module (MPyC's runtime):
-#: Python flushes it as it tears the modules down at exit.
+#: Python flushes it as it tears the modules down at exit; a stream whose
+#: flush fails (detached) must not stop that; and a non-daemon thread's
+#: work finishes before the process ends, as Python waits for it.
 UNCLOSED = """\
+import io
+import threading
+import time
 from mpyc.runtime import mpc
 
 mpc.run(mpc.start())
+detached = io.TextIOWrapper(io.BytesIO())
+detached.detach()
 mpc.left_open = open(f"party{mpc.pid}.txt", "w")
 mpc.left_open.write(f"party {mpc.pid} wrote this")
+
+
+def later():
+    time.sleep(0.3)
+    with open(f"thread{mpc.pid}.txt", "w") as done:
+        done.write("a thread's work")
+
+
+threading.Thread(target=later).start()
 mpc.run(mpc.shutdown())
 """
 
@@ -266,6 +282,7 @@ def test_what_a_party_left_unclosed_is_written_when_it_ends(
     assert result.returncode == 0, result.stderr
     for i in range(3):
         assert (tmp_path / f"party{i}.txt").read_text() == f"party {i} wrote this"
+        assert (tmp_path / f"thread{i}.txt").read_text() == "a thread's work"
 
 
 #: Party 0 is killed once the parties are connected; the others wait for
