@@ -395,3 +395,26 @@ def test_without_fork_m_n_says_to_use_party(
         "blueprint_net.mpyc: -M N forks the parties, which this system cannot;"
         " start each party with --party (docs/mpyc.md)\n"
     )
+
+
+#: A program that embeds the launcher, with an exit handler of its own.
+EMBEDDING = """\
+import atexit
+import os
+import sys
+
+from blueprint_net.mpyc.launch import exit_now, main
+
+atexit.register(lambda: open(f"handler-ran-in-{os.getpid()}", "w").close())
+exit_now(main([sys.argv[1], "-M3", "--no-log"]))
+"""
+
+
+@pytest.mark.timeout(2 * RUN_TIMEOUT)
+def test_a_forked_party_runs_none_of_party_0s_exit_handlers(
+    run: Run, tmp_path: Path
+) -> None:
+    embedding = written(tmp_path, "embedding.py", EMBEDDING)
+    result = run(str(embedding), str(HELLO), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(list(tmp_path.glob("handler-ran-in-*"))) == 1  # party 0's only

@@ -444,6 +444,9 @@ def _fork(
     code = 1
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        # Exit handlers registered before the fork are party 0's (or its
+        # caller's): a party runs only those its own program registers.
+        atexit._clear()
         os.close(to_child)
         os.close(from_child)
         for child in earlier:
