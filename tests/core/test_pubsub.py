@@ -386,7 +386,7 @@ def test_size_caps_per_topic() -> None:
     router.receive(a, Subscriptions(((True, "big"),)), 0.0)
     assert router.receive(a, signed(ORIGIN, 1, bytes(11)), 1.0) == dropped("dropped")
     assert router.counters["publish.too_large"] == 1
-    assert len(router.receive(a, signed(ORIGIN, 2, bytes(11), "big"), 1.0)) == 1
+    assert validates(router.receive(a, signed(ORIGIN, 2, bytes(11), "big"), 1.0)) == 1
     with pytest.raises(PublishFailed, match="exceed the size cap of 10"):
         router.publish(TOPIC, bytes(11), 1.0)
     router.publish("big", bytes(100), 1.0)
@@ -408,7 +408,7 @@ def test_an_origin_over_its_rate_is_dropped_after_its_signature() -> None:
         *dropped("invalid"),
         Penalty(b, Fault.INVALID_SIGNATURE),
     ]
-    assert router.receive(a, signed(ORIGIN, 10, b"x"), 5.0) != []
+    assert validates(router.receive(a, signed(ORIGIN, 10, b"x"), 5.0)) == 1
     # The node's own publishes meet the same limit.
     for _ in range(3):
         router.publish(TOPIC, b"x", 10.0)
@@ -424,7 +424,8 @@ def test_a_peer_gets_a_bounded_number_of_signature_checks() -> None:
     charged = [*dropped("invalid"), Penalty(a, Fault.INVALID_SIGNATURE)]
     assert outputs == [charged, charged, dropped("dropped"), dropped("dropped")]
     assert router.counters["publish.peer_rate"] == 2
-    assert router.receive(b, signed(ORIGIN, 1, b"x"), 1.0) != []  # others unaffected
+    # Others are unaffected.
+    assert validates(router.receive(b, signed(ORIGIN, 1, b"x"), 1.0)) == 1
 
 
 def test_ihave_is_capped_per_message_and_per_heartbeat() -> None:
@@ -1273,6 +1274,15 @@ def test_a_publication_is_forwarded_in_the_bytes_it_came_in() -> None:
     outputs = router.validated(validate.message_id, Verdict.ACCEPT, 1.0)
     [send] = [o for o in outputs if isinstance(o, Send)]
     assert send.body == b""
+    # At exactly FORWARD_AS_RECEIVED, still as received.
+    overhead = len(gossip_wire.encode(signed(ORIGIN, 3, b"")))
+    edge = signed(ORIGIN, 3, bytes(FORWARD_AS_RECEIVED - overhead))
+    edge_body = gossip_wire.encode(edge)
+    assert len(edge_body) == FORWARD_AS_RECEIVED
+    [validate] = router.receive(a, edge, 1.0, edge_body)
+    outputs = router.validated(validate.message_id, Verdict.ACCEPT, 1.0)
+    [send] = [o for o in outputs if isinstance(o, Send)]
+    assert send.body is edge_body
     router, (a, _, _) = one_router()
     [validate] = router.receive(a, message, 1.0)
     assert isinstance(validate, Validate)
