@@ -98,6 +98,14 @@ class Discovered:
     records: tuple[PeerRecord, ...]
 
 
+#: ``Dropped.why``: seen (or maybe seen) before.
+DUPLICATE = "duplicate"
+#: ``Dropped.why``: its signature does not verify.
+INVALID = "invalid"
+#: ``Dropped.why``: too large, too old or too new, over a rate, or no room.
+DROPPED = "dropped"
+
+
 @attrs.frozen
 class Dropped:
     """A publication on a topic we subscribe to was not taken, and why, in

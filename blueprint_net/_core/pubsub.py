@@ -50,6 +50,9 @@ from blueprint_net._core.gossip_caches import (
 )
 from blueprint_net._core.gossip_mesh import Meshes, PeerState, check_topic
 from blueprint_net._core.gossip_outputs import (
+    DROPPED,
+    DUPLICATE,
+    INVALID,
     Deliver,
     Dropped,
     Fault,
@@ -99,7 +102,6 @@ from blueprint_net._core.telemetry import (
     SUBSCRIPTIONS_OVER_LIMIT,
     VALIDATION_TIMEOUT,
     VALIDATIONS,
-    Metric,
 )
 
 
@@ -119,19 +121,6 @@ class _Pending:
 FORWARD_AS_RECEIVED = 4096
 
 #: A peer message's handler (each takes its own message type).
-#: The per-topic figure (``Dropped.why``) each reason to drop a publication
-#: counts in.
-DROPPED_AS = {
-    PUBLISH_TOO_LARGE.key: "dropped",
-    PUBLISH_DUPLICATE.key: "duplicate",
-    PUBLISH_STALE.key: "dropped",
-    PUBLISH_POSSIBLY_SEEN.key: "duplicate",
-    PUBLISH_ORIGIN_RATE.key: "dropped",
-    PUBLISH_PEER_RATE.key: "dropped",
-    PUBLISH_INVALID_SIGNATURE.key: "invalid",
-    PUBLISH_NEW_ORIGIN_RATE.key: "dropped",
-    PUBLISH_VALIDATION_FULL.key: "dropped",
-}
 
 OnMessage = Callable[["Router", PeerId, Any, float], list[RouterOutput]]
 
@@ -284,20 +273,25 @@ class Router(Meshes):
     def _on_publish(
         self, peer: PeerId, message: Publish, now: float, body: bytes = b""
     ) -> list[RouterOutput]:
+        count = self.counters
         topic = message.topic
         if topic not in self.subscribed:
-            self.counters[PUBLISH_NOT_SUBSCRIBED.key] += 1
+            count[PUBLISH_NOT_SUBSCRIBED.key] += 1
             return []
         if len(message.data) > self.settings.max_size(topic):
-            return self._drop(PUBLISH_TOO_LARGE, topic)
+            count[PUBLISH_TOO_LARGE.key] += 1
+            return [Dropped(topic, DROPPED)]
         mid = message_id(message.origin, message.seqno)
         if mid in self.seen or message.origin == self.peer_id:
-            return self._drop(PUBLISH_DUPLICATE, topic)
+            count[PUBLISH_DUPLICATE.key] += 1
+            return [Dropped(topic, DUPLICATE)]
         now_ns = int(now * 1e9)
         if not now_ns - self._max_age_ns <= message.seqno <= now_ns + self._skew_ns:
-            return self._drop(PUBLISH_STALE, topic)  # too old, or in the future
+            count[PUBLISH_STALE.key] += 1  # too old, or in the future
+            return [Dropped(topic, DROPPED)]
         if self.seen.below_floor(message.seqno):
-            return self._drop(PUBLISH_POSSIBLY_SEEN, topic)  # its id may be evicted
+            count[PUBLISH_POSSIBLY_SEEN.key] += 1  # its id may be evicted
+            return [Dropped(topic, DUPLICATE)]
         # P's own publications (origin P, whose key the handshake proved) are
         # held to P's origin rate, checked before the signature since only P
         # can spend it; never to the budget P spends forwarding others'
@@ -305,35 +299,34 @@ class Router(Meshes):
         own = message.origin == peer
         if own:
             if not self.origin_limit.allow(peer, now):
-                return self._drop(PUBLISH_ORIGIN_RATE, topic)
+                count[PUBLISH_ORIGIN_RATE.key] += 1
+                return [Dropped(topic, DROPPED)]
         elif not self.peer_limit.allow(peer, now):
-            return self._drop(PUBLISH_PEER_RATE, topic)
+            count[PUBLISH_PEER_RATE.key] += 1
+            return [Dropped(topic, DROPPED)]
         signed = signed_bytes(topic, message.origin, message.seqno, message.data)
         if not self.identity.verify(
             message.origin.public_key, signed, message.signature
         ):
-            penalty = Penalty(peer, Fault.INVALID_SIGNATURE)
-            return [*self._drop(PUBLISH_INVALID_SIGNATURE, topic), penalty]
+            count[PUBLISH_INVALID_SIGNATURE.key] += 1
+            return [Dropped(topic, INVALID), Penalty(peer, Fault.INVALID_SIGNATURE)]
         if not own:
             if message.origin not in self.known_origins and not (
                 self.new_origin_limit.allow(peer, now)
             ):
-                return self._drop(PUBLISH_NEW_ORIGIN_RATE, topic)
+                count[PUBLISH_NEW_ORIGIN_RATE.key] += 1
+                return [Dropped(topic, DROPPED)]
             if not self.origin_limit.allow(message.origin, now):
-                return self._drop(PUBLISH_ORIGIN_RATE, topic)
+                count[PUBLISH_ORIGIN_RATE.key] += 1
+                return [Dropped(topic, DROPPED)]
         if len(self.pending) >= self.settings.max_pending:
-            return self._drop(PUBLISH_VALIDATION_FULL, topic)
+            count[PUBLISH_VALIDATION_FULL.key] += 1
+            return [Dropped(topic, DROPPED)]
         self.seen.add(mid, message.seqno)
         if len(body) > FORWARD_AS_RECEIVED:
             body = b""  # see FORWARD_AS_RECEIVED
         self.pending[mid] = _Pending(message, peer, now, body)
         return [Validate(mid, message, peer)]
-
-    def _drop(self, reason: Metric, topic: str) -> list[RouterOutput]:
-        """Count why a publication on ``topic`` was not taken; say so."""
-        key = reason.key
-        self.counters[key] += 1
-        return [Dropped(topic, DROPPED_AS[key])]
 
     def _on_subscriptions(
         self, peer: PeerId, message: Subscriptions, now: float
