@@ -1278,6 +1278,7 @@ def test_a_publication_is_forwarded_in_the_bytes_it_came_in() -> None:
     edge_body = gossip_wire.encode(edge)
     assert len(edge_body) == FORWARD_AS_RECEIVED
     [validate] = router.receive(a, edge, 1.0, edge_body)
+    assert isinstance(validate, Validate)
     outputs = router.validated(validate.message_id, Verdict.ACCEPT, 1.0)
     [send] = [o for o in outputs if isinstance(o, Send)]
     assert send.body is edge_body
