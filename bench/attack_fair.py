@@ -33,9 +33,10 @@ CPU would); the node is frozen for the collector (``gc.freeze()``) as
 ``python -m bench.attack --fair``) runs every process where the kernel puts
 it, as before; the notes say which.  Read the ratio with its reference:
 placed so, the quiet p99 is itself higher (about 1.6-2.1 ms against 1.0
-shared, measured: an idle CPU wakes for each request), and under a flood
-the node's busy CPU answers a little sooner than an idle one, so part of
-the ratio's fall is the reference's rise; the notes give both medians, and
+shared, measured; not CPU idleness: idle-class spinners keeping both CPUs
+awake left it at 1.8 ms), and under a flood the node's busy CPU answers a
+little sooner, so part of the ratio's fall is the reference's rise; the
+notes give both medians, and
 docs/security.md the absolute figures.  The flooder in the idle class gets
 what every other process on its CPU leaves, not only the honest peer, so
 on a shared machine it may flood less (the notes say how much was served).
