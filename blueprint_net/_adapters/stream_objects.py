@@ -193,8 +193,7 @@ class Stream:
         if not (code == ResetCode.CANCELLED or 1000 <= code < 2**16):
             raise ValueError(f"a reset code is CANCELLED or 1000-65535, not {code}")
         life = self._life
-        if life.error is None:
-            life.host.reset_stream(life, int(code))
+        life.host.reset_stream(life, int(code))
 
 
 @attrs.define(eq=False)
@@ -297,10 +296,6 @@ class StreamLife:
                 waiting.callback(None)
 
     def end(self, error: StreamReset, report: bool) -> None:
-        """The life ends with ``error``, once: a node stopping may come to
-        a stream that a callback reset on the way, and that end stands."""
-        if self.error is not None:
-            return
         self.error = error
         self.peer.waiting.pop(self, None)
         self.peer.draining.pop(self, None)

@@ -258,8 +258,7 @@ class StreamHost:
         self.stopped = True
         for state in list(self.peers.values()):
             for life in list(state.streams.values()):
-                if life.error is None:  # else a callback reset it on the way
-                    self.reset_stream(life, ResetCode.CANCELLED, report=True)
+                self.reset_stream(life, ResetCode.CANCELLED, report=True)
             for name in list(state.unclaimed):
                 state.machine.reset(name, ResetCode.CANCELLED)
                 self.unclaimed.drop_unclaimed(state, name)
@@ -407,7 +406,11 @@ class StreamHost:
             self._wake(state)
 
     def reset_stream(self, life: StreamLife, code: int, report: bool = False) -> None:
-        """End ``life`` here (the application's reset, or the node stops)."""
+        """End ``life`` here (the application's reset, or the node stops);
+        nothing happens to a life already ended (reset twice, or by a
+        callback while the node stops: that end stands)."""
+        if life.error is not None:
+            return
         state, name = life.peer, life.name
         state.machine.reset(name, code)
         if state.streams.get(name) is life:

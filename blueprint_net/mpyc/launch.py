@@ -244,13 +244,18 @@ def _run_program(program: str, args: list[str], set_argv: bool = True) -> int:
     try:
         runpy.run_path(program, run_name="__main__")
     except SystemExit as done:
-        if done.code is None or isinstance(done.code, int):
-            return done.code or 0
-        print(done.code, file=sys.stderr)
-        return 1
+        return _status(done)
     finally:
         sys.stdout.flush()
     return 0
+
+
+def _status(done: SystemExit) -> int:
+    """The exit status ``sys.exit(code)`` gives (a message: said, then 1)."""
+    if done.code is None or isinstance(done.code, int):
+        return done.code or 0
+    print(done.code, file=sys.stderr)
+    return 1
 
 
 def _listed(
@@ -460,10 +465,7 @@ def _fork(
         print(f"blueprint_net.mpyc: {error}", file=sys.stderr)
         code = 2
     except SystemExit as done:
-        if done.code is None or isinstance(done.code, int):
-            code = done.code or 0
-        else:
-            print(done.code, file=sys.stderr)
+        code = _status(done)
     except BaseException:
         traceback.print_exc()
     finally:
