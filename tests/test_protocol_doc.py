@@ -106,6 +106,7 @@ GOSSIP_MESSAGES: dict[str, gossip_wire.GossipWireMessage] = {
     "gossip-prune": gossip_wire.Prune("news", 60, (BOB_RECORD,)),
     "gossip-records-request": gossip_wire.RecordsRequest(16),
     "gossip-records": gossip_wire.Records((BOB_RECORD,)),
+    "gossip-idontwant": gossip_wire.IDontWant((MESSAGE_ID,)),
 }
 
 # Section 10: durable streams.

@@ -85,10 +85,21 @@ class PeerState:
     changes: int = 0
     grafts: int = 0
     flooded: bool = False
+    #: Ids it told us it has (IDontWant), one set per heartbeat, newest
+    #: first, and how many it sent this heartbeat.
+    unwanted: list[set[bytes]] = attrs.Factory(lambda: [set()])
+    dontwants: int = 0
 
-    def new_heartbeat(self) -> None:
+    def new_heartbeat(self, idontwant_heartbeats: int) -> None:
+        """A new heartbeat: budgets renewed, the oldest IDontWant ids gone."""
         self.ihaves = self.asked = self.served = self.record_requests = 0
+        self.dontwants = 0
         self.pruned_records = False
+        self.unwanted = [set(), *self.unwanted[: idontwant_heartbeats - 1]]
+
+    def has(self, message_id: bytes) -> bool:
+        """It told us it has this message (IDontWant) recently."""
+        return any(message_id in ids for ids in self.unwanted)
 
 
 class Meshes:

@@ -66,12 +66,28 @@ class GossipSettings:
     #: mesh (gossipsub v1.1's default: a mesh of attackers cannot hide them).
     flood_publish: bool = True
 
+    #: A publication whose ``data`` is at least this many bytes makes us
+    #: tell the rest of our mesh of its topic, once its signature verifies,
+    #: that we have it (gossipsub v1.2's ``IDontWant``), so they skip the
+    #: copy they would push to us.  go-libp2p-pubsub's 1,024 bytes: below
+    #: it, the 39-byte notice to each mesh peer saves too little.  ``None``
+    #: sends none (a network with nodes older than this message, which
+    #: would close the link on it); every node takes them.
+    idontwant_threshold: int | None = 1024
     # -- caps ---------------------------------------------------------------
     #: IHave ids looked at and IWant ids asked per peer per heartbeat, and
     #: IWant answers served per peer per heartbeat.
     max_ihave_length: int = 5000
     #: IHave messages taken from one peer per heartbeat.
     max_ihave_messages: int = 10
+    #: IDontWant ids looked at per peer per heartbeat (go-libp2p-pubsub's
+    #: 1,000), and the heartbeats each is kept: an honest peer sends one
+    #: per large message it takes, to each of its mesh peers, and the id is
+    #: only useful until our copy would go out.  Ids of messages we already
+    #: forwarded are not kept, so honest notices cost little; junk ids cost
+    #: at most ``max_idontwant x idontwant_heartbeats`` ids per peer.
+    max_idontwant: int = 1000
+    idontwant_heartbeats: int = 3
     #: Times one message is sent to one peer in answer to IWants.
     gossip_retransmission: int = 3
     #: A publication older than this (its seqno is its publication time, in
@@ -201,6 +217,10 @@ class GossipSettings:
             return "need records_refresh >= heartbeat_interval"
         if min(*rates, self.heartbeat_interval) <= 0:
             return "rates and the heartbeat interval must be positive"
+        if self.idontwant_threshold is not None and self.idontwant_threshold < 0:
+            return "idontwant_threshold is None or a size in bytes (>= 0)"
+        if self.max_idontwant < 0 or self.idontwant_heartbeats < 1:
+            return "need max_idontwant >= 0 and idontwant_heartbeats >= 1"
         if self.max_control_per_peer < 2 * self.max_topics_per_peer:
             return "need max_control_per_peer >= 2 * max_topics_per_peer"
         return None

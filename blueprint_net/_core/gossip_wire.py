@@ -1,4 +1,4 @@
-"""The topic-gossip messages (types ``0x40``-``0x47``) and their codec.
+"""The topic-gossip messages (types ``0x40``-``0x48``) and their codec.
 
 Layer: core (sans-IO; imports nothing from Twisted).
 
@@ -46,7 +46,8 @@ T_GRAFT = 0x44
 T_PRUNE = 0x45
 T_RECORDS_REQUEST = 0x46
 T_RECORDS = 0x47
-#: Types up to this one are gossip's (``0x48``-``0x4F`` are reserved).
+T_IDONTWANT = 0x48
+#: Types up to this one are gossip's (``0x49``-``0x4F`` are reserved).
 T_LAST = 0x4F
 #: Most changes one ``Subscriptions`` carries (a longer one is
 #: ``OUT_OF_RANGE``), so decoding one costs a bounded amount; a node with
@@ -96,6 +97,13 @@ class IWant:
 
 
 @attrs.frozen
+class IDontWant:
+    """Do not send me these messages: I have them (gossipsub v1.2)."""
+
+    message_ids: tuple[bytes, ...]
+
+
+@attrs.frozen
 class Graft:
     """Add me to your mesh of ``topic``."""
 
@@ -129,7 +137,15 @@ class Records:
 #: A decoded gossip message of any type (not to be confused with the public
 #: ``GossipMessage``, a publication as delivered to an application).
 GossipWireMessage = Union[
-    Publish, Subscriptions, IHave, IWant, Graft, Prune, RecordsRequest, Records
+    Publish,
+    Subscriptions,
+    IHave,
+    IWant,
+    Graft,
+    Prune,
+    RecordsRequest,
+    Records,
+    IDontWant,
 ]
 #: The same, for ``isinstance``.
 GOSSIP_TYPES = (
@@ -141,6 +157,7 @@ GOSSIP_TYPES = (
     Prune,
     RecordsRequest,
     Records,
+    IDontWant,
 )
 
 
@@ -223,6 +240,7 @@ ENCODERS: dict[type, Callable[[Any], list[bytes]]] = {
     Prune: _prune_parts,
     RecordsRequest: lambda m: [b"\x46", bytes((m.limit,))],
     Records: lambda m: [b"\x47", *_records(m.records)],
+    IDontWant: lambda m: [b"\x48", *_ids(m.message_ids)],
 }
 
 
@@ -308,6 +326,7 @@ DECODERS: dict[int, Callable[[FieldReader], GossipWireMessage]] = {
     T_PRUNE: _prune,
     T_RECORDS_REQUEST: lambda r: RecordsRequest(r.u8()),
     T_RECORDS: lambda r: Records(_read_records(r)),
+    T_IDONTWANT: lambda r: IDontWant(_read_ids(r)),
 }
 
 

@@ -66,6 +66,7 @@ from blueprint_net._core.gossip_settings import GossipSettings
 from blueprint_net._core.gossip_wire import (
     GossipWireMessage,
     Graft,
+    IDontWant,
     IHave,
     IWant,
     Prune,
@@ -82,8 +83,10 @@ from blueprint_net._core.records import PeerRecord
 from blueprint_net._core.telemetry import (
     CONTROL_OVER_BUDGET,
     FORWARD_SOURCE_RATE,
+    FORWARD_UNWANTED,
     GRAFT_IGNORED,
     GRAFT_IN_BACKOFF,
+    IDONTWANT_OVER_LIMIT,
     IHAVE_OVER_LIMIT,
     IWANT_OVER_LIMIT,
     PRUNE_IGNORED,
@@ -232,7 +235,9 @@ class Router(Meshes):
         if message.topic in self.subscribed:
             out.append(Deliver(message))
         exclude = (pending.source, message.origin)
-        targets = [p for p in self.mesh.get(message.topic, ()) if p not in exclude]
+        members = [p for p in self.mesh.get(message.topic, ()) if p not in exclude]
+        targets = [p for p in members if not self.peers[p].has(message_id)]
+        self.counters[FORWARD_UNWANTED.key] += len(members) - len(targets)
         if not targets:
             return out
         if not self.forward_limit.allow(pending.source, now):
@@ -246,7 +251,7 @@ class Router(Meshes):
         """Once per heartbeat interval: keep each mesh within D_lo..D_hi,
         refresh fanout, gossip IHave, age the caches."""
         for state in self.peers.values():
-            state.new_heartbeat()
+            state.new_heartbeat(self.settings.idontwant_heartbeats)
         self._expire(now)
         out: list[RouterOutput] = []
         for topic in sorted(self.subscribed):
@@ -326,7 +331,22 @@ class Router(Meshes):
         if len(body) > FORWARD_AS_RECEIVED:
             body = b""  # see FORWARD_AS_RECEIVED
         self.pending[mid] = _Pending(message, peer, now, body)
-        return [Validate(mid, message, peer)]
+        return [*self._dont_want(mid, message, peer), Validate(mid, message, peer)]
+
+    def _dont_want(
+        self, mid: bytes, message: Publish, source: PeerId
+    ) -> list[RouterOutput]:
+        """Tell the rest of the mesh we have a large message (IDontWant):
+        only now, its signature verified, since a forged copy has the id of
+        the real message and must not keep it from us."""
+        threshold = self.settings.idontwant_threshold
+        if threshold is None or len(message.data) < threshold:
+            return []
+        exclude = (source, message.origin)
+        others = [p for p in self.mesh.get(message.topic, ()) if p not in exclude]
+        if not others:
+            return []
+        return [Send(tuple(sorted(others)), IDontWant((mid,)))]
 
     def _on_subscriptions(
         self, peer: PeerId, message: Subscriptions, now: float
@@ -476,6 +496,21 @@ class Router(Meshes):
             out.append(Send((peer,), found))
         return out
 
+    def _on_idontwant(
+        self, peer: PeerId, message: IDontWant, now: float
+    ) -> list[RouterOutput]:
+        state = self.peers[peer]
+        budget = max(self.settings.max_idontwant - state.dontwants, 0)
+        ids = message.message_ids[:budget]
+        state.dontwants += len(ids)
+        if len(ids) < len(message.message_ids):
+            self.counters[IDONTWANT_OVER_LIMIT.key] += 1
+        # Only an id whose copy may still go out to the peer is worth
+        # keeping: one not seen yet, or awaiting its verdict.
+        seen, pending = self.seen, self.pending
+        state.unwanted[0].update(m for m in ids if m in pending or m not in seen)
+        return []
+
     def _on_records_request(
         self, peer: PeerId, message: RecordsRequest, now: float
     ) -> list[RouterOutput]:
@@ -513,4 +548,5 @@ HANDLERS: dict[type, OnMessage] = {
     IWant: Router._on_iwant,
     RecordsRequest: Router._on_records_request,
     Records: Router._on_records,
+    IDontWant: Router._on_idontwant,
 }

@@ -492,6 +492,14 @@ IHAVE_OVER_LIMIT = _event(
 IWANT_OVER_LIMIT = _event(
     "iwant.over_limit", "IWant messages cut short: the peer was served its limit."
 )
+IDONTWANT_OVER_LIMIT = _event(
+    "idontwant.over_limit",
+    "IDontWant ids ignored: over the peer's limit per heartbeat.",
+)
+FORWARD_UNWANTED = _event(
+    "forward.unwanted",
+    "Copies not forwarded: the peer said it had the message (IDontWant).",
+)
 RECORDS_REQUEST_OVER_LIMIT = _event(
     "records.request_over_limit",
     "Peer-record requests ignored: over one per peer per heartbeat.",
@@ -535,6 +543,8 @@ ROUTER = Index(
         PRUNE_IGNORED,
         IHAVE_OVER_LIMIT,
         IWANT_OVER_LIMIT,
+        IDONTWANT_OVER_LIMIT,
+        FORWARD_UNWANTED,
         RECORDS_REQUEST_OVER_LIMIT,
         RECORDS_UNSOLICITED,
         RECORDS_INVALID,

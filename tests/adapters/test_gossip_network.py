@@ -257,6 +257,44 @@ async def test_rejected_messages_are_neither_delivered_nor_forwarded(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_large_message_is_not_pushed_to_peers_that_said_they_have_it(
+    make_node: MakeNode,
+) -> None:
+    """IDontWant over real links: in a triangle the origin's two neighbours
+    each tell the other they have its 2 KiB message while their verdicts
+    wait, so neither pushes it on; a small message goes on as before."""
+    net = await build(make_node, 3, [(0, 1), (0, 2), (1, 2)])
+    verdicts: list[defer.Deferred[Verdict]] = []
+
+    def validator(message: GossipMessage) -> defer.Deferred[Verdict]:
+        verdicts.append(defer.Deferred())
+        return verdicts[-1]
+
+    await net.subscribe_all(validator=validator)
+    origin, b, c = net.nodes
+    large = bytes(2048)
+    mid = origin.publish(TOPIC, large)
+    told = [(b, c), (c, b)]
+    await until(
+        lambda: all(x.gossip.router.peers[y.peer_id].has(mid) for x, y in told)
+    )
+    for verdict in verdicts:
+        verdict.callback(Verdict.ACCEPT)
+    await net.everyone_gets(1)
+    for node in (b, c):
+        assert node.gossip.router.counters["forward.unwanted"] == 1
+        assert node.gossip.stats[TOPIC]["forwarded"] == 0
+    verdicts.clear()
+    small = origin.publish(TOPIC, b"small")
+    await until(lambda: len(verdicts) == 2)
+    for verdict in verdicts:
+        verdict.callback(Verdict.ACCEPT)
+    await until(lambda: all(n.gossip.stats[TOPIC]["duplicate"] == 1 for n in (b, c)))
+    assert not any(x.gossip.router.peers[y.peer_id].has(small) for x, y in told)
+    assert [m.data for m in net.got[1]] == [large, b"small"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_broken_validator_fails_closed_and_charges_nobody(
     make_node: MakeNode,
 ) -> None:

@@ -42,6 +42,10 @@ USABLE = [
     # max_control_per_peer = 2 x max_topics_per_peer, exactly.
     {"max_control_per_peer": 512},
     {"max_topics_per_peer": 1, "max_control_per_peer": 2},
+    # IDontWant: for every size, for none, none looked at, kept one beat.
+    {"idontwant_threshold": 0},
+    {"idontwant_threshold": None},
+    {"max_idontwant": 0, "idontwant_heartbeats": 1},
 ]
 
 # Settings just past a rule's boundary.
@@ -77,6 +81,9 @@ UNUSABLE = [
     {"max_topics_per_peer": 1, "max_control_per_peer": 1},
     {"records_refresh": 0.5},
     {"records_refresh": float("nan")},  # else every peer would always be due
+    {"idontwant_threshold": -1},
+    {"max_idontwant": -1},
+    {"idontwant_heartbeats": 0},
 ]
 
 

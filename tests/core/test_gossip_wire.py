@@ -47,6 +47,7 @@ MESSAGES = st.one_of(
     st.builds(g.Prune, _topic, st.integers(0, 2**32 - 1), _records),
     st.builds(g.RecordsRequest, st.integers(0, 255)),
     st.builds(g.Records, _records),
+    st.builds(g.IDontWant, _ids),
 )
 
 
@@ -80,7 +81,7 @@ def test_mutated_gossip_messages_raise_only_wire_errors(
         assert wire.encode(decoded) == bytes(body)
 
 
-@given(st.integers(0x40, 0x47), st.binary(max_size=120))
+@given(st.integers(0x40, 0x48), st.binary(max_size=120))
 @settings(max_examples=1000)
 def test_random_gossip_bodies_raise_only_wire_errors(kind: int, rest: bytes) -> None:
     try:
@@ -109,7 +110,8 @@ TOPIC = b"\x01t"
         (b"\x45\x01t\x00\x00\x00\x3c\x01\x26" + PEER + bytes(8) + b"\x09", 104),
         (b"\x46", ErrorCode.TRUNCATED),
         (b"\x47\x01\x26" + PEER + bytes(8) + b"\x01\x00", ErrorCode.OUT_OF_RANGE),
-        (b"\x48", ErrorCode.UNKNOWN_MESSAGE_TYPE),
+        (b"\x48\x00\x01" + bytes(31), ErrorCode.TRUNCATED),  # short id
+        (b"\x49", ErrorCode.UNKNOWN_MESSAGE_TYPE),
     ],
     ids=[
         "empty-topic",
@@ -125,6 +127,7 @@ TOPIC = b"\x01t"
         "nine-addresses",
         "request-empty",
         "empty-address",
+        "idontwant-short-id",
         "unknown-type",
     ],
 )
@@ -240,8 +243,9 @@ def test_each_gossip_type_has_its_byte() -> None:
         g.T_PRUNE: g.Prune("t", 0),
         g.T_RECORDS_REQUEST: g.RecordsRequest(1),
         g.T_RECORDS: g.Records(()),
+        g.T_IDONTWANT: g.IDontWant(()),
     }
-    assert sorted(types) == list(range(0x40, 0x48))
+    assert sorted(types) == list(range(0x40, 0x49))
     assert g.T_LAST == 0x4F
     for kind, message in types.items():
         assert g.encode(message)[0] == kind

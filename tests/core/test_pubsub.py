@@ -33,6 +33,7 @@ from blueprint_net._core.gossip_settings import DEFAULTS, GossipSettings
 from blueprint_net._core.gossip_wire import (
     GossipWireMessage,
     Graft,
+    IDontWant,
     IHave,
     IWant,
     Prune,
@@ -1267,7 +1268,7 @@ def test_a_publication_is_forwarded_in_the_bytes_it_came_in() -> None:
     # (held twice while validated otherwise), the caller encodes it.
     large = signed(ORIGIN, 2, bytes(FORWARD_AS_RECEIVED))
     assert len(gossip_wire.encode(large)) > FORWARD_AS_RECEIVED
-    [validate] = router.receive(a, large, 1.0, gossip_wire.encode(large))
+    *_, validate = router.receive(a, large, 1.0, gossip_wire.encode(large))
     assert isinstance(validate, Validate)
     outputs = router.validated(validate.message_id, Verdict.ACCEPT, 1.0)
     [send] = [o for o in outputs if isinstance(o, Send)]
@@ -1277,7 +1278,7 @@ def test_a_publication_is_forwarded_in_the_bytes_it_came_in() -> None:
     edge = signed(ORIGIN, 3, bytes(FORWARD_AS_RECEIVED - overhead))
     edge_body = gossip_wire.encode(edge)
     assert len(edge_body) == FORWARD_AS_RECEIVED
-    [validate] = router.receive(a, edge, 1.0, edge_body)
+    *_, validate = router.receive(a, edge, 1.0, edge_body)
     assert isinstance(validate, Validate)
     outputs = router.validated(validate.message_id, Verdict.ACCEPT, 1.0)
     [send] = [o for o in outputs if isinstance(o, Send)]
@@ -1288,3 +1289,126 @@ def test_a_publication_is_forwarded_in_the_bytes_it_came_in() -> None:
     outputs = router.validated(validate.message_id, Verdict.ACCEPT, 1.0)
     [send] = [o for o in outputs if isinstance(o, Send)]
     assert send.body == b""
+
+
+# -- IDontWant (gossipsub v1.2) ------------------------------------------------
+
+LARGE = bytes(DEFAULTS.idontwant_threshold or 0)
+
+
+def idontwants(outputs: list[RouterOutput]) -> list[Send]:
+    return [o for o in outputs if isinstance(o, Send) and type(o.message) is IDontWant]
+
+
+def test_a_large_publication_is_announced_to_the_mesh_before_its_verdict() -> None:
+    router, (a, b, c) = one_router()
+    origin = identity(3)  # b is in the mesh and is the origin: no notice to it
+    assert origin.peer_id == b
+    message = signed(origin, 1, LARGE)
+    outputs = router.receive(a, message, 1.0)
+    assert outputs == [
+        Send((c,), IDontWant((message.message_id,))),
+        Validate(message.message_id, message, a),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("threshold", "size", "sent"),
+    [(1024, 1023, False), (1024, 1024, True), (0, 0, True), (None, 65536, False)],
+)
+def test_idontwant_is_sent_from_the_threshold_up(
+    threshold: int | None, size: int, sent: bool
+) -> None:
+    settings = attrs.evolve(DEFAULTS, idontwant_threshold=threshold)
+    router, (a, b, c) = one_router(settings)
+    message = signed(ORIGIN, 1, bytes(size))
+    [*notices, validate] = router.receive(a, message, 1.0)
+    assert isinstance(validate, Validate)
+    expected = [Send((b, c), IDontWant((message.message_id,)))] if sent else []
+    assert notices == expected
+
+
+def test_no_idontwant_for_a_forged_copy_nor_without_other_mesh_peers() -> None:
+    router, (a, b, c) = one_router()
+    message = signed(ORIGIN, 1, LARGE)
+    forged = attrs.evolve(message, signature=bytes(64))
+    assert idontwants(router.receive(a, forged, 1.0)) == []
+    # The real one still comes, and is announced.
+    assert idontwants(router.receive(b, message, 1.0)) == [
+        Send((a, c), IDontWant((message.message_id,)))
+    ]
+    alone, (only,) = one_router(peers=1)
+    [validate] = alone.receive(only, signed(ORIGIN, 2, LARGE), 1.0)
+    assert isinstance(validate, Validate)
+
+
+def accept(router: Router, peer: PeerId, message: Publish, now: float) -> list[Send]:
+    *_, validate = router.receive(peer, message, now)
+    assert isinstance(validate, Validate)
+    outputs = router.validated(validate.message_id, Verdict.ACCEPT, now)
+    return [o for o in outputs if isinstance(o, Send)]
+
+
+def test_a_peer_that_said_it_has_a_message_is_not_sent_it() -> None:
+    router, (a, b, c) = one_router()
+    message = signed(ORIGIN, 1, b"small")
+    assert router.receive(c, IDontWant((message.message_id,)), 1.0) == []
+    [forward] = accept(router, a, message, 1.0)
+    assert forward.peers == (b,)
+    assert router.counters["forward.unwanted"] == 1
+    # Only for that message, and only to that peer.
+    [forward] = accept(router, a, signed(ORIGIN, 2, b"small"), 1.0)
+    assert forward.peers == (b, c)
+    assert router.counters["forward.unwanted"] == 1
+
+
+def test_idontwant_for_a_message_awaiting_its_verdict_counts() -> None:
+    router, (a, b, c) = one_router()
+    message = signed(ORIGIN, 1, b"small")
+    [validate] = router.receive(a, message, 1.0)
+    assert isinstance(validate, Validate)
+    router.receive(b, IDontWant((message.message_id,)), 1.0)
+    outputs = router.validated(message.message_id, Verdict.ACCEPT, 1.0)
+    [forward] = [o for o in outputs if isinstance(o, Send)]
+    assert forward.peers == (c,)
+
+
+def test_ids_of_messages_already_forwarded_are_not_kept() -> None:
+    router, (a, b, _) = one_router()
+    message = signed(ORIGIN, 1, b"small")
+    accept(router, a, message, 1.0)
+    router.receive(b, IDontWant((message.message_id,)), 1.0)
+    assert router.peers[b].unwanted == [set()]
+    assert router.peers[b].dontwants == 1  # looked at, all the same
+
+
+def test_idontwant_ids_are_kept_for_idontwant_heartbeats() -> None:
+    settings = attrs.evolve(DEFAULTS, idontwant_heartbeats=2)
+    router, (a, b, c) = one_router(settings)
+    messages = [signed(ORIGIN, n, b"small") for n in (1, 2)]
+    router.receive(c, IDontWant(tuple(m.message_id for m in messages)), 1.0)
+    router.heartbeat(1.0)
+    [forward] = accept(router, a, messages[0], 1.5)
+    assert forward.peers == (b,)  # still kept one heartbeat on
+    router.heartbeat(2.0)
+    [forward] = accept(router, a, messages[1], 2.5)
+    assert forward.peers == (b, c)  # forgotten after two
+
+
+def test_idontwant_ids_are_looked_at_up_to_the_limit_per_heartbeat() -> None:
+    settings = attrs.evolve(DEFAULTS, max_idontwant=3)
+    router, (_, _, c) = one_router(settings)
+    messages = [signed(ORIGIN, n, b"small") for n in range(1, 7)]
+    ids = [m.message_id for m in messages]
+    router.receive(c, IDontWant(tuple(ids[:2])), 1.0)
+    assert router.counters["idontwant.over_limit"] == 0
+    router.receive(c, IDontWant(tuple(ids[2:4])), 1.0)  # one over
+    assert router.counters["idontwant.over_limit"] == 1
+    router.receive(c, IDontWant((ids[4],)), 1.0)  # none left
+    assert router.counters["idontwant.over_limit"] == 2
+    assert router.peers[c].unwanted == [set(ids[:3])]
+    router.heartbeat(1.0)  # a new budget
+    router.receive(c, IDontWant((ids[5],)), 1.0)
+    assert router.counters["idontwant.over_limit"] == 2
+    assert router.peers[c].unwanted == [{ids[5]}, set(ids[:3])]
+    assert router.peers[c].dontwants == 1
