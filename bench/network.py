@@ -54,7 +54,7 @@ def host(index: int) -> str:
 
 
 def worker_main() -> None:
-    from twisted.internet import reactor, stdio
+    from twisted.internet import reactor, stdio, task
     from twisted.internet.address import IPv4Address
     from twisted.protocols.basic import LineReceiver
 
@@ -67,7 +67,9 @@ def worker_main() -> None:
         from blueprint_net.discovery import ConnectionManager, DiscoverySettings
         from blueprint_net.gossip import GossipMessage, GossipSettings
 
-        gossip = GossipSettings(flood_publish=spec["flood"])
+        gossip = GossipSettings(
+            flood_publish=spec["flood"], idontwant_threshold=spec["idontwant"]
+        )
 
         out = []
         for index in spec["indices"]:
@@ -78,7 +80,7 @@ def worker_main() -> None:
                 sent = json.loads(message.data[: message.data.index(b"}") + 1])
                 deliveries.append((index, sent["tag"], time.monotonic() - sent["t"]))
 
-            node.subscribe(TOPIC, got)
+            node.subscribe(TOPIC, got, validator=validator(spec["validate"]))
             bootstrap = [spec["bootstrap"]] if spec["bootstrap"] else []
             manager = ConnectionManager(
                 node,
@@ -98,6 +100,14 @@ def worker_main() -> None:
                 }
             )
         return {"nodes": out}
+
+    def validator(seconds: float) -> Any:
+        """None (accepted at once), or one that accepts after ``seconds``."""
+        from blueprint_net.gossip import Verdict
+
+        if not seconds:
+            return None
+        return lambda message: task.deferLater(reactor, seconds, lambda: Verdict.ACCEPT)
 
     def status(spec: dict[str, Any]) -> dict[str, Any]:
         out = []
@@ -122,6 +132,9 @@ def worker_main() -> None:
         before = node.gossip.sent["bytes"]
         node.publish(TOPIC, data)
         return {"upload": node.gossip.sent["bytes"] - before}
+
+    def cpu(spec: dict[str, Any]) -> dict[str, Any]:
+        return {"cpu": time.process_time()}
 
     def collect(spec: dict[str, Any]) -> dict[str, Any]:
         taken = list(deliveries)
@@ -189,6 +202,7 @@ def worker_main() -> None:
         "status": status,
         "publish": publish,
         "collect": collect,
+        "cpu": cpu,
         "mesh_reference": mesh_reference,
     }
 
@@ -440,11 +454,13 @@ def steady_rows(
     uploads: list[int],
     network_bytes: float,
     reference: Optional[dict[str, Any]],
+    cpu_per_delivery: Optional[float] = None,
 ) -> list[TableRow]:
     """The steady phase's rows, for the real run and the simulation alike:
     ``latencies`` (ms) and ``hops`` (mesh hops from the origin) are per
     delivery, in the same order; ``reference`` is the measured one-hop
-    full mesh, if one was run."""
+    full mesh, if one was run; ``cpu_per_delivery`` (us) is the workers'
+    CPU time over the phase per delivery (the simulation has none)."""
     from blueprint_net import Identity
     from blueprint_net._core import framing, gossip_wire, wire
     from blueprint_net.gossip import GossipSettings
@@ -463,6 +479,17 @@ def steady_rows(
     upload = sum(uploads) / len(uploads)
     d = GossipSettings().mesh_degree
     theirs = None if reference is None else [x * 1000 for x in reference["latencies"]]
+    cpu_rows: list[TableRow] = []
+    if cpu_per_delivery is not None:
+        cpu_rows.append(
+            (
+                "CPU per delivered message per node (us)",
+                cpu_per_delivery,
+                verify_and_decode_us(args.size),
+                "all worker CPU over the phase / deliveries; reference: one"
+                " strict signature check plus one decode (goal <= 2x)",
+            )
+        )
     return [
         (
             "delivery to live subscribers, steady (%)",
@@ -520,9 +547,43 @@ def steady_rows(
             "network upload per message (bytes)",
             network_bytes,
             reference["upload"] if reference else (n - 1) * frame,
-            "all gossip frames (forwards, IHave/IWant, control) per message",
+            "all gossip frames (forwards, IHave/IWant/IDontWant, control) per"
+            " message; IDontWant "
+            + ("off" if args.idontwant is None else f"from {args.idontwant} B"),
         ),
+        *cpu_rows,
     ]
+
+
+def verify_and_decode_us(size: int, rounds: int = 2000) -> float:
+    """Microseconds for one strict signature check and one decode of a
+    ``size``-byte publication's frame body: what a node must do with each
+    message it takes (the median of five timed runs, in this process)."""
+    from blueprint_net import Identity
+    from blueprint_net._core import gossip_wire
+
+    origin = Identity.generate()
+    data = b"x" * size
+    signed = gossip_wire.signed_bytes(TOPIC, origin.peer_id, 1, data)
+    message = gossip_wire.Publish(TOPIC, origin.peer_id, 1, data, origin.sign(signed))
+    body = gossip_wire.encode(message)
+    key = origin.peer_id.public_key
+    runs = []
+    for _ in range(5):
+        began = time.process_time()
+        for _ in range(rounds):
+            decoded = gossip_wire.decode(body)
+            assert isinstance(decoded, gossip_wire.Publish)
+            ok = origin.verify(
+                key,
+                gossip_wire.signed_bytes(
+                    decoded.topic, decoded.origin, decoded.seqno, decoded.data
+                ),
+                decoded.signature,
+            )
+            assert ok
+        runs.append((time.process_time() - began) / rounds * 1e6)
+    return sorted(runs)[2]
 
 
 def churn_rows(
@@ -572,6 +633,8 @@ def run(args: argparse.Namespace) -> list[TableRow]:
                 "bootstrap": None,
                 "target": target,
                 "flood": args.flood_publish,
+                "idontwant": args.idontwant,
+                "validate": args.validate_ms / 1000,
             }
         )["nodes"][0]
         for k, worker in enumerate(workers):
@@ -583,6 +646,8 @@ def run(args: argparse.Namespace) -> list[TableRow]:
                     "bootstrap": seed["at"],
                     "target": target,
                     "flood": args.flood_publish,
+                    "idontwant": args.idontwant,
+                    "validate": args.validate_ms / 1000,
                 }
             )
         began = time.monotonic()
@@ -609,10 +674,12 @@ def run(args: argparse.Namespace) -> list[TableRow]:
 
         # -- steady state ------------------------------------------------------
         steady = Phase("steady")
+        cpu_before = sum(r["cpu"] for r in ask_all(workers, {"cmd": "cpu"}))
         for _ in range(args.messages):
             steady.publish(workers, where, rng.randrange(n), args.size)
             time.sleep(1 / args.rate)
         settle(workers, [steady], live, args.settle)
+        cpu = sum(r["cpu"] for r in ask_all(workers, {"cmd": "cpu"})) - cpu_before
         status = nodes_status(workers)
         network_bytes = (sum(s["sent"] for s in status) - sent_before) / args.messages
         dups = (sum(s["duplicate"] for s in status) - dup_before) / (
@@ -647,6 +714,7 @@ def run(args: argparse.Namespace) -> list[TableRow]:
             uploads=steady.uploads,
             network_bytes=network_bytes,
             reference=reference,
+            cpu_per_delivery=cpu / len(steady.deliveries) * 1e6,
         )
 
         # -- churn -------------------------------------------------------------
@@ -704,6 +772,16 @@ def settle(
         time.sleep(0.2)
 
 
+def _threshold(text: str) -> Optional[int]:
+    return None if text == "off" else int(text)
+
+
+def _default_threshold() -> Optional[int]:
+    from blueprint_net.gossip import GossipSettings
+
+    return GossipSettings().idontwant_threshold
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     if argv is None and sys.argv[1:2] == [WORKER]:
         worker_main()
@@ -719,6 +797,19 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--settle", type=float, default=10.0)
     parser.add_argument("--full-mesh-max", type=int, default=40)
     parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument(
+        "--idontwant",
+        type=_threshold,
+        default=_default_threshold(),
+        metavar="BYTES|off",
+        help="GossipSettings.idontwant_threshold (default %(default)s)",
+    )
+    parser.add_argument(
+        "--validate-ms",
+        type=float,
+        default=0.0,
+        help="each node's validator accepts after this long (default: none)",
+    )
     parser.add_argument(
         "--no-flood-publish",
         dest="flood_publish",

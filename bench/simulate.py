@@ -160,6 +160,9 @@ class LatencyModel:
     #: Round trips from dial to verified peer (TCP connect, TLS 1.3, the
     #: blueprint handshake's identity proof).
     handshake_rtts: float = 3.0
+    #: Seconds the application's validator takes to accept a publication
+    #: (``--validate-ms``; 0: at once, the adapter's default without one).
+    validate: float = 0.0
 
     def link_delay(self, rng: random.Random) -> float:
         return rng.lognormvariate(math.log(self.median), self.sigma)
@@ -364,13 +367,14 @@ class SimNode:
             if isinstance(output, Send):
                 self._send(output.peers, output.message)
             elif isinstance(output, Validate):
-                # No validator: accepted at once (the adapter's default).
+                # Accepted at once (the adapter's default without a
+                # validator), or after the model's validation time.
                 self.hops[output.message_id] = self._hop_now
-                self.run(
-                    self.router.validated(
-                        output.message_id, Verdict.ACCEPT, self.clock.now
-                    )
-                )
+                delay = self.net.latency.validate
+                if delay:
+                    self.clock.callLater(delay, self._accept, output.message_id)
+                else:
+                    self._accept(output.message_id)
             elif isinstance(output, Deliver):
                 self.net.delivered(self, output.message)
             elif isinstance(output, Penalty):
@@ -378,6 +382,10 @@ class SimNode:
             elif isinstance(output, Discovered):
                 for callback in self.gossip.discovered:
                     callback(output.source, output.records)
+
+    def _accept(self, message_id: bytes) -> None:
+        if not self.stopping:
+            self.run(self.router.validated(message_id, Verdict.ACCEPT, self.clock.now))
 
     def _send(self, peers: tuple[PeerId, ...], message: GossipWireMessage) -> None:
         size = self.net.frame_size(message)
@@ -646,13 +654,16 @@ def run(args: Any) -> tuple[list[str], list[Any]]:
         median=args.link_ms / 1000,
         sigma=args.link_sigma,
         bandwidth=args.upload_mbps * 125e3,
+        validate=args.validate_ms / 1000,
     )
     net = Network(
         n,
         seed=args.seed,
         target=target,
         latency=latency,
-        gossip=GossipSettings(flood_publish=args.flood_publish),
+        gossip=GossipSettings(
+            flood_publish=args.flood_publish, idontwant_threshold=args.idontwant
+        ),
         topic=TOPIC,
         host=host,
     )
