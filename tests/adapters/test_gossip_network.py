@@ -275,9 +275,7 @@ async def test_a_large_message_is_not_pushed_to_peers_that_said_they_have_it(
     large = bytes(2048)
     mid = origin.publish(TOPIC, large)
     told = [(b, c), (c, b)]
-    await until(
-        lambda: all(x.gossip.router.peers[y.peer_id].has(mid) for x, y in told)
-    )
+    await until(lambda: all(x.gossip.router.peers[y.peer_id].has(mid) for x, y in told))
     for verdict in verdicts:
         verdict.callback(Verdict.ACCEPT)
     await net.everyone_gets(1)
