@@ -86,7 +86,7 @@ class PeerState:
     grafts: int = 0
     flooded: bool = False
     #: Ids it told us it has (IDontWant), one set per heartbeat, newest
-    #: first, and how many it sent this heartbeat.
+    #: first, and how many of its ids we looked at this heartbeat.
     unwanted: list[set[bytes]] = attrs.Factory(lambda: [set()])
     dontwants: int = 0
 

@@ -494,7 +494,7 @@ IWANT_OVER_LIMIT = _event(
 )
 IDONTWANT_OVER_LIMIT = _event(
     "idontwant.over_limit",
-    "IDontWant ids ignored: over the peer's limit per heartbeat.",
+    "IDontWant messages cut short: the peer sent its limit of ids this heartbeat.",
 )
 FORWARD_UNWANTED = _event(
     "forward.unwanted",
