@@ -18,10 +18,10 @@ signature before anything is remembered, the application's verdict before
 it is delivered or forwarded.  Every peer has budgets of its own -- the
 signatures it makes us check, the new origins it brings, the messages of it
 we push on, its control entries and IDontWant ids per heartbeat -- so what
-one peer sends
-costs the node a bounded amount and cannot spend another's.  Only what a
-peer provably did is charged to it: a bad signature or a rejected message to
-the peer that forwarded it, never to the origin it names.
+one peer sends costs the node a bounded amount and cannot spend another's.
+Only what a peer provably did is charged to it: a bad signature or a
+rejected message to the peer that forwarded it, never to the origin it
+names.
 
 :class:`Router` is this module's: what our publications and a peer's
 messages do, and the heartbeat.  Its base,
