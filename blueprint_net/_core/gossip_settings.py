@@ -69,11 +69,14 @@ class GossipSettings:
     #: A publication whose ``data`` is at least this many bytes makes us
     #: tell the rest of our mesh of its topic, once its signature verifies,
     #: that we have it (gossipsub v1.2's ``IDontWant``), so they skip the
-    #: copy they would push to us.  go-libp2p-pubsub's 1,024 bytes: below
-    #: it, the 39-byte notice to each mesh peer saves too little.  ``None``
-    #: sends none (a network with nodes older than this message, which
-    #: would close the link on it); every node takes them.
-    idontwant_threshold: int | None = 1024
+    #: copy they would push to us.  ``None``, the default, sends none: a
+    #: node older than this message closes the link on it and charges the
+    #: sender (section 8's ``UNKNOWN_MESSAGE_TYPE``, banned at the fifth),
+    #: and a node cannot tell which peers are older.  Every node takes
+    #: them; turn sending on (go-libp2p-pubsub uses 1,024 bytes: below it
+    #: the 39-byte notice to each mesh peer saves too little) once every
+    #: node of the network runs this version.
+    idontwant_threshold: int | None = None
     # -- caps ---------------------------------------------------------------
     #: IHave ids looked at and IWant ids asked per peer per heartbeat, and
     #: IWant answers served per peer per heartbeat.

@@ -116,6 +116,9 @@ class _Pending:
     since: float
     #: The frame body it came in (b"": encode it to forward).
     body: bytes = b""
+    #: Peers that told us they have it (IDontWant) while it waits: kept
+    #: here until the verdict, however long the validator takes.
+    holders: set[PeerId] = attrs.Factory(set)
 
 
 #: Publications up to this many bytes are forwarded in the frame body they
@@ -237,7 +240,10 @@ class Router(Meshes):
             out.append(Deliver(message))
         exclude = (pending.source, message.origin)
         members = [p for p in self.mesh.get(message.topic, ()) if p not in exclude]
-        targets = [p for p in members if not self.peers[p].has(message_id)]
+        holders = pending.holders
+        targets = [
+            p for p in members if p not in holders and not self.peers[p].has(message_id)
+        ]
         self.counters[FORWARD_UNWANTED.key] += len(members) - len(targets)
         if not targets:
             return out
@@ -344,7 +350,8 @@ class Router(Meshes):
         if threshold is None or len(message.data) < threshold:
             return []
         exclude = (source, message.origin)
-        others = [p for p in self.mesh.get(message.topic, ()) if p not in exclude]
+        # Its topic is subscribed (9.4, step 1), so it has a mesh.
+        others = [p for p in self.mesh[message.topic] if p not in exclude]
         if not others:
             return []
         return [Send(tuple(sorted(others)), IDontWant((mid,)))]
@@ -507,9 +514,18 @@ class Router(Meshes):
         if len(ids) < len(message.message_ids):
             self.counters[IDONTWANT_OVER_LIMIT.key] += 1
         # Only an id whose copy may still go out to the peer is worth
-        # keeping: one not seen yet, or awaiting its verdict.
-        seen, pending = self.seen, self.pending
-        state.unwanted[0].update(m for m in ids if m in pending or m not in seen)
+        # keeping: one awaiting its verdict, kept with it until then if the
+        # peer is in the mesh we would push it to (so at most a mesh's worth
+        # of peers per pending message); or one not seen yet, kept for
+        # ``idontwant_heartbeats``.
+        seen, pending, unseen = self.seen, self.pending, state.unwanted[0]
+        for mid in ids:
+            waiting = pending.get(mid)
+            if waiting is None:
+                if mid not in seen:
+                    unseen.add(mid)
+            elif peer in self.mesh.get(waiting.message.topic, ()):
+                waiting.holders.add(peer)
         return []
 
     def _on_records_request(

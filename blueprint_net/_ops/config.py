@@ -41,7 +41,7 @@ class Setting:
     parse: Callable[[str], Any]
     default: Any
     help: str
-    #: ``settings``, ``limits``, ``policy`` or ``registry``, and the attribute.
+    #: Where it goes (a key of :func:`split`'s answer), and the attribute.
     target: tuple[str, str]
     #: A bare ``--name`` on the command line (off by default), ``yes``/``no``
     #: in the config file.
@@ -96,6 +96,17 @@ def _flag(text: str) -> bool:
     if lowered in ("0", "no", "false", "off"):
         return False
     raise ValueError(f"wants yes or no, not {text!r}")
+
+
+def _size_or_off(text: str) -> Optional[int]:
+    """A size in bytes, or ``off`` (``None``)."""
+    if str(text).strip().lower() in ("off", "none", "no"):
+        return None
+    try:
+        value: int = _number(int, 0, strict=False)(text)
+    except ValueError:
+        raise ValueError(f"wants a size in bytes or off, not {text!r}") from None
+    return value
 
 
 positive = _number(float, 0, strict=True)
@@ -317,6 +328,15 @@ SETTINGS = [
         flag=True,
     ),
     Setting(
+        "idontwant-threshold",
+        _size_or_off,
+        None,
+        "Tell the mesh we have each message of this many bytes or more"
+        " (gossipsub v1.2's IDontWant); off by default: a node older than"
+        " this version closes the link on it.",
+        ("gossip", "idontwant_threshold"),
+    ),
+    Setting(
         "topic-log-rate",
         count,
         TOPIC_LOG_RATE,
@@ -435,7 +455,7 @@ def coercer(name: str) -> Callable[[str], Any]:
 
 def split(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Settings by where they go: ``settings``, ``limits``, ``policy``,
-    ``registry``, ``discovery``, ``mdns``, ``topic_log``."""
+    ``registry``, ``discovery``, ``mdns``, ``topic_log``, ``gossip``."""
     parts: dict[str, dict[str, Any]] = {
         where: {}
         for where in (
@@ -446,6 +466,7 @@ def split(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "discovery",
             "mdns",
             "topic_log",
+            "gossip",
         )
     }
     for setting in SETTINGS:

@@ -30,6 +30,7 @@ from blueprint_net._adapters.node import Node
 from blueprint_net._core.errors import KeyFileError, PlaintextRefused
 from blueprint_net._core.gossip_mesh import check_topic
 from blueprint_net._core.gossip_settings import DEFAULTS as GOSSIP_DEFAULTS
+from blueprint_net._core.gossip_settings import GossipSettings
 from blueprint_net._core.identity import PeerId
 from blueprint_net._core.records import check_addresses
 from blueprint_net._ops import config, loglevel
@@ -378,6 +379,7 @@ def makeService(options: dict[str, Any]) -> IService:
         policy=policy,
         limits=ConnectionLimits(**parts["limits"]),
         settings=Settings(**parts["settings"]),
+        gossip=GossipSettings(**parts["gossip"]),
     )
     topic_log = _topic_log(options["topic-log"], node, **parts["topic_log"])
     for topic in dict.fromkeys(options["topic"]):  # each once, in order

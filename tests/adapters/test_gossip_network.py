@@ -96,10 +96,12 @@ class Net:
         await until(lambda: all(len(got) >= count for got in self.got))
 
 
-async def build(make_node: MakeNode, n: int, edges: list[tuple[int, int]]) -> Net:
+async def build(
+    make_node: MakeNode, n: int, edges: list[tuple[int, int]], **options: Any
+) -> Net:
     net = Net(make_node)
     for _ in range(n):
-        await net.add()
+        await net.add(**options)
     for a, b in edges:
         await net.link(a, b)
     await until(lambda: all(len(node.peers) > 0 for node in net.nodes))
@@ -263,7 +265,8 @@ async def test_a_large_message_is_not_pushed_to_peers_that_said_they_have_it(
     """IDontWant over real links: in a triangle the origin's two neighbours
     each tell the other they have its 2 KiB message while their verdicts
     wait, so neither pushes it on; a small message goes on as before."""
-    net = await build(make_node, 3, [(0, 1), (0, 2), (1, 2)])
+    sends = GossipSettings(idontwant_threshold=1024)  # off by default
+    net = await build(make_node, 3, [(0, 1), (0, 2), (1, 2)], gossip=sends)
     verdicts: list[defer.Deferred[Verdict]] = []
 
     def validator(message: GossipMessage) -> defer.Deferred[Verdict]:
@@ -274,8 +277,13 @@ async def test_a_large_message_is_not_pushed_to_peers_that_said_they_have_it(
     origin, b, c = net.nodes
     large = bytes(2048)
     mid = origin.publish(TOPIC, large)
-    told = [(b, c), (c, b)]
-    await until(lambda: all(x.gossip.router.peers[y.peer_id].has(mid) for x, y in told))
+    told = [(b, c), (c, b)]  # each holds its copy while its verdict waits
+
+    def holds(x: Node, y: Node, mid: bytes) -> bool:
+        waiting = x.gossip.router.pending.get(mid)
+        return waiting is not None and y.peer_id in waiting.holders
+
+    await until(lambda: all(holds(x, y, mid) for x, y in told))
     for verdict in verdicts:
         verdict.callback(Verdict.ACCEPT)
     await net.everyone_gets(1)

@@ -1293,7 +1293,24 @@ def test_a_publication_is_forwarded_in_the_bytes_it_came_in() -> None:
 
 # -- IDontWant (gossipsub v1.2) ------------------------------------------------
 
-LARGE = bytes(DEFAULTS.idontwant_threshold or 0)
+#: Sending IDontWant is off by default (older nodes close the link on it).
+SENDS = attrs.evolve(DEFAULTS, idontwant_threshold=1024)
+LARGE = bytes(1024)
+
+
+def test_idontwant_is_not_sent_by_default_but_always_taken() -> None:
+    assert DEFAULTS.idontwant_threshold is None
+    router, (a, b, c) = one_router()
+    message = signed(ORIGIN, 1, bytes(65536))
+    assert router.receive(c, IDontWant((message.message_id,)), 1.0) == []
+    [validate] = router.receive(a, message, 1.0)
+    assert isinstance(validate, Validate)
+    [forward] = [
+        o
+        for o in router.validated(message.message_id, Verdict.ACCEPT, 1.0)
+        if isinstance(o, Send)
+    ]
+    assert forward.peers == (b,)
 
 
 def idontwants(outputs: list[RouterOutput]) -> list[Send]:
@@ -1301,7 +1318,7 @@ def idontwants(outputs: list[RouterOutput]) -> list[Send]:
 
 
 def test_a_large_publication_is_announced_to_the_mesh_before_its_verdict() -> None:
-    router, (a, b, c) = one_router()
+    router, (a, b, c) = one_router(SENDS)
     origin = identity(3)  # b is in the mesh and is the origin: no notice to it
     assert origin.peer_id == b
     message = signed(origin, 1, LARGE)
@@ -1329,7 +1346,7 @@ def test_idontwant_is_sent_from_the_threshold_up(
 
 
 def test_no_idontwant_for_a_forged_copy_nor_without_other_mesh_peers() -> None:
-    router, (a, b, c) = one_router()
+    router, (a, b, c) = one_router(SENDS)
     message = signed(ORIGIN, 1, LARGE)
     forged = attrs.evolve(message, signature=bytes(64))
     assert idontwants(router.receive(a, forged, 1.0)) == []
@@ -1337,7 +1354,7 @@ def test_no_idontwant_for_a_forged_copy_nor_without_other_mesh_peers() -> None:
     assert idontwants(router.receive(b, message, 1.0)) == [
         Send((a, c), IDontWant((message.message_id,)))
     ]
-    alone, (only,) = one_router(peers=1)
+    alone, (only,) = one_router(SENDS, peers=1)
     [validate] = alone.receive(only, signed(ORIGIN, 2, LARGE), 1.0)
     assert isinstance(validate, Validate)
 
@@ -1362,15 +1379,72 @@ def test_a_peer_that_said_it_has_a_message_is_not_sent_it() -> None:
     assert router.counters["forward.unwanted"] == 1
 
 
-def test_idontwant_for_a_message_awaiting_its_verdict_counts() -> None:
+def test_idontwant_for_a_message_awaiting_its_verdict_holds_until_the_verdict() -> None:
+    """A notice for a message whose verdict is awaited is kept with the
+    message, however many heartbeats the validator takes (the heartbeat
+    ring would forget it after ``idontwant_heartbeats``)."""
     router, (a, b, c) = one_router()
     message = signed(ORIGIN, 1, b"small")
     [validate] = router.receive(a, message, 1.0)
     assert isinstance(validate, Validate)
     router.receive(b, IDontWant((message.message_id,)), 1.0)
-    outputs = router.validated(message.message_id, Verdict.ACCEPT, 1.0)
+    assert router.peers[b].unwanted == [set()]  # kept with the message
+    for beat in range(DEFAULTS.idontwant_heartbeats + 2):
+        router.heartbeat(1.0 + beat)
+    outputs = router.validated(message.message_id, Verdict.ACCEPT, 6.0)
     [forward] = [o for o in outputs if isinstance(o, Send)]
     assert forward.peers == (c,)
+    assert router.counters["forward.unwanted"] == 1
+
+
+def test_a_notice_from_outside_the_mesh_is_not_held_with_a_waiting_message() -> None:
+    router, (a, _, c) = one_router()
+    outsider = identity(50).peer_id
+    router.peer_connected(outsider, outbound=False)
+    message = signed(ORIGIN, 1, b"small")
+    [validate] = router.receive(a, message, 1.0)
+    assert isinstance(validate, Validate)
+    router.receive(outsider, IDontWant((message.message_id,)), 1.0)
+    assert router.pending[message.message_id].holders == set()
+    assert router.peers[outsider].unwanted == [set()]  # seen: not kept either
+    router.receive(c, IDontWant((message.message_id,)), 1.0)
+    assert router.pending[message.message_id].holders == {c}
+
+
+@pytest.mark.parametrize(
+    "drop",
+    [
+        # Over the node's pending bound: dropped after the signature.
+        {"max_pending": 0},
+        # Over the origin's rate, checked after the signature too.
+        {"origin_burst": 0, "origin_rate": 0.001},
+        # A new origin over the peer's budget for them.
+        {"new_origin_burst": 0, "new_origin_rate": 0.001},
+    ],
+    ids=["pending-full", "origin-rate", "new-origin-rate"],
+)
+def test_no_idontwant_for_a_message_dropped_after_its_signature(
+    drop: dict[str, Any],
+) -> None:
+    """A notice goes out only for a message the node took: one dropped after
+    its signature verified is not recorded as seen, so a notice would keep
+    it from us though we lack it."""
+    router, (a, _, _) = one_router(attrs.evolve(SENDS, **drop))
+    outputs = router.receive(a, signed(ORIGIN, 1, LARGE), 1.0)
+    assert [type(o) for o in outputs] == [Dropped]
+    assert idontwants(outputs) == []
+
+
+def test_no_forward_budget_is_spent_when_every_target_has_the_message() -> None:
+    settings = attrs.evolve(DEFAULTS, forward_burst=1, forward_rate=0.001)
+    router, (a, b, c) = one_router(settings)
+    first, second = signed(ORIGIN, 1, b"one"), signed(ORIGIN, 2, b"two")
+    for peer in (b, c):
+        router.receive(peer, IDontWant((first.message_id,)), 1.0)
+    assert accept(router, a, first, 1.0) == []  # nobody to push it to
+    [forward] = accept(router, a, second, 1.0)  # the burst of one is left
+    assert forward.peers == (b, c)
+    assert router.counters["forward.source_rate"] == 0
 
 
 def test_ids_of_messages_already_forwarded_are_not_kept() -> None:

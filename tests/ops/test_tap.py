@@ -10,15 +10,17 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import pytest_twisted
 
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.identity import Identity
-from blueprint_net._ops import config, handlers
+from blueprint_net._ops import config, handlers, loglevel, tap
 from blueprint_net._ops.config import DEFAULT_LISTEN
 from blueprint_net._ops.keyfiles import load_identity
+from blueprint_net._ops.service import NodeService
 from blueprint_net._ops.tap import Options
 from blueprint_net._policy.settings import Settings
 from tests.helpers import free_port, tree_env
@@ -106,6 +108,14 @@ def test_options_defaults() -> None:
         (["--advertise", "127.0.0.1:0"], "--advertise address '127.0.0.1:0': port"),
         (["--target-peers", "-1"], "--target-peers must be at least 0, not -1"),
         (["--give-up-after", "0"], "--give-up-after must be at least 1, not 0"),
+        (
+            ["--idontwant-threshold", "-1"],
+            "--idontwant-threshold wants a size in bytes or off, not '-1'",
+        ),
+        (
+            ["--idontwant-threshold", "big"],
+            "--idontwant-threshold wants a size in bytes or off, not 'big'",
+        ),
         (["--handler", "x=no.such.module"], "cannot import no.such"),
         (["--handler", "x=blueprint_net._ops.handlers.nope"], "has no 'nope'"),
     ],
@@ -133,6 +143,38 @@ def test_discovery_options() -> None:
         "target_peers": 3,
         "give_up_after": 20,
     }
+
+
+@pytest.mark.parametrize(
+    ("given", "threshold"), [([], None), (["1024"], 1024), (["off"], None), (["0"], 0)]
+)
+@pytest_twisted.ensureDeferred
+async def test_idontwant_is_off_unless_a_threshold_is_given(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    given: list[str],
+    threshold: Optional[int],
+) -> None:
+    """``--idontwant-threshold`` reaches the node's gossip settings; off
+    (older nodes close the link on IDontWant) unless given."""
+    # makeService's log filter waits for twistd's logging: not in a test.
+    monkeypatch.setattr(loglevel, "filter_when_logging_begins", lambda _: None)
+    options = Options()
+    options.parseOptions(
+        [
+            *("--data-dir", str(tmp_path), "--status", "none"),
+            *("--listen", "p2ptls:0:interface=127.0.0.1"),
+            *(a for g in given for a in ("--idontwant-threshold", g)),
+        ]
+    )
+    assert options["idontwant-threshold"] == threshold
+    service = tap.makeService(options)
+    assert isinstance(service, NodeService)
+    service.startService()
+    try:
+        assert service.node.gossip.router.settings.idontwant_threshold == threshold
+    finally:
+        await service.stopService()
 
 
 def test_a_handler_by_dotted_name() -> None:
@@ -266,6 +308,8 @@ def test_operations_doc_covers_every_option() -> None:
         default = setting.default
         if isinstance(default, bool):
             shown = "yes" if default else "no"
+        elif default is None:
+            shown = "off"
         else:
             shown = f"{int(default):,}" if float(default).is_integer() else str(default)
         assert f"| `--{setting.name}` | {shown} |" in doc, setting.name
