@@ -42,6 +42,8 @@ USABLE = [
     # max_control_per_peer = 2 x max_topics_per_peer, exactly.
     {"max_control_per_peer": 512},
     {"max_topics_per_peer": 1, "max_control_per_peer": 2},
+    # records_refresh = heartbeat_interval, exactly.
+    {"records_refresh": 1.0},
     # IDontWant: for every size, for none, none looked at, kept one beat.
     {"idontwant_threshold": 0},
     {"idontwant_threshold": None},
