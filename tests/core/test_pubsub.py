@@ -1486,3 +1486,16 @@ def test_idontwant_ids_are_looked_at_up_to_the_limit_per_heartbeat() -> None:
     assert router.counters["idontwant.over_limit"] == 2
     assert router.peers[c].unwanted == [{ids[5]}, set(ids[:3])]
     assert router.peers[c].dontwants == 1
+
+
+def test_a_notice_for_a_waiting_message_of_a_topic_just_left_is_ignored() -> None:
+    """Left while a verdict waits, the topic has no mesh: a notice for its
+    message holds nothing (and raises nothing)."""
+    router, (a, b, _) = one_router()
+    message = signed(ORIGIN, 1, b"small")
+    [validate] = router.receive(a, message, 1.0)
+    assert isinstance(validate, Validate)
+    router.unsubscribe(TOPIC, 1.0)
+    assert TOPIC not in router.mesh
+    assert router.receive(b, IDontWant((message.message_id,)), 1.0) == []
+    assert router.pending[message.message_id].holders == set()
