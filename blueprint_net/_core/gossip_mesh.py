@@ -85,21 +85,24 @@ class PeerState:
     changes: int = 0
     grafts: int = 0
     flooded: bool = False
-    #: Ids it told us it has (IDontWant), one set per heartbeat, newest
-    #: first, and how many of its ids we looked at this heartbeat.
-    unwanted: list[set[bytes]] = attrs.Factory(lambda: [set()])
+    #: Ids it told us it has (IDontWant), each with the heartbeat it came
+    #: in (a plain dict: the forwarding path asks it once per mesh peer),
+    #: the heartbeats counted, and how many of its ids we looked at in
+    #: this one.
+    unwanted: dict[bytes, int] = attrs.Factory(dict)
+    beat: int = 0
     dontwants: int = 0
 
     def new_heartbeat(self, idontwant_heartbeats: int) -> None:
-        """A new heartbeat: budgets renewed, the oldest IDontWant ids gone."""
+        """A new heartbeat: budgets renewed, IDontWant ids that came
+        ``idontwant_heartbeats`` heartbeats ago or more gone."""
         self.ihaves = self.asked = self.served = self.record_requests = 0
         self.dontwants = 0
         self.pruned_records = False
-        self.unwanted = [set(), *self.unwanted[: idontwant_heartbeats - 1]]
-
-    def has(self, message_id: bytes) -> bool:
-        """It told us it has this message (IDontWant) recently."""
-        return any(message_id in ids for ids in self.unwanted)
+        self.beat += 1
+        if self.unwanted:
+            oldest = self.beat - idontwant_heartbeats + 1
+            self.unwanted = {m: b for m, b in self.unwanted.items() if b >= oldest}
 
 
 class Meshes:

@@ -240,9 +240,11 @@ class Router(Meshes):
             out.append(Deliver(message))
         exclude = (pending.source, message.origin)
         members = [p for p in self.mesh.get(message.topic, ()) if p not in exclude]
-        holders = pending.holders
+        holders, peers = pending.holders, self.peers
         targets = [
-            p for p in members if p not in holders and not self.peers[p].has(message_id)
+            p
+            for p in members
+            if p not in holders and message_id not in peers[p].unwanted
         ]
         self.counters[FORWARD_UNWANTED.key] += len(members) - len(targets)
         if not targets:
@@ -518,12 +520,17 @@ class Router(Meshes):
         # peer is in the mesh we would push it to (so at most a mesh's worth
         # of peers per pending message); or one not seen yet, kept for
         # ``idontwant_heartbeats``.
-        seen, pending, unseen = self.seen, self.pending, state.unwanted[0]
+        seen, pending, unseen, beat = (
+            self.seen,
+            self.pending,
+            state.unwanted,
+            state.beat,
+        )
         for mid in ids:
             waiting = pending.get(mid)
             if waiting is None:
                 if mid not in seen:
-                    unseen.add(mid)
+                    unseen[mid] = beat
             elif peer in self.mesh.get(waiting.message.topic, ()):
                 waiting.holders.add(peer)
         return []

@@ -1388,7 +1388,7 @@ def test_idontwant_for_a_message_awaiting_its_verdict_holds_until_the_verdict() 
     [validate] = router.receive(a, message, 1.0)
     assert isinstance(validate, Validate)
     router.receive(b, IDontWant((message.message_id,)), 1.0)
-    assert router.peers[b].unwanted == [set()]  # kept with the message
+    assert router.peers[b].unwanted == {}  # kept with the message
     for beat in range(DEFAULTS.idontwant_heartbeats + 2):
         router.heartbeat(1.0 + beat)
     outputs = router.validated(message.message_id, Verdict.ACCEPT, 6.0)
@@ -1406,7 +1406,7 @@ def test_a_notice_from_outside_the_mesh_is_not_held_with_a_waiting_message() -> 
     assert isinstance(validate, Validate)
     router.receive(outsider, IDontWant((message.message_id,)), 1.0)
     assert router.pending[message.message_id].holders == set()
-    assert router.peers[outsider].unwanted == [set()]  # seen: not kept either
+    assert router.peers[outsider].unwanted == {}  # seen: not kept either
     router.receive(c, IDontWant((message.message_id,)), 1.0)
     assert router.pending[message.message_id].holders == {c}
 
@@ -1452,7 +1452,7 @@ def test_ids_of_messages_already_forwarded_are_not_kept() -> None:
     message = signed(ORIGIN, 1, b"small")
     accept(router, a, message, 1.0)
     router.receive(b, IDontWant((message.message_id,)), 1.0)
-    assert router.peers[b].unwanted == [set()]
+    assert router.peers[b].unwanted == {}
     assert router.peers[b].dontwants == 1  # looked at, all the same
 
 
@@ -1480,11 +1480,11 @@ def test_idontwant_ids_are_looked_at_up_to_the_limit_per_heartbeat() -> None:
     assert router.counters["idontwant.over_limit"] == 1
     router.receive(c, IDontWant((ids[4],)), 1.0)  # none left
     assert router.counters["idontwant.over_limit"] == 2
-    assert router.peers[c].unwanted == [set(ids[:3])]
+    assert router.peers[c].unwanted == dict.fromkeys(ids[:3], 0)
     router.heartbeat(1.0)  # a new budget
     router.receive(c, IDontWant((ids[5],)), 1.0)
     assert router.counters["idontwant.over_limit"] == 2
-    assert router.peers[c].unwanted == [{ids[5]}, set(ids[:3])]
+    assert router.peers[c].unwanted == {**dict.fromkeys(ids[:3], 0), ids[5]: 1}
     assert router.peers[c].dontwants == 1
 
 
