@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.report import load_header, without_load_header
 from tests.helpers import ROOT, tree_env
 
@@ -201,3 +203,26 @@ def test_the_streams_bench_loses_nothing_across_cuts() -> None:
     for count in ("lost", "duplicated", "out of order"):
         assert figures[f"stream fault run: {count}"] == 0
     assert re.search(r"over TLS, [1-9]\d* cuts", result.stdout)  # it did cut
+
+
+@pytest.mark.parametrize(
+    ("module", "usage"),
+    [
+        ("bench.router_path", "usage: python -m bench.router_path TREE"),
+        ("bench.attack_quiet", "usage: python -m bench.attack_quiet placed|shared"),
+    ],
+)
+def test_a_bench_without_its_arguments_says_how_to_call_it(
+    module: str, usage: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", module],
+        capture_output=True,
+        check=False,
+        text=True,
+        cwd=ROOT,
+        env=tree_env(),
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert usage in result.stderr and "Traceback" not in result.stderr

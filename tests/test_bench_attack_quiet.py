@@ -30,16 +30,3 @@ def test_consecutive_quiet_phases_each_have_their_own_figures() -> None:
         assert phase["asked"] > 0 and phase["p99"] >= phase["median"] > 0
         assert phase["p99_after_first_second"] is None  # shorter than a second
         assert phase["slowest"] == sorted(phase["slowest"])
-
-
-def test_without_an_arrangement_it_says_how_to_call_it() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.attack_quiet"],
-        capture_output=True,
-        check=False,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert result.returncode == 1
-    assert "usage: python -m bench.attack_quiet placed|shared" in result.stderr

@@ -5,7 +5,6 @@ first.  Sizes are cut down; timings are never asserted."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,16 +28,3 @@ def test_a_tree_is_measured_from_its_own_sources(
         # refuses it, so a missing tree is never measured as this one
         "not from" in failed.value.stderr
     )
-
-
-def test_without_a_tree_it_says_how_to_call_it() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.router_path"],
-        capture_output=True,
-        check=False,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert result.returncode == 1
-    assert "usage: python -m bench.router_path TREE" in result.stderr
