@@ -33,6 +33,7 @@ arrives), packet loss, TCP's own flow control.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
@@ -640,6 +641,27 @@ def verify_cost(count: int = 300) -> float:
     return (time.perf_counter() - began) / count
 
 
+def widen_address_cache(nodes: int) -> None:
+    """Give this process's address cache room for every node's host.
+
+    ``addresses.subnet`` keeps 4,096 parsed addresses per process: room
+    for one node's peers and records.  Here N nodes share one process, and
+    each one's connection manager asks for the netgroups of its candidates
+    every tick, so past a few thousand nodes the cache thrashes and the run
+    spends its time parsing addresses (at N = 10,000, 75 minutes of CPU for
+    5 simulated seconds) -- a cost no real node has.
+    """
+    from blueprint_net._policy import addresses, discovery
+
+    wanted = 2 * nodes + 4096
+    size = addresses.subnet.cache_info().maxsize
+    if size is None or size >= wanted:
+        return
+    wider = functools.lru_cache(maxsize=wanted)(addresses.subnet.__wrapped__)
+    for module in (addresses, discovery):
+        setattr(module, "subnet", wider)  # noqa: B010 (a module's global)
+
+
 def run(args: Any) -> tuple[list[str], list[Any]]:
     """The simulated network's header lines and table rows (``bench.network``'s)."""
     from bench.network import TOPIC, churn_rows, host, mesh_hops, ready, steady_rows
@@ -647,6 +669,7 @@ def run(args: Any) -> tuple[list[str], list[Any]]:
     began = time.monotonic()
     deadline = began + args.budget
     n, target = args.simulate, args.target_peers
+    widen_address_cache(n)
     verify = args.verify or ("each" if n <= 1000 else "once")
     SimIdentity.verified = 0
     SimIdentity.remembered = None if verify == "each" else {}

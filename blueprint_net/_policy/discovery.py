@@ -295,14 +295,17 @@ def prefer_diverse(
     equals: no one subnet fills the outbound set while others are on offer."""
     net = DEFAULTS.netgroup if netgroup is None else netgroup
     held = Counter(net(host) for host in connected_hosts)
-    pool = list(candidates)
+    # Each candidate's netgroup once (parsing an address is the costly
+    # part; a node may offer a thousand candidates a tick), not once per
+    # candidate per pick.
+    pool = [(key, net(host)) for key, host in candidates]
     rng.shuffle(pool)
     chosen: list[K] = []
     while pool and len(chosen) < count:
-        best = min(range(len(pool)), key=lambda i: held[net(pool[i][1])])
-        key, host = pool.pop(best)
+        best = min(range(len(pool)), key=lambda i: held[pool[i][1]])
+        key, group = pool.pop(best)
         chosen.append(key)
-        held[net(host)] += 1
+        held[group] += 1
     return chosen
 
 
