@@ -441,3 +441,20 @@ def test_prefer_diverse_counts_each_choice_once_and_groups_ipv6_by_48() -> None:
     v6_pool = [("same48", "2001:db8:1:8000::1"), ("other48", "2001:db8:2::1")]
     for seed in range(5):
         assert prefer_diverse(v6_pool, v6_held, 1, random.Random(seed)) == ["other48"]
+
+
+def test_each_candidates_netgroup_is_asked_once() -> None:
+    """A node may offer a thousand candidates a tick, and a netgroup parses
+    an address: each is asked once, not once per candidate per pick."""
+    asked: list[str] = []
+
+    def netgroup(host: str) -> str:
+        asked.append(host)
+        return host.rsplit(".", 1)[0]
+
+    candidates = [(n, f"192.0.{n % 7}.{n}") for n in range(100)]
+    chosen = prefer_diverse(
+        candidates, ["192.0.0.200"], 8, random.Random(3), netgroup=netgroup
+    )
+    assert len(chosen) == 8 and len({c % 7 for c in chosen}) >= 6
+    assert sorted(asked) == sorted(["192.0.0.200", *(h for _, h in candidates)])
