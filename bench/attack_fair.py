@@ -32,11 +32,10 @@ CPU would); the node is frozen for the collector (``gc.freeze()``) as
 ``twistd``'s ``NodeService`` freezes it at start-up.  ``--shared-cpus`` (of
 ``python -m bench.attack --fair``) runs every process where the kernel puts
 it, as before; the notes say which.  Read the ratio with its reference:
-placed so, the quiet p99 is itself higher (about 1.6-2.1 ms against 1.0
-shared, measured; not CPU idleness: idle-class spinners keeping both CPUs
-awake left it at 1.8 ms), and under a flood the node's busy CPU answers a
-little sooner, so part of the ratio's fall is the reference's rise; the
-notes give both medians, and
+placed so, every round trip pays a cross-CPU wake-up (the quiet median
+0.36-0.44 ms against 0.20-0.25 shared, ``bench.attack_quiet``), and the
+quiet p99 moves from machine to machine (1.6-2.1 ms on one, 0.8-1.0 on
+another of the same kind); the notes give both medians, and
 docs/security.md the absolute figures.  The flooder in the idle class gets
 what every other process on its CPU leaves, not only the honest peer, so
 on a shared machine it may flood less (the notes say how much was served).
