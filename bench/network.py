@@ -565,7 +565,7 @@ def steady_rows(
     ]
 
 
-#: Seconds the nodes' idle upkeep is measured, after the steady phase.
+#: Seconds the nodes' idle upkeep is measured before the steady phase.
 IDLE_SECONDS = 3.0
 
 
@@ -692,6 +692,13 @@ def run(args: argparse.Namespace) -> list[TableRow]:
         live = set(range(n))
 
         # -- steady state ------------------------------------------------------
+        # First the nodes' upkeep alone (heartbeats, IHave, keepalive, the
+        # connection managers): CPU per node per second with nothing sent.
+        idle_began, idle_cpu = time.monotonic(), workers_cpu(workers)
+        time.sleep(IDLE_SECONDS)
+        upkeep = (workers_cpu(workers) - idle_cpu) / (
+            n * (time.monotonic() - idle_began)
+        )
         steady = Phase("steady")
         began, cpu_before = time.monotonic(), workers_cpu(workers)
         for _ in range(args.messages):
@@ -699,18 +706,8 @@ def run(args: argparse.Namespace) -> list[TableRow]:
             time.sleep(1 / args.rate)
         settle(workers, [steady], live, args.settle)
         cpu = workers_cpu(workers) - cpu_before
-        took = time.monotonic() - began
+        busy = cpu - upkeep * n * (time.monotonic() - began)
         status = nodes_status(workers)
-        # Then the nodes' upkeep alone (heartbeats, IHave, keepalive, the
-        # connection managers): CPU per node per second with nothing sent.
-        # After the phase, not before: a wait before it moved its tail
-        # (N = 200: p99 145-202 ms with a 3 s wait, 91-113 without).
-        idle_began, idle_cpu = time.monotonic(), workers_cpu(workers)
-        time.sleep(IDLE_SECONDS)
-        upkeep = (workers_cpu(workers) - idle_cpu) / (
-            n * (time.monotonic() - idle_began)
-        )
-        busy = cpu - upkeep * n * took
         network_bytes = (sum(s["sent"] for s in status) - sent_before) / args.messages
         dups = (sum(s["duplicate"] for s in status) - dup_before) / (
             args.messages * (n - 1)
