@@ -80,7 +80,6 @@ TOPIC_STATS = (
     "ignored",
     "dropped",
 )
-#: Router drop counters for a received Publish, and the figure each feeds.
 
 
 @attrs.define

@@ -340,7 +340,9 @@ class Router(Meshes):
         if len(body) > FORWARD_AS_RECEIVED:
             body = b""  # see FORWARD_AS_RECEIVED
         self.pending[mid] = _Pending(message, peer, now, body)
-        return [*self._dont_want(mid, message, peer), Validate(mid, message, peer)]
+        out = self._dont_want(mid, message, peer)
+        out.append(Validate(mid, message, peer))
+        return out
 
     def _dont_want(
         self, mid: bytes, message: Publish, source: PeerId
