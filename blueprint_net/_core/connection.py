@@ -16,7 +16,9 @@ A request's life is decided here, both ways.  Ours: :meth:`Connection.request`
 takes its deadline (time is a number the caller passes), :attr:`next_deadline`
 says when the caller's one timer should call :meth:`Connection.expire`, which
 returns the requests to fail.  The peer's: past ``max_in_flight`` they wait
-in the :attr:`backlog`; :meth:`Connection.respond` frames an answer once
+in the :attr:`backlog`, undecoded (a flooder's whole read is not decoded
+ahead of everyone else's; each is decoded as it is released);
+:meth:`Connection.respond` frames an answer once
 (refusing one past the frame limit, or one the caller's ``room`` says the
 send queue cannot hold) and returns the requests its end released, and
 :attr:`saturated` says whether to stop reading the peer meanwhile.
@@ -52,6 +54,7 @@ from blueprint_net._core.messaging import Deadlines, Requests
 
 _STREAM_FIRST, _STREAM_LAST = stream_wire.TYPES[0], stream_wire.TYPES[-1]
 _GOSSIP_FIRST, _GOSSIP_LAST = gossip_wire.T_PUBLISH, gossip_wire.T_LAST
+_T_REQUEST = wire.T_REQUEST
 _RESPONSES = (wire.SuccessResponse, wire.ProtocolResponse, wire.ErrorResponse)
 _VERIFIED = Phase.VERIFIED
 
@@ -92,9 +95,10 @@ class Connection:
         #: what the send queue's room check counts beside its own queue.
         self.unsent = 0
         self.requests: Requests[Any] = Requests(max_in_flight)
-        #: The peer's requests past ``max_in_flight``, in order: handed out
-        #: by :meth:`respond` as earlier ones end (other frames go on).
-        self.backlog: list[wire.Request] = []
+        #: The bodies of the peer's requests past ``max_in_flight``, in
+        #: order: decoded and handed out by :meth:`respond` as earlier ones
+        #: end (other frames go on).
+        self.backlog: list[bytes] = []
         #: When our pending requests time out (see :meth:`expire`).
         self.deadlines = Deadlines()
         self.closed = False
@@ -388,10 +392,17 @@ class Connection:
         allows (one of the peer's requests has ended)."""
         events: list[ConnectionEvent] = []
         requests, backlog = self.requests, self.backlog
+        decode = wire.decode
         taken = 0
         while taken < len(backlog) and not requests.full and not self.closed:
-            request = backlog[taken]
+            body = backlog[taken]
             taken += 1
+            try:
+                request = decode(body)
+            except WireError as error:
+                events.append(self._close(ConnectionFailed(error)))
+                break
+            assert isinstance(request, wire.Request)  # by its type byte
             refusal = requests.request_received(request)
             if refusal is None:
                 events.append(request)
@@ -423,15 +434,16 @@ class Connection:
                 if isinstance(gossip, ConnectionFailed):
                     return
                 continue
+            if body and body[0] == _T_REQUEST and (self.backlog or requests.full):
+                # Waits, undecoded: see _release().
+                self.backlog.append(body)
+                continue
             try:
                 message = decode(body)
             except WireError as error:
                 events.append(self._close(ConnectionFailed(error)))
                 return
             if isinstance(message, wire.Request):
-                if self.backlog or requests.full:
-                    self.backlog.append(message)  # waits; see respond()
-                    continue
                 refusal = requests.request_received(message)
                 if refusal is None:
                     events.append(message)

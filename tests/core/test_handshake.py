@@ -723,6 +723,11 @@ def _requests(*ids: int) -> bytes:
     return b"".join(framing.frame(wire.Request(i, "echo", b"")) for i in ids)
 
 
+def _waiting(c: Connection) -> list[int]:
+    """The ids of the requests in the backlog (held as frame bodies)."""
+    return [wire.decode(body).request_id for body in c.backlog]  # type: ignore[union-attr]
+
+
 def test_the_backlog_is_handed_out_as_requests_end(
     alice: Identity, bob: Identity
 ) -> None:
@@ -730,7 +735,7 @@ def test_the_backlog_is_handed_out_as_requests_end(
     b.requests.max_in_flight = 2
     events = b.receive_data(_requests(1, 2, 3))
     assert [r.request_id for r in events] == [1, 2]  # type: ignore[union-attr]
-    assert [r.request_id for r in b.backlog] == [3]
+    assert b.backlog == [framing.frame(wire.Request(3, "echo", b""))[4:]]
     # One ends: the one waiting is handed out, and the backlog is empty.
     assert b.respond(wire.SuccessResponse(1)) == [wire.Request(3, "echo", b"")]
     assert b.backlog == [] and b.saturated  # two in flight
@@ -760,7 +765,7 @@ def test_a_refused_backlogged_request_leaves_its_turn_to_the_next(
     b.requests.max_in_flight = 2
     b.receive_data(_requests(1, 2, 1, 3))
     b.data_to_send()
-    assert [r.request_id for r in b.backlog] == [1, 3]
+    assert _waiting(b) == [1, 3]
     # Request 2 ends: the duplicate 1 is refused, and 3 takes the free slot.
     assert b.respond(wire.SuccessResponse(2)) == [wire.Request(3, "echo", b"")]
     assert b.backlog == [] and b.saturated
@@ -770,6 +775,29 @@ def test_a_refused_backlogged_request_leaves_its_turn_to_the_next(
     # Nothing of 3 is left behind to be refused as a duplicate later.
     assert b.respond(wire.SuccessResponse(1)) == []
     assert decode_frames(b.data_to_send()) == [wire.SuccessResponse(1)]
+
+
+def test_a_waiting_request_is_decoded_only_when_its_turn_comes(
+    alice: Identity, bob: Identity
+) -> None:
+    """A flooder's whole read is not decoded ahead of other peers' reads: a
+    malformed request past the bound is found when it is released, and the
+    frames behind it in the read are acted on meanwhile."""
+    _, b, _ = _connections(alice, bob)
+    b.requests.max_in_flight = 1
+    malformed = bytes([wire.T_REQUEST]) + b"\x00\x00\x00\x02"  # truncated
+    data = _requests(1) + framing.frame_body(malformed) + framing.frame(wire.Ping(9))
+    events = b.receive_data(data)
+    assert [r.request_id for r in events] == [1]  # type: ignore[union-attr]
+    assert b.backlog == [malformed] and not b.closed
+    assert decode_frames(b.data_to_send()) == [wire.Pong(9)]  # not held
+    [failed] = b.respond(wire.SuccessResponse(1))
+    assert isinstance(failed, ConnectionFailed)
+    assert failed.error.code == ErrorCode.TRUNCATED and b.closed
+    assert b.backlog == []
+    answer, error = decode_frames(b.data_to_send())
+    assert answer == wire.SuccessResponse(1)
+    assert isinstance(error, wire.Error) and error.code == ErrorCode.TRUNCATED
 
 
 def test_an_answer_past_the_frame_limit_is_an_error(
