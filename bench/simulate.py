@@ -19,7 +19,10 @@ decisions are ``_policy/discovery.py``'s), handed a stand-in node as
   log-normal distribution, by a seeded ``random.Random``; each node uploads
   at most ``bandwidth`` bytes a second, so a frame waits for the frames its
   node queued before it; a dial takes ``handshake_rtts`` round trips, and a
-  dial to a dead node fails after one;
+  dial to a dead node fails after one, and so does a dial to a node that
+  has ``ConnectionLimits.max_connections`` connections open or opening
+  (the shipped limit: a network that starts from one bootstrap address
+  fills it, and the rest wait for its inbound trims, as real nodes would);
 * a frame is the router's message object, handed over at its arrival time
   (never decoded); its size is its encoding's, counted once per send;
 * signatures are real: each publication and record is signed once by its
@@ -68,9 +71,12 @@ from blueprint_net._core.pubsub import Router
 from blueprint_net._core.records import PeerRecord, RecordBook
 from blueprint_net._policy import discovery
 from blueprint_net._policy.discovery import DiscoverySettings, Scope
+from blueprint_net._policy.limits import ConnectionLimits
 
 #: The port every simulated node listens on (each has its own host).
 PORT = 7000
+#: A node's connections at once, both directions, as a node's default.
+MAX_CONNECTIONS = ConnectionLimits().max_connections
 #: Router counters that mean "a duplicate" (the real run's ``duplicate``).
 DUPLICATES = (telemetry.PUBLISH_DUPLICATE.key, telemetry.PUBLISH_POSSIBLY_SEEN.key)
 
@@ -284,6 +290,8 @@ class SimNode:
         self.gossip = SimGossip(self)
         self.links: dict[PeerId, Link] = {}
         self._peers: dict[PeerId, Peer] = {}
+        #: Handshakes under way, either way (they count against the limit).
+        self.opening = 0
         self._verified: list[Callable[[Peer], Any]] = []
         self.busy_until = 0.0  # the upload queue is empty from then
         self.sent_bytes = self.sent_frames = 0
@@ -296,6 +304,11 @@ class SimNode:
     @property
     def alive(self) -> bool:
         return not self.stopping
+
+    @property
+    def open(self) -> int:
+        """Connections open or opening (``ConnectionLimits.max_connections``)."""
+        return len(self.links) + self.opening
 
     # INode ------------------------------------------------------------------
 
@@ -511,6 +524,11 @@ class Network:
         if not other.alive or (peer_id is not None and peer_id != other.peer_id):
             self.clock.at(self.clock.now + rtt, _fail, dialing, "refused")
             return dialing
+        if max(node.open, other.open) >= MAX_CONNECTIONS:
+            self.clock.at(self.clock.now + rtt, _fail, dialing, "connection limit")
+            return dialing
+        node.opening += 1
+        other.opening += 1
         when = self.clock.now + self.latency.handshake_rtts * rtt
         self.clock.at(when, self._handshake_done, node, other, dialing)
         return dialing
@@ -518,6 +536,8 @@ class Network:
     def _handshake_done(
         self, node: SimNode, other: SimNode, dialing: defer.Deferred[Peer]
     ) -> None:
+        node.opening -= 1
+        other.opening -= 1
         if dialing.called:
             return  # cancelled (the manager stopped)
         if not (node.alive and other.alive):

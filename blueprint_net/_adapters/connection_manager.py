@@ -53,6 +53,12 @@ from blueprint_net._policy.discovery import DialRate, DiscoverySettings
 
 Listening = Callable[[], list[tuple[str, int]]]
 
+#: Records arriving start a round at once, but at most one per this many
+#: seconds: a node asking hundreds of new peers for records (a bootstrap
+#: node, at a network's start) makes one round of a burst of answers, not
+#: one per answer -- each round looks at every peer and every record.
+ROUND_GAP = 0.1
+
 
 class ConnectionManager(Service):
     """Discovery and the outbound target for one node (see the module)."""
@@ -92,6 +98,8 @@ class ConnectionManager(Service):
         self._loop = task.LoopingCall(self.tick)
         self._loop.clock = node.clock
         self._soon: Optional[Any] = None
+        #: When the next round that records start may run (``ROUND_GAP``).
+        self._soon_after = float("-inf")
         self._hooked = False
         self.counters = node.counters
 
@@ -138,10 +146,13 @@ class ConnectionManager(Service):
                 self.gossip.forget_record(record.peer_id)
                 self.counters[DISCOVERY_RECORDS_REFUSED.key] += 1
         if self.running and self._soon is None:
-            self._soon = self.node.clock.callLater(0, self._tick_soon)
+            clock = self.node.clock
+            wait = max(0.0, self._soon_after - clock.seconds())
+            self._soon = clock.callLater(wait, self._tick_soon)
 
     def _tick_soon(self) -> None:
         self._soon = None
+        self._soon_after = self.node.clock.seconds() + ROUND_GAP
         self.tick()
 
     # -- the round -------------------------------------------------------------

@@ -112,10 +112,15 @@ class PeerExchange:
 
     def for_prune(self, topic: str, exclude: set[PeerId]) -> tuple[PeerRecord, ...]:
         """Records of other peers of ``topic`` for a Prune (peer exchange)."""
+        # In the order peers connected (a dict's), not sorted: a node with a
+        # thousand peers would sort them at every Prune and every request.
+        members = self.topic_peers.get(topic, set())
         known = [
             record
-            for p in sorted(self.topic_peers.get(topic, ()))
-            if p not in exclude and (record := self.book.get(p)) is not None
+            for p in self.peers
+            if p in members
+            and p not in exclude
+            and (record := self.book.get(p)) is not None
         ]
         count = min(len(known), self.settings.prune_peers)
         return tuple(self.rng.sample(known, count))
@@ -129,9 +134,7 @@ class PeerExchange:
             return []
         limit = min(message.limit, self.settings.prune_peers)
         records = [self.own_record] if self.own_record is not None else []
-        others = [
-            r for p in sorted(self.peers) if p != peer and (r := self.book.get(p))
-        ]
+        others = [r for p in self.peers if p != peer and (r := self.book.get(p))]
         # A limit of 0 leaves no room even for our own record (never < 0).
         room = max(0, limit - len(records))
         records += self.rng.sample(others, min(len(others), room))

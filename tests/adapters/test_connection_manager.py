@@ -9,11 +9,12 @@ import random
 from typing import Any, Optional
 
 import attrs
+import pytest
 from twisted.internet import defer, task
 from twisted.logger import formatEvent
 
 from blueprint_net import Identity, Node, Settings
-from blueprint_net._adapters.connection_manager import ConnectionManager
+from blueprint_net._adapters.connection_manager import ROUND_GAP, ConnectionManager
 from blueprint_net._core import wire
 from blueprint_net._core.errors import ConnectFailed
 from blueprint_net._core.framing import FrameDecoder
@@ -116,16 +117,24 @@ def test_records_of_banned_ids_are_each_counted_and_a_round_follows_at_once(
         assert ticks == [1.0]
         assert dials.made == [("p2ptls:host=192.0.2.3:port=7010", fine.peer_id)]
         assert node.counters["discovery.dials"] == 1
-        manager._discovered(source, ())  # and once more, later
+        # More records: a round as soon as ROUND_GAP has passed since the last.
+        manager._discovered(source, ())
+        clock.advance(ROUND_GAP / 2)
+        assert ticks == [1.0]
+        manager._discovered(source, ())  # one round for both
+        clock.advance(ROUND_GAP / 2)
+        assert ticks == pytest.approx([1.0, 1.0 + ROUND_GAP])
+        clock.advance(1.0)
+        manager._discovered(source, ())  # long after: at once
         clock.advance(0)
-        assert ticks == [1.0, 1.0]
+        assert ticks == pytest.approx([1.0, 1.0 + ROUND_GAP, 2.0 + ROUND_GAP])
     finally:
         manager.stopService()
     # Stopped: records arriving start no round.
     manager._discovered(source, ())
     assert manager._soon is None
     clock.advance(0)
-    assert ticks == [1.0, 1.0]
+    assert ticks == pytest.approx([1.0, 1.0 + ROUND_GAP, 2.0 + ROUND_GAP])
 
 
 def test_a_record_book_source_is_weighed_by_its_connected_subnet(

@@ -777,6 +777,17 @@ def test_a_refused_backlogged_request_leaves_its_turn_to_the_next(
     assert decode_frames(b.data_to_send()) == [wire.SuccessResponse(1)]
 
 
+def test_a_duplicate_request_id_in_flight_is_refused_and_the_link_goes_on(
+    alice: Identity, bob: Identity
+) -> None:
+    _, b, _ = _connections(alice, bob)
+    events = b.receive_data(_requests(1, 1, 2))
+    assert [r.request_id for r in events] == [1, 2]  # type: ignore[union-attr]
+    [refusal] = decode_frames(b.data_to_send())
+    assert isinstance(refusal, wire.ErrorResponse) and refusal.request_id == 1
+    assert refusal.code == ErrorCode.DUPLICATE_REQUEST_ID and not b.closed
+
+
 def test_a_waiting_request_is_decoded_only_when_its_turn_comes(
     alice: Identity, bob: Identity
 ) -> None:
