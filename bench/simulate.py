@@ -664,7 +664,8 @@ def verify_cost(count: int = 300) -> float:
 def widen_address_cache(nodes: int) -> None:
     """Give this process's address cache room for every node's host.
 
-    ``addresses.subnet`` keeps 4,096 parsed addresses per process: room
+    ``addresses.subnet`` (and discovery's ``scope`` and ``_dial_key``)
+    keep 4,096 parsed addresses per process: room
     for one node's peers and records.  Here N nodes share one process, and
     each one's connection manager asks for the netgroups of its candidates
     every tick, so past a few thousand nodes the cache thrashes and the run
@@ -674,12 +675,18 @@ def widen_address_cache(nodes: int) -> None:
     from blueprint_net._policy import addresses, discovery
 
     wanted = 2 * nodes + 4096
-    size = addresses.subnet.cache_info().maxsize
-    if size is None or size >= wanted:
-        return
-    wider = functools.lru_cache(maxsize=wanted)(addresses.subnet.__wrapped__)
-    for module in (addresses, discovery):
-        setattr(module, "subnet", wider)  # noqa: B010 (a module's global)
+    for name, homes in (
+        ("subnet", (addresses, discovery)),
+        ("scope", (discovery,)),
+        ("_dial_key", (discovery,)),
+    ):
+        cached = getattr(homes[0], name)
+        size = cached.cache_info().maxsize
+        if size is None or size >= wanted:
+            continue
+        wider = functools.lru_cache(maxsize=wanted)(cached.__wrapped__)
+        for module in homes:
+            setattr(module, name, wider)
 
 
 def run(args: Any) -> tuple[list[str], list[Any]]:

@@ -23,6 +23,7 @@ peers from the most crowded netgroup first.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import random
 from collections import Counter
@@ -156,9 +157,13 @@ _PRIVATE_NETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10
 _PRIVATE = tuple(ipaddress.ip_network(n) for n in (*_PRIVATE_NETS, "fc00::/7"))
 
 
+@functools.lru_cache(maxsize=4096)
 def scope(host: str) -> Scope:
     """The scope of ``host``: an IP literal's range; any name is
-    :attr:`Scope.NEVER` (resolving a peer's name is not ours to do)."""
+    :attr:`Scope.NEVER` (resolving a peer's name is not ours to do).
+
+    Cached, as :func:`_dial_key` is: a round looks at the addresses of every
+    record held (up to a thousand), and the same hosts come round again."""
     try:
         address = parse_ip(host)
     except ValueError:
@@ -239,6 +244,7 @@ class DialRate:
             del self._dials[next(iter(self._dials))]
 
 
+@functools.lru_cache(maxsize=4096)
 def _dial_key(host: str) -> str:
     """One key per address however it is written (``::ffff:a.b.c.d`` is
     ``a.b.c.d``, IPv6 in its compressed form), so spellings share a rate."""
