@@ -866,6 +866,13 @@ def main(argv: Optional[list[str]] = None) -> None:
         default=25.0,
         help="simulated seconds before the steady phase begins, at least",
     )
+    simulation.add_argument(
+        "--bootstraps",
+        type=int,
+        metavar="K",
+        help="bootstrap nodes; node i knows only node i mod K's address"
+        " (default: one per 1,000 nodes, as a node takes 1,024 connections)",
+    )
     simulation.add_argument("--link-ms", type=float, default=10.0)
     simulation.add_argument("--link-sigma", type=float, default=0.5)
     simulation.add_argument("--upload-mbps", type=float, default=100.0)
@@ -874,6 +881,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         parser.error("--nodes must be 2 to 1000")
     if args.simulate is not None and not 2 <= args.simulate <= 60000:
         parser.error("--simulate must be 2 to 60000")
+    if args.bootstraps is not None and not 1 <= args.bootstraps <= (args.simulate or 0):
+        parser.error("--bootstraps must be 1 to N, with --simulate N")
     from .report import Row, load_header, table
 
     print(load_header(), flush=True)

@@ -453,6 +453,7 @@ class Network:
         gossip: GossipSettings,
         topic: str,
         host: Callable[[int], str],
+        bootstraps: int = 1,
     ) -> None:
         self.clock = EventQueue()
         self.rng = random.Random(seed)
@@ -470,13 +471,16 @@ class Network:
         ]
         self.by_id = {node.peer_id: node for node in self.nodes}
         self.by_host = {node.host: node for node in self.nodes}
-        bootstrap = f"p2ptls:{self.nodes[0].host}:{PORT}"
+        # Node i knows the address of node i mod K (each of the first K,
+        # node 0's): K bootstrap nodes, each dialed by N/K nodes at the start.
         for node in self.nodes:
+            index = node.index
+            first = index % bootstraps if index >= bootstraps else 0
             node.manager = ConnectionManager(
                 cast(INode, node),
                 DiscoverySettings(target_peers=target),
-                bootstrap=[bootstrap] if node.index else [],
-                rng=random.Random(node.index),
+                bootstrap=[f"p2ptls:{self.nodes[first].host}:{PORT}"] if index else [],
+                rng=random.Random(index),
             )
 
     def start(self, spread: float = 0.5) -> None:
@@ -696,6 +700,9 @@ def run(args: Any) -> tuple[list[str], list[Any]]:
     began = time.monotonic()
     deadline = began + args.budget
     n, target = args.simulate, args.target_peers
+    # A node takes at most MAX_CONNECTIONS: one bootstrap address per
+    # thousand nodes (each dialed by all its nodes at once at the start).
+    bootstraps = args.bootstraps or math.ceil(n / 1000)
     widen_address_cache(n)
     verify = args.verify or ("each" if n <= 1000 else "once")
     SimIdentity.verified = 0
@@ -716,6 +723,7 @@ def run(args: Any) -> tuple[list[str], list[Any]]:
         ),
         topic=TOPIC,
         host=host,
+        bootstraps=bootstraps,
     )
     clock, rng = net.clock, random.Random(args.seed)
     built = time.monotonic() - began
@@ -757,7 +765,9 @@ def run(args: Any) -> tuple[list[str], list[Any]]:
                 f"N={n}: seconds to target degree {target} and one component",
                 took,
                 None,
-                "simulated: one bootstrap address, the shipped ConnectionManager",
+                f"simulated: {bootstraps} bootstrap address"
+                f"{'es' if bootstraps > 1 else ''} (each node knows one),"
+                " the shipped ConnectionManager",
             )
         )
         # The real run's start is CPU-bound (tens of seconds on 2 cores):

@@ -11,9 +11,12 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from twisted.python.failure import Failure
 
+from bench import simulate
 from bench.report import without_load_header
 from bench.simulate import EventQueue, LatencyModel, Network
 
@@ -196,3 +199,47 @@ def test_a_node_uploads_one_frame_after_another_at_its_bandwidth() -> None:
     arrived = net.deliveries[1, first][0], net.deliveries[1, second][0]
     assert arrived[0] == pytest.approx(queued + upload + link.delay)
     assert arrived[1] == pytest.approx(queued + 2 * upload + link.delay)
+
+
+def _network(count: int, **options: Any) -> Network:
+    from blueprint_net._core.gossip_settings import GossipSettings
+
+    return Network(
+        count,
+        seed=3,
+        target=1,
+        latency=LatencyModel(median=0.010, sigma=0.5),
+        gossip=GossipSettings(),
+        topic="t",
+        host=lambda i: f"127.0.1.{i + 1}",
+        **options,
+    )
+
+
+def test_each_node_knows_one_of_k_bootstrap_addresses() -> None:
+    """Node i is given node i mod K's address; the first K are given node
+    0's, and node 0 none."""
+    net = _network(7, bootstraps=3)
+    given = [node.manager.bootstrap for node in net.nodes]  # type: ignore[union-attr]
+    at = [f"p2ptls:127.0.1.{i + 1}:7000" for i in range(3)]
+    assert given == [[], [at[0]], [at[0]], [at[0]], [at[1]], [at[2]], [at[0]]]
+
+
+def test_a_dial_past_the_connection_limit_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node with MAX_CONNECTIONS open or opening refuses the next dial
+    after a round trip, as a node's limits do; a free one takes it."""
+    monkeypatch.setattr(simulate, "MAX_CONNECTIONS", 1)
+    net = _network(3)
+    a, b, c = net.nodes
+    outcomes: list[Any] = []
+    for dialer in (a, c):  # b is the first's, then full (one opening)
+        dialing = net.dial(dialer, f"p2ptls:{b.host}:7000", b.peer_id)
+        dialing.addBoth(outcomes.append)
+    assert b.open == 1 and outcomes == []
+    net.clock.run_until(1.0)
+    [refused] = [o for o in outcomes if isinstance(o, Failure)]
+    [peer] = [o for o in outcomes if not isinstance(o, Failure)]
+    assert peer.peer_id == b.peer_id and b.open == 1 and len(b.links) == 1
+    assert "connection limit" in str(refused.value)

@@ -8,9 +8,13 @@ from typing import Optional, get_args
 
 import pytest
 
-from blueprint_net._core import framing, wire
+from blueprint_net._core import framing, stream_wire, wire
 from blueprint_net._core.connection import Connection
-from blueprint_net._core.connection_events import ConnectionFailed, PeerVerified
+from blueprint_net._core.connection_events import (
+    ConnectionFailed,
+    PeerVerified,
+    StreamFrames,
+)
 from blueprint_net._core.errors import ErrorCode, HandshakeFailed, PeerLost
 from blueprint_net._core.handshake import TABLE, TRANSITIONS, Handshake
 from blueprint_net._core.handshake_states import (
@@ -786,6 +790,32 @@ def test_a_duplicate_request_id_in_flight_is_refused_and_the_link_goes_on(
     [refusal] = decode_frames(b.data_to_send())
     assert isinstance(refusal, wire.ErrorResponse) and refusal.request_id == 1
     assert refusal.code == ErrorCode.DUPLICATE_REQUEST_ID and not b.closed
+
+
+def test_every_type_byte_of_the_streams_range_goes_to_the_streams(
+    alice: Identity, bob: Identity
+) -> None:
+    """0x50-0x57, the reserved ones too: the stream machine refuses those
+    in its own words; with streams off they are unknown types here."""
+    _, b, _ = _connections(alice, bob)
+    b.streams = True
+    reserved = bytes([stream_wire.TYPES[-1]])
+    assert b.receive_data(framing.frame_body(reserved)) == [StreamFrames([reserved])]
+    _, c, _ = _connections(alice, bob)
+    [failed] = c.receive_data(framing.frame_body(reserved))
+    assert isinstance(failed, ConnectionFailed)
+    assert failed.error.code == ErrorCode.UNKNOWN_MESSAGE_TYPE
+
+
+def test_a_peers_error_after_verified_ends_the_link_with_its_words(
+    alice: Identity, bob: Identity
+) -> None:
+    _, b, _ = _connections(alice, bob)
+    error = wire.Error(int(ErrorCode.GOING_AWAY), "shutting down")
+    [failed] = b.receive_data(framing.frame(error))
+    assert isinstance(failed, ConnectionFailed) and failed.error.remote
+    assert failed.error.code == ErrorCode.GOING_AWAY
+    assert failed.error.message == "peer said: shutting down" and b.closed
 
 
 def test_a_waiting_request_is_decoded_only_when_its_turn_comes(

@@ -1033,6 +1033,17 @@ def test_a_records_answer_is_our_record_then_others_up_to_the_smaller_limit() ->
     assert len(answer(a, 255)) == 3
 
 
+def test_records_for_a_prune_are_those_of_the_topics_other_peers() -> None:
+    """Peer exchange offers records of the topic's peers only (none for a
+    topic no peer has), never the excluded ones."""
+    hub, (a, _, c, _, e), records = records_hub(GossipSettings(prune_peers=16))
+    exchange = hub.exchange
+    assert exchange.for_prune("nobody's", set()) == ()
+    exchange.topic_peers["t"] = {e, c, a}
+    offered = exchange.for_prune("t", {a})
+    assert sorted(offered, key=records.index) == [records[2], records[4]]
+
+
 def test_a_records_answer_without_our_own_record_is_others_only() -> None:
     hub, (a, *_), records = records_hub()
     [send] = hub.receive(a, RecordsRequest(2), 1.0)
