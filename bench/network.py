@@ -873,6 +873,13 @@ def main(argv: Optional[list[str]] = None) -> None:
         help="bootstrap nodes; node i knows only node i mod K's address"
         " (default: one per 1,000 nodes, as a node takes 1,024 connections)",
     )
+    simulation.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="C",
+        help="connections a simulated node takes at once (default: a node's"
+        " 1,024; more lifts the limit, as no real node does)",
+    )
     simulation.add_argument("--link-ms", type=float, default=10.0)
     simulation.add_argument("--link-sigma", type=float, default=0.5)
     simulation.add_argument("--upload-mbps", type=float, default=100.0)

@@ -454,11 +454,13 @@ class Network:
         topic: str,
         host: Callable[[int], str],
         bootstraps: int = 1,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.clock = EventQueue()
         self.rng = random.Random(seed)
         self.seed, self.latency, self.topic = seed, latency, topic
         self.gossip_settings, self.host = gossip, host
+        self.max_connections = max_connections
         self.penalties: Counter[str] = Counter()
         self._sizes: dict[bytes, int] = {}
         self._delays: dict[tuple[int, int], float] = {}
@@ -528,7 +530,7 @@ class Network:
         if not other.alive or (peer_id is not None and peer_id != other.peer_id):
             self.clock.at(self.clock.now + rtt, _fail, dialing, "refused")
             return dialing
-        if max(node.open, other.open) >= MAX_CONNECTIONS:
+        if max(node.open, other.open) >= self.max_connections:
             self.clock.at(self.clock.now + rtt, _fail, dialing, "connection limit")
             return dialing
         node.opening += 1
@@ -724,6 +726,7 @@ def run(args: Any) -> tuple[list[str], list[Any]]:
         topic=TOPIC,
         host=host,
         bootstraps=bootstraps,
+        max_connections=args.max_connections or MAX_CONNECTIONS,
     )
     clock, rng = net.clock, random.Random(args.seed)
     built = time.monotonic() - began
@@ -767,6 +770,7 @@ def run(args: Any) -> tuple[list[str], list[Any]]:
                 None,
                 f"simulated: {bootstraps} bootstrap address"
                 f"{'es' if bootstraps > 1 else ''} (each node knows one),"
+                f" {net.max_connections:,} connections a node at most,"
                 " the shipped ConnectionManager",
             )
         )

@@ -225,13 +225,11 @@ def test_each_node_knows_one_of_k_bootstrap_addresses() -> None:
     assert given == [[], [at[0]], [at[0]], [at[0]], [at[1]], [at[2]], [at[0]]]
 
 
-def test_a_dial_past_the_connection_limit_is_refused(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A node with MAX_CONNECTIONS open or opening refuses the next dial
+def test_a_dial_past_the_connection_limit_is_refused() -> None:
+    """A node with max_connections open or opening refuses the next dial
     after a round trip, as a node's limits do; a free one takes it."""
-    monkeypatch.setattr(simulate, "MAX_CONNECTIONS", 1)
-    net = _network(3)
+    assert simulate.MAX_CONNECTIONS == 1024  # a node's, by default
+    net = _network(3, max_connections=1)
     a, b, c = net.nodes
     outcomes: list[Any] = []
     for dialer in (a, c):  # b is the first's, then full (one opening)
