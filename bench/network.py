@@ -870,8 +870,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         "--bootstraps",
         type=int,
         metavar="K",
-        help="bootstrap nodes; node i knows only node i mod K's address"
-        " (default: one per 1,000 nodes, as a node takes 1,024 connections)",
+        help="bootstrap nodes; each other node knows two of them (default:"
+        " one up to 1,000 nodes, else one per 500, as a node takes 1,024"
+        " connections)",
     )
     simulation.add_argument(
         "--max-connections",

@@ -473,15 +473,22 @@ class Network:
         ]
         self.by_id = {node.peer_id: node for node in self.nodes}
         self.by_host = {node.host: node for node in self.nodes}
-        # Node i knows the address of node i mod K (each of the first K,
-        # node 0's): K bootstrap nodes, each dialed by N/K nodes at the start.
+        # K bootstrap nodes, the first K.  Each of the others knows two of
+        # them (one if K is 1), drawn by a seeded RNG, so each is dialed by
+        # about 2N/K nodes at the start; the bootstrap nodes know node 0.
+        # Two, not one: a bootstrap answers with records of its own peers,
+        # so nodes that shared only one bootstrap would form K clusters.
+        chooser = random.Random(seed + 2)
         for node in self.nodes:
             index = node.index
-            first = index % bootstraps if index >= bootstraps else 0
+            if index >= bootstraps:
+                known = chooser.sample(range(bootstraps), min(2, bootstraps))
+            else:
+                known = [0] if index else []
             node.manager = ConnectionManager(
                 cast(INode, node),
                 DiscoverySettings(target_peers=target),
-                bootstrap=[f"p2ptls:{self.nodes[first].host}:{PORT}"] if index else [],
+                bootstrap=[f"p2ptls:{self.nodes[k].host}:{PORT}" for k in known],
                 rng=random.Random(index),
             )
 
@@ -702,9 +709,10 @@ def run(args: Any) -> tuple[list[str], list[Any]]:
     began = time.monotonic()
     deadline = began + args.budget
     n, target = args.simulate, args.target_peers
-    # A node takes at most MAX_CONNECTIONS: one bootstrap address per
-    # thousand nodes (each dialed by all its nodes at once at the start).
-    bootstraps = args.bootstraps or math.ceil(n / 1000)
+    # A node takes at most MAX_CONNECTIONS: a bootstrap node for every 500
+    # nodes, each dialed by about a thousand at the start (each node knows
+    # two; one bootstrap up to 1,000 nodes, known by all).
+    bootstraps = args.bootstraps or (1 if n <= 1000 else math.ceil(n / 500))
     widen_address_cache(n)
     verify = args.verify or ("each" if n <= 1000 else "once")
     SimIdentity.verified = 0
@@ -769,7 +777,7 @@ def run(args: Any) -> tuple[list[str], list[Any]]:
                 took,
                 None,
                 f"simulated: {bootstraps} bootstrap address"
-                f"{'es' if bootstraps > 1 else ''} (each node knows one),"
+                f"{'es (each node knows two)' if bootstraps > 1 else ''},"
                 f" {net.max_connections:,} connections a node at most,"
                 " the shipped ConnectionManager",
             )

@@ -216,13 +216,20 @@ def _network(count: int, **options: Any) -> Network:
     )
 
 
-def test_each_node_knows_one_of_k_bootstrap_addresses() -> None:
-    """Node i is given node i mod K's address; the first K are given node
-    0's, and node 0 none."""
-    net = _network(7, bootstraps=3)
+def test_each_node_knows_two_of_k_bootstrap_addresses() -> None:
+    """The first K nodes are the bootstraps (they know node 0, node 0 none);
+    each other node knows two distinct ones, and every one is known."""
+    net = _network(40, bootstraps=3)
     given = [node.manager.bootstrap for node in net.nodes]  # type: ignore[union-attr]
     at = [f"p2ptls:127.0.1.{i + 1}:7000" for i in range(3)]
-    assert given == [[], [at[0]], [at[0]], [at[0]], [at[1]], [at[2]], [at[0]]]
+    assert given[:3] == [[], [at[0]], [at[0]]]
+    assert all(len(set(known)) == 2 and set(known) <= set(at) for known in given[3:])
+    assert {address for known in given[3:] for address in known} == set(at)
+    assert [node.manager.bootstrap for node in _network(3).nodes] == [  # type: ignore[union-attr]
+        [],
+        [at[0]],
+        [at[0]],
+    ]
 
 
 def test_a_dial_past_the_connection_limit_is_refused() -> None:
