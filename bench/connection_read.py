@@ -28,7 +28,7 @@ _CHILD = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import blueprint_net
-if not blueprint_net.__file__.startswith(sys.argv[1]):
+if not blueprint_net.__file__.startswith(sys.argv[1].rstrip("/") + "/"):
     raise SystemExit(f"{blueprint_net.__file__}: not from {sys.argv[1]}")
 from blueprint_net._core import framing, wire
 from blueprint_net._core.connection import Connection

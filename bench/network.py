@@ -891,6 +891,14 @@ def main(argv: Optional[list[str]] = None) -> None:
         parser.error("--simulate must be 2 to 60000")
     if args.bootstraps is not None and not 1 <= args.bootstraps <= (args.simulate or 0):
         parser.error("--bootstraps must be 1 to N, with --simulate N")
+    if args.max_connections is not None and (
+        args.simulate is None or args.max_connections <= 4 * args.target_peers
+    ):
+        # A full bootstrap node never trims: its inbound cap (3 x target)
+        # and its own outbound peers must fit under the limit.
+        parser.error(
+            "--max-connections must be above 4 x --target-peers, with --simulate N"
+        )
     from .report import Row, load_header, table
 
     print(load_header(), flush=True)

@@ -31,7 +31,7 @@ from blueprint_net._core.gossip_wire import Publish, Subscriptions, Graft, signe
 from blueprint_net._core.gossip_outputs import Verdict
 from blueprint_net._core.pubsub import Router
 import blueprint_net
-if not blueprint_net.__file__.startswith(sys.argv[1]):
+if not blueprint_net.__file__.startswith(sys.argv[1].rstrip("/") + "/"):
     raise SystemExit(f"{blueprint_net.__file__}: not from {sys.argv[1]}")
 messages, duplicates, rounds = map(int, sys.argv[2:5])
 origins = [Identity(bytes([100 + i]) * 32) for i in range(10)]

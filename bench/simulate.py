@@ -711,7 +711,9 @@ def run(args: Any) -> tuple[list[str], list[Any]]:
     n, target = args.simulate, args.target_peers
     # A node takes at most MAX_CONNECTIONS: a bootstrap node for every 500
     # nodes, each dialed by about a thousand at the start (each node knows
-    # two; one bootstrap up to 1,000 nodes, known by all).
+    # two; one bootstrap up to 1,000 nodes, known by all).  Drawn at random,
+    # some get a few more than 1,024 dials: those are refused and come back
+    # after their back-off, as they would be by a real node.
     bootstraps = args.bootstraps or (1 if n <= 1000 else math.ceil(n / 500))
     widen_address_cache(n)
     verify = args.verify or ("each" if n <= 1000 else "once")

@@ -210,6 +210,7 @@ def test_the_streams_bench_loses_nothing_across_cuts() -> None:
     [
         ("bench.router_path", "usage: python -m bench.router_path TREE"),
         ("bench.attack_quiet", "usage: python -m bench.attack_quiet placed|shared"),
+        ("bench.connection_read", "usage: python -m bench.connection_read TREE"),
     ],
 )
 def test_a_bench_without_its_arguments_says_how_to_call_it(
@@ -226,3 +227,27 @@ def test_a_bench_without_its_arguments_says_how_to_call_it(
     )
     assert result.returncode == 1
     assert usage in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        (["--bootstraps", "2"], "--bootstraps must be 1 to N, with --simulate N"),
+        (["--simulate", "5", "--bootstraps", "6"], "--bootstraps must be 1 to N"),
+        (["--simulate", "50", "--max-connections", "32"], "--max-connections must"),
+    ],
+)
+def test_a_simulation_option_out_of_range_is_one_line(
+    arguments: list[str], error: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.network", *arguments],
+        capture_output=True,
+        check=False,
+        text=True,
+        cwd=ROOT,
+        env=tree_env(),
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert error in result.stderr and "Traceback" not in result.stderr

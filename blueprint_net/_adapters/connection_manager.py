@@ -147,7 +147,9 @@ class ConnectionManager(Service):
                 self.counters[DISCOVERY_RECORDS_REFUSED.key] += 1
         if self.running and self._soon is None:
             clock = self.node.clock
-            wait = max(0.0, self._soon_after - clock.seconds())
+            # Never longer than the gap: the clock is the wall's, and if it
+            # steps back the last round seems to lie in the future.
+            wait = min(ROUND_GAP, max(0.0, self._soon_after - clock.seconds()))
             self._soon = clock.callLater(wait, self._tick_soon)
 
     def _tick_soon(self) -> None:

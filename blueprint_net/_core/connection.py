@@ -244,7 +244,9 @@ class Connection:
         room: Optional[Callable[[int], bool]] = None,
     ) -> list[ConnectionEvent]:
         """Answer a request the peer sent; returns the peer's requests that
-        its end lets out of the backlog, in order, for the caller to serve.
+        its end lets out of the backlog, in order, for the caller to serve
+        (and a :class:`ConnectionFailed` last if one of them is malformed:
+        they are decoded only now).
 
         The answer is framed once, here: one past the frame limit becomes a
         ``PAYLOAD_TOO_LARGE`` Error, and one that ``room(frame size)`` says

@@ -157,13 +157,16 @@ _PRIVATE_NETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10
 _PRIVATE = tuple(ipaddress.ip_network(n) for n in (*_PRIVATE_NETS, "fc00::/7"))
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=8192)
 def scope(host: str) -> Scope:
     """The scope of ``host``: an IP literal's range; any name is
     :attr:`Scope.NEVER` (resolving a peer's name is not ours to do).
 
     Cached, as :func:`_dial_key` is: a round looks at the addresses of every
-    record held (up to a thousand), and the same hosts come round again."""
+    record held, and the same hosts come round again.  Room for a full book
+    (1,024 records of 8 addresses): a round over more would go through a
+    smaller cache in the same order each time and never hit it.  At most
+    8,192 short strings (a record's host), a few MB at worst."""
     try:
         address = parse_ip(host)
     except ValueError:
@@ -244,7 +247,7 @@ class DialRate:
             del self._dials[next(iter(self._dials))]
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=8192)
 def _dial_key(host: str) -> str:
     """One key per address however it is written (``::ffff:a.b.c.d`` is
     ``a.b.c.d``, IPv6 in its compressed form), so spellings share a rate."""

@@ -137,6 +137,27 @@ def test_records_of_banned_ids_are_each_counted_and_a_round_follows_at_once(
     assert ticks == pytest.approx([1.0, 1.0 + ROUND_GAP, 2.0 + ROUND_GAP])
 
 
+def test_a_clock_stepped_back_puts_off_a_round_by_the_gap_at_most(
+    make_node: MakeNode,
+) -> None:
+    """The node's clock is the wall's: stepped back, the last round seems
+    to lie in the future; records still start one within ROUND_GAP."""
+    clock = task.Clock()
+    node = make_node(Identity.generate(), clock=clock)
+    _stubbed(node)
+    manager = _manager(node, settings=DiscoverySettings(interval=1000.0))
+    manager.startService()
+    try:
+        ticks: list[float] = []
+        manager.tick = lambda: ticks.append(clock.seconds())  # type: ignore[method-assign]
+        manager._soon_after = clock.seconds() + 3600.0  # as after a step back
+        manager._discovered(Identity.generate().peer_id, ())
+        clock.advance(ROUND_GAP)
+        assert ticks == pytest.approx([ROUND_GAP])
+    finally:
+        manager.stopService()
+
+
 def test_a_record_book_source_is_weighed_by_its_connected_subnet(
     net: MemoryNetwork,
 ) -> None:

@@ -841,6 +841,25 @@ def test_a_waiting_request_is_decoded_only_when_its_turn_comes(
     assert isinstance(error, wire.Error) and error.code == ErrorCode.TRUNCATED
 
 
+def test_a_malformed_waiting_request_ends_the_link_after_those_ahead_of_it(
+    alice: Identity, bob: Identity
+) -> None:
+    """Requests ahead of it in the backlog are served; it closes the link
+    when its turn comes, and the request behind it is never handed out."""
+    _, b, _ = _connections(alice, bob)
+    b.requests.max_in_flight = 1
+    malformed = bytes([wire.T_REQUEST]) + b"\x00\x00\x00\x09"  # truncated
+    data = _requests(1, 2) + framing.frame_body(malformed) + _requests(3)
+    assert [r.request_id for r in b.receive_data(data)] == [1]  # type: ignore[union-attr]
+    assert b.respond(wire.SuccessResponse(1)) == [wire.Request(2, "echo", b"")]
+    [failed] = b.respond(wire.SuccessResponse(2))
+    assert isinstance(failed, ConnectionFailed) and not failed.error.remote
+    assert failed.error.code == ErrorCode.TRUNCATED and b.closed
+    *answers, error = decode_frames(b.data_to_send())
+    assert answers == [wire.SuccessResponse(1), wire.SuccessResponse(2)]
+    assert isinstance(error, wire.Error) and error.code == ErrorCode.TRUNCATED
+
+
 def test_an_answer_past_the_frame_limit_is_an_error(
     alice: Identity, bob: Identity
 ) -> None:
