@@ -157,16 +157,9 @@ _PRIVATE_NETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10
 _PRIVATE = tuple(ipaddress.ip_network(n) for n in (*_PRIVATE_NETS, "fc00::/7"))
 
 
-@functools.lru_cache(maxsize=8192)
-def scope(host: str) -> Scope:
+def _scope(host: str) -> Scope:
     """The scope of ``host``: an IP literal's range; any name is
-    :attr:`Scope.NEVER` (resolving a peer's name is not ours to do).
-
-    Cached, as :func:`_dial_key` is: a round looks at the addresses of every
-    record held, and the same hosts come round again.  Room for a full book
-    (1,024 records of 8 addresses): a round over more would go through a
-    smaller cache in the same order each time and never hit it.  At most
-    8,192 short strings (a record's host), a few MB at worst."""
+    :attr:`Scope.NEVER` (resolving a peer's name is not ours to do)."""
     try:
         address = parse_ip(host)
     except ValueError:
@@ -178,6 +171,15 @@ def scope(host: str) -> Scope:
     if any(address in net for net in _PRIVATE):
         return Scope.PRIVATE
     return Scope.PUBLIC
+
+
+#: Hosts cached, as for :data:`_dial_key`: a round looks at the addresses of
+#: every record held, and the same hosts come round again.  Room for a full
+#: book (1,024 records of 8 addresses): a round over more would go through a
+#: smaller cache in the same order each time and never hit it.  At most 8,192
+#: short strings (a record's host), a few MB at worst.  Wrapped here, not
+#: decorated: mutmut leaves decorated functions out of the mutation run.
+scope = functools.lru_cache(maxsize=8192)(_scope)
 
 
 def dial_scopes(hosts: Iterable[str]) -> frozenset[Scope]:
@@ -247,14 +249,17 @@ class DialRate:
             del self._dials[next(iter(self._dials))]
 
 
-@functools.lru_cache(maxsize=8192)
-def _dial_key(host: str) -> str:
+def _dial_key_of(host: str) -> str:
     """One key per address however it is written (``::ffff:a.b.c.d`` is
     ``a.b.c.d``, IPv6 in its compressed form), so spellings share a rate."""
     try:
         return str(parse_ip(host))
     except ValueError:
         return host
+
+
+#: Cached as :data:`scope` is.
+_dial_key = functools.lru_cache(maxsize=8192)(_dial_key_of)
 
 
 def bootstrap_due(outbound: int, settings: DiscoverySettings) -> bool:
