@@ -13,11 +13,11 @@ tree is the reference of the others.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from .trees import run_in
 
 REQUESTS = 1000
 BOUND = 256
@@ -25,11 +25,6 @@ ROUNDS = 7
 BEST_OF = 20
 
 _CHILD = """
-import json, sys, time
-sys.path.insert(0, sys.argv[1])
-import blueprint_net
-if not blueprint_net.__file__.startswith(sys.argv[1].rstrip("/") + "/"):
-    raise SystemExit(f"{blueprint_net.__file__}: not from {sys.argv[1]}")
 from blueprint_net._core import framing, wire
 from blueprint_net._core.connection import Connection
 from blueprint_net._core.identity import Identity
@@ -70,15 +65,9 @@ print(json.dumps(result))
 
 def measure(tree: Path) -> dict[str, list[float]]:
     """One tree's rounds in us per frame, sorted, by bound ("None", "256")."""
-    sizes = (REQUESTS, BOUND, ROUNDS, BEST_OF)
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(tree), *map(str, sizes)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-    ).stdout
-    runs: dict[str, list[float]] = json.loads(out.strip().splitlines()[-1])
+    runs: dict[str, list[float]] = run_in(
+        tree, _CHILD, REQUESTS, BOUND, ROUNDS, BEST_OF
+    )
     return runs
 
 

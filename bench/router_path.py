@@ -12,27 +12,23 @@ reference of the others.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from .trees import run_in
 
 MESSAGES = 3000
 DUPLICATES = 5
 ROUNDS = 5
 
 _CHILD = """
-import json, random, sys, time
-sys.path.insert(0, sys.argv[1])
+import random
 from blueprint_net._core.identity import Identity
 from blueprint_net._core.gossip_settings import GossipSettings
 from blueprint_net._core.gossip_wire import Publish, Subscriptions, Graft, signed_bytes
 from blueprint_net._core.gossip_outputs import Verdict
 from blueprint_net._core.pubsub import Router
-import blueprint_net
-if not blueprint_net.__file__.startswith(sys.argv[1].rstrip("/") + "/"):
-    raise SystemExit(f"{blueprint_net.__file__}: not from {sys.argv[1]}")
 messages, duplicates, rounds = map(int, sys.argv[2:5])
 origins = [Identity(bytes([100 + i]) * 32) for i in range(10)]
 lots = 10**6
@@ -69,15 +65,7 @@ print(json.dumps(sorted(runs)))
 
 def measure(tree: Path) -> list[float]:
     """One tree's rounds, in us per message, sorted."""
-    sizes = (MESSAGES, DUPLICATES, ROUNDS)
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(tree), *map(str, sizes)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-    ).stdout
-    runs: list[float] = json.loads(out.strip().splitlines()[-1])
+    runs: list[float] = run_in(tree, _CHILD, MESSAGES, DUPLICATES, ROUNDS)
     return runs
 
 

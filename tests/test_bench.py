@@ -216,15 +216,7 @@ def test_the_streams_bench_loses_nothing_across_cuts() -> None:
 def test_a_bench_without_its_arguments_says_how_to_call_it(
     module: str, usage: str
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", module],
-        capture_output=True,
-        check=False,
-        text=True,
-        cwd=ROOT,
-        env=tree_env(),
-        timeout=60,
-    )
+    result = _bench(module)
     assert result.returncode == 1
     assert usage in result.stderr and "Traceback" not in result.stderr
 
@@ -240,8 +232,15 @@ def test_a_bench_without_its_arguments_says_how_to_call_it(
 def test_a_simulation_option_out_of_range_is_one_line(
     arguments: list[str], error: str
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.network", *arguments],
+    result = _bench("bench.network", *arguments)
+    assert result.returncode == 2
+    assert error in result.stderr and "Traceback" not in result.stderr
+
+
+def _bench(module: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGUMENTS`` from the tree, its exit status kept."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *arguments],
         capture_output=True,
         check=False,
         text=True,
@@ -249,5 +248,3 @@ def test_a_simulation_option_out_of_range_is_one_line(
         env=tree_env(),
         timeout=60,
     )
-    assert result.returncode == 2
-    assert error in result.stderr and "Traceback" not in result.stderr

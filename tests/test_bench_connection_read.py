@@ -5,7 +5,6 @@ are cut down; timings are never asserted."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,16 @@ from bench import connection_read
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_a_tree_is_measured_from_its_own_sources(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(connection_read, "REQUESTS", 40)
-    monkeypatch.setattr(connection_read, "BOUND", 8)
-    monkeypatch.setattr(connection_read, "ROUNDS", 3)
-    monkeypatch.setattr(connection_read, "BEST_OF", 2)
+@pytest.fixture
+def small(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """40 requests, a bound of 8, three rounds of the best of two."""
+    for name, value in (("REQUESTS", 40), ("BOUND", 8), ("ROUNDS", 3), ("BEST_OF", 2)):
+        monkeypatch.setattr(connection_read, name, value)
+    return monkeypatch
+
+
+@pytest.mark.usefixtures("small")
+def test_a_tree_is_measured_from_its_own_sources() -> None:
     runs = connection_read.measure(ROOT)
     assert set(runs) == {"None", "8"}
     for rounds in runs.values():
@@ -34,15 +36,10 @@ def test_a_tree_is_measured_from_its_own_sources(
 
 
 def test_the_table_names_each_tree_with_its_ratio_to_the_first(
-    monkeypatch: pytest.MonkeyPatch,
+    small: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(connection_read, "REQUESTS", 40)
-    monkeypatch.setattr(connection_read, "BOUND", 8)
-    monkeypatch.setattr(connection_read, "ROUNDS", 1)
-    monkeypatch.setattr(connection_read, "BEST_OF", 1)
-    monkeypatch.setattr(sys, "argv", ["x"])
     lines: list[str] = []
-    monkeypatch.setattr("builtins.print", lambda *a, **k: lines.append(" ".join(a)))
+    small.setattr("builtins.print", lambda *a, **k: lines.append(" ".join(a)))
     connection_read.main([str(ROOT), str(ROOT)])
     header, first, second = lines[-3:]
     assert "us/frame, no bound" in header and "us/frame, bound 8" in header
