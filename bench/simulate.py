@@ -21,8 +21,9 @@ decisions are ``_policy/discovery.py``'s), handed a stand-in node as
   node queued before it; a dial takes ``handshake_rtts`` round trips, and a
   dial to a dead node fails after one, and so does a dial to a node that
   has ``ConnectionLimits.max_connections`` connections open or opening
-  (the shipped limit: a network that starts from one bootstrap address
-  fills it, and the rest wait for its inbound trims, as real nodes would);
+  (the shipped limit: a thousand nodes dialing one bootstrap at once fill
+  it, and the rest come back after their back-off, as they would at real
+  nodes; past 1,000 nodes there are several bootstraps, ``--bootstraps``);
 * a frame is the router's message object, handed over at its arrival time
   (never decoded); its size is its encoding's, counted once per send;
 * signatures are real: each publication and record is signed once by its
@@ -678,7 +679,7 @@ def widen_address_cache(nodes: int) -> None:
     """Give this process's address cache room for every node's host.
 
     ``addresses.subnet`` (and discovery's ``scope`` and ``_dial_key``)
-    keep 4,096 parsed addresses per process: room
+    keep a few thousand parsed addresses per process: room
     for one node's peers and records.  Here N nodes share one process, and
     each one's connection manager asks for the netgroups of its candidates
     every tick, so past a few thousand nodes the cache thrashes and the run
