@@ -18,10 +18,10 @@ says when the caller's one timer should call :meth:`Connection.expire`, which
 returns the requests to fail.  The peer's: past ``max_in_flight`` they wait
 in the :attr:`backlog`, undecoded (a flooder's whole read is not decoded
 ahead of everyone else's; each is decoded as it is released);
-:meth:`Connection.respond` frames an answer once
-(refusing one past the frame limit, or one the caller's ``room`` says the
-send queue cannot hold) and returns the requests its end released, and
-:attr:`saturated` says whether to stop reading the peer meanwhile.
+:meth:`Connection.respond` frames an answer once (refusing one past the
+frame limit, or one the caller's ``room`` says the send queue cannot hold)
+and returns the requests its end released, and :attr:`saturated` says
+whether to stop reading the peer meanwhile.
 """
 
 from __future__ import annotations
