@@ -132,6 +132,42 @@ def _spin(seconds: float) -> None:
         pass
 
 
+class Collections:
+    """The cyclic collector's runs in this process, by generation: how many
+    and the longest (a full collection stalls every peer alike)."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, float]] = []
+        self._started = 0.0
+
+    def __enter__(self) -> Collections:
+        gc.callbacks.append(self._record)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self._record)
+
+    def _record(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.runs.append((info["generation"], time.perf_counter() - self._started))
+
+    def since(self, start: int) -> str:
+        """The collections since ``len(self.runs)`` was ``start``, in words."""
+        runs = self.runs[start:]
+        parts = []
+        for generation in (0, 1, 2):
+            times = [t for g, t in runs if g == generation]
+            longest = f" (longest {1e3 * max(times):.2f} ms)" if times else ""
+            parts.append(f"gen{generation} {len(times)}{longest}")
+        return "collections " + ", ".join(parts)
+
+
+#: The node process's collections (set by :func:`_rows`).
+_COLLECTIONS = Collections()
+
+
 class Server:
     """The node under test (default settings and limits), with each peer's
     handler time counted."""
@@ -243,9 +279,13 @@ async def _rows(reactor: Any, seconds: float) -> list[Row]:
         gc.collect()
         gc.freeze()  # as NodeService does once the node is up
         rows = []
-        quiet = await _asker(port, node.peer_id, seconds)
-        for kind in ("echo", "work"):
-            rows.append(await _flooded(reactor, server, port, seconds, kind, quiet))
+        with _COLLECTIONS:
+            start = len(_COLLECTIONS.runs)
+            quiet = await _asker(port, node.peer_id, seconds)
+            quiet_gc = _COLLECTIONS.since(start)
+            for kind in ("echo", "work"):
+                rows.append(await _flooded(reactor, server, port, seconds, kind, quiet))
+        rows[0] = rows[0]._replace(note=f"{rows[0].note}; quiet: {quiet_gc}")
         for k in PEERS:
             rows.append(await _share(reactor, server, port, seconds, k))
         refused = sum(
@@ -281,7 +321,9 @@ async def _flooded(
     before, served = server.used[flooder], node.counters[f"requests.in.{kind}"]
     flooding = _child(port, node.peer_id, seconds + 5.0, 1, kind)
     await _until(reactor, lambda: server.used[flooder] > before, 30.0)
+    start = len(_COLLECTIONS.runs)
     flooded = await _asker(port, node.peer_id, seconds)
+    collections = _COLLECTIONS.since(start)
     served = node.counters[f"requests.in.{kind}"] - served
     await _finish(flooding)
     return Row(
@@ -291,7 +333,8 @@ async def _flooded(
         f"ref: honest p99, quiet; target <= 2.00; medians"
         f" {1e3 * statistics.median(flooded):.2f} /"
         f" {1e3 * statistics.median(quiet):.2f} ms; {len(flooded)} asked;"
-        f" the flood's served: {served}; {_where()}; load {load_now()}",
+        f" the flood's served: {served}; {_where()}; {collections};"
+        f" load {load_now()}",
     )
 
 

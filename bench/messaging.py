@@ -12,12 +12,25 @@ The bare ``Int32StringReceiver`` echo is the limit: length-prefixed frames with
 no request ids, no codec and no Deferreds.  AMP is what Twisted itself offers
 for request/response; its values stop at 65,535 bytes, so it runs at 64 B and
 4 KiB only.
+
+The **floor** (:class:`_FloorClient`, :class:`_FloorServer`) is the least any
+Python implementation of ``Node.request``'s promise must do on top of the bare
+echo, on the same ``Int32StringReceiver``: a Deferred per request, a request
+id and the table of requests waiting for it, the handler looked up by its
+protocol name, and a header packed and parsed with one ``struct`` call each
+way.  It has none of what makes blueprint-net safe to expose (strict decoding,
+deadlines, the in-flight bound, memory accounting, fair shares, counters), so
+a ratio to the bare echo above the floor's cannot be reached with this API,
+and the floor's ratio to blueprint-net is what all of that costs.  It runs
+below 1 MiB only: there ``Int32StringReceiver``'s own buffering of a 1 MiB
+string, not the API, set its pace (0.1-0.8 of the bare echo, run to run).
 """
 
 from __future__ import annotations
 
 import gc
 import statistics
+import struct
 import time
 from typing import Any, Callable
 
@@ -98,6 +111,57 @@ class _EchoClient(Int32StringReceiver):
             self.sendString(self.payload)
 
 
+# -- the floor: the least a request/response API does -------------------------
+
+#: Type byte, request id, protocol-name length; the name and payload follow.
+_REQUEST = struct.Struct(">BIB")
+#: Type byte, request id; the payload follows.
+_RESPONSE = struct.Struct(">BI")
+
+
+def _echo(payload: bytes) -> bytes:
+    return payload
+
+
+def _empty(payload: bytes) -> bytes:
+    return b""
+
+
+class _FloorServer(Int32StringReceiver):
+    MAX_LENGTH = 16 * MiB
+
+    def __init__(self, echo: bool = True) -> None:
+        self.handlers: dict[bytes, Callable[[bytes], bytes]] = {
+            b"echo": _echo if echo else _empty
+        }
+
+    def stringReceived(self, string: bytes) -> None:
+        _, request_id, length = _REQUEST.unpack_from(string)
+        start = _REQUEST.size + length
+        handler = self.handlers[string[_REQUEST.size : start]]
+        answer = handler(string[start:])
+        self.sendString(_RESPONSE.pack(0x11, request_id) + answer)
+
+
+class _FloorClient(Int32StringReceiver):
+    MAX_LENGTH = 16 * MiB
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, defer.Deferred[bytes]] = {}
+        self.next_id = 0
+
+    def request(self, name: bytes, payload: bytes) -> defer.Deferred[bytes]:
+        self.next_id = request_id = self.next_id + 1
+        answer: defer.Deferred[bytes] = defer.Deferred()
+        self.waiting[request_id] = answer
+        self.sendString(_REQUEST.pack(0x10, request_id, len(name)) + name + payload)
+        return answer
+
+    def stringReceived(self, string: bytes) -> None:
+        _, request_id = _RESPONSE.unpack_from(string)
+        self.waiting.pop(request_id).callback(string[_RESPONSE.size :])
+
+
 # -- AMP ----------------------------------------------------------------------
 
 
@@ -145,6 +209,23 @@ async def _amp(reactor: Any, payload: bytes) -> tuple[Run, Callable[[], Any]]:
 
     def call() -> defer.Deferred[Any]:
         return client.callRemote(Echo, payload=payload)  # type: ignore[no-any-return]
+
+    async def close() -> None:
+        client.transport.loseConnection()  # type: ignore[union-attr]
+        await port.stopListening()
+
+    return _windowed(call), close
+
+
+async def _floor(reactor: Any, payload: bytes) -> tuple[Run, Callable[[], Any]]:
+    server = protocol.Factory.forProtocol(_FloorServer)
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server)
+    client = _FloorClient()
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+    await endpoint.connect(protocol.Factory.forProtocol(lambda: client))
+
+    def call() -> defer.Deferred[Any]:
+        return client.request(b"echo", payload)
 
     async def close() -> None:
         client.transport.loseConnection()  # type: ignore[union-attr]
@@ -214,7 +295,7 @@ def _windowed(call: Callable[[], defer.Deferred[Any]]) -> Run:
 async def measure(reactor: Any, quick: bool) -> dict[tuple[str, int, bool], float]:
     """Median rate per (system, payload size, pipelined)."""
     rounds = 1 if report.SMOKE else 2 if quick else 5
-    systems = {"bare": _bare, "amp": _amp, "blueprint": _blueprint}
+    systems = {"bare": _bare, "amp": _amp, "floor": _floor, "blueprint": _blueprint}
     results: dict[tuple[str, int, bool], list[float]] = {}
     for _ in range(rounds):  # interleaved, so drift hits every system alike
         for size in SIZES:
@@ -225,7 +306,9 @@ async def measure(reactor: Any, quick: bool) -> dict[tuple[str, int, bool], floa
             if report.SMOKE:
                 pipelined, ping_pong = 4, 4
             for name, make in systems.items():
-                if name == "amp" and size > AMP_LIMIT:
+                if (name == "amp" and size > AMP_LIMIT) or (
+                    name == "floor" and size >= MiB
+                ):
                     continue
                 call, close = await make(reactor, payload)
                 rate = await _timed(call, pipelined, window(size, pipelined))
@@ -263,4 +346,18 @@ async def run(reactor: Any, quick: bool = False) -> list[Row]:
             if size <= AMP_LIMIT:
                 amp = median["amp", size, pipelined]
                 rows.append(Row(name, ours, amp, f"ref: AMP{amp_target}"))
+            if size >= MiB:
+                continue  # no floor at 1 MiB (see the module)
+            floor = median["floor", size, pipelined]
+            rows.append(
+                Row(name, ours, floor, "ref: the floor (see bench/messaging.py)")
+            )
+            rows.append(
+                Row(
+                    f"{name}: the floor",
+                    floor,
+                    bare,
+                    "ref: Int32StringReceiver echo (the best ratio this API allows)",
+                )
+            )
     return rows
