@@ -11,9 +11,13 @@ A request that finds nothing waiting runs at once, within the turn's
 budget (an idle node adds no latency).  Past the budget the rest wait for
 the next turn, a ``callLater(0)``: the reactor reads every socket first, so
 a request from another peer joins the line before that turn rather than
-waiting behind everything one peer sent.  A turn is due whenever handler
-time was spent since the last one, so one turn's budget covers all that
-runs between two looks at the sockets.  With a single peer connected no
+waiting behind everything one peer sent.  A new peer's requests (those of
+a peer that had nothing waiting, served first) end the turn once they are
+all run (``FairShare.new_peer_done``): the transport writes only when the
+reactor looks at the sockets, so their answers would otherwise wait for
+the busy peers' part of the turn.  A turn is due whenever handler time was
+spent since the last one, so one turn's budget covers all that runs
+between two looks at the sockets.  With a single peer connected no
 turn ends (nobody else's request can be waiting to be read).  A
 connection's waiting requests count against its in-flight bound, so past
 it the node stops reading that peer.  A peer's answers given in a row go
@@ -133,8 +137,9 @@ class FairDispatch:
         current: Optional[PeerProtocol] = None
         try:
             while True:
-                if peers() < 2:
-                    share.new_turn()  # alone: no other peer to read first
+                alone = peers() < 2
+                if alone:
+                    share.new_turn()  # no other peer to read first
                 picked = share.next()
                 if picked is None:
                     break
@@ -148,6 +153,10 @@ class FairDispatch:
                 if not protocol.connection.closed:
                     serve(protocol, request)
                 share.charge(peer, timer() - started)
+                if share.new_peer_done and not alone:
+                    # A peer asking now and then: the turn ends here, so
+                    # that its answers are written before the busy peers run.
+                    break
         finally:
             if corked is not None:
                 self._uncork(corked)

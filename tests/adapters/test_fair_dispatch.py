@@ -134,18 +134,37 @@ def test_past_the_turns_budget_the_rest_waits_for_the_next_turn() -> None:
 
     h.then[1] = more
     h.submit(a, "1")
-    # b is new: before a's second; then the budget (three runs) is spent.
-    assert h.served == ["a1", "b1", "a2"]
+    # b is new: before a's second, and its answer ends the turn.
+    assert h.served == ["a1", "b1"]
     assert h.reactor.due() == 1
     h.submit(b, "2")  # others wait: this waits too, for the turn
-    assert h.served == ["a1", "b1", "a2"]
+    assert h.served == ["a1", "b1"]
+    h.reactor.turn()  # three runs, the budget
+    assert h.served[2:] == ["a2", "b2", "a3"]
     h.reactor.turn()
-    assert h.served[3:] == ["b2", "a3", "a4"]
-    h.reactor.turn()
-    assert h.served[6:] == ["a5"]
+    assert h.served[5:] == ["a4", "a5"]
     assert h.fair.share.waiting == 0
     h.reactor.turn()  # the budget's reset
     assert h.reactor.due() == 0
+
+
+def test_a_new_peers_answers_go_out_before_the_busy_peers_run_again() -> None:
+    """The transport writes when the reactor looks at the sockets: a new
+    peer's last request ends the turn, so its answer is sent then, not
+    after the busy peer's part of the turn."""
+    h = _Harness()
+    a, b = _Protocol("a"), _Protocol("b")
+    h.then[1] = lambda: h.submit(a, *map(str, range(2, 20)))
+    h.submit(a, "1")
+    assert h.served == ["a1", "a2", "a3"]  # the budget
+    h.submit(b, "1")  # a peer asking now and then
+    h.then[4] = lambda: b.log.append("b1 ran")
+    h.reactor.turn()
+    assert h.served[3:] == ["b1"]  # and nothing after it in this turn
+    assert b.log == ["cork", "b1 ran", "send"]
+    assert h.reactor.due() == 1  # a's next, once the sockets are read
+    h.reactor.turn()
+    assert h.served[4:] == ["a4", "a5", "a6"]
 
 
 def test_a_peers_answers_in_a_row_go_out_together_charged_to_it() -> None:
@@ -167,11 +186,15 @@ def test_a_peers_answers_in_a_row_go_out_together_charged_to_it() -> None:
     h.fair.share.turn = 10.0
     h.fair.share.quantum = 2.0
     h.submit(a, "1")
-    # a's first two in a row (a quantum of 2), b's, then the rest of a's.
-    assert h.served == ["a1", "a2", "b1", "a3", "a4"]
+    # a's first two in a row (a quantum of 2), then b's, which ends the turn.
+    assert h.served == ["a1", "a2", "b1"]
+    assert sends == ["a", "b"]
+    # Three runs of 1, and a's send cost 0.5: all charged.
+    assert h.fair.share.spent == 3 + 0.5
+    h.reactor.turn()
+    assert h.served[3:] == ["a3", "a4"]
     assert sends == ["a", "b", "a"]
-    # Five runs of 1, and each of a's sends cost 0.5: all charged.
-    assert h.fair.share.spent == 5 + 2 * 0.5
+    assert h.fair.share.spent == 2 + 0.5
 
 
 def test_inside_a_read_the_answers_are_held_by_the_read() -> None:
@@ -223,6 +246,8 @@ def test_a_closed_connections_requests_are_dropped_not_run() -> None:
     h.then[1] = close_a
     h.submit(a, "1")
     assert h.served == ["a1", "b1"]
+    h.reactor.turn()
+    assert h.served == ["a1", "b1"]
     assert h.fair.share.waiting == 0
 
 
@@ -248,12 +273,14 @@ def test_a_request_submitted_during_a_run_joins_that_run() -> None:
     not inside it, where its time would be charged to both."""
     h = _Harness()
     a, b = _Protocol("a"), _Protocol("b")
-    h.then[1] = lambda: h.submit(b, "1")  # waits while a1 runs
-    h.then[2] = lambda: h.submit(a, "2")  # b1 runs in a run; nothing waits
+    h.then[1] = lambda: h.submit(b, "1", "2")  # wait while a1 runs
+    h.then[2] = lambda: h.submit(a, "2")  # b1 runs in a run
     h.submit(a, "1")
+    # a2 joined the run, new, after b's quantum (b1); it ended the turn.
     assert h.served == ["a1", "b1", "a2"]
     assert h.fair.share.spent == 3.0  # three runs of 1, each charged once
     assert a.log == ["cork", "send"]  # a2 ran in the run: held, then sent
+    assert h.fair.share.waiting == 1  # b2, for the next turn
 
 
 def test_after_a_run_empties_the_line_a_fresh_budget_still_comes() -> None:
@@ -278,8 +305,11 @@ def test_past_a_budget_spent_exactly_a_request_waits_in_its_peers_line() -> None
     h.submit(b, "0")
     assert h.served == ["a0", "a1", "a2"]
     h.reactor.turn()
-    # a3 and a4 share a's line: a3 uses a's quantum, b0 runs, then a4.
-    assert h.served[3:] == ["a3", "b0", "a4"]
+    # a3 and a4 share a's line: a3 uses a's quantum, b0 runs (and ends the
+    # turn: it was new), then a4.
+    assert h.served[3:] == ["a3", "b0"]
+    h.reactor.turn()
+    assert h.served[5:] == ["a4"]
 
 
 def test_sending_a_peers_held_answers_counts_against_its_share() -> None:
