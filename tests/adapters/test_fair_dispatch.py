@@ -283,6 +283,22 @@ def test_a_request_submitted_during_a_run_joins_that_run() -> None:
     assert h.fair.share.waiting == 1  # b2, for the next turn
 
 
+def test_a_request_submitted_while_a_new_peers_request_runs_waits() -> None:
+    """It is not run inside the one under way, where its time would be
+    charged twice; that one ends the turn (it was new), so it waits for the
+    next."""
+    h = _Harness()
+    a, b = _Protocol("a"), _Protocol("b")
+    h.then[1] = lambda: h.submit(b, "1")  # waits while a1 runs
+    h.then[2] = lambda: h.submit(a, "2")  # while b1 runs
+    h.submit(a, "1")
+    assert h.served == ["a1", "b1"]
+    assert h.fair.share.spent == 2.0
+    h.reactor.turn()
+    assert h.served == ["a1", "b1", "a2"]
+    assert h.fair.share.spent == 1.0
+
+
 def test_after_a_run_empties_the_line_a_fresh_budget_still_comes() -> None:
     h = _Harness()
     a, b = _Protocol("a"), _Protocol("b")
