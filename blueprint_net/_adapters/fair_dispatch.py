@@ -11,18 +11,21 @@ A request that finds nothing waiting runs at once, within the turn's
 budget (an idle node adds no latency).  Past the budget the rest wait for
 the next turn, a ``callLater(0)``: the reactor reads every socket first, so
 a request from another peer joins the line before that turn rather than
-waiting behind everything one peer sent.  A new peer's requests (those of
-a peer that had nothing waiting, served first) end the turn once they are
-all run (``FairShare.new_peer_done``): the transport writes only when the
-reactor looks at the sockets, so their answers would otherwise wait for
-the busy peers' part of the turn.  A turn is due whenever handler time was
-spent since the last one, so one turn's budget covers all that runs
-between two looks at the sockets.  With a single peer connected no
-turn ends (nobody else's request can be waiting to be read).  A
-connection's waiting requests count against its in-flight bound, so past
-it the node stops reading that peer.  A peer's answers given in a row go
-out in one write (``PeerProtocol.cork``), as a read's do; sending them is
-charged to it too.
+waiting behind everything one peer sent.  The new peers' requests (those
+of peers that had nothing waiting, served first) end the turn once they
+are all run (``FairShare.new_peers_done``): the transport writes only when
+the reactor looks at the sockets, so their answers would otherwise wait
+for the busy peers' part of the turn.  (This holds for a turn its timer
+runs, as under a flood, where a request that finds others waiting waits
+for that timer; a run started inside a read, by an answer that let
+requests out, is followed by the next turn before the reactor writes.)
+A turn is due whenever handler time was spent since the last one, so one
+turn's budget covers all that runs between two looks at the sockets.
+With a single peer connected no turn ends (nobody else's request can be
+waiting to be read).  A connection's waiting requests count against its
+in-flight bound, so past it the node stops reading that peer.  A peer's
+answers given in a row go out in one write (``PeerProtocol.cork``), as a
+read's do; sending them is charged to it too.
 """
 
 from __future__ import annotations
@@ -153,9 +156,9 @@ class FairDispatch:
                 if not protocol.connection.closed:
                     serve(protocol, request)
                 share.charge(peer, timer() - started)
-                if share.new_peer_done and not alone:
-                    # A peer asking now and then: the turn ends here, so
-                    # that its answers are written before the busy peers run.
+                if share.new_peers_done and not alone:
+                    # Peers asking now and then: the turn ends here, so that
+                    # their answers are written before the busy peers run.
                     break
         finally:
             if corked is not None:

@@ -8,7 +8,7 @@ the caller measures); the start of a turn (:meth:`FairShare.new_turn`).
 Out: the request to run next and whose it is (:meth:`FairShare.next`), or
 None: none waits, or this turn's budget is spent (the caller then lets the
 reactor read every peer before it starts a new turn); whether that request
-was the last waiting of a new peer (:attr:`FairShare.new_peer_done`).
+was the last waiting of the new peers (:attr:`FairShare.new_peers_done`).
 
 Deficit round robin (Shreedhar and Varghese) over peers, with costs known
 only after the run: a busy peer's deficit grows by ``quantum`` each round
@@ -70,9 +70,10 @@ class FairShare(Generic[Peer, Item]):
         #: Requests added and not handed out yet.
         self.waiting = 0
         #: Whether the request :meth:`next` handed out last was the last one
-        #: waiting of a new peer (served ahead of the busy): the caller lets
-        #: its answers go out before it runs more.
-        self.new_peer_done = False
+        #: waiting of the new peers (served ahead of the busy): the caller
+        #: lets their answers go out before it runs more (once a turn, however
+        #: many new peers there were).
+        self.new_peers_done = False
 
     def add(self, peer: Peer, item: Item) -> None:
         """``peer``'s request is ready to run."""
@@ -105,7 +106,7 @@ class FairShare(Generic[Peer, Item]):
             elif flow.queue:
                 self.waiting -= 1
                 item = flow.queue.popleft()
-                self.new_peer_done = line is new and not flow.queue
+                self.new_peers_done = line is new and not flow.queue and len(new) == 1
                 return peer, item
             elif line is new:
                 # A round among the busy before it may count as new again.

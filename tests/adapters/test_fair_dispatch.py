@@ -272,6 +272,7 @@ def test_a_request_submitted_during_a_run_joins_that_run() -> None:
     another (an answer let it out) runs in that run, after the current one:
     not inside it, where its time would be charged to both."""
     h = _Harness()
+    h.fair.share.turn = 10.0  # the budget is not what ends the turn
     a, b = _Protocol("a"), _Protocol("b")
     h.then[1] = lambda: h.submit(b, "1", "2")  # wait while a1 runs
     h.then[2] = lambda: h.submit(a, "2")  # b1 runs in a run
@@ -281,6 +282,40 @@ def test_a_request_submitted_during_a_run_joins_that_run() -> None:
     assert h.fair.share.spent == 3.0  # three runs of 1, each charged once
     assert a.log == ["cork", "send"]  # a2 ran in the run: held, then sent
     assert h.fair.share.waiting == 1  # b2, for the next turn
+
+
+def test_a_peer_left_alone_by_a_run_is_not_held_for_a_turn() -> None:
+    """Once the other peers are gone there is nobody to write for first:
+    a new peer's last request does not end the turn."""
+    h = _Harness()
+
+    def more() -> None:
+        h.submit(a, "2")
+        h.submit(b, "1")
+        h.peers = 1  # a's only peer now
+
+    a, b = _Protocol("a"), _Protocol("b")
+    h.then[1] = more
+    h.submit(a, "1")
+    assert h.served == ["a1", "b1", "a2"]
+    assert h.reactor.due() == 0
+
+
+def test_two_new_peers_are_answered_in_one_turn() -> None:
+    """The turn ends once the new peers' requests have all run, not after
+    each: one more look at the sockets a turn, however many there are."""
+    h = _Harness()
+    h.fair.share.turn = 10.0
+    a, b, c = _Protocol("a"), _Protocol("b"), _Protocol("c")
+    h.then[1] = lambda: h.submit(a, *map(str, range(2, 12)))
+    h.submit(a, "1")
+    assert h.served == [f"a{n}" for n in range(1, 11)]  # the budget
+    h.submit(b, "1")
+    h.submit(c, "1")
+    h.reactor.turn()
+    assert h.served[10:] == ["b1", "c1"]
+    assert b.log == ["cork", "send"] and c.log == ["cork", "send"]
+    assert h.reactor.due() == 1
 
 
 def test_a_request_submitted_while_a_new_peers_request_runs_waits() -> None:

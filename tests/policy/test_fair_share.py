@@ -198,18 +198,22 @@ def test_new_peers_are_served_in_the_order_they_came() -> None:
     assert [_first(share), _first(share), _first(share)] == ["b1", "c1", "old3"]
 
 
-def test_a_new_peers_last_waiting_request_is_said_to_be_so() -> None:
-    """``new_peer_done``: the caller ends the turn there, so that the
-    answers go out before the busy peers run again."""
+def test_the_new_peers_last_waiting_request_is_said_to_be_so() -> None:
+    """``new_peers_done``: the caller ends the turn there, so that the
+    answers go out before the busy peers run again (once, however many new
+    peers there were)."""
     share = _share()
-    assert share.new_peer_done is False  # nothing handed out yet
+    assert share.new_peers_done is False  # nothing handed out yet
     _busy(share, "flood")
-    assert not share.new_peer_done  # a new peer's, but more of them wait
+    assert not share.new_peers_done  # a new peer's, but more of them wait
     share.add("honest", "h1")
     share.add("honest", "h2")
+    share.add("other", "o1")
     assert _first(share) == "h1"
-    assert not share.new_peer_done  # one more of its requests waits
+    assert not share.new_peers_done  # one more of its requests waits
     assert _first(share) == "h2"
-    assert share.new_peer_done
+    assert not share.new_peers_done  # another new peer waits
+    assert _first(share) == "o1"
+    assert share.new_peers_done
     assert _first(share) == "flood3"
-    assert not share.new_peer_done
+    assert not share.new_peers_done
