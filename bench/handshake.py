@@ -112,6 +112,8 @@ class _FramesServer(protocol.Protocol):
     ) -> None:
         self.identity, self.peer, self.peer_signature = identity, peer, peer_signature
         self.received = 0
+        #: Fired when the connection closes (the dialer's side waits on it).
+        self.closed: defer.Deferred[None] = defer.Deferred()
 
     def connectionMade(self) -> None:
         os.urandom(32)
@@ -131,12 +133,6 @@ class _FramesServer(protocol.Protocol):
 
 
 class _FramesClient(_FramesServer):
-    def __init__(
-        self, identity: Identity, peer: Identity, peer_signature: bytes
-    ) -> None:
-        super().__init__(identity, peer, peer_signature)
-        self.closed: defer.Deferred[None] = defer.Deferred()
-
     def dataReceived(self, data: bytes) -> None:
         self.received += len(data)
         if self.received == HELLO:

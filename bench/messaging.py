@@ -223,6 +223,14 @@ async def _floor(reactor: Any, payload: bytes) -> tuple[Run, Callable[[], Any]]:
     client = _FloorClient()
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
     await endpoint.connect(protocol.Factory.forProtocol(lambda: client))
+    return floor_run(client, port, payload)
+
+
+def floor_run(
+    client: _FloorClient, port: Any, payload: bytes
+) -> tuple[Run, Callable[[], Any]]:
+    """The floor's run and close, once ``client`` is connected to ``port``
+    (over TCP here, over TLS in ``bench/tls.py``)."""
 
     def call() -> defer.Deferred[Any]:
         return client.request(b"echo", payload)

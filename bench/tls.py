@@ -39,7 +39,13 @@ from blueprint_net._core.identity import Identity
 from blueprint_net._core.messaging import IncomingRequest
 
 from . import report
-from .handshake import PROOF, TRANSCRIPT, connections_per_second, dials_per_second
+from .handshake import (
+    PROOF,
+    TRANSCRIPT,
+    _FramesServer,
+    connections_per_second,
+    dials_per_second,
+)
 from .messaging import (
     COUNTS,
     KiB,
@@ -51,6 +57,7 @@ from .messaging import (
     _FloorServer,
     _timed,
     _windowed,
+    floor_run,
     label,
     window,
 )
@@ -89,17 +96,14 @@ async def _bare(reactor: Any, count: int, a: Identity, b: Identity) -> float:
 
 
 @implementer(IHandshakeListener)
-class _ProofServer(protocol.Protocol):
-    """The floor of the TLS variant's handshake on top of bare TLS: once TLS
-    completes, the exporter (RFC 9266), one signature and one ``PROOF``-sized
-    frame each way, and the peer's proof verified (strictly, as a node does;
-    ``peer_signature`` is the peer's, made ahead)."""
+class _ProofServer(_FramesServer):
+    """The floor of the TLS variant's handshake on top of bare TLS: no Hello;
+    once TLS completes, the exporter (RFC 9266), one signature and one
+    ``PROOF``-sized frame each way, and the peer's proof verified (strictly,
+    as a node does; ``peer_signature`` is the peer's, made ahead)."""
 
-    def __init__(
-        self, identity: Identity, peer: Identity, peer_signature: bytes
-    ) -> None:
-        self.identity, self.peer, self.peer_signature = identity, peer, peer_signature
-        self.received = 0
+    def connectionMade(self) -> None:
+        pass  # the TLS variant sends nothing before TLS completes
 
     def handshakeCompleted(self) -> None:
         channel_binding(self.transport)
@@ -109,9 +113,7 @@ class _ProofServer(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.received += len(data)
         if self.received == PROOF:
-            assert self.identity.verify(
-                self.peer.public_key, TRANSCRIPT, self.peer_signature
-            )
+            self._verify_peer()
             self.proven()
 
     def proven(self) -> None:
@@ -119,12 +121,6 @@ class _ProofServer(protocol.Protocol):
 
 
 class _ProofClient(_ProofServer):
-    def __init__(
-        self, identity: Identity, peer: Identity, peer_signature: bytes
-    ) -> None:
-        super().__init__(identity, peer, peer_signature)
-        self.closed: defer.Deferred[None] = defer.Deferred()
-
     def proven(self) -> None:
         self.transport.loseConnection()  # type: ignore[union-attr]
 
@@ -204,15 +200,7 @@ async def _floor_link(
     tcp = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
     endpoint = wrapClientTLS(PeerTLS(a, expected=b.peer_id), tcp)
     await endpoint.connect(protocol.Factory.forProtocol(lambda: client))
-
-    def call() -> defer.Deferred[Any]:
-        return client.request(b"echo", payload)
-
-    async def close() -> None:
-        client.transport.loseConnection()  # type: ignore[union-attr]
-        await port.stopListening()
-
-    return _windowed(call), close
+    return floor_run(client, port, payload)
 
 
 async def _blueprint_link(
