@@ -62,6 +62,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 
 from bench import child_env
+from bench.gc import Pauses
 from bench.report import Row, load_header, load_now, table
 from blueprint_net._adapters.node import Node
 from blueprint_net._core.errors import SendQueueFull
@@ -130,42 +131,6 @@ def _spin(seconds: float) -> None:
     until = time.perf_counter() + seconds
     while time.perf_counter() < until:
         pass
-
-
-class Collections:
-    """The cyclic collector's runs in this process, by generation: how many
-    and the longest (a full collection stalls every peer alike)."""
-
-    def __init__(self) -> None:
-        self.runs: list[tuple[int, float]] = []
-        self._started = 0.0
-
-    def __enter__(self) -> Collections:
-        gc.callbacks.append(self._record)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        gc.callbacks.remove(self._record)
-
-    def _record(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self.runs.append((info["generation"], time.perf_counter() - self._started))
-
-    def since(self, start: int) -> str:
-        """The collections since ``len(self.runs)`` was ``start``, in words."""
-        runs = self.runs[start:]
-        parts = []
-        for generation in (0, 1, 2):
-            times = [t for g, t in runs if g == generation]
-            longest = f" (longest {1e3 * max(times):.2f} ms)" if times else ""
-            parts.append(f"gen{generation} {len(times)}{longest}")
-        return "collections " + ", ".join(parts)
-
-
-#: The node process's collections (set by :func:`_rows`).
-_COLLECTIONS = Collections()
 
 
 class Server:
@@ -279,12 +244,13 @@ async def _rows(reactor: Any, seconds: float) -> list[Row]:
         gc.collect()
         gc.freeze()  # as NodeService does once the node is up
         rows = []
-        with _COLLECTIONS:
-            start = len(_COLLECTIONS.runs)
+        with Pauses() as pauses:
             quiet = await _asker(port, node.peer_id, seconds)
-            quiet_gc = _COLLECTIONS.since(start)
+            quiet_gc = pauses.since(0)
             for kind in ("echo", "work"):
-                rows.append(await _flooded(reactor, server, port, seconds, kind, quiet))
+                rows.append(
+                    await _flooded(reactor, server, port, seconds, kind, quiet, pauses)
+                )
         rows[0] = rows[0]._replace(note=f"{rows[0].note}; quiet: {quiet_gc}")
         for k in PEERS:
             rows.append(await _share(reactor, server, port, seconds, k))
@@ -314,16 +280,18 @@ async def _flooded(
     seconds: float,
     kind: str,
     quiet: list[float],
+    pauses: Pauses,
 ) -> Row:
-    """The honest peer's p99 while one verified peer floods with ``kind``."""
+    """The honest peer's p99 while one verified peer floods with ``kind``
+    (and the node's collections meanwhile, from ``pauses``)."""
     node = server.node
     flooder = _key(0).peer_id
     before, served = server.used[flooder], node.counters[f"requests.in.{kind}"]
     flooding = _child(port, node.peer_id, seconds + 5.0, 1, kind)
     await _until(reactor, lambda: server.used[flooder] > before, 30.0)
-    start = len(_COLLECTIONS.runs)
+    start = len(pauses.runs)
     flooded = await _asker(port, node.peer_id, seconds)
-    collections = _COLLECTIONS.since(start)
+    collections = pauses.since(start)
     served = node.counters[f"requests.in.{kind}"] - served
     await _finish(flooding)
     return Row(

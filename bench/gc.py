@@ -57,22 +57,45 @@ VARIANTS: dict[str, Callable[[], None]] = {
 }
 
 
-class _Pauses:
-    """Times every collection through ``gc.callbacks``."""
+class Pauses:
+    """Times every collection through ``gc.callbacks`` while in a ``with``
+    block: each one's generation and length, in :attr:`runs`."""
 
     def __init__(self) -> None:
-        self.total = self.worst = 0.0
-        self.count = 0
+        self.runs: list[tuple[int, float]] = []
         self._started = 0.0
 
-    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+    def __enter__(self) -> Pauses:
+        gc.callbacks.append(self._record)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self._record)
+
+    def _record(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
         else:
-            pause = time.perf_counter() - self._started
-            self.total += pause
-            self.worst = max(self.worst, pause)
-            self.count += 1
+            self.runs.append((info["generation"], time.perf_counter() - self._started))
+
+    @property
+    def total(self) -> float:
+        return sum(pause for _, pause in self.runs)
+
+    @property
+    def worst(self) -> float:
+        return max((pause for _, pause in self.runs), default=0.0)
+
+    def since(self, start: int) -> str:
+        """The collections after the first ``start``, by generation, in
+        words: how many and the longest."""
+        runs = self.runs[start:]
+        parts = []
+        for generation in (0, 1, 2):
+            times = [pause for g, pause in runs if g == generation]
+            longest = f" (longest {1e3 * max(times):.2f} ms)" if times else ""
+            parts.append(f"gen{generation} {len(times)}{longest}")
+        return "collections " + ", ".join(parts)
 
 
 def _reset() -> None:
@@ -89,19 +112,17 @@ async def measure(reactor: Any, rounds: int) -> list[Row]:
             for system, make in systems:
                 call, close = await make(reactor, payload)
                 setup()
-                pauses = _Pauses()
-                gc.callbacks.append(pauses)
                 started = time.perf_counter()
                 try:
-                    rate = await messaging._timed(
-                        call, COUNT, messaging.window(SIZE, COUNT)
-                    )
+                    with Pauses() as pauses:
+                        rate = await messaging._timed(
+                            call, COUNT, messaging.window(SIZE, COUNT)
+                        )
                 finally:
-                    gc.callbacks.remove(pauses)
                     _reset()
                 elapsed = time.perf_counter() - started
                 share = pauses.total / elapsed
-                sample = (rate, share, pauses.count, pauses.worst)
+                sample = (rate, share, len(pauses.runs), pauses.worst)
                 samples.setdefault((name, system), []).append(sample)
                 await close()
     rows = []
