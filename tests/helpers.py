@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -44,6 +45,20 @@ def tree_env(base: Mapping[str, str] = os.environ) -> dict[str, str]:
         filter(None, [str(ROOT), env.get("PYTHONPATH")])
     )
     return env
+
+
+def run_module(module: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGUMENTS`` from the tree, its exit status kept
+    (a minute at most)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *arguments],
+        capture_output=True,
+        check=False,
+        text=True,
+        cwd=ROOT,
+        env=tree_env(),
+        timeout=60,
+    )
 
 
 @implementer(IConnectionHost)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.report import load_header, without_load_header
-from tests.helpers import ROOT, tree_env
+from tests.helpers import ROOT, run_module, tree_env
 
 SIZES = ("64 B", "4 KiB", "64 KiB", "1 MiB")
 AMP = ("64 B", "4 KiB")  # AMP's values stop at 65,535 bytes
@@ -232,7 +232,7 @@ def test_the_streams_bench_loses_nothing_across_cuts() -> None:
 def test_a_bench_without_its_arguments_says_how_to_call_it(
     module: str, usage: str
 ) -> None:
-    result = _bench(module)
+    result = run_module(module)
     assert result.returncode == 1
     assert usage in result.stderr and "Traceback" not in result.stderr
 
@@ -248,19 +248,6 @@ def test_a_bench_without_its_arguments_says_how_to_call_it(
 def test_a_simulation_option_out_of_range_is_one_line(
     arguments: list[str], error: str
 ) -> None:
-    result = _bench("bench.network", *arguments)
+    result = run_module("bench.network", *arguments)
     assert result.returncode == 2
     assert error in result.stderr and "Traceback" not in result.stderr
-
-
-def _bench(module: str, *arguments: str) -> subprocess.CompletedProcess[str]:
-    """``python -m MODULE ARGUMENTS`` from the tree, its exit status kept."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *arguments],
-        capture_output=True,
-        check=False,
-        text=True,
-        cwd=ROOT,
-        env=tree_env(),
-        timeout=60,
-    )

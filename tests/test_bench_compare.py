@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.compare import Figure, change, compare, parse
 from bench.report import Row, load_header, table
-from tests.helpers import ROOT, tree_env
+from tests.helpers import run_module
 
 
 def _table(*rows: Row) -> str:
@@ -58,16 +57,8 @@ def test_only_rows_every_run_has_are_compared() -> None:
     assert compare(before, after) == compare(before, after)[:1]
 
 
-def _compare(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bench.compare", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env=tree_env(),
-    )
+def _compare(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return run_module("bench.compare", *arguments)
 
 
 def test_two_trees_are_run_alternately_and_compared() -> None:
