@@ -79,11 +79,25 @@ class FairDispatch:
             share.add(peer, (protocol, request))
             if self._stopped:
                 self._drain()
-        elif share.spent < share.turn or self._peers() < 2:
+        elif self._peers() < 2:
+            self._alone(protocol, request)
+        elif share.spent < share.turn:
             self._now(peer, protocol, request)  # nothing waits: at once
         else:  # the turn's budget is spent: after the sockets are read
             share.add(peer, (protocol, request))
             self._run()  # (a turn is due already; this makes sure)
+
+    def _alone(self, protocol: PeerProtocol, request: wire.Request) -> None:
+        """Run a request from the only peer connected, nothing waiting:
+        there is no one to share with, so its time is not measured."""
+        self._running = True
+        try:
+            if not protocol.connection.closed:
+                self._serve(protocol, request)
+        finally:
+            self._running = False
+        if self.share.waiting:
+            self._run()  # what its answer let out
 
     def _now(self, peer: PeerId, protocol: PeerProtocol, request: wire.Request) -> None:
         """Run a request that found nothing waiting, then what it let out."""
@@ -99,10 +113,8 @@ class FairDispatch:
         if share.waiting:
             self._run()  # what its answer let out
         elif self._turn is None and not self._stopped:
-            if self._peers() < 2:
-                share.new_turn()  # alone: no other peer to read first
-            else:  # a fresh budget once the reactor has read every socket
-                self._turn = self._reactor().callLater(0, self._next_turn)
+            # A fresh budget once the reactor has read every socket.
+            self._turn = self._reactor().callLater(0, self._next_turn)
 
     def stop(self) -> None:
         """The node is stopping: what waits runs now (to be refused, cheaply:
