@@ -184,12 +184,11 @@ class PeerProtocol(Protocol):
             self.request_timer,
             clock,
             settings.request_timeout,
+            self._send_or_hold,
         )
         #: When the peer was last heard from, and our unanswered Ping.
         self.liveness = Liveness(self.connection, self.sender.send, self.close)
         self._receiving = False  # in dataReceived: flush once, at its end
-        #: The events being handled (see _handle).
-        self._events: list[ConnectionEvent] = []
         #: TLS, and the handshake waits for TLS to complete (the channel
         #: binding and, on ``p2ptls``, the variant are known only then).
         self._unbound = False
@@ -318,16 +317,23 @@ class PeerProtocol(Protocol):
 
     def _handle(self, events: list[ConnectionEvent]) -> None:
         """Act on a read's events, then on the requests their answers let
-        out of the backlog (:meth:`respond` adds them to ``events``)."""
+        out of the backlog; flush once, at the end."""
         # Answers given while these events are handled go out in one write.
-        outer = self._receiving, self._events
-        self._receiving, self._events = True, events
+        outer, self._receiving = self._receiving, True
         try:
-            self._dispatch(events)
+            self._serve(events)
         finally:
-            self._receiving, self._events = outer
+            self._receiving = outer
         self.outbound.flush()
         self._update_reading()
+
+    def _serve(self, events: list[ConnectionEvent]) -> None:
+        """Dispatch ``events``, then, while answers given meanwhile made room,
+        the backlog's requests: a batch at a time, not one per answer."""
+        connection = self.connection
+        self._dispatch(events)
+        while connection.backlog and not connection.requests.full:
+            self._dispatch(connection.release())
 
     def _dispatch(self, events: list[ConnectionEvent]) -> None:
         for event in events:
@@ -354,6 +360,7 @@ class PeerProtocol(Protocol):
         # a closed connection is freed at once, by reference counting.
         self.deadline.cancel()
         self.outbound.lost()
+        self.sender.lost()
         self.request_timer.cancel()
         self.liveness.end()
         # The host first: a requester's errback that retries must not find
@@ -375,20 +382,28 @@ class PeerProtocol(Protocol):
     def respond(self, response: wire.Response) -> None:
         """Answer one of the peer's requests (a no-op once closed); for a
         fire-and-forget request, say its handler ended (``request_id`` 0)."""
-        outbound = self.outbound
-        released = self.connection.respond(response, outbound.reserve)
+        outbound, connection = self.outbound, self.connection
+        connection.respond(response, outbound.reserve)
         if self._receiving:
-            # The read being handled serves what this answer released, then
+            # The read being handled serves what the answers let out, then
             # flushes: small answers go out together, large ones at once
             # (to the transport or the queue).
-            self._events += released
-            if self.connection.unsent >= PIECE:
+            if connection.unsent >= PIECE:
                 outbound.flush()
-        elif released:
-            self._handle(released)
+        elif connection.backlog:
+            self._handle(connection.release())
         else:
             outbound.flush()
             self._update_reading()  # one fewer being processed
+
+    def _send_or_hold(self) -> None:
+        """Send what the connection queued now; or, while answers are held
+        (a read being handled, or a cork), with them, in the one write at
+        its end (a piece's worth at once).  Twisted writes to the socket
+        only at the reactor's next look at it either way: a request sent
+        from a callback of the read waits no longer for being held."""
+        if not self._receiving or self.connection.unsent >= PIECE:
+            self.outbound.flush()
 
     def cork(self) -> bool:
         """Hold the answers given from now on, to go out in one write at
@@ -397,15 +412,15 @@ class PeerProtocol(Protocol):
         undo, if they are held already (inside a read)."""
         if self._receiving:
             return False
-        self._receiving, self._events = True, []
+        self._receiving = True
         return True
 
     def uncork(self) -> None:
         """After :meth:`cork`: serve what the answers let out, send them."""
         try:
-            self._dispatch(self._events)
+            self._serve([])
         finally:
-            self._receiving, self._events = False, []
+            self._receiving = False
         self.outbound.flush()
         self._update_reading()
 

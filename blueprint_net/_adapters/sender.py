@@ -7,9 +7,11 @@ In: the owner's sends (:meth:`Sender.request`, :meth:`Sender.notify`,
 :meth:`Sender.send_frame`, :meth:`Sender.send`) and, from the connection's
 reads, each answer to one of our requests
 (:meth:`Sender.response_received`).  Out: the frames queued on the core
-``Connection`` and flushed through :class:`Outbound` (which refuses what
-the send queue cannot hold), a deadline for each request handed to the
-:class:`RequestTimer`, and each request's Deferred fired once.
+``Connection`` and sent by ``flush`` through :class:`Outbound` (which
+refuses what the send queue cannot hold; during a read of the same
+connection the protocol holds them for the read's one write), a deadline
+for each request handed to the :class:`RequestTimer`, and each request's
+Deferred fired once.
 
 No states of its own: the core ``Connection`` keeps our requests (their
 ids, tokens and deadlines) and says when it is closing; ``requests_out``
@@ -18,7 +20,7 @@ only counts what was sent.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -41,9 +43,13 @@ class Sender:
         request_timer: RequestTimer,
         clock: IReactorTime,
         request_timeout: float,
+        flush: Optional[Callable[[], None]] = None,
     ) -> None:
         self.connection = connection
         self.outbound = outbound
+        #: Sends what the connection queued: at once, or (the protocol's
+        #: choice) with the answers of the read being handled.
+        self.flush = outbound.flush if flush is None else flush
         self.request_timer = request_timer
         self.clock = clock
         self.request_timeout = request_timeout
@@ -73,7 +79,7 @@ class Sender:
             return defer.fail(error)
         self.requests_out += 1
         self.request_timer.due(deadline, delay)
-        self.outbound.flush()
+        self.flush()
         return waiting
 
     def notify(
@@ -85,19 +91,24 @@ class Sender:
         self.outbound.check(size + FRAME_OVERHEAD)
         self.connection.request(protocol, payload, metadata)
         self.requests_out += 1
-        self.outbound.flush()
+        self.flush()
 
     def send_frame(self, frame: bytes) -> None:
         """Send an encoded fire-and-forget request (broadcast encodes once)."""
         self.outbound.check(len(frame))
         self.connection.send_frame(frame)
         self.requests_out += 1
-        self.outbound.flush()
+        self.flush()
 
     def send(self, message: wire.Message) -> None:
         """Send an application message (the connection must be verified)."""
         self.connection.send(message)
-        self.outbound.flush()
+        self.flush()
+
+    def lost(self) -> None:
+        """The connection is gone: let go of the protocol's ``flush``
+        (the cycle would leave both to the cyclic garbage collector)."""
+        self.flush = self.outbound.flush
 
     def response_received(self, event: ResponseReceived) -> None:
         """Fire the request's Deferred: with the reply, or with

@@ -19,9 +19,10 @@ returns the requests to fail.  The peer's: past ``max_in_flight`` they wait
 in the :attr:`backlog`, undecoded (a flooder's whole read is not decoded
 ahead of everyone else's; each is decoded as it is released);
 :meth:`Connection.respond` frames an answer once (refusing one past the
-frame limit, or one the caller's ``room`` says the send queue cannot hold)
-and returns the requests its end released, and :attr:`saturated` says
-whether to stop reading the peer meanwhile.
+frame limit, or one the caller's ``room`` says the send queue cannot hold),
+:meth:`Connection.release` hands out the waiting requests the answers made
+room for, and :attr:`saturated` says whether to stop reading the peer
+meanwhile.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class Connection:
         self.unsent = 0
         self.requests: Requests[Any] = Requests(max_in_flight)
         #: The bodies of the peer's requests past ``max_in_flight``, in
-        #: order: decoded and handed out by :meth:`respond` as earlier ones
+        #: order: decoded and handed out by :meth:`release` as earlier ones
         #: end (other frames go on).
         self.backlog: list[bytes] = []
         #: When our pending requests time out (see :meth:`expire`).
@@ -242,39 +243,36 @@ class Connection:
         self,
         response: wire.Response,
         room: Optional[Callable[[int], bool]] = None,
-    ) -> list[ConnectionEvent]:
-        """Answer a request the peer sent; returns the peer's requests that
-        its end lets out of the backlog, in order, for the caller to serve
-        (and a :class:`ConnectionFailed` last if one of them is malformed:
-        they are decoded only now).
+    ) -> None:
+        """Answer a request the peer sent.  Its end may make room for the
+        requests waiting in the :attr:`backlog`: :meth:`release` hands them
+        out (after a read's answers, all at once).
 
         The answer is framed once, here: one past the frame limit becomes a
         ``PAYLOAD_TOO_LARGE`` Error, and one that ``room(frame size)`` says
         the send queue cannot hold a short ``RATE_LIMITED`` Error.  Nothing
         is sent for a request that wanted no response, or once closed.
         """
-        if self.requests.respond(response) is not None and not self.closed:
-            request_id = response.request_id
-            try:
-                chunks = framing.frame_chunks(response, self.max_frame)
-            except ValueError:
+        if self.requests.respond(response) is None or self.closed:
+            return
+        request_id = response.request_id
+        try:
+            chunks = framing.frame_chunks(response, self.max_frame)
+        except ValueError:
+            chunks = framing.frame_chunks(framing.oversized(response, self.max_frame))
+        else:
+            size = len(chunks[0]) if len(chunks) == 1 else sum(map(len, chunks))
+            if room is not None and not room(size):
+                # The peer asks faster than it reads: it gets a short
+                # answer rather than one the queue cannot hold.
                 chunks = framing.frame_chunks(
-                    framing.oversized(response, self.max_frame)
-                )
-            else:
-                size = len(chunks[0]) if len(chunks) == 1 else sum(map(len, chunks))
-                if room is not None and not room(size):
-                    # The peer asks faster than it reads: it gets a short
-                    # answer rather than one the queue cannot hold.
-                    chunks = framing.frame_chunks(
-                        wire.ErrorResponse(
-                            request_id,
-                            ErrorCode.RATE_LIMITED,
-                            "not reading: the send queue is full",
-                        )
+                    wire.ErrorResponse(
+                        request_id,
+                        ErrorCode.RATE_LIMITED,
+                        "not reading: the send queue is full",
                     )
-            self._push(chunks)
-        return self._release() if self.backlog else []
+                )
+        self._push(chunks)
 
     def lost(self) -> list[Any]:
         """The transport is gone: the tokens of our pending requests, to be
@@ -389,9 +387,11 @@ class Connection:
             events.append(self._close(ConnectionFailed(over)))
         return events
 
-    def _release(self) -> list[ConnectionEvent]:
+    def release(self) -> list[ConnectionEvent]:
         """The backlog's requests, in order, while the in-flight bound
-        allows (one of the peer's requests has ended)."""
+        allows (some of the peer's requests have ended), for the caller to
+        serve; a :class:`ConnectionFailed` last if one of them is malformed
+        (they are decoded only now).  Empty when none can be let out."""
         events: list[ConnectionEvent] = []
         requests, backlog = self.requests, self.backlog
         decode = wire.decode
@@ -437,7 +437,7 @@ class Connection:
                     return
                 continue
             if body and body[0] == _T_REQUEST and (self.backlog or requests.full):
-                # Waits, undecoded: see _release().
+                # Waits, undecoded: see release().
                 self.backlog.append(body)
                 continue
             try:

@@ -193,9 +193,12 @@ def test_requests_past_the_in_flight_bound_wait_within_one_read(
     assert isinstance(decode_all(b.data_to_send())[0], wire.Pong)  # not held
     assert b.saturated  # nothing ends, nothing more is handed out
     # The fire-and-forget handler ended: its place goes to the next.
-    [next_one] = b.respond(wire.SuccessResponse(0))
+    b.respond(wire.SuccessResponse(0))
+    [next_one] = b.release()
     assert isinstance(next_one, wire.Request) and next_one.payload == b"\x03"
-    rest = b.respond(wire.SuccessResponse(2)) + b.respond(wire.SuccessResponse(0))
+    b.respond(wire.SuccessResponse(2))
+    b.respond(wire.SuccessResponse(0))
+    rest = b.release()
     assert [e.payload for e in rest if isinstance(e, wire.Request)] == [
         b"\x04",
         b"\x05",

@@ -499,6 +499,42 @@ def test_backpressure_queues_then_refuses_then_drains(
         deferred.addErrback(lambda failure: None)
 
 
+def test_requests_sent_during_a_read_go_out_in_its_one_write(
+    alice: Identity, bob: Identity
+) -> None:
+    """Requests sent from the callbacks of a read's responses are held for
+    the read's one write, as its answers are; outside a read, each goes to
+    the transport at once."""
+    protocol, transport = _verified_on_string_transport(alice, bob, Clock())
+    writes: list[bytes] = []
+
+    def write(data: bytes) -> None:
+        writes.append(data)
+        StringTransport.write(transport, data)
+
+    transport.write = write  # type: ignore[method-assign]
+    transport.writeSequence = lambda data: write(b"".join(data))  # type: ignore[method-assign]
+    first = protocol.sender.request("echo", b"1")
+    second = protocol.sender.request("echo", b"2")
+    assert len(writes) == 2  # not in a read: at once
+    later: list[Deferred[wire.Reply]] = []
+
+    def send(_: object, payload: bytes) -> None:
+        later.append(protocol.sender.request("echo", payload))
+
+    first.addCallback(send, b"3")
+    second.addCallback(send, b"4")
+    one, two = sorted(protocol.connection.requests.pending)
+    protocol.dataReceived(
+        framing.frame(wire.SuccessResponse(one))
+        + framing.frame(wire.SuccessResponse(two))
+    )
+    assert len(later) == 2 and len(writes) == 3
+    assert [r.payload for r in decode_frames(writes[2])] == [b"3", b"4"]  # type: ignore[union-attr]
+    for deferred in later:
+        deferred.addErrback(lambda failure: None)
+
+
 def test_reading_stops_while_unread_responses_fill_the_queue(
     alice: Identity, bob: Identity
 ) -> None:

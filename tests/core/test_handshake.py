@@ -740,10 +740,26 @@ def test_the_backlog_is_handed_out_as_requests_end(
     events = b.receive_data(_requests(1, 2, 3))
     assert [r.request_id for r in events] == [1, 2]  # type: ignore[union-attr]
     assert b.backlog == [framing.frame(wire.Request(3, "echo", b""))[4:]]
+    assert b.release() == []  # none has ended
     # One ends: the one waiting is handed out, and the backlog is empty.
-    assert b.respond(wire.SuccessResponse(1)) == [wire.Request(3, "echo", b"")]
+    b.respond(wire.SuccessResponse(1))
+    assert b.release() == [wire.Request(3, "echo", b"")]
     assert b.backlog == [] and b.saturated  # two in flight
-    assert b.respond(wire.SuccessResponse(2)) == [] and not b.saturated
+    b.respond(wire.SuccessResponse(2))
+    assert b.release() == [] and not b.saturated
+
+
+def test_the_backlog_is_handed_out_in_a_batch_once_answers_made_room(
+    alice: Identity, bob: Identity
+) -> None:
+    """A read's answers first, then one release: as many as have room."""
+    _, b, _ = _connections(alice, bob)
+    b.requests.max_in_flight = 2
+    b.receive_data(_requests(1, 2, 3, 4, 5))
+    b.respond(wire.SuccessResponse(1))
+    b.respond(wire.SuccessResponse(2))
+    assert b.release() == [wire.Request(i, "echo", b"") for i in (3, 4)]
+    assert _waiting(b) == [5] and b.saturated
 
 
 def test_a_backlogged_duplicate_is_refused_when_its_turn_comes(
@@ -754,7 +770,8 @@ def test_a_backlogged_duplicate_is_refused_when_its_turn_comes(
     b.receive_data(_requests(1, 2, 1))
     b.data_to_send()
     assert b.saturated
-    assert b.respond(wire.SuccessResponse(2)) == []  # request 1 is in flight
+    b.respond(wire.SuccessResponse(2))
+    assert b.release() == []  # request 1 is in flight
     answer, refusal = decode_frames(b.data_to_send())
     assert answer == wire.SuccessResponse(2)
     assert isinstance(refusal, wire.ErrorResponse) and refusal.request_id == 1
@@ -771,13 +788,15 @@ def test_a_refused_backlogged_request_leaves_its_turn_to_the_next(
     b.data_to_send()
     assert _waiting(b) == [1, 3]
     # Request 2 ends: the duplicate 1 is refused, and 3 takes the free slot.
-    assert b.respond(wire.SuccessResponse(2)) == [wire.Request(3, "echo", b"")]
+    b.respond(wire.SuccessResponse(2))
+    assert b.release() == [wire.Request(3, "echo", b"")]
     assert b.backlog == [] and b.saturated
     answer, refusal = decode_frames(b.data_to_send())
     assert answer == wire.SuccessResponse(2)
     assert isinstance(refusal, wire.ErrorResponse) and refusal.request_id == 1
     # Nothing of 3 is left behind to be refused as a duplicate later.
-    assert b.respond(wire.SuccessResponse(1)) == []
+    b.respond(wire.SuccessResponse(1))
+    assert b.release() == []
     assert decode_frames(b.data_to_send()) == [wire.SuccessResponse(1)]
 
 
@@ -832,7 +851,8 @@ def test_a_waiting_request_is_decoded_only_when_its_turn_comes(
     assert [r.request_id for r in events] == [1]  # type: ignore[union-attr]
     assert b.backlog == [malformed] and not b.closed
     assert decode_frames(b.data_to_send()) == [wire.Pong(9)]  # not held
-    [failed] = b.respond(wire.SuccessResponse(1))
+    b.respond(wire.SuccessResponse(1))
+    [failed] = b.release()
     assert isinstance(failed, ConnectionFailed)
     assert failed.error.code == ErrorCode.TRUNCATED and b.closed
     assert b.backlog == []
@@ -851,8 +871,10 @@ def test_a_malformed_waiting_request_ends_the_link_after_those_ahead_of_it(
     malformed = bytes([wire.T_REQUEST]) + b"\x00\x00\x00\x09"  # truncated
     data = _requests(1, 2) + framing.frame_body(malformed) + _requests(3)
     assert [r.request_id for r in b.receive_data(data)] == [1]  # type: ignore[union-attr]
-    assert b.respond(wire.SuccessResponse(1)) == [wire.Request(2, "echo", b"")]
-    [failed] = b.respond(wire.SuccessResponse(2))
+    b.respond(wire.SuccessResponse(1))
+    assert b.release() == [wire.Request(2, "echo", b"")]
+    b.respond(wire.SuccessResponse(2))
+    [failed] = b.release()
     assert isinstance(failed, ConnectionFailed) and not failed.error.remote
     assert failed.error.code == ErrorCode.TRUNCATED and b.closed
     *answers, error = decode_frames(b.data_to_send())
