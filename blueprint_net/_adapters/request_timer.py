@@ -26,12 +26,15 @@ from blueprint_net._core.errors import RequestTimeout
 class RequestTimer:
     """One timer; see the module."""
 
-    __slots__ = ("_call", "_clock", "_connection")
+    __slots__ = ("_at", "_call", "_clock", "_connection")
 
     def __init__(self, clock: IReactorTime, connection: Connection) -> None:
         self._clock = clock
         self._connection = connection
         self._call: Optional[IDelayedCall] = None
+        #: When the armed call fires (kept here: asking the call is a
+        #: method call per request).
+        self._at = 0.0
 
     @property
     def armed(self) -> bool:
@@ -44,8 +47,10 @@ class RequestTimer:
         call = self._call
         if call is None:
             self._call = self._clock.callLater(delay, self._expire)
-        elif deadline < call.getTime():  # a shorter timeout than those before
+            self._at = deadline
+        elif deadline < self._at:  # a shorter timeout than those before
             call.reset(delay)
+            self._at = deadline
 
     def cancel(self) -> None:
         if self._call is not None and self._call.active():
@@ -64,3 +69,4 @@ class RequestTimer:
             self._call = clock.callLater(
                 max(0.0, earliest - clock.seconds()), self._expire
             )
+            self._at = earliest

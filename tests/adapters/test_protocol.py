@@ -660,6 +660,34 @@ def test_the_timer_wakes_again_for_the_next_deadline(
     assert clock.getDelayedCalls() == []
 
 
+def test_the_timer_keeps_to_the_earliest_deadline_it_knows(
+    alice: Identity, bob: Identity
+) -> None:
+    """A longer timeout after a shorter one leaves the timer where it is;
+    once re-armed for the next deadline, a shorter one moves it again."""
+    clock = Clock()
+    client, _server, pump, _ = _verified_pair(alice, bob, clock)
+    first = client.sender.request("hang", b"", timeout=20.0)
+    second = client.sender.request("hang", b"", timeout=5.0)  # moves it earlier
+    third = client.sender.request("hang", b"", timeout=10.0)  # leaves it
+    pump.flush()
+    [call] = clock.getDelayedCalls()
+    assert call.getTime() == 5.0
+    clock.advance(5.0)
+    assert isinstance(_outcome(second), RequestTimeout)
+    [call] = clock.getDelayedCalls()
+    assert call.getTime() == 10.0  # re-armed for the third
+    fourth = client.sender.request("hang", b"", timeout=1.0)  # moves it again
+    [call] = clock.getDelayedCalls()
+    assert call.getTime() == 6.0
+    clock.advance(1.0)
+    assert isinstance(_outcome(fourth), RequestTimeout)
+    assert not first.called and not third.called
+    clock.advance(14.0)
+    assert isinstance(_outcome(third), RequestTimeout)
+    assert isinstance(_outcome(first), RequestTimeout)
+
+
 def test_closing_while_paused_unregisters_the_producer_first(
     alice: Identity, bob: Identity
 ) -> None:
