@@ -246,7 +246,7 @@ def test_request_ids_wrap_without_ever_using_zero() -> None:
     requests: Requests[int] = Requests()
     top = 2**32 - 1
     requests._next_id = top - 3
-    ids = [requests.request("p", b"", None, i).request_id for i in range(6)]
+    ids = [requests.request(i) for i in range(6)]
     assert ids == [top - 3, top - 2, top - 1, top, 1, 2]
 
 
@@ -255,10 +255,10 @@ def test_the_skip_over_ids_in_flight_wraps_without_zero() -> None:
     top = 2**32 - 1
     for start in (top - 1, top):
         requests._next_id = start
-        requests.request("p", b"", None, start)
+        requests.request(start)
     requests._next_id = top - 1  # both top - 1 and top are in flight
-    assert requests.request("p", b"", None, 0).request_id == 1
-    assert requests.request("p", b"", None, 0).request_id == 2
+    assert requests.request(0) == 1
+    assert requests.request(0) == 2
 
 
 # -- nodes: per-peer limit and who is scored ---------------------------------
@@ -638,8 +638,8 @@ def test_no_id_is_allocated_when_every_id_is_in_flight() -> None:
     requests: Requests[int] = Requests()
     requests.pending = _AllInFlight()
     with pytest.raises(RuntimeError, match="every request id is in flight"):
-        requests.request("p", b"", None, 1)
-    assert requests.request("p", b"", None, None).request_id == wire.NO_RESPONSE
+        requests.request(1)
+    assert requests.request(None) == wire.NO_RESPONSE
 
 
 def test_a_duplicate_request_id_is_refused_by_id() -> None:
@@ -716,7 +716,7 @@ def test_reconcile_counts_every_ban_gone(alice: Identity, bob: Identity) -> None
 
 def test_the_first_request_id_is_1() -> None:
     requests: Requests[str] = Requests()
-    assert requests.request("p", b"", None, "t").request_id == 1
+    assert requests.request("t") == 1
 
 
 # -- what the dispatcher logs and says ------------------------------------------

@@ -216,10 +216,11 @@ class Connection:
         ``token``).  ``ValueError`` if it could not travel.  With a
         ``deadline``, :meth:`expire` gives it up then."""
         self._check_sendable()  # before a token is registered to wait
-        request = self.requests.request(protocol, payload, metadata, token)
-        request_id = request.request_id
+        request_id = self.requests.request(token)
         try:
-            chunks = framing.frame_chunks(request, self.max_frame)
+            chunks = framing.request_chunks(
+                request_id, protocol, payload, metadata, self.max_frame
+            )
         except ValueError:
             self.requests.abandon(request_id)
             raise

@@ -83,16 +83,16 @@ def frame_chunks(message: Message, max_body: Optional[int] = None) -> list[bytes
         if size < LARGE_PART and (max_body is None or size <= max_body):
             request_id = message.request_id
             return [_HEAD_PROTOCOL.pack(size, T_PROTOCOL, request_id, len(data)) + data]
-    elif type(message) is Request and len(message.payload) < LARGE_PART:
-        name = protocol_name(message.protocol)
-        payload, metadata = message.payload, message.metadata
-        size = 10 + len(name) + len(payload)
-        size += 1 if metadata is None else 5 + len(metadata)
-        if size < LARGE_PART and (max_body is None or size <= max_body):
-            head = _HEAD_REQUEST.pack(size, T_REQUEST, message.request_id, len(name))
-            fields = [head, name, U32.pack(len(payload)), payload]
-            fields += optional(metadata)
-            return [b"".join(fields)]
+    elif type(message) is Request:
+        whole = _small_request(
+            message.request_id,
+            message.protocol,
+            message.payload,
+            message.metadata,
+            max_body,
+        )
+        if whole is not None:
+            return [whole]
     parts = body_parts(message)
     size = sum(map(len, parts))
     if max_body is not None and size > max_body:
@@ -116,6 +116,41 @@ def frame_chunks(message: Message, max_body: Optional[int] = None) -> list[bytes
     if small:
         chunks.append(b"".join(small))
     return chunks
+
+
+def request_chunks(
+    request_id: int,
+    protocol: str,
+    payload: bytes,
+    metadata: Optional[bytes],
+    max_body: Optional[int] = None,
+) -> list[bytes]:
+    """``frame_chunks`` of the :class:`Request` with these fields, without
+    making one when it is small (a request sent is framed at once)."""
+    whole = _small_request(request_id, protocol, payload, metadata, max_body)
+    if whole is not None:
+        return [whole]
+    return frame_chunks(Request(request_id, protocol, payload, metadata), max_body)
+
+
+def _small_request(
+    request_id: int,
+    protocol: str,
+    payload: bytes,
+    metadata: Optional[bytes],
+    max_body: Optional[int],
+) -> Optional[bytes]:
+    """A request's whole frame in one join, when it is under
+    :data:`LARGE_PART` and the limit; None: the general path decides."""
+    if len(payload) >= LARGE_PART:
+        return None
+    name = protocol_name(protocol)
+    size = 10 + len(name) + len(payload)
+    size += 1 if metadata is None else 5 + len(metadata)
+    if size >= LARGE_PART or (max_body is not None and size > max_body):
+        return None
+    head = _HEAD_REQUEST.pack(size, T_REQUEST, request_id, len(name))
+    return b"".join((head, name, U32.pack(len(payload)), payload, *optional(metadata)))
 
 
 class FrameTooLarge(WireError):

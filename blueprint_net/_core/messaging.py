@@ -105,27 +105,19 @@ class Requests(Generic[Token]):
 
     # -- requester ----------------------------------------------------------
 
-    def request(
-        self,
-        protocol: str,
-        payload: bytes,
-        metadata: Optional[bytes],
-        token: Optional[Token],
-    ) -> wire.Request:
-        """A new request; with ``token`` None it asks for no response."""
+    def request(self, token: Optional[Token]) -> int:
+        """A new request's id, its ``token`` kept until its response; with
+        ``token`` None it asks for no response (id 0)."""
         if token is None:
-            return wire.Request(wire.NO_RESPONSE, protocol, payload, metadata)
-        request_id = self._allocate()
-        self.pending[request_id] = token
-        return wire.Request(request_id, protocol, payload, metadata)
-
-    def _allocate(self) -> int:
-        if len(self.pending) >= _MAX_ID:
+            return wire.NO_RESPONSE
+        pending = self.pending
+        if len(pending) >= _MAX_ID:
             raise RuntimeError("every request id is in flight")
         request_id = self._next_id
-        while request_id in self.pending:
+        while request_id in pending:
             request_id = request_id % _MAX_ID + 1
         self._next_id = request_id % _MAX_ID + 1
+        pending[request_id] = token
         return request_id
 
     def response_received(self, response: wire.Response) -> Optional[Token]:

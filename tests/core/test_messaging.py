@@ -9,43 +9,39 @@ from blueprint_net._core.messaging import Deadlines, Requests, RequestState
 
 def test_ids_are_unique_nonzero_and_matched_to_responses() -> None:
     requests: Requests[str] = Requests()
-    first = requests.request("echo", b"a", None, "first")
-    second = requests.request("echo", b"b", b"meta", "second")
-    assert first.request_id not in (0, second.request_id)
-    assert requests.state(first.request_id) is RequestState.PENDING
+    first = requests.request("first")
+    second = requests.request("second")
+    assert first not in (0, second)
+    assert requests.state(first) is RequestState.PENDING
     # Answered out of order, each reaches its own requester.
-    assert requests.response_received(wire.SuccessResponse(second.request_id)) == (
-        "second"
-    )
-    assert requests.response_received(wire.ProtocolResponse(first.request_id, b"")) == (
-        "first"
-    )
+    assert requests.response_received(wire.SuccessResponse(second)) == ("second")
+    assert requests.response_received(wire.ProtocolResponse(first, b"")) == ("first")
     assert requests.pending == {}
 
 
 def test_fire_and_forget_takes_no_id() -> None:
     requests: Requests[str] = Requests()
-    request = requests.request("echo", b"a", None, None)
-    assert request.request_id == wire.NO_RESPONSE
+    request = requests.request(None)
+    assert request == wire.NO_RESPONSE
     assert requests.pending == {}
 
 
 def test_late_and_unknown_responses_are_dropped() -> None:
     requests: Requests[str] = Requests()
-    request = requests.request("echo", b"a", None, "token")
-    assert requests.abandon(request.request_id) == "token"  # timed out
-    assert requests.response_received(wire.SuccessResponse(request.request_id)) is None
+    request = requests.request("token")
+    assert requests.abandon(request) == "token"  # timed out
+    assert requests.response_received(wire.SuccessResponse(request)) is None
     assert requests.response_received(wire.SuccessResponse(12345)) is None
 
 
 def test_ids_wrap_and_skip_those_in_flight() -> None:
     requests: Requests[int] = Requests()
     requests._next_id = 2**32 - 1
-    last = requests.request("p", b"", None, 1)
-    assert last.request_id == 2**32 - 1
-    assert requests.request("p", b"", None, 2).request_id == 1  # never 0
+    last = requests.request(1)
+    assert last == 2**32 - 1
+    assert requests.request(2) == 1  # never 0
     requests._next_id = 1
-    assert requests.request("p", b"", None, 3).request_id == 2  # 1 is in flight
+    assert requests.request(3) == 2  # 1 is in flight
 
 
 def test_responder_lifecycle() -> None:
@@ -80,8 +76,8 @@ def test_fire_and_forget_requests_are_never_answered() -> None:
 
 def test_close_returns_every_pending_token() -> None:
     requests: Requests[str] = Requests()
-    requests.request("p", b"", None, "a")
-    requests.request("p", b"", None, "b")
+    requests.request("a")
+    requests.request("b")
     requests.request_received(wire.Request(9, "p", b""))
     assert sorted(requests.close()) == ["a", "b"]
     assert requests.pending == {} and requests.processing == set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -211,6 +213,33 @@ def test_large_frames_split_anywhere(cuts: list[int]) -> None:
 @given(MESSAGES)
 def test_frame_chunks_are_the_frame(message: wire.Message) -> None:
     assert b"".join(framing.frame_chunks(message)) == framing.frame(message)
+
+
+@given(
+    st.integers(0, 2**32 - 1),
+    st.text(min_size=1, max_size=20),
+    st.sampled_from([b"", b"x" * 100, bytes(16 * 1024 - 40), bytes(70_000)]),
+    st.one_of(st.none(), st.binary(max_size=40)),
+)
+def test_a_request_framed_from_its_fields_is_its_frame(
+    request_id: int, protocol: str, payload: bytes, metadata: Optional[bytes]
+) -> None:
+    """``request_chunks`` (a request sent, framed without a ``Request``)
+    gives ``frame_chunks``' chunks, small and large (on both sides of the
+    one-join size) alike."""
+    request = wire.Request(request_id, protocol, payload, metadata)
+    chunks = framing.request_chunks(request_id, protocol, payload, metadata)
+    assert chunks == framing.frame_chunks(request)
+    assert b"".join(chunks) == framing.frame(request)
+
+
+@pytest.mark.parametrize("size", [10, 16 * 1024 - 30, 70_000])
+def test_a_request_past_the_limit_from_its_fields_is_refused(size: int) -> None:
+    frame = framing.frame(wire.Request(1, "p", bytes(size)))
+    limit = len(frame) - 5  # the body is one byte too long
+    with pytest.raises(ValueError, match=f"exceeds the frame limit of {limit}"):
+        framing.request_chunks(1, "p", bytes(size), None, limit)
+    assert framing.request_chunks(1, "p", bytes(size), None, limit + 1)
 
 
 def test_a_large_payload_is_its_own_chunk_not_a_copy() -> None:
