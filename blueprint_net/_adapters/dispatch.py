@@ -145,8 +145,10 @@ class Dispatcher:
         except Exception as failed:
             respond(self._handler_failed(incoming, failed))
             return
-        if result is None or type(result) is bytes:  # the common case, first
-            respond(self._answer(result, incoming))
+        if type(result) is bytes:  # the common case, first
+            respond(wire.ProtocolResponse(request.request_id, result))
+        elif result is None:
+            respond(wire.SuccessResponse(request.request_id))
         elif inspect.isawaitable(result):  # a Deferred or a coroutine
             defer.ensureDeferred(self._answer_later(respond, incoming, result))
         else:

@@ -300,8 +300,10 @@ class PeerProtocol(Protocol):
             self.handshakeCompleted()
         connection = self.connection
         self._handle(connection.receive_data(data))
+        outbound, buffered = self.outbound, connection.buffered
         if (
-            not self.outbound.hold_inbound(connection.buffered)
+            (buffered or outbound.inbound)  # else nothing held, nothing to charge
+            and not outbound.hold_inbound(buffered)
             and not connection.closed
         ):
             self.memory.refuse("inbound")
