@@ -1,0 +1,152 @@
+"""Instructions per request, counted, not timed:
+``python -m bench.instructions TREE [TREE ...]``.
+
+Wall-clock rates on a shared machine move by 20% from one minute to the
+next (a neighbour's load slows us and our reference alike, but not always
+in the same run); a count of the instructions the process executes does
+not.  Per tree, in its own process under valgrind's callgrind (each
+imports ``blueprint_net`` and its benches from its tree, as
+``bench.router_path`` does): the work of :data:`WORKLOADS`, run once with
+one round and once with three, and the difference divided by the units of
+two rounds, so that start-up and connecting cost nothing.  Client and
+server are in the one process, as in ``python -m bench``: the counts are
+of both ends.  The bare echo and the floor (``bench/messaging.py``) are
+counted from this tree, as references.  The first tree is the reference
+of the others.
+
+What it does not see: time in the kernel (a system call counts as the
+instructions around it), cache misses and the collector's pauses, which
+the timed benches do.  A change that saves instructions in Python saves
+time in proportion; one that trades a copy for a system call may not.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+from .report import load_header
+from .trees import FROM_TREE
+
+HERE = Path(__file__).resolve().parent.parent
+
+
+class Workload(NamedTuple):
+    """A row: what one round runs (the body of the child's coroutine), and
+    how many units (requests, round trips, recipients) a round counts."""
+
+    name: str
+    work: str
+    units: int
+
+
+def _echo(count: int, in_flight: int) -> str:
+    return f"""
+    call, close = await maker(reactor, bytes(64))
+    for _ in range(rounds):
+        await messaging._timed(call, {count}, {in_flight})
+    await close()
+"""
+
+
+#: 64 B payloads, as the timed rows of ``bench/messaging.py`` and
+#: ``bench/broadcast.py``.
+WORKLOADS = (
+    Workload("pipelined 64 B request", _echo(10_000, 10_000), 10_000),
+    Workload("ping-pong 64 B round trip", _echo(5_000, 1), 5_000),
+    Workload(
+        "broadcast to 100 peers, per recipient",
+        """
+    hub, peers = await broadcast._star(reactor, 100)
+    for _ in range(rounds):
+        await broadcast._broadcasts(hub, 20)
+    await hub.stop()
+    for peer in peers:
+        await peer.stop()
+""",
+        2_000,
+    ),
+)
+
+_CHILD = """
+from twisted.internet import defer, task
+from bench import broadcast, messaging
+system, rounds = sys.argv[2], int(sys.argv[3])
+maker = getattr(messaging, "_" + system, None)
+async def work(reactor):
+{work}
+task.react(lambda reactor: defer.ensureDeferred(work(reactor)))
+"""
+
+_COLLECTED = re.compile(r"Collected : (\d+)")
+
+
+def child(tree: Path, work: str, system: str, rounds: int) -> list[str]:
+    """The command that runs ``work`` for ``rounds`` on ``tree`` (the
+    ``bench.messaging`` maker ``system``, for the echo workloads)."""
+    script = FROM_TREE + _CHILD.format(work=work)
+    return [sys.executable, "-c", script, str(tree), system, str(rounds)]
+
+
+def count(tree: Path, work: str, system: str, rounds: int) -> int:
+    """Instructions of one child process on ``tree`` (callgrind's total)."""
+    done = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            *child(tree, work, system, rounds),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    found = _COLLECTED.search(done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count from valgrind: {done.stderr[-300:]}")
+    return int(found.group(1))
+
+
+def per_unit(tree: Path, work: str, system: str, units: int) -> float:
+    """Instructions per unit: two rounds' worth, start-up subtracted."""
+    one = count(tree, work, system, 1)
+    three = count(tree, work, system, 3)
+    return (three - one) / (2 * units)
+
+
+def main(argv: list[str]) -> None:
+    if not argv:
+        raise SystemExit("usage: python -m bench.instructions TREE [TREE ...]")
+    try:
+        subprocess.run(["valgrind", "--version"], capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        raise SystemExit(
+            "bench.instructions needs valgrind (apt install valgrind)"
+        ) from None
+    trees = [Path(tree).resolve() for tree in argv]
+    print(load_header(), flush=True)
+    print(f"{'row':<40} {'system':<12} {'tree':<32} {'instructions':>13} {'ratio':>6}")
+    for name, work, units in WORKLOADS:
+        rows = [("blueprint", tree) for tree in trees]
+        if "broadcast" not in name:
+            rows += [("floor", HERE), ("bare", HERE)]
+        reference = None
+        for system, tree in rows:
+            figure = per_unit(tree, work, system, units)
+            reference = reference or figure
+            label = tree.name if system == "blueprint" else f"{system} reference"
+            print(
+                f"{name:<40} {system:<12} {label:<32} {figure:>13,.0f}"
+                f" {figure / reference:>6.3f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
