@@ -218,6 +218,21 @@ def test_with_one_peer_connected_no_turn_ends() -> None:
     assert h.served[-1] == "a7"
 
 
+def test_alone_a_request_submitted_during_a_run_runs_after_it() -> None:
+    """With one peer connected too, a request its handler lets out runs
+    once the handler returns, never inside it."""
+    h = _Harness(peers=1)
+    a = _Protocol("a")
+
+    def more() -> None:
+        h.submit(a, "2")
+        h.served.append("a1 returns")
+
+    h.then[1] = more
+    h.submit(a, "1")
+    assert h.served == ["a1", "a1 returns", "a2"]
+
+
 def test_a_peer_left_alone_still_waits_behind_its_own_requests() -> None:
     """The other peer goes while a peer's requests wait for a turn: its next
     request joins the end of its line, so one peer's requests still run in
