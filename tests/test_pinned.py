@@ -637,7 +637,7 @@ class _AllInFlight(dict):  # type: ignore[type-arg]
 def test_no_id_is_allocated_when_every_id_is_in_flight() -> None:
     requests: Requests[int] = Requests()
     requests.pending = _AllInFlight()
-    with pytest.raises(RuntimeError, match="^every request id is in flight$"):
+    with pytest.raises(RuntimeError, match=r"^every request id is in flight$"):
         requests.request(1)
     assert requests.request(None) == wire.NO_RESPONSE
 

@@ -13,7 +13,8 @@ queue grew or drained (the protocol then decides whether to read the peer).
 States: *writing* (the transport takes what we give it, the queue is empty)
 and *paused* (the transport's buffer is full: frames wait in the queue,
 counted, and :meth:`room` refuses what would pass ``max_send_queue`` or the
-budget).  :meth:`close` writes what is queued and lets go of the transport;
+budget; what the connection holds for its next flush counts too,
+then).  :meth:`close` writes what is queued and lets go of the transport;
 :meth:`lost` forgets it.  :meth:`check_invariants` raises unless the counts
 agree with the queue (tests call it).
 """
@@ -59,9 +60,9 @@ class Queued(Protocol):
 
     @property
     def unsent(self) -> int:
-        """Bytes queued and not taken yet (answers given during a read,
-        flushed once at its end, and Errors that replaced those that did
-        not fit)."""
+        """Bytes queued and not taken yet (answers given and requests sent
+        during a read, flushed once at its end, and Errors that replaced
+        answers that did not fit)."""
 
     def chunks_to_send(self) -> list[bytes]:
         """Take what is queued."""
@@ -124,7 +125,7 @@ class Outbound:
     def room(self, size: int) -> bool:
         """Whether a frame of ``size`` bytes may be sent: it fits in the send
         queue (or the queue is empty) and in the budget."""
-        queued = self.queued + self._source.unsent
+        queued = self._waiting()
         if queued and queued + size > self.max_send_queue:
             return False
         return queued + size <= ALWAYS_ALLOWED or self.memory.fits(size)
@@ -132,8 +133,17 @@ class Outbound:
     def _short_of_room(self, size: int) -> bool:
         """A small frame with nothing queued always has room (not even
         asked); any other needs :meth:`room`."""
-        busy = self.queued > 0 or self._source.unsent > 0 or size > ALWAYS_ALLOWED
-        return busy and not self.room(size)
+        return (size > ALWAYS_ALLOWED or self._waiting() > 0) and not self.room(size)
+
+    def _waiting(self) -> int:
+        """Bytes waiting for the peer to read: the queue, and what the
+        connection holds for the next flush (a read's answers and requests)
+        when that flush would queue it too (the transport paused, or frames
+        queued before it).  Else the flush hands it to the transport, a piece
+        at a time, as writing it at once would have: it waits no more."""
+        if self.paused or self._queue:
+            return self.queued + self._source.unsent
+        return 0
 
     def reserve(self, size: int) -> bool:
         """Whether a response frame of ``size`` bytes may be queued (the

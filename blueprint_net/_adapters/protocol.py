@@ -325,9 +325,10 @@ class PeerProtocol(Protocol):
         try:
             self._serve(events)
         finally:
+            # Even if a handler's error escapes: what is held goes out.
             self._receiving = outer
-        self.outbound.flush()
-        self._update_reading()
+            self.outbound.flush()
+            self._update_reading()
 
     def _serve(self, events: list[ConnectionEvent]) -> None:
         """Dispatch ``events``, then, while answers given meanwhile made room,
@@ -423,8 +424,8 @@ class PeerProtocol(Protocol):
             self._serve([])
         finally:
             self._receiving = False
-        self.outbound.flush()
-        self._update_reading()
+            self.outbound.flush()
+            self._update_reading()
 
     # -- closing and reading ------------------------------------------------
 

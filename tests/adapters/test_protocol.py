@@ -535,6 +535,69 @@ def test_requests_sent_during_a_read_go_out_in_its_one_write(
         deferred.addErrback(lambda failure: None)
 
 
+def test_what_a_read_holds_for_a_reading_peer_is_not_refused(
+    alice: Identity, bob: Identity
+) -> None:
+    """Requests and answers held for a read's one write, the peer reading
+    (the transport not paused), do not count as waiting for it: none is
+    refused for a send queue they are not in, as none was when each was
+    written at once.  (Paused, they count: the tests above and below.)"""
+    protocol, transport = _verified_on_string_transport(
+        alice, bob, Clock(), max_send_queue=1000
+    )
+    first = protocol.sender.request("echo", b"1")
+    later: list[Deferred[wire.Reply]] = []
+
+    def send(_: object) -> None:
+        later.extend(protocol.sender.request("echo", bytes(400)) for _ in range(3))
+
+    first.addCallback(send)
+    (one,) = protocol.connection.requests.pending
+    answers = [wire.ProtocolResponse(i, bytes(600)) for i in (1, 2)]
+
+    class Answering(RecordingHost):
+        def request_received(
+            self, protocol: PeerProtocol, request: wire.Request
+        ) -> None:
+            protocol.respond(answers[request.request_id - 1])
+
+    protocol.host = Answering()
+    transport.clear()
+    protocol.dataReceived(
+        framing.frame(wire.SuccessResponse(one))
+        + b"".join(framing.frame(wire.Request(i, "echo", b"")) for i in (1, 2))
+    )
+    assert len(later) == 3 and not any(d.called for d in later)  # none refused
+    sent = decode_frames(transport.value())
+    assert [type(m) for m in sent] == [wire.Request] * 3 + [wire.ProtocolResponse] * 2
+    assert sent[3:] == answers  # not RATE_LIMITED
+    assert protocol.memory.counters["memory.refused.response"] == 0
+    for deferred in later:
+        deferred.addErrback(lambda failure: None)
+
+
+def test_what_a_read_held_goes_out_even_if_an_error_escapes_it(
+    alice: Identity, bob: Identity
+) -> None:
+    """An error escaping a read's handling (a host's bug) still sends the
+    answers given before it, and what was held is not left behind."""
+    protocol, transport = _verified_on_string_transport(alice, bob, Clock())
+
+    class Failing(RecordingHost):
+        def request_received(
+            self, protocol: PeerProtocol, request: wire.Request
+        ) -> None:
+            protocol.respond(wire.SuccessResponse(request.request_id))
+            raise RuntimeError("a bug")
+
+    protocol.host = Failing()
+    transport.clear()
+    with pytest.raises(RuntimeError, match="a bug"):
+        protocol.dataReceived(framing.frame(wire.Request(1, "echo", b"")))
+    assert decode_frames(transport.value()) == [wire.SuccessResponse(1)]
+    assert protocol.connection.unsent == 0 and not protocol._receiving
+
+
 def test_reading_stops_while_unread_responses_fill_the_queue(
     alice: Identity, bob: Identity
 ) -> None:
