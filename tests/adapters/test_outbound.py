@@ -185,6 +185,44 @@ def test_answers_given_during_a_read_count_before_they_are_flushed() -> None:
     assert outbound.queued == 810 and outbound.room(1000 - 810)
 
 
+def test_what_the_connection_holds_counts_only_once_the_transport_pauses() -> None:
+    """Held for the next flush while the peer reads, frames are not waiting
+    for it: the flush hands them to the transport, as writing each at once
+    would.  Paused, they wait, and count."""
+    sender = Sender(max_send_queue=1000)
+    outbound = sender.outbound
+    sender.pending.append(b"a" * 800)  # held, the transport reading
+    outbound.check(600)  # not refused: 800 + 600 is past the bound
+    assert outbound.reserve(600)
+    outbound.pauseProducing()
+    with pytest.raises(SendQueueFull):
+        outbound.check(600)
+
+
+def test_one_byte_waiting_is_waiting() -> None:
+    """The head of the queue may be a frame's last byte: even then a frame
+    must fit beside it."""
+    sender = Sender(max_send_queue=10)
+    outbound = sender.outbound
+    outbound.pauseProducing()
+    sender.send(b"z")
+    assert outbound.queued == 1
+    with pytest.raises(SendQueueFull):
+        outbound.check(10)
+    outbound.check(9)
+
+
+def test_a_frame_filling_what_any_connection_may_hold_fits_a_spent_budget() -> None:
+    """Something waiting and the budget spent: a frame that brings the
+    connection to exactly ``ALWAYS_ALLOWED`` still goes, one byte more not."""
+    sender = Sender(budget=0)
+    outbound = sender.outbound
+    outbound.pauseProducing()
+    sender.send(b"q" * 100)
+    assert outbound.reserve(ALWAYS_ALLOWED - 100)
+    assert not outbound.reserve(ALWAYS_ALLOWED - 99)
+
+
 def test_close_writes_the_queue_and_lets_go_of_the_transport() -> None:
     sender = Sender()
     outbound, transport = sender.outbound, sender.transport
