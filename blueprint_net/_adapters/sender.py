@@ -43,13 +43,13 @@ class Sender:
         request_timer: RequestTimer,
         clock: IReactorTime,
         request_timeout: float,
-        flush: Optional[Callable[[], None]] = None,
+        flush: Callable[[], None],
     ) -> None:
         self.connection = connection
         self.outbound = outbound
         #: Sends what the connection queued: at once, or (the protocol's
         #: choice) with the answers of the read being handled.
-        self.flush = outbound.flush if flush is None else flush
+        self.flush = flush
         self.request_timer = request_timer
         self.clock = clock
         self.request_timeout = request_timeout
