@@ -130,11 +130,6 @@ class Outbound:
             return False
         return queued + size <= ALWAYS_ALLOWED or self.memory.fits(size)
 
-    def _short_of_room(self, size: int) -> bool:
-        """A small frame with nothing queued always has room (not even
-        asked); any other needs :meth:`room`."""
-        return (size > ALWAYS_ALLOWED or self._waiting() > 0) and not self.room(size)
-
     def _waiting(self) -> int:
         """Bytes waiting for the peer to read: the queue, and what the
         connection holds for the next flush (a read's answers and requests)
@@ -149,7 +144,8 @@ class Outbound:
         """Whether a response frame of ``size`` bytes may be queued (the
         connection then holds it, counted as unsent, until the next flush);
         if not, the budget counts a refused response."""
-        if self._short_of_room(size):
+        busy = self.paused or self._queue  # else a small frame has room
+        if (busy or size > ALWAYS_ALLOWED) and not self.room(size):
             self.memory.refuse("response")
             return False
         return True
@@ -158,7 +154,8 @@ class Outbound:
         """:class:`SendQueueFull` unless a frame of ``size`` bytes (with
         :data:`FRAME_OVERHEAD` for one not framed yet) has room; a small one
         with nothing queued always has (not even asked)."""
-        if self._short_of_room(size):
+        busy = self.paused or self._queue  # else a small frame has room
+        if (busy or size > ALWAYS_ALLOWED) and not self.room(size):
             if self.memory.fits(size):
                 raise SendQueueFull(
                     f"{self.queued} bytes wait for a peer that is not reading"
