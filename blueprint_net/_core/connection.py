@@ -215,7 +215,8 @@ class Connection:
         """Queue a request; its id (0, asking for no response, without a
         ``token``).  ``ValueError`` if it could not travel.  With a
         ``deadline``, :meth:`expire` gives it up then."""
-        self._check_sendable()  # before a token is registered to wait
+        if self.closed or self.handshake.phase is not _VERIFIED:
+            self._check_sendable()  # raises; before a token waits
         request_id = self.requests.request(token)
         try:
             chunks = framing.request_chunks(
@@ -224,7 +225,8 @@ class Connection:
         except ValueError:
             self.requests.abandon(request_id)
             raise
-        self._push(chunks)
+        self._outgoing += chunks  # as _push does, without the call
+        self.unsent += len(chunks[0]) if len(chunks) == 1 else sum(map(len, chunks))
         if deadline is not None and request_id:
             self.deadlines.add(request_id, deadline)
         return request_id
@@ -365,7 +367,7 @@ class Connection:
         except WireError as error:
             return [self._close(ConnectionFailed(error))]
         events: list[ConnectionEvent] = []
-        if self.verified:
+        if self.handshake.phase is _VERIFIED:  # self.verified, on the hot path
             self._receive_verified(bodies, events)
             return events
         for index, body in enumerate(bodies):
