@@ -42,7 +42,8 @@ from blueprint_net._policy.fair_share import FairShare
 if TYPE_CHECKING:
     from blueprint_net._adapters.protocol import PeerProtocol
 
-Serve = Callable[["PeerProtocol", wire.Request], None]
+#: Runs one request: its verified peer, the connection, the request.
+Serve = Callable[[PeerId, "PeerProtocol", wire.Request], None]
 
 
 class FairDispatch:
@@ -80,20 +81,22 @@ class FairDispatch:
             if self._stopped:
                 self._drain()
         elif self._peers() < 2:
-            self._alone(protocol, request)
+            self._alone(peer, protocol, request)
         elif share.spent < share.turn:
             self._now(peer, protocol, request)  # nothing waits: at once
         else:  # the turn's budget is spent: after the sockets are read
             share.add(peer, (protocol, request))
             self._run()  # (a turn is due already; this makes sure)
 
-    def _alone(self, protocol: PeerProtocol, request: wire.Request) -> None:
+    def _alone(
+        self, peer: PeerId, protocol: PeerProtocol, request: wire.Request
+    ) -> None:
         """Run a request from the only peer connected, nothing waiting:
         there is no one to share with, so its time is not measured."""
         self._running = True
         try:
             if not protocol.connection.closed:
-                self._serve(protocol, request)
+                self._serve(peer, protocol, request)
         finally:
             self._running = False
         if self.share.waiting:
@@ -106,7 +109,7 @@ class FairDispatch:
         started = timer()
         try:
             if not protocol.connection.closed:
-                self._serve(protocol, request)
+                self._serve(peer, protocol, request)
         finally:
             share.charge(peer, timer() - started)
             self._running = False
@@ -166,7 +169,7 @@ class FairDispatch:
                     corked = protocol if protocol.cork() else None
                 started = timer()
                 if not protocol.connection.closed:
-                    serve(protocol, request)
+                    serve(peer, protocol, request)
                 share.charge(peer, timer() - started)
                 if share.new_peers_done and not alone:
                     # Peers asking now and then: the turn ends here, so that

@@ -412,10 +412,11 @@ class ConnectionHost:
     def request_received(self, protocol: PeerProtocol, request: wire.Request) -> None:
         self.fair.submit(protocol, request)
 
-    def _serve(self, protocol: PeerProtocol, request: wire.Request) -> None:
-        """Run one request, in its turn (see :attr:`fair`)."""
-        peer_id = protocol.peer_id
-        assert peer_id is not None
+    def _serve(
+        self, peer_id: PeerId, protocol: PeerProtocol, request: wire.Request
+    ) -> None:
+        """Run one request from ``protocol``'s verified peer ``peer_id``, in
+        its turn (see :attr:`fair`)."""
         self._dispatch.serve(
             request,
             peer_id,

@@ -98,8 +98,9 @@ class _Harness:
             peers=lambda: self.peers,
         )
 
-    def _serve(self, protocol: Any, request: wire.Request) -> None:
-        self.served.append(f"{protocol.peer_id}{request.payload.decode()}")
+    def _serve(self, peer: Any, protocol: Any, request: wire.Request) -> None:
+        assert peer == protocol.peer_id  # the request's own peer, passed along
+        self.served.append(f"{peer}{request.payload.decode()}")
         self.now += self.cost
         after = self.then.get(len(self.served))
         if after is not None:
