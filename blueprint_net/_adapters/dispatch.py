@@ -48,10 +48,10 @@ class FunctionHandler:
         self, function: Callable[[IncomingRequest], Any], max_payload: Optional[int]
     ) -> None:
         self.function = function
+        #: ``IRequestHandler.handle`` is the function itself: no call
+        #: between the dispatcher and it.
+        self.handle: Callable[[IncomingRequest], Any] = function
         self.max_payload = max_payload
-
-    def handle(self, request: IncomingRequest) -> Any:
-        return self.function(request)
 
 
 class Dispatcher:
@@ -105,6 +105,7 @@ class Dispatcher:
         """Admit one request from ``peer_id`` and run its handler; answer
         (through ``respond``) with what it returns, or an Error."""
         handler = self._handlers.get(request.protocol)
+        error: Optional[tuple[ErrorCode, str]] = None
         if stopping:
             error = (ErrorCode.SHUTTING_DOWN, "the node is stopping")
         elif budget is not None and not budget.take(self.clock.seconds()):
@@ -118,20 +119,14 @@ class Dispatcher:
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 f"{request.protocol!r} accepts at most {handler.max_payload} bytes",
             )
-        else:
-            self._run(handler, request, peer_id, respond)
+        if error is not None:
+            name = request.protocol if handler is not None else "unknown"
+            self.counters[REQUESTS_REFUSED.key_for(name, error[0].name)] += 1
+            respond(wire.ErrorResponse(request.request_id, *error))
             return
-        name = request.protocol if handler is not None else "unknown"
-        self.counters[REQUESTS_REFUSED.key_for(name, error[0].name)] += 1
-        respond(wire.ErrorResponse(request.request_id, *error))
-
-    def _run(
-        self,
-        handler: IRequestHandler,
-        request: wire.Request,
-        peer_id: PeerId,
-        respond: Respond,
-    ) -> None:
+        # Admitted: run the handler (here, not in a method of its own: this
+        # is every request's path).
+        assert handler is not None
         incoming = IncomingRequest(
             peer_id,
             request.protocol,
