@@ -180,9 +180,9 @@ class FrameDecoder:
     """
 
     __slots__ = (
-        "_have",
         "_needed",
         "_partial",
+        "buffered",
         "capped_length",
         "capped_types",
         "max_length",
@@ -192,7 +192,8 @@ class FrameDecoder:
         #: Reads held back: a partial length prefix, or the start of a body
         #: (the prefix already parsed and dropped).
         self._partial: list[Union[bytes, memoryview]] = []
-        self._have = 0
+        #: Bytes held waiting for the rest of a frame.
+        self.buffered = 0
         #: Body bytes the current frame needs; 0 while the prefix is partial.
         self._needed = 0
         self.max_length = max_length
@@ -215,11 +216,6 @@ class FrameDecoder:
                 f" its type's limit of {self.capped_length}",
             )
 
-    @property
-    def buffered(self) -> int:
-        """Bytes held waiting for the rest of a frame."""
-        return self._have
-
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return every frame body now complete.
 
@@ -229,7 +225,7 @@ class FrameDecoder:
         """
         frames: list[bytes] = []
         if self._needed:
-            if not self._have and data and self._needed > self.capped_length:
+            if not self.buffered and data and self._needed > self.capped_length:
                 self._check_type(data[0], self._needed)  # the type byte, now in
             partial = self._partial
             if len(data) < _SMALL_READ and len(partial[-1]) < _MERGE_BELOW:
@@ -238,8 +234,8 @@ class FrameDecoder:
                 partial[-1] = b"".join((partial[-1], data))
             else:
                 partial.append(data)
-            self._have += len(data)
-            over = self._have - self._needed
+            self.buffered += len(data)
+            over = self.buffered - self._needed
             if over < 0:
                 return frames  # a large frame still arriving: O(1) per read
             data = b""
@@ -247,10 +243,10 @@ class FrameDecoder:
                 last = memoryview(partial[-1])
                 partial[-1], data = last[: len(last) - over], bytes(last[-over:])
             frames.append(b"".join(partial))
-            self._partial, self._have, self._needed = [], 0, 0
+            self._partial, self.buffered, self._needed = [], 0, 0
         elif self._partial:
             data = b"".join(self._partial) + data
-            self._partial, self._have = [], 0
+            self._partial, self.buffered = [], 0
         pos = 0
         size = len(data)
         unpack = _HEADER.unpack_from
@@ -272,12 +268,12 @@ class FrameDecoder:
                 # It keeps this whole read alive: at most one read (64 KiB
                 # from Twisted's TCP transport) beyond ``buffered``.
                 self._partial = [memoryview(data)[start:]]
-                self._have = size - start
+                self.buffered = size - start
                 self._needed = length
                 return frames
             frames.append(data[start:end])
             pos = end
         if pos < size:
             self._partial = [data[pos:] if pos else data]
-            self._have = size - pos
+            self.buffered = size - pos
         return frames
