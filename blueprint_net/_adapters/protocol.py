@@ -318,25 +318,21 @@ class PeerProtocol(Protocol):
             deadline.spoke()
 
     def _handle(self, events: list[ConnectionEvent]) -> None:
-        """Act on a read's events, then on the requests their answers let
-        out of the backlog; flush once, at the end."""
+        """Act on a read's events, then, while the answers given meanwhile
+        made room, on the requests they let out of the backlog (a batch at a
+        time, not one per answer); flush once, at the end."""
         # Answers given while these events are handled go out in one write.
         outer, self._receiving = self._receiving, True
+        connection = self.connection
         try:
-            self._serve(events)
+            self._dispatch(events)
+            while connection.backlog and not connection.requests.full:
+                self._dispatch(connection.release())
         finally:
             # Even if a handler's error escapes: what is held goes out.
             self._receiving = outer
             self.outbound.flush()
             self._update_reading()
-
-    def _serve(self, events: list[ConnectionEvent]) -> None:
-        """Dispatch ``events``, then, while answers given meanwhile made room,
-        the backlog's requests: a batch at a time, not one per answer."""
-        connection = self.connection
-        self._dispatch(events)
-        while connection.backlog and not connection.requests.full:
-            self._dispatch(connection.release())
 
     def _dispatch(self, events: list[ConnectionEvent]) -> None:
         for event in events:
@@ -420,12 +416,8 @@ class PeerProtocol(Protocol):
 
     def uncork(self) -> None:
         """After :meth:`cork`: serve what the answers let out, send them."""
-        try:
-            self._serve([])
-        finally:
-            self._receiving = False
-            self.outbound.flush()
-            self._update_reading()
+        self._receiving = False
+        self._handle([])  # held again meanwhile, then sent
 
     # -- closing and reading ------------------------------------------------
 
