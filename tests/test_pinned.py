@@ -591,6 +591,21 @@ def test_refusals_and_requests_are_counted_each_time() -> None:
     }
 
 
+def test_a_peer_past_its_request_budget_is_told_to_slow_down() -> None:
+    dispatcher = _dispatcher(echo=lambda request: request.payload)
+    budget = TokenBucket(rate=1.0, burst=1.0, now=0.0)  # one now, the next in 1 s
+    request = wire.Request(7, "echo", b"a")
+    peer_id = Identity(bytes(range(32))).peer_id
+    sent: list[wire.Response] = []
+    for _ in range(2):
+        dispatcher.serve(request, peer_id, sent.append, budget=budget, stopping=False)
+    assert sent == [
+        wire.ProtocolResponse(7, b"a"),
+        wire.ErrorResponse(7, ErrorCode.RATE_LIMITED, "too many requests; slow down"),
+    ]
+    assert dispatcher.counters["requests.refused.echo.RATE_LIMITED"] == 1
+
+
 @pytest.mark.parametrize(
     ("code", "passed_on"), [(299, False), (300, True), (0xFFFF, True), (0x10000, False)]
 )

@@ -47,7 +47,6 @@ class FunctionHandler:
     def __init__(
         self, function: Callable[[IncomingRequest], Any], max_payload: Optional[int]
     ) -> None:
-        self.function = function
         #: ``IRequestHandler.handle`` is the function itself: no call
         #: between the dispatcher and it.
         self.handle: Callable[[IncomingRequest], Any] = function

@@ -723,6 +723,33 @@ def test_sending_before_verification_is_a_programming_error(alice: Identity) -> 
         a.send(wire.Ping(1))
 
 
+def test_requesting_before_verification_is_a_programming_error(
+    alice: Identity,
+) -> None:
+    a = Connection(alice, initiator=True)
+    a.initiate()
+    with pytest.raises(RuntimeError, match="before the handshake completes"):
+        a.request("echo", b"", token=object())
+    assert a.requests.pending == {}  # checked before a token waits
+
+
+@pytest.mark.parametrize(
+    ("payload", "metadata"),
+    [
+        (b"p", None),  # one chunk
+        (b"p", b"m" * framing.LARGE_PART),  # two: the large metadata its own
+        (b"p" * framing.LARGE_PART, None),  # three: the large payload its own
+    ],
+)
+def test_unsent_counts_every_queued_requests_bytes(
+    alice: Identity, bob: Identity, payload: bytes, metadata: Optional[bytes]
+) -> None:
+    _, b, _ = _connections(alice, bob)  # Bob is verified
+    b.request("echo", b"first")
+    b.request("echo", payload, metadata)
+    assert b.unsent == len(b.data_to_send())
+
+
 def _requests(*ids: int) -> bytes:
     return b"".join(framing.frame(wire.Request(i, "echo", b"")) for i in ids)
 
