@@ -267,7 +267,8 @@ def test_the_invariant_check_catches_counts_that_disagree() -> None:
         outbound.check_invariants()
     outbound._pinned -= 3
     outbound.paused = False
-    with pytest.raises(RuntimeError, match="^frames queued while the transport reads$"):
+    reading = r"^frames queued while the transport reads$"
+    with pytest.raises(RuntimeError, match=reading):
         outbound.check_invariants()
 
 
