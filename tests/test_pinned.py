@@ -24,8 +24,11 @@ from twisted.logger import (
     globalLogPublisher,
 )
 from twisted.python.failure import Failure
+from zope.interface.exceptions import BrokenMethodImplementation
+from zope.interface.verify import verifyObject
 
-from blueprint_net._adapters.dispatch import Dispatcher
+from blueprint_net._adapters.dispatch import Dispatcher, FunctionHandler
+from blueprint_net._adapters.interfaces import IRequestHandler
 from blueprint_net._adapters.node import Node
 from blueprint_net._adapters.peers import PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
@@ -589,6 +592,15 @@ def test_refusals_and_requests_are_counted_each_time() -> None:
         "requests.refused.echo.SHUTTING_DOWN": 2,
         "requests.refused.unknown.UNKNOWN_PROTOCOL": 2,
     }
+
+
+def test_a_plain_callable_is_a_request_handler_through_its_adapter() -> None:
+    adapted = FunctionHandler(lambda request: request.payload, max_payload=None)
+    assert verifyObject(IRequestHandler, adapted)
+    with pytest.raises(BrokenMethodImplementation):
+        verifyObject(
+            IRequestHandler, FunctionHandler(cast(Any, lambda: b""), max_payload=None)
+        )
 
 
 def test_a_peer_past_its_request_budget_is_told_to_slow_down() -> None:

@@ -42,7 +42,9 @@ Respond = Callable[[wire.Response], None]
 
 @implementer(IRequestHandler)
 class FunctionHandler:
-    """Adapts a plain callable to :class:`IRequestHandler`."""
+    """Adapts a plain callable to :class:`IRequestHandler`: each instance's
+    ``handle`` is its callable (``verifyObject`` holds for a callable of one
+    argument; ``verifyClass`` cannot see an attribute set per instance)."""
 
     def __init__(
         self, function: Callable[[IncomingRequest], Any], max_payload: Optional[int]

@@ -153,7 +153,8 @@ class Outbound:
     def check(self, size: int) -> None:
         """:class:`SendQueueFull` unless a frame of ``size`` bytes (with
         :data:`FRAME_OVERHEAD` for one not framed yet) has room; a small one
-        with nothing queued always has (not even asked)."""
+        while the transport reads and nothing is queued always has (not
+        even asked)."""
         busy = self.paused or self._queue  # else a small frame has room
         if (busy or size > ALWAYS_ALLOWED) and not self.room(size):
             if self.memory.fits(size):
