@@ -24,6 +24,7 @@ time in proportion; one that trades a copy for a system call may not.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
@@ -94,6 +95,21 @@ task.react(lambda reactor: defer.ensureDeferred(work(reactor)))
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
+@functools.cache
+def _fixed_addresses() -> tuple[str, ...]:
+    """``setarch ARCH -R``, where it runs: without address-space
+    randomisation two counts of one tree agree to 0.01% (objects hashed by
+    address land in the same dict slots); with it, to about 1%."""
+    command = ("setarch", platform.machine(), "-R")
+    if shutil.which("setarch") is None:
+        return ()
+    try:
+        works = subprocess.run([*command, "true"], capture_output=True, check=False)
+    except OSError:
+        return ()
+    return command if works.returncode == 0 else ()
+
+
 def child(tree: Path, work: str, system: str, rounds: int) -> list[str]:
     """The command that runs ``work`` for ``rounds`` on ``tree`` (the
     ``bench.messaging`` maker ``system``, for the echo workloads)."""
@@ -103,12 +119,9 @@ def child(tree: Path, work: str, system: str, rounds: int) -> list[str]:
 
 def count(tree: Path, work: str, system: str, rounds: int) -> int:
     """Instructions of one child process on ``tree`` (callgrind's total)."""
-    # Without address-space randomisation, two counts of one tree agree to
-    # 0.01% (objects hashed by address land in the same dict slots).
-    fixed = ["setarch", platform.machine(), "-R"] if shutil.which("setarch") else []
     done = subprocess.run(
         [
-            *fixed,
+            *_fixed_addresses(),
             "valgrind",
             "--tool=callgrind",
             "--callgrind-out-file=/dev/null",

@@ -45,3 +45,16 @@ def test_usage_and_a_missing_valgrind_are_one_line_errors(
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(SystemExit, match="needs valgrind"):
         instructions.main([str(ROOT)])
+
+
+def test_addresses_are_fixed_only_where_setarch_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    instructions._fixed_addresses.cache_clear()
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    assert instructions._fixed_addresses() == ()  # no setarch: counted as is
+    instructions._fixed_addresses.cache_clear()
+    monkeypatch.setattr("shutil.which", lambda name: "/bin/setarch")
+    monkeypatch.setattr("platform.machine", lambda: "no-such-architecture")
+    assert instructions._fixed_addresses() == ()  # setarch refuses: the same
+    instructions._fixed_addresses.cache_clear()
