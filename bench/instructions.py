@@ -146,15 +146,18 @@ def per_unit(tree: Path, work: str, system: str, units: int) -> float:
     return (three - one) / (2 * units)
 
 
-def main(argv: list[str]) -> None:
-    if not argv:
-        raise SystemExit("usage: python -m bench.instructions TREE [TREE ...]")
+def require_valgrind() -> None:
+    """A one-line exit where valgrind is missing."""
     try:
         subprocess.run(["valgrind", "--version"], capture_output=True, check=True)
     except (OSError, subprocess.CalledProcessError):
-        raise SystemExit(
-            "bench.instructions needs valgrind (apt install valgrind)"
-        ) from None
+        raise SystemExit("these counts need valgrind (apt install valgrind)") from None
+
+
+def main(argv: list[str]) -> None:
+    if not argv:
+        raise SystemExit("usage: python -m bench.instructions TREE [TREE ...]")
+    require_valgrind()
     trees = [Path(tree).resolve() for tree in argv]
     print(load_header(), flush=True)
     print(f"{'row':<40} {'system':<12} {'tree':<32} {'instructions':>13} {'ratio':>6}")

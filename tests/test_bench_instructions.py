@@ -43,7 +43,7 @@ def test_usage_and_a_missing_valgrind_are_one_line_errors(
     assert done.returncode != 0
     assert done.stderr.strip() == "usage: python -m bench.instructions TREE [TREE ...]"
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(SystemExit, match="needs valgrind"):
+    with pytest.raises(SystemExit, match="need valgrind"):
         instructions.main([str(ROOT)])
 
 
