@@ -215,8 +215,7 @@ class Connection:
         """Queue a request; its id (0, asking for no response, without a
         ``token``).  ``ValueError`` if it could not travel.  With a
         ``deadline``, :meth:`expire` gives it up then."""
-        if self.closed or self.handshake.phase is not _VERIFIED:
-            self._check_sendable()  # raises; before a token waits
+        self._check_sendable()  # before a token is registered to wait
         request_id = self.requests.request(token)
         try:
             chunks = framing.request_chunks(
@@ -225,8 +224,7 @@ class Connection:
         except ValueError:
             self.requests.abandon(request_id)
             raise
-        self._outgoing += chunks  # as _push does, without the call
-        self.unsent += len(chunks[0]) if len(chunks) == 1 else sum(map(len, chunks))
+        self._push(chunks)
         if deadline is not None and request_id:
             self.deadlines.add(request_id, deadline)
         return request_id

@@ -14,8 +14,8 @@ def test_ids_are_unique_nonzero_and_matched_to_responses() -> None:
     assert first not in (0, second)
     assert requests.state(first) is RequestState.PENDING
     # Answered out of order, each reaches its own requester.
-    assert requests.response_received(wire.SuccessResponse(second)) == ("second")
-    assert requests.response_received(wire.ProtocolResponse(first, b"")) == ("first")
+    assert requests.response_received(wire.SuccessResponse(second)) == "second"
+    assert requests.response_received(wire.ProtocolResponse(first, b"")) == "first"
     assert requests.pending == {}
 
 
