@@ -176,7 +176,9 @@ class FrameDecoder:
     ``max_length`` as soon as its four bytes are in, before the body is kept;
     a frame longer than ``capped_length`` whose type byte (the body's first)
     is in ``capped_types`` is refused as soon as that byte is in, so a type
-    with a smaller limit than requests (gossip's) is never buffered whole.
+    with a smaller limit than requests (gossip's) is never buffered whole
+    (until the byte is in, the frame's prefix is held unparsed, so that the
+    reads of its body are not checked one by one).
     """
 
     __slots__ = (
@@ -225,8 +227,6 @@ class FrameDecoder:
         """
         frames: list[bytes] = []
         if self._needed:
-            if not self.buffered and data and self._needed > self.capped_length:
-                self._check_type(data[0], self._needed)  # the type byte, now in
             partial = self._partial
             if len(data) < _SMALL_READ and len(partial[-1]) < _MERGE_BELOW:
                 # Bound the per-piece overhead a peer dribbling tiny reads
@@ -261,7 +261,11 @@ class FrameDecoder:
                 )
             start = pos + 4
             end = start + length
-            if length > capped and start < size:
+            if length > capped:
+                if start == size:
+                    # Its type byte is not in yet: keep the prefix, to read
+                    # again with the next read (no check per piece after).
+                    break
                 self._check_type(data[start], length)
             if end > size:
                 # A view, not a copy: the body is copied once, by the join.

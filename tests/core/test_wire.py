@@ -338,6 +338,7 @@ def test_a_capped_type_at_its_limit_and_other_types_over_it_pass() -> None:
         assert [len(body) for body in bodies] == [100, 5000]
     framer = _capped()  # a late type byte outside the capped range
     assert framer.feed((5000).to_bytes(4, "big")) == []
+    assert framer.buffered == 4  # the prefix, held until its type byte is in
     assert framer.feed(b"\x50" + b"\x00" * 4999) == [b"\x50" + b"\x00" * 4999]
     assert framer.feed(b"") == []
 
