@@ -40,6 +40,39 @@ def test_a_round_trip_that_is_not_answered_fails_its_check() -> None:
     assert "AssertionError" in done.stderr
 
 
+def test_a_deadline_part_without_deadlines_fails_its_check() -> None:
+    timed = next(p for p in parts.PARTS if "deadline" in p.name)
+    done = _run(timed._replace(step=timed.step.replace(", deadline=1e9", "")))
+    assert done.returncode != 0
+    assert "AssertionError" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "part", [p for p in parts.PARTS if p.check], ids=lambda p: p.name
+)
+def test_a_step_that_does_nothing_fails_its_check(part: parts.Part) -> None:
+    """Every part but the empty loop checks what its last step did."""
+    idle = part._replace(step="answer, got = Deferred(), None")
+    done = _run(idle)
+    assert done.returncode != 0
+    assert "AssertionError" in done.stderr
+
+
+def test_every_part_but_the_empty_loop_has_a_check() -> None:
+    assert [p.name for p in parts.PARTS if not p.check] == [parts.PARTS[0].name]
+
+
+def test_a_tree_without_this_module_is_a_one_line_error(tmp_path: Path) -> None:
+    done = run_module("bench.parts", str(tmp_path))
+    assert done.returncode != 0
+    if "valgrind" in done.stderr:
+        pytest.skip("no valgrind here: refused before the tree is looked at")
+    assert (
+        done.stderr.strip()
+        == f"{tmp_path} has no bench/parts.py (its helpers run in the tree)"
+    )
+
+
 def test_the_core_pair_is_verified_both_ways() -> None:
     a, b = parts.verified_pair()
     assert a.verified and b.verified
