@@ -176,9 +176,11 @@ class FrameDecoder:
     ``max_length`` as soon as its four bytes are in, before the body is kept;
     a frame longer than ``capped_length`` whose type byte (the body's first)
     is in ``capped_types`` is refused as soon as that byte is in, so a type
-    with a smaller limit than requests (gossip's) is never buffered whole
-    (until the byte is in, the frame's prefix is held unparsed, so that the
-    reads of its body are not checked one by one).
+    with a smaller limit than requests (gossip's) is never buffered whole.
+    Until that byte is in, the frame's prefix is held unparsed, so that the
+    reads of its body are not checked one by one; the read that brings the
+    byte is then copied once more, with the prefix, as the read after a
+    split prefix is.
     """
 
     __slots__ = (
@@ -206,7 +208,8 @@ class FrameDecoder:
 
     def cap(self, types: range, length: int) -> None:
         """Frames whose type byte is in ``types`` may be at most ``length``
-        bytes (less than ``max_length``)."""
+        bytes (less than ``max_length``): those whose prefix is parsed from
+        now on (a node caps before the first read)."""
         self.capped_types, self.capped_length = types, length
 
     def _check_type(self, first: int, length: int) -> None:

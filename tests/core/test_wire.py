@@ -329,6 +329,30 @@ def test_a_capped_type_over_its_limit_is_refused_at_its_type_byte() -> None:
         assert "type 0x4" in str(caught.value) and "101 bytes" in str(caught.value)
 
 
+def test_a_capped_type_is_refused_at_its_type_byte_however_its_prefix_is_split() -> (
+    None
+):
+    """A prefix in two halves, or at the end of a read behind whole frames:
+    refused in the read that brings the type byte, the frames before it
+    handed out first."""
+    over = (101).to_bytes(4, "big")
+    whole = (3).to_bytes(4, "big") + b"\x01ab"
+    for reads, handed in (
+        ([over[:2], over[2:], b"\x40"], []),
+        ([whole + over, b"\x41" + bytes(20)], [b"\x01ab"]),
+        ([whole + over[:3], over[3:], b"\x42"], [b"\x01ab"]),
+    ):
+        framer = _capped()
+        got: list[bytes] = []
+        with pytest.raises(WireError) as caught:
+            for data in reads[:-1]:
+                got += framer.feed(data)
+            assert framer.buffered == 4  # the prefix alone, held
+            framer.feed(reads[-1])
+        assert caught.value.code is ErrorCode.FRAME_TOO_LARGE
+        assert got == handed
+
+
 def test_a_capped_type_at_its_limit_and_other_types_over_it_pass() -> None:
     at_limit = (100).to_bytes(4, "big") + b"\x40" + b"\x00" * 99
     other = (5000).to_bytes(4, "big") + b"\x3f" + b"\x00" * 4999
