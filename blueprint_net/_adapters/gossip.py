@@ -159,9 +159,9 @@ class Gossip:
 
     def link_replaced(self, protocol: PeerProtocol) -> None:
         """The peer's connection is now ``protocol`` (the duplicate rule kept
-        it): what was owed on the old one is asked for again."""
+        it): what went out on the old one is sent again."""
         assert protocol.peer_id is not None
-        self.router.exchange.link_replaced(protocol.peer_id)
+        self._run(self.router.link_replaced(protocol.peer_id))
 
     def peer_disconnected(self, peer_id: PeerId) -> None:
         self._run(self.router.peer_disconnected(peer_id))

@@ -8,8 +8,9 @@ of each topic we subscribe to, the fanout of each we only publish to, and
 the backoffs that keep a pruned peer out for a while (kept for a departed
 peer too, in a bounded table, in case it comes back).
 
-In: a peer connected or left, we subscribe or unsubscribe, and the
-heartbeat's upkeep (each with the time now as a number).  Out:
+In: a peer connected, left or had its connection replaced, we subscribe
+or unsubscribe, and the heartbeat's upkeep (each with the time now as a
+number).  Out:
 :data:`~blueprint_net._core.gossip_outputs.RouterOutput` lists (the
 ``Subscriptions``, ``Graft``, ``Prune`` and ``IHave`` to send).  States: a
 peer is connected (in ``peers``) or departed (its running backoffs in
@@ -149,6 +150,24 @@ class Meshes:
         for backoff in backoffs.values():
             backoff.chargeable = False  # ...but it may not remember ours
         self.peers[peer] = PeerState(outbound, backoffs=backoffs)
+        return self._our_topics(peer)
+
+    def link_replaced(self, peer: PeerId) -> list[RouterOutput]:
+        """``peer``'s connection was replaced by another (the duplicate
+        rule kept the newer): what we sent on the old one may have gone
+        with it unread, so our topics and our grafts are said again on the
+        new one.  Both are idempotent at the peer; a first announcement and
+        its repeat fit the default control budget (``max_control_per_peer``
+        is at least twice ``max_topics_per_peer``, our most topics)."""
+        if peer not in self.peers:
+            return []
+        out = self._our_topics(peer)
+        grafts = [topic for topic in sorted(self.mesh) if peer in self.mesh[topic]]
+        out += [Send((peer,), Graft(topic)) for topic in grafts]
+        return out
+
+    def _our_topics(self, peer: PeerId) -> list[RouterOutput]:
+        """Every topic we subscribe to, announced to ``peer``."""
         topics = sorted(self.subscribed)
         step = MAX_SUBSCRIPTION_CHANGES
         return [

@@ -24,7 +24,8 @@ We ask a peer only when we may learn something (``docs/protocol.md``,
 9.5): once per connection, then, when the caller is short of peers to
 dial, a heartbeat after an answer that brought news, or ``records_refresh``
 after one that brought nothing (we hold its current record and all it
-gave).  A request unanswered for ``records_refresh`` may be sent again.
+gave).  A request unanswered for ``records_refresh`` may be sent again;
+one whose connection was replaced is sent again at once.
 """
 
 from __future__ import annotations
@@ -96,14 +97,30 @@ class PeerExchange:
         state.records_due = now + self.settings.records_refresh
         return [Send((peer,), RecordsRequest(self.settings.prune_peers))]
 
-    def link_replaced(self, peer: PeerId) -> None:
+    def link_replaced(self, peer: PeerId) -> list[RouterOutput]:
         """``peer``'s connection was replaced by another (the duplicate rule
-        kept the newer): an answer owed on the old one may never come, and
-        the new connection is a connection like any other, asked once."""
+        kept the newer): our unanswered request is sent again, and the
+        peer's next one is answered, whatever this heartbeat's count.
+
+        Our request may have gone unread with the old connection, or been
+        read and answered: the answer comes on the connection the peer
+        keeps for us, the new one unless the peer had not yet replaced it
+        too.  So the answer stays awaited, whichever request it answers (a
+        second is counted as unsolicited), and the repeat is sent at once.
+        Our answers on the old connection may be lost the same way, so the
+        peer's repeat must not be refused as its second request this
+        heartbeat; that is no more than a reconnect gives it.  Without
+        both, the last answer could be refused or lost, and we would not
+        ask again for ``records_refresh`` (a flaky end-to-end test found
+        it).
+        """
         state = self.peers.get(peer)
-        if state is not None:
-            state.awaiting_records = False
-            state.records_due = 0.0
+        if state is None:
+            return []
+        state.record_requests = 0
+        if not state.awaiting_records:
+            return []
+        return [Send((peer,), RecordsRequest(self.settings.prune_peers))]
 
     def due(self, peer: PeerId, now: float) -> bool:
         """Whether :meth:`request` would ask ``peer`` now."""

@@ -256,6 +256,13 @@ class Router(Meshes):
         out.append(Send(tuple(sorted(targets)), message, pending.body))
         return out
 
+    def link_replaced(self, peer: PeerId) -> list[RouterOutput]:
+        """``peer``'s connection was replaced (the duplicate rule kept the
+        newer): our topics, grafts and an unanswered records request are
+        sent again on it (:meth:`Meshes.link_replaced`,
+        :meth:`PeerExchange.link_replaced`)."""
+        return super().link_replaced(peer) + self.exchange.link_replaced(peer)
+
     def heartbeat(self, now: float) -> list[RouterOutput]:
         """Once per heartbeat interval: keep each mesh within D_lo..D_hi,
         refresh fanout, gossip IHave, age the caches."""

@@ -67,9 +67,26 @@ class _Unwatched:
 
 
 class _Unsent:
-    """A connection's sending side that sent nothing."""
+    """A connection's sending side, keeping the frames sent on it."""
 
     requests_out = 0
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def send_frame(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def messages(self) -> list[object]:
+        framer = framing.FrameDecoder(wire.DEFAULT_MAX_FRAME)
+        return [gossip_wire.decode(body) for body in framer.feed(b"".join(self.frames))]
+
+
+@attrs.define
+class _Open:
+    """A connection's sans-IO core, as far as the host's gossip reads it."""
+
+    closed: bool = False
 
 
 @attrs.define(eq=False)
@@ -88,6 +105,9 @@ class _Link:
     requests_in: int = 0
     sender: _Unsent = attrs.Factory(_Unsent)
     liveness: _Unwatched = attrs.Factory(_Unwatched)
+    #: What the duplicate rule compares (the smaller is kept).
+    session_key: bytes = b""
+    connection: _Open = attrs.Factory(_Open)
 
     @property
     def address(self) -> IPv4Address:
@@ -319,6 +339,30 @@ def test_the_peer_callbacks_follow_the_peer_id(alice: Identity) -> None:
     host.connection_closed(protocol, Failure(ConnectionDone()))
     assert [peer.peer_id for peer in lost] == [alice.peer_id]
     assert host.peers.open == set()
+
+
+def test_a_replacement_sends_our_topics_again_on_the_kept_connection(
+    alice: Identity,
+) -> None:
+    """What went out on the connection the duplicate rule closes may be
+    lost with it (docs/protocol.md 9.5, *A replaced connection*)."""
+    host = _host()
+    host.gossip.subscribe("news", None)
+    announce = gossip_wire.Subscriptions(((True, "news"),))
+    first = _Link(alice.peer_id, session_key=b"\x02")
+    _verified(host, first)
+    assert first.sender.messages() == [announce]
+    kept = _Link(alice.peer_id, session_key=b"\x01")
+    _verified(host, kept)
+    assert _codes(first) == [ErrorCode.DUPLICATE_CONNECTION]
+    assert host.counters["peers.replaced"] == 1
+    assert kept.sender.messages() == [announce]
+    # A connection the rule closes on arrival replaces nothing: nothing sent.
+    late = _Link(alice.peer_id, session_key=b"\x03")
+    _verified(host, late)
+    assert _codes(late) == [ErrorCode.DUPLICATE_CONNECTION]
+    assert late.sender.frames == [] and kept.sender.messages() == [announce]
+    host.gossip.stop()
 
 
 # -- whole nodes in memory ------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Callable
 
 import attrs
@@ -669,20 +669,111 @@ def test_a_peer_is_asked_for_records_only_while_it_may_have_news() -> None:
     assert router.exchange.request(b, later + beat) == ask
 
 
-def test_a_replaced_connection_is_asked_again_at_once() -> None:
-    """Two nodes dialing each other at once: the duplicate rule may drop the
-    connection our request went out on, and its answer with it; the records
-    were then not asked for again for ``records_refresh`` (a flaky
-    end-to-end test found it: a meshed peer whose record never came)."""
-    router, (_, b, _) = one_router()
-    ask = [Send((b,), RecordsRequest(DEFAULTS.prune_peers))]
-    assert router.exchange.request(b, 1.0) == ask
-    assert router.exchange.request(b, 2.0) == []  # the answer is owed
-    router.exchange.link_replaced(b)
-    assert router.exchange.due(b, 2.0)
-    assert router.exchange.request(b, 2.0) == ask
-    own = sign_record(identity(3), 1, ["10.0.0.3:1"])
-    assert router.receive(b, Records((own,)), 2.5) == [Discovered(b, (own,))]
+def _deliver(
+    outputs: Sequence[RouterOutput], to: Router, sender: PeerId, now: float
+) -> list[RouterOutput]:
+    """Hand ``to`` the messages among ``outputs`` (each a ``Send``)."""
+    out: list[RouterOutput] = []
+    for output in outputs:
+        assert isinstance(output, Send)
+        out += to.receive(sender, output.message, now)
+    return out
+
+
+def _replaced_pair(
+    *, first_read: bool, both: bool = False
+) -> tuple[Router, Router, list[RouterOutput]]:
+    """Two nodes that dialed each other at once (a flaky end-to-end test
+    found this).  A verified first the connection the duplicate rule then
+    closes, announced its topic and asked B for records on it.  B verified
+    the kept one first and drops the other (``first_read``: after reading
+    what A sent, and answering on the kept one); or (``both``) B too
+    verified the closed one first, announced its topic there (read by A),
+    and answered there (lost: A closed it first), then had its connection
+    replaced too.  Returns A, B and what A sent on the kept connection once
+    its first was replaced, not yet delivered."""
+    a = Router(identity(1), DEFAULTS, now=0.0, rng=random.Random(1))
+    b = Router(identity(2), DEFAULTS, now=0.0, rng=random.Random(2))
+    for router in (a, b):
+        router.subscribe(TOPIC, 0.0)
+    b.exchange.set_addresses(["10.0.0.2:1"], 0.0)
+    a_id, b_id = a.peer_id, b.peer_id
+    sent = a.peer_connected(b_id, outbound=False)
+    sent += a.exchange.request(b_id, 0.1)
+    _deliver(b.peer_connected(a_id, outbound=True), a, b_id, 0.1)
+    answer = _deliver(sent, b, a_id, 0.1) if first_read else []
+    again = a.link_replaced(b_id)
+    if both:
+        _deliver(b.link_replaced(a_id), a, b_id, 0.2)
+    else:
+        _deliver(answer, a, b_id, 0.2)
+    return a, b, again
+
+
+def test_a_replaced_connection_repeats_our_topics_and_an_unanswered_ask() -> None:
+    """Unread with the closed connection: A's announcement and its records
+    request are sent again on the kept one, so B takes A into its mesh and
+    A gets B's record at once, not ``records_refresh`` later."""
+    a, b, again = _replaced_pair(first_read=False)
+    assert a.peer_id not in b.topic_peers.get(TOPIC, set())  # the loss
+    assert again == [
+        Send((b.peer_id,), Subscriptions(((True, TOPIC),))),
+        Send((b.peer_id,), RecordsRequest(DEFAULTS.prune_peers)),
+    ]
+    answer = _deliver(again, b, a.peer_id, 0.2)
+    assert b.topic_peers[TOPIC] == {a.peer_id}
+    record = b.exchange.own_record
+    assert record is not None
+    assert _deliver(answer, a, b.peer_id, 0.3) == [Discovered(b.peer_id, (record,))]
+    # A heartbeat later A grafts B, and B, knowing A's topic, takes it.
+    grafts = [o for o in a.heartbeat(1.0) if isinstance(o, Send)]
+    assert grafts == [Send((b.peer_id,), Graft(TOPIC))]
+    assert _deliver(grafts, b, a.peer_id, 1.0) == []
+    assert b.mesh[TOPIC] == {a.peer_id} and a.mesh[TOPIC] == {b.peer_id}
+
+
+def test_a_replaced_connections_answer_is_still_awaited() -> None:
+    """Read before B closed the connection: B's answer comes on the kept one
+    and answers A's ask (it was refused as unsolicited, and B then refused
+    the repeat as its second request this heartbeat: A had no record of B
+    for ``records_refresh``)."""
+    a, b, again = _replaced_pair(first_read=True)
+    assert a.exchange.book.get(b.peer_id) == b.exchange.own_record
+    assert a.counters["records.unsolicited"] == 0
+    assert not a.exchange.due(b.peer_id, 1.0)  # answered: nothing is owed
+    # The repeat (sent before the answer came) is one too many for B.
+    assert _deliver(again, b, a.peer_id, 0.2) == []
+    assert b.counters["records.request_over_limit"] == 1
+
+
+def test_a_connection_replaced_at_both_ends_answers_the_repeat() -> None:
+    """B read A's request and answered on the connection A then closed:
+    that answer is lost, so B, its own connection replaced too, answers
+    A's repeat although it is A's second request this heartbeat."""
+    a, b, again = _replaced_pair(first_read=True, both=True)
+    assert a.peer_id in b.topic_peers[TOPIC] and b.peer_id in a.topic_peers[TOPIC]
+    assert b.peer_id not in a.exchange.book  # the loss
+    record = b.exchange.own_record
+    assert record is not None
+    answer = _deliver(again, b, a.peer_id, 0.2)
+    assert _deliver(answer, a, b.peer_id, 0.3) == [Discovered(b.peer_id, (record,))]
+    assert b.counters["records.request_over_limit"] == 0
+    # Past the repeat, B answers one request a heartbeat again.
+    assert b.receive(a.peer_id, RecordsRequest(16), 0.4) == []
+    assert b.counters["records.request_over_limit"] == 1
+
+
+def test_a_replaced_connection_repeats_our_grafts_and_nothing_for_a_stranger() -> None:
+    router, (a, _, _) = one_router()
+    router.heartbeat(1.0)
+    assert a in router.mesh[TOPIC]
+    assert router.link_replaced(a) == [
+        Send((a,), Subscriptions(((True, TOPIC),))),
+        Send((a,), Graft(TOPIC)),
+    ]
+    router.receive(a, Prune(TOPIC, 60), 2.0)
+    assert router.link_replaced(a) == [Send((a,), Subscriptions(((True, TOPIC),)))]
+    assert router.link_replaced(identity(40).peer_id) == []
 
 
 def test_records_refresh_is_at_least_a_heartbeat() -> None:
