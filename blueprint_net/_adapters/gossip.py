@@ -159,9 +159,10 @@ class Gossip:
 
     def link_replaced(self, protocol: PeerProtocol) -> None:
         """The peer's connection is now ``protocol`` (the duplicate rule kept
-        it): what went out on the old one is sent again."""
+        it): the router's state the old one carried is sent again
+        (``Router.link_replaced``; lost publications are not)."""
         assert protocol.peer_id is not None
-        self._run(self.router.link_replaced(protocol.peer_id))
+        self._run(self.router.link_replaced(protocol.peer_id, self.clock.seconds()))
 
     def peer_disconnected(self, peer_id: PeerId) -> None:
         self._run(self.router.peer_disconnected(peer_id))

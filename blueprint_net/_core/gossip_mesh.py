@@ -80,6 +80,8 @@ class PeerState:
     pruned_records: bool = False
     #: Its backoffs, by topic (its own: no other peer's can push them out).
     backoffs: dict[str, Backoff] = attrs.Factory(dict)
+    #: ``Meshes.our_changes`` when it connected (see ``Meshes.left``).
+    joined: int = 0
     #: The control budget's interval began then; subscription changes
     #: looked at and grafts and prunes taken since; charged for it yet.
     control_since: float = float("-inf")
@@ -132,6 +134,12 @@ class Meshes:
         self.departed_count = 0
         #: (peer, topic) subscriptions held, at most ``max_subscriptions``.
         self.subscriptions = 0
+        #: Our subscription changes so far, and the topics we left, each
+        #: with that count when we left it (the ``max_topics_per_peer``
+        #: latest): a replaced connection repeats the leaves since its peer
+        #: connected (:meth:`link_replaced`).
+        self.our_changes = 0
+        self.left: dict[str, int] = {}
         #: Records of a topic's other peers for a Prune, those excepted (the
         #: router's ``PeerExchange.for_prune``).
         self.prune_records = prune_records
@@ -149,29 +157,48 @@ class Meshes:
         self.departed_count -= len(backoffs)
         for backoff in backoffs.values():
             backoff.chargeable = False  # ...but it may not remember ours
-        self.peers[peer] = PeerState(outbound, backoffs=backoffs)
+        self.peers[peer] = PeerState(
+            outbound, backoffs=backoffs, joined=self.our_changes
+        )
         return self._our_topics(peer)
 
-    def link_replaced(self, peer: PeerId) -> list[RouterOutput]:
-        """``peer``'s connection was replaced by another (the duplicate
-        rule kept the newer): what we sent on the old one may have gone
-        with it unread, so our topics and our grafts are said again on the
-        new one.  Both are idempotent at the peer; a first announcement and
-        its repeat fit the default control budget (``max_control_per_peer``
-        is at least twice ``max_topics_per_peer``, our most topics)."""
-        if peer not in self.peers:
+    def link_replaced(self, peer: PeerId, now: float) -> list[RouterOutput]:
+        """``peer``'s connection was replaced by the one verified later
+        (the duplicate rule kept it): what we sent on the old one may have
+        gone with it unread, so it is said again on the new one, each
+        message idempotent at the peer: our topics, the topics we left
+        since it connected, a graft for each mesh it is in, and a prune for
+        each backoff we set it that still runs (``docs/protocol.md`` 9.5).
+
+        Its prunes may have gone the same way, so a graft from it in our
+        backoff is no longer charged (as for a peer that comes back)."""
+        state = self.peers.get(peer)
+        if state is None:
             return []
-        out = self._our_topics(peer)
-        grafts = [topic for topic in sorted(self.mesh) if peer in self.mesh[topic]]
-        out += [Send((peer,), Graft(topic)) for topic in grafts]
+        gone = [topic for topic, when in self.left.items() if when > state.joined]
+        out = self._our_topics(peer) + self._tell(peer, False, gone)
+        for topic in sorted(self.mesh):
+            if peer in self.mesh[topic]:
+                out.append(Send((peer,), Graft(topic)))
+        for topic, backoff in sorted(state.backoffs.items()):
+            backoff.chargeable = False
+            if backoff.by_us and backoff.until > now:
+                left = max(1, round(backoff.until - now))
+                out.append(Send((peer,), Prune(topic, left)))
         return out
 
     def _our_topics(self, peer: PeerId) -> list[RouterOutput]:
         """Every topic we subscribe to, announced to ``peer``."""
-        topics = sorted(self.subscribed)
+        return self._tell(peer, True, sorted(self.subscribed))
+
+    @staticmethod
+    def _tell(peer: PeerId, subscribe: bool, topics: list[str]) -> list[RouterOutput]:
         step = MAX_SUBSCRIPTION_CHANGES
         return [
-            Send((peer,), Subscriptions(tuple((True, t) for t in topics[i : i + step])))
+            Send(
+                (peer,),
+                Subscriptions(tuple((subscribe, t) for t in topics[i : i + step])),
+            )
             for i in range(0, len(topics), step)
         ]
 
@@ -204,6 +231,8 @@ class Meshes:
                 " take at most max_topics_per_peer of one peer's topics"
             )
         self.subscribed.add(topic)
+        self.our_changes += 1
+        self.left.pop(topic, None)
         out = self._announce(True, topic)
         members = self.fanout.pop(topic, set())
         self.last_published.pop(topic, None)
@@ -218,6 +247,10 @@ class Meshes:
         if topic not in self.subscribed:
             return []
         self.subscribed.discard(topic)
+        self.our_changes += 1
+        self.left[topic] = self.our_changes
+        if len(self.left) > self.settings.max_topics_per_peer:
+            del self.left[next(iter(self.left))]
         out = self._announce(False, topic)
         members = self.mesh.pop(topic, set())
         backoff = self.settings.unsubscribe_backoff

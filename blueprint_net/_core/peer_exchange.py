@@ -98,8 +98,8 @@ class PeerExchange:
         return [Send((peer,), RecordsRequest(self.settings.prune_peers))]
 
     def link_replaced(self, peer: PeerId) -> list[RouterOutput]:
-        """``peer``'s connection was replaced by another (the duplicate rule
-        kept the newer): our unanswered request is sent again, and the
+        """``peer``'s connection was replaced by the one verified later (the
+        duplicate rule kept it): our unanswered request is sent again, and the
         peer's next one is answered, whatever this heartbeat's count.
 
         Our request may have gone unread with the old connection, or been

@@ -256,12 +256,11 @@ class Router(Meshes):
         out.append(Send(tuple(sorted(targets)), message, pending.body))
         return out
 
-    def link_replaced(self, peer: PeerId) -> list[RouterOutput]:
-        """``peer``'s connection was replaced (the duplicate rule kept the
-        newer): our topics, grafts and an unanswered records request are
-        sent again on it (:meth:`Meshes.link_replaced`,
-        :meth:`PeerExchange.link_replaced`)."""
-        return super().link_replaced(peer) + self.exchange.link_replaced(peer)
+    def link_replaced(self, peer: PeerId, now: float) -> list[RouterOutput]:
+        """``peer``'s connection was replaced by the one verified later (the
+        duplicate rule kept it): what went out on the old one is sent again
+        (:meth:`Meshes.link_replaced`, :meth:`PeerExchange.link_replaced`)."""
+        return super().link_replaced(peer, now) + self.exchange.link_replaced(peer)
 
     def heartbeat(self, now: float) -> list[RouterOutput]:
         """Once per heartbeat interval: keep each mesh within D_lo..D_hi,

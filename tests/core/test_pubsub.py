@@ -702,9 +702,9 @@ def _replaced_pair(
     sent += a.exchange.request(b_id, 0.1)
     _deliver(b.peer_connected(a_id, outbound=True), a, b_id, 0.1)
     answer = _deliver(sent, b, a_id, 0.1) if first_read else []
-    again = a.link_replaced(b_id)
+    again = a.link_replaced(b_id, 0.2)
     if both:
-        _deliver(b.link_replaced(a_id), a, b_id, 0.2)
+        _deliver(b.link_replaced(a_id, 0.2), a, b_id, 0.2)
     else:
         _deliver(answer, a, b_id, 0.2)
     return a, b, again
@@ -763,17 +763,83 @@ def test_a_connection_replaced_at_both_ends_answers_the_repeat() -> None:
     assert b.counters["records.request_over_limit"] == 1
 
 
-def test_a_replaced_connection_repeats_our_grafts_and_nothing_for_a_stranger() -> None:
-    router, (a, _, _) = one_router()
-    router.heartbeat(1.0)
-    assert a in router.mesh[TOPIC]
-    assert router.link_replaced(a) == [
-        Send((a,), Subscriptions(((True, TOPIC),))),
-        Send((a,), Graft(TOPIC)),
+def test_a_replaced_connection_repeats_our_leaves_grafts_and_running_prunes() -> None:
+    """docs/protocol.md 9.5, *A replaced connection*: besides our topics,
+    the topics we left since the peer connected (not before), a graft for
+    each mesh it is in and a prune, with the backoff left, for each backoff
+    we set it that still runs; nothing for a peer not connected."""
+    router, (_, b, _) = one_router()
+    for topic in ("early", "late", "kept", "again", "rejoined"):
+        router.subscribe(topic, 0.0)
+    router.unsubscribe("early", 0.0)  # before c connected: c was never told
+    c = identity(40).peer_id
+    router.peer_connected(c, outbound=True)
+    router.receive(c, Subscriptions(((True, TOPIC),)), 0.0)
+    router.receive(c, Graft(TOPIC), 0.0)
+    router.receive(b, Subscriptions(((True, "rejoined"), (True, "kept"))), 0.1)
+    router.receive(b, Graft("rejoined"), 0.1)
+    router.receive(b, Graft("kept"), 0.1)
+    router.unsubscribe("late", 0.5)
+    router.unsubscribe("again", 0.5)
+    router.subscribe("again", 0.6)  # back in: not a leave any more
+    # Our prune of b: its backoff runs to 0.7 + unsubscribe_backoff.
+    router.unsubscribe("rejoined", 0.7)
+    router.subscribe("rejoined", 0.7)
+    # b's prune of us: its backoff, not ours, so nothing to repeat.
+    router.receive(b, Prune("kept", 60), 0.9)
+    assert c in router.mesh[TOPIC] and b in router.mesh[TOPIC]
+    assert b not in router.mesh["kept"] | router.mesh["rejoined"]
+    ours = Subscriptions(tuple((True, t) for t in ("again", TOPIC, "kept", "rejoined")))
+    assert router.link_replaced(c, 1.0) == [
+        Send((c,), ours),
+        Send((c,), Subscriptions(((False, "late"),))),
+        Send((c,), Graft(TOPIC)),
     ]
-    router.receive(a, Prune(TOPIC, 60), 2.0)
-    assert router.link_replaced(a) == [Send((a,), Subscriptions(((True, TOPIC),)))]
-    assert router.link_replaced(identity(40).peer_id) == []
+    until = 0.7 + DEFAULTS.unsubscribe_backoff
+    assert router.link_replaced(b, 2.0) == [
+        Send((b,), ours),
+        Send((b,), Subscriptions(((False, "early"), (False, "late")))),
+        Send((b,), Graft(TOPIC)),
+        Send((b,), Prune("rejoined", round(until - 2.0))),
+    ]
+    # b's grafts in that backoff are answered, but no longer charged: our
+    # prune may have gone unread with the old connection.
+    later = 0.7 + DEFAULTS.graft_grace + 1
+    assert router.receive(b, Graft("rejoined"), later) == [
+        Send((b,), Prune("rejoined", round(until - later)))
+    ]
+    assert router.link_replaced(identity(41).peer_id, 2.0) == []
+
+
+def test_a_graft_in_our_backoff_is_charged_without_a_replacement() -> None:
+    """The control for the test above: the same graft, no replacement."""
+    router, (_, b, _) = one_router()
+    router.subscribe("rejoined", 0.0)
+    router.receive(b, Subscriptions(((True, "rejoined"),)), 0.1)
+    router.receive(b, Graft("rejoined"), 0.1)
+    router.unsubscribe("rejoined", 0.7)
+    router.subscribe("rejoined", 0.7)
+    later = 0.7 + DEFAULTS.graft_grace + 1
+    assert Penalty(b, Fault.GRAFT_IN_BACKOFF) in router.receive(
+        b, Graft("rejoined"), later
+    )
+
+
+def test_the_topics_we_left_are_remembered_up_to_max_topics_per_peer() -> None:
+    settings = GossipSettings(max_topics_per_peer=2, max_control_per_peer=4)
+    router = Router(identity(1), settings, now=0.0, rng=random.Random(7))
+    b = identity(2).peer_id
+    router.peer_connected(b, outbound=True)
+    router.subscribe("x", 0.0)  # our change 1
+    router.subscribe("y", 0.0)  # 2
+    router.unsubscribe("x", 0.0)  # 3
+    router.subscribe("z", 0.0)  # 4
+    router.unsubscribe("y", 0.0)  # 5
+    router.unsubscribe("z", 0.0)  # 6
+    assert router.left == {"y": 5, "z": 6}  # "x", the oldest, forgotten
+    assert router.link_replaced(b, 0.0) == [
+        Send((b,), Subscriptions(((False, "y"), (False, "z"))))
+    ]
 
 
 def test_records_refresh_is_at_least_a_heartbeat() -> None:
