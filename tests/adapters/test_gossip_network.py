@@ -886,6 +886,16 @@ def _deliver_one_piece(net: MemoryNetwork, rng: random.Random) -> bool:
     return False
 
 
+def _asks_for_records(node: Node) -> Callable[[Any], None]:
+    """The connection manager's first ask of a new peer (nodes on the
+    in-memory network run no manager)."""
+
+    def ask(peer: Any) -> None:
+        node.gossip.request_records(peer.peer_id)
+
+    return ask
+
+
 @pytest.mark.parametrize("seed", range(60))
 def test_crossing_dials_agree_on_records_topics_and_meshes(seed: int) -> None:
     """Each node dials the other at once; the duplicate rule keeps one
@@ -901,9 +911,7 @@ def test_crossing_dials_agree_on_records_topics_and_meshes(seed: int) -> None:
             node.gossip.set_addresses([f"{net.host(node)}:7010"])
             node.gossip.subscribe("t", None)
             node.gossip.subscribe("u", None)
-            node.on_peer_verified(
-                lambda peer, node=node: node.gossip.request_records(peer.peer_id)
-            )
+            node.on_peer_verified(_asks_for_records(node))
         dials = [
             a.connect(net.endpoint(b, source=a)),
             b.connect(net.endpoint(a, source=b)),
