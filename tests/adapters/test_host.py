@@ -353,15 +353,30 @@ def test_a_replacement_sends_our_topics_again_on_the_kept_connection(
     _verified(host, first)
     assert first.sender.messages() == [announce]
     kept = _Link(alice.peer_id, session_key=b"\x01")
-    _verified(host, kept)
+    kept_protocol = _verified(host, kept)
     assert _codes(first) == [ErrorCode.DUPLICATE_CONNECTION]
     assert host.counters["peers.replaced"] == 1
     assert kept.sender.messages() == [announce]
-    # A connection the rule closes on arrival replaces nothing: nothing sent.
+    # Our prune's backoff, running at the next replacement, is repeated
+    # with the seconds left by the host's clock.
+    host.gossip.received(
+        kept_protocol, gossip_wire.Subscriptions(((True, "news"),)), b""
+    )
+    host.gossip.received(kept_protocol, gossip_wire.Graft("news"), b"")
+    host.gossip.unsubscribe("news")
+    host.gossip.subscribe("news", None)
+    host.clock.advance(4.0)  # type: ignore[attr-defined]
+    newest = _Link(alice.peer_id, session_key=b"\x00")
+    _verified(host, newest)
+    assert newest.sender.messages() == [
+        announce,
+        gossip_wire.Prune("news", GOSSIP_DEFAULTS.unsubscribe_backoff - 4),
+    ]
+    # A connection the rule closes on arrival replaces nothing: no repeat.
     late = _Link(alice.peer_id, session_key=b"\x03")
     _verified(host, late)
     assert _codes(late) == [ErrorCode.DUPLICATE_CONNECTION]
-    assert kept.sender.messages() == [announce]
+    assert len(newest.sender.messages()) == 2
     host.gossip.stop()
 
 
