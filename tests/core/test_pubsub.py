@@ -734,9 +734,9 @@ def test_a_replaced_connection_repeats_our_topics_and_an_unanswered_ask() -> Non
 
 def test_a_replaced_connections_answer_is_still_awaited() -> None:
     """Read before B closed the connection: B's answer comes on the kept one
-    and answers A's ask (it was refused as unsolicited, and B then refused
-    the repeat as its second request this heartbeat: A had no record of B
-    for ``records_refresh``)."""
+    and answers A's ask (it used to be refused as unsolicited, and B then
+    refused the repeat as its second request this heartbeat: A had no
+    record of B for ``records_refresh``)."""
     a, b, again = _replaced_pair(first_read=True)
     assert a.exchange.book.get(b.peer_id) == b.exchange.own_record
     assert a.counters["records.unsolicited"] == 0
