@@ -159,8 +159,8 @@ class Gossip:
 
     def link_replaced(self, protocol: PeerProtocol) -> None:
         """The peer's connection is now ``protocol`` (the duplicate rule kept
-        it): the router's state the old one carried is sent again
-        (``Router.link_replaced``; lost publications are not)."""
+        it): the router's state the old one carried is sent again, and
+        our recent publications offered (``Router.link_replaced``)."""
         assert protocol.peer_id is not None
         self._run(self.router.link_replaced(protocol.peer_id, self.clock.seconds()))
 

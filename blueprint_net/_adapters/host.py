@@ -426,7 +426,13 @@ class ConnectionHost:
         )
 
     def gossip_received(self, protocol: PeerProtocol, event: GossipReceived) -> None:
-        if not self.stopping:
+        """Gossip is taken from the connection kept for its peer only: one
+        the duplicate rule closed may still hold messages older than those
+        the peer repeats on the kept one (docs/protocol.md 9.5), such as a
+        subscription it has since left."""
+        peer_id = protocol.peer_id
+        assert peer_id is not None
+        if not self.stopping and self.peers.get(peer_id) is protocol:
             self.gossip.received(protocol, event.message, event.body)
 
     def stream_received(self, protocol: PeerProtocol, bodies: list[bytes]) -> None:

@@ -167,8 +167,10 @@ class Meshes:
         (the duplicate rule kept it): what we sent on the old one may have
         gone with it unread, so it is said again on the new one, each
         message idempotent at the peer: our topics, the topics we left
-        since it connected, a graft for each mesh it is in, and a prune for
-        each backoff we set it that still runs (``docs/protocol.md`` 9.5).
+        since it connected, a graft for each mesh it is in, a prune for
+        each backoff we set it that still runs, and, for each of its topics,
+        an IHave of the ids we would gossip (publications are not repeated:
+        it asks for those it lacks) (``docs/protocol.md`` 9.5).
 
         Its prunes may have gone the same way, so a graft from it in our
         backoff is no longer charged (as for a peer that comes back)."""
@@ -185,6 +187,10 @@ class Meshes:
             if backoff.by_us and backoff.until > now:
                 left = max(1, round(backoff.until - now))
                 out.append(Send((peer,), Prune(topic, left)))
+        for topic in sorted(state.topics):
+            ids = self.cache.gossip_ids(topic)[: self.settings.max_ihave_length]
+            if ids:
+                out.append(Send((peer,), IHave(topic, tuple(ids))))
         return out
 
     def _our_topics(self, peer: PeerId) -> list[RouterOutput]:

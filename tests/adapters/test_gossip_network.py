@@ -4,6 +4,7 @@ bounded waits for what crosses the sockets."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import random
 from collections.abc import Awaitable
@@ -886,6 +887,10 @@ def _deliver_one_piece(net: MemoryNetwork, rng: random.Random) -> bool:
     return False
 
 
+def _keep_data(into: list[bytes], message: GossipMessage) -> None:
+    into.append(message.data)
+
+
 def _asks_for_records(node: Node) -> Callable[[Any], None]:
     """The connection manager's first ask of a new peer (nodes on the
     in-memory network run no manager)."""
@@ -896,20 +901,22 @@ def _asks_for_records(node: Node) -> Callable[[Any], None]:
     return ask
 
 
-@pytest.mark.parametrize("seed", range(60))
+@pytest.mark.parametrize("seed", range(200))
 def test_crossing_dials_agree_on_records_topics_and_meshes(seed: int) -> None:
     """Each node dials the other at once; the duplicate rule keeps one
     connection, and what went out on the other may be lost unread.  However
-    the bytes interleave, and whichever node leaves a topic meanwhile, both
-    end with the other's record, subscriptions and a mesh, and no honest
-    node is charged (docs/protocol.md 9.5, *A replaced connection*).  The
-    code before it lost a record or a subscription in about half the seeds."""
+    the bytes interleave, whichever node leaves a topic or publishes
+    meanwhile, both end with the other's record, subscriptions, a mesh and
+    publication, and no honest node is charged (docs/protocol.md 9.5, *A
+    replaced connection*).  The code before it lost a record or a
+    subscription in about half the seeds."""
     rng = random.Random(seed)
     with MemoryNetwork() as net:
         a, b = net.add_node(), net.add_node()
+        got: dict[Node, list[bytes]] = {a: [], b: []}
         for node in (a, b):
             node.gossip.set_addresses([f"{net.host(node)}:7010"])
-            node.gossip.subscribe("t", None)
+            node.gossip.subscribe("t", functools.partial(_keep_data, got[node]))
             node.gossip.subscribe("u", None)
             node.on_peer_verified(_asks_for_records(node))
         dials = [
@@ -919,9 +926,20 @@ def test_crossing_dials_agree_on_records_topics_and_meshes(seed: int) -> None:
         for dial in dials:
             dial.addErrback(lambda failure: None)  # the one the rule closes
         leaver, leave_at = rng.choice((a, b)), rng.randint(1, 40)
+        # Published once the publisher knows the other is in the topic
+        # (before, gossipsub has no one to send it to, nor tells a mesh
+        # peer of it later).
+        publisher, publish_at, published = rng.choice((a, b)), rng.randint(1, 40), False
         for step in range(1, 2001):
             if step == leave_at:
                 leaver.gossip.unsubscribe("u")
+            if (
+                step >= publish_at
+                and not published
+                and publisher.gossip.subscribers("t")
+            ):
+                publisher.gossip.publish("t", b"in the window")
+                published = True
             if rng.random() < 0.05:
                 net.clock.advance(0.5)
             net.clock.advance(0)
@@ -931,7 +949,10 @@ def test_crossing_dials_agree_on_records_topics_and_meshes(seed: int) -> None:
                 break
         if step < leave_at:
             leaver.gossip.unsubscribe("u")
+        if not published:
+            publisher.gossip.publish("t", b"in the window")
         net.advance(6.0)
+        assert got[b if publisher is a else a] == [b"in the window"]
         other = b if leaver is a else a
         assert [len(a.peers), len(b.peers)] == [1, 1]
         assert a.gossip.record(b.peer_id) == b.gossip.own_record

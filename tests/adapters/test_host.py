@@ -30,7 +30,7 @@ from blueprint_net._adapters.peers import Peer, PeerTable
 from blueprint_net._adapters.protocol import PeerProtocol
 from blueprint_net._adapters.self_connection import SelfConnections
 from blueprint_net._core import framing, gossip_wire, wire
-from blueprint_net._core.connection_events import ConnectionFailed
+from blueprint_net._core.connection_events import ConnectionFailed, GossipReceived
 from blueprint_net._core.errors import (
     BadBroadcastSignature,
     DuplicateMessage,
@@ -374,9 +374,17 @@ def test_a_replacement_sends_our_topics_again_on_the_kept_connection(
     ]
     # A connection the rule closes on arrival replaces nothing: no repeat.
     late = _Link(alice.peer_id, session_key=b"\x03")
-    _verified(host, late)
+    late_protocol = _verified(host, late)
     assert _codes(late) == [ErrorCode.DUPLICATE_CONNECTION]
     assert len(newest.sender.messages()) == 2
+    # Gossip is taken from the kept connection only: what the closed ones
+    # still deliver may be older than the peer's repeats on the kept one.
+    joined = GossipReceived(gossip_wire.Subscriptions(((True, "old"),)))
+    for closed in (kept_protocol, late_protocol):
+        host.gossip_received(closed, joined)
+    assert "old" not in host.gossip.router.topic_peers
+    host.gossip_received(cast(PeerProtocol, newest), joined)
+    assert host.gossip.subscribers("old") == {alice.peer_id}
     host.gossip.stop()
 
 

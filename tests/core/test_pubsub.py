@@ -813,6 +813,29 @@ def test_a_replaced_connection_repeats_our_leaves_grafts_and_running_prunes() ->
     assert router.link_replaced(identity(41).peer_id, 2.0) == []
 
 
+@pytest.mark.parametrize("longest", [DEFAULTS.max_ihave_length, 1])
+def test_a_replaced_connection_offers_the_ids_we_would_gossip(longest: int) -> None:
+    """Publications that went out on the closed connection are not sent
+    again: an IHave of each of the peer's topics offers the cached ids, the
+    newest window first, and the peer asks for those it lacks."""
+    router, (a, b, _) = one_router(GossipSettings(max_ihave_length=longest))
+    stranger = identity(40).peer_id
+    router.peer_connected(stranger, outbound=True)  # in none of our topics
+    for seqno, now in ((1, 1.0), (2, 1.5)):
+        [validate] = router.receive(a, signed(ORIGIN, seqno, b"m"), now)
+        assert isinstance(validate, Validate)
+        router.validated(validate.message_id, Verdict.ACCEPT, now)
+        if seqno == 1:
+            router.heartbeat(1.2)  # a new cache window for the second
+    newest_first = tuple(message_id(ORIGIN.peer_id, n) for n in (2, 1))
+    offer = router.link_replaced(b, 2.0)[-1]
+    assert offer == Send((b,), IHave(TOPIC, newest_first[:longest]))
+    assert not any(
+        isinstance(output, Send) and isinstance(output.message, IHave)
+        for output in router.link_replaced(stranger, 2.0)
+    )
+
+
 def test_a_graft_in_our_backoff_is_charged_without_a_replacement() -> None:
     """The control for the test above: the same graft, no replacement."""
     router, (_, b, _) = one_router()
