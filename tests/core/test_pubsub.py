@@ -808,8 +808,13 @@ def test_a_replaced_connection_repeats_our_leaves_grafts_and_running_prunes() ->
     assert router.receive(b, Graft("rejoined"), later) == [
         Send((b,), Prune("rejoined", round(until - later)))
     ]
-    # Under a second left: a prune of 1 s (0 would be no backoff at all).
+    # Under a second left: a prune of 1 s (0 would be no backoff at all);
+    # none once the backoff has ended.
     assert router.link_replaced(b, until - 0.4)[-1] == Send((b,), Prune("rejoined", 1))
+    assert not any(
+        isinstance(output, Send) and isinstance(output.message, Prune)
+        for output in router.link_replaced(b, until)
+    )
     assert router.link_replaced(identity(41).peer_id, 2.0) == []
 
 
