@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -118,12 +119,32 @@ async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+#: Where the kernel picks the local ports of outgoing connections (and of
+#: a bind to port 0): Linux's file, or its default range.
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port() -> int:
-    """A loopback TCP port nobody listens on now (for a subprocess to bind)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback TCP port nobody uses now, for a subprocess to bind later.
+
+    It is chosen below the kernel's ephemeral range: a port the kernel
+    hands out can be taken meanwhile by any outgoing connection of a test
+    running in parallel, and the subprocess then cannot listen (a twistd
+    node in CI did exactly that, once in a few runs)."""
+    try:
+        low = int(EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    choose = random.SystemRandom()
+    for _ in range(1000):
+        port = choose.randrange(10000, max(low, 10001))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in 10000-{low}")
 
 
 def send_and_read(port: int, data: bytes, *, limit: float = 10.0) -> bytes:
