@@ -122,6 +122,8 @@ async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
 #: Where the kernel picks the local ports of outgoing connections (and of
 #: a bind to port 0): Linux's file, or its default range.
 EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+#: Ports :func:`free_port` gave this process (never given twice).
+_GIVEN: set[int] = set()
 
 
 def free_port() -> int:
@@ -130,21 +132,25 @@ def free_port() -> int:
     It is chosen below the kernel's ephemeral range: a port the kernel
     hands out can be taken meanwhile by any outgoing connection of a test
     running in parallel, and the subprocess then cannot listen (a twistd
-    node in CI did exactly that, once in a few runs)."""
+    node in CI did exactly that, once in a few runs).  Where the range
+    leaves fewer than 1,000 ports below it, the kernel chooses."""
     try:
         low = int(EPHEMERAL_PORTS.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
     choose = random.SystemRandom()
     for _ in range(1000):
-        port = choose.randrange(10000, max(low, 10001))
+        wanted = choose.randrange(10000, low) if low > 11000 else 0
         with socket.socket() as sock:
             try:
-                sock.bind(("127.0.0.1", port))
+                sock.bind(("127.0.0.1", wanted))
             except OSError:
                 continue
+            port: int = sock.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
             return port
-    raise RuntimeError(f"no free loopback port in 10000-{low}")
+    raise RuntimeError(f"no free loopback port below {low}")
 
 
 def send_and_read(port: int, data: bytes, *, limit: float = 10.0) -> bytes:

@@ -429,7 +429,9 @@ class ConnectionHost:
         """Gossip is taken from the connection kept for its peer only: one
         the duplicate rule closed may still hold messages older than those
         the peer repeats on the kept one (docs/protocol.md 9.5), such as a
-        subscription it has since left."""
+        subscription it has since left.  (Not ``connection.closed``: a read
+        that ends with the peer's goodbye sets it before the read's earlier
+        messages are handed out, and those count.)"""
         peer_id = protocol.peer_id
         assert peer_id is not None
         if not self.stopping and self.peers.get(peer_id) is protocol:

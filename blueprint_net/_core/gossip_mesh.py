@@ -95,13 +95,16 @@ class PeerState:
     unwanted: dict[bytes, int] = attrs.Factory(dict)
     beat: int = 0
     dontwants: int = 0
+    #: A replacement offered it our cached ids this heartbeat (one offer a
+    #: heartbeat, however often a peer gets its connections replaced).
+    offered: bool = False
 
     def new_heartbeat(self, idontwant_heartbeats: int) -> None:
         """A new heartbeat: budgets renewed, IDontWant ids that came
         ``idontwant_heartbeats`` heartbeats ago or more gone."""
         self.ihaves = self.asked = self.served = self.record_requests = 0
         self.dontwants = 0
-        self.pruned_records = False
+        self.pruned_records = self.offered = False
         self.beat += 1
         if self.unwanted:
             oldest = self.beat - idontwant_heartbeats + 1
@@ -168,9 +171,9 @@ class Meshes:
         gone with it unread, so it is said again on the new one, each
         message idempotent at the peer: our topics, the topics we left
         since it connected, a graft for each mesh it is in, a prune for
-        each backoff we set it that still runs, and, for each of its topics,
-        an IHave of the ids we would gossip (publications are not repeated:
-        it asks for those it lacks) (``docs/protocol.md`` 9.5).
+        each backoff we set it that still runs, and an IHave of the ids we
+        would gossip (:meth:`_offer`; publications are not repeated: it asks
+        for those it lacks) (``docs/protocol.md`` 9.5).
 
         Its prunes may have gone the same way, so a graft from it in our
         backoff is no longer charged (as for a peer that comes back)."""
@@ -187,8 +190,24 @@ class Meshes:
             if backoff.by_us and backoff.until > now:
                 left = max(1, round(backoff.until - now))
                 out.append(Send((peer,), Prune(topic, left)))
-        for topic in sorted(state.topics):
-            ids = self.cache.gossip_ids(topic)[: self.settings.max_ihave_length]
+        if not state.offered:
+            state.offered = True
+            out += self._offer(peer, state)
+        return out
+
+    def _offer(self, peer: PeerId, state: PeerState) -> list[RouterOutput]:
+        """An IHave of the ids we would gossip, for at most
+        ``max_ihave_messages`` of the peer's topics (a receiver reads no more
+        from one peer a heartbeat): first those we push publications to it
+        in (its meshes and fanouts), newest ids first."""
+        s = self.settings
+        groups = (self.mesh, self.fanout)
+        pushed = sorted(state.topics, key=lambda t: (not _in(peer, t, groups), t))
+        out: list[RouterOutput] = []
+        for topic in pushed:
+            if len(out) == s.max_ihave_messages:
+                break
+            ids = self.cache.gossip_ids(topic)[: s.max_ihave_length]
             if ids:
                 out.append(Send((peer,), IHave(topic, tuple(ids))))
         return out
@@ -420,6 +439,11 @@ class Meshes:
             ihave = IHave(topic, tuple(ids[: s.max_ihave_length]))
             out.append(Send(tuple(sorted(targets)), ihave))
         return out
+
+
+def _in(peer: PeerId, topic: str, groups: tuple[dict[str, set[PeerId]], ...]) -> bool:
+    """Whether ``peer`` is in ``topic``'s set in any of ``groups``."""
+    return any(peer in group.get(topic, ()) for group in groups)
 
 
 def drop_expired(backoffs: dict[str, Backoff], slack: float, now: float) -> int:

@@ -841,6 +841,39 @@ def test_a_replaced_connection_offers_the_ids_we_would_gossip(longest: int) -> N
     )
 
 
+def test_the_offer_is_once_a_heartbeat_for_at_most_max_ihave_messages_topics() -> None:
+    """A receiver reads at most ``max_ihave_messages`` IHaves from a peer a
+    heartbeat, so no more are offered, the topics the peer is in our mesh
+    of first; and a peer that gets its connections replaced again and
+    again is offered our ids once a heartbeat, as gossip would."""
+    router, (a, b, _) = one_router(GossipSettings(max_ihave_messages=1))
+    router.subscribe("a-first", 1.0)  # sorts first; b is in no mesh of it
+    router.receive(b, Subscriptions(((True, "a-first"),)), 1.0)
+    router.mesh["a-first"].discard(b)
+    assert b in router.mesh[TOPIC]
+    for topic, seqno in (("a-first", 1), (TOPIC, 2)):
+        [validate] = router.receive(a, signed(ORIGIN, seqno, b"m", topic), 1.0)
+        assert isinstance(validate, Validate)
+        router.validated(validate.message_id, Verdict.ACCEPT, 1.0)
+
+    def offered(now: float) -> list[str]:
+        return [
+            output.message.topic
+            for output in router.link_replaced(b, now)
+            if isinstance(output, Send) and isinstance(output.message, IHave)
+        ]
+
+    assert offered(1.1) == [TOPIC]
+    assert offered(1.2) == []  # the same heartbeat
+    router.heartbeat(2.0)  # which may graft b into "a-first" as well
+    router.mesh["a-first"].discard(b)
+    assert offered(2.1) == [TOPIC]
+    router.heartbeat(3.0)
+    router.mesh["a-first"].discard(b)
+    router.mesh[TOPIC].discard(b)
+    assert offered(3.1) == ["a-first"]  # in no mesh of ours: by name
+
+
 def test_a_graft_in_our_backoff_is_charged_without_a_replacement() -> None:
     """The control for the test above: the same graft, no replacement."""
     router, (_, b, _) = one_router()
