@@ -202,7 +202,10 @@ class Meshes:
         in (its meshes and fanouts), newest ids first."""
         s = self.settings
         groups = (self.mesh, self.fanout)
-        pushed = sorted(state.topics, key=lambda t: (not _in(peer, t, groups), t))
+        # Only the topics heartbeat gossip covers (the ones we keep a mesh
+        # or fanout of), so an offer costs no more than a heartbeat's.
+        ours = [t for t in state.topics if t in self.mesh or t in self.fanout]
+        pushed = sorted(ours, key=lambda t: (not _in(peer, t, groups), t))
         out: list[RouterOutput] = []
         for topic in pushed:
             if len(out) == s.max_ihave_messages:
