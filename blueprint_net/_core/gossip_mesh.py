@@ -201,11 +201,11 @@ class Meshes:
         from one peer a heartbeat): first those we push publications to it
         in (its meshes and fanouts), newest ids first."""
         s = self.settings
-        groups = (self.mesh, self.fanout)
         # Only the topics heartbeat gossip covers (the ones we keep a mesh
         # or fanout of), so an offer costs no more than a heartbeat's.
-        ours = [t for t in state.topics if t in self.mesh or t in self.fanout]
-        pushed = sorted(ours, key=lambda t: (not _in(peer, t, groups), t))
+        groups = {**self.fanout, **self.mesh}
+        ours = [t for t in state.topics if t in groups]
+        pushed = sorted(ours, key=lambda t: (peer not in groups[t], t))
         out: list[RouterOutput] = []
         for topic in pushed:
             if len(out) == s.max_ihave_messages:
@@ -442,11 +442,6 @@ class Meshes:
             ihave = IHave(topic, tuple(ids[: s.max_ihave_length]))
             out.append(Send(tuple(sorted(targets)), ihave))
         return out
-
-
-def _in(peer: PeerId, topic: str, groups: tuple[dict[str, set[PeerId]], ...]) -> bool:
-    """Whether ``peer`` is in ``topic``'s set in any of ``groups``."""
-    return any(peer in group.get(topic, ()) for group in groups)
 
 
 def drop_expired(backoffs: dict[str, Backoff], slack: float, now: float) -> int:
